@@ -1,0 +1,104 @@
+//! The one error type of Vellum.
+//!
+//! Disk damage is `Err(Corrupted { .. })`; bad caller input is `InvalidArgument`;
+//! a broken internal invariant is a panic. The three are never mixed.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::Lsn;
+
+/// Every fallible Vellum operation returns this error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O error, with what Vellum was doing when it happened.
+    #[error("I/O error while {context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The file system has no room left (`ENOSPC`/`EDQUOT`). Nothing acknowledged is lost.
+    #[error("disk full while {context}")]
+    DiskFull { context: String },
+    /// On-disk bytes failed validation: a checksum, magic, length or address did not hold.
+    #[error("corrupted {}{}: {reason}", file_text(.file), lsn_text(.lsn))]
+    Corrupted {
+        lsn: Option<Lsn>,
+        file: Option<PathBuf>,
+        reason: String,
+    },
+    /// The caller passed something Vellum refuses (wrong dimension, NaN, oversized id, ...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// `insert` of an id that is present, or `Store::create` where a store exists.
+    #[error("already exists")]
+    AlreadyExists,
+    /// A store, file or record that was asked for does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The files were written by a format version this build cannot read.
+    #[error("incompatible format: {0}")]
+    Incompatible(String),
+    /// The object was closed, or poisoned by an earlier fatal I/O error.
+    #[error("closed: {0}")]
+    Closed(String),
+}
+
+fn file_text(file: &Option<PathBuf>) -> String {
+    match file {
+        Some(path) => path.display().to_string(),
+        None => "data".to_string(),
+    }
+}
+
+fn lsn_text(lsn: &Option<Lsn>) -> String {
+    match lsn {
+        Some(lsn) => format!(" at LSN {lsn}"),
+        None => String::new(),
+    }
+}
+
+/// Vellum's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error; `ENOSPC` and `EDQUOT` become [`Error::DiskFull`].
+    pub fn io(context: impl Into<String>, source: io::Error) -> Error {
+        let context = context.into();
+        match source.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => Error::DiskFull { context },
+            _ => Error::Io { context, source },
+        }
+    }
+
+    /// Damage found in the log at `lsn`.
+    pub fn corrupted_at(lsn: Lsn, reason: impl Into<String>) -> Error {
+        Error::Corrupted {
+            lsn: Some(lsn),
+            file: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// Damage found in `file`.
+    pub fn corrupted_file(file: impl Into<PathBuf>, reason: impl Into<String>) -> Error {
+        Error::Corrupted {
+            lsn: None,
+            file: Some(file.into()),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Adds context to `io::Result`s.
+pub(crate) trait IoContext<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::io(what(), source))
+    }
+}

@@ -1,0 +1,31 @@
+//! Vellum: an embedded, crash-safe vector store.
+//!
+//! A memory-mapped, page-oriented storage engine for float32 embeddings with string ids and
+//! key/value metadata: a write-ahead log on preallocated segment files of fixed-size pages,
+//! a paged vector arena read zero-copy, fuzzy checkpoints and ARIES recovery.
+//! The byte-level format is specified in `format-spec/FORMAT.md`.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod error;
+mod lsn;
+pub mod storage;
+pub mod wal;
+
+pub use error::{Error, Result};
+pub use lsn::Lsn;
+pub use wal::SyncMode;
+
+/// What recovery does with damage it finds (see `format-spec/FORMAT.md`, "End of the log").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// Any damage is an error, and so is an ambiguous tail: a torn tail is accepted only when no
+    /// valid record follows the damage.
+    Strict,
+    /// A torn tail (damage not proven to lie before the last durable byte) is accepted and
+    /// erased; damage proven to lie inside the durable log is an error.
+    #[default]
+    TolerateTornTail,
+    /// Damage inside the log is skipped (resynchronising at the next valid page) and reported.
+    SkipCorrupted,
+}

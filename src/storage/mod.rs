@@ -1,0 +1,176 @@
+//! The narrow storage layer every byte of Vellum goes through.
+//!
+//! The engine never calls `std::fs` directly: it asks a [`Storage`] for files and mappings.
+//! [`RealStorage`] is the operating system; [`SimStorage`] is a deterministic crash simulator
+//! that keeps a volatile and a durable image of every file, so tests can crash the engine at any
+//! instant and recover from exactly what a real disk could have kept.
+//!
+//! # Assumptions about the medium (what both implementations model)
+//! - A write is durable only after `sync_data` on its file returns. Before that, any subset of
+//!   its 512-byte sectors may reach the disk, in any order (torn pages, reordered writes).
+//! - A sector is written atomically: after a crash it holds either its old or its new bytes.
+//! - Creating, renaming or removing a file is durable only after `sync_dir` on its directory.
+//! - A file's length change (`set_len`) is durable after `sync_data` on the file.
+//! - Mapped memory is coherent with `write_at` of the same file (Linux's unified page cache).
+//!
+//! # Mappings
+//! A [`Mapping`] is a fixed range of memory that never moves while it lives. Shared read-only
+//! mappings show the file's current (volatile) bytes; private mappings are copy-on-write, so
+//! stores into them never reach the file: only explicit `write_at` calls change a file. This is
+//! how Vellum keeps the OS from writing pages back behind the WAL's back.
+
+mod real;
+mod sim;
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use real::RealStorage;
+pub use sim::{SimConfig, SimStorage};
+
+/// A file system: the directory operations the engine needs.
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Creates `path` and its parents. Durable only after `sync_dir` of each parent.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Opens `path` for reading and writing. With `create`, the file must not exist yet
+    /// (`ErrorKind::AlreadyExists` otherwise) and is created empty; without, it must exist
+    /// (`ErrorKind::NotFound` otherwise).
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>>;
+    /// Atomically replaces `to` with `from`. Durable only after `sync_dir`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file. Durable only after `sync_dir`.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Removes an empty directory.
+    fn remove_dir(&self, path: &Path) -> io::Result<()>;
+    /// The names (not paths) of the entries of directory `path`, sorted.
+    fn list(&self, path: &Path) -> io::Result<Vec<String>>;
+    /// Makes the entries of directory `path` durable (creations, renames, removals).
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// True if `path` names a file or directory.
+    fn exists(&self, path: &Path) -> bool;
+}
+
+/// An open file.
+pub trait StorageFile: Send + Sync + fmt::Debug {
+    /// The current (volatile) length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// True if the file holds no bytes.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    /// Grows (with zeros) or shrinks the file. Must not be called while a mapping of the file
+    /// lives: implementations may panic.
+    fn set_len(&self, len_bytes: u64) -> io::Result<()>;
+    /// Reads exactly `buf.len()` bytes at `offset`; `UnexpectedEof` past the end.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`, growing the file if needed.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes every write to this file so far durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Maps the whole file (at its current length) shared and read-only: the mapping shows every
+    /// later `write_at` to the file. The length must not change while the mapping lives.
+    fn map_shared(&self) -> io::Result<Mapping>;
+    /// Maps the whole file (at its current length) private and writable: copy-on-write, stores
+    /// into it never reach the file.
+    fn map_private(&self) -> io::Result<Mapping>;
+}
+
+/// A memory range that stays at one address for as long as the `Mapping` lives.
+///
+/// The mapping hands out raw pointers only; the modules that read or write through it (the WAL
+/// reader, the arena) state the invariant that makes each access sound.
+pub struct Mapping {
+    ptr: *mut u8,
+    len_bytes: usize,
+    writable: bool,
+    _owner: Box<dyn Send + Sync>,
+}
+
+// SAFETY: a `Mapping` is a pointer into memory owned by `_owner`, which is `Send + Sync` and
+// keeps the memory at one address until dropped; all accesses through the pointer go through
+// the unsafe accessors below, whose callers uphold the data-race rules.
+unsafe impl Send for Mapping {}
+// SAFETY: as for `Send`: shared access only hands out raw pointers.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Wraps memory owned by `owner`. `ptr..ptr+len_bytes` must stay valid and fixed while
+    /// `owner` lives.
+    pub(crate) fn new(ptr: *mut u8, len_bytes: usize, writable: bool, owner: Box<dyn Send + Sync>) -> Mapping {
+        assert!(len_bytes == 0 || !ptr.is_null(), "a non-empty mapping needs memory");
+        Mapping {
+            ptr,
+            len_bytes,
+            writable,
+            _owner: owner,
+        }
+    }
+
+    /// The length of the mapping in bytes.
+    pub fn len(&self) -> usize {
+        self.len_bytes
+    }
+
+    /// True if the mapping is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len_bytes == 0
+    }
+
+    /// The bytes at `offset..offset + len_bytes`.
+    ///
+    /// # Safety
+    /// No thread may write those bytes (through this mapping, or through `write_at` of a shared
+    /// mapping's file) for as long as the returned slice lives.
+    pub unsafe fn bytes(&self, offset: usize, len_bytes: usize) -> &[u8] {
+        let end = offset.checked_add(len_bytes).expect("mapping range overflows");
+        assert!(
+            end <= self.len_bytes,
+            "mapping read {offset}+{len_bytes} past {}",
+            self.len_bytes
+        );
+        // SAFETY: the range is inside the mapping (asserted), the memory is valid while `self`
+        // lives, and the caller guarantees no concurrent writer for the slice's lifetime.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(offset), len_bytes) }
+    }
+
+    /// Copies `data` into the mapping at `offset` (private mappings only).
+    ///
+    /// # Safety
+    /// No other thread may read or write those bytes during the copy, and no slice returned by
+    /// [`Mapping::bytes`] may cover them while it lives.
+    pub unsafe fn write(&self, offset: usize, data: &[u8]) {
+        assert!(self.writable, "write into a read-only mapping");
+        let end = offset.checked_add(data.len()).expect("mapping range overflows");
+        assert!(
+            end <= self.len_bytes,
+            "mapping write {offset}+{} past {}",
+            data.len(),
+            self.len_bytes
+        );
+        // SAFETY: the range is inside the writable mapping (asserted); `data` cannot overlap it
+        // because the caller holds no slice over it; exclusivity is the caller's guarantee.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(offset), data.len()) }
+    }
+
+    /// The address of byte `offset` (for readers that must not form a slice).
+    pub fn ptr_at(&self, offset: usize) -> *mut u8 {
+        assert!(
+            offset <= self.len_bytes,
+            "mapping offset {offset} past {}",
+            self.len_bytes
+        );
+        // SAFETY: `offset` is within the allocation or one past its end (asserted).
+        unsafe { self.ptr.add(offset) }
+    }
+}
+
+impl fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mapping")
+            .field("len_bytes", &self.len_bytes)
+            .field("writable", &self.writable)
+            .finish()
+    }
+}

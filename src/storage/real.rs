@@ -1,0 +1,119 @@
+//! The operating system as a [`Storage`].
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{Mapping, Storage, StorageFile};
+
+/// Files and mappings of the real file system (`std::fs` + memmap2).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealStorage;
+
+impl RealStorage {
+    /// The real file system.
+    pub fn new() -> RealStorage {
+        RealStorage
+    }
+}
+
+#[derive(Debug)]
+struct RealFile {
+    file: File,
+}
+
+impl Storage for RealStorage {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::create_dir_all(path)
+    }
+
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let mut options = OpenOptions::new();
+        options.read(true).write(true);
+        if create {
+            options.create_new(true);
+        }
+        Ok(Arc::new(RealFile {
+            file: options.open(path)?,
+        }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        fs::remove_dir(path)
+    }
+
+    fn list(&self, path: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(path)? {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+}
+
+impl StorageFile for RealFile {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn set_len(&self, len_bytes: u64) -> io::Result<()> {
+        self.file.set_len(len_bytes)
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn map_shared(&self) -> io::Result<Mapping> {
+        let len_bytes = usize::try_from(self.len()?).map_err(io::Error::other)?;
+        if len_bytes == 0 {
+            return Ok(Mapping::new(std::ptr::null_mut(), 0, false, Box::new(())));
+        }
+        // SAFETY: Vellum never truncates a file while a mapping of it lives (the `set_len`
+        // contract), so the mapped range stays backed by the file; concurrent changes through
+        // `write_at` are visible through the mapping and the readers' invariants (see
+        // `Mapping::bytes`) keep them off bytes that are being read.
+        let map = unsafe { memmap2::MmapOptions::new().len(len_bytes).map(&self.file)? };
+        let ptr = map.as_ptr().cast_mut();
+        Ok(Mapping::new(ptr, len_bytes, false, Box::new(map)))
+    }
+
+    fn map_private(&self) -> io::Result<Mapping> {
+        let len_bytes = usize::try_from(self.len()?).map_err(io::Error::other)?;
+        if len_bytes == 0 {
+            return Ok(Mapping::new(std::ptr::null_mut(), 0, true, Box::new(())));
+        }
+        // SAFETY: a copy-on-write mapping: stores stay in this process's private pages and never
+        // reach the file. The file is not truncated while mapped (the `set_len` contract).
+        let mut map = unsafe { memmap2::MmapOptions::new().len(len_bytes).map_copy(&self.file)? };
+        let ptr = map.as_mut_ptr();
+        Ok(Mapping::new(ptr, len_bytes, true, Box::new(map)))
+    }
+}

@@ -1,0 +1,645 @@
+//! The write-ahead log: preallocated, memory-mapped segment files of fixed-size pages.
+//!
+//! - `format`: the on-disk structures; `view`: decoding at an address; `scan`: the end of the
+//!   log on open; `writer`: laying records out; `segment`: the files; `reader`: iteration.
+//! - Appends copy into an in-memory tail under a short lock (`tail`) and return the LSN.
+//! - A flush takes the `io` lock, swaps the tail out (appends go on meanwhile), writes it with
+//!   pwrite and, for durability, fdatasyncs every segment it touched. Committers that find a
+//!   flush under way queue on `io`; the next one takes everything appended meanwhile, so one
+//!   fdatasync serves them all (group commit).
+//! - Readers read the segments' shared read-only mappings below `written_lsn`.
+
+pub mod format;
+mod reader;
+mod scan;
+pub mod segment;
+pub mod view;
+mod writer;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::error::{IoContext, Result};
+use crate::storage::Storage;
+use crate::{Error, Lsn, RecoveryMode};
+
+pub use format::{Geometry, LogIdentity, RECORD_HEADER_BYTES, RECORD_MAX_BYTES, RecordHeader};
+pub use reader::{Record, WalReader};
+pub use scan::{ScanReport, SkippedRange, TornTail};
+use segment::{Segment, SegmentDir};
+use view::LogView;
+pub use writer::RecordSpec;
+use writer::{Layout, Tail};
+
+/// When a commit's log bytes become durable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncMode {
+    /// A commit returns only after its bytes are durable (fdatasync). Concurrent committers
+    /// share one flush.
+    #[default]
+    Always,
+    /// A background flusher makes the log durable every interval: a crash loses at most the
+    /// commits of the last interval, never a part of one.
+    Interval(Duration),
+    /// Durable only at checkpoints, `sync()` and close.
+    Never,
+}
+
+/// How to configure a log.
+#[derive(Clone, Debug)]
+pub struct WalConfig {
+    pub geometry: Geometry,
+    pub identity: LogIdentity,
+    pub sync: SyncMode,
+    /// Hand the tail to the OS (pwrite, no sync) once it holds this many bytes.
+    pub write_out_bytes: usize,
+}
+
+impl WalConfig {
+    /// A configuration with the default write-out threshold.
+    pub fn new(geometry: Geometry, identity: LogIdentity, sync: SyncMode) -> WalConfig {
+        WalConfig {
+            geometry,
+            identity,
+            sync,
+            write_out_bytes: 1 << 20,
+        }
+    }
+}
+
+/// The tail may grow to this before appenders wait for a write-out.
+const TAIL_MAX_BYTES: usize = 64 << 20;
+
+struct IoState {
+    spare: Vec<u8>,
+    unsynced: BTreeSet<u64>,
+}
+
+struct Shared {
+    config: WalConfig,
+    created_us: u64,
+    dir: SegmentDir,
+    segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    installed_max: AtomicU64,
+    install_lock: Mutex<()>,
+    tail: Mutex<Tail>,
+    io: Mutex<IoState>,
+    written_lsn: AtomicU64,
+    durable_lsn: AtomicU64,
+    poisoned: AtomicBool,
+    shutdown: Mutex<bool>,
+    wake: Condvar,
+}
+
+/// The write-ahead log.
+pub struct Wal {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.shared.dir.path())
+            .field("end_lsn", &self.end_lsn())
+            .field("durable_lsn", &self.durable_lsn())
+            .finish()
+    }
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+impl Wal {
+    /// Creates an empty log in `dir` (created if missing; it must hold no segments).
+    pub fn create(storage: Arc<dyn Storage>, dir: &Path, config: WalConfig) -> Result<Wal> {
+        storage
+            .create_dir_all(dir)
+            .context(|| format!("creating {}", dir.display()))?;
+        let segment_dir = SegmentDir::new(storage.clone(), dir, config.geometry)?;
+        if !segment_dir.list_segments()?.is_empty() {
+            return Err(Error::AlreadyExists);
+        }
+        let first = segment_dir.install(0)?;
+        let wal = Wal::start(segment_dir, config, vec![first], 0)?;
+        Ok(wal)
+    }
+
+    /// Opens the log in `dir`, scanning from `scan_from` (a record start or record end known to
+    /// be valid, e.g. a checkpoint's) or, if `None`, from the oldest segment.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        config: WalConfig,
+        scan_from: Option<Lsn>,
+        mode: RecoveryMode,
+    ) -> Result<(Wal, ScanReport)> {
+        let segment_dir = SegmentDir::new(storage.clone(), dir, config.geometry)?;
+        let numbers = segment_dir.list_segments()?;
+        let Some(&oldest) = numbers.first() else {
+            return Err(Error::NotFound(format!("no WAL segments in {}", dir.display())));
+        };
+        check_contiguous(dir, &numbers)?;
+        let mut segments = BTreeMap::new();
+        for &number in &numbers {
+            segments.insert(number, segment_dir.open_segment(number)?);
+        }
+        let geometry = config.geometry;
+        let limit = geometry.segment_base(numbers[numbers.len() - 1] + 1);
+        let view = LogView {
+            geometry,
+            identity: config.identity,
+            segments: &segments,
+            limit,
+        };
+        let start = match scan_from {
+            Some(lsn) => check_scan_start(&view, lsn, oldest)?,
+            None => first_record_start(&view, oldest),
+        };
+        let report = scan::scan(&view, start, mode)?;
+        erase_garbage(&segments, &geometry, report.end_lsn.get(), report.zero_to)?;
+        for segment in segments.values() {
+            // After a process crash the page cache may hold log bytes that never reached the
+            // disk; recovery must not build on them, so make everything it read durable first.
+            segment
+                .file
+                .sync_data()
+                .context(|| format!("syncing {}", segment.path.display()))?;
+        }
+        let segments: Vec<_> = segments.into_values().collect();
+        let wal = Wal::start(segment_dir, config, segments, report.end_lsn.get())?;
+        Ok((wal, report))
+    }
+
+    fn start(dir: SegmentDir, config: WalConfig, segments: Vec<Arc<Segment>>, end: u64) -> Result<Wal> {
+        let installed_max = segments
+            .iter()
+            .map(|s| s.segment_no)
+            .max()
+            .expect("a log has a segment");
+        let sync = config.sync;
+        let shared = Arc::new(Shared {
+            created_us: now_us(),
+            dir,
+            segments: RwLock::new(segments.into_iter().map(|s| (s.segment_no, s)).collect()),
+            installed_max: AtomicU64::new(installed_max),
+            install_lock: Mutex::new(()),
+            tail: Mutex::new(Tail::new(end)),
+            io: Mutex::new(IoState {
+                spare: Vec::new(),
+                unsynced: BTreeSet::new(),
+            }),
+            written_lsn: AtomicU64::new(end),
+            durable_lsn: AtomicU64::new(end),
+            poisoned: AtomicBool::new(false),
+            shutdown: Mutex::new(false),
+            wake: Condvar::new(),
+            config,
+        });
+        let mut threads = vec![spawn_named("vellum-wal-prealloc", &shared, preallocator)?];
+        if let SyncMode::Interval(every) = sync {
+            threads.push(spawn_named("vellum-wal-flush", &shared, move |s| flusher(s, every))?);
+        }
+        Ok(Wal { shared, threads })
+    }
+
+    /// The page and segment sizes.
+    pub fn geometry(&self) -> Geometry {
+        self.shared.config.geometry
+    }
+
+    /// The store id and timeline the log belongs to.
+    pub fn identity(&self) -> LogIdentity {
+        self.shared.config.identity
+    }
+
+    /// The sync mode.
+    pub fn sync_mode(&self) -> SyncMode {
+        self.shared.config.sync
+    }
+
+    /// The end of the log: where the next record will be appended (after padding).
+    pub fn end_lsn(&self) -> Lsn {
+        Lsn(self.shared.tail.lock().pos)
+    }
+
+    /// Every log byte below this is durable.
+    pub fn durable_lsn(&self) -> Lsn {
+        Lsn(self.shared.durable_lsn.load(Ordering::Acquire))
+    }
+
+    /// Every log byte below this has been handed to the files (readable through the mappings).
+    pub fn written_lsn(&self) -> Lsn {
+        Lsn(self.shared.written_lsn.load(Ordering::Acquire))
+    }
+
+    /// Appends a record and returns its LSN. The record is durable once `durable_lsn()` is
+    /// past it; see [`Wal::commit`].
+    pub fn append(&self, spec: &RecordSpec, payload: &[&[u8]]) -> Result<Lsn> {
+        self.append_with_end(spec, payload).map(|(lsn, _)| lsn)
+    }
+
+    /// Appends a record and returns its LSN and end address.
+    pub fn append_with_end(&self, spec: &RecordSpec, payload: &[&[u8]]) -> Result<(Lsn, u64)> {
+        let shared = &*self.shared;
+        shared.check_open()?;
+        let payload_bytes: usize = payload.iter().map(|p| p.len()).sum();
+        if payload_bytes > RECORD_MAX_BYTES as usize - RECORD_HEADER_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "a log record holds at most {} payload bytes, not {payload_bytes}",
+                RECORD_MAX_BYTES as usize - RECORD_HEADER_BYTES
+            )));
+        }
+        assert!(spec.kind != 0, "record kind 0 is reserved for zeroed space");
+        let (lsn, end, tail_bytes) = {
+            let mut tail = shared.tail.lock();
+            let rollback = tail.pos;
+            let layout = shared.layout();
+            layout.advance_to_record_start(&mut tail);
+            let lsn = tail.pos;
+            let durable = shared.durable_lsn.load(Ordering::Acquire);
+            let end = layout.put_record(&mut tail, spec, durable, payload);
+            if let Err(error) = shared.ensure_segments_through(end) {
+                tail.truncate_to(rollback);
+                return Err(error);
+            }
+            (lsn, end, tail.buf.len())
+        };
+        shared.after_append(end, tail_bytes)?;
+        Ok((Lsn(lsn), end))
+    }
+
+    /// Applies the sync mode to a commit record at `lsn`: with `Always`, returns once it is
+    /// durable (sharing one flush with concurrent committers); otherwise returns at once.
+    pub fn commit(&self, lsn: Lsn) -> Result<()> {
+        match self.shared.config.sync {
+            SyncMode::Always => self.flush_through(lsn),
+            SyncMode::Interval(_) | SyncMode::Never => Ok(()),
+        }
+    }
+
+    /// Returns once the record at `lsn` (and everything before it) is durable.
+    pub fn flush_through(&self, lsn: Lsn) -> Result<()> {
+        let shared = &*self.shared;
+        while shared.durable_lsn.load(Ordering::Acquire) <= lsn.get() {
+            shared.check_open()?;
+            let mut io = shared.io.lock();
+            if shared.durable_lsn.load(Ordering::Acquire) > lsn.get() {
+                break;
+            }
+            shared.flush_locked(&mut io, true)?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable.
+    pub fn sync(&self) -> Result<()> {
+        let shared = &*self.shared;
+        shared.check_open()?;
+        let mut io = shared.io.lock();
+        shared.flush_locked(&mut io, true)
+    }
+
+    /// Hands everything appended so far to the files (no sync), so readers see it.
+    pub fn write_out(&self) -> Result<()> {
+        let shared = &*self.shared;
+        shared.check_open()?;
+        let mut io = shared.io.lock();
+        shared.flush_locked(&mut io, false)
+    }
+
+    /// A reader over the records from `from` (a record start, or the end of one) up to what has
+    /// been written out when it is created.
+    pub fn reader(&self, from: Lsn) -> WalReader {
+        let limit = self.shared.written_lsn.load(Ordering::Acquire);
+        WalReader::new(self.shared.clone(), from.get(), limit)
+    }
+
+    /// A reader starting at the oldest record still in the log.
+    pub fn reader_from_start(&self) -> WalReader {
+        let start = self.first_lsn();
+        self.reader(start)
+    }
+
+    /// The address scanning starts at for the oldest segment present.
+    pub fn first_lsn(&self) -> Lsn {
+        let segments = self.shared.segments.read();
+        let oldest = *segments.keys().next().expect("a log has a segment");
+        let limit = self.shared.written_lsn.load(Ordering::Acquire);
+        let view = self.shared.view(&segments, limit);
+        Lsn(first_record_start(&view, oldest))
+    }
+
+    /// The segment numbers in the log, oldest first.
+    pub fn segment_numbers(&self) -> Vec<u64> {
+        self.shared.segments.read().keys().copied().collect()
+    }
+
+    /// The path of a segment file.
+    pub fn segment_path(&self, segment_no: u64) -> PathBuf {
+        self.shared.dir.path().join(segment::segment_file_name(segment_no))
+    }
+
+    /// Retires every segment that lies wholly before `lsn` (they are recycled as spares).
+    /// Returns how many were retired.
+    pub fn release_before(&self, lsn: Lsn) -> Result<usize> {
+        let shared = &*self.shared;
+        shared.check_open()?;
+        assert!(
+            lsn.get() <= shared.written_lsn.load(Ordering::Acquire),
+            "release only written log"
+        );
+        let keep_from = shared.config.geometry.segment_of(lsn.get());
+        let retired: Vec<Arc<Segment>> = {
+            let mut segments = shared.segments.write();
+            let numbers: Vec<u64> = segments.range(..keep_from).map(|(&n, _)| n).collect();
+            numbers.iter().filter_map(|n| segments.remove(n)).collect()
+        };
+        let count = retired.len();
+        for segment in retired {
+            shared.dir.retire(segment)?;
+        }
+        if count > 0 {
+            shared.dir.sync_dir()?;
+        }
+        Ok(count)
+    }
+
+    /// Flushes, makes the log durable and stops the background threads.
+    pub fn close(mut self) -> Result<()> {
+        let result = if self.shared.poisoned.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            self.sync()
+        };
+        self.stop_threads();
+        result
+    }
+
+    fn stop_threads(&mut self) {
+        *self.shared.shutdown.lock() = true;
+        self.shared.wake.notify_all();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        self.stop_threads();
+    }
+}
+
+impl Shared {
+    fn layout(&self) -> Layout<'_> {
+        Layout {
+            geometry: &self.config.geometry,
+            identity: &self.config.identity,
+            created_us: self.created_us,
+        }
+    }
+
+    fn view<'a>(&self, segments: &'a BTreeMap<u64, Arc<Segment>>, limit: u64) -> LogView<'a> {
+        LogView {
+            geometry: self.config.geometry,
+            identity: self.config.identity,
+            segments,
+            limit,
+        }
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Closed(
+                "the WAL stopped after an I/O error; reopen the store".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Makes sure every segment up to the one holding byte `end - 1` is installed. Runs under
+    /// the tail lock; the preallocator normally has done it already.
+    fn ensure_segments_through(&self, end: u64) -> Result<()> {
+        let needed = self.config.geometry.segment_of(end - 1);
+        if self.installed_max.load(Ordering::Acquire) >= needed {
+            return Ok(());
+        }
+        self.install_through(needed)
+    }
+
+    /// Installs segments up to `needed`: one rename and a directory sync each, from a spare.
+    fn install_through(&self, needed: u64) -> Result<()> {
+        let _installing = self.install_lock.lock();
+        while self.installed_max.load(Ordering::Acquire) < needed {
+            let next = self.installed_max.load(Ordering::Acquire) + 1;
+            let segment = self.dir.install(next)?;
+            self.segments.write().insert(next, segment);
+            self.installed_max.store(next, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    fn after_append(&self, end: u64, tail_bytes: usize) -> Result<()> {
+        let geometry = &self.config.geometry;
+        let half = geometry.segment_size_bytes / 2;
+        if geometry.offset_in_segment(end) >= half
+            && self.installed_max.load(Ordering::Acquire) <= geometry.segment_of(end)
+        {
+            self.wake.notify_all();
+        }
+        if tail_bytes >= TAIL_MAX_BYTES {
+            let mut io = self.io.lock();
+            return self.flush_locked(&mut io, false);
+        }
+        if tail_bytes >= self.config.write_out_bytes
+            && let Some(mut io) = self.io.try_lock()
+        {
+            return self.flush_locked(&mut io, false);
+        }
+        Ok(())
+    }
+
+    /// Writes the tail out and, with `sync`, makes it durable. Holds `io`; appends go on.
+    fn flush_locked(&self, io: &mut IoState, sync: bool) -> Result<()> {
+        self.check_open()?;
+        let spare = std::mem::take(&mut io.spare);
+        let (start, bytes) = self.tail.lock().take(spare);
+        let end = start + bytes.len() as u64;
+        let result = self.write_and_sync(io, start, &bytes, sync);
+        io.spare = bytes;
+        io.spare.clear();
+        if let Err(error) = result {
+            self.poisoned.store(true, Ordering::Release);
+            return Err(error);
+        }
+        self.written_lsn.store(end, Ordering::Release);
+        if sync {
+            self.durable_lsn.fetch_max(end, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    fn write_and_sync(&self, io: &mut IoState, start: u64, bytes: &[u8], sync: bool) -> Result<()> {
+        let geometry = &self.config.geometry;
+        let segments = self.segments.read().clone();
+        let mut pos = start;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let segment_no = geometry.segment_of(pos);
+            let offset = geometry.offset_in_segment(pos);
+            let n = rest.len().min((geometry.segment_size_bytes - offset) as usize);
+            let segment = segments.get(&segment_no).expect("appends install their segments first");
+            segment
+                .file
+                .write_at(&rest[..n], offset)
+                .context(|| format!("writing {}", segment.path.display()))?;
+            io.unsynced.insert(segment_no);
+            pos += n as u64;
+            rest = &rest[n..];
+        }
+        if sync {
+            for segment_no in std::mem::take(&mut io.unsynced) {
+                if let Some(segment) = segments.get(&segment_no) {
+                    segment
+                        .file
+                        .sync_data()
+                        .context(|| format!("syncing {}", segment.path.display()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn spawn_named(
+    name: &str,
+    shared: &Arc<Shared>,
+    body: impl FnOnce(Weak<Shared>) + Send + 'static,
+) -> Result<JoinHandle<()>> {
+    let weak = Arc::downgrade(shared);
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || body(weak))
+        .map_err(|e| Error::io("starting a WAL thread", e))
+}
+
+/// Keeps the next segment installed and one spare ready, so appends never wait for a file.
+fn preallocator(weak: Weak<Shared>) {
+    loop {
+        let Some(shared) = weak.upgrade() else { return };
+        {
+            let mut stop = shared.shutdown.lock();
+            if *stop {
+                return;
+            }
+            shared.wake.wait_for(&mut stop, Duration::from_millis(200));
+            if *stop {
+                return;
+            }
+        }
+        let end = shared.tail.lock().pos;
+        let geometry = shared.config.geometry;
+        let wanted =
+            geometry.segment_of(end) + u64::from(geometry.offset_in_segment(end) >= geometry.segment_size_bytes / 2);
+        // Failures here (a full disk) surface on the append that needs the segment.
+        if shared.install_through(wanted).is_ok() {
+            let _ = shared.dir.ensure_spare();
+        }
+    }
+}
+
+/// `SyncMode::Interval`: makes the log durable every `every`.
+fn flusher(weak: Weak<Shared>, every: Duration) {
+    loop {
+        let Some(shared) = weak.upgrade() else { return };
+        {
+            let mut stop = shared.shutdown.lock();
+            if *stop {
+                return;
+            }
+            shared.wake.wait_for(&mut stop, every);
+            if *stop {
+                return;
+            }
+        }
+        if shared.durable_lsn.load(Ordering::Acquire) < shared.tail.lock().pos {
+            let mut io = shared.io.lock();
+            let _ = shared.flush_locked(&mut io, true);
+        }
+    }
+}
+
+fn check_contiguous(dir: &Path, numbers: &[u64]) -> Result<()> {
+    for pair in numbers.windows(2) {
+        if pair[1] != pair[0] + 1 {
+            return Err(Error::corrupted_file(
+                dir.join(segment::segment_file_name(pair[0] + 1)),
+                format!("segment {} is missing between {} and {}", pair[0] + 1, pair[0], pair[1]),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Where scanning starts in segment `segment_no`: its base, unless its first page continues a
+/// record whose start lies in a released segment; then the first record after that.
+fn first_record_start(view: &LogView<'_>, segment_no: u64) -> u64 {
+    let geometry = view.geometry;
+    let base = geometry.segment_base(segment_no);
+    let mut page = base + geometry.page_bytes();
+    let segment_end = geometry.segment_base(segment_no + 1).min(view.limit);
+    while page < segment_end {
+        match view.check_page_header(page) {
+            Ok(rem_len) if rem_len > 0 => match view.resync_in_page(page) {
+                Some(start) => return start,
+                None => page = geometry.next_data_page(page),
+            },
+            // A page that begins with a record, zeros or damage: the scan from the base
+            // validates the segment header and reports what it finds.
+            _ => return base,
+        }
+    }
+    base
+}
+
+/// Checks that a caller-supplied scan start lies in a segment present.
+fn check_scan_start(view: &LogView<'_>, lsn: Lsn, oldest: u64) -> Result<u64> {
+    let segment_no = view.geometry.segment_of(lsn.get());
+    if segment_no < oldest || lsn.get() > view.limit {
+        return Err(Error::corrupted_at(
+            lsn,
+            format!("the log needed from here is missing (oldest segment is {oldest})"),
+        ));
+    }
+    Ok(lsn.get())
+}
+
+/// Zeroes `[end, zero_to)` (a torn tail's garbage) so no later scan can take it for records.
+fn erase_garbage(segments: &BTreeMap<u64, Arc<Segment>>, geometry: &Geometry, end: u64, zero_to: u64) -> Result<()> {
+    let mut pos = end;
+    let zeros = vec![0u8; geometry.page_size_bytes as usize];
+    while pos < zero_to {
+        let segment_no = geometry.segment_of(pos);
+        let offset = geometry.offset_in_segment(pos);
+        let n = (zero_to - pos).min(geometry.page_end(pos) - pos);
+        if let Some(segment) = segments.get(&segment_no) {
+            segment
+                .file
+                .write_at(&zeros[..n as usize], offset)
+                .context(|| format!("erasing the torn tail of {}", segment.path.display()))?;
+        }
+        pos += n;
+    }
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! Iterating the log: records with headers and payloads borrowed from the segment mappings,
+//! copied only when a record spans pages.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use zerocopy::FromBytes;
+
+use super::Shared;
+use super::format::{RECORD_HEADER_BYTES, RecordHeader};
+use super::scan::SkippedRange;
+use super::segment::Segment;
+use super::view::{Decoded, LogView, Step};
+use crate::{Error, Lsn, Result};
+
+/// One record read from the log.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'r> {
+    /// The record's address.
+    pub lsn: Lsn,
+    /// The header, borrowed from the mapping.
+    pub header: &'r RecordHeader,
+    /// The payload: borrowed from the mapping, or from the reader's scratch if it spanned pages.
+    pub payload: &'r [u8],
+    /// The address just past the record.
+    pub end: u64,
+}
+
+/// Reads records from a start address up to a limit fixed at creation.
+pub struct WalReader {
+    shared: Arc<Shared>,
+    segments: BTreeMap<u64, Arc<Segment>>,
+    pos: u64,
+    limit: u64,
+    scratch: Vec<u8>,
+    skips: Vec<SkippedRange>,
+}
+
+impl WalReader {
+    pub(super) fn new(shared: Arc<Shared>, pos: u64, limit: u64) -> WalReader {
+        let segments = shared.segments.read().clone();
+        WalReader {
+            shared,
+            segments,
+            pos,
+            limit,
+            scratch: Vec::new(),
+            skips: Vec::new(),
+        }
+    }
+
+    /// Damaged ranges to jump over (from the open scan under `SkipCorrupted`).
+    pub fn with_skips(mut self, skips: &[SkippedRange]) -> WalReader {
+        self.skips = skips.to_vec();
+        self
+    }
+
+    /// Where the next record is looked for.
+    pub fn position(&self) -> Lsn {
+        Lsn(self.pos)
+    }
+
+    /// The address reading stops at.
+    pub fn limit(&self) -> Lsn {
+        Lsn(self.limit)
+    }
+
+    /// The next record, `None` at the end of the log, or `Corrupted` where a record that must
+    /// be there is damaged.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next_record(&mut self) -> Result<Option<Record<'_>>> {
+        let view = LogView {
+            geometry: self.shared.config.geometry,
+            identity: self.shared.config.identity,
+            segments: &self.segments,
+            limit: self.limit,
+        };
+        loop {
+            let failure = match view.step(self.pos) {
+                Step::End(_) => return Ok(None),
+                Step::Invalid(at, reason) => (at, reason),
+                Step::Start(at) => match view.decode(at, &mut self.scratch) {
+                    Decoded::Record { payload, end, .. } => {
+                        self.pos = end;
+                        let header_bytes = view.bytes(at, RECORD_HEADER_BYTES).expect("just decoded");
+                        let header = RecordHeader::ref_from_bytes(header_bytes).expect("exact size, align 1");
+                        let payload = view.payload(payload, &self.scratch);
+                        return Ok(Some(Record {
+                            lsn: Lsn(at),
+                            header,
+                            payload,
+                            end,
+                        }));
+                    }
+                    Decoded::End(_) => return Ok(None),
+                    Decoded::Invalid(at, reason) => (at, reason),
+                },
+            };
+            match self.skips.iter().find(|skip| skip.from.get() == failure.0) {
+                Some(skip) => self.pos = skip.to.get(),
+                None => return Err(Error::corrupted_at(Lsn(failure.0), failure.1)),
+            }
+        }
+    }
+}

@@ -1,0 +1,443 @@
+//! The write-ahead log's claims: round trips across pages and segments, reopen, torn tails,
+//! stale recycled segments, damage told apart from torn tails, and group commit.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::{Rng, seed_from_env};
+use vellum::storage::{RealStorage, Storage};
+use vellum::wal::{Geometry, LogIdentity, RecordSpec, Wal, WalConfig};
+use vellum::{Error, Lsn, RecoveryMode, SyncMode};
+
+const PAGE: u32 = 4096;
+
+fn config(segment_pages: u64, sync: SyncMode) -> WalConfig {
+    let geometry = Geometry::new(PAGE, u64::from(PAGE) * segment_pages).unwrap();
+    WalConfig::new(
+        geometry,
+        LogIdentity {
+            store_id: 42,
+            timeline: 1,
+        },
+        sync,
+    )
+}
+
+fn storage() -> Arc<dyn Storage> {
+    Arc::new(RealStorage::new())
+}
+
+fn spec(txn_id: u64) -> RecordSpec {
+    RecordSpec {
+        kind: 7,
+        flags: 0,
+        txn_id,
+        prev_lsn: 0,
+        timestamp_us: 1_700_000_000_000_000 + txn_id,
+    }
+}
+
+fn open(dir: &Path, cfg: &WalConfig, mode: RecoveryMode) -> vellum::Result<(Wal, vellum::wal::ScanReport)> {
+    Wal::open(storage(), dir, cfg.clone(), None, mode)
+}
+
+/// Every record from the start: (lsn, txn, payload).
+fn read_all(wal: &Wal) -> Vec<(Lsn, u64, Vec<u8>)> {
+    let mut reader = wal.reader_from_start();
+    let mut out = Vec::new();
+    while let Some(record) = reader.next_record().expect("a clean log reads without error") {
+        out.push((record.lsn, record.header.txn_id.get(), record.payload.to_vec()));
+    }
+    out
+}
+
+#[test]
+fn records_of_0_bytes_to_1_mib_round_trip_across_pages_and_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(64, SyncMode::Never);
+    let mut rng = Rng::new(seed_from_env("VELLUM_TEST_SEED", 1));
+    let sizes = [
+        0usize,
+        1,
+        7,
+        8,
+        55,
+        56,
+        57,
+        4000,
+        4040,
+        4096,
+        4097,
+        10_000,
+        65_536,
+        300_000,
+        1 << 20,
+        3,
+    ];
+    let wal = Wal::create(storage(), dir.path(), cfg.clone()).unwrap();
+    let mut written = Vec::new();
+    for (i, &size) in sizes.iter().enumerate() {
+        let payload = rng.bytes(size);
+        let lsn = wal.append(&spec(i as u64), &[&payload]).unwrap();
+        written.push((lsn, i as u64, payload));
+    }
+    assert_eq!(
+        read_all(&{
+            wal.write_out().unwrap();
+            wal
+        }),
+        written,
+        "a live reader sees every record exactly"
+    );
+    let (wal, report) = open(dir.path(), &cfg, RecoveryMode::Strict).unwrap();
+    assert!(
+        report.torn_tail.is_none(),
+        "a clean close leaves no torn tail: {report}"
+    );
+    assert_eq!(read_all(&wal), written, "reopened, every record reads back exactly");
+    assert!(
+        wal.segment_numbers().len() > 4,
+        "the 1 MiB record crossed several 256 KiB segments"
+    );
+}
+
+#[test]
+fn reopen_continues_the_log_where_it_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(16, SyncMode::Always);
+    let mut expected = Vec::new();
+    let mut wal = Wal::create(storage(), dir.path(), cfg.clone()).unwrap();
+    for round in 0..5u64 {
+        for i in 0..50u64 {
+            let payload = format!("round {round} record {i}")
+                .repeat(i as usize % 13 + 1)
+                .into_bytes();
+            let lsn = wal.append(&spec(round), &[&payload]).unwrap();
+            wal.commit(lsn).unwrap();
+            expected.push((lsn, round, payload));
+        }
+        wal.close().unwrap();
+        let (reopened, report) = open(dir.path(), &cfg, RecoveryMode::Strict).unwrap();
+        assert_eq!(
+            report.records as usize,
+            expected.len(),
+            "the scan counts every record: {report}"
+        );
+        assert_eq!(
+            read_all(&reopened),
+            expected,
+            "round {round}: the log continues exactly"
+        );
+        wal = reopened;
+    }
+}
+
+/// Writes `count` records and returns them with the last record's end address.
+fn write_log(dir: &Path, cfg: &WalConfig, count: u64, last_size: usize) -> (Vec<(Lsn, u64, Vec<u8>)>, u64) {
+    let wal = Wal::create(storage(), dir, cfg.clone()).unwrap();
+    let mut records = Vec::new();
+    let mut end = 0;
+    for i in 0..count {
+        let size = if i + 1 == count {
+            last_size
+        } else {
+            100 + (i as usize * 37) % 900
+        };
+        let payload: Vec<u8> = (0..size).map(|b| (b as u64 * 31 + i) as u8 | 1).collect();
+        let (lsn, record_end) = wal.append_with_end(&spec(i), &[&payload]).unwrap();
+        wal.commit(lsn).unwrap();
+        records.push((lsn, i, payload));
+        end = record_end;
+    }
+    wal.close().unwrap();
+    (records, end)
+}
+
+fn segment_file(dir: &Path, segment_no: u64) -> std::path::PathBuf {
+    dir.join(format!("{segment_no:016x}.wal"))
+}
+
+/// Overwrites `[from, to)` of the log (in segment 0) with `fill(offset)`.
+fn overwrite(dir: &Path, from: u64, to: u64, fill: impl Fn(u64) -> u8) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment_file(dir, 0))
+        .unwrap();
+    let bytes: Vec<u8> = (from..to).map(fill).collect();
+    file.write_all_at(&bytes, from).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn torn_tail_at_every_byte_offset_of_the_last_record_recovers_exactly_the_prefix() {
+    let original = tempfile::tempdir().unwrap();
+    let cfg = config(8, SyncMode::Always);
+    // The last record (1,500 bytes) starts near a page end, so it spans a page header.
+    let (records, end) = write_log(original.path(), &cfg, 10, 1_500);
+    let last = records.last().unwrap().0.get();
+    assert!(
+        end / u64::from(PAGE) > last / u64::from(PAGE),
+        "the last record spans two pages"
+    );
+    let prefix = &records[..records.len() - 1];
+    for cut in last..end {
+        for scribble in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            copy_dir(original.path(), dir.path());
+            if scribble {
+                overwrite(dir.path(), cut, end, |o| (o as u8).wrapping_mul(151) ^ 0x5a);
+            } else {
+                overwrite(dir.path(), cut, end, |_| 0);
+            }
+            let (wal, report) = open(dir.path(), &cfg, RecoveryMode::TolerateTornTail)
+                .unwrap_or_else(|e| panic!("cut at {cut} (scribble: {scribble}) must recover: {e}"));
+            assert_eq!(
+                report.end_lsn.get(),
+                last,
+                "cut at {cut}: the log ends where the torn record began"
+            );
+            assert_eq!(
+                read_all(&wal),
+                prefix,
+                "cut at {cut} (scribble: {scribble}): exactly the prefix survives"
+            );
+            let torn_expected = scribble || cut > last;
+            assert_eq!(
+                report.torn_tail.is_some(),
+                torn_expected,
+                "cut at {cut}: torn tail reported iff bytes remain: {report}"
+            );
+            // Appending after the repair never resurrects the torn bytes.
+            let lsn = wal.append(&spec(99), &[b"after the crash"]).unwrap();
+            wal.commit(lsn).unwrap();
+            wal.close().unwrap();
+            let (wal, report) = open(dir.path(), &cfg, RecoveryMode::Strict).unwrap();
+            assert!(
+                report.torn_tail.is_none(),
+                "cut at {cut}: the torn tail was erased: {report}"
+            );
+            let all = read_all(&wal);
+            assert_eq!(&all[..prefix.len()], prefix);
+            assert_eq!(
+                all.len(),
+                prefix.len() + 1,
+                "cut at {cut}: only the new record follows the prefix"
+            );
+            assert_eq!(all.last().unwrap().2, b"after the crash");
+        }
+    }
+}
+
+#[test]
+fn recycled_segment_full_of_stale_records_is_never_read_as_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(8, SyncMode::Never);
+    let wal = Wal::create(storage(), dir.path(), cfg.clone()).unwrap();
+    let mut records = Vec::new();
+    let mut i = 0u64;
+    while wal.end_lsn().get() < cfg.geometry.segment_base(1) + 3 * u64::from(PAGE) {
+        let payload = vec![i as u8 | 1; 700];
+        records.push((wal.append(&spec(i), &[&payload]).unwrap(), i, payload));
+        i += 1;
+    }
+    wal.close().unwrap();
+    // Segment 2 appears as a recycled copy of segment 0: a valid-looking header and records,
+    // all stamped with segment 0's addresses.
+    let _ = std::fs::remove_file(segment_file(dir.path(), 2));
+    std::fs::copy(segment_file(dir.path(), 0), segment_file(dir.path(), 2)).unwrap();
+    let (wal, report) = open(dir.path(), &cfg, RecoveryMode::Strict).unwrap();
+    assert!(
+        report.torn_tail.is_none(),
+        "stale pages are not garbage of a torn tail: {report}"
+    );
+    assert_eq!(read_all(&wal), records, "no stale record is read as live");
+    // Fill into segment 2 and beyond: the stale bytes are overwritten or skipped, never read.
+    while wal.end_lsn().get() < cfg.geometry.segment_base(3) + u64::from(PAGE) {
+        let payload = vec![i as u8 | 1; 900];
+        records.push((wal.append(&spec(i), &[&payload]).unwrap(), i, payload));
+        i += 1;
+    }
+    wal.close().unwrap();
+    let (wal, _) = open(dir.path(), &cfg, RecoveryMode::Strict).unwrap();
+    assert_eq!(
+        read_all(&wal),
+        records,
+        "the log through the recycled segment reads exactly"
+    );
+}
+
+#[test]
+fn released_segments_are_recycled_and_the_log_reads_from_the_oldest_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(8, SyncMode::Never);
+    let wal = Wal::create(storage(), dir.path(), cfg.clone()).unwrap();
+    let mut records = Vec::new();
+    for i in 0..400u64 {
+        let payload = vec![i as u8 | 1; 500];
+        records.push((wal.append(&spec(i), &[&payload]).unwrap(), i, payload));
+    }
+    wal.sync().unwrap();
+    let keep_from = records[300].0;
+    let released = wal.release_before(keep_from).unwrap();
+    assert!(released > 0, "whole segments before the cut were released");
+    let oldest = wal.segment_numbers()[0];
+    assert_eq!(oldest, cfg.geometry.segment_of(keep_from.get()));
+    let kept: Vec<_> = records
+        .iter()
+        .filter(|r| cfg.geometry.segment_of(r.0.get()) >= oldest)
+        .cloned()
+        .collect();
+    for i in 400..800u64 {
+        let payload = vec![i as u8 | 1; 500];
+        records.push((wal.append(&spec(i), &[&payload]).unwrap(), i, payload));
+    }
+    wal.close().unwrap();
+    let (wal, report) = open(dir.path(), &cfg, RecoveryMode::Strict).unwrap();
+    let all = read_all(&wal);
+    assert!(report.torn_tail.is_none(), "{report}");
+    assert_eq!(
+        all[..kept.len()],
+        kept[..],
+        "the oldest kept segment reads from its first whole record"
+    );
+    assert_eq!(
+        all.last(),
+        records.last(),
+        "records written into recycled segments read back"
+    );
+    let files = std::fs::read_dir(dir.path()).unwrap().count();
+    assert!(
+        files < 800 * 500 / (8 * 4096) + 4,
+        "segment files are recycled, not accumulated ({files} files)"
+    );
+}
+
+#[test]
+fn damage_before_the_durable_point_is_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(16, SyncMode::Always);
+    let (records, _) = write_log(dir.path(), &cfg, 40, 200);
+    let victim = records[10].0.get();
+    overwrite(dir.path(), victim + 20, victim + 24, |_| 0xEE);
+    let error = open(dir.path(), &cfg, RecoveryMode::TolerateTornTail).unwrap_err();
+    assert!(
+        matches!(error, Error::Corrupted { lsn: Some(lsn), .. } if lsn.get() == victim),
+        "later records prove the damaged one was durable: {error}"
+    );
+    let error = open(dir.path(), &cfg, RecoveryMode::Strict).unwrap_err();
+    assert!(
+        matches!(error, Error::Corrupted { .. }),
+        "Strict refuses it too: {error}"
+    );
+    let (wal, report) = open(dir.path(), &cfg, RecoveryMode::SkipCorrupted).unwrap();
+    assert_eq!(
+        report.skipped.len(),
+        1,
+        "one damaged range is skipped and reported: {report}"
+    );
+    assert_eq!(report.skipped[0].from.get(), victim);
+    let read: Vec<_> = {
+        let mut reader = wal.reader_from_start().with_skips(&report.skipped);
+        let mut out = Vec::new();
+        while let Some(record) = reader.next_record().unwrap() {
+            out.push(record.lsn);
+        }
+        out
+    };
+    assert!(!read.contains(&Lsn(victim)), "the damaged record is not served");
+    assert_eq!(
+        read.last(),
+        Some(&records.last().unwrap().0),
+        "records after the damage are kept"
+    );
+    assert!(
+        read.len() >= records.len() - 12,
+        "at most the damaged page's records are lost"
+    );
+}
+
+#[test]
+fn strict_mode_refuses_an_ambiguous_tail_that_tolerate_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(16, SyncMode::Never);
+    // Unsynced records: none carries a durable point past the damage.
+    let wal = Wal::create(storage(), dir.path(), cfg.clone()).unwrap();
+    let mut lsns = Vec::new();
+    for i in 0..40u64 {
+        lsns.push(wal.append(&spec(i), &[&[i as u8 | 1; 300]]).unwrap());
+    }
+    wal.close().unwrap();
+    overwrite(dir.path(), lsns[5].get() + 10, lsns[5].get() + 12, |_| 0xEE);
+    let error = open(dir.path(), &cfg, RecoveryMode::Strict).unwrap_err();
+    assert!(
+        matches!(error, Error::Corrupted { .. }),
+        "valid records after damage: Strict refuses: {error}"
+    );
+    let (wal, report) = open(dir.path(), &cfg, RecoveryMode::TolerateTornTail).unwrap();
+    assert_eq!(
+        report.end_lsn, lsns[5],
+        "nothing proves the damage durable: a torn tail"
+    );
+    assert_eq!(read_all(&wal).len(), 5);
+}
+
+#[test]
+fn four_writers_with_sync_always_get_unique_ordered_lsns_and_all_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(32, SyncMode::Always);
+    let wal = Arc::new(Wal::create(storage(), dir.path(), cfg.clone()).unwrap());
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let wal = wal.clone();
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                for i in 0..300u64 {
+                    let payload = format!("writer {t} commit {i}").into_bytes();
+                    let lsn = wal.append(&spec(t), &[&payload]).unwrap();
+                    wal.commit(lsn).unwrap();
+                    assert!(wal.durable_lsn() > lsn, "commit returns only once durable");
+                    acked.push((lsn, t, payload));
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut acked: Vec<_> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    for writer in 0..4 {
+        let lsns: Vec<_> = acked.iter().filter(|r| r.1 == writer).map(|r| r.0).collect();
+        assert!(lsns.windows(2).all(|w| w[0] < w[1]), "each writer's LSNs increase");
+    }
+    acked.sort();
+    assert!(acked.windows(2).all(|w| w[0].0 < w[1].0), "LSNs are unique");
+    Arc::try_unwrap(wal).unwrap().close().unwrap();
+    let (wal, _) = open(dir.path(), &cfg, RecoveryMode::Strict).unwrap();
+    assert_eq!(
+        read_all(&wal),
+        acked,
+        "every acknowledged record is readable after reopen"
+    );
+}
+
+#[test]
+fn oversized_record_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(16, SyncMode::Never);
+    let wal = Wal::create(storage(), dir.path(), cfg).unwrap();
+    let before = wal.end_lsn();
+    let huge = vec![0u8; vellum::wal::RECORD_MAX_BYTES as usize];
+    let error = wal.append(&spec(1), &[&huge]).unwrap_err();
+    assert!(
+        matches!(error, Error::InvalidArgument(_)),
+        "too large for a record: {error}"
+    );
+    assert_eq!(wal.end_lsn(), before, "nothing was appended");
+}
