@@ -7,13 +7,22 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod arena;
+mod checkpoint;
+pub mod doublewrite;
 pub mod error;
 mod lsn;
+pub mod page;
+pub mod record;
+pub mod recovery;
 pub mod storage;
+pub mod store;
 pub mod wal;
 
 pub use error::{Error, Result};
 pub use lsn::Lsn;
+pub use recovery::RecoveryReport;
+pub use store::{Options, Store, Transaction, VectorRef};
 pub use wal::SyncMode;
 
 /// What recovery does with damage it finds (see `format-spec/FORMAT.md`, "End of the log").

@@ -50,6 +50,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
     /// True if `path` names a file or directory.
     fn exists(&self, path: &Path) -> bool;
+    /// Takes an exclusive advisory lock on `path` (created if missing) for as long as the
+    /// returned guard lives; `ErrorKind::WouldBlock` if another holder has it.
+    fn lock_exclusive(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        let _ = path;
+        Ok(Box::new(()))
+    }
 }
 
 /// An open file.

@@ -68,6 +68,23 @@ impl Storage for RealStorage {
     fn exists(&self, path: &Path) -> bool {
         path.exists()
     }
+
+    fn lock_exclusive(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        use std::os::fd::AsRawFd;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // The lock lives as long as the open file description: returning the file keeps it.
+        Ok(Box::new(file))
+    }
 }
 
 impl StorageFile for RealFile {

@@ -1,0 +1,343 @@
+//! The paged vector arena: two page spaces (catalog, vector), each a sequence of fixed-size
+//! files of fixed-size pages, mapped private (copy-on-write).
+//!
+//! Invariants:
+//! - A mapping never moves once made; the arena grows by adding files. Pointers into pages stay
+//!   valid for the arena's lifetime.
+//! - Stores into a private mapping never reach the file, so the OS cannot write an arena page
+//!   back behind the WAL's back. Pages reach their files only through [`Arena::write_page`]
+//!   (pwrite), called by the checkpointer after the WAL is durable through the page LSN.
+//! - Page bytes are modified only under the page's latch; readers read committed slots without
+//!   a latch, and the store guarantees no writer touches a reachable committed slot.
+//! - A page read from its file is verified (checksum, own id) before first use.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Mutex, MutexGuard, RwLock};
+
+use crate::error::{IoContext, Result};
+use crate::page::{self, PAGE_LSN_OFFSET, PageId, Space};
+use crate::storage::{Mapping, Storage, StorageFile};
+use crate::{Error, Lsn};
+
+const LATCH_STRIPES: usize = 1024;
+
+/// One arena file, mapped private.
+struct ArenaFile {
+    path: PathBuf,
+    file: Arc<dyn StorageFile>,
+    map: Mapping,
+    /// Bit `i` set: page `i` of the file has been verified (or written in memory) since open.
+    verified: Box<[AtomicU64]>,
+}
+
+/// The arena of one store.
+pub struct Arena {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    page_size_bytes: u32,
+    pages_per_file: u64,
+    spaces: [RwLock<Vec<Arc<ArenaFile>>>; 2],
+    latches: Box<[Mutex<()>]>,
+}
+
+impl std::fmt::Debug for Arena {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Arena").field("dir", &self.dir).finish()
+    }
+}
+
+/// The file name of arena file `file_no` of `space`.
+pub fn arena_file_name(space: Space, file_no: u64) -> String {
+    match space {
+        Space::Catalog => format!("catalog-{file_no:08x}.pages"),
+        Space::Vector => format!("vector-{file_no:08x}.pages"),
+    }
+}
+
+fn parse_arena_file_name(name: &str) -> Option<(Space, u64)> {
+    let (space, rest) = if let Some(rest) = name.strip_prefix("catalog-") {
+        (Space::Catalog, rest)
+    } else {
+        (Space::Vector, name.strip_prefix("vector-")?)
+    };
+    let hex = rest.strip_suffix(".pages")?;
+    if hex.len() != 8 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return None;
+    }
+    Some((space, u64::from_str_radix(hex, 16).ok()?))
+}
+
+impl Arena {
+    /// Opens (or starts) the arena in `dir` with files of `file_size_bytes`.
+    pub fn open(storage: Arc<dyn Storage>, dir: &Path, page_size_bytes: u32, file_size_bytes: u64) -> Result<Arena> {
+        storage
+            .create_dir_all(dir)
+            .context(|| format!("creating {}", dir.display()))?;
+        assert!(
+            file_size_bytes.is_multiple_of(u64::from(page_size_bytes)),
+            "arena files hold whole pages"
+        );
+        let arena = Arena {
+            storage,
+            dir: dir.to_path_buf(),
+            page_size_bytes,
+            pages_per_file: file_size_bytes / u64::from(page_size_bytes),
+            spaces: [RwLock::new(Vec::new()), RwLock::new(Vec::new())],
+            latches: (0..LATCH_STRIPES).map(|_| Mutex::new(())).collect(),
+        };
+        let names = arena
+            .storage
+            .list(dir)
+            .context(|| format!("listing {}", dir.display()))?;
+        let mut found: Vec<(Space, u64)> = names.iter().filter_map(|n| parse_arena_file_name(n)).collect();
+        found.sort();
+        for (space, file_no) in found {
+            let expected = arena.spaces[space as usize].read().len() as u64;
+            if file_no != expected {
+                return Err(Error::corrupted_file(
+                    dir.join(arena_file_name(space, expected)),
+                    format!("arena file {expected} is missing"),
+                ));
+            }
+            arena.map_file(space, file_no, false)?;
+        }
+        Ok(arena)
+    }
+
+    pub fn page_size_bytes(&self) -> u32 {
+        self.page_size_bytes
+    }
+
+    /// How many pages of `space` exist.
+    pub fn page_count(&self, space: Space) -> u64 {
+        self.spaces[space as usize].read().len() as u64 * self.pages_per_file
+    }
+
+    /// Makes sure page `page_no` of `space` exists, adding zero-filled files as needed.
+    /// New files become durable at the next checkpoint (their pages are redone from the WAL
+    /// until then).
+    pub fn ensure_page(&self, id: PageId) -> Result<()> {
+        let space = id.space();
+        while self.page_count(space) <= id.page_no() {
+            let file_no = self.spaces[space as usize].read().len() as u64;
+            self.map_file(space, file_no, true)?;
+        }
+        Ok(())
+    }
+
+    fn map_file(&self, space: Space, file_no: u64, create: bool) -> Result<()> {
+        let mut files = self.spaces[space as usize].write();
+        if files.len() as u64 > file_no {
+            return Ok(());
+        }
+        let path = self.dir.join(arena_file_name(space, file_no));
+        let size_bytes = self.pages_per_file * u64::from(self.page_size_bytes);
+        let file = if create {
+            let file = self
+                .storage
+                .open(&path, true)
+                .context(|| format!("creating {}", path.display()))?;
+            file.set_len(size_bytes)
+                .context(|| format!("sizing {}", path.display()))?;
+            file
+        } else {
+            let file = self
+                .storage
+                .open(&path, false)
+                .context(|| format!("opening {}", path.display()))?;
+            let len_bytes = file
+                .len()
+                .context(|| format!("reading the length of {}", path.display()))?;
+            if len_bytes != size_bytes {
+                return Err(Error::corrupted_file(
+                    &path,
+                    format!("arena file is {len_bytes} bytes, expected {size_bytes}"),
+                ));
+            }
+            file
+        };
+        let map = file.map_private().context(|| format!("mapping {}", path.display()))?;
+        let words = self.pages_per_file.div_ceil(64) as usize;
+        files.push(Arc::new(ArenaFile {
+            path,
+            file,
+            map,
+            verified: (0..words).map(|_| AtomicU64::new(0)).collect(),
+        }));
+        Ok(())
+    }
+
+    fn locate(&self, id: PageId) -> (Arc<ArenaFile>, usize) {
+        let files = self.spaces[id.space() as usize].read();
+        let file_no = (id.page_no() / self.pages_per_file) as usize;
+        let file = files
+            .get(file_no)
+            .unwrap_or_else(|| panic!("{id} beyond the arena"))
+            .clone();
+        let offset = (id.page_no() % self.pages_per_file) as usize * self.page_size_bytes as usize;
+        (file, offset)
+    }
+
+    /// The address of byte `offset` of page `id`; stays valid for the arena's lifetime.
+    pub fn page_ptr(&self, id: PageId, offset: usize) -> *mut u8 {
+        assert!(offset <= self.page_size_bytes as usize);
+        let (file, page_offset) = self.locate(id);
+        file.map.ptr_at(page_offset + offset)
+    }
+
+    /// The latch that serialises writes to page `id` (and whole-page copies of it).
+    pub fn latch(&self, id: PageId) -> MutexGuard<'_, ()> {
+        let stripe = (id.0 ^ (id.0 >> 32)) as usize % LATCH_STRIPES;
+        self.latches[stripe].lock()
+    }
+
+    /// Copies `buf.len()` bytes at `offset` of page `id` out.
+    pub fn read(&self, id: PageId, offset: usize, buf: &mut [u8]) {
+        assert!(
+            offset + buf.len() <= self.page_size_bytes as usize,
+            "read inside the page"
+        );
+        let ptr = self.page_ptr(id, offset);
+        // SAFETY: the range lies inside the page (asserted) inside a live mapping; callers hold
+        // the page latch or read bytes no writer touches (committed slots), so no write races.
+        unsafe { std::ptr::copy_nonoverlapping(ptr, buf.as_mut_ptr(), buf.len()) }
+    }
+
+    /// Copies `data` into page `id` at `offset`. The caller holds the page latch.
+    pub fn write(&self, id: PageId, offset: usize, data: &[u8]) {
+        assert!(
+            offset + data.len() <= self.page_size_bytes as usize,
+            "write inside the page"
+        );
+        let (file, page_offset) = self.locate(id);
+        self.mark_verified(&file, id);
+        // SAFETY: the caller holds the page latch (no concurrent writer or page copy), and no
+        // reader holds a slice over these bytes: readers only borrow committed slots, which
+        // the store never writes while they are reachable.
+        unsafe { file.map.write(page_offset + offset, data) }
+    }
+
+    /// The page LSN of page `id`.
+    pub fn page_lsn(&self, id: PageId) -> Lsn {
+        let mut bytes = [0u8; 8];
+        self.read(id, PAGE_LSN_OFFSET, &mut bytes);
+        Lsn(u64::from_le_bytes(bytes))
+    }
+
+    /// Sets the page LSN of page `id`. The caller holds the page latch.
+    pub fn set_page_lsn(&self, id: PageId, lsn: Lsn) {
+        self.write(id, PAGE_LSN_OFFSET, &lsn.0.to_le_bytes());
+    }
+
+    fn mark_verified(&self, file: &ArenaFile, id: PageId) {
+        let index = id.page_no() % self.pages_per_file;
+        file.verified[(index / 64) as usize].fetch_or(1 << (index % 64), Ordering::Relaxed);
+    }
+
+    /// Checks page `id` once after open: checksum and own id. Later calls are one atomic load.
+    pub fn verify(&self, id: PageId) -> Result<()> {
+        let (file, _) = self.locate(id);
+        let index = id.page_no() % self.pages_per_file;
+        let bit = 1u64 << (index % 64);
+        if file.verified[(index / 64) as usize].load(Ordering::Relaxed) & bit != 0 {
+            return Ok(());
+        }
+        let image = self.copy_page(id);
+        if let Some(reason) = page::check_page(&image, id) {
+            return Err(Error::corrupted_file(&file.path, reason));
+        }
+        self.mark_verified(&file, id);
+        Ok(())
+    }
+
+    /// True if page `id` was verified or written since open.
+    pub fn is_verified(&self, id: PageId) -> bool {
+        let (file, _) = self.locate(id);
+        let index = id.page_no() % self.pages_per_file;
+        file.verified[(index / 64) as usize].load(Ordering::Relaxed) & (1 << (index % 64)) != 0
+    }
+
+    /// A copy of page `id` as it is in memory. Callers copying a page that may be written
+    /// concurrently hold its latch.
+    pub fn copy_page(&self, id: PageId) -> Vec<u8> {
+        let mut image = vec![0u8; self.page_size_bytes as usize];
+        self.read(id, 0, &mut image);
+        image
+    }
+
+    /// Replaces page `id` in memory with `image` (a repair from the doublewrite area, or a
+    /// reset to zero). The caller holds the latch.
+    pub fn replace_page(&self, id: PageId, image: &[u8]) {
+        assert_eq!(image.len(), self.page_size_bytes as usize);
+        self.write(id, 0, image);
+    }
+
+    /// Reads page `id` from its file (not from memory), for verification of what is on disk.
+    pub fn read_page_from_file(&self, id: PageId) -> Result<Vec<u8>> {
+        let (file, page_offset) = self.locate(id);
+        let mut image = vec![0u8; self.page_size_bytes as usize];
+        file.file
+            .read_at(&mut image, page_offset as u64)
+            .context(|| format!("reading {id} from {}", file.path.display()))?;
+        Ok(image)
+    }
+
+    /// Writes a sealed page image to its file (pwrite; made durable by [`Arena::sync`]).
+    pub fn write_page(&self, id: PageId, image: &[u8]) -> Result<()> {
+        assert_eq!(image.len(), self.page_size_bytes as usize);
+        assert_eq!(
+            page::check_page(image, id),
+            None,
+            "only sealed, valid pages are written"
+        );
+        let (file, page_offset) = self.locate(id);
+        file.file
+            .write_at(image, page_offset as u64)
+            .context(|| format!("writing {id} to {}", file.path.display()))
+    }
+
+    /// Makes every page write durable, and the arena files' names.
+    pub fn sync(&self) -> Result<()> {
+        for space in &self.spaces {
+            let files: Vec<_> = space.read().clone();
+            for file in files {
+                file.file
+                    .sync_data()
+                    .context(|| format!("syncing {}", file.path.display()))?;
+            }
+        }
+        self.storage
+            .sync_dir(&self.dir)
+            .context(|| format!("syncing directory {}", self.dir.display()))
+    }
+
+    /// The paths of the arena files, for verification and backups.
+    pub fn file_paths(&self) -> Vec<PathBuf> {
+        self.spaces
+            .iter()
+            .flat_map(|s| s.read().iter().map(|f| f.path.clone()).collect::<Vec<_>>())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arena_file_names_round_trip() {
+        assert_eq!(arena_file_name(Space::Vector, 10), "vector-0000000a.pages");
+        assert_eq!(
+            parse_arena_file_name("vector-0000000a.pages"),
+            Some((Space::Vector, 10))
+        );
+        assert_eq!(
+            parse_arena_file_name("catalog-00000000.pages"),
+            Some((Space::Catalog, 0))
+        );
+        assert_eq!(parse_arena_file_name("catalog-0000000A.pages"), None);
+    }
+}

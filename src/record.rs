@@ -1,0 +1,466 @@
+//! Log record kinds and their payloads (format-spec/FORMAT.md, "Record kinds and payloads").
+//!
+//! Changes to arena pages are logged physically: a list of byte-range edits, each with its
+//! after-image and, where the bytes were in use, its before-image. With one writer at a time
+//! no other transaction can touch those bytes before an undo, so restoring the before-images is
+//! an exact undo.
+//!
+//! Decoding never trusts a length: every count and size is checked against the bytes that are
+//! left before anything is allocated or indexed.
+
+use crate::page::PageId;
+use crate::{Error, Lsn, Result};
+
+/// Record kinds (the header's `kind` byte).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    Update = 1,
+    Clr = 2,
+    Commit = 3,
+    Abort = 4,
+    End = 5,
+    CheckpointBegin = 6,
+    CheckpointEnd = 7,
+    PageInit = 8,
+}
+
+impl Kind {
+    pub fn from_u8(value: u8) -> Option<Kind> {
+        Some(match value {
+            1 => Kind::Update,
+            2 => Kind::Clr,
+            3 => Kind::Commit,
+            4 => Kind::Abort,
+            5 => Kind::End,
+            6 => Kind::CheckpointBegin,
+            7 => Kind::CheckpointEnd,
+            8 => Kind::PageInit,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Update => "update",
+            Kind::Clr => "clr",
+            Kind::Commit => "commit",
+            Kind::Abort => "abort",
+            Kind::End => "end",
+            Kind::CheckpointBegin => "checkpoint-begin",
+            Kind::CheckpointEnd => "checkpoint-end",
+            Kind::PageInit => "page-init",
+        }
+    }
+}
+
+/// What an update did, for people reading the log.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Op {
+    Insert = 1,
+    Upsert = 2,
+    Delete = 3,
+}
+
+impl Op {
+    pub fn from_u8(value: u8) -> Option<Op> {
+        Some(match value {
+            1 => Op::Insert,
+            2 => Op::Upsert,
+            3 => Op::Delete,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Insert => "insert",
+            Op::Upsert => "upsert",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+/// One byte-range change to an arena page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Edit<'a> {
+    pub page: PageId,
+    pub offset: u32,
+    pub after: &'a [u8],
+    /// `None`: the bytes were free space, an undo need not restore them.
+    pub before: Option<&'a [u8]>,
+}
+
+const EDIT_FLAG_BEFORE: u8 = 1;
+/// Bytes of an edit before its images: page id, offset, length, flags.
+pub const EDIT_HEADER_BYTES: usize = 8 + 4 + 4 + 1;
+
+/// A transaction-table entry in a checkpoint.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct TxnEntry {
+    pub txn_id: u64,
+    pub last_lsn: Lsn,
+    pub undo_next: Lsn,
+    /// 0 = running, 1 = rolling back.
+    pub state: u8,
+}
+
+/// A dirty-page-table entry in a checkpoint.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct DirtyPage {
+    pub page: PageId,
+    pub rec_lsn: Lsn,
+}
+
+/// A decoded payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Payload<'a> {
+    Update { op: Op, id: &'a str, edits: Vec<Edit<'a>> },
+    Clr { undo_next: Lsn, edits: Vec<Edit<'a>> },
+    Commit,
+    Abort,
+    End,
+    CheckpointBegin,
+    CheckpointEnd(Checkpoint),
+    PageInit { page: PageId, kind: u8, a: u32, b: u32 },
+}
+
+/// The tables a checkpoint-end record carries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub begin_lsn: Lsn,
+    pub next_txn_id: u64,
+    pub txns: Vec<TxnEntry>,
+    pub dirty: Vec<DirtyPage>,
+}
+
+/// Appends `edits` as `count u16, edits…` to `out`.
+pub fn encode_edits(out: &mut Vec<u8>, edits: &[Edit<'_>]) {
+    assert!(edits.len() <= u16::MAX as usize, "too many edits in one record");
+    out.extend_from_slice(&(edits.len() as u16).to_le_bytes());
+    for edit in edits {
+        out.extend_from_slice(&edit.page.0.to_le_bytes());
+        out.extend_from_slice(&edit.offset.to_le_bytes());
+        out.extend_from_slice(&(edit.after.len() as u32).to_le_bytes());
+        if let Some(before) = edit.before {
+            assert_eq!(
+                before.len(),
+                edit.after.len(),
+                "before and after images have one length"
+            );
+            out.push(EDIT_FLAG_BEFORE);
+            out.extend_from_slice(before);
+        } else {
+            out.push(0);
+        }
+        out.extend_from_slice(edit.after);
+    }
+}
+
+/// The payload of an update record.
+pub fn encode_update(op: Op, id: &str, edits: &[Edit<'_>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + id.len() + edits.iter().map(|e| 32 + 2 * e.after.len()).sum::<usize>());
+    out.push(op as u8);
+    out.extend_from_slice(&(id.len() as u16).to_le_bytes());
+    out.extend_from_slice(id.as_bytes());
+    encode_edits(&mut out, edits);
+    out
+}
+
+/// The payload of a compensation record.
+pub fn encode_clr(undo_next: Lsn, edits: &[Edit<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&undo_next.0.to_le_bytes());
+    encode_edits(&mut out, edits);
+    out
+}
+
+/// The payload of a page-init record.
+pub fn encode_page_init(page: PageId, kind: u8, a: u32, b: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(17);
+    out.extend_from_slice(&page.0.to_le_bytes());
+    out.push(kind);
+    out.extend_from_slice(&a.to_le_bytes());
+    out.extend_from_slice(&b.to_le_bytes());
+    out
+}
+
+/// The payload of a checkpoint-end record.
+pub fn encode_checkpoint(checkpoint: &Checkpoint) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&checkpoint.begin_lsn.0.to_le_bytes());
+    out.extend_from_slice(&checkpoint.next_txn_id.to_le_bytes());
+    out.extend_from_slice(&(checkpoint.txns.len() as u32).to_le_bytes());
+    for txn in &checkpoint.txns {
+        out.extend_from_slice(&txn.txn_id.to_le_bytes());
+        out.extend_from_slice(&txn.last_lsn.0.to_le_bytes());
+        out.extend_from_slice(&txn.undo_next.0.to_le_bytes());
+        out.push(txn.state);
+    }
+    out.extend_from_slice(&(checkpoint.dirty.len() as u32).to_le_bytes());
+    for page in &checkpoint.dirty {
+        out.extend_from_slice(&page.page.0.to_le_bytes());
+        out.extend_from_slice(&page.rec_lsn.0.to_le_bytes());
+    }
+    out
+}
+
+/// A cursor over payload bytes that fails, never panics, on short input.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    lsn: Lsn,
+}
+
+impl<'a> Cursor<'a> {
+    fn fail(&self, what: &str) -> Error {
+        Error::corrupted_at(self.lsn, format!("record payload: {what}"))
+    }
+
+    fn take(&mut self, len: usize, what: &str) -> Result<&'a [u8]> {
+        if len > self.bytes.len() {
+            return Err(self.fail(&format!("{what} needs {len} bytes, {} left", self.bytes.len())));
+        }
+        let (head, rest) = self.bytes.split_at(len);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u16(&mut self, what: &str) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.take(2, what)?.try_into().expect("2 bytes")))
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().expect("4 bytes")))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
+    }
+
+    fn page(&mut self) -> Result<PageId> {
+        let raw = self.u64("page id")?;
+        PageId::from_raw(raw).ok_or_else(|| self.fail(&format!("page id {raw:#x} names no space")))
+    }
+
+    fn finish(&self) -> Result<()> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(self.fail(&format!("{} trailing bytes", self.bytes.len())))
+        }
+    }
+
+    fn edits(&mut self, page_size_bytes: u32) -> Result<Vec<Edit<'a>>> {
+        let count = self.u16("edit count")? as usize;
+        if count * EDIT_HEADER_BYTES > self.bytes.len() {
+            return Err(self.fail("edit count exceeds the payload"));
+        }
+        let mut edits = Vec::with_capacity(count);
+        for _ in 0..count {
+            let page = self.page()?;
+            let offset = self.u32("edit offset")?;
+            let len = self.u32("edit length")? as usize;
+            if offset as u64 + len as u64 > u64::from(page_size_bytes) {
+                return Err(self.fail(&format!("edit {offset}+{len} runs past the page")));
+            }
+            let flags = self.u8("edit flags")?;
+            if flags & !EDIT_FLAG_BEFORE != 0 {
+                return Err(self.fail("unknown edit flags"));
+            }
+            let before = if flags & EDIT_FLAG_BEFORE != 0 {
+                Some(self.take(len, "before-image")?)
+            } else {
+                None
+            };
+            let after = self.take(len, "after-image")?;
+            edits.push(Edit {
+                page,
+                offset,
+                after,
+                before,
+            });
+        }
+        Ok(edits)
+    }
+}
+
+/// Decodes the payload of a record of `kind` at `lsn`; `page_size_bytes` bounds edits.
+pub fn decode(kind: u8, payload: &[u8], lsn: Lsn, page_size_bytes: u32) -> Result<Payload<'_>> {
+    let mut cursor = Cursor { bytes: payload, lsn };
+    let Some(kind) = Kind::from_u8(kind) else {
+        return Err(Error::corrupted_at(lsn, format!("unknown record kind {kind}")));
+    };
+    let decoded = match kind {
+        Kind::Update => {
+            let op = cursor.u8("op")?;
+            let op = Op::from_u8(op).ok_or_else(|| cursor.fail(&format!("unknown op {op}")))?;
+            let id_len = cursor.u16("id length")? as usize;
+            let id = std::str::from_utf8(cursor.take(id_len, "id")?).map_err(|_| cursor.fail("id is not UTF-8"))?;
+            let edits = cursor.edits(page_size_bytes)?;
+            Payload::Update { op, id, edits }
+        }
+        Kind::Clr => {
+            let undo_next = Lsn(cursor.u64("undo-next LSN")?);
+            let edits = cursor.edits(page_size_bytes)?;
+            if edits.iter().any(|e| e.before.is_some()) {
+                return Err(cursor.fail("a CLR carries no before-images"));
+            }
+            Payload::Clr { undo_next, edits }
+        }
+        Kind::Commit => Payload::Commit,
+        Kind::Abort => Payload::Abort,
+        Kind::End => Payload::End,
+        Kind::CheckpointBegin => Payload::CheckpointBegin,
+        Kind::CheckpointEnd => Payload::CheckpointEnd(decode_checkpoint(&mut cursor)?),
+        Kind::PageInit => Payload::PageInit {
+            page: cursor.page()?,
+            kind: cursor.u8("page kind")?,
+            a: cursor.u32("page field a")?,
+            b: cursor.u32("page field b")?,
+        },
+    };
+    cursor.finish()?;
+    Ok(decoded)
+}
+
+fn decode_checkpoint(cursor: &mut Cursor<'_>) -> Result<Checkpoint> {
+    const TXN_ENTRY_BYTES: usize = 25;
+    const DIRTY_ENTRY_BYTES: usize = 16;
+    let begin_lsn = Lsn(cursor.u64("checkpoint begin LSN")?);
+    let next_txn_id = cursor.u64("next transaction id")?;
+    let txn_count = cursor.u32("transaction count")? as usize;
+    if txn_count.saturating_mul(TXN_ENTRY_BYTES) > cursor.bytes.len() {
+        return Err(cursor.fail("transaction count exceeds the payload"));
+    }
+    let mut txns = Vec::with_capacity(txn_count);
+    for _ in 0..txn_count {
+        txns.push(TxnEntry {
+            txn_id: cursor.u64("transaction id")?,
+            last_lsn: Lsn(cursor.u64("last LSN")?),
+            undo_next: Lsn(cursor.u64("undo-next LSN")?),
+            state: cursor.u8("transaction state")?,
+        });
+    }
+    let page_count = cursor.u32("dirty page count")? as usize;
+    if page_count.saturating_mul(DIRTY_ENTRY_BYTES) > cursor.bytes.len() {
+        return Err(cursor.fail("dirty page count exceeds the payload"));
+    }
+    let mut dirty = Vec::with_capacity(page_count);
+    for _ in 0..page_count {
+        dirty.push(DirtyPage {
+            page: cursor.page()?,
+            rec_lsn: Lsn(cursor.u64("recovery LSN")?),
+        });
+    }
+    Ok(Checkpoint {
+        begin_lsn,
+        next_txn_id,
+        txns,
+        dirty,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::page::Space;
+
+    #[test]
+    fn update_round_trips() {
+        let page = PageId::new(Space::Catalog, 9);
+        let edits = [
+            Edit {
+                page,
+                offset: 64,
+                after: b"abcd",
+                before: Some(b"wxyz"),
+            },
+            Edit {
+                page: PageId::new(Space::Vector, 1),
+                offset: 128,
+                after: b"12",
+                before: None,
+            },
+        ];
+        let payload = encode_update(Op::Upsert, "doc-1", &edits);
+        let decoded = decode(Kind::Update as u8, &payload, Lsn(100), 4096).unwrap();
+        assert_eq!(
+            decoded,
+            Payload::Update {
+                op: Op::Upsert,
+                id: "doc-1",
+                edits: edits.to_vec()
+            }
+        );
+    }
+
+    #[test]
+    fn checkpoint_round_trips() {
+        let checkpoint = Checkpoint {
+            begin_lsn: Lsn(500),
+            next_txn_id: 12,
+            txns: vec![TxnEntry {
+                txn_id: 11,
+                last_lsn: Lsn(480),
+                undo_next: Lsn(470),
+                state: 0,
+            }],
+            dirty: vec![DirtyPage {
+                page: PageId::new(Space::Vector, 4),
+                rec_lsn: Lsn(300),
+            }],
+        };
+        let payload = encode_checkpoint(&checkpoint);
+        let decoded = decode(Kind::CheckpointEnd as u8, &payload, Lsn(600), 4096).unwrap();
+        assert_eq!(decoded, Payload::CheckpointEnd(checkpoint));
+    }
+
+    #[test]
+    fn every_truncation_of_a_payload_is_an_error_not_a_panic() {
+        let page = PageId::new(Space::Catalog, 2);
+        let payload = encode_update(
+            Op::Insert,
+            "id",
+            &[Edit {
+                page,
+                offset: 0,
+                after: b"xyz",
+                before: Some(b"abc"),
+            }],
+        );
+        for len in 0..payload.len() {
+            let error = decode(Kind::Update as u8, &payload[..len], Lsn(8), 4096).unwrap_err();
+            assert!(matches!(error, Error::Corrupted { .. }), "truncated at {len}: {error}");
+        }
+    }
+
+    #[test]
+    fn edits_past_the_page_and_huge_counts_are_refused() {
+        let page = PageId::new(Space::Catalog, 2);
+        let payload = encode_update(
+            Op::Insert,
+            "id",
+            &[Edit {
+                page,
+                offset: 4094,
+                after: b"xyz",
+                before: None,
+            }],
+        );
+        assert!(
+            decode(Kind::Update as u8, &payload, Lsn(8), 4096).is_err(),
+            "edit runs past the page"
+        );
+        let mut lying = encode_checkpoint(&Checkpoint::default());
+        lying[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(
+            decode(Kind::CheckpointEnd as u8, &lying, Lsn(8), 4096).is_err(),
+            "count beyond the payload"
+        );
+    }
+}

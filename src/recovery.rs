@@ -1,0 +1,392 @@
+//! ARIES recovery: analysis, redo (repeating history), undo with CLRs.
+//!
+//! | pass | from | what it does |
+//! |---|---|---|
+//! | analysis | the last complete checkpoint's begin record (or the log's start) | rebuilds the transaction table (losers) and the dirty page table; finds the redo start |
+//! | redo | the smallest recovery LSN in the dirty page table | applies every update, CLR and page-init whose page is older than the record; a page that fails its checksum is first repaired (doublewrite copy, or zero if it is initialised later in the range) |
+//! | undo | the losers' last records, newest first | restores before-images, logging a CLR per record (undo-next = its prev-LSN) so a crash here never undoes anything twice; an `end` record closes each loser |
+//!
+//! Then the in-memory catalog is rebuilt from the pages and a checkpoint is taken, so the next
+//! open starts from here. A crash anywhere in recovery is safe: nothing it did is trusted until
+//! that checkpoint is durable, and the CLRs it logged are redone, not redone-and-undone.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use crate::error::Result;
+use crate::page::PageId;
+use crate::record::{self, Edit, Kind, Payload};
+use crate::store::{ActiveTxn, Inner, apply_edits, format_page, state};
+use crate::wal::{ScanReport, SkippedRange};
+use crate::{Error, Lsn, RecoveryMode};
+
+/// What recovery did on open. Returned by `Store::recovery_report`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The log scan that found the end of the log (torn tail, skipped damage).
+    pub scan: ScanReport,
+    /// Where analysis started (a checkpoint's begin record, or the log's first record).
+    pub analysis_start: Lsn,
+    /// Where redo started.
+    pub redo_start: Lsn,
+    /// The end of the log.
+    pub end_lsn: Lsn,
+    /// Records whose changes were applied again.
+    pub records_redone: u64,
+    /// Records whose pages already held them.
+    pub records_skipped: u64,
+    /// Transactions that were running at the crash and were rolled back.
+    pub losers: Vec<u64>,
+    /// Compensation records written while undoing them.
+    pub clrs_written: u64,
+    /// Pages restored before redo touched them, and from where.
+    pub pages_repaired: Vec<String>,
+    /// Damage skipped under `RecoveryMode::SkipCorrupted`.
+    pub damage_skipped: Vec<String>,
+    pub analysis_time: Duration,
+    pub redo_time: Duration,
+    pub undo_time: Duration,
+    pub checkpoint_time: Duration,
+}
+
+impl std::fmt::Display for RecoveryReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "log: {}", self.scan)?;
+        writeln!(
+            f,
+            "analysis from {} ({:?}); redo from {}: {} redone, {} already on their pages ({:?})",
+            self.analysis_start,
+            self.analysis_time,
+            self.redo_start,
+            self.records_redone,
+            self.records_skipped,
+            self.redo_time
+        )?;
+        writeln!(
+            f,
+            "undo: {} loser transactions, {} CLRs ({:?})",
+            self.losers.len(),
+            self.clrs_written,
+            self.undo_time
+        )?;
+        for repair in &self.pages_repaired {
+            writeln!(f, "repaired {repair}")?;
+        }
+        for skip in &self.damage_skipped {
+            writeln!(f, "skipped {skip}")?;
+        }
+        write!(f, "end of log {}; checkpoint {:?}", self.end_lsn, self.checkpoint_time)
+    }
+}
+
+/// A transaction to roll back.
+#[derive(Clone, Copy, Debug)]
+struct Loser {
+    last_lsn: Lsn,
+    undo_next: Lsn,
+}
+
+struct Analysis {
+    losers: BTreeMap<u64, Loser>,
+    dirty: HashMap<PageId, Lsn>,
+    inits: HashSet<PageId>,
+    next_txn_id: u64,
+}
+
+/// Recovers the store: the three passes, the catalog, and a checkpoint.
+pub(crate) fn recover(inner: &Inner, scan: ScanReport) -> Result<()> {
+    let control = inner.control.lock().1.clone();
+    let mut report = RecoveryReport {
+        end_lsn: scan.end_lsn,
+        ..RecoveryReport::default()
+    };
+    let skips = scan.skipped.clone();
+    report.scan = scan;
+    let started = Instant::now();
+    report.analysis_start = if control.checkpoint_lsn.is_none() {
+        inner.wal.first_lsn()
+    } else {
+        control.checkpoint_lsn
+    };
+    let analysis = analyze(inner, report.analysis_start, &skips, control.next_txn_id, &mut report)?;
+    report.analysis_time = started.elapsed();
+
+    let started = Instant::now();
+    report.redo_start = analysis.dirty.values().min().copied().unwrap_or(report.end_lsn);
+    redo(inner, &analysis, &skips, &mut report)?;
+    report.redo_time = started.elapsed();
+
+    let started = Instant::now();
+    undo(inner, &analysis, &skips, &mut report)?;
+    inner.wal.sync()?;
+    report.undo_time = started.elapsed();
+
+    let skip_damaged = inner.options.recovery == RecoveryMode::SkipCorrupted;
+    let loaded = state::load(&inner.arena, inner.dimension, analysis.next_txn_id, skip_damaged)?;
+    report.damage_skipped.extend(loaded.skipped_pages);
+    inner
+        .next_txn_id
+        .store(analysis.next_txn_id, std::sync::atomic::Ordering::SeqCst);
+    *inner.index.write() = loaded.index;
+    *inner.writer.lock() = loaded.writer;
+
+    let started = Instant::now();
+    crate::checkpoint::run(inner)?;
+    report.checkpoint_time = started.elapsed();
+    *inner.report.lock() = report;
+    Ok(())
+}
+
+/// Decodes a record's payload; damage is an error, or skipped under `SkipCorrupted`.
+fn decode<'a>(
+    inner: &Inner,
+    kind: u8,
+    payload: &'a [u8],
+    lsn: Lsn,
+    report: &mut RecoveryReport,
+) -> Result<Option<Payload<'a>>> {
+    match record::decode(kind, payload, lsn, inner.arena.page_size_bytes()) {
+        Ok(decoded) => Ok(Some(decoded)),
+        Err(error) if inner.options.recovery == RecoveryMode::SkipCorrupted => {
+            report.damage_skipped.push(error.to_string());
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+fn analyze(
+    inner: &Inner,
+    start: Lsn,
+    skips: &[SkippedRange],
+    next_txn_id: u64,
+    report: &mut RecoveryReport,
+) -> Result<Analysis> {
+    let mut analysis = Analysis {
+        losers: BTreeMap::new(),
+        dirty: HashMap::new(),
+        inits: HashSet::new(),
+        next_txn_id,
+    };
+    let mut finished = HashSet::new();
+    let mut reader = inner.wal.reader(start).with_skips(skips);
+    while let Some(rec) = reader.next_record()? {
+        let (lsn, txn) = (rec.lsn, rec.header.txn_id.get());
+        analysis.next_txn_id = analysis.next_txn_id.max(txn + 1);
+        let Some(payload) = decode(inner, rec.header.kind, rec.payload, lsn, report)? else {
+            continue;
+        };
+        match payload {
+            Payload::Update { edits, .. } => {
+                analysis.losers.insert(
+                    txn,
+                    Loser {
+                        last_lsn: lsn,
+                        undo_next: lsn,
+                    },
+                );
+                note_dirty(&mut analysis.dirty, &edits, lsn);
+            }
+            Payload::Clr { undo_next, edits } => {
+                analysis.losers.insert(
+                    txn,
+                    Loser {
+                        last_lsn: lsn,
+                        undo_next,
+                    },
+                );
+                note_dirty(&mut analysis.dirty, &edits, lsn);
+            }
+            Payload::PageInit { page, .. } => {
+                analysis.dirty.entry(page).or_insert(lsn);
+                analysis.inits.insert(page);
+            }
+            Payload::Abort => {
+                let prev = Lsn(rec.header.prev_lsn.get());
+                let loser = analysis.losers.entry(txn).or_insert(Loser {
+                    last_lsn: lsn,
+                    undo_next: prev,
+                });
+                loser.last_lsn = lsn;
+            }
+            Payload::Commit | Payload::End => {
+                analysis.losers.remove(&txn);
+                finished.insert(txn);
+            }
+            Payload::CheckpointEnd(checkpoint) if checkpoint.begin_lsn == start => {
+                analysis.next_txn_id = analysis.next_txn_id.max(checkpoint.next_txn_id);
+                for entry in checkpoint.txns.iter().filter(|t| !finished.contains(&t.txn_id)) {
+                    analysis.losers.entry(entry.txn_id).or_insert(Loser {
+                        last_lsn: entry.last_lsn,
+                        undo_next: entry.undo_next,
+                    });
+                }
+                for page in checkpoint.dirty {
+                    let rec_lsn = analysis.dirty.entry(page.page).or_insert(page.rec_lsn);
+                    *rec_lsn = (*rec_lsn).min(page.rec_lsn);
+                }
+            }
+            Payload::CheckpointBegin | Payload::CheckpointEnd(_) => {}
+        }
+    }
+    Ok(analysis)
+}
+
+fn note_dirty(dirty: &mut HashMap<PageId, Lsn>, edits: &[Edit<'_>], lsn: Lsn) {
+    for edit in edits {
+        dirty.entry(edit.page).or_insert(lsn);
+    }
+}
+
+fn redo(inner: &Inner, analysis: &Analysis, skips: &[SkippedRange], report: &mut RecoveryReport) -> Result<()> {
+    let repairs = inner.doublewrite.lock().read_images()?;
+    let mut reader = inner.wal.reader(report.redo_start).with_skips(skips);
+    while let Some(rec) = reader.next_record()? {
+        let lsn = rec.lsn;
+        let Some(payload) = decode(inner, rec.header.kind, rec.payload, lsn, report)? else {
+            continue;
+        };
+        match payload {
+            Payload::Update { edits, .. } | Payload::Clr { edits, .. } => {
+                for page in distinct_pages(&edits) {
+                    prepare_page(inner, page, analysis, &repairs, report)?;
+                }
+                if apply_edits(&inner.arena, &inner.dirty, lsn, &edits, true) > 0 {
+                    report.records_redone += 1;
+                } else {
+                    report.records_skipped += 1;
+                }
+            }
+            Payload::PageInit { page, kind, a, b } => {
+                prepare_page(inner, page, analysis, &repairs, report)?;
+                if inner.arena.page_lsn(page) < lsn {
+                    format_page(&inner.arena, &inner.dirty, page, kind, a, b, lsn);
+                    report.records_redone += 1;
+                } else {
+                    report.records_skipped += 1;
+                }
+                inner.recent_inits.lock().insert(page, lsn);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn distinct_pages(edits: &[Edit<'_>]) -> Vec<PageId> {
+    let mut pages: Vec<PageId> = edits.iter().map(|e| e.page).collect();
+    pages.sort_unstable();
+    pages.dedup();
+    pages
+}
+
+/// Makes page `page` exist and pass its checksum before redo touches it.
+///
+/// | page state | action |
+/// |---|---|
+/// | verified already, or passes its checksum | use it |
+/// | damaged, intact copy in the doublewrite area | restore the copy |
+/// | damaged, initialised later in the redo range | start it from zero: redo rebuilds it |
+/// | damaged otherwise, `SkipCorrupted` | start it from zero, report it |
+/// | damaged otherwise | `Corrupted` |
+fn prepare_page(
+    inner: &Inner,
+    page: PageId,
+    analysis: &Analysis,
+    repairs: &HashMap<PageId, Vec<u8>>,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let arena = &inner.arena;
+    arena.ensure_page(page)?;
+    if arena.is_verified(page) {
+        return Ok(());
+    }
+    let Err(damage) = arena.verify(page) else { return Ok(()) };
+    let _latch = arena.latch(page);
+    if let Some(image) = repairs.get(&page) {
+        arena.replace_page(page, image);
+        report
+            .pages_repaired
+            .push(format!("{page} from the doublewrite area ({damage})"));
+    } else if analysis.inits.contains(&page) {
+        arena.replace_page(page, &vec![0u8; arena.page_size_bytes() as usize]);
+        report.pages_repaired.push(format!(
+            "{page} from zero: redo replays it from its page-init record ({damage})"
+        ));
+    } else if inner.options.recovery == RecoveryMode::SkipCorrupted {
+        arena.replace_page(page, &vec![0u8; arena.page_size_bytes() as usize]);
+        report.damage_skipped.push(format!("{page} reset to empty: {damage}"));
+    } else {
+        return Err(damage);
+    }
+    Ok(())
+}
+
+fn undo(inner: &Inner, analysis: &Analysis, skips: &[SkippedRange], report: &mut RecoveryReport) -> Result<()> {
+    let mut losers = analysis.losers.clone();
+    report.losers = losers.keys().copied().collect();
+    let repairs = HashMap::new();
+    while let Some((&txn, &loser)) = losers.iter().max_by_key(|(_, l)| l.undo_next) {
+        let mut active = ActiveTxn {
+            txn_id: txn,
+            first_lsn: loser.last_lsn,
+            last_lsn: loser.last_lsn,
+        };
+        if loser.undo_next.is_none() {
+            inner.log_and_apply(Some(&mut active), Kind::End, &[], &[])?;
+            losers.remove(&txn);
+            continue;
+        }
+        let mut reader = inner.wal.reader(loser.undo_next).with_skips(skips);
+        let Some(rec) = reader.next_record()? else {
+            return Err(Error::corrupted_at(
+                loser.undo_next,
+                format!("transaction {txn}'s undo chain points past the log"),
+            ));
+        };
+        if rec.lsn != loser.undo_next || rec.header.txn_id.get() != txn {
+            return Err(Error::corrupted_at(
+                loser.undo_next,
+                format!("transaction {txn}'s undo chain is broken"),
+            ));
+        }
+        let prev = Lsn(rec.header.prev_lsn.get());
+        let next = match decode(inner, rec.header.kind, rec.payload, rec.lsn, report)? {
+            Some(Payload::Update { edits, .. }) => {
+                for page in distinct_pages(&edits) {
+                    prepare_page(inner, page, analysis, &repairs, report)?;
+                }
+                let compensation: Vec<Edit<'_>> = edits
+                    .iter()
+                    .rev()
+                    .filter_map(|e| {
+                        e.before.map(|before| Edit {
+                            page: e.page,
+                            offset: e.offset,
+                            after: before,
+                            before: None,
+                        })
+                    })
+                    .collect();
+                let clr = record::encode_clr(prev, &compensation);
+                let lsn = inner.log_and_apply(Some(&mut active), Kind::Clr, &clr, &compensation)?;
+                report.clrs_written += 1;
+                Loser {
+                    last_lsn: lsn,
+                    undo_next: prev,
+                }
+            }
+            Some(Payload::Clr { undo_next, .. }) => Loser {
+                last_lsn: active.last_lsn,
+                undo_next,
+            },
+            _ => Loser {
+                last_lsn: active.last_lsn,
+                undo_next: prev,
+            },
+        };
+        losers.insert(txn, next);
+    }
+    *inner.apply.lock() = None;
+    Ok(())
+}

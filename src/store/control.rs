@@ -1,0 +1,289 @@
+//! The control file (`CONTROL`): the store's fixed parameters and where its last complete
+//! checkpoint is, like PostgreSQL's pg_control.
+//!
+//! Two 512-byte copies (slots) at offsets 0 and 512, each with its own CRC32C and sequence
+//! number. An update writes the slot the older copy is in and syncs, so a torn write (a sector
+//! is the unit of atomicity) can only damage that one slot: the other remains valid. The valid
+//! slot with the highest sequence number is the control data.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::error::{IoContext, Result};
+use crate::storage::{Storage, StorageFile};
+use crate::wal::format::{FORMAT_VERSION_MAJOR, FORMAT_VERSION_MINOR};
+use crate::{Error, Lsn};
+
+pub const CONTROL_FILE_NAME: &str = "CONTROL";
+pub const CONTROL_MAGIC: [u8; 8] = *b"VLMCTRL\n";
+pub const CONTROL_SLOT_BYTES: usize = 512;
+pub const CONTROL_FILE_BYTES: u64 = 2 * CONTROL_SLOT_BYTES as u64;
+
+/// One copy of the control data.
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 8 | magic `VLMCTRL\n` |
+/// | 8 | 2 | format version major |
+/// | 10 | 2 | format version minor |
+/// | 12 | 4 | page size in bytes |
+/// | 16 | 8 | segment size in bytes (WAL segments and arena files) |
+/// | 24 | 4 | dimension |
+/// | 28 | 4 | timeline |
+/// | 32 | 8 | store id |
+/// | 40 | 8 | sequence number of this copy |
+/// | 48 | 8 | LSN of the last complete checkpoint's begin record (0: none) |
+/// | 56 | 8 | LSN of that checkpoint's end record |
+/// | 64 | 8 | redo LSN: recovery starts its analysis here |
+/// | 72 | 8 | next transaction id at that checkpoint |
+/// | 80 | 8 | store creation time, µs since the Unix epoch |
+/// | 88 | 8 | checkpoint time, µs since the Unix epoch |
+/// | 96 | 8 | log truncation LSN: segments wholly below it may be released |
+/// | 104 | 404 | reserved, zero |
+/// | 508 | 4 | CRC32C of bytes 0..508 |
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct ControlSlot {
+    pub magic: [u8; 8],
+    pub version_major: U16,
+    pub version_minor: U16,
+    pub page_size_bytes: U32,
+    pub segment_size_bytes: U64,
+    pub dimension: U32,
+    pub timeline: U32,
+    pub store_id: U64,
+    pub sequence: U64,
+    pub checkpoint_lsn: U64,
+    pub checkpoint_end_lsn: U64,
+    pub redo_lsn: U64,
+    pub next_txn_id: U64,
+    pub created_us: U64,
+    pub checkpoint_us: U64,
+    pub truncate_lsn: U64,
+    pub reserved: [u8; 404],
+    pub crc: U32,
+}
+
+pub const CONTROL_CRC_OFFSET: usize = CONTROL_SLOT_BYTES - 4;
+const _: () = assert!(size_of::<ControlSlot>() == CONTROL_SLOT_BYTES);
+const _: () = assert!(std::mem::offset_of!(ControlSlot, crc) == CONTROL_CRC_OFFSET);
+const _: () = assert!(std::mem::offset_of!(ControlSlot, truncate_lsn) == 96);
+
+/// The control data in memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Control {
+    pub page_size_bytes: u32,
+    pub segment_size_bytes: u64,
+    pub dimension: u32,
+    pub timeline: u32,
+    pub store_id: u64,
+    pub sequence: u64,
+    pub checkpoint_lsn: Lsn,
+    pub checkpoint_end_lsn: Lsn,
+    pub redo_lsn: Lsn,
+    pub next_txn_id: u64,
+    pub created_us: u64,
+    pub checkpoint_us: u64,
+    pub truncate_lsn: Lsn,
+}
+
+impl Control {
+    /// Encodes one slot.
+    pub fn to_slot(&self) -> ControlSlot {
+        let mut slot = ControlSlot {
+            magic: CONTROL_MAGIC,
+            version_major: U16::new(FORMAT_VERSION_MAJOR),
+            version_minor: U16::new(FORMAT_VERSION_MINOR),
+            page_size_bytes: U32::new(self.page_size_bytes),
+            segment_size_bytes: U64::new(self.segment_size_bytes),
+            dimension: U32::new(self.dimension),
+            timeline: U32::new(self.timeline),
+            store_id: U64::new(self.store_id),
+            sequence: U64::new(self.sequence),
+            checkpoint_lsn: U64::new(self.checkpoint_lsn.0),
+            checkpoint_end_lsn: U64::new(self.checkpoint_end_lsn.0),
+            redo_lsn: U64::new(self.redo_lsn.0),
+            next_txn_id: U64::new(self.next_txn_id),
+            created_us: U64::new(self.created_us),
+            checkpoint_us: U64::new(self.checkpoint_us),
+            truncate_lsn: U64::new(self.truncate_lsn.0),
+            reserved: [0; 404],
+            crc: U32::ZERO,
+        };
+        slot.crc = U32::new(crc32c::crc32c(&slot.as_bytes()[..CONTROL_CRC_OFFSET]));
+        slot
+    }
+
+    /// Decodes one slot: `Err(reason)` if it is not a valid copy.
+    pub fn from_slot(bytes: &[u8]) -> std::result::Result<Control, String> {
+        let slot = ControlSlot::read_from_bytes(bytes).map_err(|_| "control slot has the wrong size".to_string())?;
+        if slot.magic != CONTROL_MAGIC {
+            return Err("bad control magic".into());
+        }
+        if crc32c::crc32c(&slot.as_bytes()[..CONTROL_CRC_OFFSET]) != slot.crc.get() {
+            return Err("control checksum mismatch".into());
+        }
+        if slot.version_major.get() != FORMAT_VERSION_MAJOR {
+            return Err(format!(
+                "format version {} (this build reads {FORMAT_VERSION_MAJOR})",
+                slot.version_major.get()
+            ));
+        }
+        Ok(Control {
+            page_size_bytes: slot.page_size_bytes.get(),
+            segment_size_bytes: slot.segment_size_bytes.get(),
+            dimension: slot.dimension.get(),
+            timeline: slot.timeline.get(),
+            store_id: slot.store_id.get(),
+            sequence: slot.sequence.get(),
+            checkpoint_lsn: Lsn(slot.checkpoint_lsn.get()),
+            checkpoint_end_lsn: Lsn(slot.checkpoint_end_lsn.get()),
+            redo_lsn: Lsn(slot.redo_lsn.get()),
+            next_txn_id: slot.next_txn_id.get(),
+            created_us: slot.created_us.get(),
+            checkpoint_us: slot.checkpoint_us.get(),
+            truncate_lsn: Lsn(slot.truncate_lsn.get()),
+        })
+    }
+}
+
+/// The control file, open.
+#[derive(Debug)]
+pub struct ControlFile {
+    path: PathBuf,
+    file: Arc<dyn StorageFile>,
+}
+
+impl ControlFile {
+    /// Creates the control file of a new store with both slots written and synced.
+    pub fn create(storage: &dyn Storage, dir: &Path, control: &Control) -> Result<ControlFile> {
+        let path = dir.join(CONTROL_FILE_NAME);
+        let file = storage
+            .open(&path, true)
+            .context(|| format!("creating {}", path.display()))?;
+        let control_file = ControlFile { path, file };
+        let mut first = control.clone();
+        first.sequence = 0;
+        control_file.write_slot(&first)?;
+        first.sequence = 1;
+        control_file.write_slot(&first)?;
+        Ok(control_file)
+    }
+
+    /// Opens the control file and returns the newest valid copy.
+    pub fn open(storage: &dyn Storage, dir: &Path) -> Result<(ControlFile, Control)> {
+        let path = dir.join(CONTROL_FILE_NAME);
+        let file = match storage.open(&path, false) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(format!(
+                    "no Vellum store at {} (no {CONTROL_FILE_NAME} file)",
+                    dir.display()
+                )));
+            }
+            Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+        };
+        let len_bytes = file
+            .len()
+            .context(|| format!("reading the length of {}", path.display()))?;
+        if len_bytes < CONTROL_FILE_BYTES {
+            return Err(Error::corrupted_file(
+                &path,
+                format!("control file is {len_bytes} bytes, expected {CONTROL_FILE_BYTES}"),
+            ));
+        }
+        let mut bytes = vec![0u8; CONTROL_FILE_BYTES as usize];
+        file.read_at(&mut bytes, 0)
+            .context(|| format!("reading {}", path.display()))?;
+        let control = Self::newest(&path, &bytes)?;
+        Ok((ControlFile { path, file }, control))
+    }
+
+    /// The newest valid copy among the two slots in `bytes`.
+    pub fn newest(path: &Path, bytes: &[u8]) -> Result<Control> {
+        let slots = [
+            Control::from_slot(&bytes[..CONTROL_SLOT_BYTES]),
+            Control::from_slot(&bytes[CONTROL_SLOT_BYTES..2 * CONTROL_SLOT_BYTES]),
+        ];
+        match slots {
+            [Ok(a), Ok(b)] => Ok(if a.sequence >= b.sequence { a } else { b }),
+            [Ok(a), Err(_)] => Ok(a),
+            [Err(_), Ok(b)] => Ok(b),
+            [Err(a), Err(b)] => {
+                let incompatible = a.starts_with("format version") || b.starts_with("format version");
+                let reason = format!("both control copies are invalid ({a}; {b})");
+                if incompatible {
+                    Err(Error::Incompatible(reason))
+                } else {
+                    Err(Error::corrupted_file(path, reason))
+                }
+            }
+        }
+    }
+
+    /// Writes `control` (its sequence must be one more than the current) and syncs it.
+    pub fn write_slot(&self, control: &Control) -> Result<()> {
+        let slot = control.to_slot();
+        let offset = (control.sequence % 2) * CONTROL_SLOT_BYTES as u64;
+        self.file
+            .write_at(slot.as_bytes(), offset)
+            .context(|| format!("writing {}", self.path.display()))?;
+        self.file
+            .sync_data()
+            .context(|| format!("syncing {}", self.path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Control {
+        Control {
+            page_size_bytes: 16384,
+            segment_size_bytes: 1 << 26,
+            dimension: 384,
+            timeline: 1,
+            store_id: 99,
+            sequence: 4,
+            checkpoint_lsn: Lsn(1000),
+            checkpoint_end_lsn: Lsn(1100),
+            redo_lsn: Lsn(1000),
+            next_txn_id: 7,
+            created_us: 1,
+            checkpoint_us: 2,
+            truncate_lsn: Lsn(900),
+        }
+    }
+
+    #[test]
+    fn torn_newer_slot_leaves_the_older_copy_in_force() {
+        let older = sample();
+        let mut newer = sample();
+        newer.sequence = 5;
+        newer.checkpoint_lsn = Lsn(2000);
+        let mut bytes = vec![0u8; CONTROL_FILE_BYTES as usize];
+        bytes[..512].copy_from_slice(older.to_slot().as_bytes());
+        bytes[512..].copy_from_slice(newer.to_slot().as_bytes());
+        assert_eq!(
+            ControlFile::newest(Path::new("c"), &bytes).unwrap(),
+            newer,
+            "the newest valid copy wins"
+        );
+        bytes[700] ^= 0xff;
+        assert_eq!(
+            ControlFile::newest(Path::new("c"), &bytes).unwrap(),
+            older,
+            "a torn newer copy falls back"
+        );
+        bytes[100] ^= 0xff;
+        let error = ControlFile::newest(Path::new("c"), &bytes).unwrap_err();
+        assert!(
+            matches!(error, Error::Corrupted { .. }),
+            "both copies bad is damage: {error}"
+        );
+    }
+}

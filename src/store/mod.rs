@@ -1,0 +1,603 @@
+//! The store: a directory holding vectors durably, with transactions and checkpoints.
+//!
+//! Layout of a store directory (format-spec/FORMAT.md, "Store directory"):
+//! `CONTROL`, `LOCK`, `DOUBLEWRITE`, `wal/` (log segments), `arena/` (page files).
+//!
+//! Discipline (ARIES, steal/no-force): every change is logged before it is applied to a page in
+//! memory; pages reach disk only at checkpoints, after the log is durable through their page
+//! LSN; commit forces only the log.
+//!
+//! Isolation (read committed): a writer never modifies bytes a reader can reach. New vectors
+//! and catalog entries go to free space; the id index readers use changes only at commit; space
+//! a commit frees is reused only after readers that might still hold it have left (`epoch`).
+//! So readers never block on a writer and never see uncommitted or aborted data: the committed
+//! version is whatever the index points to, and the pages under it do not change.
+
+pub mod control;
+pub mod epoch;
+pub mod meta;
+pub mod state;
+mod txn;
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::arena::Arena;
+use crate::doublewrite::Doublewrite;
+use crate::error::{IoContext, Result};
+use crate::page::{PageHeader, PageId, PageKind};
+use crate::record::{self, Edit, Kind};
+use crate::recovery::{self, RecoveryReport};
+use crate::storage::{RealStorage, Storage};
+use crate::wal::format::{Geometry, LogIdentity};
+use crate::wal::{RecordSpec, Wal, WalConfig, now_us};
+use crate::{Error, Lsn, RecoveryMode, SyncMode};
+use control::{Control, ControlFile};
+use epoch::{Epochs, Pin};
+use state::{Located, Meta, WriterState};
+pub use txn::Transaction;
+
+/// How to open or create a store.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// When a commit is durable. Default: `Always`.
+    pub sync: SyncMode,
+    /// What recovery does with damage. Default: `TolerateTornTail`.
+    pub recovery: RecoveryMode,
+    /// Page size of the log and the arena (creation only; a store keeps its own). Default 16 KiB.
+    pub page_size_bytes: u32,
+    /// Size of each log segment and arena file (creation only). Default 64 MiB.
+    pub segment_size_bytes: u64,
+    /// A checkpoint runs in the background after this much log; 0 turns them off. Default 256 MiB.
+    pub checkpoint_interval_bytes: u64,
+    /// Where the bytes go: the real file system, or a crash simulator in tests.
+    pub storage: Arc<dyn Storage>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            sync: SyncMode::Always,
+            recovery: RecoveryMode::TolerateTornTail,
+            page_size_bytes: 16 * 1024,
+            segment_size_bytes: 64 << 20,
+            checkpoint_interval_bytes: 256 << 20,
+            storage: Arc::new(RealStorage::new()),
+        }
+    }
+}
+
+/// The transaction table entry of the running write transaction (at most one).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ActiveTxn {
+    pub txn_id: u64,
+    pub first_lsn: Lsn,
+    pub last_lsn: Lsn,
+}
+
+/// State shared by the store, its transactions and its background checkpointer.
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub options: Options,
+    pub dimension: u32,
+    pub wal: Wal,
+    pub arena: Arena,
+    pub control: Mutex<(ControlFile, Control)>,
+    pub doublewrite: Mutex<Doublewrite>,
+    pub epochs: Epochs,
+    pub index: RwLock<HashMap<Box<str>, Located>>,
+    pub writer: Mutex<WriterState>,
+    /// Held while a record is appended and applied, so a checkpoint never sees one without the
+    /// other; guards the transaction table entry.
+    pub apply: Mutex<Option<ActiveTxn>>,
+    /// The dirty page table: page → recovery LSN (the first record that dirtied it).
+    pub dirty: Mutex<HashMap<PageId, Lsn>>,
+    /// Pages initialised since the last checkpoint but one (they skip the doublewrite area).
+    pub recent_inits: Mutex<HashMap<PageId, Lsn>>,
+    pub checkpoint_lock: Mutex<()>,
+    pub checkpoint_wanted: (Mutex<bool>, Condvar),
+    pub last_checkpoint_lsn: AtomicU64,
+    /// Mirrors the writer's next transaction id for checkpoint records.
+    pub next_txn_id: AtomicU64,
+    pub stopping: AtomicBool,
+    pub report: Mutex<RecoveryReport>,
+    _lock: Box<dyn std::any::Any + Send + Sync>,
+}
+
+/// An embedded vector store. `Send + Sync`: share it with `Arc`.
+pub struct Store {
+    inner: Arc<Inner>,
+    checkpointer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// A vector read zero-copy from the arena, with its metadata. Dereferences to `[f32]`.
+///
+/// The slot it borrows is not reused while the `VectorRef` lives, even if the id is deleted or
+/// replaced meanwhile: a reader keeps the version it looked up.
+pub struct VectorRef<'a> {
+    vector: &'a [f32],
+    meta: MetaRef<'a>,
+    _pin: Pin<'a>,
+}
+
+enum MetaRef<'a> {
+    Inline(&'a [u8]),
+    Owned(Arc<[u8]>),
+}
+
+impl Deref for VectorRef<'_> {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        self.vector
+    }
+}
+
+impl std::fmt::Debug for VectorRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VectorRef")
+            .field("dimension", &self.vector.len())
+            .finish()
+    }
+}
+
+impl VectorRef<'_> {
+    /// The metadata pairs, in insertion order.
+    pub fn metadata(&self) -> meta::Pairs<'_> {
+        let bytes: &[u8] = match &self.meta {
+            MetaRef::Inline(bytes) => bytes,
+            MetaRef::Owned(bytes) => bytes,
+        };
+        match meta::Pairs::new(bytes) {
+            Some(pairs) => pairs,
+            None => meta::Pairs::empty(),
+        }
+    }
+}
+
+impl Store {
+    /// Creates a store of `dimension`-component vectors in `dir` (created if missing).
+    /// `Err(AlreadyExists)` if a store is there already.
+    pub fn create(dir: impl AsRef<Path>, dimension: u32, options: Options) -> Result<Store> {
+        let dir = dir.as_ref();
+        let storage = options.storage.clone();
+        check_creation_options(dimension, &options)?;
+        if storage.exists(&dir.join(control::CONTROL_FILE_NAME)) {
+            return Err(Error::AlreadyExists);
+        }
+        if storage.exists(&dir.join("wal")) {
+            return Err(Error::InvalidArgument(format!(
+                "{} holds the remains of a store whose creation did not finish; remove it first",
+                dir.display()
+            )));
+        }
+        storage
+            .create_dir_all(dir)
+            .context(|| format!("creating {}", dir.display()))?;
+        let control = Control {
+            page_size_bytes: options.page_size_bytes,
+            segment_size_bytes: options.segment_size_bytes,
+            dimension,
+            timeline: 1,
+            store_id: random_u64(),
+            sequence: 0,
+            checkpoint_lsn: Lsn::NONE,
+            checkpoint_end_lsn: Lsn::NONE,
+            redo_lsn: Lsn::NONE,
+            next_txn_id: 1,
+            created_us: now_us(),
+            checkpoint_us: 0,
+            truncate_lsn: Lsn::NONE,
+        };
+        let config = wal_config(&control, &options)?;
+        Wal::create(storage.clone(), &dir.join("wal"), config)?.close()?;
+        storage
+            .create_dir_all(&dir.join("arena"))
+            .context(|| format!("creating {}/arena", dir.display()))?;
+        storage
+            .sync_dir(dir)
+            .context(|| format!("syncing directory {}", dir.display()))?;
+        // The control file comes last: a store exists once it is durable.
+        ControlFile::create(storage.as_ref(), dir, &control)?;
+        storage
+            .sync_dir(dir)
+            .context(|| format!("syncing directory {}", dir.display()))?;
+        Store::open(dir, options)
+    }
+
+    /// Opens the store in `dir`, recovering it to its last committed state.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        let dir = dir.as_ref();
+        let storage = options.storage.clone();
+        let (control_file, control) = ControlFile::open(storage.as_ref(), dir)?;
+        let lock = lock_store(dir, &storage)?;
+        let config = wal_config(&control, &options)?;
+        let scan_from = (!control.checkpoint_lsn.is_none()).then_some(control.checkpoint_lsn);
+        let (wal, scan) = Wal::open(storage.clone(), &dir.join("wal"), config, scan_from, options.recovery)?;
+        let arena = Arena::open(
+            storage.clone(),
+            &dir.join("arena"),
+            control.page_size_bytes,
+            control.segment_size_bytes,
+        )?;
+        let doublewrite = Doublewrite::open(storage.as_ref(), dir, control.page_size_bytes)?;
+        let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
+            dimension: control.dimension,
+            wal,
+            arena,
+            last_checkpoint_lsn: AtomicU64::new(control.checkpoint_lsn.0),
+            next_txn_id: AtomicU64::new(control.next_txn_id),
+            control: Mutex::new((control_file, control)),
+            doublewrite: Mutex::new(doublewrite),
+            epochs: Epochs::default(),
+            index: RwLock::new(HashMap::new()),
+            writer: Mutex::new(state::WriterState {
+                next_txn_id: 1,
+                vectors: state::VectorAlloc {
+                    free: Vec::new(),
+                    fresh_page: 0,
+                    fresh_slot: 0,
+                    slots_per_page: 1,
+                },
+                catalog: state::CatalogAlloc::default(),
+                pending: Default::default(),
+            }),
+            apply: Mutex::new(None),
+            dirty: Mutex::new(HashMap::new()),
+            recent_inits: Mutex::new(HashMap::new()),
+            checkpoint_lock: Mutex::new(()),
+            checkpoint_wanted: (Mutex::new(false), Condvar::new()),
+            stopping: AtomicBool::new(false),
+            report: Mutex::new(RecoveryReport::default()),
+            options,
+            _lock: lock,
+        });
+        recovery::recover(&inner, scan)?;
+        let store = Store {
+            inner,
+            checkpointer: Mutex::new(None),
+        };
+        store.start_checkpointer()?;
+        Ok(store)
+    }
+
+    /// The vector stored under `id`, or `None`.
+    pub fn get(&self, id: &str) -> Result<Option<VectorRef<'_>>> {
+        let pin = self.inner.epochs.pin();
+        let Some(located) = self.inner.index.read().get(id).cloned() else {
+            return Ok(None);
+        };
+        self.inner.arena.verify(located.vector_page)?;
+        Ok(Some(self.inner.vector_ref(&located, pin)))
+    }
+
+    /// Inserts a vector (autocommit). `Err(AlreadyExists)` if `id` is present.
+    pub fn insert(&self, id: &str, vector: &[f32], metadata: &[(&str, &str)]) -> Result<Lsn> {
+        let mut tx = self.begin()?;
+        tx.insert(id, vector, metadata)?;
+        tx.commit()
+    }
+
+    /// Inserts or replaces a vector (autocommit).
+    pub fn upsert(&self, id: &str, vector: &[f32], metadata: &[(&str, &str)]) -> Result<Lsn> {
+        let mut tx = self.begin()?;
+        tx.upsert(id, vector, metadata)?;
+        tx.commit()
+    }
+
+    /// Deletes a vector (autocommit); returns whether it existed.
+    pub fn delete(&self, id: &str) -> Result<bool> {
+        let mut tx = self.begin()?;
+        let existed = tx.delete(id)?;
+        tx.commit()?;
+        Ok(existed)
+    }
+
+    /// Starts a write transaction; waits while another one runs (one writer at a time).
+    pub fn begin(&self) -> Result<Transaction<'_>> {
+        Transaction::begin(self)
+    }
+
+    /// Runs a checkpoint now: writes dirty pages, records where recovery starts, releases log.
+    pub fn checkpoint(&self) -> Result<Lsn> {
+        crate::checkpoint::run(&self.inner)
+    }
+
+    /// Makes every commit so far durable (whatever the sync mode).
+    pub fn sync(&self) -> Result<()> {
+        self.inner.wal.sync()
+    }
+
+    /// The number of vectors.
+    pub fn len(&self) -> usize {
+        self.inner.index.read().len()
+    }
+
+    /// True if the store holds no vectors.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The number of components of every vector.
+    pub fn dimension(&self) -> usize {
+        self.inner.dimension as usize
+    }
+
+    /// What the last open's recovery did.
+    pub fn recovery_report(&self) -> RecoveryReport {
+        self.inner.report.lock().clone()
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The write-ahead log (for inspection tools).
+    pub fn wal(&self) -> &Wal {
+        &self.inner.wal
+    }
+
+    /// Checkpoints, makes the log durable and closes the store.
+    pub fn close(self) -> Result<()> {
+        self.stop_checkpointer();
+        let result = self.checkpoint().map(|_| ());
+        let sync = self.inner.wal.sync();
+        result.and(sync)
+    }
+
+    fn start_checkpointer(&self) -> Result<()> {
+        if self.inner.options.checkpoint_interval_bytes == 0 {
+            return Ok(());
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let handle = std::thread::Builder::new()
+            .name("vellum-checkpoint".into())
+            .spawn(move || checkpointer(weak))
+            .map_err(|e| Error::io("starting the checkpoint thread", e))?;
+        *self.checkpointer.lock() = Some(handle);
+        Ok(())
+    }
+
+    fn stop_checkpointer(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        self.inner.checkpoint_wanted.1.notify_all();
+        if let Some(handle) = self.checkpointer.lock().take() {
+            let _ = handle.join();
+        }
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.stop_checkpointer();
+    }
+}
+
+/// Runs checkpoints when enough log has accumulated, until the store stops.
+fn checkpointer(weak: Weak<Inner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        {
+            let (lock, condvar) = &inner.checkpoint_wanted;
+            let mut wanted = lock.lock();
+            if !*wanted && !inner.stopping.load(Ordering::SeqCst) {
+                condvar.wait_for(&mut wanted, Duration::from_millis(250));
+            }
+            *wanted = false;
+        }
+        if inner.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        if inner.log_since_checkpoint() >= inner.options.checkpoint_interval_bytes {
+            // A failure poisons the log or is retried at the next trigger; commits report it.
+            let _ = crate::checkpoint::run(&inner);
+        }
+    }
+}
+
+impl Inner {
+    pub fn log_since_checkpoint(&self) -> u64 {
+        self.wal
+            .end_lsn()
+            .0
+            .saturating_sub(self.last_checkpoint_lsn.load(Ordering::Relaxed))
+    }
+
+    /// Asks the background checkpointer to look at the log size.
+    pub fn nudge_checkpointer(&self) {
+        let interval = self.options.checkpoint_interval_bytes;
+        if interval != 0 && self.log_since_checkpoint() >= interval {
+            *self.checkpoint_wanted.0.lock() = true;
+            self.checkpoint_wanted.1.notify_all();
+        }
+    }
+
+    pub fn vector_ref<'a>(&'a self, located: &Located, pin: Pin<'a>) -> VectorRef<'a> {
+        // SAFETY: `located.vector` points at `dimension` f32s (4-byte aligned: page offsets and
+        // strides are multiples of 16) inside an arena mapping that lives as long as `self`;
+        // the pin keeps the slot from being reused, and the writer never writes a slot that is
+        // reachable from the index, so the bytes are immutable for the borrow.
+        let vector = unsafe { std::slice::from_raw_parts(located.vector, self.dimension as usize) };
+        let meta = match &located.meta {
+            // SAFETY: as for the vector: an inline metadata range of a reachable catalog entry,
+            // inside a mapping that outlives `self`, immutable while the pin holds.
+            Meta::Inline { ptr, len } => MetaRef::Inline(unsafe { std::slice::from_raw_parts(*ptr, *len as usize) }),
+            Meta::Owned(bytes) => MetaRef::Owned(bytes.clone()),
+        };
+        VectorRef {
+            vector,
+            meta,
+            _pin: pin,
+        }
+    }
+
+    /// Appends a record for transaction `active` (or none) and applies its edits to the pages
+    /// in memory, atomically with respect to checkpoints. Returns the record's LSN.
+    pub fn log_and_apply(
+        &self,
+        txn: Option<&mut ActiveTxn>,
+        kind: Kind,
+        payload: &[u8],
+        edits: &[Edit<'_>],
+    ) -> Result<Lsn> {
+        let mut active = self.apply.lock();
+        let spec = RecordSpec {
+            kind: kind as u8,
+            flags: 0,
+            txn_id: txn.as_ref().map_or(0, |t| t.txn_id),
+            prev_lsn: txn.as_ref().map_or(0, |t| t.last_lsn.0),
+            timestamp_us: now_us(),
+        };
+        let lsn = self.wal.append(&spec, &[payload])?;
+        if let Some(txn) = txn {
+            if txn.first_lsn.is_none() {
+                txn.first_lsn = lsn;
+            }
+            txn.last_lsn = lsn;
+            // A transaction leaves the table in the same critical section as its commit or end
+            // record, so no checkpoint can list it as running after that record.
+            *active = if matches!(kind, Kind::Commit | Kind::End) {
+                None
+            } else {
+                Some(*txn)
+            };
+        }
+        apply_edits(&self.arena, &self.dirty, lsn, edits, false);
+        Ok(lsn)
+    }
+
+    /// Logs and applies the initialisation of page `page` as an empty page of `kind`.
+    pub fn init_page(&self, page: PageId, kind: PageKind, a: u32, b: u32) -> Result<Lsn> {
+        self.arena.ensure_page(page)?;
+        let payload = record::encode_page_init(page, kind as u8, a, b);
+        let _active = self.apply.lock();
+        let spec = RecordSpec {
+            kind: Kind::PageInit as u8,
+            flags: 0,
+            txn_id: 0,
+            prev_lsn: 0,
+            timestamp_us: now_us(),
+        };
+        let lsn = self.wal.append(&spec, &[&payload])?;
+        format_page(&self.arena, &self.dirty, page, kind as u8, a, b, lsn);
+        self.recent_inits.lock().insert(page, lsn);
+        Ok(lsn)
+    }
+}
+
+/// Applies `edits` of the record at `lsn`: each page is changed if `only_older` is false or its
+/// page LSN is older than `lsn`; its page LSN becomes `lsn` and it joins the dirty page table.
+/// Returns how many pages were changed.
+pub(crate) fn apply_edits(
+    arena: &Arena,
+    dirty: &Mutex<HashMap<PageId, Lsn>>,
+    lsn: Lsn,
+    edits: &[Edit<'_>],
+    only_older: bool,
+) -> usize {
+    let mut pages: Vec<PageId> = edits.iter().map(|e| e.page).collect();
+    pages.sort_unstable();
+    pages.dedup();
+    let mut changed = 0;
+    for page in pages {
+        let _latch = arena.latch(page);
+        if only_older && arena.page_lsn(page) >= lsn {
+            continue;
+        }
+        for edit in edits.iter().filter(|e| e.page == page) {
+            arena.write(page, edit.offset as usize, edit.after);
+        }
+        arena.set_page_lsn(page, lsn);
+        dirty.lock().entry(page).or_insert(lsn);
+        changed += 1;
+    }
+    changed
+}
+
+/// Formats `page` as an empty page (the redo of a page-init record).
+pub(crate) fn format_page(
+    arena: &Arena,
+    dirty: &Mutex<HashMap<PageId, Lsn>>,
+    page: PageId,
+    kind: u8,
+    a: u32,
+    b: u32,
+    lsn: Lsn,
+) {
+    use zerocopy::IntoBytes;
+    let mut image = vec![0u8; arena.page_size_bytes() as usize];
+    let mut header: PageHeader = crate::page::new_header(PageKind::from_u8(kind).unwrap_or(PageKind::Zero), page, a, b);
+    header.kind = kind;
+    header.page_lsn = lsn.0.into();
+    image[..crate::page::PAGE_HEADER_BYTES].copy_from_slice(header.as_bytes());
+    let _latch = arena.latch(page);
+    arena.replace_page(page, &image);
+    dirty.lock().entry(page).or_insert(lsn);
+}
+
+fn check_creation_options(dimension: u32, options: &Options) -> Result<()> {
+    Geometry::new(options.page_size_bytes, options.segment_size_bytes).map_err(Error::InvalidArgument)?;
+    let max_dimension = crate::page::vector_slots_max_dimension(options.page_size_bytes);
+    if dimension == 0 || dimension > max_dimension {
+        return Err(Error::InvalidArgument(format!(
+            "dimension {dimension} must be in 1..={max_dimension} for {}-byte pages",
+            options.page_size_bytes
+        )));
+    }
+    Ok(())
+}
+
+fn wal_config(control: &Control, options: &Options) -> Result<WalConfig> {
+    let geometry = Geometry::new(control.page_size_bytes, control.segment_size_bytes)
+        .map_err(|reason| Error::corrupted_file(control::CONTROL_FILE_NAME, reason))?;
+    let identity = LogIdentity {
+        store_id: control.store_id,
+        timeline: control.timeline,
+    };
+    Ok(WalConfig::new(geometry, identity, options.sync))
+}
+
+/// Takes the store's lock file, so two processes never open one store.
+fn lock_store(dir: &Path, storage: &Arc<dyn Storage>) -> Result<Box<dyn std::any::Any + Send + Sync>> {
+    storage.lock_exclusive(&dir.join("LOCK")).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            Error::InvalidArgument(format!(
+                "{} is already open (in this process or another)",
+                dir.display()
+            ))
+        } else {
+            Error::io(format!("locking {}", dir.join("LOCK").display()), e)
+        }
+    })
+}
+
+/// A random 64-bit number (store ids), from the standard library's per-process random keys.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(now_us());
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}

@@ -1,0 +1,454 @@
+//! The store's in-memory state, rebuilt from the catalog pages at open: the id index that
+//! readers use, and the single writer's allocators (vector slots, catalog entry space, free
+//! pages), plus releases waiting for readers to leave.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use zerocopy::FromBytes;
+
+use super::meta;
+use crate::arena::Arena;
+use crate::page::{
+    self, CATALOG_SLOT_BYTES, CATALOG_SLOTS_OFFSET, CatalogSlot, ENTRY_FLAG_OVERFLOW, ENTRY_HEADER_BYTES, EntryHeader,
+    OVERFLOW_DATA_OFFSET, PAGE_HEADER_BYTES, PageHeader, PageId, PageKind, Space,
+};
+use crate::{Error, Result};
+
+/// Where a committed (or, in a transaction's overlay, pending) entry lives.
+#[derive(Clone, Debug)]
+pub struct Located {
+    pub vector: *const f32,
+    pub vector_page: PageId,
+    pub vector_slot: u32,
+    pub cat_page: PageId,
+    pub cat_slot: u32,
+    pub entry_offset: u32,
+    pub entry_len: u32,
+    pub meta: Meta,
+    pub overflow: Option<PageId>,
+}
+
+/// Encoded metadata: inline in a catalog page, or assembled from an overflow chain.
+#[derive(Clone, Debug)]
+pub enum Meta {
+    Inline { ptr: *const u8, len: u32 },
+    Owned(Arc<[u8]>),
+}
+
+// SAFETY: the raw pointers point into arena mappings, which never move or unmap while the
+// store lives (the index is owned by the store), and the bytes they point to are immutable
+// while the entry is reachable: the writer only writes free space, and freed space is reused
+// only after every reader that could hold it has unpinned (see `epoch`).
+unsafe impl Send for Located {}
+// SAFETY: as above; shared access only reads immutable bytes.
+unsafe impl Sync for Located {}
+
+/// Something a commit freed, reusable once no reader can hold it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Release {
+    VectorSlot(PageId, u32),
+    CatalogExtent { page_no: u64, offset: u32, len: u32 },
+    Pages(Vec<u64>),
+}
+
+/// Free space of one catalog page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatPage {
+    pub slot_count: u32,
+    /// The lowest byte of entry data; the gap `[directory end, data_start)` is free.
+    pub data_start: u32,
+    pub free_slots: Vec<u32>,
+    /// Free extents below... above `data_start` left by released entries: `(offset, len)`.
+    pub holes: Vec<(u32, u32)>,
+}
+
+impl CatPage {
+    pub fn directory_end(&self) -> u32 {
+        (CATALOG_SLOTS_OFFSET + self.slot_count as usize * CATALOG_SLOT_BYTES) as u32
+    }
+
+    /// Adds a released extent to the holes, merging neighbours.
+    pub fn add_hole(&mut self, offset: u32, len: u32) {
+        let at = self.holes.partition_point(|h| h.0 < offset);
+        self.holes.insert(at, (offset, len));
+        if at + 1 < self.holes.len() && self.holes[at].0 + self.holes[at].1 == self.holes[at + 1].0 {
+            self.holes[at].1 += self.holes[at + 1].1;
+            self.holes.remove(at + 1);
+        }
+        if at > 0 && self.holes[at - 1].0 + self.holes[at - 1].1 == self.holes[at].0 {
+            self.holes[at - 1].1 += self.holes[at].1;
+            self.holes.remove(at);
+        }
+    }
+}
+
+/// Vector slot allocation.
+#[derive(Clone, Debug)]
+pub struct VectorAlloc {
+    pub free: Vec<(PageId, u32)>,
+    pub fresh_page: u64,
+    pub fresh_slot: u32,
+    pub slots_per_page: u32,
+}
+
+impl VectorAlloc {
+    /// A slot, and whether its page must be initialised first.
+    pub fn take(&mut self) -> (PageId, u32, bool) {
+        if let Some((page, slot)) = self.free.pop() {
+            return (page, slot, false);
+        }
+        let (page_no, slot) = (self.fresh_page, self.fresh_slot);
+        self.fresh_slot += 1;
+        if self.fresh_slot == self.slots_per_page {
+            self.fresh_slot = 0;
+            self.fresh_page += 1;
+        }
+        (PageId::new(Space::Vector, page_no), slot, slot == 0)
+    }
+}
+
+/// Catalog space allocation.
+#[derive(Clone, Debug, Default)]
+pub struct CatalogAlloc {
+    pub pages: BTreeMap<u64, CatPage>,
+    /// The page new entries go to first.
+    pub hot: Option<u64>,
+    /// Pages that gained holes or free slots since they were last full.
+    pub roomy: BTreeSet<u64>,
+    /// Free catalog-space pages (zero, or dead overflow pages), lowest last.
+    pub free_pages: Vec<u64>,
+    /// The first page beyond every file of the catalog space.
+    pub next_new_page: u64,
+}
+
+impl CatalogAlloc {
+    /// A free catalog-space page number (it must be initialised before use).
+    pub fn take_page(&mut self) -> u64 {
+        if let Some(page_no) = self.free_pages.pop() {
+            return page_no;
+        }
+        self.next_new_page += 1;
+        self.next_new_page - 1
+    }
+}
+
+/// The writer's state, under the writer lock.
+#[derive(Debug)]
+pub struct WriterState {
+    pub next_txn_id: u64,
+    pub vectors: VectorAlloc,
+    pub catalog: CatalogAlloc,
+    pub pending: VecDeque<(u64, Release)>,
+}
+
+/// What loading the catalog found.
+pub struct Loaded {
+    pub index: HashMap<Box<str>, Located>,
+    pub writer: WriterState,
+    /// Pages skipped as damaged (SkipCorrupted only).
+    pub skipped_pages: Vec<String>,
+}
+
+/// Rebuilds the index and allocators from the catalog pages in memory (after redo and undo).
+pub fn load(arena: &Arena, dimension: u32, next_txn_id: u64, skip_damaged: bool) -> Result<Loaded> {
+    let page_size = arena.page_size_bytes();
+    let slots_per_page = page::vector_slots_per_page(page_size, dimension) as u32;
+    let mut loader = Loader {
+        arena,
+        page_size,
+        dimension,
+        slots_per_page,
+        index: HashMap::new(),
+        used_vectors: HashSet::new(),
+        used_overflow: HashSet::new(),
+        catalog: CatalogAlloc::default(),
+        chains: Vec::new(),
+        skipped: Vec::new(),
+        skip_damaged,
+    };
+    let page_count = arena.page_count(Space::Catalog);
+    let mut spare_pages = Vec::new();
+    for page_no in 0..page_count {
+        if let Some(spare) = loader.load_page(page_no)? {
+            spare_pages.push(spare);
+        }
+    }
+    loader.load_chains()?;
+    spare_pages.retain(|p| !loader.used_overflow.contains(p));
+    spare_pages.reverse();
+    loader.catalog.free_pages = spare_pages;
+    loader.catalog.next_new_page = page_count;
+    loader.catalog.roomy = loader.catalog.pages.keys().copied().collect();
+    let vectors = loader.vector_alloc();
+    Ok(Loaded {
+        index: loader.index,
+        writer: WriterState {
+            next_txn_id,
+            vectors,
+            catalog: loader.catalog,
+            pending: VecDeque::new(),
+        },
+        skipped_pages: loader.skipped,
+    })
+}
+
+struct Loader<'a> {
+    arena: &'a Arena,
+    page_size: u32,
+    dimension: u32,
+    slots_per_page: u32,
+    index: HashMap<Box<str>, Located>,
+    used_vectors: HashSet<(u64, u32)>,
+    used_overflow: HashSet<u64>,
+    catalog: CatalogAlloc,
+    /// Entries whose metadata lives in an overflow chain: (id, first page, length).
+    chains: Vec<(Box<str>, PageId, u32)>,
+    skipped: Vec<String>,
+    skip_damaged: bool,
+}
+
+impl Loader<'_> {
+    fn damaged(&mut self, error: Error) -> Result<()> {
+        if self.skip_damaged {
+            self.skipped.push(error.to_string());
+            Ok(())
+        } else {
+            Err(error)
+        }
+    }
+
+    /// Loads one catalog-space page; returns its number if it is free for reuse.
+    fn load_page(&mut self, page_no: u64) -> Result<Option<u64>> {
+        let id = PageId::new(Space::Catalog, page_no);
+        if let Err(error) = self.arena.verify(id) {
+            self.damaged(error)?;
+            return Ok(None);
+        }
+        let image = self.arena.copy_page(id);
+        let header = PageHeader::read_from_prefix(&image).expect("page holds a header").0;
+        match PageKind::from_u8(header.kind) {
+            Some(PageKind::Zero) | Some(PageKind::Overflow) => Ok(Some(page_no)),
+            Some(PageKind::Catalog) => {
+                if let Err(reason) = self.load_catalog_page(id, &image, &header) {
+                    self.damaged(Error::corrupted_file(
+                        format!("arena/{}", crate::arena::arena_file_name(Space::Catalog, 0)),
+                        format!("{id}: {reason}"),
+                    ))?;
+                }
+                Ok(None)
+            }
+            _ => {
+                self.damaged(Error::corrupted_file(
+                    "arena",
+                    format!("{id}: kind {} in the catalog space", header.kind),
+                ))?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn load_catalog_page(&mut self, id: PageId, image: &[u8], header: &PageHeader) -> std::result::Result<(), String> {
+        let slot_count = header.a.get();
+        let data_start = header.b.get();
+        let directory_end = CATALOG_SLOTS_OFFSET as u64 + u64::from(slot_count) * CATALOG_SLOT_BYTES as u64;
+        if directory_end > u64::from(data_start) || data_start > self.page_size {
+            return Err(format!(
+                "slot directory ({slot_count} slots) overlaps entry data at {data_start}"
+            ));
+        }
+        let mut page = CatPage {
+            slot_count,
+            data_start,
+            free_slots: Vec::new(),
+            holes: Vec::new(),
+        };
+        let mut extents = Vec::new();
+        for slot in 0..slot_count {
+            let at = CATALOG_SLOTS_OFFSET + slot as usize * CATALOG_SLOT_BYTES;
+            let entry = CatalogSlot::read_from_bytes(&image[at..at + CATALOG_SLOT_BYTES]).expect("slot size");
+            let (offset, len) = (entry.offset.get(), entry.len_bytes.get());
+            if len == 0 {
+                page.free_slots.push(slot);
+                continue;
+            }
+            if offset < data_start || u64::from(offset) + u64::from(len) > u64::from(self.page_size) {
+                return Err(format!("slot {slot} points outside the entry data"));
+            }
+            self.load_entry(id, slot, &image[offset as usize..(offset + len) as usize], offset)?;
+            extents.push((offset, len));
+        }
+        extents.sort_unstable();
+        let mut cursor = data_start;
+        for (offset, len) in extents {
+            if offset < cursor {
+                return Err(format!("entries overlap at offset {offset}"));
+            }
+            if offset > cursor {
+                page.add_hole(cursor, offset - cursor);
+            }
+            cursor = offset + len;
+        }
+        if cursor < self.page_size {
+            page.add_hole(cursor, self.page_size - cursor);
+        }
+        page.free_slots.reverse();
+        self.catalog.pages.insert(id.page_no(), page);
+        Ok(())
+    }
+
+    fn load_entry(&mut self, page: PageId, slot: u32, bytes: &[u8], offset: u32) -> std::result::Result<(), String> {
+        let Ok((header, rest)) = EntryHeader::read_from_prefix(bytes) else {
+            return Err(format!("slot {slot}: entry shorter than its header"));
+        };
+        let id_len = header.id_len.get() as usize;
+        if id_len == 0 || id_len > meta::ID_MAX_BYTES || id_len > rest.len() {
+            return Err(format!("slot {slot}: id length {id_len} out of range"));
+        }
+        let id = std::str::from_utf8(&rest[..id_len]).map_err(|_| format!("slot {slot}: id is not UTF-8"))?;
+        let meta_len = header.meta_len.get();
+        if meta_len as usize > meta::METADATA_MAX_BYTES || header.reserved.get() != 0 {
+            return Err(format!("slot {slot}: metadata length {meta_len} out of range"));
+        }
+        let vector_page = PageId::from_raw(header.vector_page.get())
+            .filter(|p| p.space() == Space::Vector && p.page_no() < self.arena.page_count(Space::Vector))
+            .ok_or_else(|| format!("slot {slot}: vector page {:#x} out of range", header.vector_page.get()))?;
+        let vector_slot = header.vector_slot.get();
+        if vector_slot >= self.slots_per_page || !self.used_vectors.insert((vector_page.page_no(), vector_slot)) {
+            return Err(format!("slot {slot}: vector slot {vector_slot} invalid or used twice"));
+        }
+        let flags = header.flags.get();
+        let (meta, overflow) = if flags == ENTRY_FLAG_OVERFLOW {
+            let first = PageId::from_raw(header.overflow_page.get())
+                .filter(|p| p.space() == Space::Catalog && p.page_no() < self.arena.page_count(Space::Catalog))
+                .ok_or_else(|| format!("slot {slot}: overflow page out of range"))?;
+            if rest.len() != id_len {
+                return Err(format!("slot {slot}: overflow entry has inline bytes"));
+            }
+            self.chains.push((id.into(), first, meta_len));
+            (Meta::Owned(Arc::from(&[][..])), Some(first))
+        } else if flags == 0 {
+            let inline = &rest[id_len..];
+            if inline.len() != meta_len as usize {
+                return Err(format!("slot {slot}: metadata length disagrees with the entry"));
+            }
+            meta::validate(inline).map_err(|r| format!("slot {slot}: {r}"))?;
+            let ptr = self.arena.page_ptr(page, offset as usize + ENTRY_HEADER_BYTES + id_len) as *const u8;
+            (Meta::Inline { ptr, len: meta_len }, None)
+        } else {
+            return Err(format!("slot {slot}: unknown entry flags {flags}"));
+        };
+        let stride = page::vector_stride_bytes(self.dimension);
+        let vector = self
+            .arena
+            .page_ptr(vector_page, page::VECTOR_SLOTS_OFFSET + vector_slot as usize * stride);
+        let located = Located {
+            vector: vector as *const f32,
+            vector_page,
+            vector_slot,
+            cat_page: page,
+            cat_slot: slot,
+            entry_offset: offset,
+            entry_len: bytes.len() as u32,
+            meta,
+            overflow,
+        };
+        if self.index.insert(id.into(), located).is_some() {
+            return Err(format!("slot {slot}: id {id:?} appears twice in the catalog"));
+        }
+        Ok(())
+    }
+
+    /// Reads every overflow chain, checking each page and bounding the walk by the length.
+    fn load_chains(&mut self) -> Result<()> {
+        let chains = std::mem::take(&mut self.chains);
+        for (id, first, meta_len) in chains {
+            match read_chain(self.arena, first, meta_len) {
+                Ok((bytes, pages)) => {
+                    for page in pages {
+                        if !self.used_overflow.insert(page) {
+                            self.damaged(Error::corrupted_file(
+                                "arena",
+                                format!("overflow page {page} shared by two entries"),
+                            ))?;
+                        }
+                    }
+                    if let Some(located) = self.index.get_mut(&id) {
+                        located.meta = Meta::Owned(bytes.into());
+                    }
+                }
+                Err(error) => {
+                    self.index.remove(&id);
+                    self.damaged(error)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn vector_alloc(&self) -> VectorAlloc {
+        let fresh_page = self.used_vectors.iter().map(|&(p, _)| p + 1).max().unwrap_or(0);
+        let mut free = Vec::new();
+        for page_no in (0..fresh_page).rev() {
+            for slot in (0..self.slots_per_page).rev() {
+                if !self.used_vectors.contains(&(page_no, slot)) {
+                    free.push((PageId::new(Space::Vector, page_no), slot));
+                }
+            }
+        }
+        VectorAlloc {
+            free,
+            fresh_page,
+            fresh_slot: 0,
+            slots_per_page: self.slots_per_page,
+        }
+    }
+}
+
+/// Reads `meta_len` bytes of an overflow chain starting at `first`; returns them and the pages.
+pub fn read_chain(arena: &Arena, first: PageId, meta_len: u32) -> Result<(Vec<u8>, Vec<u64>)> {
+    let capacity = arena.page_size_bytes() as usize - OVERFLOW_DATA_OFFSET;
+    let max_pages = (meta_len as usize).div_ceil(capacity).max(1);
+    let mut bytes = Vec::with_capacity(meta_len as usize);
+    let mut pages = Vec::new();
+    let mut next = Some(first);
+    while let Some(page) = next {
+        let damaged = |reason: String| Error::corrupted_file("arena", format!("{page}: {reason}"));
+        if pages.len() == max_pages
+            || page.space() != Space::Catalog
+            || page.page_no() >= arena.page_count(Space::Catalog)
+        {
+            return Err(damaged(
+                "overflow chain longer than its metadata or out of range".into(),
+            ));
+        }
+        arena.verify(page)?;
+        let image = arena.copy_page(page);
+        let header = PageHeader::read_from_prefix(&image).expect("page holds a header").0;
+        let used = header.a.get() as usize;
+        if header.kind != PageKind::Overflow as u8 || used > capacity {
+            return Err(damaged("not a valid overflow page".into()));
+        }
+        bytes.extend_from_slice(&image[OVERFLOW_DATA_OFFSET..OVERFLOW_DATA_OFFSET + used]);
+        pages.push(page.page_no());
+        next = match header.c.get() {
+            0 => None,
+            raw => Some(PageId::from_raw(raw).ok_or_else(|| damaged("bad next page id".into()))?),
+        };
+    }
+    if bytes.len() != meta_len as usize {
+        return Err(Error::corrupted_file(
+            "arena",
+            format!(
+                "{first}: overflow chain holds {} bytes, expected {meta_len}",
+                bytes.len()
+            ),
+        ));
+    }
+    meta::validate(&bytes).map_err(|r| Error::corrupted_file("arena", format!("{first}: {r}")))?;
+    Ok((bytes, pages))
+}
+
+/// Checks a page-header-sized constant is consistent (catalog pages start their directory
+/// right after the header).
+const _: () = assert!(CATALOG_SLOTS_OFFSET == PAGE_HEADER_BYTES);

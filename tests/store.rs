@@ -1,0 +1,354 @@
+//! The store's claims: the API contract, bad input, abort, isolation, checkpoints, reopen.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::{Rng, seed_from_env};
+use vellum::{Error, Lsn, Options, RecoveryMode, Store, SyncMode};
+
+fn small_options() -> Options {
+    Options {
+        page_size_bytes: 4096,
+        segment_size_bytes: 1 << 20,
+        ..Options::default()
+    }
+}
+
+fn vector(seed: u64, dimension: usize) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    (0..dimension)
+        .map(|_| (rng.below(2_000_000) as f32 / 1_000_000.0) - 1.0)
+        .collect()
+}
+
+type Model = BTreeMap<String, (Vec<f32>, Vec<(String, String)>)>;
+
+fn snapshot(store: &Store, model: &Model) -> Model {
+    model
+        .keys()
+        .filter_map(|id| {
+            store.get(id).unwrap().map(|r| {
+                let meta = r.metadata().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                (id.clone(), (r.to_vec(), meta))
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn the_api_contract_works_as_written() -> vellum::Result<()> {
+    use vellum::{Error, Lsn, Options, RecoveryMode, Store, SyncMode};
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().join("store");
+    let v = vec![0.5f32; 384];
+    let store = Store::create(&dir, 384, Options::default())?;
+    let lsn: Lsn = store.insert("doc-1", &v, &[("lang", "en")])?;
+    assert!(lsn > Lsn(0));
+    assert!(
+        matches!(store.insert("doc-1", &v, &[]), Err(Error::AlreadyExists)),
+        "duplicate insert is refused"
+    );
+    store.upsert("doc-1", &v, &[])?;
+    store.insert("c", &v, &[])?;
+    let existed: bool = store.delete("doc-1")?;
+    assert!(existed);
+    store.upsert("doc-1", &v, &[("lang", "en"), ("tier", "gold")])?;
+    if let Some(r) = store.get("doc-1")? {
+        let pairs: Vec<(&str, &str)> = r.metadata().collect();
+        assert_eq!(pairs, [("lang", "en"), ("tier", "gold")], "metadata in insertion order");
+        assert_eq!(&*r, &v[..]);
+    } else {
+        panic!("doc-1 is present");
+    }
+    let mut tx = store.begin()?;
+    tx.insert("a", &v, &[])?;
+    tx.upsert("b", &v, &[])?;
+    tx.delete("c")?;
+    let lsn = tx.commit()?;
+    assert!(lsn > Lsn(0));
+    store.checkpoint()?;
+    store.sync()?;
+    assert_eq!(store.len(), 3);
+    assert_eq!(store.dimension(), 384);
+    store.close()?;
+    let store = Store::open(
+        &dir,
+        Options {
+            sync: SyncMode::Always,
+            recovery: RecoveryMode::Strict,
+            ..Default::default()
+        },
+    )?;
+    assert_eq!(store.len(), 3, "a, b and doc-1 survive the reopen");
+    assert!(store.get("c")?.is_none());
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Store>();
+    Ok(())
+}
+
+#[test]
+fn create_refuses_an_existing_store_and_open_a_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), 8, small_options()).unwrap();
+    store.close().unwrap();
+    let error = Store::create(dir.path(), 8, small_options()).unwrap_err();
+    assert!(matches!(error, Error::AlreadyExists), "a store is there: {error}");
+    let error = Store::open(dir.path().join("nothing"), small_options()).unwrap_err();
+    assert!(matches!(error, Error::NotFound(_)), "no store there: {error}");
+}
+
+#[test]
+fn bad_input_gets_a_typed_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), 4, small_options()).unwrap();
+    store.insert("keep", &[1.0, 2.0, 3.0, 4.0], &[("a", "b")]).unwrap();
+    let before_lsn = store.wal().end_lsn();
+    let long_id = "x".repeat(1025);
+    let big_value = "v".repeat(64 * 1024);
+    type Case<'a> = (&'a str, Vec<f32>, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case<'_>> = vec![
+        ("wrong-dimension", vec![1.0; 5], vec![]),
+        ("nan", vec![1.0, f32::NAN, 0.0, 0.0], vec![]),
+        ("infinite", vec![f32::INFINITY, 0.0, 0.0, 0.0], vec![]),
+        ("", vec![0.0; 4], vec![]),
+        (&long_id, vec![0.0; 4], vec![]),
+        ("big-metadata", vec![0.0; 4], vec![("k", &big_value)]),
+    ];
+    for (id, v, meta) in &cases {
+        let error = store.insert(id, v, meta).unwrap_err();
+        assert!(matches!(error, Error::InvalidArgument(_)), "{id:.20}: {error}");
+        let error = store.upsert(id, v, meta).unwrap_err();
+        assert!(matches!(error, Error::InvalidArgument(_)), "{id:.20}: {error}");
+    }
+    let error = store.insert("keep", &[0.0; 4], &[]).unwrap_err();
+    assert!(matches!(error, Error::AlreadyExists), "{error}");
+    let mut tx = store.begin().unwrap();
+    tx.insert("in-tx", &[0.0; 4], &[]).unwrap();
+    assert!(tx.insert("bad", &[f32::NAN; 4], &[]).is_err());
+    tx.commit().unwrap();
+    assert_eq!(store.len(), 2, "only valid inserts landed");
+    assert_eq!(&*store.get("keep").unwrap().unwrap(), &[1.0, 2.0, 3.0, 4.0]);
+    assert!(store.wal().end_lsn() > before_lsn);
+}
+
+#[test]
+fn abort_and_drop_restore_every_before_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), 16, small_options()).unwrap();
+    let mut model = Model::new();
+    for i in 0..200u64 {
+        let id = format!("id-{i}");
+        let v = vector(i, 16);
+        let meta = vec![("n".to_string(), i.to_string())];
+        store.insert(&id, &v, &[("n", &i.to_string())]).unwrap();
+        model.insert(id, (v, meta));
+    }
+    let before = snapshot(&store, &model);
+    for use_drop in [false, true] {
+        let mut tx = store.begin().unwrap();
+        for i in 0..150u64 {
+            match i % 3 {
+                0 => drop(tx.delete(&format!("id-{i}")).unwrap()),
+                1 => drop(
+                    tx.upsert(&format!("id-{i}"), &vector(i + 1000, 16), &[("big", &"m".repeat(3000))])
+                        .unwrap(),
+                ),
+                _ => drop(tx.insert(&format!("new-{i}"), &vector(i + 2000, 16), &[]).unwrap()),
+            }
+        }
+        if use_drop {
+            drop(tx);
+        } else {
+            tx.abort().unwrap();
+        }
+        assert_eq!(
+            snapshot(&store, &model),
+            before,
+            "after abort (drop: {use_drop}) every vector is as before"
+        );
+        assert_eq!(store.len(), 200);
+        assert!(store.get("new-2").unwrap().is_none(), "aborted inserts are gone");
+    }
+    store.close().unwrap();
+    let store = Store::open(dir.path(), small_options()).unwrap();
+    assert_eq!(snapshot(&store, &model), before, "and after reopen");
+}
+
+#[test]
+fn readers_during_a_long_write_transaction_see_only_committed_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::create(dir.path(), 8, small_options()).unwrap());
+    for i in 0..50u64 {
+        store.insert(&format!("id-{i}"), &[i as f32; 8], &[]).unwrap();
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for i in 0..50u64 {
+                        let r = store
+                            .get(&format!("id-{i}"))
+                            .unwrap()
+                            .expect("committed ids stay visible");
+                        assert!(
+                            r.iter().all(|&x| x == i as f32),
+                            "a reader sees the committed version only"
+                        );
+                        reads += 1;
+                    }
+                    assert!(
+                        store.get("uncommitted-0").unwrap().is_none(),
+                        "uncommitted inserts are invisible"
+                    );
+                }
+                reads
+            })
+        })
+        .collect();
+    let mut tx = store.begin().unwrap();
+    for round in 0..20u64 {
+        for i in 0..50u64 {
+            tx.upsert(&format!("id-{i}"), &[(1000 + round) as f32; 8], &[]).unwrap();
+            tx.insert(&format!("uncommitted-{}", round * 50 + i), &[1.0; 8], &[])
+                .unwrap();
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    tx.abort().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        assert!(reader.join().unwrap() > 0, "readers ran during the transaction");
+    }
+}
+
+#[test]
+fn a_reader_keeps_the_version_it_looked_up_while_the_id_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), 4, small_options()).unwrap();
+    store.insert("x", &[1.0; 4], &[("v", "1")]).unwrap();
+    let held = store.get("x").unwrap().unwrap();
+    for round in 0..200 {
+        store.upsert("x", &[round as f32; 4], &[("v", "new")]).unwrap();
+        store.delete("x").unwrap();
+        store.insert("x", &[2.0; 4], &[]).unwrap();
+    }
+    assert_eq!(&*held, &[1.0; 4], "the borrowed slot was not reused while borrowed");
+    assert_eq!(held.metadata().collect::<Vec<_>>(), [("v", "1")]);
+}
+
+#[test]
+fn checkpoint_during_an_open_transaction_keeps_it_atomic() {
+    let sim = vellum::storage::SimStorage::new(seed_from_env("VELLUM_SIM_SEED", 11));
+    let options = Options {
+        storage: Arc::new(sim.clone()),
+        ..small_options()
+    };
+    let dir = std::path::Path::new("/store");
+    let store = Store::create(dir, 8, options).unwrap();
+    store.insert("before", &[1.0; 8], &[]).unwrap();
+    let mut tx = store.begin().unwrap();
+    for i in 0..100 {
+        tx.insert(&format!("t-{i}"), &[i as f32; 8], &[]).unwrap();
+    }
+    std::thread::scope(|s| s.spawn(|| store.checkpoint().unwrap()).join().unwrap());
+    for i in 100..200 {
+        tx.insert(&format!("t-{i}"), &[i as f32; 8], &[]).unwrap();
+    }
+    let committed: Lsn = tx.commit().unwrap();
+    assert!(store.wal().durable_lsn() > committed);
+    let mut loser = store.begin().unwrap();
+    loser.insert("never", &[9.0; 8], &[]).unwrap();
+    std::thread::scope(|s| s.spawn(|| store.checkpoint().unwrap()).join().unwrap());
+    loser.insert("never-2", &[9.0; 8], &[]).unwrap();
+    store.sync().unwrap();
+    // Crash with the loser running.
+    sim.crash_now();
+    drop(loser);
+    drop(store);
+    let rebooted = sim.reboot();
+    let options = Options {
+        recovery: RecoveryMode::Strict,
+        storage: Arc::new(rebooted),
+        ..small_options()
+    };
+    let store = Store::open(dir, options).unwrap();
+    let report = store.recovery_report();
+    assert_eq!(report.losers.len(), 1, "the running transaction is a loser: {report}");
+    assert!(
+        report.clrs_written >= 2,
+        "both of its inserts were compensated: {report}"
+    );
+    assert!(store.get("never").unwrap().is_none(), "its insert was undone");
+    assert_eq!(store.len(), 201, "the committed transaction is whole");
+}
+
+#[test]
+fn reopen_after_clean_close_returns_every_vector_bit_for_bit() {
+    let seed = seed_from_env("VELLUM_TEST_SEED", 7);
+    let mut rng = Rng::new(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let dimension = 24;
+    let store = Store::create(
+        dir.path(),
+        dimension as u32,
+        Options {
+            sync: SyncMode::Never,
+            ..small_options()
+        },
+    )
+    .unwrap();
+    let mut model = Model::new();
+    for step in 0..3000u64 {
+        let id = format!("id-{}", rng.below(800));
+        match rng.below(10) {
+            0..=5 => {
+                let v: Vec<f32> = (0..dimension)
+                    .map(|_| f32::from_bits(rng.next_u64() as u32 & 0x3fff_ffff))
+                    .collect();
+                let big = rng.chance(5);
+                let value = if big { "M".repeat(5000) } else { step.to_string() };
+                store.upsert(&id, &v, &[("step", &value)]).unwrap();
+                model.insert(id, (v, vec![("step".into(), value)]));
+            }
+            6..=7 => {
+                assert_eq!(
+                    store.delete(&id).unwrap(),
+                    model.remove(&id).is_some(),
+                    "delete reports existence"
+                );
+            }
+            _ => {
+                if step % 500 == 0 {
+                    store.checkpoint().unwrap();
+                }
+            }
+        }
+    }
+    assert_eq!(
+        snapshot(&store, &model),
+        model,
+        "live state equals the model (seed {seed})"
+    );
+    store.close().unwrap();
+    let store = Store::open(
+        dir.path(),
+        Options {
+            recovery: RecoveryMode::Strict,
+            ..small_options()
+        },
+    )
+    .unwrap();
+    assert_eq!(store.len(), model.len());
+    let read = snapshot(&store, &model);
+    for (id, (v, _)) in &model {
+        let bits: Vec<u32> = v.iter().map(|x| x.to_bits()).collect();
+        let got: Vec<u32> = read[id].0.iter().map(|x| x.to_bits()).collect();
+        assert_eq!(bits, got, "{id} bit for bit (seed {seed})");
+    }
+    assert_eq!(read, model, "reopened state equals the model (seed {seed})");
+}
