@@ -441,3 +441,197 @@ fn oversized_record_is_refused_and_changes_nothing() {
     );
     assert_eq!(wal.end_lsn(), before, "nothing was appended");
 }
+
+/// Writes records of the given payload sizes; returns (lsn, end) of each.
+fn write_sizes(dir: &Path, cfg: &WalConfig, sizes: &[usize]) -> Vec<(Lsn, u64)> {
+    let wal = Wal::create(storage(), dir, cfg.clone()).unwrap();
+    let out = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| {
+            let (lsn, end) = wal
+                .append_with_end(&spec(i as u64), &[&vec![i as u8 | 1; size]])
+                .unwrap();
+            wal.commit(lsn).unwrap();
+            (lsn, end)
+        })
+        .collect();
+    wal.close().unwrap();
+    out
+}
+
+#[test]
+fn bytes_left_by_a_crashed_run_are_never_read_as_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(16, SyncMode::Always);
+    // Ten records, then r10 spanning into the next page, then r11 right after it.
+    let mut sizes = vec![300usize; 10];
+    sizes.extend([4000, 100]);
+    let written = write_sizes(dir.path(), &cfg, &sizes);
+    let (r10, r10_end) = written[10];
+    let (r11, _) = written[11];
+    let next_page = (r10.get() / u64::from(PAGE) + 1) * u64::from(PAGE);
+    assert!(
+        r10_end > next_page && r11.get() == r10_end,
+        "r10 spans into the page that holds r11"
+    );
+    // The crash tore r10 and the next page's header; r11 survived intact.
+    overwrite(dir.path(), r10.get(), r10.get() + 64, |_| 0);
+    overwrite(dir.path(), next_page, next_page + 32, |o| o as u8 | 0x80);
+    let (wal, report) = open(dir.path(), &cfg, RecoveryMode::TolerateTornTail).unwrap();
+    assert_eq!(report.end_lsn, r10, "{report}");
+    // The next run writes a record laid out exactly like r10: it ends where r11 begins.
+    let (lsn, end) = wal.append_with_end(&spec(50), &[&vec![0xAB; 4000]]).unwrap();
+    assert_eq!((lsn, end), (r10, r11.get()), "the new record lines up with the old r11");
+    wal.commit(lsn).unwrap();
+    // Crash again (no clean close, which would zero the rest of the page).
+    drop(wal);
+    let (wal, report) = open(dir.path(), &cfg, RecoveryMode::Strict).unwrap();
+    let all = read_all(&wal);
+    assert_eq!(all.len(), 11, "r11 of the crashed run is not resurrected: {report}");
+    assert_eq!(all.last().unwrap().1, 50);
+}
+
+#[test]
+fn oldest_segment_starting_inside_a_released_record_opens_cleanly() {
+    for sync in [SyncMode::Always, SyncMode::Never] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(8, sync);
+        let wal = Wal::create(storage(), dir.path(), cfg.clone()).unwrap();
+        let segment = cfg.geometry.segment_size_bytes;
+        let mut records = Vec::new();
+        // Fill segment 0 almost up, then a record that covers the first two pages of segment 1
+        // exactly, then more records.
+        while wal.end_lsn().get() < segment - 2 * u64::from(PAGE) {
+            records.push(wal.append_with_end(&spec(1), &[&[1u8; 1000]]).unwrap());
+        }
+        // The record starts at the current end (aligned, mid-page with room for a header).
+        let start = wal.end_lsn().get();
+        assert!(
+            start.is_multiple_of(8) && start % u64::from(PAGE) >= 32 && u64::from(PAGE) - start % u64::from(PAGE) >= 56
+        );
+        // It must end exactly at the end of segment 1's second data page.
+        let target_end = segment + 3 * u64::from(PAGE);
+        let mut available = cfg.geometry.page_end(start) - start;
+        let mut page = cfg.geometry.next_data_page(start);
+        while page < target_end {
+            available += u64::from(PAGE) - 32;
+            page = cfg.geometry.next_data_page(page);
+        }
+        let payload = available - 56;
+        let (lsn, end) = wal.append_with_end(&spec(2), &[&vec![2u8; payload as usize]]).unwrap();
+        records.push((lsn, end));
+        for _ in 0..20 {
+            records.push(wal.append_with_end(&spec(3), &[&[3u8; 500]]).unwrap());
+        }
+        wal.sync().unwrap();
+        assert_eq!(
+            end, target_end,
+            "the big record ends exactly at a page end in segment 1"
+        );
+        let kept_from = records.iter().position(|r| r.0.get() >= segment).unwrap();
+        assert!(wal.release_before(Lsn(segment)).unwrap() == 1, "segment 0 is released");
+        wal.close().unwrap();
+        let (wal, report) = open(dir.path(), &cfg, RecoveryMode::Strict).unwrap();
+        assert!(report.torn_tail.is_none(), "{sync:?}: {report}");
+        let lsns: Vec<Lsn> = read_all(&wal).iter().map(|r| r.0).collect();
+        let expected: Vec<Lsn> = records[kept_from..].iter().map(|r| r.0).collect();
+        assert_eq!(
+            lsns, expected,
+            "{sync:?}: every record starting in the kept segment reads back"
+        );
+    }
+}
+
+#[test]
+fn a_segment_of_another_store_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(16, SyncMode::Always);
+    write_sizes(dir.path(), &cfg, &[100; 20]);
+    let before = std::fs::read(segment_file(dir.path(), 0)).unwrap();
+    let stranger = WalConfig::new(
+        cfg.geometry,
+        LogIdentity {
+            store_id: 43,
+            timeline: 1,
+        },
+        SyncMode::Always,
+    );
+    for mode in [
+        RecoveryMode::Strict,
+        RecoveryMode::TolerateTornTail,
+        RecoveryMode::SkipCorrupted,
+    ] {
+        let error = Wal::open(storage(), dir.path(), stranger.clone(), None, mode).unwrap_err();
+        assert!(matches!(error, Error::Incompatible(_)), "{mode:?}: {error}");
+    }
+    assert_eq!(
+        std::fs::read(segment_file(dir.path(), 0)).unwrap(),
+        before,
+        "nothing was erased"
+    );
+    let (wal, _) = open(dir.path(), &cfg, RecoveryMode::Strict).unwrap();
+    assert_eq!(read_all(&wal).len(), 20, "the owner still reads every record");
+}
+
+#[test]
+fn a_record_continuing_into_a_segment_without_a_valid_header_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(8, SyncMode::Always);
+    let mut sizes = vec![900usize; 30];
+    sizes.push(20_000);
+    let written = write_sizes(dir.path(), &cfg, &sizes);
+    let segment = cfg.geometry.segment_size_bytes;
+    let spanning = written
+        .iter()
+        .position(|&(lsn, end)| lsn.get() < segment && end > segment + u64::from(PAGE))
+        .unwrap();
+    // Damage segment 1's magic: the record that continues into it is torn.
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment_file(dir.path(), 1))
+        .unwrap();
+    file.write_all_at(b"XXXXXXXX", 0).unwrap();
+    let error = open(dir.path(), &cfg, RecoveryMode::TolerateTornTail).unwrap_err();
+    assert!(
+        matches!(error, Error::Corrupted { lsn: Some(lsn), .. } if lsn == written[spanning].0),
+        "later durable records prove the damage is not a torn tail: {error}"
+    );
+    let (wal, report) = open(dir.path(), &cfg, RecoveryMode::SkipCorrupted).unwrap();
+    assert_eq!(report.skipped[0].from, written[spanning].0, "{report}");
+    let mut reader = wal.reader_from_start().with_skips(&report.skipped);
+    let mut read = Vec::new();
+    while let Some(record) = reader.next_record().unwrap() {
+        read.push(record.lsn);
+    }
+    assert!(!read.contains(&written[spanning].0), "the record is never served");
+    assert_eq!(
+        read.last(),
+        written.last().map(|w| &w.0),
+        "records after the damage are"
+    );
+}
+
+#[test]
+fn a_clean_close_inside_a_recycled_segment_is_no_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(8, SyncMode::Never);
+    let wal = Wal::create(storage(), dir.path(), cfg.clone()).unwrap();
+    let segment = cfg.geometry.segment_size_bytes;
+    while wal.end_lsn().get() < 3 * segment {
+        wal.append(&spec(1), &[&[7u8; 700]]).unwrap();
+    }
+    wal.sync().unwrap();
+    wal.release_before(Lsn(2 * segment)).unwrap();
+    // Segments 0 and 1 are recycled as segments 4 and 5; stop inside the first of them.
+    while wal.end_lsn().get() < 4 * segment + 2 * u64::from(PAGE) {
+        wal.append(&spec(2), &[&[8u8; 700]]).unwrap();
+    }
+    wal.close().unwrap();
+    let (_, report) = open(dir.path(), &cfg, RecoveryMode::Strict).unwrap();
+    assert!(
+        report.torn_tail.is_none(),
+        "stale pages of a recycled segment are a clean end: {report}"
+    );
+}

@@ -87,8 +87,8 @@ pub const PAGE_FLAGS_KNOWN: u16 = PAGE_FLAG_CONTINUATION;
 /// | 8 | 8 | page address: the LSN of this page's first byte |
 /// | 16 | 4 | rem_len: bytes of a record begun in an earlier page still to come |
 /// | 20 | 4 | timeline |
-/// | 24 | 4 | CRC32C of bytes 0..24 |
-/// | 28 | 4 | reserved, zero |
+/// | 24 | 4 | epoch: the open of the log that wrote the page |
+/// | 28 | 4 | CRC32C of bytes 0..28 |
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct PageHeader {
@@ -98,12 +98,12 @@ pub struct PageHeader {
     pub page_lsn: U64,
     pub rem_len: U32,
     pub timeline: U32,
+    pub epoch: U32,
     pub crc: U32,
-    pub reserved: U32,
 }
 
 pub const PAGE_HEADER_BYTES: usize = 32;
-pub const PAGE_HEADER_CRC_OFFSET: usize = 24;
+pub const PAGE_HEADER_CRC_OFFSET: usize = 28;
 const _: () = assert!(size_of::<PageHeader>() == PAGE_HEADER_BYTES);
 const _: () = assert!(std::mem::offset_of!(PageHeader, crc) == PAGE_HEADER_CRC_OFFSET);
 const _: () = assert!((PAGE_HEADER_BYTES as u64).is_multiple_of(RECORD_ALIGN_BYTES));
@@ -124,7 +124,7 @@ const _: () = assert!((PAGE_HEADER_BYTES as u64).is_multiple_of(RECORD_ALIGN_BYT
 /// | 48 | 1 | kind (non-zero) |
 /// | 49 | 1 | flags |
 /// | 50 | 2 | reserved, zero |
-/// | 52 | 4 | reserved, zero |
+/// | 52 | 4 | epoch: the open of the log that wrote the record |
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct RecordHeader {
@@ -138,7 +138,7 @@ pub struct RecordHeader {
     pub kind: u8,
     pub flags: u8,
     pub reserved0: U16,
-    pub reserved1: U32,
+    pub epoch: U32,
 }
 
 pub const RECORD_HEADER_BYTES: usize = 56;
@@ -147,6 +147,27 @@ pub const RECORD_CRC_START: usize = 4;
 const _: () = assert!(size_of::<RecordHeader>() == RECORD_HEADER_BYTES);
 const _: () = assert!(std::mem::offset_of!(RecordHeader, kind) == 48);
 const _: () = assert!((RECORD_HEADER_BYTES as u64).is_multiple_of(RECORD_ALIGN_BYTES));
+
+/// Why a header does not belong at its place in the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderFault {
+    /// Bad magic, checksum, flags or reserved bytes: torn or damaged.
+    Damaged(String),
+    /// A well-formed header left over from earlier use of the space (a recycled segment, an
+    /// older timeline or epoch): the log does not continue here.
+    Stale(String),
+    /// A header this reader must not interpret or overwrite: a newer format version, another
+    /// store, other page or segment sizes.
+    Foreign(String),
+}
+
+impl std::fmt::Display for HeaderFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeaderFault::Damaged(r) | HeaderFault::Stale(r) | HeaderFault::Foreign(r) => f.write_str(r),
+        }
+    }
+}
 
 impl SegmentHeader {
     /// A header for segment `segment_no` of a log with the given geometry.
@@ -170,38 +191,50 @@ impl SegmentHeader {
         header
     }
 
-    /// Why this header is not the valid header of `segment_no` in this log, or `None`.
-    pub fn check(&self, geometry: &Geometry, identity: &LogIdentity, segment_no: u64) -> Option<String> {
+    /// Checks this is the valid header of `segment_no` in this log.
+    pub fn check(&self, geometry: &Geometry, identity: &LogIdentity, segment_no: u64) -> Result<(), HeaderFault> {
         if self.magic != SEGMENT_MAGIC {
-            return Some("bad segment magic".into());
+            return Err(HeaderFault::Damaged("bad segment magic".into()));
         }
         if crc32c::crc32c(&self.as_bytes()[..SEGMENT_HEADER_CRC_OFFSET]) != self.crc.get() {
-            return Some("segment header checksum mismatch".into());
+            return Err(HeaderFault::Damaged("segment header checksum mismatch".into()));
         }
         if self.version_major.get() != FORMAT_VERSION_MAJOR {
-            return Some(format!(
+            return Err(HeaderFault::Foreign(format!(
                 "segment format version {} unsupported",
                 self.version_major.get()
-            ));
+            )));
         }
-        if self.segment_no.get() != segment_no || self.base_lsn.get() != geometry.segment_base(segment_no) {
-            return Some(format!("segment header names segment {}", self.segment_no.get()));
+        if self.store_id.get() != identity.store_id {
+            return Err(HeaderFault::Foreign(format!(
+                "segment belongs to store {:#x}",
+                self.store_id.get()
+            )));
         }
         if self.page_size_bytes.get() != geometry.page_size_bytes
             || self.segment_size_bytes.get() != geometry.segment_size_bytes
         {
-            return Some("segment geometry differs from the log's".into());
+            return Err(HeaderFault::Foreign("segment geometry differs from the log's".into()));
         }
-        if self.timeline.get() != identity.timeline || self.store_id.get() != identity.store_id {
-            return Some("segment belongs to another store or timeline".into());
+        if self.segment_no.get() != segment_no || self.base_lsn.get() != geometry.segment_base(segment_no) {
+            return Err(HeaderFault::Stale(format!(
+                "segment header names segment {}",
+                self.segment_no.get()
+            )));
         }
-        None
+        if self.timeline.get() != identity.timeline {
+            return Err(HeaderFault::Stale(format!(
+                "segment of timeline {}",
+                self.timeline.get()
+            )));
+        }
+        Ok(())
     }
 }
 
 impl PageHeader {
     /// The header of the data page at address `page_lsn`.
-    pub fn new(page_lsn: u64, rem_len: u32, timeline: u32) -> PageHeader {
+    pub fn new(page_lsn: u64, rem_len: u32, timeline: u32, epoch: u32) -> PageHeader {
         let flags = if rem_len > 0 { PAGE_FLAG_CONTINUATION } else { 0 };
         let mut header = PageHeader {
             magic: U32::new(PAGE_MAGIC),
@@ -210,45 +243,56 @@ impl PageHeader {
             page_lsn: U64::new(page_lsn),
             rem_len: U32::new(rem_len),
             timeline: U32::new(timeline),
+            epoch: U32::new(epoch),
             crc: U32::ZERO,
-            reserved: U32::ZERO,
         };
         header.crc = U32::new(crc32c::crc32c(&header.as_bytes()[..PAGE_HEADER_CRC_OFFSET]));
         header
     }
 
-    /// Why this is not the valid header of the page at `page_lsn`, or `None`.
-    pub fn check(&self, page_lsn: u64, timeline: u32) -> Option<&'static str> {
+    /// Checks this is the valid header of the page at `page_lsn`, continuing a log whose last
+    /// epoch is `epoch_floor`.
+    pub fn check(&self, page_lsn: u64, timeline: u32, epoch_floor: u32) -> Result<(), HeaderFault> {
+        let damaged = |reason: &str| Err(HeaderFault::Damaged(reason.into()));
         if self.magic.get() != PAGE_MAGIC {
-            return Some("bad page magic");
+            return damaged("bad page magic");
         }
         if crc32c::crc32c(&self.as_bytes()[..PAGE_HEADER_CRC_OFFSET]) != self.crc.get() {
-            return Some("page header checksum mismatch");
-        }
-        if self.version_major.get() != FORMAT_VERSION_MAJOR {
-            return Some("page format version unsupported");
-        }
-        if self.page_lsn.get() != page_lsn {
-            return Some("page address mismatch (stale page)");
-        }
-        if self.timeline.get() != timeline {
-            return Some("page belongs to another timeline");
+            return damaged("page header checksum mismatch");
         }
         let continuation = self.flags.get() & PAGE_FLAG_CONTINUATION != 0;
         if self.flags.get() & !PAGE_FLAGS_KNOWN != 0 || continuation != (self.rem_len.get() > 0) {
-            return Some("bad page flags");
+            return damaged("bad page flags");
         }
-        if self.reserved.get() != 0 {
-            return Some("reserved page header bytes are not zero");
+        if self.version_major.get() != FORMAT_VERSION_MAJOR {
+            return Err(HeaderFault::Foreign(format!(
+                "page format version {} unsupported",
+                self.version_major.get()
+            )));
         }
-        None
+        if self.page_lsn.get() != page_lsn {
+            return Err(HeaderFault::Stale(format!(
+                "page written for address {} (recycled)",
+                self.page_lsn.get()
+            )));
+        }
+        if self.timeline.get() != timeline {
+            return Err(HeaderFault::Stale(format!("page of timeline {}", self.timeline.get())));
+        }
+        if self.epoch.get() < epoch_floor {
+            return Err(HeaderFault::Stale(format!(
+                "page of epoch {} after epoch {epoch_floor}",
+                self.epoch.get()
+            )));
+        }
+        Ok(())
     }
 }
 
 impl RecordHeader {
-    /// Why this header cannot start a record at `lsn`, or `None` (the CRC is checked later,
-    /// once the payload has been gathered).
-    pub fn check(&self, lsn: u64) -> Option<&'static str> {
+    /// Why this header cannot start a record at `lsn` after a record of epoch `epoch_floor`,
+    /// or `None` (the CRC is checked later, once the payload has been gathered).
+    pub fn check(&self, lsn: u64, epoch_floor: u32) -> Option<&'static str> {
         let total_len = self.total_len.get();
         if (total_len as usize) < RECORD_HEADER_BYTES || total_len > RECORD_MAX_BYTES {
             return Some("record length out of range");
@@ -259,8 +303,11 @@ impl RecordHeader {
         if self.kind == 0 {
             return Some("record kind is zero");
         }
-        if self.reserved0.get() != 0 || self.reserved1.get() != 0 {
+        if self.reserved0.get() != 0 {
             return Some("reserved record header bytes are not zero");
+        }
+        if self.epoch.get() < epoch_floor {
+            return Some("record of an older epoch than the log before it (left from before a crash)");
         }
         if self.prev_lsn.get() >= lsn || self.durable_lsn.get() > lsn {
             return Some("record back-pointer points forward");
@@ -411,16 +458,29 @@ mod tests {
 
     #[test]
     fn page_header_round_trips_and_detects_staleness() {
-        let header = PageHeader::new(8192, 17, 3);
+        let header = PageHeader::new(8192, 17, 3, 5);
         let bytes = header.as_bytes().to_vec();
         let read = PageHeader::read_from_bytes(&bytes).unwrap();
-        assert_eq!(read.check(8192, 3), None);
-        assert_eq!(read.check(8192 + 4096, 3), Some("page address mismatch (stale page)"));
-        assert_eq!(read.check(8192, 4), Some("page belongs to another timeline"));
+        assert_eq!(read.check(8192, 3, 5), Ok(()));
+        assert!(
+            matches!(read.check(8192 + 4096, 3, 5), Err(HeaderFault::Stale(_))),
+            "a page names its address"
+        );
+        assert!(
+            matches!(read.check(8192, 4, 5), Err(HeaderFault::Stale(_))),
+            "a page names its timeline"
+        );
+        assert!(
+            matches!(read.check(8192, 3, 6), Err(HeaderFault::Stale(_))),
+            "epochs never go back"
+        );
         let mut flipped = bytes.clone();
         flipped[17] ^= 1;
         let read = PageHeader::read_from_bytes(&flipped).unwrap();
-        assert_eq!(read.check(8192, 3), Some("page header checksum mismatch"));
+        assert!(
+            matches!(read.check(8192, 3, 0), Err(HeaderFault::Damaged(_))),
+            "a flipped bit is damage"
+        );
     }
 
     #[test]
@@ -432,12 +492,18 @@ mod tests {
         };
         let header = SegmentHeader::new(&g, &id, 5, 123);
         let read = SegmentHeader::read_from_bytes(header.as_bytes()).unwrap();
-        assert_eq!(read.check(&g, &id, 5), None);
-        assert!(read.check(&g, &id, 6).is_some(), "a header names exactly one segment");
+        assert_eq!(read.check(&g, &id, 5), Ok(()));
+        assert!(
+            matches!(read.check(&g, &id, 6), Err(HeaderFault::Stale(_))),
+            "a header names exactly one segment"
+        );
         let other = LogIdentity {
             store_id: 78,
             timeline: 1,
         };
-        assert!(read.check(&g, &other, 5).is_some(), "a header names exactly one store");
+        assert!(
+            matches!(read.check(&g, &other, 5), Err(HeaderFault::Foreign(_))),
+            "another store's segment is refused"
+        );
     }
 }

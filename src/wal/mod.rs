@@ -9,6 +9,7 @@
 //!   fdatasync serves them all (group commit).
 //! - Readers read the segments' shared read-only mappings below `written_lsn`.
 
+mod epoch;
 pub mod format;
 mod reader;
 mod scan;
@@ -83,7 +84,7 @@ struct IoState {
 
 struct Shared {
     config: WalConfig,
-    created_us: u64,
+    epoch: u32,
     dir: SegmentDir,
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     installed_max: AtomicU64,
@@ -131,8 +132,8 @@ impl Wal {
             return Err(Error::AlreadyExists);
         }
         let first = segment_dir.install(0)?;
-        let wal = Wal::start(segment_dir, config, vec![first], 0)?;
-        Ok(wal)
+        epoch::write(storage.as_ref(), dir, 1)?;
+        Wal::start(segment_dir, config, vec![first], 0, 1)
     }
 
     /// Opens the log in `dir`, scanning from `scan_from` (a record start or record end known to
@@ -167,6 +168,11 @@ impl Wal {
             None => first_record_start(&view, oldest),
         };
         let report = scan::scan(&view, start, mode)?;
+        let stored_epoch = epoch::read(storage.as_ref(), dir, mode)?;
+        let epoch = stored_epoch
+            .max(report.max_epoch)
+            .checked_add(1)
+            .ok_or_else(|| Error::corrupted_file(dir.join(epoch::EPOCH_FILE_NAME), "the log epoch is exhausted"))?;
         erase_garbage(&segments, &geometry, report.end_lsn.get(), report.zero_to)?;
         for segment in segments.values() {
             // After a process crash the page cache may hold log bytes that never reached the
@@ -176,12 +182,15 @@ impl Wal {
                 .sync_data()
                 .context(|| format!("syncing {}", segment.path.display()))?;
         }
+        // The new epoch is durable before anything is appended: every byte a crashed run left
+        // after the end of the log carries an older epoch and can never be read as live.
+        epoch::write(storage.as_ref(), dir, epoch)?;
         let segments: Vec<_> = segments.into_values().collect();
-        let wal = Wal::start(segment_dir, config, segments, report.end_lsn.get())?;
+        let wal = Wal::start(segment_dir, config, segments, report.end_lsn.get(), epoch)?;
         Ok((wal, report))
     }
 
-    fn start(dir: SegmentDir, config: WalConfig, segments: Vec<Arc<Segment>>, end: u64) -> Result<Wal> {
+    fn start(dir: SegmentDir, config: WalConfig, segments: Vec<Arc<Segment>>, end: u64, epoch: u32) -> Result<Wal> {
         let installed_max = segments
             .iter()
             .map(|s| s.segment_no)
@@ -189,7 +198,7 @@ impl Wal {
             .expect("a log has a segment");
         let sync = config.sync;
         let shared = Arc::new(Shared {
-            created_us: now_us(),
+            epoch,
             dir,
             segments: RwLock::new(segments.into_iter().map(|s| (s.segment_no, s)).collect()),
             installed_max: AtomicU64::new(installed_max),
@@ -221,6 +230,11 @@ impl Wal {
     /// The store id and timeline the log belongs to.
     pub fn identity(&self) -> LogIdentity {
         self.shared.config.identity
+    }
+
+    /// The epoch of this open of the log.
+    pub fn epoch(&self) -> u32 {
+        self.shared.epoch
     }
 
     /// The sync mode.
@@ -375,15 +389,40 @@ impl Wal {
         Ok(count)
     }
 
-    /// Flushes, makes the log durable and stops the background threads.
+    /// Flushes, makes the log durable and stops the background threads. The rest of the last
+    /// page is zeroed, so a later open finds a clean end even in a recycled segment.
     pub fn close(mut self) -> Result<()> {
         let result = if self.shared.poisoned.load(Ordering::Acquire) {
             Ok(())
         } else {
-            self.sync()
+            self.sync().and_then(|()| self.zero_rest_of_page())
         };
         self.stop_threads();
         result
+    }
+
+    fn zero_rest_of_page(&self) -> Result<()> {
+        let shared = &*self.shared;
+        let _io = shared.io.lock();
+        let pos = shared.tail.lock().pos;
+        let geometry = shared.config.geometry;
+        if geometry.is_segment_start(pos) || pos.is_multiple_of(geometry.page_bytes()) {
+            return Ok(());
+        }
+        let segments = shared.segments.read();
+        let segment = segments
+            .get(&geometry.segment_of(pos))
+            .expect("the end lies in an installed segment");
+        let zeros = vec![0u8; (geometry.page_end(pos) - pos) as usize];
+        let offset = geometry.offset_in_segment(pos);
+        segment
+            .file
+            .write_at(&zeros, offset)
+            .context(|| format!("writing {}", segment.path.display()))?;
+        segment
+            .file
+            .sync_data()
+            .context(|| format!("syncing {}", segment.path.display()))
     }
 
     fn stop_threads(&mut self) {
@@ -406,7 +445,7 @@ impl Shared {
         Layout {
             geometry: &self.config.geometry,
             identity: &self.config.identity,
-            created_us: self.created_us,
+            epoch: self.epoch,
         }
     }
 
@@ -593,24 +632,34 @@ fn check_contiguous(dir: &Path, numbers: &[u64]) -> Result<()> {
 }
 
 /// Where scanning starts in segment `segment_no`: its base, unless its first page continues a
-/// record whose start lies in a released segment; then the first record after that.
+/// record whose start lies in a released segment; then the first record start after the end
+/// of that continuation, however many pages it fills.
 fn first_record_start(view: &LogView<'_>, segment_no: u64) -> u64 {
     let geometry = view.geometry;
     let base = geometry.segment_base(segment_no);
-    let mut page = base + geometry.page_bytes();
-    let segment_end = geometry.segment_base(segment_no + 1).min(view.limit);
-    while page < segment_end {
-        match view.check_page_header(page) {
-            Ok(rem_len) if rem_len > 0 => match view.resync_in_page(page) {
-                Some(start) => return start,
-                None => page = geometry.next_data_page(page),
-            },
-            // A page that begins with a record, zeros or damage: the scan from the base
-            // validates the segment header and reports what it finds.
-            _ => return base,
-        }
+    let first_page = base + geometry.page_bytes();
+    let continues = matches!(view.page_header(first_page, 0), Ok(h) if h.rem_len.get() > 0);
+    if !continues {
+        // A page that begins with a record, zeros or damage: the scan from the base validates
+        // the segment header and reports what it finds.
+        return base;
     }
-    base
+    let segment_end = geometry.segment_base(segment_no + 1).min(view.limit);
+    let mut page = first_page;
+    while page < segment_end {
+        match view.page_header(page, 0) {
+            Ok(header) if header.rem_len.get() > 0 => {
+                if let Some((start, _)) = view.resync_in_page(page) {
+                    return start;
+                }
+            }
+            // The continuation ended exactly at the page end (or left no room for a header):
+            // the next page begins with a record, zeros or damage.
+            _ => return page,
+        }
+        page = geometry.next_data_page(page);
+    }
+    page
 }
 
 /// Checks that a caller-supplied scan start lies in a segment present.

@@ -34,6 +34,7 @@ pub struct WalReader {
     limit: u64,
     scratch: Vec<u8>,
     skips: Vec<SkippedRange>,
+    floor: u32,
 }
 
 impl WalReader {
@@ -46,6 +47,7 @@ impl WalReader {
             limit,
             scratch: Vec::new(),
             skips: Vec::new(),
+            floor: 0,
         }
     }
 
@@ -76,12 +78,14 @@ impl WalReader {
             limit: self.limit,
         };
         loop {
-            let failure = match view.step(self.pos) {
+            let failure = match view.step(self.pos, &mut self.floor) {
                 Step::End(_) => return Ok(None),
                 Step::Invalid(at, reason) => (at, reason),
-                Step::Start(at) => match view.decode(at, &mut self.scratch) {
-                    Decoded::Record { payload, end, .. } => {
+                Step::Refuse(at, reason) => return Err(Error::Incompatible(format!("log at {at}: {reason}"))),
+                Step::Start(at) => match view.decode(at, self.floor, &mut self.scratch) {
+                    Decoded::Record { payload, end, header } => {
                         self.pos = end;
+                        self.floor = header.epoch.get();
                         let header_bytes = view.bytes(at, RECORD_HEADER_BYTES).expect("just decoded");
                         let header = RecordHeader::ref_from_bytes(header_bytes).expect("exact size, align 1");
                         let payload = view.payload(payload, &self.scratch);
@@ -97,7 +101,10 @@ impl WalReader {
                 },
             };
             match self.skips.iter().find(|skip| skip.from.get() == failure.0) {
-                Some(skip) => self.pos = skip.to.get(),
+                Some(skip) => {
+                    self.pos = skip.to.get();
+                    self.floor = 0;
+                }
                 None => return Err(Error::corrupted_at(Lsn(failure.0), failure.1)),
             }
         }

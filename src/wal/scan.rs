@@ -6,13 +6,16 @@
 //! | label | evidence after `E` | Strict | TolerateTornTail | SkipCorrupted |
 //! |---|---|---|---|---|
 //! | `CleanEnd` | nothing: zeros, stale pages | end at `E` | end at `E` | end at `E` |
-//! | `TornTail` | garbage or records, none proving `E` durable | error | end at `E`, zero the tail | end at `E`, zero the tail |
+//! | `TornTail` | garbage, no valid record after `E` | end at `E`, zero the tail | end at `E`, zero the tail | end at `E`, zero the tail |
+//! | `TornTail` | valid records after `E`, none proving `E` durable | error | end at `E`, zero the tail | end at `E`, zero the tail |
 //! | `MidLogDamage` | a valid record whose `durable_lsn > E` | error | error | skip to the next valid page, go on |
+//! | `Refused` | (a header of a newer format, another store, other sizes at `E`) | error | error | error |
 //!
 //! `durable_lsn` is the proof: a record stores the WAL's durable point at its append, so a later
 //! record with `durable_lsn > E` shows the bytes at `E` had been made durable (and were
-//! acknowledged) before they went bad: that is damage, never a torn write. Strict refuses any
-//! valid record after `E`, proven or not.
+//! acknowledged) before they went bad: that is damage, never a torn write. Strict also refuses
+//! the ambiguous case of valid records after `E` that prove nothing. `Refused` changes nothing
+//! on disk: those bytes are not ours to erase.
 
 use std::fmt;
 
@@ -51,6 +54,8 @@ pub struct ScanReport {
     pub skipped: Vec<SkippedRange>,
     /// Zero the log from `end_lsn` to here before appending (garbage of the torn tail).
     pub zero_to: u64,
+    /// The highest epoch of any valid header seen (the next open must use a higher one).
+    pub max_epoch: u32,
 }
 
 impl fmt::Display for ScanReport {
@@ -77,8 +82,8 @@ impl fmt::Display for ScanReport {
 /// The three outcomes of the decision table.
 enum TailVerdict {
     CleanEnd,
-    TornTail { garbage_to: u64 },
-    MidLogDamage { proof: u64, resync: Option<u64> },
+    TornTail { garbage_to: u64, max_epoch: u32 },
+    MidLogDamage { proof: u64, resync: Option<(u64, u32)> },
 }
 
 /// What lies after the end candidate `end`.
@@ -89,8 +94,11 @@ struct Evidence {
     later_record: Option<u64>,
     /// The end of the last page after `end` holding a valid header or non-zero bytes.
     garbage_to: u64,
-    /// The first record start after `end` found by resynchronising on a page header.
-    resync: Option<u64>,
+    /// The first record start after `end` found by resynchronising on a page header, and the
+    /// epoch of that page.
+    resync: Option<(u64, u32)>,
+    /// The highest epoch of any valid page header after `end`.
+    max_epoch: u32,
 }
 
 /// Scans from `start` (a record start or the end of one) to the end of the log.
@@ -101,12 +109,14 @@ pub fn scan(view: &LogView<'_>, start: u64, mode: RecoveryMode) -> Result<ScanRe
     };
     let mut scratch = Vec::new();
     let mut pos = start;
+    let mut floor = 0u32;
     loop {
-        let (end, reason) = match view.step(pos) {
-            Step::Start(at) => match view.decode(at, &mut scratch) {
-                Decoded::Record { end, .. } => {
+        let (end, reason) = match view.step(pos, &mut floor) {
+            Step::Start(at) => match view.decode(at, floor, &mut scratch) {
+                Decoded::Record { end, header, .. } => {
                     report.records += 1;
                     report.last_record_lsn = Some(Lsn(at));
+                    floor = header.epoch.get();
                     pos = end;
                     continue;
                 }
@@ -115,16 +125,23 @@ pub fn scan(view: &LogView<'_>, start: u64, mode: RecoveryMode) -> Result<ScanRe
             },
             Step::End(at) => (at, None),
             Step::Invalid(at, reason) => (at, Some(reason)),
+            Step::Refuse(at, reason) => {
+                return Err(Error::Incompatible(format!(
+                    "log at {at}: {reason}; nothing was changed"
+                )));
+            }
         };
+        report.max_epoch = report.max_epoch.max(floor);
         match classify(view, end, reason.is_some(), mode)? {
             TailVerdict::CleanEnd => {
                 report.end_lsn = Lsn(end);
                 report.zero_to = end;
                 return Ok(report);
             }
-            TailVerdict::TornTail { garbage_to } => {
+            TailVerdict::TornTail { garbage_to, max_epoch } => {
                 report.end_lsn = Lsn(end);
                 report.zero_to = garbage_to;
+                report.max_epoch = report.max_epoch.max(max_epoch);
                 report.torn_tail = Some(TornTail {
                     lsn: Lsn(end),
                     garbage_bytes: garbage_to - end,
@@ -134,7 +151,7 @@ pub fn scan(view: &LogView<'_>, start: u64, mode: RecoveryMode) -> Result<ScanRe
             }
             TailVerdict::MidLogDamage { proof, resync } => {
                 let reason = reason.unwrap_or_else(|| "log bytes missing (zeros)".into());
-                let Some(resume) = resync.filter(|_| mode == RecoveryMode::SkipCorrupted) else {
+                let Some((resume, resume_floor)) = resync.filter(|_| mode == RecoveryMode::SkipCorrupted) else {
                     return Err(Error::corrupted_at(
                         Lsn(end),
                         format!("{reason}; the record at {proof} proves this part of the log was durable"),
@@ -146,6 +163,7 @@ pub fn scan(view: &LogView<'_>, start: u64, mode: RecoveryMode) -> Result<ScanRe
                     reason,
                 });
                 pos = resume;
+                floor = resume_floor;
             }
         }
     }
@@ -169,6 +187,7 @@ fn classify(view: &LogView<'_>, end: u64, invalid_at_end: bool, mode: RecoveryMo
     if invalid_at_end || evidence.garbage_to > end {
         return Ok(TailVerdict::TornTail {
             garbage_to: evidence.garbage_to.max(view.geometry.page_end(end).min(view.limit)),
+            max_epoch: evidence.max_epoch,
         });
     }
     Ok(TailVerdict::CleanEnd)
@@ -181,6 +200,7 @@ fn look_ahead(view: &LogView<'_>, end: u64) -> Evidence {
         later_record: None,
         garbage_to: end,
         resync: None,
+        max_epoch: 0,
     };
     if end < view.limit && !view.geometry.is_segment_start(end) && !end.is_multiple_of(view.geometry.page_bytes()) {
         let in_page = (view.geometry.page_end(end) - end) as usize;
@@ -194,8 +214,9 @@ fn look_ahead(view: &LogView<'_>, end: u64) -> Evidence {
     let mut scratch = Vec::new();
     let mut page = first_page_to_inspect(view, end);
     while page < view.limit {
-        if view.check_page_header(page).is_ok() {
+        if let Ok(header) = view.page_header(page, 0) {
             evidence.garbage_to = view.geometry.page_end(page);
+            evidence.max_epoch = evidence.max_epoch.max(header.epoch.get());
             inspect_page(view, page, end, &mut evidence, &mut scratch);
             if evidence.proof.is_some() {
                 return evidence;
@@ -219,12 +240,12 @@ fn first_page_to_inspect(view: &LogView<'_>, end: u64) -> u64 {
 
 /// Decodes the records that start in `page` (after its continuation) for evidence.
 fn inspect_page(view: &LogView<'_>, page: u64, end: u64, evidence: &mut Evidence, scratch: &mut Vec<u8>) {
-    let Some(mut pos) = view.resync_in_page(page) else {
+    let Some((mut pos, mut floor)) = view.resync_in_page(page) else {
         return;
     };
-    evidence.resync.get_or_insert(pos);
+    evidence.resync.get_or_insert((pos, floor));
     while view.geometry.page_start(pos) == page {
-        let Decoded::Record { header, end: next, .. } = view.decode(pos, scratch) else {
+        let Decoded::Record { header, end: next, .. } = view.decode(pos, floor, scratch) else {
             return;
         };
         evidence.later_record.get_or_insert(pos);
@@ -232,7 +253,8 @@ fn inspect_page(view: &LogView<'_>, page: u64, end: u64, evidence: &mut Evidence
             evidence.proof = Some(pos);
             return;
         }
-        match view.step(next) {
+        floor = header.epoch.get();
+        match view.step(next, &mut floor) {
             Step::Start(at) => pos = at,
             _ => return,
         }

@@ -1,9 +1,13 @@
 //! Decoding the log at an address: the "valid if and only if" rules of FORMAT.md, in code.
 //!
 //! A [`LogView`] reads the segments' read-only mappings below a `limit` address (bytes at and
-//! above it may be in flight). [`LogView::step`] walks from any position to the next record
+//! above it may be in flight). [`LogView::step`] walks from a position to the next record
 //! start, checking every segment and page header it crosses; [`LogView::decode`] validates one
-//! record and returns its payload, borrowed from the mapping when contiguous.
+//! record and returns where its payload lies (borrowed from the mapping when contiguous).
+//!
+//! A walk carries an epoch floor: the epoch of the last valid record or page header. Epochs
+//! never decrease along the log, so bytes left by a run that crashed (an older epoch) are never
+//! read as live, wherever they lie after the end a later run recovered to.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,8 +15,8 @@ use std::sync::Arc;
 use zerocopy::FromBytes;
 
 use super::format::{
-    Geometry, LogIdentity, PAGE_HEADER_BYTES, PageHeader, RECORD_HEADER_BYTES, RecordHeader, SEGMENT_HEADER_BYTES,
-    SegmentHeader, align_up, record_crc,
+    Geometry, HeaderFault, LogIdentity, PAGE_HEADER_BYTES, PageHeader, RECORD_HEADER_BYTES, RecordHeader,
+    SEGMENT_HEADER_BYTES, SegmentHeader, align_up, record_crc,
 };
 use super::segment::Segment;
 
@@ -21,10 +25,12 @@ use super::segment::Segment;
 pub enum Step {
     /// A record may start here (its header fits in the page).
     Start(u64),
-    /// The log ends here: zeros, a segment not yet started, or the read limit.
+    /// The log ends here: zeros, stale bytes, a segment not yet started, or the read limit.
     End(u64),
-    /// A header at this address is damaged or stale.
+    /// A header at this address is damaged.
     Invalid(u64, String),
+    /// A header at this address must not be read or overwritten (newer version, other store).
+    Refuse(u64, String),
 }
 
 /// The outcome of decoding at a record start.
@@ -56,6 +62,14 @@ pub struct LogView<'a> {
     pub limit: u64,
 }
 
+fn fault_step(at: u64, fault: HeaderFault) -> Step {
+    match fault {
+        HeaderFault::Damaged(reason) => Step::Invalid(at, reason),
+        HeaderFault::Stale(_) => Step::End(at),
+        HeaderFault::Foreign(reason) => Step::Refuse(at, reason),
+    }
+}
+
 impl<'a> LogView<'a> {
     /// `len` bytes at `lsn`, which must lie within one page below the limit; `None` if that
     /// segment is absent.
@@ -71,8 +85,9 @@ impl<'a> LogView<'a> {
     }
 
     /// Walks from `pos` (the end of the previous record, or any address inside a payload area)
-    /// to the next place a record may start, validating each header crossed on the way.
-    pub fn step(&self, mut pos: u64) -> Step {
+    /// to the next place a record may start, validating each header crossed and raising
+    /// `floor` to the epoch of each page header crossed.
+    pub fn step(&self, mut pos: u64, floor: &mut u32) -> Step {
         let page_bytes = self.geometry.page_bytes();
         loop {
             pos = align_up(pos);
@@ -87,8 +102,11 @@ impl<'a> LogView<'a> {
                 continue;
             }
             if pos.is_multiple_of(page_bytes) {
-                match self.check_page_header(pos) {
-                    Ok(0) => pos += PAGE_HEADER_BYTES as u64,
+                match self.page_header(pos, *floor) {
+                    Ok(header) if header.rem_len.get() == 0 => {
+                        *floor = header.epoch.get();
+                        pos += PAGE_HEADER_BYTES as u64;
+                    }
                     Ok(_) => return Step::Invalid(pos, "page continues a record that never began".into()),
                     Err(step) => return step,
                 }
@@ -102,7 +120,8 @@ impl<'a> LogView<'a> {
         }
     }
 
-    fn check_segment_header(&self, pos: u64) -> Result<(), Step> {
+    /// Checks the header of the segment starting at `pos`.
+    pub fn check_segment_header(&self, pos: u64) -> Result<(), Step> {
         let segment_no = self.geometry.segment_of(pos);
         let Some(bytes) = self.bytes(pos, SEGMENT_HEADER_BYTES) else {
             return Err(Step::End(pos));
@@ -111,14 +130,13 @@ impl<'a> LogView<'a> {
             return Err(Step::End(pos));
         }
         let header = SegmentHeader::read_from_bytes(bytes).expect("exact size");
-        match header.check(&self.geometry, &self.identity, segment_no) {
-            None => Ok(()),
-            Some(reason) => Err(Step::Invalid(pos, reason)),
-        }
+        header
+            .check(&self.geometry, &self.identity, segment_no)
+            .map_err(|fault| fault_step(pos, fault))
     }
 
-    /// Validates the page header at `page_lsn` and returns its `rem_len`.
-    pub fn check_page_header(&self, page_lsn: u64) -> Result<u32, Step> {
+    /// The valid header of the page at `page_lsn` (epoch at least `floor`).
+    pub fn page_header(&self, page_lsn: u64, floor: u32) -> Result<PageHeader, Step> {
         if page_lsn + PAGE_HEADER_BYTES as u64 > self.limit {
             return Err(Step::End(page_lsn));
         }
@@ -129,15 +147,15 @@ impl<'a> LogView<'a> {
             return Err(Step::End(page_lsn));
         }
         let header = PageHeader::read_from_bytes(bytes).expect("exact size");
-        match header.check(page_lsn, self.identity.timeline) {
-            None => Ok(header.rem_len.get()),
-            Some(reason) => Err(Step::Invalid(page_lsn, reason.into())),
+        match header.check(page_lsn, self.identity.timeline, floor) {
+            Ok(()) => Ok(header),
+            Err(fault) => Err(fault_step(page_lsn, fault)),
         }
     }
 
-    /// Decodes the record starting at `start` (a `Step::Start`), copying a spanning payload
-    /// into `scratch`.
-    pub fn decode(&self, start: u64, scratch: &mut Vec<u8>) -> Decoded {
+    /// Decodes the record starting at `start` (a `Step::Start`) of epoch at least `floor`,
+    /// copying a spanning payload into `scratch`.
+    pub fn decode(&self, start: u64, floor: u32, scratch: &mut Vec<u8>) -> Decoded {
         assert!(
             self.geometry.in_payload(start) && start.is_multiple_of(8),
             "decode at a record start"
@@ -152,7 +170,7 @@ impl<'a> LogView<'a> {
             return Decoded::End(start);
         }
         let header = RecordHeader::read_from_bytes(header_bytes).expect("exact size");
-        if let Some(reason) = header.check(start) {
+        if let Some(reason) = header.check(start, floor) {
             return Decoded::Invalid(start, reason.into());
         }
         let payload_len = header.total_len.get() as usize - RECORD_HEADER_BYTES;
@@ -166,9 +184,9 @@ impl<'a> LogView<'a> {
             };
             (at, payload_start + payload_len as u64)
         } else {
-            match self.gather(start, payload_len, room, scratch) {
+            match self.gather(start, header.epoch.get(), payload_len, room, scratch) {
                 Ok(end) => (PayloadAt::Scratch { len: payload_len }, end),
-                Err((lsn, reason)) => return Decoded::Invalid(lsn, reason),
+                Err(reason) => return Decoded::Invalid(start, reason),
             }
         };
         let crc = record_crc(&header, &[self.payload(payload, scratch)]);
@@ -178,60 +196,69 @@ impl<'a> LogView<'a> {
         Decoded::Record { header, payload, end }
     }
 
+    /// The end address of a record whose payload starts at `start + 56` and overflows the
+    /// first page by `overflow` bytes; `None` if it would pass the limit. Bounded by
+    /// RECORD_MAX_BYTES / page capacity steps.
+    fn spanning_end(&self, start: u64, overflow: u64) -> Option<u64> {
+        let capacity = self.geometry.page_bytes() - PAGE_HEADER_BYTES as u64;
+        let mut page = self.geometry.next_data_page(start);
+        let mut left = overflow;
+        while left > capacity {
+            page = self.geometry.next_data_page(page);
+            left -= capacity;
+        }
+        let end = page + PAGE_HEADER_BYTES as u64 + left;
+        (end <= self.limit).then_some(end)
+    }
+
     /// Copies a payload that spans pages into `scratch`; returns the record's end address.
-    /// Every continuation page must carry a valid header whose `rem_len` is exactly the number
-    /// of the record's bytes still to come.
+    /// Every continuation page must carry a valid header of the record's own epoch whose
+    /// `rem_len` is exactly the number of the record's bytes still to come, and every segment
+    /// the record continues into must carry its valid header.
     fn gather(
         &self,
         start: u64,
+        epoch: u32,
         payload_len: usize,
         first_room: usize,
         scratch: &mut Vec<u8>,
-    ) -> Result<u64, (u64, String)> {
-        let capacity = self.geometry.page_bytes() - PAGE_HEADER_BYTES as u64;
-        let mut last_page = self.geometry.next_data_page(start);
-        let mut left = (payload_len - first_room) as u64;
-        while left > capacity {
-            last_page = self.geometry.next_data_page(last_page);
-            left -= capacity;
-        }
-        if last_page + PAGE_HEADER_BYTES as u64 + left > self.limit {
-            // Checked before allocating: a length field cannot make us reserve more than the
-            // log holds. The loop is bounded by RECORD_MAX_BYTES / page capacity.
-            return Err((start, "record torn: it runs past the end of the log".into()));
-        }
+    ) -> Result<u64, String> {
+        // Checked before allocating: a length field cannot make us reserve more than the log holds.
+        let end = self
+            .spanning_end(start, (payload_len - first_room) as u64)
+            .ok_or("record torn: it runs past the end of the log")?;
         scratch.clear();
         scratch.reserve(payload_len);
+        let capacity = (self.geometry.page_bytes() - PAGE_HEADER_BYTES as u64) as usize;
         let payload_start = start + RECORD_HEADER_BYTES as u64;
-        let first = self
-            .bytes(payload_start, first_room)
-            .ok_or((start, "segment missing".to_string()))?;
-        scratch.extend_from_slice(first);
+        scratch.extend_from_slice(self.bytes(payload_start, first_room).ok_or("segment missing")?);
         let mut page = self.geometry.next_data_page(start);
         while scratch.len() < payload_len {
+            if self.geometry.offset_in_segment(page) == self.geometry.page_bytes() {
+                let base = self.geometry.segment_base(self.geometry.segment_of(page));
+                if let Err(step) = self.check_segment_header(base) {
+                    return Err(format!(
+                        "record continues into segment at {base} without a valid header ({step:?})"
+                    ));
+                }
+            }
             let remaining = payload_len - scratch.len();
-            match self.check_page_header(page) {
-                Ok(rem_len) if rem_len as usize == remaining => {}
-                Ok(_) => return Err((start, "continuation length does not match the record".into())),
-                Err(Step::End(_)) => return Err((start, "record torn: a continuation page is missing".into())),
-                Err(Step::Invalid(lsn, reason)) => return Err((start, format!("continuation page {lsn}: {reason}"))),
-                Err(Step::Start(_)) => unreachable!("check_page_header never yields Start"),
+            let header = match self.page_header(page, epoch) {
+                Ok(header) => header,
+                Err(Step::End(_)) => return Err("record torn: a continuation page is missing".into()),
+                Err(step) => return Err(format!("continuation page {page}: {step:?}")),
+            };
+            if header.rem_len.get() as usize != remaining || header.epoch.get() != epoch {
+                return Err("continuation page does not continue this record".into());
             }
-            let chunk = remaining.min(capacity as usize);
-            let data_start = page + PAGE_HEADER_BYTES as u64;
-            if data_start + chunk as u64 > self.limit {
-                return Err((start, "record torn: it runs past the end of the log".into()));
-            }
+            let chunk = remaining.min(capacity);
             let bytes = self
-                .bytes(data_start, chunk)
-                .ok_or((start, "segment missing".to_string()))?;
+                .bytes(page + PAGE_HEADER_BYTES as u64, chunk)
+                .ok_or("segment missing")?;
             scratch.extend_from_slice(bytes);
-            if scratch.len() == payload_len {
-                return Ok(data_start + chunk as u64);
-            }
             page = self.geometry.next_data_page(page);
         }
-        unreachable!("first_room < payload_len, so the loop returns")
+        Ok(end)
     }
 
     /// The payload bytes described by `at`.
@@ -252,15 +279,16 @@ impl<'a> LogView<'a> {
         }
     }
 
-    /// The first record start at or after the data page `page_lsn` whose header is valid, for
-    /// resynchronising after damage: the page's continuation (`rem_len`) is skipped.
-    pub fn resync_in_page(&self, page_lsn: u64) -> Option<u64> {
-        let rem_len = self.check_page_header(page_lsn).ok()?;
+    /// Resynchronises on the data page `page_lsn`: if its header is valid (any epoch), the
+    /// first record start after its continuation and the page's epoch.
+    pub fn resync_in_page(&self, page_lsn: u64) -> Option<(u64, u32)> {
+        let header = self.page_header(page_lsn, 0).ok()?;
         let capacity = self.geometry.page_bytes() - PAGE_HEADER_BYTES as u64;
-        if u64::from(rem_len) >= capacity {
+        let rem_len = u64::from(header.rem_len.get());
+        if rem_len >= capacity {
             return None;
         }
-        let start = align_up(page_lsn + PAGE_HEADER_BYTES as u64 + u64::from(rem_len));
-        (self.geometry.page_end(page_lsn) - start >= RECORD_HEADER_BYTES as u64).then_some(start)
+        let start = align_up(page_lsn + PAGE_HEADER_BYTES as u64 + rem_len);
+        (self.geometry.page_end(page_lsn) - start >= RECORD_HEADER_BYTES as u64).then_some((start, header.epoch.get()))
     }
 }

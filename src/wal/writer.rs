@@ -69,7 +69,8 @@ impl Tail {
 pub struct Layout<'a> {
     pub geometry: &'a Geometry,
     pub identity: &'a LogIdentity,
-    pub created_us: u64,
+    /// The epoch of this open of the log, stamped on every page header and record.
+    pub epoch: u32,
 }
 
 impl Layout<'_> {
@@ -83,7 +84,7 @@ impl Layout<'_> {
             if self.geometry.is_segment_start(tail.pos) {
                 self.push_segment_header(tail);
             } else if tail.pos.is_multiple_of(page_bytes) {
-                let header = PageHeader::new(tail.pos, 0, self.identity.timeline);
+                let header = PageHeader::new(tail.pos, 0, self.identity.timeline, self.epoch);
                 tail.push(header.as_bytes());
             } else if self.geometry.page_end(tail.pos) - tail.pos < RECORD_HEADER_BYTES as u64 {
                 let gap = self.geometry.page_end(tail.pos) - tail.pos;
@@ -96,7 +97,7 @@ impl Layout<'_> {
 
     fn push_segment_header(&self, tail: &mut Tail) {
         let segment_no = self.geometry.segment_of(tail.pos);
-        let header = SegmentHeader::new(self.geometry, self.identity, segment_no, self.created_us);
+        let header = SegmentHeader::new(self.geometry, self.identity, segment_no, super::now_us());
         tail.push(header.as_bytes());
         tail.push_zeros(self.geometry.page_bytes() - header.as_bytes().len() as u64);
     }
@@ -122,7 +123,7 @@ impl Layout<'_> {
             kind: spec.kind,
             flags: spec.flags,
             reserved0: U16::ZERO,
-            reserved1: U32::ZERO,
+            epoch: U32::new(self.epoch),
         };
         header.crc = U32::new(record_crc(&header, payload));
         let mut remaining = total_len;
@@ -142,7 +143,7 @@ impl Layout<'_> {
                 self.push_segment_header(tail);
             }
             if tail.pos.is_multiple_of(page_bytes) {
-                let header = PageHeader::new(tail.pos, remaining as u32, self.identity.timeline);
+                let header = PageHeader::new(tail.pos, remaining as u32, self.identity.timeline, self.epoch);
                 tail.push(header.as_bytes());
             }
             let room = (self.geometry.page_end(tail.pos) - tail.pos) as usize;
