@@ -95,7 +95,7 @@ impl Arena {
         let mut found: Vec<(Space, u64)> = names.iter().filter_map(|n| parse_arena_file_name(n)).collect();
         found.sort();
         for (space, file_no) in found {
-            let expected = arena.spaces[space as usize].read().len() as u64;
+            let expected = arena.spaces[space.index()].read().len() as u64;
             if file_no != expected {
                 return Err(Error::corrupted_file(
                     dir.join(arena_file_name(space, expected)),
@@ -113,7 +113,7 @@ impl Arena {
 
     /// How many pages of `space` exist.
     pub fn page_count(&self, space: Space) -> u64 {
-        self.spaces[space as usize].read().len() as u64 * self.pages_per_file
+        self.spaces[space.index()].read().len() as u64 * self.pages_per_file
     }
 
     /// Makes sure page `page_no` of `space` exists, adding zero-filled files as needed.
@@ -122,14 +122,14 @@ impl Arena {
     pub fn ensure_page(&self, id: PageId) -> Result<()> {
         let space = id.space();
         while self.page_count(space) <= id.page_no() {
-            let file_no = self.spaces[space as usize].read().len() as u64;
+            let file_no = self.spaces[space.index()].read().len() as u64;
             self.map_file(space, file_no, true)?;
         }
         Ok(())
     }
 
     fn map_file(&self, space: Space, file_no: u64, create: bool) -> Result<()> {
-        let mut files = self.spaces[space as usize].write();
+        let mut files = self.spaces[space.index()].write();
         if files.len() as u64 > file_no {
             return Ok(());
         }
@@ -171,7 +171,7 @@ impl Arena {
     }
 
     fn locate(&self, id: PageId) -> (Arc<ArenaFile>, usize) {
-        let files = self.spaces[id.space() as usize].read();
+        let files = self.spaces[id.space().index()].read();
         let file_no = (id.page_no() / self.pages_per_file) as usize;
         let file = files
             .get(file_no)

@@ -9,15 +9,23 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::wal::format::FORMAT_VERSION_MAJOR;
 
-/// Identifies an arena page: the space in the top 8 bits, the page number below.
+/// Identifies an arena page: the space in the top 8 bits, the page number below. Spaces are
+/// numbered from 1, so no page id is 0 and 0 can mean "no page".
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PageId(pub u64);
 
 /// The two page spaces: catalog pages (ids and metadata) and vector pages.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Space {
-    Catalog = 0,
-    Vector = 1,
+    Catalog = 1,
+    Vector = 2,
+}
+
+impl Space {
+    /// 0 for the catalog space, 1 for the vector space (for arrays indexed by space).
+    pub fn index(self) -> usize {
+        self as usize - 1
+    }
 }
 
 const SPACE_SHIFT: u32 = 56;
@@ -33,15 +41,15 @@ impl PageId {
     /// Decodes a page id read from disk; `None` if the space is unknown.
     pub fn from_raw(raw: u64) -> Option<PageId> {
         match raw >> SPACE_SHIFT {
-            0 | 1 => Some(PageId(raw)),
+            1 | 2 => Some(PageId(raw)),
             _ => None,
         }
     }
 
     pub fn space(self) -> Space {
         match self.0 >> SPACE_SHIFT {
-            0 => Space::Catalog,
-            1 => Space::Vector,
+            1 => Space::Catalog,
+            2 => Space::Vector,
             other => unreachable!("PageId constructed with space {other}"),
         }
     }
@@ -268,6 +276,8 @@ mod tests {
         assert_eq!(id.page_no(), 12345);
         assert_eq!(PageId::from_raw(id.0), Some(id));
         assert_eq!(PageId::from_raw(7 << 56), None, "unknown spaces are rejected");
+        assert_eq!(PageId::from_raw(0), None, "0 is never a page: it means none");
+        assert_ne!(PageId::new(Space::Catalog, 0).0, 0);
     }
 
     #[test]

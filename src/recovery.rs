@@ -285,7 +285,7 @@ fn distinct_pages(edits: &[Edit<'_>]) -> Vec<PageId> {
 /// | page state | action |
 /// |---|---|
 /// | verified already, or passes its checksum | use it |
-/// | damaged, intact copy in the doublewrite area | restore the copy |
+/// | damaged, intact copy in the doublewrite area | restore the copy, in memory and on disk |
 /// | damaged, initialised later in the redo range | start it from zero: redo rebuilds it |
 /// | damaged otherwise, `SkipCorrupted` | start it from zero, report it |
 /// | damaged otherwise | `Corrupted` |
@@ -305,6 +305,10 @@ fn prepare_page(
     let _latch = arena.latch(page);
     if let Some(image) = repairs.get(&page) {
         arena.replace_page(page, image);
+        // Made durable in place at once: the next checkpoint reuses the doublewrite area, and
+        // a crash after that must not find this page torn with its only copy gone.
+        arena.write_page(page, image)?;
+        arena.sync()?;
         report
             .pages_repaired
             .push(format!("{page} from the doublewrite area ({damage})"));

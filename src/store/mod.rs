@@ -59,6 +59,11 @@ pub struct Options {
     pub checkpoint_interval_bytes: u64,
     /// Where the bytes go: the real file system, or a crash simulator in tests.
     pub storage: Arc<dyn Storage>,
+    /// Run segment preparation and automatic checkpoints on background threads (default).
+    /// Off, every storage operation happens on a caller's thread in a reproducible order, as
+    /// deterministic crash simulation needs; automatic checkpoints then run inline after the
+    /// commit that crosses the interval.
+    pub background_io: bool,
 }
 
 impl Default for Options {
@@ -70,6 +75,7 @@ impl Default for Options {
             segment_size_bytes: 64 << 20,
             checkpoint_interval_bytes: 256 << 20,
             storage: Arc::new(RealStorage::new()),
+            background_io: true,
         }
     }
 }
@@ -364,7 +370,7 @@ impl Store {
     }
 
     fn start_checkpointer(&self) -> Result<()> {
-        if self.inner.options.checkpoint_interval_bytes == 0 {
+        if self.inner.options.checkpoint_interval_bytes == 0 || !self.inner.options.background_io {
             return Ok(());
         }
         let weak = Arc::downgrade(&self.inner);
@@ -425,13 +431,19 @@ impl Inner {
             .saturating_sub(self.last_checkpoint_lsn.load(Ordering::Relaxed))
     }
 
-    /// Asks the background checkpointer to look at the log size.
-    pub fn nudge_checkpointer(&self) {
+    /// Starts a checkpoint when the interval is crossed: on the background thread, or here
+    /// when background I/O is off.
+    pub fn nudge_checkpointer(&self) -> Result<()> {
         let interval = self.options.checkpoint_interval_bytes;
-        if interval != 0 && self.log_since_checkpoint() >= interval {
-            *self.checkpoint_wanted.0.lock() = true;
-            self.checkpoint_wanted.1.notify_all();
+        if interval == 0 || self.log_since_checkpoint() < interval {
+            return Ok(());
         }
+        if !self.options.background_io {
+            return crate::checkpoint::run(self).map(|_| ());
+        }
+        *self.checkpoint_wanted.0.lock() = true;
+        self.checkpoint_wanted.1.notify_all();
+        Ok(())
     }
 
     pub fn vector_ref<'a>(&'a self, located: &Located, pin: Pin<'a>) -> VectorRef<'a> {
@@ -576,7 +588,12 @@ fn wal_config(control: &Control, options: &Options) -> Result<WalConfig> {
         store_id: control.store_id,
         timeline: control.timeline,
     };
-    Ok(WalConfig::new(geometry, identity, options.sync))
+    let mut config = WalConfig::new(geometry, identity, options.sync);
+    config.background = options.background_io;
+    if !options.background_io && matches!(options.sync, SyncMode::Interval(_)) {
+        return Err(Error::InvalidArgument("SyncMode::Interval needs background_io".into()));
+    }
+    Ok(config)
 }
 
 /// Takes the store's lock file, so two processes never open one store.

@@ -60,6 +60,9 @@ pub struct WalConfig {
     pub sync: SyncMode,
     /// Hand the tail to the OS (pwrite, no sync) once it holds this many bytes.
     pub write_out_bytes: usize,
+    /// Prepare segments on a background thread (default). Without it every storage operation
+    /// happens on a caller's thread, in an order a seed reproduces (crash simulation).
+    pub background: bool,
 }
 
 impl WalConfig {
@@ -70,6 +73,7 @@ impl WalConfig {
             identity,
             sync,
             write_out_bytes: 1 << 20,
+            background: true,
         }
     }
 }
@@ -197,6 +201,10 @@ impl Wal {
             .max()
             .expect("a log has a segment");
         let sync = config.sync;
+        assert!(
+            config.background || !matches!(sync, SyncMode::Interval(_)),
+            "Interval flushes on a thread"
+        );
         let shared = Arc::new(Shared {
             epoch,
             dir,
@@ -215,7 +223,10 @@ impl Wal {
             wake: Condvar::new(),
             config,
         });
-        let mut threads = vec![spawn_named("vellum-wal-prealloc", &shared, preallocator)?];
+        let mut threads = Vec::new();
+        if shared.config.background {
+            threads.push(spawn_named("vellum-wal-prealloc", &shared, preallocator)?);
+        }
         if let SyncMode::Interval(every) = sync {
             threads.push(spawn_named("vellum-wal-flush", &shared, move |s| flusher(s, every))?);
         }
