@@ -19,7 +19,7 @@ mod writer;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -100,6 +100,13 @@ struct Shared {
     poisoned: AtomicBool,
     shutdown: Mutex<bool>,
     wake: Condvar,
+    /// True while a committer leads a group-commit flush.
+    flush_leader: Mutex<bool>,
+    flush_done: Condvar,
+    /// Committers inside `flush_through`, and records appended since the last tail swap: a new
+    /// leader gives the other committers a moment to append before it takes the tail.
+    committers: AtomicUsize,
+    records_in_tail: AtomicUsize,
 }
 
 /// The write-ahead log.
@@ -221,6 +228,10 @@ impl Wal {
             poisoned: AtomicBool::new(false),
             shutdown: Mutex::new(false),
             wake: Condvar::new(),
+            flush_leader: Mutex::new(false),
+            flush_done: Condvar::new(),
+            committers: AtomicUsize::new(0),
+            records_in_tail: AtomicUsize::new(0),
             config,
         });
         let mut threads = Vec::new();
@@ -298,6 +309,7 @@ impl Wal {
                 tail.truncate_to(rollback);
                 return Err(error);
             }
+            shared.records_in_tail.fetch_add(1, Ordering::AcqRel);
             (lsn, end, tail.buf.len())
         };
         shared.after_append(end, tail_bytes)?;
@@ -314,17 +326,45 @@ impl Wal {
     }
 
     /// Returns once the record at `lsn` (and everything before it) is durable.
+    ///
+    /// Group commit: one committer at a time leads a flush, taking everything appended so far;
+    /// the others wait on a condition variable and all wake when it ends. Those it covered
+    /// return; one of the rest leads the next flush, covering every record appended meanwhile.
     pub fn flush_through(&self, lsn: Lsn) -> Result<()> {
         let shared = &*self.shared;
-        while shared.durable_lsn.load(Ordering::Acquire) <= lsn.get() {
-            shared.check_open()?;
-            let mut io = shared.io.lock();
+        shared.committers.fetch_add(1, Ordering::AcqRel);
+        let result = self.lead_or_follow(lsn);
+        shared.committers.fetch_sub(1, Ordering::AcqRel);
+        result
+    }
+
+    fn lead_or_follow(&self, lsn: Lsn) -> Result<()> {
+        let shared = &*self.shared;
+        loop {
             if shared.durable_lsn.load(Ordering::Acquire) > lsn.get() {
-                break;
+                return Ok(());
             }
-            shared.flush_locked(&mut io, true)?;
+            shared.check_open()?;
+            {
+                let mut leading = shared.flush_leader.lock();
+                if shared.durable_lsn.load(Ordering::Acquire) > lsn.get() {
+                    return Ok(());
+                }
+                if *leading {
+                    shared.flush_done.wait(&mut leading);
+                    continue;
+                }
+                *leading = true;
+            }
+            shared.gather_committers();
+            let result = {
+                let mut io = shared.io.lock();
+                shared.flush_locked(&mut io, true)
+            };
+            *shared.flush_leader.lock() = false;
+            shared.flush_done.notify_all();
+            result?;
         }
-        Ok(())
     }
 
     /// Makes everything appended so far durable.
@@ -469,6 +509,20 @@ impl Shared {
         }
     }
 
+    /// A new flush leader waits (at most `GATHER_MAX`) until the tail holds as many records as
+    /// there are committers waiting, so committers that a flush just released can append their
+    /// next record and share the next flush instead of forming a group of their own. A lone
+    /// committer never waits: its own record already meets the count.
+    fn gather_committers(&self) {
+        const GATHER_MAX: Duration = Duration::from_micros(50);
+        let started = std::time::Instant::now();
+        while self.records_in_tail.load(Ordering::Acquire) < self.committers.load(Ordering::Acquire)
+            && started.elapsed() < GATHER_MAX
+        {
+            std::thread::yield_now();
+        }
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(Error::Closed(
@@ -524,7 +578,11 @@ impl Shared {
     fn flush_locked(&self, io: &mut IoState, sync: bool) -> Result<()> {
         self.check_open()?;
         let spare = std::mem::take(&mut io.spare);
-        let (start, bytes) = self.tail.lock().take(spare);
+        let (start, bytes) = {
+            let mut tail = self.tail.lock();
+            self.records_in_tail.store(0, Ordering::Release);
+            tail.take(spare)
+        };
         let end = start + bytes.len() as u64;
         let result = self.write_and_sync(io, start, &bytes, sync);
         io.spare = bytes;
@@ -604,7 +662,7 @@ fn preallocator(weak: Weak<Shared>) {
             geometry.segment_of(end) + u64::from(geometry.offset_in_segment(end) >= geometry.segment_size_bytes / 2);
         // Failures here (a full disk) surface on the append that needs the segment.
         if shared.install_through(wanted).is_ok() {
-            let _ = shared.dir.ensure_spare();
+            let _ = shared.dir.ensure_spares(1);
         }
     }
 }

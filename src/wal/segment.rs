@@ -71,6 +71,10 @@ pub struct SegmentDir {
     geometry: Geometry,
     spares: Mutex<Vec<Spare>>,
     spare_seq: Mutex<u64>,
+    /// Spares being zero-filled right now; whoever needs one waits for them rather than
+    /// writing another 64 MiB of zeros beside them.
+    preparing: Mutex<usize>,
+    prepared: parking_lot::Condvar,
 }
 
 impl std::fmt::Debug for SegmentDir {
@@ -89,6 +93,8 @@ impl SegmentDir {
             geometry,
             spares: Mutex::new(Vec::new()),
             spare_seq: Mutex::new(0),
+            preparing: Mutex::new(0),
+            prepared: parking_lot::Condvar::new(),
         };
         for name in names.iter().filter(|n| n.starts_with(SPARE_PREFIX)) {
             segment_dir.adopt_leftover_spare(name)?;
@@ -175,9 +181,31 @@ impl SegmentDir {
     /// Makes a zero-filled spare (allocating every block now), unless an unused spare exists.
     /// Returns `DiskFull` if the file system has no room for a whole segment.
     pub fn ensure_spare(&self) -> Result<()> {
-        if self.spares.lock().iter().any(Spare::is_unused) {
-            return Ok(());
+        self.ensure_spares(1)
+    }
+
+    /// Makes sure `count` unused spares exist, waiting for spares already being made.
+    pub fn ensure_spares(&self, count: usize) -> Result<()> {
+        loop {
+            let mut preparing = self.preparing.lock();
+            let unused = self.spares.lock().iter().filter(|s| s.is_unused()).count();
+            if unused >= count {
+                return Ok(());
+            }
+            if unused + *preparing >= count {
+                self.prepared.wait(&mut preparing);
+                continue;
+            }
+            *preparing += 1;
+            drop(preparing);
+            let result = self.make_spare();
+            *self.preparing.lock() -= 1;
+            self.prepared.notify_all();
+            result?;
         }
+    }
+
+    fn make_spare(&self) -> Result<()> {
         let path = {
             let mut seq = self.spare_seq.lock();
             *seq += 1;
