@@ -15,6 +15,7 @@ mod lsn;
 pub mod page;
 pub mod record;
 pub mod recovery;
+pub mod search;
 pub mod storage;
 pub mod store;
 pub mod wal;
@@ -22,6 +23,7 @@ pub mod wal;
 pub use error::{Error, Result};
 pub use lsn::Lsn;
 pub use recovery::RecoveryReport;
+pub use search::Metric;
 pub use store::{Options, Store, Transaction, VectorRef};
 pub use wal::SyncMode;
 

@@ -127,7 +127,9 @@ pub(crate) fn recover(inner: &Inner, scan: ScanReport) -> Result<()> {
     inner
         .next_txn_id
         .store(analysis.next_txn_id, std::sync::atomic::Ordering::SeqCst);
-    *inner.index.write() = loaded.index;
+    *inner.index.write() = HashMap::new();
+    *inner.slots.write() = Default::default();
+    inner.publish(loaded.index.into_iter().map(|(id, located)| (id, Some(located))));
     *inner.writer.lock() = loaded.writer;
 
     let started = Instant::now();

@@ -99,6 +99,8 @@ pub(crate) struct Inner {
     pub doublewrite: Mutex<Doublewrite>,
     pub epochs: Epochs,
     pub index: RwLock<HashMap<Box<str>, Located>>,
+    /// Committed owners of vector slots, for sequential scans (search).
+    pub slots: RwLock<crate::search::SlotRegistry>,
     pub writer: Mutex<WriterState>,
     /// Held while a record is appended and applied, so a checkpoint never sees one without the
     /// other; guards the transaction table entry.
@@ -254,6 +256,7 @@ impl Store {
             doublewrite: Mutex::new(doublewrite),
             epochs: Epochs::default(),
             index: RwLock::new(HashMap::new()),
+            slots: RwLock::new(Default::default()),
             writer: Mutex::new(state::WriterState {
                 next_txn_id: 1,
                 vectors: state::VectorAlloc {
@@ -314,6 +317,23 @@ impl Store {
         let existed = tx.delete(id)?;
         tx.commit()?;
         Ok(existed)
+    }
+
+    /// The `k` vectors closest to `query` by `metric`, best first: `(id, score)`. Scores are
+    /// similarities for `Cosine` and `Dot` (higher is closer) and distances for `L2`.
+    pub fn search(&self, query: &[f32], k: usize, metric: crate::Metric) -> Result<Vec<(String, f32)>> {
+        crate::search::search(&self.inner, query, k, metric, None)
+    }
+
+    /// Like [`Store::search`], over the vectors whose metadata holds the pair `filter`.
+    pub fn search_filtered(
+        &self,
+        query: &[f32],
+        k: usize,
+        metric: crate::Metric,
+        filter: Option<(&str, &str)>,
+    ) -> Result<Vec<(String, f32)>> {
+        crate::search::search(&self.inner, query, k, metric, filter)
     }
 
     /// Starts a write transaction; waits while another one runs (one writer at a time).
@@ -424,6 +444,35 @@ fn checkpointer(weak: Weak<Inner>) {
 }
 
 impl Inner {
+    /// The global slot number of a vector slot (page × slots per page + slot).
+    pub fn global_slot(&self, page: PageId, slot: u32) -> usize {
+        let per_page = crate::page::vector_slots_per_page(self.arena.page_size_bytes(), self.dimension);
+        page.page_no() as usize * per_page + slot as usize
+    }
+
+    /// Publishes committed index changes to readers: the id index and the slot registry.
+    pub fn publish(&self, changes: impl IntoIterator<Item = (Box<str>, Option<Located>)>) {
+        let mut index = self.index.write();
+        let mut slots = self.slots.write();
+        for (id, change) in changes {
+            let owner = change.as_ref().map(|l| crate::search::SlotOwner {
+                id: Arc::from(&*id),
+                meta: l.meta.clone(),
+            });
+            let new_slot = change.as_ref().map(|l| self.global_slot(l.vector_page, l.vector_slot));
+            let old = match change {
+                Some(located) => index.insert(id, located),
+                None => index.remove(&id),
+            };
+            if let Some(old) = old {
+                slots.set(self.global_slot(old.vector_page, old.vector_slot), None);
+            }
+            if let (Some(slot), Some(owner)) = (new_slot, owner) {
+                slots.set(slot, Some(owner));
+            }
+        }
+    }
+
     pub fn log_since_checkpoint(&self) -> u64 {
         self.wal
             .end_lsn()

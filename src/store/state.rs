@@ -43,6 +43,11 @@ pub enum Meta {
 unsafe impl Send for Located {}
 // SAFETY: as above; shared access only reads immutable bytes.
 unsafe impl Sync for Located {}
+// SAFETY: as for `Located`: an inline pointer addresses immutable bytes of a reachable entry
+// inside a mapping that outlives every holder (the store's index and slot registry).
+unsafe impl Send for Meta {}
+// SAFETY: as above; shared access only reads.
+unsafe impl Sync for Meta {}
 
 /// Something a commit freed, reusable once no reader can hold it.
 #[derive(Clone, Debug, PartialEq, Eq)]

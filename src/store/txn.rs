@@ -123,15 +123,7 @@ impl<'s> Transaction<'s> {
     pub fn commit(mut self) -> Result<Lsn> {
         let inner = self.store.inner();
         let lsn = inner.log_and_apply(Some(&mut self.active), Kind::Commit, &[], &[])?;
-        {
-            let mut index = inner.index.write();
-            for (id, change) in self.overlay.drain() {
-                match change {
-                    Some(located) => index.insert(id, located),
-                    None => index.remove(&id),
-                };
-            }
-        }
+        inner.publish(self.overlay.drain());
         let epoch = inner.epochs.now();
         let released = std::mem::take(&mut self.released);
         self.writer.pending.extend(released.into_iter().map(|r| (epoch, r)));
