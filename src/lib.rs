@@ -15,6 +15,7 @@ mod lsn;
 pub mod page;
 pub mod record;
 pub mod recovery;
+pub mod restore;
 pub mod search;
 pub mod storage;
 pub mod store;
@@ -23,8 +24,9 @@ pub mod wal;
 pub use error::{Error, Result};
 pub use lsn::Lsn;
 pub use recovery::RecoveryReport;
+pub use restore::{RestoreReport, RestoreTarget, restore};
 pub use search::Metric;
-pub use store::{Options, Store, Transaction, VectorRef};
+pub use store::{Options, Retention, Store, Transaction, VectorRef};
 pub use wal::SyncMode;
 
 /// What recovery does with damage it finds (see `format-spec/FORMAT.md`, "End of the log").

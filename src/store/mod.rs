@@ -64,6 +64,26 @@ pub struct Options {
     /// deterministic crash simulation needs; automatic checkpoints then run inline after the
     /// commit that crosses the interval.
     pub background_io: bool,
+    /// Keep retired log segments, LZ4-compressed, in `archive/` (default). Off, they are
+    /// recycled at once and point-in-time restore reaches back only to the live log.
+    pub archive: bool,
+    /// Store a compressed image of the arena in `archive/` at every Nth checkpoint (the first
+    /// checkpoint, at creation, always makes one); 0 makes none after that. Default 4.
+    pub base_image_every: u32,
+    /// What the archive keeps. Default `KeepLast(2)`.
+    pub retention: Retention,
+}
+
+/// What the archive keeps. Nothing a retained base image needs is ever deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retention {
+    /// Every base image and every archived segment: every LSN since creation stays restorable.
+    KeepAll,
+    /// The newest `n` base images (at least 1) and the log they need.
+    KeepLast(u32),
+    /// The newest base images whose archive (with the log they need) fits in this many bytes;
+    /// always at least the newest one.
+    MaxBytes(u64),
 }
 
 impl Default for Options {
@@ -76,6 +96,9 @@ impl Default for Options {
             checkpoint_interval_bytes: 256 << 20,
             storage: Arc::new(RealStorage::new()),
             background_io: true,
+            archive: true,
+            base_image_every: 4,
+            retention: Retention::KeepLast(2),
         }
     }
 }

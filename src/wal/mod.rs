@@ -89,6 +89,7 @@ struct IoState {
 struct Shared {
     config: WalConfig,
     epoch: u32,
+    read_only: bool,
     dir: SegmentDir,
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     installed_max: AtomicU64,
@@ -144,7 +145,7 @@ impl Wal {
         }
         let first = segment_dir.install(0)?;
         epoch::write(storage.as_ref(), dir, 1)?;
-        Wal::start(segment_dir, config, vec![first], 0, 1)
+        Wal::start(segment_dir, config, vec![first], 0, 1, false)
     }
 
     /// Opens the log in `dir`, scanning from `scan_from` (a record start or record end known to
@@ -156,7 +157,66 @@ impl Wal {
         scan_from: Option<Lsn>,
         mode: RecoveryMode,
     ) -> Result<(Wal, ScanReport)> {
-        let segment_dir = SegmentDir::new(storage.clone(), dir, config.geometry)?;
+        let (segment_dir, segments, report) = Self::scan_dir(storage.clone(), dir, &config, scan_from, mode)?;
+        segment_dir.adopt_leftover_spares()?;
+        let geometry = config.geometry;
+        let stored_epoch = epoch::read(storage.as_ref(), dir, mode)?;
+        let epoch = stored_epoch
+            .max(report.max_epoch)
+            .checked_add(1)
+            .ok_or_else(|| Error::corrupted_file(dir.join(epoch::EPOCH_FILE_NAME), "the log epoch is exhausted"))?;
+        erase_garbage(&segments, &geometry, report.end_lsn.get(), report.zero_to)?;
+        for segment in segments.values() {
+            // After a process crash the page cache may hold log bytes that never reached the
+            // disk; recovery must not build on them, so make everything it read durable first.
+            segment
+                .file
+                .sync_data()
+                .context(|| format!("syncing {}", segment.path.display()))?;
+        }
+        // The new epoch is durable before anything is appended: every byte a crashed run left
+        // after the end of the log carries an older epoch and can never be read as live.
+        epoch::write(storage.as_ref(), dir, epoch)?;
+        let segments: Vec<_> = segments.into_values().collect();
+        let wal = Wal::start(segment_dir, config, segments, report.end_lsn.get(), epoch, false)?;
+        Ok((wal, report))
+    }
+
+    /// Opens the log in `dir` for reading only (inspection tools): nothing on disk changes, no
+    /// torn tail is erased, and appends are refused.
+    pub fn open_read_only(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        mut config: WalConfig,
+        scan_from: Option<Lsn>,
+        mode: RecoveryMode,
+    ) -> Result<(Wal, ScanReport)> {
+        config.background = false;
+        if matches!(config.sync, SyncMode::Interval(_)) {
+            config.sync = SyncMode::Never;
+        }
+        let (segment_dir, segments, report) = Self::scan_dir(storage, dir, &config, scan_from, mode)?;
+        let segments: Vec<_> = segments.into_values().collect();
+        let wal = Wal::start(
+            segment_dir,
+            config,
+            segments,
+            report.end_lsn.get(),
+            report.max_epoch,
+            true,
+        )?;
+        Ok((wal, report))
+    }
+
+    /// Maps every segment in `dir` and scans the log from `scan_from` to its end.
+    fn scan_dir(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        config: &WalConfig,
+        scan_from: Option<Lsn>,
+        mode: RecoveryMode,
+    ) -> Result<(SegmentDir, BTreeMap<u64, Arc<Segment>>, ScanReport)> {
+        let segment_dir = SegmentDir::new(storage, dir, config.geometry)?;
         let numbers = segment_dir.list_segments()?;
         let Some(&oldest) = numbers.first() else {
             return Err(Error::NotFound(format!("no WAL segments in {}", dir.display())));
@@ -179,29 +239,17 @@ impl Wal {
             None => first_record_start(&view, oldest),
         };
         let report = scan::scan(&view, start, mode)?;
-        let stored_epoch = epoch::read(storage.as_ref(), dir, mode)?;
-        let epoch = stored_epoch
-            .max(report.max_epoch)
-            .checked_add(1)
-            .ok_or_else(|| Error::corrupted_file(dir.join(epoch::EPOCH_FILE_NAME), "the log epoch is exhausted"))?;
-        erase_garbage(&segments, &geometry, report.end_lsn.get(), report.zero_to)?;
-        for segment in segments.values() {
-            // After a process crash the page cache may hold log bytes that never reached the
-            // disk; recovery must not build on them, so make everything it read durable first.
-            segment
-                .file
-                .sync_data()
-                .context(|| format!("syncing {}", segment.path.display()))?;
-        }
-        // The new epoch is durable before anything is appended: every byte a crashed run left
-        // after the end of the log carries an older epoch and can never be read as live.
-        epoch::write(storage.as_ref(), dir, epoch)?;
-        let segments: Vec<_> = segments.into_values().collect();
-        let wal = Wal::start(segment_dir, config, segments, report.end_lsn.get(), epoch)?;
-        Ok((wal, report))
+        Ok((segment_dir, segments, report))
     }
 
-    fn start(dir: SegmentDir, config: WalConfig, segments: Vec<Arc<Segment>>, end: u64, epoch: u32) -> Result<Wal> {
+    fn start(
+        dir: SegmentDir,
+        config: WalConfig,
+        segments: Vec<Arc<Segment>>,
+        end: u64,
+        epoch: u32,
+        read_only: bool,
+    ) -> Result<Wal> {
         let installed_max = segments
             .iter()
             .map(|s| s.segment_no)
@@ -214,6 +262,7 @@ impl Wal {
         );
         let shared = Arc::new(Shared {
             epoch,
+            read_only,
             dir,
             segments: RwLock::new(segments.into_iter().map(|s| (s.segment_no, s)).collect()),
             installed_max: AtomicU64::new(installed_max),
@@ -443,7 +492,7 @@ impl Wal {
     /// Flushes, makes the log durable and stops the background threads. The rest of the last
     /// page is zeroed, so a later open finds a clean end even in a recycled segment.
     pub fn close(mut self) -> Result<()> {
-        let result = if self.shared.poisoned.load(Ordering::Acquire) {
+        let result = if self.shared.poisoned.load(Ordering::Acquire) || self.shared.read_only {
             Ok(())
         } else {
             self.sync().and_then(|()| self.zero_rest_of_page())
@@ -524,6 +573,9 @@ impl Shared {
     }
 
     fn check_open(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::InvalidArgument("the log was opened read-only".into()));
+        }
         if self.poisoned.load(Ordering::Acquire) {
             return Err(Error::Closed(
                 "the WAL stopped after an I/O error; reopen the store".into(),

@@ -84,10 +84,10 @@ impl std::fmt::Debug for SegmentDir {
 }
 
 impl SegmentDir {
-    /// The segment directory `dir`. Leftover spares of an earlier run are reused.
+    /// The WAL directory `dir` (nothing is changed on disk).
     pub fn new(storage: Arc<dyn Storage>, dir: &Path, geometry: Geometry) -> Result<SegmentDir> {
-        let names = storage.list(dir).context(|| format!("listing {}", dir.display()))?;
-        let segment_dir = SegmentDir {
+        storage.list(dir).context(|| format!("listing {}", dir.display()))?;
+        Ok(SegmentDir {
             storage,
             dir: dir.to_path_buf(),
             geometry,
@@ -95,11 +95,19 @@ impl SegmentDir {
             spare_seq: Mutex::new(0),
             preparing: Mutex::new(0),
             prepared: parking_lot::Condvar::new(),
-        };
+        })
+    }
+
+    /// Reuses the spares an earlier run left (removing any whose zero-fill did not finish).
+    pub fn adopt_leftover_spares(&self) -> Result<()> {
+        let names = self
+            .storage
+            .list(&self.dir)
+            .context(|| format!("listing {}", self.dir.display()))?;
         for name in names.iter().filter(|n| n.starts_with(SPARE_PREFIX)) {
-            segment_dir.adopt_leftover_spare(name)?;
+            self.adopt_leftover_spare(name)?;
         }
-        Ok(segment_dir)
+        Ok(())
     }
 
     fn adopt_leftover_spare(&self, name: &str) -> Result<()> {
