@@ -41,6 +41,7 @@ fn options(sim: &SimStorage, sync: SyncMode) -> Options {
         checkpoint_interval_bytes: 96 * 1024,
         storage: Arc::new(sim.clone()),
         background_io: false,
+        ..Options::default()
     }
 }
 
