@@ -314,7 +314,13 @@ impl Arena {
             .context(|| format!("syncing directory {}", self.dir.display()))
     }
 
-    /// The paths of the arena files, for verification and backups.
+    /// How many files `space` has.
+    pub fn file_count(&self, space: Space) -> usize {
+        self.spaces[space.index()].read().len()
+    }
+
+    /// The paths of the arena files (catalog files, then vector files), for verification and
+    /// backups.
     pub fn file_paths(&self) -> Vec<PathBuf> {
         self.spaces
             .iter()

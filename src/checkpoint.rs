@@ -26,6 +26,12 @@ use crate::wal::{RecordSpec, now_us};
 /// Runs one checkpoint; returns its begin LSN.
 pub(crate) fn run(inner: &Inner) -> Result<Lsn> {
     let _one_at_a_time = inner.checkpoint_lock.lock();
+    run_locked(inner, false)
+}
+
+/// Runs one checkpoint under the checkpoint lock the caller holds; with `force_base_image` it
+/// stores a base image whatever `Options::base_image_every` says.
+pub(crate) fn run_locked(inner: &Inner, force_base_image: bool) -> Result<Lsn> {
     let (begin_lsn, mut pages) = begin(inner)?;
     inner.wal.flush_through(begin_lsn)?;
     let in_force = inner.control.lock().1.checkpoint_lsn;
@@ -51,7 +57,15 @@ pub(crate) fn run(inner: &Inner) -> Result<Lsn> {
     }
     inner.last_checkpoint_lsn.store(begin_lsn.0, Ordering::Relaxed);
     inner.recent_inits.lock().retain(|_, lsn| *lsn >= begin_lsn);
-    inner.wal.release_before(truncate_lsn)?;
+    let info = crate::archiver::BaseImageInfo {
+        begin_lsn,
+        end_lsn,
+        truncate_lsn,
+        next_txn_id,
+        time_us: now_us(),
+    };
+    crate::archiver::maybe_base_image(inner, &info, force_base_image)?;
+    crate::archiver::retire(inner, truncate_lsn)?;
     Ok(begin_lsn)
 }
 

@@ -7,6 +7,8 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod archive;
+mod archiver;
 pub mod arena;
 mod checkpoint;
 pub mod doublewrite;

@@ -105,7 +105,8 @@ fn run_child(dir: &Path, from: u64, run_for: Duration) -> Option<u64> {
         let mut last = None;
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(k) = line.strip_prefix("ack ") {
+            // libtest may print "test kill_child_entry ... " before the first ack, on one line.
+            if let Some((_, k)) = line.rsplit_once("ack ") {
                 last = Some(k.trim().parse::<u64>().unwrap());
             }
         }
@@ -145,7 +146,10 @@ fn kill_9_at_random_instants_loses_no_acknowledged_commit() {
         let prefix = (floor..=floor + 1)
             .find(|&p| state_after(p) == state)
             .unwrap_or_else(|| {
-                panic!("cycle {cycle} (seed {seed}): the state matches no prefix from commit {floor}: {state:?}")
+                panic!(
+                    "cycle {cycle} (seed {seed}): the state matches no prefix from commit {floor}: {state:?}\n{}",
+                    store.recovery_report()
+                )
             });
         acknowledged_total += acked.map_or(0, |a| a.saturating_sub(committed));
         committed = prefix;

@@ -139,6 +139,9 @@ pub(crate) struct Inner {
     pub next_txn_id: AtomicU64,
     pub stopping: AtomicBool,
     pub report: Mutex<RecoveryReport>,
+    pub archiver: crate::archiver::Archiver,
+    /// Checkpoints since the last base image (see `Options::base_image_every`).
+    pub checkpoints_since_base: std::sync::atomic::AtomicU32,
     _lock: Box<dyn std::any::Any + Send + Sync>,
 }
 
@@ -298,14 +301,18 @@ impl Store {
             checkpoint_wanted: (Mutex::new(false), Condvar::new()),
             stopping: AtomicBool::new(false),
             report: Mutex::new(RecoveryReport::default()),
+            archiver: Default::default(),
+            checkpoints_since_base: Default::default(),
             options,
             _lock: lock,
         });
-        recovery::recover(&inner, scan)?;
+        crate::archiver::tidy(storage.as_ref(), dir)?;
+        crate::archiver::start(&inner)?;
         let store = Store {
             inner,
             checkpointer: Mutex::new(None),
         };
+        recovery::recover(&store.inner, scan)?;
         store.start_checkpointer()?;
         Ok(store)
     }
@@ -431,6 +438,7 @@ impl Store {
         if let Some(handle) = self.checkpointer.lock().take() {
             let _ = handle.join();
         }
+        crate::archiver::stop(&self.inner);
     }
 
     pub(crate) fn inner(&self) -> &Inner {

@@ -78,6 +78,15 @@ impl WalConfig {
     }
 }
 
+/// The records a segment holds (for archive headers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentSummary {
+    pub first_lsn: Lsn,
+    pub end_lsn: Lsn,
+    pub first_us: u64,
+    pub last_us: u64,
+}
+
 /// The tail may grow to this before appenders wait for a write-out.
 const TAIL_MAX_BYTES: usize = 64 << 20;
 
@@ -136,6 +145,12 @@ pub fn now_us() -> u64 {
 impl Wal {
     /// Creates an empty log in `dir` (created if missing; it must hold no segments).
     pub fn create(storage: Arc<dyn Storage>, dir: &Path, config: WalConfig) -> Result<Wal> {
+        Wal::create_at(storage, dir, config, 0)
+    }
+
+    /// Creates an empty log whose first segment is `first_segment` (a restored store starts
+    /// its new timeline past every LSN its pages already carry).
+    pub fn create_at(storage: Arc<dyn Storage>, dir: &Path, config: WalConfig, first_segment: u64) -> Result<Wal> {
         storage
             .create_dir_all(dir)
             .context(|| format!("creating {}", dir.display()))?;
@@ -143,9 +158,10 @@ impl Wal {
         if !segment_dir.list_segments()?.is_empty() {
             return Err(Error::AlreadyExists);
         }
-        let first = segment_dir.install(0)?;
+        let first = segment_dir.install(first_segment)?;
         epoch::write(storage.as_ref(), dir, 1)?;
-        Wal::start(segment_dir, config, vec![first], 0, 1, false)
+        let start = config.geometry.segment_base(first_segment);
+        Wal::start(segment_dir, config, vec![first], start, 1, false)
     }
 
     /// Opens the log in `dir`, scanning from `scan_from` (a record start or record end known to
@@ -473,12 +489,7 @@ impl Wal {
             lsn.get() <= shared.written_lsn.load(Ordering::Acquire),
             "release only written log"
         );
-        let keep_from = shared.config.geometry.segment_of(lsn.get());
-        let retired: Vec<Arc<Segment>> = {
-            let mut segments = shared.segments.write();
-            let numbers: Vec<u64> = segments.range(..keep_from).map(|(&n, _)| n).collect();
-            numbers.iter().filter_map(|n| segments.remove(n)).collect()
-        };
+        let retired = self.detach_before(lsn)?;
         let count = retired.len();
         for segment in retired {
             shared.dir.retire(segment)?;
@@ -487,6 +498,60 @@ impl Wal {
             shared.dir.sync_dir()?;
         }
         Ok(count)
+    }
+
+    /// Takes every segment wholly before `lsn` out of the log (readers created later no longer
+    /// see them) and returns them; their files stay in place until [`Wal::recycle`].
+    pub fn detach_before(&self, lsn: Lsn) -> Result<Vec<Arc<Segment>>> {
+        let shared = &*self.shared;
+        shared.check_open()?;
+        assert!(
+            lsn.get() <= shared.written_lsn.load(Ordering::Acquire),
+            "release only written log"
+        );
+        let keep_from = shared.config.geometry.segment_of(lsn.get());
+        let mut segments = shared.segments.write();
+        let numbers: Vec<u64> = segments.range(..keep_from).map(|(&n, _)| n).collect();
+        Ok(numbers.iter().filter_map(|n| segments.remove(n)).collect())
+    }
+
+    /// Recycles a detached segment (renamed to a spare, reused once no reader holds it).
+    pub fn recycle(&self, segment: Arc<Segment>) -> Result<()> {
+        self.shared.dir.retire(segment)?;
+        self.shared.dir.sync_dir()
+    }
+
+    /// The records of `segment` (detached or not): the first record starting in it, the end of
+    /// the last, and their timestamps. `None` if no record starts in it.
+    pub fn segment_summary(&self, segment: &Arc<Segment>) -> Option<SegmentSummary> {
+        let shared = &*self.shared;
+        let mut segments = shared.segments.read().clone();
+        segments.insert(segment.segment_no, segment.clone());
+        let limit = shared.written_lsn.load(Ordering::Acquire);
+        let view = shared.view(&segments, limit);
+        let segment_end = shared.config.geometry.segment_base(segment.segment_no + 1);
+        let mut pos = first_record_start(&view, segment.segment_no);
+        let (mut floor, mut scratch, mut summary) = (0u32, Vec::new(), None::<SegmentSummary>);
+        while let view::Step::Start(at) = view.step(pos, &mut floor) {
+            if at >= segment_end {
+                break;
+            }
+            let view::Decoded::Record { header, end, .. } = view.decode(at, floor, &mut scratch) else {
+                break;
+            };
+            let ts = header.timestamp_us.get();
+            let s = summary.get_or_insert(SegmentSummary {
+                first_lsn: Lsn(at),
+                end_lsn: Lsn(end),
+                first_us: ts,
+                last_us: ts,
+            });
+            s.end_lsn = Lsn(end);
+            s.last_us = ts;
+            floor = header.epoch.get();
+            pos = end;
+        }
+        summary
     }
 
     /// Flushes, makes the log durable and stops the background threads. The rest of the last

@@ -1,0 +1,276 @@
+//! Archiving for a store: retired log segments are compressed into `archive/` (on a
+//! background thread, or inline without background I/O) before their files are recycled;
+//! checkpoints add base images of the arena; retention prunes what no retained base image
+//! needs.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex};
+use zerocopy::FromZeros;
+use zerocopy::little_endian::{U32, U64};
+
+use crate::archive::{self, ARCHIVE_DIR, ArchiveHeader, KIND_BASE_IMAGE, KIND_WAL_SEGMENT};
+use crate::error::{IoContext, Result};
+use crate::page::Space;
+use crate::store::{Inner, Retention};
+use crate::wal::segment::Segment;
+use crate::{Error, Lsn};
+
+/// The archiving queue of one store.
+#[derive(Default)]
+pub struct Archiver {
+    queue: Mutex<VecDeque<Arc<Segment>>>,
+    wake: Condvar,
+    stopping: Mutex<bool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The first error the background archiver met (reported by the next checkpoint).
+    failure: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Archiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archiver")
+            .field("queued", &self.queue.lock().len())
+            .finish()
+    }
+}
+
+/// Starts the background archiver of `inner` (when background I/O is on).
+pub(crate) fn start(inner: &Arc<Inner>) -> Result<()> {
+    if !inner.options.archive || !inner.options.background_io {
+        return Ok(());
+    }
+    let weak = Arc::downgrade(inner);
+    let handle = std::thread::Builder::new()
+        .name("vellum-archiver".into())
+        .spawn(move || run(weak))
+        .map_err(|e| Error::io("starting the archiver thread", e))?;
+    *inner.archiver.thread.lock() = Some(handle);
+    Ok(())
+}
+
+/// Stops the background archiver after it has archived everything queued.
+pub(crate) fn stop(inner: &Inner) {
+    *inner.archiver.stopping.lock() = true;
+    inner.archiver.wake.notify_all();
+    if let Some(handle) = inner.archiver.thread.lock().take() {
+        let _ = handle.join();
+    }
+}
+
+fn run(weak: Weak<Inner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let next = {
+            let mut queue = inner.archiver.queue.lock();
+            if queue.is_empty() {
+                if *inner.archiver.stopping.lock() {
+                    return;
+                }
+                inner
+                    .archiver
+                    .wake
+                    .wait_for(&mut queue, std::time::Duration::from_millis(200));
+            }
+            queue.pop_front()
+        };
+        if let Some(segment) = next
+            && let Err(error) = archive_and_recycle(&inner, segment)
+        {
+            inner.archiver.failure.lock().get_or_insert(error.to_string());
+        }
+    }
+}
+
+/// Hands the segments a checkpoint retired to the archiver, or recycles them if archiving is
+/// off. Returns the background archiver's first failure, if any.
+pub(crate) fn retire(inner: &Inner, truncate_lsn: Lsn) -> Result<()> {
+    if !inner.options.archive {
+        inner.wal.release_before(truncate_lsn)?;
+        return Ok(());
+    }
+    if let Some(failure) = inner.archiver.failure.lock().take() {
+        return Err(Error::Io {
+            context: "archiving a log segment".into(),
+            source: std::io::Error::other(failure),
+        });
+    }
+    let segments = inner.wal.detach_before(truncate_lsn)?;
+    if inner.options.background_io {
+        inner.archiver.queue.lock().extend(segments);
+        inner.archiver.wake.notify_all();
+        return Ok(());
+    }
+    for segment in segments {
+        archive_and_recycle(inner, segment)?;
+    }
+    Ok(())
+}
+
+/// Archives one retired segment (unless a whole copy is there already), then recycles it.
+fn archive_and_recycle(inner: &Inner, segment: Arc<Segment>) -> Result<()> {
+    let storage = inner.options.storage.as_ref();
+    let dir = inner.dir.join(ARCHIVE_DIR);
+    let name = archive::wal_file_name(segment.segment_no);
+    let path = dir.join(&name);
+    let already = storage.exists(&path)
+        && archive::read_file(storage, &path)
+            .and_then(|b| archive::decode(&path, &b))
+            .is_ok();
+    if !already {
+        let size = segment.map.len();
+        // SAFETY: a retired segment lies wholly before the checkpoint's truncation point: no
+        // writer touches it any more, and this `Arc` keeps its mapping alive.
+        let contents = unsafe { segment.map.bytes(0, size) };
+        let summary = inner.wal.segment_summary(&segment);
+        let mut header = header_for(inner, KIND_WAL_SEGMENT);
+        header.segment_no = U64::new(segment.segment_no);
+        if let Some(s) = summary {
+            header.first_lsn = U64::new(s.first_lsn.0);
+            header.end_lsn = U64::new(s.end_lsn.0);
+            header.first_us = U64::new(s.first_us);
+            header.last_us = U64::new(s.last_us);
+        }
+        archive::write_atomically(storage, &dir, &name, &archive::encode(header, contents))?;
+    }
+    inner.wal.recycle(segment)?;
+    apply_retention(inner)
+}
+
+fn header_for(inner: &Inner, kind: u8) -> ArchiveHeader {
+    let control = inner.control.lock().1.clone();
+    let mut header = ArchiveHeader::new_zeroed();
+    header.kind = kind;
+    header.store_id = U64::new(control.store_id);
+    header.timeline = U32::new(control.timeline);
+    header.page_size_bytes = U32::new(control.page_size_bytes);
+    header.segment_size_bytes = U64::new(control.segment_size_bytes);
+    header
+}
+
+/// What a checkpoint records in a base image.
+pub(crate) struct BaseImageInfo {
+    pub begin_lsn: Lsn,
+    pub end_lsn: Lsn,
+    pub truncate_lsn: Lsn,
+    pub next_txn_id: u64,
+    pub time_us: u64,
+}
+
+/// After a checkpoint: writes a base image if one is due. Runs under the checkpoint lock, so
+/// the arena files on disk are exactly what the checkpoint left (no other writer).
+pub(crate) fn maybe_base_image(inner: &Inner, info: &BaseImageInfo, force: bool) -> Result<()> {
+    if !inner.options.archive {
+        return Ok(());
+    }
+    let since = inner
+        .checkpoints_since_base
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        + 1;
+    let every = inner.options.base_image_every;
+    let none_yet = archive::list(inner.options.storage.as_ref(), &inner.dir, false)?
+        .bases
+        .is_empty();
+    if !(force || none_yet || (every > 0 && since >= every)) {
+        return Ok(());
+    }
+    write_base_image(inner, info)?;
+    inner
+        .checkpoints_since_base
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    apply_retention(inner)
+}
+
+fn write_base_image(inner: &Inner, info: &BaseImageInfo) -> Result<()> {
+    let storage = inner.options.storage.as_ref();
+    let mut contents = Vec::new();
+    let catalog_files = inner.arena.file_count(Space::Catalog);
+    let vector_files = inner.arena.file_count(Space::Vector);
+    for path in inner.arena.file_paths() {
+        contents.extend_from_slice(&archive::read_file(storage, &path)?);
+    }
+    let mut header = header_for(inner, KIND_BASE_IMAGE);
+    header.first_lsn = U64::new(info.begin_lsn.0);
+    header.end_lsn = U64::new(info.end_lsn.0);
+    header.first_us = U64::new(info.time_us);
+    header.last_us = U64::new(info.time_us);
+    header.truncate_lsn = U64::new(info.truncate_lsn.0);
+    header.next_txn_id = U64::new(info.next_txn_id);
+    header.dimension = U32::new(inner.dimension);
+    header.catalog_files = U32::new(catalog_files as u32);
+    header.vector_files = U32::new(vector_files as u32);
+    let dir = inner.dir.join(ARCHIVE_DIR);
+    archive::write_atomically(
+        storage,
+        &dir,
+        &archive::base_file_name(info.begin_lsn),
+        &archive::encode(header, &contents),
+    )
+}
+
+/// Deletes base images the retention policy does not keep and archived segments no retained
+/// base image needs. The newest base image is always kept.
+pub(crate) fn apply_retention(inner: &Inner) -> Result<()> {
+    let storage = inner.options.storage.as_ref();
+    let listing = archive::list(storage, &inner.dir, false)?;
+    let segment_size_bytes = inner.control.lock().1.segment_size_bytes;
+    let Some(keep_from) = first_kept(&listing, inner.options.retention, segment_size_bytes) else {
+        return Ok(());
+    };
+    let needed_segment = listing.bases[keep_from].0.truncate_lsn.get() / segment_size_bytes;
+    for (_, path, _) in &listing.bases[..keep_from] {
+        storage
+            .remove_file(path)
+            .context(|| format!("removing {}", path.display()))?;
+    }
+    for (segment_no, path, _) in &listing.segments {
+        if *segment_no < needed_segment {
+            storage
+                .remove_file(path)
+                .context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    let dir = inner.dir.join(ARCHIVE_DIR);
+    storage
+        .sync_dir(&dir)
+        .context(|| format!("syncing directory {}", dir.display()))
+}
+
+/// The index of the oldest base image to keep, or `None` to keep everything.
+fn first_kept(listing: &archive::Listing, retention: Retention, segment_size_bytes: u64) -> Option<usize> {
+    let count = listing.bases.len();
+    if count == 0 {
+        return None;
+    }
+    match retention {
+        Retention::KeepAll => None,
+        Retention::KeepLast(n) => Some(count.saturating_sub(n.max(1) as usize)),
+        Retention::MaxBytes(max_bytes) => {
+            let mut keep = count - 1;
+            while keep > 0 {
+                let candidate = keep - 1;
+                let needed_segment = listing.bases[candidate].0.truncate_lsn.get() / segment_size_bytes;
+                let image_bytes: u64 = listing.bases[candidate..].iter().map(|b| b.2).sum();
+                let log_bytes: u64 = listing
+                    .segments
+                    .iter()
+                    .filter(|s| s.0 >= needed_segment)
+                    .map(|s| s.2)
+                    .sum();
+                if image_bytes + log_bytes > max_bytes {
+                    break;
+                }
+                keep = candidate;
+            }
+            Some(keep)
+        }
+    }
+}
+
+/// Removes temporary files an interrupted archiving left.
+pub(crate) fn tidy(storage: &dyn crate::storage::Storage, store_dir: &Path) -> Result<()> {
+    archive::list(storage, store_dir, true).map(|_| ())
+}
