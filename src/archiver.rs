@@ -163,7 +163,7 @@ pub(crate) struct BaseImageInfo {
 /// After a checkpoint: writes a base image if one is due. Runs under the checkpoint lock, so
 /// the arena files on disk are exactly what the checkpoint left (no other writer).
 pub(crate) fn maybe_base_image(inner: &Inner, info: &BaseImageInfo, force: bool) -> Result<()> {
-    if !inner.options.archive {
+    if !inner.options.archive && !force {
         return Ok(());
     }
     let since = inner

@@ -2,10 +2,19 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::archive::{self, ArchiveHeader};
+use crate::arena::arena_file_name;
+use crate::error::{IoContext, Result};
+use crate::page::Space;
+use crate::record::Kind;
 use crate::storage::{RealStorage, Storage};
-use crate::{Error, Lsn, Result};
+use crate::store::control::{self, Control, ControlFile};
+use crate::wal::format::{Geometry, LogIdentity};
+use crate::wal::segment::segment_file_name;
+use crate::wal::{Wal, WalConfig};
+use crate::{Error, Lsn, Options, RecoveryMode, Store, SyncMode};
 
 /// Where a restore stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +63,419 @@ pub fn restore_with(
     dest: &Path,
     target: RestoreTarget,
 ) -> Result<RestoreReport> {
-    let _ = (storage, src, dest, target);
-    Err(Error::InvalidArgument("restore is being implemented".into()))
+    let started = Instant::now();
+    if storage.exists(dest) {
+        return Err(Error::InvalidArgument(format!(
+            "restore destination {} already exists",
+            dest.display()
+        )));
+    }
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "store".into());
+    let nonce = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let staging = dest.with_file_name(format!(".{name}.restoring-{}-{nonce}", std::process::id()));
+    let result = restore_into(&storage, src, &staging, dest, target);
+    match result {
+        Ok(mut report) => {
+            report.duration = started.elapsed();
+            Ok(report)
+        }
+        Err(error) => {
+            // A restore that fails leaves nothing behind.
+            remove_tree(&storage, &staging);
+            Err(error)
+        }
+    }
+}
+
+fn restore_into(
+    storage: &Arc<dyn Storage>,
+    src: &Path,
+    staging: &Path,
+    dest: &Path,
+    target: RestoreTarget,
+) -> Result<RestoreReport> {
+    let (_, control) = ControlFile::open(storage.as_ref(), src)?;
+    let listing = archive::list(storage.as_ref(), src, false)?;
+    let base = pick_base(&listing, target, src)?;
+    let mut report = RestoreReport {
+        base_image_lsn: Lsn(base.first_lsn.get()),
+        ..RestoreReport::default()
+    };
+    storage
+        .create_dir_all(&staging.join("wal"))
+        .context(|| format!("creating {}", staging.display()))?;
+    storage
+        .create_dir_all(&staging.join("arena"))
+        .context(|| format!("creating {}", staging.display()))?;
+    stage_arena(storage, src, staging, &listing, &base, &control)?;
+    stage_log(storage, src, staging, &listing, &base, &control, &mut report)?;
+    let staged = Control {
+        sequence: 0,
+        checkpoint_lsn: Lsn(base.first_lsn.get()),
+        checkpoint_end_lsn: Lsn(base.end_lsn.get()),
+        redo_lsn: Lsn(base.first_lsn.get()),
+        next_txn_id: base.next_txn_id.get(),
+        checkpoint_us: base.first_us.get(),
+        truncate_lsn: Lsn(base.truncate_lsn.get()),
+        ..control.clone()
+    };
+    ControlFile::create(storage.as_ref(), staging, &staged)?;
+    let cut = find_cut(storage, staging, &staged, target)?;
+    apply_cut(storage, staging, &staged, cut)?;
+    report.target_lsn = cut.last_included;
+    report.wal_bytes = cut.end.0.saturating_sub(base.first_lsn.get());
+    let end_of_history = replay(storage, staging, &mut report)?;
+    start_timeline(storage, staging, &staged, end_of_history, &mut report)?;
+    match storage.rename(staging, dest) {
+        Ok(()) => {}
+        // A storage that renames files only (the crash simulator) gets the tree moved file by
+        // file; on a real file system the single rename above is what makes `dest` appear whole.
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => move_tree(storage, staging, dest)?,
+        Err(e) => {
+            return Err(Error::io(
+                format!("renaming {} to {}", staging.display(), dest.display()),
+                e,
+            ));
+        }
+    }
+    if let Some(parent) = dest.parent() {
+        storage
+            .sync_dir(parent)
+            .context(|| format!("syncing directory {}", parent.display()))?;
+    }
+    Ok(report)
+}
+
+/// The newest base image at or before the target.
+fn pick_base(listing: &archive::Listing, target: RestoreTarget, src: &Path) -> Result<ArchiveHeader> {
+    let oldest = listing.bases.first().map(|b| b.0).ok_or_else(|| {
+        Error::NotFound(format!(
+            "{} holds no base image: point-in-time restore needs the archive (Options::archive)",
+            src.join(archive::ARCHIVE_DIR).display()
+        ))
+    })?;
+    let fits = |b: &ArchiveHeader| match target {
+        RestoreTarget::Latest => true,
+        RestoreTarget::Lsn(lsn) => b.first_lsn.get() <= lsn.0,
+        RestoreTarget::Time(time) => b.first_us.get() <= micros(time),
+    };
+    listing.bases.iter().rev().map(|b| b.0).find(fits).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "the target is before the oldest retained base image (checkpoint at LSN {}, time {} µs)",
+            oldest.first_lsn.get(),
+            oldest.first_us.get()
+        ))
+    })
+}
+
+fn micros(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Writes the base image's arena files into the staging directory.
+fn stage_arena(
+    storage: &Arc<dyn Storage>,
+    src: &Path,
+    staging: &Path,
+    listing: &archive::Listing,
+    base: &ArchiveHeader,
+    control: &Control,
+) -> Result<()> {
+    let path = listing
+        .bases
+        .iter()
+        .find(|b| b.0.first_lsn == base.first_lsn)
+        .map(|b| b.1.clone())
+        .expect("picked from the listing");
+    let file = archive::decode(&path, &archive::read_file(storage.as_ref(), &path)?)?;
+    let (catalog, vector) = (base.catalog_files.get() as usize, base.vector_files.get() as usize);
+    let file_bytes = control.segment_size_bytes as usize;
+    if file.contents.len() != (catalog + vector) * file_bytes
+        || base.segment_size_bytes.get() != control.segment_size_bytes
+    {
+        return Err(Error::corrupted_file(
+            &path,
+            "base image size does not match its arena files",
+        ));
+    }
+    let _ = src;
+    let names = (0..catalog)
+        .map(|n| arena_file_name(Space::Catalog, n as u64))
+        .chain((0..vector).map(|n| arena_file_name(Space::Vector, n as u64)));
+    for (i, name) in names.enumerate() {
+        write_file(
+            storage,
+            &staging.join("arena").join(name),
+            &file.contents[i * file_bytes..(i + 1) * file_bytes],
+        )?;
+    }
+    Ok(())
+}
+
+/// Copies the log the base image needs (live copies preferred, else archived) into staging.
+fn stage_log(
+    storage: &Arc<dyn Storage>,
+    src: &Path,
+    staging: &Path,
+    listing: &archive::Listing,
+    base: &ArchiveHeader,
+    control: &Control,
+    report: &mut RestoreReport,
+) -> Result<()> {
+    let segment_bytes = control.segment_size_bytes;
+    let first = base.truncate_lsn.get() / segment_bytes;
+    let live_dir = src.join("wal");
+    let live: Vec<u64> = storage
+        .list(&live_dir)
+        .context(|| format!("listing {}", live_dir.display()))?
+        .iter()
+        .filter_map(|n| segment_file_name_to_number(n))
+        .collect();
+    let archived: Vec<u64> = listing.segments.iter().map(|s| s.0).collect();
+    let last = live.iter().chain(&archived).copied().max().unwrap_or(first).max(first);
+    for segment_no in first..=last {
+        let dest_path = staging.join("wal").join(segment_file_name(segment_no));
+        if live.contains(&segment_no) {
+            write_file(
+                storage,
+                &dest_path,
+                &archive::read_file(storage.as_ref(), &live_dir.join(segment_file_name(segment_no)))?,
+            )?;
+            report.segments_live += 1;
+        } else if let Some((_, path, _)) = listing.segments.iter().find(|s| s.0 == segment_no) {
+            let file = archive::decode(path, &archive::read_file(storage.as_ref(), path)?)?;
+            if file.contents.len() as u64 != segment_bytes || file.header.segment_no.get() != segment_no {
+                return Err(Error::corrupted_file(
+                    path,
+                    "archived segment has the wrong size or number",
+                ));
+            }
+            write_file(storage, &dest_path, &file.contents)?;
+            report.segments_from_archive += 1;
+        } else {
+            return Err(Error::corrupted_file(
+                src.join(archive::ARCHIVE_DIR).join(archive::wal_file_name(segment_no)),
+                format!("log segment {segment_no} is missing from the archive and the live log"),
+            ));
+        }
+    }
+    let epoch_path = live_dir.join("EPOCH");
+    if storage.exists(&epoch_path) {
+        write_file(
+            storage,
+            &staging.join("wal").join("EPOCH"),
+            &archive::read_file(storage.as_ref(), &epoch_path)?,
+        )?;
+    }
+    Ok(())
+}
+
+fn segment_file_name_to_number(name: &str) -> Option<u64> {
+    crate::wal::segment::parse_segment_file_name(name)
+}
+
+/// Where the staged log is cut: the first byte not included, and the last record included.
+#[derive(Clone, Copy, Debug)]
+struct Cut {
+    at: Option<Lsn>,
+    end: Lsn,
+    last_included: Lsn,
+}
+
+fn wal_config(control: &Control) -> Result<WalConfig> {
+    let geometry =
+        Geometry::new(control.page_size_bytes, control.segment_size_bytes).map_err(Error::InvalidArgument)?;
+    let identity = LogIdentity {
+        store_id: control.store_id,
+        timeline: control.timeline,
+    };
+    Ok(WalConfig::new(geometry, identity, SyncMode::Never))
+}
+
+/// Reads the staged log from the base image's checkpoint to find where the target falls.
+fn find_cut(storage: &Arc<dyn Storage>, staging: &Path, staged: &Control, target: RestoreTarget) -> Result<Cut> {
+    let (wal, scan) = Wal::open_read_only(
+        storage.clone(),
+        &staging.join("wal"),
+        wal_config(staged)?,
+        Some(staged.checkpoint_lsn),
+        RecoveryMode::TolerateTornTail,
+    )?;
+    let mut reader = wal.reader(staged.checkpoint_lsn);
+    let mut last_included = staged.checkpoint_lsn;
+    while let Some(record) = reader.next_record()? {
+        let beyond = match target {
+            RestoreTarget::Latest => false,
+            RestoreTarget::Lsn(lsn) => record.lsn > lsn,
+            RestoreTarget::Time(time) => {
+                record.header.kind == Kind::Commit as u8 && record.header.timestamp_us.get() > micros(time)
+            }
+        };
+        if beyond {
+            return Ok(Cut {
+                at: Some(record.lsn),
+                end: record.lsn,
+                last_included,
+            });
+        }
+        last_included = record.lsn;
+    }
+    Ok(Cut {
+        at: None,
+        end: scan.end_lsn,
+        last_included,
+    })
+}
+
+/// Zeroes the staged log from the cut to the end of its segment and drops later segments.
+fn apply_cut(storage: &Arc<dyn Storage>, staging: &Path, staged: &Control, cut: Cut) -> Result<()> {
+    let Some(at) = cut.at else { return Ok(()) };
+    let segment_bytes = staged.segment_size_bytes;
+    let (segment_no, offset) = (at.0 / segment_bytes, at.0 % segment_bytes);
+    let dir = staging.join("wal");
+    let path = dir.join(segment_file_name(segment_no));
+    let file = storage
+        .open(&path, false)
+        .context(|| format!("opening {}", path.display()))?;
+    file.write_at(&vec![0u8; (segment_bytes - offset) as usize], offset)
+        .context(|| format!("writing {}", path.display()))?;
+    file.sync_data().context(|| format!("syncing {}", path.display()))?;
+    for name in storage.list(&dir).context(|| format!("listing {}", dir.display()))? {
+        if segment_file_name_to_number(&name).is_some_and(|n| n > segment_no) {
+            storage
+                .remove_file(&dir.join(&name))
+                .context(|| format!("removing {name}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Recovers the staged store (redo to the cut, undo of what was open there); returns the end
+/// of its log after the closing checkpoint.
+fn replay(storage: &Arc<dyn Storage>, staging: &Path, report: &mut RestoreReport) -> Result<Lsn> {
+    let options = staging_options(storage, false);
+    let store = Store::open(staging, options)?;
+    let recovery = store.recovery_report();
+    report.records_redone = recovery.records_redone;
+    report.rolled_back = recovery.losers.clone();
+    store.close()?;
+    let (_, control) = ControlFile::open(storage.as_ref(), staging)?;
+    Ok(control.checkpoint_end_lsn)
+}
+
+fn staging_options(storage: &Arc<dyn Storage>, archive: bool) -> Options {
+    Options {
+        storage: storage.clone(),
+        recovery: RecoveryMode::TolerateTornTail,
+        archive,
+        checkpoint_interval_bytes: 0,
+        background_io: false,
+        sync: SyncMode::Never,
+        ..Options::default()
+    }
+}
+
+/// Starts the restored store's own history: a new timeline whose log begins in the segment
+/// after every LSN its pages carry, so its records can never be mixed up with the source's.
+fn start_timeline(
+    storage: &Arc<dyn Storage>,
+    staging: &Path,
+    staged: &Control,
+    end: Lsn,
+    report: &mut RestoreReport,
+) -> Result<()> {
+    let (_, recovered) = ControlFile::open(storage.as_ref(), staging)?;
+    let wal_dir = staging.join("wal");
+    for name in storage
+        .list(&wal_dir)
+        .context(|| format!("listing {}", wal_dir.display()))?
+    {
+        storage
+            .remove_file(&wal_dir.join(&name))
+            .context(|| format!("removing {name}"))?;
+    }
+    for name in ["DOUBLEWRITE", control::CONTROL_FILE_NAME] {
+        let path = staging.join(name);
+        if storage.exists(&path) {
+            storage
+                .remove_file(&path)
+                .context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    let timeline = staged
+        .timeline
+        .checked_add(1)
+        .ok_or_else(|| Error::InvalidArgument("timeline exhausted".into()))?;
+    let fresh = Control {
+        timeline,
+        sequence: 0,
+        checkpoint_lsn: Lsn::NONE,
+        checkpoint_end_lsn: Lsn::NONE,
+        redo_lsn: Lsn::NONE,
+        truncate_lsn: Lsn::NONE,
+        next_txn_id: recovered.next_txn_id,
+        ..staged.clone()
+    };
+    let first_segment = end.0 / staged.segment_size_bytes + 1;
+    Wal::create_at(storage.clone(), &wal_dir, wal_config(&fresh)?, first_segment)?.close()?;
+    ControlFile::create(storage.as_ref(), staging, &fresh)?;
+    storage
+        .sync_dir(staging)
+        .context(|| format!("syncing directory {}", staging.display()))?;
+    // The first open takes the first checkpoint of the new history (and its base image).
+    Store::open(staging, staging_options(storage, true))?.close()?;
+    report.timeline = timeline;
+    Ok(())
+}
+
+fn write_file(storage: &Arc<dyn Storage>, path: &Path, bytes: &[u8]) -> Result<()> {
+    let file = storage
+        .open(path, true)
+        .context(|| format!("creating {}", path.display()))?;
+    file.write_at(bytes, 0)
+        .context(|| format!("writing {}", path.display()))?;
+    file.sync_data().context(|| format!("syncing {}", path.display()))
+}
+
+/// Moves a directory tree file by file, syncing each directory.
+fn move_tree(storage: &Arc<dyn Storage>, from: &Path, to: &Path) -> Result<()> {
+    storage
+        .create_dir_all(to)
+        .context(|| format!("creating {}", to.display()))?;
+    for name in storage.list(from).context(|| format!("listing {}", from.display()))? {
+        let (source, target) = (from.join(&name), to.join(&name));
+        if storage.list(&source).is_ok() {
+            move_tree(storage, &source, &target)?;
+        } else {
+            storage
+                .rename(&source, &target)
+                .context(|| format!("moving {}", source.display()))?;
+        }
+    }
+    storage
+        .sync_dir(to)
+        .context(|| format!("syncing directory {}", to.display()))?;
+    storage
+        .remove_dir(from)
+        .context(|| format!("removing {}", from.display()))
+}
+
+/// Removes a directory tree (best effort: used to clean up a failed restore).
+fn remove_tree(storage: &Arc<dyn Storage>, path: &Path) {
+    if let Ok(names) = storage.list(path) {
+        for name in names {
+            let child = path.join(name);
+            if storage.remove_file(&child).is_err() {
+                remove_tree(storage, &child);
+            }
+        }
+        let _ = storage.remove_dir(path);
+    } else {
+        let _ = storage.remove_file(path);
+    }
 }

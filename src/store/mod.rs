@@ -376,6 +376,22 @@ impl Store {
         crate::checkpoint::run(&self.inner)
     }
 
+    /// Makes an online backup at `dest` (which must not exist): a checkpoint with a base image,
+    /// then a restore of everything committed into a new, openable store. Writers go on
+    /// meanwhile; checkpoints wait until the copy is done, so no log segment it needs is
+    /// recycled under it.
+    pub fn backup(&self, dest: impl AsRef<Path>) -> Result<crate::RestoreReport> {
+        let inner = &*self.inner;
+        let _no_checkpoints = inner.checkpoint_lock.lock();
+        crate::checkpoint::run_locked(inner, true)?;
+        crate::restore::restore_with(
+            inner.options.storage.clone(),
+            &inner.dir,
+            dest.as_ref(),
+            crate::RestoreTarget::Latest,
+        )
+    }
+
     /// Makes every commit so far durable (whatever the sync mode).
     pub fn sync(&self) -> Result<()> {
         self.inner.wal.sync()

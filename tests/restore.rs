@@ -1,0 +1,365 @@
+//! Point-in-time restore, backups, archive damage and retention.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use common::{Rng, seed_from_env};
+use vellum::storage::SimStorage;
+use vellum::{Error, Lsn, Options, RestoreTarget, Retention, Store, SyncMode, restore};
+
+type State = BTreeMap<String, Vec<f32>>;
+
+fn options() -> Options {
+    Options {
+        page_size_bytes: 4096,
+        segment_size_bytes: 1 << 18,
+        checkpoint_interval_bytes: 0,
+        base_image_every: 3,
+        retention: Retention::KeepAll,
+        ..Options::default()
+    }
+}
+
+fn read_state(store: &Store, ids: u64) -> State {
+    (0..ids)
+        .filter_map(|i| {
+            store
+                .get(&format!("id-{i}"))
+                .unwrap()
+                .map(|v| (format!("id-{i}"), v.to_vec()))
+        })
+        .collect()
+}
+
+/// Runs a workload; returns (commit LSN, commit time, state after it) for every commit.
+fn workload(store: &Store, rng: &mut Rng, commits: usize, checkpoint_every: usize) -> Vec<(Lsn, SystemTime, State)> {
+    let mut state = State::new();
+    let mut history = Vec::new();
+    for n in 0..commits {
+        let mut tx = store.begin().unwrap();
+        let mut next = state.clone();
+        for _ in 0..1 + rng.below(6) {
+            let id = format!("id-{}", rng.below(80));
+            if rng.chance(20) {
+                tx.delete(&id).unwrap();
+                next.remove(&id);
+            } else {
+                let v: Vec<f32> = (0..32).map(|_| rng.below(1000) as f32).collect();
+                tx.upsert(&id, &v, &[("n", &n.to_string())]).unwrap();
+                next.insert(id, v);
+            }
+        }
+        if rng.chance(10) {
+            tx.abort().unwrap();
+        } else {
+            let lsn = tx.commit().unwrap();
+            state = next;
+            std::thread::sleep(Duration::from_micros(300));
+            history.push((lsn, SystemTime::now(), state.clone()));
+            std::thread::sleep(Duration::from_micros(300));
+        }
+        if n % checkpoint_every == checkpoint_every - 1 {
+            store.checkpoint().unwrap();
+        }
+    }
+    history
+}
+
+fn restored_state(src: &Path, dest: &Path, target: RestoreTarget) -> (State, vellum::RestoreReport) {
+    let report = restore(src, dest, target).unwrap_or_else(|e| panic!("restore to {target:?}: {e}"));
+    let store = Store::open(dest, options()).unwrap();
+    let state = read_state(&store, 80);
+    store.close().unwrap();
+    (state, report)
+}
+
+#[test]
+fn restore_to_many_lsns_and_times_equals_the_state_at_that_point() {
+    let seed = seed_from_env("VELLUM_TEST_SEED", 5);
+    let mut rng = Rng::new(seed);
+    let root = tempfile::tempdir().unwrap();
+    let src = root.path().join("src");
+    let store = Store::create(&src, 32, options()).unwrap();
+    let history = workload(&store, &mut rng, 400, 40);
+    let final_state = read_state(&store, 80);
+    store.close().unwrap();
+    let before: Vec<(String, Vec<u8>)> = snapshot_files(&src);
+    let mut from_archive = 0;
+    for (i, pick) in [0usize, 1, 37, 120, 199, 250, 333, history.len() - 1]
+        .into_iter()
+        .enumerate()
+    {
+        let (lsn, time, expected) = &history[pick];
+        let (state, report) = restored_state(&src, &root.path().join(format!("lsn-{i}")), RestoreTarget::Lsn(*lsn));
+        assert_eq!(
+            &state, expected,
+            "restore to the LSN of commit {pick} includes exactly it (seed {seed})"
+        );
+        from_archive += report.segments_from_archive;
+        let (state, _) = restored_state(&src, &root.path().join(format!("time-{i}")), RestoreTarget::Time(*time));
+        assert_eq!(
+            &state, expected,
+            "restore to the time after commit {pick} (seed {seed})"
+        );
+        let mid = Lsn(lsn.0 + 1);
+        let (state, _) = restored_state(&src, &root.path().join(format!("mid-{i}")), RestoreTarget::Lsn(mid));
+        assert_eq!(
+            &state, expected,
+            "an LSN between commits restores the earlier commit (seed {seed})"
+        );
+    }
+    assert!(from_archive > 0, "some restores read compressed archived segments");
+    let (state, report) = restored_state(&src, &root.path().join("latest"), RestoreTarget::Latest);
+    assert_eq!(state, final_state, "Latest restores everything committed");
+    assert!(report.segments_live > 0, "the latest restore reads the live log too");
+    assert_eq!(report.timeline, 2, "the restored store starts a new timeline");
+    assert_eq!(snapshot_files(&src), before, "restore never modifies the source");
+}
+
+fn snapshot_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    for entry in walk(dir) {
+        if !entry.ends_with("LOCK") {
+            files.push((entry.display().to_string(), std::fs::read(&entry).unwrap()));
+        }
+    }
+    files.sort();
+    files
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path))
+        } else {
+            out.push(path)
+        }
+    }
+    out
+}
+
+#[test]
+fn a_restored_store_is_a_new_writable_history() {
+    let root = tempfile::tempdir().unwrap();
+    let src = root.path().join("src");
+    let store = Store::create(&src, 32, options()).unwrap();
+    let history = workload(&store, &mut Rng::new(9), 60, 25);
+    store.close().unwrap();
+    let dest = root.path().join("dest");
+    restore(&src, &dest, RestoreTarget::Lsn(history[30].0)).unwrap();
+    let store = Store::open(&dest, options()).unwrap();
+    store.insert("after-restore", &[1.0; 32], &[]).unwrap();
+    store.close().unwrap();
+    let store = Store::open(&dest, options()).unwrap();
+    assert!(
+        store.get("after-restore").unwrap().is_some(),
+        "the restored store takes new commits"
+    );
+    assert_eq!(read_state(&store, 80), history[30].2, "and keeps the restored state");
+    store.close().unwrap();
+    // Its own archive restores it again.
+    let again = root.path().join("again");
+    restore(&dest, &again, RestoreTarget::Latest).unwrap();
+    let store = Store::open(&again, options()).unwrap();
+    assert!(store.get("after-restore").unwrap().is_some());
+}
+
+#[test]
+fn bad_restores_fail_clearly_and_leave_no_destination() {
+    let root = tempfile::tempdir().unwrap();
+    let src = root.path().join("src");
+    let store = Store::create(
+        &src,
+        32,
+        Options {
+            retention: Retention::KeepLast(1),
+            base_image_every: 1,
+            ..options()
+        },
+    )
+    .unwrap();
+    let history = workload(&store, &mut Rng::new(4), 200, 20);
+    store.close().unwrap();
+    let dest = root.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let error = restore(&src, &dest, RestoreTarget::Latest).unwrap_err();
+    assert!(error.to_string().contains("already exists"), "{error}");
+    std::fs::remove_dir(&dest).unwrap();
+    let error = restore(&src, &dest, RestoreTarget::Lsn(history[0].0)).unwrap_err();
+    assert!(
+        matches!(error, Error::InvalidArgument(_)) && error.to_string().contains("oldest retained base image"),
+        "{error}"
+    );
+    assert!(!dest.exists(), "a failed restore leaves no destination");
+    let archive = src.join("archive");
+    let base = std::fs::read_dir(&archive)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("base-"))
+        .unwrap();
+    let bytes = std::fs::read(&base).unwrap();
+    std::fs::write(&base, &bytes[..bytes.len() / 2]).unwrap();
+    let error = restore(&src, &dest, RestoreTarget::Latest).unwrap_err();
+    assert!(
+        matches!(error, Error::Corrupted { .. }) && error.to_string().contains("base-"),
+        "names the file: {error}"
+    );
+    assert!(!dest.exists(), "a failed restore leaves no destination");
+    let leftovers: Vec<_> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "no staging directory is left behind: {leftovers:?}");
+}
+
+#[test]
+fn a_missing_archived_segment_is_named() {
+    let root = tempfile::tempdir().unwrap();
+    let src = root.path().join("src");
+    let store = Store::create(
+        &src,
+        32,
+        Options {
+            base_image_every: 100,
+            ..options()
+        },
+    )
+    .unwrap();
+    workload(&store, &mut Rng::new(6), 300, 30);
+    store.close().unwrap();
+    let archived: Vec<_> = std::fs::read_dir(src.join("archive"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("wal-"))
+        .collect();
+    assert!(!archived.is_empty(), "segments were archived");
+    std::fs::remove_file(&archived[0]).unwrap();
+    let error = restore(&src, root.path().join("dest"), RestoreTarget::Latest).unwrap_err();
+    assert!(
+        matches!(error, Error::Corrupted { .. }) && error.to_string().contains("missing"),
+        "{error}"
+    );
+}
+
+#[test]
+fn retention_keeps_everything_a_retained_base_image_needs() {
+    for retention in [Retention::KeepLast(2), Retention::MaxBytes(1)] {
+        let root = tempfile::tempdir().unwrap();
+        let src = root.path().join("src");
+        let store = Store::create(
+            &src,
+            32,
+            Options {
+                retention,
+                base_image_every: 1,
+                ..options()
+            },
+        )
+        .unwrap();
+        let history = workload(&store, &mut Rng::new(8), 300, 15);
+        let final_state = read_state(&store, 80);
+        store.close().unwrap();
+        let bases = std::fs::read_dir(src.join("archive"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("base-"))
+            .count();
+        let limit = if retention == Retention::KeepLast(2) { 2 } else { 1 };
+        assert!(bases <= limit && bases >= 1, "{retention:?}: {bases} base images kept");
+        let (state, _) = restored_state(&src, &root.path().join("latest"), RestoreTarget::Latest);
+        assert_eq!(state, final_state, "{retention:?}: the newest state stays restorable");
+        let old = restore(&src, root.path().join("old"), RestoreTarget::Lsn(history[0].0));
+        assert!(
+            old.is_err(),
+            "{retention:?}: history before the kept base images is gone, and says so"
+        );
+    }
+}
+
+#[test]
+fn an_online_backup_taken_while_writing_restores_every_commit_before_it() {
+    let root = tempfile::tempdir().unwrap();
+    let src = root.path().join("src");
+    let store = Arc::new(Store::create(&src, 32, options()).unwrap());
+    workload(&store, &mut Rng::new(10), 100, 30);
+    let before = read_state(&store, 80);
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for i in 0..300 {
+                store.upsert(&format!("live-{i}"), &[i as f32; 32], &[]).unwrap();
+            }
+        })
+    };
+    let report = store.backup(root.path().join("backup")).unwrap();
+    writer.join().unwrap();
+    let backup = Store::open(root.path().join("backup"), options()).unwrap();
+    assert_eq!(
+        read_state(&backup, 80),
+        before,
+        "every commit before the backup is in it ({report:?})"
+    );
+    let live = (0..300)
+        .filter(|i| backup.get(&format!("live-{i}")).unwrap().is_some())
+        .count();
+    assert!(
+        (0..300)
+            .take(live)
+            .all(|i| backup.get(&format!("live-{i}")).unwrap().is_some()),
+        "a prefix of the concurrent commits"
+    );
+}
+
+#[test]
+fn the_archive_survives_a_crash_mid_archiving() {
+    let base_seed = seed_from_env("VELLUM_SIM_SEED", 21);
+    for seed in base_seed..base_seed + 30 {
+        let sim = SimStorage::new(seed);
+        let sim_options = || Options {
+            storage: Arc::new(sim.clone()),
+            background_io: false,
+            sync: SyncMode::Always,
+            ..options()
+        };
+        let store = Store::create(Path::new("/db"), 32, sim_options()).unwrap();
+        let mut rng = Rng::new(seed);
+        let history = workload(&store, &mut rng, 60, 10);
+        let acked = history.last().unwrap().2.clone();
+        // Crash somewhere in the next checkpoint, which archives segments and may write a base image.
+        sim.crash_after_ops(1 + rng.below(40));
+        let _ = store.checkpoint();
+        sim.crash_now();
+        drop(store);
+        let disk = sim.reboot();
+        let options = Options {
+            storage: Arc::new(disk.clone()),
+            background_io: false,
+            ..options()
+        };
+        let store = Store::open(Path::new("/db"), options.clone()).unwrap();
+        assert_eq!(
+            read_state(&store, 80),
+            acked,
+            "seed {seed}: every acknowledged commit survives"
+        );
+        store.close().unwrap();
+        let report = vellum::restore::restore_with(
+            Arc::new(disk.clone()),
+            Path::new("/db"),
+            Path::new("/restored"),
+            RestoreTarget::Latest,
+        )
+        .unwrap_or_else(|e| panic!("seed {seed}: restore after a crash mid-archiving: {e}"));
+        let restored = Store::open(Path::new("/restored"), options).unwrap();
+        assert_eq!(
+            read_state(&restored, 80),
+            acked,
+            "seed {seed}: the archive restores it ({report:?})"
+        );
+    }
+}
