@@ -111,6 +111,11 @@ impl Arena {
         self.page_size_bytes
     }
 
+    /// Pages per arena file.
+    pub fn pages_per_file(&self) -> u64 {
+        self.pages_per_file
+    }
+
     /// How many pages of `space` exist.
     pub fn page_count(&self, space: Space) -> u64 {
         self.spaces[space.index()].read().len() as u64 * self.pages_per_file

@@ -7,6 +7,10 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+// Vectors are read zero-copy as `&[f32]` from pages whose format fixes them as little-endian.
+#[cfg(target_endian = "big")]
+compile_error!("Vellum reads f32 vectors in place from little-endian pages; big-endian targets are not supported");
+
 pub mod archive;
 mod archiver;
 pub mod arena;

@@ -133,7 +133,18 @@ pub(crate) fn recover(inner: &Inner, scan: ScanReport) -> Result<()> {
     *inner.writer.lock() = loaded.writer;
 
     let started = Instant::now();
-    crate::checkpoint::run(inner)?;
+    // A checkpoint makes the next open fast; after a clean close there is nothing to speed up,
+    // and skipping it spares an open of a cleanly closed store a checkpoint's writes.
+    let clean = report.records_redone == 0
+        && report.losers.is_empty()
+        && report.scan.torn_tail.is_none()
+        && report.scan.skipped.is_empty()
+        && report.pages_repaired.is_empty()
+        && report.damage_skipped.is_empty()
+        && !control.checkpoint_lsn.is_none();
+    if !clean {
+        crate::checkpoint::run(inner)?;
+    }
     report.checkpoint_time = started.elapsed();
     *inner.report.lock() = report;
     Ok(())

@@ -143,7 +143,11 @@ fn restore_into(
             ));
         }
     }
-    if let Some(parent) = dest.parent() {
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    {
         storage
             .sync_dir(parent)
             .context(|| format!("syncing directory {}", parent.display()))?;

@@ -208,19 +208,22 @@ impl ControlFile {
             Control::from_slot(&bytes[..CONTROL_SLOT_BYTES]),
             Control::from_slot(&bytes[CONTROL_SLOT_BYTES..2 * CONTROL_SLOT_BYTES]),
         ];
+        // A well-formed copy of a newer major version: this build must neither read the store
+        // from the older copy beside it nor change it.
+        if let Some(Err(reason)) = slots
+            .iter()
+            .find(|s| matches!(s, Err(r) if r.starts_with("format version")))
+        {
+            return Err(Error::Incompatible(format!("{}: {reason}", path.display())));
+        }
         match slots {
             [Ok(a), Ok(b)] => Ok(if a.sequence >= b.sequence { a } else { b }),
             [Ok(a), Err(_)] => Ok(a),
             [Err(_), Ok(b)] => Ok(b),
-            [Err(a), Err(b)] => {
-                let incompatible = a.starts_with("format version") || b.starts_with("format version");
-                let reason = format!("both control copies are invalid ({a}; {b})");
-                if incompatible {
-                    Err(Error::Incompatible(reason))
-                } else {
-                    Err(Error::corrupted_file(path, reason))
-                }
-            }
+            [Err(a), Err(b)] => Err(Error::corrupted_file(
+                path,
+                format!("both control copies are invalid ({a}; {b})"),
+            )),
         }
     }
 
@@ -278,6 +281,16 @@ mod tests {
             ControlFile::newest(Path::new("c"), &bytes).unwrap(),
             older,
             "a torn newer copy falls back"
+        );
+        let mut newer_version = bytes.clone();
+        let mut future = newer.to_slot();
+        future.version_major = U16::new(FORMAT_VERSION_MAJOR + 1);
+        future.crc = U32::new(crc32c::crc32c(&future.as_bytes()[..CONTROL_CRC_OFFSET]));
+        newer_version[512..].copy_from_slice(future.as_bytes());
+        let error = ControlFile::newest(Path::new("c"), &newer_version).unwrap_err();
+        assert!(
+            matches!(error, Error::Incompatible(_)),
+            "a newer major version is refused, not skipped: {error}"
         );
         bytes[100] ^= 0xff;
         let error = ControlFile::newest(Path::new("c"), &bytes).unwrap_err();

@@ -171,6 +171,8 @@ pub fn load(arena: &Arena, dimension: u32, next_txn_id: u64, skip_damaged: bool)
         chains: Vec::new(),
         skipped: Vec::new(),
         skip_damaged,
+        page_ids: Vec::new(),
+        pages_per_file: arena.pages_per_file(),
     };
     let page_count = arena.page_count(Space::Catalog);
     let mut spare_pages = Vec::new();
@@ -211,6 +213,9 @@ struct Loader<'a> {
     chains: Vec<(Box<str>, PageId, u32)>,
     skipped: Vec<String>,
     skip_damaged: bool,
+    /// Ids (and their vector slots) loaded from the current page, to roll back if it fails.
+    page_ids: Vec<(Box<str>, (u64, u32))>,
+    pages_per_file: u64,
 }
 
 impl Loader<'_> {
@@ -235,12 +240,21 @@ impl Loader<'_> {
         match PageKind::from_u8(header.kind) {
             Some(PageKind::Zero) | Some(PageKind::Overflow) => Ok(Some(page_no)),
             Some(PageKind::Catalog) => {
+                let mark = (self.page_ids.len(), self.chains.len());
                 if let Err(reason) = self.load_catalog_page(id, &image, &header) {
+                    // A page is loaded whole or not at all: forget what its earlier slots added.
+                    for (entry_id, vector) in self.page_ids.drain(mark.0..).collect::<Vec<_>>() {
+                        self.index.remove(&entry_id);
+                        self.used_vectors.remove(&vector);
+                    }
+                    self.chains.truncate(mark.1);
+                    let file = crate::arena::arena_file_name(Space::Catalog, page_no / self.pages_per_file);
                     self.damaged(Error::corrupted_file(
-                        format!("arena/{}", crate::arena::arena_file_name(Space::Catalog, 0)),
+                        format!("arena/{file}"),
                         format!("{id}: {reason}"),
                     ))?;
                 }
+                self.page_ids.clear();
                 Ok(None)
             }
             _ => {
@@ -312,8 +326,11 @@ impl Loader<'_> {
         }
         let id = std::str::from_utf8(&rest[..id_len]).map_err(|_| format!("slot {slot}: id is not UTF-8"))?;
         let meta_len = header.meta_len.get();
-        if meta_len as usize > meta::METADATA_MAX_BYTES || header.reserved.get() != 0 {
+        if meta_len as usize > meta::METADATA_MAX_BYTES {
             return Err(format!("slot {slot}: metadata length {meta_len} out of range"));
+        }
+        if header.reserved.get() != 0 {
+            return Err(format!("slot {slot}: reserved entry bytes are not zero"));
         }
         let vector_page = PageId::from_raw(header.vector_page.get())
             .filter(|p| p.space() == Space::Vector && p.page_no() < self.arena.page_count(Space::Vector))
@@ -358,9 +375,11 @@ impl Loader<'_> {
             meta,
             overflow,
         };
-        if self.index.insert(id.into(), located).is_some() {
+        if self.index.contains_key(id) {
             return Err(format!("slot {slot}: id {id:?} appears twice in the catalog"));
         }
+        self.index.insert(id.into(), located);
+        self.page_ids.push((id.into(), (vector_page.page_no(), vector_slot)));
         Ok(())
     }
 

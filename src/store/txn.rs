@@ -252,7 +252,7 @@ impl<'s> Transaction<'s> {
         meta::encode(metadata, &mut meta_bytes);
         let mut edits = Vec::new();
         let (vector_page, vector_slot) = self.place_vector(vector, &mut edits)?;
-        let overflow = self.place_overflow(&meta_bytes, &mut edits)?;
+        let overflow = self.place_overflow(id.len(), &meta_bytes, &mut edits)?;
         let entry = build_entry(vector_page, vector_slot, id, &meta_bytes, overflow);
         let placement = self.place_entry(entry.len())?;
         self.entry_edits(&placement, &entry, &mut edits);
@@ -302,9 +302,14 @@ impl<'s> Transaction<'s> {
     }
 
     /// Writes metadata too large to sit inline into a chain of overflow pages.
-    fn place_overflow(&mut self, meta_bytes: &[u8], edits: &mut Vec<OwnedEdit>) -> Result<Option<PageId>> {
+    fn place_overflow(
+        &mut self,
+        id_len: usize,
+        meta_bytes: &[u8],
+        edits: &mut Vec<OwnedEdit>,
+    ) -> Result<Option<PageId>> {
         let inner = self.store.inner();
-        if inline_fits(inner.arena.page_size_bytes(), meta_bytes.len()) {
+        if inline_fits(inner.arena.page_size_bytes(), id_len, meta_bytes.len()) {
             return Ok(None);
         }
         let capacity = inner.arena.page_size_bytes() as usize - OVERFLOW_DATA_OFFSET;
@@ -538,9 +543,9 @@ fn check_id(id: &str) -> Result<()> {
     Ok(())
 }
 
-/// True if metadata of `meta_len` bytes stays inline (an entry is at most a quarter page).
-fn inline_fits(page_size_bytes: u32, meta_len: usize) -> bool {
-    ENTRY_HEADER_BYTES + ID_MAX_BYTES + meta_len <= (page_size_bytes as usize - PAGE_HEADER_BYTES) / 4
+/// True if an entry with this id and metadata stays inline (an entry is at most a quarter page).
+fn inline_fits(page_size_bytes: u32, id_len: usize, meta_len: usize) -> bool {
+    ENTRY_HEADER_BYTES + id_len + meta_len <= (page_size_bytes as usize - PAGE_HEADER_BYTES) / 4
 }
 
 fn meta_len(located: &Located) -> u32 {

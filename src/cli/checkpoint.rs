@@ -1,0 +1,28 @@
+//! `vellum checkpoint <DIR>`: writes every dirty page and moves the recovery start forward.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use vellum::SyncMode;
+
+use super::common::{Failure, ms, open_store};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The store.
+    pub dir: PathBuf,
+}
+
+pub fn run(args: Args) -> Result<(), Failure> {
+    let store = open_store(&args.dir, SyncMode::Always)?;
+    let started = Instant::now();
+    let lsn = store
+        .checkpoint()
+        .map_err(|e| Failure::from_error(format!("checkpointing {}", args.dir.display()), e))?;
+    let took = started.elapsed();
+    store
+        .close()
+        .map_err(|e| Failure::from_error(format!("closing {}", args.dir.display()), e))?;
+    println!("checkpoint at LSN {lsn} ({})", ms(took));
+    Ok(())
+}

@@ -1,0 +1,393 @@
+//! What the subcommands share: exit codes and failures, opening a store, sync-mode flags,
+//! progress bars, times, sizes and the JSON form of a recovery report.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{Value, json};
+use vellum::storage::{RealStorage, Storage};
+use vellum::{Error, Options, RecoveryReport, Store, SyncMode};
+
+/// Success.
+pub const EXIT_OK: u8 = 0;
+/// The id, store or file asked for does not exist; or `verify` found damage.
+pub const EXIT_NOT_FOUND: u8 = 1;
+/// Bad arguments (clap's own usage errors exit 2 as well).
+pub const EXIT_USAGE: u8 = 2;
+/// An I/O error, damage on disk, or files of an incompatible format.
+pub const EXIT_STORE: u8 = 3;
+/// The input file of an import is malformed or holds a record the store refuses.
+pub const EXIT_INPUT: u8 = 4;
+/// The store is open in another process.
+pub const EXIT_BUSY: u8 = 5;
+
+const _: () = assert!(EXIT_OK == 0);
+
+/// Why a subcommand failed: the exit code and one sentence for stderr.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: u8, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Failure {
+        Failure::new(EXIT_NOT_FOUND, message)
+    }
+
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure::new(EXIT_USAGE, message)
+    }
+
+    pub fn store(message: impl Into<String>) -> Failure {
+        Failure::new(EXIT_STORE, message)
+    }
+
+    pub fn input(message: impl Into<String>) -> Failure {
+        Failure::new(EXIT_INPUT, message)
+    }
+
+    /// A library error, after `context` ("opening the store at x"), with the exit code its
+    /// kind calls for.
+    pub fn from_error(context: impl std::fmt::Display, error: Error) -> Failure {
+        Failure::new(error_code(&error), format!("{context}: {error}"))
+    }
+
+    /// An I/O error while doing `context`.
+    pub fn io(context: impl std::fmt::Display, error: std::io::Error) -> Failure {
+        let code = if error.kind() == std::io::ErrorKind::NotFound {
+            EXIT_NOT_FOUND
+        } else {
+            EXIT_STORE
+        };
+        Failure::new(code, format!("{context}: {error}"))
+    }
+}
+
+/// The exit code for a library error.
+pub fn error_code(error: &Error) -> u8 {
+    match error {
+        Error::NotFound(_) => EXIT_NOT_FOUND,
+        Error::InvalidArgument(_) | Error::AlreadyExists => EXIT_USAGE,
+        _ => EXIT_STORE,
+    }
+}
+
+/// Rust ignores SIGPIPE, so `vellum wal-dump DIR | head` would end in a write error; a
+/// command-line tool should end quietly like the others in the pipeline.
+pub fn restore_default_sigpipe() {
+    // SAFETY: setting a signal disposition to its default at start-up, before any thread runs;
+    // no handler code is involved.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// The `--sync` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncArg {
+    /// A commit returns once its log bytes are durable (fdatasync, shared by group commit).
+    #[default]
+    Always,
+    /// A background flush every --sync-interval: a crash loses at most the last interval.
+    Interval,
+    /// Durable only at checkpoints and at the end of the command.
+    Never,
+}
+
+/// Sync-mode flags of the subcommands that write.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SyncArgs {
+    /// When a commit is durable. Not stored in the store: it applies to this command only.
+    #[arg(long, value_enum, default_value_t = SyncArg::Always)]
+    pub sync: SyncArg,
+    /// The flush interval of `--sync interval` (e.g. 100ms, 1s).
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
+    pub sync_interval: Duration,
+}
+
+impl SyncArgs {
+    pub fn mode(&self) -> SyncMode {
+        match self.sync {
+            SyncArg::Always => SyncMode::Always,
+            SyncArg::Interval => SyncMode::Interval(self.sync_interval),
+            SyncArg::Never => SyncMode::Never,
+        }
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| format!("{e} (try 100ms or 1s)"))?;
+    if duration.is_zero() {
+        return Err("the interval must be longer than zero".into());
+    }
+    Ok(duration)
+}
+
+/// Parses a byte count: a plain number, or one with a KiB, MiB or GiB suffix.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, ""),
+    };
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a byte count (e.g. 16384 or 16KiB)"))?;
+    let multiplier: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        other => return Err(format!("unknown unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    value
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{text} is too large"))
+}
+
+/// Parses an LSN: a decimal number, or hexadecimal with 0x.
+pub fn parse_lsn(text: &str) -> Result<u64, String> {
+    let parsed = match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|_| format!("{text:?} is not an LSN (a byte address like 4128 or 0x1020)"))
+}
+
+/// Parses an RFC 3339 instant: `2026-11-21T15:02:27Z`, fractions of a second and offsets
+/// like `+02:00` allowed.
+pub fn parse_time(text: &str) -> Result<SystemTime, String> {
+    let bad = || format!("{text:?} is not an RFC 3339 time like 2026-11-21T15:02:27Z or 2026-11-21T17:02:27+02:00");
+    if text.ends_with('Z') || text.ends_with('z') || text.ends_with("+00:00") {
+        let normal = text.replace('z', "Z");
+        return humantime::parse_rfc3339(&normal).map_err(|_| bad());
+    }
+    let bytes = text.as_bytes();
+    if bytes.len() < 25 || !matches!(bytes[bytes.len() - 6], b'+' | b'-') || bytes[bytes.len() - 3] != b':' {
+        return Err(format!("{}: give the time zone (Z or an offset like +02:00)", bad()));
+    }
+    let (local, offset) = text.split_at(text.len() - 6);
+    if local.as_bytes().get(10) != Some(&b'T') {
+        return Err(bad());
+    }
+    let hours: u64 = offset[1..3].parse().map_err(|_| bad())?;
+    let minutes: u64 = offset[4..6].parse().map_err(|_| bad())?;
+    if hours > 23 || minutes > 59 {
+        return Err(bad());
+    }
+    let shift = Duration::from_secs(hours * 3600 + minutes * 60);
+    let local = humantime::parse_rfc3339_weak(local).map_err(|_| bad())?;
+    let utc = if offset.starts_with('+') {
+        local.checked_sub(shift)
+    } else {
+        local.checked_add(shift)
+    };
+    utc.ok_or_else(bad)
+}
+
+/// Microseconds since the Unix epoch as RFC 3339 UTC with microseconds.
+pub fn rfc3339_us(us: u64) -> String {
+    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_micros(us)).to_string()
+}
+
+/// True when progress bars may be drawn: stdout and stderr are terminals.
+pub fn interactive() -> bool {
+    std::io::stdout().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// A progress bar on stderr over `total` units (bytes if `bytes`), hidden unless interactive.
+pub fn progress_bar(total: u64, message: &str, bytes: bool) -> ProgressBar {
+    if !interactive() {
+        return ProgressBar::hidden();
+    }
+    let template = if bytes {
+        "{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})"
+    } else {
+        "{msg} [{bar:40}] {pos}/{len} (eta {eta})"
+    };
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(template)
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(message.to_string());
+    bar
+}
+
+/// A spinner on stderr for work of unknown length, hidden unless interactive.
+pub fn spinner(message: &str) -> ProgressBar {
+    if !interactive() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("a valid template"));
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+/// Fails with exit code 5 if another process has the store open (holds its `LOCK`).
+pub fn check_not_busy(dir: &Path) -> Result<(), Failure> {
+    match lock(dir) {
+        Lock::Busy => Err(Failure::new(
+            EXIT_BUSY,
+            format!(
+                "{} is open in another process; try again when it has closed it",
+                dir.display()
+            ),
+        )),
+        Lock::Held(_) | Lock::NoLockFile => Ok(()),
+    }
+}
+
+/// The store's lock, taken without creating anything.
+pub enum Lock {
+    /// Taken; released when dropped.
+    Held(#[allow(dead_code)] Box<dyn std::any::Any + Send + Sync>),
+    /// Another process holds it.
+    Busy,
+    /// No `LOCK` file (a store never opened), or it could not be taken for another reason.
+    NoLockFile,
+}
+
+/// Tries to take the store's `LOCK` (the advisory lock `Store::open` takes), only if the file
+/// exists, so nothing in the directory changes.
+pub fn lock(dir: &Path) -> Lock {
+    let path = dir.join("LOCK");
+    if !path.is_file() {
+        return Lock::NoLockFile;
+    }
+    match RealStorage::new().lock_exclusive(&path) {
+        Ok(guard) => Lock::Held(guard),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Lock::Busy,
+        Err(_) => Lock::NoLockFile,
+    }
+}
+
+/// Opens the store in `dir` (running recovery, as every open does) with `sync`.
+pub fn open_store(dir: &Path, sync: SyncMode) -> Result<Store, Failure> {
+    check_not_busy(dir)?;
+    let options = Options {
+        sync,
+        ..Options::default()
+    };
+    Store::open(dir, options).map_err(|e| Failure::from_error(format!("cannot open the store at {}", dir.display()), e))
+}
+
+/// Total size and count of the regular files under `dir` (recursively); zeros if absent.
+pub fn dir_usage(dir: &Path) -> (u64, u64) {
+    let mut files = 0;
+    let mut bytes = 0;
+    let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                files += 1;
+                bytes += meta.len();
+            }
+        }
+    }
+    (files, bytes)
+}
+
+/// A duration in milliseconds with three decimals, for people.
+pub fn ms(duration: Duration) -> String {
+    format!("{:.3} ms", duration.as_secs_f64() * 1e3)
+}
+
+/// A byte count for people: 1.5 MiB.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// The JSON form of a recovery report (README, "stats --json").
+pub fn recovery_json(report: &RecoveryReport) -> Value {
+    let scan = &report.scan;
+    json!({
+        "scan": {
+            "start_lsn": scan.start_lsn.get(),
+            "end_lsn": scan.end_lsn.get(),
+            "last_record_lsn": scan.last_record_lsn.map(|l| l.get()),
+            "records": scan.records,
+            "torn_tail": scan.torn_tail.as_ref().map(|t| json!({
+                "lsn": t.lsn.get(),
+                "garbage_bytes": t.garbage_bytes,
+                "reason": t.reason,
+            })),
+            "skipped": scan.skipped.iter().map(|s| json!({
+                "from": s.from.get(),
+                "to": s.to.get(),
+                "reason": s.reason,
+            })).collect::<Vec<_>>(),
+        },
+        "analysis_start": report.analysis_start.get(),
+        "redo_start": report.redo_start.get(),
+        "end_lsn": report.end_lsn.get(),
+        "records_redone": report.records_redone,
+        "records_skipped": report.records_skipped,
+        "losers": report.losers,
+        "clrs_written": report.clrs_written,
+        "pages_repaired": report.pages_repaired,
+        "damage_skipped": report.damage_skipped,
+        "analysis_time_us": report.analysis_time.as_micros() as u64,
+        "redo_time_us": report.redo_time.as_micros() as u64,
+        "undo_time_us": report.undo_time.as_micros() as u64,
+        "checkpoint_time_us": report.checkpoint_time.as_micros() as u64,
+    })
+}
+
+/// Prints one JSON value on one line.
+pub fn print_json(value: &Value) {
+    println!("{value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_take_binary_suffixes() {
+        assert_eq!(parse_bytes("16384"), Ok(16384));
+        assert_eq!(parse_bytes("16KiB"), Ok(16384));
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert!(parse_bytes("12XB").is_err(), "unknown units are refused");
+    }
+
+    #[test]
+    fn times_with_offsets_are_converted_to_utc() {
+        let z = parse_time("2026-11-21T15:02:27Z").unwrap();
+        assert_eq!(parse_time("2026-11-21T17:02:27+02:00").unwrap(), z);
+        assert_eq!(parse_time("2026-11-21T14:02:27-01:00").unwrap(), z);
+        assert!(
+            parse_time("2026-11-21T15:02:27").is_err(),
+            "a time without a zone is ambiguous"
+        );
+        assert_eq!(rfc3339_us(1_500_000), "1970-01-01T00:00:01.500000Z");
+    }
+}

@@ -1,0 +1,83 @@
+//! The subcommands, one module each, and what they share (`common`, `input`).
+
+mod checkpoint;
+mod common;
+mod create;
+mod delete;
+mod demo;
+mod get;
+mod import;
+mod input;
+mod restore;
+mod search;
+mod stats;
+mod verify;
+mod wal_dump;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// An embedded, crash-safe vector store: the command-line tool.
+///
+/// Exit codes: 0 success; 1 not found or verification failed; 2 usage; 3 I/O error, damage or
+/// incompatible files; 4 bad input data; 5 the store is open in another process.
+#[derive(Parser, Debug)]
+#[command(name = "vellum", version, about, long_about = None, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a store of fixed-dimension float32 vectors in a new directory.
+    Create(create::Args),
+    /// Load vectors from a JSONL, fvecs or npy file, committing them in batches.
+    Import(import::Args),
+    /// Print one vector as a JSON object {"id","vector","metadata"}; exit 1 if absent.
+    Get(get::Args),
+    /// Delete one vector; exit 1 if absent.
+    Delete(delete::Args),
+    /// Exact k-nearest-neighbour search; prints `<id>\t<score>` lines, best first.
+    Search(search::Args),
+    /// Write every dirty page and move the recovery start point forward.
+    Checkpoint(checkpoint::Args),
+    /// Check every control, log record, page and archive checksum without changing anything.
+    Verify(verify::Args),
+    /// Print the write-ahead log, one record a line, without opening the store.
+    #[command(name = "wal-dump")]
+    WalDump(wal_dump::Args),
+    /// Counts, sizes, LSNs, the last checkpoint, the archive and the recovery report.
+    Stats(stats::Args),
+    /// Restore a store as it was at an LSN or instant into a new directory.
+    Restore(restore::Args),
+    /// The crash-safety story in one command: import, SIGKILL, recover, check, search, restore.
+    Demo(demo::Args),
+}
+
+/// Parses the command line and runs the subcommand; errors go to stderr as one sentence.
+pub fn main() -> ExitCode {
+    common::restore_default_sigpipe();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Create(args) => create::run(args),
+        Command::Import(args) => import::run(args),
+        Command::Get(args) => get::run(args),
+        Command::Delete(args) => delete::run(args),
+        Command::Search(args) => search::run(args),
+        Command::Checkpoint(args) => checkpoint::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::WalDump(args) => wal_dump::run(args),
+        Command::Stats(args) => stats::run(args),
+        Command::Restore(args) => restore::run(args),
+        Command::Demo(args) => demo::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("vellum: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! `vellum search <DIR> --vector '[...]'`: exact k-nearest neighbours, best first.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+use vellum::{Metric, SyncMode};
+
+use super::common::{Failure, open_store, print_json};
+
+/// The `--metric` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricArg {
+    /// Cosine similarity (higher is closer).
+    Cosine,
+    /// Euclidean distance (lower is closer).
+    L2,
+    /// Dot product (higher is closer).
+    Dot,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The store.
+    pub dir: PathBuf,
+    /// The query: a JSON array of numbers with the store's dimension.
+    #[arg(long, value_name = "JSON", allow_hyphen_values = true)]
+    pub vector: String,
+    /// How many results.
+    #[arg(short, long, value_name = "N", default_value_t = 10)]
+    pub k: usize,
+    /// The similarity measure.
+    #[arg(long, value_enum, default_value_t = MetricArg::Cosine)]
+    pub metric: MetricArg,
+    /// Only vectors whose metadata holds this pair.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub filter: Option<String>,
+    /// Print a JSON array of {"id","score"} objects instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> Result<(), Failure> {
+    let query: Vec<f32> = serde_json::from_str(&args.vector)
+        .map_err(|e| Failure::usage(format!("--vector must be a JSON array of numbers: {e}")))?;
+    let filter = match &args.filter {
+        Some(pair) => match pair.split_once('=') {
+            Some((key, value)) => Some((key, value)),
+            None => return Err(Failure::usage(format!("--filter {pair:?} must look like key=value"))),
+        },
+        None => None,
+    };
+    let metric = match args.metric {
+        MetricArg::Cosine => Metric::Cosine,
+        MetricArg::L2 => Metric::L2,
+        MetricArg::Dot => Metric::Dot,
+    };
+    let store = open_store(&args.dir, SyncMode::Always)?;
+    if query.len() != store.dimension() {
+        return Err(Failure::usage(format!(
+            "--vector has {} components, the store at {} holds {}",
+            query.len(),
+            args.dir.display(),
+            store.dimension()
+        )));
+    }
+    let hits = store
+        .search_filtered(&query, args.k, metric, filter)
+        .map_err(|e| Failure::from_error(format!("searching {}", args.dir.display()), e))?;
+    if args.json {
+        let hits: Vec<_> = hits
+            .iter()
+            .map(|(id, score)| json!({"id": id, "score": score}))
+            .collect();
+        print_json(&json!(hits));
+    } else {
+        for (id, score) in hits {
+            println!("{id}\t{score}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! `vellum stats <DIR>`: counts, sizes, LSNs, the last checkpoint, the archive, and the report
+//! of the recovery this command's own open ran.
+//!
+//! The checkpoint shown is the one the control file named before this open (every open ends
+//! its recovery with a checkpoint of its own); the recovery report is that of this open, which
+//! is the store's last recovery: after a crash it is the one that repaired the store.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use vellum::SyncMode;
+use vellum::storage::RealStorage;
+use vellum::store::control::{Control, ControlFile};
+
+use super::common::{
+    Failure, check_not_busy, dir_usage, human_bytes, open_store, print_json, recovery_json, rfc3339_us,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The store.
+    pub dir: PathBuf,
+    /// Print one JSON object (README, "stats --json").
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Files of one kind in a directory: how many and how large.
+#[derive(Default, Clone, Copy)]
+struct Files {
+    count: u64,
+    bytes: u64,
+}
+
+fn files_matching(dir: &Path, keep: impl Fn(&str) -> bool) -> Files {
+    let mut files = Files::default();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return files;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !keep(name) {
+            continue;
+        }
+        if let Ok(meta) = entry.metadata()
+            && meta.is_file()
+        {
+            files.count += 1;
+            files.bytes += meta.len();
+        }
+    }
+    files
+}
+
+/// Archive files by extension (`lz4`, ...; `none` without one), recursively.
+fn archive_by_extension(dir: &Path) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let ext = path
+                    .extension()
+                    .map_or("none".to_string(), |e| e.to_string_lossy().into_owned());
+                *counts.entry(ext).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+fn checkpoint_json(control: &Control) -> Value {
+    if control.checkpoint_lsn.is_none() {
+        return Value::Null;
+    }
+    json!({
+        "lsn": control.checkpoint_lsn.get(),
+        "end_lsn": control.checkpoint_end_lsn.get(),
+        "redo_lsn": control.redo_lsn.get(),
+        "time": rfc3339_us(control.checkpoint_us),
+        "time_us": control.checkpoint_us,
+        "next_txn_id": control.next_txn_id,
+        "truncate_lsn": control.truncate_lsn.get(),
+    })
+}
+
+pub fn run(args: Args) -> Result<(), Failure> {
+    let dir = &args.dir;
+    check_not_busy(dir)?;
+    let (_, before) = ControlFile::open(&RealStorage::new(), dir)
+        .map_err(|e| Failure::from_error(format!("cannot read the control file of {}", dir.display()), e))?;
+    let store = open_store(dir, SyncMode::Always)?;
+    let wal = store.wal();
+    let segments = wal.segment_numbers();
+    let segment_bytes: u64 = segments
+        .iter()
+        .filter_map(|&n| std::fs::metadata(wal.segment_path(n)).ok())
+        .map(|m| m.len())
+        .sum();
+    let spares = files_matching(&dir.join("wal"), |n| n.starts_with("spare-"));
+    let catalog = files_matching(&dir.join("arena"), |n| {
+        n.starts_with("catalog-") && n.ends_with(".pages")
+    });
+    let vectors = files_matching(&dir.join("arena"), |n| {
+        n.starts_with("vector-") && n.ends_with(".pages")
+    });
+    let doublewrite_bytes = std::fs::metadata(dir.join("DOUBLEWRITE")).map_or(0, |m| m.len());
+    let archive_dir = dir.join("archive");
+    let (archive_files, archive_bytes) = dir_usage(&archive_dir);
+    let page = u64::from(before.page_size_bytes);
+    let report = store.recovery_report();
+    let stats = json!({
+        "store": dir.display().to_string(),
+        "store_id": format!("{:016x}", before.store_id),
+        "timeline": before.timeline,
+        "created": rfc3339_us(before.created_us),
+        "created_us": before.created_us,
+        "dimension": store.dimension(),
+        "page_size": before.page_size_bytes,
+        "segment_size": before.segment_size_bytes,
+        "vectors": store.len(),
+        "wal": {
+            "segments": segments,
+            "segment_count": segments.len(),
+            "bytes": segment_bytes,
+            "spares": spares.count,
+            "spare_bytes": spares.bytes,
+            "first_lsn": wal.first_lsn().get(),
+            "end_lsn": wal.end_lsn().get(),
+            "durable_lsn": wal.durable_lsn().get(),
+        },
+        "checkpoint": checkpoint_json(&before),
+        "arena": {
+            "catalog_files": catalog.count,
+            "catalog_bytes": catalog.bytes,
+            "catalog_pages": catalog.bytes / page,
+            "vector_files": vectors.count,
+            "vector_bytes": vectors.bytes,
+            "vector_pages": vectors.bytes / page,
+        },
+        "doublewrite_bytes": doublewrite_bytes,
+        "archive": {
+            "present": archive_dir.is_dir(),
+            "files": archive_files,
+            "bytes": archive_bytes,
+            "by_extension": archive_by_extension(&archive_dir),
+        },
+        "recovery": recovery_json(&report),
+    });
+    drop(store);
+    if args.json {
+        print_json(&stats);
+        return Ok(());
+    }
+    let s = &stats;
+    println!(
+        "store:        {} (id {}, timeline {})",
+        dir.display(),
+        s["store_id"].as_str().unwrap_or(""),
+        before.timeline
+    );
+    println!("created:      {}", s["created"].as_str().unwrap_or(""));
+    println!("vectors:      {} of dimension {}", s["vectors"], s["dimension"]);
+    println!(
+        "geometry:     {}-byte pages, {}-byte segments",
+        before.page_size_bytes, before.segment_size_bytes
+    );
+    println!(
+        "wal:          {} segments {:?} ({}), {} spares; LSN {}..{} (durable to {})",
+        segments.len(),
+        segments,
+        human_bytes(segment_bytes),
+        spares.count,
+        s["wal"]["first_lsn"],
+        s["wal"]["end_lsn"],
+        s["wal"]["durable_lsn"]
+    );
+    if before.checkpoint_lsn.is_none() {
+        println!("checkpoint:   none before this open");
+    } else {
+        println!(
+            "checkpoint:   LSN {} (end {}) at {}, next txn {}, log kept from {}",
+            before.checkpoint_lsn,
+            before.checkpoint_end_lsn,
+            rfc3339_us(before.checkpoint_us),
+            before.next_txn_id,
+            before.truncate_lsn
+        );
+    }
+    println!(
+        "arena:        {} catalog files ({}), {} vector files ({})",
+        catalog.count,
+        human_bytes(catalog.bytes),
+        vectors.count,
+        human_bytes(vectors.bytes)
+    );
+    println!("doublewrite:  {}", human_bytes(doublewrite_bytes));
+    if archive_dir.is_dir() {
+        println!("archive:      {archive_files} files ({})", human_bytes(archive_bytes));
+    } else {
+        println!("archive:      none");
+    }
+    println!("recovery (this open):");
+    for line in report.to_string().lines() {
+        println!("  {line}");
+    }
+    Ok(())
+}
