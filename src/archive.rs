@@ -136,12 +136,17 @@ pub fn shuffle4(bytes: &[u8], out: &mut Vec<u8>) {
     let words = bytes.len() / 4;
     out.clear();
     out.resize(bytes.len(), 0);
-    for lane in 0..4 {
-        for word in 0..words {
-            out[lane * words + word] = bytes[word * 4 + lane];
-        }
+    let (streams, tail) = out.split_at_mut(words * 4);
+    let (s0, rest) = streams.split_at_mut(words);
+    let (s1, rest) = rest.split_at_mut(words);
+    let (s2, s3) = rest.split_at_mut(words);
+    for (i, word) in bytes.chunks_exact(4).enumerate() {
+        s0[i] = word[0];
+        s1[i] = word[1];
+        s2[i] = word[2];
+        s3[i] = word[3];
     }
-    out[words * 4..].copy_from_slice(&bytes[words * 4..]);
+    tail.copy_from_slice(&bytes[words * 4..]);
 }
 
 /// Undoes [`shuffle4`].
@@ -149,12 +154,14 @@ pub fn unshuffle4(bytes: &[u8], out: &mut Vec<u8>) {
     let words = bytes.len() / 4;
     out.clear();
     out.resize(bytes.len(), 0);
-    for lane in 0..4 {
-        for word in 0..words {
-            out[word * 4 + lane] = bytes[lane * words + word];
-        }
+    let (s0, rest) = bytes.split_at(words);
+    let (s1, rest) = rest.split_at(words);
+    let (s2, rest) = rest.split_at(words);
+    let (s3, tail) = rest.split_at(words);
+    for (i, word) in out[..words * 4].chunks_exact_mut(4).enumerate() {
+        word.copy_from_slice(&[s0[i], s1[i], s2[i], s3[i]]);
     }
-    out[words * 4..].copy_from_slice(&bytes[words * 4..]);
+    out[words * 4..].copy_from_slice(tail);
 }
 
 /// Compresses `raw` into blocks appended to `out`; returns the CRC32C of `raw`.
@@ -378,7 +385,8 @@ pub fn list(storage: &dyn Storage, store_dir: &Path, tidy: bool) -> Result<Listi
             .and_then(|f| f.len())
             .context(|| format!("reading {}", path.display()))?;
         if let Some(hex) = name.strip_prefix("wal-").and_then(|n| n.strip_suffix(".lz4")) {
-            if let Ok(segment_no) = u64::from_str_radix(hex, 16) {
+            let canonical = hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if let Some(segment_no) = canonical.then(|| u64::from_str_radix(hex, 16).ok()).flatten() {
                 listing.segments.push((segment_no, path, size));
             }
         } else if name.starts_with("base-") && name.ends_with(".lz4") {

@@ -28,6 +28,8 @@ pub struct Archiver {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The first error the background archiver met (reported by the next checkpoint).
     failure: Mutex<Option<String>>,
+    /// Retention runs one at a time (the archiver thread and checkpoints both apply it).
+    retention: Mutex<()>,
 }
 
 impl std::fmt::Debug for Archiver {
@@ -214,6 +216,7 @@ fn write_base_image(inner: &Inner, info: &BaseImageInfo) -> Result<()> {
 /// Deletes base images the retention policy does not keep and archived segments no retained
 /// base image needs. The newest base image is always kept.
 pub(crate) fn apply_retention(inner: &Inner) -> Result<()> {
+    let _one_at_a_time = inner.archiver.retention.lock();
     let storage = inner.options.storage.as_ref();
     let listing = archive::list(storage, &inner.dir, false)?;
     let segment_size_bytes = inner.control.lock().1.segment_size_bytes;
@@ -221,16 +224,13 @@ pub(crate) fn apply_retention(inner: &Inner) -> Result<()> {
         return Ok(());
     };
     let needed_segment = listing.bases[keep_from].0.truncate_lsn.get() / segment_size_bytes;
-    for (_, path, _) in &listing.bases[..keep_from] {
-        storage
-            .remove_file(path)
-            .context(|| format!("removing {}", path.display()))?;
-    }
-    for (segment_no, path, _) in &listing.segments {
-        if *segment_no < needed_segment {
-            storage
-                .remove_file(path)
-                .context(|| format!("removing {}", path.display()))?;
+    let doomed = listing.bases[..keep_from].iter().map(|b| &b.1);
+    let doomed = doomed.chain(listing.segments.iter().filter(|s| s.0 < needed_segment).map(|s| &s.1));
+    for path in doomed {
+        match storage.remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
         }
     }
     let dir = inner.dir.join(ARCHIVE_DIR);

@@ -165,7 +165,9 @@ fn pick_base(listing: &archive::Listing, target: RestoreTarget, src: &Path) -> R
     })?;
     let fits = |b: &ArchiveHeader| match target {
         RestoreTarget::Latest => true,
-        RestoreTarget::Lsn(lsn) => b.first_lsn.get() <= lsn.0,
+        // A base image is fuzzy: its pages may hold changes logged up to its checkpoint's end
+        // record, and a cut before that record could not undo them.
+        RestoreTarget::Lsn(lsn) => b.end_lsn.get() <= lsn.0,
         RestoreTarget::Time(time) => b.first_us.get() <= micros(time),
     };
     listing.bases.iter().rev().map(|b| b.0).find(fits).ok_or_else(|| {

@@ -566,6 +566,13 @@ impl Wal {
         result
     }
 
+    /// Makes the log durable and zeroes the rest of its last page (what `close` does, for an
+    /// owner that cannot give the `Wal` up, such as a store closing).
+    pub fn finish(&self) -> Result<()> {
+        self.sync()?;
+        self.zero_rest_of_page()
+    }
+
     fn zero_rest_of_page(&self) -> Result<()> {
         let shared = &*self.shared;
         let _io = shared.io.lock();

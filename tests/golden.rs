@@ -1,0 +1,1822 @@
+//! Golden vectors of the on-disk format (`format-spec/vectors/`, described in its README.md).
+//!
+//! This file holds two things, shared with `tests/conformance.rs` (which includes it):
+//!
+//! * the **decoders** that turn a vector's bytes into its expected JSON with the engine's own
+//!   decoders (`decode_vector`) and the **encoders** that rebuild the bytes from that JSON
+//!   (`encode_vector`);
+//! * the **generator**, `regenerate_golden_vectors` (ignored): it builds every vector
+//!   deterministically (fixed store id, timestamps and seeds) and writes `<name>.bin` and
+//!   `<name>.json`. Run it with
+//!   `cargo test --release --test golden -- --ignored` and review the diff.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
+
+use vellum::archive::{self, ArchiveHeader, BlockHeader, KIND_BASE_IMAGE, KIND_WAL_SEGMENT};
+use vellum::page::{self, CatalogSlot, EntryHeader, PageId, PageKind, Space};
+use vellum::record::{self, Checkpoint, DirtyPage, Edit, Op, Payload, TxnEntry};
+use vellum::storage::{SimStorage, Storage};
+use vellum::store::control::{CONTROL_SLOT_BYTES, Control, ControlFile};
+use vellum::store::meta;
+use vellum::wal::format::{
+    HeaderFault, PageHeader as WalPageHeader, RECORD_HEADER_BYTES, RecordHeader, SEGMENT_HEADER_BYTES, SegmentHeader,
+    record_crc,
+};
+use vellum::wal::segment::segment_file_name;
+use vellum::wal::{Geometry, LogIdentity, RecordSpec, Wal, WalConfig};
+use vellum::{Error, Lsn, RecoveryMode, SyncMode};
+
+/// Where the vectors live.
+pub fn vectors_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("format-spec/vectors")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixed parameters of every vector.
+
+pub const PAGE: u32 = 4096;
+pub const SEGMENT: u64 = 4096 * 8;
+pub const STORE_ID: u64 = 0x5645_4C4C_554D_0001;
+pub const DIMENSION: u32 = 4;
+/// 2023-11-14T22:13:20Z in µs: every timestamp of every vector is this plus a small offset.
+pub const T0: u64 = 1_700_000_000_000_000;
+
+// ---------------------------------------------------------------------------------------------
+// JSON helpers.
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn unhex(text: &str) -> Vec<u8> {
+    assert!(text.len().is_multiple_of(2), "hex string of odd length");
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex digits"))
+        .collect()
+}
+
+/// A `u64` that may exceed 2^53 (page ids, store ids): `"0x"` and 16 hex digits.
+pub fn hex64(value: u64) -> String {
+    format!("{value:#018x}")
+}
+
+/// A CRC: `"0x"` and 8 hex digits.
+pub fn hex32(value: u32) -> String {
+    format!("{value:#010x}")
+}
+
+fn parse_hex_u64(value: &Value) -> u64 {
+    let text = value.as_str().expect("hex string");
+    u64::from_str_radix(text.strip_prefix("0x").expect("0x prefix"), 16).expect("hex number")
+}
+
+fn num(value: &Value, key: &str) -> u64 {
+    value[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("field {key} is not a number in {value}"))
+}
+
+fn hexnum(value: &Value, key: &str) -> u64 {
+    parse_hex_u64(&value[key])
+}
+
+fn text<'a>(value: &'a Value, key: &str) -> &'a str {
+    value[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("field {key} is not a string in {value}"))
+}
+
+/// The error classes a vector may expect (README.md).
+pub fn error_value(kind: &str, message: impl std::fmt::Display) -> Value {
+    json!({ "error": kind, "message": message.to_string() })
+}
+
+fn engine_error(error: &Error) -> Value {
+    let kind = match error {
+        Error::Corrupted { .. } => "damaged",
+        Error::Incompatible(_) => "incompatible",
+        Error::NotFound(_) => "not-found",
+        _ => "other",
+    };
+    error_value(kind, error)
+}
+
+fn fault_value(fault: &HeaderFault) -> Value {
+    let kind = match fault {
+        HeaderFault::Damaged(_) => "damaged",
+        HeaderFault::Stale(_) => "stale",
+        HeaderFault::Foreign(_) => "foreign",
+    };
+    error_value(kind, fault)
+}
+
+fn decoded(value: Value) -> Value {
+    json!({ "decoded": value })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding: bytes -> {"decoded": …} or {"error": …, "message": …}.
+
+/// Decodes `bytes` as the structure `meta["structure"]` with the parameters `meta["input"]`.
+pub fn decode_vector(meta: &Value, bytes: &[u8]) -> Value {
+    let input = &meta["input"];
+    match text(meta, "structure") {
+        "record-payload" => decode_payload_vector(input, bytes),
+        "record" => decode_record_vector(input, bytes),
+        "wal-page-header" => decode_wal_page_header(input, bytes),
+        "segment-header" => decode_segment_header(input, bytes),
+        "wal-log" => decode_wal_log(input, bytes),
+        "control-file" => decode_control_file(bytes),
+        "arena-page" => decode_arena_page(input, bytes),
+        "archive" => decode_archive(input, bytes),
+        other => panic!("unknown structure {other}"),
+    }
+}
+
+fn edit_json(edit: &Edit<'_>) -> Value {
+    json!({
+        "page": hex64(edit.page.0),
+        "offset": edit.offset,
+        "length": edit.after.len(),
+        "before": edit.before.map(hex),
+        "after": hex(edit.after),
+    })
+}
+
+pub fn payload_json(payload: &Payload<'_>) -> Value {
+    match payload {
+        Payload::Update { op, id, edits } => json!({
+            "kind": "update",
+            "op": op.name(),
+            "id": id,
+            "edits": edits.iter().map(edit_json).collect::<Vec<_>>(),
+        }),
+        Payload::Clr { undo_next, edits } => json!({
+            "kind": "clr",
+            "undo_next": undo_next.0,
+            "edits": edits.iter().map(edit_json).collect::<Vec<_>>(),
+        }),
+        Payload::Commit => json!({ "kind": "commit" }),
+        Payload::Abort => json!({ "kind": "abort" }),
+        Payload::End => json!({ "kind": "end" }),
+        Payload::CheckpointBegin => json!({ "kind": "checkpoint-begin" }),
+        Payload::CheckpointEnd(c) => json!({
+            "kind": "checkpoint-end",
+            "begin_lsn": c.begin_lsn.0,
+            "next_txn_id": c.next_txn_id,
+            "txns": c.txns.iter().map(|t| json!({
+                "txn_id": t.txn_id,
+                "last_lsn": t.last_lsn.0,
+                "undo_next": t.undo_next.0,
+                "state": t.state,
+            })).collect::<Vec<_>>(),
+            "dirty": c.dirty.iter().map(|d| json!({
+                "page": hex64(d.page.0),
+                "rec_lsn": d.rec_lsn.0,
+            })).collect::<Vec<_>>(),
+        }),
+        Payload::PageInit { page, kind, a, b } => json!({
+            "kind": "page-init",
+            "page": hex64(page.0),
+            "page_kind": kind,
+            "a": a,
+            "b": b,
+        }),
+    }
+}
+
+fn decode_payload_vector(input: &Value, bytes: &[u8]) -> Value {
+    match record::decode(
+        num(input, "kind") as u8,
+        bytes,
+        Lsn(num(input, "lsn")),
+        num(input, "page_size") as u32,
+    ) {
+        Ok(payload) => decoded(payload_json(&payload)),
+        Err(error) => error_value("invalid", error),
+    }
+}
+
+fn record_header_json(header: &RecordHeader) -> Map<String, Value> {
+    let value = json!({
+        "crc": hex32(header.crc.get()),
+        "total_len": header.total_len.get(),
+        "lsn": header.lsn.get(),
+        "prev_lsn": header.prev_lsn.get(),
+        "txn_id": header.txn_id.get(),
+        "timestamp_us": header.timestamp_us.get(),
+        "durable_lsn": header.durable_lsn.get(),
+        "kind": header.kind,
+        "flags": header.flags,
+        "epoch": header.epoch.get(),
+    });
+    let Value::Object(map) = value else { unreachable!() };
+    map
+}
+
+/// One record's logical bytes (header and payload, contiguous) read at `input.lsn` with the
+/// epoch floor `input.epoch_floor`: section 9's rules 1–6 and 8 (rule 7 needs pages).
+fn decode_record_vector(input: &Value, bytes: &[u8]) -> Value {
+    let Ok((header, payload)) = RecordHeader::read_from_prefix(bytes) else {
+        return error_value("invalid", "shorter than a record header");
+    };
+    if let Some(reason) = header.check(num(input, "lsn"), num(input, "epoch_floor") as u32) {
+        return error_value("invalid", reason);
+    }
+    if header.total_len.get() as usize != bytes.len() {
+        return error_value(
+            "invalid",
+            format!("total_len {} but {} bytes", header.total_len.get(), bytes.len()),
+        );
+    }
+    if record_crc(&header, &[payload]) != header.crc.get() {
+        return error_value("invalid", "record checksum mismatch");
+    }
+    let mut map = record_header_json(&header);
+    match record::decode(
+        header.kind,
+        payload,
+        Lsn(header.lsn.get()),
+        num(input, "page_size") as u32,
+    ) {
+        Ok(p) => map.insert("payload".into(), payload_json(&p)),
+        Err(error) => return error_value("invalid", error),
+    };
+    decoded(Value::Object(map))
+}
+
+fn decode_wal_page_header(input: &Value, bytes: &[u8]) -> Value {
+    let header = WalPageHeader::read_from_bytes(bytes).expect("32 bytes");
+    if bytes.iter().all(|&b| b == 0) {
+        return decoded(json!({ "zero": true }));
+    }
+    if let Err(fault) = header.check(
+        num(input, "address"),
+        num(input, "timeline") as u32,
+        num(input, "epoch_floor") as u32,
+    ) {
+        return fault_value(&fault);
+    }
+    decoded(json!({
+        "magic": hex(&header.magic.get().to_le_bytes()),
+        "version_major": header.version_major.get(),
+        "flags": header.flags.get(),
+        "page_lsn": header.page_lsn.get(),
+        "rem_len": header.rem_len.get(),
+        "timeline": header.timeline.get(),
+        "epoch": header.epoch.get(),
+        "crc": hex32(header.crc.get()),
+    }))
+}
+
+fn geometry_of(input: &Value) -> Geometry {
+    Geometry::new(num(input, "page_size") as u32, num(input, "segment_size")).expect("valid geometry")
+}
+
+fn identity_of(input: &Value) -> LogIdentity {
+    LogIdentity {
+        store_id: hexnum(input, "store_id"),
+        timeline: num(input, "timeline") as u32,
+    }
+}
+
+fn segment_header_json(header: &SegmentHeader) -> Value {
+    json!({
+        "magic": hex(&header.magic),
+        "version_major": header.version_major.get(),
+        "version_minor": header.version_minor.get(),
+        "page_size": header.page_size_bytes.get(),
+        "segment_size": header.segment_size_bytes.get(),
+        "segment_no": header.segment_no.get(),
+        "base_lsn": header.base_lsn.get(),
+        "timeline": header.timeline.get(),
+        "store_id": hex64(header.store_id.get()),
+        "created_us": header.created_us.get(),
+        "crc": hex32(header.crc.get()),
+    })
+}
+
+fn decode_segment_header(input: &Value, bytes: &[u8]) -> Value {
+    let header = SegmentHeader::read_from_bytes(bytes).expect("128 bytes");
+    if bytes.iter().all(|&b| b == 0) {
+        return decoded(json!({ "not_started": true }));
+    }
+    match header.check(&geometry_of(input), &identity_of(input), num(input, "segment_no")) {
+        Ok(()) => decoded(segment_header_json(&header)),
+        Err(fault) => fault_value(&fault),
+    }
+}
+
+fn mode_of(input: &Value) -> RecoveryMode {
+    match text(input, "mode") {
+        "strict" => RecoveryMode::Strict,
+        "tolerate-torn-tail" => RecoveryMode::TolerateTornTail,
+        "skip-corrupted" => RecoveryMode::SkipCorrupted,
+        other => panic!("unknown mode {other}"),
+    }
+}
+
+fn wal_config(input: &Value) -> WalConfig {
+    let mut config = WalConfig::new(geometry_of(input), identity_of(input), SyncMode::Never);
+    config.background = false;
+    config
+}
+
+/// A log made of whole segment files, `first_segment`, `first_segment + 1`, … (the `.bin` is
+/// their concatenation), read read-only from the oldest segment (section 11).
+fn decode_wal_log(input: &Value, bytes: &[u8]) -> Value {
+    let sim = SimStorage::new(0);
+    let storage: Arc<dyn Storage> = Arc::new(sim);
+    let dir = Path::new("/golden/wal");
+    storage.create_dir_all(dir).expect("sim dir");
+    let first = num(input, "first_segment");
+    for (i, chunk) in bytes.chunks(num(input, "segment_size") as usize).enumerate() {
+        let file = storage
+            .open(&dir.join(segment_file_name(first + i as u64)), true)
+            .expect("sim file");
+        file.write_at(chunk, 0).expect("sim write");
+        file.sync_data().expect("sim sync");
+    }
+    let (wal, report) = match Wal::open_read_only(storage, dir, wal_config(input), None, mode_of(input)) {
+        Ok(opened) => opened,
+        Err(error) => return engine_error(&error),
+    };
+    let page_size = num(input, "page_size") as u32;
+    let mut records = Vec::new();
+    {
+        let mut reader = wal.reader(report.start_lsn).with_skips(&report.skipped);
+        loop {
+            match reader.next_record() {
+                Ok(Some(r)) => {
+                    let mut map = record_header_json(r.header);
+                    map.insert("end".into(), json!(r.end));
+                    let payload = match record::decode(r.header.kind, r.payload, r.lsn, page_size) {
+                        Ok(p) => payload_json(&p),
+                        Err(error) => error_value("invalid", error),
+                    };
+                    map.insert("payload".into(), payload);
+                    records.push(Value::Object(map));
+                }
+                Ok(None) => break,
+                Err(error) => return engine_error(&error),
+            }
+        }
+    }
+    wal.close().expect("closing a read-only log");
+    decoded(json!({
+        "start_lsn": report.start_lsn.0,
+        "end_lsn": report.end_lsn.0,
+        "verdict": if report.torn_tail.is_some() { "torn-tail" } else { "clean-end" },
+        "torn_tail": report.torn_tail.as_ref().map(|t| json!({
+            "lsn": t.lsn.0,
+            "garbage_bytes": t.garbage_bytes,
+        })),
+        "skipped": report.skipped.iter().map(|s| json!({ "from": s.from.0, "to": s.to.0 })).collect::<Vec<_>>(),
+        "max_epoch": report.max_epoch,
+        "records": records,
+    }))
+}
+
+pub fn control_json(control: &Control) -> Value {
+    json!({
+        "page_size": control.page_size_bytes,
+        "segment_size": control.segment_size_bytes,
+        "dimension": control.dimension,
+        "timeline": control.timeline,
+        "store_id": hex64(control.store_id),
+        "sequence": control.sequence,
+        "checkpoint_lsn": control.checkpoint_lsn.0,
+        "checkpoint_end_lsn": control.checkpoint_end_lsn.0,
+        "redo_lsn": control.redo_lsn.0,
+        "next_txn_id": control.next_txn_id,
+        "created_us": control.created_us,
+        "checkpoint_us": control.checkpoint_us,
+        "truncate_lsn": control.truncate_lsn.0,
+    })
+}
+
+fn decode_control_file(bytes: &[u8]) -> Value {
+    if bytes.len() < 2 * CONTROL_SLOT_BYTES {
+        return error_value("damaged", "control file shorter than 1024 bytes");
+    }
+    match ControlFile::newest(Path::new("CONTROL"), bytes) {
+        Ok(control) => decoded(control_json(&control)),
+        Err(error) => engine_error(&error),
+    }
+}
+
+fn page_header_json(header: &page::PageHeader) -> Map<String, Value> {
+    let value = json!({
+        "crc": hex32(header.crc.get()),
+        "kind": header.kind,
+        "version_major": header.version_major.get(),
+        "page_id": hex64(header.page_id.get()),
+        "page_lsn": header.page_lsn.get(),
+        "a": header.a.get(),
+        "b": header.b.get(),
+        "c": hex64(header.c.get()),
+    });
+    let Value::Object(map) = value else { unreachable!() };
+    map
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap())
+}
+
+fn metadata_json(bytes: &[u8]) -> Result<Value, String> {
+    meta::validate(bytes)?;
+    let mut pairs = Vec::new();
+    let count = u16::from_le_bytes([bytes[0], bytes[1]]) as usize;
+    let mut at = 2;
+    for _ in 0..count {
+        let key_len = u16::from_le_bytes([bytes[at], bytes[at + 1]]) as usize;
+        let value_len = u32_at(bytes, at + 2) as usize;
+        let key = std::str::from_utf8(&bytes[at + 6..at + 6 + key_len]).expect("validated");
+        let value = std::str::from_utf8(&bytes[at + 6 + key_len..at + 6 + key_len + value_len]).expect("validated");
+        pairs.push(json!([key, value]));
+        at += 6 + key_len + value_len;
+    }
+    Ok(Value::Array(pairs))
+}
+
+/// A catalog page's slots and entries (14.4, 14.5 rules 1–4 and 7 as far as one page shows).
+fn catalog_json(bytes: &[u8], header: &page::PageHeader, page_size: usize) -> Result<Value, String> {
+    let (n, d) = (header.a.get() as usize, header.b.get() as usize);
+    if 64 + 8 * n > d || d > page_size {
+        return Err(format!("slot count {n} and entry start {d} do not fit"));
+    }
+    let mut slots = Vec::new();
+    let mut extents: Vec<(usize, usize)> = Vec::new();
+    for i in 0..n {
+        let slot = CatalogSlot::read_from_bytes(&bytes[64 + 8 * i..72 + 8 * i]).unwrap();
+        let (offset, len) = (slot.offset.get() as usize, slot.len_bytes.get() as usize);
+        if len == 0 {
+            slots.push(json!({ "slot": i, "free": true }));
+            continue;
+        }
+        if offset < d || offset + len > page_size {
+            return Err(format!("slot {i} extent {offset}+{len} outside the entry data"));
+        }
+        if extents.iter().any(|&(o, l)| offset < o + l && o < offset + len) {
+            return Err(format!("slot {i} overlaps another entry"));
+        }
+        extents.push((offset, len));
+        let entry = &bytes[offset..offset + len];
+        if len < 32 {
+            return Err(format!("slot {i}: entry shorter than 32 bytes"));
+        }
+        let head = EntryHeader::read_from_bytes(&entry[..32]).unwrap();
+        let (id_len, meta_len, flags) = (
+            head.id_len.get() as usize,
+            head.meta_len.get() as usize,
+            head.flags.get(),
+        );
+        if id_len == 0 || id_len > 1024 || id_len > len - 32 {
+            return Err(format!("slot {i}: id length {id_len}"));
+        }
+        let id = std::str::from_utf8(&entry[32..32 + id_len]).map_err(|_| format!("slot {i}: id is not UTF-8"))?;
+        if meta_len > 65536 || head.reserved.get() != 0 {
+            return Err(format!("slot {i}: metadata length or reserved bytes"));
+        }
+        let metadata = match flags {
+            0 => {
+                if len != 32 + id_len + meta_len {
+                    return Err(format!("slot {i}: inline entry length {len}"));
+                }
+                metadata_json(&entry[32 + id_len..])?
+            }
+            page::ENTRY_FLAG_OVERFLOW => {
+                if len != 32 + id_len
+                    || PageId::from_raw(head.overflow_page.get()).map(|p| p.space()) != Some(Space::Catalog)
+                {
+                    return Err(format!("slot {i}: overflow entry"));
+                }
+                Value::Null
+            }
+            other => return Err(format!("slot {i}: unknown entry flags {other}")),
+        };
+        slots.push(json!({
+            "slot": i,
+            "offset": offset,
+            "length": len,
+            "vector_page": hex64(head.vector_page.get()),
+            "vector_slot": head.vector_slot.get(),
+            "flags": flags,
+            "id": id,
+            "meta_len": meta_len,
+            "overflow_page": hex64(head.overflow_page.get()),
+            "metadata": metadata,
+        }));
+    }
+    Ok(json!({ "slot_count": n, "entry_start": d, "slots": slots }))
+}
+
+fn decode_arena_page(input: &Value, bytes: &[u8]) -> Value {
+    let id = PageId(hexnum(input, "page_id"));
+    let page_size = bytes.len();
+    if let Some(reason) = page::check_page(bytes, id) {
+        return error_value("invalid", reason);
+    }
+    if bytes.iter().all(|&b| b == 0) {
+        return decoded(json!({ "zero": true }));
+    }
+    let header = page::PageHeader::read_from_prefix(bytes).unwrap().0;
+    let mut map = page_header_json(&header);
+    let body = match PageKind::from_u8(header.kind) {
+        Some(PageKind::Vector) => {
+            let dimension = num(input, "dimension") as u32;
+            let stride = page::vector_stride_bytes(dimension);
+            let slots: Vec<Value> = (0..page::vector_slots_per_page(page_size as u32, dimension))
+                .filter_map(|i| {
+                    let at = 64 + i * stride;
+                    let slot = &bytes[at..at + stride];
+                    (!slot.iter().all(|&b| b == 0)).then(|| {
+                        let values: Vec<f64> = (0..dimension as usize)
+                            .map(|k| f64::from(f32::from_le_bytes(slot[4 * k..4 * k + 4].try_into().unwrap())))
+                            .collect();
+                        json!({ "slot": i, "vector": values })
+                    })
+                })
+                .collect();
+            json!({ "stride": stride, "nonzero_slots": slots })
+        }
+        Some(PageKind::Catalog) => match catalog_json(bytes, &header, page_size) {
+            Ok(v) => v,
+            Err(reason) => return error_value("invalid", reason),
+        },
+        Some(PageKind::Overflow) => {
+            let used = header.a.get() as usize;
+            if used > page_size - 64 {
+                return error_value("invalid", "overflow page holds more than fits");
+            }
+            json!({ "next": hex64(header.c.get()), "data": hex(&bytes[64..64 + used]) })
+        }
+        _ => Value::Null,
+    };
+    map.insert("body".into(), body);
+    decoded(Value::Object(map))
+}
+
+pub fn archive_header_json(header: &ArchiveHeader) -> Map<String, Value> {
+    let value = json!({
+        "magic": hex(&header.magic),
+        "version_major": header.version_major.get(),
+        "version_minor": header.version_minor.get(),
+        "kind": header.kind,
+        "store_id": hex64(header.store_id.get()),
+        "timeline": header.timeline.get(),
+        "page_size": header.page_size_bytes.get(),
+        "segment_size": header.segment_size_bytes.get(),
+        "segment_no": header.segment_no.get(),
+        "first_lsn": header.first_lsn.get(),
+        "end_lsn": header.end_lsn.get(),
+        "first_us": header.first_us.get(),
+        "last_us": header.last_us.get(),
+        "raw_len": header.raw_len.get(),
+        "compressed_len": header.compressed_len.get(),
+        "raw_crc": hex32(header.raw_crc.get()),
+        "compressed_crc": hex32(header.compressed_crc.get()),
+        "truncate_lsn": header.truncate_lsn.get(),
+        "next_txn_id": header.next_txn_id.get(),
+        "dimension": header.dimension.get(),
+        "catalog_files": header.catalog_files.get(),
+        "vector_files": header.vector_files.get(),
+        "crc": hex32(header.crc.get()),
+    });
+    let Value::Object(map) = value else { unreachable!() };
+    map
+}
+
+fn decode_archive(input: &Value, bytes: &[u8]) -> Value {
+    let file = match archive::decode(Path::new(text(input, "file_name")), bytes) {
+        Ok(file) => file,
+        Err(error) => return engine_error(&error),
+    };
+    let mut map = archive_header_json(&file.header);
+    let mut blocks = Vec::new();
+    let mut body = &bytes[archive::ARCHIVE_HEADER_BYTES..];
+    while !body.is_empty() {
+        let (block, rest) = BlockHeader::read_from_prefix(body).expect("decoded already");
+        blocks.push(json!({
+            "filter": block.filter,
+            "raw_len": block.raw_len.get(),
+            "stored_len": block.stored_len.get(),
+        }));
+        body = &rest[block.stored_len.get() as usize..];
+    }
+    map.insert("blocks".into(), Value::Array(blocks));
+    // The contents, as a list of files and their non-zero pages.
+    let segment_size = file.header.segment_size_bytes.get() as usize;
+    let page_size = file.header.page_size_bytes.get() as usize;
+    let names: Vec<String> = if file.header.kind == KIND_BASE_IMAGE {
+        (0..file.header.catalog_files.get())
+            .map(|n| format!("catalog-{n:08x}.pages"))
+            .chain((0..file.header.vector_files.get()).map(|n| format!("vector-{n:08x}.pages")))
+            .collect()
+    } else {
+        vec![segment_file_name(file.header.segment_no.get())]
+    };
+    let files: Vec<Value> = file
+        .contents
+        .chunks(segment_size)
+        .zip(&names)
+        .map(|(chunk, name)| {
+            let pages: Vec<usize> = chunk
+                .chunks(page_size)
+                .enumerate()
+                .filter(|(_, p)| !p.iter().all(|&b| b == 0))
+                .map(|(i, _)| i)
+                .collect();
+            json!({ "name": name, "crc32c": hex32(crc32c::crc32c(chunk)), "nonzero_pages": pages })
+        })
+        .collect();
+    map.insert("contents".into(), Value::Array(files));
+    decoded(Value::Object(map))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding: decoded JSON -> bytes (for the structures that have an encoder).
+
+struct OwnedEdit {
+    page: PageId,
+    offset: u32,
+    before: Option<Vec<u8>>,
+    after: Vec<u8>,
+}
+
+fn owned_edits(value: &Value) -> Vec<OwnedEdit> {
+    value
+        .as_array()
+        .expect("edit list")
+        .iter()
+        .map(|e| OwnedEdit {
+            page: PageId(hexnum(e, "page")),
+            offset: num(e, "offset") as u32,
+            before: e["before"].as_str().map(unhex),
+            after: unhex(text(e, "after")),
+        })
+        .collect()
+}
+
+fn borrow_edits(edits: &[OwnedEdit]) -> Vec<Edit<'_>> {
+    edits
+        .iter()
+        .map(|e| Edit {
+            page: e.page,
+            offset: e.offset,
+            after: &e.after,
+            before: e.before.as_deref(),
+        })
+        .collect()
+}
+
+/// The payload bytes of a decoded payload (record.rs encoders).
+pub fn encode_payload(p: &Value) -> Vec<u8> {
+    match text(p, "kind") {
+        "update" => {
+            let op = match text(p, "op") {
+                "insert" => Op::Insert,
+                "upsert" => Op::Upsert,
+                "delete" => Op::Delete,
+                other => panic!("op {other}"),
+            };
+            let edits = owned_edits(&p["edits"]);
+            record::encode_update(op, text(p, "id"), &borrow_edits(&edits))
+        }
+        "clr" => {
+            let edits = owned_edits(&p["edits"]);
+            record::encode_clr(Lsn(num(p, "undo_next")), &borrow_edits(&edits))
+        }
+        "commit" | "abort" | "end" | "checkpoint-begin" => Vec::new(),
+        "checkpoint-end" => record::encode_checkpoint(&Checkpoint {
+            begin_lsn: Lsn(num(p, "begin_lsn")),
+            next_txn_id: num(p, "next_txn_id"),
+            txns: p["txns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| TxnEntry {
+                    txn_id: num(t, "txn_id"),
+                    last_lsn: Lsn(num(t, "last_lsn")),
+                    undo_next: Lsn(num(t, "undo_next")),
+                    state: num(t, "state") as u8,
+                })
+                .collect(),
+            dirty: p["dirty"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| DirtyPage {
+                    page: PageId(hexnum(d, "page")),
+                    rec_lsn: Lsn(num(d, "rec_lsn")),
+                })
+                .collect(),
+        }),
+        "page-init" => record::encode_page_init(
+            PageId(hexnum(p, "page")),
+            num(p, "page_kind") as u8,
+            num(p, "a") as u32,
+            num(p, "b") as u32,
+        ),
+        other => panic!("payload kind {other}"),
+    }
+}
+
+/// A record's logical bytes from its decoded header fields and payload (the CRC recomputed).
+pub fn encode_record(r: &Value) -> Vec<u8> {
+    let payload = encode_payload(&r["payload"]);
+    let mut header = RecordHeader {
+        crc: U32::ZERO,
+        total_len: U32::new((RECORD_HEADER_BYTES + payload.len()) as u32),
+        lsn: U64::new(num(r, "lsn")),
+        prev_lsn: U64::new(num(r, "prev_lsn")),
+        txn_id: U64::new(num(r, "txn_id")),
+        timestamp_us: U64::new(num(r, "timestamp_us")),
+        durable_lsn: U64::new(num(r, "durable_lsn")),
+        kind: num(r, "kind") as u8,
+        flags: num(r, "flags") as u8,
+        reserved0: U16::ZERO,
+        epoch: U32::new(num(r, "epoch") as u32),
+    };
+    header.crc = U32::new(record_crc(&header, &[&payload]));
+    let mut out = header.as_bytes().to_vec();
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn control_from_json(c: &Value) -> Control {
+    Control {
+        page_size_bytes: num(c, "page_size") as u32,
+        segment_size_bytes: num(c, "segment_size"),
+        dimension: num(c, "dimension") as u32,
+        timeline: num(c, "timeline") as u32,
+        store_id: hexnum(c, "store_id"),
+        sequence: num(c, "sequence"),
+        checkpoint_lsn: Lsn(num(c, "checkpoint_lsn")),
+        checkpoint_end_lsn: Lsn(num(c, "checkpoint_end_lsn")),
+        redo_lsn: Lsn(num(c, "redo_lsn")),
+        next_txn_id: num(c, "next_txn_id"),
+        created_us: num(c, "created_us"),
+        checkpoint_us: num(c, "checkpoint_us"),
+        truncate_lsn: Lsn(num(c, "truncate_lsn")),
+    }
+}
+
+/// Re-encodes a valid vector from its decoded JSON, where an encoder exists. Returns the bytes
+/// expected and the range of the `.bin` they must equal; `None` if the structure has none.
+pub fn encode_vector(meta: &Value, decoded: &Value, bin: &[u8]) -> Option<(Vec<u8>, std::ops::Range<usize>)> {
+    let input = &meta["input"];
+    let whole = 0..bin.len();
+    match text(meta, "structure") {
+        "record-payload" => Some((encode_payload(decoded), whole)),
+        "record" => Some((encode_record(decoded), whole)),
+        "wal-page-header" if decoded.get("zero").is_none() => Some((
+            WalPageHeader::new(
+                num(decoded, "page_lsn"),
+                num(decoded, "rem_len") as u32,
+                num(decoded, "timeline") as u32,
+                num(decoded, "epoch") as u32,
+            )
+            .as_bytes()
+            .to_vec(),
+            whole,
+        )),
+        "segment-header" if decoded.get("not_started").is_none() => Some((
+            SegmentHeader::new(
+                &geometry_of(input),
+                &identity_of(input),
+                num(decoded, "segment_no"),
+                num(decoded, "created_us"),
+            )
+            .as_bytes()
+            .to_vec(),
+            whole,
+        )),
+        "control-file" => {
+            // The slot in force is the one the writer wrote with that sequence number.
+            let control = control_from_json(decoded);
+            let slot = (control.sequence % 2) as usize * CONTROL_SLOT_BYTES;
+            Some((control.to_slot().as_bytes().to_vec(), slot..slot + CONTROL_SLOT_BYTES))
+        }
+        "archive" => {
+            // Encoding is deterministic given the header fields and the contents.
+            let file = archive::decode(Path::new("x"), bin).expect("a valid vector");
+            let mut header = ArchiveHeader::new_zeroed();
+            header.kind = num(decoded, "kind") as u8;
+            header.store_id = U64::new(hexnum(decoded, "store_id"));
+            header.timeline = U32::new(num(decoded, "timeline") as u32);
+            header.page_size_bytes = U32::new(num(decoded, "page_size") as u32);
+            header.segment_size_bytes = U64::new(num(decoded, "segment_size"));
+            header.segment_no = U64::new(num(decoded, "segment_no"));
+            header.first_lsn = U64::new(num(decoded, "first_lsn"));
+            header.end_lsn = U64::new(num(decoded, "end_lsn"));
+            header.first_us = U64::new(num(decoded, "first_us"));
+            header.last_us = U64::new(num(decoded, "last_us"));
+            header.truncate_lsn = U64::new(num(decoded, "truncate_lsn"));
+            header.next_txn_id = U64::new(num(decoded, "next_txn_id"));
+            header.dimension = U32::new(num(decoded, "dimension") as u32);
+            header.catalog_files = U32::new(num(decoded, "catalog_files") as u32);
+            header.vector_files = U32::new(num(decoded, "vector_files") as u32);
+            Some((archive::encode(header, &file.contents), whole))
+        }
+        "arena-page" if decoded.get("zero").is_none() => {
+            // The page CRC is the encoder: resealing reproduces the page.
+            let mut page = bin.to_vec();
+            page[..4].fill(0);
+            page::seal(&mut page);
+            Some((page, whole))
+        }
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The generator.
+
+struct Writer {
+    dir: PathBuf,
+    names: Vec<String>,
+}
+
+impl Writer {
+    /// Writes `<name>.bin` and `<name>.json`; the expectation is what the engine decodes,
+    /// checked against `expect` (the generator's own view: `Ok(decoded)` or `Err(error kind)`).
+    fn put(
+        &mut self,
+        name: &str,
+        description: &str,
+        structure: &str,
+        input: Value,
+        bin: &[u8],
+        expect: Result<Option<Value>, &str>,
+    ) {
+        assert!(!self.names.iter().any(|n| n == name), "duplicate vector {name}");
+        let mut meta = json!({ "structure": structure, "description": description, "input": input });
+        let outcome = decode_vector(&meta, bin);
+        match (&expect, outcome.get("decoded")) {
+            (Ok(Some(want)), Some(got)) => assert_eq!(got, want, "{name}: the engine decodes what was built"),
+            (Ok(None), Some(_)) => {}
+            (Err(kind), None) => assert_eq!(outcome["error"], json!(kind), "{name}: {outcome}"),
+            _ => panic!("{name}: expected {expect:?}, the engine says {outcome}"),
+        }
+        let Value::Object(map) = &mut meta else { unreachable!() };
+        let Value::Object(result) = outcome else { unreachable!() };
+        map.extend(result);
+        std::fs::write(self.dir.join(format!("{name}.bin")), bin).unwrap();
+        std::fs::write(
+            self.dir.join(format!("{name}.json")),
+            serde_json::to_string_pretty(&meta).unwrap() + "\n",
+        )
+        .unwrap();
+        self.names.push(name.to_string());
+    }
+}
+
+fn catalog_id(n: u64) -> PageId {
+    PageId::new(Space::Catalog, n)
+}
+
+fn vector_id(n: u64) -> PageId {
+    PageId::new(Space::Vector, n)
+}
+
+fn floats(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn payload_input(kind: u8) -> Value {
+    json!({ "kind": kind, "lsn": 4128, "page_size": PAGE })
+}
+
+fn log_input(first_segment: u64, timeline: u32, mode: &str) -> Value {
+    json!({
+        "first_segment": first_segment,
+        "page_size": PAGE,
+        "segment_size": SEGMENT,
+        "store_id": hex64(STORE_ID),
+        "timeline": timeline,
+        "mode": mode,
+    })
+}
+
+/// The arena images every vector shares: (catalog page 0, overflow page 1, vector page 0).
+struct Arena {
+    catalog: Vec<u8>,
+    overflow: Vec<u8>,
+    vector: Vec<u8>,
+    meta: Vec<u8>,
+}
+
+fn arena_pages() -> Arena {
+    let p = PAGE as usize;
+    let mut meta_bytes = Vec::new();
+    meta::encode(&[("lang", "en"), ("source", "golden")], &mut meta_bytes);
+    // Overflow page 1: the metadata of "alpha".
+    let mut overflow = vec![0u8; p];
+    let mut header = page::new_header(PageKind::Overflow, catalog_id(1), meta_bytes.len() as u32, 0);
+    header.page_lsn = U64::new(4240);
+    overflow[..64].copy_from_slice(header.as_bytes());
+    overflow[64..64 + meta_bytes.len()].copy_from_slice(&meta_bytes);
+    page::seal(&mut overflow);
+    // Catalog page 0: "alpha" (metadata in the overflow chain) and "beta" (inline metadata).
+    let mut catalog = vec![0u8; p];
+    let alpha = {
+        let mut e = EntryHeader::new_zeroed();
+        e.vector_page = U64::new(vector_id(0).0);
+        e.vector_slot = U32::new(0);
+        e.flags = U16::new(page::ENTRY_FLAG_OVERFLOW);
+        e.id_len = U16::new(5);
+        e.meta_len = U32::new(meta_bytes.len() as u32);
+        e.overflow_page = U64::new(catalog_id(1).0);
+        let mut v = e.as_bytes().to_vec();
+        v.extend_from_slice(b"alpha");
+        v
+    };
+    let beta = {
+        let mut inline = Vec::new();
+        meta::encode(&[("k", "v")], &mut inline);
+        let mut e = EntryHeader::new_zeroed();
+        e.vector_page = U64::new(vector_id(0).0);
+        e.vector_slot = U32::new(1);
+        e.id_len = U16::new(4);
+        e.meta_len = U32::new(inline.len() as u32);
+        let mut v = e.as_bytes().to_vec();
+        v.extend_from_slice(b"beta");
+        v.extend_from_slice(&inline);
+        v
+    };
+    let alpha_at = p - alpha.len();
+    let beta_at = alpha_at - beta.len();
+    catalog[alpha_at..].copy_from_slice(&alpha);
+    catalog[beta_at..alpha_at].copy_from_slice(&beta);
+    for (i, (at, len)) in [(alpha_at, alpha.len()), (beta_at, beta.len())].into_iter().enumerate() {
+        let slot = CatalogSlot {
+            offset: U32::new(at as u32),
+            len_bytes: U32::new(len as u32),
+        };
+        catalog[64 + 8 * i..72 + 8 * i].copy_from_slice(slot.as_bytes());
+    }
+    let mut header = page::new_header(PageKind::Catalog, catalog_id(0), 2, beta_at as u32);
+    header.page_lsn = U64::new(4296);
+    catalog[..64].copy_from_slice(header.as_bytes());
+    page::seal(&mut catalog);
+    // Vector page 0: dimension 4, stride 16, two vectors.
+    let mut vector = vec![0u8; p];
+    let mut header = page::new_header(PageKind::Vector, vector_id(0), DIMENSION, 16);
+    header.page_lsn = U64::new(4296);
+    vector[..64].copy_from_slice(header.as_bytes());
+    vector[64..80].copy_from_slice(&floats(&[0.5, -1.0, 2.25, 0.0]));
+    vector[80..96].copy_from_slice(&floats(&[1.0, 2.0, 3.0, 4.0]));
+    page::seal(&mut vector);
+    Arena {
+        catalog,
+        overflow,
+        vector,
+        meta: meta_bytes,
+    }
+}
+
+/// Writes a log with the engine (`Wal::create_at` on `SimStorage`) and returns the bytes of
+/// its segment files up to the one holding its end, and each record's (LSN, end). Segment
+/// header times are fixed afterwards (the only time the engine chooses itself).
+fn engine_log(first_segment: u64, timeline: u32, records: &[(RecordSpec, Vec<u8>)]) -> (Vec<u8>, Vec<(u64, u64)>) {
+    let sim = SimStorage::new(7);
+    let storage: Arc<dyn Storage> = Arc::new(sim.clone());
+    let dir = Path::new("/golden/wal");
+    let geometry = Geometry::new(PAGE, SEGMENT).unwrap();
+    let mut config = WalConfig::new(
+        geometry,
+        LogIdentity {
+            store_id: STORE_ID,
+            timeline,
+        },
+        SyncMode::Never,
+    );
+    config.background = false;
+    let wal = Wal::create_at(storage, dir, config, first_segment).unwrap();
+    let mut placed = Vec::new();
+    let mut last_of_txn = std::collections::HashMap::new();
+    for (spec, payload) in records {
+        let mut spec = *spec;
+        if spec.txn_id != 0 {
+            spec.prev_lsn = last_of_txn.get(&spec.txn_id).copied().unwrap_or(0);
+        }
+        let (lsn, end) = wal.append_with_end(&spec, &[payload]).unwrap();
+        if spec.txn_id != 0 {
+            last_of_txn.insert(spec.txn_id, lsn.0);
+        }
+        placed.push((lsn.0, end));
+    }
+    wal.sync().unwrap();
+    let end = placed.last().map_or(first_segment * SEGMENT, |p| p.1);
+    wal.close().unwrap();
+    let mut bytes = Vec::new();
+    for segment_no in first_segment..=end / SEGMENT {
+        let mut file = sim.read_file(&dir.join(segment_file_name(segment_no))).unwrap();
+        assert_eq!(file.len() as u64, SEGMENT);
+        if !file[..SEGMENT_HEADER_BYTES].iter().all(|&b| b == 0) {
+            file[56..64].copy_from_slice(&T0.to_le_bytes());
+            let crc = crc32c::crc32c(&file[..SEGMENT_HEADER_BYTES - 4]);
+            file[SEGMENT_HEADER_BYTES - 4..SEGMENT_HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
+        }
+        bytes.extend_from_slice(&file);
+    }
+    (bytes, placed)
+}
+
+fn spec(kind: record::Kind, txn_id: u64, offset_us: u64) -> RecordSpec {
+    RecordSpec {
+        kind: kind as u8,
+        flags: 0,
+        txn_id,
+        prev_lsn: 0,
+        timestamp_us: T0 + offset_us,
+    }
+}
+
+#[test]
+#[ignore = "writes format-spec/vectors/; run on purpose and review the diff"]
+fn regenerate_golden_vectors() {
+    use record::Kind;
+    let dir = vectors_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if matches!(path.extension().and_then(|e| e.to_str()), Some("bin" | "json")) {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let mut w = Writer {
+        dir: dir.clone(),
+        names: Vec::new(),
+    };
+    let arena = arena_pages();
+    let (cat0, cat1, vec0) = (catalog_id(0), catalog_id(1), vector_id(0));
+
+    // ---- Record payloads (section 15).
+    let vector_bytes = floats(&[0.5, -1.0, 2.25, 0.0]);
+    let slot_after = [0xd8u8, 0x0f, 0, 0, 0x2d, 0, 0, 0];
+    let insert_edits = [
+        Edit {
+            page: vec0,
+            offset: 64,
+            after: &vector_bytes,
+            before: None,
+        },
+        Edit {
+            page: cat0,
+            offset: 4051,
+            after: b"alpha-entry-bytes",
+            before: None,
+        },
+        Edit {
+            page: cat0,
+            offset: 64,
+            after: &slot_after,
+            before: Some(&[0u8; 8]),
+        },
+    ];
+    let update = record::encode_update(Op::Insert, "alpha", &insert_edits[..2]);
+    w.put(
+        "payload-update-no-before",
+        "update (insert) whose edits carry no before-images",
+        "record-payload",
+        payload_input(1),
+        &update,
+        Ok(None),
+    );
+    let update_mixed = record::encode_update(Op::Insert, "alpha", &insert_edits);
+    w.put(
+        "payload-update-before",
+        "update (insert): two edits without and one with a before-image",
+        "record-payload",
+        payload_input(1),
+        &update_mixed,
+        Ok(None),
+    );
+    let delete = record::encode_update(
+        Op::Delete,
+        "alpha",
+        &[Edit {
+            page: cat0,
+            offset: 64,
+            after: &[0u8; 8],
+            before: Some(&slot_after),
+        }],
+    );
+    w.put(
+        "payload-update-delete",
+        "update (delete): the slot zeroed, with its before-image",
+        "record-payload",
+        payload_input(1),
+        &delete,
+        Ok(None),
+    );
+    let clr = record::encode_clr(
+        Lsn(4128),
+        &[Edit {
+            page: cat0,
+            offset: 64,
+            after: &[0u8; 8],
+            before: None,
+        }],
+    );
+    w.put(
+        "payload-clr",
+        "clr: undo_next 4128 and one edit (after-image only)",
+        "record-payload",
+        payload_input(2),
+        &clr,
+        Ok(None),
+    );
+    for (kind, name) in [(3u8, "commit"), (4, "abort"), (5, "end"), (6, "checkpoint-begin")] {
+        w.put(
+            &format!("payload-{name}"),
+            &format!("{name}: empty payload"),
+            "record-payload",
+            payload_input(kind),
+            &[],
+            Ok(None),
+        );
+    }
+    let checkpoint = record::encode_checkpoint(&Checkpoint {
+        begin_lsn: Lsn(40960),
+        next_txn_id: 9,
+        txns: vec![TxnEntry {
+            txn_id: 8,
+            last_lsn: Lsn(40000),
+            undo_next: Lsn(40000),
+            state: 0,
+        }],
+        dirty: vec![
+            DirtyPage {
+                page: cat0,
+                rec_lsn: Lsn(41000),
+            },
+            DirtyPage {
+                page: vec0,
+                rec_lsn: Lsn(41064),
+            },
+        ],
+    });
+    w.put(
+        "payload-checkpoint-end",
+        "checkpoint-end: one running transaction, two dirty pages",
+        "record-payload",
+        payload_input(7),
+        &checkpoint,
+        Ok(None),
+    );
+    let checkpoint_empty = record::encode_checkpoint(&Checkpoint {
+        begin_lsn: Lsn(40960),
+        next_txn_id: 9,
+        ..Checkpoint::default()
+    });
+    w.put(
+        "payload-checkpoint-end-empty",
+        "checkpoint-end: no transactions, no dirty pages",
+        "record-payload",
+        payload_input(7),
+        &checkpoint_empty,
+        Ok(None),
+    );
+    let init = record::encode_page_init(cat0, PageKind::Catalog as u8, 0, PAGE);
+    w.put(
+        "payload-page-init",
+        "page-init of catalog page 0 (a = 0, b = P)",
+        "record-payload",
+        payload_input(8),
+        &init,
+        Ok(None),
+    );
+    w.put(
+        "payload-update-truncated",
+        "the update payload with its last byte cut",
+        "record-payload",
+        payload_input(1),
+        &update[..update.len() - 1],
+        Err("invalid"),
+    );
+    let past = record::encode_update(
+        Op::Insert,
+        "alpha",
+        &[Edit {
+            page: vec0,
+            offset: 4090,
+            after: &vector_bytes,
+            before: None,
+        }],
+    );
+    w.put(
+        "payload-edit-past-page",
+        "an edit at offset 4090 of length 16 in a 4096-byte page",
+        "record-payload",
+        payload_input(1),
+        &past,
+        Err("invalid"),
+    );
+    let clr_before = record::encode_clr(
+        Lsn(4128),
+        &[Edit {
+            page: cat0,
+            offset: 64,
+            after: &[0u8; 8],
+            before: Some(&slot_after),
+        }],
+    );
+    w.put(
+        "payload-clr-with-before",
+        "a clr whose edit carries a before-image",
+        "record-payload",
+        payload_input(2),
+        &clr_before,
+        Err("invalid"),
+    );
+    w.put(
+        "payload-commit-trailing",
+        "a commit payload with one byte left over",
+        "record-payload",
+        payload_input(3),
+        &[0],
+        Err("invalid"),
+    );
+    let mut bad_page = init.clone();
+    bad_page[7] = 0x07;
+    w.put(
+        "payload-page-init-bad-page-id",
+        "a page-init whose page id names space 7",
+        "record-payload",
+        payload_input(8),
+        &bad_page,
+        Err("invalid"),
+    );
+    let mut bad_op = update.clone();
+    bad_op[0] = 9;
+    w.put(
+        "payload-update-bad-op",
+        "an update with op 9",
+        "record-payload",
+        payload_input(1),
+        &bad_op,
+        Err("invalid"),
+    );
+
+    // ---- A whole record: header and payload (section 9).
+    let record_json = json!({
+        "lsn": 4128, "prev_lsn": 0, "txn_id": 0, "timestamp_us": T0 + 1, "durable_lsn": 0,
+        "kind": 8, "flags": 0, "epoch": 2,
+        "payload": payload_json(&record::decode(8, &init, Lsn(4128), PAGE).unwrap()),
+    });
+    let rec = encode_record(&record_json);
+    let rec_input = json!({ "lsn": 4128, "epoch_floor": 2, "page_size": PAGE });
+    w.put(
+        "record-page-init",
+        "a page-init record at LSN 4128, epoch 2",
+        "record",
+        rec_input.clone(),
+        &rec,
+        Ok(None),
+    );
+    let update_record = encode_record(&json!({
+        "lsn": 4184, "prev_lsn": 0, "txn_id": 1, "timestamp_us": T0 + 2, "durable_lsn": 0,
+        "kind": 1, "flags": 0, "epoch": 2,
+        "payload": payload_json(&record::decode(1, &update_mixed, Lsn(4184), PAGE).unwrap()),
+    }));
+    w.put(
+        "record-update",
+        "an update record at LSN 4184 (transaction 1)",
+        "record",
+        json!({ "lsn": 4184, "epoch_floor": 0, "page_size": PAGE }),
+        &update_record,
+        Ok(None),
+    );
+    let mut bad_crc = rec.clone();
+    bad_crc[RECORD_HEADER_BYTES + 9] ^= 0x01;
+    w.put(
+        "record-bad-crc",
+        "record-page-init with a payload bit flipped: the CRC fails",
+        "record",
+        rec_input.clone(),
+        &bad_crc,
+        Err("invalid"),
+    );
+    w.put(
+        "record-stale-lsn",
+        "record-page-init read at LSN 36896 (a recycled file): the lsn field says 4128",
+        "record",
+        json!({ "lsn": 36896, "epoch_floor": 0, "page_size": PAGE }),
+        &rec,
+        Err("invalid"),
+    );
+    w.put(
+        "record-old-epoch",
+        "record-page-init (epoch 2) read with epoch floor 3",
+        "record",
+        json!({ "lsn": 4128, "epoch_floor": 3, "page_size": PAGE }),
+        &rec,
+        Err("invalid"),
+    );
+
+    // ---- WAL page headers (section 8): the worked example of section 9.
+    let ph = WalPageHeader::new(8192, 936, 1, 2);
+    let ph_input = json!({ "address": 8192, "timeline": 1, "epoch_floor": 2 });
+    w.put(
+        "wal-page-header-continuation",
+        "the page header at 8192 of the worked example (rem_len 936, flags 1)",
+        "wal-page-header",
+        ph_input.clone(),
+        ph.as_bytes(),
+        Ok(None),
+    );
+    let ph0 = WalPageHeader::new(4096, 0, 1, 2);
+    w.put(
+        "wal-page-header",
+        "the page header at 4096 of the worked example",
+        "wal-page-header",
+        json!({ "address": 4096, "timeline": 1, "epoch_floor": 0 }),
+        ph0.as_bytes(),
+        Ok(None),
+    );
+    let mut bad_magic = ph.as_bytes().to_vec();
+    bad_magic[0] = b'X';
+    w.put(
+        "wal-page-header-bad-magic",
+        "the continuation header with its magic changed",
+        "wal-page-header",
+        ph_input.clone(),
+        &bad_magic,
+        Err("damaged"),
+    );
+    w.put(
+        "wal-page-header-stale-address",
+        "the continuation header read at 40960 (8192 + S: a recycled segment)",
+        "wal-page-header",
+        json!({ "address": 8192 + SEGMENT, "timeline": 1, "epoch_floor": 0 }),
+        ph.as_bytes(),
+        Err("stale"),
+    );
+    w.put(
+        "wal-page-header-old-epoch",
+        "the continuation header (epoch 2) with epoch floor 3",
+        "wal-page-header",
+        json!({ "address": 8192, "timeline": 1, "epoch_floor": 3 }),
+        ph.as_bytes(),
+        Err("stale"),
+    );
+    let mut bad_flags = WalPageHeader::new(4096, 0, 1, 2);
+    bad_flags.flags = U16::new(1);
+    bad_flags.crc = U32::new(crc32c::crc32c(&bad_flags.as_bytes()[..28]));
+    w.put(
+        "wal-page-header-bad-flags",
+        "continuation flag set with rem_len 0 (CRC correct)",
+        "wal-page-header",
+        json!({ "address": 4096, "timeline": 1, "epoch_floor": 0 }),
+        bad_flags.as_bytes(),
+        Err("damaged"),
+    );
+    w.put(
+        "wal-page-header-zero",
+        "32 zero bytes: the log has not reached this page",
+        "wal-page-header",
+        json!({ "address": 4096, "timeline": 1, "epoch_floor": 0 }),
+        &[0u8; 32],
+        Ok(None),
+    );
+
+    // ---- Segment headers (section 7).
+    let geometry = Geometry::new(PAGE, SEGMENT).unwrap();
+    let identity = LogIdentity {
+        store_id: STORE_ID,
+        timeline: 1,
+    };
+    let seg_input = |segment_no: u64, store_id: u64| json!({ "segment_no": segment_no, "page_size": PAGE, "segment_size": SEGMENT, "store_id": hex64(store_id), "timeline": 1 });
+    let sh = SegmentHeader::new(&geometry, &identity, 1, T0);
+    w.put(
+        "segment-header",
+        "the header of segment 1 (base LSN 32768)",
+        "segment-header",
+        seg_input(1, STORE_ID),
+        sh.as_bytes(),
+        Ok(None),
+    );
+    let mut sh_bad = sh.as_bytes().to_vec();
+    sh_bad[3] = b'w';
+    w.put(
+        "segment-header-bad-magic",
+        "segment-header with its magic changed",
+        "segment-header",
+        seg_input(1, STORE_ID),
+        &sh_bad,
+        Err("damaged"),
+    );
+    w.put(
+        "segment-header-foreign-store",
+        "segment-header read by a log whose store id differs",
+        "segment-header",
+        seg_input(1, STORE_ID + 1),
+        sh.as_bytes(),
+        Err("foreign"),
+    );
+    w.put(
+        "segment-header-stale",
+        "segment-header found in the file of segment 3 (recycled)",
+        "segment-header",
+        seg_input(3, STORE_ID),
+        sh.as_bytes(),
+        Err("stale"),
+    );
+    w.put(
+        "segment-header-zero",
+        "128 zero bytes: the segment has not been started",
+        "segment-header",
+        seg_input(1, STORE_ID),
+        &[0u8; 128],
+        Ok(None),
+    );
+
+    // ---- Small logs written by the engine (sections 9–12).
+    let big_before = vec![0u8; 3000];
+    let big_after: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    let big = record::encode_update(
+        Op::Upsert,
+        "gamma",
+        &[Edit {
+            page: vec0,
+            offset: 96,
+            after: &big_after,
+            before: Some(&big_before),
+        }],
+    );
+    let undo = record::encode_clr(
+        Lsn(0),
+        &[Edit {
+            page: vec0,
+            offset: 96,
+            after: &big_before,
+            before: None,
+        }],
+    );
+    let records = vec![
+        (spec(Kind::PageInit, 0, 1), record::encode_page_init(cat0, 2, 0, PAGE)),
+        (
+            spec(Kind::PageInit, 0, 2),
+            record::encode_page_init(vec0, 1, DIMENSION, 16),
+        ),
+        (spec(Kind::Update, 1, 3), update_mixed.clone()),
+        (spec(Kind::Commit, 1, 4), Vec::new()),
+        (spec(Kind::Update, 2, 5), big.clone()),
+        (spec(Kind::Abort, 2, 6), Vec::new()),
+        (spec(Kind::Clr, 2, 7), undo.clone()),
+        (spec(Kind::End, 2, 8), Vec::new()),
+        (spec(Kind::CheckpointBegin, 0, 9), Vec::new()),
+    ];
+    let (_, placed) = engine_log(0, 1, &records);
+    let begin = placed.last().unwrap().0;
+    let mut records = records;
+    let checkpoint_end = record::encode_checkpoint(&Checkpoint {
+        begin_lsn: Lsn(begin),
+        next_txn_id: 3,
+        txns: vec![],
+        dirty: vec![DirtyPage {
+            page: vec0,
+            rec_lsn: Lsn(placed[4].0),
+        }],
+    });
+    records.push((spec(Kind::CheckpointEnd, 0, 10), checkpoint_end));
+    let (log, placed) = engine_log(0, 1, &records);
+    assert!(placed[4].1 - placed[4].0 > PAGE as u64, "the big update spans pages");
+    w.put(
+        "wal-segment",
+        "segment 0 (4 KiB pages x 8) with ten records written by Wal::create; the upsert spans two pages",
+        "wal-log",
+        log_input(0, 1, "tolerate-torn-tail"),
+        &log,
+        Ok(None),
+    );
+    let (last, last_end) = *placed.last().unwrap();
+    let mut torn = log.clone();
+    torn[last_end as usize - 8..last_end as usize].fill(0);
+    w.put(
+        "wal-segment-torn-tail",
+        "wal-segment with the last 8 bytes of the checkpoint-end record zeroed: the log ends at its start",
+        "wal-log",
+        log_input(0, 1, "tolerate-torn-tail"),
+        &torn,
+        Ok(None),
+    );
+    assert!(
+        decode_vector(
+            &json!({"structure": "wal-log", "input": log_input(0, 1, "tolerate-torn-tail")}),
+            &torn
+        )["decoded"]["end_lsn"]
+            == json!(last)
+    );
+    w.put(
+        "wal-segment-torn-tail-strict",
+        "wal-segment-torn-tail read in Strict mode: still a torn tail (no later record)",
+        "wal-log",
+        log_input(0, 1, "strict"),
+        &torn,
+        Ok(None),
+    );
+    // A recycled file: segment 0 written over the old bytes of segment 1.
+    let mut old_records = Vec::new();
+    for i in 0..10u64 {
+        let bytes: Vec<u8> = (0..1800u32).map(|k| (k as u64 * 7 + i) as u8).collect();
+        let payload = record::encode_update(
+            Op::Insert,
+            &format!("old-{i}"),
+            &[Edit {
+                page: vec0,
+                offset: 64,
+                after: &bytes,
+                before: None,
+            }],
+        );
+        old_records.push((spec(Kind::Update, 10 + i, 100 + 2 * i), payload));
+        old_records.push((spec(Kind::Commit, 10 + i, 101 + 2 * i), Vec::new()));
+    }
+    let (old, old_placed) = engine_log(1, 1, &old_records);
+    assert!(old_placed.last().unwrap().1 < 2 * SEGMENT);
+    let new_records = records[..4].to_vec();
+    let (new, new_placed) = engine_log(0, 1, &new_records);
+    let new_end = new_placed.last().unwrap().1 as usize;
+    let cut = new_end - new_end % PAGE as usize + PAGE as usize;
+    let mut recycled = new[..cut].to_vec();
+    recycled.extend_from_slice(&old[cut..SEGMENT as usize]);
+    w.put("wal-segment-recycled", "segment 0 holding four records, its later pages stale bytes of an old segment 1 (page addresses and LSNs of segment 1): a clean end", "wal-log", log_input(0, 1, "strict"), &recycled, Ok(None));
+    // A log on timeline 2 that starts at segment 2 (a restored store's new history).
+    let (restored, _) = engine_log(2, 2, &records[8..]);
+    w.put(
+        "wal-timeline-2",
+        "a log of timeline 2 whose first segment is 2 (Wal::create_at): a checkpoint-begin and checkpoint-end",
+        "wal-log",
+        log_input(2, 2, "strict"),
+        &restored,
+        Ok(None),
+    );
+    w.put(
+        "wal-timeline-2-read-as-1",
+        "wal-timeline-2 read by a reader expecting timeline 1: the segment header is stale, so the log is empty",
+        "wal-log",
+        log_input(2, 1, "strict"),
+        &restored,
+        Ok(None),
+    );
+
+    // ---- Control file (section 3).
+    let control = Control {
+        page_size_bytes: PAGE,
+        segment_size_bytes: SEGMENT,
+        dimension: DIMENSION,
+        timeline: 1,
+        store_id: STORE_ID,
+        sequence: 4,
+        checkpoint_lsn: Lsn(begin),
+        checkpoint_end_lsn: Lsn(last),
+        redo_lsn: Lsn(begin),
+        next_txn_id: 3,
+        created_us: T0,
+        checkpoint_us: T0 + 10,
+        truncate_lsn: Lsn(begin),
+    };
+    let older = Control {
+        sequence: 4,
+        checkpoint_lsn: Lsn(4128),
+        checkpoint_end_lsn: Lsn(4184),
+        redo_lsn: Lsn(4128),
+        truncate_lsn: Lsn(4128),
+        checkpoint_us: T0 + 1,
+        next_txn_id: 1,
+        ..control.clone()
+    };
+    let newer = Control {
+        sequence: 5,
+        ..control.clone()
+    };
+    let mut file = older.to_slot().as_bytes().to_vec();
+    file.extend_from_slice(newer.to_slot().as_bytes());
+    w.put(
+        "control",
+        "both slots valid: slot 1 (sequence 5) is newer and in force",
+        "control-file",
+        json!({}),
+        &file,
+        Ok(Some(control_json(&newer))),
+    );
+    let mut torn_control = file.clone();
+    torn_control[512 + 256..1024].fill(0);
+    w.put(
+        "control-newer-torn",
+        "slot 1 (sequence 5) torn after 256 bytes: slot 0 (sequence 4) is in force",
+        "control-file",
+        json!({}),
+        &torn_control,
+        Ok(Some(control_json(&older))),
+    );
+    let mut both_bad = torn_control.clone();
+    both_bad[40] ^= 0x10;
+    w.put(
+        "control-both-bad",
+        "slot 0 with a flipped bit and slot 1 torn: damaged",
+        "control-file",
+        json!({}),
+        &both_bad,
+        Err("damaged"),
+    );
+    let mut v2 = older.to_slot();
+    v2.version_major = U16::new(2);
+    v2.crc = U32::new(crc32c::crc32c(&v2.as_bytes()[..508]));
+    let mut incompatible = v2.as_bytes().to_vec();
+    incompatible.extend_from_slice(&torn_control[512..]);
+    w.put(
+        "control-incompatible",
+        "slot 0 of major version 2 (CRC correct), slot 1 torn: incompatible",
+        "control-file",
+        json!({}),
+        &incompatible,
+        Err("incompatible"),
+    );
+
+    // ---- Arena pages (section 14).
+    let page_input = |id: PageId| json!({ "page_id": hex64(id.0), "page_size": PAGE, "dimension": DIMENSION });
+    w.put(
+        "page-catalog",
+        "sealed catalog page 0: \"alpha\" (metadata in overflow page 1) and \"beta\" (inline metadata)",
+        "arena-page",
+        page_input(cat0),
+        &arena.catalog,
+        Ok(None),
+    );
+    w.put(
+        "page-vector",
+        "sealed vector page 0, dimension 4: two vectors in slots 0 and 1",
+        "arena-page",
+        page_input(vec0),
+        &arena.vector,
+        Ok(None),
+    );
+    w.put(
+        "page-overflow",
+        "sealed overflow page (catalog page 1): the metadata of \"alpha\", last of its chain",
+        "arena-page",
+        page_input(cat1),
+        &arena.overflow,
+        Ok(None),
+    );
+    let mut flipped = arena.catalog.clone();
+    flipped[4000] ^= 0x04;
+    w.put(
+        "page-catalog-flipped-bit",
+        "page-catalog with one bit flipped: the CRC fails",
+        "arena-page",
+        page_input(cat0),
+        &flipped,
+        Err("invalid"),
+    );
+    w.put(
+        "page-catalog-wrong-id",
+        "page-catalog read at the position of catalog page 2",
+        "arena-page",
+        page_input(catalog_id(2)),
+        &arena.catalog,
+        Err("invalid"),
+    );
+    w.put(
+        "page-overflow-in-vector-space",
+        "page-overflow read as vector page 1 (wrong id and kind)",
+        "arena-page",
+        page_input(vector_id(1)),
+        &arena.overflow,
+        Err("invalid"),
+    );
+    assert_eq!(
+        metadata_json(&arena.meta).unwrap(),
+        json!([["lang", "en"], ["source", "golden"]])
+    );
+
+    // ---- Archive files (section "Archive files and base images").
+    let mut wal_header = ArchiveHeader::new_zeroed();
+    wal_header.kind = KIND_WAL_SEGMENT;
+    wal_header.store_id = U64::new(STORE_ID);
+    wal_header.timeline = U32::new(1);
+    wal_header.page_size_bytes = U32::new(PAGE);
+    wal_header.segment_size_bytes = U64::new(SEGMENT);
+    wal_header.segment_no = U64::new(0);
+    wal_header.first_lsn = U64::new(placed[0].0);
+    wal_header.end_lsn = U64::new(last_end);
+    wal_header.first_us = U64::new(T0 + 1);
+    wal_header.last_us = U64::new(T0 + 10);
+    let wal_archive = archive::encode(wal_header, &log);
+    let wal_input = json!({ "file_name": archive::wal_file_name(0) });
+    w.put(
+        "archive-wal",
+        "wal-segment archived as wal-0000000000000000.lz4",
+        "archive",
+        wal_input.clone(),
+        &wal_archive,
+        Ok(None),
+    );
+    let mut base_contents = vec![0u8; 2 * SEGMENT as usize];
+    base_contents[..PAGE as usize].copy_from_slice(&arena.catalog);
+    base_contents[PAGE as usize..2 * PAGE as usize].copy_from_slice(&arena.overflow);
+    base_contents[SEGMENT as usize..SEGMENT as usize + PAGE as usize].copy_from_slice(&arena.vector);
+    let mut base_header = wal_header;
+    base_header.kind = KIND_BASE_IMAGE;
+    base_header.segment_no = U64::new(0);
+    base_header.first_lsn = U64::new(begin);
+    base_header.end_lsn = U64::new(last);
+    base_header.first_us = U64::new(T0 + 10);
+    base_header.last_us = U64::new(T0 + 10);
+    base_header.truncate_lsn = U64::new(begin);
+    base_header.next_txn_id = U64::new(3);
+    base_header.dimension = U32::new(DIMENSION);
+    base_header.catalog_files = U32::new(1);
+    base_header.vector_files = U32::new(1);
+    let base = archive::encode(base_header, &base_contents);
+    w.put(
+        "archive-base",
+        "a base image: catalog-00000000.pages then vector-00000000.pages, S bytes each",
+        "archive",
+        json!({ "file_name": archive::base_file_name(Lsn(begin)) }),
+        &base,
+        Ok(None),
+    );
+    // Incompressible contents are stored.
+    let mut rng = 0x1234_5678_9abc_def0u64;
+    let noise: Vec<u8> = (0..1000)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng as u8
+        })
+        .collect();
+    let mut stored_header = wal_header;
+    stored_header.segment_no = U64::new(5);
+    let stored = archive::encode(stored_header, &noise);
+    w.put(
+        "archive-stored-block",
+        "1000 incompressible bytes: one block with filter 2 (stored)",
+        "archive",
+        json!({ "file_name": archive::wal_file_name(5) }),
+        &stored,
+        Ok(None),
+    );
+    w.put(
+        "archive-truncated",
+        "archive-wal cut in the middle of its blocks",
+        "archive",
+        wal_input.clone(),
+        &wal_archive[..wal_archive.len() / 2],
+        Err("damaged"),
+    );
+    w.put(
+        "archive-truncated-header",
+        "archive-wal cut to 100 bytes (inside the header)",
+        "archive",
+        wal_input.clone(),
+        &wal_archive[..100],
+        Err("damaged"),
+    );
+    let mut bad_body = wal_archive.clone();
+    let at = archive::ARCHIVE_HEADER_BYTES + archive::BLOCK_HEADER_BYTES + 20;
+    bad_body[at] ^= 0x20;
+    w.put(
+        "archive-bad-compressed-crc",
+        "archive-wal with one compressed byte changed: the compressed CRC fails",
+        "archive",
+        wal_input.clone(),
+        &bad_body,
+        Err("damaged"),
+    );
+    let mut bad_header = wal_archive.clone();
+    bad_header[60] ^= 1;
+    w.put(
+        "archive-bad-header-crc",
+        "archive-wal with a header bit flipped: the header CRC fails",
+        "archive",
+        wal_input,
+        &bad_header,
+        Err("damaged"),
+    );
+
+    let total: u64 = w
+        .names
+        .iter()
+        .map(|n| {
+            std::fs::metadata(dir.join(format!("{n}.bin"))).unwrap().len()
+                + std::fs::metadata(dir.join(format!("{n}.json"))).unwrap().len()
+        })
+        .sum();
+    assert!(total < 1 << 20, "vectors total {total} bytes");
+    eprintln!("wrote {} vectors, {total} bytes", w.names.len());
+}
