@@ -41,6 +41,8 @@ pub struct Arena {
     pages_per_file: u64,
     spaces: [RwLock<Vec<Arc<ArenaFile>>>; 2],
     latches: Box<[Mutex<()>]>,
+    /// Files were created since the directory was last synced.
+    new_files: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Arena {
@@ -87,6 +89,7 @@ impl Arena {
             pages_per_file: file_size_bytes / u64::from(page_size_bytes),
             spaces: [RwLock::new(Vec::new()), RwLock::new(Vec::new())],
             latches: (0..LATCH_STRIPES).map(|_| Mutex::new(())).collect(),
+            new_files: std::sync::atomic::AtomicBool::new(false),
         };
         let names = arena
             .storage
@@ -145,6 +148,7 @@ impl Arena {
                 .storage
                 .open(&path, true)
                 .context(|| format!("creating {}", path.display()))?;
+            self.new_files.store(true, Ordering::Release);
             file.set_len(size_bytes)
                 .context(|| format!("sizing {}", path.display()))?;
             file
@@ -317,6 +321,31 @@ impl Arena {
         self.storage
             .sync_dir(&self.dir)
             .context(|| format!("syncing directory {}", self.dir.display()))
+    }
+
+    /// Makes the writes to the files holding `pages` durable, and the directory when files were
+    /// created since it was last synced.
+    pub fn sync_pages(&self, pages: &[PageId]) -> Result<()> {
+        let mut files: Vec<(usize, u64)> = pages
+            .iter()
+            .map(|p| (p.space().index(), p.page_no() / self.pages_per_file))
+            .collect();
+        files.sort_unstable();
+        files.dedup();
+        for (space, file_no) in files {
+            let file = self.spaces[space].read().get(file_no as usize).cloned();
+            if let Some(file) = file {
+                file.file
+                    .sync_data()
+                    .context(|| format!("syncing {}", file.path.display()))?;
+            }
+        }
+        if self.new_files.swap(false, Ordering::AcqRel) {
+            self.storage
+                .sync_dir(&self.dir)
+                .context(|| format!("syncing directory {}", self.dir.display()))?;
+        }
+        Ok(())
     }
 
     /// How many files `space` has.
