@@ -262,6 +262,27 @@ impl Arena {
         Ok(())
     }
 
+    /// True if page `id` is all zero in memory (never written).
+    pub fn is_all_zero(&self, id: PageId) -> bool {
+        self.copy_page(id).iter().all(|&b| b == 0)
+    }
+
+    /// Checks that page `id`, about to be changed in place, is an initialised page naming
+    /// itself: a page lost on disk (all zero) must not be written over as if it held data.
+    pub fn check_in_use(&self, id: PageId) -> Result<()> {
+        self.verify(id)?;
+        let mut raw = [0u8; 8];
+        self.read(id, page::PAGE_ID_OFFSET, &mut raw);
+        if u64::from_le_bytes(raw) != id.0 {
+            let (file, _) = self.locate(id);
+            return Err(Error::corrupted_file(
+                &file.path,
+                format!("{id} is empty or not itself, but the store uses it"),
+            ));
+        }
+        Ok(())
+    }
+
     /// True if page `id` was verified or written since open.
     pub fn is_verified(&self, id: PageId) -> bool {
         let (file, _) = self.locate(id);

@@ -17,6 +17,8 @@ pub mod arena;
 mod checkpoint;
 pub mod doublewrite;
 pub mod error;
+/// The bodies of the fuzz targets in `fuzz/` as plain functions (replayed by `tests/fuzz_corpus.rs`).
+pub mod fuzz_targets;
 mod lsn;
 pub mod page;
 pub mod record;

@@ -113,11 +113,12 @@ pub(crate) fn recover(inner: &Inner, scan: ScanReport) -> Result<()> {
 
     let started = Instant::now();
     report.redo_start = analysis.dirty.values().min().copied().unwrap_or(report.end_lsn);
-    redo(inner, &analysis, &skips, &mut report)?;
+    let mut lost = HashSet::new();
+    redo(inner, &analysis, &skips, &mut report, &mut lost)?;
     report.redo_time = started.elapsed();
 
     let started = Instant::now();
-    undo(inner, &analysis, &skips, &mut report)?;
+    undo(inner, &analysis, &skips, &mut report, &mut lost)?;
     inner.wal.sync()?;
     report.undo_time = started.elapsed();
 
@@ -251,7 +252,13 @@ fn note_dirty(dirty: &mut HashMap<PageId, Lsn>, edits: &[Edit<'_>], lsn: Lsn) {
     }
 }
 
-fn redo(inner: &Inner, analysis: &Analysis, skips: &[SkippedRange], report: &mut RecoveryReport) -> Result<()> {
+fn redo(
+    inner: &Inner,
+    analysis: &Analysis,
+    skips: &[SkippedRange],
+    report: &mut RecoveryReport,
+    lost: &mut HashSet<PageId>,
+) -> Result<()> {
     let repairs = inner.doublewrite.lock().read_images()?;
     let mut reader = inner.wal.reader(report.redo_start).with_skips(skips);
     while let Some(rec) = reader.next_record()? {
@@ -261,9 +268,7 @@ fn redo(inner: &Inner, analysis: &Analysis, skips: &[SkippedRange], report: &mut
         };
         match payload {
             Payload::Update { edits, .. } | Payload::Clr { edits, .. } => {
-                for page in distinct_pages(&edits) {
-                    prepare_page(inner, page, analysis, &repairs, report)?;
-                }
+                let edits = usable_edits(inner, &edits, analysis, &repairs, report, lost)?;
                 if apply_edits(&inner.arena, &inner.dirty, lsn, &edits, true) > 0 {
                     report.records_redone += 1;
                 } else {
@@ -271,7 +276,9 @@ fn redo(inner: &Inner, analysis: &Analysis, skips: &[SkippedRange], report: &mut
                 }
             }
             Payload::PageInit { page, kind, a, b } => {
-                prepare_page(inner, page, analysis, &repairs, report)?;
+                if !prepare_page(inner, page, true, analysis, &repairs, report, lost)? {
+                    continue;
+                }
                 if inner.arena.page_lsn(page) < lsn {
                     format_page(&inner.arena, &inner.dirty, page, kind, a, b, lsn);
                     report.records_redone += 1;
@@ -293,28 +300,42 @@ fn distinct_pages(edits: &[Edit<'_>]) -> Vec<PageId> {
     pages
 }
 
-/// Makes page `page` exist and pass its checksum before redo touches it.
+/// Makes page `page` exist and pass its checksum before redo or undo touches it; returns
+/// whether its edits may be applied.
 ///
 /// | page state | action |
 /// |---|---|
 /// | verified already, or passes its checksum | use it |
-/// | damaged, intact copy in the doublewrite area | restore the copy, in memory and on disk |
+/// | all zero, changed before any page-init of it in the redo range | damage: the page was lost |
+/// | damaged, intact copy in the doublewrite area | restore the copy, in memory and on disk at once |
 /// | damaged, initialised later in the redo range | start it from zero: redo rebuilds it |
-/// | damaged otherwise, `SkipCorrupted` | start it from zero, report it |
+/// | damaged otherwise, `SkipCorrupted` | reset it to empty, skip every edit of it, report it |
 /// | damaged otherwise | `Corrupted` |
 fn prepare_page(
     inner: &Inner,
     page: PageId,
+    initialising: bool,
     analysis: &Analysis,
     repairs: &HashMap<PageId, Vec<u8>>,
     report: &mut RecoveryReport,
-) -> Result<()> {
+    lost: &mut HashSet<PageId>,
+) -> Result<bool> {
     let arena = &inner.arena;
     arena.ensure_page(page)?;
-    if arena.is_verified(page) {
-        return Ok(());
+    if lost.contains(&page) {
+        return Ok(false);
     }
-    let Err(damage) = arena.verify(page) else { return Ok(()) };
+    if arena.is_verified(page) {
+        return Ok(true);
+    }
+    let damage = match arena.verify(page) {
+        Ok(()) if initialising || analysis.inits.contains(&page) || !arena.is_all_zero(page) => return Ok(true),
+        Ok(()) => Error::corrupted_file(
+            "arena",
+            format!("{page} is empty on disk, but the log changes it without initialising it"),
+        ),
+        Err(damage) => damage,
+    };
     let _latch = arena.latch(page);
     if let Some(image) = repairs.get(&page) {
         arena.replace_page(page, image);
@@ -332,14 +353,42 @@ fn prepare_page(
         ));
     } else if inner.options.recovery == RecoveryMode::SkipCorrupted {
         arena.replace_page(page, &vec![0u8; arena.page_size_bytes() as usize]);
-        report.damage_skipped.push(format!("{page} reset to empty: {damage}"));
+        lost.insert(page);
+        report
+            .damage_skipped
+            .push(format!("{page} reset to empty, its changes skipped: {damage}"));
+        return Ok(false);
     } else {
         return Err(damage);
     }
-    Ok(())
+    Ok(true)
 }
 
-fn undo(inner: &Inner, analysis: &Analysis, skips: &[SkippedRange], report: &mut RecoveryReport) -> Result<()> {
+/// The edits of `edits` whose pages are usable (prepared without being lost).
+fn usable_edits<'a>(
+    inner: &Inner,
+    edits: &[Edit<'a>],
+    analysis: &Analysis,
+    repairs: &HashMap<PageId, Vec<u8>>,
+    report: &mut RecoveryReport,
+    lost: &mut HashSet<PageId>,
+) -> Result<Vec<Edit<'a>>> {
+    let mut usable = HashSet::new();
+    for page in distinct_pages(edits) {
+        if prepare_page(inner, page, false, analysis, repairs, report, lost)? {
+            usable.insert(page);
+        }
+    }
+    Ok(edits.iter().filter(|e| usable.contains(&e.page)).cloned().collect())
+}
+
+fn undo(
+    inner: &Inner,
+    analysis: &Analysis,
+    skips: &[SkippedRange],
+    report: &mut RecoveryReport,
+    lost: &mut HashSet<PageId>,
+) -> Result<()> {
     let mut losers = analysis.losers.clone();
     report.losers = losers.keys().copied().collect();
     let repairs = HashMap::new();
@@ -370,9 +419,7 @@ fn undo(inner: &Inner, analysis: &Analysis, skips: &[SkippedRange], report: &mut
         let prev = Lsn(rec.header.prev_lsn.get());
         let next = match decode(inner, rec.header.kind, rec.payload, rec.lsn, report)? {
             Some(Payload::Update { edits, .. }) => {
-                for page in distinct_pages(&edits) {
-                    prepare_page(inner, page, analysis, &repairs, report)?;
-                }
+                let edits = usable_edits(inner, &edits, analysis, &repairs, report, lost)?;
                 let compensation: Vec<Edit<'_>> = edits
                     .iter()
                     .rev()

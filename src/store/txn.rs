@@ -230,8 +230,8 @@ impl<'s> Transaction<'s> {
         let inner = self.store.inner();
         for page in edits.iter().map(|e| e.page) {
             // A page read from disk is checked before it is changed: a damaged page must not be
-            // rewritten with a fresh checksum.
-            inner.arena.verify(page)?;
+            // rewritten with a fresh checksum, nor a lost (all-zero) one written over.
+            inner.arena.check_in_use(page)?;
         }
         let payload = record::encode_update(op, id, edits);
         let prev = self.active.last_lsn;

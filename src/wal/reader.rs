@@ -79,7 +79,13 @@ impl WalReader {
         };
         loop {
             let failure = match view.step(self.pos, &mut self.floor) {
-                Step::End(_) => return Ok(None),
+                Step::End(at) => match skip_from(&self.skips, at) {
+                    Some(to) => {
+                        (self.pos, self.floor) = (to, 0);
+                        continue;
+                    }
+                    None => return Ok(None),
+                },
                 Step::Invalid(at, reason) => (at, reason),
                 Step::Refuse(at, reason) => return Err(Error::Incompatible(format!("log at {at}: {reason}"))),
                 Step::Start(at) => match view.decode(at, self.floor, &mut self.scratch) {
@@ -96,7 +102,13 @@ impl WalReader {
                             end,
                         }));
                     }
-                    Decoded::End(_) => return Ok(None),
+                    Decoded::End(at) => match skip_from(&self.skips, at) {
+                        Some(to) => {
+                            (self.pos, self.floor) = (to, 0);
+                            continue;
+                        }
+                        None => return Ok(None),
+                    },
                     Decoded::Invalid(at, reason) => (at, reason),
                 },
             };
@@ -109,4 +121,13 @@ impl WalReader {
             }
         }
     }
+}
+
+/// Where a damaged range skipped by the open scan that starts at `at` ends, if one does (zeros
+/// inside the durable log end a walk just as damage does).
+fn skip_from(skips: &[SkippedRange], at: u64) -> Option<u64> {
+    skips
+        .iter()
+        .find(|skip| skip.from.get() == at)
+        .map(|skip| skip.to.get())
 }
