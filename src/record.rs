@@ -168,6 +168,23 @@ pub fn encode_update(op: Op, id: &str, edits: &[Edit<'_>]) -> Vec<u8> {
     out
 }
 
+/// The edits that undo `edits`: their before-images, newest edit first (free-space edits,
+/// which carry none, need no undo). The after-images of a compensation record.
+pub fn compensation<'a>(edits: &[Edit<'a>]) -> Vec<Edit<'a>> {
+    edits
+        .iter()
+        .rev()
+        .filter_map(|e| {
+            e.before.map(|before| Edit {
+                page: e.page,
+                offset: e.offset,
+                after: before,
+                before: None,
+            })
+        })
+        .collect()
+}
+
 /// The payload of a compensation record.
 pub fn encode_clr(undo_next: Lsn, edits: &[Edit<'_>]) -> Vec<u8> {
     let mut out = Vec::new();

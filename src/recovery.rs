@@ -420,18 +420,7 @@ fn undo(
         let next = match decode(inner, rec.header.kind, rec.payload, rec.lsn, report)? {
             Some(Payload::Update { edits, .. }) => {
                 let edits = usable_edits(inner, &edits, analysis, &repairs, report, lost)?;
-                let compensation: Vec<Edit<'_>> = edits
-                    .iter()
-                    .rev()
-                    .filter_map(|e| {
-                        e.before.map(|before| Edit {
-                            page: e.page,
-                            offset: e.offset,
-                            after: before,
-                            before: None,
-                        })
-                    })
-                    .collect();
+                let compensation = record::compensation(&edits);
                 let clr = record::encode_clr(prev, &compensation);
                 let lsn = inner.log_and_apply(Some(&mut active), Kind::Clr, &clr, &compensation)?;
                 report.clrs_written += 1;

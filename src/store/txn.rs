@@ -176,18 +176,7 @@ impl<'s> Transaction<'s> {
             let Payload::Update { edits, .. } = record::decode(Kind::Update as u8, &payload, lsn, page_size)? else {
                 unreachable!("the undo list holds update payloads only");
             };
-            let compensation: Vec<Edit<'_>> = edits
-                .iter()
-                .rev()
-                .filter_map(|e| {
-                    e.before.map(|before| Edit {
-                        page: e.page,
-                        offset: e.offset,
-                        after: before,
-                        before: None,
-                    })
-                })
-                .collect();
+            let compensation = record::compensation(&edits);
             let clr = record::encode_clr(prev_lsn, &compensation);
             inner.log_and_apply(Some(&mut self.active), Kind::Clr, &clr, &compensation)?;
         }
