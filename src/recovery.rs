@@ -128,9 +128,17 @@ pub(crate) fn recover(inner: &Inner, scan: ScanReport) -> Result<()> {
     inner
         .next_txn_id
         .store(analysis.next_txn_id, std::sync::atomic::Ordering::SeqCst);
-    *inner.index.write() = HashMap::new();
-    *inner.slots.write() = Default::default();
-    inner.publish(loaded.index.into_iter().map(|(id, located)| (id, Some(located))));
+    // The loaded index is moved in whole; only the slot registry is built from it.
+    let mut slots = crate::search::SlotRegistry::default();
+    for (id, located) in &loaded.index {
+        let owner = crate::search::SlotOwner {
+            id: std::sync::Arc::from(&**id),
+            meta: located.meta.clone(),
+        };
+        slots.set(inner.global_slot(located.vector_page, located.vector_slot), Some(owner));
+    }
+    *inner.index.write() = loaded.index;
+    *inner.slots.write() = slots;
     *inner.writer.lock() = loaded.writer;
 
     let started = Instant::now();
