@@ -261,7 +261,9 @@ pub fn decode_header(path: &Path, bytes: &[u8]) -> Result<ArchiveHeader> {
 }
 
 fn decode_blocks(mut body: &[u8], raw_len: usize) -> std::result::Result<Vec<u8>, String> {
-    let mut contents = Vec::with_capacity(raw_len);
+    // Grown as blocks decode, never reserved from the header's claim: a crafted length cannot
+    // make a small file allocate more than its blocks really decompress to.
+    let mut contents = Vec::new();
     let mut scratch = Vec::new();
     while !body.is_empty() {
         let Ok((block, rest)) = BlockHeader::read_from_prefix(body) else {
