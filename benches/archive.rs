@@ -2,6 +2,9 @@
 //! embeddings and on metadata-heavy records, beside raw `lz4_flex` on the same bytes; and
 //! restore throughput in log bytes per second. Prints a summary of ratios at the end.
 
+mod common;
+use common::quick;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -9,10 +12,6 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use vellum::archive::{self, ArchiveHeader};
 use vellum::{Options, RestoreTarget, Retention, Store, SyncMode, restore};
 use zerocopy::FromZeros;
-
-fn quick() -> bool {
-    std::env::args().any(|a| a == "--test")
-}
 
 /// Deterministic unit-normalised vectors (SplitMix64).
 fn embedding(seed: u64, dimension: usize) -> Vec<f32> {

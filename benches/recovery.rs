@@ -32,8 +32,11 @@
 //!
 //! Files live under `std::env::temp_dir()`: point `TMPDIR` at the disk to measure (not tmpfs).
 
+mod common;
+use common::{create_new, machine_load, pattern, quick, temp_dir, verdict};
+
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::hint::black_box;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -67,17 +70,6 @@ const CRASHED_LARGE: &str = "open/crashed_256mib";
 const CLEAN_LARGE: &str = "open/clean_256mib";
 const CRASHED_SMALL: &str = "open/crashed_64mib";
 const CLEAN_SMALL: &str = "open/clean_64mib";
-
-/// True when criterion will not measure: test mode (`cargo test --benches` passes no `--bench`;
-/// `cargo bench -- --test`) or `--list`. Then every store is tiny and there is no summary.
-fn quick() -> bool {
-    static QUICK: OnceLock<bool> = OnceLock::new();
-    *QUICK.get_or_init(|| {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let has = |flag: &str| args.iter().any(|arg| arg == flag);
-        !has("--bench") || has("--test") || has("--list")
-    })
-}
 
 /// Store and log sizes: the real ones, or tiny ones in quick mode.
 struct Sizes {
@@ -166,28 +158,6 @@ fn note(line: String) {
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures.
-
-fn temp_dir(label: &str) -> TempDir {
-    tempfile::Builder::new()
-        .prefix(&format!("vellum-bench-{label}-"))
-        .tempdir_in(std::env::temp_dir())
-        .expect("creating a temp dir")
-}
-
-fn create_new(path: &Path) -> File {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()))
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
-        .collect()
-}
 
 fn options() -> Options {
     Options {
@@ -597,19 +567,6 @@ fn median_of(values: impl IntoIterator<Item = f64>) -> f64 {
 /// Median over `samples` of `f`, in milliseconds.
 fn median_ms(samples: &[OpenSample], f: impl Fn(&OpenSample) -> Duration) -> f64 {
     median_of(samples.iter().map(|s| f(s).as_secs_f64() * 1e3))
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "  [met]" } else { "  [MISSED]" }
-}
-
-/// The machine's load average and core count, printed with the summary: the figures are only as
-/// good as the machine was quiet (other processes share its cores and its disk).
-fn machine_load() -> String {
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load: Vec<&str> = load.split_whitespace().take(3).collect();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("load average {} (1, 5, 15 min) on {cores} cores", load.join(" "))
 }
 
 fn summary(_: &mut Criterion) {

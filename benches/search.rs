@@ -2,16 +2,15 @@
 //! 1,000,000 vectors of dimension 384 (fewer with `--test`). Target: the scan reads vector
 //! bytes at ≥ 50% of the bandwidth of a plain summing pass over the same number of bytes.
 
+mod common;
+use common::quick;
+
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use vellum::{Metric, Options, Store, SyncMode};
 
 const DIMENSION: usize = 384;
-
-fn quick() -> bool {
-    std::env::args().any(|a| a == "--test")
-}
 
 fn vector(seed: u64) -> Vec<f32> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

@@ -39,8 +39,11 @@
 //!
 //! Files live under `std::env::temp_dir()`: point `TMPDIR` at the disk to measure (not tmpfs).
 
+mod common;
+use common::{create_new, machine_load, pattern, quick, temp_dir, verdict};
+
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::hint::black_box;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
@@ -79,17 +82,6 @@ const PWRITE_1M: &str = "txn/pwrite_1m_fdatasync";
 const TXN: &str = "txn/store";
 const TXN_CHECKPOINTING: &str = "txn/store_checkpointing";
 const CHECKPOINT: &str = "checkpoint/store";
-
-/// True when criterion will not measure: test mode (`cargo test --benches` passes no `--bench`;
-/// `cargo bench -- --test`) or `--list`. Then every store is tiny and there is no summary.
-fn quick() -> bool {
-    static QUICK: OnceLock<bool> = OnceLock::new();
-    *QUICK.get_or_init(|| {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let has = |flag: &str| args.iter().any(|arg| arg == flag);
-        !has("--bench") || has("--test") || has("--list")
-    })
-}
 
 /// Store and file sizes: the real ones, or tiny ones in quick mode.
 struct Sizes {
@@ -178,28 +170,6 @@ fn note(line: String) {
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures.
-
-fn temp_dir(label: &str) -> TempDir {
-    tempfile::Builder::new()
-        .prefix(&format!("vellum-bench-{label}-"))
-        .tempdir_in(std::env::temp_dir())
-        .expect("creating a temp dir")
-}
-
-fn create_new(path: &Path) -> File {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()))
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
-        .collect()
-}
 
 /// A file of `len` bytes written with zeros and synced: every block allocated and written.
 fn zero_filled(path: &Path, len: u64) -> File {
@@ -787,24 +757,11 @@ fn range(values: &[f64]) -> (f64, f64) {
         .fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)))
 }
 
-fn verdict(ok: bool) -> &'static str {
-    if ok { "  [met]" } else { "  [MISSED]" }
-}
-
 /// Ratios per round of `num` over `den`: their median and range.
 fn paired_ratio(num: &[f64], den: &[f64]) -> (f64, f64, f64) {
     let ratios: Vec<f64> = num.iter().zip(den).map(|(n, d)| n / d).collect();
     let (lo, hi) = range(&ratios);
     (median(&ratios), lo, hi)
-}
-
-/// The machine's load average and core count, printed with the summary: the figures are only as
-/// good as the machine was quiet (other processes share its cores and its disk).
-fn machine_load() -> String {
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load: Vec<&str> = load.split_whitespace().take(3).collect();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("load average {} (1, 5, 15 min) on {cores} cores", load.join(" "))
 }
 
 fn summary(_: &mut Criterion) {

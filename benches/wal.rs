@@ -22,8 +22,11 @@
 //!
 //! Files live under `std::env::temp_dir()`: point `TMPDIR` at the disk to measure (not tmpfs).
 
+mod common;
+use common::{create_new, pattern, quick, temp_dir, verdict};
+
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::hint::black_box;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
@@ -62,17 +65,6 @@ const COMMIT_4: &str = "wal/commit_1k_4writers";
 const APPEND: &str = "wal/append_1k_unsynced";
 const APPEND_RECYCLED: &str = "wal/append_1k_unsynced_recycled";
 const SCAN: &str = "wal/scan_on_open";
-
-/// True when criterion will not measure: test mode (`cargo test --benches` passes no `--bench`;
-/// `cargo bench -- --test`) or `--list`. Then every file is tiny and there is no summary.
-fn quick() -> bool {
-    static QUICK: OnceLock<bool> = OnceLock::new();
-    *QUICK.get_or_init(|| {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let has = |flag: &str| args.iter().any(|arg| arg == flag);
-        !has("--bench") || has("--test") || has("--list")
-    })
-}
 
 /// File and buffer sizes: the real ones, or tiny ones in quick mode.
 struct Sizes {
@@ -157,22 +149,6 @@ fn tally(name: &'static str, bytes_per_iter: u64, iters: u64, elapsed: Duration)
 // ---------------------------------------------------------------------------------------------
 // Fixtures.
 
-fn temp_dir(label: &str) -> TempDir {
-    tempfile::Builder::new()
-        .prefix(&format!("vellum-bench-{label}-"))
-        .tempdir_in(std::env::temp_dir())
-        .expect("creating a temp dir")
-}
-
-fn create_new(path: &Path) -> File {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()))
-}
-
 /// A file of `len` bytes written with zeros and synced: every block allocated and written.
 fn zero_filled(path: &Path, len: u64) -> File {
     let file = create_new(path);
@@ -196,12 +172,6 @@ fn fallocated(path: &Path, len: u64) -> File {
     assert_eq!(rc, 0, "fallocate: {}", std::io::Error::last_os_error());
     file.sync_all().expect("syncing the fallocated file");
     file
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
-        .collect()
 }
 
 /// A loop of pwrite `BLOCK_BYTES` + fdatasync, moving forward through a file.
@@ -830,10 +800,6 @@ fn summary(_: &mut Criterion) {
     ratio(FALLOCATED, PWRITE, false, None);
     ratio(MMAP, PWRITE, false, None);
     println!();
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "  [met]" } else { "  [MISSED]" }
 }
 
 fn human_time(secs: f64) -> String {
