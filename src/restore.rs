@@ -48,6 +48,17 @@ pub struct RestoreReport {
     /// The timeline the restored store starts (a new history).
     pub timeline: u32,
     pub duration: Duration,
+    /// Where the time went, phase by phase, in order ("stage arena", "stage log", "find cut",
+    /// "replay", "new timeline", "publish").
+    pub phases: Vec<(&'static str, Duration)>,
+}
+
+impl RestoreReport {
+    fn phase_done(&mut self, name: &'static str, since: &mut Instant) {
+        let now = Instant::now();
+        self.phases.push((name, now - *since));
+        *since = now;
+    }
 }
 
 /// Restores the store archived in `src` as it was at `target` into a new store at `dest`
@@ -112,8 +123,11 @@ fn restore_into(
     storage
         .create_dir_all(&staging.join("arena"))
         .context(|| format!("creating {}", staging.display()))?;
+    let mut clock = Instant::now();
     stage_arena(storage, src, staging, &listing, &base, &control)?;
+    report.phase_done("stage arena", &mut clock);
     stage_log(storage, src, staging, &listing, &base, &control, &mut report)?;
+    report.phase_done("stage log", &mut clock);
     let staged = Control {
         sequence: 0,
         checkpoint_lsn: Lsn(base.first_lsn.get()),
@@ -127,10 +141,13 @@ fn restore_into(
     ControlFile::create(storage.as_ref(), staging, &staged)?;
     let cut = find_cut(storage, staging, &staged, target)?;
     apply_cut(storage, staging, &staged, cut)?;
+    report.phase_done("find cut", &mut clock);
     report.target_lsn = cut.last_included;
     report.wal_bytes = cut.end.0.saturating_sub(base.first_lsn.get());
     let end_of_history = replay(storage, staging, &mut report)?;
+    report.phase_done("replay", &mut clock);
     start_timeline(storage, staging, &staged, end_of_history, &mut report)?;
+    report.phase_done("new timeline", &mut clock);
     match storage.rename(staging, dest) {
         Ok(()) => {}
         // A storage that renames files only (the crash simulator) gets the tree moved file by
@@ -152,6 +169,7 @@ fn restore_into(
             .sync_dir(parent)
             .context(|| format!("syncing directory {}", parent.display()))?;
     }
+    report.phase_done("publish", &mut clock);
     Ok(report)
 }
 

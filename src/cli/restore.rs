@@ -42,6 +42,11 @@ pub fn report_json(report: &RestoreReport) -> Value {
         "segments_live": report.segments_live,
         "timeline": report.timeline,
         "duration_us": report.duration.as_micros() as u64,
+        "phases_us": report
+            .phases
+            .iter()
+            .map(|(name, time)| json!([name, time.as_micros() as u64]))
+            .collect::<Vec<_>>(),
     })
 }
 
