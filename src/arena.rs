@@ -12,10 +12,10 @@
 //! - A page read from its file is verified (checksum, own id) before first use.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
-use parking_lot::{Mutex, MutexGuard, RwLock};
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::error::{IoContext, Result};
 use crate::page::{self, PAGE_LSN_OFFSET, PageId, Space};
@@ -33,13 +33,66 @@ struct ArenaFile {
     verified: Box<[AtomicU64]>,
 }
 
+const FILES_PER_CHUNK: usize = 1024;
+/// A chunk of [`FILES_PER_CHUNK`] file slots, allocated when its first file is added.
+type FileChunk = Box<[OnceLock<ArenaFile>]>;
+const FILE_CHUNKS: usize = 1024;
+
+/// The files of one page space: an append-only table whose entries never change once set, so
+/// a reader (every `get`) finds a file with two atomic loads, no lock and no reference count.
+/// Files are added under `grow`, one at a time, in file-number order.
+struct FileTable {
+    chunks: Box<[OnceLock<FileChunk>]>,
+    len: AtomicUsize,
+    grow: Mutex<()>,
+}
+
+impl FileTable {
+    fn new() -> FileTable {
+        FileTable {
+            chunks: (0..FILE_CHUNKS).map(|_| OnceLock::new()).collect(),
+            len: AtomicUsize::new(0),
+            grow: Mutex::new(()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    fn get(&self, file_no: usize) -> Option<&ArenaFile> {
+        self.chunks
+            .get(file_no / FILES_PER_CHUNK)?
+            .get()?
+            .get(file_no % FILES_PER_CHUNK)?
+            .get()
+    }
+
+    /// Appends `file` as file number `len()`. The caller holds `grow`.
+    fn push(&self, file: ArenaFile) {
+        let file_no = self.len.load(Ordering::Acquire);
+        assert!(file_no < FILES_PER_CHUNK * FILE_CHUNKS, "arena file table full");
+        let chunk = self.chunks[file_no / FILES_PER_CHUNK]
+            .get_or_init(|| (0..FILES_PER_CHUNK).map(|_| OnceLock::new()).collect());
+        assert!(
+            chunk[file_no % FILES_PER_CHUNK].set(file).is_ok(),
+            "file {file_no} added twice"
+        );
+        self.len.store(file_no + 1, Ordering::Release);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &ArenaFile> {
+        (0..self.len()).map(|n| self.get(n).expect("files below len are set"))
+    }
+}
+
 /// The arena of one store.
 pub struct Arena {
     storage: Arc<dyn Storage>,
     dir: PathBuf,
     page_size_bytes: u32,
     pages_per_file: u64,
-    spaces: [RwLock<Vec<Arc<ArenaFile>>>; 2],
+    spaces: [FileTable; 2],
     latches: Box<[Mutex<()>]>,
     /// Files were created since the directory was last synced.
     new_files: std::sync::atomic::AtomicBool,
@@ -87,7 +140,7 @@ impl Arena {
             dir: dir.to_path_buf(),
             page_size_bytes,
             pages_per_file: file_size_bytes / u64::from(page_size_bytes),
-            spaces: [RwLock::new(Vec::new()), RwLock::new(Vec::new())],
+            spaces: [FileTable::new(), FileTable::new()],
             latches: (0..LATCH_STRIPES).map(|_| Mutex::new(())).collect(),
             new_files: std::sync::atomic::AtomicBool::new(false),
         };
@@ -98,7 +151,7 @@ impl Arena {
         let mut found: Vec<(Space, u64)> = names.iter().filter_map(|n| parse_arena_file_name(n)).collect();
         found.sort();
         for (space, file_no) in found {
-            let expected = arena.spaces[space.index()].read().len() as u64;
+            let expected = arena.spaces[space.index()].len() as u64;
             if file_no != expected {
                 return Err(Error::corrupted_file(
                     dir.join(arena_file_name(space, expected)),
@@ -121,7 +174,7 @@ impl Arena {
 
     /// How many pages of `space` exist.
     pub fn page_count(&self, space: Space) -> u64 {
-        self.spaces[space.index()].read().len() as u64 * self.pages_per_file
+        self.spaces[space.index()].len() as u64 * self.pages_per_file
     }
 
     /// Makes sure page `page_no` of `space` exists, adding zero-filled files as needed.
@@ -130,14 +183,15 @@ impl Arena {
     pub fn ensure_page(&self, id: PageId) -> Result<()> {
         let space = id.space();
         while self.page_count(space) <= id.page_no() {
-            let file_no = self.spaces[space.index()].read().len() as u64;
+            let file_no = self.spaces[space.index()].len() as u64;
             self.map_file(space, file_no, true)?;
         }
         Ok(())
     }
 
     fn map_file(&self, space: Space, file_no: u64, create: bool) -> Result<()> {
-        let mut files = self.spaces[space.index()].write();
+        let files = &self.spaces[space.index()];
+        let _grow = files.grow.lock();
         if files.len() as u64 > file_no {
             return Ok(());
         }
@@ -170,22 +224,20 @@ impl Arena {
         };
         let map = file.map_private().context(|| format!("mapping {}", path.display()))?;
         let words = self.pages_per_file.div_ceil(64) as usize;
-        files.push(Arc::new(ArenaFile {
+        files.push(ArenaFile {
             path,
             file,
             map,
             verified: (0..words).map(|_| AtomicU64::new(0)).collect(),
-        }));
+        });
         Ok(())
     }
 
-    fn locate(&self, id: PageId) -> (Arc<ArenaFile>, usize) {
-        let files = self.spaces[id.space().index()].read();
+    fn locate(&self, id: PageId) -> (&ArenaFile, usize) {
         let file_no = (id.page_no() / self.pages_per_file) as usize;
-        let file = files
+        let file = self.spaces[id.space().index()]
             .get(file_no)
-            .unwrap_or_else(|| panic!("{id} beyond the arena"))
-            .clone();
+            .unwrap_or_else(|| panic!("{id} beyond the arena"));
         let offset = (id.page_no() % self.pages_per_file) as usize * self.page_size_bytes as usize;
         (file, offset)
     }
@@ -222,7 +274,7 @@ impl Arena {
             "write inside the page"
         );
         let (file, page_offset) = self.locate(id);
-        self.mark_verified(&file, id);
+        self.mark_verified(file, id);
         // SAFETY: the caller holds the page latch (no concurrent writer or page copy), and no
         // reader holds a slice over these bytes: readers only borrow committed slots, which
         // the store never writes while they are reachable.
@@ -258,7 +310,7 @@ impl Arena {
         if let Some(reason) = page::check_page(&image, id) {
             return Err(Error::corrupted_file(&file.path, reason));
         }
-        self.mark_verified(&file, id);
+        self.mark_verified(file, id);
         Ok(())
     }
 
@@ -332,8 +384,7 @@ impl Arena {
     /// Makes every page write durable, and the arena files' names.
     pub fn sync(&self) -> Result<()> {
         for space in &self.spaces {
-            let files: Vec<_> = space.read().clone();
-            for file in files {
+            for file in space.iter() {
                 file.file
                     .sync_data()
                     .context(|| format!("syncing {}", file.path.display()))?;
@@ -354,8 +405,7 @@ impl Arena {
         files.sort_unstable();
         files.dedup();
         for (space, file_no) in files {
-            let file = self.spaces[space].read().get(file_no as usize).cloned();
-            if let Some(file) = file {
+            if let Some(file) = self.spaces[space].get(file_no as usize) {
                 file.file
                     .sync_data()
                     .context(|| format!("syncing {}", file.path.display()))?;
@@ -371,7 +421,7 @@ impl Arena {
 
     /// How many files `space` has.
     pub fn file_count(&self, space: Space) -> usize {
-        self.spaces[space.index()].read().len()
+        self.spaces[space.index()].len()
     }
 
     /// The paths of the arena files (catalog files, then vector files), for verification and
@@ -379,7 +429,7 @@ impl Arena {
     pub fn file_paths(&self) -> Vec<PathBuf> {
         self.spaces
             .iter()
-            .flat_map(|s| s.read().iter().map(|f| f.path.clone()).collect::<Vec<_>>())
+            .flat_map(|s| s.iter().map(|f| f.path.clone()))
             .collect()
     }
 }

@@ -75,6 +75,14 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Makes every write to this file so far durable (`fdatasync`).
     fn sync_data(&self) -> io::Result<()>;
+    /// Asks the OS to start writing `len` bytes at `offset` to the device now, without waiting
+    /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). A hint only: it makes nothing durable, and a
+    /// later [`StorageFile::sync_data`] still must be called; it lets that sync find the
+    /// device work already done while the caller went on.
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
     /// Maps the whole file (at its current length) shared and read-only: the mapping shows every
     /// later `write_at` to the file. The length must not change while the mapping lives.
     fn map_shared(&self) -> io::Result<Mapping>;

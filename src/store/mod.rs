@@ -41,7 +41,7 @@ use crate::wal::{RecordSpec, Wal, WalConfig, now_us};
 use crate::{Error, Lsn, RecoveryMode, SyncMode};
 use control::{Control, ControlFile};
 use epoch::{Epochs, Pin};
-use state::{Located, Meta, WriterState};
+use state::{IdMap, Located, Meta, WriterState};
 pub use txn::Transaction;
 
 /// How to open or create a store.
@@ -121,7 +121,7 @@ pub(crate) struct Inner {
     pub control: Mutex<(ControlFile, Control)>,
     pub doublewrite: Mutex<Doublewrite>,
     pub epochs: Epochs,
-    pub index: RwLock<HashMap<Box<str>, Located>>,
+    pub index: RwLock<IdMap<Located>>,
     /// Committed owners of vector slots, for sequential scans (search).
     pub slots: RwLock<crate::search::SlotRegistry>,
     pub writer: Mutex<WriterState>,
@@ -281,7 +281,7 @@ impl Store {
             control: Mutex::new((control_file, control)),
             doublewrite: Mutex::new(doublewrite),
             epochs: Epochs::default(),
-            index: RwLock::new(HashMap::new()),
+            index: RwLock::new(IdMap::default()),
             slots: RwLock::new(Default::default()),
             writer: Mutex::new(state::WriterState {
                 next_txn_id: 1,
@@ -320,11 +320,14 @@ impl Store {
     /// The vector stored under `id`, or `None`.
     pub fn get(&self, id: &str) -> Result<Option<VectorRef<'_>>> {
         let pin = self.inner.epochs.pin();
-        let Some(located) = self.inner.index.read().get(id).cloned() else {
+        // The entry is read in place under the index's read lock (no clone); verifying the page
+        // is one atomic load after its first use since open.
+        let index = self.inner.index.read();
+        let Some(located) = index.get(id) else {
             return Ok(None);
         };
         self.inner.arena.verify(located.vector_page)?;
-        Ok(Some(self.inner.vector_ref(&located, pin)))
+        Ok(Some(self.inner.vector_ref(located, pin)))
     }
 
     /// Inserts a vector (autocommit). `Err(AlreadyExists)` if `id` is present.

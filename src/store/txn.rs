@@ -12,7 +12,7 @@ use zerocopy::IntoBytes;
 use zerocopy::little_endian::{U16, U32, U64};
 
 use super::meta::{self, ID_MAX_BYTES, METADATA_MAX_BYTES};
-use super::state::{CatPage, Located, Meta, Release, WriterState};
+use super::state::{CatPage, IdMap, Located, Meta, Release, WriterState};
 use super::{ActiveTxn, Store};
 use crate::page::{
     self, CATALOG_SLOT_BYTES, CATALOG_SLOTS_OFFSET, ENTRY_FLAG_OVERFLOW, ENTRY_HEADER_BYTES, EntryHeader,
@@ -28,7 +28,7 @@ pub struct Transaction<'s> {
     active: ActiveTxn,
     /// Update records for abort: (lsn, prev_lsn, payload).
     undo: Vec<(Lsn, Lsn, Vec<u8>)>,
-    overlay: HashMap<Box<str>, Option<Located>>,
+    overlay: IdMap<Option<Located>>,
     allocated_slots: Vec<(PageId, u32)>,
     allocated_pages: Vec<u64>,
     page_snapshots: HashMap<u64, CatPage>,
@@ -66,7 +66,7 @@ impl<'s> Transaction<'s> {
                 last_lsn: Lsn::NONE,
             },
             undo: Vec::new(),
-            overlay: HashMap::new(),
+            overlay: IdMap::default(),
             allocated_slots: Vec::new(),
             allocated_pages: Vec::new(),
             page_snapshots: HashMap::new(),

@@ -72,7 +72,7 @@ impl WalConfig {
             geometry,
             identity,
             sync,
-            write_out_bytes: 1 << 20,
+            write_out_bytes: 256 << 10,
             background: true,
         }
     }
@@ -736,6 +736,11 @@ impl Shared {
                 .file
                 .write_at(&rest[..n], offset)
                 .context(|| format!("writing {}", segment.path.display()))?;
+            if !sync {
+                // The commit that syncs these bytes later finds them on their way to the
+                // device already (a hint: failures show up at that sync).
+                let _ = segment.file.start_writeback(offset, n as u64);
+            }
             io.unsynced.insert(segment_no);
             pos += n as u64;
             rest = &rest[n..];
