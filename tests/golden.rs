@@ -1258,6 +1258,16 @@ fn regenerate_golden_vectors() {
         &bad_page,
         Err("invalid"),
     );
+    let mut bad_kind = init.clone();
+    bad_kind[8] = 6;
+    w.put(
+        "payload-page-init-bad-kind",
+        "a page-init of page kind 6 (kinds 0-3 are defined)",
+        "record-payload",
+        payload_input(8),
+        &bad_kind,
+        Err("invalid"),
+    );
     let mut bad_op = update.clone();
     bad_op[0] = 9;
     w.put(
