@@ -1392,6 +1392,18 @@ fn regenerate_golden_vectors() {
         bad_flags.as_bytes(),
         Err("damaged"),
     );
+    let mut newer = WalPageHeader::new(4096, 0, 1, 2);
+    newer.version_major = U16::new(2);
+    newer.flags = U16::new(0x8000);
+    newer.crc = U32::new(crc32c::crc32c(&newer.as_bytes()[..28]));
+    w.put(
+        "wal-page-header-newer-major",
+        "major version 2 with a flag bit version 1 does not define (CRC correct): foreign, not damaged",
+        "wal-page-header",
+        json!({ "address": 4096, "timeline": 1, "epoch_floor": 0 }),
+        newer.as_bytes(),
+        Err("foreign"),
+    );
     w.put(
         "wal-page-header-zero",
         "32 zero bytes: the log has not reached this page",
