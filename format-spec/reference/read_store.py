@@ -944,6 +944,11 @@ class Recovery:
                 del state[t]
                 self.undone.append(t)
                 continue
+            if u >= E:
+                rep.dmg("undo", "undo of transaction %d points at %d, past the end of the log %d" % (t, u, E), lsn=u)
+                self.failed = True
+                del state[t]
+                continue
             r = by_lsn.get(u)
             if r is None:
                 # a record before the analysis start (a transaction running at the checkpoint)
