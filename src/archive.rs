@@ -18,13 +18,12 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::error::{IoContext, Result};
 use crate::storage::Storage;
-use crate::wal::format::FORMAT_VERSION_MAJOR;
 use crate::{Error, Lsn};
 
 pub const ARCHIVE_DIR: &str = "archive";
 pub const ARCHIVE_MAGIC: [u8; 8] = *b"VLMARCH\n";
 pub const BLOCK_RAW_MAX_BYTES: usize = 1 << 20;
-const SAMPLE_BYTES: usize = 64 * 1024;
+const SAMPLE_BYTES: usize = 16 * 1024;
 
 /// Archive file kinds.
 pub const KIND_WAL_SEGMENT: u8 = 1;
@@ -34,6 +33,37 @@ pub const KIND_BASE_IMAGE: u8 = 2;
 pub const FILTER_LZ4: u8 = 0;
 pub const FILTER_SHUFFLE4_LZ4: u8 = 1;
 pub const FILTER_STORED: u8 = 2;
+/// Shuffle-4, then each of the four lanes LZ4-compressed or stored on its own (archive major 2).
+pub const FILTER_SHUFFLE4_LANES: u8 = 3;
+
+/// The archive file's own major version: 2 added [`FILTER_SHUFFLE4_LANES`]. Files of major 1
+/// (which never use it) are still read.
+pub const ARCHIVE_VERSION_MAJOR: u16 = 2;
+/// The oldest archive major version this build reads.
+pub const ARCHIVE_VERSION_MAJOR_MIN: u16 = 1;
+
+/// The header before each lane of a [`FILTER_SHUFFLE4_LANES`] block.
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 1 | lane filter: 0 LZ4, 2 stored |
+/// | 1 | 3 | reserved, zero |
+/// | 4 | 4 | stored length (bytes that follow) |
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct LaneHeader {
+    pub filter: u8,
+    pub reserved: [u8; 3],
+    pub stored_len: U32,
+}
+
+pub const LANE_HEADER_BYTES: usize = 8;
+const _: () = assert!(size_of::<LaneHeader>() == LANE_HEADER_BYTES);
+/// A lane is tried with LZ4 only if three samples of this size, taken at its start, middle and
+/// end, compress to at most [`LANE_WORTH_PERCENT`] of their size: the low mantissa bytes of
+/// float32 values are close to random and LZ4 would spend most of the time on them for nothing.
+const LANE_SAMPLE_BYTES: usize = 4096;
+const LANE_WORTH_PERCENT: usize = 94;
 
 /// The header of every archive file.
 ///
@@ -136,64 +166,126 @@ pub fn shuffle4(bytes: &[u8], out: &mut Vec<u8>) {
     let words = bytes.len() / 4;
     out.clear();
     out.resize(bytes.len(), 0);
-    let (streams, tail) = out.split_at_mut(words * 4);
-    let (s0, rest) = streams.split_at_mut(words);
+    let (lanes, tail) = out.split_at_mut(words * 4);
+    let (s0, rest) = lanes.split_at_mut(words);
     let (s1, rest) = rest.split_at_mut(words);
     let (s2, s3) = rest.split_at_mut(words);
-    for (i, word) in bytes.chunks_exact(4).enumerate() {
-        s0[i] = word[0];
-        s1[i] = word[1];
-        s2[i] = word[2];
-        s3[i] = word[3];
+    let lanes = s0.iter_mut().zip(s1.iter_mut()).zip(s2.iter_mut()).zip(s3.iter_mut());
+    for (word, (((b0, b1), b2), b3)) in bytes.chunks_exact(4).zip(lanes) {
+        (*b0, *b1, *b2, *b3) = (word[0], word[1], word[2], word[3]);
     }
     tail.copy_from_slice(&bytes[words * 4..]);
 }
 
 /// Undoes [`shuffle4`].
 pub fn unshuffle4(bytes: &[u8], out: &mut Vec<u8>) {
-    let words = bytes.len() / 4;
     out.clear();
-    out.resize(bytes.len(), 0);
+    unshuffle4_onto(bytes, out);
+}
+
+/// Appends the unshuffled `bytes` to `out`.
+fn unshuffle4_onto(bytes: &[u8], out: &mut Vec<u8>) {
+    let words = bytes.len() / 4;
+    let at = out.len();
+    out.resize(at + bytes.len(), 0);
     let (s0, rest) = bytes.split_at(words);
     let (s1, rest) = rest.split_at(words);
     let (s2, rest) = rest.split_at(words);
     let (s3, tail) = rest.split_at(words);
-    for (i, word) in out[..words * 4].chunks_exact_mut(4).enumerate() {
-        word.copy_from_slice(&[s0[i], s1[i], s2[i], s3[i]]);
+    let (unshuffled, out_tail) = out[at..].split_at_mut(words * 4);
+    let lanes = s0.iter().zip(s1).zip(s2).zip(s3);
+    for (word, (((b0, b1), b2), b3)) in unshuffled.chunks_exact_mut(4).zip(lanes) {
+        word.copy_from_slice(&[*b0, *b1, *b2, *b3]);
     }
-    out[words * 4..].copy_from_slice(tail);
+    out_tail.copy_from_slice(tail);
 }
 
 /// Compresses `raw` into blocks appended to `out`; returns the CRC32C of `raw`.
 pub fn compress_blocks(raw: &[u8], out: &mut Vec<u8>) -> u32 {
     let mut shuffled = Vec::new();
     for chunk in raw.chunks(BLOCK_RAW_MAX_BYTES) {
+        let header_at = out.len();
+        out.extend_from_slice(&[0; BLOCK_HEADER_BYTES]);
         let sample = &chunk[..chunk.len().min(SAMPLE_BYTES)];
         shuffle4(sample, &mut shuffled);
         let plain_len = lz4_flex::block::compress(sample).len();
         let shuffled_len = lz4_flex::block::compress(&shuffled).len();
-        let (filter, body) = if shuffled_len < plain_len {
+        let filter = if shuffled_len < plain_len {
             shuffle4(chunk, &mut shuffled);
-            (FILTER_SHUFFLE4_LZ4, lz4_flex::block::compress(&shuffled))
+            push_lanes(&shuffled, out);
+            FILTER_SHUFFLE4_LANES
         } else {
-            (FILTER_LZ4, lz4_flex::block::compress(chunk))
+            push_lz4(chunk, out);
+            FILTER_LZ4
         };
-        let (filter, body) = if body.len() >= chunk.len() {
-            (FILTER_STORED, chunk.to_vec())
+        let filter = if out.len() - header_at - BLOCK_HEADER_BYTES >= chunk.len() {
+            out.truncate(header_at + BLOCK_HEADER_BYTES);
+            out.extend_from_slice(chunk);
+            FILTER_STORED
         } else {
-            (filter, body)
+            filter
         };
         let header = BlockHeader {
             filter,
             reserved0: [0; 3],
             raw_len: U32::new(chunk.len() as u32),
-            stored_len: U32::new(body.len() as u32),
+            stored_len: U32::new((out.len() - header_at - BLOCK_HEADER_BYTES) as u32),
             reserved1: U32::ZERO,
         };
-        out.extend_from_slice(header.as_bytes());
-        out.extend_from_slice(&body);
+        out[header_at..header_at + BLOCK_HEADER_BYTES].copy_from_slice(header.as_bytes());
     }
     crc32c::crc32c(raw)
+}
+
+/// Appends the LZ4 block of `bytes` to `out`, compressing straight into it.
+fn push_lz4(bytes: &[u8], out: &mut Vec<u8>) {
+    let at = out.len();
+    out.resize(at + lz4_flex::block::get_maximum_output_size(bytes.len()), 0);
+    let written = lz4_flex::block::compress_into(bytes, &mut out[at..]).expect("the output holds the worst case");
+    out.truncate(at + written);
+}
+
+/// Appends the four lanes of the shuffled block `shuffled` (each a lane header and its data),
+/// then its 0..=3 tail bytes.
+fn push_lanes(shuffled: &[u8], out: &mut Vec<u8>) {
+    let words = shuffled.len() / 4;
+    for lane_no in 0..4 {
+        let lane = &shuffled[lane_no * words..(lane_no + 1) * words];
+        let header_at = out.len();
+        out.extend_from_slice(&[0; LANE_HEADER_BYTES]);
+        let mut filter = FILTER_STORED;
+        if lane_worth_compressing(lane) {
+            push_lz4(lane, out);
+            filter = FILTER_LZ4;
+            if out.len() - header_at - LANE_HEADER_BYTES >= lane.len() {
+                out.truncate(header_at + LANE_HEADER_BYTES);
+                filter = FILTER_STORED;
+            }
+        }
+        if filter == FILTER_STORED {
+            out.extend_from_slice(lane);
+        }
+        let header = LaneHeader {
+            filter,
+            reserved: [0; 3],
+            stored_len: U32::new((out.len() - header_at - LANE_HEADER_BYTES) as u32),
+        };
+        out[header_at..header_at + LANE_HEADER_BYTES].copy_from_slice(header.as_bytes());
+    }
+    out.extend_from_slice(&shuffled[4 * words..]);
+}
+
+/// Whether LZ4 is likely to shrink `lane`, judged on three samples.
+fn lane_worth_compressing(lane: &[u8]) -> bool {
+    if lane.len() <= 3 * LANE_SAMPLE_BYTES {
+        return true;
+    }
+    let starts = [0, lane.len() / 2, lane.len() - LANE_SAMPLE_BYTES];
+    let compressed: usize = starts
+        .iter()
+        .map(|&at| lz4_flex::block::compress(&lane[at..at + LANE_SAMPLE_BYTES]).len())
+        .sum();
+    compressed * 100 <= 3 * LANE_SAMPLE_BYTES * LANE_WORTH_PERCENT
 }
 
 /// A validated archive file: its header and original contents.
@@ -228,7 +320,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<ArchiveFile> {
             "uncompressed length {raw_len} is more than its blocks can hold"
         )));
     }
-    let contents = decode_blocks(body, raw_len as usize).map_err(damaged)?;
+    let contents = decode_blocks(body, raw_len as usize, header.version_major.get()).map_err(damaged)?;
     if crc32c::crc32c(&contents) != header.raw_crc.get() {
         return Err(damaged("uncompressed contents fail their checksum".into()));
     }
@@ -247,7 +339,7 @@ pub fn decode_header(path: &Path, bytes: &[u8]) -> Result<ArchiveHeader> {
     if crc32c::crc32c(&header.as_bytes()[..ARCHIVE_HEADER_BYTES - 4]) != header.crc.get() {
         return Err(damaged("archive header checksum mismatch"));
     }
-    if header.version_major.get() != FORMAT_VERSION_MAJOR {
+    if !(ARCHIVE_VERSION_MAJOR_MIN..=ARCHIVE_VERSION_MAJOR).contains(&header.version_major.get()) {
         return Err(Error::Incompatible(format!(
             "{}: archive format version {}",
             path.display(),
@@ -260,7 +352,7 @@ pub fn decode_header(path: &Path, bytes: &[u8]) -> Result<ArchiveHeader> {
     Ok(header)
 }
 
-fn decode_blocks(mut body: &[u8], raw_len: usize) -> std::result::Result<Vec<u8>, String> {
+fn decode_blocks(mut body: &[u8], raw_len: usize, major: u16) -> std::result::Result<Vec<u8>, String> {
     // Grown as blocks decode, never reserved from the header's claim: a crafted length cannot
     // make a small file allocate more than its blocks really decompress to.
     let mut contents = Vec::new();
@@ -276,14 +368,16 @@ fn decode_blocks(mut body: &[u8], raw_len: usize) -> std::result::Result<Vec<u8>
         let data = &rest[..stored];
         match block.filter {
             FILTER_STORED if stored == raw => contents.extend_from_slice(data),
-            FILTER_LZ4 => {
-                let plain = lz4_flex::block::decompress(data, raw).map_err(|e| format!("LZ4 block: {e}"))?;
-                contents.extend_from_slice(&plain);
-            }
+            FILTER_LZ4 => decompress_onto(data, raw, &mut contents)?,
             FILTER_SHUFFLE4_LZ4 => {
-                let shuffled = lz4_flex::block::decompress(data, raw).map_err(|e| format!("LZ4 block: {e}"))?;
-                unshuffle4(&shuffled, &mut scratch);
-                contents.extend_from_slice(&scratch);
+                scratch.clear();
+                decompress_onto(data, raw, &mut scratch)?;
+                unshuffle4_onto(&scratch, &mut contents);
+            }
+            FILTER_SHUFFLE4_LANES if major >= 2 => {
+                scratch.clear();
+                decode_lanes(data, raw, &mut scratch)?;
+                unshuffle4_onto(&scratch, &mut contents);
             }
             other => return Err(format!("unknown block filter {other}")),
         }
@@ -301,12 +395,53 @@ fn decode_blocks(mut body: &[u8], raw_len: usize) -> std::result::Result<Vec<u8>
     Ok(contents)
 }
 
+/// Decompresses the LZ4 block `data`, which must expand to exactly `raw` bytes, onto `out`.
+fn decompress_onto(data: &[u8], raw: usize, out: &mut Vec<u8>) -> std::result::Result<(), String> {
+    let at = out.len();
+    out.resize(at + raw, 0);
+    match lz4_flex::block::decompress_into(data, &mut out[at..]) {
+        Ok(n) if n == raw => Ok(()),
+        Ok(n) => Err(format!("LZ4 block expands to {n} bytes, expected {raw}")),
+        Err(e) => Err(format!("LZ4 block: {e}")),
+    }
+}
+
+/// Decodes the four lanes and the tail of a [`FILTER_SHUFFLE4_LANES`] block of `raw` bytes
+/// onto `out` (still shuffled).
+fn decode_lanes(mut data: &[u8], raw: usize, out: &mut Vec<u8>) -> std::result::Result<(), String> {
+    let words = raw / 4;
+    for lane in 0..4 {
+        let Ok((header, rest)) = LaneHeader::read_from_prefix(data) else {
+            return Err(format!("lane {lane} header cut short"));
+        };
+        let stored = header.stored_len.get() as usize;
+        if stored > rest.len() {
+            return Err(format!("lane {lane} holds {stored} bytes, the block {}", rest.len()));
+        }
+        match header.filter {
+            FILTER_STORED if stored == words => out.extend_from_slice(&rest[..stored]),
+            FILTER_LZ4 => decompress_onto(&rest[..stored], words, out)?,
+            other => return Err(format!("lane {lane}: unknown filter {other} for {stored} bytes")),
+        }
+        data = &rest[stored..];
+    }
+    if data.len() != raw - 4 * words {
+        return Err(format!(
+            "block tail of {} bytes, expected {}",
+            data.len(),
+            raw - 4 * words
+        ));
+    }
+    out.extend_from_slice(data);
+    Ok(())
+}
+
 /// Seals `header` (lengths, CRCs, own CRC) for `contents` and returns the whole file.
 pub fn encode(mut header: ArchiveHeader, contents: &[u8]) -> Vec<u8> {
     let mut body = Vec::with_capacity(contents.len() / 2 + 64);
     let raw_crc = compress_blocks(contents, &mut body);
     header.magic = ARCHIVE_MAGIC;
-    header.version_major = U16::new(FORMAT_VERSION_MAJOR);
+    header.version_major = U16::new(ARCHIVE_VERSION_MAJOR);
     header.version_minor = U16::new(crate::wal::format::FORMAT_VERSION_MINOR);
     header.raw_len = U64::new(contents.len() as u64);
     header.compressed_len = U64::new(body.len() as u64);
@@ -436,6 +571,112 @@ mod tests {
             unshuffle4(&shuffled, &mut back);
             assert_eq!(back, bytes, "length {len}");
         }
+    }
+
+    /// Unit-normalised-looking floats: random mantissas, a narrow range of exponents.
+    fn floats(count: usize) -> Vec<u8> {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        (0..count)
+            .flat_map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) / 8.0).to_le_bytes()
+            })
+            .collect()
+    }
+
+    fn blocks(file: &[u8]) -> Vec<BlockHeader> {
+        let mut body = &file[ARCHIVE_HEADER_BYTES..];
+        let mut headers = Vec::new();
+        while let Ok((block, rest)) = BlockHeader::read_from_prefix(body) {
+            headers.push(block);
+            body = &rest[block.stored_len.get() as usize..];
+        }
+        headers
+    }
+
+    #[test]
+    fn float_blocks_use_lanes_and_store_the_random_ones() {
+        let mut contents = floats(300_000);
+        contents.extend_from_slice(&[7, 7, 7]);
+        let mut header = ArchiveHeader::new_zeroed();
+        header.kind = KIND_WAL_SEGMENT;
+        let file = encode(header, &contents);
+        assert_eq!(decode(Path::new("a"), &file).unwrap().contents, contents);
+        let headers = blocks(&file);
+        assert_eq!(headers.len(), 2, "1.2 MB is two blocks");
+        assert!(
+            headers.iter().all(|b| b.filter == FILTER_SHUFFLE4_LANES),
+            "floats are shuffled into lanes"
+        );
+        let first = &file[ARCHIVE_HEADER_BYTES + BLOCK_HEADER_BYTES..];
+        let (lane0, _) = LaneHeader::read_from_prefix(first).unwrap();
+        assert_eq!(
+            lane0.filter, FILTER_STORED,
+            "the lowest mantissa bytes are random: stored"
+        );
+        assert!(file.len() < contents.len() * 95 / 100, "the exponent lane compresses");
+    }
+
+    #[test]
+    fn lane_blocks_of_every_short_length_round_trip() {
+        for len in 1..=9 {
+            let mut shuffled = Vec::new();
+            let contents: Vec<u8> = (0..len as u8).collect();
+            shuffle4(&contents, &mut shuffled);
+            let mut body = Vec::new();
+            push_lanes(&shuffled, &mut body);
+            let mut back = Vec::new();
+            decode_lanes(&body, len, &mut back).unwrap();
+            assert_eq!(back, shuffled, "length {len}");
+        }
+    }
+
+    #[test]
+    fn version_1_files_are_read_but_may_not_use_lanes() {
+        let contents = floats(1000);
+        let mut header = ArchiveHeader::new_zeroed();
+        header.kind = KIND_WAL_SEGMENT;
+        let reseal = |file: &mut Vec<u8>| {
+            file[8..10].copy_from_slice(&1u16.to_le_bytes());
+            let crc = crc32c::crc32c(&file[..ARCHIVE_HEADER_BYTES - 4]);
+            file[ARCHIVE_HEADER_BYTES - 4..ARCHIVE_HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
+        };
+        let mut lanes = encode(header, &contents);
+        assert_eq!(blocks(&lanes)[0].filter, FILTER_SHUFFLE4_LANES);
+        reseal(&mut lanes);
+        assert!(
+            matches!(decode(Path::new("a"), &lanes), Err(Error::Corrupted { .. })),
+            "filter 3 is unknown to major 1: damage"
+        );
+        let mut shuffled = Vec::new();
+        shuffle4(&contents, &mut shuffled);
+        let block = BlockHeader {
+            filter: FILTER_SHUFFLE4_LZ4,
+            reserved0: [0; 3],
+            raw_len: U32::new(contents.len() as u32),
+            stored_len: U32::ZERO,
+            reserved1: U32::ZERO,
+        };
+        let data = lz4_flex::block::compress(&shuffled);
+        let mut old = encode(header, &[]);
+        let mut block = block;
+        block.stored_len = U32::new(data.len() as u32);
+        old.extend_from_slice(block.as_bytes());
+        old.extend_from_slice(&data);
+        let body_crc = crc32c::crc32c(&old[ARCHIVE_HEADER_BYTES..]);
+        old[80..88].copy_from_slice(&(contents.len() as u64).to_le_bytes());
+        let body_len = (old.len() - ARCHIVE_HEADER_BYTES) as u64;
+        old[88..96].copy_from_slice(&body_len.to_le_bytes());
+        old[96..100].copy_from_slice(&crc32c::crc32c(&contents).to_le_bytes());
+        old[100..104].copy_from_slice(&body_crc.to_le_bytes());
+        reseal(&mut old);
+        assert_eq!(
+            decode(Path::new("a"), &old).unwrap().contents,
+            contents,
+            "major 1 still reads"
+        );
     }
 
     #[test]

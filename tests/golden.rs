@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
-use vellum::archive::{self, ArchiveHeader, BlockHeader, KIND_BASE_IMAGE, KIND_WAL_SEGMENT};
+use vellum::archive::{self, ArchiveHeader, BlockHeader, KIND_BASE_IMAGE, KIND_WAL_SEGMENT, LaneHeader};
 use vellum::page::{self, CatalogSlot, EntryHeader, PageId, PageKind, Space};
 use vellum::record::{self, Checkpoint, DirtyPage, Edit, Op, Payload, TxnEntry};
 use vellum::storage::{SimStorage, Storage};
@@ -605,11 +605,22 @@ fn decode_archive(input: &Value, bytes: &[u8]) -> Value {
     let mut body = &bytes[archive::ARCHIVE_HEADER_BYTES..];
     while !body.is_empty() {
         let (block, rest) = BlockHeader::read_from_prefix(body).expect("decoded already");
-        blocks.push(json!({
+        let mut entry = json!({
             "filter": block.filter,
             "raw_len": block.raw_len.get(),
             "stored_len": block.stored_len.get(),
-        }));
+        });
+        if block.filter == archive::FILTER_SHUFFLE4_LANES {
+            let mut data = &rest[..block.stored_len.get() as usize];
+            let mut lanes = Vec::new();
+            for _ in 0..4 {
+                let (lane, after) = LaneHeader::read_from_prefix(data).expect("decoded already");
+                lanes.push(json!({ "filter": lane.filter, "stored_len": lane.stored_len.get() }));
+                data = &after[lane.stored_len.get() as usize..];
+            }
+            entry["lanes"] = Value::Array(lanes);
+        }
+        blocks.push(entry);
         body = &rest[block.stored_len.get() as usize..];
     }
     map.insert("blocks".into(), Value::Array(blocks));
@@ -806,8 +817,9 @@ pub fn encode_vector(meta: &Value, decoded: &Value, bin: &[u8]) -> Option<(Vec<u
             let slot = (control.sequence % 2) as usize * CONTROL_SLOT_BYTES;
             Some((control.to_slot().as_bytes().to_vec(), slot..slot + CONTROL_SLOT_BYTES))
         }
-        "archive" => {
-            // Encoding is deterministic given the header fields and the contents.
+        "archive" if num(decoded, "version_major") == u64::from(archive::ARCHIVE_VERSION_MAJOR) => {
+            // Encoding is deterministic given the header fields and the contents (older majors
+            // are read, never written).
             let file = archive::decode(Path::new("x"), bin).expect("a valid vector");
             let mut header = ArchiveHeader::new_zeroed();
             header.kind = num(decoded, "kind") as u8;
@@ -1820,6 +1832,7 @@ fn regenerate_golden_vectors() {
         &bad_body,
         Err("damaged"),
     );
+    archive_versions(&mut w, wal_header);
     let mut bad_header = wal_archive.clone();
     bad_header[60] ^= 1;
     w.put(
@@ -1841,4 +1854,92 @@ fn regenerate_golden_vectors() {
         .sum();
     assert!(total < 1 << 20, "vectors total {total} bytes");
     eprintln!("wrote {} vectors, {total} bytes", w.names.len());
+}
+
+/// Rewrites an archive file's header fields `at..` with `bytes` and reseals its checksums.
+fn reseal_archive(file: &mut [u8], at: usize, bytes: &[u8]) {
+    file[at..at + bytes.len()].copy_from_slice(bytes);
+    let body_crc = crc32c::crc32c(&file[archive::ARCHIVE_HEADER_BYTES..]);
+    file[100..104].copy_from_slice(&body_crc.to_le_bytes());
+    let end = archive::ARCHIVE_HEADER_BYTES - 4;
+    let crc = crc32c::crc32c(&file[..end]);
+    file[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Float32 contents (filter 3, lanes), a major-1 file (filter 1, still read), a major-1 file
+/// using filter 3 (unknown to major 1: damaged) and a major-3 file (incompatible).
+fn archive_versions(w: &mut Writer, wal_header: ArchiveHeader) {
+    let mut rng = 0x0bad_cafe_f00d_d00du64;
+    let floats: Vec<u8> = (0..2500)
+        .flat_map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (((rng >> 40) as f32 / (1u64 << 24) as f32 - 0.5) / 16.0).to_le_bytes()
+        })
+        .chain([1, 2, 3])
+        .collect();
+    let mut header = wal_header;
+    header.segment_no = U64::new(6);
+    let input = json!({ "file_name": archive::wal_file_name(6) });
+    let lanes = archive::encode(header, &floats);
+    let (block, _) = BlockHeader::read_from_prefix(&lanes[archive::ARCHIVE_HEADER_BYTES..]).unwrap();
+    assert_eq!(block.filter, archive::FILTER_SHUFFLE4_LANES, "floats go into lanes");
+    w.put(
+        "archive-lanes",
+        "10003 bytes of float32 values and a 3-byte tail: filter 3, random mantissa lanes stored, the exponent lane LZ4",
+        "archive",
+        input.clone(),
+        &lanes,
+        Ok(None),
+    );
+    let mut refused = lanes.clone();
+    reseal_archive(&mut refused, 8, &1u16.to_le_bytes());
+    w.put(
+        "archive-v1-with-lanes",
+        "archive-lanes relabelled major version 1, which has no filter 3: damaged",
+        "archive",
+        input.clone(),
+        &refused,
+        Err("damaged"),
+    );
+    let mut newer = lanes.clone();
+    reseal_archive(&mut newer, 8, &3u16.to_le_bytes());
+    w.put(
+        "archive-newer-major",
+        "archive-lanes relabelled major version 3: incompatible, not damaged",
+        "archive",
+        input.clone(),
+        &newer,
+        Err("incompatible"),
+    );
+    // A file as major 1 wrote it: one block, filter 1 (shuffle-4, then one LZ4 block).
+    let mut shuffled = Vec::new();
+    archive::shuffle4(&floats, &mut shuffled);
+    let data = lz4_flex::block::compress(&shuffled);
+    let mut v1 = archive::encode(header, &[]);
+    let block = BlockHeader {
+        filter: archive::FILTER_SHUFFLE4_LZ4,
+        reserved0: [0; 3],
+        raw_len: U32::new(floats.len() as u32),
+        stored_len: U32::new(data.len() as u32),
+        reserved1: U32::ZERO,
+    };
+    v1.extend_from_slice(block.as_bytes());
+    v1.extend_from_slice(&data);
+    let body_len = (v1.len() - archive::ARCHIVE_HEADER_BYTES) as u64;
+    let mut fields = Vec::new();
+    fields.extend_from_slice(&(floats.len() as u64).to_le_bytes());
+    fields.extend_from_slice(&body_len.to_le_bytes());
+    fields.extend_from_slice(&crc32c::crc32c(&floats).to_le_bytes());
+    reseal_archive(&mut v1, 80, &fields);
+    reseal_archive(&mut v1, 8, &1u16.to_le_bytes());
+    w.put(
+        "archive-v1-shuffle",
+        "the floats of archive-lanes as major version 1 wrote them: filter 1, still read",
+        "archive",
+        input,
+        &v1,
+        Ok(None),
+    );
 }
