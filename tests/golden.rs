@@ -1679,6 +1679,16 @@ fn regenerate_golden_vectors() {
         &incompatible,
         Err("incompatible"),
     );
+    let mut beside_valid = v2.as_bytes().to_vec();
+    beside_valid.extend_from_slice(&file[512..]);
+    w.put(
+        "control-newer-major-beside-valid",
+        "slot 0 of major version 2 (CRC correct), slot 1 a valid major-1 copy: still incompatible",
+        "control-file",
+        json!({}),
+        &beside_valid,
+        Err("incompatible"),
+    );
 
     // ---- Arena pages (section 14).
     let page_input = |id: PageId| json!({ "page_id": hex64(id.0), "page_size": PAGE, "dimension": DIMENSION });

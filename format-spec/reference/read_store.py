@@ -154,6 +154,11 @@ def read_control(store, rep):
     for i, s in ((0, s0), (1, s1)):
         if s != "valid":
             rep.dmg("control_slot", "control slot %d is not valid (%s)" % (i, s), slot=i)
+    if "version" in (s0, s1):
+        # section 3: an intact slot of another major version refuses the store, whatever the
+        # other slot holds
+        raise StoreError("incompatible version (a control slot of major %d)" %
+                         (f0 if s0 == "version" else f1)["version_major"])
     if s0 == "valid" and s1 == "valid":
         slot = 1 if f1["sequence"] > f0["sequence"] else 0
     elif s0 == "valid":
@@ -1213,6 +1218,8 @@ def read_catalog(arena, rec, dim, rep):
 ARCH_MAGIC = b"VLMARCH\n"
 ARCH_HEADER = 192
 ARCH_BLOCK_MAX = 1048576
+# archive files have their own major version (section 18): the filters each major allows
+ARCH_MAJORS = {1: (0, 1, 2), 2: (0, 1, 2, 3)}
 ARCH_WAL_RE = re.compile(r"^wal-([0-9a-f]{16})\.lz4$")
 ARCH_BASE_RE = re.compile(r"^base-([0-9a-f]{16})\.lz4$")
 ARCH_FIELDS = [
@@ -1313,6 +1320,39 @@ def lz4_block_decode(src, raw_len):
     return bytes(out)
 
 
+def decode_lanes(src, raw_len):
+    """Section 19.2, filter 3: four lanes (8-byte lane header, then stored or LZ4 data) of
+    w = floor(raw_len / 4) bytes each, then the raw_len - 4w tail bytes; returns the shuffled
+    bytes y_0 + y_1 + y_2 + y_3 + tail (still to unshuffle) and each lane's filter and length."""
+    w = raw_len // 4
+    parts = []
+    lanes = []
+    i = 0
+    for lane in range(4):
+        if i + 8 > len(src):
+            raise ArchiveError("damaged", "lane %d: its header does not fit in the block" % lane)
+        lane_filter = src[i]
+        lane_len, = struct.unpack_from("<I", src, i + 4)
+        i += 8
+        if i + lane_len > len(src):
+            raise ArchiveError("damaged", "lane %d: lane_len %d beyond the block" % (lane, lane_len))
+        data = src[i:i + lane_len]
+        i += lane_len
+        lanes.append({"filter": lane_filter, "stored_len": lane_len})
+        if lane_filter == 2:
+            if lane_len != w:
+                raise ArchiveError("damaged", "stored lane %d: lane_len %d != w %d" % (lane, lane_len, w))
+            parts.append(bytes(data))
+        elif lane_filter == 0:
+            parts.append(lz4_block_decode(data, w))
+        else:
+            raise ArchiveError("damaged", "lane %d: unknown lane filter %d" % (lane, lane_filter))
+    if len(src) - i != raw_len - 4 * w:
+        raise ArchiveError("damaged", "%d bytes after the lanes, the tail is %d" % (len(src) - i, raw_len - 4 * w))
+    parts.append(bytes(src[i:]))
+    return b"".join(parts), lanes
+
+
 def unshuffle4(y):
     """Section 19.2, shuffle-4: x[4i + lane] = y[lane*w + i]; the 0-3 tail bytes unchanged."""
     w = len(y) // 4
@@ -1332,8 +1372,8 @@ def archive_header(data):
     if crc32c(data[0:188]) != struct.unpack_from("<I", data, 188)[0]:
         raise ArchiveError("damaged", "archive header CRC mismatch")
     h = {name: struct.unpack_from("<" + fmt, data, off)[0] for name, fmt, off in ARCH_FIELDS}
-    if h["version_major"] != 1:
-        raise ArchiveError("incompatible", "archive format major version %d (this reader knows 1)"
+    if h["version_major"] not in ARCH_MAJORS:
+        raise ArchiveError("incompatible", "archive format major version %d (this reader knows 1 and 2)"
                            % h["version_major"])
     if h["kind"] not in (1, 2):
         raise ArchiveError("damaged", "archive kind %d" % h["kind"])
@@ -1362,8 +1402,8 @@ def archive_decode(data, with_contents=True):
             raise ArchiveError("damaged", "block header at %d does not fit" % i)
         filt = data[i]
         raw, stored = struct.unpack_from("<II", data, i + 4)
-        if filt not in (0, 1, 2):
-            raise ArchiveError("damaged", "block at %d: unknown filter %d" % (i, filt))
+        if filt not in ARCH_MAJORS[h["version_major"]]:
+            raise ArchiveError("damaged", "block at %d: filter %d unknown to major %d" % (i, filt, h["version_major"]))
         if not 1 <= raw <= ARCH_BLOCK_MAX:
             raise ArchiveError("damaged", "block at %d: raw_len %d" % (i, raw))
         if i + 16 + stored > len(data):
@@ -1379,12 +1419,17 @@ def archive_decode(data, with_contents=True):
             out = bytes(src)
         elif filt == 0:
             out = lz4_block_decode(src, raw)
-        else:
+        elif filt == 1:
             out = unshuffle4(lz4_block_decode(src, raw))
+        else:
+            y, lanes = decode_lanes(src, raw)
+            out = unshuffle4(y)
         crc = crc32c(out, crc)
         if with_contents:
             parts.append(out)
         blocks.append({"filter": filt, "raw_len": raw, "stored_len": stored})
+        if filt == 3:
+            blocks[-1]["lanes"] = lanes
         held += raw
         i += 16 + stored
     if held != h["raw_len"]:
@@ -1398,14 +1443,14 @@ def archive_pieces(h, contents):
     """The contents as named files: a segment file, or the arena files of a base image (19.4)."""
     S = h["segment_size"]
     if h["kind"] == 1:
-        return [("%016x.wal" % h["segment_no"], contents)]
-    names = ["catalog-%08x.pages" % i for i in range(h["catalog_files"])]
-    names += ["vector-%08x.pages" % j for j in range(h["vector_files"])]
-    out = []
-    for k in range(max(len(names), -(-len(contents) // S) if S else 0)):
-        name = names[k] if k < len(names) else "extra-%d" % k
-        out.append((name, contents[k * S:(k + 1) * S] if S else b""))
-    return out
+        names = ["%016x.wal" % h["segment_no"]]
+    else:
+        names = ["catalog-%08x.pages" % i for i in range(h["catalog_files"])]
+        names += ["vector-%08x.pages" % j for j in range(h["vector_files"])]
+    # S-byte pieces, as many as there are both pieces and names (19.3's last paragraph says
+    # what a restore requires of the lengths)
+    pieces = [contents[k:k + S] for k in range(0, len(contents), S)] if S else []
+    return list(zip(names, pieces))
 
 
 def hex64(v):
@@ -1696,12 +1741,12 @@ def vec_control(b, inp):
     data = bytes(b[:1024])
     s0, f0 = parse_slot(data[0:512])
     s1, f1 = parse_slot(data[512:1024])
+    if "version" in (s0, s1):
+        raise VectorError("incompatible", "an intact control slot of another major version")
     if s0 == "valid" and s1 == "valid":
         f = f1 if f1["sequence"] > f0["sequence"] else f0
     elif s0 == "valid" or s1 == "valid":
         f = f0 if s0 == "valid" else f1
-    elif "version" in (s0, s1):
-        raise VectorError("incompatible", "no valid slot; one is of another major version")
     else:
         raise VectorError("damaged", "no valid control slot")
     g = check_geometry(f["page_size"], f["segment_size"])
