@@ -76,6 +76,14 @@ def page_no(pid):
     return pid & ((1 << 56) - 1)
 
 
+def internal_detail(e):
+    """An exception that is a bug in this reader: its type, message and where it was raised."""
+    import traceback
+    tb = traceback.extract_tb(e.__traceback__)
+    where = " at line %d in %s" % (tb[-1].lineno, tb[-1].name) if tb else ""
+    return "%s: %s%s" % (type(e).__name__, e, where)
+
+
 class StoreError(Exception):
     """An error verdict: the reader stops (what was found so far is still printed)."""
 
@@ -250,6 +258,8 @@ class Log:
         return n in self.segs
 
     def read(self, lsn, n):
+        if n == 0:
+            return b""  # e.g. the empty payload of a record ending exactly at a segment end
         seg, off = divmod(lsn, self.S)
         assert off + n <= self.S
         if self.mem is not None:
@@ -756,12 +766,15 @@ class Arena:
             path = os.path.join(self.dir, name)
             size = os.path.getsize(path)
             if size != S:
+                # 14.1: an error in every mode, like a segment file of the wrong length
                 rep.dmg("arena_file_size", "%s is %d bytes, not S = %d" % (name, size, S), file=name)
+                raise StoreError("arena file %s is %d bytes, not S = %d" % (name, size, S))
             self.files[sp][f] = path
         for sp, fs in self.files.items():
             if fs and sorted(fs) != list(range(len(fs))):
                 rep.dmg("arena_gap", "%s files are not contiguous from 0: %s" %
                         ("catalog" if sp == 1 else "vector", sorted(fs)))
+                raise StoreError("a gap in the %s files of arena/" % ("catalog" if sp == 1 else "vector"))
 
     def close(self):
         for fd in self.fds.values():
@@ -1038,6 +1051,8 @@ def read_catalog(arena, rec, dim, rep):
         return cache[pid]
 
     entries = []   # (id, vec_pid, vslot, pairs, where)
+    ids = {}
+    slots = {}
     used_overflow = {}
     for no in range(counts[SPACE_CATALOG]):
         pid = (SPACE_CATALOG << 56) | no
@@ -1105,10 +1120,30 @@ def read_catalog(arena, rec, dim, rep):
             for a, b in zip(extents, extents[1:]):
                 if b[0] < a[1]:
                     problems.append("slots %d and %d overlap" % (a[2], b[2]))
+        if not problems:
+            # 14.8: ids and vector slots are unique across the catalog. Entries are taken in
+            # page order, then slot order; one that repeats an id or a vector slot of an entry
+            # taken before makes its page invalid (dropped whole under SkipCorrupted).
+            seen_ids, seen_slots = set(), set()
+            for ent in page_entries:
+                key = (ent[1], ent[2])
+                if ent[0] in ids or ent[0] in seen_ids:
+                    rep.dmg("duplicate_id", "id %r appears in two entries (page %#x dropped)" % (ent[0], pid),
+                            id=ent[0])
+                    problems.append("slot %d repeats id %r" % (ent[4][1], ent[0]))
+                elif key in slots or key in seen_slots:
+                    rep.dmg("duplicate_slot", "vector page %#x slot %d named twice (page %#x dropped)"
+                            % (ent[1], ent[2], pid), id=ent[0])
+                    problems.append("slot %d repeats vector slot %d of page %#x" % (ent[4][1], ent[2], ent[1]))
+                seen_ids.add(ent[0])
+                seen_slots.add(key)
         if problems:
             rep.dmg("catalog_page", "catalog page %#x is not a valid catalog page (dropped): %s" %
                     (pid, "; ".join(problems[:5])), page="%#018x" % pid)
             continue
+        for ent in page_entries:
+            ids[ent[0]] = True
+            slots[(ent[1], ent[2])] = ent[0]
         entries.extend(page_entries)
 
     # overflow chains (14.6)
@@ -1126,9 +1161,6 @@ def read_catalog(arena, rec, dim, rep):
         while cur != 0:
             if not is_page_id(cur) or space_of(cur) != SPACE_CATALOG or page_no(cur) >= counts[SPACE_CATALOG]:
                 bad = "chain page id %#x not a catalog page in range" % cur
-                break
-            if cur in chain or cur in used_overflow:
-                bad = "overflow page %#x appears twice" % cur
                 break
             chain.append(cur)
             if len(chain) > maxpages:
@@ -1160,24 +1192,13 @@ def read_catalog(arena, rec, dim, rep):
             rep.dmg("overflow_chain", "entry %r: %s (entry dropped)" % (ent[0], bad), id=ent[0])
             continue
         for c in chain:
+            if c in used_overflow:
+                # 14.6 rule 5: reported; the entries are kept (14.8)
+                rep.dmg("overflow_shared", "overflow page %#x is in the chains of %r and %r (both kept)"
+                        % (c, used_overflow[c], ent[0]), page="%#018x" % c)
             used_overflow[c] = ent[0]
         good.append(ent)
-
-    # cross-page rules
-    ids = {}
-    slots = {}
-    final = []
-    for ent in good:
-        if ent[0] in ids:
-            rep.dmg("duplicate_id", "id %r appears in two entries (second dropped)" % ent[0], id=ent[0])
-            continue
-        if (ent[1], ent[2]) in slots:
-            rep.dmg("duplicate_slot", "vector page %#x slot %d named by %r and %r (second dropped)" %
-                    (ent[1], ent[2], slots[(ent[1], ent[2])], ent[0]), id=ent[0])
-            continue
-        ids[ent[0]] = True
-        slots[(ent[1], ent[2])] = ent[0]
-        final.append(ent)
+    final = good
 
     # vectors (14.3)
     vectors = {}
@@ -1581,7 +1602,7 @@ def archived_segment_records(path, full):
     except StoreError as e:
         rep.err("error", str(e))
     except Exception as e:  # noqa: BLE001 - a reader must report, never crash
-        rep.err("internal", "%s: %s" % (type(e).__name__, e))
+        rep.err("internal", internal_detail(e))
     return out
 
 
@@ -1885,7 +1906,7 @@ def decode_vector(structure, data, inp):
     except VectorError as e:
         return {"error": e.cls, "message": str(e)}
     except Exception as e:  # noqa: BLE001 - a reader must report, never crash
-        return {"error": "internal", "message": "%s: %s" % (type(e).__name__, e)}
+        return {"error": "internal", "message": internal_detail(e)}
 
 
 # ---------------------------------------------------------------- main
@@ -1985,7 +2006,7 @@ def run(store, mode, take_lock, full_payloads, archive_mode="full"):
     except StoreError as e:
         rep.err("error", str(e))
     except Exception as e:  # noqa: BLE001 - a reader must report, never crash
-        rep.err("internal", "%s: %s" % (type(e).__name__, e))
+        rep.err("internal", internal_detail(e))
     finally:
         if log:
             log.close()
