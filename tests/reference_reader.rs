@@ -761,6 +761,55 @@ fn reference_reader_reads_the_archive_like_the_engine() {
     }
     println!("reference_reader (archive): {} files, block filters {filters:?}", engine.len());
 
+    // The CLI: `vellum wal-dump --json` lists the records the reader read, field for field.
+    let vellum = env!("CARGO_BIN_EXE_vellum");
+    let dump = Command::new(vellum)
+        .args(["wal-dump", dir.to_str().expect("UTF-8 path"), "--json"])
+        .output()
+        .expect("run vellum wal-dump");
+    assert!(dump.status.success(), "vellum wal-dump: {}", String::from_utf8_lossy(&dump.stderr));
+    let cli: Vec<Value> = String::from_utf8(dump.stdout)
+        .expect("UTF-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+        .collect();
+    let ours = out["wal"].as_array().expect("wal list");
+    assert_eq!(cli.len(), ours.len(), "vellum wal-dump and the reader list as many records");
+    for (c, r) in cli.iter().zip(ours) {
+        for (ck, rk) in [
+            ("lsn", "lsn"),
+            ("end", "end"),
+            ("len", "len"),
+            ("txn", "txn"),
+            ("prev", "prev_lsn"),
+            ("kind", "kind"),
+            ("timestamp_us", "timestamp_us"),
+            ("epoch", "epoch"),
+            ("durable_lsn", "durable_lsn"),
+        ] {
+            assert_eq!(c[ck], r[rk], "record at {}: wal-dump {ck} vs reader {rk}", c["lsn"]);
+        }
+    }
+    // `vellum stats --json` (it opens the store, so it runs after the reader's read).
+    let stats = Command::new(vellum)
+        .args(["stats", dir.to_str().expect("UTF-8 path"), "--json"])
+        .output()
+        .expect("run vellum stats");
+    assert!(stats.status.success(), "vellum stats: {}", String::from_utf8_lossy(&stats.stderr));
+    let stats: Value = serde_json::from_slice(&stats.stdout).expect("stats JSON");
+    assert_eq!(
+        stats["vectors"].as_u64(),
+        Some(out["vectors"].as_object().expect("vectors").len() as u64),
+        "vellum stats counts the vectors the reader found"
+    );
+    assert_eq!(
+        stats["store_id"].as_str().map(|h| u64::from_str_radix(h, 16).expect("hex store id")),
+        out["control"]["store_id"].as_u64(),
+        "store id"
+    );
+    assert_eq!(stats["dimension"], out["control"]["dimension"], "dimension");
+    assert_eq!(stats["timeline"], out["control"]["timeline"], "timeline");
+
     // A flipped byte in every archive file: the engine and the reader both find it damaged.
     for (path, _) in &engine {
         let len = std::fs::metadata(path).expect("metadata").len();

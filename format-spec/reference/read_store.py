@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
-"""Independent, read-only reader of the Vellum on-disk format, version 1.
+"""Independent, read-only reader of the Vellum on-disk format, version 1 (archive files: 1, 2).
 
 Written from format-spec/FORMAT.md alone (standard library only).  Usage:
 
-    python3 read_store.py [--mode tolerate|strict|skip] [--no-lock] [--no-payloads] DIR
+    python3 read_store.py [--mode tolerate|strict|skip] [--no-lock] [--no-payloads]
+                          [--archive full|headers|none] DIR
+    python3 read_store.py --vector FILE.json|FILE.bin [--structure NAME] [--input JSON]
+    python3 read_store.py --vector-dir DIR
+    python3 read_store.py --archived-segment ARCHIVE_FILE [--no-payloads]
 
-prints one JSON object on stdout: control data, the log records, the committed contents
-and a list of damage found.  It never writes to the store.  Exit status: 0 when the committed
-contents could be determined (damage may still have been reported), 1 on an error verdict
-(the "errors" list says why), 2 on bad usage.
+For a store it prints one JSON object on stdout: control data, the log records, the committed
+contents, the archive and a list of damage found.  It never writes to the store.  Exit status:
+0 when the committed contents could be determined (damage may still have been reported), 1 on
+an error verdict (the "errors" list says why), 2 on bad usage.  --vector decodes one golden
+vector (format-spec/vectors/README.md): {"decoded": ...} or {"error": class, "message": ...};
+exit status 1 for an error.  --vector-dir does so for every vector of DIR in one run.
+--archived-segment decodes an archive file and walks the records of the segment it holds.
 """
 
 import json
