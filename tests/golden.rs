@@ -1000,6 +1000,17 @@ fn arena_pages() -> Arena {
 /// its segment files up to the one holding its end, and each record's (LSN, end). Segment
 /// header times are fixed afterwards (the only time the engine chooses itself).
 fn engine_log(first_segment: u64, timeline: u32, records: &[(RecordSpec, Vec<u8>)]) -> (Vec<u8>, Vec<(u64, u64)>) {
+    engine_log_synced(first_segment, timeline, records, &[])
+}
+
+/// `engine_log`, making the log durable after each record whose index is in `sync_after` (so
+/// that later records carry a `durable_lsn` past it).
+fn engine_log_synced(
+    first_segment: u64,
+    timeline: u32,
+    records: &[(RecordSpec, Vec<u8>)],
+    sync_after: &[usize],
+) -> (Vec<u8>, Vec<(u64, u64)>) {
     let sim = SimStorage::new(7);
     let storage: Arc<dyn Storage> = Arc::new(sim.clone());
     let dir = Path::new("/golden/wal");
@@ -1024,6 +1035,9 @@ fn engine_log(first_segment: u64, timeline: u32, records: &[(RecordSpec, Vec<u8>
         let (lsn, end) = wal.append_with_end(&spec, &[payload]).unwrap();
         if spec.txn_id != 0 {
             last_of_txn.insert(spec.txn_id, lsn.0);
+        }
+        if sync_after.contains(&placed.len()) {
+            wal.sync().unwrap();
         }
         placed.push((lsn.0, end));
     }
@@ -1559,6 +1573,31 @@ fn regenerate_golden_vectors() {
         "wal-log",
         log_input(0, 1, "strict"),
         &torn,
+        Ok(None),
+    );
+    // Damage before the durable point: a record after it, in a later page, proves it.
+    let (synced, synced_placed) = engine_log_synced(0, 1, &records, &[4]);
+    let victim = synced_placed[2];
+    assert!(
+        synced_placed.iter().any(|&(lsn, _)| lsn / PAGE as u64 > victim.0 / PAGE as u64 + 1),
+        "records after the damaged one lie in later pages"
+    );
+    let mut mid = synced.clone();
+    mid[victim.0 as usize + 60] ^= 0x01;
+    w.put(
+        "wal-mid-log-damage",
+        "wal-segment made durable after its fifth record, the third record's payload flipped: later records prove the bytes were durable (mid-log damage, an error)",
+        "wal-log",
+        log_input(0, 1, "tolerate-torn-tail"),
+        &mid,
+        Err("damaged"),
+    );
+    w.put(
+        "wal-mid-log-damage-skip",
+        "wal-mid-log-damage read under SkipCorrupted: the damaged range is skipped to the resync point",
+        "wal-log",
+        log_input(0, 1, "skip-corrupted"),
+        &mid,
         Ok(None),
     );
     // A recycled file: segment 0 written over the old bytes of segment 1.
