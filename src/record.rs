@@ -399,7 +399,10 @@ mod tests {
         let page = PageId::new(Space::Catalog, 0);
         for kind in 0..=3u8 {
             let payload = encode_page_init(page, kind, 0, 4096);
-            assert!(decode(8, &payload, Lsn(4128), 4096).is_ok(), "page kind {kind} is known");
+            assert!(
+                decode(8, &payload, Lsn(4128), 4096).is_ok(),
+                "page kind {kind} is known"
+            );
         }
         let payload = encode_page_init(page, 6, 0, 4096);
         assert!(

@@ -1579,7 +1579,9 @@ fn regenerate_golden_vectors() {
     let (synced, synced_placed) = engine_log_synced(0, 1, &records, &[4]);
     let victim = synced_placed[2];
     assert!(
-        synced_placed.iter().any(|&(lsn, _)| lsn / PAGE as u64 > victim.0 / PAGE as u64 + 1),
+        synced_placed
+            .iter()
+            .any(|&(lsn, _)| lsn / PAGE as u64 > victim.0 / PAGE as u64 + 1),
         "records after the damaged one lie in later pages"
     );
     let mut mid = synced.clone();

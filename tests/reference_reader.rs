@@ -665,7 +665,11 @@ fn read_archived_segment(file: &Path) -> Value {
         .arg(file)
         .output()
         .expect("run python3");
-    assert!(out.stderr.is_empty(), "reader wrote to stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "reader wrote to stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("the reader prints JSON")
 }
 
@@ -694,20 +698,35 @@ fn reference_reader_reads_the_archive_like_the_engine() {
     }
 
     let out = read_store(&dir, false);
-    assert!(out["errors"].as_array().expect("errors").is_empty(), "reader errors: {}", out["errors"]);
+    assert!(
+        out["errors"].as_array().expect("errors").is_empty(),
+        "reader errors: {}",
+        out["errors"]
+    );
     check_vectors(&out, &model);
     let files = out["archive"]["files"].as_array().expect("an archive listing").clone();
     let engine = vellum::archive::verify(&RealStorage::new(), &dir).expect("archive::verify");
     assert!(
-        engine.iter().any(|(p, _)| p.file_name().unwrap().to_string_lossy().starts_with("base-")),
+        engine
+            .iter()
+            .any(|(p, _)| p.file_name().unwrap().to_string_lossy().starts_with("base-")),
         "the workload left a base image"
     );
     assert!(
-        engine.iter().any(|(p, _)| p.file_name().unwrap().to_string_lossy().starts_with("wal-")),
+        engine
+            .iter()
+            .any(|(p, _)| p.file_name().unwrap().to_string_lossy().starts_with("wal-")),
         "the workload archived segments"
     );
-    let ours: Vec<&Value> = files.iter().filter(|f| f["role"] == "segment" || f["role"] == "base").collect();
-    assert_eq!(ours.len(), engine.len(), "the reader lists the archive files the engine checks");
+    let ours: Vec<&Value> = files
+        .iter()
+        .filter(|f| f["role"] == "segment" || f["role"] == "base")
+        .collect();
+    assert_eq!(
+        ours.len(),
+        engine.len(),
+        "the reader lists the archive files the engine checks"
+    );
     let mut filters = BTreeSet::new();
     for (path, damage) in &engine {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -722,11 +741,19 @@ fn reference_reader_reads_the_archive_like_the_engine() {
         let h = &decoded.header;
         let rh = &f["header"];
         assert_eq!(rh["kind"].as_u64(), Some(u64::from(h.kind)), "{name}: kind");
-        assert_eq!(rh["version_major"].as_u64(), Some(u64::from(h.version_major.get())), "{name}: major");
+        assert_eq!(
+            rh["version_major"].as_u64(),
+            Some(u64::from(h.version_major.get())),
+            "{name}: major"
+        );
         assert_eq!(rh["first_lsn"].as_u64(), Some(h.first_lsn.get()), "{name}: first_lsn");
         assert_eq!(rh["end_lsn"].as_u64(), Some(h.end_lsn.get()), "{name}: end_lsn");
         assert_eq!(rh["raw_len"].as_u64(), Some(h.raw_len.get()), "{name}: raw_len");
-        assert_eq!(rh["segment_no"].as_u64(), Some(h.segment_no.get()), "{name}: segment number");
+        assert_eq!(
+            rh["segment_no"].as_u64(),
+            Some(h.segment_no.get()),
+            "{name}: segment number"
+        );
         let crcs: Vec<String> = decoded
             .contents
             .chunks(h.segment_size_bytes.get() as usize)
@@ -738,17 +765,28 @@ fn reference_reader_reads_the_archive_like_the_engine() {
             .iter()
             .map(|c| c["crc32c"].as_str().expect("crc").to_owned())
             .collect();
-        assert_eq!(reader_crcs, crcs, "{name}: the reader's contents are the engine's, file by file");
+        assert_eq!(
+            reader_crcs, crcs,
+            "{name}: the reader's contents are the engine's, file by file"
+        );
         for x in f["filters"].as_array().expect("filters") {
             filters.insert(x.as_u64().expect("filter"));
         }
         if h.kind == vellum::archive::KIND_WAL_SEGMENT && h.first_lsn.get() != 0 {
             // The records starting in the segment, read by the reader's own walk of section 11.
             let seg = read_archived_segment(path);
-            assert!(seg["errors"].as_array().expect("errors").is_empty(), "{name}: {}", seg["errors"]);
+            assert!(
+                seg["errors"].as_array().expect("errors").is_empty(),
+                "{name}: {}",
+                seg["errors"]
+            );
             let recs = seg["wal"].as_array().expect("records");
             assert!(!recs.is_empty(), "{name}: records start in the archived segment");
-            assert_eq!(recs[0]["lsn"].as_u64(), Some(h.first_lsn.get()), "{name}: first record at first_lsn");
+            assert_eq!(
+                recs[0]["lsn"].as_u64(),
+                Some(h.first_lsn.get()),
+                "{name}: first record at first_lsn"
+            );
             for r in recs {
                 assert!(
                     r["end"].as_u64().expect("end") <= h.end_lsn.get(),
@@ -759,7 +797,10 @@ fn reference_reader_reads_the_archive_like_the_engine() {
             }
         }
     }
-    println!("reference_reader (archive): {} files, block filters {filters:?}", engine.len());
+    println!(
+        "reference_reader (archive): {} files, block filters {filters:?}",
+        engine.len()
+    );
 
     // The CLI: `vellum wal-dump --json` lists the records the reader read, field for field.
     let vellum = env!("CARGO_BIN_EXE_vellum");
@@ -767,14 +808,22 @@ fn reference_reader_reads_the_archive_like_the_engine() {
         .args(["wal-dump", dir.to_str().expect("UTF-8 path"), "--json"])
         .output()
         .expect("run vellum wal-dump");
-    assert!(dump.status.success(), "vellum wal-dump: {}", String::from_utf8_lossy(&dump.stderr));
+    assert!(
+        dump.status.success(),
+        "vellum wal-dump: {}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
     let cli: Vec<Value> = String::from_utf8(dump.stdout)
         .expect("UTF-8")
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
         .collect();
     let ours = out["wal"].as_array().expect("wal list");
-    assert_eq!(cli.len(), ours.len(), "vellum wal-dump and the reader list as many records");
+    assert_eq!(
+        cli.len(),
+        ours.len(),
+        "vellum wal-dump and the reader list as many records"
+    );
     for (c, r) in cli.iter().zip(ours) {
         for (ck, rk) in [
             ("lsn", "lsn"),
@@ -795,7 +844,11 @@ fn reference_reader_reads_the_archive_like_the_engine() {
         .args(["stats", dir.to_str().expect("UTF-8 path"), "--json"])
         .output()
         .expect("run vellum stats");
-    assert!(stats.status.success(), "vellum stats: {}", String::from_utf8_lossy(&stats.stderr));
+    assert!(
+        stats.status.success(),
+        "vellum stats: {}",
+        String::from_utf8_lossy(&stats.stderr)
+    );
     let stats: Value = serde_json::from_slice(&stats.stdout).expect("stats JSON");
     assert_eq!(
         stats["vectors"].as_u64(),
@@ -803,7 +856,9 @@ fn reference_reader_reads_the_archive_like_the_engine() {
         "vellum stats counts the vectors the reader found"
     );
     assert_eq!(
-        stats["store_id"].as_str().map(|h| u64::from_str_radix(h, 16).expect("hex store id")),
+        stats["store_id"]
+            .as_str()
+            .map(|h| u64::from_str_radix(h, 16).expect("hex store id")),
         out["control"]["store_id"].as_u64(),
         "store id"
     );

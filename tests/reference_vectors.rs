@@ -53,7 +53,11 @@ fn reader_over(dir: &Path) -> BTreeMap<String, Value> {
         "read_store.py --vector-dir failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.stderr.is_empty(), "the reader wrote to stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "the reader wrote to stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let all: Value = serde_json::from_slice(&out.stdout).expect("the reader prints JSON");
     all.as_object()
         .expect("an object of vectors")
@@ -140,8 +144,16 @@ fn reader_decodes_every_golden_vector_as_its_json_says() {
         }
     }
     println!("reference_vectors: {valid} valid and {damaged} damaged vectors");
-    assert!(valid >= 30 && damaged >= 25, "too few vectors: {valid} valid, {damaged} damaged");
-    assert!(failures.is_empty(), "{} vectors disagree:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        valid >= 30 && damaged >= 25,
+        "too few vectors: {valid} valid, {damaged} damaged"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} vectors disagree:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

@@ -31,7 +31,7 @@ fn copy_dir(src: &Path, dst: &Path) {
 /// Where the writer will put the next record of a small payload, from the end of the log.
 fn next_record_start(end: u64, page: u64) -> u64 {
     let mut at = (end + 7) & !7;
-    if at % page == 0 {
+    if at.is_multiple_of(page) {
         at += 32;
     }
     if page - at % page < 56 {
