@@ -8,7 +8,7 @@
 //! Decoding never trusts a length: every count and size is checked against the bytes that are
 //! left before anything is allocated or indexed.
 
-use crate::page::PageId;
+use crate::page::{PageId, PageKind};
 use crate::{Error, Lsn, Result};
 
 /// Record kinds (the header's `kind` byte).
@@ -334,12 +334,19 @@ pub fn decode(kind: u8, payload: &[u8], lsn: Lsn, page_size_bytes: u32) -> Resul
         Kind::End => Payload::End,
         Kind::CheckpointBegin => Payload::CheckpointBegin,
         Kind::CheckpointEnd => Payload::CheckpointEnd(decode_checkpoint(&mut cursor)?),
-        Kind::PageInit => Payload::PageInit {
-            page: cursor.page()?,
-            kind: cursor.u8("page kind")?,
-            a: cursor.u32("page field a")?,
-            b: cursor.u32("page field b")?,
-        },
+        Kind::PageInit => {
+            let page = cursor.page()?;
+            let kind = cursor.u8("page kind")?;
+            if PageKind::from_u8(kind).is_none() {
+                return Err(cursor.fail(&format!("unknown page kind {kind}")));
+            }
+            Payload::PageInit {
+                page,
+                kind,
+                a: cursor.u32("page field a")?,
+                b: cursor.u32("page field b")?,
+            }
+        }
     };
     cursor.finish()?;
     Ok(decoded)
@@ -386,6 +393,23 @@ fn decode_checkpoint(cursor: &mut Cursor<'_>) -> Result<Checkpoint> {
 mod tests {
     use super::*;
     use crate::page::Space;
+
+    #[test]
+    fn page_init_of_an_unknown_page_kind_is_invalid() {
+        let page = PageId::new(Space::Catalog, 0);
+        for kind in 0..=3u8 {
+            let payload = encode_page_init(page, kind, 0, 4096);
+            assert!(
+                decode(8, &payload, Lsn(4128), 4096).is_ok(),
+                "page kind {kind} is known"
+            );
+        }
+        let payload = encode_page_init(page, 6, 0, 4096);
+        assert!(
+            matches!(decode(8, &payload, Lsn(4128), 4096), Err(Error::Corrupted { .. })),
+            "FORMAT.md §15: an unknown page kind makes the payload invalid"
+        );
+    }
 
     #[test]
     fn update_round_trips() {

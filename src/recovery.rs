@@ -400,6 +400,8 @@ fn undo(
     let mut losers = analysis.losers.clone();
     report.losers = losers.keys().copied().collect();
     let repairs = HashMap::new();
+    // The end of the log before undo appends its clrs: every record undo reads lies below it.
+    let log_end = inner.wal.end_lsn();
     while let Some((&txn, &loser)) = losers.iter().max_by_key(|(_, l)| l.undo_next) {
         let mut active = ActiveTxn {
             txn_id: txn,
@@ -410,6 +412,12 @@ fn undo(
             inner.log_and_apply(Some(&mut active), Kind::End, &[], &[])?;
             losers.remove(&txn);
             continue;
+        }
+        if loser.undo_next >= log_end {
+            return Err(Error::corrupted_at(
+                loser.undo_next,
+                format!("transaction {txn}'s undo chain points past the end of the log ({log_end})"),
+            ));
         }
         let mut reader = inner.wal.reader(loser.undo_next).with_skips(skips);
         let Some(rec) = reader.next_record()? else {
@@ -437,10 +445,20 @@ fn undo(
                     undo_next: prev,
                 }
             }
-            Some(Payload::Clr { undo_next, .. }) => Loser {
-                last_lsn: active.last_lsn,
-                undo_next,
-            },
+            Some(Payload::Clr { undo_next, .. }) => {
+                // Every step of an undo moves backwards (FORMAT.md §17.3, step 5): a clr whose
+                // undo-next is not below its own LSN would make the undo loop forever.
+                if undo_next >= rec.lsn {
+                    return Err(Error::corrupted_at(
+                        rec.lsn,
+                        format!("transaction {txn}'s undo chain does not move backwards (clr undo-next {undo_next})"),
+                    ));
+                }
+                Loser {
+                    last_lsn: active.last_lsn,
+                    undo_next,
+                }
+            }
             _ => Loser {
                 last_lsn: active.last_lsn,
                 undo_next: prev,

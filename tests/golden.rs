@@ -1000,6 +1000,17 @@ fn arena_pages() -> Arena {
 /// its segment files up to the one holding its end, and each record's (LSN, end). Segment
 /// header times are fixed afterwards (the only time the engine chooses itself).
 fn engine_log(first_segment: u64, timeline: u32, records: &[(RecordSpec, Vec<u8>)]) -> (Vec<u8>, Vec<(u64, u64)>) {
+    engine_log_synced(first_segment, timeline, records, &[])
+}
+
+/// `engine_log`, making the log durable after each record whose index is in `sync_after` (so
+/// that later records carry a `durable_lsn` past it).
+fn engine_log_synced(
+    first_segment: u64,
+    timeline: u32,
+    records: &[(RecordSpec, Vec<u8>)],
+    sync_after: &[usize],
+) -> (Vec<u8>, Vec<(u64, u64)>) {
     let sim = SimStorage::new(7);
     let storage: Arc<dyn Storage> = Arc::new(sim.clone());
     let dir = Path::new("/golden/wal");
@@ -1024,6 +1035,9 @@ fn engine_log(first_segment: u64, timeline: u32, records: &[(RecordSpec, Vec<u8>
         let (lsn, end) = wal.append_with_end(&spec, &[payload]).unwrap();
         if spec.txn_id != 0 {
             last_of_txn.insert(spec.txn_id, lsn.0);
+        }
+        if sync_after.contains(&placed.len()) {
+            wal.sync().unwrap();
         }
         placed.push((lsn.0, end));
     }
@@ -1270,6 +1284,16 @@ fn regenerate_golden_vectors() {
         &bad_page,
         Err("invalid"),
     );
+    let mut bad_kind = init.clone();
+    bad_kind[8] = 6;
+    w.put(
+        "payload-page-init-bad-kind",
+        "a page-init of page kind 6 (kinds 0-3 are defined)",
+        "record-payload",
+        payload_input(8),
+        &bad_kind,
+        Err("invalid"),
+    );
     let mut bad_op = update.clone();
     bad_op[0] = 9;
     w.put(
@@ -1393,6 +1417,18 @@ fn regenerate_golden_vectors() {
         json!({ "address": 4096, "timeline": 1, "epoch_floor": 0 }),
         bad_flags.as_bytes(),
         Err("damaged"),
+    );
+    let mut newer = WalPageHeader::new(4096, 0, 1, 2);
+    newer.version_major = U16::new(2);
+    newer.flags = U16::new(0x8000);
+    newer.crc = U32::new(crc32c::crc32c(&newer.as_bytes()[..28]));
+    w.put(
+        "wal-page-header-newer-major",
+        "major version 2 with a flag bit version 1 does not define (CRC correct): foreign, not damaged",
+        "wal-page-header",
+        json!({ "address": 4096, "timeline": 1, "epoch_floor": 0 }),
+        newer.as_bytes(),
+        Err("foreign"),
     );
     w.put(
         "wal-page-header-zero",
@@ -1539,6 +1575,33 @@ fn regenerate_golden_vectors() {
         &torn,
         Ok(None),
     );
+    // Damage before the durable point: a record after it, in a later page, proves it.
+    let (synced, synced_placed) = engine_log_synced(0, 1, &records, &[4]);
+    let victim = synced_placed[2];
+    assert!(
+        synced_placed
+            .iter()
+            .any(|&(lsn, _)| lsn / PAGE as u64 > victim.0 / PAGE as u64 + 1),
+        "records after the damaged one lie in later pages"
+    );
+    let mut mid = synced.clone();
+    mid[victim.0 as usize + 60] ^= 0x01;
+    w.put(
+        "wal-mid-log-damage",
+        "wal-segment made durable after its fifth record, the third record's payload flipped: later records prove the bytes were durable (mid-log damage, an error)",
+        "wal-log",
+        log_input(0, 1, "tolerate-torn-tail"),
+        &mid,
+        Err("damaged"),
+    );
+    w.put(
+        "wal-mid-log-damage-skip",
+        "wal-mid-log-damage read under SkipCorrupted: the damaged range is skipped to the resync point",
+        "wal-log",
+        log_input(0, 1, "skip-corrupted"),
+        &mid,
+        Ok(None),
+    );
     // A recycled file: segment 0 written over the old bytes of segment 1.
     let mut old_records = Vec::new();
     for i in 0..10u64 {
@@ -1655,6 +1718,16 @@ fn regenerate_golden_vectors() {
         "control-file",
         json!({}),
         &incompatible,
+        Err("incompatible"),
+    );
+    let mut beside_valid = v2.as_bytes().to_vec();
+    beside_valid.extend_from_slice(&file[512..]);
+    w.put(
+        "control-newer-major-beside-valid",
+        "slot 0 of major version 2 (CRC correct), slot 1 a valid major-1 copy: still incompatible",
+        "control-file",
+        json!({}),
+        &beside_valid,
         Err("incompatible"),
     );
 

@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
-"""Independent, read-only reader of the Vellum on-disk format, version 1.
+"""Independent, read-only reader of the Vellum on-disk format, version 1 (archive files: 1, 2).
 
 Written from format-spec/FORMAT.md alone (standard library only).  Usage:
 
-    python3 read_store.py [--mode tolerate|strict|skip] [--no-lock] [--no-payloads] DIR
+    python3 read_store.py [--mode tolerate|strict|skip] [--no-lock] [--no-payloads]
+                          [--archive full|headers|none] DIR
+    python3 read_store.py --vector FILE.json|FILE.bin [--structure NAME] [--input JSON]
+    python3 read_store.py --vector-dir DIR
+    python3 read_store.py --archived-segment ARCHIVE_FILE [--no-payloads]
 
-prints one JSON object on stdout: control data, the log records, the committed contents
-and a list of damage found.  It never writes to the store.  Exit status: 0 when the committed
-contents could be determined (damage may still have been reported), 1 on an error verdict
-(the "errors" list says why), 2 on bad usage.
+For a store it prints one JSON object on stdout: control data, the log records, the committed
+contents, the archive and a list of damage found.  It never writes to the store.  Exit status:
+0 when the committed contents could be determined (damage may still have been reported), 1 on
+an error verdict (the "errors" list says why), 2 on bad usage.  --vector decodes one golden
+vector (format-spec/vectors/README.md): {"decoded": ...} or {"error": class, "message": ...};
+exit status 1 for an error.  --vector-dir does so for every vector of DIR in one run.
+--archived-segment decodes an archive file and walks the records of the segment it holds.
 """
 
 import json
@@ -74,6 +81,14 @@ def space_of(pid):
 
 def page_no(pid):
     return pid & ((1 << 56) - 1)
+
+
+def internal_detail(e):
+    """An exception that is a bug in this reader: its type, message and where it was raised."""
+    import traceback
+    tb = traceback.extract_tb(e.__traceback__)
+    where = " at line %d in %s" % (tb[-1].lineno, tb[-1].name) if tb else ""
+    return "%s: %s%s" % (type(e).__name__, e, where)
 
 
 class StoreError(Exception):
@@ -154,6 +169,11 @@ def read_control(store, rep):
     for i, s in ((0, s0), (1, s1)):
         if s != "valid":
             rep.dmg("control_slot", "control slot %d is not valid (%s)" % (i, s), slot=i)
+    if "version" in (s0, s1):
+        # section 3: an intact slot of another major version refuses the store, whatever the
+        # other slot holds
+        raise StoreError("incompatible version (a control slot of major %d)" %
+                         (f0 if s0 == "version" else f1)["version_major"])
     if s0 == "valid" and s1 == "valid":
         slot = 1 if f1["sequence"] > f0["sequence"] else 0
     elif s0 == "valid":
@@ -196,16 +216,26 @@ class Record:
 
 
 class Log:
-    def __init__(self, waldir, P, S, store_id, timeline, rep):
+    def __init__(self, waldir, P, S, store_id, timeline, rep, mem=None):
+        """The segment files of `waldir`, or, with `mem` (segment number -> S bytes), segments
+        held in memory (a golden vector, an archived segment)."""
         self.P, self.S, self.store_id, self.timeline, self.rep = P, S, store_id, timeline, rep
         self.waldir = waldir
         self.segs = {}
         self.fds = {}
+        self.mem = mem
         self._seg_cache = {}
         self._page_cache = {}
-        if not os.path.isdir(waldir):
+        self.max_epoch = 0
+        if mem is not None:
+            for n, data in mem.items():
+                if len(data) != S:
+                    raise StoreError("segment %d is %d bytes, not S = %d" % (n, len(data), S))
+                self.segs[n] = None
+            waldir = None
+        elif not os.path.isdir(waldir):
             raise StoreError("no wal/ directory")
-        for name in sorted(os.listdir(waldir)):
+        for name in sorted(os.listdir(waldir)) if waldir else ():
             if not SEG_RE.match(name):
                 continue
             n = int(name[:16], 16)
@@ -235,8 +265,12 @@ class Log:
         return n in self.segs
 
     def read(self, lsn, n):
+        if n == 0:
+            return b""  # e.g. the empty payload of a record ending exactly at a segment end
         seg, off = divmod(lsn, self.S)
         assert off + n <= self.S
+        if self.mem is not None:
+            return bytes(self.mem[seg][off:off + n])
         fd = self.fds.get(seg)
         if fd is None:
             fd = self.fds[seg] = os.open(self.segs[seg], os.O_RDONLY)
@@ -303,16 +337,18 @@ class Log:
                 major, flags, addr, rem, tl, ep = struct.unpack_from("<HHQIII", b, 4)
                 h = PageHeader()
                 h.flags, h.addr, h.rem_len, h.timeline, h.epoch = flags, addr, rem, tl, ep
-                if (flags & ~1) != 0 or ((flags & 1) != 0) != (rem > 0):
-                    st = "damaged"
-                elif major != 1:
+                # section 8: the version before the flags (a newer major may define other flags)
+                if major != 1:
                     st = "foreign"
+                elif (flags & ~1) != 0 or ((flags & 1) != 0) != (rem > 0):
+                    st = "damaged"
                 elif addr != q:
                     st = "stale"
                 elif tl != self.timeline:
                     st = "stale"
                 else:
                     st = "valid"
+                    self.max_epoch = max(self.max_epoch, ep)
             c = (st, h)
             self._page_cache[q] = c
         st, h = c
@@ -419,6 +455,7 @@ class Log:
             data = b"".join(parts)
         if crc32c(memoryview(data)[4:]) != crc:
             return "invalid", s, "record CRC mismatch"
+        self.max_epoch = max(self.max_epoch, epoch)
         r = Record()
         r.lsn, r.total_len, r.prev_lsn, r.txn_id, r.timestamp_us = s, total, prev, txn, ts
         r.durable_lsn, r.kind, r.flags, r.epoch, r.end = dur, kind, flags, epoch, end
@@ -467,13 +504,13 @@ class Log:
         if how == "refuse":
             out["verdict"] = "Refused"
             return out
-        Z = E
+        G = E
         later = []
         proof = None
         resume = None
         if E % S != 0 and E % P != 0 and E < self.L and self.present(E // S):
             if not is_zero(self.read(E, self.page_end(E) - E)):
-                Z = max(Z, self.page_end(E))
+                G = max(G, self.page_end(E))
         if E % S == 0:
             q = E + P
         elif E % P == 0:
@@ -484,7 +521,7 @@ class Log:
             if self.present(q // S):
                 st, h = self.page_header(q, 0)
                 if st == "valid":
-                    Z = max(Z, q + P)
+                    G = max(G, q + P)
                     r = self.resync(q)
                     if r is not None:
                         s, f = r
@@ -503,7 +540,9 @@ class Log:
                                 break
                             s, f = x2, f2
             q = self.next_data_page(q)
-        out["garbage_end"] = Z
+        out["garbage_end"] = G
+        # section 12, "Repair after a torn tail": what a writer zeroes, [E, repair_end)
+        out["repair_end"] = max(min(self.page_end(E), self.L), G)
         out["later_records"] = later[:16]
         if proof is not None:
             out["verdict"] = "MidLogDamage"
@@ -513,7 +552,7 @@ class Log:
         elif later:
             out["verdict"] = "AmbiguousTail" if mode == "strict" else "TornTail"
             out["ambiguous"] = True
-        elif how == "invalid" or Z > E:
+        elif how == "invalid" or G > E:
             out["verdict"] = "TornTail"
         else:
             out["verdict"] = "CleanEnd"
@@ -612,7 +651,10 @@ def parse_payload(kind, p, P):
         k = buf.u("H", 2)
         idb = buf.take(k)
         out["op"] = {1: "insert", 2: "upsert", 3: "delete"}[op]
-        out["id"] = idb.decode("utf-8", "replace")
+        try:
+            out["id"] = bytes(idb).decode("utf-8")
+        except UnicodeDecodeError:
+            raise PayloadError("the id is not UTF-8")
         out["edits"] = parse_edits(buf, P, True)
     elif kind == 2:
         out["undo_next"] = buf.u("Q", 8)
@@ -731,12 +773,15 @@ class Arena:
             path = os.path.join(self.dir, name)
             size = os.path.getsize(path)
             if size != S:
+                # 14.1: an error in every mode, like a segment file of the wrong length
                 rep.dmg("arena_file_size", "%s is %d bytes, not S = %d" % (name, size, S), file=name)
+                raise StoreError("arena file %s is %d bytes, not S = %d" % (name, size, S))
             self.files[sp][f] = path
         for sp, fs in self.files.items():
             if fs and sorted(fs) != list(range(len(fs))):
                 rep.dmg("arena_gap", "%s files are not contiguous from 0: %s" %
                         ("catalog" if sp == 1 else "vector", sorted(fs)))
+                raise StoreError("a gap in the %s files of arena/" % ("catalog" if sp == 1 else "vector"))
 
     def close(self):
         for fd in self.fds.values():
@@ -924,6 +969,11 @@ class Recovery:
                 del state[t]
                 self.undone.append(t)
                 continue
+            if u >= E:
+                rep.dmg("undo", "undo of transaction %d points at %d, past the end of the log %d" % (t, u, E), lsn=u)
+                self.failed = True
+                del state[t]
+                continue
             r = by_lsn.get(u)
             if r is None:
                 # a record before the analysis start (a transaction running at the checkpoint)
@@ -1008,6 +1058,8 @@ def read_catalog(arena, rec, dim, rep):
         return cache[pid]
 
     entries = []   # (id, vec_pid, vslot, pairs, where)
+    ids = {}
+    slots = {}
     used_overflow = {}
     for no in range(counts[SPACE_CATALOG]):
         pid = (SPACE_CATALOG << 56) | no
@@ -1075,10 +1127,30 @@ def read_catalog(arena, rec, dim, rep):
             for a, b in zip(extents, extents[1:]):
                 if b[0] < a[1]:
                     problems.append("slots %d and %d overlap" % (a[2], b[2]))
+        if not problems:
+            # 14.8: ids and vector slots are unique across the catalog. Entries are taken in
+            # page order, then slot order; one that repeats an id or a vector slot of an entry
+            # taken before makes its page invalid (dropped whole under SkipCorrupted).
+            seen_ids, seen_slots = set(), set()
+            for ent in page_entries:
+                key = (ent[1], ent[2])
+                if ent[0] in ids or ent[0] in seen_ids:
+                    rep.dmg("duplicate_id", "id %r appears in two entries (page %#x dropped)" % (ent[0], pid),
+                            id=ent[0])
+                    problems.append("slot %d repeats id %r" % (ent[4][1], ent[0]))
+                elif key in slots or key in seen_slots:
+                    rep.dmg("duplicate_slot", "vector page %#x slot %d named twice (page %#x dropped)"
+                            % (ent[1], ent[2], pid), id=ent[0])
+                    problems.append("slot %d repeats vector slot %d of page %#x" % (ent[4][1], ent[2], ent[1]))
+                seen_ids.add(ent[0])
+                seen_slots.add(key)
         if problems:
             rep.dmg("catalog_page", "catalog page %#x is not a valid catalog page (dropped): %s" %
                     (pid, "; ".join(problems[:5])), page="%#018x" % pid)
             continue
+        for ent in page_entries:
+            ids[ent[0]] = True
+            slots[(ent[1], ent[2])] = ent[0]
         entries.extend(page_entries)
 
     # overflow chains (14.6)
@@ -1096,9 +1168,6 @@ def read_catalog(arena, rec, dim, rep):
         while cur != 0:
             if not is_page_id(cur) or space_of(cur) != SPACE_CATALOG or page_no(cur) >= counts[SPACE_CATALOG]:
                 bad = "chain page id %#x not a catalog page in range" % cur
-                break
-            if cur in chain or cur in used_overflow:
-                bad = "overflow page %#x appears twice" % cur
                 break
             chain.append(cur)
             if len(chain) > maxpages:
@@ -1130,24 +1199,13 @@ def read_catalog(arena, rec, dim, rep):
             rep.dmg("overflow_chain", "entry %r: %s (entry dropped)" % (ent[0], bad), id=ent[0])
             continue
         for c in chain:
+            if c in used_overflow:
+                # 14.6 rule 5: reported; the entries are kept (14.8)
+                rep.dmg("overflow_shared", "overflow page %#x is in the chains of %r and %r (both kept)"
+                        % (c, used_overflow[c], ent[0]), page="%#018x" % c)
             used_overflow[c] = ent[0]
         good.append(ent)
-
-    # cross-page rules
-    ids = {}
-    slots = {}
-    final = []
-    for ent in good:
-        if ent[0] in ids:
-            rep.dmg("duplicate_id", "id %r appears in two entries (second dropped)" % ent[0], id=ent[0])
-            continue
-        if (ent[1], ent[2]) in slots:
-            rep.dmg("duplicate_slot", "vector page %#x slot %d named by %r and %r (second dropped)" %
-                    (ent[1], ent[2], slots[(ent[1], ent[2])], ent[0]), id=ent[0])
-            continue
-        ids[ent[0]] = True
-        slots[(ent[1], ent[2])] = ent[0]
-        final.append(ent)
+    final = good
 
     # vectors (14.3)
     vectors = {}
@@ -1183,6 +1241,681 @@ def read_catalog(arena, rec, dim, rep):
                      "stride": stride, "slots_per_page": slots_per_page}
 
 
+# ---------------------------------------------------------------- section 19: archive files
+
+ARCH_MAGIC = b"VLMARCH\n"
+ARCH_HEADER = 192
+ARCH_BLOCK_MAX = 1048576
+# archive files have their own major version (section 18): the filters each major allows
+ARCH_MAJORS = {1: (0, 1, 2), 2: (0, 1, 2, 3)}
+ARCH_WAL_RE = re.compile(r"^wal-([0-9a-f]{16})\.lz4$")
+ARCH_BASE_RE = re.compile(r"^base-([0-9a-f]{16})\.lz4$")
+ARCH_FIELDS = [
+    ("version_major", "H", 8),
+    ("version_minor", "H", 10),
+    ("kind", "B", 12),
+    ("store_id", "Q", 16),
+    ("timeline", "I", 24),
+    ("page_size", "I", 28),
+    ("segment_size", "Q", 32),
+    ("segment_no", "Q", 40),
+    ("first_lsn", "Q", 48),
+    ("end_lsn", "Q", 56),
+    ("first_us", "Q", 64),
+    ("last_us", "Q", 72),
+    ("raw_len", "Q", 80),
+    ("compressed_len", "Q", 88),
+    ("raw_crc", "I", 96),
+    ("compressed_crc", "I", 100),
+    ("truncate_lsn", "Q", 104),
+    ("next_txn_id", "Q", 112),
+    ("dimension", "I", 120),
+    ("catalog_files", "I", 124),
+    ("vector_files", "I", 128),
+    ("crc", "I", 188),
+]
+
+
+class ArchiveError(Exception):
+    """An archive file that is not valid (19.3): `cls` is 'damaged' or 'incompatible'."""
+
+    def __init__(self, cls, msg):
+        Exception.__init__(self, msg)
+        self.cls = cls
+
+
+def lz4_block_decode(src, raw_len):
+    """Section 19.2, "The LZ4 block format": one raw LZ4 block that must decode to exactly
+    `raw_len` bytes."""
+    out = bytearray()
+    i, n = 0, len(src)
+
+    def bad(why):
+        raise ArchiveError("damaged", "LZ4 block: " + why)
+
+    while True:
+        if i >= n:
+            bad("data ends before a token")
+        token = src[i]
+        i += 1
+        lit = token >> 4
+        if lit == 15:
+            while True:
+                if i >= n:
+                    bad("data ends in a literal length")
+                b = src[i]
+                i += 1
+                lit += b
+                if b != 255:
+                    break
+        if i + lit > n:
+            bad("data ends in the literals")
+        if len(out) + lit > raw_len:
+            bad("output beyond raw_len")
+        out += src[i:i + lit]
+        i += lit
+        if i == n:
+            break  # the last sequence: token, length bytes and literals only
+        if i + 2 > n:
+            bad("data ends in an offset")
+        off = src[i] | (src[i + 1] << 8)
+        i += 2
+        if off == 0 or off > len(out):
+            bad("offset %d outside the output (%d bytes)" % (off, len(out)))
+        mlen = token & 15
+        if mlen == 15:
+            while True:
+                if i >= n:
+                    bad("data ends in a match length")
+                b = src[i]
+                i += 1
+                mlen += b
+                if b != 255:
+                    break
+        mlen += 4
+        if len(out) + mlen > raw_len:
+            bad("output beyond raw_len")
+        start = len(out) - off
+        if off >= mlen:
+            out += out[start:start + mlen]
+        else:
+            # the source overlaps the bytes being written: the last `off` bytes repeat
+            pattern = bytes(out[start:])
+            reps = -(-mlen // off)
+            out += (pattern * reps)[:mlen]
+    if len(out) != raw_len:
+        bad("decodes to %d bytes, not raw_len %d" % (len(out), raw_len))
+    return bytes(out)
+
+
+def decode_lanes(src, raw_len):
+    """Section 19.2, filter 3: four lanes (8-byte lane header, then stored or LZ4 data) of
+    w = floor(raw_len / 4) bytes each, then the raw_len - 4w tail bytes; returns the shuffled
+    bytes y_0 + y_1 + y_2 + y_3 + tail (still to unshuffle) and each lane's filter and length."""
+    w = raw_len // 4
+    parts = []
+    lanes = []
+    i = 0
+    for lane in range(4):
+        if i + 8 > len(src):
+            raise ArchiveError("damaged", "lane %d: its header does not fit in the block" % lane)
+        lane_filter = src[i]
+        lane_len, = struct.unpack_from("<I", src, i + 4)
+        i += 8
+        if i + lane_len > len(src):
+            raise ArchiveError("damaged", "lane %d: lane_len %d beyond the block" % (lane, lane_len))
+        data = src[i:i + lane_len]
+        i += lane_len
+        lanes.append({"filter": lane_filter, "stored_len": lane_len})
+        if lane_filter == 2:
+            if lane_len != w:
+                raise ArchiveError("damaged", "stored lane %d: lane_len %d != w %d" % (lane, lane_len, w))
+            parts.append(bytes(data))
+        elif lane_filter == 0:
+            parts.append(lz4_block_decode(data, w))
+        else:
+            raise ArchiveError("damaged", "lane %d: unknown lane filter %d" % (lane, lane_filter))
+    if len(src) - i != raw_len - 4 * w:
+        raise ArchiveError("damaged", "%d bytes after the lanes, the tail is %d" % (len(src) - i, raw_len - 4 * w))
+    parts.append(bytes(src[i:]))
+    return b"".join(parts), lanes
+
+
+def unshuffle4(y):
+    """Section 19.2, shuffle-4: x[4i + lane] = y[lane*w + i]; the 0-3 tail bytes unchanged."""
+    w = len(y) // 4
+    x = bytearray(len(y))
+    for lane in range(4):
+        x[lane:4 * w:4] = y[lane * w:(lane + 1) * w]
+    x[4 * w:] = y[4 * w:]
+    return bytes(x)
+
+
+def archive_header(data):
+    """Checks 1-4 of 19.3 on the first 192 bytes; returns the header fields."""
+    if len(data) < ARCH_HEADER or data[0:8] != ARCH_MAGIC:
+        if len(data) < ARCH_HEADER:
+            raise ArchiveError("damaged", "archive file of %d bytes, shorter than its header" % len(data))
+        raise ArchiveError("damaged", "bad archive magic")
+    if crc32c(data[0:188]) != struct.unpack_from("<I", data, 188)[0]:
+        raise ArchiveError("damaged", "archive header CRC mismatch")
+    h = {name: struct.unpack_from("<" + fmt, data, off)[0] for name, fmt, off in ARCH_FIELDS}
+    if h["version_major"] not in ARCH_MAJORS:
+        raise ArchiveError("incompatible", "archive format major version %d (this reader knows 1 and 2)"
+                           % h["version_major"])
+    if h["kind"] not in (1, 2):
+        raise ArchiveError("damaged", "archive kind %d" % h["kind"])
+    return h
+
+
+def archive_decode(data, with_contents=True):
+    """Section 19.3: returns (header, blocks, contents or None); raises ArchiveError."""
+    h = archive_header(data)
+    body_len = len(data) - ARCH_HEADER
+    if body_len != h["compressed_len"]:
+        raise ArchiveError("damaged", "%d bytes after the header, compressed_len says %d"
+                           % (body_len, h["compressed_len"]))
+    if crc32c(memoryview(data)[ARCH_HEADER:]) != h["compressed_crc"]:
+        raise ArchiveError("damaged", "CRC of the bytes after the header mismatch")
+    if h["raw_len"] > (h["compressed_len"] // 16) * ARCH_BLOCK_MAX:
+        raise ArchiveError("damaged", "raw_len %d impossible for %d compressed bytes"
+                           % (h["raw_len"], h["compressed_len"]))
+    blocks = []
+    parts = []
+    held = 0
+    crc = 0
+    i = ARCH_HEADER
+    while i < len(data):
+        if i + 16 > len(data):
+            raise ArchiveError("damaged", "block header at %d does not fit" % i)
+        filt = data[i]
+        raw, stored = struct.unpack_from("<II", data, i + 4)
+        if filt not in ARCH_MAJORS[h["version_major"]]:
+            raise ArchiveError("damaged", "block at %d: filter %d unknown to major %d" % (i, filt, h["version_major"]))
+        if not 1 <= raw <= ARCH_BLOCK_MAX:
+            raise ArchiveError("damaged", "block at %d: raw_len %d" % (i, raw))
+        if i + 16 + stored > len(data):
+            raise ArchiveError("damaged", "block at %d: stored_len %d beyond the end of the file" % (i, stored))
+        if blocks and blocks[-1]["raw_len"] != ARCH_BLOCK_MAX:
+            raise ArchiveError("damaged", "a block other than the last holds less than 1 MiB")
+        if held + raw > h["raw_len"]:
+            raise ArchiveError("damaged", "blocks hold more than raw_len %d" % h["raw_len"])
+        src = data[i + 16:i + 16 + stored]
+        if filt == 2:
+            if stored != raw:
+                raise ArchiveError("damaged", "stored block at %d: stored_len %d != raw_len %d" % (i, stored, raw))
+            out = bytes(src)
+        elif filt == 0:
+            out = lz4_block_decode(src, raw)
+        elif filt == 1:
+            out = unshuffle4(lz4_block_decode(src, raw))
+        else:
+            y, lanes = decode_lanes(src, raw)
+            out = unshuffle4(y)
+        crc = crc32c(out, crc)
+        if with_contents:
+            parts.append(out)
+        blocks.append({"filter": filt, "raw_len": raw, "stored_len": stored})
+        if filt == 3:
+            blocks[-1]["lanes"] = lanes
+        held += raw
+        i += 16 + stored
+    if held != h["raw_len"]:
+        raise ArchiveError("damaged", "blocks hold %d bytes, raw_len says %d" % (held, h["raw_len"]))
+    if crc != h["raw_crc"]:
+        raise ArchiveError("damaged", "CRC of the contents mismatch")
+    return h, blocks, (b"".join(parts) if with_contents else None)
+
+
+def archive_pieces(h, contents):
+    """The contents as named files: a segment file, or the arena files of a base image (19.4)."""
+    S = h["segment_size"]
+    if h["kind"] == 1:
+        names = ["%016x.wal" % h["segment_no"]]
+    else:
+        names = ["catalog-%08x.pages" % i for i in range(h["catalog_files"])]
+        names += ["vector-%08x.pages" % j for j in range(h["vector_files"])]
+    # S-byte pieces, as many as there are both pieces and names (19.3's last paragraph says
+    # what a restore requires of the lengths)
+    pieces = [contents[k:k + S] for k in range(0, len(contents), S)] if S else []
+    return list(zip(names, pieces))
+
+
+def hex64(v):
+    return "0x%016x" % v
+
+
+def hex32(v):
+    return "0x%08x" % v
+
+
+def archive_header_json(h, data):
+    d = {"magic": bytes(data[0:8]).hex()}
+    for name, _fmt, _off in ARCH_FIELDS:
+        v = h[name]
+        if name == "store_id":
+            v = hex64(v)
+        elif name in ("raw_crc", "compressed_crc", "crc"):
+            v = hex32(v)
+        d[name] = v
+    return d
+
+
+def nonzero_pages(b, P):
+    return [i for i in range(-(-len(b) // P)) if any(b[i * P:(i + 1) * P])]
+
+
+def read_archive_dir(store, control, rep, check):
+    """Section 19: every file of archive/, its header and whether it is valid."""
+    adir = os.path.join(store, "archive")
+    info = {"present": os.path.isdir(adir), "files": []}
+    if not info["present"]:
+        return info
+    for name in sorted(os.listdir(adir)):
+        path = os.path.join(adir, name)
+        if not os.path.isfile(path):
+            continue
+        m_wal, m_base = ARCH_WAL_RE.match(name), ARCH_BASE_RE.match(name)
+        ent = {"name": name, "size": os.path.getsize(path)}
+        if name.endswith(".tmp"):
+            ent["role"] = "temporary"
+            info["files"].append(ent)
+            continue
+        if not (m_wal or m_base):
+            ent["role"] = "other"
+            info["files"].append(ent)
+            continue
+        ent["role"] = "segment" if m_wal else "base"
+        with open(path, "rb") as fh:
+            data = fh.read()
+        problems = []
+        try:
+            if check:
+                h, blocks, contents = archive_decode(data)
+            else:
+                h, blocks, contents = archive_header(data), None, None
+            ent["header"] = archive_header_json(h, data)
+            if blocks is not None:
+                ent["blocks"] = len(blocks)
+                ent["filters"] = sorted({b["filter"] for b in blocks})
+            want_kind = 1 if m_wal else 2
+            if h["kind"] != want_kind:
+                problems.append("kind %d in a file named %s" % (h["kind"], name))
+            if control is not None:
+                if h["store_id"] != control["store_id"]:
+                    problems.append("store id %s is not the store's" % hex64(h["store_id"]))
+                if h["page_size"] != control["page_size"] or h["segment_size"] != control["segment_size"]:
+                    problems.append("geometry differs from the store's")
+            S = h["segment_size"]
+            if m_wal:
+                n = int(m_wal.group(1), 16)
+                if h["segment_no"] != n:
+                    problems.append("segment number %d in a file named for %d" % (h["segment_no"], n))
+                if h["raw_len"] != S:
+                    problems.append("contents of %d bytes, not S = %d" % (h["raw_len"], S))
+            else:
+                b = int(m_base.group(1), 16)
+                if h["first_lsn"] != b:
+                    problems.append("first_lsn %d in a file named for %d" % (h["first_lsn"], b))
+                if h["raw_len"] != (h["catalog_files"] + h["vector_files"]) * S:
+                    problems.append("contents of %d bytes, not (c + v) * S" % h["raw_len"])
+            if contents is not None:
+                ent["contents"] = [{"name": nm, "crc32c": hex32(crc32c(b)), "nonzero_pages": len(nonzero_pages(b, h["page_size"]))}
+                                   for nm, b in archive_pieces(h, contents)]
+            ent["valid"] = not problems if check else None
+            ent["checked"] = check
+        except ArchiveError as e:
+            ent["valid"] = False
+            ent["error"] = {"class": e.cls, "message": str(e)}
+            problems.append("%s: %s" % (e.cls, e))
+        if problems:
+            ent["problems"] = problems
+            rep.dmg("archive_file", "archive/%s: %s" % (name, "; ".join(problems)), file=name)
+        info["files"].append(ent)
+    return info
+
+
+def archived_segment_records(path, full):
+    """Decodes archive file `path` (an archived segment) and reads its records with the walk of
+    section 11 as the oldest segment of a log holding only it (no control file needed: the
+    geometry, store id and timeline come from the archive header)."""
+    rep = Report()
+    out = {"file": path, "header": None, "wal": [], "log_end": None, "damage": rep.damage,
+           "errors": rep.errors}
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        h, _blocks, contents = archive_decode(data)
+        out["header"] = archive_header_json(h, data)
+        if h["kind"] != 1:
+            raise StoreError("not an archived segment (kind %d)" % h["kind"])
+        g = check_geometry(h["page_size"], h["segment_size"])
+        if g:
+            raise StoreError("archive header: bad geometry: " + g)
+        if len(contents) != h["segment_size"]:
+            raise StoreError("contents are %d bytes, not S = %d" % (len(contents), h["segment_size"]))
+        log = Log(None, h["page_size"], h["segment_size"], h["store_id"], h["timeline"], rep,
+                  mem={h["segment_no"]: contents})
+        start, floor = log.start_of_oldest()
+        recs, end = log.walk(start, floor, "tolerate")
+        out["wal_start"] = start
+        out["wal"] = [record_json(r, full) for r in recs]
+        out["log_end"] = end
+        for r in recs:
+            if r.payload_error:
+                rep.dmg("bad_payload", "record at %d: %s" % (r.lsn, r.payload_error), lsn=r.lsn)
+    except ArchiveError as e:
+        rep.err(e.cls, "%s: %s" % (path, e))
+    except StoreError as e:
+        rep.err("error", str(e))
+    except Exception as e:  # noqa: BLE001 - a reader must report, never crash
+        rep.err("internal", internal_detail(e))
+    return out
+
+
+# ---------------------------------------------------------------- golden vectors: one structure
+
+
+class VectorError(Exception):
+    """The structure is not valid: `cls` is the class of format-spec/vectors/README.md
+    (invalid, damaged, stale, foreign, incompatible)."""
+
+    def __init__(self, cls, msg):
+        Exception.__init__(self, msg)
+        self.cls = cls
+
+
+def num(v):
+    """A u64 of the vector JSON: a number, or a "0x…" string."""
+    if isinstance(v, str):
+        return int(v, 16) if v.lower().startswith("0x") else int(v)
+    return int(v)
+
+
+def payload_json(kind, p):
+    """A decoded payload (parse_payload) in the vector JSON's shape."""
+    d = {"kind": KIND_NAMES[kind]}
+
+    def edits(es):
+        return [{"page": hex64(e[0]), "offset": e[1], "length": len(e[3]),
+                 "before": None if e[2] is None else bytes(e[2]).hex(), "after": bytes(e[3]).hex()}
+                for e in es]
+
+    if kind == 1:
+        d.update(op=p["op"], id=p["id"], edits=edits(p["edits"]))
+    elif kind == 2:
+        d.update(undo_next=p["undo_next"], edits=edits(p["edits"]))
+    elif kind == 7:
+        d.update(begin_lsn=p["begin_lsn"], next_txn_id=p["next_txn_id"],
+                 txns=[{"txn_id": t[0], "last_lsn": t[1], "undo_next": t[2], "state": t[3]} for t in p["txns"]],
+                 dirty=[{"page": hex64(x[0]), "rec_lsn": x[1]} for x in p["dirty"]])
+    elif kind == 8:
+        d.update(page=hex64(p["page_id"]), page_kind=p["page_kind"], a=p["a"], b=p["b"])
+    return d
+
+
+def vec_payload(b, inp):
+    kind = inp["kind"]
+    try:
+        p = parse_payload(kind, bytes(b), inp["page_size"])
+    except PayloadError as e:
+        raise VectorError("invalid", str(e))
+    return payload_json(kind, p)
+
+
+def vec_record(b, inp):
+    """Section 9, rules 1-6 and 8, on a record's logical bytes."""
+    s, f, P = inp["lsn"], inp["epoch_floor"], inp["page_size"]
+    if len(b) < 56:
+        raise VectorError("invalid", "shorter than a record header")
+    crc, total, lsn, prev, txn, ts, dur, kind, flags, res, epoch = REC_HDR.unpack_from(b, 0)
+    if not 56 <= total <= 33554432:
+        raise VectorError("invalid", "total_len %d out of range" % total)
+    if lsn != s:
+        raise VectorError("invalid", "lsn field %d != address %d (stale record)" % (lsn, s))
+    if kind == 0:
+        raise VectorError("invalid", "kind 0")
+    if res != 0:
+        raise VectorError("invalid", "reserved u16 non-zero")
+    if epoch < f:
+        raise VectorError("invalid", "epoch %d below floor %d" % (epoch, f))
+    if not (prev < s and dur <= s):
+        raise VectorError("invalid", "prev_lsn or durable_lsn not below the record")
+    if len(b) != total:
+        raise VectorError("invalid", "%d bytes, total_len %d" % (len(b), total))
+    if crc32c(memoryview(b)[4:total]) != crc:
+        raise VectorError("invalid", "record CRC mismatch")
+    try:
+        p = parse_payload(kind, bytes(b[56:total]), P)
+    except PayloadError as e:
+        raise VectorError("invalid", "payload: %s" % e)
+    return {"crc": hex32(crc), "total_len": total, "lsn": lsn, "prev_lsn": prev, "txn_id": txn,
+            "timestamp_us": ts, "durable_lsn": dur, "kind": kind, "flags": flags, "epoch": epoch,
+            "payload": payload_json(kind, p)}
+
+
+def vec_wal_page_header(b, inp):
+    """Section 8: a header read at `address` of a log of `timeline`, with `epoch_floor`."""
+    q, P = inp["address"], 4096
+    # A one-page log is enough to hold the header at its offset in its segment.
+    log = Log(None, P, 5 * P, 0, inp["timeline"], Report(), mem={0: bytes(5 * P)})
+    log.read = lambda lsn, n: bytes(b[lsn - q:lsn - q + n])
+    st, h = log.page_header(q, inp["epoch_floor"])
+    if st == "zero":
+        return {"zero": True}
+    if st != "valid":
+        raise VectorError(st, "page header at %d is %s" % (q, st))
+    return {"magic": bytes(b[0:4]).hex(), "version_major": struct.unpack_from("<H", b, 4)[0],
+            "flags": h.flags, "page_lsn": h.addr, "rem_len": h.rem_len, "timeline": h.timeline,
+            "epoch": h.epoch, "crc": hex32(struct.unpack_from("<I", b, 28)[0])}
+
+
+def vec_segment_header(b, inp):
+    """Section 7: the header of the file named for segment `segment_no`."""
+    n, P, S = inp["segment_no"], inp["page_size"], inp["segment_size"]
+    log = Log(None, P, S, num(inp["store_id"]), inp["timeline"], Report(), mem={n: bytes(S)})
+    log.read = lambda lsn, k: bytes(b[lsn - n * S:lsn - n * S + k])
+    st = log.seg_status(n)
+    if st == "zero":
+        return {"not_started": True}
+    if st != "valid":
+        raise VectorError(st, "segment header of segment %d is %s" % (n, st))
+    major, minor, psz, ssz, segno, base, tl, _r, sid, t = struct.unpack_from("<HHIQQQIIQQ", b, 8)
+    return {"magic": bytes(b[0:8]).hex(), "version_major": major, "version_minor": minor, "page_size": psz,
+            "segment_size": ssz, "segment_no": segno, "base_lsn": base, "timeline": tl,
+            "store_id": hex64(sid), "created_us": t, "crc": hex32(struct.unpack_from("<I", b, 124)[0])}
+
+
+def vec_wal_log(b, inp):
+    """Sections 11 and 12 over whole segment files, the first numbered `first_segment`."""
+    P, S, first = inp["page_size"], inp["segment_size"], inp["first_segment"]
+    mode = {"strict": "strict", "tolerate-torn-tail": "tolerate", "skip-corrupted": "skip"}[inp["mode"]]
+    if len(b) % S != 0 or not b:
+        raise VectorError("damaged", "%d bytes: not whole segments of %d" % (len(b), S))
+    mem = {first + k: b[k * S:(k + 1) * S] for k in range(len(b) // S)}
+    rep = Report()
+    try:
+        log = Log(None, P, S, num(inp["store_id"]), inp["timeline"], rep, mem=mem)
+        start, floor = log.start_of_oldest()
+        recs, end = log.walk(start, floor, mode)
+    except StoreError as e:
+        raise VectorError("damaged", str(e))
+    v = end["verdict"]
+    if v == "Refused":
+        raise VectorError("incompatible", "a foreign header at %d: the log is refused" % end["lsn"])
+    if v in ("MidLogDamage", "AmbiguousTail"):
+        raise VectorError("damaged", "%s at %d" % (v, end["lsn"]))
+    for r in recs:
+        if r.payload_error:
+            raise VectorError("invalid", "record at %d: %s" % (r.lsn, r.payload_error))
+    E = end["lsn"]
+    out = {"start_lsn": start, "end_lsn": E, "verdict": "torn-tail" if v == "TornTail" else "clean-end",
+           "torn_tail": {"lsn": E, "garbage_bytes": end["repair_end"] - E} if v == "TornTail" else None,
+           "skipped": [{"from": a, "to": z} for a, z in end["skipped"]], "max_epoch": log.max_epoch,
+           "records": []}
+    for r in recs:
+        out["records"].append({
+            "crc": hex32(struct.unpack_from("<I", log.read(r.lsn, 4))[0]), "total_len": r.total_len,
+            "lsn": r.lsn, "prev_lsn": r.prev_lsn, "txn_id": r.txn_id, "timestamp_us": r.timestamp_us,
+            "durable_lsn": r.durable_lsn, "kind": r.kind, "flags": r.flags, "epoch": r.epoch, "end": r.end,
+            "payload": payload_json(r.kind, r.parsed)})
+    return out
+
+
+def vec_control(b, inp):
+    """Section 3."""
+    if len(b) < 1024:
+        raise VectorError("damaged", "CONTROL is %d bytes, shorter than 1024" % len(b))
+    data = bytes(b[:1024])
+    s0, f0 = parse_slot(data[0:512])
+    s1, f1 = parse_slot(data[512:1024])
+    if "version" in (s0, s1):
+        raise VectorError("incompatible", "an intact control slot of another major version")
+    if s0 == "valid" and s1 == "valid":
+        f = f1 if f1["sequence"] > f0["sequence"] else f0
+    elif s0 == "valid" or s1 == "valid":
+        f = f0 if s0 == "valid" else f1
+    else:
+        raise VectorError("damaged", "no valid control slot")
+    g = check_geometry(f["page_size"], f["segment_size"])
+    if g:
+        raise VectorError("damaged", g)
+    return {"page_size": f["page_size"], "segment_size": f["segment_size"], "dimension": f["dimension"],
+            "timeline": f["timeline"], "store_id": hex64(f["store_id"]), "sequence": f["sequence"],
+            "checkpoint_lsn": f["checkpoint_lsn"], "checkpoint_end_lsn": f["checkpoint_end_lsn"],
+            "redo_lsn": f["redo_lsn"], "next_txn_id": f["next_txn_id"], "created_us": f["created_us"],
+            "checkpoint_us": f["checkpoint_time_us"], "truncate_lsn": f["truncate_lsn"]}
+
+
+def vec_arena_page(b, inp):
+    """Section 14: one page read at the position of `page_id`."""
+    pid, P, dim = num(inp["page_id"]), inp["page_size"], inp["dimension"]
+    if len(b) != P:
+        raise VectorError("invalid", "%d bytes, not P = %d" % (len(b), P))
+    if not is_page_id(pid):
+        raise VectorError("invalid", "%#x is not a page id" % pid)
+    why = page_valid(b, pid)
+    if why is not None:
+        raise VectorError("invalid", why)
+    if is_zero(b):
+        return {"zero": True}
+    crc, kind, _r, major, hid, plsn, a, bb, c = struct.unpack_from("<IBBHQQIIQ", b, 0)
+    out = {"crc": hex32(crc), "kind": kind, "version_major": major, "page_id": hex64(hid), "page_lsn": plsn,
+           "a": a, "b": bb, "c": hex64(c)}
+    if kind == 1:
+        stride = -(-dim * 4 // 16) * 16
+        slots = []
+        for i in range((P - 64) // stride):
+            raw = b[64 + i * stride:64 + (i + 1) * stride]
+            if any(raw):
+                slots.append({"slot": i, "vector": list(struct.unpack_from("<%df" % dim, raw, 0))})
+        out["body"] = {"stride": stride, "nonzero_slots": slots}
+    elif kind == 2:
+        out["body"] = catalog_page_body(b, P, dim)
+    elif kind == 3:
+        if a > P - 64:
+            raise VectorError("invalid", "overflow page holds %d bytes" % a)
+        if c != 0 and not (is_page_id(c) and space_of(c) == SPACE_CATALOG):
+            raise VectorError("invalid", "overflow next %#x is not a catalog page id" % c)
+        out["body"] = {"next": hex64(c), "data": bytes(b[64:64 + a]).hex()}
+    else:
+        out["body"] = None
+    return out
+
+
+def catalog_page_body(img, P, dim):
+    """Section 14.4 and the single-page rules of 14.5 (page counts are not known here)."""
+    n, d = struct.unpack_from("<II", img, 24)
+    if not 64 + 8 * n <= d <= P:
+        raise VectorError("invalid", "slot count %d and entry start %d" % (n, d))
+    stride = -(-dim * 4 // 16) * 16
+    per_page = (P - 64) // stride
+    slots, extents, ids, vslots = [], [], set(), set()
+    for i in range(n):
+        off, ln = struct.unpack_from("<II", img, 64 + 8 * i)
+        if ln == 0:
+            continue
+        if off < d or off + ln > P:
+            raise VectorError("invalid", "slot %d outside the entry data" % i)
+        extents.append((off, off + ln))
+        e = img[off:off + ln]
+        if ln < 32:
+            raise VectorError("invalid", "slot %d: entry shorter than 32 bytes" % i)
+        vpid, vslot, flags, idl, ml, res, ovf = struct.unpack_from("<QIHHIIQ", e, 0)
+        if not (1 <= idl <= 1024 and idl <= ln - 32):
+            raise VectorError("invalid", "slot %d: id length %d" % (i, idl))
+        try:
+            ident = bytes(e[32:32 + idl]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise VectorError("invalid", "slot %d: id not UTF-8" % i)
+        if ml > 65536 or res != 0:
+            raise VectorError("invalid", "slot %d: meta_len %d, reserved %d" % (i, ml, res))
+        if space_of(vpid) != SPACE_VECTOR or vslot >= per_page:
+            raise VectorError("invalid", "slot %d: vector page %#x slot %d" % (i, vpid, vslot))
+        if ident in ids or (vpid, vslot) in vslots:
+            raise VectorError("invalid", "slot %d repeats an id or a vector slot" % i)
+        ids.add(ident)
+        vslots.add((vpid, vslot))
+        meta = None
+        if flags == 0:
+            if ln != 32 + idl + ml:
+                raise VectorError("invalid", "slot %d: inline length" % i)
+            try:
+                meta = decode_metadata(bytes(e[32 + idl:]))
+            except (ValueError, UnicodeDecodeError) as ex:
+                raise VectorError("invalid", "slot %d: metadata: %s" % (i, ex))
+        elif flags == 1:
+            if ln != 32 + idl or not (is_page_id(ovf) and space_of(ovf) == SPACE_CATALOG):
+                raise VectorError("invalid", "slot %d: overflow entry" % i)
+        else:
+            raise VectorError("invalid", "slot %d: unknown flags %#x" % (i, flags))
+        slots.append({"slot": i, "offset": off, "length": ln, "vector_page": hex64(vpid), "vector_slot": vslot,
+                      "flags": flags, "id": ident, "meta_len": ml, "overflow_page": hex64(ovf), "metadata": meta})
+    extents.sort()
+    for x, y in zip(extents, extents[1:]):
+        if y[0] < x[1]:
+            raise VectorError("invalid", "entries overlap at %d" % y[0])
+    return {"slot_count": n, "entry_start": d, "slots": slots}
+
+
+def vec_archive(b, inp):
+    """Section 19.3 (the checks that need the store, 19.3's last paragraph, are not made)."""
+    try:
+        h, blocks, contents = archive_decode(b)
+    except ArchiveError as e:
+        raise VectorError(e.cls, str(e))
+    out = archive_header_json(h, b)
+    out["blocks"] = blocks
+    out["contents"] = [{"name": nm, "crc32c": hex32(crc32c(piece)), "nonzero_pages": nonzero_pages(piece, h["page_size"])}
+                       for nm, piece in archive_pieces(h, contents)]
+    return out
+
+
+VECTOR_DECODERS = {
+    "record-payload": vec_payload,
+    "record": vec_record,
+    "wal-page-header": vec_wal_page_header,
+    "segment-header": vec_segment_header,
+    "wal-log": vec_wal_log,
+    "control-file": vec_control,
+    "arena-page": vec_arena_page,
+    "archive": vec_archive,
+}
+
+
+def decode_vector(structure, data, inp):
+    """One golden vector: {"decoded": …} or {"error": class, "message": …}."""
+    fn = VECTOR_DECODERS.get(structure)
+    if fn is None:
+        return {"error": "unknown-structure", "message": "no decoder for %r" % structure}
+    try:
+        return {"decoded": fn(memoryview(bytes(data)).tobytes(), inp)}
+    except VectorError as e:
+        return {"error": e.cls, "message": str(e)}
+    except Exception as e:  # noqa: BLE001 - a reader must report, never crash
+        return {"error": "internal", "message": internal_detail(e)}
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -1197,7 +1930,7 @@ def read_epoch_file(waldir):
     return {"present": True, "valid": ok, "epoch": struct.unpack_from("<I", b, 4)[0] if len(b) >= 8 else None}
 
 
-def run(store, mode, take_lock, full_payloads):
+def run(store, mode, take_lock, full_payloads, archive_mode="full"):
     rep = Report()
     out = {"store": store, "mode": mode, "control": None, "wal": [], "log_end": None, "vectors": {},
            "damage": rep.damage, "errors": rep.errors, "notes": rep.notes}
@@ -1273,12 +2006,14 @@ def run(store, mode, take_lock, full_payloads):
         vectors, cinfo = read_catalog(arena, rec, control["dimension"], rep)
         out["catalog"] = cinfo
         out["vectors"] = vectors
+        if archive_mode != "none":
+            out["archive"] = read_archive_dir(store, control, rep, archive_mode == "full")
         if rec.failed:
             rep.err("recovery", "recovery failed (see damage); the contents shown are a best effort")
     except StoreError as e:
         rep.err("error", str(e))
     except Exception as e:  # noqa: BLE001 - a reader must report, never crash
-        rep.err("internal", "%s: %s" % (type(e).__name__, e))
+        rep.err("internal", internal_detail(e))
     finally:
         if log:
             log.close()
@@ -1304,30 +2039,94 @@ def note_end(end, rep, what):
         rep.dmg("refused", "%s: a foreign header at %d (incompatible)" % (what, end["lsn"]), lsn=end["lsn"])
 
 
+USAGE = """usage: read_store.py [--mode tolerate|strict|skip] [--no-lock] [--no-payloads]
+                     [--archive full|headers|none] STORE_DIR
+       read_store.py --vector FILE.json|FILE.bin [--structure NAME] [--input JSON]
+       read_store.py --vector-dir DIR
+       read_store.py --archived-segment ARCHIVE_FILE [--no-payloads]
+"""
+
+
 def main(argv):
     mode = "tolerate"
     take_lock = True
     full = True
+    archive_mode = "full"
+    vector = structure = inp = segment_file = vector_dir = None
     args = []
     it = iter(argv[1:])
     for a in it:
+        if a.startswith("--") and "=" in a:
+            a, v = a.split("=", 1)
+            it = iter([v] + list(it))
         if a == "--mode":
             mode = next(it, "")
-        elif a.startswith("--mode="):
-            mode = a.split("=", 1)[1]
         elif a == "--no-lock":
             take_lock = False
         elif a == "--no-payloads":
             full = False
+        elif a == "--archive":
+            archive_mode = next(it, "")
+        elif a == "--vector":
+            vector = next(it, None)
+        elif a == "--vector-dir":
+            vector_dir = next(it, None)
+        elif a == "--structure":
+            structure = next(it, None)
+        elif a == "--input":
+            inp = next(it, None)
+        elif a == "--archived-segment":
+            segment_file = next(it, None)
         elif a in ("-h", "--help"):
             print(__doc__)
             return 0
         else:
             args.append(a)
-    if len(args) != 1 or mode not in ("tolerate", "strict", "skip"):
-        sys.stderr.write("usage: read_store.py [--mode tolerate|strict|skip] [--no-lock] [--no-payloads] DIR\n")
+    if vector_dir is not None:
+        if args or vector is not None:
+            sys.stderr.write(USAGE)
+            return 2
+        out = {}
+        for name in sorted(os.listdir(vector_dir)):
+            if not name.endswith(".json"):
+                continue
+            base = os.path.join(vector_dir, name[:-5])
+            with open(base + ".json", encoding="utf-8") as fh:
+                meta = json.load(fh)
+            with open(base + ".bin", "rb") as fh:
+                data = fh.read()
+            res = decode_vector(meta.get("structure"), data, meta.get("input", {}))
+            out[name[:-5]] = dict({"structure": meta.get("structure")}, **res)
+        sys.stdout.write(json.dumps(out, ensure_ascii=False, allow_nan=False) + "\n")
+        return 0
+    if vector is not None:
+        if args:
+            sys.stderr.write(USAGE)
+            return 2
+        base = vector[:-5] if vector.endswith(".json") else vector[:-4] if vector.endswith(".bin") else vector
+        meta = {}
+        if structure is None or inp is None:
+            with open(base + ".json", encoding="utf-8") as fh:
+                meta = json.load(fh)
+        with open(base + ".bin", "rb") as fh:
+            data = fh.read()
+        structure = structure or meta.get("structure")
+        inp = json.loads(inp) if inp is not None else meta.get("input", {})
+        out = decode_vector(structure, data, inp)
+        out = dict({"vector": os.path.basename(base), "structure": structure}, **out)
+        sys.stdout.write(json.dumps(out, ensure_ascii=False, allow_nan=False) + "\n")
+        return 0 if "decoded" in out else 1
+    if segment_file is not None:
+        if args:
+            sys.stderr.write(USAGE)
+            return 2
+        out = archived_segment_records(segment_file, full)
+        sys.stdout.write(json.dumps(out, ensure_ascii=False, allow_nan=False) + "\n")
+        return 1 if out["errors"] else 0
+    if len(args) != 1 or mode not in ("tolerate", "strict", "skip") or archive_mode not in ("full", "headers", "none"):
+        sys.stderr.write(USAGE)
         return 2
-    out = run(args[0], mode, take_lock, full)
+    out = run(args[0], mode, take_lock, full, archive_mode)
     sys.stdout.write(json.dumps(out, ensure_ascii=False, allow_nan=False))
     sys.stdout.write("\n")
     return 1 if out["errors"] else 0

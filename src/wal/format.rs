@@ -260,15 +260,17 @@ impl PageHeader {
         if crc32c::crc32c(&self.as_bytes()[..PAGE_HEADER_CRC_OFFSET]) != self.crc.get() {
             return damaged("page header checksum mismatch");
         }
-        let continuation = self.flags.get() & PAGE_FLAG_CONTINUATION != 0;
-        if self.flags.get() & !PAGE_FLAGS_KNOWN != 0 || continuation != (self.rem_len.get() > 0) {
-            return damaged("bad page flags");
-        }
+        // The version before the flags: another major version may define other flags, and its
+        // page must be refused as foreign, never taken for damage (a torn tail).
         if self.version_major.get() != FORMAT_VERSION_MAJOR {
             return Err(HeaderFault::Foreign(format!(
                 "page format version {} unsupported",
                 self.version_major.get()
             )));
+        }
+        let continuation = self.flags.get() & PAGE_FLAG_CONTINUATION != 0;
+        if self.flags.get() & !PAGE_FLAGS_KNOWN != 0 || continuation != (self.rem_len.get() > 0) {
+            return damaged("bad page flags");
         }
         if self.page_lsn.get() != page_lsn {
             return Err(HeaderFault::Stale(format!(
@@ -480,6 +482,18 @@ mod tests {
         assert!(
             matches!(read.check(8192, 3, 0), Err(HeaderFault::Damaged(_))),
             "a flipped bit is damage"
+        );
+    }
+
+    #[test]
+    fn page_header_of_a_newer_major_with_unknown_flags_is_foreign_not_damaged() {
+        let mut header = PageHeader::new(8192, 0, 3, 5);
+        header.version_major = U16::new(FORMAT_VERSION_MAJOR + 1);
+        header.flags = U16::new(0x8000);
+        header.crc = U32::new(crc32c::crc32c(&header.as_bytes()[..PAGE_HEADER_CRC_OFFSET]));
+        assert!(
+            matches!(header.check(8192, 3, 5), Err(HeaderFault::Foreign(_))),
+            "FORMAT.md §8: the version is checked before the flags"
         );
     }
 
