@@ -198,14 +198,7 @@ impl Arena {
         let path = self.dir.join(arena_file_name(space, file_no));
         let size_bytes = self.pages_per_file * u64::from(self.page_size_bytes);
         let file = if create {
-            let file = self
-                .storage
-                .open(&path, true)
-                .context(|| format!("creating {}", path.display()))?;
-            self.new_files.store(true, Ordering::Release);
-            file.set_len(size_bytes)
-                .context(|| format!("sizing {}", path.display()))?;
-            file
+            self.create_file(&path, size_bytes)?
         } else {
             let file = self
                 .storage
@@ -231,6 +224,44 @@ impl Arena {
             verified: (0..words).map(|_| AtomicU64::new(0)).collect(),
         });
         Ok(())
+    }
+
+    /// Removes files whose creation a crash interrupted (never renamed, so never used). Only a
+    /// store opened for writing calls it: readers (`vellum verify`) change nothing.
+    pub fn remove_leftovers(&self) -> Result<()> {
+        let names = self
+            .storage
+            .list(&self.dir)
+            .context(|| format!("listing {}", self.dir.display()))?;
+        for tmp in names.iter().filter(|n| n.ends_with(".pages.tmp")) {
+            let path = self.dir.join(tmp);
+            self.storage
+                .remove_file(&path)
+                .context(|| format!("removing {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Creates the arena file `path` of `size_bytes` zero bytes. It is made under a temporary
+    /// name, sized, synced and renamed, so a crash never leaves a file of the wrong size under
+    /// an arena file's name (which open refuses as damage): the file is either absent (its
+    /// pages are redone from the log) or whole. Its name is durable after the next directory
+    /// sync (checkpoints do it).
+    fn create_file(&self, path: &Path, size_bytes: u64) -> Result<Arc<dyn StorageFile>> {
+        let tmp = path.with_extension("pages.tmp");
+        let _ = self.storage.remove_file(&tmp);
+        let file = self
+            .storage
+            .open(&tmp, true)
+            .context(|| format!("creating {}", tmp.display()))?;
+        file.set_len(size_bytes)
+            .context(|| format!("sizing {}", tmp.display()))?;
+        file.sync_data().context(|| format!("syncing {}", tmp.display()))?;
+        self.storage
+            .rename(&tmp, path)
+            .context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        self.new_files.store(true, Ordering::Release);
+        Ok(file)
     }
 
     fn locate(&self, id: PageId) -> (&ArenaFile, usize) {
@@ -450,5 +481,70 @@ mod tests {
             Some((Space::Catalog, 0))
         );
         assert_eq!(parse_arena_file_name("catalog-0000000A.pages"), None);
+    }
+
+    /// A file system that makes every new name durable at once (as a journal commit may, before
+    /// any `sync_dir`): the worst case for files that are created and then sized.
+    #[derive(Debug)]
+    struct EagerNames(crate::storage::SimStorage);
+
+    impl Storage for EagerNames {
+        fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+            self.0.create_dir_all(path)
+        }
+        fn open(&self, path: &Path, create: bool) -> std::io::Result<Arc<dyn StorageFile>> {
+            let file = self.0.open(path, create)?;
+            if create {
+                self.0.sync_dir(path.parent().expect("a file in a directory"))?;
+            }
+            Ok(file)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+            self.0.rename(from, to)?;
+            self.0.sync_dir(to.parent().expect("a file in a directory"))
+        }
+        fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+            self.0.remove_file(path)
+        }
+        fn remove_dir(&self, path: &Path) -> std::io::Result<()> {
+            self.0.remove_dir(path)
+        }
+        fn list(&self, path: &Path) -> std::io::Result<Vec<String>> {
+            self.0.list(path)
+        }
+        fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+            self.0.sync_dir(path)
+        }
+        fn exists(&self, path: &Path) -> bool {
+            self.0.exists(path)
+        }
+    }
+
+    #[test]
+    fn a_crash_while_creating_an_arena_file_never_leaves_a_short_one() {
+        let dir = Path::new("/store/arena");
+        let (page_size, file_size) = (4096, 16 * 4096);
+        for crash_after in 0..12 {
+            let sim = crate::storage::SimStorage::new(crash_after);
+            let storage: Arc<dyn Storage> = Arc::new(EagerNames(sim.clone()));
+            let arena = Arena::open(storage.clone(), dir, page_size, file_size).unwrap();
+            sim.crash_after_ops(crash_after);
+            let created = arena.ensure_page(PageId::new(Space::Vector, 20));
+            sim.crash_now();
+            let sim = sim.reboot();
+            let storage: Arc<dyn Storage> = Arc::new(EagerNames(sim.clone()));
+            let reopened = Arena::open(storage, dir, page_size, file_size);
+            assert!(
+                reopened.is_ok(),
+                "crash after {crash_after} ops (creation: {created:?}): {reopened:?}"
+            );
+            let reopened = reopened.unwrap();
+            reopened.remove_leftovers().unwrap();
+            assert!(reopened.file_count(Space::Vector) <= 2, "files 0 and 1 at most");
+            assert!(
+                sim.list(dir).unwrap().iter().all(|n| !n.ends_with(".tmp")),
+                "leftovers are removed"
+            );
+        }
     }
 }

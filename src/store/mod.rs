@@ -270,6 +270,7 @@ impl Store {
             control.page_size_bytes,
             control.segment_size_bytes,
         )?;
+        arena.remove_leftovers()?;
         let doublewrite = Doublewrite::open(storage.as_ref(), dir, control.page_size_bytes)?;
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
