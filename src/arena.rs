@@ -426,6 +426,30 @@ impl Arena {
             .context(|| format!("syncing directory {}", self.dir.display()))
     }
 
+    /// Asks the OS to start writing the pages `pages` (just written with [`Arena::write_page`])
+    /// to the device, one range per file; a hint that makes nothing durable (see
+    /// [`StorageFile::start_writeback`]): a later [`Arena::sync_pages`] finds less to wait for.
+    pub fn start_writeback(&self, pages: &[PageId]) {
+        let page_bytes = u64::from(self.page_size_bytes);
+        let mut ranges: Vec<((usize, u64), u64, u64)> = Vec::new();
+        for page in pages {
+            let file = (page.space().index(), page.page_no() / self.pages_per_file);
+            let offset = (page.page_no() % self.pages_per_file) * page_bytes;
+            match ranges.iter_mut().find(|r| r.0 == file) {
+                Some(range) => {
+                    range.1 = range.1.min(offset);
+                    range.2 = range.2.max(offset + page_bytes);
+                }
+                None => ranges.push((file, offset, offset + page_bytes)),
+            }
+        }
+        for ((space, file_no), start, end) in ranges {
+            if let Some(file) = self.spaces[space].get(file_no as usize) {
+                let _ = file.file.start_writeback(start, end - start);
+            }
+        }
+    }
+
     /// Makes the writes to the files holding `pages` durable, and the directory when files were
     /// created since it was last synced.
     pub fn sync_pages(&self, pages: &[PageId]) -> Result<()> {

@@ -142,13 +142,15 @@ fn write_batch(inner: &Inner, batch: &[PageId], in_force: Lsn, taken: &mut Vec<(
     for (page, image) in &images {
         inner.arena.write_page(*page, image)?;
     }
+    let written: Vec<PageId> = images.iter().map(|(page, _)| *page).collect();
     if protected.is_empty() {
         // Every page here was initialised inside the redo range: a torn write is rebuilt from
-        // zero by redo, so these writes need no sync of their own (see the end of `run`).
+        // zero by redo, so these writes need no sync of their own (see the end of `run`); the
+        // device starts on them now, while the next batches are copied and sealed.
+        inner.arena.start_writeback(&written);
         return Ok(());
     }
     // The in-place copies must be durable before the next batch reuses the doublewrite area.
-    let written: Vec<PageId> = images.iter().map(|(page, _)| *page).collect();
     inner.arena.sync_pages(&written)
 }
 
