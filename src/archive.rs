@@ -170,9 +170,25 @@ pub fn shuffle4(bytes: &[u8], out: &mut Vec<u8>) {
     let (s0, rest) = lanes.split_at_mut(words);
     let (s1, rest) = rest.split_at_mut(words);
     let (s2, s3) = rest.split_at_mut(words);
-    let lanes = s0.iter_mut().zip(s1.iter_mut()).zip(s2.iter_mut()).zip(s3.iter_mut());
-    for (word, (((b0, b1), b2), b3)) in bytes.chunks_exact(4).zip(lanes) {
-        (*b0, *b1, *b2, *b3) = (word[0], word[1], word[2], word[3]);
+    // Four words at a time: a 4x4 byte transpose in registers, one 4-byte store per lane.
+    let quads = words / 4;
+    let lanes = s0.chunks_exact_mut(4).zip(s1.chunks_exact_mut(4));
+    let lanes = lanes.zip(s2.chunks_exact_mut(4)).zip(s3.chunks_exact_mut(4));
+    for (quad, (((l0, l1), l2), l3)) in bytes.chunks_exact(16).zip(lanes) {
+        let w = |k: usize| u32::from_le_bytes([quad[4 * k], quad[4 * k + 1], quad[4 * k + 2], quad[4 * k + 3]]);
+        let (w0, w1, w2, w3) = (w(0), w(1), w(2), w(3));
+        let lane = |shift: u32| {
+            let byte = |word: u32| (word >> shift) & 0xff;
+            (byte(w0) | byte(w1) << 8 | byte(w2) << 16 | byte(w3) << 24).to_le_bytes()
+        };
+        l0.copy_from_slice(&lane(0));
+        l1.copy_from_slice(&lane(8));
+        l2.copy_from_slice(&lane(16));
+        l3.copy_from_slice(&lane(24));
+    }
+    for i in 4 * quads..words {
+        let word = &bytes[4 * i..4 * i + 4];
+        (s0[i], s1[i], s2[i], s3[i]) = (word[0], word[1], word[2], word[3]);
     }
     tail.copy_from_slice(&bytes[words * 4..]);
 }
@@ -193,9 +209,20 @@ fn unshuffle4_onto(bytes: &[u8], out: &mut Vec<u8>) {
     let (s2, rest) = rest.split_at(words);
     let (s3, tail) = rest.split_at(words);
     let (unshuffled, out_tail) = out[at..].split_at_mut(words * 4);
-    let lanes = s0.iter().zip(s1).zip(s2).zip(s3);
-    for (word, (((b0, b1), b2), b3)) in unshuffled.chunks_exact_mut(4).zip(lanes) {
-        word.copy_from_slice(&[*b0, *b1, *b2, *b3]);
+    // Four words at a time, the transpose of `shuffle4`'s.
+    let quads = words / 4;
+    let lanes = s0.chunks_exact(4).zip(s1.chunks_exact(4));
+    let lanes = lanes.zip(s2.chunks_exact(4)).zip(s3.chunks_exact(4));
+    for (quad, (((l0, l1), l2), l3)) in unshuffled.chunks_exact_mut(16).zip(lanes) {
+        let lane = |l: &[u8]| u32::from_le_bytes([l[0], l[1], l[2], l[3]]);
+        let (v0, v1, v2, v3) = (lane(l0), lane(l1), lane(l2), lane(l3));
+        for (k, word) in quad.chunks_exact_mut(4).enumerate() {
+            let byte = |v: u32| (v >> (8 * k)) & 0xff;
+            word.copy_from_slice(&(byte(v0) | byte(v1) << 8 | byte(v2) << 16 | byte(v3) << 24).to_le_bytes());
+        }
+    }
+    for i in 4 * quads..words {
+        unshuffled[4 * i..4 * i + 4].copy_from_slice(&[s0[i], s1[i], s2[i], s3[i]]);
     }
     out_tail.copy_from_slice(tail);
 }
@@ -438,7 +465,10 @@ fn decode_lanes(mut data: &[u8], raw: usize, out: &mut Vec<u8>) -> std::result::
 
 /// Seals `header` (lengths, CRCs, own CRC) for `contents` and returns the whole file.
 pub fn encode(mut header: ArchiveHeader, contents: &[u8]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(contents.len() / 2 + 64);
+    // Room for the worst case (every block stored) up front: growing a 64 MiB buffer by
+    // doubling copies it and faults its pages in again.
+    let blocks = contents.len().div_ceil(BLOCK_RAW_MAX_BYTES);
+    let mut body = Vec::with_capacity(contents.len() + blocks * (BLOCK_HEADER_BYTES + 4 * LANE_HEADER_BYTES + 64));
     let raw_crc = compress_blocks(contents, &mut body);
     header.magic = ARCHIVE_MAGIC;
     header.version_major = U16::new(ARCHIVE_VERSION_MAJOR);
