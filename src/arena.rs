@@ -215,7 +215,14 @@ impl Arena {
             }
             file
         };
-        let map = file.map_private().context(|| format!("mapping {}", path.display()))?;
+        // A file just created is all zero and changes only through the checkpointer's writes
+        // of pages from this mapping: anonymous memory serves (no page-cache copy per page).
+        let map = if create {
+            file.map_private_fresh()
+        } else {
+            file.map_private()
+        };
+        let map = map.context(|| format!("mapping {}", path.display()))?;
         let words = self.pages_per_file.div_ceil(64) as usize;
         files.push(ArenaFile {
             path,

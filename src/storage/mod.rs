@@ -89,6 +89,14 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// Maps the whole file (at its current length) private and writable: copy-on-write, stores
     /// into it never reach the file.
     fn map_private(&self) -> io::Result<Mapping>;
+    /// Like [`StorageFile::map_private`], for a file the caller has just created all zero and
+    /// will change only with `write_at` of bytes it first stored in the mapping: the mapping
+    /// may then be anonymous memory (which reads as zeros, as the file does), sparing each
+    /// first store to a page the read of a file page it would only copy. It need not show
+    /// later `write_at`s to the file.
+    fn map_private_fresh(&self) -> io::Result<Mapping> {
+        self.map_private()
+    }
 }
 
 /// A memory range that stays at one address for as long as the `Mapping` lives.
