@@ -321,6 +321,7 @@ pub fn encode(mut header: ArchiveHeader, contents: &[u8]) -> Vec<u8> {
 
 /// Writes `bytes` as `dir/name` atomically: temporary file, sync, rename, directory sync.
 pub fn write_atomically(storage: &dyn Storage, dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let new_dir = !storage.exists(dir);
     storage
         .create_dir_all(dir)
         .context(|| format!("creating {}", dir.display()))?;
@@ -338,7 +339,14 @@ pub fn write_atomically(storage: &dyn Storage, dir: &Path, name: &str, bytes: &[
         .context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     storage
         .sync_dir(dir)
-        .context(|| format!("syncing directory {}", dir.display()))
+        .context(|| format!("syncing directory {}", dir.display()))?;
+    // A directory this call created is durable only once its parent is synced.
+    match dir.parent() {
+        Some(parent) if new_dir => storage
+            .sync_dir(parent)
+            .context(|| format!("syncing directory {}", parent.display())),
+        _ => Ok(()),
+    }
 }
 
 /// Reads a whole file.
