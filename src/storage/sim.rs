@@ -154,6 +154,21 @@ impl SimStorage {
         SimStorage::from_disk(Disk::from_image(config, &image))
     }
 
+    /// As [`SimStorage::reboot`], but the new disk's random choices come from `seed` instead of
+    /// a seed derived from this disk's: one crashed image can be booted many times, each with
+    /// its own future crashes (the fuzz targets boot one cached store per input this way).
+    pub fn reboot_with_seed(&self, seed: u64) -> SimStorage {
+        let mut disk = self.disk.lock();
+        disk.crash();
+        let image = disk.image.clone().expect("a crashed disk has an image");
+        let config = SimConfig {
+            seed,
+            ..disk.config.clone()
+        };
+        drop(disk);
+        SimStorage::from_disk(Disk::from_image(config, &image))
+    }
+
     /// Changes the capacity limit (see [`SimConfig::capacity_bytes`]). Lowering it below the
     /// bytes in use makes only later growth fail.
     pub fn set_capacity(&self, capacity_bytes: Option<u64>) {
@@ -1555,6 +1570,36 @@ mod tests {
             BTreeSet::from([1, 10]),
             "across seeds both outcomes occur"
         );
+    }
+
+    #[test]
+    fn reboot_with_seed_boots_the_same_image_with_that_seed() {
+        let storage = SimStorage::new(test_seed(16));
+        let file = durable_file(&storage, "data", &[1; 16 * SECTOR]);
+        file.write_at(&[2; 16 * SECTOR], 0).unwrap();
+        let image = storage.reboot().read_file(path("/store/data")).unwrap();
+        let crash_of = |disk: SimStorage| {
+            let file = disk.open(path("/store/data"), false).unwrap();
+            file.write_at(&[3; 16 * SECTOR], 0).unwrap();
+            disk.reboot().read_file(path("/store/data")).unwrap()
+        };
+        let mut later = BTreeSet::new();
+        for seed in 0..20 {
+            let booted = storage.reboot_with_seed(seed);
+            assert_eq!(
+                booted.read_file(path("/store/data")).unwrap(),
+                image,
+                "seed {seed}: the one image"
+            );
+            let crashed = crash_of(booted);
+            assert_eq!(
+                crashed,
+                crash_of(storage.reboot_with_seed(seed)),
+                "seed {seed}: same seed, same crash"
+            );
+            later.insert(crashed);
+        }
+        assert!(later.len() > 5, "the seeds give varied crashes: {} images", later.len());
     }
 
     #[test]
