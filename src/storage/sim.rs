@@ -55,7 +55,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{Mapping, Storage, StorageFile};
+use super::{MAPPING_ALIGN_BYTES, Mapping, Storage, StorageFile};
 
 /// The SplitMix64 increment (2^64 / golden ratio), also used to derive seeds.
 const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -1040,7 +1040,8 @@ impl VolatileBuf {
         if capacity_bytes == 0 {
             return Ok(VolatileBuf::empty());
         }
-        let layout = Layout::array::<u8>(capacity_bytes).map_err(|_| os_error(libc::EFBIG))?;
+        // Page-aligned like a real mapping: the arena reads f32 vectors in place.
+        let layout = Layout::from_size_align(capacity_bytes, MAPPING_ALIGN_BYTES).map_err(|_| os_error(libc::EFBIG))?;
         // SAFETY: the layout has a non-zero size (`capacity_bytes > 0`).
         let raw = unsafe { alloc::alloc_zeroed(layout) };
         let ptr = NonNull::new(raw).ok_or_else(|| os_error(libc::ENOMEM))?;
@@ -1095,7 +1096,8 @@ impl VolatileBuf {
 impl Drop for VolatileBuf {
     fn drop(&mut self) {
         if self.capacity_bytes > 0 {
-            let layout = Layout::array::<u8>(self.capacity_bytes).expect("allocated with this layout");
+            let layout =
+                Layout::from_size_align(self.capacity_bytes, MAPPING_ALIGN_BYTES).expect("allocated with this layout");
             // SAFETY: `ptr` was allocated by `alloc_zeroed` with this layout and is freed once,
             // here; no mapping points into it any more (mappings hold an `Arc` to it).
             unsafe { alloc::dealloc(self.ptr(), layout) }
@@ -1540,6 +1542,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "minutes under Miri; the other tests cover the same code")]
     fn reboot_is_deterministic_for_a_seed() {
         fn workload(seed: u64) -> (Vec<u8>, Vec<String>) {
             let storage = SimStorage::new(seed);
@@ -1570,6 +1573,19 @@ mod tests {
             BTreeSet::from([1, 10]),
             "across seeds both outcomes occur"
         );
+    }
+
+    #[test]
+    fn mappings_are_page_aligned_like_real_ones() {
+        // Found by Miri: the volatile buffers were allocated with alignment 1, so an arena
+        // vector read in place (`&[f32]`) could be unaligned, which is undefined behaviour.
+        let storage = SimStorage::new(test_seed(17));
+        for len in [1usize, 100, 4096, 3 * 4096 + 5] {
+            let file = durable_file(&storage, &format!("f{len}"), &vec![7; len]);
+            for mapping in [file.map_shared().unwrap(), file.map_private().unwrap()] {
+                assert_eq!(mapping.ptr_at(0) as usize % MAPPING_ALIGN_BYTES, 0, "{len} bytes");
+            }
+        }
     }
 
     #[test]
@@ -1860,6 +1876,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "minutes under Miri; the other tests cover the same code")]
     fn random_workload_keeps_each_sector_durable_or_latest() {
         let base = test_seed(24);
         for seed in base..base + 200 {
