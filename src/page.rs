@@ -183,13 +183,22 @@ pub fn seal(page: &mut [u8]) {
     page[..4].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// Whether every byte is zero. ORs 64-byte blocks together with one test per block, which
+/// compilers vectorise, instead of testing byte by byte (most arena pages are never-written
+/// zero pages, and every open checks them all).
+pub fn is_all_zero(bytes: &[u8]) -> bool {
+    bytes
+        .chunks(64)
+        .all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
+}
+
 /// Why a page image read from disk is not a valid page `id`, or `None`. An all-zero page is
 /// valid (never written).
 pub fn check_page(page: &[u8], id: PageId) -> Option<String> {
     let header = PageHeader::read_from_prefix(page)
         .expect("pages are larger than the header")
         .0;
-    if header.crc.get() == 0 && page.iter().all(|&b| b == 0) {
+    if header.crc.get() == 0 && is_all_zero(page) {
         return None;
     }
     if page_crc(page) != header.crc.get() {
@@ -265,6 +274,119 @@ const _: () = assert!(size_of::<EntryHeader>() == ENTRY_HEADER_BYTES);
 /// Overflow pages hold metadata bytes from this offset on.
 pub const OVERFLOW_DATA_OFFSET: usize = PAGE_HEADER_BYTES;
 
+/// One used slot of a catalog page, as [`decode_catalog_page`] reads it.
+#[derive(Clone, Copy, Debug)]
+pub struct CatalogEntry<'a> {
+    /// The slot number.
+    pub slot: u32,
+    /// Where the entry lies in the page.
+    pub offset: u32,
+    pub len_bytes: u32,
+    pub header: EntryHeader,
+    pub id: &'a str,
+    /// The encoded metadata when it is inline (`None`: it lives in an overflow chain).
+    pub inline_meta: Option<&'a [u8]>,
+}
+
+/// Decodes the entries of the catalog page `image` (a whole page of kind catalog, any page size) by the rules
+/// that need nothing but the page itself: the slot directory ends before the entry data, each
+/// used slot points at an entry inside the page, entries do not overlap, each entry header is
+/// whole with a 1..=1024-byte UTF-8 id, zero reserved bytes, known flags, a metadata length in
+/// range that matches its inline bytes (which must be valid encoded metadata) or, for an
+/// overflow entry, no inline bytes, and no id appears twice. The checksum, the page id and
+/// the rules that need other pages (vector slots, overflow chains) are the caller's.
+///
+/// Pure: it allocates only the result and never panics, whatever the bytes; the error says
+/// what is wrong. The store's loader (`store::state`) enforces these rules and more, so a page
+/// the store loads is a page this function accepts.
+pub fn decode_catalog_page(image: &[u8]) -> Result<Vec<CatalogEntry<'_>>, String> {
+    use crate::store::meta;
+
+    let Ok((header, _)) = PageHeader::read_from_prefix(image) else {
+        return Err(format!("a page of {} bytes holds no header", image.len()));
+    };
+    if header.kind != PageKind::Catalog as u8 {
+        return Err(format!("page kind {} is not a catalog page", header.kind));
+    }
+    let page_size = image.len() as u64;
+    let slot_count = header.a.get();
+    let data_start = header.b.get();
+    let directory_end = CATALOG_SLOTS_OFFSET as u64 + u64::from(slot_count) * CATALOG_SLOT_BYTES as u64;
+    if directory_end > u64::from(data_start) || u64::from(data_start) > page_size {
+        return Err(format!(
+            "slot directory ({slot_count} slots) overlaps entry data at {data_start}"
+        ));
+    }
+    let mut entries = Vec::new();
+    for slot in 0..slot_count {
+        let at = CATALOG_SLOTS_OFFSET + slot as usize * CATALOG_SLOT_BYTES;
+        let Ok(entry) = CatalogSlot::read_from_bytes(&image[at..at + CATALOG_SLOT_BYTES]) else {
+            return Err(format!("slot {slot}: the directory runs past the page"));
+        };
+        let (offset, len) = (entry.offset.get(), entry.len_bytes.get());
+        if len == 0 {
+            continue;
+        }
+        if offset < data_start || u64::from(offset) + u64::from(len) > page_size {
+            return Err(format!("slot {slot} points outside the entry data"));
+        }
+        let bytes = &image[offset as usize..offset as usize + len as usize];
+        let Ok((entry_header, rest)) = EntryHeader::read_from_prefix(bytes) else {
+            return Err(format!("slot {slot}: entry shorter than its header"));
+        };
+        let id_len = entry_header.id_len.get() as usize;
+        if id_len == 0 || id_len > meta::ID_MAX_BYTES || id_len > rest.len() {
+            return Err(format!("slot {slot}: id length {id_len} out of range"));
+        }
+        let id = std::str::from_utf8(&rest[..id_len]).map_err(|_| format!("slot {slot}: id is not UTF-8"))?;
+        let meta_len = entry_header.meta_len.get();
+        if meta_len as usize > meta::METADATA_MAX_BYTES {
+            return Err(format!("slot {slot}: metadata length {meta_len} out of range"));
+        }
+        if entry_header.reserved.get() != 0 {
+            return Err(format!("slot {slot}: reserved entry bytes are not zero"));
+        }
+        let inline_meta = match entry_header.flags.get() {
+            0 => {
+                let inline = &rest[id_len..];
+                if inline.len() != meta_len as usize {
+                    return Err(format!("slot {slot}: metadata length disagrees with the entry"));
+                }
+                meta::validate(inline).map_err(|r| format!("slot {slot}: {r}"))?;
+                Some(inline)
+            }
+            ENTRY_FLAG_OVERFLOW => {
+                if rest.len() != id_len {
+                    return Err(format!("slot {slot}: overflow entry has inline bytes"));
+                }
+                None
+            }
+            flags => return Err(format!("slot {slot}: unknown entry flags {flags}")),
+        };
+        entries.push(CatalogEntry {
+            slot,
+            offset,
+            len_bytes: len,
+            header: entry_header,
+            id,
+            inline_meta,
+        });
+    }
+    let mut extents: Vec<(u32, u32)> = entries.iter().map(|e| (e.offset, e.len_bytes)).collect();
+    extents.sort_unstable();
+    for pair in extents.windows(2) {
+        if u64::from(pair[1].0) < u64::from(pair[0].0) + u64::from(pair[0].1) {
+            return Err(format!("entries overlap at offset {}", pair[1].0));
+        }
+    }
+    let mut ids: Vec<&str> = entries.iter().map(|e| e.id).collect();
+    ids.sort_unstable();
+    if let Some(pair) = ids.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Err(format!("id {:?} appears twice in the page", pair[0]));
+    }
+    Ok(entries)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,6 +421,148 @@ mod tests {
         );
         page[2000] ^= 1;
         assert!(check_page(&page, id).is_some(), "a flipped bit fails the checksum");
+    }
+
+    /// A catalog page of 4 KiB holding `entries` (id, inline metadata or `None` for an
+    /// overflow entry), packed down from the page end, with `spare` free slots after them.
+    fn catalog_page(entries: &[(&str, Option<&[u8]>)], spare: u32) -> Vec<u8> {
+        let mut page = vec![0u8; 4096];
+        let slots = entries.len() as u32 + spare;
+        let mut data_start = 4096u32;
+        for (slot, (id, meta)) in entries.iter().enumerate() {
+            let mut entry = EntryHeader {
+                vector_page: U64::new(PageId::new(Space::Vector, 0).0),
+                vector_slot: U32::new(slot as u32),
+                flags: U16::new(if meta.is_some() { 0 } else { ENTRY_FLAG_OVERFLOW }),
+                id_len: U16::new(id.len() as u16),
+                meta_len: U32::new(meta.map_or(3000, |m| m.len() as u32)),
+                reserved: U32::ZERO,
+                overflow_page: U64::new(if meta.is_some() {
+                    0
+                } else {
+                    PageId::new(Space::Catalog, 1).0
+                }),
+            }
+            .as_bytes()
+            .to_vec();
+            entry.extend_from_slice(id.as_bytes());
+            entry.extend_from_slice(meta.unwrap_or(&[]));
+            data_start -= entry.len() as u32;
+            page[data_start as usize..data_start as usize + entry.len()].copy_from_slice(&entry);
+            let at = CATALOG_SLOTS_OFFSET + slot * CATALOG_SLOT_BYTES;
+            page[at..at + 4].copy_from_slice(&data_start.to_le_bytes());
+            page[at + 4..at + 8].copy_from_slice(&(entry.len() as u32).to_le_bytes());
+        }
+        let header = new_header(PageKind::Catalog, PageId::new(Space::Catalog, 0), slots, data_start);
+        page[..PAGE_HEADER_BYTES].copy_from_slice(header.as_bytes());
+        seal(&mut page);
+        page
+    }
+
+    fn encoded_meta(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        crate::store::meta::encode(pairs, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_well_formed_catalog_page_decodes_to_its_entries() {
+        let meta = encoded_meta(&[("k", "v")]);
+        let page = catalog_page(
+            &[("a", Some(&meta)), ("long", None), ("é", Some(&encoded_meta(&[])))],
+            2,
+        );
+        let entries = decode_catalog_page(&page).expect("a well-formed page decodes");
+        let seen: Vec<(u32, &str, Option<&[u8]>)> = entries.iter().map(|e| (e.slot, e.id, e.inline_meta)).collect();
+        assert_eq!(
+            seen,
+            [
+                (0, "a", Some(&meta[..])),
+                (1, "long", None),
+                (2, "é", Some(&[0u8, 0][..]))
+            ]
+        );
+        assert_eq!(entries[1].header.meta_len.get(), 3000);
+        assert_eq!(
+            decode_catalog_page(&catalog_page(&[], 0)).map(|e| e.len()),
+            Ok(0),
+            "an empty catalog page has no entries"
+        );
+        assert!(
+            decode_catalog_page(&vec![0u8; 4096]).is_err_and(|e| e.contains("kind 0")),
+            "a zero page is no catalog page"
+        );
+    }
+
+    #[test]
+    fn a_damaged_catalog_page_is_refused_with_a_reason() {
+        let meta = encoded_meta(&[("k", "v")]);
+        let page = catalog_page(&[("a", Some(&meta)), ("bb", Some(&meta))], 0);
+        let first = u32::from_le_bytes(page[64..68].try_into().unwrap()) as usize;
+        let at = |p: &mut Vec<u8>, offset: usize, bytes: &[u8]| p[offset..offset + bytes.len()].copy_from_slice(bytes);
+        type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+        let cases: Vec<(&str, Damage)> = vec![
+            (
+                "overlaps entry data",
+                Box::new(move |p| at(p, 24, &600u32.to_le_bytes())),
+            ),
+            (
+                "overlaps entry data",
+                Box::new(move |p| at(p, 28, &5000u32.to_le_bytes())),
+            ),
+            ("points outside", Box::new(move |p| at(p, 68, &u32::MAX.to_le_bytes()))),
+            (
+                "shorter than its header",
+                Box::new(move |p| at(p, 68, &8u32.to_le_bytes())),
+            ),
+            ("id length 0", Box::new(move |p| at(p, first + 14, &[0, 0]))),
+            (
+                "id length 2000",
+                Box::new(move |p| at(p, first + 14, &2000u16.to_le_bytes())),
+            ),
+            ("not UTF-8", Box::new(move |p| p[first + 32] = 0xff)),
+            (
+                "metadata length 4294967295",
+                Box::new(move |p| at(p, first + 16, &u32::MAX.to_le_bytes())),
+            ),
+            ("reserved", Box::new(move |p| p[first + 20] = 1)),
+            ("unknown entry flags 4", Box::new(move |p| p[first + 12] = 4)),
+            ("overflow entry has inline bytes", Box::new(move |p| p[first + 12] = 1)),
+            ("slot 0: metadata", Box::new(move |p| p[first + 33] = 9)),
+            (
+                "overlap",
+                Box::new(move |p| {
+                    let slot0 = p[64..72].to_vec();
+                    at(p, 72, &slot0);
+                }),
+            ),
+        ];
+        for (reason, damage) in cases {
+            let mut damaged = page.clone();
+            damage(&mut damaged);
+            match decode_catalog_page(&damaged) {
+                Err(error) => assert!(error.contains(reason), "expected {reason:?}, got {error:?}"),
+                Ok(entries) => panic!("expected {reason:?}, accepted {entries:?}"),
+            }
+        }
+        let twice = catalog_page(&[("a", Some(&meta)), ("a", None)], 0);
+        assert!(decode_catalog_page(&twice).is_err_and(|e| e.contains("twice")));
+        assert!(decode_catalog_page(&page[..63]).is_err(), "no header");
+    }
+
+    #[test]
+    fn is_all_zero_finds_any_non_zero_byte() {
+        for len in [0usize, 1, 63, 64, 65, 4096] {
+            let mut bytes = vec![0u8; len];
+            assert!(is_all_zero(&bytes), "{len} zeros");
+            for at in [0, len / 2, len.saturating_sub(1)] {
+                if at < len {
+                    bytes[at] = 0x80;
+                    assert!(!is_all_zero(&bytes), "{len} bytes, non-zero at {at}");
+                    bytes[at] = 0;
+                }
+            }
+        }
     }
 
     #[test]

@@ -90,6 +90,8 @@ struct Analysis {
     losers: BTreeMap<u64, Loser>,
     dirty: HashMap<PageId, Lsn>,
     inits: HashSet<PageId>,
+    /// How many pages of each space (by [`Space::index`]) the redo range initialises.
+    init_counts: [u64; 2],
     next_txn_id: u64,
 }
 
@@ -188,6 +190,7 @@ fn analyze(
         losers: BTreeMap::new(),
         dirty: HashMap::new(),
         inits: HashSet::new(),
+        init_counts: [0; 2],
         next_txn_id,
     };
     let mut finished = HashSet::new();
@@ -221,7 +224,9 @@ fn analyze(
             }
             Payload::PageInit { page, .. } => {
                 analysis.dirty.entry(page).or_insert(lsn);
-                analysis.inits.insert(page);
+                if analysis.inits.insert(page) {
+                    analysis.init_counts[page.space().index()] += 1;
+                }
             }
             Payload::Abort => {
                 let prev = Lsn(rec.header.prev_lsn.get());
@@ -329,10 +334,29 @@ fn prepare_page(
     lost: &mut HashSet<PageId>,
 ) -> Result<bool> {
     let arena = &inner.arena;
-    arena.ensure_page(page)?;
     if lost.contains(&page) {
         return Ok(false);
     }
+    // The arena grows densely: a page past its end is one the redo range initialises, so no
+    // valid log names a page beyond the end plus those (and a file of slack). Growing the
+    // arena to a page number read from a damaged or forged record could fill the disk.
+    let space = page.space();
+    let reach = arena.page_count(space) + analysis.init_counts[space.index()] + arena.pages_per_file();
+    if page.page_no() >= reach {
+        let damage = Error::corrupted_file(
+            "arena",
+            format!("the log changes {page}, beyond the arena and every page it initialises"),
+        );
+        if inner.options.recovery != RecoveryMode::SkipCorrupted {
+            return Err(damage);
+        }
+        lost.insert(page);
+        report
+            .damage_skipped
+            .push(format!("{page}: its changes skipped: {damage}"));
+        return Ok(false);
+    }
+    arena.ensure_page(page)?;
     if arena.is_verified(page) {
         return Ok(true);
     }

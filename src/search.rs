@@ -385,6 +385,103 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::SimStorage;
+    use crate::{Options, Store, SyncMode};
+
+    /// A store in the crash simulator (no syscalls: Miri runs it), 4 KiB pages; `dimension`
+    /// 200 makes five slots a page, so a dozen vectors span three vector pages.
+    fn sim_store(sim: &SimStorage, create: bool) -> Store {
+        let options = Options {
+            storage: Arc::new(sim.clone()),
+            background_io: false,
+            sync: SyncMode::Always,
+            page_size_bytes: 4096,
+            segment_size_bytes: 4096 * 8,
+            checkpoint_interval_bytes: 0,
+            ..Options::default()
+        };
+        if create {
+            Store::create("/db", 200, options).unwrap()
+        } else {
+            Store::open("/db", options).unwrap()
+        }
+    }
+
+    fn vector(n: usize) -> Vec<f32> {
+        (0..200).map(|i| ((n * 7 + i) as f32 * 0.13).sin()).collect()
+    }
+
+    /// The best `k` of `live` by `metric`, by brute force.
+    fn brute_force(live: &[(String, Vec<f32>)], query: &[f32], k: usize, metric: Metric) -> Vec<String> {
+        let mut scored: Vec<(f32, &String)> = live
+            .iter()
+            .map(|(id, v)| (score_key(metric, query, dot(query, query).sqrt(), v), id))
+            .collect();
+        scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
+        scored.into_iter().take(k).map(|(_, id)| id.clone()).collect()
+    }
+
+    #[test]
+    fn exact_search_reads_vectors_and_inline_metadata_in_place_in_the_simulator() {
+        let sim = SimStorage::new(5);
+        let store = sim_store(&sim, true);
+        let long = "x".repeat(3000);
+        let mut live = Vec::new();
+        for n in 0..12 {
+            let id = format!("v{n}");
+            let parity = if n % 2 == 0 { "even" } else { "odd" };
+            let meta: Vec<(&str, &str)> = if n == 3 {
+                vec![("p", parity), ("long", &long)]
+            } else {
+                vec![("p", parity)]
+            };
+            // Computed once: Miri makes `sin` differ in the last bits from call to call.
+            let v = vector(n);
+            store.insert(&id, &v, &meta).unwrap();
+            live.push((id, v));
+        }
+        assert!(store.delete("v4").unwrap());
+        live.retain(|(id, _)| id != "v4");
+        check_store(&store, &live);
+        store.close().unwrap();
+        let store = sim_store(&sim, false);
+        check_store(&store, &live);
+        store.close().unwrap();
+    }
+
+    fn check_store(store: &Store, live: &[(String, Vec<f32>)]) {
+        for (id, v) in live {
+            let got = store.get(id).unwrap().expect("a stored vector");
+            assert_eq!(&got[..], &v[..], "{id} reads back bit for bit");
+            assert!(got.metadata().any(|(k, _)| k == "p"), "{id} keeps its metadata");
+        }
+        let query = vector(100);
+        for metric in [Metric::Dot, Metric::L2, Metric::Cosine] {
+            let found: Vec<String> = store
+                .search(&query, 5, metric)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.0)
+                .collect();
+            assert_eq!(found, brute_force(live, &query, 5, metric), "{metric:?}");
+        }
+        let odd: Vec<(String, Vec<f32>)> = live
+            .iter()
+            .filter(|(id, _)| id[1..].parse::<usize>().unwrap() % 2 == 1)
+            .cloned()
+            .collect();
+        let found: Vec<String> = store
+            .search_filtered(&query, 20, Metric::L2, Some(("p", "odd")))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
+        assert_eq!(
+            found,
+            brute_force(&odd, &query, 20, Metric::L2),
+            "filtered by inline metadata"
+        );
+    }
 
     #[test]
     fn simd_kernels_agree_with_the_portable_ones() {

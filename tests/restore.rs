@@ -363,3 +363,26 @@ fn the_archive_survives_a_crash_mid_archiving() {
         );
     }
 }
+
+#[test]
+fn the_base_image_of_a_new_store_survives_a_crash_right_after_creation() {
+    let sim = SimStorage::new(3);
+    let sim_options = |sim: &SimStorage| Options {
+        storage: Arc::new(sim.clone()),
+        background_io: false,
+        sync: SyncMode::Always,
+        ..options()
+    };
+    let store = Store::create(Path::new("/db"), 4, sim_options(&sim)).unwrap();
+    let created = vellum::archive::list(&sim, Path::new("/db"), false).unwrap();
+    assert_eq!(created.bases.len(), 1, "creation stores a base image");
+    sim.crash_now();
+    drop(store);
+    let disk = sim.reboot();
+    let after = vellum::archive::list(&disk, Path::new("/db"), false).unwrap();
+    assert_eq!(
+        after.bases.iter().map(|b| b.1.clone()).collect::<Vec<_>>(),
+        created.bases.iter().map(|b| b.1.clone()).collect::<Vec<_>>(),
+        "the base image Store::create wrote (and its archive/ directory) is durable"
+    );
+}

@@ -297,3 +297,86 @@ fn crashes_at_random_operations_recover_to_a_committed_prefix() {
     eprintln!("{count} crash scenarios, {} failed", failures.len());
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
 }
+
+#[test]
+fn a_logged_edit_of_a_page_far_beyond_the_arena_is_corruption_not_growth() {
+    // Found by the recovery fuzz target: a (re-checksummed) log record naming vector page
+    // 2^40 made recovery grow the arena file by file towards it until memory ran out.
+    use vellum::page::{PageId, Space};
+    use vellum::wal::format::{RECORD_HEADER_BYTES, record_crc};
+    use vellum::wal::segment::segment_file_name;
+    use vellum::wal::{Geometry, LogIdentity, RecordHeader, Wal, WalConfig};
+    use zerocopy::{FromBytes, IntoBytes};
+
+    let sim = SimStorage::new(11);
+    let store = Store::create("/db", vector_of(1).len() as u32, options(&sim, SyncMode::Always)).unwrap();
+    store.insert("a", &vector_of(1), &[]).unwrap();
+    sim.crash_now();
+    drop(store);
+    let disk = sim.reboot();
+    let (_, control) = vellum::store::control::ControlFile::open(&disk, Path::new("/db")).unwrap();
+    let geometry = Geometry::new(control.page_size_bytes, control.segment_size_bytes).unwrap();
+    let identity = LogIdentity {
+        store_id: control.store_id,
+        timeline: control.timeline,
+    };
+    let config = WalConfig::new(geometry, identity, SyncMode::Never);
+    let (wal, _) = Wal::open_read_only(
+        Arc::new(disk.clone()),
+        Path::new("/db/wal"),
+        config,
+        None,
+        RecoveryMode::Strict,
+    )
+    .unwrap();
+    let page0 = PageId::new(Space::Vector, 0).0.to_le_bytes();
+    let far = PageId::new(Space::Vector, 1 << 40).0.to_le_bytes();
+    let mut reader = wal.reader_from_start();
+    let mut forged = None;
+    while let Some(record) = reader.next_record().unwrap() {
+        let Some(at) = record.payload.windows(8).position(|w| w == page0) else {
+            continue;
+        };
+        let mut payload = record.payload.to_vec();
+        payload[at..at + 8].copy_from_slice(&far);
+        let mut header = RecordHeader::read_from_bytes(record.header.as_bytes()).unwrap();
+        header.crc.set(record_crc(&header, &[&payload]));
+        forged = Some((record.lsn.get(), header, payload));
+        break;
+    }
+    drop(reader);
+    drop(wal);
+    let (lsn, header, payload) = forged.expect("the insert logs an edit of vector page 0");
+    let segment = Path::new("/db/wal").join(segment_file_name(geometry.segment_of(lsn)));
+    let offset = geometry.offset_in_segment(lsn);
+    disk.damage(&segment, offset, header.as_bytes()).unwrap();
+    disk.damage(&segment, offset + RECORD_HEADER_BYTES as u64, &payload)
+        .unwrap();
+    for mode in [RecoveryMode::Strict, RecoveryMode::TolerateTornTail] {
+        let opened = Store::open(
+            "/db",
+            Options {
+                recovery: mode,
+                ..options(&disk.reboot(), SyncMode::Always)
+            },
+        );
+        assert!(
+            matches!(opened, Err(vellum::Error::Corrupted { .. })),
+            "{mode:?}: {:?}",
+            opened.map(|_| ())
+        );
+    }
+    let store = Store::open(
+        "/db",
+        Options {
+            recovery: RecoveryMode::SkipCorrupted,
+            ..options(&disk.reboot(), SyncMode::Always)
+        },
+    )
+    .unwrap();
+    let report = store.recovery_report();
+    assert!(
+        report.damage_skipped.iter().any(|d| d.contains("beyond the arena")),
+        "{report}"
+    );
+}

@@ -635,3 +635,38 @@ fn a_clean_close_inside_a_recycled_segment_is_no_torn_tail() {
         "stale pages of a recycled segment are a clean end: {report}"
     );
 }
+
+#[test]
+fn a_scan_start_inside_a_page_or_segment_header_is_corruption_not_a_panic() {
+    // Found by the recovery fuzz target: a CONTROL file whose (re-checksummed) checkpoint LSN
+    // pointed into a page header made the scan decode there and trip an assertion.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(8, SyncMode::Never);
+    let wal = Wal::create(storage(), dir.path(), cfg.clone()).unwrap();
+    let mut lsns = Vec::new();
+    for txn in 0..200 {
+        lsns.push(wal.append(&spec(txn), &[&[txn as u8; 100]]).unwrap());
+    }
+    wal.close().unwrap();
+    let page = u64::from(PAGE);
+    let segment = cfg.geometry.segment_size_bytes;
+    for bad in [8, page - 8, segment + 8, segment + page + 8, segment + 2 * page + 16] {
+        for mode in [
+            RecoveryMode::Strict,
+            RecoveryMode::TolerateTornTail,
+            RecoveryMode::SkipCorrupted,
+        ] {
+            let error = Wal::open(storage(), dir.path(), cfg.clone(), Some(Lsn(bad)), mode)
+                .map(|_| ())
+                .expect_err(&format!("start {bad} in {mode:?} is inside a header"));
+            assert!(
+                matches!(error, Error::Corrupted { .. }),
+                "start {bad} in {mode:?}: {error}"
+            );
+        }
+    }
+    for from in [lsns[0], lsns[150]] {
+        Wal::open(storage(), dir.path(), cfg.clone(), Some(from), RecoveryMode::Strict)
+            .unwrap_or_else(|e| panic!("start {from}: {e}"));
+    }
+}

@@ -99,10 +99,16 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     }
 }
 
+/// Every non-empty [`Mapping`] starts at an address that is a multiple of this (the smallest
+/// page size, as `mmap` gives), so values at aligned offsets (the arena's f32 vectors) are
+/// aligned in memory too.
+pub const MAPPING_ALIGN_BYTES: usize = 4096;
+
 /// A memory range that stays at one address for as long as the `Mapping` lives.
 ///
 /// The mapping hands out raw pointers only; the modules that read or write through it (the WAL
-/// reader, the arena) state the invariant that makes each access sound.
+/// reader, the arena) state the invariant that makes each access sound. A non-empty mapping
+/// starts at a multiple of [`MAPPING_ALIGN_BYTES`].
 pub struct Mapping {
     ptr: *mut u8,
     len_bytes: usize,
@@ -122,6 +128,10 @@ impl Mapping {
     /// `owner` lives.
     pub(crate) fn new(ptr: *mut u8, len_bytes: usize, writable: bool, owner: Box<dyn Send + Sync>) -> Mapping {
         assert!(len_bytes == 0 || !ptr.is_null(), "a non-empty mapping needs memory");
+        assert!(
+            len_bytes == 0 || (ptr as usize).is_multiple_of(MAPPING_ALIGN_BYTES),
+            "a mapping starts at a multiple of {MAPPING_ALIGN_BYTES} bytes"
+        );
         Mapping {
             ptr,
             len_bytes,

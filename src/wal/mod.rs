@@ -869,6 +869,15 @@ fn check_scan_start(view: &LogView<'_>, lsn: Lsn, oldest: u64) -> Result<u64> {
             format!("the log needed from here is missing (oldest segment is {oldest})"),
         ));
     }
+    // A record start or end lies in a page's payload or on a page boundary; anything else
+    // (inside a page or segment header) is a damaged address, which the scan must not walk from.
+    let at = format::align_up(lsn.get());
+    if !(view.geometry.in_payload(at) || at.is_multiple_of(view.geometry.page_bytes())) {
+        return Err(Error::corrupted_at(
+            lsn,
+            "the log start lies inside a page or segment header",
+        ));
+    }
     Ok(lsn.get())
 }
 
