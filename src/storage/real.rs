@@ -165,6 +165,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(miri, ignore = "maps a real file")]
     fn a_fresh_private_mapping_reads_zeros_and_never_reaches_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let storage = RealStorage::new();
