@@ -9,6 +9,8 @@
 //!
 //! Skipped (with a notice) when `python3` is not on `PATH`, unless `CI` is set.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,22 +57,6 @@ fn seed() -> u64 {
     };
     println!("reference_reader: seed {seed} (set VELLUM_TEST_SEED={seed} to reproduce)");
     seed
-}
-
-fn python_available() -> bool {
-    let ok = Command::new("python3")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3 is not on PATH, and CI is set: the reference reader test must run"
-        );
-        println!("reference_reader: python3 is not on PATH; test skipped");
-    }
-    ok
 }
 
 fn script() -> PathBuf {
@@ -545,7 +531,7 @@ fn damage_tests(dir: &Path, clean: &Value, model: &Model, rng: &mut Rng, scratch
 
 #[test]
 fn reference_reader_agrees_with_the_engine() {
-    if !python_available() {
+    if !common::python_available("reference_reader") {
         return;
     }
     let mut rng = Rng(seed());
@@ -675,7 +661,7 @@ fn read_archived_segment(file: &Path) -> Value {
 
 #[test]
 fn reference_reader_reads_the_archive_like_the_engine() {
-    if !python_available() {
+    if !common::python_available("reference_reader") {
         return;
     }
     let mut rng = Rng(seed() ^ 0xa7c1);

@@ -14,27 +14,13 @@
 #[path = "golden.rs"]
 mod golden;
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-
-fn python_available() -> bool {
-    let ok = Command::new("python3")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3 is not on PATH, and CI is set: the reference reader must run"
-        );
-        println!("reference_vectors: python3 is not on PATH; test skipped");
-    }
-    ok
-}
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("format-spec/reference/read_store.py")
@@ -113,7 +99,7 @@ fn verdict(v: &Value) -> Value {
 
 #[test]
 fn reader_decodes_every_golden_vector_as_its_json_says() {
-    if !python_available() {
+    if !common::python_available("reference_vectors") {
         return;
     }
     let all = vectors();
@@ -158,7 +144,7 @@ fn reader_decodes_every_golden_vector_as_its_json_says() {
 
 #[test]
 fn reader_reports_the_same_damage_class_as_the_engine() {
-    if !python_available() {
+    if !common::python_available("reference_vectors") {
         return;
     }
     let got = reader_over(&golden::vectors_dir());
@@ -243,7 +229,7 @@ fn reseal(structure: &str, m: &mut [u8]) {
 
 #[test]
 fn reader_and_engine_agree_on_mutated_vectors() {
-    if !python_available() {
+    if !common::python_available("reference_vectors") {
         return;
     }
     const FLIPS_PER_VECTOR: usize = 12;

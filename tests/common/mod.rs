@@ -38,3 +38,21 @@ pub fn seed_from_env(var: &str, default: u64) -> u64 {
     eprintln!("seed = {seed} (replay with {var}={seed})");
     seed
 }
+
+/// True if `python3` runs. Outside CI a missing interpreter skips the calling test (it says so);
+/// in CI (`CI` set) it fails it: the reference reader's tests must run there.
+pub fn python_available(test: &str) -> bool {
+    let ok = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3 is not on PATH, and CI is set: the reference reader must run"
+        );
+        println!("{test}: python3 is not on PATH; test skipped");
+    }
+    ok
+}
