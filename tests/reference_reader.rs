@@ -673,6 +673,9 @@ fn reference_reader_reads_the_archive_like_the_engine() {
         segment_size_bytes: 32 * u64::from(PAGE),
         sync: SyncMode::Never,
         archive: true,
+        // Every archived segment stays: with the default KeepLast(2) a long workload's later
+        // base images let retention delete all of them (seed 1795290587300313992).
+        retention: vellum::Retention::KeepAll,
         ..Default::default()
     };
     println!("reference_reader (archive): dimension {dim}");
