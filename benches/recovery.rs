@@ -33,7 +33,7 @@
 //! Files live under `std::env::temp_dir()`: point `TMPDIR` at the disk to measure (not tmpfs).
 
 mod common;
-use common::{create_new, machine_load, pattern, quick, temp_dir, verdict};
+use common::{create_new, fill_vector, machine_load, pattern, quick, temp_dir, timing, verdict};
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -44,8 +44,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use criterion::measurement::WallTime;
-use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use tempfile::TempDir;
 use vellum::{Options, RecoveryReport, Store, SyncMode};
 
@@ -167,12 +166,6 @@ fn options() -> Options {
     }
 }
 
-fn fill_vector(i: u64, out: &mut [f32]) {
-    for (j, x) in out.iter_mut().enumerate() {
-        *x = ((i % 9973) as f32) * 0.001 + j as f32 * 0.01;
-    }
-}
-
 /// Inserts `count` vectors with ids `{prefix}{n}` in transactions of `per_txn`, or until the log
 /// has grown by `until_log` bytes if that comes first. Returns how many it inserted.
 fn insert_many(store: &Store, prefix: &str, count: u64, per_txn: u64, until_log: u64) -> u64 {
@@ -191,35 +184,9 @@ fn insert_many(store: &Store, prefix: &str, count: u64, per_txn: u64, until_log:
     n
 }
 
-/// Waits (at most 3 s) for the log's preallocator to have a full-length spare segment ready, so
-/// that a crash does not interrupt its zero-fill and an open does not start one. Looks for a
-/// full-length `spare-*` file: a heuristic on the segment directory's naming.
-fn settle(store_dir: &Path) {
-    if quick() {
-        return;
-    }
-    let segment_bytes = Options::default().segment_size_bytes;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        let spare_ready = std::fs::read_dir(store_dir.join("wal"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|entry| {
-                entry.file_name().to_string_lossy().starts_with("spare-")
-                    && entry.metadata().is_ok_and(|m| m.len() == segment_bytes)
-            });
-        if spare_ready {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(100));
-}
-
 /// Drops `store` without closing it: no checkpoint, as in a crash (its lock is released).
 fn crash(store: Store) {
-    settle(store.path());
+    common::settle(&store.path().join("wal"), Options::default().segment_size_bytes);
     drop(store);
 }
 
@@ -360,14 +327,6 @@ fn open_copy(name: &'static str, template: &Path, probe: &mut FsyncProbe) -> Dur
         );
     }
     record(name, sample)
-}
-
-/// Criterion settings for one benchmark (ignored in quick mode, where each runs once).
-fn timing(group: &mut BenchmarkGroup<'_, WallTime>, warm_up_ms: u64, measure_ms: u64, samples: usize) {
-    group
-        .warm_up_time(Duration::from_millis(warm_up_ms))
-        .measurement_time(Duration::from_millis(measure_ms))
-        .sample_size(samples);
 }
 
 // ---------------------------------------------------------------------------------------------

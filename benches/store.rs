@@ -40,7 +40,7 @@
 //! Files live under `std::env::temp_dir()`: point `TMPDIR` at the disk to measure (not tmpfs).
 
 mod common;
-use common::{create_new, machine_load, pattern, quick, temp_dir, verdict};
+use common::{create_new, fill_vector, machine_load, pattern, quick, rate_for, temp_dir, timing, verdict};
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -50,8 +50,7 @@ use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use criterion::measurement::WallTime;
-use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use tempfile::TempDir;
 use vellum::{Options, Store, SyncMode};
 
@@ -212,13 +211,6 @@ fn id_of(i: u64) -> String {
     format!("id-{i:08}")
 }
 
-/// The vector stored under `id_of(i)`: finite, distinct per id.
-fn fill_vector(i: u64, out: &mut [f32]) {
-    for (j, x) in out.iter_mut().enumerate() {
-        *x = ((i % 9973) as f32) * 0.001 + j as f32 * 0.01;
-    }
-}
-
 fn store_options(sync: SyncMode, checkpoint_interval_bytes: u64) -> Options {
     Options {
         sync,
@@ -242,47 +234,12 @@ fn load(store: &Store, count: u64) {
     }
 }
 
-/// Waits (at most 3 s) for the log's preallocator to have a full-length spare segment ready, so
-/// that its zero-fill is not measured. Looks for a full-length `spare-*` file in the store's
-/// `wal` directory: a heuristic on the segment directory's naming; on timeout it just goes on.
-fn settle(store_dir: &Path) {
-    if quick() {
-        return;
-    }
-    let segment_bytes = Options::default().segment_size_bytes;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        let spare_ready = std::fs::read_dir(store_dir.join("wal"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|entry| {
-                entry.file_name().to_string_lossy().starts_with("spare-")
-                    && entry.metadata().is_ok_and(|m| m.len() == segment_bytes)
-            });
-        if spare_ready {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // Its fdatasync.
-    std::thread::sleep(Duration::from_millis(100));
-}
-
 /// Bytes allocated to the files of `dir` (st_blocks), not their apparent length.
 fn allocated_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
         .map(|entry| entry.expect("a directory entry").metadata().expect("metadata").blocks() * 512)
         .sum()
-}
-
-/// Criterion settings for one benchmark (ignored in quick mode, where each runs once).
-fn timing(group: &mut BenchmarkGroup<'_, WallTime>, warm_up_ms: u64, measure_ms: u64, samples: usize) {
-    group
-        .warm_up_time(Duration::from_millis(warm_up_ms))
-        .measurement_time(Duration::from_millis(measure_ms))
-        .sample_size(samples);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -305,7 +262,7 @@ impl GetFixture {
         let dir = temp_dir("get");
         let path = dir.path().join("store");
         let store = Store::create(&path, GET_DIMENSION, store_options(SyncMode::Never, 0)).expect("creating the store");
-        settle(&path);
+        common::settle(&path.join("wal"), Options::default().segment_size_bytes);
         let started = Instant::now();
         load(&store, count);
         let loaded = started.elapsed();
@@ -476,7 +433,7 @@ impl TxnStore {
             store_options(SyncMode::Always, checkpoint_interval_bytes),
         )
         .expect("creating the store");
-        settle(&path);
+        common::settle(&path.join("wal"), Options::default().segment_size_bytes);
         TxnStore {
             store,
             label,
@@ -639,7 +596,7 @@ impl CheckpointRound {
         load(&store, vectors);
         // The log is made durable first: the checkpoint would otherwise flush it.
         store.sync().expect("sync");
-        settle(&path);
+        common::settle(&path.join("wal"), Options::default().segment_size_bytes);
         let before = allocated_bytes(&path.join("arena"));
         let start = Instant::now();
         store.checkpoint().expect("checkpoint");
@@ -708,17 +665,6 @@ fn checkpoints(c: &mut Criterion) {
 const ROUNDS: usize = 8;
 /// How long each transaction figure runs in each round.
 const ROUND_SLICE: Duration = Duration::from_millis(300);
-
-/// Runs `op` for `slice`; returns operations per second.
-fn rate_for(slice: Duration, mut op: impl FnMut()) -> f64 {
-    let start = Instant::now();
-    let mut ops = 0u64;
-    while start.elapsed() < slice {
-        op();
-        ops += 1;
-    }
-    ops as f64 / start.elapsed().as_secs_f64()
-}
 
 /// The transaction figures, measured again in short interleaved rounds so that their ratios
 /// compare measurements taken moments apart. Returns each figure's bytes per second per round.

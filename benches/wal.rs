@@ -23,7 +23,7 @@
 //! Files live under `std::env::temp_dir()`: point `TMPDIR` at the disk to measure (not tmpfs).
 
 mod common;
-use common::{create_new, pattern, quick, temp_dir, verdict};
+use common::{create_new, pattern, quick, rate_for, temp_dir, timing, verdict};
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -34,8 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use criterion::measurement::WallTime;
-use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use memmap2::MmapMut;
 use tempfile::TempDir;
 use vellum::storage::{RealStorage, Storage};
@@ -293,39 +292,9 @@ impl WalFixture {
         let dir = temp_dir(label);
         let path = dir.path().join("wal");
         let wal = Wal::create(storage(), &path, wal_config(sync)).expect("creating the WAL");
-        settle(&path);
+        common::settle(&path, sizes().segment);
         WalFixture { wal, _dir: dir }
     }
-}
-
-/// Waits (at most 3 s) for the preallocator's first spare segment, so that the zero-fill that
-/// follows a log's creation is not measured. Looks for a full-length `spare-*` file: a
-/// heuristic on the segment directory's naming; on timeout it just goes on.
-fn settle(dir: &Path) {
-    if quick() {
-        return;
-    }
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        let spare_ready = std::fs::read_dir(dir).into_iter().flatten().flatten().any(|entry| {
-            entry.file_name().to_string_lossy().starts_with("spare-")
-                && entry.metadata().is_ok_and(|m| m.len() == sizes().segment)
-        });
-        if spare_ready {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // Its fdatasync.
-    std::thread::sleep(Duration::from_millis(100));
-}
-
-/// Criterion settings for one benchmark (ignored in quick mode, where each runs once).
-fn timing(group: &mut BenchmarkGroup<'_, WallTime>, warm_up_ms: u64, measure_ms: u64, samples: usize) {
-    group
-        .warm_up_time(Duration::from_millis(warm_up_ms))
-        .measurement_time(Duration::from_millis(measure_ms))
-        .sample_size(samples);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -610,17 +579,6 @@ fn scan(c: &mut Criterion) {
 const ROUNDS: usize = 6;
 /// How long each figure runs in each round.
 const ROUND_SLICE: Duration = Duration::from_millis(200);
-
-/// Runs `op` for `slice`; returns operations per second.
-fn rate_for(slice: Duration, mut op: impl FnMut()) -> f64 {
-    let start = Instant::now();
-    let mut ops = 0u64;
-    while start.elapsed() < slice {
-        op();
-        ops += 1;
-    }
-    ops as f64 / start.elapsed().as_secs_f64()
-}
 
 /// `writers` threads each appending 1 KiB + committing for `slice`: aggregate commits per second.
 fn commit_rate(wal: &Wal, writers: u64, slice: Duration) -> f64 {
