@@ -14,7 +14,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::error::{IoContext, Result};
 use crate::storage::{Storage, StorageFile};
-use crate::wal::format::{FORMAT_VERSION_MAJOR, FORMAT_VERSION_MINOR};
+use crate::wal::format::{FORMAT_VERSION_MAJOR, FORMAT_VERSION_MINOR, Geometry};
 use crate::{Error, Lsn};
 
 pub const CONTROL_FILE_NAME: &str = "CONTROL";
@@ -216,15 +216,29 @@ impl ControlFile {
         {
             return Err(Error::Incompatible(format!("{}: {reason}", path.display())));
         }
-        match slots {
-            [Ok(a), Ok(b)] => Ok(if a.sequence >= b.sequence { a } else { b }),
-            [Ok(a), Err(_)] => Ok(a),
-            [Err(_), Ok(b)] => Ok(b),
-            [Err(a), Err(b)] => Err(Error::corrupted_file(
-                path,
-                format!("both control copies are invalid ({a}; {b})"),
-            )),
-        }
+        let control = match slots {
+            [Ok(a), Ok(b)] => {
+                if a.sequence >= b.sequence {
+                    a
+                } else {
+                    b
+                }
+            }
+            [Ok(a), Err(_)] => a,
+            [Err(_), Ok(b)] => b,
+            [Err(a), Err(b)] => {
+                return Err(Error::corrupted_file(
+                    path,
+                    format!("both control copies are invalid ({a}; {b})"),
+                ));
+            }
+        };
+        // An intact copy whose geometry breaks the format's rules (a buggy or foreign writer)
+        // describes no store this build can read: damage, refused before anything is sized
+        // from it.
+        Geometry::new(control.page_size_bytes, control.segment_size_bytes)
+            .map_err(|reason| Error::corrupted_file(path, format!("control data in force: {reason}")))?;
+        Ok(control)
     }
 
     /// Writes `control` (its sequence must be one more than the current) and syncs it.
@@ -260,6 +274,19 @@ mod tests {
             checkpoint_us: 2,
             truncate_lsn: Lsn(900),
         }
+    }
+
+    #[test]
+    fn an_intact_copy_with_an_impossible_geometry_is_damage() {
+        let mut control = sample();
+        control.page_size_bytes = 4100;
+        let mut bytes = vec![0u8; CONTROL_FILE_BYTES as usize];
+        bytes[..512].copy_from_slice(control.to_slot().as_bytes());
+        let error = ControlFile::newest(Path::new("c"), &bytes).unwrap_err();
+        assert!(
+            matches!(error, Error::Corrupted { .. }),
+            "a page size that is not a power of two is damage, not an argument error: {error}"
+        );
     }
 
     #[test]
