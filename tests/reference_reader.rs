@@ -10,6 +10,7 @@
 //! Skipped (with a notice) when `python3` is not on `PATH`, unless `CI` is set.
 
 mod common;
+use common::Rng;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -26,26 +27,6 @@ const PAGE: u32 = 4096;
 
 type Meta = Vec<(String, String)>;
 type Model = BTreeMap<String, (Vec<f32>, Meta)>;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 fn seed() -> u64 {
     let seed = match std::env::var("VELLUM_TEST_SEED") {
@@ -104,12 +85,12 @@ fn random_id(rng: &mut Rng, n: u64) -> String {
 fn random_vector(rng: &mut Rng, dim: usize) -> Vec<f32> {
     (0..dim)
         .map(|_| {
-            let bits = rng.next() as u32;
+            let bits = rng.next_u64() as u32;
             let f = f32::from_bits(bits);
             if f.is_finite() {
                 f
             } else {
-                (rng.next() % 2000) as f32 / 7.0 - 100.0
+                (rng.next_u64() % 2000) as f32 / 7.0 - 100.0
             }
         })
         .collect()
@@ -534,7 +515,7 @@ fn reference_reader_agrees_with_the_engine() {
     if !common::python_available("reference_reader") {
         return;
     }
-    let mut rng = Rng(seed());
+    let mut rng = Rng::new(seed());
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("store");
     let dim = [1usize, 3, 4, 16, 50, 129][rng.below(6) as usize];
@@ -664,7 +645,7 @@ fn reference_reader_reads_the_archive_like_the_engine() {
     if !common::python_available("reference_reader") {
         return;
     }
-    let mut rng = Rng(seed() ^ 0xa7c1);
+    let mut rng = Rng::new(seed() ^ 0xa7c1);
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("store");
     let dim = [3usize, 16, 50][rng.below(3) as usize];

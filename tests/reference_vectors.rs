@@ -15,6 +15,7 @@
 mod golden;
 
 mod common;
+use common::Rng;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -167,22 +168,6 @@ fn reader_reports_the_same_damage_class_as_the_engine() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// A small deterministic generator (xorshift64*), so that the mutants are the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Positions worth flipping in a vector: the whole of a small structure, the non-zero bytes
 /// (and the first bytes) of a large one.
 fn interesting_positions(bin: &[u8]) -> Vec<usize> {
@@ -234,7 +219,7 @@ fn reader_and_engine_agree_on_mutated_vectors() {
     }
     const FLIPS_PER_VECTOR: usize = 12;
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut rng = Rng(0x5645_4c4c_554d_0007);
+    let mut rng = Rng::new(0x5645_4c4c_554d_0007);
     let mut mutants = Vec::new();
     for (name, meta, bin) in &vectors() {
         let positions = interesting_positions(bin);
