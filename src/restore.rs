@@ -124,7 +124,7 @@ fn restore_into(
         .create_dir_all(&staging.join("arena"))
         .context(|| format!("creating {}", staging.display()))?;
     let mut clock = Instant::now();
-    stage_arena(storage, src, staging, &listing, &base, &control)?;
+    stage_arena(storage, staging, &listing, &base, &control)?;
     report.phase_done("stage arena", &mut clock);
     stage_log(storage, src, staging, &listing, &base, &control, &mut report)?;
     report.phase_done("stage log", &mut clock);
@@ -204,7 +204,6 @@ fn micros(time: SystemTime) -> u64 {
 /// Writes the base image's arena files into the staging directory.
 fn stage_arena(
     storage: &Arc<dyn Storage>,
-    src: &Path,
     staging: &Path,
     listing: &archive::Listing,
     base: &ArchiveHeader,
@@ -227,7 +226,6 @@ fn stage_arena(
             "base image size does not match its arena files",
         ));
     }
-    let _ = src;
     let names = (0..catalog)
         .map(|n| arena_file_name(Space::Catalog, n as u64))
         .chain((0..vector).map(|n| arena_file_name(Space::Vector, n as u64)));
