@@ -479,9 +479,10 @@ fn walk_one_page_log(page: &[u8]) {
 /// **control_file**: the input (zero-padded or cut to 1024 bytes) is a `CONTROL` file.
 ///
 /// Invariants:
-/// - `ControlFile::newest` returns the valid slot with the highest sequence number, or, if
-///   neither slot is valid, `Err(Corrupted)` or `Err(Incompatible)`: never panics, never
-///   another error;
+/// - `ControlFile::newest` returns the valid slot with the highest sequence number if its
+///   geometry is one FORMAT.md §5 allows; else `Err(Incompatible)` if a slot is intact but of
+///   another major version, or `Err(Corrupted)` if neither slot is valid or the chosen one's
+///   geometry is impossible: never panics, never another error;
 /// - a slot it returns survives `Control::to_slot` → `Control::from_slot` unchanged;
 /// - the same holds with both slots' checksums recomputed (so the fuzzer reaches the fields);
 /// - `ControlFile::open` of the unpadded input as `CONTROL` in a simulated directory agrees:
@@ -524,6 +525,10 @@ fn check_newest(bytes: &[u8]) {
     ];
     match ControlFile::newest(Path::new("CONTROL"), bytes) {
         Ok(control) => {
+            assert!(
+                Geometry::new(control.page_size_bytes, control.segment_size_bytes).is_ok(),
+                "newest returned an impossible geometry"
+            );
             let best = slots
                 .iter()
                 .filter_map(|s| s.as_ref().ok())
@@ -538,10 +543,22 @@ fn check_newest(bytes: &[u8]) {
             let round_trip = Control::from_slot(control.to_slot().as_bytes());
             assert_eq!(round_trip.as_ref(), Ok(&control), "control does not round-trip");
         }
-        Err(Error::Corrupted { .. } | Error::Incompatible(_)) => {
+        Err(Error::Incompatible(_)) => {
             assert!(
-                slots.iter().all(|s| s.is_err()),
-                "newest failed although a slot is valid"
+                slots
+                    .iter()
+                    .any(|s| matches!(s, Err(r) if r.starts_with("format version"))),
+                "incompatible without an intact slot of another major version"
+            );
+        }
+        Err(Error::Corrupted { .. }) => {
+            let best = match (slots[0].as_ref().ok(), slots[1].as_ref().ok()) {
+                (Some(a), Some(b)) => Some(if a.sequence >= b.sequence { a } else { b }),
+                (a, b) => a.or(b),
+            };
+            assert!(
+                best.is_none_or(|c| Geometry::new(c.page_size_bytes, c.segment_size_bytes).is_err()),
+                "newest failed although the newest valid slot has a possible geometry"
             );
         }
         Err(other) => panic!("ControlFile::newest returned {other:?}"),
