@@ -160,29 +160,43 @@ pub fn encode_edits(out: &mut Vec<u8>, edits: &[Edit<'_>]) {
 
 /// The payload of an update record.
 pub fn encode_update(op: Op, id: &str, edits: &[Edit<'_>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + id.len() + edits.iter().map(|e| 32 + 2 * e.after.len()).sum::<usize>());
+    let mut out = Vec::new();
+    encode_update_into(&mut out, op, id, edits);
+    out
+}
+
+/// The payload of an update record, written over `out` (a buffer the caller reuses).
+pub fn encode_update_into(out: &mut Vec<u8>, op: Op, id: &str, edits: &[Edit<'_>]) {
+    out.clear();
+    out.reserve(
+        3 + id.len()
+            + edits
+                .iter()
+                .map(|e| EDIT_HEADER_BYTES + 2 * e.after.len())
+                .sum::<usize>(),
+    );
     out.push(op as u8);
     out.extend_from_slice(&(id.len() as u16).to_le_bytes());
     out.extend_from_slice(id.as_bytes());
-    encode_edits(&mut out, edits);
-    out
+    encode_edits(out, edits);
 }
 
 /// The edits that undo `edits`: their before-images, newest edit first (free-space edits,
 /// which carry none, need no undo). The after-images of a compensation record.
 pub fn compensation<'a>(edits: &[Edit<'a>]) -> Vec<Edit<'a>> {
-    edits
-        .iter()
-        .rev()
-        .filter_map(|e| {
-            e.before.map(|before| Edit {
-                page: e.page,
-                offset: e.offset,
-                after: before,
-                before: None,
-            })
+    compensation_iter(edits).collect()
+}
+
+/// [`compensation`] without collecting.
+pub fn compensation_iter<'e, 'a>(edits: &'e [Edit<'a>]) -> impl Iterator<Item = Edit<'a>> + 'e {
+    edits.iter().rev().filter_map(|e| {
+        e.before.map(|before| Edit {
+            page: e.page,
+            offset: e.offset,
+            after: before,
+            before: None,
         })
-        .collect()
+    })
 }
 
 /// The payload of a compensation record.

@@ -134,7 +134,7 @@ pub(crate) fn recover(inner: &Inner, scan: ScanReport) -> Result<()> {
     let mut slots = crate::search::SlotRegistry::default();
     for (id, located) in &loaded.index {
         let owner = crate::search::SlotOwner {
-            id: std::sync::Arc::from(&**id),
+            id: id.clone(),
             meta: located.meta.clone(),
         };
         slots.set(inner.global_slot(located.vector_page, located.vector_slot), Some(owner));

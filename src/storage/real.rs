@@ -143,6 +143,11 @@ impl StorageFile for RealFile {
             return Ok(Mapping::new(std::ptr::null_mut(), 0, true, Box::new(())));
         }
         let mut map = memmap2::MmapOptions::new().len(len_bytes).map_anon()?;
+        // A hint (errors ignored): this memory fills page by page as vectors arrive, and 2 MiB
+        // pages make that one fault per 2 MiB instead of one per 4 KiB, and lookups into it
+        // miss the TLB far less often.
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage);
         let ptr = map.as_mut_ptr();
         Ok(Mapping::new(ptr, len_bytes, true, Box::new(map)))
     }

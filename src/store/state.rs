@@ -141,8 +141,13 @@ impl CatalogAlloc {
 /// The hasher of the maps keyed by ids and pages: foldhash, seeded at random per map (several
 /// times faster than SipHash on short ids, and still not predictable by whoever picks the ids).
 pub type FastHash = foldhash::fast::RandomState;
+/// A map keyed by arena pages (the dirty page table, recent page inits).
+pub type PageMap<V> = HashMap<PageId, V, FastHash>;
+/// A vector id as the index keeps it: shared by the index and the slot registry (search
+/// results name their ids), so an id is allocated once.
+pub type IdKey = Arc<str>;
 /// A map keyed by vector ids.
-pub type IdMap<V> = HashMap<Box<str>, V, FastHash>;
+pub type IdMap<V> = HashMap<IdKey, V, FastHash>;
 
 /// The writer's state, under the writer lock.
 #[derive(Debug)]
@@ -216,11 +221,11 @@ struct Loader<'a> {
     used_overflow: HashSet<u64, FastHash>,
     catalog: CatalogAlloc,
     /// Entries whose metadata lives in an overflow chain: (id, first page, length).
-    chains: Vec<(Box<str>, PageId, u32)>,
+    chains: Vec<(IdKey, PageId, u32)>,
     skipped: Vec<String>,
     skip_damaged: bool,
     /// Ids (and their vector slots) loaded from the current page, to roll back if it fails.
-    page_ids: Vec<(Box<str>, (u64, u32))>,
+    page_ids: Vec<(IdKey, (u64, u32))>,
     pages_per_file: u64,
 }
 
@@ -384,8 +389,9 @@ impl Loader<'_> {
         if self.index.contains_key(id) {
             return Err(format!("slot {slot}: id {id:?} appears twice in the catalog"));
         }
-        self.index.insert(id.into(), located);
-        self.page_ids.push((id.into(), (vector_page.page_no(), vector_slot)));
+        let key = IdKey::from(id);
+        self.index.insert(key.clone(), located);
+        self.page_ids.push((key, (vector_page.page_no(), vector_slot)));
         Ok(())
     }
 

@@ -6,19 +6,21 @@
 //! each, then an `end` record.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use parking_lot::MutexGuard;
 use zerocopy::IntoBytes;
 use zerocopy::little_endian::{U16, U32, U64};
 
 use super::meta::{self, ID_MAX_BYTES, METADATA_MAX_BYTES};
-use super::state::{CatPage, IdMap, Located, Meta, Release, WriterState};
+use super::state::{CatPage, FastHash, IdMap, Located, Meta, Release, WriterState};
 use super::{ActiveTxn, Store};
+use crate::arena::Arena;
 use crate::page::{
-    self, CATALOG_SLOT_BYTES, CATALOG_SLOTS_OFFSET, ENTRY_FLAG_OVERFLOW, ENTRY_HEADER_BYTES, EntryHeader,
+    self, CATALOG_SLOT_BYTES, CATALOG_SLOTS_OFFSET, CatalogSlot, ENTRY_FLAG_OVERFLOW, ENTRY_HEADER_BYTES, EntryHeader,
     OVERFLOW_DATA_OFFSET, PAGE_A_OFFSET, PAGE_B_OFFSET, PAGE_C_OFFSET, PAGE_HEADER_BYTES, PageId, PageKind, Space,
 };
-use crate::record::{self, Edit, Kind, Op, Payload};
+use crate::record::{self, Edit, Kind, Op};
 use crate::{Error, Lsn, Result};
 
 /// A write transaction. Dropping it without `commit` aborts it.
@@ -26,14 +28,19 @@ pub struct Transaction<'s> {
     store: &'s Store,
     writer: MutexGuard<'s, WriterState>,
     active: ActiveTxn,
-    /// Update records for abort: (lsn, prev_lsn, payload).
-    undo: Vec<(Lsn, Lsn, Vec<u8>)>,
+    /// What abort needs of each update record: its compensation edits.
+    undo: UndoLog,
     overlay: IdMap<Option<Located>>,
     allocated_slots: Vec<(PageId, u32)>,
     allocated_pages: Vec<u64>,
-    page_snapshots: HashMap<u64, CatPage>,
+    page_snapshots: HashMap<u64, CatPage, FastHash>,
     released: Vec<Release>,
     freed_dir_slots: Vec<(u64, u32)>,
+    /// Buffers reused by every operation, so that an insert allocates almost nothing: the
+    /// edits being built, the encoded payload and the encoded metadata.
+    edits: EditList,
+    payload: Vec<u8>,
+    meta_bytes: Vec<u8>,
     finished: bool,
 }
 
@@ -42,7 +49,11 @@ struct Placement {
     page: PageId,
     slot: u32,
     offset: u32,
-    before: CatPage,
+    len_bytes: u32,
+    /// The page's slot count and data start before the entry: their header fields change only
+    /// if the placement moved them.
+    before_slot_count: u32,
+    before_data_start: u32,
     after: CatPage,
 }
 
@@ -65,13 +76,16 @@ impl<'s> Transaction<'s> {
                 first_lsn: Lsn::NONE,
                 last_lsn: Lsn::NONE,
             },
-            undo: Vec::new(),
+            undo: UndoLog::default(),
             overlay: IdMap::default(),
             allocated_slots: Vec::new(),
             allocated_pages: Vec::new(),
-            page_snapshots: HashMap::new(),
+            page_snapshots: HashMap::default(),
             released: Vec::new(),
             freed_dir_slots: Vec::new(),
+            edits: EditList::default(),
+            payload: Vec::new(),
+            meta_bytes: Vec::new(),
             finished: false,
         })
     }
@@ -101,10 +115,11 @@ impl<'s> Transaction<'s> {
     pub fn delete(&mut self, id: &str) -> Result<bool> {
         check_id(id)?;
         let Some(old) = self.lookup(id) else { return Ok(false) };
-        let mut edits_owned = Vec::new();
-        self.free_entry_edits(&old, &mut edits_owned)?;
-        let edits: Vec<Edit<'_>> = edits_owned.iter().map(OwnedEdit::as_edit).collect();
-        self.log_update(Op::Delete, id, &edits)?;
+        let mut list = self.take_edit_list();
+        self.free_entry_edits(&old, &mut list);
+        let logged = self.log_update(Op::Delete, id, &list.edits(&[]));
+        self.edits = list;
+        logged?;
         self.release_entry(&old);
         self.overlay.insert(id.into(), None);
         Ok(true)
@@ -166,18 +181,15 @@ impl<'s> Transaction<'s> {
     }
 
     fn undo_all(&mut self) -> Result<()> {
-        if self.undo.is_empty() {
+        if self.undo.records.is_empty() {
             return Ok(());
         }
         let inner = self.store.inner();
         inner.log_and_apply(Some(&mut self.active), Kind::Abort, &[], &[])?;
-        let page_size = inner.arena.page_size_bytes();
-        for (lsn, prev_lsn, payload) in std::mem::take(&mut self.undo).into_iter().rev() {
-            let Payload::Update { edits, .. } = record::decode(Kind::Update as u8, &payload, lsn, page_size)? else {
-                unreachable!("the undo list holds update payloads only");
-            };
-            let compensation = record::compensation(&edits);
-            let clr = record::encode_clr(prev_lsn, &compensation);
+        let undo = std::mem::take(&mut self.undo);
+        for record in (0..undo.records.len()).rev() {
+            let (undo_next, compensation) = undo.compensation(record);
+            let clr = record::encode_clr(undo_next, &compensation);
             inner.log_and_apply(Some(&mut self.active), Kind::Clr, &clr, &compensation)?;
         }
         inner.log_and_apply(Some(&mut self.active), Kind::End, &[], &[])?;
@@ -214,19 +226,28 @@ impl<'s> Transaction<'s> {
         }
     }
 
-    /// Logs one update record for this transaction and remembers it for abort.
+    /// Logs one update record for this transaction and remembers its compensation for abort.
     fn log_update(&mut self, op: Op, id: &str, edits: &[Edit<'_>]) -> Result<Lsn> {
         let inner = self.store.inner();
-        for page in edits.iter().map(|e| e.page) {
+        for (i, edit) in edits.iter().enumerate() {
             // A page read from disk is checked before it is changed: a damaged page must not be
             // rewritten with a fresh checksum, nor a lost (all-zero) one written over.
-            inner.arena.check_in_use(page)?;
+            if edits[..i].iter().all(|e| e.page != edit.page) {
+                inner.arena.check_in_use(edit.page)?;
+            }
         }
-        let payload = record::encode_update(op, id, edits);
+        record::encode_update_into(&mut self.payload, op, id, edits);
         let prev = self.active.last_lsn;
-        let lsn = inner.log_and_apply(Some(&mut self.active), Kind::Update, &payload, edits)?;
-        self.undo.push((lsn, prev, payload));
+        let lsn = inner.log_and_apply(Some(&mut self.active), Kind::Update, &self.payload, edits)?;
+        self.undo.push(prev, edits);
         Ok(lsn)
+    }
+
+    /// The reusable edit list, emptied (put back by the caller).
+    fn take_edit_list(&mut self) -> EditList {
+        let mut list = std::mem::take(&mut self.edits);
+        list.clear();
+        list
     }
 
     fn write_entry(
@@ -237,90 +258,85 @@ impl<'s> Transaction<'s> {
         metadata: &[(&str, &str)],
         old: Option<Located>,
     ) -> Result<Lsn> {
-        let mut meta_bytes = Vec::new();
+        let mut meta_bytes = std::mem::take(&mut self.meta_bytes);
+        meta_bytes.clear();
         meta::encode(metadata, &mut meta_bytes);
-        let mut edits = Vec::new();
-        let (vector_page, vector_slot) = self.place_vector(vector, &mut edits)?;
-        let overflow = self.place_overflow(id.len(), &meta_bytes, &mut edits)?;
-        let entry = build_entry(vector_page, vector_slot, id, &meta_bytes, overflow);
-        let placement = self.place_entry(entry.len())?;
-        self.entry_edits(&placement, &entry, &mut edits);
+        let mut list = self.take_edit_list();
+        let result = self.write_entry_with(&mut list, op, id, vector, &meta_bytes, old);
+        self.edits = list;
+        self.meta_bytes = meta_bytes;
+        result
+    }
+
+    fn write_entry_with(
+        &mut self,
+        list: &mut EditList,
+        op: Op,
+        id: &str,
+        vector: &[f32],
+        meta_bytes: &[u8],
+        old: Option<Located>,
+    ) -> Result<Lsn> {
+        let (vector_page, vector_slot) = self.place_vector(list)?;
+        let overflow = self.place_overflow(id.len(), meta_bytes, list)?;
+        let inline_meta: &[u8] = if overflow.is_some() { &[] } else { meta_bytes };
+        let placement = self.place_entry(ENTRY_HEADER_BYTES + id.len() + inline_meta.len())?;
+        self.entry_edits(&placement, list);
+        list.push_new_with(placement.page, placement.offset as usize, |out| {
+            encode_entry(
+                out,
+                vector_page,
+                vector_slot,
+                id,
+                meta_bytes.len(),
+                inline_meta,
+                overflow,
+            );
+        });
         if let Some(old) = &old {
-            self.free_entry_edits(old, &mut edits)?;
+            self.free_entry_edits(old, list);
         }
-        let borrowed: Vec<Edit<'_>> = edits.iter().map(OwnedEdit::as_edit).collect();
-        let lsn = self.log_update(op, id, &borrowed)?;
-        self.commit_placement(placement.page.page_no(), placement.after.clone());
+        let lsn = self.log_update(op, id, &list.edits(vector.as_bytes()))?;
+        let located = self.located(&placement, vector_page, vector_slot, id, meta_bytes, overflow);
+        self.commit_placement(placement);
         if let Some(old) = old {
             self.release_entry(&old);
         }
-        let located = self.located(
-            &placement,
-            vector_page,
-            vector_slot,
-            id,
-            meta_bytes,
-            overflow,
-            entry.len(),
-        );
         self.overlay.insert(id.into(), Some(located));
         Ok(lsn)
     }
 
-    fn place_vector(&mut self, vector: &[f32], edits: &mut Vec<OwnedEdit>) -> Result<(PageId, u32)> {
+    /// Takes a vector slot (formatting a fresh page) for the caller's vector.
+    fn place_vector(&mut self, list: &mut EditList) -> Result<(PageId, u32)> {
         let inner = self.store.inner();
         let (page, slot, fresh) = self.writer.vectors.take();
         self.allocated_slots.push((page, slot));
+        let stride_bytes = page::vector_stride_bytes(inner.dimension);
         if fresh {
-            let dimension = inner.dimension;
-            inner.init_page(
-                page,
-                PageKind::Vector,
-                dimension,
-                page::vector_stride_bytes(dimension) as u32,
-            )?;
+            inner.init_page(page, PageKind::Vector, inner.dimension, stride_bytes as u32)?;
         }
-        let offset = page::VECTOR_SLOTS_OFFSET + slot as usize * page::vector_stride_bytes(inner.dimension);
-        edits.push(OwnedEdit {
-            page,
-            offset: offset as u32,
-            after: vector.as_bytes().to_vec(),
-            before: None,
-        });
+        list.push_vector(page, page::VECTOR_SLOTS_OFFSET + slot as usize * stride_bytes);
         Ok((page, slot))
     }
 
     /// Writes metadata too large to sit inline into a chain of overflow pages.
-    fn place_overflow(
-        &mut self,
-        id_len: usize,
-        meta_bytes: &[u8],
-        edits: &mut Vec<OwnedEdit>,
-    ) -> Result<Option<PageId>> {
+    fn place_overflow(&mut self, id_len: usize, meta_bytes: &[u8], list: &mut EditList) -> Result<Option<PageId>> {
         let inner = self.store.inner();
         if inline_fits(inner.arena.page_size_bytes(), id_len, meta_bytes.len()) {
             return Ok(None);
         }
         let capacity = inner.arena.page_size_bytes() as usize - OVERFLOW_DATA_OFFSET;
-        let chunks: Vec<&[u8]> = meta_bytes.chunks(capacity).collect();
-        let pages: Vec<u64> = chunks.iter().map(|_| self.writer.catalog.take_page()).collect();
+        let pages: Vec<u64> = meta_bytes
+            .chunks(capacity)
+            .map(|_| self.writer.catalog.take_page())
+            .collect();
         self.allocated_pages.extend(&pages);
-        for (i, chunk) in chunks.iter().enumerate() {
+        for (i, chunk) in meta_bytes.chunks(capacity).enumerate() {
             let page = PageId::new(Space::Catalog, pages[i]);
             inner.init_page(page, PageKind::Overflow, chunk.len() as u32, 0)?;
             let next = pages.get(i + 1).map_or(0, |&n| PageId::new(Space::Catalog, n).0);
-            edits.push(OwnedEdit {
-                page,
-                offset: PAGE_C_OFFSET as u32,
-                after: next.to_le_bytes().to_vec(),
-                before: None,
-            });
-            edits.push(OwnedEdit {
-                page,
-                offset: OVERFLOW_DATA_OFFSET as u32,
-                after: chunk.to_vec(),
-                before: None,
-            });
+            list.push_new(page, PAGE_C_OFFSET, &next.to_le_bytes());
+            list.push_new(page, OVERFLOW_DATA_OFFSET, chunk);
         }
         Ok(Some(PageId::new(Space::Catalog, pages[0])))
     }
@@ -328,23 +344,22 @@ impl<'s> Transaction<'s> {
     /// Finds room for an entry of `len` bytes: the hot page, a page with free space, or a new one.
     fn place_entry(&mut self, len: usize) -> Result<Placement> {
         let len = len as u32;
+        let catalog = &self.writer.catalog;
+        let mut candidates = [0u64; 8];
+        let mut candidate_count = 0;
+        for page_no in catalog.hot.into_iter().chain(catalog.roomy.iter().copied()).take(8) {
+            candidates[candidate_count] = page_no;
+            candidate_count += 1;
+        }
         let mut tried = Vec::new();
-        let candidates: Vec<u64> = self
-            .writer
-            .catalog
-            .hot
-            .into_iter()
-            .chain(self.writer.catalog.roomy.iter().copied())
-            .collect();
-        for page_no in candidates.into_iter().take(8) {
+        for &page_no in &candidates[..candidate_count] {
             let page = self
                 .writer
                 .catalog
                 .pages
                 .get(&page_no)
-                .expect("candidates are catalog pages")
-                .clone();
-            if let Some(placement) = fit(&page, page_no, len) {
+                .expect("candidates are catalog pages");
+            if let Some(placement) = fit(page, page_no, len) {
                 self.writer.catalog.hot = Some(page_no);
                 return Ok(placement);
             }
@@ -374,40 +389,31 @@ impl<'s> Transaction<'s> {
         Ok(fit(&fresh, page_no, len).expect("an entry fits an empty page (inline_fits)"))
     }
 
-    fn entry_edits(&self, placement: &Placement, entry: &[u8], edits: &mut Vec<OwnedEdit>) {
-        let inner = self.store.inner();
+    /// The edits of a placement's page header fields and directory slot (the entry's bytes
+    /// follow, into free space).
+    fn entry_edits(&self, placement: &Placement, list: &mut EditList) {
+        let arena = &self.store.inner().arena;
         let page = placement.page;
-        let (before, after) = (&placement.before, &placement.after);
-        if after.slot_count != before.slot_count {
-            edits.push(OwnedEdit::header_field(inner, page, PAGE_A_OFFSET, after.slot_count));
+        let after = &placement.after;
+        if after.slot_count != placement.before_slot_count {
+            list.push_change(arena, page, PAGE_A_OFFSET, &after.slot_count.to_le_bytes());
         }
-        if after.data_start != before.data_start {
-            edits.push(OwnedEdit::header_field(inner, page, PAGE_B_OFFSET, after.data_start));
+        if after.data_start != placement.before_data_start {
+            list.push_change(arena, page, PAGE_B_OFFSET, &after.data_start.to_le_bytes());
         }
+        let slot = CatalogSlot {
+            offset: U32::new(placement.offset),
+            len_bytes: U32::new(placement.len_bytes),
+        };
         let slot_offset = CATALOG_SLOTS_OFFSET + placement.slot as usize * CATALOG_SLOT_BYTES;
-        let mut slot_bytes = Vec::with_capacity(8);
-        slot_bytes.extend_from_slice(&placement.offset.to_le_bytes());
-        slot_bytes.extend_from_slice(&(entry.len() as u32).to_le_bytes());
-        edits.push(OwnedEdit::with_before(inner, page, slot_offset, slot_bytes));
-        edits.push(OwnedEdit {
-            page,
-            offset: placement.offset,
-            after: entry.to_vec(),
-            before: None,
-        });
+        list.push_change(arena, page, slot_offset, slot.as_bytes());
     }
 
     /// The edit that frees `old`'s catalog slot (its bytes stay until readers are gone).
-    fn free_entry_edits(&mut self, old: &Located, edits: &mut Vec<OwnedEdit>) -> Result<()> {
-        let inner = self.store.inner();
+    fn free_entry_edits(&self, old: &Located, list: &mut EditList) {
+        let arena = &self.store.inner().arena;
         let slot_offset = CATALOG_SLOTS_OFFSET + old.cat_slot as usize * CATALOG_SLOT_BYTES;
-        edits.push(OwnedEdit::with_before(
-            inner,
-            old.cat_page,
-            slot_offset,
-            vec![0; CATALOG_SLOT_BYTES],
-        ));
-        Ok(())
+        list.push_change(arena, old.cat_page, slot_offset, &[0; CATALOG_SLOT_BYTES]);
     }
 
     fn release_entry(&mut self, old: &Located) {
@@ -427,28 +433,26 @@ impl<'s> Transaction<'s> {
         }
     }
 
-    fn commit_placement(&mut self, page_no: u64, after: CatPage) {
-        let current = self
+    /// The placement's page takes its new free space; the page as it was is kept for abort.
+    fn commit_placement(&mut self, placement: Placement) {
+        let page_no = placement.page.page_no();
+        let before = self
             .writer
             .catalog
             .pages
-            .get(&page_no)
-            .cloned()
+            .insert(page_no, placement.after)
             .expect("placed in a known page");
-        self.page_snapshots.entry(page_no).or_insert(current);
-        self.writer.catalog.pages.insert(page_no, after);
+        self.page_snapshots.entry(page_no).or_insert(before);
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn located(
         &self,
         placement: &Placement,
         vector_page: PageId,
         vector_slot: u32,
         id: &str,
-        meta_bytes: Vec<u8>,
+        meta_bytes: &[u8],
         overflow: Option<PageId>,
-        entry_len: usize,
     ) -> Located {
         let arena = &self.store.inner().arena;
         let stride = page::vector_stride_bytes(self.store.inner().dimension);
@@ -470,7 +474,7 @@ impl<'s> Transaction<'s> {
             cat_page: placement.page,
             cat_slot: placement.slot,
             entry_offset: placement.offset,
-            entry_len: entry_len as u32,
+            entry_len: placement.len_bytes,
             meta,
             overflow,
         }
@@ -487,38 +491,126 @@ impl Drop for Transaction<'_> {
     }
 }
 
-/// A byte-range edit with owned images.
-struct OwnedEdit {
-    page: PageId,
-    offset: u32,
-    after: Vec<u8>,
-    before: Option<Vec<u8>>,
+/// The edits of one update record, built without an allocation per edit: small images sit in
+/// one byte buffer that every operation of the transaction reuses, and the new vector is
+/// borrowed from the caller.
+#[derive(Default)]
+struct EditList {
+    bytes: Vec<u8>,
+    specs: Vec<EditSpec>,
 }
 
-impl OwnedEdit {
-    fn as_edit(&self) -> Edit<'_> {
-        Edit {
-            page: self.page,
-            offset: self.offset,
-            after: &self.after,
-            before: self.before.as_deref(),
-        }
+struct EditSpec {
+    page: PageId,
+    offset: u32,
+    /// The after-image: a range of `bytes`, or (`None`) the caller's vector.
+    after: Option<Range<usize>>,
+    before: Option<Range<usize>>,
+}
+
+impl EditList {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.specs.clear();
+    }
+
+    /// An edit of free space: nothing for an undo to restore.
+    fn push_new(&mut self, page: PageId, offset: usize, after: &[u8]) {
+        self.push_new_with(page, offset, |out| out.extend_from_slice(after));
+    }
+
+    /// An edit of free space whose after-image `fill` appends to the buffer.
+    fn push_new_with(&mut self, page: PageId, offset: usize, fill: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.bytes.len();
+        fill(&mut self.bytes);
+        self.specs.push(EditSpec {
+            page,
+            offset: offset as u32,
+            after: Some(start..self.bytes.len()),
+            before: None,
+        });
+    }
+
+    /// The caller's vector, into a free slot.
+    fn push_vector(&mut self, page: PageId, offset: usize) {
+        self.specs.push(EditSpec {
+            page,
+            offset: offset as u32,
+            after: None,
+            before: None,
+        });
     }
 
     /// An edit of bytes in use: the before-image is read from the page as it is now.
-    fn with_before(inner: &super::Inner, page: PageId, offset: usize, after: Vec<u8>) -> OwnedEdit {
-        let mut before = vec![0u8; after.len()];
-        inner.arena.read(page, offset, &mut before);
-        OwnedEdit {
+    fn push_change(&mut self, arena: &Arena, page: PageId, offset: usize, after: &[u8]) {
+        let after_start = self.bytes.len();
+        self.bytes.extend_from_slice(after);
+        let before_start = self.bytes.len();
+        self.bytes.resize(before_start + after.len(), 0);
+        arena.read(page, offset, &mut self.bytes[before_start..]);
+        self.specs.push(EditSpec {
             page,
             offset: offset as u32,
-            after,
-            before: Some(before),
-        }
+            after: Some(after_start..before_start),
+            before: Some(before_start..self.bytes.len()),
+        });
     }
 
-    fn header_field(inner: &super::Inner, page: PageId, offset: usize, value: u32) -> OwnedEdit {
-        OwnedEdit::with_before(inner, page, offset, value.to_le_bytes().to_vec())
+    /// The edits, with `vector` as the image of the vector edit.
+    fn edits<'a>(&'a self, vector: &'a [u8]) -> Vec<Edit<'a>> {
+        self.specs
+            .iter()
+            .map(|spec| {
+                assert!(
+                    spec.after.is_some() || !vector.is_empty(),
+                    "a vector edit needs the vector"
+                );
+                Edit {
+                    page: spec.page,
+                    offset: spec.offset,
+                    after: spec.after.clone().map_or(vector, |range| &self.bytes[range]),
+                    before: spec.before.clone().map(|range| &self.bytes[range]),
+                }
+            })
+            .collect()
+    }
+}
+
+/// What abort needs of a transaction's update records: the compensation of each (its
+/// before-images, newest edit first; free-space edits need none), in one buffer for all, so
+/// an open transaction holds a few bytes per record, not a copy of every vector it wrote.
+#[derive(Default)]
+struct UndoLog {
+    /// Per update record: its prev-LSN (the undo-next of its CLR) and the end of its edits.
+    records: Vec<(Lsn, usize)>,
+    edits: Vec<(PageId, u32, Range<usize>)>,
+    bytes: Vec<u8>,
+}
+
+impl UndoLog {
+    fn push(&mut self, prev_lsn: Lsn, edits: &[Edit<'_>]) {
+        for edit in record::compensation_iter(edits) {
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(edit.after);
+            self.edits.push((edit.page, edit.offset, start..self.bytes.len()));
+        }
+        self.records.push((prev_lsn, self.edits.len()));
+    }
+
+    /// Record `index`'s undo-next LSN and compensation edits.
+    fn compensation(&self, index: usize) -> (Lsn, Vec<Edit<'_>>) {
+        let start = index.checked_sub(1).map_or(0, |i| self.records[i].1);
+        let (undo_next, end) = self.records[index];
+        let edits = self.edits[start..end]
+            .iter()
+            .map(|(page, offset, range)| Edit {
+                page: *page,
+                offset: *offset,
+                after: &self.bytes[range.clone()],
+                before: None,
+            })
+            .collect();
+        (undo_next, edits)
     }
 }
 
@@ -544,30 +636,34 @@ fn meta_len(located: &Located) -> u32 {
     }
 }
 
-fn build_entry(
+/// Appends a catalog entry (FORMAT.md, catalog pages) to `out`: its header, the id and, unless
+/// the metadata lives in an overflow chain, the metadata.
+fn encode_entry(
+    out: &mut Vec<u8>,
     vector_page: PageId,
     vector_slot: u32,
     id: &str,
-    meta_bytes: &[u8],
+    meta_len: usize,
+    inline_meta: &[u8],
     overflow: Option<PageId>,
-) -> Vec<u8> {
-    assert!(id.len() <= ID_MAX_BYTES && meta_bytes.len() <= METADATA_MAX_BYTES);
+) {
+    assert!(id.len() <= ID_MAX_BYTES && meta_len <= METADATA_MAX_BYTES);
+    assert!(
+        overflow.is_some() || inline_meta.len() == meta_len,
+        "inline metadata is whole"
+    );
     let header = EntryHeader {
         vector_page: U64::new(vector_page.0),
         vector_slot: U32::new(vector_slot),
         flags: U16::new(if overflow.is_some() { ENTRY_FLAG_OVERFLOW } else { 0 }),
         id_len: U16::new(id.len() as u16),
-        meta_len: U32::new(meta_bytes.len() as u32),
+        meta_len: U32::new(meta_len as u32),
         reserved: U32::ZERO,
         overflow_page: U64::new(overflow.map_or(0, |p| p.0)),
     };
-    let mut entry = Vec::with_capacity(ENTRY_HEADER_BYTES + id.len() + meta_bytes.len());
-    entry.extend_from_slice(header.as_bytes());
-    entry.extend_from_slice(id.as_bytes());
-    if overflow.is_none() {
-        entry.extend_from_slice(meta_bytes);
-    }
-    entry
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(inline_meta);
 }
 
 /// Where an entry of `len` bytes fits in `page`, with the page's free space after placing it.
@@ -605,7 +701,9 @@ fn fit(page: &CatPage, page_no: u64, len: u32) -> Option<Placement> {
         page: PageId::new(Space::Catalog, page_no),
         slot,
         offset,
-        before: page.clone(),
+        len_bytes: len,
+        before_slot_count: page.slot_count,
+        before_data_start: page.data_start,
         after,
     })
 }
