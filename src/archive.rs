@@ -464,24 +464,74 @@ fn decode_lanes(mut data: &[u8], raw: usize, out: &mut Vec<u8>) -> std::result::
 }
 
 /// Seals `header` (lengths, CRCs, own CRC) for `contents` and returns the whole file.
-pub fn encode(mut header: ArchiveHeader, contents: &[u8]) -> Vec<u8> {
-    // Room for the worst case (every block stored) up front: growing a 64 MiB buffer by
-    // doubling copies it and faults its pages in again.
+pub fn encode(header: ArchiveHeader, contents: &[u8]) -> Vec<u8> {
+    encode_with(header, contents, 1)
+}
+
+/// [`encode`] with the blocks compressed by up to `threads` threads. Blocks are independent:
+/// each thread compresses a run of consecutive blocks into its own buffer, and the file is the
+/// same byte for byte whatever the thread count.
+pub fn encode_with(mut header: ArchiveHeader, contents: &[u8], threads: usize) -> Vec<u8> {
     let blocks = contents.len().div_ceil(BLOCK_RAW_MAX_BYTES);
-    let mut body = Vec::with_capacity(contents.len() + blocks * (BLOCK_HEADER_BYTES + 4 * LANE_HEADER_BYTES + 64));
-    let raw_crc = compress_blocks(contents, &mut body);
+    let parts = threads.clamp(1, blocks.max(1));
+    let part_bytes = blocks.div_ceil(parts).max(1) * BLOCK_RAW_MAX_BYTES;
+    // The header's room first, then the body; room for the worst case (every block stored) up
+    // front: growing a 64 MiB buffer by doubling copies it and faults its pages in again.
+    let mut file = Vec::with_capacity(ARCHIVE_HEADER_BYTES + body_bytes_max(contents.len()));
+    file.resize(ARCHIVE_HEADER_BYTES, 0);
+    let (first, rest) = contents.split_at(contents.len().min(part_bytes));
+    let (raw_crc, later) = std::thread::scope(|scope| {
+        let handles: Vec<_> = rest
+            .chunks(part_bytes)
+            .map(|part| {
+                let compress = move || {
+                    let mut out = Vec::with_capacity(body_bytes_max(part.len()));
+                    let raw_crc = compress_blocks(part, &mut out);
+                    (out, raw_crc, part.len())
+                };
+                // A thread that cannot be started leaves its part to this one.
+                std::thread::Builder::new()
+                    .name("vellum-compress".into())
+                    .spawn_scoped(scope, compress)
+                    .map_err(|_| part)
+            })
+            .collect();
+        let mut raw_crc = compress_blocks(first, &mut file);
+        let mut later = Vec::with_capacity(handles.len());
+        for handle in handles {
+            let (out, part_crc, part_len) = match handle {
+                Ok(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(part) => {
+                    let mut out = Vec::new();
+                    let part_crc = compress_blocks(part, &mut out);
+                    (out, part_crc, part.len())
+                }
+            };
+            raw_crc = crc32c::crc32c_combine(raw_crc, part_crc, part_len);
+            later.push(out);
+        }
+        (raw_crc, later)
+    });
+    for out in &later {
+        file.extend_from_slice(out);
+    }
+    let body = &file[ARCHIVE_HEADER_BYTES..];
     header.magic = ARCHIVE_MAGIC;
     header.version_major = U16::new(ARCHIVE_VERSION_MAJOR);
     header.version_minor = U16::new(crate::wal::format::FORMAT_VERSION_MINOR);
     header.raw_len = U64::new(contents.len() as u64);
     header.compressed_len = U64::new(body.len() as u64);
     header.raw_crc = U32::new(raw_crc);
-    header.compressed_crc = U32::new(crc32c::crc32c(&body));
+    header.compressed_crc = U32::new(crc32c::crc32c(body));
     header.crc = U32::new(crc32c::crc32c(&header.as_bytes()[..ARCHIVE_HEADER_BYTES - 4]));
-    let mut file = Vec::with_capacity(ARCHIVE_HEADER_BYTES + body.len());
-    file.extend_from_slice(header.as_bytes());
-    file.extend_from_slice(&body);
+    file[..ARCHIVE_HEADER_BYTES].copy_from_slice(header.as_bytes());
     file
+}
+
+/// The largest body `raw_len` bytes can encode to: every block stored, lane headers included.
+fn body_bytes_max(raw_len: usize) -> usize {
+    let blocks = raw_len.div_ceil(BLOCK_RAW_MAX_BYTES);
+    raw_len + blocks * (BLOCK_HEADER_BYTES + 4 * LANE_HEADER_BYTES + 64)
 }
 
 /// Writes `bytes` as `dir/name` atomically: temporary file, sync, rename, directory sync.
@@ -516,20 +566,49 @@ pub fn write_atomically(storage: &dyn Storage, dir: &Path, name: &str, bytes: &[
 
 /// Reads a whole file.
 pub fn read_file(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>> {
-    let file = storage.open(path, false).map_err(|e| {
+    let mut bytes = Vec::new();
+    read_file_reusing(storage, path, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// Reads a whole file into `bytes`, reusing its allocation (a caller reading many files of one
+/// size faults a buffer's pages in once, not once per file).
+pub fn read_file_reusing(storage: &dyn Storage, path: &Path, bytes: &mut Vec<u8>) -> Result<()> {
+    let file = open_to_read(storage, path)?;
+    let len = file
+        .len()
+        .context(|| format!("reading the length of {}", path.display()))?;
+    bytes.clear();
+    bytes.resize(
+        usize::try_from(len).map_err(|_| Error::corrupted_file(path, "file too large"))?,
+        0,
+    );
+    file.read_at(bytes, 0).context(|| format!("reading {}", path.display()))
+}
+
+/// Reads a whole file into `into`, which must be exactly its length.
+pub fn read_file_into(storage: &dyn Storage, path: &Path, into: &mut [u8]) -> Result<()> {
+    let file = open_to_read(storage, path)?;
+    let len = file
+        .len()
+        .context(|| format!("reading the length of {}", path.display()))?;
+    if len != into.len() as u64 {
+        return Err(Error::corrupted_file(
+            path,
+            format!("{len} bytes, expected {}", into.len()),
+        ));
+    }
+    file.read_at(into, 0).context(|| format!("reading {}", path.display()))
+}
+
+fn open_to_read(storage: &dyn Storage, path: &Path) -> Result<std::sync::Arc<dyn crate::storage::StorageFile>> {
+    storage.open(path, false).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::NotFound(format!("{} is missing", path.display()))
         } else {
             Error::io(format!("opening {}", path.display()), e)
         }
-    })?;
-    let len = file
-        .len()
-        .context(|| format!("reading the length of {}", path.display()))?;
-    let mut bytes = vec![0u8; usize::try_from(len).map_err(|_| Error::corrupted_file(path, "file too large"))?];
-    file.read_at(&mut bytes, 0)
-        .context(|| format!("reading {}", path.display()))?;
-    Ok(bytes)
+    })
 }
 
 /// What `archive/` holds: base images by begin LSN and archived segments by number.
@@ -622,6 +701,25 @@ mod tests {
                 (((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) / 8.0).to_le_bytes()
             })
             .collect()
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "megabytes of LZ4 take Miri too long")]
+    fn the_thread_count_never_changes_the_file() {
+        // Three and a half blocks of floats then zeros: parts of unequal size and kind.
+        let mut contents = floats(BLOCK_RAW_MAX_BYTES / 4 * 2);
+        contents.resize(BLOCK_RAW_MAX_BYTES * 7 / 2, 0);
+        let mut header = ArchiveHeader::new_zeroed();
+        header.kind = KIND_WAL_SEGMENT;
+        for len in [0, 1000, BLOCK_RAW_MAX_BYTES, contents.len()] {
+            let one = encode(header, &contents[..len]);
+            for threads in [2, 3, 4, 64] {
+                let many = encode_with(header, &contents[..len], threads);
+                assert!(one == many, "{len} bytes with {threads} threads encode as with one");
+            }
+            let decoded = decode(Path::new("t"), &one).expect("decodes");
+            assert!(decoded.contents == contents[..len], "{len} bytes round-trip");
+        }
     }
 
     fn blocks(file: &[u8]) -> Vec<BlockHeader> {

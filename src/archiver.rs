@@ -164,7 +164,7 @@ pub(crate) struct BaseImageInfo {
 
 /// After a checkpoint: writes a base image if one is due. Runs under the checkpoint lock, so
 /// the arena files on disk are exactly what the checkpoint left (no other writer).
-pub(crate) fn maybe_base_image(inner: &Inner, info: &BaseImageInfo, force: bool) -> Result<()> {
+pub(crate) fn maybe_base_image(inner: &Inner, info: &BaseImageInfo, force: bool, threads: usize) -> Result<()> {
     if !inner.options.archive && !force {
         return Ok(());
     }
@@ -179,20 +179,24 @@ pub(crate) fn maybe_base_image(inner: &Inner, info: &BaseImageInfo, force: bool)
     if !(force || none_yet || (every > 0 && since >= every)) {
         return Ok(());
     }
-    write_base_image(inner, info)?;
+    write_base_image(inner, info, threads)?;
     inner
         .checkpoints_since_base
         .store(0, std::sync::atomic::Ordering::SeqCst);
     apply_retention(inner)
 }
 
-fn write_base_image(inner: &Inner, info: &BaseImageInfo) -> Result<()> {
+fn write_base_image(inner: &Inner, info: &BaseImageInfo, threads: usize) -> Result<()> {
     let storage = inner.options.storage.as_ref();
-    let mut contents = Vec::new();
     let catalog_files = inner.arena.file_count(Space::Catalog);
     let vector_files = inner.arena.file_count(Space::Vector);
-    for path in inner.arena.file_paths() {
-        contents.extend_from_slice(&archive::read_file(storage, &path)?);
+    // The files as the checkpoint left them (no other checkpoint writes them meanwhile: the
+    // caller holds the checkpoint lock), read into one buffer sized for all of them.
+    let paths = inner.arena.file_paths();
+    let file_bytes = inner.arena.pages_per_file() as usize * inner.arena.page_size_bytes() as usize;
+    let mut contents = vec![0u8; paths.len() * file_bytes];
+    for (path, into) in paths.iter().zip(contents.chunks_mut(file_bytes.max(1))) {
+        archive::read_file_into(storage, path, into)?;
     }
     let mut header = header_for(inner, KIND_BASE_IMAGE);
     header.first_lsn = U64::new(info.begin_lsn.0);
@@ -209,7 +213,7 @@ fn write_base_image(inner: &Inner, info: &BaseImageInfo) -> Result<()> {
         storage,
         &dir,
         &archive::base_file_name(info.begin_lsn),
-        &archive::encode(header, &contents),
+        &archive::encode_with(header, &contents, threads),
     )
 }
 

@@ -23,15 +23,38 @@ use crate::record::{self, Checkpoint, DirtyPage, Kind, TxnEntry};
 use crate::store::Inner;
 use crate::wal::{RecordSpec, now_us};
 
-/// Runs one checkpoint; returns its begin LSN.
+/// Runs one checkpoint for a caller that waits for it; returns its begin LSN.
 pub(crate) fn run(inner: &Inner) -> Result<Lsn> {
     let _one_at_a_time = inner.checkpoint_lock.lock();
-    run_locked(inner, false)
+    run_locked(inner, false, Caller::Waiting)
+}
+
+/// Runs one checkpoint on the background checkpointer, beside the writers.
+pub(crate) fn run_in_background(inner: &Inner) -> Result<Lsn> {
+    let _one_at_a_time = inner.checkpoint_lock.lock();
+    run_locked(inner, false, Caller::Background)
+}
+
+/// Who a checkpoint runs for: a base image it stores is compressed on every core when a caller
+/// waits for it, and on the checkpointer's thread alone when the writers go on beside it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Caller {
+    Waiting,
+    Background,
+}
+
+impl Caller {
+    pub(crate) fn compress_threads(self) -> usize {
+        match self {
+            Caller::Waiting => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+            Caller::Background => 1,
+        }
+    }
 }
 
 /// Runs one checkpoint under the checkpoint lock the caller holds; with `force_base_image` it
 /// stores a base image whatever `Options::base_image_every` says.
-pub(crate) fn run_locked(inner: &Inner, force_base_image: bool) -> Result<Lsn> {
+pub(crate) fn run_locked(inner: &Inner, force_base_image: bool, caller: Caller) -> Result<Lsn> {
     let (begin_lsn, mut pages) = begin(inner)?;
     inner.wal.flush_through(begin_lsn)?;
     let in_force = inner.control.lock().1.checkpoint_lsn;
@@ -68,7 +91,7 @@ pub(crate) fn run_locked(inner: &Inner, force_base_image: bool) -> Result<Lsn> {
         next_txn_id,
         time_us: now_us(),
     };
-    crate::archiver::maybe_base_image(inner, &info, force_base_image)?;
+    crate::archiver::maybe_base_image(inner, &info, force_base_image, caller.compress_threads())?;
     crate::archiver::retire(inner, truncate_lsn)?;
     Ok(begin_lsn)
 }

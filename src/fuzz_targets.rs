@@ -459,6 +459,7 @@ fn walk_one_page_log(page: &[u8]) {
         identity,
         segments: &segments,
         limit: geometry.segment_size_bytes,
+        crc_checked: 0..0,
     };
     walk_view(&view, 0, 0);
     let page_lsn = PAGE as u64;

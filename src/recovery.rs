@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::error::Result;
 use crate::page::PageId;
 use crate::record::{self, Edit, Kind, Payload};
+use crate::store::state::PageMap;
 use crate::store::{ActiveTxn, Inner, apply_edits, format_page, state};
 use crate::wal::{ScanReport, SkippedRange};
 use crate::{Error, Lsn, RecoveryMode};
@@ -88,7 +89,7 @@ struct Loser {
 
 struct Analysis {
     losers: BTreeMap<u64, Loser>,
-    dirty: HashMap<PageId, Lsn>,
+    dirty: PageMap<Lsn>,
     inits: HashSet<PageId>,
     /// How many pages of each space (by [`Space::index`]) the redo range initialises.
     init_counts: [u64; 2],
@@ -188,13 +189,13 @@ fn analyze(
 ) -> Result<Analysis> {
     let mut analysis = Analysis {
         losers: BTreeMap::new(),
-        dirty: HashMap::new(),
+        dirty: PageMap::default(),
         inits: HashSet::new(),
         init_counts: [0; 2],
         next_txn_id,
     };
     let mut finished = HashSet::new();
-    let mut reader = inner.wal.reader(start).with_skips(skips);
+    let mut reader = inner.wal.verified_reader(start).with_skips(skips);
     while let Some(rec) = reader.next_record()? {
         let (lsn, txn) = (rec.lsn, rec.header.txn_id.get());
         analysis.next_txn_id = analysis.next_txn_id.max(txn + 1);
@@ -259,7 +260,7 @@ fn analyze(
     Ok(analysis)
 }
 
-fn note_dirty(dirty: &mut HashMap<PageId, Lsn>, edits: &[Edit<'_>], lsn: Lsn) {
+fn note_dirty(dirty: &mut PageMap<Lsn>, edits: &[Edit<'_>], lsn: Lsn) {
     for edit in edits {
         dirty.entry(edit.page).or_insert(lsn);
     }
@@ -273,7 +274,7 @@ fn redo(
     lost: &mut HashSet<PageId>,
 ) -> Result<()> {
     let repairs = inner.doublewrite.lock().read_images()?;
-    let mut reader = inner.wal.reader(report.redo_start).with_skips(skips);
+    let mut reader = inner.wal.verified_reader(report.redo_start).with_skips(skips);
     while let Some(rec) = reader.next_record()? {
         let lsn = rec.lsn;
         let Some(payload) = decode(inner, rec.header.kind, rec.payload, lsn, report)? else {
@@ -281,7 +282,7 @@ fn redo(
         };
         match payload {
             Payload::Update { edits, .. } | Payload::Clr { edits, .. } => {
-                let edits = usable_edits(inner, &edits, analysis, &repairs, report, lost)?;
+                let edits = usable_edits(inner, edits, analysis, &repairs, report, lost)?;
                 if apply_edits(&inner.arena, &inner.dirty, lsn, &edits, true) > 0 {
                     report.records_redone += 1;
                 } else {
@@ -399,19 +400,22 @@ fn prepare_page(
 /// The edits of `edits` whose pages are usable (prepared without being lost).
 fn usable_edits<'a>(
     inner: &Inner,
-    edits: &[Edit<'a>],
+    mut edits: Vec<Edit<'a>>,
     analysis: &Analysis,
     repairs: &HashMap<PageId, Vec<u8>>,
     report: &mut RecoveryReport,
     lost: &mut HashSet<PageId>,
 ) -> Result<Vec<Edit<'a>>> {
-    let mut usable = HashSet::new();
-    for page in distinct_pages(edits) {
-        if prepare_page(inner, page, false, analysis, repairs, report, lost)? {
-            usable.insert(page);
+    let mut unusable = Vec::new();
+    for page in distinct_pages(&edits) {
+        if !prepare_page(inner, page, false, analysis, repairs, report, lost)? {
+            unusable.push(page);
         }
     }
-    Ok(edits.iter().filter(|e| usable.contains(&e.page)).cloned().collect())
+    if !unusable.is_empty() {
+        edits.retain(|e| unusable.binary_search(&e.page).is_err());
+    }
+    Ok(edits)
 }
 
 fn undo(
@@ -459,7 +463,7 @@ fn undo(
         let prev = Lsn(rec.header.prev_lsn.get());
         let next = match decode(inner, rec.header.kind, rec.payload, rec.lsn, report)? {
             Some(Payload::Update { edits, .. }) => {
-                let edits = usable_edits(inner, &edits, analysis, &repairs, report, lost)?;
+                let edits = usable_edits(inner, edits, analysis, &repairs, report, lost)?;
                 let compensation = record::compensation(&edits);
                 let clr = record::encode_clr(prev, &compensation);
                 let lsn = inner.log_and_apply(Some(&mut active), Kind::Clr, &clr, &compensation)?;

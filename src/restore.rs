@@ -9,7 +9,7 @@ use crate::arena::arena_file_name;
 use crate::error::{IoContext, Result};
 use crate::page::Space;
 use crate::record::Kind;
-use crate::storage::{RealStorage, Storage};
+use crate::storage::{RealStorage, Storage, StorageFile};
 use crate::store::control::{self, Control, ControlFile};
 use crate::wal::format::{Geometry, LogIdentity};
 use crate::wal::segment::segment_file_name;
@@ -260,14 +260,13 @@ fn stage_log(
         .collect();
     let archived: Vec<u64> = listing.segments.iter().map(|s| s.0).collect();
     let last = live.iter().chain(&archived).copied().max().unwrap_or(first).max(first);
+    let mut buffer = Vec::new();
     for segment_no in first..=last {
         let dest_path = staging.join("wal").join(segment_file_name(segment_no));
         if live.contains(&segment_no) {
-            write_file(
-                storage,
-                &dest_path,
-                &archive::read_file(storage.as_ref(), &live_dir.join(segment_file_name(segment_no)))?,
-            )?;
+            let live_path = live_dir.join(segment_file_name(segment_no));
+            archive::read_file_reusing(storage.as_ref(), &live_path, &mut buffer)?;
+            write_scratch_file(storage, &dest_path, &buffer)?;
             report.segments_live += 1;
         } else if let Some((_, path, _)) = listing.segments.iter().find(|s| s.0 == segment_no) {
             let file = archive::decode(path, &archive::read_file(storage.as_ref(), path)?)?;
@@ -277,7 +276,7 @@ fn stage_log(
                     "archived segment has the wrong size or number",
                 ));
             }
-            write_file(storage, &dest_path, &file.contents)?;
+            write_scratch_file(storage, &dest_path, &file.contents)?;
             report.segments_from_archive += 1;
         } else {
             return Err(Error::corrupted_file(
@@ -288,7 +287,7 @@ fn stage_log(
     }
     let epoch_path = live_dir.join("EPOCH");
     if storage.exists(&epoch_path) {
-        write_file(
+        write_scratch_file(
             storage,
             &staging.join("wal").join("EPOCH"),
             &archive::read_file(storage.as_ref(), &epoch_path)?,
@@ -328,7 +327,15 @@ fn find_cut(storage: &Arc<dyn Storage>, staging: &Path, staged: &Control, target
         Some(staged.checkpoint_lsn),
         RecoveryMode::TolerateTornTail,
     )?;
-    let mut reader = wal.reader(staged.checkpoint_lsn);
+    if target == RestoreTarget::Latest {
+        // Everything the scan found is replayed: no record needs reading again.
+        return Ok(Cut {
+            at: None,
+            end: scan.end_lsn,
+            last_included: scan.last_record_lsn.unwrap_or(staged.checkpoint_lsn),
+        });
+    }
+    let mut reader = wal.verified_reader(staged.checkpoint_lsn);
     let mut last_included = staged.checkpoint_lsn;
     while let Some(record) = reader.next_record()? {
         let beyond = match target {
@@ -456,12 +463,20 @@ fn start_timeline(
 }
 
 fn write_file(storage: &Arc<dyn Storage>, path: &Path, bytes: &[u8]) -> Result<()> {
+    let file = write_scratch_file(storage, path, bytes)?;
+    file.sync_data().context(|| format!("syncing {}", path.display()))
+}
+
+/// Writes a file the restore reads back and deletes before `dest` appears (the staged log),
+/// without a sync: a crash before `dest` appears leaves only a staging directory, which no
+/// store ever opens, and a file deleted before writeback never costs the device a write.
+fn write_scratch_file(storage: &Arc<dyn Storage>, path: &Path, bytes: &[u8]) -> Result<Arc<dyn StorageFile>> {
     let file = storage
         .open(path, true)
         .context(|| format!("creating {}", path.display()))?;
     file.write_at(bytes, 0)
         .context(|| format!("writing {}", path.display()))?;
-    file.sync_data().context(|| format!("syncing {}", path.display()))
+    Ok(file)
 }
 
 /// Moves a directory tree file by file, syncing each directory.

@@ -386,7 +386,7 @@ impl Store {
     pub fn backup(&self, dest: impl AsRef<Path>) -> Result<crate::RestoreReport> {
         let inner = &*self.inner;
         let _no_checkpoints = inner.checkpoint_lock.lock();
-        crate::checkpoint::run_locked(inner, true)?;
+        crate::checkpoint::run_locked(inner, true, crate::checkpoint::Caller::Waiting)?;
         crate::restore::restore_with(
             inner.options.storage.clone(),
             &inner.dir,
@@ -490,7 +490,7 @@ fn checkpointer(weak: Weak<Inner>) {
         }
         if inner.log_since_checkpoint() >= inner.options.checkpoint_interval_bytes {
             // A failure poisons the log or is retried at the next trigger; commits report it.
-            let _ = crate::checkpoint::run(&inner);
+            let _ = crate::checkpoint::run_in_background(&inner);
         }
     }
 }

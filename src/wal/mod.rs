@@ -18,6 +18,7 @@ pub mod view;
 mod writer;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -107,6 +108,8 @@ struct Shared {
     io: Mutex<IoState>,
     written_lsn: AtomicU64,
     durable_lsn: AtomicU64,
+    /// The records the open scan checked whole (see `Wal::verified_reader`).
+    crc_checked: Range<u64>,
     poisoned: AtomicBool,
     shutdown: Mutex<bool>,
     wake: Condvar,
@@ -161,7 +164,7 @@ impl Wal {
         let first = segment_dir.install(first_segment)?;
         epoch::write(storage.as_ref(), dir, 1)?;
         let start = config.geometry.segment_base(first_segment);
-        Wal::start(segment_dir, config, vec![first], start, 1, false)
+        Wal::start(segment_dir, config, vec![first], start, 1, false, 0..0)
     }
 
     /// Opens the log in `dir`, scanning from `scan_from` (a record start or record end known to
@@ -194,7 +197,16 @@ impl Wal {
         // after the end of the log carries an older epoch and can never be read as live.
         epoch::write(storage.as_ref(), dir, epoch)?;
         let segments: Vec<_> = segments.into_values().collect();
-        let wal = Wal::start(segment_dir, config, segments, report.end_lsn.get(), epoch, false)?;
+        let checked = crc_checked(&report);
+        let wal = Wal::start(
+            segment_dir,
+            config,
+            segments,
+            report.end_lsn.get(),
+            epoch,
+            false,
+            checked,
+        )?;
         Ok((wal, report))
     }
 
@@ -220,6 +232,7 @@ impl Wal {
             report.end_lsn.get(),
             report.max_epoch,
             true,
+            crc_checked(&report),
         )?;
         Ok((wal, report))
     }
@@ -249,6 +262,7 @@ impl Wal {
             identity: config.identity,
             segments: &segments,
             limit,
+            crc_checked: 0..0,
         };
         let start = match scan_from {
             Some(lsn) => check_scan_start(&view, lsn, oldest)?,
@@ -265,6 +279,7 @@ impl Wal {
         end: u64,
         epoch: u32,
         read_only: bool,
+        crc_checked: Range<u64>,
     ) -> Result<Wal> {
         let installed_max = segments
             .iter()
@@ -290,6 +305,7 @@ impl Wal {
             }),
             written_lsn: AtomicU64::new(end),
             durable_lsn: AtomicU64::new(end),
+            crc_checked,
             poisoned: AtomicBool::new(false),
             shutdown: Mutex::new(false),
             wake: Condvar::new(),
@@ -453,6 +469,14 @@ impl Wal {
     pub fn reader(&self, from: Lsn) -> WalReader {
         let limit = self.shared.written_lsn.load(Ordering::Acquire);
         WalReader::new(self.shared.clone(), from.get(), limit)
+    }
+
+    /// A reader for the passes of recovery over the log the open scan just checked: records that
+    /// the scan found valid, checksum included, are not checksummed again. Only for readers
+    /// that finish before any segment is recycled (recovery, restore): the bytes below the end
+    /// of the scanned log never change until then.
+    pub fn verified_reader(&self, from: Lsn) -> WalReader {
+        self.reader(from).with_crc_checked(self.shared.crc_checked.clone())
     }
 
     /// A reader starting at the oldest record still in the log.
@@ -627,6 +651,7 @@ impl Shared {
             identity: self.config.identity,
             segments,
             limit,
+            crc_checked: 0..0,
         }
     }
 
@@ -756,6 +781,17 @@ impl Shared {
             }
         }
         Ok(())
+    }
+}
+
+/// The range of records an open scan checked whole: from its start to the end of the log, or
+/// nothing when it skipped damaged ranges (their records must be checked, and found damaged,
+/// again by every reader that walks over them).
+fn crc_checked(report: &ScanReport) -> Range<u64> {
+    if report.skipped.is_empty() {
+        report.start_lsn.get()..report.end_lsn.get()
+    } else {
+        0..0
     }
 }
 
@@ -898,4 +934,36 @@ fn erase_garbage(segments: &BTreeMap<u64, Arc<Segment>>, geometry: &Geometry, en
         pos += n;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(skipped: Vec<SkippedRange>) -> ScanReport {
+        ScanReport {
+            start_lsn: Lsn(4096),
+            end_lsn: Lsn(90_000),
+            last_record_lsn: Some(Lsn(89_000)),
+            records: 10,
+            torn_tail: None,
+            skipped,
+            zero_to: 90_000,
+            max_epoch: 1,
+        }
+    }
+
+    #[test]
+    fn only_a_scan_that_skipped_nothing_spares_later_checksums() {
+        assert_eq!(crc_checked(&report(Vec::new())), 4096..90_000, "the scanned range");
+        let skip = SkippedRange {
+            from: Lsn(8192),
+            to: Lsn(12_288),
+            reason: "damaged".into(),
+        };
+        assert!(
+            crc_checked(&report(vec![skip])).is_empty(),
+            "readers must find a skipped range damaged again to jump over it"
+        );
+    }
 }

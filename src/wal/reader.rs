@@ -2,6 +2,7 @@
 //! copied only when a record spans pages.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use zerocopy::FromBytes;
@@ -35,6 +36,7 @@ pub struct WalReader {
     scratch: Vec<u8>,
     skips: Vec<SkippedRange>,
     floor: u32,
+    crc_checked: Range<u64>,
 }
 
 impl WalReader {
@@ -48,7 +50,14 @@ impl WalReader {
             scratch: Vec::new(),
             skips: Vec::new(),
             floor: 0,
+            crc_checked: 0..0,
         }
+    }
+
+    /// Records wholly in `range` were checked whole by the open scan (`Wal::verified_reader`).
+    pub(super) fn with_crc_checked(mut self, range: Range<u64>) -> WalReader {
+        self.crc_checked = range;
+        self
     }
 
     /// Damaged ranges to jump over (from the open scan under `SkipCorrupted`).
@@ -76,6 +85,7 @@ impl WalReader {
             identity: self.shared.config.identity,
             segments: &self.segments,
             limit: self.limit,
+            crc_checked: self.crc_checked.clone(),
         };
         loop {
             let failure = match view.step(self.pos, &mut self.floor) {
