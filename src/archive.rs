@@ -566,24 +566,14 @@ pub fn write_atomically(storage: &dyn Storage, dir: &Path, name: &str, bytes: &[
 
 /// Reads a whole file.
 pub fn read_file(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    read_file_reusing(storage, path, &mut bytes)?;
-    Ok(bytes)
-}
-
-/// Reads a whole file into `bytes`, reusing its allocation (a caller reading many files of one
-/// size faults a buffer's pages in once, not once per file).
-pub fn read_file_reusing(storage: &dyn Storage, path: &Path, bytes: &mut Vec<u8>) -> Result<()> {
     let file = open_to_read(storage, path)?;
     let len = file
         .len()
         .context(|| format!("reading the length of {}", path.display()))?;
-    bytes.clear();
-    bytes.resize(
-        usize::try_from(len).map_err(|_| Error::corrupted_file(path, "file too large"))?,
-        0,
-    );
-    file.read_at(bytes, 0).context(|| format!("reading {}", path.display()))
+    let mut bytes = vec![0u8; usize::try_from(len).map_err(|_| Error::corrupted_file(path, "file too large"))?];
+    file.read_at(&mut bytes, 0)
+        .context(|| format!("reading {}", path.display()))?;
+    Ok(bytes)
 }
 
 /// Reads a whole file into `into`, which must be exactly its length.

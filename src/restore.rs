@@ -13,7 +13,7 @@ use crate::storage::{RealStorage, Storage, StorageFile};
 use crate::store::control::{self, Control, ControlFile};
 use crate::wal::format::{Geometry, LogIdentity};
 use crate::wal::segment::segment_file_name;
-use crate::wal::{Wal, WalConfig};
+use crate::wal::{ScanReport, Wal, WalConfig};
 use crate::{Error, Lsn, Options, RecoveryMode, Store, SyncMode};
 
 /// Where a restore stops.
@@ -139,13 +139,24 @@ fn restore_into(
         ..control.clone()
     };
     ControlFile::create(storage.as_ref(), staging, &staged)?;
-    let cut = find_cut(storage, staging, &staged, target)?;
-    apply_cut(storage, staging, &staged, cut)?;
+    // Latest replays the whole staged log: recovery's own scan finds its end, so the log is
+    // not scanned once more for a cut.
+    let cut = if target == RestoreTarget::Latest {
+        None
+    } else {
+        let cut = find_cut(storage, staging, &staged, target)?;
+        apply_cut(storage, staging, &staged, cut)?;
+        Some(cut)
+    };
     report.phase_done("find cut", &mut clock);
-    report.target_lsn = cut.last_included;
-    report.wal_bytes = cut.end.0.saturating_sub(base.first_lsn.get());
-    let end_of_history = replay(storage, staging, &mut report)?;
+    let (end_of_history, scan) = replay(storage, staging, &mut report)?;
     report.phase_done("replay", &mut clock);
+    let (end, last_included) = match cut {
+        Some(cut) => (cut.end, cut.last_included),
+        None => (scan.end_lsn, scan.last_record_lsn.unwrap_or(staged.checkpoint_lsn)),
+    };
+    report.target_lsn = last_included;
+    report.wal_bytes = end.0.saturating_sub(base.first_lsn.get());
     start_timeline(storage, staging, &staged, end_of_history, &mut report)?;
     report.phase_done("new timeline", &mut clock);
     match storage.rename(staging, dest) {
@@ -260,13 +271,14 @@ fn stage_log(
         .collect();
     let archived: Vec<u64> = listing.segments.iter().map(|s| s.0).collect();
     let last = live.iter().chain(&archived).copied().max().unwrap_or(first).max(first);
-    let mut buffer = Vec::new();
     for segment_no in first..=last {
         let dest_path = staging.join("wal").join(segment_file_name(segment_no));
         if live.contains(&segment_no) {
+            // Copied without a sync, as every file of the staged log (`write_scratch_file`).
             let live_path = live_dir.join(segment_file_name(segment_no));
-            archive::read_file_reusing(storage.as_ref(), &live_path, &mut buffer)?;
-            write_scratch_file(storage, &dest_path, &buffer)?;
+            storage
+                .copy_file(&live_path, &dest_path)
+                .context(|| format!("copying {} to {}", live_path.display(), dest_path.display()))?;
             report.segments_live += 1;
         } else if let Some((_, path, _)) = listing.segments.iter().find(|s| s.0 == segment_no) {
             let file = archive::decode(path, &archive::read_file(storage.as_ref(), path)?)?;
@@ -327,14 +339,6 @@ fn find_cut(storage: &Arc<dyn Storage>, staging: &Path, staged: &Control, target
         Some(staged.checkpoint_lsn),
         RecoveryMode::TolerateTornTail,
     )?;
-    if target == RestoreTarget::Latest {
-        // Everything the scan found is replayed: no record needs reading again.
-        return Ok(Cut {
-            at: None,
-            end: scan.end_lsn,
-            last_included: scan.last_record_lsn.unwrap_or(staged.checkpoint_lsn),
-        });
-    }
     let mut reader = wal.verified_reader(staged.checkpoint_lsn);
     let mut last_included = staged.checkpoint_lsn;
     while let Some(record) = reader.next_record()? {
@@ -385,16 +389,17 @@ fn apply_cut(storage: &Arc<dyn Storage>, staging: &Path, staged: &Control, cut: 
 }
 
 /// Recovers the staged store (redo to the cut, undo of what was open there); returns the end
-/// of its log after the closing checkpoint.
-fn replay(storage: &Arc<dyn Storage>, staging: &Path, report: &mut RestoreReport) -> Result<Lsn> {
+/// of its log after the closing checkpoint, and what recovery's scan found.
+fn replay(storage: &Arc<dyn Storage>, staging: &Path, report: &mut RestoreReport) -> Result<(Lsn, ScanReport)> {
     let options = staging_options(storage, false);
     let store = Store::open(staging, options)?;
     let recovery = store.recovery_report();
     report.records_redone = recovery.records_redone;
     report.rolled_back = recovery.losers.clone();
+    let scan = recovery.scan.clone();
     store.close()?;
     let (_, control) = ControlFile::open(storage.as_ref(), staging)?;
-    Ok(control.checkpoint_end_lsn)
+    Ok((control.checkpoint_end_lsn, scan))
 }
 
 fn staging_options(storage: &Arc<dyn Storage>, archive: bool) -> Options {

@@ -116,6 +116,12 @@ fn restore_to_many_lsns_and_times_equals_the_state_at_that_point() {
     let (state, report) = restored_state(&src, &root.path().join("latest"), RestoreTarget::Latest);
     assert_eq!(state, final_state, "Latest restores everything committed");
     assert!(report.segments_live > 0, "the latest restore reads the live log too");
+    let newest_commit = history.last().expect("a workload commits").0;
+    assert!(
+        report.target_lsn >= newest_commit && report.wal_bytes > newest_commit.0 - report.base_image_lsn.0,
+        "Latest reports the last record it replayed ({} >= {newest_commit}) and the log it read",
+        report.target_lsn
+    );
     assert_eq!(report.timeline, 2, "the restored store starts a new timeline");
     assert_eq!(snapshot_files(&src), before, "restore never modifies the source");
 }

@@ -50,6 +50,15 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
     /// True if `path` names a file or directory.
     fn exists(&self, path: &Path) -> bool;
+    /// Copies file `from` to `to`, which must not exist yet (`ErrorKind::AlreadyExists`),
+    /// without a sync. This default reads and writes through `open`; a real file system copies
+    /// inside the kernel.
+    fn copy_file(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let source = self.open(from, false)?;
+        let mut bytes = vec![0u8; usize::try_from(source.len()?).map_err(io::Error::other)?];
+        source.read_at(&mut bytes, 0)?;
+        self.open(to, true)?.write_at(&bytes, 0)
+    }
     /// Takes an exclusive advisory lock on `path` (created if missing) for as long as the
     /// returned guard lives; `ErrorKind::WouldBlock` if another holder has it.
     fn lock_exclusive(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
