@@ -113,6 +113,10 @@ struct Shared {
     poisoned: AtomicBool,
     shutdown: Mutex<bool>,
     wake: Condvar,
+    /// Set by an append that finds `write_out_bytes` in the tail; the writer thread clears it
+    /// and writes the tail out (background threads only).
+    write_out_wanted: AtomicBool,
+    write_out_wake: Condvar,
     /// True while a committer leads a group-commit flush.
     flush_leader: Mutex<bool>,
     flush_done: Condvar,
@@ -309,6 +313,8 @@ impl Wal {
             poisoned: AtomicBool::new(false),
             shutdown: Mutex::new(false),
             wake: Condvar::new(),
+            write_out_wanted: AtomicBool::new(false),
+            write_out_wake: Condvar::new(),
             flush_leader: Mutex::new(false),
             flush_done: Condvar::new(),
             committers: AtomicUsize::new(0),
@@ -318,6 +324,7 @@ impl Wal {
         let mut threads = Vec::new();
         if shared.config.background {
             threads.push(spawn_named("vellum-wal-prealloc", &shared, preallocator)?);
+            threads.push(spawn_named("vellum-wal-writer", &shared, writer)?);
         }
         if let SyncMode::Interval(every) = sync {
             threads.push(spawn_named("vellum-wal-flush", &shared, move |s| flusher(s, every))?);
@@ -624,6 +631,7 @@ impl Wal {
     fn stop_threads(&mut self) {
         *self.shared.shutdown.lock() = true;
         self.shared.wake.notify_all();
+        self.shared.write_out_wake.notify_all();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
@@ -715,9 +723,19 @@ impl Shared {
             let mut io = self.io.lock();
             return self.flush_locked(&mut io, false);
         }
-        if tail_bytes >= self.config.write_out_bytes
-            && let Some(mut io) = self.io.try_lock()
-        {
+        if tail_bytes < self.config.write_out_bytes {
+            return Ok(());
+        }
+        if self.config.background {
+            // The writer thread takes it: appenders never wait for a pwrite. The lock makes the
+            // wake-up impossible to miss (the writer checks the flag under it before waiting).
+            if !self.write_out_wanted.swap(true, Ordering::AcqRel) {
+                let _writer_checks_under = self.shutdown.lock();
+                self.write_out_wake.notify_one();
+            }
+            return Ok(());
+        }
+        if let Some(mut io) = self.io.try_lock() {
             return self.flush_locked(&mut io, false);
         }
         Ok(())
@@ -833,6 +851,28 @@ fn preallocator(weak: Weak<Shared>) {
 }
 
 /// `SyncMode::Interval`: makes the log durable every `every`.
+/// Writes the tail out whenever an append finds `write_out_bytes` in it, so that appenders
+/// never wait for a pwrite and the commit that syncs finds its bytes on their way to the device.
+fn writer(weak: Weak<Shared>) {
+    loop {
+        let Some(shared) = weak.upgrade() else { return };
+        {
+            let mut stop = shared.shutdown.lock();
+            if !*stop && !shared.write_out_wanted.load(Ordering::Acquire) {
+                shared.write_out_wake.wait_for(&mut stop, Duration::from_millis(200));
+            }
+            if *stop {
+                return;
+            }
+        }
+        if shared.write_out_wanted.swap(false, Ordering::AcqRel) {
+            // A failure poisons the log (flush_locked); the next append or commit reports it.
+            let mut io = shared.io.lock();
+            let _ = shared.flush_locked(&mut io, false);
+        }
+    }
+}
+
 fn flusher(weak: Weak<Shared>, every: Duration) {
     loop {
         let Some(shared) = weak.upgrade() else { return };
