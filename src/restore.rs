@@ -9,7 +9,7 @@ use crate::arena::arena_file_name;
 use crate::error::{IoContext, Result};
 use crate::page::Space;
 use crate::record::Kind;
-use crate::storage::{RealStorage, Storage, StorageFile};
+use crate::storage::{RealStorage, ScratchUnder, Storage, StorageFile};
 use crate::store::control::{self, Control, ControlFile};
 use crate::wal::format::{Geometry, LogIdentity};
 use crate::wal::segment::segment_file_name;
@@ -391,7 +391,10 @@ fn apply_cut(storage: &Arc<dyn Storage>, staging: &Path, staged: &Control, cut: 
 /// Recovers the staged store (redo to the cut, undo of what was open there); returns the end
 /// of its log after the closing checkpoint, and what recovery's scan found.
 fn replay(storage: &Arc<dyn Storage>, staging: &Path, report: &mut RestoreReport) -> Result<(Lsn, ScanReport)> {
-    let options = staging_options(storage, false);
+    // The staged log is scratch (deleted by `start_timeline`): recovery need not sync what it
+    // read, nor the records it appends. The arena and the control file are synced as ever.
+    let scratch_log: Arc<dyn Storage> = Arc::new(ScratchUnder::new(storage.clone(), &staging.join("wal")));
+    let options = staging_options(&scratch_log, false);
     let store = Store::open(staging, options)?;
     let recovery = store.recovery_report();
     report.records_redone = recovery.records_redone;

@@ -20,6 +20,7 @@
 //! how Vellum keeps the OS from writing pages back behind the WAL's back.
 
 mod real;
+mod scratch;
 mod sim;
 
 use std::fmt;
@@ -28,6 +29,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use real::RealStorage;
+pub use scratch::ScratchUnder;
 pub use sim::{SimConfig, SimStorage};
 
 /// A file system: the directory operations the engine needs.
