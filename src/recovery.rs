@@ -132,7 +132,16 @@ pub(crate) fn recover(inner: &Inner, scan: ScanReport) -> Result<()> {
         .next_txn_id
         .store(analysis.next_txn_id, std::sync::atomic::Ordering::SeqCst);
     // The loaded index is moved in whole; only the slot registry is built from it.
-    let mut slots = crate::search::SlotRegistry::default();
+    let slots_max = inner.global_slot(
+        PageId::new(
+            crate::page::Space::Vector,
+            inner.arena.page_count(crate::page::Space::Vector),
+        ),
+        0,
+    );
+    let mut slots = crate::search::SlotRegistry {
+        owners: Vec::with_capacity(slots_max),
+    };
     for (id, located) in &loaded.index {
         let owner = crate::search::SlotOwner {
             id: id.clone(),

@@ -2,6 +2,7 @@
 //! readers use, and the single writer's allocators (vector slots, catalog entry space, free
 //! pages), plus releases waiting for readers to leave.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
@@ -175,8 +176,8 @@ pub fn load(arena: &Arena, dimension: u32, next_txn_id: u64, skip_damaged: bool)
         page_size,
         dimension,
         slots_per_page,
-        index: IdMap::default(),
-        used_vectors: HashSet::default(),
+        index: IdMap::with_capacity_and_hasher(entries_hint(arena), FastHash::default()),
+        used_vectors: SlotBits::new(arena.page_count(Space::Vector), slots_per_page),
         used_overflow: HashSet::default(),
         catalog: CatalogAlloc::default(),
         chains: Vec::new(),
@@ -217,7 +218,7 @@ struct Loader<'a> {
     dimension: u32,
     slots_per_page: u32,
     index: IdMap<Located>,
-    used_vectors: HashSet<(u64, u32), FastHash>,
+    used_vectors: SlotBits,
     used_overflow: HashSet<u64, FastHash>,
     catalog: CatalogAlloc,
     /// Entries whose metadata lives in an overflow chain: (id, first page, length).
@@ -256,7 +257,7 @@ impl Loader<'_> {
                     // A page is loaded whole or not at all: forget what its earlier slots added.
                     for (entry_id, vector) in self.page_ids.drain(mark.0..).collect::<Vec<_>>() {
                         self.index.remove(&entry_id);
-                        self.used_vectors.remove(&vector);
+                        self.used_vectors.remove(vector.0, vector.1);
                     }
                     self.chains.truncate(mark.1);
                     let file = crate::arena::arena_file_name(Space::Catalog, page_no / self.pages_per_file);
@@ -347,7 +348,7 @@ impl Loader<'_> {
             .filter(|p| p.space() == Space::Vector && p.page_no() < self.arena.page_count(Space::Vector))
             .ok_or_else(|| format!("slot {slot}: vector page {:#x} out of range", header.vector_page.get()))?;
         let vector_slot = header.vector_slot.get();
-        if vector_slot >= self.slots_per_page || !self.used_vectors.insert((vector_page.page_no(), vector_slot)) {
+        if vector_slot >= self.slots_per_page || !self.used_vectors.insert(vector_page.page_no(), vector_slot) {
             return Err(format!("slot {slot}: vector slot {vector_slot} invalid or used twice"));
         }
         let flags = header.flags.get();
@@ -386,11 +387,11 @@ impl Loader<'_> {
             meta,
             overflow,
         };
-        if self.index.contains_key(id) {
-            return Err(format!("slot {slot}: id {id:?} appears twice in the catalog"));
-        }
         let key = IdKey::from(id);
-        self.index.insert(key.clone(), located);
+        match self.index.entry(key.clone()) {
+            Entry::Occupied(_) => return Err(format!("slot {slot}: id {id:?} appears twice in the catalog")),
+            Entry::Vacant(vacant) => vacant.insert(located),
+        };
         self.page_ids.push((key, (vector_page.page_no(), vector_slot)));
         Ok(())
     }
@@ -423,11 +424,11 @@ impl Loader<'_> {
     }
 
     fn vector_alloc(&self) -> VectorAlloc {
-        let fresh_page = self.used_vectors.iter().map(|&(p, _)| p + 1).max().unwrap_or(0);
+        let fresh_page = self.used_vectors.highest_page().map_or(0, |p| p + 1);
         let mut free = Vec::new();
         for page_no in (0..fresh_page).rev() {
             for slot in (0..self.slots_per_page).rev() {
-                if !self.used_vectors.contains(&(page_no, slot)) {
+                if !self.used_vectors.contains(page_no, slot) {
                     free.push((PageId::new(Space::Vector, page_no), slot));
                 }
             }
@@ -438,6 +439,72 @@ impl Loader<'_> {
             fresh_slot: 0,
             slots_per_page: self.slots_per_page,
         }
+    }
+}
+
+/// About how many entries the catalog holds, from the slot counts in the catalog page headers
+/// (read before the pages are checked: a damaged count is bounded by what a page can hold),
+/// so the index is sized once instead of growing through a dozen rehashes.
+fn entries_hint(arena: &Arena) -> usize {
+    let slots_max = u64::from(arena.page_size_bytes()) / CATALOG_SLOT_BYTES as u64;
+    let mut entries = 0u64;
+    for page_no in 0..arena.page_count(Space::Catalog) {
+        let mut header = [0u8; PAGE_HEADER_BYTES];
+        arena.read(PageId::new(Space::Catalog, page_no), 0, &mut header);
+        let header = PageHeader::read_from_bytes(&header).expect("header size");
+        if header.kind == PageKind::Catalog as u8 {
+            entries += u64::from(header.a.get()).min(slots_max);
+        }
+    }
+    entries as usize
+}
+
+/// Which vector slots hold a loaded entry: one bit per slot of every vector page (a hash set of
+/// slots cost more than the rest of loading an entry).
+struct SlotBits {
+    words: Vec<u64>,
+    slots_per_page: u32,
+}
+
+impl SlotBits {
+    fn new(page_count: u64, slots_per_page: u32) -> SlotBits {
+        let bits = page_count * u64::from(slots_per_page);
+        SlotBits {
+            words: vec![0; bits.div_ceil(64) as usize],
+            slots_per_page,
+        }
+    }
+
+    fn at(&self, page_no: u64, slot: u32) -> (usize, u64) {
+        assert!(slot < self.slots_per_page, "a slot of the page");
+        let bit = page_no * u64::from(self.slots_per_page) + u64::from(slot);
+        assert!(bit < self.words.len() as u64 * 64, "a page of the arena");
+        ((bit / 64) as usize, 1 << (bit % 64))
+    }
+
+    /// Marks a slot used; false if it was already.
+    fn insert(&mut self, page_no: u64, slot: u32) -> bool {
+        let (word, mask) = self.at(page_no, slot);
+        let fresh = self.words[word] & mask == 0;
+        self.words[word] |= mask;
+        fresh
+    }
+
+    fn remove(&mut self, page_no: u64, slot: u32) {
+        let (word, mask) = self.at(page_no, slot);
+        self.words[word] &= !mask;
+    }
+
+    fn contains(&self, page_no: u64, slot: u32) -> bool {
+        let (word, mask) = self.at(page_no, slot);
+        self.words[word] & mask != 0
+    }
+
+    /// The highest page with a used slot.
+    fn highest_page(&self) -> Option<u64> {
+        let word = self.words.iter().rposition(|&w| w != 0)?;
+        let bit = word as u64 * 64 + 63 - u64::from(self.words[word].leading_zeros());
+        Some(bit / u64::from(self.slots_per_page))
     }
 }
 
