@@ -316,13 +316,6 @@ fn redo(
     Ok(())
 }
 
-fn distinct_pages(edits: &[Edit<'_>]) -> Vec<PageId> {
-    let mut pages: Vec<PageId> = edits.iter().map(|e| e.page).collect();
-    pages.sort_unstable();
-    pages.dedup();
-    pages
-}
-
 /// Makes page `page` exist and pass its checksum before redo or undo touches it; returns
 /// whether its edits may be applied.
 ///
@@ -344,7 +337,7 @@ fn prepare_page(
     lost: &mut HashSet<PageId>,
 ) -> Result<bool> {
     let arena = &inner.arena;
-    if lost.contains(&page) {
+    if !lost.is_empty() && lost.contains(&page) {
         return Ok(false);
     }
     // The arena grows densely: a page past its end is one the redo range initialises, so no
@@ -415,14 +408,16 @@ fn usable_edits<'a>(
     report: &mut RecoveryReport,
     lost: &mut HashSet<PageId>,
 ) -> Result<Vec<Edit<'a>>> {
-    let mut unusable = Vec::new();
-    for page in distinct_pages(&edits) {
-        if !prepare_page(inner, page, false, analysis, repairs, report, lost)? {
-            unusable.push(page);
+    // Preparing a page is idempotent: after the first call it is usable for good (verified or
+    // repaired) or lost for good. So every edit's page is prepared (skipping the repeats of
+    // the edit before), and the unusable ones are exactly those in `lost`.
+    for (i, edit) in edits.iter().enumerate() {
+        if i == 0 || edits[i - 1].page != edit.page {
+            prepare_page(inner, edit.page, false, analysis, repairs, report, lost)?;
         }
     }
-    if !unusable.is_empty() {
-        edits.retain(|e| unusable.binary_search(&e.page).is_err());
+    if !lost.is_empty() {
+        edits.retain(|e| !lost.contains(&e.page));
     }
     Ok(edits)
 }
