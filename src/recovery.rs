@@ -270,8 +270,11 @@ fn analyze(
 }
 
 fn note_dirty(dirty: &mut PageMap<Lsn>, edits: &[Edit<'_>], lsn: Lsn) {
-    for edit in edits {
-        dirty.entry(edit.page).or_insert(lsn);
+    for (i, edit) in edits.iter().enumerate() {
+        // A record's edits of one page are usually adjacent: one lookup per run of them.
+        if i == 0 || edits[i - 1].page != edit.page {
+            dirty.entry(edit.page).or_insert(lsn);
+        }
     }
 }
 

@@ -138,6 +138,9 @@ impl<'s> Transaction<'s> {
     pub fn commit(mut self) -> Result<Lsn> {
         let inner = self.store.inner();
         let lsn = inner.log_and_apply(Some(&mut self.active), Kind::Commit, &[], &[])?;
+        // The device works on the commit while its changes are published (they are visible
+        // before they are durable, as with any committer that waits for a group's flush).
+        inner.wal.start_commit(lsn);
         inner.publish(self.overlay.drain());
         let epoch = inner.epochs.now();
         let released = std::mem::take(&mut self.released);

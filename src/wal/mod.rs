@@ -117,6 +117,9 @@ struct Shared {
     /// and writes the tail out (background threads only).
     write_out_wanted: AtomicBool,
     write_out_wake: Condvar,
+    /// One past the highest commit record a committer asked the writer thread to make durable
+    /// early (`Wal::start_commit`).
+    sync_wanted: AtomicU64,
     /// True while a committer leads a group-commit flush.
     flush_leader: Mutex<bool>,
     flush_done: Condvar,
@@ -315,6 +318,7 @@ impl Wal {
             wake: Condvar::new(),
             write_out_wanted: AtomicBool::new(false),
             write_out_wake: Condvar::new(),
+            sync_wanted: AtomicU64::new(0),
             flush_leader: Mutex::new(false),
             flush_done: Condvar::new(),
             committers: AtomicUsize::new(0),
@@ -413,6 +417,19 @@ impl Wal {
         }
     }
 
+    /// Lets the writer thread start making the commit record at `lsn` durable while the caller
+    /// does other work (a committer publishing its changes) before `commit(lsn)` waits for it.
+    /// A hint: without background threads or with another sync mode it does nothing.
+    pub fn start_commit(&self, lsn: Lsn) {
+        let shared = &*self.shared;
+        if !shared.config.background || shared.config.sync != SyncMode::Always {
+            return;
+        }
+        if shared.sync_wanted.fetch_max(lsn.get() + 1, Ordering::AcqRel) <= lsn.get() {
+            shared.wake_writer();
+        }
+    }
+
     /// Returns once the record at `lsn` (and everything before it) is durable.
     ///
     /// Group commit: one committer at a time leads a flush, taking everything appended so far;
@@ -447,7 +464,12 @@ impl Wal {
             shared.gather_committers();
             let result = {
                 let mut io = shared.io.lock();
-                shared.flush_locked(&mut io, true)
+                // The writer thread may have made it durable while this waited for `io`.
+                if shared.durable_lsn.load(Ordering::Acquire) > lsn.get() {
+                    Ok(())
+                } else {
+                    shared.flush_locked(&mut io, true)
+                }
             };
             *shared.flush_leader.lock() = false;
             shared.flush_done.notify_all();
@@ -677,6 +699,21 @@ impl Shared {
         }
     }
 
+    /// Wakes the writer thread. The lock makes the wake-up impossible to miss: the writer
+    /// checks what is wanted under it before it waits.
+    fn wake_writer(&self) {
+        let _writer_checks_under = self.shutdown.lock();
+        self.write_out_wake.notify_one();
+    }
+
+    /// True if the writer thread has something to do (never once the log is poisoned: a sync
+    /// that failed would otherwise be retried in a busy loop).
+    fn writer_wanted(&self) -> bool {
+        !self.poisoned.load(Ordering::Acquire)
+            && (self.write_out_wanted.load(Ordering::Acquire)
+                || self.sync_wanted.load(Ordering::Acquire) > self.durable_lsn.load(Ordering::Acquire))
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.read_only {
             return Err(Error::InvalidArgument("the log was opened read-only".into()));
@@ -727,11 +764,9 @@ impl Shared {
             return Ok(());
         }
         if self.config.background {
-            // The writer thread takes it: appenders never wait for a pwrite. The lock makes the
-            // wake-up impossible to miss (the writer checks the flag under it before waiting).
+            // The writer thread takes it: appenders never wait for a pwrite.
             if !self.write_out_wanted.swap(true, Ordering::AcqRel) {
-                let _writer_checks_under = self.shutdown.lock();
-                self.write_out_wake.notify_one();
+                self.wake_writer();
             }
             return Ok(());
         }
@@ -858,15 +893,22 @@ fn writer(weak: Weak<Shared>) {
         let Some(shared) = weak.upgrade() else { return };
         {
             let mut stop = shared.shutdown.lock();
-            if !*stop && !shared.write_out_wanted.load(Ordering::Acquire) {
+            if !*stop && !shared.writer_wanted() {
                 shared.write_out_wake.wait_for(&mut stop, Duration::from_millis(200));
             }
             if *stop {
                 return;
             }
         }
-        if shared.write_out_wanted.swap(false, Ordering::AcqRel) {
-            // A failure poisons the log (flush_locked); the next append or commit reports it.
+        // A failure poisons the log (flush_locked); the next append or commit reports it.
+        let write_out = shared.write_out_wanted.swap(false, Ordering::AcqRel);
+        let sync_wanted = shared.sync_wanted.load(Ordering::Acquire);
+        if sync_wanted > shared.durable_lsn.load(Ordering::Acquire) {
+            let mut io = shared.io.lock();
+            if sync_wanted > shared.durable_lsn.load(Ordering::Acquire) {
+                let _ = shared.flush_locked(&mut io, true);
+            }
+        } else if write_out {
             let mut io = shared.io.lock();
             let _ = shared.flush_locked(&mut io, false);
         }
