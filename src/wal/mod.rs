@@ -7,6 +7,10 @@
 //!   pwrite and, for durability, fdatasyncs every segment it touched. Committers that find a
 //!   flush under way queue on `io`; the next one takes everything appended meanwhile, so one
 //!   fdatasync serves them all (group commit).
+//! - With background threads, a preallocator keeps the next segment and a spare ready, and a
+//!   writer thread takes the write-outs (every `write_out_bytes`) off the appenders and starts
+//!   a commit's sync while its committer publishes (`start_commit`). Without them (the crash
+//!   simulator) the appender writes out inline, deterministically.
 //! - Readers read the segments' shared read-only mappings below `written_lsn`.
 
 mod epoch;
@@ -885,9 +889,9 @@ fn preallocator(weak: Weak<Shared>) {
     }
 }
 
-/// `SyncMode::Interval`: makes the log durable every `every`.
 /// Writes the tail out whenever an append finds `write_out_bytes` in it, so that appenders
-/// never wait for a pwrite and the commit that syncs finds its bytes on their way to the device.
+/// never wait for a pwrite and the commit that syncs finds its bytes on their way to the device;
+/// and starts the sync of a commit whose committer has other work first (`Wal::start_commit`).
 fn writer(weak: Weak<Shared>) {
     loop {
         let Some(shared) = weak.upgrade() else { return };
@@ -915,6 +919,7 @@ fn writer(weak: Weak<Shared>) {
     }
 }
 
+/// `SyncMode::Interval`: makes the log durable every `every`.
 fn flusher(weak: Weak<Shared>, every: Duration) {
     loop {
         let Some(shared) = weak.upgrade() else { return };
