@@ -555,3 +555,23 @@ pub fn read_chain(arena: &Arena, first: PageId, meta_len: u32) -> Result<(Vec<u8
 /// Checks a page-header-sized constant is consistent (catalog pages start their directory
 /// right after the header).
 const _: () = assert!(CATALOG_SLOTS_OFFSET == PAGE_HEADER_BYTES);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_bits_refuse_a_slot_twice_and_find_the_highest_used_page() {
+        let mut bits = SlotBits::new(10, 15);
+        assert_eq!(bits.highest_page(), None, "nothing used yet");
+        assert!(
+            bits.insert(0, 0) && bits.insert(9, 14) && bits.insert(4, 7),
+            "first uses"
+        );
+        assert!(!bits.insert(4, 7), "a slot used twice is refused");
+        assert_eq!(bits.highest_page(), Some(9), "the last slot of the last page");
+        bits.remove(9, 14);
+        assert_eq!(bits.highest_page(), Some(4), "after its only slot is freed");
+        assert!(bits.contains(0, 0) && !bits.contains(9, 14) && !bits.contains(4, 6));
+    }
+}
