@@ -37,17 +37,22 @@ fn embedding(seed: u64, dimension: usize) -> Vec<f32> {
     v
 }
 
-/// Builds a store whose log holds `count` records of the given shape; returns its directory
-/// and the bytes of its full log segments.
-fn build_log(dir: &Path, count: usize, dimension: usize, metadata_bytes: usize) -> Vec<u8> {
-    let options = Options {
+/// The benchmarks' stores: small segments, no automatic checkpoints (the whole history stays in
+/// the live log), everything archived kept.
+fn log_options() -> Options {
+    Options {
         sync: SyncMode::Never,
         segment_size_bytes: 8 << 20,
         checkpoint_interval_bytes: 0,
         retention: Retention::KeepAll,
         ..Options::default()
-    };
-    let store = Store::create(dir, dimension as u32, options).unwrap();
+    }
+}
+
+/// Builds a store whose log holds `count` records of the given shape; returns its directory
+/// and the bytes of its full log segments.
+fn build_log(dir: &Path, count: usize, dimension: usize, metadata_bytes: usize) -> Vec<u8> {
+    let store = Store::create(dir, dimension as u32, log_options()).unwrap();
     let text = "the quick brown fox jumps over the lazy dog; category=news lang=en author=someone ".repeat(64);
     let mut tx = store.begin().unwrap();
     for i in 0..count {
@@ -148,14 +153,7 @@ fn bench(c: &mut Criterion) {
 /// A store whose log is mostly upserts of a small set of ids (`rounds` × `ids` vectors of
 /// dimension 384): the log is many times the arena, as in a store that changes in place.
 fn build_upsert_store(dir: &Path, ids: usize, rounds: usize) {
-    let options = Options {
-        sync: SyncMode::Never,
-        segment_size_bytes: 8 << 20,
-        checkpoint_interval_bytes: 0,
-        retention: Retention::KeepAll,
-        ..Options::default()
-    };
-    let store = Store::create(dir, 384, options).unwrap();
+    let store = Store::create(dir, 384, log_options()).unwrap();
     for round in 0..rounds {
         let mut tx = store.begin().unwrap();
         for i in 0..ids {

@@ -297,8 +297,8 @@ pub struct CatalogEntry<'a> {
 /// the rules that need other pages (vector slots, overflow chains) are the caller's.
 ///
 /// Pure: it allocates only the result and never panics, whatever the bytes; the error says
-/// what is wrong. The store's loader (`store::state`) enforces these rules and more, so a page
-/// the store loads is a page this function accepts.
+/// what is wrong. The store's loader (`store::state`) decodes catalog pages with it and adds the
+/// rules that need the arena and the other pages.
 pub fn decode_catalog_page(image: &[u8]) -> Result<Vec<CatalogEntry<'_>>, String> {
     use crate::store::meta;
 

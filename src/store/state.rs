@@ -11,8 +11,8 @@ use zerocopy::FromBytes;
 use super::meta;
 use crate::arena::Arena;
 use crate::page::{
-    self, CATALOG_SLOT_BYTES, CATALOG_SLOTS_OFFSET, CatalogSlot, ENTRY_FLAG_OVERFLOW, ENTRY_HEADER_BYTES, EntryHeader,
-    OVERFLOW_DATA_OFFSET, PAGE_HEADER_BYTES, PageHeader, PageId, PageKind, Space,
+    self, CATALOG_SLOT_BYTES, CATALOG_SLOTS_OFFSET, CatalogEntry, ENTRY_HEADER_BYTES, OVERFLOW_DATA_OFFSET,
+    PAGE_HEADER_BYTES, PageHeader, PageId, PageKind, Space,
 };
 use crate::{Error, Result};
 
@@ -280,41 +280,30 @@ impl Loader<'_> {
     }
 
     fn load_catalog_page(&mut self, id: PageId, image: &[u8], header: &PageHeader) -> std::result::Result<(), String> {
-        let slot_count = header.a.get();
-        let data_start = header.b.get();
-        let directory_end = CATALOG_SLOTS_OFFSET as u64 + u64::from(slot_count) * CATALOG_SLOT_BYTES as u64;
-        if directory_end > u64::from(data_start) || data_start > self.page_size {
-            return Err(format!(
-                "slot directory ({slot_count} slots) overlaps entry data at {data_start}"
-            ));
-        }
+        // The rules that need nothing but the page are the page module's; the loader adds
+        // those that need the arena and the other pages (vector slots, overflow pages, ids).
+        let entries = page::decode_catalog_page(image)?;
+        let (slot_count, data_start) = (header.a.get(), header.b.get());
         let mut page = CatPage {
             slot_count,
             data_start,
             free_slots: Vec::new(),
             holes: Vec::new(),
         };
-        let mut extents = Vec::new();
+        let mut used = entries.iter().map(|e| e.slot).peekable();
         for slot in 0..slot_count {
-            let at = CATALOG_SLOTS_OFFSET + slot as usize * CATALOG_SLOT_BYTES;
-            let entry = CatalogSlot::read_from_bytes(&image[at..at + CATALOG_SLOT_BYTES]).expect("slot size");
-            let (offset, len) = (entry.offset.get(), entry.len_bytes.get());
-            if len == 0 {
+            if used.next_if_eq(&slot).is_none() {
                 page.free_slots.push(slot);
-                continue;
             }
-            if offset < data_start || u64::from(offset) + u64::from(len) > u64::from(self.page_size) {
-                return Err(format!("slot {slot} points outside the entry data"));
-            }
-            self.load_entry(id, slot, &image[offset as usize..(offset + len) as usize], offset)?;
-            extents.push((offset, len));
         }
+        for entry in &entries {
+            self.load_entry(id, entry)?;
+        }
+        // Entries do not overlap (checked by the decoder): the gaps between them are holes.
+        let mut extents: Vec<(u32, u32)> = entries.iter().map(|e| (e.offset, e.len_bytes)).collect();
         extents.sort_unstable();
         let mut cursor = data_start;
         for (offset, len) in extents {
-            if offset < cursor {
-                return Err(format!("entries overlap at offset {offset}"));
-            }
             if offset > cursor {
                 page.add_hole(cursor, offset - cursor);
             }
@@ -328,22 +317,8 @@ impl Loader<'_> {
         Ok(())
     }
 
-    fn load_entry(&mut self, page: PageId, slot: u32, bytes: &[u8], offset: u32) -> std::result::Result<(), String> {
-        let Ok((header, rest)) = EntryHeader::read_from_prefix(bytes) else {
-            return Err(format!("slot {slot}: entry shorter than its header"));
-        };
-        let id_len = header.id_len.get() as usize;
-        if id_len == 0 || id_len > meta::ID_MAX_BYTES || id_len > rest.len() {
-            return Err(format!("slot {slot}: id length {id_len} out of range"));
-        }
-        let id = std::str::from_utf8(&rest[..id_len]).map_err(|_| format!("slot {slot}: id is not UTF-8"))?;
-        let meta_len = header.meta_len.get();
-        if meta_len as usize > meta::METADATA_MAX_BYTES {
-            return Err(format!("slot {slot}: metadata length {meta_len} out of range"));
-        }
-        if header.reserved.get() != 0 {
-            return Err(format!("slot {slot}: reserved entry bytes are not zero"));
-        }
+    fn load_entry(&mut self, page: PageId, entry: &CatalogEntry<'_>) -> std::result::Result<(), String> {
+        let (slot, header, id) = (entry.slot, &entry.header, entry.id);
         let vector_page = PageId::from_raw(header.vector_page.get())
             .filter(|p| p.space() == Space::Vector && p.page_no() < self.arena.page_count(Space::Vector))
             .ok_or_else(|| format!("slot {slot}: vector page {:#x} out of range", header.vector_page.get()))?;
@@ -351,26 +326,21 @@ impl Loader<'_> {
         if vector_slot >= self.slots_per_page || !self.used_vectors.insert(vector_page.page_no(), vector_slot) {
             return Err(format!("slot {slot}: vector slot {vector_slot} invalid or used twice"));
         }
-        let flags = header.flags.get();
-        let (meta, overflow) = if flags == ENTRY_FLAG_OVERFLOW {
-            let first = PageId::from_raw(header.overflow_page.get())
-                .filter(|p| p.space() == Space::Catalog && p.page_no() < self.arena.page_count(Space::Catalog))
-                .ok_or_else(|| format!("slot {slot}: overflow page out of range"))?;
-            if rest.len() != id_len {
-                return Err(format!("slot {slot}: overflow entry has inline bytes"));
+        let meta_len = header.meta_len.get();
+        let (meta, overflow) = match entry.inline_meta {
+            None => {
+                let first = PageId::from_raw(header.overflow_page.get())
+                    .filter(|p| p.space() == Space::Catalog && p.page_no() < self.arena.page_count(Space::Catalog))
+                    .ok_or_else(|| format!("slot {slot}: overflow page out of range"))?;
+                self.chains.push((id.into(), first, meta_len));
+                (Meta::Owned(Arc::from(&[][..])), Some(first))
             }
-            self.chains.push((id.into(), first, meta_len));
-            (Meta::Owned(Arc::from(&[][..])), Some(first))
-        } else if flags == 0 {
-            let inline = &rest[id_len..];
-            if inline.len() != meta_len as usize {
-                return Err(format!("slot {slot}: metadata length disagrees with the entry"));
+            Some(_) => {
+                // In place in the mapping (the decoder read a copy of the page).
+                let at = entry.offset as usize + ENTRY_HEADER_BYTES + id.len();
+                let ptr = self.arena.page_ptr(page, at) as *const u8;
+                (Meta::Inline { ptr, len: meta_len }, None)
             }
-            meta::validate(inline).map_err(|r| format!("slot {slot}: {r}"))?;
-            let ptr = self.arena.page_ptr(page, offset as usize + ENTRY_HEADER_BYTES + id_len) as *const u8;
-            (Meta::Inline { ptr, len: meta_len }, None)
-        } else {
-            return Err(format!("slot {slot}: unknown entry flags {flags}"));
         };
         let stride = page::vector_stride_bytes(self.dimension);
         let vector = self
@@ -382,8 +352,8 @@ impl Loader<'_> {
             vector_slot,
             cat_page: page,
             cat_slot: slot,
-            entry_offset: offset,
-            entry_len: bytes.len() as u32,
+            entry_offset: entry.offset,
+            entry_len: entry.len_bytes,
             meta,
             overflow,
         };
