@@ -13,6 +13,7 @@ mod common;
 use common::Rng;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -40,29 +41,34 @@ fn seed() -> u64 {
     seed
 }
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("format-spec/reference/read_store.py")
+/// Runs the reader on `dir` and parses its JSON. The reader must always print one JSON object.
+/// [`read_store`] of a store the reader must read without an error, first copied to
+/// `$VELLUM_REFERENCE_KEEP/keep_as` for a look at it after the test.
+fn read_clean(dir: &Path, keep_as: &str, no_lock: bool) -> Value {
+    if let Some(keep) = std::env::var_os("VELLUM_REFERENCE_KEEP") {
+        copy_dir(dir, &Path::new(&keep).join(keep_as));
+    }
+    let out = read_store(dir, no_lock);
+    assert!(
+        out["errors"].as_array().expect("errors").is_empty(),
+        "reader errors: {}",
+        out["errors"]
+    );
+    out
 }
 
-/// Runs the reader on `dir` and parses its JSON. The reader must always print one JSON object.
 fn read_store(dir: &Path, no_lock: bool) -> Value {
-    let mut cmd = Command::new("python3");
-    cmd.arg(script());
-    if no_lock {
-        // The store is still "open" in this process (leaked), so its lock is held.
-        cmd.arg("--no-lock");
-    }
-    let out = cmd.arg(dir).output().expect("run python3");
-    let stdout = String::from_utf8(out.stdout).expect("reader output is UTF-8");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // A store still "open" in this process (leaked) holds its lock: --no-lock.
+    let args: &[&OsStr] = if no_lock {
+        &[OsStr::new("--no-lock"), dir.as_os_str()]
+    } else {
+        &[dir.as_os_str()]
+    };
+    let (status, v) = common::reference_reader(args);
     assert!(
-        out.status.code().is_some_and(|c| c == 0 || c == 1),
-        "reader exited with {:?}; stderr:\n{stderr}",
-        out.status
+        status.code().is_some_and(|c| c == 0 || c == 1),
+        "reader exited with {status:?}: {v}"
     );
-    assert!(stderr.trim().is_empty(), "reader wrote to stderr:\n{stderr}");
-    let v: Value =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("reader output is not JSON ({e}):\n{stdout}"));
     let internal: Vec<&Value> = v["errors"]
         .as_array()
         .expect("errors list")
@@ -536,16 +542,7 @@ fn reference_reader_agrees_with_the_engine() {
     let (model, used) = workload(&store, &mut rng, dim);
     check_api(&store, &model, &used);
     store.close().expect("close");
-    if let Some(keep) = std::env::var_os("VELLUM_REFERENCE_KEEP") {
-        copy_dir(&dir, Path::new(&keep));
-    }
-
-    let out = read_store(&dir, false);
-    assert!(
-        out["errors"].as_array().expect("errors").is_empty(),
-        "reader errors: {}",
-        out["errors"]
-    );
+    let out = read_clean(&dir, "closed", false);
     let unexpected: Vec<String> = damage_kinds(&out).into_iter().filter(|k| k != "torn_tail").collect();
     assert!(unexpected.is_empty(), "damage in a clean store: {}", out["damage"]);
     assert_eq!(
@@ -561,12 +558,7 @@ fn reference_reader_agrees_with_the_engine() {
     assert_eq!(store.len(), model.len());
     check_api(&store, &model, &used);
     store.close().expect("close");
-    let out = read_store(&dir, false);
-    assert!(
-        out["errors"].as_array().expect("errors").is_empty(),
-        "reader errors: {}",
-        out["errors"]
-    );
+    let out = read_clean(&dir, "reopened", false);
     check_vectors(&out, &model);
     check_control_and_wal(&dir, &out);
 
@@ -599,15 +591,7 @@ fn reference_reader_agrees_with_the_engine() {
     store.sync().expect("sync");
     std::mem::forget(tx);
     std::mem::forget(store);
-    if let Some(keep) = std::env::var_os("VELLUM_REFERENCE_KEEP") {
-        copy_dir(&crash, &Path::new(&keep).join("crash"));
-    }
-    let out = read_store(&crash, true);
-    assert!(
-        out["errors"].as_array().expect("errors").is_empty(),
-        "reader errors: {}",
-        out["errors"]
-    );
+    let out = read_clean(&crash, "crash", true);
     let unexpected: Vec<String> = damage_kinds(&out).into_iter().filter(|k| k != "torn_tail").collect();
     assert!(unexpected.is_empty(), "damage in a crashed store: {}", out["damage"]);
     assert!(
@@ -626,18 +610,7 @@ fn continue_workload(store: &Store, rng: &mut Rng, dim: usize, model: Model) -> 
 
 /// `read_store.py --archived-segment FILE`.
 fn read_archived_segment(file: &Path) -> Value {
-    let out = Command::new("python3")
-        .arg(script())
-        .arg("--archived-segment")
-        .arg(file)
-        .output()
-        .expect("run python3");
-    assert!(
-        out.stderr.is_empty(),
-        "reader wrote to stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("the reader prints JSON")
+    common::reference_reader(&[OsStr::new("--archived-segment"), file.as_os_str()]).1
 }
 
 #[test]
@@ -663,16 +636,7 @@ fn reference_reader_reads_the_archive_like_the_engine() {
     let store = Store::create(&dir, dim as u32, options).expect("create");
     let (model, _) = workload(&store, &mut rng, dim);
     store.close().expect("close");
-    if let Some(keep) = std::env::var_os("VELLUM_REFERENCE_KEEP") {
-        copy_dir(&dir, &Path::new(&keep).join("archived"));
-    }
-
-    let out = read_store(&dir, false);
-    assert!(
-        out["errors"].as_array().expect("errors").is_empty(),
-        "reader errors: {}",
-        out["errors"]
-    );
+    let out = read_clean(&dir, "archived", false);
     check_vectors(&out, &model);
     let files = out["archive"]["files"].as_array().expect("an archive listing").clone();
     let engine = vellum::archive::verify(&RealStorage::new(), &dir).expect("archive::verify");

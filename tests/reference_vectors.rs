@@ -18,34 +18,15 @@ mod common;
 use common::Rng;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::ffi::OsStr;
+use std::path::Path;
 
 use serde_json::Value;
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("format-spec/reference/read_store.py")
-}
-
 /// `read_store.py --vector-dir DIR`: vector name -> `{structure, decoded | error, message}`.
 fn reader_over(dir: &Path) -> BTreeMap<String, Value> {
-    let out = Command::new("python3")
-        .arg(script())
-        .arg("--vector-dir")
-        .arg(dir)
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "read_store.py --vector-dir failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.stderr.is_empty(),
-        "the reader wrote to stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let all: Value = serde_json::from_slice(&out.stdout).expect("the reader prints JSON");
+    let (status, all) = common::reference_reader(&[OsStr::new("--vector-dir"), dir.as_os_str()]);
+    assert!(status.success(), "read_store.py --vector-dir exited with {status:?}");
     all.as_object()
         .expect("an object of vectors")
         .iter()

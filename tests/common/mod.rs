@@ -56,3 +56,23 @@ pub fn python_available(test: &str) -> bool {
     }
     ok
 }
+
+/// Runs the reference reader (`format-spec/reference/read_store.py`) with `args`; returns how
+/// it exited and the JSON it printed. It must write nothing to stderr.
+pub fn reference_reader(args: &[&std::ffi::OsStr]) -> (std::process::ExitStatus, serde_json::Value) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("format-spec/reference/read_store.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.stderr.is_empty(),
+        "the reader (exit {:?}) wrote to stderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("reader output is not JSON ({e}):\n{stdout}"));
+    (out.status, json)
+}
