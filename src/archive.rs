@@ -694,6 +694,24 @@ mod tests {
     }
 
     #[test]
+    fn a_file_of_another_length_than_expected_is_damage_and_fills_nothing() {
+        let sim = crate::storage::SimStorage::new(1);
+        sim.create_dir_all(Path::new("/a")).unwrap();
+        let path = Path::new("/a/f");
+        sim.open(path, true).unwrap().write_at(&[5; 100], 0).unwrap();
+        let mut into = [0u8; 64];
+        let error = read_file_into(&sim, path, &mut into).unwrap_err();
+        assert!(
+            matches!(error, Error::Corrupted { .. }),
+            "a short or long file is damage: {error}"
+        );
+        assert!(into == [0; 64], "nothing is read into the buffer");
+        let mut exact = [0u8; 100];
+        read_file_into(&sim, path, &mut exact).unwrap();
+        assert!(exact == [5; 100], "a file of the expected length is read whole");
+    }
+
+    #[test]
     #[cfg_attr(miri, ignore = "megabytes of LZ4 take Miri too long")]
     fn the_thread_count_never_changes_the_file() {
         // Three and a half blocks of floats then zeros: parts of unequal size and kind.
