@@ -94,6 +94,13 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
         let _ = (offset, len);
         Ok(())
     }
+    /// Allocates the file's blocks up to `len_bytes` without writing them (`fallocate`), so a
+    /// full disk is found now; the file reads as zeros there. Returns `Ok(false)` where the
+    /// file system cannot, and the caller writes zeros instead.
+    fn allocate(&self, len_bytes: u64) -> io::Result<bool> {
+        let _ = len_bytes;
+        Ok(false)
+    }
     /// Maps the whole file (at its current length) shared and read-only: the mapping shows every
     /// later `write_at` to the file. The length must not change while the mapping lives.
     fn map_shared(&self) -> io::Result<Mapping>;

@@ -111,6 +111,10 @@ impl StorageFile for ScratchFile {
         Ok(())
     }
 
+    fn allocate(&self, len_bytes: u64) -> io::Result<bool> {
+        self.0.allocate(len_bytes)
+    }
+
     fn map_shared(&self) -> io::Result<Mapping> {
         self.0.map_shared()
     }

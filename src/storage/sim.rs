@@ -297,6 +297,16 @@ impl StorageFile for SimFile {
         self.disk.lock().sync_data(self.id)
     }
 
+    /// As `fallocate` (mode 0): the file grows to `len_bytes` of zeros, counted against the
+    /// capacity now; like any growth, the length is durable only once synced.
+    fn allocate(&self, len_bytes: u64) -> io::Result<bool> {
+        let mut disk = self.disk.lock();
+        if len_bytes > disk.live_inode(self.id)?.len_bytes as u64 {
+            disk.set_len(self.id, len_bytes)?;
+        }
+        Ok(true)
+    }
+
     fn map_shared(&self) -> io::Result<Mapping> {
         self.disk.lock().map_shared(self.id)
     }

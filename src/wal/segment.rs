@@ -5,15 +5,29 @@
 //! (pwrite), never through the mapping: measured here, pwrite + fdatasync commits 5× faster
 //! than stores into a shared mapping + msync/fdatasync.
 //!
-//! New segments are made from *spares*: files already at full length whose blocks are allocated
-//! (written with zeros, or a retired segment renamed), so that an `fdatasync` after an append
-//! never has to commit file-system metadata for unwritten extents, and so that a full disk is
-//! found when a spare is made, not in the middle of a commit. A spare becomes a segment by one
-//! rename plus a directory sync; its stale bytes can never parse as live records (every page
-//! header and record stores its own address).
+//! New segments are made from *spares*: files already at full length whose blocks are allocated,
+//! so that a full disk is found when a spare is made, not in the middle of a commit. A spare
+//! becomes a segment by one rename plus a directory sync; its stale bytes can never parse as
+//! live records (every page header and record stores its own address). A spare is one of:
+//!
+//! - a retired segment, renamed: its blocks are written, and reusing it costs nothing;
+//! - a *zero-filled* file: every block written with zeros and synced, so that an `fdatasync`
+//!   after an append never has to commit file-system metadata. Made ahead of need while the log
+//!   grows slowly, where commits are small and that metadata would be a large part of each;
+//! - an *allocated* file (`fallocate`: blocks reserved, reading as zeros, never written). Made
+//!   when a segment waits for its spare, or ahead of need while the log grows faster than
+//!   [`ZERO_FILL_MAX_LOG_BYTES_PER_SEC`]: there, writing every segment twice (zeros, then the
+//!   log) costs more device time than the extent conversions each sync then commits. Measured
+//!   on this project's machine (ext4): transactions of 1,000 × 1 KiB vectors committed
+//!   in 0.52 ms each into allocated segments, 1.2 ms while the next segment was zero-filled
+//!   beside them; single-insert commits took ~4% longer in an allocated segment.
+//!
+//! The three read the same (zeros, or stale bytes that never parse): nothing on disk tells them
+//! apart, and nothing needs to.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -25,6 +39,24 @@ use super::format::Geometry;
 const SEGMENT_SUFFIX: &str = ".wal";
 const SPARE_PREFIX: &str = "spare-";
 const ZERO_CHUNK_BYTES: usize = 1 << 20;
+/// The log growth rate above which spares made ahead of need are allocated, not zero-filled.
+pub const ZERO_FILL_MAX_LOG_BYTES_PER_SEC: u64 = 64 << 20;
+
+/// Who a spare is made for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    /// A segment is being installed and waits for it: made as fast as possible.
+    Now,
+    /// The next segment, ahead of need.
+    Ahead,
+}
+
+/// How fast the log is filling segments: the time between the last two installs.
+#[derive(Debug, Default)]
+struct Pace {
+    last_install: Option<Instant>,
+    interval: Option<Duration>,
+}
 
 /// The file name of segment `segment_no`.
 pub fn segment_file_name(segment_no: u64) -> String {
@@ -75,6 +107,7 @@ pub struct SegmentDir {
     /// writing another 64 MiB of zeros beside them.
     preparing: Mutex<usize>,
     prepared: parking_lot::Condvar,
+    pace: Mutex<Pace>,
 }
 
 impl std::fmt::Debug for SegmentDir {
@@ -95,6 +128,7 @@ impl SegmentDir {
             spare_seq: Mutex::new(0),
             preparing: Mutex::new(0),
             prepared: parking_lot::Condvar::new(),
+            pace: Mutex::new(Pace::default()),
         })
     }
 
@@ -186,14 +220,13 @@ impl SegmentDir {
         }))
     }
 
-    /// Makes a zero-filled spare (allocating every block now), unless an unused spare exists.
-    /// Returns `DiskFull` if the file system has no room for a whole segment.
-    pub fn ensure_spare(&self) -> Result<()> {
-        self.ensure_spares(1)
+    /// Makes sure `count` unused spares exist ahead of need, waiting for spares already being
+    /// made. Returns `DiskFull` if the file system has no room for a whole segment.
+    pub fn ensure_spares(&self, count: usize) -> Result<()> {
+        self.ensure_spares_for(count, Need::Ahead)
     }
 
-    /// Makes sure `count` unused spares exist, waiting for spares already being made.
-    pub fn ensure_spares(&self, count: usize) -> Result<()> {
+    fn ensure_spares_for(&self, count: usize, need: Need) -> Result<()> {
         loop {
             let mut preparing = self.preparing.lock();
             let unused = self.spares.lock().iter().filter(|s| s.is_unused()).count();
@@ -206,20 +239,21 @@ impl SegmentDir {
             }
             *preparing += 1;
             drop(preparing);
-            let result = self.make_spare();
+            let result = self.make_spare(need);
             *self.preparing.lock() -= 1;
             self.prepared.notify_all();
             result?;
         }
     }
 
-    fn make_spare(&self) -> Result<()> {
+    fn make_spare(&self, need: Need) -> Result<()> {
         let path = {
             let mut seq = self.spare_seq.lock();
             *seq += 1;
             self.dir.join(format!("{SPARE_PREFIX}{}", *seq))
         };
-        if let Err(error) = self.zero_fill(&path) {
+        let zero_fill = need == Need::Ahead && !self.log_is_fast();
+        if let Err(error) = self.prepare_spare(&path, zero_fill) {
             let _ = self.storage.remove_file(&path);
             return Err(error);
         }
@@ -227,11 +261,34 @@ impl SegmentDir {
         Ok(())
     }
 
-    fn zero_fill(&self, path: &Path) -> Result<()> {
+    /// True if the last segment filled faster than [`ZERO_FILL_MAX_LOG_BYTES_PER_SEC`].
+    fn log_is_fast(&self) -> bool {
+        let Some(interval) = self.pace.lock().interval else {
+            return false;
+        };
+        let threshold =
+            Duration::from_secs_f64(self.geometry.segment_size_bytes as f64 / ZERO_FILL_MAX_LOG_BYTES_PER_SEC as f64);
+        interval < threshold
+    }
+
+    /// Creates a full-length spare at `path`, synced: zero-filled, or allocated (falling back
+    /// to zeros where the file system cannot allocate).
+    fn prepare_spare(&self, path: &Path, zero_fill: bool) -> Result<()> {
         let file = self
             .storage
             .open(path, true)
             .context(|| format!("creating {}", path.display()))?;
+        let allocated = !zero_fill
+            && file
+                .allocate(self.geometry.segment_size_bytes)
+                .context(|| format!("preallocating {}", path.display()))?;
+        if !allocated {
+            self.zero_fill(path, &*file)?;
+        }
+        file.sync_data().context(|| format!("syncing {}", path.display()))
+    }
+
+    fn zero_fill(&self, path: &Path, file: &dyn StorageFile) -> Result<()> {
         let zeros = vec![0u8; ZERO_CHUNK_BYTES];
         let mut offset = 0u64;
         while offset < self.geometry.segment_size_bytes {
@@ -240,18 +297,18 @@ impl SegmentDir {
                 .context(|| format!("preallocating {}", path.display()))?;
             offset += chunk_bytes;
         }
-        file.sync_data().context(|| format!("syncing {}", path.display()))
+        Ok(())
     }
 
     /// Turns a spare into segment `segment_no` (rename + directory sync) and maps it.
     pub fn install(&self, segment_no: u64) -> Result<Arc<Segment>> {
-        self.ensure_spare()?;
+        self.ensure_spares_for(1, Need::Now)?;
         let spare = {
             let mut spares = self.spares.lock();
             let index = spares
                 .iter()
                 .position(Spare::is_unused)
-                .expect("ensure_spare made an unused spare");
+                .expect("ensure_spares_for made an unused spare");
             spares.swap_remove(index)
         };
         let path = self.dir.join(segment_file_name(segment_no));
@@ -261,11 +318,19 @@ impl SegmentDir {
             .rename(&spare.path, &path)
             .context(|| format!("renaming {} to {}", spare.path.display(), path.display()))?;
         self.sync_dir()?;
+        self.note_install();
         let file = self
             .storage
             .open(&path, false)
             .context(|| format!("opening {}", path.display()))?;
         self.map_segment(segment_no, path, file)
+    }
+
+    fn note_install(&self) {
+        let mut pace = self.pace.lock();
+        let now = Instant::now();
+        pace.interval = pace.last_install.map(|last| now - last);
+        pace.last_install = Some(now);
     }
 
     /// Retires a segment no longer needed: it is renamed to a spare and recycled once no reader
@@ -304,6 +369,82 @@ impl SegmentDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::SimStorage;
+
+    const SEGMENT_BYTES: u64 = 1 << 20;
+
+    fn sim_dir(sim: &SimStorage) -> SegmentDir {
+        let storage: Arc<dyn Storage> = Arc::new(sim.clone());
+        storage.create_dir_all(Path::new("/wal")).unwrap();
+        let geometry = Geometry::new(4096, SEGMENT_BYTES).unwrap();
+        SegmentDir::new(storage, Path::new("/wal"), geometry).unwrap()
+    }
+
+    fn assert_full_length_of_zeros(sim: &SimStorage, path: &Path) {
+        let bytes = sim.read_file(path).unwrap();
+        assert_eq!(bytes.len() as u64, SEGMENT_BYTES, "a spare is a whole segment long");
+        assert!(bytes.iter().all(|&b| b == 0), "a new spare reads as zeros");
+    }
+
+    #[test]
+    fn a_spare_a_segment_waits_for_is_allocated_not_written() {
+        let sim = SimStorage::new(1);
+        let dir = sim_dir(&sim);
+        let written_before = sim.written_bytes();
+        let segment = dir.install(1).unwrap();
+        assert!(
+            sim.written_bytes() - written_before < SEGMENT_BYTES,
+            "the commit that waits for a segment must not wait for a segment of zeros to be written"
+        );
+        assert_full_length_of_zeros(&sim, &segment.path);
+    }
+
+    #[test]
+    fn a_spare_made_ahead_of_a_slow_log_is_zero_filled() {
+        let sim = SimStorage::new(2);
+        let dir = sim_dir(&sim);
+        let written_before = sim.written_bytes();
+        dir.ensure_spares(1).unwrap();
+        assert!(
+            sim.written_bytes() - written_before >= SEGMENT_BYTES,
+            "small commits into the spare must find every block written (no extent conversion at their syncs)"
+        );
+        assert_full_length_of_zeros(&sim, &dir.spares.lock()[0].path);
+    }
+
+    #[test]
+    fn a_spare_made_ahead_of_a_fast_log_is_allocated() {
+        let sim = SimStorage::new(3);
+        let dir = sim_dir(&sim);
+        dir.install(1).unwrap();
+        // As if segment 1 had filled in 1 ms: far faster than ZERO_FILL_MAX_LOG_BYTES_PER_SEC.
+        dir.pace.lock().interval = Some(Duration::from_millis(1));
+        let written_before = sim.written_bytes();
+        dir.ensure_spares(1).unwrap();
+        assert!(
+            sim.written_bytes() - written_before < SEGMENT_BYTES,
+            "a fast log must not have every segment written twice (zeros, then records)"
+        );
+        assert_full_length_of_zeros(&sim, &dir.spares.lock()[0].path);
+    }
+
+    #[test]
+    fn a_spare_that_does_not_fit_is_disk_full_and_leaves_no_file() {
+        let sim = SimStorage::new(4);
+        let dir = sim_dir(&sim);
+        sim.set_capacity(Some(SEGMENT_BYTES / 2));
+        for need in [Need::Now, Need::Ahead] {
+            let result = dir.ensure_spares_for(1, need);
+            assert!(
+                matches!(result, Err(crate::Error::DiskFull { .. })),
+                "{need:?}: a full disk is found when the spare is made, as DiskFull: {result:?}"
+            );
+            assert!(
+                dir.storage.list(Path::new("/wal")).unwrap().is_empty(),
+                "{need:?}: the spare that did not fit is removed"
+            );
+        }
+    }
 
     #[test]
     fn segment_names_round_trip_and_reject_lookalikes() {
