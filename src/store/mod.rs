@@ -293,6 +293,7 @@ impl Store {
                 },
                 catalog: state::CatalogAlloc::default(),
                 pending: Default::default(),
+                spare_overlay: Default::default(),
             }),
             apply: Mutex::new(None),
             dirty: Mutex::new(PageMap::default()),

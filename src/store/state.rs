@@ -157,7 +157,13 @@ pub struct WriterState {
     pub vectors: VectorAlloc,
     pub catalog: CatalogAlloc,
     pub pending: VecDeque<(u64, Release)>,
+    /// The last transaction's id overlay, emptied, kept so that the next one does not grow a
+    /// table from nothing (see `Transaction::begin`).
+    pub spare_overlay: IdMap<Option<Located>>,
 }
+
+/// An emptied overlay larger than this many entries is freed rather than kept for reuse.
+pub const SPARE_OVERLAY_MAX_ENTRIES: usize = 1 << 16;
 
 /// What loading the catalog found.
 pub struct Loaded {
@@ -207,6 +213,7 @@ pub fn load(arena: &Arena, dimension: u32, next_txn_id: u64, skip_damaged: bool)
             vectors,
             catalog: loader.catalog,
             pending: VecDeque::new(),
+            spare_overlay: IdMap::default(),
         },
         skipped_pages: loader.skipped,
     })

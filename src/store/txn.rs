@@ -13,7 +13,7 @@ use zerocopy::IntoBytes;
 use zerocopy::little_endian::{U16, U32, U64};
 
 use super::meta::{self, ID_MAX_BYTES, METADATA_MAX_BYTES};
-use super::state::{CatPage, FastHash, IdMap, Located, Meta, Release, WriterState};
+use super::state::{CatPage, FastHash, IdMap, Located, Meta, Release, SPARE_OVERLAY_MAX_ENTRIES, WriterState};
 use super::{ActiveTxn, Store};
 use crate::arena::Arena;
 use crate::page::{
@@ -65,6 +65,8 @@ impl<'s> Transaction<'s> {
         reclaim(&mut writer, inner);
         let txn_id = writer.next_txn_id;
         writer.next_txn_id += 1;
+        let overlay = std::mem::take(&mut writer.spare_overlay);
+        assert!(overlay.is_empty(), "a spare overlay is put back empty");
         inner
             .next_txn_id
             .store(writer.next_txn_id, std::sync::atomic::Ordering::SeqCst);
@@ -77,7 +79,7 @@ impl<'s> Transaction<'s> {
                 last_lsn: Lsn::NONE,
             },
             undo: UndoLog::default(),
-            overlay: IdMap::default(),
+            overlay,
             allocated_slots: Vec::new(),
             allocated_pages: Vec::new(),
             page_snapshots: HashMap::default(),
@@ -142,6 +144,7 @@ impl<'s> Transaction<'s> {
         // before they are durable, as with any committer that waits for a group's flush).
         inner.wal.start_commit(lsn);
         inner.publish(self.overlay.drain());
+        self.put_back_overlay();
         let epoch = inner.epochs.now();
         let released = std::mem::take(&mut self.released);
         self.writer.pending.extend(released.into_iter().map(|r| (epoch, r)));
@@ -173,6 +176,8 @@ impl<'s> Transaction<'s> {
         let inner = self.store.inner();
         let result = self.undo_all();
         *inner.apply.lock() = None;
+        self.overlay.clear();
+        self.put_back_overlay();
         let writer = &mut *self.writer;
         writer.vectors.free.append(&mut self.allocated_slots);
         writer.catalog.free_pages.append(&mut self.allocated_pages);
@@ -199,6 +204,15 @@ impl<'s> Transaction<'s> {
         Ok(())
     }
 
+    /// Keeps the emptied overlay for the next transaction, unless it grew large.
+    fn put_back_overlay(&mut self) {
+        let overlay = std::mem::take(&mut self.overlay);
+        assert!(overlay.is_empty(), "the overlay was published or rolled back");
+        if overlay.capacity() <= SPARE_OVERLAY_MAX_ENTRIES {
+            self.writer.spare_overlay = overlay;
+        }
+    }
+
     fn lookup(&self, id: &str) -> Option<Located> {
         match self.overlay.get(id) {
             Some(change) => change.clone(),
@@ -215,7 +229,9 @@ impl<'s> Transaction<'s> {
                 vector.len()
             )));
         }
-        if let Some(at) = vector.iter().position(|x| !x.is_finite()) {
+        if !all_finite(vector)
+            && let Some(at) = vector.iter().position(|x| !x.is_finite())
+        {
             return Err(Error::InvalidArgument(format!(
                 "component {at} is {} (NaN and infinities are refused)",
                 vector[at]
@@ -617,6 +633,15 @@ impl UndoLog {
     }
 }
 
+/// True if no component is NaN or infinite. Branch-free within each chunk, so the compiler
+/// checks a chunk in a few vector instructions; the early-exit loop it replaces took ~6% of
+/// an insert's time.
+fn all_finite(vector: &[f32]) -> bool {
+    vector
+        .chunks(16)
+        .all(|chunk| chunk.iter().fold(true, |finite, x| finite & x.is_finite()))
+}
+
 fn check_id(id: &str) -> Result<()> {
     if id.is_empty() || id.len() > ID_MAX_BYTES {
         return Err(Error::InvalidArgument(format!(
@@ -727,6 +752,27 @@ fn reclaim(writer: &mut WriterState, inner: &super::Inner) {
                 }
             }
             Release::Pages(pages) => writer.catalog.free_pages.extend(pages),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_finite_finds_a_non_finite_component_at_any_position() {
+        let finite = [0.0, -0.0, f32::MAX, f32::MIN, f32::MIN_POSITIVE, 1e-45, -1.5];
+        for len in [1usize, 15, 16, 17, 33, 384] {
+            let vector: Vec<f32> = (0..len).map(|i| finite[i % finite.len()]).collect();
+            assert!(all_finite(&vector), "len {len}: extremes and subnormals are finite");
+            for at in 0..len {
+                for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -f32::NAN] {
+                    let mut damaged = vector.clone();
+                    damaged[at] = bad;
+                    assert!(!all_finite(&damaged), "len {len}: {bad} at {at} must be refused");
+                }
+            }
         }
     }
 }
