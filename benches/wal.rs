@@ -494,8 +494,8 @@ fn appends(c: &mut Criterion) {
 
     // 8b. Not in the brief, a diagnostic for 8: the same appends with the written log released
     //    as it goes (untimed, as checkpoints would), so that new segments are recycled spares
-    //    (a rename) instead of freshly zero-filled files. The gap to 8 is the cost of zero-filling
-    //    a new segment for every segment the log grows by.
+    //    (a rename) instead of new files. The gap to 8 is the cost of a new segment (allocated,
+    //    as the log grows fast) for every segment the log grows by.
     {
         let fixture = WalFixture::new("append-recycled", SyncMode::Never);
         let wal = &fixture.wal;

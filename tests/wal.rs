@@ -670,3 +670,22 @@ fn a_scan_start_inside_a_page_or_segment_header_is_corruption_not_a_panic() {
             .unwrap_or_else(|e| panic!("start {from}: {e}"));
     }
 }
+
+#[test]
+fn a_new_logs_first_segment_is_zero_filled_for_small_commits() {
+    let sim = vellum::storage::SimStorage::new(11);
+    let storage: Arc<dyn Storage> = Arc::new(sim.clone());
+    let config = WalConfig {
+        // No preallocator: the only spare made is the one the first segment comes from.
+        background: false,
+        ..config(64, SyncMode::Always)
+    };
+    let wal = Wal::create(storage, Path::new("/wal"), config).unwrap();
+    assert!(
+        sim.written_bytes() >= u64::from(PAGE) * 64,
+        "every block of segment 0 written: a new store's small commits must not pay for extent \
+         conversions at their syncs ({} bytes written)",
+        sim.written_bytes()
+    );
+    wal.close().unwrap();
+}

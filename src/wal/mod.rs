@@ -172,6 +172,10 @@ impl Wal {
         if !segment_dir.list_segments()?.is_empty() {
             return Err(Error::AlreadyExists);
         }
+        // The first segment is zero-filled, not allocated: nothing waits for it yet, and a new
+        // store's first commits are often small ones, which would each pay for extent
+        // conversions at their syncs in an allocated segment (segment.rs).
+        segment_dir.ensure_spares(1)?;
         let first = segment_dir.install(first_segment)?;
         epoch::write(storage.as_ref(), dir, 1)?;
         let start = config.geometry.segment_base(first_segment);

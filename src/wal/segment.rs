@@ -12,8 +12,9 @@
 //!
 //! - a retired segment, renamed: its blocks are written, and reusing it costs nothing;
 //! - a *zero-filled* file: every block written with zeros and synced, so that an `fdatasync`
-//!   after an append never has to commit file-system metadata. Made ahead of need while the log
-//!   grows slowly, where commits are small and that metadata would be a large part of each;
+//!   after an append never has to commit file-system metadata. Made for a new log's first
+//!   segment, and ahead of need while the log grows slowly, where commits are small and that
+//!   metadata would be a large part of each;
 //! - an *allocated* file (`fallocate`: blocks reserved, reading as zeros, never written). Made
 //!   when a segment waits for its spare, or ahead of need while the log grows faster than
 //!   [`ZERO_FILL_MAX_LOG_BYTES_PER_SEC`]: there, writing every segment twice (zeros, then the
