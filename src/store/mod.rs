@@ -690,13 +690,11 @@ pub(crate) fn format_page(
     lsn: Lsn,
 ) {
     use zerocopy::IntoBytes;
-    let mut image = vec![0u8; arena.page_size_bytes() as usize];
     let mut header: PageHeader = crate::page::new_header(PageKind::from_u8(kind).unwrap_or(PageKind::Zero), page, a, b);
     header.kind = kind;
     header.page_lsn = lsn.0.into();
-    image[..crate::page::PAGE_HEADER_BYTES].copy_from_slice(header.as_bytes());
     let _latch = arena.latch(page);
-    arena.replace_page(page, &image);
+    arena.reset_page(page, header.as_bytes());
     dirty.lock().entry(page).or_insert(lsn);
 }
 
