@@ -377,7 +377,8 @@ mod tests {
     use super::*;
     use crate::storage::SimStorage;
 
-    const SEGMENT_BYTES: u64 = 1 << 20;
+    /// Small, so the tests stay quick under Miri (the simulator tracks every sector).
+    const SEGMENT_BYTES: u64 = 128 << 10;
 
     fn sim_dir(sim: &SimStorage) -> SegmentDir {
         let storage: Arc<dyn Storage> = Arc::new(sim.clone());
@@ -423,8 +424,8 @@ mod tests {
         let sim = SimStorage::new(3);
         let dir = sim_dir(&sim);
         dir.install(1).unwrap();
-        // As if segment 1 had filled in 1 ms: far faster than ZERO_FILL_MAX_LOG_BYTES_PER_SEC.
-        dir.pace.lock().interval = Some(Duration::from_millis(1));
+        // As if segment 1 had filled in 1 µs: far faster than ZERO_FILL_MAX_LOG_BYTES_PER_SEC.
+        dir.pace.lock().interval = Some(Duration::from_micros(1));
         let written_before = sim.written_bytes();
         dir.ensure_spares(1).unwrap();
         assert!(
