@@ -402,14 +402,15 @@ impl Arena {
         image
     }
 
-    /// Replaces page `id` in memory with `image` (a repair from the doublewrite area, or a
-    /// reset to zero). The caller holds the latch.
+    /// Replaces page `id` in memory with `image` (a repair from the doublewrite area). The
+    /// caller holds the latch.
     pub fn replace_page(&self, id: PageId, image: &[u8]) {
         assert_eq!(image.len(), self.page_size_bytes as usize);
         self.write(id, 0, image);
     }
 
-    /// Formats page `id` in memory as `header` followed by zeros. The caller holds the latch.
+    /// Formats page `id` in memory as `header` followed by zeros (an empty header: all zero).
+    /// The caller holds the latch.
     /// Zeros come from a static block (the kernel's shared zero page backs it, so it stays in
     /// cache) rather than a page-sized buffer allocated, zeroed and copied for every format.
     pub fn reset_page(&self, id: PageId, header: &[u8]) {

@@ -385,12 +385,12 @@ fn prepare_page(
             .pages_repaired
             .push(format!("{page} from the doublewrite area ({damage})"));
     } else if analysis.inits.contains(&page) {
-        arena.replace_page(page, &vec![0u8; arena.page_size_bytes() as usize]);
+        arena.reset_page(page, &[]);
         report.pages_repaired.push(format!(
             "{page} from zero: redo replays it from its page-init record ({damage})"
         ));
     } else if inner.options.recovery == RecoveryMode::SkipCorrupted {
-        arena.replace_page(page, &vec![0u8; arena.page_size_bytes() as usize]);
+        arena.reset_page(page, &[]);
         lost.insert(page);
         report
             .damage_skipped

@@ -393,6 +393,14 @@ mod tests {
         assert!(bytes.iter().all(|&b| b == 0), "a new spare reads as zeros");
     }
 
+    /// Makes one spare ahead of need and returns the bytes the storage wrote for it.
+    fn bytes_written_by_a_spare_ahead(sim: &SimStorage, dir: &SegmentDir) -> u64 {
+        let written_before = sim.written_bytes();
+        dir.ensure_spares(1).unwrap();
+        assert_full_length_of_zeros(sim, &dir.spares.lock()[0].path);
+        sim.written_bytes() - written_before
+    }
+
     #[test]
     fn a_spare_a_segment_waits_for_is_allocated_not_written() {
         let sim = SimStorage::new(1);
@@ -410,13 +418,10 @@ mod tests {
     fn a_spare_made_ahead_of_a_slow_log_is_zero_filled() {
         let sim = SimStorage::new(2);
         let dir = sim_dir(&sim);
-        let written_before = sim.written_bytes();
-        dir.ensure_spares(1).unwrap();
         assert!(
-            sim.written_bytes() - written_before >= SEGMENT_BYTES,
+            bytes_written_by_a_spare_ahead(&sim, &dir) >= SEGMENT_BYTES,
             "small commits into the spare must find every block written (no extent conversion at their syncs)"
         );
-        assert_full_length_of_zeros(&sim, &dir.spares.lock()[0].path);
     }
 
     #[test]
@@ -426,13 +431,10 @@ mod tests {
         dir.install(1).unwrap();
         // As if segment 1 had filled in 1 µs: far faster than ZERO_FILL_MAX_LOG_BYTES_PER_SEC.
         dir.pace.lock().interval = Some(Duration::from_micros(1));
-        let written_before = sim.written_bytes();
-        dir.ensure_spares(1).unwrap();
         assert!(
-            sim.written_bytes() - written_before < SEGMENT_BYTES,
+            bytes_written_by_a_spare_ahead(&sim, &dir) < SEGMENT_BYTES,
             "a fast log must not have every segment written twice (zeros, then records)"
         );
-        assert_full_length_of_zeros(&sim, &dir.spares.lock()[0].path);
     }
 
     #[test]
