@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+use parking_lot::Mutex;
+
 use crate::error::{IoContext, Result};
 use crate::storage::Storage;
 use crate::{Error, Lsn};
@@ -347,11 +349,95 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<ArchiveFile> {
             "uncompressed length {raw_len} is more than its blocks can hold"
         )));
     }
-    let contents = decode_blocks(body, raw_len as usize, header.version_major.get()).map_err(damaged)?;
-    if crc32c::crc32c(&contents) != header.raw_crc.get() {
+    // Grown as blocks decode, never reserved from the header's claim: a crafted length cannot
+    // make a small file allocate more than its blocks really decompress to.
+    let mut contents = Vec::new();
+    let raw_crc = decode_blocks(
+        &mut SliceBlocks { body },
+        raw_len,
+        header.version_major.get(),
+        &mut contents,
+        |_| Ok(()),
+    )
+    .map_err(damaged)?;
+    if raw_crc != header.raw_crc.get() {
         return Err(damaged("uncompressed contents fail their checksum".into()));
     }
     Ok(ArchiveFile { header, contents })
+}
+
+/// Decodes the archive file at `path` block by block, handing each block's contents (at most
+/// 1 MiB, in order) to `sink`: memory for one block, whatever the file's size. Returns the
+/// header. The checks are those of [`decode`], but the compressed bytes' checksum can only be
+/// checked at the end: `sink` may have been given contents of a file found damaged later, and
+/// the caller must then discard what it made of them.
+pub fn decode_streamed(
+    storage: &dyn Storage,
+    path: &Path,
+    mut sink: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<ArchiveHeader> {
+    let damaged = |reason: String| Error::corrupted_file(path, reason);
+    let file = open_to_read(storage, path)?;
+    let file_len = file
+        .len()
+        .context(|| format!("reading the length of {}", path.display()))?;
+    let mut header_bytes = [0u8; ARCHIVE_HEADER_BYTES];
+    if file_len >= ARCHIVE_HEADER_BYTES as u64 {
+        file.read_at(&mut header_bytes, 0)
+            .context(|| format!("reading {}", path.display()))?;
+    }
+    let header = decode_header(
+        path,
+        &header_bytes[..file_len.min(ARCHIVE_HEADER_BYTES as u64) as usize],
+    )?;
+    let body_len = file_len - ARCHIVE_HEADER_BYTES as u64;
+    if body_len != header.compressed_len.get() {
+        return Err(damaged(format!(
+            "{body_len} bytes after the header, expected {}",
+            header.compressed_len.get()
+        )));
+    }
+    let mut source = FileBlocks {
+        file: file.as_ref(),
+        path,
+        at: ARCHIVE_HEADER_BYTES as u64,
+        end: file_len,
+        data: Vec::new(),
+        crc: 0,
+        io_error: None,
+    };
+    let mut sink_error = None;
+    let decoded = decode_blocks(
+        &mut source,
+        header.raw_len.get(),
+        header.version_major.get(),
+        &mut Vec::new(),
+        |block| {
+            let outcome = sink(block);
+            block.clear();
+            outcome.map_err(|e| {
+                let reason = e.to_string();
+                sink_error = Some(e);
+                reason
+            })
+        },
+    );
+    if let Some(error) = sink_error.or(source.io_error.take()) {
+        return Err(error);
+    }
+    // Damaged stored bytes are reported as such, even where they made a block undecodable.
+    let rest_crc = source.checksum_rest();
+    if let Some(error) = source.io_error.take() {
+        return Err(error);
+    }
+    if rest_crc != header.compressed_crc.get() {
+        return Err(damaged("compressed bytes fail their checksum".into()));
+    }
+    let raw_crc = decoded.map_err(damaged)?;
+    if raw_crc != header.raw_crc.get() {
+        return Err(damaged("uncompressed contents fail their checksum".into()));
+    }
+    Ok(header)
 }
 
 /// Decodes and checks the header of an archive file.
@@ -379,47 +465,142 @@ pub fn decode_header(path: &Path, bytes: &[u8]) -> Result<ArchiveHeader> {
     Ok(header)
 }
 
-fn decode_blocks(mut body: &[u8], raw_len: usize, major: u16) -> std::result::Result<Vec<u8>, String> {
-    // Grown as blocks decode, never reserved from the header's claim: a crafted length cannot
-    // make a small file allocate more than its blocks really decompress to.
-    let mut contents = Vec::new();
-    let mut scratch = Vec::new();
-    while !body.is_empty() {
-        let Ok((block, rest)) = BlockHeader::read_from_prefix(body) else {
+/// Where the blocks of an archive body come from, one at a time.
+trait BlockSource {
+    /// The next block's header and stored bytes (checked to be within the body), or `None`
+    /// at the end of the body.
+    fn next_block(&mut self) -> std::result::Result<Option<(BlockHeader, &[u8])>, String>;
+}
+
+/// The blocks of a body in memory.
+struct SliceBlocks<'a> {
+    body: &'a [u8],
+}
+
+impl BlockSource for SliceBlocks<'_> {
+    fn next_block(&mut self) -> std::result::Result<Option<(BlockHeader, &[u8])>, String> {
+        if self.body.is_empty() {
+            return Ok(None);
+        }
+        let Ok((block, rest)) = BlockHeader::read_from_prefix(self.body) else {
             return Err("block header cut short (truncated)".into());
         };
-        let (raw, stored) = (block.raw_len.get() as usize, block.stored_len.get() as usize);
-        if raw == 0 || raw > BLOCK_RAW_MAX_BYTES || stored > rest.len() || contents.len() + raw > raw_len {
+        let stored = block.stored_len.get() as usize;
+        if stored > rest.len() {
+            return Err(format!(
+                "block of {stored} stored bytes, {} left (truncated)",
+                rest.len()
+            ));
+        }
+        let (data, after) = rest.split_at(stored);
+        self.body = after;
+        Ok(Some((block, data)))
+    }
+}
+
+/// The blocks of a body read from a file into one reused buffer, checksummed as they are read.
+struct FileBlocks<'a> {
+    file: &'a dyn crate::storage::StorageFile,
+    path: &'a Path,
+    at: u64,
+    end: u64,
+    data: Vec<u8>,
+    /// CRC32C of the body bytes read so far.
+    crc: u32,
+    /// A read that failed: an I/O error, not damage.
+    io_error: Option<Error>,
+}
+
+impl FileBlocks<'_> {
+    /// Reads the rest of the body (after a decoding error stopped early); returns the CRC32C
+    /// of the whole body.
+    fn checksum_rest(&mut self) -> u32 {
+        while self.at < self.end && self.io_error.is_none() {
+            let n = (self.end - self.at).min(BLOCK_RAW_MAX_BYTES as u64) as usize;
+            let _ = self.read(n);
+        }
+        self.crc
+    }
+
+    fn read(&mut self, len: usize) -> std::result::Result<(), String> {
+        self.data.resize(len, 0);
+        if let Err(error) = self.file.read_at(&mut self.data, self.at) {
+            let what = format!("reading {} at {}", self.path.display(), self.at);
+            self.io_error = Some(Error::io(what.clone(), error));
+            return Err(what);
+        }
+        self.crc = crc32c::crc32c_append(self.crc, &self.data);
+        self.at += len as u64;
+        Ok(())
+    }
+}
+
+impl BlockSource for FileBlocks<'_> {
+    fn next_block(&mut self) -> std::result::Result<Option<(BlockHeader, &[u8])>, String> {
+        if self.at == self.end {
+            return Ok(None);
+        }
+        if self.end - self.at < BLOCK_HEADER_BYTES as u64 {
+            return Err("block header cut short (truncated)".into());
+        }
+        self.read(BLOCK_HEADER_BYTES)?;
+        let block = BlockHeader::read_from_bytes(&self.data).expect("a block header's length");
+        let (raw, stored) = (block.raw_len.get() as usize, block.stored_len.get() as u64);
+        // No block of a valid file stores more than LZ4's worst case for its length (literals
+        // only: a length byte per 255), plus its lane headers: anything longer is refused
+        // before the buffer is sized for it.
+        if stored > self.end - self.at || stored > (raw + raw / 255 + 256) as u64 {
             return Err(format!("block lengths {raw}/{stored} out of range"));
         }
-        let data = &rest[..stored];
+        self.read(stored as usize)?;
+        Ok(Some((block, &self.data)))
+    }
+}
+
+/// Decodes every block of `source` onto `out`, then calls `flush` with `out` (which may
+/// empty it). Checks each block's lengths and filter and the total against `raw_len`;
+/// returns the CRC32C of the decoded contents.
+fn decode_blocks(
+    source: &mut impl BlockSource,
+    raw_len: u64,
+    major: u16,
+    out: &mut Vec<u8>,
+    mut flush: impl FnMut(&mut Vec<u8>) -> std::result::Result<(), String>,
+) -> std::result::Result<u32, String> {
+    let (mut decoded, mut crc) = (0u64, 0u32);
+    let mut scratch = Vec::new();
+    while let Some((block, data)) = source.next_block()? {
+        let raw = block.raw_len.get() as usize;
+        if raw == 0 || raw > BLOCK_RAW_MAX_BYTES || decoded + raw as u64 > raw_len {
+            return Err(format!("block lengths {raw}/{} out of range", data.len()));
+        }
+        let at = out.len();
         match block.filter {
-            FILTER_STORED if stored == raw => contents.extend_from_slice(data),
-            FILTER_LZ4 => decompress_onto(data, raw, &mut contents)?,
+            FILTER_STORED if data.len() == raw => out.extend_from_slice(data),
+            FILTER_LZ4 => decompress_onto(data, raw, out)?,
             FILTER_SHUFFLE4_LZ4 => {
                 scratch.clear();
                 decompress_onto(data, raw, &mut scratch)?;
-                unshuffle4_onto(&scratch, &mut contents);
+                unshuffle4_onto(&scratch, out);
             }
             FILTER_SHUFFLE4_LANES if major >= 2 => {
                 scratch.clear();
                 decode_lanes(data, raw, &mut scratch)?;
-                unshuffle4_onto(&scratch, &mut contents);
+                unshuffle4_onto(&scratch, out);
             }
             other => return Err(format!("unknown block filter {other}")),
         }
-        if contents.len() % BLOCK_RAW_MAX_BYTES != 0 && contents.len() != raw_len {
+        decoded += raw as u64;
+        if decoded % BLOCK_RAW_MAX_BYTES as u64 != 0 && decoded != raw_len {
             return Err("a block other than the last is short".into());
         }
-        body = &rest[stored..];
+        crc = crc32c::crc32c_append(crc, &out[at..]);
+        flush(out)?;
     }
-    if contents.len() != raw_len {
-        return Err(format!(
-            "blocks hold {} bytes, expected {raw_len} (truncated)",
-            contents.len()
-        ));
+    if decoded != raw_len {
+        return Err(format!("blocks hold {decoded} bytes, expected {raw_len} (truncated)"));
     }
-    Ok(contents)
+    Ok(crc)
 }
 
 /// Decompresses the LZ4 block `data`, which must expand to exactly `raw` bytes, onto `out`.
@@ -464,66 +645,20 @@ fn decode_lanes(mut data: &[u8], raw: usize, out: &mut Vec<u8>) -> std::result::
 }
 
 /// Seals `header` (lengths, CRCs, own CRC) for `contents` and returns the whole file.
-pub fn encode(header: ArchiveHeader, contents: &[u8]) -> Vec<u8> {
-    encode_with(header, contents, 1)
-}
-
-/// [`encode`] with the blocks compressed by up to `threads` threads. Blocks are independent:
-/// each thread compresses a run of consecutive blocks into its own buffer, and the file is the
-/// same byte for byte whatever the thread count.
-pub fn encode_with(mut header: ArchiveHeader, contents: &[u8], threads: usize) -> Vec<u8> {
-    let blocks = contents.len().div_ceil(BLOCK_RAW_MAX_BYTES);
-    let parts = threads.clamp(1, blocks.max(1));
-    let part_bytes = blocks.div_ceil(parts).max(1) * BLOCK_RAW_MAX_BYTES;
-    // The header's room first, then the body; room for the worst case (every block stored) up
-    // front: growing a 64 MiB buffer by doubling copies it and faults its pages in again.
+pub fn encode(mut header: ArchiveHeader, contents: &[u8]) -> Vec<u8> {
+    // Room for the worst case (every block stored) up front: growing a 64 MiB buffer by
+    // doubling copies it and faults its pages in again.
     let mut file = Vec::with_capacity(ARCHIVE_HEADER_BYTES + body_bytes_max(contents.len()));
     file.resize(ARCHIVE_HEADER_BYTES, 0);
-    let (first, rest) = contents.split_at(contents.len().min(part_bytes));
-    let (raw_crc, later) = std::thread::scope(|scope| {
-        let handles: Vec<_> = rest
-            .chunks(part_bytes)
-            .map(|part| {
-                let compress = move || {
-                    let mut out = Vec::with_capacity(body_bytes_max(part.len()));
-                    let raw_crc = compress_blocks(part, &mut out);
-                    (out, raw_crc, part.len())
-                };
-                // A thread that cannot be started leaves its part to this one.
-                std::thread::Builder::new()
-                    .name("vellum-compress".into())
-                    .spawn_scoped(scope, compress)
-                    .map_err(|_| part)
-            })
-            .collect();
-        let mut raw_crc = compress_blocks(first, &mut file);
-        let mut later = Vec::with_capacity(handles.len());
-        for handle in handles {
-            let (out, part_crc, part_len) = match handle {
-                Ok(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                Err(part) => {
-                    let mut out = Vec::new();
-                    let part_crc = compress_blocks(part, &mut out);
-                    (out, part_crc, part.len())
-                }
-            };
-            raw_crc = crc32c::crc32c_combine(raw_crc, part_crc, part_len);
-            later.push(out);
-        }
-        (raw_crc, later)
-    });
-    for out in &later {
-        file.extend_from_slice(out);
-    }
+    let raw_crc = compress_blocks(contents, &mut file);
     let body = &file[ARCHIVE_HEADER_BYTES..];
-    header.magic = ARCHIVE_MAGIC;
-    header.version_major = U16::new(ARCHIVE_VERSION_MAJOR);
-    header.version_minor = U16::new(crate::wal::format::FORMAT_VERSION_MINOR);
-    header.raw_len = U64::new(contents.len() as u64);
-    header.compressed_len = U64::new(body.len() as u64);
-    header.raw_crc = U32::new(raw_crc);
-    header.compressed_crc = U32::new(crc32c::crc32c(body));
-    header.crc = U32::new(crc32c::crc32c(&header.as_bytes()[..ARCHIVE_HEADER_BYTES - 4]));
+    seal(
+        &mut header,
+        contents.len() as u64,
+        raw_crc,
+        body.len() as u64,
+        crc32c::crc32c(body),
+    );
     file[..ARCHIVE_HEADER_BYTES].copy_from_slice(header.as_bytes());
     file
 }
@@ -534,20 +669,217 @@ fn body_bytes_max(raw_len: usize) -> usize {
     raw_len + blocks * (BLOCK_HEADER_BYTES + 4 * LANE_HEADER_BYTES + 64)
 }
 
+/// Fills in the fields of `header` that describe the body, then the header's own CRC.
+fn seal(header: &mut ArchiveHeader, raw_len: u64, raw_crc: u32, compressed_len: u64, compressed_crc: u32) {
+    header.magic = ARCHIVE_MAGIC;
+    header.version_major = U16::new(ARCHIVE_VERSION_MAJOR);
+    header.version_minor = U16::new(crate::wal::format::FORMAT_VERSION_MINOR);
+    header.raw_len = U64::new(raw_len);
+    header.compressed_len = U64::new(compressed_len);
+    header.raw_crc = U32::new(raw_crc);
+    header.compressed_crc = U32::new(compressed_crc);
+    header.crc = U32::new(crc32c::crc32c(&header.as_bytes()[..ARCHIVE_HEADER_BYTES - 4]));
+}
+
+/// Contents too large to hold in memory: the concatenation of whole files, each of a known
+/// length (a base image's are the arena files).
+pub struct FileContents {
+    files: Vec<(PathBuf, std::sync::Arc<dyn crate::storage::StorageFile>, u64)>,
+    len_bytes: u64,
+}
+
+impl FileContents {
+    /// Opens `paths`; a file whose length is not `file_bytes` is damage, named.
+    pub fn open(storage: &dyn Storage, paths: &[PathBuf], file_bytes: u64) -> Result<FileContents> {
+        let mut files = Vec::with_capacity(paths.len());
+        for path in paths {
+            let file = open_to_read(storage, path)?;
+            let len = file
+                .len()
+                .context(|| format!("reading the length of {}", path.display()))?;
+            if len != file_bytes {
+                return Err(Error::corrupted_file(
+                    path,
+                    format!("{len} bytes, expected {file_bytes}"),
+                ));
+            }
+            files.push((path.clone(), file, len));
+        }
+        let len_bytes = file_bytes * paths.len() as u64;
+        Ok(FileContents { files, len_bytes })
+    }
+
+    pub fn len_bytes(&self) -> u64 {
+        self.len_bytes
+    }
+
+    /// Reads contents `[offset, offset + into.len())`, which may span files.
+    fn read(&self, mut offset: u64, mut into: &mut [u8]) -> Result<()> {
+        assert!(offset + into.len() as u64 <= self.len_bytes, "read past the contents");
+        let mut file_start = 0;
+        for (path, file, len) in &self.files {
+            if into.is_empty() {
+                break;
+            }
+            if offset < file_start + len {
+                let n = (file_start + len - offset).min(into.len() as u64) as usize;
+                let (now, later) = into.split_at_mut(n);
+                file.read_at(now, offset - file_start)
+                    .context(|| format!("reading {}", path.display()))?;
+                (into, offset) = (later, offset + n as u64);
+            }
+            file_start += len;
+        }
+        Ok(())
+    }
+}
+
+/// Raw bytes each thread compresses per round of [`write_streamed`].
+const STREAM_RUN_BYTES: usize = 8 * BLOCK_RAW_MAX_BYTES;
+
+/// Writes `contents` as the archive file `dir/name` (atomically, as [`write_atomically`]),
+/// compressed by up to `threads` threads, with memory for one round of `threads` runs of
+/// 8 MiB and their compressed forms instead of the whole contents: a base image of an arena
+/// of any size. The file is byte for byte the one [`encode`] returns for the same contents
+/// (blocks are independent, and every run is a whole number of blocks).
+pub fn write_streamed(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+    header: ArchiveHeader,
+    contents: &FileContents,
+    threads: usize,
+) -> Result<()> {
+    write_streamed_in_runs(storage, dir, name, header, contents, threads, STREAM_RUN_BYTES)
+}
+
+fn write_streamed_in_runs(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+    mut header: ArchiveHeader,
+    contents: &FileContents,
+    threads: usize,
+    run_bytes: usize,
+) -> Result<()> {
+    assert!(
+        run_bytes > 0 && run_bytes.is_multiple_of(BLOCK_RAW_MAX_BYTES),
+        "runs are whole blocks"
+    );
+    let (new_dir, tmp, file) = create_temporary(storage, dir, name)?;
+    let mut runs: Vec<Mutex<Run>> = (0..threads.max(1)).map(|_| Mutex::default()).collect();
+    let (mut raw_crc, mut compressed_crc) = (0u32, 0u32);
+    let mut at = ARCHIVE_HEADER_BYTES as u64;
+    let mut offset = 0u64;
+    while offset < contents.len_bytes() {
+        let mut round_len = 0;
+        for run in runs.iter_mut().map(Mutex::get_mut) {
+            run.offset = offset + round_len;
+            run.len = (contents.len_bytes() - run.offset).min(run_bytes as u64) as usize;
+            round_len += run.len as u64;
+        }
+        compress_round(contents, &runs)?;
+        for run in runs.iter_mut().map(Mutex::get_mut).filter(|run| run.len > 0) {
+            file.write_at(&run.out, at)
+                .context(|| format!("writing {}", tmp.display()))?;
+            at += run.out.len() as u64;
+            compressed_crc = crc32c::crc32c_append(compressed_crc, &run.out);
+            raw_crc = crc32c::crc32c_combine(raw_crc, run.raw_crc, run.len);
+        }
+        offset += round_len;
+    }
+    assert_eq!(offset, contents.len_bytes(), "every byte is in one run");
+    let body_len = at - ARCHIVE_HEADER_BYTES as u64;
+    seal(&mut header, offset, raw_crc, body_len, compressed_crc);
+    file.write_at(header.as_bytes(), 0)
+        .context(|| format!("writing {}", tmp.display()))?;
+    publish_temporary(storage, dir, name, new_dir, file.as_ref())
+}
+
+/// One thread's share of a round of [`write_streamed`]: its buffers are kept between rounds.
+#[derive(Default)]
+struct Run {
+    offset: u64,
+    len: usize,
+    raw: Vec<u8>,
+    out: Vec<u8>,
+    raw_crc: u32,
+}
+
+impl Run {
+    fn compress(&mut self, contents: &FileContents) -> Result<()> {
+        self.raw.resize(self.len, 0);
+        self.out.clear();
+        contents.read(self.offset, &mut self.raw)?;
+        self.raw_crc = compress_blocks(&self.raw, &mut self.out);
+        Ok(())
+    }
+}
+
+/// Reads and compresses every non-empty run: the first on this thread, each other on a thread
+/// of its own (a run whose thread cannot be started, on this one).
+fn compress_round(contents: &FileContents, runs: &[Mutex<Run>]) -> Result<()> {
+    let (first, rest) = runs.split_first().expect("at least one run");
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = rest
+            .iter()
+            .filter(|run| run.lock().len > 0)
+            .map(|run| {
+                std::thread::Builder::new()
+                    .name("vellum-compress".into())
+                    .spawn_scoped(scope, move || run.lock().compress(contents))
+                    .map_err(|_| run)
+            })
+            .collect();
+        let mut result = first.lock().compress(contents);
+        for handle in handles {
+            let outcome = match handle {
+                Ok(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(run) => run.lock().compress(contents),
+            };
+            result = result.and(outcome);
+        }
+        result
+    })
+}
+
 /// Writes `bytes` as `dir/name` atomically: temporary file, sync, rename, directory sync.
 pub fn write_atomically(storage: &dyn Storage, dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let (new_dir, tmp, file) = create_temporary(storage, dir, name)?;
+    file.write_at(bytes, 0)
+        .context(|| format!("writing {}", tmp.display()))?;
+    publish_temporary(storage, dir, name, new_dir, file.as_ref())
+}
+
+/// Creates `dir` (if missing; says so in the first value) and an empty `dir/name.tmp`.
+fn create_temporary(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+) -> Result<(bool, PathBuf, std::sync::Arc<dyn crate::storage::StorageFile>)> {
     let new_dir = !storage.exists(dir);
     storage
         .create_dir_all(dir)
         .context(|| format!("creating {}", dir.display()))?;
     let tmp = dir.join(format!("{name}.tmp"));
-    let path = dir.join(name);
     let _ = storage.remove_file(&tmp);
     let file = storage
         .open(&tmp, true)
         .context(|| format!("creating {}", tmp.display()))?;
-    file.write_at(bytes, 0)
-        .context(|| format!("writing {}", tmp.display()))?;
+    Ok((new_dir, tmp, file))
+}
+
+/// Syncs the written `dir/name.tmp`, renames it to `dir/name` and syncs the directory (and its
+/// parent if `new_dir`): a crash leaves the old state or the whole new file.
+fn publish_temporary(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+    new_dir: bool,
+    file: &dyn crate::storage::StorageFile,
+) -> Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
     file.sync_data().context(|| format!("syncing {}", tmp.display()))?;
     storage
         .rename(&tmp, &path)
@@ -574,21 +906,6 @@ pub fn read_file(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>> {
     file.read_at(&mut bytes, 0)
         .context(|| format!("reading {}", path.display()))?;
     Ok(bytes)
-}
-
-/// Reads a whole file into `into`, which must be exactly its length.
-pub fn read_file_into(storage: &dyn Storage, path: &Path, into: &mut [u8]) -> Result<()> {
-    let file = open_to_read(storage, path)?;
-    let len = file
-        .len()
-        .context(|| format!("reading the length of {}", path.display()))?;
-    if len != into.len() as u64 {
-        return Err(Error::corrupted_file(
-            path,
-            format!("{len} bytes, expected {}", into.len()),
-        ));
-    }
-    file.read_at(into, 0).context(|| format!("reading {}", path.display()))
 }
 
 fn open_to_read(storage: &dyn Storage, path: &Path) -> Result<std::sync::Arc<dyn crate::storage::StorageFile>> {
@@ -658,7 +975,7 @@ pub fn verify(storage: &dyn Storage, store_dir: &Path) -> Result<Vec<(PathBuf, O
         .chain(listing.segments.iter().map(|s| s.1.clone()));
     Ok(paths
         .map(|path| {
-            let outcome = read_file(storage, &path).and_then(|bytes| decode(&path, &bytes)).err();
+            let outcome = decode_streamed(storage, &path, |_| Ok(())).err();
             (path, outcome)
         })
         .collect())
@@ -693,40 +1010,147 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_file_of_another_length_than_expected_is_damage_and_fills_nothing() {
+    /// `count` files of `file_bytes` each in `/a` of a simulated storage: floats, zeros, text.
+    fn arena_like_files(count: usize, file_bytes: usize) -> (crate::storage::SimStorage, Vec<PathBuf>, Vec<u8>) {
         let sim = crate::storage::SimStorage::new(1);
         sim.create_dir_all(Path::new("/a")).unwrap();
-        let path = Path::new("/a/f");
-        sim.open(path, true).unwrap().write_at(&[5; 100], 0).unwrap();
-        let mut into = [0u8; 64];
-        let error = read_file_into(&sim, path, &mut into).unwrap_err();
+        let mut all = Vec::new();
+        let mut paths = Vec::new();
+        for i in 0..count {
+            let mut bytes = match i % 3 {
+                0 => floats(file_bytes / 4),
+                1 => Vec::new(),
+                _ => b"lang=en;title=a page of text;".repeat(file_bytes / 29),
+            };
+            bytes.resize(file_bytes, 0);
+            let path = PathBuf::from(format!("/a/{i}"));
+            sim.open(&path, true).unwrap().write_at(&bytes, 0).unwrap();
+            all.extend_from_slice(&bytes);
+            paths.push(path);
+        }
+        (sim, paths, all)
+    }
+
+    #[test]
+    fn a_file_of_another_length_than_expected_is_damage_named() {
+        let (sim, paths, _) = arena_like_files(3, 100);
+        sim.open(&paths[1], false).unwrap().write_at(&[1], 100).unwrap();
+        let error = FileContents::open(&sim, &paths, 100).err().expect("a long file");
         assert!(
-            matches!(error, Error::Corrupted { .. }),
-            "a short or long file is damage: {error}"
+            matches!(&error, Error::Corrupted { .. }) && error.to_string().contains("/a/1"),
+            "a file longer than the others is damage, and the error names it: {error}"
         );
-        assert!(into == [0; 64], "nothing is read into the buffer");
-        let mut exact = [0u8; 100];
-        read_file_into(&sim, path, &mut exact).unwrap();
-        assert!(exact == [5; 100], "a file of the expected length is read whole");
+    }
+
+    #[test]
+    fn contents_read_across_files_are_their_concatenation() {
+        let (sim, paths, all) = arena_like_files(3, 100);
+        let contents = FileContents::open(&sim, &paths, 100).unwrap();
+        assert_eq!(contents.len_bytes(), 300);
+        for (offset, len) in [(0, 300), (0, 100), (99, 2), (150, 150), (200, 0), (37, 201)] {
+            let mut into = vec![0u8; len];
+            contents.read(offset as u64, &mut into).unwrap();
+            assert!(into == all[offset..offset + len], "{len} bytes at {offset}");
+        }
     }
 
     #[test]
     #[cfg_attr(miri, ignore = "megabytes of LZ4 take Miri too long")]
-    fn the_thread_count_never_changes_the_file() {
-        // Three and a half blocks of floats then zeros: parts of unequal size and kind.
-        let mut contents = floats(BLOCK_RAW_MAX_BYTES / 4 * 2);
-        contents.resize(BLOCK_RAW_MAX_BYTES * 7 / 2, 0);
+    fn a_streamed_file_is_the_encoded_file_whatever_the_threads_and_runs() {
+        // Files of a block and a half: blocks straddle files, runs end inside files.
+        let file_bytes = BLOCK_RAW_MAX_BYTES * 3 / 2 + 5;
         let mut header = ArchiveHeader::new_zeroed();
-        header.kind = KIND_WAL_SEGMENT;
-        for len in [0, 1000, BLOCK_RAW_MAX_BYTES, contents.len()] {
-            let one = encode(header, &contents[..len]);
-            for threads in [2, 3, 4, 64] {
-                let many = encode_with(header, &contents[..len], threads);
-                assert!(one == many, "{len} bytes with {threads} threads encode as with one");
+        header.kind = KIND_BASE_IMAGE;
+        for count in [0, 1, 3] {
+            let (sim, paths, all) = arena_like_files(count, file_bytes);
+            let contents = FileContents::open(&sim, &paths, file_bytes as u64).unwrap();
+            let expected = encode(header, &all);
+            for (threads, runs) in [(1, 1), (2, 1), (3, 2), (4, 1)] {
+                let dir = Path::new("/archive");
+                let run_bytes = runs * BLOCK_RAW_MAX_BYTES;
+                write_streamed_in_runs(&sim, dir, "base", header, &contents, threads, run_bytes).unwrap();
+                let written = read_file(&sim, &dir.join("base")).unwrap();
+                assert!(
+                    written == expected,
+                    "{count} files, {threads} threads, runs of {runs} blocks: the bytes of encode"
+                );
+                assert!(!sim.exists(&dir.join("base.tmp")), "the temporary name is gone");
             }
-            let decoded = decode(Path::new("t"), &one).expect("decodes");
-            assert!(decoded.contents == contents[..len], "{len} bytes round-trip");
+            let decoded = decode(Path::new("base"), &expected).expect("decodes");
+            assert!(decoded.contents == all, "{count} files round-trip");
+            let mut streamed = Vec::new();
+            let header = decode_streamed(&sim, Path::new("/archive/base"), |block| {
+                assert!(block.len() <= BLOCK_RAW_MAX_BYTES, "at most a block at a time");
+                streamed.extend_from_slice(block);
+                Ok(())
+            })
+            .expect("decodes streamed");
+            assert!(
+                streamed == all && header.as_bytes() == decoded.header.as_bytes(),
+                "streamed too"
+            );
+        }
+    }
+
+    /// What decoding `bytes` whole and streamed from a file say: `Ok` or the error's kind.
+    fn verdicts(bytes: &[u8]) -> (std::result::Result<(), String>, std::result::Result<(), String>) {
+        let kind = |e: Error| match e {
+            Error::Corrupted { .. } => "corrupted".to_string(),
+            Error::Incompatible(_) => "incompatible".to_string(),
+            other => format!("unexpected error {other}"),
+        };
+        let sim = crate::storage::SimStorage::new(1);
+        sim.create_dir_all(Path::new("/a")).unwrap();
+        let path = Path::new("/a/file");
+        sim.open(path, true).unwrap().write_at(bytes, 0).unwrap();
+        let whole = decode(path, bytes).map(|_| ()).map_err(kind);
+        let streamed = decode_streamed(&sim, path, |_| Ok(())).map(|_| ()).map_err(kind);
+        (whole, streamed)
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "megabytes of LZ4 take Miri too long")]
+    fn streamed_and_whole_decoding_agree_on_every_damage() {
+        let mut contents = floats(BLOCK_RAW_MAX_BYTES / 4);
+        contents.extend(b"text and metadata, ".repeat(4000));
+        let mut header = ArchiveHeader::new_zeroed();
+        header.kind = KIND_BASE_IMAGE;
+        let file = encode(header, &contents);
+        let second_block = ARCHIVE_HEADER_BYTES + BLOCK_HEADER_BYTES + blocks(&file)[0].stored_len.get() as usize;
+        assert_eq!(verdicts(&file), (Ok(()), Ok(())), "the intact file decodes both ways");
+        let mut damaged: Vec<(String, Vec<u8>)> = Vec::new();
+        for at in [
+            0,
+            20,
+            100,
+            ARCHIVE_HEADER_BYTES,
+            ARCHIVE_HEADER_BYTES + 5,
+            ARCHIVE_HEADER_BYTES + 9000,
+            second_block + 4,
+            second_block + 30,
+            file.len() - 1,
+        ] {
+            let mut bytes = file.clone();
+            bytes[at] ^= 0x40;
+            damaged.push((format!("a bit flipped at {at}"), bytes));
+        }
+        for len in [
+            0,
+            100,
+            ARCHIVE_HEADER_BYTES,
+            ARCHIVE_HEADER_BYTES + 7,
+            second_block,
+            file.len() - 1,
+        ] {
+            damaged.push((format!("cut to {len} bytes"), file[..len].to_vec()));
+        }
+        let mut longer = file.clone();
+        longer.push(0);
+        damaged.push(("a byte appended".into(), longer));
+        for (what, bytes) in damaged {
+            let (whole, streamed) = verdicts(&bytes);
+            assert!(whole.is_err(), "{what}: damage is found");
+            assert_eq!(whole, streamed, "{what}: both readers find the same kind of damage");
         }
     }
 

@@ -118,10 +118,7 @@ fn archive_and_recycle(inner: &Inner, segment: Arc<Segment>) -> Result<()> {
     let dir = inner.dir.join(ARCHIVE_DIR);
     let name = archive::wal_file_name(segment.segment_no);
     let path = dir.join(&name);
-    let already = storage.exists(&path)
-        && archive::read_file(storage, &path)
-            .and_then(|b| archive::decode(&path, &b))
-            .is_ok();
+    let already = storage.exists(&path) && archive::decode_streamed(storage, &path, |_| Ok(())).is_ok();
     if !already {
         let size = segment.map.len();
         // SAFETY: a retired segment lies wholly before the checkpoint's truncation point: no
@@ -191,13 +188,9 @@ fn write_base_image(inner: &Inner, info: &BaseImageInfo, threads: usize) -> Resu
     let catalog_files = inner.arena.file_count(Space::Catalog);
     let vector_files = inner.arena.file_count(Space::Vector);
     // The files as the checkpoint left them (no other checkpoint writes them meanwhile: the
-    // caller holds the checkpoint lock), read into one buffer sized for all of them.
-    let paths = inner.arena.file_paths();
-    let file_bytes = inner.arena.pages_per_file() as usize * inner.arena.page_size_bytes() as usize;
-    let mut contents = vec![0u8; paths.len() * file_bytes];
-    for (path, into) in paths.iter().zip(contents.chunks_mut(file_bytes.max(1))) {
-        archive::read_file_into(storage, path, into)?;
-    }
+    // caller holds the checkpoint lock), streamed: an arena need not fit in memory.
+    let file_bytes = inner.arena.pages_per_file() * u64::from(inner.arena.page_size_bytes());
+    let contents = archive::FileContents::open(storage, &inner.arena.file_paths(), file_bytes)?;
     let mut header = header_for(inner, KIND_BASE_IMAGE);
     header.first_lsn = U64::new(info.begin_lsn.0);
     header.end_lsn = U64::new(info.end_lsn.0);
@@ -209,11 +202,13 @@ fn write_base_image(inner: &Inner, info: &BaseImageInfo, threads: usize) -> Resu
     header.catalog_files = U32::new(catalog_files as u32);
     header.vector_files = U32::new(vector_files as u32);
     let dir = inner.dir.join(ARCHIVE_DIR);
-    archive::write_atomically(
+    archive::write_streamed(
         storage,
         &dir,
         &archive::base_file_name(info.begin_lsn),
-        &archive::encode_with(header, &contents, threads),
+        header,
+        &contents,
+        threads,
     )
 }
 

@@ -912,7 +912,9 @@ fn catalog_page_ids(image: &[u8]) -> Vec<String> {
 /// - `archive::decode` returns `Ok` or `Err(Corrupted)`/`Err(Incompatible)`, never panics,
 ///   and never allocates more than a bounded multiple of the input (libFuzzer's malloc limit);
 /// - on `Ok`, the contents have the header's uncompressed length, and encoding them again with
-///   the same header (`archive::encode`) decodes to the same contents.
+///   the same header (`archive::encode`) decodes to the same contents;
+/// - reading the same bytes from a file block by block (`archive::decode_streamed`) agrees:
+///   the same contents, or an error of the same kind.
 pub fn archive_decode(data: &[u8]) {
     const SIZE_CAP_BYTES: usize = 1 << 20;
     if let Ok((size, _)) = lz4_flex::block::uncompressed_size(data)
@@ -950,15 +952,27 @@ pub fn archive_decode(data: &[u8]) {
 
 fn decode_archive_checked(bytes: &[u8]) {
     let path = Path::new("archive/fuzz");
-    match crate::archive::decode(path, bytes) {
-        Ok(file) => {
+    let sim = crate::storage::SimStorage::new(1);
+    sim.create_dir_all(Path::new("archive")).expect("a simulated directory");
+    let file = sim.open(path, true).expect("a simulated file");
+    file.write_at(bytes, 0).expect("writing a simulated file");
+    let mut streamed = Vec::new();
+    let streamed_outcome = crate::archive::decode_streamed(&sim, path, |block| {
+        streamed.extend_from_slice(block);
+        Ok(())
+    });
+    match (crate::archive::decode(path, bytes), streamed_outcome) {
+        (Ok(file), Ok(header)) => {
             assert_eq!(file.contents.len() as u64, file.header.raw_len.get(), "contents length");
+            assert!(streamed == file.contents, "streamed decoding gave other contents");
+            assert_eq!(header.as_bytes(), file.header.as_bytes(), "streamed decoding's header");
             let again = crate::archive::encode(file.header, &file.contents);
             let decoded = crate::archive::decode(path, &again).expect("a re-encoded archive decodes");
             assert_eq!(decoded.contents, file.contents, "re-encoding changed the contents");
         }
-        Err(Error::Corrupted { .. } | Error::Incompatible(_)) => {}
-        Err(other) => panic!("archive::decode returned {other:?}"),
+        (Err(Error::Corrupted { .. }), Err(Error::Corrupted { .. }))
+        | (Err(Error::Incompatible(_)), Err(Error::Incompatible(_))) => {}
+        (whole, streamed) => panic!("archive::decode returned {whole:?}, decode_streamed {streamed:?}"),
     }
 }
 

@@ -226,26 +226,44 @@ fn stage_arena(
         .find(|b| b.0.first_lsn == base.first_lsn)
         .map(|b| b.1.clone())
         .expect("picked from the listing");
-    let file = archive::decode(&path, &archive::read_file(storage.as_ref(), &path)?)?;
-    let (catalog, vector) = (base.catalog_files.get() as usize, base.vector_files.get() as usize);
-    let file_bytes = control.segment_size_bytes as usize;
-    if file.contents.len() != (catalog + vector) * file_bytes
+    let (catalog, vector) = (base.catalog_files.get() as u64, base.vector_files.get() as u64);
+    let file_bytes = control.segment_size_bytes;
+    let mismatch = || Error::corrupted_file(&path, "base image size does not match its arena files");
+    if Some(base.raw_len.get()) != (catalog + vector).checked_mul(file_bytes)
         || base.segment_size_bytes.get() != control.segment_size_bytes
     {
-        return Err(Error::corrupted_file(
-            &path,
-            "base image size does not match its arena files",
-        ));
+        return Err(mismatch());
     }
     let names = (0..catalog)
-        .map(|n| arena_file_name(Space::Catalog, n as u64))
-        .chain((0..vector).map(|n| arena_file_name(Space::Vector, n as u64)));
-    for (i, name) in names.enumerate() {
-        write_file(
-            storage,
-            &staging.join("arena").join(name),
-            &file.contents[i * file_bytes..(i + 1) * file_bytes],
-        )?;
+        .map(|n| arena_file_name(Space::Catalog, n))
+        .chain((0..vector).map(|n| arena_file_name(Space::Vector, n)));
+    let mut files = Vec::new();
+    for name in names {
+        let path = staging.join("arena").join(name);
+        let file = storage
+            .open(&path, true)
+            .context(|| format!("creating {}", path.display()))?;
+        files.push((path, file));
+    }
+    // Decoded a block at a time straight into the arena files: an arena need not fit in memory.
+    let mut offset = 0u64;
+    archive::decode_streamed(storage.as_ref(), &path, |mut block| {
+        while !block.is_empty() {
+            // The header read now may differ from the listed one if `src` changed meanwhile.
+            let (path, file) = files.get((offset / file_bytes) as usize).ok_or_else(mismatch)?;
+            let within = offset % file_bytes;
+            let n = (file_bytes - within).min(block.len() as u64) as usize;
+            file.write_at(&block[..n], within)
+                .context(|| format!("writing {}", path.display()))?;
+            (block, offset) = (&block[n..], offset + n as u64);
+        }
+        Ok(())
+    })?;
+    if offset != base.raw_len.get() {
+        return Err(mismatch());
+    }
+    for (path, file) in &files {
+        file.sync_data().context(|| format!("syncing {}", path.display()))?;
     }
     Ok(())
 }
@@ -468,11 +486,6 @@ fn start_timeline(
     Store::open(staging, staging_options(storage, true))?.close()?;
     report.timeline = timeline;
     Ok(())
-}
-
-fn write_file(storage: &Arc<dyn Storage>, path: &Path, bytes: &[u8]) -> Result<()> {
-    let file = write_scratch_file(storage, path, bytes)?;
-    file.sync_data().context(|| format!("syncing {}", path.display()))
 }
 
 /// Writes a file the restore reads back and deletes before `dest` appears (the staged log),

@@ -210,13 +210,19 @@ fn bad_restores_fail_clearly_and_leave_no_destination() {
         .find(|p| p.to_string_lossy().contains("base-"))
         .unwrap();
     let bytes = std::fs::read(&base).unwrap();
-    std::fs::write(&base, &bytes[..bytes.len() / 2]).unwrap();
-    let error = restore(&src, &dest, RestoreTarget::Latest).unwrap_err();
-    assert!(
-        matches!(error, Error::Corrupted { .. }) && error.to_string().contains("base-"),
-        "names the file: {error}"
-    );
-    assert!(!dest.exists(), "a failed restore leaves no destination");
+    // Cut short; then whole but with a byte of the last block flipped: the base image is
+    // decoded into the staged arena block by block, and its damage found only at the end.
+    let mut flipped = bytes.clone();
+    *flipped.last_mut().unwrap() ^= 0x10;
+    for damaged in [bytes[..bytes.len() / 2].to_vec(), flipped] {
+        std::fs::write(&base, &damaged).unwrap();
+        let error = restore(&src, &dest, RestoreTarget::Latest).unwrap_err();
+        assert!(
+            matches!(error, Error::Corrupted { .. }) && error.to_string().contains("base-"),
+            "names the file: {error}"
+        );
+        assert!(!dest.exists(), "a failed restore leaves no destination");
+    }
     let leftovers: Vec<_> = std::fs::read_dir(root.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
