@@ -10,6 +10,10 @@
 //!
 //! A file is written to `<name>.tmp`, synced, renamed and the directory synced: a crash leaves
 //! either no file or a whole one (a leftover `.tmp` is removed at the next open).
+//!
+//! Segments are encoded and decoded in memory (a segment is mapped anyway). Base images are
+//! as large as the arena: [`write_streamed`] and [`decode_streamed`] hold a round of runs or a
+//! block at a time, whatever the arena's size.
 
 use std::path::{Path, PathBuf};
 
