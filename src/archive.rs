@@ -776,10 +776,15 @@ fn write_streamed_in_runs(
     let mut at = ARCHIVE_HEADER_BYTES as u64;
     let mut offset = 0u64;
     while offset < contents.len_bytes() {
+        // The round's blocks shared evenly: a small arena still keeps every thread busy.
+        let round_blocks = (contents.len_bytes() - offset)
+            .div_ceil(BLOCK_RAW_MAX_BYTES as u64)
+            .min((runs.len() * run_bytes / BLOCK_RAW_MAX_BYTES) as u64);
+        let blocks_per_run = round_blocks.div_ceil(runs.len() as u64);
         let mut round_len = 0;
         for run in runs.iter_mut().map(Mutex::get_mut) {
             run.offset = offset + round_len;
-            run.len = (contents.len_bytes() - run.offset).min(run_bytes as u64) as usize;
+            run.len = (contents.len_bytes() - run.offset).min(blocks_per_run * BLOCK_RAW_MAX_BYTES as u64) as usize;
             round_len += run.len as u64;
         }
         compress_round(contents, &runs)?;
