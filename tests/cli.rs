@@ -872,6 +872,31 @@ fn restore_to_a_commit_lsn_keeps_exactly_the_commits_at_or_before_it() {
     assert_eq!(json(&s.ok(&["stats", "t", "--json"]).stdout)["vectors"], 3);
 }
 
+#[test]
+fn backup_copies_every_vector_into_a_new_store_and_refuses_an_existing_one() {
+    let s = Scratch::new();
+    s.with_abc();
+    std::fs::create_dir(s.path("taken")).unwrap();
+    let run = s.run(&["backup", "s", "taken"]);
+    assert!(run.code == 2 && run.stderr.contains("taken"), "{run:?}");
+    let run = s.ok(&["backup", "s", "copy"]);
+    assert!(run.stdout.starts_with("backed up s into copy at LSN"), "{run:?}");
+    for id in ["a", "b", "c"] {
+        assert_eq!(
+            get_vector(&s, "copy", id),
+            get_vector(&s, "s", id),
+            "{id} is copied bit for bit"
+        );
+    }
+    let report = json(&s.ok(&["backup", "s", "copy2", "--json"]).stdout);
+    assert!(
+        report["timeline"].as_u64() > Some(1),
+        "a backup starts its own history: {report}"
+    );
+    s.ok(&["delete", "copy", "a"]);
+    assert!(s.run(&["get", "s", "a"]).code == 0, "the source is its own store");
+}
+
 /// The whole demo on a few hundred vectors (passes once `vellum::restore` lands).
 #[test]
 fn demo_runs_small_and_proves_its_claims() {

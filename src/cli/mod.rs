@@ -1,5 +1,6 @@
 //! The subcommands, one module each, and what they share (`common`, `input`).
 
+mod backup;
 mod checkpoint;
 mod common;
 mod create;
@@ -52,6 +53,9 @@ enum Command {
     Stats(stats::Args),
     /// Restore a store as it was at an LSN or instant into a new directory.
     Restore(restore::Args),
+    /// Copy a store, consistently, into a new directory (a base image and the log it needs,
+    /// replayed into a new store).
+    Backup(backup::Args),
     /// The crash-safety story in one command: import, SIGKILL, recover, check, search, restore.
     Demo(demo::Args),
 }
@@ -71,6 +75,7 @@ pub fn main() -> ExitCode {
         Command::WalDump(args) => wal_dump::run(args),
         Command::Stats(args) => stats::run(args),
         Command::Restore(args) => restore::run(args),
+        Command::Backup(args) => backup::run(args),
         Command::Demo(args) => demo::run(args),
     };
     match result {

@@ -79,14 +79,20 @@ pub fn run(args: Args) -> Result<(), Failure> {
             e,
         )
     })?;
-    if args.json {
-        print_json(&report_json(&report));
-        return Ok(());
+    let done = format!("restored {} into {}", args.src.display(), args.dest.display());
+    print_report(&done, &report, args.json);
+    Ok(())
+}
+
+/// Prints a restore report (also a backup's): as one JSON object, or as lines that begin with
+/// `done` ("restored A into B").
+pub fn print_report(done: &str, report: &RestoreReport, json: bool) {
+    if json {
+        print_json(&report_json(report));
+        return;
     }
     println!(
-        "restored {} into {} at LSN {} (timeline {}) in {}",
-        args.src.display(),
-        args.dest.display(),
+        "{done} at LSN {} (timeline {}) in {}",
         report.target_lsn,
         report.timeline,
         ms(report.duration)
@@ -106,5 +112,4 @@ pub fn run(args: Args) -> Result<(), Failure> {
             report.rolled_back
         );
     }
-    Ok(())
 }
