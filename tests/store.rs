@@ -242,6 +242,61 @@ fn a_reader_keeps_the_version_it_looked_up_while_the_id_is_replaced() {
 }
 
 #[test]
+fn readers_find_every_committed_id_while_the_index_grows() {
+    // Commits of 1 to 1,000 new ids take the id index across several doublings of its table,
+    // each built beside the readers and swapped in; a reader must never miss a committed id.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(
+        dir.path().join("s"),
+        4,
+        Options {
+            sync: SyncMode::Never,
+            ..small_options()
+        },
+    )
+    .unwrap();
+    let v = [0.5f32; 4];
+    let mut tx = store.begin().unwrap();
+    for i in 0..100 {
+        tx.insert(&format!("early-{i}"), &v, &[]).unwrap();
+    }
+    tx.commit().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let lookups = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut lookups = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for i in 0..100 {
+                    let id = format!("early-{i}");
+                    assert!(store.get(&id).unwrap().is_some(), "{id} is committed and must be found");
+                    lookups += 1;
+                }
+            }
+            lookups
+        });
+        let mut next = 0;
+        for size in [1, 7, 100, 1000, 3, 2000, 5000, 10, 8000] {
+            let mut tx = store.begin().unwrap();
+            for _ in 0..size {
+                tx.insert(&format!("late-{next}"), &v, &[]).unwrap();
+                next += 1;
+            }
+            tx.commit().unwrap();
+            for i in (0..next).step_by(97).chain([next - 1]) {
+                assert!(
+                    store.get(&format!("late-{i}")).unwrap().is_some(),
+                    "late-{i} after {next}"
+                );
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        reader.join().unwrap()
+    });
+    assert_eq!(store.len(), 100 + 16_121, "every id is in the index");
+    assert!(lookups >= 100, "the reader ran beside the commits ({lookups} lookups)");
+}
+
+#[test]
 fn checkpoint_during_an_open_transaction_keeps_it_atomic() {
     let sim = vellum::storage::SimStorage::new(seed_from_env("VELLUM_SIM_SEED", 11));
     let options = Options {
