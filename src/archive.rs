@@ -526,14 +526,19 @@ impl FileBlocks<'_> {
         self.crc
     }
 
+    /// Reads the next `len` bytes into `data[..len]` (the buffer only ever grows: no bytes are
+    /// zeroed just to be overwritten).
     fn read(&mut self, len: usize) -> std::result::Result<(), String> {
-        self.data.resize(len, 0);
-        if let Err(error) = self.file.read_at(&mut self.data, self.at) {
+        if self.data.len() < len {
+            self.data.resize(len, 0);
+        }
+        let into = &mut self.data[..len];
+        if let Err(error) = self.file.read_at(into, self.at) {
             let what = format!("reading {} at {}", self.path.display(), self.at);
             self.io_error = Some(Error::io(what.clone(), error));
             return Err(what);
         }
-        self.crc = crc32c::crc32c_append(self.crc, &self.data);
+        self.crc = crc32c::crc32c_append(self.crc, into);
         self.at += len as u64;
         Ok(())
     }
@@ -548,7 +553,7 @@ impl BlockSource for FileBlocks<'_> {
             return Err("block header cut short (truncated)".into());
         }
         self.read(BLOCK_HEADER_BYTES)?;
-        let block = BlockHeader::read_from_bytes(&self.data).expect("a block header's length");
+        let block = BlockHeader::read_from_bytes(&self.data[..BLOCK_HEADER_BYTES]).expect("a block header's length");
         let (raw, stored) = (block.raw_len.get() as usize, block.stored_len.get() as u64);
         // No block of a valid file stores more than LZ4's worst case for its length (literals
         // only: a length byte per 255), plus its lane headers: anything longer is refused
@@ -557,7 +562,7 @@ impl BlockSource for FileBlocks<'_> {
             return Err(format!("block lengths {raw}/{stored} out of range"));
         }
         self.read(stored as usize)?;
-        Ok(Some((block, &self.data)))
+        Ok(Some((block, &self.data[..stored as usize])))
     }
 }
 

@@ -97,7 +97,7 @@ fn base_images_and_restores_hold_a_bounded_share_of_the_arena_in_memory() {
     );
     // A checkpoint compresses on one thread (8 MiB read, its compressed form); the restore
     // compresses the new history's base image on up to 8 threads (16 MiB each at most) and
-    // rebuilds a 16,384-entry index. A whole-arena buffer alone would be 80 MiB.
+    // rebuilds a 16,384-entry index. A copy of the arena alone would be its whole size (96 MiB of files here).
     assert!(
         checkpoint_peak < 32 * MIB,
         "a base image holds at most a round of runs, not the {arena_bytes}-byte arena: {checkpoint_peak} bytes"
