@@ -45,6 +45,8 @@ pub const FILTER_SHUFFLE4_LANES: u8 = 3;
 /// The archive file's own major version: 2 added [`FILTER_SHUFFLE4_LANES`]. Files of major 1
 /// (which never use it) are still read.
 pub const ARCHIVE_VERSION_MAJOR: u16 = 2;
+/// The archive format's minor version (its own numbering, like its major).
+pub const ARCHIVE_VERSION_MINOR: u16 = 0;
 /// The oldest archive major version this build reads.
 pub const ARCHIVE_VERSION_MAJOR_MIN: u16 = 1;
 
@@ -682,7 +684,7 @@ fn body_bytes_max(raw_len: usize) -> usize {
 fn seal(header: &mut ArchiveHeader, raw_len: u64, raw_crc: u32, compressed_len: u64, compressed_crc: u32) {
     header.magic = ARCHIVE_MAGIC;
     header.version_major = U16::new(ARCHIVE_VERSION_MAJOR);
-    header.version_minor = U16::new(crate::wal::format::FORMAT_VERSION_MINOR);
+    header.version_minor = U16::new(ARCHIVE_VERSION_MINOR);
     header.raw_len = U64::new(raw_len);
     header.compressed_len = U64::new(compressed_len);
     header.raw_crc = U32::new(raw_crc);

@@ -63,6 +63,18 @@ pub(crate) fn stop(inner: &Inner) {
     }
 }
 
+/// Archives, on the caller's thread, whatever is still queued (the segments the closing
+/// checkpoint retired after the archiver thread stopped), so that a closed store keeps no
+/// retired segment in its live log.
+pub(crate) fn drain(inner: &Inner) -> Result<()> {
+    loop {
+        let Some(segment) = inner.archiver.queue.lock().pop_front() else {
+            return Ok(());
+        };
+        archive_and_recycle(inner, segment)?;
+    }
+}
+
 fn run(weak: Weak<Inner>) {
     loop {
         let Some(inner) = weak.upgrade() else { return };

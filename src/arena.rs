@@ -86,10 +86,35 @@ impl FileTable {
     }
 }
 
+/// How an arena is opened.
+#[derive(Clone, Copy, Debug)]
+pub struct ArenaOpen {
+    /// Stamped into every page this arena formats, and checked in every page it reads.
+    pub store_id: u64,
+    /// Change no file: files the log needs that are missing (created after the last checkpoint
+    /// and lost in a crash) are stood in for by anonymous memory.
+    pub read_only: bool,
+    /// The files each space must have at least (the checkpoint in force's count; files made
+    /// since may be missing after a crash, and their pages are redone from the log).
+    pub files_min: [u32; 2],
+}
+
+impl ArenaOpen {
+    /// A writable arena of store 1 that requires no file (unit tests).
+    #[cfg(test)]
+    pub const TEST: ArenaOpen = ArenaOpen {
+        store_id: 1,
+        read_only: false,
+        files_min: [0, 0],
+    };
+}
+
 /// The arena of one store.
 pub struct Arena {
     storage: Arc<dyn Storage>,
     dir: PathBuf,
+    store_id: u64,
+    read_only: bool,
     page_size_bytes: u32,
     pages_per_file: u64,
     /// `log2(pages_per_file)` where that is a power of two (see [`Arena::split`]).
@@ -104,6 +129,14 @@ impl std::fmt::Debug for Arena {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Arena").field("dir", &self.dir).finish()
     }
+}
+
+/// The damage of a missing arena file.
+fn missing_file(dir: &Path, space: Space, file_no: u64) -> Error {
+    Error::corrupted_file(
+        dir.join(arena_file_name(space, file_no)),
+        format!("arena file {file_no} of the {} space is missing", space.name()),
+    )
 }
 
 /// The file name of arena file `file_no` of `space`.
@@ -129,43 +162,71 @@ fn parse_arena_file_name(name: &str) -> Option<(Space, u64)> {
 
 impl Arena {
     /// Opens (or starts) the arena in `dir` with files of `file_size_bytes`.
-    pub fn open(storage: Arc<dyn Storage>, dir: &Path, page_size_bytes: u32, file_size_bytes: u64) -> Result<Arena> {
-        storage
-            .create_dir_all(dir)
-            .context(|| format!("creating {}", dir.display()))?;
+    ///
+    /// Every file below `how.files_min` must be there at full length, and the first page of
+    /// every file must, if it was ever written, name itself and this store: a missing, short,
+    /// renamed or foreign file is damage (`Corrupted`, naming the file), never an empty space.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        page_size_bytes: u32,
+        file_size_bytes: u64,
+        how: ArenaOpen,
+    ) -> Result<Arena> {
         assert!(
             file_size_bytes.is_multiple_of(u64::from(page_size_bytes)),
             "arena files hold whole pages"
         );
+        let pages_per_file = file_size_bytes / u64::from(page_size_bytes);
         let arena = Arena {
             storage,
             dir: dir.to_path_buf(),
+            store_id: how.store_id,
+            read_only: how.read_only,
             page_size_bytes,
-            pages_per_file: file_size_bytes / u64::from(page_size_bytes),
-            pages_per_file_shift: (file_size_bytes / u64::from(page_size_bytes))
+            pages_per_file,
+            pages_per_file_shift: pages_per_file
                 .is_power_of_two()
-                .then(|| (file_size_bytes / u64::from(page_size_bytes)).trailing_zeros()),
+                .then(|| pages_per_file.trailing_zeros()),
             spaces: [FileTable::new(), FileTable::new()],
             latches: (0..LATCH_STRIPES).map(|_| Mutex::new(())).collect(),
             new_files: std::sync::atomic::AtomicBool::new(false),
         };
-        let names = arena
-            .storage
-            .list(dir)
-            .context(|| format!("listing {}", dir.display()))?;
+        let names = match arena.storage.list(dir) {
+            // A missing directory is an arena of no files: damage if files were expected (the
+            // check below names the first), else a store that has not written a page yet.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if how.files_min == [0, 0] && !how.read_only {
+                    arena
+                        .storage
+                        .create_dir_all(dir)
+                        .context(|| format!("creating {}", dir.display()))?;
+                }
+                Vec::new()
+            }
+            listed => listed.context(|| format!("listing {}", dir.display()))?,
+        };
         let mut found: Vec<(Space, u64)> = names.iter().filter_map(|n| parse_arena_file_name(n)).collect();
         found.sort();
         for (space, file_no) in found {
             let expected = arena.spaces[space.index()].len() as u64;
             if file_no != expected {
-                return Err(Error::corrupted_file(
-                    dir.join(arena_file_name(space, expected)),
-                    format!("arena file {expected} is missing"),
-                ));
+                return Err(missing_file(dir, space, expected));
             }
             arena.map_file(space, file_no, false)?;
         }
+        for space in [Space::Catalog, Space::Vector] {
+            let present = arena.file_count(space) as u64;
+            if present < u64::from(how.files_min[space.index()]) {
+                return Err(missing_file(dir, space, present));
+            }
+        }
         Ok(arena)
+    }
+
+    /// The store id this arena stamps into the pages it formats.
+    pub fn store_id(&self) -> u64 {
+        self.store_id
     }
 
     pub fn page_size_bytes(&self) -> u32 {
@@ -202,32 +263,26 @@ impl Arena {
         }
         let path = self.dir.join(arena_file_name(space, file_no));
         let size_bytes = self.pages_per_file * u64::from(self.page_size_bytes);
-        let file = if create {
-            self.create_file(&path, size_bytes)?
+        let (file, map) = if !create {
+            let file = self.open_file(&path, space, file_no, size_bytes)?;
+            let map = file.map_private().context(|| format!("mapping {}", path.display()))?;
+            (file, map)
+        } else if self.read_only {
+            // A file the log needs but the checkpoint in force did not: it was lost in a crash
+            // before its name was durable, and redo rebuilds its pages, in memory only here.
+            let file = crate::storage::memory_file(size_bytes);
+            let map = file.map_private().context(|| format!("mapping {}", path.display()))?;
+            (file, map)
         } else {
-            let file = self
-                .storage
-                .open(&path, false)
-                .context(|| format!("opening {}", path.display()))?;
-            let len_bytes = file
-                .len()
-                .context(|| format!("reading the length of {}", path.display()))?;
-            if len_bytes != size_bytes {
-                return Err(Error::corrupted_file(
-                    &path,
-                    format!("arena file is {len_bytes} bytes, expected {size_bytes}"),
-                ));
-            }
-            file
+            let file = self.create_file(&path, size_bytes)?;
+            // A file just created is all zero and changes only through the checkpointer's
+            // writes of pages from this mapping: anonymous memory serves (no page-cache copy
+            // per page).
+            let map = file
+                .map_private_fresh()
+                .context(|| format!("mapping {}", path.display()))?;
+            (file, map)
         };
-        // A file just created is all zero and changes only through the checkpointer's writes
-        // of pages from this mapping: anonymous memory serves (no page-cache copy per page).
-        let map = if create {
-            file.map_private_fresh()
-        } else {
-            file.map_private()
-        };
-        let map = map.context(|| format!("mapping {}", path.display()))?;
         let words = self.pages_per_file.div_ceil(64) as usize;
         files.push(ArenaFile {
             path,
@@ -236,6 +291,42 @@ impl Arena {
             verified: (0..words).map(|_| AtomicU64::new(0)).collect(),
         });
         Ok(())
+    }
+
+    /// Opens existing arena file `file_no` of `space` and checks what can be checked without
+    /// reading it all: its length, and that its first page, if ever written, is that page of
+    /// this store (a file renamed or swapped in from another store is found here, at open).
+    /// A writer also makes sure every block of the file is allocated, so that no page of its
+    /// mapping can ever lack backing (a hole read through a mapping on a full file system is a
+    /// SIGBUS); files this version creates are allocated whole already, and then nothing changes.
+    fn open_file(&self, path: &Path, space: Space, file_no: u64, size_bytes: u64) -> Result<Arc<dyn StorageFile>> {
+        let file = if self.read_only {
+            self.storage.open_read_only(path)
+        } else {
+            self.storage.open(path, false)
+        }
+        .context(|| format!("opening {}", path.display()))?;
+        let len_bytes = file
+            .len()
+            .context(|| format!("reading the length of {}", path.display()))?;
+        if len_bytes != size_bytes {
+            return Err(Error::corrupted_file(
+                path,
+                format!("arena file is {len_bytes} bytes, expected {size_bytes}"),
+            ));
+        }
+        let first = PageId::new(space, file_no * self.pages_per_file);
+        let mut header = [0u8; page::PAGE_HEADER_BYTES];
+        file.read_at(&mut header, 0)
+            .context(|| format!("reading {}", path.display()))?;
+        if let Some(reason) = page::check_header_identity(&header, first, self.store_id) {
+            return Err(Error::corrupted_file(path, reason));
+        }
+        if !self.read_only {
+            file.allocate(size_bytes)
+                .context(|| format!("allocating {}", path.display()))?;
+        }
+        Ok(file)
     }
 
     /// Removes files whose creation a crash interrupted (never renamed, so never used). Only a
@@ -262,17 +353,47 @@ impl Arena {
     fn create_file(&self, path: &Path, size_bytes: u64) -> Result<Arc<dyn StorageFile>> {
         let tmp = path.with_extension("pages.tmp");
         let _ = self.storage.remove_file(&tmp);
+        let result = self.create_tmp_file(&tmp, size_bytes).and_then(|file| {
+            self.storage
+                .rename(&tmp, path)
+                .context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+            Ok(file)
+        });
+        match result {
+            Ok(file) => {
+                self.new_files.store(true, Ordering::Release);
+                Ok(file)
+            }
+            Err(error) => {
+                // A full disk leaves nothing behind: the space a failed file took is given back.
+                let _ = self.storage.remove_file(&tmp);
+                Err(error)
+            }
+        }
+    }
+
+    /// Makes `tmp` a file of `size_bytes` zeros whose every block is allocated (`fallocate`, or
+    /// zeros written where the file system cannot allocate): a full disk is `DiskFull` here,
+    /// never a SIGBUS when a page of the mapping is first touched.
+    fn create_tmp_file(&self, tmp: &Path, size_bytes: u64) -> Result<Arc<dyn StorageFile>> {
         let file = self
             .storage
-            .open(&tmp, true)
+            .open(tmp, true)
             .context(|| format!("creating {}", tmp.display()))?;
-        file.set_len(size_bytes)
-            .context(|| format!("sizing {}", tmp.display()))?;
+        let allocated = file
+            .allocate(size_bytes)
+            .context(|| format!("allocating {}", tmp.display()))?;
+        if !allocated {
+            static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+            let mut offset = 0;
+            while offset < size_bytes {
+                let n = (size_bytes - offset).min(ZEROS.len() as u64);
+                file.write_at(&ZEROS[..n as usize], offset)
+                    .context(|| format!("allocating {}", tmp.display()))?;
+                offset += n;
+            }
+        }
         file.sync_data().context(|| format!("syncing {}", tmp.display()))?;
-        self.storage
-            .rename(&tmp, path)
-            .context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-        self.new_files.store(true, Ordering::Release);
         Ok(file)
     }
 
@@ -350,19 +471,39 @@ impl Arena {
         file.verified[(index / 64) as usize].fetch_or(1 << (index % 64), Ordering::Relaxed);
     }
 
-    /// Checks page `id` once after open: checksum and own id. Later calls are one atomic load.
+    /// Checks page `id` once after open: checksum, own id and owner store. Later calls are one
+    /// atomic load. A never-written (all-zero) page passes but is not marked: it is checked
+    /// again, so that [`Arena::verify_in_use`] can refuse it.
     pub fn verify(&self, id: PageId) -> Result<()> {
         let (file, _) = self.locate(id);
-        let (_, index) = self.split(id.page_no());
-        let bit = 1u64 << (index % 64);
-        if file.verified[(index / 64) as usize].load(Ordering::Relaxed) & bit != 0 {
+        if self.is_verified(id) {
             return Ok(());
         }
         let image = self.copy_page(id);
-        if let Some(reason) = page::check_page(&image, id) {
+        let reason = page::check_page(&image, id).or_else(|| page::check_owner(&image, id, self.store_id));
+        if let Some(reason) = reason {
             return Err(Error::corrupted_file(&file.path, reason));
         }
-        self.mark_verified(file, id);
+        if !page::is_all_zero(&image) {
+            self.mark_verified(file, id);
+        }
+        Ok(())
+    }
+
+    /// Like [`Arena::verify`], for a page the store holds data in (a vector a catalog entry
+    /// points at): a page that reads as zero was lost, and is damage.
+    pub fn verify_in_use(&self, id: PageId) -> Result<()> {
+        if self.is_verified(id) {
+            return Ok(());
+        }
+        self.verify(id)?;
+        if !self.is_verified(id) {
+            let (file, _) = self.locate(id);
+            return Err(Error::corrupted_file(
+                &file.path,
+                format!("{id} is empty, but the store keeps data in it"),
+            ));
+        }
         Ok(())
     }
 
@@ -374,7 +515,7 @@ impl Arena {
     /// Checks that page `id`, about to be changed in place, is an initialised page naming
     /// itself: a page lost on disk (all zero) must not be written over as if it held data.
     pub fn check_in_use(&self, id: PageId) -> Result<()> {
-        self.verify(id)?;
+        self.verify_in_use(id)?;
         let mut raw = [0u8; 8];
         self.read(id, page::PAGE_ID_OFFSET, &mut raw);
         if u64::from_le_bytes(raw) != id.0 {
@@ -536,7 +677,14 @@ mod tests {
         use crate::page::Space;
         for page_bytes in [4096u32, 16 << 10, 256 << 10] {
             let storage = Arc::new(crate::storage::SimStorage::new(u64::from(page_bytes)));
-            let arena = Arena::open(storage, Path::new("/arena"), page_bytes, u64::from(page_bytes) * 4).unwrap();
+            let arena = Arena::open(
+                storage,
+                Path::new("/arena"),
+                page_bytes,
+                u64::from(page_bytes) * 4,
+                crate::arena::ArenaOpen::TEST,
+            )
+            .unwrap();
             let id = PageId::new(Space::Vector, 2);
             arena.ensure_page(id).unwrap();
             arena.write(id, 0, &vec![0xAB; page_bytes as usize]);
@@ -554,7 +702,14 @@ mod tests {
     fn split_agrees_with_division_for_any_pages_per_file() {
         for pages_per_file in [1u64, 5, 12, 16, 1024, 4096 + 3] {
             let storage = Arc::new(crate::storage::SimStorage::new(pages_per_file));
-            let arena = Arena::open(storage, Path::new("/arena"), 4096, pages_per_file * 4096).unwrap();
+            let arena = Arena::open(
+                storage,
+                Path::new("/arena"),
+                4096,
+                pages_per_file * 4096,
+                crate::arena::ArenaOpen::TEST,
+            )
+            .unwrap();
             assert_eq!(
                 arena.pages_per_file_shift.is_some(),
                 pages_per_file.is_power_of_two(),
@@ -628,13 +783,20 @@ mod tests {
         for crash_after in 0..12 {
             let sim = crate::storage::SimStorage::new(crash_after);
             let storage: Arc<dyn Storage> = Arc::new(EagerNames(sim.clone()));
-            let arena = Arena::open(storage.clone(), dir, page_size, file_size).unwrap();
+            let arena = Arena::open(
+                storage.clone(),
+                dir,
+                page_size,
+                file_size,
+                crate::arena::ArenaOpen::TEST,
+            )
+            .unwrap();
             sim.crash_after_ops(crash_after);
             let created = arena.ensure_page(PageId::new(Space::Vector, 20));
             sim.crash_now();
             let sim = sim.reboot();
             let storage: Arc<dyn Storage> = Arc::new(EagerNames(sim.clone()));
-            let reopened = Arena::open(storage, dir, page_size, file_size);
+            let reopened = Arena::open(storage, dir, page_size, file_size, crate::arena::ArenaOpen::TEST);
             assert!(
                 reopened.is_ok(),
                 "crash after {crash_after} ops (creation: {created:?}): {reopened:?}"

@@ -18,9 +18,10 @@ use std::sync::atomic::Ordering;
 
 use crate::Lsn;
 use crate::error::Result;
-use crate::page::{self, PageId};
+use crate::page::{self, PageId, Space};
 use crate::record::{self, Checkpoint, DirtyPage, Kind, TxnEntry};
 use crate::store::Inner;
+use crate::store::control::ArenaExtent;
 use crate::wal::{RecordSpec, now_us};
 
 /// Runs one checkpoint for a caller that waits for it; returns its begin LSN.
@@ -55,7 +56,7 @@ impl Caller {
 /// Runs one checkpoint under the checkpoint lock the caller holds; with `force_base_image` it
 /// stores a base image whatever `Options::base_image_every` says.
 pub(crate) fn run_locked(inner: &Inner, force_base_image: bool, caller: Caller) -> Result<Lsn> {
-    let (begin_lsn, mut pages) = begin(inner)?;
+    let (begin_lsn, mut pages, extent) = begin(inner)?;
     inner.wal.flush_through(begin_lsn)?;
     let in_force = inner.control.lock().1.checkpoint_lsn;
     pages.sort_unstable();
@@ -66,6 +67,9 @@ pub(crate) fn run_locked(inner: &Inner, force_base_image: bool, caller: Caller) 
     // of every file written (and of the directory if files were created) before the end record
     // and the control file make this checkpoint the one recovery starts from.
     inner.arena.sync_pages(&pages)?;
+    // From the first control file that records the extent on, a missing or short doublewrite
+    // file is damage: it must be whole before that control file is written.
+    inner.doublewrite.lock().ensure_whole()?;
     let (end_lsn, truncate_lsn, next_txn_id) = end(inner, begin_lsn)?;
     inner.wal.flush_through(end_lsn)?;
     {
@@ -79,6 +83,7 @@ pub(crate) fn run_locked(inner: &Inner, force_base_image: bool, caller: Caller) 
         next.next_txn_id = next_txn_id;
         next.checkpoint_us = now_us();
         next.truncate_lsn = truncate_lsn;
+        next.extent = Some(extent);
         file.write_slot(&next)?;
         *data = next;
     }
@@ -96,7 +101,10 @@ pub(crate) fn run_locked(inner: &Inner, force_base_image: bool, caller: Caller) 
     Ok(begin_lsn)
 }
 
-fn begin(inner: &Inner) -> Result<(Lsn, Vec<PageId>)> {
+/// Appends checkpoint-begin and snapshots the dirty page table and the arena's extent (the
+/// pages initialised so far are in the snapshot or on disk already, and the files holding them
+/// are made durable with the pages: both hold once the checkpoint is complete).
+fn begin(inner: &Inner) -> Result<(Lsn, Vec<PageId>, ArenaExtent)> {
     let _active = inner.apply.lock();
     let spec = RecordSpec {
         kind: Kind::CheckpointBegin as u8,
@@ -107,7 +115,11 @@ fn begin(inner: &Inner) -> Result<(Lsn, Vec<PageId>)> {
     };
     let lsn = inner.wal.append(&spec, &[])?;
     let pages = inner.dirty.lock().keys().copied().collect();
-    Ok((lsn, pages))
+    let extent = ArenaExtent {
+        pages: inner.initialised_pages(),
+        files: [Space::Catalog, Space::Vector].map(|space| inner.arena.file_count(space) as u32),
+    };
+    Ok((lsn, pages, extent))
 }
 
 /// Writes one batch of dirty pages; on failure they return to the dirty page table.

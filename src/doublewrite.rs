@@ -17,6 +17,7 @@ use std::sync::Arc;
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+use crate::Error;
 use crate::error::{IoContext, Result};
 use crate::page::{self, PageId};
 use crate::storage::{Storage, StorageFile};
@@ -26,6 +27,9 @@ pub const DOUBLEWRITE_FILE_NAME: &str = "DOUBLEWRITE";
 pub const DOUBLEWRITE_MAGIC: [u8; 8] = *b"VLMDWBF\n";
 /// Pages per batch.
 pub const DOUBLEWRITE_BATCH_PAGES: usize = 64;
+/// The file's length in pages from format minor 1 on: made whole at creation (zeros, synced),
+/// so its length never changes afterwards and a shorter file is damage, never a torn growth.
+pub const DOUBLEWRITE_FILE_PAGES: u64 = 1 + DOUBLEWRITE_BATCH_PAGES as u64;
 
 /// The header in page 0.
 ///
@@ -38,7 +42,8 @@ pub const DOUBLEWRITE_BATCH_PAGES: usize = 64;
 /// | 16 | 4 | number of images in the batch |
 /// | 20 | 4 | reserved, zero |
 /// | 24 | 8 | batch sequence number |
-/// | 32 | 28 | reserved, zero |
+/// | 32 | 8 | store id (format minor ≥ 1; 0 before) |
+/// | 40 | 20 | reserved, zero |
 /// | 60 | 4 | CRC32C of bytes 0..60 |
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
@@ -50,28 +55,56 @@ pub struct DoublewriteHeader {
     pub count: U32,
     pub reserved1: U32,
     pub batch_seq: U64,
-    pub reserved2: [u8; 28],
+    pub store_id: U64,
+    pub reserved2: [u8; 20],
     pub crc: U32,
 }
 
 pub const DOUBLEWRITE_HEADER_BYTES: usize = 64;
 const _: () = assert!(size_of::<DoublewriteHeader>() == DOUBLEWRITE_HEADER_BYTES);
 
+/// How the doublewrite file is opened.
+#[derive(Clone, Copy, Debug)]
+pub struct DoublewriteOpen {
+    pub store_id: u64,
+    /// The store's files were written by format minor ≥ 1, which creates the file with its
+    /// header page: a missing or truncated file is damage. Otherwise (minor 0, or a store
+    /// whose first checkpoint has not run) a missing file is made, and an empty one is normal.
+    pub required: bool,
+    /// Change nothing: a missing file is not made (there are then no images to offer).
+    pub read_only: bool,
+}
+
 /// The doublewrite file of a store.
 #[derive(Debug)]
 pub struct Doublewrite {
     path: PathBuf,
-    file: Arc<dyn StorageFile>,
+    /// `None`: a read-only open of a store that has none yet.
+    file: Option<Arc<dyn StorageFile>>,
     page_size_bytes: u32,
+    store_id: u64,
     batch_seq: u64,
+    /// The file holds its header page (and, from minor 1 on, its whole length).
+    has_header: bool,
+    /// The file has its whole length ([`DOUBLEWRITE_FILE_PAGES`]).
+    whole: bool,
 }
 
 impl Doublewrite {
-    /// Opens (creating if absent) the doublewrite file in `dir`.
-    pub fn open(storage: &dyn Storage, dir: &Path, page_size_bytes: u32) -> Result<Doublewrite> {
+    /// Opens the doublewrite file in `dir` (see [`DoublewriteOpen`] for what may be missing).
+    pub fn open(storage: &dyn Storage, dir: &Path, page_size_bytes: u32, how: DoublewriteOpen) -> Result<Doublewrite> {
         let path = dir.join(DOUBLEWRITE_FILE_NAME);
-        let file = match storage.open(&path, false) {
-            Ok(file) => file,
+        let opened = if how.read_only {
+            storage.open_read_only(&path)
+        } else {
+            storage.open(&path, false)
+        };
+        let file = match opened {
+            Ok(file) => Some(file),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && how.required => {
+                return Err(Error::corrupted_file(&path, "the doublewrite file is missing"));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && how.read_only => None,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let file = storage
                     .open(&path, true)
@@ -79,45 +112,122 @@ impl Doublewrite {
                 storage
                     .sync_dir(dir)
                     .context(|| format!("syncing directory {}", dir.display()))?;
-                file
+                Some(file)
             }
-            Err(e) => return Err(crate::Error::io(format!("opening {}", path.display()), e)),
+            Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
         };
-        Ok(Doublewrite {
+        let mut doublewrite = Doublewrite {
             path,
             file,
             page_size_bytes,
+            store_id: how.store_id,
             batch_seq: 0,
-        })
+            has_header: false,
+            whole: false,
+        };
+        doublewrite.check(how.required)?;
+        Ok(doublewrite)
+    }
+
+    /// Checks what must hold of the file as a whole: a header page where one is required, no
+    /// header of another store, and every image its header counts. A damaged header is no
+    /// error (its images are simply not offered for repair).
+    fn check(&mut self, required: bool) -> Result<()> {
+        let Some(file) = &self.file else { return Ok(()) };
+        let len_bytes = file
+            .len()
+            .context(|| format!("reading the length of {}", self.path.display()))?;
+        let page_size = u64::from(self.page_size_bytes);
+        let whole_bytes = DOUBLEWRITE_FILE_PAGES * page_size;
+        self.whole = len_bytes >= whole_bytes;
+        if required && !self.whole {
+            return Err(Error::corrupted_file(
+                &self.path,
+                format!("the doublewrite file is {len_bytes} bytes, not {whole_bytes}: it was truncated"),
+            ));
+        }
+        if len_bytes < page_size {
+            return Ok(());
+        }
+        self.has_header = true;
+        let Some(header) = self.read_header()? else {
+            return Ok(());
+        };
+        let owner = header.store_id.get();
+        if owner != 0 && owner != self.store_id {
+            return Err(Error::corrupted_file(
+                &self.path,
+                format!(
+                    "the doublewrite file belongs to store {owner:016x}, not this one ({:016x})",
+                    self.store_id
+                ),
+            ));
+        }
+        self.batch_seq = header.batch_seq.get();
+        Ok(())
+    }
+
+    /// The header, if it is intact and of this page size.
+    fn read_header(&self) -> Result<Option<DoublewriteHeader>> {
+        let Some(file) = self.file.as_ref().filter(|_| self.has_header) else {
+            return Ok(None);
+        };
+        let mut header_bytes = [0u8; DOUBLEWRITE_HEADER_BYTES];
+        file.read_at(&mut header_bytes, 0)
+            .context(|| format!("reading {}", self.path.display()))?;
+        let header = DoublewriteHeader::read_from_bytes(&header_bytes).expect("exact size");
+        let crc_ok = crc32c::crc32c(&header_bytes[..DOUBLEWRITE_HEADER_BYTES - 4]) == header.crc.get();
+        let ok = header.magic == DOUBLEWRITE_MAGIC && crc_ok && header.page_size_bytes.get() == self.page_size_bytes;
+        Ok(ok.then_some(header))
+    }
+
+    /// Gives a file that is not whole yet (a new store's, or one of format minor 0) its whole
+    /// length of zeros, synced, and a header if it has none: from then on a missing or short
+    /// file is damage. A full disk is `DiskFull` here, before the store depends on the file.
+    pub fn ensure_whole(&mut self) -> Result<()> {
+        if self.whole {
+            return Ok(());
+        }
+        let file = self
+            .file
+            .as_ref()
+            .ok_or_else(|| Error::ReadOnly("the store was opened read-only".into()))?;
+        let page_size = u64::from(self.page_size_bytes);
+        let len_bytes = file
+            .len()
+            .context(|| format!("reading the length of {}", self.path.display()))?;
+        let zeros = vec![0u8; self.page_size_bytes as usize];
+        let first_page = len_bytes.div_ceil(page_size).max(1);
+        for page in first_page..DOUBLEWRITE_FILE_PAGES {
+            file.write_at(&zeros, page * page_size)
+                .context(|| format!("writing {}", self.path.display()))?;
+        }
+        if !self.has_header {
+            self.write_batch(&[])?;
+        } else {
+            file.sync_data()
+                .context(|| format!("syncing {}", self.path.display()))?;
+        }
+        self.whole = true;
+        Ok(())
     }
 
     /// The intact page images of the last batch, by page id. Damage here is never an error:
     /// an unusable image is simply not offered for repair.
     pub fn read_images(&self) -> Result<HashMap<PageId, Vec<u8>>> {
         let mut images = HashMap::new();
+        let (Some(file), Some(header)) = (&self.file, self.read_header()?) else {
+            return Ok(images);
+        };
         let page_size = self.page_size_bytes as usize;
-        let len_bytes = self
-            .file
+        let len_bytes = file
             .len()
             .context(|| format!("reading the length of {}", self.path.display()))?;
-        if len_bytes < page_size as u64 {
-            return Ok(images);
-        }
-        let mut header_bytes = [0u8; DOUBLEWRITE_HEADER_BYTES];
-        self.file
-            .read_at(&mut header_bytes, 0)
-            .context(|| format!("reading {}", self.path.display()))?;
-        let header = DoublewriteHeader::read_from_bytes(&header_bytes).expect("exact size");
-        let crc_ok = crc32c::crc32c(&header_bytes[..DOUBLEWRITE_HEADER_BYTES - 4]) == header.crc.get();
-        if header.magic != DOUBLEWRITE_MAGIC || !crc_ok || header.page_size_bytes.get() != self.page_size_bytes {
-            return Ok(images);
-        }
         let count = (header.count.get() as usize).min(DOUBLEWRITE_BATCH_PAGES);
         let available = (len_bytes / page_size as u64).saturating_sub(1) as usize;
         for i in 0..count.min(available) {
             let mut image = vec![0u8; page_size];
-            self.file
-                .read_at(&mut image, ((1 + i) * page_size) as u64)
+            file.read_at(&mut image, ((1 + i) * page_size) as u64)
                 .context(|| format!("reading {}", self.path.display()))?;
             let raw = u64::from_le_bytes(
                 image[page::PAGE_ID_OFFSET..page::PAGE_ID_OFFSET + 8]
@@ -125,7 +235,9 @@ impl Doublewrite {
                     .expect("8"),
             );
             let Some(id) = PageId::from_raw(raw) else { continue };
-            if image.iter().any(|&b| b != 0) && page::check_page(&image, id).is_none() {
+            let usable =
+                page::check_page(&image, id).is_none() && page::check_owner(&image, id, self.store_id).is_none();
+            if image.iter().any(|&b| b != 0) && usable {
                 images.insert(id, image);
             }
         }
@@ -146,7 +258,8 @@ impl Doublewrite {
             count: U32::new(images.len() as u32),
             reserved1: U32::ZERO,
             batch_seq: U64::new(self.batch_seq),
-            reserved2: [0; 28],
+            store_id: U64::new(self.store_id),
+            reserved2: [0; 20],
             crc: U32::ZERO,
         };
         header.crc = U32::new(crc32c::crc32c(&header.as_bytes()[..DOUBLEWRITE_HEADER_BYTES - 4]));
@@ -159,11 +272,15 @@ impl Doublewrite {
             );
             buffer[(1 + i) * page_size..(2 + i) * page_size].copy_from_slice(image);
         }
-        self.file
-            .write_at(&buffer, 0)
+        let file = self
+            .file
+            .as_ref()
+            .ok_or_else(|| Error::ReadOnly("the store was opened read-only".into()))?;
+        file.write_at(&buffer, 0)
             .context(|| format!("writing {}", self.path.display()))?;
-        self.file
-            .sync_data()
-            .context(|| format!("syncing {}", self.path.display()))
+        file.sync_data()
+            .context(|| format!("syncing {}", self.path.display()))?;
+        self.has_header = true;
+        Ok(())
     }
 }

@@ -44,6 +44,13 @@ pub enum Error {
     /// The object was closed, or poisoned by an earlier fatal I/O error.
     #[error("closed: {0}")]
     Closed(String),
+    /// A write to a store opened with [`crate::Store::open_read_only`] (or to files the process
+    /// may not write): nothing was changed.
+    #[error("read-only: {0}")]
+    ReadOnly(String),
+    /// The store is open elsewhere: a writer holds it (or readers do, and a writer asked).
+    #[error("locked: {0}")]
+    Locked(String),
 }
 
 fn file_text(file: &Option<PathBuf>) -> String {

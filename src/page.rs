@@ -26,6 +26,14 @@ impl Space {
     pub fn index(self) -> usize {
         self as usize - 1
     }
+
+    /// "catalog" or "vector".
+    pub fn name(self) -> &'static str {
+        match self {
+            Space::Catalog => "catalog",
+            Space::Vector => "vector",
+        }
+    }
 }
 
 const SPACE_SHIFT: u32 = 56;
@@ -104,7 +112,8 @@ impl PageKind {
 /// | 24 | 4 | a: vector pages: dimension; catalog pages: slot count; overflow pages: bytes used |
 /// | 28 | 4 | b: vector pages: slot stride in bytes; catalog pages: start of entry data |
 /// | 32 | 8 | c: overflow pages: next page id of the chain (0 = last) |
-/// | 40 | 24 | reserved, zero |
+/// | 40 | 8 | store id of the store that formatted the page (format minor ≥ 1; 0 before) |
+/// | 48 | 16 | reserved, zero |
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct PageHeader {
@@ -117,7 +126,8 @@ pub struct PageHeader {
     pub a: U32,
     pub b: U32,
     pub c: U64,
-    pub reserved1: [u8; 24],
+    pub store_id: U64,
+    pub reserved1: [u8; 16],
 }
 
 pub const PAGE_HEADER_BYTES: usize = 64;
@@ -128,12 +138,14 @@ pub const PAGE_LSN_OFFSET: usize = 16;
 pub const PAGE_A_OFFSET: usize = 24;
 pub const PAGE_B_OFFSET: usize = 28;
 pub const PAGE_C_OFFSET: usize = 32;
+pub const PAGE_STORE_ID_OFFSET: usize = 40;
 const _: () = assert!(size_of::<PageHeader>() == PAGE_HEADER_BYTES);
 const _: () = assert!(std::mem::offset_of!(PageHeader, page_lsn) == PAGE_LSN_OFFSET);
 const _: () = assert!(std::mem::offset_of!(PageHeader, page_id) == PAGE_ID_OFFSET);
 const _: () = assert!(std::mem::offset_of!(PageHeader, a) == PAGE_A_OFFSET);
 const _: () = assert!(std::mem::offset_of!(PageHeader, b) == PAGE_B_OFFSET);
 const _: () = assert!(std::mem::offset_of!(PageHeader, c) == PAGE_C_OFFSET);
+const _: () = assert!(std::mem::offset_of!(PageHeader, store_id) == PAGE_STORE_ID_OFFSET);
 
 /// Vector slots start at this offset; slot `i` is at `VECTOR_SLOTS_OFFSET + i * stride`.
 pub const VECTOR_SLOTS_OFFSET: usize = PAGE_HEADER_BYTES;
@@ -168,7 +180,8 @@ pub fn new_header(kind: PageKind, id: PageId, a: u32, b: u32) -> PageHeader {
         a: U32::new(a),
         b: U32::new(b),
         c: U64::ZERO,
-        reserved1: [0; 24],
+        store_id: U64::ZERO,
+        reserved1: [0; 16],
     }
 }
 
@@ -223,6 +236,37 @@ pub fn check_page(page: &[u8], id: PageId) -> Option<String> {
         return Some(format!("{id}: page kind {} does not belong in its space", header.kind));
     }
     None
+}
+
+/// Why the page image `page` (valid by [`check_page`]) does not belong to store `store_id`, or
+/// `None`: a page formatted by another store (a file swapped in from elsewhere) names that
+/// store. Pages of format minor 0 carry no store id (0) and pass; so do never-written pages.
+pub fn check_owner(page: &[u8], id: PageId, store_id: u64) -> Option<String> {
+    let header = PageHeader::read_from_prefix(page)
+        .expect("pages are larger than the header")
+        .0;
+    let owner = header.store_id.get();
+    (owner != 0 && owner != store_id)
+        .then(|| format!("{id}: formatted by store {owner:016x}, not this store ({store_id:016x})"))
+}
+
+/// Why a page header read alone (the first 64 bytes of page `id`, its checksum not checked:
+/// the rest of the page was not read) shows a page other than `id` of store `store_id`, or
+/// `None`. An all-zero header (a page never written) passes. For the cheap checks at open.
+pub fn check_header_identity(header: &[u8], id: PageId, store_id: u64) -> Option<String> {
+    let header = PageHeader::read_from_prefix(header).ok()?.0;
+    if header.crc.get() == 0 && header.as_bytes().iter().all(|&b| b == 0) {
+        return None;
+    }
+    if header.page_id.get() != id.0 {
+        return Some(format!(
+            "{id}: header names page id {:#x} (a file renamed or swapped?)",
+            header.page_id.get()
+        ));
+    }
+    let owner = header.store_id.get();
+    (owner != 0 && owner != store_id)
+        .then(|| format!("{id}: formatted by store {owner:016x}, not this store ({store_id:016x})"))
 }
 
 /// A catalog slot: where an entry lies in its page (`len_bytes == 0`: the slot is free).

@@ -122,11 +122,28 @@ pub(crate) fn recover(inner: &Inner, scan: ScanReport) -> Result<()> {
 
     let started = Instant::now();
     undo(inner, &analysis, &skips, &mut report, &mut lost)?;
-    inner.wal.sync()?;
+    if !inner.read_only {
+        inner.wal.sync()?;
+    }
     report.undo_time = started.elapsed();
 
     let skip_damaged = inner.options.recovery == RecoveryMode::SkipCorrupted;
-    let loaded = state::load(&inner.arena, inner.dimension, analysis.next_txn_id, skip_damaged)?;
+    let initialised = inner.initialised_pages();
+    let loaded = state::load(
+        &inner.arena,
+        inner.dimension,
+        analysis.next_txn_id,
+        skip_damaged,
+        initialised,
+    )?;
+    for (space, count) in [crate::page::Space::Catalog, crate::page::Space::Vector]
+        .into_iter()
+        .zip(loaded.initialised)
+    {
+        if count > 0 {
+            inner.note_initialised(PageId::new(space, count - 1));
+        }
+    }
     report.damage_skipped.extend(loaded.skipped_pages);
     inner
         .next_txn_id
@@ -163,7 +180,8 @@ pub(crate) fn recover(inner: &Inner, scan: ScanReport) -> Result<()> {
         && report.pages_repaired.is_empty()
         && report.damage_skipped.is_empty()
         && !control.checkpoint_lsn.is_none();
-    if !clean {
+    // A read-only store replays what the crash left in memory and never writes it back.
+    if !clean && !inner.read_only {
         crate::checkpoint::run(inner)?;
     }
     report.checkpoint_time = started.elapsed();
@@ -305,6 +323,7 @@ fn redo(
                 if !prepare_page(inner, page, true, analysis, &repairs, report, lost)? {
                     continue;
                 }
+                inner.note_initialised(page);
                 if inner.arena.page_lsn(page) < lsn {
                     format_page(&inner.arena, &inner.dirty, page, kind, a, b, lsn);
                     report.records_redone += 1;
@@ -378,9 +397,12 @@ fn prepare_page(
     if let Some(image) = repairs.get(&page) {
         arena.replace_page(page, image);
         // Made durable in place at once: the next checkpoint reuses the doublewrite area, and
-        // a crash after that must not find this page torn with its only copy gone.
-        arena.write_page(page, image)?;
-        arena.sync()?;
+        // a crash after that must not find this page torn with its only copy gone. (A
+        // read-only store repairs its memory only: the copy stays where it is.)
+        if !inner.read_only {
+            arena.write_page(page, image)?;
+            arena.sync()?;
+        }
         report
             .pages_repaired
             .push(format!("{page} from the doublewrite area ({damage})"));
@@ -444,7 +466,9 @@ fn undo(
             last_lsn: loser.last_lsn,
         };
         if loser.undo_next.is_none() {
-            inner.log_and_apply(Some(&mut active), Kind::End, &[], &[])?;
+            if !inner.read_only {
+                inner.log_and_apply(Some(&mut active), Kind::End, &[], &[])?;
+            }
             losers.remove(&txn);
             continue;
         }
@@ -472,9 +496,16 @@ fn undo(
             Some(Payload::Update { edits, .. }) => {
                 let edits = usable_edits(inner, edits, analysis, &repairs, report, lost)?;
                 let compensation = record::compensation(&edits);
-                let clr = record::encode_clr(prev, &compensation);
-                let lsn = inner.log_and_apply(Some(&mut active), Kind::Clr, &clr, &compensation)?;
-                report.clrs_written += 1;
+                let lsn = if inner.read_only {
+                    // Rolled back in memory only, with no record: the pages take the undone
+                    // record's LSN, and nothing of this open ever reaches a file.
+                    apply_edits(&inner.arena, &inner.dirty, rec.lsn, &compensation, false);
+                    rec.lsn
+                } else {
+                    let clr = record::encode_clr(prev, &compensation);
+                    report.clrs_written += 1;
+                    inner.log_and_apply(Some(&mut active), Kind::Clr, &clr, &compensation)?
+                };
                 Loser {
                     last_lsn: lsn,
                     undo_next: prev,

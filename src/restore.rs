@@ -136,6 +136,9 @@ fn restore_into(
         next_txn_id: base.next_txn_id.get(),
         checkpoint_us: base.first_us.get(),
         truncate_lsn: Lsn(base.truncate_lsn.get()),
+        // The staged arena is the base image's, not the source's files of today; the restored
+        // store's first checkpoint records its own extent.
+        extent: None,
         ..control.clone()
     };
     ControlFile::create(storage.as_ref(), staging, &staged)?;

@@ -322,6 +322,7 @@ fn generate_fuzz_corpus() {
         created_us: 1,
         checkpoint_us: 2,
         truncate_lsn: Lsn(0),
+        extent: None,
     };
     let mut slots = custom.to_slot().as_bytes().to_vec();
     let mut older = custom.clone();

@@ -22,7 +22,7 @@ use vellum::archive::{self, ArchiveHeader, BlockHeader, KIND_BASE_IMAGE, KIND_WA
 use vellum::page::{self, CatalogSlot, EntryHeader, PageId, PageKind, Space};
 use vellum::record::{self, Checkpoint, DirtyPage, Edit, Op, Payload, TxnEntry};
 use vellum::storage::{SimStorage, Storage};
-use vellum::store::control::{CONTROL_SLOT_BYTES, Control, ControlFile};
+use vellum::store::control::{ArenaExtent, CONTROL_SLOT_BYTES, Control, ControlFile};
 use vellum::store::meta;
 use vellum::wal::format::{
     HeaderFault, PageHeader as WalPageHeader, RECORD_HEADER_BYTES, RecordHeader, SEGMENT_HEADER_BYTES, SegmentHeader,
@@ -385,7 +385,7 @@ fn decode_wal_log(input: &Value, bytes: &[u8]) -> Value {
 }
 
 pub fn control_json(control: &Control) -> Value {
-    json!({
+    let mut value = json!({
         "page_size": control.page_size_bytes,
         "segment_size": control.segment_size_bytes,
         "dimension": control.dimension,
@@ -399,7 +399,16 @@ pub fn control_json(control: &Control) -> Value {
         "created_us": control.created_us,
         "checkpoint_us": control.checkpoint_us,
         "truncate_lsn": control.truncate_lsn.0,
-    })
+    });
+    if let Some(extent) = control.extent {
+        value["extent"] = json!({
+            "catalog_pages": extent.pages[0],
+            "vector_pages": extent.pages[1],
+            "catalog_files": extent.files[0],
+            "vector_files": extent.files[1],
+        });
+    }
+    value
 }
 
 fn decode_control_file(bytes: &[u8]) -> Value {
@@ -778,6 +787,10 @@ fn control_from_json(c: &Value) -> Control {
         created_us: num(c, "created_us"),
         checkpoint_us: num(c, "checkpoint_us"),
         truncate_lsn: Lsn(num(c, "truncate_lsn")),
+        extent: c.get("extent").map(|e| ArenaExtent {
+            pages: [num(e, "catalog_pages"), num(e, "vector_pages")],
+            files: [num(e, "catalog_files") as u32, num(e, "vector_files") as u32],
+        }),
     }
 }
 
@@ -800,17 +813,19 @@ pub fn encode_vector(meta: &Value, decoded: &Value, bin: &[u8]) -> Option<(Vec<u
             .to_vec(),
             whole,
         )),
-        "segment-header" if decoded.get("not_started").is_none() => Some((
-            SegmentHeader::new(
+        "segment-header" if decoded.get("not_started").is_none() => {
+            // The minor version records which writer made the segment (vectors of minor 0 stay
+            // valid): it is taken from the vector, and the header resealed.
+            let mut header = SegmentHeader::new(
                 &geometry_of(input),
                 &identity_of(input),
                 num(decoded, "segment_no"),
                 num(decoded, "created_us"),
-            )
-            .as_bytes()
-            .to_vec(),
-            whole,
-        )),
+            );
+            header.version_minor = U16::new(num(decoded, "version_minor") as u16);
+            header.crc = U32::new(crc32c::crc32c(&header.as_bytes()[..SEGMENT_HEADER_BYTES - 4]));
+            Some((header.as_bytes().to_vec(), whole))
+        }
         "control-file" => {
             // The slot in force is the one the writer wrote with that sequence number.
             let control = control_from_json(decoded);
@@ -1662,6 +1677,7 @@ fn regenerate_golden_vectors() {
         created_us: T0,
         checkpoint_us: T0 + 10,
         truncate_lsn: Lsn(begin),
+        extent: None,
     };
     let older = Control {
         sequence: 4,

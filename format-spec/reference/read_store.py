@@ -132,7 +132,20 @@ CTRL_FIELDS = [
     ("created_us", "Q", 80),
     ("checkpoint_time_us", "Q", 88),
     ("truncate_lsn", "Q", 96),
+    # minor >= 1: the arena at the checkpoint in force (section 3)
+    ("catalog_pages", "Q", 104),
+    ("vector_pages", "Q", 112),
+    ("catalog_files", "I", 120),
+    ("vector_files", "I", 124),
 ]
+
+
+def extent_of(f):
+    """Section 3: the arena extent a control slot of minor >= 1 records, else None."""
+    if f["version_minor"] < 1:
+        return None
+    return {"catalog_pages": f["catalog_pages"], "vector_pages": f["vector_pages"],
+            "catalog_files": f["catalog_files"], "vector_files": f["vector_files"]}
 
 
 def parse_slot(b):
@@ -186,6 +199,7 @@ def read_control(store, rep):
         raise StoreError("control file damaged: no valid slot")
     c = dict(f0 if slot == 0 else f1)
     c["slot"] = slot
+    c["extent"] = extent_of(c)
     g = check_geometry(c["page_size"], c["segment_size"])
     if g:
         raise StoreError("control file: bad geometry: " + g)
@@ -739,8 +753,9 @@ ARENA_RE = re.compile(r"^(catalog|vector)-([0-9a-f]{8})\.pages$")
 ALLOWED_KINDS = {SPACE_CATALOG: (0, 2, 3), SPACE_VECTOR: (0, 1)}
 
 
-def page_valid(img, pid):
-    """Section 14.2.  Returns None if valid, else a reason."""
+def page_valid(img, pid, store_id=None):
+    """Section 14.2.  Returns None if valid, else a reason.  With `store_id`, a page whose
+    store id field (minor >= 1) names another store is not valid either."""
     if is_zero(img):
         return None
     if crc32c(memoryview(img)[4:]) != struct.unpack_from("<I", img, 0)[0]:
@@ -751,11 +766,14 @@ def page_valid(img, pid):
         return "page major version %d" % struct.unpack_from("<H", img, 6)[0]
     if img[4] not in ALLOWED_KINDS[space_of(pid)]:
         return "page kind %d not allowed in its space" % img[4]
+    owner = struct.unpack_from("<Q", img, 40)[0]
+    if store_id is not None and owner not in (0, store_id):
+        return "page formatted by store %#018x, not this store" % owner
     return None
 
 
 class Arena:
-    def __init__(self, store, P, S, rep):
+    def __init__(self, store, P, S, rep, extent=None):
         self.P, self.S, self.rep = P, S, rep
         self.ppf = S // P
         self.dir = os.path.join(store, "arena")
@@ -782,6 +800,13 @@ class Arena:
                 rep.dmg("arena_gap", "%s files are not contiguous from 0: %s" %
                         ("catalog" if sp == 1 else "vector", sorted(fs)))
                 raise StoreError("a gap in the %s files of arena/" % ("catalog" if sp == 1 else "vector"))
+        if extent:
+            # section 3 / 14.1: the files the checkpoint in force counted must all be there
+            for sp, key in ((SPACE_CATALOG, "catalog_files"), (SPACE_VECTOR, "vector_files")):
+                if self.file_count(sp) < extent[key]:
+                    rep.dmg("arena_missing", "%s file %d is missing (the checkpoint counted %d)" %
+                            ("catalog" if sp == 1 else "vector", self.file_count(sp), extent[key]))
+                    raise StoreError("an arena file the store needs is missing")
 
     def close(self):
         for fd in self.fds.values():
@@ -1784,7 +1809,8 @@ def vec_control(b, inp):
             "timeline": f["timeline"], "store_id": hex64(f["store_id"]), "sequence": f["sequence"],
             "checkpoint_lsn": f["checkpoint_lsn"], "checkpoint_end_lsn": f["checkpoint_end_lsn"],
             "redo_lsn": f["redo_lsn"], "next_txn_id": f["next_txn_id"], "created_us": f["created_us"],
-            "checkpoint_us": f["checkpoint_time_us"], "truncate_lsn": f["truncate_lsn"]}
+            "checkpoint_us": f["checkpoint_time_us"], "truncate_lsn": f["truncate_lsn"],
+            **({"extent": extent_of(f)} if extent_of(f) else {})}
 
 
 def vec_arena_page(b, inp):
@@ -1919,15 +1945,30 @@ def decode_vector(structure, data, inp):
 # ---------------------------------------------------------------- main
 
 
+def epoch_slot(b):
+    """Section 10: one slot of EPOCH; returns (valid, epoch, store_id or None)."""
+    ok = (len(b) >= 16 and b[0:4] == b"VEPC" and crc32c(b[0:8]) == struct.unpack_from("<I", b, 8)[0]
+          and b[12:16] == bytes(4))
+    if not ok:
+        return False, None, None
+    epoch, sid = struct.unpack_from("<I", b, 4)[0], None
+    if len(b) >= 32 and not is_zero(b[16:32]):
+        if crc32c(b[0:24]) != struct.unpack_from("<I", b, 24)[0] or b[28:32] != bytes(4):
+            return False, None, None
+        sid = struct.unpack_from("<Q", b, 16)[0]
+    return True, epoch, sid
+
+
 def read_epoch_file(waldir):
     path = os.path.join(waldir, "EPOCH")
     if not os.path.exists(path):
         return {"present": False, "epoch": 0}
     with open(path, "rb") as fh:
-        b = fh.read(16)
-    ok = (len(b) == 16 and b[0:4] == b"VEPC" and crc32c(b[0:8]) == struct.unpack_from("<I", b, 8)[0]
-          and b[12:16] == bytes(4))
-    return {"present": True, "valid": ok, "epoch": struct.unpack_from("<I", b, 4)[0] if len(b) >= 8 else None}
+        b = fh.read(544)
+    slots = [epoch_slot(b[0:32])] + ([epoch_slot(b[512:544])] if len(b) >= 528 else [])
+    valid = [e for ok, e, _ in slots if ok]
+    return {"present": True, "valid": bool(valid), "epoch": max(valid) if valid else None,
+            "store_ids": sorted({sid for ok, _, sid in slots if ok and sid is not None})}
 
 
 def run(store, mode, take_lock, full_payloads, archive_mode="full"):
@@ -1986,7 +2027,7 @@ def run(store, mode, take_lock, full_payloads, archive_mode="full"):
             rrecs, A = recs, (recs[0].lsn if recs else start)
         E = (out.get("recovery_log_end") or end)["lsn"]
 
-        arena = Arena(store, P, S, rep)
+        arena = Arena(store, P, S, rep, control.get("extent"))
         dw, dwinfo = read_doublewrite(store, P, rep)
         out["doublewrite"] = dwinfo
         rec = Recovery(arena, dw, P, rep, mode == "skip")

@@ -275,6 +275,20 @@ pub fn lock(dir: &Path) -> Lock {
     }
 }
 
+/// Tries to take a shared lock on the store (as `Store::open_read_only` does): `Busy` while a
+/// writer has it. Changes nothing.
+pub fn lock_shared(dir: &Path) -> Lock {
+    let path = dir.join("LOCK");
+    if !path.is_file() {
+        return Lock::NoLockFile;
+    }
+    match RealStorage::new().lock_shared(&path) {
+        Ok(guard) => Lock::Held(guard),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Lock::Busy,
+        Err(_) => Lock::NoLockFile,
+    }
+}
+
 /// Opens the store in `dir` (running recovery, as every open does) with `sync`.
 pub fn open_store(dir: &Path, sync: SyncMode) -> Result<Store, Failure> {
     check_not_busy(dir)?;

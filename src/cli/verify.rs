@@ -1,18 +1,21 @@
 //! `vellum verify <DIR>`: checks every checksum of the store without changing anything.
 //!
-//! It reads the files only (it never opens the store, so no recovery runs): both copies of the
+//! It reads the files (nothing is written, and it works on read-only media): both copies of the
 //! control file, every log record from the oldest segment (scanned as `RecoveryMode::Strict`),
-//! every arena page as it is in its file, the doublewrite area (informational) and every
-//! archive file in full.
-//! While it runs it holds the store's lock if it can, so no other process opens the store
-//! meanwhile; if another process has it open, that is a warning (pages may change under it).
+//! every arena page as it is in its file, the doublewrite area and every archive file in full.
+//! Then it opens the store read-only (recovery replayed in memory) and fails if that open is
+//! refused: whatever an open refuses, verify reports.
+//! While it runs it holds a shared lock on the store if it can, so no writer opens the store
+//! meanwhile; if a writer has it open, that is a warning (pages may change under it).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use vellum::arena::{Arena, arena_file_name};
-use vellum::doublewrite::{DOUBLEWRITE_FILE_NAME, DOUBLEWRITE_HEADER_BYTES, DOUBLEWRITE_MAGIC, Doublewrite};
+use vellum::arena::{Arena, ArenaOpen, arena_file_name};
+use vellum::doublewrite::{
+    DOUBLEWRITE_FILE_NAME, DOUBLEWRITE_HEADER_BYTES, DOUBLEWRITE_MAGIC, Doublewrite, DoublewriteOpen,
+};
 use vellum::page::{PageId, Space};
 use vellum::record::{self, Kind};
 use vellum::storage::{RealStorage, Storage};
@@ -21,7 +24,7 @@ use vellum::wal::{Geometry, LogIdentity, ScanReport, Wal, WalConfig};
 use vellum::{Error, Lsn, RecoveryMode, SyncMode};
 use zerocopy::FromBytes;
 
-use super::common::{EXIT_NOT_FOUND, Failure, Lock, dir_usage, human_bytes, lock, print_json, progress_bar};
+use super::common::{EXIT_NOT_FOUND, Failure, Lock, dir_usage, human_bytes, lock_shared, print_json, progress_bar};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -328,7 +331,7 @@ pub fn verify_store(dir: &Path, show_progress: bool) -> Result<Report, Failure> 
         store: dir.to_path_buf(),
         ..Report::default()
     };
-    let _lock = match lock(dir) {
+    let _lock = match lock_shared(dir) {
         Lock::Busy => {
             report.warn(Problem::new(
                 Severity::Warning,
@@ -359,10 +362,41 @@ pub fn verify_store(dir: &Path, show_progress: bool) -> Result<Report, Failure> 
         indicatif::ProgressBar::hidden()
     };
     check_wal(dir, &storage, geometry, &control, &mut report, &bar);
-    check_arena(dir, &storage, geometry, &mut report, &bar);
+    check_arena(dir, &storage, geometry, &control, &mut report, &bar);
     check_archive(dir, &mut report, &bar);
+    check_open(dir, &mut report, &bar);
     bar.finish_and_clear();
     Ok(report)
+}
+
+/// Opens the store read-only, as a reader would (recovery replayed in memory, nothing
+/// written): an open that is refused is a failure, so verify never passes a store that no
+/// open accepts.
+fn check_open(dir: &Path, report: &mut Report, bar: &indicatif::ProgressBar) {
+    bar.set_message("opening the store read-only");
+    match vellum::Store::open_read_only(dir, vellum::Options::default()) {
+        Ok(store) => {
+            report
+                .notes
+                .push(format!("a read-only open recovers the store: {} vectors", store.len()));
+        }
+        Err(Error::Locked(reason)) => report.warn(Problem::new(
+            Severity::Warning,
+            "store",
+            format!("not opened, a writer has it ({reason})"),
+        )),
+        Err(error) => {
+            let problem = Problem::new(
+                Severity::Failure,
+                "store",
+                format!("an open refuses the store: {error}"),
+            );
+            report.fail(match &error {
+                Error::Corrupted { file: Some(file), .. } => problem.file(relative(file)),
+                _ => problem,
+            });
+        }
+    }
 }
 
 /// Decodes both control slots; returns the copy in force.
@@ -448,6 +482,10 @@ fn check_wal(
         },
         SyncMode::Never,
     );
+    let config = WalConfig {
+        required_files: control.extent.is_some(),
+        ..config
+    };
     let open = |mode| Wal::open_read_only(storage.clone(), &wal_dir, config.clone(), None, mode);
     let (wal, scan) = match open(RecoveryMode::Strict) {
         Ok((wal, scan)) => {
@@ -595,6 +633,7 @@ fn check_arena(
     dir: &Path,
     storage: &Arc<dyn Storage>,
     geometry: Geometry,
+    control: &Control,
     report: &mut Report,
     bar: &indicatif::ProgressBar,
 ) {
@@ -604,7 +643,12 @@ fn check_arena(
         return;
     }
     let page_size = geometry.page_size_bytes;
-    let arena = match Arena::open(storage.clone(), &arena_dir, page_size, geometry.segment_size_bytes) {
+    let how = ArenaOpen {
+        store_id: control.store_id,
+        read_only: true,
+        files_min: control.extent.map_or([0, 0], |e| e.files),
+    };
+    let arena = match Arena::open(storage.clone(), &arena_dir, page_size, geometry.segment_size_bytes, how) {
         Ok(arena) => arena,
         Err(e) => {
             let problem = match e {
@@ -619,7 +663,8 @@ fn check_arena(
             return;
         }
     };
-    let intact_copies = check_doublewrite(dir, storage, page_size, report);
+    let intact_copies = check_doublewrite(dir, storage, page_size, control, report);
+    let in_use = control.extent.map_or([0, 0], |e| e.pages);
     report.arena_checked = true;
     let pages_per_file = geometry.segment_size_bytes / geometry.page_bytes();
     let total_pages = arena.page_count(Space::Catalog) + arena.page_count(Space::Vector);
@@ -651,7 +696,13 @@ fn check_arena(
                     continue;
                 }
             };
-            if let Some(reason) = vellum::page::check_page(&image, id) {
+            let reason = vellum::page::check_page(&image, id)
+                .or_else(|| vellum::page::check_owner(&image, id, control.store_id))
+                .or_else(|| {
+                    (n < in_use[space.index()] && vellum::page::is_all_zero(&image))
+                        .then(|| format!("{id} is empty, but the store had initialised it (its contents were lost)"))
+                });
+            if let Some(reason) = reason {
                 report.damaged_pages += 1;
                 let note = if intact_copies.contains(&id) {
                     " (DOUBLEWRITE holds an intact copy: the next open repairs it)"
@@ -668,7 +719,13 @@ fn check_arena(
 }
 
 /// Reads the doublewrite area (informational); returns the pages it holds intact copies of.
-fn check_doublewrite(dir: &Path, storage: &Arc<dyn Storage>, page_size: u32, report: &mut Report) -> Vec<PageId> {
+fn check_doublewrite(
+    dir: &Path,
+    storage: &Arc<dyn Storage>,
+    page_size: u32,
+    control: &Control,
+    report: &mut Report,
+) -> Vec<PageId> {
     let path = dir.join(DOUBLEWRITE_FILE_NAME);
     let Ok(bytes) = read_prefix(&path, DOUBLEWRITE_HEADER_BYTES) else {
         return Vec::new();
@@ -676,15 +733,19 @@ fn check_doublewrite(dir: &Path, storage: &Arc<dyn Storage>, page_size: u32, rep
     report.doublewrite_present = true;
     if bytes.len() == DOUBLEWRITE_HEADER_BYTES {
         let header = vellum::doublewrite::DoublewriteHeader::read_from_bytes(&bytes).expect("exact size");
-        let crc_ok = crc32c_of(&bytes[..DOUBLEWRITE_HEADER_BYTES - 4]) == header.crc.get();
+        let crc_ok = crc32c::crc32c(&bytes[..DOUBLEWRITE_HEADER_BYTES - 4]) == header.crc.get();
         if header.magic == DOUBLEWRITE_MAGIC && crc_ok && header.page_size_bytes.get() == page_size {
             report.doublewrite_valid_header = true;
             report.doublewrite_batch_seq = Some(header.batch_seq.get());
             report.doublewrite_images = u64::from(header.count.get());
         }
     }
-    // The file exists, so opening it creates nothing.
-    match Doublewrite::open(storage.as_ref(), dir, page_size).and_then(|dw| dw.read_images()) {
+    let how = DoublewriteOpen {
+        store_id: control.store_id,
+        required: control.extent.is_some() && !control.checkpoint_lsn.is_none(),
+        read_only: true,
+    };
+    match Doublewrite::open(storage.as_ref(), dir, page_size, how).and_then(|dw| dw.read_images()) {
         Ok(images) => {
             report.doublewrite_intact_images = images.len() as u64;
             images.into_keys().collect()
@@ -701,18 +762,6 @@ fn read_prefix(path: &Path, len: usize) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(len);
     std::fs::File::open(path)?.take(len as u64).read_to_end(&mut bytes)?;
     Ok(bytes)
-}
-
-/// CRC32C (Castagnoli), bit at a time: only the 60-byte doublewrite header goes through it.
-fn crc32c_of(bytes: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = (crc >> 1) ^ if crc & 1 != 0 { 0x82F6_3B78 } else { 0 };
-        }
-    }
-    crc ^ 0xFFFF_FFFF
 }
 
 /// Checks every archive file in full: header, compressed bytes and contents checksums.
@@ -749,15 +798,5 @@ fn archive_problem(error: Error, path: &Path) -> Problem {
             Problem::new(Severity::Failure, "archive", reason).file(relative(file.as_deref().unwrap_or(path)))
         }
         other => Problem::new(Severity::Failure, "archive", other.to_string()).file(relative(path)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn crc32c_matches_the_check_value() {
-        assert_eq!(crc32c_of(b"123456789"), 0xE306_9283);
     }
 }

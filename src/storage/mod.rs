@@ -67,6 +67,63 @@ pub trait Storage: Send + Sync + fmt::Debug {
         let _ = path;
         Ok(Box::new(()))
     }
+    /// Takes a shared advisory lock on `path` (which must exist; nothing is created) for as
+    /// long as the returned guard lives: any number of shared holders, but none beside an
+    /// exclusive one (`ErrorKind::WouldBlock` either way round).
+    fn lock_shared(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        let _ = path;
+        Ok(Box::new(()))
+    }
+    /// Opens an existing `path` for reading only: every write, resize or allocation through
+    /// the returned file fails with `EBADF` and changes nothing, and nothing about the file
+    /// (not even its access time, where the system allows) is changed by opening it. Private
+    /// mappings of it are allowed (their stores never reach the file).
+    fn open_read_only(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        Ok(Arc::new(ReadOnlyFile(self.open(path, false)?)))
+    }
+    /// The bytes free for an unprivileged writer on the file system holding `path`
+    /// (`statvfs`), or `None` where that is not known.
+    fn available_bytes(&self, path: &Path) -> io::Result<Option<u64>> {
+        let _ = path;
+        Ok(None)
+    }
+}
+
+/// A file opened through [`Storage::open_read_only`] on a storage that has no read-only mode
+/// of its own: reads pass through, every change fails with `EBADF`, as a real read-only file
+/// descriptor does.
+#[derive(Debug)]
+struct ReadOnlyFile(Arc<dyn StorageFile>);
+
+fn read_only_error() -> io::Error {
+    io::Error::from_raw_os_error(libc::EBADF)
+}
+
+impl StorageFile for ReadOnlyFile {
+    fn len(&self) -> io::Result<u64> {
+        self.0.len()
+    }
+    fn set_len(&self, _len_bytes: u64) -> io::Result<()> {
+        Err(read_only_error())
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.0.read_at(buf, offset)
+    }
+    fn write_at(&self, _buf: &[u8], _offset: u64) -> io::Result<()> {
+        Err(read_only_error())
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn allocate(&self, _len_bytes: u64) -> io::Result<bool> {
+        Err(read_only_error())
+    }
+    fn map_shared(&self) -> io::Result<Mapping> {
+        self.0.map_shared()
+    }
+    fn map_private(&self) -> io::Result<Mapping> {
+        self.0.map_private()
+    }
 }
 
 /// An open file.
@@ -213,6 +270,53 @@ impl Mapping {
         );
         // SAFETY: `offset` is within the allocation or one past its end (asserted).
         unsafe { self.ptr.add(offset) }
+    }
+}
+
+/// A file of `len_bytes` zeros that exists only in memory and never changes: what a read-only
+/// store stands in for an arena file the log needs but a crash lost (its pages are rebuilt by
+/// redo into a private mapping). Reads give zeros; every change fails with `EBADF`.
+pub fn memory_file(len_bytes: u64) -> Arc<dyn StorageFile> {
+    Arc::new(MemoryFile { len_bytes })
+}
+
+#[derive(Debug)]
+struct MemoryFile {
+    len_bytes: u64,
+}
+
+impl StorageFile for MemoryFile {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.len_bytes)
+    }
+    fn set_len(&self, _len_bytes: u64) -> io::Result<()> {
+        Err(read_only_error())
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let end = offset.checked_add(buf.len() as u64);
+        if end.is_none_or(|end| end > self.len_bytes) {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.fill(0);
+        Ok(())
+    }
+    fn write_at(&self, _buf: &[u8], _offset: u64) -> io::Result<()> {
+        Err(read_only_error())
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn map_shared(&self) -> io::Result<Mapping> {
+        Err(read_only_error())
+    }
+    fn map_private(&self) -> io::Result<Mapping> {
+        let len_bytes = usize::try_from(self.len_bytes).map_err(io::Error::other)?;
+        if len_bytes == 0 {
+            return Ok(Mapping::new(std::ptr::null_mut(), 0, true, Box::new(())));
+        }
+        let mut map = memmap2::MmapOptions::new().len(len_bytes).map_anon()?;
+        let ptr = map.as_mut_ptr();
+        Ok(Mapping::new(ptr, len_bytes, true, Box::new(map)))
     }
 }
 

@@ -47,6 +47,38 @@ impl Storage for RealStorage {
         }))
     }
 
+    fn open_read_only(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut options = OpenOptions::new();
+        // O_NOATIME is refused for files the caller does not own: fall back without it.
+        let file = match options.read(true).custom_flags(libc::O_NOATIME).open(path) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => OpenOptions::new().read(true).open(path)?,
+            other => other?,
+        };
+        Ok(Arc::new(RealFile { file }))
+    }
+
+    // The statvfs counts are u64 on 64-bit Linux but not on every target.
+    #[allow(clippy::useless_conversion)]
+    fn available_bytes(&self, path: &Path) -> io::Result<Option<u64>> {
+        use std::os::unix::ffi::OsStrExt;
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+        let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+        // SAFETY: `c_path` is a NUL-terminated string that outlives the call, and `stat` points
+        // at writable memory of the size statvfs fills in.
+        let rc = unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: statvfs returned 0, so it filled every field.
+        let stat = unsafe { stat.assume_init() };
+        Ok(Some(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize))))
+    }
+
+    fn lock_shared(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        flock(OpenOptions::new().read(true).open(path)?, libc::LOCK_SH)
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         fs::rename(from, to)
     }
@@ -77,21 +109,26 @@ impl Storage for RealStorage {
     }
 
     fn lock_exclusive(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
-        use std::os::fd::AsRawFd;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(path)?;
-        // SAFETY: flock on a file descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // The lock lives as long as the open file description: returning the file keeps it.
-        Ok(Box::new(file))
+        flock(file, libc::LOCK_EX)
     }
+}
+
+/// Takes `flock(operation | LOCK_NB)` on `file`; the lock lives as long as the open file
+/// description, so the returned guard is the file itself.
+fn flock(file: File, operation: libc::c_int) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), operation | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Box::new(file))
 }
 
 impl StorageFile for RealFile {

@@ -42,7 +42,11 @@ pub const CONTROL_FILE_BYTES: u64 = 2 * CONTROL_SLOT_BYTES as u64;
 /// | 80 | 8 | store creation time, µs since the Unix epoch |
 /// | 88 | 8 | checkpoint time, µs since the Unix epoch |
 /// | 96 | 8 | log truncation LSN: segments wholly below it may be released |
-/// | 104 | 404 | reserved, zero |
+/// | 104 | 8 | minor ≥ 1: catalog pages initialised at that checkpoint (every one below it) |
+/// | 112 | 8 | minor ≥ 1: vector pages initialised at that checkpoint |
+/// | 120 | 4 | minor ≥ 1: arena files of the catalog space at that checkpoint |
+/// | 124 | 4 | minor ≥ 1: arena files of the vector space at that checkpoint |
+/// | 128 | 380 | reserved, zero |
 /// | 508 | 4 | CRC32C of bytes 0..508 |
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
@@ -63,7 +67,11 @@ pub struct ControlSlot {
     pub created_us: U64,
     pub checkpoint_us: U64,
     pub truncate_lsn: U64,
-    pub reserved: [u8; 404],
+    pub catalog_pages: U64,
+    pub vector_pages: U64,
+    pub catalog_files: U32,
+    pub vector_files: U32,
+    pub reserved: [u8; 380],
     pub crc: U32,
 }
 
@@ -71,6 +79,19 @@ pub const CONTROL_CRC_OFFSET: usize = CONTROL_SLOT_BYTES - 4;
 const _: () = assert!(size_of::<ControlSlot>() == CONTROL_SLOT_BYTES);
 const _: () = assert!(std::mem::offset_of!(ControlSlot, crc) == CONTROL_CRC_OFFSET);
 const _: () = assert!(std::mem::offset_of!(ControlSlot, truncate_lsn) == 96);
+const _: () = assert!(std::mem::offset_of!(ControlSlot, catalog_pages) == 104);
+const _: () = assert!(std::mem::offset_of!(ControlSlot, vector_files) == 124);
+
+/// What the arena held at a checkpoint: how many files each page space had, and how many of its
+/// pages had been initialised (pages are initialised in page-number order, so every page below
+/// the count is in use). A store must hold at least these files, and these pages must never
+/// read as zero: a missing, short or emptied file is damage, not an empty store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArenaExtent {
+    /// By [`crate::page::Space::index`]: catalog, vector.
+    pub pages: [u64; 2],
+    pub files: [u32; 2],
+}
 
 /// The control data in memory.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +109,9 @@ pub struct Control {
     pub created_us: u64,
     pub checkpoint_us: u64,
     pub truncate_lsn: Lsn,
+    /// The arena at the checkpoint in force; `None` in a control file of minor version 0,
+    /// which did not record it.
+    pub extent: Option<ArenaExtent>,
 }
 
 impl Control {
@@ -110,9 +134,24 @@ impl Control {
             created_us: U64::new(self.created_us),
             checkpoint_us: U64::new(self.checkpoint_us),
             truncate_lsn: U64::new(self.truncate_lsn.0),
-            reserved: [0; 404],
+            catalog_pages: U64::ZERO,
+            vector_pages: U64::ZERO,
+            catalog_files: U32::ZERO,
+            vector_files: U32::ZERO,
+            reserved: [0; 380],
             crc: U32::ZERO,
         };
+        match self.extent {
+            Some(extent) => {
+                slot.catalog_pages = U64::new(extent.pages[0]);
+                slot.vector_pages = U64::new(extent.pages[1]);
+                slot.catalog_files = U32::new(extent.files[0]);
+                slot.vector_files = U32::new(extent.files[1]);
+            }
+            // A control file without the extent is what a writer of minor version 0 wrote
+            // (tests and the golden vectors rebuild such copies byte for byte).
+            None => slot.version_minor = U16::ZERO,
+        }
         slot.crc = U32::new(crc32c::crc32c(&slot.as_bytes()[..CONTROL_CRC_OFFSET]));
         slot
     }
@@ -146,6 +185,10 @@ impl Control {
             created_us: slot.created_us.get(),
             checkpoint_us: slot.checkpoint_us.get(),
             truncate_lsn: Lsn(slot.truncate_lsn.get()),
+            extent: (slot.version_minor.get() >= 1).then(|| ArenaExtent {
+                pages: [slot.catalog_pages.get(), slot.vector_pages.get()],
+                files: [slot.catalog_files.get(), slot.vector_files.get()],
+            }),
         })
     }
 }
@@ -173,12 +216,37 @@ impl ControlFile {
         Ok(control_file)
     }
 
-    /// Opens the control file and returns the newest valid copy.
+    /// Opens the control file read-only (nothing about the store changes; [`write_slot`]
+    /// then fails) and returns the newest valid copy.
+    ///
+    /// [`write_slot`]: ControlFile::write_slot
     pub fn open(storage: &dyn Storage, dir: &Path) -> Result<(ControlFile, Control)> {
+        Self::open_with(storage, dir, false)
+    }
+
+    /// Opens the control file for a writer and returns the newest valid copy.
+    pub fn open_writable(storage: &dyn Storage, dir: &Path) -> Result<(ControlFile, Control)> {
+        Self::open_with(storage, dir, true)
+    }
+
+    fn open_with(storage: &dyn Storage, dir: &Path, writable: bool) -> Result<(ControlFile, Control)> {
         let path = dir.join(CONTROL_FILE_NAME);
-        let file = match storage.open(&path, false) {
+        let opened = if writable {
+            storage.open(&path, false)
+        } else {
+            storage.open_read_only(&path)
+        };
+        let file = match opened {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if storage.exists(&dir.join("wal")) && storage.exists(&dir.join("arena")) {
+                    // A finished store's files without the file that makes them a store: the
+                    // control file was lost, not never written (it is written last at creation).
+                    return Err(Error::corrupted_file(
+                        &path,
+                        "the control file is missing, but the directory holds a store's log and arena",
+                    ));
+                }
                 return Err(Error::NotFound(format!(
                     "no Vellum store at {} (no {CONTROL_FILE_NAME} file)",
                     dir.display()
@@ -273,6 +341,10 @@ mod tests {
             created_us: 1,
             checkpoint_us: 2,
             truncate_lsn: Lsn(900),
+            extent: Some(ArenaExtent {
+                pages: [3, 70],
+                files: [1, 2],
+            }),
         }
     }
 
@@ -325,5 +397,43 @@ mod tests {
             matches!(error, Error::Corrupted { .. }),
             "both copies bad is damage: {error}"
         );
+    }
+}
+
+#[cfg(test)]
+mod extent_tests {
+    use super::*;
+
+    #[test]
+    fn the_arena_extent_round_trips_and_a_minor_0_copy_has_none() {
+        let mut control = tests_sample();
+        let decoded = Control::from_slot(control.to_slot().as_bytes()).unwrap();
+        assert_eq!(decoded, control, "minor 1 keeps the extent");
+        control.extent = None;
+        let slot = control.to_slot();
+        assert_eq!(slot.version_minor.get(), 0, "no extent is what minor 0 wrote");
+        assert_eq!(Control::from_slot(slot.as_bytes()).unwrap().extent, None);
+    }
+
+    fn tests_sample() -> Control {
+        Control {
+            page_size_bytes: 4096,
+            segment_size_bytes: 1 << 20,
+            dimension: 8,
+            timeline: 2,
+            store_id: 5,
+            sequence: 9,
+            checkpoint_lsn: Lsn(8192),
+            checkpoint_end_lsn: Lsn(8300),
+            redo_lsn: Lsn(8192),
+            next_txn_id: 3,
+            created_us: 1,
+            checkpoint_us: 2,
+            truncate_lsn: Lsn(4096),
+            extent: Some(ArenaExtent {
+                pages: [7, 9000],
+                files: [1, 3],
+            }),
+        }
     }
 }

@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::arena::Arena;
-use crate::doublewrite::Doublewrite;
+use crate::arena::{Arena, ArenaOpen};
+use crate::doublewrite::{Doublewrite, DoublewriteOpen};
 use crate::error::{IoContext, Result};
 use crate::page::{PageHeader, PageId, PageKind};
 use crate::record::{self, Edit, Kind};
@@ -115,6 +115,11 @@ pub(crate) struct Inner {
     pub dir: PathBuf,
     pub options: Options,
     pub dimension: u32,
+    /// Opened with [`Store::open_read_only`]: nothing is ever written.
+    pub read_only: bool,
+    /// Pages initialised per space (by [`crate::page::Space::index`]): the checkpoint records
+    /// them, and a page below the count that reads as zero is damage.
+    pub initialised: [AtomicU64; 2],
     pub wal: Wal,
     pub arena: Arena,
     pub control: Mutex<(ControlFile, Control)>,
@@ -206,7 +211,8 @@ impl VectorRef<'_> {
 
 impl Store {
     /// Creates a store of `dimension`-component vectors in `dir` (created if missing).
-    /// `Err(AlreadyExists)` if a store is there already.
+    /// `Err(AlreadyExists)` if a store is there already; `Err(DiskFull)` if the file system has
+    /// no room for the first log segment (nothing is left behind then).
     pub fn create(dir: impl AsRef<Path>, dimension: u32, options: Options) -> Result<Store> {
         let dir = dir.as_ref();
         let storage = options.storage.clone();
@@ -223,6 +229,7 @@ impl Store {
         storage
             .create_dir_all(dir)
             .context(|| format!("creating {}", dir.display()))?;
+        check_room_for_segment(storage.as_ref(), dir, options.segment_size_bytes)?;
         let control = Control {
             page_size_bytes: options.page_size_bytes,
             segment_size_bytes: options.segment_size_bytes,
@@ -237,84 +244,95 @@ impl Store {
             created_us: now_us(),
             checkpoint_us: 0,
             truncate_lsn: Lsn::NONE,
+            extent: Some(control::ArenaExtent::default()),
         };
-        let config = wal_config(&control, &options)?;
-        Wal::create(storage.clone(), &dir.join("wal"), config)?.close()?;
-        storage
-            .create_dir_all(&dir.join("arena"))
-            .context(|| format!("creating {}/arena", dir.display()))?;
-        storage
-            .sync_dir(dir)
-            .context(|| format!("syncing directory {}", dir.display()))?;
-        // The control file comes last: a store exists once it is durable.
-        ControlFile::create(storage.as_ref(), dir, &control)?;
-        storage
-            .sync_dir(dir)
-            .context(|| format!("syncing directory {}", dir.display()))?;
+        create_files(storage.as_ref(), dir, &control, &options)?;
         Store::open(dir, options)
     }
 
     /// Opens the store in `dir`, recovering it to its last committed state.
+    ///
+    /// A store whose files are missing, short or swapped in from another store is refused with
+    /// `Err(Corrupted)` naming the file, before anything is written. An open that finds nothing
+    /// to recover writes nothing (no checkpoint, no new log file) until the first change.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
-        let dir = dir.as_ref();
+        Self::open_mode(dir.as_ref(), options, false)
+    }
+
+    /// Opens the store in `dir` for reading only: no byte anywhere is written (it works on
+    /// read-only media and for a user without write permission), many read-only openers may
+    /// share a store but none beside a writer (a shared lock on `LOCK`; `Err(Locked)` if a
+    /// writer has it), and what a crash left to recover is replayed in memory only. Every
+    /// write (`insert`, `begin`, `checkpoint`, `backup`, ...) is refused with
+    /// `Err(ReadOnly)`. `Options::recovery` applies; sync and checkpoint options do not.
+    pub fn open_read_only(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        Self::open_mode(dir.as_ref(), options, true)
+    }
+
+    fn open_mode(dir: &Path, options: Options, read_only: bool) -> Result<Store> {
         let storage = options.storage.clone();
-        let (control_file, control) = ControlFile::open(storage.as_ref(), dir)?;
-        let lock = lock_store(dir, &storage)?;
-        let config = wal_config(&control, &options)?;
+        let (control_file, control) = if read_only {
+            ControlFile::open(storage.as_ref(), dir)?
+        } else {
+            ControlFile::open_writable(storage.as_ref(), dir)?
+        };
+        let lock = lock_store(dir, &storage, read_only)?;
+        let mut config = wal_config(&control, &options)?;
+        config.required_files = control.extent.is_some();
         let scan_from = (!control.checkpoint_lsn.is_none()).then_some(control.checkpoint_lsn);
-        let (wal, scan) = Wal::open(storage.clone(), &dir.join("wal"), config, scan_from, options.recovery)?;
+        let wal_dir = dir.join("wal");
+        let (wal, scan) = if read_only {
+            Wal::open_read_only(storage.clone(), &wal_dir, config, scan_from, options.recovery)?
+        } else {
+            Wal::open(storage.clone(), &wal_dir, config, scan_from, options.recovery)?
+        };
         let arena = Arena::open(
             storage.clone(),
             &dir.join("arena"),
             control.page_size_bytes,
             control.segment_size_bytes,
+            ArenaOpen {
+                store_id: control.store_id,
+                read_only,
+                files_min: control.extent.map_or([0, 0], |e| e.files),
+            },
         )?;
-        arena.remove_leftovers()?;
-        let doublewrite = Doublewrite::open(storage.as_ref(), dir, control.page_size_bytes)?;
-        let inner = Arc::new(Inner {
-            dir: dir.to_path_buf(),
-            dimension: control.dimension,
+        if !read_only {
+            arena.remove_leftovers()?;
+        }
+        let doublewrite = Doublewrite::open(
+            storage.as_ref(),
+            dir,
+            control.page_size_bytes,
+            DoublewriteOpen {
+                store_id: control.store_id,
+                required: control.extent.is_some() && !control.checkpoint_lsn.is_none(),
+                read_only,
+            },
+        )?;
+        let inner = Arc::new(Inner::new(
+            dir,
+            options,
+            read_only,
+            control_file,
+            control,
             wal,
             arena,
-            last_checkpoint_lsn: AtomicU64::new(control.checkpoint_lsn.0),
-            next_txn_id: AtomicU64::new(control.next_txn_id),
-            control: Mutex::new((control_file, control)),
-            doublewrite: Mutex::new(doublewrite),
-            epochs: Epochs::default(),
-            index: RwLock::new(IdMap::default()),
-            slots: RwLock::new(Default::default()),
-            writer: Mutex::new(state::WriterState {
-                next_txn_id: 1,
-                vectors: state::VectorAlloc {
-                    free: Vec::new(),
-                    fresh_page: 0,
-                    fresh_slot: 0,
-                    slots_per_page: 1,
-                },
-                catalog: state::CatalogAlloc::default(),
-                pending: Default::default(),
-                spare_overlay: Default::default(),
-            }),
-            apply: Mutex::new(None),
-            dirty: Mutex::new(PageMap::default()),
-            recent_inits: Mutex::new(PageMap::default()),
-            checkpoint_lock: Mutex::new(()),
-            checkpoint_wanted: (Mutex::new(false), Condvar::new()),
-            stopping: AtomicBool::new(false),
-            report: Mutex::new(RecoveryReport::default()),
-            archiver: Default::default(),
-            checkpoints_since_base: Default::default(),
-            options,
-            _lock: lock,
-        });
-        crate::archiver::tidy(storage.as_ref(), dir)?;
-        crate::archiver::start(&inner)?;
+            doublewrite,
+            lock,
+        ));
+        if !read_only {
+            crate::archiver::tidy(storage.as_ref(), dir)?;
+            crate::archiver::start(&inner)?;
+        }
         let store = Store {
             inner,
             checkpointer: Mutex::new(None),
         };
         recovery::recover(&store.inner, scan)?;
-        store.start_checkpointer()?;
+        if !read_only {
+            store.start_checkpointer()?;
+        }
         Ok(store)
     }
 
@@ -327,7 +345,7 @@ impl Store {
         let Some(located) = index.get(id) else {
             return Ok(None);
         };
-        self.inner.arena.verify(located.vector_page)?;
+        self.inner.arena.verify_in_use(located.vector_page)?;
         Ok(Some(self.inner.vector_ref(located, pin)))
     }
 
@@ -377,6 +395,7 @@ impl Store {
 
     /// Runs a checkpoint now: writes dirty pages, records where recovery starts, releases log.
     pub fn checkpoint(&self) -> Result<Lsn> {
+        self.inner.check_writable()?;
         crate::checkpoint::run(&self.inner)
     }
 
@@ -386,6 +405,7 @@ impl Store {
     /// recycled under it.
     pub fn backup(&self, dest: impl AsRef<Path>) -> Result<crate::RestoreReport> {
         let inner = &*self.inner;
+        inner.check_writable()?;
         let _no_checkpoints = inner.checkpoint_lock.lock();
         crate::checkpoint::run_locked(inner, true, crate::checkpoint::Caller::Waiting)?;
         crate::restore::restore_with(
@@ -398,6 +418,7 @@ impl Store {
 
     /// Makes every commit so far durable (whatever the sync mode).
     pub fn sync(&self) -> Result<()> {
+        self.inner.check_writable()?;
         self.inner.wal.sync()
     }
 
@@ -434,7 +455,12 @@ impl Store {
     /// Checkpoints, makes the log durable and closes the store.
     pub fn close(self) -> Result<()> {
         self.stop_checkpointer();
-        let result = self.checkpoint().map(|_| ());
+        if self.inner.read_only || !self.inner.wal.appended() {
+            // Nothing changed since the open (every change is logged first): there is nothing
+            // to write, and a close writes nothing.
+            return Ok(());
+        }
+        let result = self.checkpoint().and_then(|_| crate::archiver::drain(&self.inner));
         // Durable, with the rest of the last log page zeroed: a clean end even in a recycled
         // segment for the next open and for independent readers.
         let finish = self.inner.wal.finish();
@@ -471,6 +497,80 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.stop_checkpointer();
+    }
+}
+
+impl Inner {
+    /// The state of a store just opened, before recovery fills in its index.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        dir: &Path,
+        options: Options,
+        read_only: bool,
+        control_file: ControlFile,
+        control: Control,
+        wal: Wal,
+        arena: Arena,
+        doublewrite: Doublewrite,
+        lock: Box<dyn std::any::Any + Send + Sync>,
+    ) -> Inner {
+        let initialised = control.extent.map_or([0, 0], |e| e.pages);
+        Inner {
+            dir: dir.to_path_buf(),
+            dimension: control.dimension,
+            read_only,
+            wal,
+            arena,
+            last_checkpoint_lsn: AtomicU64::new(control.checkpoint_lsn.0),
+            next_txn_id: AtomicU64::new(control.next_txn_id),
+            initialised: initialised.map(AtomicU64::new),
+            control: Mutex::new((control_file, control)),
+            doublewrite: Mutex::new(doublewrite),
+            epochs: Epochs::default(),
+            index: RwLock::new(IdMap::default()),
+            slots: RwLock::new(Default::default()),
+            writer: Mutex::new(state::WriterState {
+                next_txn_id: 1,
+                vectors: state::VectorAlloc {
+                    free: Vec::new(),
+                    fresh_page: 0,
+                    fresh_slot: 0,
+                    slots_per_page: 1,
+                },
+                catalog: state::CatalogAlloc::default(),
+                pending: Default::default(),
+                spare_overlay: Default::default(),
+            }),
+            apply: Mutex::new(None),
+            dirty: Mutex::new(PageMap::default()),
+            recent_inits: Mutex::new(PageMap::default()),
+            checkpoint_lock: Mutex::new(()),
+            checkpoint_wanted: (Mutex::new(false), Condvar::new()),
+            stopping: AtomicBool::new(false),
+            report: Mutex::new(RecoveryReport::default()),
+            archiver: Default::default(),
+            checkpoints_since_base: Default::default(),
+            options,
+            _lock: lock,
+        }
+    }
+
+    /// Refuses a change to a store opened read-only.
+    pub fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly(format!("{} was opened read-only", self.dir.display())));
+        }
+        Ok(())
+    }
+
+    /// Notes that page `page` has been initialised (live, or by redo).
+    pub fn note_initialised(&self, page: PageId) {
+        self.initialised[page.space().index()].fetch_max(page.page_no() + 1, Ordering::AcqRel);
+    }
+
+    /// How many pages of each space have been initialised: every page below is in use.
+    pub fn initialised_pages(&self) -> [u64; 2] {
+        [0, 1].map(|i| self.initialised[i].load(Ordering::Acquire))
     }
 }
 
@@ -643,6 +743,7 @@ impl Inner {
         };
         let lsn = self.wal.append(&spec, &[&payload])?;
         format_page(&self.arena, &self.dirty, page, kind as u8, a, b, lsn);
+        self.note_initialised(page);
         self.recent_inits.lock().insert(page, lsn);
         Ok(lsn)
     }
@@ -720,6 +821,7 @@ pub(crate) fn format_page(
     let mut header: PageHeader = crate::page::new_header(PageKind::from_u8(kind).unwrap_or(PageKind::Zero), page, a, b);
     header.kind = kind;
     header.page_lsn = lsn.0.into();
+    header.store_id = arena.store_id().into();
     let _latch = arena.latch(page);
     arena.reset_page(page, header.as_bytes());
     dirty.lock().entry(page).or_insert(lsn);
@@ -752,18 +854,77 @@ fn wal_config(control: &Control, options: &Options) -> Result<WalConfig> {
     Ok(config)
 }
 
-/// Takes the store's lock file, so two processes never open one store.
-fn lock_store(dir: &Path, storage: &Arc<dyn Storage>) -> Result<Box<dyn std::any::Any + Send + Sync>> {
-    storage.lock_exclusive(&dir.join("LOCK")).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::WouldBlock {
-            Error::InvalidArgument(format!(
-                "{} is already open (in this process or another)",
-                dir.display()
-            ))
-        } else {
-            Error::io(format!("locking {}", dir.join("LOCK").display()), e)
+/// Takes the store's lock file: exclusive for a writer, so two processes never write one
+/// store; shared for a reader, so readers share a store but never beside a writer. A reader
+/// that cannot take the lock because `LOCK` is missing or may not be opened (read-only
+/// media, another user's store) reads without it: no writer can have opened the store
+/// there, or the reader could not keep one out anyway.
+fn lock_store(dir: &Path, storage: &Arc<dyn Storage>, read_only: bool) -> Result<Box<dyn std::any::Any + Send + Sync>> {
+    let path = dir.join("LOCK");
+    let taken = if read_only {
+        storage.lock_shared(&path)
+    } else {
+        storage.lock_exclusive(&path)
+    };
+    match taken {
+        Ok(guard) => Ok(guard),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(Error::Locked(format!(
+            "{} is open for writing{} (in this process or another)",
+            dir.display(),
+            if read_only { "" } else { " or reading" }
+        ))),
+        Err(e)
+            if read_only
+                && matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ) =>
+        {
+            Ok(Box::new(()))
         }
-    })
+        Err(e) => Err(Error::io(format!("locking {}", path.display()), e)),
+    }
+}
+
+/// Refuses a log segment larger than the free space of the file system (`statvfs`), before
+/// anything is written: preallocating it would fill the disk and fail anyway.
+fn check_room_for_segment(storage: &dyn Storage, dir: &Path, segment_size_bytes: u64) -> Result<()> {
+    let available = storage
+        .available_bytes(dir)
+        .context(|| format!("reading the free space of {}", dir.display()))?;
+    match available {
+        Some(free) if free < segment_size_bytes => Err(Error::DiskFull {
+            context: format!(
+                "creating a store in {}: a log segment takes {segment_size_bytes} bytes, and only {free} are free",
+                dir.display()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Writes a new store's files, in the order FORMAT.md gives (section 2): the log, the arena
+/// directory, the doublewrite file with its header page, and the control file last (a store
+/// exists once it is durable).
+fn create_files(storage: &dyn Storage, dir: &Path, control: &Control, options: &Options) -> Result<()> {
+    let config = wal_config(control, options)?;
+    Wal::create(options.storage.clone(), &dir.join("wal"), config)?.close()?;
+    storage
+        .create_dir_all(&dir.join("arena"))
+        .context(|| format!("creating {}/arena", dir.display()))?;
+    let how = DoublewriteOpen {
+        store_id: control.store_id,
+        required: false,
+        read_only: false,
+    };
+    Doublewrite::open(storage, dir, control.page_size_bytes, how)?.ensure_whole()?;
+    storage
+        .sync_dir(dir)
+        .context(|| format!("syncing directory {}", dir.display()))?;
+    ControlFile::create(storage, dir, control)?;
+    storage
+        .sync_dir(dir)
+        .context(|| format!("syncing directory {}", dir.display()))
 }
 
 /// A random 64-bit number (store ids), from the standard library's per-process random keys.
@@ -784,7 +945,14 @@ mod tests {
     #[test]
     fn edits_apply_page_by_page_in_log_order_however_many_there_are() {
         let storage: Arc<dyn Storage> = Arc::new(SimStorage::new(1));
-        let arena = Arena::open(storage, Path::new("/arena"), 4096, 16 * 4096).unwrap();
+        let arena = Arena::open(
+            storage,
+            Path::new("/arena"),
+            4096,
+            16 * 4096,
+            crate::arena::ArenaOpen::TEST,
+        )
+        .unwrap();
         let pages = [
             PageId::new(Space::Vector, 3),
             PageId::new(Space::Catalog, 1),

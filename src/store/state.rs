@@ -171,10 +171,22 @@ pub struct Loaded {
     pub writer: WriterState,
     /// Pages skipped as damaged (SkipCorrupted only).
     pub skipped_pages: Vec<String>,
+    /// Per space, a count of pages the loader found initialised (the pages below it are):
+    /// for stores whose control file did not record it (format minor 0).
+    pub initialised: [u64; 2],
 }
 
 /// Rebuilds the index and allocators from the catalog pages in memory (after redo and undo).
-pub fn load(arena: &Arena, dimension: u32, next_txn_id: u64, skip_damaged: bool) -> Result<Loaded> {
+///
+/// `initialised` counts, per space, the pages known to be in use: a catalog page below the
+/// count that reads as zero was lost (damage), not free.
+pub fn load(
+    arena: &Arena,
+    dimension: u32,
+    next_txn_id: u64,
+    skip_damaged: bool,
+    initialised: [u64; 2],
+) -> Result<Loaded> {
     let page_size = arena.page_size_bytes();
     let slots_per_page = page::vector_slots_per_page(page_size, dimension) as u32;
     let mut loader = Loader {
@@ -191,6 +203,8 @@ pub fn load(arena: &Arena, dimension: u32, next_txn_id: u64, skip_damaged: bool)
         skip_damaged,
         page_ids: Vec::new(),
         pages_per_file: arena.pages_per_file(),
+        catalog_in_use: initialised[Space::Catalog.index()],
+        catalog_seen: 0,
     };
     let page_count = arena.page_count(Space::Catalog);
     let mut spare_pages = Vec::new();
@@ -206,6 +220,7 @@ pub fn load(arena: &Arena, dimension: u32, next_txn_id: u64, skip_damaged: bool)
     loader.catalog.next_new_page = page_count;
     loader.catalog.roomy = loader.catalog.pages.keys().copied().collect();
     let vectors = loader.vector_alloc();
+    let initialised = [loader.catalog_seen, vectors.fresh_page];
     Ok(Loaded {
         index: loader.index,
         writer: WriterState {
@@ -216,6 +231,7 @@ pub fn load(arena: &Arena, dimension: u32, next_txn_id: u64, skip_damaged: bool)
             spare_overlay: IdMap::default(),
         },
         skipped_pages: loader.skipped,
+        initialised,
     })
 }
 
@@ -235,6 +251,10 @@ struct Loader<'a> {
     /// Ids (and their vector slots) loaded from the current page, to roll back if it fails.
     page_ids: Vec<(IdKey, (u64, u32))>,
     pages_per_file: u64,
+    /// Catalog pages below this are in use: one that reads as zero was lost.
+    catalog_in_use: u64,
+    /// One past the highest catalog-space page found initialised.
+    catalog_seen: u64,
 }
 
 impl Loader<'_> {
@@ -256,7 +276,18 @@ impl Loader<'_> {
         }
         let image = self.arena.copy_page(id);
         let header = PageHeader::read_from_prefix(&image).expect("page holds a header").0;
+        if header.kind != PageKind::Zero as u8 {
+            self.catalog_seen = page_no + 1;
+        }
         match PageKind::from_u8(header.kind) {
+            Some(PageKind::Zero) if page_no < self.catalog_in_use => {
+                let file = crate::arena::arena_file_name(Space::Catalog, page_no / self.pages_per_file);
+                self.damaged(Error::corrupted_file(
+                    format!("arena/{file}"),
+                    format!("{id} is empty, but the store had initialised it (its contents were lost)"),
+                ))?;
+                Ok(None)
+            }
             Some(PageKind::Zero) | Some(PageKind::Overflow) => Ok(Some(page_no)),
             Some(PageKind::Catalog) => {
                 let mark = (self.page_ids.len(), self.chains.len());

@@ -59,6 +59,7 @@ struct Placement {
 
 impl<'s> Transaction<'s> {
     pub(super) fn begin(store: &'s Store) -> Result<Transaction<'s>> {
+        store.inner().check_writable()?;
         let inner = store.inner();
         let mut writer = inner.writer.lock();
         inner.epochs.try_advance();

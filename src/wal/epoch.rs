@@ -1,11 +1,13 @@
 //! The log epoch file (`wal/EPOCH`): the number of the current open of the log.
 //!
 //! Every page header and record carries the epoch of the open that wrote it, and epochs never
-//! decrease along the log. Each open writes a new, higher epoch here (and syncs it) before it
-//! appends anything, so bytes a crashed run left beyond the end of the log (older epochs) can
-//! never be read as live, however a later run's records happen to line up with them.
+//! decrease along the log. Before an open appends its first byte it writes a new, higher epoch
+//! here (and syncs it), so bytes a crashed run left beyond the end of the log (older epochs)
+//! can never be read as live, however a later run's records happen to line up with them.
 //!
-//! 16 bytes, written in one piece (within one sector, so atomically):
+//! Two copies (slots), at offsets 0 and 512 (two sectors), each written and synced in turn with
+//! the same contents, so that neither a torn write nor one damaged sector can lose the epoch.
+//! A slot (format minor 1; minor 0 wrote bytes 0..16 of slot 0 only):
 //!
 //! | offset | size | field |
 //! |---|---|---|
@@ -13,6 +15,19 @@
 //! | 4 | 4 | epoch |
 //! | 8 | 4 | CRC32C of bytes 0..8 |
 //! | 12 | 4 | reserved, zero |
+//! | 16 | 8 | store id |
+//! | 24 | 4 | CRC32C of bytes 0..24 |
+//! | 28 | 4 | reserved, zero |
+//!
+//! Reading, top to bottom (the labels reappear in [`read`]):
+//!
+//! | label | slots | epoch possibly in use |
+//! |---|---|---|
+//! | `Missing` | no file, or shorter than one slot | damage (`Corrupted`): the store is missing a file |
+//! | `Foreign` | a valid slot naming another store | damage: the file was swapped in from elsewhere |
+//! | `Both` | both valid | the higher |
+//! | `One` | one valid (or a minor-0 file: slot 0 alone) | that one, plus one if the other slot is damaged: it may have held the next |
+//! | `None` | neither valid | damage; under `SkipCorrupted` the scan's highest epoch stands in |
 
 use std::path::Path;
 
@@ -22,34 +37,113 @@ use crate::{Error, RecoveryMode};
 
 pub const EPOCH_FILE_NAME: &str = "EPOCH";
 const EPOCH_MAGIC: [u8; 4] = *b"VEPC";
-const EPOCH_FILE_BYTES: usize = 16;
+/// The bytes of a slot as format minor 0 wrote it (slot 0 only, in a 16-byte file).
+const SLOT_MINOR0_BYTES: usize = 16;
+const SLOT_BYTES: usize = 32;
+const SLOT_OFFSETS: [usize; 2] = [0, 512];
+/// The length of the file this version writes.
+pub const EPOCH_FILE_BYTES: usize = SLOT_OFFSETS[1] + SLOT_BYTES;
 
-/// The stored epoch (0 if the file does not exist yet).
-pub fn read(storage: &dyn Storage, dir: &Path, mode: RecoveryMode) -> Result<u32> {
-    let path = dir.join(EPOCH_FILE_NAME);
-    let file = match storage.open(&path, false) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
-    };
-    let mut bytes = [0u8; EPOCH_FILE_BYTES];
-    let read = file.read_at(&mut bytes, 0);
-    let valid = read.is_ok()
-        && bytes[..4] == EPOCH_MAGIC
-        && crc32c::crc32c(&bytes[..8]).to_le_bytes() == bytes[8..12]
-        && bytes[12..] == [0; 4];
-    if valid {
-        return Ok(u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")));
-    }
-    if mode == RecoveryMode::SkipCorrupted {
-        // The scan's highest epoch stands in; only a crashed run's unseen bytes could outrank it.
-        return Ok(0);
-    }
-    Err(Error::corrupted_file(path, "the epoch file is damaged"))
+/// What one slot holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Slot {
+    Valid { epoch: u32, store_id: Option<u64> },
+    Invalid,
 }
 
-/// Writes and syncs `epoch`.
-pub fn write(storage: &dyn Storage, dir: &Path, epoch: u32) -> Result<()> {
+fn decode_slot(bytes: &[u8]) -> Slot {
+    let minor0_valid = bytes.len() >= SLOT_MINOR0_BYTES
+        && bytes[..4] == EPOCH_MAGIC
+        && crc32c::crc32c(&bytes[..8]).to_le_bytes() == bytes[8..12]
+        && bytes[12..16] == [0; 4];
+    if !minor0_valid {
+        return Slot::Invalid;
+    }
+    let epoch = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    let extension = bytes.get(SLOT_MINOR0_BYTES..SLOT_BYTES);
+    let store_id = match extension {
+        None => None,
+        Some(ext) if ext.iter().all(|&b| b == 0) => None,
+        Some(ext) => {
+            let crc_ok = crc32c::crc32c(&bytes[..24]).to_le_bytes() == ext[8..12];
+            if !crc_ok || ext[12..16] != [0; 4] {
+                return Slot::Invalid;
+            }
+            Some(u64::from_le_bytes(ext[..8].try_into().expect("8 bytes")))
+        }
+    };
+    Slot::Valid { epoch, store_id }
+}
+
+fn encode_slot(epoch: u32, store_id: u64) -> [u8; SLOT_BYTES] {
+    let mut bytes = [0u8; SLOT_BYTES];
+    bytes[..4].copy_from_slice(&EPOCH_MAGIC);
+    bytes[4..8].copy_from_slice(&epoch.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..8]);
+    bytes[8..12].copy_from_slice(&crc.to_le_bytes());
+    bytes[16..24].copy_from_slice(&store_id.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..24]);
+    bytes[24..28].copy_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+/// The highest epoch that the log of store `store_id` may have used, from `dir/EPOCH` (the
+/// decision table of the module documentation). Opens the file read-only: nothing changes.
+///
+/// With `whole`, the store's files are of format minor ≥ 1, whose epoch file is never shorter
+/// than both slots: a shorter one was truncated (`Missing`).
+pub fn read(storage: &dyn Storage, dir: &Path, store_id: u64, mode: RecoveryMode, whole: bool) -> Result<u32> {
+    let path = dir.join(EPOCH_FILE_NAME);
+    let missing = || Error::corrupted_file(&path, "the epoch file is missing or empty; the store is incomplete");
+    let file = match storage.open_read_only(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
+        Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+    };
+    let len_bytes = file
+        .len()
+        .context(|| format!("reading the length of {}", path.display()))?;
+    let len_bytes = usize::try_from(len_bytes).unwrap_or(usize::MAX).min(EPOCH_FILE_BYTES);
+    if len_bytes < SLOT_MINOR0_BYTES || (whole && len_bytes < EPOCH_FILE_BYTES) {
+        return Err(missing()); // Missing
+    }
+    let mut bytes = vec![0u8; len_bytes];
+    file.read_at(&mut bytes, 0)
+        .context(|| format!("reading {}", path.display()))?;
+    let minor0_file = len_bytes < SLOT_OFFSETS[1] + SLOT_MINOR0_BYTES;
+    let slots: Vec<Slot> = SLOT_OFFSETS
+        .iter()
+        .filter(|&&at| at < len_bytes)
+        .map(|&at| decode_slot(&bytes[at..len_bytes.min(at + SLOT_BYTES)]))
+        .collect();
+    if let Some(other) = slots.iter().find_map(|s| match s {
+        Slot::Valid { store_id: Some(id), .. } if *id != store_id => Some(*id),
+        _ => None,
+    }) {
+        // Foreign
+        return Err(Error::corrupted_file(
+            &path,
+            format!("the epoch file belongs to store {other:016x}, not this one ({store_id:016x})"),
+        ));
+    }
+    let valid: Vec<u32> = slots
+        .iter()
+        .filter_map(|s| match s {
+            Slot::Valid { epoch, .. } => Some(*epoch),
+            Slot::Invalid => None,
+        })
+        .collect();
+    match (valid.iter().max(), valid.len() == 2 || minor0_file) {
+        (Some(&epoch), true) => Ok(epoch),                    // Both (or a minor-0 file)
+        (Some(&epoch), false) => Ok(epoch.saturating_add(1)), // One
+        (None, _) if mode == RecoveryMode::SkipCorrupted => Ok(0),
+        (None, _) => Err(Error::corrupted_file(&path, "both copies of the epoch are damaged")),
+    }
+}
+
+/// Writes and syncs `epoch` into both slots, one after the other (creating the file if it is
+/// missing: a new log).
+pub fn write(storage: &dyn Storage, dir: &Path, epoch: u32, store_id: u64) -> Result<()> {
     let path = dir.join(EPOCH_FILE_NAME);
     let (file, created) = match storage.open(&path, false) {
         Ok(file) => (file, false),
@@ -61,18 +155,94 @@ pub fn write(storage: &dyn Storage, dir: &Path, epoch: u32) -> Result<()> {
         ),
         Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
     };
-    let mut bytes = [0u8; EPOCH_FILE_BYTES];
-    bytes[..4].copy_from_slice(&EPOCH_MAGIC);
-    bytes[4..8].copy_from_slice(&epoch.to_le_bytes());
-    let crc = crc32c::crc32c(&bytes[..8]);
-    bytes[8..12].copy_from_slice(&crc.to_le_bytes());
-    file.write_at(&bytes, 0)
-        .context(|| format!("writing {}", path.display()))?;
-    file.sync_data().context(|| format!("syncing {}", path.display()))?;
+    let slot = encode_slot(epoch, store_id);
+    for at in SLOT_OFFSETS {
+        file.write_at(&slot, at as u64)
+            .context(|| format!("writing {}", path.display()))?;
+        file.sync_data().context(|| format!("syncing {}", path.display()))?;
+    }
     if created {
         storage
             .sync_dir(dir)
             .context(|| format!("syncing directory {}", dir.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::SimStorage;
+
+    const STORE: u64 = 0xABCD;
+
+    fn setup(epoch: u32) -> (SimStorage, &'static Path) {
+        let sim = SimStorage::new(3);
+        let dir = Path::new("/wal");
+        sim.create_dir_all(dir).unwrap();
+        write(&sim, dir, epoch, STORE).unwrap();
+        (sim, dir)
+    }
+
+    #[test]
+    fn one_damaged_slot_never_loses_the_epoch_and_counts_one_more() {
+        let (sim, dir) = setup(41);
+        assert_eq!(
+            read(&sim, dir, STORE, RecoveryMode::Strict, false).unwrap(),
+            41,
+            "both copies agree"
+        );
+        for at in [5u64, 512 + 5, 512 + 20] {
+            let (sim, dir) = setup(41);
+            sim.damage(&dir.join(EPOCH_FILE_NAME), at, &[0xFF]).unwrap();
+            assert_eq!(
+                read(&sim, dir, STORE, RecoveryMode::Strict, false).unwrap(),
+                42,
+                "a flipped byte at {at}: the other copy holds, and the damaged one may have held the next epoch"
+            );
+        }
+        sim.damage(&dir.join(EPOCH_FILE_NAME), 5, &[0xFF]).unwrap();
+        sim.damage(&dir.join(EPOCH_FILE_NAME), 512 + 5, &[0xFF]).unwrap();
+        let error = read(&sim, dir, STORE, RecoveryMode::TolerateTornTail, false).unwrap_err();
+        assert!(
+            matches!(error, Error::Corrupted { .. }),
+            "both copies gone is damage: {error}"
+        );
+        assert_eq!(read(&sim, dir, STORE, RecoveryMode::SkipCorrupted, false).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_missing_short_or_foreign_epoch_file_is_damage() {
+        let (sim, dir) = setup(7);
+        let error = read(&sim, dir, STORE + 1, RecoveryMode::SkipCorrupted, false).unwrap_err();
+        assert!(
+            matches!(&error, Error::Corrupted { reason, .. } if reason.contains("belongs to store")),
+            "another store's epoch file: {error}"
+        );
+        sim.truncate_durably(&dir.join(EPOCH_FILE_NAME), 300).unwrap();
+        let error = read(&sim, dir, STORE, RecoveryMode::SkipCorrupted, true).unwrap_err();
+        assert!(
+            matches!(error, Error::Corrupted { .. }),
+            "a file of minor 1 cut short: {error}"
+        );
+        sim.truncate_durably(&dir.join(EPOCH_FILE_NAME), 10).unwrap();
+        let error = read(&sim, dir, STORE, RecoveryMode::SkipCorrupted, false).unwrap_err();
+        assert!(matches!(error, Error::Corrupted { .. }), "a truncated file: {error}");
+        sim.remove_file(&dir.join(EPOCH_FILE_NAME)).unwrap();
+        let error = read(&sim, dir, STORE, RecoveryMode::SkipCorrupted, false).unwrap_err();
+        assert!(matches!(error, Error::Corrupted { .. }), "a missing file: {error}");
+    }
+
+    #[test]
+    fn a_minor_0_file_of_one_short_slot_is_read() {
+        let sim = SimStorage::new(3);
+        let dir = Path::new("/wal");
+        sim.create_dir_all(dir).unwrap();
+        let slot = encode_slot(9, STORE);
+        sim.open(&dir.join(EPOCH_FILE_NAME), true)
+            .unwrap()
+            .write_at(&slot[..SLOT_MINOR0_BYTES], 0)
+            .unwrap();
+        assert_eq!(read(&sim, dir, STORE, RecoveryMode::Strict, false).unwrap(), 9);
+    }
 }

@@ -31,6 +31,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use zerocopy::FromBytes;
+
 use crate::error::{IoContext, Result};
 use crate::storage::Storage;
 use crate::{Error, Lsn, RecoveryMode};
@@ -68,6 +70,13 @@ pub struct WalConfig {
     /// Prepare segments on a background thread (default). Without it every storage operation
     /// happens on a caller's thread, in an order a seed reproduces (crash simulation).
     pub background: bool,
+    /// The log belongs to a store of format minor ≥ 1, whose files are all required: its
+    /// epoch file (a reader checks it too), and the segment after the one holding the end of
+    /// the log whenever the end lies in that segment's last page or a record there runs on
+    /// (the successor rule, which such writers keep), so a missing last segment is damage, not
+    /// a shorter log. Off for logs of minor 0, which did not keep the rule, and for logs read
+    /// without their store (inspection of bare segments).
+    pub required_files: bool,
 }
 
 impl WalConfig {
@@ -79,6 +88,7 @@ impl WalConfig {
             sync,
             write_out_bytes: 256 << 10,
             background: true,
+            required_files: false,
         }
     }
 }
@@ -103,6 +113,11 @@ struct IoState {
 struct Shared {
     config: WalConfig,
     epoch: u32,
+    /// False until this open's epoch is durable in `EPOCH`: it is written before the first byte
+    /// this open appends reaches a segment, so an open that appends nothing writes nothing.
+    epoch_durable: AtomicBool,
+    /// The end of the log when it was opened: nothing was appended while the end is here.
+    opened_at: u64,
     read_only: bool,
     dir: SegmentDir,
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
@@ -177,9 +192,11 @@ impl Wal {
         // conversions at their syncs in an allocated segment (segment.rs).
         segment_dir.ensure_spares(1)?;
         let first = segment_dir.install(first_segment)?;
-        epoch::write(storage.as_ref(), dir, 1)?;
+        epoch::write(storage.as_ref(), dir, 1, config.identity.store_id)?;
         let start = config.geometry.segment_base(first_segment);
-        Wal::start(segment_dir, config, vec![first], start, 1, false, 0..0)
+        let wal = Wal::start(segment_dir, config, vec![first], start, 1, false, 0..0)?;
+        wal.shared.epoch_durable.store(true, Ordering::Release);
+        Ok(wal)
     }
 
     /// Opens the log in `dir`, scanning from `scan_from` (a record start or record end known to
@@ -192,13 +209,9 @@ impl Wal {
         mode: RecoveryMode,
     ) -> Result<(Wal, ScanReport)> {
         let (segment_dir, segments, report) = Self::scan_dir(storage.clone(), dir, &config, scan_from, mode)?;
+        let epoch = next_epoch(storage.as_ref(), dir, &config, &report, mode)?;
         segment_dir.adopt_leftover_spares()?;
         let geometry = config.geometry;
-        let stored_epoch = epoch::read(storage.as_ref(), dir, mode)?;
-        let epoch = stored_epoch
-            .max(report.max_epoch)
-            .checked_add(1)
-            .ok_or_else(|| Error::corrupted_file(dir.join(epoch::EPOCH_FILE_NAME), "the log epoch is exhausted"))?;
         erase_garbage(&segments, &geometry, report.end_lsn.get(), report.zero_to)?;
         for segment in segments.values() {
             // After a process crash the page cache may hold log bytes that never reached the
@@ -208,9 +221,9 @@ impl Wal {
                 .sync_data()
                 .context(|| format!("syncing {}", segment.path.display()))?;
         }
-        // The new epoch is durable before anything is appended: every byte a crashed run left
-        // after the end of the log carries an older epoch and can never be read as live.
-        epoch::write(storage.as_ref(), dir, epoch)?;
+        // The new epoch is made durable before the first byte appended reaches a segment (see
+        // `Shared::flush_locked`): every byte a crashed run left after the end of the log
+        // carries an older epoch and can never be read as live.
         let segments: Vec<_> = segments.into_values().collect();
         let checked = crc_checked(&report);
         let wal = Wal::start(
@@ -238,7 +251,12 @@ impl Wal {
         if matches!(config.sync, SyncMode::Interval(_)) {
             config.sync = SyncMode::Never;
         }
-        let (segment_dir, segments, report) = Self::scan_dir(storage, dir, &config, scan_from, mode)?;
+        let (segment_dir, segments, report) = Self::scan_dir(storage.clone(), dir, &config, scan_from, mode)?;
+        // The epoch is read for its checks alone (a missing or foreign file is damage to a
+        // reader of a store too); nothing is appended, so no new epoch is taken.
+        if config.required_files {
+            next_epoch(storage.as_ref(), dir, &config, &report, mode)?;
+        }
         let segments: Vec<_> = segments.into_values().collect();
         let wal = Wal::start(
             segment_dir,
@@ -263,7 +281,12 @@ impl Wal {
         let segment_dir = SegmentDir::new(storage, dir, config.geometry)?;
         let numbers = segment_dir.list_segments()?;
         let Some(&oldest) = numbers.first() else {
-            return Err(Error::NotFound(format!("no WAL segments in {}", dir.display())));
+            // A log always keeps the segment its end lies in: none at all is a lost log.
+            let needed = scan_from.map_or(0, |lsn| config.geometry.segment_of(lsn.get()));
+            return Err(Error::corrupted_file(
+                dir.join(segment::segment_file_name(needed)),
+                "the log has no segments: this one, which holds where recovery starts, is missing",
+            ));
         };
         check_contiguous(dir, &numbers)?;
         let mut segments = BTreeMap::new();
@@ -271,6 +294,7 @@ impl Wal {
             segments.insert(number, segment_dir.open_segment(number)?);
         }
         let geometry = config.geometry;
+        check_identities(&segments, dir, config)?;
         let limit = geometry.segment_base(numbers[numbers.len() - 1] + 1);
         let view = LogView {
             geometry,
@@ -284,6 +308,9 @@ impl Wal {
             None => first_record_start(&view, oldest),
         };
         let report = scan::scan(&view, start, mode)?;
+        if config.required_files {
+            check_successor(&view, dir, &report)?;
+        }
         Ok((segment_dir, segments, report))
     }
 
@@ -308,6 +335,8 @@ impl Wal {
         );
         let shared = Arc::new(Shared {
             epoch,
+            epoch_durable: AtomicBool::new(false),
+            opened_at: end,
             read_only,
             dir,
             segments: RwLock::new(segments.into_iter().map(|s| (s.segment_no, s)).collect()),
@@ -618,7 +647,7 @@ impl Wal {
     /// Flushes, makes the log durable and stops the background threads. The rest of the last
     /// page is zeroed, so a later open finds a clean end even in a recycled segment.
     pub fn close(mut self) -> Result<()> {
-        let result = if self.shared.poisoned.load(Ordering::Acquire) || self.shared.read_only {
+        let result = if self.shared.poisoned.load(Ordering::Acquire) || self.shared.read_only || !self.appended() {
             Ok(())
         } else {
             self.sync().and_then(|()| self.zero_rest_of_page())
@@ -630,8 +659,18 @@ impl Wal {
     /// Makes the log durable and zeroes the rest of its last page (what `close` does, for an
     /// owner that cannot give the `Wal` up, such as a store closing).
     pub fn finish(&self) -> Result<()> {
+        if !self.appended() {
+            // Nothing to make durable, and the end is clean already: the open found it so
+            // (a torn tail is erased when the log is opened).
+            return Ok(());
+        }
         self.sync()?;
         self.zero_rest_of_page()
+    }
+
+    /// True once this open has appended a record.
+    pub fn appended(&self) -> bool {
+        self.shared.tail.lock().pos != self.shared.opened_at
     }
 
     fn zero_rest_of_page(&self) -> Result<()> {
@@ -737,7 +776,7 @@ impl Shared {
     /// Makes sure every segment up to the one holding byte `end - 1` is installed. Runs under
     /// the tail lock; the preallocator normally has done it already.
     fn ensure_segments_through(&self, end: u64) -> Result<()> {
-        let needed = self.config.geometry.segment_of(end - 1);
+        let needed = needed_segment(&self.config.geometry, end);
         if self.installed_max.load(Ordering::Acquire) >= needed {
             return Ok(());
         }
@@ -794,7 +833,9 @@ impl Shared {
             tail.take(spare)
         };
         let end = start + bytes.len() as u64;
-        let result = self.write_and_sync(io, start, &bytes, sync);
+        let result = self
+            .ensure_epoch_durable(&bytes)
+            .and_then(|()| self.write_and_sync(io, start, &bytes, sync));
         io.spare = bytes;
         io.spare.clear();
         if let Err(error) = result {
@@ -805,6 +846,21 @@ impl Shared {
         if sync {
             self.durable_lsn.fetch_max(end, Ordering::AcqRel);
         }
+        Ok(())
+    }
+
+    /// Makes this open's epoch durable before the first bytes it appended are written.
+    fn ensure_epoch_durable(&self, bytes: &[u8]) -> Result<()> {
+        if bytes.is_empty() || self.epoch_durable.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        epoch::write(
+            self.dir.storage().as_ref(),
+            self.dir.path(),
+            self.epoch,
+            self.config.identity.store_id,
+        )?;
+        self.epoch_durable.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -883,6 +939,11 @@ fn preallocator(weak: Weak<Shared>) {
             }
         }
         let end = shared.tail.lock().pos;
+        if end == shared.opened_at {
+            // An open that appends nothing makes no files (a reader, or a full disk whose
+            // owner freed room for this open alone).
+            continue;
+        }
         let geometry = shared.config.geometry;
         let wanted =
             geometry.segment_of(end) + u64::from(geometry.offset_in_segment(end) >= geometry.segment_size_bytes / 2);
@@ -942,6 +1003,79 @@ fn flusher(weak: Weak<Shared>, every: Duration) {
             let _ = shared.flush_locked(&mut io, true);
         }
     }
+}
+
+/// The epoch of this open: above every epoch the log may have used (the epoch file's and any
+/// the scan saw), and below `u32::MAX`, so that another open always remains possible: a log
+/// one step from exhaustion is refused now, before anything is written, never after it.
+fn next_epoch(
+    storage: &dyn Storage,
+    dir: &Path,
+    config: &WalConfig,
+    report: &ScanReport,
+    mode: RecoveryMode,
+) -> Result<u32> {
+    let stored = epoch::read(storage, dir, config.identity.store_id, mode, config.required_files)?;
+    stored
+        .max(report.max_epoch)
+        .checked_add(1)
+        .filter(|&epoch| epoch < u32::MAX)
+        .ok_or_else(|| Error::corrupted_file(dir.join(epoch::EPOCH_FILE_NAME), "the log epoch is exhausted"))
+}
+
+/// The last segment an append ending at `end` needs installed: the one holding its last byte,
+/// and the next one too when that byte lies in a segment's last page (the successor rule, see
+/// [`WalConfig::required_files`]).
+fn needed_segment(geometry: &Geometry, end: u64) -> u64 {
+    let last = geometry.segment_of(end - 1);
+    let last_page = geometry.segment_base(last + 1) - geometry.page_bytes();
+    last + u64::from(end > last_page)
+}
+
+/// The successor rule, read back: if the end of the log lies in the last page of the last
+/// segment present, or a record there runs on past it, the writer had made the next segment
+/// before writing those bytes, so its absence is a missing file, not the end of the log.
+fn check_successor(view: &LogView<'_>, dir: &Path, report: &ScanReport) -> Result<()> {
+    let geometry = view.geometry;
+    let end = report.end_lsn.get();
+    let last_present = geometry.segment_of(view.limit - 1);
+    let runs_on = view.record_runs_past_limit(end);
+    if needed_segment(&geometry, end.max(1)) > last_present || runs_on {
+        let missing = last_present + 1;
+        return Err(Error::corrupted_file(
+            dir.join(segment::segment_file_name(missing)),
+            format!(
+                "log segment {missing} is missing: the log reaches it (its end is at {end}{})",
+                if runs_on { ", inside a record that runs on" } else { "" }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the header of every segment present, not only of those the scan crosses: a segment
+/// file swapped in from another store (or written by a newer format) is refused by name, even
+/// where the scan would start inside it and, its records lining up, never read its header.
+/// Zeros and stale headers (a segment not started yet) pass; a damaged one is the scan's to
+/// judge (a torn header write of a segment just begun).
+fn check_identities(segments: &BTreeMap<u64, Arc<Segment>>, dir: &Path, config: &WalConfig) -> Result<()> {
+    for (&number, segment) in segments {
+        // SAFETY: nothing writes a segment while the log is being opened.
+        let bytes = unsafe { segment.map.bytes(0, format::SEGMENT_HEADER_BYTES) };
+        if bytes.iter().all(|&b| b == 0) {
+            continue;
+        }
+        let header = format::SegmentHeader::read_from_bytes(bytes).expect("exact size");
+        if let Err(format::HeaderFault::Foreign(reason)) = header.check(&config.geometry, &config.identity, number) {
+            let path = dir.join(segment::segment_file_name(number));
+            return Err(if header.version_major.get() != format::FORMAT_VERSION_MAJOR {
+                Error::Incompatible(format!("{}: {reason}; nothing was changed", path.display()))
+            } else {
+                Error::corrupted_file(path, format!("{reason}, not to this one; nothing was changed"))
+            });
+        }
+    }
+    Ok(())
 }
 
 fn check_contiguous(dir: &Path, numbers: &[u64]) -> Result<()> {

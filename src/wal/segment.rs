@@ -45,6 +45,10 @@ use super::format::Geometry;
 const SEGMENT_SUFFIX: &str = ".wal";
 const SPARE_PREFIX: &str = "spare-";
 const ZERO_CHUNK_BYTES: usize = 1 << 20;
+/// Retired segments kept as spares at most: what a log needs between two checkpoints beyond
+/// this is made new (allocated, which costs a fast log little), so a store's footprint does not
+/// keep every segment a burst of writes ever filled (a 256 MiB burst left four 64 MiB spares).
+pub const SPARES_KEPT_MAX: usize = 2;
 /// The log growth rate above which spares made ahead of need are allocated, not zero-filled.
 pub const ZERO_FILL_MAX_LOG_BYTES_PER_SEC: u64 = 64 << 20;
 
@@ -171,6 +175,11 @@ impl SegmentDir {
                 .context(|| format!("removing {}", path.display()))?;
         }
         Ok(())
+    }
+
+    /// The storage the directory lives in.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
     }
 
     /// The directory path.
@@ -340,8 +349,13 @@ impl SegmentDir {
     }
 
     /// Retires a segment no longer needed: it is renamed to a spare and recycled once no reader
-    /// holds its mapping. The directory is synced by the next `install`.
+    /// holds its mapping, or, when [`SPARES_KEPT_MAX`] spares wait already, removed (readers
+    /// that still hold its mapping keep reading it). The directory is synced by the caller or
+    /// the next `install`.
     pub fn retire(&self, segment: Arc<Segment>) -> Result<()> {
+        if self.spares.lock().len() >= SPARES_KEPT_MAX {
+            return self.remove(&segment);
+        }
         let spare_path = {
             let mut seq = self.spare_seq.lock();
             *seq += 1;

@@ -201,6 +201,27 @@ impl<'a> LogView<'a> {
         Decoded::Record { header, payload, end }
     }
 
+    /// True if a record with a valid header starts at `start` and its length runs past the
+    /// limit (the end of the segments present).
+    pub fn record_runs_past_limit(&self, start: u64) -> bool {
+        if !self.geometry.in_payload(start)
+            || !start.is_multiple_of(8)
+            || start + RECORD_HEADER_BYTES as u64 > self.limit
+        {
+            return false;
+        }
+        let Some(bytes) = self.bytes(start, RECORD_HEADER_BYTES) else {
+            return false;
+        };
+        let header = RecordHeader::read_from_bytes(bytes).expect("exact size");
+        if header.check(start, 0).is_some() {
+            return false;
+        }
+        let payload_len = header.total_len.get() as u64 - RECORD_HEADER_BYTES as u64;
+        let room = self.geometry.page_end(start) - start - RECORD_HEADER_BYTES as u64;
+        payload_len > room && self.spanning_end(start, payload_len - room).is_none()
+    }
+
     /// The end address of a record whose payload starts at `start + 56` and overflows the
     /// first page by `overflow` bytes; `None` if it would pass the limit. Bounded by
     /// RECORD_MAX_BYTES / page capacity steps.

@@ -1,0 +1,340 @@
+//! Hostile environments: files deleted, truncated or swapped in from another store; read-only
+//! media; opens that must write nothing.
+//!
+//! The damage matrix runs every damage case through both `Store::open` (every recovery mode)
+//! and `vellum verify`, and requires: open refuses ⇒ verify fails; nothing is written into
+//! the damaged store; putting the file back brings every vector back, bit for bit.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use vellum::{Error, Options, RecoveryMode, Store};
+
+const DIMENSION: u32 = 64;
+const VECTORS: usize = 700;
+
+fn options() -> Options {
+    Options {
+        page_size_bytes: 4096,
+        segment_size_bytes: 64 * 1024,
+        ..Options::default()
+    }
+}
+
+fn vector_of(i: usize, salt: f32) -> Vec<f32> {
+    (0..DIMENSION as usize)
+        .map(|c| (i * 31 + c) as f32 * 0.001 + salt)
+        .collect()
+}
+
+/// A closed store of `VECTORS` vectors with metadata large enough to fill several catalog and
+/// vector files, and log segments past the first.
+fn build_store(dir: &Path, salt: f32) {
+    let store = Store::create(dir, DIMENSION, options()).unwrap();
+    let note = "x".repeat(300);
+    for chunk in (0..VECTORS).collect::<Vec<_>>().chunks(100) {
+        let mut tx = store.begin().unwrap();
+        for &i in chunk {
+            tx.upsert(&format!("id-{i}"), &vector_of(i, salt), &[("note", &note)])
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    store.close().unwrap();
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Every file of a store with its bytes, to show that a refused open wrote nothing.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n != "LOCK") {
+                files.insert(
+                    path.strip_prefix(dir).unwrap().to_path_buf(),
+                    std::fs::read(&path).unwrap(),
+                );
+            }
+        }
+    }
+    files
+}
+
+fn vellum(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .args(args)
+        .output()
+        .expect("run vellum")
+}
+
+fn assert_every_vector_is_there(dir: &Path, salt: f32, case: &str) {
+    let store = Store::open(dir, options()).unwrap_or_else(|e| panic!("{case}: the repaired store opens: {e}"));
+    assert_eq!(store.len(), VECTORS, "{case}: every vector is back");
+    for i in 0..VECTORS {
+        let got = store.get(&format!("id-{i}")).unwrap().expect("present");
+        assert!(
+            got.iter()
+                .map(|x| x.to_bits())
+                .eq(vector_of(i, salt).iter().map(|x| x.to_bits())),
+            "{case}: id-{i} bit for bit"
+        );
+    }
+    store.close().unwrap();
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Damage {
+    Delete,
+    Truncate,
+    Swap,
+}
+
+/// The store's files of each kind that the damage matrix covers (relative paths).
+fn files_to_damage(dir: &Path) -> Vec<String> {
+    let mut files = vec!["CONTROL".to_string(), "DOUBLEWRITE".into(), "wal/EPOCH".into()];
+    let listed = |sub: &str, prefix: &str| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        names.sort();
+        names.into_iter().map(|n| format!("{sub}/{n}")).collect()
+    };
+    for (sub, prefix) in [("arena", "catalog-"), ("arena", "vector-")] {
+        let names = listed(sub, prefix);
+        assert!(names.len() >= 2, "the store has several {prefix} files: {names:?}");
+        files.push(names[0].clone());
+        files.push(names[names.len() - 1].clone());
+    }
+    // The live log: after a close, one segment holds the checkpoint and the end of the log.
+    let segments = listed("wal", "0");
+    assert_eq!(segments.len(), 1, "the live log after a close: {segments:?}");
+    files.extend(segments);
+    files
+}
+
+fn damage(dir: &Path, other: &Path, file: &str, how: Damage) -> bool {
+    let path = dir.join(file);
+    match how {
+        Damage::Delete => std::fs::remove_file(&path).unwrap(),
+        Damage::Truncate => {
+            let len = std::fs::metadata(&path).unwrap().len();
+            let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            f.set_len(len / 2).unwrap();
+        }
+        Damage::Swap => {
+            if !other.join(file).exists() {
+                return false;
+            }
+            std::fs::copy(other.join(file), &path).unwrap();
+        }
+    }
+    true
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "real files")]
+fn a_missing_short_or_swapped_file_of_any_kind_is_refused_by_open_and_verify_and_nothing_is_lost() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (original, other) = (scratch.path().join("original"), scratch.path().join("other"));
+    build_store(&original, 0.0);
+    build_store(&other, 0.5);
+    let mut cases = 0;
+    for file in files_to_damage(&original) {
+        for how in [Damage::Delete, Damage::Truncate, Damage::Swap] {
+            let case = format!("{how:?} {file}");
+            let dir = scratch.path().join(format!("case-{cases}"));
+            copy_tree(&original, &dir);
+            if !damage(&dir, &other, &file, how) {
+                continue;
+            }
+            cases += 1;
+            let before = snapshot(&dir);
+            for mode in [
+                RecoveryMode::Strict,
+                RecoveryMode::TolerateTornTail,
+                RecoveryMode::SkipCorrupted,
+            ] {
+                let opened = Store::open(
+                    &dir,
+                    Options {
+                        recovery: mode,
+                        ..options()
+                    },
+                );
+                assert!(
+                    matches!(opened, Err(Error::Corrupted { .. } | Error::Incompatible(_))),
+                    "{case}, {mode:?}: open must refuse the store as damaged: {:?}",
+                    opened.map(|s| s.len())
+                );
+                let read_only = Store::open_read_only(&dir, options());
+                assert!(read_only.is_err(), "{case}: a read-only open refuses it too");
+            }
+            let verify = vellum(&["verify", dir.to_str().unwrap()]);
+            assert!(
+                !verify.status.success(),
+                "{case}: verify must fail where open refuses:\n{}",
+                String::from_utf8_lossy(&verify.stdout)
+            );
+            assert!(
+                snapshot(&dir) == before,
+                "{case}: nothing is written into a store whose files are damaged"
+            );
+            std::fs::copy(original.join(&file), dir.join(&file)).unwrap();
+            assert_every_vector_is_there(&dir, 0.0, &case);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+    assert!(cases >= 24, "{cases} damage cases ran");
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "real files")]
+fn a_deleted_arena_directory_is_damage_not_an_empty_store() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("s");
+    build_store(&dir, 0.0);
+    let saved = scratch.path().join("saved-arena");
+    copy_tree(&dir.join("arena"), &saved);
+    std::fs::remove_dir_all(dir.join("arena")).unwrap();
+    let error = Store::open(&dir, options()).unwrap_err();
+    assert!(
+        matches!(&error, Error::Corrupted { file: Some(f), .. } if f.ends_with("catalog-00000000.pages")),
+        "the first missing file is named: {error}"
+    );
+    assert!(!dir.join("arena").exists(), "the refused open made nothing");
+    assert!(
+        !vellum(&["verify", dir.to_str().unwrap()]).status.success(),
+        "verify fails"
+    );
+    copy_tree(&saved, &dir.join("arena"));
+    assert_every_vector_is_there(&dir, 0.0, "arena put back");
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "real files")]
+fn one_damaged_copy_of_the_epoch_never_makes_a_store_unopenable() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("s");
+    build_store(&dir, 0.0);
+    let epoch = dir.join("wal/EPOCH");
+    let mut bytes = std::fs::read(&epoch).unwrap();
+    bytes[5] ^= 0x01;
+    std::fs::write(&epoch, &bytes).unwrap();
+    let verify = vellum(&["verify", dir.to_str().unwrap()]);
+    assert!(
+        verify.status.success(),
+        "one flipped bit in the epoch file is survivable:\n{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    assert_every_vector_is_there(&dir, 0.0, "one epoch copy damaged");
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "real files")]
+fn an_open_with_nothing_to_recover_writes_nothing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("s");
+    build_store(&dir, 0.0);
+    // A first open may tidy what the building run left (spares it made); from then on, an open
+    // that recovers nothing and changes nothing leaves every byte and every file as it was.
+    Store::open(&dir, options()).unwrap().close().unwrap();
+    let before = snapshot(&dir);
+    let store = Store::open(&dir, options()).unwrap();
+    assert_eq!(store.len(), VECTORS);
+    std::thread::sleep(std::time::Duration::from_millis(300)); // the background threads' turn
+    store.close().unwrap();
+    let after = snapshot(&dir);
+    let changed: Vec<_> = after
+        .iter()
+        .filter(|(path, bytes)| before.get(*path) != Some(*bytes))
+        .map(|(path, _)| path.clone())
+        .chain(before.keys().filter(|p| !after.contains_key(*p)).cloned())
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "an open and close that changed nothing wrote {changed:?}"
+    );
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "real files")]
+fn a_read_only_store_reads_everything_writes_nothing_and_refuses_writes() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("s");
+    build_store(&dir, 0.0);
+    let before = snapshot(&dir);
+    let first = Store::open_read_only(&dir, options()).unwrap();
+    let second = Store::open_read_only(&dir, options()).unwrap();
+    assert_eq!(first.len(), VECTORS, "readers share a store");
+    assert_eq!(&*second.get("id-7").unwrap().unwrap(), vector_of(7, 0.0).as_slice());
+    let writer = Store::open(&dir, options());
+    assert!(
+        matches!(writer, Err(Error::Locked(_))),
+        "no writer beside readers: {:?}",
+        writer.map(|s| s.len())
+    );
+    let refused = [
+        first.insert("new", &vector_of(1, 0.0), &[]).map(|_| ()),
+        first.delete("id-1").map(|_| ()),
+        first.checkpoint().map(|_| ()),
+        first.begin().map(|_| ()),
+        first.backup(scratch.path().join("b")).map(|_| ()),
+    ];
+    for result in refused {
+        assert!(
+            format!("{result:?}").contains("ReadOnly"),
+            "every write is refused with ReadOnly: {result:?}"
+        );
+    }
+    assert!(first.search(&vector_of(3, 0.0), 1, vellum::Metric::L2).unwrap()[0].0 == "id-3");
+    first.close().unwrap();
+    second.close().unwrap();
+    assert!(snapshot(&dir) == before, "a read-only store writes no byte");
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "real files")]
+fn a_read_only_open_replays_a_crash_in_memory_and_leaves_the_files_alone() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("s");
+    let store = Store::create(&dir, DIMENSION, options()).unwrap();
+    store.insert("kept", &vector_of(1, 0.0), &[]).unwrap();
+    let mut tx = store.begin().unwrap();
+    tx.upsert("in-flight", &vector_of(2, 0.0), &[]).unwrap();
+    tx.upsert("kept", &vector_of(3, 0.0), &[]).unwrap();
+    store.wal().sync().unwrap();
+    // A process crash: what its files hold now, with the transaction still open.
+    let crashed = scratch.path().join("crashed");
+    copy_tree(&dir, &crashed);
+    drop(tx);
+    drop(store);
+    let dir = crashed;
+    let before = snapshot(&dir);
+    let reader = Store::open_read_only(&dir, options()).unwrap();
+    assert_eq!(reader.len(), 1, "the loser is rolled back in memory");
+    assert_eq!(&*reader.get("kept").unwrap().unwrap(), vector_of(1, 0.0).as_slice());
+    assert!(reader.get("in-flight").unwrap().is_none());
+    drop(reader);
+    assert!(snapshot(&dir) == before, "recovery ran in memory only");
+}
