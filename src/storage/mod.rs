@@ -14,8 +14,8 @@
 //! - Mapped memory is coherent with `write_at` of the same file (Linux's unified page cache).
 //!
 //! # Assumptions about I/O errors (what [`SimStorage`] injects)
-//! - A `write_at` that fails may have written any prefix of its bytes (a short write, then the
-//!   error): the caller may assume nothing about the range.
+//! - A `write_at` that fails may have written any prefix of its bytes that ends at a sector
+//!   boundary (a short write, then the error): the caller may assume nothing about the range.
 //! - A `sync_data` that fails (`EIO`) may have made any subset of the file's unsynced sectors
 //!   durable, and the rest are lost *for good*: the kernel marks them clean, so the running
 //!   program still reads the new bytes but a later `sync_data` that succeeds does not write

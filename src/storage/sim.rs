@@ -42,8 +42,9 @@
 //! counts its operations whether or not a plan is armed ([`SimStorage::fault_class_ops`]), so
 //! a test can run a workload once and draw a fault point among them, as it draws crash points.
 //! - **[`FaultKind::WriteEio`]** (`write_at`): fails with `EIO` after a seeded prefix of its
-//!   bytes (possibly none, never all) reached the volatile image, as a `write_all` that got a
-//!   short write and then an error would. The prefix is unsynced, like any write.
+//!   bytes that ends at a sector boundary (possibly none, never all) reached the volatile
+//!   image, as a `write_all` that got a short write and then an error would. The prefix is
+//!   unsynced, like any write.
 //! - **[`FaultKind::SyncEio`]** (`sync_data`, `sync_dir`): a failed `sync_data` makes a seeded
 //!   subset of the file's unsynced sectors durable (drawn as a crash draws them) and forgets
 //!   the rest: the dirty set is cleared, the volatile bytes stay. Those sectors are *lost* — the
@@ -111,7 +112,7 @@ impl Default for SimConfig {
 /// The class of operation an injected fault hits, and how it fails (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FaultKind {
-    /// `write_at` fails with `EIO` after writing a seeded prefix of its bytes.
+    /// `write_at` fails with `EIO` after writing a seeded prefix of its bytes (whole sectors).
     WriteEio,
     /// `sync_data` or `sync_dir` fails with `EIO`; a failed `sync_data` loses a seeded subset
     /// of the file's unsynced sectors for good.
@@ -815,13 +816,13 @@ impl Disk {
             self.check_capacity(old_len, end)?;
         }
         if self.fault(FaultKind::WriteEio) {
-            // A short write, then the error: a seeded prefix (never all of it) landed.
+            // A short write, then the error: a seeded prefix of whole sectors (never all of
+            // the write) landed.
             let mut rng = self.fault_rng(FaultKind::WriteEio);
-            let prefix = if rng.next_u64().is_multiple_of(4) {
-                0
-            } else {
-                (rng.next_u64() % buf.len() as u64) as usize
-            };
+            let sector = self.config.sector_size_bytes;
+            let boundaries = (offset / sector + 1..end.div_ceil(sector)).map(|s| s * sector - offset);
+            let prefixes: Vec<usize> = std::iter::once(0).chain(boundaries).collect();
+            let prefix = prefixes[(rng.next_u64() % prefixes.len() as u64) as usize];
             if prefix > 0 {
                 self.apply_write(id, &buf[..prefix], offset, old_len)?;
             }
@@ -2185,6 +2186,7 @@ mod tests {
             let bytes = storage.read_file(path("/store/data")).unwrap();
             let prefix = bytes.iter().take_while(|&&b| b == 7).count();
             assert!(prefix < 8 * SECTOR, "seed {seed}: never all of it");
+            assert!(prefix.is_multiple_of(SECTOR), "seed {seed}: whole sectors");
             assert!(bytes[prefix..].iter().all(|&b| b == 0), "seed {seed}: a prefix only");
             prefixes.insert(prefix);
             file.write_at(&[9; 10], 0).unwrap();
