@@ -33,7 +33,13 @@ pub fn read(storage: &dyn Storage, dir: &Path, mode: RecoveryMode) -> Result<u32
         Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
     };
     let mut bytes = [0u8; EPOCH_FILE_BYTES];
-    let read = file.read_at(&mut bytes, 0);
+    let read = match file.read_at(&mut bytes, 0) {
+        // A short file (a torn creation) is damage, judged below; a failed read is not.
+        Err(e) if e.kind() != std::io::ErrorKind::UnexpectedEof => {
+            return Err(Error::io(format!("reading {}", path.display()), e));
+        }
+        read => read,
+    };
     let valid = read.is_ok()
         && bytes[..4] == EPOCH_MAGIC
         && crc32c::crc32c(&bytes[..8]).to_le_bytes() == bytes[8..12]
