@@ -221,6 +221,13 @@ impl Arena {
                 return Err(missing_file(dir, space, present));
             }
         }
+        // A file found here may have been created by an open that never synced the directory
+        // (it was dropped, or its checkpoint failed): its name is not known to be durable, so
+        // the first checkpoint syncs the directory before it lets recovery start past the
+        // file's page-init records.
+        if arena.file_count(Space::Catalog) + arena.file_count(Space::Vector) > 0 {
+            arena.new_files.store(true, Ordering::Release);
+        }
         Ok(arena)
     }
 
@@ -645,10 +652,12 @@ impl Arena {
                     .context(|| format!("syncing {}", file.path.display()))?;
             }
         }
-        if self.new_files.swap(false, Ordering::AcqRel) {
-            self.storage
-                .sync_dir(&self.dir)
-                .context(|| format!("syncing directory {}", self.dir.display()))?;
+        if self.new_files.swap(false, Ordering::AcqRel)
+            && let Err(error) = self.storage.sync_dir(&self.dir)
+        {
+            // Not synced: the next checkpoint must try again before it can count on the names.
+            self.new_files.store(true, Ordering::Release);
+            return Err(Error::io(format!("syncing directory {}", self.dir.display()), error));
         }
         Ok(())
     }

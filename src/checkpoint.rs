@@ -60,13 +60,15 @@ pub(crate) fn run_locked(inner: &Inner, force_base_image: bool, caller: Caller) 
     inner.wal.flush_through(begin_lsn)?;
     let in_force = inner.control.lock().1.checkpoint_lsn;
     pages.sort_unstable();
-    for batch in pages.chunks(crate::doublewrite::DOUBLEWRITE_BATCH_PAGES) {
-        flush_batch(inner, batch, in_force)?;
+    let mut written = Vec::with_capacity(pages.len());
+    let flushed = flush_pages(inner, &pages, in_force, &mut written);
+    if flushed.is_err() {
+        // A failed sync may have lost these pages for good (the kernel marks them clean, so no
+        // later sync writes them): they go back to the dirty page table, and the next
+        // checkpoint writes them again instead of trusting the sync that failed.
+        return_to_dirty(inner, written);
     }
-    // Pages that skipped the doublewrite area were written without a sync per batch: one sync
-    // of every file written (and of the directory if files were created) before the end record
-    // and the control file make this checkpoint the one recovery starts from.
-    inner.arena.sync_pages(&pages)?;
+    flushed?;
     // From the first control file that records the extent on, a missing or short doublewrite
     // file is damage: it must be whole before that control file is written.
     inner.doublewrite.lock().ensure_whole()?;
@@ -122,18 +124,25 @@ fn begin(inner: &Inner) -> Result<(Lsn, Vec<PageId>, ArenaExtent)> {
     Ok((lsn, pages, extent))
 }
 
-/// Writes one batch of dirty pages; on failure they return to the dirty page table.
-fn flush_batch(inner: &Inner, batch: &[PageId], in_force: Lsn) -> Result<()> {
-    let mut taken = Vec::with_capacity(batch.len());
-    let result = write_batch(inner, batch, in_force, &mut taken);
-    if result.is_err() {
-        let mut dirty = inner.dirty.lock();
-        for (page, rec_lsn) in taken {
-            let entry = dirty.entry(page).or_insert(rec_lsn);
-            *entry = (*entry).min(rec_lsn);
-        }
+/// Writes `pages` (sorted) in batches and makes them durable; every page taken out of the dirty
+/// page table goes to `written` with its recovery LSN, for the caller to put back on failure.
+fn flush_pages(inner: &Inner, pages: &[PageId], in_force: Lsn, written: &mut Vec<(PageId, Lsn)>) -> Result<()> {
+    for batch in pages.chunks(crate::doublewrite::DOUBLEWRITE_BATCH_PAGES) {
+        write_batch(inner, batch, in_force, written)?;
     }
-    result
+    // Pages that skipped the doublewrite area were written without a sync per batch: one sync
+    // of every file written (and of the directory if files were created) before the end record
+    // and the control file make this checkpoint the one recovery starts from.
+    inner.arena.sync_pages(pages)
+}
+
+/// Puts pages a failed checkpoint took back into the dirty page table.
+fn return_to_dirty(inner: &Inner, taken: Vec<(PageId, Lsn)>) {
+    let mut dirty = inner.dirty.lock();
+    for (page, rec_lsn) in taken {
+        let entry = dirty.entry(page).or_insert(rec_lsn);
+        *entry = (*entry).min(rec_lsn);
+    }
 }
 
 fn write_batch(inner: &Inner, batch: &[PageId], in_force: Lsn, taken: &mut Vec<(PageId, Lsn)>) -> Result<()> {

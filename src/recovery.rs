@@ -318,6 +318,7 @@ fn redo(
                 } else {
                     report.records_skipped += 1;
                 }
+                keep_dirty(inner, edits.iter().map(|e| e.page), lsn);
             }
             Payload::PageInit { page, kind, a, b } => {
                 if !prepare_page(inner, page, true, analysis, &repairs, report, lost)? {
@@ -329,6 +330,7 @@ fn redo(
                     report.records_redone += 1;
                 } else {
                     report.records_skipped += 1;
+                    keep_dirty(inner, [page].into_iter(), lsn);
                 }
                 inner.recent_inits.lock().insert(page, lsn);
             }
@@ -336,6 +338,17 @@ fn redo(
         }
     }
     Ok(())
+}
+
+/// Puts `pages`, which hold the record at `lsn` already, in the dirty page table (if they are
+/// not there): a page read at open may hold it only in the page cache — a failed sync of an
+/// earlier run loses pages for good while the cache keeps showing them — so the next
+/// checkpoint writes it again rather than trusting the disk to hold it.
+fn keep_dirty(inner: &Inner, pages: impl Iterator<Item = PageId>, lsn: Lsn) {
+    let mut dirty = inner.dirty.lock();
+    for page in pages {
+        dirty.entry(page).or_insert(lsn);
+    }
 }
 
 /// Makes page `page` exist and pass its checksum before redo or undo touches it; returns

@@ -8,6 +8,13 @@
 //! - the state equals the model's state after some prefix of the commit order.
 //!
 //! `VELLUM_SIM_SEEDS=N` runs N scenarios (default 2,000); `VELLUM_SIM_SEED=S` replays one.
+//!
+//! The injected-I/O-error family (`injected_io_errors_never_lose_an_acknowledged_commit`)
+//! draws a fault (EIO on a write, a sync or a read, or ENOSPC) at a seeded storage operation
+//! and checks, besides the invariants above, that every error is typed, that a poisoned store
+//! refuses every later write while its readers go on, and that the next open recovers every
+//! acknowledged commit. `VELLUM_SIM_FAULT_SEEDS=N` runs N of them (default 1,500);
+//! `VELLUM_SIM_FAULT_SEED=S` replays one.
 
 mod common;
 
@@ -16,8 +23,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::Rng;
-use vellum::storage::SimStorage;
-use vellum::{Options, RecoveryMode, Store, SyncMode};
+use vellum::storage::{FaultKind, FaultPlan, SimStorage};
+use vellum::{Error, Options, RecoveryMode, Store, SyncMode};
 
 const DIMENSION: usize = 8;
 type State = BTreeMap<String, (u32, String)>;
@@ -295,6 +302,304 @@ fn crashes_at_random_operations_recover_to_a_committed_prefix() {
         }
     }
     eprintln!("{count} crash scenarios, {} failed", failures.len());
+    assert!(failures.is_empty(), "failing seeds: {failures:?}");
+}
+
+/// The seeds to run: `$ONE` replays one seed, `$COUNT` sets how many (from 1).
+fn seeds_from_env(one: &str, count: &str, default_count: u64) -> (u64, u64) {
+    match std::env::var(one).ok().and_then(|s| s.parse::<u64>().ok()) {
+        Some(seed) => (seed, 1),
+        None => (
+            1,
+            std::env::var(count)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(default_count),
+        ),
+    }
+}
+
+/// What a fault scenario does once its fault has struck.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AfterFault {
+    /// More operations on the same store: each fails cleanly or succeeds consistently.
+    Continue,
+    /// A clean close (which may fail), then an open without a reboot.
+    Close,
+    /// A power cut.
+    Crash,
+    /// The store is dropped without a close and opened again, without a reboot.
+    Reopen,
+}
+
+/// A store's life under an injected fault, checked against the model as it goes.
+struct FaultRun {
+    sim: SimStorage,
+    sync: SyncMode,
+    model: Model,
+    next_version: u32,
+    /// A `Closed` error was seen: every later write of this store must fail.
+    poisoned: bool,
+}
+
+impl FaultRun {
+    /// Checks that `error` is what an injected fault may surface as: typed, and saying why.
+    fn check_error(&self, error: &Error, what: &str) -> Result<(), String> {
+        if self.sim.faults_injected() == 0 {
+            return Err(format!("{what} failed with no fault injected: {error}"));
+        }
+        match error {
+            Error::Io { .. } | Error::DiskFull { .. } => Ok(()),
+            Error::Closed(why) if why.contains("reopen") => Ok(()),
+            other => Err(format!("{what}: an injected I/O error surfaced as {other:?}")),
+        }
+    }
+
+    /// Runs up to `steps` random operations; with `stop_at_fault`, stops once the fault struck.
+    fn run(&mut self, store: &Store, rng: &mut Rng, steps: u32, stop_at_fault: bool) -> Result<(), String> {
+        for _ in 0..steps {
+            if stop_at_fault && self.sim.faults_injected() > 0 {
+                return Ok(());
+            }
+            self.step(store, rng)?;
+        }
+        Ok(())
+    }
+
+    /// One random operation, its outcome checked and folded into the model.
+    fn step(&mut self, store: &Store, rng: &mut Rng) -> Result<(), String> {
+        let before = self.model.states.last().unwrap().clone();
+        let mut state = before.clone();
+        let choice = rng.below(20);
+        let abort = rng.chance(25);
+        let result = match choice {
+            0 => store.checkpoint().map(|_| ()),
+            1 => store.sync(),
+            2..=5 => transaction(store, rng, &mut state, &mut self.next_version, abort).map(|_| ()),
+            _ => single(store, rng, &mut state, &mut self.next_version),
+        };
+        let commits = choice >= 2 && !(choice <= 5 && abort);
+        let what = match choice {
+            0 => "checkpoint",
+            1 => "sync",
+            2..=5 if abort => "aborted transaction",
+            2..=5 => "transaction",
+            _ => "write",
+        };
+        match result {
+            // An aborted transaction may have logged nothing (deletes of absent ids).
+            Ok(()) if self.poisoned && (commits || choice < 2) => {
+                Err(format!("a {what} succeeded on a poisoned store"))
+            }
+            Ok(()) => {
+                if commits {
+                    self.model.states.push(state);
+                }
+                if choice < 2 || (commits && self.sync == SyncMode::Always) {
+                    self.model.durable = self.model.states.len() - 1;
+                }
+                Ok(())
+            }
+            Err(error) => {
+                self.check_error(&error, what)?;
+                self.poisoned |= matches!(error, Error::Closed(_));
+                // Readers go on, and see the state before the operation or (a commit whose
+                // flush failed is published) after it: nothing in between.
+                let visible = read_state(store).map_err(|e| format!("a reader after a failed {what}: {e}"))?;
+                store
+                    .search(&vector_of(1), 3, vellum::Metric::L2)
+                    .map_err(|e| format!("search after a failed {what}: {e}"))?;
+                if commits && visible == state {
+                    self.model.states.push(state);
+                } else if visible != before {
+                    return Err(format!("a failed {what} ({error}) left a partial state"));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Closes the store; a close that succeeds has made every commit durable.
+    fn close(&mut self, store: Store) -> Result<(), String> {
+        match store.close() {
+            Ok(()) if self.poisoned => Err("close succeeded on a poisoned store".into()),
+            Ok(()) => {
+                self.model.durable = self.model.states.len() - 1;
+                Ok(())
+            }
+            Err(error) => self.check_error(&error, "close"),
+        }
+    }
+
+    /// Opens the store again without a reboot and checks what it holds. `None` if the open
+    /// failed (cleanly): an open that failed is retried only after a reboot (see
+    /// `fault_scenario`).
+    fn reopen(&mut self) -> Result<Option<Store>, String> {
+        match Store::open(Path::new("/db"), options(&self.sim, self.sync)) {
+            Ok(store) => {
+                let matched = check(&store, &self.model).map_err(|e| format!("reopened without a reboot: {e}"))?;
+                self.model.states.truncate(matched + 1);
+                self.model.durable = matched;
+                self.poisoned = false;
+                Ok(Some(store))
+            }
+            Err(error) => {
+                self.check_error(&error, "open")?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Counts the operations of `kind`'s class in the fault-free run of a seed: its workload, a
+/// close and an open.
+fn dry_run_fault_ops(seed: u64, sync: SyncMode, steps: u32, kind: FaultKind) -> u64 {
+    let sim = SimStorage::new(seed);
+    let store = Store::create(Path::new("/db"), DIMENSION as u32, options(&sim, sync)).unwrap();
+    let before = sim.fault_class_ops(kind);
+    let mut model = Model {
+        states: vec![State::new()],
+        durable: 0,
+    };
+    workload(&store, &mut Rng::new(seed), &mut model, &mut 0, sync, steps);
+    store.close().unwrap();
+    drop(Store::open(Path::new("/db"), options(&sim, sync)).unwrap());
+    sim.fault_class_ops(kind) - before
+}
+
+/// One fault scenario: create, arm a fault, run until it strikes, then go on, close, crash
+/// or reopen; finally a power cut and a recovery that must hold every acknowledged commit.
+fn fault_scenario(seed: u64) -> Result<String, String> {
+    let mut rng = Rng::new(seed ^ 0xFA17);
+    let sync = if rng.chance(75) {
+        SyncMode::Always
+    } else {
+        SyncMode::Never
+    };
+    let steps = 10 + rng.below(50) as u32;
+    let kind = FaultKind::ALL[rng.below(4) as usize];
+    let persistent = rng.chance(25);
+    let after = [
+        AfterFault::Continue,
+        AfterFault::Close,
+        AfterFault::Crash,
+        AfterFault::Reopen,
+    ][rng.below(4) as usize];
+    let total = dry_run_fault_ops(seed, sync, steps, kind);
+    let at = 1 + rng.below(total.max(1));
+    let sim = SimStorage::new(seed);
+    let store = Store::create(Path::new("/db"), DIMENSION as u32, options(&sim, sync)).map_err(|e| e.to_string())?;
+    sim.inject(FaultPlan {
+        kind,
+        after_ops: at,
+        persistent,
+    });
+    let mut run = FaultRun {
+        sim: sim.clone(),
+        sync,
+        model: Model {
+            states: vec![State::new()],
+            durable: 0,
+        },
+        next_version: 0,
+        poisoned: false,
+    };
+    let what = format!(
+        "{kind:?} at op {at}/{total}{} then {after:?}",
+        if persistent { " (persistent)" } else { "" }
+    );
+    run.run(&store, &mut Rng::new(seed), steps, after != AfterFault::Continue)
+        .map_err(|e| format!("{what}: {e}"))?;
+    let reopened = match after {
+        AfterFault::Crash => None,
+        AfterFault::Continue | AfterFault::Close => {
+            run.close(store).map_err(|e| format!("{what}: {e}"))?;
+            run.reopen().map_err(|e| format!("{what}: {e}"))?
+        }
+        AfterFault::Reopen => {
+            drop(store);
+            run.reopen().map_err(|e| format!("{what}: {e}"))?
+        }
+    };
+    if let Some(store) = reopened {
+        // The reopened store goes on working (a persistent fault may still strike).
+        run.run(&store, &mut Rng::new(seed.wrapping_add(1)), 10, false)
+            .map_err(|e| format!("{what}, after the reopen: {e}"))?;
+    }
+    sim.crash_now();
+    let hit = sim.faults_injected() > 0;
+    recover_and_finish(&sim, sync, run.model, run.next_version)
+        .map(|matched| format!("{what}: {} fault(s), {matched}", sim.faults_injected()))
+        .map_err(|e| format!("{what} (fault struck: {hit}): {e}"))
+}
+
+/// Reboots, recovers (every acknowledged commit present), and checks that the recovered store
+/// works on: more commits, a clean close, a Strict reopen with exactly the last state.
+fn recover_and_finish(
+    sim: &SimStorage,
+    sync: SyncMode,
+    mut model: Model,
+    mut next_version: u32,
+) -> Result<String, String> {
+    let disk = sim.reboot();
+    let store = Store::open(Path::new("/db"), options(&disk, sync)).map_err(|e| format!("recovery failed: {e}"))?;
+    let matched = check(&store, &model)?;
+    model.states.truncate(matched + 1);
+    model.durable = matched;
+    workload(
+        &store,
+        &mut Rng::new(matched as u64 ^ 0xC0DE),
+        &mut model,
+        &mut next_version,
+        SyncMode::Always,
+        5,
+    );
+    store.close().map_err(|e| format!("close after recovery: {e}"))?;
+    let store = Store::open(
+        Path::new("/db"),
+        Options {
+            recovery: RecoveryMode::Strict,
+            ..options(&disk, sync)
+        },
+    )
+    .map_err(|e| format!("clean reopen failed: {e}"))?;
+    if read_state(&store)? != *model.states.last().unwrap() {
+        return Err("after a clean close the state is not the last commit".into());
+    }
+    Ok(format!("matched commit {matched}"))
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => text.to_string(),
+        (_, Some(text)) => text.clone(),
+        _ => "a panic".into(),
+    }
+}
+
+#[test]
+fn injected_io_errors_never_lose_an_acknowledged_commit() {
+    let (first, count) = seeds_from_env("VELLUM_SIM_FAULT_SEED", "VELLUM_SIM_FAULT_SEEDS", 1500);
+    let mut failures = Vec::new();
+    let mut struck = 0;
+    for seed in first..first + count {
+        // A panic is a failure of its seed too; the others still run, so one run lists all.
+        let outcome = std::panic::catch_unwind(|| fault_scenario(seed))
+            .unwrap_or_else(|panic| Err(format!("panicked: {}", panic_text(&*panic))));
+        struck += u32::from(outcome.as_ref().is_ok_and(|o| !o.contains(": 0 fault(s)")));
+        match outcome {
+            Ok(outcome) if count == 1 => eprintln!("seed {seed}: {outcome}"),
+            Ok(_) => {}
+            Err(why) => {
+                eprintln!("seed {seed} FAILED: {why} (replay with VELLUM_SIM_FAULT_SEED={seed})");
+                failures.push(seed);
+            }
+        }
+    }
+    eprintln!(
+        "{count} fault scenarios ({struck} passed with the fault struck), {} failed",
+        failures.len()
+    );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
 }
 

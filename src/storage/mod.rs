@@ -13,6 +13,21 @@
 //! - A file's length change (`set_len`) is durable after `sync_data` on the file.
 //! - Mapped memory is coherent with `write_at` of the same file (Linux's unified page cache).
 //!
+//! # Assumptions about I/O errors (what [`SimStorage`] injects)
+//! - A `write_at` that fails may have written any prefix of its bytes that ends at a sector
+//!   boundary (a short write, then the error): the caller may assume nothing about the range.
+//! - A `sync_data` that fails (`EIO`) may have made any subset of the file's unsynced sectors
+//!   durable, and the rest are lost *for good*: the kernel marks them clean, so the running
+//!   program still reads the new bytes but a later `sync_data` that succeeds does not write
+//!   them (Linux since the PostgreSQL "fsyncgate" of 2018). A failed sync is therefore never
+//!   retried as if its data were safe: the data must be written again, or recovered from the
+//!   log after a reboot.
+//! - A `sync_dir` that fails makes nothing durable; a later successful one does (directory
+//!   entries are journaled metadata).
+//! - A `read_at` that fails returns `EIO` and fills nothing.
+//! - `ENOSPC` comes only from an operation that grows a file (`write_at` past the end,
+//!   `set_len`, `allocate`) and changes nothing.
+//!
 //! # Mappings
 //! A [`Mapping`] is a fixed range of memory that never moves while it lives. Shared read-only
 //! mappings show the file's current (volatile) bytes; private mappings are copy-on-write, so
@@ -30,7 +45,7 @@ use std::sync::Arc;
 
 pub use real::RealStorage;
 pub use scratch::ScratchUnder;
-pub use sim::{SimConfig, SimStorage};
+pub use sim::{FaultKind, FaultPlan, SimConfig, SimStorage};
 
 /// A file system: the directory operations the engine needs.
 pub trait Storage: Send + Sync + fmt::Debug {

@@ -22,7 +22,8 @@
 //! - **Contents.** Every file has volatile bytes, durable bytes and the set of sectors dirtied
 //!   since its last `sync_data` (`write_at` dirties every sector it touches, `set_len` the
 //!   sectors whose bytes it adds or removes). `sync_data` makes the volatile bytes and length
-//!   durable and clears the set.
+//!   durable and clears the set. (Only a failed `sync_data` lets a clean sector's volatile and
+//!   durable bytes differ: see the fault model.)
 //! - **Crash.** The armed operation fails before taking effect, and the post-crash image is
 //!   computed at once (so the dying program cannot change it): every file reachable through the
 //!   durable namespace holds its durable bytes plus each dirty sector's volatile bytes with
@@ -34,6 +35,32 @@
 //!   `Err(io::Error::other("simulated crash"))` (`exists` returns false), but the memory of live
 //!   mappings stays valid.
 //! - **Determinism.** The same seed and the same sequence of operations give the same image.
+//!
+//! # The fault model
+//! [`SimStorage::inject`] arms a [`FaultPlan`]: the `n`-th operation of one class from now
+//! fails (and, if the plan is persistent, every later one of that class too). Each class
+//! counts its operations whether or not a plan is armed ([`SimStorage::fault_class_ops`]), so
+//! a test can run a workload once and draw a fault point among them, as it draws crash points.
+//! - **[`FaultKind::WriteEio`]** (`write_at`): fails with `EIO` after a seeded prefix of its
+//!   bytes that ends at a sector boundary (possibly none, never all) reached the volatile
+//!   image, as a `write_all` that got a short write and then an error would. The prefix is
+//!   unsynced, like any write.
+//! - **[`FaultKind::SyncEio`]** (`sync_data`, `sync_dir`): a failed `sync_data` makes a seeded
+//!   subset of the file's unsynced sectors durable (drawn as a crash draws them) and forgets
+//!   the rest: the dirty set is cleared, the volatile bytes stay. Those sectors are *lost* — the
+//!   running program still reads its new bytes, but no later `sync_data` writes them again
+//!   (only a new write of the sector does) and a crash gives back their durable bytes. This is
+//!   Linux: a failed `fsync` marks the pages clean, so retrying it reports success for data
+//!   that never reached the disk. A failed `sync_dir` makes nothing durable and changes
+//!   nothing; a later successful one makes the volatile entries durable (directory entries are
+//!   journaled metadata, not cached pages).
+//! - **[`FaultKind::ReadEio`]** (`read_at`): fails with `EIO`; the buffer is left as it was.
+//! - **[`FaultKind::NoSpace`]** (operations that grow a file: `write_at` past the end,
+//!   `set_len` up, `allocate` up): fails with `ENOSPC` and changes nothing, as the capacity
+//!   limit does.
+//!
+//! Faults are checked after the crash point: an operation that crashes does not count.
+//! A reboot starts a new disk with no plan armed.
 //!
 //! # Mappings
 //! A shared mapping points into the file's volatile buffer itself, so later `write_at` calls are
@@ -80,6 +107,43 @@ impl Default for SimConfig {
             capacity_bytes: None,
         }
     }
+}
+
+/// The class of operation an injected fault hits, and how it fails (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FaultKind {
+    /// `write_at` fails with `EIO` after writing a seeded prefix of its bytes (whole sectors).
+    WriteEio,
+    /// `sync_data` or `sync_dir` fails with `EIO`; a failed `sync_data` loses a seeded subset
+    /// of the file's unsynced sectors for good.
+    SyncEio,
+    /// `read_at` fails with `EIO`.
+    ReadEio,
+    /// An operation that grows a file fails with `ENOSPC` and changes nothing.
+    NoSpace,
+}
+
+impl FaultKind {
+    /// Every kind, for tests that draw one.
+    pub const ALL: [FaultKind; 4] = [
+        FaultKind::WriteEio,
+        FaultKind::SyncEio,
+        FaultKind::ReadEio,
+        FaultKind::NoSpace,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// An injected fault: the `after_ops`-th operation of `kind`'s class from now fails (`1` is
+/// the next one); with `persistent`, so does every later one of that class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultPlan {
+    pub kind: FaultKind,
+    pub after_ops: u64,
+    pub persistent: bool,
 }
 
 /// A deterministic in-memory crash simulator of a file system (see the module docs).
@@ -173,6 +237,30 @@ impl SimStorage {
     /// bytes in use makes only later growth fail.
     pub fn set_capacity(&self, capacity_bytes: Option<u64>) {
         self.disk.lock().config.capacity_bytes = capacity_bytes;
+    }
+
+    /// Arms `plan`, replacing any plan armed before (see the fault model in the module docs).
+    /// Panics if `plan.after_ops` is zero. On a crashed disk it does nothing.
+    pub fn inject(&self, plan: FaultPlan) {
+        assert!(plan.after_ops > 0, "FaultPlan::after_ops counts from 1");
+        let mut disk = self.disk.lock();
+        let at = disk.faults.ops[plan.kind.index()].saturating_add(plan.after_ops);
+        disk.faults.armed = Some(ArmedFault { plan, at });
+    }
+
+    /// Disarms the fault plan: later operations succeed (faults already injected stay done).
+    pub fn clear_faults(&self) {
+        self.disk.lock().faults.armed = None;
+    }
+
+    /// How many operations of `kind`'s class this disk has seen (failed ones included).
+    pub fn fault_class_ops(&self, kind: FaultKind) -> u64 {
+        self.disk.lock().faults.ops[kind.index()]
+    }
+
+    /// How many operations an injected fault has failed so far.
+    pub fn faults_injected(&self) -> u64 {
+        self.disk.lock().faults.injected
     }
 
     /// Test hook: the current (volatile) bytes of the file at `path`. `NotFound` if absent.
@@ -330,6 +418,21 @@ struct Disk {
     durable: Namespace,
     written_bytes: u64,
     synced_bytes: u64,
+    faults: Faults,
+}
+
+/// The fault plan of a disk and the operations counted per fault class.
+#[derive(Default)]
+struct Faults {
+    armed: Option<ArmedFault>,
+    ops: [u64; FaultKind::ALL.len()],
+    injected: u64,
+}
+
+/// A plan armed at an absolute operation count of its class.
+struct ArmedFault {
+    plan: FaultPlan,
+    at: u64,
 }
 
 /// What a disk holds after a crash: the reachable durable namespace and each file's bytes.
@@ -351,6 +454,7 @@ impl Disk {
             durable: Namespace::default(),
             written_bytes: 0,
             synced_bytes: 0,
+            faults: Faults::default(),
         }
     }
 
@@ -384,6 +488,23 @@ impl Disk {
             return Err(crashed());
         }
         Ok(())
+    }
+
+    /// Counts one operation of `kind`'s class; true if the armed plan fails it.
+    fn fault(&mut self, kind: FaultKind) -> bool {
+        let count = &mut self.faults.ops[kind.index()];
+        *count += 1;
+        let hit = self.faults.armed.as_ref().is_some_and(|armed| {
+            armed.plan.kind == kind && (*count == armed.at || (armed.plan.persistent && *count > armed.at))
+        });
+        self.faults.injected += u64::from(hit);
+        hit
+    }
+
+    /// A generator for the random choices of an injected fault, salted by where it strikes.
+    fn fault_rng(&self, kind: FaultKind) -> SplitMix64 {
+        let salt = self.faults.ops[kind.index()].wrapping_mul(GOLDEN_GAMMA) ^ (kind.index() as u64 + 1) << 56;
+        SplitMix64::new(self.config.seed ^ salt ^ 0xFA17)
     }
 
     fn arm_crash(&mut self, n: u64) {
@@ -611,6 +732,9 @@ impl Disk {
         self.begin_mutation()?;
         let path = normalize(path);
         self.volatile.check_is_dir(&path)?;
+        if self.fault(FaultKind::SyncEio) {
+            return Err(os_error(libc::EIO));
+        }
         self.durable.sync_children(&self.volatile, &path);
         self.sweep();
         Ok(())
@@ -639,6 +763,9 @@ impl Disk {
              of it live: the length must not change while mapped"
         );
         if new_len > old_len {
+            if self.fault(FaultKind::NoSpace) {
+                return Err(os_error(libc::ENOSPC));
+            }
             self.check_capacity(old_len, new_len)?;
         }
         let inode = self.live_inode_mut(id)?;
@@ -647,7 +774,11 @@ impl Disk {
         Ok(())
     }
 
-    fn read_at(&self, id: u64, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    fn read_at(&mut self, id: u64, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.live_inode(id)?;
+        if self.fault(FaultKind::ReadEio) {
+            return Err(os_error(libc::EIO));
+        }
         let inode = self.live_inode(id)?;
         let end = usize::try_from(offset)
             .ok()
@@ -668,7 +799,6 @@ impl Disk {
         self.begin_mutation()?;
         let offset = usize::try_from(offset).map_err(|_| os_error(libc::EFBIG))?;
         let end = offset.checked_add(buf.len()).ok_or_else(|| os_error(libc::EFBIG))?;
-        let sector_size_bytes = self.config.sector_size_bytes;
         let old_len = self.live_inode(id)?.len_bytes;
         if buf.is_empty() {
             return Ok(());
@@ -680,8 +810,31 @@ impl Disk {
                 "SimStorage: write_at would grow a {old_len}-byte file to {end} bytes while \
                  {shared} shared mapping(s) of it live: the length must not change while mapped"
             );
+            if self.fault(FaultKind::NoSpace) {
+                return Err(os_error(libc::ENOSPC));
+            }
             self.check_capacity(old_len, end)?;
         }
+        if self.fault(FaultKind::WriteEio) {
+            // A short write, then the error: a seeded prefix of whole sectors (never all of
+            // the write) landed.
+            let mut rng = self.fault_rng(FaultKind::WriteEio);
+            let sector = self.config.sector_size_bytes;
+            let boundaries = (offset / sector + 1..end.div_ceil(sector)).map(|s| s * sector - offset);
+            let prefixes: Vec<usize> = std::iter::once(0).chain(boundaries).collect();
+            let prefix = prefixes[(rng.next_u64() % prefixes.len() as u64) as usize];
+            if prefix > 0 {
+                self.apply_write(id, &buf[..prefix], offset, old_len)?;
+            }
+            return Err(os_error(libc::EIO));
+        }
+        self.apply_write(id, buf, offset, old_len)
+    }
+
+    /// The effect of a `write_at` of `buf` (non-empty, room checked) to a file of `old_len`.
+    fn apply_write(&mut self, id: u64, buf: &[u8], offset: usize, old_len: usize) -> io::Result<()> {
+        let sector_size_bytes = self.config.sector_size_bytes;
+        let end = offset + buf.len();
         let inode = self.live_inode_mut(id)?;
         if end > old_len {
             inode.resize_volatile(end)?;
@@ -695,6 +848,16 @@ impl Disk {
     fn sync_data(&mut self, id: u64) -> io::Result<()> {
         self.begin_mutation()?;
         let sector_size_bytes = self.config.sector_size_bytes;
+        self.live_inode(id)?;
+        if self.fault(FaultKind::SyncEio) {
+            // Some unsynced sectors reached the disk; the rest are lost for good (module docs).
+            let mut rng = self.fault_rng(FaultKind::SyncEio);
+            let keep_probability = draw_keep_probability(&mut rng);
+            let inode = self.live_inode_mut(id)?;
+            inode.durable = inode.crash_bytes(&mut rng, keep_probability, sector_size_bytes);
+            inode.dirty.clear();
+            return Err(os_error(libc::EIO));
+        }
         let synced = self.live_inode_mut(id)?.sync(sector_size_bytes);
         self.synced_bytes += synced;
         Ok(())
@@ -907,7 +1070,7 @@ struct Inode {
     len_bytes: usize,
     durable: Vec<u8>,
     /// Sectors written or resized since the last `sync_data`. Outside them, the volatile and
-    /// durable images agree.
+    /// durable images agree, except in sectors a failed `sync_data` lost.
     dirty: SectorSet,
     open_handles: usize,
     /// Cloned into every private mapping, to count them.
@@ -1953,6 +2116,157 @@ mod tests {
                 .chunks(SECTOR)
                 .enumerate()
                 .all(|(t, s)| s.iter().all(|&b| usize::from(b) == t + 1))
+        );
+    }
+
+    fn is_os_error<T>(result: &io::Result<T>, code: i32) -> bool {
+        matches!(result, Err(error) if error.raw_os_error() == Some(code))
+    }
+
+    fn plan(kind: FaultKind, after_ops: u64, persistent: bool) -> FaultPlan {
+        FaultPlan {
+            kind,
+            after_ops,
+            persistent,
+        }
+    }
+
+    #[test]
+    fn failed_sync_loses_unsynced_sectors_for_good_even_after_a_later_sync() {
+        let base = test_seed(30);
+        let (mut lost, mut kept) = (0, 0);
+        for seed in base..base + 100 {
+            let storage = SimStorage::new(seed);
+            let file = durable_file(&storage, "data", &[0xAA; 4 * SECTOR]);
+            file.write_at(&[0xBB; 4 * SECTOR], 0).unwrap();
+            storage.inject(plan(FaultKind::SyncEio, 1, false));
+            let failed = file.sync_data();
+            assert!(is_os_error(&failed, libc::EIO), "seed {seed}: the armed sync fails");
+            assert_eq!(
+                storage.read_file(path("/store/data")).unwrap(),
+                [0xBB; 4 * SECTOR],
+                "seed {seed}: the program still reads its new bytes"
+            );
+            file.sync_data().unwrap();
+            let image = storage.reboot().read_file(path("/store/data")).unwrap();
+            let outcomes = sector_outcomes(&image, 0xAA, 0xBB);
+            assert!(outcomes.iter().all(Option::is_some), "seed {seed}: sectors are atomic");
+            lost += outcomes.iter().filter(|&&o| o == Some(false)).count();
+            kept += outcomes.iter().filter(|&&o| o == Some(true)).count();
+        }
+        assert!(
+            lost > 0 && kept > 0,
+            "the retried sync wrote nothing back: lost {lost}, kept {kept}"
+        );
+    }
+
+    #[test]
+    fn rewriting_a_lost_sector_makes_it_durable_again() {
+        let storage = SimStorage::new(test_seed(31));
+        let file = durable_file(&storage, "data", &[0xAA; SECTOR]);
+        file.write_at(&[0xBB; SECTOR], 0).unwrap();
+        storage.inject(plan(FaultKind::SyncEio, 1, false));
+        assert!(file.sync_data().is_err());
+        file.write_at(&[0xBB; SECTOR], 0).unwrap();
+        file.sync_data().unwrap();
+        let image = storage.reboot().read_file(path("/store/data")).unwrap();
+        assert_eq!(image, [0xBB; SECTOR], "the rewritten sector was synced");
+    }
+
+    #[test]
+    fn failed_write_lands_a_strict_prefix_and_reports_eio() {
+        let base = test_seed(32);
+        let mut prefixes = BTreeSet::new();
+        for seed in base..base + 40 {
+            let storage = SimStorage::new(seed);
+            let file = durable_file(&storage, "data", &[0; 8 * SECTOR]);
+            storage.inject(plan(FaultKind::WriteEio, 1, false));
+            let failed = file.write_at(&[7; 8 * SECTOR], 0);
+            assert!(is_os_error(&failed, libc::EIO), "seed {seed}");
+            let bytes = storage.read_file(path("/store/data")).unwrap();
+            let prefix = bytes.iter().take_while(|&&b| b == 7).count();
+            assert!(prefix < 8 * SECTOR, "seed {seed}: never all of it");
+            assert!(prefix.is_multiple_of(SECTOR), "seed {seed}: whole sectors");
+            assert!(bytes[prefix..].iter().all(|&b| b == 0), "seed {seed}: a prefix only");
+            prefixes.insert(prefix);
+            file.write_at(&[9; 10], 0).unwrap();
+            assert_eq!(storage.faults_injected(), 1, "a one-shot fault fails one write");
+        }
+        assert!(
+            prefixes.contains(&0) && prefixes.len() > 5,
+            "varied prefixes: {prefixes:?}"
+        );
+    }
+
+    #[test]
+    fn faults_strike_the_nth_operation_of_their_class_once_or_for_good() {
+        let storage = SimStorage::new(33);
+        let file = durable_file(&storage, "f", &[1; 100]);
+        let reads_before = storage.fault_class_ops(FaultKind::ReadEio);
+        storage.inject(plan(FaultKind::ReadEio, 3, false));
+        let mut buf = [0; 10];
+        let results: Vec<bool> = (0..5).map(|_| file.read_at(&mut buf, 0).is_ok()).collect();
+        assert_eq!(results, [true, true, false, true, true], "the third read fails, once");
+        assert_eq!(storage.fault_class_ops(FaultKind::ReadEio), reads_before + 5);
+        storage.inject(plan(FaultKind::ReadEio, 2, true));
+        let results: Vec<bool> = (0..4).map(|_| file.read_at(&mut buf, 0).is_ok()).collect();
+        assert_eq!(results, [true, false, false, false], "from the second read on");
+        storage.clear_faults();
+        assert!(file.read_at(&mut buf, 0).is_ok(), "cleared");
+        assert_eq!(storage.faults_injected(), 4);
+        assert_eq!(
+            storage.reboot().fault_class_ops(FaultKind::ReadEio),
+            0,
+            "a rebooted disk counts afresh"
+        );
+    }
+
+    #[test]
+    fn no_space_fault_hits_only_growth_and_changes_nothing() {
+        let storage = SimStorage::new(34);
+        let file = durable_file(&storage, "f", &[1; 100]);
+        storage.inject(plan(FaultKind::NoSpace, 1, true));
+        file.write_at(&[2; 50], 0).unwrap();
+        file.set_len(60).unwrap();
+        assert!(
+            is_os_error(&file.write_at(&[3; 50], 40), libc::ENOSPC),
+            "a growing write"
+        );
+        assert!(is_os_error(&file.set_len(61), libc::ENOSPC), "a growing set_len");
+        assert!(is_os_error(&file.allocate(4096), libc::ENOSPC), "a growing allocate");
+        let mut expected = vec![2; 50];
+        expected.extend([1; 10]);
+        assert_eq!(
+            storage.read_file(path("/store/f")).unwrap(),
+            expected,
+            "nothing changed"
+        );
+        storage.clear_faults();
+        file.set_len(61).unwrap();
+    }
+
+    #[test]
+    fn failed_sync_dir_makes_nothing_durable_until_a_later_one() {
+        let storage = SimStorage::new(35);
+        storage.create_dir_all(path("/store")).unwrap();
+        drop(storage.open(path("/store/new"), true).unwrap());
+        storage.inject(plan(FaultKind::SyncEio, 1, false));
+        assert!(is_os_error(&storage.sync_dir(path("/store")), libc::EIO));
+        let image = storage.reboot();
+        assert!(
+            image.list(path("/store")).unwrap().is_empty(),
+            "the entry is not durable"
+        );
+        let later = SimStorage::new(35);
+        later.create_dir_all(path("/store")).unwrap();
+        drop(later.open(path("/store/new"), true).unwrap());
+        later.inject(plan(FaultKind::SyncEio, 1, false));
+        assert!(later.sync_dir(path("/store")).is_err());
+        later.sync_dir(path("/store")).unwrap();
+        assert_eq!(
+            later.reboot().list(path("/store")).unwrap(),
+            ["new"],
+            "the retry syncs it"
         );
     }
 

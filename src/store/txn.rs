@@ -176,6 +176,12 @@ impl<'s> Transaction<'s> {
         self.finished = true;
         let inner = self.store.inner();
         let result = self.undo_all();
+        if result.is_err() {
+            // The log holds this transaction's changes but not their undoing, and so do the
+            // pages in memory: nothing more may be logged (a checkpoint would record the
+            // transaction as gone and write its changes out). The next open rolls it back.
+            inner.wal.poison();
+        }
         *inner.apply.lock() = None;
         self.overlay.clear();
         self.put_back_overlay();
@@ -330,11 +336,15 @@ impl<'s> Transaction<'s> {
     fn place_vector(&mut self, list: &mut EditList) -> Result<(PageId, u32)> {
         let inner = self.store.inner();
         let (page, slot, fresh) = self.writer.vectors.take();
-        self.allocated_slots.push((page, slot));
         let stride_bytes = page::vector_stride_bytes(inner.dimension);
-        if fresh {
-            inner.init_page(page, PageKind::Vector, inner.dimension, stride_bytes as u32)?;
+        if fresh && let Err(error) = inner.init_page(page, PageKind::Vector, inner.dimension, stride_bytes as u32) {
+            // The page was never formatted (its file may not even exist): it stays the next
+            // fresh page, never a free slot a later writer would use as a formatted one.
+            self.writer.vectors.fresh_page = page.page_no();
+            self.writer.vectors.fresh_slot = 0;
+            return Err(error);
         }
+        self.allocated_slots.push((page, slot));
         list.push_vector(page, page::VECTOR_SLOTS_OFFSET + slot as usize * stride_bytes);
         Ok((page, slot))
     }

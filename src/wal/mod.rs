@@ -221,6 +221,10 @@ impl Wal {
                 .sync_data()
                 .context(|| format!("syncing {}", segment.path.display()))?;
         }
+        // A segment found here may have been installed by a run whose directory sync failed
+        // (or that was dropped before it): its name must be durable before anything it holds
+        // is acknowledged again.
+        segment_dir.sync_dir()?;
         // The new epoch is made durable before the first byte appended reaches a segment (see
         // `Shared::flush_locked`): every byte a crashed run left after the end of the log
         // carries an older epoch and can never be read as live.
@@ -514,6 +518,13 @@ impl Wal {
         }
     }
 
+    /// Stops the log as an I/O error does: every later append, flush and sync fails with
+    /// `Error::Closed` until the store is reopened. For an owner whose state the log can no
+    /// longer describe (a transaction whose rollback could not be logged).
+    pub fn poison(&self) {
+        self.shared.poisoned.store(true, Ordering::Release);
+    }
+
     /// Makes everything appended so far durable.
     pub fn sync(&self) -> Result<()> {
         let shared = &*self.shared;
@@ -788,7 +799,17 @@ impl Shared {
         let _installing = self.install_lock.lock();
         while self.installed_max.load(Ordering::Acquire) < needed {
             let next = self.installed_max.load(Ordering::Acquire) + 1;
-            let segment = self.dir.install(next)?;
+            let segment = match self.dir.install(next) {
+                Ok(segment) => segment,
+                // No room for a spare: nothing was renamed, a later append may try again.
+                Err(error @ Error::DiskFull { .. }) => return Err(error),
+                // Anything else may have failed after the spare took the segment's name (a
+                // directory sync that failed): the install cannot be redone, so the log stops.
+                Err(error) => {
+                    self.poisoned.store(true, Ordering::Release);
+                    return Err(error);
+                }
+            };
             self.segments.write().insert(next, segment);
             self.installed_max.store(next, Ordering::Release);
         }
@@ -840,6 +861,7 @@ impl Shared {
         io.spare.clear();
         if let Err(error) = result {
             self.poisoned.store(true, Ordering::Release);
+            self.erase_unsynced(end);
             return Err(error);
         }
         self.written_lsn.store(end, Ordering::Release);
@@ -862,6 +884,19 @@ impl Shared {
         )?;
         self.epoch_durable.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// After a failed flush: zeroes the log from the durable end to `end` in the files, best
+    /// effort. Those bytes may sit in the page cache without being on disk — a failed sync
+    /// loses them for good (the kernel marks them clean: the next sync does not write them), a
+    /// failed write may have left a prefix — and an open of the store before a reboot would
+    /// read them as log and append acknowledged commits after a hole the disk has. Zeros there
+    /// end the log at the durable end instead (the next open syncs them).
+    fn erase_unsynced(&self, end: u64) {
+        let durable = self.durable_lsn.load(Ordering::Acquire);
+        self.written_lsn.fetch_min(durable, Ordering::AcqRel);
+        let segments = self.segments.read().clone();
+        let _ = erase_garbage(&segments, &self.config.geometry, durable, end);
     }
 
     fn write_and_sync(&self, io: &mut IoState, start: u64, bytes: &[u8], sync: bool) -> Result<()> {
