@@ -58,6 +58,13 @@ impl PyStore {
     }
 }
 
+/// `value` as the library's integer type; a negative or oversized one is an
+/// `InvalidArgumentError` (the library checks the rest: a dimension of 0, a page size that is
+/// not a power of two, ...).
+fn in_range<T: TryFrom<i64>>(value: i64, name: &str) -> PyResult<T> {
+    T::try_from(value).map_err(|_| InvalidArgumentError::new_err(format!("{name} out of range: {value}")))
+}
+
 fn options(sync: &str, sync_interval: f64) -> PyResult<Options> {
     Ok(Options {
         sync: convert::sync_mode(sync, sync_interval)?,
@@ -80,15 +87,16 @@ impl PyStore {
     fn create(
         py: Python<'_>,
         path: PathBuf,
-        dim: u32,
+        dim: i64,
         sync: &str,
         sync_interval: f64,
-        page_size: u32,
-        segment_size: u64,
+        page_size: i64,
+        segment_size: i64,
     ) -> PyResult<PyStore> {
+        let dim = in_range(dim, "dim")?;
         let options = Options {
-            page_size_bytes: page_size,
-            segment_size_bytes: segment_size,
+            page_size_bytes: in_range(page_size, "page_size")?,
+            segment_size_bytes: in_range(segment_size, "segment_size")?,
             ..options(sync, sync_interval)?
         };
         let store = py.detach(|| Store::create(&path, dim, options)).py_err()?;

@@ -78,7 +78,8 @@ impl PyTransaction {
         })
     }
 
-    /// Runs `f` on the open transaction.
+    /// Runs `f` on the open transaction. Call it with the GIL released: another thread may
+    /// hold the cell through a commit's flush.
     fn with<T>(&self, f: impl FnOnce(&mut Transaction<'_>) -> Result<T, Failure>) -> Result<T, Failure> {
         let mut cell = self.cell.lock();
         let cell = cell.as_mut().ok_or(Failure::Closed("the transaction has finished"))?;
@@ -177,7 +178,7 @@ impl PyTransaction {
     /// The vector ``id`` as this transaction sees it (its own writes included), as a new float32
     /// array, or ``None``. Metadata is read with :meth:`Store.get` once committed.
     fn get_vector<'py>(&self, py: Python<'py>, id: &str) -> PyResult<Option<Bound<'py, PyArray1<f32>>>> {
-        let vector = self.with(|tx| Ok(tx.get(id))).py_err()?;
+        let vector = py.detach(|| self.with(|tx| Ok(tx.get(id)))).py_err()?;
         Ok(vector.map(|vector| PyArray1::from_vec(py, vector)))
     }
 
@@ -196,8 +197,9 @@ impl PyTransaction {
 
     /// True until the transaction commits or aborts.
     #[getter]
-    fn active(&self) -> bool {
-        self.cell.lock().is_some()
+    fn active(&self, py: Python<'_>) -> bool {
+        // Without the GIL: another thread may hold the cell through a commit's flush.
+        py.detach(|| self.cell.lock().is_some())
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -214,7 +216,7 @@ impl PyTransaction {
         _exc_value: Option<&Bound<'_, PyAny>>,
         _traceback: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        if !self.active() {
+        if !self.active(py) {
             return Ok(false);
         }
         match exc_type {
@@ -223,8 +225,8 @@ impl PyTransaction {
         }
     }
 
-    fn __repr__(&self) -> String {
-        let state = if self.active() { "open" } else { "finished" };
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let state = if self.active(py) { "open" } else { "finished" };
         format!("<vellum.Transaction {} ({state})>", self.id)
     }
 }

@@ -9,6 +9,8 @@ layouts are copied once, with the same result.
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -159,3 +161,32 @@ def test_search_many_output_arrays_are_fresh_and_c_contiguous(store):
     assert ids.shape == (4, 5)
     assert (ids[:, 2:] == "").all() and np.isnan(scores[:, 2:]).all(), "k beyond the store: padded"
     assert ids[0, 0] == "a" and scores[0, 0] == 1.0
+
+
+def peak_numpy_bytes(call) -> int:
+    """The peak of memory traced while `call` runs (NumPy reports its array buffers to
+    tracemalloc; the extension's own Rust allocations are not traced)."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before, _ = tracemalloc.get_traced_memory()
+        call()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak - before
+
+
+@pytest.mark.parametrize("layout, copied", [("c", False), ("fortran", True), ("float64", True)])
+def test_upsert_many_reads_a_c_contiguous_float32_array_in_place(tmp_path, layout, copied):
+    rows, dim = 20_000, 64
+    base = unit_rows(9, rows, dim)
+    vectors = {"c": base, "fortran": np.asfortranarray(base), "float64": base.astype(np.float64)}[layout]
+    ids = [str(i) for i in range(rows)]
+    with vellum.Store.create(tmp_path / "s", dim=dim, segment_size=8 << 20) as s:
+        peak = peak_numpy_bytes(lambda: s.upsert_many(ids, vectors))
+        assert s.get(str(rows - 1))[0].tobytes() == base[-1].tobytes()
+    if copied:
+        assert peak >= base.nbytes, f"{layout}: converted into a float32 C-ordered copy"
+    else:
+        assert peak < base.nbytes // 10, f"no copy of the {base.nbytes}-byte array: peak {peak} bytes"
