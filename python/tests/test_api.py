@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import gc
 import time
 
 import numpy as np
@@ -208,6 +209,16 @@ def test_context_manager_closes_and_reopen_sees_everything(tmp_path):
     assert s.closed
     with vellum.Store.open(path) as s:
         assert s.get("a")[1] == {"k": "v"} and s.dim == 4
+
+
+def test_a_store_dropped_without_close_keeps_its_commits_and_lets_go_of_the_lock(tmp_path):
+    path = tmp_path / "s"
+    s = make_store(path)
+    s.insert("a", [1, 0, 0, 0])
+    del s
+    gc.collect()
+    with vellum.Store.open(path) as s:
+        assert s.get("a")[0].tolist() == [1, 0, 0, 0]
 
 
 @pytest.mark.parametrize("sync", ["always", "interval", "never"])

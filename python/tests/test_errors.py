@@ -87,9 +87,22 @@ def test_bad_sync_options_raise_invalid_argument(tmp_path, sync, interval):
         make_store(tmp_path / "s", sync=sync, sync_interval=interval)
 
 
-def test_bad_creation_sizes_raise_invalid_argument(tmp_path):
-    with pytest.raises(vellum.InvalidArgumentError):
-        vellum.Store.create(tmp_path / "s", dim=4, page_size=5000)
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"dim": 0}, "dimension 0"),
+        ({"dim": -1}, "dim out of range"),
+        ({"dim": 2**40}, "dim out of range"),
+        ({"dim": 5000}, "dimension 5000"),
+        ({"dim": 4, "page_size": 5000}, "page"),
+        ({"dim": 4, "page_size": -4096}, "page_size out of range"),
+        ({"dim": 4, "segment_size": -1}, "segment_size out of range"),
+    ],
+)
+def test_bad_creation_options_raise_invalid_argument_and_create_nothing(tmp_path, options, match):
+    with pytest.raises(vellum.InvalidArgumentError, match=match):
+        vellum.Store.create(tmp_path / "s", **options)
+    assert not (tmp_path / "s" / "CONTROL").exists()
 
 
 def test_damaged_control_file_raises_corrupted(tmp_path):
