@@ -1,0 +1,96 @@
+//! `vellum::Error` to the exception classes of `vellum/_errors.py`.
+//!
+//! The classes are defined in Python because several have two bases (`AlreadyExistsError` is a
+//! `KeyError`, `DiskFullError` an `OSError`, ...), which `create_exception!` cannot express.
+
+use pyo3::import_exception;
+use pyo3::prelude::*;
+use vellum::Error;
+
+import_exception!(vellum._errors, VellumError);
+import_exception!(vellum._errors, AlreadyExistsError);
+import_exception!(vellum._errors, InvalidArgumentError);
+import_exception!(vellum._errors, CorruptedError);
+import_exception!(vellum._errors, StoreLockedError);
+import_exception!(vellum._errors, StorageError);
+import_exception!(vellum._errors, DiskFullError);
+import_exception!(vellum._errors, NotFoundError);
+import_exception!(vellum._errors, IncompatibleError);
+import_exception!(vellum._errors, ClosedError);
+
+/// What went wrong in code that runs with the GIL released; turned into an exception once the
+/// thread holds the GIL again.
+#[derive(Debug)]
+pub enum Failure {
+    /// An error of the library.
+    Store(Error),
+    /// An error of the library about one row of a batch.
+    Row { row: usize, id: String, error: Error },
+    /// The store is closed, or the transaction finished.
+    Closed(&'static str),
+    /// A write from the thread that holds this store's open transaction: it would wait for
+    /// that transaction, which only this thread can finish.
+    WouldDeadlock,
+    /// `close` while a transaction is open or waiting to begin.
+    TransactionOpen,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure::Store(error)
+    }
+}
+
+impl From<Failure> for PyErr {
+    fn from(failure: Failure) -> PyErr {
+        match failure {
+            Failure::Store(error) => exception(error, ""),
+            Failure::Row { row, id, error } => exception(error, &format!("row {row} (id {id:?}): ")),
+            Failure::Closed(what) => ClosedError::new_err(what),
+            Failure::WouldDeadlock => InvalidArgumentError::new_err(
+                "this thread holds an open transaction of this store: write through it, or commit or \
+                 abort it first (a write here would wait for it forever)",
+            ),
+            Failure::TransactionOpen => InvalidArgumentError::new_err(
+                "a transaction of this store is open: commit or abort it before closing the store",
+            ),
+        }
+    }
+}
+
+/// The exception for `error`, its message prefixed by `context`.
+pub fn exception(error: Error, context: &str) -> PyErr {
+    match error {
+        Error::AlreadyExists => AlreadyExistsError::new_err(format!("{context}already exists")),
+        Error::Locked(message) => StoreLockedError::new_err(format!("{context}{message}")),
+        Error::InvalidArgument(message) => InvalidArgumentError::new_err(format!("{context}{message}")),
+        Error::Corrupted { .. } => CorruptedError::new_err(format!("{context}{error}")),
+        Error::DiskFull { .. } => DiskFullError::new_err((libc::ENOSPC, format!("{context}{error}"))),
+        Error::Io { ref source, .. } => match source.raw_os_error() {
+            Some(code) => StorageError::new_err((code, format!("{context}{error}"))),
+            None => StorageError::new_err(format!("{context}{error}")),
+        },
+        Error::NotFound(message) => NotFoundError::new_err((libc::ENOENT, format!("{context}{message}"))),
+        Error::Incompatible(_) => IncompatibleError::new_err(format!("{context}{error}")),
+        Error::Closed(_) => ClosedError::new_err(format!("{context}{error}")),
+        // `Error` is non-exhaustive: a variant added later is still a VellumError.
+        _ => VellumError::new_err(format!("{context}{error}")),
+    }
+}
+
+/// `Result<T, vellum::Error>` to `PyResult<T>`.
+pub trait IntoPy<T> {
+    fn py_err(self) -> PyResult<T>;
+}
+
+impl<T> IntoPy<T> for vellum::Result<T> {
+    fn py_err(self) -> PyResult<T> {
+        self.map_err(|error| exception(error, ""))
+    }
+}
+
+impl<T> IntoPy<T> for Result<T, Failure> {
+    fn py_err(self) -> PyResult<T> {
+        self.map_err(PyErr::from)
+    }
+}

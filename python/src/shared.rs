@@ -1,0 +1,146 @@
+//! Who holds a store: the Python `Store` object, the calls running on it, its transaction.
+//!
+//! A `Store` object keeps the library's store in an `Arc`. Every call takes a [`Lease`] (a clone
+//! of the `Arc`) for as long as it runs, with the GIL released, so that threads share the store
+//! as the library allows (`Store` is `Send + Sync`). An open transaction holds its own clone.
+//! `close` takes the store out (later calls raise `ClosedError`), waits for the leases still
+//! out, then closes it; it refuses while a transaction is open or waiting to begin, since that
+//! would wait for as long as the transaction's owner pleases.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::thread::ThreadId;
+
+use parking_lot::{Condvar, Mutex};
+use vellum::Store;
+
+use crate::errors::Failure;
+
+pub struct Shared {
+    state: Mutex<State>,
+    /// Notified whenever a lease or a transaction lets go of the store.
+    idle: Condvar,
+}
+
+struct State {
+    store: Option<Arc<Store>>,
+    /// Transactions begun, or waiting in `begin` for the single writer lock.
+    transactions: usize,
+    /// The open transaction: its id and the thread that began it.
+    open: Option<(u64, ThreadId)>,
+}
+
+/// The store, held for the length of one call.
+pub struct Lease<'a> {
+    store: Option<Arc<Store>>,
+    shared: &'a Shared,
+}
+
+impl Deref for Lease<'_> {
+    type Target = Store;
+
+    fn deref(&self) -> &Store {
+        self.store.as_ref().expect("a lease holds its store until dropped")
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        // Under the lock, so that `close` cannot check the count and then miss the wake-up.
+        let _state = self.shared.state.lock();
+        self.store = None;
+        self.shared.idle.notify_all();
+    }
+}
+
+impl Shared {
+    pub fn new(store: Store) -> Shared {
+        Shared {
+            state: Mutex::new(State {
+                store: Some(Arc::new(store)),
+                transactions: 0,
+                open: None,
+            }),
+            idle: Condvar::new(),
+        }
+    }
+
+    /// The store for a call that reads.
+    pub fn lease(&self) -> Result<Lease<'_>, Failure> {
+        let state = self.state.lock();
+        let store = state.store.clone().ok_or(Failure::Closed("the store is closed"))?;
+        Ok(Lease {
+            store: Some(store),
+            shared: self,
+        })
+    }
+
+    /// The store for a call that writes (begins a transaction of its own). Refused on the
+    /// thread that holds the open transaction: the call would wait for it forever.
+    pub fn write_lease(&self) -> Result<Lease<'_>, Failure> {
+        let state = self.state.lock();
+        let store = state.store.clone().ok_or(Failure::Closed("the store is closed"))?;
+        if state
+            .open
+            .is_some_and(|(_, thread)| thread == std::thread::current().id())
+        {
+            return Err(Failure::WouldDeadlock);
+        }
+        Ok(Lease {
+            store: Some(store),
+            shared: self,
+        })
+    }
+
+    /// The store for a transaction about to begin: counted until [`Shared::end_transaction`].
+    pub fn transaction_owner(&self) -> Result<Arc<Store>, Failure> {
+        let mut state = self.state.lock();
+        let store = state.store.clone().ok_or(Failure::Closed("the store is closed"))?;
+        if state
+            .open
+            .is_some_and(|(_, thread)| thread == std::thread::current().id())
+        {
+            return Err(Failure::WouldDeadlock);
+        }
+        state.transactions += 1;
+        Ok(store)
+    }
+
+    /// Transaction `id` began on this thread (it holds the writer lock now).
+    pub fn transaction_began(&self, id: u64) {
+        self.state.lock().open = Some((id, std::thread::current().id()));
+    }
+
+    /// A transaction counted by [`Shared::transaction_owner`] has let go of the store (it
+    /// finished, or never began); `id` is its id if it began.
+    pub fn end_transaction(&self, id: Option<u64>) {
+        let mut state = self.state.lock();
+        state.transactions -= 1;
+        if id.is_some() && state.open.map(|(open, _)| open) == id {
+            state.open = None;
+        }
+        self.idle.notify_all();
+    }
+
+    /// True once `close` has taken the store.
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().store.is_none()
+    }
+
+    /// Closes the store (checkpoint, durable log); a closed store is left as it is.
+    pub fn close(&self) -> Result<(), Failure> {
+        let mut state = self.state.lock();
+        if state.transactions > 0 {
+            return Err(Failure::TransactionOpen);
+        }
+        let Some(store) = state.store.take() else {
+            return Ok(());
+        };
+        while Arc::strong_count(&store) > 1 {
+            self.idle.wait(&mut state);
+        }
+        drop(state);
+        let store = Arc::into_inner(store).expect("no lease is left once the count is 1 and the store is taken");
+        Ok(store.close()?)
+    }
+}

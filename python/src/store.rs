@@ -1,0 +1,383 @@
+//! `vellum.Store`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use numpy::{PyArray1, PyArray2, PyArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyType};
+use vellum::{Options, Store};
+
+use crate::batch::{self, Batch};
+use crate::convert;
+use crate::errors::{Failure, IntoPy, InvalidArgumentError};
+use crate::report;
+use crate::shared::Shared;
+use crate::txn::PyTransaction;
+
+/// What `search_many` returns: ids (an object array of `str`) and scores, both `(m, k)`.
+type SearchArrays<'py> = (Bound<'py, PyArray2<Py<PyAny>>>, Bound<'py, PyArray2<f32>>);
+
+/// What `get` returns: a copy of the vector and its metadata.
+type Found<'py> = (Bound<'py, PyArray1<f32>>, Bound<'py, PyDict>);
+
+/// An embedded, crash-safe vector store: float32 vectors of one dimension, each under a string
+/// id with ``str``-to-``str`` metadata, in a directory of its own.
+///
+/// Open one with :meth:`Store.create` or :meth:`Store.open`; close it with :meth:`close` or a
+/// ``with`` block. A store is safe to share between threads: searches run side by side, writes
+/// take turns (one writer at a time), and the GIL is released while the store works. One
+/// process (one ``Store`` object) opens a store at a time.
+#[pyclass(frozen, name = "Store", module = "vellum")]
+pub struct PyStore {
+    pub(crate) shared: Arc<Shared>,
+    dim: usize,
+    path: PathBuf,
+}
+
+impl PyStore {
+    fn new(store: Store) -> PyStore {
+        PyStore {
+            dim: store.dimension(),
+            path: store.path().to_path_buf(),
+            shared: Arc::new(Shared::new(store)),
+        }
+    }
+
+    pub(crate) fn dim_value(&self) -> usize {
+        self.dim
+    }
+
+    /// `k` as the library takes it: at least 1, at most the number of vectors (a search never
+    /// returns more), so a huge `k` costs nothing.
+    fn effective_k(store: &Store, k: i64) -> PyResult<usize> {
+        if k < 1 {
+            return Err(InvalidArgumentError::new_err(format!("k must be at least 1, not {k}")));
+        }
+        Ok(usize::try_from(k).unwrap_or(usize::MAX).min(store.len()).max(1))
+    }
+}
+
+/// `value` as the library's integer type; a negative or oversized one is an
+/// `InvalidArgumentError` (the library checks the rest: a dimension of 0, a page size that is
+/// not a power of two, ...).
+fn in_range<T: TryFrom<i64>>(value: i64, name: &str) -> PyResult<T> {
+    T::try_from(value).map_err(|_| InvalidArgumentError::new_err(format!("{name} out of range: {value}")))
+}
+
+fn options(sync: &str, sync_interval: f64) -> PyResult<Options> {
+    Ok(Options {
+        sync: convert::sync_mode(sync, sync_interval)?,
+        ..Options::default()
+    })
+}
+
+#[pymethods]
+impl PyStore {
+    /// Creates a store of ``dim``-component vectors in the directory ``path`` (made if missing)
+    /// and opens it. Raises :class:`AlreadyExistsError` if a store is there.
+    ///
+    /// ``sync`` says when a commit is durable: ``"always"`` (when it returns; the default),
+    /// ``"interval"`` (a background flush every ``sync_interval`` seconds) or ``"never"`` (at
+    /// checkpoints, :meth:`sync` and :meth:`close`). ``page_size`` (a power of two from 4096 to
+    /// 1 MiB) and ``segment_size`` (bytes of each log segment and arena file) are fixed at
+    /// creation.
+    #[staticmethod]
+    #[pyo3(signature = (path, dim, *, sync="always", sync_interval=0.1, page_size=16384, segment_size=67108864))]
+    fn create(
+        py: Python<'_>,
+        path: PathBuf,
+        dim: i64,
+        sync: &str,
+        sync_interval: f64,
+        page_size: i64,
+        segment_size: i64,
+    ) -> PyResult<PyStore> {
+        let dim = in_range(dim, "dim")?;
+        let options = Options {
+            page_size_bytes: in_range(page_size, "page_size")?,
+            segment_size_bytes: in_range(segment_size, "segment_size")?,
+            ..options(sync, sync_interval)?
+        };
+        let store = py.detach(|| Store::create(&path, dim, options)).py_err()?;
+        Ok(PyStore::new(store))
+    }
+
+    /// Opens the store in ``path``, recovering it to its last committed state if the process
+    /// that had it open crashed. Raises :class:`NotFoundError` if there is none, and
+    /// :class:`StoreLockedError` if it is open elsewhere. ``sync`` as for :meth:`create`.
+    #[staticmethod]
+    #[pyo3(signature = (path, *, sync="always", sync_interval=0.1))]
+    fn open(py: Python<'_>, path: PathBuf, sync: &str, sync_interval: f64) -> PyResult<PyStore> {
+        let options = options(sync, sync_interval)?;
+        let store = py.detach(|| Store::open(&path, options)).py_err()?;
+        Ok(PyStore::new(store))
+    }
+
+    /// Inserts a vector under ``id`` with optional ``dict[str, str]`` metadata, in a transaction
+    /// of its own. Raises :class:`AlreadyExistsError` if ``id`` is present. Returns the commit
+    /// LSN.
+    #[pyo3(signature = (id, vector, metadata=None))]
+    fn insert(
+        &self,
+        py: Python<'_>,
+        id: &str,
+        vector: &Bound<'_, PyAny>,
+        metadata: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<u64> {
+        let vector = convert::vector(vector)?;
+        let metadata = convert::metadata(metadata)?;
+        py.detach(|| {
+            let store = self.shared.write_lease()?;
+            Ok::<_, Failure>(store.insert(id, &vector, &convert::pairs(&metadata))?.get())
+        })
+        .py_err()
+    }
+
+    /// Inserts or replaces the vector under ``id`` (and its metadata), in a transaction of its
+    /// own. Returns the commit LSN.
+    #[pyo3(signature = (id, vector, metadata=None))]
+    fn upsert(
+        &self,
+        py: Python<'_>,
+        id: &str,
+        vector: &Bound<'_, PyAny>,
+        metadata: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<u64> {
+        let vector = convert::vector(vector)?;
+        let metadata = convert::metadata(metadata)?;
+        py.detach(|| {
+            let store = self.shared.write_lease()?;
+            Ok::<_, Failure>(store.upsert(id, &vector, &convert::pairs(&metadata))?.get())
+        })
+        .py_err()
+    }
+
+    /// Upserts the rows of ``vectors``, an ``(n, dim)`` array, under ``ids`` (``n`` strings), in
+    /// one transaction: all rows or, if one is refused, none. ``metadata`` is ``None`` or ``n``
+    /// entries, each a ``dict[str, str]`` or ``None``. A C-contiguous float32 array is read in
+    /// place; anything else is converted to one first. Returns the commit LSN.
+    #[pyo3(signature = (ids, vectors, metadata=None))]
+    fn upsert_many(
+        &self,
+        py: Python<'_>,
+        ids: &Bound<'_, PyAny>,
+        vectors: &Bound<'_, PyAny>,
+        metadata: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<u64> {
+        let matrix = convert::matrix(vectors, self.dim, "vectors")?;
+        let ids = convert::ids(ids, matrix.rows())?;
+        let metadata = convert::metadata_rows(metadata, matrix.rows())?;
+        let batch = Batch {
+            ids: &ids,
+            vectors: matrix.as_slice(),
+            dim: self.dim,
+            metadata: &metadata,
+        };
+        py.detach(|| {
+            let store = self.shared.write_lease()?;
+            batch::upsert_many(&store, &batch).map(|lsn| lsn.get())
+        })
+        .py_err()
+    }
+
+    /// The vector under ``id`` as a new float32 array of shape ``(dim,)`` and its metadata, or
+    /// ``None`` if ``id`` is absent.
+    #[allow(clippy::type_complexity)]
+    fn get<'py>(&self, py: Python<'py>, id: &str) -> PyResult<Option<Found<'py>>> {
+        let store = self.shared.lease().py_err()?;
+        let Some(found) = store.get(id).py_err()? else {
+            return Ok(None);
+        };
+        let vector = PyArray1::from_slice(py, &found);
+        let metadata = PyDict::new(py);
+        for (key, value) in found.metadata() {
+            metadata.set_item(key, value)?;
+        }
+        Ok(Some((vector, metadata)))
+    }
+
+    /// Deletes the vector under ``id`` in a transaction of its own; returns whether it existed.
+    fn delete(&self, py: Python<'_>, id: &str) -> PyResult<bool> {
+        py.detach(|| {
+            let store = self.shared.write_lease()?;
+            Ok::<_, Failure>(store.delete(id)?)
+        })
+        .py_err()
+    }
+
+    /// Begins a write transaction (waiting, without the GIL, while another one runs). Use it in
+    /// a ``with`` block: it commits at the end, or aborts if an exception leaves the block.
+    fn transaction(&self, py: Python<'_>) -> PyResult<PyTransaction> {
+        PyTransaction::begin(py, &self.shared, self.dim)
+    }
+
+    /// The ``k`` vectors nearest ``query``, best first, as ``(id, score)`` pairs: fewer if the
+    /// store (or the filter) has fewer. ``metric`` is ``"cosine"`` or ``"dot"`` (similarities,
+    /// higher is closer) or ``"l2"`` (Euclidean distance, lower is closer). ``filter`` keeps the
+    /// vectors whose metadata holds one pair: ``{"lang": "en"}`` or ``("lang", "en")``.
+    #[pyo3(signature = (query, k=10, metric="cosine", filter=None))]
+    fn search(
+        &self,
+        py: Python<'_>,
+        query: &Bound<'_, PyAny>,
+        k: i64,
+        metric: &str,
+        filter: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<(String, f32)>> {
+        let query = convert::vector(query)?;
+        let metric = convert::metric(metric)?;
+        let filter = convert::filter(filter)?;
+        let store = self.shared.lease().py_err()?;
+        let k = PyStore::effective_k(&store, k)?;
+        let pair = filter.as_ref().map(|(key, value)| (key.as_str(), value.as_str()));
+        py.detach(|| store.search_filtered(&query, k, metric, pair)).py_err()
+    }
+
+    /// :meth:`search` for each row of ``queries``, an ``(m, dim)`` array, with the GIL released
+    /// once for all. Returns ``(ids, scores)``, two ``(m, k)`` arrays: ``ids`` of ``str``
+    /// (dtype ``object``), ``scores`` float32; row ``i`` holds the hits of query ``i``, best
+    /// first. A row with fewer than ``k`` hits (a store or filter with fewer vectors) is padded
+    /// with ``""`` ids (never a stored id) and NaN scores.
+    #[pyo3(signature = (queries, k=10, metric="cosine", filter=None))]
+    fn search_many<'py>(
+        &self,
+        py: Python<'py>,
+        queries: &Bound<'py, PyAny>,
+        k: i64,
+        metric: &str,
+        filter: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<SearchArrays<'py>> {
+        let queries = convert::matrix(queries, self.dim, "queries")?;
+        let metric = convert::metric(metric)?;
+        let filter = convert::filter(filter)?;
+        let store = self.shared.lease().py_err()?;
+        let k_searched = PyStore::effective_k(&store, k)?;
+        let pair = filter.as_ref().map(|(key, value)| (key.as_str(), value.as_str()));
+        let rows = queries.as_slice();
+        let hits = py
+            .detach(|| {
+                rows.chunks_exact(self.dim)
+                    .map(|query| store.search_filtered(query, k_searched, metric, pair))
+                    .collect::<vellum::Result<Vec<_>>>()
+            })
+            .py_err()?;
+        let width = usize::try_from(k).unwrap_or(usize::MAX);
+        padded_results(py, &hits, width)
+    }
+
+    /// Runs a checkpoint now (writes every changed page; the log before it can be released).
+    /// Returns its LSN.
+    fn checkpoint(&self, py: Python<'_>) -> PyResult<u64> {
+        py.detach(|| {
+            let store = self.shared.lease()?;
+            Ok::<_, Failure>(store.checkpoint()?.get())
+        })
+        .py_err()
+    }
+
+    /// Makes every commit so far durable, whatever the sync mode.
+    fn sync(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| {
+            let store = self.shared.lease()?;
+            Ok::<_, Failure>(store.sync()?)
+        })
+        .py_err()
+    }
+
+    /// Copies the store, consistent as of now, into a new store at ``dest`` (which must not
+    /// exist) while writers go on. Returns what the copy did, as :func:`restore` does.
+    fn backup<'py>(&self, py: Python<'py>, dest: PathBuf) -> PyResult<Bound<'py, PyDict>> {
+        let done = py
+            .detach(|| {
+                let store = self.shared.lease()?;
+                Ok::<_, Failure>(store.backup(&dest)?)
+            })
+            .py_err()?;
+        report::to_dict(py, &done)
+    }
+
+    /// Closes the store: checkpoints it and makes the log durable. Calls running in other
+    /// threads finish first; later calls raise :class:`ClosedError`. Closing a closed store does
+    /// nothing. Raises :class:`InvalidArgumentError` while a transaction is open.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.shared.close()).py_err()
+    }
+
+    /// True once :meth:`close` has been called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+
+    /// The number of components of every vector.
+    #[getter]
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The store's directory.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.path.clone()
+    }
+
+    fn __len__(&self) -> PyResult<usize> {
+        Ok(self.shared.lease().py_err()?.len())
+    }
+
+    fn __contains__(&self, id: &str) -> PyResult<bool> {
+        let store = self.shared.lease().py_err()?;
+        Ok(store.get(id).py_err()?.is_some())
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    /// Closes the store.
+    #[pyo3(signature = (_exc_type, _exc_value, _traceback))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Option<&Bound<'_, PyType>>,
+        _exc_value: Option<&Bound<'_, PyAny>>,
+        _traceback: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.closed() { " (closed)" } else { "" };
+        format!("<vellum.Store {:?} dim={}{state}>", self.path, self.dim)
+    }
+}
+
+/// `hits` as two `(m, width)` arrays, padded with `""` ids and NaN scores. The arrays are made by
+/// NumPy, so an impossible size raises `MemoryError` or `ValueError` instead of aborting.
+fn padded_results<'py>(py: Python<'py>, hits: &[Vec<(String, f32)>], width: usize) -> PyResult<SearchArrays<'py>> {
+    let numpy = py.import("numpy")?;
+    let shape = (hits.len(), width);
+    let ids = numpy
+        .call_method1("full", (shape, PyString::new(py, ""), "object"))?
+        .cast_into::<PyArray2<Py<PyAny>>>()?;
+    let scores = numpy
+        .call_method1("full", (shape, f32::NAN, numpy.getattr("float32")?))?
+        .cast_into::<PyArray2<f32>>()?;
+    {
+        let mut ids_view = ids.try_readwrite()?;
+        let mut scores_view = scores.try_readwrite()?;
+        let ids_out = ids_view.as_slice_mut().expect("numpy.full makes C-contiguous arrays");
+        let scores_out = scores_view
+            .as_slice_mut()
+            .expect("numpy.full makes C-contiguous arrays");
+        for (row, row_hits) in hits.iter().enumerate() {
+            for (column, (id, score)) in row_hits.iter().take(width).enumerate() {
+                ids_out[row * width + column] = PyString::new(py, id).into_any().unbind();
+                scores_out[row * width + column] = *score;
+            }
+        }
+    }
+    Ok((ids, scores))
+}
