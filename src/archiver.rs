@@ -231,7 +231,8 @@ pub(crate) fn apply_retention(inner: &Inner) -> Result<()> {
     let storage = inner.options.storage.as_ref();
     let listing = archive::list(storage, &inner.dir, false)?;
     let segment_size_bytes = inner.control.lock().1.segment_size_bytes;
-    let Some(keep_from) = first_kept(&listing, inner.options.retention, segment_size_bytes) else {
+    let retention = *inner.retention.lock();
+    let Some(keep_from) = first_kept(&listing, retention, segment_size_bytes) else {
         return Ok(());
     };
     let needed_segment = listing.bases[keep_from].0.truncate_lsn.get() / segment_size_bytes;
@@ -257,6 +258,7 @@ fn first_kept(listing: &archive::Listing, retention: Retention, segment_size_byt
         return None;
     }
     match retention {
+        Retention::Stored => first_kept(listing, Retention::DEFAULT, segment_size_bytes),
         Retention::KeepAll => None,
         Retention::KeepLast(n) => Some(count.saturating_sub(n.max(1) as usize)),
         Retention::MaxBytes(max_bytes) => {

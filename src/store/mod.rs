@@ -16,6 +16,7 @@
 pub mod control;
 pub mod epoch;
 pub mod meta;
+pub mod settings;
 pub mod state;
 mod txn;
 
@@ -69,13 +70,20 @@ pub struct Options {
     /// Store a compressed image of the arena in `archive/` at every Nth checkpoint (the first
     /// checkpoint, at creation, always makes one); 0 makes none after that. Default 4.
     pub base_image_every: u32,
-    /// What the archive keeps. Default `KeepLast(2)`.
+    /// What the archive keeps. Default `Stored`: the store's own setting (`SETTINGS`, set at
+    /// creation or with [`Store::set_retention`]), `KeepLast(2)` where none is set. Another
+    /// value applies to this open only (at creation, it is stored).
     pub retention: Retention,
 }
 
 /// What the archive keeps. Nothing a retained base image needs is ever deleted.
+///
+/// Written and parsed (`FromStr`, `Display`) as `keep-all`, `keep-last:N`, `max-bytes:N` and
+/// `stored`, as the command line and the `SETTINGS` file take it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Retention {
+    /// Whatever the store's settings say (`KeepLast(2)` where they say nothing).
+    Stored,
     /// Every base image and every archived segment: every LSN since creation stays restorable.
     KeepAll,
     /// The newest `n` base images (at least 1) and the log they need.
@@ -97,7 +105,46 @@ impl Default for Options {
             background_io: true,
             archive: true,
             base_image_every: 4,
-            retention: Retention::KeepLast(2),
+            retention: Retention::Stored,
+        }
+    }
+}
+
+impl Retention {
+    /// The policy of a store whose settings name none.
+    pub const DEFAULT: Retention = Retention::KeepLast(2);
+}
+
+impl std::fmt::Display for Retention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Retention::Stored => f.write_str("stored"),
+            Retention::KeepAll => f.write_str("keep-all"),
+            Retention::KeepLast(n) => write!(f, "keep-last:{n}"),
+            Retention::MaxBytes(n) => write!(f, "max-bytes:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Retention {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Retention, String> {
+        let number = |n: &str| n.parse::<u64>().map_err(|_| format!("{n:?} is not a number"));
+        match text.split_once(':') {
+            None if text == "keep-all" => Ok(Retention::KeepAll),
+            None if text == "stored" => Ok(Retention::Stored),
+            Some(("keep-last", n)) => {
+                let n = u32::try_from(number(n)?).map_err(|_| format!("keep-last:{n} is too many"))?;
+                if n == 0 {
+                    return Err("keep-last needs at least 1 base image".into());
+                }
+                Ok(Retention::KeepLast(n))
+            }
+            Some(("max-bytes", n)) => Ok(Retention::MaxBytes(number(n)?)),
+            _ => Err(format!(
+                "{text:?}: expected keep-all, keep-last:N or max-bytes:N"
+            )),
         }
     }
 }
@@ -120,6 +167,8 @@ pub(crate) struct Inner {
     /// Pages initialised per space (by [`crate::page::Space::index`]): the checkpoint records
     /// them, and a page below the count that reads as zero is damage.
     pub initialised: [AtomicU64; 2],
+    /// The archive's retention in force (never `Stored`: the store's setting is resolved).
+    pub retention: Mutex<Retention>,
     pub wal: Wal,
     pub arena: Arena,
     pub control: Mutex<(ControlFile, Control)>,
@@ -310,6 +359,7 @@ impl Store {
                 read_only,
             },
         )?;
+        let retention = settings::effective_retention(&options, &settings::read(storage.as_ref(), dir)?)?;
         let inner = Arc::new(Inner::new(
             dir,
             options,
@@ -320,6 +370,7 @@ impl Store {
             arena,
             doublewrite,
             lock,
+            retention,
         ));
         if !read_only {
             crate::archiver::tidy(storage.as_ref(), dir)?;
@@ -414,6 +465,35 @@ impl Store {
             dest.as_ref(),
             crate::RestoreTarget::Latest,
         )
+    }
+
+    /// Sets the archive's retention policy of this store: stored in its settings, so every later
+    /// open applies it (unless that open's `Options::retention` names another), and applied now.
+    /// `Retention::Stored` resets it to the default (`KeepLast(2)`).
+    pub fn set_retention(&self, retention: Retention) -> Result<()> {
+        let inner = &*self.inner;
+        inner.check_writable()?;
+        let storage = inner.options.storage.as_ref();
+        let mut stored = settings::read(storage, &inner.dir)?;
+        match retention {
+            Retention::Stored => stored.unset(settings::RETENTION),
+            policy => stored.set(settings::RETENTION, &policy.to_string())?,
+        }
+        settings::write(storage, &inner.dir, &stored)?;
+        *inner.retention.lock() = stored.retention()?.unwrap_or(Retention::DEFAULT);
+        self.prune_archive()
+    }
+
+    /// The archive's retention policy in force for this open.
+    pub fn retention(&self) -> Retention {
+        *self.inner.retention.lock()
+    }
+
+    /// Deletes, now, the base images and archived segments the retention in force does not keep
+    /// (checkpoints do it too). Nothing a retained base image needs is deleted.
+    pub fn prune_archive(&self) -> Result<()> {
+        self.inner.check_writable()?;
+        crate::archiver::apply_retention(&self.inner)
     }
 
     /// Makes every commit so far durable (whatever the sync mode).
@@ -513,9 +593,11 @@ impl Inner {
         arena: Arena,
         doublewrite: Doublewrite,
         lock: Box<dyn std::any::Any + Send + Sync>,
+        retention: Retention,
     ) -> Inner {
         let initialised = control.extent.map_or([0, 0], |e| e.pages);
         Inner {
+            retention: Mutex::new(retention),
             dir: dir.to_path_buf(),
             dimension: control.dimension,
             read_only,
@@ -918,6 +1000,11 @@ fn create_files(storage: &dyn Storage, dir: &Path, control: &Control, options: &
         read_only: false,
     };
     Doublewrite::open(storage, dir, control.page_size_bytes, how)?.ensure_whole()?;
+    if options.retention != Retention::Stored {
+        let mut stored = settings::Settings::default();
+        stored.set(settings::RETENTION, &options.retention.to_string())?;
+        settings::write(storage, dir, &stored)?;
+    }
     storage
         .sync_dir(dir)
         .context(|| format!("syncing directory {}", dir.display()))?;
