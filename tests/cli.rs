@@ -910,3 +910,35 @@ fn demo_runs_small_and_proves_its_claims() {
     let again = vellum_in(s.dir.path(), &["demo", "d"], &[("VELLUM_DEMO_VECTORS", "400")]);
     assert!(again.code == 2, "the demo will not reuse a directory: {again:?}");
 }
+
+#[test]
+fn search_prints_scores_beyond_the_f32_range_as_inf_and_never_nan() {
+    let s = Scratch::new();
+    s.create("s", 2);
+    s.write(
+        "big.jsonl",
+        jsonl(&[
+            r#"{"id": "huge", "vector": [3e38, 3e38]}"#,
+            r#"{"id": "unit", "vector": [1, 0]}"#,
+        ]),
+    );
+    s.ok(&["import", "s", "big.jsonl"]);
+    let cosine = s.ok(&["search", "s", "--vector", "[3e38, 3e38]"]);
+    assert_eq!(cosine.stdout, "huge\t1\nunit\t0.70710677\n", "{cosine:?}");
+    let dot = s.ok(&["search", "s", "--vector", "[-3e38, -3e38]", "--metric", "dot"]);
+    let lines: Vec<(&str, f32)> = dot
+        .stdout
+        .lines()
+        .map(|l| l.split_once('\t').map(|(id, x)| (id, x.parse().unwrap())).unwrap())
+        .collect();
+    assert_eq!(lines, [("unit", -3e38), ("huge", f32::NEG_INFINITY)], "{dot:?}");
+    let l2 = s.ok(&["search", "s", "--vector", "[-3e38, 0]", "--metric", "l2", "--json"]);
+    let hits = json(&l2.stdout);
+    assert_eq!(hits[0]["id"], "unit", "{hits}");
+    assert_eq!(hits[0]["score"].as_f64().map(|x| x as f32), Some(3e38), "{hits}");
+    assert_eq!(
+        hits[1],
+        json(r#"{"id": "huge", "score": "inf"}"#),
+        "JSON has no infinity: the string stands for it"
+    );
+}

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use vellum::{Metric, SyncMode};
 
 use super::common::{Failure, open_store, print_json};
@@ -69,7 +69,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     if args.json {
         let hits: Vec<_> = hits
             .iter()
-            .map(|(id, score)| json!({"id": id, "score": score}))
+            .map(|(id, score)| json!({"id": id, "score": score_json(*score)}))
             .collect();
         print_json(&json!(hits));
     } else {
@@ -78,4 +78,14 @@ pub fn run(args: Args) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// A score as JSON: a number, or the string "inf" or "-inf" (a dot product or L2 distance
+/// beyond the f32 range), which JSON numbers cannot express and serde would print as null.
+fn score_json(score: f32) -> Value {
+    match score {
+        f32::INFINITY => Value::from("inf"),
+        f32::NEG_INFINITY => Value::from("-inf"),
+        score => json!(score),
+    }
 }
