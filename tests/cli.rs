@@ -54,6 +54,30 @@ impl Scratch {
         vellum_in(self.dir.path(), args, &[])
     }
 
+    /// Runs with `input` on stdin, a pipe (written by a thread while the binary reads it).
+    fn run_piped(&self, args: &[&str], input: Vec<u8>) -> Run {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the vellum binary runs");
+        let mut stdin = child.stdin.take().expect("a pipe");
+        // The binary may stop reading early (an error): a broken pipe is no failure here.
+        let writer = std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, &input);
+        });
+        let output = child.wait_with_output().expect("vellum exits");
+        writer.join().expect("the writer thread");
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
     /// Runs and insists on exit code 0.
     fn ok(&self, args: &[&str]) -> Run {
         let run = self.run(args);
@@ -118,9 +142,16 @@ fn fvecs(rows: &[Vec<f32>]) -> Vec<u8> {
 }
 
 fn npy(descr: &str, rows: &[Vec<f32>]) -> Vec<u8> {
+    npy_ordered(descr, false, rows)
+}
+
+/// An .npy file of `rows`, in Fortran order (column by column, as NumPy saves a transposed
+/// array) if `fortran`.
+fn npy_ordered(descr: &str, fortran: bool, rows: &[Vec<f32>]) -> Vec<u8> {
     let cols = rows.first().map_or(0, Vec::len);
+    let order = if fortran { "True" } else { "False" };
     let mut dict = format!(
-        "{{'descr': '{descr}', 'fortran_order': False, 'shape': ({}, {cols}), }}",
+        "{{'descr': '{descr}', 'fortran_order': {order}, 'shape': ({}, {cols}), }}",
         rows.len()
     );
     while (10 + dict.len() + 1) % 64 != 0 {
@@ -130,9 +161,17 @@ fn npy(descr: &str, rows: &[Vec<f32>]) -> Vec<u8> {
     let mut out = b"\x93NUMPY\x01\x00".to_vec();
     out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
     out.extend_from_slice(dict.as_bytes());
-    for row in rows {
-        for x in row {
-            out.extend_from_slice(&x.to_le_bytes());
+    if fortran {
+        for column in 0..cols {
+            for row in rows {
+                out.extend_from_slice(&row[column].to_le_bytes());
+            }
+        }
+    } else {
+        for row in rows {
+            for x in row {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
         }
     }
     out
@@ -941,4 +980,102 @@ fn search_prints_scores_beyond_the_f32_range_as_inf_and_never_nan() {
         json(r#"{"id": "huge", "score": "inf"}"#),
         "JSON has no infinity: the string stands for it"
     );
+}
+
+/// Rows of dimension 3 whose components say where they are (row i, column j: i * 10 + j).
+fn numbered_rows(count: usize) -> Vec<Vec<f32>> {
+    (0..count)
+        .map(|i| (0..3).map(|j| (i * 10 + j) as f32).collect())
+        .collect()
+}
+
+#[test]
+fn npy_from_a_pipe_imports_in_either_order() {
+    let s = Scratch::new();
+    let rows = numbered_rows(5);
+    for (name, fortran) in [("c", false), ("f", true)] {
+        s.create(name, 3);
+        let run = s.run_piped(
+            &["import", name, "/dev/stdin", "--format", "npy", "--batch", "2", "--ack"],
+            npy_ordered("<f4", fortran, &rows),
+        );
+        assert!(
+            run.code == 0,
+            "a pipe needs no seek and no length (Fortran: {fortran}): {run:?}"
+        );
+        assert_eq!(run.stdout, "2\n4\n5\n", "{run:?}");
+        for (i, row) in rows.iter().enumerate() {
+            assert_eq!(
+                &get_vector(&s, name, &i.to_string()),
+                row,
+                "row {i} is id {i} (Fortran: {fortran})"
+            );
+        }
+    }
+    let fvecs_run = s.run_piped(&["import", "c", "/dev/stdin", "--format", "fvecs"], fvecs(&rows));
+    assert!(fvecs_run.code == 0, "{fvecs_run:?}");
+}
+
+#[test]
+fn fortran_order_npy_file_rows_are_its_rows() {
+    let s = Scratch::new();
+    s.create("s", 3);
+    let rows = numbered_rows(9);
+    s.write("t.npy", npy_ordered("<f4", true, &rows));
+    s.ok(&["import", "s", "t.npy", "--batch", "4"]);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(&get_vector(&s, "s", &i.to_string()), row, "row {i} is id {i}");
+    }
+    assert_eq!(json(&s.ok(&["stats", "s", "--json"]).stdout)["vectors"], 9);
+}
+
+#[test]
+fn npy_with_bytes_after_the_last_row_is_refused_from_a_file_or_a_pipe() {
+    let s = Scratch::new();
+    s.create("s", 3);
+    for fortran in [false, true] {
+        let mut bytes = npy_ordered("<f4", fortran, &numbered_rows(3));
+        bytes.extend_from_slice(&[0, 0, 0, 0, 7]);
+        s.write("extra.npy", &bytes);
+        let from_file = s.run(&["import", "s", "extra.npy"]);
+        let from_pipe = s.run_piped(&["import", "s", "/dev/stdin", "--format", "npy"], bytes);
+        for run in [from_file, from_pipe] {
+            assert!(
+                run.code == 4,
+                "trailing bytes are bad input (Fortran: {fortran}): {run:?}"
+            );
+            assert!(
+                run.stderr
+                    .contains("5 bytes follow the end of the array (after row 2, the last of 3 rows"),
+                "the error says how many bytes follow which row: {run:?}"
+            );
+            assert!(s.run(&["get", "s", "0"]).code == 1, "nothing is imported: {run:?}");
+        }
+    }
+}
+
+#[test]
+fn short_npy_is_an_error_naming_the_first_incomplete_row() {
+    let s = Scratch::new();
+    s.create("s", 3);
+    // C order, cut 2 bytes into row 3; Fortran order, cut inside the last column at row 3;
+    // Fortran order cut inside the first column: every row lacks its other columns.
+    for (fortran, keep_bytes, row) in [(false, 3 * 12 + 2, 3), (true, 2 * 5 * 4 + 3 * 4 + 1, 3), (true, 8, 0)] {
+        let bytes = npy_ordered("<f4", fortran, &numbered_rows(5));
+        let data_offset = bytes.len() - 5 * 12;
+        let cut = bytes[..data_offset + keep_bytes].to_vec();
+        s.write("short.npy", &cut);
+        let from_file = s.run(&["import", "s", "short.npy", "--batch", "1"]);
+        let from_pipe = s.run_piped(&["import", "s", "/dev/stdin", "--format", "npy", "--batch", "1"], cut);
+        for run in [from_file, from_pipe] {
+            assert!(run.code == 4, "{run:?}");
+            let expected = format!(
+                " row {row}: truncated: the data ends after {keep_bytes} of the 60 bytes of 5 rows of 3 float32s"
+            );
+            assert!(
+                run.stderr.contains(&expected),
+                "{expected:?} (Fortran: {fortran}): {run:?}"
+            );
+        }
+    }
 }

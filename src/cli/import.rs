@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use vellum::{Lsn, SyncMode};
 
-use super::common::{Failure, SyncArgs, open_store, progress_bar};
+use super::common::{Failure, SyncArgs, open_store, progress_bar, spinner};
 use super::input::{self, Format};
 
 #[derive(clap::Args, Debug)]
@@ -81,7 +81,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let sync = args.sync.mode();
     let store = open_store(&args.dir, sync)?;
     let (mut source, total_bytes) = input::open(&args.file, format, store.dimension())?;
-    let bar = progress_bar(total_bytes, "importing", true);
+    let bar = match total_bytes {
+        Some(total) => progress_bar(total, "importing", true),
+        None => spinner("importing"),
+    };
     let mut acks = Acks {
         enabled: args.ack || args.ack_lsn,
         with_lsn: args.ack_lsn,
