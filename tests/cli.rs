@@ -1079,3 +1079,20 @@ fn short_npy_is_an_error_naming_the_first_incomplete_row() {
         }
     }
 }
+
+#[test]
+fn restore_to_an_lsn_beyond_the_end_of_the_log_exits_2_naming_the_end() {
+    let s = Scratch::new();
+    s.with_abc();
+    let end = json(&s.ok(&["stats", "s", "--json"]).stdout)["wal"]["end_lsn"]
+        .as_u64()
+        .expect("an end LSN");
+    let beyond = (end + 1_000_000).to_string();
+    let run = s.run(&["restore", "s", "r", "--lsn", &beyond]);
+    assert!(run.code == 2, "{run:?}");
+    assert!(
+        run.stderr.contains("beyond the end of the log, which is at LSN ") && run.stderr.contains(&beyond),
+        "{run:?}"
+    );
+    assert!(!s.path("r").exists(), "nothing is restored");
+}
