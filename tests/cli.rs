@@ -259,6 +259,8 @@ fn usage_errors_exit_2() {
         &["search", "s"],
         &["import", "s", "x.jsonl", "--batch", "0"],
         &["create", "s", "--dim", "4", "--sync", "sometimes"],
+        &["create", "s", "--dim", "4", "--sync", "never", "--sync-interval", "1s"],
+        &["import", "s", "x.jsonl", "--sync", "always", "--sync-interval", "1s"],
         &["wal-dump", "s", "--from", "nine"],
     ] {
         let run = s.run(args);

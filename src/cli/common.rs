@@ -104,23 +104,36 @@ pub enum SyncArg {
     Never,
 }
 
+/// The flush interval of `--sync interval` when `--sync-interval` is not given.
+const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Sync-mode flags of the subcommands that write.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SyncArgs {
-    /// When a commit is durable. Not stored in the store: it applies to this command only.
-    #[arg(long, value_enum, default_value_t = SyncArg::Always)]
-    pub sync: SyncArg,
-    /// The flush interval of `--sync interval` (e.g. 100ms, 1s).
-    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
-    pub sync_interval: Duration,
+    /// When a commit is durable [default: always, or interval if --sync-interval is given].
+    /// Not stored in the store: it applies to this command only.
+    #[arg(long, value_enum)]
+    pub sync: Option<SyncArg>,
+    /// The flush interval of `--sync interval` (e.g. 100ms, 1s) [default: 100ms]; given
+    /// alone, it implies `--sync interval`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub sync_interval: Option<Duration>,
 }
 
 impl SyncArgs {
-    pub fn mode(&self) -> SyncMode {
-        match self.sync {
-            SyncArg::Always => SyncMode::Always,
-            SyncArg::Interval => SyncMode::Interval(self.sync_interval),
-            SyncArg::Never => SyncMode::Never,
+    /// The sync mode the flags ask for; an interval with `--sync always` or `never` is a
+    /// usage error (it would be silently ignored).
+    pub fn mode(&self) -> Result<SyncMode, Failure> {
+        match (self.sync, self.sync_interval) {
+            (None | Some(SyncArg::Always), None) => Ok(SyncMode::Always),
+            (Some(SyncArg::Never), None) => Ok(SyncMode::Never),
+            (None | Some(SyncArg::Interval), interval) => {
+                Ok(SyncMode::Interval(interval.unwrap_or(DEFAULT_SYNC_INTERVAL)))
+            }
+            (Some(other), Some(_)) => Err(Failure::usage(format!(
+                "--sync-interval sets the interval of --sync interval; it has no meaning with --sync {}",
+                if other == SyncArg::Always { "always" } else { "never" }
+            ))),
         }
     }
 }
@@ -377,6 +390,38 @@ mod tests {
         assert_eq!(parse_bytes("16KiB"), Ok(16384));
         assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
         assert!(parse_bytes("12XB").is_err(), "unknown units are refused");
+    }
+
+    #[test]
+    fn sync_interval_alone_implies_interval_and_conflicts_with_other_modes() {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            sync: SyncArgs,
+        }
+        let mode = |args: &[&str]| {
+            let flags = <Flags as clap::Parser>::try_parse_from(std::iter::once("vellum").chain(args.iter().copied()))
+                .expect("valid flags");
+            flags.sync.mode().map_err(|f| (f.code, f.message))
+        };
+        assert_eq!(mode(&[]), Ok(SyncMode::Always));
+        assert_eq!(
+            mode(&["--sync-interval", "50ms"]),
+            Ok(SyncMode::Interval(Duration::from_millis(50))),
+            "an interval alone means --sync interval"
+        );
+        assert_eq!(
+            mode(&["--sync", "interval"]),
+            Ok(SyncMode::Interval(DEFAULT_SYNC_INTERVAL))
+        );
+        assert_eq!(mode(&["--sync", "never"]), Ok(SyncMode::Never));
+        for other in ["always", "never"] {
+            let error = mode(&["--sync", other, "--sync-interval", "1s"]);
+            assert!(
+                matches!(&error, Err((EXIT_USAGE, message)) if message.contains(other)),
+                "an interval with --sync {other} is a usage error: {error:?}"
+            );
+        }
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             )));
         }
     };
-    let sync = args.sync.mode();
+    let sync = args.sync.mode()?;
     let store = open_store(&args.dir, sync)?;
     let (mut source, total_bytes) = input::open(&args.file, format, store.dimension())?;
     let bar = match total_bytes {
