@@ -1098,3 +1098,46 @@ fn restore_to_an_lsn_beyond_the_end_of_the_log_exits_2_naming_the_end() {
     );
     assert!(!s.path("r").exists(), "nothing is restored");
 }
+
+#[test]
+fn search_escapes_control_characters_in_ids_reversibly() {
+    let s = Scratch::new();
+    s.create("s", 2);
+    let ids = [
+        "tab\there",
+        "new\nline",
+        "back\\slash \"quoted\"",
+        "bell\u{7}\r\u{7f}",
+        "plain é",
+    ];
+    let lines: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| serde_json::json!({"id": id, "vector": [1.0, i as f32]}).to_string())
+        .collect();
+    s.write(
+        "odd.jsonl",
+        jsonl(&lines.iter().map(String::as_str).collect::<Vec<_>>()),
+    );
+    s.ok(&["import", "s", "odd.jsonl"]);
+    let run = s.ok(&["search", "s", "--vector", "[1, 0]", "--metric", "l2"]);
+    let printed: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(printed.len(), ids.len(), "one line per hit: {run:?}");
+    let back: Vec<String> = printed
+        .iter()
+        .map(|line| {
+            let fields: Vec<&str> = line.split('\t').collect();
+            assert_eq!(fields.len(), 2, "two tab-separated fields: {line:?}");
+            serde_json::from_str(&format!("\"{}\"", fields[0])).expect("the body of a JSON string")
+        })
+        .collect();
+    assert_eq!(back, ids, "escaped reversibly, in L2 order");
+    assert_eq!(printed[0], "tab\\there\t0", "{run:?}");
+    assert_eq!(printed[3], "bell\\u0007\\r\\u007f\t3", "{run:?}");
+    assert_eq!(printed[4], "plain é\t4", "nothing else changes");
+    let hits = json(
+        &s.ok(&["search", "s", "--vector", "[1, 0]", "--metric", "l2", "--json"])
+            .stdout,
+    );
+    assert_eq!(hits[1]["id"], "new\nline", "--json prints ids as JSON strings");
+}

@@ -1,6 +1,8 @@
 //! What the subcommands share: exit codes and failures, opening a store, sync-mode flags,
 //! progress bars, times, sizes and the JSON form of a recovery report.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -375,6 +377,35 @@ pub fn recovery_json(report: &RecoveryReport) -> Value {
     })
 }
 
+/// `text` as the body of a JSON string (what JSON prints between the quotes), with every
+/// control character escaped, not only those JSON requires: `"` and `\` as `\"` and `\\`;
+/// tab, newline, carriage return, backspace and form feed as `\t`, `\n`, `\r`, `\b`, `\f`;
+/// every other control character (U+0000 to U+001F, U+007F to U+009F) as `\u00XX`. Nothing
+/// else changes, so the result is one line without tabs, and wrapping it in quotes and
+/// parsing it as JSON gives `text` back.
+pub fn escape_text(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if c.is_control() => {
+                write!(out, "\\u{:04x}", c as u32).expect("writing to a String");
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Prints one JSON value on one line.
 pub fn print_json(value: &Value) {
     println!("{value}");
@@ -390,6 +421,32 @@ mod tests {
         assert_eq!(parse_bytes("16KiB"), Ok(16384));
         assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
         assert!(parse_bytes("12XB").is_err(), "unknown units are refused");
+    }
+
+    #[test]
+    fn escaped_text_is_one_line_without_tabs_and_parses_back_as_a_json_string() {
+        let mut texts: Vec<String> = (0u32..0x100)
+            .filter_map(char::from_u32)
+            .map(|c| format!("a{c}b"))
+            .collect();
+        texts.extend([
+            "plain".into(),
+            String::new(),
+            "tab\tnew\nline\r\\ \"q\" é ✓ \u{2028}".into(),
+        ]);
+        for text in &texts {
+            let escaped = escape_text(text);
+            assert!(
+                !escaped.chars().any(char::is_control),
+                "no control character survives: {escaped:?}"
+            );
+            let back: String = serde_json::from_str(&format!("\"{escaped}\"")).expect("a JSON string body");
+            assert_eq!(&back, text, "reversible");
+        }
+        assert!(
+            matches!(escape_text("plain-id_1.ü"), Cow::Borrowed("plain-id_1.ü")),
+            "an id without quotes, backslashes or control characters prints as it is"
+        );
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! `vellum search <DIR> --vector '[...]'`: exact k-nearest neighbours, best first.
+//! `vellum search <DIR> --vector '[...]'`: exact k-nearest neighbours, best first: `<id>\t<score>`
+//! lines, the id escaped as inside a JSON string (`escape_text`), or `--json`.
 
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
 use vellum::{Metric, SyncMode};
 
-use super::common::{Failure, open_store, print_json};
+use super::common::{Failure, escape_text, open_store, print_json};
 
 /// The `--metric` values.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,8 +74,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
             .collect();
         print_json(&json!(hits));
     } else {
+        // Ids may hold tabs, newlines or other control characters: escaped (as inside a JSON
+        // string), each hit stays one line of two tab-separated fields.
         for (id, score) in hits {
-            println!("{id}\t{score}");
+            println!("{}\t{score}", escape_text(&id));
         }
     }
     Ok(())
