@@ -1,6 +1,7 @@
 //! The command-line tool as scripts see it: every subcommand, its output shapes, its errors
 //! and exit codes (0 ok, 1 not found or verification failed, 2 usage, 3 I/O or damage,
-//! 4 bad input data, 5 busy).
+//! 4 bad input data, 5 busy, 6 no input file, 130 and 143 an import stopped by SIGINT or
+//! SIGTERM).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -1082,6 +1083,77 @@ fn short_npy_is_an_error_naming_the_first_incomplete_row() {
     }
 }
 
+/// Starts `vellum import` of a large fvecs file with `--ack`, sends `signal` once two batches
+/// are acknowledged, and checks that it stops between batches, says how many records are
+/// committed and durable, exits `code`, and that exactly those records are there after.
+fn interrupted_import_keeps_exactly_what_it_reports(signal: libc::c_int, name: &str, code: i32) {
+    let s = Scratch::new();
+    s.create("s", 4);
+    let (rows, batch) = (300_000usize, 500usize);
+    let data: Vec<Vec<f32>> = (0..rows).map(|i| vec![i as f32, 1.0, 2.0, 3.0]).collect();
+    s.write("big.fvecs", fvecs(&data));
+    let mut child = Command::new(BIN)
+        .args(["import", "s", "big.fvecs", "--ack", "--batch", &batch.to_string()])
+        .current_dir(s.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the vellum binary runs");
+    let mut acks = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut seen: Vec<usize> = Vec::new();
+    while seen.len() < 2 {
+        let line = acks.next().expect("an acknowledgement").unwrap();
+        seen.push(line.parse().expect("a count"));
+    }
+    // SAFETY: `kill` of our own child, which has not been waited for, so its pid is still its own.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) },
+        0,
+        "send {name}"
+    );
+    seen.extend(acks.map(|l| l.unwrap().parse::<usize>().expect("a count")));
+    let output = child.wait_with_output().expect("vellum exits");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(code), "{name} exits {code}: {stderr}");
+    let committed: usize = stderr
+        .strip_prefix(&format!(
+            "vellum: interrupted by {name}: the import stopped between batches; "
+        ))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("stderr says how many records are committed: {stderr:?}"));
+    assert!(
+        stderr.contains(&format!("{committed} records are committed and durable")) && stderr.lines().count() == 1,
+        "{stderr:?}"
+    );
+    assert!(
+        committed.is_multiple_of(batch) && committed >= 2 * batch && committed < rows,
+        "stopped at a batch boundary after the acknowledged ones, before the end: {committed}"
+    );
+    assert_eq!(
+        seen.last(),
+        Some(&committed),
+        "every acknowledgement was printed, the last says it all"
+    );
+    assert_eq!(json(&s.ok(&["stats", "s", "--json"]).stdout)["vectors"], committed);
+    assert_eq!(get_vector(&s, "s", &(committed - 1).to_string()), data[committed - 1]);
+    assert!(
+        s.run(&["get", "s", &committed.to_string()]).code == 1,
+        "nothing after it"
+    );
+}
+
+#[test]
+fn sigint_stops_an_import_between_batches_and_exits_130() {
+    interrupted_import_keeps_exactly_what_it_reports(libc::SIGINT, "SIGINT", 130);
+}
+
+#[test]
+fn sigterm_stops_an_import_between_batches_and_exits_143() {
+    interrupted_import_keeps_exactly_what_it_reports(libc::SIGTERM, "SIGTERM", 143);
+}
+
 #[test]
 fn restore_to_an_lsn_beyond_the_end_of_the_log_exits_2_naming_the_end() {
     let s = Scratch::new();
@@ -1140,4 +1212,21 @@ fn search_escapes_control_characters_in_ids_reversibly() {
             .stdout,
     );
     assert_eq!(hits[1]["id"], "new\nline", "--json prints ids as JSON strings");
+}
+
+#[test]
+fn a_missing_input_file_exits_6() {
+    let s = Scratch::new();
+    s.create("s", 2);
+    std::fs::create_dir(s.path("dir.jsonl")).unwrap();
+    for file in ["missing.jsonl", "dir.jsonl"] {
+        let run = s.run(&["import", "s", file]);
+        assert!(run.code == 6, "{file}: {run:?}");
+        assert!(
+            run.stderr.contains(&format!("cannot open the input file {file}")),
+            "{run:?}"
+        );
+    }
+    let run = s.run(&["import", "nowhere", "missing.jsonl"]);
+    assert!(run.code == 1, "a missing store is still 1: {run:?}");
 }

@@ -24,6 +24,11 @@ pub const EXIT_STORE: u8 = 3;
 pub const EXIT_INPUT: u8 = 4;
 /// The store is open in another process.
 pub const EXIT_BUSY: u8 = 5;
+/// The input file of an import does not exist or cannot be opened.
+pub const EXIT_NO_INPUT: u8 = 6;
+/// An import stopped by SIGINT or SIGTERM exits 128 + the signal's number (130, 143), as a
+/// shell reports a process the signal ended.
+pub const EXIT_SIGNAL_BASE: u8 = 128;
 
 const _: () = assert!(EXIT_OK == 0);
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::common::Failure;
+use super::common::{EXIT_NO_INPUT, Failure};
 
 /// An input format.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,10 +61,20 @@ pub trait Source {
 /// Opens `path` as `format`, for a store of `dimension`; returns the source and the file size
 /// (`None` for a pipe, a terminal or a device: then nothing depends on it, and nothing seeks).
 pub fn open(path: &Path, format: Format, dimension: usize) -> Result<(Box<dyn Source>, Option<u64>), Failure> {
-    let file = File::open(path).map_err(|e| Failure::io(format!("cannot open {}", path.display()), e))?;
+    // Its own exit code: 1 says the store (or an id) is missing, 3 that the store is damaged.
+    let cannot_open = |reason: String| {
+        Failure::new(
+            EXIT_NO_INPUT,
+            format!("cannot open the input file {}: {reason}", path.display()),
+        )
+    };
+    let file = File::open(path).map_err(|e| cannot_open(e.to_string()))?;
     let metadata = file
         .metadata()
         .map_err(|e| Failure::io(format!("cannot read the size of {}", path.display()), e))?;
+    if metadata.is_dir() {
+        return Err(cannot_open("it is a directory".into()));
+    }
     let len = metadata.is_file().then_some(metadata.len());
     let reader = BufReader::with_capacity(1 << 20, file);
     let path = path.to_path_buf();
