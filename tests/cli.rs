@@ -381,6 +381,38 @@ fn malformed_jsonl_line_is_named_and_earlier_batches_stay() {
 }
 
 #[test]
+fn batches_committed_before_a_bad_line_stay_in_every_sync_mode() {
+    let s = Scratch::new();
+    s.write(
+        "bad.jsonl",
+        jsonl(&[
+            r#"{"id": "1", "vector": [1, 0]}"#,
+            r#"{"id": "2", "vector": [0, 1]}"#,
+            r#"{"id": "3", "vector": [1, 1]}"#,
+            r#"{"id": "4", "vector": [2, 1]}"#,
+            r#"{"id": "5", "vector": [3, 1}"#,
+        ]),
+    );
+    for sync in ["always", "interval", "never"] {
+        s.create(sync, 2);
+        let run = s.run(&["import", sync, "bad.jsonl", "--batch", "2", "--ack", "--sync", sync]);
+        assert!(
+            run.code == 4 && run.stderr.contains("the 4 records committed before it stay"),
+            "{run:?}"
+        );
+        assert_eq!(
+            run.stdout, "2\n4\n",
+            "both batches are acknowledged as durable (--sync {sync})"
+        );
+        assert_eq!(
+            json(&s.ok(&["stats", sync, "--json"]).stdout)["vectors"],
+            4,
+            "and they are there (--sync {sync})"
+        );
+    }
+}
+
+#[test]
 fn unknown_fields_and_bad_ids_are_named_with_their_line() {
     let s = Scratch::new();
     s.create("s", 2);

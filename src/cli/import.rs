@@ -140,12 +140,28 @@ pub fn run(args: Args) -> Result<(), Failure> {
         waiting: VecDeque::new(),
     };
     let started = Instant::now();
-    let committed = import_batches(&args, &store, source.as_mut(), &mut acks, &bar, sync);
+    let outcome = import_batches(&args, &store, source.as_mut(), &mut acks, &bar, sync);
     bar.finish_and_clear();
-    let committed = committed?;
-    store
+    // However the import ends (the input's end, a bad record, a signal), the store is closed,
+    // which makes every commit durable whatever the sync mode: what the messages say stays,
+    // stays. (Dropping it would not sync.) Then the acknowledgements still due are printed.
+    let closed = store
         .close()
-        .map_err(|e| Failure::from_error(format!("closing {}", args.dir.display()), e))?;
+        .map_err(|e| Failure::from_error(format!("closing {}", args.dir.display()), e));
+    let committed = match (outcome, closed) {
+        (Ok(committed), Ok(())) => committed,
+        (Err(failure), Ok(())) => {
+            acks.release(Lsn(u64::MAX))?;
+            return Err(failure);
+        }
+        (Ok(_), Err(close)) => return Err(close),
+        (Err(failure), Err(close)) => {
+            return Err(Failure::new(
+                close.code,
+                format!("{} (after: {})", close.message, failure.message),
+            ));
+        }
+    };
     acks.release(Lsn(u64::MAX))?;
     if let Some(signal) = stop_signal() {
         let name = if signal == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
