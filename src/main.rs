@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 success; 1 not found or verification failed; 2 usage (bad arguments);
 //! 3 I/O error, damage or incompatible files; 4 bad input data (import); 5 the store is open
-//! in another process.
+//! in another process; 6 the input file of an import cannot be opened; 130, 143 an import
+//! stopped by SIGINT, SIGTERM (everything it reported committed is durable).
 
 mod cli;
 

@@ -20,7 +20,8 @@ use crate::{Error, Lsn, Options, RecoveryMode, Store, SyncMode};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RestoreTarget {
     /// Include every record at or before this LSN (pass the LSN a commit returned and that
-    /// transaction is in). Transactions still open there are rolled back.
+    /// transaction is in). Transactions still open there are rolled back. An LSN beyond the
+    /// end of the log is an `Error::InvalidArgument` naming the end.
     Lsn(Lsn),
     /// Include every transaction that committed at or before this instant (commit timestamps
     /// only are compared).
@@ -378,6 +379,16 @@ fn find_cut(storage: &Arc<dyn Storage>, staging: &Path, staged: &Control, target
             });
         }
         last_included = record.lsn;
+    }
+    if let RestoreTarget::Lsn(lsn) = target
+        && lsn > scan.end_lsn
+    {
+        // Not silently `Latest`: an LSN past the end is a mistake (another store's, a typo),
+        // and a restore "to" it would claim a point the log never reached.
+        return Err(Error::InvalidArgument(format!(
+            "LSN {} is beyond the end of the log, which is at LSN {}: pass an LSN at or before it",
+            lsn.0, scan.end_lsn.0
+        )));
     }
     Ok(Cut {
         at: None,

@@ -2,7 +2,9 @@
 //! over committed vectors only, keeping the best `k`.
 //!
 //! The kernels use AVX2 and FMA when the CPU has them (detected at run time) and a portable
-//! loop with several accumulators (which the compiler vectorises) otherwise.
+//! loop with several accumulators (which the compiler vectorises) otherwise. Both widen the
+//! components to f64 and multiply and sum there, so no finite input overflows or underflows
+//! (see [`Metric`]).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -14,13 +16,23 @@ use crate::store::{Inner, meta};
 use crate::{Error, Result};
 
 /// How similarity is measured.
+///
+/// Products and sums are computed in f64, whatever the magnitude of the components, and the
+/// ranking uses those f64 values; the score returned is rounded to f32 once, at the end. Ties
+/// go to the vector in the lower slot, so a search is deterministic.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Metric {
-    /// Cosine similarity, higher is closer (a zero vector has similarity 0).
+    /// Cosine similarity, higher is closer: always finite, in [-1, 1]. A zero vector (every
+    /// component 0) has no direction: its similarity to any query, and that of a zero query to
+    /// any vector, is 0.
     Cosine,
-    /// Euclidean distance, lower is closer.
+    /// Euclidean distance, lower is closer. A distance beyond f32::MAX (vectors with
+    /// components near ±3.4e38) is returned as +inf and ranks after every finite one, and
+    /// among such vectors by their exact distance.
     L2,
-    /// Dot product, higher is closer.
+    /// Dot product, higher is closer. A product beyond the f32 range is returned as +inf or
+    /// -inf; vectors still rank by the exact value, so the closest +inf comes first and -inf
+    /// ones come last.
     Dot,
 }
 
@@ -48,7 +60,7 @@ impl SlotRegistry {
 
 /// A candidate in the top-k heap, ordered so the heap's top is the worst kept.
 struct Candidate {
-    key: f32,
+    key: f64,
     global_slot: usize,
 }
 
@@ -88,7 +100,8 @@ pub(crate) fn search(
     let dimension = inner.dimension as usize;
     let stride = page::vector_stride_bytes(inner.dimension);
     let slots_per_page = page::vector_slots_per_page(inner.arena.page_size_bytes(), inner.dimension);
-    let query_norm = dot(query, query).sqrt();
+    let kernels = Kernels::detect();
+    let prepared = Query::new(&kernels, query);
     let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
     let pages = inner.arena.page_count(Space::Vector);
     let mut first = 0;
@@ -115,7 +128,7 @@ pub(crate) fn search(
                 // offset inside the arena mapping, which lives as long as `inner`. Its owner is
                 // committed, so no writer touches it, and the epoch pin keeps it from reuse.
                 let vector = unsafe { std::slice::from_raw_parts(start.byte_add(slot * stride), dimension) };
-                let key = score_key(metric, query, query_norm, vector);
+                let key = score_key(&kernels, metric, &prepared, vector);
                 push(
                     &mut heap,
                     k,
@@ -168,16 +181,28 @@ fn push(heap: &mut BinaryHeap<Candidate>, k: usize, candidate: Candidate) {
     }
 }
 
-/// The heap key (lower is better) of `vector` for `metric`.
-fn score_key(metric: Metric, query: &[f32], query_norm: f32, vector: &[f32]) -> f32 {
-    match metric {
-        Metric::Dot => -dot(query, vector),
-        Metric::L2 => l2_squared(query, vector),
+/// The heap key (lower is better) of `vector` for `metric`: never NaN, and never -0.
+fn score_key(kernels: &Kernels, metric: Metric, query: &Query, vector: &[f32]) -> f64 {
+    let key = match metric {
+        Metric::Dot => -(kernels.dot)(&query.wide, vector),
+        Metric::L2 => (kernels.l2_squared)(&query.wide, vector),
         Metric::Cosine => {
-            let (qv, vv) = dot_and_norm(query, vector);
-            let denominator = query_norm * vv.sqrt();
-            if denominator == 0.0 { 0.0 } else { -(qv / denominator) }
+            let (qv, vv) = (kernels.dot_and_norm)(&query.wide, vector);
+            -cosine(qv, query.norm_squared, vv)
         }
+    };
+    // Finite components give finite keys (see `Kernels`); should a NaN arise all the same, it
+    // ranks last rather than first (`total_cmp` puts -NaN before every number). Adding 0 turns
+    // -0 into +0, so a zero vector and an orthogonal one tie (and the lower slot wins).
+    if key.is_nan() { f64::INFINITY } else { key + 0.0 }
+}
+
+/// The score reported for a heap key: rounded to f32 once (±inf beyond its range).
+fn score_of(metric: Metric, key: f64) -> f32 {
+    match metric {
+        // 0 - key, not -key: a key of +0 is a score of +0, not -0.
+        Metric::Dot | Metric::Cosine => (0.0 - key) as f32,
+        Metric::L2 => key.sqrt() as f32,
     }
 }
 
@@ -190,83 +215,141 @@ fn resolve(inner: &Inner, heap: BinaryHeap<Candidate>, metric: Metric) -> Vec<(S
         .into_iter()
         .filter_map(|c| {
             let owner = registry.owners.get(c.global_slot)?.as_ref()?;
-            let score = match metric {
-                Metric::Dot | Metric::Cosine => -c.key,
-                Metric::L2 => c.key.sqrt(),
-            };
-            Some((owner.id.to_string(), score))
+            Some((owner.id.to_string(), score_of(metric, c.key)))
         })
         .collect()
 }
 
-/// Dot product.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports AVX2 and FMA (checked above); lengths are equal (asserted).
-        return unsafe { x86::dot(a, b) };
-    }
-    portable::dot(a, b)
+/// A query prepared for a scan: its components widened to f64 once, and its squared norm.
+pub(crate) struct Query {
+    wide: Vec<f64>,
+    norm_squared: f64,
 }
 
-/// Dot product and the squared norm of `b`, in one pass.
-pub fn dot_and_norm(a: &[f32], b: &[f32]) -> (f32, f32) {
-    assert_eq!(a.len(), b.len());
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: as for `dot`.
-        return unsafe { x86::dot_and_norm(a, b) };
+impl Query {
+    pub(crate) fn new(kernels: &Kernels, query: &[f32]) -> Query {
+        let wide: Vec<f64> = query.iter().map(|&x| f64::from(x)).collect();
+        let norm_squared = (kernels.dot)(&wide, query);
+        Query { wide, norm_squared }
     }
-    portable::dot_and_norm(a, b)
 }
 
-/// Squared Euclidean distance.
-pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: as for `dot`.
-        return unsafe { x86::l2_squared(a, b) };
+/// The scoring kernels of one implementation (AVX2/FMA or portable), chosen once per search.
+///
+/// Every kernel multiplies and sums in f64: a product of two finite f32s, and a sum of up to
+/// 2^20 of them, can neither overflow nor underflow to zero in f64 (|x·y| < 2^256, and the
+/// smallest nonzero product is 2^-298), so scores are finite and accurate for every finite
+/// input, where f32 sums gave NaN for components near f32::MAX and 0 below about 1e-19.
+#[derive(Clone, Copy)]
+pub(crate) struct Kernels {
+    /// Σ q·v.
+    dot: fn(&[f64], &[f32]) -> f64,
+    /// (Σ q·v, Σ v·v) in one pass.
+    dot_and_norm: fn(&[f64], &[f32]) -> (f64, f64),
+    /// Σ (q − v)².
+    l2_squared: fn(&[f64], &[f32]) -> f64,
+}
+
+impl Kernels {
+    /// The fastest kernels this CPU runs.
+    pub(crate) fn detect() -> Kernels {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(kernels) = Kernels::avx2() {
+            return kernels;
+        }
+        Kernels::portable()
     }
-    portable::l2_squared(a, b)
+
+    /// The portable kernels (several accumulators, which the compiler vectorises).
+    pub(crate) fn portable() -> Kernels {
+        Kernels {
+            dot: portable::dot,
+            dot_and_norm: portable::dot_and_norm,
+            l2_squared: portable::l2_squared,
+        }
+    }
+
+    /// The AVX2/FMA kernels, if the CPU has both.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn avx2() -> Option<Kernels> {
+        let supported = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+        supported.then_some(Kernels {
+            dot: x86::checked_dot,
+            dot_and_norm: x86::checked_dot_and_norm,
+            l2_squared: x86::checked_l2_squared,
+        })
+    }
+}
+
+/// The cosine of the angle between q and v from Σ q·v, Σ q² and Σ v², in [-1, 1]; 0 when
+/// either vector is zero (it has no direction).
+fn cosine(qv: f64, qq: f64, vv: f64) -> f64 {
+    if qq == 0.0 || vv == 0.0 {
+        return 0.0;
+    }
+    // Each root lies in [2^-149, 2^137] (at most 2^18 components below 2^128): their product
+    // neither overflows nor underflows.
+    (qv / (qq.sqrt() * vv.sqrt())).clamp(-1.0, 1.0)
 }
 
 mod portable {
     const LANES: usize = 8;
 
-    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let mut acc = [0f32; LANES];
-        let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-        let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-        for (x, y) in ca.zip(cb) {
-            for i in 0..LANES {
-                acc[i] += x[i] * y[i];
-            }
-        }
-        acc.iter().sum::<f32>() + tail
-    }
-
-    pub fn dot_and_norm(a: &[f32], b: &[f32]) -> (f32, f32) {
-        (dot(a, b), dot(b, b))
-    }
-
-    pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
-        let mut acc = [0f32; LANES];
-        let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-        let tail: f32 = ca
+    pub fn dot(q: &[f64], v: &[f32]) -> f64 {
+        assert_eq!(q.len(), v.len());
+        let mut acc = [0f64; LANES];
+        let (cq, cv) = (q.chunks_exact(LANES), v.chunks_exact(LANES));
+        let tail: f64 = cq
             .remainder()
             .iter()
-            .zip(cb.remainder())
-            .map(|(x, y)| (x - y) * (x - y))
+            .zip(cv.remainder())
+            .map(|(x, &y)| x * f64::from(y))
             .sum();
-        for (x, y) in ca.zip(cb) {
+        for (x, y) in cq.zip(cv) {
             for i in 0..LANES {
-                let d = x[i] - y[i];
+                acc[i] += x[i] * f64::from(y[i]);
+            }
+        }
+        acc.iter().sum::<f64>() + tail
+    }
+
+    pub fn dot_and_norm(q: &[f64], v: &[f32]) -> (f64, f64) {
+        assert_eq!(q.len(), v.len());
+        let (mut d, mut n) = ([0f64; LANES], [0f64; LANES]);
+        let (cq, cv) = (q.chunks_exact(LANES), v.chunks_exact(LANES));
+        let (mut tail_d, mut tail_n) = (0f64, 0f64);
+        for (x, &y) in cq.remainder().iter().zip(cv.remainder()) {
+            let y = f64::from(y);
+            tail_d += x * y;
+            tail_n += y * y;
+        }
+        for (x, y) in cq.zip(cv) {
+            for i in 0..LANES {
+                let y = f64::from(y[i]);
+                d[i] += x[i] * y;
+                n[i] += y * y;
+            }
+        }
+        (d.iter().sum::<f64>() + tail_d, n.iter().sum::<f64>() + tail_n)
+    }
+
+    pub fn l2_squared(q: &[f64], v: &[f32]) -> f64 {
+        assert_eq!(q.len(), v.len());
+        let mut acc = [0f64; LANES];
+        let (cq, cv) = (q.chunks_exact(LANES), v.chunks_exact(LANES));
+        let tail: f64 = cq
+            .remainder()
+            .iter()
+            .zip(cv.remainder())
+            .map(|(x, &y)| (x - f64::from(y)) * (x - f64::from(y)))
+            .sum();
+        for (x, y) in cq.zip(cv) {
+            for i in 0..LANES {
+                let d = x[i] - f64::from(y[i]);
                 acc[i] += d * d;
             }
         }
-        acc.iter().sum::<f32>() + tail
+        acc.iter().sum::<f64>() + tail
     }
 }
 
@@ -274,52 +357,75 @@ mod portable {
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// Sums the 8 lanes.
+    // The safe entry points stored in `Kernels`: they are private to this module's parent and
+    // reachable only through `Kernels::avx2`, which returns them only after detecting AVX2 and
+    // FMA. Each asserts the equal lengths the kernels rely on.
+
+    pub fn checked_dot(q: &[f64], v: &[f32]) -> f64 {
+        assert_eq!(q.len(), v.len());
+        // SAFETY: the CPU has AVX2 and FMA (see above); the lengths are equal (asserted).
+        unsafe { dot(q, v) }
+    }
+
+    pub fn checked_dot_and_norm(q: &[f64], v: &[f32]) -> (f64, f64) {
+        assert_eq!(q.len(), v.len());
+        // SAFETY: as for `checked_dot`.
+        unsafe { dot_and_norm(q, v) }
+    }
+
+    pub fn checked_l2_squared(q: &[f64], v: &[f32]) -> f64 {
+        assert_eq!(q.len(), v.len());
+        // SAFETY: as for `checked_dot`.
+        unsafe { l2_squared(q, v) }
+    }
+
+    /// Sums the 4 lanes.
     #[target_feature(enable = "avx2,fma")]
-    fn hsum(v: __m256) -> f32 {
-        let high = _mm256_extractf128_ps(v, 1);
-        let low = _mm256_castps256_ps128(v);
-        let sum = _mm_add_ps(high, low);
-        let shuffled = _mm_movehdup_ps(sum);
-        let sums = _mm_add_ps(sum, shuffled);
-        let high64 = _mm_movehl_ps(shuffled, sums);
-        _mm_cvtss_f32(_mm_add_ss(sums, high64))
+    fn hsum(v: __m256d) -> f64 {
+        let sum = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+        _mm_cvtsd_f64(_mm_add_sd(sum, _mm_unpackhi_pd(sum, sum)))
+    }
+
+    /// Four components of `v` from `at`, widened to f64, and the matching four of `q`.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2; `at + 4 <= q.len() == v.len()`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn load4(q: &[f64], v: &[f32], at: usize) -> (__m256d, __m256d) {
+        // SAFETY: `at + 4` is within both slices (the caller's contract): 4 f64s and 4 f32s.
+        unsafe {
+            (
+                _mm256_loadu_pd(q.as_ptr().add(at)),
+                _mm256_cvtps_pd(_mm_loadu_ps(v.as_ptr().add(at))),
+            )
+        }
     }
 
     /// # Safety
-    /// The CPU supports AVX2 and FMA; `a.len() == b.len()`.
+    /// The CPU supports AVX2 and FMA; `q.len() == v.len()`.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len();
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    pub unsafe fn dot(q: &[f64], v: &[f32]) -> f64 {
+        let n = v.len();
+        let mut s = [_mm256_setzero_pd(); 4];
         let mut i = 0;
-        // SAFETY (all loads): `i + 16 <= n` (or `i + 8 <= n`) keeps every unaligned load inside
-        // both slices, whose lengths are equal.
         while i + 16 <= n {
-            s0 = _mm256_fmadd_ps(
-                unsafe { _mm256_loadu_ps(pa.add(i)) },
-                unsafe { _mm256_loadu_ps(pb.add(i)) },
-                s0,
-            );
-            s1 = _mm256_fmadd_ps(
-                unsafe { _mm256_loadu_ps(pa.add(i + 8)) },
-                unsafe { _mm256_loadu_ps(pb.add(i + 8)) },
-                s1,
-            );
+            for (lane, s) in s.iter_mut().enumerate() {
+                // SAFETY: `i + 16 <= n`, so `i + 4 * lane + 4 <= n`.
+                let (x, y) = unsafe { load4(q, v, i + 4 * lane) };
+                *s = _mm256_fmadd_pd(x, y, *s);
+            }
             i += 16;
         }
-        if i + 8 <= n {
-            s0 = _mm256_fmadd_ps(
-                unsafe { _mm256_loadu_ps(pa.add(i)) },
-                unsafe { _mm256_loadu_ps(pb.add(i)) },
-                s0,
-            );
-            i += 8;
+        while i + 4 <= n {
+            // SAFETY: `i + 4 <= n`.
+            let (x, y) = unsafe { load4(q, v, i) };
+            s[0] = _mm256_fmadd_pd(x, y, s[0]);
+            i += 4;
         }
-        let mut total = hsum(_mm256_add_ps(s0, s1));
+        let mut total = hsum(_mm256_add_pd(_mm256_add_pd(s[0], s[1]), _mm256_add_pd(s[2], s[3])));
         while i < n {
-            total += a[i] * b[i];
+            total += q[i] * f64::from(v[i]);
             i += 1;
         }
         total
@@ -328,22 +434,32 @@ mod x86 {
     /// # Safety
     /// As for [`dot`].
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_and_norm(a: &[f32], b: &[f32]) -> (f32, f32) {
-        let n = a.len();
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let (mut d, mut q) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    pub unsafe fn dot_and_norm(q: &[f64], v: &[f32]) -> (f64, f64) {
+        let n = v.len();
+        let (mut d, mut m) = ([_mm256_setzero_pd(); 4], [_mm256_setzero_pd(); 4]);
         let mut i = 0;
-        while i + 8 <= n {
-            // SAFETY: `i + 8 <= n` keeps both loads inside the equal-length slices.
-            let (x, y) = unsafe { (_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i))) };
-            d = _mm256_fmadd_ps(x, y, d);
-            q = _mm256_fmadd_ps(y, y, q);
-            i += 8;
+        while i + 16 <= n {
+            for lane in 0..4 {
+                // SAFETY: `i + 16 <= n`, so `i + 4 * lane + 4 <= n`.
+                let (x, y) = unsafe { load4(q, v, i + 4 * lane) };
+                d[lane] = _mm256_fmadd_pd(x, y, d[lane]);
+                m[lane] = _mm256_fmadd_pd(y, y, m[lane]);
+            }
+            i += 16;
         }
-        let (mut dot, mut norm) = (hsum(d), hsum(q));
+        while i + 4 <= n {
+            // SAFETY: `i + 4 <= n`.
+            let (x, y) = unsafe { load4(q, v, i) };
+            d[0] = _mm256_fmadd_pd(x, y, d[0]);
+            m[0] = _mm256_fmadd_pd(y, y, m[0]);
+            i += 4;
+        }
+        let fold = |s: [__m256d; 4]| hsum(_mm256_add_pd(_mm256_add_pd(s[0], s[1]), _mm256_add_pd(s[2], s[3])));
+        let (mut dot, mut norm) = (fold(d), fold(m));
         while i < n {
-            dot += a[i] * b[i];
-            norm += b[i] * b[i];
+            let y = f64::from(v[i]);
+            dot += q[i] * y;
+            norm += y * y;
             i += 1;
         }
         (dot, norm)
@@ -352,29 +468,29 @@ mod x86 {
     /// # Safety
     /// As for [`dot`].
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len();
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    pub unsafe fn l2_squared(q: &[f64], v: &[f32]) -> f64 {
+        let n = v.len();
+        let mut s = [_mm256_setzero_pd(); 4];
         let mut i = 0;
         while i + 16 <= n {
-            // SAFETY: `i + 16 <= n` keeps all four loads inside the equal-length slices.
-            let (x0, y0, x1, y1) = unsafe {
-                (
-                    _mm256_loadu_ps(pa.add(i)),
-                    _mm256_loadu_ps(pb.add(i)),
-                    _mm256_loadu_ps(pa.add(i + 8)),
-                    _mm256_loadu_ps(pb.add(i + 8)),
-                )
-            };
-            let (d0, d1) = (_mm256_sub_ps(x0, y0), _mm256_sub_ps(x1, y1));
-            s0 = _mm256_fmadd_ps(d0, d0, s0);
-            s1 = _mm256_fmadd_ps(d1, d1, s1);
+            for (lane, s) in s.iter_mut().enumerate() {
+                // SAFETY: `i + 16 <= n`, so `i + 4 * lane + 4 <= n`.
+                let (x, y) = unsafe { load4(q, v, i + 4 * lane) };
+                let d = _mm256_sub_pd(x, y);
+                *s = _mm256_fmadd_pd(d, d, *s);
+            }
             i += 16;
         }
-        let mut total = hsum(_mm256_add_ps(s0, s1));
+        while i + 4 <= n {
+            // SAFETY: `i + 4 <= n`.
+            let (x, y) = unsafe { load4(q, v, i) };
+            let d = _mm256_sub_pd(x, y);
+            s[0] = _mm256_fmadd_pd(d, d, s[0]);
+            i += 4;
+        }
+        let mut total = hsum(_mm256_add_pd(_mm256_add_pd(s[0], s[1]), _mm256_add_pd(s[2], s[3])));
         while i < n {
-            let d = a[i] - b[i];
+            let d = q[i] - f64::from(v[i]);
             total += d * d;
             i += 1;
         }
@@ -413,9 +529,11 @@ mod tests {
 
     /// The best `k` of `live` by `metric`, by brute force.
     fn brute_force(live: &[(String, Vec<f32>)], query: &[f32], k: usize, metric: Metric) -> Vec<String> {
-        let mut scored: Vec<(f32, &String)> = live
+        let kernels = Kernels::detect();
+        let prepared = Query::new(&kernels, query);
+        let mut scored: Vec<(f64, &String)> = live
             .iter()
-            .map(|(id, v)| (score_key(metric, query, dot(query, query).sqrt(), v), id))
+            .map(|(id, v)| (score_key(&kernels, metric, &prepared, v), id))
             .collect();
         scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
         scored.into_iter().take(k).map(|(_, id)| id.clone()).collect()
@@ -483,19 +601,203 @@ mod tests {
         );
     }
 
+    /// Every kernel set this CPU runs: the portable one always, AVX2/FMA when present (Miri
+    /// reports no AVX2 unless `-C target-feature=+avx2,+fma`: `fuzz/miri.sh` runs both).
+    fn kernel_sets() -> Vec<(&'static str, Kernels)> {
+        let mut sets = vec![("portable", Kernels::portable())];
+        #[cfg(target_arch = "x86_64")]
+        match Kernels::avx2() {
+            Some(kernels) => sets.push(("avx2", kernels)),
+            None => eprintln!("this CPU has no AVX2/FMA: only the portable kernels are checked"),
+        }
+        sets
+    }
+
+    /// SplitMix64, for the property test.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+
+        /// Uniform in [0, 1).
+        fn unit(&mut self) -> f64 {
+            (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// A vector whose components have magnitudes around 10^e, e uniform in [-38, 38.5]
+    /// (1e-38 to 3e38), either all of one scale or each of its own; sometimes zero, and
+    /// sometimes with zero and subnormal components mixed in.
+    fn random_vector(rng: &mut Rng, dimension: usize) -> Vec<f32> {
+        let shape = rng.next() % 8;
+        if shape == 0 {
+            return vec![0.0; dimension];
+        }
+        let exponent = -38.0 + 76.5 * rng.unit();
+        (0..dimension)
+            .map(|_| {
+                let e = if shape == 1 {
+                    -38.0 + 76.5 * rng.unit()
+                } else {
+                    exponent
+                };
+                let magnitude = match (shape, rng.next() % 16) {
+                    (2, 0) => 0.0,
+                    (2, 1) => 1e-42 * rng.unit(),
+                    _ => 10f64.powf(e) * (0.5 + rng.unit() / 2.0),
+                };
+                let sign = if rng.next().is_multiple_of(2) { 1.0 } else { -1.0 };
+                (sign * magnitude).clamp(-f64::from(f32::MAX), f64::from(f32::MAX)) as f32
+            })
+            .collect()
+    }
+
+    /// The exact-enough f64 reference of one metric: (key, scale), the key in the heap's
+    /// orientation (lower is better) and the scale of its rounding error (Σ |terms|).
+    fn reference(metric: Metric, q: &[f32], v: &[f32]) -> (f64, f64) {
+        let pairs = || q.iter().zip(v).map(|(&a, &b)| (f64::from(a), f64::from(b)));
+        let dot: f64 = pairs().map(|(a, b)| a * b).sum();
+        let dot_scale: f64 = pairs().map(|(a, b)| (a * b).abs()).sum();
+        match metric {
+            Metric::Dot => (-dot, dot_scale),
+            Metric::L2 => {
+                let l2: f64 = pairs().map(|(a, b)| (a - b) * (a - b)).sum();
+                (l2, l2)
+            }
+            Metric::Cosine => {
+                let qq: f64 = pairs().map(|(a, _)| a * a).sum();
+                let vv: f64 = pairs().map(|(_, b)| b * b).sum();
+                if qq == 0.0 || vv == 0.0 {
+                    (0.0, 0.0)
+                } else {
+                    let norms = qq.sqrt() * vv.sqrt();
+                    (-dot / norms, dot_scale / norms)
+                }
+            }
+        }
+    }
+
+    /// True if the f32 score reported for `reference_key` is it, rounded (±inf beyond range).
+    fn score_matches(metric: Metric, score: f32, reference_key: f64, scale: f64) -> bool {
+        let exact = match metric {
+            Metric::Dot | Metric::Cosine => -reference_key,
+            Metric::L2 => reference_key.sqrt(),
+        };
+        let max = f64::from(f32::MAX);
+        if score.is_infinite() {
+            return score.is_sign_positive() == (exact > 0.0) && exact.abs() >= max * (1.0 - 1e-9);
+        }
+        let scale = if metric == Metric::L2 { exact } else { scale };
+        // The f64 sums' error, the rounding to f32 (relative, and absolute below its normals).
+        let tolerance = 1e-12 * scale + exact.abs() * f64::from(f32::EPSILON) + 1e-45;
+        (f64::from(score) - exact).abs() <= tolerance && exact.abs() < max * (1.0 + 1e-9)
+    }
+
+    /// Property: for random vectors of components from 1e-38 to 3e38 (and zeros, and
+    /// subnormals), every kernel's keys are never NaN, agree with an f64 reference, rank in the
+    /// reference's order, and report scores that are the reference rounded to f32; cosine
+    /// scores are finite and in [-1, 1]. `VELLUM_SEARCH_SEED=<n>` replays a failure.
     #[test]
-    fn simd_kernels_agree_with_the_portable_ones() {
-        for n in [1usize, 7, 8, 15, 16, 17, 33, 384, 385] {
+    fn scores_of_any_finite_magnitude_match_an_f64_reference_in_every_kernel() {
+        let seed = std::env::var("VELLUM_SEARCH_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0x5EA2_C4ED);
+        eprintln!("search seed = {seed} (replay with VELLUM_SEARCH_SEED={seed})");
+        let mut rng = Rng(seed);
+        let rounds = if cfg!(miri) { 3 } else { 150 };
+        for round in 0..rounds {
+            let dimension = match rng.next() % 4 {
+                0 => 384,
+                1 => 385,
+                _ => 1 + (rng.next() % 40) as usize,
+            };
+            let query = random_vector(&mut rng, dimension);
+            let vectors: Vec<Vec<f32>> = (0..24).map(|_| random_vector(&mut rng, dimension)).collect();
+            for (name, kernels) in kernel_sets() {
+                let prepared = Query::new(&kernels, &query);
+                for metric in [Metric::Cosine, Metric::L2, Metric::Dot] {
+                    let context = format!("{name} {metric:?}, round {round}, seed {seed}, dimension {dimension}");
+                    check_metric(&kernels, metric, &prepared, &query, &vectors, &context);
+                }
+            }
+        }
+    }
+
+    fn check_metric(
+        kernels: &Kernels,
+        metric: Metric,
+        prepared: &Query,
+        query: &[f32],
+        vectors: &[Vec<f32>],
+        context: &str,
+    ) {
+        let mut ranked: Vec<(f64, usize)> = Vec::new();
+        for (n, v) in vectors.iter().enumerate() {
+            let key = score_key(kernels, metric, prepared, v);
+            let (exact, scale) = reference(metric, query, v);
+            assert!(!key.is_nan(), "{context}: vector {n} has a NaN key");
+            assert!(
+                (key - exact).abs() <= 1e-12 * scale.max(exact.abs()),
+                "{context}: vector {n}: key {key:e}, reference {exact:e}"
+            );
+            let score = score_of(metric, key);
+            assert!(
+                score_matches(metric, score, exact, scale),
+                "{context}: vector {n}: score {score:e}, reference key {exact:e}"
+            );
+            if metric == Metric::Cosine {
+                assert!((-1.0..=1.0).contains(&score), "{context}: cosine {score}");
+            }
+            ranked.push((key, n));
+        }
+        ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        for pair in ranked.windows(2) {
+            let (a, scale_a) = reference(metric, query, &vectors[pair[0].1]);
+            let (b, scale_b) = reference(metric, query, &vectors[pair[1].1]);
+            let slack = 2e-12 * (scale_a.max(a.abs()) + scale_b.max(b.abs()));
+            assert!(
+                a <= b + slack,
+                "{context}: vector {} ({a:e}) ranks before {} ({b:e})",
+                pair[0].1,
+                pair[1].1
+            );
+        }
+    }
+
+    #[test]
+    fn kernels_agree_on_the_tails_of_every_length() {
+        let sets = kernel_sets();
+        for n in [1usize, 3, 4, 5, 7, 8, 15, 16, 17, 20, 33, 384, 385] {
             let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
             let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
-            let close = |x: f32, y: f32| (x - y).abs() <= 1e-4 * (1.0 + x.abs());
-            assert!(close(dot(&a, &b), portable::dot(&a, &b)), "dot, n = {n}");
-            assert!(close(l2_squared(&a, &b), portable::l2_squared(&a, &b)), "l2, n = {n}");
-            let (d, q) = dot_and_norm(&a, &b);
-            assert!(
-                close(d, portable::dot(&a, &b)) && close(q, portable::dot(&b, &b)),
-                "dot+norm, n = {n}"
-            );
+            let wide: Vec<f64> = a.iter().map(|&x| f64::from(x)).collect();
+            for (name, kernels) in &sets {
+                for metric in [Metric::Dot, Metric::L2] {
+                    let got = match metric {
+                        Metric::Dot => (kernels.dot)(&wide, &b),
+                        _ => (kernels.l2_squared)(&wide, &b),
+                    };
+                    let (exact, scale) = reference(metric, &a, &b);
+                    let exact = if metric == Metric::Dot { -exact } else { exact };
+                    assert!(
+                        (got - exact).abs() <= 1e-13 * scale.max(1.0),
+                        "{name} {metric:?}, n = {n}"
+                    );
+                }
+                let (d, m) = (kernels.dot_and_norm)(&wide, &b);
+                let norm: f64 = b.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+                assert!(
+                    (d - (kernels.dot)(&wide, &b)).abs() <= 1e-13 && (m - norm).abs() <= 1e-13 * norm,
+                    "{name} dot and norm, n = {n}"
+                );
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The command-line tool as scripts see it: every subcommand, its output shapes, its errors
 //! and exit codes (0 ok, 1 not found or verification failed, 2 usage, 3 I/O or damage,
-//! 4 bad input data, 5 busy).
+//! 4 bad input data, 5 busy, 6 no input file, 130 and 143 an import stopped by SIGINT or
+//! SIGTERM).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -52,6 +53,30 @@ impl Scratch {
 
     fn run(&self, args: &[&str]) -> Run {
         vellum_in(self.dir.path(), args, &[])
+    }
+
+    /// Runs with `input` on stdin, a pipe (written by a thread while the binary reads it).
+    fn run_piped(&self, args: &[&str], input: Vec<u8>) -> Run {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the vellum binary runs");
+        let mut stdin = child.stdin.take().expect("a pipe");
+        // The binary may stop reading early (an error): a broken pipe is no failure here.
+        let writer = std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, &input);
+        });
+        let output = child.wait_with_output().expect("vellum exits");
+        writer.join().expect("the writer thread");
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
     }
 
     /// Runs and insists on exit code 0.
@@ -118,9 +143,16 @@ fn fvecs(rows: &[Vec<f32>]) -> Vec<u8> {
 }
 
 fn npy(descr: &str, rows: &[Vec<f32>]) -> Vec<u8> {
+    npy_ordered(descr, false, rows)
+}
+
+/// An .npy file of `rows`, in Fortran order (column by column, as NumPy saves a transposed
+/// array) if `fortran`.
+fn npy_ordered(descr: &str, fortran: bool, rows: &[Vec<f32>]) -> Vec<u8> {
     let cols = rows.first().map_or(0, Vec::len);
+    let order = if fortran { "True" } else { "False" };
     let mut dict = format!(
-        "{{'descr': '{descr}', 'fortran_order': False, 'shape': ({}, {cols}), }}",
+        "{{'descr': '{descr}', 'fortran_order': {order}, 'shape': ({}, {cols}), }}",
         rows.len()
     );
     while (10 + dict.len() + 1) % 64 != 0 {
@@ -130,9 +162,17 @@ fn npy(descr: &str, rows: &[Vec<f32>]) -> Vec<u8> {
     let mut out = b"\x93NUMPY\x01\x00".to_vec();
     out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
     out.extend_from_slice(dict.as_bytes());
-    for row in rows {
-        for x in row {
-            out.extend_from_slice(&x.to_le_bytes());
+    if fortran {
+        for column in 0..cols {
+            for row in rows {
+                out.extend_from_slice(&row[column].to_le_bytes());
+            }
+        }
+    } else {
+        for row in rows {
+            for x in row {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
         }
     }
     out
@@ -220,6 +260,8 @@ fn usage_errors_exit_2() {
         &["search", "s"],
         &["import", "s", "x.jsonl", "--batch", "0"],
         &["create", "s", "--dim", "4", "--sync", "sometimes"],
+        &["create", "s", "--dim", "4", "--sync", "never", "--sync-interval", "1s"],
+        &["import", "s", "x.jsonl", "--sync", "always", "--sync-interval", "1s"],
         &["wal-dump", "s", "--from", "nine"],
     ] {
         let run = s.run(args);
@@ -335,6 +377,38 @@ fn malformed_jsonl_line_is_named_and_earlier_batches_stay() {
     }
     for id in ["5", "6", "7"] {
         assert!(s.run(&["get", "s", id]).code == 1, "{id} was not committed");
+    }
+}
+
+#[test]
+fn batches_committed_before_a_bad_line_stay_in_every_sync_mode() {
+    let s = Scratch::new();
+    s.write(
+        "bad.jsonl",
+        jsonl(&[
+            r#"{"id": "1", "vector": [1, 0]}"#,
+            r#"{"id": "2", "vector": [0, 1]}"#,
+            r#"{"id": "3", "vector": [1, 1]}"#,
+            r#"{"id": "4", "vector": [2, 1]}"#,
+            r#"{"id": "5", "vector": [3, 1}"#,
+        ]),
+    );
+    for sync in ["always", "interval", "never"] {
+        s.create(sync, 2);
+        let run = s.run(&["import", sync, "bad.jsonl", "--batch", "2", "--ack", "--sync", sync]);
+        assert!(
+            run.code == 4 && run.stderr.contains("the 4 records committed before it stay"),
+            "{run:?}"
+        );
+        assert_eq!(
+            run.stdout, "2\n4\n",
+            "both batches are acknowledged as durable (--sync {sync})"
+        );
+        assert_eq!(
+            json(&s.ok(&["stats", sync, "--json"]).stdout)["vectors"],
+            4,
+            "and they are there (--sync {sync})"
+        );
     }
 }
 
@@ -909,4 +983,282 @@ fn demo_runs_small_and_proves_its_claims() {
     assert!(s.path("d/store/CONTROL").is_file() && !s.path("d/vectors.npy").exists());
     let again = vellum_in(s.dir.path(), &["demo", "d"], &[("VELLUM_DEMO_VECTORS", "400")]);
     assert!(again.code == 2, "the demo will not reuse a directory: {again:?}");
+}
+
+#[test]
+fn search_prints_scores_beyond_the_f32_range_as_inf_and_never_nan() {
+    let s = Scratch::new();
+    s.create("s", 2);
+    s.write(
+        "big.jsonl",
+        jsonl(&[
+            r#"{"id": "huge", "vector": [3e38, 3e38]}"#,
+            r#"{"id": "unit", "vector": [1, 0]}"#,
+        ]),
+    );
+    s.ok(&["import", "s", "big.jsonl"]);
+    let cosine = s.ok(&["search", "s", "--vector", "[3e38, 3e38]"]);
+    assert_eq!(cosine.stdout, "huge\t1\nunit\t0.70710677\n", "{cosine:?}");
+    let dot = s.ok(&["search", "s", "--vector", "[-3e38, -3e38]", "--metric", "dot"]);
+    let lines: Vec<(&str, f32)> = dot
+        .stdout
+        .lines()
+        .map(|l| l.split_once('\t').map(|(id, x)| (id, x.parse().unwrap())).unwrap())
+        .collect();
+    assert_eq!(lines, [("unit", -3e38), ("huge", f32::NEG_INFINITY)], "{dot:?}");
+    let l2 = s.ok(&["search", "s", "--vector", "[-3e38, 0]", "--metric", "l2", "--json"]);
+    let hits = json(&l2.stdout);
+    assert_eq!(hits[0]["id"], "unit", "{hits}");
+    assert_eq!(hits[0]["score"].as_f64().map(|x| x as f32), Some(3e38), "{hits}");
+    assert_eq!(
+        hits[1],
+        json(r#"{"id": "huge", "score": "inf"}"#),
+        "JSON has no infinity: the string stands for it"
+    );
+}
+
+/// Rows of dimension 3 whose components say where they are (row i, column j: i * 10 + j).
+fn numbered_rows(count: usize) -> Vec<Vec<f32>> {
+    (0..count)
+        .map(|i| (0..3).map(|j| (i * 10 + j) as f32).collect())
+        .collect()
+}
+
+#[test]
+fn npy_from_a_pipe_imports_in_either_order() {
+    let s = Scratch::new();
+    let rows = numbered_rows(5);
+    for (name, fortran) in [("c", false), ("f", true)] {
+        s.create(name, 3);
+        let run = s.run_piped(
+            &["import", name, "/dev/stdin", "--format", "npy", "--batch", "2", "--ack"],
+            npy_ordered("<f4", fortran, &rows),
+        );
+        assert!(
+            run.code == 0,
+            "a pipe needs no seek and no length (Fortran: {fortran}): {run:?}"
+        );
+        assert_eq!(run.stdout, "2\n4\n5\n", "{run:?}");
+        for (i, row) in rows.iter().enumerate() {
+            assert_eq!(
+                &get_vector(&s, name, &i.to_string()),
+                row,
+                "row {i} is id {i} (Fortran: {fortran})"
+            );
+        }
+    }
+    let fvecs_run = s.run_piped(&["import", "c", "/dev/stdin", "--format", "fvecs"], fvecs(&rows));
+    assert!(fvecs_run.code == 0, "{fvecs_run:?}");
+}
+
+#[test]
+fn fortran_order_npy_file_rows_are_its_rows() {
+    let s = Scratch::new();
+    s.create("s", 3);
+    let rows = numbered_rows(9);
+    s.write("t.npy", npy_ordered("<f4", true, &rows));
+    s.ok(&["import", "s", "t.npy", "--batch", "4"]);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(&get_vector(&s, "s", &i.to_string()), row, "row {i} is id {i}");
+    }
+    assert_eq!(json(&s.ok(&["stats", "s", "--json"]).stdout)["vectors"], 9);
+}
+
+#[test]
+fn npy_with_bytes_after_the_last_row_is_refused_from_a_file_or_a_pipe() {
+    let s = Scratch::new();
+    s.create("s", 3);
+    for fortran in [false, true] {
+        let mut bytes = npy_ordered("<f4", fortran, &numbered_rows(3));
+        bytes.extend_from_slice(&[0, 0, 0, 0, 7]);
+        s.write("extra.npy", &bytes);
+        let from_file = s.run(&["import", "s", "extra.npy"]);
+        let from_pipe = s.run_piped(&["import", "s", "/dev/stdin", "--format", "npy"], bytes);
+        for run in [from_file, from_pipe] {
+            assert!(
+                run.code == 4,
+                "trailing bytes are bad input (Fortran: {fortran}): {run:?}"
+            );
+            assert!(
+                run.stderr
+                    .contains("5 bytes follow the end of the array (after row 2, the last of 3 rows"),
+                "the error says how many bytes follow which row: {run:?}"
+            );
+            assert!(s.run(&["get", "s", "0"]).code == 1, "nothing is imported: {run:?}");
+        }
+    }
+}
+
+#[test]
+fn short_npy_is_an_error_naming_the_first_incomplete_row() {
+    let s = Scratch::new();
+    s.create("s", 3);
+    // C order, cut 2 bytes into row 3; Fortran order, cut inside the last column at row 3;
+    // Fortran order cut inside the first column: every row lacks its other columns.
+    for (fortran, keep_bytes, row) in [(false, 3 * 12 + 2, 3), (true, 2 * 5 * 4 + 3 * 4 + 1, 3), (true, 8, 0)] {
+        let bytes = npy_ordered("<f4", fortran, &numbered_rows(5));
+        let data_offset = bytes.len() - 5 * 12;
+        let cut = bytes[..data_offset + keep_bytes].to_vec();
+        s.write("short.npy", &cut);
+        let from_file = s.run(&["import", "s", "short.npy", "--batch", "1"]);
+        let from_pipe = s.run_piped(&["import", "s", "/dev/stdin", "--format", "npy", "--batch", "1"], cut);
+        for run in [from_file, from_pipe] {
+            assert!(run.code == 4, "{run:?}");
+            let expected = format!(
+                " row {row}: truncated: the data ends after {keep_bytes} of the 60 bytes of 5 rows of 3 float32s"
+            );
+            assert!(
+                run.stderr.contains(&expected),
+                "{expected:?} (Fortran: {fortran}): {run:?}"
+            );
+        }
+    }
+}
+
+/// Starts `vellum import` of a large fvecs file with `--ack`, sends `signal` once two batches
+/// are acknowledged, and checks that it stops between batches, says how many records are
+/// committed and durable, exits `code`, and that exactly those records are there after.
+fn interrupted_import_keeps_exactly_what_it_reports(signal: libc::c_int, name: &str, code: i32) {
+    let s = Scratch::new();
+    s.create("s", 4);
+    let (rows, batch) = (300_000usize, 500usize);
+    let data: Vec<Vec<f32>> = (0..rows).map(|i| vec![i as f32, 1.0, 2.0, 3.0]).collect();
+    s.write("big.fvecs", fvecs(&data));
+    let mut child = Command::new(BIN)
+        .args(["import", "s", "big.fvecs", "--ack", "--batch", &batch.to_string()])
+        .current_dir(s.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the vellum binary runs");
+    let mut acks = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut seen: Vec<usize> = Vec::new();
+    while seen.len() < 2 {
+        let line = acks.next().expect("an acknowledgement").unwrap();
+        seen.push(line.parse().expect("a count"));
+    }
+    // SAFETY: `kill` of our own child, which has not been waited for, so its pid is still its own.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) },
+        0,
+        "send {name}"
+    );
+    seen.extend(acks.map(|l| l.unwrap().parse::<usize>().expect("a count")));
+    let output = child.wait_with_output().expect("vellum exits");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(code), "{name} exits {code}: {stderr}");
+    let committed: usize = stderr
+        .strip_prefix(&format!(
+            "vellum: interrupted by {name}: the import stopped between batches; "
+        ))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("stderr says how many records are committed: {stderr:?}"));
+    assert!(
+        stderr.contains(&format!("{committed} records are committed and durable")) && stderr.lines().count() == 1,
+        "{stderr:?}"
+    );
+    assert!(
+        committed.is_multiple_of(batch) && committed >= 2 * batch && committed < rows,
+        "stopped at a batch boundary after the acknowledged ones, before the end: {committed}"
+    );
+    assert_eq!(
+        seen.last(),
+        Some(&committed),
+        "every acknowledgement was printed, the last says it all"
+    );
+    assert_eq!(json(&s.ok(&["stats", "s", "--json"]).stdout)["vectors"], committed);
+    assert_eq!(get_vector(&s, "s", &(committed - 1).to_string()), data[committed - 1]);
+    assert!(
+        s.run(&["get", "s", &committed.to_string()]).code == 1,
+        "nothing after it"
+    );
+}
+
+#[test]
+fn sigint_stops_an_import_between_batches_and_exits_130() {
+    interrupted_import_keeps_exactly_what_it_reports(libc::SIGINT, "SIGINT", 130);
+}
+
+#[test]
+fn sigterm_stops_an_import_between_batches_and_exits_143() {
+    interrupted_import_keeps_exactly_what_it_reports(libc::SIGTERM, "SIGTERM", 143);
+}
+
+#[test]
+fn restore_to_an_lsn_beyond_the_end_of_the_log_exits_2_naming_the_end() {
+    let s = Scratch::new();
+    s.with_abc();
+    let end = json(&s.ok(&["stats", "s", "--json"]).stdout)["wal"]["end_lsn"]
+        .as_u64()
+        .expect("an end LSN");
+    let beyond = (end + 1_000_000).to_string();
+    let run = s.run(&["restore", "s", "r", "--lsn", &beyond]);
+    assert!(run.code == 2, "{run:?}");
+    assert!(
+        run.stderr.contains("beyond the end of the log, which is at LSN ") && run.stderr.contains(&beyond),
+        "{run:?}"
+    );
+    assert!(!s.path("r").exists(), "nothing is restored");
+}
+
+#[test]
+fn search_escapes_control_characters_in_ids_reversibly() {
+    let s = Scratch::new();
+    s.create("s", 2);
+    let ids = [
+        "tab\there",
+        "new\nline",
+        "back\\slash \"quoted\"",
+        "bell\u{7}\r\u{7f}",
+        "plain é",
+    ];
+    let lines: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| serde_json::json!({"id": id, "vector": [1.0, i as f32]}).to_string())
+        .collect();
+    s.write(
+        "odd.jsonl",
+        jsonl(&lines.iter().map(String::as_str).collect::<Vec<_>>()),
+    );
+    s.ok(&["import", "s", "odd.jsonl"]);
+    let run = s.ok(&["search", "s", "--vector", "[1, 0]", "--metric", "l2"]);
+    let printed: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(printed.len(), ids.len(), "one line per hit: {run:?}");
+    let back: Vec<String> = printed
+        .iter()
+        .map(|line| {
+            let fields: Vec<&str> = line.split('\t').collect();
+            assert_eq!(fields.len(), 2, "two tab-separated fields: {line:?}");
+            serde_json::from_str(&format!("\"{}\"", fields[0])).expect("the body of a JSON string")
+        })
+        .collect();
+    assert_eq!(back, ids, "escaped reversibly, in L2 order");
+    assert_eq!(printed[0], "tab\\there\t0", "{run:?}");
+    assert_eq!(printed[3], "bell\\u0007\\r\\u007f\t3", "{run:?}");
+    assert_eq!(printed[4], "plain é\t4", "nothing else changes");
+    let hits = json(
+        &s.ok(&["search", "s", "--vector", "[1, 0]", "--metric", "l2", "--json"])
+            .stdout,
+    );
+    assert_eq!(hits[1]["id"], "new\nline", "--json prints ids as JSON strings");
+}
+
+#[test]
+fn a_missing_input_file_exits_6() {
+    let s = Scratch::new();
+    s.create("s", 2);
+    std::fs::create_dir(s.path("dir.jsonl")).unwrap();
+    for file in ["missing.jsonl", "dir.jsonl"] {
+        let run = s.run(&["import", "s", file]);
+        assert!(run.code == 6, "{file}: {run:?}");
+        assert!(
+            run.stderr.contains(&format!("cannot open the input file {file}")),
+            "{run:?}"
+        );
+    }
+    let run = s.run(&["import", "nowhere", "missing.jsonl"]);
+    assert!(run.code == 1, "a missing store is still 1: {run:?}");
 }

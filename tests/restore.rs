@@ -398,3 +398,47 @@ fn the_base_image_of_a_new_store_survives_a_crash_right_after_creation() {
         "the base image Store::create wrote (and its archive/ directory) is durable"
     );
 }
+
+#[test]
+fn an_lsn_beyond_the_end_of_the_log_is_refused_naming_the_end() {
+    let root = tempfile::tempdir().unwrap();
+    let src = root.path().join("src");
+    let store = Store::create(&src, 32, options()).unwrap();
+    workload(&store, &mut Rng::new(12), 20, 10);
+    store.close().unwrap();
+    let latest = restore(&src, root.path().join("latest"), RestoreTarget::Latest).unwrap();
+    // Past the last record by far; the error names where the log ends (after that record).
+    let dest = root.path().join("dest");
+    let beyond = Lsn(latest.target_lsn.0 + (1 << 30));
+    let error = restore(&src, &dest, RestoreTarget::Lsn(beyond)).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(error, Error::InvalidArgument(_)) && message.contains("beyond the end of the log"),
+        "{message}"
+    );
+    assert!(!dest.exists(), "a refused restore leaves no destination");
+    let end: u64 = message
+        .split("at LSN ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("the error names the end LSN: {message}"));
+    assert!(
+        end > latest.target_lsn.0,
+        "the end lies after the last record: {message}"
+    );
+    for inside in [latest.target_lsn, Lsn(end)] {
+        let report = restore(
+            &src,
+            root.path().join(format!("at-{}", inside.0)),
+            RestoreTarget::Lsn(inside),
+        )
+        .unwrap();
+        assert_eq!(report.target_lsn, latest.target_lsn, "up to the end is everything");
+    }
+    let error = restore(&src, &dest, RestoreTarget::Lsn(Lsn(end + 1))).unwrap_err();
+    assert!(
+        error.to_string().contains(&format!("at LSN {end}")),
+        "one past the end: {error}"
+    );
+}

@@ -154,3 +154,103 @@ fn bad_queries_are_refused() {
         "an empty store finds nothing"
     );
 }
+
+/// The ids of `hits`, in order.
+fn ids(hits: &[(String, f32)]) -> Vec<&str> {
+    hits.iter().map(|(id, _)| id.as_str()).collect()
+}
+
+#[test]
+fn cosine_of_huge_tiny_and_zero_vectors_is_finite_and_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), 4, options()).unwrap();
+    store.insert("zero", &[0.0; 4], &[]).unwrap();
+    store.insert("half", &[1.0, 0.0, 0.0, 0.0], &[]).unwrap();
+    store.insert("huge", &[3e38; 4], &[]).unwrap();
+    store.insert("tiny", &[1e-30; 4], &[]).unwrap();
+    store.insert("subnormal", &[-1e-44; 4], &[]).unwrap();
+    let hits = store.search(&[1.0; 4], 10, Metric::Cosine).unwrap();
+    assert!(hits.iter().all(|(_, s)| s.is_finite()), "no NaN, no inf: {hits:?}");
+    assert_eq!(
+        ids(&hits),
+        ["huge", "tiny", "half", "zero", "subnormal"],
+        "by angle alone, whatever the magnitude: {hits:?}"
+    );
+    let scores: Vec<f32> = hits.iter().map(|h| h.1).collect();
+    assert_eq!(scores, [1.0, 1.0, 0.5, 0.0, -1.0], "{hits:?}");
+    let huge_query = store.search(&[-3e38, 0.0, 0.0, 0.0], 1, Metric::Cosine).unwrap();
+    assert_eq!(huge_query, [("subnormal".to_string(), 0.5)], "a query of any magnitude");
+    let zero_query = store.search(&[0.0; 4], 10, Metric::Cosine).unwrap();
+    assert!(
+        zero_query.iter().all(|(_, s)| *s == 0.0 && s.is_sign_positive()),
+        "a zero query has cosine +0 with everything: {zero_query:?}"
+    );
+    assert_eq!(
+        ids(&zero_query),
+        ["zero", "half", "huge", "tiny", "subnormal"],
+        "ties rank in slot order"
+    );
+}
+
+#[test]
+fn l2_beyond_the_f32_range_ranks_last_in_exact_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), 4, options()).unwrap();
+    // Inserted farthest first: ties broken by slot would put them in this order.
+    store.insert("farthest", &[3e38, 3e38, 0.0, 0.0], &[]).unwrap();
+    store.insert("farther", &[3e38, 0.0, 0.0, 0.0], &[]).unwrap();
+    store.insert("far", &[0.0; 4], &[]).unwrap();
+    store.insert("near", &[-3e38, -3e38, 1.0, 0.0], &[]).unwrap();
+    let hits = store.search(&[-3e38, -3e38, 0.0, 0.0], 10, Metric::L2).unwrap();
+    assert_eq!(ids(&hits), ["near", "far", "farther", "farthest"], "{hits:?}");
+    assert_eq!(hits[0].1, 1.0);
+    assert!(
+        hits[1..].iter().all(|(_, s)| *s == f32::INFINITY),
+        "distances beyond f32::MAX are +inf: {hits:?}"
+    );
+    // Squared distances above f32::MAX (distances above 1.8e19) are no longer all alike.
+    store.insert("2e20", &[2e20, 0.0, 0.0, 0.0], &[]).unwrap();
+    store.insert("1e20", &[1e20, 0.0, 0.0, 0.0], &[]).unwrap();
+    let hits = store.search(&[0.0, 0.0, 0.0, 1e-3], 3, Metric::L2).unwrap();
+    assert_eq!(ids(&hits), ["far", "1e20", "2e20"], "{hits:?}");
+    assert!(
+        (hits[1].1 / 1e20 - 1.0).abs() < 1e-6 && (hits[2].1 / 2e20 - 1.0).abs() < 1e-6,
+        "{hits:?}"
+    );
+}
+
+#[test]
+fn dot_products_beyond_the_f32_range_rank_in_exact_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), 4, options()).unwrap();
+    // Inserted so that ties broken by slot would give the wrong order at both ends.
+    for (id, x) in [
+        ("+3e76", 1e38f32),
+        ("+6e76", 2e38),
+        ("-6e76", -2e38),
+        ("-3e76", -1e38),
+        ("+3e28", 1e-10),
+    ] {
+        store.insert(id, &[x, 0.0, 0.0, 0.0], &[]).unwrap();
+    }
+    store.insert("zero", &[0.0; 4], &[]).unwrap();
+    let hits = store.search(&[3e38, 3e38, 0.0, 0.0], 10, Metric::Dot).unwrap();
+    assert_eq!(
+        ids(&hits),
+        ["+6e76", "+3e76", "+3e28", "zero", "-3e76", "-6e76"],
+        "{hits:?}"
+    );
+    let scores: Vec<f32> = hits.iter().map(|h| h.1).collect();
+    assert_eq!(
+        scores,
+        [
+            f32::INFINITY,
+            f32::INFINITY,
+            3e28,
+            0.0,
+            f32::NEG_INFINITY,
+            f32::NEG_INFINITY
+        ],
+        "{hits:?}"
+    );
+}

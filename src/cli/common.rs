@@ -1,6 +1,8 @@
 //! What the subcommands share: exit codes and failures, opening a store, sync-mode flags,
 //! progress bars, times, sizes and the JSON form of a recovery report.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,6 +24,11 @@ pub const EXIT_STORE: u8 = 3;
 pub const EXIT_INPUT: u8 = 4;
 /// The store is open in another process.
 pub const EXIT_BUSY: u8 = 5;
+/// The input file of an import does not exist or cannot be opened.
+pub const EXIT_NO_INPUT: u8 = 6;
+/// An import stopped by SIGINT or SIGTERM exits 128 + the signal's number (130, 143), as a
+/// shell reports a process the signal ended.
+pub const EXIT_SIGNAL_BASE: u8 = 128;
 
 const _: () = assert!(EXIT_OK == 0);
 
@@ -104,23 +111,36 @@ pub enum SyncArg {
     Never,
 }
 
+/// The flush interval of `--sync interval` when `--sync-interval` is not given.
+const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Sync-mode flags of the subcommands that write.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SyncArgs {
-    /// When a commit is durable. Not stored in the store: it applies to this command only.
-    #[arg(long, value_enum, default_value_t = SyncArg::Always)]
-    pub sync: SyncArg,
-    /// The flush interval of `--sync interval` (e.g. 100ms, 1s).
-    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
-    pub sync_interval: Duration,
+    /// When a commit is durable [default: always, or interval if --sync-interval is given].
+    /// Not stored in the store: it applies to this command only.
+    #[arg(long, value_enum)]
+    pub sync: Option<SyncArg>,
+    /// The flush interval of `--sync interval` (e.g. 100ms, 1s) [default: 100ms]; given
+    /// alone, it implies `--sync interval`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub sync_interval: Option<Duration>,
 }
 
 impl SyncArgs {
-    pub fn mode(&self) -> SyncMode {
-        match self.sync {
-            SyncArg::Always => SyncMode::Always,
-            SyncArg::Interval => SyncMode::Interval(self.sync_interval),
-            SyncArg::Never => SyncMode::Never,
+    /// The sync mode the flags ask for; an interval with `--sync always` or `never` is a
+    /// usage error (it would be silently ignored).
+    pub fn mode(&self) -> Result<SyncMode, Failure> {
+        match (self.sync, self.sync_interval) {
+            (None | Some(SyncArg::Always), None) => Ok(SyncMode::Always),
+            (Some(SyncArg::Never), None) => Ok(SyncMode::Never),
+            (None | Some(SyncArg::Interval), interval) => {
+                Ok(SyncMode::Interval(interval.unwrap_or(DEFAULT_SYNC_INTERVAL)))
+            }
+            (Some(other), Some(_)) => Err(Failure::usage(format!(
+                "--sync-interval sets the interval of --sync interval; it has no meaning with --sync {}",
+                if other == SyncArg::Always { "always" } else { "never" }
+            ))),
         }
     }
 }
@@ -376,6 +396,35 @@ pub fn recovery_json(report: &RecoveryReport) -> Value {
     })
 }
 
+/// `text` as the body of a JSON string (what JSON prints between the quotes), with every
+/// control character escaped, not only those JSON requires: `"` and `\` as `\"` and `\\`;
+/// tab, newline, carriage return, backspace and form feed as `\t`, `\n`, `\r`, `\b`, `\f`;
+/// every other control character (U+0000 to U+001F, U+007F to U+009F) as `\u00XX`. Nothing
+/// else changes, so the result is one line without tabs, and wrapping it in quotes and
+/// parsing it as JSON gives `text` back.
+pub fn escape_text(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if c.is_control() => {
+                write!(out, "\\u{:04x}", c as u32).expect("writing to a String");
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Prints one JSON value on one line.
 pub fn print_json(value: &Value) {
     println!("{value}");
@@ -391,6 +440,64 @@ mod tests {
         assert_eq!(parse_bytes("16KiB"), Ok(16384));
         assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
         assert!(parse_bytes("12XB").is_err(), "unknown units are refused");
+    }
+
+    #[test]
+    fn escaped_text_is_one_line_without_tabs_and_parses_back_as_a_json_string() {
+        let mut texts: Vec<String> = (0u32..0x100)
+            .filter_map(char::from_u32)
+            .map(|c| format!("a{c}b"))
+            .collect();
+        texts.extend([
+            "plain".into(),
+            String::new(),
+            "tab\tnew\nline\r\\ \"q\" é ✓ \u{2028}".into(),
+        ]);
+        for text in &texts {
+            let escaped = escape_text(text);
+            assert!(
+                !escaped.chars().any(char::is_control),
+                "no control character survives: {escaped:?}"
+            );
+            let back: String = serde_json::from_str(&format!("\"{escaped}\"")).expect("a JSON string body");
+            assert_eq!(&back, text, "reversible");
+        }
+        assert!(
+            matches!(escape_text("plain-id_1.ü"), Cow::Borrowed("plain-id_1.ü")),
+            "an id without quotes, backslashes or control characters prints as it is"
+        );
+    }
+
+    #[test]
+    fn sync_interval_alone_implies_interval_and_conflicts_with_other_modes() {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            sync: SyncArgs,
+        }
+        let mode = |args: &[&str]| {
+            let flags = <Flags as clap::Parser>::try_parse_from(std::iter::once("vellum").chain(args.iter().copied()))
+                .expect("valid flags");
+            flags.sync.mode().map_err(|f| (f.code, f.message))
+        };
+        assert_eq!(mode(&[]), Ok(SyncMode::Always));
+        assert_eq!(
+            mode(&["--sync-interval", "50ms"]),
+            Ok(SyncMode::Interval(Duration::from_millis(50))),
+            "an interval alone means --sync interval"
+        );
+        assert_eq!(
+            mode(&["--sync", "interval"]),
+            Ok(SyncMode::Interval(DEFAULT_SYNC_INTERVAL))
+        );
+        assert_eq!(mode(&["--sync", "never"]), Ok(SyncMode::Never));
+        for other in ["always", "never"] {
+            let error = mode(&["--sync", other, "--sync-interval", "1s"]);
+            assert!(
+                matches!(&error, Err((EXIT_USAGE, message)) if message.contains(other)),
+                "an interval with --sync {other} is a usage error: {error:?}"
+            );
+        }
     }
 
     #[test]

@@ -30,7 +30,7 @@ fn parse_page_size(text: &str) -> Result<u32, String> {
 
 pub fn run(args: Args) -> Result<(), Failure> {
     let options = Options {
-        sync: args.sync.mode(),
+        sync: args.sync.mode()?,
         page_size_bytes: args.page_size,
         segment_size_bytes: args.segment_size,
         ..Options::default()

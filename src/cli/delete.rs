@@ -15,7 +15,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
-    let store = open_store(&args.dir, args.sync.mode())?;
+    let store = open_store(&args.dir, args.sync.mode()?)?;
     let context = || format!("deleting {:?} from {}", args.id, args.dir.display());
     let mut tx = store.begin().map_err(|e| Failure::from_error(context(), e))?;
     let existed = tx.delete(&args.id).map_err(|e| Failure::from_error(context(), e))?;

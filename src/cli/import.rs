@@ -3,16 +3,25 @@
 //! Records are upserted: an id already present is replaced, so an interrupted import can be run
 //! again from the start. With `--ack`, a line holding the running total of committed records
 //! goes to stdout after each commit once it is durable, and nothing else does.
+//!
+//! SIGINT or SIGTERM stops an import between batches: the batch in flight is committed, the
+//! store is closed (so every commit is durable), stderr says how many records that is, and the
+//! exit code is 130 or 143. The handler resets itself, so a second signal ends the process at
+//! once (the next open recovers, as after a crash).
 
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
-use vellum::{Lsn, SyncMode};
+use indicatif::ProgressBar;
+use vellum::{Lsn, Store, SyncMode};
 
-use super::common::{Failure, SyncArgs, open_store, progress_bar};
-use super::input::{self, Format};
+use super::common::{
+    EXIT_INPUT, EXIT_SIGNAL_BASE, EXIT_USAGE, Failure, SyncArgs, error_code, open_store, progress_bar, spinner,
+};
+use super::input::{self, Format, InputRecord, Source};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -68,6 +77,45 @@ impl Acks {
     }
 }
 
+/// The signal (SIGINT or SIGTERM) that asked the import to stop; 0 if none has.
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_stop_signal(signal: libc::c_int) {
+    // An atomic store is async-signal-safe; the import loop reads it between batches.
+    STOP_SIGNAL.store(signal, Ordering::SeqCst);
+}
+
+/// The stop signal received so far, if any.
+fn stop_signal() -> Option<libc::c_int> {
+    match STOP_SIGNAL.load(Ordering::SeqCst) {
+        0 => None,
+        signal => Some(signal),
+    }
+}
+
+/// Makes SIGINT and SIGTERM set `STOP_SIGNAL` instead of ending the process. Each handler
+/// resets itself when it runs (`SA_RESETHAND`), so a second signal has its default effect;
+/// interrupted system calls restart (`SA_RESTART`), so no read or write sees EINTR.
+fn catch_stop_signals() -> Result<(), Failure> {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: `action` starts zeroed, a valid `sigaction` (no flags, empty mask), and gets a
+        // handler of the signature `sa_sigaction` expects without SA_SIGINFO, which does
+        // nothing but an atomic store; no old action is asked for (null).
+        let result = unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESTART | libc::SA_RESETHAND;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut())
+        };
+        if result != 0 {
+            let error = std::io::Error::last_os_error();
+            return Err(Failure::store(format!("cannot handle signal {signal}: {error}")));
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: Args) -> Result<(), Failure> {
     let format = match args.format.or_else(|| Format::from_path(&args.file)) {
         Some(format) => format,
@@ -78,83 +126,54 @@ pub fn run(args: Args) -> Result<(), Failure> {
             )));
         }
     };
-    let sync = args.sync.mode();
+    let sync = args.sync.mode()?;
+    catch_stop_signals()?;
     let store = open_store(&args.dir, sync)?;
     let (mut source, total_bytes) = input::open(&args.file, format, store.dimension())?;
-    let bar = progress_bar(total_bytes, "importing", true);
+    let bar = match total_bytes {
+        Some(total) => progress_bar(total, "importing", true),
+        None => spinner("importing"),
+    };
     let mut acks = Acks {
         enabled: args.ack || args.ack_lsn,
         with_lsn: args.ack_lsn,
         waiting: VecDeque::new(),
     };
     let started = Instant::now();
-    let mut committed = 0u64;
-    let mut next = source.next_record()?;
-    while next.is_some() {
-        let mut tx = store
-            .begin()
-            .map_err(|e| Failure::from_error(format!("starting a transaction in {}", args.dir.display()), e))?;
-        let mut in_batch = 0u64;
-        while let Some(record) = next.take() {
-            let metadata: Vec<(&str, &str)> = record.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            if let Err(error) = tx.upsert(&record.id, &record.vector, &metadata) {
-                drop(tx);
-                let code = super::common::error_code(&error);
-                let code = if code == super::common::EXIT_USAGE {
-                    super::common::EXIT_INPUT
-                } else {
-                    code
-                };
-                return Err(Failure::new(
-                    code,
-                    format!(
-                        "{} {}: {error} (import stopped; the {committed} records committed before it stay)",
-                        args.file.display(),
-                        record.location
-                    ),
-                ));
-            }
-            in_batch += 1;
-            if in_batch == args.batch {
-                break;
-            }
-            next = match source.next_record() {
-                Ok(next) => next,
-                Err(failure) => return Err(stopped(failure, committed)),
-            };
-        }
-        let lsn = tx.commit().map_err(|e| {
-            Failure::from_error(
-                format!(
-                    "committing records up to {} of {} to {} (the {committed} records committed before stay)",
-                    source.location(),
-                    args.file.display(),
-                    args.dir.display()
-                ),
-                e,
-            )
-        })?;
-        committed += in_batch;
-        acks.waiting.push_back((lsn, committed));
-        if sync == SyncMode::Always {
-            // The commit returned after its record was durable.
-            acks.release(Lsn(u64::MAX))?;
-        } else {
-            acks.release(store.wal().durable_lsn())?;
-        }
-        bar.set_position(source.bytes_read());
-        if next.is_none() {
-            next = match source.next_record() {
-                Ok(next) => next,
-                Err(failure) => return Err(stopped(failure, committed)),
-            };
-        }
-    }
+    let outcome = import_batches(&args, &store, source.as_mut(), &mut acks, &bar, sync);
     bar.finish_and_clear();
-    store
+    // However the import ends (the input's end, a bad record, a signal), the store is closed,
+    // which makes every commit durable whatever the sync mode: what the messages say stays,
+    // stays. (Dropping it would not sync.) Then the acknowledgements still due are printed.
+    let closed = store
         .close()
-        .map_err(|e| Failure::from_error(format!("closing {}", args.dir.display()), e))?;
+        .map_err(|e| Failure::from_error(format!("closing {}", args.dir.display()), e));
+    let committed = match (outcome, closed) {
+        (Ok(committed), Ok(())) => committed,
+        (Err(failure), Ok(())) => {
+            acks.release(Lsn(u64::MAX))?;
+            return Err(failure);
+        }
+        (Ok(_), Err(close)) => return Err(close),
+        (Err(failure), Err(close)) => {
+            return Err(Failure::new(
+                close.code,
+                format!("{} (after: {})", close.message, failure.message),
+            ));
+        }
+    };
     acks.release(Lsn(u64::MAX))?;
+    if let Some(signal) = stop_signal() {
+        let name = if signal == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
+        return Err(Failure::new(
+            EXIT_SIGNAL_BASE + signal as u8,
+            format!(
+                "interrupted by {name}: the import stopped between batches; {committed} records are committed and \
+                 durable in {} (records are upserted: run the import again to load the rest)",
+                args.dir.display()
+            ),
+        ));
+    }
     if !acks.enabled {
         let seconds = started.elapsed().as_secs_f64();
         println!(
@@ -165,6 +184,93 @@ pub fn run(args: Args) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// Commits batch after batch until the input ends or a stop signal arrives (checked after each
+/// commit, before reading on); returns the number of records committed.
+fn import_batches(
+    args: &Args,
+    store: &Store,
+    source: &mut dyn Source,
+    acks: &mut Acks,
+    bar: &ProgressBar,
+    sync: SyncMode,
+) -> Result<u64, Failure> {
+    let mut committed = 0u64;
+    if stop_signal().is_some() {
+        return Ok(committed);
+    }
+    let mut next = source.next_record()?;
+    while next.is_some() {
+        let (lsn, in_batch) = import_batch(args, store, source, &mut next, committed)?;
+        committed += in_batch;
+        acks.waiting.push_back((lsn, committed));
+        if sync == SyncMode::Always {
+            // The commit returned after its record was durable.
+            acks.release(Lsn(u64::MAX))?;
+        } else {
+            acks.release(store.wal().durable_lsn())?;
+        }
+        bar.set_position(source.bytes_read());
+        if stop_signal().is_some() {
+            break;
+        }
+        if next.is_none() {
+            next = source.next_record().map_err(|failure| stopped(failure, committed))?;
+        }
+    }
+    Ok(committed)
+}
+
+/// Upserts `next` and the records after it, up to `--batch`, in one transaction and commits
+/// it; returns the commit's LSN and how many records it holds. `next` is left holding the
+/// record after the batch if it was read. A bad record rolls the batch back.
+fn import_batch(
+    args: &Args,
+    store: &Store,
+    source: &mut dyn Source,
+    next: &mut Option<InputRecord>,
+    committed: u64,
+) -> Result<(Lsn, u64), Failure> {
+    let mut tx = store
+        .begin()
+        .map_err(|e| Failure::from_error(format!("starting a transaction in {}", args.dir.display()), e))?;
+    let mut in_batch = 0u64;
+    while let Some(record) = next.take() {
+        let metadata: Vec<(&str, &str)> = record.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        if let Err(error) = tx.upsert(&record.id, &record.vector, &metadata) {
+            drop(tx);
+            let code = match error_code(&error) {
+                EXIT_USAGE => EXIT_INPUT,
+                code => code,
+            };
+            return Err(Failure::new(
+                code,
+                format!(
+                    "{} {}: {error} (import stopped; the {committed} records committed before it stay)",
+                    args.file.display(),
+                    record.location
+                ),
+            ));
+        }
+        in_batch += 1;
+        if in_batch == args.batch {
+            break;
+        }
+        *next = source.next_record().map_err(|failure| stopped(failure, committed))?;
+    }
+    let lsn = tx.commit().map_err(|e| {
+        Failure::from_error(
+            format!(
+                "committing records up to {} of {} to {} (the {committed} records committed before stay)",
+                source.location(),
+                args.file.display(),
+                args.dir.display()
+            ),
+            e,
+        )
+    })?;
+    Ok((lsn, in_batch))
 }
 
 /// An input failure after `committed` records: the message says those stay.

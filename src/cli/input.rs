@@ -1,7 +1,9 @@
 //! The input formats of `import`: JSONL, fvecs and npy, read one record at a time.
 //!
 //! Every error names the file and the line (JSONL, from 1) or row (fvecs and npy, from 0, the
-//! row number being the record's id).
+//! row number being the record's id). Every format is read front to back once, so the input
+//! may be a pipe; only a Fortran-order .npy file is read with positioned reads (from a pipe it
+//! is read whole instead).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -10,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::common::Failure;
+use super::common::{EXIT_NO_INPUT, Failure};
 
 /// An input format.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,7 +21,7 @@ pub enum Format {
     Jsonl,
     /// Rows of an i32 little-endian dimension then that many f32; the row number is the id.
     Fvecs,
-    /// A NumPy .npy file of float32 ('<f4'), 2-D, C order; the row number is the id.
+    /// A NumPy .npy file of float32 ('<f4'), 2-D, C or Fortran order; the row number is the id.
     Npy,
 }
 
@@ -56,13 +58,24 @@ pub trait Source {
     fn location(&self) -> String;
 }
 
-/// Opens `path` as `format`, for a store of `dimension`; returns the source and the file size.
-pub fn open(path: &Path, format: Format, dimension: usize) -> Result<(Box<dyn Source>, u64), Failure> {
-    let file = File::open(path).map_err(|e| Failure::io(format!("cannot open {}", path.display()), e))?;
-    let len = file
+/// Opens `path` as `format`, for a store of `dimension`; returns the source and the file size
+/// (`None` for a pipe, a terminal or a device: then nothing depends on it, and nothing seeks).
+pub fn open(path: &Path, format: Format, dimension: usize) -> Result<(Box<dyn Source>, Option<u64>), Failure> {
+    // Its own exit code: 1 says the store (or an id) is missing, 3 that the store is damaged.
+    let cannot_open = |reason: String| {
+        Failure::new(
+            EXIT_NO_INPUT,
+            format!("cannot open the input file {}: {reason}", path.display()),
+        )
+    };
+    let file = File::open(path).map_err(|e| cannot_open(e.to_string()))?;
+    let metadata = file
         .metadata()
-        .map_err(|e| Failure::io(format!("cannot read the size of {}", path.display()), e))?
-        .len();
+        .map_err(|e| Failure::io(format!("cannot read the size of {}", path.display()), e))?;
+    if metadata.is_dir() {
+        return Err(cannot_open("it is a directory".into()));
+    }
+    let len = metadata.is_file().then_some(metadata.len());
     let reader = BufReader::with_capacity(1 << 20, file);
     let path = path.to_path_buf();
     let source: Box<dyn Source> = match format {
@@ -255,13 +268,16 @@ impl Source for Fvecs {
 pub struct NpyHeader {
     pub rows: u64,
     pub cols: u64,
+    /// True if the data is column by column (element (i, j) at `j * rows + i`), as NumPy saves
+    /// any array whose transpose is contiguous; false if row by row (C order).
+    pub fortran_order: bool,
     /// Where the data starts.
     pub data_offset: u64,
 }
 
 const NPY_MAGIC: &[u8; 6] = b"\x93NUMPY";
 
-/// Parses a .npy header from the start of a file: float32 little-endian, C order, 2-D only.
+/// Parses a .npy header from the start of a file: float32 little-endian, 2-D only.
 pub fn parse_npy_header(bytes: &[u8]) -> Result<NpyHeader, String> {
     if bytes.len() < 10 || &bytes[..6] != NPY_MAGIC {
         return Err("not a .npy file (no \\x93NUMPY magic)".into());
@@ -304,11 +320,10 @@ pub fn parse_npy_header(bytes: &[u8]) -> Result<NpyHeader, String> {
         }
         other => return Err(format!("bad 'descr' {other:?}")),
     }
-    match field("fortran_order")? {
-        Py::Bool(false) => {}
-        Py::Bool(true) => return Err("the array is in Fortran order: save it in C order".into()),
+    let fortran_order = match field("fortran_order")? {
+        Py::Bool(fortran_order) => *fortran_order,
         other => return Err(format!("bad 'fortran_order' {other:?}")),
-    }
+    };
     let shape = match field("shape")? {
         Py::Tuple(items) => items,
         other => return Err(format!("bad 'shape' {other:?}")),
@@ -329,6 +344,7 @@ pub fn parse_npy_header(bytes: &[u8]) -> Result<NpyHeader, String> {
     Ok(NpyHeader {
         rows,
         cols,
+        fortran_order,
         data_offset: (start + len) as u64,
     })
 }
@@ -475,90 +491,337 @@ pub fn npy_header(rows: u64, cols: u64) -> Vec<u8> {
     out
 }
 
+/// Bytes of a Fortran-order array held at once while it is transposed from a file: a block of
+/// rows this large (at least one row), read as one contiguous run per column.
+const FORTRAN_BLOCK_BYTES: u64 = 64 << 20;
+/// The largest Fortran-order array read from a pipe (which cannot be read twice): it is held
+/// whole in memory to be transposed.
+pub const FORTRAN_PIPE_LIMIT_BYTES: u64 = 2 << 30;
+/// The longest .npy header accepted (NumPy writes a few hundred bytes).
+const NPY_HEADER_LIMIT_BYTES: usize = 1 << 24;
+
+/// The array of an .npy file: its shape and layout, and where its data starts.
+struct NpyLayout {
+    rows: u64,
+    cols: u64,
+    fortran_order: bool,
+    data_offset: u64,
+}
+
+impl NpyLayout {
+    fn row_bytes(&self) -> u64 {
+        self.cols * 4
+    }
+
+    /// Checked when the layout is made (`Npy::open`), so it cannot overflow.
+    fn data_bytes(&self) -> u64 {
+        self.rows * self.row_bytes()
+    }
+
+    /// Why `have` bytes of data are not the array the header promises: the row at fault, if
+    /// one is (the first row not wholly present), and the reason. `None` if they are.
+    fn length_error(&self, have: u64) -> Option<(Option<u64>, String)> {
+        let want = self.data_bytes();
+        let shape = format!("{} rows of {} float32s", self.rows, self.cols);
+        if have > want {
+            let after = match self.rows {
+                0 => "the header promises no rows".to_string(),
+                rows => format!("after row {}, the last of {shape}", rows - 1),
+            };
+            return Some((
+                None,
+                format!("{} bytes follow the end of the array ({after})", have - want),
+            ));
+        }
+        (have < want).then(|| {
+            let reason = format!("truncated: the data ends after {have} of the {want} bytes of {shape}");
+            (Some(self.first_incomplete_row(have)), reason)
+        })
+    }
+
+    fn first_incomplete_row(&self, have: u64) -> u64 {
+        if !self.fortran_order {
+            return have / self.row_bytes().max(1);
+        }
+        // Column by column: when the last column is short, rows from where it ends lack their
+        // last component; when an earlier one is, whole columns are missing from every row.
+        let elements = have / 4;
+        let (column, row) = (elements / self.rows.max(1), elements % self.rows.max(1));
+        if column + 1 >= self.cols { row } else { 0 }
+    }
+}
+
+/// How the rows of an .npy array are read.
+enum NpyRows {
+    /// C order, row by row; `length_checked` once the data's length is known to be right (at
+    /// open, for a regular file; at the end, for a pipe).
+    Stream {
+        reader: BufReader<File>,
+        length_checked: bool,
+    },
+    /// Fortran order: rows `start..start + len` held column by column (row `i`, column `j` at
+    /// `j * len + i - start`), refilled from `file` with positioned reads (`None`: the block
+    /// is the whole array, read from a pipe).
+    Columns {
+        block: Vec<f32>,
+        start: u64,
+        len: u64,
+        file: Option<File>,
+    },
+}
+
 struct Npy {
     path: PathBuf,
-    reader: BufReader<File>,
+    layout: NpyLayout,
+    rows: NpyRows,
     row: u64,
-    rows: u64,
-    cols: usize,
-    bytes: u64,
+    /// Bytes of rows per block of a Fortran-order file (`FORTRAN_BLOCK_BYTES`).
+    block_bytes: u64,
 }
 
 impl Npy {
-    fn open(path: PathBuf, mut reader: BufReader<File>, len: u64, dimension: usize) -> Result<Npy, Failure> {
+    /// Reads the header and, for a Fortran-order array from a pipe, the whole array; checks the
+    /// data's length against the header when the file's length is known (`len`).
+    fn open(path: PathBuf, mut reader: BufReader<File>, len: Option<u64>, dimension: usize) -> Result<Npy, Failure> {
+        let header = read_npy_header(&path, &mut reader)?;
         let fail = |reason: String| Failure::input(format!("{}: {reason}", path.display()));
-        let mut head = vec![0u8; 12];
-        let n = read_full(&mut reader, &mut head).map_err(|e| Failure::io(format!("reading {}", path.display()), e))?;
-        head.truncate(n);
-        let header_len = match head.get(6) {
-            Some(1) if n >= 10 => u16::from_le_bytes([head[8], head[9]]) as usize + 10,
-            Some(2 | 3) if n >= 12 => u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize + 12,
-            _ => {
-                return Err(fail(
-                    parse_npy_header(&head).err().unwrap_or_else(|| "bad header".into()),
-                ));
-            }
-        };
-        if header_len as u64 > len.min(1 << 24) {
-            return Err(fail(format!("truncated .npy header: it says {header_len} bytes")));
-        }
-        let mut rest = vec![0u8; header_len.saturating_sub(n)];
-        reader
-            .read_exact(&mut rest)
-            .map_err(|e| Failure::io(format!("reading the header of {}", path.display()), e))?;
-        head.extend_from_slice(&rest);
-        let header = parse_npy_header(&head).map_err(fail)?;
         if header.cols != dimension as u64 {
             return Err(fail(format!(
                 "the array holds vectors of dimension {}, the store holds {dimension}",
                 header.cols
             )));
         }
-        let data_bytes = header.rows.saturating_mul(header.cols).saturating_mul(4);
-        if len < header.data_offset.saturating_add(data_bytes) {
+        if header.rows.checked_mul(header.cols * 4).is_none() {
             return Err(fail(format!(
-                "truncated: the header promises {} rows ({data_bytes} bytes of data), the file holds {}",
-                header.rows,
-                len.saturating_sub(header.data_offset)
+                "the shape ({}, {}) is too large",
+                header.rows, header.cols
             )));
         }
-        Ok(Npy {
-            path,
-            reader,
-            row: 0,
+        let layout = NpyLayout {
             rows: header.rows,
-            cols: dimension,
-            bytes: header.data_offset,
+            cols: header.cols,
+            fortran_order: header.fortran_order,
+            data_offset: header.data_offset,
+        };
+        let mut npy = Npy {
+            path,
+            layout,
+            rows: NpyRows::Columns {
+                block: Vec::new(),
+                start: 0,
+                len: 0,
+                file: None,
+            },
+            row: 0,
+            block_bytes: FORTRAN_BLOCK_BYTES,
+        };
+        if let Some(len) = len {
+            npy.check_length(len.saturating_sub(npy.layout.data_offset))?;
+        }
+        npy.rows = match (npy.layout.fortran_order, len) {
+            (false, _) => NpyRows::Stream {
+                reader,
+                length_checked: len.is_some(),
+            },
+            (true, Some(_)) => NpyRows::Columns {
+                block: Vec::new(),
+                start: 0,
+                len: 0,
+                file: Some(reader.into_inner()),
+            },
+            (true, None) => npy.read_whole(reader)?,
+        };
+        Ok(npy)
+    }
+
+    /// Fails if `have` bytes of data are not the array the header promises.
+    fn check_length(&self, have: u64) -> Result<(), Failure> {
+        match self.layout.length_error(have) {
+            None => Ok(()),
+            Some((Some(row), reason)) => Err(Failure::input(format!("{} row {row}: {reason}", self.path.display()))),
+            Some((None, reason)) => Err(Failure::input(format!("{}: {reason}", self.path.display()))),
+        }
+    }
+
+    /// Reads a Fortran-order array whole from a pipe, as one block, and checks its length.
+    fn read_whole(&self, mut reader: BufReader<File>) -> Result<NpyRows, Failure> {
+        let want = self.layout.data_bytes();
+        if want > FORTRAN_PIPE_LIMIT_BYTES {
+            return Err(Failure::input(format!(
+                "{}: the array is in Fortran order (column by column) and {want} bytes long: read from a pipe it \
+                 is transposed in memory, up to {FORTRAN_PIPE_LIMIT_BYTES} bytes; import the file by its path \
+                 (then it is read in blocks) or save it in C order (numpy.ascontiguousarray)",
+                self.path.display()
+            )));
+        }
+        let io = |e| Failure::io(format!("reading {}", self.path.display()), e);
+        let mut block: Vec<f32> = Vec::new();
+        // Reserved, not touched: a header that promises more than the pipe brings costs
+        // address space, and memory only as the data arrives.
+        block.try_reserve_exact((want / 4) as usize).map_err(|_| {
+            Failure::store(format!(
+                "cannot allocate {want} bytes to transpose the Fortran-order array of {}",
+                self.path.display()
+            ))
+        })?;
+        let mut chunk = vec![0u8; 1 << 20];
+        let mut have = 0u64;
+        while have < want {
+            let take = (want - have).min(chunk.len() as u64) as usize;
+            let n = read_full(&mut reader, &mut chunk[..take]).map_err(io)?;
+            block.extend(floats(&chunk[..n]));
+            have += n as u64;
+            if n < take {
+                break;
+            }
+        }
+        let extra = std::io::copy(&mut reader, &mut std::io::sink()).map_err(io)?;
+        self.check_length(have + extra)?;
+        Ok(NpyRows::Columns {
+            block,
+            start: 0,
+            len: self.layout.rows,
+            file: None,
         })
     }
 }
 
+/// Reads and parses an .npy header from the start of `reader`, which is left at the data.
+fn read_npy_header(path: &Path, reader: &mut BufReader<File>) -> Result<NpyHeader, Failure> {
+    let fail = |reason: String| Failure::input(format!("{}: {reason}", path.display()));
+    let io = |e| Failure::io(format!("reading the header of {}", path.display()), e);
+    let mut head = vec![0u8; 12];
+    let n = read_full(reader, &mut head).map_err(io)?;
+    head.truncate(n);
+    let header_len = match head.get(6) {
+        Some(1) if n >= 10 => u16::from_le_bytes([head[8], head[9]]) as usize + 10,
+        Some(2 | 3) if n >= 12 => u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize + 12,
+        _ => {
+            return Err(fail(
+                parse_npy_header(&head).err().unwrap_or_else(|| "bad header".into()),
+            ));
+        }
+    };
+    if header_len > NPY_HEADER_LIMIT_BYTES {
+        return Err(fail(format!(
+            "the .npy header says it is {header_len} bytes long: more than {NPY_HEADER_LIMIT_BYTES} is not a header"
+        )));
+    }
+    // Read as it arrives: a header that lies about its length allocates no more than the file holds.
+    let rest = header_len.saturating_sub(n) as u64;
+    let got = reader.take(rest).read_to_end(&mut head).map_err(io)?;
+    if (got as u64) < rest {
+        return Err(fail(format!(
+            "truncated .npy header: it says {header_len} bytes, the file ends after {}",
+            head.len()
+        )));
+    }
+    parse_npy_header(&head).map_err(fail)
+}
+
 impl Source for Npy {
     fn next_record(&mut self) -> Result<Option<InputRecord>, Failure> {
-        if self.row == self.rows {
+        if self.row == self.layout.rows {
+            self.check_trailing_bytes()?;
             return Ok(None);
         }
-        let mut body = vec![0u8; self.cols * 4];
-        self.reader
-            .read_exact(&mut body)
-            .map_err(|e| Failure::io(format!("reading {} at row {}", self.path.display(), self.row), e))?;
+        let vector = match &mut self.rows {
+            NpyRows::Stream { .. } => self.stream_row()?,
+            NpyRows::Columns { .. } => self.column_row()?,
+        };
         let record = InputRecord {
             id: self.row.to_string(),
-            vector: floats(&body),
+            vector,
             metadata: Vec::new(),
             location: format!("row {}", self.row),
         };
         self.row += 1;
-        self.bytes += body.len() as u64;
         Ok(Some(record))
     }
 
     fn bytes_read(&self) -> u64 {
-        self.bytes
+        self.layout.data_offset + self.row * self.layout.row_bytes()
     }
 
     fn location(&self) -> String {
         format!("row {}", self.row.saturating_sub(1))
+    }
+}
+
+impl Npy {
+    /// The next row of a C-order array; a short one is an error naming it.
+    fn stream_row(&mut self) -> Result<Vec<f32>, Failure> {
+        let NpyRows::Stream { reader, .. } = &mut self.rows else {
+            unreachable!("called for C order only")
+        };
+        let mut body = vec![0u8; self.layout.row_bytes() as usize];
+        let n = read_full(reader, &mut body)
+            .map_err(|e| Failure::io(format!("reading {} at row {}", self.path.display(), self.row), e))?;
+        if n < body.len() {
+            self.check_length(self.row * self.layout.row_bytes() + n as u64)?;
+        }
+        Ok(floats(&body))
+    }
+
+    /// At the end of a C-order array read from a pipe: nothing may follow its last row.
+    fn check_trailing_bytes(&mut self) -> Result<(), Failure> {
+        let NpyRows::Stream { reader, length_checked } = &mut self.rows else {
+            return Ok(());
+        };
+        if *length_checked {
+            return Ok(());
+        }
+        let extra = std::io::copy(reader, &mut std::io::sink())
+            .map_err(|e| Failure::io(format!("reading {} after the last row", self.path.display()), e))?;
+        *length_checked = true;
+        self.check_length(self.layout.data_bytes() + extra)
+    }
+
+    /// The next row of a Fortran-order array, gathered from its block (refilled as needed).
+    fn column_row(&mut self) -> Result<Vec<f32>, Failure> {
+        let NpyRows::Columns { start, len, .. } = &self.rows else {
+            unreachable!("called for Fortran order only")
+        };
+        if !(*start..*start + *len).contains(&self.row) {
+            self.refill_block()?;
+        }
+        let NpyRows::Columns { block, start, len, .. } = &self.rows else {
+            unreachable!("still Fortran order")
+        };
+        let (at, len) = ((self.row - start) as usize, *len as usize);
+        Ok((0..self.layout.cols as usize).map(|j| block[j * len + at]).collect())
+    }
+
+    /// Reads the block of rows from `self.row` on: one positioned read per column.
+    fn refill_block(&mut self) -> Result<(), Failure> {
+        let layout = &self.layout;
+        let NpyRows::Columns {
+            block,
+            start,
+            len,
+            file,
+        } = &mut self.rows
+        else {
+            unreachable!("called for Fortran order only")
+        };
+        let Some(file) = file else {
+            unreachable!("an array read whole is one block that holds every row")
+        };
+        let rows = (self.block_bytes / layout.row_bytes()).clamp(1, layout.rows - self.row);
+        let mut bytes = vec![0u8; rows as usize * 4];
+        block.clear();
+        for column in 0..layout.cols {
+            let offset = layout.data_offset + (column * layout.rows + self.row) * 4;
+            std::os::unix::fs::FileExt::read_exact_at(file, &mut bytes, offset).map_err(|e| {
+                Failure::io(
+                    format!("reading {} at row {} (column {column})", self.path.display(), self.row),
+                    e,
+                )
+            })?;
+            block.extend(floats(&bytes));
+        }
+        (*start, *len) = (self.row, rows);
+        Ok(())
     }
 }
 
@@ -575,13 +838,14 @@ mod tests {
             Ok(NpyHeader {
                 rows: 200_000,
                 cols: 384,
+                fortran_order: false,
                 data_offset: header.len() as u64
             })
         );
     }
 
     #[test]
-    fn npy_headers_of_other_dtypes_orders_and_shapes_are_refused() {
+    fn npy_headers_of_other_dtypes_and_shapes_are_refused() {
         let make = |dict: &str| {
             let mut bytes = NPY_MAGIC.to_vec();
             bytes.extend_from_slice(&[1, 0]);
@@ -592,10 +856,58 @@ mod tests {
         let f8 = parse_npy_header(&make("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }"));
         assert!(matches!(&f8, Err(e) if e.contains("'<f8'")), "{f8:?}");
         let fortran = parse_npy_header(&make("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }"));
-        assert!(matches!(&fortran, Err(e) if e.contains("Fortran")), "{fortran:?}");
+        assert!(
+            matches!(
+                &fortran,
+                Ok(NpyHeader {
+                    fortran_order: true,
+                    rows: 2,
+                    cols: 3,
+                    ..
+                })
+            ),
+            "Fortran order is read (and transposed): {fortran:?}"
+        );
         let one_d = parse_npy_header(&make("{'descr': '<f4', 'fortran_order': False, 'shape': (6,), }"));
         assert!(matches!(&one_d, Err(e) if e.contains("2-D")), "{one_d:?}");
         let ok = parse_npy_header(&make("{\"shape\": (2L, 3L), 'fortran_order': False, 'descr': '<f4'}"));
         assert!(matches!(ok, Ok(NpyHeader { rows: 2, cols: 3, .. })), "{ok:?}");
+    }
+
+    /// An .npy file of `rows` in Fortran order (column by column), as NumPy saves `a.T`.
+    fn fortran_npy(rows: &[Vec<f32>]) -> Vec<u8> {
+        let cols = rows[0].len();
+        let dict = format!(
+            "{{'descr': '<f4', 'fortran_order': True, 'shape': ({}, {cols}), }}\n",
+            rows.len()
+        );
+        let mut bytes = NPY_MAGIC.to_vec();
+        bytes.extend_from_slice(&[1, 0]);
+        bytes.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(dict.as_bytes());
+        for column in 0..cols {
+            for row in rows {
+                bytes.extend_from_slice(&row[column].to_le_bytes());
+            }
+        }
+        bytes
+    }
+
+    #[test]
+    fn fortran_order_files_are_transposed_block_by_block() {
+        let rows: Vec<Vec<f32>> = (0..7).map(|i| (0..3).map(|j| (i * 10 + j) as f32).collect()).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.npy");
+        std::fs::write(&path, fortran_npy(&rows)).unwrap();
+        let file = File::open(&path).unwrap();
+        let len = file.metadata().unwrap().len();
+        let mut npy = Npy::open(path, BufReader::new(file), Some(len), 3).unwrap();
+        // Two rows a block: rows 0-1, 2-3, 4-5 and 6 are read in four blocks.
+        npy.block_bytes = 2 * 3 * 4;
+        for (i, row) in rows.iter().enumerate() {
+            let record = npy.next_record().unwrap().expect("a row");
+            assert_eq!((record.id, &record.vector), (i.to_string(), row), "row {i}");
+        }
+        assert!(npy.next_record().unwrap().is_none(), "seven rows");
     }
 }

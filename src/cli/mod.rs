@@ -22,7 +22,8 @@ use clap::{Parser, Subcommand};
 /// An embedded, crash-safe vector store: the command-line tool.
 ///
 /// Exit codes: 0 success; 1 not found or verification failed; 2 usage; 3 I/O error, damage or
-/// incompatible files; 4 bad input data; 5 the store is open in another process.
+/// incompatible files; 4 bad input data; 5 the store is open in another process; 6 the input
+/// file of an import cannot be opened; 130, 143 an import stopped by SIGINT, SIGTERM.
 #[derive(Parser, Debug)]
 #[command(name = "vellum", version, about, long_about = None, max_term_width = 100)]
 struct Cli {

@@ -1,11 +1,12 @@
-//! `vellum search <DIR> --vector '[...]'`: exact k-nearest neighbours, best first.
+//! `vellum search <DIR> --vector '[...]'`: exact k-nearest neighbours, best first: `<id>\t<score>`
+//! lines, the id escaped as inside a JSON string (`escape_text`), or `--json`.
 
 use std::path::PathBuf;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use vellum::{Metric, SyncMode};
 
-use super::common::{Failure, open_store, print_json};
+use super::common::{Failure, escape_text, open_store, print_json};
 
 /// The `--metric` values.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,13 +70,25 @@ pub fn run(args: Args) -> Result<(), Failure> {
     if args.json {
         let hits: Vec<_> = hits
             .iter()
-            .map(|(id, score)| json!({"id": id, "score": score}))
+            .map(|(id, score)| json!({"id": id, "score": score_json(*score)}))
             .collect();
         print_json(&json!(hits));
     } else {
+        // Ids may hold tabs, newlines or other control characters: escaped (as inside a JSON
+        // string), each hit stays one line of two tab-separated fields.
         for (id, score) in hits {
-            println!("{id}\t{score}");
+            println!("{}\t{score}", escape_text(&id));
         }
     }
     Ok(())
+}
+
+/// A score as JSON: a number, or the string "inf" or "-inf" (a dot product or L2 distance
+/// beyond the f32 range), which JSON numbers cannot express and serde would print as null.
+fn score_json(score: f32) -> Value {
+    match score {
+        f32::INFINITY => Value::from("inf"),
+        f32::NEG_INFINITY => Value::from("-inf"),
+        score => json!(score),
+    }
 }
