@@ -925,7 +925,7 @@ pub fn read_file(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>> {
 }
 
 fn open_to_read(storage: &dyn Storage, path: &Path) -> Result<std::sync::Arc<dyn crate::storage::StorageFile>> {
-    storage.open(path, false).map_err(|e| {
+    storage.open_read_only(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::NotFound(format!("{} is missing", path.display()))
         } else {
@@ -939,10 +939,19 @@ fn open_to_read(storage: &dyn Storage, path: &Path) -> Result<std::sync::Arc<dyn
 pub struct Listing {
     pub bases: Vec<(ArchiveHeader, PathBuf, u64)>,
     pub segments: Vec<(u64, PathBuf, u64)>,
+    /// Entries that are not archive files (directories, stray files): reported, never used.
+    pub unknown: Vec<PathBuf>,
+    /// Base images whose header is damaged, and why: reported, never used.
+    pub damaged: Vec<(PathBuf, String)>,
 }
 
 /// Lists `archive/` (headers of base images are read and checked; segments by name). Removes
 /// leftover temporary files when `tidy`.
+///
+/// Nothing in the directory makes the listing fail but an I/O error on the directory itself: an
+/// entry that is not an archive file (a directory, a stray file, a name of another shape) is
+/// listed in `unknown`, and a base image whose header is damaged in `damaged`, for `verify` and
+/// `stats` to report; neither may stop a store from opening.
 pub fn list(storage: &dyn Storage, store_dir: &Path, tidy: bool) -> Result<Listing> {
     let dir = store_dir.join(ARCHIVE_DIR);
     let mut listing = Listing::default();
@@ -957,28 +966,61 @@ pub fn list(storage: &dyn Storage, store_dir: &Path, tidy: bool) -> Result<Listi
             }
             continue;
         }
-        let size = storage
-            .open(&path, false)
-            .and_then(|f| f.len())
-            .context(|| format!("reading {}", path.display()))?;
-        if let Some(hex) = name.strip_prefix("wal-").and_then(|n| n.strip_suffix(".lz4")) {
-            let canonical = hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-            if let Some(segment_no) = canonical.then(|| u64::from_str_radix(hex, 16).ok()).flatten() {
-                listing.segments.push((segment_no, path, size));
+        let Some(kind) = archive_name_kind(&name) else {
+            listing.unknown.push(path);
+            continue;
+        };
+        // A directory or an unreadable entry under an archive file's name is not one.
+        let Ok(file) = storage.open_read_only(&path) else {
+            listing.unknown.push(path);
+            continue;
+        };
+        // A directory opens too (on Linux), but reads fail: it is no archive file either.
+        let (Ok(size), Ok(())) = (file.len(), probe(&*file)) else {
+            listing.unknown.push(path);
+            continue;
+        };
+        match kind {
+            ArchiveName::Segment(segment_no) => listing.segments.push((segment_no, path, size)),
+            ArchiveName::Base => {
+                let mut head = vec![0u8; ARCHIVE_HEADER_BYTES.min(size as usize)];
+                file.read_at(&mut head, 0)
+                    .context(|| format!("reading {}", path.display()))?;
+                match decode_header(&path, &head) {
+                    Ok(header) => listing.bases.push((header, path, size)),
+                    Err(damage) => listing.damaged.push((path, damage.to_string())),
+                }
             }
-        } else if name.starts_with("base-") && name.ends_with(".lz4") {
-            let file = storage
-                .open(&path, false)
-                .context(|| format!("opening {}", path.display()))?;
-            let mut head = vec![0u8; ARCHIVE_HEADER_BYTES.min(size as usize)];
-            file.read_at(&mut head, 0)
-                .context(|| format!("reading {}", path.display()))?;
-            listing.bases.push((decode_header(&path, &head)?, path, size));
         }
     }
     listing.bases.sort_by_key(|b| b.0.first_lsn.get());
     listing.segments.sort_by_key(|s| s.0);
     Ok(listing)
+}
+
+/// Reads one byte of `file` if it has any: fails for a directory, which opens like a file.
+fn probe(file: &dyn crate::storage::StorageFile) -> std::io::Result<()> {
+    if file.len()? == 0 {
+        return Ok(());
+    }
+    file.read_at(&mut [0u8; 1], 0)
+}
+
+/// What an archive file's name says it is.
+enum ArchiveName {
+    Segment(u64),
+    Base,
+}
+
+fn archive_name_kind(name: &str) -> Option<ArchiveName> {
+    if let Some(hex) = name.strip_prefix("wal-").and_then(|n| n.strip_suffix(".lz4")) {
+        let canonical = hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        return canonical
+            .then(|| u64::from_str_radix(hex, 16).ok())
+            .flatten()
+            .map(ArchiveName::Segment);
+    }
+    (name.starts_with("base-") && name.ends_with(".lz4")).then_some(ArchiveName::Base)
 }
 
 /// Checks every archive file in full; returns each file with its damage, if any.
@@ -989,12 +1031,17 @@ pub fn verify(storage: &dyn Storage, store_dir: &Path) -> Result<Vec<(PathBuf, O
         .iter()
         .map(|b| b.1.clone())
         .chain(listing.segments.iter().map(|s| s.1.clone()));
-    Ok(paths
+    let mut checked: Vec<(PathBuf, Option<Error>)> = paths
         .map(|path| {
             let outcome = decode_streamed(storage, &path, |_| Ok(())).err();
             (path, outcome)
         })
-        .collect())
+        .collect();
+    checked.extend(listing.damaged.into_iter().map(|(path, reason)| {
+        let damage = Error::corrupted_file(&path, reason);
+        (path, Some(damage))
+    }));
+    Ok(checked)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Point-in-time restore and online backup (format-spec, "Archive files and base images").
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -82,6 +82,13 @@ pub fn restore_with(
             dest.display()
         )));
     }
+    if is_inside(dest, src) {
+        return Err(Error::InvalidArgument(format!(
+            "restore destination {} lies inside the store {} it restores: the new store would become part of it",
+            dest.display(),
+            src.display()
+        )));
+    }
     let name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -102,6 +109,28 @@ pub fn restore_with(
             Err(error)
         }
     }
+}
+
+/// True if `path` is `dir` or lies under it, once both are absolute and, as far as they exist,
+/// free of symbolic links (`s/archive/r` and `./s/../s/r` both lie inside `s`).
+fn is_inside(path: &Path, dir: &Path) -> bool {
+    fn resolved(path: &Path) -> PathBuf {
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        // Canonicalise the longest prefix that exists, then add the rest back.
+        let mut existing = absolute.as_path();
+        let mut rest = Vec::new();
+        while !existing.exists() {
+            let (Some(parent), Some(name)) = (existing.parent(), existing.file_name()) else {
+                return absolute.clone();
+            };
+            rest.push(name.to_os_string());
+            existing = parent;
+        }
+        let mut out = existing.canonicalize().unwrap_or_else(|_| existing.to_path_buf());
+        out.extend(rest.iter().rev());
+        out
+    }
+    resolved(path).starts_with(resolved(dir))
 }
 
 fn restore_into(

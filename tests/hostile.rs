@@ -338,3 +338,144 @@ fn a_read_only_open_replays_a_crash_in_memory_and_leaves_the_files_alone() {
     drop(reader);
     assert!(snapshot(&dir) == before, "recovery ran in memory only");
 }
+
+#[test]
+fn a_space_quota_is_disk_full_at_the_write_that_needs_room_and_changes_nothing() {
+    use vellum::storage::SimStorage;
+    let sim = SimStorage::new(11);
+    let options = || Options {
+        page_size_bytes: 4096,
+        segment_size_bytes: 64 * 1024,
+        storage: std::sync::Arc::new(sim.clone()),
+        background_io: false,
+        ..Options::default()
+    };
+    let dir = Path::new("/quota");
+    let store = Store::create(dir, DIMENSION, options()).unwrap();
+    sim.set_capacity(Some(sim.used_bytes() + 600 * 1024));
+    let mut acknowledged = 0usize;
+    let error = loop {
+        let mut tx = store.begin().unwrap();
+        let added = (0..25).try_for_each(|j| {
+            let i = acknowledged + j;
+            tx.insert(&format!("id-{i}"), &vector_of(i, 0.0), &[]).map(|_| ())
+        });
+        match added.and_then(|()| tx.commit().map(|_| ())) {
+            Ok(()) => acknowledged += 25,
+            Err(error) => break error,
+        }
+        assert!(acknowledged < 100_000, "the quota is reached");
+    };
+    assert!(
+        matches!(error, Error::DiskFull { .. }),
+        "running out of room is DiskFull at the write that needed it: {error}"
+    );
+    assert_eq!(store.len(), acknowledged, "the failed transaction changed nothing");
+    for i in [0, acknowledged - 1] {
+        assert_eq!(
+            &*store.get(&format!("id-{i}")).unwrap().unwrap(),
+            vector_of(i, 0.0).as_slice()
+        );
+    }
+    sim.set_capacity(None);
+    store.insert("after", &vector_of(1, 0.5), &[]).unwrap();
+    store.close().unwrap();
+    let store = Store::open(dir, options()).unwrap();
+    assert_eq!(
+        store.len(),
+        acknowledged + 1,
+        "every acknowledged vector is there after reopen"
+    );
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "real files")]
+fn entries_of_the_archive_that_are_no_archive_files_are_warnings_and_never_stop_an_open() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("s");
+    build_store(&dir, 0.0);
+    std::fs::create_dir_all(dir.join("archive/some-directory/inner")).unwrap();
+    std::fs::write(dir.join("archive/notes.txt"), b"a user's file").unwrap();
+    std::fs::create_dir(dir.join("archive/base-0000000000000001.lz4")).unwrap();
+    assert_every_vector_is_there(&dir, 0.0, "stray entries in archive/");
+    let verify = vellum(&["verify", dir.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success(),
+        "stray entries are warnings, not failures:\n{out}"
+    );
+    for name in ["some-directory", "notes.txt", "base-0000000000000001.lz4"] {
+        assert!(
+            out.contains(&format!("WARNING archive/{name}")),
+            "verify names {name}:\n{out}"
+        );
+    }
+    let stats = vellum(&["stats", dir.to_str().unwrap(), "--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(stats["archive"]["unknown"].as_array().map(Vec::len), Some(3), "{stats}");
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "real files")]
+fn restore_and_backup_refuse_a_destination_inside_the_source() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("s");
+    build_store(&dir, 0.0);
+    let s = dir.to_str().unwrap();
+    for dest in ["archive/r", "r", "arena/../x"] {
+        let inside = format!("{s}/{dest}");
+        let restore = vellum(&["restore", s, &inside, "--latest"]);
+        assert_eq!(restore.status.code(), Some(2), "restore into {dest}: {restore:?}");
+        let backup = vellum(&["backup", s, &inside]);
+        assert_eq!(backup.status.code(), Some(2), "backup into {dest}: {backup:?}");
+    }
+    assert_every_vector_is_there(&dir, 0.0, "after refused restores into itself");
+    assert!(
+        vellum(&["verify", s]).status.success(),
+        "the source is untouched and clean"
+    );
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "real files")]
+fn an_archived_segment_a_restore_needs_is_missed_by_verify_and_refused_by_restore() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("s");
+    build_store(&dir, 0.0);
+    let archived: Vec<PathBuf> = std::fs::read_dir(dir.join("archive"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("wal-"))
+        .collect();
+    assert!(archived.len() >= 3, "the build archived segments: {archived:?}");
+    let victim = archived.iter().min().unwrap().clone();
+    let saved = std::fs::read(&victim).unwrap();
+    for how in [Damage::Delete, Damage::Truncate] {
+        match how {
+            Damage::Delete => std::fs::remove_file(&victim).unwrap(),
+            _ => std::fs::write(&victim, &saved[..saved.len() / 2]).unwrap(),
+        }
+        let verify = vellum(&["verify", dir.to_str().unwrap()]);
+        assert!(!verify.status.success(), "{how:?}: verify fails");
+        let restore = vellum(&[
+            "restore",
+            dir.to_str().unwrap(),
+            scratch.path().join("r").to_str().unwrap(),
+            "--lsn",
+            "5000",
+        ]);
+        assert!(
+            !restore.status.success(),
+            "{how:?}: a restore that needs it refuses: {restore:?}"
+        );
+        assert!(
+            !scratch.path().join("r").exists(),
+            "{how:?}: a failed restore leaves nothing"
+        );
+        std::fs::write(&victim, &saved).unwrap();
+        assert!(
+            vellum(&["verify", dir.to_str().unwrap()]).status.success(),
+            "{how:?}: put back, clean"
+        );
+    }
+}

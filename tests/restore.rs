@@ -442,3 +442,42 @@ fn an_lsn_beyond_the_end_of_the_log_is_refused_naming_the_end() {
         "one past the end: {error}"
     );
 }
+
+#[test]
+fn a_stored_retention_outlives_its_open_and_set_retention_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let options = |retention| Options {
+        page_size_bytes: 4096,
+        segment_size_bytes: 64 * 1024,
+        base_image_every: 1,
+        retention,
+        ..Options::default()
+    };
+    let bases = || {
+        std::fs::read_dir(path.join("archive"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("base-"))
+            .count()
+    };
+    let store = Store::create(&path, 4, options(Retention::KeepAll)).unwrap();
+    store.close().unwrap();
+    // Opened with the default (Retention::Stored): the store's keep-all applies.
+    let store = Store::open(&path, options(Retention::Stored)).unwrap();
+    assert_eq!(store.retention(), Retention::KeepAll, "the stored policy is in force");
+    for i in 0..5 {
+        store.insert(&format!("v{i}"), &[1.0, 0.0, 0.0, i as f32], &[]).unwrap();
+        store.checkpoint().unwrap();
+    }
+    assert!(bases() >= 5, "keep-all kept every base image: {}", bases());
+    store.set_retention(Retention::KeepLast(1)).unwrap();
+    assert_eq!(bases(), 1, "set_retention applies the new policy at once");
+    store.close().unwrap();
+    let store = Store::open(&path, options(Retention::Stored)).unwrap();
+    assert_eq!(store.retention(), Retention::KeepLast(1), "and stores it for later opens");
+    let explicit = Store::open(&path, options(Retention::KeepAll));
+    assert!(explicit.is_err(), "the store is open (one writer)");
+    drop(store);
+    let explicit = Store::open(&path, options(Retention::KeepAll)).unwrap();
+    assert_eq!(explicit.retention(), Retention::KeepAll, "an explicit policy applies to its open");
+}

@@ -319,6 +319,21 @@ pub fn open_store(dir: &Path, sync: SyncMode) -> Result<Store, Failure> {
     Store::open(dir, options).map_err(|e| Failure::from_error(format!("cannot open the store at {}", dir.display()), e))
 }
 
+/// Opens the store in `dir` read-only (`Store::open_read_only`): nothing is written, a crash is
+/// replayed in memory, and it works on read-only media; exit 5 if a writer has the store.
+pub fn open_store_read_only(dir: &Path) -> Result<Store, Failure> {
+    Store::open_read_only(dir, Options::default()).map_err(|e| match e {
+        Error::Locked(_) => Failure::new(
+            EXIT_BUSY,
+            format!(
+                "{} is open in another process (a writer); try again when it has closed it",
+                dir.display()
+            ),
+        ),
+        e => Failure::from_error(format!("cannot open the store at {}", dir.display()), e),
+    })
+}
+
 /// Total size and count of the regular files under `dir` (recursively); zeros if absent.
 pub fn dir_usage(dir: &Path) -> (u64, u64) {
     let mut files = 0;

@@ -19,6 +19,10 @@ pub struct Args {
     /// Size of each log segment and arena file: a multiple of the page size, at least 5 pages.
     #[arg(long, value_name = "BYTES", default_value = "67108864", value_parser = parse_bytes)]
     pub segment_size: u64,
+    /// What the archive keeps, stored in the store for every later open: keep-all,
+    /// keep-last:N (base images, with the log they need; default keep-last:2) or max-bytes:SIZE.
+    #[arg(long, value_name = "POLICY", value_parser = super::archive::parse_retention)]
+    pub retention: Option<vellum::Retention>,
     #[command(flatten)]
     pub sync: SyncArgs,
 }
@@ -33,6 +37,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         sync: args.sync.mode()?,
         page_size_bytes: args.page_size,
         segment_size_bytes: args.segment_size,
+        retention: args.retention.unwrap_or(vellum::Retention::Stored),
         ..Options::default()
     };
     let dir = &args.dir;

@@ -3,9 +3,8 @@
 use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
-use vellum::SyncMode;
 
-use super::common::{Failure, open_store, print_json};
+use super::common::{Failure, open_store_read_only, print_json};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -16,7 +15,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
-    let store = open_store(&args.dir, SyncMode::Always)?;
+    let store = open_store_read_only(&args.dir)?;
     let found = store
         .get(&args.id)
         .map_err(|e| Failure::from_error(format!("reading {:?} from {}", args.id, args.dir.display()), e))?;

@@ -1,5 +1,6 @@
 //! The subcommands, one module each, and what they share (`common`, `input`).
 
+mod archive;
 mod backup;
 mod checkpoint;
 mod common;
@@ -57,6 +58,9 @@ enum Command {
     /// Copy a store, consistently, into a new directory (a base image and the log it needs,
     /// replayed into a new store).
     Backup(backup::Args),
+    /// Manage the archive: `prune` applies (or sets and applies) the retention policy.
+    #[command(subcommand)]
+    Archive(archive::Command),
     /// The crash-safety story in one command: import, SIGKILL, recover, check, search, restore.
     Demo(demo::Args),
 }
@@ -77,6 +81,7 @@ pub fn main() -> ExitCode {
         Command::Stats(args) => stats::run(args),
         Command::Restore(args) => restore::run(args),
         Command::Backup(args) => backup::run(args),
+        Command::Archive(command) => archive::run(command),
         Command::Demo(args) => demo::run(args),
     };
     match result {

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
-use vellum::{Metric, SyncMode};
+use vellum::Metric;
 
-use super::common::{Failure, escape_text, open_store, print_json};
+use super::common::{Failure, escape_text, open_store_read_only, print_json};
 
 /// The `--metric` values.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +55,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         MetricArg::L2 => Metric::L2,
         MetricArg::Dot => Metric::Dot,
     };
-    let store = open_store(&args.dir, SyncMode::Always)?;
+    let store = open_store_read_only(&args.dir)?;
     if query.len() != store.dimension() {
         return Err(Failure::usage(format!(
             "--vector has {} components, the store at {} holds {}",

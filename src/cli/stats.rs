@@ -9,13 +9,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use vellum::SyncMode;
 use vellum::storage::RealStorage;
 use vellum::store::control::{Control, ControlFile};
 
-use super::common::{
-    Failure, check_not_busy, dir_usage, human_bytes, open_store, print_json, recovery_json, rfc3339_us,
-};
+use super::common::{Failure, dir_usage, human_bytes, open_store_read_only, print_json, recovery_json, rfc3339_us};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -92,10 +89,9 @@ fn checkpoint_json(control: &Control) -> Value {
 
 pub fn run(args: Args) -> Result<(), Failure> {
     let dir = &args.dir;
-    check_not_busy(dir)?;
     let (_, before) = ControlFile::open(&RealStorage::new(), dir)
         .map_err(|e| Failure::from_error(format!("cannot read the control file of {}", dir.display()), e))?;
-    let store = open_store(dir, SyncMode::Always)?;
+    let store = open_store_read_only(dir)?;
     let wal = store.wal();
     let segments = wal.segment_numbers();
     let segment_bytes: u64 = segments
@@ -113,6 +109,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let doublewrite_bytes = std::fs::metadata(dir.join("DOUBLEWRITE")).map_or(0, |m| m.len());
     let archive_dir = dir.join("archive");
     let (archive_files, archive_bytes) = dir_usage(&archive_dir);
+    // Entries that are no archive files: reported, never read (they do not stop an open).
+    let unknown: Vec<String> = vellum::archive::list(&RealStorage::new(), dir, false)
+        .map(|listing| listing.unknown.iter().map(|p| p.display().to_string()).collect())
+        .unwrap_or_default();
     let page = u64::from(before.page_size_bytes);
     let report = store.recovery_report();
     let stats = json!({
@@ -150,6 +150,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             "files": archive_files,
             "bytes": archive_bytes,
             "by_extension": archive_by_extension(&archive_dir),
+            "unknown": unknown,
         },
         "recovery": recovery_json(&report),
     });
@@ -203,6 +204,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
     println!("doublewrite:  {}", human_bytes(doublewrite_bytes));
     if archive_dir.is_dir() {
         println!("archive:      {archive_files} files ({})", human_bytes(archive_bytes));
+        for path in &unknown {
+            println!("warning:      {path} is not an archive file (ignored)");
+        }
     } else {
         println!("archive:      none");
     }

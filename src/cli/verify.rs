@@ -789,7 +789,53 @@ fn check_archive(dir: &Path, report: &mut Report, bar: &indicatif::ProgressBar) 
         }
         Err(error) => report.fail(archive_problem(error, &archive)),
     }
+    check_archive_chain(dir, report);
     bar.set_position(bytes);
+}
+
+/// Entries of `archive/` that are no archive files are warnings (they never stop an open);
+/// a log segment missing between the oldest retained base image and the live log is a failure:
+/// every restore from that image would need it.
+fn check_archive_chain(dir: &Path, report: &mut Report) {
+    let Ok(listing) = vellum::archive::list(&RealStorage::new(), dir, false) else {
+        return; // the failure to list was reported above
+    };
+    for path in &listing.unknown {
+        report.warn(
+            Problem::new(
+                Severity::Warning,
+                "archive",
+                "not an archive file (ignored; nothing reads it)",
+            )
+            .file(relative(path)),
+        );
+    }
+    let Some((oldest_base, _, _)) = listing.bases.first() else {
+        return;
+    };
+    let segment_bytes = oldest_base.segment_size_bytes.get().max(1);
+    let needed_from = oldest_base.truncate_lsn.get() / segment_bytes;
+    let live_from = std::fs::read_dir(dir.join("wal"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| vellum::wal::segment::parse_segment_file_name(&e.file_name().to_string_lossy()))
+        .min();
+    let Some(live_from) = live_from else { return };
+    let archived: std::collections::BTreeSet<u64> = listing.segments.iter().map(|s| s.0).collect();
+    if let Some(missing) = (needed_from..live_from).find(|n| !archived.contains(n)) {
+        report.fail(
+            Problem::new(
+                Severity::Failure,
+                "archive",
+                format!(
+                    "log segment {missing} is missing from the archive: a restore from base image {} needs it",
+                    relative(&listing.bases[0].1)
+                ),
+            )
+            .file(format!("archive/{}", vellum::archive::wal_file_name(missing))),
+        );
+    }
 }
 
 fn archive_problem(error: Error, path: &Path) -> Problem {

@@ -233,6 +233,11 @@ impl SimStorage {
         SimStorage::from_disk(Disk::from_image(config, &image))
     }
 
+    /// The bytes counted against the capacity now (files linked or open).
+    pub fn used_bytes(&self) -> u64 {
+        self.disk.lock().used_bytes()
+    }
+
     /// Changes the capacity limit (see [`SimConfig::capacity_bytes`]). Lowering it below the
     /// bytes in use makes only later growth fail.
     pub fn set_capacity(&self, capacity_bytes: Option<u64>) {
@@ -311,6 +316,14 @@ impl fmt::Debug for SimStorage {
 impl Storage for SimStorage {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         self.disk.lock().create_dir_all(path)
+    }
+
+    fn available_bytes(&self, _path: &Path) -> io::Result<Option<u64>> {
+        let disk = self.disk.lock();
+        Ok(disk
+            .config
+            .capacity_bytes
+            .map(|capacity| capacity.saturating_sub(disk.used_bytes())))
     }
 
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {

@@ -142,9 +142,7 @@ impl std::str::FromStr for Retention {
                 Ok(Retention::KeepLast(n))
             }
             Some(("max-bytes", n)) => Ok(Retention::MaxBytes(number(n)?)),
-            _ => Err(format!(
-                "{text:?}: expected keep-all, keep-last:N or max-bytes:N"
-            )),
+            _ => Err(format!("{text:?}: expected keep-all, keep-last:N or max-bytes:N")),
         }
     }
 }
@@ -532,7 +530,9 @@ impl Store {
         &self.inner.wal
     }
 
-    /// Checkpoints, makes the log durable and closes the store.
+    /// Checkpoints, makes the log durable and closes the store. A checkpoint that finds the disk
+    /// full is given up (the next open redoes the log instead): the close still succeeds once
+    /// the log is durable.
     pub fn close(self) -> Result<()> {
         self.stop_checkpointer();
         if self.inner.read_only || !self.inner.wal.appended() {
@@ -544,7 +544,14 @@ impl Store {
         // Durable, with the rest of the last log page zeroed: a clean end even in a recycled
         // segment for the next open and for independent readers.
         let finish = self.inner.wal.finish();
-        result.and(finish)
+        match (result, finish) {
+            // Every commit is durable in the log; the checkpoint only shortens the next open's
+            // recovery, which redoes what it could not write. On a full disk (the closing
+            // checkpoint may need room for new arena files or archived segments) the close
+            // still succeeds: the store is whole, and nothing acknowledged depends on it.
+            (Err(Error::DiskFull { .. }), Ok(())) => Ok(()),
+            (result, finish) => result.and(finish),
+        }
     }
 
     fn start_checkpointer(&self) -> Result<()> {

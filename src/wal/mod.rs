@@ -208,7 +208,7 @@ impl Wal {
         scan_from: Option<Lsn>,
         mode: RecoveryMode,
     ) -> Result<(Wal, ScanReport)> {
-        let (segment_dir, segments, report) = Self::scan_dir(storage.clone(), dir, &config, scan_from, mode)?;
+        let (segment_dir, segments, report) = Self::scan_dir(storage.clone(), dir, &config, scan_from, mode, false)?;
         let epoch = next_epoch(storage.as_ref(), dir, &config, &report, mode)?;
         segment_dir.adopt_leftover_spares()?;
         let geometry = config.geometry;
@@ -255,7 +255,7 @@ impl Wal {
         if matches!(config.sync, SyncMode::Interval(_)) {
             config.sync = SyncMode::Never;
         }
-        let (segment_dir, segments, report) = Self::scan_dir(storage.clone(), dir, &config, scan_from, mode)?;
+        let (segment_dir, segments, report) = Self::scan_dir(storage.clone(), dir, &config, scan_from, mode, true)?;
         // The epoch is read for its checks alone (a missing or foreign file is damage to a
         // reader of a store too); nothing is appended, so no new epoch is taken.
         if config.required_files {
@@ -281,8 +281,13 @@ impl Wal {
         config: &WalConfig,
         scan_from: Option<Lsn>,
         mode: RecoveryMode,
+        read_only: bool,
     ) -> Result<(SegmentDir, BTreeMap<u64, Arc<Segment>>, ScanReport)> {
-        let segment_dir = SegmentDir::new(storage, dir, config.geometry)?;
+        let segment_dir = if read_only {
+            SegmentDir::new_read_only(storage, dir, config.geometry)?
+        } else {
+            SegmentDir::new(storage, dir, config.geometry)?
+        };
         let numbers = segment_dir.list_segments()?;
         let Some(&oldest) = numbers.first() else {
             // A log always keeps the segment its end lies in: none at all is a lost log.

@@ -118,6 +118,8 @@ pub struct SegmentDir {
     preparing: Mutex<usize>,
     prepared: parking_lot::Condvar,
     pace: Mutex<Pace>,
+    /// Open segments read-only (a reader: nothing is written).
+    read_only: bool,
 }
 
 impl std::fmt::Debug for SegmentDir {
@@ -139,7 +141,15 @@ impl SegmentDir {
             preparing: Mutex::new(0),
             prepared: parking_lot::Condvar::new(),
             pace: Mutex::new(Pace::default()),
+            read_only: false,
         })
+    }
+
+    /// The WAL directory `dir` for a reader: its segments are opened read-only.
+    pub fn new_read_only(storage: Arc<dyn Storage>, dir: &Path, geometry: Geometry) -> Result<SegmentDir> {
+        let mut segment_dir = Self::new(storage, dir, geometry)?;
+        segment_dir.read_only = true;
+        Ok(segment_dir)
     }
 
     /// Reuses the spares an earlier run left (removing any whose zero-fill did not finish).
@@ -201,10 +211,12 @@ impl SegmentDir {
     /// Opens and maps existing segment `segment_no`; a file of the wrong length is damage.
     pub fn open_segment(&self, segment_no: u64) -> Result<Arc<Segment>> {
         let path = self.dir.join(segment_file_name(segment_no));
-        let file = self
-            .storage
-            .open(&path, false)
-            .context(|| format!("opening {}", path.display()))?;
+        let file = if self.read_only {
+            self.storage.open_read_only(&path)
+        } else {
+            self.storage.open(&path, false)
+        }
+        .context(|| format!("opening {}", path.display()))?;
         let len_bytes = file
             .len()
             .context(|| format!("reading the length of {}", path.display()))?;
@@ -242,6 +254,12 @@ impl SegmentDir {
     }
 
     fn ensure_spares_for(&self, count: usize, need: Need) -> Result<()> {
+        if need == Need::Ahead && !self.room_for_spare_ahead() {
+            // A spare made ahead of need must never take the last room on the disk (an owner
+            // who freed space to let the store go on would find it gone): the segment that
+            // needs it makes it then, or fails with DiskFull at that append.
+            return Ok(());
+        }
         loop {
             let mut preparing = self.preparing.lock();
             let unused = self.spares.lock().iter().filter(|s| s.is_unused()).count();
@@ -274,6 +292,15 @@ impl SegmentDir {
         }
         self.spares.lock().push(Spare { path, previous: None });
         Ok(())
+    }
+
+    /// True unless the file system is known to have less room than a spare and a margin of
+    /// another segment beside it.
+    fn room_for_spare_ahead(&self) -> bool {
+        match self.storage.available_bytes(&self.dir) {
+            Ok(Some(free)) => free >= self.geometry.segment_size_bytes.saturating_mul(2),
+            _ => true,
+        }
     }
 
     /// True if the last segment filled faster than [`ZERO_FILL_MAX_LOG_BYTES_PER_SEC`].
@@ -456,17 +483,34 @@ mod tests {
         let sim = SimStorage::new(4);
         let dir = sim_dir(&sim);
         sim.set_capacity(Some(SEGMENT_BYTES / 2));
-        for need in [Need::Now, Need::Ahead] {
-            let result = dir.ensure_spares_for(1, need);
-            assert!(
-                matches!(result, Err(crate::Error::DiskFull { .. })),
-                "{need:?}: a full disk is found when the spare is made, as DiskFull: {result:?}"
-            );
-            assert!(
-                dir.storage.list(Path::new("/wal")).unwrap().is_empty(),
-                "{need:?}: the spare that did not fit is removed"
-            );
-        }
+        let result = dir.ensure_spares_for(1, Need::Now);
+        assert!(
+            matches!(result, Err(crate::Error::DiskFull { .. })),
+            "a full disk is found when the spare a segment waits for is made, as DiskFull: {result:?}"
+        );
+        assert!(
+            dir.storage.list(Path::new("/wal")).unwrap().is_empty(),
+            "the spare that did not fit is removed"
+        );
+    }
+
+    #[test]
+    fn no_spare_is_made_ahead_of_need_without_room_for_two_segments() {
+        let sim = SimStorage::new(4);
+        let dir = sim_dir(&sim);
+        sim.set_capacity(Some(SEGMENT_BYTES * 2 - 1));
+        dir.ensure_spares(1).unwrap();
+        assert!(
+            dir.storage.list(Path::new("/wal")).unwrap().is_empty(),
+            "the last room on the disk is left to the segment that needs it"
+        );
+        sim.set_capacity(Some(SEGMENT_BYTES * 2));
+        dir.ensure_spares(1).unwrap();
+        assert_eq!(
+            dir.storage.list(Path::new("/wal")).unwrap().len(),
+            1,
+            "with room, it is made"
+        );
     }
 
     #[test]

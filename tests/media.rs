@@ -1,0 +1,277 @@
+//! Real hostile media: a read-only bind mount, an unprivileged user, a size-limited tmpfs and a
+//! small loop-mounted ext4. These need root (CI runs as root); where the test cannot mount or
+//! switch users it says so and skips.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn vellum_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_vellum")
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(vellum_bin()).args(args).output().expect("run vellum")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and touches no memory of ours.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A mount point that is unmounted (lazily) when dropped.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn new(point: &Path, args: &[&str]) -> Option<Mount> {
+        std::fs::create_dir_all(point).unwrap();
+        let status = Command::new("mount").args(args).arg(point).status().ok()?;
+        status.success().then(|| Mount(point.to_path_buf()))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn skip(test: &str, why: &str) {
+    println!("{test}: SKIPPED: {why}");
+}
+
+fn make_store(dir: &Path, rows: usize) {
+    let store = dir.to_str().unwrap();
+    let created = run(&[
+        "create",
+        store,
+        "--dim",
+        "8",
+        "--page-size",
+        "4096",
+        "--segment-size",
+        "256KiB",
+    ]);
+    assert!(created.status.success(), "{}", text(&created));
+    let input = dir.with_extension("jsonl");
+    let lines: String = (0..rows)
+        .map(|i| format!("{{\"id\": \"v{i}\", \"vector\": [{i}, 1, 2, 3, 4, 5, 6, 7]}}\n"))
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let imported = run(&["import", store, input.to_str().unwrap(), "--batch", "500"]);
+    assert!(imported.status.success(), "{}", text(&imported));
+}
+
+/// Every reading command succeeds on `store`.
+fn reading_commands_work(store: &str, how: &str) {
+    let query = "[1, 1, 2, 3, 4, 5, 6, 7]";
+    for args in [
+        vec!["verify", store],
+        vec!["wal-dump", store],
+        vec!["stats", store],
+        vec!["get", store, "v1"],
+        vec!["search", store, "--vector", query, "-k", "3"],
+    ] {
+        let out = run(&args);
+        assert!(out.status.success(), "{how}: vellum {args:?}: {}", text(&out));
+    }
+    let verify = run(&["verify", store]);
+    assert!(
+        String::from_utf8_lossy(&verify.stdout).contains("clean"),
+        "{how}: a healthy store verifies clean: {}",
+        text(&verify)
+    );
+}
+
+#[test]
+fn reading_commands_work_on_a_read_only_bind_mount() {
+    let test = "reading_commands_work_on_a_read_only_bind_mount";
+    if !is_root() {
+        return skip(test, "needs root to bind-mount");
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let store = scratch.path().join("s");
+    make_store(&store, 2000);
+    let point = scratch.path().join("ro");
+    let Some(_bind) = Mount::new(&point, &["--bind", store.to_str().unwrap()]) else {
+        return skip(test, "mount --bind failed");
+    };
+    let remounted = Command::new("mount")
+        .args(["-o", "remount,ro,bind"])
+        .arg(&point)
+        .status()
+        .unwrap();
+    assert!(remounted.success(), "remount read-only");
+    assert!(
+        std::fs::write(point.join("probe"), b"x").is_err(),
+        "the bind mount is read-only"
+    );
+    reading_commands_work(point.to_str().unwrap(), "read-only bind mount");
+    let insert = run(&["delete", point.to_str().unwrap(), "v1"]);
+    assert!(
+        !insert.status.success(),
+        "a write on read-only media fails: {}",
+        text(&insert)
+    );
+}
+
+#[test]
+fn reading_commands_work_for_a_user_who_may_not_write() {
+    let test = "reading_commands_work_for_a_user_who_may_not_write";
+    if !is_root() || Command::new("setpriv").arg("--version").output().is_err() {
+        return skip(test, "needs root and setpriv to run as nobody");
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let store = scratch.path().join("s");
+    make_store(&store, 500);
+    // The binary, the directories and files readable (not writable) by others.
+    let bin = scratch.path().join("vellum");
+    std::fs::copy(vellum_bin(), &bin).unwrap();
+    for path in [scratch.path().to_path_buf(), store.clone()] {
+        Command::new("chmod").args(["-R", "a+rX"]).arg(&path).status().unwrap();
+    }
+    let as_nobody = |args: &[&str]| -> Output {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&bin)
+            .args(args)
+            .output()
+            .expect("run setpriv")
+    };
+    let s = store.to_str().unwrap();
+    for args in [
+        vec!["verify", s],
+        vec!["wal-dump", s],
+        vec!["stats", s],
+        vec!["get", s, "v1"],
+        vec!["search", s, "--vector", "[1, 1, 2, 3, 4, 5, 6, 7]"],
+    ] {
+        let out = as_nobody(&args);
+        assert!(out.status.success(), "as nobody: vellum {args:?}: {}", text(&out));
+    }
+}
+
+#[test]
+fn a_full_tmpfs_is_disk_full_and_never_a_signal() {
+    let test = "a_full_tmpfs_is_disk_full_and_never_a_signal";
+    if !is_root() {
+        return skip(test, "needs root to mount a tmpfs");
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let point = scratch.path().join("small");
+    let Some(_tmpfs) = Mount::new(&point, &["-t", "tmpfs", "-o", "size=10m", "tmpfs"]) else {
+        return skip(test, "mount -t tmpfs failed");
+    };
+    disk_fills_up_cleanly(&point, "tmpfs");
+}
+
+#[test]
+fn a_full_loop_mounted_ext4_is_disk_full_and_never_a_signal() {
+    let test = "a_full_loop_mounted_ext4_is_disk_full_and_never_a_signal";
+    if !is_root() || Command::new("mkfs.ext4").arg("-V").output().is_err() {
+        return skip(test, "needs root and mkfs.ext4");
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let image = scratch.path().join("disk.img");
+    std::fs::File::create(&image).unwrap().set_len(16 << 20).unwrap();
+    let made = Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "mkfs.ext4: {}", text(&made));
+    let point = scratch.path().join("ext4");
+    let Some(_ext4) = Mount::new(&point, &["-o", "loop", image.to_str().unwrap()]) else {
+        return skip(test, "mount -o loop failed (no loop devices here?)");
+    };
+    disk_fills_up_cleanly(&point, "ext4");
+}
+
+/// Imports into a store on a small file system until it is full: every command ends with an
+/// exit code (DiskFull is 3), never a signal; what was acknowledged stays readable; freeing room
+/// lets the store go on.
+fn disk_fills_up_cleanly(point: &Path, fs: &str) {
+    let store = point.join("s");
+    let s = store.to_str().unwrap();
+    let created = run(&[
+        "create",
+        s,
+        "--dim",
+        "256",
+        "--page-size",
+        "4096",
+        "--segment-size",
+        "1MiB",
+    ]);
+    assert!(created.status.success(), "{fs}: {}", text(&created));
+    let input = point.parent().unwrap().join(format!("{fs}-in.jsonl"));
+    let row = vec!["0.5"; 256].join(", ");
+    let lines: String = (0..20_000)
+        .map(|i| format!("{{\"id\": \"v{i}\", \"vector\": [{row}]}}\n"))
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let imported = run(&["import", s, input.to_str().unwrap(), "--batch", "250", "--ack"]);
+    assert!(
+        imported.status.code().is_some(),
+        "{fs}: the import ended by a signal: {}",
+        text(&imported)
+    );
+    assert!(
+        !imported.status.success(),
+        "{fs}: 20,000 × 1 KiB cannot fit in the file system"
+    );
+    assert!(
+        String::from_utf8_lossy(&imported.stderr).contains("disk full"),
+        "{fs}: the import says the disk is full: {}",
+        text(&imported)
+    );
+    let acked: usize = String::from_utf8_lossy(&imported.stdout)
+        .lines()
+        .last()
+        .map_or(0, |l| l.trim().parse().unwrap());
+    // Fill what is left, so every later command meets a full disk.
+    let _ = std::fs::write(point.join("filler"), vec![1u8; 64 << 20]);
+    let mut deleted = 0;
+    for args in [
+        vec!["get", s, "v0"],
+        vec!["stats", s],
+        vec!["search", s, "--vector", &format!("[{row}]"), "-k", "2"],
+        vec!["verify", s],
+        vec!["delete", s, "v0"],
+    ] {
+        let out = run(&args);
+        assert!(
+            out.status.code().is_some(),
+            "{fs}: vellum {args:?} on a full disk died by a signal: {}",
+            text(&out)
+        );
+        // A delete needs no new space while the log's preallocated segment has room.
+        if args[0] == "delete" && out.status.success() {
+            deleted = 1;
+        }
+    }
+    std::fs::remove_file(point.join("filler")).unwrap();
+    let stats = run(&["stats", s, "--json"]);
+    assert!(stats.status.success(), "{fs}: {}", text(&stats));
+    let count = serde_json::from_slice::<serde_json::Value>(&stats.stdout).unwrap()["vectors"]
+        .as_u64()
+        .unwrap() as usize;
+    assert!(
+        count + deleted >= acked,
+        "{fs}: {acked} acknowledged, {deleted} deleted since, {count} present"
+    );
+    let verify = run(&["verify", s]);
+    assert!(
+        verify.status.success(),
+        "{fs}: the store verifies clean: {}",
+        text(&verify)
+    );
+}
