@@ -178,7 +178,8 @@ fn crash_child(spec: &str) -> Res<()> {
     with_engine!(*engine, E => workloads::crash_child::<E>(&dir, first_seq, records))
 }
 
-/// The whole run: rounds of raw baselines then every engine, the table printed and written.
+/// The whole run: rounds of every engine, each just after its raw baselines; the table printed and
+/// written.
 /// Returns whether every workload succeeded.
 fn run(args: &Args) -> Res<bool> {
     let started = Instant::now();
@@ -191,14 +192,13 @@ fn run(args: &Args) -> Res<bool> {
         .tempdir_in(std::env::temp_dir())?;
     let sizes = Sizes::scaled(args.scale);
     let pool = Pool::new();
-    let mut raw_rounds = Vec::new();
+    let mut raw_runs = Vec::new();
     let mut rounds: Vec<Vec<Outcome>> = args.engines.iter().map(|_| Vec::new()).collect();
     for round in 1..=args.rounds {
-        eprintln!("== round {round}/{}: raw baselines", args.rounds);
-        let raw = raw_baselines(scratch.path(), &sizes);
         for (engine, outcomes) in args.engines.iter().zip(&mut rounds) {
-            eprintln!("-- {engine} (round {round}/{})", args.rounds);
+            eprintln!("-- {engine} (round {round}/{}): raw baselines first", args.rounds);
             let t = Instant::now();
+            let raw = raw_baselines(scratch.path(), &sizes);
             let ctx = Ctx {
                 dir: scratch.path().join(engine),
                 sizes: &sizes,
@@ -207,11 +207,11 @@ fn run(args: &Args) -> Res<bool> {
             let mut outcome = with_engine!(*engine, E => workloads::run_engine::<E>(&ctx));
             report::add_ratios(&mut outcome.metrics, &raw);
             outcomes.push(outcome);
+            raw_runs.push(raw);
             eprintln!("   {engine} took {:.1} s", t.elapsed().as_secs_f64());
         }
-        raw_rounds.push(raw);
     }
-    let markdown = render(args, &sizes, scratch.path(), &raw_rounds, &rounds, started);
+    let markdown = render(args, &sizes, scratch.path(), &raw_runs, &rounds, started);
     println!("{markdown}");
     if !args.quick {
         let path = std::env::var_os("PEERS_MD").map_or_else(
@@ -221,11 +221,12 @@ fn run(args: &Args) -> Res<bool> {
         std::fs::write(&path, &markdown).map_err(|e| format!("writing {}: {e}", path.display()))?;
         eprintln!("table written to {}", path.display());
     }
-    let raw_ok = raw_rounds.iter().all(|raw| raw.len() == 4);
+    let raw_ok = raw_runs.iter().all(|raw| raw.len() == 4);
     Ok(raw_ok && rounds.iter().flatten().all(|outcome| outcome.failed.is_empty()))
 }
 
-/// This round's raw baselines; a failure leaves its figures out (the table says FAILED).
+/// The raw baselines run just before an engine (the disk's latency drifts within minutes on a
+/// shared machine); a failure leaves its figures out (the table says FAILED).
 fn raw_baselines(dir: &Path, sizes: &Sizes) -> workloads::Metrics {
     let mut raw = workloads::Metrics::new();
     match sys::raw_pwrite_fdatasync(dir, sizes.raw_ops) {
@@ -236,7 +237,7 @@ fn raw_baselines(dir: &Path, sizes: &Sizes) -> workloads::Metrics {
         }
         Err(e) => eprintln!("  !! raw pwrite + fdatasync failed: {e}"),
     }
-    match sys::raw_sequential_fdatasync(dir, sizes.w3_bytes) {
+    match sys::raw_sequential_fdatasync(dir, sizes.raw_sequential_bytes) {
         Ok(mb_per_s) => {
             raw.insert("raw_seq_mb_per_s", mb_per_s);
         }
@@ -249,14 +250,14 @@ fn render(
     args: &Args,
     sizes: &Sizes,
     dir: &Path,
-    raw_rounds: &[workloads::Metrics],
+    raw_runs: &[workloads::Metrics],
     rounds: &[Vec<Outcome>],
     started: Instant,
 ) -> String {
     let columns: Vec<String> = args.engines.iter().map(|e| engine_header(e)).collect();
     let mut md = format!(
-        "### Beside its peers\n\n{}, {}. Scale {}, {} round(s); engines interleaved within each round, raw \
-         baselines at the start of each; cells are the median{} over rounds, ratios taken within each round. \
+        "### Beside its peers\n\n{}, {}. Scale {}, {} round(s), engines interleaved within each round; cells are the \
+         median{} over rounds; each ratio is to the raw baseline measured just before that engine's run. \
          Run time {:.0} s, load average at the end {}.\n\n",
         sys::today_utc(),
         sys::machine(dir),
@@ -268,12 +269,25 @@ fn render(
     );
     md.push_str(&report::table(&columns, rounds));
     md.push('\n');
-    md.push_str(&report::raw_table(raw_rounds));
+    md.push_str(&report::raw_table(raw_runs));
     let _ = write!(md, "\n{}\n\nDurability settings:\n\n", report::workloads(sizes));
     for engine in &args.engines {
         let durability = with_engine!(*engine, E => <E as engines::Engine>::durability());
         let _ = writeln!(md, "- **{engine}**: {durability}");
     }
+    let _ = write!(
+        md,
+        "\nOn disk after the close that follows w3 (last round), by top-level entry:"
+    );
+    for (engine, outcomes) in args.engines.iter().zip(rounds) {
+        let breakdown = outcomes
+            .iter()
+            .rev()
+            .find_map(|o| o.size_breakdown.as_deref())
+            .unwrap_or("FAILED");
+        let _ = write!(md, " **{engine}**: {breakdown}.");
+    }
+    md.push('\n');
     let resident: Vec<f64> = rounds
         .iter()
         .flatten()

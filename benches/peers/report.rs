@@ -84,7 +84,7 @@ const RAW_ROWS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Adds the ratios to this round's raw baselines to an engine's figures.
+/// Adds the ratios to the raw baselines run just before the engine to its figures.
 pub fn add_ratios(metrics: &mut Metrics, raw: &Metrics) {
     for (key, figure, baseline) in [
         ("w1_vs_raw", "w1_commits_per_s", "raw_pwrite_per_s"),
@@ -177,11 +177,11 @@ pub fn table(columns: &[String], rounds: &[Vec<Outcome>]) -> String {
     out
 }
 
-/// The raw baselines' table, one cell per figure over the rounds.
-pub fn raw_table(raw_rounds: &[Metrics]) -> String {
-    let mut out = String::from("| raw baseline (same rounds) | median [min–max] |\n|---|---|\n");
+/// The raw baselines' table, one cell per figure over every run of them.
+pub fn raw_table(raw_runs: &[Metrics]) -> String {
+    let mut out = String::from("| raw baseline (before every engine's run) | median [min–max] |\n|---|---|\n");
     for (key, label) in RAW_ROWS {
-        let mut values: Vec<f64> = raw_rounds.iter().filter_map(|m| m.get(key).copied()).collect();
+        let mut values: Vec<f64> = raw_runs.iter().filter_map(|m| m.get(key).copied()).collect();
         let value = if values.is_empty() {
             "FAILED".into()
         } else {
@@ -205,9 +205,9 @@ pub fn workloads(sizes: &Sizes) -> String {
          record read once in key order (checked byte for byte), then {} uniform random reads timed, each pass \
          capped at 4 s. **Crash**: a child process opens the w3 store, commits {} more records durably and \
          exits without closing; the parent drops the page cache and times the open. The record count is \
-         verified after every reopen. **Raw baselines**, at the start of every round: {} pwrites of 4 KiB + \
-         fdatasync each into a zero-filled, synced file; {} MiB written sequentially in 1 MiB writes, \
-         fdatasync after each.",
+         verified after every reopen. **Raw baselines**, just before every engine's run in every round: {} \
+         pwrites of 4 KiB + fdatasync each into a zero-filled, synced file; {} MiB written sequentially to a \
+         new file in 1 MiB writes, fdatasync after each.",
         sizes.w1_records,
         sizes.w2_threads,
         sizes.w2_per_thread,
@@ -217,6 +217,6 @@ pub fn workloads(sizes: &Sizes) -> String {
         sizes.reads,
         sizes.crash_records,
         sizes.raw_ops,
-        sizes.w3_bytes >> 20,
+        sizes.raw_sequential_bytes >> 20,
     )
 }

@@ -126,6 +126,43 @@ pub fn allocated_bytes(dir: &Path) -> Res<u64> {
     Ok(total)
 }
 
+/// Bytes allocated under each entry of `dir` (descending into a lone subdirectory), largest
+/// first, as `name 123 MiB, ...`: where a store's size on disk goes.
+pub fn size_breakdown(dir: &Path) -> Res<String> {
+    let mut dir = dir.to_path_buf();
+    let mut entries: Vec<PathBuf> = fs::read_dir(&dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    while let [only] = entries.as_slice() {
+        if !only.is_dir() {
+            break;
+        }
+        dir = only.clone();
+        entries = fs::read_dir(&dir)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+    }
+    let mut sizes = Vec::new();
+    for entry in entries {
+        let bytes = if entry.is_dir() {
+            allocated_bytes(&entry)?
+        } else {
+            fs::metadata(&entry)?.blocks() * 512
+        };
+        let name = entry
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        sizes.push((bytes, name));
+    }
+    sizes.sort_by(|a, b| b.cmp(a));
+    let parts: Vec<String> = sizes
+        .iter()
+        .filter(|(bytes, _)| *bytes > 0)
+        .map(|(bytes, name)| format!("{name} {} MiB", crate::report::fmt_num(*bytes as f64 / MIB as f64)))
+        .collect();
+    Ok(parts.join(", "))
+}
+
 /// Drops the pages of every file below `dir` from the page cache, so the next open reads from
 /// the disk: `fsync` first (only clean pages can be dropped; everything measured was already
 /// durable, so this changes nothing on disk), then `posix_fadvise(DONTNEED)`.

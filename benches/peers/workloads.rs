@@ -34,6 +34,7 @@ pub struct Sizes {
     pub crash_records: usize,
     pub reads: usize,
     pub raw_ops: usize,
+    pub raw_sequential_bytes: usize,
 }
 
 impl Sizes {
@@ -47,7 +48,8 @@ impl Sizes {
             w3_batch: 1000,
             crash_records: 1000,
             reads: s(200_000, 1000),
-            raw_ops: s(20_000, 100),
+            raw_ops: s(5_000, 100),
+            raw_sequential_bytes: s(64, 4) * MIB,
         }
     }
 
@@ -55,6 +57,9 @@ impl Sizes {
         (self.w3_bytes / RECORD_BYTES) as u64
     }
 }
+
+/// What one workload measured: metric key, value.
+type Figures = Vec<(&'static str, f64)>;
 
 /// Metric key -> value, for one engine in one round.
 pub type Metrics = BTreeMap<&'static str, f64>;
@@ -65,10 +70,12 @@ pub struct Outcome {
     pub metrics: Metrics,
     /// Workloads that failed, with the error.
     pub failed: BTreeMap<&'static str, String>,
+    /// Where the w3 store's bytes on disk are after close, by top-level entry.
+    pub size_breakdown: Option<String>,
 }
 
 impl Outcome {
-    fn record(&mut self, engine: &str, workload: &'static str, result: Res<Vec<(&'static str, f64)>>) {
+    fn record(&mut self, engine: &str, workload: &'static str, result: Res<Figures>) {
         match result {
             Ok(values) => self.metrics.extend(values),
             Err(e) => {
@@ -167,8 +174,9 @@ pub fn run_engine<E: Engine>(ctx: &Ctx) -> Outcome {
             eprintln!("  {name}: close, reopen warm and cold, point reads");
             let reopened = guarded(|| reopen::<E>(store, &dir3, ctx));
             let store = match reopened {
-                Ok((metrics, store)) => {
+                Ok((metrics, store, breakdown)) => {
                     outcome.record(name, "reopen", Ok(metrics));
+                    outcome.size_breakdown = Some(breakdown);
                     Some(store)
                 }
                 Err(e) => {
@@ -206,7 +214,7 @@ fn reopen_and_verify<E: Engine>(dir: &Path, expected: u64, when: &str) -> Res<()
 }
 
 /// w1: one writer, one durable commit per record.
-fn w1<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<Vec<(&'static str, f64)>> {
+fn w1<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<Figures> {
     sys::fresh_dir(dir)?;
     let store = E::open(dir)?;
     let n = ctx.sizes.w1_records;
@@ -265,7 +273,7 @@ fn w2_writers<E: Engine>(store: &E, ctx: &Ctx) -> Res<(Duration, Vec<u64>)> {
 }
 
 /// w2: four writers, one durable commit per record each.
-fn w2<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<Vec<(&'static str, f64)>> {
+fn w2<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<Figures> {
     sys::fresh_dir(dir)?;
     let store = E::open(dir)?;
     let (wall, samples_ns) = w2_writers(&store, ctx)?;
@@ -283,7 +291,7 @@ fn w2<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<Vec<(&'static str, f64)>> {
 
 /// w2 again, on a store whose log flushes are counted (only engines that can count them):
 /// commits per log fdatasync. Not a timed figure.
-fn w2_counted<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<Vec<(&'static str, f64)>> {
+fn w2_counted<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<Figures> {
     sys::fresh_dir(dir)?;
     let Some((store, counts)) = E::open_counting(dir)? else {
         std::fs::remove_dir_all(dir)?;
@@ -304,7 +312,7 @@ fn w2_counted<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<Vec<(&'static str, f64)>>
 }
 
 /// w3: bulk load, one durable commit per `w3_batch` records. Returns the store still open.
-fn w3<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<(Vec<(&'static str, f64)>, E)> {
+fn w3<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<(Figures, E)> {
     sys::fresh_dir(dir)?;
     let store = E::open(dir)?;
     let total = ctx.sizes.w3_records();
@@ -324,13 +332,15 @@ fn w3<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<(Vec<(&'static str, f64)>, E)> {
 }
 
 /// Close (timed), size on disk, reopen warm (timed), close, drop the page cache, reopen cold
-/// (timed); the record count is verified after each open. Returns the cold-opened store.
-fn reopen<E: Engine>(store: E, dir: &Path, ctx: &Ctx) -> Res<(Vec<(&'static str, f64)>, E)> {
+/// (timed); the record count is verified after each open. Returns the cold-opened store and where
+/// its bytes on disk were after the close.
+fn reopen<E: Engine>(store: E, dir: &Path, ctx: &Ctx) -> Res<(Figures, E, String)> {
     let total = ctx.sizes.w3_records();
     let t = Instant::now();
     store.close()?;
     let close = t.elapsed();
     let size_mib = sys::allocated_bytes(dir)? as f64 / MIB as f64;
+    let breakdown = sys::size_breakdown(dir)?;
 
     let t = Instant::now();
     let store = E::open(dir)?;
@@ -351,13 +361,13 @@ fn reopen<E: Engine>(store: E, dir: &Path, ctx: &Ctx) -> Res<(Vec<(&'static str,
         ("cold_ms", ms(cold)),
         ("cold_resident_pct", resident * 100.0),
     ];
-    Ok((metrics, store))
+    Ok((metrics, store, breakdown))
 }
 
 /// Point reads over the w3 store: every record read once in key order (checked byte for byte:
 /// this warms the cache), then uniform random reads timed in two passes: one read transaction per
 /// 1,000 reads, and one per read. Closes the store.
-fn reads<E: Engine>(store: E, ctx: &Ctx) -> Res<Vec<(&'static str, f64)>> {
+fn reads<E: Engine>(store: E, ctx: &Ctx) -> Res<Figures> {
     if !E::HAS_GET {
         return store.close().map(|()| Vec::new());
     }
@@ -419,7 +429,7 @@ fn reads<E: Engine>(store: E, ctx: &Ctx) -> Res<Vec<(&'static str, f64)>> {
 /// Crash: a child process (this binary, re-executed with [`CRASH_CHILD_VAR`]) opens the w3 store,
 /// commits `crash_records` more records durably and exits without closing; the parent drops the
 /// page cache, times the open and verifies the count.
-fn crash<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<Vec<(&'static str, f64)>> {
+fn crash<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<Figures> {
     let total = ctx.sizes.w3_records();
     let n = ctx.sizes.crash_records;
     let spec = format!("{},{total},{n},{}", E::NAME, dir.display());
