@@ -3,7 +3,7 @@
 //! store durable per commit as its defaults say, with raw-disk baselines measured in the same run.
 //!
 //! ```text
-//! cargo bench --bench peers                                   # full scale, 3 rounds (~5 min, ~1 GiB of disk)
+//! cargo bench --bench peers                                   # full scale, 3 rounds (~4 min when the machine is quiet, ~1 GiB of disk)
 //! cargo bench --bench peers -- --scale 0.1 --peers vellum,heed --rounds 1
 //! ```
 //!
