@@ -1,0 +1,222 @@
+//! The markdown table: one row per figure, one column per engine, each cell the median over the
+//! rounds with [min–max]; then the raw baselines, the workloads, each engine's durability
+//! settings, and the failures.
+
+use std::fmt::Write as _;
+
+use crate::workloads::{Metrics, Outcome, Sizes};
+
+/// A row of the main table: the metric's key, its label, the workload that produces it, and
+/// whether it is a ratio (printed with `×`).
+struct Row {
+    key: &'static str,
+    label: &'static str,
+    workload: &'static str,
+    ratio: bool,
+}
+
+const fn row(key: &'static str, label: &'static str, workload: &'static str) -> Row {
+    Row {
+        key,
+        label,
+        workload,
+        ratio: false,
+    }
+}
+
+const fn ratio(key: &'static str, label: &'static str, workload: &'static str) -> Row {
+    Row {
+        key,
+        label,
+        workload,
+        ratio: true,
+    }
+}
+
+const ROWS: &[Row] = &[
+    row(
+        "w1_commits_per_s",
+        "w1 commits/s (1 writer, one durable commit per record)",
+        "w1",
+    ),
+    ratio("w1_vs_raw", "w1 ÷ raw pwrite 4 KiB + fdatasync", "w1"),
+    row("w1_p50_us", "w1 commit p50 (µs)", "w1"),
+    row("w1_p99_us", "w1 commit p99 (µs)", "w1"),
+    row("w2_commits_per_s", "w2 commits/s (4 writers, total)", "w2"),
+    ratio("w2_vs_raw", "w2 ÷ raw pwrite 4 KiB + fdatasync", "w2"),
+    row("w2_p50_us", "w2 commit p50 (µs)", "w2"),
+    row("w2_p99_us", "w2 commit p99 (µs)", "w2"),
+    row(
+        "w2_commits_per_sync",
+        "w2 commits per log fdatasync (counted pass)",
+        "w2count",
+    ),
+    row(
+        "w3_mb_per_s",
+        "w3 bulk MB/s (one durable commit per 1,000 records)",
+        "w3",
+    ),
+    ratio("w3_vs_raw", "w3 ÷ raw write 1 MiB + fdatasync", "w3"),
+    row("size_mib", "w3 store on disk after close (MiB allocated)", "reopen"),
+    row("close_ms", "close after w3 (ms)", "reopen"),
+    row("warm_ms", "reopen, warm page cache (ms)", "reopen"),
+    row("cold_ms", "reopen, cold page cache (ms)", "reopen"),
+    row("crash_ms", "reopen after a crash, cold page cache (ms)", "crash"),
+    row(
+        "read_batch_ns",
+        "point read, one read txn per 1,000 reads (ns/op)",
+        "reads",
+    ),
+    row("read_single_ns", "point read, one read txn per read (ns/op)", "reads"),
+];
+
+/// The raw baselines' rows: key, label.
+const RAW_ROWS: &[(&str, &str)] = &[
+    (
+        "raw_pwrite_per_s",
+        "pwrite 4 KiB + fdatasync per op, zero-filled preallocated file (ops/s)",
+    ),
+    ("raw_pwrite_p50_us", "  p50 (µs)"),
+    ("raw_pwrite_p99_us", "  p99 (µs)"),
+    (
+        "raw_seq_mb_per_s",
+        "sequential write 1 MiB + fdatasync per MiB, new file (MB/s)",
+    ),
+];
+
+/// Adds the ratios to the raw baselines run just before the engine to its figures.
+pub fn add_ratios(metrics: &mut Metrics, raw: &Metrics) {
+    for (key, figure, baseline) in [
+        ("w1_vs_raw", "w1_commits_per_s", "raw_pwrite_per_s"),
+        ("w2_vs_raw", "w2_commits_per_s", "raw_pwrite_per_s"),
+        ("w3_vs_raw", "w3_mb_per_s", "raw_seq_mb_per_s"),
+    ] {
+        if let (Some(x), Some(b)) = (metrics.get(figure), raw.get(baseline)) {
+            let value = x / b;
+            metrics.insert(key, value);
+        }
+    }
+}
+
+/// About three significant digits, with thousands separators from 100,000 up.
+pub fn fmt_num(x: f64) -> String {
+    let a = x.abs();
+    if !x.is_finite() {
+        format!("{x}")
+    } else if a >= 100_000.0 {
+        let digits = format!("{:.0}", a);
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        if x < 0.0 { format!("-{out}") } else { out }
+    } else if a >= 100.0 {
+        format!("{x:.0}")
+    } else if a >= 10.0 {
+        format!("{x:.1}")
+    } else if a >= 1.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+/// Median [min–max] of `values` (at least one).
+fn summary(values: &mut [f64], ratio: bool) -> String {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    };
+    let unit = if ratio { "×" } else { "" };
+    let mut cell = format!("{}{unit}", fmt_num(median));
+    if n > 1 {
+        let _ = write!(cell, " [{}–{}]", fmt_num(values[0]), fmt_num(values[n - 1]));
+    }
+    cell
+}
+
+/// One engine's cell for `row` over its rounds: the summary, `FAILED`, or `n/a` (the engine has
+/// no such figure).
+fn cell(rounds: &[Outcome], row: &Row) -> String {
+    let mut values: Vec<f64> = rounds.iter().filter_map(|r| r.metrics.get(row.key).copied()).collect();
+    let failed = rounds.iter().filter(|r| r.failed.contains_key(row.workload)).count();
+    match (values.is_empty(), failed) {
+        (true, 0) => "n/a".into(),
+        (true, _) => "FAILED".into(),
+        (false, 0) => summary(&mut values, row.ratio),
+        (false, f) => format!(
+            "{} ({f} of {} rounds FAILED)",
+            summary(&mut values, row.ratio),
+            rounds.len()
+        ),
+    }
+}
+
+/// The main table: `columns` are the engines' headers, `rounds[i]` the outcomes of engine `i`.
+pub fn table(columns: &[String], rounds: &[Vec<Outcome>]) -> String {
+    let mut out = String::from("| workload / figure |");
+    for column in columns {
+        let _ = write!(out, " {column} |");
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"---|".repeat(columns.len()));
+    out.push('\n');
+    for row in ROWS {
+        let _ = write!(out, "| {} |", row.label);
+        for engine_rounds in rounds {
+            let _ = write!(out, " {} |", cell(engine_rounds, row));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The raw baselines' table, one cell per figure over every run of them.
+pub fn raw_table(raw_runs: &[Metrics]) -> String {
+    let mut out = String::from("| raw baseline (before every engine's run) | median [min–max] |\n|---|---|\n");
+    for (key, label) in RAW_ROWS {
+        let mut values: Vec<f64> = raw_runs.iter().filter_map(|m| m.get(key).copied()).collect();
+        let value = if values.is_empty() {
+            "FAILED".into()
+        } else {
+            summary(&mut values, false)
+        };
+        let _ = writeln!(out, "| {label} | {value} |");
+    }
+    out
+}
+
+/// What each workload does, at these sizes.
+pub fn workloads(sizes: &Sizes) -> String {
+    format!(
+        "Records are 1 KiB (pseudo-random bytes with bit 30 of every 32-bit word cleared, so that Vellum \
+         stores the same bytes as a 256-dim f32 vector of finite floats), the same records for every store. \
+         **w1**: {} records, one durable commit each, one writer. **w2**: {} writer threads x {} records, one \
+         durable commit each; for Vellum a second pass, kept out of the timings, counts the log's fdatasyncs. \
+         **w3**: {} MiB ({} records), one durable commit per {} records; MB/s over the time inside commits; \
+         then close (timed), size on disk, reopen (warm page cache), close, drop the store's pages from the \
+         page cache (fsync + posix_fadvise(DONTNEED) on every file), reopen (cold). **Point reads**: every \
+         record read once in key order (checked byte for byte), then {} uniform random reads timed, each pass \
+         capped at 4 s. **Crash**: a child process opens the w3 store, commits {} more records durably and \
+         exits without closing; the parent drops the page cache and times the open. The record count is \
+         verified after every reopen. **Raw baselines**, just before every engine's run in every round: {} \
+         pwrites of 4 KiB + fdatasync each into a zero-filled, synced file; {} MiB written sequentially to a \
+         new file in 1 MiB writes, fdatasync after each.",
+        sizes.w1_records,
+        sizes.w2_threads,
+        sizes.w2_per_thread,
+        sizes.w3_bytes >> 20,
+        sizes.w3_records(),
+        sizes.w3_batch,
+        sizes.reads,
+        sizes.crash_records,
+        sizes.raw_ops,
+        sizes.raw_sequential_bytes >> 20,
+    )
+}

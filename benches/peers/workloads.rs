@@ -1,0 +1,460 @@
+//! The workloads, run identically against every [`Engine`], and the records they write.
+//!
+//! A record is 1 KiB cut from a 16 MiB pool of pseudo-random bytes, with bit 30 of every
+//! little-endian 32-bit word cleared (so that, read as f32, every word is finite: Vellum stores the
+//! same bytes as a 256-dim vector), and its address in its first 12 bytes: `seq` (u64 LE, below
+//! 2^30 so the masking keeps it) and `stream` (u32 LE). Every store gets the same records.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use crate::Res;
+use crate::engines::Engine;
+use crate::sys::{self, Latency, MIB, ms, ns};
+
+pub const RECORD_BYTES: usize = 1024;
+/// The env var that makes the bench binary the crash child: `ENGINE,FIRST_SEQ,RECORDS,DIR`.
+pub const CRASH_CHILD_VAR: &str = "PEERS_CRASH_CHILD";
+/// Each timed pass of point reads stops after this long, so a slow store cannot stretch the run.
+const READ_PASS_BUDGET: Duration = Duration::from_secs(4);
+/// Reads per read transaction in the first point-read pass.
+const READS_PER_TXN: usize = 1000;
+
+/// Sizes of one run (scaled by `--scale`).
+#[derive(Clone, Debug)]
+pub struct Sizes {
+    pub w1_records: usize,
+    pub w2_threads: usize,
+    pub w2_per_thread: usize,
+    pub w3_bytes: usize,
+    pub w3_batch: usize,
+    pub crash_records: usize,
+    pub reads: usize,
+    pub raw_ops: usize,
+    pub raw_sequential_bytes: usize,
+}
+
+impl Sizes {
+    pub fn scaled(scale: f64) -> Sizes {
+        let s = |x: usize, min: usize| ((x as f64 * scale).round() as usize).max(min);
+        Sizes {
+            w1_records: s(20_000, 100),
+            w2_threads: 4,
+            w2_per_thread: s(5_000, 25),
+            w3_bytes: s(256, 4) * MIB,
+            w3_batch: 1000,
+            crash_records: 1000,
+            reads: s(200_000, 1000),
+            raw_ops: s(5_000, 100),
+            raw_sequential_bytes: s(64, 4) * MIB,
+        }
+    }
+
+    pub fn w3_records(&self) -> u64 {
+        (self.w3_bytes / RECORD_BYTES) as u64
+    }
+}
+
+/// What one workload measured: metric key, value.
+type Figures = Vec<(&'static str, f64)>;
+
+/// Metric key -> value, for one engine in one round.
+pub type Metrics = BTreeMap<&'static str, f64>;
+
+/// One round of every workload against one engine.
+#[derive(Default)]
+pub struct Outcome {
+    pub metrics: Metrics,
+    /// Workloads that failed, with the error.
+    pub failed: BTreeMap<&'static str, String>,
+    /// Where the w3 store's bytes on disk are after close, by top-level entry.
+    pub size_breakdown: Option<String>,
+}
+
+impl Outcome {
+    fn record(&mut self, engine: &str, workload: &'static str, result: Res<Figures>) {
+        match result {
+            Ok(values) => self.metrics.extend(values),
+            Err(e) => {
+                eprintln!("  !! {engine}: {workload} failed: {e}");
+                self.failed.insert(workload, e.to_string());
+            }
+        }
+    }
+}
+
+/// The source of every record's bytes.
+pub struct Pool(Vec<u8>);
+
+impl Pool {
+    pub fn new() -> Pool {
+        // splitmix64: deterministic, and incompressible enough for every store alike.
+        let mut state = 0x5eed_c0ff_ee00_0001u64;
+        let mut bytes = Vec::with_capacity(16 * MIB);
+        while bytes.len() < 16 * MIB {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            bytes.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        }
+        Pool(bytes)
+    }
+
+    /// Writes record `(stream, seq)` into `out` (`RECORD_BYTES` long).
+    pub fn fill(&self, out: &mut [u8], stream: u32, seq: u64) {
+        let offset =
+            ((seq as usize).wrapping_mul(RECORD_BYTES) + stream as usize * 4099) % (self.0.len() - RECORD_BYTES);
+        out.copy_from_slice(&self.0[offset..offset + RECORD_BYTES]);
+        for word in out.chunks_exact_mut(4) {
+            word[3] &= !0x40; // bit 30 of the little-endian word: the exponent stays below 255
+        }
+        out[0..8].copy_from_slice(&seq.to_le_bytes());
+        out[8..12].copy_from_slice(&stream.to_le_bytes());
+    }
+
+    /// `records` consecutive records of `stream` from `first_seq`, back to back.
+    pub fn batch(&self, stream: u32, first_seq: u64, records: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; records * RECORD_BYTES];
+        for (seq, out) in (first_seq..).zip(buf.chunks_exact_mut(RECORD_BYTES)) {
+            self.fill(out, stream, seq);
+        }
+        buf
+    }
+}
+
+/// Where one engine's round runs, and how to re-exec the bench as the crash child.
+pub struct Ctx<'a> {
+    pub dir: PathBuf,
+    pub sizes: &'a Sizes,
+    pub pool: &'a Pool,
+}
+
+/// Turns a panic inside a workload into an error, so that the other workloads and peers run.
+fn guarded<T>(f: impl FnOnce() -> Res<T>) -> Res<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic".into());
+        Err(format!("panicked: {message}").into())
+    })
+}
+
+/// Every workload against `E`, in order; a failed workload is recorded and the next runs.
+pub fn run_engine<E: Engine>(ctx: &Ctx) -> Outcome {
+    let mut outcome = Outcome::default();
+    let name = E::NAME;
+    let sz = ctx.sizes;
+    eprintln!("  {name}: w1 ({} records, one durable commit each)", sz.w1_records);
+    outcome.record(name, "w1", guarded(|| w1::<E>(&ctx.dir.join("w1"), ctx)));
+    eprintln!(
+        "  {name}: w2 ({} writers x {} records)",
+        sz.w2_threads, sz.w2_per_thread
+    );
+    outcome.record(name, "w2", guarded(|| w2::<E>(&ctx.dir.join("w2"), ctx)));
+    outcome.record(
+        name,
+        "w2count",
+        guarded(|| w2_counted::<E>(&ctx.dir.join("w2count"), ctx)),
+    );
+    eprintln!(
+        "  {name}: w3 ({} MiB, one durable commit per {} records)",
+        sz.w3_bytes / MIB,
+        sz.w3_batch
+    );
+    let dir3 = ctx.dir.join("w3");
+    match guarded(|| w3::<E>(&dir3, ctx)) {
+        Ok((metrics, store)) => {
+            outcome.record(name, "w3", Ok(metrics));
+            eprintln!("  {name}: close, reopen warm and cold, point reads");
+            let reopened = guarded(|| reopen::<E>(store, &dir3, ctx));
+            let store = match reopened {
+                Ok((metrics, store, breakdown)) => {
+                    outcome.record(name, "reopen", Ok(metrics));
+                    outcome.size_breakdown = Some(breakdown);
+                    Some(store)
+                }
+                Err(e) => {
+                    outcome.record(name, "reopen", Err(e));
+                    None
+                }
+            };
+            if let Some(store) = store {
+                outcome.record(name, "reads", guarded(|| reads::<E>(store, ctx)));
+            }
+            eprintln!(
+                "  {name}: crash: a child commits {} records and exits without closing",
+                sz.crash_records
+            );
+            outcome.record(name, "crash", guarded(|| crash::<E>(&dir3, ctx)));
+        }
+        Err(e) => outcome.record(name, "w3", Err(e)),
+    }
+    let _ = std::fs::remove_dir_all(&ctx.dir);
+    outcome
+}
+
+fn verify_count<E: Engine>(store: &E, expected: u64, when: &str) -> Res<()> {
+    let count = store.count()?;
+    if count != expected {
+        return Err(format!("{}: {count} records {when}, expected {expected}", E::NAME).into());
+    }
+    Ok(())
+}
+
+fn reopen_and_verify<E: Engine>(dir: &Path, expected: u64, when: &str) -> Res<()> {
+    let store = E::open(dir)?;
+    verify_count(&store, expected, when)?;
+    store.close()
+}
+
+/// w1: one writer, one durable commit per record.
+fn w1<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<Figures> {
+    sys::fresh_dir(dir)?;
+    let store = E::open(dir)?;
+    let n = ctx.sizes.w1_records;
+    let mut record = vec![0u8; RECORD_BYTES];
+    let mut samples_ns = Vec::with_capacity(n);
+    let start = Instant::now();
+    for seq in 0..n as u64 {
+        ctx.pool.fill(&mut record, 0, seq);
+        let t = Instant::now();
+        store.commit_one(0, seq, &record)?;
+        samples_ns.push(ns(t.elapsed()));
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    store.close()?;
+    reopen_and_verify::<E>(dir, n as u64, "after w1 and a reopen")?;
+    std::fs::remove_dir_all(dir)?;
+    let latency = Latency::from_ns(samples_ns);
+    Ok(vec![
+        ("w1_commits_per_s", n as f64 / seconds),
+        ("w1_p50_us", latency.p50_us),
+        ("w1_p99_us", latency.p99_us),
+    ])
+}
+
+/// The writers of w2 on an open store: each commits its records one by one, all starting
+/// together. Returns the wall time and every commit's latency.
+fn w2_writers<E: Engine>(store: &E, ctx: &Ctx) -> Res<(Duration, Vec<u64>)> {
+    let (threads, per) = (ctx.sizes.w2_threads, ctx.sizes.w2_per_thread);
+    let barrier = Barrier::new(threads + 1);
+    std::thread::scope(|scope| {
+        let writers: Vec<_> = (1..=threads as u32)
+            .map(|stream| {
+                let barrier = &barrier;
+                scope.spawn(move || -> Res<Vec<u64>> {
+                    let mut record = vec![0u8; RECORD_BYTES];
+                    let mut samples_ns = Vec::with_capacity(per);
+                    barrier.wait();
+                    for seq in 0..per as u64 {
+                        ctx.pool.fill(&mut record, stream, seq);
+                        let t = Instant::now();
+                        store.commit_one(stream, seq, &record)?;
+                        samples_ns.push(ns(t.elapsed()));
+                    }
+                    Ok(samples_ns)
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let mut all_ns = Vec::with_capacity(threads * per);
+        for writer in writers {
+            all_ns.extend(writer.join().map_err(|_| "a w2 writer panicked")??);
+        }
+        Ok((start.elapsed(), all_ns))
+    })
+}
+
+/// w2: four writers, one durable commit per record each.
+fn w2<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<Figures> {
+    sys::fresh_dir(dir)?;
+    let store = E::open(dir)?;
+    let (wall, samples_ns) = w2_writers(&store, ctx)?;
+    store.close()?;
+    let n = (ctx.sizes.w2_threads * ctx.sizes.w2_per_thread) as u64;
+    reopen_and_verify::<E>(dir, n, "after w2 and a reopen")?;
+    std::fs::remove_dir_all(dir)?;
+    let latency = Latency::from_ns(samples_ns);
+    Ok(vec![
+        ("w2_commits_per_s", n as f64 / wall.as_secs_f64()),
+        ("w2_p50_us", latency.p50_us),
+        ("w2_p99_us", latency.p99_us),
+    ])
+}
+
+/// w2 again, on a store whose log flushes are counted (only engines that can count them):
+/// commits per log fdatasync. Not a timed figure.
+fn w2_counted<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<Figures> {
+    sys::fresh_dir(dir)?;
+    let Some((store, counts)) = E::open_counting(dir)? else {
+        std::fs::remove_dir_all(dir)?;
+        return Ok(Vec::new());
+    };
+    eprintln!("  {}: w2 again, counting the log's fdatasyncs", E::NAME);
+    let before = counts.log();
+    w2_writers(&store, ctx)?;
+    let log_syncs = counts.log() - before;
+    let n = (ctx.sizes.w2_threads * ctx.sizes.w2_per_thread) as u64;
+    verify_count(&store, n, "after the counted w2")?;
+    store.close()?;
+    std::fs::remove_dir_all(dir)?;
+    if log_syncs == 0 {
+        return Err(format!("{}: {n} durable commits counted no log fdatasync", E::NAME).into());
+    }
+    Ok(vec![("w2_commits_per_sync", n as f64 / log_syncs as f64)])
+}
+
+/// w3: bulk load, one durable commit per `w3_batch` records. Returns the store still open.
+fn w3<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<(Figures, E)> {
+    sys::fresh_dir(dir)?;
+    let store = E::open(dir)?;
+    let total = ctx.sizes.w3_records();
+    let mut in_commits = Duration::ZERO;
+    let mut seq = 0u64;
+    while seq < total {
+        let k = (ctx.sizes.w3_batch as u64).min(total - seq) as usize;
+        let buf = ctx.pool.batch(0, seq, k);
+        let records: Vec<&[u8]> = buf.chunks_exact(RECORD_BYTES).collect();
+        let t = Instant::now();
+        store.commit_batch(0, seq, &records)?;
+        in_commits += t.elapsed();
+        seq += k as u64;
+    }
+    let bytes = total as f64 * RECORD_BYTES as f64;
+    Ok((vec![("w3_mb_per_s", bytes / in_commits.as_secs_f64() / 1e6)], store))
+}
+
+/// Close (timed), size on disk, reopen warm (timed), close, drop the page cache, reopen cold
+/// (timed); the record count is verified after each open. Returns the cold-opened store and where
+/// its bytes on disk were after the close.
+fn reopen<E: Engine>(store: E, dir: &Path, ctx: &Ctx) -> Res<(Figures, E, String)> {
+    let total = ctx.sizes.w3_records();
+    let t = Instant::now();
+    store.close()?;
+    let close = t.elapsed();
+    let size_mib = sys::allocated_bytes(dir)? as f64 / MIB as f64;
+    let breakdown = sys::size_breakdown(dir)?;
+
+    let t = Instant::now();
+    let store = E::open(dir)?;
+    let warm = t.elapsed();
+    verify_count(&store, total, "after the warm reopen")?;
+    store.close()?;
+
+    sys::evict_page_cache(dir)?;
+    let resident = sys::resident_fraction(dir)?;
+    let t = Instant::now();
+    let store = E::open(dir)?;
+    let cold = t.elapsed();
+    verify_count(&store, total, "after the cold reopen")?;
+    let metrics = vec![
+        ("close_ms", ms(close)),
+        ("size_mib", size_mib),
+        ("warm_ms", ms(warm)),
+        ("cold_ms", ms(cold)),
+        ("cold_resident_pct", resident * 100.0),
+    ];
+    Ok((metrics, store, breakdown))
+}
+
+/// Point reads over the w3 store: every record read once in key order (checked byte for byte:
+/// this warms the cache), then uniform random reads timed in two passes: one read transaction per
+/// 1,000 reads, and one per read. Closes the store.
+fn reads<E: Engine>(store: E, ctx: &Ctx) -> Res<Figures> {
+    if !E::HAS_GET {
+        return store.close().map(|()| Vec::new());
+    }
+    let total = ctx.sizes.w3_records();
+    let mut expected = vec![0u8; RECORD_BYTES];
+    let all: Vec<u64> = (0..total).collect();
+    store.get_many(0, &all, &mut |seq, value| {
+        ctx.pool.fill(&mut expected, 0, seq);
+        if value == expected {
+            Ok(())
+        } else {
+            Err(format!("{}: record 0:{seq} differs", E::NAME).into())
+        }
+    })?;
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let seqs: Vec<u64> = (0..ctx.sizes.reads)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % total
+        })
+        .collect();
+    let check = |seq: u64, value: &[u8]| -> Res<()> {
+        let ok = value.len() == RECORD_BYTES && value[0..8] == seq.to_le_bytes() && value[8..12] == [0; 4];
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{}: read of 0:{seq} returned another record", E::NAME).into())
+        }
+    };
+    let (mut done, start) = (0usize, Instant::now());
+    for chunk in seqs.chunks(READS_PER_TXN) {
+        store.get_many(0, chunk, &mut |seq, value| check(seq, value))?;
+        done += chunk.len();
+        if start.elapsed() > READ_PASS_BUDGET {
+            break;
+        }
+    }
+    let per_batch_ns = start.elapsed().as_nanos() as f64 / done as f64;
+    let (mut out, mut done, start) = (Vec::with_capacity(RECORD_BYTES), 0usize, Instant::now());
+    for chunk in seqs.chunks(READS_PER_TXN) {
+        for &seq in chunk {
+            if !store.get(0, seq, &mut out)? {
+                return Err(format!("{}: record 0:{seq} missing", E::NAME).into());
+            }
+            check(seq, &out)?;
+        }
+        done += chunk.len();
+        if start.elapsed() > READ_PASS_BUDGET {
+            break;
+        }
+    }
+    let per_read_ns = start.elapsed().as_nanos() as f64 / done as f64;
+    store.close()?;
+    Ok(vec![("read_batch_ns", per_batch_ns), ("read_single_ns", per_read_ns)])
+}
+
+/// Crash: a child process (this binary, re-executed with [`CRASH_CHILD_VAR`]) opens the w3 store,
+/// commits `crash_records` more records durably and exits without closing; the parent drops the
+/// page cache, times the open and verifies the count.
+fn crash<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<Figures> {
+    let total = ctx.sizes.w3_records();
+    let n = ctx.sizes.crash_records;
+    let spec = format!("{},{total},{n},{}", E::NAME, dir.display());
+    let status = Command::new(std::env::current_exe()?)
+        .env(CRASH_CHILD_VAR, spec)
+        .status()?;
+    if !status.success() {
+        return Err(format!("{}: the crash child failed: {status}", E::NAME).into());
+    }
+    sys::evict_page_cache(dir)?;
+    let t = Instant::now();
+    let store = E::open(dir)?;
+    let open = t.elapsed();
+    verify_count(&store, total + n as u64, "after the crash")?;
+    store.close()?;
+    Ok(vec![("crash_ms", ms(open))])
+}
+
+/// The crash child's work: opens the store, commits `records` records from `first_seq` in one
+/// durable transaction, and exits at once: no close, no destructors.
+pub fn crash_child<E: Engine>(dir: &Path, first_seq: u64, records: usize) -> Res<()> {
+    let store = E::open(dir)?;
+    let pool = Pool::new();
+    let buf = pool.batch(0, first_seq, records);
+    let batch: Vec<&[u8]> = buf.chunks_exact(RECORD_BYTES).collect();
+    store.commit_batch(0, first_seq, &batch)?;
+    std::process::exit(0)
+}
