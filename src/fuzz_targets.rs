@@ -1090,7 +1090,11 @@ pub fn decode_wal_scan(data: &[u8]) -> WalScanInput {
         files.insert(dir.join("spare-9"), log[..segment_bytes].to_vec());
     }
     match epoch {
-        0 => {}
+        // A store's log always has its epoch file (a missing one is refused as damage, tested
+        // by the store's own tests): 0 gives a file of epoch 0, so such inputs still open.
+        0 => {
+            files.insert(dir.join("EPOCH"), epoch_file(0));
+        }
         0xff => {
             files.insert(dir.join("EPOCH"), vec![0xa5; 16]);
         }
@@ -1141,7 +1145,7 @@ fn wal_config(geometry: Geometry) -> WalConfig {
 /// first segment number (bits 4–5), last file cut short (bit 6), a leftover spare file (bit 7);
 /// byte 1 = checksums to recompute (bit 0 segment headers, bit 1 page headers, bit 2 records,
 /// bit 3 also set record LSNs to their addresses), bit 4 reopen from a record found (which one:
-/// bits 5–7); byte 2 = the `EPOCH` file (0 none, 255 garbage, else a valid file of that epoch).
+/// bits 5–7); byte 2 = the `EPOCH` file (255 garbage, else a valid file of that epoch).
 /// Then each segment but the last as `u16` length + bytes, the last as the rest; each segment's
 /// bytes fill its header (first 128 bytes), then its pages from page 1 on (page 0 holds nothing
 /// else), zero-padded.

@@ -1267,7 +1267,16 @@ fn a_missing_input_file_exits_6() {
 fn retention_given_to_create_or_prune_is_stored_for_every_later_open() {
     let s = Scratch::new();
     s.ok(&[
-        "create", "s", "--dim", "4", "--page-size", "4096", "--segment-size", "262144", "--retention", "keep-all",
+        "create",
+        "s",
+        "--dim",
+        "4",
+        "--page-size",
+        "4096",
+        "--segment-size",
+        "262144",
+        "--retention",
+        "keep-all",
     ]);
     let settings = || std::fs::read_to_string(s.path("s/SETTINGS")).unwrap_or_default();
     assert!(settings().contains("retention=keep-all"), "{}", settings());
@@ -1284,7 +1293,10 @@ fn create_refuses_a_segment_larger_than_the_free_space_and_leaves_nothing() {
     let s = Scratch::new();
     let run = s.run(&["create", "s", "--dim", "4", "--segment-size", "1024GiB"]);
     assert_eq!(run.code, 3, "a segment larger than the disk is refused: {run:?}");
-    assert!(run.stderr.contains("disk full") && run.stderr.contains("are free"), "{run:?}");
+    assert!(
+        run.stderr.contains("disk full") && run.stderr.contains("are free"),
+        "{run:?}"
+    );
     assert!(
         !s.path("s/wal").exists() && !s.path("s/CONTROL").exists(),
         "nothing of a store is left behind"

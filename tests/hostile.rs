@@ -479,3 +479,71 @@ fn an_archived_segment_a_restore_needs_is_missed_by_verify_and_refused_by_restor
         );
     }
 }
+
+/// Every file of a store (relative paths), the lock file aside.
+fn store_files(dir: &Path) -> Vec<PathBuf> {
+    snapshot(dir).into_keys().collect()
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "real files")]
+fn wherever_an_open_refuses_a_damaged_store_verify_fails_too() {
+    let seed = common::seed_from_env("VELLUM_DAMAGE_SEED", 0x5EED_0015);
+    let cases: u64 = std::env::var("VELLUM_DAMAGE_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(40);
+    let mut rng = common::Rng::new(seed);
+    let scratch = tempfile::tempdir().unwrap();
+    let original = scratch.path().join("original");
+    build_store(&original, 0.0);
+    let files = store_files(&original);
+    let mut refused = 0;
+    for case in 0..cases {
+        let dir = scratch.path().join(format!("case-{case}"));
+        copy_tree(&original, &dir);
+        let file = &files[rng.below(files.len() as u64) as usize];
+        let path = dir.join(file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let what = match rng.below(4) {
+            0 if !bytes.is_empty() => {
+                for _ in 0..1 + rng.below(8) {
+                    let at = rng.below(bytes.len() as u64) as usize;
+                    bytes[at] ^= 1 << rng.below(8);
+                }
+                "flipped bits"
+            }
+            1 => {
+                bytes.truncate(rng.below(bytes.len() as u64 + 1) as usize);
+                "truncated"
+            }
+            2 if bytes.len() >= 4096 => {
+                let block = rng.below(bytes.len() as u64 / 4096) as usize * 4096;
+                bytes[block..block + 4096].fill(0);
+                "a 4 KiB block zeroed"
+            }
+            _ => {
+                std::fs::remove_file(&path).unwrap();
+                bytes.clear();
+                "deleted"
+            }
+        };
+        if what != "deleted" {
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let case = format!("seed {seed} case {case}: {what} {}", file.display());
+        let verify = vellum(&["verify", dir.to_str().unwrap()]);
+        let open = Store::open(&dir, options());
+        if let Err(error) = &open {
+            refused += 1;
+            assert!(
+                !verify.status.success(),
+                "{case}: open refuses ({error}) but verify passes:\n{}",
+                String::from_utf8_lossy(&verify.stdout)
+            );
+        }
+        drop(open);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    println!("{cases} random damages, {refused} refused by open (and failed by verify)");
+}

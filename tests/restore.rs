@@ -474,10 +474,18 @@ fn a_stored_retention_outlives_its_open_and_set_retention_replaces_it() {
     assert_eq!(bases(), 1, "set_retention applies the new policy at once");
     store.close().unwrap();
     let store = Store::open(&path, options(Retention::Stored)).unwrap();
-    assert_eq!(store.retention(), Retention::KeepLast(1), "and stores it for later opens");
+    assert_eq!(
+        store.retention(),
+        Retention::KeepLast(1),
+        "and stores it for later opens"
+    );
     let explicit = Store::open(&path, options(Retention::KeepAll));
     assert!(explicit.is_err(), "the store is open (one writer)");
     drop(store);
     let explicit = Store::open(&path, options(Retention::KeepAll)).unwrap();
-    assert_eq!(explicit.retention(), Retention::KeepAll, "an explicit policy applies to its open");
+    assert_eq!(
+        explicit.retention(),
+        Retention::KeepAll,
+        "an explicit policy applies to its open"
+    );
 }
