@@ -683,7 +683,7 @@ impl CheckpointRound {
         let checkpoint = start.elapsed();
         let arena_bytes = allocated_bytes(&path.join("arena")) - before;
         drop(store);
-        let slots = vellum::page::vector_slots_per_page(PAGE_BYTES, WIDE_DIMENSION) as u64;
+        let slots = vellum::format::page::vector_slots_per_page(PAGE_BYTES, WIDE_DIMENSION) as u64;
         CheckpointRound {
             checkpoint,
             arena_bytes,

@@ -22,14 +22,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use zerocopy::{FromBytes, IntoBytes};
 
-use crate::page::{self, PageId, Space};
-use crate::record::{self, Kind, Payload};
-use crate::storage::{SimStorage, Storage};
-use crate::store::control::{CONTROL_FILE_BYTES, CONTROL_SLOT_BYTES, Control, ControlFile};
-use crate::wal::format::{
-    self, Geometry, LogIdentity, PAGE_HEADER_BYTES, RECORD_HEADER_BYTES, RECORD_MAX_BYTES, RecordHeader,
+use crate::format::control::{CONTROL_FILE_BYTES, CONTROL_SLOT_BYTES, Control};
+use crate::format::page::{self, PageId, Space};
+use crate::format::record::{self, Kind, Payload};
+use crate::format::wal::{
+    Geometry, LogIdentity, PAGE_HEADER_BYTES, RECORD_HEADER_BYTES, RECORD_MAX_BYTES, RecordHeader,
     SEGMENT_HEADER_BYTES, SegmentHeader, align_up, record_crc,
 };
+use crate::storage::{SimStorage, Storage};
+use crate::store::control_file::ControlFile;
 use crate::wal::segment::{SegmentDir, segment_file_name};
 use crate::wal::view::{Decoded, LogView, Step};
 use crate::wal::{RecordSpec, Wal, WalConfig};
@@ -65,7 +66,7 @@ const MODES: [RecoveryMode; 3] = [
 ///   frames a payload (`total_len - 56` bytes after it) that decodes as above.
 pub fn record_decode(data: &[u8]) {
     if let Some((&kind, payload)) = data.split_first() {
-        for page_size in [PAGE, format::PAGE_SIZE_MAX_BYTES] {
+        for page_size in [PAGE, crate::format::wal::PAGE_SIZE_MAX_BYTES] {
             decode_payload_checked(kind, payload, Lsn(PAGE as u64 + PAGE_HEADER_BYTES as u64), page_size);
         }
     }
@@ -213,14 +214,14 @@ fn repair_log(log: &mut [u8], first_segment: u64, geometry: &Geometry, repair: R
         if at.is_multiple_of(segment) {
             let header = &mut log[at..at + SEGMENT_HEADER_BYTES];
             if repair.segment_headers && !all_zero(header) {
-                let crc = crc32c::crc32c(&header[..format::SEGMENT_HEADER_CRC_OFFSET]);
-                header[format::SEGMENT_HEADER_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+                let crc = crc32c::crc32c(&header[..crate::format::wal::SEGMENT_HEADER_CRC_OFFSET]);
+                header[crate::format::wal::SEGMENT_HEADER_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
             }
         } else {
             let header = &mut log[at..at + PAGE_HEADER_BYTES];
             if repair.page_headers && !all_zero(header) {
-                let crc = crc32c::crc32c(&header[..format::PAGE_HEADER_CRC_OFFSET]);
-                header[format::PAGE_HEADER_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+                let crc = crc32c::crc32c(&header[..crate::format::wal::PAGE_HEADER_CRC_OFFSET]);
+                header[crate::format::wal::PAGE_HEADER_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
             }
         }
     }
@@ -401,7 +402,8 @@ fn snapshot(sim: &SimStorage, root: &Path) -> (Vec<PathBuf>, BTreeMap<PathBuf, V
 pub fn wal_page(data: &[u8]) {
     let mut page = data[..data.len().min(PAGE_BYTES)].to_vec();
     page.resize(PAGE_BYTES, 0);
-    let header = format::PageHeader::read_from_bytes(&page[..PAGE_HEADER_BYTES]).expect("32 bytes make a header");
+    let header =
+        crate::format::wal::PageHeader::read_from_bytes(&page[..PAGE_HEADER_BYTES]).expect("32 bytes make a header");
     let address = PAGE as u64;
     for (lsn, timeline, floor) in [
         (header.page_lsn.get(), header.timeline.get(), 0),
@@ -410,16 +412,16 @@ pub fn wal_page(data: &[u8]) {
         (address, FUZZ_TIMELINE, u32::MAX),
     ] {
         if header.check(lsn, timeline, floor).is_ok() {
-            assert_eq!(header.magic.get(), format::PAGE_MAGIC);
-            assert_eq!(header.version_major.get(), format::FORMAT_VERSION_MAJOR);
-            let continuation = header.flags.get() & format::PAGE_FLAG_CONTINUATION != 0;
+            assert_eq!(header.magic.get(), crate::format::wal::PAGE_MAGIC);
+            assert_eq!(header.version_major.get(), crate::format::wal::FORMAT_VERSION_MAJOR);
+            let continuation = header.flags.get() & crate::format::wal::PAGE_FLAG_CONTINUATION != 0;
             assert_eq!(
                 continuation,
                 header.rem_len.get() > 0,
                 "check accepted inconsistent flags"
             );
             assert_eq!(
-                header.flags.get() & !format::PAGE_FLAGS_KNOWN,
+                header.flags.get() & !crate::format::wal::PAGE_FLAGS_KNOWN,
                 0,
                 "check accepted unknown flags"
             );
@@ -439,7 +441,7 @@ pub fn wal_page(data: &[u8]) {
 }
 
 fn wal_page_geometry() -> Geometry {
-    Geometry::new(PAGE, PAGE as u64 * (1 + format::SEGMENT_DATA_PAGES_MIN)).expect("valid geometry")
+    Geometry::new(PAGE, PAGE as u64 * (1 + crate::format::wal::SEGMENT_DATA_PAGES_MIN)).expect("valid geometry")
 }
 
 fn walk_one_page_log(page: &[u8]) {
@@ -480,7 +482,7 @@ fn walk_one_page_log(page: &[u8]) {
 /// **control_file**: the input (zero-padded or cut to 1024 bytes) is a `CONTROL` file.
 ///
 /// Invariants:
-/// - `ControlFile::newest` returns the valid slot with the highest sequence number if its
+/// - `Control::newest` returns the valid slot with the highest sequence number if its
 ///   geometry is one FORMAT.md §5 allows; else `Err(Incompatible)` if a slot is intact but of
 ///   another major version, or `Err(Corrupted)` if neither slot is valid or the chosen one's
 ///   geometry is impossible: never panics, never another error;
@@ -494,16 +496,16 @@ pub fn control_file(data: &[u8]) {
     check_newest(&bytes);
     let mut repaired = bytes.clone();
     for slot in repaired.chunks_exact_mut(CONTROL_SLOT_BYTES) {
-        let crc = crc32c::crc32c(&slot[..crate::store::control::CONTROL_CRC_OFFSET]);
-        slot[crate::store::control::CONTROL_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+        let crc = crc32c::crc32c(&slot[..crate::format::control::CONTROL_CRC_OFFSET]);
+        slot[crate::format::control::CONTROL_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
     }
     if repaired != bytes {
         check_newest(&repaired);
     }
     let dir = Path::new("/db");
-    let files = BTreeMap::from([(dir.join(crate::store::control::CONTROL_FILE_NAME), data.to_vec())]);
+    let files = BTreeMap::from([(dir.join(crate::format::control::CONTROL_FILE_NAME), data.to_vec())]);
     let sim = materialize(&[dir.to_path_buf()], &files);
-    let expected = ControlFile::newest(Path::new("CONTROL"), &bytes);
+    let expected = Control::newest(Path::new("CONTROL"), &bytes);
     match ControlFile::open(&sim, dir) {
         Ok((_, control)) => {
             assert!(data.len() >= CONTROL_FILE_BYTES as usize, "a short control file opened");
@@ -524,7 +526,7 @@ fn check_newest(bytes: &[u8]) {
         Control::from_slot(&bytes[..CONTROL_SLOT_BYTES]),
         Control::from_slot(&bytes[CONTROL_SLOT_BYTES..]),
     ];
-    match ControlFile::newest(Path::new("CONTROL"), bytes) {
+    match Control::newest(Path::new("CONTROL"), bytes) {
         Ok(control) => {
             assert!(
                 Geometry::new(control.page_size_bytes, control.segment_size_bytes).is_ok(),
@@ -562,7 +564,7 @@ fn check_newest(bytes: &[u8]) {
                 "newest failed although the newest valid slot has a possible geometry"
             );
         }
-        Err(other) => panic!("ControlFile::newest returned {other:?}"),
+        Err(other) => panic!("Control::newest returned {other:?}"),
     }
 }
 
@@ -735,7 +737,7 @@ fn arena_page_variant(image: &[u8]) {
                 "check_page accepted a bad checksum"
             );
             assert_eq!(header.page_id.get(), id.0, "check_page accepted another page's id");
-            assert_eq!(header.version_major.get(), format::FORMAT_VERSION_MAJOR);
+            assert_eq!(header.version_major.get(), crate::format::wal::FORMAT_VERSION_MAJOR);
         }
     }
     let decoded = page::decode_catalog_page(image);
@@ -1620,10 +1622,10 @@ fn reseal(path: &Path, bytes: &mut [u8], page: u16, geometry: &Geometry) {
             start..start + PAGE_BYTES
         })
     };
-    if name == crate::store::control::CONTROL_FILE_NAME {
+    if name == crate::format::control::CONTROL_FILE_NAME {
         for slot in bytes.chunks_exact_mut(CONTROL_SLOT_BYTES).take(2) {
-            let crc = crc32c::crc32c(&slot[..crate::store::control::CONTROL_CRC_OFFSET]);
-            slot[crate::store::control::CONTROL_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+            let crc = crc32c::crc32c(&slot[..crate::format::control::CONTROL_CRC_OFFSET]);
+            slot[crate::format::control::CONTROL_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
         }
     } else if name == "EPOCH" {
         if bytes.len() >= 12 {
@@ -1633,8 +1635,8 @@ fn reseal(path: &Path, bytes: &mut [u8], page: u16, geometry: &Geometry) {
     } else if let Some(segment_no) = crate::wal::segment::parse_segment_file_name(name) {
         let whole = bytes.len() / PAGE_BYTES * PAGE_BYTES;
         repair_log(&mut bytes[..whole], segment_no, geometry, Repair::ALL);
-    } else if name == crate::doublewrite::DOUBLEWRITE_FILE_NAME && usize::from(page) % 64 == 0 {
-        if bytes.len() >= crate::doublewrite::DOUBLEWRITE_HEADER_BYTES {
+    } else if name == crate::format::doublewrite::DOUBLEWRITE_FILE_NAME && usize::from(page) % 64 == 0 {
+        if bytes.len() >= crate::format::doublewrite::DOUBLEWRITE_HEADER_BYTES {
             let crc = crc32c::crc32c(&bytes[..60]);
             bytes[60..64].copy_from_slice(&crc.to_le_bytes());
         }

@@ -11,42 +11,42 @@
 #[cfg(target_endian = "big")]
 compile_error!("Vellum reads f32 vectors in place from little-endian pages; big-endian targets are not supported");
 
-pub mod archive;
-mod archiver;
-pub mod arena;
-mod checkpoint;
-pub mod doublewrite;
-pub mod error;
+/// Declares modules private to the crate, made public (and hidden from the documentation)
+/// with the `testing` feature, for the project's own tests, benchmarks and fuzz targets. They
+/// are no part of the API: nothing in them is stable.
+macro_rules! internal_modules {
+    ($($(#[$meta:meta])* $name:ident),* $(,)?) => {
+        $(
+            $(#[$meta])*
+            #[cfg(feature = "testing")]
+            #[doc(hidden)]
+            pub mod $name;
+            $(#[$meta])*
+            #[cfg(not(feature = "testing"))]
+            #[allow(dead_code)]
+            mod $name;
+        )*
+    };
+}
+
+internal_modules!(arena, archive, search, store, wal);
+
+mod error;
+pub mod format;
 /// The bodies of the fuzz targets in `fuzz/` as plain functions (replayed by `tests/fuzz_corpus.rs`).
+#[cfg(feature = "testing")]
+#[doc(hidden)]
 pub mod fuzz_targets;
+pub mod inspect;
 mod lsn;
-pub mod page;
-pub mod record;
-pub mod recovery;
-pub mod restore;
-pub mod search;
+mod modes;
+mod restore;
 pub mod storage;
-pub mod store;
-pub mod wal;
 
 pub use error::{Error, Result};
 pub use lsn::Lsn;
-pub use recovery::RecoveryReport;
-pub use restore::{RestoreReport, RestoreTarget, restore};
+pub use modes::{RecoveryMode, SyncMode};
+pub use restore::{RestoreReport, RestoreTarget, restore, restore_with};
 pub use search::Metric;
-pub use store::{Options, Retention, Store, Transaction, VectorRef};
-pub use wal::SyncMode;
-
-/// What recovery does with damage it finds (see `format-spec/FORMAT.md`, "End of the log").
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum RecoveryMode {
-    /// Any damage is an error, and so is an ambiguous tail: a torn tail is accepted only when no
-    /// valid record follows the damage.
-    Strict,
-    /// A torn tail (damage not proven to lie before the last durable byte) is accepted and
-    /// erased; damage proven to lie inside the durable log is an error.
-    #[default]
-    TolerateTornTail,
-    /// Damage inside the log is skipped (resynchronising at the next valid page) and reported.
-    SkipCorrupted,
-}
+pub use store::recovery::RecoveryReport;
+pub use store::{LogInfo, Options, Retention, Store, Transaction, VectorRef};

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::archive::{self, ArchiveHeader};
 use crate::arena::arena_file_name;
 use crate::error::{IoContext, Result};
-use crate::page::Space;
-use crate::record::Kind;
+use crate::format::control::Control;
+use crate::format::page::Space;
+use crate::format::record::Kind;
+use crate::format::wal::{Geometry, LogIdentity};
 use crate::storage::{RealStorage, ScratchUnder, Storage, StorageFile};
-use crate::store::control::{self, Control, ControlFile};
-use crate::wal::format::{Geometry, LogIdentity};
+use crate::store::control_file::ControlFile;
 use crate::wal::segment::segment_file_name;
 use crate::wal::{ScanReport, Wal, WalConfig};
 use crate::{Error, Lsn, Options, RecoveryMode, Store, SyncMode};
@@ -66,6 +67,22 @@ impl RestoreReport {
 /// (which must not exist). `src` is never modified; a restore that fails leaves no `dest`.
 pub fn restore(src: impl AsRef<Path>, dest: impl AsRef<Path>, target: RestoreTarget) -> Result<RestoreReport> {
     restore_with(Arc::new(RealStorage::new()), src.as_ref(), dest.as_ref(), target)
+}
+
+impl Store {
+    /// Makes an online backup at `dest` (which must not exist, nor lie inside this store): a
+    /// checkpoint with a base image, then a restore of everything committed into a new,
+    /// openable store. Writers go on meanwhile; checkpoints wait until the copy is done, so no
+    /// log segment it needs is recycled under it.
+    pub fn backup(&self, dest: impl AsRef<Path>) -> Result<RestoreReport> {
+        let _held = self.hold_for_copy()?;
+        restore_with(
+            self.storage().clone(),
+            self.path(),
+            dest.as_ref(),
+            RestoreTarget::Latest,
+        )
+    }
 }
 
 /// [`restore`] through a given storage (crash simulation).
@@ -497,7 +514,7 @@ fn start_timeline(
             .remove_file(&wal_dir.join(&name))
             .context(|| format!("removing {name}"))?;
     }
-    for name in ["DOUBLEWRITE", control::CONTROL_FILE_NAME] {
+    for name in ["DOUBLEWRITE", crate::format::control::CONTROL_FILE_NAME] {
         let path = staging.join(name);
         if storage.exists(&path) {
             storage

@@ -11,11 +11,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use vellum::format::control::Control;
+use vellum::format::page::{PageId, Space};
+use vellum::format::record::{self, Checkpoint, DirtyPage, Edit, Kind, TxnEntry};
 use vellum::fuzz_targets::{self, FUZZ_STORE_ID, FUZZ_TIMELINE, Mutation, Op, OpsInput, Write};
-use vellum::page::{PageId, Space};
-use vellum::record::{self, Checkpoint, DirtyPage, Edit, Kind, TxnEntry};
 use vellum::storage::{SimStorage, Storage};
-use vellum::store::control::Control;
 use vellum::wal::{Geometry, LogIdentity, RecordSpec, Wal, WalConfig};
 use vellum::{Lsn, Options, RecoveryMode, Store, SyncMode};
 use zerocopy::IntoBytes;

@@ -19,15 +19,15 @@ use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use vellum::archive::{self, ArchiveHeader, BlockHeader, KIND_BASE_IMAGE, KIND_WAL_SEGMENT, LaneHeader};
-use vellum::page::{self, CatalogSlot, EntryHeader, PageId, PageKind, Space};
-use vellum::record::{self, Checkpoint, DirtyPage, Edit, Op, Payload, TxnEntry};
-use vellum::storage::{SimStorage, Storage};
-use vellum::store::control::{ArenaExtent, CONTROL_SLOT_BYTES, Control, ControlFile};
-use vellum::store::meta;
-use vellum::wal::format::{
+use vellum::format::control::{ArenaExtent, CONTROL_SLOT_BYTES, Control};
+use vellum::format::meta;
+use vellum::format::page::{self, CatalogSlot, EntryHeader, PageId, PageKind, Space};
+use vellum::format::record::{self, Checkpoint, DirtyPage, Edit, Op, Payload, TxnEntry};
+use vellum::format::wal::{
     HeaderFault, PageHeader as WalPageHeader, RECORD_HEADER_BYTES, RecordHeader, SEGMENT_HEADER_BYTES, SegmentHeader,
     record_crc,
 };
+use vellum::storage::{SimStorage, Storage};
 use vellum::wal::segment::segment_file_name;
 use vellum::wal::{Geometry, LogIdentity, RecordSpec, Wal, WalConfig};
 use vellum::{Error, Lsn, RecoveryMode, SyncMode};
@@ -415,7 +415,7 @@ fn decode_control_file(bytes: &[u8]) -> Value {
     if bytes.len() < 2 * CONTROL_SLOT_BYTES {
         return error_value("damaged", "control file shorter than 1024 bytes");
     }
-    match ControlFile::newest(Path::new("CONTROL"), bytes) {
+    match Control::newest(Path::new("CONTROL"), bytes) {
         Ok(control) => decoded(control_json(&control)),
         Err(error) => engine_error(&error),
     }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use vellum::storage::RealStorage;
-use vellum::store::control::ControlFile;
+use vellum::store::control_file::ControlFile;
 use vellum::wal::{Geometry, LogIdentity, Wal, WalConfig};
 use vellum::{Options, RecoveryMode, Store, SyncMode};
 

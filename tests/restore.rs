@@ -360,7 +360,7 @@ fn the_archive_survives_a_crash_mid_archiving() {
             "seed {seed}: every acknowledged commit survives"
         );
         store.close().unwrap();
-        let report = vellum::restore::restore_with(
+        let report = vellum::restore_with(
             Arc::new(disk.clone()),
             Path::new("/db"),
             Path::new("/restored"),

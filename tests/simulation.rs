@@ -607,8 +607,8 @@ fn injected_io_errors_never_lose_an_acknowledged_commit() {
 fn a_logged_edit_of_a_page_far_beyond_the_arena_is_corruption_not_growth() {
     // Found by the recovery fuzz target: a (re-checksummed) log record naming vector page
     // 2^40 made recovery grow the arena file by file towards it until memory ran out.
-    use vellum::page::{PageId, Space};
-    use vellum::wal::format::{RECORD_HEADER_BYTES, record_crc};
+    use vellum::format::page::{PageId, Space};
+    use vellum::format::wal::{RECORD_HEADER_BYTES, record_crc};
     use vellum::wal::segment::segment_file_name;
     use vellum::wal::{Geometry, LogIdentity, RecordHeader, Wal, WalConfig};
     use zerocopy::{FromBytes, IntoBytes};
@@ -619,7 +619,7 @@ fn a_logged_edit_of_a_page_far_beyond_the_arena_is_corruption_not_growth() {
     sim.crash_now();
     drop(store);
     let disk = sim.reboot();
-    let (_, control) = vellum::store::control::ControlFile::open(&disk, Path::new("/db")).unwrap();
+    let (_, control) = vellum::store::control_file::ControlFile::open(&disk, Path::new("/db")).unwrap();
     let geometry = Geometry::new(control.page_size_bytes, control.segment_size_bytes).unwrap();
     let identity = LogIdentity {
         store_id: control.store_id,

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use vellum::record;
+use vellum::format::record;
 use vellum::storage::RealStorage;
-use vellum::store::control::ControlFile;
+use vellum::store::control_file::ControlFile;
 use vellum::wal::{Geometry, LogIdentity, RecordSpec, Wal, WalConfig};
 use vellum::{Error, Lsn, Options, RecoveryMode, Store, SyncMode};
 

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -295,20 +295,6 @@ pub fn lock(dir: &Path) -> Lock {
     }
 }
 
-/// Tries to take a shared lock on the store (as `Store::open_read_only` does): `Busy` while a
-/// writer has it. Changes nothing.
-pub fn lock_shared(dir: &Path) -> Lock {
-    let path = dir.join("LOCK");
-    if !path.is_file() {
-        return Lock::NoLockFile;
-    }
-    match RealStorage::new().lock_shared(&path) {
-        Ok(guard) => Lock::Held(guard),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Lock::Busy,
-        Err(_) => Lock::NoLockFile,
-    }
-}
-
 /// Opens the store in `dir` (running recovery, as every open does) with `sync`.
 pub fn open_store(dir: &Path, sync: SyncMode) -> Result<Store, Failure> {
     check_not_busy(dir)?;
@@ -334,25 +320,7 @@ pub fn open_store_read_only(dir: &Path) -> Result<Store, Failure> {
     })
 }
 
-/// Total size and count of the regular files under `dir` (recursively); zeros if absent.
-pub fn dir_usage(dir: &Path) -> (u64, u64) {
-    let mut files = 0;
-    let mut bytes = 0;
-    let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else if meta.is_file() {
-                files += 1;
-                bytes += meta.len();
-            }
-        }
-    }
-    (files, bytes)
-}
+pub use vellum::inspect::dir_usage;
 
 /// A duration in milliseconds with three decimals, for people.
 pub fn ms(duration: Duration) -> String {

@@ -209,7 +209,7 @@ fn import_batches(
             // The commit returned after its record was durable.
             acks.release(Lsn(u64::MAX))?;
         } else {
-            acks.release(store.wal().durable_lsn())?;
+            acks.release(store.durable_lsn())?;
         }
         bar.set_position(source.bytes_read());
         if stop_signal().is_some() {

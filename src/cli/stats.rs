@@ -9,8 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use vellum::storage::RealStorage;
-use vellum::store::control::{Control, ControlFile};
+use vellum::format::control::Control;
 
 use super::common::{Failure, dir_usage, human_bytes, open_store_read_only, print_json, recovery_json, rfc3339_us};
 
@@ -89,16 +88,12 @@ fn checkpoint_json(control: &Control) -> Value {
 
 pub fn run(args: Args) -> Result<(), Failure> {
     let dir = &args.dir;
-    let (_, before) = ControlFile::open(&RealStorage::new(), dir)
+    let before = vellum::inspect::read_control(dir)
         .map_err(|e| Failure::from_error(format!("cannot read the control file of {}", dir.display()), e))?;
     let store = open_store_read_only(dir)?;
-    let wal = store.wal();
-    let segments = wal.segment_numbers();
-    let segment_bytes: u64 = segments
-        .iter()
-        .filter_map(|&n| std::fs::metadata(wal.segment_path(n)).ok())
-        .map(|m| m.len())
-        .sum();
+    let log = store.log_info();
+    let segments = &log.segments;
+    let segment_bytes = log.segment_bytes;
     let spares = files_matching(&dir.join("wal"), |n| n.starts_with("spare-"));
     let catalog = files_matching(&dir.join("arena"), |n| {
         n.starts_with("catalog-") && n.ends_with(".pages")
@@ -110,8 +105,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let archive_dir = dir.join("archive");
     let (archive_files, archive_bytes) = dir_usage(&archive_dir);
     // Entries that are no archive files: reported, never read (they do not stop an open).
-    let unknown: Vec<String> = vellum::archive::list(&RealStorage::new(), dir, false)
-        .map(|listing| listing.unknown.iter().map(|p| p.display().to_string()).collect())
+    let unknown: Vec<String> = vellum::inspect::archive_entries(dir)
+        .map(|entries| entries.unknown.iter().map(|p| p.display().to_string()).collect())
         .unwrap_or_default();
     let page = u64::from(before.page_size_bytes);
     let report = store.recovery_report();
@@ -131,9 +126,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
             "bytes": segment_bytes,
             "spares": spares.count,
             "spare_bytes": spares.bytes,
-            "first_lsn": wal.first_lsn().get(),
-            "end_lsn": wal.end_lsn().get(),
-            "durable_lsn": wal.durable_lsn().get(),
+            "first_lsn": log.first_lsn.get(),
+            "end_lsn": log.end_lsn.get(),
+            "durable_lsn": log.durable_lsn.get(),
         },
         "checkpoint": checkpoint_json(&before),
         "arena": {

@@ -1,30 +1,12 @@
-//! `vellum verify <DIR>`: checks every checksum of the store without changing anything.
-//!
-//! It reads the files (nothing is written, and it works on read-only media): both copies of the
-//! control file, every log record from the oldest segment (scanned as `RecoveryMode::Strict`),
-//! every arena page as it is in its file, the doublewrite area and every archive file in full.
-//! Then it opens the store read-only (recovery replayed in memory) and fails if that open is
-//! refused: whatever an open refuses, verify reports.
-//! While it runs it holds a shared lock on the store if it can, so no writer opens the store
-//! meanwhile; if a writer has it open, that is a warning (pages may change under it).
+//! `vellum verify <DIR>`: checks every checksum of the store without changing anything
+//! (`vellum::inspect::verify_store`), and prints what it found.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use serde_json::{Value, json};
-use vellum::arena::{Arena, ArenaOpen, arena_file_name};
-use vellum::doublewrite::{
-    DOUBLEWRITE_FILE_NAME, DOUBLEWRITE_HEADER_BYTES, DOUBLEWRITE_MAGIC, Doublewrite, DoublewriteOpen,
-};
-use vellum::page::{PageId, Space};
-use vellum::record::{self, Kind};
-use vellum::storage::{RealStorage, Storage};
-use vellum::store::control::{CONTROL_FILE_BYTES, CONTROL_FILE_NAME, CONTROL_SLOT_BYTES, Control};
-use vellum::wal::{Geometry, LogIdentity, ScanReport, Wal, WalConfig};
-use vellum::{Error, Lsn, RecoveryMode, SyncMode};
-use zerocopy::FromBytes;
+use vellum::inspect::{Progress, Report, Severity};
 
-use super::common::{EXIT_NOT_FOUND, Failure, Lock, dir_usage, human_bytes, lock_shared, print_json, progress_bar};
+use super::common::{EXIT_NOT_FOUND, Failure, human_bytes, print_json, progress_bar};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -35,269 +17,40 @@ pub struct Args {
     pub json: bool,
 }
 
-/// How bad a problem is: failures make verify exit 1, warnings do not.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Severity {
-    Failure,
-    Warning,
-}
+/// A progress bar as verify's progress.
+struct Bar(indicatif::ProgressBar);
 
-/// One thing found wrong.
-#[derive(Clone, Debug)]
-pub struct Problem {
-    pub severity: Severity,
-    /// control, wal, arena, doublewrite, archive or store.
-    pub component: &'static str,
-    /// The file, relative to the store directory.
-    pub file: Option<String>,
-    /// The page number inside that file (arena pages).
-    pub page: Option<u64>,
-    pub lsn: Option<u64>,
-    pub reason: String,
-}
-
-impl Problem {
-    fn new(severity: Severity, component: &'static str, reason: impl Into<String>) -> Problem {
-        Problem {
-            severity,
-            component,
-            file: None,
-            page: None,
-            lsn: None,
-            reason: reason.into(),
-        }
+impl Progress for Bar {
+    fn phase(&self, message: &str, total: u64) {
+        self.0.set_message(message.to_string());
+        self.0.set_length(total);
+        self.0.set_position(0);
     }
 
-    fn file(mut self, file: impl Into<String>) -> Problem {
-        self.file = Some(file.into());
-        self
-    }
-
-    fn lsn(mut self, lsn: Option<Lsn>) -> Problem {
-        self.lsn = lsn.map(|l| l.get());
-        self
-    }
-
-    /// "arena/vector-00000000.pages page 3: reason", "wal LSN 4128: reason".
-    pub fn describe(&self) -> String {
-        let mut place = self.component.to_string();
-        if let Some(file) = &self.file {
-            place = file.clone();
-        }
-        if let Some(page) = self.page {
-            place.push_str(&format!(" page {page}"));
-        }
-        if let Some(lsn) = self.lsn {
-            place.push_str(&format!(" LSN {lsn}"));
-        }
-        format!("{place}: {}", self.reason)
+    fn position(&self, done: u64) {
+        self.0.set_position(done);
     }
 }
 
-/// One control-file slot.
-#[derive(Clone, Debug)]
-pub struct SlotCheck {
-    pub valid: bool,
-    pub sequence: Option<u64>,
-    pub error: Option<String>,
-}
-
-/// What verify found.
-#[derive(Clone, Debug, Default)]
-pub struct Report {
-    pub store: PathBuf,
-    pub slots: Vec<SlotCheck>,
-    pub in_force: Option<usize>,
-    pub wal_checked: bool,
-    pub wal_segments: u64,
-    pub wal_records: u64,
-    pub wal_start_lsn: u64,
-    pub wal_end_lsn: u64,
-    pub torn_tail: Option<(u64, String)>,
-    pub arena_checked: bool,
-    pub catalog_pages: u64,
-    pub vector_pages: u64,
-    pub damaged_pages: u64,
-    pub doublewrite_present: bool,
-    pub doublewrite_valid_header: bool,
-    pub doublewrite_batch_seq: Option<u64>,
-    pub doublewrite_images: u64,
-    pub doublewrite_intact_images: u64,
-    pub archive_present: bool,
-    pub archive_checked: bool,
-    /// Archive files checked in full (base images and segments; leftover temporary files are
-    /// not archive files).
-    pub archive_checked_files: u64,
-    pub archive_files: u64,
-    pub archive_bytes: u64,
-    pub notes: Vec<String>,
-    pub problems: Vec<Problem>,
-}
-
-impl Report {
-    /// True if no failure was found (warnings allowed).
-    pub fn clean(&self) -> bool {
-        self.failures() == 0
-    }
-
-    pub fn failures(&self) -> usize {
-        self.problems.iter().filter(|p| p.severity == Severity::Failure).count()
-    }
-
-    pub fn warnings(&self) -> usize {
-        self.problems.iter().filter(|p| p.severity == Severity::Warning).count()
-    }
-
-    fn fail(&mut self, problem: Problem) {
-        self.problems.push(Problem {
-            severity: Severity::Failure,
-            ..problem
-        });
-    }
-
-    fn warn(&mut self, problem: Problem) {
-        self.problems.push(Problem {
-            severity: Severity::Warning,
-            ..problem
-        });
-    }
-
-    pub fn to_json(&self) -> Value {
-        json!({
-            "store": self.store.display().to_string(),
-            "clean": self.clean(),
-            "failures": self.failures(),
-            "warnings": self.warnings(),
-            "control": {
-                "slots": self.slots.iter().enumerate().map(|(i, s)| json!({
-                    "slot": i,
-                    "valid": s.valid,
-                    "sequence": s.sequence,
-                    "error": s.error,
-                })).collect::<Vec<_>>(),
-                "in_force": self.in_force,
-            },
-            "wal": {
-                "checked": self.wal_checked,
-                "segments": self.wal_segments,
-                "records": self.wal_records,
-                "start_lsn": self.wal_start_lsn,
-                "end_lsn": self.wal_end_lsn,
-                "torn_tail": self.torn_tail.as_ref().map(|(lsn, reason)| json!({"lsn": lsn, "reason": reason})),
-            },
-            "arena": {
-                "checked": self.arena_checked,
-                "catalog_pages": self.catalog_pages,
-                "vector_pages": self.vector_pages,
-                "damaged_pages": self.damaged_pages,
-            },
-            "doublewrite": {
-                "present": self.doublewrite_present,
-                "valid_header": self.doublewrite_valid_header,
-                "batch_seq": self.doublewrite_batch_seq,
-                "images": self.doublewrite_images,
-                "intact_images": self.doublewrite_intact_images,
-            },
-            "archive": {
-                "present": self.archive_present,
-                "checked": self.archive_checked,
-                "checked_files": self.archive_checked_files,
-                "files": self.archive_files,
-                "bytes": self.archive_bytes,
-            },
-            "notes": self.notes,
-            "problems": self.problems.iter().map(|p| json!({
-                "severity": match p.severity { Severity::Failure => "failure", Severity::Warning => "warning" },
-                "component": p.component,
-                "file": p.file,
-                "page": p.page,
-                "lsn": p.lsn,
-                "reason": p.reason,
-            })).collect::<Vec<_>>(),
-        })
-    }
-
-    pub fn print_text(&self) {
-        println!("store: {}", self.store.display());
-        let slots: Vec<String> = self
-            .slots
-            .iter()
-            .enumerate()
-            .map(|(i, s)| match (&s.error, s.sequence) {
-                (None, Some(seq)) => {
-                    let force = if self.in_force == Some(i) { ", in force" } else { "" };
-                    format!("slot {i} valid (sequence {seq}{force})")
-                }
-                (Some(e), _) => format!("slot {i} INVALID ({e})"),
-                (None, None) => format!("slot {i} unread"),
-            })
-            .collect();
-        println!("control: {}", slots.join("; "));
-        if self.wal_checked {
-            let end = match &self.torn_tail {
-                Some((lsn, _)) => format!("torn tail at {lsn}"),
-                None => "clean end".into(),
-            };
-            println!(
-                "wal: {} segments, {} records, LSN {}..{}, {end}",
-                self.wal_segments, self.wal_records, self.wal_start_lsn, self.wal_end_lsn
-            );
-        } else {
-            println!("wal: not checked");
-        }
-        if self.arena_checked {
-            println!(
-                "arena: {} catalog pages, {} vector pages, {} damaged",
-                self.catalog_pages, self.vector_pages, self.damaged_pages
-            );
-        } else {
-            println!("arena: not checked");
-        }
-        if self.doublewrite_present {
-            match self.doublewrite_batch_seq {
-                Some(seq) => println!(
-                    "doublewrite: batch {seq}, {} images, {} intact (informational)",
-                    self.doublewrite_images, self.doublewrite_intact_images
-                ),
-                None => println!("doublewrite: no batch written yet (informational)"),
-            }
-        } else {
-            println!("doublewrite: none yet");
-        }
-        if self.archive_present {
-            println!(
-                "archive: {} files, {}, {} checked",
-                self.archive_files,
-                human_bytes(self.archive_bytes),
-                self.archive_checked_files
-            );
-        } else {
-            println!("archive: none");
-        }
-        for note in &self.notes {
-            println!("note: {note}");
-        }
-        for problem in &self.problems {
-            let label = match problem.severity {
-                Severity::Failure => "FAILURE",
-                Severity::Warning => "WARNING",
-            };
-            println!("{label} {}", problem.describe());
-        }
-        if self.clean() {
-            println!("clean ({} warnings)", self.warnings());
-        } else {
-            println!("NOT CLEAN: {} failures, {} warnings", self.failures(), self.warnings());
-        }
-    }
+/// Verifies the store in `dir` (a progress bar on stderr if `show_progress` and interactive).
+pub fn verify_store(dir: &std::path::Path, show_progress: bool) -> Result<Report, Failure> {
+    let bar = Bar(if show_progress {
+        progress_bar(1, "verifying", true)
+    } else {
+        indicatif::ProgressBar::hidden()
+    });
+    let report = vellum::inspect::verify_store(dir, &bar)
+        .map_err(|e| Failure::from_error(format!("cannot verify {}", dir.display()), e));
+    bar.0.finish_and_clear();
+    report
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
     let report = verify_store(&args.dir, true)?;
     if args.json {
-        print_json(&report.to_json());
+        print_json(&to_json(&report));
     } else {
-        report.print_text();
+        print_text(&report);
     }
     if report.clean() {
         return Ok(());
@@ -306,7 +59,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         .problems
         .iter()
         .find(|p| p.severity == Severity::Failure)
-        .map(Problem::describe)
+        .map(|p| p.describe())
         .unwrap_or_default();
     Err(Failure::new(
         EXIT_NOT_FOUND,
@@ -318,531 +71,133 @@ pub fn run(args: Args) -> Result<(), Failure> {
     ))
 }
 
-/// Verifies the store in `dir`. `Err` only when `dir` holds no store at all.
-pub fn verify_store(dir: &Path, show_progress: bool) -> Result<Report, Failure> {
-    let control_path = dir.join(CONTROL_FILE_NAME);
-    if !control_path.is_file() {
-        return Err(Failure::not_found(format!(
-            "no Vellum store at {} (no {CONTROL_FILE_NAME} file)",
-            dir.display()
-        )));
-    }
-    let mut report = Report {
-        store: dir.to_path_buf(),
-        ..Report::default()
-    };
-    let _lock = match lock_shared(dir) {
-        Lock::Busy => {
-            report.warn(Problem::new(
-                Severity::Warning,
-                "store",
-                "the store is open in another process: pages and log may change while they are read",
-            ));
-            None
-        }
-        held => Some(held),
-    };
-    let Some(control) = check_control(&control_path, &mut report) else {
-        report
-            .notes
-            .push("the log and the arena were not checked: no valid control data".into());
-        return Ok(report);
-    };
-    let geometry = match Geometry::new(control.page_size_bytes, control.segment_size_bytes) {
-        Ok(geometry) => geometry,
-        Err(reason) => {
-            report.fail(Problem::new(Severity::Failure, "control", reason).file(CONTROL_FILE_NAME));
-            return Ok(report);
-        }
-    };
-    let storage: Arc<dyn Storage> = Arc::new(RealStorage::new());
-    let bar = if show_progress {
-        progress_bar(1, "verifying", true)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    check_wal(dir, &storage, geometry, &control, &mut report, &bar);
-    check_arena(dir, &storage, geometry, &control, &mut report, &bar);
-    check_archive(dir, &mut report, &bar);
-    check_open(dir, &mut report, &bar);
-    bar.finish_and_clear();
-    Ok(report)
-}
-
-/// Opens the store read-only, as a reader would (recovery replayed in memory, nothing
-/// written): an open that is refused is a failure, so verify never passes a store that no
-/// open accepts.
-fn check_open(dir: &Path, report: &mut Report, bar: &indicatif::ProgressBar) {
-    bar.set_message("opening the store read-only");
-    match vellum::Store::open_read_only(dir, vellum::Options::default()) {
-        Ok(store) => {
-            report
-                .notes
-                .push(format!("a read-only open recovers the store: {} vectors", store.len()));
-        }
-        Err(Error::Locked(reason)) => report.warn(Problem::new(
-            Severity::Warning,
-            "store",
-            format!("not opened, a writer has it ({reason})"),
-        )),
-        Err(error) => {
-            let problem = Problem::new(
-                Severity::Failure,
-                "store",
-                format!("an open refuses the store: {error}"),
-            );
-            report.fail(match &error {
-                Error::Corrupted { file: Some(file), .. } => problem.file(relative(file)),
-                _ => problem,
-            });
-        }
-    }
-}
-
-/// Decodes both control slots; returns the copy in force.
-fn check_control(path: &Path, report: &mut Report) -> Option<Control> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            report.fail(
-                Problem::new(Severity::Failure, "control", format!("cannot read it: {e}")).file(CONTROL_FILE_NAME),
-            );
-            return None;
-        }
-    };
-    if (bytes.len() as u64) < CONTROL_FILE_BYTES {
-        report.fail(
-            Problem::new(
-                Severity::Failure,
-                "control",
-                format!("{} bytes, expected {CONTROL_FILE_BYTES}", bytes.len()),
-            )
-            .file(CONTROL_FILE_NAME),
-        );
-        return None;
-    }
-    let decoded: Vec<Result<Control, String>> = (0..2)
-        .map(|i| Control::from_slot(&bytes[i * CONTROL_SLOT_BYTES..(i + 1) * CONTROL_SLOT_BYTES]))
-        .collect();
-    let valid = decoded.iter().filter(|d| d.is_ok()).count();
-    let mut best: Option<(usize, Control)> = None;
-    for (i, slot) in decoded.into_iter().enumerate() {
-        match slot {
-            Ok(control) => {
-                report.slots.push(SlotCheck {
-                    valid: true,
-                    sequence: Some(control.sequence),
-                    error: None,
-                });
-                if best.as_ref().is_none_or(|(_, b)| control.sequence > b.sequence) {
-                    best = Some((i, control));
-                }
-            }
-            Err(reason) => {
-                report.slots.push(SlotCheck {
-                    valid: false,
-                    sequence: None,
-                    error: Some(reason.clone()),
-                });
-                let problem = Problem::new(Severity::Warning, "control", format!("copy {i} is invalid: {reason}"))
-                    .file(CONTROL_FILE_NAME);
-                if valid == 1 {
-                    report.warn(Problem {
-                        reason: format!(
-                            "{} (the other copy is in force; the next checkpoint rewrites this one)",
-                            problem.reason
-                        ),
-                        ..problem
-                    });
-                } else {
-                    report.fail(problem);
-                }
-            }
-        }
-    }
-    let (slot, control) = best?;
-    report.in_force = Some(slot);
-    Some(control)
-}
-
-fn check_wal(
-    dir: &Path,
-    storage: &Arc<dyn Storage>,
-    geometry: Geometry,
-    control: &Control,
-    report: &mut Report,
-    bar: &indicatif::ProgressBar,
-) {
-    let wal_dir = dir.join("wal");
-    let config = WalConfig::new(
-        geometry,
-        LogIdentity {
-            store_id: control.store_id,
-            timeline: control.timeline,
+pub fn to_json(report: &Report) -> Value {
+    let this = report;
+    json!({
+        "store": this.store.display().to_string(),
+        "clean": this.clean(),
+        "failures": this.failures(),
+        "warnings": this.warnings(),
+        "control": {
+            "slots": this.slots.iter().enumerate().map(|(i, s)| json!({
+                "slot": i,
+                "valid": s.valid,
+                "sequence": s.sequence,
+                "error": s.error,
+            })).collect::<Vec<_>>(),
+            "in_force": this.in_force,
         },
-        SyncMode::Never,
-    );
-    let config = WalConfig {
-        required_files: control.extent.is_some(),
-        ..config
-    };
-    let open = |mode| Wal::open_read_only(storage.clone(), &wal_dir, config.clone(), None, mode);
-    let (wal, scan) = match open(RecoveryMode::Strict) {
-        Ok((wal, scan)) => {
-            if let Some(torn) = &scan.torn_tail {
-                report.torn_tail = Some((torn.lsn.get(), torn.reason.clone()));
-                report.warn(
-                    Problem::new(
-                        Severity::Warning,
-                        "wal",
-                        format!(
-                            "torn tail ({} bytes: {}); the next open erases it",
-                            torn.garbage_bytes, torn.reason
-                        ),
-                    )
-                    .lsn(Some(torn.lsn)),
-                );
-            }
-            (wal, scan)
-        }
-        Err(strict) => match open(RecoveryMode::TolerateTornTail) {
-            // Strict refuses a tail followed by valid records that prove nothing; recovery
-            // under the default mode accepts it as torn: a warning, not damage.
-            Ok((wal, scan)) if scan.torn_tail.is_some() => {
-                let torn = scan.torn_tail.clone().expect("checked");
-                report.torn_tail = Some((torn.lsn.get(), torn.reason.clone()));
-                report.warn(
-                    Problem::new(
-                        Severity::Warning,
-                        "wal",
-                        format!(
-                            "torn tail followed by records that were never proven durable ({}); \
-                             the next open erases it, a Strict open refuses it: {strict}",
-                            torn.reason
-                        ),
-                    )
-                    .lsn(Some(torn.lsn)),
-                );
-                (wal, scan)
-            }
-            _ => {
-                report.fail(wal_problem(strict));
-                match open(RecoveryMode::SkipCorrupted) {
-                    Ok((wal, scan)) => {
-                        for skip in &scan.skipped {
-                            report.fail(
-                                Problem::new(
-                                    Severity::Failure,
-                                    "wal",
-                                    format!("damaged log up to LSN {}: {}", skip.to, skip.reason),
-                                )
-                                .lsn(Some(skip.from)),
-                            );
-                        }
-                        (wal, scan)
-                    }
-                    Err(_) => return,
-                }
-            }
+        "wal": {
+            "checked": this.wal_checked,
+            "segments": this.wal_segments,
+            "records": this.wal_records,
+            "start_lsn": this.wal_start_lsn,
+            "end_lsn": this.wal_end_lsn,
+            "torn_tail": this.torn_tail.as_ref().map(|(lsn, reason)| json!({"lsn": lsn, "reason": reason})),
         },
-    };
-    report.wal_checked = true;
-    report.wal_segments = wal.segment_numbers().len() as u64;
-    read_records(&wal, &scan, geometry, control, report, bar);
+        "arena": {
+            "checked": this.arena_checked,
+            "catalog_pages": this.catalog_pages,
+            "vector_pages": this.vector_pages,
+            "damaged_pages": this.damaged_pages,
+        },
+        "doublewrite": {
+            "present": this.doublewrite_present,
+            "valid_header": this.doublewrite_valid_header,
+            "batch_seq": this.doublewrite_batch_seq,
+            "images": this.doublewrite_images,
+            "intact_images": this.doublewrite_intact_images,
+        },
+        "archive": {
+            "present": this.archive_present,
+            "checked": this.archive_checked,
+            "checked_files": this.archive_checked_files,
+            "files": this.archive_files,
+            "bytes": this.archive_bytes,
+        },
+        "notes": this.notes,
+        "problems": this.problems.iter().map(|p| json!({
+            "severity": match p.severity { Severity::Failure => "failure", Severity::Warning => "warning" },
+            "component": p.component,
+            "file": p.file,
+            "page": p.page,
+            "lsn": p.lsn,
+            "reason": p.reason,
+        })).collect::<Vec<_>>(),
+    })
 }
 
-/// Reads and decodes every record (their checksums are checked as they are read).
-fn read_records(
-    wal: &Wal,
-    scan: &ScanReport,
-    geometry: Geometry,
-    control: &Control,
-    report: &mut Report,
-    bar: &indicatif::ProgressBar,
-) {
-    let start = wal.first_lsn();
-    report.wal_start_lsn = start.get();
-    report.wal_end_lsn = scan.end_lsn.get();
-    let log_bytes = scan.end_lsn.get().saturating_sub(start.get());
-    bar.set_message("verifying the log");
-    bar.set_length(log_bytes);
-    bar.set_position(0);
-    let mut reader = wal.reader(start).with_skips(&scan.skipped);
-    let mut checkpoint_found = false;
-    loop {
-        match reader.next_record() {
-            Ok(Some(rec)) => {
-                if report.wal_records == 0 {
-                    report.wal_start_lsn = rec.lsn.get();
-                }
-                report.wal_records += 1;
-                if report.wal_records.is_multiple_of(4096) {
-                    bar.set_position(rec.lsn.get() - start.get());
-                }
-                if rec.lsn == control.checkpoint_lsn && rec.header.kind == Kind::CheckpointBegin as u8 {
-                    checkpoint_found = true;
-                }
-                if let Err(e) = record::decode(rec.header.kind, rec.payload, rec.lsn, geometry.page_size_bytes) {
-                    report.fail(wal_problem(e).lsn(Some(rec.lsn)));
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                report.fail(wal_problem(e));
-                break;
-            }
-        }
-    }
-    bar.set_position(log_bytes);
-    if !control.checkpoint_lsn.is_none() && !checkpoint_found {
-        let reason = if control.checkpoint_lsn < start {
-            format!("the log starts at LSN {start}, after the checkpoint recovery starts from (a segment is missing)")
-        } else {
-            "no checkpoint-begin record where the control file's checkpoint says".into()
-        };
-        report.fail(Problem::new(Severity::Failure, "wal", reason).lsn(Some(control.checkpoint_lsn)));
-    }
-}
-
-/// A log error as a problem naming its LSN or file.
-fn wal_problem(error: Error) -> Problem {
-    match error {
-        Error::Corrupted { lsn, file, reason } => {
-            let problem = Problem::new(Severity::Failure, "wal", reason).lsn(lsn);
-            match file {
-                Some(file) => problem.file(relative(&file)),
-                None => problem,
-            }
-        }
-        other => Problem::new(Severity::Failure, "wal", other.to_string()),
-    }
-}
-
-/// `…/store/arena/x.pages` → `arena/x.pages`.
-fn relative(path: &Path) -> String {
-    let parts: Vec<_> = path.components().rev().take(2).collect();
-    parts
+pub fn print_text(report: &Report) {
+    let this = report;
+    println!("store: {}", this.store.display());
+    let slots: Vec<String> = this
+        .slots
         .iter()
-        .rev()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-fn check_arena(
-    dir: &Path,
-    storage: &Arc<dyn Storage>,
-    geometry: Geometry,
-    control: &Control,
-    report: &mut Report,
-    bar: &indicatif::ProgressBar,
-) {
-    let arena_dir = dir.join("arena");
-    if !arena_dir.is_dir() {
-        report.fail(Problem::new(Severity::Failure, "arena", "the arena directory is missing").file("arena"));
-        return;
-    }
-    let page_size = geometry.page_size_bytes;
-    let how = ArenaOpen {
-        store_id: control.store_id,
-        read_only: true,
-        files_min: control.extent.map_or([0, 0], |e| e.files),
-    };
-    let arena = match Arena::open(storage.clone(), &arena_dir, page_size, geometry.segment_size_bytes, how) {
-        Ok(arena) => arena,
-        Err(e) => {
-            let problem = match e {
-                Error::Corrupted {
-                    file: Some(file),
-                    reason,
-                    ..
-                } => Problem::new(Severity::Failure, "arena", reason).file(relative(&file)),
-                other => Problem::new(Severity::Failure, "arena", other.to_string()),
-            };
-            report.fail(problem);
-            return;
-        }
-    };
-    let intact_copies = check_doublewrite(dir, storage, page_size, control, report);
-    let in_use = control.extent.map_or([0, 0], |e| e.pages);
-    report.arena_checked = true;
-    let pages_per_file = geometry.segment_size_bytes / geometry.page_bytes();
-    let total_pages = arena.page_count(Space::Catalog) + arena.page_count(Space::Vector);
-    bar.set_message("verifying pages");
-    bar.set_length(total_pages * geometry.page_bytes());
-    bar.set_position(0);
-    let mut done = 0u64;
-    for space in [Space::Catalog, Space::Vector] {
-        let count = arena.page_count(space);
-        match space {
-            Space::Catalog => report.catalog_pages = count,
-            Space::Vector => report.vector_pages = count,
-        }
-        for n in 0..count {
-            let id = PageId::new(space, n);
-            let file = format!("arena/{}", arena_file_name(space, n / pages_per_file));
-            done += 1;
-            if done.is_multiple_of(1024) {
-                bar.set_position(done * geometry.page_bytes());
+        .enumerate()
+        .map(|(i, s)| match (&s.error, s.sequence) {
+            (None, Some(seq)) => {
+                let force = if this.in_force == Some(i) { ", in force" } else { "" };
+                format!("slot {i} valid (sequence {seq}{force})")
             }
-            let image = match arena.read_page_from_file(id) {
-                Ok(image) => image,
-                Err(e) => {
-                    report.damaged_pages += 1;
-                    report.fail(Problem {
-                        page: Some(n % pages_per_file),
-                        ..Problem::new(Severity::Failure, "arena", e.to_string()).file(file)
-                    });
-                    continue;
-                }
-            };
-            let reason = vellum::page::check_page(&image, id)
-                .or_else(|| vellum::page::check_owner(&image, id, control.store_id))
-                .or_else(|| {
-                    (n < in_use[space.index()] && vellum::page::is_all_zero(&image))
-                        .then(|| format!("{id} is empty, but the store had initialised it (its contents were lost)"))
-                });
-            if let Some(reason) = reason {
-                report.damaged_pages += 1;
-                let note = if intact_copies.contains(&id) {
-                    " (DOUBLEWRITE holds an intact copy: the next open repairs it)"
-                } else {
-                    ""
-                };
-                report.fail(Problem {
-                    page: Some(n % pages_per_file),
-                    ..Problem::new(Severity::Failure, "arena", format!("{reason}{note}")).file(file)
-                });
-            }
-        }
-    }
-}
-
-/// Reads the doublewrite area (informational); returns the pages it holds intact copies of.
-fn check_doublewrite(
-    dir: &Path,
-    storage: &Arc<dyn Storage>,
-    page_size: u32,
-    control: &Control,
-    report: &mut Report,
-) -> Vec<PageId> {
-    let path = dir.join(DOUBLEWRITE_FILE_NAME);
-    let Ok(bytes) = read_prefix(&path, DOUBLEWRITE_HEADER_BYTES) else {
-        return Vec::new();
-    };
-    report.doublewrite_present = true;
-    if bytes.len() == DOUBLEWRITE_HEADER_BYTES {
-        let header = vellum::doublewrite::DoublewriteHeader::read_from_bytes(&bytes).expect("exact size");
-        let crc_ok = crc32c::crc32c(&bytes[..DOUBLEWRITE_HEADER_BYTES - 4]) == header.crc.get();
-        if header.magic == DOUBLEWRITE_MAGIC && crc_ok && header.page_size_bytes.get() == page_size {
-            report.doublewrite_valid_header = true;
-            report.doublewrite_batch_seq = Some(header.batch_seq.get());
-            report.doublewrite_images = u64::from(header.count.get());
-        }
-    }
-    let how = DoublewriteOpen {
-        store_id: control.store_id,
-        required: control.extent.is_some() && !control.checkpoint_lsn.is_none(),
-        read_only: true,
-    };
-    match Doublewrite::open(storage.as_ref(), dir, page_size, how).and_then(|dw| dw.read_images()) {
-        Ok(images) => {
-            report.doublewrite_intact_images = images.len() as u64;
-            images.into_keys().collect()
-        }
-        Err(e) => {
-            report.warn(Problem::new(Severity::Warning, "doublewrite", e.to_string()).file(DOUBLEWRITE_FILE_NAME));
-            Vec::new()
-        }
-    }
-}
-
-fn read_prefix(path: &Path, len: usize) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut bytes = Vec::with_capacity(len);
-    std::fs::File::open(path)?.take(len as u64).read_to_end(&mut bytes)?;
-    Ok(bytes)
-}
-
-/// Checks every archive file in full: header, compressed bytes and contents checksums.
-fn check_archive(dir: &Path, report: &mut Report, bar: &indicatif::ProgressBar) {
-    let archive = dir.join(vellum::archive::ARCHIVE_DIR);
-    if !archive.is_dir() {
-        return;
-    }
-    let (files, bytes) = dir_usage(&archive);
-    report.archive_present = true;
-    report.archive_files = files;
-    report.archive_bytes = bytes;
-    bar.set_message("verifying the archive");
-    bar.set_length(bytes);
-    bar.set_position(0);
-    match vellum::archive::verify(&RealStorage::new(), dir) {
-        Ok(results) => {
-            report.archive_checked = true;
-            report.archive_checked_files = results.len() as u64;
-            for (path, damage) in results {
-                if let Some(error) = damage {
-                    report.fail(archive_problem(error, &path));
-                }
-            }
-        }
-        Err(error) => report.fail(archive_problem(error, &archive)),
-    }
-    check_archive_chain(dir, report);
-    bar.set_position(bytes);
-}
-
-/// Entries of `archive/` that are no archive files are warnings (they never stop an open);
-/// a log segment missing between the oldest retained base image and the live log is a failure:
-/// every restore from that image would need it.
-fn check_archive_chain(dir: &Path, report: &mut Report) {
-    let Ok(listing) = vellum::archive::list(&RealStorage::new(), dir, false) else {
-        return; // the failure to list was reported above
-    };
-    for path in &listing.unknown {
-        report.warn(
-            Problem::new(
-                Severity::Warning,
-                "archive",
-                "not an archive file (ignored; nothing reads it)",
-            )
-            .file(relative(path)),
+            (Some(e), _) => format!("slot {i} INVALID ({e})"),
+            (None, None) => format!("slot {i} unread"),
+        })
+        .collect();
+    println!("control: {}", slots.join("; "));
+    if this.wal_checked {
+        let end = match &this.torn_tail {
+            Some((lsn, _)) => format!("torn tail at {lsn}"),
+            None => "clean end".into(),
+        };
+        println!(
+            "wal: {} segments, {} records, LSN {}..{}, {end}",
+            this.wal_segments, this.wal_records, this.wal_start_lsn, this.wal_end_lsn
         );
+    } else {
+        println!("wal: not checked");
     }
-    let Some((oldest_base, _, _)) = listing.bases.first() else {
-        return;
-    };
-    let segment_bytes = oldest_base.segment_size_bytes.get().max(1);
-    let needed_from = oldest_base.truncate_lsn.get() / segment_bytes;
-    let live_from = std::fs::read_dir(dir.join("wal"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| vellum::wal::segment::parse_segment_file_name(&e.file_name().to_string_lossy()))
-        .min();
-    let Some(live_from) = live_from else { return };
-    let archived: std::collections::BTreeSet<u64> = listing.segments.iter().map(|s| s.0).collect();
-    if let Some(missing) = (needed_from..live_from).find(|n| !archived.contains(n)) {
-        report.fail(
-            Problem::new(
-                Severity::Failure,
-                "archive",
-                format!(
-                    "log segment {missing} is missing from the archive: a restore from base image {} needs it",
-                    relative(&listing.bases[0].1)
-                ),
-            )
-            .file(format!("archive/{}", vellum::archive::wal_file_name(missing))),
+    if this.arena_checked {
+        println!(
+            "arena: {} catalog pages, {} vector pages, {} damaged",
+            this.catalog_pages, this.vector_pages, this.damaged_pages
         );
+    } else {
+        println!("arena: not checked");
     }
-}
-
-fn archive_problem(error: Error, path: &Path) -> Problem {
-    match error {
-        Error::Corrupted { file, reason, .. } => {
-            Problem::new(Severity::Failure, "archive", reason).file(relative(file.as_deref().unwrap_or(path)))
+    if this.doublewrite_present {
+        match this.doublewrite_batch_seq {
+            Some(seq) => println!(
+                "doublewrite: batch {seq}, {} images, {} intact (informational)",
+                this.doublewrite_images, this.doublewrite_intact_images
+            ),
+            None => println!("doublewrite: no batch written yet (informational)"),
         }
-        other => Problem::new(Severity::Failure, "archive", other.to_string()).file(relative(path)),
+    } else {
+        println!("doublewrite: none yet");
+    }
+    if this.archive_present {
+        println!(
+            "archive: {} files, {}, {} checked",
+            this.archive_files,
+            human_bytes(this.archive_bytes),
+            this.archive_checked_files
+        );
+    } else {
+        println!("archive: none");
+    }
+    for note in &this.notes {
+        println!("note: {note}");
+    }
+    for problem in &this.problems {
+        let label = match problem.severity {
+            Severity::Failure => "FAILURE",
+            Severity::Warning => "WARNING",
+        };
+        println!("{label} {}", problem.describe());
+    }
+    if this.clean() {
+        println!("clean ({} warnings)", this.warnings());
+    } else {
+        println!("NOT CLEAN: {} failures, {} warnings", this.failures(), this.warnings());
     }
 }

@@ -6,15 +6,11 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use serde_json::{Value, json};
-use vellum::page::{PageId, PageKind, Space};
-use vellum::record::{self, Edit, Kind, Payload};
-use vellum::storage::RealStorage;
-use vellum::store::control::ControlFile;
-use vellum::wal::{Geometry, LogIdentity, Record, Wal, WalConfig};
-use vellum::{RecoveryMode, SyncMode};
+use vellum::format::page::{PageId, PageKind, Space};
+use vellum::format::record::{self, Edit, Kind, Payload};
+use vellum::inspect::{LogDump, Record};
 
 use super::common::{Failure, parse_lsn, progress_bar, rfc3339_us};
 
@@ -40,25 +36,14 @@ pub fn run(args: Args) -> Result<(), Failure> {
         return Err(Failure::usage(format!("--from {from} is after --to {to}")));
     }
     let dir = &args.dir;
-    let storage = Arc::new(RealStorage::new());
-    let (_, control) = ControlFile::open(storage.as_ref(), dir)
-        .map_err(|e| Failure::from_error(format!("cannot read the control file of {}", dir.display()), e))?;
-    let geometry = Geometry::new(control.page_size_bytes, control.segment_size_bytes)
-        .map_err(|reason| Failure::store(format!("{}/CONTROL: {reason}", dir.display())))?;
-    let config = WalConfig::new(
-        geometry,
-        LogIdentity {
-            store_id: control.store_id,
-            timeline: control.timeline,
-        },
-        SyncMode::Never,
-    );
-    let (wal, scan) = Wal::open_read_only(storage, &dir.join("wal"), config, None, RecoveryMode::TolerateTornTail)
-        .map_err(|e| Failure::from_error(format!("cannot read the log of {}", dir.display()), e))?;
+    let dump =
+        LogDump::open(dir).map_err(|e| Failure::from_error(format!("cannot read the log of {}", dir.display()), e))?;
+    let (wal, scan) = (&dump, dump.scan());
+    let page_size_bytes = dump.page_size_bytes();
     let start = wal.first_lsn();
     let end = scan.end_lsn;
     let bar = progress_bar(end.get().saturating_sub(start.get().max(from)), "reading the log", true);
-    let mut reader = wal.reader(start);
+    let mut reader = dump.reader();
     // Lines go out in chunks, each while the progress bar (if any) is off the screen.
     let mut out = Vec::with_capacity(1 << 17);
     let flush = |out: &mut Vec<u8>| -> Result<(), Failure> {
@@ -90,7 +75,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         if count.is_multiple_of(1024) {
             bar.set_position(rec.lsn.get().saturating_sub(start.get().max(from)));
         }
-        let decoded = record::decode(rec.header.kind, rec.payload, rec.lsn, geometry.page_size_bytes);
+        let decoded = record::decode(rec.header.kind, rec.payload, rec.lsn, page_size_bytes);
         if let Err(e) = &decoded {
             undecodable.push(format!("LSN {}: {e}", rec.lsn));
         }

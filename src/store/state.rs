@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use zerocopy::FromBytes;
 
-use super::meta;
+use crate::format::meta;
 use crate::arena::Arena;
-use crate::page::{
+use crate::format::page::{
     self, CATALOG_SLOT_BYTES, CATALOG_SLOTS_OFFSET, CatalogEntry, ENTRY_HEADER_BYTES, OVERFLOW_DATA_OFFSET,
     PAGE_HEADER_BYTES, PageHeader, PageId, PageKind, Space,
 };

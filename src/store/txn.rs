@@ -12,15 +12,15 @@ use parking_lot::MutexGuard;
 use zerocopy::IntoBytes;
 use zerocopy::little_endian::{U16, U32, U64};
 
-use super::meta::{self, ID_MAX_BYTES, METADATA_MAX_BYTES};
+use crate::format::meta::{self, ID_MAX_BYTES, METADATA_MAX_BYTES};
 use super::state::{CatPage, FastHash, IdMap, Located, Meta, Release, SPARE_OVERLAY_MAX_ENTRIES, WriterState};
 use super::{ActiveTxn, Store};
 use crate::arena::Arena;
-use crate::page::{
+use crate::format::page::{
     self, CATALOG_SLOT_BYTES, CATALOG_SLOTS_OFFSET, CatalogSlot, ENTRY_FLAG_OVERFLOW, ENTRY_HEADER_BYTES, EntryHeader,
     OVERFLOW_DATA_OFFSET, PAGE_A_OFFSET, PAGE_B_OFFSET, PAGE_C_OFFSET, PAGE_HEADER_BYTES, PageId, PageKind, Space,
 };
-use crate::record::{self, Edit, Kind, Op};
+use crate::format::record::{self, Edit, Kind, Op};
 use crate::{Error, Lsn, Result};
 
 /// A write transaction. Dropping it without `commit` aborts it.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use zerocopy::FromBytes;
 
 use super::Shared;
-use super::format::{RECORD_HEADER_BYTES, RecordHeader};
+use crate::format::wal::{RECORD_HEADER_BYTES, RecordHeader};
 use super::scan::SkippedRange;
 use super::segment::Segment;
 use super::view::{Decoded, LogView, Step};

@@ -40,7 +40,7 @@ use parking_lot::Mutex;
 use crate::error::{IoContext, Result};
 use crate::storage::{Mapping, Storage, StorageFile};
 
-use super::format::Geometry;
+use crate::format::wal::Geometry;
 
 const SEGMENT_SUFFIX: &str = ".wal";
 const SPARE_PREFIX: &str = "spare-";

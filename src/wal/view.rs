@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use zerocopy::FromBytes;
 
-use super::format::{
+use crate::format::wal::{
     Geometry, HeaderFault, LogIdentity, PAGE_HEADER_BYTES, PageHeader, RECORD_HEADER_BYTES, RecordHeader,
     SEGMENT_HEADER_BYTES, SegmentHeader, align_up, record_crc,
 };

@@ -6,7 +6,7 @@
 use zerocopy::IntoBytes;
 use zerocopy::little_endian::{U16, U32, U64};
 
-use super::format::{
+use crate::format::wal::{
     Geometry, LogIdentity, PageHeader, RECORD_HEADER_BYTES, RECORD_MAX_BYTES, RecordHeader, SegmentHeader, align_up,
     record_crc,
 };

@@ -6,15 +6,14 @@
 //! is the unit of atomicity) can only damage that one slot: the other remains valid. The valid
 //! slot with the highest sequence number is the control data.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use crate::error::{IoContext, Result};
-use crate::storage::{Storage, StorageFile};
-use crate::wal::format::{FORMAT_VERSION_MAJOR, FORMAT_VERSION_MINOR, Geometry};
+use super::wal::Geometry;
+use super::{FORMAT_VERSION_MAJOR, FORMAT_VERSION_MINOR};
+use crate::error::Result;
 use crate::{Error, Lsn};
 
 pub const CONTROL_FILE_NAME: &str = "CONTROL";
@@ -88,7 +87,7 @@ const _: () = assert!(std::mem::offset_of!(ControlSlot, vector_files) == 124);
 /// read as zero: a missing, short or emptied file is damage, not an empty store.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ArenaExtent {
-    /// By [`crate::page::Space::index`]: catalog, vector.
+    /// By [`crate::format::page::Space::index`]: catalog, vector.
     pub pages: [u64; 2],
     pub files: [u32; 2],
 }
@@ -191,84 +190,6 @@ impl Control {
             }),
         })
     }
-}
-
-/// The control file, open.
-#[derive(Debug)]
-pub struct ControlFile {
-    path: PathBuf,
-    file: Arc<dyn StorageFile>,
-}
-
-impl ControlFile {
-    /// Creates the control file of a new store with both slots written and synced.
-    pub fn create(storage: &dyn Storage, dir: &Path, control: &Control) -> Result<ControlFile> {
-        let path = dir.join(CONTROL_FILE_NAME);
-        let file = storage
-            .open(&path, true)
-            .context(|| format!("creating {}", path.display()))?;
-        let control_file = ControlFile { path, file };
-        let mut first = control.clone();
-        first.sequence = 0;
-        control_file.write_slot(&first)?;
-        first.sequence = 1;
-        control_file.write_slot(&first)?;
-        Ok(control_file)
-    }
-
-    /// Opens the control file read-only (nothing about the store changes; [`write_slot`]
-    /// then fails) and returns the newest valid copy.
-    ///
-    /// [`write_slot`]: ControlFile::write_slot
-    pub fn open(storage: &dyn Storage, dir: &Path) -> Result<(ControlFile, Control)> {
-        Self::open_with(storage, dir, false)
-    }
-
-    /// Opens the control file for a writer and returns the newest valid copy.
-    pub fn open_writable(storage: &dyn Storage, dir: &Path) -> Result<(ControlFile, Control)> {
-        Self::open_with(storage, dir, true)
-    }
-
-    fn open_with(storage: &dyn Storage, dir: &Path, writable: bool) -> Result<(ControlFile, Control)> {
-        let path = dir.join(CONTROL_FILE_NAME);
-        let opened = if writable {
-            storage.open(&path, false)
-        } else {
-            storage.open_read_only(&path)
-        };
-        let file = match opened {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if storage.exists(&dir.join("wal")) && storage.exists(&dir.join("arena")) {
-                    // A finished store's files without the file that makes them a store: the
-                    // control file was lost, not never written (it is written last at creation).
-                    return Err(Error::corrupted_file(
-                        &path,
-                        "the control file is missing, but the directory holds a store's log and arena",
-                    ));
-                }
-                return Err(Error::NotFound(format!(
-                    "no Vellum store at {} (no {CONTROL_FILE_NAME} file)",
-                    dir.display()
-                )));
-            }
-            Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
-        };
-        let len_bytes = file
-            .len()
-            .context(|| format!("reading the length of {}", path.display()))?;
-        if len_bytes < CONTROL_FILE_BYTES {
-            return Err(Error::corrupted_file(
-                &path,
-                format!("control file is {len_bytes} bytes, expected {CONTROL_FILE_BYTES}"),
-            ));
-        }
-        let mut bytes = vec![0u8; CONTROL_FILE_BYTES as usize];
-        file.read_at(&mut bytes, 0)
-            .context(|| format!("reading {}", path.display()))?;
-        let control = Self::newest(&path, &bytes)?;
-        Ok((ControlFile { path, file }, control))
-    }
 
     /// The newest valid copy among the two slots in `bytes`.
     pub fn newest(path: &Path, bytes: &[u8]) -> Result<Control> {
@@ -308,18 +229,6 @@ impl ControlFile {
             .map_err(|reason| Error::corrupted_file(path, format!("control data in force: {reason}")))?;
         Ok(control)
     }
-
-    /// Writes `control` (its sequence must be one more than the current) and syncs it.
-    pub fn write_slot(&self, control: &Control) -> Result<()> {
-        let slot = control.to_slot();
-        let offset = (control.sequence % 2) * CONTROL_SLOT_BYTES as u64;
-        self.file
-            .write_at(slot.as_bytes(), offset)
-            .context(|| format!("writing {}", self.path.display()))?;
-        self.file
-            .sync_data()
-            .context(|| format!("syncing {}", self.path.display()))
-    }
 }
 
 #[cfg(test)]
@@ -354,7 +263,7 @@ mod tests {
         control.page_size_bytes = 4100;
         let mut bytes = vec![0u8; CONTROL_FILE_BYTES as usize];
         bytes[..512].copy_from_slice(control.to_slot().as_bytes());
-        let error = ControlFile::newest(Path::new("c"), &bytes).unwrap_err();
+        let error = Control::newest(Path::new("c"), &bytes).unwrap_err();
         assert!(
             matches!(error, Error::Corrupted { .. }),
             "a page size that is not a power of two is damage, not an argument error: {error}"
@@ -371,13 +280,13 @@ mod tests {
         bytes[..512].copy_from_slice(older.to_slot().as_bytes());
         bytes[512..].copy_from_slice(newer.to_slot().as_bytes());
         assert_eq!(
-            ControlFile::newest(Path::new("c"), &bytes).unwrap(),
+            Control::newest(Path::new("c"), &bytes).unwrap(),
             newer,
             "the newest valid copy wins"
         );
         bytes[700] ^= 0xff;
         assert_eq!(
-            ControlFile::newest(Path::new("c"), &bytes).unwrap(),
+            Control::newest(Path::new("c"), &bytes).unwrap(),
             older,
             "a torn newer copy falls back"
         );
@@ -386,13 +295,13 @@ mod tests {
         future.version_major = U16::new(FORMAT_VERSION_MAJOR + 1);
         future.crc = U32::new(crc32c::crc32c(&future.as_bytes()[..CONTROL_CRC_OFFSET]));
         newer_version[512..].copy_from_slice(future.as_bytes());
-        let error = ControlFile::newest(Path::new("c"), &newer_version).unwrap_err();
+        let error = Control::newest(Path::new("c"), &newer_version).unwrap_err();
         assert!(
             matches!(error, Error::Incompatible(_)),
             "a newer major version is refused, not skipped: {error}"
         );
         bytes[100] ^= 0xff;
-        let error = ControlFile::newest(Path::new("c"), &bytes).unwrap_err();
+        let error = Control::newest(Path::new("c"), &bytes).unwrap_err();
         assert!(
             matches!(error, Error::Corrupted { .. }),
             "both copies bad is damage: {error}"

@@ -6,10 +6,7 @@
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-/// Major format version written by this build. A reader refuses a newer major version.
-pub const FORMAT_VERSION_MAJOR: u16 = 1;
-/// Minor format version: additions a version-1 reader may ignore.
-pub const FORMAT_VERSION_MINOR: u16 = 1;
+pub use super::{FORMAT_VERSION_MAJOR, FORMAT_VERSION_MINOR};
 
 /// Magic at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"VLMWAL\r\n";

@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
-use crate::page::PageId;
-use crate::record::{self, Edit, Kind, Payload};
+use crate::format::page::PageId;
+use crate::format::record::{self, Edit, Kind, Payload};
 use crate::store::state::PageMap;
 use crate::store::{ActiveTxn, Inner, apply_edits, format_page, state};
 use crate::wal::{ScanReport, SkippedRange};
@@ -136,7 +136,7 @@ pub(crate) fn recover(inner: &Inner, scan: ScanReport) -> Result<()> {
         skip_damaged,
         initialised,
     )?;
-    for (space, count) in [crate::page::Space::Catalog, crate::page::Space::Vector]
+    for (space, count) in [crate::format::page::Space::Catalog, crate::format::page::Space::Vector]
         .into_iter()
         .zip(loaded.initialised)
     {
@@ -151,16 +151,16 @@ pub(crate) fn recover(inner: &Inner, scan: ScanReport) -> Result<()> {
     // The loaded index is moved in whole; only the slot registry is built from it.
     let slots_max = inner.global_slot(
         PageId::new(
-            crate::page::Space::Vector,
-            inner.arena.page_count(crate::page::Space::Vector),
+            crate::format::page::Space::Vector,
+            inner.arena.page_count(crate::format::page::Space::Vector),
         ),
         0,
     );
-    let mut slots = crate::search::SlotRegistry {
+    let mut slots = crate::store::scan::SlotRegistry {
         owners: Vec::with_capacity(slots_max),
     };
     for (id, located) in &loaded.index {
-        let owner = crate::search::SlotOwner {
+        let owner = crate::store::scan::SlotOwner {
             id: id.clone(),
             meta: located.meta.clone(),
         };
@@ -182,7 +182,7 @@ pub(crate) fn recover(inner: &Inner, scan: ScanReport) -> Result<()> {
         && !control.checkpoint_lsn.is_none();
     // A read-only store replays what the crash left in memory and never writes it back.
     if !clean && !inner.read_only {
-        crate::checkpoint::run(inner)?;
+        crate::store::checkpoint::run(inner)?;
     }
     report.checkpoint_time = started.elapsed();
     *inner.report.lock() = report;

@@ -18,10 +18,10 @@ use std::sync::atomic::Ordering;
 
 use crate::Lsn;
 use crate::error::Result;
-use crate::page::{self, PageId, Space};
-use crate::record::{self, Checkpoint, DirtyPage, Kind, TxnEntry};
+use crate::format::page::{self, PageId, Space};
+use crate::format::record::{self, Checkpoint, DirtyPage, Kind, TxnEntry};
 use crate::store::Inner;
-use crate::store::control::ArenaExtent;
+use crate::format::control::ArenaExtent;
 use crate::wal::{RecordSpec, now_us};
 
 /// Runs one checkpoint for a caller that waits for it; returns its begin LSN.
@@ -91,15 +91,15 @@ pub(crate) fn run_locked(inner: &Inner, force_base_image: bool, caller: Caller) 
     }
     inner.last_checkpoint_lsn.store(begin_lsn.0, Ordering::Relaxed);
     inner.recent_inits.lock().retain(|_, lsn| *lsn >= begin_lsn);
-    let info = crate::archiver::BaseImageInfo {
+    let info = crate::store::archiver::BaseImageInfo {
         begin_lsn,
         end_lsn,
         truncate_lsn,
         next_txn_id,
         time_us: now_us(),
     };
-    crate::archiver::maybe_base_image(inner, &info, force_base_image, caller.compress_threads())?;
-    crate::archiver::retire(inner, truncate_lsn)?;
+    crate::store::archiver::maybe_base_image(inner, &info, force_base_image, caller.compress_threads())?;
+    crate::store::archiver::retire(inner, truncate_lsn)?;
     Ok(begin_lsn)
 }
 
@@ -127,7 +127,7 @@ fn begin(inner: &Inner) -> Result<(Lsn, Vec<PageId>, ArenaExtent)> {
 /// Writes `pages` (sorted) in batches and makes them durable; every page taken out of the dirty
 /// page table goes to `written` with its recovery LSN, for the caller to put back on failure.
 fn flush_pages(inner: &Inner, pages: &[PageId], in_force: Lsn, written: &mut Vec<(PageId, Lsn)>) -> Result<()> {
-    for batch in pages.chunks(crate::doublewrite::DOUBLEWRITE_BATCH_PAGES) {
+    for batch in pages.chunks(crate::format::doublewrite::DOUBLEWRITE_BATCH_PAGES) {
         write_batch(inner, batch, in_force, written)?;
     }
     // Pages that skipped the doublewrite area were written without a sync per batch: one sync

@@ -11,6 +11,8 @@
 //!   a latch, and the store guarantees no writer touches a reachable committed slot.
 //! - A page read from its file is verified (checksum, own id) before first use.
 
+pub mod doublewrite;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -18,7 +20,7 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::error::{IoContext, Result};
-use crate::page::{self, PAGE_LSN_OFFSET, PageId, Space};
+use crate::format::page::{self, PAGE_LSN_OFFSET, PageId, Space};
 use crate::storage::{Mapping, Storage, StorageFile};
 use crate::{Error, Lsn};
 
@@ -683,7 +685,7 @@ mod tests {
 
     #[test]
     fn reset_page_leaves_the_header_then_zeros_over_any_old_bytes() {
-        use crate::page::Space;
+        use crate::format::page::Space;
         for page_bytes in [4096u32, 16 << 10, 256 << 10] {
             let storage = Arc::new(crate::storage::SimStorage::new(u64::from(page_bytes)));
             let arena = Arena::open(

@@ -15,53 +15,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use zerocopy::little_endian::{U16, U32, U64};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+use zerocopy::{FromBytes, IntoBytes};
 
 use crate::Error;
 use crate::error::{IoContext, Result};
-use crate::page::{self, PageId};
+use crate::format::FORMAT_VERSION_MAJOR;
+use crate::format::doublewrite::{
+    DOUBLEWRITE_BATCH_PAGES, DOUBLEWRITE_FILE_NAME, DOUBLEWRITE_FILE_PAGES, DOUBLEWRITE_HEADER_BYTES,
+    DOUBLEWRITE_MAGIC, DoublewriteHeader,
+};
+use crate::format::page::{self, PageId};
 use crate::storage::{Storage, StorageFile};
-use crate::wal::format::FORMAT_VERSION_MAJOR;
-
-pub const DOUBLEWRITE_FILE_NAME: &str = "DOUBLEWRITE";
-pub const DOUBLEWRITE_MAGIC: [u8; 8] = *b"VLMDWBF\n";
-/// Pages per batch.
-pub const DOUBLEWRITE_BATCH_PAGES: usize = 64;
-/// The file's length in pages from format minor 1 on: made whole at creation (zeros, synced),
-/// so its length never changes afterwards and a shorter file is damage, never a torn growth.
-pub const DOUBLEWRITE_FILE_PAGES: u64 = 1 + DOUBLEWRITE_BATCH_PAGES as u64;
-
-/// The header in page 0.
-///
-/// | offset | size | field |
-/// |---|---|---|
-/// | 0 | 8 | magic `VLMDWBF\n` |
-/// | 8 | 2 | format version major |
-/// | 10 | 2 | reserved, zero |
-/// | 12 | 4 | page size in bytes |
-/// | 16 | 4 | number of images in the batch |
-/// | 20 | 4 | reserved, zero |
-/// | 24 | 8 | batch sequence number |
-/// | 32 | 8 | store id (format minor ≥ 1; 0 before) |
-/// | 40 | 20 | reserved, zero |
-/// | 60 | 4 | CRC32C of bytes 0..60 |
-#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
-#[repr(C)]
-pub struct DoublewriteHeader {
-    pub magic: [u8; 8],
-    pub version_major: U16,
-    pub reserved0: U16,
-    pub page_size_bytes: U32,
-    pub count: U32,
-    pub reserved1: U32,
-    pub batch_seq: U64,
-    pub store_id: U64,
-    pub reserved2: [u8; 20],
-    pub crc: U32,
-}
-
-pub const DOUBLEWRITE_HEADER_BYTES: usize = 64;
-const _: () = assert!(size_of::<DoublewriteHeader>() == DOUBLEWRITE_HEADER_BYTES);
 
 /// How the doublewrite file is opened.
 #[derive(Clone, Copy, Debug)]

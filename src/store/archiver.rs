@@ -14,7 +14,7 @@ use zerocopy::little_endian::{U32, U64};
 
 use crate::archive::{self, ARCHIVE_DIR, ArchiveHeader, KIND_BASE_IMAGE, KIND_WAL_SEGMENT};
 use crate::error::{IoContext, Result};
-use crate::page::Space;
+use crate::format::page::Space;
 use crate::store::{Inner, Retention};
 use crate::wal::segment::Segment;
 use crate::{Error, Lsn};

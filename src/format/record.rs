@@ -8,7 +8,7 @@
 //! Decoding never trusts a length: every count and size is checked against the bytes that are
 //! left before anything is allocated or indexed.
 
-use crate::page::{PageId, PageKind};
+use crate::format::page::{PageId, PageKind};
 use crate::{Error, Lsn, Result};
 
 /// Record kinds (the header's `kind` byte).
@@ -406,7 +406,7 @@ fn decode_checkpoint(cursor: &mut Cursor<'_>) -> Result<Checkpoint> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::page::Space;
+    use crate::format::page::Space;
 
     #[test]
     fn page_init_of_an_unknown_page_kind_is_invalid() {

@@ -7,7 +7,7 @@
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use crate::wal::format::FORMAT_VERSION_MAJOR;
+use crate::format::wal::FORMAT_VERSION_MAJOR;
 
 /// Identifies an arena page: the space in the top 8 bits, the page number below. Spaces are
 /// numbered from 1, so no page id is 0 and 0 can mean "no page".
@@ -344,7 +344,7 @@ pub struct CatalogEntry<'a> {
 /// what is wrong. The store's loader (`store::state`) decodes catalog pages with it and adds the
 /// rules that need the arena and the other pages.
 pub fn decode_catalog_page(image: &[u8]) -> Result<Vec<CatalogEntry<'_>>, String> {
-    use crate::store::meta;
+    use crate::format::meta;
 
     let Ok((header, _)) = PageHeader::read_from_prefix(image) else {
         return Err(format!("a page of {} bytes holds no header", image.len()));
@@ -505,7 +505,7 @@ mod tests {
 
     fn encoded_meta(pairs: &[(&str, &str)]) -> Vec<u8> {
         let mut out = Vec::new();
-        crate::store::meta::encode(pairs, &mut out);
+        crate::format::meta::encode(pairs, &mut out);
         out
     }
 

@@ -1,0 +1,196 @@
+//! The archive directory: files written atomically, read whole, listed and verified.
+
+use std::path::{Path, PathBuf};
+
+use crate::Error;
+use crate::error::{IoContext, Result};
+use crate::format::archive::*;
+use crate::storage::Storage;
+
+use super::streaming::decode_streamed;
+
+/// Writes `bytes` as `dir/name` atomically: temporary file, sync, rename, directory sync.
+pub fn write_atomically(storage: &dyn Storage, dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let (new_dir, tmp, file) = create_temporary(storage, dir, name)?;
+    file.write_at(bytes, 0)
+        .context(|| format!("writing {}", tmp.display()))?;
+    publish_temporary(storage, dir, name, new_dir, file.as_ref())
+}
+
+/// Creates `dir` (if missing; says so in the first value) and an empty `dir/name.tmp`.
+pub(super) fn create_temporary(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+) -> Result<(bool, PathBuf, std::sync::Arc<dyn crate::storage::StorageFile>)> {
+    let new_dir = !storage.exists(dir);
+    storage
+        .create_dir_all(dir)
+        .context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let _ = storage.remove_file(&tmp);
+    let file = storage
+        .open(&tmp, true)
+        .context(|| format!("creating {}", tmp.display()))?;
+    Ok((new_dir, tmp, file))
+}
+
+/// Syncs the written `dir/name.tmp`, renames it to `dir/name` and syncs the directory (and its
+/// parent if `new_dir`): a crash leaves the old state or the whole new file.
+pub(super) fn publish_temporary(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+    new_dir: bool,
+    file: &dyn crate::storage::StorageFile,
+) -> Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
+    file.sync_data().context(|| format!("syncing {}", tmp.display()))?;
+    storage
+        .rename(&tmp, &path)
+        .context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    storage
+        .sync_dir(dir)
+        .context(|| format!("syncing directory {}", dir.display()))?;
+    // A directory this call created is durable only once its parent is synced.
+    match dir.parent() {
+        Some(parent) if new_dir => storage
+            .sync_dir(parent)
+            .context(|| format!("syncing directory {}", parent.display())),
+        _ => Ok(()),
+    }
+}
+
+/// Reads a whole file.
+pub fn read_file(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>> {
+    let file = open_to_read(storage, path)?;
+    let len = file
+        .len()
+        .context(|| format!("reading the length of {}", path.display()))?;
+    let mut bytes = vec![0u8; usize::try_from(len).map_err(|_| Error::corrupted_file(path, "file too large"))?];
+    file.read_at(&mut bytes, 0)
+        .context(|| format!("reading {}", path.display()))?;
+    Ok(bytes)
+}
+
+pub(super) fn open_to_read(storage: &dyn Storage, path: &Path) -> Result<std::sync::Arc<dyn crate::storage::StorageFile>> {
+    storage.open_read_only(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::NotFound(format!("{} is missing", path.display()))
+        } else {
+            Error::io(format!("opening {}", path.display()), e)
+        }
+    })
+}
+
+/// What `archive/` holds: base images by begin LSN and archived segments by number.
+#[derive(Clone, Debug, Default)]
+pub struct Listing {
+    pub bases: Vec<(ArchiveHeader, PathBuf, u64)>,
+    pub segments: Vec<(u64, PathBuf, u64)>,
+    /// Entries that are not archive files (directories, stray files): reported, never used.
+    pub unknown: Vec<PathBuf>,
+    /// Base images whose header is damaged, and why: reported, never used.
+    pub damaged: Vec<(PathBuf, String)>,
+}
+
+/// Lists `archive/` (headers of base images are read and checked; segments by name). Removes
+/// leftover temporary files when `tidy`.
+///
+/// Nothing in the directory makes the listing fail but an I/O error on the directory itself: an
+/// entry that is not an archive file (a directory, a stray file, a name of another shape) is
+/// listed in `unknown`, and a base image whose header is damaged in `damaged`, for `verify` and
+/// `stats` to report; neither may stop a store from opening.
+pub fn list(storage: &dyn Storage, store_dir: &Path, tidy: bool) -> Result<Listing> {
+    let dir = store_dir.join(ARCHIVE_DIR);
+    let mut listing = Listing::default();
+    if !storage.exists(&dir) {
+        return Ok(listing);
+    }
+    for name in storage.list(&dir).context(|| format!("listing {}", dir.display()))? {
+        let path = dir.join(&name);
+        if name.ends_with(".tmp") {
+            if tidy {
+                let _ = storage.remove_file(&path);
+            }
+            continue;
+        }
+        let Some(kind) = archive_name_kind(&name) else {
+            listing.unknown.push(path);
+            continue;
+        };
+        // A directory or an unreadable entry under an archive file's name is not one.
+        let Ok(file) = storage.open_read_only(&path) else {
+            listing.unknown.push(path);
+            continue;
+        };
+        // A directory opens too (on Linux), but reads fail: it is no archive file either.
+        let (Ok(size), Ok(())) = (file.len(), probe(&*file)) else {
+            listing.unknown.push(path);
+            continue;
+        };
+        match kind {
+            ArchiveName::Segment(segment_no) => listing.segments.push((segment_no, path, size)),
+            ArchiveName::Base => {
+                let mut head = vec![0u8; ARCHIVE_HEADER_BYTES.min(size as usize)];
+                file.read_at(&mut head, 0)
+                    .context(|| format!("reading {}", path.display()))?;
+                match decode_header(&path, &head) {
+                    Ok(header) => listing.bases.push((header, path, size)),
+                    Err(damage) => listing.damaged.push((path, damage.to_string())),
+                }
+            }
+        }
+    }
+    listing.bases.sort_by_key(|b| b.0.first_lsn.get());
+    listing.segments.sort_by_key(|s| s.0);
+    Ok(listing)
+}
+
+/// Reads one byte of `file` if it has any: fails for a directory, which opens like a file.
+pub(super) fn probe(file: &dyn crate::storage::StorageFile) -> std::io::Result<()> {
+    if file.len()? == 0 {
+        return Ok(());
+    }
+    file.read_at(&mut [0u8; 1], 0)
+}
+
+/// What an archive file's name says it is.
+pub(super) enum ArchiveName {
+    Segment(u64),
+    Base,
+}
+
+pub(super) fn archive_name_kind(name: &str) -> Option<ArchiveName> {
+    if let Some(hex) = name.strip_prefix("wal-").and_then(|n| n.strip_suffix(".lz4")) {
+        let canonical = hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        return canonical
+            .then(|| u64::from_str_radix(hex, 16).ok())
+            .flatten()
+            .map(ArchiveName::Segment);
+    }
+    (name.starts_with("base-") && name.ends_with(".lz4")).then_some(ArchiveName::Base)
+}
+
+/// Checks every archive file in full; returns each file with its damage, if any.
+pub fn verify(storage: &dyn Storage, store_dir: &Path) -> Result<Vec<(PathBuf, Option<Error>)>> {
+    let listing = list(storage, store_dir, false)?;
+    let paths = listing
+        .bases
+        .iter()
+        .map(|b| b.1.clone())
+        .chain(listing.segments.iter().map(|s| s.1.clone()));
+    let mut checked: Vec<(PathBuf, Option<Error>)> = paths
+        .map(|path| {
+            let outcome = decode_streamed(storage, &path, |_| Ok(())).err();
+            (path, outcome)
+        })
+        .collect();
+    checked.extend(listing.damaged.into_iter().map(|(path, reason)| {
+        let damage = Error::corrupted_file(&path, reason);
+        (path, Some(damage))
+    }));
+    Ok(checked)
+}
+

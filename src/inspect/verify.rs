@@ -1,0 +1,675 @@
+//! Verification of a store's files: every checksum of every file, the store's completeness
+//! (every file it must have), then a read-only open, without writing anything. `vellum verify`
+//! prints what it finds; a library user gets the same [`Report`].
+//!
+//! It reads the files (nothing is written, and it works on read-only media): both copies of the
+//! control file, every log record from the oldest segment (scanned as `RecoveryMode::Strict`),
+//! every arena page as it is in its file, the doublewrite area and every archive file in full.
+//! Then it opens the store read-only (recovery replayed in memory) and fails if that open is
+//! refused: whatever an open refuses, verify reports.
+//! While it runs it holds a shared lock on the store if it can, so no writer opens the store
+//! meanwhile; if a writer has it open, that is a warning (pages may change under it).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use zerocopy::FromBytes;
+
+use super::{Progress, SharedLock, dir_usage, lock_shared};
+use crate::arena::doublewrite::{Doublewrite, DoublewriteOpen};
+use crate::arena::{Arena, ArenaOpen, arena_file_name};
+use crate::error::Result;
+use crate::format::control::{CONTROL_FILE_BYTES, CONTROL_FILE_NAME, CONTROL_SLOT_BYTES, Control};
+use crate::format::doublewrite::{DOUBLEWRITE_FILE_NAME, DOUBLEWRITE_HEADER_BYTES, DOUBLEWRITE_MAGIC};
+use crate::format::page::{PageId, Space};
+use crate::format::record::{self, Kind};
+use crate::format::wal::{Geometry, LogIdentity};
+use crate::storage::{RealStorage, Storage};
+use crate::wal::{ScanReport, Wal, WalConfig};
+use crate::{Error, Lsn, RecoveryMode, SyncMode};
+
+/// How bad a problem is: failures make verify exit 1, warnings do not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    Failure,
+    Warning,
+}
+
+/// One thing found wrong.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    pub severity: Severity,
+    /// control, wal, arena, doublewrite, archive or store.
+    pub component: &'static str,
+    /// The file, relative to the store directory.
+    pub file: Option<String>,
+    /// The page number inside that file (arena pages).
+    pub page: Option<u64>,
+    pub lsn: Option<u64>,
+    pub reason: String,
+}
+
+impl Problem {
+    pub(crate) fn new(severity: Severity, component: &'static str, reason: impl Into<String>) -> Problem {
+        Problem {
+            severity,
+            component,
+            file: None,
+            page: None,
+            lsn: None,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn file(mut self, file: impl Into<String>) -> Problem {
+        self.file = Some(file.into());
+        self
+    }
+
+    pub(crate) fn lsn(mut self, lsn: Option<Lsn>) -> Problem {
+        self.lsn = lsn.map(|l| l.get());
+        self
+    }
+
+    /// "arena/vector-00000000.pages page 3: reason", "wal LSN 4128: reason".
+    pub fn describe(&self) -> String {
+        let mut place = self.component.to_string();
+        if let Some(file) = &self.file {
+            place = file.clone();
+        }
+        if let Some(page) = self.page {
+            place.push_str(&format!(" page {page}"));
+        }
+        if let Some(lsn) = self.lsn {
+            place.push_str(&format!(" LSN {lsn}"));
+        }
+        format!("{place}: {}", self.reason)
+    }
+}
+
+/// One control-file slot.
+#[derive(Clone, Debug)]
+pub struct SlotCheck {
+    pub valid: bool,
+    pub sequence: Option<u64>,
+    pub error: Option<String>,
+}
+
+/// What verify found.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub store: PathBuf,
+    pub slots: Vec<SlotCheck>,
+    pub in_force: Option<usize>,
+    pub wal_checked: bool,
+    pub wal_segments: u64,
+    pub wal_records: u64,
+    pub wal_start_lsn: u64,
+    pub wal_end_lsn: u64,
+    pub torn_tail: Option<(u64, String)>,
+    pub arena_checked: bool,
+    pub catalog_pages: u64,
+    pub vector_pages: u64,
+    pub damaged_pages: u64,
+    pub doublewrite_present: bool,
+    pub doublewrite_valid_header: bool,
+    pub doublewrite_batch_seq: Option<u64>,
+    pub doublewrite_images: u64,
+    pub doublewrite_intact_images: u64,
+    pub archive_present: bool,
+    pub archive_checked: bool,
+    /// Archive files checked in full (base images and segments; leftover temporary files are
+    /// not archive files).
+    pub archive_checked_files: u64,
+    pub archive_files: u64,
+    pub archive_bytes: u64,
+    pub notes: Vec<String>,
+    pub problems: Vec<Problem>,
+}
+
+impl Report {
+    /// True if no failure was found (warnings allowed).
+    pub fn clean(&self) -> bool {
+        self.failures() == 0
+    }
+
+    pub fn failures(&self) -> usize {
+        self.problems.iter().filter(|p| p.severity == Severity::Failure).count()
+    }
+
+    pub fn warnings(&self) -> usize {
+        self.problems.iter().filter(|p| p.severity == Severity::Warning).count()
+    }
+
+    pub(crate) fn fail(&mut self, problem: Problem) {
+        self.problems.push(Problem {
+            severity: Severity::Failure,
+            ..problem
+        });
+    }
+
+    pub(crate) fn warn(&mut self, problem: Problem) {
+        self.problems.push(Problem {
+            severity: Severity::Warning,
+            ..problem
+        });
+    }
+}
+
+/// Verifies the store in `dir`. `Err` only when `dir` holds no store at all.
+pub fn verify_store(dir: &Path, progress: &dyn Progress) -> Result<Report> {
+    let bar = progress;
+    let control_path = dir.join(CONTROL_FILE_NAME);
+    if !control_path.is_file() {
+        return Err(Error::NotFound(format!(
+            "no Vellum store at {} (no {CONTROL_FILE_NAME} file)",
+            dir.display()
+        )));
+    }
+    let mut report = Report {
+        store: dir.to_path_buf(),
+        ..Report::default()
+    };
+    let _lock = match lock_shared(dir) {
+        SharedLock::Busy => {
+            report.warn(Problem::new(
+                Severity::Warning,
+                "store",
+                "the store is open in another process: pages and log may change while they are read",
+            ));
+            None
+        }
+        held => Some(held),
+    };
+    let Some(control) = check_control(&control_path, &mut report) else {
+        report
+            .notes
+            .push("the log and the arena were not checked: no valid control data".into());
+        return Ok(report);
+    };
+    let geometry = match Geometry::new(control.page_size_bytes, control.segment_size_bytes) {
+        Ok(geometry) => geometry,
+        Err(reason) => {
+            report.fail(Problem::new(Severity::Failure, "control", reason).file(CONTROL_FILE_NAME));
+            return Ok(report);
+        }
+    };
+    let storage: Arc<dyn Storage> = Arc::new(RealStorage::new());
+    check_wal(dir, &storage, geometry, &control, &mut report, bar);
+    check_arena(dir, &storage, geometry, &control, &mut report, bar);
+    check_archive(dir, &mut report, bar);
+    check_open(dir, &mut report, bar);
+    Ok(report)
+}
+
+/// Opens the store read-only, as a reader would (recovery replayed in memory, nothing
+/// written): an open that is refused is a failure, so verify never passes a store that no
+/// open accepts.
+fn check_open(dir: &Path, report: &mut Report, bar: &dyn Progress) {
+    bar.phase("opening the store read-only", 0);
+    match crate::Store::open_read_only(dir, crate::Options::default()) {
+        Ok(store) => {
+            report
+                .notes
+                .push(format!("a read-only open recovers the store: {} vectors", store.len()));
+        }
+        Err(Error::Locked(reason)) => report.warn(Problem::new(
+            Severity::Warning,
+            "store",
+            format!("not opened, a writer has it ({reason})"),
+        )),
+        Err(error) => {
+            let problem = Problem::new(
+                Severity::Failure,
+                "store",
+                format!("an open refuses the store: {error}"),
+            );
+            report.fail(match &error {
+                Error::Corrupted { file: Some(file), .. } => problem.file(relative(file)),
+                _ => problem,
+            });
+        }
+    }
+}
+
+/// Decodes both control slots; returns the copy in force.
+fn check_control(path: &Path, report: &mut Report) -> Option<Control> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            report.fail(
+                Problem::new(Severity::Failure, "control", format!("cannot read it: {e}")).file(CONTROL_FILE_NAME),
+            );
+            return None;
+        }
+    };
+    if (bytes.len() as u64) < CONTROL_FILE_BYTES {
+        report.fail(
+            Problem::new(
+                Severity::Failure,
+                "control",
+                format!("{} bytes, expected {CONTROL_FILE_BYTES}", bytes.len()),
+            )
+            .file(CONTROL_FILE_NAME),
+        );
+        return None;
+    }
+    let decoded: Vec<Result<Control, String>> = (0..2)
+        .map(|i| Control::from_slot(&bytes[i * CONTROL_SLOT_BYTES..(i + 1) * CONTROL_SLOT_BYTES]))
+        .collect();
+    let valid = decoded.iter().filter(|d| d.is_ok()).count();
+    let mut best: Option<(usize, Control)> = None;
+    for (i, slot) in decoded.into_iter().enumerate() {
+        match slot {
+            Ok(control) => {
+                report.slots.push(SlotCheck {
+                    valid: true,
+                    sequence: Some(control.sequence),
+                    error: None,
+                });
+                if best.as_ref().is_none_or(|(_, b)| control.sequence > b.sequence) {
+                    best = Some((i, control));
+                }
+            }
+            Err(reason) => {
+                report.slots.push(SlotCheck {
+                    valid: false,
+                    sequence: None,
+                    error: Some(reason.clone()),
+                });
+                let problem = Problem::new(Severity::Warning, "control", format!("copy {i} is invalid: {reason}"))
+                    .file(CONTROL_FILE_NAME);
+                if valid == 1 {
+                    report.warn(Problem {
+                        reason: format!(
+                            "{} (the other copy is in force; the next checkpoint rewrites this one)",
+                            problem.reason
+                        ),
+                        ..problem
+                    });
+                } else {
+                    report.fail(problem);
+                }
+            }
+        }
+    }
+    let (slot, control) = best?;
+    report.in_force = Some(slot);
+    Some(control)
+}
+
+fn check_wal(
+    dir: &Path,
+    storage: &Arc<dyn Storage>,
+    geometry: Geometry,
+    control: &Control,
+    report: &mut Report,
+    bar: &dyn Progress,
+) {
+    let wal_dir = dir.join("wal");
+    let config = WalConfig::new(
+        geometry,
+        LogIdentity {
+            store_id: control.store_id,
+            timeline: control.timeline,
+        },
+        SyncMode::Never,
+    );
+    let config = WalConfig {
+        required_files: control.extent.is_some(),
+        ..config
+    };
+    let open = |mode| Wal::open_read_only(storage.clone(), &wal_dir, config.clone(), None, mode);
+    let (wal, scan) = match open(RecoveryMode::Strict) {
+        Ok((wal, scan)) => {
+            if let Some(torn) = &scan.torn_tail {
+                report.torn_tail = Some((torn.lsn.get(), torn.reason.clone()));
+                report.warn(
+                    Problem::new(
+                        Severity::Warning,
+                        "wal",
+                        format!(
+                            "torn tail ({} bytes: {}); the next open erases it",
+                            torn.garbage_bytes, torn.reason
+                        ),
+                    )
+                    .lsn(Some(torn.lsn)),
+                );
+            }
+            (wal, scan)
+        }
+        Err(strict) => match open(RecoveryMode::TolerateTornTail) {
+            // Strict refuses a tail followed by valid records that prove nothing; recovery
+            // under the default mode accepts it as torn: a warning, not damage.
+            Ok((wal, scan)) if scan.torn_tail.is_some() => {
+                let torn = scan.torn_tail.clone().expect("checked");
+                report.torn_tail = Some((torn.lsn.get(), torn.reason.clone()));
+                report.warn(
+                    Problem::new(
+                        Severity::Warning,
+                        "wal",
+                        format!(
+                            "torn tail followed by records that were never proven durable ({}); \
+                             the next open erases it, a Strict open refuses it: {strict}",
+                            torn.reason
+                        ),
+                    )
+                    .lsn(Some(torn.lsn)),
+                );
+                (wal, scan)
+            }
+            _ => {
+                report.fail(wal_problem(strict));
+                match open(RecoveryMode::SkipCorrupted) {
+                    Ok((wal, scan)) => {
+                        for skip in &scan.skipped {
+                            report.fail(
+                                Problem::new(
+                                    Severity::Failure,
+                                    "wal",
+                                    format!("damaged log up to LSN {}: {}", skip.to, skip.reason),
+                                )
+                                .lsn(Some(skip.from)),
+                            );
+                        }
+                        (wal, scan)
+                    }
+                    Err(_) => return,
+                }
+            }
+        },
+    };
+    report.wal_checked = true;
+    report.wal_segments = wal.segment_numbers().len() as u64;
+    read_records(&wal, &scan, geometry, control, report, bar);
+}
+
+/// Reads and decodes every record (their checksums are checked as they are read).
+fn read_records(
+    wal: &Wal,
+    scan: &ScanReport,
+    geometry: Geometry,
+    control: &Control,
+    report: &mut Report,
+    bar: &dyn Progress,
+) {
+    let start = wal.first_lsn();
+    report.wal_start_lsn = start.get();
+    report.wal_end_lsn = scan.end_lsn.get();
+    let log_bytes = scan.end_lsn.get().saturating_sub(start.get());
+    bar.phase("verifying the log", log_bytes);
+    let mut reader = wal.reader(start).with_skips(&scan.skipped);
+    let mut checkpoint_found = false;
+    loop {
+        match reader.next_record() {
+            Ok(Some(rec)) => {
+                if report.wal_records == 0 {
+                    report.wal_start_lsn = rec.lsn.get();
+                }
+                report.wal_records += 1;
+                if report.wal_records.is_multiple_of(4096) {
+                    bar.position(rec.lsn.get() - start.get());
+                }
+                if rec.lsn == control.checkpoint_lsn && rec.header.kind == Kind::CheckpointBegin as u8 {
+                    checkpoint_found = true;
+                }
+                if let Err(e) = record::decode(rec.header.kind, rec.payload, rec.lsn, geometry.page_size_bytes) {
+                    report.fail(wal_problem(e).lsn(Some(rec.lsn)));
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                report.fail(wal_problem(e));
+                break;
+            }
+        }
+    }
+    bar.position(log_bytes);
+    if !control.checkpoint_lsn.is_none() && !checkpoint_found {
+        let reason = if control.checkpoint_lsn < start {
+            format!("the log starts at LSN {start}, after the checkpoint recovery starts from (a segment is missing)")
+        } else {
+            "no checkpoint-begin record where the control file's checkpoint says".into()
+        };
+        report.fail(Problem::new(Severity::Failure, "wal", reason).lsn(Some(control.checkpoint_lsn)));
+    }
+}
+
+/// A log error as a problem naming its LSN or file.
+fn wal_problem(error: Error) -> Problem {
+    match error {
+        Error::Corrupted { lsn, file, reason } => {
+            let problem = Problem::new(Severity::Failure, "wal", reason).lsn(lsn);
+            match file {
+                Some(file) => problem.file(relative(&file)),
+                None => problem,
+            }
+        }
+        other => Problem::new(Severity::Failure, "wal", other.to_string()),
+    }
+}
+
+/// `…/store/arena/x.pages` → `arena/x.pages`.
+fn relative(path: &Path) -> String {
+    let parts: Vec<_> = path.components().rev().take(2).collect();
+    parts
+        .iter()
+        .rev()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn check_arena(
+    dir: &Path,
+    storage: &Arc<dyn Storage>,
+    geometry: Geometry,
+    control: &Control,
+    report: &mut Report,
+    bar: &dyn Progress,
+) {
+    let arena_dir = dir.join("arena");
+    if !arena_dir.is_dir() {
+        report.fail(Problem::new(Severity::Failure, "arena", "the arena directory is missing").file("arena"));
+        return;
+    }
+    let page_size = geometry.page_size_bytes;
+    let how = ArenaOpen {
+        store_id: control.store_id,
+        read_only: true,
+        files_min: control.extent.map_or([0, 0], |e| e.files),
+    };
+    let arena = match Arena::open(storage.clone(), &arena_dir, page_size, geometry.segment_size_bytes, how) {
+        Ok(arena) => arena,
+        Err(e) => {
+            let problem = match e {
+                Error::Corrupted {
+                    file: Some(file),
+                    reason,
+                    ..
+                } => Problem::new(Severity::Failure, "arena", reason).file(relative(&file)),
+                other => Problem::new(Severity::Failure, "arena", other.to_string()),
+            };
+            report.fail(problem);
+            return;
+        }
+    };
+    let intact_copies = check_doublewrite(dir, storage, page_size, control, report);
+    let in_use = control.extent.map_or([0, 0], |e| e.pages);
+    report.arena_checked = true;
+    let pages_per_file = geometry.segment_size_bytes / geometry.page_bytes();
+    let total_pages = arena.page_count(Space::Catalog) + arena.page_count(Space::Vector);
+    bar.phase("verifying pages", total_pages * geometry.page_bytes());
+    let mut done = 0u64;
+    for space in [Space::Catalog, Space::Vector] {
+        let count = arena.page_count(space);
+        match space {
+            Space::Catalog => report.catalog_pages = count,
+            Space::Vector => report.vector_pages = count,
+        }
+        for n in 0..count {
+            let id = PageId::new(space, n);
+            let file = format!("arena/{}", arena_file_name(space, n / pages_per_file));
+            done += 1;
+            if done.is_multiple_of(1024) {
+                bar.position(done * geometry.page_bytes());
+            }
+            let image = match arena.read_page_from_file(id) {
+                Ok(image) => image,
+                Err(e) => {
+                    report.damaged_pages += 1;
+                    report.fail(Problem {
+                        page: Some(n % pages_per_file),
+                        ..Problem::new(Severity::Failure, "arena", e.to_string()).file(file)
+                    });
+                    continue;
+                }
+            };
+            let reason = crate::format::page::check_page(&image, id)
+                .or_else(|| crate::format::page::check_owner(&image, id, control.store_id))
+                .or_else(|| {
+                    (n < in_use[space.index()] && crate::format::page::is_all_zero(&image))
+                        .then(|| format!("{id} is empty, but the store had initialised it (its contents were lost)"))
+                });
+            if let Some(reason) = reason {
+                report.damaged_pages += 1;
+                let note = if intact_copies.contains(&id) {
+                    " (DOUBLEWRITE holds an intact copy: the next open repairs it)"
+                } else {
+                    ""
+                };
+                report.fail(Problem {
+                    page: Some(n % pages_per_file),
+                    ..Problem::new(Severity::Failure, "arena", format!("{reason}{note}")).file(file)
+                });
+            }
+        }
+    }
+}
+
+/// Reads the doublewrite area (informational); returns the pages it holds intact copies of.
+fn check_doublewrite(
+    dir: &Path,
+    storage: &Arc<dyn Storage>,
+    page_size: u32,
+    control: &Control,
+    report: &mut Report,
+) -> Vec<PageId> {
+    let path = dir.join(DOUBLEWRITE_FILE_NAME);
+    let Ok(bytes) = read_prefix(&path, DOUBLEWRITE_HEADER_BYTES) else {
+        return Vec::new();
+    };
+    report.doublewrite_present = true;
+    if bytes.len() == DOUBLEWRITE_HEADER_BYTES {
+        let header = crate::format::doublewrite::DoublewriteHeader::read_from_bytes(&bytes).expect("exact size");
+        let crc_ok = crc32c::crc32c(&bytes[..DOUBLEWRITE_HEADER_BYTES - 4]) == header.crc.get();
+        if header.magic == DOUBLEWRITE_MAGIC && crc_ok && header.page_size_bytes.get() == page_size {
+            report.doublewrite_valid_header = true;
+            report.doublewrite_batch_seq = Some(header.batch_seq.get());
+            report.doublewrite_images = u64::from(header.count.get());
+        }
+    }
+    let how = DoublewriteOpen {
+        store_id: control.store_id,
+        required: control.extent.is_some() && !control.checkpoint_lsn.is_none(),
+        read_only: true,
+    };
+    match Doublewrite::open(storage.as_ref(), dir, page_size, how).and_then(|dw| dw.read_images()) {
+        Ok(images) => {
+            report.doublewrite_intact_images = images.len() as u64;
+            images.into_keys().collect()
+        }
+        Err(e) => {
+            report.warn(Problem::new(Severity::Warning, "doublewrite", e.to_string()).file(DOUBLEWRITE_FILE_NAME));
+            Vec::new()
+        }
+    }
+}
+
+fn read_prefix(path: &Path, len: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::with_capacity(len);
+    std::fs::File::open(path)?.take(len as u64).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Checks every archive file in full: header, compressed bytes and contents checksums.
+fn check_archive(dir: &Path, report: &mut Report, bar: &dyn Progress) {
+    let archive = dir.join(crate::archive::ARCHIVE_DIR);
+    if !archive.is_dir() {
+        return;
+    }
+    let (files, bytes) = dir_usage(&archive);
+    report.archive_present = true;
+    report.archive_files = files;
+    report.archive_bytes = bytes;
+    bar.phase("verifying the archive", bytes);
+    match crate::archive::verify(&RealStorage::new(), dir) {
+        Ok(results) => {
+            report.archive_checked = true;
+            report.archive_checked_files = results.len() as u64;
+            for (path, damage) in results {
+                if let Some(error) = damage {
+                    report.fail(archive_problem(error, &path));
+                }
+            }
+        }
+        Err(error) => report.fail(archive_problem(error, &archive)),
+    }
+    check_archive_chain(dir, report);
+    bar.position(bytes);
+}
+
+/// Entries of `archive/` that are no archive files are warnings (they never stop an open);
+/// a log segment missing between the oldest retained base image and the live log is a failure:
+/// every restore from that image would need it.
+fn check_archive_chain(dir: &Path, report: &mut Report) {
+    let Ok(listing) = crate::archive::list(&RealStorage::new(), dir, false) else {
+        return; // the failure to list was reported above
+    };
+    for path in &listing.unknown {
+        report.warn(
+            Problem::new(
+                Severity::Warning,
+                "archive",
+                "not an archive file (ignored; nothing reads it)",
+            )
+            .file(relative(path)),
+        );
+    }
+    let Some((oldest_base, _, _)) = listing.bases.first() else {
+        return;
+    };
+    let segment_bytes = oldest_base.segment_size_bytes.get().max(1);
+    let needed_from = oldest_base.truncate_lsn.get() / segment_bytes;
+    let live_from = std::fs::read_dir(dir.join("wal"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| crate::wal::segment::parse_segment_file_name(&e.file_name().to_string_lossy()))
+        .min();
+    let Some(live_from) = live_from else { return };
+    let archived: std::collections::BTreeSet<u64> = listing.segments.iter().map(|s| s.0).collect();
+    if let Some(missing) = (needed_from..live_from).find(|n| !archived.contains(n)) {
+        report.fail(
+            Problem::new(
+                Severity::Failure,
+                "archive",
+                format!(
+                    "log segment {missing} is missing from the archive: a restore from base image {} needs it",
+                    relative(&listing.bases[0].1)
+                ),
+            )
+            .file(format!("archive/{}", crate::archive::wal_file_name(missing))),
+        );
+    }
+}
+
+fn archive_problem(error: Error, path: &Path) -> Problem {
+    match error {
+        Error::Corrupted { file, reason, .. } => {
+            Problem::new(Severity::Failure, "archive", reason).file(relative(file.as_deref().unwrap_or(path)))
+        }
+        other => Problem::new(Severity::Failure, "archive", other.to_string()).file(relative(path)),
+    }
+}

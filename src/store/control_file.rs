@@ -1,0 +1,102 @@
+//! The control file on disk (`CONTROL`, its bytes in `format::control`): opened read-only by
+//! readers and for writing by the store, and written one slot at a time.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use zerocopy::IntoBytes;
+
+use crate::error::{IoContext, Result};
+use crate::format::control::{CONTROL_FILE_BYTES, CONTROL_FILE_NAME, CONTROL_SLOT_BYTES, Control};
+use crate::storage::{Storage, StorageFile};
+use crate::Error;
+
+/// The control file, open.
+#[derive(Debug)]
+pub struct ControlFile {
+    path: PathBuf,
+    file: Arc<dyn StorageFile>,
+}
+
+impl ControlFile {
+    /// Creates the control file of a new store with both slots written and synced.
+    pub fn create(storage: &dyn Storage, dir: &Path, control: &Control) -> Result<ControlFile> {
+        let path = dir.join(CONTROL_FILE_NAME);
+        let file = storage
+            .open(&path, true)
+            .context(|| format!("creating {}", path.display()))?;
+        let control_file = ControlFile { path, file };
+        let mut first = control.clone();
+        first.sequence = 0;
+        control_file.write_slot(&first)?;
+        first.sequence = 1;
+        control_file.write_slot(&first)?;
+        Ok(control_file)
+    }
+
+    /// Opens the control file read-only (nothing about the store changes; [`write_slot`]
+    /// then fails) and returns the newest valid copy.
+    ///
+    /// [`write_slot`]: ControlFile::write_slot
+    pub fn open(storage: &dyn Storage, dir: &Path) -> Result<(ControlFile, Control)> {
+        Self::open_with(storage, dir, false)
+    }
+
+    /// Opens the control file for a writer and returns the newest valid copy.
+    pub fn open_writable(storage: &dyn Storage, dir: &Path) -> Result<(ControlFile, Control)> {
+        Self::open_with(storage, dir, true)
+    }
+
+    fn open_with(storage: &dyn Storage, dir: &Path, writable: bool) -> Result<(ControlFile, Control)> {
+        let path = dir.join(CONTROL_FILE_NAME);
+        let opened = if writable {
+            storage.open(&path, false)
+        } else {
+            storage.open_read_only(&path)
+        };
+        let file = match opened {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if storage.exists(&dir.join("wal")) && storage.exists(&dir.join("arena")) {
+                    // A finished store's files without the file that makes them a store: the
+                    // control file was lost, not never written (it is written last at creation).
+                    return Err(Error::corrupted_file(
+                        &path,
+                        "the control file is missing, but the directory holds a store's log and arena",
+                    ));
+                }
+                return Err(Error::NotFound(format!(
+                    "no Vellum store at {} (no {CONTROL_FILE_NAME} file)",
+                    dir.display()
+                )));
+            }
+            Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+        };
+        let len_bytes = file
+            .len()
+            .context(|| format!("reading the length of {}", path.display()))?;
+        if len_bytes < CONTROL_FILE_BYTES {
+            return Err(Error::corrupted_file(
+                &path,
+                format!("control file is {len_bytes} bytes, expected {CONTROL_FILE_BYTES}"),
+            ));
+        }
+        let mut bytes = vec![0u8; CONTROL_FILE_BYTES as usize];
+        file.read_at(&mut bytes, 0)
+            .context(|| format!("reading {}", path.display()))?;
+        let control = Control::newest(&path, &bytes)?;
+        Ok((ControlFile { path, file }, control))
+    }
+
+    /// Writes `control` (its sequence must be one more than the current) and syncs it.
+    pub fn write_slot(&self, control: &Control) -> Result<()> {
+        let slot = control.to_slot();
+        let offset = (control.sequence % 2) * CONTROL_SLOT_BYTES as u64;
+        self.file
+            .write_at(slot.as_bytes(), offset)
+            .context(|| format!("writing {}", self.path.display()))?;
+        self.file
+            .sync_data()
+            .context(|| format!("syncing {}", self.path.display()))
+    }
+}

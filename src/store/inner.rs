@@ -1,0 +1,273 @@
+//! The state a store, its transactions and its background threads share, and what the single
+//! writer does with it: publish committed changes to readers, nudge the checkpointer.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Weak;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::arena::Arena;
+use crate::arena::doublewrite::Doublewrite;
+use crate::error::Result;
+use crate::format::page::PageId;
+use super::recovery::RecoveryReport;
+use crate::wal::Wal;
+use crate::{Error, Lsn};
+use crate::format::control::Control;
+use super::control_file::ControlFile;
+use super::readers::{Epochs, Pin};
+use super::{MetaRef, Options, Retention, VectorRef};
+use super::state::{IdKey, IdMap, Located, Meta, PageMap, WriterState};
+
+
+/// The transaction table entry of the running write transaction (at most one).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ActiveTxn {
+    pub txn_id: u64,
+    pub first_lsn: Lsn,
+    pub last_lsn: Lsn,
+}
+
+/// State shared by the store, its transactions and its background checkpointer.
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub options: Options,
+    pub dimension: u32,
+    /// Opened with [`Store::open_read_only`]: nothing is ever written.
+    pub read_only: bool,
+    /// Pages initialised per space (by [`crate::format::page::Space::index`]): the checkpoint records
+    /// them, and a page below the count that reads as zero is damage.
+    pub initialised: [AtomicU64; 2],
+    /// The archive's retention in force (never `Stored`: the store's setting is resolved).
+    pub retention: Mutex<Retention>,
+    pub wal: Wal,
+    pub arena: Arena,
+    pub control: Mutex<(ControlFile, Control)>,
+    pub doublewrite: Mutex<Doublewrite>,
+    pub epochs: Epochs,
+    pub index: RwLock<IdMap<Located>>,
+    /// Committed owners of vector slots, for sequential scans (search).
+    pub slots: RwLock<crate::store::scan::SlotRegistry>,
+    pub writer: Mutex<WriterState>,
+    /// Held while a record is appended and applied, so a checkpoint never sees one without the
+    /// other; guards the transaction table entry.
+    pub apply: Mutex<Option<ActiveTxn>>,
+    /// The dirty page table: page → recovery LSN (the first record that dirtied it).
+    pub dirty: Mutex<PageMap<Lsn>>,
+    /// Pages initialised since the last checkpoint but one (they skip the doublewrite area).
+    pub recent_inits: Mutex<PageMap<Lsn>>,
+    pub checkpoint_lock: Mutex<()>,
+    pub checkpoint_wanted: (Mutex<bool>, Condvar),
+    pub last_checkpoint_lsn: AtomicU64,
+    /// Mirrors the writer's next transaction id for checkpoint records.
+    pub next_txn_id: AtomicU64,
+    pub stopping: AtomicBool,
+    pub report: Mutex<RecoveryReport>,
+    pub archiver: crate::store::archiver::Archiver,
+    /// Checkpoints since the last base image (see `Options::base_image_every`).
+    pub checkpoints_since_base: std::sync::atomic::AtomicU32,
+    _lock: Box<dyn std::any::Any + Send + Sync>,
+}
+
+
+impl Inner {
+    /// The state of a store just opened, before recovery fills in its index.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        dir: &Path,
+        options: Options,
+        read_only: bool,
+        control_file: ControlFile,
+        control: Control,
+        wal: Wal,
+        arena: Arena,
+        doublewrite: Doublewrite,
+        lock: Box<dyn std::any::Any + Send + Sync>,
+        retention: Retention,
+    ) -> Inner {
+        let initialised = control.extent.map_or([0, 0], |e| e.pages);
+        Inner {
+            retention: Mutex::new(retention),
+            dir: dir.to_path_buf(),
+            dimension: control.dimension,
+            read_only,
+            wal,
+            arena,
+            last_checkpoint_lsn: AtomicU64::new(control.checkpoint_lsn.0),
+            next_txn_id: AtomicU64::new(control.next_txn_id),
+            initialised: initialised.map(AtomicU64::new),
+            control: Mutex::new((control_file, control)),
+            doublewrite: Mutex::new(doublewrite),
+            epochs: Epochs::default(),
+            index: RwLock::new(IdMap::default()),
+            slots: RwLock::new(Default::default()),
+            writer: Mutex::new(super::state::WriterState {
+                next_txn_id: 1,
+                vectors: super::state::VectorAlloc {
+                    free: Vec::new(),
+                    fresh_page: 0,
+                    fresh_slot: 0,
+                    slots_per_page: 1,
+                },
+                catalog: super::state::CatalogAlloc::default(),
+                pending: Default::default(),
+                spare_overlay: Default::default(),
+            }),
+            apply: Mutex::new(None),
+            dirty: Mutex::new(PageMap::default()),
+            recent_inits: Mutex::new(PageMap::default()),
+            checkpoint_lock: Mutex::new(()),
+            checkpoint_wanted: (Mutex::new(false), Condvar::new()),
+            stopping: AtomicBool::new(false),
+            report: Mutex::new(RecoveryReport::default()),
+            archiver: Default::default(),
+            checkpoints_since_base: Default::default(),
+            options,
+            _lock: lock,
+        }
+    }
+
+    /// Refuses a change to a store opened read-only.
+    pub fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly(format!("{} was opened read-only", self.dir.display())));
+        }
+        Ok(())
+    }
+
+    /// Notes that page `page` has been initialised (live, or by redo).
+    pub fn note_initialised(&self, page: PageId) {
+        self.initialised[page.space().index()].fetch_max(page.page_no() + 1, Ordering::AcqRel);
+    }
+
+    /// How many pages of each space have been initialised: every page below is in use.
+    pub fn initialised_pages(&self) -> [u64; 2] {
+        [0, 1].map(|i| self.initialised[i].load(Ordering::Acquire))
+    }
+}
+
+
+/// Runs checkpoints when enough log has accumulated, until the store stops.
+pub(super) fn checkpointer(weak: Weak<Inner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        {
+            let (lock, condvar) = &inner.checkpoint_wanted;
+            let mut wanted = lock.lock();
+            if !*wanted && !inner.stopping.load(Ordering::SeqCst) {
+                condvar.wait_for(&mut wanted, Duration::from_millis(250));
+            }
+            *wanted = false;
+        }
+        if inner.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        if inner.log_since_checkpoint() >= inner.options.checkpoint_interval_bytes {
+            // A failure poisons the log or is retried at the next trigger; commits report it.
+            let _ = crate::store::checkpoint::run_in_background(&inner);
+        }
+    }
+}
+
+
+impl Inner {
+    /// The global slot number of a vector slot (page × slots per page + slot).
+    pub fn global_slot(&self, page: PageId, slot: u32) -> usize {
+        let per_page = crate::format::page::vector_slots_per_page(self.arena.page_size_bytes(), self.dimension);
+        page.page_no() as usize * per_page + slot as usize
+    }
+
+    /// Publishes committed index changes to readers: the id index and the slot registry. The
+    /// caller is the single writer (it holds the writer lock): nothing else changes the index.
+    pub fn publish(&self, changes: impl ExactSizeIterator<Item = (IdKey, Option<Located>)>) {
+        self.grow_index_for(changes.len());
+        let mut index = self.index.write();
+        let mut slots = self.slots.write();
+        for (id, change) in changes {
+            let owner = change.as_ref().map(|l| crate::store::scan::SlotOwner {
+                id: id.clone(),
+                meta: l.meta.clone(),
+            });
+            let new_slot = change.as_ref().map(|l| self.global_slot(l.vector_page, l.vector_slot));
+            let old = match change {
+                Some(located) => index.insert(id, located),
+                None => index.remove(&id),
+            };
+            if let Some(old) = old {
+                slots.set(self.global_slot(old.vector_page, old.vector_slot), None);
+            }
+            if let (Some(slot), Some(owner)) = (new_slot, owner) {
+                slots.set(slot, Some(owner));
+            }
+        }
+    }
+
+    /// Makes room in the id index for `additions` more entries, so that publishing them never
+    /// rehashes under the write lock: a growing hash table rehashes every entry (about 40 ms
+    /// for 200,000 here), and every reader would wait for all of it. The bigger table is filled
+    /// from the current one beside the readers (under the read lock; keys and metadata are
+    /// shared, not copied) and swapped in; the old one is dropped after the lock is released.
+    /// Called by the single writer only.
+    fn grow_index_for(&self, additions: usize) {
+        let grown = {
+            let index = self.index.read();
+            if index.capacity() - index.len() >= additions {
+                return;
+            }
+            let capacity = (index.len() + additions).max(index.capacity() * 2);
+            let mut grown = IdMap::with_capacity_and_hasher(capacity, index.hasher().clone());
+            grown.extend(index.iter().map(|(id, located)| (id.clone(), located.clone())));
+            grown
+        };
+        let old = {
+            let mut index = self.index.write();
+            assert_eq!(index.len(), grown.len(), "the index changed under its single writer");
+            std::mem::replace(&mut *index, grown)
+        };
+        drop(old);
+    }
+
+    pub fn log_since_checkpoint(&self) -> u64 {
+        self.wal
+            .end_lsn()
+            .0
+            .saturating_sub(self.last_checkpoint_lsn.load(Ordering::Relaxed))
+    }
+
+    /// Starts a checkpoint when the interval is crossed: on the background thread, or here
+    /// when background I/O is off.
+    pub fn nudge_checkpointer(&self) -> Result<()> {
+        let interval = self.options.checkpoint_interval_bytes;
+        if interval == 0 || self.log_since_checkpoint() < interval {
+            return Ok(());
+        }
+        if !self.options.background_io {
+            return crate::store::checkpoint::run(self).map(|_| ());
+        }
+        *self.checkpoint_wanted.0.lock() = true;
+        self.checkpoint_wanted.1.notify_all();
+        Ok(())
+    }
+
+    pub fn vector_ref<'a>(&'a self, located: &Located, pin: Pin<'a>) -> VectorRef<'a> {
+        // SAFETY: `located.vector` points at `dimension` f32s (4-byte aligned: page offsets and
+        // strides are multiples of 16) inside an arena mapping that lives as long as `self`;
+        // the pin keeps the slot from being reused, and the writer never writes a slot that is
+        // reachable from the index, so the bytes are immutable for the borrow.
+        let vector = unsafe { std::slice::from_raw_parts(located.vector, self.dimension as usize) };
+        let meta = match &located.meta {
+            // SAFETY: as for the vector: an inline metadata range of a reachable catalog entry,
+            // inside a mapping that outlives `self`, immutable while the pin holds.
+            Meta::Inline { ptr, len } => MetaRef::Inline(unsafe { std::slice::from_raw_parts(*ptr, *len as usize) }),
+            Meta::Owned(bytes) => MetaRef::Owned(bytes.clone()),
+        };
+        VectorRef {
+            vector,
+            meta,
+            _pin: pin,
+        }
+    }
+
+}

@@ -1,0 +1,146 @@
+//! Creating a store's files, and what opening one checks first: options, geometry, the lock,
+//! free space.
+
+use std::path::Path;
+use std::sync::Arc;
+
+
+use crate::arena::doublewrite::{Doublewrite, DoublewriteOpen};
+use crate::error::{IoContext, Result};
+use crate::storage::Storage;
+use crate::format::wal::{Geometry, LogIdentity};
+use crate::wal::{Wal, WalConfig, now_us};
+use crate::{Error, SyncMode};
+use crate::format::control::Control;
+use super::control_file::ControlFile;
+use super::{Options, Retention};
+
+
+pub(super) fn check_creation_options(dimension: u32, options: &Options) -> Result<()> {
+    Geometry::new(options.page_size_bytes, options.segment_size_bytes).map_err(Error::InvalidArgument)?;
+    let max_dimension = crate::format::page::vector_slots_max_dimension(options.page_size_bytes);
+    if dimension == 0 || dimension > max_dimension {
+        return Err(Error::InvalidArgument(format!(
+            "dimension {dimension} must be in 1..={max_dimension} for {}-byte pages",
+            options.page_size_bytes
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn wal_config(control: &Control, options: &Options) -> Result<WalConfig> {
+    let geometry = Geometry::new(control.page_size_bytes, control.segment_size_bytes)
+        .map_err(|reason| Error::corrupted_file(crate::format::control::CONTROL_FILE_NAME, reason))?;
+    let identity = LogIdentity {
+        store_id: control.store_id,
+        timeline: control.timeline,
+    };
+    let mut config = WalConfig::new(geometry, identity, options.sync);
+    config.background = options.background_io;
+    if !options.background_io && matches!(options.sync, SyncMode::Interval(_)) {
+        return Err(Error::InvalidArgument("SyncMode::Interval needs background_io".into()));
+    }
+    Ok(config)
+}
+
+/// Takes the store's lock file: exclusive for a writer, so two processes never write one
+/// store; shared for a reader, so readers share a store but never beside a writer. A reader
+/// that cannot take the lock because `LOCK` is missing or may not be opened (read-only
+/// media, another user's store) reads without it: no writer can have opened the store
+/// there, or the reader could not keep one out anyway.
+pub(super) fn lock_store(dir: &Path, storage: &Arc<dyn Storage>, read_only: bool) -> Result<Box<dyn std::any::Any + Send + Sync>> {
+    let path = dir.join("LOCK");
+    let try_lock = || {
+        if read_only {
+            storage.lock_shared(&path)
+        } else {
+            storage.lock_exclusive(&path)
+        }
+    };
+    // A lock is held by an open file description, and a process that forks (to run a command)
+    // shares its descriptors with the child until the child's exec closes them: a store closed
+    // in one thread while another forks can stay locked for that instant. A holder that has
+    // the store open holds it far longer than the moment waited here.
+    let started = std::time::Instant::now();
+    let mut taken = try_lock();
+    while matches!(&taken, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        && started.elapsed() < std::time::Duration::from_millis(100)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        taken = try_lock();
+    }
+    match taken {
+        Ok(guard) => Ok(guard),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(Error::Locked(format!(
+            "{} is open for writing{} (in this process or another)",
+            dir.display(),
+            if read_only { "" } else { " or reading" }
+        ))),
+        Err(e)
+            if read_only
+                && matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ) =>
+        {
+            Ok(Box::new(()))
+        }
+        Err(e) => Err(Error::io(format!("locking {}", path.display()), e)),
+    }
+}
+
+/// Refuses a log segment larger than the free space of the file system (`statvfs`), before
+/// anything is written: preallocating it would fill the disk and fail anyway.
+pub(super) fn check_room_for_segment(storage: &dyn Storage, dir: &Path, segment_size_bytes: u64) -> Result<()> {
+    let available = storage
+        .available_bytes(dir)
+        .context(|| format!("reading the free space of {}", dir.display()))?;
+    match available {
+        Some(free) if free < segment_size_bytes => Err(Error::DiskFull {
+            context: format!(
+                "creating a store in {}: a log segment takes {segment_size_bytes} bytes, and only {free} are free",
+                dir.display()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Writes a new store's files, in the order FORMAT.md gives (section 2): the log, the arena
+/// directory, the doublewrite file with its header page, and the control file last (a store
+/// exists once it is durable).
+pub(super) fn create_files(storage: &dyn Storage, dir: &Path, control: &Control, options: &Options) -> Result<()> {
+    let config = wal_config(control, options)?;
+    Wal::create(options.storage.clone(), &dir.join("wal"), config)?.close()?;
+    storage
+        .create_dir_all(&dir.join("arena"))
+        .context(|| format!("creating {}/arena", dir.display()))?;
+    let how = DoublewriteOpen {
+        store_id: control.store_id,
+        required: false,
+        read_only: false,
+    };
+    Doublewrite::open(storage, dir, control.page_size_bytes, how)?.ensure_whole()?;
+    if options.retention != Retention::Stored {
+        let mut stored = super::settings::Settings::default();
+        stored.set(super::settings::RETENTION, &options.retention.to_string())?;
+        super::settings::write(storage, dir, &stored)?;
+    }
+    storage
+        .sync_dir(dir)
+        .context(|| format!("syncing directory {}", dir.display()))?;
+    ControlFile::create(storage, dir, control)?;
+    storage
+        .sync_dir(dir)
+        .context(|| format!("syncing directory {}", dir.display()))
+}
+
+/// A random 64-bit number (store ids), from the standard library's per-process random keys.
+pub(super) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(now_us());
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+

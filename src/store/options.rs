@@ -1,0 +1,110 @@
+//! How a store is opened or created, and what its archive keeps.
+
+use std::sync::Arc;
+
+use crate::storage::{RealStorage, Storage};
+use crate::{RecoveryMode, SyncMode};
+
+/// How to open or create a store.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// When a commit is durable. Default: `Always`.
+    pub sync: SyncMode,
+    /// What recovery does with damage. Default: `TolerateTornTail`.
+    pub recovery: RecoveryMode,
+    /// Page size of the log and the arena (creation only; a store keeps its own). Default 16 KiB.
+    pub page_size_bytes: u32,
+    /// Size of each log segment and arena file (creation only). Default 64 MiB.
+    pub segment_size_bytes: u64,
+    /// A checkpoint runs in the background after this much log; 0 turns them off. Default 256 MiB.
+    pub checkpoint_interval_bytes: u64,
+    /// Where the bytes go: the real file system, or a crash simulator in tests.
+    pub storage: Arc<dyn Storage>,
+    /// Run segment preparation and automatic checkpoints on background threads (default).
+    /// Off, every storage operation happens on a caller's thread in a reproducible order, as
+    /// deterministic crash simulation needs; automatic checkpoints then run inline after the
+    /// commit that crosses the interval.
+    pub background_io: bool,
+    /// Keep retired log segments, LZ4-compressed, in `archive/` (default). Off, they are
+    /// recycled at once and point-in-time restore reaches back only to the live log.
+    pub archive: bool,
+    /// Store a compressed image of the arena in `archive/` at every Nth checkpoint (the first
+    /// checkpoint, at creation, always makes one); 0 makes none after that. Default 4.
+    pub base_image_every: u32,
+    /// What the archive keeps. Default `Stored`: the store's own setting (`SETTINGS`, set at
+    /// creation or with [`Store::set_retention`]), `KeepLast(2)` where none is set. Another
+    /// value applies to this open only (at creation, it is stored).
+    pub retention: Retention,
+}
+
+/// What the archive keeps. Nothing a retained base image needs is ever deleted.
+///
+/// Written and parsed (`FromStr`, `Display`) as `keep-all`, `keep-last:N`, `max-bytes:N` and
+/// `stored`, as the command line and the `SETTINGS` file take it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retention {
+    /// Whatever the store's settings say (`KeepLast(2)` where they say nothing).
+    Stored,
+    /// Every base image and every archived segment: every LSN since creation stays restorable.
+    KeepAll,
+    /// The newest `n` base images (at least 1) and the log they need.
+    KeepLast(u32),
+    /// The newest base images whose archive (with the log they need) fits in this many bytes;
+    /// always at least the newest one.
+    MaxBytes(u64),
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            sync: SyncMode::Always,
+            recovery: RecoveryMode::TolerateTornTail,
+            page_size_bytes: 16 * 1024,
+            segment_size_bytes: 64 << 20,
+            checkpoint_interval_bytes: 256 << 20,
+            storage: Arc::new(RealStorage::new()),
+            background_io: true,
+            archive: true,
+            base_image_every: 4,
+            retention: Retention::Stored,
+        }
+    }
+}
+
+impl Retention {
+    /// The policy of a store whose settings name none.
+    pub const DEFAULT: Retention = Retention::KeepLast(2);
+}
+
+impl std::fmt::Display for Retention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Retention::Stored => f.write_str("stored"),
+            Retention::KeepAll => f.write_str("keep-all"),
+            Retention::KeepLast(n) => write!(f, "keep-last:{n}"),
+            Retention::MaxBytes(n) => write!(f, "max-bytes:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Retention {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Retention, String> {
+        let number = |n: &str| n.parse::<u64>().map_err(|_| format!("{n:?} is not a number"));
+        match text.split_once(':') {
+            None if text == "keep-all" => Ok(Retention::KeepAll),
+            None if text == "stored" => Ok(Retention::Stored),
+            Some(("keep-last", n)) => {
+                let n = u32::try_from(number(n)?).map_err(|_| format!("keep-last:{n} is too many"))?;
+                if n == 0 {
+                    return Err("keep-last needs at least 1 base image".into());
+                }
+                Ok(Retention::KeepLast(n))
+            }
+            Some(("max-bytes", n)) => Ok(Retention::MaxBytes(number(n)?)),
+            _ => Err(format!("{text:?}: expected keep-all, keep-last:N or max-bytes:N")),
+        }
+    }
+}
+
