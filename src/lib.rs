@@ -23,8 +23,13 @@ mod lsn;
 pub mod page;
 pub mod record;
 pub mod recovery;
+#[cfg(feature = "object-store")]
+pub mod replica;
 pub mod restore;
 pub mod search;
+#[cfg(feature = "object-store")]
+pub mod ship;
+mod shipping;
 pub mod storage;
 pub mod store;
 pub mod wal;
@@ -34,8 +39,14 @@ pub use lsn::Lsn;
 pub use recovery::RecoveryReport;
 pub use restore::{RestoreReport, RestoreTarget, restore};
 pub use search::Metric;
+pub use shipping::is_url as is_archive_url;
 pub use store::{Options, Retention, Store, Transaction, VectorRef};
 pub use wal::SyncMode;
+#[cfg(feature = "object-store")]
+pub use {
+    replica::{Replica, ReplicaOptions, ReplicaStatus},
+    ship::ShipStatus,
+};
 
 /// What recovery does with damage it finds (see `format-spec/FORMAT.md`, "End of the log").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

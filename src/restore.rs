@@ -64,7 +64,12 @@ impl RestoreReport {
 
 /// Restores the store archived in `src` as it was at `target` into a new store at `dest`
 /// (which must not exist). `src` is never modified; a restore that fails leaves no `dest`.
+/// `src` may be the URL of a remote archive a store ships to (feature `object-store`).
 pub fn restore(src: impl AsRef<Path>, dest: impl AsRef<Path>, target: RestoreTarget) -> Result<RestoreReport> {
+    // Hook (shipping): a URL (`s3://bucket/prefix`, `file:///…`) restores from object storage.
+    if let Some(url) = src.as_ref().to_str().filter(|s| crate::shipping::is_url(s)) {
+        return crate::shipping::restore_from_url(url, dest.as_ref(), target);
+    }
     restore_with(Arc::new(RealStorage::new()), src.as_ref(), dest.as_ref(), target)
 }
 
@@ -189,7 +194,7 @@ fn restore_into(
 }
 
 /// The newest base image at or before the target.
-fn pick_base(listing: &archive::Listing, target: RestoreTarget, src: &Path) -> Result<ArchiveHeader> {
+pub(crate) fn pick_base(listing: &archive::Listing, target: RestoreTarget, src: &Path) -> Result<ArchiveHeader> {
     let oldest = listing.bases.first().map(|b| b.0).ok_or_else(|| {
         Error::NotFound(format!(
             "{} holds no base image: point-in-time restore needs the archive (Options::archive)",
@@ -217,7 +222,7 @@ fn micros(time: SystemTime) -> u64 {
 }
 
 /// Writes the base image's arena files into the staging directory.
-fn stage_arena(
+pub(crate) fn stage_arena(
     storage: &Arc<dyn Storage>,
     staging: &Path,
     listing: &archive::Listing,
@@ -273,7 +278,7 @@ fn stage_arena(
 }
 
 /// Copies the log the base image needs (live copies preferred, else archived) into staging.
-fn stage_log(
+pub(crate) fn stage_log(
     storage: &Arc<dyn Storage>,
     src: &Path,
     staging: &Path,

@@ -96,6 +96,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let (_, before) = ControlFile::open(&RealStorage::new(), dir)
         .map_err(|e| Failure::from_error(format!("cannot read the control file of {}", dir.display()), e))?;
     let store = open_store(dir, SyncMode::Always)?;
+    #[cfg(feature = "object-store")]
+    let ship = super::replica::ship_json(&store);
+    #[cfg(not(feature = "object-store"))]
+    let ship = Value::Null;
     let wal = store.wal();
     let segments = wal.segment_numbers();
     let segment_bytes: u64 = segments
@@ -154,6 +158,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
         "recovery": recovery_json(&report),
     });
     drop(store);
+    let mut stats = stats;
+    stats["ship"] = ship;
     if args.json {
         print_json(&stats);
         return Ok(());
@@ -205,6 +211,22 @@ pub fn run(args: Args) -> Result<(), Failure> {
         println!("archive:      {archive_files} files ({})", human_bytes(archive_bytes));
     } else {
         println!("archive:      none");
+    }
+    if !stats["ship"].is_null() {
+        let ship = &stats["ship"];
+        println!(
+            "shipping:     to {} ({}): shipped to LSN {}, {} bytes ({:.1} s) behind; {} files pending{}",
+            ship["url"].as_str().unwrap_or(""),
+            ship["generation"].as_str().unwrap_or(""),
+            ship["shipped_lsn"],
+            ship["lag_bytes"],
+            ship["lag_seconds"].as_f64().unwrap_or(0.0),
+            ship["pending_files"],
+            ship["last_error"]
+                .as_str()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default()
+        );
     }
     println!("recovery (this open):");
     for line in report.to_string().lines() {

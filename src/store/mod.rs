@@ -74,6 +74,15 @@ pub struct Options {
     /// creation or with [`Store::set_retention`]), `KeepLast(2)` where none is set. Another
     /// value applies to this open only (at creation, it is stored).
     pub retention: Retention,
+    /// Ship the archive to object storage (`s3://bucket/prefix`, `gs://…`, `az://…`,
+    /// `file:///…`; feature `object-store`). `None` (default): the store's own setting
+    /// (`SETTINGS`, set at creation or with `Store::set_archive_url`); `Some("")`: do not ship
+    /// in this open; another value ships there in this open only (at creation, it is stored).
+    pub archive_url: Option<String>,
+    /// With an archive URL: the remote copy of the durable log is never more than about this
+    /// far behind (the live log is shipped in pieces after it). `None`: the stored setting,
+    /// else 10 s; another value applies to this open (at creation, it is stored).
+    pub archive_timeout: Option<Duration>,
 }
 
 /// What the archive keeps. Nothing a retained base image needs is ever deleted.
@@ -106,6 +115,8 @@ impl Default for Options {
             archive: true,
             base_image_every: 4,
             retention: Retention::Stored,
+            archive_url: None,
+            archive_timeout: None,
         }
     }
 }
@@ -142,9 +153,7 @@ impl std::str::FromStr for Retention {
                 Ok(Retention::KeepLast(n))
             }
             Some(("max-bytes", n)) => Ok(Retention::MaxBytes(number(n)?)),
-            _ => Err(format!(
-                "{text:?}: expected keep-all, keep-last:N or max-bytes:N"
-            )),
+            _ => Err(format!("{text:?}: expected keep-all, keep-last:N or max-bytes:N")),
         }
     }
 }
@@ -193,6 +202,8 @@ pub(crate) struct Inner {
     pub stopping: AtomicBool,
     pub report: Mutex<RecoveryReport>,
     pub archiver: crate::archiver::Archiver,
+    /// The shipper of the archive, if the store ships (src/shipping.rs).
+    pub(crate) ship: crate::shipping::ShipSlot,
     /// Checkpoints since the last base image (see `Options::base_image_every`).
     pub checkpoints_since_base: std::sync::atomic::AtomicU32,
     _lock: Box<dyn std::any::Any + Send + Sync>,
@@ -320,6 +331,11 @@ impl Store {
 
     fn open_mode(dir: &Path, options: Options, read_only: bool) -> Result<Store> {
         let storage = options.storage.clone();
+        // Hook (shipping): a replica's log is its primary's; it never opens for writing.
+        let stored = settings::read(storage.as_ref(), dir)?;
+        if !read_only {
+            crate::shipping::refuse_writer_on_replica(dir, &stored)?;
+        }
         let (control_file, control) = if read_only {
             ControlFile::open(storage.as_ref(), dir)?
         } else {
@@ -359,7 +375,7 @@ impl Store {
                 read_only,
             },
         )?;
-        let retention = settings::effective_retention(&options, &settings::read(storage.as_ref(), dir)?)?;
+        let retention = settings::effective_retention(&options, &stored)?;
         let inner = Arc::new(Inner::new(
             dir,
             options,
@@ -375,6 +391,7 @@ impl Store {
         if !read_only {
             crate::archiver::tidy(storage.as_ref(), dir)?;
             crate::archiver::start(&inner)?;
+            crate::shipping::start(&inner, &stored)?; // Hook (shipping)
         }
         let store = Store {
             inner,
@@ -538,12 +555,14 @@ impl Store {
         if self.inner.read_only || !self.inner.wal.appended() {
             // Nothing changed since the open (every change is logged first): there is nothing
             // to write, and a close writes nothing.
+            crate::shipping::finish(&self.inner); // Hook (shipping): what is left, bounded
             return Ok(());
         }
         let result = self.checkpoint().and_then(|_| crate::archiver::drain(&self.inner));
         // Durable, with the rest of the last log page zeroed: a clean end even in a recycled
         // segment for the next open and for independent readers.
         let finish = self.inner.wal.finish();
+        crate::shipping::finish(&self.inner); // Hook (shipping): what is left, bounded
         result.and(finish)
     }
 
@@ -577,6 +596,7 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.stop_checkpointer();
+        crate::shipping::stop(&self.inner); // Hook (shipping)
     }
 }
 
@@ -631,6 +651,7 @@ impl Inner {
             stopping: AtomicBool::new(false),
             report: Mutex::new(RecoveryReport::default()),
             archiver: Default::default(),
+            ship: Default::default(),
             checkpoints_since_base: Default::default(),
             options,
             _lock: lock,
@@ -911,6 +932,9 @@ pub(crate) fn format_page(
 
 fn check_creation_options(dimension: u32, options: &Options) -> Result<()> {
     Geometry::new(options.page_size_bytes, options.segment_size_bytes).map_err(Error::InvalidArgument)?;
+    if let Some(url) = options.archive_url.as_deref().filter(|u| !u.is_empty()) {
+        crate::shipping::check_url(url)?; // Hook (shipping)
+    }
     let max_dimension = crate::page::vector_slots_max_dimension(options.page_size_bytes);
     if dimension == 0 || dimension > max_dimension {
         return Err(Error::InvalidArgument(format!(
@@ -1000,9 +1024,12 @@ fn create_files(storage: &dyn Storage, dir: &Path, control: &Control, options: &
         read_only: false,
     };
     Doublewrite::open(storage, dir, control.page_size_bytes, how)?.ensure_whole()?;
+    let mut stored = settings::Settings::default();
     if options.retention != Retention::Stored {
-        let mut stored = settings::Settings::default();
         stored.set(settings::RETENTION, &options.retention.to_string())?;
+    }
+    crate::shipping::store_creation_settings(options, &mut stored)?; // Hook (shipping)
+    if stored != settings::Settings::default() {
         settings::write(storage, dir, &stored)?;
     }
     storage

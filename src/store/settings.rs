@@ -130,7 +130,10 @@ pub fn read(storage: &dyn Storage, dir: &Path) -> Result<Settings> {
         .len()
         .context(|| format!("reading the length of {}", path.display()))?;
     if len_bytes > SETTINGS_MAX_BYTES {
-        return Err(Error::corrupted_file(&path, format!("{len_bytes} bytes: too long for a settings file")));
+        return Err(Error::corrupted_file(
+            &path,
+            format!("{len_bytes} bytes: too long for a settings file"),
+        ));
     }
     let mut bytes = vec![0u8; len_bytes as usize];
     file.read_at(&mut bytes, 0)
@@ -192,7 +195,10 @@ mod tests {
             let sim2 = sim.reboot();
             sim2.damage(&path, at, b"#").unwrap();
             let error = read(&sim2, dir).unwrap_err();
-            assert!(matches!(error, Error::Corrupted { .. }), "a byte changed at {at}: {error}");
+            assert!(
+                matches!(error, Error::Corrupted { .. }),
+                "a byte changed at {at}: {error}"
+            );
         }
         assert!(settings.set("Bad Key", "x").is_err(), "keys are checked");
         assert!(settings.set("k", "a\nb").is_err(), "values hold no line break");
