@@ -29,6 +29,8 @@ const TICK_MAX: Duration = Duration::from_millis(250);
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(5));
 /// How long closing a store waits for the shipper to upload what is left.
 const FINISH_WAIT: Duration = Duration::from_secs(15);
+/// ... and while the remote fails.
+const FINISH_WAIT_FAILING: Duration = Duration::from_secs(1);
 
 /// What the shipper has done, for `stats` and callers.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -152,7 +154,10 @@ impl Shipper {
 
     /// Uploads what is left (bounded wait), then stops the thread.
     pub fn finish(&self) {
-        self.ship_now(FINISH_WAIT);
+        // A remote that is failing gets one more try, not the whole wait: closing a store never
+        // hangs on a network that is down (what is left ships at the next open).
+        let failing = self.state.lock().status.last_error.is_some();
+        self.ship_now(if failing { FINISH_WAIT_FAILING } else { FINISH_WAIT });
         self.stop();
     }
 
@@ -211,10 +216,17 @@ fn run(shipper: &Shipper, remote: &Remote, weak: Weak<Inner>) {
         } else {
             round(shipper, remote, &inner, final_round)
         };
+        // The lag and what waits are reported whether the round worked or not.
+        if let Ok(listing) = archive::list(inner.options.storage.as_ref(), &inner.dir, false) {
+            update_status(shipper, &inner, &listing);
+        }
         drop(inner);
         let mut state = shipper.state.lock();
         state.round_done += 1;
         shipper.done.notify_all();
+        if refused {
+            continue; // The refusal stays the last error: nothing ships in this open.
+        }
         match result {
             Ok(()) => {
                 state.status.last_error = None;
@@ -259,9 +271,7 @@ fn round(shipper: &Shipper, remote: &Remote, inner: &Inner, final_round: bool) -
         ship_live(shipper, remote, inner, &listing)?;
     }
     let listing = archive::list(storage, &inner.dir, false)?;
-    prune_remote(shipper, remote, inner, &listing)?;
-    update_status(shipper, inner, &listing);
-    Ok(())
+    prune_remote(shipper, remote, inner, &listing)
 }
 
 fn object(shipper: &Shipper, name: &str) -> String {
@@ -363,9 +373,10 @@ fn upload_file(
     Ok(())
 }
 
-/// The remote's view of the log: the newest base image both here and there, and where the
-/// log from its truncation point reaches without a gap.
-fn shipped_lsn(shipper: &Shipper, inner: &Inner, listing: &archive::Listing) -> u64 {
+/// The remote's view of the log: where the log from the truncation point of the newest base
+/// image both here and there reaches without a gap (`None`: no base image is remote yet).
+/// Also the end of that base image's checkpoint: a restore needs the log to reach it.
+fn remote_end(shipper: &Shipper, inner: &Inner, listing: &archive::Listing) -> Option<(u64, u64)> {
     let segment_bytes = inner.wal.geometry().segment_size_bytes;
     let state = shipper.state.lock();
     let Some(base) = listing.bases.iter().rev().find(|b| {
@@ -373,24 +384,32 @@ fn shipped_lsn(shipper: &Shipper, inner: &Inner, listing: &archive::Listing) -> 
             .and_then(|n| n.to_str())
             .is_some_and(|n| state.confirmed.contains(n))
     }) else {
-        return 0;
+        return None;
     };
     let generation = Generation::from_names("", state.confirmed.iter().map(String::as_str));
     let first = base.0.truncate_lsn.get() / segment_bytes;
-    let (end, _) = generation.log_chain(first, segment_bytes);
-    end.max(base.0.end_lsn.get())
+    Some((generation.log_chain(first, segment_bytes).0, base.0.end_lsn.get()))
+}
+
+/// What a restore of the latest state from the remote alone reaches (0: nothing yet, while the
+/// log does not reach the end of the base image's checkpoint).
+fn shipped_lsn(shipper: &Shipper, inner: &Inner, listing: &archive::Listing) -> u64 {
+    match remote_end(shipper, inner, listing) {
+        Some((end, base_end)) if end >= base_end => end,
+        _ => 0,
+    }
 }
 
 /// True when the live log is due to be shipped: the remote has been behind the durable log
 /// for `archive_timeout` (or this is a final round).
 fn live_due(shipper: &Shipper, inner: &Inner, listing: &archive::Listing, final_round: bool) -> bool {
     let durable = inner.wal.durable_lsn().get();
-    let shipped = shipped_lsn(shipper, inner, listing);
+    let shipped = remote_end(shipper, inner, listing);
     let mut state = shipper.state.lock();
-    if shipped == 0 || durable <= shipped {
+    let Some(_) = shipped.filter(|&(end, _)| end < durable) else {
         state.behind_since = None;
         return false;
-    }
+    };
     let since = *state.behind_since.get_or_insert_with(Instant::now);
     final_round || since.elapsed() >= shipper.timeout
 }
@@ -400,7 +419,9 @@ fn ship_live(shipper: &Shipper, remote: &Remote, inner: &Inner, listing: &archiv
     let geometry = inner.wal.geometry();
     let segment_bytes = geometry.segment_size_bytes;
     let durable = inner.wal.durable_lsn().get();
-    let mut pos = shipped_lsn(shipper, inner, listing);
+    let Some((mut pos, _)) = remote_end(shipper, inner, listing) else {
+        return Ok(());
+    };
     while pos < durable && !shipper.stopped() {
         let segment_no = geometry.segment_of(pos);
         let base = geometry.segment_base(segment_no);
