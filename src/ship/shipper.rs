@@ -379,13 +379,11 @@ fn upload_file(
 fn remote_end(shipper: &Shipper, inner: &Inner, listing: &archive::Listing) -> Option<(u64, u64)> {
     let segment_bytes = inner.wal.geometry().segment_size_bytes;
     let state = shipper.state.lock();
-    let Some(base) = listing.bases.iter().rev().find(|b| {
+    let base = listing.bases.iter().rev().find(|b| {
         b.1.file_name()
             .and_then(|n| n.to_str())
             .is_some_and(|n| state.confirmed.contains(n))
-    }) else {
-        return None;
-    };
+    })?;
     let generation = Generation::from_names("", state.confirmed.iter().map(String::as_str));
     let first = base.0.truncate_lsn.get() / segment_bytes;
     Some((generation.log_chain(first, segment_bytes).0, base.0.end_lsn.get()))
