@@ -51,14 +51,18 @@ fn main() {
         return;
     }
     let scratch = tempfile::tempdir().unwrap();
-    let url = std::env::var("VELLUM_BENCH_URL").unwrap_or_else(|_| format!("file://{}/remote", scratch.path().display()));
+    let url =
+        std::env::var("VELLUM_BENCH_URL").unwrap_or_else(|_| format!("file://{}/remote", scratch.path().display()));
     // A history of about 200 MB of log: archived segments and base images.
     let primary = scratch.path().join("primary");
     let store = Store::create(&primary, DIMENSION as u32, options()).unwrap();
     fill(&store, 0..200_000);
     store.close().unwrap();
     let archive = primary.join("archive");
-    let mut files: Vec<_> = std::fs::read_dir(&archive).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&archive)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     let bytes: u64 = files.iter().map(|f| std::fs::metadata(f).unwrap().len()).sum();
 
@@ -71,7 +75,14 @@ fn main() {
     }
     let put_loop = started.elapsed();
     let started = Instant::now();
-    let store = Store::open(&primary, Options { archive_url: Some(url.clone()), ..options() }).unwrap();
+    let store = Store::open(
+        &primary,
+        Options {
+            archive_url: Some(url.clone()),
+            ..options()
+        },
+    )
+    .unwrap();
     let status = store.ship_now(Duration::from_secs(600)).unwrap();
     let shipping = started.elapsed();
     assert!(status.pending_files == 0 && status.last_error.is_none(), "{status:?}");
@@ -113,13 +124,25 @@ fn main() {
     let store = Store::create(
         &lagged,
         DIMENSION as u32,
-        Options { archive_url: Some(lag_url.clone()), archive_timeout: Some(timeout), ..options() },
+        Options {
+            archive_url: Some(lag_url.clone()),
+            archive_timeout: Some(timeout),
+            ..options()
+        },
     )
     .unwrap();
     fill(&store, 0..100);
     store.ship_now(Duration::from_secs(60));
     let poll = Duration::from_millis(200);
-    let replica = Replica::start(&lag_url, scratch.path().join("replica"), ReplicaOptions { poll, ..Default::default() }).unwrap();
+    let replica = Replica::start(
+        &lag_url,
+        scratch.path().join("replica"),
+        ReplicaOptions {
+            poll,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mut worst = Duration::ZERO;
     let mut next = 1_000_000u64;
     let started = Instant::now();
@@ -144,7 +167,11 @@ fn main() {
             worst = worst.max(at.elapsed());
             pending.remove(0);
         } else {
-            assert!(at.elapsed() < Duration::from_secs(30), "the replica stalled: {:?}", replica.status());
+            assert!(
+                at.elapsed() < Duration::from_secs(30),
+                "the replica stalled: {:?}",
+                replica.status()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }

@@ -441,7 +441,15 @@ fn s3_ship_kill_restore_faults_and_replica() {
     );
 
     // The primary reopens: its shipper resumes; closing ships the rest.
-    run_ok(vellum(moto.port).arg("stats").arg(&primary));
+    // `stats` opens it (each open ships); until the bucket has caught up (bounded).
+    for attempt in 0..10 {
+        let stats = json(&run_ok(vellum(moto.port).arg("stats").arg(&primary).arg("--json")));
+        let ship = &stats["ship"];
+        if ship["lag_bytes"] == 0 && ship["pending_files"] == 0 {
+            break;
+        }
+        eprintln!("attempt {attempt}: not caught up yet: {ship}");
+    }
     let second = dir.path().join("restored-after-resume");
     run_ok(vellum(moto.port).args(["restore", url]).arg(&second).arg("--latest"));
     assert!(
