@@ -29,7 +29,7 @@ macro_rules! internal_modules {
     };
 }
 
-internal_modules!(arena, archive, search, store, wal);
+internal_modules!(arena, archive, search, ship, store, wal);
 
 mod error;
 pub mod format;
@@ -40,7 +40,11 @@ pub mod fuzz_targets;
 pub mod inspect;
 mod lsn;
 mod modes;
+#[cfg(feature = "object-store")]
+mod replica;
 mod restore;
+#[cfg(feature = "object-store")]
+mod restore_remote;
 pub mod storage;
 
 pub use error::{Error, Result};
@@ -48,5 +52,11 @@ pub use lsn::Lsn;
 pub use modes::{RecoveryMode, SyncMode};
 pub use restore::{RestoreReport, RestoreTarget, restore, restore_with};
 pub use search::Metric;
+pub use ship::is_url as is_archive_url;
 pub use store::recovery::RecoveryReport;
 pub use store::{LogInfo, Options, Retention, Store, Transaction, VectorRef};
+#[cfg(feature = "object-store")]
+pub use {
+    replica::{Replica, ReplicaOptions, ReplicaStatus},
+    store::shipper::ShipStatus,
+};

@@ -65,7 +65,12 @@ impl RestoreReport {
 
 /// Restores the store archived in `src` as it was at `target` into a new store at `dest`
 /// (which must not exist). `src` is never modified; a restore that fails leaves no `dest`.
+/// `src` may be the URL of a remote archive a store ships to (feature `object-store`).
 pub fn restore(src: impl AsRef<Path>, dest: impl AsRef<Path>, target: RestoreTarget) -> Result<RestoreReport> {
+    // Hook (shipping): a URL (`s3://bucket/prefix`, `file:///…`) restores from object storage.
+    if let Some(url) = src.as_ref().to_str().filter(|s| crate::ship::is_url(s)) {
+        return restore_from_url(url, dest.as_ref(), target);
+    }
     restore_with(Arc::new(RealStorage::new()), src.as_ref(), dest.as_ref(), target)
 }
 
@@ -82,6 +87,21 @@ impl Store {
             dest.as_ref(),
             RestoreTarget::Latest,
         )
+    }
+}
+
+/// Restores from a remote archive (a URL source of [`restore`]).
+fn restore_from_url(url: &str, dest: &Path, target: RestoreTarget) -> Result<RestoreReport> {
+    #[cfg(feature = "object-store")]
+    {
+        crate::restore_remote::restore_from_url(url, None, dest, target)
+    }
+    #[cfg(not(feature = "object-store"))]
+    {
+        let _ = (dest, target);
+        Err(Error::Incompatible(format!(
+            "restoring from {url} needs the `object-store` feature, which this build lacks"
+        )))
     }
 }
 
@@ -235,7 +255,7 @@ fn restore_into(
 }
 
 /// The newest base image at or before the target.
-fn pick_base(listing: &archive::Listing, target: RestoreTarget, src: &Path) -> Result<ArchiveHeader> {
+pub(crate) fn pick_base(listing: &archive::Listing, target: RestoreTarget, src: &Path) -> Result<ArchiveHeader> {
     let oldest = listing.bases.first().map(|b| b.0).ok_or_else(|| {
         Error::NotFound(format!(
             "{} holds no base image: point-in-time restore needs the archive (Options::archive)",
@@ -263,7 +283,7 @@ fn micros(time: SystemTime) -> u64 {
 }
 
 /// Writes the base image's arena files into the staging directory.
-fn stage_arena(
+pub(crate) fn stage_arena(
     storage: &Arc<dyn Storage>,
     staging: &Path,
     listing: &archive::Listing,
@@ -319,7 +339,7 @@ fn stage_arena(
 }
 
 /// Copies the log the base image needs (live copies preferred, else archived) into staging.
-fn stage_log(
+pub(crate) fn stage_log(
     storage: &Arc<dyn Storage>,
     src: &Path,
     staging: &Path,

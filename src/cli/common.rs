@@ -145,7 +145,7 @@ impl SyncArgs {
     }
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text).map_err(|e| format!("{e} (try 100ms or 1s)"))?;
     if duration.is_zero() {
         return Err("the interval must be longer than zero".into());
@@ -302,7 +302,16 @@ pub fn open_store(dir: &Path, sync: SyncMode) -> Result<Store, Failure> {
         sync,
         ..Options::default()
     };
-    Store::open(dir, options).map_err(|e| Failure::from_error(format!("cannot open the store at {}", dir.display()), e))
+    let open = |store: vellum::Result<Store>| {
+        store.map_err(|e| Failure::from_error(format!("cannot open the store at {}", dir.display()), e))
+    };
+    match Store::open(dir, options) {
+        // A replica (`vellum replica`) opens read-only.
+        Err(vellum::Error::ReadOnly(why)) if why.contains("is a replica of") => {
+            open(Store::open_read_only(dir, Options::default()))
+        }
+        other => open(other),
+    }
 }
 
 /// Opens the store in `dir` read-only (`Store::open_read_only`): nothing is written, a crash is

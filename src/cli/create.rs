@@ -25,6 +25,13 @@ pub struct Args {
     pub retention: Option<vellum::Retention>,
     #[command(flatten)]
     pub sync: SyncArgs,
+    /// Ship the archive to object storage: s3://bucket/prefix, gs://…, az://…, file:///…
+    /// (stored: every later open ships). Credentials come from the environment.
+    #[arg(long, value_name = "URL")]
+    pub archive_url: Option<String>,
+    /// With --archive-url: ship the live log after this long (e.g. 10s; stored).
+    #[arg(long, value_name = "DURATION", value_parser = super::common::parse_duration, requires = "archive_url")]
+    pub archive_timeout: Option<std::time::Duration>,
 }
 
 fn parse_page_size(text: &str) -> Result<u32, String> {
@@ -38,6 +45,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
         page_size_bytes: args.page_size,
         segment_size_bytes: args.segment_size,
         retention: args.retention.unwrap_or(vellum::Retention::Stored),
+        archive_url: args.archive_url.clone(),
+        archive_timeout: args.archive_timeout,
         ..Options::default()
     };
     let dir = &args.dir;

@@ -10,6 +10,8 @@ mod demo;
 mod get;
 mod import;
 mod input;
+#[cfg(feature = "object-store")]
+mod replica;
 mod restore;
 mod search;
 mod stats;
@@ -55,6 +57,9 @@ enum Command {
     Stats(stats::Args),
     /// Restore a store as it was at an LSN or instant into a new directory.
     Restore(restore::Args),
+    /// Follow the remote archive a store ships to as a read replica in a directory.
+    #[cfg(feature = "object-store")]
+    Replica(replica::Args),
     /// Copy a store, consistently, into a new directory (a base image and the log it needs,
     /// replayed into a new store).
     Backup(backup::Args),
@@ -82,6 +87,8 @@ pub fn main() -> ExitCode {
         Command::Restore(args) => restore::run(args),
         Command::Backup(args) => backup::run(args),
         Command::Archive(command) => archive::run(command),
+        #[cfg(feature = "object-store")]
+        Command::Replica(args) => replica::run(args),
         Command::Demo(args) => demo::run(args),
     };
     match result {

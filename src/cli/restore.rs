@@ -12,7 +12,8 @@ use super::common::{Failure, check_not_busy, ms, parse_lsn, parse_time, print_js
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["lsn", "time", "latest"])))]
 pub struct Args {
-    /// The store to restore from (with its archive).
+    /// The store to restore from (with its archive), or the URL of the remote archive a store
+    /// ships to (s3://bucket/prefix, gs://…, az://…, file:///…).
     pub src: PathBuf,
     /// Where the restored store goes: must not exist.
     pub dest: PathBuf,
@@ -63,7 +64,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
             args.dest.display()
         )));
     }
-    check_not_busy(&args.src)?;
+    let remote = args.src.to_str().is_some_and(vellum::is_archive_url);
+    if !remote {
+        check_not_busy(&args.src)?;
+    }
     let bar = spinner(&format!(
         "restoring {} into {}",
         args.src.display(),
@@ -71,7 +75,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
     ));
     // Absolute paths: the parent of a bare relative name is "", which is no directory to sync.
     let absolute = |path: &PathBuf| std::path::absolute(path).unwrap_or_else(|_| path.clone());
-    let result = vellum::restore(absolute(&args.src), absolute(&args.dest), target);
+    let src = if remote { args.src.clone() } else { absolute(&args.src) };
+    let result = vellum::restore(src, absolute(&args.dest), target);
     bar.finish_and_clear();
     let report = result.map_err(|e| {
         Failure::from_error(

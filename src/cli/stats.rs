@@ -20,6 +20,11 @@ pub struct Args {
     /// Print one JSON object (README, "stats --json").
     #[arg(long)]
     pub json: bool,
+    /// For a store that ships its archive: open it for writing (as its shipper runs only for a
+    /// writer), take a shipping round and report how far the remote copy is behind. Without
+    /// it, stats opens the store read-only and shows only where it ships.
+    #[arg(long)]
+    pub ship: bool,
 }
 
 /// Files of one kind in a directory: how many and how large.
@@ -90,7 +95,15 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let dir = &args.dir;
     let before = vellum::inspect::read_control(dir)
         .map_err(|e| Failure::from_error(format!("cannot read the control file of {}", dir.display()), e))?;
-    let store = open_store_read_only(dir)?;
+    let store = if args.ship {
+        super::common::open_store(dir, vellum::SyncMode::Always)?
+    } else {
+        open_store_read_only(dir)?
+    };
+    #[cfg(feature = "object-store")]
+    let ship = super::replica::ship_json(&store);
+    #[cfg(not(feature = "object-store"))]
+    let ship = Value::Null;
     let log = store.log_info();
     let segments = &log.segments;
     let segment_bytes = log.segment_bytes;
@@ -150,6 +163,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
         "recovery": recovery_json(&report),
     });
     drop(store);
+    let mut stats = stats;
+    stats["ship"] = ship;
     if args.json {
         print_json(&stats);
         return Ok(());
@@ -204,6 +219,22 @@ pub fn run(args: Args) -> Result<(), Failure> {
         }
     } else {
         println!("archive:      none");
+    }
+    if !stats["ship"].is_null() {
+        let ship = &stats["ship"];
+        println!(
+            "shipping:     to {} ({}): shipped to LSN {}, {} bytes ({:.1} s) behind; {} files pending{}",
+            ship["url"].as_str().unwrap_or(""),
+            ship["generation"].as_str().unwrap_or(""),
+            ship["shipped_lsn"],
+            ship["lag_bytes"],
+            ship["lag_seconds"].as_f64().unwrap_or(0.0),
+            ship["pending_files"],
+            ship["last_error"]
+                .as_str()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default()
+        );
     }
     println!("recovery (this open):");
     for line in report.to_string().lines() {

@@ -238,6 +238,8 @@ pub(crate) fn apply_retention(inner: &Inner) -> Result<()> {
     let needed_segment = listing.bases[keep_from].0.truncate_lsn.get() / segment_size_bytes;
     let doomed = listing.bases[..keep_from].iter().map(|b| &b.1);
     let doomed = doomed.chain(listing.segments.iter().filter(|s| s.0 < needed_segment).map(|s| &s.1));
+    // Hook (shipping): a file not yet confirmed remote stays until its upload is.
+    let doomed = doomed.filter(|path| crate::store::shipping::may_delete(inner, path));
     for path in doomed {
         match storage.remove_file(path) {
             Ok(()) => {}

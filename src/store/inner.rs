@@ -66,6 +66,8 @@ pub(crate) struct Inner {
     pub stopping: AtomicBool,
     pub report: Mutex<RecoveryReport>,
     pub archiver: crate::store::archiver::Archiver,
+    /// The shipper of the archive, if the store ships (src/shipping.rs).
+    pub(crate) ship: crate::store::shipping::ShipSlot,
     /// Checkpoints since the last base image (see `Options::base_image_every`).
     pub checkpoints_since_base: std::sync::atomic::AtomicU32,
     _lock: Box<dyn std::any::Any + Send + Sync>,
@@ -123,6 +125,7 @@ impl Inner {
             stopping: AtomicBool::new(false),
             report: Mutex::new(RecoveryReport::default()),
             archiver: Default::default(),
+            ship: Default::default(),
             checkpoints_since_base: Default::default(),
             options,
             _lock: lock,

@@ -18,6 +18,9 @@ use super::{Options, Retention};
 
 pub(super) fn check_creation_options(dimension: u32, options: &Options) -> Result<()> {
     Geometry::new(options.page_size_bytes, options.segment_size_bytes).map_err(Error::InvalidArgument)?;
+    if let Some(url) = options.archive_url.as_deref().filter(|u| !u.is_empty()) {
+        crate::store::shipping::check_url(url)?; // Hook (shipping)
+    }
     let max_dimension = crate::format::page::vector_slots_max_dimension(options.page_size_bytes);
     if dimension == 0 || dimension > max_dimension {
         return Err(Error::InvalidArgument(format!(
@@ -121,9 +124,12 @@ pub(super) fn create_files(storage: &dyn Storage, dir: &Path, control: &Control,
         read_only: false,
     };
     Doublewrite::open(storage, dir, control.page_size_bytes, how)?.ensure_whole()?;
+    let mut stored = super::settings::Settings::default();
     if options.retention != Retention::Stored {
-        let mut stored = super::settings::Settings::default();
         stored.set(super::settings::RETENTION, &options.retention.to_string())?;
+    }
+    crate::store::shipping::store_creation_settings(options, &mut stored)?; // Hook (shipping)
+    if stored != super::settings::Settings::default() {
         super::settings::write(storage, dir, &stored)?;
     }
     storage

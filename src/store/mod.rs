@@ -24,6 +24,9 @@ pub(crate) mod readers;
 pub mod recovery;
 pub(crate) mod scan;
 pub mod settings;
+#[cfg(feature = "object-store")]
+pub(crate) mod shipper;
+pub(crate) mod shipping;
 pub mod state;
 mod txn;
 
@@ -193,6 +196,11 @@ impl Store {
 
     fn open_mode(dir: &Path, options: Options, read_only: bool) -> Result<Store> {
         let storage = options.storage.clone();
+        // Hook (shipping): a replica's log is its primary's; it never opens for writing.
+        let stored = settings::read(storage.as_ref(), dir)?;
+        if !read_only {
+            crate::store::shipping::refuse_writer_on_replica(dir, &stored)?;
+        }
         let (control_file, control) = if read_only {
             ControlFile::open(storage.as_ref(), dir)?
         } else {
@@ -232,7 +240,7 @@ impl Store {
                 read_only,
             },
         )?;
-        let retention = settings::effective_retention(&options, &settings::read(storage.as_ref(), dir)?)?;
+        let retention = settings::effective_retention(&options, &stored)?;
         let inner = Arc::new(Inner::new(
             dir,
             options,
@@ -248,6 +256,7 @@ impl Store {
         if !read_only {
             crate::store::archiver::tidy(storage.as_ref(), dir)?;
             crate::store::archiver::start(&inner)?;
+            crate::store::shipping::start(&inner, &stored)?; // Hook (shipping)
         }
         let store = Store {
             inner,
@@ -434,12 +443,14 @@ impl Store {
         if self.inner.read_only || !self.inner.wal.appended() {
             // Nothing changed since the open (every change is logged first): there is nothing
             // to write, and a close writes nothing.
+            crate::store::shipping::finish(&self.inner); // Hook (shipping): what is left, bounded
             return Ok(());
         }
         let result = self.checkpoint().and_then(|_| crate::store::archiver::drain(&self.inner));
         // Durable, with the rest of the last log page zeroed: a clean end even in a recycled
         // segment for the next open and for independent readers.
         let finish = self.inner.wal.finish();
+        crate::store::shipping::finish(&self.inner); // Hook (shipping): what is left, bounded
         match (result, finish) {
             // Every commit is durable in the log; the checkpoint only shortens the next open's
             // recovery, which redoes what it could not write. On a full disk (the closing
@@ -480,6 +491,7 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.stop_checkpointer();
+        crate::store::shipping::stop(&self.inner); // Hook (shipping)
     }
 }
 

@@ -35,6 +35,15 @@ pub struct Options {
     /// creation or with [`Store::set_retention`]), `KeepLast(2)` where none is set. Another
     /// value applies to this open only (at creation, it is stored).
     pub retention: Retention,
+    /// Ship the archive to object storage (`s3://bucket/prefix`, `gs://…`, `az://…`,
+    /// `file:///…`; feature `object-store`). `None` (default): the store's own setting
+    /// (`SETTINGS`, set at creation or with `Store::set_archive_url`); `Some("")`: do not ship
+    /// in this open; another value ships there in this open only (at creation, it is stored).
+    pub archive_url: Option<String>,
+    /// With an archive URL: the remote copy of the durable log is never more than about this
+    /// far behind (the live log is shipped in pieces after it). `None`: the stored setting,
+    /// else 10 s; another value applies to this open (at creation, it is stored).
+    pub archive_timeout: Option<std::time::Duration>,
 }
 
 /// What the archive keeps. Nothing a retained base image needs is ever deleted.
@@ -67,6 +76,8 @@ impl Default for Options {
             archive: true,
             base_image_every: 4,
             retention: Retention::Stored,
+            archive_url: None,
+            archive_timeout: None,
         }
     }
 }
