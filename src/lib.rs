@@ -11,6 +11,9 @@
 #[cfg(target_endian = "big")]
 compile_error!("Vellum reads f32 vectors in place from little-endian pages; big-endian targets are not supported");
 
+/// Approximate nearest-neighbour search (HNSW); not yet wired into the store.
+#[doc(hidden)]
+pub mod ann;
 pub mod archive;
 mod archiver;
 pub mod arena;

@@ -182,7 +182,7 @@ fn push(heap: &mut BinaryHeap<Candidate>, k: usize, candidate: Candidate) {
 }
 
 /// The heap key (lower is better) of `vector` for `metric`: never NaN, and never -0.
-fn score_key(kernels: &Kernels, metric: Metric, query: &Query, vector: &[f32]) -> f64 {
+pub(crate) fn score_key(kernels: &Kernels, metric: Metric, query: &Query, vector: &[f32]) -> f64 {
     let key = match metric {
         Metric::Dot => -(kernels.dot)(&query.wide, vector),
         Metric::L2 => (kernels.l2_squared)(&query.wide, vector),
@@ -198,7 +198,7 @@ fn score_key(kernels: &Kernels, metric: Metric, query: &Query, vector: &[f32]) -
 }
 
 /// The score reported for a heap key: rounded to f32 once (±inf beyond its range).
-fn score_of(metric: Metric, key: f64) -> f32 {
+pub(crate) fn score_of(metric: Metric, key: f64) -> f32 {
     match metric {
         // 0 - key, not -key: a key of +0 is a score of +0, not -0.
         Metric::Dot | Metric::Cosine => (0.0 - key) as f32,
