@@ -364,7 +364,7 @@ impl Hnsw {
             let ef = self.params.ef_construction;
             let mut found = self.search_layer(&*store, &query, &entries, Pass::live(ef, layer), scratch)?;
             found.retain(|c| c.node != node);
-            let chosen = self.select(&*store, &found, self.params.m)?;
+            let chosen = self.select(&*store, &found, self.capacity(layer))?;
             let ids: Vec<NodeId> = chosen.iter().map(|c| c.node).collect();
             store.set_neighbours(node, layer, &ids)?;
             for &neighbour in &ids {
