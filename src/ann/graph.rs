@@ -31,7 +31,9 @@ pub enum NodeState {
 /// Read access and the mutations an insert makes.
 ///
 /// Implementations validate what they read: an id or level on damaged storage is an
-/// `Err(Corrupted)`, never a panic; the algorithms pass back only ids they read from here.
+/// `Err(Corrupted)`, never a panic. Every id a list holds is below `slot_count` (the
+/// algorithms index per-slot tables with them), and the algorithms pass back only ids they
+/// read from here.
 pub trait GraphStore {
     /// Components per vector.
     fn dimension(&self) -> usize;

@@ -364,6 +364,11 @@ impl Hnsw {
             let ef = self.params.ef_construction;
             let mut found = self.search_layer(&*store, &query, &entries, Pass::live(ef, layer), scratch)?;
             found.retain(|c| c.node != node);
+            if found.is_empty() {
+                // No live node is reachable (only tombstones, before a vacuum): link to where
+                // the descent arrived, so the node stays reachable from the entry point.
+                found = entries.iter().copied().filter(|c| c.node != node).collect();
+            }
             let chosen = self.select(&*store, &found, self.capacity(layer))?;
             let ids: Vec<NodeId> = chosen.iter().map(|c| c.node).collect();
             store.set_neighbours(node, layer, &ids)?;

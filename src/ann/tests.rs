@@ -402,6 +402,31 @@ fn deleting_every_node_empties_the_graph_and_it_takes_inserts_again() {
 }
 
 #[test]
+fn nodes_inserted_while_every_other_node_is_a_tombstone_are_found() {
+    let mut rng = Rng(seed() ^ 11);
+    let (hnsw, mut store) = inserted(&mut rng, 300, 8, params(Metric::L2));
+    let mut scratch = Scratch::new();
+    for node in 0..300 {
+        hnsw.delete(&mut store, node).unwrap();
+    }
+    let fresh = random_vectors(&mut rng, 40, 8);
+    let mut nodes = Vec::new();
+    for v in fresh.chunks_exact(8) {
+        let node = store.allocate(v).unwrap();
+        hnsw.insert(&mut store, node, &mut scratch).unwrap();
+        nodes.push(node);
+    }
+    assert_clean(&hnsw, &store, "new nodes among tombstones");
+    for (v, &node) in fresh.chunks_exact(8).zip(&nodes) {
+        let hits = hnsw.search(&store, v, 1, None, &mut scratch).unwrap();
+        assert_eq!(hits[0].node, node, "a new node is reachable before any vacuum");
+    }
+    hnsw.vacuum(&mut store, &mut scratch).unwrap();
+    let report = assert_clean(&hnsw, &store, "after the vacuum");
+    assert_eq!((report.live, report.unreachable_live), (40, 0));
+}
+
+#[test]
 fn bad_queries_and_vectors_are_refused_with_invalid_argument() {
     let mut rng = Rng(seed() ^ 9);
     let (hnsw, mut store) = inserted(&mut rng, 50, 8, params(Metric::Cosine));
