@@ -29,7 +29,7 @@ macro_rules! internal_modules {
     };
 }
 
-internal_modules!(arena, archive, search, ship, store, wal);
+internal_modules!(ann, arena, archive, search, ship, store, wal);
 
 mod error;
 pub mod format;

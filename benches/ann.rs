@@ -1,0 +1,365 @@
+//! The HNSW index (`vellum::ann`) against `hnsw_rs`, an in-memory HNSW library, in the same
+//! run, with the same M, ef_construction, ef and thread count, on:
+//!
+//! * (a) 1,000,000 random unit vectors of dimension 128 (`--scale 0.1` or
+//!   `VELLUM_ANN_SCALE=0.1` for 100,000);
+//! * (b) 100,000 MiniLM sentence embeddings (dimension 384) that
+//!   `benches/data/make_embeddings.py` writes to `target/ann-data/minilm-100000.npy` (skipped,
+//!   with a note, when the file is absent; `VELLUM_ANN_NPY=<path>` names another file).
+//!
+//! For each: build throughput, recall@10 and QPS over ef (a curve, both libraries), QPS at
+//! recall 0.95 (interpolated on each curve) as a ratio, and p50 query latency against the
+//! exact scan of the same vectors with Vellum's scan kernels. Queries are not in the index:
+//! (a) 1,000 more random unit vectors, (b) the last 1,000 rows of the file.
+//!
+//! `cargo bench --bench ann [-- --scale F] [--dataset random|minilm]`. Targets (issue 19):
+//! recall@10 >= 0.95 at the default ef; QPS at recall 0.95 >= 0.5x the library's; build
+//! throughput >= 0.5x; p50 latency at 1M x 128 >= 30x below the exact scan.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use hnsw_rs::anndists::dist::DistDot;
+use vellum::Metric;
+use vellum::ann::{GraphStore, Hnsw, MemoryStore, Params, Scratch};
+
+const K: usize = 10;
+const M: usize = 16;
+const EF_CONSTRUCTION: usize = 128;
+const QUERIES: usize = 1000;
+const EFS: [usize; 14] = [10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024];
+
+struct Options {
+    scale: f64,
+    datasets: Vec<String>,
+    threads: usize,
+}
+
+fn options() -> Options {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let quick = !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--test");
+    let scale = value("--scale")
+        .or_else(|| std::env::var("VELLUM_ANN_SCALE").ok())
+        .map(|s| s.parse::<f64>().expect("--scale takes a number"))
+        .unwrap_or(if quick { 0.002 } else { 1.0 });
+    let datasets = match value("--dataset") {
+        Some(d) => vec![d],
+        None => vec!["random".into(), "minilm".into()],
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Options {
+        scale,
+        datasets,
+        threads,
+    }
+}
+
+/// `count` random unit vectors of `dimension` (xorshift, Box-Muller-free: uniform then
+/// normalised, which is uniform enough in direction for a benchmark).
+fn random_unit(count: usize, dimension: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(count * dimension);
+    for _ in 0..count {
+        let start = out.len();
+        let mut norm = 0f32;
+        for _ in 0..dimension {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Sum of two uniforms: a bell-ish shape, so directions are closer to uniform.
+            let a = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            let b = ((state >> 16) & 0xFF_FFFF) as f32 / (1u64 << 24) as f32 - 0.5;
+            let x = a + b;
+            norm += x * x;
+            out.push(x);
+        }
+        let norm = norm.sqrt();
+        out[start..].iter_mut().for_each(|x| *x /= norm);
+    }
+    out
+}
+
+/// A float32 C-order 2-D .npy file: (rows, columns, data).
+fn read_npy(path: &PathBuf) -> Result<(usize, usize, Vec<f32>), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err("not an .npy file".into());
+    }
+    let (header_len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        _ if bytes.len() >= 12 => (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12),
+        _ => return Err("truncated header".into()),
+    };
+    let header = std::str::from_utf8(bytes.get(start..start + header_len).ok_or("truncated header")?)
+        .map_err(|_| "header is not text")?;
+    if !header.contains("'descr': '<f4'") || !header.contains("'fortran_order': False") {
+        return Err(format!("want little-endian float32 in C order, got {header}"));
+    }
+    let shape = header
+        .split("'shape': (")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .ok_or("no shape")?;
+    let dims: Vec<usize> = shape
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().map_err(|_| format!("bad shape {shape}")))
+        .collect::<Result<_, _>>()?;
+    let [rows, columns] = dims[..] else {
+        return Err(format!("want 2 dimensions, got {shape}"));
+    };
+    let data = &bytes[start + header_len..];
+    if data.len() != rows * columns * 4 {
+        return Err(format!("{} data bytes for shape {shape}", data.len()));
+    }
+    let values = data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    Ok((rows, columns, values))
+}
+
+/// One point of a recall/QPS curve.
+#[derive(Clone, Copy)]
+struct Point {
+    ef: usize,
+    recall: f64,
+    qps: f64,
+    p50: Duration,
+}
+
+/// Runs `search` (query index → result ids) over all queries on `threads` threads: the
+/// recall against `truth`, the QPS and the median latency.
+fn measure(
+    queries: usize,
+    threads: usize,
+    truth: &[Vec<u32>],
+    search: &(dyn Fn(usize) -> Vec<u32> + Sync),
+) -> (f64, f64, Duration) {
+    let started = Instant::now();
+    let per_thread: Vec<Vec<(usize, usize, Duration)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    (t..queries)
+                        .step_by(threads)
+                        .map(|q| {
+                            let at = Instant::now();
+                            let found = search(q);
+                            let took = at.elapsed();
+                            let hits = found.iter().filter(|id| truth[q].contains(id)).count();
+                            (hits, truth[q].len(), took)
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let all: Vec<_> = per_thread.into_iter().flatten().collect();
+    let (found, wanted) = all.iter().fold((0, 0), |(f, w), &(h, t, _)| (f + h, w + t));
+    let mut latencies: Vec<Duration> = all.iter().map(|r| r.2).collect();
+    latencies.sort_unstable();
+    (
+        found as f64 / wanted as f64,
+        queries as f64 / elapsed,
+        latencies[latencies.len() / 2],
+    )
+}
+
+/// The QPS where a curve crosses `recall` (log-linear between the points around it).
+fn qps_at(curve: &[Point], recall: f64) -> Option<f64> {
+    curve.windows(2).find_map(|w| {
+        let (a, b) = (w[0], w[1]);
+        if a.recall >= recall {
+            return Some(a.qps);
+        }
+        (b.recall >= recall).then(|| {
+            let t = (recall - a.recall) / (b.recall - a.recall);
+            (a.qps.ln() + t * (b.qps.ln() - a.qps.ln())).exp()
+        })
+    })
+}
+
+fn run(name: &str, dimension: usize, base: &[f32], queries: &[f32], threads: usize) {
+    let count = base.len() / dimension;
+    let nq = queries.len() / dimension;
+    println!("\n== {name}: {count} vectors of dimension {dimension}, {nq} queries, {threads} threads ==");
+    let params = Params {
+        metric: Metric::Dot,
+        m: M,
+        ef_construction: EF_CONSTRUCTION,
+        ..Params::default()
+    };
+    let hnsw = Hnsw::new(params).unwrap();
+    let mut store = MemoryStore::with_vectors(dimension, M, base).unwrap();
+    let query = |q: usize| &queries[q * dimension..(q + 1) * dimension];
+
+    // Builds.
+    let started = Instant::now();
+    hnsw.build(&store, threads).unwrap().write_into(&mut store).unwrap();
+    let ours_build = count as f64 / started.elapsed().as_secs_f64();
+    let peer = hnsw_rs::hnsw::Hnsw::<f32, DistDot>::new(M, count, 16, EF_CONSTRUCTION, DistDot {});
+    let rows: Vec<(&[f32], usize)> = base.chunks_exact(dimension).zip(0..).collect();
+    let started = Instant::now();
+    peer.parallel_insert_slice(&rows);
+    let peer_build = count as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "build (M {M}, ef_construction {EF_CONSTRUCTION}): vellum {ours_build:.0} vectors/s, hnsw_rs {peer_build:.0} vectors/s, ratio {:.2}",
+        ours_build / peer_build
+    );
+
+    // Ground truth and the exact scan's latency (Vellum's f64 scan kernels).
+    let started = Instant::now();
+    let truth: Vec<Vec<u32>> = {
+        let exact = |q: usize| -> Vec<u32> {
+            let hits = hnsw.exact_search(&store, query(q), K, None).unwrap();
+            hits.iter().map(|h| h.node).collect()
+        };
+        let mut truth = vec![Vec::new(); nq];
+        std::thread::scope(|scope| {
+            let chunks: Vec<_> = truth.chunks_mut(nq.div_ceil(threads)).enumerate().collect();
+            for (c, chunk) in chunks {
+                let exact = &exact;
+                scope.spawn(move || {
+                    for (i, slot) in chunk.iter_mut().enumerate() {
+                        *slot = exact(c * nq.div_ceil(threads) + i);
+                    }
+                });
+            }
+        });
+        truth
+    };
+    println!(
+        "ground truth (exact scans on {threads} threads) in {:.1?}",
+        started.elapsed()
+    );
+    let mut scan_latencies: Vec<Duration> = (0..nq.min(30))
+        .map(|q| {
+            let at = Instant::now();
+            std::hint::black_box(hnsw.exact_search(&store, query(q), K, None).unwrap());
+            at.elapsed()
+        })
+        .collect();
+    scan_latencies.sort_unstable();
+    let scan_p50 = scan_latencies[scan_latencies.len() / 2];
+
+    // Curves.
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    println!(
+        "\n{:>5} | {:>8} {:>9} {:>9} | {:>8} {:>9} {:>9}",
+        "ef", "recall", "QPS", "p50", "recall", "QPS", "p50"
+    );
+    println!("{:>5} | {:^28} | {:^28}", "", "vellum::ann", "hnsw_rs");
+    for ef in EFS.into_iter().filter(|&ef| ef <= count) {
+        let search = |q: usize| -> Vec<u32> {
+            thread_local!(static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::new()));
+            SCRATCH.with_borrow_mut(|scratch| {
+                let hits = hnsw.search(&store, query(q), K, Some(ef), scratch).unwrap();
+                hits.iter().map(|h| h.node).collect()
+            })
+        };
+        let (recall, qps, p50) = measure(nq, threads, &truth, &search);
+        ours.push(Point { ef, recall, qps, p50 });
+        let peer_search =
+            |q: usize| -> Vec<u32> { peer.search(query(q), K, ef).iter().map(|n| n.d_id as u32).collect() };
+        let (recall, qps, p50) = measure(nq, threads, &truth, &peer_search);
+        theirs.push(Point { ef, recall, qps, p50 });
+        let (a, b) = (ours.last().unwrap(), theirs.last().unwrap());
+        println!(
+            "{ef:>5} | {:>8.4} {:>9.0} {:>9.1?} | {:>8.4} {:>9.0} {:>9.1?}",
+            a.recall, a.qps, a.p50, b.recall, b.qps, b.p50
+        );
+    }
+    summary(
+        &hnsw,
+        &ours,
+        &theirs,
+        ours_build / peer_build,
+        scan_p50,
+        store.slot_count(),
+    );
+}
+
+fn summary(hnsw: &Hnsw, ours: &[Point], theirs: &[Point], build_ratio: f64, scan_p50: Duration, count: u32) {
+    let verdict = |ok: bool| if ok { "[met]" } else { "[MISSED]" };
+    let default_ef = hnsw.params().ef_search;
+    if let Some(p) = ours.iter().find(|p| p.ef == default_ef) {
+        println!(
+            "recall@10 at the default ef ({default_ef}): {:.4} (target >= 0.95) {}",
+            p.recall,
+            verdict(p.recall >= 0.95)
+        );
+    }
+    match (qps_at(ours, 0.95), qps_at(theirs, 0.95)) {
+        (Some(a), Some(b)) => println!(
+            "QPS at recall 0.95: vellum {a:.0}, hnsw_rs {b:.0}, ratio {:.2} (target >= 0.5) {}",
+            a / b,
+            verdict(a / b >= 0.5)
+        ),
+        (a, b) => println!("QPS at recall 0.95: vellum {a:?}, hnsw_rs {b:?} (a curve never reached 0.95)"),
+    }
+    println!(
+        "build throughput ratio: {build_ratio:.2} (target >= 0.5) {}",
+        verdict(build_ratio >= 0.5)
+    );
+    println!("exact scan p50 over {count} vectors (one thread, Vellum's scan kernels): {scan_p50:.1?}");
+    if let Some(p) = ours.iter().find(|p| p.recall >= 0.95) {
+        let ratio = scan_p50.as_secs_f64() / p.p50.as_secs_f64();
+        println!(
+            "p50 latency at recall >= 0.95 (ef {}): {:.1?} vs exact scan {scan_p50:.1?} over {count} vectors: {ratio:.0}x lower{}",
+            p.ef,
+            p.p50,
+            if count >= 1_000_000 {
+                format!(" (target >= 30x) {}", verdict(ratio >= 30.0))
+            } else {
+                String::new()
+            }
+        );
+    }
+}
+
+fn main() {
+    let options = options();
+    println!(
+        "vellum ann benchmark: scale {}, {} threads; {}",
+        options.scale,
+        options.threads,
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+    );
+    for dataset in &options.datasets {
+        match dataset.as_str() {
+            "random" => {
+                let count = ((1_000_000.0 * options.scale) as usize).max(1000);
+                let base = random_unit(count, 128, 1);
+                let queries = random_unit(QUERIES.min(count / 2), 128, 2);
+                run("random unit vectors", 128, &base, &queries, options.threads);
+            }
+            "minilm" => minilm(&options),
+            other => panic!("unknown dataset {other}: random or minilm"),
+        }
+    }
+}
+
+fn minilm(options: &Options) {
+    let path = std::env::var_os("VELLUM_ANN_NPY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ann-data/minilm-100000.npy"));
+    let (rows, dimension, data) = match read_npy(&path) {
+        Ok(file) => file,
+        Err(e) => {
+            println!("\n== MiniLM embeddings: skipped ({e}); make them with benches/data/make_embeddings.py ==");
+            return;
+        }
+    };
+    let total = ((rows as f64 * options.scale.min(1.0)) as usize).clamp(2 * QUERIES.min(rows / 2), rows);
+    let nq = QUERIES.min(total / 2);
+    let (base, queries) = data[..total * dimension].split_at((total - nq) * dimension);
+    run("MiniLM sentence embeddings", dimension, base, queries, options.threads);
+}
