@@ -150,7 +150,7 @@ fn assert_canonical(kind: u8, payload: &[u8], decoded: &Payload<'_>, page_size: 
         | (Kind::End, Payload::End)
         | (Kind::CheckpointBegin, Payload::CheckpointBegin) => Vec::new(),
         (Kind::CheckpointEnd, Payload::CheckpointEnd(checkpoint)) => record::encode_checkpoint(checkpoint),
-        (Kind::PageInit, Payload::PageInit { page, kind, a, b }) => record::encode_page_init(*page, *kind, *a, *b),
+        (Kind::PageInit, Payload::PageInit { page, init }) => record::encode_page_init(*page, *init),
         (kind, decoded) => panic!("kind {kind:?} decoded as {decoded:?}"),
     };
     assert_eq!(

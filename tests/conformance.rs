@@ -161,3 +161,49 @@ fn spec_examples_match_the_vectors() {
         "56574c50010000000010000000000000000000000100000002000000e72839af"
     );
 }
+
+/// Every record kind and every page kind has a valid golden vector: a new kind is not done until
+/// the format's vectors show it (and the reference reader decodes it).
+#[test]
+fn every_record_kind_and_page_kind_has_a_golden_vector() {
+    use vellum::format::page::PageKind;
+    use vellum::format::record::Kind;
+    let all = vectors();
+    let valid = |structure: &'static str| -> Vec<(String, Value)> {
+        all.iter()
+            .filter(|(_, meta, _)| meta["structure"] == structure && meta.get("decoded").is_some())
+            .map(|(name, meta, _)| (name.clone(), meta["decoded"].clone()))
+            .collect()
+    };
+    let payload_kinds: BTreeSet<String> = valid("record-payload")
+        .into_iter()
+        .filter_map(|(_, d)| d["kind"].as_str().map(str::to_string))
+        .collect();
+    let init_kinds: BTreeSet<u64> = valid("record-payload")
+        .into_iter()
+        .filter(|(_, d)| d["kind"] == "page-init")
+        .filter_map(|(_, d)| d["page_kind"].as_u64())
+        .collect();
+    let page_vectors = valid("arena-page");
+    for code in 0..=u8::MAX {
+        if let Some(kind) = Kind::from_u8(code) {
+            assert!(
+                payload_kinds.contains(kind.name()),
+                "no valid payload vector of record kind {}",
+                kind.name()
+            );
+        }
+        if let Some(kind) = PageKind::from_u8(code) {
+            assert!(
+                init_kinds.contains(&u64::from(code)),
+                "no page-init vector of page kind {}",
+                kind.name()
+            );
+            let has_page = page_vectors.iter().any(|(_, d)| match kind {
+                PageKind::Zero => d.get("zero").is_some(),
+                _ => d["kind"].as_u64() == Some(u64::from(code)),
+            });
+            assert!(has_page, "no valid arena-page vector of page kind {}", kind.name());
+        }
+    }
+}

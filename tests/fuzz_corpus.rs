@@ -154,7 +154,16 @@ fn sample_payloads() -> Vec<(Kind, Vec<u8>)> {
         (Kind::End, Vec::new()),
         (Kind::CheckpointBegin, Vec::new()),
         (Kind::CheckpointEnd, record::encode_checkpoint(&checkpoint)),
-        (Kind::PageInit, record::encode_page_init(vectors, 1, 4, 16)),
+        (
+            Kind::PageInit,
+            record::encode_page_init(
+                vectors,
+                record::PageInit::Vector {
+                    dimension: 4,
+                    stride_bytes: 16,
+                },
+            ),
+        ),
     ]
 }
 

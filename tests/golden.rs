@@ -182,12 +182,12 @@ pub fn payload_json(payload: &Payload<'_>) -> Value {
                 "rec_lsn": d.rec_lsn.0,
             })).collect::<Vec<_>>(),
         }),
-        Payload::PageInit { page, kind, a, b } => json!({
+        Payload::PageInit { page, init } => json!({
             "kind": "page-init",
             "page": hex64(page.0),
-            "page_kind": kind,
-            "a": a,
-            "b": b,
+            "page_kind": init.kind() as u8,
+            "a": init.fields().0,
+            "b": init.fields().1,
         }),
     }
 }
@@ -742,9 +742,11 @@ pub fn encode_payload(p: &Value) -> Vec<u8> {
         }),
         "page-init" => record::encode_page_init(
             PageId(hexnum(p, "page")),
-            num(p, "page_kind") as u8,
-            num(p, "a") as u32,
-            num(p, "b") as u32,
+            record::PageInit::new(
+                PageKind::from_u8(num(p, "page_kind") as u8).expect("a valid vector's page kind"),
+                num(p, "a") as u32,
+                num(p, "b") as u32,
+            ),
         ),
         other => panic!("payload kind {other}"),
     }
@@ -1229,7 +1231,7 @@ fn regenerate_golden_vectors() {
         &checkpoint_empty,
         Ok(None),
     );
-    let init = record::encode_page_init(cat0, PageKind::Catalog as u8, 0, PAGE);
+    let init = record::encode_page_init(cat0, record::PageInit::new(PageKind::Catalog, 0, PAGE));
     w.put(
         "payload-page-init",
         "page-init of catalog page 0 (a = 0, b = P)",
@@ -1238,6 +1240,34 @@ fn regenerate_golden_vectors() {
         &init,
         Ok(None),
     );
+    // One page-init vector per page kind (a test requires it of every kind).
+    for (name, description, init) in [
+        (
+            "payload-page-init-vector",
+            "page-init of vector page 0 (a = dimension 4, b = stride 16)",
+            record::PageInit::new(PageKind::Vector, DIMENSION, 16),
+        ),
+        (
+            "payload-page-init-overflow",
+            "page-init of an overflow page (a = 300 bytes used, b = 0)",
+            record::PageInit::new(PageKind::Overflow, 300, 0),
+        ),
+        (
+            "payload-page-init-zero",
+            "page-init of a zero page (a and b carried as they are)",
+            record::PageInit::new(PageKind::Zero, 0, 0),
+        ),
+    ] {
+        let page = if init.kind() == PageKind::Vector { vec0 } else { cat1 };
+        w.put(
+            name,
+            description,
+            "record-payload",
+            payload_input(8),
+            &record::encode_page_init(page, init),
+            Ok(None),
+        );
+    }
     w.put(
         "payload-update-truncated",
         "the update payload with its last byte cut",
@@ -1528,10 +1558,13 @@ fn regenerate_golden_vectors() {
         }],
     );
     let records = vec![
-        (spec(Kind::PageInit, 0, 1), record::encode_page_init(cat0, 2, 0, PAGE)),
+        (
+            spec(Kind::PageInit, 0, 1),
+            record::encode_page_init(cat0, record::PageInit::new(PageKind::Catalog, 0, PAGE)),
+        ),
         (
             spec(Kind::PageInit, 0, 2),
-            record::encode_page_init(vec0, 1, DIMENSION, 16),
+            record::encode_page_init(vec0, record::PageInit::new(PageKind::Vector, DIMENSION, 16)),
         ),
         (spec(Kind::Update, 1, 3), update_mixed.clone()),
         (spec(Kind::Commit, 1, 4), Vec::new()),
@@ -1763,6 +1796,14 @@ fn regenerate_golden_vectors() {
         "arena-page",
         page_input(vec0),
         &arena.vector,
+        Ok(None),
+    );
+    w.put(
+        "page-zero",
+        "a never-written page (all zero): valid, of kind zero",
+        "arena-page",
+        page_input(catalog_id(2)),
+        &vec![0u8; PAGE as usize],
         Ok(None),
     );
     w.put(

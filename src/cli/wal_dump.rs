@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
-use vellum::format::page::{PageId, PageKind, Space};
+use vellum::format::page::{PageId, Space};
 use vellum::format::record::{self, Edit, Kind, Payload};
 use vellum::inspect::{LogDump, Record};
 
@@ -122,16 +122,6 @@ fn space_name(page: PageId) -> &'static str {
     }
 }
 
-fn page_kind_name(kind: u8) -> String {
-    match PageKind::from_u8(kind) {
-        Some(PageKind::Zero) => "zero".into(),
-        Some(PageKind::Vector) => "vector".into(),
-        Some(PageKind::Catalog) => "catalog".into(),
-        Some(PageKind::Overflow) => "overflow".into(),
-        None => format!("unknown({kind})"),
-    }
-}
-
 /// `lsn=4128 len=210 txn=3 prev=0 kind=update op=insert id="doc-1" edits=3 ts=…`
 pub fn text_line(rec: &Record<'_>, decoded: &vellum::Result<Payload<'_>>) -> String {
     let h = rec.header;
@@ -159,12 +149,13 @@ pub fn text_line(rec: &Record<'_>, decoded: &vellum::Result<Payload<'_>>) -> Str
                 c.dirty.len()
             ));
         }
-        Ok(Payload::PageInit { page, kind, a, b }) => {
+        Ok(Payload::PageInit { page, init }) => {
+            let (a, b) = init.fields();
             line.push_str(&format!(
                 " space={} page={} page_kind={} a={a} b={b}",
                 space_name(*page),
                 page.page_no(),
-                page_kind_name(*kind)
+                init.kind().name()
             ));
         }
         Ok(Payload::Commit | Payload::Abort | Payload::End | Payload::CheckpointBegin) => {}
@@ -223,12 +214,12 @@ pub fn json_line(rec: &Record<'_>, decoded: &vellum::Result<Payload<'_>>) -> Val
                 "rec_lsn": d.rec_lsn.get(),
             })).collect::<Vec<_>>(),
         }),
-        Ok(Payload::PageInit { page, kind, a, b }) => json!({
+        Ok(Payload::PageInit { page, init }) => json!({
             "space": space_name(*page),
             "page": page.page_no(),
-            "page_kind": page_kind_name(*kind),
-            "a": a,
-            "b": b,
+            "page_kind": init.kind().name(),
+            "a": init.fields().0,
+            "b": init.fields().1,
         }),
         Ok(Payload::Commit | Payload::Abort | Payload::End | Payload::CheckpointBegin) => json!({}),
         Err(e) => json!({"error": e.to_string()}),

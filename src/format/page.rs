@@ -88,6 +88,25 @@ pub enum PageKind {
 }
 
 impl PageKind {
+    /// True if a page of this kind may lie in `space` (FORMAT.md 14.2).
+    pub fn allowed_in(self, space: Space) -> bool {
+        match self {
+            PageKind::Zero => true,
+            PageKind::Vector => space == Space::Vector,
+            PageKind::Catalog | PageKind::Overflow => space == Space::Catalog,
+        }
+    }
+
+    /// The kind's name, as tools print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PageKind::Zero => "zero",
+            PageKind::Vector => "vector",
+            PageKind::Catalog => "catalog",
+            PageKind::Overflow => "overflow",
+        }
+    }
+
     pub fn from_u8(value: u8) -> Option<PageKind> {
         match value {
             0 => Some(PageKind::Zero),
@@ -226,12 +245,7 @@ pub fn check_page(page: &[u8], id: PageId) -> Option<String> {
             header.version_major.get()
         ));
     }
-    let kind_ok = matches!(
-        (id.space(), PageKind::from_u8(header.kind)),
-        (Space::Vector, Some(PageKind::Vector))
-            | (Space::Catalog, Some(PageKind::Catalog | PageKind::Overflow))
-            | (_, Some(PageKind::Zero))
-    );
+    let kind_ok = PageKind::from_u8(header.kind).is_some_and(|kind| kind.allowed_in(id.space()));
     if !kind_ok {
         return Some(format!("{id}: page kind {} does not belong in its space", header.kind));
     }

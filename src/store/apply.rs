@@ -6,8 +6,8 @@ use parking_lot::Mutex;
 
 use crate::arena::Arena;
 use crate::error::Result;
-use crate::format::page::{PageHeader, PageId, PageKind};
-use crate::format::record::{self, Edit, Kind};
+use crate::format::page::{PageHeader, PageId};
+use crate::format::record::{self, Edit, Kind, PageInit};
 use crate::wal::{RecordSpec, now_us};
 use crate::Lsn;
 use super::{ActiveTxn, Inner};
@@ -51,9 +51,9 @@ impl Inner {
     }
 
     /// Logs and applies the initialisation of page `page` as an empty page of `kind`.
-    pub fn init_page(&self, page: PageId, kind: PageKind, a: u32, b: u32) -> Result<Lsn> {
+    pub fn init_page(&self, page: PageId, init: PageInit) -> Result<Lsn> {
         self.arena.ensure_page(page)?;
-        let payload = record::encode_page_init(page, kind as u8, a, b);
+        let payload = record::encode_page_init(page, init);
         let _active = self.apply.lock();
         let spec = RecordSpec {
             kind: Kind::PageInit as u8,
@@ -63,7 +63,7 @@ impl Inner {
             timestamp_us: now_us(),
         };
         let lsn = self.wal.append(&spec, &[&payload])?;
-        format_page(&self.arena, &self.dirty, page, kind as u8, a, b, lsn);
+        format_page(&self.arena, &self.dirty, page, init, lsn);
         self.note_initialised(page);
         self.recent_inits.lock().insert(page, lsn);
         Ok(lsn)
@@ -134,14 +134,12 @@ pub(crate) fn format_page(
     arena: &Arena,
     dirty: &Mutex<PageMap<Lsn>>,
     page: PageId,
-    kind: u8,
-    a: u32,
-    b: u32,
+    init: PageInit,
     lsn: Lsn,
 ) {
     use zerocopy::IntoBytes;
-    let mut header: PageHeader = crate::format::page::new_header(PageKind::from_u8(kind).unwrap_or(PageKind::Zero), page, a, b);
-    header.kind = kind;
+    let (a, b) = init.fields();
+    let mut header: PageHeader = crate::format::page::new_header(init.kind(), page, a, b);
     header.page_lsn = lsn.0.into();
     header.store_id = arena.store_id().into();
     let _latch = arena.latch(page);

@@ -320,13 +320,13 @@ fn redo(
                 }
                 keep_dirty(inner, edits.iter().map(|e| e.page), lsn);
             }
-            Payload::PageInit { page, kind, a, b } => {
+            Payload::PageInit { page, init } => {
                 if !prepare_page(inner, page, true, analysis, &repairs, report, lost)? {
                     continue;
                 }
                 inner.note_initialised(page);
                 if inner.arena.page_lsn(page) < lsn {
-                    format_page(&inner.arena, &inner.dirty, page, kind, a, b, lsn);
+                    format_page(&inner.arena, &inner.dirty, page, init, lsn);
                     report.records_redone += 1;
                 } else {
                     report.records_skipped += 1;
@@ -334,7 +334,12 @@ fn redo(
                 }
                 inner.recent_inits.lock().insert(page, lsn);
             }
-            _ => {}
+            // Nothing on a page: they change the transaction table, read by analysis and undo.
+            Payload::Commit
+            | Payload::Abort
+            | Payload::End
+            | Payload::CheckpointBegin
+            | Payload::CheckpointEnd(_) => {}
         }
     }
     Ok(())
@@ -538,7 +543,17 @@ fn undo(
                     undo_next,
                 }
             }
-            _ => Loser {
+            // Nothing to compensate: the chain goes on from the record before (an abort record
+            // of a rollback the crash interrupted; `None`: a payload skipped as damaged).
+            Some(
+                Payload::Commit
+                | Payload::Abort
+                | Payload::End
+                | Payload::CheckpointBegin
+                | Payload::CheckpointEnd(_)
+                | Payload::PageInit { .. },
+            )
+            | None => Loser {
                 last_lsn: active.last_lsn,
                 undo_next: prev,
             },

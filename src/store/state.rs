@@ -307,13 +307,8 @@ impl Loader<'_> {
                 self.page_ids.clear();
                 Ok(None)
             }
-            _ => {
-                self.damaged(Error::corrupted_file(
-                    "arena",
-                    format!("{id}: kind {} in the catalog space", header.kind),
-                ))?;
-                Ok(None)
-            }
+            // `verify` above refused every kind not allowed in the catalog space.
+            Some(PageKind::Vector) | None => unreachable!("{id}: a verified catalog-space page of kind {}", header.kind),
         }
     }
 

@@ -18,9 +18,9 @@ use super::{ActiveTxn, Store};
 use crate::arena::Arena;
 use crate::format::page::{
     self, CATALOG_SLOT_BYTES, CATALOG_SLOTS_OFFSET, CatalogSlot, ENTRY_FLAG_OVERFLOW, ENTRY_HEADER_BYTES, EntryHeader,
-    OVERFLOW_DATA_OFFSET, PAGE_A_OFFSET, PAGE_B_OFFSET, PAGE_C_OFFSET, PAGE_HEADER_BYTES, PageId, PageKind, Space,
+    OVERFLOW_DATA_OFFSET, PAGE_A_OFFSET, PAGE_B_OFFSET, PAGE_C_OFFSET, PAGE_HEADER_BYTES, PageId, Space,
 };
-use crate::format::record::{self, Edit, Kind, Op};
+use crate::format::record::{self, Edit, Kind, Op, PageInit};
 use crate::{Error, Lsn, Result};
 
 /// A write transaction. Dropping it without `commit` aborts it.
@@ -337,7 +337,13 @@ impl<'s> Transaction<'s> {
         let inner = self.store.inner();
         let (page, slot, fresh) = self.writer.vectors.take();
         let stride_bytes = page::vector_stride_bytes(inner.dimension);
-        if fresh && let Err(error) = inner.init_page(page, PageKind::Vector, inner.dimension, stride_bytes as u32) {
+        if fresh && let Err(error) = inner.init_page(
+            page,
+            PageInit::Vector {
+                dimension: inner.dimension,
+                stride_bytes: stride_bytes as u32,
+            },
+        ) {
             // The page was never formatted (its file may not even exist): it stays the next
             // fresh page, never a free slot a later writer would use as a formatted one.
             self.writer.vectors.fresh_page = page.page_no();
@@ -363,7 +369,13 @@ impl<'s> Transaction<'s> {
         self.allocated_pages.extend(&pages);
         for (i, chunk) in meta_bytes.chunks(capacity).enumerate() {
             let page = PageId::new(Space::Catalog, pages[i]);
-            inner.init_page(page, PageKind::Overflow, chunk.len() as u32, 0)?;
+            inner.init_page(
+                page,
+                PageInit::Overflow {
+                    used_bytes: chunk.len() as u32,
+                    b_unused: 0,
+                },
+            )?;
             let next = pages.get(i + 1).map_or(0, |&n| PageId::new(Space::Catalog, n).0);
             list.push_new(page, PAGE_C_OFFSET, &next.to_le_bytes());
             list.push_new(page, OVERFLOW_DATA_OFFSET, chunk);
@@ -401,7 +413,13 @@ impl<'s> Transaction<'s> {
         let inner = self.store.inner();
         let page_size = inner.arena.page_size_bytes();
         let page_no = self.writer.catalog.take_page();
-        if let Err(error) = inner.init_page(PageId::new(Space::Catalog, page_no), PageKind::Catalog, 0, page_size) {
+        if let Err(error) = inner.init_page(
+            PageId::new(Space::Catalog, page_no),
+            PageInit::Catalog {
+                slot_count: 0,
+                data_start: page_size,
+            },
+        ) {
             self.writer.catalog.free_pages.push(page_no);
             return Err(error);
         }
