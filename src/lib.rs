@@ -43,8 +43,6 @@ mod modes;
 #[cfg(feature = "object-store")]
 mod replica;
 mod restore;
-#[cfg(feature = "object-store")]
-mod restore_remote;
 pub mod storage;
 
 pub use error::{Error, Result};

@@ -21,7 +21,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::archive;
 use crate::format::control::Control;
-use crate::restore_remote::{self as fetch, Downloaded};
+use crate::restore::remote::{self as fetch, Downloaded};
 use crate::ship::{Generation, REPLICA_OF, Remote};
 use crate::storage::{RealStorage, Storage};
 use crate::store::control_file::ControlFile;

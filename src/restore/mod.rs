@@ -1,5 +1,8 @@
 //! Point-in-time restore and online backup (format-spec, "Archive files and base images").
 
+#[cfg(feature = "object-store")]
+pub(crate) mod remote;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -94,7 +97,7 @@ impl Store {
 fn restore_from_url(url: &str, dest: &Path, target: RestoreTarget) -> Result<RestoreReport> {
     #[cfg(feature = "object-store")]
     {
-        crate::restore_remote::restore_from_url(url, None, dest, target)
+        crate::restore::remote::restore_from_url(url, None, dest, target)
     }
     #[cfg(not(feature = "object-store"))]
     {
