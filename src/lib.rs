@@ -6,6 +6,7 @@
 //! The byte-level format is specified in `format-spec/FORMAT.md`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
+#![cfg_attr(not(feature = "testing"), warn(missing_docs))]
 
 // Vectors are read zero-copy as `&[f32]` from pages whose format fixes them as little-endian.
 #[cfg(target_endian = "big")]

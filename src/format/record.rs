@@ -15,17 +15,26 @@ use crate::{Error, Lsn, Result};
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
+    /// An operation's changes to arena pages: op, id and edits with before-images.
     Update = 1,
+    /// A compensation record: undoes one update (redo-only edits) and says where undo goes next.
     Clr = 2,
+    /// The transaction committed.
     Commit = 3,
+    /// The transaction's user rolled it back; its clrs and an end follow.
     Abort = 4,
+    /// A rolled-back transaction is finished.
     End = 5,
+    /// A checkpoint began.
     CheckpointBegin = 6,
+    /// A checkpoint ended: its transaction and dirty-page tables.
     CheckpointEnd = 7,
+    /// An arena page was formatted (outside any transaction, never undone).
     PageInit = 8,
 }
 
 impl Kind {
+    /// The kind stored as `value` in a record header; `None` if unknown.
     pub fn from_u8(value: u8) -> Option<Kind> {
         Some(match value {
             1 => Kind::Update,
@@ -40,6 +49,7 @@ impl Kind {
         })
     }
 
+    /// The kind's name as `vellum wal-dump` prints it (`"checkpoint-end"`).
     pub fn name(self) -> &'static str {
         match self {
             Kind::Update => "update",
@@ -58,12 +68,16 @@ impl Kind {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Op {
+    /// A new id.
     Insert = 1,
+    /// An id inserted or replaced.
     Upsert = 2,
+    /// An id removed.
     Delete = 3,
 }
 
 impl Op {
+    /// The op stored as `value` in an update payload; `None` if unknown.
     pub fn from_u8(value: u8) -> Option<Op> {
         Some(match value {
             1 => Op::Insert,
@@ -73,6 +87,7 @@ impl Op {
         })
     }
 
+    /// The op's name as `vellum wal-dump` prints it (`"upsert"`).
     pub fn name(self) -> &'static str {
         match self {
             Op::Insert => "insert",
@@ -85,8 +100,11 @@ impl Op {
 /// One byte-range change to an arena page.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Edit<'a> {
+    /// The page changed.
     pub page: PageId,
+    /// Offset of the range in the page, in bytes.
     pub offset: u32,
+    /// The bytes the range holds after the change (its length is the range's).
     pub after: &'a [u8],
     /// `None`: the bytes were free space, an undo need not restore them.
     pub before: Option<&'a [u8]>,
@@ -99,8 +117,11 @@ pub const EDIT_HEADER_BYTES: usize = 8 + 4 + 4 + 1;
 /// A transaction-table entry in a checkpoint.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct TxnEntry {
+    /// Transaction id.
     pub txn_id: u64,
+    /// LSN of the transaction's last record.
     pub last_lsn: Lsn,
+    /// Where the transaction's undo would start.
     pub undo_next: Lsn,
     /// 0 = running, 1 = rolling back.
     pub state: u8,
@@ -109,29 +130,45 @@ pub struct TxnEntry {
 /// A dirty-page-table entry in a checkpoint.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct DirtyPage {
+    /// The dirty page.
     pub page: PageId,
+    /// LSN of the first record that changed the page since it was last written.
     pub rec_lsn: Lsn,
 }
 
 /// A decoded payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Payload<'a> {
+    /// An update: `op` and `id` are informational, recovery uses only the `edits`.
     Update { op: Op, id: &'a str, edits: Vec<Edit<'a>> },
+    /// A compensation record: `undo_next` is where undo goes next (the compensated update's
+    /// `prev_lsn`), `edits` carry no before-image.
     Clr { undo_next: Lsn, edits: Vec<Edit<'a>> },
+    /// A commit (empty payload).
     Commit,
+    /// An abort (empty payload).
     Abort,
+    /// An end (empty payload).
     End,
+    /// A checkpoint-begin (empty payload).
     CheckpointBegin,
+    /// A checkpoint-end and its tables.
     CheckpointEnd(Checkpoint),
+    /// A page-init: `page` becomes all zero but its header, of page kind `kind` (a
+    /// [`PageKind`] byte) with header fields `a` and `b`.
     PageInit { page: PageId, kind: u8, a: u32, b: u32 },
 }
 
 /// The tables a checkpoint-end record carries.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Checkpoint {
+    /// LSN of the matching checkpoint-begin record.
     pub begin_lsn: Lsn,
+    /// Next transaction id.
     pub next_txn_id: u64,
+    /// The transaction table: transactions running at the checkpoint.
     pub txns: Vec<TxnEntry>,
+    /// The dirty-page table.
     pub dirty: Vec<DirtyPage>,
 }
 
