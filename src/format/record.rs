@@ -140,10 +140,22 @@ pub struct DirtyPage {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Payload<'a> {
     /// An update: `op` and `id` are informational, recovery uses only the `edits`.
-    Update { op: Op, id: &'a str, edits: Vec<Edit<'a>> },
+    Update {
+        /// What the operation was.
+        op: Op,
+        /// The id it changed.
+        id: &'a str,
+        /// Its changes to arena pages, with before-images where bytes were in use.
+        edits: Vec<Edit<'a>>,
+    },
     /// A compensation record: `undo_next` is where undo goes next (the compensated update's
     /// `prev_lsn`), `edits` carry no before-image.
-    Clr { undo_next: Lsn, edits: Vec<Edit<'a>> },
+    Clr {
+        /// The next record of the transaction to undo (0: none left).
+        undo_next: Lsn,
+        /// The compensated update's before-images, in reverse order, as after-images.
+        edits: Vec<Edit<'a>>,
+    },
     /// A commit (empty payload).
     Commit,
     /// An abort (empty payload).
@@ -156,7 +168,16 @@ pub enum Payload<'a> {
     CheckpointEnd(Checkpoint),
     /// A page-init: `page` becomes all zero but its header, of page kind `kind` (a
     /// [`PageKind`] byte) with header fields `a` and `b`.
-    PageInit { page: PageId, kind: u8, a: u32, b: u32 },
+    PageInit {
+        /// The page formatted.
+        page: PageId,
+        /// Its [`PageKind`] as a byte.
+        kind: u8,
+        /// Header field `a` (see [`crate::format::page::PageHeader`]).
+        a: u32,
+        /// Header field `b`.
+        b: u32,
+    },
 }
 
 /// The tables a checkpoint-end record carries.
