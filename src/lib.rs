@@ -5,8 +5,8 @@
 //! a paged vector arena read zero-copy, fuzzy checkpoints and ARIES recovery.
 //! The byte-level format is specified in `format-spec/FORMAT.md`.
 
-#![deny(unsafe_op_in_unsafe_fn)]
 #![cfg_attr(not(feature = "testing"), warn(missing_docs))]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 // Vectors are read zero-copy as `&[f32]` from pages whose format fixes them as little-endian.
 #[cfg(target_endian = "big")]
