@@ -15,7 +15,8 @@ use crate::{Error, Lsn, Result};
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
-    /// An operation's changes to arena pages: op, id and edits with before-images.
+    /// One operation's changes to arena pages: op, id, and edits with before-images where bytes
+    /// were in use.
     Update = 1,
     /// A compensation record: undoes one update (redo-only edits) and says where undo goes next.
     Clr = 2,
