@@ -17,7 +17,10 @@ pub struct PageId(pub u64);
 /// The two page spaces: catalog pages (ids and metadata) and vector pages.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Space {
+    /// Catalog pages: the slot directory and entries mapping ids to vector slots and metadata, and
+    /// overflow pages.
     Catalog = 1,
+    /// Vector pages: fixed-stride slots of float32 vectors.
     Vector = 2,
 }
 
@@ -41,6 +44,8 @@ const SPACE_SHIFT: u32 = 56;
 pub const PAGE_NO_MAX: u64 = (1 << SPACE_SHIFT) - 1;
 
 impl PageId {
+    /// Page `page_no` of `space`. Panics if `page_no` exceeds [`PAGE_NO_MAX`] (ids read from
+    /// disk go through [`PageId::from_raw`]).
     pub fn new(space: Space, page_no: u64) -> PageId {
         assert!(page_no <= PAGE_NO_MAX, "page number {page_no} out of range");
         PageId(((space as u64) << SPACE_SHIFT) | page_no)
@@ -54,6 +59,7 @@ impl PageId {
         }
     }
 
+    /// The space this page belongs to.
     pub fn space(self) -> Space {
         match self.0 >> SPACE_SHIFT {
             1 => Space::Catalog,
@@ -62,6 +68,7 @@ impl PageId {
         }
     }
 
+    /// The page number within its space (0-based).
     pub fn page_no(self) -> u64 {
         self.0 & PAGE_NO_MAX
     }
@@ -81,9 +88,13 @@ impl std::fmt::Display for PageId {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum PageKind {
+    /// A page never written (all zero).
     Zero = 0,
+    /// A vector page.
     Vector = 1,
+    /// A catalog page (slot directory and entries).
     Catalog = 2,
+    /// An overflow page: metadata too large for its catalog entry, chained.
     Overflow = 3,
 }
 
@@ -107,6 +118,7 @@ impl PageKind {
         }
     }
 
+    /// The kind stored as `value` in a header; `None` if unknown.
     pub fn from_u8(value: u8) -> Option<PageKind> {
         match value {
             0 => Some(PageKind::Zero),
@@ -136,27 +148,47 @@ impl PageKind {
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct PageHeader {
+    /// CRC32C of bytes 4..page_size.
     pub crc: U32,
+    /// The [`PageKind`] as a byte.
     pub kind: u8,
+    /// Reserved, zero.
     pub reserved0: u8,
+    /// Format version major of the page.
     pub version_major: U16,
+    /// The raw [`PageId`] of the page (space << 56 | page number).
     pub page_id: U64,
+    /// LSN of the last log record applied to the page.
     pub page_lsn: U64,
+    /// Vector pages: dimension; catalog pages: slot count; overflow pages: bytes used.
     pub a: U32,
+    /// Vector pages: slot stride in bytes; catalog pages: offset of the start of entry data.
     pub b: U32,
+    /// Overflow pages: raw id of the next page of the chain (0 = last).
     pub c: U64,
+    /// Id of the store that formatted the page (0 for format minor 0).
     pub store_id: U64,
+    /// Reserved, zero.
     pub reserved1: [u8; 16],
 }
 
+/// Size of [`PageHeader`] in bytes.
 pub const PAGE_HEADER_BYTES: usize = 64;
+/// Offset of the first byte the page checksum covers (it runs to the page end).
 pub const PAGE_CRC_START: usize = 4;
+/// Offset of the kind byte in the header.
 pub const PAGE_KIND_OFFSET: usize = 4;
+/// Offset of the page id in the header.
 pub const PAGE_ID_OFFSET: usize = 8;
+/// Offset of the page LSN in the header.
 pub const PAGE_LSN_OFFSET: usize = 16;
+/// Offset of field `a` in the header.
 pub const PAGE_A_OFFSET: usize = 24;
+/// Offset of field `b` in the header.
 pub const PAGE_B_OFFSET: usize = 28;
+/// Offset of field `c` in the header.
 pub const PAGE_C_OFFSET: usize = 32;
+/// Offset of the store id in the header.
 pub const PAGE_STORE_ID_OFFSET: usize = 40;
 const _: () = assert!(size_of::<PageHeader>() == PAGE_HEADER_BYTES);
 const _: () = assert!(std::mem::offset_of!(PageHeader, page_lsn) == PAGE_LSN_OFFSET);
@@ -292,10 +324,13 @@ pub fn check_header_identity(header: &[u8], id: PageId, store_id: u64) -> Option
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct CatalogSlot {
+    /// Offset of the entry in the page, in bytes.
     pub offset: U32,
+    /// Length of the entry in bytes (0: the slot is free).
     pub len_bytes: U32,
 }
 
+/// Size of a [`CatalogSlot`] in bytes.
 pub const CATALOG_SLOT_BYTES: usize = 8;
 /// The slot directory starts right after the header; entry data grows down from the page end.
 pub const CATALOG_SLOTS_OFFSET: usize = PAGE_HEADER_BYTES;
@@ -316,16 +351,25 @@ const _: () = assert!(size_of::<CatalogSlot>() == CATALOG_SLOT_BYTES);
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct EntryHeader {
+    /// Raw id of the vector page holding the entry's vector.
     pub vector_page: U64,
+    /// Slot of the vector in that page.
     pub vector_slot: U32,
+    /// Flags: [`ENTRY_FLAG_OVERFLOW`] or 0.
     pub flags: U16,
+    /// Length of the id in bytes (1..=1024, UTF-8).
     pub id_len: U16,
+    /// Length of the encoded metadata in bytes.
     pub meta_len: U32,
+    /// Reserved, zero.
     pub reserved: U32,
+    /// Raw id of the first overflow page when the flag is set, else 0.
     pub overflow_page: U64,
 }
 
+/// Size of an [`EntryHeader`] in bytes.
 pub const ENTRY_HEADER_BYTES: usize = 32;
+/// Entry flag: the metadata lives in an overflow chain starting at `overflow_page`.
 pub const ENTRY_FLAG_OVERFLOW: u16 = 1;
 const _: () = assert!(size_of::<EntryHeader>() == ENTRY_HEADER_BYTES);
 
@@ -339,8 +383,11 @@ pub struct CatalogEntry<'a> {
     pub slot: u32,
     /// Where the entry lies in the page.
     pub offset: u32,
+    /// The entry's length in bytes.
     pub len_bytes: u32,
+    /// The entry's fixed part.
     pub header: EntryHeader,
+    /// The entry's id.
     pub id: &'a str,
     /// The encoded metadata when it is inline (`None`: it lives in an overflow chain).
     pub inline_meta: Option<&'a [u8]>,

@@ -15,17 +15,27 @@ use crate::{Error, Lsn, Result};
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
+    /// One operation's changes to arena pages: op, id, and edits with before-images where bytes
+    /// were in use.
     Update = 1,
+    /// A compensation record: undoes one update (redo-only edits) and says where undo goes next.
     Clr = 2,
+    /// The transaction committed.
     Commit = 3,
+    /// The transaction's user rolled it back; its clrs and an end follow.
     Abort = 4,
+    /// A rolled-back transaction is finished.
     End = 5,
+    /// A checkpoint began.
     CheckpointBegin = 6,
+    /// A checkpoint ended: its transaction and dirty-page tables.
     CheckpointEnd = 7,
+    /// An arena page was formatted (outside any transaction, never undone).
     PageInit = 8,
 }
 
 impl Kind {
+    /// The kind stored as `value` in a record header; `None` if unknown.
     pub fn from_u8(value: u8) -> Option<Kind> {
         Some(match value {
             1 => Kind::Update,
@@ -40,6 +50,7 @@ impl Kind {
         })
     }
 
+    /// The kind's name as `vellum wal-dump` prints it (`"checkpoint-end"`).
     pub fn name(self) -> &'static str {
         match self {
             Kind::Update => "update",
@@ -58,12 +69,16 @@ impl Kind {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Op {
+    /// A new id.
     Insert = 1,
+    /// An id inserted or replaced.
     Upsert = 2,
+    /// An id removed.
     Delete = 3,
 }
 
 impl Op {
+    /// The op stored as `value` in an update payload; `None` if unknown.
     pub fn from_u8(value: u8) -> Option<Op> {
         Some(match value {
             1 => Op::Insert,
@@ -73,6 +88,7 @@ impl Op {
         })
     }
 
+    /// The op's name as `vellum wal-dump` prints it (`"upsert"`).
     pub fn name(self) -> &'static str {
         match self {
             Op::Insert => "insert",
@@ -85,8 +101,11 @@ impl Op {
 /// One byte-range change to an arena page.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Edit<'a> {
+    /// The page changed.
     pub page: PageId,
+    /// Offset of the range in the page, in bytes.
     pub offset: u32,
+    /// The bytes the range holds after the change (its length is the range's).
     pub after: &'a [u8],
     /// `None`: the bytes were free space, an undo need not restore them.
     pub before: Option<&'a [u8]>,
@@ -99,8 +118,11 @@ pub const EDIT_HEADER_BYTES: usize = 8 + 4 + 4 + 1;
 /// A transaction-table entry in a checkpoint.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct TxnEntry {
+    /// Transaction id.
     pub txn_id: u64,
+    /// LSN of the transaction's last record.
     pub last_lsn: Lsn,
+    /// Where the transaction's undo would start.
     pub undo_next: Lsn,
     /// 0 = running, 1 = rolling back.
     pub state: u8,
@@ -109,21 +131,49 @@ pub struct TxnEntry {
 /// A dirty-page-table entry in a checkpoint.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct DirtyPage {
+    /// The dirty page.
     pub page: PageId,
+    /// LSN of the first record that changed the page since it was last written.
     pub rec_lsn: Lsn,
 }
 
 /// A decoded payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Payload<'a> {
-    Update { op: Op, id: &'a str, edits: Vec<Edit<'a>> },
-    Clr { undo_next: Lsn, edits: Vec<Edit<'a>> },
+    /// An update: `op` and `id` are informational, recovery uses only the `edits`.
+    Update {
+        /// What the operation was.
+        op: Op,
+        /// The id it changed.
+        id: &'a str,
+        /// Its changes to arena pages, with before-images where bytes were in use.
+        edits: Vec<Edit<'a>>,
+    },
+    /// A compensation record: `undo_next` is where undo goes next (the compensated update's
+    /// `prev_lsn`), `edits` carry no before-image.
+    Clr {
+        /// The next record of the transaction to undo (0: none left).
+        undo_next: Lsn,
+        /// The compensated update's before-images, in reverse order, as after-images.
+        edits: Vec<Edit<'a>>,
+    },
+    /// A commit (empty payload).
     Commit,
+    /// An abort (empty payload).
     Abort,
+    /// An end (empty payload).
     End,
+    /// A checkpoint-begin (empty payload).
     CheckpointBegin,
+    /// A checkpoint-end and its tables.
     CheckpointEnd(Checkpoint),
-    PageInit { page: PageId, init: PageInit },
+    /// A page-init: `page` becomes all zero but its header, as `init` says.
+    PageInit {
+        /// The page formatted.
+        page: PageId,
+        /// Its kind and header fields.
+        init: PageInit,
+    },
 }
 
 /// What a page-init record makes of its page: the page kind and its header fields `a` and `b`
@@ -132,13 +182,33 @@ pub enum Payload<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PageInit {
     /// An all-zero page (kind 0).
-    Zero { a_unused: u32, b_unused: u32 },
-    /// A vector page: the vectors' dimension and the slot stride.
-    Vector { dimension: u32, stride_bytes: u32 },
-    /// A catalog page: its slot count and where its entry data starts.
-    Catalog { slot_count: u32, data_start: u32 },
-    /// An overflow page: the metadata bytes it holds.
-    Overflow { used_bytes: u32, b_unused: u32 },
+    Zero {
+        /// Header field `a` as the record holds it (not used).
+        a_unused: u32,
+        /// Header field `b` as the record holds it (not used).
+        b_unused: u32,
+    },
+    /// A vector page.
+    Vector {
+        /// The vectors' dimension.
+        dimension: u32,
+        /// The slot stride in bytes.
+        stride_bytes: u32,
+    },
+    /// A catalog page.
+    Catalog {
+        /// Its slot count.
+        slot_count: u32,
+        /// Where its entry data starts.
+        data_start: u32,
+    },
+    /// An overflow page.
+    Overflow {
+        /// The metadata bytes it holds.
+        used_bytes: u32,
+        /// Header field `b` as the record holds it (not used).
+        b_unused: u32,
+    },
 }
 
 impl PageInit {
@@ -191,9 +261,13 @@ impl PageInit {
 /// The tables a checkpoint-end record carries.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Checkpoint {
+    /// LSN of the matching checkpoint-begin record.
     pub begin_lsn: Lsn,
+    /// Next transaction id.
     pub next_txn_id: u64,
+    /// The transaction table: transactions running at the checkpoint.
     pub txns: Vec<TxnEntry>,
+    /// The dirty-page table.
     pub dirty: Vec<DirtyPage>,
 }
 

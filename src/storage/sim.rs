@@ -141,8 +141,11 @@ impl FaultKind {
 /// the next one); with `persistent`, so does every later one of that class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FaultPlan {
+    /// The fault, and so the class of operations it hits.
     pub kind: FaultKind,
+    /// Which operation of the class fails: `1` is the next one.
     pub after_ops: u64,
+    /// Every later operation of the class fails too.
     pub persistent: bool,
 }
 

@@ -44,9 +44,13 @@ pub struct RecoveryReport {
     pub pages_repaired: Vec<String>,
     /// Damage skipped under `RecoveryMode::SkipCorrupted`.
     pub damage_skipped: Vec<String>,
+    /// Time spent in the analysis pass.
     pub analysis_time: Duration,
+    /// Time spent in the redo pass.
     pub redo_time: Duration,
+    /// Time spent in the undo pass (and making its records durable).
     pub undo_time: Duration,
+    /// Time spent in the checkpoint that ends recovery (none after a clean close).
     pub checkpoint_time: Duration,
 }
 
