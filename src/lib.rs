@@ -45,6 +45,10 @@ mod replica;
 mod restore;
 #[cfg(feature = "object-store")]
 mod restore_remote;
+/// The project's one seeded generator (SplitMix64), for the simulator, the HNSW level draws,
+/// the demo, tests and benchmarks. No part of the API: nothing in it is stable.
+#[doc(hidden)]
+pub mod rng;
 pub mod storage;
 
 pub use error::{Error, Result};
