@@ -16,13 +16,13 @@
 //! acknowledged commit. `VELLUM_SIM_FAULT_SEEDS=N` runs N of them (default 1,500);
 //! `VELLUM_SIM_FAULT_SEED=S` replays one.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::Rng;
+use support::Rng;
 use vellum::storage::{FaultKind, FaultPlan, SimStorage};
 use vellum::{Error, Options, RecoveryMode, Store, SyncMode};
 
