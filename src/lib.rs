@@ -101,17 +101,22 @@ internal_modules!(ann, arena, archive, search, ship, store, wal);
 
 mod error;
 pub mod format;
-/// The bodies of the fuzz targets in `fuzz/` as plain functions (replayed by `tests/fuzz_corpus.rs`).
-#[cfg(feature = "testing")]
-#[doc(hidden)]
-pub mod fuzz_targets;
 pub mod inspect;
 mod lsn;
 mod modes;
 #[cfg(feature = "object-store")]
 mod replica;
 mod restore;
+/// The project's one seeded generator (SplitMix64), for the simulator, the HNSW level draws,
+/// the demo, tests and benchmarks. No part of the API: nothing in it is stable.
+#[doc(hidden)]
+pub mod rng;
 pub mod storage;
+/// Test scaffolding: the fuzz targets' bodies (replayed by `tests/fuzz_corpus.rs`) and the model
+/// of committed state the simulation checks against. No part of the API.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
 
 pub use error::{Error, Result};
 pub use lsn::Lsn;

@@ -11,6 +11,8 @@ use std::process::Command;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
+use vellum::rng::SplitMix64;
+
 use crate::Res;
 use crate::engines::Engine;
 use crate::sys::{self, Latency, MIB, ms, ns};
@@ -91,15 +93,11 @@ pub struct Pool(Vec<u8>);
 
 impl Pool {
     pub fn new() -> Pool {
-        // splitmix64: deterministic, and incompressible enough for every store alike.
-        let mut state = 0x5eed_c0ff_ee00_0001u64;
+        // Deterministic, and incompressible enough for every store alike.
+        let mut rng = SplitMix64::new(0x5eed_c0ff_ee00_0001);
         let mut bytes = Vec::with_capacity(16 * MIB);
         while bytes.len() < 16 * MIB {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            bytes.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+            bytes.extend_from_slice(&rng.next_u64().to_le_bytes());
         }
         Pool(bytes)
     }
@@ -382,15 +380,8 @@ fn reads<E: Engine>(store: E, ctx: &Ctx<'_>) -> Res<Figures> {
             Err(format!("{}: record 0:{seq} differs", E::NAME).into())
         }
     })?;
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let seqs: Vec<u64> = (0..ctx.sizes.reads)
-        .map(|_| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % total
-        })
-        .collect();
+    let mut rng = SplitMix64::new(0x5eed);
+    let seqs: Vec<u64> = (0..ctx.sizes.reads).map(|_| rng.below(total)).collect();
     let check = |seq: u64, value: &[u8]| -> Res<()> {
         let ok = value.len() == RECORD_BYTES && value[0..8] == seq.to_le_bytes() && value[8..12] == [0; 4];
         if ok {

@@ -1,9 +1,10 @@
 //! The narrow storage layer every byte of Vellum goes through.
 //!
 //! The engine never calls `std::fs` directly: it asks a [`Storage`] for files and mappings.
-//! [`RealStorage`] is the operating system; [`SimStorage`] is a deterministic crash simulator
-//! that keeps a volatile and a durable image of every file, so tests can crash the engine at any
-//! instant and recover from exactly what a real disk could have kept.
+//! [`RealStorage`] is the operating system; `SimStorage` (compiled with the `testing` feature
+//! only, for the project's own tests) is a deterministic crash simulator that keeps a volatile
+//! and a durable image of every file, so tests can crash the engine at any instant and recover
+//! from exactly what a real disk could have kept.
 //!
 //! # Assumptions about the medium (what both implementations model)
 //! - A write is durable only after `sync_data` on its file returns. Before that, any subset of
@@ -13,7 +14,7 @@
 //! - A file's length change (`set_len`) is durable after `sync_data` on the file.
 //! - Mapped memory is coherent with `write_at` of the same file (Linux's unified page cache).
 //!
-//! # Assumptions about I/O errors (what [`SimStorage`] injects)
+//! # Assumptions about I/O errors (what `SimStorage` injects)
 //! - A `write_at` that fails may have written any prefix of its bytes that ends at a sector
 //!   boundary (a short write, then the error): the caller may assume nothing about the range.
 //! - A `sync_data` that fails (`EIO`) may have made any subset of the file's unsynced sectors
@@ -36,6 +37,7 @@
 
 mod real;
 mod scratch;
+#[cfg(feature = "testing")]
 mod sim;
 
 use std::fmt;
@@ -45,6 +47,7 @@ use std::sync::Arc;
 
 pub use real::RealStorage;
 pub use scratch::ScratchUnder;
+#[cfg(feature = "testing")]
 pub use sim::{FaultKind, FaultPlan, SimConfig, SimStorage};
 
 /// A file system: the directory operations the engine needs.
