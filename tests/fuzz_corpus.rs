@@ -123,12 +123,14 @@ fn sample_payloads() -> Vec<(Kind, Vec<u8>)> {
             offset: 64,
             after: b"\x01\x02\x03\x04",
             before: Some(b"\0\0\0\0"),
+            kind: EditKind::Write,
         },
         Edit {
             page: vectors,
             offset: 4000,
             after: &[7; 96],
             before: None,
+            kind: EditKind::Write,
         },
     ];
     let checkpoint = Checkpoint {

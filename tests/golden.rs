@@ -271,18 +271,21 @@ fn regenerate_golden_vectors() {
             offset: 64,
             after: &vector_bytes,
             before: None,
+            kind: EditKind::Write,
         },
         Edit {
             page: cat0,
             offset: 4051,
             after: b"alpha-entry-bytes",
             before: None,
+            kind: EditKind::Write,
         },
         Edit {
             page: cat0,
             offset: 64,
             after: &slot_after,
             before: Some(&[0u8; 8]),
+            kind: EditKind::Write,
         },
     ];
     let update = record::encode_update(Op::Insert, "alpha", &insert_edits[..2]);
@@ -311,6 +314,7 @@ fn regenerate_golden_vectors() {
             offset: 64,
             after: &[0u8; 8],
             before: Some(&slot_after),
+            kind: EditKind::Write,
         }],
     );
     w.put(
@@ -328,6 +332,7 @@ fn regenerate_golden_vectors() {
             offset: 64,
             after: &[0u8; 8],
             before: None,
+            kind: EditKind::Write,
         }],
     );
     w.put(
@@ -442,6 +447,7 @@ fn regenerate_golden_vectors() {
             offset: 4090,
             after: &vector_bytes,
             before: None,
+            kind: EditKind::Write,
         }],
     );
     w.put(
@@ -459,6 +465,7 @@ fn regenerate_golden_vectors() {
             offset: 64,
             after: &[0u8; 8],
             before: Some(&slot_after),
+            kind: EditKind::Write,
         }],
     );
     w.put(
@@ -704,6 +711,7 @@ fn regenerate_golden_vectors() {
             offset: 96,
             after: &big_after,
             before: Some(&big_before),
+            kind: EditKind::Write,
         }],
     );
     let undo = record::encode_clr(
@@ -713,6 +721,7 @@ fn regenerate_golden_vectors() {
             offset: 96,
             after: &big_before,
             before: None,
+            kind: EditKind::Write,
         }],
     );
     let records = vec![
@@ -820,6 +829,7 @@ fn regenerate_golden_vectors() {
                 offset: 64,
                 after: &bytes,
                 before: None,
+                kind: EditKind::Write,
             }],
         );
         old_records.push((spec(Kind::Update, 10 + i, 100 + 2 * i), payload));

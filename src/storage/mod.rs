@@ -279,6 +279,19 @@ impl Mapping {
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(offset), data.len()) }
     }
 
+    /// Moves `len_bytes` bytes from `from` to `to` inside the mapping (the ranges may overlap).
+    ///
+    /// # Safety
+    /// As for [`Mapping::write`], over both ranges.
+    pub unsafe fn copy_within(&self, from: usize, to: usize, len_bytes: usize) {
+        assert!(self.writable, "write into a read-only mapping");
+        let end = from.max(to).checked_add(len_bytes).expect("mapping range overflows");
+        assert!(end <= self.len_bytes, "mapping move to {end} past {}", self.len_bytes);
+        // SAFETY: both ranges are inside the writable mapping (asserted); `ptr::copy` allows
+        // overlap; exclusivity is the caller's guarantee.
+        unsafe { std::ptr::copy(self.ptr.add(from), self.ptr.add(to), len_bytes) }
+    }
+
     /// The address of byte `offset` (for readers that must not form a slice).
     pub fn ptr_at(&self, offset: usize) -> *mut u8 {
         assert!(

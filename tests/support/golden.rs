@@ -687,6 +687,7 @@ fn borrow_edits(edits: &[OwnedEdit]) -> Vec<Edit<'_>> {
             offset: e.offset,
             after: &e.after,
             before: e.before.as_deref(),
+            kind: EditKind::Write,
         })
         .collect()
 }
