@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use vellum::format::control::Control;
 use vellum::format::page::{PageId, Space};
-use vellum::format::record::{self, Checkpoint, DirtyPage, Edit, Kind, TxnEntry};
+use vellum::format::record::{self, Checkpoint, DirtyPage, Edit, EditKind, Kind, TxnEntry};
 use vellum::storage::{SimStorage, Storage};
 use vellum::testing::fuzz::{self, FUZZ_STORE_ID, FUZZ_TIMELINE, Mutation, Op, OpsInput, Write};
 use vellum::wal::{Geometry, LogIdentity, RecordSpec, Wal, WalConfig};

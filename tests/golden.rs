@@ -21,7 +21,7 @@ use vellum::archive::{self, ArchiveHeader, BlockHeader, KIND_BASE_IMAGE, KIND_WA
 use vellum::format::control::Control;
 use vellum::format::meta;
 use vellum::format::page::{self, CatalogSlot, EntryHeader, PageId, PageKind, Space};
-use vellum::format::record::{self, Checkpoint, DirtyPage, Edit, Op, TxnEntry};
+use vellum::format::record::{self, Checkpoint, DirtyPage, Edit, EditKind, Op, TxnEntry};
 use vellum::format::wal::{PageHeader as WalPageHeader, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SegmentHeader};
 use vellum::storage::{SimStorage, Storage};
 use vellum::wal::segment::segment_file_name;

@@ -441,8 +441,8 @@ pub fn separator(left: &[u8], right: &[u8]) -> Vec<u8> {
 /// The smallest page a node can live in: three cells of the largest key fit, so that when a
 /// full node and one more cell are split where the bytes pass half their total, both halves fit
 /// (the half that takes the middle cell holds at most half the total plus one cell).
-pub const NODE_PAGE_MIN_BYTES: usize = NODE_DIR_OFFSET
-    + 3 * (NODE_DIR_ENTRY_BYTES + CELL_KEY_LEN_BYTES + LEAF_VALUE_BYTES + KEY_MAX_BYTES);
+pub const NODE_PAGE_MIN_BYTES: usize =
+    NODE_DIR_OFFSET + 3 * (NODE_DIR_ENTRY_BYTES + CELL_KEY_LEN_BYTES + LEAF_VALUE_BYTES + KEY_MAX_BYTES);
 const _: () = assert!(NODE_PAGE_MIN_BYTES <= PAGE_SIZE_MIN_BYTES as usize);
 
 #[cfg(test)]
@@ -498,12 +498,19 @@ mod tests {
 
     #[test]
     fn a_branch_routes_each_key_to_the_child_that_holds_it() {
-        let cells = vec![branch_cell(b"m", 0x0100_0000_0000_0020), branch_cell(b"t", 0x0100_0000_0000_0030)];
+        let cells = vec![
+            branch_cell(b"m", 0x0100_0000_0000_0020),
+            branch_cell(b"t", 0x0100_0000_0000_0030),
+        ];
         let page = node_page(NodeKind::Branch, 0x0100_0000_0000_0010, &cells);
         let node = Node::parse(&page).expect("a branch");
         node.check().expect("well formed");
         assert_eq!(node.child_for(b"a"), Ok((0, 0x0100_0000_0000_0010)));
-        assert_eq!(node.child_for(b"m"), Ok((1, 0x0100_0000_0000_0020)), "a separator's key goes right");
+        assert_eq!(
+            node.child_for(b"m"),
+            Ok((1, 0x0100_0000_0000_0020)),
+            "a separator's key goes right"
+        );
         assert_eq!(node.child_for(b"s"), Ok((1, 0x0100_0000_0000_0020)));
         assert_eq!(node.child_for(b"zz"), Ok((2, 0x0100_0000_0000_0030)));
     }
@@ -513,27 +520,44 @@ mod tests {
         let cells = vec![leaf_cell(b"a", &value(0)), leaf_cell(b"b", &value(1))];
         let page = node_page(NodeKind::Leaf, 0, &cells);
         let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
-            ("directory overlaps", Box::new(|p| p[24..28].copy_from_slice(&2000u32.to_le_bytes()))),
-            ("directory overlaps", Box::new(|p| p[28..32].copy_from_slice(&5000u32.to_le_bytes()))),
-            ("outside the cell data", Box::new(|p| p[64..68].copy_from_slice(&8u32.to_le_bytes()))),
-            ("outside the cell data", Box::new(|p| p[64..68].copy_from_slice(&4090u32.to_le_bytes()))),
-            ("key length", Box::new(|p| {
-                let at = u32::from_le_bytes(p[64..68].try_into().unwrap()) as usize;
-                p[at..at + 2].copy_from_slice(&0u16.to_le_bytes());
-            })),
-            ("key length", Box::new(|p| {
-                let at = u32::from_le_bytes(p[64..68].try_into().unwrap()) as usize;
-                p[at..at + 2].copy_from_slice(&2000u16.to_le_bytes());
-            })),
-            ("out of order", Box::new(|p| {
-                let (a, b) = (p[64..68].to_vec(), p[68..72].to_vec());
-                p[64..68].copy_from_slice(&b);
-                p[68..72].copy_from_slice(&a);
-            })),
-            ("overlap", Box::new(|p| {
-                let a = u32::from_le_bytes(p[64..68].try_into().unwrap());
-                p[68..72].copy_from_slice(&(a + 1).to_le_bytes());
-            })),
+            (
+                "directory overlaps",
+                Box::new(|p| p[24..28].copy_from_slice(&2000u32.to_le_bytes())),
+            ),
+            (
+                "directory overlaps",
+                Box::new(|p| p[28..32].copy_from_slice(&5000u32.to_le_bytes())),
+            ),
+            (
+                "outside the cell data",
+                Box::new(|p| p[64..68].copy_from_slice(&8u32.to_le_bytes())),
+            ),
+            (
+                "outside the cell data",
+                Box::new(|p| p[64..68].copy_from_slice(&4090u32.to_le_bytes())),
+            ),
+            (
+                "key length",
+                Box::new(|p| {
+                    let at = u32::from_le_bytes(p[64..68].try_into().unwrap()) as usize;
+                    p[at..at + 2].copy_from_slice(&0u16.to_le_bytes());
+                }),
+            ),
+            (
+                "key length",
+                Box::new(|p| {
+                    let at = u32::from_le_bytes(p[64..68].try_into().unwrap()) as usize;
+                    p[at..at + 2].copy_from_slice(&2000u16.to_le_bytes());
+                }),
+            ),
+            (
+                "out of order",
+                Box::new(|p| {
+                    let (a, b) = (p[64..68].to_vec(), p[68..72].to_vec());
+                    p[64..68].copy_from_slice(&b);
+                    p[68..72].copy_from_slice(&a);
+                }),
+            ),
             ("not an index node", Box::new(|p| p[4] = 2)),
             ("field c", Box::new(|p| p[32] = 1)),
         ];

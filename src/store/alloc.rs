@@ -339,6 +339,9 @@ impl OpCtx<'_> {
     pub fn free_catalog_page(&mut self, page: PageId) -> Result<()> {
         self.list
             .push_change(&self.inner.arena, page, PAGE_KIND_OFFSET, &[PageKind::Free as u8]);
+        // Field `c` meant something else to the page's last use (an overflow chain's link, a
+        // branch's leftmost child): it is on no list.
+        self.set_link(page, 0);
         self.list_push(List::Free, page)?;
         self.free(Release::Page(page.page_no()));
         Ok(())

@@ -23,6 +23,9 @@ use crate::format::index::LeafValue;
 #[derive(Debug, Default)]
 pub struct Mask {
     active: AtomicBool,
+    /// An undo failed: the pages hold changes no commit published, for good (the store is
+    /// poisoned), and the mask never clears again.
+    frozen: AtomicBool,
     state: RwLock<Masked>,
 }
 
@@ -48,13 +51,19 @@ impl Mask {
 
     /// Makes the transaction's changes visible (or, after an undo, forgets them).
     pub fn clear(&self) {
-        if !self.active.load(Ordering::Acquire) {
+        if !self.active.load(Ordering::Acquire) || self.frozen.load(Ordering::Acquire) {
             return;
         }
         let mut state = self.state.write();
         state.ids.clear();
         state.slots.clear();
         self.active.store(false, Ordering::Release);
+    }
+
+    /// Keeps what is masked masked for good: an undo failed and left the transaction's changes
+    /// in the pages (the next open rolls them back).
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::Release);
     }
 
     /// What a reader that found `in_index` for `id` in the index sees.

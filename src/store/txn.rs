@@ -153,17 +153,25 @@ impl<'s> Transaction<'s> {
         if result.is_err() {
             // The log holds this transaction's changes but not their undoing, and so do the
             // pages in memory: nothing more may be logged (a checkpoint would record the
-            // transaction as gone and write its changes out). The next open rolls it back.
+            // transaction as gone and write its changes out). The next open rolls it back;
+            // until then readers see the committed state through the mask.
             inner.wal.poison();
+            inner.mask.freeze();
         }
         *inner.apply.lock() = None;
-        // The pages hold what they held before the transaction: so do the writer's views.
         let writer = &mut *self.writer;
         for release in self.released.drain(..) {
             writer.quarantine.lift(&release);
         }
-        reload_meta(inner, writer);
-        inner.mask.clear();
+        if result.is_ok() {
+            // The pages hold what they held before the transaction: so do the writer's views,
+            // and readers may read the pages unmasked.
+            reload_meta(inner, writer);
+            inner.mask.clear();
+        }
+        // Otherwise the pages still hold some of the transaction's changes: the mask stays, so
+        // readers go on seeing the committed state until the store is closed (it is poisoned:
+        // nothing more is written) and the next open rolls the transaction back.
         result
     }
 

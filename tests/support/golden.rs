@@ -15,7 +15,7 @@ use vellum::archive::{self, ArchiveHeader, BlockHeader, KIND_BASE_IMAGE, LaneHea
 use vellum::format::control::{ArenaExtent, CONTROL_SLOT_BYTES, Control};
 use vellum::format::meta;
 use vellum::format::page::{self, CatalogSlot, EntryHeader, PageId, PageKind, Space};
-use vellum::format::record::{self, Checkpoint, DirtyPage, Edit, Op, Payload, TxnEntry};
+use vellum::format::record::{self, Checkpoint, DirtyPage, Edit, EditKind, Op, Payload, TxnEntry};
 use vellum::format::wal::{
     HeaderFault, PageHeader as WalPageHeader, RECORD_HEADER_BYTES, RecordHeader, SEGMENT_HEADER_BYTES, SegmentHeader,
     record_crc,
@@ -134,13 +134,23 @@ pub fn decode_vector(meta: &Value, bytes: &[u8]) -> Value {
 }
 
 fn edit_json(edit: &Edit<'_>) -> Value {
-    json!({
+    let (name, end, length) = match edit.kind {
+        EditKind::Write => ("write", None, edit.after.len()),
+        EditKind::Insert { end } => ("insert", Some(end), edit.after.len()),
+        EditKind::Remove { end, len } => ("remove", Some(end), len as usize),
+    };
+    let mut json = json!({
+        "edit": name,
         "page": hex64(edit.page.0),
         "offset": edit.offset,
-        "length": edit.after.len(),
+        "length": length,
         "before": edit.before.map(hex),
         "after": hex(edit.after),
-    })
+    });
+    if let Some(end) = end {
+        json["end"] = json!(end);
+    }
+    json
 }
 
 pub fn payload_json(payload: &Payload<'_>) -> Value {
@@ -663,6 +673,7 @@ struct OwnedEdit {
     offset: u32,
     before: Option<Vec<u8>>,
     after: Vec<u8>,
+    kind: EditKind,
 }
 
 fn owned_edits(value: &Value) -> Vec<OwnedEdit> {
@@ -675,6 +686,17 @@ fn owned_edits(value: &Value) -> Vec<OwnedEdit> {
             offset: num(e, "offset") as u32,
             before: e["before"].as_str().map(unhex),
             after: unhex(text(e, "after")),
+            kind: match e["edit"].as_str().unwrap_or("write") {
+                "write" => EditKind::Write,
+                "insert" => EditKind::Insert {
+                    end: num(e, "end") as u32,
+                },
+                "remove" => EditKind::Remove {
+                    end: num(e, "end") as u32,
+                    len: num(e, "length") as u32,
+                },
+                other => panic!("edit kind {other}"),
+            },
         })
         .collect()
 }
@@ -687,7 +709,7 @@ fn borrow_edits(edits: &[OwnedEdit]) -> Vec<Edit<'_>> {
             offset: e.offset,
             after: &e.after,
             before: e.before.as_deref(),
-            kind: EditKind::Write,
+            kind: e.kind,
         })
         .collect()
 }
