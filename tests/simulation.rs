@@ -359,7 +359,8 @@ impl FaultRun {
                 self.poisoned |= matches!(error, Error::Closed(_));
                 // Readers go on, and see the state before the operation or (a commit whose
                 // flush failed is published) after it: nothing in between.
-                let visible = read_state(store).map_err(|e| format!("a reader after a failed {what}: {e}"))?;
+                let visible =
+                    read_state(store).map_err(|e| format!("a reader after a failed {what} ({error:?}): {e}"))?;
                 store
                     .search(&vector_of(1), 3, vellum::Metric::L2)
                     .map_err(|e| format!("search after a failed {what}: {e}"))?;

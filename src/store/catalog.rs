@@ -314,7 +314,11 @@ impl OpCtx<'_> {
             self.list_push(List::Roomy, page)?;
         }
         if let Some(first) = overflow {
-            let (_, pages) = read_chain(&self.inner.arena, first, meta_len)?;
+            let (meta, pages) = read_chain(&self.inner.arena, first, meta_len)?;
+            // Readers of the committed entry may still follow the chain once its pages are
+            // marked free: they find its bytes in the mask until the commit publishes the
+            // change (or the undo restores the pages).
+            self.inner.mask.record_chain(first.0, &meta);
             for page_no in pages {
                 self.free_catalog_page(PageId::new(Space::Catalog, page_no))?;
             }

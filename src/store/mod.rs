@@ -47,6 +47,9 @@ use crate::arena::{Arena, ArenaOpen};
 use crate::arena::doublewrite::{Doublewrite, DoublewriteOpen};
 use crate::error::{IoContext, Result};
 use recovery::RecoveryReport;
+
+/// How many times `get` looks an id up again when a commit freed what its first lookup found.
+const GET_TRIES_MAX: u32 = 64;
 use crate::wal::{Wal, now_us};
 use crate::{Error, Lsn};
 use crate::format::control::Control;
@@ -277,13 +280,34 @@ impl Store {
     /// The vector stored under `id`, or `None`.
     pub fn get(&self, id: &str) -> Result<Option<VectorRef<'_>>> {
         let inner = &*self.inner;
-        let pin = inner.epochs.pin();
-        let found = tree::lookup(inner, id.as_bytes())?;
-        let Some(value) = inner.mask.visible(id.as_bytes(), found) else {
-            return Ok(None);
-        };
-        let entry = catalog::read_entry(&inner.arena, &inner.layout, &value)?;
-        Ok(Some(inner.vector_ref(&entry, pin)?))
+        let mut tries = 0;
+        loop {
+            let pin = inner.epochs.pin();
+            let token = inner.mask.token();
+            let found = tree::lookup(inner, id.as_bytes())?;
+            let Some(visible) = inner.mask.visible_since(token, id.as_bytes(), found) else {
+                tries += 1;
+                assert!(tries < GET_TRIES_MAX * 1024, "a reader looked an id up again without end");
+                continue;
+            };
+            let Some(value) = visible else {
+                return Ok(None);
+            };
+            let entry = catalog::read_entry(&inner.arena, &inner.layout, &value)?;
+            match inner.vector_ref(&entry, pin) {
+                Ok(found) => return Ok(Some(found)),
+                // A commit between the lookup and the read freed the entry's overflow chain
+                // (and published the id's new value): look again.
+                // An undo between the two put the chain back just after the read met it
+                // freed. Neither happened (no clear of the mask since the lookup): damage.
+                Err(error) => {
+                    tries += 1;
+                    if inner.mask.token() == token || tries == GET_TRIES_MAX {
+                        return Err(error);
+                    }
+                }
+            }
+        }
     }
 
     /// Inserts a vector (autocommit). `Err(AlreadyExists)` if `id` is present.
