@@ -93,11 +93,6 @@ pub struct CatalogCache {
 pub const CATALOG_CACHE_PAGES_MAX: usize = 4096;
 
 impl CatalogCache {
-    /// Forgets page `page_no` (its free space changed in a way only the page tells).
-    pub fn forget(&mut self, page_no: u64) {
-        self.pages.remove(&page_no);
-    }
-
     /// A released extent became reusable.
     pub fn reclaim(&mut self, page_no: u64, offset: u32, len: u32) {
         if let Some(page) = self.pages.get_mut(&page_no) {

@@ -39,11 +39,6 @@ impl EditList {
         self.specs.clear();
     }
 
-    /// True if no edit was added.
-    pub fn is_empty(&self) -> bool {
-        self.specs.is_empty()
-    }
-
     /// A write into free space: nothing for an undo to restore.
     pub fn push_new(&mut self, page: PageId, offset: usize, after: &[u8]) {
         self.push_new_with(page, offset, |out| out.extend_from_slice(after));
@@ -134,11 +129,6 @@ impl EditList {
             before: Some(start..self.bytes.len()),
             vector_bytes: 0,
         });
-    }
-
-    /// True if an edit of the list changes page `page`.
-    pub fn touches(&self, page: PageId) -> bool {
-        self.specs.iter().any(|s| s.page == page)
     }
 
     /// Reads `buf.len()` bytes at `offset` of page `page` as they will be once the list's edits
