@@ -55,7 +55,7 @@ use crate::{Error, Lsn};
 use crate::format::control::Control;
 use control_file::ControlFile;
 use readers::Pin;
-pub use txn::Transaction;
+pub use txn::{BATCH_RECORD_BYTES, Row, Transaction};
 pub use options::{Options, Retention};
 pub(crate) use apply::{apply_edits, format_page};
 pub(crate) use inner::{ActiveTxn, Inner};
@@ -321,6 +321,34 @@ impl Store {
     pub fn upsert(&self, id: &str, vector: &[f32], metadata: &[(&str, &str)]) -> Result<Lsn> {
         let mut tx = self.begin()?;
         tx.upsert(id, vector, metadata)?;
+        tx.commit()
+    }
+
+    /// Inserts every row `(id, vector, metadata)` in one transaction (the bulk path: many
+    /// rows to a log record); `Err(AlreadyExists)` if an id is present or given twice. On any
+    /// error nothing changes.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let store = vellum::Store::create(dir.path(), 2, vellum::Options::default())?;
+    /// let rows: Vec<(String, Vec<f32>)> = (0..1000).map(|i| (format!("v{i:04}"), vec![i as f32, 1.0])).collect();
+    /// let rows: Vec<vellum::Row<'_>> = rows.iter().map(|(id, v)| (id.as_str(), v.as_slice(), &[][..])).collect();
+    /// store.insert_many(&rows)?;
+    /// assert_eq!(store.len(), 1000);
+    /// assert!(matches!(store.insert_many(&rows[..1]), Err(vellum::Error::AlreadyExists)), "present ids are refused");
+    /// # Ok::<(), vellum::Error>(())
+    /// ```
+    pub fn insert_many(&self, rows: &[Row<'_>]) -> Result<Lsn> {
+        let mut tx = self.begin()?;
+        tx.insert_many(rows)?;
+        tx.commit()
+    }
+
+    /// Inserts or replaces every row in one transaction (an id given twice ends with its last
+    /// row); on any error nothing changes. See [`Transaction::upsert_many`].
+    pub fn upsert_many(&self, rows: &[Row<'_>]) -> Result<Lsn> {
+        let mut tx = self.begin()?;
+        tx.upsert_many(rows)?;
         tx.commit()
     }
 
