@@ -1028,3 +1028,48 @@ fn resealed_flips_are_damage_or_harmless(dir: &Path, model: &BTreeSet<String>, s
     }
     println!("reference_reader: {reported} of {ROUNDS} resealed flips reported as damage");
 }
+
+/// A store of format 1.x (control slots of major 1) is refused as incompatible by the reader and
+/// by the engine, whose open changes no file (FORMAT.md section 18, "Stores of major 1").
+#[test]
+fn a_store_of_major_1_is_refused_by_the_reader_and_the_engine() {
+    if !support::python_available("reference_reader") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let options = Options {
+        page_size_bytes: PAGE,
+        sync: SyncMode::Never,
+        ..Default::default()
+    };
+    let store = Store::create(&dir, 4, options.clone()).expect("create");
+    store.insert("a", &[1.0, 2.0, 3.0, 4.0], &[]).expect("insert");
+    store.close().expect("close");
+    let path = dir.join("CONTROL");
+    let mut control = std::fs::read(&path).expect("CONTROL");
+    for slot in [0usize, 512] {
+        control[slot + 8..slot + 10].copy_from_slice(&1u16.to_le_bytes());
+        let crc = crc32c::crc32c(&control[slot..slot + 508]);
+        control[slot + 508..slot + 512].copy_from_slice(&crc.to_le_bytes());
+    }
+    std::fs::write(&path, &control).expect("write CONTROL");
+    let out = read_store(&dir, false);
+    let errors = out["errors"].to_string();
+    assert!(errors.contains("incompatible"), "the reader refuses it: {errors}");
+    let before = std::fs::read(&path).expect("CONTROL");
+    for opened in [
+        Store::open(&dir, options.clone()).err(),
+        Store::open_read_only(&dir, options.clone()).err(),
+    ] {
+        assert!(
+            matches!(opened, Some(vellum::Error::Incompatible(_))),
+            "the engine refuses it as incompatible: {opened:?}"
+        );
+    }
+    assert!(std::fs::read(&path).expect("CONTROL") == before, "nothing was written");
+    assert!(
+        !vellum::inspect::verify_store(&dir, &()).expect("verify").clean(),
+        "verify does not pass it"
+    );
+}
