@@ -812,6 +812,7 @@ pub fn encode_payload(p: &Value) -> Vec<u8> {
                 "insert" => Op::Insert,
                 "upsert" => Op::Upsert,
                 "delete" => Op::Delete,
+                "batch" => Op::Batch,
                 other => panic!("op {other}"),
             };
             let edits = owned_edits(&p["edits"]);
