@@ -136,7 +136,6 @@ impl Mask {
 
     /// The ids the transaction touched in `[from, to)` (`to` `None`: no bound) that readers
     /// see with a value, and those values, in id order (for scans that merge them in).
-    #[cfg_attr(not(test), expect(dead_code, reason = "for the ordered iterator, merged next"))]
     pub fn visible_in(&self, from: &[u8], after: bool, to: Option<&[u8]>) -> Vec<(Vec<u8>, LeafValue)> {
         if !self.active.load(Ordering::Acquire) {
             return Vec::new();
