@@ -705,7 +705,7 @@ impl<'a> Checker<'a> {
         let (page_no, slot) = (u64::from(value.vector_page.get()), value.vector_slot.get());
         if page_no >= self.vector_hw || slot >= self.layout.slots_per_page {
             let reason = format!(
-                "cell {cell} (id {}): its value names slot {slot} of vector page {page_no}, beyond the {} pages of {} slots",
+                "cell {cell} (id {}): its value names slot {slot} of vector page {page_no}, beyond the high-water mark of {} vector pages of {} slots",
                 show(key),
                 self.vector_hw,
                 self.layout.slots_per_page

@@ -486,6 +486,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "builds and opens whole stores: minutes under Miri")]
     fn every_page_of_the_base_store_placed_over_itself_leaves_a_clean_index() {
         let base = arena_base();
         for (kind, pages) in base.pages.iter().enumerate() {
@@ -499,6 +500,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "builds and opens whole stores: minutes under Miri")]
     fn a_leaf_with_two_keys_swapped_placed_in_the_store_is_damage_not_a_panic() {
         let base = arena_base();
         let mut image = base_page(base.pages[PageKind::IndexLeaf as usize][0]);

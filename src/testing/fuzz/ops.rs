@@ -459,6 +459,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(miri, ignore = "builds and opens whole stores: minutes under Miri")]
     fn the_ops_ids_fill_a_tree_of_two_levels_and_emptying_it_frees_its_nodes() {
         let sim = ops_fresh_disk().reboot_with_seed(1);
         let store = Store::open(STORE_DIR, ops_options(&sim, RecoveryMode::Strict, SyncMode::Never)).expect("open");
