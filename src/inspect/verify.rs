@@ -252,7 +252,7 @@ fn check_open(dir: &Path, report: &mut Report, bar: &dyn Progress) {
             report
                 .notes
                 .push(format!("a read-only open recovers the store: {} vectors", store.len()));
-            check_index(&store, report, bar);
+            check_open_index(&store, report, bar);
         }
         Err(Error::Locked(reason)) => report.warn(Problem::new(
             Severity::Warning,
@@ -275,7 +275,7 @@ fn check_open(dir: &Path, report: &mut Report, bar: &dyn Progress) {
 
 /// Checks the index of the store the read-only open recovered: each finding is a failure
 /// naming its arena file and page.
-fn check_index(store: &crate::Store, report: &mut Report, bar: &dyn Progress) {
+fn check_open_index(store: &crate::Store, report: &mut Report, bar: &dyn Progress) {
     bar.phase("checking the index", 0);
     let check = super::index_report(store, &mut |_| {});
     let pages_per_file = store.inner().arena.pages_per_file();
