@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 use vellum::format::index::{LeafValue, MetaFields, Node, NodeKind, branch_cell, layout_node, leaf_cell};
 use vellum::format::page::{self, LIST_END, PageHeader, PageId, PageKind, Space};
 use vellum::inspect::{self, Report, Severity};
-use vellum::{Options, Store, SyncMode};
+use vellum::{Error, Options, Store, SyncMode};
 use zerocopy::{FromBytes, IntoBytes};
 
 use support::{Rng, seed_from_env};
@@ -464,6 +464,21 @@ fn a_wrong_meta_count_is_reported_naming_the_meta_page() {
     let (_scratch, pages) = damaged_copy();
     pages.set_meta(|m| m.count = (m.count.get() + 1).into());
     assert_reported(&verify(&pages), meta_page(), false, "counts", "meta count");
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "real files")]
+fn a_delete_under_a_meta_count_of_zero_is_corruption_and_changes_nothing() {
+    let (_scratch, pages) = damaged_copy();
+    pages.set_meta(|m| m.count = 0.into());
+    let store = Store::open(&pages.dir, options()).unwrap();
+    let first = store.ids(vellum::ListOptions::default()).next().unwrap().unwrap();
+    let deleted = store.delete(&first);
+    assert!(
+        matches!(&deleted, Err(Error::Corrupted { reason, .. }) if reason.contains("counts none")),
+        "the damaged count is damage, not an overflow: {deleted:?}"
+    );
+    assert!(store.get(&first).unwrap().is_some(), "the id is still there");
 }
 
 #[test]
