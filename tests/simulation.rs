@@ -39,13 +39,28 @@ fn version_of(vector: &[f32]) -> Option<u32> {
     (vector == vector_of(version).as_slice()).then_some(version)
 }
 
+thread_local! {
+    /// The memory budget of the scenario this thread runs (`Options::memory_budget_bytes`).
+    static MEMORY_BUDGET: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Sets the memory budget of seed `seed`'s scenario: a third of the seeds take one of 64 pages,
+/// so that commits also run writeback checkpoints (every 4 dirty pages) and release pages in
+/// chunks of 8; the others keep the default, which these small workloads never reach.
+fn set_memory_budget(seed: u64) {
+    let budget = if seed % 3 == 0 { 64 * 4096 } else { Options::default().memory_budget_bytes };
+    MEMORY_BUDGET.with(|b| b.set(budget));
+}
+
 fn options(sim: &SimStorage, sync: SyncMode) -> Options {
+    let budget = MEMORY_BUDGET.with(|b| b.get());
     Options {
         sync,
         recovery: RecoveryMode::TolerateTornTail,
         page_size_bytes: 4096,
         segment_size_bytes: 4096 * 16,
         checkpoint_interval_bytes: 96 * 1024,
+        memory_budget_bytes: if budget == 0 { Options::default().memory_budget_bytes } else { budget },
         storage: Arc::new(sim.clone()),
         background_io: false,
         ..Options::default()
@@ -217,6 +232,7 @@ fn dry_run_ops(seed: u64, sync: SyncMode, steps: u32) -> u64 {
 
 /// One scenario: create, run, crash, (crash again in recovery), recover, check; twice over.
 fn scenario(seed: u64) -> Result<String, String> {
+    set_memory_budget(seed);
     let mut rng = Rng::new(seed ^ 0x5eed);
     let sync = if rng.chance(75) {
         SyncMode::Always
@@ -470,6 +486,7 @@ fn dry_run_fault_ops(seed: u64, sync: SyncMode, steps: u32, kind: FaultKind) -> 
 /// One fault scenario: create, arm a fault, run until it strikes, then go on, close, crash
 /// or reopen; finally a power cut and a recovery that must hold every acknowledged commit.
 fn fault_scenario(seed: u64) -> Result<String, String> {
+    set_memory_budget(seed);
     let mut rng = Rng::new(seed ^ 0xFA17);
     let sync = if rng.chance(75) {
         SyncMode::Always

@@ -7,6 +7,9 @@
 //! - Stores into a private mapping never reach the file, so the OS cannot write an arena page
 //!   back behind the WAL's back. Pages reach their files only through [`Arena::write_page`]
 //!   (pwrite), called by the checkpointer after the WAL is durable through the page LSN.
+//! - Every file is mapped from the file itself, so a page changed in memory (a private copy,
+//!   anonymous memory) can give that memory back once its file durably holds the same bytes
+//!   ([`Arena::release_page`]): it then reads from the page cache again.
 //! - Page bytes are modified only under the page's latch; readers read committed slots without
 //!   a latch, and the store guarantees no writer touches a reachable committed slot.
 //! - A page read from its file is verified (checksum, own id) before first use.
@@ -284,12 +287,9 @@ impl Arena {
             (file, map)
         } else {
             let file = self.create_file(&path, size_bytes)?;
-            // A file just created is all zero and changes only through the checkpointer's
-            // writes of pages from this mapping: anonymous memory serves (no page-cache copy
-            // per page).
-            let map = file
-                .map_private_fresh()
-                .context(|| format!("mapping {}", path.display()))?;
+            // Mapped from the file (allocated whole: no hole to fault on), not anonymous memory:
+            // pages written back can then give their memory back (`release_page`).
+            let map = file.map_private().context(|| format!("mapping {}", path.display()))?;
             (file, map)
         };
         let words = self.pages_per_file.div_ceil(64) as usize;
@@ -576,6 +576,23 @@ impl Arena {
         }
     }
 
+    /// Gives back the memory of page `id`'s private copy: the page shows its file's bytes
+    /// again, read from the page cache when next touched. Returns false where the mapping
+    /// could not (the page is not whole pages of the operating system, or the system refused):
+    /// the copy stays as it was.
+    ///
+    /// # Safety
+    /// The caller holds the page latch, and the page's file durably holds the page's bytes (it
+    /// was written from a copy of them and a sync of the file succeeded since, and the page has
+    /// not changed since that copy), except in fields no thread reads without the latch (the
+    /// checksum, stale in memory by design). Readers of committed slots may go on meanwhile:
+    /// their bytes stay the same.
+    pub unsafe fn release_page(&self, id: PageId) -> bool {
+        let (file, page_offset) = self.locate(id);
+        // SAFETY: the caller's contract is `Mapping::release`'s for this page's range.
+        unsafe { file.map.release(page_offset, self.page_size_bytes as usize) }.is_ok()
+    }
+
     /// Reads page `id` from its file (not from memory), for verification of what is on disk.
     pub fn read_page_from_file(&self, id: PageId) -> Result<Vec<u8>> {
         let (file, page_offset) = self.locate(id);
@@ -676,6 +693,25 @@ impl Arena {
             .iter()
             .flat_map(|s| s.iter().map(|f| f.path.clone()))
             .collect()
+    }
+
+    /// The paths of the first `counts[i]` files of each space (by `Space::index`; catalog files,
+    /// then vector files): the files of a base image. Every file counted must exist.
+    pub fn file_paths_below(&self, counts: [usize; 2]) -> Vec<PathBuf> {
+        self.spaces
+            .iter()
+            .zip(counts)
+            .flat_map(|(space, count)| {
+                assert!(count <= space.len(), "a base image holds files that exist");
+                space.iter().take(count).map(|f| f.path.clone())
+            })
+            .collect()
+    }
+
+    /// True if page `id` lies in one of the first `counts[i]` files of its space.
+    pub fn is_in_files_below(&self, id: PageId, counts: [usize; 2]) -> bool {
+        let (file_no, _) = self.split(id.page_no());
+        file_no < counts[id.space().index()] as u64
     }
 }
 

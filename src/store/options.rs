@@ -16,8 +16,19 @@ pub struct Options {
     pub page_size_bytes: u32,
     /// Size of each log segment and arena file (creation only). Default 64 MiB.
     pub segment_size_bytes: u64,
-    /// A checkpoint runs in the background after this much log; 0 turns them off. Default 256 MiB.
+    /// A checkpoint runs in the background after this much log; 0 turns them off (and with
+    /// them the memory budget: nothing is written back before an explicit checkpoint or the
+    /// close). Default 256 MiB.
     pub checkpoint_interval_bytes: u64,
+    /// The memory budget of writing: arena pages changed in memory and not yet written back
+    /// (each a whole page of anonymous memory until a checkpoint has written it and its file is
+    /// synced), plus the log's tail not yet handed to its files. Past 1/16 of it the background
+    /// checkpointer writes pages back (so the dirty set stays small and a close has little
+    /// left to write); at the whole of it, a commit waits for the checkpointer before it
+    /// returns (without background I/O, the commit runs the checkpoint itself). The budget
+    /// does not cover the id index and the other structures kept on the heap, nor the changes
+    /// of one transaction before it commits. 0 turns it off. Default 256 MiB.
+    pub memory_budget_bytes: u64,
     /// Where the bytes go: the real file system, or a crash simulator in tests.
     pub storage: Arc<dyn Storage>,
     /// Run segment preparation and automatic checkpoints on background threads (default).
@@ -71,6 +82,7 @@ impl Default for Options {
             page_size_bytes: 16 * 1024,
             segment_size_bytes: 64 << 20,
             checkpoint_interval_bytes: 256 << 20,
+            memory_budget_bytes: 256 << 20,
             storage: Arc::new(RealStorage::new()),
             background_io: true,
             archive: true,

@@ -164,6 +164,8 @@ impl<'s> Transaction<'s> {
         // The commit is durable (per the sync mode) whatever happens next: a checkpoint that
         // fails here leaves its pages dirty and is retried at the next trigger.
         let _ = inner.nudge_checkpointer();
+        // Hook (memory budget, inner.rs): a writer that outruns the checkpointer waits here.
+        inner.wait_for_memory();
         Ok(lsn)
     }
 
