@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use hnsw_rs::anndists::dist::DistDot;
 use vellum::Metric;
 use vellum::ann::{GraphStore, Hnsw, MemoryStore, Params, Scratch};
+use vellum::rng::SplitMix64;
 
 const K: usize = 10;
 const M: usize = 16;
@@ -59,21 +60,19 @@ fn options() -> Options {
     }
 }
 
-/// `count` random unit vectors of `dimension` (xorshift, Box-Muller-free: uniform then
+/// `count` random unit vectors of `dimension` (SplitMix64, Box-Muller-free: uniform then
 /// normalised, which is uniform enough in direction for a benchmark).
 fn random_unit(count: usize, dimension: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = SplitMix64::new(seed);
     let mut out = Vec::with_capacity(count * dimension);
     for _ in 0..count {
         let start = out.len();
         let mut norm = 0f32;
         for _ in 0..dimension {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
             // Sum of two uniforms: a bell-ish shape, so directions are closer to uniform.
-            let a = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
-            let b = ((state >> 16) & 0xFF_FFFF) as f32 / (1u64 << 24) as f32 - 0.5;
+            let bits = rng.next_u64();
+            let a = (bits >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            let b = ((bits >> 16) & 0xFF_FFFF) as f32 / (1u64 << 24) as f32 - 0.5;
             let x = a + b;
             norm += x * x;
             out.push(x);

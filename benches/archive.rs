@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use vellum::archive::{self, ArchiveHeader};
+use vellum::rng::SplitMix64;
 use vellum::{Options, RestoreTarget, Retention, Store, SyncMode, restore};
 use zerocopy::FromZeros;
 
@@ -25,16 +26,8 @@ use zerocopy::FromZeros;
 /// `i + 1` was vector `i` shifted by one component and LZ4 found the repeats: a 1.8× "ratio"
 /// that real embeddings never give).
 fn embedding(seed: u64, dimension: usize) -> Vec<f32> {
-    let mut state = (seed ^ 0x5851_F42D_4C95_7F2D).wrapping_mul(0xD1B5_4A32_D192_ED03);
-    let mut v: Vec<f32> = (0..dimension)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
+    let mut rng = SplitMix64::new((seed ^ 0x5851_F42D_4C95_7F2D).wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let mut v: Vec<f32> = (0..dimension).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     v.iter_mut().for_each(|x| *x /= norm);
     v

@@ -8,20 +8,14 @@ use common::quick;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use vellum::rng::SplitMix64;
 use vellum::{Metric, Options, Store, SyncMode};
 
 const DIMENSION: usize = 384;
 
 fn vector(seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..DIMENSION)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
+    let mut rng = SplitMix64::new(seed);
+    (0..DIMENSION).map(|_| rng.next_f32() - 0.5).collect()
 }
 
 /// Bytes per second of a read pass over `buffer` (the memory-bandwidth baseline): eight

@@ -10,21 +10,15 @@
 
 use std::time::{Duration, Instant};
 
+use vellum::rng::SplitMix64;
 use vellum::ship::Remote;
 use vellum::{Options, Replica, ReplicaOptions, RestoreTarget, Store};
 
 const DIMENSION: usize = 256;
 
 fn vector(i: u64) -> Vec<f32> {
-    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..DIMENSION)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
+    let mut rng = SplitMix64::new(i);
+    (0..DIMENSION).map(|_| rng.next_f32() - 0.5).collect()
 }
 
 fn fill(store: &Store, ids: std::ops::Range<u64>) {

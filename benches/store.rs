@@ -58,6 +58,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use tempfile::TempDir;
+use vellum::rng::SplitMix64;
 use vellum::{Options, Store, SyncMode};
 
 const MIB: u64 = 1 << 20;
@@ -191,27 +192,15 @@ fn zero_filled(path: &Path, len: u64) -> File {
     file
 }
 
-/// A small deterministic PRNG (SplitMix64) for the lookup order.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+/// A random permutation of `0..n` (Fisher-Yates) from a seed.
+fn permutation(seed: u64, n: u64) -> Vec<u64> {
+    let mut rng = SplitMix64::new(seed);
+    let mut order: Vec<u64> = (0..n).collect();
+    for i in (1..order.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        order.swap(i, j);
     }
-
-    /// A random permutation of `0..n` (Fisher-Yates).
-    fn permutation(&mut self, n: u64) -> Vec<u64> {
-        let mut order: Vec<u64> = (0..n).collect();
-        for i in (1..order.len()).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
-            order.swap(i, j);
-        }
-        order
-    }
+    order
 }
 
 fn id_of(i: u64) -> String {
@@ -310,7 +299,7 @@ impl GetFixture {
             "get baseline: HashMap<String, Vec<f32>> of the same {count} vectors built in {:.2} s",
             started.elapsed().as_secs_f64()
         ));
-        let keys = Rng(0x5EED).permutation(count).into_iter().map(id_of).collect();
+        let keys = permutation(0x5EED, count).into_iter().map(id_of).collect();
         GetFixture {
             store,
             map,

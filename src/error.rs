@@ -15,18 +15,26 @@ pub enum Error {
     /// An operating-system I/O error, with what Vellum was doing when it happened.
     #[error("I/O error while {context}: {source}")]
     Io {
+        /// What Vellum was doing ("starting a WAL thread").
         context: String,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
     /// The file system has no room left (`ENOSPC`/`EDQUOT`). Nothing acknowledged is lost.
     #[error("disk full while {context}")]
-    DiskFull { context: String },
+    DiskFull {
+        /// What Vellum was doing.
+        context: String,
+    },
     /// On-disk bytes failed validation: a checksum, magic, length or address did not hold.
     #[error("corrupted {}{}: {reason}", file_text(.file), lsn_text(.lsn))]
     Corrupted {
+        /// Where in the log the damage is, for log damage.
         lsn: Option<Lsn>,
+        /// The damaged file, when one is known.
         file: Option<PathBuf>,
+        /// What did not hold.
         reason: String,
     },
     /// The caller passed something Vellum refuses (wrong dimension, NaN, oversized id, ...).

@@ -5,6 +5,8 @@
 //! in another process; 6 the input file of an import cannot be opened; 130, 143 an import
 //! stopped by SIGINT, SIGTERM (everything it reported committed is durable).
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 mod cli;
 
 fn main() -> std::process::ExitCode {

@@ -57,18 +57,23 @@ impl Default for ReplicaOptions {
 /// Where a replica is.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplicaStatus {
+    /// The archive URL followed.
     pub url: String,
+    /// The generation followed (`<store id>-<timeline>`).
     pub generation: String,
     /// The base image the replica's log starts from.
     pub base_lsn: u64,
     /// The end of the log the current store replayed: every commit before it is visible.
     pub applied_lsn: u64,
+    /// Polls of the remote done, successful or not.
     pub polls: u64,
-    /// Times a newer store replaced the current one, and rebuilds from a newer base image.
+    /// Times a newer store replaced the current one.
     pub refreshes: u64,
+    /// Of those, rebuilds from a newer base image.
     pub rebases: u64,
     /// The last failure, until a poll succeeds.
     pub last_error: Option<String>,
+    /// When a newer store last replaced the current one.
     pub last_refresh: Option<SystemTime>,
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules by layer, bottom first (ARCHITECTURE.md, "Layers").
 const LAYERS: &[&[&str]] = &[
-    &["lsn", "modes"],
+    &["lsn", "modes", "rng"],
     &["error"],
     &["storage"],
     &["format"],
@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["store"],
     &["restore", "inspect"],
     &["replica"],
-    &["fuzz_targets", "testing"],
+    &["testing"],
 ];
 
 /// Names the crate root re-exports, with the module that defines each.

@@ -1139,11 +1139,8 @@ fn interrupted_import_keeps_exactly_what_it_reports(signal: libc::c_int, name: &
         seen.push(line.parse().expect("a count"));
     }
     // SAFETY: `kill` of our own child, which has not been waited for, so its pid is still its own.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, signal) },
-        0,
-        "send {name}"
-    );
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+    assert_eq!(sent, 0, "send {name}");
     seen.extend(acks.map(|l| l.unwrap().parse::<usize>().expect("a count")));
     let output = child.wait_with_output().expect("vellum exits");
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();

@@ -5,12 +5,12 @@
 //! is informative and not compared); then, for every valid vector of a structure with an
 //! encoder, encode again from the decoded JSON and compare byte for byte.
 
-#[path = "golden.rs"]
-mod golden;
+mod support;
 
 use std::collections::BTreeSet;
 
 use serde_json::Value;
+use support::golden;
 
 fn vectors() -> Vec<(String, Value, Vec<u8>)> {
     let dir = golden::vectors_dir();

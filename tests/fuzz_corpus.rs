@@ -2,7 +2,7 @@
 //!
 //! For every target of `fuzz/` (cargo-fuzz), every file in `fuzz/corpus/<target>/` and in
 //! `fuzz/regressions/<target>/` (minimised inputs of crashes found so far) is passed to
-//! `vellum::fuzz_targets::<target>`, which panics on a broken invariant. CI runs this; the
+//! `vellum::testing::fuzz::<target>`, which panics on a broken invariant. CI runs this; the
 //! fuzzers themselves need nightly (`cargo +nightly fuzz run <target>`).
 //!
 //! `generate_fuzz_corpus` (ignored) writes the seed corpora from real structures:
@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use vellum::format::control::Control;
 use vellum::format::page::{PageId, Space};
-use vellum::format::record::{self, Checkpoint, DirtyPage, Edit, Kind, TxnEntry};
-use vellum::fuzz_targets::{self, FUZZ_STORE_ID, FUZZ_TIMELINE, Mutation, Op, OpsInput, Write};
+use vellum::format::record::{self, Checkpoint, DirtyPage, Edit, EditKind, Kind, TxnEntry};
 use vellum::storage::{SimStorage, Storage};
+use vellum::testing::fuzz::{self, FUZZ_STORE_ID, FUZZ_TIMELINE, Mutation, Op, OpsInput, Write};
 use vellum::wal::{Geometry, LogIdentity, RecordSpec, Wal, WalConfig};
 use vellum::{Lsn, Options, RecoveryMode, Store, SyncMode};
 use zerocopy::IntoBytes;
@@ -81,7 +81,7 @@ macro_rules! replay_tests {
         $(
             #[test]
             fn $target() {
-                replay(stringify!($target), fuzz_targets::$target);
+                replay(stringify!($target), fuzz::$target);
             }
         )*
     };
@@ -123,12 +123,14 @@ fn sample_payloads() -> Vec<(Kind, Vec<u8>)> {
             offset: 64,
             after: b"\x01\x02\x03\x04",
             before: Some(b"\0\0\0\0"),
+            kind: EditKind::Write,
         },
         Edit {
             page: vectors,
             offset: 4000,
             after: &[7; 96],
             before: None,
+            kind: EditKind::Write,
         },
     ];
     let checkpoint = Checkpoint {
@@ -394,7 +396,7 @@ fn generate_fuzz_corpus() {
         write_seed(
             "wal_scan",
             name,
-            &fuzz_targets::encode_wal_scan(segments, pages, first, flags, epoch),
+            &fuzz::encode_wal_scan(segments, pages, first, flags, epoch),
         );
     }
 
@@ -439,7 +441,7 @@ fn generate_fuzz_corpus() {
     ];
     for (i, (name, program)) in programs.into_iter().enumerate() {
         let mut bytes = (i as u64 + 1).to_le_bytes().to_vec();
-        bytes.extend_from_slice(&fuzz_targets::encode_mutations(&program));
+        bytes.extend_from_slice(&fuzz::encode_mutations(&program));
         write_seed("recovery", name, &bytes);
     }
 
@@ -518,6 +520,6 @@ fn generate_fuzz_corpus() {
         ),
     ];
     for (name, sync, ops) in scenarios {
-        write_seed("ops", name, &fuzz_targets::encode_ops(&OpsInput { sync, ops }));
+        write_seed("ops", name, &fuzz::encode_ops(&OpsInput { sync, ops }));
     }
 }

@@ -5,7 +5,7 @@
 //! and `vellum verify`, and requires: open refuses ⇒ verify fails; nothing is written into
 //! the damaged store; putting the file back brings every vector back, bit for bit.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -488,12 +488,12 @@ fn store_files(dir: &Path) -> Vec<PathBuf> {
 #[test]
 #[cfg_attr(miri, ignore = "real files")]
 fn wherever_an_open_refuses_a_damaged_store_verify_fails_too() {
-    let seed = common::seed_from_env("VELLUM_DAMAGE_SEED", 0x5EED_0015);
+    let seed = support::seed_from_env("VELLUM_DAMAGE_SEED", 0x5EED_0015);
     let cases: u64 = std::env::var("VELLUM_DAMAGE_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(40);
-    let mut rng = common::Rng::new(seed);
+    let mut rng = support::Rng::new(seed);
     let scratch = tempfile::tempdir().unwrap();
     let original = scratch.path().join("original");
     build_store(&original, 0.0);

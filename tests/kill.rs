@@ -6,7 +6,7 @@
 //! `VELLUM_KILL_CYCLES=N` runs N kill cycles (default 50); the seed is printed and replays
 //! the kill timings with `VELLUM_KILL_SEED`.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Rng, seed_from_env};
+use support::{Rng, seed_from_env};
 use vellum::{Options, Store, SyncMode};
 
 const DIMENSION: usize = 16;

@@ -1,5 +1,5 @@
 //! README.md is tested: its Rust example is compiled and run here (and must match the copy
-//! below), and every ```sh block is run by bash (`set -eo pipefail`), in order, in one scratch
+//! below, and the crate documentation's in src/lib.rs, which `cargo test --doc` runs), and every ```sh block is run by bash (`set -eo pipefail`), in order, in one scratch
 //! directory, with `vellum` and `cargo run --release --` meaning the binary built for these
 //! tests and the demo shrunk by `VELLUM_DEMO_VECTORS`. `cargo test --release` (this suite) is
 //! the only command not run; any other command the harness cannot run fails the test.
@@ -71,6 +71,34 @@ fn the_readme_example_is_the_one_tested_here() {
     assert_eq!(
         shown[0], tested,
         "README.md's Rust example differs from tests/readme.rs"
+    );
+}
+
+/// The text of the `//!` lines of `source`, without the comment markers.
+fn crate_docs(source: &str) -> String {
+    let mut text = String::new();
+    for line in source.lines().filter_map(|line| line.strip_prefix("//!")) {
+        text.push_str(line.strip_prefix(' ').unwrap_or(line));
+        text.push('\n');
+    }
+    text
+}
+
+#[test]
+fn the_crate_docs_show_the_readme_example() {
+    let docs = crate_docs(include_str!("../src/lib.rs"));
+    let examples = blocks(&docs, "rust");
+    assert_eq!(examples.len(), 1, "src/lib.rs's crate docs have one Rust example");
+    // Lines rustdoc hides (`# ...`) run the example; the rest is what a reader sees.
+    let shown: String = examples[0]
+        .lines()
+        .filter(|line| *line != "#" && !line.starts_with("# "))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert_eq!(
+        shown,
+        blocks(README, "rust")[0],
+        "src/lib.rs's quick start differs from README.md's Rust example"
     );
 }
 

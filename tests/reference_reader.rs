@@ -9,8 +9,8 @@
 //!
 //! Skipped (with a notice) when `python3` is not on `PATH`, unless `CI` is set.
 
-mod common;
-use common::Rng;
+mod support;
+use support::Rng;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
@@ -64,7 +64,7 @@ fn read_store(dir: &Path, no_lock: bool) -> Value {
     } else {
         &[dir.as_os_str()]
     };
-    let (status, v) = common::reference_reader(args);
+    let (status, v) = support::reference_reader(args);
     assert!(
         status.code().is_some_and(|c| c == 0 || c == 1),
         "reader exited with {status:?}: {v}"
@@ -518,7 +518,7 @@ fn damage_tests(dir: &Path, clean: &Value, model: &Model, rng: &mut Rng, scratch
 
 #[test]
 fn reference_reader_agrees_with_the_engine() {
-    if !common::python_available("reference_reader") {
+    if !support::python_available("reference_reader") {
         return;
     }
     let mut rng = Rng::new(seed());
@@ -610,12 +610,12 @@ fn continue_workload(store: &Store, rng: &mut Rng, dim: usize, model: Model) -> 
 
 /// `read_store.py --archived-segment FILE`.
 fn read_archived_segment(file: &Path) -> Value {
-    common::reference_reader(&[OsStr::new("--archived-segment"), file.as_os_str()]).1
+    support::reference_reader(&[OsStr::new("--archived-segment"), file.as_os_str()]).1
 }
 
 #[test]
 fn reference_reader_reads_the_archive_like_the_engine() {
-    if !common::python_available("reference_reader") {
+    if !support::python_available("reference_reader") {
         return;
     }
     let mut rng = Rng::new(seed() ^ 0xa7c1);

@@ -11,11 +11,8 @@
 //! The reader is run once per directory (`--vector-dir`). Skipped (with a notice) when `python3`
 //! is not on `PATH`, unless `CI` is set.
 
-#[path = "golden.rs"]
-mod golden;
-
-mod common;
-use common::Rng;
+mod support;
+use support::{Rng, golden};
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -25,7 +22,7 @@ use serde_json::Value;
 
 /// `read_store.py --vector-dir DIR`: vector name -> `{structure, decoded | error, message}`.
 fn reader_over(dir: &Path) -> BTreeMap<String, Value> {
-    let (status, all) = common::reference_reader(&[OsStr::new("--vector-dir"), dir.as_os_str()]);
+    let (status, all) = support::reference_reader(&[OsStr::new("--vector-dir"), dir.as_os_str()]);
     assert!(status.success(), "read_store.py --vector-dir exited with {status:?}");
     all.as_object()
         .expect("an object of vectors")
@@ -81,7 +78,7 @@ fn verdict(v: &Value) -> Value {
 
 #[test]
 fn reader_decodes_every_golden_vector_as_its_json_says() {
-    if !common::python_available("reference_vectors") {
+    if !support::python_available("reference_vectors") {
         return;
     }
     let all = vectors();
@@ -126,7 +123,7 @@ fn reader_decodes_every_golden_vector_as_its_json_says() {
 
 #[test]
 fn reader_reports_the_same_damage_class_as_the_engine() {
-    if !common::python_available("reference_vectors") {
+    if !support::python_available("reference_vectors") {
         return;
     }
     let got = reader_over(&golden::vectors_dir());
@@ -195,7 +192,7 @@ fn reseal(structure: &str, m: &mut [u8]) {
 
 #[test]
 fn reader_and_engine_agree_on_mutated_vectors() {
-    if !common::python_available("reference_vectors") {
+    if !support::python_available("reference_vectors") {
         return;
     }
     const FLIPS_PER_VECTOR: usize = 12;

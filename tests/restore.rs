@@ -1,13 +1,13 @@
 //! Point-in-time restore, backups, archive damage and retention.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::{Rng, seed_from_env};
+use support::{Rng, seed_from_env};
 use vellum::storage::SimStorage;
 use vellum::{Error, Lsn, Options, RestoreTarget, Retention, Store, SyncMode, restore};
 

@@ -1,11 +1,11 @@
 //! Exact search's claims: it agrees with a brute-force scan, sees committed data only,
 //! filters by metadata, refuses bad queries, and works after reopen.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 
-use common::{Rng, seed_from_env};
+use support::{Rng, seed_from_env};
 use vellum::{Error, Metric, Options, Store};
 
 fn options() -> Options {

@@ -16,27 +16,23 @@
 //! acknowledged commit. `VELLUM_SIM_FAULT_SEEDS=N` runs N of them (default 1,500);
 //! `VELLUM_SIM_FAULT_SEED=S` replays one.
 
-mod common;
+mod support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::Rng;
+use support::Rng;
 use vellum::storage::{FaultKind, FaultPlan, SimStorage};
+use vellum::testing::model::{self, Model, State, id_of, version_of};
 use vellum::{Error, Options, RecoveryMode, Store, SyncMode};
 
 const DIMENSION: usize = 8;
-type State = BTreeMap<String, (u32, String)>;
+/// The workloads write ids `id-0` … `id-39`.
+const IDS: u32 = 40;
 
 /// A vector that encodes its version in every component, so a torn or foreign read shows.
 fn vector_of(version: u32) -> Vec<f32> {
-    (0..DIMENSION).map(|i| version as f32 + i as f32 * 0.25).collect()
-}
-
-fn version_of(vector: &[f32]) -> Option<u32> {
-    let version = vector[0] as u32;
-    (vector == vector_of(version).as_slice()).then_some(version)
+    model::vector_of(version, DIMENSION)
 }
 
 thread_local! {
@@ -67,13 +63,6 @@ fn options(sim: &SimStorage, sync: SyncMode) -> Options {
     }
 }
 
-/// The committed states in commit order (`states[0]` is the empty store), and the index of
-/// the last one acknowledged as durable: recovery may return no earlier state.
-struct Model {
-    states: Vec<State>,
-    durable: usize,
-}
-
 /// Runs the random workload until it is done or the storage crashes. Readers are simulated
 /// deterministically: vectors are looked up and held across later operations (pinning their
 /// slots), and must read the same committed version for as long as they are held.
@@ -88,7 +77,7 @@ fn workload(store: &Store, rng: &mut Rng, model: &mut Model, next_version: &mut 
             );
         }
         if rng.chance(30)
-            && let Ok(Some(vector)) = store.get(&format!("id-{}", rng.below(40)))
+            && let Ok(Some(vector)) = store.get(&id_of(rng.below(IDS.into())))
         {
             let version = version_of(&vector).expect("a reader sees committed, whole vectors only");
             held.push((vector, version));
@@ -96,7 +85,7 @@ fn workload(store: &Store, rng: &mut Rng, model: &mut Model, next_version: &mut 
         if !held.is_empty() && rng.chance(20) {
             held.swap_remove(rng.below(held.len() as u64) as usize);
         }
-        let mut state = model.states.last().unwrap().clone();
+        let mut state = model.latest().clone();
         let choice = rng.below(20);
         let abort = rng.chance(25);
         let result = match choice {
@@ -106,24 +95,22 @@ fn workload(store: &Store, rng: &mut Rng, model: &mut Model, next_version: &mut 
                 } else {
                     store.sync()
                 };
-                made_durable.map(|()| {
-                    model.durable = model.states.len() - 1;
-                })
+                made_durable.map(|()| model.all_durable())
             }
             2..=5 => transaction(store, rng, &mut state, next_version, abort).map(|committed| {
                 if committed {
-                    model.states.push(state.clone());
+                    model.commit(state.clone());
                 }
             }),
-            _ => single(store, rng, &mut state, next_version).map(|()| model.states.push(state.clone())),
+            _ => single(store, rng, &mut state, next_version).map(|()| model.commit(state.clone())),
         };
         match result {
-            Ok(()) if sync == SyncMode::Always => model.durable = model.states.len() - 1,
+            Ok(()) if sync == SyncMode::Always => model.all_durable(),
             Ok(()) => {}
             Err(_) => {
                 // The crash hit this operation: if it was committing, it may have landed.
                 if choice >= 2 && !(choice <= 5 && abort) {
-                    model.states.push(state);
+                    model.commit(state);
                 }
                 return;
             }
@@ -166,7 +153,7 @@ fn apply_random(
     state: &mut State,
     next_version: &mut u32,
 ) -> vellum::Result<()> {
-    let id = format!("id-{}", rng.below(40));
+    let id = id_of(rng.below(IDS.into()));
     if rng.chance(25) {
         tx.delete(&id)?;
         state.remove(&id);
@@ -184,48 +171,20 @@ fn apply_random(
 }
 
 fn read_state(store: &Store) -> Result<State, String> {
-    let mut state = State::new();
-    for i in 0..40 {
-        let id = format!("id-{i}");
-        if let Some(r) = store.get(&id).map_err(|e| e.to_string())? {
-            let version =
-                version_of(&r).ok_or_else(|| format!("{id}: vector is not one that was written: {:?}", &*r))?;
-            let meta: Vec<_> = r.metadata().collect();
-            let [("m", value)] = meta.as_slice() else {
-                return Err(format!("{id}: metadata {meta:?}"));
-            };
-            state.insert(id, (version, value.to_string()));
-        }
-    }
-    if state.len() != store.len() {
-        return Err(format!("len {} but {} ids readable", store.len(), state.len()));
-    }
-    Ok(state)
+    model::read_state(store, IDS)
 }
 
-/// Checks a recovered store against the model; returns which prefix it matched.
-fn check(store: &Store, model: &Model) -> Result<usize, String> {
-    let state = read_state(store)?;
-    (model.durable..model.states.len())
-        .rev()
-        .find(|&p| model.states[p] == state)
-        .ok_or_else(|| {
-            format!(
-                "state matches no commit prefix from {} (durable) to {}",
-                model.durable,
-                model.states.len() - 1
-            )
-        })
+/// Checks a recovered store against the model (see [`Model::recovered`]); returns which
+/// commit it matched.
+fn check(store: &Store, model: &mut Model) -> Result<usize, String> {
+    model.recovered(&read_state(store)?)
 }
 
 /// Counts the storage operations of the crash-free run of a seed.
 fn dry_run_ops(seed: u64, sync: SyncMode, steps: u32) -> u64 {
     let sim = SimStorage::new(seed);
     let store = Store::create(Path::new("/db"), DIMENSION as u32, options(&sim, sync)).unwrap();
-    let mut model = Model {
-        states: vec![State::new()],
-        durable: 0,
-    };
+    let mut model = Model::new();
     workload(&store, &mut Rng::new(seed), &mut model, &mut 0, sync, steps);
     sim.mutating_ops()
 }
@@ -245,10 +204,7 @@ fn scenario(seed: u64) -> Result<String, String> {
     let store = Store::create(Path::new("/db"), DIMENSION as u32, options(&sim, sync)).map_err(|e| e.to_string())?;
     let crash_at = 1 + rng.below(total_ops.saturating_sub(sim.mutating_ops()).max(1));
     sim.crash_after_ops(crash_at);
-    let mut model = Model {
-        states: vec![State::new()],
-        durable: 0,
-    };
+    let mut model = Model::new();
     let mut next_version = 0;
     workload(&store, &mut Rng::new(seed), &mut model, &mut next_version, sync, steps);
     sim.crash_now();
@@ -264,10 +220,8 @@ fn scenario(seed: u64) -> Result<String, String> {
     }
     let store = Store::open(Path::new("/db"), options(&disk, sync))
         .map_err(|e| format!("recovery failed (crash at op {crash_at}/{total_ops}): {e}"))?;
-    let matched = check(&store, &model)?;
+    let matched = check(&store, &mut model)?;
     // The recovered store goes on working: more commits, a clean close, a clean reopen.
-    model.states.truncate(matched + 1);
-    model.durable = matched;
     workload(
         &store,
         &mut Rng::new(seed.wrapping_add(1)),
@@ -286,12 +240,12 @@ fn scenario(seed: u64) -> Result<String, String> {
     )
     .map_err(|e| format!("clean reopen failed: {e}"))?;
     let state = read_state(&store)?;
-    if state != *model.states.last().unwrap() {
+    if state != *model.latest() {
         return Err("after a clean close the state is not the last commit".into());
     }
     Ok(format!(
         "crash at op {crash_at}/{total_ops}, matched commit {matched} of {}",
-        model.states.len()
+        model.state_count()
     ))
 }
 
@@ -384,7 +338,7 @@ impl FaultRun {
 
     /// One random operation, its outcome checked and folded into the model.
     fn step(&mut self, store: &Store, rng: &mut Rng) -> Result<(), String> {
-        let before = self.model.states.last().unwrap().clone();
+        let before = self.model.latest().clone();
         let mut state = before.clone();
         let choice = rng.below(20);
         let abort = rng.chance(25);
@@ -409,10 +363,10 @@ impl FaultRun {
             }
             Ok(()) => {
                 if commits {
-                    self.model.states.push(state);
+                    self.model.commit(state);
                 }
                 if choice < 2 || (commits && self.sync == SyncMode::Always) {
-                    self.model.durable = self.model.states.len() - 1;
+                    self.model.all_durable();
                 }
                 Ok(())
             }
@@ -426,7 +380,7 @@ impl FaultRun {
                     .search(&vector_of(1), 3, vellum::Metric::L2)
                     .map_err(|e| format!("search after a failed {what}: {e}"))?;
                 if commits && visible == state {
-                    self.model.states.push(state);
+                    self.model.commit(state);
                 } else if visible != before {
                     return Err(format!("a failed {what} ({error}) left a partial state"));
                 }
@@ -440,7 +394,7 @@ impl FaultRun {
         match store.close() {
             Ok(()) if self.poisoned => Err("close succeeded on a poisoned store".into()),
             Ok(()) => {
-                self.model.durable = self.model.states.len() - 1;
+                self.model.all_durable();
                 Ok(())
             }
             Err(error) => self.check_error(&error, "close"),
@@ -453,9 +407,7 @@ impl FaultRun {
     fn reopen(&mut self) -> Result<Option<Store>, String> {
         match Store::open(Path::new("/db"), options(&self.sim, self.sync)) {
             Ok(store) => {
-                let matched = check(&store, &self.model).map_err(|e| format!("reopened without a reboot: {e}"))?;
-                self.model.states.truncate(matched + 1);
-                self.model.durable = matched;
+                check(&store, &mut self.model).map_err(|e| format!("reopened without a reboot: {e}"))?;
                 self.poisoned = false;
                 Ok(Some(store))
             }
@@ -473,10 +425,7 @@ fn dry_run_fault_ops(seed: u64, sync: SyncMode, steps: u32, kind: FaultKind) -> 
     let sim = SimStorage::new(seed);
     let store = Store::create(Path::new("/db"), DIMENSION as u32, options(&sim, sync)).unwrap();
     let before = sim.fault_class_ops(kind);
-    let mut model = Model {
-        states: vec![State::new()],
-        durable: 0,
-    };
+    let mut model = Model::new();
     workload(&store, &mut Rng::new(seed), &mut model, &mut 0, sync, steps);
     store.close().unwrap();
     drop(Store::open(Path::new("/db"), options(&sim, sync)).unwrap());
@@ -514,10 +463,7 @@ fn fault_scenario(seed: u64) -> Result<String, String> {
     let mut run = FaultRun {
         sim: sim.clone(),
         sync,
-        model: Model {
-            states: vec![State::new()],
-            durable: 0,
-        },
+        model: Model::new(),
         next_version: 0,
         poisoned: false,
     };
@@ -560,9 +506,7 @@ fn recover_and_finish(
 ) -> Result<String, String> {
     let disk = sim.reboot();
     let store = Store::open(Path::new("/db"), options(&disk, sync)).map_err(|e| format!("recovery failed: {e}"))?;
-    let matched = check(&store, &model)?;
-    model.states.truncate(matched + 1);
-    model.durable = matched;
+    let matched = check(&store, &mut model)?;
     workload(
         &store,
         &mut Rng::new(matched as u64 ^ 0xC0DE),
@@ -580,7 +524,7 @@ fn recover_and_finish(
         },
     )
     .map_err(|e| format!("clean reopen failed: {e}"))?;
-    if read_state(&store)? != *model.states.last().unwrap() {
+    if read_state(&store)? != *model.latest() {
         return Err("after a clean close the state is not the last commit".into());
     }
     Ok(format!("matched commit {matched}"))

@@ -1,11 +1,11 @@
 //! The store's claims: the API contract, bad input, abort, isolation, checkpoints, reopen.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use common::{Rng, seed_from_env};
+use support::{Rng, seed_from_env};
 use vellum::{Error, Lsn, Options, RecoveryMode, Store, SyncMode};
 
 fn small_options() -> Options {

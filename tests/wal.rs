@@ -1,12 +1,12 @@
 //! The write-ahead log's claims: round trips across pages and segments, reopen, torn tails,
 //! stale recycled segments, damage told apart from torn tails, and group commit.
 
-mod common;
+mod support;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{Rng, seed_from_env};
+use support::{Rng, seed_from_env};
 use vellum::storage::{RealStorage, Storage};
 use vellum::wal::{Geometry, LogIdentity, RecordSpec, Wal, WalConfig};
 use vellum::{Error, Lsn, RecoveryMode, SyncMode};

@@ -311,7 +311,7 @@ pub struct Redb {
     db: redb::Database,
 }
 
-const REDB_TABLE: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("records");
+const REDB_TABLE: redb::TableDefinition<'static, u64, &'static [u8]> = redb::TableDefinition::new("records");
 
 fn redb_key(stream: u32, seq: u64) -> u64 {
     (u64::from(stream) << 40) | seq

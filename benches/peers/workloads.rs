@@ -11,6 +11,8 @@ use std::process::Command;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
+use vellum::rng::SplitMix64;
+
 use crate::Res;
 use crate::engines::Engine;
 use crate::sys::{self, Latency, MIB, ms, ns};
@@ -91,15 +93,11 @@ pub struct Pool(Vec<u8>);
 
 impl Pool {
     pub fn new() -> Pool {
-        // splitmix64: deterministic, and incompressible enough for every store alike.
-        let mut state = 0x5eed_c0ff_ee00_0001u64;
+        // Deterministic, and incompressible enough for every store alike.
+        let mut rng = SplitMix64::new(0x5eed_c0ff_ee00_0001);
         let mut bytes = Vec::with_capacity(16 * MIB);
         while bytes.len() < 16 * MIB {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            bytes.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+            bytes.extend_from_slice(&rng.next_u64().to_le_bytes());
         }
         Pool(bytes)
     }
@@ -146,7 +144,7 @@ fn guarded<T>(f: impl FnOnce() -> Res<T>) -> Res<T> {
 }
 
 /// Every workload against `E`, in order; a failed workload is recorded and the next runs.
-pub fn run_engine<E: Engine>(ctx: &Ctx) -> Outcome {
+pub fn run_engine<E: Engine>(ctx: &Ctx<'_>) -> Outcome {
     let mut outcome = Outcome::default();
     let name = E::NAME;
     let sz = ctx.sizes;
@@ -214,7 +212,7 @@ fn reopen_and_verify<E: Engine>(dir: &Path, expected: u64, when: &str) -> Res<()
 }
 
 /// w1: one writer, one durable commit per record.
-fn w1<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<Figures> {
+fn w1<E: Engine>(dir: &Path, ctx: &Ctx<'_>) -> Res<Figures> {
     sys::fresh_dir(dir)?;
     let store = E::open(dir)?;
     let n = ctx.sizes.w1_records;
@@ -241,7 +239,7 @@ fn w1<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<Figures> {
 
 /// The writers of w2 on an open store: each commits its records one by one, all starting
 /// together. Returns the wall time and every commit's latency.
-fn w2_writers<E: Engine>(store: &E, ctx: &Ctx) -> Res<(Duration, Vec<u64>)> {
+fn w2_writers<E: Engine>(store: &E, ctx: &Ctx<'_>) -> Res<(Duration, Vec<u64>)> {
     let (threads, per) = (ctx.sizes.w2_threads, ctx.sizes.w2_per_thread);
     let barrier = Barrier::new(threads + 1);
     std::thread::scope(|scope| {
@@ -273,7 +271,7 @@ fn w2_writers<E: Engine>(store: &E, ctx: &Ctx) -> Res<(Duration, Vec<u64>)> {
 }
 
 /// w2: four writers, one durable commit per record each.
-fn w2<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<Figures> {
+fn w2<E: Engine>(dir: &Path, ctx: &Ctx<'_>) -> Res<Figures> {
     sys::fresh_dir(dir)?;
     let store = E::open(dir)?;
     let (wall, samples_ns) = w2_writers(&store, ctx)?;
@@ -291,7 +289,7 @@ fn w2<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<Figures> {
 
 /// w2 again, on a store whose log flushes are counted (only engines that can count them):
 /// commits per log fdatasync. Not a timed figure.
-fn w2_counted<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<Figures> {
+fn w2_counted<E: Engine>(dir: &Path, ctx: &Ctx<'_>) -> Res<Figures> {
     sys::fresh_dir(dir)?;
     let Some((store, counts)) = E::open_counting(dir)? else {
         std::fs::remove_dir_all(dir)?;
@@ -312,7 +310,7 @@ fn w2_counted<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<Figures> {
 }
 
 /// w3: bulk load, one durable commit per `w3_batch` records. Returns the store still open.
-fn w3<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<(Figures, E)> {
+fn w3<E: Engine>(dir: &Path, ctx: &Ctx<'_>) -> Res<(Figures, E)> {
     sys::fresh_dir(dir)?;
     let store = E::open(dir)?;
     let total = ctx.sizes.w3_records();
@@ -334,7 +332,7 @@ fn w3<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<(Figures, E)> {
 /// Close (timed), size on disk, reopen warm (timed), close, drop the page cache, reopen cold
 /// (timed); the record count is verified after each open. Returns the cold-opened store and where
 /// its bytes on disk were after the close.
-fn reopen<E: Engine>(store: E, dir: &Path, ctx: &Ctx) -> Res<(Figures, E, String)> {
+fn reopen<E: Engine>(store: E, dir: &Path, ctx: &Ctx<'_>) -> Res<(Figures, E, String)> {
     let total = ctx.sizes.w3_records();
     let t = Instant::now();
     store.close()?;
@@ -367,7 +365,7 @@ fn reopen<E: Engine>(store: E, dir: &Path, ctx: &Ctx) -> Res<(Figures, E, String
 /// Point reads over the w3 store: every record read once in key order (checked byte for byte:
 /// this warms the cache), then uniform random reads timed in two passes: one read transaction per
 /// 1,000 reads, and one per read. Closes the store.
-fn reads<E: Engine>(store: E, ctx: &Ctx) -> Res<Figures> {
+fn reads<E: Engine>(store: E, ctx: &Ctx<'_>) -> Res<Figures> {
     if !E::HAS_GET {
         return store.close().map(|()| Vec::new());
     }
@@ -382,15 +380,8 @@ fn reads<E: Engine>(store: E, ctx: &Ctx) -> Res<Figures> {
             Err(format!("{}: record 0:{seq} differs", E::NAME).into())
         }
     })?;
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let seqs: Vec<u64> = (0..ctx.sizes.reads)
-        .map(|_| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % total
-        })
-        .collect();
+    let mut rng = SplitMix64::new(0x5eed);
+    let seqs: Vec<u64> = (0..ctx.sizes.reads).map(|_| rng.below(total)).collect();
     let check = |seq: u64, value: &[u8]| -> Res<()> {
         let ok = value.len() == RECORD_BYTES && value[0..8] == seq.to_le_bytes() && value[8..12] == [0; 4];
         if ok {
@@ -429,7 +420,7 @@ fn reads<E: Engine>(store: E, ctx: &Ctx) -> Res<Figures> {
 /// Crash: a child process (this binary, re-executed with [`CRASH_CHILD_VAR`]) opens the w3 store,
 /// commits `crash_records` more records durably and exits without closing; the parent drops the
 /// page cache, times the open and verifies the count.
-fn crash<E: Engine>(dir: &Path, ctx: &Ctx) -> Res<Figures> {
+fn crash<E: Engine>(dir: &Path, ctx: &Ctx<'_>) -> Res<Figures> {
     let total = ctx.sizes.w3_records();
     let n = ctx.sizes.crash_records;
     let spec = format!("{},{total},{n},{}", E::NAME, dir.display());

@@ -1,6 +1,6 @@
-//! Fuzz target `archive_decode`: the body and its invariants are `vellum::fuzz_targets::archive_decode`.
+//! Fuzz target `archive_decode`: the body and its invariants are `vellum::testing::fuzz::archive_decode`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| vellum::fuzz_targets::archive_decode(data));
+fuzz_target!(|data: &[u8]| vellum::testing::fuzz::archive_decode(data));

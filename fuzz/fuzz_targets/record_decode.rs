@@ -1,6 +1,6 @@
-//! Fuzz target `record_decode`: the body and its invariants are `vellum::fuzz_targets::record_decode`.
+//! Fuzz target `record_decode`: the body and its invariants are `vellum::testing::fuzz::record_decode`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| vellum::fuzz_targets::record_decode(data));
+fuzz_target!(|data: &[u8]| vellum::testing::fuzz::record_decode(data));

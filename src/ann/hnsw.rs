@@ -6,6 +6,7 @@ use std::collections::BinaryHeap;
 
 use super::distance::{Prepared, Space};
 use super::graph::{DeleteStore, GraphStore, LEVEL_MAX, NodeId, NodeState};
+use crate::rng::mix64;
 use crate::{Error, Metric, Result};
 
 /// The parameters of an index.
@@ -189,7 +190,7 @@ impl Hnsw {
     /// The level of `node`: `floor(-ln(u) / ln(M))` for `u` uniform in (0, 1], drawn from the
     /// seed and the node id alone, so it is the same whatever the order of inserts.
     pub fn level_for(&self, node: NodeId) -> u8 {
-        let bits = splitmix64(self.params.seed ^ u64::from(node).wrapping_mul(0xD6E8_FEB8_6659_FD93));
+        let bits = mix64(self.params.seed ^ u64::from(node).wrapping_mul(0xD6E8_FEB8_6659_FD93));
         let unit = ((bits >> 11) + 1) as f64 / (1u64 << 53) as f64;
         let level = (-unit.ln() * self.level_scale).floor();
         level.min(f64::from(LEVEL_MAX)) as u8
@@ -564,10 +565,3 @@ impl Ord for KeyOrd {
     }
 }
 
-/// SplitMix64's output function.
-pub(crate) fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}

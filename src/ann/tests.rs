@@ -3,8 +3,8 @@
 
 use std::sync::OnceLock;
 
-use super::hnsw::splitmix64;
 use super::*;
+use crate::rng::{SplitMix64 as Rng, mix64};
 use crate::{Error, Metric};
 
 fn seed() -> u64 {
@@ -19,27 +19,18 @@ fn seed() -> u64 {
     })
 }
 
-/// SplitMix64.
-struct Rng(u64);
+/// Uniform in [-1, 1).
+fn signed(rng: &mut Rng) -> f32 {
+    rng.next_f32() * 2.0 - 1.0
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(1);
-        splitmix64(self.0)
-    }
-
-    /// Uniform in [-1, 1).
-    fn signed(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
+/// Uniform in `0..n`.
+fn below(rng: &mut Rng, n: usize) -> usize {
+    rng.below(n as u64) as usize
 }
 
 fn random_vectors(rng: &mut Rng, count: usize, dimension: usize) -> Vec<f32> {
-    (0..count * dimension).map(|_| rng.signed()).collect()
+    (0..count * dimension).map(|_| signed(rng)).collect()
 }
 
 fn params(metric: Metric) -> Params {
@@ -94,7 +85,7 @@ fn assert_clean(hnsw: &Hnsw, store: &MemoryStore, context: &str) -> CheckReport 
 
 #[test]
 fn recall_at_10_is_at_least_0_95_at_the_default_ef_for_every_metric() {
-    let mut rng = Rng(seed());
+    let mut rng = Rng::new(seed());
     for metric in [Metric::Cosine, Metric::L2, Metric::Dot] {
         let (hnsw, store) = inserted(&mut rng, 6000, 24, params(metric));
         assert_clean(&hnsw, &store, "after inserts");
@@ -107,7 +98,7 @@ fn recall_at_10_is_at_least_0_95_at_the_default_ef_for_every_metric() {
 
 #[test]
 fn a_parallel_build_has_the_recall_of_one_by_one_inserts_and_one_thread_gives_the_same_graph() {
-    let mut rng = Rng(seed() ^ 1);
+    let mut rng = Rng::new(seed() ^ 1);
     let (dimension, count) = (24, 5000);
     let vectors = random_vectors(&mut rng, count, dimension);
     let hnsw = Hnsw::new(params(Metric::L2)).unwrap();
@@ -175,7 +166,7 @@ fn levels_are_reproducible_from_the_seed_and_geometric_with_ratio_one_over_m() {
 fn filter_fixture() -> &'static (Hnsw, MemoryStore) {
     static FIXTURE: OnceLock<(Hnsw, MemoryStore)> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let mut rng = Rng(seed() ^ 2);
+        let mut rng = Rng::new(seed() ^ 2);
         let (dimension, count) = (16, 20_000);
         let vectors = random_vectors(&mut rng, count, dimension);
         let hnsw = Hnsw::new(params(Metric::L2)).unwrap();
@@ -190,13 +181,13 @@ fn filter_fixture() -> &'static (Hnsw, MemoryStore) {
 #[test]
 fn filtered_search_returns_min_k_matching_at_every_selectivity() {
     let (hnsw, store) = filter_fixture();
-    let mut rng = Rng(seed() ^ 3);
+    let mut rng = Rng::new(seed() ^ 3);
     let mut scratch = Scratch::new();
     let slots = store.slot_count();
     let mut plans = Vec::new();
     for per_million in [100u64, 300, 1000, 3000, 10_000, 30_000, 100_000, 300_000, 1_000_000] {
-        let salt = rng.next();
-        let accepts = move |n: NodeId| splitmix64(salt ^ u64::from(n)) % 1_000_000 < per_million;
+        let salt = rng.next_u64();
+        let accepts = move |n: NodeId| mix64(salt ^ u64::from(n)) % 1_000_000 < per_million;
         let matching = (0..slots).filter(|&n| accepts(n)).count();
         for estimate in [matching, slots as usize, 0] {
             let filter = Filter {
@@ -204,8 +195,8 @@ fn filtered_search_returns_min_k_matching_at_every_selectivity() {
                 matching_estimate: estimate,
             };
             for _ in 0..5 {
-                let q: Vec<f32> = (0..store.dimension()).map(|_| rng.signed()).collect();
-                let k = 1 + rng.below(20);
+                let q: Vec<f32> = (0..store.dimension()).map(|_| signed(&mut rng)).collect();
+                let k = 1 + below(&mut rng, 20);
                 let (hits, plan) = hnsw.search_filtered(store, &q, k, None, &filter, &mut scratch).unwrap();
                 let context = format!("{per_million}/1e6 ({matching} match), estimate {estimate}, k {k}, {plan:?}");
                 assert_eq!(hits.len(), k.min(matching), "{context}");
@@ -230,7 +221,7 @@ fn filtered_search_returns_min_k_matching_at_every_selectivity() {
 #[test]
 fn filtered_graph_searches_find_most_of_the_true_neighbours() {
     let (hnsw, store) = filter_fixture();
-    let mut rng = Rng(seed() ^ 4);
+    let mut rng = Rng::new(seed() ^ 4);
     let mut scratch = Scratch::new();
     let accepts = |n: NodeId| n % 4 == 1;
     let filter = Filter {
@@ -239,7 +230,7 @@ fn filtered_graph_searches_find_most_of_the_true_neighbours() {
     };
     let (mut found, mut wanted) = (0, 0);
     for _ in 0..50 {
-        let q: Vec<f32> = (0..store.dimension()).map(|_| rng.signed()).collect();
+        let q: Vec<f32> = (0..store.dimension()).map(|_| signed(&mut rng)).collect();
         let (hits, plan) = hnsw
             .search_filtered(store, &q, 10, None, &filter, &mut scratch)
             .unwrap();
@@ -255,7 +246,7 @@ fn filtered_graph_searches_find_most_of_the_true_neighbours() {
 
 #[test]
 fn tombstones_are_never_returned_and_check_accepts_lists_naming_them() {
-    let mut rng = Rng(seed() ^ 5);
+    let mut rng = Rng::new(seed() ^ 5);
     let (hnsw, mut store) = inserted(&mut rng, 2000, 12, params(Metric::Cosine));
     let mut scratch = Scratch::new();
     for node in (0..2000).step_by(3) {
@@ -265,7 +256,7 @@ fn tombstones_are_never_returned_and_check_accepts_lists_naming_them() {
     assert!(report.edges_to_tombstones > 0, "lists name tombstones until a vacuum");
     assert_eq!(report.deleted, 667);
     for _ in 0..50 {
-        let q: Vec<f32> = (0..12).map(|_| rng.signed()).collect();
+        let q: Vec<f32> = (0..12).map(|_| signed(&mut rng)).collect();
         let hits = hnsw.search(&store, &q, 10, None, &mut scratch).unwrap();
         assert_eq!(hits.len(), 10);
         assert!(hits.iter().all(|h| h.node % 3 != 0), "no tombstone is returned");
@@ -278,7 +269,7 @@ fn tombstones_are_never_returned_and_check_accepts_lists_naming_them() {
 
 #[test]
 fn check_reports_a_list_naming_a_free_slot_and_an_overfull_list() {
-    let mut rng = Rng(seed() ^ 6);
+    let mut rng = Rng::new(seed() ^ 6);
     let (hnsw, mut store) = inserted(&mut rng, 300, 8, params(Metric::L2));
     let free = store.allocate(&[0.5; 8]).unwrap();
     store.set_neighbours(7, 0, &[free, 7]).unwrap();
@@ -309,7 +300,7 @@ fn churn_round(rng: &mut Rng, hnsw: &Hnsw, store: &mut MemoryStore, dimension: u
         .collect();
     let mut doomed = live.clone();
     for i in 0..doomed.len() {
-        let j = i + rng.below(doomed.len() - i);
+        let j = i + below(rng, doomed.len() - i);
         doomed.swap(i, j);
     }
     doomed.truncate(live.len() / 2);
@@ -325,7 +316,7 @@ fn churn_round(rng: &mut Rng, hnsw: &Hnsw, store: &mut MemoryStore, dimension: u
 
 #[test]
 fn ten_rounds_of_deleting_half_and_reinserting_keep_the_size_and_the_recall() {
-    let mut rng = Rng(seed() ^ 7);
+    let mut rng = Rng::new(seed() ^ 7);
     let (dimension, count) = (32, 4000);
     let params = params(Metric::L2);
     let (hnsw, mut store) = inserted(&mut rng, count, dimension, params);
@@ -374,7 +365,7 @@ fn ten_rounds_of_deleting_half_and_reinserting_keep_the_size_and_the_recall() {
 
 #[test]
 fn deleting_every_node_empties_the_graph_and_it_takes_inserts_again() {
-    let mut rng = Rng(seed() ^ 8);
+    let mut rng = Rng::new(seed() ^ 8);
     let (hnsw, mut store) = inserted(&mut rng, 200, 8, params(Metric::Dot));
     let mut scratch = Scratch::new();
     let entry = store.entry_point().unwrap().unwrap();
@@ -403,7 +394,7 @@ fn deleting_every_node_empties_the_graph_and_it_takes_inserts_again() {
 
 #[test]
 fn nodes_inserted_while_every_other_node_is_a_tombstone_are_found() {
-    let mut rng = Rng(seed() ^ 11);
+    let mut rng = Rng::new(seed() ^ 11);
     let (hnsw, mut store) = inserted(&mut rng, 300, 8, params(Metric::L2));
     let mut scratch = Scratch::new();
     for node in 0..300 {
@@ -428,7 +419,7 @@ fn nodes_inserted_while_every_other_node_is_a_tombstone_are_found() {
 
 #[test]
 fn bad_queries_and_vectors_are_refused_with_invalid_argument() {
-    let mut rng = Rng(seed() ^ 9);
+    let mut rng = Rng::new(seed() ^ 9);
     let (hnsw, mut store) = inserted(&mut rng, 50, 8, params(Metric::Cosine));
     let mut scratch = Scratch::new();
     let bad = |r: crate::Result<Vec<Hit>>| matches!(r, Err(Error::InvalidArgument(_)));
@@ -469,11 +460,11 @@ fn bad_queries_and_vectors_are_refused_with_invalid_argument() {
 
 #[test]
 fn search_scores_equal_the_exact_scan_scores() {
-    let mut rng = Rng(seed() ^ 10);
+    let mut rng = Rng::new(seed() ^ 10);
     for metric in [Metric::Cosine, Metric::L2, Metric::Dot] {
         let (hnsw, store) = inserted(&mut rng, 500, 10, params(metric));
         let mut scratch = Scratch::new();
-        let q: Vec<f32> = (0..10).map(|_| rng.signed()).collect();
+        let q: Vec<f32> = (0..10).map(|_| signed(&mut rng)).collect();
         let hits = hnsw.search(&store, &q, 10, Some(500), &mut scratch).unwrap();
         let exact = hnsw.exact_search(&store, &q, 10, None).unwrap();
         assert_eq!(hits, exact, "{metric:?}: with ef = all nodes, the search is the scan");

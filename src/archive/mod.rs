@@ -53,14 +53,9 @@ mod tests {
 
     /// Unit-normalised-looking floats: random mantissas, a narrow range of exponents.
     fn floats(count: usize) -> Vec<u8> {
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut rng = crate::rng::SplitMix64::new(0x2545_F491_4F6C_DD1D);
         (0..count)
-            .flat_map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) / 8.0).to_le_bytes()
-            })
+            .flat_map(|_| ((rng.next_f32() - 0.5) / 8.0).to_le_bytes())
             .collect()
     }
 

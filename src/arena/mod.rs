@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::{IoContext, Result};
 use crate::format::page::{self, PAGE_LSN_OFFSET, PageId, Space};
@@ -28,6 +28,20 @@ use crate::storage::{Mapping, Storage, StorageFile};
 use crate::{Error, Lsn};
 
 const LATCH_STRIPES: usize = 1024;
+
+/// A page borrowed under its shared latch (see [`Arena::read_page`]).
+pub struct PageRead<'a> {
+    _latch: RwLockReadGuard<'a, ()>,
+    bytes: &'a [u8],
+}
+
+impl std::ops::Deref for PageRead<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.bytes
+    }
+}
 
 /// One arena file, mapped private.
 struct ArenaFile {
@@ -125,7 +139,7 @@ pub struct Arena {
     /// `log2(pages_per_file)` where that is a power of two (see [`Arena::split`]).
     pages_per_file_shift: Option<u32>,
     spaces: [FileTable; 2],
-    latches: Box<[Mutex<()>]>,
+    latches: Box<[RwLock<()>]>,
     /// Files were created since the directory was last synced.
     new_files: std::sync::atomic::AtomicBool,
 }
@@ -194,7 +208,7 @@ impl Arena {
                 .is_power_of_two()
                 .then(|| pages_per_file.trailing_zeros()),
             spaces: [FileTable::new(), FileTable::new()],
-            latches: (0..LATCH_STRIPES).map(|_| Mutex::new(())).collect(),
+            latches: (0..LATCH_STRIPES).map(|_| RwLock::new(())).collect(),
             new_files: std::sync::atomic::AtomicBool::new(false),
         };
         let names = match arena.storage.list(dir) {
@@ -431,10 +445,44 @@ impl Arena {
         file.map.ptr_at(page_offset + offset)
     }
 
-    /// The latch that serialises writes to page `id` (and whole-page copies of it).
-    pub fn latch(&self, id: PageId) -> MutexGuard<'_, ()> {
-        let stripe = (id.0 ^ (id.0 >> 32)) as usize % LATCH_STRIPES;
-        self.latches[stripe].lock()
+    /// The latch that serialises writes to page `id` (and whole-page copies of it), held
+    /// exclusively. Latches are striped: one stripe covers many pages, so a holder takes no
+    /// other latch while it holds one.
+    pub fn latch(&self, id: PageId) -> RwLockWriteGuard<'_, ()> {
+        self.latches[Self::stripe(id)].write()
+    }
+
+    fn stripe(id: PageId) -> usize {
+        (id.0 ^ (id.0 >> 32)) as usize % LATCH_STRIPES
+    }
+
+    /// Page `id` as it is in memory, under its latch held shared: no write changes it while the
+    /// returned guard lives. Readers of pages the writer changes in place (index nodes, owner
+    /// tables) read them so. A reader holds one page at a time (see [`Arena::latch`]); the
+    /// shared hold is recursive, so a writer waiting for the stripe never blocks it.
+    pub fn read_page(&self, id: PageId) -> PageRead<'_> {
+        let latch = self.latches[Self::stripe(id)].read_recursive();
+        let (file, page_offset) = self.locate(id);
+        // SAFETY: the range is one page inside the mapping; every write to it happens under the
+        // page's latch held exclusively (`Arena::write`, `Arena::move_within`), which cannot be
+        // taken while `latch` is held, so the bytes do not change while the slice lives.
+        let bytes = unsafe { file.map.bytes(page_offset, self.page_size_bytes as usize) };
+        PageRead { _latch: latch, bytes }
+    }
+
+    /// Moves `len_bytes` bytes of page `id` from offset `from` to `to` (ranges may overlap).
+    /// The caller holds the page latch.
+    pub fn move_within(&self, id: PageId, from: usize, to: usize, len_bytes: usize) {
+        assert!(
+            from.max(to) + len_bytes <= self.page_size_bytes as usize,
+            "move inside the page"
+        );
+        let (file, page_offset) = self.locate(id);
+        self.mark_verified(file, id);
+        // SAFETY: the caller holds the page latch (no concurrent writer, page copy or
+        // `read_page` slice), and no reader borrows these bytes without it: readers borrow only
+        // committed vector slots and catalog entries, never index nodes.
+        unsafe { file.map.copy_within(page_offset + from, page_offset + to, len_bytes) }
     }
 
     /// Copies `buf.len()` bytes at `offset` of page `id` out.
@@ -488,7 +536,9 @@ impl Arena {
         if self.is_verified(id) {
             return Ok(());
         }
-        let image = self.copy_page(id);
+        // Under the shared latch: a writer that starts changing the page waits, so the
+        // checksum is never taken over a page half written in memory.
+        let image = self.read_page(id);
         let reason = page::check_page(&image, id).or_else(|| page::check_owner(&image, id, self.store_id));
         if let Some(reason) = reason {
             return Err(Error::corrupted_file(&file.path, reason));
@@ -497,6 +547,13 @@ impl Arena {
             self.mark_verified(file, id);
         }
         Ok(())
+    }
+
+    /// The damage `reason` of page `id`, naming its file.
+    pub fn corrupted(&self, id: PageId, reason: impl Into<String>) -> Error {
+        let space = id.space();
+        let file_no = self.split(id.page_no()).0;
+        Error::corrupted_file(self.dir.join(arena_file_name(space, file_no)), format!("{id}: {}", reason.into()))
     }
 
     /// Like [`Arena::verify`], for a page the store holds data in (a vector a catalog entry

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use vellum::rng::SplitMix64;
 use vellum::{Lsn, Metric, Options, RestoreTarget, Store};
 
 use super::common::{EXIT_STORE, Failure, human_bytes, ms, progress_bar};
@@ -35,21 +36,12 @@ pub struct Args {
     pub dir: Option<PathBuf>,
 }
 
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// The demo vector of row `id`: components uniform in [-1, 1), scaled to unit length.
 pub fn embedding(seed: u64, id: u64, out: &mut [f32]) {
-    let mut state = seed ^ id.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut rng = SplitMix64::new(seed ^ id.wrapping_mul(0xD1B5_4A32_D192_ED03));
     let mut norm = 0f64;
     for x in out.iter_mut() {
-        let r = splitmix64(&mut state);
-        *x = (r >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+        *x = rng.next_f32() * 2.0 - 1.0;
         norm += f64::from(*x) * f64::from(*x);
     }
     let scale = 1.0 / norm.sqrt().max(f64::MIN_POSITIVE);

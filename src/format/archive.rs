@@ -9,18 +9,25 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 use crate::error::Result;
 use crate::{Error, Lsn};
 
+/// Name of the archive directory in the store directory.
 pub const ARCHIVE_DIR: &str = "archive";
+/// The magic bytes that open every archive file.
 pub const ARCHIVE_MAGIC: [u8; 8] = *b"VLMARCH\n";
+/// Largest original length of a block: 1 MiB.
 pub const BLOCK_RAW_MAX_BYTES: usize = 1 << 20;
 pub(crate) const SAMPLE_BYTES: usize = 16 * 1024;
 
-/// Archive file kinds.
+/// Archive file kind: a WAL segment (`wal-{segment:016x}.lz4`).
 pub const KIND_WAL_SEGMENT: u8 = 1;
+/// Archive file kind: a base image of the arena at a checkpoint (`base-{begin_lsn:016x}.lz4`).
 pub const KIND_BASE_IMAGE: u8 = 2;
 
-/// Block filters.
+/// Block filter: the block LZ4-compressed.
 pub const FILTER_LZ4: u8 = 0;
+/// Block filter: the bytes shuffled in 4-byte words (every word's byte 0, then byte 1, …), then
+/// LZ4-compressed as one block (written by archive major 1 only; still read).
 pub const FILTER_SHUFFLE4_LZ4: u8 = 1;
+/// Block filter: the block stored as is.
 pub const FILTER_STORED: u8 = 2;
 /// Shuffle-4, then each of the four lanes LZ4-compressed or stored on its own (archive major 2).
 pub const FILTER_SHUFFLE4_LANES: u8 = 3;
@@ -43,11 +50,15 @@ pub const ARCHIVE_VERSION_MAJOR_MIN: u16 = 1;
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct LaneHeader {
+    /// Lane filter: [`FILTER_LZ4`] or [`FILTER_STORED`].
     pub filter: u8,
+    /// Reserved, zero.
     pub reserved: [u8; 3],
+    /// Length in bytes of the lane bytes that follow.
     pub stored_len: U32,
 }
 
+/// Size of a [`LaneHeader`] in bytes.
 pub const LANE_HEADER_BYTES: usize = 8;
 const _: () = assert!(size_of::<LaneHeader>() == LANE_HEADER_BYTES);
 /// A lane is tried with LZ4 only if three samples of this size, taken at its start, middle and
@@ -88,33 +99,60 @@ pub(crate) const LANE_WORTH_PERCENT: usize = 94;
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct ArchiveHeader {
+    /// [`ARCHIVE_MAGIC`].
     pub magic: [u8; 8],
+    /// Archive format version major.
     pub version_major: U16,
+    /// Archive format version minor.
     pub version_minor: U16,
+    /// [`KIND_WAL_SEGMENT`] or [`KIND_BASE_IMAGE`].
     pub kind: u8,
+    /// Reserved, zero.
     pub reserved0: [u8; 3],
+    /// Id of the store the file comes from.
     pub store_id: U64,
+    /// Timeline of the store when the file was written.
     pub timeline: U32,
+    /// Page size of the store in bytes.
     pub page_size_bytes: U32,
+    /// Segment size of the store in bytes (WAL segments and arena files).
     pub segment_size_bytes: U64,
+    /// WAL: the segment number; base image: 0.
     pub segment_no: U64,
+    /// WAL: LSN of the first record starting in the segment (0: none); base image: the checkpoint's
+    /// begin record.
     pub first_lsn: U64,
+    /// WAL: end LSN of the last record starting in the segment; base image: the checkpoint's end record.
     pub end_lsn: U64,
+    /// WAL: time of the first record; base image: checkpoint time (µs since the Unix epoch).
     pub first_us: U64,
+    /// WAL: time of the last record; base image: checkpoint time (µs since the Unix epoch).
     pub last_us: U64,
+    /// Uncompressed length of the contents in bytes.
     pub raw_len: U64,
+    /// Length in bytes of everything after the header (block headers and blocks).
     pub compressed_len: U64,
+    /// CRC32C of the uncompressed contents.
     pub raw_crc: U32,
+    /// CRC32C of the bytes after the header.
     pub compressed_crc: U32,
+    /// Base image: the truncation LSN (the log needed starts in its segment); WAL: 0.
     pub truncate_lsn: U64,
+    /// Base image: the next transaction id; WAL: 0.
     pub next_txn_id: U64,
+    /// Base image: components of every vector; WAL: 0.
     pub dimension: U32,
+    /// Base image: arena files of the catalog space; WAL: 0.
     pub catalog_files: U32,
+    /// Base image: arena files of the vector space; WAL: 0.
     pub vector_files: U32,
+    /// Reserved, zero.
     pub reserved1: [u8; 56],
+    /// CRC32C of bytes 0..188.
     pub crc: U32,
 }
 
+/// Size of an [`ArchiveHeader`] in bytes.
 pub const ARCHIVE_HEADER_BYTES: usize = 192;
 const _: () = assert!(size_of::<ArchiveHeader>() == ARCHIVE_HEADER_BYTES);
 const _: () = assert!(std::mem::offset_of!(ArchiveHeader, crc) == ARCHIVE_HEADER_BYTES - 4);
@@ -132,13 +170,20 @@ const _: () = assert!(std::mem::offset_of!(ArchiveHeader, truncate_lsn) == 104);
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct BlockHeader {
+    /// Block filter: [`FILTER_LZ4`], [`FILTER_SHUFFLE4_LZ4`], [`FILTER_STORED`] or
+    /// [`FILTER_SHUFFLE4_LANES`].
     pub filter: u8,
+    /// Reserved, zero.
     pub reserved0: [u8; 3],
+    /// Original length of the block in bytes (1..=1 MiB).
     pub raw_len: U32,
+    /// Length in bytes of the stored bytes that follow.
     pub stored_len: U32,
+    /// Reserved, zero.
     pub reserved1: U32,
 }
 
+/// Size of a [`BlockHeader`] in bytes.
 pub const BLOCK_HEADER_BYTES: usize = 16;
 const _: () = assert!(size_of::<BlockHeader>() == BLOCK_HEADER_BYTES);
 

@@ -16,9 +16,13 @@ use super::{FORMAT_VERSION_MAJOR, FORMAT_VERSION_MINOR};
 use crate::error::Result;
 use crate::{Error, Lsn};
 
+/// Name of the control file in the store directory.
 pub const CONTROL_FILE_NAME: &str = "CONTROL";
+/// The magic bytes that open each control slot.
 pub const CONTROL_MAGIC: [u8; 8] = *b"VLMCTRL\n";
+/// Size of one copy ([`ControlSlot`]) in bytes.
 pub const CONTROL_SLOT_BYTES: usize = 512;
+/// Size of the control file in bytes: two slots.
 pub const CONTROL_FILE_BYTES: u64 = 2 * CONTROL_SLOT_BYTES as u64;
 
 /// One copy of the control data.
@@ -50,30 +54,53 @@ pub const CONTROL_FILE_BYTES: u64 = 2 * CONTROL_SLOT_BYTES as u64;
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct ControlSlot {
+    /// [`CONTROL_MAGIC`].
     pub magic: [u8; 8],
+    /// Format version major.
     pub version_major: U16,
+    /// Format version minor.
     pub version_minor: U16,
+    /// Page size in bytes (log pages and arena pages).
     pub page_size_bytes: U32,
+    /// Segment size in bytes (WAL segments and arena files).
     pub segment_size_bytes: U64,
+    /// Components of every vector.
     pub dimension: U32,
+    /// Timeline of the log: 1 for a new store, the source's plus 1 for a restored copy.
     pub timeline: U32,
+    /// Random id of the store, chosen at creation (a restored copy keeps its source's).
     pub store_id: U64,
+    /// Sequence number of this copy: the valid slot with the highest one is in force.
     pub sequence: U64,
+    /// LSN of the last complete checkpoint's begin record (0: none).
     pub checkpoint_lsn: U64,
+    /// LSN of that checkpoint's end record.
     pub checkpoint_end_lsn: U64,
+    /// Redo LSN: recovery starts its analysis here.
     pub redo_lsn: U64,
+    /// Next transaction id at that checkpoint.
     pub next_txn_id: U64,
+    /// Store creation time, µs since the Unix epoch.
     pub created_us: U64,
+    /// Checkpoint time, µs since the Unix epoch.
     pub checkpoint_us: U64,
+    /// Log truncation LSN: segments wholly below it may be released.
     pub truncate_lsn: U64,
+    /// Minor ≥ 1: catalog pages initialised at that checkpoint (every one below it).
     pub catalog_pages: U64,
+    /// Minor ≥ 1: vector pages initialised at that checkpoint.
     pub vector_pages: U64,
+    /// Minor ≥ 1: arena files of the catalog space at that checkpoint.
     pub catalog_files: U32,
+    /// Minor ≥ 1: arena files of the vector space at that checkpoint.
     pub vector_files: U32,
+    /// Reserved, zero.
     pub reserved: [u8; 380],
+    /// CRC32C of bytes 0..508.
     pub crc: U32,
 }
 
+/// Offset of the checksum in a slot.
 pub const CONTROL_CRC_OFFSET: usize = CONTROL_SLOT_BYTES - 4;
 const _: () = assert!(size_of::<ControlSlot>() == CONTROL_SLOT_BYTES);
 const _: () = assert!(std::mem::offset_of!(ControlSlot, crc) == CONTROL_CRC_OFFSET);
@@ -89,24 +116,38 @@ const _: () = assert!(std::mem::offset_of!(ControlSlot, vector_files) == 124);
 pub struct ArenaExtent {
     /// By [`crate::format::page::Space::index`]: catalog, vector.
     pub pages: [u64; 2],
+    /// Arena files of each space, by [`crate::format::page::Space::index`]: catalog, vector.
     pub files: [u32; 2],
 }
 
 /// The control data in memory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Control {
+    /// Page size in bytes (log pages and arena pages).
     pub page_size_bytes: u32,
+    /// Segment size in bytes (WAL segments and arena files).
     pub segment_size_bytes: u64,
+    /// Components of every vector.
     pub dimension: u32,
+    /// Timeline of the log: 1 for a new store, the source's plus 1 for a restored copy.
     pub timeline: u32,
+    /// Random id of the store, chosen at creation (a restored copy keeps its source's).
     pub store_id: u64,
+    /// Sequence number of this copy: the valid slot with the highest one is in force.
     pub sequence: u64,
+    /// LSN of the last complete checkpoint's begin record (0: none).
     pub checkpoint_lsn: Lsn,
+    /// LSN of that checkpoint's end record.
     pub checkpoint_end_lsn: Lsn,
+    /// Redo LSN: recovery starts its analysis here.
     pub redo_lsn: Lsn,
+    /// Next transaction id at that checkpoint.
     pub next_txn_id: u64,
+    /// Store creation time, µs since the Unix epoch.
     pub created_us: u64,
+    /// Checkpoint time, µs since the Unix epoch.
     pub checkpoint_us: u64,
+    /// Log truncation LSN: segments wholly below it may be released.
     pub truncate_lsn: Lsn,
     /// The arena at the checkpoint in force; `None` in a control file of minor version 0,
     /// which did not record it.

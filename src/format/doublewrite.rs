@@ -4,7 +4,9 @@
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+/// Name of the doublewrite file in the store directory.
 pub const DOUBLEWRITE_FILE_NAME: &str = "DOUBLEWRITE";
+/// The magic bytes that open the doublewrite file.
 pub const DOUBLEWRITE_MAGIC: [u8; 8] = *b"VLMDWBF\n";
 /// Pages per batch.
 pub const DOUBLEWRITE_BATCH_PAGES: usize = 64;
@@ -29,17 +31,28 @@ pub const DOUBLEWRITE_FILE_PAGES: u64 = 1 + DOUBLEWRITE_BATCH_PAGES as u64;
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct DoublewriteHeader {
+    /// [`DOUBLEWRITE_MAGIC`].
     pub magic: [u8; 8],
+    /// Format version major.
     pub version_major: U16,
+    /// Reserved, zero.
     pub reserved0: U16,
+    /// Page size of the images, in bytes.
     pub page_size_bytes: U32,
+    /// Number of page images in the batch.
     pub count: U32,
+    /// Reserved, zero.
     pub reserved1: U32,
+    /// Sequence number of the batch.
     pub batch_seq: U64,
+    /// Id of the store that wrote the file (0 for format minor 0).
     pub store_id: U64,
+    /// Reserved, zero.
     pub reserved2: [u8; 20],
+    /// CRC32C of bytes 0..60.
     pub crc: U32,
 }
 
+/// Size of a [`DoublewriteHeader`] in bytes.
 pub const DOUBLEWRITE_HEADER_BYTES: usize = 64;
 const _: () = assert!(size_of::<DoublewriteHeader>() == DOUBLEWRITE_HEADER_BYTES);

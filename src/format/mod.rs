@@ -8,6 +8,7 @@
 pub mod archive;
 pub mod control;
 pub mod doublewrite;
+pub mod index;
 pub mod meta;
 pub mod page;
 pub mod record;
@@ -15,6 +16,6 @@ pub mod wal;
 
 /// Major format version of the store's structures (control file, log, arena, doublewrite
 /// area). A reader refuses another major version.
-pub const FORMAT_VERSION_MAJOR: u16 = 1;
+pub const FORMAT_VERSION_MAJOR: u16 = 2;
 /// Minor format version: additions a reader of the same major may ignore (FORMAT.md 18).
 pub const FORMAT_VERSION_MINOR: u16 = 1;

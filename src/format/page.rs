@@ -17,7 +17,10 @@ pub struct PageId(pub u64);
 /// The two page spaces: catalog pages (ids and metadata) and vector pages.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Space {
+    /// Catalog pages: the slot directory and entries mapping ids to vector slots and metadata, and
+    /// overflow pages.
     Catalog = 1,
+    /// Vector pages: fixed-stride slots of float32 vectors.
     Vector = 2,
 }
 
@@ -41,6 +44,8 @@ const SPACE_SHIFT: u32 = 56;
 pub const PAGE_NO_MAX: u64 = (1 << SPACE_SHIFT) - 1;
 
 impl PageId {
+    /// Page `page_no` of `space`. Panics if `page_no` exceeds [`PAGE_NO_MAX`] (ids read from
+    /// disk go through [`PageId::from_raw`]).
     pub fn new(space: Space, page_no: u64) -> PageId {
         assert!(page_no <= PAGE_NO_MAX, "page number {page_no} out of range");
         PageId(((space as u64) << SPACE_SHIFT) | page_no)
@@ -54,6 +59,7 @@ impl PageId {
         }
     }
 
+    /// The space this page belongs to.
     pub fn space(self) -> Space {
         match self.0 >> SPACE_SHIFT {
             1 => Space::Catalog,
@@ -62,6 +68,7 @@ impl PageId {
         }
     }
 
+    /// The page number within its space (0-based).
     pub fn page_no(self) -> u64 {
         self.0 & PAGE_NO_MAX
     }
@@ -81,19 +88,48 @@ impl std::fmt::Display for PageId {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum PageKind {
+    /// Never written (all zero).
     Zero = 0,
+    /// Vector slots and their owner table (vector space).
     Vector = 1,
+    /// Catalog entries: ids and metadata (catalog space).
     Catalog = 2,
+    /// A piece of an overflow chain of metadata (catalog space).
     Overflow = 3,
+    /// The meta page: catalog page 0, the roots of the index and of the free lists.
+    Meta = 4,
+    /// A leaf of the id index (catalog space).
+    IndexLeaf = 5,
+    /// A branch of the id index (catalog space).
+    IndexBranch = 6,
+    /// A free catalog-space page, on the free list (catalog space).
+    Free = 7,
 }
 
 impl PageKind {
+    /// Every kind, in byte order.
+    pub const ALL: [PageKind; 8] = [
+        PageKind::Zero,
+        PageKind::Vector,
+        PageKind::Catalog,
+        PageKind::Overflow,
+        PageKind::Meta,
+        PageKind::IndexLeaf,
+        PageKind::IndexBranch,
+        PageKind::Free,
+    ];
+
     /// True if a page of this kind may lie in `space` (FORMAT.md 14.2).
     pub fn allowed_in(self, space: Space) -> bool {
         match self {
             PageKind::Zero => true,
             PageKind::Vector => space == Space::Vector,
-            PageKind::Catalog | PageKind::Overflow => space == Space::Catalog,
+            PageKind::Catalog
+            | PageKind::Overflow
+            | PageKind::Meta
+            | PageKind::IndexLeaf
+            | PageKind::IndexBranch
+            | PageKind::Free => space == Space::Catalog,
         }
     }
 
@@ -104,19 +140,29 @@ impl PageKind {
             PageKind::Vector => "vector",
             PageKind::Catalog => "catalog",
             PageKind::Overflow => "overflow",
+            PageKind::Meta => "meta",
+            PageKind::IndexLeaf => "index-leaf",
+            PageKind::IndexBranch => "index-branch",
+            PageKind::Free => "free",
         }
     }
 
+    /// The kind stored as `value` in a header; `None` if unknown.
     pub fn from_u8(value: u8) -> Option<PageKind> {
-        match value {
-            0 => Some(PageKind::Zero),
-            1 => Some(PageKind::Vector),
-            2 => Some(PageKind::Catalog),
-            3 => Some(PageKind::Overflow),
-            _ => None,
-        }
+        PageKind::ALL.get(usize::from(value)).copied()
     }
 }
+
+const _: () = {
+    let mut i = 0;
+    while i < PageKind::ALL.len() {
+        assert!(
+            PageKind::ALL[i] as usize == i,
+            "PageKind::ALL lists the kinds in byte order"
+        );
+        i += 1;
+    }
+};
 
 /// The header of every arena page.
 ///
@@ -128,36 +174,72 @@ impl PageKind {
 /// | 6 | 2 | format version major |
 /// | 8 | 8 | page id (space << 56 \| page number) |
 /// | 16 | 8 | page LSN: the last log record applied to the page |
-/// | 24 | 4 | a: vector pages: dimension; catalog pages: slot count; overflow pages: bytes used |
-/// | 28 | 4 | b: vector pages: slot stride in bytes; catalog pages: start of entry data |
-/// | 32 | 8 | c: overflow pages: next page id of the chain (0 = last) |
-/// | 40 | 8 | store id of the store that formatted the page (format minor ≥ 1; 0 before) |
+/// | 24 | 4 | a (by kind, see below) |
+/// | 28 | 4 | b (by kind) |
+/// | 32 | 8 | c (by kind) |
+/// | 40 | 8 | store id of the store that formatted the page |
 /// | 48 | 16 | reserved, zero |
+///
+/// | kind | a | b | c |
+/// |---|---|---|---|
+/// | vector | dimension | slot stride in bytes | free-slot list link |
+/// | catalog | slot count | start of entry data | roomy list link |
+/// | overflow | bytes used | 0 | next page id of the chain (0 = last) |
+/// | meta | 0 | 0 | 0 |
+/// | index leaf | cell count | start of cell data | 0 |
+/// | index branch | cell count | start of cell data | leftmost child page id |
+/// | free | 0 | 0 | free list link |
+///
+/// A list link is 0 when the page is on no list, [`LIST_END`] when it is the last of its list,
+/// else the next page's id.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct PageHeader {
+    /// CRC32C of bytes 4..page_size.
     pub crc: U32,
+    /// The [`PageKind`] as a byte.
     pub kind: u8,
+    /// Reserved, zero.
     pub reserved0: u8,
+    /// Format version major of the page.
     pub version_major: U16,
+    /// The raw [`PageId`] of the page (space << 56 | page number).
     pub page_id: U64,
+    /// LSN of the last log record applied to the page.
     pub page_lsn: U64,
+    /// Vector pages: dimension; catalog pages: slot count; overflow pages: bytes used.
     pub a: U32,
+    /// Vector pages: slot stride in bytes; catalog pages: offset of the start of entry data.
     pub b: U32,
+    /// Overflow pages: raw id of the next page of the chain (0 = last).
     pub c: U64,
+    /// Id of the store that formatted the page (0 for format minor 0).
     pub store_id: U64,
+    /// Reserved, zero.
     pub reserved1: [u8; 16],
 }
 
+/// Size of [`PageHeader`] in bytes.
 pub const PAGE_HEADER_BYTES: usize = 64;
+/// Offset of the first byte the page checksum covers (it runs to the page end).
 pub const PAGE_CRC_START: usize = 4;
+/// Offset of the kind byte in the header.
 pub const PAGE_KIND_OFFSET: usize = 4;
+/// Offset of the page id in the header.
 pub const PAGE_ID_OFFSET: usize = 8;
+/// Offset of the page LSN in the header.
 pub const PAGE_LSN_OFFSET: usize = 16;
+/// Offset of field `a` in the header.
 pub const PAGE_A_OFFSET: usize = 24;
+/// Offset of field `b` in the header.
 pub const PAGE_B_OFFSET: usize = 28;
+/// Offset of field `c` in the header.
 pub const PAGE_C_OFFSET: usize = 32;
+/// Offset of the store id in the header.
 pub const PAGE_STORE_ID_OFFSET: usize = 40;
+/// A list link (header field `c`) naming no next page: the page is the last of its list.
+/// (Page ids name a space in their top byte, so no page id is 1.)
+pub const LIST_END: u64 = 1;
 const _: () = assert!(size_of::<PageHeader>() == PAGE_HEADER_BYTES);
 const _: () = assert!(std::mem::offset_of!(PageHeader, page_lsn) == PAGE_LSN_OFFSET);
 const _: () = assert!(std::mem::offset_of!(PageHeader, page_id) == PAGE_ID_OFFSET);
@@ -166,8 +248,12 @@ const _: () = assert!(std::mem::offset_of!(PageHeader, b) == PAGE_B_OFFSET);
 const _: () = assert!(std::mem::offset_of!(PageHeader, c) == PAGE_C_OFFSET);
 const _: () = assert!(std::mem::offset_of!(PageHeader, store_id) == PAGE_STORE_ID_OFFSET);
 
-/// Vector slots start at this offset; slot `i` is at `VECTOR_SLOTS_OFFSET + i * stride`.
-pub const VECTOR_SLOTS_OFFSET: usize = PAGE_HEADER_BYTES;
+/// The owner table of a vector page starts right after the header: one [`VECTOR_OWNER_BYTES`]
+/// entry per slot, `catalog page number << 32 | entry offset` of the entry that owns the slot,
+/// 0 for a free slot (catalog page 0 is the meta page, which holds no entries).
+pub const VECTOR_OWNERS_OFFSET: usize = PAGE_HEADER_BYTES;
+/// Bytes of one owner-table entry.
+pub const VECTOR_OWNER_BYTES: usize = 8;
 /// Slot strides are multiples of this, so every vector is 16-byte aligned for SIMD loads.
 pub const VECTOR_STRIDE_ALIGN_BYTES: usize = 16;
 
@@ -176,15 +262,87 @@ pub fn vector_stride_bytes(dimension: u32) -> usize {
     (dimension as usize * 4).div_ceil(VECTOR_STRIDE_ALIGN_BYTES) * VECTOR_STRIDE_ALIGN_BYTES
 }
 
-/// How many vectors of `dimension` a page holds.
-pub fn vector_slots_per_page(page_size_bytes: u32, dimension: u32) -> usize {
-    (page_size_bytes as usize - VECTOR_SLOTS_OFFSET) / vector_stride_bytes(dimension)
+/// Where the slots of a vector page with `slots` slots start: after the owner table, aligned.
+pub fn vector_slots_offset(slots: usize) -> usize {
+    (VECTOR_OWNERS_OFFSET + slots * VECTOR_OWNER_BYTES).div_ceil(VECTOR_STRIDE_ALIGN_BYTES) * VECTOR_STRIDE_ALIGN_BYTES
 }
 
-/// The largest dimension whose vectors fit a page of `page_size_bytes`.
+/// How many vectors of `dimension` a page holds: the most slots whose owner table and vectors
+/// fit the page.
+pub fn vector_slots_per_page(page_size_bytes: u32, dimension: u32) -> usize {
+    let stride = vector_stride_bytes(dimension);
+    let room = (page_size_bytes as usize).saturating_sub(VECTOR_OWNERS_OFFSET);
+    let mut slots = room / (stride + VECTOR_OWNER_BYTES);
+    while slots > 0 && vector_slots_offset(slots) + slots * stride > page_size_bytes as usize {
+        slots -= 1;
+    }
+    slots
+}
+
+/// The largest dimension whose vectors fit a page of `page_size_bytes` (one slot a page).
 pub fn vector_slots_max_dimension(page_size_bytes: u32) -> u32 {
-    ((page_size_bytes as usize - VECTOR_SLOTS_OFFSET) / VECTOR_STRIDE_ALIGN_BYTES * VECTOR_STRIDE_ALIGN_BYTES / 4)
-        as u32
+    let room = (page_size_bytes as usize).saturating_sub(vector_slots_offset(1));
+    (room / VECTOR_STRIDE_ALIGN_BYTES * VECTOR_STRIDE_ALIGN_BYTES / 4) as u32
+}
+
+/// The layout of the vector pages of one store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VectorLayout {
+    /// Components per vector.
+    pub dimension: u32,
+    /// Bytes from one slot to the next.
+    pub stride_bytes: usize,
+    /// Slots per page.
+    pub slots_per_page: u32,
+    /// Where slot 0 starts.
+    pub slots_offset: usize,
+}
+
+impl VectorLayout {
+    /// The layout for `dimension` in pages of `page_size_bytes`.
+    pub fn new(page_size_bytes: u32, dimension: u32) -> VectorLayout {
+        let slots = vector_slots_per_page(page_size_bytes, dimension);
+        VectorLayout {
+            dimension,
+            stride_bytes: vector_stride_bytes(dimension),
+            slots_per_page: slots as u32,
+            slots_offset: vector_slots_offset(slots),
+        }
+    }
+
+    /// Where slot `slot`'s vector starts in its page.
+    pub fn slot_offset(&self, slot: u32) -> usize {
+        assert!(
+            slot < self.slots_per_page,
+            "slot {slot} of a page of {}",
+            self.slots_per_page
+        );
+        self.slots_offset + slot as usize * self.stride_bytes
+    }
+
+    /// Where slot `slot`'s owner-table entry is in its page.
+    pub fn owner_offset(&self, slot: u32) -> usize {
+        assert!(
+            slot < self.slots_per_page,
+            "slot {slot} of a page of {}",
+            self.slots_per_page
+        );
+        VECTOR_OWNERS_OFFSET + slot as usize * VECTOR_OWNER_BYTES
+    }
+}
+
+/// An owner-table entry: the catalog entry at `entry_offset` of catalog page `catalog_page_no`.
+pub fn encode_owner(catalog_page_no: u64, entry_offset: u32) -> u64 {
+    assert!(
+        catalog_page_no > 0 && catalog_page_no <= u64::from(u32::MAX),
+        "an owner names a catalog page other than the meta page"
+    );
+    (catalog_page_no << 32) | u64::from(entry_offset)
+}
+
+/// The catalog page number and entry offset an owner-table entry names (`None`: free slot).
+pub fn decode_owner(raw: u64) -> Option<(u64, u32)> {
+    (raw != 0).then_some((raw >> 32, raw as u32))
 }
 
 /// The header of a fresh page of `kind`.
@@ -292,10 +450,13 @@ pub fn check_header_identity(header: &[u8], id: PageId, store_id: u64) -> Option
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct CatalogSlot {
+    /// Offset of the entry in the page, in bytes.
     pub offset: U32,
+    /// Length of the entry in bytes (0: the slot is free).
     pub len_bytes: U32,
 }
 
+/// Size of a [`CatalogSlot`] in bytes.
 pub const CATALOG_SLOT_BYTES: usize = 8;
 /// The slot directory starts right after the header; entry data grows down from the page end.
 pub const CATALOG_SLOTS_OFFSET: usize = PAGE_HEADER_BYTES;
@@ -316,16 +477,25 @@ const _: () = assert!(size_of::<CatalogSlot>() == CATALOG_SLOT_BYTES);
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct EntryHeader {
+    /// Raw id of the vector page holding the entry's vector.
     pub vector_page: U64,
+    /// Slot of the vector in that page.
     pub vector_slot: U32,
+    /// Flags: [`ENTRY_FLAG_OVERFLOW`] or 0.
     pub flags: U16,
+    /// Length of the id in bytes (1..=1024, UTF-8).
     pub id_len: U16,
+    /// Length of the encoded metadata in bytes.
     pub meta_len: U32,
+    /// Reserved, zero.
     pub reserved: U32,
+    /// Raw id of the first overflow page when the flag is set, else 0.
     pub overflow_page: U64,
 }
 
+/// Size of an [`EntryHeader`] in bytes.
 pub const ENTRY_HEADER_BYTES: usize = 32;
+/// Entry flag: the metadata lives in an overflow chain starting at `overflow_page`.
 pub const ENTRY_FLAG_OVERFLOW: u16 = 1;
 const _: () = assert!(size_of::<EntryHeader>() == ENTRY_HEADER_BYTES);
 
@@ -339,8 +509,11 @@ pub struct CatalogEntry<'a> {
     pub slot: u32,
     /// Where the entry lies in the page.
     pub offset: u32,
+    /// The entry's length in bytes.
     pub len_bytes: u32,
+    /// The entry's fixed part.
     pub header: EntryHeader,
+    /// The entry's id.
     pub id: &'a str,
     /// The encoded metadata when it is inline (`None`: it lives in an overflow chain).
     pub inline_meta: Option<&'a [u8]>,
@@ -624,9 +797,37 @@ mod tests {
     }
 
     #[test]
-    fn vector_strides_are_aligned() {
+    fn vector_strides_are_aligned_and_slots_follow_the_owner_table() {
         assert_eq!(vector_stride_bytes(384), 1536);
         assert_eq!(vector_stride_bytes(3), 16);
-        assert_eq!(vector_slots_per_page(16384, 384), (16384 - 64) / 1536);
+        for (page, dimension) in [(16384u32, 384u32), (4096, 3), (4096, 1000), (65536, 1), (16384, 256)] {
+            let layout = VectorLayout::new(page, dimension);
+            let n = layout.slots_per_page as usize;
+            assert!(n >= 1, "{page}/{dimension}: a slot fits");
+            assert!(
+                layout.slots_offset >= VECTOR_OWNERS_OFFSET + n * VECTOR_OWNER_BYTES,
+                "slots after the owners"
+            );
+            assert_eq!(layout.slots_offset % VECTOR_STRIDE_ALIGN_BYTES, 0, "aligned slots");
+            assert!(
+                layout.slot_offset(n as u32 - 1) + layout.stride_bytes <= page as usize,
+                "the last slot fits"
+            );
+            let more = n + 1;
+            assert!(
+                vector_slots_offset(more) + more * layout.stride_bytes > page as usize,
+                "{page}/{dimension}: no room for one slot more"
+            );
+        }
+        assert_eq!(vector_slots_per_page(16384, 384), 10);
+        let max = vector_slots_max_dimension(4096);
+        assert_eq!(
+            vector_slots_per_page(4096, max),
+            1,
+            "the largest dimension fits one slot"
+        );
+        assert_eq!(vector_slots_per_page(4096, max + 4), 0, "and no larger one does");
+        assert_eq!(decode_owner(encode_owner(7, 4000)), Some((7, 4000)));
+        assert_eq!(decode_owner(0), None, "0 is a free slot");
     }
 }

@@ -15,17 +15,27 @@ use crate::{Error, Lsn, Result};
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
+    /// One operation's changes to arena pages: op, id, and edits with before-images where bytes
+    /// were in use.
     Update = 1,
+    /// A compensation record: undoes one update (redo-only edits) and says where undo goes next.
     Clr = 2,
+    /// The transaction committed.
     Commit = 3,
+    /// The transaction's user rolled it back; its clrs and an end follow.
     Abort = 4,
+    /// A rolled-back transaction is finished.
     End = 5,
+    /// A checkpoint began.
     CheckpointBegin = 6,
+    /// A checkpoint ended: its transaction and dirty-page tables.
     CheckpointEnd = 7,
+    /// An arena page was formatted (outside any transaction, never undone).
     PageInit = 8,
 }
 
 impl Kind {
+    /// The kind stored as `value` in a record header; `None` if unknown.
     pub fn from_u8(value: u8) -> Option<Kind> {
         Some(match value {
             1 => Kind::Update,
@@ -40,6 +50,7 @@ impl Kind {
         })
     }
 
+    /// The kind's name as `vellum wal-dump` prints it (`"checkpoint-end"`).
     pub fn name(self) -> &'static str {
         match self {
             Kind::Update => "update",
@@ -58,12 +69,16 @@ impl Kind {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Op {
+    /// A new id.
     Insert = 1,
+    /// An id inserted or replaced.
     Upsert = 2,
+    /// An id removed.
     Delete = 3,
 }
 
 impl Op {
+    /// The op stored as `value` in an update payload; `None` if unknown.
     pub fn from_u8(value: u8) -> Option<Op> {
         Some(match value {
             1 => Op::Insert,
@@ -73,6 +88,7 @@ impl Op {
         })
     }
 
+    /// The op's name as `vellum wal-dump` prints it (`"upsert"`).
     pub fn name(self) -> &'static str {
         match self {
             Op::Insert => "insert",
@@ -82,25 +98,87 @@ impl Op {
     }
 }
 
-/// One byte-range change to an arena page.
+/// One change to an arena page: bytes written over a range, or inserted into or removed from
+/// a range whose tail shifts (a sorted directory of an index node: FORMAT.md, "Edits").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Edit<'a> {
+    /// The page changed.
     pub page: PageId,
+    /// Offset of the range in the page, in bytes.
     pub offset: u32,
+    /// The bytes written (a write) or inserted (an insert) at `offset`; empty for a remove.
     pub after: &'a [u8],
-    /// `None`: the bytes were free space, an undo need not restore them.
+    /// A write: the bytes it replaced (`None`: they were free space, an undo need not restore
+    /// them). A remove: the bytes it removed. An insert: `None`.
     pub before: Option<&'a [u8]>,
+    /// What the edit does.
+    pub kind: EditKind,
+}
+
+/// What an [`Edit`] does to its page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EditKind {
+    /// `after` is written at `offset`.
+    Write,
+    /// The bytes `[offset, end)` move up by `after.len()` (overwriting the free bytes above
+    /// `end`), and `after` is written at `offset`.
+    Insert {
+        /// The end of the range that shifts.
+        end: u32,
+    },
+    /// The `len` bytes at `offset` are removed: `[offset + len, end)` moves down by `len`, and
+    /// the `len` bytes left at the top of the range become zero.
+    Remove {
+        /// The end of the range that shifts.
+        end: u32,
+        /// Bytes removed.
+        len: u32,
+    },
+}
+
+impl<'a> Edit<'a> {
+    /// A write of `after` over bytes in use, which `before` held.
+    pub fn write(page: PageId, offset: u32, after: &'a [u8], before: Option<&'a [u8]>) -> Edit<'a> {
+        Edit {
+            page,
+            offset,
+            after,
+            before,
+            kind: EditKind::Write,
+        }
+    }
+
+    /// The bytes of the page the edit changes: `[offset, end)`.
+    pub fn extent(&self) -> std::ops::Range<u32> {
+        match self.kind {
+            EditKind::Write => self.offset..self.offset + self.after.len() as u32,
+            EditKind::Insert { end } => self.offset..end + self.after.len() as u32,
+            EditKind::Remove { end, .. } => self.offset..end,
+        }
+    }
+
+    /// Bytes the edit's images take in a record.
+    fn image_bytes(&self) -> usize {
+        self.after.len() + self.before.map_or(0, <[u8]>::len)
+    }
 }
 
 const EDIT_FLAG_BEFORE: u8 = 1;
+const EDIT_FLAG_INSERT: u8 = 2;
+const EDIT_FLAG_REMOVE: u8 = 4;
 /// Bytes of an edit before its images: page id, offset, length, flags.
 pub const EDIT_HEADER_BYTES: usize = 8 + 4 + 4 + 1;
+/// Bytes an insert or a remove adds after the flags: the end of the shifting range.
+pub const EDIT_END_BYTES: usize = 4;
 
 /// A transaction-table entry in a checkpoint.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct TxnEntry {
+    /// Transaction id.
     pub txn_id: u64,
+    /// LSN of the transaction's last record.
     pub last_lsn: Lsn,
+    /// Where the transaction's undo would start.
     pub undo_next: Lsn,
     /// 0 = running, 1 = rolling back.
     pub state: u8,
@@ -109,21 +187,49 @@ pub struct TxnEntry {
 /// A dirty-page-table entry in a checkpoint.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct DirtyPage {
+    /// The dirty page.
     pub page: PageId,
+    /// LSN of the first record that changed the page since it was last written.
     pub rec_lsn: Lsn,
 }
 
 /// A decoded payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Payload<'a> {
-    Update { op: Op, id: &'a str, edits: Vec<Edit<'a>> },
-    Clr { undo_next: Lsn, edits: Vec<Edit<'a>> },
+    /// An update: `op` and `id` are informational, recovery uses only the `edits`.
+    Update {
+        /// What the operation was.
+        op: Op,
+        /// The id it changed.
+        id: &'a str,
+        /// Its changes to arena pages, with before-images where bytes were in use.
+        edits: Vec<Edit<'a>>,
+    },
+    /// A compensation record: `undo_next` is where undo goes next (the compensated update's
+    /// `prev_lsn`), `edits` carry no before-image.
+    Clr {
+        /// The next record of the transaction to undo (0: none left).
+        undo_next: Lsn,
+        /// The compensated update's before-images, in reverse order, as after-images.
+        edits: Vec<Edit<'a>>,
+    },
+    /// A commit (empty payload).
     Commit,
+    /// An abort (empty payload).
     Abort,
+    /// An end (empty payload).
     End,
+    /// A checkpoint-begin (empty payload).
     CheckpointBegin,
+    /// A checkpoint-end and its tables.
     CheckpointEnd(Checkpoint),
-    PageInit { page: PageId, init: PageInit },
+    /// A page-init: `page` becomes all zero but its header, as `init` says.
+    PageInit {
+        /// The page formatted.
+        page: PageId,
+        /// Its kind and header fields.
+        init: PageInit,
+    },
 }
 
 /// What a page-init record makes of its page: the page kind and its header fields `a` and `b`
@@ -132,13 +238,61 @@ pub enum Payload<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PageInit {
     /// An all-zero page (kind 0).
-    Zero { a_unused: u32, b_unused: u32 },
-    /// A vector page: the vectors' dimension and the slot stride.
-    Vector { dimension: u32, stride_bytes: u32 },
-    /// A catalog page: its slot count and where its entry data starts.
-    Catalog { slot_count: u32, data_start: u32 },
-    /// An overflow page: the metadata bytes it holds.
-    Overflow { used_bytes: u32, b_unused: u32 },
+    Zero {
+        /// Header field `a` as the record holds it (not used).
+        a_unused: u32,
+        /// Header field `b` as the record holds it (not used).
+        b_unused: u32,
+    },
+    /// A vector page.
+    Vector {
+        /// The vectors' dimension.
+        dimension: u32,
+        /// The slot stride in bytes.
+        stride_bytes: u32,
+    },
+    /// A catalog page.
+    Catalog {
+        /// Its slot count.
+        slot_count: u32,
+        /// Where its entry data starts.
+        data_start: u32,
+    },
+    /// An overflow page.
+    Overflow {
+        /// The metadata bytes it holds.
+        used_bytes: u32,
+        /// Header field `b` as the record holds it (not used).
+        b_unused: u32,
+    },
+    /// The meta page.
+    Meta {
+        /// Header field `a` as the record holds it (zero).
+        a_unused: u32,
+        /// Header field `b` as the record holds it (zero).
+        b_unused: u32,
+    },
+    /// An index leaf.
+    IndexLeaf {
+        /// Its cell count.
+        cell_count: u32,
+        /// Where its cell data starts.
+        data_start: u32,
+    },
+    /// An index branch (its leftmost child is set by the edits that follow).
+    IndexBranch {
+        /// Its cell count.
+        cell_count: u32,
+        /// Where its cell data starts.
+        data_start: u32,
+    },
+    /// A free page.
+    Free {
+        /// Header field `a` as the record holds it (zero).
+        a_unused: u32,
+        /// Header field `b` as the record holds it (zero).
+        b_unused: u32,
+    },
 }
 
 impl PageInit {
@@ -161,6 +315,22 @@ impl PageInit {
                 used_bytes: a,
                 b_unused: b,
             },
+            PageKind::Meta => PageInit::Meta {
+                a_unused: a,
+                b_unused: b,
+            },
+            PageKind::IndexLeaf => PageInit::IndexLeaf {
+                cell_count: a,
+                data_start: b,
+            },
+            PageKind::IndexBranch => PageInit::IndexBranch {
+                cell_count: a,
+                data_start: b,
+            },
+            PageKind::Free => PageInit::Free {
+                a_unused: a,
+                b_unused: b,
+            },
         }
     }
 
@@ -171,6 +341,10 @@ impl PageInit {
             PageInit::Vector { .. } => PageKind::Vector,
             PageInit::Catalog { .. } => PageKind::Catalog,
             PageInit::Overflow { .. } => PageKind::Overflow,
+            PageInit::Meta { .. } => PageKind::Meta,
+            PageInit::IndexLeaf { .. } => PageKind::IndexLeaf,
+            PageInit::IndexBranch { .. } => PageKind::IndexBranch,
+            PageInit::Free { .. } => PageKind::Free,
         }
     }
 
@@ -184,6 +358,10 @@ impl PageInit {
             } => (dimension, stride_bytes),
             PageInit::Catalog { slot_count, data_start } => (slot_count, data_start),
             PageInit::Overflow { used_bytes, b_unused } => (used_bytes, b_unused),
+            PageInit::Meta { a_unused, b_unused } | PageInit::Free { a_unused, b_unused } => (a_unused, b_unused),
+            PageInit::IndexLeaf { cell_count, data_start } | PageInit::IndexBranch { cell_count, data_start } => {
+                (cell_count, data_start)
+            }
         }
     }
 }
@@ -191,31 +369,44 @@ impl PageInit {
 /// The tables a checkpoint-end record carries.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Checkpoint {
+    /// LSN of the matching checkpoint-begin record.
     pub begin_lsn: Lsn,
+    /// Next transaction id.
     pub next_txn_id: u64,
+    /// The transaction table: transactions running at the checkpoint.
     pub txns: Vec<TxnEntry>,
+    /// The dirty-page table.
     pub dirty: Vec<DirtyPage>,
 }
 
-/// Appends `edits` as `count u16, edits…` to `out`.
+/// Appends `edits` as `count u16, edits…` to `out` (FORMAT.md, "Edits").
 pub fn encode_edits(out: &mut Vec<u8>, edits: &[Edit<'_>]) {
     assert!(edits.len() <= u16::MAX as usize, "too many edits in one record");
     out.extend_from_slice(&(edits.len() as u16).to_le_bytes());
     for edit in edits {
         out.extend_from_slice(&edit.page.0.to_le_bytes());
         out.extend_from_slice(&edit.offset.to_le_bytes());
-        out.extend_from_slice(&(edit.after.len() as u32).to_le_bytes());
+        let (len, mut flags, end) = match edit.kind {
+            EditKind::Write => (edit.after.len() as u32, 0, None),
+            EditKind::Insert { end } => {
+                assert!(edit.before.is_none(), "an insert has no before-image");
+                (edit.after.len() as u32, EDIT_FLAG_INSERT, Some(end))
+            }
+            EditKind::Remove { end, len } => {
+                assert!(edit.after.is_empty(), "a remove writes nothing");
+                (len, EDIT_FLAG_REMOVE, Some(end))
+            }
+        };
         if let Some(before) = edit.before {
-            assert_eq!(
-                before.len(),
-                edit.after.len(),
-                "before and after images have one length"
-            );
-            out.push(EDIT_FLAG_BEFORE);
-            out.extend_from_slice(before);
-        } else {
-            out.push(0);
+            assert_eq!(before.len(), len as usize, "a before-image spans the edit");
+            flags |= EDIT_FLAG_BEFORE;
         }
+        out.extend_from_slice(&len.to_le_bytes());
+        out.push(flags);
+        if let Some(end) = end {
+            out.extend_from_slice(&end.to_le_bytes());
+        }
+        out.extend_from_slice(edit.before.unwrap_or(&[]));
         out.extend_from_slice(edit.after);
     }
 }
@@ -234,7 +425,7 @@ pub fn encode_update_into(out: &mut Vec<u8>, op: Op, id: &str, edits: &[Edit<'_>
         3 + id.len()
             + edits
                 .iter()
-                .map(|e| EDIT_HEADER_BYTES + 2 * e.after.len())
+                .map(|e| EDIT_HEADER_BYTES + EDIT_END_BYTES + e.image_bytes())
                 .sum::<usize>(),
     );
     out.push(op as u8);
@@ -243,21 +434,36 @@ pub fn encode_update_into(out: &mut Vec<u8>, op: Op, id: &str, edits: &[Edit<'_>
     encode_edits(out, edits);
 }
 
-/// The edits that undo `edits`: their before-images, newest edit first (free-space edits,
-/// which carry none, need no undo). The after-images of a compensation record.
+/// The edits that undo `edits`, newest first: a write's before-image written back (a write of
+/// free space needs none), an insert removed, a remove's bytes inserted back. The edits of a
+/// compensation record.
 pub fn compensation<'a>(edits: &[Edit<'a>]) -> Vec<Edit<'a>> {
     compensation_iter(edits).collect()
 }
 
 /// [`compensation`] without collecting.
 pub fn compensation_iter<'e, 'a>(edits: &'e [Edit<'a>]) -> impl Iterator<Item = Edit<'a>> + 'e {
-    edits.iter().rev().filter_map(|e| {
-        e.before.map(|before| Edit {
+    edits.iter().rev().filter_map(|e| match e.kind {
+        EditKind::Write => e.before.map(|before| Edit::write(e.page, e.offset, before, None)),
+        EditKind::Insert { end } => Some(Edit {
             page: e.page,
             offset: e.offset,
-            after: before,
+            after: &[],
             before: None,
-        })
+            kind: EditKind::Remove {
+                end: end + e.after.len() as u32,
+                len: e.after.len() as u32,
+            },
+        }),
+        EditKind::Remove { end, len } => Some(Edit {
+            page: e.page,
+            offset: e.offset,
+            after: e
+                .before
+                .expect("a remove of an update record carries the removed bytes"),
+            before: None,
+            kind: EditKind::Insert { end: end - len },
+        }),
     })
 }
 
@@ -356,30 +562,54 @@ impl<'a> Cursor<'a> {
         }
         let mut edits = Vec::with_capacity(count);
         for _ in 0..count {
-            let page = self.page()?;
-            let offset = self.u32("edit offset")?;
-            let len = self.u32("edit length")? as usize;
-            if offset as u64 + len as u64 > u64::from(page_size_bytes) {
-                return Err(self.fail(&format!("edit {offset}+{len} runs past the page")));
-            }
-            let flags = self.u8("edit flags")?;
-            if flags & !EDIT_FLAG_BEFORE != 0 {
-                return Err(self.fail("unknown edit flags"));
-            }
-            let before = if flags & EDIT_FLAG_BEFORE != 0 {
-                Some(self.take(len, "before-image")?)
-            } else {
-                None
-            };
-            let after = self.take(len, "after-image")?;
-            edits.push(Edit {
-                page,
-                offset,
-                after,
-                before,
-            });
+            edits.push(self.edit(page_size_bytes)?);
         }
         Ok(edits)
+    }
+
+    /// One edit, its ranges checked to lie in a page of `page_size_bytes`.
+    fn edit(&mut self, page_size_bytes: u32) -> Result<Edit<'a>> {
+        let page = self.page()?;
+        let offset = self.u32("edit offset")?;
+        let len = self.u32("edit length")?;
+        let flags = self.u8("edit flags")?;
+        let page_size = u64::from(page_size_bytes);
+        let (offset_wide, len_wide) = (u64::from(offset), u64::from(len));
+        let kind = match flags & !EDIT_FLAG_BEFORE {
+            0 => EditKind::Write,
+            EDIT_FLAG_INSERT if flags & EDIT_FLAG_BEFORE == 0 => EditKind::Insert {
+                end: self.u32("insert end")?,
+            },
+            EDIT_FLAG_REMOVE => EditKind::Remove {
+                end: self.u32("remove end")?,
+                len,
+            },
+            _ => return Err(self.fail(&format!("unknown edit flags {flags:#x}"))),
+        };
+        let fits = match kind {
+            EditKind::Write => offset_wide + len_wide <= page_size,
+            EditKind::Insert { end } => offset <= end && u64::from(end) + len_wide <= page_size,
+            EditKind::Remove { end, .. } => offset_wide + len_wide <= u64::from(end) && u64::from(end) <= page_size,
+        };
+        if !fits {
+            return Err(self.fail(&format!("edit {offset}+{len} ({kind:?}) runs past the page")));
+        }
+        let before = if flags & EDIT_FLAG_BEFORE != 0 {
+            Some(self.take(len as usize, "before-image")?)
+        } else {
+            None
+        };
+        let after = match kind {
+            EditKind::Remove { .. } => &[][..],
+            EditKind::Write | EditKind::Insert { .. } => self.take(len as usize, "after-image")?,
+        };
+        Ok(Edit {
+            page,
+            offset,
+            after,
+            before,
+            kind,
+        })
     }
 }
 
@@ -396,6 +626,12 @@ pub fn decode(kind: u8, payload: &[u8], lsn: Lsn, page_size_bytes: u32) -> Resul
             let id_len = cursor.u16("id length")? as usize;
             let id = std::str::from_utf8(cursor.take(id_len, "id")?).map_err(|_| cursor.fail("id is not UTF-8"))?;
             let edits = cursor.edits(page_size_bytes)?;
+            if edits
+                .iter()
+                .any(|e| matches!(e.kind, EditKind::Remove { .. }) && e.before.is_none())
+            {
+                return Err(cursor.fail("a remove of an update carries no removed bytes"));
+            }
             Payload::Update { op, id, edits }
         }
         Kind::Clr => {
@@ -473,7 +709,7 @@ mod tests {
     #[test]
     fn page_init_of_an_unknown_page_kind_is_invalid() {
         let page = PageId::new(Space::Catalog, 0);
-        for kind in [PageKind::Zero, PageKind::Vector, PageKind::Catalog, PageKind::Overflow] {
+        for kind in PageKind::ALL {
             let init = PageInit::new(kind, 7, 4096);
             let payload = encode_page_init(page, init);
             assert!(
@@ -482,7 +718,7 @@ mod tests {
             );
         }
         let mut payload = encode_page_init(page, PageInit::new(PageKind::Catalog, 0, 4096));
-        payload[8] = 6;
+        payload[8] = PageKind::ALL.len() as u8;
         assert!(
             matches!(decode(8, &payload, Lsn(4128), 4096), Err(Error::Corrupted { .. })),
             "FORMAT.md §15: an unknown page kind makes the payload invalid"
@@ -498,12 +734,14 @@ mod tests {
                 offset: 64,
                 after: b"abcd",
                 before: Some(b"wxyz"),
+                kind: EditKind::Write,
             },
             Edit {
                 page: PageId::new(Space::Vector, 1),
                 offset: 128,
                 after: b"12",
                 before: None,
+                kind: EditKind::Write,
             },
         ];
         let payload = encode_update(Op::Upsert, "doc-1", &edits);
@@ -550,6 +788,7 @@ mod tests {
                 offset: 0,
                 after: b"xyz",
                 before: Some(b"abc"),
+                kind: EditKind::Write,
             }],
         );
         for len in 0..payload.len() {
@@ -569,6 +808,7 @@ mod tests {
                 offset: 4094,
                 after: b"xyz",
                 before: None,
+                kind: EditKind::Write,
             }],
         );
         assert!(

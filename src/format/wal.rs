@@ -15,6 +15,7 @@ pub const PAGE_MAGIC: u32 = u32::from_le_bytes(*b"VWLP");
 
 /// Smallest and largest page sizes accepted (powers of two).
 pub const PAGE_SIZE_MIN_BYTES: u32 = 4096;
+/// Largest page size accepted: 1 MiB.
 pub const PAGE_SIZE_MAX_BYTES: u32 = 1 << 20;
 /// A segment holds its header page and at least this many data pages.
 pub const SEGMENT_DATA_PAGES_MIN: u64 = 4;
@@ -47,22 +48,37 @@ pub const RECORD_MAX_BYTES: u32 = 32 << 20;
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct SegmentHeader {
+    /// [`SEGMENT_MAGIC`].
     pub magic: [u8; 8],
+    /// Format version major.
     pub version_major: U16,
+    /// Format version minor.
     pub version_minor: U16,
+    /// Log page size in bytes.
     pub page_size_bytes: U32,
+    /// Segment size in bytes.
     pub segment_size_bytes: U64,
+    /// Number of this segment.
     pub segment_no: U64,
+    /// LSN of the segment's first byte (segment number × segment size).
     pub base_lsn: U64,
+    /// Timeline of the log: 1 for a new store, the source's plus 1 for a restored copy.
     pub timeline: U32,
+    /// Reserved, zero.
     pub reserved0: U32,
+    /// Id of the store the segment belongs to.
     pub store_id: U64,
+    /// Creation time, µs since the Unix epoch.
     pub created_us: U64,
+    /// Reserved, zero.
     pub reserved1: [u8; 60],
+    /// CRC32C of bytes 0..124.
     pub crc: U32,
 }
 
+/// Size of a [`SegmentHeader`] in bytes.
 pub const SEGMENT_HEADER_BYTES: usize = 128;
+/// Offset of the checksum in a [`SegmentHeader`].
 pub const SEGMENT_HEADER_CRC_OFFSET: usize = SEGMENT_HEADER_BYTES - 4;
 const _: () = assert!(size_of::<SegmentHeader>() == SEGMENT_HEADER_BYTES);
 const _: () = assert!(std::mem::offset_of!(SegmentHeader, crc) == SEGMENT_HEADER_CRC_OFFSET);
@@ -89,17 +105,27 @@ pub const PAGE_FLAGS_KNOWN: u16 = PAGE_FLAG_CONTINUATION;
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct PageHeader {
+    /// [`PAGE_MAGIC`].
     pub magic: U32,
+    /// Format version major.
     pub version_major: U16,
+    /// Flags: [`PAGE_FLAG_CONTINUATION`] or 0.
     pub flags: U16,
+    /// Page address: the LSN of the page's first byte.
     pub page_lsn: U64,
+    /// Bytes of a record begun in an earlier page still to come in this one and later ones.
     pub rem_len: U32,
+    /// Timeline of the log: 1 for a new store, the source's plus 1 for a restored copy.
     pub timeline: U32,
+    /// The open of the log that wrote the page.
     pub epoch: U32,
+    /// CRC32C of bytes 0..28.
     pub crc: U32,
 }
 
+/// Size of a log [`PageHeader`] in bytes.
 pub const PAGE_HEADER_BYTES: usize = 32;
+/// Offset of the checksum in a log [`PageHeader`].
 pub const PAGE_HEADER_CRC_OFFSET: usize = 28;
 const _: () = assert!(size_of::<PageHeader>() == PAGE_HEADER_BYTES);
 const _: () = assert!(std::mem::offset_of!(PageHeader, crc) == PAGE_HEADER_CRC_OFFSET);
@@ -125,19 +151,31 @@ const _: () = assert!((PAGE_HEADER_BYTES as u64).is_multiple_of(RECORD_ALIGN_BYT
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct RecordHeader {
+    /// CRC32C of the record's bytes 4..total_len (see [`record_crc`]).
     pub crc: U32,
+    /// Length of header and payload in bytes (56..=[`RECORD_MAX_BYTES`]).
     pub total_len: U32,
+    /// The record's own address.
     pub lsn: U64,
+    /// LSN of the previous record of the same transaction, 0 if none.
     pub prev_lsn: U64,
+    /// Transaction id, 0 for records outside any transaction.
     pub txn_id: U64,
+    /// Append time, µs since the Unix epoch.
     pub timestamp_us: U64,
+    /// Every log byte below this LSN was durable when the record was appended.
     pub durable_lsn: U64,
+    /// Record kind (non-zero; see [`crate::format::record`]).
     pub kind: u8,
+    /// Flags: written as 0, ignored by readers.
     pub flags: u8,
+    /// Reserved, zero.
     pub reserved0: U16,
+    /// The open of the log that wrote the record.
     pub epoch: U32,
 }
 
+/// Size of a [`RecordHeader`] in bytes.
 pub const RECORD_HEADER_BYTES: usize = 56;
 /// The CRC covers the record from this offset on.
 pub const RECORD_CRC_START: usize = 4;
@@ -318,14 +356,18 @@ impl RecordHeader {
 /// The sizes that fix every address in the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geometry {
+    /// Log page size in bytes (a power of two, [`PAGE_SIZE_MIN_BYTES`]..=[`PAGE_SIZE_MAX_BYTES`]).
     pub page_size_bytes: u32,
+    /// Segment size in bytes (a multiple of the page size).
     pub segment_size_bytes: u64,
 }
 
 /// What ties a segment to one store and one history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogIdentity {
+    /// Id of the store the log belongs to.
     pub store_id: u64,
+    /// Timeline of the log: 1 for a new store, the source's plus 1 for a restored copy.
     pub timeline: u32,
 }
 
@@ -355,26 +397,32 @@ impl Geometry {
         })
     }
 
+    /// The page size in bytes, as `u64`.
     pub fn page_bytes(&self) -> u64 {
         u64::from(self.page_size_bytes)
     }
 
+    /// Number of the segment holding `lsn`.
     pub fn segment_of(&self, lsn: u64) -> u64 {
         lsn / self.segment_size_bytes
     }
 
+    /// LSN of the first byte of segment `segment_no`.
     pub fn segment_base(&self, segment_no: u64) -> u64 {
         segment_no * self.segment_size_bytes
     }
 
+    /// Offset of `lsn` in its segment file, in bytes.
     pub fn offset_in_segment(&self, lsn: u64) -> u64 {
         lsn % self.segment_size_bytes
     }
 
+    /// LSN of the first byte of the page holding `lsn`.
     pub fn page_start(&self, lsn: u64) -> u64 {
         lsn - lsn % self.page_bytes()
     }
 
+    /// LSN just past the page holding `lsn`.
     pub fn page_end(&self, lsn: u64) -> u64 {
         self.page_start(lsn) + self.page_bytes()
     }

@@ -31,13 +31,17 @@ use crate::{Error, Lsn, RecoveryMode, SyncMode};
 /// How bad a problem is: failures make verify exit 1, warnings do not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Severity {
+    /// The store is damaged or incomplete: `vellum verify` exits 1.
     Failure,
+    /// Worth knowing, but the store is sound (a torn tail the next open erases, a writer holding the
+    /// store).
     Warning,
 }
 
 /// One thing found wrong.
 #[derive(Clone, Debug)]
 pub struct Problem {
+    /// How bad it is.
     pub severity: Severity,
     /// control, wal, arena, doublewrite, archive or store.
     pub component: &'static str,
@@ -45,7 +49,9 @@ pub struct Problem {
     pub file: Option<String>,
     /// The page number inside that file (arena pages).
     pub page: Option<u64>,
+    /// The log position it concerns (log problems).
     pub lsn: Option<u64>,
+    /// What is wrong, in words.
     pub reason: String,
 }
 
@@ -90,40 +96,67 @@ impl Problem {
 /// One control-file slot.
 #[derive(Clone, Debug)]
 pub struct SlotCheck {
+    /// True if the copy decodes and its checksum matches.
     pub valid: bool,
+    /// The copy's sequence number, when valid.
     pub sequence: Option<u64>,
+    /// Why the copy is invalid.
     pub error: Option<String>,
 }
 
 /// What verify found.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
+    /// The store directory verified.
     pub store: PathBuf,
+    /// The two copies of the control file, in file order.
     pub slots: Vec<SlotCheck>,
+    /// Index in `slots` of the copy in force; `None` if neither is valid.
     pub in_force: Option<usize>,
+    /// True if the log could be opened and was read.
     pub wal_checked: bool,
+    /// Segment files of the log.
     pub wal_segments: u64,
+    /// Log records read and decoded.
     pub wal_records: u64,
+    /// LSN of the first record read (the log's first LSN when it holds none).
     pub wal_start_lsn: u64,
+    /// LSN where the valid log ends.
     pub wal_end_lsn: u64,
+    /// A torn tail after the valid log: its LSN and why it is torn.
     pub torn_tail: Option<(u64, String)>,
+    /// True if the arena could be opened and its pages were read.
     pub arena_checked: bool,
+    /// Catalog pages read.
     pub catalog_pages: u64,
+    /// Vector pages read.
     pub vector_pages: u64,
+    /// Arena pages that could not be read or failed their checks.
     pub damaged_pages: u64,
+    /// True if the doublewrite file exists.
     pub doublewrite_present: bool,
+    /// True if its header is intact and matches the store's page size.
     pub doublewrite_valid_header: bool,
+    /// The batch sequence number of its header, when valid.
     pub doublewrite_batch_seq: Option<u64>,
+    /// Page images its header announces.
     pub doublewrite_images: u64,
+    /// Page images whose checksum matches.
     pub doublewrite_intact_images: u64,
+    /// True if `archive/` exists.
     pub archive_present: bool,
+    /// True if the archive files could be listed and were read.
     pub archive_checked: bool,
     /// Archive files checked in full (base images and segments; leftover temporary files are
     /// not archive files).
     pub archive_checked_files: u64,
+    /// Regular files under `archive/`.
     pub archive_files: u64,
+    /// Total size of the files under `archive/`, in bytes.
     pub archive_bytes: u64,
+    /// Facts worth printing that are no problem (what the read-only open found, what was skipped).
     pub notes: Vec<String>,
+    /// Everything found wrong, failures and warnings, in the order found.
     pub problems: Vec<Problem>,
 }
 
@@ -133,10 +166,12 @@ impl Report {
         self.failures() == 0
     }
 
+    /// How many problems are failures.
     pub fn failures(&self) -> usize {
         self.problems.iter().filter(|p| p.severity == Severity::Failure).count()
     }
 
+    /// How many problems are warnings.
     pub fn warnings(&self) -> usize {
         self.problems.iter().filter(|p| p.severity == Severity::Warning).count()
     }

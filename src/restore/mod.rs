@@ -47,11 +47,13 @@ pub struct RestoreReport {
     pub records_redone: u64,
     /// Transactions open at the target that were rolled back.
     pub rolled_back: Vec<u64>,
-    /// Segments read from the archive, and from the source's live log.
+    /// Segments read from the archive.
     pub segments_from_archive: u64,
+    /// Segments read from the source's live log.
     pub segments_live: u64,
     /// The timeline the restored store starts (a new history).
     pub timeline: u32,
+    /// Wall time of the whole restore.
     pub duration: Duration,
     /// Where the time went, phase by phase, in order ("stage arena", "stage log", "find cut",
     /// "replay", "new timeline", "publish").

@@ -1,9 +1,10 @@
 //! The narrow storage layer every byte of Vellum goes through.
 //!
 //! The engine never calls `std::fs` directly: it asks a [`Storage`] for files and mappings.
-//! [`RealStorage`] is the operating system; [`SimStorage`] is a deterministic crash simulator
-//! that keeps a volatile and a durable image of every file, so tests can crash the engine at any
-//! instant and recover from exactly what a real disk could have kept.
+//! [`RealStorage`] is the operating system; `SimStorage` (compiled with the `testing` feature
+//! only, for the project's own tests) is a deterministic crash simulator that keeps a volatile
+//! and a durable image of every file, so tests can crash the engine at any instant and recover
+//! from exactly what a real disk could have kept.
 //!
 //! # Assumptions about the medium (what both implementations model)
 //! - A write is durable only after `sync_data` on its file returns. Before that, any subset of
@@ -13,7 +14,7 @@
 //! - A file's length change (`set_len`) is durable after `sync_data` on the file.
 //! - Mapped memory is coherent with `write_at` of the same file (Linux's unified page cache).
 //!
-//! # Assumptions about I/O errors (what [`SimStorage`] injects)
+//! # Assumptions about I/O errors (what `SimStorage` injects)
 //! - A `write_at` that fails may have written any prefix of its bytes that ends at a sector
 //!   boundary (a short write, then the error): the caller may assume nothing about the range.
 //! - A `sync_data` that fails (`EIO`) may have made any subset of the file's unsynced sectors
@@ -41,6 +42,7 @@
 
 mod real;
 mod scratch;
+#[cfg(feature = "testing")]
 mod sim;
 
 use std::fmt;
@@ -50,6 +52,7 @@ use std::sync::Arc;
 
 pub use real::RealStorage;
 pub use scratch::ScratchUnder;
+#[cfg(feature = "testing")]
 pub use sim::{FaultKind, FaultPlan, SimConfig, SimStorage};
 
 /// A file system: the directory operations the engine needs.
@@ -353,6 +356,19 @@ impl Mapping {
         // SAFETY: the range is whole pages inside the mapping (checked above); the caller
         // upholds the contract on its bytes.
         unsafe { self.owner.release(self.ptr.add(offset), len_bytes) }
+    }
+
+    /// Moves `len_bytes` bytes from `from` to `to` inside the mapping (the ranges may overlap).
+    ///
+    /// # Safety
+    /// As for [`Mapping::write`], over both ranges.
+    pub unsafe fn copy_within(&self, from: usize, to: usize, len_bytes: usize) {
+        assert!(self.writable, "write into a read-only mapping");
+        let end = from.max(to).checked_add(len_bytes).expect("mapping range overflows");
+        assert!(end <= self.len_bytes, "mapping move to {end} past {}", self.len_bytes);
+        // SAFETY: both ranges are inside the writable mapping (asserted); `ptr::copy` allows
+        // overlap; exclusivity is the caller's guarantee.
+        unsafe { std::ptr::copy(self.ptr.add(from), self.ptr.add(to), len_bytes) }
     }
 
     /// The address of byte `offset` (for readers that must not form a slice).

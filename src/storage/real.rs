@@ -156,9 +156,9 @@ impl StorageFile for RealFile {
         let Ok(len) = i64::try_from(len_bytes) else {
             return Ok(false);
         };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.file);
         // SAFETY: a plain system call on a descriptor this value owns; it reads no memory of
         // ours, and mode 0 only adds blocks that read as zeros (it never changes a byte).
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.file);
         let rc = unsafe { libc::fallocate(fd, 0, 0, len) };
         if rc == 0 {
             return Ok(true);
@@ -174,9 +174,9 @@ impl StorageFile for RealFile {
         let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
             return Ok(());
         };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.file);
         // SAFETY: a plain system call on a descriptor this value owns; it reads no memory of
         // ours and cannot change what the file holds.
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.file);
         let rc = unsafe { libc::sync_file_range(fd, offset, len, libc::SYNC_FILE_RANGE_WRITE) };
         if rc == 0 {
             Ok(())

@@ -20,6 +20,7 @@ pub struct ScratchUnder {
 }
 
 impl ScratchUnder {
+    /// `inner`, with syncs of `dir` and of everything under it skipped.
     pub fn new(inner: Arc<dyn Storage>, dir: &Path) -> ScratchUnder {
         ScratchUnder {
             inner,

@@ -88,9 +88,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::{MAPPING_ALIGN_BYTES, Mapping, Storage, StorageFile};
-
-/// The SplitMix64 increment (2^64 / golden ratio), also used to derive seeds.
-const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+use crate::rng::{GOLDEN_GAMMA, SplitMix64};
 
 /// The settings of a [`SimStorage`].
 #[derive(Clone, Debug)]
@@ -146,8 +144,11 @@ impl FaultKind {
 /// the next one); with `persistent`, so does every later one of that class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FaultPlan {
+    /// The fault, and so the class of operations it hits.
     pub kind: FaultKind,
+    /// Which operation of the class fails: `1` is the next one.
     pub after_ops: u64,
+    /// Every later operation of the class fails too.
     pub persistent: bool,
 }
 
@@ -1396,30 +1397,6 @@ impl SectorSet {
         {
             *last &= (1 << (end % 64)) - 1;
         }
-    }
-}
-
-/// The SplitMix64 generator: tiny, fast, and good enough for choosing sectors.
-struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    fn new(seed: u64) -> SplitMix64 {
-        SplitMix64 { state: seed }
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(GOLDEN_GAMMA);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

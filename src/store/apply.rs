@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 use crate::arena::Arena;
 use crate::error::Result;
 use crate::format::page::{PageHeader, PageId};
-use crate::format::record::{self, Edit, Kind, PageInit};
+use crate::format::record::{self, Edit, EditKind, Kind, PageInit};
 use crate::wal::{RecordSpec, now_us};
 use crate::Lsn;
 use super::{ActiveTxn, Inner};
@@ -81,18 +81,25 @@ pub(crate) fn apply_edits(
     edits: &[Edit<'_>],
     only_older: bool,
 ) -> usize {
-    // Each page once, its edits in log order. A record edits a handful of pages, found by a scan
-    // of the edits before each; a record with many edits (a hostile log may hold 65,535) goes
-    // through a stable sort instead, so the work stays n log n.
+    // Each page once, its edits in log order, the pages in the order of their first edit: the
+    // index relies on it (a record writes its new nodes before the edit that links them in,
+    // and frees the old ones after; see store/tree.rs). A record edits a handful of pages, found
+    // by a scan of the edits before each; a record with many edits (a hostile log may hold
+    // 65,535) groups them through a stable sort by first appearance, so the work stays n log n.
     const SCAN_EDITS_MAX: usize = 32;
     if edits.len() > SCAN_EDITS_MAX {
-        let mut order: Vec<usize> = (0..edits.len()).collect();
-        order.sort_by_key(|&i| edits[i].page);
+        let mut first_seen: std::collections::HashMap<PageId, usize> = Default::default();
+        let mut order: Vec<(usize, usize)> = edits
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (*first_seen.entry(e.page).or_insert(i), i))
+            .collect();
+        order.sort_unstable();
         return order
-            .chunk_by(|&a, &b| edits[a].page == edits[b].page)
+            .chunk_by(|a, b| a.0 == b.0)
             .filter(|group| {
-                let page = edits[group[0]].page;
-                apply_page(arena, dirty, lsn, page, group.iter().map(|&i| &edits[i]), only_older)
+                let page = edits[group[0].1].page;
+                apply_page(arena, dirty, lsn, page, group.iter().map(|&(_, i)| &edits[i]), only_older)
             })
             .count();
     }
@@ -122,12 +129,34 @@ fn apply_page<'e, 'a: 'e>(
     }
     for edit in page_edits {
         assert_eq!(edit.page, page, "the edits of one page");
-        arena.write(page, edit.offset as usize, edit.after);
+        apply_edit(arena, edit);
     }
     arena.set_page_lsn(page, lsn);
     dirty.lock().entry(page).or_insert(lsn);
     true
 }
+
+/// Applies one edit to its page (FORMAT.md, "Edits"); the caller holds the page latch. The
+/// ranges were checked against the page size when the record was built or decoded.
+fn apply_edit(arena: &Arena, edit: &Edit<'_>) {
+    let offset = edit.offset as usize;
+    match edit.kind {
+        EditKind::Write => arena.write(edit.page, offset, edit.after),
+        EditKind::Insert { end } => {
+            let len = edit.after.len();
+            arena.move_within(edit.page, offset, offset + len, end as usize - offset);
+            arena.write(edit.page, offset, edit.after);
+        }
+        EditKind::Remove { end, len } => {
+            let (end, len) = (end as usize, len as usize);
+            arena.move_within(edit.page, offset + len, offset, end - offset - len);
+            arena.write(edit.page, end - len, &ZEROS[..len]);
+        }
+    }
+}
+
+/// Zeros for the bytes a remove leaves (an edit spans at most a page of at most 1 MiB).
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
 
 /// Formats `page` as an empty page (the redo of a page-init record).
 pub(crate) fn format_page(
@@ -185,6 +214,7 @@ mod tests {
                 offset: 100 + (i as u32 % 7) * 4,
                 after: &images[i],
                 before: None,
+                kind: EditKind::Write,
             })
             .collect();
         for (count, lsn) in [(5, Lsn(1000)), (40, Lsn(2000))] {

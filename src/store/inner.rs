@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Weak;
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex};
 
 use crate::arena::Arena;
 use crate::arena::doublewrite::Doublewrite;
@@ -19,7 +19,11 @@ use crate::format::control::Control;
 use super::control_file::ControlFile;
 use super::readers::{Epochs, Pin};
 use super::{MetaRef, Options, Retention, VectorRef};
-use super::state::{IdKey, IdMap, Located, Meta, PageMap, WriterState};
+use super::alloc::WriterState;
+use super::catalog::{EntryMeta, EntryView};
+use super::mask::Mask;
+use super::state::PageMap;
+use crate::format::page::VectorLayout;
 
 
 /// The transaction table entry of the running write transaction (at most one).
@@ -47,9 +51,14 @@ pub(crate) struct Inner {
     pub control: Mutex<(ControlFile, Control)>,
     pub doublewrite: Mutex<Doublewrite>,
     pub epochs: Epochs,
-    pub index: RwLock<IdMap<Located>>,
-    /// Committed owners of vector slots, for sequential scans (search).
-    pub slots: RwLock<crate::store::scan::SlotRegistry>,
+    /// The layout of the vector pages.
+    pub layout: VectorLayout,
+    /// The index's root node (a page id, 0 = empty), set after each record that moves it.
+    pub index_root: AtomicU64,
+    /// Committed entries (the meta page's count as of the last commit).
+    pub count: AtomicU64,
+    /// The running transaction's changes, hidden from readers.
+    pub mask: Mask,
     pub writer: Mutex<WriterState>,
     /// Held while a record is appended and applied, so a checkpoint never sees one without the
     /// other; guards the transaction table entry.
@@ -94,6 +103,7 @@ impl Inner {
         retention: Retention,
     ) -> Inner {
         let initialised = control.extent.map_or([0, 0], |e| e.pages);
+        let layout = VectorLayout::new(control.page_size_bytes, control.dimension);
         Inner {
             retention: Mutex::new(retention),
             dir: dir.to_path_buf(),
@@ -108,20 +118,11 @@ impl Inner {
             control: Mutex::new((control_file, control)),
             doublewrite: Mutex::new(doublewrite),
             epochs: Epochs::default(),
-            index: RwLock::new(IdMap::default()),
-            slots: RwLock::new(Default::default()),
-            writer: Mutex::new(super::state::WriterState {
-                next_txn_id: 1,
-                vectors: super::state::VectorAlloc {
-                    free: Vec::new(),
-                    fresh_page: 0,
-                    fresh_slot: 0,
-                    slots_per_page: 1,
-                },
-                catalog: super::state::CatalogAlloc::default(),
-                pending: Default::default(),
-                spare_overlay: Default::default(),
-            }),
+            layout,
+            index_root: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            mask: Mask::default(),
+            writer: Mutex::new(WriterState::new(1, None)),
             apply: Mutex::new(None),
             dirty: Mutex::new(PageMap::default()),
             recent_inits: Mutex::new(PageMap::default()),
@@ -315,62 +316,6 @@ impl Drop for Running<'_> {
 
 
 impl Inner {
-    /// The global slot number of a vector slot (page × slots per page + slot).
-    pub fn global_slot(&self, page: PageId, slot: u32) -> usize {
-        let per_page = crate::format::page::vector_slots_per_page(self.arena.page_size_bytes(), self.dimension);
-        page.page_no() as usize * per_page + slot as usize
-    }
-
-    /// Publishes committed index changes to readers: the id index and the slot registry. The
-    /// caller is the single writer (it holds the writer lock): nothing else changes the index.
-    pub fn publish(&self, changes: impl ExactSizeIterator<Item = (IdKey, Option<Located>)>) {
-        self.grow_index_for(changes.len());
-        let mut index = self.index.write();
-        let mut slots = self.slots.write();
-        for (id, change) in changes {
-            let owner = change.as_ref().map(|l| crate::store::scan::SlotOwner {
-                id: id.clone(),
-                meta: l.meta.clone(),
-            });
-            let new_slot = change.as_ref().map(|l| self.global_slot(l.vector_page, l.vector_slot));
-            let old = match change {
-                Some(located) => index.insert(id, located),
-                None => index.remove(&id),
-            };
-            if let Some(old) = old {
-                slots.set(self.global_slot(old.vector_page, old.vector_slot), None);
-            }
-            if let (Some(slot), Some(owner)) = (new_slot, owner) {
-                slots.set(slot, Some(owner));
-            }
-        }
-    }
-
-    /// Makes room in the id index for `additions` more entries, so that publishing them never
-    /// rehashes under the write lock: a growing hash table rehashes every entry (about 40 ms
-    /// for 200,000 here), and every reader would wait for all of it. The bigger table is filled
-    /// from the current one beside the readers (under the read lock; keys and metadata are
-    /// shared, not copied) and swapped in; the old one is dropped after the lock is released.
-    /// Called by the single writer only.
-    fn grow_index_for(&self, additions: usize) {
-        let grown = {
-            let index = self.index.read();
-            if index.capacity() - index.len() >= additions {
-                return;
-            }
-            let capacity = (index.len() + additions).max(index.capacity() * 2);
-            let mut grown = IdMap::with_capacity_and_hasher(capacity, index.hasher().clone());
-            grown.extend(index.iter().map(|(id, located)| (id.clone(), located.clone())));
-            grown
-        };
-        let old = {
-            let mut index = self.index.write();
-            assert_eq!(index.len(), grown.len(), "the index changed under its single writer");
-            std::mem::replace(&mut *index, grown)
-        };
-        drop(old);
-    }
-
     /// The memory the budget counts now (`Options::memory_budget_bytes`): every arena page
     /// changed in memory and not given back yet (in the dirty page table, or held by the
     /// running checkpoint), and the log's tail not yet handed to its files.
@@ -402,8 +347,9 @@ impl Inner {
         }
     }
 
-    /// Starts a checkpoint when one is due: on the background thread, or here when background
-    /// I/O is off.
+    /// After a commit: starts a checkpoint when one is due, on the background thread, or here
+    /// when background I/O is off; then holds the committing writer while memory is over the
+    /// budget (see [`Inner::wait_for_memory`]).
     pub fn nudge_checkpointer(&self) -> Result<()> {
         let Some(due) = self.checkpoint_due() else {
             return Ok(());
@@ -415,6 +361,7 @@ impl Inner {
             };
         }
         self.want_checkpoint();
+        self.wait_for_memory();
         Ok(())
     }
 
@@ -431,7 +378,7 @@ impl Inner {
     /// running for `STALL_WAIT` (a backup holds them off), lets the writers go on, and none
     /// waits again until the checkpointer moves. Without background I/O the commit has run
     /// the checkpoint itself already (`nudge_checkpointer`).
-    pub fn wait_for_memory(&self) {
+    fn wait_for_memory(&self) {
         let budget = self.options.memory_budget_bytes;
         if budget == 0
             || self.options.checkpoint_interval_bytes == 0
@@ -473,23 +420,26 @@ impl Inner {
         }
     }
 
-    pub fn vector_ref<'a>(&'a self, located: &Located, pin: Pin<'a>) -> VectorRef<'a> {
-        // SAFETY: `located.vector` points at `dimension` f32s (4-byte aligned: page offsets and
+    /// A reader's view of the entry `entry` read (see `catalog::read_entry`): the vector and
+    /// the metadata in place (a chain of overflow pages is read into memory).
+    pub fn vector_ref<'a>(&'a self, entry: &EntryView, pin: Pin<'a>) -> Result<VectorRef<'a>> {
+        // SAFETY: `entry.vector` points at `dimension` f32s (4-byte aligned: page offsets and
         // strides are multiples of 16) inside an arena mapping that lives as long as `self`;
-        // the pin keeps the slot from being reused, and the writer never writes a slot that is
-        // reachable from the index, so the bytes are immutable for the borrow.
-        let vector = unsafe { std::slice::from_raw_parts(located.vector, self.dimension as usize) };
-        let meta = match &located.meta {
-            // SAFETY: as for the vector: an inline metadata range of a reachable catalog entry,
-            // inside a mapping that outlives `self`, immutable while the pin holds.
-            Meta::Inline { ptr, len } => MetaRef::Inline(unsafe { std::slice::from_raw_parts(*ptr, *len as usize) }),
-            Meta::Owned(bytes) => MetaRef::Owned(bytes.clone()),
+        // the pin keeps the slot from reuse, and the writer never writes a slot that a
+        // committed or masked entry owns, so the bytes are immutable for the borrow.
+        let vector = unsafe { std::slice::from_raw_parts(entry.vector, self.dimension as usize) };
+        let meta = match entry.meta {
+            // SAFETY: as for the vector: the inline metadata of a live entry (its bounds were
+            // checked against its page by `read_entry`), immutable while the pin holds.
+            EntryMeta::Inline { ptr, len } => MetaRef::Inline(unsafe { std::slice::from_raw_parts(ptr, len as usize) }),
+            EntryMeta::Chain { first, len } => {
+                MetaRef::Owned(super::catalog::read_chain(&self.arena, first, len)?.0.into())
+            }
         };
-        VectorRef {
+        Ok(VectorRef {
             vector,
             meta,
             _pin: pin,
-        }
+        })
     }
-
 }

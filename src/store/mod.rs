@@ -13,12 +13,16 @@
 //! So readers never block on a writer and never see uncommitted or aborted data: the committed
 //! version is whatever the index points to, and the pages under it do not change.
 
+mod alloc;
 mod apply;
 pub(crate) mod archiver;
+pub(crate) mod catalog;
 pub(crate) mod checkpoint;
 pub mod control_file;
+mod edits;
 mod inner;
 mod lifecycle;
+mod mask;
 mod options;
 pub(crate) mod readers;
 pub mod recovery;
@@ -28,6 +32,7 @@ pub mod settings;
 pub(crate) mod shipper;
 pub(crate) mod shipping;
 pub mod state;
+pub(crate) mod tree;
 mod txn;
 
 use std::ops::Deref;
@@ -271,15 +276,14 @@ impl Store {
 
     /// The vector stored under `id`, or `None`.
     pub fn get(&self, id: &str) -> Result<Option<VectorRef<'_>>> {
-        let pin = self.inner.epochs.pin();
-        // The entry is read in place under the index's read lock (no clone); verifying the page
-        // is one atomic load after its first use since open.
-        let index = self.inner.index.read();
-        let Some(located) = index.get(id) else {
+        let inner = &*self.inner;
+        let pin = inner.epochs.pin();
+        let found = tree::lookup(inner, id.as_bytes())?;
+        let Some(value) = inner.mask.visible(id.as_bytes(), found) else {
             return Ok(None);
         };
-        self.inner.arena.verify_in_use(located.vector_page)?;
-        Ok(Some(self.inner.vector_ref(located, pin)))
+        let entry = catalog::read_entry(&inner.arena, &inner.layout, &value)?;
+        Ok(Some(inner.vector_ref(&entry, pin)?))
     }
 
     /// Inserts a vector (autocommit). `Err(AlreadyExists)` if `id` is present.
@@ -387,7 +391,7 @@ impl Store {
 
     /// The number of vectors.
     pub fn len(&self) -> usize {
-        self.inner.index.read().len()
+        self.inner.count.load(Ordering::Acquire) as usize
     }
 
     /// True if the store holds no vectors.

@@ -43,7 +43,7 @@ pub struct Options {
     /// checkpoint, at creation, always makes one); 0 makes none after that. Default 4.
     pub base_image_every: u32,
     /// What the archive keeps. Default `Stored`: the store's own setting (`SETTINGS`, set at
-    /// creation or with [`Store::set_retention`]), `KeepLast(2)` where none is set. Another
+    /// creation or with [`Store::set_retention`](crate::Store::set_retention)), `KeepLast(2)` where none is set. Another
     /// value applies to this open only (at creation, it is stored).
     pub retention: Retention,
     /// Ship the archive to object storage (`s3://bucket/prefix`, `gs://…`, `az://…`,

@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::format::page::PageId;
 use crate::format::record::{self, Edit, Kind, Payload};
 use crate::store::state::PageMap;
-use crate::store::{ActiveTxn, Inner, apply_edits, format_page, state};
+use crate::store::{ActiveTxn, Inner, apply_edits, format_page};
 use crate::wal::{ScanReport, SkippedRange};
 use crate::{Error, Lsn, RecoveryMode};
 
@@ -44,9 +44,13 @@ pub struct RecoveryReport {
     pub pages_repaired: Vec<String>,
     /// Damage skipped under `RecoveryMode::SkipCorrupted`.
     pub damage_skipped: Vec<String>,
+    /// Time spent in the analysis pass.
     pub analysis_time: Duration,
+    /// Time spent in the redo pass.
     pub redo_time: Duration,
+    /// Time spent in the undo pass (and making its records durable).
     pub undo_time: Duration,
+    /// Time spent in the checkpoint that ends recovery (none after a clean close).
     pub checkpoint_time: Duration,
 }
 
@@ -127,48 +131,15 @@ pub(crate) fn recover(inner: &Inner, scan: ScanReport) -> Result<()> {
     }
     report.undo_time = started.elapsed();
 
-    let skip_damaged = inner.options.recovery == RecoveryMode::SkipCorrupted;
-    let initialised = inner.initialised_pages();
-    let loaded = state::load(
-        &inner.arena,
-        inner.dimension,
-        analysis.next_txn_id,
-        skip_damaged,
-        initialised,
-    )?;
-    for (space, count) in [crate::format::page::Space::Catalog, crate::format::page::Space::Vector]
-        .into_iter()
-        .zip(loaded.initialised)
-    {
-        if count > 0 {
-            inner.note_initialised(PageId::new(space, count - 1));
-        }
-    }
-    report.damage_skipped.extend(loaded.skipped_pages);
+    // The writer's state and the readers' root come from the meta page: nothing else is read.
+    let meta = read_meta(inner)?;
     inner
         .next_txn_id
         .store(analysis.next_txn_id, std::sync::atomic::Ordering::SeqCst);
-    // The loaded index is moved in whole; only the slot registry is built from it.
-    let slots_max = inner.global_slot(
-        PageId::new(
-            crate::format::page::Space::Vector,
-            inner.arena.page_count(crate::format::page::Space::Vector),
-        ),
-        0,
-    );
-    let mut slots = crate::store::scan::SlotRegistry {
-        owners: Vec::with_capacity(slots_max),
-    };
-    for (id, located) in &loaded.index {
-        let owner = crate::store::scan::SlotOwner {
-            id: id.clone(),
-            meta: located.meta.clone(),
-        };
-        slots.set(inner.global_slot(located.vector_page, located.vector_slot), Some(owner));
-    }
-    *inner.index.write() = loaded.index;
-    *inner.slots.write() = slots;
-    *inner.writer.lock() = loaded.writer;
+    let fields = meta.unwrap_or_default();
+    inner.index_root.store(fields.root.get(), std::sync::atomic::Ordering::Release);
+    inner.count.store(fields.count.get(), std::sync::atomic::Ordering::Release);
+    *inner.writer.lock() = crate::store::alloc::WriterState::new(analysis.next_txn_id, meta);
 
     let started = Instant::now();
     // A checkpoint makes the next open fast; after a clean close there is nothing to speed up,
@@ -187,6 +158,44 @@ pub(crate) fn recover(inner: &Inner, scan: ScanReport) -> Result<()> {
     report.checkpoint_time = started.elapsed();
     *inner.report.lock() = report;
     Ok(())
+}
+
+/// The meta page's fields after recovery, checked (`None`: the store has written nothing yet).
+fn read_meta(inner: &Inner) -> Result<Option<crate::format::index::MetaFields>> {
+    use crate::format::page::{PageKind, Space};
+    if inner.arena.page_count(Space::Catalog) == 0 {
+        return Ok(None);
+    }
+    let page = crate::store::alloc::meta_page();
+    inner.arena.verify(page)?;
+    if inner.arena.is_all_zero(page) {
+        if inner.initialised_pages()[Space::Catalog.index()] > 0 {
+            return Err(inner
+                .arena
+                .corrupted(page, "the meta page is empty, but the store had written it (its contents were lost)"));
+        }
+        return Ok(None);
+    }
+    let image = inner.arena.read_page(page);
+    if image[crate::format::page::PAGE_KIND_OFFSET] != PageKind::Meta as u8 {
+        return Err(inner.arena.corrupted(page, "catalog page 0 is not the meta page"));
+    }
+    let fields = crate::format::index::MetaFields::read(&image).expect("a page holds the meta fields");
+    let reason = fields.check(&image).or_else(|| {
+        let catalog = inner.arena.page_count(Space::Catalog);
+        let vector = inner.arena.page_count(Space::Vector);
+        (fields.catalog_pages.get() > catalog || fields.vector_pages.get() > vector).then(|| {
+            format!(
+                "the meta page counts {} catalog and {} vector pages, the arena holds {catalog} and {vector}",
+                fields.catalog_pages.get(),
+                fields.vector_pages.get()
+            )
+        })
+    });
+    match reason {
+        Some(reason) => Err(inner.arena.corrupted(page, reason)),
+        None => Ok(Some(fields)),
+    }
 }
 
 /// Decodes a record's payload; damage is an error, or skipped under `SkipCorrupted`.

@@ -1,41 +1,18 @@
 //! The exact scan: every committed vector, in place and zero-copy, page by page, scored by the
-//! search kernels, keeping the best `k`. Readers never wait for the writer: the slot registry is
-//! read a few pages at a time, and the epoch pin keeps every slot it names from reuse.
+//! search kernels, keeping the best `k`. Readers never wait for the writer: a vector page's
+//! owner table is copied under its latch, one page at a time, and the epoch pin keeps every
+//! slot it names from reuse. Slots the running transaction wrote are skipped, and the vectors
+//! it replaced or deleted are scored from the mask (`store::mask`): the search sees committed
+//! state. A commit that lands during the scan is seen by the pages read after it.
 
-use std::collections::BinaryHeap;
-use std::sync::Arc;
+use std::collections::{BinaryHeap, HashMap};
 
 use super::Inner;
-use super::state::Meta;
+use super::catalog::{EntryMeta, EntryPlace, EntryView, read_entry, read_entry_at};
 use crate::format::meta;
-use crate::format::page::{self, PageId, Space};
+use crate::format::page::{self, PageId, PageKind, Space};
 use crate::search::{Candidate, Kernels, Metric, Query, push, score_key, score_of};
 use crate::{Error, Result};
-
-/// The committed owner of a vector slot: its id and metadata.
-#[derive(Clone, Debug)]
-pub struct SlotOwner {
-    pub id: Arc<str>,
-    pub meta: Meta,
-}
-
-/// Who owns each committed vector slot, by global slot number (page × slots per page + slot).
-#[derive(Debug, Default)]
-pub struct SlotRegistry {
-    pub owners: Vec<Option<SlotOwner>>,
-}
-
-impl SlotRegistry {
-    pub fn set(&mut self, global_slot: usize, owner: Option<SlotOwner>) {
-        if global_slot >= self.owners.len() {
-            self.owners.resize(global_slot + 1, None);
-        }
-        self.owners[global_slot] = owner;
-    }
-}
-
-/// Pages scanned per hold of the registry's read lock.
-const PAGES_PER_LOCK: u64 = 64;
 
 /// Searches `inner` for the `k` vectors closest to `query`.
 pub(super) fn search(
@@ -47,52 +24,89 @@ pub(super) fn search(
 ) -> Result<Vec<(String, f32)>> {
     check_query(inner, query, k)?;
     let _pin = inner.epochs.pin();
-    let dimension = inner.dimension as usize;
-    let stride = page::vector_stride_bytes(inner.dimension);
-    let slots_per_page = page::vector_slots_per_page(inner.arena.page_size_bytes(), inner.dimension);
+    let layout = inner.layout;
+    let slots_per_page = layout.slots_per_page as usize;
     let kernels = Kernels::detect();
     let prepared = Query::new(&kernels, query);
     let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
-    let pages = inner.arena.page_count(Space::Vector);
-    let mut first = 0;
-    while first < pages {
-        let registry = inner.slots.read();
-        for page_no in first..(first + PAGES_PER_LOCK).min(pages) {
-            let base = page_no as usize * slots_per_page;
-            if base >= registry.owners.len() {
-                break;
-            }
-            let page = PageId::new(Space::Vector, page_no);
-            let live = &registry.owners[base..(base + slots_per_page).min(registry.owners.len())];
-            if live.iter().all(Option::is_none) {
+    let mut found: HashMap<usize, EntryPlace> = HashMap::new();
+    let mut owners = vec![0u64; slots_per_page];
+    for page_no in 0..inner.arena.page_count(Space::Vector) {
+        let page = PageId::new(Space::Vector, page_no);
+        if !copy_owners(inner, page, &mut owners)? {
+            continue;
+        }
+        for (slot, &owner) in owners.iter().enumerate() {
+            let Some((catalog_page, offset)) = page::decode_owner(owner) else { continue };
+            if inner.mask.hides_slot(page_no as u32, slot as u32) {
                 continue;
             }
-            inner.arena.verify(page)?;
-            let start = inner.arena.page_ptr(page, page::VECTOR_SLOTS_OFFSET) as *const f32;
-            for (slot, owner) in live.iter().enumerate() {
-                let Some(owner) = owner else { continue };
-                if filter.is_some_and(|(k, v)| !has_pair(owner, k, v)) {
+            let place = EntryPlace {
+                catalog_page,
+                offset,
+                vector_page: page_no,
+                vector_slot: slot as u32,
+            };
+            if let Some((k, v)) = filter {
+                let (entry, _) = read_entry_at(&inner.arena, &layout, &place)?;
+                if !has_pair(inner, &entry, k, v) {
                     continue;
                 }
-                // SAFETY: slot `slot` of a vector page holds `dimension` f32s at a 16-byte-aligned
-                // offset inside the arena mapping, which lives as long as `inner`. Its owner is
-                // committed, so no writer touches it, and the epoch pin keeps it from reuse.
-                let vector = unsafe { std::slice::from_raw_parts(start.byte_add(slot * stride), dimension) };
-                let key = score_key(&kernels, metric, &prepared, vector);
-                push(
-                    &mut heap,
-                    k,
-                    Candidate {
-                        key,
-                        global_slot: base + slot,
-                    },
-                );
+            }
+            let start = inner.arena.page_ptr(page, layout.slot_offset(slot as u32)) as *const f32;
+            // SAFETY: a vector slot of an owned, committed entry: `dimension` f32s, 16-byte
+            // aligned, inside the arena mapping; no writer touches it and the pin keeps it.
+            let vector = unsafe { std::slice::from_raw_parts(start, inner.dimension as usize) };
+            let candidate = Candidate {
+                key: score_key(&kernels, metric, &prepared, vector),
+                global_slot: page_no as usize * slots_per_page + slot,
+            };
+            if heap.len() < k || heap.peek().is_some_and(|worst| candidate < *worst) {
+                found.insert(candidate.global_slot, place);
+                push(&mut heap, k, candidate);
             }
         }
-        drop(registry);
-        first += PAGES_PER_LOCK;
     }
-    Ok(resolve(inner, heap, metric))
+    for value in inner.mask.hidden_values() {
+        let entry = read_entry(&inner.arena, &layout, &value)?;
+        if filter.is_some_and(|(k, v)| !has_pair(inner, &entry, k, v)) {
+            continue;
+        }
+        // SAFETY: as above: the slot of an entry the running transaction replaced or deleted,
+        // still committed state; it is freed only after the commit and this pin.
+        let vector = unsafe { std::slice::from_raw_parts(entry.vector, inner.dimension as usize) };
+        let global_slot = value.vector_page.get() as usize * slots_per_page + value.vector_slot.get() as usize;
+        let candidate = Candidate {
+            key: score_key(&kernels, metric, &prepared, vector),
+            global_slot,
+        };
+        found.insert(
+            global_slot,
+            EntryPlace {
+                catalog_page: u64::from(value.catalog_page.get()),
+                offset: value.entry_offset.get(),
+                vector_page: u64::from(value.vector_page.get()),
+                vector_slot: value.vector_slot.get(),
+            },
+        );
+        push(&mut heap, k, candidate);
+    }
+    resolve(inner, heap, &found, metric)
+}
+
+/// Copies the owner table of vector page `page` under its latch; false if the page holds no
+/// vectors (never formatted).
+fn copy_owners(inner: &Inner, page: PageId, owners: &mut [u64]) -> Result<bool> {
+    inner.arena.verify(page)?;
+    let image = inner.arena.read_page(page);
+    if image[page::PAGE_KIND_OFFSET] != PageKind::Vector as u8 {
+        return Ok(false);
+    }
+    for (slot, owner) in owners.iter_mut().enumerate() {
+        let at = page::VECTOR_OWNERS_OFFSET + slot * page::VECTOR_OWNER_BYTES;
+        *owner = u64::from_le_bytes(image[at..at + 8].try_into().expect("8 bytes"));
+    }
+    Ok(true)
 }
 
 fn check_query(inner: &Inner, query: &[f32], k: usize) -> Result<()> {
@@ -112,26 +126,49 @@ fn check_query(inner: &Inner, query: &[f32], k: usize) -> Result<()> {
     Ok(())
 }
 
-fn has_pair(owner: &SlotOwner, key: &str, value: &str) -> bool {
-    let bytes: &[u8] = match &owner.meta {
-        // SAFETY: inline metadata of a committed entry, immutable while the search's epoch pin
-        // holds, inside a mapping that outlives the store.
-        Meta::Inline { ptr, len } => unsafe { std::slice::from_raw_parts(*ptr, *len as usize) },
-        Meta::Owned(bytes) => bytes,
+/// True if the entry's metadata holds the pair `key` = `value`.
+fn has_pair(inner: &Inner, entry: &EntryView, key: &str, value: &str) -> bool {
+    let chain;
+    let bytes: &[u8] = match entry.meta {
+        // SAFETY: inline metadata of a committed entry (bounds checked by `read_entry_at`),
+        // immutable while the search's epoch pin holds, inside a mapping that outlives the store.
+        EntryMeta::Inline { ptr, len } => unsafe { std::slice::from_raw_parts(ptr, len as usize) },
+        EntryMeta::Chain { first, len } => match super::catalog::read_chain(&inner.arena, first, len) {
+            Ok((bytes, _)) => {
+                chain = bytes;
+                &chain
+            }
+            Err(_) => return false,
+        },
     };
     meta::Pairs::new(bytes).is_some_and(|mut pairs| pairs.any(|(k, v)| k == key && v == value))
 }
 
-/// Turns heap keys back into scores, best first, with the owners' ids.
-fn resolve(inner: &Inner, heap: BinaryHeap<Candidate>, metric: Metric) -> Vec<(String, f32)> {
-    let registry = inner.slots.read();
-    let mut found: Vec<Candidate> = heap.into_vec();
-    found.sort();
-    found
-        .into_iter()
-        .filter_map(|c| {
-            let owner = registry.owners.get(c.global_slot)?.as_ref()?;
-            Some((owner.id.to_string(), score_of(metric, c.key)))
-        })
-        .collect()
+/// Turns heap keys back into scores, best first, with the owners' ids (each id once: a commit
+/// during the scan can show an id at its old and its new slot).
+fn resolve(
+    inner: &Inner,
+    heap: BinaryHeap<Candidate>,
+    found: &HashMap<usize, EntryPlace>,
+    metric: Metric,
+) -> Result<Vec<(String, f32)>> {
+    let mut candidates: Vec<Candidate> = heap.into_vec();
+    candidates.sort();
+    let mut seen = std::collections::HashSet::new();
+    let mut results = Vec::with_capacity(candidates.len());
+    for candidate in candidates {
+        let place = found[&candidate.global_slot];
+        let (entry, _) = read_entry_at(&inner.arena, &inner.layout, &place)?;
+        // SAFETY: the search holds its epoch pin, taken before it found the entry.
+        let id = unsafe { entry.id_bytes() };
+        let id = std::str::from_utf8(id).map_err(|_| {
+            inner
+                .arena
+                .corrupted(PageId::new(Space::Catalog, place.catalog_page), "an id is not UTF-8")
+        })?;
+        if seen.insert(id) {
+            results.push((id.to_string(), score_of(metric, candidate.key)));
+        }
+    }
+    Ok(results)
 }

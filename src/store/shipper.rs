@@ -35,8 +35,9 @@ const FINISH_WAIT_FAILING: Duration = Duration::from_secs(1);
 /// What the shipper has done, for `stats` and callers.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ShipStatus {
-    /// The archive URL and the generation (store id and timeline) shipped to.
+    /// The archive URL shipped to.
     pub url: String,
+    /// The generation shipped to (`<store id>-<timeline>`).
     pub generation: String,
     /// A restore of the latest state from the remote alone reaches this LSN (0: no base image
     /// is there yet).
@@ -54,8 +55,9 @@ pub struct ShipStatus {
     pub refused: bool,
     /// Local archive files not yet confirmed remote.
     pub pending_files: u64,
-    /// Objects and bytes uploaded by this open.
+    /// Objects uploaded by this open.
     pub uploaded_objects: u64,
+    /// Bytes uploaded by this open.
     pub uploaded_bytes: u64,
     /// Rounds completed without error.
     pub rounds: u64,

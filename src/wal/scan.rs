@@ -36,21 +36,28 @@ pub struct TornTail {
 /// A range of damaged log skipped under [`RecoveryMode::SkipCorrupted`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SkippedRange {
+    /// The first damaged address.
     pub from: Lsn,
+    /// Where the log resumed: the next valid record.
     pub to: Lsn,
+    /// What was wrong at `from`.
     pub reason: String,
 }
 
 /// What the open scan found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ScanReport {
+    /// Where the scan started.
     pub start_lsn: Lsn,
     /// The end of the log: the next record is appended here.
     pub end_lsn: Lsn,
     /// The last valid record seen, if any.
     pub last_record_lsn: Option<Lsn>,
+    /// Valid records seen.
     pub records: u64,
+    /// The torn tail after the log's end, if any.
     pub torn_tail: Option<TornTail>,
+    /// Damaged ranges skipped (only under `RecoveryMode::SkipCorrupted`).
     pub skipped: Vec<SkippedRange>,
     /// Zero the log from `end_lsn` to here before appending (garbage of the torn tail).
     pub zero_to: u64,

@@ -1,36 +1,11 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests (each includes this module with `mod support;`).
 #![allow(dead_code)]
 
-/// A small deterministic PRNG (SplitMix64), so tests need no extra crate.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
+pub mod golden;
 
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next_u64() as u8).collect()
-    }
-
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
+/// The project's one seeded generator (SplitMix64). (Not every test uses it.)
+#[allow(unused_imports)]
+pub use vellum::rng::SplitMix64 as Rng;
 
 /// The seed of a randomised test: `$VAR` if set, else `default`. Printed so a failure replays.
 pub fn seed_from_env(var: &str, default: u64) -> u64 {

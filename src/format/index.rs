@@ -1,0 +1,614 @@
+//! The id index (format-spec/FORMAT.md, "The id index"): the meta page, catalog page 0, and
+//! the nodes of a B+tree over the bytes of the ids, in catalog-space pages.
+//!
+//! A node is a slotted page: after the 64-byte page header, a directory of `u32` cell offsets
+//! in key order; cells are packed from the end of the page down. The gap between the end of
+//! the directory and the lowest cell (`b`, the start of cell data) is free; a removed cell's
+//! bytes stay where they were until the node is rewritten.
+//!
+//! | cell | layout |
+//! |---|---|
+//! | leaf | `key_len u16`, [`LeafValue`] (24 bytes), key |
+//! | branch | `key_len u16`, child page id `u64`, key |
+//!
+//! A branch with `n` cells has `n + 1` children: the leftmost (header field `c`) holds the keys
+//! below the first cell's key; the child of cell `i` holds the keys from cell `i`'s key up to
+//! the next cell's key. Keys are 1 to [`KEY_MAX_BYTES`] bytes and strictly increasing in a node.
+//!
+//! Everything here is pure and never panics on page bytes: a reader checks each offset and
+//! length it follows, and [`Node::check`] checks a whole node.
+
+use zerocopy::little_endian::{U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::format::meta::ID_MAX_BYTES;
+use crate::format::page::{PAGE_HEADER_BYTES, PageHeader, PageKind};
+use crate::format::wal::PAGE_SIZE_MIN_BYTES;
+
+/// The meta page is catalog page 0.
+pub const META_PAGE_NO: u64 = 0;
+
+/// The meta page's fields, at [`META_FIELDS_OFFSET`].
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 64 | 8 | root: page id of the index's root node (0 = the index is empty) |
+/// | 72 | 4 | height: levels of the index (0 = empty, 1 = the root is a leaf) |
+/// | 76 | 4 | reserved, zero |
+/// | 80 | 8 | count: entries in the index |
+/// | 88 | 8 | vector pages: pages `0..n` of the vector space are formatted |
+/// | 96 | 8 | catalog pages: pages `0..n` of the catalog space are in use or free |
+/// | 104 | 8 | hot catalog page: id of the catalog page new entries go to first (0 = none) |
+/// | 112 | 16 | vector list: head and tail page ids of the vector pages with a free slot |
+/// | 128 | 16 | roomy list: catalog pages that gained free space since they were last full |
+/// | 144 | 16 | free list: free catalog-space pages (kind free) |
+///
+/// A list's head and tail are 0 when it is empty. The rest of the page is zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct MetaFields {
+    /// Page id of the root node, 0 when the index is empty.
+    pub root: U64,
+    /// Levels of the index.
+    pub height: U32,
+    /// Zero.
+    pub reserved: U32,
+    /// Entries in the index.
+    pub count: U64,
+    /// Vector pages formatted.
+    pub vector_pages: U64,
+    /// Catalog-space pages handed out (the meta page included).
+    pub catalog_pages: U64,
+    /// The catalog page new entries go to first (a page id, 0 = none).
+    pub hot_catalog: U64,
+    /// Vector pages with a free slot.
+    pub vector_list: ListEnds,
+    /// Catalog pages with freed space.
+    pub roomy_list: ListEnds,
+    /// Free catalog-space pages.
+    pub free_list: ListEnds,
+}
+
+/// The two ends of a list of pages linked through header field `c` (page ids, 0 = empty).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct ListEnds {
+    /// The first page, popped first.
+    pub head: U64,
+    /// The last page, pushed after.
+    pub tail: U64,
+}
+
+/// Where the meta fields start.
+pub const META_FIELDS_OFFSET: usize = PAGE_HEADER_BYTES;
+/// Bytes of the meta fields.
+pub const META_FIELDS_BYTES: usize = 96;
+const _: () = assert!(size_of::<MetaFields>() == META_FIELDS_BYTES);
+const _: () = assert!(size_of::<ListEnds>() == 16);
+/// Offsets of the meta fields in the page.
+pub const META_ROOT_OFFSET: usize = META_FIELDS_OFFSET + std::mem::offset_of!(MetaFields, root);
+/// See [`MetaFields::height`].
+pub const META_HEIGHT_OFFSET: usize = META_FIELDS_OFFSET + std::mem::offset_of!(MetaFields, height);
+/// See [`MetaFields::count`].
+pub const META_COUNT_OFFSET: usize = META_FIELDS_OFFSET + std::mem::offset_of!(MetaFields, count);
+const _: () = assert!(META_ROOT_OFFSET == 64 && META_HEIGHT_OFFSET == 72 && META_COUNT_OFFSET == 80);
+const _: () = assert!(META_FIELDS_OFFSET + std::mem::offset_of!(MetaFields, free_list) == 144);
+
+impl MetaFields {
+    /// Reads the meta fields of a meta page image.
+    pub fn read(image: &[u8]) -> Option<MetaFields> {
+        let bytes = image.get(META_FIELDS_OFFSET..META_FIELDS_OFFSET + META_FIELDS_BYTES)?;
+        MetaFields::read_from_bytes(bytes).ok()
+    }
+
+    /// Why the fields of a meta page of a store with `page_size_bytes` pages are not valid,
+    /// or `None`: the rules that need nothing but the page (FORMAT.md, "The meta page").
+    pub fn check(&self, image: &[u8]) -> Option<String> {
+        let header = PageHeader::read_from_prefix(image).ok()?.0;
+        if header.kind != PageKind::Meta as u8 {
+            return Some(format!("page kind {} is not the meta page", header.kind));
+        }
+        if header.a.get() != 0 || header.b.get() != 0 || header.c.get() != 0 || self.reserved.get() != 0 {
+            return Some("meta page: reserved fields are not zero".into());
+        }
+        if (self.root.get() == 0) != (self.height.get() == 0) {
+            return Some("meta page: an index of no root has no height, and only it".into());
+        }
+        if self.root.get() == 0 && self.count.get() != 0 {
+            return Some(format!("meta page: {} entries in an empty index", self.count.get()));
+        }
+        if self.height.get() > HEIGHT_MAX {
+            return Some(format!("meta page: index height {} out of range", self.height.get()));
+        }
+        for (name, list) in [
+            ("vector", self.vector_list),
+            ("roomy", self.roomy_list),
+            ("free", self.free_list),
+        ] {
+            if (list.head.get() == 0) != (list.tail.get() == 0) {
+                return Some(format!("meta page: the {name} list has one end only"));
+            }
+        }
+        if image[META_FIELDS_OFFSET + META_FIELDS_BYTES..].iter().any(|&b| b != 0) {
+            return Some("meta page: bytes after the fields are not zero".into());
+        }
+        None
+    }
+}
+
+/// The most levels an index may have: far more than ids can fill (each level multiplies the
+/// entries by at least two), so a larger height is damage.
+pub const HEIGHT_MAX: u32 = 64;
+
+/// The largest key: an id.
+pub const KEY_MAX_BYTES: usize = ID_MAX_BYTES;
+/// The directory of a node starts right after the header.
+pub const NODE_DIR_OFFSET: usize = PAGE_HEADER_BYTES;
+/// Bytes of one directory entry (a cell offset).
+pub const NODE_DIR_ENTRY_BYTES: usize = 4;
+/// Bytes of the key length in front of every cell.
+pub const CELL_KEY_LEN_BYTES: usize = 2;
+/// Bytes of a leaf cell's value.
+pub const LEAF_VALUE_BYTES: usize = 24;
+/// Bytes of a branch cell's child page id.
+pub const BRANCH_CHILD_BYTES: usize = 8;
+
+/// What a leaf maps an id to: where its vector and its catalog entry are.
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 4 | vector page number |
+/// | 4 | 4 | vector slot |
+/// | 8 | 4 | catalog page number |
+/// | 12 | 4 | catalog slot (directory entry of the catalog page) |
+/// | 16 | 4 | entry offset in the catalog page |
+/// | 20 | 4 | entry length in bytes |
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct LeafValue {
+    /// The vector's page number in the vector space.
+    pub vector_page: U32,
+    /// Its slot in that page.
+    pub vector_slot: U32,
+    /// The catalog page of the id's entry.
+    pub catalog_page: U32,
+    /// The entry's directory slot in that page.
+    pub catalog_slot: U32,
+    /// Where the entry starts in that page.
+    pub entry_offset: U32,
+    /// The entry's length in bytes.
+    pub entry_len: U32,
+}
+const _: () = assert!(size_of::<LeafValue>() == LEAF_VALUE_BYTES);
+
+/// The two kinds of node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    /// Cells map keys to [`LeafValue`]s.
+    Leaf,
+    /// Cells map separator keys to children.
+    Branch,
+}
+
+impl NodeKind {
+    /// The page kind of a node of this kind.
+    pub fn page_kind(self) -> PageKind {
+        match self {
+            NodeKind::Leaf => PageKind::IndexLeaf,
+            NodeKind::Branch => PageKind::IndexBranch,
+        }
+    }
+
+    /// Bytes between the key length and the key: the value or the child.
+    pub fn payload_bytes(self) -> usize {
+        match self {
+            NodeKind::Leaf => LEAF_VALUE_BYTES,
+            NodeKind::Branch => BRANCH_CHILD_BYTES,
+        }
+    }
+
+    /// Bytes of a cell with a key of `key_len` bytes.
+    pub fn cell_bytes(self, key_len: usize) -> usize {
+        CELL_KEY_LEN_BYTES + self.payload_bytes() + key_len
+    }
+}
+
+/// A node read from a page image. Construction checks the header; each accessor checks what it
+/// follows, so a damaged node yields `Err(reason)`, never a panic or a read out of the page.
+#[derive(Clone, Copy, Debug)]
+pub struct Node<'a> {
+    image: &'a [u8],
+    /// Leaf or branch.
+    pub kind: NodeKind,
+    /// Cells in the node.
+    pub count: usize,
+    /// The lowest byte of cell data.
+    pub data_start: usize,
+    /// Branches: the leftmost child's page id.
+    pub leftmost: u64,
+}
+
+impl<'a> Node<'a> {
+    /// Reads the header of the node in `image` (a whole page): its kind, cell count and start
+    /// of cell data, which must leave room for the directory.
+    pub fn parse(image: &'a [u8]) -> Result<Node<'a>, String> {
+        let Ok((header, _)) = PageHeader::read_from_prefix(image) else {
+            return Err(format!("a page of {} bytes holds no header", image.len()));
+        };
+        let kind = match PageKind::from_u8(header.kind) {
+            Some(PageKind::IndexLeaf) => NodeKind::Leaf,
+            Some(PageKind::IndexBranch) => NodeKind::Branch,
+            _ => return Err(format!("page kind {} is not an index node", header.kind)),
+        };
+        let count = header.a.get() as usize;
+        let data_start = header.b.get() as usize;
+        let directory_end = NODE_DIR_OFFSET as u64 + count as u64 * NODE_DIR_ENTRY_BYTES as u64;
+        if directory_end > data_start as u64 || data_start > image.len() {
+            return Err(format!(
+                "node of {count} cells: directory overlaps cell data at {data_start}"
+            ));
+        }
+        let leftmost = header.c.get();
+        match kind {
+            NodeKind::Leaf if leftmost != 0 => return Err("leaf: header field c is not zero".into()),
+            NodeKind::Branch if leftmost == 0 => return Err("branch without a leftmost child".into()),
+            _ => {}
+        }
+        Ok(Node {
+            image,
+            kind,
+            count,
+            data_start,
+            leftmost,
+        })
+    }
+
+    /// The end of the directory: free space runs from here to `data_start`.
+    pub fn directory_end(&self) -> usize {
+        NODE_DIR_OFFSET + self.count * NODE_DIR_ENTRY_BYTES
+    }
+
+    /// Free bytes between the directory and the cells.
+    pub fn gap_bytes(&self) -> usize {
+        self.data_start - self.directory_end()
+    }
+
+    /// Where cell `i` starts, checked to lie in the cell data with room for its fixed part.
+    pub fn cell_offset(&self, i: usize) -> Result<usize, String> {
+        assert!(i < self.count, "cell {i} of a node of {}", self.count);
+        let at = NODE_DIR_OFFSET + i * NODE_DIR_ENTRY_BYTES;
+        let offset = u32::from_le_bytes(self.image[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let fixed = CELL_KEY_LEN_BYTES + self.kind.payload_bytes();
+        if offset < self.data_start || offset + fixed > self.image.len() {
+            return Err(format!("cell {i} at {offset} lies outside the cell data"));
+        }
+        Ok(offset)
+    }
+
+    /// Cell `i`'s key.
+    pub fn key(&self, i: usize) -> Result<&'a [u8], String> {
+        let offset = self.cell_offset(i)?;
+        let key_len = u16::from_le_bytes([self.image[offset], self.image[offset + 1]]) as usize;
+        let start = offset + CELL_KEY_LEN_BYTES + self.kind.payload_bytes();
+        if key_len == 0 || key_len > KEY_MAX_BYTES || start + key_len > self.image.len() {
+            return Err(format!("cell {i}: key length {key_len} out of range"));
+        }
+        Ok(&self.image[start..start + key_len])
+    }
+
+    /// The whole of cell `i`, key length to key.
+    pub fn cell(&self, i: usize) -> Result<&'a [u8], String> {
+        let offset = self.cell_offset(i)?;
+        let key = self.key(i)?;
+        Ok(&self.image[offset..offset + self.kind.cell_bytes(key.len())])
+    }
+
+    /// Where cell `i`'s payload (value or child) starts.
+    pub fn payload_offset(&self, i: usize) -> Result<usize, String> {
+        Ok(self.cell_offset(i)? + CELL_KEY_LEN_BYTES)
+    }
+
+    /// A leaf's value of cell `i`.
+    pub fn value(&self, i: usize) -> Result<LeafValue, String> {
+        assert_eq!(self.kind, NodeKind::Leaf, "values are in leaves");
+        let at = self.payload_offset(i)?;
+        Ok(LeafValue::read_from_bytes(&self.image[at..at + LEAF_VALUE_BYTES]).expect("24 bytes"))
+    }
+
+    /// A branch's child `j` (0 = the leftmost, `j` = cell `j - 1`'s), a page id.
+    pub fn child(&self, j: usize) -> Result<u64, String> {
+        assert_eq!(self.kind, NodeKind::Branch, "children are in branches");
+        if j == 0 {
+            return Ok(self.leftmost);
+        }
+        let at = self.payload_offset(j - 1)?;
+        Ok(u64::from_le_bytes(self.image[at..at + 8].try_into().expect("8 bytes")))
+    }
+
+    /// Binary search for `key`: `Ok(i)` if cell `i` holds it, else `Err(i)`, the position it
+    /// would take.
+    pub fn search(&self, key: &[u8]) -> Result<Result<usize, usize>, String> {
+        let (mut low, mut high) = (0, self.count);
+        while low < high {
+            let mid = low + (high - low) / 2;
+            match self.key(mid)?.cmp(key) {
+                std::cmp::Ordering::Less => low = mid + 1,
+                std::cmp::Ordering::Greater => high = mid,
+                std::cmp::Ordering::Equal => return Ok(Ok(mid)),
+            }
+        }
+        Ok(Err(low))
+    }
+
+    /// A branch's child for `key`: its index (the number of cells whose key is at most `key`)
+    /// and page id.
+    pub fn child_for(&self, key: &[u8]) -> Result<(usize, u64), String> {
+        let j = match self.search(key)? {
+            Ok(i) => i + 1,
+            Err(i) => i,
+        };
+        Ok((j, self.child(j)?))
+    }
+
+    /// Bytes the live cells and the directory take.
+    pub fn used_bytes(&self) -> Result<usize, String> {
+        let mut used = self.count * NODE_DIR_ENTRY_BYTES;
+        for i in 0..self.count {
+            used += self.kind.cell_bytes(self.key(i)?.len());
+        }
+        Ok(used)
+    }
+
+    /// Checks the whole node: every cell inside the cell data, no two overlapping, keys of 1 to
+    /// [`KEY_MAX_BYTES`] bytes strictly increasing, and (branches) no child page id of 0.
+    pub fn check(&self) -> Result<(), String> {
+        let mut extents = Vec::with_capacity(self.count);
+        for i in 0..self.count {
+            let cell = self.cell(i)?;
+            let offset = self.cell_offset(i)?;
+            extents.push((offset, cell.len()));
+            if i > 0 && self.key(i - 1)? >= self.key(i)? {
+                return Err(format!("cell {i}: keys out of order"));
+            }
+            if self.kind == NodeKind::Branch && self.child(i + 1)? == 0 {
+                return Err(format!("cell {i}: child page id 0"));
+            }
+        }
+        extents.sort_unstable();
+        if let Some(pair) = extents.windows(2).find(|p| p[0].0 + p[0].1 > p[1].0) {
+            return Err(format!("cells overlap at offset {}", pair[1].0));
+        }
+        Ok(())
+    }
+}
+
+/// Lays out a node of `kind` holding `cells` (each a whole encoded cell, in key order) in a
+/// page of `page_size_bytes`: returns the header fields `a` (count) and `b` (start of cell
+/// data) and the bytes from [`NODE_DIR_OFFSET`] to the end of the page (directory, gap of
+/// zeros, cells). `None` if the cells do not fit.
+pub fn layout_node<'c>(
+    page_size_bytes: usize,
+    cells: impl ExactSizeIterator<Item = &'c [u8]>,
+) -> Option<(u32, u32, Vec<u8>)> {
+    let count = cells.len();
+    let mut body = vec![0u8; page_size_bytes - NODE_DIR_OFFSET];
+    let mut data_start = page_size_bytes;
+    let directory_end = NODE_DIR_OFFSET + count * NODE_DIR_ENTRY_BYTES;
+    for (i, cell) in cells.enumerate() {
+        if data_start < directory_end + cell.len() {
+            return None;
+        }
+        data_start -= cell.len();
+        body[data_start - NODE_DIR_OFFSET..data_start - NODE_DIR_OFFSET + cell.len()].copy_from_slice(cell);
+        let at = i * NODE_DIR_ENTRY_BYTES;
+        body[at..at + NODE_DIR_ENTRY_BYTES].copy_from_slice(&(data_start as u32).to_le_bytes());
+    }
+    Some((count as u32, data_start as u32, body))
+}
+
+/// Encodes a leaf cell.
+pub fn leaf_cell(key: &[u8], value: &LeafValue) -> Vec<u8> {
+    encode_cell(key, value.as_bytes())
+}
+
+/// Encodes a branch cell.
+pub fn branch_cell(key: &[u8], child: u64) -> Vec<u8> {
+    encode_cell(key, &child.to_le_bytes())
+}
+
+fn encode_cell(key: &[u8], payload: &[u8]) -> Vec<u8> {
+    assert!(!key.is_empty() && key.len() <= KEY_MAX_BYTES, "a key of 1..=1024 bytes");
+    let mut cell = Vec::with_capacity(CELL_KEY_LEN_BYTES + payload.len() + key.len());
+    cell.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    cell.extend_from_slice(payload);
+    cell.extend_from_slice(key);
+    cell
+}
+
+/// The key of an encoded cell of `kind`.
+pub fn cell_key(kind: NodeKind, cell: &[u8]) -> &[u8] {
+    &cell[CELL_KEY_LEN_BYTES + kind.payload_bytes()..]
+}
+
+/// The shortest separator between a left node whose last key is `left` and a right node whose
+/// first key is `right` (`left < right`): the shortest prefix of `right` above `left`.
+pub fn separator(left: &[u8], right: &[u8]) -> Vec<u8> {
+    assert!(left < right, "separator of keys in order");
+    let common = left.iter().zip(right).take_while(|(a, b)| a == b).count();
+    right[..(common + 1).min(right.len())].to_vec()
+}
+
+/// The smallest page a node can live in: three cells of the largest key fit, so that when a
+/// full node and one more cell are split where the bytes pass half their total, both halves fit
+/// (the half that takes the middle cell holds at most half the total plus one cell).
+pub const NODE_PAGE_MIN_BYTES: usize =
+    NODE_DIR_OFFSET + 3 * (NODE_DIR_ENTRY_BYTES + CELL_KEY_LEN_BYTES + LEAF_VALUE_BYTES + KEY_MAX_BYTES);
+const _: () = assert!(NODE_PAGE_MIN_BYTES <= PAGE_SIZE_MIN_BYTES as usize);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::page::{PageId, Space, new_header};
+
+    fn node_page(kind: NodeKind, leftmost: u64, cells: &[Vec<u8>]) -> Vec<u8> {
+        let (a, b, body) = layout_node(4096, cells.iter().map(Vec::as_slice)).expect("cells fit");
+        let mut page = vec![0u8; 4096];
+        let mut header = new_header(kind.page_kind(), PageId::new(Space::Catalog, 3), a, b);
+        header.c = U64::new(leftmost);
+        page[..PAGE_HEADER_BYTES].copy_from_slice(header.as_bytes());
+        page[NODE_DIR_OFFSET..].copy_from_slice(&body);
+        page
+    }
+
+    fn value(n: u32) -> LeafValue {
+        LeafValue {
+            vector_page: U32::new(n),
+            vector_slot: U32::new(n + 1),
+            catalog_page: U32::new(1),
+            catalog_slot: U32::new(n),
+            entry_offset: U32::new(4000 - n),
+            entry_len: U32::new(40),
+        }
+    }
+
+    #[test]
+    fn a_leaf_finds_its_keys_and_the_place_of_others() {
+        let keys = ["apple", "banana", "cherry", "date"];
+        let cells: Vec<Vec<u8>> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| leaf_cell(k.as_bytes(), &value(i as u32)))
+            .collect();
+        let page = node_page(NodeKind::Leaf, 0, &cells);
+        let node = Node::parse(&page).expect("a leaf");
+        node.check().expect("a well-formed leaf");
+        assert_eq!(node.count, 4);
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(node.search(k.as_bytes()), Ok(Ok(i)), "{k} is cell {i}");
+            assert_eq!(node.value(i), Ok(value(i as u32)));
+        }
+        assert_eq!(node.search(b"a"), Ok(Err(0)));
+        assert_eq!(node.search(b"blueberry"), Ok(Err(2)));
+        assert_eq!(node.search(b"zzz"), Ok(Err(4)));
+        assert_eq!(
+            node.used_bytes(),
+            Ok(4 * 4 + keys.iter().map(|k| 26 + k.len()).sum::<usize>())
+        );
+    }
+
+    #[test]
+    fn a_branch_routes_each_key_to_the_child_that_holds_it() {
+        let cells = vec![
+            branch_cell(b"m", 0x0100_0000_0000_0020),
+            branch_cell(b"t", 0x0100_0000_0000_0030),
+        ];
+        let page = node_page(NodeKind::Branch, 0x0100_0000_0000_0010, &cells);
+        let node = Node::parse(&page).expect("a branch");
+        node.check().expect("well formed");
+        assert_eq!(node.child_for(b"a"), Ok((0, 0x0100_0000_0000_0010)));
+        assert_eq!(
+            node.child_for(b"m"),
+            Ok((1, 0x0100_0000_0000_0020)),
+            "a separator's key goes right"
+        );
+        assert_eq!(node.child_for(b"s"), Ok((1, 0x0100_0000_0000_0020)));
+        assert_eq!(node.child_for(b"zz"), Ok((2, 0x0100_0000_0000_0030)));
+    }
+
+    #[test]
+    fn a_damaged_node_is_refused_with_a_reason_never_a_panic() {
+        let cells = vec![leaf_cell(b"a", &value(0)), leaf_cell(b"b", &value(1))];
+        let page = node_page(NodeKind::Leaf, 0, &cells);
+        let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+            (
+                "directory overlaps",
+                Box::new(|p| p[24..28].copy_from_slice(&2000u32.to_le_bytes())),
+            ),
+            (
+                "directory overlaps",
+                Box::new(|p| p[28..32].copy_from_slice(&5000u32.to_le_bytes())),
+            ),
+            (
+                "outside the cell data",
+                Box::new(|p| p[64..68].copy_from_slice(&8u32.to_le_bytes())),
+            ),
+            (
+                "outside the cell data",
+                Box::new(|p| p[64..68].copy_from_slice(&4090u32.to_le_bytes())),
+            ),
+            (
+                "key length",
+                Box::new(|p| {
+                    let at = u32::from_le_bytes(p[64..68].try_into().unwrap()) as usize;
+                    p[at..at + 2].copy_from_slice(&0u16.to_le_bytes());
+                }),
+            ),
+            (
+                "key length",
+                Box::new(|p| {
+                    let at = u32::from_le_bytes(p[64..68].try_into().unwrap()) as usize;
+                    p[at..at + 2].copy_from_slice(&2000u16.to_le_bytes());
+                }),
+            ),
+            (
+                "out of order",
+                Box::new(|p| {
+                    let (a, b) = (p[64..68].to_vec(), p[68..72].to_vec());
+                    p[64..68].copy_from_slice(&b);
+                    p[68..72].copy_from_slice(&a);
+                }),
+            ),
+            ("not an index node", Box::new(|p| p[4] = 2)),
+            ("field c", Box::new(|p| p[32] = 1)),
+        ];
+        for (reason, damage) in cases {
+            let mut damaged = page.clone();
+            damage(&mut damaged);
+            let outcome = Node::parse(&damaged).and_then(|n| n.check());
+            assert!(
+                outcome.as_ref().is_err_and(|e| e.contains(reason)),
+                "expected {reason:?}, got {outcome:?}"
+            );
+        }
+        assert!(Node::parse(&page[..40]).is_err(), "no header");
+    }
+
+    #[test]
+    fn separators_are_the_shortest_prefix_above_the_left_key() {
+        assert_eq!(separator(b"apple", b"banana"), b"b");
+        assert_eq!(separator(b"doc:0099", b"doc:0100"), b"doc:01");
+        assert_eq!(separator(b"ab", b"abc"), b"abc");
+        assert_eq!(separator(b"a", b"b"), b"b");
+    }
+
+    #[test]
+    fn the_smallest_node_page_holds_three_largest_cells() {
+        let big = vec![b'x'; KEY_MAX_BYTES];
+        let cells: Vec<Vec<u8>> = (0..3u8)
+            .map(|i| {
+                let mut key = big.clone();
+                key[0] = b'a' + i;
+                leaf_cell(&key, &value(0))
+            })
+            .collect();
+        assert!(layout_node(NODE_PAGE_MIN_BYTES, cells.iter().map(Vec::as_slice)).is_some());
+        assert!(layout_node(NODE_PAGE_MIN_BYTES - 1, cells.iter().map(Vec::as_slice)).is_none());
+        assert!(NODE_PAGE_MIN_BYTES <= 4096, "pages of 4 KiB and up hold nodes");
+    }
+
+    #[test]
+    fn meta_fields_of_a_fresh_meta_page_are_an_empty_index() {
+        let mut page = vec![0u8; 4096];
+        let header = new_header(PageKind::Meta, PageId::new(Space::Catalog, 0), 0, 0);
+        page[..PAGE_HEADER_BYTES].copy_from_slice(header.as_bytes());
+        let fields = MetaFields::read(&page).expect("fields");
+        assert_eq!(fields, MetaFields::default());
+        assert_eq!(fields.check(&page), None);
+        let mut bad = fields;
+        bad.root = U64::new(PageId::new(Space::Catalog, 5).0);
+        assert!(bad.check(&page).is_some_and(|e| e.contains("height")));
+        let mut bad = fields;
+        bad.free_list.head = U64::new(PageId::new(Space::Catalog, 5).0);
+        assert!(bad.check(&page).is_some_and(|e| e.contains("one end")));
+    }
+}

@@ -1,0 +1,267 @@
+//! The edits of one update record while the writer builds them.
+//!
+//! An operation decides several changes before any is applied (a vector slot, a catalog
+//! entry, index nodes, list links, meta fields), and later decisions read what earlier ones
+//! wrote: [`EditList::read`] reads a page as it will be once the list's edits are applied, and
+//! before-images are read so too, so an undo that replays them newest first restores exactly
+//! what the page held. Small images sit in one byte buffer that every operation of a
+//! transaction reuses, and the new vector is borrowed from the caller: building an insert
+//! allocates almost nothing.
+
+use std::ops::Range;
+
+use crate::arena::Arena;
+use crate::format::page::PageId;
+use crate::format::record::{Edit, EditKind};
+
+/// The edits of the update record being built.
+#[derive(Default)]
+pub(crate) struct EditList {
+    bytes: Vec<u8>,
+    specs: Vec<EditSpec>,
+}
+
+struct EditSpec {
+    page: PageId,
+    offset: u32,
+    kind: EditKind,
+    /// The written or inserted bytes: a range of `bytes`, or (`None`) the caller's vector.
+    after: Option<Range<usize>>,
+    before: Option<Range<usize>>,
+    /// The length of the caller's vector (`after` is `None`), else 0.
+    vector_bytes: usize,
+}
+
+impl EditList {
+    /// Forgets every edit (keeps the buffers).
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.specs.clear();
+    }
+
+    /// True if no edit was added.
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+
+    /// A write into free space: nothing for an undo to restore.
+    pub fn push_new(&mut self, page: PageId, offset: usize, after: &[u8]) {
+        self.push_new_with(page, offset, |out| out.extend_from_slice(after));
+    }
+
+    /// A write into free space whose bytes `fill` appends to the buffer.
+    pub fn push_new_with(&mut self, page: PageId, offset: usize, fill: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.bytes.len();
+        fill(&mut self.bytes);
+        self.specs.push(EditSpec {
+            page,
+            offset: offset as u32,
+            kind: EditKind::Write,
+            after: Some(start..self.bytes.len()),
+            before: None,
+            vector_bytes: 0,
+        });
+    }
+
+    /// The caller's vector (`len_bytes` long), into a free slot (never read back through the
+    /// list: reads of other bytes of its page see through it).
+    pub fn push_vector(&mut self, page: PageId, offset: usize, len_bytes: usize) {
+        self.specs.push(EditSpec {
+            page,
+            offset: offset as u32,
+            kind: EditKind::Write,
+            after: None,
+            before: None,
+            vector_bytes: len_bytes,
+        });
+    }
+
+    /// A write over bytes in use; the before-image is what the page will hold just before it.
+    pub fn push_change(&mut self, arena: &Arena, page: PageId, offset: usize, after: &[u8]) {
+        let mut before = [0u8; 64];
+        let mut long = Vec::new();
+        let before: &mut [u8] = if after.len() <= before.len() {
+            &mut before[..after.len()]
+        } else {
+            long.resize(after.len(), 0);
+            &mut long
+        };
+        self.read(arena, page, offset, before);
+        let after_start = self.bytes.len();
+        self.bytes.extend_from_slice(after);
+        let before_start = self.bytes.len();
+        self.bytes.extend_from_slice(before);
+        self.specs.push(EditSpec {
+            page,
+            offset: offset as u32,
+            kind: EditKind::Write,
+            after: Some(after_start..before_start),
+            before: Some(before_start..self.bytes.len()),
+            vector_bytes: 0,
+        });
+    }
+
+    /// Inserts `after` at `offset`, shifting `[offset, end)` up (into free bytes above `end`).
+    pub fn push_insert(&mut self, page: PageId, offset: usize, end: usize, after: &[u8]) {
+        assert!(offset <= end, "an insert inside its range");
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(after);
+        self.specs.push(EditSpec {
+            page,
+            offset: offset as u32,
+            kind: EditKind::Insert { end: end as u32 },
+            after: Some(start..self.bytes.len()),
+            before: None,
+            vector_bytes: 0,
+        });
+    }
+
+    /// Removes the `len` bytes at `offset`, shifting `[offset + len, end)` down.
+    pub fn push_remove(&mut self, arena: &Arena, page: PageId, offset: usize, end: usize, len: usize) {
+        assert!(offset + len <= end, "a remove inside its range");
+        let mut removed = vec![0u8; len];
+        self.read(arena, page, offset, &mut removed);
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(&removed);
+        self.specs.push(EditSpec {
+            page,
+            offset: offset as u32,
+            kind: EditKind::Remove {
+                end: end as u32,
+                len: len as u32,
+            },
+            after: Some(start..start),
+            before: Some(start..self.bytes.len()),
+            vector_bytes: 0,
+        });
+    }
+
+    /// True if an edit of the list changes page `page`.
+    pub fn touches(&self, page: PageId) -> bool {
+        self.specs.iter().any(|s| s.page == page)
+    }
+
+    /// Reads `buf.len()` bytes at `offset` of page `page` as they will be once the list's edits
+    /// are applied. The caller is the single writer: nothing else changes the page meanwhile.
+    pub fn read(&self, arena: &Arena, page: PageId, offset: usize, buf: &mut [u8]) {
+        let mut edits = self.specs.iter().filter(|s| s.page == page).peekable();
+        if edits.peek().is_none() {
+            arena.read(page, offset, buf);
+            return;
+        }
+        if self
+            .specs
+            .iter()
+            .any(|s| s.page == page && s.kind != EditKind::Write)
+        {
+            let image = self.page_image(arena, page);
+            buf.copy_from_slice(&image[offset..offset + buf.len()]);
+            return;
+        }
+        arena.read(page, offset, buf);
+        let wanted = offset..offset + buf.len();
+        for spec in edits {
+            if spec.after.is_none() {
+                let vector = spec.offset as usize..spec.offset as usize + spec.vector_bytes;
+                assert!(
+                    vector.end <= wanted.start || vector.start >= wanted.end,
+                    "a vector slot is never read back while its edit is pending"
+                );
+                continue;
+            }
+            let after = self.after_of(spec);
+            let start = (spec.offset as usize).max(wanted.start);
+            let end = (spec.offset as usize + after.len()).min(wanted.end);
+            if start < end {
+                let from = start - spec.offset as usize;
+                buf[start - offset..end - offset].copy_from_slice(&after[from..from + end - start]);
+            }
+        }
+    }
+
+    /// Page `page` as it will be once the list's edits are applied.
+    pub fn page_image(&self, arena: &Arena, page: PageId) -> Vec<u8> {
+        let mut image = arena.copy_page(page);
+        // A vector edit is left out: the builder never reads a vector slot back.
+        for spec in self.specs.iter().filter(|s| s.page == page && s.after.is_some()) {
+            let offset = spec.offset as usize;
+            let after = self.after_of(spec);
+            match spec.kind {
+                EditKind::Write => image[offset..offset + after.len()].copy_from_slice(after),
+                EditKind::Insert { end } => {
+                    image.copy_within(offset..end as usize, offset + after.len());
+                    image[offset..offset + after.len()].copy_from_slice(after);
+                }
+                EditKind::Remove { end, len } => {
+                    let (end, len) = (end as usize, len as usize);
+                    image.copy_within(offset + len..end, offset);
+                    image[end - len..end].fill(0);
+                }
+            }
+        }
+        image
+    }
+
+    fn after_of(&self, spec: &EditSpec) -> &[u8] {
+        let range = spec
+            .after
+            .clone()
+            .expect("a vector slot is never read back while its edit is pending");
+        &self.bytes[range]
+    }
+
+    /// The edits, with `vector` as the image of the vector edit.
+    pub fn edits<'a>(&'a self, vector: &'a [u8]) -> Vec<Edit<'a>> {
+        self.specs
+            .iter()
+            .map(|spec| {
+                assert!(
+                    spec.after.is_some() || !vector.is_empty(),
+                    "a vector edit needs the vector"
+                );
+                Edit {
+                    page: spec.page,
+                    offset: spec.offset,
+                    after: spec.after.clone().map_or(vector, |range| &self.bytes[range]),
+                    before: spec.before.clone().map(|range| &self.bytes[range]),
+                    kind: spec.kind,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::format::page::Space;
+    use crate::storage::{SimStorage, Storage};
+
+    #[test]
+    fn reads_see_the_pending_edits_in_order_and_before_images_are_exact() {
+        let storage: Arc<dyn Storage> = Arc::new(SimStorage::new(1));
+        let arena = Arena::open(storage, Path::new("/arena"), 4096, 4 * 4096, crate::arena::ArenaOpen::TEST).unwrap();
+        let page = PageId::new(Space::Catalog, 1);
+        arena.ensure_page(page).unwrap();
+        {
+            let _latch = arena.latch(page);
+            arena.write(page, 100, b"abcdefgh");
+        }
+        let mut list = EditList::default();
+        list.push_change(&arena, page, 102, b"XY");
+        list.push_insert(page, 100, 108, b"12");
+        list.push_change(&arena, page, 100, b"__");
+        let mut seen = [0u8; 10];
+        list.read(&arena, page, 100, &mut seen);
+        assert_eq!(&seen, b"__abXYefgh", "the insert shifted the range, the writes landed");
+        list.push_remove(&arena, page, 101, 110, 3);
+        list.read(&arena, page, 100, &mut seen);
+        assert_eq!(&seen, b"_XYefgh\0\0\0", "the remove shifted down and left zeros");
+        let edits = list.edits(&[]);
+        assert_eq!(edits[2].before, Some(&b"12"[..]), "a before-image is the page as it will be");
+        assert_eq!(edits[3].before, Some(&b"_ab"[..]), "so is a remove's");
+    }
+}

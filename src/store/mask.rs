@@ -1,0 +1,154 @@
+//! Read committed: what readers see of the running write transaction is nothing.
+//!
+//! The writer changes the index, the catalog and the vector pages in place as each operation
+//! is logged; readers must not see those changes before the commit. Before an operation's
+//! edits are applied, the writer records here the value the id had when the transaction
+//! began (`None`: absent) and the vector slot it writes. A reader looks the id up in the index
+//! first and then here: a recorded id shows its recorded value. The record is cleared once the
+//! commit record is in the log (or the transaction's changes are undone), at which point every
+//! change of the transaction becomes visible at once.
+//!
+//! Order matters: the writer records before it applies, and a reader reads the index before
+//! the mask. A reader that saw a change in the index therefore sees its record (the page latch
+//! orders the two), and one that finds no record read the index after the clear.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::RwLock;
+
+use crate::format::index::LeafValue;
+
+/// The running transaction's changes, hidden from readers.
+#[derive(Debug, Default)]
+pub struct Mask {
+    active: AtomicBool,
+    /// An undo failed: the pages hold changes no commit published, for good (the store is
+    /// poisoned), and the mask never clears again.
+    frozen: AtomicBool,
+    state: RwLock<Masked>,
+}
+
+#[derive(Debug, Default)]
+struct Masked {
+    /// Each id the transaction touched, and the value it had before.
+    ids: BTreeMap<Box<[u8]>, Option<LeafValue>>,
+    /// The vector slots the transaction wrote: `(page number, slot)`.
+    slots: HashSet<(u32, u32)>,
+}
+
+impl Mask {
+    /// Records, before its first change in this transaction, that `id` held `before`; and
+    /// that vector slot `slot` (if any) now holds an uncommitted vector.
+    pub fn record(&self, id: &[u8], before: Option<LeafValue>, slot: Option<(u32, u32)>) {
+        let mut state = self.state.write();
+        if !state.ids.contains_key(id) {
+            state.ids.insert(id.into(), before);
+        }
+        state.slots.extend(slot);
+        self.active.store(true, Ordering::Release);
+    }
+
+    /// Makes the transaction's changes visible (or, after an undo, forgets them).
+    pub fn clear(&self) {
+        if !self.active.load(Ordering::Acquire) || self.frozen.load(Ordering::Acquire) {
+            return;
+        }
+        let mut state = self.state.write();
+        state.ids.clear();
+        state.slots.clear();
+        self.active.store(false, Ordering::Release);
+    }
+
+    /// Keeps what is masked masked for good: an undo failed and left the transaction's changes
+    /// in the pages (the next open rolls them back).
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::Release);
+    }
+
+    /// What a reader that found `in_index` for `id` in the index sees.
+    pub fn visible(&self, id: &[u8], in_index: Option<LeafValue>) -> Option<LeafValue> {
+        if !self.active.load(Ordering::Acquire) {
+            return in_index;
+        }
+        match self.state.read().ids.get(id) {
+            Some(before) => *before,
+            None => in_index,
+        }
+    }
+
+    /// True if vector slot `slot` of page `page_no` holds a vector no commit has published.
+    pub fn hides_slot(&self, page_no: u32, slot: u32) -> bool {
+        self.active.load(Ordering::Acquire) && self.state.read().slots.contains(&(page_no, slot))
+    }
+
+    /// True if the running transaction touched `id` (its index entry is not what readers see).
+    pub fn hides_id(&self, id: &[u8]) -> bool {
+        self.active.load(Ordering::Acquire) && self.state.read().ids.contains_key(id)
+    }
+
+    /// The ids the transaction touched in `[from, to)` (`to` `None`: no bound) that readers
+    /// see with a value, and those values, in id order (for scans that merge them in).
+    pub fn visible_in(&self, from: &[u8], after: bool, to: Option<&[u8]>) -> Vec<(Vec<u8>, LeafValue)> {
+        if !self.active.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let state = self.state.read();
+        state
+            .ids
+            .range::<[u8], _>((
+                if after {
+                    std::ops::Bound::Excluded(from)
+                } else {
+                    std::ops::Bound::Included(from)
+                },
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(id, _)| to.is_none_or(|to| &id[..] < to))
+            .filter_map(|(id, value)| value.map(|v| (id.to_vec(), v)))
+            .collect()
+    }
+
+    /// Every value the transaction hid (for a search, which scores them beside the slots).
+    pub fn hidden_values(&self) -> Vec<LeafValue> {
+        if !self.active.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        self.state.read().ids.values().filter_map(|v| *v).collect()
+    }
+
+    /// True if a transaction's changes are hidden now.
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zerocopy::little_endian::U32;
+
+    fn value(n: u32) -> LeafValue {
+        LeafValue {
+            vector_page: U32::new(n),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_recorded_id_shows_its_first_value_until_the_clear() {
+        let mask = Mask::default();
+        assert_eq!(mask.visible(b"a", Some(value(1))), Some(value(1)), "nothing masked");
+        mask.record(b"a", Some(value(1)), Some((5, 2)));
+        mask.record(b"a", Some(value(2)), Some((5, 3)));
+        mask.record(b"new", None, Some((6, 0)));
+        assert_eq!(mask.visible(b"a", Some(value(3))), Some(value(1)), "the value before the transaction");
+        assert_eq!(mask.visible(b"new", Some(value(9))), None, "an insert is hidden");
+        assert!(mask.hides_slot(5, 3) && mask.hides_slot(6, 0) && !mask.hides_slot(5, 4));
+        assert_eq!(mask.visible_in(b"a", false, None).len(), 1, "only ids with a value before");
+        assert!(mask.visible_in(b"a", true, None).is_empty(), "after excludes the bound");
+        mask.clear();
+        assert_eq!(mask.visible(b"new", Some(value(9))), Some(value(9)), "committed: visible");
+        assert!(!mask.hides_slot(6, 0));
+    }
+}

@@ -1,0 +1,573 @@
+//! The id index: a B+tree over id bytes in catalog-space pages (format/index.rs), read by any
+//! number of readers while the single writer changes it.
+//!
+//! # How readers and the writer share nodes
+//!
+//! A node changes in place only in ways a reader sees whole, under the page latch the writer
+//! holds while it applies a record's edits to that page: a cell appended into the gap with its
+//! directory entry, a directory entry removed, a leaf value replaced, a child pointer switched.
+//! Every other change (a node too full for its new cell, a split) writes new nodes into free
+//! pages, then switches the one pointer above them, then frees the old nodes: the record lists
+//! its edits in that order and `apply_edits` applies pages in the order of their first edit.
+//! A reader holds one page's latch at a time, and:
+//!
+//! - a node it reaches is either still linked (its key range unchanged: ranges change only by
+//!   rewriting into new pages) or freed (kind `free`, not yet reused: freed pages are
+//!   quarantined until every reader that could hold them has left), and then it starts again
+//!   from the root;
+//! - the root comes from an atomic the writer sets after each record is applied; a reader that
+//!   read the old root finds it still valid or freed, as any other node.
+//!
+//! What a reader sees of a transaction that has not committed is masked by `store::mask`.
+
+use std::sync::atomic::Ordering;
+
+use zerocopy::IntoBytes;
+
+use super::Inner;
+use super::alloc::OpCtx;
+use super::edits::EditList;
+use crate::format::index::{
+    self, HEIGHT_MAX, LeafValue, NODE_DIR_ENTRY_BYTES, NODE_DIR_OFFSET, Node, NodeKind, layout_node,
+};
+use crate::format::page::{PAGE_A_OFFSET, PAGE_B_OFFSET, PAGE_C_OFFSET, PageId, PageKind, Space};
+use crate::format::record::PageInit;
+use crate::{Error, Result};
+
+/// How often a reader starts again from the root before it calls the index damaged (a freed
+/// node is reachable only for the moment between a record's application and the root's
+/// update, so a live index never needs more than a few).
+const RESTARTS_MAX: usize = 10_000;
+
+/// A node page id read from the index, checked to name a catalog-space page in the arena.
+fn node_page(inner: &Inner, raw: u64, from: &str) -> Result<PageId> {
+    PageId::from_raw(raw)
+        .filter(|p| p.space() == Space::Catalog && p.page_no() > 0 && p.page_no() < inner.arena.page_count(Space::Catalog))
+        .ok_or_else(|| Error::corrupted_file("arena", format!("{from} links to {raw:#x}, no node page")))
+}
+
+/// What a reader found at a node.
+enum Step<T> {
+    Down(PageId),
+    Done(T),
+    Restart,
+}
+
+/// Descends from the root to the leaf for `key`, calling `at_leaf` on it under its latch; `None`
+/// if the index is empty. `at_branch` sees each branch on the way.
+fn descend<T>(
+    inner: &Inner,
+    key: &[u8],
+    mut at_branch: impl FnMut(&Node<'_>, usize),
+    mut at_leaf: impl FnMut(&Node<'_>) -> std::result::Result<T, String>,
+) -> Result<Option<T>> {
+    'restart: for _ in 0..RESTARTS_MAX {
+        let root = inner.index_root.load(Ordering::Acquire);
+        if root == 0 {
+            return Ok(None);
+        }
+        let mut page = node_page(inner, root, "the root")?;
+        for _ in 0..=HEIGHT_MAX {
+            inner.arena.verify_in_use(page)?;
+            let step = {
+                let image = inner.arena.read_page(page);
+                if image[crate::format::page::PAGE_KIND_OFFSET] == PageKind::Free as u8 {
+                    Step::Restart
+                } else {
+                    let node = Node::parse(&image).map_err(|r| inner.arena.corrupted(page, r))?;
+                    match node.kind {
+                        NodeKind::Branch => {
+                            let (j, child) = node.child_for(key).map_err(|r| inner.arena.corrupted(page, r))?;
+                            at_branch(&node, j);
+                            Step::Down(node_page(inner, child, &page.to_string())?)
+                        }
+                        NodeKind::Leaf => Step::Done(at_leaf(&node).map_err(|r| inner.arena.corrupted(page, r))?),
+                    }
+                }
+            };
+            match step {
+                Step::Down(child) => page = child,
+                Step::Done(found) => return Ok(Some(found)),
+                Step::Restart => {
+                    std::thread::yield_now();
+                    continue 'restart;
+                }
+            }
+        }
+        return Err(inner.arena.corrupted(page, format!("the index is deeper than {HEIGHT_MAX} levels")));
+    }
+    Err(Error::corrupted_file("arena", "a freed index node stays reachable"))
+}
+
+/// The value the index holds for `key` (committed or not: see `store::mask`).
+pub fn lookup(inner: &Inner, key: &[u8]) -> Result<Option<LeafValue>> {
+    let found = descend(inner, key, |_, _| {}, |leaf| {
+        Ok(match leaf.search(key)? {
+            Ok(i) => Some(leaf.value(i)?),
+            Err(_) => None,
+        })
+    })?;
+    Ok(found.flatten())
+}
+
+/// Up to `max` entries in key order from `from` (inclusive, or exclusive when `after`), all from
+/// one leaf, and where the next leaf's keys start (`None`: this was the last leaf).
+pub fn scan_leaf(inner: &Inner, from: &[u8], after: bool, max: usize) -> Result<(Vec<(Vec<u8>, LeafValue)>, Option<Vec<u8>>)> {
+    let mut upper: Option<Vec<u8>> = None;
+    let found = descend(
+        inner,
+        from,
+        |branch, j| {
+            // The separator right of the child taken is the tightest upper bound of this leaf.
+            if j < branch.count
+                && let Ok(key) = branch.key(j)
+            {
+                upper = Some(key.to_vec());
+            }
+        },
+        |leaf| {
+            let start = match leaf.search(from)? {
+                Ok(i) if after => i + 1,
+                Ok(i) | Err(i) => i,
+            };
+            let mut entries = Vec::new();
+            for i in start..leaf.count.min(start + max) {
+                entries.push((leaf.key(i)?.to_vec(), leaf.value(i)?));
+            }
+            Ok((entries, leaf.count > start + max))
+        },
+    )?;
+    match found {
+        None => Ok((Vec::new(), None)),
+        Some((entries, more_here)) => {
+            let next = if more_here {
+                entries.last().map(|(k, _)| k.clone()).map(|mut k| {
+                    k.push(0);
+                    k
+                })
+            } else {
+                upper
+            };
+            Ok((entries, next))
+        }
+    }
+}
+
+/// One step of the writer's path to a leaf: a branch and the child taken.
+#[derive(Clone, Copy, Debug)]
+struct PathStep {
+    page: PageId,
+    child: usize,
+}
+
+/// A node as the writer copied it: its cells whole, in key order.
+struct NodeCopy {
+    page: PageId,
+    kind: NodeKind,
+    leftmost: u64,
+    cells: Vec<Vec<u8>>,
+    data_start: usize,
+}
+
+impl NodeCopy {
+    fn key(&self, i: usize) -> &[u8] {
+        index::cell_key(self.kind, &self.cells[i])
+    }
+
+    fn directory_end(&self) -> usize {
+        NODE_DIR_OFFSET + self.cells.len() * NODE_DIR_ENTRY_BYTES
+    }
+
+    fn child(&self, j: usize) -> u64 {
+        if j == 0 {
+            return self.leftmost;
+        }
+        let cell = &self.cells[j - 1];
+        u64::from_le_bytes(cell[2..10].try_into().expect("a branch cell's child"))
+    }
+}
+
+/// Node `page` as the writer sees it (the page with `list`'s edits applied), copied.
+fn read_node(inner: &Inner, list: &EditList, page: PageId) -> Result<NodeCopy> {
+    inner.arena.check_in_use(page)?;
+    let image = list.page_image(&inner.arena, page);
+    let damaged = |r: String| inner.arena.corrupted(page, r);
+    let node = Node::parse(&image).map_err(damaged)?;
+    let cells = (0..node.count)
+        .map(|i| node.cell(i).map(<[u8]>::to_vec))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(damaged)?;
+    Ok(NodeCopy {
+        page,
+        kind: node.kind,
+        leftmost: node.leftmost,
+        cells,
+        data_start: node.data_start,
+    })
+}
+
+/// The writer's path from `root` to the leaf for `key`: the branches and the leaf.
+fn path_to(inner: &Inner, list: &EditList, root: u64, key: &[u8]) -> Result<Option<(Vec<PathStep>, NodeCopy)>> {
+    if root == 0 {
+        return Ok(None);
+    }
+    let mut page = node_page(inner, root, "the root")?;
+    let mut path = Vec::new();
+    for _ in 0..=HEIGHT_MAX {
+        let node = read_node(inner, list, page)?;
+        match node.kind {
+            NodeKind::Leaf => return Ok(Some((path, node))),
+            NodeKind::Branch => {
+                let j = node.cells.partition_point(|c| index::cell_key(NodeKind::Branch, c) <= key);
+                path.push(PathStep { page, child: j });
+                page = node_page(inner, node.child(j), &page.to_string())?;
+            }
+        }
+    }
+    Err(inner.arena.corrupted(page, format!("the index is deeper than {HEIGHT_MAX} levels")))
+}
+
+/// The value `key` maps to in the index whose root is `root`, as the writer sees it (changes of
+/// its transaction included).
+pub fn writer_lookup(inner: &Inner, root: u64, key: &[u8]) -> Result<Option<LeafValue>> {
+    let Some((_, leaf)) = path_to(inner, &EditList::default(), root, key)? else { return Ok(None) };
+    Ok(leaf
+        .cells
+        .binary_search_by(|c| index::cell_key(NodeKind::Leaf, c).cmp(key))
+        .ok()
+        .map(|i| leaf_value(&leaf.cells[i])))
+}
+
+impl OpCtx<'_> {
+    fn read_node(&self, page: PageId) -> Result<NodeCopy> {
+        read_node(self.inner, self.list, page)
+    }
+
+    fn path_to(&self, key: &[u8]) -> Result<Option<(Vec<PathStep>, NodeCopy)>> {
+        path_to(self.inner, self.list, self.w.meta.root.get(), key)
+    }
+
+    /// Maps `key` to `value`; returns the value it replaced.
+    pub fn index_put(&mut self, key: &[u8], value: &LeafValue) -> Result<Option<LeafValue>> {
+        let Some((path, leaf)) = self.path_to(key)? else {
+            let cell = index::leaf_cell(key, value);
+            let root = self.write_node(NodeKind::Leaf, 0, &[cell])?;
+            self.set_meta(|m| {
+                m.root = root.0.into();
+                m.height = 1.into();
+                m.count = (m.count.get() + 1).into();
+            });
+            return Ok(None);
+        };
+        let at = leaf.cells.binary_search_by(|c| index::cell_key(NodeKind::Leaf, c).cmp(key));
+        match at {
+            Ok(i) => {
+                let old = leaf_value(&leaf.cells[i]);
+                let offset = self.cell_offset(&leaf, i)? + index::CELL_KEY_LEN_BYTES;
+                self.list.push_change(&self.inner.arena, leaf.page, offset, value.as_bytes());
+                Ok(Some(old))
+            }
+            Err(i) => {
+                self.insert_cell(&path, leaf, i, index::leaf_cell(key, value))?;
+                self.set_meta(|m| m.count = (m.count.get() + 1).into());
+                Ok(None)
+            }
+        }
+    }
+
+    /// Removes `key`; returns the value it mapped to.
+    pub fn index_remove(&mut self, key: &[u8]) -> Result<Option<LeafValue>> {
+        let Some((path, leaf)) = self.path_to(key)? else { return Ok(None) };
+        let Ok(i) = leaf.cells.binary_search_by(|c| index::cell_key(NodeKind::Leaf, c).cmp(key)) else {
+            return Ok(None);
+        };
+        let old = leaf_value(&leaf.cells[i]);
+        self.remove_cell(&path, &leaf, i)?;
+        self.set_meta(|m| m.count = (m.count.get() - 1).into());
+        Ok(Some(old))
+    }
+
+    fn cell_offset(&self, node: &NodeCopy, i: usize) -> Result<usize> {
+        let mut raw = [0u8; 4];
+        let at = NODE_DIR_OFFSET + i * NODE_DIR_ENTRY_BYTES;
+        self.list.read(&self.inner.arena, node.page, at, &mut raw);
+        Ok(u32::from_le_bytes(raw) as usize)
+    }
+
+    /// Inserts `cell` as cell `i` of `node` (reached by `path`): in place when the gap holds
+    /// it, else by rewriting the node into new pages.
+    fn insert_cell(&mut self, path: &[PathStep], mut node: NodeCopy, i: usize, cell: Vec<u8>) -> Result<()> {
+        let needed = cell.len() + NODE_DIR_ENTRY_BYTES;
+        if node.data_start - node.directory_end() >= needed {
+            let page = node.page;
+            let offset = node.data_start - cell.len();
+            let directory_end = node.directory_end();
+            self.list.push_new(page, offset, &cell);
+            self.list.push_insert(
+                page,
+                NODE_DIR_OFFSET + i * NODE_DIR_ENTRY_BYTES,
+                directory_end,
+                &(offset as u32).to_le_bytes(),
+            );
+            self.set_counts(page, node.cells.len() + 1, offset);
+            return Ok(());
+        }
+        let appending = i == node.cells.len() && !node.cells.is_empty();
+        if appending && node.kind == NodeKind::Leaf {
+            // Ids arriving in order fill a leaf to the brim and start the next with one cell.
+            let separator = index::separator(node.key(node.cells.len() - 1), index::cell_key(NodeKind::Leaf, &cell));
+            let right = self.write_node(NodeKind::Leaf, 0, &[cell])?;
+            return self.link_right(path, node.page, separator, right.0);
+        }
+        node.cells.insert(i, cell);
+        self.rewrite(path, node)
+    }
+
+    /// Rewrites `node` (its cells changed, too many for its gap) into one new page or two, links
+    /// it in where the old node was, and frees the old node.
+    fn rewrite(&mut self, path: &[PathStep], node: NodeCopy) -> Result<()> {
+        let capacity = self.inner.arena.page_size_bytes() as usize - NODE_DIR_OFFSET;
+        let total: usize = node.cells.iter().map(|c| c.len() + NODE_DIR_ENTRY_BYTES).sum();
+        if total <= capacity {
+            let new = self.write_node(node.kind, node.leftmost, &node.cells)?;
+            self.switch_child(path, node.page, new)?;
+            return self.free_catalog_page(node.page);
+        }
+        let s = split_point(node.kind, &node.cells, capacity);
+        let (left, right, separator, right_leftmost) = match node.kind {
+            NodeKind::Leaf => {
+                let separator = index::separator(node.key(s - 1), node.key(s));
+                (&node.cells[..s], &node.cells[s..], separator, 0)
+            }
+            NodeKind::Branch => (
+                &node.cells[..s],
+                &node.cells[s + 1..],
+                node.key(s).to_vec(),
+                node.child(s + 1),
+            ),
+        };
+        let left_page = self.write_node(node.kind, node.leftmost, left)?;
+        let right_page = self.write_node(node.kind, right_leftmost, right)?;
+        match path.split_last() {
+            None => {
+                let cell = index::branch_cell(&separator, right_page.0);
+                let root = self.write_node(NodeKind::Branch, left_page.0, &[cell])?;
+                self.set_meta(|m| {
+                    m.root = root.0.into();
+                    m.height = (m.height.get() + 1).into();
+                });
+            }
+            Some((parent, above)) => {
+                let mut parent_node = self.read_node(parent.page)?;
+                set_child(&mut parent_node, parent.child, left_page.0);
+                let cell = index::branch_cell(&separator, right_page.0);
+                if parent_node.data_start - parent_node.directory_end() >= cell.len() + NODE_DIR_ENTRY_BYTES {
+                    self.switch_child(path, node.page, left_page)?;
+                    let parent_now = self.read_node(parent.page)?;
+                    self.insert_cell(above, parent_now, parent.child, cell)?;
+                } else {
+                    parent_node.cells.insert(parent.child, cell);
+                    self.rewrite(above, parent_node)?;
+                }
+            }
+        }
+        self.free_catalog_page(node.page)
+    }
+
+    /// Links a new right sibling `right` of `left` (reached by `path`) under `separator`.
+    fn link_right(&mut self, path: &[PathStep], left: PageId, separator: Vec<u8>, right: u64) -> Result<()> {
+        let cell = index::branch_cell(&separator, right);
+        match path.split_last() {
+            None => {
+                let root = self.write_node(NodeKind::Branch, left.0, &[cell])?;
+                self.set_meta(|m| {
+                    m.root = root.0.into();
+                    m.height = (m.height.get() + 1).into();
+                });
+                Ok(())
+            }
+            Some((parent, above)) => {
+                let parent_node = self.read_node(parent.page)?;
+                self.insert_cell(above, parent_node, parent.child, cell)
+            }
+        }
+    }
+
+    /// Points the parent's link to `old` (the root, or the child the path took) at `new`.
+    fn switch_child(&mut self, path: &[PathStep], old: PageId, new: PageId) -> Result<()> {
+        let Some(parent) = path.last() else {
+            assert_eq!(self.w.meta.root.get(), old.0, "the node without a parent is the root");
+            self.set_meta(|m| m.root = new.0.into());
+            return Ok(());
+        };
+        let parent_node = self.read_node(parent.page)?;
+        assert_eq!(parent_node.child(parent.child), old.0, "the path names the child");
+        let offset = if parent.child == 0 {
+            PAGE_C_OFFSET
+        } else {
+            self.cell_offset(&parent_node, parent.child - 1)? + index::CELL_KEY_LEN_BYTES
+        };
+        self.list
+            .push_change(&self.inner.arena, parent.page, offset, &new.0.to_le_bytes());
+        Ok(())
+    }
+
+    /// Removes cell `i` of leaf `node`; a leaf left empty is unlinked and freed.
+    fn remove_cell(&mut self, path: &[PathStep], node: &NodeCopy, i: usize) -> Result<()> {
+        assert_eq!(node.kind, NodeKind::Leaf, "cells are removed from leaves");
+        if node.cells.len() == 1 {
+            return self.remove_node(path, node.page);
+        }
+        let directory_end = node.directory_end();
+        self.list.push_remove(
+            &self.inner.arena,
+            node.page,
+            NODE_DIR_OFFSET + i * NODE_DIR_ENTRY_BYTES,
+            directory_end,
+            NODE_DIR_ENTRY_BYTES,
+        );
+        self.set_counts(node.page, node.cells.len() - 1, node.data_start);
+        Ok(())
+    }
+
+    /// Unlinks the (empty) node `page` from its parent and frees it. A parent left with no
+    /// child goes too; a root left with one child hands the root to it.
+    fn remove_node(&mut self, path: &[PathStep], page: PageId) -> Result<()> {
+        let Some((parent, above)) = path.split_last() else {
+            self.set_meta(|m| {
+                m.root = 0.into();
+                m.height = 0.into();
+            });
+            return self.free_catalog_page(page);
+        };
+        let parent_node = self.read_node(parent.page)?;
+        if parent_node.cells.is_empty() {
+            self.remove_node(above, parent.page)?;
+            return self.free_catalog_page(page);
+        }
+        if above.is_empty() && parent_node.cells.len() == 1 {
+            let only = if parent.child == 0 { parent_node.child(1) } else { parent_node.leftmost };
+            self.set_meta(|m| {
+                m.root = only.into();
+                m.height = (m.height.get() - 1).into();
+            });
+            self.free_catalog_page(parent.page)?;
+            return self.free_catalog_page(page);
+        }
+        // Child 0 is the leftmost: the first cell's child takes its place and the cell goes.
+        let cell = parent.child.saturating_sub(1);
+        if parent.child == 0 {
+            let new_leftmost = parent_node.child(1);
+            self.list
+                .push_change(&self.inner.arena, parent.page, PAGE_C_OFFSET, &new_leftmost.to_le_bytes());
+        }
+        self.list.push_remove(
+            &self.inner.arena,
+            parent.page,
+            NODE_DIR_OFFSET + cell * NODE_DIR_ENTRY_BYTES,
+            parent_node.directory_end(),
+            NODE_DIR_ENTRY_BYTES,
+        );
+        self.set_counts(parent.page, parent_node.cells.len() - 1, parent_node.data_start);
+        self.free_catalog_page(page)
+    }
+
+    /// Sets a node's cell count and start of cell data (header fields `a`, `b`).
+    fn set_counts(&mut self, page: PageId, count: usize, data_start: usize) {
+        let mut fields = [0u8; 8];
+        fields[..4].copy_from_slice(&(count as u32).to_le_bytes());
+        fields[4..].copy_from_slice(&(data_start as u32).to_le_bytes());
+        self.list.push_change(&self.inner.arena, page, PAGE_A_OFFSET, &fields);
+        debug_assert_eq!(PAGE_B_OFFSET, PAGE_A_OFFSET + 4);
+    }
+
+    /// Writes a node of `kind` holding `cells` into a new page; returns it.
+    fn write_node(&mut self, kind: NodeKind, leftmost: u64, cells: &[Vec<u8>]) -> Result<PageId> {
+        let page_size = self.inner.arena.page_size_bytes();
+        let init = match kind {
+            NodeKind::Leaf => PageInit::IndexLeaf {
+                cell_count: 0,
+                data_start: page_size,
+            },
+            NodeKind::Branch => PageInit::IndexBranch {
+                cell_count: 0,
+                data_start: page_size,
+            },
+        };
+        let (a, b, body) = layout_node(page_size as usize, cells.iter().map(Vec::as_slice))
+            .expect("the caller sized the node to fit a page");
+        let (page, reused) = self.take_catalog_page(init)?;
+        if reused {
+            self.rewrite_header(page, kind.page_kind(), a, b, leftmost);
+        } else {
+            let mut fields = [0u8; 16];
+            fields[..4].copy_from_slice(&a.to_le_bytes());
+            fields[4..8].copy_from_slice(&b.to_le_bytes());
+            fields[8..].copy_from_slice(&leftmost.to_le_bytes());
+            self.list.push_change(&self.inner.arena, page, PAGE_A_OFFSET, &fields);
+        }
+        let directory_bytes = cells.len() * NODE_DIR_ENTRY_BYTES;
+        if directory_bytes > 0 {
+            self.list.push_new(page, NODE_DIR_OFFSET, &body[..directory_bytes]);
+            self.list.push_new(page, b as usize, &body[b as usize - NODE_DIR_OFFSET..]);
+        }
+        Ok(page)
+    }
+}
+
+fn set_child(node: &mut NodeCopy, j: usize, child: u64) {
+    if j == 0 {
+        node.leftmost = child;
+    } else {
+        node.cells[j - 1][2..10].copy_from_slice(&child.to_le_bytes());
+    }
+}
+
+fn leaf_value(cell: &[u8]) -> LeafValue {
+    use zerocopy::FromBytes;
+    LeafValue::read_from_bytes(&cell[2..2 + index::LEAF_VALUE_BYTES]).expect("a leaf cell's value")
+}
+
+/// Where to split `cells` of a node of `kind` that overflow one page of `capacity` bytes: the
+/// split that balances the two halves' bytes best among those whose halves both fit. A leaf's
+/// halves are `[..s]` and `[s..]`; a branch's `[..s]` and `[s + 1..]` (cell `s` moves up).
+fn split_point(kind: NodeKind, cells: &[Vec<u8>], capacity: usize) -> usize {
+    let bytes: Vec<usize> = cells.iter().map(|c| c.len() + NODE_DIR_ENTRY_BYTES).collect();
+    let total: usize = bytes.iter().sum();
+    let mut best = None;
+    let mut left = 0;
+    for s in 1..cells.len() {
+        left += bytes[s - 1];
+        let right = match kind {
+            NodeKind::Leaf => total - left,
+            NodeKind::Branch => total - left - bytes[s],
+        };
+        if left <= capacity && right <= capacity {
+            let imbalance = left.abs_diff(right);
+            if best.is_none_or(|(_, b)| imbalance < b) {
+                best = Some((s, imbalance));
+            }
+        }
+    }
+    best.expect("a node of at least three cells of at most a third of a page splits").0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_balance_bytes_and_both_halves_fit() {
+        let cells: Vec<Vec<u8>> = (0..10u8).map(|i| index::leaf_cell(&[b'a' + i; 100], &LeafValue::default())).collect();
+        let s = split_point(NodeKind::Leaf, &cells, 700);
+        assert_eq!(s, 5, "ten equal cells split in the middle");
+        let mut skewed = cells.clone();
+        skewed[9] = index::leaf_cell(&[b'z'; 600], &LeafValue::default());
+        let s = split_point(NodeKind::Leaf, &skewed, 1000);
+        let left: usize = skewed[..s].iter().map(|c| c.len() + 4).sum();
+        let right: usize = skewed[s..].iter().map(|c| c.len() + 4).sum();
+        assert!(left <= 1000 && right <= 1000, "both halves fit: {left} {right}");
+        let s = split_point(NodeKind::Branch, &cells, 700);
+        assert!((4..=5).contains(&s), "a branch moves its middle cell up");
+    }
+}
