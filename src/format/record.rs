@@ -75,6 +75,9 @@ pub enum Op {
     Upsert = 2,
     /// An id removed.
     Delete = 3,
+    /// Several ids inserted or replaced in one record (a bulk load); the record's id field
+    /// holds the first of them, for inspection only.
+    Batch = 4,
 }
 
 impl Op {
@@ -84,6 +87,7 @@ impl Op {
             1 => Op::Insert,
             2 => Op::Upsert,
             3 => Op::Delete,
+            4 => Op::Batch,
             _ => return None,
         })
     }
@@ -94,6 +98,7 @@ impl Op {
             Op::Insert => "insert",
             Op::Upsert => "upsert",
             Op::Delete => "delete",
+            Op::Batch => "batch",
         }
     }
 }
