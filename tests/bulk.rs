@@ -24,11 +24,19 @@ impl Rows {
     fn random(rng: &mut Rng, n: usize, dimension: usize, ids_max: u64) -> Rows {
         let ids = (0..n).map(|_| format!("id-{:05}", rng.below(ids_max))).collect();
         let vectors = (0..n)
-            .map(|_| (0..dimension).map(|_| rng.below(1 << 20) as f32 / 1024.0 - 512.0).collect())
+            .map(|_| {
+                (0..dimension)
+                    .map(|_| rng.below(1 << 20) as f32 / 1024.0 - 512.0)
+                    .collect()
+            })
             .collect();
         let metadata = (0..n)
             .map(|i| {
-                let long = if rng.chance(5) { "x".repeat(5000) } else { format!("row {i}") };
+                let long = if rng.chance(5) {
+                    "x".repeat(5000)
+                } else {
+                    format!("row {i}")
+                };
                 vec![("tag".to_string(), long)]
             })
             .collect();
@@ -105,7 +113,10 @@ fn a_bad_row_anywhere_is_named_and_changes_nothing() {
         "the row and the reason are named: {error}"
     );
     assert_eq!(store.len(), 1, "nothing of the batch was stored");
-    assert!(store.get("n0").unwrap().is_none(), "not even the rows before the bad one");
+    assert!(
+        store.get("n0").unwrap().is_none(),
+        "not even the rows before the bad one"
+    );
     let short = [("x", &[1.0f32; 3][..], &[][..])];
     assert!(
         matches!(store.upsert_many(&short), Err(Error::InvalidArgument(_))),

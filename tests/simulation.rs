@@ -188,7 +188,12 @@ fn apply_random_batch(
         } else {
             format!("b{next_version}")
         };
-        rows.push((id_of(rng.below(IDS.into())), vector_of(*next_version), meta, *next_version));
+        rows.push((
+            id_of(rng.below(IDS.into())),
+            vector_of(*next_version),
+            meta,
+            *next_version,
+        ));
     }
     let pairs: Vec<[(&str, &str); 1]> = rows.iter().map(|(_, _, meta, _)| [("m", meta.as_str())]).collect();
     let batch: Vec<vellum::Row<'_>> = rows

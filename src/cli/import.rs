@@ -257,7 +257,9 @@ fn import_batch(
     // back either way.
     if let Err(error) = tx.upsert_many(&rows) {
         let at = match error {
-            Error::InvalidArgument(_) => rows.iter().position(|row| tx.upsert_many(std::slice::from_ref(row)).is_err()),
+            Error::InvalidArgument(_) => rows
+                .iter()
+                .position(|row| tx.upsert_many(std::slice::from_ref(row)).is_err()),
             _ => None,
         };
         drop(tx);
