@@ -44,7 +44,11 @@ thread_local! {
 /// so that commits also run writeback checkpoints (every 4 dirty pages) and release pages in
 /// chunks of 8; the others keep the default, which these small workloads never reach.
 fn set_memory_budget(seed: u64) {
-    let budget = if seed % 3 == 0 { 64 * 4096 } else { Options::default().memory_budget_bytes };
+    let budget = if seed % 3 == 0 {
+        64 * 4096
+    } else {
+        Options::default().memory_budget_bytes
+    };
     MEMORY_BUDGET.with(|b| b.set(budget));
 }
 
@@ -56,7 +60,11 @@ fn options(sim: &SimStorage, sync: SyncMode) -> Options {
         page_size_bytes: 4096,
         segment_size_bytes: 4096 * 16,
         checkpoint_interval_bytes: 96 * 1024,
-        memory_budget_bytes: if budget == 0 { Options::default().memory_budget_bytes } else { budget },
+        memory_budget_bytes: if budget == 0 {
+            Options::default().memory_budget_bytes
+        } else {
+            budget
+        },
         storage: Arc::new(sim.clone()),
         background_io: false,
         ..Options::default()
@@ -683,5 +691,72 @@ fn a_logged_edit_of_a_page_far_beyond_the_arena_is_corruption_not_growth() {
     assert!(
         report.damage_skipped.iter().any(|d| d.contains("beyond the arena")),
         "{report}"
+    );
+}
+
+/// Writes `rounds` rounds of every id (version = round), a checkpoint after each round (which
+/// retires the log before it to the archive); returns the last round acknowledged and whether a
+/// checkpoint failed writing the archive.
+fn fill_with_checkpoints(store: &Store, rounds: u32) -> (Option<u32>, bool) {
+    let (mut acknowledged, mut archive_failed) = (None, false);
+    for round in 0..rounds {
+        let mut tx = match store.begin() {
+            Ok(tx) => tx,
+            Err(_) => return (acknowledged, archive_failed),
+        };
+        let written = (0..IDS).try_for_each(|n| tx.upsert(&id_of(n), &vector_of(round), &[("m", "r")]).map(|_| ()));
+        if written.and_then(|()| tx.commit().map(|_| ())).is_err() {
+            return (acknowledged, archive_failed);
+        }
+        acknowledged = Some(round);
+        if let Err(error) = store.checkpoint() {
+            archive_failed |= error.to_string().contains("archive");
+        }
+    }
+    (acknowledged, archive_failed)
+}
+
+#[test]
+fn a_segment_the_archive_could_not_take_stays_in_the_log_until_it_can() {
+    let options = |sim: &SimStorage| Options {
+        sync: SyncMode::Always,
+        page_size_bytes: 4096,
+        segment_size_bytes: 4096 * 16,
+        checkpoint_interval_bytes: 0,
+        storage: Arc::new(sim.clone()),
+        background_io: false,
+        ..Options::default()
+    };
+    let rounds = 12;
+    let dry = SimStorage::new(17);
+    let store = Store::create(Path::new("/db"), DIMENSION as u32, options(&dry)).unwrap();
+    let before = dry.fault_class_ops(FaultKind::NoSpace);
+    fill_with_checkpoints(&store, rounds);
+    let total = dry.fault_class_ops(FaultKind::NoSpace) - before;
+    drop(store);
+    let mut archive_faults = 0;
+    for at in 1..=total {
+        let sim = SimStorage::new(17);
+        let store = Store::create(Path::new("/db"), DIMENSION as u32, options(&sim)).unwrap();
+        sim.inject(FaultPlan {
+            kind: FaultKind::NoSpace,
+            after_ops: at,
+            persistent: false,
+        });
+        let (acknowledged, archive_failed) = fill_with_checkpoints(&store, rounds);
+        archive_faults += u32::from(archive_failed);
+        let _ = store.close();
+        let reopened = Store::open(Path::new("/db"), options(&sim.reboot()))
+            .unwrap_or_else(|e| panic!("ENOSPC at growth {at}: the reopen fails: {e}"));
+        let state = model::read_state(&reopened, IDS).unwrap();
+        let versions: std::collections::BTreeSet<u32> = state.values().map(|(version, _)| *version).collect();
+        assert!(
+            acknowledged.is_none_or(|last| versions == [last].into()),
+            "ENOSPC at growth {at}: round {acknowledged:?} was acknowledged, the store holds {versions:?}"
+        );
+    }
+    assert!(
+        archive_faults > 0,
+        "some fault struck an archive write ({total} growths tried)"
     );
 }
