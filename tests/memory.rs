@@ -285,7 +285,10 @@ fn released_pages_read_back_bit_for_bit_while_the_writer_goes_on() {
                 }
                 n = (n + 7919) % upto;
                 vector_for(n, expected.len(), &mut expected);
-                let got = store.get(&format!("v{n}")).unwrap().expect("a committed vector is there");
+                let got = store
+                    .get(&format!("v{n}"))
+                    .unwrap()
+                    .expect("a committed vector is there");
                 assert!(
                     got.iter().map(|x| x.to_bits()).eq(expected.iter().map(|x| x.to_bits())),
                     "v{n} read during the load is not what was committed"
@@ -343,10 +346,17 @@ fn base_images_stored_while_writers_write_pages_back_restore_every_commit_exactl
         let report = restore(&src, &dest, RestoreTarget::Lsn(lsn)).unwrap();
         bases.insert(report.base_image_lsn);
         let restored = Store::open(&dest, Options::default()).unwrap();
-        assert_eq!(restored.len() as u64, count, "restored to commit {i}: its vectors and no later one");
+        assert_eq!(
+            restored.len() as u64,
+            count,
+            "restored to commit {i}: its vectors and no later one"
+        );
         check_every_vector(&restored, count, &format!("restored to commit {i}"));
         restored.close().unwrap();
         std::fs::remove_dir_all(&dest).unwrap();
     }
-    assert!(bases.len() >= 3, "the restores start from base images stored during the load: {bases:?}");
+    assert!(
+        bases.len() >= 3,
+        "the restores start from base images stored during the load: {bases:?}"
+    );
 }

@@ -250,7 +250,10 @@ fn os_page_bytes() -> usize {
     *PAGE_BYTES.get_or_init(|| {
         // SAFETY: sysconf reads a configuration value; it touches no memory of ours.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        usize::try_from(page).ok().filter(|&p| p > 0).unwrap_or(MAPPING_ALIGN_BYTES)
+        usize::try_from(page)
+            .ok()
+            .filter(|&p| p > 0)
+            .unwrap_or(MAPPING_ALIGN_BYTES)
     })
 }
 

@@ -303,8 +303,13 @@ mod tests {
         // SAFETY: no thread reads or writes the range, and the test wants the file's bytes.
         unsafe { map.release(2 * page, 4 * page) }.unwrap();
         // SAFETY: nothing writes the mapping while these slices live.
-        let (head, released, tail) =
-            unsafe { (map.bytes(0, 2 * page), map.bytes(2 * page, 4 * page), map.bytes(6 * page, 2 * page)) };
+        let (head, released, tail) = unsafe {
+            (
+                map.bytes(0, 2 * page),
+                map.bytes(2 * page, 4 * page),
+                map.bytes(6 * page, 2 * page),
+            )
+        };
         assert!(released.iter().all(|&b| b == 0xCC), "released pages read the file");
         assert!(
             head.iter().chain(tail).all(|&b| b == 0xBB),
@@ -340,7 +345,10 @@ mod tests {
             "{partial:?}"
         );
         // SAFETY: nothing writes the mapping while the slice lives.
-        assert!(unsafe { map.bytes(0, 2 * page) }.iter().all(|&b| b == 0xBB), "nothing changed");
+        assert!(
+            unsafe { map.bytes(0, 2 * page) }.iter().all(|&b| b == 0xBB),
+            "nothing changed"
+        );
         let shared = file.map_shared().unwrap();
         // SAFETY: a shared mapping has no private copy; nothing is changed.
         let refused = unsafe { shared.release(0, page) };

@@ -2349,12 +2349,18 @@ mod tests {
         file.sync_data().unwrap();
         // SAFETY: the file durably holds the page's bytes; no thread reads or writes it.
         unsafe { map.release(4096, 4096) }.unwrap();
-        assert!(page_of(&map, 1) == [0xBB; 4096], "the released page reads its bytes back");
+        assert!(
+            page_of(&map, 1) == [0xBB; 4096],
+            "the released page reads its bytes back"
+        );
         store_page(&map, 2, 0xCC);
         // SAFETY: as above (page 0 never changed).
         unsafe { map.release(0, 4096) }.unwrap();
         assert!(page_of(&map, 0) == [0xAA; 4096], "an unchanged page is unchanged");
-        assert!(page_of(&map, 2) == [0xCC; 4096], "pages outside the range keep their copy");
+        assert!(
+            page_of(&map, 2) == [0xCC; 4096],
+            "pages outside the range keep their copy"
+        );
     }
 
     #[test]
@@ -2386,7 +2392,10 @@ mod tests {
             store_page(&map, 0, 0xBB);
             file.write_at(&[0xBB; 4096], 0).unwrap();
             storage.inject(plan(FaultKind::SyncEio, 1, false));
-            assert!(is_os_error(&file.sync_data(), libc::EIO), "seed {seed}: the armed sync fails");
+            assert!(
+                is_os_error(&file.sync_data(), libc::EIO),
+                "seed {seed}: the armed sync fails"
+            );
             // SAFETY: (the contract is broken on purpose) no thread touches the page meanwhile.
             unsafe { map.release(0, 4096) }.unwrap();
             let durable = storage.reboot().read_file(path("/store/mapped")).unwrap();
@@ -2417,7 +2426,9 @@ mod tests {
         let after_crash = unsafe { map.release(0, 4096) };
         assert!(is_crash(&after_crash), "{after_crash:?}");
         assert!(page_of(&map, 0) == [0xBB; 4096], "the copy is untouched");
-        let shared = durable_file(&SimStorage::new(44), "shared", &[0; 4096]).map_shared().unwrap();
+        let shared = durable_file(&SimStorage::new(44), "shared", &[0; 4096])
+            .map_shared()
+            .unwrap();
         // SAFETY: a shared mapping has nothing to release; nothing is changed.
         let unsupported = unsafe { shared.release(0, 4096) };
         assert!(
