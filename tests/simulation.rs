@@ -40,6 +40,27 @@ thread_local! {
     static MEMORY_BUDGET: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
+thread_local! {
+    /// The bytes of arena memory the scenarios of this thread gave back (released pages).
+    static RELEASED_BYTES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Adds what `sim` released to this thread's count.
+fn note_released(sim: &SimStorage) {
+    RELEASED_BYTES.with(|r| r.set(r.get() + sim.released_bytes()));
+}
+
+/// After a run of `count` seeds: a third of them took the small budget, so pages were released
+/// (read back after their release by the workloads, the checks and the next commits).
+fn assert_pages_were_released(count: u64) {
+    let released = RELEASED_BYTES.with(|r| r.get());
+    eprintln!("{released} bytes of released pages over {count} seeds");
+    assert!(
+        count < 30 || released > 0,
+        "the small-budget seeds released no page: the simulation does not cover releases"
+    );
+}
+
 /// Sets the memory budget of seed `seed`'s scenario: a third of the seeds take one of 64 pages,
 /// so that commits also run writeback checkpoints (every 4 dirty pages) and release pages in
 /// chunks of 8; the others keep the default, which these small workloads never reach.
@@ -289,6 +310,8 @@ fn scenario(seed: u64) -> Result<String, String> {
     if state != *model.latest() {
         return Err("after a clean close the state is not the last commit".into());
     }
+    note_released(&sim);
+    note_released(&disk);
     Ok(format!(
         "crash at op {crash_at}/{total_ops}, matched commit {matched} of {}",
         model.state_count()
@@ -319,6 +342,7 @@ fn crashes_at_random_operations_recover_to_a_committed_prefix() {
     }
     eprintln!("{count} crash scenarios, {} failed", failures.len());
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
+    assert_pages_were_released(count);
 }
 
 /// The seeds to run: `$ONE` replays one seed, `$COUNT` sets how many (from 1).
@@ -537,6 +561,7 @@ fn fault_scenario(seed: u64) -> Result<String, String> {
             .map_err(|e| format!("{what}, after the reopen: {e}"))?;
     }
     sim.crash_now();
+    note_released(&sim);
     let hit = sim.faults_injected() > 0;
     recover_and_finish(&sim, sync, run.model, run.next_version)
         .map(|matched| format!("{what}: {} fault(s), {matched}", sim.faults_injected()))
@@ -609,6 +634,47 @@ fn injected_io_errors_never_lose_an_acknowledged_commit() {
         failures.len()
     );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
+    assert_pages_were_released(count);
+}
+
+#[test]
+fn pages_released_under_a_small_budget_read_back_what_the_checkpoints_wrote() {
+    // A budget of 16 pages: nearly every commit runs a writeback checkpoint, whose pages are
+    // given back and then read (every id after every commit) and changed again.
+    MEMORY_BUDGET.with(|b| b.set(16 * 4096));
+    let sim = SimStorage::new(23);
+    let store = Store::create(Path::new("/db"), DIMENSION as u32, options(&sim, SyncMode::Always)).unwrap();
+    let mut rng = Rng::new(23);
+    let mut state = State::new();
+    for round in 0..40u32 {
+        let mut tx = store.begin().unwrap();
+        for i in 0..8 {
+            let id = id_of(rng.below(IDS.into()));
+            let version = round * 8 + i;
+            // Some metadata long enough for overflow pages, which are released too.
+            let meta = if rng.chance(15) {
+                "L".repeat(3000)
+            } else {
+                format!("r{version}")
+            };
+            tx.upsert(&id, &vector_of(version), &[("m", &meta)]).unwrap();
+            state.insert(id, (version, meta));
+        }
+        tx.commit().unwrap();
+        assert!(
+            read_state(&store).unwrap() == state,
+            "round {round}: a page read back after its release is not what was committed"
+        );
+    }
+    let released = sim.released_bytes();
+    assert!(released >= 64 * 4096, "pages were released: {released} bytes");
+    drop(store);
+    let recovered = Store::open(Path::new("/db"), options(&sim.reboot(), SyncMode::Always)).unwrap();
+    assert!(
+        read_state(&recovered).unwrap() == state,
+        "every commit survives the crash"
+    );
+    MEMORY_BUDGET.with(|b| b.set(0));
 }
 
 #[test]

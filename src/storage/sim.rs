@@ -299,6 +299,12 @@ impl SimStorage {
         self.disk.lock().written_bytes
     }
 
+    /// The bytes of private mappings released so far (`Mapping::release`, failed calls
+    /// excluded): how a test knows its workload gave memory back.
+    pub fn released_bytes(&self) -> u64 {
+        self.disk.lock().released_bytes
+    }
+
     /// The bytes copied to the durable image by `sync_data` so far.
     pub fn synced_bytes(&self) -> u64 {
         self.disk.lock().synced_bytes
@@ -436,6 +442,7 @@ struct Disk {
     volatile: Namespace,
     durable: Namespace,
     written_bytes: u64,
+    released_bytes: u64,
     synced_bytes: u64,
     faults: Faults,
 }
@@ -472,6 +479,7 @@ impl Disk {
             volatile: Namespace::default(),
             durable: Namespace::default(),
             written_bytes: 0,
+            released_bytes: 0,
             synced_bytes: 0,
             faults: Faults::default(),
         }
@@ -1338,7 +1346,11 @@ impl super::Backing for PrivateOwner {
             .checked_sub(self.copy.ptr() as usize)
             .expect("a release inside the mapping");
         let mut file_bytes = vec![0u8; len_bytes];
-        self.disk.lock().refault_bytes(self.id, offset, &mut file_bytes)?;
+        {
+            let mut disk = self.disk.lock();
+            disk.refault_bytes(self.id, offset, &mut file_bytes)?;
+            disk.released_bytes += len_bytes as u64;
+        }
         let mut current = vec![0u8; len_bytes];
         self.copy.read(offset, &mut current);
         let mut at = 0;
@@ -2357,6 +2369,7 @@ mod tests {
         // SAFETY: as above (page 0 never changed).
         unsafe { map.release(0, 4096) }.unwrap();
         assert!(page_of(&map, 0) == [0xAA; 4096], "an unchanged page is unchanged");
+        assert_eq!(storage.released_bytes(), 2 * 4096, "both releases are counted");
         assert!(
             page_of(&map, 2) == [0xCC; 4096],
             "pages outside the range keep their copy"
