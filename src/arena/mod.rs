@@ -9,7 +9,9 @@
 //!   (pwrite), called by the checkpointer after the WAL is durable through the page LSN.
 //! - Every file is mapped from the file itself, so a page changed in memory (a private copy,
 //!   anonymous memory) can give that memory back once its file durably holds the same bytes
-//!   ([`Arena::release_page`]): it then reads from the page cache again.
+//!   ([`Arena::release_page`], under the page's exclusive latch): it then reads from the page
+//!   cache again. A page is written to its file only while it is dirty, that is while its
+//!   memory is a private copy, so a released page never shows a later write.
 //! - Page bytes are modified only under the page's latch; readers read committed slots without
 //!   a latch, and the store guarantees no writer touches a reachable committed slot.
 //! - A page read from its file is verified (checksum, own id) before first use.
@@ -634,20 +636,34 @@ impl Arena {
     }
 
     /// Gives back the memory of page `id`'s private copy: the page shows its file's bytes
-    /// again, read from the page cache when next touched. Returns false where the mapping
+    /// again, read from the page cache when next touched, and is verified again before its
+    /// next use ([`Arena::verify`]). Returns false where the mapping
     /// could not (the page is not whole pages of the operating system, or the system refused):
     /// the copy stays as it was.
     ///
     /// # Safety
-    /// The caller holds the page latch, and the page's file durably holds the page's bytes (it
-    /// was written from a copy of them and a sync of the file succeeded since, and the page has
-    /// not changed since that copy), except in fields no thread reads without the latch (the
-    /// checksum, stale in memory by design). Readers of committed slots may go on meanwhile:
-    /// their bytes stay the same.
+    /// - The caller holds the page's latch exclusively ([`Arena::latch`]): no write and no
+    ///   [`PageRead`] of the page runs meanwhile.
+    /// - The page's file durably holds the page's current bytes: a copy of them was written
+    ///   with [`Arena::write_page`], a sync of the file succeeded after that write, and the page
+    ///   has not changed since the copy. Only the checksum field may differ (it is stale in
+    ///   memory by design), and only readers that ignore it may read it without the latch.
+    /// - The page is not written to its file again before it is next stored into (only dirty
+    ///   pages are written): until then the mapping shows the page-cache page itself.
+    ///
+    /// Readers that hold no latch (committed vector slots, catalog entries) may read the page
+    /// during the call: every byte they use keeps its value.
     pub unsafe fn release_page(&self, id: PageId) -> bool {
         let (file, page_offset) = self.locate(id);
         // SAFETY: the caller's contract is `Mapping::release`'s for this page's range.
-        unsafe { file.map.release(page_offset, self.page_size_bytes as usize) }.is_ok()
+        let released = unsafe { file.map.release(page_offset, self.page_size_bytes as usize) }.is_ok();
+        if released {
+            // The page is read from its file again: verified again before its next use, as
+            // any page read from its file (the medium may have damaged it meanwhile).
+            let (_, index) = self.split(id.page_no());
+            file.verified[(index / 64) as usize].fetch_and(!(1 << (index % 64)), Ordering::Relaxed);
+        }
+        released
     }
 
     /// Reads page `id` from its file (not from memory), for verification of what is on disk.

@@ -336,9 +336,14 @@ impl Mapping {
     /// The file durably holds the range's bytes: they were written to it with `write_at` and a
     /// `sync_data` of the file succeeded since (before that, a failed sync may let the page
     /// cache drop the new bytes, and the refault would read older ones). Any byte where the
-    /// file and the mapping still differ changes to the file's: no thread may read such a byte
-    /// during the call without synchronising with it, nor hold a slice over it; no thread may
-    /// write into the range during the call.
+    /// file and the mapping still differ changes to the file's: during the call no thread may
+    /// hold a slice over such a byte, and a thread that copies it meanwhile may get either
+    /// value and must not use it (the simulator stores the file's bytes over the copy's). Bytes
+    /// that do not differ keep their value throughout, and may be read. No thread may write
+    /// into the range during the call. Until a store into a released page copies it
+    /// again, the mapping shows the file's page itself: a `write_at` of the range meanwhile
+    /// would show through, so the caller writes a released range only after storing into it.
+    /// (On Linux `MADV_DONTNEED`; elsewhere it may keep the copy, which changes nothing.)
     pub unsafe fn release(&self, offset: usize, len_bytes: usize) -> io::Result<()> {
         let end = offset.checked_add(len_bytes).expect("mapping range overflows");
         assert!(

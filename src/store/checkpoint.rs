@@ -266,17 +266,31 @@ impl Drop for Held<'_> {
 /// its copy was taken: then it is in the dirty page table again, and stays.
 fn release_written(inner: &Inner, pages: &[(PageId, Lsn)], held: &mut Held<'_>) {
     for &(page, page_lsn) in pages {
-        let _latch = inner.arena.latch(page);
+        let _exclusive = inner.arena.latch(page);
         let changed = inner.dirty.lock().contains_key(&page) || inner.arena.page_lsn(page) != page_lsn;
         if !changed {
-            // SAFETY: we hold the page latch, so no thread writes the page meanwhile. Its bytes
-            // are those written to its file: every change to a page in memory is made under
-            // its latch and puts it in the dirty page table with a new page LSN (apply.rs), and
-            // the page has been out of the table, with the page LSN it was copied with, since
-            // this checkpoint copied it under the latch and wrote that copy. A sync of its file
-            // succeeded after the write, so the file holds those bytes durably and a refault
-            // reads them. The one field that differs is the checksum (sealed in the written
-            // copy, stale in memory by design), which no thread reads without the latch.
+            // SAFETY: `Arena::release_page`'s contract, point by point.
+            // - The page latch is held exclusively: no writer changes the page meanwhile (every
+            //   change is made under it, apply.rs), and no reader holds a `PageRead` of it
+            //   (index nodes, owner tables, the meta page are read under it shared).
+            // - The file durably holds the page's bytes: `write_batch` copied the page under
+            //   the latch, taking it out of the dirty page table in the same critical section,
+            //   and wrote that copy, sealed (sealing sets the checksum field and nothing else);
+            //   a sync of the file succeeded since (the caller's contract). Every change to a
+            //   page in memory happens under its latch, gives it a new page LSN and puts it in
+            //   the dirty page table; the page is not in the table and still has the LSN it was
+            //   copied with, so it has not changed since the copy.
+            // - So the refault reads back every byte as it is now but the checksum (stale in
+            //   memory by design, correct in the file). No latch-free reader uses those four
+            //   bytes: readers of committed vector slots (`VectorRef`, the search scan) and of
+            //   catalog entries (`catalog::read_entry`: header, id, inline metadata) read other
+            //   bytes, which stay the same values throughout (the kernel swaps the private copy
+            //   for the page-cache page holding the same bytes); whole-page copies made without
+            //   the latch (`catalog::read_chain`, `EditList::page_image`) may copy either value
+            //   of the checksum, and never use it.
+            // - The file is not written at this page again before the page is stored into (a
+            //   checkpoint writes only pages in the dirty page table), so the page-cache page the
+            //   mapping then shows never changes under a reader.
             unsafe { inner.arena.release_page(page) };
         }
     }
