@@ -20,14 +20,19 @@ pub struct Options {
     /// them the memory budget: nothing is written back before an explicit checkpoint or the
     /// close). Default 256 MiB.
     pub checkpoint_interval_bytes: u64,
-    /// The memory budget of writing: arena pages changed in memory and not yet written back
-    /// (each a whole page of anonymous memory until a checkpoint has written it and its file is
-    /// synced), plus the log's tail not yet handed to its files. Past 1/16 of it the background
-    /// checkpointer writes pages back (so the dirty set stays small and a close has little
-    /// left to write); at the whole of it, a commit waits for the checkpointer before it
-    /// returns (without background I/O, the commit runs the checkpoint itself). The budget
-    /// does not cover the id index and the other structures kept on the heap, nor the changes
-    /// of one transaction before it commits. 0 turns it off. Default 256 MiB.
+    /// The memory budget of writing: the anonymous memory that arena pages changed in memory
+    /// take until a checkpoint has written them back and given their memory back (each a whole
+    /// page of private memory), plus the log's tail not yet handed to its files. Past 1/16 of
+    /// it the background checkpointer writes pages back, so the dirty set stays small while a
+    /// store is written and a close has little left to write; at the whole of it, a commit
+    /// waits for the checkpointer before it returns, so a writer that outruns the checkpointer
+    /// is slowed rather than let memory grow (without background I/O, the commit runs the
+    /// checkpoint itself). A writer is held back only when it commits, so one transaction
+    /// larger than the budget takes what it needs. Not covered: recovery's redo at open, and
+    /// the heap beside the pages (the transaction being built, a log segment's compressed copy
+    /// while it is archived, a base image's rounds of 8 MiB per compressing thread). 0 turns
+    /// the writeback and the waiting off (pages that checkpoints write are still given back),
+    /// as does `checkpoint_interval_bytes` 0. Default 256 MiB.
     pub memory_budget_bytes: u64,
     /// Where the bytes go: the real file system, or a crash simulator in tests.
     pub storage: Arc<dyn Storage>,
