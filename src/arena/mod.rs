@@ -819,6 +819,47 @@ mod tests {
     }
 
     #[test]
+    fn a_released_page_shows_its_file_and_is_verified_again_before_its_next_use() {
+        use crate::format::page::{PageKind, Space};
+        use zerocopy::IntoBytes;
+        let storage = Arc::new(crate::storage::SimStorage::new(9));
+        let arena = Arena::open(
+            storage.clone(),
+            Path::new("/arena"),
+            4096,
+            4096 * 4,
+            crate::arena::ArenaOpen::TEST,
+        )
+        .unwrap();
+        let id = PageId::new(Space::Vector, 1);
+        arena.ensure_page(id).unwrap();
+        let mut header = page::new_header(PageKind::Vector, id, 0, 0);
+        header.store_id = arena.store_id().into();
+        let latch = arena.latch(id);
+        arena.reset_page(id, header.as_bytes());
+        arena.write(id, 1000, b"written back");
+        let mut image = arena.copy_page(id);
+        page::seal(&mut image);
+        arena.write_page(id, &image).unwrap();
+        arena.sync().unwrap();
+        assert!(arena.is_verified(id), "a page written in memory counts as verified");
+        // The medium changes a byte of the synced page before the release reads it back.
+        let path = Path::new("/arena").join(arena_file_name(Space::Vector, 0));
+        storage.damage(&path, 4096 + 2000, b"\xFF").unwrap();
+        // SAFETY: the latch is held; the file durably holds the page's bytes (written from a
+        // sealed copy and synced, no change since) but for the damage the test wants found.
+        assert!(unsafe { arena.release_page(id) }, "the release succeeds");
+        assert!(arena.copy_page(id)[1000..1012] == *b"written back", "the page reads its file back");
+        assert!(!arena.is_verified(id), "a released page is read from its file again");
+        drop(latch);
+        let damage = arena.verify(id);
+        assert!(
+            matches!(&damage, Err(Error::Corrupted { .. })),
+            "the damage is found at the next use: {damage:?}"
+        );
+    }
+
+    #[test]
     fn split_agrees_with_division_for_any_pages_per_file() {
         for pages_per_file in [1u64, 5, 12, 16, 1024, 4096 + 3] {
             let storage = Arc::new(crate::storage::SimStorage::new(pages_per_file));
