@@ -511,3 +511,37 @@ fn a_close_after_a_bulk_load_writes_back_only_what_the_budget_left_dirty() {
         "the close wrote {with_budget} bytes after a {load_bytes}-byte load, more than the {budget}-byte budget"
     );
 }
+
+/// The base images in the archive of the store at `/db` on `sim`.
+fn base_images(sim: &SimStorage) -> usize {
+    let names = sim.list(Path::new("/db/archive")).unwrap();
+    names.iter().filter(|name| name.starts_with("base-")).count()
+}
+
+#[test]
+fn a_close_stores_no_base_image_whatever_base_image_every_says() {
+    let sim = SimStorage::new(12);
+    let options = Options {
+        base_image_every: 1,
+        retention: Retention::KeepAll,
+        background_io: false,
+        storage: std::sync::Arc::new(sim.clone()),
+        ..Options::default()
+    };
+    let store = Store::create(Path::new("/db"), 8, options).unwrap();
+    let created = base_images(&sim);
+    store.insert("a", &[1.0; 8], &[]).unwrap();
+    store.checkpoint().unwrap();
+    assert_eq!(
+        base_images(&sim),
+        created + 1,
+        "the control: a checkpoint stores one at every checkpoint"
+    );
+    store.insert("b", &[2.0; 8], &[]).unwrap();
+    store.close().unwrap();
+    assert_eq!(
+        base_images(&sim),
+        created + 1,
+        "the close wrote back its changes without compressing the arena into a base image"
+    );
+}

@@ -47,21 +47,39 @@ pub(crate) fn run_writeback(inner: &Inner) -> Result<Lsn> {
     run_locked(inner, false, Caller::Writeback)
 }
 
+/// The checkpoint of a close: it writes what the background checkpoints left and stores no
+/// base image (nor counts for `Options::base_image_every`), so that a close after a bulk load
+/// does not compress the whole arena in the caller's thread; base images keep the pace the
+/// other checkpoints set.
+pub(crate) fn run_closing(inner: &Inner) -> Result<Lsn> {
+    let _one_at_a_time = inner.checkpoint_lock.lock();
+    run_locked(inner, false, Caller::Closing)
+}
+
 /// Who a checkpoint runs for: a base image it stores is compressed on every core when a caller
 /// waits for it, and on the checkpointer's thread alone when the writers go on beside it; a
-/// writeback checkpoint stores none.
+/// writeback or closing checkpoint stores none.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Caller {
     Waiting,
     Background,
     Writeback,
+    Closing,
 }
 
 impl Caller {
     pub(crate) fn compress_threads(self) -> usize {
         match self {
             Caller::Waiting => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
-            Caller::Background | Caller::Writeback => 1,
+            Caller::Background | Caller::Writeback | Caller::Closing => 1,
+        }
+    }
+
+    /// Whether the checkpoint may store a base image (and counts for `base_image_every`).
+    fn stores_base_images(self) -> bool {
+        match self {
+            Caller::Waiting | Caller::Background => true,
+            Caller::Writeback | Caller::Closing => false,
         }
     }
 }
@@ -105,7 +123,7 @@ pub(crate) fn run_locked(inner: &Inner, force_base_image: bool, caller: Caller) 
     }
     inner.recent_inits.lock().retain(|_, lsn| *lsn >= begin_lsn);
     inner.memory.step();
-    if caller != Caller::Writeback || force_base_image {
+    if caller.stores_base_images() || force_base_image {
         inner.last_interval_lsn.store(begin_lsn.0, Ordering::Relaxed);
         let files = [Space::Catalog, Space::Vector].map(|space| inner.arena.file_count(space));
         let info = crate::store::archiver::BaseImageInfo {

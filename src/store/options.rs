@@ -45,7 +45,10 @@ pub struct Options {
     /// recycled at once and point-in-time restore reaches back only to the live log.
     pub archive: bool,
     /// Store a compressed image of the arena in `archive/` at every Nth checkpoint (the first
-    /// checkpoint, at creation, always makes one); 0 makes none after that. Default 4.
+    /// checkpoint, at creation, always makes one); 0 makes none after that. Default 4. Only
+    /// the interval checkpoints and explicit ones (`Store::checkpoint`) count: those that write
+    /// pages back for the memory budget, and the close's, store none, so that a close stays
+    /// cheap.
     pub base_image_every: u32,
     /// What the archive keeps. Default `Stored`: the store's own setting (`SETTINGS`, set at
     /// creation or with [`Store::set_retention`](crate::Store::set_retention)), `KeepLast(2)` where none is set. Another
