@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use hnsw_rs::anndists::dist::DistDot;
 use vellum::Metric;
-use vellum::ann::{GraphStore, Hnsw, MemoryStore, Params, Scratch};
+use vellum::ann::{GraphView, Hnsw, MemoryStore, Params, Scratch};
 use vellum::rng::SplitMix64;
 
 const K: usize = 10;

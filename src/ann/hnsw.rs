@@ -5,7 +5,7 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 use super::distance::{Prepared, Space};
-use super::graph::{DeleteStore, GraphStore, LEVEL_MAX, NodeId, NodeState};
+use super::graph::{DeleteStore, GraphStore, GraphView, LEVEL_MAX, NodeId, NodeState};
 use crate::rng::mix64;
 use crate::{Error, Metric, Result};
 
@@ -198,13 +198,13 @@ impl Hnsw {
 
     /// The traversal distance from `from` to `node`'s vector.
     #[inline]
-    pub(crate) fn distance<S: GraphStore>(&self, store: &S, from: &Prepared<'_>, node: NodeId) -> Result<f32> {
+    pub(crate) fn distance<S: GraphView>(&self, store: &S, from: &Prepared<'_>, node: NodeId) -> Result<f32> {
         Ok(self.space.distance(from, store.vector(node)?))
     }
 
     /// Greedy descent at `layer` from `start`: moves to the closest neighbour while it is
     /// closer (the search of the layers above the one a search or insert works at).
-    pub(crate) fn greedy<S: GraphStore>(
+    pub(crate) fn greedy<S: GraphView>(
         &self,
         store: &S,
         query: &Prepared<'_>,
@@ -233,7 +233,7 @@ impl Hnsw {
 
     /// Descends from the entry point to `layer + 1`'s closest node: the entry of a search at
     /// `layer`. `None` in an empty graph.
-    pub(crate) fn descend<S: GraphStore>(
+    pub(crate) fn descend<S: GraphView>(
         &self,
         store: &S,
         query: &Prepared<'_>,
@@ -256,7 +256,7 @@ impl Hnsw {
     /// The best `ef` admitted nodes at `layer` reachable from `entries` (Algorithm 2), nearest
     /// first. Every reached node is traversed, admitted or not (tombstones keep the graph
     /// connected until a vacuum repairs around them).
-    pub(crate) fn search_layer<S: GraphStore>(
+    pub(crate) fn search_layer<S: GraphView>(
         &self,
         store: &S,
         query: &Prepared<'_>,
@@ -312,7 +312,7 @@ impl Hnsw {
     /// Algorithm 4: from `candidates` (nearest to the base node first), keeps those nearer to
     /// the base than to every one kept so far, up to `max`; with `keep_pruned`, fills up to
     /// `max` with the discarded ones, nearest first.
-    pub(crate) fn select<S: GraphStore>(&self, store: &S, candidates: &[Scored], max: usize) -> Result<Vec<Scored>> {
+    pub(crate) fn select<S: GraphView>(&self, store: &S, candidates: &[Scored], max: usize) -> Result<Vec<Scored>> {
         let mut kept: Vec<Scored> = Vec::with_capacity(max);
         let mut pruned: Vec<Scored> = Vec::new();
         for &candidate in candidates {
@@ -418,7 +418,7 @@ impl Hnsw {
 
     /// The `k` live nodes nearest `query` by the graph, searched with a candidate list of
     /// `ef` (at least `k`; `None`: the index's `ef_search`), best first with exact scores.
-    pub fn search<S: GraphStore>(
+    pub fn search<S: GraphView>(
         &self,
         store: &S,
         query: &[f32],
@@ -433,7 +433,7 @@ impl Hnsw {
     }
 
     /// Descent, then the layer-0 search.
-    pub(crate) fn search_graph<S: GraphStore>(
+    pub(crate) fn search_graph<S: GraphView>(
         &self,
         store: &S,
         query: &[f32],
@@ -449,7 +449,7 @@ impl Hnsw {
     }
 
     /// The best `k` of `found` by the exact kernels (the scores and order of `Store::search`).
-    pub(crate) fn rescore<S: GraphStore>(
+    pub(crate) fn rescore<S: GraphView>(
         &self,
         store: &S,
         query: &[f32],
@@ -472,7 +472,7 @@ impl Hnsw {
             .collect())
     }
 
-    pub(crate) fn check_query<S: GraphStore>(&self, store: &S, query: &[f32], k: usize) -> Result<()> {
+    pub(crate) fn check_query<S: GraphView>(&self, store: &S, query: &[f32], k: usize) -> Result<()> {
         if query.len() != store.dimension() {
             return Err(Error::InvalidArgument(format!(
                 "query has {} components, the index holds {}",
@@ -491,7 +491,7 @@ impl Hnsw {
 
     /// The `k` live nodes nearest `query` among those `filter` accepts, by a scan of every
     /// slot with the exact kernels: the answer an index search approximates.
-    pub fn exact_search<S: GraphStore>(
+    pub fn exact_search<S: GraphView>(
         &self,
         store: &S,
         query: &[f32],
@@ -534,7 +534,7 @@ impl Hnsw {
 
 /// Whether a layer search may return `node`.
 #[inline]
-fn admitted<S: GraphStore>(store: &S, admit: Admit<'_>, node: NodeId) -> Result<bool> {
+fn admitted<S: GraphView>(store: &S, admit: Admit<'_>, node: NodeId) -> Result<bool> {
     Ok(store.state(node)? == NodeState::Live
         && match admit {
             Admit::Live => true,

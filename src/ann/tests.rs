@@ -338,7 +338,7 @@ fn ten_rounds_of_deleting_half_and_reinserting_keep_the_size_and_the_recall() {
     // The same live vectors, built afresh.
     let live: Vec<f32> = (0..store.slot_count())
         .filter(|&n| store.state(n).unwrap() == NodeState::Live)
-        .flat_map(|n| GraphStore::vector(&store, n).unwrap().to_vec())
+        .flat_map(|n| GraphView::vector(&store, n).unwrap().to_vec())
         .collect();
     let mut rebuilt = MemoryStore::with_vectors(dimension, params.m, &live).unwrap();
     hnsw.build(&rebuilt, 1).unwrap().write_into(&mut rebuilt).unwrap();

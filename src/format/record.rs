@@ -75,6 +75,9 @@ pub enum Op {
     Upsert = 2,
     /// An id removed.
     Delete = 3,
+    /// A change to the approximate-search index alone (its build, a vacuum, its drop): no id
+    /// changes; the record's id is empty.
+    Index = 4,
 }
 
 impl Op {
@@ -84,6 +87,7 @@ impl Op {
             1 => Op::Insert,
             2 => Op::Upsert,
             3 => Op::Delete,
+            4 => Op::Index,
             _ => return None,
         })
     }
@@ -94,6 +98,7 @@ impl Op {
             Op::Insert => "insert",
             Op::Upsert => "upsert",
             Op::Delete => "delete",
+            Op::Index => "index",
         }
     }
 }
@@ -293,6 +298,28 @@ pub enum PageInit {
         /// Header field `b` as the record holds it (zero).
         b_unused: u32,
     },
+    /// The graph meta page of the approximate-search index (its fields are set by the edits
+    /// that follow).
+    GraphMeta {
+        /// Header field `a` as the record holds it (zero).
+        a_unused: u32,
+        /// Header field `b` as the record holds it (zero).
+        b_unused: u32,
+    },
+    /// A node page of the approximate-search index (its records all free).
+    GraphNodes {
+        /// The node page's index.
+        page_index: u32,
+        /// Bytes of one node record.
+        record_bytes: u32,
+    },
+    /// An upper page of the approximate-search index.
+    GraphUpper {
+        /// The upper page's index.
+        page_index: u32,
+        /// Bytes of one upper slot.
+        slot_bytes: u32,
+    },
 }
 
 impl PageInit {
@@ -331,6 +358,18 @@ impl PageInit {
                 a_unused: a,
                 b_unused: b,
             },
+            PageKind::GraphMeta => PageInit::GraphMeta {
+                a_unused: a,
+                b_unused: b,
+            },
+            PageKind::GraphNodes => PageInit::GraphNodes {
+                page_index: a,
+                record_bytes: b,
+            },
+            PageKind::GraphUpper => PageInit::GraphUpper {
+                page_index: a,
+                slot_bytes: b,
+            },
         }
     }
 
@@ -345,6 +384,9 @@ impl PageInit {
             PageInit::IndexLeaf { .. } => PageKind::IndexLeaf,
             PageInit::IndexBranch { .. } => PageKind::IndexBranch,
             PageInit::Free { .. } => PageKind::Free,
+            PageInit::GraphMeta { .. } => PageKind::GraphMeta,
+            PageInit::GraphNodes { .. } => PageKind::GraphNodes,
+            PageInit::GraphUpper { .. } => PageKind::GraphUpper,
         }
     }
 
@@ -358,7 +400,14 @@ impl PageInit {
             } => (dimension, stride_bytes),
             PageInit::Catalog { slot_count, data_start } => (slot_count, data_start),
             PageInit::Overflow { used_bytes, b_unused } => (used_bytes, b_unused),
-            PageInit::Meta { a_unused, b_unused } | PageInit::Free { a_unused, b_unused } => (a_unused, b_unused),
+            PageInit::Meta { a_unused, b_unused }
+            | PageInit::Free { a_unused, b_unused }
+            | PageInit::GraphMeta { a_unused, b_unused } => (a_unused, b_unused),
+            PageInit::GraphNodes {
+                page_index,
+                record_bytes,
+            } => (page_index, record_bytes),
+            PageInit::GraphUpper { page_index, slot_bytes } => (page_index, slot_bytes),
             PageInit::IndexLeaf { cell_count, data_start } | PageInit::IndexBranch { cell_count, data_start } => {
                 (cell_count, data_start)
             }

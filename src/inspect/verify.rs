@@ -247,6 +247,7 @@ fn check_open(dir: &Path, report: &mut Report, bar: &dyn Progress) {
             report
                 .notes
                 .push(format!("a read-only open recovers the store: {} vectors", store.len()));
+            super::index::check(&store, report); // Hook (approximate index)
         }
         Err(Error::Locked(reason)) => report.warn(Problem::new(
             Severity::Warning,

@@ -20,6 +20,7 @@ pub(crate) mod catalog;
 pub(crate) mod checkpoint;
 pub mod control_file;
 mod edits;
+pub(crate) mod graph;
 mod inner;
 mod lifecycle;
 mod mask;
@@ -54,6 +55,7 @@ use control_file::ControlFile;
 use readers::Pin;
 pub use txn::Transaction;
 pub use options::{Options, Retention};
+pub use graph::{IndexInfo, IndexOptions, SearchOptions};
 pub(crate) use apply::{apply_edits, format_page};
 pub(crate) use inner::{ActiveTxn, Inner};
 use inner::checkpointer;
@@ -268,6 +270,7 @@ impl Store {
             checkpointer: Mutex::new(None),
         };
         recovery::recover(&store.inner, scan)?;
+        graph::load(&store.inner)?; // Hook (approximate index): one page read
         if !read_only {
             store.start_checkpointer()?;
         }
@@ -311,7 +314,8 @@ impl Store {
     /// The `k` vectors closest to `query` by `metric`, best first: `(id, score)`. Scores are
     /// similarities for `Cosine` and `Dot` (higher is closer) and distances for `L2`.
     pub fn search(&self, query: &[f32], k: usize, metric: crate::Metric) -> Result<Vec<(String, f32)>> {
-        crate::store::scan::search(&self.inner, query, k, metric, None)
+        let options = SearchOptions { metric, ..SearchOptions::default() };
+        self.search_with(query, k, &options) // the index when it has this metric, else a scan
     }
 
     /// Like [`Store::search`], over the vectors whose metadata holds the pair `filter`.
@@ -322,7 +326,8 @@ impl Store {
         metric: crate::Metric,
         filter: Option<(&str, &str)>,
     ) -> Result<Vec<(String, f32)>> {
-        crate::store::scan::search(&self.inner, query, k, metric, filter)
+        let options = SearchOptions { metric, filter, ..SearchOptions::default() };
+        self.search_with(query, k, &options) // the index when it has this metric, else a scan
     }
 
     /// Starts a write transaction; waits while another one runs (one writer at a time).

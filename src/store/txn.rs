@@ -96,7 +96,8 @@ impl<'s> Transaction<'s> {
         let mut list = self.take_edit_list();
         let built = self.op(&mut list, |ctx| {
             ctx.index_remove(id.as_bytes())?;
-            free_value(ctx, &old)
+            free_value(ctx, &old)?;
+            super::graph::on_delete(ctx, &old) // Hook (approximate index)
         });
         let logged = built.and_then(|()| self.log_update(Op::Delete, id, &list.edits(&[]), Some(old), None));
         self.edits = list;
@@ -116,13 +117,15 @@ impl<'s> Transaction<'s> {
     /// Commits: the changes become visible to readers, and durable per the sync mode before
     /// this returns. Returns the commit record's LSN.
     pub fn commit(mut self) -> Result<Lsn> {
-        let inner = self.store.inner();
+        let store = self.store;
+        let inner = store.inner();
         let lsn = inner.log_and_apply(Some(&mut self.active), Kind::Commit, &[], &[])?;
         // The device works on the commit while its changes are published (they are visible
         // before they are durable, as with any committer that waits for a group's flush).
         inner.wal.start_commit(lsn);
         inner.count.store(self.writer.meta.count.get(), Ordering::Release);
         inner.mask.clear();
+        super::graph::after_commit(inner, self.writer.meta.graph.get()); // Hook (approximate index)
         let epoch = inner.epochs.now();
         let released = std::mem::take(&mut self.released);
         self.writer
@@ -138,6 +141,7 @@ impl<'s> Transaction<'s> {
         // The commit is durable (per the sync mode) whatever happens next: a checkpoint that
         // fails here leaves its pages dirty and is retried at the next trigger.
         let _ = inner.nudge_checkpointer();
+        super::graph::maybe_vacuum(store); // Hook (approximate index)
         Ok(lsn)
     }
 
@@ -168,6 +172,7 @@ impl<'s> Transaction<'s> {
             // and readers may read the pages unmasked.
             reload_meta(inner, writer);
             inner.mask.clear();
+            super::graph::after_undo(inner, writer.meta.graph.get()); // Hook (approximate index)
         }
         // Otherwise the pages still hold some of the transaction's changes: the mask stays, so
         // readers go on seeing the committed state until the store is closed (it is poisoned:
@@ -225,7 +230,7 @@ impl<'s> Transaction<'s> {
     /// are put back as they were: nothing of the operation was applied (page-init records it
     /// logged formatted pages beyond what the meta page accounts for, which later operations
     /// format again).
-    fn op<T>(&mut self, list: &mut EditList, build: impl FnOnce(&mut OpCtx<'_>) -> Result<T>) -> Result<T> {
+    pub(super) fn op<T>(&mut self, list: &mut EditList, build: impl FnOnce(&mut OpCtx<'_>) -> Result<T>) -> Result<T> {
         let inner = self.store.inner();
         let meta_before = self.writer.meta;
         let mut freed = Vec::new();
@@ -269,7 +274,9 @@ impl<'s> Transaction<'s> {
             }
         }
         record::encode_update_into(&mut self.payload, op, id, edits);
-        inner.mask.record(id.as_bytes(), before, slot);
+        if op != Op::Index {
+            inner.mask.record(id.as_bytes(), before, slot);
+        }
         let prev = self.active.last_lsn;
         let logged = inner.log_and_apply(Some(&mut self.active), Kind::Update, &self.payload, edits);
         let lsn = match logged {
@@ -292,12 +299,26 @@ impl<'s> Transaction<'s> {
         list
     }
 
+    /// Builds one operation on the approximate index alone with `build` and logs it as one
+    /// update record (op `index`, no id: nothing for the mask); logs nothing if it made no edit.
+    pub(super) fn index_op<T>(&mut self, build: impl FnOnce(&mut OpCtx<'_>) -> Result<T>) -> Result<T> {
+        let mut list = self.take_edit_list();
+        let result = self.op(&mut list, build).and_then(|value| {
+            if !list.is_empty() {
+                self.log_update(Op::Index, "", &list.edits(&[]), None, None)?;
+            }
+            Ok(value)
+        });
+        self.edits = list;
+        result
+    }
+
     fn write_entry(&mut self, op: Op, id: &str, vector: &[f32], metadata: &[(&str, &str)]) -> Result<Lsn> {
         let mut meta_bytes = std::mem::take(&mut self.meta_bytes);
         meta_bytes.clear();
         meta::encode(metadata, &mut meta_bytes);
         let mut list = self.take_edit_list();
-        let built = self.op(&mut list, |ctx| build_entry(ctx, id, &meta_bytes));
+        let built = self.op(&mut list, |ctx| build_entry(ctx, id, &meta_bytes, vector));
         let result = built.and_then(|(before, slot)| {
             let slot = Some((slot.0.page_no() as u32, slot.1));
             self.log_update(op, id, &list.edits(vector.as_bytes()), before, slot)
@@ -311,7 +332,12 @@ impl<'s> Transaction<'s> {
 /// Builds the edits that store `id` with the vector the caller logs and metadata `meta_bytes`:
 /// a vector slot, an entry, the index cell; the id's old entry, if any, freed. Returns the
 /// id's value before and the vector slot taken.
-fn build_entry(ctx: &mut OpCtx<'_>, id: &str, meta_bytes: &[u8]) -> Result<(Option<LeafValue>, (PageId, u32))> {
+fn build_entry(
+    ctx: &mut OpCtx<'_>,
+    id: &str,
+    meta_bytes: &[u8],
+    vector: &[f32],
+) -> Result<(Option<LeafValue>, (PageId, u32))> {
     let layout = ctx.inner.layout;
     let (vector_page, vector_slot) = ctx.take_vector_slot(&layout)?;
     ctx.list
@@ -351,6 +377,7 @@ fn build_entry(ctx: &mut OpCtx<'_>, id: &str, meta_bytes: &[u8]) -> Result<(Opti
     if let Some(old) = &before {
         free_value(ctx, old)?;
     }
+    super::graph::on_put(ctx, (vector_page, vector_slot), vector, before.as_ref())?; // Hook (approximate index)
     Ok((before, (vector_page, vector_slot)))
 }
 
