@@ -63,7 +63,13 @@ pub(super) fn create(store: &Store, options: IndexOptions) -> Result<()> {
         }
         live_slots(ctx)
     })?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Without background I/O a store runs reproducibly (crash simulation): one thread builds
+    // the same graph every time.
+    let threads = if inner.options.background_io {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        1
+    };
     let built = hnsw.build_over(&ArenaVectors { inner, count: slots }, &members, threads)?;
     let runs = tx.index_op(|ctx| start(ctx, &params, &built))?;
     let page_size = inner.arena.page_size_bytes() as usize;
