@@ -125,7 +125,10 @@ pub use restore::{RestoreReport, RestoreTarget, restore, restore_with};
 pub use search::Metric;
 pub use ship::is_url as is_archive_url;
 pub use store::recovery::RecoveryReport;
-pub use store::{IndexInfo, IndexOptions, LogInfo, Options, Retention, SearchOptions, Store, Transaction, VectorRef};
+pub use store::{
+    BATCH_RECORD_BYTES, IndexInfo, IndexOptions, LogInfo, Options, Retention, Row, SearchOptions, Store, Transaction,
+    VectorRef,
+};
 #[cfg(feature = "object-store")]
 pub use {
     replica::{Replica, ReplicaOptions, ReplicaStatus},

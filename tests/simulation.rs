@@ -138,6 +138,9 @@ fn apply_random(
     state: &mut State,
     next_version: &mut u32,
 ) -> vellum::Result<()> {
+    if rng.chance(15) {
+        return apply_random_batch(tx, rng, state, next_version);
+    }
     let id = id_of(rng.below(IDS.into()));
     if rng.chance(25) {
         tx.delete(&id)?;
@@ -152,6 +155,41 @@ fn apply_random(
     };
     tx.upsert(&id, &vector_of(*next_version), &[("m", &meta)])?;
     state.insert(id, (*next_version, meta));
+    Ok(())
+}
+
+/// The bulk path: several rows (an id may repeat: its last row wins) in records of many rows.
+fn apply_random_batch(
+    tx: &mut vellum::Transaction<'_>,
+    rng: &mut Rng,
+    state: &mut State,
+    next_version: &mut u32,
+) -> vellum::Result<()> {
+    let mut rows = Vec::new();
+    for _ in 0..2 + rng.below(7) {
+        *next_version += 1;
+        let meta = if rng.chance(10) {
+            "B".repeat(2000 + rng.below(3000) as usize)
+        } else {
+            format!("b{next_version}")
+        };
+        rows.push((
+            id_of(rng.below(IDS.into())),
+            vector_of(*next_version),
+            meta,
+            *next_version,
+        ));
+    }
+    let pairs: Vec<[(&str, &str); 1]> = rows.iter().map(|(_, _, meta, _)| [("m", meta.as_str())]).collect();
+    let batch: Vec<vellum::Row<'_>> = rows
+        .iter()
+        .zip(&pairs)
+        .map(|((id, vector, _, _), pairs)| (id.as_str(), vector.as_slice(), &pairs[..]))
+        .collect();
+    tx.upsert_many(&batch)?;
+    for (id, _, meta, version) in rows {
+        state.insert(id, (version, meta));
+    }
     Ok(())
 }
 
@@ -359,7 +397,8 @@ impl FaultRun {
                 self.poisoned |= matches!(error, Error::Closed(_));
                 // Readers go on, and see the state before the operation or (a commit whose
                 // flush failed is published) after it: nothing in between.
-                let visible = read_state(store).map_err(|e| format!("a reader after a failed {what}: {e}"))?;
+                let visible =
+                    read_state(store).map_err(|e| format!("a reader after a failed {what} ({error:?}): {e}"))?;
                 store
                     .search(&vector_of(1), 3, vellum::Metric::L2)
                     .map_err(|e| format!("search after a failed {what}: {e}"))?;

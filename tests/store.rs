@@ -226,6 +226,71 @@ fn readers_during_a_long_write_transaction_see_only_committed_data() {
     }
 }
 
+/// Metadata of this many bytes does not fit a 4 KiB catalog page: it lives in an overflow
+/// chain, whose pages a replacing transaction frees in place.
+fn big_metadata(tag: &str) -> Vec<(String, String)> {
+    vec![("blob".to_string(), tag.repeat(6000 / tag.len()))]
+}
+
+fn as_refs(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
+    pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+#[test]
+fn readers_see_committed_overflow_metadata_while_a_writer_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::create(dir.path(), 4, small_options()).unwrap());
+    let pairs = |m: &[(String, String)]| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>();
+    let first = big_metadata("a");
+    for i in 0..8 {
+        store.insert(&format!("id-{i}"), &[1.0; 4], &as_refs(&first)).unwrap();
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for i in 0..8 {
+                    let found = store
+                        .get(&format!("id-{i}"))
+                        .expect("a reader never meets a freed chain");
+                    let found = found.expect("committed ids stay visible");
+                    let meta: Vec<(String, String)> =
+                        found.metadata().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                    assert_eq!(meta.len(), 1, "the metadata is whole");
+                    assert!(
+                        meta[0].1.chars().all(|c| c == meta[0].1.chars().next().unwrap()),
+                        "one committed version, never a mix"
+                    );
+                    reads += 1;
+                }
+            }
+            reads
+        })
+    };
+    for round in 0..40 {
+        let tag = ["b", "c", "d"][round % 3];
+        let mut tx = store.begin().unwrap();
+        for i in 0..8 {
+            tx.upsert(&format!("id-{i}"), &[2.0; 4], &as_refs(&big_metadata(tag)))
+                .unwrap();
+        }
+        // Readers run while the old chains are marked free and the transaction is open.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        if round % 2 == 0 {
+            tx.commit().unwrap();
+        } else {
+            tx.abort().unwrap();
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0, "the reader ran");
+    let last = store.get("id-0").unwrap().unwrap();
+    let meta: Vec<(String, String)> = last.metadata().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    assert_eq!(meta, pairs(&big_metadata("d")), "round 38 committed last");
+}
+
 #[test]
 fn a_reader_keeps_the_version_it_looked_up_while_the_id_is_replaced() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,9 +1,9 @@
 //! Many rows at once: `upsert_many`.
 //!
-//! Today a batch is one library transaction with `Transaction::upsert` per row. When the library
-//! gains a bulk call (`Store::upsert_many`), [`upsert_many`] is the one place to switch to it.
+//! A batch goes through the library's bulk path (`Transaction::upsert_many`): every row is
+//! checked before any is written, and the rows are logged many to a record.
 
-use vellum::{Lsn, Store, Transaction};
+use vellum::{Error, Lsn, Row, Store, Transaction};
 
 use crate::convert::{MetadataRows, Strings};
 use crate::errors::Failure;
@@ -32,25 +32,44 @@ pub fn upsert_many(store: &Store, batch: &Batch<'_>) -> Result<Lsn, Failure> {
     Ok(tx.commit()?)
 }
 
-/// Upserts every row of `batch` into `tx`; stops at the first row refused (the rows before it
-/// stay in `tx`).
+/// Upserts every row of `batch` into `tx`. A row the library refuses is named, and nothing of
+/// the batch is written (every row is checked first).
 pub fn upsert_rows(tx: &mut Transaction<'_>, batch: &Batch<'_>) -> Result<(), Failure> {
     assert_eq!(
         batch.vectors.len(),
         batch.len() * batch.dim,
         "a batch holds one vector per id"
     );
-    let mut pairs = Vec::new();
-    for (row, vector) in batch.vectors.chunks_exact(batch.dim.max(1)).enumerate() {
-        let id = batch.ids.get(row);
-        if !batch.metadata.is_empty() {
-            batch.metadata.row_into(row, &mut pairs);
-        }
-        tx.upsert(id, vector, &pairs).map_err(|error| Failure::Row {
+    let pairs: Vec<Vec<(&str, &str)>> = (0..batch.len())
+        .map(|row| {
+            let mut pairs = Vec::new();
+            if !batch.metadata.is_empty() {
+                batch.metadata.row_into(row, &mut pairs);
+            }
+            pairs
+        })
+        .collect();
+    let rows: Vec<Row<'_>> = batch
+        .vectors
+        .chunks_exact(batch.dim.max(1))
+        .zip(&pairs)
+        .enumerate()
+        .map(|(row, (vector, pairs))| (batch.ids.get(row), vector, pairs.as_slice()))
+        .collect();
+    tx.upsert_many(&rows).map_err(|error| match refused_row(&error) {
+        Some((row, why)) if row < rows.len() => Failure::Row {
             row,
-            id: id.to_owned(),
-            error,
-        })?;
-    }
+            id: rows[row].0.to_owned(),
+            error: Error::InvalidArgument(why),
+        },
+        _ => Failure::from(error),
+    })?;
     Ok(())
+}
+
+/// The row an `InvalidArgument` of the bulk path names ("row 12 (\"id\"): why"), and why.
+fn refused_row(error: &Error) -> Option<(usize, String)> {
+    let Error::InvalidArgument(text) = error else { return None };
+    let (head, why) = text.strip_prefix("row ")?.split_once("): ")?;
+    Some((head.split(' ').next()?.parse().ok()?, why.to_string()))
 }

@@ -28,9 +28,14 @@ pub fn run(args: Args) -> Result<(), Failure> {
         )));
     }
     let lsn = tx.commit().map_err(|e| Failure::from_error(context(), e))?;
-    store
-        .close()
-        .map_err(|e| Failure::from_error(format!("closing {}", args.dir.display()), e))?;
+    // Said before the close: the delete is durable now, whatever the close meets (a full
+    // disk stopping the archiver, say), and a script must not take a failed close for a
+    // delete that did not happen.
     println!("deleted {:?} (commit LSN {lsn})", args.id);
-    Ok(())
+    store.close().map_err(|e| {
+        Failure::from_error(
+            format!("closing {} (the delete is committed and durable)", args.dir.display()),
+            e,
+        )
+    })
 }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
 use indicatif::ProgressBar;
-use vellum::{Lsn, Store, SyncMode};
+use vellum::{Error, Lsn, Store, SyncMode};
 
 use super::common::{
     EXIT_INPUT, EXIT_SIGNAL_BASE, EXIT_USAGE, Failure, SyncArgs, error_code, open_store, progress_bar, spinner,
@@ -235,30 +235,51 @@ fn import_batch(
     let mut tx = store
         .begin()
         .map_err(|e| Failure::from_error(format!("starting a transaction in {}", args.dir.display()), e))?;
-    let mut in_batch = 0u64;
+    let mut records = Vec::new();
     while let Some(record) = next.take() {
-        let metadata: Vec<(&str, &str)> = record.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        if let Err(error) = tx.upsert(&record.id, &record.vector, &metadata) {
-            drop(tx);
-            let code = match error_code(&error) {
-                EXIT_USAGE => EXIT_INPUT,
-                code => code,
-            };
-            return Err(Failure::new(
-                code,
-                format!(
-                    "{} {}: {error} (import stopped; the {committed} records committed before it stay)",
-                    args.file.display(),
-                    record.location
-                ),
-            ));
-        }
-        in_batch += 1;
-        if in_batch == args.batch {
+        records.push(record);
+        if records.len() as u64 == args.batch {
             break;
         }
         *next = source.next_record().map_err(|failure| stopped(failure, committed))?;
     }
+    let metadata: Vec<Vec<(&str, &str)>> = records
+        .iter()
+        .map(|r| r.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
+        .collect();
+    let rows: Vec<vellum::Row<'_>> = records
+        .iter()
+        .zip(&metadata)
+        .map(|(r, m)| (r.id.as_str(), r.vector.as_slice(), m.as_slice()))
+        .collect();
+    // The bulk path: many rows to a log record. Every row is checked before any is written,
+    // so a bad one is found (and named) by trying the rows one by one: the batch is rolled
+    // back either way.
+    if let Err(error) = tx.upsert_many(&rows) {
+        let at = match error {
+            Error::InvalidArgument(_) => rows
+                .iter()
+                .position(|row| tx.upsert_many(std::slice::from_ref(row)).is_err()),
+            _ => None,
+        };
+        drop(tx);
+        let code = match error_code(&error) {
+            EXIT_USAGE => EXIT_INPUT,
+            code => code,
+        };
+        let (location, error) = match at {
+            Some(at) => (records[at].location.clone(), strip_row(&error)),
+            None => (format!("records up to {}", source.location()), error.to_string()),
+        };
+        return Err(Failure::new(
+            code,
+            format!(
+                "{} {location}: {error} (import stopped; the {committed} records committed before it stay)",
+                args.file.display(),
+            ),
+        ));
+    }
+    let in_batch = records.len() as u64;
     let lsn = tx.commit().map_err(|e| {
         Failure::from_error(
             format!(
@@ -271,6 +292,19 @@ fn import_batch(
         )
     })?;
     Ok((lsn, in_batch))
+}
+
+/// A bulk load's error about one row, without the row number (the caller names the row's
+/// place in the input instead).
+fn strip_row(error: &Error) -> String {
+    let text = error.to_string();
+    match text.split_once("): ") {
+        Some((head, rest)) if head.contains("row ") => {
+            let prefix = head.split("row ").next().unwrap_or_default();
+            format!("{prefix}{rest}")
+        }
+        _ => text,
+    }
 }
 
 /// An input failure after `committed` records: the message says those stay.

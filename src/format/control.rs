@@ -206,10 +206,7 @@ impl Control {
             return Err("control checksum mismatch".into());
         }
         if slot.version_major.get() != FORMAT_VERSION_MAJOR {
-            return Err(format!(
-                "format version {} (this build reads {FORMAT_VERSION_MAJOR})",
-                slot.version_major.get()
-            ));
+            return Err(version_reason(slot.version_major.get()));
         }
         Ok(Control {
             page_size_bytes: slot.page_size_bytes.get(),
@@ -270,6 +267,22 @@ impl Control {
             .map_err(|reason| Error::corrupted_file(path, format!("control data in force: {reason}")))?;
         Ok(control)
     }
+}
+
+/// Why a control slot of format `major` is refused, and what to do (starts "format version").
+fn version_reason(major: u16) -> String {
+    if major > FORMAT_VERSION_MAJOR {
+        return format!(
+            "format version {major} (this build reads {FORMAT_VERSION_MAJOR}): a newer Vellum wrote it; open it with that release or a later one"
+        );
+    }
+    format!(
+        "format version {major} (this build reads {FORMAT_VERSION_MAJOR}): the store predates the \
+         paged id index and this build does not change it in place; with the release that wrote \
+         it, read every vector out (`Store::get`, `vellum get`) and import them into a store \
+         this build creates (`vellum create`, `vellum import`); `vellum export` of later \
+         releases does this in one step"
+    )
 }
 
 #[cfg(test)]
@@ -340,6 +353,17 @@ mod tests {
         assert!(
             matches!(error, Error::Incompatible(_)),
             "a newer major version is refused, not skipped: {error}"
+        );
+        let mut older_version = vec![0u8; CONTROL_FILE_BYTES as usize];
+        let mut past = newer.to_slot();
+        past.version_major = U16::new(FORMAT_VERSION_MAJOR - 1);
+        past.crc = U32::new(crc32c::crc32c(&past.as_bytes()[..CONTROL_CRC_OFFSET]));
+        older_version[..512].copy_from_slice(past.as_bytes());
+        older_version[512..].copy_from_slice(past.as_bytes());
+        let error = Control::newest(Path::new("c"), &older_version).unwrap_err();
+        assert!(
+            matches!(&error, Error::Incompatible(why) if why.contains("import")),
+            "a store of the previous major version is refused, saying what to do: {error}"
         );
         bytes[100] ^= 0xff;
         let error = Control::newest(Path::new("c"), &bytes).unwrap_err();

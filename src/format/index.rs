@@ -520,7 +520,8 @@ mod tests {
     fn a_damaged_node_is_refused_with_a_reason_never_a_panic() {
         let cells = vec![leaf_cell(b"a", &value(0)), leaf_cell(b"b", &value(1))];
         let page = node_page(NodeKind::Leaf, 0, &cells);
-        let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+        type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+        let cases: Vec<(&str, Damage)> = vec![
             (
                 "directory overlaps",
                 Box::new(|p| p[24..28].copy_from_slice(&2000u32.to_le_bytes())),
@@ -594,7 +595,7 @@ mod tests {
             .collect();
         assert!(layout_node(NODE_PAGE_MIN_BYTES, cells.iter().map(Vec::as_slice)).is_some());
         assert!(layout_node(NODE_PAGE_MIN_BYTES - 1, cells.iter().map(Vec::as_slice)).is_none());
-        assert!(NODE_PAGE_MIN_BYTES <= 4096, "pages of 4 KiB and up hold nodes");
+        const { assert!(NODE_PAGE_MIN_BYTES <= 4096, "pages of 4 KiB and up hold nodes") };
     }
 
     #[test]

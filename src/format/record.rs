@@ -75,9 +75,12 @@ pub enum Op {
     Upsert = 2,
     /// An id removed.
     Delete = 3,
+    /// Several ids inserted or replaced in one record (a bulk load); the record's id field
+    /// holds the first of them, for inspection only.
+    Batch = 4,
     /// A change to the approximate-search index alone (its build, a vacuum, its drop): no id
     /// changes; the record's id is empty.
-    Index = 4,
+    Index = 5,
 }
 
 impl Op {
@@ -87,7 +90,8 @@ impl Op {
             1 => Op::Insert,
             2 => Op::Upsert,
             3 => Op::Delete,
-            4 => Op::Index,
+            4 => Op::Batch,
+            5 => Op::Index,
             _ => return None,
         })
     }
@@ -98,6 +102,7 @@ impl Op {
             Op::Insert => "insert",
             Op::Upsert => "upsert",
             Op::Delete => "delete",
+            Op::Batch => "batch",
             Op::Index => "index",
         }
     }

@@ -146,15 +146,6 @@ pub enum List {
 }
 
 impl List {
-    fn field_offset(self) -> usize {
-        META_FIELDS_OFFSET
-            + match self {
-                List::Vector => std::mem::offset_of!(MetaFields, vector_list),
-                List::Roomy => std::mem::offset_of!(MetaFields, roomy_list),
-                List::Free => std::mem::offset_of!(MetaFields, free_list),
-            }
-    }
-
     fn ends(self, meta: &MetaFields) -> index::ListEnds {
         match self {
             List::Vector => meta.vector_list,

@@ -68,19 +68,25 @@ pub(crate) fn stop(inner: &Inner) {
 /// retired segment in its live log.
 pub(crate) fn drain(inner: &Inner) -> Result<()> {
     loop {
-        let Some(segment) = inner.archiver.queue.lock().pop_front() else {
+        let Some(segment) = inner.archiver.queue.lock().front().cloned() else {
             return Ok(());
         };
-        archive_and_recycle(inner, segment)?;
+        // A segment leaves the queue only once archived and recycled: the live log must
+        // never lose a segment while an earlier one is still in it (a reopen would find a
+        // hole), so a failure keeps it, and every one after it, queued.
+        archive_and_recycle(inner, &segment)?;
+        inner.archiver.queue.lock().pop_front();
     }
 }
 
 fn run(weak: Weak<Inner>) {
+    let mut failing = false;
     loop {
         let Some(inner) = weak.upgrade() else { return };
         let next = {
             let mut queue = inner.archiver.queue.lock();
-            if queue.is_empty() {
+            if queue.is_empty() || failing {
+                // What is left after a failure is drained by the close, on its thread.
                 if *inner.archiver.stopping.lock() {
                     return;
                 }
@@ -89,12 +95,22 @@ fn run(weak: Weak<Inner>) {
                     .wake
                     .wait_for(&mut queue, std::time::Duration::from_millis(200));
             }
-            queue.pop_front()
+            queue.front().cloned()
         };
-        if let Some(segment) = next
-            && let Err(error) = archive_and_recycle(&inner, segment)
-        {
-            inner.archiver.failure.lock().get_or_insert(error.to_string());
+        let Some(segment) = next else { continue };
+        match archive_and_recycle(&inner, &segment) {
+            Ok(()) => {
+                failing = false;
+                let mut queue = inner.archiver.queue.lock();
+                if queue.front().is_some_and(|s| Arc::ptr_eq(s, &segment)) {
+                    queue.pop_front();
+                }
+            }
+            // Retried after a pause (the disk may have room again); segments after it wait.
+            Err(error) => {
+                failing = true;
+                inner.archiver.failure.lock().get_or_insert(error.to_string());
+            }
         }
     }
 }
@@ -113,19 +129,17 @@ pub(crate) fn retire(inner: &Inner, truncate_lsn: Lsn) -> Result<()> {
         });
     }
     let segments = inner.wal.detach_before(truncate_lsn)?;
+    // Queued in order behind any that failed before: they are archived in order or not at all.
+    inner.archiver.queue.lock().extend(segments);
     if inner.options.background_io {
-        inner.archiver.queue.lock().extend(segments);
         inner.archiver.wake.notify_all();
         return Ok(());
     }
-    for segment in segments {
-        archive_and_recycle(inner, segment)?;
-    }
-    Ok(())
+    drain(inner)
 }
 
 /// Archives one retired segment (unless a whole copy is there already), then recycles it.
-fn archive_and_recycle(inner: &Inner, segment: Arc<Segment>) -> Result<()> {
+fn archive_and_recycle(inner: &Inner, segment: &Arc<Segment>) -> Result<()> {
     let storage = inner.options.storage.as_ref();
     let dir = inner.dir.join(ARCHIVE_DIR);
     let name = archive::wal_file_name(segment.segment_no);
@@ -147,7 +161,7 @@ fn archive_and_recycle(inner: &Inner, segment: Arc<Segment>) -> Result<()> {
         }
         archive::write_atomically(storage, &dir, &name, &archive::encode(header, contents))?;
     }
-    inner.wal.recycle(segment)?;
+    inner.wal.recycle(segment.clone())?;
     apply_retention(inner)
 }
 

@@ -93,11 +93,6 @@ pub struct CatalogCache {
 pub const CATALOG_CACHE_PAGES_MAX: usize = 4096;
 
 impl CatalogCache {
-    /// Forgets page `page_no` (its free space changed in a way only the page tells).
-    pub fn forget(&mut self, page_no: u64) {
-        self.pages.remove(&page_no);
-    }
-
     /// A released extent became reusable.
     pub fn reclaim(&mut self, page_no: u64, offset: u32, len: u32) {
         if let Some(page) = self.pages.get_mut(&page_no) {
@@ -314,7 +309,11 @@ impl OpCtx<'_> {
             self.list_push(List::Roomy, page)?;
         }
         if let Some(first) = overflow {
-            let (_, pages) = read_chain(&self.inner.arena, first, meta_len)?;
+            let (meta, pages) = read_chain(&self.inner.arena, first, meta_len)?;
+            // Readers of the committed entry may still follow the chain once its pages are
+            // marked free: they find its bytes in the mask until the commit publishes the
+            // change (or the undo restores the pages).
+            self.inner.mask.record_chain(first.0, &meta);
             for page_no in pages {
                 self.free_catalog_page(PageId::new(Space::Catalog, page_no))?;
             }

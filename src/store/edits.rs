@@ -25,11 +25,14 @@ struct EditSpec {
     page: PageId,
     offset: u32,
     kind: EditKind,
-    /// The written or inserted bytes: a range of `bytes`, or (`None`) the caller's vector.
+    /// The written or inserted bytes: a range of `bytes`, or (`None`) the caller's vector
+    /// number `vector`.
     after: Option<Range<usize>>,
     before: Option<Range<usize>>,
     /// The length of the caller's vector (`after` is `None`), else 0.
     vector_bytes: usize,
+    /// Which of the caller's vectors (`after` is `None`).
+    vector: usize,
 }
 
 impl EditList {
@@ -39,7 +42,8 @@ impl EditList {
         self.specs.clear();
     }
 
-    /// True if no edit was added.
+    /// True if no edit was added (an operation on the approximate index that changed nothing
+    /// logs no record).
     pub fn is_empty(&self) -> bool {
         self.specs.is_empty()
     }
@@ -60,12 +64,19 @@ impl EditList {
             after: Some(start..self.bytes.len()),
             before: None,
             vector_bytes: 0,
+            vector: 0,
         });
     }
 
     /// The caller's vector (`len_bytes` long), into a free slot (never read back through the
     /// list: reads of other bytes of its page see through it).
     pub fn push_vector(&mut self, page: PageId, offset: usize, len_bytes: usize) {
+        self.push_vector_of(0, page, offset, len_bytes);
+    }
+
+    /// Like [`EditList::push_vector`], for the caller's vector number `vector` of several
+    /// (see [`EditList::edits_of`]).
+    pub fn push_vector_of(&mut self, vector: usize, page: PageId, offset: usize, len_bytes: usize) {
         self.specs.push(EditSpec {
             page,
             offset: offset as u32,
@@ -73,6 +84,7 @@ impl EditList {
             after: None,
             before: None,
             vector_bytes: len_bytes,
+            vector,
         });
     }
 
@@ -98,6 +110,7 @@ impl EditList {
             after: Some(after_start..before_start),
             before: Some(before_start..self.bytes.len()),
             vector_bytes: 0,
+            vector: 0,
         });
     }
 
@@ -113,6 +126,7 @@ impl EditList {
             after: Some(start..self.bytes.len()),
             before: None,
             vector_bytes: 0,
+            vector: 0,
         });
     }
 
@@ -133,12 +147,8 @@ impl EditList {
             after: Some(start..start),
             before: Some(start..self.bytes.len()),
             vector_bytes: 0,
+            vector: 0,
         });
-    }
-
-    /// True if an edit of the list changes page `page`.
-    pub fn touches(&self, page: PageId) -> bool {
-        self.specs.iter().any(|s| s.page == page)
     }
 
     /// Reads `buf.len()` bytes at `offset` of page `page` as they will be once the list's edits
@@ -212,17 +222,29 @@ impl EditList {
 
     /// The edits, with `vector` as the image of the vector edit.
     pub fn edits<'a>(&'a self, vector: &'a [u8]) -> Vec<Edit<'a>> {
+        self.edits_of(&[vector])
+    }
+
+    /// The edits, the vector edits naming `vectors[n]` (see [`EditList::push_vector_of`]).
+    pub fn edits_of<'a>(&'a self, vectors: &[&'a [u8]]) -> Vec<Edit<'a>> {
         self.specs
             .iter()
             .map(|spec| {
-                assert!(
-                    spec.after.is_some() || !vector.is_empty(),
-                    "a vector edit needs the vector"
-                );
+                let after = match &spec.after {
+                    Some(range) => &self.bytes[range.clone()],
+                    None => {
+                        let vector = vectors.get(spec.vector).copied().unwrap_or(&[]);
+                        assert!(
+                            !vector.is_empty() && vector.len() == spec.vector_bytes,
+                            "a vector edit needs its vector"
+                        );
+                        vector
+                    }
+                };
                 Edit {
                     page: spec.page,
                     offset: spec.offset,
-                    after: spec.after.clone().map_or(vector, |range| &self.bytes[range]),
+                    after,
                     before: spec.before.clone().map(|range| &self.bytes[range]),
                     kind: spec.kind,
                 }

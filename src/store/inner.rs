@@ -202,6 +202,18 @@ impl Inner {
         Ok(())
     }
 
+    /// The metadata in the overflow chain starting at `first`; a chain the running
+    /// transaction freed (its pages marked free in place) is read from the mask.
+    pub fn read_meta_chain(&self, first: PageId, len: u32) -> Result<std::sync::Arc<[u8]>> {
+        match super::catalog::read_chain(&self.arena, first, len) {
+            Ok((bytes, _)) => Ok(bytes.into()),
+            Err(error) => match self.mask.chain(first.0) {
+                Some(bytes) if bytes.len() == len as usize => Ok(bytes),
+                _ => Err(error),
+            },
+        }
+    }
+
     /// A reader's view of the entry `entry` read (see `catalog::read_entry`): the vector and
     /// the metadata in place (a chain of overflow pages is read into memory).
     pub fn vector_ref<'a>(&'a self, entry: &EntryView, pin: Pin<'a>) -> Result<VectorRef<'a>> {
@@ -214,9 +226,7 @@ impl Inner {
             // SAFETY: as for the vector: the inline metadata of a live entry (its bounds were
             // checked against its page by `read_entry`), immutable while the pin holds.
             EntryMeta::Inline { ptr, len } => MetaRef::Inline(unsafe { std::slice::from_raw_parts(ptr, len as usize) }),
-            EntryMeta::Chain { first, len } => {
-                MetaRef::Owned(super::catalog::read_chain(&self.arena, first, len)?.0.into())
-            }
+            EntryMeta::Chain { first, len } => MetaRef::Owned(self.read_meta_chain(first, len)?),
         };
         Ok(VectorRef {
             vector,

@@ -48,12 +48,15 @@ use crate::arena::{Arena, ArenaOpen};
 use crate::arena::doublewrite::{Doublewrite, DoublewriteOpen};
 use crate::error::{IoContext, Result};
 use recovery::RecoveryReport;
+
+/// How many times `get` looks an id up again when a commit freed what its first lookup found.
+const GET_TRIES_MAX: u32 = 64;
 use crate::wal::{Wal, now_us};
 use crate::{Error, Lsn};
 use crate::format::control::Control;
 use control_file::ControlFile;
 use readers::Pin;
-pub use txn::Transaction;
+pub use txn::{BATCH_RECORD_BYTES, Row, Transaction};
 pub use options::{Options, Retention};
 pub use graph::{IndexInfo, IndexOptions, SearchOptions};
 pub(crate) use apply::{apply_edits, format_page};
@@ -280,13 +283,34 @@ impl Store {
     /// The vector stored under `id`, or `None`.
     pub fn get(&self, id: &str) -> Result<Option<VectorRef<'_>>> {
         let inner = &*self.inner;
-        let pin = inner.epochs.pin();
-        let found = tree::lookup(inner, id.as_bytes())?;
-        let Some(value) = inner.mask.visible(id.as_bytes(), found) else {
-            return Ok(None);
-        };
-        let entry = catalog::read_entry(&inner.arena, &inner.layout, &value)?;
-        Ok(Some(inner.vector_ref(&entry, pin)?))
+        let mut tries = 0;
+        loop {
+            let pin = inner.epochs.pin();
+            let token = inner.mask.token();
+            let found = tree::lookup(inner, id.as_bytes())?;
+            let Some(visible) = inner.mask.visible_since(token, id.as_bytes(), found) else {
+                tries += 1;
+                assert!(tries < GET_TRIES_MAX * 1024, "a reader looked an id up again without end");
+                continue;
+            };
+            let Some(value) = visible else {
+                return Ok(None);
+            };
+            let entry = catalog::read_entry(&inner.arena, &inner.layout, &value)?;
+            match inner.vector_ref(&entry, pin) {
+                Ok(found) => return Ok(Some(found)),
+                // A commit between the lookup and the read freed the entry's overflow chain
+                // (and published the id's new value): look again.
+                // An undo between the two put the chain back just after the read met it
+                // freed. Neither happened (no clear of the mask since the lookup): damage.
+                Err(error) => {
+                    tries += 1;
+                    if inner.mask.token() == token || tries == GET_TRIES_MAX {
+                        return Err(error);
+                    }
+                }
+            }
+        }
     }
 
     /// Inserts a vector (autocommit). `Err(AlreadyExists)` if `id` is present.
@@ -300,6 +324,34 @@ impl Store {
     pub fn upsert(&self, id: &str, vector: &[f32], metadata: &[(&str, &str)]) -> Result<Lsn> {
         let mut tx = self.begin()?;
         tx.upsert(id, vector, metadata)?;
+        tx.commit()
+    }
+
+    /// Inserts every row `(id, vector, metadata)` in one transaction (the bulk path: many
+    /// rows to a log record); `Err(AlreadyExists)` if an id is present or given twice. On any
+    /// error nothing changes.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let store = vellum::Store::create(dir.path(), 2, vellum::Options::default())?;
+    /// let rows: Vec<(String, Vec<f32>)> = (0..1000).map(|i| (format!("v{i:04}"), vec![i as f32, 1.0])).collect();
+    /// let rows: Vec<vellum::Row<'_>> = rows.iter().map(|(id, v)| (id.as_str(), v.as_slice(), &[][..])).collect();
+    /// store.insert_many(&rows)?;
+    /// assert_eq!(store.len(), 1000);
+    /// assert!(matches!(store.insert_many(&rows[..1]), Err(vellum::Error::AlreadyExists)), "present ids are refused");
+    /// # Ok::<(), vellum::Error>(())
+    /// ```
+    pub fn insert_many(&self, rows: &[Row<'_>]) -> Result<Lsn> {
+        let mut tx = self.begin()?;
+        tx.insert_many(rows)?;
+        tx.commit()
+    }
+
+    /// Inserts or replaces every row in one transaction (an id given twice ends with its last
+    /// row); on any error nothing changes. See [`Transaction::upsert_many`].
+    pub fn upsert_many(&self, rows: &[Row<'_>]) -> Result<Lsn> {
+        let mut tx = self.begin()?;
+        tx.upsert_many(rows)?;
         tx.commit()
     }
 

@@ -133,8 +133,8 @@ pub(super) fn has_pair(inner: &Inner, entry: &EntryView, key: &str, value: &str)
         // SAFETY: inline metadata of a committed entry (bounds checked by `read_entry_at`),
         // immutable while the search's epoch pin holds, inside a mapping that outlives the store.
         EntryMeta::Inline { ptr, len } => unsafe { std::slice::from_raw_parts(ptr, len as usize) },
-        EntryMeta::Chain { first, len } => match super::catalog::read_chain(&inner.arena, first, len) {
-            Ok((bytes, _)) => {
+        EntryMeta::Chain { first, len } => match inner.read_meta_chain(first, len) {
+            Ok(bytes) => {
                 chain = bytes;
                 &chain
             }

@@ -112,7 +112,11 @@ pub fn lookup(inner: &Inner, key: &[u8]) -> Result<Option<LeafValue>> {
 
 /// Up to `max` entries in key order from `from` (inclusive, or exclusive when `after`), all from
 /// one leaf, and where the next leaf's keys start (`None`: this was the last leaf).
-pub fn scan_leaf(inner: &Inner, from: &[u8], after: bool, max: usize) -> Result<(Vec<(Vec<u8>, LeafValue)>, Option<Vec<u8>>)> {
+/// What [`scan_leaf`] found: `(id, value)` pairs in id order, and the bound to go on from.
+pub type LeafScan = (Vec<(Vec<u8>, LeafValue)>, Option<Vec<u8>>);
+
+#[expect(dead_code, reason = "for the ordered iterator, merged next")]
+pub fn scan_leaf(inner: &Inner, from: &[u8], after: bool, max: usize) -> Result<LeafScan> {
     let mut upper: Option<Vec<u8>> = None;
     let found = descend(
         inner,

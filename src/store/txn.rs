@@ -24,6 +24,15 @@ use crate::format::page::{self, PageId, Space};
 use crate::format::record::{self, Edit, EditKind, Kind, Op};
 use crate::{Error, Lsn, Result};
 
+/// One row of a bulk load: `(id, vector, metadata)`.
+pub type Row<'a> = (&'a str, &'a [f32], &'a [(&'a str, &'a str)]);
+
+/// About how many bytes of vectors one record of a bulk load holds.
+pub const BATCH_RECORD_BYTES: usize = 256 << 10;
+
+/// At most this many rows go in one record of a bulk load (whatever the dimension).
+const BATCH_ROWS_MAX: usize = 1024;
+
 /// A write transaction. Dropping it without `commit` aborts it.
 pub struct Transaction<'s> {
     store: &'s Store,
@@ -103,6 +112,32 @@ impl<'s> Transaction<'s> {
         self.edits = list;
         logged?;
         Ok(true)
+    }
+
+    /// Inserts every row `(id, vector, metadata)`; `Err(AlreadyExists)` if an id is present
+    /// or appears twice, and then nothing changes. Rows are logged many to a record (the bulk
+    /// path: see [`Transaction::upsert_many`]). Returns the LSN of the last record.
+    pub fn insert_many(&mut self, rows: &[Row<'_>]) -> Result<Lsn> {
+        self.check_rows(rows)?;
+        let mut seen = std::collections::HashSet::with_capacity(rows.len());
+        for (id, _, _) in rows {
+            if !seen.insert(*id) || self.lookup(id)?.is_some() {
+                return Err(Error::AlreadyExists);
+            }
+        }
+        self.write_many(rows)
+    }
+
+    /// Inserts or replaces every row `(id, vector, metadata)` (an id given twice ends with its
+    /// last row). Every row is checked before anything changes: one bad row (wrong dimension,
+    /// NaN, an id or metadata too long) is an `InvalidArgument` naming it, and the
+    /// transaction is as it was. The rows are logged many to a record, up to about
+    /// [`BATCH_RECORD_BYTES`] each: one copy of each vector into the log and one into its
+    /// page, one record header for the lot. An I/O error part way leaves the rows before it
+    /// in the transaction (abort it to undo them; [`Store::upsert_many`] does).
+    pub fn upsert_many(&mut self, rows: &[Row<'_>]) -> Result<Lsn> {
+        self.check_rows(rows)?;
+        self.write_many(rows)
     }
 
     /// The vector `id` as this transaction sees it (its own writes included).
@@ -226,6 +261,74 @@ impl<'s> Transaction<'s> {
         }
     }
 
+    fn check_rows(&self, rows: &[Row<'_>]) -> Result<()> {
+        for (at, (id, vector, metadata)) in rows.iter().enumerate() {
+            self.check_input(id, vector, metadata).map_err(|error| match error {
+                Error::InvalidArgument(why) => Error::InvalidArgument(format!("row {at} ({id:?}): {why}")),
+                other => other,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Logs `rows` (checked) in records of up to [`BATCH_RECORD_BYTES`]; an id a record
+    /// already holds starts the next one (its entry must be in the pages before it is
+    /// replaced).
+    fn write_many(&mut self, rows: &[Row<'_>]) -> Result<Lsn> {
+        let row_bytes = self.store.dimension() * 4 + 64;
+        let per_record = (BATCH_RECORD_BYTES / row_bytes).clamp(1, BATCH_ROWS_MAX);
+        // Hook (approximate index): each row's graph insert reads through the record's pending
+        // edits, so with an index rows go one to a record (the insert costs far more anyway).
+        let per_record = if self.writer.meta.graph.get() != 0 { 1 } else { per_record };
+        let mut lsn = self.active.last_lsn;
+        let mut start = 0;
+        let mut ids = std::collections::HashSet::new();
+        while start < rows.len() {
+            ids.clear();
+            let mut end = start;
+            while end < rows.len() && end - start < per_record && ids.insert(rows[end].0) {
+                end += 1;
+            }
+            lsn = self.write_batch(&rows[start..end])?;
+            start = end;
+        }
+        Ok(lsn)
+    }
+
+    /// One update record storing every row of `rows` (distinct ids).
+    fn write_batch(&mut self, rows: &[Row<'_>]) -> Result<Lsn> {
+        let mut meta_bytes = std::mem::take(&mut self.meta_bytes);
+        meta_bytes.clear();
+        let mut meta_ends = Vec::with_capacity(rows.len());
+        for (_, _, metadata) in rows {
+            meta::encode(metadata, &mut meta_bytes);
+            meta_ends.push(meta_bytes.len());
+        }
+        let mut list = self.take_edit_list();
+        let built = self.op(&mut list, |ctx| {
+            let mut masked = Vec::with_capacity(rows.len());
+            let mut written: Vec<((PageId, u32), &[f32])> = Vec::new();
+            let mut from = 0;
+            for (n, ((id, vector, _), &to)) in rows.iter().zip(&meta_ends).enumerate() {
+                let (before, slot) = build_entry_of(ctx, n, id, &meta_bytes[from..to])?;
+                // Hook (approximate index): the rows before it are pending in this record too.
+                super::graph::on_put(ctx, slot, vector, before.as_ref(), &written)?;
+                written.push((slot, vector));
+                masked.push((*id, before, Some((slot.0.page_no() as u32, slot.1))));
+                from = to;
+            }
+            Ok(masked)
+        });
+        let result = built.and_then(|masked| {
+            let vectors: Vec<&[u8]> = rows.iter().map(|(_, v, _)| v.as_bytes()).collect();
+            let op = if rows.len() == 1 { Op::Upsert } else { Op::Batch };
+            self.log_update_of(op, rows[0].0, &list.edits_of(&vectors), &masked)
+        });
+        self.edits = list;
+        self.meta_bytes = meta_bytes;
+        result
+    }
+
     /// Builds one operation's edits into `list` with `build`. On failure the writer's views
     /// are put back as they were: nothing of the operation was applied (page-init records it
     /// logged formatted pages beyond what the meta page accounts for, which later operations
@@ -265,6 +368,18 @@ impl<'s> Transaction<'s> {
         before: Option<LeafValue>,
         slot: Option<(u32, u32)>,
     ) -> Result<Lsn> {
+        self.log_update_of(op, id, edits, &[(id, before, slot)])
+    }
+
+    /// [`Transaction::log_update`] of a record that changes several ids: `masked` holds each
+    /// one's value before and the vector slot it wrote.
+    fn log_update_of(
+        &mut self,
+        op: Op,
+        id: &str,
+        edits: &[Edit<'_>],
+        masked: &[(&str, Option<LeafValue>, Option<(u32, u32)>)],
+    ) -> Result<Lsn> {
         let inner = self.store.inner();
         for (i, edit) in edits.iter().enumerate() {
             // A page read from disk is checked before it is changed: a damaged page must not be
@@ -274,8 +389,8 @@ impl<'s> Transaction<'s> {
             }
         }
         record::encode_update_into(&mut self.payload, op, id, edits);
-        if op != Op::Index {
-            inner.mask.record(id.as_bytes(), before, slot);
+        for (id, before, slot) in masked {
+            inner.mask.record(id.as_bytes(), *before, *slot);
         }
         let prev = self.active.last_lsn;
         let logged = inner.log_and_apply(Some(&mut self.active), Kind::Update, &self.payload, edits);
@@ -305,7 +420,7 @@ impl<'s> Transaction<'s> {
         let mut list = self.take_edit_list();
         let result = self.op(&mut list, build).and_then(|value| {
             if !list.is_empty() {
-                self.log_update(Op::Index, "", &list.edits(&[]), None, None)?;
+                self.log_update_of(Op::Index, "", &list.edits(&[]), &[])?;
             }
             Ok(value)
         });
@@ -318,7 +433,11 @@ impl<'s> Transaction<'s> {
         meta_bytes.clear();
         meta::encode(metadata, &mut meta_bytes);
         let mut list = self.take_edit_list();
-        let built = self.op(&mut list, |ctx| build_entry(ctx, id, &meta_bytes, vector));
+        let built = self.op(&mut list, |ctx| {
+            let (before, slot) = build_entry(ctx, id, &meta_bytes)?;
+            super::graph::on_put(ctx, slot, vector, before.as_ref(), &[])?; // Hook (approximate index)
+            Ok((before, slot))
+        });
         let result = built.and_then(|(before, slot)| {
             let slot = Some((slot.0.page_no() as u32, slot.1));
             self.log_update(op, id, &list.edits(vector.as_bytes()), before, slot)
@@ -332,16 +451,25 @@ impl<'s> Transaction<'s> {
 /// Builds the edits that store `id` with the vector the caller logs and metadata `meta_bytes`:
 /// a vector slot, an entry, the index cell; the id's old entry, if any, freed. Returns the
 /// id's value before and the vector slot taken.
-fn build_entry(
+fn build_entry(ctx: &mut OpCtx<'_>, id: &str, meta_bytes: &[u8]) -> Result<(Option<LeafValue>, (PageId, u32))> {
+    build_entry_of(ctx, 0, id, meta_bytes)
+}
+
+/// [`build_entry`] of the caller's vector number `vector` (see `EditList::push_vector_of`).
+fn build_entry_of(
     ctx: &mut OpCtx<'_>,
+    vector: usize,
     id: &str,
     meta_bytes: &[u8],
-    vector: &[f32],
 ) -> Result<(Option<LeafValue>, (PageId, u32))> {
     let layout = ctx.inner.layout;
     let (vector_page, vector_slot) = ctx.take_vector_slot(&layout)?;
-    ctx.list
-        .push_vector(vector_page, layout.slot_offset(vector_slot), layout.dimension as usize * 4);
+    ctx.list.push_vector_of(
+        vector,
+        vector_page,
+        layout.slot_offset(vector_slot),
+        layout.dimension as usize * 4,
+    );
     let page_size = ctx.inner.arena.page_size_bytes();
     let overflow = if inline_fits(page_size, id.len(), meta_bytes.len()) {
         None
@@ -377,7 +505,6 @@ fn build_entry(
     if let Some(old) = &before {
         free_value(ctx, old)?;
     }
-    super::graph::on_put(ctx, (vector_page, vector_slot), vector, before.as_ref())?; // Hook (approximate index)
     Ok((before, (vector_page, vector_slot)))
 }
 

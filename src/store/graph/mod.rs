@@ -249,18 +249,32 @@ fn node_of_value(inner: &Inner, value: &LeafValue) -> Result<NodeId> {
     .ok_or_else(|| Error::InvalidArgument("the vector's slot is beyond what the index addresses".into()))
 }
 
-/// In an insert or upsert's operation: the vector at `slot` (written by this operation) joins
-/// the index; the one `old` names (replaced) becomes a tombstone.
-pub(crate) fn on_put(ctx: &mut OpCtx<'_>, slot: (PageId, u32), vector: &[f32], old: Option<&LeafValue>) -> Result<()> {
+/// In an insert or upsert's operation: the vector at `slot` (written by this operation)
+/// joins the index; the one `old` names (replaced) becomes a tombstone. `earlier` are the
+/// vectors earlier rows of the same record wrote (pending in it too).
+pub(crate) fn on_put(
+    ctx: &mut OpCtx<'_>,
+    slot: (PageId, u32),
+    vector: &[f32],
+    old: Option<&LeafValue>,
+    earlier: &[((PageId, u32), &[f32])],
+) -> Result<()> {
     let inner = ctx.inner;
-    let node = pages::node_of(slot.0.page_no(), slot.1, inner.layout.slots_per_page).ok_or_else(|| {
-        Error::InvalidArgument(format!(
-            "the index addresses {} vector slots; this store has more",
-            NodeId::MAX
-        ))
-    })?;
+    let spp = inner.layout.slots_per_page;
+    let node_at = |(page, slot): (PageId, u32)| {
+        pages::node_of(page.page_no(), slot, spp).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "the index addresses {} vector slots; this store has more",
+                NodeId::MAX
+            ))
+        })
+    };
+    let node = node_at(slot)?;
     let old_node = old.map(|v| node_of_value(inner, v)).transpose()?;
-    let Some(writer) = PageWriter::open(ctx)? else { return Ok(()) };
+    let Some(mut writer) = PageWriter::open(ctx)? else { return Ok(()) };
+    for &(slot, vector) in earlier {
+        writer = writer.with_new_vector(node_at(slot)?, vector);
+    }
     let mut writer = writer.with_new_vector(node, vector);
     let hnsw = Hnsw::new(params_of(&writer.fields)?)?;
     if let Some(old) = old_node {

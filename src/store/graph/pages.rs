@@ -353,8 +353,9 @@ pub(crate) struct PageWriter<'c, 'a, 'v> {
     pub fields: GraphFields,
     node_extents: Extents,
     upper_extents: Extents,
-    /// The node being inserted and its vector, not in its page until the record is applied.
-    new_vector: Option<(NodeId, &'v [f32])>,
+    /// The nodes this record inserts and their vectors, not in their pages until the record
+    /// is applied.
+    new_vectors: Vec<(NodeId, &'v [f32])>,
     /// The epoch freed nodes are quarantined from (default: now).
     release_epoch: Option<u64>,
 }
@@ -380,7 +381,7 @@ impl<'c, 'a, 'v> PageWriter<'c, 'a, 'v> {
             fields: snap.fields,
             node_extents: snap.node_extents,
             upper_extents: snap.upper_extents,
-            new_vector: None,
+            new_vectors: Vec::new(),
             release_epoch: None,
         }))
     }
@@ -403,7 +404,7 @@ impl<'c, 'a, 'v> PageWriter<'c, 'a, 'v> {
 
     /// Reads of node `node`'s vector return `vector` (its edit is pending in the record).
     pub fn with_new_vector(mut self, node: NodeId, vector: &'v [f32]) -> Self {
-        self.new_vector = Some((node, vector));
+        self.new_vectors.push((node, vector));
         self
     }
 
@@ -623,9 +624,9 @@ impl GraphView for PageWriter<'_, '_, '_> {
     }
 
     fn vector(&self, node: NodeId) -> Result<&[f32]> {
-        match self.new_vector {
-            Some((new, vector)) if new == node => Ok(vector),
-            _ => vector_of(self.ctx.inner, node),
+        match self.new_vectors.iter().find(|(new, _)| *new == node) {
+            Some(&(_, vector)) => Ok(vector),
+            None => vector_of(self.ctx.inner, node),
         }
     }
 

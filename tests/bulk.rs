@@ -1,0 +1,165 @@
+//! The bulk path: `insert_many` / `upsert_many` store many rows to a log record, with the
+//! same answers, the same checks and the same all-or-nothing transactions as one by one.
+
+mod support;
+
+use support::{Rng, seed_from_env};
+use vellum::{Error, Options, Row, Store};
+
+fn options() -> Options {
+    Options {
+        page_size_bytes: 4096,
+        segment_size_bytes: 1 << 20,
+        ..Options::default()
+    }
+}
+
+struct Rows {
+    ids: Vec<String>,
+    vectors: Vec<Vec<f32>>,
+    metadata: Vec<Vec<(String, String)>>,
+}
+
+impl Rows {
+    fn random(rng: &mut Rng, n: usize, dimension: usize, ids_max: u64) -> Rows {
+        let ids = (0..n).map(|_| format!("id-{:05}", rng.below(ids_max))).collect();
+        let vectors = (0..n)
+            .map(|_| {
+                (0..dimension)
+                    .map(|_| rng.below(1 << 20) as f32 / 1024.0 - 512.0)
+                    .collect()
+            })
+            .collect();
+        let metadata = (0..n)
+            .map(|i| {
+                let long = if rng.chance(5) {
+                    "x".repeat(5000)
+                } else {
+                    format!("row {i}")
+                };
+                vec![("tag".to_string(), long)]
+            })
+            .collect();
+        Rows { ids, vectors, metadata }
+    }
+
+    fn pairs(&self) -> Vec<Vec<(&str, &str)>> {
+        self.metadata
+            .iter()
+            .map(|m| m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
+            .collect()
+    }
+}
+
+fn as_rows<'a>(rows: &'a Rows, pairs: &'a [Vec<(&'a str, &'a str)>]) -> Vec<Row<'a>> {
+    (0..rows.ids.len())
+        .map(|i| (rows.ids[i].as_str(), rows.vectors[i].as_slice(), pairs[i].as_slice()))
+        .collect()
+}
+
+#[test]
+fn upsert_many_stores_what_upserts_one_by_one_store() {
+    let seed = seed_from_env("VELLUM_BULK_SEED", 17);
+    println!("seed {seed} (replay with VELLUM_BULK_SEED={seed})");
+    let mut rng = Rng::new(seed);
+    let (one, many) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Store::create(one.path(), 24, options()).unwrap();
+    let b = Store::create(many.path(), 24, options()).unwrap();
+    for _ in 0..4 {
+        // Ids repeat within and across batches: the last row of an id wins.
+        let rows = Rows::random(&mut rng, 700, 24, 1500);
+        let pairs = rows.pairs();
+        let batch = as_rows(&rows, &pairs);
+        let mut tx = a.begin().unwrap();
+        for (id, vector, meta) in &batch {
+            tx.upsert(id, vector, meta).unwrap();
+        }
+        tx.commit().unwrap();
+        b.upsert_many(&batch).unwrap();
+    }
+    assert_eq!(a.len(), b.len(), "the same ids");
+    b.close().unwrap();
+    let b = Store::open(many.path(), options()).unwrap();
+    for i in 0..1500 {
+        let id = format!("id-{i:05}");
+        let (x, y) = (a.get(&id).unwrap(), b.get(&id).unwrap());
+        assert_eq!(x.is_some(), y.is_some(), "{id} present in both or neither");
+        if let (Some(x), Some(y)) = (x, y) {
+            assert_eq!(x.to_vec(), y.to_vec(), "{id}: the same vector, bit for bit");
+            assert!(x.metadata().eq(y.metadata()), "{id}: the same metadata");
+        }
+    }
+    drop(b);
+    let report = vellum::inspect::verify_store(many.path(), &()).unwrap();
+    assert!(report.clean(), "{:?}", report.problems);
+}
+
+#[test]
+fn a_bad_row_anywhere_is_named_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), 4, options()).unwrap();
+    store.insert("kept", &[1.0; 4], &[]).unwrap();
+    let ids: Vec<String> = (0..3000).map(|i| format!("n{i}")).collect();
+    let mut vectors = vec![vec![0.5f32; 4]; 3000];
+    vectors[2500][2] = f32::NAN;
+    let rows: Vec<Row<'_>> = ids
+        .iter()
+        .zip(&vectors)
+        .map(|(id, v)| (id.as_str(), v.as_slice(), &[][..]))
+        .collect();
+    let error = store.upsert_many(&rows).unwrap_err();
+    assert!(
+        matches!(&error, Error::InvalidArgument(why) if why.contains("row 2500") && why.contains("NaN")),
+        "the row and the reason are named: {error}"
+    );
+    assert_eq!(store.len(), 1, "nothing of the batch was stored");
+    assert!(
+        store.get("n0").unwrap().is_none(),
+        "not even the rows before the bad one"
+    );
+    let short = [("x", &[1.0f32; 3][..], &[][..])];
+    assert!(
+        matches!(store.upsert_many(&short), Err(Error::InvalidArgument(_))),
+        "a wrong dimension is refused"
+    );
+}
+
+#[test]
+fn insert_many_refuses_present_and_repeated_ids_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), 2, options()).unwrap();
+    store.insert("b", &[1.0, 1.0], &[]).unwrap();
+    let v = [0.0f32, 2.0];
+    let present = [("a", &v[..], &[][..]), ("b", &v[..], &[][..])];
+    assert!(
+        matches!(store.insert_many(&present), Err(Error::AlreadyExists)),
+        "a present id is refused"
+    );
+    let repeated = [("c", &v[..], &[][..]), ("c", &v[..], &[][..])];
+    assert!(
+        matches!(store.insert_many(&repeated), Err(Error::AlreadyExists)),
+        "an id given twice is refused"
+    );
+    assert_eq!(store.len(), 1, "nothing changed");
+    assert_eq!(store.get("b").unwrap().unwrap().to_vec(), [1.0, 1.0]);
+}
+
+#[test]
+fn an_aborted_bulk_transaction_leaves_nothing_and_a_reopen_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), 8, options()).unwrap();
+    store.insert("before", &[3.0; 8], &[]).unwrap();
+    let mut rng = Rng::new(5);
+    let rows = Rows::random(&mut rng, 5000, 8, 100_000);
+    let pairs = rows.pairs();
+    let mut tx = store.begin().unwrap();
+    tx.upsert_many(&as_rows(&rows, &pairs)).unwrap();
+    tx.upsert("before", &[4.0; 8], &[]).unwrap();
+    tx.abort().unwrap();
+    assert_eq!(store.len(), 1);
+    assert_eq!(store.get("before").unwrap().unwrap().to_vec(), [3.0; 8]);
+    store.close().unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(store.len(), 1, "the abort is durable");
+    assert!(store.get(&rows.ids[0]).unwrap().is_none());
+}
