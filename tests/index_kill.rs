@@ -80,7 +80,13 @@ fn check_index(store: &Store, state: &BTreeMap<u64, u64>, context: &str) {
     assert_eq!(check.live, state.len() as u64, "{context}: one live node per vector");
     for (&id, &version) in state {
         let hits = store.search(&vector_of(id, version), 1, Metric::L2).unwrap();
-        assert_eq!(hits[0], (format!("id-{id}"), 0.0), "{context}: id-{id} found through the index");
+        assert_eq!(
+            hits[0],
+            (format!("id-{id}"), 0.0),
+            "{context}: id-{id} found through the index ({} live nodes unreachable; {:?})",
+            check.unreachable_live,
+            store.search_with(&vector_of(id, version), 3, &vellum::SearchOptions { metric: Metric::L2, ef: Some(300), ..Default::default() }).unwrap()
+        );
     }
 }
 

@@ -122,6 +122,8 @@ impl Hnsw {
         if let Some(e) = failure.into_inner() {
             return Err(e);
         }
+        // Concurrent inserts leave a few more nodes without an in-link than one by one.
+        self.reconnect(&mut &graph, &mut Scratch::new())?;
         Ok(graph.finish(members))
     }
 }

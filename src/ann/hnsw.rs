@@ -372,7 +372,7 @@ impl Hnsw {
             }
             let chosen = self.select(&*store, &found, self.capacity(layer))?;
             let ids: Vec<NodeId> = chosen.iter().map(|c| c.node).collect();
-            store.set_neighbours(node, layer, &ids)?;
+            self.set_own_list(store, node, layer, &ids)?;
             for &neighbour in &ids {
                 self.link(store, neighbour, layer, node)?;
             }
@@ -384,6 +384,39 @@ impl Hnsw {
             store.raise_entry_point(node, level)?;
         }
         Ok(())
+    }
+
+    /// Sets the list of the node being inserted at `layer` to `chosen`, keeping the links that
+    /// concurrent inserts (a parallel build) made to it meanwhile: their nodes found this one
+    /// through a layer above and chose it, and overwriting their links would leave them with
+    /// one in-link less (and sometimes none). A list over capacity is re-selected by the
+    /// heuristic. Alone, the list is empty here and this is a plain write.
+    fn set_own_list<S: GraphStore>(&self, store: &mut S, node: NodeId, layer: u8, chosen: &[NodeId]) -> Result<()> {
+        let capacity = self.capacity(layer);
+        store.update_neighbours(node, layer, |store, list| {
+            let linked: Vec<NodeId> = list.iter().copied().filter(|n| !chosen.contains(n) && *n != node).collect();
+            list.clear();
+            list.extend_from_slice(chosen);
+            list.extend(linked);
+            if list.len() <= capacity {
+                return Ok(true);
+            }
+            let from = self.space.prepare(store.vector(node)?);
+            let mut candidates = Vec::with_capacity(list.len());
+            for &n in list.iter() {
+                if store.state(n)? == NodeState::Live {
+                    candidates.push(Scored {
+                        distance: self.distance(store, &from, n)?,
+                        node: n,
+                    });
+                }
+            }
+            candidates.sort_unstable();
+            let kept = self.select(store, &candidates, capacity)?;
+            list.clear();
+            list.extend(kept.iter().map(|c| c.node));
+            Ok(true)
+        })
     }
 
     /// Adds `new` to the list of `node` at `layer`; a full list is re-selected from its live

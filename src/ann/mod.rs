@@ -87,6 +87,7 @@ mod filter;
 mod graph;
 mod hnsw;
 mod memory;
+mod reconnect;
 mod vacuum;
 
 #[cfg(test)]

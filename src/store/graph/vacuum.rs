@@ -88,6 +88,12 @@ pub(super) fn run(store: &Store) -> Result<usize> {
             Ok(())
         })?;
     }
+    // Nodes whose last in-links were the tombstones' are linked again.
+    tx.index_op(|ctx| {
+        let mut writer = PageWriter::open(ctx)?.expect("the index exists");
+        let mut scratch = inner.graph.scratch.lock();
+        plan.hnsw.reconnect(&mut writer, &mut scratch)
+    })?;
     tx.commit()?;
     Ok(plan.dead_nodes.len())
 }
