@@ -48,7 +48,8 @@
 //! # The API
 //!
 //! - [`Store`]: creates, opens (as the one writer, or read-only) and closes a store; reads
-//!   ([`Store::get`], [`Store::search`]), single-operation writes and [`Transaction`]s
+//!   ([`Store::get`], [`Store::search`], and in id order [`Store::ids`] and [`Store::entries`]
+//!   with [`ListOptions`]), single-operation writes and [`Transaction`]s
 //!   ([`Store::begin`]), checkpoints, backups and the archive's retention. [`Options`] says how
 //!   a store is opened: [`SyncMode`] (when a commit is durable), [`RecoveryMode`] (what recovery
 //!   does with damage it finds) and the archive's settings.
@@ -129,6 +130,7 @@ pub use store::{
     BATCH_RECORD_BYTES, IndexInfo, IndexOptions, LogInfo, Options, Retention, Row, SearchOptions, Store, Transaction,
     VectorRef,
 };
+pub use store::{Entries, Entry, Ids, ListOptions};
 #[cfg(feature = "object-store")]
 pub use {
     replica::{Replica, ReplicaOptions, ReplicaStatus},

@@ -7,10 +7,12 @@
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 use support::golden;
+use vellum::format::page::{PageId, Space};
+use vellum::format::record::{self, Edit, EditKind, Payload};
 
 fn vectors() -> Vec<(String, Value, Vec<u8>)> {
     let dir = golden::vectors_dir();
@@ -153,12 +155,12 @@ fn spec_examples_match_the_vectors() {
     let continuation = std::fs::read(dir.join("wal-page-header-continuation.bin")).unwrap();
     assert_eq!(
         golden::hex(&continuation),
-        "56574c50010001000020000000000000a80300000100000002000000e25ee5e8"
+        "56574c50020001000020000000000000a80300000100000002000000816fd923"
     );
     let first = std::fs::read(dir.join("wal-page-header.bin")).unwrap();
     assert_eq!(
         golden::hex(&first),
-        "56574c50010000000010000000000000000000000100000002000000e72839af"
+        "56574c5002000000001000000000000000000000010000000200000084190564"
     );
 }
 
@@ -205,5 +207,145 @@ fn every_record_kind_and_page_kind_has_a_golden_vector() {
             });
             assert!(has_page, "no valid arena-page vector of page kind {}", kind.name());
         }
+    }
+}
+
+/// Every page kind but zero has a damaged arena-page vector (named `page-<kind>-…`), and each
+/// edit kind of FORMAT.md section 15 (write, insert, remove) is in a valid update and a valid
+/// clr payload vector.
+#[test]
+fn every_page_kind_and_edit_kind_has_valid_and_damaged_vectors() {
+    use vellum::format::page::PageKind;
+    let all = vectors();
+    for kind in PageKind::ALL.into_iter().filter(|k| *k != PageKind::Zero) {
+        let prefix = format!("page-{}-", kind.name());
+        assert!(
+            all.iter()
+                .any(|(name, meta, _)| name.starts_with(&prefix) && meta.get("error").is_some()),
+            "no damaged vector of page kind {}",
+            kind.name()
+        );
+    }
+    for record in ["update", "clr"] {
+        for edit in ["write", "insert", "remove"] {
+            let found = all.iter().any(|(_, meta, _)| {
+                meta["structure"] == "record-payload"
+                    && meta["decoded"]["kind"] == record
+                    && meta["decoded"]["edits"]
+                        .as_array()
+                        .is_some_and(|edits| edits.iter().any(|e| e["edit"] == edit))
+            });
+            assert!(found, "no valid {record} payload vector with a {edit} edit");
+        }
+    }
+}
+
+/// Applies `edits` to `pages` as FORMAT.md section 15 says: a write puts its after-image at its
+/// offset; an insert shifts `[offset, end)` up by its length and writes its after-image; a
+/// remove shifts `[offset + len, end)` down and zeroes the last `len` bytes of the range.
+fn apply_as_specified(pages: &mut BTreeMap<u64, Vec<u8>>, edits: &[Edit<'_>]) {
+    for edit in edits {
+        let page = pages.get_mut(&edit.page.0).expect("a page of the golden arena");
+        let o = edit.offset as usize;
+        match edit.kind {
+            EditKind::Write => page[o..o + edit.after.len()].copy_from_slice(edit.after),
+            EditKind::Insert { end } => {
+                let n = edit.after.len();
+                page.copy_within(o..end as usize, o + n);
+                page[o..o + n].copy_from_slice(edit.after);
+            }
+            EditKind::Remove { end, len } => {
+                let (end, n) = (end as usize, len as usize);
+                page.copy_within(o + n..end, o);
+                page[end - n..end].fill(0);
+            }
+        }
+    }
+}
+
+/// An edit with its images owned.
+type OwnedEdit = (PageId, u32, Vec<u8>, Option<Vec<u8>>, EditKind);
+
+/// The edits of a valid update or clr payload.
+fn owned_edits(payload: &[u8], kind: u8) -> Vec<OwnedEdit> {
+    match record::decode(kind, payload, vellum::Lsn(4128), 4096).expect("a valid payload") {
+        Payload::Update { edits, .. } | Payload::Clr { edits, .. } => edits
+            .iter()
+            .map(|e| (e.page, e.offset, e.after.to_vec(), e.before.map(<[u8]>::to_vec), e.kind))
+            .collect(),
+        other => panic!("not an update or clr: {other:?}"),
+    }
+}
+
+fn borrowed(edits: &[OwnedEdit]) -> Vec<Edit<'_>> {
+    edits
+        .iter()
+        .map(|(page, offset, after, before, kind)| Edit {
+            page: *page,
+            offset: *offset,
+            after,
+            before: before.as_deref(),
+            kind: *kind,
+        })
+        .collect()
+}
+
+/// The keys of the golden leaf (catalog page 5), checked to form a valid node.
+fn leaf_keys(pages: &BTreeMap<u64, Vec<u8>>) -> Vec<String> {
+    let node = vellum::format::index::Node::parse(&pages[&PageId::new(Space::Catalog, 5).0]).expect("a node");
+    node.check().expect("a valid node");
+    (0..node.count)
+        .map(|i| String::from_utf8(node.key(i).unwrap().to_vec()).unwrap())
+        .collect()
+}
+
+/// The index edits of the golden vectors do what FORMAT.md says on the golden arena: the
+/// insert puts "beth" between "beta" and "gamma" in the leaf, the remove takes "gamma" out,
+/// and each clr vector (the engine's compensation) gives back every byte the update changed
+/// except those it wrote into free space.
+#[test]
+fn index_edits_and_their_compensation_do_what_the_spec_says() {
+    let all = vectors();
+    let bin = |name: &str| {
+        all.iter()
+            .find(|v| v.0 == name)
+            .unwrap_or_else(|| panic!("vector {name}"))
+            .2
+            .clone()
+    };
+    let mut arena = BTreeMap::new();
+    for name in ["page-meta", "page-catalog", "page-index-leaf-two-cells", "page-vector"] {
+        let page = bin(name);
+        arena.insert(u64::from_le_bytes(page[8..16].try_into().unwrap()), page);
+    }
+    assert_eq!(leaf_keys(&arena), ["beta", "gamma"]);
+    for (update, clr, keys) in [
+        (
+            "payload-update-index-insert",
+            "payload-clr-index-insert",
+            vec!["beta", "beth", "gamma"],
+        ),
+        ("payload-update-index-remove", "payload-clr-index-remove", vec!["beta"]),
+    ] {
+        let forward = owned_edits(&bin(update), 1);
+        let mut pages = arena.clone();
+        apply_as_specified(&mut pages, &borrowed(&forward));
+        assert_eq!(leaf_keys(&pages), keys, "{update}: the leaf after redo");
+        let undo = owned_edits(&bin(clr), 2);
+        assert_eq!(
+            borrowed(&undo),
+            record::compensation(&borrowed(&forward)),
+            "{clr} is the compensation of {update}"
+        );
+        apply_as_specified(&mut pages, &borrowed(&undo));
+        let mut expected = arena.clone();
+        for (page, offset, after, before, kind) in &forward {
+            if before.is_none() && *kind == EditKind::Write {
+                // Free space the update wrote: an undo leaves it.
+                let page = expected.get_mut(&page.0).unwrap();
+                page[*offset as usize..*offset as usize + after.len()].copy_from_slice(after);
+            }
+        }
+        assert!(pages == expected, "{clr}: the undo gives back every byte in use");
     }
 }

@@ -18,9 +18,10 @@ use support::golden::{
     payload_json, vectors_dir,
 };
 use vellum::archive::{self, ArchiveHeader, BlockHeader, KIND_BASE_IMAGE, KIND_WAL_SEGMENT};
-use vellum::format::control::Control;
+use vellum::format::control::{ArenaExtent, Control};
+use vellum::format::index::{self, LeafValue, ListEnds, MetaFields};
 use vellum::format::meta;
-use vellum::format::page::{self, CatalogSlot, EntryHeader, PageId, PageKind, Space};
+use vellum::format::page::{self, CatalogSlot, EntryHeader, LIST_END, PageId, PageKind, Space, VectorLayout};
 use vellum::format::record::{self, Checkpoint, DirtyPage, Edit, EditKind, Op, TxnEntry};
 use vellum::format::wal::{PageHeader as WalPageHeader, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SegmentHeader};
 use vellum::storage::{SimStorage, Storage};
@@ -94,81 +95,219 @@ fn log_input(first_segment: u64, timeline: u32, mode: &str) -> Value {
     })
 }
 
-/// The arena images every vector shares: (catalog page 0, overflow page 1, vector page 0).
+/// The arena every vector shares: a small store of format 2 (dimension 4, 4 KiB pages) that
+/// holds "alpha" (its metadata in an overflow chain), "beta" and "gamma", and deleted "delta".
+/// The index is two leaves under a branch; a leaf freed by the split that made them is on the
+/// free list, and the vector page, with a free slot, on the vector list.
 struct Arena {
-    catalog: Vec<u8>,
-    overflow: Vec<u8>,
-    vector: Vec<u8>,
+    /// Catalog page 0.
     meta: Vec<u8>,
+    /// Catalog page 1: the entries (the hot page).
+    catalog: Vec<u8>,
+    /// Catalog page 2: the metadata of "alpha".
+    overflow: Vec<u8>,
+    /// Catalog page 3: the leaf of "alpha".
+    leaf_left: Vec<u8>,
+    /// Catalog page 4: the root, a branch.
+    branch: Vec<u8>,
+    /// Catalog page 5: the leaf of "beta" and "gamma".
+    leaf_right: Vec<u8>,
+    /// Catalog page 6: a free page (the leaf of "alpha" and "beta" before the split).
+    free: Vec<u8>,
+    /// Vector page 0.
+    vector: Vec<u8>,
+    /// The metadata of "alpha".
+    metadata: Vec<u8>,
+    /// Where each id's entry lies in catalog page 1 (offset, length), in slot order
+    /// ("alpha", "beta", "gamma", "delta").
+    entries: Vec<(u32, u32)>,
+}
+
+impl Arena {
+    /// Every page with its id, catalog space first.
+    fn pages(&self) -> Vec<(PageId, &[u8])> {
+        let catalog = [
+            &self.meta,
+            &self.catalog,
+            &self.overflow,
+            &self.leaf_left,
+            &self.branch,
+            &self.leaf_right,
+            &self.free,
+        ];
+        let mut pages: Vec<(PageId, &[u8])> = catalog
+            .iter()
+            .enumerate()
+            .map(|(n, p)| (catalog_id(n as u64), p.as_slice()))
+            .collect();
+        pages.push((vector_id(0), &self.vector));
+        pages
+    }
+
+    /// The leaf value of the id whose entry is in slot `slot` of catalog page 1 (its vector in
+    /// slot `slot` of vector page 0).
+    fn value(&self, slot: u32) -> LeafValue {
+        let (offset, len) = self.entries[slot as usize];
+        LeafValue {
+            vector_page: U32::new(0),
+            vector_slot: U32::new(slot),
+            catalog_page: U32::new(1),
+            catalog_slot: U32::new(slot),
+            entry_offset: U32::new(offset),
+            entry_len: U32::new(len),
+        }
+    }
+}
+
+/// A sealed page of `kind` at `id`: header fields `a`, `b`, `c`, page LSN `lsn`, this store's id,
+/// and `body` (from byte 64 on) laid out by `fill`.
+fn sealed(kind: PageKind, id: PageId, (a, b, c): (u32, u32, u64), lsn: u64, fill: impl FnOnce(&mut [u8])) -> Vec<u8> {
+    let mut page = vec![0u8; PAGE as usize];
+    let mut header = page::new_header(kind, id, a, b);
+    header.c = U64::new(c);
+    header.page_lsn = U64::new(lsn);
+    header.store_id = U64::new(STORE_ID);
+    page[..64].copy_from_slice(header.as_bytes());
+    fill(&mut page);
+    page::seal(&mut page);
+    page
+}
+
+/// A node page of `kind` holding `cells` (in key order); `c` is a branch's leftmost child.
+fn node_page(kind: PageKind, id: PageId, c: u64, lsn: u64, cells: &[Vec<u8>]) -> Vec<u8> {
+    let (a, b, body) = index::layout_node(PAGE as usize, cells.iter().map(Vec::as_slice)).expect("cells fit");
+    sealed(kind, id, (a, b, c), lsn, |p| p[64..].copy_from_slice(&body))
+}
+
+/// A catalog entry's bytes: its header (vector slot `slot` of vector page 0), id and inline
+/// metadata, or (`overflow`) the first page of its chain and `meta_len`.
+fn entry_bytes(id: &str, slot: u32, inline: Option<&[u8]>, overflow: Option<(PageId, usize)>) -> Vec<u8> {
+    let mut e = EntryHeader::new_zeroed();
+    e.vector_page = U64::new(vector_id(0).0);
+    e.vector_slot = U32::new(slot);
+    e.id_len = U16::new(id.len() as u16);
+    if let Some((first, meta_len)) = overflow {
+        e.flags = U16::new(page::ENTRY_FLAG_OVERFLOW);
+        e.meta_len = U32::new(meta_len as u32);
+        e.overflow_page = U64::new(first.0);
+    } else {
+        e.meta_len = U32::new(inline.map_or(0, <[u8]>::len) as u32);
+    }
+    let mut v = e.as_bytes().to_vec();
+    v.extend_from_slice(id.as_bytes());
+    v.extend_from_slice(inline.unwrap_or(&[]));
+    v
 }
 
 fn arena_pages() -> Arena {
     let p = PAGE as usize;
-    let mut meta_bytes = Vec::new();
-    meta::encode(&[("lang", "en"), ("source", "golden")], &mut meta_bytes);
-    // Overflow page 1: the metadata of "alpha".
-    let mut overflow = vec![0u8; p];
-    let mut header = page::new_header(PageKind::Overflow, catalog_id(1), meta_bytes.len() as u32, 0);
-    header.page_lsn = U64::new(4240);
-    overflow[..64].copy_from_slice(header.as_bytes());
-    overflow[64..64 + meta_bytes.len()].copy_from_slice(&meta_bytes);
-    page::seal(&mut overflow);
-    // Catalog page 0: "alpha" (metadata in the overflow chain) and "beta" (inline metadata).
-    let mut catalog = vec![0u8; p];
-    let alpha = {
-        let mut e = EntryHeader::new_zeroed();
-        e.vector_page = U64::new(vector_id(0).0);
-        e.vector_slot = U32::new(0);
-        e.flags = U16::new(page::ENTRY_FLAG_OVERFLOW);
-        e.id_len = U16::new(5);
-        e.meta_len = U32::new(meta_bytes.len() as u32);
-        e.overflow_page = U64::new(catalog_id(1).0);
-        let mut v = e.as_bytes().to_vec();
-        v.extend_from_slice(b"alpha");
-        v
-    };
-    let beta = {
-        let mut inline = Vec::new();
-        meta::encode(&[("k", "v")], &mut inline);
-        let mut e = EntryHeader::new_zeroed();
-        e.vector_page = U64::new(vector_id(0).0);
-        e.vector_slot = U32::new(1);
-        e.id_len = U16::new(4);
-        e.meta_len = U32::new(inline.len() as u32);
-        let mut v = e.as_bytes().to_vec();
-        v.extend_from_slice(b"beta");
-        v.extend_from_slice(&inline);
-        v
-    };
-    let alpha_at = p - alpha.len();
-    let beta_at = alpha_at - beta.len();
-    catalog[alpha_at..].copy_from_slice(&alpha);
-    catalog[beta_at..alpha_at].copy_from_slice(&beta);
-    for (i, (at, len)) in [(alpha_at, alpha.len()), (beta_at, beta.len())].into_iter().enumerate() {
-        let slot = CatalogSlot {
-            offset: U32::new(at as u32),
-            len_bytes: U32::new(len as u32),
-        };
-        catalog[64 + 8 * i..72 + 8 * i].copy_from_slice(slot.as_bytes());
+    let layout = VectorLayout::new(PAGE, DIMENSION);
+    let mut metadata = Vec::new();
+    meta::encode(&[("lang", "en"), ("source", "golden")], &mut metadata);
+    let overflow = sealed(
+        PageKind::Overflow,
+        catalog_id(2),
+        (metadata.len() as u32, 0, 0),
+        4240,
+        |pg| pg[64..64 + metadata.len()].copy_from_slice(&metadata),
+    );
+    // Catalog page 1: four entries packed down from the end; "delta" was deleted (its slot is
+    // free, its bytes stay).
+    let mut inline = Vec::new();
+    meta::encode(&[("k", "v")], &mut inline);
+    let ids = ["alpha", "beta", "gamma", "delta"];
+    let bytes: Vec<Vec<u8>> = ids
+        .iter()
+        .enumerate()
+        .map(|(slot, id)| match slot {
+            0 => entry_bytes(id, 0, None, Some((catalog_id(2), metadata.len()))),
+            _ => entry_bytes(id, slot as u32, Some(&inline), None),
+        })
+        .collect();
+    let mut entries = Vec::new();
+    let mut at = p;
+    for e in &bytes {
+        at -= e.len();
+        entries.push((at as u32, e.len() as u32));
     }
-    let mut header = page::new_header(PageKind::Catalog, catalog_id(0), 2, beta_at as u32);
-    header.page_lsn = U64::new(4296);
-    catalog[..64].copy_from_slice(header.as_bytes());
-    page::seal(&mut catalog);
-    // Vector page 0: dimension 4, stride 16, two vectors.
-    let mut vector = vec![0u8; p];
-    let mut header = page::new_header(PageKind::Vector, vector_id(0), DIMENSION, 16);
-    header.page_lsn = U64::new(4296);
-    vector[..64].copy_from_slice(header.as_bytes());
-    vector[64..80].copy_from_slice(&floats(&[0.5, -1.0, 2.25, 0.0]));
-    vector[80..96].copy_from_slice(&floats(&[1.0, 2.0, 3.0, 4.0]));
-    page::seal(&mut vector);
-    Arena {
+    let catalog = sealed(PageKind::Catalog, catalog_id(1), (4, at as u32, 0), 4296, |pg| {
+        for (slot, (e, &(offset, len))) in bytes.iter().zip(&entries).enumerate() {
+            pg[offset as usize..offset as usize + e.len()].copy_from_slice(e);
+            if slot < 3 {
+                let dir = CatalogSlot {
+                    offset: U32::new(offset),
+                    len_bytes: U32::new(len),
+                };
+                pg[64 + 8 * slot..72 + 8 * slot].copy_from_slice(dir.as_bytes());
+            }
+        }
+    });
+    // Vector page 0: slots 0-2 owned; slot 3 free but still holding "delta"'s vector.
+    let vectors = [
+        [0.5, -1.0, 2.25, 0.0],
+        [1.0, 2.0, 3.0, 4.0],
+        [-0.125, 8.0, 0.0, 1e-3],
+        [7.0, 7.0, 7.0, 7.0],
+    ];
+    let vector = sealed(PageKind::Vector, vector_id(0), (DIMENSION, 16, LIST_END), 4296, |pg| {
+        for (slot, v) in vectors.iter().enumerate() {
+            let at = layout.slot_offset(slot as u32);
+            pg[at..at + 16].copy_from_slice(&floats(v));
+            if slot < 3 {
+                let owner = page::encode_owner(1, entries[slot].0);
+                let at = layout.owner_offset(slot as u32);
+                pg[at..at + 8].copy_from_slice(&owner.to_le_bytes());
+            }
+        }
+    });
+    let mut arena = Arena {
+        meta: Vec::new(),
         catalog,
         overflow,
+        leaf_left: Vec::new(),
+        branch: Vec::new(),
+        leaf_right: Vec::new(),
+        free: Vec::new(),
         vector,
-        meta: meta_bytes,
-    }
+        metadata,
+        entries,
+    };
+    let cell = |slot: u32| index::leaf_cell(ids[slot as usize].as_bytes(), &arena.value(slot));
+    let (alpha, beta, gamma) = (cell(0), cell(1), cell(2));
+    let leaf = PageKind::IndexLeaf;
+    arena.leaf_left = node_page(leaf, catalog_id(3), 0, 4352, std::slice::from_ref(&alpha));
+    arena.leaf_right = node_page(leaf, catalog_id(5), 0, 4352, &[beta.clone(), gamma]);
+    let separator = index::separator(b"alpha", b"beta");
+    let cells = [index::branch_cell(&separator, catalog_id(5).0)];
+    arena.branch = node_page(PageKind::IndexBranch, catalog_id(4), catalog_id(3).0, 4352, &cells);
+    // The freed leaf keeps its old cells, a and b; only its kind and c changed.
+    let mut free = node_page(leaf, catalog_id(6), 0, 4352, &[alpha, beta]);
+    free[4] = PageKind::Free as u8;
+    free[32..40].copy_from_slice(&LIST_END.to_le_bytes());
+    page::seal(&mut free);
+    arena.free = free;
+    let fields = MetaFields {
+        root: U64::new(catalog_id(4).0),
+        height: U32::new(2),
+        reserved: U32::ZERO,
+        count: U64::new(3),
+        vector_pages: U64::new(1),
+        catalog_pages: U64::new(7),
+        hot_catalog: U64::new(catalog_id(1).0),
+        vector_list: ListEnds {
+            head: U64::new(vector_id(0).0),
+            tail: U64::new(vector_id(0).0),
+        },
+        roomy_list: ListEnds::default(),
+        free_list: ListEnds {
+            head: U64::new(catalog_id(6).0),
+            tail: U64::new(catalog_id(6).0),
+        },
+    };
+    arena.meta = sealed(PageKind::Meta, catalog_id(0), (0, 0, 0), 4352, |pg| {
+        pg[64..64 + fields.as_bytes().len()].copy_from_slice(fields.as_bytes())
+    });
+    arena
 }
 
 /// Writes a log with the engine (`Wal::create_at` on `SimStorage`) and returns the bytes of
@@ -261,6 +400,7 @@ fn regenerate_golden_vectors() {
     };
     let arena = arena_pages();
     let (cat0, cat1, vec0) = (catalog_id(0), catalog_id(1), vector_id(0));
+    let slot0 = VectorLayout::new(PAGE, DIMENSION).slot_offset(0) as u32;
 
     // ---- Record payloads (section 15).
     let vector_bytes = floats(&[0.5, -1.0, 2.25, 0.0]);
@@ -268,20 +408,20 @@ fn regenerate_golden_vectors() {
     let insert_edits = [
         Edit {
             page: vec0,
-            offset: 64,
+            offset: slot0,
             after: &vector_bytes,
             before: None,
             kind: EditKind::Write,
         },
         Edit {
-            page: cat0,
+            page: cat1,
             offset: 4051,
             after: b"alpha-entry-bytes",
             before: None,
             kind: EditKind::Write,
         },
         Edit {
-            page: cat0,
+            page: cat1,
             offset: 64,
             after: &slot_after,
             before: Some(&[0u8; 8]),
@@ -310,7 +450,7 @@ fn regenerate_golden_vectors() {
         Op::Delete,
         "alpha",
         &[Edit {
-            page: cat0,
+            page: cat1,
             offset: 64,
             after: &[0u8; 8],
             before: Some(&slot_after),
@@ -328,7 +468,7 @@ fn regenerate_golden_vectors() {
     let clr = record::encode_clr(
         Lsn(4128),
         &[Edit {
-            page: cat0,
+            page: cat1,
             offset: 64,
             after: &[0u8; 8],
             before: None,
@@ -394,10 +534,10 @@ fn regenerate_golden_vectors() {
         &checkpoint_empty,
         Ok(None),
     );
-    let init = record::encode_page_init(cat0, record::PageInit::new(PageKind::Catalog, 0, PAGE));
+    let init = record::encode_page_init(cat1, record::PageInit::new(PageKind::Catalog, 0, PAGE));
     w.put(
         "payload-page-init",
-        "page-init of catalog page 0 (a = 0, b = P)",
+        "page-init of catalog page 1 as a catalog page (a = 0, b = P)",
         "record-payload",
         payload_input(8),
         &init,
@@ -420,8 +560,35 @@ fn regenerate_golden_vectors() {
             "page-init of a zero page (a and b carried as they are)",
             record::PageInit::new(PageKind::Zero, 0, 0),
         ),
+        (
+            "payload-page-init-meta",
+            "page-init of the meta page, catalog page 0 (a = b = 0)",
+            record::PageInit::new(PageKind::Meta, 0, 0),
+        ),
+        (
+            "payload-page-init-index-leaf",
+            "page-init of an index leaf, catalog page 3 (a = 0 cells, b = P)",
+            record::PageInit::new(PageKind::IndexLeaf, 0, PAGE),
+        ),
+        (
+            "payload-page-init-index-branch",
+            "page-init of an index branch, catalog page 4 (a = 0 cells, b = P)",
+            record::PageInit::new(PageKind::IndexBranch, 0, PAGE),
+        ),
+        (
+            "payload-page-init-free",
+            "page-init of a free page, catalog page 6 (valid, though writers free pages by rewriting their kind)",
+            record::PageInit::new(PageKind::Free, 0, 0),
+        ),
     ] {
-        let page = if init.kind() == PageKind::Vector { vec0 } else { cat1 };
+        let page = match init.kind() {
+            PageKind::Vector => vec0,
+            PageKind::Meta => cat0,
+            PageKind::IndexLeaf => catalog_id(3),
+            PageKind::IndexBranch => catalog_id(4),
+            PageKind::Free => catalog_id(6),
+            _ => catalog_id(2),
+        };
         w.put(
             name,
             description,
@@ -495,10 +662,10 @@ fn regenerate_golden_vectors() {
         Err("invalid"),
     );
     let mut bad_kind = init.clone();
-    bad_kind[8] = 6;
+    bad_kind[8] = 8;
     w.put(
         "payload-page-init-bad-kind",
-        "a page-init of page kind 6 (kinds 0-3 are defined)",
+        "a page-init of page kind 8 (kinds 0-7 are defined)",
         "record-payload",
         payload_input(8),
         &bad_kind,
@@ -514,6 +681,8 @@ fn regenerate_golden_vectors() {
         &bad_op,
         Err("invalid"),
     );
+
+    let index_edits = edit_kind_vectors(&mut w, &arena);
 
     // ---- A whole record: header and payload (section 9).
     let record_json = json!({
@@ -629,15 +798,26 @@ fn regenerate_golden_vectors() {
         Err("damaged"),
     );
     let mut newer = WalPageHeader::new(4096, 0, 1, 2);
-    newer.version_major = U16::new(2);
+    newer.version_major = U16::new(3);
     newer.flags = U16::new(0x8000);
     newer.crc = U32::new(crc32c::crc32c(&newer.as_bytes()[..28]));
     w.put(
         "wal-page-header-newer-major",
-        "major version 2 with a flag bit version 1 does not define (CRC correct): foreign, not damaged",
+        "major version 3 with a flag bit version 2 does not define (CRC correct): foreign, not damaged",
         "wal-page-header",
         json!({ "address": 4096, "timeline": 1, "epoch_floor": 0 }),
         newer.as_bytes(),
+        Err("foreign"),
+    );
+    let mut older = WalPageHeader::new(4096, 0, 1, 2);
+    older.version_major = U16::new(1);
+    older.crc = U32::new(crc32c::crc32c(&older.as_bytes()[..28]));
+    w.put(
+        "wal-page-header-major-1",
+        "the page header at 4096 as format 1.x wrote it (major version 1, CRC correct): foreign to a reader of major 2",
+        "wal-page-header",
+        json!({ "address": 4096, "timeline": 1, "epoch_floor": 0 }),
+        older.as_bytes(),
         Err("foreign"),
     );
     w.put(
@@ -683,6 +863,17 @@ fn regenerate_golden_vectors() {
         sh.as_bytes(),
         Err("foreign"),
     );
+    let mut sh_v1 = sh;
+    sh_v1.version_major = U16::new(1);
+    sh_v1.crc = U32::new(crc32c::crc32c(&sh_v1.as_bytes()[..SEGMENT_HEADER_BYTES - 4]));
+    w.put(
+        "segment-header-major-1",
+        "segment-header as format 1.x wrote it (major version 1, CRC correct): foreign",
+        "segment-header",
+        seg_input(1, STORE_ID),
+        sh_v1.as_bytes(),
+        Err("foreign"),
+    );
     w.put(
         "segment-header-stale",
         "segment-header found in the file of segment 3 (recycled)",
@@ -707,8 +898,8 @@ fn regenerate_golden_vectors() {
         Op::Upsert,
         "gamma",
         &[Edit {
-            page: vec0,
-            offset: 96,
+            page: catalog_id(2),
+            offset: 64,
             after: &big_after,
             before: Some(&big_before),
             kind: EditKind::Write,
@@ -717,8 +908,8 @@ fn regenerate_golden_vectors() {
     let undo = record::encode_clr(
         Lsn(0),
         &[Edit {
-            page: vec0,
-            offset: 96,
+            page: catalog_id(2),
+            offset: 64,
             after: &big_before,
             before: None,
             kind: EditKind::Write,
@@ -727,7 +918,7 @@ fn regenerate_golden_vectors() {
     let records = vec![
         (
             spec(Kind::PageInit, 0, 1),
-            record::encode_page_init(cat0, record::PageInit::new(PageKind::Catalog, 0, PAGE)),
+            record::encode_page_init(cat0, record::PageInit::new(PageKind::Meta, 0, 0)),
         ),
         (
             spec(Kind::PageInit, 0, 2),
@@ -739,21 +930,24 @@ fn regenerate_golden_vectors() {
         (spec(Kind::Abort, 2, 6), Vec::new()),
         (spec(Kind::Clr, 2, 7), undo.clone()),
         (spec(Kind::End, 2, 8), Vec::new()),
-        (spec(Kind::CheckpointBegin, 0, 9), Vec::new()),
+        (spec(Kind::Update, 3, 9), index_edits.insert.clone()),
+        (spec(Kind::Update, 3, 10), index_edits.remove.clone()),
+        (spec(Kind::Commit, 3, 11), Vec::new()),
+        (spec(Kind::CheckpointBegin, 0, 12), Vec::new()),
     ];
     let (_, placed) = engine_log(0, 1, &records);
     let begin = placed.last().unwrap().0;
     let mut records = records;
     let checkpoint_end = record::encode_checkpoint(&Checkpoint {
         begin_lsn: Lsn(begin),
-        next_txn_id: 3,
+        next_txn_id: 4,
         txns: vec![],
         dirty: vec![DirtyPage {
-            page: vec0,
-            rec_lsn: Lsn(placed[4].0),
+            page: catalog_id(5),
+            rec_lsn: Lsn(placed[8].0),
         }],
     });
-    records.push((spec(Kind::CheckpointEnd, 0, 10), checkpoint_end));
+    records.push((spec(Kind::CheckpointEnd, 0, 13), checkpoint_end));
     let (log, placed) = engine_log(0, 1, &records);
     assert!(placed[4].1 - placed[4].0 > PAGE as u64, "the big update spans pages");
     w.put(
@@ -845,7 +1039,7 @@ fn regenerate_golden_vectors() {
     recycled.extend_from_slice(&old[cut..SEGMENT as usize]);
     w.put("wal-segment-recycled", "segment 0 holding four records, its later pages stale bytes of an old segment 1 (page addresses and LSNs of segment 1): a clean end", "wal-log", log_input(0, 1, "strict"), &recycled, Ok(None));
     // A log on timeline 2 that starts at segment 2 (a restored store's new history).
-    let (restored, _) = engine_log(2, 2, &records[8..]);
+    let (restored, _) = engine_log(2, 2, &records[11..]);
     w.put(
         "wal-timeline-2",
         "a log of timeline 2 whose first segment is 2 (Wal::create_at): a checkpoint-begin and checkpoint-end",
@@ -874,11 +1068,14 @@ fn regenerate_golden_vectors() {
         checkpoint_lsn: Lsn(begin),
         checkpoint_end_lsn: Lsn(last),
         redo_lsn: Lsn(begin),
-        next_txn_id: 3,
+        next_txn_id: 4,
         created_us: T0,
-        checkpoint_us: T0 + 10,
+        checkpoint_us: T0 + 13,
         truncate_lsn: Lsn(begin),
-        extent: None,
+        extent: Some(ArenaExtent {
+            pages: [7, 1],
+            files: [1, 1],
+        }),
     };
     let older = Control {
         sequence: 4,
@@ -924,94 +1121,60 @@ fn regenerate_golden_vectors() {
         &both_bad,
         Err("damaged"),
     );
-    let mut v2 = older.to_slot();
-    v2.version_major = U16::new(2);
-    v2.crc = U32::new(crc32c::crc32c(&v2.as_bytes()[..508]));
-    let mut incompatible = v2.as_bytes().to_vec();
+    let with_major = |control: &Control, major: u16| {
+        let mut slot = control.to_slot();
+        slot.version_major = U16::new(major);
+        slot.crc = U32::new(crc32c::crc32c(&slot.as_bytes()[..508]));
+        slot.as_bytes().to_vec()
+    };
+    let v3 = with_major(&older, 3);
+    let mut incompatible = v3.clone();
     incompatible.extend_from_slice(&torn_control[512..]);
     w.put(
         "control-incompatible",
-        "slot 0 of major version 2 (CRC correct), slot 1 torn: incompatible",
+        "slot 0 of major version 3 (CRC correct), slot 1 torn: incompatible",
         "control-file",
         json!({}),
         &incompatible,
         Err("incompatible"),
     );
-    let mut beside_valid = v2.as_bytes().to_vec();
+    let mut beside_valid = v3;
     beside_valid.extend_from_slice(&file[512..]);
     w.put(
         "control-newer-major-beside-valid",
-        "slot 0 of major version 2 (CRC correct), slot 1 a valid major-1 copy: still incompatible",
+        "slot 0 of major version 3 (CRC correct), slot 1 a valid major-2 copy: still incompatible",
         "control-file",
         json!({}),
         &beside_valid,
         Err("incompatible"),
     );
+    // A store of format 1.x: both slots intact, of major 1 (minor 1, with the extent).
+    let mut v1 = with_major(&older, 1);
+    v1.extend_from_slice(&with_major(&newer, 1));
+    w.put(
+        "control-major-1",
+        "the control file of a store of format 1.1: both slots valid but of major version 1, which a reader of major 2 refuses (incompatible, never damaged)",
+        "control-file",
+        json!({}),
+        &v1,
+        Err("incompatible"),
+    );
+    let minor0 = Control {
+        extent: None,
+        ..newer.clone()
+    };
+    let mut file_minor0 = older.to_slot().as_bytes().to_vec();
+    file_minor0.extend_from_slice(minor0.to_slot().as_bytes());
+    w.put(
+        "control-minor-0",
+        "slot 1 (in force) of major 2, minor 0: no arena extent (its bytes 104..128 are zero and mean nothing)",
+        "control-file",
+        json!({}),
+        &file_minor0,
+        Ok(Some(control_json(&minor0))),
+    );
 
-    // ---- Arena pages (section 14).
-    let page_input = |id: PageId| json!({ "page_id": hex64(id.0), "page_size": PAGE, "dimension": DIMENSION });
-    w.put(
-        "page-catalog",
-        "sealed catalog page 0: \"alpha\" (metadata in overflow page 1) and \"beta\" (inline metadata)",
-        "arena-page",
-        page_input(cat0),
-        &arena.catalog,
-        Ok(None),
-    );
-    w.put(
-        "page-vector",
-        "sealed vector page 0, dimension 4: two vectors in slots 0 and 1",
-        "arena-page",
-        page_input(vec0),
-        &arena.vector,
-        Ok(None),
-    );
-    w.put(
-        "page-zero",
-        "a never-written page (all zero): valid, of kind zero",
-        "arena-page",
-        page_input(catalog_id(2)),
-        &vec![0u8; PAGE as usize],
-        Ok(None),
-    );
-    w.put(
-        "page-overflow",
-        "sealed overflow page (catalog page 1): the metadata of \"alpha\", last of its chain",
-        "arena-page",
-        page_input(cat1),
-        &arena.overflow,
-        Ok(None),
-    );
-    let mut flipped = arena.catalog.clone();
-    flipped[4000] ^= 0x04;
-    w.put(
-        "page-catalog-flipped-bit",
-        "page-catalog with one bit flipped: the CRC fails",
-        "arena-page",
-        page_input(cat0),
-        &flipped,
-        Err("invalid"),
-    );
-    w.put(
-        "page-catalog-wrong-id",
-        "page-catalog read at the position of catalog page 2",
-        "arena-page",
-        page_input(catalog_id(2)),
-        &arena.catalog,
-        Err("invalid"),
-    );
-    w.put(
-        "page-overflow-in-vector-space",
-        "page-overflow read as vector page 1 (wrong id and kind)",
-        "arena-page",
-        page_input(vector_id(1)),
-        &arena.overflow,
-        Err("invalid"),
-    );
-    assert_eq!(
-        metadata_json(&arena.meta).unwrap(),
-        json!([["lang", "en"], ["source", "golden"]])
-    );
+    arena_page_vectors(&mut w, &arena);
 
     // ---- Archive files (section "Archive files and base images").
     let mut wal_header = ArchiveHeader::new_zeroed();
@@ -1024,7 +1187,7 @@ fn regenerate_golden_vectors() {
     wal_header.first_lsn = U64::new(placed[0].0);
     wal_header.end_lsn = U64::new(last_end);
     wal_header.first_us = U64::new(T0 + 1);
-    wal_header.last_us = U64::new(T0 + 10);
+    wal_header.last_us = U64::new(T0 + 13);
     let wal_archive = archive::encode(wal_header, &log);
     let wal_input = json!({ "file_name": archive::wal_file_name(0) });
     w.put(
@@ -1036,18 +1199,24 @@ fn regenerate_golden_vectors() {
         Ok(None),
     );
     let mut base_contents = vec![0u8; 2 * SEGMENT as usize];
-    base_contents[..PAGE as usize].copy_from_slice(&arena.catalog);
-    base_contents[PAGE as usize..2 * PAGE as usize].copy_from_slice(&arena.overflow);
-    base_contents[SEGMENT as usize..SEGMENT as usize + PAGE as usize].copy_from_slice(&arena.vector);
+    for (id, image) in arena.pages() {
+        let file_start = if id.space() == Space::Vector {
+            SEGMENT as usize
+        } else {
+            0
+        };
+        let at = file_start + id.page_no() as usize * PAGE as usize;
+        base_contents[at..at + PAGE as usize].copy_from_slice(image);
+    }
     let mut base_header = wal_header;
     base_header.kind = KIND_BASE_IMAGE;
     base_header.segment_no = U64::new(0);
     base_header.first_lsn = U64::new(begin);
     base_header.end_lsn = U64::new(last);
-    base_header.first_us = U64::new(T0 + 10);
-    base_header.last_us = U64::new(T0 + 10);
+    base_header.first_us = U64::new(T0 + 13);
+    base_header.last_us = U64::new(T0 + 13);
     base_header.truncate_lsn = U64::new(begin);
-    base_header.next_txn_id = U64::new(3);
+    base_header.next_txn_id = U64::new(4);
     base_header.dimension = U32::new(DIMENSION);
     base_header.catalog_files = U32::new(1);
     base_header.vector_files = U32::new(1);
@@ -1130,6 +1299,489 @@ fn regenerate_golden_vectors() {
         .sum();
     assert!(total < 1 << 20, "vectors total {total} bytes");
     eprintln!("wrote {} vectors, {total} bytes", w.names.len());
+}
+
+/// The edits of two operations on the golden arena that change the index in place (FORMAT.md
+/// 14.10, 15): inserting "beth" into the right leaf (an insert edit in its directory) and
+/// deleting "gamma" from it (a remove edit). Returns the two update payloads.
+struct IndexEdits {
+    insert: Vec<u8>,
+    remove: Vec<u8>,
+}
+
+/// `len` bytes at `offset` of `page`.
+fn at(page: &[u8], offset: usize, len: usize) -> &[u8] {
+    &page[offset..offset + len]
+}
+
+/// Payload vectors of the insert and remove edits, valid and damaged: update records that
+/// change an index leaf's directory, the clrs that undo them, and edits whose flags or ranges
+/// are invalid.
+fn edit_kind_vectors(w: &mut Writer, arena: &Arena) -> IndexEdits {
+    let (meta, cat1, leaf, vec0) = (catalog_id(0), catalog_id(1), catalog_id(5), vector_id(0));
+    let layout = VectorLayout::new(PAGE, DIMENSION);
+    let node = index::Node::parse(&arena.leaf_right).unwrap();
+    let (count, data_start) = (node.count, node.data_start);
+    // Insert "beth" (vector slot 3, entry below the catalog page's entries, reusing directory
+    // slot 3): the cell goes into the leaf's gap, its offset into the directory at position 1.
+    let beth_entry = entry_bytes("beth", 3, Some(&[0, 0]), None);
+    let catalog_start = u32::from_le_bytes(at(&arena.catalog, 28, 4).try_into().unwrap());
+    let beth_at = catalog_start - beth_entry.len() as u32;
+    let value = LeafValue {
+        vector_slot: U32::new(3),
+        catalog_slot: U32::new(3),
+        entry_offset: U32::new(beth_at),
+        entry_len: U32::new(beth_entry.len() as u32),
+        ..arena.value(0)
+    };
+    let cell = index::leaf_cell(b"beth", &value);
+    let cell_at = data_start - cell.len();
+    let vector = floats(&[0.25, 0.5, 0.75, 1.0]);
+    let owner = page::encode_owner(1, beth_at).to_le_bytes();
+    let dir_slot = [beth_at.to_le_bytes(), (beth_entry.len() as u32).to_le_bytes()].concat();
+    let counts = |n: usize, d: usize| [(n as u32).to_le_bytes(), (d as u32).to_le_bytes()].concat();
+    let (new_counts, old_counts) = (counts(count + 1, cell_at), counts(count, data_start));
+    let cell_offset = (cell_at as u32).to_le_bytes();
+    let (count_before, count_after) = (3u64.to_le_bytes(), 4u64.to_le_bytes());
+    let beth_start = beth_at.to_le_bytes();
+    let write = |page, offset: usize, after, before| Edit::write(page, offset as u32, after, before);
+    let insert_edits = [
+        write(vec0, layout.slot_offset(3), &vector[..], None),
+        write(
+            vec0,
+            layout.owner_offset(3),
+            &owner[..],
+            Some(at(&arena.vector, layout.owner_offset(3), 8)),
+        ),
+        write(cat1, beth_at as usize, &beth_entry[..], None),
+        write(cat1, 64 + 8 * 3, &dir_slot[..], Some(at(&arena.catalog, 64 + 24, 8))),
+        write(cat1, 28, &beth_start[..], Some(at(&arena.catalog, 28, 4))),
+        write(leaf, cell_at, &cell[..], None),
+        Edit {
+            page: leaf,
+            offset: 64 + 4,
+            after: &cell_offset,
+            before: None,
+            kind: EditKind::Insert {
+                end: (64 + 4 * count) as u32,
+            },
+        },
+        write(leaf, 24, &new_counts[..], Some(&old_counts[..])),
+        write(meta, 80, &count_after[..], Some(&count_before[..])),
+    ];
+    let insert = record::encode_update(Op::Insert, "beth", &insert_edits);
+    w.put(
+        "payload-update-index-insert",
+        "update (insert \"beth\"): the vector, its owner, the entry and its slot, the leaf cell written into the gap, its offset inserted into the leaf's directory (an insert edit, flags 2), the leaf's a and b, the meta page's count",
+        "record-payload",
+        payload_input(1),
+        &insert,
+        Ok(None),
+    );
+    // Delete "gamma", cell 1 of the leaf: its directory entry removed (with the removed bytes).
+    let gamma = arena.value(2);
+    let zero8 = [0u8; 8];
+    let removed_counts = counts(count - 1, data_start);
+    let count_down = 2u64.to_le_bytes();
+    let remove_edits = [
+        Edit {
+            page: leaf,
+            offset: 64 + 4,
+            after: &[],
+            before: Some(at(&arena.leaf_right, 64 + 4, 4)),
+            kind: EditKind::Remove {
+                end: (64 + 4 * count) as u32,
+                len: 4,
+            },
+        },
+        write(leaf, 24, &removed_counts[..], Some(&old_counts[..])),
+        write(cat1, 64 + 8 * 2, &zero8[..], Some(at(&arena.catalog, 64 + 16, 8))),
+        write(
+            vec0,
+            layout.owner_offset(gamma.vector_slot.get()),
+            &zero8[..],
+            Some(at(&arena.vector, layout.owner_offset(2), 8)),
+        ),
+        write(meta, 80, &count_down[..], Some(&count_before[..])),
+    ];
+    let remove = record::encode_update(Op::Delete, "gamma", &remove_edits);
+    w.put(
+        "payload-update-index-remove",
+        "update (delete \"gamma\"): its directory entry removed from the leaf (a remove edit with the removed bytes, flags 5), the leaf's a, the catalog slot and the owner zeroed, the meta page's count",
+        "record-payload",
+        payload_input(1),
+        &remove,
+        Ok(None),
+    );
+    for (name, description, edits, undo_next) in [
+        (
+            "payload-clr-index-insert",
+            "clr of payload-update-index-insert: its compensation, newest first (the insert becomes a remove at end + 4; writes without before-image have none)",
+            &insert_edits[..],
+            4128,
+        ),
+        (
+            "payload-clr-index-remove",
+            "clr of payload-update-index-remove: its compensation (the remove becomes an insert of the removed bytes at end - 4, flags 2)",
+            &remove_edits[..],
+            0,
+        ),
+    ] {
+        let compensation = record::compensation(edits);
+        w.put(
+            name,
+            description,
+            "record-payload",
+            payload_input(2),
+            &record::encode_clr(Lsn(undo_next), &compensation),
+            Ok(None),
+        );
+    }
+    damaged_edit_vectors(w);
+    IndexEdits { insert, remove }
+}
+
+/// An update payload of op delete, id "x", with one edit built by hand: `flags`, the shifting
+/// range's `end` when given, then `images` (before- and after-images as the flags say).
+fn raw_update(page: PageId, offset: u32, len: u32, flags: u8, end: Option<u32>, images: &[u8]) -> Vec<u8> {
+    let mut out = vec![Op::Delete as u8, 1, 0, b'x', 1, 0];
+    out.extend_from_slice(&page.0.to_le_bytes());
+    out.extend_from_slice(&offset.to_le_bytes());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.push(flags);
+    if let Some(end) = end {
+        out.extend_from_slice(&end.to_le_bytes());
+    }
+    out.extend_from_slice(images);
+    out
+}
+
+/// Edits whose flags or ranges FORMAT.md section 15 makes invalid.
+fn damaged_edit_vectors(w: &mut Writer) {
+    let leaf = catalog_id(5);
+    let cases: [(&str, &str, u8, Vec<u8>); 7] = [
+        (
+            "payload-edit-insert-with-before",
+            "an insert edit with a before-image (flags 3)",
+            1,
+            raw_update(leaf, 68, 4, 3, Some(72), &[1, 2, 3, 4, 5, 6, 7, 8]),
+        ),
+        (
+            "payload-edit-insert-past-page",
+            "an insert of 4 bytes whose shifting range ends at 4094: end + 4 > P",
+            1,
+            raw_update(leaf, 68, 4, 2, Some(4094), &[1, 2, 3, 4]),
+        ),
+        (
+            "payload-edit-insert-end-before-offset",
+            "an insert at offset 72 whose shifting range ends at 68",
+            1,
+            raw_update(leaf, 72, 4, 2, Some(68), &[1, 2, 3, 4]),
+        ),
+        (
+            "payload-edit-remove-past-end",
+            "a remove of 8 bytes at offset 68 of a range ending at 72",
+            1,
+            raw_update(leaf, 68, 8, 5, Some(72), &[0; 8]),
+        ),
+        (
+            "payload-update-remove-without-before",
+            "an update whose remove edit carries no removed bytes (flags 4): undo could not put them back",
+            1,
+            raw_update(leaf, 68, 4, 4, Some(72), &[]),
+        ),
+        (
+            "payload-edit-insert-and-remove",
+            "an edit with both the insert and the remove bit (flags 6)",
+            1,
+            raw_update(leaf, 68, 4, 6, Some(72), &[1, 2, 3, 4]),
+        ),
+        (
+            "payload-edit-unknown-flags",
+            "an edit with flag bit 3 set (flags 8)",
+            1,
+            raw_update(leaf, 68, 4, 8, None, &[1, 2, 3, 4]),
+        ),
+    ];
+    for (name, description, kind, payload) in cases {
+        w.put(
+            name,
+            description,
+            "record-payload",
+            payload_input(kind),
+            &payload,
+            Err("invalid"),
+        );
+    }
+    // A clr's remove with the removed bytes: a clr carries no before-image.
+    let mut clr = 0u64.to_le_bytes().to_vec();
+    clr.extend_from_slice(&raw_update(leaf, 68, 4, 5, Some(72), &[1, 2, 3, 4])[4..]);
+    w.put(
+        "payload-clr-remove-with-before",
+        "a clr whose remove edit carries the removed bytes (flags 5)",
+        "record-payload",
+        payload_input(2),
+        &clr,
+        Err("invalid"),
+    );
+    // The valid raw edit, to show the hand-built bytes decode when their flags are right.
+    w.put(
+        "payload-update-raw-remove",
+        "an update (delete \"x\") with one remove edit built by hand: 4 bytes at 68 of a range ending at 72, with the removed bytes",
+        "record-payload",
+        payload_input(1),
+        &raw_update(leaf, 68, 4, 5, Some(72), &[1, 2, 3, 4]),
+        Ok(None),
+    );
+}
+
+/// Arena pages (FORMAT.md section 14): one valid vector of every page kind, from the golden
+/// arena, and damaged ones: checksums, identities, and the rules of each kind.
+fn arena_page_vectors(w: &mut Writer, arena: &Arena) {
+    let input = |id: PageId| json!({ "page_id": hex64(id.0), "page_size": PAGE, "dimension": DIMENSION, "store_id": hex64(STORE_ID) });
+    let valid: [(&str, &str, PageId, &[u8]); 9] = [
+        (
+            "page-meta",
+            "the meta page (catalog page 0): root branch at catalog page 4, height 2, 3 ids, 1 vector page and 7 catalog pages in use, catalog page 1 hot, vector page 0 on the vector list, catalog page 6 on the free list",
+            catalog_id(0),
+            &arena.meta,
+        ),
+        (
+            "page-catalog",
+            "catalog page 1: \"alpha\" (metadata in overflow page 2), \"beta\" and \"gamma\" (inline metadata); slot 3 is free (\"delta\" was deleted, its bytes stay)",
+            catalog_id(1),
+            &arena.catalog,
+        ),
+        (
+            "page-overflow",
+            "overflow page (catalog page 2): the metadata of \"alpha\", last of its chain",
+            catalog_id(2),
+            &arena.overflow,
+        ),
+        (
+            "page-index-leaf",
+            "index leaf (catalog page 3): \"alpha\"",
+            catalog_id(3),
+            &arena.leaf_left,
+        ),
+        (
+            "page-index-branch",
+            "index branch (catalog page 4), the root: leftmost child catalog page 3, separator \"b\" for catalog page 5",
+            catalog_id(4),
+            &arena.branch,
+        ),
+        (
+            "page-index-leaf-two-cells",
+            "index leaf (catalog page 5): \"beta\" and \"gamma\"",
+            catalog_id(5),
+            &arena.leaf_right,
+        ),
+        (
+            "page-free",
+            "free page (catalog page 6), last of the free list: a leaf freed by a split, its a, b and cells left as they were",
+            catalog_id(6),
+            &arena.free,
+        ),
+        (
+            "page-vector",
+            "vector page 0, dimension 4: owner table of 168 entries at 64, slots from 1408; slots 0-2 owned by the entries of catalog page 1, slot 3 free but holding a deleted vector; last of the vector list",
+            vector_id(0),
+            &arena.vector,
+        ),
+        (
+            "page-zero",
+            "a never-written page (all zero): valid, of kind zero",
+            catalog_id(7),
+            &[0u8; PAGE as usize][..],
+        ),
+    ];
+    for (name, description, id, bytes) in valid {
+        w.put(name, description, "arena-page", input(id), bytes, Ok(None));
+    }
+    let damaged = |base: &[u8], change: &dyn Fn(&mut Vec<u8>)| {
+        let mut page = base.to_vec();
+        change(&mut page);
+        page::seal(&mut page);
+        page
+    };
+    let mut flipped = arena.catalog.clone();
+    flipped[4000] ^= 0x04;
+    let leaf_dir = |p: &mut Vec<u8>| {
+        let (a, b) = (p[64..68].to_vec(), p[68..72].to_vec());
+        p[64..68].copy_from_slice(&b);
+        p[68..72].copy_from_slice(&a);
+    };
+    let cases: Vec<(&str, &str, PageId, Vec<u8>)> = vec![
+        (
+            "page-catalog-flipped-bit",
+            "page-catalog with one bit flipped: the CRC fails",
+            catalog_id(1),
+            flipped,
+        ),
+        (
+            "page-catalog-wrong-id",
+            "page-catalog read at the position of catalog page 2",
+            catalog_id(2),
+            arena.catalog.clone(),
+        ),
+        (
+            "page-overflow-in-vector-space",
+            "page-overflow read as vector page 1 (wrong id and kind)",
+            vector_id(1),
+            arena.overflow.clone(),
+        ),
+        (
+            "page-other-store",
+            "page-index-leaf naming another store id at 40 (CRC correct): a page swapped in from another store",
+            catalog_id(3),
+            damaged(&arena.leaf_left, &|p| p[40] ^= 0x01),
+        ),
+        (
+            "page-unknown-kind",
+            "page-index-leaf with kind 8 (CRC correct)",
+            catalog_id(3),
+            damaged(&arena.leaf_left, &|p| p[4] = 8),
+        ),
+        (
+            "page-meta-flipped-bit",
+            "page-meta with one bit of its count flipped: the CRC fails",
+            catalog_id(0),
+            {
+                let mut p = arena.meta.clone();
+                p[80] ^= 0x01;
+                p
+            },
+        ),
+        (
+            "page-meta-one-list-end",
+            "page-meta whose free list has a head but no tail (CRC correct)",
+            catalog_id(0),
+            damaged(&arena.meta, &|p| p[152..160].fill(0)),
+        ),
+        (
+            "page-meta-root-without-height",
+            "page-meta with its height zeroed, the root left (CRC correct)",
+            catalog_id(0),
+            damaged(&arena.meta, &|p| p[72..76].fill(0)),
+        ),
+        (
+            "page-meta-bytes-after-fields",
+            "page-meta with a non-zero byte after its fields (CRC correct)",
+            catalog_id(0),
+            damaged(&arena.meta, &|p| p[200] = 1),
+        ),
+        (
+            "page-meta-root-in-vector-space",
+            "page-meta whose root names vector page 0 (CRC correct)",
+            catalog_id(0),
+            damaged(&arena.meta, &|p| {
+                p[64..72].copy_from_slice(&vector_id(0).0.to_le_bytes())
+            }),
+        ),
+        (
+            "page-index-leaf-out-of-order",
+            "page-index-leaf-two-cells with its two directory entries swapped: \"gamma\" before \"beta\" (CRC correct)",
+            catalog_id(5),
+            damaged(&arena.leaf_right, &leaf_dir),
+        ),
+        (
+            "page-index-leaf-with-c",
+            "page-index-leaf with header field c = 1 (CRC correct): a leaf has no child",
+            catalog_id(3),
+            damaged(&arena.leaf_left, &|p| p[32] = 1),
+        ),
+        (
+            "page-index-leaf-cell-outside",
+            "page-index-leaf whose directory entry points below the start of cell data (CRC correct)",
+            catalog_id(3),
+            damaged(&arena.leaf_left, &|p| p[64..68].copy_from_slice(&100u32.to_le_bytes())),
+        ),
+        (
+            "page-index-leaf-empty-key",
+            "page-index-leaf whose cell has key length 0 (CRC correct)",
+            catalog_id(3),
+            damaged(&arena.leaf_left, &|p| {
+                let at = u32::from_le_bytes(p[64..68].try_into().unwrap()) as usize;
+                p[at..at + 2].fill(0);
+            }),
+        ),
+        (
+            "page-index-leaf-directory-overlaps",
+            "page-index-leaf whose cell count reaches past the start of cell data (CRC correct)",
+            catalog_id(3),
+            damaged(&arena.leaf_left, &|p| p[24..28].copy_from_slice(&2000u32.to_le_bytes())),
+        ),
+        (
+            "page-index-branch-no-leftmost",
+            "page-index-branch with header field c = 0 (CRC correct): a branch needs its leftmost child",
+            catalog_id(4),
+            damaged(&arena.branch, &|p| p[32..40].fill(0)),
+        ),
+        (
+            "page-index-branch-child-in-vector-space",
+            "page-index-branch whose cell's child names vector page 5 (CRC correct)",
+            catalog_id(4),
+            damaged(&arena.branch, &|p| {
+                let at = u32::from_le_bytes(p[64..68].try_into().unwrap()) as usize;
+                p[at + 2..at + 10].copy_from_slice(&vector_id(5).0.to_le_bytes());
+            }),
+        ),
+        (
+            "page-index-branch-child-meta",
+            "page-index-branch whose leftmost child is catalog page 0, the meta page (CRC correct)",
+            catalog_id(4),
+            damaged(&arena.branch, &|p| {
+                p[32..40].copy_from_slice(&catalog_id(0).0.to_le_bytes())
+            }),
+        ),
+        (
+            "page-free-flipped-bit",
+            "page-free with one bit of its old cells flipped: the CRC fails",
+            catalog_id(6),
+            {
+                let mut p = arena.free.clone();
+                p[4090] ^= 0x40;
+                p
+            },
+        ),
+        (
+            "page-free-in-vector-space",
+            "page-free relabelled as vector page 1 (CRC correct): kind 7 belongs to the catalog space",
+            vector_id(1),
+            damaged(&arena.free, &|p| {
+                p[8..16].copy_from_slice(&vector_id(1).0.to_le_bytes())
+            }),
+        ),
+        (
+            "page-vector-flipped-bit",
+            "page-vector with one bit of a vector flipped: the CRC fails",
+            vector_id(0),
+            {
+                let mut p = arena.vector.clone();
+                p[1410] ^= 0x02;
+                p
+            },
+        ),
+        (
+            "page-vector-owner-meta",
+            "page-vector whose slot 0 owner names catalog page 0, the meta page (CRC correct)",
+            vector_id(0),
+            damaged(&arena.vector, &|p| p[68..72].fill(0)),
+        ),
+        (
+            "page-vector-wrong-id",
+            "page-vector read at the position of vector page 1",
+            vector_id(1),
+            arena.vector.clone(),
+        ),
+    ];
+    for (name, description, id, bytes) in cases {
+        w.put(name, description, "arena-page", input(id), &bytes, Err("invalid"));
+    }
+    assert_eq!(
+        metadata_json(&arena.metadata).unwrap(),
+        json!([["lang", "en"], ["source", "golden"]])
+    );
 }
 
 /// Rewrites an archive file's header fields `at..` with `bytes` and reseals its checksums.

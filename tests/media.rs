@@ -79,6 +79,8 @@ fn reading_commands_work(store: &str, how: &str) {
         vec!["stats", store],
         vec!["get", store, "v1"],
         vec!["search", store, "--vector", query, "-k", "3"],
+        vec!["list", store, "--limit", "5"],
+        vec!["export", store, "--prefix", "v1"],
     ] {
         let out = run(&args);
         assert!(out.status.success(), "{how}: vellum {args:?}: {}", text(&out));

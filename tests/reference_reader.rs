@@ -831,3 +831,245 @@ fn reference_reader_reads_the_archive_like_the_engine() {
         out["damage"]
     );
 }
+
+/// Catalog-space page `page_no` of the store in `dir` (the arena's first catalog file).
+fn catalog_page(dir: &Path, page_no: u64) -> Vec<u8> {
+    arena_page(dir, "catalog", page_no)
+}
+
+/// Page `page_no` of a space (`"catalog"` or `"vector"`) in the first file of that space.
+fn arena_page(dir: &Path, space: &str, page_no: u64) -> Vec<u8> {
+    let bytes = std::fs::read(dir.join(format!("arena/{space}-00000000.pages"))).expect("the arena file");
+    let at = (page_no * u64::from(PAGE)) as usize;
+    bytes[at..at + PAGE as usize].to_vec()
+}
+
+/// Writes `image` as catalog-space page `page_no` of the store in `dir`, its checksum made right
+/// (damage a checksum cannot see), or left as it is when `reseal` is false.
+fn put_catalog_page(dir: &Path, page_no: u64, image: &[u8], reseal: bool) {
+    put_arena_page(dir, "catalog", page_no, image, reseal);
+}
+
+/// [`put_catalog_page`] for a page of either space.
+fn put_arena_page(dir: &Path, space: &str, page_no: u64, image: &[u8], reseal: bool) {
+    let mut image = image.to_vec();
+    if reseal {
+        vellum::format::page::seal(&mut image);
+    }
+    let path = dir.join(format!("arena/{space}-00000000.pages"));
+    let mut bytes = std::fs::read(&path).expect("the arena file");
+    let at = (page_no * u64::from(PAGE)) as usize;
+    bytes[at..at + PAGE as usize].copy_from_slice(&image);
+    std::fs::write(&path, bytes).expect("write the catalog file");
+}
+
+/// A leaf of the store's index below its root (a branch): its page number and its ids.
+fn a_leaf_below_the_root(dir: &Path) -> (u64, Vec<String>) {
+    use vellum::format::index::{MetaFields, Node, NodeKind};
+    let meta = MetaFields::read(&catalog_page(dir, 0)).expect("the meta page");
+    assert!(meta.height.get() == 2, "the workload makes a two-level index: {meta:?}");
+    let root = catalog_page(dir, meta.root.get() & ((1 << 56) - 1));
+    let root = Node::parse(&root).expect("the root");
+    assert!(root.kind == NodeKind::Branch && root.count >= 1, "the root is a branch");
+    let leaf_no = root.child(1).expect("the second child") & ((1 << 56) - 1);
+    let image = catalog_page(dir, leaf_no);
+    let leaf = Node::parse(&image).expect("a leaf");
+    let ids = (0..leaf.count)
+        .map(|i| String::from_utf8(leaf.key(i).expect("a key").to_vec()).expect("an id"))
+        .collect();
+    (leaf_no, ids)
+}
+
+/// The reader's ids of `out`.
+fn reader_ids(out: &Value) -> BTreeSet<String> {
+    out["vectors"].as_object().expect("vectors").keys().cloned().collect()
+}
+
+/// Damage to an index page of a real store is reported by the reader and by the engine. A bit
+/// flipped in a leaf (its checksum fails): the reader loses exactly the leaf's ids and says
+/// why, `vellum verify` fails naming the page, and a `get` of one of its ids is `Corrupted`. A
+/// leaf value resealed to name another id's entry (the index and the catalog disagree, the
+/// checksum is right): the reader drops that id and reports the entry left unnamed, and the
+/// engine's `get` of it is `Corrupted`, never another id's record.
+#[test]
+fn index_damage_is_reported_by_the_reader_and_the_engine() {
+    if !support::python_available("reference_reader") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let options = Options {
+        page_size_bytes: PAGE,
+        segment_size_bytes: 1 << 20,
+        sync: SyncMode::Never,
+        ..Default::default()
+    };
+    let store = Store::create(&dir, 8, options.clone()).expect("create");
+    let mut model = BTreeSet::new();
+    for n in 0..600u32 {
+        let id = format!("doc-{:05}", n * 7919 % 600);
+        let v: Vec<f32> = (0..8).map(|k| (n * 8 + k) as f32).collect();
+        store.insert(&id, &v, &[("n", &n.to_string())]).expect("insert");
+        model.insert(id);
+    }
+    store.close().expect("close");
+    let clean = read_clean(&dir, "index-clean", false);
+    assert_eq!(reader_ids(&clean), model, "the reader reads every id of a clean store");
+    assert!(
+        damage_kinds(&clean).iter().all(|k| k == "torn_tail"),
+        "no damage in a clean store: {}",
+        clean["damage"]
+    );
+    let (leaf_no, leaf_ids) = a_leaf_below_the_root(&dir);
+    assert!(!leaf_ids.is_empty() && leaf_ids.len() < model.len());
+
+    // A flipped bit in the leaf: its checksum fails.
+    let torn = tmp.path().join("torn-leaf");
+    copy_dir(&dir, &torn);
+    let mut image = catalog_page(&torn, leaf_no);
+    image[PAGE as usize - 1] ^= 0x01;
+    put_catalog_page(&torn, leaf_no, &image, false);
+    let out = read_store(&torn, false);
+    assert!(
+        damage_kinds(&out).iter().any(|k| k == "index_page"),
+        "the reader reports the leaf: {}",
+        out["damage"]
+    );
+    let kept: BTreeSet<String> = model.iter().filter(|id| !leaf_ids.contains(id)).cloned().collect();
+    assert_eq!(reader_ids(&out), kept, "the reader loses exactly the leaf's ids");
+    let report = vellum::inspect::verify_store(&torn, &()).expect("verify");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.file.as_deref() == Some("arena/catalog-00000000.pages") && p.page == Some(leaf_no)),
+        "verify names the damaged leaf: {:?}",
+        report.problems
+    );
+    assert!(!report.clean(), "verify fails");
+    let store = Store::open_read_only(&torn, options.clone()).expect("an open reads only the meta page");
+    assert!(
+        matches!(store.get(&leaf_ids[0]), Err(vellum::Error::Corrupted { .. })),
+        "the engine refuses to read through the damaged leaf"
+    );
+    drop(store);
+
+    // Cell 0 of the leaf resealed to name cell 1's catalog entry (its vector slot kept).
+    let disagree = tmp.path().join("leaf-names-another-entry");
+    copy_dir(&dir, &disagree);
+    let mut image = catalog_page(&disagree, leaf_no);
+    let cell = |image: &[u8], i: usize| u32::from_le_bytes(image[64 + 4 * i..68 + 4 * i].try_into().unwrap()) as usize;
+    let (first, second) = (cell(&image, 0), cell(&image, 1));
+    // Value bytes 8..24 (cell bytes 10..26): catalog page, catalog slot, entry offset and length.
+    let other = image[second + 10..second + 26].to_vec();
+    image[first + 10..first + 26].copy_from_slice(&other);
+    put_catalog_page(&disagree, leaf_no, &image, true);
+    let out = read_store(&disagree, false);
+    let kinds = damage_kinds(&out);
+    assert!(
+        kinds.iter().any(|k| k == "index_catalog") && kinds.iter().any(|k| k == "catalog_orphan"),
+        "the reader reports the disagreement and the entry left unnamed: {}",
+        out["damage"]
+    );
+    let mut kept = model.clone();
+    kept.remove(&leaf_ids[0]);
+    assert_eq!(
+        reader_ids(&out),
+        kept,
+        "the reader drops exactly the id whose value is wrong"
+    );
+    let store = Store::open_read_only(&disagree, options).expect("open");
+    assert!(
+        matches!(store.get(&leaf_ids[0]), Err(vellum::Error::Corrupted { .. })),
+        "the engine refuses the id whose entry disagrees with the index"
+    );
+    assert!(
+        store.get(&leaf_ids[1]).expect("get").is_some(),
+        "its neighbour reads as before"
+    );
+    drop(store);
+    resealed_flips_are_damage_or_harmless(&dir, &model, tmp.path());
+}
+
+/// Single bits flipped in the pages in use, checksums made right: the reader never crashes, and
+/// either reports damage or still reads every id (the bit was free space, a vector or metadata
+/// byte, a page LSN).
+fn resealed_flips_are_damage_or_harmless(dir: &Path, model: &BTreeSet<String>, scratch: &Path) {
+    use vellum::format::index::MetaFields;
+    let mut rng = Rng::new(seed() ^ 0x1d3e);
+    let meta = MetaFields::read(&catalog_page(dir, 0)).expect("meta");
+    const ROUNDS: usize = 8;
+    let mut reported = 0;
+    for round in 0..ROUNDS {
+        let d = scratch.join(format!("resealed-{round}"));
+        copy_dir(dir, &d);
+        let (space, pages) = if rng.chance(25) {
+            ("vector", meta.vector_pages.get())
+        } else {
+            ("catalog", meta.catalog_pages.get())
+        };
+        let page_no = rng.below(pages);
+        let mut image = arena_page(&d, space, page_no);
+        // Past the checksum, the kind, the version and the page id (those make the page invalid).
+        let at = 16 + rng.below(u64::from(PAGE) - 16) as usize;
+        image[at] ^= 1 << rng.below(8);
+        put_arena_page(&d, space, page_no, &image, true);
+        let out = read_store(&d, false);
+        let kinds: Vec<String> = damage_kinds(&out).into_iter().filter(|k| k != "torn_tail").collect();
+        if kinds.is_empty() {
+            assert_eq!(
+                &reader_ids(&out),
+                model,
+                "{space} page {page_no} byte {at}: no damage reported, so every id must read"
+            );
+        } else {
+            reported += 1;
+        }
+    }
+    println!("reference_reader: {reported} of {ROUNDS} resealed flips reported as damage");
+}
+
+/// A store of format 1.x (control slots of major 1) is refused as incompatible by the reader and
+/// by the engine, whose open changes no file (FORMAT.md section 18, "Stores of major 1").
+#[test]
+fn a_store_of_major_1_is_refused_by_the_reader_and_the_engine() {
+    if !support::python_available("reference_reader") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let options = Options {
+        page_size_bytes: PAGE,
+        sync: SyncMode::Never,
+        ..Default::default()
+    };
+    let store = Store::create(&dir, 4, options.clone()).expect("create");
+    store.insert("a", &[1.0, 2.0, 3.0, 4.0], &[]).expect("insert");
+    store.close().expect("close");
+    let path = dir.join("CONTROL");
+    let mut control = std::fs::read(&path).expect("CONTROL");
+    for slot in [0usize, 512] {
+        control[slot + 8..slot + 10].copy_from_slice(&1u16.to_le_bytes());
+        let crc = crc32c::crc32c(&control[slot..slot + 508]);
+        control[slot + 508..slot + 512].copy_from_slice(&crc.to_le_bytes());
+    }
+    std::fs::write(&path, &control).expect("write CONTROL");
+    let out = read_store(&dir, false);
+    let errors = out["errors"].to_string();
+    assert!(errors.contains("incompatible"), "the reader refuses it: {errors}");
+    let before = std::fs::read(&path).expect("CONTROL");
+    for opened in [
+        Store::open(&dir, options.clone()).err(),
+        Store::open_read_only(&dir, options.clone()).err(),
+    ] {
+        assert!(
+            matches!(opened, Some(vellum::Error::Incompatible(_))),
+            "the engine refuses it as incompatible: {opened:?}"
+        );
+    }
+    assert!(std::fs::read(&path).expect("CONTROL") == before, "nothing was written");
+    assert!(
+        !vellum::inspect::verify_store(&dir, &()).expect("verify").clean(),
+        "verify does not pass it"
+    );
+}

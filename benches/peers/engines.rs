@@ -155,14 +155,21 @@ impl Engine for Vellum {
     }
 
     fn commit_batch(&self, stream: u32, first_seq: u64, records: &[&[u8]]) -> Res<()> {
-        let (mut id, mut vector) = (String::new(), Vec::with_capacity(VELLUM_DIMENSION));
-        let mut tx = self.store.begin()?;
-        for (seq, record) in (first_seq..).zip(records) {
-            vellum_id(stream, seq, &mut id);
+        // The bulk path (`insert_many`: many rows to a log record), as `vellum import` uses it.
+        let mut ids = vec![String::new(); records.len()];
+        let mut vectors = Vec::with_capacity(records.len() * VELLUM_DIMENSION);
+        let mut vector = Vec::with_capacity(VELLUM_DIMENSION);
+        for ((seq, record), id) in (first_seq..).zip(records).zip(&mut ids) {
+            vellum_id(stream, seq, id);
             to_vector(record, &mut vector);
-            tx.insert(&id, &vector, &[])?;
+            vectors.extend_from_slice(&vector);
         }
-        tx.commit()?;
+        let rows: Vec<vellum::Row<'_>> = ids
+            .iter()
+            .zip(vectors.chunks_exact(VELLUM_DIMENSION))
+            .map(|(id, vector)| (id.as_str(), vector, &[][..]))
+            .collect();
+        self.store.insert_many(&rows)?;
         Ok(())
     }
 

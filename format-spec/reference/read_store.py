@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent, read-only reader of the Vellum on-disk format, version 1 (archive files: 1, 2).
+"""Independent, read-only reader of the Vellum on-disk format, version 2 (archive files: 1, 2).
 
 Written from format-spec/FORMAT.md alone (standard library only).  Usage:
 
@@ -69,6 +69,10 @@ KIND_NAMES = {
 
 SPACE_CATALOG = 1
 SPACE_VECTOR = 2
+
+# section 18: the store's major format version (control slots, segment and page headers, arena
+# pages); stores of major 1 are refused as incompatible
+FORMAT_MAJOR = 2
 
 
 def is_page_id(v):
@@ -155,7 +159,7 @@ def parse_slot(b):
     if crc32c(b[0:508]) != struct.unpack_from("<I", b, 508)[0]:
         return "damaged", None
     fields = {name: struct.unpack_from("<" + fmt, b, off)[0] for name, fmt, off in CTRL_FIELDS}
-    if fields["version_major"] != 1:
+    if fields["version_major"] != FORMAT_MAJOR:
         return "version", fields
     return "valid", fields
 
@@ -185,8 +189,9 @@ def read_control(store, rep):
     if "version" in (s0, s1):
         # section 3: an intact slot of another major version refuses the store, whatever the
         # other slot holds
-        raise StoreError("incompatible version (a control slot of major %d)" %
-                         (f0 if s0 == "version" else f1)["version_major"])
+        major = (f0 if s0 == "version" else f1)["version_major"]
+        raise StoreError("incompatible version (a control slot of major %d; this reader reads major %d%s)" %
+                         (major, FORMAT_MAJOR, ": a store of format 1.x" if major == 1 else ""))
     if s0 == "valid" and s1 == "valid":
         slot = 1 if f1["sequence"] > f0["sequence"] else 0
     elif s0 == "valid":
@@ -204,7 +209,7 @@ def read_control(store, rep):
     if g:
         raise StoreError("control file: bad geometry: " + g)
     P = c["page_size"]
-    maxdim = ((P - 64) // 16) * 4
+    maxdim = ((P - 80) // 16) * 4   # section 3: one slot and its owner entry fit a page (14.3)
     if not 1 <= c["dimension"] <= maxdim:
         raise StoreError("control file: dimension %d outside 1..=%d" % (c["dimension"], maxdim))
     return c
@@ -319,7 +324,7 @@ class Log:
             ssz, segno, base = struct.unpack_from("<QQQ", h, 16)
             tl, = struct.unpack_from("<I", h, 40)
             sid, = struct.unpack_from("<Q", h, 48)
-            if major != 1:
+            if major != FORMAT_MAJOR:
                 st = "foreign"
             elif sid != self.store_id:
                 st = "foreign"
@@ -352,7 +357,7 @@ class Log:
                 h = PageHeader()
                 h.flags, h.addr, h.rem_len, h.timeline, h.epoch = flags, addr, rem, tl, ep
                 # section 8: the version before the flags (a newer major may define other flags)
-                if major != 1:
+                if major != FORMAT_MAJOR:
                     st = "foreign"
                 elif (flags & ~1) != 0 or ((flags & 1) != 0) != (rem > 0):
                     st = "damaged"
@@ -631,7 +636,21 @@ class Buf:
         return struct.unpack("<" + fmt, self.take(n))[0]
 
 
-def parse_edits(buf, P, allow_before):
+class Edit:
+    """One edit of an update or clr (section 15): `kind` is "write", "insert" or "remove"; `n` is
+    its length; `end` the end of the range an insert or a remove shifts (else None)."""
+    __slots__ = ("page", "offset", "n", "kind", "end", "before", "after")
+
+    def __init__(self, page, offset, n, kind, end, before, after):
+        self.page, self.offset, self.n, self.kind = page, offset, n, kind
+        self.end, self.before, self.after = end, before, after
+
+
+EDIT_KINDS = {0: "write", 1: "write", 2: "insert", 4: "remove", 5: "remove"}
+
+
+def parse_edits(buf, P, is_clr):
+    """Section 15, "Edits": flags, ranges and images, strictly."""
     k = buf.u("H", 2)
     if k > buf.left() // 17:
         raise PayloadError("edit count %d exceeds bytes left" % k)
@@ -643,16 +662,49 @@ def parse_edits(buf, P, allow_before):
         fl = buf.u("B", 1)
         if not is_page_id(pid):
             raise PayloadError("edit page id %#x is not a page id" % pid)
-        if off + n > P:
-            raise PayloadError("edit range %d+%d beyond the page" % (off, n))
-        if fl & ~1:
+        kind = EDIT_KINDS.get(fl)
+        if kind is None:
             raise PayloadError("unknown edit flags %#x" % fl)
-        if fl & 1 and not allow_before:
+        end = buf.u("I", 4) if kind != "write" else None
+        if kind == "write" and off + n > P:
+            raise PayloadError("write %d+%d beyond the page" % (off, n))
+        if kind == "insert" and not (off <= end and end + n <= P):
+            raise PayloadError("insert of %d bytes at %d, range end %d: outside the page" % (n, off, end))
+        if kind == "remove" and not (off + n <= end <= P):
+            raise PayloadError("remove of %d bytes at %d, range end %d: outside the page" % (n, off, end))
+        if fl & 1 and is_clr:
             raise PayloadError("clr edit with a before-image")
-        before = buf.take(n) if fl & 1 else None
-        after = buf.take(n)
-        edits.append((pid, off, before, after))
+        if kind == "remove" and not fl & 1 and not is_clr:
+            raise PayloadError("a remove of an update without the removed bytes")
+        before = bytes(buf.take(n)) if fl & 1 else None
+        after = bytes(buf.take(n)) if kind != "remove" else b""
+        edits.append(Edit(pid, off, n, kind, end, before, after))
     return edits
+
+
+def apply_edit(pg, e):
+    """Section 15: one edit applied to the page image `pg` (a bytearray)."""
+    o, n = e.offset, e.n
+    if e.kind == "write":
+        pg[o:o + n] = e.after
+    elif e.kind == "insert":
+        pg[o:e.end + n] = e.after + bytes(pg[o:e.end])
+    else:
+        pg[o:e.end] = bytes(pg[o + n:e.end]) + bytes(n)
+
+
+def compensation(edits):
+    """Section 15, "Compensation": the edits that undo an update's edits, in the order to apply."""
+    out = []
+    for e in reversed(edits):
+        if e.kind == "write":
+            if e.before is not None:
+                out.append(Edit(e.page, e.offset, e.n, "write", None, None, e.before))
+        elif e.kind == "insert":
+            out.append(Edit(e.page, e.offset, e.n, "remove", e.end + e.n, None, b""))
+        else:
+            out.append(Edit(e.page, e.offset, e.n, "insert", e.end - e.n, None, e.before))
+    return out
 
 
 def parse_payload(kind, p, P):
@@ -660,19 +712,19 @@ def parse_payload(kind, p, P):
     out = {}
     if kind == 1:
         op = buf.u("B", 1)
-        if op not in (1, 2, 3):
+        if op not in (1, 2, 3, 4):
             raise PayloadError("unknown op %d" % op)
         k = buf.u("H", 2)
         idb = buf.take(k)
-        out["op"] = {1: "insert", 2: "upsert", 3: "delete"}[op]
+        out["op"] = {1: "insert", 2: "upsert", 3: "delete", 4: "batch"}[op]
         try:
             out["id"] = bytes(idb).decode("utf-8")
         except UnicodeDecodeError:
             raise PayloadError("the id is not UTF-8")
-        out["edits"] = parse_edits(buf, P, True)
+        out["edits"] = parse_edits(buf, P, False)
     elif kind == 2:
         out["undo_next"] = buf.u("Q", 8)
-        out["edits"] = parse_edits(buf, P, False)
+        out["edits"] = parse_edits(buf, P, True)
     elif kind in (3, 4, 5, 6):
         pass
     elif kind == 7:
@@ -702,7 +754,7 @@ def parse_payload(kind, p, P):
         b = buf.u("I", 4)
         if not is_page_id(pid):
             raise PayloadError("page-init page id %#x is not a page id" % pid)
-        if pk not in (0, 1, 2, 3):
+        if pk not in PAGE_KINDS:
             raise PayloadError("unknown page kind %d" % pk)
         out.update(page_id=pid, page_kind=pk, a=a, b=b)
     else:
@@ -735,7 +787,8 @@ def record_json(r, full):
                 d["id"] = p["id"]
             if "undo_next" in p:
                 d["undo_next"] = p["undo_next"]
-            d["edits"] = [{"page": "%#018x" % e[0], "offset": e[1], "len": len(e[3]), "before": e[2] is not None}
+            d["edits"] = [dict({"edit": e.kind, "page": "%#018x" % e.page, "offset": e.offset, "len": e.n,
+                                "before": e.before is not None}, **({"end": e.end} if e.end is not None else {}))
                           for e in p["edits"]]
         elif r.kind == 7:
             d["begin_lsn"] = p["begin_lsn"]
@@ -750,7 +803,12 @@ def record_json(r, full):
 # ---------------------------------------------------------------- section 14: arena
 
 ARENA_RE = re.compile(r"^(catalog|vector)-([0-9a-f]{8})\.pages$")
-ALLOWED_KINDS = {SPACE_CATALOG: (0, 2, 3), SPACE_VECTOR: (0, 1)}
+# section 14.2: page kinds, and the space each may lie in
+KIND_ZERO, KIND_VECTOR, KIND_CATALOG, KIND_OVERFLOW, KIND_META, KIND_LEAF, KIND_BRANCH, KIND_FREE = range(8)
+PAGE_KINDS = range(8)
+ALLOWED_KINDS = {SPACE_CATALOG: (KIND_ZERO, KIND_CATALOG, KIND_OVERFLOW, KIND_META, KIND_LEAF, KIND_BRANCH, KIND_FREE),
+                 SPACE_VECTOR: (KIND_ZERO, KIND_VECTOR)}
+LIST_END = 1   # a list link naming no next page (14.11)
 
 
 def page_valid(img, pid, store_id=None):
@@ -762,7 +820,7 @@ def page_valid(img, pid, store_id=None):
         return "page CRC mismatch"
     if struct.unpack_from("<Q", img, 8)[0] != pid:
         return "page id field %#x != %#x" % (struct.unpack_from("<Q", img, 8)[0], pid)
-    if struct.unpack_from("<H", img, 6)[0] != 1:
+    if struct.unpack_from("<H", img, 6)[0] != FORMAT_MAJOR:
         return "page major version %d" % struct.unpack_from("<H", img, 6)[0]
     if img[4] not in ALLOWED_KINDS[space_of(pid)]:
         return "page kind %d not allowed in its space" % img[4]
@@ -774,7 +832,7 @@ def page_valid(img, pid, store_id=None):
 
 class Arena:
     def __init__(self, store, P, S, rep, extent=None):
-        self.P, self.S, self.rep = P, S, rep
+        self.P, self.S, self.rep, self.extent = P, S, rep, extent
         self.ppf = S // P
         self.dir = os.path.join(store, "arena")
         self.files = {SPACE_CATALOG: {}, SPACE_VECTOR: {}}
@@ -833,7 +891,7 @@ class Arena:
         return b
 
 
-def read_doublewrite(store, P, rep):
+def read_doublewrite(store, P, rep, store_id):
     """Section 16.2: usable images, page id -> image."""
     path = os.path.join(store, "DOUBLEWRITE")
     out = {}
@@ -857,7 +915,7 @@ def read_doublewrite(store, P, rep):
     for i in range(n):
         img = data[(1 + i) * P:(2 + i) * P]
         pid = struct.unpack_from("<Q", img, 8)[0]
-        if not is_page_id(pid) or is_zero(img) or page_valid(img, pid) is not None:
+        if not is_page_id(pid) or is_zero(img) or page_valid(img, pid, store_id) is not None:
             continue
         if pid not in out:
             out[pid] = img
@@ -869,8 +927,9 @@ def read_doublewrite(store, P, rep):
 
 
 class Recovery:
-    def __init__(self, arena, dw, P, rep, lenient):
+    def __init__(self, arena, dw, P, rep, lenient, store_id):
         self.arena, self.dw, self.P, self.rep, self.lenient = arena, dw, P, rep, lenient
+        self.store_id = store_id
         self.pages = {}       # page id -> bytearray (checked or changed by this recovery)
         self.changed = set()
         self.pageinit = set()
@@ -881,7 +940,7 @@ class Recovery:
         if pid in self.pages:
             return
         img = self.arena.read_page(pid)
-        why = page_valid(img, pid)
+        why = page_valid(img, pid, self.store_id)
         if why is None:
             self.pages[pid] = bytearray(img)
         elif use_dw and pid in self.dw:
@@ -921,7 +980,7 @@ class Recovery:
             if r.kind in (1, 2):
                 losers[t] = (r.lsn, r.lsn if r.kind == 1 else p["undo_next"])
                 for e in p["edits"]:
-                    dpt.setdefault(e[0], r.lsn)
+                    dpt.setdefault(e.page, r.lsn)
             elif r.kind == 8:
                 dpt.setdefault(p["page_id"], r.lsn)
                 self.pageinit.add(p["page_id"])
@@ -961,15 +1020,15 @@ class Recovery:
                 if r.kind in (1, 2):
                     order = []
                     for e in r.parsed["edits"]:
-                        if e[0] not in order:
-                            order.append(e[0])
+                        if e.page not in order:
+                            order.append(e.page)
                     for pid in order:
                         self.check(pid, True)
                         if self.lsn_of(pid) < r.lsn:
                             pg = self.pages[pid]
                             for e in r.parsed["edits"]:
-                                if e[0] == pid:
-                                    pg[e[1]:e[1] + len(e[3])] = e[3]
+                                if e.page == pid:
+                                    apply_edit(pg, e)
                             self.set_lsn(pid, r.lsn)
                             self.redo_applied += 1
                 elif r.kind == 8:
@@ -979,7 +1038,8 @@ class Recovery:
                     if self.lsn_of(pid) < r.lsn:
                         pg = bytearray(self.P)
                         pg[4] = p["page_kind"]
-                        struct.pack_into("<HQQII", pg, 6, 1, pid, r.lsn, p["a"], p["b"])
+                        struct.pack_into("<HQQII", pg, 6, FORMAT_MAJOR, pid, r.lsn, p["a"], p["b"])
+                        struct.pack_into("<Q", pg, 40, self.store_id)
                         self.pages[pid] = pg
                         self.changed.add(pid)
                         self.redo_applied += 1
@@ -1019,11 +1079,11 @@ class Recovery:
                 continue
             if r.kind == 1:
                 for e in r.parsed["edits"]:
-                    self.check(e[0], False)
-                for e in reversed(r.parsed["edits"]):
-                    if e[2] is not None:
-                        self.pages[e[0]][e[1]:e[1] + len(e[2])] = e[2]
-                        self.changed.add(e[0])
+                    self.check(e.page, False)
+                # section 15: the compensation, applied in its order; the pages take LSN u
+                for e in compensation(r.parsed["edits"]):
+                    apply_edit(self.pages[e.page], e)
+                    self.set_lsn(e.page, u)
                 state[t] = r.prev_lsn
             elif r.kind == 2:
                 state[t] = r.parsed["undo_next"]
@@ -1031,7 +1091,7 @@ class Recovery:
                 state[t] = r.prev_lsn
 
 
-# ---------------------------------------------------------------- sections 14.4 - 14.8: the catalog
+# ---------------------------------------------------------------- sections 14.3 - 14.12: the contents
 
 
 def decode_metadata(m):
@@ -1057,213 +1117,524 @@ def decode_metadata(m):
     return pairs
 
 
-def read_catalog(arena, rec, dim, rep):
-    P = arena.P
-    ppf = arena.ppf
-    # page counts, counting the files recovery needed
-    counts = {}
-    for sp in (SPACE_CATALOG, SPACE_VECTOR):
-        nfiles = arena.file_count(sp)
-        for pid in rec.pages:
-            if space_of(pid) == sp:
-                nfiles = max(nfiles, page_no(pid) // ppf + 1)
-        counts[sp] = nfiles * ppf
+def align16(x):
+    return (x + 15) & ~15
+
+
+def vector_layout(P, dim):
+    """Section 14.3: (stride, slots per page, offset of slot 0)."""
     stride = -(-dim * 4 // 16) * 16
-    slots_per_page = (P - 64) // stride
+    n = (P - 64) // (stride + 8)
+    while n > 0 and align16(64 + 8 * n) + n * stride > P:
+        n -= 1
+    return stride, n, align16(64 + 8 * n)
 
-    cache = {}
 
-    def get(pid):
-        """(image, reason-if-invalid)."""
-        if pid in rec.pages:
-            return rec.pages[pid], None
-        if pid not in cache:
-            img = arena.read_page(pid)
-            cache[pid] = (img, page_valid(img, pid))
-        return cache[pid]
+def u64_at(b, o):
+    return struct.unpack_from("<Q", b, o)[0]
 
-    entries = []   # (id, vec_pid, vslot, pairs, where)
-    ids = {}
-    slots = {}
-    used_overflow = {}
-    for no in range(counts[SPACE_CATALOG]):
-        pid = (SPACE_CATALOG << 56) | no
-        img, why = get(pid)
-        if why is not None:
-            rep.dmg("catalog_page", "catalog page %#x is not valid: %s (dropped)" % (pid, why), page="%#018x" % pid)
-            continue
-        if img[4] != 2:
-            continue
-        n, d = struct.unpack_from("<II", img, 24)
-        problems = []
-        page_entries = []
-        if not (64 + 8 * n <= d <= P):
-            problems.append("slot count %d / data start %d inconsistent" % (n, d))
+
+def is_catalog_link(v):
+    """A page id the index or a list may name in the catalog space: not the meta page."""
+    return is_page_id(v) and space_of(v) == SPACE_CATALOG and page_no(v) >= 1
+
+
+def is_vector_link(v):
+    return is_page_id(v) and space_of(v) == SPACE_VECTOR
+
+
+META_FIELDS = [("root", "Q", 64), ("height", "I", 72), ("reserved", "I", 76), ("count", "Q", 80),
+               ("vector_pages", "Q", 88), ("catalog_pages", "Q", 96), ("hot_catalog", "Q", 104),
+               ("vector_head", "Q", 112), ("vector_tail", "Q", 120), ("roomy_head", "Q", 128),
+               ("roomy_tail", "Q", 136), ("free_head", "Q", 144), ("free_tail", "Q", 152)]
+LISTS = (("vector", KIND_VECTOR, SPACE_VECTOR), ("roomy", KIND_CATALOG, SPACE_CATALOG), ("free", KIND_FREE, SPACE_CATALOG))
+
+
+def meta_fields(img):
+    """Section 14.9: the meta page's fields, or ValueError (the page is valid under 14.2)."""
+    if img[4] != KIND_META:
+        raise ValueError("page kind %d is not the meta page" % img[4])
+    f = {name: struct.unpack_from("<" + fmt, img, off)[0] for name, fmt, off in META_FIELDS}
+    a, b, c = struct.unpack_from("<IIQ", img, 24)
+    if a or b or c or f["reserved"] or any(img[160:]):
+        raise ValueError("meta page: a, b, c, bytes 76..80 or bytes after 160 are not zero")
+    if (f["root"] == 0) != (f["height"] == 0):
+        raise ValueError("meta page: root %#x with height %d" % (f["root"], f["height"]))
+    if f["root"] == 0 and f["count"] != 0:
+        raise ValueError("meta page: %d ids in an empty index" % f["count"])
+    if f["height"] > 64:
+        raise ValueError("meta page: height %d" % f["height"])
+    for name, _, sp in LISTS:
+        head, tail = f[name + "_head"], f[name + "_tail"]
+        if (head == 0) != (tail == 0):
+            raise ValueError("meta page: the %s list has one end only" % name)
+        for v in (head, tail):
+            if v and not (is_vector_link(v) if sp == SPACE_VECTOR else is_catalog_link(v)):
+                raise ValueError("meta page: the %s list names %#x" % (name, v))
+    for name in ("root", "hot_catalog"):
+        if f[name] and not is_catalog_link(f[name]):
+            raise ValueError("meta page: %s %#x is no catalog page" % (name, f[name]))
+    return f
+
+
+def node_cells(img, P):
+    """Section 14.10: (is_leaf, cells, leftmost) of a node page valid under 14.2, or ValueError.
+    A cell is (offset, key, value) with value a 6-tuple (leaf) or a child page id (branch)."""
+    kind = img[4]
+    if kind not in (KIND_LEAF, KIND_BRANCH):
+        raise ValueError("page kind %d is not an index node" % kind)
+    leaf = kind == KIND_LEAF
+    n, d, c = struct.unpack_from("<IIQ", img, 24)
+    if not 64 + 4 * n <= d <= P:
+        raise ValueError("node of %d cells: directory overlaps cell data at %d" % (n, d))
+    if leaf and c != 0:
+        raise ValueError("leaf with header field c = %#x" % c)
+    if not leaf and not is_catalog_link(c):
+        raise ValueError("branch whose leftmost child %#x is no catalog page" % c)
+    v = 24 if leaf else 8
+    cells, extents = [], []
+    for i in range(n):
+        o = struct.unpack_from("<I", img, 64 + 4 * i)[0]
+        if o < d or o + 2 + v > P:
+            raise ValueError("cell %d at %d outside the cell data" % (i, o))
+        k = struct.unpack_from("<H", img, o)[0]
+        if not 1 <= k <= 1024 or o + 2 + v + k > P:
+            raise ValueError("cell %d: key length %d" % (i, k))
+        key = bytes(img[o + 2 + v:o + 2 + v + k])
+        if cells and cells[-1][1] >= key:
+            raise ValueError("cell %d: keys out of order" % i)
+        if leaf:
+            val = struct.unpack_from("<6I", img, o + 2)
         else:
-            extents = []
-            for i in range(n):
-                off, ln = struct.unpack_from("<II", img, 64 + 8 * i)
-                if ln == 0:
-                    continue
-                if off < d or off + ln > P:
-                    problems.append("slot %d extent [%d,+%d) outside the entry data" % (i, off, ln))
-                    continue
-                extents.append((off, off + ln, i))
-                e = img[off:off + ln]
-                if ln < 32:
-                    problems.append("slot %d entry shorter than 32 bytes" % i)
-                    continue
-                vpid, vslot, flags, idl, ml, res, ovf = struct.unpack_from("<QIHHIIQ", e, 0)
-                if not (1 <= idl <= 1024 and idl <= ln - 32):
-                    problems.append("slot %d id length %d" % (i, idl))
-                    continue
-                try:
-                    ident = bytes(e[32:32 + idl]).decode("utf-8")
-                except UnicodeDecodeError:
-                    problems.append("slot %d id not UTF-8" % i)
-                    continue
-                if ml > 65536 or res != 0:
-                    problems.append("slot %d meta_len %d / reserved %d" % (i, ml, res))
-                    continue
-                if space_of(vpid) != SPACE_VECTOR or page_no(vpid) >= counts[SPACE_VECTOR]:
-                    problems.append("slot %d vector page id %#x out of range" % (i, vpid))
-                    continue
-                if vslot >= slots_per_page:
-                    problems.append("slot %d vector slot %d >= %d" % (i, vslot, slots_per_page))
-                    continue
-                if flags == 0:
-                    if ln != 32 + idl + ml:
-                        problems.append("slot %d inline entry length %d != %d" % (i, ln, 32 + idl + ml))
-                        continue
-                    try:
-                        pairs = decode_metadata(bytes(e[32 + idl:32 + idl + ml]))
-                    except (ValueError, UnicodeDecodeError) as ex:
-                        problems.append("slot %d inline metadata invalid: %s" % (i, ex))
-                        continue
-                    page_entries.append([ident, vpid, vslot, pairs, (pid, i), None])
-                elif flags == 1:
-                    if ln != 32 + idl:
-                        problems.append("slot %d overflow entry length %d != %d" % (i, ln, 32 + idl))
-                        continue
-                    page_entries.append([ident, vpid, vslot, None, (pid, i), (ovf, ml)])
-                else:
-                    problems.append("slot %d unknown entry flags %#x" % (i, flags))
-            extents.sort()
-            for a, b in zip(extents, extents[1:]):
-                if b[0] < a[1]:
-                    problems.append("slots %d and %d overlap" % (a[2], b[2]))
-        if not problems:
-            # 14.8: ids and vector slots are unique across the catalog. Entries are taken in
-            # page order, then slot order; one that repeats an id or a vector slot of an entry
-            # taken before makes its page invalid (dropped whole under SkipCorrupted).
-            seen_ids, seen_slots = set(), set()
-            for ent in page_entries:
-                key = (ent[1], ent[2])
-                if ent[0] in ids or ent[0] in seen_ids:
-                    rep.dmg("duplicate_id", "id %r appears in two entries (page %#x dropped)" % (ent[0], pid),
-                            id=ent[0])
-                    problems.append("slot %d repeats id %r" % (ent[4][1], ent[0]))
-                elif key in slots or key in seen_slots:
-                    rep.dmg("duplicate_slot", "vector page %#x slot %d named twice (page %#x dropped)"
-                            % (ent[1], ent[2], pid), id=ent[0])
-                    problems.append("slot %d repeats vector slot %d of page %#x" % (ent[4][1], ent[2], ent[1]))
-                seen_ids.add(ent[0])
-                seen_slots.add(key)
-        if problems:
-            rep.dmg("catalog_page", "catalog page %#x is not a valid catalog page (dropped): %s" %
-                    (pid, "; ".join(problems[:5])), page="%#018x" % pid)
-            continue
-        for ent in page_entries:
-            ids[ent[0]] = True
-            slots[(ent[1], ent[2])] = ent[0]
-        entries.extend(page_entries)
+            val = u64_at(img, o + 2)
+            if not is_catalog_link(val):
+                raise ValueError("cell %d: child %#x is no catalog page" % (i, val))
+        cells.append((o, key, val))
+        extents.append((o, o + 2 + v + k))
+    extents.sort()
+    for x, y in zip(extents, extents[1:]):
+        if y[0] < x[1]:
+            raise ValueError("cells overlap at %d" % y[0])
+    return leaf, cells, c
 
-    # overflow chains (14.6)
-    good = []
-    for ent in entries:
-        if ent[5] is None:
-            good.append(ent)
-            continue
-        first, m = ent[5]
-        maxpages = max(1, -(-m // (P - 64)))
-        chain = []
-        data = []
-        cur = first
-        bad = None
-        while cur != 0:
-            if not is_page_id(cur) or space_of(cur) != SPACE_CATALOG or page_no(cur) >= counts[SPACE_CATALOG]:
-                bad = "chain page id %#x not a catalog page in range" % cur
-                break
-            chain.append(cur)
-            if len(chain) > maxpages:
-                bad = "chain longer than %d pages" % maxpages
-                break
-            img, why = get(cur)
-            if why is not None:
-                bad = "overflow page %#x not valid: %s" % (cur, why)
-                break
-            if img[4] != 3:
-                bad = "chain page %#x has kind %d" % (cur, img[4])
-                break
-            a = struct.unpack_from("<I", img, 24)[0]
-            if a > P - 64:
-                bad = "overflow page %#x a = %d" % (cur, a)
-                break
-            data.append(bytes(img[64:64 + a]))
-            cur = struct.unpack_from("<Q", img, 32)[0]
-        if bad is None:
-            blob = b"".join(data)
-            if len(blob) != m:
-                bad = "chain holds %d bytes, meta_len %d" % (len(blob), m)
-            else:
-                try:
-                    ent[3] = decode_metadata(blob)
-                except (ValueError, UnicodeDecodeError) as ex:
-                    bad = "chain metadata invalid: %s" % ex
-        if bad is not None:
-            rep.dmg("overflow_chain", "entry %r: %s (entry dropped)" % (ent[0], bad), id=ent[0])
-            continue
-        for c in chain:
-            if c in used_overflow:
-                # 14.6 rule 5: reported; the entries are kept (14.8)
-                rep.dmg("overflow_shared", "overflow page %#x is in the chains of %r and %r (both kept)"
-                        % (c, used_overflow[c], ent[0]), page="%#018x" % c)
-            used_overflow[c] = ent[0]
-        good.append(ent)
-    final = good
 
-    # vectors (14.3)
-    vectors = {}
-    for ident, vpid, vslot, pairs, where, _ in final:
-        img, why = get(vpid)
+def catalog_entries(img, P, dim):
+    """Sections 14.4 and 14.5 as far as one catalog page shows: slot -> entry dict, or
+    ValueError.  The rules that need other pages (page counts, chains, the index) are the caller's."""
+    n, d = struct.unpack_from("<II", img, 24)
+    if not 64 + 8 * n <= d <= P:
+        raise ValueError("slot count %d and entry start %d" % (n, d))
+    per_page = vector_layout(P, dim)[1]
+    slots, extents, ids, vslots = {}, [], set(), set()
+    for i in range(n):
+        off, ln = struct.unpack_from("<II", img, 64 + 8 * i)
+        if ln == 0:
+            continue
+        if off < d or off + ln > P:
+            raise ValueError("slot %d outside the entry data" % i)
+        extents.append((off, off + ln))
+        e = img[off:off + ln]
+        if ln < 32:
+            raise ValueError("slot %d: entry shorter than 32 bytes" % i)
+        vpid, vslot, flags, idl, ml, res, ovf = struct.unpack_from("<QIHHIIQ", e, 0)
+        if not (1 <= idl <= 1024 and idl <= ln - 32):
+            raise ValueError("slot %d: id length %d" % (i, idl))
+        try:
+            ident = bytes(e[32:32 + idl]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("slot %d: id not UTF-8" % i)
+        if ml > 65536 or res != 0:
+            raise ValueError("slot %d: meta_len %d, reserved %d" % (i, ml, res))
+        if not is_vector_link(vpid) or vslot >= per_page:
+            raise ValueError("slot %d: vector page %#x slot %d" % (i, vpid, vslot))
+        if ident in ids or (vpid, vslot) in vslots:
+            raise ValueError("slot %d repeats an id or a vector slot" % i)
+        ids.add(ident)
+        vslots.add((vpid, vslot))
+        meta = None
+        if flags == 0:
+            if ln != 32 + idl + ml:
+                raise ValueError("slot %d: inline length" % i)
+            try:
+                meta = decode_metadata(bytes(e[32 + idl:]))
+            except (ValueError, UnicodeDecodeError) as ex:
+                raise ValueError("slot %d: metadata: %s" % (i, ex))
+        elif flags == 1:
+            if ln != 32 + idl or not (is_page_id(ovf) and space_of(ovf) == SPACE_CATALOG):
+                raise ValueError("slot %d: overflow entry" % i)
+        else:
+            raise ValueError("slot %d: unknown flags %#x" % (i, flags))
+        slots[i] = {"offset": off, "length": ln, "vector_page": vpid, "vector_slot": vslot, "flags": flags,
+                    "id": ident, "meta_len": ml, "overflow_page": ovf, "metadata": meta}
+    extents.sort()
+    for x, y in zip(extents, extents[1:]):
+        if y[0] < x[1]:
+            raise ValueError("entries overlap at %d" % y[0])
+    return n, d, slots
+
+
+def vector_owners(img, P, dim):
+    """Section 14.3: slot -> (catalog page number, entry offset) for every owner entry not 0,
+    or ValueError (an owner naming the meta page)."""
+    _, n, _ = vector_layout(P, dim)
+    owners = {}
+    for i in range(n):
+        raw = u64_at(img, 64 + 8 * i)
+        if raw:
+            if raw >> 32 == 0:
+                raise ValueError("slot %d: its owner names the meta page" % i)
+            owners[i] = (raw >> 32, raw & 0xFFFFFFFF)
+    return owners
+
+
+def read_chain(get, first, m, P, C):
+    """Section 14.6: (pairs, pages) of the chain of an entry with meta_len m, or ValueError."""
+    maxpages = max(1, -(-m // (P - 64)))
+    chain, data, cur = [], [], first
+    while cur != 0:
+        if not is_page_id(cur) or space_of(cur) != SPACE_CATALOG or not 1 <= page_no(cur) < C:
+            raise ValueError("chain page id %#x is not a catalog page in use" % cur)
+        if cur in chain:
+            raise ValueError("overflow page %#x twice in its chain" % cur)
+        chain.append(cur)
+        if len(chain) > maxpages:
+            raise ValueError("chain longer than %d pages" % maxpages)
+        img, why = get(cur)
         if why is not None:
-            rep.dmg("vector_page", "vector page %#x (holding %r) is not valid: %s (entry dropped)" %
-                    (vpid, ident, why), page="%#018x" % vpid, id=ident)
-            continue
-        if img[4] != 1:
-            rep.notes.append("vector of %r lies in page %#x of kind %d" % (ident, vpid, img[4]))
-        off = 64 + vslot * stride
-        vals = list(struct.unpack_from("<%df" % dim, img, off))
+            raise ValueError("overflow page %#x not valid: %s" % (cur, why))
+        if img[4] != KIND_OVERFLOW:
+            raise ValueError("chain page %#x has kind %d" % (cur, img[4]))
+        a = struct.unpack_from("<I", img, 24)[0]
+        if a > P - 64:
+            raise ValueError("overflow page %#x a = %d" % (cur, a))
+        data.append(bytes(img[64:64 + a]))
+        cur = u64_at(img, 32)
+    blob = b"".join(data)
+    if len(blob) != m:
+        raise ValueError("chain holds %d bytes, meta_len %d" % (len(blob), m))
+    try:
+        return decode_metadata(blob), chain
+    except (ValueError, UnicodeDecodeError) as ex:
+        raise ValueError("chain metadata invalid: %s" % ex)
+
+
+class Contents:
+    """Section 14.12: the committed contents from the meta page, the index, the catalog and the
+    vector pages, and every rule by which they must agree (a broken one is reported as damage;
+    an id is kept if and only if rules 3.1-3.4 hold for it and its vector page is valid)."""
+
+    def __init__(self, arena, rec, control, rep):
+        self.arena, self.rec, self.rep = arena, rec, rep
+        self.P, self.dim = arena.P, control["dimension"]
+        self.store_id = control["store_id"]
+        self.cache = {}
+        self.counts = {}
+        for sp in (SPACE_CATALOG, SPACE_VECTOR):
+            nfiles = arena.file_count(sp)
+            for pid in rec.pages:
+                if space_of(pid) == sp:
+                    nfiles = max(nfiles, page_no(pid) // arena.ppf + 1)
+            self.counts[sp] = nfiles * arena.ppf
+        self.stride, self.per_page, self.slots_at = vector_layout(self.P, self.dim)
+        self.role = {}          # catalog page number -> what uses it (rule 5)
+        self.reported = set()
+
+    def get(self, pid):
+        """(image, reason-if-invalid): as recovery left it, or as read from its file."""
+        if pid in self.rec.pages:
+            return self.rec.pages[pid], None
+        if pid not in self.cache:
+            img = self.arena.read_page(pid)
+            self.cache[pid] = (img, page_valid(img, pid, self.store_id))
+        return self.cache[pid]
+
+    def dmg(self, kind, detail, **kw):
+        self.rep.dmg(kind, detail, **kw)
+
+    def claim(self, no, role):
+        """Rule 5: catalog-space page `no` is used as `role`; a page used twice is damage."""
+        if no in self.role:
+            self.dmg("page_shared", "catalog page %d is both %s and %s" % (no, self.role[no], role),
+                     page="%#018x" % ((SPACE_CATALOG << 56) | no))
+            return False
+        self.role[no] = role
+        return True
+
+    def read(self):
+        """Returns (vectors, info)."""
+        meta = self.read_meta()
+        info = {"catalog_pages": self.counts[SPACE_CATALOG], "vector_pages": self.counts[SPACE_VECTOR],
+                "stride": self.stride, "slots_per_page": self.per_page, "slots_offset": self.slots_at}
+        if meta is None:
+            info["meta"] = None
+            return {}, info
+        self.V, self.C = meta["vector_pages"], max(meta["catalog_pages"], 1)
+        info["meta"] = {k: v for k, v in meta.items() if k != "reserved"}
+        for sp, mark in ((SPACE_CATALOG, self.C), (SPACE_VECTOR, self.V)):
+            for no in range(mark):
+                pid = (sp << 56) | no
+                _, why = self.get(pid)
+                if why is not None:
+                    self.page_damage(pid, why)
+        cells, nodes = self.walk_index(meta)
+        info["index"] = {"height": meta["height"], "count": meta["count"], "nodes": nodes, "ids": len(cells)}
+        if len(cells) != meta["count"]:
+            self.dmg("index_count", "the index holds %d ids, the meta page counts %d" % (len(cells), meta["count"]))
+        vectors, named, owned = {}, set(), set()
+        for key, val in cells:
+            got = self.take_id(key, val, named, owned)
+            if got is not None:
+                vectors[got[0]] = got[1]
+        self.check_unnamed(named, owned)
+        self.check_lists(meta)
+        self.check_roles()
+        return vectors, info
+
+    def page_damage(self, pid, why):
+        if pid in self.reported:
+            return
+        self.reported.add(pid)
+        kind = {SPACE_CATALOG: "catalog_page", SPACE_VECTOR: "vector_page"}[space_of(pid)]
+        self.dmg(kind, "page %#x is not valid: %s" % (pid, why), page="%#018x" % pid)
+
+    def read_meta(self):
+        """Section 14.9: the meta page's fields; None for a store that has written no id."""
+        pid = SPACE_CATALOG << 56
+        if self.counts[SPACE_CATALOG] == 0:
+            return None
+        img, why = self.get(pid)
+        if why is not None:
+            self.dmg("meta_page", "the meta page is not valid: %s" % why, page="%#018x" % pid)
+            raise StoreError("the meta page is not valid: %s" % why)
+        if is_zero(img):
+            extent = self.arena.extent
+            if extent and extent["catalog_pages"] > 0:
+                self.dmg("meta_page", "the meta page is empty, but the store had initialised it")
+                raise StoreError("the meta page was lost")
+            return None
+        try:
+            f = meta_fields(img)
+        except ValueError as e:
+            self.dmg("meta_page", str(e), page="%#018x" % pid)
+            raise StoreError("the meta page is not valid: %s" % e)
+        if f["vector_pages"] > self.counts[SPACE_VECTOR] or f["catalog_pages"] > self.counts[SPACE_CATALOG]:
+            self.dmg("meta_page", "the meta page counts %d catalog and %d vector pages, the arena holds %d and %d"
+                     % (f["catalog_pages"], f["vector_pages"], self.counts[SPACE_CATALOG], self.counts[SPACE_VECTOR]))
+            raise StoreError("the meta page counts pages beyond the arena")
+        self.claim(0, "the meta page")
+        return f
+
+    def walk_index(self, meta):
+        """Section 14.10: every leaf cell (key, value) in tree order; and the number of nodes.
+        A node that breaks a rule is reported and its ids are lost."""
+        cells, nodes = [], 0
+        if meta["root"] == 0:
+            return cells, nodes
+        stack = [(meta["root"], 1, None, None)]
+        while stack:
+            pid, depth, lo, hi = stack.pop()
+            where = "index node %#x (depth %d)" % (pid, depth)
+            if not 1 <= page_no(pid) < self.C:
+                self.dmg("index_page", "%s: a page not in use" % where, page="%#018x" % pid)
+                continue
+            if not self.claim(page_no(pid), "an index node"):
+                continue
+            img, why = self.get(pid)
+            if why is not None:
+                self.page_damage(pid, why)
+                self.dmg("index_page", "%s is not valid: %s (its ids are lost)" % (where, why), page="%#018x" % pid)
+                continue
+            try:
+                leaf, node, leftmost = node_cells(img, self.P)
+                if leaf != (depth == meta["height"]) or depth > meta["height"]:
+                    raise ValueError("a %s at depth %d of an index of height %d"
+                                     % ("leaf" if leaf else "branch", depth, meta["height"]))
+                for _, key, _ in node:
+                    if (lo is not None and key < lo) or (hi is not None and key >= hi):
+                        raise ValueError("key %r outside the node's range" % key)
+            except ValueError as e:
+                self.dmg("index_page", "%s: %s (its ids are lost)" % (where, e), page="%#018x" % pid)
+                continue
+            nodes += 1
+            if leaf:
+                cells.extend((key, val) for _, key, val in node)
+                continue
+            keys = [key for _, key, _ in node]
+            children = [leftmost] + [val for _, _, val in node]
+            bounds = [lo] + keys + [hi]
+            for j in reversed(range(len(children))):
+                stack.append((children[j], depth + 1, bounds[j], bounds[j + 1]))
+        return cells, nodes
+
+    def catalog_page(self, no):
+        """Catalog page `no` decoded (n, d, slots), or None (reported) if it is not a valid one."""
+        pid = (SPACE_CATALOG << 56) | no
+        img, why = self.get(pid)
+        if why is None and img[4] != KIND_CATALOG:
+            why = "kind %d, not a catalog page" % img[4]
+        if why is None:
+            key = ("catalog", no)
+            if key not in self.cache:
+                try:
+                    self.cache[key] = catalog_entries(img, self.P, self.dim)
+                except ValueError as e:
+                    self.cache[key] = e
+            got = self.cache[key]
+            if not isinstance(got, ValueError):
+                return got
+            why = "not a valid catalog page: %s" % got
+        self.page_damage(pid, why)
+        return None
+
+    def take_id(self, key, val, named, owned):
+        """Rules 3.1-3.4 for one leaf cell: (id, contents) or None (reported)."""
+        vp, vs, cp, cs, off, ln = val
+        try:
+            ident = key.decode("utf-8")
+        except UnicodeDecodeError:
+            ident = repr(key)
+        if not 1 <= cp < self.C:
+            self.dmg("index_catalog", "id %r: catalog page %d is not in use" % (ident, cp), id=ident)
+            return None
+        page = self.catalog_page(cp)
+        if page is None:
+            return None
+        n, _, slots = page
+        e = slots.get(cs) if cs < n else None
+        if e is None or (e["offset"], e["length"]) != (off, ln):
+            self.dmg("index_catalog", "id %r: catalog page %d slot %d does not hold its entry at %d (%d bytes)"
+                     % (ident, cp, cs, off, ln), id=ident)
+            return None
+        vpid = (SPACE_VECTOR << 56) | vp
+        if e["id"].encode("utf-8") != key or e["vector_page"] != vpid or e["vector_slot"] != vs:
+            self.dmg("index_catalog", "id %r: its entry names id %r, vector page %#x slot %d" %
+                     (ident, e["id"], e["vector_page"], e["vector_slot"]), id=ident)
+            return None
+        if (cp, cs) in named:
+            self.dmg("index_catalog", "id %r: catalog page %d slot %d named twice" % (ident, cp, cs), id=ident)
+            return None
+        named.add((cp, cs))
+        if vp >= self.V or vs >= self.per_page:
+            self.dmg("index_catalog", "id %r: vector page %d slot %d not in use" % (ident, vp, vs), id=ident)
+            return None
+        pairs = e["metadata"]
+        if e["flags"] == 1:
+            try:
+                pairs, chain = read_chain(self.get, e["overflow_page"], e["meta_len"], self.P, self.C)
+            except ValueError as ex:
+                self.dmg("overflow_chain", "entry %r: %s (entry dropped)" % (ident, ex), id=ident)
+                return None
+            for c in chain:
+                self.claim(page_no(c), "a page of the chain of %r" % ident)
+        img, why = self.get(vpid)
+        if why is None and img[4] != KIND_VECTOR:
+            why = "kind %d, not a vector page" % img[4]
+        if why is not None:
+            self.page_damage(vpid, why)
+            self.dmg("vector_page", "id %r: its vector page %#x is not valid (id dropped)" % (ident, vpid), id=ident)
+            return None
+        owner = u64_at(img, 64 + 8 * vs)
+        if owner != (cp << 32) | off:
+            self.dmg("index_owner", "id %r: the owner of vector page %d slot %d is %#x, not catalog page %d offset %d"
+                     % (ident, vp, vs, owner, cp, off), id=ident)
+            return None
+        owned.add((vp, vs))
+        vals = list(struct.unpack_from("<%df" % self.dim, img, self.slots_at + vs * self.stride))
         out = []
         for v in vals:
             if math.isfinite(v):
                 out.append(v)
             else:
-                rep.dmg("vector_value", "vector %r holds a non-finite value" % ident, id=ident)
+                self.dmg("vector_value", "vector %r holds a non-finite value" % ident, id=ident)
                 out.append(repr(v))
-        meta = {}
-        for k, v in pairs:
-            meta[k] = v
-        vectors[ident] = {
-            "vector": out,
-            "metadata": meta,
-            "metadata_pairs": pairs,
-            "page": "%#018x" % vpid,
-            "slot": vslot,
-            "catalog": ["%#018x" % where[0], where[1]],
-        }
-    return vectors, {"catalog_pages": counts[SPACE_CATALOG], "vector_pages": counts[SPACE_VECTOR],
-                     "stride": stride, "slots_per_page": slots_per_page}
+        return ident, {"vector": out, "metadata": dict(pairs), "metadata_pairs": pairs, "page": "%#018x" % vpid,
+                       "slot": vs, "catalog": ["%#018x" % ((SPACE_CATALOG << 56) | cp), cs], "entry_offset": off}
+
+    def check_unnamed(self, named, owned):
+        """Rule 4: no used catalog slot and no owner entry that the index does not name."""
+        for no in range(1, self.C):
+            img, why = self.get((SPACE_CATALOG << 56) | no)
+            if why is not None or img[4] != KIND_CATALOG:
+                continue
+            self.claim(no, "a catalog page")
+            page = self.catalog_page(no)
+            for cs in sorted(page[2]) if page else []:
+                if (no, cs) not in named:
+                    self.dmg("catalog_orphan", "catalog page %d slot %d holds entry %r, which the index does not "
+                             "name" % (no, cs, page[2][cs]["id"]), page="%#018x" % ((SPACE_CATALOG << 56) | no))
+        for vp in range(self.V):
+            img, why = self.get((SPACE_VECTOR << 56) | vp)
+            if why is not None or img[4] != KIND_VECTOR:
+                if why is None:
+                    self.dmg("vector_page", "vector page %d in use is of kind %d" % (vp, img[4]))
+                continue
+            for vs in range(self.per_page):
+                if u64_at(img, 64 + 8 * vs) and (vp, vs) not in owned:
+                    self.dmg("owner_orphan", "vector page %d slot %d has an owner no id of the index names"
+                             % (vp, vs), page="%#018x" % ((SPACE_VECTOR << 56) | vp))
+
+    def check_lists(self, meta):
+        """Section 14.11, and rule 6 (the hot catalog page)."""
+        on = {}
+        for name, kind, sp in LISTS:
+            head, tail = meta[name + "_head"], meta[name + "_tail"]
+            mark = self.V if sp == SPACE_VECTOR else self.C
+            cur, seen, last = head, [], 0
+            while cur not in (0, LIST_END):
+                if not is_page_id(cur) or space_of(cur) != sp or not (sp == SPACE_VECTOR or page_no(cur) >= 1) \
+                        or page_no(cur) >= mark or cur in seen:
+                    self.dmg("list", "the %s list links to %#x: no page in use, or a loop" % (name, cur))
+                    break
+                img, why = self.get(cur)
+                if why is not None or img[4] != kind:
+                    self.dmg("list", "the %s list holds page %#x of kind %d" % (name, cur, img[4]))
+                    break
+                seen.append(cur)
+                last, cur = cur, u64_at(img, 32)
+            else:
+                if cur == 0 and seen:
+                    self.dmg("list", "the %s list stops at page %#x, whose link is 0" % (name, last))
+                elif last != tail:
+                    self.dmg("list", "the %s list ends at %#x, its tail is %#x" % (name, last, tail))
+            for pid in seen:
+                on[pid] = name
+        for name, kind, sp in LISTS:
+            mark = self.V if sp == SPACE_VECTOR else self.C
+            for no in range(1 if sp == SPACE_CATALOG else 0, mark):
+                pid = (sp << 56) | no
+                img, why = self.get(pid)
+                if why is not None or img[4] != kind:
+                    continue
+                linked = u64_at(img, 32) != 0
+                if linked and on.get(pid) != name:
+                    self.dmg("list", "page %#x has a list link but is not on the %s list" % (pid, name))
+                if kind == KIND_FREE:
+                    self.claim(no, "a free page")
+                    if on.get(pid) != name:
+                        self.dmg("list", "free page %#x is not on the free list" % pid)
+                if kind == KIND_VECTOR:
+                    free = any(u64_at(img, 64 + 8 * s) == 0 for s in range(self.per_page))
+                    if free != (on.get(pid) == name):
+                        self.dmg("list", "vector page %d %s a free slot but is %son the vector list"
+                                 % (no, "has" if free else "has no", "" if on.get(pid) == name else "not "))
+        hot = meta["hot_catalog"]
+        if hot:
+            img, why = self.get(hot)
+            if page_no(hot) >= self.C or why is not None or img[4] != KIND_CATALOG:
+                self.dmg("list", "the hot catalog page %#x is not a catalog page in use" % hot)
+
+    def check_roles(self):
+        """Rule 5: every catalog-space page in use has one role."""
+        for no in range(1, self.C):
+            if no not in self.role:
+                img, why = self.get((SPACE_CATALOG << 56) | no)
+                if why is None:
+                    self.dmg("page_unused", "catalog page %d (kind %d) is in use but nothing uses it" % (no, img[4]),
+                             page="%#018x" % ((SPACE_CATALOG << 56) | no))
+
+
+def read_contents(arena, rec, control, rep):
+    return Contents(arena, rec, control, rep).read()
 
 
 # ---------------------------------------------------------------- section 19: archive files
@@ -1662,8 +2033,9 @@ def payload_json(kind, p):
     d = {"kind": KIND_NAMES[kind]}
 
     def edits(es):
-        return [{"page": hex64(e[0]), "offset": e[1], "length": len(e[3]),
-                 "before": None if e[2] is None else bytes(e[2]).hex(), "after": bytes(e[3]).hex()}
+        return [dict({"edit": e.kind, "page": hex64(e.page), "offset": e.offset, "length": e.n,
+                      "before": None if e.before is None else e.before.hex(), "after": e.after.hex()},
+                     **({"end": e.end} if e.end is not None else {}))
                 for e in es]
 
     if kind == 1:
@@ -1814,94 +2186,80 @@ def vec_control(b, inp):
 
 
 def vec_arena_page(b, inp):
-    """Section 14: one page read at the position of `page_id`."""
+    """Section 14: one page read at the position of `page_id` (of the store `store_id`, if given)."""
     pid, P, dim = num(inp["page_id"]), inp["page_size"], inp["dimension"]
     if len(b) != P:
         raise VectorError("invalid", "%d bytes, not P = %d" % (len(b), P))
     if not is_page_id(pid):
         raise VectorError("invalid", "%#x is not a page id" % pid)
-    why = page_valid(b, pid)
+    why = page_valid(b, pid, num(inp["store_id"]) if "store_id" in inp else None)
     if why is not None:
         raise VectorError("invalid", why)
     if is_zero(b):
         return {"zero": True}
-    crc, kind, _r, major, hid, plsn, a, bb, c = struct.unpack_from("<IBBHQQIIQ", b, 0)
+    crc, kind, _r, major, hid, plsn, a, bb, c, sid = struct.unpack_from("<IBBHQQIIQQ", b, 0)
     out = {"crc": hex32(crc), "kind": kind, "version_major": major, "page_id": hex64(hid), "page_lsn": plsn,
-           "a": a, "b": bb, "c": hex64(c)}
-    if kind == 1:
-        stride = -(-dim * 4 // 16) * 16
-        slots = []
-        for i in range((P - 64) // stride):
-            raw = b[64 + i * stride:64 + (i + 1) * stride]
-            if any(raw):
-                slots.append({"slot": i, "vector": list(struct.unpack_from("<%df" % dim, raw, 0))})
-        out["body"] = {"stride": stride, "nonzero_slots": slots}
-    elif kind == 2:
-        out["body"] = catalog_page_body(b, P, dim)
-    elif kind == 3:
-        if a > P - 64:
-            raise VectorError("invalid", "overflow page holds %d bytes" % a)
-        if c != 0 and not (is_page_id(c) and space_of(c) == SPACE_CATALOG):
-            raise VectorError("invalid", "overflow next %#x is not a catalog page id" % c)
-        out["body"] = {"next": hex64(c), "data": bytes(b[64:64 + a]).hex()}
-    else:
-        out["body"] = None
+           "a": a, "b": bb, "c": hex64(c), "store_id": hex64(sid)}
+    try:
+        out["body"] = page_body(b, kind, P, dim)
+    except ValueError as e:
+        raise VectorError("invalid", str(e))
     return out
 
 
-def catalog_page_body(img, P, dim):
-    """Section 14.4 and the single-page rules of 14.5 (page counts are not known here)."""
-    n, d = struct.unpack_from("<II", img, 24)
-    if not 64 + 8 * n <= d <= P:
-        raise VectorError("invalid", "slot count %d and entry start %d" % (n, d))
-    stride = -(-dim * 4 // 16) * 16
-    per_page = (P - 64) // stride
-    slots, extents, ids, vslots = [], [], set(), set()
-    for i in range(n):
-        off, ln = struct.unpack_from("<II", img, 64 + 8 * i)
-        if ln == 0:
-            continue
-        if off < d or off + ln > P:
-            raise VectorError("invalid", "slot %d outside the entry data" % i)
-        extents.append((off, off + ln))
-        e = img[off:off + ln]
-        if ln < 32:
-            raise VectorError("invalid", "slot %d: entry shorter than 32 bytes" % i)
-        vpid, vslot, flags, idl, ml, res, ovf = struct.unpack_from("<QIHHIIQ", e, 0)
-        if not (1 <= idl <= 1024 and idl <= ln - 32):
-            raise VectorError("invalid", "slot %d: id length %d" % (i, idl))
-        try:
-            ident = bytes(e[32:32 + idl]).decode("utf-8")
-        except UnicodeDecodeError:
-            raise VectorError("invalid", "slot %d: id not UTF-8" % i)
-        if ml > 65536 or res != 0:
-            raise VectorError("invalid", "slot %d: meta_len %d, reserved %d" % (i, ml, res))
-        if space_of(vpid) != SPACE_VECTOR or vslot >= per_page:
-            raise VectorError("invalid", "slot %d: vector page %#x slot %d" % (i, vpid, vslot))
-        if ident in ids or (vpid, vslot) in vslots:
-            raise VectorError("invalid", "slot %d repeats an id or a vector slot" % i)
-        ids.add(ident)
-        vslots.add((vpid, vslot))
-        meta = None
-        if flags == 0:
-            if ln != 32 + idl + ml:
-                raise VectorError("invalid", "slot %d: inline length" % i)
-            try:
-                meta = decode_metadata(bytes(e[32 + idl:]))
-            except (ValueError, UnicodeDecodeError) as ex:
-                raise VectorError("invalid", "slot %d: metadata: %s" % (i, ex))
-        elif flags == 1:
-            if ln != 32 + idl or not (is_page_id(ovf) and space_of(ovf) == SPACE_CATALOG):
-                raise VectorError("invalid", "slot %d: overflow entry" % i)
-        else:
-            raise VectorError("invalid", "slot %d: unknown flags %#x" % (i, flags))
-        slots.append({"slot": i, "offset": off, "length": ln, "vector_page": hex64(vpid), "vector_slot": vslot,
-                      "flags": flags, "id": ident, "meta_len": ml, "overflow_page": hex64(ovf), "metadata": meta})
-    extents.sort()
-    for x, y in zip(extents, extents[1:]):
-        if y[0] < x[1]:
-            raise VectorError("invalid", "entries overlap at %d" % y[0])
-    return {"slot_count": n, "entry_start": d, "slots": slots}
+def page_body(b, kind, P, dim):
+    """The body of a page valid under 14.2, by kind (the vector JSON's shape), or ValueError."""
+    if kind == KIND_VECTOR:
+        stride, n, at = vector_layout(P, dim)
+        owners = vector_owners(b, P, dim)
+        slots = []
+        for i in range(n):
+            raw = b[at + i * stride:at + (i + 1) * stride]
+            if any(raw):
+                slots.append({"slot": i, "vector": list(struct.unpack_from("<%df" % dim, raw, 0))})
+        return {"stride": stride, "slots_per_page": n, "slots_offset": at,
+                "owners": [{"slot": i, "catalog_page": cp, "entry_offset": off} for i, (cp, off) in sorted(owners.items())],
+                "nonzero_slots": slots}
+    if kind == KIND_CATALOG:
+        n, d, slots = catalog_entries(b, P, dim)
+        out = []
+        for i in range(n):
+            e = slots.get(i)
+            if e is None:
+                out.append({"slot": i, "free": True})
+            else:
+                out.append(dict(e, slot=i, vector_page=hex64(e["vector_page"]),
+                                overflow_page=hex64(e["overflow_page"])))
+        return {"slot_count": n, "entry_start": d, "slots": out}
+    if kind == KIND_OVERFLOW:
+        a, c = struct.unpack_from("<I", b, 24)[0], u64_at(b, 32)
+        if a > P - 64:
+            raise ValueError("overflow page holds %d bytes" % a)
+        if c != 0 and not is_catalog_link(c):
+            raise ValueError("overflow next %#x is not a catalog page id" % c)
+        return {"next": hex64(c), "data": bytes(b[64:64 + a]).hex()}
+    if kind == KIND_META:
+        f = meta_fields(b)
+        ends = {name + "_list": {"head": hex64(f[name + "_head"]), "tail": hex64(f[name + "_tail"])}
+                for name, _, _ in LISTS}
+        return dict({"root": hex64(f["root"]), "height": f["height"], "count": f["count"],
+                     "vector_pages": f["vector_pages"], "catalog_pages": f["catalog_pages"],
+                     "hot_catalog": hex64(f["hot_catalog"])}, **ends)
+    if kind in (KIND_LEAF, KIND_BRANCH):
+        leaf, cells, leftmost = node_cells(b, P)
+        n, d = struct.unpack_from("<II", b, 24)
+        out = []
+        for o, key, val in cells:
+            if leaf:
+                names = ("vector_page", "vector_slot", "catalog_page", "catalog_slot", "entry_offset", "entry_len")
+                out.append(dict({"offset": o, "key": key.hex()}, **dict(zip(names, val))))
+            else:
+                out.append({"offset": o, "key": key.hex(), "child": hex64(val)})
+        body = {"cell_count": n, "data_start": d, "cells": out}
+        if not leaf:
+            body["leftmost"] = hex64(leftmost)
+        return body
+    return None
 
 
 def vec_archive(b, inp):
@@ -2028,9 +2386,9 @@ def run(store, mode, take_lock, full_payloads, archive_mode="full"):
         E = (out.get("recovery_log_end") or end)["lsn"]
 
         arena = Arena(store, P, S, rep, control.get("extent"))
-        dw, dwinfo = read_doublewrite(store, P, rep)
+        dw, dwinfo = read_doublewrite(store, P, rep, control["store_id"])
         out["doublewrite"] = dwinfo
-        rec = Recovery(arena, dw, P, rep, mode == "skip")
+        rec = Recovery(arena, dw, P, rep, mode == "skip", control["store_id"])
         rec.reported_payloads = bad_payloads
         rec.run(log, rrecs, A, control, E)
         out["recovery"] = {
@@ -2044,7 +2402,7 @@ def run(store, mode, take_lock, full_payloads, archive_mode="full"):
             "pages_changed": len(rec.changed),
             "failed": rec.failed,
         }
-        vectors, cinfo = read_catalog(arena, rec, control["dimension"], rep)
+        vectors, cinfo = read_contents(arena, rec, control, rep)
         out["catalog"] = cinfo
         out["vectors"] = vectors
         if archive_mode != "none":

@@ -69,7 +69,9 @@ pub fn upsert_rows(tx: &mut Transaction<'_>, batch: &Batch<'_>) -> Result<(), Fa
 
 /// The row an `InvalidArgument` of the bulk path names ("row 12 (\"id\"): why"), and why.
 fn refused_row(error: &Error) -> Option<(usize, String)> {
-    let Error::InvalidArgument(text) = error else { return None };
+    let Error::InvalidArgument(text) = error else {
+        return None;
+    };
     let (head, why) = text.strip_prefix("row ")?.split_once("): ")?;
     Some((head.split(' ').next()?.parse().ok()?, why.to_string()))
 }

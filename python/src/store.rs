@@ -6,7 +6,7 @@ use std::sync::Arc;
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyType};
-use vellum::{Options, Store};
+use vellum::{ListOptions, Options, Store};
 
 use crate::batch::{self, Batch};
 use crate::convert;
@@ -195,6 +195,28 @@ impl PyStore {
             metadata.set_item(key, value)?;
         }
         Ok(Some((vector, metadata)))
+    }
+
+    /// The ids in byte order of their UTF-8 (which is code point order), as a list: those that
+    /// start with ``prefix``, that sort after ``after`` (exclusive), at most ``limit`` of them.
+    /// Committed ids only, as :meth:`get` sees them. To go through a large store in pages, pass
+    /// a ``limit`` and, as ``after``, the last id of the page before.
+    #[pyo3(signature = (prefix=None, after=None, limit=None))]
+    fn ids(
+        &self,
+        py: Python<'_>,
+        prefix: Option<String>,
+        after: Option<String>,
+        limit: Option<i64>,
+    ) -> PyResult<Vec<String>> {
+        let options = ListOptions {
+            prefix: prefix.unwrap_or_default(),
+            after,
+            limit: limit.map(|limit| in_range(limit, "limit")).transpose()?,
+        };
+        let store = self.shared.lease().py_err()?;
+        py.detach(|| store.ids(options).collect::<vellum::Result<Vec<_>>>())
+            .py_err()
     }
 
     /// Deletes the vector under ``id`` in a transaction of its own; returns whether it existed.

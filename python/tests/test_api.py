@@ -266,3 +266,30 @@ def test_backup_copies_an_open_store(store, tmp_path):
     assert report["records_redone"] >= 0
     with vellum.Store.open(tmp_path / "copy") as copy:
         assert copy.get("a")[0].tolist() == [1, 0, 0, 0]
+
+
+def test_ids_lists_committed_ids_in_byte_order_within_prefix_after_and_limit(store):
+    ids = ["doc-10", "doc-2", "doc-1", "img-1", "é", "Z", "a\nb", "😀"]
+    store.upsert_many(ids, unit_rows(3, len(ids), 4))
+    ordered = sorted(ids, key=lambda s: s.encode("utf-8"))
+    assert ordered == sorted(ids), "UTF-8 byte order is code point order"
+    assert store.ids() == ordered
+    assert store.ids(prefix="doc-") == ["doc-1", "doc-10", "doc-2"], "bytes, not numbers"
+    assert store.ids(after="doc-2") == ordered[ordered.index("doc-2") + 1 :]
+    assert store.ids(prefix="doc-", after="doc-1", limit=1) == ["doc-10"]
+    assert store.ids(prefix="", limit=0) == []
+    pages, after = [], None
+    while page := store.ids(limit=3, after=after):
+        pages.append(page)
+        after = page[-1]
+    assert sum(pages, []) == ordered and all(len(p) <= 3 for p in pages), "pages chained by after"
+    with pytest.raises(vellum.InvalidArgumentError):
+        store.ids(limit=-1)
+    with store.transaction() as tx:
+        tx.insert("new", [1, 0, 0, 0])
+        tx.delete("img-1")
+        assert store.ids() == ordered, "an open transaction's changes are not listed"
+    assert "new" in store.ids() and "img-1" not in store.ids()
+    store.close()
+    with pytest.raises(vellum.ClosedError):
+        store.ids()

@@ -7,10 +7,12 @@ mod common;
 mod create;
 mod delete;
 mod demo;
+mod export;
 mod get;
 mod import;
 mod index;
 mod input;
+mod list;
 #[cfg(feature = "object-store")]
 mod replica;
 mod restore;
@@ -73,6 +75,11 @@ enum Command {
     Archive(archive::Command),
     /// The crash-safety story in one command: import, SIGKILL, recover, check, search, restore.
     Demo(demo::Args),
+    /// Print the ids in byte order, one a line (escaped as inside a JSON string; --json: JSON
+    /// strings).
+    List(list::Args),
+    /// Write the records in byte order of the id as JSONL that `import` reads back bit for bit.
+    Export(export::Args),
 }
 
 /// Parses the command line and runs the subcommand; errors go to stderr as one sentence.
@@ -96,6 +103,8 @@ pub fn main() -> ExitCode {
         #[cfg(feature = "object-store")]
         Command::Replica(args) => replica::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::List(args) => list::run(args),
+        Command::Export(args) => export::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

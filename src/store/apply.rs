@@ -46,8 +46,26 @@ impl Inner {
                 Some(*txn)
             };
         }
+        self.applying.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         apply_edits(&self.arena, &self.dirty, lsn, edits, false);
+        // Readers start from the root the meta page names as of the last record applied:
+        // published before the record counts as applied, so that a reader that meets a node
+        // an undo emptied knows to look again.
+        let meta = super::alloc::meta_page();
+        if edits.iter().any(|e| e.page == meta) {
+            self.refresh_index_root();
+        }
+        self.applying.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(lsn)
+    }
+
+    /// Sets the readers' root from the meta page.
+    fn refresh_index_root(&self) {
+        let image = self.arena.read_page(super::alloc::meta_page());
+        if let Some(fields) = crate::format::index::MetaFields::read(&image) {
+            self.index_root
+                .store(fields.root.get(), std::sync::atomic::Ordering::Release);
+        }
     }
 
     /// Logs and applies the initialisation of page `page` as an empty page of `kind`.

@@ -150,7 +150,7 @@ fn archive_and_recycle(inner: &Inner, segment: &Arc<Segment>) -> Result<()> {
         // SAFETY: a retired segment lies wholly before the checkpoint's truncation point: no
         // writer touches it any more, and this `Arc` keeps its mapping alive.
         let contents = unsafe { segment.map.bytes(0, size) };
-        let summary = inner.wal.segment_summary(&segment);
+        let summary = inner.wal.segment_summary(segment);
         let mut header = header_for(inner, KIND_WAL_SEGMENT);
         header.segment_no = U64::new(segment.segment_no);
         if let Some(s) = summary {

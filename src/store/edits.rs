@@ -68,14 +68,9 @@ impl EditList {
         });
     }
 
-    /// The caller's vector (`len_bytes` long), into a free slot (never read back through the
-    /// list: reads of other bytes of its page see through it).
-    pub fn push_vector(&mut self, page: PageId, offset: usize, len_bytes: usize) {
-        self.push_vector_of(0, page, offset, len_bytes);
-    }
-
-    /// Like [`EditList::push_vector`], for the caller's vector number `vector` of several
-    /// (see [`EditList::edits_of`]).
+    /// The caller's vector number `vector` (`len_bytes` long; see [`EditList::edits_of`]),
+    /// into a free slot (never read back through the list: reads of other bytes of its page
+    /// see through it).
     pub fn push_vector_of(&mut self, vector: usize, page: PageId, offset: usize, len_bytes: usize) {
         self.specs.push(EditSpec {
             page,

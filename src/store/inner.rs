@@ -55,6 +55,10 @@ pub(crate) struct Inner {
     pub layout: VectorLayout,
     /// The index's root node (a page id, 0 = empty), set after each record that moves it.
     pub index_root: AtomicU64,
+    /// Odd while a record's edits are being applied, bumped before and after each: a reader
+    /// that met a malformed node tells a page changing under it (an undo putting a node back
+    /// to what its page-init made it) from damage (see `tree::descend`).
+    pub applying: AtomicU64,
     /// Committed entries (the meta page's count as of the last commit).
     pub count: AtomicU64,
     /// The running transaction's changes, hidden from readers.
@@ -117,6 +121,7 @@ impl Inner {
             epochs: Epochs::default(),
             layout,
             index_root: AtomicU64::new(0),
+            applying: AtomicU64::new(0),
             count: AtomicU64::new(0),
             mask: Mask::default(),
             writer: Mutex::new(WriterState::new(1, None)),

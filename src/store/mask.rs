@@ -128,15 +128,9 @@ impl Mask {
         self.active.load(Ordering::Acquire) && self.state.read().slots.contains(&(page_no, slot))
     }
 
-    /// True if the running transaction touched `id` (its index entry is not what readers see).
-    #[expect(dead_code, reason = "for the ordered iterator, merged next")]
-    pub fn hides_id(&self, id: &[u8]) -> bool {
-        self.active.load(Ordering::Acquire) && self.state.read().ids.contains_key(id)
-    }
 
     /// The ids the transaction touched in `[from, to)` (`to` `None`: no bound) that readers
     /// see with a value, and those values, in id order (for scans that merge them in).
-    #[cfg_attr(not(test), expect(dead_code, reason = "for the ordered iterator, merged next"))]
     pub fn visible_in(&self, from: &[u8], after: bool, to: Option<&[u8]>) -> Vec<(Vec<u8>, LeafValue)> {
         if !self.active.load(Ordering::Acquire) {
             return Vec::new();
@@ -165,7 +159,8 @@ impl Mask {
         self.state.read().ids.values().filter_map(|v| *v).collect()
     }
 
-    /// True if a transaction's changes are hidden now.
+    /// True if a transaction's changes are hidden now (a search through the approximate index
+    /// checks the mask per node only then).
     pub fn is_active(&self) -> bool {
         self.active.load(Ordering::Acquire)
     }

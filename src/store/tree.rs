@@ -62,6 +62,7 @@ fn descend<T>(
     mut at_leaf: impl FnMut(&Node<'_>) -> std::result::Result<T, String>,
 ) -> Result<Option<T>> {
     'restart: for _ in 0..RESTARTS_MAX {
+        let applying = inner.applying.load(Ordering::Acquire);
         let root = inner.index_root.load(Ordering::Acquire);
         if root == 0 {
             return Ok(None);
@@ -74,14 +75,14 @@ fn descend<T>(
                 if image[crate::format::page::PAGE_KIND_OFFSET] == PageKind::Free as u8 {
                     Step::Restart
                 } else {
-                    let node = Node::parse(&image).map_err(|r| inner.arena.corrupted(page, r))?;
-                    match node.kind {
-                        NodeKind::Branch => {
-                            let (j, child) = node.child_for(key).map_err(|r| inner.arena.corrupted(page, r))?;
-                            at_branch(&node, j);
-                            Step::Down(node_page(inner, child, &page.to_string())?)
-                        }
-                        NodeKind::Leaf => Step::Done(at_leaf(&node).map_err(|r| inner.arena.corrupted(page, r))?),
+                    match step_node(&image, key, &mut at_branch, &mut at_leaf) {
+                        Ok(NodeStep::Down(child)) => Step::Down(node_page(inner, child, &page.to_string())?),
+                        Ok(NodeStep::Done(found)) => Step::Done(found),
+                        // A record applied since the descent began may have changed the path
+                        // under it (an undo takes a node back to the empty page its page-init
+                        // made before it unlinks it): look again. Otherwise it is damage.
+                        Err(_) if changed_since(inner, applying) => Step::Restart,
+                        Err(reason) => return Err(inner.arena.corrupted(page, reason)),
                     }
                 }
             };
@@ -97,6 +98,34 @@ fn descend<T>(
         return Err(inner.arena.corrupted(page, format!("the index is deeper than {HEIGHT_MAX} levels")));
     }
     Err(Error::corrupted_file("arena", "a freed index node stays reachable"))
+}
+
+enum NodeStep<T> {
+    Down(u64),
+    Done(T),
+}
+
+/// One node of a descent: the child to go down to, or what the leaf gives.
+fn step_node<T>(
+    image: &[u8],
+    key: &[u8],
+    at_branch: &mut impl FnMut(&Node<'_>, usize),
+    at_leaf: &mut impl FnMut(&Node<'_>) -> std::result::Result<T, String>,
+) -> std::result::Result<NodeStep<T>, String> {
+    let node = Node::parse(image)?;
+    match node.kind {
+        NodeKind::Branch => {
+            let (j, child) = node.child_for(key)?;
+            at_branch(&node, j);
+            Ok(NodeStep::Down(child))
+        }
+        NodeKind::Leaf => at_leaf(&node).map(NodeStep::Done),
+    }
+}
+
+/// True if a record was applied (or is being applied) since a reader read `applying`.
+fn changed_since(inner: &Inner, applying: u64) -> bool {
+    applying % 2 == 1 || inner.applying.load(Ordering::Acquire) != applying
 }
 
 /// The value the index holds for `key` (committed or not: see `store::mask`).
@@ -115,7 +144,6 @@ pub fn lookup(inner: &Inner, key: &[u8]) -> Result<Option<LeafValue>> {
 /// What [`scan_leaf`] found: `(id, value)` pairs in id order, and the bound to go on from.
 pub type LeafScan = (Vec<(Vec<u8>, LeafValue)>, Option<Vec<u8>>);
 
-#[expect(dead_code, reason = "for the ordered iterator, merged next")]
 pub fn scan_leaf(inner: &Inner, from: &[u8], after: bool, max: usize) -> Result<LeafScan> {
     let mut upper: Option<Vec<u8>> = None;
     let found = descend(

@@ -24,6 +24,10 @@ use crate::format::page::{self, PageId, Space};
 use crate::format::record::{self, Edit, EditKind, Kind, Op};
 use crate::{Error, Lsn, Result};
 
+/// What one record hides from readers for one id: the id, its value before, the vector slot
+/// `(page number, slot)` it wrote.
+type Masked<'a> = (&'a str, Option<LeafValue>, Option<(u32, u32)>);
+
 /// One row of a bulk load: `(id, vector, metadata)`.
 pub type Row<'a> = (&'a str, &'a [f32], &'a [(&'a str, &'a str)]);
 
@@ -378,7 +382,7 @@ impl<'s> Transaction<'s> {
         op: Op,
         id: &str,
         edits: &[Edit<'_>],
-        masked: &[(&str, Option<LeafValue>, Option<(u32, u32)>)],
+        masked: &[Masked<'_>],
     ) -> Result<Lsn> {
         let inner = self.store.inner();
         for (i, edit) in edits.iter().enumerate() {

@@ -13,8 +13,9 @@ use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use vellum::archive::{self, ArchiveHeader, BlockHeader, KIND_BASE_IMAGE, LaneHeader};
 use vellum::format::control::{ArenaExtent, CONTROL_SLOT_BYTES, Control};
+use vellum::format::index::{MetaFields, Node, NodeKind};
 use vellum::format::meta;
-use vellum::format::page::{self, CatalogSlot, EntryHeader, PageId, PageKind, Space};
+use vellum::format::page::{self, PageId, PageKind, Space};
 use vellum::format::record::{self, Checkpoint, DirtyPage, Edit, EditKind, Op, Payload, TxnEntry};
 use vellum::format::wal::{
     HeaderFault, PageHeader as WalPageHeader, RECORD_HEADER_BYTES, RecordHeader, SEGMENT_HEADER_BYTES, SegmentHeader,
@@ -434,6 +435,7 @@ fn page_header_json(header: &page::PageHeader) -> Map<String, Value> {
         "a": header.a.get(),
         "b": header.b.get(),
         "c": hex64(header.c.get()),
+        "store_id": hex64(header.store_id.get()),
     });
     let Value::Object(map) = value else { unreachable!() };
     map
@@ -459,82 +461,180 @@ pub fn metadata_json(bytes: &[u8]) -> Result<Value, String> {
     Ok(Value::Array(pairs))
 }
 
-/// A catalog page's slots and entries (14.4, 14.5 rules 1–4 and 7 as far as one page shows).
-fn catalog_json(bytes: &[u8], header: &page::PageHeader, page_size: usize) -> Result<Value, String> {
-    let (n, d) = (header.a.get() as usize, header.b.get() as usize);
-    if 64 + 8 * n > d || d > page_size {
-        return Err(format!("slot count {n} and entry start {d} do not fit"));
-    }
+/// A catalog page's slots and entries: the engine's `decode_catalog_page` (14.4, 14.5 rules
+/// 1–4 and 7), and the rules of 14.5 one page can show: vector page ids of the vector space,
+/// vector slots below the slots per page, an overflow field of the catalog space, no id or vector
+/// slot twice.
+fn catalog_json(bytes: &[u8], header: &page::PageHeader, dimension: u32) -> Result<Value, String> {
+    let entries = page::decode_catalog_page(bytes)?;
+    let per_page = page::vector_slots_per_page(bytes.len() as u32, dimension) as u32;
+    let mut vector_slots = std::collections::BTreeSet::new();
     let mut slots = Vec::new();
-    let mut extents: Vec<(usize, usize)> = Vec::new();
-    for i in 0..n {
-        let slot = CatalogSlot::read_from_bytes(&bytes[64 + 8 * i..72 + 8 * i]).unwrap();
-        let (offset, len) = (slot.offset.get() as usize, slot.len_bytes.get() as usize);
-        if len == 0 {
+    let mut entries = entries.iter().peekable();
+    for i in 0..header.a.get() {
+        let Some(entry) = entries.next_if(|e| e.slot == i) else {
             slots.push(json!({ "slot": i, "free": true }));
             continue;
+        };
+        let head = &entry.header;
+        if PageId::from_raw(head.vector_page.get()).map(PageId::space) != Some(Space::Vector)
+            || head.vector_slot.get() >= per_page
+        {
+            return Err(format!("slot {i}: no vector slot of the vector space"));
         }
-        if offset < d || offset + len > page_size {
-            return Err(format!("slot {i} extent {offset}+{len} outside the entry data"));
+        if !vector_slots.insert((head.vector_page.get(), head.vector_slot.get())) {
+            return Err(format!("slot {i}: a vector slot named twice"));
         }
-        if extents.iter().any(|&(o, l)| offset < o + l && o < offset + len) {
-            return Err(format!("slot {i} overlaps another entry"));
-        }
-        extents.push((offset, len));
-        let entry = &bytes[offset..offset + len];
-        if len < 32 {
-            return Err(format!("slot {i}: entry shorter than 32 bytes"));
-        }
-        let head = EntryHeader::read_from_bytes(&entry[..32]).unwrap();
-        let (id_len, meta_len, flags) = (
-            head.id_len.get() as usize,
-            head.meta_len.get() as usize,
-            head.flags.get(),
-        );
-        if id_len == 0 || id_len > 1024 || id_len > len - 32 {
-            return Err(format!("slot {i}: id length {id_len}"));
-        }
-        let id = std::str::from_utf8(&entry[32..32 + id_len]).map_err(|_| format!("slot {i}: id is not UTF-8"))?;
-        if meta_len > 65536 || head.reserved.get() != 0 {
-            return Err(format!("slot {i}: metadata length or reserved bytes"));
-        }
-        let metadata = match flags {
-            0 => {
-                if len != 32 + id_len + meta_len {
-                    return Err(format!("slot {i}: inline entry length {len}"));
-                }
-                metadata_json(&entry[32 + id_len..])?
-            }
-            page::ENTRY_FLAG_OVERFLOW => {
-                if len != 32 + id_len
-                    || PageId::from_raw(head.overflow_page.get()).map(|p| p.space()) != Some(Space::Catalog)
-                {
-                    return Err(format!("slot {i}: overflow entry"));
-                }
+        let metadata = match entry.inline_meta {
+            Some(inline) => metadata_json(inline)?,
+            None if PageId::from_raw(head.overflow_page.get()).map(PageId::space) == Some(Space::Catalog) => {
                 Value::Null
             }
-            other => return Err(format!("slot {i}: unknown entry flags {other}")),
+            None => return Err(format!("slot {i}: overflow page id names no catalog page")),
         };
         slots.push(json!({
             "slot": i,
-            "offset": offset,
-            "length": len,
+            "offset": entry.offset,
+            "length": entry.len_bytes,
             "vector_page": hex64(head.vector_page.get()),
             "vector_slot": head.vector_slot.get(),
-            "flags": flags,
-            "id": id,
-            "meta_len": meta_len,
+            "flags": head.flags.get(),
+            "id": entry.id,
+            "meta_len": head.meta_len.get(),
             "overflow_page": hex64(head.overflow_page.get()),
             "metadata": metadata,
         }));
     }
-    Ok(json!({ "slot_count": n, "entry_start": d, "slots": slots }))
+    Ok(json!({ "slot_count": header.a.get(), "entry_start": header.b.get(), "slots": slots }))
 }
 
+/// A vector page (14.3): the owner table's entries that are not 0, and the slots that are not
+/// all zero. An owner names a catalog page other than the meta page.
+fn vector_json(bytes: &[u8], dimension: u32) -> Result<Value, String> {
+    let layout = page::VectorLayout::new(bytes.len() as u32, dimension);
+    let mut owners = Vec::new();
+    let mut nonzero = Vec::new();
+    for slot in 0..layout.slots_per_page {
+        let at = layout.owner_offset(slot);
+        let raw = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+        if let Some((catalog_page, entry_offset)) = page::decode_owner(raw) {
+            if catalog_page == 0 {
+                return Err(format!("slot {slot}: its owner names the meta page"));
+            }
+            owners.push(json!({ "slot": slot, "catalog_page": catalog_page, "entry_offset": entry_offset }));
+        }
+        let at = layout.slot_offset(slot);
+        let vector = &bytes[at..at + layout.stride_bytes];
+        if vector.iter().any(|&b| b != 0) {
+            let values: Vec<f64> = vector[..4 * dimension as usize]
+                .chunks(4)
+                .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap())))
+                .collect();
+            nonzero.push(json!({ "slot": slot, "vector": values }));
+        }
+    }
+    Ok(json!({
+        "stride": layout.stride_bytes,
+        "slots_per_page": layout.slots_per_page,
+        "slots_offset": layout.slots_offset,
+        "owners": owners,
+        "nonzero_slots": nonzero,
+    }))
+}
+
+/// A page id the index or a list names: 0 (none), or a page id of `space` (catalog-space pages
+/// other than the meta page). The engine checks this where it follows the link.
+fn link_ok(raw: u64, space: Space) -> bool {
+    raw == 0 || PageId::from_raw(raw).is_some_and(|p| p.space() == space && (space == Space::Vector || p.page_no() > 0))
+}
+
+/// The meta page (14.9): the engine's `MetaFields::check`, and the spaces of the page ids it names.
+fn meta_json(bytes: &[u8]) -> Result<Value, String> {
+    let fields = MetaFields::read(bytes).ok_or("a page too small for the meta fields")?;
+    if let Some(reason) = fields.check(bytes) {
+        return Err(reason);
+    }
+    let named = [
+        (fields.root.get(), Space::Catalog),
+        (fields.hot_catalog.get(), Space::Catalog),
+        (fields.vector_list.head.get(), Space::Vector),
+        (fields.vector_list.tail.get(), Space::Vector),
+        (fields.roomy_list.head.get(), Space::Catalog),
+        (fields.roomy_list.tail.get(), Space::Catalog),
+        (fields.free_list.head.get(), Space::Catalog),
+        (fields.free_list.tail.get(), Space::Catalog),
+    ];
+    if let Some((raw, _)) = named.iter().find(|(raw, space)| !link_ok(*raw, *space)) {
+        return Err(format!("meta page: {raw:#x} is no page of its space"));
+    }
+    let ends =
+        |l: &vellum::format::index::ListEnds| json!({ "head": hex64(l.head.get()), "tail": hex64(l.tail.get()) });
+    Ok(json!({
+        "root": hex64(fields.root.get()),
+        "height": fields.height.get(),
+        "count": fields.count.get(),
+        "vector_pages": fields.vector_pages.get(),
+        "catalog_pages": fields.catalog_pages.get(),
+        "hot_catalog": hex64(fields.hot_catalog.get()),
+        "vector_list": ends(&fields.vector_list),
+        "roomy_list": ends(&fields.roomy_list),
+        "free_list": ends(&fields.free_list),
+    }))
+}
+
+/// An index node (14.10): the engine's `Node::parse` and `Node::check`, and child page ids of the
+/// catalog space (the engine checks them where it follows them).
+fn node_json(bytes: &[u8]) -> Result<Value, String> {
+    let node = Node::parse(bytes)?;
+    node.check()?;
+    let mut cells = Vec::new();
+    for i in 0..node.count {
+        let offset = node.cell_offset(i)?;
+        let key = hex(node.key(i)?);
+        cells.push(match node.kind {
+            NodeKind::Leaf => {
+                let v = node.value(i)?;
+                json!({
+                    "offset": offset,
+                    "key": key,
+                    "vector_page": v.vector_page.get(),
+                    "vector_slot": v.vector_slot.get(),
+                    "catalog_page": v.catalog_page.get(),
+                    "catalog_slot": v.catalog_slot.get(),
+                    "entry_offset": v.entry_offset.get(),
+                    "entry_len": v.entry_len.get(),
+                })
+            }
+            NodeKind::Branch => {
+                let child = node.child(i + 1)?;
+                if !link_ok(child, Space::Catalog) {
+                    return Err(format!("cell {i}: child {child:#x} is no catalog page"));
+                }
+                json!({ "offset": offset, "key": key, "child": hex64(child) })
+            }
+        });
+    }
+    if node.kind == NodeKind::Branch && !link_ok(node.leftmost, Space::Catalog) {
+        return Err(format!("leftmost child {:#x} is no catalog page", node.leftmost));
+    }
+    let mut body = json!({ "cell_count": node.count, "data_start": node.data_start, "cells": cells });
+    if node.kind == NodeKind::Branch {
+        body["leftmost"] = json!(hex64(node.leftmost));
+    }
+    Ok(body)
+}
+
+/// One arena page read at the position of `input.page_id` of the store `input.store_id` (14.2),
+/// and its body by kind.
 fn decode_arena_page(input: &Value, bytes: &[u8]) -> Value {
     let id = PageId(hexnum(input, "page_id"));
     let page_size = bytes.len();
-    if let Some(reason) = page::check_page(bytes, id) {
+    let owner_check = || {
+        input
+            .get("store_id")
+            .and_then(|_| page::check_owner(bytes, id, hexnum(input, "store_id")))
+    };
+    if let Some(reason) = page::check_page(bytes, id).or_else(owner_check) {
         return error_value("invalid", reason);
     }
     if bytes.iter().all(|&b| b == 0) {
@@ -542,38 +642,28 @@ fn decode_arena_page(input: &Value, bytes: &[u8]) -> Value {
     }
     let header = page::PageHeader::read_from_prefix(bytes).unwrap().0;
     let mut map = page_header_json(&header);
+    let dimension = num(input, "dimension") as u32;
     let body = match PageKind::from_u8(header.kind) {
-        Some(PageKind::Vector) => {
-            let dimension = num(input, "dimension") as u32;
-            let stride = page::vector_stride_bytes(dimension);
-            let slots: Vec<Value> = (0..page::vector_slots_per_page(page_size as u32, dimension))
-                .filter_map(|i| {
-                    let at = 64 + i * stride;
-                    let slot = &bytes[at..at + stride];
-                    (!slot.iter().all(|&b| b == 0)).then(|| {
-                        let values: Vec<f64> = (0..dimension as usize)
-                            .map(|k| f64::from(f32::from_le_bytes(slot[4 * k..4 * k + 4].try_into().unwrap())))
-                            .collect();
-                        json!({ "slot": i, "vector": values })
-                    })
-                })
-                .collect();
-            json!({ "stride": stride, "nonzero_slots": slots })
-        }
-        Some(PageKind::Catalog) => match catalog_json(bytes, &header, page_size) {
-            Ok(v) => v,
-            Err(reason) => return error_value("invalid", reason),
-        },
+        Some(PageKind::Vector) => vector_json(bytes, dimension),
+        Some(PageKind::Catalog) => catalog_json(bytes, &header, dimension),
         Some(PageKind::Overflow) => {
             let used = header.a.get() as usize;
             if used > page_size - 64 {
-                return error_value("invalid", "overflow page holds more than fits");
+                Err("overflow page holds more than fits".to_string())
+            } else if !link_ok(header.c.get(), Space::Catalog) {
+                Err("overflow page: its next page is no catalog page".to_string())
+            } else {
+                Ok(json!({ "next": hex64(header.c.get()), "data": hex(&bytes[64..64 + used]) }))
             }
-            json!({ "next": hex64(header.c.get()), "data": hex(&bytes[64..64 + used]) })
         }
-        _ => Value::Null,
+        Some(PageKind::Meta) => meta_json(bytes),
+        Some(PageKind::IndexLeaf | PageKind::IndexBranch) => node_json(bytes),
+        Some(PageKind::Zero | PageKind::Free) | None => Ok(Value::Null),
     };
-    map.insert("body".into(), body);
+    match body {
+        Ok(body) => map.insert("body".into(), body),
+        Err(reason) => return error_value("invalid", reason),
+    };
     decoded(Value::Object(map))
 }
 
@@ -722,6 +812,7 @@ pub fn encode_payload(p: &Value) -> Vec<u8> {
                 "insert" => Op::Insert,
                 "upsert" => Op::Upsert,
                 "delete" => Op::Delete,
+                "batch" => Op::Batch,
                 other => panic!("op {other}"),
             };
             let edits = owned_edits(&p["edits"]);
