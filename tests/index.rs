@@ -34,7 +34,8 @@ fn filled(dir: &Path, rng: &mut Rng, count: usize) -> Store {
         let mut tx = store.begin().unwrap();
         for &i in batch {
             let color = if i % 20 == 0 { "red" } else { "blue" };
-            tx.insert(&format!("v{i}"), &random_vector(rng), &[("color", color)]).unwrap();
+            tx.insert(&format!("v{i}"), &random_vector(rng), &[("color", color)])
+                .unwrap();
         }
         tx.commit().unwrap();
     }
@@ -57,7 +58,12 @@ fn recall(store: &Store, queries: &[Vec<f32>], k: usize, metric: Metric) -> f64 
             exact: true,
             ..SearchOptions::default()
         };
-        let truth: HashSet<String> = store.search_with(query, k, &exact).unwrap().into_iter().map(|h| h.0).collect();
+        let truth: HashSet<String> = store
+            .search_with(query, k, &exact)
+            .unwrap()
+            .into_iter()
+            .map(|h| h.0)
+            .collect();
         let got = store.search(query, k, metric).unwrap();
         assert_eq!(got.len(), truth.len(), "the index returns min(k, len) results");
         found += got.iter().filter(|(id, _)| truth.contains(id)).count();
@@ -85,7 +91,17 @@ fn recall_at_10_is_at_least_0_95_and_scores_are_the_exact_scans() {
     assert!(recall >= 0.95, "recall@10 {recall}");
     // A hit's score is the exact scan's score for that vector.
     let query = &queries[0];
-    let exact = store.search_with(query, 3000, &SearchOptions { metric: Metric::L2, exact: true, ..SearchOptions::default() }).unwrap();
+    let exact = store
+        .search_with(
+            query,
+            3000,
+            &SearchOptions {
+                metric: Metric::L2,
+                exact: true,
+                ..SearchOptions::default()
+            },
+        )
+        .unwrap();
     for (id, score) in store.search(query, 10, Metric::L2).unwrap() {
         let truth = exact.iter().find(|h| h.0 == id).unwrap().1;
         assert_eq!(score.to_bits(), truth.to_bits(), "{id}: the index scores exactly");
@@ -105,7 +121,11 @@ fn writes_after_the_build_are_found_and_an_aborted_insert_never_is() {
         inserted.push((format!("new{i}"), vector));
     }
     for (id, vector) in &inserted {
-        assert_eq!(&store.search(vector, 1, Metric::L2).unwrap()[0].0, id, "{id} is its own nearest");
+        assert_eq!(
+            &store.search(vector, 1, Metric::L2).unwrap()[0].0,
+            id,
+            "{id} is its own nearest"
+        );
     }
     let far: Vec<f32> = vec![50.0; DIMENSION];
     let mut tx = store.begin().unwrap();
@@ -113,13 +133,23 @@ fn writes_after_the_build_are_found_and_an_aborted_insert_never_is() {
     tx.upsert("new0", &far, &[]).unwrap();
     // Readers do not see the transaction's writes while it runs...
     let hits = store.search(&far, 2, Metric::L2).unwrap();
-    assert!(hits.iter().all(|h| h.0 != "aborted"), "an uncommitted insert is invisible: {hits:?}");
+    assert!(
+        hits.iter().all(|h| h.0 != "aborted"),
+        "an uncommitted insert is invisible: {hits:?}"
+    );
     let new0 = store.search(&inserted[0].1, 1, Metric::L2).unwrap();
-    assert_eq!((new0[0].0.as_str(), new0[0].1), ("new0", 0.0), "the replaced vector is still the committed one");
+    assert_eq!(
+        (new0[0].0.as_str(), new0[0].1),
+        ("new0", 0.0),
+        "the replaced vector is still the committed one"
+    );
     tx.abort().unwrap();
     // ...nor after its abort.
     let hits = store.search(&far, 5, Metric::L2).unwrap();
-    assert!(hits.iter().all(|h| h.0 != "aborted"), "an aborted insert is never found: {hits:?}");
+    assert!(
+        hits.iter().all(|h| h.0 != "aborted"),
+        "an aborted insert is never found: {hits:?}"
+    );
     assert_eq!(store.search(&inserted[0].1, 1, Metric::L2).unwrap()[0].1, 0.0);
     assert_eq!(assert_index_clean(&store, "after the abort"), 700);
     let mut tx = store.begin().unwrap();
@@ -189,7 +219,9 @@ fn a_vacuum_frees_every_tombstone_and_their_slots_are_reused() {
     assert_eq!((check.live, check.deleted, check.edges_to_tombstones), (580, 0, 0));
     let pages_before = store.index_info().unwrap().unwrap().node_pages;
     for i in 0..20 {
-        store.insert(&format!("again{i}"), &random_vector(&mut rng), &[]).unwrap();
+        store
+            .insert(&format!("again{i}"), &random_vector(&mut rng), &[])
+            .unwrap();
     }
     assert_eq!(
         store.index_info().unwrap().unwrap().node_pages,
@@ -214,11 +246,17 @@ fn filtered_searches_return_k_rows_when_k_match() {
                 ..SearchOptions::default()
             };
             let got = store.search_with(&query, k, &options).unwrap();
-            let exact = store.search_with(&query, k, &SearchOptions { exact: true, ..options }).unwrap();
+            let exact = store
+                .search_with(&query, k, &SearchOptions { exact: true, ..options })
+                .unwrap();
             assert_eq!(got.len(), exact.len(), "{color}, k {k}: min(k, matching) rows");
             let truth: HashSet<&String> = exact.iter().map(|h| &h.0).collect();
             let hits = got.iter().filter(|h| truth.contains(&h.0)).count();
-            assert!(hits * 10 >= got.len() * 9, "{color}, k {k}: {hits} of {} are the exact ones", got.len());
+            assert!(
+                hits * 10 >= got.len() * 9,
+                "{color}, k {k}: {hits} of {} are the exact ones",
+                got.len()
+            );
         }
     }
 }
@@ -238,7 +276,11 @@ fn the_index_survives_a_reopen_and_open_reads_no_more_than_its_meta_page() {
     assert_eq!(store.search(&query, 10, Metric::L2).unwrap(), before);
     drop(store);
     let store = Store::open_read_only(dir.path(), options()).unwrap();
-    assert_eq!(store.search(&query, 10, Metric::L2).unwrap(), before, "read-only opens use it too");
+    assert_eq!(
+        store.search(&query, 10, Metric::L2).unwrap(),
+        before,
+        "read-only opens use it too"
+    );
     assert_index_clean(&store, "read-only");
 }
 
@@ -247,24 +289,55 @@ fn index_errors_are_typed_and_change_nothing() {
     let mut rng = Rng::new(seed_from_env("VELLUM_INDEX_SEED", 17));
     let dir = tempfile::tempdir().unwrap();
     let store = filled(dir.path(), &mut rng, 100);
-    assert!(matches!(store.drop_index(), Err(Error::NotFound(_))), "no index to drop");
+    assert!(
+        matches!(store.drop_index(), Err(Error::NotFound(_))),
+        "no index to drop"
+    );
     let too_wide = IndexOptions { m: 67, ..l2_index() };
-    assert!(matches!(store.create_index(too_wide), Err(Error::InvalidArgument(_))), "M 67 does not fit 4 KiB pages");
-    let no_ef = IndexOptions { ef_construction: 0, ..l2_index() };
+    assert!(
+        matches!(store.create_index(too_wide), Err(Error::InvalidArgument(_))),
+        "M 67 does not fit 4 KiB pages"
+    );
+    let no_ef = IndexOptions {
+        ef_construction: 0,
+        ..l2_index()
+    };
     assert!(matches!(store.create_index(no_ef), Err(Error::InvalidArgument(_))));
     assert!(store.index_info().unwrap().is_none(), "failed creations leave no index");
     store.create_index(l2_index()).unwrap();
-    assert!(matches!(store.create_index(l2_index()), Err(Error::AlreadyExists)), "one index per store");
+    assert!(
+        matches!(store.create_index(l2_index()), Err(Error::AlreadyExists)),
+        "one index per store"
+    );
     let query = random_vector(&mut rng);
-    assert!(matches!(store.search(&query[..3], 1, Metric::L2), Err(Error::InvalidArgument(_))));
-    assert!(matches!(store.search(&query, 0, Metric::L2), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        store.search(&query[..3], 1, Metric::L2),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        store.search(&query, 0, Metric::L2),
+        Err(Error::InvalidArgument(_))
+    ));
     // Another metric scans: the exact answer.
     let cosine = store.search(&query, 5, Metric::Cosine).unwrap();
-    let exact = store.search_with(&query, 5, &SearchOptions { exact: true, ..SearchOptions::default() }).unwrap();
+    let exact = store
+        .search_with(
+            &query,
+            5,
+            &SearchOptions {
+                exact: true,
+                ..SearchOptions::default()
+            },
+        )
+        .unwrap();
     assert_eq!(cosine, exact);
     store.drop_index().unwrap();
     assert!(store.index_info().unwrap().is_none());
-    assert_eq!(store.search(&query, 100, Metric::L2).unwrap().len(), 100, "after a drop, searches scan");
+    assert_eq!(
+        store.search(&query, 100, Metric::L2).unwrap().len(),
+        100,
+        "after a drop, searches scan"
+    );
     store.create_index(IndexOptions { m: 8, ..l2_index() }).unwrap();
     assert_eq!(assert_index_clean(&store, "rebuilt"), 100);
 }

@@ -27,12 +27,18 @@ const IDS: u64 = 300;
 /// can compute the state after any prefix of commits).
 fn ops_of_commit(k: u64) -> Vec<(u64, bool)> {
     let mut rng = Rng::new(k.wrapping_mul(0x9E37_79B9) ^ 0x1DE);
-    (0..1 + rng.below(6)).map(|_| (rng.below(IDS), rng.chance(20))).collect()
+    (0..1 + rng.below(6))
+        .map(|_| (rng.below(IDS), rng.chance(20)))
+        .collect()
 }
 
 /// The vector of `id` at version `version`: distinct for every pair.
 fn vector_of(id: u64, version: u64) -> Vec<f32> {
-    let mut rng = Rng::new(id.wrapping_mul(1_000_003).wrapping_add(version).wrapping_mul(0x2545_F491));
+    let mut rng = Rng::new(
+        id.wrapping_mul(1_000_003)
+            .wrapping_add(version)
+            .wrapping_mul(0x2545_F491),
+    );
     (0..DIMENSION).map(|_| rng.next_f32() * 2.0 - 1.0).collect()
 }
 
@@ -85,7 +91,17 @@ fn check_index(store: &Store, state: &BTreeMap<u64, u64>, context: &str) {
             (format!("id-{id}"), 0.0),
             "{context}: id-{id} found through the index ({} live nodes unreachable; {:?})",
             check.unreachable_live,
-            store.search_with(&vector_of(id, version), 3, &vellum::SearchOptions { metric: Metric::L2, ef: Some(300), ..Default::default() }).unwrap()
+            store
+                .search_with(
+                    &vector_of(id, version),
+                    3,
+                    &vellum::SearchOptions {
+                        metric: Metric::L2,
+                        ef: Some(300),
+                        ..Default::default()
+                    }
+                )
+                .unwrap()
         );
     }
 }
@@ -99,7 +115,12 @@ fn index_kill_child_entry() {
     let store = Store::open(&dir, options()).unwrap();
     if std::env::var("VELLUM_INDEX_KILL_BUILD").is_ok() {
         println!("building");
-        store.create_index(IndexOptions { metric: Metric::L2, ..IndexOptions::default() }).unwrap();
+        store
+            .create_index(IndexOptions {
+                metric: Metric::L2,
+                ..IndexOptions::default()
+            })
+            .unwrap();
         println!("ack built");
         return;
     }
@@ -112,7 +133,8 @@ fn index_kill_child_entry() {
             if delete {
                 tx.delete(&key).unwrap();
             } else {
-                tx.upsert(&key, &vector_of(id, k), &[("version", &k.to_string())]).unwrap();
+                tx.upsert(&key, &vector_of(id, k), &[("version", &k.to_string())])
+                    .unwrap();
             }
         }
         tx.commit().unwrap();
@@ -152,7 +174,10 @@ fn run_child(dir: &Path, env: &[(&str, String)], run_for: Duration) -> Option<St
 }
 
 fn cycles() -> u64 {
-    std::env::var("VELLUM_KILL_CYCLES").ok().and_then(|s| s.parse().ok()).unwrap_or(20)
+    std::env::var("VELLUM_KILL_CYCLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20)
 }
 
 #[test]
@@ -167,23 +192,33 @@ fn kill_9_during_index_updates_leaves_a_consistent_index_of_the_committed_vector
         let store = Store::create(dir.path(), DIMENSION as u32, options()).unwrap();
         let mut tx = store.begin().unwrap();
         for id in 0..IDS {
-            tx.insert(&format!("id-{id}"), &vector_of(id, 0), &[("version", "0")]).unwrap();
+            tx.insert(&format!("id-{id}"), &vector_of(id, 0), &[("version", "0")])
+                .unwrap();
         }
         tx.commit().unwrap();
-        store.create_index(IndexOptions { metric: Metric::L2, ..IndexOptions::default() }).unwrap();
+        store
+            .create_index(IndexOptions {
+                metric: Metric::L2,
+                ..IndexOptions::default()
+            })
+            .unwrap();
         store.close().unwrap();
     }
     let mut committed = 0u64;
     for cycle in 0..cycles() {
         let run_for = Duration::from_millis(30 + rng.below(150));
-        let acked = run_child(dir.path(), &[("VELLUM_KILL_FROM", (committed + 1).to_string())], run_for);
+        let acked = run_child(
+            dir.path(),
+            &[("VELLUM_KILL_FROM", (committed + 1).to_string())],
+            run_for,
+        );
         let floor = acked.map_or(committed, |a| a.parse().unwrap());
         let store = Store::open(dir.path(), options()).unwrap();
         let state = read_state(&store);
         // With one committer, at most one commit can be durable without its acknowledgement.
-        let prefix = (floor..=floor + 1).find(|&p| state_after(p) == state).unwrap_or_else(|| {
-            panic!("cycle {cycle} (seed {seed}): the state matches no prefix from commit {floor}")
-        });
+        let prefix = (floor..=floor + 1)
+            .find(|&p| state_after(p) == state)
+            .unwrap_or_else(|| panic!("cycle {cycle} (seed {seed}): the state matches no prefix from commit {floor}"));
         check_index(&store, &state, &format!("cycle {cycle} (seed {seed}), commit {prefix}"));
         committed = prefix;
         store.close().unwrap();
@@ -227,7 +262,11 @@ fn kill_9_during_a_build_leaves_the_index_complete_or_absent() {
                 assert!(check.problems.is_empty(), "cycle {cycle}: {:?}", check.problems);
                 for id in (0..count).step_by(997) {
                     let hits = store.search(&vector_of(id, 1), 1, Metric::L2).unwrap();
-                    assert_eq!(hits[0].0, format!("b{id}"), "cycle {cycle}: b{id} found through the index");
+                    assert_eq!(
+                        hits[0].0,
+                        format!("b{id}"),
+                        "cycle {cycle}: b{id} found through the index"
+                    );
                 }
                 complete += 1;
                 store.drop_index().unwrap();

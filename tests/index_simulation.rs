@@ -61,7 +61,15 @@ enum Index {
 }
 
 /// Runs the random workload until it is done or the storage crashes.
-fn workload(store: &Store, rng: &mut Rng, model: &mut Model, version: &mut u32, index: &mut Index, sync: SyncMode, steps: u32) {
+fn workload(
+    store: &Store,
+    rng: &mut Rng,
+    model: &mut Model,
+    version: &mut u32,
+    index: &mut Index,
+    sync: SyncMode,
+    steps: u32,
+) {
     for _ in 0..steps {
         let mut state = model.latest().clone();
         let choice = rng.below(40);
@@ -111,7 +119,13 @@ fn single(store: &Store, rng: &mut Rng, state: &mut State, version: &mut u32) ->
     tx.commit().map(|_| ())
 }
 
-fn transaction(store: &Store, rng: &mut Rng, state: &mut State, version: &mut u32, abort: bool) -> vellum::Result<bool> {
+fn transaction(
+    store: &Store,
+    rng: &mut Rng,
+    state: &mut State,
+    version: &mut u32,
+    abort: bool,
+) -> vellum::Result<bool> {
     let mut tx = store.begin()?;
     let mut scratch = state.clone();
     for _ in 0..1 + rng.below(12) {
@@ -126,7 +140,12 @@ fn transaction(store: &Store, rng: &mut Rng, state: &mut State, version: &mut u3
     Ok(true)
 }
 
-fn apply_random(tx: &mut vellum::Transaction<'_>, rng: &mut Rng, state: &mut State, version: &mut u32) -> vellum::Result<()> {
+fn apply_random(
+    tx: &mut vellum::Transaction<'_>,
+    rng: &mut Rng,
+    state: &mut State,
+    version: &mut u32,
+) -> vellum::Result<()> {
     let id = id_of(rng.below(IDS.into()));
     if rng.chance(30) {
         tx.delete(&id)?;
@@ -153,7 +172,10 @@ fn check(store: &Store, model: &mut Model, index: Index) -> Result<usize, String
     if info.is_none() {
         return Ok(matched);
     }
-    let check = store.check_index().map_err(|e| format!("check_index: {e}"))?.expect("an index");
+    let check = store
+        .check_index()
+        .map_err(|e| format!("check_index: {e}"))?
+        .expect("an index");
     if !check.problems.is_empty() {
         return Err(format!("the index is inconsistent: {:?}", check.problems));
     }
@@ -161,9 +183,13 @@ fn check(store: &Store, model: &mut Model, index: Index) -> Result<usize, String
         return Err(format!("{} live nodes for {} vectors", check.live, state.len()));
     }
     for (id, (version, _)) in &state {
-        let hits = store.search(&vector_of(*version), 1, Metric::L2).map_err(|e| e.to_string())?;
+        let hits = store
+            .search(&vector_of(*version), 1, Metric::L2)
+            .map_err(|e| e.to_string())?;
         if hits.first().map(|h| (h.0.as_str(), h.1)) != Some((id.as_str(), 0.0)) {
-            return Err(format!("{id} (version {version}) is not found through the index: {hits:?}"));
+            return Err(format!(
+                "{id} (version {version}) is not found through the index: {hits:?}"
+            ));
         }
     }
     Ok(matched)
@@ -175,7 +201,15 @@ fn dry_run_ops(seed: u64, sync: SyncMode, steps: u32) -> u64 {
     let store = Store::create(Path::new("/db"), DIMENSION as u32, options(&sim, sync)).unwrap();
     store.create_index(index_options()).unwrap();
     let mut index = Index::Present;
-    workload(&store, &mut Rng::new(seed), &mut Model::new(), &mut 0, &mut index, sync, steps);
+    workload(
+        &store,
+        &mut Rng::new(seed),
+        &mut Model::new(),
+        &mut 0,
+        &mut index,
+        sync,
+        steps,
+    );
     sim.mutating_ops()
 }
 
@@ -183,7 +217,11 @@ fn dry_run_ops(seed: u64, sync: SyncMode, steps: u32) -> u64 {
 /// then run on, close, reopen strictly and check again.
 fn scenario(seed: u64) -> Result<String, String> {
     let mut rng = Rng::new(seed ^ 0x1DE5);
-    let sync = if rng.chance(75) { SyncMode::Always } else { SyncMode::Never };
+    let sync = if rng.chance(75) {
+        SyncMode::Always
+    } else {
+        SyncMode::Never
+    };
     let steps = 10 + rng.below(40) as u32;
     let total_ops = dry_run_ops(seed, sync, steps);
     let sim = SimStorage::new(seed);
@@ -193,7 +231,15 @@ fn scenario(seed: u64) -> Result<String, String> {
     sim.crash_after_ops(crash_at);
     let mut model = Model::new();
     let (mut version, mut index) = (0, Index::Present);
-    workload(&store, &mut Rng::new(seed), &mut model, &mut version, &mut index, sync, steps);
+    workload(
+        &store,
+        &mut Rng::new(seed),
+        &mut model,
+        &mut version,
+        &mut index,
+        sync,
+        steps,
+    );
     sim.crash_now();
     drop(store);
     let mut disk = sim.reboot();
@@ -211,8 +257,20 @@ fn scenario(seed: u64) -> Result<String, String> {
         index = Index::Either;
     }
     let matched = check(&store, &mut model, index).map_err(|e| format!("crash at op {crash_at}/{total_ops}: {e}"))?;
-    index = if store.index_info().map_err(|e| e.to_string())?.is_some() { Index::Present } else { Index::Absent };
-    workload(&store, &mut Rng::new(seed.wrapping_add(1)), &mut model, &mut version, &mut index, SyncMode::Always, 10);
+    index = if store.index_info().map_err(|e| e.to_string())?.is_some() {
+        Index::Present
+    } else {
+        Index::Absent
+    };
+    workload(
+        &store,
+        &mut Rng::new(seed.wrapping_add(1)),
+        &mut model,
+        &mut version,
+        &mut index,
+        SyncMode::Always,
+        10,
+    );
     store.close().map_err(|e| e.to_string())?;
     let strict = Options {
         recovery: RecoveryMode::Strict,
@@ -228,11 +286,17 @@ fn scenario(seed: u64) -> Result<String, String> {
 
 #[test]
 fn crashes_with_the_index_on_recover_a_consistent_index_of_a_committed_prefix() {
-    let (first, count) = match std::env::var("VELLUM_INDEX_SIM_SEED").ok().and_then(|s| s.parse::<u64>().ok()) {
+    let (first, count) = match std::env::var("VELLUM_INDEX_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
         Some(seed) => (seed, 1),
         None => (
             1,
-            std::env::var("VELLUM_INDEX_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(300u64),
+            std::env::var("VELLUM_INDEX_SIM_SEEDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(300u64),
         ),
     };
     let mut failures = Vec::new();

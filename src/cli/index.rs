@@ -56,7 +56,9 @@ fn create(args: CreateArgs) -> Result<(), Failure> {
     };
     let context = || format!("building the index of {}", args.dir.display());
     let started = Instant::now();
-    store.create_index(options).map_err(|e| Failure::from_error(context(), e))?;
+    store
+        .create_index(options)
+        .map_err(|e| Failure::from_error(context(), e))?;
     let took = started.elapsed();
     let info = store
         .index_info()

@@ -332,7 +332,10 @@ impl GraphFields {
             return Some("graph meta page: ef of zero".into());
         }
         if self.extent_shift > EXTENT_SHIFT_MAX {
-            return Some(format!("graph meta page: extent shift {} out of range", self.extent_shift));
+            return Some(format!(
+                "graph meta page: extent shift {} out of range",
+                self.extent_shift
+            ));
         }
         let max = extents_max(image.len());
         if usize::from(self.node_extents.get()) > max || usize::from(self.upper_extents.get()) > max {
@@ -354,6 +357,126 @@ impl GraphFields {
     }
 }
 
+/// One node record of a node page, as [`decode_node_page`] reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRecord {
+    /// Its index in the page (the node id is `page index × records per page + this`).
+    pub index: usize,
+    /// [`NODE_LIVE`] or [`NODE_DELETED`] (free records are not listed).
+    pub state: u8,
+    /// Its top layer.
+    pub level: u8,
+    /// Its first upper slot.
+    pub upper: u32,
+    /// Its layer-0 neighbours.
+    pub neighbours: Vec<u32>,
+}
+
+/// M of node records of `record_bytes` (8 + 8M), `Err` unless it is a valid size for pages of
+/// `page_size_bytes`.
+fn m_of_records(record_bytes: usize, page_size_bytes: usize) -> Result<usize, String> {
+    let m = record_bytes.saturating_sub(NODE_HEADER_BYTES) / 8;
+    if record_bytes != NODE_HEADER_BYTES + 8 * m || GraphGeometry::new(page_size_bytes as u32, m).is_err() {
+        return Err(format!(
+            "node records of {record_bytes} bytes: no valid M for pages of {page_size_bytes} bytes"
+        ));
+    }
+    Ok(m)
+}
+
+/// Decodes the records of the node page `image` (a whole page of kind graph nodes) by the
+/// rules that need nothing but the page: the record size (header b) is `8 + 8M` for an M the
+/// page size allows; every record's state is 0, 1 or 2, its level at most 15, its count at most
+/// 2M, and a free record's header is zero (its list bytes are left as they were, never read).
+/// Returns M and the records that are not free. Pure: never panics, whatever the bytes.
+pub fn decode_node_page(image: &[u8]) -> Result<(usize, Vec<NodeRecord>), String> {
+    let Ok((header, _)) = PageHeader::read_from_prefix(image) else {
+        return Err(format!("a page of {} bytes holds no header", image.len()));
+    };
+    if header.kind != PageKind::GraphNodes as u8 || header.c.get() != 0 {
+        return Err(format!(
+            "page kind {} (c {}) is not a graph node page",
+            header.kind,
+            header.c.get()
+        ));
+    }
+    let record_bytes = header.b.get() as usize;
+    let m = m_of_records(record_bytes, image.len())?;
+    let mut records = Vec::new();
+    for (index, bytes) in image[PAGE_HEADER_BYTES..].chunks_exact(record_bytes).enumerate() {
+        let node = NodeHeader::read_from_prefix(bytes)
+            .expect("a record holds its header")
+            .0;
+        let count = usize::from(node.count.get());
+        match node.state {
+            NODE_FREE if bytes[..NODE_HEADER_BYTES].iter().any(|&b| b != 0) => {
+                return Err(format!("record {index}: free, but its header is not zero"));
+            }
+            NODE_FREE => continue,
+            NODE_LIVE | NODE_DELETED => {}
+            other => return Err(format!("record {index}: state {other}")),
+        }
+        if node.level > GRAPH_LEVEL_MAX || count > 2 * m {
+            return Err(format!(
+                "record {index}: level {} and {count} neighbours (M = {m})",
+                node.level
+            ));
+        }
+        let ids = &bytes[NODE_HEADER_BYTES..NODE_HEADER_BYTES + 4 * count];
+        records.push(NodeRecord {
+            index,
+            state: node.state,
+            level: node.level,
+            upper: node.upper.get(),
+            neighbours: ids
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect(),
+        });
+    }
+    Ok((m, records))
+}
+
+/// Decodes the upper page `image` (a whole page of kind graph upper): the slot size (header b)
+/// is `4 + 4M` for an M the page size allows. Returns M and, for every slot not all zero, its
+/// index, its count field (a list's length, or a free run's link) and the ids of the first
+/// `min(count, M)` places. Which slots are lists and which free runs, only the node pages and
+/// the graph meta page tell. Pure: never panics.
+pub fn decode_upper_page(image: &[u8]) -> Result<(usize, Vec<(usize, u32, Vec<u32>)>), String> {
+    let Ok((header, _)) = PageHeader::read_from_prefix(image) else {
+        return Err(format!("a page of {} bytes holds no header", image.len()));
+    };
+    if header.kind != PageKind::GraphUpper as u8 || header.c.get() != 0 {
+        return Err(format!(
+            "page kind {} (c {}) is not a graph upper page",
+            header.kind,
+            header.c.get()
+        ));
+    }
+    let slot_bytes = header.b.get() as usize;
+    let m = slot_bytes.saturating_sub(UPPER_COUNT_BYTES) / 4;
+    if slot_bytes != UPPER_COUNT_BYTES + 4 * m || GraphGeometry::new(image.len() as u32, m).is_err() {
+        return Err(format!(
+            "upper slots of {slot_bytes} bytes: no valid M for pages of {} bytes",
+            image.len()
+        ));
+    }
+    let mut slots = Vec::new();
+    for (index, bytes) in image[PAGE_HEADER_BYTES..].chunks_exact(slot_bytes).enumerate() {
+        if bytes.iter().all(|&b| b == 0) {
+            continue;
+        }
+        let count = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+        let used = (count as usize).min(m);
+        let ids = bytes[UPPER_COUNT_BYTES..UPPER_COUNT_BYTES + 4 * used]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect();
+        slots.push((index, count, ids));
+    }
+    Ok((m, slots))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,7 +491,10 @@ mod tests {
             extents.push(start);
             start += pages + 7;
         }
-        assert_eq!(u64::from(extents.pages), pages_of_extents(extents.starts.len(), EXTENT_SHIFT));
+        assert_eq!(
+            u64::from(extents.pages),
+            pages_of_extents(extents.starts.len(), EXTENT_SHIFT)
+        );
         let again = Extents::new(extents.starts.clone(), EXTENT_SHIFT);
         assert_eq!(again, extents, "the table alone gives the extents back");
         let mut seen = std::collections::HashSet::new();
@@ -378,13 +504,20 @@ mod tests {
         }
         assert_eq!(extents.locate(0), Some(100));
         assert_eq!(extents.locate(extents.pages), None);
-        assert!(extents.starts.len() < 150, "{} extents for 5000 pages", extents.starts.len());
+        assert!(
+            extents.starts.len() < 150,
+            "{} extents for 5000 pages",
+            extents.starts.len()
+        );
     }
 
     #[test]
     fn geometry_places_records_inside_their_pages_and_refuses_m_too_large() {
         let g = GraphGeometry::new(16384, 16).unwrap();
-        assert_eq!((g.record_bytes, g.nodes_per_page, g.slot_bytes, g.slots_per_page), (136, 120, 68, 240));
+        assert_eq!(
+            (g.record_bytes, g.nodes_per_page, g.slot_bytes, g.slots_per_page),
+            (136, 120, 68, 240)
+        );
         let (page, offset) = g.node_place(121);
         assert_eq!((page, offset), (1, 64 + 136));
         let (page, offset) = g.slot_place(239);
@@ -413,15 +546,48 @@ mod tests {
         assert_eq!(GraphFields::read(&page).unwrap().check(&page), None);
         let cases: Vec<(&str, GraphFields)> = vec![
             ("metric", GraphFields { metric: 9, ..fields }),
-            ("M = 500", GraphFields { m: U16::new(500), ..fields }),
-            ("ef of zero", GraphFields { ef_search: U32::ZERO, ..fields }),
-            ("disagree", GraphFields { node_pages: U32::new(3), ..fields }),
-            ("entry point", GraphFields { live: U64::new(1), ..fields }),
-            ("reserved", GraphFields { reserved1: [1, 0, 0], ..fields }),
+            (
+                "M = 500",
+                GraphFields {
+                    m: U16::new(500),
+                    ..fields
+                },
+            ),
+            (
+                "ef of zero",
+                GraphFields {
+                    ef_search: U32::ZERO,
+                    ..fields
+                },
+            ),
+            (
+                "disagree",
+                GraphFields {
+                    node_pages: U32::new(3),
+                    ..fields
+                },
+            ),
+            (
+                "entry point",
+                GraphFields {
+                    live: U64::new(1),
+                    ..fields
+                },
+            ),
+            (
+                "reserved",
+                GraphFields {
+                    reserved1: [1, 0, 0],
+                    ..fields
+                },
+            ),
         ];
         for (reason, bad) in cases {
             let found = bad.check(&page);
-            assert!(found.as_ref().is_some_and(|f| f.contains(reason)), "expected {reason:?}, got {found:?}");
+            assert!(
+                found.as_ref().is_some_and(|f| f.contains(reason)),
+                "expected {reason:?}, got {found:?}"
+            );
         }
     }
 }

@@ -20,7 +20,10 @@ pub(super) fn check(store: &Store, report: &mut Report) {
                 report.fail(Problem::new(
                     Severity::Failure,
                     "index",
-                    format!("{} more problems of the index", check.problem_count - check.problems.len()),
+                    format!(
+                        "{} more problems of the index",
+                        check.problem_count - check.problems.len()
+                    ),
                 ));
             }
         }

@@ -382,19 +382,17 @@ impl OpCtx<'_> {
             let at = slot as usize * 8;
             u64::from_le_bytes(owners[at..at + 8].try_into().expect("8 bytes"))
         };
-        // Hook (approximate index): a tombstone's slot is not free until a vacuum frees it.
+        // Hook (approximate index): a slot the index holds (a tombstone's, until a vacuum frees
+        // it) is free but not reusable yet, as a quarantined one.
         let held = super::graph::held_vector_slots(self, page, n)?;
         let mut chosen = None;
         let mut other_free = false;
         for k in 0..n {
             let slot = (start + k) % n;
-            if owner(slot) != 0 || held[slot as usize] == super::graph::SlotHold::Node {
+            if owner(slot) != 0 {
                 continue;
             }
-            if chosen.is_none()
-                && !self.w.quarantine.holds_slot(page.page_no(), slot)
-                && held[slot as usize] == super::graph::SlotHold::Free
-            {
+            if chosen.is_none() && !self.w.quarantine.holds_slot(page.page_no(), slot) && !held[slot as usize] {
                 chosen = Some(slot);
             } else {
                 other_free = true;

@@ -8,10 +8,12 @@
 //! apart from every other run and from the free runs.
 
 use super::super::Inner;
-use super::pages::{PageReader, node_of};
+use super::pages::{PageReader, node_of, page_of};
+use crate::format::graph::{decode_node_page, decode_upper_page};
 use crate::ann::{CheckReport, GraphView, NodeId, NodeState};
 use crate::format::graph::GRAPH_LEVEL_MAX;
 use crate::format::page::{self, PageId, PageKind, Space, VECTOR_OWNER_BYTES, VECTOR_OWNERS_OFFSET};
+use zerocopy::FromBytes;
 use crate::Result;
 
 /// Problems listed at most.
@@ -61,12 +63,48 @@ pub(crate) fn check_index(inner: &Inner) -> Result<Option<IndexCheck>> {
         check.problem(problem);
     }
     check.problem_count += report.problem_count.saturating_sub(check.problems.len());
+    check_pages(&reader, &mut check)?;
     check_nodes(&reader, &mut check)?;
     check_runs(&reader, &mut check)?;
     if let Some(reason) = reader.stale() {
         check.problem(format!("a page of the index is not what the graph meta page says: {reason}"));
     }
     Ok(Some(check))
+}
+
+/// Every node and upper page by the rules of its own bytes (`format::graph`): its kind, index
+/// and record size, and each record or slot.
+fn check_pages(reader: &PageReader<'_>, check: &mut IndexCheck) -> Result<()> {
+    let inner = reader.inner;
+    let g = reader.shape.geometry;
+    for (kind, extents, size) in [
+        (PageKind::GraphNodes, &reader.snap.node_extents, g.record_bytes),
+        (PageKind::GraphUpper, &reader.snap.upper_extents, g.slot_bytes),
+    ] {
+        for index in 0..extents.pages {
+            let Some(page) = page_of(extents, index) else { continue };
+            if page.page_no() >= inner.arena.page_count(Space::Catalog) {
+                check.problem(format!("{} page {index} is {page}, beyond the arena", kind.name()));
+                continue;
+            }
+            inner.arena.verify(page)?;
+            let image = inner.arena.read_page(page);
+            let header = page::PageHeader::read_from_prefix(&image).expect("a page holds a header").0;
+            let decoded = match kind {
+                PageKind::GraphNodes => decode_node_page(&image).map(|_| ()),
+                _ => decode_upper_page(&image).map(|_| ()),
+            };
+            let reason = if header.kind != kind as u8 || header.a.get() != index || header.b.get() as usize != size {
+                Some(format!("kind {}, a {}, b {}", header.kind, header.a.get(), header.b.get()))
+            } else {
+                decoded.err()
+            };
+            if let Some(reason) = reason {
+                check.problem(format!("{page}, {} page {index} of the index: {reason}", kind.name()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Nodes against the vector pages' owner tables, and the counts.

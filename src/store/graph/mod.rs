@@ -292,25 +292,14 @@ pub(crate) fn on_delete(ctx: &mut OpCtx<'_>, old: &LeafValue) -> Result<()> {
     hnsw.delete(&mut writer, node)
 }
 
-/// Whether the index keeps a vector slot from reuse (see [`held_vector_slots`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum SlotHold {
-    /// The index has nothing there.
-    Free,
-    /// A node or a tombstone is there: the slot is not free (a vacuum frees it).
-    Node,
-    /// A tombstone freed by a vacuum was there, and readers may still reach it: free, but not
-    /// reusable yet.
-    Quarantined,
-}
-
-/// What the index holds of the `slots` vector slots of `page`. The allocator skips slots
-/// held by a node and waits for quarantined ones.
-pub(crate) fn held_vector_slots(ctx: &mut OpCtx<'_>, page: PageId, slots: u32) -> Result<Vec<SlotHold>> {
+/// Which of the `slots` vector slots of `page` the index keeps from reuse: a node or a
+/// tombstone is there, or a tombstone a vacuum freed that readers may still reach. The
+/// allocator treats them as quarantined slots: free, not reusable yet.
+pub(crate) fn held_vector_slots(ctx: &mut OpCtx<'_>, page: PageId, slots: u32) -> Result<Vec<bool>> {
     let inner = ctx.inner;
     let spp = inner.layout.slots_per_page;
     let nodes: Vec<Option<NodeId>> = (0..slots).map(|s| pages::node_of(page.page_no(), s, spp)).collect();
-    let mut held = vec![SlotHold::Free; slots as usize];
+    let mut held = vec![false; slots as usize];
     {
         let mut quarantine = inner.graph.quarantine.lock();
         if !quarantine.is_empty() {
@@ -320,7 +309,7 @@ pub(crate) fn held_vector_slots(ctx: &mut OpCtx<'_>, page: PageId, slots: u32) -
                     Some(&epoch) if inner.epochs.is_reclaimable(epoch) => {
                         quarantine.remove(node);
                     }
-                    Some(_) => *hold = SlotHold::Quarantined,
+                    Some(_) => *hold = true,
                     None => {}
                 }
             }
@@ -328,10 +317,8 @@ pub(crate) fn held_vector_slots(ctx: &mut OpCtx<'_>, page: PageId, slots: u32) -
     }
     if let Some(writer) = PageWriter::open(ctx)? {
         for (hold, node) in held.iter_mut().zip(&nodes) {
-            if let Some(node) = node
-                && writer.holds(*node)?
-            {
-                *hold = SlotHold::Node;
+            if let Some(node) = node {
+                *hold = *hold || writer.holds(*node)?;
             }
         }
     }
