@@ -327,3 +327,50 @@ impl Built {
         store.set_entry_point(self.entry)
     }
 }
+
+/// A finished graph read through its vectors: what searches need, before it is written.
+pub struct BuiltView<'a, V: VectorSource> {
+    built: &'a Built,
+    vectors: &'a V,
+}
+
+impl Built {
+    /// The graph as a [`GraphView`] over `vectors` (those it was built over).
+    pub fn view<'a, V: VectorSource>(&'a self, vectors: &'a V) -> BuiltView<'a, V> {
+        BuiltView { built: self, vectors }
+    }
+}
+
+impl<V: VectorSource> GraphView for BuiltView<'_, V> {
+    fn dimension(&self) -> usize {
+        self.vectors.source_dimension()
+    }
+
+    fn slot_count(&self) -> NodeId {
+        self.built.slot_count()
+    }
+
+    fn vector(&self, node: NodeId) -> Result<&[f32]> {
+        self.vectors.source_vector(node)
+    }
+
+    fn state(&self, node: NodeId) -> Result<NodeState> {
+        Ok(if self.built.is_node(node) { NodeState::Live } else { NodeState::Free })
+    }
+
+    fn level(&self, node: NodeId) -> Result<u8> {
+        Ok(self.built.level(node))
+    }
+
+    fn neighbours(&self, node: NodeId, layer: u8, out: &mut Vec<NodeId>) -> Result<()> {
+        out.clear();
+        if self.built.is_node(node) && layer <= self.built.level(node) {
+            out.extend_from_slice(self.built.neighbours(node, layer));
+        }
+        Ok(())
+    }
+
+    fn entry_point(&self) -> Result<Option<NodeId>> {
+        Ok(self.built.entry())
+    }
+}

@@ -81,6 +81,7 @@
 #![cfg_attr(not(feature = "testing"), allow(unused_imports))]
 
 mod build;
+mod calibrate;
 mod check;
 mod distance;
 mod filter;
@@ -93,7 +94,8 @@ mod vacuum;
 #[cfg(test)]
 mod tests;
 
-pub use build::{Built, VectorSource};
+pub use build::{Built, BuiltView, VectorSource};
+pub use calibrate::EF_CANDIDATES;
 pub use check::CheckReport;
 pub use filter::{Filter, FilterPlan};
 pub use graph::{DeleteStore, GraphStore, GraphView, LEVEL_MAX, NodeId, NodeState};

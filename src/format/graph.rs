@@ -437,12 +437,16 @@ pub fn decode_node_page(image: &[u8]) -> Result<(usize, Vec<NodeRecord>), String
     Ok((m, records))
 }
 
+/// An upper slot that is not all zero, as [`decode_upper_page`] reads it: its index in the page,
+/// its count field, and the ids of its first `min(count, M)` places.
+pub type UpperSlot = (usize, u32, Vec<u32>);
+
 /// Decodes the upper page `image` (a whole page of kind graph upper): the slot size (header b)
 /// is `4 + 4M` for an M the page size allows. Returns M and, for every slot not all zero, its
 /// index, its count field (a list's length, or a free run's link) and the ids of the first
 /// `min(count, M)` places. Which slots are lists and which free runs, only the node pages and
 /// the graph meta page tell. Pure: never panics.
-pub fn decode_upper_page(image: &[u8]) -> Result<(usize, Vec<(usize, u32, Vec<u32>)>), String> {
+pub fn decode_upper_page(image: &[u8]) -> Result<(usize, Vec<UpperSlot>), String> {
     let Ok((header, _)) = PageHeader::read_from_prefix(image) else {
         return Err(format!("a page of {} bytes holds no header", image.len()));
     };

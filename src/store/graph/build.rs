@@ -5,6 +5,10 @@
 //! image (no before-image: the pages are fresh, formatted beyond the catalog's high-water mark,
 //! which an undo moves back), so the log holds one image per page rather than one edit per
 //! list. A crash before the commit leaves the store as it was, without an index.
+//!
+//! The default candidate list of searches is measured then, not fixed: the smallest that
+//! reaches recall@10 = 0.96 on 100 of the store's own vectors searched leave-one-out (how long
+//! a list a given recall needs depends on the data).
 
 use std::collections::HashMap;
 
@@ -23,8 +27,16 @@ use crate::format::page::{PAGE_HEADER_BYTES, PageId, PageKind, Space, VECTOR_OWN
 use crate::format::record::PageInit;
 use crate::{Error, Result, Store};
 
-/// The candidate list of a search that names none.
+/// The candidate list of a search that names none, in an index built over too few vectors to
+/// calibrate one.
 pub const EF_SEARCH_DEFAULT: usize = 64;
+/// The recall@10 the default candidate list is chosen to reach (`ann::Hnsw::calibrate_ef`):
+/// 0.95 with a margin for the sample's error.
+const EF_RECALL_TARGET: f64 = 0.96;
+/// Queries the calibration draws from the indexed vectors.
+const CALIBRATION_QUERIES: usize = 100;
+/// The k of the recall it measures.
+const CALIBRATION_K: usize = 10;
 /// Bytes of page images per record of a build (records stay far below the log's maximum).
 const IMAGE_BYTES_PER_RECORD: usize = 1 << 20;
 /// Pages freed per record of a drop.
@@ -70,7 +82,11 @@ pub(super) fn create(store: &Store, options: IndexOptions) -> Result<()> {
     } else {
         1
     };
-    let built = hnsw.build_over(&ArenaVectors { inner, count: slots }, &members, threads)?;
+    let vectors = ArenaVectors { inner, count: slots };
+    let built = hnsw.build_over(&vectors, &members, threads)?;
+    let calibration = (CALIBRATION_QUERIES, CALIBRATION_K, EF_RECALL_TARGET);
+    let (ef_search, _) = hnsw.calibrate_ef(&built.view(&vectors), &members, calibration, threads)?;
+    let params = Params { ef_search, ..params };
     let runs = tx.index_op(|ctx| start(ctx, &params, &built))?;
     let page_size = inner.arena.page_size_bytes() as usize;
     let (node_pages, upper_pages) = tx.index_op(|ctx| {

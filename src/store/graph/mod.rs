@@ -84,8 +84,9 @@ pub struct SearchOptions<'a> {
     pub metric: Metric,
     /// Only vectors whose metadata holds this pair.
     pub filter: Option<(&'a str, &'a str)>,
-    /// The candidate list of an index search (at least `k`; default: the index's, 64). Higher
-    /// gains recall and costs time.
+    /// The candidate list of an index search (at least `k`; default: the index's, chosen when it
+    /// was built to reach recall@10 = 0.95 on the store's own vectors). Higher gains recall and
+    /// costs time.
     pub ef: Option<usize>,
     /// Scan every vector (exact) even when an index could answer.
     pub exact: bool,
@@ -111,7 +112,9 @@ pub struct IndexInfo {
     pub m: usize,
     /// Its ef_construction.
     pub ef_construction: usize,
-    /// The candidate list of a search that names none.
+    /// The candidate list of a search that names none: measured at the build, the smallest
+    /// that reached recall@10 = 0.96 on 100 of the store's vectors searched leave-one-out (64
+    /// for an index built over fewer than 12 vectors).
     pub ef_search: usize,
     /// Vectors in it.
     pub live: u64,

@@ -229,38 +229,48 @@ impl<'a> PageReader<'a> {
         self.stale.borrow_mut().get_or_insert(reason);
     }
 
-    /// Copies `out.len()` bytes at `offset` of page index `index` of `kind` out under the page
-    /// latch; false (noted stale) if the page is not what the snapshot says.
-    pub fn read(&self, kind: PageKind, index: u32, offset: usize, out: &mut [u8]) -> Result<bool> {
+    /// Runs `f` on page index `index` of `kind` under the page latch; `None` (noted stale) if
+    /// the page is not what the snapshot says.
+    fn with_page<T>(&self, kind: PageKind, index: u32, f: impl FnOnce(PageId, &[u8]) -> Result<T>) -> Result<Option<T>> {
         let starts = match kind {
             PageKind::GraphNodes => &self.snap.node_extents,
             _ => &self.snap.upper_extents,
         };
         let Some(page) = page_of(starts, index) else {
             self.note_stale(format!("{} page {index} is beyond the snapshot's extents", kind.name()));
-            return Ok(false);
+            return Ok(None);
         };
         check_catalog_page(self.inner, page)?;
         self.inner.arena.verify(page)?;
         let image = self.inner.arena.read_page(page);
         let a = u32::from_le_bytes(image[PAGE_A_OFFSET..PAGE_A_OFFSET + 4].try_into().expect("4 bytes"));
         if image[PAGE_KIND_OFFSET] != kind as u8 || a != index {
+            drop(image);
             self.note_stale(format!("{page} is no longer {} page {index}", kind.name()));
-            return Ok(false);
+            return Ok(None);
         }
-        out.copy_from_slice(&image[offset..offset + out.len()]);
-        Ok(true)
+        f(page, &image).map(Some)
+    }
+
+    /// Copies `out.len()` bytes at `offset` of page index `index` of `kind` out under the page
+    /// latch; false (noted stale) if the page is not what the snapshot says.
+    pub fn read(&self, kind: PageKind, index: u32, offset: usize, out: &mut [u8]) -> Result<bool> {
+        let copied = self.with_page(kind, index, |_, image| {
+            out.copy_from_slice(&image[offset..offset + out.len()]);
+            Ok(())
+        })?;
+        Ok(copied.is_some())
     }
 
     /// Node `node`'s header; `None` if the view is stale there.
     fn header(&self, node: NodeId) -> Result<Option<(NodeHeader, NodeState)>> {
-        let (index, offset) = self.shape.geometry.node_place(node);
-        let mut raw = [0u8; NODE_HEADER_BYTES];
-        if node >= self.slot_count || !self.read(PageKind::GraphNodes, index, offset, &mut raw)? {
+        if node >= self.slot_count {
             return Ok(None);
         }
-        let page = page_of(&self.snap.node_extents, index).expect("read found it");
-        decode_header(self.inner, page, node, &raw).map(Some)
+        let (index, offset) = self.shape.geometry.node_place(node);
+        self.with_page(PageKind::GraphNodes, index, |page, image| {
+            decode_header(self.inner, page, node, &image[offset..offset + NODE_HEADER_BYTES])
+        })
     }
 
     /// True if the running transaction wrote node `node`'s vector (not committed).
@@ -300,39 +310,38 @@ impl GraphView for PageReader<'_> {
     fn neighbours(&self, node: NodeId, layer: u8, out: &mut Vec<NodeId>) -> Result<()> {
         out.clear();
         let g = self.shape.geometry;
-        let (index, offset) = g.node_place(node);
-        if layer == 0 {
-            let mut record = vec![0u8; g.record_bytes];
-            if node >= self.slot_count || !self.read(PageKind::GraphNodes, index, offset, &mut record)? {
-                return Ok(());
-            }
-            let page = page_of(&self.snap.node_extents, index).expect("read found it");
-            let (header, state) = decode_header(self.inner, page, node, &record[..NODE_HEADER_BYTES])?;
-            if state == NodeState::Free {
-                return Ok(());
-            }
-            let count = usize::from(header.count.get());
-            let shape = (count, g.capacity(0), self.slot_count);
-            return decode_list(self.inner, page, node, shape, &record[NODE_HEADER_BYTES..], out);
-        }
-        let Some((header, state)) = self.header(node)? else { return Ok(()) };
-        if state == NodeState::Free || layer > header.level {
-            // A node freed or reused since the list that named it was read: nothing to follow.
+        if node >= self.slot_count {
             return Ok(());
         }
-        let slot = header.upper.get().checked_add(u32::from(layer) - 1);
+        let (index, offset) = g.node_place(node);
+        let slots = self.slot_count;
+        let upper = self.with_page(PageKind::GraphNodes, index, |page, image| {
+            let record = &image[offset..offset + g.record_bytes];
+            let (header, state) = decode_header(self.inner, page, node, &record[..NODE_HEADER_BYTES])?;
+            if state == NodeState::Free || layer > header.level {
+                // A node freed or reused since the list that named it was read: nothing to follow.
+                return Ok(None);
+            }
+            if layer > 0 {
+                return Ok(Some(header.upper.get()));
+            }
+            let count = usize::from(header.count.get());
+            decode_list(self.inner, page, node, (count, g.capacity(0), slots), &record[NODE_HEADER_BYTES..], out)?;
+            Ok(None)
+        })?;
+        let Some(Some(upper)) = upper else { return Ok(()) };
+        let slot = upper.checked_add(u32::from(layer) - 1);
         let Some(slot) = slot.filter(|&s| s < self.snap.fields.upper_next.get()) else {
             self.note_stale(format!("index node {node}: upper slot beyond those handed out"));
             return Ok(());
         };
         let (index, offset) = g.slot_place(slot);
-        let mut bytes = vec![0u8; g.slot_bytes];
-        if !self.read(PageKind::GraphUpper, index, offset, &mut bytes)? {
-            return Ok(());
-        }
-        let page = page_of(&self.snap.upper_extents, index).expect("read found it");
-        let count = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
-        decode_list(self.inner, page, node, (count, g.m, self.slot_count), &bytes[UPPER_COUNT_BYTES..], out)
+        self.with_page(PageKind::GraphUpper, index, |page, image| {
+            let bytes = &image[offset..offset + g.slot_bytes];
+            let count = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
+            decode_list(self.inner, page, node, (count, g.m, slots), &bytes[UPPER_COUNT_BYTES..], out)
+        })?;
+        Ok(())
     }
 
     fn entry_point(&self) -> Result<Option<NodeId>> {
@@ -567,7 +576,7 @@ impl<'c, 'a, 'v> PageWriter<'c, 'a, 'v> {
             let mut link = [0u8; 4];
             self.read(page, offset, &mut link);
             let next = u32::from_le_bytes(link);
-            if next != 0 && next - 1 >= self.fields.upper_next.get() {
+            if next != 0 && next > self.fields.upper_next.get() {
                 return Err(self.ctx.inner.arena.corrupted(page, format!("upper slot {slot}: free-run link {next}")));
             }
             self.set_fields(|f| f.free_runs[usize::from(len)] = next.into());
