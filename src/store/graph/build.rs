@@ -263,20 +263,14 @@ pub(super) fn drop(store: &Store) -> Result<()> {
             node_extents: writer.node_extents().clone(),
             upper_extents: writer.upper_extents().clone(),
         };
-        Ok((writer.shape, snap))
+        let shape = writer.shape;
+        let pages = index_pages(ctx, &snap, shape.meta_page)?;
+        Ok((shape, snap, pages))
     })?;
-    let (shape, snap) = found;
+    let (shape, snap, pages) = found;
     // Readers walking these pages must tell their freeing from damage.
     inner.graph.bump_generation();
-    tx.index_op(|ctx| release_tombstones(ctx, shape.geometry, &snap))?;
-    let mut pages: Vec<PageId> = Vec::new();
-    for index in 0..snap.fields.node_pages.get() {
-        pages.extend(page_of(&snap.node_extents, index));
-    }
-    for index in 0..snap.fields.upper_pages.get() {
-        pages.extend(page_of(&snap.upper_extents, index));
-    }
-    pages.push(shape.meta_page);
+    tx.index_op(|ctx| release_tombstones(ctx, shape.geometry, &snap, &pages))?;
     for chunk in pages.chunks(PAGES_FREED_PER_RECORD) {
         inner.graph.bump_generation();
         tx.index_op(|ctx| {
@@ -294,14 +288,35 @@ pub(super) fn drop(store: &Store) -> Result<()> {
     Ok(())
 }
 
+/// Every page of the index: its node pages in index order, then its upper pages, then its
+/// graph meta page; `Err(Corrupted)` if one is not a catalog page in use.
+fn index_pages(ctx: &OpCtx<'_>, snap: &Snapshot, meta_page: PageId) -> Result<Vec<PageId>> {
+    let in_use = ctx.w.meta.catalog_pages.get().min(ctx.inner.arena.page_count(Space::Catalog));
+    let mut pages: Vec<PageId> = Vec::new();
+    for (extents, count) in [
+        (&snap.node_extents, snap.fields.node_pages.get()),
+        (&snap.upper_extents, snap.fields.upper_pages.get()),
+    ] {
+        pages.extend((0..count).filter_map(|index| page_of(extents, index)));
+    }
+    pages.push(meta_page);
+    match pages.iter().find(|p| p.page_no() == 0 || p.page_no() >= in_use) {
+        Some(page) => Err(ctx
+            .inner
+            .arena
+            .corrupted(meta_page, format!("the index names {page}, no catalog page in use"))),
+        None => Ok(pages),
+    }
+}
+
 /// Gives the slots of the index's tombstones back to the vector allocator (quarantined while
-/// readers may still reach them).
-fn release_tombstones(ctx: &mut OpCtx<'_>, geometry: GraphGeometry, snap: &Snapshot) -> Result<()> {
+/// readers may still reach them). `pages` are the index's pages, node pages first.
+fn release_tombstones(ctx: &mut OpCtx<'_>, geometry: GraphGeometry, snap: &Snapshot, pages: &[PageId]) -> Result<()> {
     let inner = ctx.inner;
     let epoch = inner.epochs.now();
     let spp = inner.layout.slots_per_page;
-    for index in 0..snap.fields.node_pages.get() {
-        let Some(page) = page_of(&snap.node_extents, index) else { continue };
+    for (index, &page) in pages.iter().take(snap.fields.node_pages.get() as usize).enumerate() {
+        let index = index as u32;
         inner.arena.check_in_use(page)?;
         let image = inner.arena.copy_page(page);
         for i in 0..geometry.nodes_per_page {
