@@ -12,7 +12,12 @@
 //! exact scan of the same vectors with Vellum's scan kernels. Queries are not in the index:
 //! (a) 1,000 more random unit vectors, (b) the last 1,000 rows of the file.
 //!
-//! `cargo bench --bench ann [-- --scale F] [--dataset random|minilm]`. Targets (issue 19):
+//! Then the same vectors in a Vellum store (16 KiB pages, `SyncMode::Never`, no archive): the
+//! index built by `Store::create_index` (its pages and log included), its recall/QPS curve
+//! through `Store::search_with`, the exact scan's p50 through the same API, single upserts into
+//! the indexed store, and the open time of the store with its index and without it.
+//!
+//! `cargo bench --bench ann [-- --scale F] [--dataset random|minilm] [--no-store]`. Targets (issue 19):
 //! recall@10 >= 0.95 at the default ef; QPS at recall 0.95 >= 0.5x the library's; build
 //! throughput >= 0.5x; p50 latency at 1M x 128 >= 30x below the exact scan.
 
@@ -21,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use hnsw_rs::anndists::dist::DistDot;
 use vellum::Metric;
-use vellum::ann::{GraphStore, Hnsw, MemoryStore, Params, Scratch};
+use vellum::ann::{GraphView, Hnsw, MemoryStore, Params, Scratch};
 use vellum::rng::SplitMix64;
 
 const K: usize = 10;
@@ -34,6 +39,7 @@ struct Options {
     scale: f64,
     datasets: Vec<String>,
     threads: usize,
+    store: bool,
 }
 
 fn options() -> Options {
@@ -57,6 +63,7 @@ fn options() -> Options {
         scale,
         datasets,
         threads,
+        store: !args.iter().any(|a| a == "--no-store"),
     }
 }
 
@@ -186,7 +193,8 @@ fn qps_at(curve: &[Point], recall: f64) -> Option<f64> {
     })
 }
 
-fn run(name: &str, dimension: usize, base: &[f32], queries: &[f32], threads: usize) {
+fn run(name: &str, dimension: usize, base: &[f32], queries: &[f32], options: &Options) {
+    let threads = options.threads;
     let count = base.len() / dimension;
     let nq = queries.len() / dimension;
     println!("\n== {name}: {count} vectors of dimension {dimension}, {nq} queries, {threads} threads ==");
@@ -284,6 +292,146 @@ fn run(name: &str, dimension: usize, base: &[f32], queries: &[f32], threads: usi
         scan_p50,
         store.slot_count(),
     );
+    if options.store {
+        in_store(dimension, base, queries, threads, &truth, peer_build, &theirs);
+    }
+}
+
+/// The same vectors in a Vellum store: the index through the store's API.
+fn in_store(
+    dimension: usize,
+    base: &[f32],
+    queries: &[f32],
+    threads: usize,
+    truth: &[Vec<u32>],
+    peer_build: f64,
+    theirs: &[Point],
+) {
+    use vellum::{IndexOptions, SearchOptions, Store, SyncMode};
+    let count = base.len() / dimension;
+    let nq = queries.len() / dimension;
+    let query = |q: usize| &queries[q * dimension..(q + 1) * dimension];
+    let tmp = std::env::var_os("TMPDIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let dir = tempfile::tempdir_in(tmp).unwrap();
+    let path = dir.path().join("store");
+    let options = || vellum::Options {
+        sync: SyncMode::Never,
+        archive: false,
+        ..vellum::Options::default()
+    };
+    println!("\n-- the same vectors in a Vellum store ({}) --", path.display());
+    let store = Store::create(&path, dimension as u32, options()).unwrap();
+    let ids: Vec<String> = (0..count).map(|i| i.to_string()).collect();
+    let started = Instant::now();
+    for (chunk, rows) in base.chunks(dimension * 10_000).zip(ids.chunks(10_000)) {
+        let rows: Vec<vellum::Row<'_>> = rows
+            .iter()
+            .zip(chunk.chunks_exact(dimension))
+            .map(|(id, v)| (id.as_str(), v, &[][..]))
+            .collect();
+        store.insert_many(&rows).unwrap();
+    }
+    println!("loaded {count} vectors in {:.1?} (bulk inserts)", started.elapsed());
+    let started = Instant::now();
+    store
+        .create_index(IndexOptions {
+            metric: Metric::Dot,
+            m: M,
+            ef_construction: EF_CONSTRUCTION,
+        })
+        .unwrap();
+    let built = started.elapsed();
+    let build = count as f64 / built.as_secs_f64();
+    let info = store.index_info().unwrap().unwrap();
+    println!(
+        "create_index: {build:.0} vectors/s ({built:.1?}; {:.1} MiB of pages), {:.2}x hnsw_rs's build (target >= 0.5)",
+        info.size_bytes as f64 / (1 << 20) as f64,
+        build / peer_build
+    );
+    let mut curve = Vec::new();
+    println!(
+        "\n{:>5} | {:>8} {:>9} {:>9}   (Store::search_with)",
+        "ef", "recall", "QPS", "p50"
+    );
+    for ef in EFS.into_iter().filter(|&ef| ef <= count) {
+        let search = |q: usize| -> Vec<u32> {
+            let options = SearchOptions {
+                metric: Metric::Dot,
+                ef: Some(ef),
+                ..SearchOptions::default()
+            };
+            let hits = store.search_with(query(q), K, &options).unwrap();
+            hits.iter().map(|h| h.0.parse::<u32>().unwrap()).collect()
+        };
+        let (recall, qps, p50) = measure(nq, threads, truth, &search);
+        println!("{ef:>5} | {recall:>8.4} {qps:>9.0} {p50:>9.1?}");
+        curve.push(Point { ef, recall, qps, p50 });
+    }
+    let exact = SearchOptions {
+        metric: Metric::Dot,
+        exact: true,
+        ..SearchOptions::default()
+    };
+    let mut scans: Vec<Duration> = (0..nq.min(20))
+        .map(|q| {
+            let at = Instant::now();
+            std::hint::black_box(store.search_with(query(q), K, &exact).unwrap());
+            at.elapsed()
+        })
+        .collect();
+    scans.sort_unstable();
+    let scan_p50 = scans[scans.len() / 2];
+    let default = vellum::SearchOptions {
+        metric: Metric::Dot,
+        ..vellum::SearchOptions::default()
+    };
+    let search = |q: usize| -> Vec<u32> {
+        let hits = store.search_with(query(q), K, &default).unwrap();
+        hits.iter().map(|h| h.0.parse::<u32>().unwrap()).collect()
+    };
+    let (recall, qps, p50) = measure(nq, threads, truth, &search);
+    println!(
+        "recall@10 at the default ef ({}, calibrated by create_index): {recall:.4} (target >= 0.95), {qps:.0} QPS, p50 {p50:.1?}",
+        info.ef_search
+    );
+    match (qps_at(&curve, 0.95), qps_at(theirs, 0.95)) {
+        (Some(a), Some(b)) => println!(
+            "QPS at recall 0.95: store {a:.0}, hnsw_rs {b:.0}, ratio {:.2} (target >= 0.5)",
+            a / b
+        ),
+        (a, b) => println!("QPS at recall 0.95: store {a:?}, hnsw_rs {b:?}"),
+    }
+    if let Some(p) = curve.iter().find(|p| p.recall >= 0.95) {
+        println!(
+            "p50 at recall >= 0.95 (ef {}): {:.1?}; the store's exact scan: {scan_p50:.1?}: {:.0}x lower (target >= 30x at 1M)",
+            p.ef,
+            p.p50,
+            scan_p50.as_secs_f64() / p.p50.as_secs_f64()
+        );
+    }
+    let started = Instant::now();
+    let upserts = 2000.min(count);
+    for i in 0..upserts {
+        store
+            .upsert(&ids[i], &base[i * dimension..(i + 1) * dimension], &[])
+            .unwrap();
+    }
+    println!(
+        "{upserts} single upserts into the indexed store (each a new node and a tombstone): {:.0}/s",
+        upserts as f64 / started.elapsed().as_secs_f64()
+    );
+    store.close().unwrap();
+    let open_ms = |label: &str| {
+        let started = Instant::now();
+        let store = Store::open(&path, options()).unwrap();
+        let took = started.elapsed();
+        println!("open, warm page cache, {label}: {took:.1?}");
+        store
+    };
+    let store = open_ms("with the index");
+    store.drop_index().unwrap();
+    store.close().unwrap();
+    drop(open_ms("after drop_index"));
 }
 
 fn summary(hnsw: &Hnsw, ours: &[Point], theirs: &[Point], build_ratio: f64, scan_p50: Duration, count: u32) {
@@ -338,7 +486,7 @@ fn main() {
                 let count = ((1_000_000.0 * options.scale) as usize).max(1000);
                 let base = random_unit(count, 128, 1);
                 let queries = random_unit(QUERIES.min(count / 2), 128, 2);
-                run("random unit vectors", 128, &base, &queries, options.threads);
+                run("random unit vectors", 128, &base, &queries, &options);
             }
             "minilm" => minilm(&options),
             other => panic!("unknown dataset {other}: random or minilm"),
@@ -360,5 +508,5 @@ fn minilm(options: &Options) {
     let total = ((rows as f64 * options.scale.min(1.0)) as usize).clamp(2 * QUERIES.min(rows / 2), rows);
     let nq = QUERIES.min(total / 2);
     let (base, queries) = data[..total * dimension].split_at((total - nq) * dimension);
-    run("MiniLM sentence embeddings", dimension, base, queries, options.threads);
+    run("MiniLM sentence embeddings", dimension, base, queries, options);
 }

@@ -108,8 +108,8 @@ mod modes;
 #[cfg(feature = "object-store")]
 mod replica;
 mod restore;
-/// The project's one seeded generator (SplitMix64), for the simulator, the HNSW level draws,
-/// the demo, tests and benchmarks. No part of the API: nothing in it is stable.
+// The project's one seeded generator (SplitMix64), for the simulator, the HNSW level draws,
+// the demo, tests and benchmarks. No part of the API: nothing in it is stable.
 #[doc(hidden)]
 pub mod rng;
 pub mod storage;
@@ -126,7 +126,10 @@ pub use restore::{RestoreReport, RestoreTarget, restore, restore_with};
 pub use search::Metric;
 pub use ship::is_url as is_archive_url;
 pub use store::recovery::RecoveryReport;
-pub use store::{BATCH_RECORD_BYTES, LogInfo, Options, Retention, Row, Store, Transaction, VectorRef};
+pub use store::{
+    BATCH_RECORD_BYTES, IndexInfo, IndexOptions, LogInfo, Options, Retention, Row, SearchOptions, Store, Transaction,
+    VectorRef,
+};
 pub use store::{Entries, Entry, Ids, ListOptions};
 #[cfg(feature = "object-store")]
 pub use {

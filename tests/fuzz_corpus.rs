@@ -95,7 +95,8 @@ replay_tests!(
     archive_decode,
     wal_scan,
     recovery,
-    ops
+    ops,
+    graph_page
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -478,6 +479,16 @@ fn generate_fuzz_corpus() {
         let (path, offset) = page_place(id);
         let bytes = index_store.read_file(&path).unwrap();
         write_seed("arena_page", kind.name(), &bytes[offset..offset + PAGE as usize]);
+    }
+
+    // graph_page: the approximate index's golden pages (graph meta, node, upper page), and the
+    // pages of the target's own base store.
+    for name in ["page-graph-meta", "page-graph-nodes", "page-graph-upper"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("format-spec/vectors/{name}.bin"));
+        write_seed("graph_page", name, &std::fs::read(path).expect("a golden graph page"));
+    }
+    for (name, page) in fuzz::graph_page_seeds() {
+        write_seed("graph_page", &name, &page);
     }
 
     // archive_decode: LZ4 blocks with a prepended size (floats, text, nothing).

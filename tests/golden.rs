@@ -289,7 +289,7 @@ fn arena_pages() -> Arena {
     let fields = MetaFields {
         root: U64::new(catalog_id(4).0),
         height: U32::new(2),
-        reserved: U32::ZERO,
+        graph: U32::ZERO,
         count: U64::new(3),
         vector_pages: U64::new(1),
         catalog_pages: U64::new(7),
@@ -580,6 +580,21 @@ fn regenerate_golden_vectors() {
             "page-init of a free page, catalog page 6 (valid, though writers free pages by rewriting their kind)",
             record::PageInit::new(PageKind::Free, 0, 0),
         ),
+        (
+            "payload-page-init-graph-meta",
+            "page-init of the approximate index's graph meta page, catalog page 8 (a = b = 0; its fields follow as edits)",
+            record::PageInit::new(PageKind::GraphMeta, 0, 0),
+        ),
+        (
+            "payload-page-init-graph-nodes",
+            "page-init of a graph node page, catalog page 9 (a = node page index 0, b = 24-byte records: M = 2)",
+            record::PageInit::new(PageKind::GraphNodes, 0, 24),
+        ),
+        (
+            "payload-page-init-graph-upper",
+            "page-init of a graph upper page, catalog page 10 (a = upper page index 0, b = 12-byte slots: M = 2)",
+            record::PageInit::new(PageKind::GraphUpper, 0, 12),
+        ),
     ] {
         let page = match init.kind() {
             PageKind::Vector => vec0,
@@ -587,6 +602,9 @@ fn regenerate_golden_vectors() {
             PageKind::IndexLeaf => catalog_id(3),
             PageKind::IndexBranch => catalog_id(4),
             PageKind::Free => catalog_id(6),
+            PageKind::GraphMeta => catalog_id(8),
+            PageKind::GraphNodes => catalog_id(9),
+            PageKind::GraphUpper => catalog_id(10),
             _ => catalog_id(2),
         };
         w.put(
@@ -662,10 +680,10 @@ fn regenerate_golden_vectors() {
         Err("invalid"),
     );
     let mut bad_kind = init.clone();
-    bad_kind[8] = 8;
+    bad_kind[8] = 11;
     w.put(
         "payload-page-init-bad-kind",
-        "a page-init of page kind 8 (kinds 0-7 are defined)",
+        "a page-init of page kind 11 (kinds 0-10 are defined)",
         "record-payload",
         payload_input(8),
         &bad_kind,
@@ -1638,9 +1656,9 @@ fn arena_page_vectors(w: &mut Writer, arena: &Arena) {
         ),
         (
             "page-unknown-kind",
-            "page-index-leaf with kind 8 (CRC correct)",
+            "page-index-leaf with kind 11 (CRC correct)",
             catalog_id(3),
-            damaged(&arena.leaf_left, &|p| p[4] = 8),
+            damaged(&arena.leaf_left, &|p| p[4] = 11),
         ),
         (
             "page-meta-flipped-bit",
@@ -1778,10 +1796,154 @@ fn arena_page_vectors(w: &mut Writer, arena: &Arena) {
     for (name, description, id, bytes) in cases {
         w.put(name, description, "arena-page", input(id), &bytes, Err("invalid"));
     }
+    graph_page_vectors(w, &input);
     assert_eq!(
         metadata_json(&arena.metadata).unwrap(),
         json!([["lang", "en"], ["source", "golden"]])
     );
+}
+
+/// The approximate index of the golden arena's vectors (format-spec/graph.md): M = 2, L2.
+/// Nodes 0-3 are the slots of vector page 0: "alpha" (node 0, level 1, the entry point),
+/// "beta", "gamma", and the tombstone of "delta" (node 3, its slot free but still holding its
+/// vector), which node 1's list still names. Node 0's layer-1 list is upper slot 0 (empty: no
+/// other node has layer 1); slot 1 is a free run of length 1.
+struct GraphPages {
+    meta: Vec<u8>,
+    nodes: Vec<u8>,
+    upper: Vec<u8>,
+}
+
+fn graph_pages() -> GraphPages {
+    use vellum::format::graph::{self, GraphFields, NodeHeader};
+    let fields = GraphFields {
+        metric: graph::METRIC_L2,
+        m: U16::new(2),
+        ef_construction: U32::new(16),
+        ef_search: U32::new(64),
+        extent_shift: graph::EXTENT_SHIFT,
+        seed: U64::new(0x00C0_FFEE_5EED),
+        entry: U64::new(1),
+        live: U64::new(3),
+        deleted: U64::new(1),
+        node_pages: U32::new(1),
+        upper_pages: U32::new(1),
+        upper_next: U32::new(2),
+        node_extents: U16::new(1),
+        upper_extents: U16::new(1),
+        free_runs: std::array::from_fn(|len| U32::new(if len == 1 { 2 } else { 0 })),
+        ..GraphFields::default()
+    };
+    let meta = sealed(PageKind::GraphMeta, catalog_id(8), (0, 0, 0), 4400, |pg| {
+        pg[64..192].copy_from_slice(fields.as_bytes());
+        pg[graph::node_extent_offset(0)..][..4].copy_from_slice(&9u32.to_le_bytes());
+        pg[graph::upper_extent_offset(PAGE as usize, 0)..][..4].copy_from_slice(&10u32.to_le_bytes());
+    });
+    let records: [(u8, u8, &[u32]); 4] = [
+        (graph::NODE_LIVE, 1, &[1, 2]),
+        (graph::NODE_LIVE, 0, &[0, 2, 3]),
+        (graph::NODE_LIVE, 0, &[0, 1]),
+        (graph::NODE_DELETED, 0, &[1]),
+    ];
+    let nodes = sealed(PageKind::GraphNodes, catalog_id(9), (0, 24, 0), 4400, |pg| {
+        for (n, (state, level, list)) in records.iter().enumerate() {
+            let at = 64 + 24 * n;
+            let header = NodeHeader {
+                state: *state,
+                level: *level,
+                count: U16::new(list.len() as u16),
+                upper: U32::ZERO,
+            };
+            pg[at..at + 8].copy_from_slice(header.as_bytes());
+            pg[at + 8..at + 8 + 4 * list.len()].copy_from_slice(list.as_bytes());
+        }
+    });
+    // Slot 0: node 0's empty layer-1 list; slot 1: a free run, the last of its list (link 0).
+    let upper = sealed(PageKind::GraphUpper, catalog_id(10), (0, 12, 0), 4400, |_| {});
+    GraphPages { meta, nodes, upper }
+}
+
+/// The graph pages, valid and damaged.
+fn graph_page_vectors(w: &mut Writer, input: &dyn Fn(PageId) -> Value) {
+    let g = graph_pages();
+    let valid = [
+        (
+            "page-graph-meta",
+            "the graph meta page of an approximate index (catalog page 8): L2, M 2, ef_construction 16, ef_search 64, entry point node 0, 3 live nodes and 1 tombstone, node pages in catalog page 9, upper pages in catalog page 10, upper slot 1 a free run of length 1",
+            catalog_id(8),
+            &g.meta,
+        ),
+        (
+            "page-graph-nodes",
+            "a graph node page (catalog page 9, node page 0, 24-byte records): node 0 level 1 [1, 2], node 1 [0, 2, 3], node 2 [0, 1], node 3 a tombstone [1]",
+            catalog_id(9),
+            &g.nodes,
+        ),
+        (
+            "page-graph-upper",
+            "a graph upper page (catalog page 10, upper page 0, 12-byte slots): all zero (node 0's empty layer-1 list, a free run whose link is 0)",
+            catalog_id(10),
+            &g.upper,
+        ),
+    ];
+    for (name, description, id, bytes) in valid {
+        w.put(name, description, "arena-page", input(id), bytes, Ok(None));
+    }
+    let damaged = |base: &[u8], change: &dyn Fn(&mut Vec<u8>)| {
+        let mut page = base.to_vec();
+        change(&mut page);
+        page::seal(&mut page);
+        page
+    };
+    let cases: Vec<(&str, &str, PageId, Vec<u8>)> = vec![
+        (
+            "page-graph-meta-unknown-metric",
+            "page-graph-meta with metric 9 (CRC correct)",
+            catalog_id(8),
+            damaged(&g.meta, &|p| p[64] = 9),
+        ),
+        (
+            "page-graph-meta-pages-disagree",
+            "page-graph-meta counting 3 node pages in its one extent of 1 (CRC correct)",
+            catalog_id(8),
+            damaged(&g.meta, &|p| p[112..116].copy_from_slice(&3u32.to_le_bytes())),
+        ),
+        (
+            "page-graph-meta-m-too-large",
+            "page-graph-meta with M 100: 15 lists of 100 ids do not fit a 4 KiB page (CRC correct)",
+            catalog_id(8),
+            damaged(&g.meta, &|p| p[66..68].copy_from_slice(&100u16.to_le_bytes())),
+        ),
+        (
+            "page-graph-nodes-bad-state",
+            "page-graph-nodes whose node 2 has state 7 (CRC correct)",
+            catalog_id(9),
+            damaged(&g.nodes, &|p| p[64 + 48] = 7),
+        ),
+        (
+            "page-graph-nodes-over-capacity",
+            "page-graph-nodes whose node 1 counts 5 neighbours, more than 2M = 4 (CRC correct)",
+            catalog_id(9),
+            damaged(&g.nodes, &|p| {
+                p[64 + 24 + 2..64 + 24 + 4].copy_from_slice(&5u16.to_le_bytes())
+            }),
+        ),
+        (
+            "page-graph-nodes-free-not-zero",
+            "page-graph-nodes whose free record 5 has level 1 (CRC correct): a free record's header is zero",
+            catalog_id(9),
+            damaged(&g.nodes, &|p| p[64 + 5 * 24 + 1] = 1),
+        ),
+        (
+            "page-graph-upper-bad-slot-size",
+            "page-graph-upper with 13-byte slots, no 4 + 4M (CRC correct)",
+            catalog_id(10),
+            damaged(&g.upper, &|p| p[28..32].copy_from_slice(&13u32.to_le_bytes())),
+        ),
+    ];
+    for (name, description, id, bytes) in cases {
+        w.put(name, description, "arena-page", input(id), &bytes, Err("invalid"));
+    }
 }
 
 /// Rewrites an archive file's header fields `at..` with `bytes` and reseals its checksums.

@@ -712,11 +712,11 @@ def parse_payload(kind, p, P):
     out = {}
     if kind == 1:
         op = buf.u("B", 1)
-        if op not in (1, 2, 3, 4):
+        if op not in (1, 2, 3, 4, 5):
             raise PayloadError("unknown op %d" % op)
         k = buf.u("H", 2)
         idb = buf.take(k)
-        out["op"] = {1: "insert", 2: "upsert", 3: "delete", 4: "batch"}[op]
+        out["op"] = {1: "insert", 2: "upsert", 3: "delete", 4: "batch", 5: "index"}[op]
         try:
             out["id"] = bytes(idb).decode("utf-8")
         except UnicodeDecodeError:
@@ -805,8 +805,11 @@ def record_json(r, full):
 ARENA_RE = re.compile(r"^(catalog|vector)-([0-9a-f]{8})\.pages$")
 # section 14.2: page kinds, and the space each may lie in
 KIND_ZERO, KIND_VECTOR, KIND_CATALOG, KIND_OVERFLOW, KIND_META, KIND_LEAF, KIND_BRANCH, KIND_FREE = range(8)
-PAGE_KINDS = range(8)
-ALLOWED_KINDS = {SPACE_CATALOG: (KIND_ZERO, KIND_CATALOG, KIND_OVERFLOW, KIND_META, KIND_LEAF, KIND_BRANCH, KIND_FREE),
+# format-spec/graph.md: the approximate index's pages
+KIND_GRAPH_META, KIND_GRAPH_NODES, KIND_GRAPH_UPPER = 8, 9, 10
+PAGE_KINDS = range(11)
+ALLOWED_KINDS = {SPACE_CATALOG: (KIND_ZERO, KIND_CATALOG, KIND_OVERFLOW, KIND_META, KIND_LEAF, KIND_BRANCH, KIND_FREE,
+                                 KIND_GRAPH_META, KIND_GRAPH_NODES, KIND_GRAPH_UPPER),
                  SPACE_VECTOR: (KIND_ZERO, KIND_VECTOR)}
 LIST_END = 1   # a list link naming no next page (14.11)
 
@@ -1143,7 +1146,7 @@ def is_vector_link(v):
     return is_page_id(v) and space_of(v) == SPACE_VECTOR
 
 
-META_FIELDS = [("root", "Q", 64), ("height", "I", 72), ("reserved", "I", 76), ("count", "Q", 80),
+META_FIELDS = [("root", "Q", 64), ("height", "I", 72), ("graph", "I", 76), ("count", "Q", 80),
                ("vector_pages", "Q", 88), ("catalog_pages", "Q", 96), ("hot_catalog", "Q", 104),
                ("vector_head", "Q", 112), ("vector_tail", "Q", 120), ("roomy_head", "Q", 128),
                ("roomy_tail", "Q", 136), ("free_head", "Q", 144), ("free_tail", "Q", 152)]
@@ -1156,8 +1159,8 @@ def meta_fields(img):
         raise ValueError("page kind %d is not the meta page" % img[4])
     f = {name: struct.unpack_from("<" + fmt, img, off)[0] for name, fmt, off in META_FIELDS}
     a, b, c = struct.unpack_from("<IIQ", img, 24)
-    if a or b or c or f["reserved"] or any(img[160:]):
-        raise ValueError("meta page: a, b, c, bytes 76..80 or bytes after 160 are not zero")
+    if a or b or c or any(img[160:]):
+        raise ValueError("meta page: a, b, c or bytes after 160 are not zero")
     if (f["root"] == 0) != (f["height"] == 0):
         raise ValueError("meta page: root %#x with height %d" % (f["root"], f["height"]))
     if f["root"] == 0 and f["count"] != 0:
@@ -1175,6 +1178,102 @@ def meta_fields(img):
         if f[name] and not is_catalog_link(f[name]):
             raise ValueError("meta page: %s %#x is no catalog page" % (name, f[name]))
     return f
+
+
+GRAPH_FIELDS = [("metric", "B", 64), ("reserved0", "B", 65), ("m", "H", 66), ("ef_construction", "I", 68),
+                ("ef_search", "I", 72), ("extent_shift", "B", 76), ("seed", "Q", 80), ("entry", "Q", 88),
+                ("live", "Q", 96), ("deleted", "Q", 104), ("node_pages", "I", 112), ("upper_pages", "I", 116),
+                ("upper_next", "I", 120), ("node_extents", "H", 124), ("upper_extents", "H", 126)]
+GRAPH_LEVEL_MAX = 15
+
+
+def graph_m_ok(m, P):
+    """graph.md 4: M at least 2, and 15 upper slots of 4 + 4M bytes fit a page."""
+    return m >= 2 and (P - 64) // (4 + 4 * m) >= GRAPH_LEVEL_MAX
+
+
+def extent_pages(before, shift):
+    """graph.md 6: pages of the extent that follows `before` pages of its kind."""
+    return max(1, before >> shift)
+
+
+def graph_fields(img, P):
+    """graph.md 4: the graph meta page's fields and extent tables, or ValueError."""
+    if img[4] != KIND_GRAPH_META:
+        raise ValueError("page kind %d is not the graph meta page" % img[4])
+    g = {name: struct.unpack_from("<" + fmt, img, off)[0] for name, fmt, off in GRAPH_FIELDS}
+    a, b, c = struct.unpack_from("<IIQ", img, 24)
+    if a or b or c:
+        raise ValueError("graph meta page: header fields a, b, c are not zero")
+    if g["metric"] not in (1, 2, 3):
+        raise ValueError("graph meta page: unknown metric %d" % g["metric"])
+    if g["reserved0"] or any(img[77:80]):
+        raise ValueError("graph meta page: reserved bytes are not zero")
+    if not graph_m_ok(g["m"], P):
+        raise ValueError("graph meta page: M = %d does not suit pages of %d bytes" % (g["m"], P))
+    if g["ef_construction"] == 0 or g["ef_search"] == 0:
+        raise ValueError("graph meta page: ef of zero")
+    if g["extent_shift"] > 16:
+        raise ValueError("graph meta page: extent shift %d" % g["extent_shift"])
+    x = (P - 192) // 8
+    if g["node_extents"] > x or g["upper_extents"] > x:
+        raise ValueError("graph meta page: more extents than its tables hold")
+    for kind in ("node", "upper"):
+        pages = 0
+        for _ in range(g[kind + "_extents"]):
+            pages += extent_pages(pages, g["extent_shift"])
+        if pages != g[kind + "_pages"]:
+            raise ValueError("graph meta page: %s pages %d, its extents hold %d" % (kind, g[kind + "_pages"], pages))
+    g["free_runs"] = list(struct.unpack_from("<16I", img, 128))
+    if g["free_runs"][0]:
+        raise ValueError("graph meta page: free run list 0 is not empty")
+    if g["entry"] == 0 and g["live"] + g["deleted"]:
+        raise ValueError("graph meta page: nodes but no entry point")
+    g["node_table"] = list(struct.unpack_from("<%dI" % g["node_extents"], img, 192))
+    g["upper_table"] = list(struct.unpack_from("<%dI" % g["upper_extents"], img, 192 + 4 * x))
+    return g
+
+
+def graph_node_records(img, P):
+    """graph.md 5: (M, records not free as (index, state, level, upper, ids)), or ValueError."""
+    if img[4] != KIND_GRAPH_NODES or u64_at(img, 32):
+        raise ValueError("page kind %d is not a graph node page" % img[4])
+    r = struct.unpack_from("<I", img, 28)[0]
+    m = max(r - 8, 0) // 8
+    if r != 8 + 8 * m or not graph_m_ok(m, P):
+        raise ValueError("node records of %d bytes: no valid M for pages of %d bytes" % (r, P))
+    records = []
+    for i in range((P - 64) // r):
+        at = 64 + i * r
+        st, lv, cnt, up = struct.unpack_from("<BBHI", img, at)
+        if st == 0:
+            if any(img[at:at + 8]):
+                raise ValueError("record %d: free, but its header is not zero" % i)
+            continue
+        if st not in (1, 2):
+            raise ValueError("record %d: state %d" % (i, st))
+        if lv > GRAPH_LEVEL_MAX or cnt > 2 * m:
+            raise ValueError("record %d: level %d and %d neighbours (M = %d)" % (i, lv, cnt, m))
+        records.append((i, st, lv, up, list(struct.unpack_from("<%dI" % cnt, img, at + 8))))
+    return m, records
+
+
+def graph_upper_slots(img, P):
+    """graph.md 5: (M, slots not all zero as (index, count, ids of min(count, M) places))."""
+    if img[4] != KIND_GRAPH_UPPER or u64_at(img, 32):
+        raise ValueError("page kind %d is not a graph upper page" % img[4])
+    u = struct.unpack_from("<I", img, 28)[0]
+    m = max(u - 4, 0) // 4
+    if u != 4 + 4 * m or not graph_m_ok(m, P):
+        raise ValueError("upper slots of %d bytes: no valid M for pages of %d bytes" % (u, P))
+    slots = []
+    for i in range((P - 64) // u):
+        at = 64 + i * u
+        if not any(img[at:at + u]):
+            continue
+        cnt = struct.unpack_from("<I", img, at)[0]
+        slots.append((i, cnt, list(struct.unpack_from("<%dI" % min(cnt, m), img, at + 4))))
+    return m, slots
 
 
 def node_cells(img, P):
@@ -1369,7 +1468,7 @@ class Contents:
             info["meta"] = None
             return {}, info
         self.V, self.C = meta["vector_pages"], max(meta["catalog_pages"], 1)
-        info["meta"] = {k: v for k, v in meta.items() if k != "reserved"}
+        info["meta"] = dict(meta)
         for sp, mark in ((SPACE_CATALOG, self.C), (SPACE_VECTOR, self.V)):
             for no in range(mark):
                 pid = (sp << 56) | no
@@ -1387,6 +1486,7 @@ class Contents:
                 vectors[got[0]] = got[1]
         self.check_unnamed(named, owned)
         self.check_lists(meta)
+        info["graph"] = self.read_graph(meta, owned)
         self.check_roles()
         return vectors, info
 
@@ -1622,6 +1722,100 @@ class Contents:
             img, why = self.get(hot)
             if page_no(hot) >= self.C or why is not None or img[4] != KIND_CATALOG:
                 self.dmg("list", "the hot catalog page %#x is not a catalog page in use" % hot)
+
+    def read_graph(self, meta, owned):
+        """graph.md: the approximate index's pages claimed and its invariants (8) checked: every
+        vector a live node and every live node a vector, tombstones' slots empty, the counts, every
+        list within its capacity naming nodes that have its layer, the entry point of the top
+        level.  Returns a summary, or None when the store has no index."""
+        g_no, P = meta["graph"], self.P
+        if g_no == 0:
+            return None
+        gpid = (SPACE_CATALOG << 56) | g_no
+        img, why = self.get(gpid) if 1 <= g_no < self.C else (None, "not a catalog page in use")
+        if why is None:
+            try:
+                g = graph_fields(img, P)
+            except ValueError as e:
+                why = str(e)
+        if why is not None:
+            self.dmg("graph", "the graph meta page (catalog page %d) is not valid: %s" % (g_no, why), page="%#018x" % gpid)
+            return None
+        self.claim(g_no, "the graph meta page")
+        m = g["m"]
+        per_node, per_upper = (P - 64) // (8 + 8 * m), (P - 64) // (4 + 4 * m)
+
+        def pages(kind, role, want_kind, b):
+            out, total = [], 0
+            for start in g[kind + "_table"]:
+                n = extent_pages(total, g["extent_shift"])
+                out.extend(range(start, start + n))
+                total += n
+            images = []
+            for idx, no in enumerate(out):
+                pid = (SPACE_CATALOG << 56) | no
+                pimg, pwhy = self.get(pid) if 1 <= no < self.C else (None, "not a catalog page in use")
+                if pwhy is None and (pimg[4] != want_kind or struct.unpack_from("<II", pimg, 24) != (idx, b)):
+                    pwhy = "kind %d, a %d, b %d: not %s %d" % (pimg[4], *struct.unpack_from("<II", pimg, 24), role, idx)
+                if pwhy is not None:
+                    self.dmg("graph", "the index's %s %d (catalog page %d) is not valid: %s" % (role, idx, no, pwhy))
+                    images.append(None)
+                    continue
+                self.claim(no, "the index's %s %d" % (role, idx))
+                images.append(pimg)
+            return images
+
+        nodes = {}
+        for idx, nimg in enumerate(pages("node", "node page", KIND_GRAPH_NODES, 8 + 8 * m)):
+            try:
+                recs = graph_node_records(nimg, P)[1] if nimg is not None else []
+            except ValueError as e:
+                self.dmg("graph", "the index's node page %d: %s" % (idx, e))
+                recs = []
+            for i, st, lv, up, ids in recs:
+                nodes[idx * per_node + i] = (st, lv, up, ids)
+        upper = {}
+        for idx, uimg in enumerate(pages("upper", "upper page", KIND_GRAPH_UPPER, 4 + 4 * m)):
+            try:
+                for i, cnt, ids in (graph_upper_slots(uimg, P)[1] if uimg is not None else []):
+                    upper[idx * per_upper + i] = (cnt, ids)
+            except ValueError as e:
+                self.dmg("graph", "the index's upper page %d: %s" % (idx, e))
+        live = sum(1 for n in nodes.values() if n[0] == 1)
+        dead = len(nodes) - live
+        if (live, dead) != (g["live"], g["deleted"]):
+            self.dmg("graph", "the graph meta page counts %d live nodes and %d tombstones, the pages hold %d and %d"
+                     % (g["live"], g["deleted"], live, dead))
+        for node, (st, lv, up, ids) in nodes.items():
+            vp, vs = divmod(node, self.per_page)
+            if (st == 1) != ((vp, vs) in owned):
+                self.dmg("graph", "index node %d is %s, but vector page %d slot %d %s" % (
+                    node, "live" if st == 1 else "a tombstone", vp, vs, "is free" if st == 1 else "holds a vector"))
+            lists = [(0, ids, 2 * m)]
+            for layer in range(1, lv + 1):
+                slot = up + layer - 1
+                if slot >= g["upper_next"]:
+                    self.dmg("graph", "index node %d: upper slot %d was never handed out" % (node, slot))
+                    break
+                cnt, uids = upper.get(slot, (0, []))
+                lists.append((layer, uids if cnt <= m else None, m))
+            for layer, lst, cap in lists:
+                if lst is None or len(lst) > cap or len(set(lst)) != len(lst) or node in lst:
+                    self.dmg("graph", "index node %d: its list at layer %d is not %d distinct other ids" % (node, layer, cap))
+                    continue
+                for n in lst:
+                    if n not in nodes or nodes[n][1] < layer:
+                        self.dmg("graph", "index node %d: layer %d names %d, no node with that layer" % (node, layer, n))
+        for vp, vs in owned:
+            if nodes.get(vp * self.per_page + vs, (0,))[0] != 1:
+                self.dmg("graph", "vector page %d slot %d holds a vector the index does not hold" % (vp, vs))
+        if nodes:
+            top = max(n[1] for n in nodes.values())
+            e = g["entry"] - 1
+            if e not in nodes or nodes[e][1] != top:
+                self.dmg("graph", "the entry point %d is not a node of the top level %d" % (e, top))
+        return {"live": live, "tombstones": dead, "m": m, "metric": g["metric"],
+                "node_pages": g["node_pages"], "upper_pages": g["upper_pages"]}
 
     def check_roles(self):
         """Rule 5: every catalog-space page in use has one role."""
@@ -2244,7 +2438,7 @@ def page_body(b, kind, P, dim):
                 for name, _, _ in LISTS}
         return dict({"root": hex64(f["root"]), "height": f["height"], "count": f["count"],
                      "vector_pages": f["vector_pages"], "catalog_pages": f["catalog_pages"],
-                     "hot_catalog": hex64(f["hot_catalog"])}, **ends)
+                     "graph": f["graph"], "hot_catalog": hex64(f["hot_catalog"])}, **ends)
     if kind in (KIND_LEAF, KIND_BRANCH):
         leaf, cells, leftmost = node_cells(b, P)
         n, d = struct.unpack_from("<II", b, 24)
@@ -2259,6 +2453,21 @@ def page_body(b, kind, P, dim):
         if not leaf:
             body["leftmost"] = hex64(leftmost)
         return body
+    if kind == KIND_GRAPH_META:
+        g = graph_fields(b, P)
+        return {"metric": g["metric"], "m": g["m"], "ef_construction": g["ef_construction"],
+                "ef_search": g["ef_search"], "extent_shift": g["extent_shift"], "seed": hex64(g["seed"]),
+                "entry_point": g["entry"] - 1 if g["entry"] else None, "live": g["live"],
+                "tombstones": g["deleted"], "node_pages": g["node_pages"], "upper_pages": g["upper_pages"],
+                "upper_next": g["upper_next"], "node_extents": g["node_table"], "upper_extents": g["upper_table"],
+                "free_runs": [{"length": ln, "first_slot": head - 1} for ln, head in enumerate(g["free_runs"]) if head]}
+    if kind == KIND_GRAPH_NODES:
+        m, records = graph_node_records(b, P)
+        return {"m": m, "records": [{"record": i, "state": "live" if st == 1 else "deleted", "level": lv,
+                                     "upper": up, "neighbours": ids} for i, st, lv, up, ids in records]}
+    if kind == KIND_GRAPH_UPPER:
+        m, slots = graph_upper_slots(b, P)
+        return {"m": m, "slots": [{"slot": i, "count": cnt, "ids": ids} for i, cnt, ids in slots]}
     return None
 
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyType};
-use vellum::{ListOptions, Options, Store};
+use vellum::{IndexOptions, ListOptions, Options, SearchOptions, Store};
 
 use crate::batch::{self, Batch};
 use crate::convert;
@@ -237,8 +237,12 @@ impl PyStore {
     /// The ``k`` vectors nearest ``query``, best first, as ``(id, score)`` pairs: fewer if the
     /// store (or the filter) has fewer. ``metric`` is ``"cosine"`` or ``"dot"`` (similarities,
     /// higher is closer) or ``"l2"`` (Euclidean distance, lower is closer). ``filter`` keeps the
-    /// vectors whose metadata holds one pair: ``{"lang": "en"}`` or ``("lang", "en")``.
-    #[pyo3(signature = (query, k=10, metric="cosine", filter=None))]
+    /// vectors whose metadata holds one pair: ``{"lang": "en"}`` or ``("lang", "en")``. Through
+    /// the approximate index when the store has one for ``metric`` (see :meth:`create_index`;
+    /// ``ef`` sizes its candidate list, default the index's), unless ``exact`` is true: then, or
+    /// without an index, by an exact scan.
+    #[pyo3(signature = (query, k=10, metric="cosine", filter=None, *, ef=None, exact=false))]
+    #[allow(clippy::too_many_arguments)]
     fn search(
         &self,
         py: Python<'_>,
@@ -246,14 +250,80 @@ impl PyStore {
         k: i64,
         metric: &str,
         filter: Option<&Bound<'_, PyAny>>,
+        ef: Option<i64>,
+        exact: bool,
     ) -> PyResult<Vec<(String, f32)>> {
         let query = convert::vector(query)?;
         let metric = convert::metric(metric)?;
         let filter = convert::filter(filter)?;
+        let ef = ef.map(|ef| in_range(ef, "ef")).transpose()?;
         let store = self.shared.lease().py_err()?;
         let k = PyStore::effective_k(&store, k)?;
-        let pair = filter.as_ref().map(|(key, value)| (key.as_str(), value.as_str()));
-        py.detach(|| store.search_filtered(&query, k, metric, pair)).py_err()
+        let options = SearchOptions {
+            metric,
+            filter: filter.as_ref().map(|(key, value)| (key.as_str(), value.as_str())),
+            ef,
+            exact,
+        };
+        py.detach(|| store.search_with(&query, k, &options)).py_err()
+    }
+
+    /// Builds the approximate-search (HNSW) index over every vector (on every core, in one
+    /// transaction: a crash during it leaves no index); every later write keeps it current, and
+    /// :meth:`search` uses it for its ``metric``. ``m``: neighbours per node (more: more space
+    /// and recall); ``ef_construction``: the candidate list of each insert. Raises
+    /// :class:`AlreadyExistsError` if the store has one.
+    #[pyo3(signature = (metric="cosine", m=16, ef_construction=128))]
+    fn create_index(&self, py: Python<'_>, metric: &str, m: i64, ef_construction: i64) -> PyResult<()> {
+        let options = IndexOptions {
+            metric: convert::metric(metric)?,
+            m: in_range(m, "m")?,
+            ef_construction: in_range(ef_construction, "ef_construction")?,
+        };
+        py.detach(|| {
+            let store = self.shared.write_lease()?;
+            Ok::<_, Failure>(store.create_index(options)?)
+        })
+        .py_err()
+    }
+
+    /// Drops the approximate index, giving its pages back. Raises :class:`NotFoundError` if
+    /// the store has none.
+    fn drop_index(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| {
+            let store = self.shared.write_lease()?;
+            Ok::<_, Failure>(store.drop_index()?)
+        })
+        .py_err()
+    }
+
+    /// The approximate index's parameters and size as a ``dict`` (``metric``, ``m``,
+    /// ``ef_construction``, ``ef_search``, ``live``, ``tombstones``, ``node_pages``,
+    /// ``upper_pages``, ``size_bytes``), or ``None`` if the store has none.
+    fn index_info<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let info = py
+            .detach(|| {
+                let store = self.shared.lease()?;
+                Ok::<_, Failure>(store.index_info()?)
+            })
+            .py_err()?;
+        let Some(info) = info else { return Ok(None) };
+        let dict = PyDict::new(py);
+        let metric = match info.metric {
+            vellum::Metric::Cosine => "cosine",
+            vellum::Metric::L2 => "l2",
+            vellum::Metric::Dot => "dot",
+        };
+        dict.set_item("metric", metric)?;
+        dict.set_item("m", info.m)?;
+        dict.set_item("ef_construction", info.ef_construction)?;
+        dict.set_item("ef_search", info.ef_search)?;
+        dict.set_item("live", info.live)?;
+        dict.set_item("tombstones", info.deleted)?;
+        dict.set_item("node_pages", info.node_pages)?;
+        dict.set_item("upper_pages", info.upper_pages)?;
+        dict.set_item("size_bytes", info.size_bytes)?;
+        Ok(Some(dict))
     }
 
     /// :meth:`search` for each row of ``queries``, an ``(m, dim)`` array, with the GIL released
@@ -261,7 +331,8 @@ impl PyStore {
     /// (dtype ``object``), ``scores`` float32; row ``i`` holds the hits of query ``i``, best
     /// first. A row with fewer than ``k`` hits (a store or filter with fewer vectors) is padded
     /// with ``""`` ids (never a stored id) and NaN scores.
-    #[pyo3(signature = (queries, k=10, metric="cosine", filter=None))]
+    #[pyo3(signature = (queries, k=10, metric="cosine", filter=None, *, ef=None, exact=false))]
+    #[allow(clippy::too_many_arguments)]
     fn search_many<'py>(
         &self,
         py: Python<'py>,
@@ -269,18 +340,26 @@ impl PyStore {
         k: i64,
         metric: &str,
         filter: Option<&Bound<'_, PyAny>>,
+        ef: Option<i64>,
+        exact: bool,
     ) -> PyResult<SearchArrays<'py>> {
         let queries = convert::matrix(queries, self.dim, "queries")?;
         let metric = convert::metric(metric)?;
         let filter = convert::filter(filter)?;
+        let ef = ef.map(|ef| in_range(ef, "ef")).transpose()?;
         let store = self.shared.lease().py_err()?;
         let k_searched = PyStore::effective_k(&store, k)?;
-        let pair = filter.as_ref().map(|(key, value)| (key.as_str(), value.as_str()));
+        let options = SearchOptions {
+            metric,
+            filter: filter.as_ref().map(|(key, value)| (key.as_str(), value.as_str())),
+            ef,
+            exact,
+        };
         let rows = queries.as_slice();
         let hits = py
             .detach(|| {
                 rows.chunks_exact(self.dim)
-                    .map(|query| store.search_filtered(query, k_searched, metric, pair))
+                    .map(|query| store.search_with(query, k_searched, &options))
                     .collect::<vellum::Result<Vec<_>>>()
             })
             .py_err()?;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
-use super::graph::{GraphStore, NodeId, NodeState};
+use super::graph::{GraphStore, GraphView, NodeId, NodeState};
 use super::hnsw::{Hnsw, Scratch};
 use crate::{Error, Result};
 
@@ -41,10 +41,12 @@ struct Concurrent<'v, V: VectorSource> {
     entry: Mutex<Option<NodeId>>,
 }
 
-/// A finished graph, to be written into a store with [`Built::write_into`].
+/// A finished graph, to be written into a store with [`Built::write_into`], or read node by
+/// node ([`Built::level`], [`Built::neighbours`]).
 pub struct Built {
     m: usize,
     levels: Vec<u8>,
+    members: Vec<bool>,
     layer0: Vec<u32>,
     upper: Vec<Box<[u32]>>,
     entry: Option<NodeId>,
@@ -55,9 +57,29 @@ const LIVE: u8 = 1;
 impl Hnsw {
     /// Builds the graph of all `vectors` with `threads` threads (at least 1).
     pub fn build<V: VectorSource>(&self, vectors: &V, threads: usize) -> Result<Built> {
+        let nodes: Vec<NodeId> = (0..vectors.source_count()).collect();
+        self.build_over(vectors, &nodes, threads)
+    }
+
+    /// Builds the graph of the vectors `nodes` (distinct, each below `source_count`) with
+    /// `threads` threads (at least 1); the other slots stay free.
+    pub fn build_over<V: VectorSource>(&self, vectors: &V, nodes: &[NodeId], threads: usize) -> Result<Built> {
         let count = vectors.source_count();
         let m = self.params().m;
-        let levels: Vec<u8> = (0..count).map(|n| self.level_for(n)).collect();
+        let mut members = vec![false; count as usize];
+        for &node in nodes {
+            match members.get_mut(node as usize) {
+                Some(member) if !*member => *member = true,
+                _ => {
+                    return Err(Error::InvalidArgument(format!(
+                        "node {node} is listed twice or beyond the {count} vectors"
+                    )));
+                }
+            }
+        }
+        let levels: Vec<u8> = (0..count)
+            .map(|n| if members[n as usize] { self.level_for(n) } else { 0 })
+            .collect();
         let graph = Concurrent {
             vectors,
             m,
@@ -71,10 +93,11 @@ impl Hnsw {
             entry: Mutex::new(None),
             levels,
         };
-        if count > 0 {
-            self.insert(&mut &graph, 0, &mut Scratch::new())?;
+        if let Some(&first) = nodes.first() {
+            self.insert(&mut &graph, first, &mut Scratch::new())?;
         }
-        let next = AtomicUsize::new(1);
+        let rest = nodes.get(1..).unwrap_or(&[]);
+        let next = AtomicUsize::new(0);
         let failure: Mutex<Option<Error>> = Mutex::new(None);
         std::thread::scope(|scope| {
             for _ in 0..threads.max(1) {
@@ -83,11 +106,11 @@ impl Hnsw {
                     let mut handle = &graph;
                     loop {
                         let first = next.fetch_add(CHUNK_NODES, Ordering::Relaxed);
-                        if first >= count as usize || failure.lock().is_some() {
+                        if first >= rest.len() || failure.lock().is_some() {
                             return;
                         }
-                        for node in first..(first + CHUNK_NODES).min(count as usize) {
-                            if let Err(e) = self.insert(&mut handle, node as NodeId, &mut scratch) {
+                        for &node in &rest[first..(first + CHUNK_NODES).min(rest.len())] {
+                            if let Err(e) = self.insert(&mut handle, node, &mut scratch) {
                                 *failure.lock() = Some(e);
                                 return;
                             }
@@ -99,16 +122,19 @@ impl Hnsw {
         if let Some(e) = failure.into_inner() {
             return Err(e);
         }
-        Ok(graph.finish())
+        // Concurrent inserts leave a few more nodes without an in-link than one by one.
+        self.reconnect(&mut &graph, &mut Scratch::new())?;
+        Ok(graph.finish(members))
     }
 }
 
 impl<V: VectorSource> Concurrent<'_, V> {
-    fn finish(self) -> Built {
+    fn finish(self, members: Vec<bool>) -> Built {
         let entry = self.entry.into_inner();
         Built {
             m: self.m,
             levels: self.levels,
+            members,
             layer0: self.layer0.into_iter().map(AtomicU32::into_inner).collect(),
             upper: self
                 .upper
@@ -173,7 +199,7 @@ impl<V: VectorSource> Concurrent<'_, V> {
     }
 }
 
-impl<V: VectorSource> GraphStore for &Concurrent<'_, V> {
+impl<V: VectorSource> GraphView for &Concurrent<'_, V> {
     fn dimension(&self) -> usize {
         self.vectors.source_dimension()
     }
@@ -204,7 +230,9 @@ impl<V: VectorSource> GraphStore for &Concurrent<'_, V> {
     fn entry_point(&self) -> Result<Option<NodeId>> {
         Ok(*self.entry.lock())
     }
+}
 
+impl<V: VectorSource> GraphStore for &Concurrent<'_, V> {
     fn add_node(&mut self, node: NodeId, level: u8) -> Result<()> {
         let at = self.node(node)?;
         if self.levels[at] != level {
@@ -250,23 +278,99 @@ impl<V: VectorSource> GraphStore for &Concurrent<'_, V> {
 }
 
 impl Built {
-    /// Writes the graph into `store`, whose slots `0..n` hold the same vectors and are free:
-    /// each node's element and lists in node order, then the entry point.
+    /// How many slots the graph spans (nodes or not).
+    pub fn slot_count(&self) -> NodeId {
+        self.levels.len() as NodeId
+    }
+
+    /// True if slot `node` is a node of the graph.
+    pub fn is_node(&self, node: NodeId) -> bool {
+        self.members.get(node as usize).copied().unwrap_or(false)
+    }
+
+    /// The level of node `node` (0 for a slot that is no node).
+    pub fn level(&self, node: NodeId) -> u8 {
+        self.levels.get(node as usize).copied().unwrap_or(0)
+    }
+
+    /// The neighbours of node `node` at `layer` (at most its level).
+    pub fn neighbours(&self, node: NodeId, layer: u8) -> &[NodeId] {
+        let at = node as usize;
+        assert!(layer <= self.levels[at], "node {node} has no layer {layer}");
+        let (slots, offset): (&[u32], usize) = if layer == 0 {
+            (&self.layer0, at * (1 + 2 * self.m))
+        } else {
+            (&self.upper[at], (layer as usize - 1) * (1 + self.m))
+        };
+        let count = slots[offset] as usize;
+        &slots[offset + 1..offset + 1 + count]
+    }
+
+    /// The entry point.
+    pub fn entry(&self) -> Option<NodeId> {
+        self.entry
+    }
+
+    /// Writes the graph into `store`, whose slots hold the same vectors and are free: each
+    /// node's element and lists in node order, then the entry point.
     pub fn write_into<S: GraphStore>(&self, store: &mut S) -> Result<()> {
-        let m = self.m;
-        for (node, &level) in self.levels.iter().enumerate() {
-            let node = node as NodeId;
+        for node in 0..self.slot_count() {
+            if !self.is_node(node) {
+                continue;
+            }
+            let level = self.level(node);
             store.add_node(node, level)?;
-            let at = node as usize * (1 + 2 * m);
-            let count = self.layer0[at] as usize;
-            store.set_neighbours(node, 0, &self.layer0[at + 1..at + 1 + count])?;
-            for layer in 1..=level {
-                let at = (layer as usize - 1) * (1 + m);
-                let slots = &self.upper[node as usize];
-                let count = slots[at] as usize;
-                store.set_neighbours(node, layer, &slots[at + 1..at + 1 + count])?;
+            for layer in 0..=level {
+                store.set_neighbours(node, layer, self.neighbours(node, layer))?;
             }
         }
         store.set_entry_point(self.entry)
+    }
+}
+
+/// A finished graph read through its vectors: what searches need, before it is written.
+pub struct BuiltView<'a, V: VectorSource> {
+    built: &'a Built,
+    vectors: &'a V,
+}
+
+impl Built {
+    /// The graph as a [`GraphView`] over `vectors` (those it was built over).
+    pub fn view<'a, V: VectorSource>(&'a self, vectors: &'a V) -> BuiltView<'a, V> {
+        BuiltView { built: self, vectors }
+    }
+}
+
+impl<V: VectorSource> GraphView for BuiltView<'_, V> {
+    fn dimension(&self) -> usize {
+        self.vectors.source_dimension()
+    }
+
+    fn slot_count(&self) -> NodeId {
+        self.built.slot_count()
+    }
+
+    fn vector(&self, node: NodeId) -> Result<&[f32]> {
+        self.vectors.source_vector(node)
+    }
+
+    fn state(&self, node: NodeId) -> Result<NodeState> {
+        Ok(if self.built.is_node(node) { NodeState::Live } else { NodeState::Free })
+    }
+
+    fn level(&self, node: NodeId) -> Result<u8> {
+        Ok(self.built.level(node))
+    }
+
+    fn neighbours(&self, node: NodeId, layer: u8, out: &mut Vec<NodeId>) -> Result<()> {
+        out.clear();
+        if self.built.is_node(node) && layer <= self.built.level(node) {
+            out.extend_from_slice(self.built.neighbours(node, layer));
+        }
+        Ok(())
+    }
+
+    fn entry_point(&self) -> Result<Option<NodeId>> {
+        Ok(self.built.entry())
     }
 }

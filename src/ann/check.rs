@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use super::graph::{GraphStore, NodeId, NodeState};
+use super::graph::{GraphView, NodeId, NodeState};
 use super::hnsw::Hnsw;
 use crate::Result;
 
@@ -46,7 +46,7 @@ impl Hnsw {
     /// capacity of distinct ids, each naming another node that is live or a tombstone (never
     /// a free slot) and has that layer; that the entry point is a node of the highest level;
     /// and counts the live nodes a walk of layer 0 from the entry point misses.
-    pub fn check<S: GraphStore>(&self, store: &S) -> Result<CheckReport> {
+    pub fn check<S: GraphView>(&self, store: &S) -> Result<CheckReport> {
         let mut report = CheckReport::default();
         let slots = store.slot_count();
         let mut level_max: Option<u8> = None;
@@ -72,7 +72,7 @@ impl Hnsw {
         Ok(report)
     }
 
-    fn check_list<S: GraphStore>(
+    fn check_list<S: GraphView>(
         &self,
         store: &S,
         node: NodeId,
@@ -111,7 +111,7 @@ impl Hnsw {
         Ok(())
     }
 
-    fn check_entry_point<S: GraphStore>(
+    fn check_entry_point<S: GraphView>(
         &self,
         store: &S,
         level_max: Option<u8>,
@@ -138,7 +138,7 @@ impl Hnsw {
 
 /// How many live nodes a breadth-first walk of layer 0 from the entry point reaches (through
 /// tombstones too).
-fn reachable_live<S: GraphStore>(store: &S) -> Result<usize> {
+fn reachable_live<S: GraphView>(store: &S) -> Result<usize> {
     let Some(entry) = store.entry_point()? else {
         return Ok(0);
     };

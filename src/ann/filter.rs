@@ -15,7 +15,7 @@
 //! (the estimate was too high, or the matches are not reachable from the entry point), the
 //! exact scan answers instead, so the count is always `min(k, matching)`.
 
-use super::graph::{GraphStore, NodeId};
+use super::graph::{GraphView, NodeId};
 use super::hnsw::{Admit, Hit, Hnsw, Scratch};
 use crate::Result;
 
@@ -42,7 +42,7 @@ pub enum FilterPlan {
 impl Hnsw {
     /// The `k` live nodes nearest `query` that `filter` accepts: `min(k, matching)` of them,
     /// best first with exact scores, with the plan that answered.
-    pub fn search_filtered<S: GraphStore>(
+    pub fn search_filtered<S: GraphView>(
         &self,
         store: &S,
         query: &[f32],
@@ -73,7 +73,7 @@ impl Hnsw {
         expected * expected < self.params().m as f64 * ef as f64 * f64::from(slots)
     }
 
-    fn search_filtered_graph<S: GraphStore>(
+    fn search_filtered_graph<S: GraphView>(
         &self,
         store: &S,
         query: &[f32],

@@ -28,13 +28,13 @@ pub enum NodeState {
     Deleted,
 }
 
-/// Read access and the mutations an insert makes.
+/// Read access: what a search needs.
 ///
 /// Implementations validate what they read: an id or level on damaged storage is an
 /// `Err(Corrupted)`, never a panic. Every id a list holds is below `slot_count` (the
 /// algorithms index per-slot tables with them), and the algorithms pass back only ids they
 /// read from here.
-pub trait GraphStore {
+pub trait GraphView {
     /// Components per vector.
     fn dimension(&self) -> usize;
     /// One more than the highest node id that may be in use.
@@ -48,7 +48,10 @@ pub trait GraphStore {
     fn neighbours(&self, node: NodeId, layer: u8, out: &mut Vec<NodeId>) -> Result<()>;
     /// The node searches start from: one of the highest level, `None` in an empty graph.
     fn entry_point(&self) -> Result<Option<NodeId>>;
+}
 
+/// The mutations an insert makes, beside read access.
+pub trait GraphStore: GraphView {
     /// Makes the free slot `node` a live node of `level` with empty neighbour lists.
     fn add_node(&mut self, node: NodeId, level: u8) -> Result<()>;
     /// Replaces the neighbours of `node` at `layer` (at most the layer's capacity).

@@ -5,7 +5,7 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 use super::distance::{Prepared, Space};
-use super::graph::{DeleteStore, GraphStore, LEVEL_MAX, NodeId, NodeState};
+use super::graph::{DeleteStore, GraphStore, GraphView, LEVEL_MAX, NodeId, NodeState};
 use crate::rng::mix64;
 use crate::{Error, Metric, Result};
 
@@ -198,13 +198,13 @@ impl Hnsw {
 
     /// The traversal distance from `from` to `node`'s vector.
     #[inline]
-    pub(crate) fn distance<S: GraphStore>(&self, store: &S, from: &Prepared<'_>, node: NodeId) -> Result<f32> {
+    pub(crate) fn distance<S: GraphView>(&self, store: &S, from: &Prepared<'_>, node: NodeId) -> Result<f32> {
         Ok(self.space.distance(from, store.vector(node)?))
     }
 
     /// Greedy descent at `layer` from `start`: moves to the closest neighbour while it is
     /// closer (the search of the layers above the one a search or insert works at).
-    pub(crate) fn greedy<S: GraphStore>(
+    pub(crate) fn greedy<S: GraphView>(
         &self,
         store: &S,
         query: &Prepared<'_>,
@@ -233,7 +233,7 @@ impl Hnsw {
 
     /// Descends from the entry point to `layer + 1`'s closest node: the entry of a search at
     /// `layer`. `None` in an empty graph.
-    pub(crate) fn descend<S: GraphStore>(
+    pub(crate) fn descend<S: GraphView>(
         &self,
         store: &S,
         query: &Prepared<'_>,
@@ -256,7 +256,7 @@ impl Hnsw {
     /// The best `ef` admitted nodes at `layer` reachable from `entries` (Algorithm 2), nearest
     /// first. Every reached node is traversed, admitted or not (tombstones keep the graph
     /// connected until a vacuum repairs around them).
-    pub(crate) fn search_layer<S: GraphStore>(
+    pub(crate) fn search_layer<S: GraphView>(
         &self,
         store: &S,
         query: &Prepared<'_>,
@@ -312,7 +312,7 @@ impl Hnsw {
     /// Algorithm 4: from `candidates` (nearest to the base node first), keeps those nearer to
     /// the base than to every one kept so far, up to `max`; with `keep_pruned`, fills up to
     /// `max` with the discarded ones, nearest first.
-    pub(crate) fn select<S: GraphStore>(&self, store: &S, candidates: &[Scored], max: usize) -> Result<Vec<Scored>> {
+    pub(crate) fn select<S: GraphView>(&self, store: &S, candidates: &[Scored], max: usize) -> Result<Vec<Scored>> {
         let mut kept: Vec<Scored> = Vec::with_capacity(max);
         let mut pruned: Vec<Scored> = Vec::new();
         for &candidate in candidates {
@@ -372,7 +372,7 @@ impl Hnsw {
             }
             let chosen = self.select(&*store, &found, self.capacity(layer))?;
             let ids: Vec<NodeId> = chosen.iter().map(|c| c.node).collect();
-            store.set_neighbours(node, layer, &ids)?;
+            self.set_own_list(store, node, layer, &ids)?;
             for &neighbour in &ids {
                 self.link(store, neighbour, layer, node)?;
             }
@@ -384,6 +384,39 @@ impl Hnsw {
             store.raise_entry_point(node, level)?;
         }
         Ok(())
+    }
+
+    /// Sets the list of the node being inserted at `layer` to `chosen`, keeping the links that
+    /// concurrent inserts (a parallel build) made to it meanwhile: their nodes found this one
+    /// through a layer above and chose it, and overwriting their links would leave them with
+    /// one in-link less (and sometimes none). A list over capacity is re-selected by the
+    /// heuristic. Alone, the list is empty here and this is a plain write.
+    fn set_own_list<S: GraphStore>(&self, store: &mut S, node: NodeId, layer: u8, chosen: &[NodeId]) -> Result<()> {
+        let capacity = self.capacity(layer);
+        store.update_neighbours(node, layer, |store, list| {
+            let linked: Vec<NodeId> = list.iter().copied().filter(|n| !chosen.contains(n) && *n != node).collect();
+            list.clear();
+            list.extend_from_slice(chosen);
+            list.extend(linked);
+            if list.len() <= capacity {
+                return Ok(true);
+            }
+            let from = self.space.prepare(store.vector(node)?);
+            let mut candidates = Vec::with_capacity(list.len());
+            for &n in list.iter() {
+                if store.state(n)? == NodeState::Live {
+                    candidates.push(Scored {
+                        distance: self.distance(store, &from, n)?,
+                        node: n,
+                    });
+                }
+            }
+            candidates.sort_unstable();
+            let kept = self.select(store, &candidates, capacity)?;
+            list.clear();
+            list.extend(kept.iter().map(|c| c.node));
+            Ok(true)
+        })
     }
 
     /// Adds `new` to the list of `node` at `layer`; a full list is re-selected from its live
@@ -418,7 +451,7 @@ impl Hnsw {
 
     /// The `k` live nodes nearest `query` by the graph, searched with a candidate list of
     /// `ef` (at least `k`; `None`: the index's `ef_search`), best first with exact scores.
-    pub fn search<S: GraphStore>(
+    pub fn search<S: GraphView>(
         &self,
         store: &S,
         query: &[f32],
@@ -433,7 +466,7 @@ impl Hnsw {
     }
 
     /// Descent, then the layer-0 search.
-    pub(crate) fn search_graph<S: GraphStore>(
+    pub(crate) fn search_graph<S: GraphView>(
         &self,
         store: &S,
         query: &[f32],
@@ -449,7 +482,7 @@ impl Hnsw {
     }
 
     /// The best `k` of `found` by the exact kernels (the scores and order of `Store::search`).
-    pub(crate) fn rescore<S: GraphStore>(
+    pub(crate) fn rescore<S: GraphView>(
         &self,
         store: &S,
         query: &[f32],
@@ -472,7 +505,7 @@ impl Hnsw {
             .collect())
     }
 
-    pub(crate) fn check_query<S: GraphStore>(&self, store: &S, query: &[f32], k: usize) -> Result<()> {
+    pub(crate) fn check_query<S: GraphView>(&self, store: &S, query: &[f32], k: usize) -> Result<()> {
         if query.len() != store.dimension() {
             return Err(Error::InvalidArgument(format!(
                 "query has {} components, the index holds {}",
@@ -491,7 +524,7 @@ impl Hnsw {
 
     /// The `k` live nodes nearest `query` among those `filter` accepts, by a scan of every
     /// slot with the exact kernels: the answer an index search approximates.
-    pub fn exact_search<S: GraphStore>(
+    pub fn exact_search<S: GraphView>(
         &self,
         store: &S,
         query: &[f32],
@@ -534,7 +567,7 @@ impl Hnsw {
 
 /// Whether a layer search may return `node`.
 #[inline]
-fn admitted<S: GraphStore>(store: &S, admit: Admit<'_>, node: NodeId) -> Result<bool> {
+fn admitted<S: GraphView>(store: &S, admit: Admit<'_>, node: NodeId) -> Result<bool> {
     Ok(store.state(node)? == NodeState::Live
         && match admit {
             Admit::Live => true,

@@ -1,7 +1,7 @@
 //! An in-memory [`GraphStore`]: the layout the pages will have (fixed-size neighbour slots
 //! addressed by node id), in flat vectors. For tests and benchmarks.
 
-use super::graph::{DeleteStore, GraphStore, LEVEL_MAX, NodeId, NodeState};
+use super::graph::{DeleteStore, GraphStore, GraphView, LEVEL_MAX, NodeId, NodeState};
 use crate::{Error, Result};
 
 /// Vectors and an HNSW graph over them, in memory.
@@ -140,7 +140,7 @@ fn check_finite(vector: &[f32]) -> Result<()> {
     }
 }
 
-impl GraphStore for MemoryStore {
+impl GraphView for MemoryStore {
     fn dimension(&self) -> usize {
         self.dimension
     }
@@ -178,7 +178,9 @@ impl GraphStore for MemoryStore {
     fn entry_point(&self) -> Result<Option<NodeId>> {
         Ok(self.entry)
     }
+}
 
+impl GraphStore for MemoryStore {
     fn add_node(&mut self, node: NodeId, level: u8) -> Result<()> {
         let at = self.slot(node)?;
         if self.states[at] != NodeState::Free || level > LEVEL_MAX {
@@ -255,6 +257,6 @@ impl super::build::VectorSource for MemoryStore {
     }
 
     fn source_vector(&self, node: NodeId) -> Result<&[f32]> {
-        GraphStore::vector(self, node)
+        GraphView::vector(self, node)
     }
 }

@@ -81,21 +81,25 @@
 #![cfg_attr(not(feature = "testing"), allow(unused_imports))]
 
 mod build;
+mod calibrate;
 mod check;
 mod distance;
 mod filter;
 mod graph;
 mod hnsw;
 mod memory;
+mod reconnect;
 mod vacuum;
 
 #[cfg(test)]
 mod tests;
 
-pub use build::{Built, VectorSource};
+pub use build::{Built, BuiltView, VectorSource};
+pub use calibrate::EF_CANDIDATES;
 pub use check::CheckReport;
 pub use filter::{Filter, FilterPlan};
-pub use graph::{DeleteStore, GraphStore, LEVEL_MAX, NodeId, NodeState};
+pub use graph::{DeleteStore, GraphStore, GraphView, LEVEL_MAX, NodeId, NodeState};
 pub use hnsw::{Hit, Hnsw, Params, Scratch};
+pub(crate) use hnsw::Admit;
 pub use memory::MemoryStore;
 pub use vacuum::VacuumReport;

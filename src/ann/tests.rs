@@ -134,6 +134,28 @@ fn a_parallel_build_has_the_recall_of_one_by_one_inserts_and_one_thread_gives_th
 }
 
 #[test]
+fn a_parallel_build_and_a_vacuum_leave_every_live_node_reachable() {
+    for round in 0..6u64 {
+        let mut rng = Rng::new(seed() ^ (round << 8));
+        let (dimension, count) = (16, 300 + 100 * round as usize);
+        let vectors = random_vectors(&mut rng, count, dimension);
+        let hnsw = Hnsw::new(params(Metric::L2)).unwrap();
+        let mut store = MemoryStore::with_vectors(dimension, 16, &vectors).unwrap();
+        hnsw.build(&store, 4).unwrap().write_into(&mut store).unwrap();
+        let report = assert_clean(&hnsw, &store, "after a parallel build");
+        assert_eq!(report.unreachable_live, 0, "round {round}: every node reachable after a build");
+        for node in (0..count as NodeId).step_by(3) {
+            hnsw.delete(&mut store, node).unwrap();
+        }
+        let mut scratch = Scratch::new();
+        hnsw.vacuum(&mut store, &mut scratch).unwrap();
+        hnsw.reconnect(&mut store, &mut scratch).unwrap();
+        let report = assert_clean(&hnsw, &store, "after a vacuum");
+        assert_eq!(report.unreachable_live, 0, "round {round}: every node reachable after a vacuum");
+    }
+}
+
+#[test]
 fn levels_are_reproducible_from_the_seed_and_geometric_with_ratio_one_over_m() {
     let hnsw = Hnsw::new(params(Metric::Cosine)).unwrap();
     let again = Hnsw::new(params(Metric::Cosine)).unwrap();
@@ -338,7 +360,7 @@ fn ten_rounds_of_deleting_half_and_reinserting_keep_the_size_and_the_recall() {
     // The same live vectors, built afresh.
     let live: Vec<f32> = (0..store.slot_count())
         .filter(|&n| store.state(n).unwrap() == NodeState::Live)
-        .flat_map(|n| GraphStore::vector(&store, n).unwrap().to_vec())
+        .flat_map(|n| GraphView::vector(&store, n).unwrap().to_vec())
         .collect();
     let mut rebuilt = MemoryStore::with_vectors(dimension, params.m, &live).unwrap();
     hnsw.build(&rebuilt, 1).unwrap().write_into(&mut rebuilt).unwrap();

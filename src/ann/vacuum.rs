@@ -85,7 +85,7 @@ impl Hnsw {
 
     /// Rebuilds the list of `node` at `layer` (currently `old`) without tombstones; true if it
     /// searched the graph for candidates.
-    fn repair<S: GraphStore>(
+    pub(crate) fn repair<S: GraphStore>(
         &self,
         store: &mut S,
         node: NodeId,

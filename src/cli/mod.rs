@@ -10,6 +10,7 @@ mod demo;
 mod export;
 mod get;
 mod import;
+mod index;
 mod input;
 mod list;
 #[cfg(feature = "object-store")]
@@ -46,8 +47,12 @@ enum Command {
     Get(get::Args),
     /// Delete one vector; exit 1 if absent.
     Delete(delete::Args),
-    /// Exact k-nearest-neighbour search; prints `<id>\t<score>` lines, best first.
+    /// k-nearest-neighbour search (through the index when the store has one for the metric);
+    /// prints `<id>\t<score>` lines, best first.
     Search(search::Args),
+    /// Manage the approximate-search index: `create` builds it, `drop` removes it.
+    #[command(subcommand)]
+    Index(index::Command),
     /// Write every dirty page and move the recovery start point forward.
     Checkpoint(checkpoint::Args),
     /// Check every control, log record, page and archive checksum without changing anything.
@@ -87,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Get(args) => get::run(args),
         Command::Delete(args) => delete::run(args),
         Command::Search(args) => search::run(args),
+        Command::Index(command) => index::run(command),
         Command::Checkpoint(args) => checkpoint::run(args),
         Command::Verify(args) => verify::run(args),
         Command::WalDump(args) => wal_dump::run(args),

@@ -1,10 +1,12 @@
-//! `vellum search <DIR> --vector '[...]'`: exact k-nearest neighbours, best first: `<id>\t<score>`
-//! lines, the id escaped as inside a JSON string (`escape_text`), or `--json`.
+//! `vellum search <DIR> --vector '[...]'`: k-nearest neighbours, best first: `<id>\t<score>`
+//! lines, the id escaped as inside a JSON string (`escape_text`), or `--json`. Through the
+//! approximate index when the store has one for the metric (`--ef` sizes its candidate list),
+//! else (or with `--exact`) by an exact scan.
 
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
-use vellum::Metric;
+use vellum::{Metric, SearchOptions};
 
 use super::common::{Failure, escape_text, open_store_read_only, print_json};
 
@@ -17,6 +19,17 @@ pub enum MetricArg {
     L2,
     /// Dot product (higher is closer).
     Dot,
+}
+
+impl MetricArg {
+    /// The library's metric.
+    pub fn metric(self) -> Metric {
+        match self {
+            MetricArg::Cosine => Metric::Cosine,
+            MetricArg::L2 => Metric::L2,
+            MetricArg::Dot => Metric::Dot,
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -38,6 +51,12 @@ pub struct Args {
     /// Print a JSON array of {"id","score"} objects instead of lines.
     #[arg(long)]
     pub json: bool,
+    /// The candidate list of a search through the index (at least k; default: the index's).
+    #[arg(long, value_name = "N")]
+    pub ef: Option<usize>,
+    /// Scan every vector even when the store has an index for the metric.
+    #[arg(long)]
+    pub exact: bool,
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
@@ -50,11 +69,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         },
         None => None,
     };
-    let metric = match args.metric {
-        MetricArg::Cosine => Metric::Cosine,
-        MetricArg::L2 => Metric::L2,
-        MetricArg::Dot => Metric::Dot,
-    };
+    let metric = args.metric.metric();
     let store = open_store_read_only(&args.dir)?;
     if query.len() != store.dimension() {
         return Err(Failure::usage(format!(
@@ -64,8 +79,17 @@ pub fn run(args: Args) -> Result<(), Failure> {
             store.dimension()
         )));
     }
+    if args.ef == Some(0) {
+        return Err(Failure::usage("--ef must be at least 1"));
+    }
+    let options = SearchOptions {
+        metric,
+        filter,
+        ef: args.ef,
+        exact: args.exact,
+    };
     let hits = store
-        .search_filtered(&query, args.k, metric, filter)
+        .search_with(&query, args.k, &options)
         .map_err(|e| Failure::from_error(format!("searching {}", args.dir.display()), e))?;
     if args.json {
         let hits: Vec<_> = hits

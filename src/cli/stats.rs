@@ -123,6 +123,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
         .unwrap_or_default();
     let page = u64::from(before.page_size_bytes);
     let report = store.recovery_report();
+    let index = store
+        .index_info()
+        .map_err(|e| Failure::from_error(format!("reading the index of {}", dir.display()), e))?;
     let stats = json!({
         "store": dir.display().to_string(),
         "store_id": format!("{:016x}", before.store_id),
@@ -161,6 +164,17 @@ pub fn run(args: Args) -> Result<(), Failure> {
             "unknown": unknown,
         },
         "recovery": recovery_json(&report),
+        "index": index.map_or(Value::Null, |i| json!({
+            "metric": format!("{:?}", i.metric).to_lowercase(),
+            "m": i.m,
+            "ef_construction": i.ef_construction,
+            "ef_search": i.ef_search,
+            "live": i.live,
+            "tombstones": i.deleted,
+            "node_pages": i.node_pages,
+            "upper_pages": i.upper_pages,
+            "bytes": i.size_bytes,
+        })),
     });
     drop(store);
     let mut stats = stats;
@@ -212,6 +226,21 @@ pub fn run(args: Args) -> Result<(), Failure> {
         human_bytes(vectors.bytes)
     );
     println!("doublewrite:  {}", human_bytes(doublewrite_bytes));
+    match index {
+        Some(i) => println!(
+            "index:        HNSW, {} M {} ef_construction {} (searches: ef {}); {} vectors, {} tombstones; {} ({} node, {} upper pages)",
+            s["index"]["metric"].as_str().unwrap_or(""),
+            i.m,
+            i.ef_construction,
+            i.ef_search,
+            i.live,
+            i.deleted,
+            human_bytes(i.size_bytes),
+            i.node_pages,
+            i.upper_pages
+        ),
+        None => println!("index:        none (searches scan)"),
+    }
     if archive_dir.is_dir() {
         println!("archive:      {archive_files} files ({})", human_bytes(archive_bytes));
         for path in &unknown {

@@ -34,7 +34,7 @@ pub const META_PAGE_NO: u64 = 0;
 /// |---|---|---|
 /// | 64 | 8 | root: page id of the index's root node (0 = the index is empty) |
 /// | 72 | 4 | height: levels of the index (0 = empty, 1 = the root is a leaf) |
-/// | 76 | 4 | reserved, zero |
+/// | 76 | 4 | graph: catalog page number of the approximate-search index's meta page (0 = no index; format/graph.rs) |
 /// | 80 | 8 | count: entries in the index |
 /// | 88 | 8 | vector pages: pages `0..n` of the vector space are formatted |
 /// | 96 | 8 | catalog pages: pages `0..n` of the catalog space are in use or free |
@@ -51,8 +51,9 @@ pub struct MetaFields {
     pub root: U64,
     /// Levels of the index.
     pub height: U32,
-    /// Zero.
-    pub reserved: U32,
+    /// The catalog page number of the graph meta page of the approximate-search index (0: the
+    /// store has none).
+    pub graph: U32,
     /// Entries in the index.
     pub count: U64,
     /// Vector pages formatted.
@@ -108,7 +109,7 @@ impl MetaFields {
         if header.kind != PageKind::Meta as u8 {
             return Some(format!("page kind {} is not the meta page", header.kind));
         }
-        if header.a.get() != 0 || header.b.get() != 0 || header.c.get() != 0 || self.reserved.get() != 0 {
+        if header.a.get() != 0 || header.b.get() != 0 || header.c.get() != 0 {
             return Some("meta page: reserved fields are not zero".into());
         }
         if (self.root.get() == 0) != (self.height.get() == 0) {

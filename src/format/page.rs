@@ -104,11 +104,17 @@ pub enum PageKind {
     IndexBranch = 6,
     /// A free catalog-space page, on the free list (catalog space).
     Free = 7,
+    /// The approximate-search index's meta page (catalog space; format/graph.rs).
+    GraphMeta = 8,
+    /// Node records of the approximate-search index (catalog space).
+    GraphNodes = 9,
+    /// Upper-layer neighbour lists of the approximate-search index (catalog space).
+    GraphUpper = 10,
 }
 
 impl PageKind {
     /// Every kind, in byte order.
-    pub const ALL: [PageKind; 8] = [
+    pub const ALL: [PageKind; 11] = [
         PageKind::Zero,
         PageKind::Vector,
         PageKind::Catalog,
@@ -117,6 +123,9 @@ impl PageKind {
         PageKind::IndexLeaf,
         PageKind::IndexBranch,
         PageKind::Free,
+        PageKind::GraphMeta,
+        PageKind::GraphNodes,
+        PageKind::GraphUpper,
     ];
 
     /// True if a page of this kind may lie in `space` (FORMAT.md 14.2).
@@ -129,7 +138,10 @@ impl PageKind {
             | PageKind::Meta
             | PageKind::IndexLeaf
             | PageKind::IndexBranch
-            | PageKind::Free => space == Space::Catalog,
+            | PageKind::Free
+            | PageKind::GraphMeta
+            | PageKind::GraphNodes
+            | PageKind::GraphUpper => space == Space::Catalog,
         }
     }
 
@@ -144,6 +156,9 @@ impl PageKind {
             PageKind::IndexLeaf => "index-leaf",
             PageKind::IndexBranch => "index-branch",
             PageKind::Free => "free",
+            PageKind::GraphMeta => "graph-meta",
+            PageKind::GraphNodes => "graph-nodes",
+            PageKind::GraphUpper => "graph-upper",
         }
     }
 
@@ -189,6 +204,9 @@ const _: () = {
 /// | index leaf | cell count | start of cell data | 0 |
 /// | index branch | cell count | start of cell data | leftmost child page id |
 /// | free | 0 | 0 | free list link |
+/// | graph meta | 0 | 0 | 0 |
+/// | graph nodes | node page index | node record bytes | 0 |
+/// | graph upper | upper page index | upper slot bytes | 0 |
 ///
 /// A list link is 0 when the page is on no list, [`LIST_END`] when it is the last of its list,
 /// else the next page's id.

@@ -78,6 +78,9 @@ pub enum Op {
     /// Several ids inserted or replaced in one record (a bulk load); the record's id field
     /// holds the first of them, for inspection only.
     Batch = 4,
+    /// A change to the approximate-search index alone (its build, a vacuum, its drop): no id
+    /// changes; the record's id is empty.
+    Index = 5,
 }
 
 impl Op {
@@ -88,6 +91,7 @@ impl Op {
             2 => Op::Upsert,
             3 => Op::Delete,
             4 => Op::Batch,
+            5 => Op::Index,
             _ => return None,
         })
     }
@@ -99,6 +103,7 @@ impl Op {
             Op::Upsert => "upsert",
             Op::Delete => "delete",
             Op::Batch => "batch",
+            Op::Index => "index",
         }
     }
 }
@@ -298,6 +303,28 @@ pub enum PageInit {
         /// Header field `b` as the record holds it (zero).
         b_unused: u32,
     },
+    /// The graph meta page of the approximate-search index (its fields are set by the edits
+    /// that follow).
+    GraphMeta {
+        /// Header field `a` as the record holds it (zero).
+        a_unused: u32,
+        /// Header field `b` as the record holds it (zero).
+        b_unused: u32,
+    },
+    /// A node page of the approximate-search index (its records all free).
+    GraphNodes {
+        /// The node page's index.
+        page_index: u32,
+        /// Bytes of one node record.
+        record_bytes: u32,
+    },
+    /// An upper page of the approximate-search index.
+    GraphUpper {
+        /// The upper page's index.
+        page_index: u32,
+        /// Bytes of one upper slot.
+        slot_bytes: u32,
+    },
 }
 
 impl PageInit {
@@ -336,6 +363,18 @@ impl PageInit {
                 a_unused: a,
                 b_unused: b,
             },
+            PageKind::GraphMeta => PageInit::GraphMeta {
+                a_unused: a,
+                b_unused: b,
+            },
+            PageKind::GraphNodes => PageInit::GraphNodes {
+                page_index: a,
+                record_bytes: b,
+            },
+            PageKind::GraphUpper => PageInit::GraphUpper {
+                page_index: a,
+                slot_bytes: b,
+            },
         }
     }
 
@@ -350,6 +389,9 @@ impl PageInit {
             PageInit::IndexLeaf { .. } => PageKind::IndexLeaf,
             PageInit::IndexBranch { .. } => PageKind::IndexBranch,
             PageInit::Free { .. } => PageKind::Free,
+            PageInit::GraphMeta { .. } => PageKind::GraphMeta,
+            PageInit::GraphNodes { .. } => PageKind::GraphNodes,
+            PageInit::GraphUpper { .. } => PageKind::GraphUpper,
         }
     }
 
@@ -363,7 +405,14 @@ impl PageInit {
             } => (dimension, stride_bytes),
             PageInit::Catalog { slot_count, data_start } => (slot_count, data_start),
             PageInit::Overflow { used_bytes, b_unused } => (used_bytes, b_unused),
-            PageInit::Meta { a_unused, b_unused } | PageInit::Free { a_unused, b_unused } => (a_unused, b_unused),
+            PageInit::Meta { a_unused, b_unused }
+            | PageInit::Free { a_unused, b_unused }
+            | PageInit::GraphMeta { a_unused, b_unused } => (a_unused, b_unused),
+            PageInit::GraphNodes {
+                page_index,
+                record_bytes,
+            } => (page_index, record_bytes),
+            PageInit::GraphUpper { page_index, slot_bytes } => (page_index, slot_bytes),
             PageInit::IndexLeaf { cell_count, data_start } | PageInit::IndexBranch { cell_count, data_start } => {
                 (cell_count, data_start)
             }

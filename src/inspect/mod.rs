@@ -8,6 +8,7 @@
 //! - [`LogDump`]: the log's records in LSN order, opened with the control file's geometry.
 //! - [`read_control`]: the control data in force; [`archive_entries`]: what `archive/` holds.
 
+mod graph;
 mod index;
 mod verify;
 

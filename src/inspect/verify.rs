@@ -253,6 +253,7 @@ fn check_open(dir: &Path, report: &mut Report, bar: &dyn Progress) {
                 .notes
                 .push(format!("a read-only open recovers the store: {} vectors", store.len()));
             check_open_index(&store, report, bar);
+            super::graph::check(&store, report);
         }
         Err(Error::Locked(reason)) => report.warn(Problem::new(
             Severity::Warning,

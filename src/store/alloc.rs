@@ -382,6 +382,9 @@ impl OpCtx<'_> {
             let at = slot as usize * 8;
             u64::from_le_bytes(owners[at..at + 8].try_into().expect("8 bytes"))
         };
+        // Hook (approximate index): a slot the index holds (a tombstone's, until a vacuum frees
+        // it) is free but not reusable yet, as a quarantined one.
+        let held = super::graph::held_vector_slots(self, page, n)?;
         let mut chosen = None;
         let mut other_free = false;
         for k in 0..n {
@@ -389,7 +392,7 @@ impl OpCtx<'_> {
             if owner(slot) != 0 {
                 continue;
             }
-            if chosen.is_none() && !self.w.quarantine.holds_slot(page.page_no(), slot) {
+            if chosen.is_none() && !self.w.quarantine.holds_slot(page.page_no(), slot) && !held[slot as usize] {
                 chosen = Some(slot);
             } else {
                 other_free = true;

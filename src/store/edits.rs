@@ -42,6 +42,12 @@ impl EditList {
         self.specs.clear();
     }
 
+    /// True if no edit was added (an operation on the approximate index that changed nothing
+    /// logs no record).
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+
     /// A write into free space: nothing for an undo to restore.
     pub fn push_new(&mut self, page: PageId, offset: usize, after: &[u8]) {
         self.push_new_with(page, offset, |out| out.extend_from_slice(after));

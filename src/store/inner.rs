@@ -87,6 +87,8 @@ pub(crate) struct Inner {
     pub(crate) ship: crate::store::shipping::ShipSlot,
     /// Checkpoints since the last base image (see `Options::base_image_every`).
     pub checkpoints_since_base: std::sync::atomic::AtomicU32,
+    /// The approximate-search index as readers see it (store/graph).
+    pub graph: super::graph::GraphShared,
     _lock: Box<dyn std::any::Any + Send + Sync>,
 }
 
@@ -138,6 +140,7 @@ impl Inner {
             archiver: Default::default(),
             ship: Default::default(),
             checkpoints_since_base: Default::default(),
+            graph: Default::default(),
             options,
             _lock: lock,
         }

@@ -159,6 +159,11 @@ impl Mask {
         self.state.read().ids.values().filter_map(|v| *v).collect()
     }
 
+    /// True if a transaction's changes are hidden now (a search through the approximate index
+    /// checks the mask per node only then).
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub(crate) mod catalog;
 pub(crate) mod checkpoint;
 pub mod control_file;
 mod edits;
+pub(crate) mod graph;
 mod inner;
 mod iter;
 mod lifecycle;
@@ -59,6 +60,7 @@ use readers::Pin;
 pub use txn::{BATCH_RECORD_BYTES, Row, Transaction};
 pub use iter::{Entries, Entry, Ids, ListOptions};
 pub use options::{Options, Retention};
+pub use graph::{IndexInfo, IndexOptions, SearchOptions};
 pub(crate) use apply::{apply_edits, format_page};
 pub(crate) use inner::{ActiveTxn, Inner};
 use inner::checkpointer;
@@ -273,6 +275,7 @@ impl Store {
             checkpointer: Mutex::new(None),
         };
         recovery::recover(&store.inner, scan)?;
+        graph::load(&store.inner)?; // Hook (approximate index): one page read
         if !read_only {
             store.start_checkpointer()?;
         }
@@ -365,7 +368,8 @@ impl Store {
     /// The `k` vectors closest to `query` by `metric`, best first: `(id, score)`. Scores are
     /// similarities for `Cosine` and `Dot` (higher is closer) and distances for `L2`.
     pub fn search(&self, query: &[f32], k: usize, metric: crate::Metric) -> Result<Vec<(String, f32)>> {
-        crate::store::scan::search(&self.inner, query, k, metric, None)
+        let options = SearchOptions { metric, ..SearchOptions::default() };
+        self.search_with(query, k, &options) // the index when it has this metric, else a scan
     }
 
     /// Like [`Store::search`], over the vectors whose metadata holds the pair `filter`.
@@ -376,7 +380,8 @@ impl Store {
         metric: crate::Metric,
         filter: Option<(&str, &str)>,
     ) -> Result<Vec<(String, f32)>> {
-        crate::store::scan::search(&self.inner, query, k, metric, filter)
+        let options = SearchOptions { metric, filter, ..SearchOptions::default() };
+        self.search_with(query, k, &options) // the index when it has this metric, else a scan
     }
 
     /// Starts a write transaction; waits while another one runs (one writer at a time).

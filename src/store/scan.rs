@@ -109,7 +109,7 @@ fn copy_owners(inner: &Inner, page: PageId, owners: &mut [u64]) -> Result<bool> 
     Ok(true)
 }
 
-fn check_query(inner: &Inner, query: &[f32], k: usize) -> Result<()> {
+pub(super) fn check_query(inner: &Inner, query: &[f32], k: usize) -> Result<()> {
     if query.len() != inner.dimension as usize {
         return Err(Error::InvalidArgument(format!(
             "query has {} components, the store holds {}",
@@ -127,7 +127,7 @@ fn check_query(inner: &Inner, query: &[f32], k: usize) -> Result<()> {
 }
 
 /// True if the entry's metadata holds the pair `key` = `value`.
-fn has_pair(inner: &Inner, entry: &EntryView, key: &str, value: &str) -> bool {
+pub(super) fn has_pair(inner: &Inner, entry: &EntryView, key: &str, value: &str) -> bool {
     let chain;
     let bytes: &[u8] = match entry.meta {
         // SAFETY: inline metadata of a committed entry (bounds checked by `read_entry_at`),

@@ -109,7 +109,8 @@ impl<'s> Transaction<'s> {
         let mut list = self.take_edit_list();
         let built = self.op(&mut list, |ctx| {
             ctx.index_remove(id.as_bytes())?;
-            free_value(ctx, &old)
+            free_value(ctx, &old)?;
+            super::graph::on_delete(ctx, &old) // Hook (approximate index)
         });
         let logged = built.and_then(|()| self.log_update(Op::Delete, id, &list.edits(&[]), Some(old), None));
         self.edits = list;
@@ -155,13 +156,15 @@ impl<'s> Transaction<'s> {
     /// Commits: the changes become visible to readers, and durable per the sync mode before
     /// this returns. Returns the commit record's LSN.
     pub fn commit(mut self) -> Result<Lsn> {
-        let inner = self.store.inner();
+        let store = self.store;
+        let inner = store.inner();
         let lsn = inner.log_and_apply(Some(&mut self.active), Kind::Commit, &[], &[])?;
         // The device works on the commit while its changes are published (they are visible
         // before they are durable, as with any committer that waits for a group's flush).
         inner.wal.start_commit(lsn);
         inner.count.store(self.writer.meta.count.get(), Ordering::Release);
         inner.mask.clear();
+        super::graph::after_commit(inner, self.writer.meta.graph.get()); // Hook (approximate index)
         let epoch = inner.epochs.now();
         let released = std::mem::take(&mut self.released);
         self.writer
@@ -177,6 +180,7 @@ impl<'s> Transaction<'s> {
         // The commit is durable (per the sync mode) whatever happens next: a checkpoint that
         // fails here leaves its pages dirty and is retried at the next trigger.
         let _ = inner.nudge_checkpointer();
+        super::graph::maybe_vacuum(store); // Hook (approximate index)
         Ok(lsn)
     }
 
@@ -207,6 +211,7 @@ impl<'s> Transaction<'s> {
             // and readers may read the pages unmasked.
             reload_meta(inner, writer);
             inner.mask.clear();
+            super::graph::after_undo(inner, writer.meta.graph.get()); // Hook (approximate index)
         }
         // Otherwise the pages still hold some of the transaction's changes: the mask stays, so
         // readers go on seeing the committed state until the store is closed (it is poisoned:
@@ -276,6 +281,9 @@ impl<'s> Transaction<'s> {
     fn write_many(&mut self, rows: &[Row<'_>]) -> Result<Lsn> {
         let row_bytes = self.store.dimension() * 4 + 64;
         let per_record = (BATCH_RECORD_BYTES / row_bytes).clamp(1, BATCH_ROWS_MAX);
+        // Hook (approximate index): each row's graph insert reads through the record's pending
+        // edits, so with an index rows go one to a record (the insert costs far more anyway).
+        let per_record = if self.writer.meta.graph.get() != 0 { 1 } else { per_record };
         let mut lsn = self.active.last_lsn;
         let mut start = 0;
         let mut ids = std::collections::HashSet::new();
@@ -303,9 +311,13 @@ impl<'s> Transaction<'s> {
         let mut list = self.take_edit_list();
         let built = self.op(&mut list, |ctx| {
             let mut masked = Vec::with_capacity(rows.len());
+            let mut written: Vec<((PageId, u32), &[f32])> = Vec::new();
             let mut from = 0;
-            for (n, ((id, _, _), &to)) in rows.iter().zip(&meta_ends).enumerate() {
+            for (n, ((id, vector, _), &to)) in rows.iter().zip(&meta_ends).enumerate() {
                 let (before, slot) = build_entry_of(ctx, n, id, &meta_bytes[from..to])?;
+                // Hook (approximate index): the rows before it are pending in this record too.
+                super::graph::on_put(ctx, slot, vector, before.as_ref(), &written)?;
+                written.push((slot, vector));
                 masked.push((*id, before, Some((slot.0.page_no() as u32, slot.1))));
                 from = to;
             }
@@ -325,7 +337,7 @@ impl<'s> Transaction<'s> {
     /// are put back as they were: nothing of the operation was applied (page-init records it
     /// logged formatted pages beyond what the meta page accounts for, which later operations
     /// format again).
-    fn op<T>(&mut self, list: &mut EditList, build: impl FnOnce(&mut OpCtx<'_>) -> Result<T>) -> Result<T> {
+    pub(super) fn op<T>(&mut self, list: &mut EditList, build: impl FnOnce(&mut OpCtx<'_>) -> Result<T>) -> Result<T> {
         let inner = self.store.inner();
         let meta_before = self.writer.meta;
         let mut freed = Vec::new();
@@ -406,12 +418,30 @@ impl<'s> Transaction<'s> {
         list
     }
 
+    /// Builds one operation on the approximate index alone with `build` and logs it as one
+    /// update record (op `index`, no id: nothing for the mask); logs nothing if it made no edit.
+    pub(super) fn index_op<T>(&mut self, build: impl FnOnce(&mut OpCtx<'_>) -> Result<T>) -> Result<T> {
+        let mut list = self.take_edit_list();
+        let result = self.op(&mut list, build).and_then(|value| {
+            if !list.is_empty() {
+                self.log_update_of(Op::Index, "", &list.edits(&[]), &[])?;
+            }
+            Ok(value)
+        });
+        self.edits = list;
+        result
+    }
+
     fn write_entry(&mut self, op: Op, id: &str, vector: &[f32], metadata: &[(&str, &str)]) -> Result<Lsn> {
         let mut meta_bytes = std::mem::take(&mut self.meta_bytes);
         meta_bytes.clear();
         meta::encode(metadata, &mut meta_bytes);
         let mut list = self.take_edit_list();
-        let built = self.op(&mut list, |ctx| build_entry(ctx, id, &meta_bytes));
+        let built = self.op(&mut list, |ctx| {
+            let (before, slot) = build_entry(ctx, id, &meta_bytes)?;
+            super::graph::on_put(ctx, slot, vector, before.as_ref(), &[])?; // Hook (approximate index)
+            Ok((before, slot))
+        });
         let result = built.and_then(|(before, slot)| {
             let slot = Some((slot.0.page_no() as u32, slot.1));
             self.log_update(op, id, &list.edits(vector.as_bytes()), before, slot)

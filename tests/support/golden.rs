@@ -13,6 +13,7 @@ use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use vellum::archive::{self, ArchiveHeader, BlockHeader, KIND_BASE_IMAGE, LaneHeader};
 use vellum::format::control::{ArenaExtent, CONTROL_SLOT_BYTES, Control};
+use vellum::format::graph::{self, GraphFields};
 use vellum::format::index::{MetaFields, Node, NodeKind};
 use vellum::format::meta;
 use vellum::format::page::{self, PageId, PageKind, Space};
@@ -575,6 +576,7 @@ fn meta_json(bytes: &[u8]) -> Result<Value, String> {
         "count": fields.count.get(),
         "vector_pages": fields.vector_pages.get(),
         "catalog_pages": fields.catalog_pages.get(),
+        "graph": fields.graph.get(),
         "hot_catalog": hex64(fields.hot_catalog.get()),
         "vector_list": ends(&fields.vector_list),
         "roomy_list": ends(&fields.roomy_list),
@@ -624,6 +626,68 @@ fn node_json(bytes: &[u8]) -> Result<Value, String> {
     Ok(body)
 }
 
+/// The graph meta page's body (format-spec/graph.md, 4).
+fn graph_meta_json(bytes: &[u8]) -> Result<Value, String> {
+    let fields = GraphFields::read(bytes).ok_or("a page too small for the graph fields")?;
+    if let Some(reason) = fields.check(bytes) {
+        return Err(reason);
+    }
+    let table = |offset: usize, count: u16| -> Vec<u32> {
+        (0..usize::from(count))
+            .map(|k| u32::from_le_bytes(bytes[offset + 4 * k..offset + 4 * k + 4].try_into().unwrap()))
+            .collect()
+    };
+    let free_runs: Vec<Value> = (1..graph::FREE_RUN_LISTS)
+        .filter(|&len| fields.free_runs[len].get() != 0)
+        .map(|len| json!({ "length": len, "first_slot": fields.free_runs[len].get() - 1 }))
+        .collect();
+    Ok(json!({
+        "metric": fields.metric,
+        "m": fields.m.get(),
+        "ef_construction": fields.ef_construction.get(),
+        "ef_search": fields.ef_search.get(),
+        "extent_shift": fields.extent_shift,
+        "seed": hex64(fields.seed.get()),
+        "entry_point": fields.entry_node(),
+        "live": fields.live.get(),
+        "tombstones": fields.deleted.get(),
+        "node_pages": fields.node_pages.get(),
+        "upper_pages": fields.upper_pages.get(),
+        "upper_next": fields.upper_next.get(),
+        "node_extents": table(graph::GRAPH_EXTENTS_OFFSET, fields.node_extents.get()),
+        "upper_extents": table(graph::upper_extent_offset(bytes.len(), 0), fields.upper_extents.get()),
+        "free_runs": free_runs,
+    }))
+}
+
+/// A graph node page's body (format-spec/graph.md, 5): its records that are not free.
+fn graph_nodes_json(bytes: &[u8]) -> Result<Value, String> {
+    let (m, records) = graph::decode_node_page(bytes)?;
+    let records: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            json!({
+                "record": r.index,
+                "state": if r.state == graph::NODE_LIVE { "live" } else { "deleted" },
+                "level": r.level,
+                "upper": r.upper,
+                "neighbours": r.neighbours,
+            })
+        })
+        .collect();
+    Ok(json!({ "m": m, "records": records }))
+}
+
+/// A graph upper page's body (format-spec/graph.md, 5): its slots that are not all zero.
+fn graph_upper_json(bytes: &[u8]) -> Result<Value, String> {
+    let (m, slots) = graph::decode_upper_page(bytes)?;
+    let slots: Vec<Value> = slots
+        .iter()
+        .map(|(slot, count, ids)| json!({ "slot": slot, "count": count, "ids": ids }))
+        .collect();
+    Ok(json!({ "m": m, "slots": slots }))
+}
+
 /// One arena page read at the position of `input.page_id` of the store `input.store_id` (14.2),
 /// and its body by kind.
 fn decode_arena_page(input: &Value, bytes: &[u8]) -> Value {
@@ -658,6 +722,9 @@ fn decode_arena_page(input: &Value, bytes: &[u8]) -> Value {
         }
         Some(PageKind::Meta) => meta_json(bytes),
         Some(PageKind::IndexLeaf | PageKind::IndexBranch) => node_json(bytes),
+        Some(PageKind::GraphMeta) => graph_meta_json(bytes),
+        Some(PageKind::GraphNodes) => graph_nodes_json(bytes),
+        Some(PageKind::GraphUpper) => graph_upper_json(bytes),
         Some(PageKind::Zero | PageKind::Free) | None => Ok(Value::Null),
     };
     match body {
@@ -813,6 +880,7 @@ pub fn encode_payload(p: &Value) -> Vec<u8> {
                 "upsert" => Op::Upsert,
                 "delete" => Op::Delete,
                 "batch" => Op::Batch,
+                "index" => Op::Index,
                 other => panic!("op {other}"),
             };
             let edits = owned_edits(&p["edits"]);

@@ -46,10 +46,27 @@ class Store:
     def delete(self, id: str) -> bool: ...
     def transaction(self) -> "Transaction": ...
     def search(
-        self, query: _Vector, k: int = 10, metric: _Metric = "cosine", filter: _Filter = None
+        self,
+        query: _Vector,
+        k: int = 10,
+        metric: _Metric = "cosine",
+        filter: _Filter = None,
+        *,
+        ef: Optional[int] = None,
+        exact: bool = False,
     ) -> List[Tuple[str, float]]: ...
+    def create_index(self, metric: _Metric = "cosine", m: int = 16, ef_construction: int = 128) -> None: ...
+    def drop_index(self) -> None: ...
+    def index_info(self) -> Optional[Dict[str, Any]]: ...
     def search_many(
-        self, queries: npt.ArrayLike, k: int = 10, metric: _Metric = "cosine", filter: _Filter = None
+        self,
+        queries: npt.ArrayLike,
+        k: int = 10,
+        metric: _Metric = "cosine",
+        filter: _Filter = None,
+        *,
+        ef: Optional[int] = None,
+        exact: bool = False,
     ) -> Tuple[npt.NDArray[np.object_], npt.NDArray[np.float32]]: ...
     def checkpoint(self) -> int: ...
     def sync(self) -> None: ...

@@ -20,6 +20,7 @@
 mod archive_decode;
 mod arena_page;
 mod control_file;
+mod graph_page;
 mod ops;
 mod record_decode;
 mod recovery;
@@ -38,6 +39,7 @@ use crate::{Options, RecoveryMode, Store, SyncMode};
 pub use archive_decode::archive_decode;
 pub use arena_page::arena_page;
 pub use control_file::control_file;
+pub use graph_page::{graph_page, graph_page_seeds};
 pub use ops::{Op, OpsInput, Write, decode_ops, encode_ops, ops};
 pub use record_decode::record_decode;
 pub use recovery::{Mutation, RECOVERY_SEEDS, decode_mutations, encode_mutations, recovery};

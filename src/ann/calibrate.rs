@@ -1,0 +1,157 @@
+//! The default `ef` of an index, chosen when it is built: the smallest candidate list that
+//! reaches a target recall@k on queries drawn from the data itself.
+//!
+//! Recall at a given `ef` is a property of the data (random vectors in high dimension need a
+//! list ten times longer than clustered embeddings), so no constant suits every store. The
+//! queries are a sample of the indexed vectors, each searched leave-one-out: its true
+//! neighbours are the `k` nearest *other* vectors (by a brute-force scan of the nodes, in f32),
+//! and the search runs on the graph without the query's node (nothing leads to it, and it leads
+//! nowhere), so a query is as hard as an unseen vector where that one is. (Searching with the
+//! node left in is far easier: the walk reaches the node, whose list is the answer; on random
+//! vectors that overstated recall by 0.05.)
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::graph::{GraphView, NodeId};
+use super::hnsw::{Admit, Hnsw, Scored, Scratch};
+use crate::Result;
+
+/// The candidate lists tried, in order.
+pub const EF_CANDIDATES: [usize; 14] = [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 2048];
+
+
+/// One sampled node (its index in the sample) and its true nearest neighbours.
+type Neighbours = (usize, Vec<NodeId>);
+
+impl Hnsw {
+    /// The smallest of [`EF_CANDIDATES`] whose leave-one-out recall@`k` over (at most)
+    /// `queries` of `nodes` (the graph's live nodes, in any order) reaches `target`, or the
+    /// largest; with the recall it measured. `threads` scan for the true neighbours.
+    pub fn calibrate_ef<S: GraphView + Sync>(
+        &self,
+        store: &S,
+        nodes: &[NodeId],
+        (queries, k, target): (usize, usize, f64),
+        threads: usize,
+    ) -> Result<(usize, f64)> {
+        if nodes.len() <= k + 1 {
+            return Ok((self.params().ef_search, 1.0));
+        }
+        let step = (nodes.len() / queries.max(1)).max(1);
+        let sample: Vec<NodeId> = nodes.iter().step_by(step).take(queries).copied().collect();
+        let truth = self.true_neighbours(store, nodes, &sample, k, threads)?;
+        let mut scratch = Scratch::new();
+        let mut last = (self.params().ef_search, 0.0);
+        for ef in EF_CANDIDATES {
+            let (mut found, mut wanted) = (0, 0);
+            for (&query, truth) in sample.iter().zip(&truth) {
+                if store.entry_point()? == Some(query) {
+                    continue;
+                }
+                let without = Without { store, hidden: query };
+                let hits = self.search_graph(&without, store.vector(query)?, ef.max(k), Admit::Live, &mut scratch)?;
+                found += hits.iter().take(k).filter(|c| truth.contains(&c.node)).count();
+                wanted += truth.len();
+            }
+            let recall = found as f64 / wanted.max(1) as f64;
+            last = (ef, recall);
+            if recall >= target {
+                break;
+            }
+        }
+        Ok(last)
+    }
+
+    /// The `k` nearest other nodes of each of `sample`, by a scan of `nodes` on `threads`.
+    fn true_neighbours<S: GraphView + Sync>(
+        &self,
+        store: &S,
+        nodes: &[NodeId],
+        sample: &[NodeId],
+        k: usize,
+        threads: usize,
+    ) -> Result<Vec<Vec<NodeId>>> {
+        let next = AtomicUsize::new(0);
+        let results: Vec<Result<Vec<Neighbours>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads.max(1))
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut out = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(&query) = sample.get(i) else { return Ok(out) };
+                            let from = self.space().prepare(store.vector(query)?);
+                            let mut best: Vec<Scored> = Vec::with_capacity(k + 1);
+                            for &node in nodes.iter().filter(|&&n| n != query) {
+                                let scored = Scored {
+                                    distance: self.distance(store, &from, node)?,
+                                    node,
+                                };
+                                if best.len() < k || best.last().is_some_and(|w| scored < *w) {
+                                    let at = best.partition_point(|b| *b < scored);
+                                    best.insert(at, scored);
+                                    best.truncate(k);
+                                }
+                            }
+                            out.push((i, best.iter().map(|c| c.node).collect()));
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("a scan thread")).collect()
+        });
+        let mut truth = vec![Vec::new(); sample.len()];
+        for found in results {
+            for (i, nodes) in found? {
+                truth[i] = nodes;
+            }
+        }
+        Ok(truth)
+    }
+}
+
+/// A graph without one node: no list names it and it has none (a query's own node, hidden
+/// from its search).
+struct Without<'a, S> {
+    store: &'a S,
+    hidden: NodeId,
+}
+
+impl<S: GraphView> GraphView for Without<'_, S> {
+    fn dimension(&self) -> usize {
+        self.store.dimension()
+    }
+
+    fn slot_count(&self) -> NodeId {
+        self.store.slot_count()
+    }
+
+    fn vector(&self, node: NodeId) -> Result<&[f32]> {
+        self.store.vector(node)
+    }
+
+    fn state(&self, node: NodeId) -> Result<super::graph::NodeState> {
+        if node == self.hidden {
+            return Ok(super::graph::NodeState::Free);
+        }
+        self.store.state(node)
+    }
+
+    fn level(&self, node: NodeId) -> Result<u8> {
+        self.store.level(node)
+    }
+
+    fn neighbours(&self, node: NodeId, layer: u8, out: &mut Vec<NodeId>) -> Result<()> {
+        if node == self.hidden {
+            out.clear();
+            return Ok(());
+        }
+        self.store.neighbours(node, layer, out)?;
+        out.retain(|&n| n != self.hidden);
+        Ok(())
+    }
+
+    fn entry_point(&self) -> Result<Option<NodeId>> {
+        self.store.entry_point()
+    }
+}
