@@ -24,6 +24,7 @@ mod inner;
 mod lifecycle;
 mod mask;
 mod options;
+mod prefetch;
 pub(crate) mod readers;
 pub mod recovery;
 pub(crate) mod scan;
