@@ -24,15 +24,20 @@ pub struct CommitStats {
 /// A gathering leader waits at most this long for the commits it expects, however slow the
 /// device's syncs are.
 const GATHER_MAX: Duration = Duration::from_millis(1);
+/// A follower yields its CPU for up to this long, checking, before it sleeps until the flush it
+/// waits for ends: a flush on a fast device ends sooner than a sleeping thread is woken (and on a
+/// virtual machine whose CPUs all sleep, the device's completion can wait for the host's next
+/// tick, milliseconds).
+const FOLLOW_SPIN: Duration = Duration::from_micros(100);
 
 /// The group-commit state, under `Shared::group`.
 ///
 /// A committer whose record is not durable announces its LSN in `pending` and either leads
-/// (if no one does) or follows: it waits for the leader's flush to end and checks again. A
-/// leader first gathers: it waits until `expected` commits are pending (itself included) or
-/// for half a flush's time at most, then flushes everything appended so far with one pwrite
-/// and one fdatasync per segment touched. A lone committer finds `expected` met by its own
-/// commit and never waits.
+/// (if no one does) or follows: it waits for the leader's flush to end (yielding for
+/// `FOLLOW_SPIN`, then asleep) and checks again. A leader first gathers: it yields until
+/// `expected` commits are pending (itself included), for half a flush's time at most, then
+/// flushes everything appended so far with one pwrite and one fdatasync per segment touched.
+/// A lone committer finds `expected` met by its own commit and never waits.
 ///
 /// `expected` is what the last flush learnt of the concurrency: the commits it covered plus
 /// those that arrived while it ran. With four committers that each commit again as soon as
@@ -42,8 +47,8 @@ const GATHER_MAX: Duration = Duration::from_millis(1);
 pub(super) struct Group {
     /// A leader is gathering or flushing.
     leading: bool,
-    /// The leader is waiting in its gather (arrivals that complete the group signal it).
-    gathering: bool,
+    /// Flushes led so far: a follower waits for this to change.
+    flushes: u64,
     /// Commit records announced (`start_commit`, `flush_through`) that were not durable then.
     /// Entries at or below the durable end are pruned by each leader.
     pending: Vec<u64>,
@@ -57,7 +62,7 @@ impl Default for Group {
     fn default() -> Group {
         Group {
             leading: false,
-            gathering: false,
+            flushes: 0,
             pending: Vec::new(),
             expected: 1,
             flush_ns: 0,
@@ -66,12 +71,16 @@ impl Default for Group {
 }
 
 impl Group {
-    /// Notes the commit record at `lsn`; returns true if a gathering leader now has its group.
-    fn announce(&mut self, lsn: u64) -> bool {
+    /// Notes the commit record at `lsn`.
+    fn announce(&mut self, lsn: u64) {
         if !self.pending.contains(&lsn) {
             self.pending.push(lsn);
         }
-        self.gathering && self.pending.len() >= self.expected
+    }
+
+    /// True once the commits the next flush expects are pending.
+    fn complete(&self) -> bool {
+        self.pending.len() >= self.expected
     }
 
     /// After a flush that made the log durable from `from` to `to` in `took`: learns how many
@@ -120,9 +129,7 @@ impl Wal {
         }
         let lone = {
             let mut group = shared.group.lock();
-            if group.announce(lsn.get()) {
-                shared.gathered.notify_one();
-            }
+            group.announce(lsn.get());
             group.expected <= 1 && !group.leading
         };
         // With company, the leader gathers this commit with the others; alone, nothing is
@@ -146,22 +153,18 @@ impl Wal {
         if shared.durable_lsn.load(Ordering::Acquire) > target {
             return Ok(());
         }
-        let mut group = shared.group.lock();
-        if group.announce(target) {
-            shared.gathered.notify_one();
-        }
+        shared.group.lock().announce(target);
         loop {
             if shared.durable_lsn.load(Ordering::Acquire) > target {
                 return Ok(());
             }
             shared.check_open()?;
+            let group = shared.group.lock();
             if group.leading {
-                shared.flush_done.wait(&mut group);
+                shared.follow(group, target);
                 continue;
             }
-            let result;
-            (group, result) = shared.lead(group, target, true);
-            result?;
+            shared.lead(group, target, true)?;
         }
     }
 
@@ -193,12 +196,7 @@ impl Shared {
     /// Leads one group flush that makes `target` durable: gathers (if `gather`), flushes
     /// everything appended so far, learns from it and wakes the followers. Called with no
     /// leader; returns the group lock again.
-    fn lead<'g>(
-        &'g self,
-        mut group: MutexGuard<'g, Group>,
-        target: u64,
-        gather: bool,
-    ) -> (MutexGuard<'g, Group>, Result<()>) {
+    fn lead(&self, mut group: MutexGuard<'_, Group>, target: u64, gather: bool) -> Result<()> {
         group.leading = true;
         if gather {
             self.gather(&mut group);
@@ -218,9 +216,24 @@ impl Shared {
         let took = started.elapsed();
         let mut group = self.group.lock();
         group.leading = false;
+        group.flushes += 1;
         group.learn(from, self.durable_lsn.load(Ordering::Acquire), took);
         self.flush_done.notify_all();
-        (group, result)
+        result
+    }
+
+    /// Waits (with `group` held, a leader leading) until the leader's flush ends or `target`
+    /// is durable: yielding the CPU for `FOLLOW_SPIN` at most, then asleep.
+    fn follow(&self, mut group: MutexGuard<'_, Group>, target: u64) {
+        let flush = group.flushes;
+        let started = Instant::now();
+        while group.flushes == flush && self.durable_lsn.load(Ordering::Acquire) <= target {
+            if started.elapsed() >= FOLLOW_SPIN {
+                self.flush_done.wait(&mut group);
+            } else {
+                MutexGuard::unlocked(&mut group, std::thread::yield_now);
+            }
+        }
     }
 
     /// A new leader waits until the group it expects is pending, for half a flush's time at
@@ -229,14 +242,16 @@ impl Shared {
     fn gather(&self, group: &mut MutexGuard<'_, Group>) {
         let durable = self.durable_lsn.load(Ordering::Acquire);
         group.pending.retain(|&lsn| lsn >= durable);
-        if group.pending.len() >= group.expected {
+        if group.complete() {
             return;
         }
+        // Yielding, not sleeping: the committers it waits for need the CPU (a machine with
+        // fewer cores than writers), and a timed sleep may last a whole scheduler tick.
         let budget = Duration::from_nanos(group.flush_ns / 2).min(GATHER_MAX);
-        let deadline = Instant::now() + budget;
-        group.gathering = true;
-        while group.pending.len() < group.expected && !self.gathered.wait_until(group, deadline).timed_out() {}
-        group.gathering = false;
+        let started = Instant::now();
+        while !group.complete() && started.elapsed() < budget {
+            MutexGuard::unlocked(group, std::thread::yield_now);
+        }
     }
 
     /// Wakes the writer thread. The lock makes the wake-up impossible to miss: the writer
@@ -436,12 +451,14 @@ pub(super) fn writer(weak: Weak<Shared>) {
         let write_out = shared.write_out_wanted.swap(false, Ordering::AcqRel);
         let sync_wanted = shared.sync_wanted.load(Ordering::Acquire);
         if sync_wanted > shared.durable_lsn.load(Ordering::Acquire) {
-            // A lone committer's flush, led here while it publishes; if a committer leads
-            // already, its flush covers the commit (or its followers lead the next one).
-            let group = shared.group.lock();
-            if !group.leading {
-                let (group, _failure_poisons_the_log) = shared.lead(group, sync_wanted - 1, false);
-                drop(group);
+            // A lone committer's flush, led here while it publishes. If a committer leads
+            // already, its flush covers the commit (or its followers lead the next one): wait
+            // for it to end rather than ask again at once (which would spin).
+            let mut group = shared.group.lock();
+            if group.leading {
+                shared.flush_done.wait(&mut group);
+            } else {
+                let _failure_poisons_the_log = shared.lead(group, sync_wanted - 1, false);
             }
         } else if write_out {
             let mut io = shared.io.lock();
@@ -482,7 +499,7 @@ mod tests {
         let mut group = Group::default();
         assert_eq!(group.expected, 1, "a new log expects one commit per flush");
         group.announce(100);
-        assert!(group.pending.len() >= group.expected, "its own commit completes the group");
+        assert!(group.complete(), "its own commit completes the group");
         group.learn(0, 200, FLUSH);
         assert_eq!(group.expected, 1, "one commit served: still one expected");
         assert!(group.pending.is_empty(), "the durable commit is forgotten");
@@ -496,13 +513,15 @@ mod tests {
         }
         group.learn(0, 500, FLUSH);
         assert_eq!(group.expected, 4, "four commits shared the flush");
-        group.gathering = true;
-        assert!(!group.announce(600), "one of four: the leader keeps gathering");
+        group.announce(600);
+        assert!(!group.complete(), "one of four: the leader keeps gathering");
         group.announce(600);
         assert_eq!(group.pending, vec![600], "an announcement counts once");
-        assert!(!group.announce(700));
-        assert!(!group.announce(800));
-        assert!(group.announce(900), "the fourth completes the group and wakes the leader");
+        group.announce(700);
+        group.announce(800);
+        assert!(!group.complete(), "three of four");
+        group.announce(900);
+        assert!(group.complete(), "the fourth completes the group");
     }
 
     #[test]

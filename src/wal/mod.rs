@@ -137,8 +137,6 @@ struct Shared {
     group: Mutex<flush::Group>,
     /// Signalled when a leader's flush ends (its followers re-check `durable_lsn`).
     flush_done: Condvar,
-    /// Signalled when a gathering leader has the commits it waits for.
-    gathered: Condvar,
     /// Commits acknowledged through [`Wal::commit`] since the open.
     commits: AtomicU64,
     /// fdatasyncs of log segments since the open.
@@ -240,7 +238,6 @@ impl Wal {
             sync_wanted: AtomicU64::new(0),
             group: Mutex::new(flush::Group::default()),
             flush_done: Condvar::new(),
-            gathered: Condvar::new(),
             commits: AtomicU64::new(0),
             log_syncs: AtomicU64::new(0),
             config,
