@@ -2,7 +2,7 @@
 //!
 //! | pass | from | what it does |
 //! |---|---|---|
-//! | analysis | the last complete checkpoint's begin record (or the log's start) | rebuilds the transaction table (losers) and the dirty page table; finds the redo start |
+//! | analysis | the last complete checkpoint's begin record (or the log's start) | rebuilds the transaction table (losers) and the dirty page table; finds the redo start; faults in the pages redo will change, a batch per `madvise` (`store/prefetch.rs`) |
 //! | redo | the smallest recovery LSN in the dirty page table | applies every update, CLR and page-init whose page is older than the record; a page that fails its checksum is first repaired (doublewrite copy, or zero if it is initialised later in the range) |
 //! | undo | the losers' last records, newest first | restores before-images, logging a CLR per record (undo-next = its prev-LSN) so a crash here never undoes anything twice; an `end` record closes each loser |
 //!
