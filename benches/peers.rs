@@ -18,8 +18,9 @@
 //! smoke test, writes no file, and fails if any workload failed.
 //!
 //! Vellum is driven through the crate-root API only (`Store::create/open/begin/insert/get/close`,
-//! `Transaction::insert/commit`) with default `Options`; the one exception is w2's extra counting
-//! pass, which wraps the default `Options::storage` to count the log's fdatasyncs
+//! `Transaction::insert/commit`, and `Store::log_info`'s commit and fdatasync counters around the
+//! timed w2) with default `Options`; the one exception is w2's extra counting pass, which wraps
+//! the default `Options::storage` to count the log's fdatasyncs independently
 //! (`peers/counting.rs`).
 
 #[path = "peers/counting.rs"]

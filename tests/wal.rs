@@ -428,6 +428,27 @@ fn four_writers_with_sync_always_get_unique_ordered_lsns_and_all_survive_reopen(
 }
 
 #[test]
+fn a_lone_committer_gets_one_fdatasync_per_commit_and_the_stats_count_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::create(storage(), dir.path(), config(32, SyncMode::Always)).unwrap();
+    for i in 0..50u64 {
+        let lsn = wal.append(&spec(i), &[b"one commit"]).unwrap();
+        if i % 2 == 0 {
+            // Half announce first, as a store's committer does (the writer thread may lead).
+            wal.start_commit(lsn);
+        }
+        wal.commit(lsn).unwrap();
+        assert!(wal.durable_lsn() > lsn, "commit returns only once durable");
+    }
+    let stats = wal.commit_stats();
+    assert_eq!(stats.commits, 50, "every commit is counted");
+    assert_eq!(
+        stats.log_syncs, 50,
+        "a lone committer's commits share nothing: one sync each"
+    );
+}
+
+#[test]
 fn oversized_record_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(16, SyncMode::Never);

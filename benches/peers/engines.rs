@@ -31,6 +31,10 @@ pub trait Engine: Sized + Send + Sync {
         let _ = dir;
         Ok(None)
     }
+    /// Commits acknowledged and log fdatasyncs so far, where the store counts them itself.
+    fn commit_stats(&self) -> Option<(u64, u64)> {
+        None
+    }
     /// Commits one record; durable when this returns.
     fn commit_one(&self, stream: u32, seq: u64, record: &[u8]) -> Res<()>;
     /// Commits `records` (seqs `first_seq..`) as one atomic transaction; durable when this returns.
@@ -144,6 +148,11 @@ impl Engine for Vellum {
             ..defaults
         };
         Ok(Some((Vellum::open_with(dir, options)?, counts)))
+    }
+
+    fn commit_stats(&self) -> Option<(u64, u64)> {
+        let log = self.store.log_info();
+        Some((log.commits, log.log_syncs))
     }
 
     fn commit_one(&self, stream: u32, seq: u64, record: &[u8]) -> Res<()> {

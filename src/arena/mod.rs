@@ -601,6 +601,36 @@ impl Arena {
         Ok(())
     }
 
+    /// Faults pages `pages` (sorted, no repeats) into memory writable ahead of their first
+    /// writes (recovery, `store::prefetch`): one `madvise(MADV_POPULATE_WRITE)` per run of adjacent pages
+    /// of a file, where touching them would take a read fault and then a copy-on-write fault
+    /// (and a TLB shootdown) per 4 KiB. Pages beyond the arena are left out. No byte of any
+    /// page changes. A hint: on a kernel without it (Linux < 5.14), or elsewhere, it does
+    /// nothing.
+    pub fn prefault(&self, pages: &[PageId]) {
+        let page_bytes = self.page_size_bytes as usize;
+        let mut i = 0;
+        while i < pages.len() {
+            let first = pages[i];
+            let space = first.space();
+            if first.page_no() >= self.page_count(space) {
+                i += 1;
+                continue;
+            }
+            let (file_no, _) = self.split(first.page_no());
+            let mut run = 1;
+            while let Some(next) = pages.get(i + run)
+                && next.space() == space
+                && next.page_no() == first.page_no() + run as u64
+                && self.split(next.page_no()).0 == file_no
+            {
+                run += 1;
+            }
+            populate_write(self.page_ptr(first, 0), run * page_bytes);
+            i += run;
+        }
+    }
+
     /// True if page `id` was verified or written since open.
     pub fn is_verified(&self, id: PageId) -> bool {
         let (file, _) = self.locate(id);
@@ -792,6 +822,20 @@ impl Arena {
         file_no < counts[id.space().index()] as u64
     }
 }
+
+/// `madvise(MADV_POPULATE_WRITE)` over `len_bytes` at `ptr`, which start whole pages of one live
+/// mapping; failures are ignored (see [`Arena::prefault`]).
+#[cfg(target_os = "linux")]
+fn populate_write(ptr: *mut u8, len_bytes: usize) {
+    // SAFETY: the range is whole pages inside one live private mapping of the arena (its
+    // start is page-aligned, as every arena page is), which outlives the call. The advice only
+    // fills page tables as write faults would; it reads and writes no byte of the range, so it
+    // races with no reader or writer of those pages.
+    let _ = unsafe { libc::madvise(ptr.cast(), len_bytes, libc::MADV_POPULATE_WRITE) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn populate_write(_ptr: *mut u8, _len_bytes: usize) {}
 
 #[cfg(test)]
 mod tests {

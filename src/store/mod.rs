@@ -26,6 +26,7 @@ mod iter;
 mod lifecycle;
 mod mask;
 mod options;
+mod prefetch;
 pub(crate) mod readers;
 pub mod recovery;
 pub(crate) mod scan;
@@ -94,6 +95,11 @@ pub struct LogInfo {
     pub end_lsn: Lsn,
     /// Every log byte below this is durable.
     pub durable_lsn: Lsn,
+    /// Commits acknowledged since this open (every sync mode).
+    pub commits: u64,
+    /// fdatasyncs of the log since this open: with `SyncMode::Always`, `commits / log_syncs`
+    /// is how many commits one flush served on average (group commit).
+    pub log_syncs: u64,
 }
 
 /// Checkpoints wait while this lives (see [`Store::hold_for_copy`]).
@@ -489,7 +495,10 @@ impl Store {
     pub fn log_info(&self) -> LogInfo {
         let wal = &self.inner.wal;
         let segments = wal.segment_numbers();
+        let stats = wal.commit_stats();
         LogInfo {
+            commits: stats.commits,
+            log_syncs: stats.log_syncs,
             segment_bytes: segments.len() as u64 * wal.geometry().segment_size_bytes,
             segments,
             first_lsn: wal.first_lsn(),

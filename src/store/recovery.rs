@@ -2,7 +2,7 @@
 //!
 //! | pass | from | what it does |
 //! |---|---|---|
-//! | analysis | the last complete checkpoint's begin record (or the log's start) | rebuilds the transaction table (losers) and the dirty page table; finds the redo start |
+//! | analysis | the last complete checkpoint's begin record (or the log's start) | rebuilds the transaction table (losers) and the dirty page table; finds the redo start; faults in the pages redo will change, a batch per `madvise` (`store/prefetch.rs`) |
 //! | redo | the smallest recovery LSN in the dirty page table | applies every update, CLR and page-init whose page is older than the record; a page that fails its checksum is first repaired (doublewrite copy, or zero if it is initialised later in the range) |
 //! | undo | the losers' last records, newest first | restores before-images, logging a CLR per record (undo-next = its prev-LSN) so a crash here never undoes anything twice; an `end` record closes each loser |
 //!
@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::format::page::PageId;
 use crate::format::record::{self, Edit, Kind, Payload};
 use crate::store::state::PageMap;
-use crate::store::{ActiveTxn, Inner, apply_edits, format_page};
+use crate::store::{ActiveTxn, Inner, apply_edits, format_page, prefetch};
 use crate::wal::{ScanReport, SkippedRange};
 use crate::{Error, Lsn, RecoveryMode};
 
@@ -231,6 +231,9 @@ fn analyze(
         next_txn_id,
     };
     let mut finished = HashSet::new();
+    // Every page a record from here changes, redo changes (or finds changed already): it is
+    // faulted in now, a batch at a time, rather than at redo's first touch.
+    let mut prefaulter = prefetch::Prefaulter::new(&inner.arena);
     let mut reader = inner.wal.verified_reader(start).with_skips(skips);
     while let Some(rec) = reader.next_record()? {
         let (lsn, txn) = (rec.lsn, rec.header.txn_id.get());
@@ -247,7 +250,7 @@ fn analyze(
                         undo_next: lsn,
                     },
                 );
-                note_dirty(&mut analysis.dirty, &edits, lsn);
+                note_dirty(&mut analysis.dirty, &mut prefaulter, &edits, lsn);
             }
             Payload::Clr { undo_next, edits } => {
                 analysis.losers.insert(
@@ -257,10 +260,11 @@ fn analyze(
                         undo_next,
                     },
                 );
-                note_dirty(&mut analysis.dirty, &edits, lsn);
+                note_dirty(&mut analysis.dirty, &mut prefaulter, &edits, lsn);
             }
             Payload::PageInit { page, .. } => {
                 analysis.dirty.entry(page).or_insert(lsn);
+                prefaulter.note(page);
                 if analysis.inits.insert(page) {
                     analysis.init_counts[page.space().index()] += 1;
                 }
@@ -296,11 +300,12 @@ fn analyze(
     Ok(analysis)
 }
 
-fn note_dirty(dirty: &mut PageMap<Lsn>, edits: &[Edit<'_>], lsn: Lsn) {
+fn note_dirty(dirty: &mut PageMap<Lsn>, prefaulter: &mut prefetch::Prefaulter<'_>, edits: &[Edit<'_>], lsn: Lsn) {
     for (i, edit) in edits.iter().enumerate() {
         // A record's edits of one page are usually adjacent: one lookup per run of them.
         if i == 0 || edits[i - 1].page != edit.page {
             dirty.entry(edit.page).or_insert(lsn);
+            prefaulter.note(edit.page);
         }
     }
 }
@@ -360,8 +365,13 @@ fn redo(
 /// checkpoint writes it again rather than trusting the disk to hold it.
 fn keep_dirty(inner: &Inner, pages: impl Iterator<Item = PageId>, lsn: Lsn) {
     let mut dirty = inner.dirty.lock();
+    let mut last = None;
     for page in pages {
-        dirty.entry(page).or_insert(lsn);
+        // A record's edits of one page are usually adjacent: one lookup per run of them.
+        if last != Some(page) {
+            dirty.entry(page).or_insert(lsn);
+            last = Some(page);
+        }
     }
 }
 

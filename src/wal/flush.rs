@@ -6,77 +6,165 @@
 use std::sync::Weak;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use parking_lot::MutexGuard;
 
 use super::*;
+
+/// How many commits a flush covers, counted since the log was opened ([`Wal::commit_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Commits acknowledged through [`Wal::commit`] (in every sync mode).
+    pub commits: u64,
+    /// fdatasyncs of log segments (group-commit flushes, syncs, the close).
+    pub log_syncs: u64,
+}
+
+/// A gathering leader waits at most this long for the commits it expects, however slow the
+/// device's syncs are.
+const GATHER_MAX: Duration = Duration::from_millis(1);
+/// A follower yields its CPU for up to this long, checking, before it sleeps until the flush it
+/// waits for ends: a flush on a fast device ends sooner than a sleeping thread is woken (and on a
+/// virtual machine whose CPUs all sleep, the device's completion can wait for the host's next
+/// tick, milliseconds).
+const FOLLOW_SPIN: Duration = Duration::from_micros(100);
+
+/// The group-commit state, under `Shared::group`.
+///
+/// A committer whose record is not durable announces its LSN in `pending` and either leads
+/// (if no one does) or follows: it waits for the leader's flush to end (yielding for
+/// `FOLLOW_SPIN`, then asleep) and checks again. A leader first gathers: it yields until
+/// `expected` commits are pending (itself included), for half a flush's time at most, then
+/// flushes everything appended so far with one pwrite and one fdatasync per segment touched.
+/// A lone committer finds `expected` met by its own commit and never waits.
+///
+/// `expected` is what the last flush learnt of the concurrency: the commits it covered plus
+/// those that arrived while it ran. With four committers that each commit again as soon as
+/// their last commit is durable, a flush covers all four and the next leader waits for four;
+/// when one stops, one gather times out and the count drops to three.
+#[derive(Debug)]
+pub(super) struct Group {
+    /// A leader is gathering or flushing.
+    leading: bool,
+    /// Flushes led so far: a follower waits for this to change.
+    flushes: u64,
+    /// Commit records announced (`start_commit`, `flush_through`) that were not durable then.
+    /// Entries at or below the durable end are pruned by each leader.
+    pending: Vec<u64>,
+    /// How many pending commits the next leader waits for.
+    expected: usize,
+    /// A moving average of how long a leader's flush takes (pwrite and fdatasync).
+    flush_ns: u64,
+}
+
+impl Default for Group {
+    fn default() -> Group {
+        Group {
+            leading: false,
+            flushes: 0,
+            pending: Vec::new(),
+            expected: 1,
+            flush_ns: 0,
+        }
+    }
+}
+
+impl Group {
+    /// Notes the commit record at `lsn`.
+    fn announce(&mut self, lsn: u64) {
+        if !self.pending.contains(&lsn) {
+            self.pending.push(lsn);
+        }
+    }
+
+    /// True once the commits the next flush expects are pending.
+    fn complete(&self) -> bool {
+        self.pending.len() >= self.expected
+    }
+
+    /// After a flush that made the log durable from `from` to `to` in `took`: learns how many
+    /// commits to gather next, and forgets those now durable.
+    fn learn(&mut self, from: u64, to: u64, took: Duration) {
+        let covered = self.pending.iter().filter(|&&lsn| lsn >= from && lsn < to).count();
+        self.pending.retain(|&lsn| lsn >= to);
+        self.expected = (covered + self.pending.len()).max(1);
+        let took_ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.flush_ns = if self.flush_ns == 0 {
+            took_ns
+        } else {
+            self.flush_ns - self.flush_ns / 8 + took_ns / 8
+        };
+    }
+}
 
 impl Wal {
     /// Applies the sync mode to a commit record at `lsn`: with `Always`, returns once it is
     /// durable (sharing one flush with concurrent committers); otherwise returns at once.
     pub fn commit(&self, lsn: Lsn) -> Result<()> {
+        self.shared.commits.fetch_add(1, Ordering::Relaxed);
         match self.shared.config.sync {
             SyncMode::Always => self.flush_through(lsn),
             SyncMode::Interval(_) | SyncMode::Never => Ok(()),
         }
     }
 
-    /// Lets the writer thread start making the commit record at `lsn` durable while the caller
-    /// does other work (a committer publishing its changes) before `commit(lsn)` waits for it.
-    /// A hint: without background threads or with another sync mode it does nothing.
+    /// Commits acknowledged and log fdatasyncs since the open: their ratio is how many commits
+    /// one flush serves.
+    pub fn commit_stats(&self) -> CommitStats {
+        CommitStats {
+            commits: self.shared.commits.load(Ordering::Relaxed),
+            log_syncs: self.shared.log_syncs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Announces the commit record at `lsn` before `commit(lsn)` waits for it, while the caller
+    /// does other work (a committer publishing its changes): a gathering leader counts it at
+    /// once, and a lone committer's flush starts on the writer thread meanwhile. A hint: with
+    /// another sync mode it does nothing.
     pub fn start_commit(&self, lsn: Lsn) {
         let shared = &*self.shared;
-        if !shared.config.background || shared.config.sync != SyncMode::Always {
+        if shared.config.sync != SyncMode::Always || shared.durable_lsn.load(Ordering::Acquire) > lsn.get() {
             return;
         }
-        if shared.sync_wanted.fetch_max(lsn.get() + 1, Ordering::AcqRel) <= lsn.get() {
+        let lone = {
+            let mut group = shared.group.lock();
+            group.announce(lsn.get());
+            group.expected <= 1 && !group.leading
+        };
+        // With company, the leader gathers this commit with the others; alone, nothing is
+        // worth waiting for and the writer thread starts the flush now.
+        if lone
+            && shared.config.background
+            && shared.sync_wanted.fetch_max(lsn.get() + 1, Ordering::AcqRel) <= lsn.get()
+        {
             shared.wake_writer();
         }
     }
 
     /// Returns once the record at `lsn` (and everything before it) is durable.
     ///
-    /// Group commit: one committer at a time leads a flush, taking everything appended so far;
-    /// the others wait on a condition variable and all wake when it ends. Those it covered
-    /// return; one of the rest leads the next flush, covering every record appended meanwhile.
+    /// Group commit ([`Group`]): one committer at a time leads a flush, the others wait for it
+    /// to end; those it covered return, one of the rest leads the next flush, which covers
+    /// every record appended meanwhile.
     pub fn flush_through(&self, lsn: Lsn) -> Result<()> {
         let shared = &*self.shared;
-        shared.committers.fetch_add(1, Ordering::AcqRel);
-        let result = self.lead_or_follow(lsn);
-        shared.committers.fetch_sub(1, Ordering::AcqRel);
-        result
-    }
-
-    fn lead_or_follow(&self, lsn: Lsn) -> Result<()> {
-        let shared = &*self.shared;
+        let target = lsn.get();
+        if shared.durable_lsn.load(Ordering::Acquire) > target {
+            return Ok(());
+        }
+        shared.group.lock().announce(target);
         loop {
-            if shared.durable_lsn.load(Ordering::Acquire) > lsn.get() {
+            if shared.durable_lsn.load(Ordering::Acquire) > target {
                 return Ok(());
             }
             shared.check_open()?;
-            {
-                let mut leading = shared.flush_leader.lock();
-                if shared.durable_lsn.load(Ordering::Acquire) > lsn.get() {
-                    return Ok(());
-                }
-                if *leading {
-                    shared.flush_done.wait(&mut leading);
-                    continue;
-                }
-                *leading = true;
+            let group = shared.group.lock();
+            if group.leading {
+                shared.follow(group, target);
+                continue;
             }
-            shared.gather_committers();
-            let result = {
-                let mut io = shared.io.lock();
-                // The writer thread may have made it durable while this waited for `io`.
-                if shared.durable_lsn.load(Ordering::Acquire) > lsn.get() {
-                    Ok(())
-                } else {
-                    shared.flush_locked(&mut io, true)
-                }
-            };
-            *shared.flush_leader.lock() = false;
-            shared.flush_done.notify_all();
-            result?;
+            shared.lead(group, target, true)?;
         }
     }
 
@@ -102,21 +190,67 @@ impl Wal {
         let mut io = shared.io.lock();
         shared.flush_locked(&mut io, false)
     }
-
 }
 
 impl Shared {
-    /// A new flush leader waits (at most `GATHER_MAX`) until the tail holds as many records as
-    /// there are committers waiting, so committers that a flush just released can append their
-    /// next record and share the next flush instead of forming a group of their own. A lone
-    /// committer never waits: its own record already meets the count.
-    fn gather_committers(&self) {
-        const GATHER_MAX: Duration = Duration::from_micros(50);
-        let started = std::time::Instant::now();
-        while self.records_in_tail.load(Ordering::Acquire) < self.committers.load(Ordering::Acquire)
-            && started.elapsed() < GATHER_MAX
-        {
-            std::thread::yield_now();
+    /// Leads one group flush that makes `target` durable: gathers (if `gather`), flushes
+    /// everything appended so far, learns from it and wakes the followers. Called with no
+    /// leader; returns the group lock again.
+    fn lead(&self, mut group: MutexGuard<'_, Group>, target: u64, gather: bool) -> Result<()> {
+        group.leading = true;
+        if gather {
+            self.gather(&mut group);
+        }
+        drop(group);
+        let from = self.durable_lsn.load(Ordering::Acquire);
+        let started = Instant::now();
+        let result = {
+            let mut io = self.io.lock();
+            // Another flush (the writer thread, a sync) may have covered it meanwhile.
+            if self.durable_lsn.load(Ordering::Acquire) > target {
+                Ok(())
+            } else {
+                self.flush_locked(&mut io, true)
+            }
+        };
+        let took = started.elapsed();
+        let mut group = self.group.lock();
+        group.leading = false;
+        group.flushes += 1;
+        group.learn(from, self.durable_lsn.load(Ordering::Acquire), took);
+        self.flush_done.notify_all();
+        result
+    }
+
+    /// Waits (with `group` held, a leader leading) until the leader's flush ends or `target`
+    /// is durable: yielding the CPU for `FOLLOW_SPIN` at most, then asleep.
+    fn follow(&self, mut group: MutexGuard<'_, Group>, target: u64) {
+        let flush = group.flushes;
+        let started = Instant::now();
+        while group.flushes == flush && self.durable_lsn.load(Ordering::Acquire) <= target {
+            if started.elapsed() >= FOLLOW_SPIN {
+                self.flush_done.wait(&mut group);
+            } else {
+                MutexGuard::unlocked(&mut group, std::thread::yield_now);
+            }
+        }
+    }
+
+    /// A new leader waits until the group it expects is pending, for half a flush's time at
+    /// most (`GATHER_MAX` at the most): the committers the last flush released append their
+    /// next commits meanwhile, and one flush serves them all.
+    fn gather(&self, group: &mut MutexGuard<'_, Group>) {
+        let durable = self.durable_lsn.load(Ordering::Acquire);
+        group.pending.retain(|&lsn| lsn >= durable);
+        if group.complete() {
+            return;
+        }
+        // Yielding, not sleeping: the committers it waits for need the CPU (a machine with
+        // fewer cores than writers), and a timed sleep may last a whole scheduler tick.
+        let budget = Duration::from_nanos(group.flush_ns / 2).min(GATHER_MAX);
+        let started = Instant::now();
+        while !group.complete() && started.elapsed() < budget {
+            MutexGuard::unlocked(group, std::thread::yield_now);
         }
     }
 
@@ -170,7 +304,6 @@ impl Shared {
         let spare = std::mem::take(&mut io.spare);
         let (start, bytes) = {
             let mut tail = self.tail.lock();
-            self.records_in_tail.store(0, Ordering::Release);
             tail.take(spare)
         };
         let end = start + bytes.len() as u64;
@@ -245,6 +378,7 @@ impl Shared {
         if sync {
             for segment_no in std::mem::take(&mut io.unsynced) {
                 if let Some(segment) = segments.get(&segment_no) {
+                    self.log_syncs.fetch_add(1, Ordering::Relaxed);
                     segment
                         .file
                         .sync_data()
@@ -317,9 +451,14 @@ pub(super) fn writer(weak: Weak<Shared>) {
         let write_out = shared.write_out_wanted.swap(false, Ordering::AcqRel);
         let sync_wanted = shared.sync_wanted.load(Ordering::Acquire);
         if sync_wanted > shared.durable_lsn.load(Ordering::Acquire) {
-            let mut io = shared.io.lock();
-            if sync_wanted > shared.durable_lsn.load(Ordering::Acquire) {
-                let _ = shared.flush_locked(&mut io, true);
+            // A lone committer's flush, led here while it publishes. If a committer leads
+            // already, its flush covers the commit (or its followers lead the next one): wait
+            // for it to end rather than ask again at once (which would spin).
+            let mut group = shared.group.lock();
+            if group.leading {
+                shared.flush_done.wait(&mut group);
+            } else {
+                let _failure_poisons_the_log = shared.lead(group, sync_wanted - 1, false);
             }
         } else if write_out {
             let mut io = shared.io.lock();
@@ -346,5 +485,91 @@ pub(super) fn flusher(weak: Weak<Shared>, every: Duration) {
             let mut io = shared.io.lock();
             let _ = shared.flush_locked(&mut io, true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FLUSH: Duration = Duration::from_micros(200);
+
+    #[test]
+    fn a_lone_committer_finds_its_group_complete_and_never_gathers() {
+        let mut group = Group::default();
+        assert_eq!(group.expected, 1, "a new log expects one commit per flush");
+        group.announce(100);
+        assert!(group.complete(), "its own commit completes the group");
+        group.learn(0, 200, FLUSH);
+        assert_eq!(group.expected, 1, "one commit served: still one expected");
+        assert!(group.pending.is_empty(), "the durable commit is forgotten");
+    }
+
+    #[test]
+    fn a_flush_that_served_four_commits_makes_the_next_leader_wait_for_four() {
+        let mut group = Group::default();
+        for lsn in [100, 200, 300, 400] {
+            group.announce(lsn);
+        }
+        group.learn(0, 500, FLUSH);
+        assert_eq!(group.expected, 4, "four commits shared the flush");
+        group.announce(600);
+        assert!(!group.complete(), "one of four: the leader keeps gathering");
+        group.announce(600);
+        assert_eq!(group.pending, vec![600], "an announcement counts once");
+        group.announce(700);
+        group.announce(800);
+        assert!(!group.complete(), "three of four");
+        group.announce(900);
+        assert!(group.complete(), "the fourth completes the group");
+    }
+
+    #[test]
+    fn commits_that_arrive_during_a_flush_count_toward_the_next_group() {
+        let mut group = Group::default();
+        group.announce(100);
+        // Three more committers append while the flush of the first runs.
+        for lsn in [600, 700, 800] {
+            group.announce(lsn);
+        }
+        group.learn(0, 500, FLUSH);
+        assert_eq!(group.expected, 4, "one served plus three waiting: four committers");
+        assert_eq!(group.pending, vec![600, 700, 800], "the waiting ones stay pending");
+    }
+
+    #[test]
+    fn a_gather_that_timed_out_lowers_the_expectation() {
+        let mut group = Group::default();
+        for lsn in [100, 200, 300, 400] {
+            group.announce(lsn);
+        }
+        group.learn(0, 500, FLUSH);
+        // One committer stopped: the next flush serves three after its gather timed out.
+        for lsn in [600, 700, 800] {
+            group.announce(lsn);
+        }
+        group.learn(500, 900, FLUSH);
+        assert_eq!(group.expected, 3, "the next leader waits for the three that remain");
+    }
+
+    #[test]
+    fn commits_made_durable_by_another_flush_are_not_counted_as_served() {
+        let mut group = Group::default();
+        // A sync outside the group protocol made 100 durable before this flush (from 500).
+        for lsn in [100, 600] {
+            group.announce(lsn);
+        }
+        group.learn(500, 700, FLUSH);
+        assert_eq!(group.expected, 1, "only the commit at 600 was this flush's");
+        assert!(group.pending.is_empty(), "both are durable and forgotten");
+    }
+
+    #[test]
+    fn the_flush_time_is_a_moving_average() {
+        let mut group = Group::default();
+        group.learn(0, 1, Duration::from_micros(800));
+        assert_eq!(group.flush_ns, 800_000, "the first flush sets it");
+        group.learn(1, 2, Duration::ZERO);
+        assert_eq!(group.flush_ns, 700_000, "each later flush moves it an eighth of the way");
     }
 }

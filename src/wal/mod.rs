@@ -4,13 +4,15 @@
 //!   log on open; `writer`: laying records out; `segment`: the files; `reader`: iteration.
 //! - Appends copy into an in-memory tail under a short lock (`tail`) and return the LSN.
 //! - A flush takes the `io` lock, swaps the tail out (appends go on meanwhile), writes it with
-//!   pwrite and, for durability, fdatasyncs every segment it touched. Committers that find a
-//!   flush under way queue on `io`; the next one takes everything appended meanwhile, so one
-//!   fdatasync serves them all (group commit).
+//!   pwrite and, for durability, fdatasyncs every segment it touched. Committers follow one
+//!   leader at a time (group commit, `flush::Group`): the leader waits for the flush in flight
+//!   to end, gathers the commits it expects (as many as the last flush served, itself
+//!   included: a lone committer never waits), and flushes everything appended meanwhile with
+//!   one pwrite and one fdatasync.
 //! - With background threads, a preallocator keeps the next segment and a spare ready, and a
 //!   writer thread takes the write-outs (every `write_out_bytes`) off the appenders and starts
-//!   a commit's sync while its committer publishes (`start_commit`). Without them (the crash
-//!   simulator) the appender writes out inline, deterministically.
+//!   a lone commit's sync while its committer publishes (`start_commit`). Without them (the
+//!   crash simulator) the appender writes out inline, deterministically.
 //! - Readers read the segments' shared read-only mappings below `written_lsn`.
 
 mod epoch_file;
@@ -28,7 +30,7 @@ use open::{erase_garbage, first_record_start, needed_segment};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -131,13 +133,14 @@ struct Shared {
     /// One past the highest commit record a committer asked the writer thread to make durable
     /// early (`Wal::start_commit`).
     sync_wanted: AtomicU64,
-    /// True while a committer leads a group-commit flush.
-    flush_leader: Mutex<bool>,
+    /// Group commit: the leader, the commits waiting for a flush, how many to gather.
+    group: Mutex<flush::Group>,
+    /// Signalled when a leader's flush ends (its followers re-check `durable_lsn`).
     flush_done: Condvar,
-    /// Committers inside `flush_through`, and records appended since the last tail swap: a new
-    /// leader gives the other committers a moment to append before it takes the tail.
-    committers: AtomicUsize,
-    records_in_tail: AtomicUsize,
+    /// Commits acknowledged through [`Wal::commit`] since the open.
+    commits: AtomicU64,
+    /// fdatasyncs of log segments since the open.
+    log_syncs: AtomicU64,
 }
 
 /// The write-ahead log.
@@ -233,10 +236,10 @@ impl Wal {
             write_out_wanted: AtomicBool::new(false),
             write_out_wake: Condvar::new(),
             sync_wanted: AtomicU64::new(0),
-            flush_leader: Mutex::new(false),
+            group: Mutex::new(flush::Group::default()),
             flush_done: Condvar::new(),
-            committers: AtomicUsize::new(0),
-            records_in_tail: AtomicUsize::new(0),
+            commits: AtomicU64::new(0),
+            log_syncs: AtomicU64::new(0),
             config,
         });
         let mut threads = Vec::new();
@@ -315,7 +318,6 @@ impl Wal {
                 tail.truncate_to(rollback);
                 return Err(error);
             }
-            shared.records_in_tail.fetch_add(1, Ordering::AcqRel);
             (lsn, end, tail.buf.len())
         };
         shared.after_append(end, tail_bytes)?;
@@ -483,6 +485,7 @@ impl Wal {
             .file
             .write_at(&zeros, offset)
             .context(|| format!("writing {}", segment.path.display()))?;
+        shared.log_syncs.fetch_add(1, Ordering::Relaxed);
         segment
             .file
             .sync_data()

@@ -102,6 +102,7 @@ impl WalReader {
                     Decoded::Record { payload, end, header } => {
                         self.pos = end;
                         self.floor = header.epoch.get();
+                        prefetch_after(&view, end);
                         let header_bytes = view.bytes(at, RECORD_HEADER_BYTES).expect("just decoded");
                         let header = RecordHeader::ref_from_bytes(header_bytes).expect("exact size, align 1");
                         let payload = view.payload(payload, &self.scratch);
@@ -132,6 +133,39 @@ impl WalReader {
         }
     }
 }
+
+/// How much of the log after a record the reader asks the CPU to fetch into its caches.
+const PREFETCH_BYTES: u64 = 2048;
+
+/// Asks the CPU to start fetching the log bytes after `end` (to the end of that page, at most
+/// [`PREFETCH_BYTES`]) while the caller works on the record it just got: the next record's
+/// decoding then finds them in cache. A record of page edits is read in jumps (an edit's header,
+/// then past its after-image to the next header), which the hardware's sequential prefetchers
+/// miss, so without this each jump over a large image waits for memory.
+fn prefetch_after(view: &LogView<'_>, end: u64) {
+    let len = PREFETCH_BYTES
+        .min(view.geometry.page_end(end) - end)
+        .min(view.limit.saturating_sub(end));
+    if len == 0 {
+        return;
+    }
+    let Some(bytes) = view.bytes(end, len as usize) else {
+        return;
+    };
+    for line in bytes.chunks(64) {
+        prefetch_line(line.as_ptr());
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn prefetch_line(at: *const u8) {
+    // SAFETY: a prefetch is a hint that reads nothing architecturally and cannot fault; `at`
+    // points into a live mapping all the same. SSE, which it needs, is in every x86-64 CPU.
+    unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast()) }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn prefetch_line(_at: *const u8) {}
 
 /// Where a damaged range skipped by the open scan that starts at `at` ends, if one does (zeros
 /// inside the durable log end a walk just as damage does).
