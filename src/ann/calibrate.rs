@@ -68,7 +68,7 @@ impl Hnsw {
         threads: usize,
     ) -> Result<Vec<Vec<NodeId>>> {
         let next = AtomicUsize::new(0);
-        let results: Vec<Result<Vec<(usize, Vec<NodeId>)>>> = std::thread::scope(|scope| {
+        let results: Vec<Result<Vec<Neighbours>>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads.max(1))
                 .map(|_| {
                     scope.spawn(|| {
@@ -105,6 +105,9 @@ impl Hnsw {
         Ok(truth)
     }
 }
+
+/// A sampled query (its place in the sample) and its true neighbours.
+type Neighbours = (usize, Vec<NodeId>);
 
 /// A graph without one node: no list names it and it has none (a query's own node, hidden
 /// from its search).
