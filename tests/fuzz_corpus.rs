@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use vellum::format::control::Control;
-use vellum::format::page::{PageId, Space};
+use vellum::format::page::{PageId, PageKind, Space};
 use vellum::format::record::{self, Checkpoint, DirtyPage, Edit, EditKind, Kind, TxnEntry};
 use vellum::storage::{SimStorage, Storage};
 use vellum::testing::fuzz::{self, FUZZ_STORE_ID, FUZZ_TIMELINE, Mutation, Op, OpsInput, Write};
@@ -275,6 +275,137 @@ fn make_archiving_store() -> SimStorage {
     sim
 }
 
+/// Pages per arena file of the stores above (8-page segments).
+const PAGES_PER_FILE: u64 = 8;
+
+/// The file and offset of arena page `id` of the stores above.
+fn page_place(id: PageId) -> (PathBuf, usize) {
+    let name = format!("{}-{:08x}.pages", id.space().name(), id.page_no() / PAGES_PER_FILE);
+    let offset = (id.page_no() % PAGES_PER_FILE) as usize * PAGE as usize;
+    (Path::new("/db/arena").join(name), offset)
+}
+
+/// A closed store whose index has two levels, with pages of every kind (free pages, overflow
+/// chains, vector pages with free slots); returns the disk.
+fn make_index_store() -> SimStorage {
+    let sim = SimStorage::new(5);
+    let options = Options {
+        page_size_bytes: PAGE,
+        segment_size_bytes: u64::from(PAGE) * PAGES_PER_FILE,
+        checkpoint_interval_bytes: 0,
+        storage: Arc::new(sim.clone()),
+        background_io: false,
+        ..Options::default()
+    };
+    let store = Store::create("/db", 4, options).unwrap();
+    let id = |n: u32| format!("page-{n:03}-{}", "p".repeat(24));
+    let mut tx = store.begin().unwrap();
+    for n in 0..180u32 {
+        let meta = if n % 40 == 0 { "L".repeat(5000) } else { format!("v{n}") };
+        tx.insert(&id(n), &vector(n, 4), &[("m", &meta)]).unwrap();
+    }
+    tx.commit().unwrap();
+    let mut tx = store.begin().unwrap();
+    for n in (60..110).chain([3, 17, 150]) {
+        tx.delete(&id(n)).unwrap();
+    }
+    tx.commit().unwrap();
+    store.close().unwrap();
+    sim
+}
+
+/// The first page of each kind of the store on `sim` (not all zero).
+fn first_page_of_each_kind(sim: &SimStorage) -> Vec<(PageKind, PageId)> {
+    let mut found: Vec<(PageKind, PageId)> = Vec::new();
+    for space in [Space::Catalog, Space::Vector] {
+        for page_no in 0.. {
+            let id = PageId::new(space, page_no);
+            let (path, offset) = page_place(id);
+            let Ok(bytes) = sim.read_file(&path) else { break };
+            let page = &bytes[offset..offset + PAGE as usize];
+            let Some(kind) = PageKind::from_u8(page[4]) else {
+                continue;
+            };
+            if kind != PageKind::Zero && !found.iter().any(|(k, _)| *k == kind) {
+                found.push((kind, id));
+            }
+        }
+    }
+    assert_eq!(found.len(), PageKind::ALL.len() - 1, "a page of every kind: {found:?}");
+    found
+}
+
+/// Mutation programs (for the recovery target) that damage the meta page, a node and an owner
+/// table and recompute the checksums: only the index checks see them. File indices are those
+/// of the files of `store` (a store like the recovery target's), in path order.
+fn index_mutations(store: &SimStorage) -> Vec<(&'static str, Vec<Mutation>)> {
+    let mut files = Vec::new();
+    let mut pending = vec![PathBuf::from("/db")];
+    while let Some(dir) = pending.pop() {
+        for name in store.list(&dir).unwrap() {
+            let path = dir.join(name);
+            if store.list(&path).is_ok() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let file = |path: &str| files.iter().position(|f| f == Path::new(path)).unwrap() as u8;
+    let (catalog, vectors) = (
+        file("/db/arena/catalog-00000000.pages"),
+        file("/db/arena/vector-00000000.pages"),
+    );
+    let root = PageId::new(Space::Catalog, 2).0;
+    vec![
+        (
+            "meta-count-resealed",
+            vec![
+                Mutation::SetU64 {
+                    file: catalog,
+                    offset: 80,
+                    value: 99,
+                },
+                Mutation::Reseal { file: catalog, page: 0 },
+            ],
+        ),
+        (
+            "meta-root-resealed",
+            vec![
+                Mutation::SetU64 {
+                    file: catalog,
+                    offset: 64,
+                    value: root,
+                },
+                Mutation::Reseal { file: catalog, page: 0 },
+            ],
+        ),
+        (
+            "node-cell-resealed",
+            vec![
+                Mutation::SetByte {
+                    file: catalog,
+                    offset: 4096 + 4000,
+                    value: 0x2f,
+                },
+                Mutation::Reseal { file: catalog, page: 1 },
+            ],
+        ),
+        (
+            "owner-zeroed-resealed",
+            vec![
+                Mutation::SetU64 {
+                    file: vectors,
+                    offset: 64,
+                    value: 0,
+                },
+                Mutation::Reseal { file: vectors, page: 0 },
+            ],
+        ),
+    ]
+}
+
 fn page(bytes: &[u8], index: usize) -> &[u8] {
     &bytes[index * PAGE as usize..(index + 1) * PAGE as usize]
 }
@@ -342,12 +473,13 @@ fn generate_fuzz_corpus() {
     slots.extend_from_slice(older.to_slot().as_bytes());
     write_seed("control_file", "custom", &slots);
 
-    // arena_page: a store's catalog pages (entries, an overflow chain) and a vector page.
-    let catalog = store.read_file(Path::new("/db/arena/catalog-00000000.pages")).unwrap();
-    write_seed("arena_page", "catalog-0", page(&catalog, 0));
-    write_seed("arena_page", "catalog-1-overflow", page(&catalog, 1));
-    let vectors = store.read_file(Path::new("/db/arena/vector-00000000.pages")).unwrap();
-    write_seed("arena_page", "vector-0", page(&vectors, 0));
+    // arena_page: a page of every kind, from a store whose index has two levels.
+    let index_store = make_index_store();
+    for (kind, id) in first_page_of_each_kind(&index_store) {
+        let (path, offset) = page_place(id);
+        let bytes = index_store.read_file(&path).unwrap();
+        write_seed("arena_page", kind.name(), &bytes[offset..offset + PAGE as usize]);
+    }
 
     // graph_page: the approximate index's golden pages (graph meta, node, upper page), and the
     // pages of the target's own base store.
@@ -455,10 +587,16 @@ fn generate_fuzz_corpus() {
         bytes.extend_from_slice(&fuzz::encode_mutations(&program));
         write_seed("recovery", name, &bytes);
     }
+    // ... and damage to the index and its pages that keeps the checksums valid.
+    for (i, (name, program)) in index_mutations(&store).into_iter().enumerate() {
+        let mut bytes = (i as u64 + 11).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&fuzz::encode_mutations(&program));
+        write_seed("recovery", name, &bytes);
+    }
 
     // ops: call sequences with commits, aborts, checkpoints, crashes and reopens.
     use Write::{Delete, Insert, Upsert};
-    let scenarios: [(&str, SyncMode, Vec<Op>); 5] = [
+    let scenarios: [(&str, SyncMode, Vec<Op>); 6] = [
         (
             "basic",
             SyncMode::Always,
@@ -515,6 +653,16 @@ fn generate_fuzz_corpus() {
                 Op::Crash,
                 Op::Single(Upsert { id: 3, meta: 0 }),
             ],
+        ),
+        (
+            "fill-and-empty",
+            SyncMode::Always,
+            (0..12)
+                .map(|id| Op::Single(Upsert { id, meta: 0 }))
+                .chain([Op::Checkpoint])
+                .chain((0..12).map(|id| Op::Single(Delete { id })))
+                .chain([Op::Reopen, Op::Single(Upsert { id: 5, meta: 0x88 }), Op::Crash])
+                .collect(),
         ),
         (
             "checkpoints",

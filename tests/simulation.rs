@@ -35,13 +35,57 @@ fn vector_of(version: u32) -> Vec<f32> {
     model::vector_of(version, DIMENSION)
 }
 
+thread_local! {
+    /// The memory budget of the scenario this thread runs (`Options::memory_budget_bytes`).
+    static MEMORY_BUDGET: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+thread_local! {
+    /// The bytes of arena memory the scenarios of this thread gave back (released pages).
+    static RELEASED_BYTES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Adds what `sim` released to this thread's count.
+fn note_released(sim: &SimStorage) {
+    RELEASED_BYTES.with(|r| r.set(r.get() + sim.released_bytes()));
+}
+
+/// After a run of `count` seeds: a third of them took the small budget, so pages were released
+/// (read back after their release by the workloads, the checks and the next commits).
+fn assert_pages_were_released(count: u64) {
+    let released = RELEASED_BYTES.with(|r| r.get());
+    eprintln!("{released} bytes of released pages over {count} seeds");
+    assert!(
+        count < 30 || released > 0,
+        "the small-budget seeds released no page: the simulation does not cover releases"
+    );
+}
+
+/// Sets the memory budget of seed `seed`'s scenario: a third of the seeds take one of 64 pages,
+/// so that commits also run writeback checkpoints (every 4 dirty pages) and release pages in
+/// chunks of 8; the others keep the default, which these small workloads never reach.
+fn set_memory_budget(seed: u64) {
+    let budget = if seed.is_multiple_of(3) {
+        64 * 4096
+    } else {
+        Options::default().memory_budget_bytes
+    };
+    MEMORY_BUDGET.with(|b| b.set(budget));
+}
+
 fn options(sim: &SimStorage, sync: SyncMode) -> Options {
+    let budget = MEMORY_BUDGET.with(|b| b.get());
     Options {
         sync,
         recovery: RecoveryMode::TolerateTornTail,
         page_size_bytes: 4096,
         segment_size_bytes: 4096 * 16,
         checkpoint_interval_bytes: 96 * 1024,
+        memory_budget_bytes: if budget == 0 {
+            Options::default().memory_budget_bytes
+        } else {
+            budget
+        },
         storage: Arc::new(sim.clone()),
         background_io: false,
         ..Options::default()
@@ -214,6 +258,7 @@ fn dry_run_ops(seed: u64, sync: SyncMode, steps: u32) -> u64 {
 
 /// One scenario: create, run, crash, (crash again in recovery), recover, check; twice over.
 fn scenario(seed: u64) -> Result<String, String> {
+    set_memory_budget(seed);
     let mut rng = Rng::new(seed ^ 0x5eed);
     let sync = if rng.chance(75) {
         SyncMode::Always
@@ -265,6 +310,8 @@ fn scenario(seed: u64) -> Result<String, String> {
     if state != *model.latest() {
         return Err("after a clean close the state is not the last commit".into());
     }
+    note_released(&sim);
+    note_released(&disk);
     Ok(format!(
         "crash at op {crash_at}/{total_ops}, matched commit {matched} of {}",
         model.state_count()
@@ -295,6 +342,7 @@ fn crashes_at_random_operations_recover_to_a_committed_prefix() {
     }
     eprintln!("{count} crash scenarios, {} failed", failures.len());
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
+    assert_pages_were_released(count);
 }
 
 /// The seeds to run: `$ONE` replays one seed, `$COUNT` sets how many (from 1).
@@ -458,6 +506,7 @@ fn dry_run_fault_ops(seed: u64, sync: SyncMode, steps: u32, kind: FaultKind) -> 
 /// One fault scenario: create, arm a fault, run until it strikes, then go on, close, crash
 /// or reopen; finally a power cut and a recovery that must hold every acknowledged commit.
 fn fault_scenario(seed: u64) -> Result<String, String> {
+    set_memory_budget(seed);
     let mut rng = Rng::new(seed ^ 0xFA17);
     let sync = if rng.chance(75) {
         SyncMode::Always
@@ -512,6 +561,7 @@ fn fault_scenario(seed: u64) -> Result<String, String> {
             .map_err(|e| format!("{what}, after the reopen: {e}"))?;
     }
     sim.crash_now();
+    note_released(&sim);
     let hit = sim.faults_injected() > 0;
     recover_and_finish(&sim, sync, run.model, run.next_version)
         .map(|matched| format!("{what}: {} fault(s), {matched}", sim.faults_injected()))
@@ -584,6 +634,47 @@ fn injected_io_errors_never_lose_an_acknowledged_commit() {
         failures.len()
     );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
+    assert_pages_were_released(count);
+}
+
+#[test]
+fn pages_released_under_a_small_budget_read_back_what_the_checkpoints_wrote() {
+    // A budget of 16 pages: nearly every commit runs a writeback checkpoint, whose pages are
+    // given back and then read (every id after every commit) and changed again.
+    MEMORY_BUDGET.with(|b| b.set(16 * 4096));
+    let sim = SimStorage::new(23);
+    let store = Store::create(Path::new("/db"), DIMENSION as u32, options(&sim, SyncMode::Always)).unwrap();
+    let mut rng = Rng::new(23);
+    let mut state = State::new();
+    for round in 0..40u32 {
+        let mut tx = store.begin().unwrap();
+        for i in 0..8 {
+            let id = id_of(rng.below(IDS.into()));
+            let version = round * 8 + i;
+            // Some metadata long enough for overflow pages, which are released too.
+            let meta = if rng.chance(15) {
+                "L".repeat(3000)
+            } else {
+                format!("r{version}")
+            };
+            tx.upsert(&id, &vector_of(version), &[("m", &meta)]).unwrap();
+            state.insert(id, (version, meta));
+        }
+        tx.commit().unwrap();
+        assert!(
+            read_state(&store).unwrap() == state,
+            "round {round}: a page read back after its release is not what was committed"
+        );
+    }
+    let released = sim.released_bytes();
+    assert!(released >= 64 * 4096, "pages were released: {released} bytes");
+    drop(store);
+    let recovered = Store::open(Path::new("/db"), options(&sim.reboot(), SyncMode::Always)).unwrap();
+    assert!(
+        read_state(&recovered).unwrap() == state,
+        "every commit survives the crash"
+    );
+    MEMORY_BUDGET.with(|b| b.set(0));
 }
 
 #[test]
@@ -666,5 +757,72 @@ fn a_logged_edit_of_a_page_far_beyond_the_arena_is_corruption_not_growth() {
     assert!(
         report.damage_skipped.iter().any(|d| d.contains("beyond the arena")),
         "{report}"
+    );
+}
+
+/// Writes `rounds` rounds of every id (version = round), a checkpoint after each round (which
+/// retires the log before it to the archive); returns the last round acknowledged and whether a
+/// checkpoint failed writing the archive.
+fn fill_with_checkpoints(store: &Store, rounds: u32) -> (Option<u32>, bool) {
+    let (mut acknowledged, mut archive_failed) = (None, false);
+    for round in 0..rounds {
+        let mut tx = match store.begin() {
+            Ok(tx) => tx,
+            Err(_) => return (acknowledged, archive_failed),
+        };
+        let written = (0..IDS).try_for_each(|n| tx.upsert(&id_of(n), &vector_of(round), &[("m", "r")]).map(|_| ()));
+        if written.and_then(|()| tx.commit().map(|_| ())).is_err() {
+            return (acknowledged, archive_failed);
+        }
+        acknowledged = Some(round);
+        if let Err(error) = store.checkpoint() {
+            archive_failed |= error.to_string().contains("archive");
+        }
+    }
+    (acknowledged, archive_failed)
+}
+
+#[test]
+fn a_segment_the_archive_could_not_take_stays_in_the_log_until_it_can() {
+    let options = |sim: &SimStorage| Options {
+        sync: SyncMode::Always,
+        page_size_bytes: 4096,
+        segment_size_bytes: 4096 * 16,
+        checkpoint_interval_bytes: 0,
+        storage: Arc::new(sim.clone()),
+        background_io: false,
+        ..Options::default()
+    };
+    let rounds = 12;
+    let dry = SimStorage::new(17);
+    let store = Store::create(Path::new("/db"), DIMENSION as u32, options(&dry)).unwrap();
+    let before = dry.fault_class_ops(FaultKind::NoSpace);
+    fill_with_checkpoints(&store, rounds);
+    let total = dry.fault_class_ops(FaultKind::NoSpace) - before;
+    drop(store);
+    let mut archive_faults = 0;
+    for at in 1..=total {
+        let sim = SimStorage::new(17);
+        let store = Store::create(Path::new("/db"), DIMENSION as u32, options(&sim)).unwrap();
+        sim.inject(FaultPlan {
+            kind: FaultKind::NoSpace,
+            after_ops: at,
+            persistent: false,
+        });
+        let (acknowledged, archive_failed) = fill_with_checkpoints(&store, rounds);
+        archive_faults += u32::from(archive_failed);
+        let _ = store.close();
+        let reopened = Store::open(Path::new("/db"), options(&sim.reboot()))
+            .unwrap_or_else(|e| panic!("ENOSPC at growth {at}: the reopen fails: {e}"));
+        let state = model::read_state(&reopened, IDS).unwrap();
+        let versions: std::collections::BTreeSet<u32> = state.values().map(|(version, _)| *version).collect();
+        assert!(
+            acknowledged.is_none_or(|last| versions == [last].into()),
+            "ENOSPC at growth {at}: round {acknowledged:?} was acknowledged, the store holds {versions:?}"
+        );
+    }
+    assert!(
+        archive_faults > 0,
+        "some fault struck an archive write ({total} growths tried)"
     );
 }

@@ -137,7 +137,4 @@ impl StorageFile for CountingFile {
     fn map_private(&self) -> io::Result<Mapping> {
         self.inner.map_private()
     }
-    fn map_private_fresh(&self) -> io::Result<Mapping> {
-        self.inner.map_private_fresh()
-    }
 }

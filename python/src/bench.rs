@@ -10,9 +10,9 @@ use crate::convert;
 use crate::errors::{Failure, IntoPy};
 use crate::store::PyStore;
 
-/// Upserts the rows of `vectors` under `ids` through the Rust API, `batch` rows per transaction
-/// (`Transaction::upsert` per row, then `commit`), as `upsert_many` does for one batch. The ids
-/// are copied out of Python before the clock starts. Returns the seconds the loop took.
+/// Upserts the rows of `vectors` under `ids` through the Rust API's bulk path, `batch` rows per
+/// transaction (`Store::upsert_many`), as the binding's `upsert_many` does for one batch. The
+/// ids are copied out of Python before the clock starts. Returns the seconds the loop took.
 #[pyfunction]
 pub fn _rust_upsert_batches(
     py: Python<'_>,
@@ -31,11 +31,12 @@ pub fn _rust_upsert_batches(
         let store = store.shared.write_lease()?;
         let started = Instant::now();
         for (ids, vectors) in ids.chunks(batch).zip(rows.chunks(batch * dim)) {
-            let mut tx = store.begin()?;
-            for (id, vector) in ids.iter().zip(vectors.chunks_exact(dim)) {
-                tx.upsert(id, vector, &[])?;
-            }
-            tx.commit()?;
+            let rows: Vec<vellum::Row<'_>> = ids
+                .iter()
+                .zip(vectors.chunks_exact(dim))
+                .map(|(id, vector)| (*id, vector, &[][..]))
+                .collect();
+            store.upsert_many(&rows)?;
         }
         Ok::<_, Failure>(started.elapsed().as_secs_f64())
     })

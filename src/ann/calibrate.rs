@@ -19,6 +19,10 @@ use crate::Result;
 /// The candidate lists tried, in order.
 pub const EF_CANDIDATES: [usize; 14] = [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 2048];
 
+
+/// One sampled node (its index in the sample) and its true nearest neighbours.
+type Neighbours = (usize, Vec<NodeId>);
+
 impl Hnsw {
     /// The smallest of [`EF_CANDIDATES`] whose leave-one-out recall@`k` over (at most)
     /// `queries` of `nodes` (the graph's live nodes, in any order) reaches `target`, or the

@@ -7,6 +7,11 @@
 //! - Stores into a private mapping never reach the file, so the OS cannot write an arena page
 //!   back behind the WAL's back. Pages reach their files only through [`Arena::write_page`]
 //!   (pwrite), called by the checkpointer after the WAL is durable through the page LSN.
+//! - Every file is mapped from the file itself, so a page changed in memory (a private copy,
+//!   anonymous memory) can give that memory back once its file durably holds the same bytes
+//!   ([`Arena::release_page`], under the page's exclusive latch): it then reads from the page
+//!   cache again. A page is written to its file only while it is dirty, that is while its
+//!   memory is a private copy, so a released page never shows a later write.
 //! - Page bytes are modified only under the page's latch; readers read committed slots without
 //!   a latch, and the store guarantees no writer touches a reachable committed slot.
 //! - A page read from its file is verified (checksum, own id) before first use.
@@ -298,12 +303,9 @@ impl Arena {
             (file, map)
         } else {
             let file = self.create_file(&path, size_bytes)?;
-            // A file just created is all zero and changes only through the checkpointer's
-            // writes of pages from this mapping: anonymous memory serves (no page-cache copy
-            // per page).
-            let map = file
-                .map_private_fresh()
-                .context(|| format!("mapping {}", path.display()))?;
+            // Mapped from the file (allocated whole: no hole to fault on), not anonymous memory:
+            // pages written back can then give their memory back (`release_page`).
+            let map = file.map_private().context(|| format!("mapping {}", path.display()))?;
             (file, map)
         };
         let words = self.pages_per_file.div_ceil(64) as usize;
@@ -638,6 +640,37 @@ impl Arena {
         }
     }
 
+    /// Gives back the memory of page `id`'s private copy: the page shows its file's bytes
+    /// again, read from the page cache when next touched, and is verified again before its
+    /// next use ([`Arena::verify`]). Returns false where the mapping
+    /// could not (the page is not whole pages of the operating system, or the system refused):
+    /// the copy stays as it was.
+    ///
+    /// # Safety
+    /// - The caller holds the page's latch exclusively ([`Arena::latch`]): no write and no
+    ///   [`PageRead`] of the page runs meanwhile.
+    /// - The page's file durably holds the page's current bytes: a copy of them was written
+    ///   with [`Arena::write_page`], a sync of the file succeeded after that write, and the page
+    ///   has not changed since the copy. Only the checksum field may differ (it is stale in
+    ///   memory by design), and only readers that ignore it may read it without the latch.
+    /// - The page is not written to its file again before it is next stored into (only dirty
+    ///   pages are written): until then the mapping shows the page-cache page itself.
+    ///
+    /// Readers that hold no latch (committed vector slots, catalog entries) may read the page
+    /// during the call: every byte they use keeps its value.
+    pub unsafe fn release_page(&self, id: PageId) -> bool {
+        let (file, page_offset) = self.locate(id);
+        // SAFETY: the caller's contract is `Mapping::release`'s for this page's range.
+        let released = unsafe { file.map.release(page_offset, self.page_size_bytes as usize) }.is_ok();
+        if released {
+            // The page is read from its file again: verified again before its next use, as
+            // any page read from its file (the medium may have damaged it meanwhile).
+            let (_, index) = self.split(id.page_no());
+            file.verified[(index / 64) as usize].fetch_and(!(1 << (index % 64)), Ordering::Relaxed);
+        }
+        released
+    }
+
     /// Reads page `id` from its file (not from memory), for verification of what is on disk.
     pub fn read_page_from_file(&self, id: PageId) -> Result<Vec<u8>> {
         let (file, page_offset) = self.locate(id);
@@ -739,6 +772,25 @@ impl Arena {
             .flat_map(|s| s.iter().map(|f| f.path.clone()))
             .collect()
     }
+
+    /// The paths of the first `counts[i]` files of each space (by `Space::index`; catalog files,
+    /// then vector files): the files of a base image. Every file counted must exist.
+    pub fn file_paths_below(&self, counts: [usize; 2]) -> Vec<PathBuf> {
+        self.spaces
+            .iter()
+            .zip(counts)
+            .flat_map(|(space, count)| {
+                assert!(count <= space.len(), "a base image holds files that exist");
+                space.iter().take(count).map(|f| f.path.clone())
+            })
+            .collect()
+    }
+
+    /// True if page `id` lies in one of the first `counts[i]` files of its space.
+    pub fn is_in_files_below(&self, id: PageId, counts: [usize; 2]) -> bool {
+        let (file_no, _) = self.split(id.page_no());
+        file_no < counts[id.space().index()] as u64
+    }
 }
 
 #[cfg(test)]
@@ -769,6 +821,47 @@ mod tests {
                 "{page_bytes}: every byte after the header is zero (no old byte survives a format)"
             );
         }
+    }
+
+    #[test]
+    fn a_released_page_shows_its_file_and_is_verified_again_before_its_next_use() {
+        use crate::format::page::{PageKind, Space};
+        use zerocopy::IntoBytes;
+        let storage = Arc::new(crate::storage::SimStorage::new(9));
+        let arena = Arena::open(
+            storage.clone(),
+            Path::new("/arena"),
+            4096,
+            4096 * 4,
+            crate::arena::ArenaOpen::TEST,
+        )
+        .unwrap();
+        let id = PageId::new(Space::Vector, 1);
+        arena.ensure_page(id).unwrap();
+        let mut header = page::new_header(PageKind::Vector, id, 0, 0);
+        header.store_id = arena.store_id().into();
+        let latch = arena.latch(id);
+        arena.reset_page(id, header.as_bytes());
+        arena.write(id, 1000, b"written back");
+        let mut image = arena.copy_page(id);
+        page::seal(&mut image);
+        arena.write_page(id, &image).unwrap();
+        arena.sync().unwrap();
+        assert!(arena.is_verified(id), "a page written in memory counts as verified");
+        // The medium changes a byte of the synced page before the release reads it back.
+        let path = Path::new("/arena").join(arena_file_name(Space::Vector, 0));
+        storage.damage(&path, 4096 + 2000, b"\xFF").unwrap();
+        // SAFETY: the latch is held; the file durably holds the page's bytes (written from a
+        // sealed copy and synced, no change since) but for the damage the test wants found.
+        assert!(unsafe { arena.release_page(id) }, "the release succeeds");
+        assert!(arena.copy_page(id)[1000..1012] == *b"written back", "the page reads its file back");
+        assert!(!arena.is_verified(id), "a released page is read from its file again");
+        drop(latch);
+        let damage = arena.verify(id);
+        assert!(
+            matches!(&damage, Err(Error::Corrupted { .. })),
+            "the damage is found at the next use: {damage:?}"
+        );
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! nothing here writes a byte, and everything works on a store no open accepts.
 //!
 //! - [`verify_store`]: every checksum of every file, the store's completeness, then a
-//!   read-only open; a [`Report`] of what was found.
+//!   read-only open and a full check of its index; a [`Report`] of what was found.
+//! - [`check_index`], [`index_report`]: the full check of an open store's id index and of the
+//!   pages it reaches (what `verify` runs after its open).
 //! - [`LogDump`]: the log's records in LSN order, opened with the control file's geometry.
 //! - [`read_control`]: the control data in force; [`archive_entries`]: what `archive/` holds.
 
+mod graph;
 mod index;
 mod verify;
 
@@ -13,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use crate::wal::{Record, ScanReport, SkippedRange, TornTail};
+pub use index::{INDEX_DAMAGE_KEPT_MAX, IndexCheck, IndexDamage, IndexSummary, check_index, index_report};
 pub use verify::{Problem, Report, Severity, SlotCheck, verify_store};
 
 use crate::error::Result;

@@ -6,7 +6,9 @@
 //! control file, every log record from the oldest segment (scanned as `RecoveryMode::Strict`),
 //! every arena page as it is in its file, the doublewrite area and every archive file in full.
 //! Then it opens the store read-only (recovery replayed in memory) and fails if that open is
-//! refused: whatever an open refuses, verify reports.
+//! refused: whatever an open refuses, verify reports. On the store that open recovered it
+//! checks the id index and every page it reaches in full (`inspect::index`): an open reads
+//! the index lazily, so damage with valid checksums shows only there.
 //! While it runs it holds a shared lock on the store if it can, so no writer opens the store
 //! meanwhile; if a writer has it open, that is a warning (pages may change under it).
 
@@ -154,6 +156,9 @@ pub struct Report {
     pub archive_files: u64,
     /// Total size of the files under `archive/`, in bytes.
     pub archive_bytes: u64,
+    /// The shape of the index, when the read-only open succeeded and the index was checked
+    /// (its findings are among `problems`, component `index`).
+    pub index: Option<super::IndexSummary>,
     /// Facts worth printing that are no problem (what the read-only open found, what was skipped).
     pub notes: Vec<String>,
     /// Everything found wrong, failures and warnings, in the order found.
@@ -247,7 +252,8 @@ fn check_open(dir: &Path, report: &mut Report, bar: &dyn Progress) {
             report
                 .notes
                 .push(format!("a read-only open recovers the store: {} vectors", store.len()));
-            super::index::check(&store, report); // Hook (approximate index)
+            check_open_index(&store, report, bar);
+            super::graph::check(&store, report);
         }
         Err(Error::Locked(reason)) => report.warn(Problem::new(
             Severity::Warning,
@@ -266,6 +272,47 @@ fn check_open(dir: &Path, report: &mut Report, bar: &dyn Progress) {
             });
         }
     }
+}
+
+/// Checks the index of the store the read-only open recovered: each finding is a failure
+/// naming its arena file and page.
+fn check_open_index(store: &crate::Store, report: &mut Report, bar: &dyn Progress) {
+    bar.phase("checking the index", 0);
+    let check = super::index_report(store, &mut |_| {});
+    let pages_per_file = store.inner().arena.pages_per_file();
+    for damage in &check.damage {
+        let page = damage.page;
+        let file = format!(
+            "arena/{}",
+            arena_file_name(page.space(), page.page_no() / pages_per_file)
+        );
+        report.fail(Problem {
+            page: Some(page.page_no() % pages_per_file),
+            ..Problem::new(Severity::Failure, "index", format!("{page}: {}", damage.reason)).file(file)
+        });
+    }
+    let unlisted = check.damage_count - check.damage.len() as u64;
+    if unlisted > 0 {
+        report.fail(Problem::new(
+            Severity::Failure,
+            "index",
+            format!("{unlisted} more findings in the index, not listed"),
+        ));
+    }
+    let s = &check.summary;
+    report.notes.push(format!(
+        "index: {} entries, height {}, {} leaf and {} branch pages; {} catalog, {} overflow, {} free and {} vector pages, {} owned slots",
+        s.entries,
+        s.height,
+        s.leaf_pages,
+        s.branch_pages,
+        s.catalog_pages,
+        s.overflow_pages,
+        s.free_pages,
+        s.vector_pages,
+        s.owned_slots
+    ));
+    report.index = Some(check.summary);
 }
 
 /// Decodes both control slots; returns the copy in force.

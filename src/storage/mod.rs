@@ -34,6 +34,11 @@
 //! mappings show the file's current (volatile) bytes; private mappings are copy-on-write, so
 //! stores into them never reach the file: only explicit `write_at` calls change a file. This is
 //! how Vellum keeps the OS from writing pages back behind the WAL's back.
+//!
+//! A private mapping's copy of a page is memory of the process (anonymous memory) until
+//! [`Mapping::release`] gives it back: the page then shows the file's bytes again, read from
+//! the page cache at the next access. The caller releases only pages whose bytes the file
+//! durably holds already, so nothing changes but where the bytes live.
 
 mod real;
 mod scratch;
@@ -182,14 +187,6 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// Maps the whole file (at its current length) private and writable: copy-on-write, stores
     /// into it never reach the file.
     fn map_private(&self) -> io::Result<Mapping>;
-    /// Like [`StorageFile::map_private`], for a file the caller has just created all zero and
-    /// will change only with `write_at` of bytes it first stored in the mapping: the mapping
-    /// may then be anonymous memory (which reads as zeros, as the file does), sparing each
-    /// first store to a page the read of a file page it would only copy. It need not show
-    /// later `write_at`s to the file.
-    fn map_private_fresh(&self) -> io::Result<Mapping> {
-        self.map_private()
-    }
 }
 
 /// Every non-empty [`Mapping`] starts at an address that is a multiple of this (the smallest
@@ -206,10 +203,61 @@ pub struct Mapping {
     ptr: *mut u8,
     len_bytes: usize,
     writable: bool,
-    _owner: Box<dyn Send + Sync>,
+    owner: Box<dyn Backing>,
 }
 
-// SAFETY: a `Mapping` is a pointer into memory owned by `_owner`, which is `Send + Sync` and
+/// What keeps a mapping's memory at its address, and gives a private mapping's own copy of
+/// some of its pages back (see [`Mapping::release`]).
+pub(crate) trait Backing: Send + Sync {
+    /// Drops the mapping's private copy of the `len_bytes` at `ptr` (whole pages inside the
+    /// mapping, checked by the caller), so that they show the file's bytes again.
+    /// `Unsupported` where the mapping holds no private copy (a shared mapping).
+    ///
+    /// # Safety
+    /// As for [`Mapping::release`].
+    unsafe fn release(&self, ptr: *mut u8, len_bytes: usize) -> io::Result<()> {
+        let _ = (ptr, len_bytes);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// An empty mapping holds nothing.
+impl Backing for () {}
+
+/// A read-only shared mapping of a real file: it is the page cache, nothing to give back.
+impl Backing for memmap2::Mmap {}
+
+/// A private mapping (of a file, or anonymous memory standing in for a file of zeros).
+impl Backing for memmap2::MmapMut {
+    unsafe fn release(&self, ptr: *mut u8, len_bytes: usize) -> io::Result<()> {
+        // SAFETY: `ptr..ptr + len_bytes` is whole pages of this live private mapping (checked
+        // by `Mapping::release`). MADV_DONTNEED drops the process's own copies of them: the
+        // next access maps the file's page from the page cache (an anonymous mapping: a zero
+        // page, which is what its file of zeros holds). No memory outside the range changes;
+        // that the bytes inside it stay what readers expect is the caller's guarantee.
+        let rc = unsafe { libc::madvise(ptr.cast(), len_bytes, libc::MADV_DONTNEED) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
+/// The size of the operating system's memory pages (what `madvise` works in).
+fn os_page_bytes() -> usize {
+    static PAGE_BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PAGE_BYTES.get_or_init(|| {
+        // SAFETY: sysconf reads a configuration value; it touches no memory of ours.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(page)
+            .ok()
+            .filter(|&p| p > 0)
+            .unwrap_or(MAPPING_ALIGN_BYTES)
+    })
+}
+
+// SAFETY: a `Mapping` is a pointer into memory owned by `owner`, which is `Send + Sync` and
 // keeps the memory at one address until dropped; all accesses through the pointer go through
 // the unsafe accessors below, whose callers uphold the data-race rules.
 unsafe impl Send for Mapping {}
@@ -219,7 +267,7 @@ unsafe impl Sync for Mapping {}
 impl Mapping {
     /// Wraps memory owned by `owner`. `ptr..ptr+len_bytes` must stay valid and fixed while
     /// `owner` lives.
-    pub(crate) fn new(ptr: *mut u8, len_bytes: usize, writable: bool, owner: Box<dyn Send + Sync>) -> Mapping {
+    pub(crate) fn new(ptr: *mut u8, len_bytes: usize, writable: bool, owner: Box<dyn Backing>) -> Mapping {
         assert!(len_bytes == 0 || !ptr.is_null(), "a non-empty mapping needs memory");
         assert!(
             len_bytes == 0 || (ptr as usize).is_multiple_of(MAPPING_ALIGN_BYTES),
@@ -229,7 +277,7 @@ impl Mapping {
             ptr,
             len_bytes,
             writable,
-            _owner: owner,
+            owner,
         }
     }
 
@@ -277,6 +325,45 @@ impl Mapping {
         // SAFETY: the range is inside the writable mapping (asserted); `data` cannot overlap it
         // because the caller holds no slice over it; exclusivity is the caller's guarantee.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(offset), data.len()) }
+    }
+
+    /// Gives back the mapping's private copy of `len_bytes` at `offset`: afterwards those
+    /// bytes show the file's, read again from the page cache when next touched, and the memory
+    /// the copy took is free. Private mappings only (`Unsupported` otherwise); the range must
+    /// be whole pages of the operating system (`InvalidInput` otherwise, and nothing changes).
+    ///
+    /// # Safety
+    /// The file durably holds the range's bytes: they were written to it with `write_at` and a
+    /// `sync_data` of the file succeeded since (before that, a failed sync may let the page
+    /// cache drop the new bytes, and the refault would read older ones). Any byte where the
+    /// file and the mapping still differ changes to the file's: during the call no thread may
+    /// hold a slice over such a byte, and a thread that copies it meanwhile may get either
+    /// value and must not use it (the simulator stores the file's bytes over the copy's). Bytes
+    /// that do not differ keep their value throughout, and may be read. No thread may write
+    /// into the range during the call. Until a store into a released page copies it
+    /// again, the mapping shows the file's page itself: a `write_at` of the range meanwhile
+    /// would show through, so the caller writes a released range only after storing into it.
+    /// (On Linux `MADV_DONTNEED`; elsewhere it may keep the copy, which changes nothing.)
+    pub unsafe fn release(&self, offset: usize, len_bytes: usize) -> io::Result<()> {
+        let end = offset.checked_add(len_bytes).expect("mapping range overflows");
+        assert!(
+            end <= self.len_bytes,
+            "mapping release {offset}+{len_bytes} past {}",
+            self.len_bytes
+        );
+        let page = os_page_bytes();
+        if !offset.is_multiple_of(page) || !len_bytes.is_multiple_of(page) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a release covers whole {page}-byte pages, not {offset}+{len_bytes}"),
+            ));
+        }
+        if len_bytes == 0 {
+            return Ok(());
+        }
+        // SAFETY: the range is whole pages inside the mapping (checked above); the caller
+        // upholds the contract on its bytes.
+        unsafe { self.owner.release(self.ptr.add(offset), len_bytes) }
     }
 
     /// Moves `len_bytes` bytes from `from` to `to` inside the mapping (the ranges may overlap).

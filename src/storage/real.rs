@@ -199,21 +199,6 @@ impl StorageFile for RealFile {
         Ok(Mapping::new(ptr, len_bytes, false, Box::new(map)))
     }
 
-    fn map_private_fresh(&self) -> io::Result<Mapping> {
-        let len_bytes = usize::try_from(self.len()?).map_err(io::Error::other)?;
-        if len_bytes == 0 {
-            return Ok(Mapping::new(std::ptr::null_mut(), 0, true, Box::new(())));
-        }
-        let mut map = memmap2::MmapOptions::new().len(len_bytes).map_anon()?;
-        // A hint (errors ignored): this memory fills page by page as vectors arrive, and 2 MiB
-        // pages make that one fault per 2 MiB instead of one per 4 KiB, and lookups into it
-        // miss the TLB far less often.
-        #[cfg(target_os = "linux")]
-        let _ = map.advise(memmap2::Advice::HugePage);
-        let ptr = map.as_mut_ptr();
-        Ok(Mapping::new(ptr, len_bytes, true, Box::new(map)))
-    }
-
     fn map_private(&self) -> io::Result<Mapping> {
         let len_bytes = usize::try_from(self.len()?).map_err(io::Error::other)?;
         if len_bytes == 0 {
@@ -276,23 +261,98 @@ mod tests {
         }
     }
 
+    /// The `Anonymous:` kilobytes of the mapping holding `ptr`, from `/proc/self/smaps`: the
+    /// private copies its pages hold.
+    fn anonymous_kib_at(ptr: *const u8) -> u64 {
+        let smaps = fs::read_to_string("/proc/self/smaps").unwrap();
+        let address = ptr as usize;
+        let mut inside = false;
+        for line in smaps.lines() {
+            let mut fields = line.split_whitespace();
+            let first = fields.next().unwrap_or("");
+            if let Some((start, end)) = first.split_once('-')
+                && let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16))
+            {
+                inside = (start..end).contains(&address);
+            } else if inside && first == "Anonymous:" {
+                return fields.next().unwrap().parse().unwrap();
+            }
+        }
+        panic!("no mapping holds {ptr:?}");
+    }
+
     #[test]
     #[cfg_attr(miri, ignore = "maps a real file")]
-    fn a_fresh_private_mapping_reads_zeros_and_never_reaches_the_file() {
+    fn a_released_page_shows_the_file_and_its_private_copy_is_freed() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = RealStorage::new();
-        let file = storage.open(&dir.path().join("f"), true).unwrap();
-        file.set_len(3 * 4096).unwrap();
-        let map = file.map_private_fresh().unwrap();
-        assert_eq!(map.len(), 3 * 4096);
-        // SAFETY: the mapping lives for the whole test and nothing else touches it.
-        let bytes = unsafe { std::slice::from_raw_parts_mut(map.ptr_at(0), map.len()) };
-        assert!(bytes.iter().all(|&b| b == 0), "a fresh file reads as zeros");
-        bytes[5000] = 7;
-        let mut on_disk = vec![1u8; 3 * 4096];
+        let file = RealStorage::new().open(&dir.path().join("f"), true).unwrap();
+        let page = super::super::os_page_bytes();
+        file.write_at(&vec![0xAA; 8 * page], 0).unwrap();
+        file.sync_data().unwrap();
+        let map = file.map_private().unwrap();
+        // SAFETY: the mapping lives for the whole test, and only this thread touches it.
+        unsafe { map.write(0, &vec![0xBB; 8 * page]) };
+        assert!(
+            anonymous_kib_at(map.ptr_at(0)) >= 8 * page as u64 / 1024,
+            "every page stored into is a private copy"
+        );
+        // The file now holds different bytes for pages 2..6, durably: a release must show
+        // them (the refault reads the file, not the copy it drops).
+        file.write_at(&vec![0xCC; 4 * page], 2 * page as u64).unwrap();
+        file.sync_data().unwrap();
+        // SAFETY: no thread reads or writes the range, and the test wants the file's bytes.
+        unsafe { map.release(2 * page, 4 * page) }.unwrap();
+        // SAFETY: nothing writes the mapping while these slices live.
+        let (head, released, tail) = unsafe {
+            (
+                map.bytes(0, 2 * page),
+                map.bytes(2 * page, 4 * page),
+                map.bytes(6 * page, 2 * page),
+            )
+        };
+        assert!(released.iter().all(|&b| b == 0xCC), "released pages read the file");
+        assert!(
+            head.iter().chain(tail).all(|&b| b == 0xBB),
+            "pages outside the range keep their copies"
+        );
+        let anonymous_kib = anonymous_kib_at(map.ptr_at(0));
+        assert!(
+            anonymous_kib <= 4 * page as u64 / 1024,
+            "the released copies are freed: {anonymous_kib} KiB of private pages left"
+        );
+        let mut on_disk = vec![0u8; 8 * page];
         file.read_at(&mut on_disk, 0).unwrap();
-        assert!(on_disk.iter().all(|&b| b == 0), "stores stay in memory");
-        file.write_at(&[9], 5000).unwrap();
-        assert_eq!(bytes[5000], 7, "the checkpointer's writes do not come back into memory");
+        assert!(
+            on_disk[..2 * page].iter().all(|&b| b == 0xAA),
+            "stores into the mapping never reach the file"
+        );
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "maps a real file")]
+    fn a_release_of_part_of_a_page_or_of_a_shared_mapping_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = RealStorage::new().open(&dir.path().join("f"), true).unwrap();
+        let page = super::super::os_page_bytes();
+        file.write_at(&vec![0xAA; 2 * page], 0).unwrap();
+        let map = file.map_private().unwrap();
+        // SAFETY: only this thread touches the mapping.
+        unsafe { map.write(0, &vec![0xBB; 2 * page]) };
+        // SAFETY: the call must refuse before it changes anything.
+        let partial = unsafe { map.release(page / 2, page) };
+        assert!(
+            matches!(&partial, Err(e) if e.kind() == io::ErrorKind::InvalidInput),
+            "{partial:?}"
+        );
+        // SAFETY: nothing writes the mapping while the slice lives.
+        let bytes = unsafe { map.bytes(0, 2 * page) };
+        assert!(bytes.iter().all(|&b| b == 0xBB), "nothing changed");
+        let shared = file.map_shared().unwrap();
+        // SAFETY: a shared mapping has no private copy; nothing is changed.
+        let refused = unsafe { shared.release(0, page) };
+        assert!(
+            matches!(&refused, Err(e) if e.kind() == io::ErrorKind::Unsupported),
+            "{refused:?}"
+        );
     }
 }

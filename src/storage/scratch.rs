@@ -123,10 +123,6 @@ impl StorageFile for ScratchFile {
     fn map_private(&self) -> io::Result<Mapping> {
         self.0.map_private()
     }
-
-    fn map_private_fresh(&self) -> io::Result<Mapping> {
-        self.0.map_private_fresh()
-    }
 }
 
 #[cfg(test)]

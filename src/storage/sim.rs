@@ -69,7 +69,12 @@
 //! lives the file's length must not change; while any mapping (shared or private) lives,
 //! `set_len` must not change it: both are broken engine invariants and panic. A private
 //! mapping is a copy: stores into it never reach the file. Empty files map to empty mappings
-//! that hold nothing, as in [`super::RealStorage`].
+//! that hold nothing, as in [`super::RealStorage`]. Releasing pages of a private mapping
+//! (`Mapping::release`) models the kernel's refault after `MADV_DONTNEED` at its worst: the
+//! copy takes the file's durable bytes. A page cache may still hold newer ones then, but the
+//! refault comes whenever the page is next touched, and a failed sync or an eviction before
+//! that leaves only what the disk holds: a page released before the file durably held its
+//! bytes loses them here as it could there.
 
 use std::alloc::{self, Layout};
 use std::collections::{BTreeMap, BTreeSet};
@@ -294,6 +299,12 @@ impl SimStorage {
         self.disk.lock().written_bytes
     }
 
+    /// The bytes of private mappings released so far (`Mapping::release`, failed calls
+    /// excluded): how a test knows its workload gave memory back.
+    pub fn released_bytes(&self) -> u64 {
+        self.disk.lock().released_bytes
+    }
+
     /// The bytes copied to the durable image by `sync_data` so far.
     pub fn synced_bytes(&self) -> u64 {
         self.disk.lock().synced_bytes
@@ -414,7 +425,7 @@ impl StorageFile for SimFile {
     }
 
     fn map_private(&self) -> io::Result<Mapping> {
-        self.disk.lock().map_private(self.id)
+        self.disk.lock().map_private(&self.disk, self.id)
     }
 }
 
@@ -431,6 +442,7 @@ struct Disk {
     volatile: Namespace,
     durable: Namespace,
     written_bytes: u64,
+    released_bytes: u64,
     synced_bytes: u64,
     faults: Faults,
 }
@@ -467,6 +479,7 @@ impl Disk {
             volatile: Namespace::default(),
             durable: Namespace::default(),
             written_bytes: 0,
+            released_bytes: 0,
             synced_bytes: 0,
             faults: Faults::default(),
         }
@@ -886,7 +899,7 @@ impl Disk {
         Ok(Mapping::new(owner.ptr(), inode.len_bytes, false, Box::new(owner)))
     }
 
-    fn map_private(&self, id: u64) -> io::Result<Mapping> {
+    fn map_private(&self, disk: &Arc<Mutex<Disk>>, id: u64) -> io::Result<Mapping> {
         let inode = self.live_inode(id)?;
         let len_bytes = inode.len_bytes;
         if len_bytes == 0 {
@@ -896,10 +909,27 @@ impl Disk {
         copy.copy_prefix_from(&inode.buf, len_bytes);
         let ptr = copy.ptr();
         let owner = PrivateOwner {
-            _copy: copy,
+            copy,
+            disk: Arc::clone(disk),
+            id,
             _token: Arc::clone(&inode.private_maps),
         };
         Ok(Mapping::new(ptr, len_bytes, true, Box::new(owner)))
+    }
+
+    /// What a private mapping's page shows once its copy is dropped (see `PrivateOwner`): the
+    /// file's durable bytes (zeros past their end). A release promises that the file durably
+    /// holds the range; where it does not, the page cache may still hold newer bytes at the
+    /// release, but a failed sync or an eviction later can drop them, and the refault, which
+    /// comes whenever the page is next touched, then reads what the disk held. The model shows
+    /// that outcome at once.
+    fn refault_bytes(&self, id: u64, offset: usize, out: &mut [u8]) -> io::Result<()> {
+        let durable = &self.live_inode(id)?.durable;
+        out.fill(0);
+        let from = offset.min(durable.len());
+        let to = (offset + out.len()).min(durable.len());
+        out[..to - from].copy_from_slice(&durable[from..to]);
+        Ok(())
     }
 }
 
@@ -1201,7 +1231,8 @@ impl Inode {
 /// Accessed only through raw pointers. The methods below run only under the disk lock (the
 /// buffer is reachable only through `Disk`, or is a private copy not yet handed out), so they
 /// never race each other; concurrent accesses through a [`Mapping`] are governed by its
-/// unsafe accessors' contracts.
+/// unsafe accessors' contracts, and so are a private copy's releases (`Mapping::release`:
+/// no thread writes the range meanwhile).
 struct VolatileBuf {
     ptr: NonNull<u8>,
     capacity_bytes: usize,
@@ -1292,10 +1323,52 @@ impl Drop for VolatileBuf {
     }
 }
 
-/// What a private mapping keeps alive: its copy, and a token counting it on the inode.
+/// What a private mapping keeps alive: its copy, and a token counting it on the inode; and
+/// how to reach the inode again when pages of the copy are released.
 struct PrivateOwner {
-    _copy: VolatileBuf,
+    copy: VolatileBuf,
+    disk: Arc<Mutex<Disk>>,
+    id: u64,
     _token: Arc<()>,
+}
+
+/// The volatile buffer behind shared mappings: the page cache itself, nothing to give back.
+impl super::Backing for Arc<VolatileBuf> {}
+
+/// Releasing pages of a private mapping models the kernel's refault after `MADV_DONTNEED`:
+/// the copy takes the bytes the file can be read back with ([`Disk::refault_bytes`]), so a
+/// page released before its bytes were durably in the file loses what the disk lacks, and the
+/// engine's tests see it. Only bytes that differ are written, so concurrent readers of bytes
+/// that do not change race with nothing. After a crash it fails and changes nothing.
+impl super::Backing for PrivateOwner {
+    unsafe fn release(&self, ptr: *mut u8, len_bytes: usize) -> io::Result<()> {
+        let offset = (ptr as usize)
+            .checked_sub(self.copy.ptr() as usize)
+            .expect("a release inside the mapping");
+        let mut file_bytes = vec![0u8; len_bytes];
+        {
+            let mut disk = self.disk.lock();
+            disk.refault_bytes(self.id, offset, &mut file_bytes)?;
+            disk.released_bytes += len_bytes as u64;
+        }
+        let mut current = vec![0u8; len_bytes];
+        self.copy.read(offset, &mut current);
+        let mut at = 0;
+        while at < len_bytes {
+            if current[at] == file_bytes[at] {
+                at += 1;
+                continue;
+            }
+            let run = current[at..]
+                .iter()
+                .zip(&file_bytes[at..])
+                .take_while(|(a, b)| a != b)
+                .count();
+            self.copy.write(offset + at, &file_bytes[at..at + run]);
+            at += run;
+        }
+        Ok(())
+    }
 }
 
 /// A set of sector indices, as a bitset (iterates in increasing order).
@@ -2257,6 +2330,123 @@ mod tests {
             later.reboot().list(path("/store")).unwrap(),
             ["new"],
             "the retry syncs it"
+        );
+    }
+
+    /// A file of `pages` OS pages of 0xAA, durable, and a private mapping of it.
+    fn mapped_file(storage: &SimStorage, pages: usize) -> (Arc<dyn StorageFile>, Mapping) {
+        let file = durable_file(storage, "mapped", &vec![0xAA; pages * 4096]);
+        let map = file.map_private().unwrap();
+        (file, map)
+    }
+
+    /// Page `page` of `map` (4096 bytes).
+    fn page_of(map: &Mapping, page: usize) -> Vec<u8> {
+        // SAFETY: nothing writes the mapping while the slice is copied out.
+        unsafe { map.bytes(page * 4096, 4096) }.to_vec()
+    }
+
+    /// Stores `byte` over page `page` of `map`, as the arena does into its private mapping.
+    fn store_page(map: &Mapping, page: usize, byte: u8) {
+        // SAFETY: no other thread touches the mapping, and no slice over it lives.
+        unsafe { map.write(page * 4096, &[byte; 4096]) }
+    }
+
+    #[test]
+    fn a_released_private_page_shows_its_durable_write() {
+        let storage = SimStorage::new(40);
+        let (file, map) = mapped_file(&storage, 3);
+        store_page(&map, 1, 0xBB);
+        file.write_at(&[0xBB; 4096], 4096).unwrap();
+        file.sync_data().unwrap();
+        // SAFETY: the file durably holds the page's bytes; no thread reads or writes it.
+        unsafe { map.release(4096, 4096) }.unwrap();
+        assert!(
+            page_of(&map, 1) == [0xBB; 4096],
+            "the released page reads its bytes back"
+        );
+        store_page(&map, 2, 0xCC);
+        // SAFETY: as above (page 0 never changed).
+        unsafe { map.release(0, 4096) }.unwrap();
+        assert!(page_of(&map, 0) == [0xAA; 4096], "an unchanged page is unchanged");
+        assert_eq!(storage.released_bytes(), 2 * 4096, "both releases are counted");
+        assert!(
+            page_of(&map, 2) == [0xCC; 4096],
+            "pages outside the range keep their copy"
+        );
+    }
+
+    #[test]
+    fn a_page_released_before_its_write_loses_the_stores_the_file_lacks() {
+        let storage = SimStorage::new(41);
+        let (file, map) = mapped_file(&storage, 2);
+        store_page(&map, 0, 0xBB);
+        // SAFETY: (the contract is broken on purpose: the model must show what that costs) no
+        // thread reads or writes the page meanwhile.
+        unsafe { map.release(0, 4096) }.unwrap();
+        assert!(page_of(&map, 0) == [0xAA; 4096], "stores never written are lost");
+        store_page(&map, 1, 0xBB);
+        file.write_at(&[0xBB; 4096], 4096).unwrap();
+        // SAFETY: as above.
+        unsafe { map.release(4096, 4096) }.unwrap();
+        assert!(
+            page_of(&map, 1) == [0xAA; 4096],
+            "written but not synced: a failed sync may drop the new bytes before the refault"
+        );
+    }
+
+    #[test]
+    fn a_page_released_after_a_failed_sync_reads_what_the_disk_kept() {
+        let base = test_seed(42);
+        let (mut lost, mut kept) = (0, 0);
+        for seed in base..base + 40 {
+            let storage = SimStorage::new(seed);
+            let (file, map) = mapped_file(&storage, 1);
+            store_page(&map, 0, 0xBB);
+            file.write_at(&[0xBB; 4096], 0).unwrap();
+            storage.inject(plan(FaultKind::SyncEio, 1, false));
+            assert!(
+                is_os_error(&file.sync_data(), libc::EIO),
+                "seed {seed}: the armed sync fails"
+            );
+            // SAFETY: (the contract is broken on purpose) no thread touches the page meanwhile.
+            unsafe { map.release(0, 4096) }.unwrap();
+            let durable = storage.reboot().read_file(path("/store/mapped")).unwrap();
+            assert!(
+                page_of(&map, 0) == durable,
+                "seed {seed}: the refault reads the disk, where the failed sync lost sectors"
+            );
+            let outcomes = sector_outcomes(&durable, 0xAA, 0xBB);
+            lost += outcomes.iter().filter(|&&o| o == Some(false)).count();
+            kept += outcomes.iter().filter(|&&o| o == Some(true)).count();
+        }
+        assert!(lost > 0 && kept > 0, "some sectors lost, some kept: {lost}, {kept}");
+    }
+
+    #[test]
+    fn a_release_after_a_crash_or_of_partial_pages_changes_nothing() {
+        let storage = SimStorage::new(43);
+        let (_file, map) = mapped_file(&storage, 2);
+        store_page(&map, 0, 0xBB);
+        // SAFETY: no thread touches the mapping; the call must refuse before changing anything.
+        let partial = unsafe { map.release(512, 4096) };
+        assert!(
+            matches!(&partial, Err(e) if e.kind() == io::ErrorKind::InvalidInput),
+            "{partial:?}"
+        );
+        storage.crash_now();
+        // SAFETY: as above.
+        let after_crash = unsafe { map.release(0, 4096) };
+        assert!(is_crash(&after_crash), "{after_crash:?}");
+        assert!(page_of(&map, 0) == [0xBB; 4096], "the copy is untouched");
+        let shared = durable_file(&SimStorage::new(44), "shared", &[0; 4096])
+            .map_shared()
+            .unwrap();
+        // SAFETY: a shared mapping has nothing to release; nothing is changed.
+        let unsupported = unsafe { shared.release(0, 4096) };
+        assert!(
+            matches!(&unsupported, Err(e) if e.kind() == io::ErrorKind::Unsupported),
+            "{unsupported:?}"
         );
     }
 

@@ -14,7 +14,6 @@ use zerocopy::little_endian::{U32, U64};
 
 use crate::archive::{self, ARCHIVE_DIR, ArchiveHeader, KIND_BASE_IMAGE, KIND_WAL_SEGMENT};
 use crate::error::{IoContext, Result};
-use crate::format::page::Space;
 use crate::store::{Inner, Retention};
 use crate::wal::segment::Segment;
 use crate::{Error, Lsn};
@@ -183,6 +182,10 @@ pub(crate) struct BaseImageInfo {
     pub truncate_lsn: Lsn,
     pub next_txn_id: u64,
     pub time_us: u64,
+    /// The arena files the image holds, per space (by `Space::index`): those there when the
+    /// checkpoint ended. Later files are not read: their pages may be written meanwhile
+    /// (checkpoint.rs, `clean_during_base_image`), and a restore redoes them from the log.
+    pub files: [usize; 2],
 }
 
 /// After a checkpoint: writes a base image if one is due. Runs under the checkpoint lock, so
@@ -211,12 +214,11 @@ pub(crate) fn maybe_base_image(inner: &Inner, info: &BaseImageInfo, force: bool,
 
 fn write_base_image(inner: &Inner, info: &BaseImageInfo, threads: usize) -> Result<()> {
     let storage = inner.options.storage.as_ref();
-    let catalog_files = inner.arena.file_count(Space::Catalog);
-    let vector_files = inner.arena.file_count(Space::Vector);
+    let [catalog_files, vector_files] = info.files;
     // The files as the checkpoint left them (no other checkpoint writes them meanwhile: the
     // caller holds the checkpoint lock), streamed: an arena need not fit in memory.
     let file_bytes = inner.arena.pages_per_file() * u64::from(inner.arena.page_size_bytes());
-    let contents = archive::FileContents::open(storage, &inner.arena.file_paths(), file_bytes)?;
+    let contents = archive::FileContents::open(storage, &inner.arena.file_paths_below(info.files), file_bytes)?;
     let mut header = header_for(inner, KIND_BASE_IMAGE);
     header.first_lsn = U64::new(info.begin_lsn.0);
     header.end_lsn = U64::new(info.end_lsn.0);

@@ -7,6 +7,9 @@
 //!    durable through its page LSN (the WAL rule, asserted), seal it, write the batch to the
 //!    doublewrite area and sync (pages initialised since the checkpoint in force skip this),
 //!    write the pages in place and sync.
+//!    Once a sync has made written pages durable, each page not changed since its copy gives
+//!    its private memory back (`Arena::release_page`): the memory of a checkpoint's pages is
+//!    given back in chunks as it goes, not only at its end.
 //! 4. Under the apply lock: append `checkpoint-end` with the transaction table and the dirty
 //!    page table; make it durable.
 //! 5. Write the control file (last): recovery now starts at this checkpoint's begin record.
@@ -36,19 +39,47 @@ pub(crate) fn run_in_background(inner: &Inner) -> Result<Lsn> {
     run_locked(inner, false, Caller::Background)
 }
 
+/// Runs one checkpoint to give memory back (`Options::memory_budget_bytes`): on the background
+/// checkpointer, or in a commit without background I/O. It stores no base image and does not
+/// count for `Options::base_image_every`: base images keep the pace the log interval sets.
+pub(crate) fn run_writeback(inner: &Inner) -> Result<Lsn> {
+    let _one_at_a_time = inner.checkpoint_lock.lock();
+    run_locked(inner, false, Caller::Writeback)
+}
+
+/// The checkpoint of a close: it writes what the background checkpoints left and stores no
+/// base image (nor counts for `Options::base_image_every`), so that a close after a bulk load
+/// does not compress the whole arena in the caller's thread; base images keep the pace the
+/// other checkpoints set.
+pub(crate) fn run_closing(inner: &Inner) -> Result<Lsn> {
+    let _one_at_a_time = inner.checkpoint_lock.lock();
+    run_locked(inner, false, Caller::Closing)
+}
+
 /// Who a checkpoint runs for: a base image it stores is compressed on every core when a caller
-/// waits for it, and on the checkpointer's thread alone when the writers go on beside it.
+/// waits for it, and on the checkpointer's thread alone when the writers go on beside it; a
+/// writeback or closing checkpoint stores none.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Caller {
     Waiting,
     Background,
+    Writeback,
+    Closing,
 }
 
 impl Caller {
     pub(crate) fn compress_threads(self) -> usize {
         match self {
             Caller::Waiting => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
-            Caller::Background => 1,
+            Caller::Background | Caller::Writeback | Caller::Closing => 1,
+        }
+    }
+
+    /// Whether the checkpoint may store a base image (and counts for `base_image_every`).
+    fn stores_base_images(self) -> bool {
+        match self {
+            Caller::Waiting | Caller::Background => true,
+            Caller::Writeback | Caller::Closing => false,
         }
     }
 }
@@ -56,6 +87,7 @@ impl Caller {
 /// Runs one checkpoint under the checkpoint lock the caller holds; with `force_base_image` it
 /// stores a base image whatever `Options::base_image_every` says.
 pub(crate) fn run_locked(inner: &Inner, force_base_image: bool, caller: Caller) -> Result<Lsn> {
+    let _running = inner.memory.running();
     let (begin_lsn, mut pages, extent) = begin(inner)?;
     inner.wal.flush_through(begin_lsn)?;
     let in_force = inner.control.lock().1.checkpoint_lsn;
@@ -89,16 +121,24 @@ pub(crate) fn run_locked(inner: &Inner, force_base_image: bool, caller: Caller) 
         file.write_slot(&next)?;
         *data = next;
     }
-    inner.last_checkpoint_lsn.store(begin_lsn.0, Ordering::Relaxed);
     inner.recent_inits.lock().retain(|_, lsn| *lsn >= begin_lsn);
-    let info = crate::store::archiver::BaseImageInfo {
-        begin_lsn,
-        end_lsn,
-        truncate_lsn,
-        next_txn_id,
-        time_us: now_us(),
-    };
-    crate::store::archiver::maybe_base_image(inner, &info, force_base_image, caller.compress_threads())?;
+    inner.memory.step();
+    if caller.stores_base_images() || force_base_image {
+        inner.last_interval_lsn.store(begin_lsn.0, Ordering::Relaxed);
+        let files = [Space::Catalog, Space::Vector].map(|space| inner.arena.file_count(space));
+        let info = crate::store::archiver::BaseImageInfo {
+            begin_lsn,
+            end_lsn,
+            truncate_lsn,
+            next_txn_id,
+            time_us: now_us(),
+            files,
+        };
+        // A base image takes long and holds the checkpoint lock: writers over the memory
+        // budget meanwhile write back what lies outside it themselves.
+        let _imaging = inner.memory.imaging(files);
+        crate::store::archiver::maybe_base_image(inner, &info, force_base_image, caller.compress_threads())?;
+    }
     crate::store::archiver::retire(inner, truncate_lsn)?;
     Ok(begin_lsn)
 }
@@ -126,14 +166,160 @@ fn begin(inner: &Inner) -> Result<(Lsn, Vec<PageId>, ArenaExtent)> {
 
 /// Writes `pages` (sorted) in batches and makes them durable; every page taken out of the dirty
 /// page table goes to `written` with its recovery LSN, for the caller to put back on failure.
+/// Pages made durable give their memory back as the checkpoint goes: those of a batch synced
+/// through the doublewrite area at once, the others after a sync once they add up to a chunk
+/// of the memory budget.
 fn flush_pages(inner: &Inner, pages: &[PageId], in_force: Lsn, written: &mut Vec<(PageId, Lsn)>) -> Result<()> {
+    let mut held = Held::new(&inner.memory);
+    let mut unsynced: Vec<(PageId, Lsn)> = Vec::new();
+    let chunk_pages = release_chunk_pages(inner);
     for batch in pages.chunks(crate::format::doublewrite::DOUBLEWRITE_BATCH_PAGES) {
-        write_batch(inner, batch, in_force, written)?;
+        let taken_before = written.len();
+        let outcome = write_batch(inner, batch, in_force, written);
+        held.hold((written.len() - taken_before) as u64);
+        match outcome? {
+            Batch::Synced(copies) => release_written(inner, &copies, &mut held),
+            Batch::Unsynced(copies) => unsynced.extend(copies),
+        }
+        if unsynced.len() >= chunk_pages {
+            let ids: Vec<PageId> = unsynced.iter().map(|&(page, _)| page).collect();
+            inner.arena.sync_pages(&ids)?;
+            release_written(inner, &unsynced, &mut held);
+            unsynced.clear();
+        }
+        inner.memory.step();
     }
     // Pages that skipped the doublewrite area were written without a sync per batch: one sync
     // of every file written (and of the directory if files were created) before the end record
     // and the control file make this checkpoint the one recovery starts from.
-    inner.arena.sync_pages(pages)
+    inner.arena.sync_pages(pages)?;
+    release_written(inner, &unsynced, &mut held);
+    Ok(())
+}
+
+/// While a checkpoint stores a base image (holding the checkpoint lock, so no other checkpoint
+/// runs), writes back the dirty pages of the arena files the image does not read, and gives
+/// their memory back: what a writer waiting for memory does meanwhile. Returns the pages taken.
+///
+/// Those files were made after the checkpoint in force began, so every page in them was
+/// initialised since: a torn write of one is rebuilt from zero by redo, and it needs no
+/// doublewrite copy (pages the checkpoint in force does not count as recent are left alone).
+/// The pages are written, made durable and released as a checkpoint's are; a failure puts
+/// them back in the dirty page table. The base image's checkpoint does not end (nor does the
+/// next one begin) before this returns: it waits for the `imaging` lock held here.
+pub(crate) fn clean_during_base_image(inner: &Inner) -> Result<usize> {
+    let imaging = inner.memory.imaging_files();
+    let Some(files) = *imaging else {
+        return Ok(0);
+    };
+    let in_force = inner.control.lock().1.checkpoint_lsn;
+    let mut pages: Vec<PageId> = {
+        let dirty = inner.dirty.lock();
+        let recent = inner.recent_inits.lock();
+        dirty
+            .keys()
+            .filter(|&&page| !inner.arena.is_in_files_below(page, files))
+            .filter(|page| recent.get(page).is_some_and(|&init| init >= in_force))
+            .copied()
+            .collect()
+    };
+    if pages.is_empty() {
+        return Ok(0);
+    }
+    pages.sort_unstable();
+    let mut written = Vec::with_capacity(pages.len());
+    let flushed = flush_pages(inner, &pages, in_force, &mut written);
+    if flushed.is_err() {
+        return_to_dirty(inner, written);
+        return flushed.map(|()| 0);
+    }
+    Ok(written.len())
+}
+
+/// How many written pages wait for a sync before they give their memory back: an eighth of
+/// the memory budget, or the whole checkpoint with no budget.
+fn release_chunk_pages(inner: &Inner) -> usize {
+    let budget = inner.options.memory_budget_bytes;
+    if budget == 0 {
+        return usize::MAX;
+    }
+    let pages = budget / 8 / u64::from(inner.arena.page_size_bytes());
+    usize::try_from(pages).unwrap_or(usize::MAX).max(1)
+}
+
+/// The pages a checkpoint has taken out of the dirty page table and not given back yet, as the
+/// memory budget counts them; whatever is left when it is dropped (a failed checkpoint: its
+/// pages go back to the dirty page table) is given back then.
+struct Held<'a> {
+    memory: &'a crate::store::inner::MemoryBudget,
+    pages: u64,
+}
+
+impl<'a> Held<'a> {
+    fn new(memory: &'a crate::store::inner::MemoryBudget) -> Held<'a> {
+        Held { memory, pages: 0 }
+    }
+
+    fn hold(&mut self, pages: u64) {
+        self.memory.hold(pages);
+        self.pages += pages;
+    }
+
+    fn give_back(&mut self, pages: u64) {
+        self.pages -= pages;
+        self.memory.give_back(pages);
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if self.pages > 0 {
+            self.memory.give_back(self.pages);
+        }
+    }
+}
+
+/// Gives back the private memory of `pages`, each written with the page LSN beside it and now
+/// durable in its file (a sync of the file succeeded after the write), unless it changed since
+/// its copy was taken: then it is in the dirty page table again, and stays.
+fn release_written(inner: &Inner, pages: &[(PageId, Lsn)], held: &mut Held<'_>) {
+    for &(page, page_lsn) in pages {
+        let _exclusive = inner.arena.latch(page);
+        let changed = inner.dirty.lock().contains_key(&page) || inner.arena.page_lsn(page) != page_lsn;
+        if !changed {
+            // SAFETY: `Arena::release_page`'s contract, point by point.
+            // - The page latch is held exclusively: no writer changes the page meanwhile (every
+            //   change is made under it, apply.rs), and no reader holds a `PageRead` of it
+            //   (index nodes, owner tables, the meta page are read under it shared).
+            // - The file durably holds the page's bytes: `write_batch` copied the page under
+            //   the latch, taking it out of the dirty page table in the same critical section,
+            //   and wrote that copy, sealed (sealing sets the checksum field and nothing else);
+            //   a sync of the file succeeded since (the caller's contract). Every change to a
+            //   page in memory happens under its latch, gives it a new page LSN and puts it in
+            //   the dirty page table; the page is not in the table and still has the LSN it was
+            //   copied with, so it has not changed since the copy.
+            // - So the refault reads back every byte as it is now but the checksum (stale in
+            //   memory by design, correct in the file). No latch-free reader uses those four
+            //   bytes: readers of committed vector slots (`VectorRef`, the search scan) and of
+            //   catalog entries (`catalog::read_entry`: header, id, inline metadata) read other
+            //   bytes, which stay the same values throughout (the kernel swaps the private copy
+            //   for the page-cache page holding the same bytes); whole-page copies made without
+            //   the latch (`catalog::read_chain`, `EditList::page_image`) may copy either value
+            //   of the checksum, and never use it.
+            // - The file is not written at this page again before the page is stored into (a
+            //   checkpoint writes only pages in the dirty page table), so the page-cache page the
+            //   mapping then shows never changes under a reader.
+            unsafe { inner.arena.release_page(page) };
+        }
+    }
+    held.give_back(pages.len() as u64);
+}
+
+/// The pages a batch wrote in place (with the page LSN each was copied with), and whether a
+/// sync has made them durable already.
+enum Batch {
+    Synced(Vec<(PageId, Lsn)>),
+    Unsynced(Vec<(PageId, Lsn)>),
 }
 
 /// Puts pages a failed checkpoint took back into the dirty page table.
@@ -145,8 +331,9 @@ fn return_to_dirty(inner: &Inner, taken: Vec<(PageId, Lsn)>) {
     }
 }
 
-fn write_batch(inner: &Inner, batch: &[PageId], in_force: Lsn, taken: &mut Vec<(PageId, Lsn)>) -> Result<()> {
+fn write_batch(inner: &Inner, batch: &[PageId], in_force: Lsn, taken: &mut Vec<(PageId, Lsn)>) -> Result<Batch> {
     let mut images = Vec::with_capacity(batch.len());
+    let mut copies = Vec::with_capacity(batch.len());
     for &page in batch {
         let (mut image, rec_lsn) = {
             let _latch = inner.arena.latch(page);
@@ -170,9 +357,10 @@ fn write_batch(inner: &Inner, batch: &[PageId], in_force: Lsn, taken: &mut Vec<(
         );
         page::seal(&mut image);
         images.push((page, image));
+        copies.push((page, page_lsn));
     }
     if images.is_empty() {
-        return Ok(());
+        return Ok(Batch::Unsynced(copies));
     }
     let recent = inner.recent_inits.lock().clone();
     let protected: Vec<(PageId, Vec<u8>)> = images
@@ -192,10 +380,11 @@ fn write_batch(inner: &Inner, batch: &[PageId], in_force: Lsn, taken: &mut Vec<(
         // zero by redo, so these writes need no sync of their own (see the end of `run`); the
         // device starts on them now, while the next batches are copied and sealed.
         inner.arena.start_writeback(&written);
-        return Ok(());
+        return Ok(Batch::Unsynced(copies));
     }
     // The in-place copies must be durable before the next batch reuses the doublewrite area.
-    inner.arena.sync_pages(&written)
+    inner.arena.sync_pages(&written)?;
+    Ok(Batch::Synced(copies))
 }
 
 /// Appends the checkpoint-end record; returns its LSN, the truncation LSN and the next txn id.

@@ -8,6 +8,8 @@
 //! transaction reuses, and the new vector is borrowed from the caller: building an insert
 //! allocates almost nothing.
 
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use crate::arena::Arena;
@@ -19,6 +21,16 @@ use crate::format::record::{Edit, EditKind};
 pub(crate) struct EditList {
     bytes: Vec<u8>,
     specs: Vec<EditSpec>,
+    /// The indices in `specs` of each page's edits, in order.
+    by_page: HashMap<PageId, Vec<usize>>,
+    /// The pages with an insert or a remove (a read of them needs the whole page replayed).
+    shifted: HashSet<PageId>,
+    /// Replayed images of shifted pages, with how many of the page's edits each holds: a
+    /// bulk record inserts hundreds of cells into one leaf, and replaying every earlier edit
+    /// at each read made building it quadratic. The arena page does not change while the list
+    /// is built (the list is applied only once logged), so an image only ever grows by the
+    /// page's later edits.
+    images: RefCell<HashMap<PageId, (usize, Vec<u8>)>>,
 }
 
 struct EditSpec {
@@ -40,6 +52,17 @@ impl EditList {
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.specs.clear();
+        self.by_page.clear();
+        self.shifted.clear();
+        self.images.get_mut().clear();
+    }
+
+    fn push_spec(&mut self, spec: EditSpec) {
+        if spec.kind != EditKind::Write {
+            self.shifted.insert(spec.page);
+        }
+        self.by_page.entry(spec.page).or_default().push(self.specs.len());
+        self.specs.push(spec);
     }
 
     /// True if no edit was added (an operation on the approximate index that changed nothing
@@ -57,7 +80,7 @@ impl EditList {
     pub fn push_new_with(&mut self, page: PageId, offset: usize, fill: impl FnOnce(&mut Vec<u8>)) {
         let start = self.bytes.len();
         fill(&mut self.bytes);
-        self.specs.push(EditSpec {
+        self.push_spec(EditSpec {
             page,
             offset: offset as u32,
             kind: EditKind::Write,
@@ -72,7 +95,7 @@ impl EditList {
     /// into a free slot (never read back through the list: reads of other bytes of its page
     /// see through it).
     pub fn push_vector_of(&mut self, vector: usize, page: PageId, offset: usize, len_bytes: usize) {
-        self.specs.push(EditSpec {
+        self.push_spec(EditSpec {
             page,
             offset: offset as u32,
             kind: EditKind::Write,
@@ -98,7 +121,7 @@ impl EditList {
         self.bytes.extend_from_slice(after);
         let before_start = self.bytes.len();
         self.bytes.extend_from_slice(before);
-        self.specs.push(EditSpec {
+        self.push_spec(EditSpec {
             page,
             offset: offset as u32,
             kind: EditKind::Write,
@@ -114,7 +137,7 @@ impl EditList {
         assert!(offset <= end, "an insert inside its range");
         let start = self.bytes.len();
         self.bytes.extend_from_slice(after);
-        self.specs.push(EditSpec {
+        self.push_spec(EditSpec {
             page,
             offset: offset as u32,
             kind: EditKind::Insert { end: end as u32 },
@@ -132,7 +155,7 @@ impl EditList {
         self.read(arena, page, offset, &mut removed);
         let start = self.bytes.len();
         self.bytes.extend_from_slice(&removed);
-        self.specs.push(EditSpec {
+        self.push_spec(EditSpec {
             page,
             offset: offset as u32,
             kind: EditKind::Remove {
@@ -149,23 +172,17 @@ impl EditList {
     /// Reads `buf.len()` bytes at `offset` of page `page` as they will be once the list's edits
     /// are applied. The caller is the single writer: nothing else changes the page meanwhile.
     pub fn read(&self, arena: &Arena, page: PageId, offset: usize, buf: &mut [u8]) {
-        let mut edits = self.specs.iter().filter(|s| s.page == page).peekable();
-        if edits.peek().is_none() {
+        let Some(indices) = self.by_page.get(&page) else {
             arena.read(page, offset, buf);
             return;
-        }
-        if self
-            .specs
-            .iter()
-            .any(|s| s.page == page && s.kind != EditKind::Write)
-        {
-            let image = self.page_image(arena, page);
-            buf.copy_from_slice(&image[offset..offset + buf.len()]);
+        };
+        if self.shifted.contains(&page) {
+            self.with_image(arena, page, |image| buf.copy_from_slice(&image[offset..offset + buf.len()]));
             return;
         }
         arena.read(page, offset, buf);
         let wanted = offset..offset + buf.len();
-        for spec in edits {
+        for spec in indices.iter().map(|&i| &self.specs[i]) {
             if spec.after.is_none() {
                 let vector = spec.offset as usize..spec.offset as usize + spec.vector_bytes;
                 assert!(
@@ -186,25 +203,49 @@ impl EditList {
 
     /// Page `page` as it will be once the list's edits are applied.
     pub fn page_image(&self, arena: &Arena, page: PageId) -> Vec<u8> {
-        let mut image = arena.copy_page(page);
-        // A vector edit is left out: the builder never reads a vector slot back.
-        for spec in self.specs.iter().filter(|s| s.page == page && s.after.is_some()) {
-            let offset = spec.offset as usize;
-            let after = self.after_of(spec);
-            match spec.kind {
-                EditKind::Write => image[offset..offset + after.len()].copy_from_slice(after),
-                EditKind::Insert { end } => {
-                    image.copy_within(offset..end as usize, offset + after.len());
-                    image[offset..offset + after.len()].copy_from_slice(after);
-                }
-                EditKind::Remove { end, len } => {
-                    let (end, len) = (end as usize, len as usize);
-                    image.copy_within(offset + len..end, offset);
-                    image[end - len..end].fill(0);
-                }
+        if !self.shifted.contains(&page) {
+            let mut image = arena.copy_page(page);
+            for &i in self.by_page.get(&page).map_or(&[][..], Vec::as_slice) {
+                self.replay(&mut image, &self.specs[i]);
+            }
+            return image;
+        }
+        self.with_image(arena, page, <[u8]>::to_vec)
+    }
+
+    /// Runs `read` over the replayed image of shifted page `page`, first bringing it up to
+    /// the page's last edit.
+    fn with_image<T>(&self, arena: &Arena, page: PageId, read: impl FnOnce(&[u8]) -> T) -> T {
+        let mut images = self.images.borrow_mut();
+        let (applied, image) = images.entry(page).or_insert_with(|| (0, arena.copy_page(page)));
+        let indices = self.by_page.get(&page).map_or(&[][..], Vec::as_slice);
+        for &i in &indices[*applied..] {
+            self.replay(image, &self.specs[i]);
+        }
+        *applied = indices.len();
+        read(image)
+    }
+
+    /// Applies one edit to a page image (a vector edit is left out: the builder never reads a
+    /// vector slot back).
+    fn replay(&self, image: &mut [u8], spec: &EditSpec) {
+        if spec.after.is_none() {
+            return;
+        }
+        let offset = spec.offset as usize;
+        let after = self.after_of(spec);
+        match spec.kind {
+            EditKind::Write => image[offset..offset + after.len()].copy_from_slice(after),
+            EditKind::Insert { end } => {
+                image.copy_within(offset..end as usize, offset + after.len());
+                image[offset..offset + after.len()].copy_from_slice(after);
+            }
+            EditKind::Remove { end, len } => {
+                let (end, len) = (end as usize, len as usize);
+                image.copy_within(offset + len..end, offset);
+                image[end - len..end].fill(0);
             }
         }
-        image
     }
 
     fn after_of(&self, spec: &EditSpec) -> &[u8] {

@@ -73,7 +73,11 @@ pub(crate) struct Inner {
     pub recent_inits: Mutex<PageMap<Lsn>>,
     pub checkpoint_lock: Mutex<()>,
     pub checkpoint_wanted: (Mutex<bool>, Condvar),
-    pub last_checkpoint_lsn: AtomicU64,
+    /// The begin LSN of the last checkpoint that counts for `Options::checkpoint_interval_bytes`
+    /// and `Options::base_image_every` (every checkpoint but those that only give memory back).
+    pub last_interval_lsn: AtomicU64,
+    /// The memory budget's bookkeeping (`Options::memory_budget_bytes`).
+    pub memory: MemoryBudget,
     /// Mirrors the writer's next transaction id for checkpoint records.
     pub next_txn_id: AtomicU64,
     pub stopping: AtomicBool,
@@ -113,7 +117,8 @@ impl Inner {
             read_only,
             wal,
             arena,
-            last_checkpoint_lsn: AtomicU64::new(control.checkpoint_lsn.0),
+            last_interval_lsn: AtomicU64::new(control.checkpoint_lsn.0),
+            memory: MemoryBudget::default(),
             next_txn_id: AtomicU64::new(control.next_txn_id),
             initialised: initialised.map(AtomicU64::new),
             control: Mutex::new((control_file, control)),
@@ -161,7 +166,8 @@ impl Inner {
 }
 
 
-/// Runs checkpoints when enough log has accumulated, until the store stops.
+/// Runs checkpoints when enough log has accumulated, or when memory should be given back,
+/// until the store stops.
 pub(super) fn checkpointer(weak: Weak<Inner>) {
     loop {
         let Some(inner) = weak.upgrade() else { return };
@@ -176,35 +182,250 @@ pub(super) fn checkpointer(weak: Weak<Inner>) {
         if inner.stopping.load(Ordering::SeqCst) {
             return;
         }
-        if inner.log_since_checkpoint() >= inner.options.checkpoint_interval_bytes {
-            // A failure poisons the log or is retried at the next trigger; commits report it.
-            let _ = crate::store::checkpoint::run_in_background(&inner);
+        // A failure poisons the log or is retried at the next trigger; commits report it.
+        let result = match inner.checkpoint_due() {
+            Some(Due::Interval) => crate::store::checkpoint::run_in_background(&inner).map(|_| ()),
+            Some(Due::Writeback) => crate::store::checkpoint::run_writeback(&inner).map(|_| ()),
+            None => continue,
+        };
+        if result.is_err() {
+            inner.memory.checkpoint_failed();
         }
+    }
+}
+
+/// Why an automatic checkpoint is due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// `Options::checkpoint_interval_bytes` of log since the last such checkpoint.
+    Interval,
+    /// The pages and log held in memory passed the writeback share of the memory budget.
+    Writeback,
+}
+
+/// The share of the memory budget past which the checkpointer writes pages back: small, so
+/// that the dirty set stays small while a store is written and a close has little to write.
+const WRITEBACK_SHARE: u64 = 16;
+
+/// How long a writer over the budget waits while no checkpoint runs (checkpoints held off by a
+/// backup's copy) before it goes on without one.
+const STALL_WAIT: Duration = Duration::from_secs(2);
+
+/// The memory budget's bookkeeping beside the dirty page table: pages a running checkpoint
+/// holds, and the checkpointer's progress that writers over the budget wait for.
+#[derive(Debug)]
+pub(crate) struct MemoryBudget {
+    /// Pages the running checkpoint took out of the dirty page table and has not given back
+    /// yet: still private memory until they are released.
+    held_pages: AtomicU64,
+    /// Counts the checkpointer's steps (a batch of pages written, pages released, a checkpoint
+    /// ended or failed); waiting writers are woken at each.
+    progress: Mutex<u64>,
+    progressed: Condvar,
+    /// The progress count at which a waiting writer last gave up (no checkpoint ran for
+    /// `STALL_WAIT`, or a checkpoint failed): no writer waits again until it moves.
+    stalled_at: AtomicU64,
+    /// Checkpoints running now (one at most: they take the checkpoint lock).
+    running: std::sync::atomic::AtomicUsize,
+    /// While a checkpoint stores a base image: the arena files it reads, per space. Held by a
+    /// writer writing back pages outside them, so the checkpoint waits for it before it ends.
+    imaging: Mutex<Option<[usize; 2]>>,
+}
+
+impl Default for MemoryBudget {
+    fn default() -> MemoryBudget {
+        MemoryBudget {
+            held_pages: AtomicU64::new(0),
+            progress: Mutex::new(0),
+            progressed: Condvar::new(),
+            stalled_at: AtomicU64::new(u64::MAX),
+            running: std::sync::atomic::AtomicUsize::new(0),
+            imaging: Mutex::new(None),
+        }
+    }
+}
+
+impl MemoryBudget {
+    /// Notes `pages` taken out of the dirty page table by a checkpoint, until [`Self::give_back`].
+    pub fn hold(&self, pages: u64) {
+        self.held_pages.fetch_add(pages, Ordering::AcqRel);
+    }
+
+    /// Notes `pages` a checkpoint held as dealt with (released, or back in the dirty page
+    /// table), and wakes the writers waiting for memory.
+    pub fn give_back(&self, pages: u64) {
+        let before = self.held_pages.fetch_sub(pages, Ordering::AcqRel);
+        assert!(before >= pages, "a checkpoint gives back only pages it holds");
+        self.step();
+    }
+
+    /// Wakes the writers waiting for memory: the checkpointer moved.
+    pub fn step(&self) {
+        *self.progress.lock() += 1;
+        self.progressed.notify_all();
+    }
+
+    /// A checkpoint failed: writers waiting for memory go on (the commit that waits is durable
+    /// already), and none waits again until the checkpointer moves.
+    pub fn checkpoint_failed(&self) {
+        let mut progress = self.progress.lock();
+        *progress += 1;
+        self.stalled_at.store(*progress, Ordering::Release);
+        self.progressed.notify_all();
+    }
+
+    fn held_pages(&self) -> u64 {
+        self.held_pages.load(Ordering::Acquire)
+    }
+
+    /// Notes a checkpoint running until the guard is dropped: writers over the budget wait for
+    /// it however long it takes (a base image it stores takes long, and gives nothing back
+    /// until it ends), since it ends or fails.
+    pub fn running(&self) -> Running<'_> {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        Running(self)
+    }
+
+    fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire) > 0
+    }
+
+    /// Notes a base image of the arena files `files` (per space) being stored until the guard
+    /// is dropped; dropping it waits for a writer writing back pages outside them.
+    pub fn imaging(&self, files: [usize; 2]) -> Imaging<'_> {
+        *self.imaging.lock() = Some(files);
+        Imaging(self)
+    }
+
+    /// The files of the base image being stored, if one is; held, no checkpoint ends.
+    pub fn imaging_files(&self) -> parking_lot::MutexGuard<'_, Option<[usize; 2]>> {
+        self.imaging.lock()
+    }
+}
+
+/// A base image being stored (see [`MemoryBudget::imaging`]).
+pub(crate) struct Imaging<'a>(&'a MemoryBudget);
+
+impl Drop for Imaging<'_> {
+    fn drop(&mut self) {
+        *self.0.imaging.lock() = None;
+    }
+}
+
+/// A running checkpoint, as writers waiting for memory see it (see [`MemoryBudget::running`]).
+pub(crate) struct Running<'a>(&'a MemoryBudget);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+        self.0.step();
     }
 }
 
 
 impl Inner {
-    pub fn log_since_checkpoint(&self) -> u64 {
-        self.wal
-            .end_lsn()
-            .0
-            .saturating_sub(self.last_checkpoint_lsn.load(Ordering::Relaxed))
+    /// The memory the budget counts now (`Options::memory_budget_bytes`): every arena page
+    /// changed in memory and not given back yet (in the dirty page table, or held by the
+    /// running checkpoint), and the log's tail not yet handed to its files.
+    pub fn budgeted_bytes(&self) -> u64 {
+        let pages = self.dirty.lock().len() as u64 + self.memory.held_pages();
+        let tail_bytes = self.wal.end_lsn().0.saturating_sub(self.wal.written_lsn().0);
+        pages * u64::from(self.arena.page_size_bytes()) + tail_bytes
     }
 
-    /// Starts a checkpoint when the interval is crossed: on the background thread, or here
-    /// when background I/O is off.
-    pub fn nudge_checkpointer(&self) -> Result<()> {
+    /// Which automatic checkpoint is due, if any. None ever with automatic checkpoints off
+    /// (`checkpoint_interval_bytes` 0), which turns the memory budget off too.
+    pub fn checkpoint_due(&self) -> Option<Due> {
         let interval = self.options.checkpoint_interval_bytes;
-        if interval == 0 || self.log_since_checkpoint() < interval {
+        if interval == 0 {
+            return None;
+        }
+        let since_interval = self
+            .wal
+            .end_lsn()
+            .0
+            .saturating_sub(self.last_interval_lsn.load(Ordering::Relaxed));
+        let budget = self.options.memory_budget_bytes;
+        if since_interval >= interval {
+            Some(Due::Interval)
+        } else if budget > 0 && self.budgeted_bytes() >= (budget / WRITEBACK_SHARE).max(1) {
+            Some(Due::Writeback)
+        } else {
+            None
+        }
+    }
+
+    /// After a commit: starts a checkpoint when one is due, on the background thread, or here
+    /// when background I/O is off; then holds the committing writer while memory is over the
+    /// budget (see [`Inner::wait_for_memory`]).
+    pub fn nudge_checkpointer(&self) -> Result<()> {
+        let Some(due) = self.checkpoint_due() else {
             return Ok(());
-        }
+        };
         if !self.options.background_io {
-            return crate::store::checkpoint::run(self).map(|_| ());
+            return match due {
+                Due::Interval => crate::store::checkpoint::run(self).map(|_| ()),
+                Due::Writeback => crate::store::checkpoint::run_writeback(self).map(|_| ()),
+            };
         }
+        self.want_checkpoint();
+        self.wait_for_memory();
+        Ok(())
+    }
+
+    fn want_checkpoint(&self) {
         *self.checkpoint_wanted.0.lock() = true;
         self.checkpoint_wanted.1.notify_all();
-        Ok(())
+    }
+
+    /// Holds a committing writer while the memory the budget counts is over the budget, until
+    /// the background checkpointer has given enough back: a writer that outruns the
+    /// checkpointer is slowed rather than let memory grow. The caller holds no lock the
+    /// checkpointer needs (the commit has released the writer lock), so a running checkpoint
+    /// ends or fails, and the writer waits for it. A failed checkpoint, or no checkpoint
+    /// running for `STALL_WAIT` (a backup holds them off), lets the writers go on, and none
+    /// waits again until the checkpointer moves. Without background I/O the commit has run
+    /// the checkpoint itself already (`nudge_checkpointer`).
+    fn wait_for_memory(&self) {
+        let budget = self.options.memory_budget_bytes;
+        if budget == 0
+            || self.options.checkpoint_interval_bytes == 0
+            || !self.options.background_io
+            || self.budgeted_bytes() < budget
+        {
+            return;
+        }
+        let memory = &self.memory;
+        let mut last_step = (*memory.progress.lock(), std::time::Instant::now());
+        loop {
+            let seen = *memory.progress.lock();
+            if seen == memory.stalled_at.load(Ordering::Acquire)
+                || self.stopping.load(Ordering::SeqCst)
+                || self.budgeted_bytes() < budget
+            {
+                return;
+            }
+            // A base image being stored holds the checkpointer: write back what it allows.
+            match crate::store::checkpoint::clean_during_base_image(self) {
+                Ok(0) => {}
+                Ok(_) => continue,
+                Err(_) => {
+                    memory.checkpoint_failed();
+                    return;
+                }
+            }
+            self.want_checkpoint();
+            let mut progress = memory.progress.lock();
+            if *progress == seen {
+                memory.progressed.wait_for(&mut progress, Duration::from_millis(50));
+            }
+            if *progress != last_step.0 || memory.is_running() {
+                last_step = (*progress, std::time::Instant::now());
+            } else if last_step.1.elapsed() >= STALL_WAIT {
+                memory.stalled_at.store(*progress, Ordering::Release);
+                return;
+            }
+        }
     }
 
     /// The metadata in the overflow chain starting at `first`; a chain the running

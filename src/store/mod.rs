@@ -498,7 +498,8 @@ impl Store {
         }
     }
 
-    /// Checkpoints, makes the log durable and closes the store. A checkpoint that finds the disk
+    /// Checkpoints (writing back what the background checkpoints left; the closing checkpoint
+    /// stores no base image), makes the log durable and closes the store. A checkpoint that finds the disk
     /// full is given up (the next open redoes the log instead): the close still succeeds once
     /// the log is durable.
     pub fn close(self) -> Result<()> {
@@ -509,7 +510,7 @@ impl Store {
             crate::store::shipping::finish(&self.inner); // Hook (shipping): what is left, bounded
             return Ok(());
         }
-        let result = self.checkpoint().and_then(|_| crate::store::archiver::drain(&self.inner));
+        let result = checkpoint::run_closing(&self.inner).and_then(|_| crate::store::archiver::drain(&self.inner));
         // Durable, with the rest of the last log page zeroed: a clean end even in a recycled
         // segment for the next open and for independent readers.
         let finish = self.inner.wal.finish();

@@ -16,8 +16,24 @@ pub struct Options {
     pub page_size_bytes: u32,
     /// Size of each log segment and arena file (creation only). Default 64 MiB.
     pub segment_size_bytes: u64,
-    /// A checkpoint runs in the background after this much log; 0 turns them off. Default 256 MiB.
+    /// A checkpoint runs in the background after this much log; 0 turns them off (and with
+    /// them the memory budget: nothing is written back before an explicit checkpoint or the
+    /// close). Default 256 MiB.
     pub checkpoint_interval_bytes: u64,
+    /// The memory budget of writing: the anonymous memory that arena pages changed in memory
+    /// take until a checkpoint has written them back and given their memory back (each a whole
+    /// page of private memory), plus the log's tail not yet handed to its files. Past 1/16 of
+    /// it the background checkpointer writes pages back, so the dirty set stays small while a
+    /// store is written and a close has little left to write; at the whole of it, a commit
+    /// waits for the checkpointer before it returns, so a writer that outruns the checkpointer
+    /// is slowed rather than let memory grow (without background I/O, the commit runs the
+    /// checkpoint itself). A writer is held back only when it commits, so one transaction
+    /// larger than the budget takes what it needs. Not covered: recovery's redo at open, and
+    /// the heap beside the pages (the transaction being built, a log segment's compressed copy
+    /// while it is archived, a base image's rounds of 8 MiB per compressing thread). 0 turns
+    /// the writeback and the waiting off (pages that checkpoints write are still given back),
+    /// as does `checkpoint_interval_bytes` 0. Default 256 MiB.
+    pub memory_budget_bytes: u64,
     /// Where the bytes go: the real file system, or a crash simulator in tests.
     pub storage: Arc<dyn Storage>,
     /// Run segment preparation and automatic checkpoints on background threads (default).
@@ -29,7 +45,10 @@ pub struct Options {
     /// recycled at once and point-in-time restore reaches back only to the live log.
     pub archive: bool,
     /// Store a compressed image of the arena in `archive/` at every Nth checkpoint (the first
-    /// checkpoint, at creation, always makes one); 0 makes none after that. Default 4.
+    /// checkpoint, at creation, always makes one); 0 makes none after that. Default 4. Only
+    /// the interval checkpoints and explicit ones (`Store::checkpoint`) count: those that write
+    /// pages back for the memory budget, and the close's, store none, so that a close stays
+    /// cheap.
     pub base_image_every: u32,
     /// What the archive keeps. Default `Stored`: the store's own setting (`SETTINGS`, set at
     /// creation or with [`Store::set_retention`](crate::Store::set_retention)), `KeepLast(2)` where none is set. Another
@@ -71,6 +90,7 @@ impl Default for Options {
             page_size_bytes: 16 * 1024,
             segment_size_bytes: 64 << 20,
             checkpoint_interval_bytes: 256 << 20,
+            memory_budget_bytes: 256 << 20,
             storage: Arc::new(RealStorage::new()),
             background_io: true,
             archive: true,

@@ -314,8 +314,15 @@ impl OpCtx<'_> {
             return Ok(None);
         };
         let old = leaf_value(&leaf.cells[i]);
+        // A count of 0 with an id in the index is a damaged meta page, not an invariant.
+        let Some(count) = self.w.meta.count.get().checked_sub(1) else {
+            return Err(self.inner.arena.corrupted(
+                super::alloc::meta_page(),
+                "the index holds an id but the meta page counts none",
+            ));
+        };
         self.remove_cell(&path, &leaf, i)?;
-        self.set_meta(|m| m.count = (m.count.get() - 1).into());
+        self.set_meta(|m| m.count = count.into());
         Ok(Some(old))
     }
 

@@ -98,6 +98,29 @@ fn vector_of(version: u32) -> Vec<f32> {
     model::vector_of(version, DIMENSION)
 }
 
+/// The id of number `n` in the ops and recovery stores: `id-<n>` and a tail of up to 1000
+/// bytes that depends on `n`, so that a dozen ids fill several 4 KiB leaves (the tree splits,
+/// shrinks and frees nodes).
+fn long_id(n: u64) -> String {
+    let tail = 1000 - (n * 97 % 1000) as usize;
+    format!("{}{}", model::id_of(n), ".".repeat(tail))
+}
+
+/// The ids the index of `store` holds, in order, after a full check of the index
+/// (`inspect::index_report`), which must find nothing wrong: for stores whose files nothing
+/// damaged. Their count must be the store's length.
+fn checked_index_ids(store: &Store, context: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let check = crate::inspect::index_report(store, &mut |id| ids.push(String::from_utf8_lossy(id).into_owned()));
+    assert!(check.clean(), "{context}: the index is damaged: {:#?}", check.damage);
+    assert_eq!(
+        check.summary.entries,
+        store.len() as u64,
+        "{context}: the length is not the index's count"
+    );
+    ids
+}
+
 /// Metadata of `len_class`: short (inline) or long enough for an overflow chain.
 fn meta_of(version: u32, len_class: u8) -> String {
     if len_class & 0x80 != 0 {

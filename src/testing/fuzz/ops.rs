@@ -3,9 +3,9 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use super::{DIMENSION, STORE_DIR, meta_of, store_options, vector_of};
+use super::{DIMENSION, STORE_DIR, checked_index_ids, long_id, meta_of, store_options, vector_of};
 use crate::storage::SimStorage;
-use crate::testing::model::{Model, State, id_of, read_state, version_of};
+use crate::testing::model::{Model, State, version_of};
 use crate::testing::{Bytes, StoreImage};
 use crate::{Error, Options, RecoveryMode, Store, SyncMode};
 
@@ -188,7 +188,14 @@ fn ops_options(sim: &SimStorage, mode: RecoveryMode, sync: SyncMode) -> Options 
 ///   and recovery too) the store reopens, and its state equals the model's state after some
 ///   prefix of the commits that includes every commit acknowledged as durable
 ///   (`SyncMode::Always`, or made durable by `sync`, a checkpoint or a close);
-/// - after a clean close the store reopens in Strict mode with exactly the last state.
+/// - after a clean close the store reopens in Strict mode with exactly the last state;
+/// - after every step, and after every recovery and reopen, the full check of the index
+///   (`inspect::index_report`: the tree, every leaf value's entry and vector slot, the lists,
+///   no orphan) finds nothing wrong, and the index holds exactly the ids of the store's state,
+///   in byte order.
+///
+/// The ids are long (up to 1004 bytes), so that the twelve of them fill several leaves and
+/// the tree splits, shrinks and frees nodes.
 pub fn ops(data: &[u8]) {
     let input = decode_ops(data);
     let sim = ops_fresh_disk().reboot_with_seed(u64::from(data.len() as u32));
@@ -255,7 +262,7 @@ impl OpsRun {
                     Ok(())
                 }
                 Op::Hold(id) => {
-                    match store.get(&id_of(*id)) {
+                    match store.get(&ops_id(*id)) {
                         Ok(Some(vector)) => {
                             let version = version_of(&vector).expect("a reader sees whole committed vectors");
                             held.push((vector, version));
@@ -285,6 +292,7 @@ impl OpsRun {
                 self.model.latest(),
                 "after {op:?} the store differs from the model"
             );
+            check_index_holds(store, &state, &format!("after {op:?}"));
         }
         Next::Done
     }
@@ -292,7 +300,7 @@ impl OpsRun {
     fn next_write(&mut self, tx: &mut crate::Transaction<'_>, write: Write, state: &mut State) -> crate::Result<()> {
         match write {
             Write::Insert { id, meta } | Write::Upsert { id, meta } => {
-                let id = id_of(id);
+                let id = ops_id(id);
                 self.version += 1;
                 let value = meta_of(self.version, meta);
                 let vector = vector_of(self.version);
@@ -312,7 +320,7 @@ impl OpsRun {
                 assert_eq!(tx.get(&id), Some(vector), "a transaction does not see its own write");
             }
             Write::Delete { id } => {
-                let id = id_of(id);
+                let id = ops_id(id);
                 let existed = tx.delete(&id)?;
                 assert_eq!(
                     existed,
@@ -376,6 +384,7 @@ impl OpsRun {
             ) {
                 Ok(store) => {
                     let state = read_ops_state(&store).unwrap_or_else(|e| panic!("reading a recovered store: {e}"));
+                    check_index_holds(&store, &state, "after recovery");
                     if let Err(e) = self.model.recovered(&state) {
                         panic!("after recovery {e}: {state:?}");
                     }
@@ -391,6 +400,7 @@ impl OpsRun {
         match Store::open(STORE_DIR, ops_options(&self.sim, RecoveryMode::Strict, self.sync)) {
             Ok(store) => {
                 let state = read_ops_state(&store).unwrap_or_else(|e| panic!("reading a reopened store: {e}"));
+                check_index_holds(&store, &state, "after a clean reopen");
                 assert_eq!(
                     &state,
                     self.model.latest(),
@@ -406,7 +416,63 @@ impl OpsRun {
     }
 }
 
-/// The state of the ids the target writes.
+/// The id of number `n` (of [`OPS_IDS`]): long, so that the ids fill several leaves.
+fn ops_id(n: u8) -> String {
+    long_id(u64::from(n))
+}
+
+/// The state of the ids the target writes: `Err` saying why if a vector is not one
+/// [`super::vector_of`] wrote, the metadata is not exactly one `m` pair, or the store holds
+/// other ids.
 fn read_ops_state(store: &Store) -> Result<State, String> {
-    read_state(store, OPS_IDS.into())
+    let mut state = State::new();
+    for n in 0..OPS_IDS {
+        let id = ops_id(n);
+        if let Some(vector) = store.get(&id).map_err(|e| e.to_string())? {
+            let version = version_of(&vector).ok_or_else(|| format!("{n}: a vector that was never written"))?;
+            let meta: Vec<_> = vector.metadata().collect();
+            let [("m", value)] = meta.as_slice() else {
+                return Err(format!("{n}: metadata {meta:?}"));
+            };
+            state.insert(id, (version, value.to_string()));
+        }
+    }
+    if state.len() != store.len() {
+        return Err(format!("len {} but {} ids readable", store.len(), state.len()));
+    }
+    Ok(state)
+}
+
+/// The index of `store` checks clean and holds exactly the ids of `state`, in order.
+fn check_index_holds(store: &Store, state: &State, context: &str) {
+    let ids = checked_index_ids(store, context);
+    assert!(
+        ids.iter().eq(state.keys()),
+        "{context}: the index holds other ids than the store's state ({} against {})",
+        ids.len(),
+        state.len()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg_attr(miri, ignore = "builds and opens whole stores: minutes under Miri")]
+    fn the_ops_ids_fill_a_tree_of_two_levels_and_emptying_it_frees_its_nodes() {
+        let sim = ops_fresh_disk().reboot_with_seed(1);
+        let store = Store::open(STORE_DIR, ops_options(&sim, RecoveryMode::Strict, SyncMode::Never)).expect("open");
+        for n in 0..OPS_IDS {
+            store.upsert(&ops_id(n), &vector_of(1), &[("m", "v")]).expect("upsert");
+        }
+        let full = crate::inspect::check_index(&store).expect("a clean index");
+        assert!(full.height >= 2 && full.leaf_pages >= 2, "{full:?}");
+        for n in 0..OPS_IDS {
+            store.delete(&ops_id(n)).expect("delete");
+        }
+        let empty = crate::inspect::check_index(&store).expect("a clean index");
+        assert_eq!((empty.entries, empty.height), (0, 0));
+        assert!(empty.free_pages >= full.leaf_pages + full.branch_pages, "{empty:?}");
+    }
 }

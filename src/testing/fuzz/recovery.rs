@@ -5,17 +5,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::repair::{Repair, repair_log};
-use super::{DIMENSION, MODES, PAGE, PAGE_BYTES, STORE_DIR, meta_of, probe, store_options, vector_of};
+use super::{DIMENSION, MODES, PAGE, PAGE_BYTES, STORE_DIR, long_id, meta_of, probe, store_options, vector_of};
 use crate::format::control::CONTROL_SLOT_BYTES;
 use crate::format::page;
 use crate::format::wal::Geometry;
+use crate::inspect::{check_index, index_report};
 use crate::rng::SplitMix64;
 use crate::storage::SimStorage;
-use crate::testing::model::{State, id_of};
+use crate::testing::model::State;
 use crate::testing::{Bytes, StoreImage};
 use crate::{Error, RecoveryMode, Store, SyncMode};
 
-/// The ids the recovery workload uses: `id-0` … `id-7`.
+/// How many ids the recovery workload uses ([`long_id`] 0 to 7: long, so that they fill
+/// several leaves).
 const RECOVERY_IDS: u64 = 8;
 /// How many different base stores the recovery target builds (its seeds, modulo this).
 pub const RECOVERY_SEEDS: u64 = 256;
@@ -54,7 +56,7 @@ fn recovery_base(seed: u64) -> Arc<RecoveryBase> {
             let mut tx = store.begin().expect("begin");
             let mut scratch = state.clone();
             for _ in 0..1 + rng.below(3) {
-                let id = id_of(rng.below(RECOVERY_IDS));
+                let id = long_id(rng.below(RECOVERY_IDS));
                 if rng.below(4) == 0 {
                     tx.delete(&id).expect("delete");
                     scratch.remove(&id);
@@ -81,9 +83,9 @@ fn recovery_base(seed: u64) -> Arc<RecoveryBase> {
     if rng.below(2) == 0 {
         // A transaction running at the crash: recovery must undo it.
         let mut tx = store.begin().expect("begin");
-        tx.upsert("id-0", &vector_of(999_999), &[("m", "loser")])
+        tx.upsert(&long_id(0), &vector_of(999_999), &[("m", "loser")])
             .expect("upsert");
-        tx.delete("id-1").expect("delete");
+        tx.delete(&long_id(1)).expect("delete");
         sim.crash_now();
         drop(tx);
     }
@@ -389,8 +391,12 @@ fn reseal(path: &Path, bytes: &mut [u8], page: u16, geometry: &Geometry) {
 /// - `Store::open` returns `Ok` or an error, never panics nor hangs;
 /// - on `Ok`, `get` of every id returns a vector of the store's dimension with readable
 ///   metadata, `None`, or an error; a further commit and a close return `Ok` or an error;
-/// - with an empty program, the open succeeds in every mode and the store holds exactly the
-///   last committed state (every commit was acknowledged as durable).
+/// - `inspect::index_report` (the full check of the index) never panics; when it finds
+///   nothing wrong, `get` of every id returns a vector for exactly the ids the index holds and
+///   never an error, the length is the index's count, and writes that succeed leave the index
+///   clean;
+/// - with an empty program, the open succeeds in every mode, the index checks clean and the
+///   store holds exactly the last committed state (every commit was acknowledged as durable).
 pub fn recovery(data: &[u8]) {
     let (seed_bytes, program) = data.split_at(data.len().min(8));
     let mut seed = [0u8; 8];
@@ -423,26 +429,64 @@ pub fn recovery(data: &[u8]) {
                 continue;
             }
         };
-        let mut state = State::new();
-        for i in 0..RECOVERY_IDS {
-            let id = id_of(i);
-            if let Some((version, meta)) = probe(&store, &id)
-                && let (Some(version), [(key, value)]) = (version, meta.as_slice())
-                && key == "m"
-            {
-                state.insert(id, (version, value.clone()));
+        check_recovered(&store, mode, &base, program.is_empty());
+        let _ = store.close();
+    }
+}
+
+/// The checks of a store recovered in `mode` from `base` (`undamaged`: with no mutation):
+/// the full check of the index, the reads against it, a write and the check again.
+fn check_recovered(store: &Store, mode: RecoveryMode, base: &RecoveryBase, undamaged: bool) {
+    let mut visited = Vec::new();
+    let check = index_report(store, &mut |id| visited.push(id.to_vec()));
+    let mut state = State::new();
+    for i in 0..RECOVERY_IDS {
+        let id = long_id(i);
+        if check.clean() {
+            // A reader never finds damage the full check of the index does not.
+            let held = visited.iter().any(|v| v.as_slice() == id.as_bytes());
+            match store.get(&id) {
+                Ok(found) => assert_eq!(found.is_some(), held, "get of id {i} disagrees with a clean index"),
+                Err(e) => panic!("get of id {i} failed on a store whose index checks clean ({mode:?}): {e}"),
             }
         }
-        if program.is_empty() {
-            assert_eq!(
-                state, base.state,
-                "recovery in {mode:?} did not restore the last committed state"
-            );
-            assert_eq!(store.len(), base.state.len(), "len after recovery in {mode:?}");
+        if let Some((version, meta)) = probe(store, &id)
+            && let (Some(version), [(key, value)]) = (version, meta.as_slice())
+            && key == "m"
+        {
+            state.insert(id, (version, value.clone()));
         }
-        let _ = store.upsert("id-after", &vector_of(5), &[("m", "after")]);
-        let _ = store.delete("id-1");
-        probe(&store, "id-after");
-        let _ = store.close();
+    }
+    if check.clean() {
+        assert_eq!(
+            store.len() as u64,
+            check.summary.entries,
+            "len is not the index's count"
+        );
+    }
+    if undamaged {
+        assert!(
+            check.clean(),
+            "the index of an undamaged crashed store, recovered in {mode:?}: {:#?}",
+            check.damage
+        );
+        let ids: Vec<&[u8]> = visited.iter().map(Vec::as_slice).collect();
+        let expected: Vec<&[u8]> = base.state.keys().map(|k| k.as_bytes()).collect();
+        assert_eq!(ids, expected, "the index after recovery in {mode:?} holds other ids");
+        assert_eq!(
+            state, base.state,
+            "recovery in {mode:?} did not restore the last committed state"
+        );
+        assert_eq!(store.len(), base.state.len(), "len after recovery in {mode:?}");
+    }
+    let upserted = store.upsert("id-after", &vector_of(5), &[("m", "after")]);
+    let deleted = store.delete(&long_id(1));
+    probe(store, "id-after");
+    if check.clean()
+        && upserted.is_ok()
+        && deleted.is_ok()
+        && let Err(e) = check_index(store)
+    {
+        panic!("writes left a clean index damaged ({mode:?}): {e}");
     }
 }
