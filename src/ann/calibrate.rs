@@ -110,9 +110,6 @@ impl Hnsw {
     }
 }
 
-/// A sampled query (its place in the sample) and its true neighbours.
-type Neighbours = (usize, Vec<NodeId>);
-
 /// A graph without one node: no list names it and it has none (a query's own node, hidden
 /// from its search).
 struct Without<'a, S> {
