@@ -5,6 +5,8 @@
 //!
 //! - the state equals the model's after some commit prefix, every acknowledged commit present
 //!   (as in `tests/simulation.rs`);
+//! - the id index and the allocation state around it hold (`inspect::check_index`, which
+//!   knows the graph's pages);
 //! - the index is there unless a drop may have committed (a build or a drop is all or nothing),
 //!   holds every invariant `verify` checks, has one live node per vector, and finds every
 //!   committed vector as its own nearest neighbour.
@@ -163,6 +165,8 @@ fn apply_random(
 fn check(store: &Store, model: &mut Model, index: Index) -> Result<usize, String> {
     let state = model::read_state(store, IDS)?;
     let matched = model.recovered(&state)?;
+    // The id index and the allocation state around it, with the graph's pages among them.
+    vellum::inspect::check_index(store).map_err(|e| format!("the id index: {e}"))?;
     let info = store.index_info().map_err(|e| format!("index info: {e}"))?;
     match (index, &info) {
         (Index::Present, None) => return Err("the index was lost".into()),

@@ -135,6 +135,7 @@ fn check_locked(inner: &Inner, visit: &mut dyn FnMut(&[u8])) -> IndexCheck {
     };
     let mut checker = Checker::new(arena, inner.layout, meta);
     checker.walk_tree(visit);
+    checker.walk_graph(); // Hook (approximate index): its pages have their role
     checker.walk_lists();
     checker.check_hot_page();
     checker.sweep_catalog_space();
@@ -256,6 +257,7 @@ enum Role {
     Node,
     Overflow,
     FreeList,
+    Graph,
 }
 
 impl Role {
@@ -265,6 +267,7 @@ impl Role {
             Role::Node => "an index node",
             Role::Overflow => "an overflow page",
             Role::FreeList => "a member of the free list",
+            Role::Graph => "a page of the approximate index",
         }
     }
 }
@@ -875,6 +878,69 @@ impl<'a> Checker<'a> {
         !again
     }
 
+    /// The approximate index's pages (format-spec/graph.md): the graph meta page the meta page
+    /// names and every page of its extents, each reached in the role `Graph`. What they hold
+    /// is `store::graph::check_index`'s to check.
+    fn walk_graph(&mut self) {
+        use crate::format::graph::{self, Extents, GraphFields};
+        let raw = u64::from(self.meta.graph.get());
+        if raw == 0 {
+            return;
+        }
+        let meta = PageId::new(Space::Catalog, raw);
+        if !self.reach_graph_page(meta_page(), meta) {
+            return;
+        }
+        let Some(image) = self.page(meta) else { return };
+        let fields = match GraphFields::read(&image).ok_or("no graph fields") {
+            Ok(fields) => fields,
+            Err(reason) => return self.damage(meta, reason),
+        };
+        if let Some(reason) = fields.check(&image) {
+            return self.damage(meta, reason);
+        }
+        let table = |offset: usize, count: u16| -> Vec<u32> {
+            (0..usize::from(count))
+                .map(|k| u32::from_le_bytes(image[offset + 4 * k..offset + 4 * k + 4].try_into().expect("4 bytes")))
+                .collect()
+        };
+        let page_size = image.len();
+        let kinds = [
+            table(graph::GRAPH_EXTENTS_OFFSET, fields.node_extents.get()),
+            table(graph::upper_extent_offset(page_size, 0), fields.upper_extents.get()),
+        ];
+        for starts in kinds {
+            let extents = Extents::new(starts, fields.extent_shift);
+            for index in 0..extents.pages {
+                let page_no = extents.locate(index).expect("an index below the extents' pages");
+                if !self.reach_graph_page(meta, PageId::new(Space::Catalog, page_no)) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reaches catalog page `id` from `from` as a page of the approximate index; false if it
+    /// is beyond the high-water mark or reached already (reported).
+    fn reach_graph_page(&mut self, from: PageId, id: PageId) -> bool {
+        if id.page_no() == 0 || id.page_no() >= self.catalog_hw {
+            let reason = format!("names {id} for the approximate index, beyond the catalog high-water mark");
+            self.damage(from, reason);
+            return false;
+        }
+        let role = &mut self.roles[id.page_no() as usize];
+        if *role != Role::Unreached {
+            let reason = format!(
+                "a page of the approximate index, but reached already as {}",
+                role.name()
+            );
+            self.damage(id, reason);
+            return false;
+        }
+        *role = Role::Graph;
+        true
+    }
+
     /// The hot catalog page, if any, is a catalog page below the high-water mark.
     fn check_hot_page(&mut self) {
         let raw = self.meta.hot_catalog.get();
@@ -904,6 +970,7 @@ impl<'a> Checker<'a> {
             let role = self.roles[page_no as usize];
             let expected = match PageKind::from_u8(header.kind) {
                 Some(PageKind::IndexLeaf | PageKind::IndexBranch) => Role::Node,
+                Some(PageKind::GraphMeta | PageKind::GraphNodes | PageKind::GraphUpper) => Role::Graph,
                 Some(PageKind::Overflow) => Role::Overflow,
                 Some(PageKind::Free) => {
                     self.summary.free_pages += 1;
