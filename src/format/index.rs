@@ -412,6 +412,17 @@ pub fn leaf_cell(key: &[u8], value: &LeafValue) -> Vec<u8> {
     encode_cell(key, value.as_bytes())
 }
 
+/// Encodes a leaf cell into `out` (at least [`CELL_KEY_LEN_BYTES`] + [`LEAF_VALUE_BYTES`] +
+/// the key's length); returns the cell. The writer's allocation-free [`leaf_cell`].
+pub fn encode_leaf_cell_into<'o>(out: &'o mut [u8], key: &[u8], value: &LeafValue) -> &'o [u8] {
+    assert!(!key.is_empty() && key.len() <= KEY_MAX_BYTES, "a key of 1..=1024 bytes");
+    let len = CELL_KEY_LEN_BYTES + LEAF_VALUE_BYTES + key.len();
+    out[..CELL_KEY_LEN_BYTES].copy_from_slice(&(key.len() as u16).to_le_bytes());
+    out[CELL_KEY_LEN_BYTES..CELL_KEY_LEN_BYTES + LEAF_VALUE_BYTES].copy_from_slice(value.as_bytes());
+    out[CELL_KEY_LEN_BYTES + LEAF_VALUE_BYTES..len].copy_from_slice(key);
+    &out[..len]
+}
+
 /// Encodes a branch cell.
 pub fn branch_cell(key: &[u8], child: u64) -> Vec<u8> {
     encode_cell(key, &child.to_le_bytes())
@@ -450,6 +461,21 @@ const _: () = assert!(NODE_PAGE_MIN_BYTES <= PAGE_SIZE_MIN_BYTES as usize);
 mod tests {
     use super::*;
     use crate::format::page::{PageId, Space, new_header};
+
+    #[test]
+    fn a_leaf_cell_encoded_into_a_buffer_is_the_allocated_encoding() {
+        let value = LeafValue {
+            vector_page: 7.into(),
+            entry_len: 99.into(),
+            ..Default::default()
+        };
+        for key in [&b"a"[..], b"stream:42", &[0xffu8; KEY_MAX_BYTES]] {
+            let mut buf = [0u8; CELL_KEY_LEN_BYTES + LEAF_VALUE_BYTES + KEY_MAX_BYTES];
+            let cell = encode_leaf_cell_into(&mut buf, key, &value);
+            assert_eq!(cell, &leaf_cell(key, &value)[..], "one cell layout for both encoders");
+            assert_eq!(cell_key(NodeKind::Leaf, cell), key, "the key reads back");
+        }
+    }
 
     fn node_page(kind: NodeKind, leftmost: u64, cells: &[Vec<u8>]) -> Vec<u8> {
         let (a, b, body) = layout_node(4096, cells.iter().map(Vec::as_slice)).expect("cells fit");

@@ -16,6 +16,15 @@ use crate::arena::Arena;
 use crate::format::page::PageId;
 use crate::format::record::{Edit, EditKind};
 
+/// The most edits of one page a read overlays on the arena's bytes; a page with more is read
+/// from its replayed image (a bulk record writes hundreds of entries into one catalog page,
+/// and overlaying each read with all of them made building the record quadratic).
+const OVERLAY_EDITS_MAX: usize = 16;
+
+/// How many of a page's latest edits [`EditList::push_change`] looks back through for a
+/// write of the same bytes to fold into.
+const FOLD_LOOKBACK_EDITS: usize = 8;
+
 /// The edits of the update record being built.
 #[derive(Default)]
 pub(crate) struct EditList {
@@ -31,6 +40,9 @@ pub(crate) struct EditList {
     /// is built (the list is applied only once logged), so an image only ever grows by the
     /// page's later edits.
     images: RefCell<HashMap<PageId, (usize, Vec<u8>)>>,
+    /// Page buffers of cleared images, reused (an insert's leaf image is one page per
+    /// operation: a fresh allocation of each was a measurable part of an insert).
+    spare_images: RefCell<Vec<Vec<u8>>>,
 }
 
 struct EditSpec {
@@ -54,7 +66,8 @@ impl EditList {
         self.specs.clear();
         self.by_page.clear();
         self.shifted.clear();
-        self.images.get_mut().clear();
+        let spares = self.spare_images.get_mut();
+        spares.extend(self.images.get_mut().drain().map(|(_, (_, image))| image));
     }
 
     fn push_spec(&mut self, spec: EditSpec) {
@@ -107,7 +120,15 @@ impl EditList {
     }
 
     /// A write over bytes in use; the before-image is what the page will hold just before it.
+    ///
+    /// A write of the same bytes as a recent write of the list, with no edit between them
+    /// touching those bytes, is folded into it (its after-image replaced; its before-image,
+    /// the bytes before both, kept): a bulk record sets the meta page's count, a node's cell
+    /// count and a catalog page's header once per row, and logged them once per row.
     pub fn push_change(&mut self, arena: &Arena, page: PageId, offset: usize, after: &[u8]) {
+        if self.fold_change(page, offset, after) {
+            return;
+        }
         let mut before = [0u8; 64];
         let mut long = Vec::new();
         let before: &mut [u8] = if after.len() <= before.len() {
@@ -130,6 +151,40 @@ impl EditList {
             vector_bytes: 0,
             vector: 0,
         });
+    }
+
+    /// Folds a write of `after` at `offset` into an earlier write of exactly those bytes (see
+    /// [`EditList::push_change`]); false if there is none among the page's last few edits.
+    fn fold_change(&mut self, page: PageId, offset: usize, after: &[u8]) -> bool {
+        let Some(indices) = self.by_page.get(&page) else { return false };
+        let wanted = offset..offset + after.len();
+        for (k, &i) in indices.iter().enumerate().rev().take(FOLD_LOOKBACK_EDITS) {
+            let spec = &self.specs[i];
+            let start = spec.offset as usize;
+            let touched = match (spec.kind, &spec.after) {
+                (EditKind::Write, Some(range)) if start == offset && range.len() == after.len() => {
+                    if spec.before.is_none() {
+                        return false;
+                    }
+                    let range = range.clone();
+                    self.bytes[range].copy_from_slice(after);
+                    if let Some((applied, image)) = self.images.get_mut().get_mut(&page)
+                        && *applied > k
+                    {
+                        image[wanted].copy_from_slice(after);
+                    }
+                    return true;
+                }
+                (EditKind::Write, Some(range)) => start..start + range.len(),
+                (EditKind::Write, None) => start..start + spec.vector_bytes,
+                (EditKind::Insert { end }, _) => start..end as usize + self.after_of(spec).len(),
+                (EditKind::Remove { end, .. }, _) => start..end as usize,
+            };
+            if touched.start < wanted.end && wanted.start < touched.end {
+                return false;
+            }
+        }
+        false
     }
 
     /// Inserts `after` at `offset`, shifting `[offset, end)` up (into free bytes above `end`).
@@ -176,7 +231,7 @@ impl EditList {
             arena.read(page, offset, buf);
             return;
         };
-        if self.shifted.contains(&page) {
+        if self.shifted.contains(&page) || indices.len() > OVERLAY_EDITS_MAX {
             self.with_image(arena, page, |image| buf.copy_from_slice(&image[offset..offset + buf.len()]));
             return;
         }
@@ -213,11 +268,26 @@ impl EditList {
         self.with_image(arena, page, <[u8]>::to_vec)
     }
 
-    /// Runs `read` over the replayed image of shifted page `page`, first bringing it up to
-    /// the page's last edit.
+    /// Runs `read` over page `page` as it will be once the list's edits are applied, without
+    /// copying it when the list has no edit of it (the page is then read under its latch
+    /// held shared; the caller, the single writer, holds no latch).
+    pub fn with_page<T>(&self, arena: &Arena, page: PageId, read: impl FnOnce(&[u8]) -> T) -> T {
+        if !self.by_page.contains_key(&page) {
+            return read(&arena.read_page(page));
+        }
+        self.with_image(arena, page, read)
+    }
+
+    /// Runs `read` over the replayed image of page `page` (with edits), first bringing it up
+    /// to the page's last edit.
     fn with_image<T>(&self, arena: &Arena, page: PageId, read: impl FnOnce(&[u8]) -> T) -> T {
         let mut images = self.images.borrow_mut();
-        let (applied, image) = images.entry(page).or_insert_with(|| (0, arena.copy_page(page)));
+        let (applied, image) = images.entry(page).or_insert_with(|| {
+            let mut image = self.spare_images.borrow_mut().pop().unwrap_or_default();
+            image.resize(arena.page_size_bytes() as usize, 0);
+            arena.read(page, 0, &mut image);
+            (0, image)
+        });
         let indices = self.by_page.get(&page).map_or(&[][..], Vec::as_slice);
         for &i in &indices[*applied..] {
             self.replay(image, &self.specs[i]);
@@ -321,5 +391,37 @@ mod tests {
         let edits = list.edits(&[]);
         assert_eq!(edits[2].before, Some(&b"12"[..]), "a before-image is the page as it will be");
         assert_eq!(edits[3].before, Some(&b"_ab"[..]), "so is a remove's");
+    }
+
+    #[test]
+    fn a_rewrite_of_the_same_bytes_folds_into_the_first_write_unless_an_edit_between_touches_them() {
+        let storage: Arc<dyn Storage> = Arc::new(SimStorage::new(2));
+        let arena = Arena::open(storage, Path::new("/arena"), 4096, 4 * 4096, crate::arena::ArenaOpen::TEST).unwrap();
+        let page = PageId::new(Space::Catalog, 1);
+        arena.ensure_page(page).unwrap();
+        {
+            let _latch = arena.latch(page);
+            arena.write(page, 100, b"abcdefgh");
+        }
+        let mut list = EditList::default();
+        list.push_change(&arena, page, 100, b"11");
+        list.push_insert(page, 200, 220, b"zz");
+        let mut seen = [0u8; 2];
+        list.read(&arena, page, 100, &mut seen); // caches the shifted page's image
+        list.push_change(&arena, page, 100, b"22");
+        list.push_change(&arena, page, 100, b"33");
+        let edits = list.edits(&[]);
+        assert_eq!(edits.len(), 2, "two rewrites of the same bytes fold into the first write");
+        assert_eq!((edits[0].after, edits[0].before), (&b"33"[..], Some(&b"ab"[..])), "last after, first before");
+        list.read(&arena, page, 100, &mut seen);
+        assert_eq!(&seen, b"33", "a read sees the folded write, the cached image included");
+        list.push_change(&arena, page, 101, b"x");
+        list.push_change(&arena, page, 100, b"44");
+        let edits = list.edits(&[]);
+        assert_eq!(edits.len(), 4, "a write between them that touches the bytes stops the fold");
+        assert_eq!(edits[3].before, Some(&b"3x"[..]), "and the new write's before-image is exact");
+        list.push_insert(page, 90, 110, b"!");
+        list.push_change(&arena, page, 101, b"55");
+        assert_eq!(list.edits(&[]).len(), 6, "an insert that shifts the bytes stops it too");
     }
 }

@@ -192,7 +192,43 @@ struct PathStep {
     child: usize,
 }
 
-/// A node as the writer copied it: its cells whole, in key order.
+/// A node's header as the writer sees it: enough to change it in place.
+#[derive(Clone, Copy, Debug)]
+struct NodeHead {
+    page: PageId,
+    kind: NodeKind,
+    count: usize,
+    data_start: usize,
+}
+
+impl NodeHead {
+    fn of(page: PageId, node: &Node<'_>) -> NodeHead {
+        NodeHead {
+            page,
+            kind: node.kind,
+            count: node.count,
+            data_start: node.data_start,
+        }
+    }
+
+    fn directory_end(&self) -> usize {
+        NODE_DIR_OFFSET + self.count * NODE_DIR_ENTRY_BYTES
+    }
+
+    fn gap_bytes(&self) -> usize {
+        self.data_start - self.directory_end()
+    }
+}
+
+/// Where the writer's descent ended: the leaf, and the key's cell in it (its position, offset
+/// and value) or the position it would take.
+struct LeafAt {
+    head: NodeHead,
+    at: std::result::Result<(usize, usize, LeafValue), usize>,
+}
+
+/// A node as the writer copied it: its cells whole, in key order (only for a rewrite into new
+/// pages, which needs them all; the common in-place changes read the page where it lies).
 struct NodeCopy {
     page: PageId,
     kind: NodeKind,
@@ -219,40 +255,65 @@ impl NodeCopy {
     }
 }
 
-/// Node `page` as the writer sees it (the page with `list`'s edits applied), copied.
-fn read_node(inner: &Inner, list: &EditList, page: PageId) -> Result<NodeCopy> {
+/// Runs `read` over node `page` as the writer sees it (the page with `list`'s edits applied),
+/// in place: no copy of a page the list has not changed.
+fn with_node<T>(
+    inner: &Inner,
+    list: &EditList,
+    page: PageId,
+    read: impl FnOnce(&Node<'_>) -> std::result::Result<T, String>,
+) -> Result<T> {
     inner.arena.check_in_use(page)?;
-    let image = list.page_image(&inner.arena, page);
-    let damaged = |r: String| inner.arena.corrupted(page, r);
-    let node = Node::parse(&image).map_err(damaged)?;
-    let cells = (0..node.count)
-        .map(|i| node.cell(i).map(<[u8]>::to_vec))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(damaged)?;
-    Ok(NodeCopy {
-        page,
-        kind: node.kind,
-        leftmost: node.leftmost,
-        cells,
-        data_start: node.data_start,
+    list.with_page(&inner.arena, page, |image| Node::parse(image).and_then(|node| read(&node)))
+        .map_err(|reason| inner.arena.corrupted(page, reason))
+}
+
+/// Node `page` as the writer sees it, copied.
+fn read_node(inner: &Inner, list: &EditList, page: PageId) -> Result<NodeCopy> {
+    with_node(inner, list, page, |node| {
+        let cells = (0..node.count)
+            .map(|i| node.cell(i).map(<[u8]>::to_vec))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(NodeCopy {
+            page,
+            kind: node.kind,
+            leftmost: node.leftmost,
+            cells,
+            data_start: node.data_start,
+        })
     })
 }
 
+/// What the writer found at one node of its descent.
+enum WriterStep {
+    Down(usize, u64),
+    Leaf(LeafAt),
+}
+
 /// The writer's path from `root` to the leaf for `key`: the branches and the leaf.
-fn path_to(inner: &Inner, list: &EditList, root: u64, key: &[u8]) -> Result<Option<(Vec<PathStep>, NodeCopy)>> {
+fn path_to(inner: &Inner, list: &EditList, root: u64, key: &[u8]) -> Result<Option<(Vec<PathStep>, LeafAt)>> {
     if root == 0 {
         return Ok(None);
     }
     let mut page = node_page(inner, root, "the root")?;
     let mut path = Vec::new();
     for _ in 0..=HEIGHT_MAX {
-        let node = read_node(inner, list, page)?;
-        match node.kind {
-            NodeKind::Leaf => return Ok(Some((path, node))),
-            NodeKind::Branch => {
-                let j = node.cells.partition_point(|c| index::cell_key(NodeKind::Branch, c) <= key);
+        let step = with_node(inner, list, page, |node| match node.kind {
+            NodeKind::Branch => node.child_for(key).map(|(j, child)| WriterStep::Down(j, child)),
+            NodeKind::Leaf => {
+                let at = match node.search(key)? {
+                    Ok(i) => Ok((i, node.cell_offset(i)?, node.value(i)?)),
+                    Err(i) => Err(i),
+                };
+                let head = NodeHead::of(page, node);
+                Ok(WriterStep::Leaf(LeafAt { head, at }))
+            }
+        })?;
+        match step {
+            WriterStep::Leaf(leaf) => return Ok(Some((path, leaf))),
+            WriterStep::Down(j, child) => {
                 path.push(PathStep { page, child: j });
-                page = node_page(inner, node.child(j), &page.to_string())?;
+                page = node_page(inner, child, &page.to_string())?;
             }
         }
     }
@@ -263,19 +324,18 @@ fn path_to(inner: &Inner, list: &EditList, root: u64, key: &[u8]) -> Result<Opti
 /// its transaction included).
 pub fn writer_lookup(inner: &Inner, root: u64, key: &[u8]) -> Result<Option<LeafValue>> {
     let Some((_, leaf)) = path_to(inner, &EditList::default(), root, key)? else { return Ok(None) };
-    Ok(leaf
-        .cells
-        .binary_search_by(|c| index::cell_key(NodeKind::Leaf, c).cmp(key))
-        .ok()
-        .map(|i| leaf_value(&leaf.cells[i])))
+    Ok(leaf.at.ok().map(|(_, _, value)| value))
 }
+
+/// The largest encoded leaf cell.
+const LEAF_CELL_MAX_BYTES: usize = index::CELL_KEY_LEN_BYTES + index::LEAF_VALUE_BYTES + index::KEY_MAX_BYTES;
 
 impl OpCtx<'_> {
     fn read_node(&self, page: PageId) -> Result<NodeCopy> {
         read_node(self.inner, self.list, page)
     }
 
-    fn path_to(&self, key: &[u8]) -> Result<Option<(Vec<PathStep>, NodeCopy)>> {
+    fn path_to(&self, key: &[u8]) -> Result<Option<(Vec<PathStep>, LeafAt)>> {
         path_to(self.inner, self.list, self.w.meta.root.get(), key)
     }
 
@@ -291,16 +351,17 @@ impl OpCtx<'_> {
             });
             return Ok(None);
         };
-        let at = leaf.cells.binary_search_by(|c| index::cell_key(NodeKind::Leaf, c).cmp(key));
-        match at {
-            Ok(i) => {
-                let old = leaf_value(&leaf.cells[i]);
-                let offset = self.cell_offset(&leaf, i)? + index::CELL_KEY_LEN_BYTES;
-                self.list.push_change(&self.inner.arena, leaf.page, offset, value.as_bytes());
+        match leaf.at {
+            Ok((_, cell_offset, old)) => {
+                let offset = cell_offset + index::CELL_KEY_LEN_BYTES;
+                self.list
+                    .push_change(&self.inner.arena, leaf.head.page, offset, value.as_bytes());
                 Ok(Some(old))
             }
             Err(i) => {
-                self.insert_cell(&path, leaf, i, index::leaf_cell(key, value))?;
+                let mut buf = [0u8; LEAF_CELL_MAX_BYTES];
+                let cell = index::encode_leaf_cell_into(&mut buf, key, value);
+                self.insert_cell(&path, leaf.head, i, cell)?;
                 self.set_meta(|m| m.count = (m.count.get() + 1).into());
                 Ok(None)
             }
@@ -310,10 +371,7 @@ impl OpCtx<'_> {
     /// Removes `key`; returns the value it mapped to.
     pub fn index_remove(&mut self, key: &[u8]) -> Result<Option<LeafValue>> {
         let Some((path, leaf)) = self.path_to(key)? else { return Ok(None) };
-        let Ok(i) = leaf.cells.binary_search_by(|c| index::cell_key(NodeKind::Leaf, c).cmp(key)) else {
-            return Ok(None);
-        };
-        let old = leaf_value(&leaf.cells[i]);
+        let Ok((i, _, old)) = leaf.at else { return Ok(None) };
         // A count of 0 with an id in the index is a damaged meta page, not an invariant.
         let Some(count) = self.w.meta.count.get().checked_sub(1) else {
             return Err(self.inner.arena.corrupted(
@@ -321,7 +379,7 @@ impl OpCtx<'_> {
                 "the index holds an id but the meta page counts none",
             ));
         };
-        self.remove_cell(&path, &leaf, i)?;
+        self.remove_cell(&path, &leaf.head, i)?;
         self.set_meta(|m| m.count = count.into());
         Ok(Some(old))
     }
@@ -333,32 +391,31 @@ impl OpCtx<'_> {
         Ok(u32::from_le_bytes(raw) as usize)
     }
 
-    /// Inserts `cell` as cell `i` of `node` (reached by `path`): in place when the gap holds
-    /// it, else by rewriting the node into new pages.
-    fn insert_cell(&mut self, path: &[PathStep], mut node: NodeCopy, i: usize, cell: Vec<u8>) -> Result<()> {
-        let needed = cell.len() + NODE_DIR_ENTRY_BYTES;
-        if node.data_start - node.directory_end() >= needed {
-            let page = node.page;
-            let offset = node.data_start - cell.len();
-            let directory_end = node.directory_end();
-            self.list.push_new(page, offset, &cell);
+    /// Inserts `cell` as cell `i` of node `head` (reached by `path`): in place when the gap
+    /// holds it, else by rewriting the node into new pages.
+    fn insert_cell(&mut self, path: &[PathStep], head: NodeHead, i: usize, cell: &[u8]) -> Result<()> {
+        if head.gap_bytes() >= cell.len() + NODE_DIR_ENTRY_BYTES {
+            let page = head.page;
+            let offset = head.data_start - cell.len();
+            self.list.push_new(page, offset, cell);
             self.list.push_insert(
                 page,
                 NODE_DIR_OFFSET + i * NODE_DIR_ENTRY_BYTES,
-                directory_end,
+                head.directory_end(),
                 &(offset as u32).to_le_bytes(),
             );
-            self.set_counts(page, node.cells.len() + 1, offset);
+            self.set_counts(page, head.count + 1, offset);
             return Ok(());
         }
-        let appending = i == node.cells.len() && !node.cells.is_empty();
-        if appending && node.kind == NodeKind::Leaf {
+        if i == head.count && head.count > 0 && head.kind == NodeKind::Leaf {
             // Ids arriving in order fill a leaf to the brim and start the next with one cell.
-            let separator = index::separator(node.key(node.cells.len() - 1), index::cell_key(NodeKind::Leaf, &cell));
-            let right = self.write_node(NodeKind::Leaf, 0, &[cell])?;
-            return self.link_right(path, node.page, separator, right.0);
+            let last = with_node(self.inner, self.list, head.page, |node| node.key(head.count - 1).map(<[u8]>::to_vec))?;
+            let separator = index::separator(&last, index::cell_key(NodeKind::Leaf, cell));
+            let right = self.write_node(NodeKind::Leaf, 0, &[cell.to_vec()])?;
+            return self.link_right(path, head.page, separator, right.0);
         }
-        node.cells.insert(i, cell);
+        let mut node = self.read_node(head.page)?;
+        node.cells.insert(i, cell.to_vec());
         self.rewrite(path, node)
     }
 
@@ -402,8 +459,8 @@ impl OpCtx<'_> {
                 let cell = index::branch_cell(&separator, right_page.0);
                 if parent_node.data_start - parent_node.directory_end() >= cell.len() + NODE_DIR_ENTRY_BYTES {
                     self.switch_child(path, node.page, left_page)?;
-                    let parent_now = self.read_node(parent.page)?;
-                    self.insert_cell(above, parent_now, parent.child, cell)?;
+                    let parent_now = self.node_head(parent.page)?;
+                    self.insert_cell(above, parent_now, parent.child, &cell)?;
                 } else {
                     parent_node.cells.insert(parent.child, cell);
                     self.rewrite(above, parent_node)?;
@@ -426,8 +483,8 @@ impl OpCtx<'_> {
                 Ok(())
             }
             Some((parent, above)) => {
-                let parent_node = self.read_node(parent.page)?;
-                self.insert_cell(above, parent_node, parent.child, cell)
+                let parent_node = self.node_head(parent.page)?;
+                self.insert_cell(above, parent_node, parent.child, &cell)
             }
         }
     }
@@ -451,10 +508,15 @@ impl OpCtx<'_> {
         Ok(())
     }
 
+    /// Node `page`'s header as the writer sees it.
+    fn node_head(&self, page: PageId) -> Result<NodeHead> {
+        with_node(self.inner, self.list, page, |node| Ok(NodeHead::of(page, node)))
+    }
+
     /// Removes cell `i` of leaf `node`; a leaf left empty is unlinked and freed.
-    fn remove_cell(&mut self, path: &[PathStep], node: &NodeCopy, i: usize) -> Result<()> {
+    fn remove_cell(&mut self, path: &[PathStep], node: &NodeHead, i: usize) -> Result<()> {
         assert_eq!(node.kind, NodeKind::Leaf, "cells are removed from leaves");
-        if node.cells.len() == 1 {
+        if node.count == 1 {
             return self.remove_node(path, node.page);
         }
         let directory_end = node.directory_end();
@@ -465,7 +527,7 @@ impl OpCtx<'_> {
             directory_end,
             NODE_DIR_ENTRY_BYTES,
         );
-        self.set_counts(node.page, node.cells.len() - 1, node.data_start);
+        self.set_counts(node.page, node.count - 1, node.data_start);
         Ok(())
     }
 
@@ -560,11 +622,6 @@ fn set_child(node: &mut NodeCopy, j: usize, child: u64) {
     } else {
         node.cells[j - 1][2..10].copy_from_slice(&child.to_le_bytes());
     }
-}
-
-fn leaf_value(cell: &[u8]) -> LeafValue {
-    use zerocopy::FromBytes;
-    LeafValue::read_from_bytes(&cell[2..2 + index::LEAF_VALUE_BYTES]).expect("a leaf cell's value")
 }
 
 /// Where to split `cells` of a node of `kind` that overflow one page of `capacity` bytes: the
