@@ -485,6 +485,8 @@ fn bytes_written_by_the_close_after_a_load(memory_budget_bytes: u64, count: u64)
 
 #[test]
 fn a_close_after_a_bulk_load_writes_back_only_what_the_budget_left_dirty() {
+    // Its simulated files are anonymous memory: it must not run beside a test that measures it.
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // 8,192 vectors of 4 KiB: 32 MiB of vectors, 43 MiB of 16 KiB vector pages.
     let (count, load_bytes) = (8192, 32 * MIB as u64);
     let budget = 4 * MIB as u64;
@@ -520,6 +522,8 @@ fn base_images(sim: &SimStorage) -> usize {
 
 #[test]
 fn a_close_stores_no_base_image_whatever_base_image_every_says() {
+    // Its simulated files are anonymous memory: it must not run beside a test that measures it.
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let sim = SimStorage::new(12);
     let options = Options {
         base_image_every: 1,

@@ -425,8 +425,10 @@ pub(super) fn preallocator(weak: Weak<Shared>) {
         let geometry = shared.config.geometry;
         let wanted =
             geometry.segment_of(end) + u64::from(geometry.offset_in_segment(end) >= geometry.segment_size_bytes / 2);
-        // Failures here (a full disk) surface on the append that needs the segment.
-        if shared.install_through(wanted).is_ok() {
+        // Failures here (a full disk) surface on the append that needs the segment. Until
+        // the log's pace is known no spare is made ahead: the next install makes its own
+        // (allocated, which takes milliseconds) and teaches the pace.
+        if shared.install_through(wanted).is_ok() && shared.dir.pace_known() {
             let _ = shared.dir.ensure_spares(1);
         }
     }

@@ -303,6 +303,14 @@ impl SegmentDir {
         }
     }
 
+    /// True once the time between two installs is known, so that a spare made ahead of need
+    /// can be made the right way (zero-filled or allocated). Before that, a spare made ahead
+    /// would be zero-filled blind: at the start of a bulk load that wrote a whole segment of
+    /// zeros beside the load (in a 64 MiB import, more bytes than the log itself).
+    pub fn pace_known(&self) -> bool {
+        self.pace.lock().interval.is_some()
+    }
+
     /// True if the last segment filled faster than [`ZERO_FILL_MAX_LOG_BYTES_PER_SEC`].
     fn log_is_fast(&self) -> bool {
         let Some(interval) = self.pace.lock().interval else {
