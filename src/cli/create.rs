@@ -17,7 +17,7 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", default_value = "16384", value_parser = parse_page_size)]
     pub page_size: u32,
     /// Size of each log segment and arena file: a multiple of the page size, at least 5 pages.
-    #[arg(long, value_name = "BYTES", default_value = "67108864", value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = "16777216", value_parser = parse_bytes)]
     pub segment_size: u64,
     /// What the archive keeps, stored in the store for every later open: keep-all,
     /// keep-last:N (base images, with the log they need; default keep-last:2) or max-bytes:SIZE.

@@ -147,7 +147,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         .and_then(Store::close)
         .map_err(|e| Failure::from_error(format!("creating {}", store_dir.display()), e))?;
     println!(
-        " 2. created {} (16 KiB pages, 64 MiB segments, sync always)",
+        " 2. created {} (16 KiB pages, 16 MiB segments, sync always)",
         store_dir.display()
     );
 

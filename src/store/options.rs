@@ -14,7 +14,9 @@ pub struct Options {
     pub recovery: RecoveryMode,
     /// Page size of the log and the arena (creation only; a store keeps its own). Default 16 KiB.
     pub page_size_bytes: u32,
-    /// Size of each log segment and arena file (creation only). Default 64 MiB.
+    /// Size of each log segment and arena file (creation only). Default 16 MiB: the granule in
+    /// which the log and each page space take disk (a store of 256 MiB of vectors takes 1.44x
+    /// that live with 16 MiB, 2.2x with 64 MiB).
     pub segment_size_bytes: u64,
     /// A checkpoint runs in the background after this much log; 0 turns them off (and with
     /// them the memory budget: nothing is written back before an explicit checkpoint or the
@@ -88,7 +90,7 @@ impl Default for Options {
             sync: SyncMode::Always,
             recovery: RecoveryMode::TolerateTornTail,
             page_size_bytes: 16 * 1024,
-            segment_size_bytes: 64 << 20,
+            segment_size_bytes: 16 << 20,
             checkpoint_interval_bytes: 256 << 20,
             memory_budget_bytes: 256 << 20,
             storage: Arc::new(RealStorage::new()),
