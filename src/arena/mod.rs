@@ -52,7 +52,17 @@ struct ArenaFile {
     map: Mapping,
     /// Bit `i` set: page `i` of the file has been verified (or written in memory) since open.
     verified: Box<[AtomicU64]>,
+    /// Bit `i` set: page `i` is fresh memory (`Mapping::zero_fresh`) not yet given back.
+    /// Changed only under the page's exclusive latch.
+    fresh: Box<[AtomicU64]>,
 }
+
+/// The most pages formatted in fresh memory and not yet given back. Each such run of pages is
+/// a mapping of its own in the kernel's table until its release maps the file back (runs of
+/// neighbours merge), and a process has at most ~65,000 mappings: 4,096 pages (64 MiB of 16 KiB
+/// pages) keep far below that whatever the order of the pages; pages past it are formatted
+/// through the file's mapping as before.
+const FRESH_PAGES_MAX: usize = 4096;
 
 const FILES_PER_CHUNK: usize = 1024;
 /// A chunk of [`FILES_PER_CHUNK`] file slots, allocated when its first file is added.
@@ -144,6 +154,8 @@ pub struct Arena {
     latches: Box<[RwLock<()>]>,
     /// Files were created since the directory was last synced.
     new_files: std::sync::atomic::AtomicBool,
+    /// Pages formatted in fresh memory and not yet given back (see [`FRESH_PAGES_MAX`]).
+    fresh_pages: AtomicUsize,
 }
 
 impl std::fmt::Debug for Arena {
@@ -212,6 +224,7 @@ impl Arena {
             spaces: [FileTable::new(), FileTable::new()],
             latches: (0..LATCH_STRIPES).map(|_| RwLock::new(())).collect(),
             new_files: std::sync::atomic::AtomicBool::new(false),
+            fresh_pages: AtomicUsize::new(0),
         };
         let names = match arena.storage.list(dir) {
             // A missing directory is an arena of no files: damage if files were expected (the
@@ -314,6 +327,7 @@ impl Arena {
             file,
             map,
             verified: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            fresh: (0..words).map(|_| AtomicU64::new(0)).collect(),
         });
         Ok(())
     }
@@ -661,6 +675,10 @@ impl Arena {
         static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
         let page_bytes = self.page_size_bytes as usize;
         assert!(header.len() <= page_bytes, "a page header fits its page");
+        if self.format_fresh(id) {
+            self.write(id, 0, header);
+            return;
+        }
         self.write(id, 0, header);
         let mut offset = header.len();
         while offset < page_bytes {
@@ -668,6 +686,30 @@ impl Arena {
             self.write(id, offset, &ZEROS[..n]);
             offset += n;
         }
+    }
+
+    /// Makes page `id` zeros in fresh memory, without the file's page being read and copied
+    /// (`Mapping::zero_fresh`); false where the mapping cannot or [`FRESH_PAGES_MAX`] pages
+    /// are fresh already (the caller writes the zeros). The caller holds the latch.
+    fn format_fresh(&self, id: PageId) -> bool {
+        let (file, page_offset) = self.locate(id);
+        let (_, index) = self.split(id.page_no());
+        let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
+        let already = file.fresh[word].load(Ordering::Relaxed) & bit != 0;
+        if !already && self.fresh_pages.load(Ordering::Relaxed) >= FRESH_PAGES_MAX {
+            return false;
+        }
+        // SAFETY: the caller holds the page's latch exclusively: no write and no `PageRead` of
+        // the page runs meanwhile, and a page being formatted holds nothing a latch-free
+        // reader may read (it is new, or free and out of every reader's reach).
+        if unsafe { file.map.zero_fresh(page_offset, self.page_size_bytes as usize) }.is_err() {
+            return false;
+        }
+        if !already {
+            file.fresh[word].fetch_or(bit, Ordering::Relaxed);
+            self.fresh_pages.fetch_add(1, Ordering::Relaxed);
+        }
+        true
     }
 
     /// Gives back the memory of page `id`'s private copy: the page shows its file's bytes
@@ -690,13 +732,26 @@ impl Arena {
     /// during the call: every byte they use keeps its value.
     pub unsafe fn release_page(&self, id: PageId) -> bool {
         let (file, page_offset) = self.locate(id);
-        // SAFETY: the caller's contract is `Mapping::release`'s for this page's range.
-        let released = unsafe { file.map.release(page_offset, self.page_size_bytes as usize) }.is_ok();
+        let (_, index) = self.split(id.page_no());
+        let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
+        let fresh = file.fresh[word].load(Ordering::Relaxed) & bit != 0;
+        let len_bytes = self.page_size_bytes as usize;
+        let released = if fresh {
+            // SAFETY: the caller's contract is `Mapping::release_fresh`'s for this page's
+            // range (the same as `release`'s), and the page was made by `zero_fresh`.
+            unsafe { file.map.release_fresh(page_offset, len_bytes) }.is_ok()
+        } else {
+            // SAFETY: the caller's contract is `Mapping::release`'s for this page's range.
+            unsafe { file.map.release(page_offset, len_bytes) }.is_ok()
+        };
         if released {
             // The page is read from its file again: verified again before its next use, as
             // any page read from its file (the medium may have damaged it meanwhile).
-            let (_, index) = self.split(id.page_no());
-            file.verified[(index / 64) as usize].fetch_and(!(1 << (index % 64)), Ordering::Relaxed);
+            file.verified[word].fetch_and(!bit, Ordering::Relaxed);
+            if fresh {
+                file.fresh[word].fetch_and(!bit, Ordering::Relaxed);
+                self.fresh_pages.fetch_sub(1, Ordering::Relaxed);
+            }
         }
         released
     }

@@ -208,7 +208,78 @@ impl StorageFile for RealFile {
         // reach the file. The file is not truncated while mapped (the `set_len` contract).
         let mut map = unsafe { memmap2::MmapOptions::new().len(len_bytes).map_copy(&self.file)? };
         let ptr = map.as_mut_ptr();
-        Ok(Mapping::new(ptr, len_bytes, true, Box::new(map)))
+        let file = self.file.try_clone()?;
+        Ok(Mapping::new(
+            ptr,
+            len_bytes,
+            true,
+            Box::new(PrivateFileMap { map, file }),
+        ))
+    }
+}
+
+/// A private mapping of a real file, with the file it maps: a range may be replaced by fresh
+/// anonymous memory (`zero_fresh`), and a release maps the file back over it.
+struct PrivateFileMap {
+    map: memmap2::MmapMut,
+    file: File,
+}
+
+impl PrivateFileMap {
+    /// Maps `len_bytes` at `ptr` anew, in place (`MAP_FIXED`): from the file (`anonymous`
+    /// false) or as fresh zeros. The kernel replaces the old pages and maps the new ones in
+    /// one step under the process's address-space lock, so another thread never sees the range
+    /// unmapped: an access meanwhile waits, then faults in the new pages.
+    ///
+    /// # Safety
+    /// `ptr..ptr + len_bytes` is whole pages inside `self.map`.
+    unsafe fn remap(&self, ptr: *mut u8, len_bytes: usize, anonymous: bool) -> io::Result<()> {
+        use std::os::unix::io::AsRawFd;
+        let offset = ptr as usize - self.map.as_ptr() as usize;
+        let (flags, fd, file_offset) = if anonymous {
+            (libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_ANONYMOUS, -1, 0)
+        } else {
+            let file_offset = libc::off_t::try_from(offset).map_err(io::Error::other)?;
+            (libc::MAP_PRIVATE | libc::MAP_FIXED, self.file.as_raw_fd(), file_offset)
+        };
+        // SAFETY: the range lies inside `self.map` (the caller's contract), so MAP_FIXED
+        // replaces only memory this mapping owns, and `self.map`'s munmap at drop still covers
+        // exactly the pages mapped here. Protection and privacy are the mapping's own.
+        let mapped = unsafe {
+            libc::mmap(
+                ptr.cast(),
+                len_bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                fd,
+                file_offset,
+            )
+        };
+        if mapped == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        assert_eq!(mapped.cast::<u8>(), ptr, "MAP_FIXED maps at the address given");
+        Ok(())
+    }
+}
+
+impl super::Backing for PrivateFileMap {
+    unsafe fn release(&self, ptr: *mut u8, len_bytes: usize) -> io::Result<()> {
+        // SAFETY: the caller's contract (`Mapping::release`) over whole pages of this mapping.
+        unsafe { super::Backing::release(&self.map, ptr, len_bytes) }
+    }
+
+    unsafe fn release_fresh(&self, ptr: *mut u8, len_bytes: usize) -> io::Result<()> {
+        // SAFETY: the caller's contract (`Mapping::release_fresh`): whole pages of this mapping
+        // whose bytes the file durably holds. Mapping the file back drops the fresh memory,
+        // where MADV_DONTNEED would leave the range reading as zeros rather than the file.
+        unsafe { self.remap(ptr, len_bytes, false) }
+    }
+
+    unsafe fn zero_fresh(&self, ptr: *mut u8, len_bytes: usize) -> io::Result<()> {
+        // SAFETY: the caller's contract (`Mapping::zero_fresh`): whole pages of this mapping
+        // that no other thread uses meanwhile.
+        unsafe { self.remap(ptr, len_bytes, true) }
     }
 }
 
@@ -325,6 +396,45 @@ mod tests {
         assert!(
             on_disk[..2 * page].iter().all(|&b| b == 0xAA),
             "stores into the mapping never reach the file"
+        );
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "maps a real file")]
+    fn a_fresh_range_reads_zeros_without_the_file_and_its_release_maps_the_file_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = RealStorage::new().open(&dir.path().join("f"), true).unwrap();
+        let page = super::super::os_page_bytes();
+        file.write_at(&vec![0xAA; 8 * page], 0).unwrap();
+        file.sync_data().unwrap();
+        let map = file.map_private().unwrap();
+        // SAFETY: the mapping lives for the whole test, and only this thread touches it.
+        unsafe { map.zero_fresh(2 * page, 4 * page) }.unwrap();
+        // SAFETY: nothing writes the mapping while these slices live.
+        let (head, fresh) = unsafe { (map.bytes(0, 2 * page), map.bytes(2 * page, 4 * page)) };
+        assert!(fresh.iter().all(|&b| b == 0), "a fresh range reads zeros, not the file");
+        assert!(
+            head.iter().all(|&b| b == 0xAA),
+            "the rest of the mapping still shows the file"
+        );
+        // SAFETY: as above.
+        unsafe { map.write(2 * page, &vec![0xDD; 4 * page]) };
+        file.write_at(&vec![0xEE; 4 * page], 2 * page as u64).unwrap();
+        file.sync_data().unwrap();
+        // SAFETY: no thread reads or writes the range, and the test wants the file's bytes.
+        unsafe { map.release_fresh(2 * page, 4 * page) }.unwrap();
+        // SAFETY: nothing writes the mapping while this slice lives.
+        let released = unsafe { map.bytes(2 * page, 4 * page) };
+        assert!(
+            released.iter().all(|&b| b == 0xEE),
+            "a released fresh range reads the file again (MADV_DONTNEED would leave zeros)"
+        );
+        assert_eq!(anonymous_kib_at(map.ptr_at(2 * page)), 0, "its fresh memory is freed");
+        let mut on_disk = vec![0u8; 2 * page];
+        file.read_at(&mut on_disk, 0).unwrap();
+        assert!(
+            on_disk.iter().all(|&b| b == 0xAA),
+            "nothing of this reached the file by itself"
         );
     }
 
