@@ -354,7 +354,7 @@ pub(crate) fn stage_arena_from(
 ) -> Result<()> {
     let (catalog, vector) = (base.catalog_files.get() as u64, base.vector_files.get() as u64);
     let file_bytes = control.segment_size_bytes;
-    let mismatch = || Error::corrupted_file(&path, "base image size does not match its arena files");
+    let mismatch = || Error::corrupted_file(path, "base image size does not match its arena files");
     if Some(base.raw_len.get()) != (catalog + vector).checked_mul(file_bytes)
         || base.segment_size_bytes.get() != control.segment_size_bytes
     {
