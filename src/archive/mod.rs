@@ -24,7 +24,10 @@ pub use codec::{decode, encode};
 #[cfg(feature = "testing")]
 pub use codec::{ArchiveFile, compress_blocks, shuffle4, unshuffle4};
 pub use files::{Listing, list, read_file, verify, write_atomically};
-pub use streaming::{FileContents, decode_streamed, decode_streamed_from, write_streamed};
+// Read by restores from a bucket (and the project's own tests).
+#[cfg(any(feature = "object-store", feature = "testing"))]
+pub use streaming::decode_streamed_from;
+pub use streaming::{FileContents, decode_streamed, write_streamed};
 
 #[cfg(test)]
 mod tests {
