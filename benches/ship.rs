@@ -40,6 +40,37 @@ fn options() -> Options {
     }
 }
 
+/// The objects a restore to the latest point reads (of the one history in `objects`): the
+/// control and epoch files, the newest base image, and the log from its truncation point
+/// (whole segments, or the pieces of a live one), in that order. The download baseline is
+/// these objects, not the whole bucket (which holds every older base image too).
+fn objects_a_restore_reads(remote: &Remote, objects: &[vellum::ship::remote::RemoteObject]) -> Vec<String> {
+    let generation_name = objects[0].name.split_once('/').unwrap().0.to_string();
+    let prefix = format!("{generation_name}/");
+    let within = objects.iter().filter_map(|o| o.name.strip_prefix(&prefix));
+    let generation = vellum::ship::Generation::from_names(&generation_name, within);
+    let (_, base) = generation.bases.iter().next_back().unwrap();
+    let base = format!("{prefix}{base}");
+    let head = remote
+        .get_range(&base, 0..vellum::archive::ARCHIVE_HEADER_BYTES as u64)
+        .unwrap();
+    let header = vellum::archive::decode_header(std::path::Path::new(&base), &head).unwrap();
+    let segment_bytes = options().segment_size_bytes;
+    let (_, numbers) = generation.log_chain(header.truncate_lsn.get() / segment_bytes, segment_bytes);
+    let mut names = vec![format!("{prefix}CONTROL"), format!("{prefix}EPOCH"), base];
+    for n in numbers {
+        match generation.segments.get(&n) {
+            Some(name) => names.push(format!("{prefix}{name}")),
+            None => {
+                let (pieces, _) = generation.piece_chain(n, segment_bytes);
+                names.extend(pieces.into_iter().map(|(_, _, name)| format!("{prefix}{name}")));
+            }
+        }
+    }
+    names.retain(|name| objects.iter().any(|o| &o.name == name));
+    names
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -77,8 +108,16 @@ fn main() {
         },
     )
     .unwrap();
+    let opened = started.elapsed();
     let status = store.ship_now(Duration::from_secs(600)).unwrap();
     let shipping = started.elapsed();
+    println!(
+        "ship/throughput: open {:.2} s; the shipper uploaded {} objects, {:.1} MB in {} rounds",
+        opened.as_secs_f64(),
+        status.uploaded_objects,
+        status.uploaded_bytes as f64 / 1e6,
+        status.rounds
+    );
     assert!(status.pending_files == 0 && status.last_error.is_none(), "{status:?}");
     store.close().unwrap();
     let mb = bytes as f64 / 1e6;
@@ -92,16 +131,16 @@ fn main() {
 
     // 2. Restore from the bucket vs a local restore plus the download of the same objects.
     let started = Instant::now();
-    vellum::restore(&primary, scratch.path().join("local"), RestoreTarget::Latest).unwrap();
+    let local_report = vellum::restore(&primary, scratch.path().join("local"), RestoreTarget::Latest).unwrap();
     let local = started.elapsed();
     let remote = Remote::new(&url).unwrap();
     let objects = remote.list("").unwrap();
+    let names = objects_a_restore_reads(&remote, &objects);
     let started = Instant::now();
-    let names: Vec<String> = objects.iter().map(|o| o.name.clone()).collect();
     remote.get_each(&names, |_, _| Ok(())).unwrap();
     let download = started.elapsed();
     let started = Instant::now();
-    vellum::restore(&url, scratch.path().join("from-bucket"), RestoreTarget::Latest).unwrap();
+    let bucket_report = vellum::restore(&url, scratch.path().join("from-bucket"), RestoreTarget::Latest).unwrap();
     let from_bucket = started.elapsed();
     println!(
         "ship/restore: from the bucket {:.2} s; local restore {:.2} s + download {:.2} s: {:.2}x (target >= 0.8x)",
@@ -109,6 +148,29 @@ fn main() {
         local.as_secs_f64(),
         download.as_secs_f64(),
         (local + download).as_secs_f64() / from_bucket.as_secs_f64()
+    );
+    let phases = |report: &vellum::RestoreReport| {
+        report
+            .phases
+            .iter()
+            .map(|(name, took)| format!("{name} {:.2} s", took.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("ship/restore: local phases: {}", phases(&local_report));
+    println!("ship/restore: from the bucket phases: {}", phases(&bucket_report));
+    println!(
+        "ship/restore: the download: {} of the bucket's {} objects ({:.1} of {:.1} MB); the restore read {} segments",
+        names.len(),
+        objects.len(),
+        objects
+            .iter()
+            .filter(|o| names.contains(&o.name))
+            .map(|o| o.size_bytes)
+            .sum::<u64>() as f64
+            / 1e6,
+        objects.iter().map(|o| o.size_bytes).sum::<u64>() as f64 / 1e6,
+        bucket_report.segments_from_archive + bucket_report.segments_live
     );
 
     // 3. Replica lag at 1 MB/s of commits (1 KiB vectors, 100 per 100 ms).

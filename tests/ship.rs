@@ -116,6 +116,85 @@ fn damaged_and_missing_remote_objects_are_named() {
     );
 }
 
+/// The base image objects of the one history under `remote_dir`, oldest first.
+fn base_objects(remote_dir: &Path) -> Vec<PathBuf> {
+    let generation = std::fs::read_dir(remote_dir).unwrap().next().unwrap().unwrap().path();
+    let mut bases: Vec<PathBuf> = std::fs::read_dir(&generation)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("base-"))
+        .collect();
+    bases.sort();
+    bases
+}
+
+#[test]
+fn a_base_image_damaged_or_cut_short_in_the_bucket_is_named_as_it_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote_dir = dir.path().join("remote");
+    let url = format!("file://{}", remote_dir.display());
+    let store = Store::create(dir.path().join("primary"), 4, options(&url)).unwrap();
+    commit_range(&store, 0..3000);
+    store.checkpoint().unwrap();
+    store.close().unwrap();
+    let newest = base_objects(&remote_dir).pop().unwrap();
+    let intact = std::fs::read(&newest).unwrap();
+    let mut flipped = intact.clone();
+    let middle = intact.len() / 2;
+    flipped[middle] ^= 0x40;
+    let cut = intact[..intact.len() - 7].to_vec();
+    for (what, bytes) in [("a flipped bit", flipped), ("a cut-short object", cut)] {
+        std::fs::write(&newest, &bytes).unwrap();
+        let dest = dir.path().join("restored");
+        let error = vellum::restore(&url, &dest, RestoreTarget::Latest).unwrap_err();
+        let name = newest.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            matches!(&error, Error::Corrupted { file: Some(f), .. } if f.to_string_lossy().starts_with("file://") && f.to_string_lossy().ends_with(&name)),
+            "{what}: the base image is named by its URL: {error}"
+        );
+        assert!(!dest.exists(), "{what}: a failed restore leaves nothing");
+    }
+    std::fs::write(&newest, &intact).unwrap();
+    let restored = dir.path().join("restored");
+    vellum::restore(&url, &restored, RestoreTarget::Latest).unwrap();
+    assert_holds(
+        &Store::open(&restored, Options::default()).unwrap(),
+        0..3000,
+        "repaired",
+    );
+}
+
+#[test]
+fn a_restore_to_an_lsn_before_the_newest_base_image_starts_from_an_older_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote_dir = dir.path().join("remote");
+    let url = format!("file://{}", remote_dir.display());
+    let keep_all = Options {
+        retention: vellum::Retention::KeepAll,
+        base_image_every: 1,
+        ..options(&url)
+    };
+    let store = Store::create(dir.path().join("primary"), 4, keep_all).unwrap();
+    commit_range(&store, 0..1000);
+    store.checkpoint().unwrap();
+    let mut tx = store.begin().unwrap();
+    tx.upsert("marker", &vector(7), &[]).unwrap();
+    let marker_lsn = tx.commit().unwrap();
+    commit_range(&store, 1000..3000);
+    store.checkpoint().unwrap();
+    store.close().unwrap();
+    assert!(base_objects(&remote_dir).len() >= 2, "a base image at each checkpoint");
+    let dest = dir.path().join("restored");
+    let report = vellum::restore(&url, &dest, RestoreTarget::Lsn(marker_lsn)).unwrap();
+    assert!(
+        report.base_image_lsn < marker_lsn,
+        "the base image of the checkpoint after the target does not fit: {report:?}"
+    );
+    let restored = Store::open(&dest, Options::default()).unwrap();
+    assert_eq!(restored.len(), 1001, "the commits up to the marker, none after");
+    assert_holds(&restored, 0..1000, "restored to the marker");
+}
+
 #[test]
 fn a_copy_of_the_store_shipping_to_the_same_prefix_is_refused() {
     let dir = tempfile::tempdir().unwrap();

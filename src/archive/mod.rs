@@ -24,6 +24,9 @@ pub use codec::{decode, encode};
 #[cfg(feature = "testing")]
 pub use codec::{ArchiveFile, compress_blocks, shuffle4, unshuffle4};
 pub use files::{Listing, list, read_file, verify, write_atomically};
+// Read by restores from a bucket (and the project's own tests).
+#[cfg(any(feature = "object-store", feature = "testing"))]
+pub use streaming::decode_streamed_from;
 pub use streaming::{FileContents, decode_streamed, write_streamed};
 
 #[cfg(test)]
@@ -141,8 +144,11 @@ mod tests {
         }
     }
 
-    /// What decoding `bytes` whole and streamed from a file say: `Ok` or the error's kind.
-    fn verdicts(bytes: &[u8]) -> (std::result::Result<(), String>, std::result::Result<(), String>) {
+    type Verdict = std::result::Result<(), String>;
+
+    /// What decoding `bytes` whole, streamed from a file and streamed from a reader (as a
+    /// download arrives) say: `Ok` or the error's kind.
+    fn verdicts(bytes: &[u8]) -> (Verdict, Verdict, Verdict) {
         let kind = |e: Error| match e {
             Error::Corrupted { .. } => "corrupted".to_string(),
             Error::Incompatible(_) => "incompatible".to_string(),
@@ -154,7 +160,11 @@ mod tests {
         sim.open(path, true).unwrap().write_at(bytes, 0).unwrap();
         let whole = decode(path, bytes).map(|_| ()).map_err(kind);
         let streamed = decode_streamed(&sim, path, |_| Ok(())).map(|_| ()).map_err(kind);
-        (whole, streamed)
+        let mut reader = bytes;
+        let read = decode_streamed_from(&mut reader, path, |_| Ok(()))
+            .map(|_| ())
+            .map_err(kind);
+        (whole, streamed, read)
     }
 
     #[test]
@@ -166,7 +176,11 @@ mod tests {
         header.kind = KIND_BASE_IMAGE;
         let file = encode(header, &contents);
         let second_block = ARCHIVE_HEADER_BYTES + BLOCK_HEADER_BYTES + blocks(&file)[0].stored_len.get() as usize;
-        assert_eq!(verdicts(&file), (Ok(()), Ok(())), "the intact file decodes both ways");
+        assert_eq!(
+            verdicts(&file),
+            (Ok(()), Ok(()), Ok(())),
+            "the intact file decodes every way"
+        );
         let mut damaged: Vec<(String, Vec<u8>)> = Vec::new();
         for at in [
             0,
@@ -197,9 +211,10 @@ mod tests {
         longer.push(0);
         damaged.push(("a byte appended".into(), longer));
         for (what, bytes) in damaged {
-            let (whole, streamed) = verdicts(&bytes);
+            let (whole, streamed, read) = verdicts(&bytes);
             assert!(whole.is_err(), "{what}: damage is found");
             assert_eq!(whole, streamed, "{what}: both readers find the same kind of damage");
+            assert_eq!(whole, read, "{what}: a reader read front to back finds it too");
         }
     }
 

@@ -1,6 +1,7 @@
 //! Archive files too large for memory: base images written from the arena files in rounds of
 //! runs, and any archive file decoded a block at a time.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
@@ -21,7 +22,7 @@ use crate::storage::Storage;
 pub fn decode_streamed(
     storage: &dyn Storage,
     path: &Path,
-    mut sink: impl FnMut(&[u8]) -> Result<()>,
+    sink: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<ArchiveHeader> {
     let damaged = |reason: String| Error::corrupted_file(path, reason);
     let file = open_to_read(storage, path)?;
@@ -44,11 +45,54 @@ pub fn decode_streamed(
             header.compressed_len.get()
         )));
     }
+    decode_body(&mut AtFile(file.as_ref()), path, header, sink)
+}
+
+/// [`decode_streamed`] of an archive file read front to back from `reader` (a download as it
+/// arrives), `path` naming it in errors. The same checks, and also that the reader ends where
+/// the header says the file does: a short or padded file is damage. A failing read is an
+/// `Error::Io`.
+pub fn decode_streamed_from(
+    reader: &mut dyn std::io::Read,
+    path: &Path,
+    sink: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<ArchiveHeader> {
+    let damaged = |reason: &str| Error::corrupted_file(path, reason);
+    let mut header_bytes = Vec::with_capacity(ARCHIVE_HEADER_BYTES);
+    std::io::Read::take(&mut *reader, ARCHIVE_HEADER_BYTES as u64)
+        .read_to_end(&mut header_bytes)
+        .context(|| format!("reading {}", path.display()))?;
+    let header = decode_header(path, &header_bytes)?;
+    let mut sequential = Sequential {
+        reader: &mut *reader,
+        truncated: false,
+    };
+    let decoded = decode_body(&mut sequential, path, header, sink);
+    if sequential.truncated {
+        return Err(damaged("the file ends before its header's length (truncated)"));
+    }
+    let header = decoded?;
+    let mut byte = [0u8; 1];
+    match reader.read(&mut byte) {
+        Ok(0) => Ok(header),
+        Ok(_) => Err(damaged("bytes after the header's length (padded)")),
+        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+/// Decodes the body after `header` (whose length the caller has checked or will check).
+fn decode_body(
+    reader: &mut dyn BodyReader,
+    path: &Path,
+    header: ArchiveHeader,
+    mut sink: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<ArchiveHeader> {
+    let damaged = |reason: String| Error::corrupted_file(path, reason);
     let mut source = FileBlocks {
-        file: file.as_ref(),
+        reader,
         path,
         at: ARCHIVE_HEADER_BYTES as u64,
-        end: file_len,
+        end: ARCHIVE_HEADER_BYTES as u64 + header.compressed_len.get(),
         data: Vec::new(),
         crc: 0,
         io_error: None,
@@ -87,9 +131,43 @@ pub fn decode_streamed(
     Ok(header)
 }
 
-/// The blocks of a body read from a file into one reused buffer, checksummed as they are read.
+/// Where a body's bytes are read: `into.len()` bytes at offset `at` of the file, read in
+/// order (each read starts where the one before ended).
+trait BodyReader {
+    fn read_body(&mut self, into: &mut [u8], at: u64) -> std::io::Result<()>;
+}
+
+/// A file, read at offsets.
+struct AtFile<'a>(&'a dyn crate::storage::StorageFile);
+
+impl BodyReader for AtFile<'_> {
+    fn read_body(&mut self, into: &mut [u8], at: u64) -> std::io::Result<()> {
+        self.0.read_at(into, at)
+    }
+}
+
+/// A stream read front to back; notes if it ended early.
+struct Sequential<'a> {
+    reader: &'a mut dyn std::io::Read,
+    truncated: bool,
+}
+
+impl BodyReader for Sequential<'_> {
+    fn read_body(&mut self, into: &mut [u8], _at: u64) -> std::io::Result<()> {
+        let outcome = self.reader.read_exact(into);
+        if outcome
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::UnexpectedEof)
+        {
+            self.truncated = true;
+        }
+        outcome
+    }
+}
+
+/// The blocks of a body read into one reused buffer, checksummed as they are read.
 struct FileBlocks<'a> {
-    file: &'a dyn crate::storage::StorageFile,
+    reader: &'a mut dyn BodyReader,
     path: &'a Path,
     at: u64,
     end: u64,
@@ -118,7 +196,7 @@ impl FileBlocks<'_> {
             self.data.resize(len, 0);
         }
         let into = &mut self.data[..len];
-        if let Err(error) = self.file.read_at(into, self.at) {
+        if let Err(error) = self.reader.read_body(into, self.at) {
             let what = format!("reading {} at {}", self.path.display(), self.at);
             self.io_error = Some(Error::io(what.clone(), error));
             return Err(what);

@@ -131,6 +131,28 @@ pub fn restore_with(
             src.display()
         )));
     }
+    restore_staged(&storage, dest, target, started, |staging, report| {
+        stage_local(&storage, src, staging, target, report)
+    })
+}
+
+/// A restore into `dest` (checked not to exist) through a staging directory beside it, which
+/// `stage` fills with the arena of a base image and the log after it, returning the source's
+/// control data and that base image; then the common end of every restore (cut, replay, new
+/// timeline, publish). A restore that fails leaves nothing behind.
+pub(crate) fn restore_staged(
+    storage: &Arc<dyn Storage>,
+    dest: &Path,
+    target: RestoreTarget,
+    started: Instant,
+    stage: impl FnOnce(&Path, &mut RestoreReport) -> Result<(Control, ArchiveHeader)>,
+) -> Result<RestoreReport> {
+    if storage.exists(dest) {
+        return Err(Error::InvalidArgument(format!(
+            "restore destination {} already exists",
+            dest.display()
+        )));
+    }
     let name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -139,7 +161,13 @@ pub fn restore_with(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     let staging = dest.with_file_name(format!(".{name}.restoring-{}-{nonce}", std::process::id()));
-    let result = restore_into(&storage, src, &staging, dest, target);
+    let mut report = RestoreReport::default();
+    let result = storage
+        .create_dir_all(&staging.join("wal"))
+        .and_then(|()| storage.create_dir_all(&staging.join("arena")))
+        .context(|| format!("creating {}", staging.display()))
+        .and_then(|()| stage(&staging, &mut report))
+        .and_then(|(control, base)| finish(storage, &staging, dest, target, &control, &base, report));
     match result {
         Ok(mut report) => {
             report.duration = started.elapsed();
@@ -147,7 +175,7 @@ pub fn restore_with(
         }
         Err(error) => {
             // A restore that fails leaves nothing behind.
-            remove_tree(&storage, &staging);
+            remove_tree(storage, &staging);
             Err(error)
         }
     }
@@ -175,31 +203,39 @@ fn is_inside(path: &Path, dir: &Path) -> bool {
     resolved(path).starts_with(resolved(dir))
 }
 
-fn restore_into(
+/// Stages the arena of the base image `target` needs and the log after it from the store or
+/// archive at `src`.
+fn stage_local(
     storage: &Arc<dyn Storage>,
     src: &Path,
     staging: &Path,
-    dest: &Path,
     target: RestoreTarget,
-) -> Result<RestoreReport> {
+    report: &mut RestoreReport,
+) -> Result<(Control, ArchiveHeader)> {
     let (_, control) = ControlFile::open(storage.as_ref(), src)?;
     let listing = archive::list(storage.as_ref(), src, false)?;
     let base = pick_base(&listing, target, src)?;
-    let mut report = RestoreReport {
-        base_image_lsn: Lsn(base.first_lsn.get()),
-        ..RestoreReport::default()
-    };
-    storage
-        .create_dir_all(&staging.join("wal"))
-        .context(|| format!("creating {}", staging.display()))?;
-    storage
-        .create_dir_all(&staging.join("arena"))
-        .context(|| format!("creating {}", staging.display()))?;
     let mut clock = Instant::now();
     stage_arena(storage, staging, &listing, &base, &control)?;
     report.phase_done("stage arena", &mut clock);
-    stage_log(storage, src, staging, &listing, &base, &control, &mut report)?;
+    stage_log(storage, src, staging, &listing, &base, &control, report)?;
     report.phase_done("stage log", &mut clock);
+    Ok((control, base))
+}
+
+/// The end of a restore whose staging directory holds a base image's arena and the log after
+/// it: the cut, the replay, the new timeline, then `dest` appears whole.
+fn finish(
+    storage: &Arc<dyn Storage>,
+    staging: &Path,
+    dest: &Path,
+    target: RestoreTarget,
+    control: &Control,
+    base: &ArchiveHeader,
+    mut report: RestoreReport,
+) -> Result<RestoreReport> {
+    report.base_image_lsn = Lsn(base.first_lsn.get());
+    let mut clock = Instant::now();
     let staged = Control {
         sequence: 0,
         checkpoint_lsn: Lsn(base.first_lsn.get()),
@@ -301,9 +337,24 @@ pub(crate) fn stage_arena(
         .find(|b| b.0.first_lsn == base.first_lsn)
         .map(|b| b.1.clone())
         .expect("picked from the listing");
+    stage_arena_from(storage, staging, base, control, &path, |sink| {
+        archive::decode_streamed(storage.as_ref(), &path, sink)
+    })
+}
+
+/// Writes the arena files of the base image `base` (named `path` in errors) into the staging
+/// directory, as `decode` hands its contents over a block at a time.
+pub(crate) fn stage_arena_from(
+    storage: &Arc<dyn Storage>,
+    staging: &Path,
+    base: &ArchiveHeader,
+    control: &Control,
+    path: &Path,
+    decode: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<ArchiveHeader>,
+) -> Result<()> {
     let (catalog, vector) = (base.catalog_files.get() as u64, base.vector_files.get() as u64);
     let file_bytes = control.segment_size_bytes;
-    let mismatch = || Error::corrupted_file(&path, "base image size does not match its arena files");
+    let mismatch = || Error::corrupted_file(path, "base image size does not match its arena files");
     if Some(base.raw_len.get()) != (catalog + vector).checked_mul(file_bytes)
         || base.segment_size_bytes.get() != control.segment_size_bytes
     {
@@ -322,7 +373,7 @@ pub(crate) fn stage_arena(
     }
     // Decoded a block at a time straight into the arena files: an arena need not fit in memory.
     let mut offset = 0u64;
-    archive::decode_streamed(storage.as_ref(), &path, |mut block| {
+    let decoded = decode(&mut |mut block: &[u8]| {
         while !block.is_empty() {
             // The header read now may differ from the listed one if `src` changed meanwhile.
             let (path, file) = files.get((offset / file_bytes) as usize).ok_or_else(mismatch)?;
@@ -334,7 +385,7 @@ pub(crate) fn stage_arena(
         }
         Ok(())
     })?;
-    if offset != base.raw_len.get() {
+    if offset != base.raw_len.get() || decoded.first_lsn != base.first_lsn {
         return Err(mismatch());
     }
     for (path, file) in &files {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::archive::{self, ARCHIVE_DIR, ARCHIVE_HEADER_BYTES, ArchiveHeader};
-use crate::format::control::Control;
+use crate::format::control::{CONTROL_FILE_BYTES, Control};
 use crate::ship::remote::Remote;
 use crate::ship::{CONTROL, EPOCH, Generation};
 use crate::storage::{RealStorage, Storage};
@@ -60,25 +60,41 @@ pub fn fetch_control(remote: &Remote, generation: &Generation, dir: &Path) -> Re
         .map_err(|e| rename_error(e, dir, remote, generation))
 }
 
-/// The base image a restore to `target` starts from (headers read with ranged downloads).
+/// The base image a restore to `target` starts from: the newest that fits, its header read
+/// with a ranged download, newest first until one fits (a restore to the latest point reads
+/// one header, not one per base image).
 pub fn choose_base(remote: &Remote, generation: &Generation, target: RestoreTarget) -> Result<(ArchiveHeader, String)> {
-    let mut listing = archive::Listing::default();
-    for (lsn, name) in &generation.bases {
+    let listed = |lsn: u64, name: &str| -> Result<archive::Listing> {
         let object_name = object(generation, name);
         let head = remote.get_range(&object_name, 0..ARCHIVE_HEADER_BYTES as u64)?;
         let url = PathBuf::from(remote.object_url(&object_name));
         let header = archive::decode_header(&url, &head)?;
-        if header.first_lsn.get() != *lsn || header.kind != archive::KIND_BASE_IMAGE {
+        if header.first_lsn.get() != lsn || header.kind != archive::KIND_BASE_IMAGE {
             return Err(Error::corrupted_file(
                 url,
                 "a base image whose header does not match its name",
             ));
         }
+        let mut listing = archive::Listing::default();
         listing.bases.push((header, url, 0));
+        Ok(listing)
+    };
+    let src = PathBuf::from(remote.object_url(&generation.name));
+    for (lsn, name) in generation.bases.iter().rev() {
+        if let Ok(base) = crate::restore::pick_base(&listed(*lsn, name)?, target, &src) {
+            return Ok((base, name.clone()));
+        }
     }
-    let base = crate::restore::pick_base(&listing, target, Path::new(&remote.object_url(&generation.name)))?;
-    let name = generation.bases[&base.first_lsn.get()].clone();
-    Ok((base, name))
+    // None fits: the error names the oldest (or says there is none).
+    let oldest = match generation.bases.iter().next() {
+        Some((lsn, name)) => listed(*lsn, name)?,
+        None => archive::Listing::default(),
+    };
+    let base = crate::restore::pick_base(&oldest, target, &src)?;
+    unreachable!(
+        "the oldest base image {} fits when no base image did",
+        base.first_lsn.get()
+    )
 }
 
 /// Checks that the log from segment `first` reaches the newest log the generation holds
@@ -300,9 +316,18 @@ pub fn scratch_beside(dest: &Path, what: &str) -> PathBuf {
     dest.with_file_name(format!(".{name}.{what}-{}-{nonce}", std::process::id()))
 }
 
+/// How many chunks of a base image's download wait for the decoder (chunks are the HTTP
+/// client's, kilobytes each).
+const BASE_CHUNKS_AHEAD: usize = 1024;
+/// How many downloaded segments wait for the decoder, besides those still downloading.
+const SEGMENTS_AHEAD: usize = 2;
+
 /// Restores from the remote archive at `url` (the latest generation, or `generation`) into a
 /// new store at `dest`, as a local restore does: same targets, same checks; a failed restore
-/// leaves no `dest`. The report's phases start with "download".
+/// leaves no `dest`. Nothing is downloaded to a file first: the base image is decoded into the
+/// arena as it arrives, and the log segments download a few ahead while it and they are
+/// decoded. The report's phases start with "download" (listing, control, base image headers,
+/// the chain check); "stage arena" and "stage log" include the rest of the download.
 pub fn restore_from_url(
     url: &str,
     generation: Option<&str>,
@@ -318,17 +343,170 @@ pub fn restore_from_url(
     let started = Instant::now();
     let remote = Remote::new(url)?;
     let generation = choose_generation(&remote, generation)?;
-    let scratch = scratch_beside(dest, "download");
-    std::fs::create_dir_all(&scratch).map_err(|e| Error::io(format!("creating {}", scratch.display()), e))?;
-    let result = download_source(&remote, &generation, target, &scratch).and_then(|_| {
-        let download = started.elapsed();
-        let storage: Arc<dyn Storage> = Arc::new(RealStorage::new());
-        let mut report = crate::restore::restore_with(storage, &scratch, dest, target)
-            .map_err(|e| rename_error(e, &scratch, &remote, &generation))?;
-        report.phases.insert(0, ("download", download));
-        report.duration = started.elapsed();
-        Ok(report)
-    });
-    let _ = std::fs::remove_dir_all(&scratch);
-    result
+    let storage: Arc<dyn Storage> = Arc::new(RealStorage::new());
+    crate::restore::restore_staged(&storage, dest, target, started, |staging, report| {
+        let mut clock = started;
+        let (control, base, base_name) = plan(&remote, &generation, target)?;
+        report.phase_done("download", &mut clock);
+        stage_streamed(
+            &storage,
+            &remote,
+            &generation,
+            staging,
+            (&control, &base, &base_name),
+            report,
+        )?;
+        Ok((control, base))
+    })
+}
+
+/// The control data of a generation, the base image a restore to `target` starts from, and
+/// its object name; the chain of log after that base image checked for gaps.
+fn plan(remote: &Remote, generation: &Generation, target: RestoreTarget) -> Result<(Control, ArchiveHeader, String)> {
+    let name = object(generation, CONTROL);
+    let bytes = remote.get(&name)?;
+    let url = PathBuf::from(remote.object_url(&name));
+    if (bytes.len() as u64) < CONTROL_FILE_BYTES {
+        return Err(Error::corrupted_file(
+            url,
+            format!("control file is {} bytes, expected {CONTROL_FILE_BYTES}", bytes.len()),
+        ));
+    }
+    let control = Control::newest(&url, &bytes[..CONTROL_FILE_BYTES as usize])?;
+    let (base, base_name) = choose_base(remote, generation, target)?;
+    let segment_bytes = control.segment_size_bytes;
+    check_chain(
+        remote,
+        generation,
+        base.truncate_lsn.get() / segment_bytes,
+        segment_bytes,
+    )?;
+    Ok((control, base, base_name))
+}
+
+/// Stages the arena and the log of a restore from the bucket: the base image streamed from
+/// one thread and the whole segments from another, both decoded here as they arrive; then the
+/// segments that exist only in pieces, and the epoch.
+fn stage_streamed(
+    storage: &Arc<dyn Storage>,
+    remote: &Remote,
+    generation: &Generation,
+    staging: &Path,
+    (control, base, base_name): (&Control, &ArchiveHeader, &str),
+    report: &mut RestoreReport,
+) -> Result<()> {
+    let segment_bytes = control.segment_size_bytes;
+    let (_, numbers) = generation.log_chain(base.truncate_lsn.get() / segment_bytes, segment_bytes);
+    let whole: Vec<(u64, String)> = numbers
+        .iter()
+        .filter_map(|n| generation.segments.get(n).map(|name| (*n, object(generation, name))))
+        .collect();
+    let names: Vec<String> = whole.iter().map(|(_, name)| name.clone()).collect();
+    let (base_remote, log_remote) = (remote.twin()?, remote.twin()?);
+    let base_object = object(generation, base_name);
+    let url = PathBuf::from(remote.object_url(&base_object));
+    let mut clock = Instant::now();
+    std::thread::scope(|scope| {
+        let (chunks, chunks_in) = std::sync::mpsc::sync_channel(BASE_CHUNKS_AHEAD);
+        let (segments, segments_in) = std::sync::mpsc::sync_channel(SEGMENTS_AHEAD);
+        scope.spawn(move || base_remote.stream_to(&base_object, &chunks));
+        scope.spawn(move || {
+            let sent = log_remote.get_each(&names, |_, bytes| {
+                segments
+                    .send(Ok(bytes))
+                    .map_err(|_| Error::InvalidArgument("the restore stopped".into()))
+            });
+            if let Err(error) = sent {
+                let _ = segments.send(Err(error));
+            }
+        });
+        let mut reader = Chunks {
+            from: chunks_in,
+            chunk: Vec::new(),
+            at: 0,
+            failure: None,
+        };
+        let staged = crate::restore::stage_arena_from(storage, staging, base, control, &url, |sink| {
+            archive::decode_streamed_from(&mut reader, &url, sink)
+        });
+        // A failed download ends the stream early: its error, not the truncation, is the news.
+        staged.map_err(|e| reader.failure.take().unwrap_or(e))?;
+        drop(reader);
+        report.phase_done("stage arena", &mut clock);
+        let mut received = 0;
+        for ((n, name), bytes) in whole.iter().zip(segments_in.iter()) {
+            stage_segment(storage, staging, &remote.object_url(name), *n, segment_bytes, &bytes?)?;
+            received += 1;
+        }
+        assert_eq!(received, whole.len(), "every segment is sent or an error is");
+        report.segments_from_archive += received as u64;
+        Ok::<(), Error>(())
+    })?;
+    let wal_dir = staging.join("wal");
+    for &n in numbers.iter().filter(|n| !generation.segments.contains_key(n)) {
+        let (bytes, _, _) = assemble_pieces(remote, generation, control, n, None)?;
+        crate::restore::write_scratch_file(storage, &wal_dir.join(segment_file_name(n)), &bytes)?;
+        report.segments_live += 1;
+    }
+    if generation.has_epoch {
+        let bytes = remote.get(&object(generation, EPOCH))?;
+        crate::restore::write_scratch_file(storage, &wal_dir.join("EPOCH"), &bytes)?;
+    }
+    report.phase_done("stage log", &mut clock);
+    Ok(())
+}
+
+/// Decodes the downloaded archived segment `n` into the staged log, with the checks of a local
+/// restore (and the length of the object).
+fn stage_segment(
+    storage: &Arc<dyn Storage>,
+    staging: &Path,
+    url: &str,
+    n: u64,
+    segment_bytes: u64,
+    bytes: &[u8],
+) -> Result<()> {
+    let url = Path::new(url);
+    check_whole_file(url, bytes)?;
+    let file = archive::decode(url, bytes)?;
+    if file.contents.len() as u64 != segment_bytes || file.header.segment_no.get() != n {
+        return Err(Error::corrupted_file(
+            url,
+            "archived segment has the wrong size or number",
+        ));
+    }
+    let path = staging.join("wal").join(segment_file_name(n));
+    crate::restore::write_scratch_file(storage, &path, &file.contents).map(|_| ())
+}
+
+/// A download read as it arrives: the chunks another thread sends, then the end (the sender
+/// gone). A failed download's error is kept for the caller, the read failing meanwhile.
+struct Chunks {
+    from: std::sync::mpsc::Receiver<Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    at: usize,
+    failure: Option<Error>,
+}
+
+impl std::io::Read for Chunks {
+    fn read(&mut self, into: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.chunk.len() {
+            if self.failure.is_some() {
+                return Err(std::io::Error::other("the download failed"));
+            }
+            match self.from.recv() {
+                Ok(Ok(chunk)) => (self.chunk, self.at) = (chunk, 0),
+                Ok(Err(error)) => {
+                    let message = error.to_string();
+                    self.failure = Some(error);
+                    return Err(std::io::Error::other(message));
+                }
+                Err(std::sync::mpsc::RecvError) => return Ok(0),
+            }
+        }
+        let n = into.len().min(self.chunk.len() - self.at);
+        into[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }

@@ -110,15 +110,11 @@ impl Remote {
                 )));
             }
         };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("starting the object-store runtime", e))?;
         Ok(Remote {
             url: url.trim_end_matches('/').to_string(),
             store,
             prefix,
-            runtime,
+            runtime: new_runtime()?,
         })
     }
 
@@ -227,6 +223,41 @@ impl Remote {
         })
     }
 
+    /// The same location with a runtime of its own, for another thread to download with
+    /// while this one's thread does something else.
+    pub fn twin(&self) -> Result<Remote> {
+        Ok(Remote {
+            url: self.url.clone(),
+            store: self.store.clone(),
+            prefix: self.prefix.clone(),
+            runtime: new_runtime()?,
+        })
+    }
+
+    /// Downloads `name` and sends its bytes, chunk by chunk as they arrive, into `chunks`; a
+    /// failure is sent as the last message. Stops early if the receiver is gone.
+    pub fn stream_to(&self, name: &str, chunks: &std::sync::mpsc::SyncSender<Result<Vec<u8>>>) {
+        let object = self.path(name);
+        let outcome = self.runtime.block_on(async {
+            let result = self
+                .store
+                .get(&object)
+                .await
+                .map_err(|e| self.failure("downloading", name, e))?;
+            let mut stream = result.into_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| self.failure("downloading", name, e))?;
+                if chunks.send(Ok(Vec::from(chunk))).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        if let Err(error) = outcome {
+            let _ = chunks.send(Err(error));
+        }
+    }
+
     /// Downloads `name`, or `None` if there is no such object.
     pub fn get_optional(&self, name: &str) -> Result<Option<Vec<u8>>> {
         match self.get(name) {
@@ -296,6 +327,13 @@ impl Remote {
         objects.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(objects)
     }
+}
+
+fn new_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the object-store runtime", e))
 }
 
 fn object_path(url: &url::Url) -> Result<ObjectPath> {
