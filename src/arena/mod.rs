@@ -12,6 +12,10 @@
 //!   ([`Arena::release_page`], under the page's exclusive latch): it then reads from the page
 //!   cache again. A page is written to its file only while it is dirty, that is while its
 //!   memory is a private copy, so a released page never shows a later write.
+//! - A page formatted whole may instead be fresh anonymous memory mapped over its range
+//!   ([`Mapping::zero_fresh`]: no read and copy of the file's page of zeros); its bit in
+//!   `ArenaFile::fresh` says so, and its release maps the file back over it. At most
+//!   `FRESH_PAGES_MAX` pages are fresh at once (each run of them is a kernel mapping).
 //! - Page bytes are modified only under the page's latch; readers read committed slots without
 //!   a latch, and the store guarantees no writer touches a reachable committed slot.
 //! - A page read from its file is verified (checksum, own id) before first use.
