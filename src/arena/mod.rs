@@ -15,7 +15,8 @@
 //! - A page formatted whole may instead be fresh anonymous memory mapped over its range
 //!   ([`Mapping::zero_fresh`]: no read and copy of the file's page of zeros); its bit in
 //!   `ArenaFile::fresh` says so, and its release maps the file back over it. At most
-//!   `FRESH_PAGES_MAX` pages are fresh at once (each run of them is a kernel mapping).
+//!   `FRESH_RUNS_MAX` runs of adjacent fresh pages exist at once (each run is a mapping of its
+//!   own in the kernel's table, of which a process has a limited number).
 //! - Page bytes are modified only under the page's latch; readers read committed slots without
 //!   a latch, and the store guarantees no writer touches a reachable committed slot.
 //! - A page read from its file is verified (checksum, own id) before first use.
@@ -61,12 +62,14 @@ struct ArenaFile {
     fresh: Box<[AtomicU64]>,
 }
 
-/// The most pages formatted in fresh memory and not yet given back. Each such run of pages is
-/// a mapping of its own in the kernel's table until its release maps the file back (runs of
-/// neighbours merge), and a process has at most ~65,000 mappings: 4,096 pages (64 MiB of 16 KiB
-/// pages) keep far below that whatever the order of the pages; pages past it are formatted
-/// through the file's mapping as before.
-const FRESH_PAGES_MAX: usize = 4096;
+/// The most runs of adjacent pages formatted in fresh memory and not yet given back. Each run
+/// is a mapping of its own in the kernel's table until its release maps the file back (and
+/// splits the file's mapping around it), and a process has at most ~65,000 mappings
+/// (`vm.max_map_count`): 4,096 runs keep far below that. A page that would start a run past
+/// the limit is formatted through the file's mapping as before; one next to a fresh page
+/// joins its run, so a bulk load or a recovery's redo, which format pages in order, makes
+/// its pages fresh however many there are (their memory is dirty pages, under the budget).
+const FRESH_RUNS_MAX: usize = 4096;
 
 const FILES_PER_CHUNK: usize = 1024;
 /// A chunk of [`FILES_PER_CHUNK`] file slots, allocated when its first file is added.
@@ -158,8 +161,8 @@ pub struct Arena {
     latches: Box<[RwLock<()>]>,
     /// Files were created since the directory was last synced.
     new_files: std::sync::atomic::AtomicBool,
-    /// Pages formatted in fresh memory and not yet given back (see [`FRESH_PAGES_MAX`]).
-    fresh_pages: AtomicUsize,
+    /// Runs of adjacent fresh pages (see [`FRESH_RUNS_MAX`]); held while a fresh bit changes.
+    fresh_runs: Mutex<usize>,
 }
 
 impl std::fmt::Debug for Arena {
@@ -228,7 +231,7 @@ impl Arena {
             spaces: [FileTable::new(), FileTable::new()],
             latches: (0..LATCH_STRIPES).map(|_| RwLock::new(())).collect(),
             new_files: std::sync::atomic::AtomicBool::new(false),
-            fresh_pages: AtomicUsize::new(0),
+            fresh_runs: Mutex::new(0),
         };
         let names = match arena.storage.list(dir) {
             // A missing directory is an arena of no files: damage if files were expected (the
@@ -693,14 +696,15 @@ impl Arena {
     }
 
     /// Makes page `id` zeros in fresh memory, without the file's page being read and copied
-    /// (`Mapping::zero_fresh`); false where the mapping cannot or [`FRESH_PAGES_MAX`] pages
-    /// are fresh already (the caller writes the zeros). The caller holds the latch.
+    /// (`Mapping::zero_fresh`); false where the mapping cannot or the page would start a run
+    /// past [`FRESH_RUNS_MAX`] (the caller writes the zeros). The caller holds the latch.
     fn format_fresh(&self, id: PageId) -> bool {
         let (file, page_offset) = self.locate(id);
         let (_, index) = self.split(id.page_no());
-        let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
-        let already = file.fresh[word].load(Ordering::Relaxed) & bit != 0;
-        if !already && self.fresh_pages.load(Ordering::Relaxed) >= FRESH_PAGES_MAX {
+        let mut runs = self.fresh_runs.lock();
+        let already = is_fresh(file, index);
+        let (left, right) = self.fresh_neighbours(file, index);
+        if !already && !left && !right && *runs >= FRESH_RUNS_MAX {
             return false;
         }
         // SAFETY: the caller holds the page's latch exclusively: no write and no `PageRead` of
@@ -710,10 +714,18 @@ impl Arena {
             return false;
         }
         if !already {
-            file.fresh[word].fetch_or(bit, Ordering::Relaxed);
-            self.fresh_pages.fetch_add(1, Ordering::Relaxed);
+            file.fresh[(index / 64) as usize].fetch_or(1 << (index % 64), Ordering::Relaxed);
+            // A page alone starts a run; one between two fresh pages joins their runs.
+            *runs = (*runs + 1).saturating_sub(usize::from(left) + usize::from(right));
         }
         true
+    }
+
+    /// Whether the pages before and after index `index` of `file` are fresh.
+    fn fresh_neighbours(&self, file: &ArenaFile, index: u64) -> (bool, bool) {
+        let left = index > 0 && is_fresh(file, index - 1);
+        let right = index + 1 < self.pages_per_file && is_fresh(file, index + 1);
+        (left, right)
     }
 
     /// Gives back the memory of page `id`'s private copy: the page shows its file's bytes
@@ -738,7 +750,8 @@ impl Arena {
         let (file, page_offset) = self.locate(id);
         let (_, index) = self.split(id.page_no());
         let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
-        let fresh = file.fresh[word].load(Ordering::Relaxed) & bit != 0;
+        // The page's own bit changes only under its latch, which the caller holds.
+        let fresh = is_fresh(file, index);
         let len_bytes = self.page_size_bytes as usize;
         let released = if fresh {
             // SAFETY: the caller's contract is `Mapping::release_fresh`'s for this page's
@@ -753,8 +766,12 @@ impl Arena {
             // any page read from its file (the medium may have damaged it meanwhile).
             file.verified[word].fetch_and(!bit, Ordering::Relaxed);
             if fresh {
+                // Taking a page out of a run ends it (alone), shortens it (at an end) or
+                // splits it in two (inside).
+                let mut runs = self.fresh_runs.lock();
+                let (left, right) = self.fresh_neighbours(file, index);
                 file.fresh[word].fetch_and(!bit, Ordering::Relaxed);
-                self.fresh_pages.fetch_sub(1, Ordering::Relaxed);
+                *runs = (*runs + usize::from(left) + usize::from(right)).saturating_sub(1);
             }
         }
         released
@@ -882,6 +899,11 @@ impl Arena {
     }
 }
 
+/// Whether page `index` of `file` is fresh memory (read under `Arena::fresh_runs`).
+fn is_fresh(file: &ArenaFile, index: u64) -> bool {
+    file.fresh[(index / 64) as usize].load(Ordering::Relaxed) & (1 << (index % 64)) != 0
+}
+
 /// `madvise(MADV_POPULATE_WRITE)` over `len_bytes` at `ptr`, which start whole pages of one live
 /// mapping; failures are ignored (see [`Arena::prefault`]).
 #[cfg(target_os = "linux")]
@@ -924,6 +946,44 @@ mod tests {
                 "{page_bytes}: every byte after the header is zero (no old byte survives a format)"
             );
         }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "maps a real file")]
+    fn fresh_pages_are_counted_in_runs_and_a_released_one_reads_its_file() {
+        use crate::format::page::{PageKind, Space};
+        use zerocopy::IntoBytes;
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(crate::storage::RealStorage::new());
+        let arena = Arena::open(storage, dir.path(), 4096, 4096 * 16, crate::arena::ArenaOpen::TEST).unwrap();
+        let format = |page_no: u64| {
+            let id = PageId::new(Space::Vector, page_no);
+            arena.ensure_page(id).unwrap();
+            let mut header = page::new_header(PageKind::Vector, id, 0, 0);
+            header.store_id = arena.store_id().into();
+            let _latch = arena.latch(id);
+            arena.reset_page(id, header.as_bytes());
+            arena.write(id, 1000, &[page_no as u8; 8]);
+        };
+        for page_no in [1, 2, 3, 4, 7] {
+            format(page_no);
+        }
+        assert_eq!(*arena.fresh_runs.lock(), 2, "pages 1-4 are one run, page 7 another");
+        let id = PageId::new(Space::Vector, 2);
+        let latch = arena.latch(id);
+        let mut image = arena.copy_page(id);
+        page::seal(&mut image);
+        arena.write_page(id, &image).unwrap();
+        arena.sync().unwrap();
+        // SAFETY: the latch is held; the file durably holds the page's bytes (written from a
+        // sealed copy and synced, unchanged since).
+        assert!(unsafe { arena.release_page(id) }, "a fresh page is released");
+        assert_eq!(arena.copy_page(id)[1000..1008], [2; 8], "and reads its file back, not zeros");
+        drop(latch);
+        assert_eq!(*arena.fresh_runs.lock(), 3, "releasing page 2 split its run: 1 | 3-4 | 7");
+        format(2);
+        assert_eq!(*arena.fresh_runs.lock(), 2, "formatting it again joins them");
+        assert_eq!(arena.copy_page(PageId::new(Space::Vector, 3))[1000..1008], [3; 8], "neighbours keep their bytes");
     }
 
     #[test]

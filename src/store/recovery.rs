@@ -250,7 +250,7 @@ fn analyze(
                         undo_next: lsn,
                     },
                 );
-                note_dirty(&mut analysis.dirty, &mut prefaulter, &edits, lsn);
+                note_dirty(&mut analysis.dirty, &mut prefaulter, &analysis.inits, &edits, lsn);
             }
             Payload::Clr { undo_next, edits } => {
                 analysis.losers.insert(
@@ -260,11 +260,13 @@ fn analyze(
                         undo_next,
                     },
                 );
-                note_dirty(&mut analysis.dirty, &mut prefaulter, &edits, lsn);
+                note_dirty(&mut analysis.dirty, &mut prefaulter, &analysis.inits, &edits, lsn);
             }
             Payload::PageInit { page, .. } => {
+                // Not faulted in ahead: redo formats the page whole, in fresh memory where it
+                // can (`Arena::reset_page`), and a copy of the file's page made now would be
+                // thrown away unread.
                 analysis.dirty.entry(page).or_insert(lsn);
-                prefaulter.note(page);
                 if analysis.inits.insert(page) {
                     analysis.init_counts[page.space().index()] += 1;
                 }
@@ -300,12 +302,21 @@ fn analyze(
     Ok(analysis)
 }
 
-fn note_dirty(dirty: &mut PageMap<Lsn>, prefaulter: &mut prefetch::Prefaulter<'_>, edits: &[Edit<'_>], lsn: Lsn) {
+fn note_dirty(
+    dirty: &mut PageMap<Lsn>,
+    prefaulter: &mut prefetch::Prefaulter<'_>,
+    inits: &HashSet<PageId>,
+    edits: &[Edit<'_>],
+    lsn: Lsn,
+) {
     for (i, edit) in edits.iter().enumerate() {
         // A record's edits of one page are usually adjacent: one lookup per run of them.
         if i == 0 || edits[i - 1].page != edit.page {
             dirty.entry(edit.page).or_insert(lsn);
-            prefaulter.note(edit.page);
+            // A page the log formats is in memory by the time redo changes it (see PageInit).
+            if !inits.contains(&edit.page) {
+                prefaulter.note(edit.page);
+            }
         }
     }
 }
