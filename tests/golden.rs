@@ -1803,7 +1803,7 @@ fn arena_page_vectors(w: &mut Writer, arena: &Arena) {
     );
 }
 
-/// The approximate index of the golden arena's vectors (format-spec/graph.md): M = 2, L2.
+/// The approximate index of the golden arena's vectors (FORMAT.md 14.13): M = 2, L2.
 /// Nodes 0-3 are the slots of vector page 0: "alpha" (node 0, level 1, the entry point),
 /// "beta", "gamma", and the tombstone of "delta" (node 3, its slot free but still holding its
 /// vector), which node 1's list still names. Node 0's layer-1 list is upper slot 0 (empty: no

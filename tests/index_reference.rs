@@ -1,6 +1,6 @@
 //! The independent Python reader (format-spec/reference/read_store.py) on stores with an
 //! approximate index: it decodes the graph pages, claims them, and checks the graph's
-//! invariants (format-spec/graph.md, 8) against the vectors, agreeing with the engine; and it
+//! invariants (FORMAT.md 14.13) against the vectors, agreeing with the engine; and it
 //! reports a graph whose lists were damaged.
 
 mod support;

@@ -805,7 +805,7 @@ def record_json(r, full):
 ARENA_RE = re.compile(r"^(catalog|vector)-([0-9a-f]{8})\.pages$")
 # section 14.2: page kinds, and the space each may lie in
 KIND_ZERO, KIND_VECTOR, KIND_CATALOG, KIND_OVERFLOW, KIND_META, KIND_LEAF, KIND_BRANCH, KIND_FREE = range(8)
-# format-spec/graph.md: the approximate index's pages
+# section 14.13: the approximate index's pages
 KIND_GRAPH_META, KIND_GRAPH_NODES, KIND_GRAPH_UPPER = 8, 9, 10
 PAGE_KINDS = range(11)
 ALLOWED_KINDS = {SPACE_CATALOG: (KIND_ZERO, KIND_CATALOG, KIND_OVERFLOW, KIND_META, KIND_LEAF, KIND_BRANCH, KIND_FREE,
@@ -1188,17 +1188,17 @@ GRAPH_LEVEL_MAX = 15
 
 
 def graph_m_ok(m, P):
-    """graph.md 4: M at least 2, and 15 upper slots of 4 + 4M bytes fit a page."""
+    """Section 14.13, graph meta page rule 3: M at least 2, and 15 upper slots of 4 + 4M bytes fit a page."""
     return m >= 2 and (P - 64) // (4 + 4 * m) >= GRAPH_LEVEL_MAX
 
 
 def extent_pages(before, shift):
-    """graph.md 6: pages of the extent that follows `before` pages of its kind."""
+    """Section 14.13, extents: pages of the extent that follows `before` pages of its kind."""
     return max(1, before >> shift)
 
 
 def graph_fields(img, P):
-    """graph.md 4: the graph meta page's fields and extent tables, or ValueError."""
+    """Section 14.13: the graph meta page's fields and extent tables, or ValueError."""
     if img[4] != KIND_GRAPH_META:
         raise ValueError("page kind %d is not the graph meta page" % img[4])
     g = {name: struct.unpack_from("<" + fmt, img, off)[0] for name, fmt, off in GRAPH_FIELDS}
@@ -1235,7 +1235,7 @@ def graph_fields(img, P):
 
 
 def graph_node_records(img, P):
-    """graph.md 5: (M, records not free as (index, state, level, upper, ids)), or ValueError."""
+    """Section 14.13, node pages: (M, records not free as (index, state, level, upper, ids)), or ValueError."""
     if img[4] != KIND_GRAPH_NODES or u64_at(img, 32):
         raise ValueError("page kind %d is not a graph node page" % img[4])
     r = struct.unpack_from("<I", img, 28)[0]
@@ -1259,7 +1259,7 @@ def graph_node_records(img, P):
 
 
 def graph_upper_slots(img, P):
-    """graph.md 5: (M, slots not all zero as (index, count, ids of min(count, M) places))."""
+    """Section 14.13, upper pages: (M, slots not all zero as (index, count, ids of min(count, M) places))."""
     if img[4] != KIND_GRAPH_UPPER or u64_at(img, 32):
         raise ValueError("page kind %d is not a graph upper page" % img[4])
     u = struct.unpack_from("<I", img, 28)[0]
@@ -1724,7 +1724,7 @@ class Contents:
                 self.dmg("list", "the hot catalog page %#x is not a catalog page in use" % hot)
 
     def read_graph(self, meta, owned):
-        """graph.md: the approximate index's pages claimed and its invariants (8) checked: every
+        """Section 14.13: the approximate index's pages claimed and its invariants checked: every
         vector a live node and every live node a vector, tombstones' slots empty, the counts, every
         list within its capacity naming nodes that have its layer, the entry point of the top
         level.  Returns a summary, or None when the store has no index."""

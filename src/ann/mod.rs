@@ -2,7 +2,7 @@
 //! algorithms run over a narrow storage trait, [`GraphView`] for reads and [`GraphStore`] for
 //! the mutations of an insert, so the same code serves the in-memory [`MemoryStore`] of tests
 //! and benchmarks, the parallel builder's concurrent graph, and the store's WAL-logged pages
-//! (`store::graph`, whose page layout is `format::graph` and format-spec/graph.md).
+//! (`store::graph`, whose page layout is `format::graph` and FORMAT.md 14.13).
 //!
 //! Not part of the public API: the store's index is (`Store::create_index`,
 //! `Store::search_with`). This module is public (hidden from the docs) only so

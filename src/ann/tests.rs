@@ -492,3 +492,35 @@ fn search_scores_equal_the_exact_scan_scores() {
         assert_eq!(hits, exact, "{metric:?}: with ef = all nodes, the search is the scan");
     }
 }
+
+#[test]
+fn ef_candidates_grow_by_at_most_half_at_each_step() {
+    for pair in EF_CANDIDATES.windows(2) {
+        assert!(
+            pair[0] < pair[1] && 2 * pair[1] <= 3 * pair[0],
+            "{} after {}: the chosen ef may overshoot the needed one by more than 1.5x",
+            pair[1],
+            pair[0]
+        );
+    }
+}
+
+#[test]
+fn calibration_returns_a_candidate_that_reaches_its_target_recall_on_fresh_queries() {
+    let mut rng = Rng::new(seed());
+    let (hnsw, store) = inserted(&mut rng, 3000, 16, params(Metric::L2));
+    let nodes: Vec<NodeId> = (0..store.slot_count()).collect();
+    let (ef, measured) = hnsw.calibrate_ef(&store, &nodes, (100, 10, 0.96), 2).unwrap();
+    eprintln!("calibrated ef {ef}, leave-one-out recall@10 {measured:.4}");
+    let last = *EF_CANDIDATES.last().unwrap();
+    assert!(EF_CANDIDATES.contains(&ef), "ef {ef} is one of the candidates");
+    assert!(measured >= 0.96 || ef == last, "ef {ef} reached {measured} (seed {})", seed());
+    // A target every candidate reaches picks the first; one none reaches, the last.
+    let (first, _) = hnsw.calibrate_ef(&store, &nodes, (100, 10, 0.0), 2).unwrap();
+    assert_eq!(first, EF_CANDIDATES[0], "the smallest candidate reaches recall 0");
+    let (largest, _) = hnsw.calibrate_ef(&store, &nodes, (100, 10, 1.5), 2).unwrap();
+    assert_eq!(largest, last, "no candidate reaches recall 1.5: the largest is returned");
+    let queries = random_vectors(&mut rng, 100, 16);
+    let recall = recall(&hnsw, &store, &queries, 10, Some(ef));
+    assert!(recall >= 0.9, "recall@10 {recall} at the calibrated ef {ef} (seed {})", seed());
+}

@@ -1,4 +1,4 @@
-//! The approximate-search index (format-spec/graph.md): an HNSW graph in catalog-space pages.
+//! The approximate-search index (FORMAT.md 14.13): an HNSW graph in catalog-space pages.
 //!
 //! Three page kinds hold it:
 //!
@@ -307,7 +307,7 @@ impl GraphFields {
     }
 
     /// Why the graph meta page `image` is not valid, or `None`: the rules that need nothing but
-    /// the page (format-spec/graph.md, "The graph meta page").
+    /// the page (FORMAT.md 14.13, "The graph meta page").
     pub fn check(&self, image: &[u8]) -> Option<String> {
         let Ok((header, _)) = PageHeader::read_from_prefix(image) else {
             return Some(format!("a page of {} bytes holds no header", image.len()));

@@ -878,7 +878,7 @@ impl<'a> Checker<'a> {
         !again
     }
 
-    /// The approximate index's pages (format-spec/graph.md): the graph meta page the meta page
+    /// The approximate index's pages (FORMAT.md 14.13): the graph meta page the meta page
     /// names and every page of its extents, each reached in the role `Graph`. What they hold
     /// is `store::graph::check_index`'s to check.
     fn walk_graph(&mut self) {

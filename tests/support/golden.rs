@@ -626,7 +626,7 @@ fn node_json(bytes: &[u8]) -> Result<Value, String> {
     Ok(body)
 }
 
-/// The graph meta page's body (format-spec/graph.md, 4).
+/// The graph meta page's body (FORMAT.md 14.13).
 fn graph_meta_json(bytes: &[u8]) -> Result<Value, String> {
     let fields = GraphFields::read(bytes).ok_or("a page too small for the graph fields")?;
     if let Some(reason) = fields.check(bytes) {
@@ -660,7 +660,7 @@ fn graph_meta_json(bytes: &[u8]) -> Result<Value, String> {
     }))
 }
 
-/// A graph node page's body (format-spec/graph.md, 5): its records that are not free.
+/// A graph node page's body (FORMAT.md 14.13, node pages): its records that are not free.
 fn graph_nodes_json(bytes: &[u8]) -> Result<Value, String> {
     let (m, records) = graph::decode_node_page(bytes)?;
     let records: Vec<Value> = records
@@ -678,7 +678,7 @@ fn graph_nodes_json(bytes: &[u8]) -> Result<Value, String> {
     Ok(json!({ "m": m, "records": records }))
 }
 
-/// A graph upper page's body (format-spec/graph.md, 5): its slots that are not all zero.
+/// A graph upper page's body (FORMAT.md 14.13, upper pages): its slots that are not all zero.
 fn graph_upper_json(bytes: &[u8]) -> Result<Value, String> {
     let (m, slots) = graph::decode_upper_page(bytes)?;
     let slots: Vec<Value> = slots

@@ -1,5 +1,5 @@
 //! The approximate-search index: an HNSW graph (`crate::ann`) kept in WAL-logged catalog-space
-//! pages (format/graph.rs, format-spec/graph.md).
+//! pages (format/graph.rs, FORMAT.md 14.13).
 //!
 //! # How it is kept
 //!

@@ -1,4 +1,4 @@
-//! The `graph_page` target: one page of the approximate index (format-spec/graph.md).
+//! The `graph_page` target: one page of the approximate index (FORMAT.md 14.13).
 
 use std::path::Path;
 use std::sync::OnceLock;
