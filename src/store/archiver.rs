@@ -301,7 +301,19 @@ fn first_kept(listing: &archive::Listing, retention: Retention, segment_size_byt
     }
 }
 
-/// Removes temporary files an interrupted archiving left.
+/// Removes temporary files an interrupted archiving left. Only the directory is read: no
+/// archive file is opened (an open would otherwise read a byte of every file of the archive,
+/// from the disk when the page cache is cold, for nothing it needs).
 pub(crate) fn tidy(storage: &dyn crate::storage::Storage, store_dir: &Path) -> Result<()> {
-    archive::list(storage, store_dir, true).map(|_| ())
+    let dir = store_dir.join(ARCHIVE_DIR);
+    let names = match storage.list(&dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        listed => listed.context(|| format!("listing {}", dir.display()))?,
+    };
+    for name in names.iter().filter(|n| n.ends_with(".tmp")) {
+        // As `archive::list` tidies: a leftover that cannot be removed now is tried again at
+        // the next open, and never read as an archive file meanwhile.
+        let _ = storage.remove_file(&dir.join(name));
+    }
+    Ok(())
 }

@@ -100,6 +100,40 @@ struct Analysis {
     next_txn_id: u64,
 }
 
+/// The page images of the doublewrite area, read the first time a page needs repair: a
+/// recovery that finds every page it touches intact (every open after a clean close, most
+/// after a crash) never reads them.
+struct Repairs<'a> {
+    inner: &'a Inner,
+    images: std::cell::OnceCell<HashMap<PageId, Vec<u8>>>,
+}
+
+impl<'a> Repairs<'a> {
+    fn new(inner: &'a Inner) -> Repairs<'a> {
+        Repairs {
+            inner,
+            images: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// None: recovery rolls back only, and repairs nothing from the area (undo's pages were
+    /// prepared by redo already, or are lost).
+    fn none(inner: &'a Inner) -> Repairs<'a> {
+        let repairs = Repairs::new(inner);
+        let _ = repairs.images.set(HashMap::new());
+        repairs
+    }
+
+    /// The intact image of `page` in the doublewrite area, if there is one.
+    fn image(&self, page: PageId) -> Result<Option<&[u8]>> {
+        if self.images.get().is_none() {
+            let images = self.inner.doublewrite.lock().read_images()?;
+            let _ = self.images.set(images);
+        }
+        Ok(self.images.get().and_then(|images| images.get(&page)).map(Vec::as_slice))
+    }
+}
+
 /// Recovers the store: the three passes, the catalog, and a checkpoint.
 pub(crate) fn recover(inner: &Inner, scan: ScanReport) -> Result<()> {
     let control = inner.control.lock().1.clone();
@@ -317,7 +351,7 @@ fn redo(
     report: &mut RecoveryReport,
     lost: &mut HashSet<PageId>,
 ) -> Result<()> {
-    let repairs = inner.doublewrite.lock().read_images()?;
+    let repairs = Repairs::new(inner);
     let mut reader = inner.wal.verified_reader(report.redo_start).with_skips(skips);
     while let Some(rec) = reader.next_record()? {
         let lsn = rec.lsn;
@@ -391,7 +425,7 @@ fn prepare_page(
     page: PageId,
     initialising: bool,
     analysis: &Analysis,
-    repairs: &HashMap<PageId, Vec<u8>>,
+    repairs: &Repairs<'_>,
     report: &mut RecoveryReport,
     lost: &mut HashSet<PageId>,
 ) -> Result<bool> {
@@ -430,8 +464,9 @@ fn prepare_page(
         ),
         Err(damage) => damage,
     };
+    let repair = repairs.image(page)?;
     let _latch = arena.latch(page);
-    if let Some(image) = repairs.get(&page) {
+    if let Some(image) = repair {
         arena.replace_page(page, image);
         // Made durable in place at once: the next checkpoint reuses the doublewrite area, and
         // a crash after that must not find this page torn with its only copy gone. (A
@@ -466,7 +501,7 @@ fn usable_edits<'a>(
     inner: &Inner,
     mut edits: Vec<Edit<'a>>,
     analysis: &Analysis,
-    repairs: &HashMap<PageId, Vec<u8>>,
+    repairs: &Repairs<'_>,
     report: &mut RecoveryReport,
     lost: &mut HashSet<PageId>,
 ) -> Result<Vec<Edit<'a>>> {
@@ -493,7 +528,7 @@ fn undo(
 ) -> Result<()> {
     let mut losers = analysis.losers.clone();
     report.losers = losers.keys().copied().collect();
-    let repairs = HashMap::new();
+    let repairs = Repairs::none(inner);
     // The end of the log before undo appends its clrs: every record undo reads lies below it.
     let log_end = inner.wal.end_lsn();
     while let Some((&txn, &loser)) = losers.iter().max_by_key(|(_, l)| l.undo_next) {
