@@ -324,21 +324,11 @@ impl Shared {
         Ok(())
     }
 
-    /// Makes this open's epoch durable before the first bytes it appended are written, after
-    /// the open's sync of every segment present and of `wal/` (FORMAT.md section 12), which
-    /// `Wal::open` leaves to here so that an open that appends nothing syncs nothing.
+    /// Makes this open's epoch durable before the first bytes it appended are written.
     fn ensure_epoch_durable(&self, bytes: &[u8]) -> Result<()> {
         if bytes.is_empty() || self.epoch_durable.load(Ordering::Acquire) {
             return Ok(());
         }
-        for segment in self.segments.read().values() {
-            self.log_syncs.fetch_add(1, Ordering::Relaxed);
-            segment
-                .file
-                .sync_data()
-                .context(|| format!("syncing {}", segment.path.display()))?;
-        }
-        self.dir.sync_dir()?;
         epoch_file::write(
             self.dir.storage().as_ref(),
             self.dir.path(),
