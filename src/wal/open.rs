@@ -149,11 +149,17 @@ impl Wal {
                 clean_close: true,
                 in_use,
             },
-            None => Scanned {
-                report: scan::scan(&view, start, mode)?,
-                clean_close: false,
-                in_use,
-            },
+            None => {
+                // The whole scan reads every page from `start` to the limit (the walk, then the
+                // look-ahead): asked for at once, the reads are queued together rather than
+                // waited for one readahead window at a time at each fault.
+                will_need(&view, geometry.page_start(start), view.limit);
+                Scanned {
+                    report: scan::scan(&view, start, mode)?,
+                    clean_close: false,
+                    in_use,
+                }
+            }
         };
         let report = &scanned.report;
         if config.required_files {
