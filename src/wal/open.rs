@@ -163,7 +163,7 @@ impl Wal {
         };
         let report = &scanned.report;
         if config.required_files {
-            check_successor(&view, dir, &report)?;
+            check_successor(&view, dir, report)?;
         }
         Ok((segment_dir, segments, scanned))
     }
