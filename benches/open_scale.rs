@@ -4,6 +4,8 @@
 //!
 //! - `open_warm_ms`: `Store::open` of the closed store, its files in the page cache (median of
 //!   7 opens, each followed by a close that writes nothing);
+//! - `open_cold_ms`: the same open after the store's files were dropped from the page cache
+//!   (fsync, then `posix_fadvise(DONTNEED)` on every file; median of 3);
 //! - `rss_anon_kib`: the process's anonymous memory (`RssAnon` of `/proc/self/status`) after
 //!   the open and 10,000 random `get`s, minus what it was before the open;
 //! - `get_p50_ns`: the median of those 10,000 `get`s (id formatting and a copy of the vector
@@ -66,6 +68,7 @@ fn build(dir: &Path, count: u64) {
 
 struct Figures {
     open_warm_ms: f64,
+    open_cold_ms: f64,
     rss_anon_kib: u64,
     get_p50_ns: f64,
     get_again_p50_ns: f64,
@@ -86,15 +89,40 @@ fn get_p50_ns(store: &Store, ids: &[String]) -> f64 {
     times[times.len() / 2]
 }
 
-fn measure(dir: &Path, count: u64) -> Figures {
+/// Drops every file below `dir` from the page cache (fsync first: only clean pages go).
+fn evict_page_cache(dir: &Path) {
+    use std::os::fd::AsRawFd;
+    for entry in std::fs::read_dir(dir).expect("list") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            evict_page_cache(&path);
+            continue;
+        }
+        let file = std::fs::File::open(&path).expect("open");
+        file.sync_all().expect("fsync");
+        // SAFETY: the descriptor belongs to `file`, alive across the call; posix_fadvise takes
+        // no pointers and only advises the kernel about the file's cached pages.
+        let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    }
+}
+
+/// The median of `runs` timed opens (each closed untimed), after `before` each.
+fn open_ms(dir: &Path, runs: usize, mut before: impl FnMut()) -> f64 {
     let mut opens = Vec::new();
-    for _ in 0..7 {
+    for _ in 0..runs {
+        before();
         let started = Instant::now();
         let store = Store::open(dir, options()).expect("open");
         opens.push(started.elapsed().as_secs_f64() * 1e3);
         store.close().expect("close");
     }
     opens.sort_by(f64::total_cmp);
+    opens[opens.len() / 2]
+}
+
+fn measure(dir: &Path, count: u64) -> Figures {
+    let open_warm_ms = open_ms(dir, 7, || {});
+    let open_cold_ms = open_ms(dir, 3, || evict_page_cache(dir));
     let before = rss_anon_kib();
     let store = Store::open(dir, options()).expect("open");
     let mut rng = vellum::rng::SplitMix64::new(7);
@@ -102,7 +130,8 @@ fn measure(dir: &Path, count: u64) -> Figures {
     let first = get_p50_ns(&store, &ids);
     let rss_anon_kib = rss_anon_kib().saturating_sub(before);
     let figures = Figures {
-        open_warm_ms: opens[opens.len() / 2],
+        open_warm_ms,
+        open_cold_ms,
         rss_anon_kib,
         get_p50_ns: first,
         get_again_p50_ns: get_p50_ns(&store, &ids),
@@ -125,18 +154,21 @@ fn main() {
     if quick() {
         return;
     }
-    println!("\n| vectors (dimension 256) | open, warm (ms) | RssAnon after open + 10k gets (KiB) | get p50 (ns) |");
-    println!("|---|---|---|---|");
+    println!(
+        "\n| vectors (dimension 256) | open, warm (ms) | open, cold (ms) | RssAnon after open + 10k gets (KiB) | get p50 (ns) |"
+    );
+    println!("|---|---|---|---|---|");
     for (count, f) in &rows {
         println!(
-            "| {count} | {:.2} | {} | {:.0} |",
-            f.open_warm_ms, f.rss_anon_kib, f.get_p50_ns
+            "| {count} | {:.3} | {:.2} | {} | {:.0} |",
+            f.open_warm_ms, f.open_cold_ms, f.rss_anon_kib, f.get_p50_ns
         );
     }
     let (small, large) = (&rows[0].1, &rows[1].1);
     println!(
-        "\n1M ÷ 250k: open {:.2}×, RssAnon {:.2}×, get p50 {:.2}× (again {:.2}×) ({})",
+        "\n1M ÷ 250k: open warm {:.2}×, cold {:.2}×, RssAnon {:.2}×, get p50 {:.2}× (again {:.2}×) ({})",
         large.open_warm_ms / small.open_warm_ms,
+        large.open_cold_ms / small.open_cold_ms,
         large.rss_anon_kib as f64 / small.rss_anon_kib.max(1) as f64,
         large.get_p50_ns / small.get_p50_ns,
         large.get_again_p50_ns / small.get_again_p50_ns,

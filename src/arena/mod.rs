@@ -629,6 +629,16 @@ impl Arena {
     /// page changes. A hint: on a kernel without it (Linux < 5.14), or elsewhere, it does
     /// nothing.
     pub fn prefault(&self, pages: &[PageId]) {
+        // Every run is asked for first, so that the reads of pages not in the page cache are
+        // queued together and each populate below finds its pages read (a populate of a page
+        // not in the cache would read its whole readahead window, megabytes, and wait for it).
+        self.for_each_run(pages, |ptr, len_bytes| advise(ptr, len_bytes, libc::MADV_WILLNEED));
+        self.for_each_run(pages, populate_write);
+    }
+
+    /// Calls `f` with the address and length of each run of adjacent pages of one file in
+    /// `pages` (sorted, no repeats); pages beyond the arena are left out.
+    fn for_each_run(&self, pages: &[PageId], mut f: impl FnMut(*mut u8, usize)) {
         let page_bytes = self.page_size_bytes as usize;
         let mut i = 0;
         while i < pages.len() {
@@ -647,7 +657,7 @@ impl Arena {
             {
                 run += 1;
             }
-            populate_write(self.page_ptr(first, 0), run * page_bytes);
+            f(self.page_ptr(first, 0), run * page_bytes);
             i += run;
         }
     }
@@ -917,6 +927,15 @@ fn populate_write(ptr: *mut u8, len_bytes: usize) {
 
 #[cfg(not(target_os = "linux"))]
 fn populate_write(_ptr: *mut u8, _len_bytes: usize) {}
+
+/// `madvise(advice)` over `len_bytes` at `ptr`, whole pages of one live mapping; a hint whose
+/// failure is ignored. Only advice that changes no byte of the range may be given.
+fn advise(ptr: *mut u8, len_bytes: usize, advice: libc::c_int) {
+    // SAFETY: the range is whole pages inside one live mapping of the arena (page-aligned, as
+    // every arena page is), which outlives the call; the callers' advice (MADV_WILLNEED) only
+    // starts reads into the page cache and changes no byte of the range.
+    let _ = unsafe { libc::madvise(ptr.cast(), len_bytes, advice) };
+}
 
 #[cfg(test)]
 mod tests {

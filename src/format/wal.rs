@@ -131,6 +131,10 @@ const _: () = assert!(size_of::<PageHeader>() == PAGE_HEADER_BYTES);
 const _: () = assert!(std::mem::offset_of!(PageHeader, crc) == PAGE_HEADER_CRC_OFFSET);
 const _: () = assert!((PAGE_HEADER_BYTES as u64).is_multiple_of(RECORD_ALIGN_BYTES));
 
+/// Record flag (bit 0) of a checkpoint-end record written by a closing checkpoint: the open
+/// of the log that wrote it (its epoch) appended nothing after it (FORMAT.md section 12).
+pub const RECORD_FLAG_CLOSING: u8 = 0x01;
+
 /// The header of every log record. A record is this header followed by `total_len - 56`
 /// payload bytes; it may continue across page and segment boundaries, but the header itself
 /// never does (a writer starts a record on the next page when fewer than 56 bytes remain).
@@ -167,7 +171,8 @@ pub struct RecordHeader {
     pub durable_lsn: U64,
     /// Record kind (non-zero; see [`crate::format::record`]).
     pub kind: u8,
-    /// Flags: written as 0, ignored by readers.
+    /// Flags: 0, or [`RECORD_FLAG_CLOSING`] on a closing checkpoint-end record; readers
+    /// ignore them (an opening writer may use the closing flag to bound its look-ahead).
     pub flags: u8,
     /// Reserved, zero.
     pub reserved0: U16,

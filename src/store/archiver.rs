@@ -29,6 +29,8 @@ pub struct Archiver {
     failure: Mutex<Option<String>>,
     /// Retention runs one at a time (the archiver thread and checkpoints both apply it).
     retention: Mutex<()>,
+    /// The store, for the thread the first retired segment starts (see [`start`]).
+    store: std::sync::OnceLock<Weak<Inner>>,
 }
 
 impl std::fmt::Debug for Archiver {
@@ -39,25 +41,46 @@ impl std::fmt::Debug for Archiver {
     }
 }
 
-/// Starts the background archiver of `inner` (when background I/O is on).
+/// Makes `inner` ready for a background archiver (when background I/O is on). The thread
+/// starts with the first segment a checkpoint retires ([`retire`]): an open that never
+/// retires one (a reader's, a short-lived process's) starts no thread.
 pub(crate) fn start(inner: &Arc<Inner>) -> Result<()> {
     if !inner.options.archive || !inner.options.background_io {
         return Ok(());
     }
-    let weak = Arc::downgrade(inner);
+    let _ = inner.archiver.store.set(Arc::downgrade(inner));
+    Ok(())
+}
+
+/// Starts the background archiver thread if it is not running and the store is not stopping.
+/// The thread slot's lock orders this with [`stop`]: no thread starts once a stop has begun
+/// (what is queued then is drained by the close, on its thread).
+fn ensure_thread(inner: &Inner) -> Result<()> {
+    let Some(weak) = inner.archiver.store.get() else {
+        return Ok(());
+    };
+    let mut slot = inner.archiver.thread.lock();
+    if slot.is_some() || *inner.archiver.stopping.lock() {
+        return Ok(());
+    }
+    let weak = weak.clone();
     let handle = std::thread::Builder::new()
         .name("vellum-archiver".into())
         .spawn(move || run(weak))
         .map_err(|e| Error::io("starting the archiver thread", e))?;
-    *inner.archiver.thread.lock() = Some(handle);
+    *slot = Some(handle);
     Ok(())
 }
 
 /// Stops the background archiver after it has archived everything queued.
 pub(crate) fn stop(inner: &Inner) {
-    *inner.archiver.stopping.lock() = true;
+    let handle = {
+        let mut slot = inner.archiver.thread.lock();
+        *inner.archiver.stopping.lock() = true;
+        slot.take()
+    };
     inner.archiver.wake.notify_all();
-    if let Some(handle) = inner.archiver.thread.lock().take() {
+    if let Some(handle) = handle {
         let _ = handle.join();
     }
 }
@@ -131,6 +154,7 @@ pub(crate) fn retire(inner: &Inner, truncate_lsn: Lsn) -> Result<()> {
     // Queued in order behind any that failed before: they are archived in order or not at all.
     inner.archiver.queue.lock().extend(segments);
     if inner.options.background_io {
+        ensure_thread(inner)?;
         inner.archiver.wake.notify_all();
         return Ok(());
     }
@@ -301,7 +325,53 @@ fn first_kept(listing: &archive::Listing, retention: Retention, segment_size_byt
     }
 }
 
-/// Removes temporary files an interrupted archiving left.
+/// Removes temporary files an interrupted archiving left. Only the directory is read: no
+/// archive file is opened (an open would otherwise read a byte of every file of the archive,
+/// from the disk when the page cache is cold, for nothing it needs).
 pub(crate) fn tidy(storage: &dyn crate::storage::Storage, store_dir: &Path) -> Result<()> {
-    archive::list(storage, store_dir, true).map(|_| ())
+    let dir = store_dir.join(ARCHIVE_DIR);
+    let names = match storage.list(&dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        listed => listed.context(|| format!("listing {}", dir.display()))?,
+    };
+    for name in names.iter().filter(|n| n.ends_with(".tmp")) {
+        // As `archive::list` tidies: a leftover that cannot be removed now is tried again at
+        // the next open, and never read as an archive file meanwhile.
+        let _ = storage.remove_file(&dir.join(name));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::{Options, Store};
+
+    #[test]
+    #[cfg_attr(miri, ignore = "real files and threads")]
+    fn the_archiver_thread_starts_with_the_first_retired_segment_not_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            page_size_bytes: 4096,
+            segment_size_bytes: 16 * 4096,
+            ..Options::default()
+        };
+        let store = Store::create(dir.path(), 8, options.clone()).unwrap();
+        store.close().unwrap();
+        let store = Store::open(dir.path(), options).unwrap();
+        let archiver = &store.inner().archiver;
+        assert!(archiver.thread.lock().is_none(), "an open starts no archiver thread");
+        for i in 0..200 {
+            store.insert(&format!("id-{i}"), &[i as f32; 8], &[("k", &"v".repeat(200))]).unwrap();
+        }
+        store.checkpoint().unwrap();
+        assert!(
+            store.log_info().segments.len() <= 2,
+            "the checkpoint retired the segments before it: {:?}",
+            store.log_info()
+        );
+        assert!(archiver.thread.lock().is_some(), "the first retired segment starts the thread");
+        store.close().unwrap();
+        let archived = std::fs::read_dir(dir.path().join(super::ARCHIVE_DIR)).unwrap().count();
+        assert!(archived >= 2, "the retired segments were archived: {archived} files");
+    }
 }

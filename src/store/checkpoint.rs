@@ -25,6 +25,7 @@ use crate::format::page::{self, PageId, Space};
 use crate::format::record::{self, Checkpoint, DirtyPage, Kind, TxnEntry};
 use crate::store::Inner;
 use crate::format::control::ArenaExtent;
+use crate::format::wal::RECORD_FLAG_CLOSING;
 use crate::wal::{RecordSpec, now_us};
 
 /// Runs one checkpoint for a caller that waits for it; returns its begin LSN.
@@ -104,7 +105,7 @@ pub(crate) fn run_locked(inner: &Inner, force_base_image: bool, caller: Caller) 
     // From the first control file that records the extent on, a missing or short doublewrite
     // file is damage: it must be whole before that control file is written.
     inner.doublewrite.lock().ensure_whole()?;
-    let (end_lsn, truncate_lsn, next_txn_id) = end(inner, begin_lsn)?;
+    let (end_lsn, truncate_lsn, next_txn_id) = end(inner, begin_lsn, caller == Caller::Closing)?;
     inner.wal.flush_through(end_lsn)?;
     {
         let mut control = inner.control.lock();
@@ -388,7 +389,11 @@ fn write_batch(inner: &Inner, batch: &[PageId], in_force: Lsn, taken: &mut Vec<(
 }
 
 /// Appends the checkpoint-end record; returns its LSN, the truncation LSN and the next txn id.
-fn end(inner: &Inner, begin_lsn: Lsn) -> Result<(Lsn, Lsn, u64)> {
+///
+/// The checkpoint of a close flags its end record [`RECORD_FLAG_CLOSING`]: nothing is appended
+/// after it in this open (the store is closing, no transaction runs, the checkpointer has
+/// stopped), which lets the next open bound its search for the end of the log (`wal::open`).
+fn end(inner: &Inner, begin_lsn: Lsn, closing: bool) -> Result<(Lsn, Lsn, u64)> {
     let active = inner.apply.lock();
     let txns: Vec<TxnEntry> = active
         .iter()
@@ -413,9 +418,10 @@ fn end(inner: &Inner, begin_lsn: Lsn) -> Result<(Lsn, Lsn, u64)> {
         dirty,
     };
     let payload = record::encode_checkpoint(&checkpoint);
+    let closing = closing && active.is_none();
     let spec = RecordSpec {
         kind: Kind::CheckpointEnd as u8,
-        flags: 0,
+        flags: if closing { RECORD_FLAG_CLOSING } else { 0 },
         txn_id: 0,
         prev_lsn: 0,
         timestamp_us: now_us(),
@@ -426,4 +432,54 @@ fn end(inner: &Inner, begin_lsn: Lsn) -> Result<(Lsn, Lsn, u64)> {
         _ => begin_lsn,
     };
     Ok((end_lsn, truncate_lsn, next_txn_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use crate::format::record::Kind;
+    use crate::format::wal::RECORD_FLAG_CLOSING;
+    use crate::storage::SimStorage;
+    use crate::store::{Options, Store};
+
+    /// The kind and flags of every record of the store's log from its oldest segment.
+    fn records(store: &Store) -> Vec<(u8, u8)> {
+        let mut reader = store.inner().wal.reader_from_start();
+        let mut found = Vec::new();
+        while let Some(record) = reader.next_record().unwrap() {
+            found.push((record.header.kind, record.header.flags));
+        }
+        found
+    }
+
+    #[test]
+    fn only_a_closes_checkpoint_end_record_is_flagged_closing_and_it_ends_the_log() {
+        let sim = SimStorage::new(11);
+        let options = Options {
+            storage: Arc::new(sim),
+            background_io: false,
+            ..Options::default()
+        };
+        let store = Store::create(Path::new("/store"), 4, options.clone()).unwrap();
+        store.insert("a", &[1.0; 4], &[]).unwrap();
+        store.checkpoint().unwrap();
+        store.insert("b", &[2.0; 4], &[]).unwrap();
+        store.close().unwrap();
+        let store = Store::open(Path::new("/store"), options).unwrap();
+        let found = records(&store);
+        let checkpoint_end = Kind::CheckpointEnd as u8;
+        let ends: Vec<u8> = found.iter().filter(|r| r.0 == checkpoint_end).map(|r| r.1).collect();
+        assert!(ends.len() >= 2, "the explicit checkpoint and the close's: {ends:?}");
+        assert!(
+            ends[..ends.len() - 1].iter().all(|&flags| flags == 0) && ends.last() == Some(&RECORD_FLAG_CLOSING),
+            "only the close's checkpoint-end is flagged: {ends:?}"
+        );
+        assert_eq!(found.last(), Some(&(checkpoint_end, RECORD_FLAG_CLOSING)), "the closing record is the last");
+        assert!(
+            found.iter().all(|r| r.1 == 0 || *r == (checkpoint_end, RECORD_FLAG_CLOSING)),
+            "no other record carries a flag: {found:?}"
+        );
+    }
 }

@@ -513,9 +513,9 @@ impl Store {
     /// the log is durable.
     pub fn close(self) -> Result<()> {
         self.stop_checkpointer();
-        if self.inner.read_only || !self.inner.wal.appended() {
-            // Nothing changed since the open (every change is logged first): there is nothing
-            // to write, and a close writes nothing.
+        if self.inner.read_only || (!self.inner.wal.appended() && self.inner.dirty.lock().is_empty()) {
+            // Nothing changed since the open (every change is logged first, and recovery left
+            // no page to write back): there is nothing to write, and a close writes nothing.
             crate::store::shipping::finish(&self.inner); // Hook (shipping): what is left, bounded
             return Ok(());
         }
