@@ -130,9 +130,6 @@ struct Shared {
     /// and writes the tail out (background threads only).
     write_out_wanted: AtomicBool,
     write_out_wake: Condvar,
-    /// One past the highest commit record a committer asked the writer thread to make durable
-    /// early (`Wal::start_commit`).
-    sync_wanted: AtomicU64,
     /// Group commit: the leader, the commits waiting for a flush, how many to gather.
     group: Mutex<flush::Group>,
     /// Signalled when a leader's flush ends (its followers re-check `durable_lsn`).
@@ -235,7 +232,6 @@ impl Wal {
             wake: Condvar::new(),
             write_out_wanted: AtomicBool::new(false),
             write_out_wake: Condvar::new(),
-            sync_wanted: AtomicU64::new(0),
             group: Mutex::new(flush::Group::default()),
             flush_done: Condvar::new(),
             commits: AtomicU64::new(0),
