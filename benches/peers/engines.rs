@@ -127,7 +127,7 @@ impl Engine for Vellum {
 
     fn durability() -> String {
         "default `Options` (`SyncMode::Always`: a commit returns after its log bytes are fdatasynced, and \
-         concurrent committers share one fdatasync; 16 KiB pages, 64 MiB segments, a background checkpoint \
+         concurrent committers share one fdatasync; 16 KiB pages, 16 MiB segments and arena files, a background checkpoint \
          every 256 MiB of log, archive on). `Store::insert` per record (w1, w2), one `Transaction` of 1,000 \
          `insert`s + `commit` per batch (w3). A record is a 256-dim f32 vector (its 1 KiB as little-endian \
          words) under the id `\"stream:seq\"`, no metadata; every insert also updates the arena, the id index \
