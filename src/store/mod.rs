@@ -40,7 +40,7 @@ mod txn;
 
 use std::ops::Deref;
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -71,6 +71,8 @@ use lifecycle::{check_creation_options, check_room_for_segment, create_files, lo
 pub struct Store {
     inner: Arc<Inner>,
     checkpointer: Mutex<Option<JoinHandle<()>>>,
+    /// The checkpointer was started (or need not be): set by the first transaction.
+    checkpointer_started: AtomicBool,
 }
 
 impl std::fmt::Debug for Store {
@@ -279,12 +281,12 @@ impl Store {
         let store = Store {
             inner,
             checkpointer: Mutex::new(None),
+            checkpointer_started: AtomicBool::new(false),
         };
         recovery::recover(&store.inner, scan)?;
         graph::load(&store.inner)?; // Hook (approximate index): one page read
-        if !read_only {
-            store.start_checkpointer()?;
-        }
+        // The checkpointer starts with the first transaction (`ensure_checkpointer`): an open
+        // that only reads spawns no thread.
         Ok(store)
     }
 
@@ -532,6 +534,17 @@ impl Store {
             (Err(Error::DiskFull { .. }), Ok(())) => Ok(()),
             (result, finish) => result.and(finish),
         }
+    }
+
+    /// Starts the background checkpointer unless it runs already, was stopped, or is off.
+    pub(super) fn ensure_checkpointer(&self) -> Result<()> {
+        if self.checkpointer_started.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if self.checkpointer_started.swap(true, Ordering::AcqRel) || self.inner.read_only {
+            return Ok(());
+        }
+        self.start_checkpointer()
     }
 
     fn start_checkpointer(&self) -> Result<()> {

@@ -58,6 +58,7 @@ pub struct Transaction<'s> {
 impl<'s> Transaction<'s> {
     pub(super) fn begin(store: &'s Store) -> Result<Transaction<'s>> {
         store.inner().check_writable()?;
+        store.ensure_checkpointer()?;
         let inner = store.inner();
         let mut writer = inner.writer.lock();
         inner.epochs.try_advance();

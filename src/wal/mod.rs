@@ -143,7 +143,10 @@ struct Shared {
 /// The write-ahead log.
 pub struct Wal {
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    /// The background threads, started by the first append (an open that only reads, or
+    /// recovers nothing, starts none: spawning them was a third of a warm open).
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    threads_started: AtomicBool,
 }
 
 impl std::fmt::Debug for Wal {
@@ -238,15 +241,32 @@ impl Wal {
             log_syncs: AtomicU64::new(0),
             config,
         });
-        let mut threads = Vec::new();
+        Ok(Wal {
+            shared,
+            threads: Mutex::new(Vec::new()),
+            threads_started: AtomicBool::new(false),
+        })
+    }
+
+    /// Starts the background threads unless they run already (at the first append).
+    fn ensure_threads(&self) -> Result<()> {
+        if self.threads_started.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut threads = self.threads.lock();
+        if self.threads_started.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let shared = &self.shared;
         if shared.config.background {
-            threads.push(spawn_named("vellum-wal-prealloc", &shared, preallocator)?);
-            threads.push(spawn_named("vellum-wal-writer", &shared, writer_thread)?);
+            threads.push(spawn_named("vellum-wal-prealloc", shared, preallocator)?);
+            threads.push(spawn_named("vellum-wal-writer", shared, writer_thread)?);
         }
-        if let SyncMode::Interval(every) = sync {
-            threads.push(spawn_named("vellum-wal-flush", &shared, move |s| flusher(s, every))?);
+        if let SyncMode::Interval(every) = shared.config.sync {
+            threads.push(spawn_named("vellum-wal-flush", shared, move |s| flusher(s, every))?);
         }
-        Ok(Wal { shared, threads })
+        self.threads_started.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// The page and segment sizes.
@@ -294,6 +314,7 @@ impl Wal {
     pub fn append_with_end(&self, spec: &RecordSpec, payload: &[&[u8]]) -> Result<(Lsn, u64)> {
         let shared = &*self.shared;
         shared.check_open()?;
+        self.ensure_threads()?;
         let payload_bytes: usize = payload.iter().map(|p| p.len()).sum();
         if payload_bytes > RECORD_MAX_BYTES as usize - RECORD_HEADER_BYTES {
             return Err(Error::InvalidArgument(format!(
@@ -492,7 +513,7 @@ impl Wal {
         *self.shared.shutdown.lock() = true;
         self.shared.wake.notify_all();
         self.shared.write_out_wake.notify_all();
-        for thread in self.threads.drain(..) {
+        for thread in self.threads.get_mut().drain(..) {
             let _ = thread.join();
         }
     }
