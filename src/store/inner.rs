@@ -151,7 +151,12 @@ impl Inner {
         if self.read_only {
             return Err(Error::ReadOnly(format!("{} was opened read-only", self.dir.display())));
         }
-        Ok(())
+        // A log poisoned by an I/O error takes no more records, and the pages may still hold
+        // the changes of a transaction whose undo it could not log (the mask hides them from
+        // readers): a write refused here never builds on them (sim fault seed 16402: the undo's
+        // abort record failed to install a segment, and the next insert read a free list the
+        // undo had not restored, and called it damage).
+        self.wal.check_appendable()
     }
 
     /// Notes that page `page` has been initialised (live, or by redo).

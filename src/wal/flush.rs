@@ -167,6 +167,11 @@ impl Wal {
         self.shared.poisoned.store(true, Ordering::Release);
     }
 
+    /// `Err(Closed)` if the log takes no more records (poisoned by an I/O error, or read-only).
+    pub fn check_appendable(&self) -> Result<()> {
+        self.shared.check_open()
+    }
+
     /// Makes everything appended so far durable.
     pub fn sync(&self) -> Result<()> {
         let shared = &*self.shared;
