@@ -610,12 +610,22 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// Fault seeds that found a bug: 16402, an undo whose abort record could not be logged (a
+/// spare's fdatasync failed) left a free list unrestored, and the next insert called it damage
+/// instead of refusing on the poisoned log.
+const FAULT_SEEDS_THAT_FOUND_BUGS: [u64; 1] = [16402];
+
 #[test]
 fn injected_io_errors_never_lose_an_acknowledged_commit() {
     let (first, count) = seeds_from_env("VELLUM_SIM_FAULT_SEED", "VELLUM_SIM_FAULT_SEEDS", 1500);
+    // Seeds past the default range that once found a bug run every time (a replay of one seed
+    // runs that seed alone).
+    let found_bugs: &[u64] = if count > 1 { &FAULT_SEEDS_THAT_FOUND_BUGS } else { &[] };
+    let seeds: Vec<u64> = (first..first + count).chain(found_bugs.iter().copied()).collect();
+    let count = seeds.len() as u64;
     let mut failures = Vec::new();
     let mut struck = 0;
-    for seed in first..first + count {
+    for seed in seeds {
         // A panic is a failure of its seed too; the others still run, so one run lists all.
         let outcome = std::panic::catch_unwind(|| fault_scenario(seed))
             .unwrap_or_else(|panic| Err(format!("panicked: {}", panic_text(&*panic))));

@@ -352,15 +352,21 @@ mod tests {
         panic!("no mapping holds {ptr:?}");
     }
 
-    #[test]
-    #[cfg_attr(miri, ignore = "maps a real file")]
-    fn a_released_page_shows_the_file_and_its_private_copy_is_freed() {
+    /// A file of eight OS pages of 0xAA, synced, mapped private; its directory, and the page size.
+    fn private_map_of_eight_pages_of_0xaa() -> (tempfile::TempDir, Arc<dyn StorageFile>, Mapping, usize) {
         let dir = tempfile::tempdir().unwrap();
         let file = RealStorage::new().open(&dir.path().join("f"), true).unwrap();
         let page = super::super::os_page_bytes();
         file.write_at(&vec![0xAA; 8 * page], 0).unwrap();
         file.sync_data().unwrap();
         let map = file.map_private().unwrap();
+        (dir, file, map, page)
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "maps a real file")]
+    fn a_released_page_shows_the_file_and_its_private_copy_is_freed() {
+        let (_dir, file, map, page) = private_map_of_eight_pages_of_0xaa();
         // SAFETY: the mapping lives for the whole test, and only this thread touches it.
         unsafe { map.write(0, &vec![0xBB; 8 * page]) };
         assert!(
@@ -402,12 +408,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "maps a real file")]
     fn a_fresh_range_reads_zeros_without_the_file_and_its_release_maps_the_file_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = RealStorage::new().open(&dir.path().join("f"), true).unwrap();
-        let page = super::super::os_page_bytes();
-        file.write_at(&vec![0xAA; 8 * page], 0).unwrap();
-        file.sync_data().unwrap();
-        let map = file.map_private().unwrap();
+        let (_dir, file, map, page) = private_map_of_eight_pages_of_0xaa();
         // SAFETY: the mapping lives for the whole test, and only this thread touches it.
         unsafe { map.zero_fresh(2 * page, 4 * page) }.unwrap();
         // SAFETY: nothing writes the mapping while these slices live.

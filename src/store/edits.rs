@@ -368,9 +368,9 @@ mod tests {
     use crate::format::page::Space;
     use crate::storage::{SimStorage, Storage};
 
-    #[test]
-    fn reads_see_the_pending_edits_in_order_and_before_images_are_exact() {
-        let storage: Arc<dyn Storage> = Arc::new(SimStorage::new(1));
+    /// A simulated arena whose catalog page 1 holds `abcdefgh` at offset 100.
+    fn arena_with_abcdefgh_at_100(seed: u64) -> (Arena, PageId) {
+        let storage: Arc<dyn Storage> = Arc::new(SimStorage::new(seed));
         let arena = Arena::open(storage, Path::new("/arena"), 4096, 4 * 4096, crate::arena::ArenaOpen::TEST).unwrap();
         let page = PageId::new(Space::Catalog, 1);
         arena.ensure_page(page).unwrap();
@@ -378,6 +378,12 @@ mod tests {
             let _latch = arena.latch(page);
             arena.write(page, 100, b"abcdefgh");
         }
+        (arena, page)
+    }
+
+    #[test]
+    fn reads_see_the_pending_edits_in_order_and_before_images_are_exact() {
+        let (arena, page) = arena_with_abcdefgh_at_100(1);
         let mut list = EditList::default();
         list.push_change(&arena, page, 102, b"XY");
         list.push_insert(page, 100, 108, b"12");
@@ -395,14 +401,7 @@ mod tests {
 
     #[test]
     fn a_rewrite_of_the_same_bytes_folds_into_the_first_write_unless_an_edit_between_touches_them() {
-        let storage: Arc<dyn Storage> = Arc::new(SimStorage::new(2));
-        let arena = Arena::open(storage, Path::new("/arena"), 4096, 4 * 4096, crate::arena::ArenaOpen::TEST).unwrap();
-        let page = PageId::new(Space::Catalog, 1);
-        arena.ensure_page(page).unwrap();
-        {
-            let _latch = arena.latch(page);
-            arena.write(page, 100, b"abcdefgh");
-        }
+        let (arena, page) = arena_with_abcdefgh_at_100(2);
         let mut list = EditList::default();
         list.push_change(&arena, page, 100, b"11");
         list.push_insert(page, 200, 220, b"zz");
