@@ -22,6 +22,7 @@
 //! - A page read from its file is verified (checksum, own id) before first use.
 
 pub mod doublewrite;
+mod runs;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -706,15 +707,18 @@ impl Arena {
     }
 
     /// Makes page `id` zeros in fresh memory, without the file's page being read and copied
-    /// (`Mapping::zero_fresh`); false where the mapping cannot or the page would start a run
-    /// past [`FRESH_RUNS_MAX`] (the caller writes the zeros). The caller holds the latch.
+    /// (`Mapping::zero_fresh`); false where the page is fresh already (zeros written into it
+    /// cost less than a mapping call), the mapping cannot, or the page would start a run past
+    /// [`FRESH_RUNS_MAX`]: the caller writes the zeros then. The caller holds the latch.
     fn format_fresh(&self, id: PageId) -> bool {
         let (file, page_offset) = self.locate(id);
         let (_, index) = self.split(id.page_no());
         let mut runs = self.fresh_runs.lock();
-        let already = is_fresh(file, index);
-        let (left, right) = self.fresh_neighbours(file, index);
-        if !already && !left && !right && *runs >= FRESH_RUNS_MAX {
+        if is_fresh(file, index) {
+            return false;
+        }
+        let delta = self.fresh_runs_delta(file, index, 1, true);
+        if delta > 0 && *runs + delta as usize > FRESH_RUNS_MAX {
             return false;
         }
         // SAFETY: the caller holds the page's latch exclusively: no write and no `PageRead` of
@@ -723,19 +727,8 @@ impl Arena {
         if unsafe { file.map.zero_fresh(page_offset, self.page_size_bytes as usize) }.is_err() {
             return false;
         }
-        if !already {
-            file.fresh[(index / 64) as usize].fetch_or(1 << (index % 64), Ordering::Relaxed);
-            // A page alone starts a run; one between two fresh pages joins their runs.
-            *runs = (*runs + 1).saturating_sub(usize::from(left) + usize::from(right));
-        }
+        self.set_fresh(file, index, 1, true, &mut runs);
         true
-    }
-
-    /// Whether the pages before and after index `index` of `file` are fresh.
-    fn fresh_neighbours(&self, file: &ArenaFile, index: u64) -> (bool, bool) {
-        let left = index > 0 && is_fresh(file, index - 1);
-        let right = index + 1 < self.pages_per_file && is_fresh(file, index + 1);
-        (left, right)
     }
 
     /// Gives back the memory of page `id`'s private copy: the page shows its file's bytes
@@ -759,7 +752,6 @@ impl Arena {
     pub unsafe fn release_page(&self, id: PageId) -> bool {
         let (file, page_offset) = self.locate(id);
         let (_, index) = self.split(id.page_no());
-        let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
         // The page's own bit changes only under its latch, which the caller holds.
         let fresh = is_fresh(file, index);
         let len_bytes = self.page_size_bytes as usize;
@@ -772,17 +764,7 @@ impl Arena {
             unsafe { file.map.release(page_offset, len_bytes) }.is_ok()
         };
         if released {
-            // The page is read from its file again: verified again before its next use, as
-            // any page read from its file (the medium may have damaged it meanwhile).
-            file.verified[word].fetch_and(!bit, Ordering::Relaxed);
-            if fresh {
-                // Taking a page out of a run ends it (alone), shortens it (at an end) or
-                // splits it in two (inside).
-                let mut runs = self.fresh_runs.lock();
-                let (left, right) = self.fresh_neighbours(file, index);
-                file.fresh[word].fetch_and(!bit, Ordering::Relaxed);
-                *runs = (*runs + usize::from(left) + usize::from(right)).saturating_sub(1);
-            }
+            self.after_release(file, index, 1, fresh);
         }
         released
     }

@@ -1369,6 +1369,21 @@ impl super::Backing for PrivateOwner {
         }
         Ok(())
     }
+
+    /// Fresh memory reads zeros and holds nothing of the file: the copy's range is zeroed.
+    unsafe fn zero_fresh(&self, ptr: *mut u8, len_bytes: usize) -> io::Result<()> {
+        let offset = (ptr as usize)
+            .checked_sub(self.copy.ptr() as usize)
+            .expect("a zero_fresh inside the mapping");
+        self.copy.write(offset, &vec![0u8; len_bytes]);
+        Ok(())
+    }
+
+    /// Mapping the file back over fresh memory refaults it as a release of a copy does.
+    unsafe fn release_fresh(&self, ptr: *mut u8, len_bytes: usize) -> io::Result<()> {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.release(ptr, len_bytes) }
+    }
 }
 
 /// A set of sector indices, as a bitset (iterates in increasing order).

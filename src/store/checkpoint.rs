@@ -282,17 +282,46 @@ impl Drop for Held<'_> {
 
 /// Gives back the private memory of `pages`, each written with the page LSN beside it and now
 /// durable in its file (a sync of the file succeeded after the write), unless it changed since
-/// its copy was taken: then it is in the dirty page table again, and stays.
+/// its copy was taken: then it is in the dirty page table again, and stays. Adjacent pages go
+/// back together, one mapping call per run of them (`Arena::latch_run`).
 fn release_written(inner: &Inner, pages: &[(PageId, Lsn)], held: &mut Held<'_>) {
-    for &(page, page_lsn) in pages {
-        let _exclusive = inner.arena.latch(page);
-        let changed = inner.dirty.lock().contains_key(&page) || inner.arena.page_lsn(page) != page_lsn;
-        if !changed {
-            // SAFETY: `Arena::release_page`'s contract, point by point.
-            // - The page latch is held exclusively: no writer changes the page meanwhile (every
-            //   change is made under it, apply.rs), and no reader holds a `PageRead` of it
-            //   (index nodes, owner tables, the meta page are read under it shared).
-            // - The file durably holds the page's bytes: `write_batch` copied the page under
+    let mut rest = pages;
+    while let Some(&(first, _)) = rest.first() {
+        let adjacent = rest
+            .iter()
+            .enumerate()
+            .take_while(|&(i, &(page, _))| {
+                page.space() == first.space() && page.page_no() == first.page_no() + i as u64
+            })
+            .count();
+        let (run, next) = rest.split_at(inner.arena.run_len(first, adjacent));
+        release_run(inner, run);
+        rest = next;
+    }
+    held.give_back(pages.len() as u64);
+}
+
+/// [`release_written`] for `pages`, adjacent pages of one file, under their latches.
+fn release_run(inner: &Inner, pages: &[(PageId, Lsn)]) {
+    let latched = inner.arena.latch_run(pages[0].0, pages.len());
+    let unchanged: Vec<bool> = {
+        let dirty = inner.dirty.lock();
+        pages
+            .iter()
+            .map(|&(page, page_lsn)| !dirty.contains_key(&page) && inner.arena.page_lsn(page) == page_lsn)
+            .collect()
+    };
+    let mut start = 0;
+    while start < pages.len() {
+        let len = unchanged[start..].iter().take_while(|&&u| u == unchanged[start]).count();
+        if unchanged[start] {
+            // SAFETY: `Arena::release_page`'s contract, point by point, for every page of the
+            // stretch.
+            // - `latched` holds every page's latch exclusively: no writer changes a page
+            //   meanwhile (every change is made under it, apply.rs), and no reader holds a
+            //   `PageRead` of it (index nodes, owner tables, the meta page are read under it
+            //   shared).
+            // - The file durably holds each page's bytes: `write_batch` copied the page under
             //   the latch, taking it out of the dirty page table in the same critical section,
             //   and wrote that copy, sealed (sealing sets the checksum field and nothing else);
             //   a sync of the file succeeded since (the caller's contract). Every change to a
@@ -307,13 +336,13 @@ fn release_written(inner: &Inner, pages: &[(PageId, Lsn)], held: &mut Held<'_>) 
             //   for the page-cache page holding the same bytes); whole-page copies made without
             //   the latch (`catalog::read_chain`, `EditList::page_image`) may copy either value
             //   of the checksum, and never use it.
-            // - The file is not written at this page again before the page is stored into (a
-            //   checkpoint writes only pages in the dirty page table), so the page-cache page the
-            //   mapping then shows never changes under a reader.
-            unsafe { inner.arena.release_page(page) };
+            // - The file is not written at these pages again before each is stored into (a
+            //   checkpoint writes only pages in the dirty page table), so the page-cache page
+            //   the mapping then shows never changes under a reader.
+            unsafe { inner.arena.release_run(&latched, start, len) };
         }
+        start += len;
     }
-    held.give_back(pages.len() as u64);
 }
 
 /// The pages a batch wrote in place (with the page LSN each was copied with), and whether a

@@ -378,7 +378,7 @@ impl Inner {
         Ok(())
     }
 
-    fn want_checkpoint(&self) {
+    pub(crate) fn want_checkpoint(&self) {
         *self.checkpoint_wanted.0.lock() = true;
         self.checkpoint_wanted.1.notify_all();
     }

@@ -283,10 +283,14 @@ impl Store {
             checkpointer: Mutex::new(None),
             checkpointer_started: AtomicBool::new(false),
         };
-        recovery::recover(&store.inner, scan)?;
+        let checkpoint_due = recovery::recover(&store.inner, scan)?;
         graph::load(&store.inner)?; // Hook (approximate index): one page read
         // The checkpointer starts with the first transaction (`ensure_checkpointer`): an open
-        // that only reads spawns no thread.
+        // that only reads spawns no thread, unless recovery left it a checkpoint to run.
+        if checkpoint_due {
+            store.ensure_checkpointer()?;
+            store.inner.want_checkpoint();
+        }
         Ok(store)
     }
 

@@ -54,6 +54,13 @@ pub struct RecoveryReport {
     pub undo_time: Duration,
     /// Time spent in the checkpoint that ends recovery (none after a clean close).
     pub checkpoint_time: Duration,
+    /// Pages the log formats that were made fresh memory before redo, a run at a time, rather
+    /// than read from their files (their page-init records rebuild them).
+    pub pages_made_fresh: u64,
+    /// A checkpoint was due at the end of recovery and was left to the background
+    /// checkpointer, which starts with the open: the open returned without writing the pages
+    /// back.
+    pub checkpoint_in_background: bool,
 }
 
 impl std::fmt::Display for RecoveryReport {
@@ -61,12 +68,13 @@ impl std::fmt::Display for RecoveryReport {
         writeln!(f, "log: {}", self.scan)?;
         writeln!(
             f,
-            "analysis from {} ({:?}); redo from {}: {} redone, {} already on their pages ({:?})",
+            "analysis from {} ({:?}); redo from {}: {} redone, {} already on their pages, {} pages made fresh ({:?})",
             self.analysis_start,
             self.analysis_time,
             self.redo_start,
             self.records_redone,
             self.records_skipped,
+            self.pages_made_fresh,
             self.redo_time
         )?;
         writeln!(
@@ -82,7 +90,11 @@ impl std::fmt::Display for RecoveryReport {
         for skip in &self.damage_skipped {
             writeln!(f, "skipped {skip}")?;
         }
-        write!(f, "end of log {}; checkpoint {:?}", self.end_lsn, self.checkpoint_time)
+        write!(f, "end of log {}; checkpoint {:?}", self.end_lsn, self.checkpoint_time)?;
+        if self.checkpoint_in_background {
+            write!(f, " (a checkpoint was due: the background checkpointer runs it)")?;
+        }
+        Ok(())
     }
 }
 
@@ -97,6 +109,12 @@ struct Analysis {
     losers: BTreeMap<u64, Loser>,
     dirty: PageMap<Lsn>,
     inits: HashSet<PageId>,
+    /// Pages whose first record from the analysis start on is their page-init: candidates to
+    /// be made fresh before redo (see [`prefresh`]).
+    first_inits: Vec<PageId>,
+    /// The candidates [`prefresh`] made fresh: redo formats them from their page-init record
+    /// on, whatever their file held.
+    prefreshed: HashSet<PageId>,
     /// How many pages of each space (by [`Space::index`]) the redo range initialises.
     init_counts: [u64; 2],
     next_txn_id: u64,
@@ -137,7 +155,9 @@ impl<'a> Repairs<'a> {
 }
 
 /// Recovers the store: the three passes, the catalog, and a checkpoint.
-pub(crate) fn recover(inner: &Inner, scan: ScanReport) -> Result<()> {
+/// Recovers the store; returns whether a checkpoint is due that the background checkpointer
+/// is to run as soon as the store is open (see [`ending`]).
+pub(crate) fn recover(inner: &Inner, scan: ScanReport) -> Result<bool> {
     let control = inner.control.lock().1.clone();
     let mut report = RecoveryReport {
         end_lsn: scan.end_lsn,
@@ -151,10 +171,11 @@ pub(crate) fn recover(inner: &Inner, scan: ScanReport) -> Result<()> {
     } else {
         control.checkpoint_lsn
     };
-    let analysis = analyze(inner, report.analysis_start, &skips, control.next_txn_id, &mut report)?;
+    let mut analysis = analyze(inner, report.analysis_start, &skips, control.next_txn_id, &mut report)?;
     report.analysis_time = started.elapsed();
 
     let started = Instant::now();
+    prefresh(inner, &mut analysis, &skips, &mut report)?;
     report.redo_start = analysis.dirty.values().min().copied().unwrap_or(report.end_lsn);
     let mut lost = HashSet::new();
     redo(inner, &analysis, &skips, &mut report, &mut lost)?;
@@ -179,27 +200,47 @@ pub(crate) fn recover(inner: &Inner, scan: ScanReport) -> Result<()> {
 
     let started = Instant::now();
     // A read-only store replays what the crash left in memory and never writes it back.
-    if !inner.read_only && checkpoint_ends_recovery(inner, &control, &report) {
+    let ending = if inner.read_only { Ending::Nothing } else { ending(inner, &control, &report) };
+    if ending == Ending::Now {
         crate::store::checkpoint::run(inner)?;
     }
     report.checkpoint_time = started.elapsed();
+    report.checkpoint_in_background = ending == Ending::Background;
     *inner.report.lock() = report;
-    Ok(())
+    Ok(ending == Ending::Background)
 }
 
-/// Whether recovery ends with a checkpoint. One makes no recovery more correct: the pages redo
-/// and undo changed stay in the dirty page table for the next checkpoint (background or
-/// closing), and a crash before it redoes the same log again, undoing nothing twice (undo
-/// logged its CLRs). It only shortens the next recovery, for the price of writing every page
-/// redo changed and half a dozen fdatasyncs in the open (most of an open after a crash of a
-/// thousand commits). So it is taken only when the store's first checkpoint is still to come,
-/// when recovery skipped damage (the next open starts past it then), or when a checkpoint is
-/// due anyway: the log since the last one passed `checkpoint_interval_bytes`, or the pages
-/// recovery dirtied passed the memory budget's writeback share (a long recovery's pages are
-/// written back and their memory given back before the open returns, as before).
-fn checkpoint_ends_recovery(inner: &Inner, control: &crate::format::control::Control, report: &RecoveryReport) -> bool {
+/// What checkpoint ends a recovery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// None is needed.
+    Nothing,
+    /// One runs in the open, before it returns.
+    Now,
+    /// One is due: the background checkpointer runs it once the store is open.
+    Background,
+}
+
+/// What checkpoint ends a recovery. One makes no recovery more correct: the pages redo and
+/// undo changed stay in the dirty page table for the next checkpoint (background or closing),
+/// and a crash before it redoes the same log again, undoing nothing twice (undo logged its
+/// CLRs). It only shortens the next recovery.
+///
+/// | situation | ending |
+/// |---|---|
+/// | the store's first checkpoint is still to come | `Now` (the control file names none) |
+/// | recovery skipped damage | `Now` (the next open starts past it) |
+/// | a checkpoint is due (the log since the last passed `checkpoint_interval_bytes`, or the pages recovery dirtied passed the memory budget's writeback share), background I/O on | `Background`: the open returns, the checkpointer writes the pages back and gives their memory back while the store serves; writers over the budget wait for it as they wait for any checkpoint |
+/// | a checkpoint is due, background I/O off | `Now` |
+/// | otherwise (a crash after a few commits) | `Nothing`: the close or the next checkpoint writes the pages |
+fn ending(inner: &Inner, control: &crate::format::control::Control, report: &RecoveryReport) -> Ending {
     let damage_skipped = !report.scan.skipped.is_empty() || !report.damage_skipped.is_empty();
-    control.checkpoint_lsn.is_none() || damage_skipped || inner.checkpoint_due().is_some()
+    match (control.checkpoint_lsn.is_none() || damage_skipped, inner.checkpoint_due()) {
+        (true, _) => Ending::Now,
+        (false, Some(_)) if inner.options.background_io => Ending::Background,
+        (false, Some(_)) => Ending::Now,
+        (false, None) => Ending::Nothing,
+    }
 }
 
 /// The meta page's fields after recovery, checked (`None`: the store has written nothing yet).
@@ -269,6 +310,8 @@ fn analyze(
         losers: BTreeMap::new(),
         dirty: PageMap::default(),
         inits: HashSet::new(),
+        first_inits: Vec::new(),
+        prefreshed: HashSet::new(),
         init_counts: [0; 2],
         next_txn_id,
     };
@@ -308,7 +351,10 @@ fn analyze(
                 // Not faulted in ahead: redo formats the page whole, in fresh memory where it
                 // can (`Arena::reset_page`), and a copy of the file's page made now would be
                 // thrown away unread.
-                analysis.dirty.entry(page).or_insert(lsn);
+                if let std::collections::hash_map::Entry::Vacant(entry) = analysis.dirty.entry(page) {
+                    entry.insert(lsn);
+                    analysis.first_inits.push(page);
+                }
                 if analysis.inits.insert(page) {
                     analysis.init_counts[page.space().index()] += 1;
                 }
@@ -342,6 +388,48 @@ fn analyze(
         }
     }
     Ok(analysis)
+}
+
+/// Makes the pages of `analysis.first_inits` zeros in fresh memory before redo, one mapping
+/// call per run of adjacent pages (`Arena::format_fresh_run`), so that redo's page-inits find
+/// them fresh and cost no call each: a recovery formats most of the pages it touches (a bulk
+/// load's vector pages), and one call per page was a quarter of its time.
+///
+/// Redo then formats each of them from its page-init record whatever its file held (as
+/// PostgreSQL's redo zeroes a page an init record names without reading it): every record of
+/// the page from the page-init on is in the log, so redoing them all repeats the page's
+/// history, and a later state on disk (a checkpoint wrote the page after the init) is
+/// rebuilt rather than read. Records of the page before its page-init can only lie before the
+/// analysis start (analysis saw the init first): redo skips them, as the init wipes them.
+/// Only where the log from the redo start on is whole (nothing skipped) and strict.
+fn prefresh(inner: &Inner, analysis: &mut Analysis, skips: &[SkippedRange], report: &mut RecoveryReport) -> Result<()> {
+    if !skips.is_empty() || inner.options.recovery == RecoveryMode::SkipCorrupted {
+        return Ok(());
+    }
+    let arena = &inner.arena;
+    let mut pages = std::mem::take(&mut analysis.first_inits);
+    pages.sort_unstable();
+    // The reach rule of `prepare_page`: a page past it is damage, reported by redo.
+    pages.retain(|page| {
+        let space = page.space();
+        page.page_no() < arena.page_count(space) + analysis.init_counts[space.index()] + arena.pages_per_file()
+    });
+    let mut rest = pages.as_slice();
+    while let Some(&first) = rest.first() {
+        let adjacent = rest
+            .iter()
+            .enumerate()
+            .take_while(|&(i, page)| page.space() == first.space() && page.page_no() == first.page_no() + i as u64)
+            .count();
+        let (run, next) = rest.split_at(arena.run_len(first, adjacent));
+        arena.ensure_page(*run.last().expect("a run holds a page"))?;
+        if arena.format_fresh_run(&arena.latch_run(first, run.len())) {
+            analysis.prefreshed.extend(run.iter().copied());
+            report.pages_made_fresh += run.len() as u64;
+        }
+        rest = next;
+    }
+    Ok(())
 }
 
 fn note_dirty(
@@ -378,7 +466,11 @@ fn redo(
             continue;
         };
         match payload {
-            Payload::Update { edits, .. } | Payload::Clr { edits, .. } => {
+            Payload::Update { mut edits, .. } | Payload::Clr { mut edits, .. } => {
+                if lsn < report.analysis_start && !analysis.prefreshed.is_empty() {
+                    // A made-fresh page's init comes later: these edits of it are wiped by it.
+                    edits.retain(|e| !analysis.prefreshed.contains(&e.page));
+                }
                 let edits = usable_edits(inner, edits, analysis, &repairs, report, lost)?;
                 if apply_edits(&inner.arena, &inner.dirty, lsn, &edits, true) > 0 {
                     report.records_redone += 1;
@@ -472,7 +564,7 @@ fn prepare_page(
         return Ok(false);
     }
     arena.ensure_page(page)?;
-    if arena.is_verified(page) {
+    if arena.is_verified(page) || (initialising && analysis.prefreshed.contains(&page)) {
         return Ok(true);
     }
     let damage = match arena.verify(page) {
@@ -702,5 +794,47 @@ mod tests {
         drop(store);
         let store = Store::open(Path::new("/db"), tight).unwrap();
         assert_eq!(store.recovery_report().records_redone, 0, "the open's checkpoint made the next open clean");
+    }
+
+    #[test]
+    fn pages_the_log_formats_are_made_fresh_before_redo_and_rebuilt_from_their_inits() {
+        let disk = crashed_store(&SimStorage::new(24), 400);
+        let store = Store::open(Path::new("/db"), options(&disk)).unwrap();
+        let report = store.recovery_report();
+        assert!(report.pages_made_fresh > 0, "the vector and index pages the log formats: {report}");
+        assert_eq!(store.len(), 400, "every acknowledged commit is there");
+        for i in [0, 199, 399] {
+            let vector = store.get(&format!("id-{i}")).unwrap().expect("present");
+            assert_eq!(&vector[..], &[i as f32; 4], "id-{i} holds its vector");
+        }
+        store.close().unwrap();
+        let store = Store::open(Path::new("/db"), options(&disk)).unwrap();
+        assert_eq!(store.len(), 400, "the close wrote the rebuilt pages back, and they read back");
+        assert_eq!(&store.get("id-399").unwrap().expect("present")[..], &[399.0; 4]);
+    }
+
+    #[test]
+    fn a_recovery_over_the_budget_returns_at_once_and_the_background_checkpointer_writes_its_pages() {
+        let disk = crashed_store(&SimStorage::new(23), 60);
+        let (_, before) = crate::store::control_file::ControlFile::open(&disk, Path::new("/db")).unwrap();
+        let tight = Options {
+            memory_budget_bytes: 16 * 4096,
+            background_io: true,
+            ..options(&disk)
+        };
+        let store = Store::open(Path::new("/db"), tight.clone()).unwrap();
+        let report = store.recovery_report();
+        assert!(report.checkpoint_in_background, "the checkpoint is left to the checkpointer: {report}");
+        assert_eq!(store.len(), 60, "every acknowledged commit is there");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while store.inner().control.lock().1.sequence == before.sequence {
+            assert!(std::time::Instant::now() < deadline, "the checkpointer never ran the due checkpoint");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        drop(store);
+        let store = Store::open(Path::new("/db"), tight).unwrap();
+        let report = store.recovery_report();
+        assert_eq!(report.records_redone, 0, "the background checkpoint made the next open clean: {report}");
+        assert!(!report.checkpoint_in_background);
     }
 }
