@@ -29,6 +29,14 @@ const GATHER_MAX: Duration = Duration::from_millis(1);
 /// virtual machine whose CPUs all sleep, the device's completion can wait for the host's next
 /// tick, milliseconds).
 const FOLLOW_SPIN: Duration = Duration::from_micros(100);
+/// A yield that returns later than this gave the CPU to some other thread for a time slice: the
+/// machine's CPUs are all busy (other processes, more threads than cores). Yielding then hands
+/// each wait a slice of someone else's work (a durable commit beside a busy process took 3.9 ms
+/// at the median instead of 0.15), so waiters sleep on a condition variable instead, for
+/// [`CONTENDED_FOR`], and only then try yielding again.
+const YIELD_SLOW: Duration = Duration::from_micros(250);
+/// How long waiters sleep rather than yield after a slow yield.
+const CONTENDED_FOR: Duration = Duration::from_millis(100);
 
 /// The group-commit state, under `Shared::group`.
 ///
@@ -37,7 +45,9 @@ const FOLLOW_SPIN: Duration = Duration::from_micros(100);
 /// `FOLLOW_SPIN`, then asleep) and checks again. A leader first gathers: it yields until
 /// `expected` commits are pending (itself included), for half a flush's time at most, then
 /// flushes everything appended so far with one pwrite and one fdatasync per segment touched.
-/// A lone committer finds `expected` met by its own commit and never waits.
+/// A lone committer finds `expected` met by its own commit and never waits. On a machine whose
+/// CPUs are all busy (a yield came back late: `YIELD_SLOW`), followers and gatherers sleep on
+/// condition variables instead of yielding, for `CONTENDED_FOR`.
 ///
 /// `expected` is what the last flush learnt of the concurrency: the commits it covered plus
 /// those that arrived while it ran. With four committers that each commit again as soon as
@@ -56,6 +66,8 @@ pub(super) struct Group {
     expected: usize,
     /// A moving average of how long a leader's flush takes (pwrite and fdatasync).
     flush_ns: u64,
+    /// Until when waiters sleep rather than yield (a yield came back late).
+    contended_until: Option<Instant>,
 }
 
 impl Default for Group {
@@ -66,6 +78,7 @@ impl Default for Group {
             pending: Vec::new(),
             expected: 1,
             flush_ns: 0,
+            contended_until: None,
         }
     }
 }
@@ -76,6 +89,11 @@ impl Group {
         if !self.pending.contains(&lsn) {
             self.pending.push(lsn);
         }
+    }
+
+    /// Whether waiters sleep rather than yield now (see [`YIELD_SLOW`]).
+    fn contended(&self) -> bool {
+        self.contended_until.is_some_and(|until| Instant::now() < until)
     }
 
     /// True once the commits the next flush expects are pending.
@@ -131,7 +149,7 @@ impl Wal {
         if shared.config.sync != SyncMode::Always || shared.durable_lsn.load(Ordering::Acquire) > lsn.get() {
             return;
         }
-        shared.group.lock().announce(lsn.get());
+        shared.announce(lsn.get());
     }
 
     /// Returns once the record at `lsn` (and everything before it) is durable.
@@ -145,7 +163,7 @@ impl Wal {
         if shared.durable_lsn.load(Ordering::Acquire) > target {
             return Ok(());
         }
-        shared.group.lock().announce(target);
+        shared.announce(target);
         loop {
             if shared.durable_lsn.load(Ordering::Acquire) > target {
                 return Ok(());
@@ -189,6 +207,17 @@ impl Wal {
     }
 }
 
+/// Yields the CPU once with the group lock released; a yield that comes back late marks the
+/// machine contended (see [`YIELD_SLOW`]).
+fn yield_once(group: &mut MutexGuard<'_, Group>) {
+    let before = Instant::now();
+    MutexGuard::unlocked(group, std::thread::yield_now);
+    let now = Instant::now();
+    if now - before > YIELD_SLOW {
+        group.contended_until = Some(now + CONTENDED_FOR);
+    }
+}
+
 impl Shared {
     /// Leads one group flush that makes `target` durable: gathers (if `gather`), flushes
     /// everything appended so far, learns from it and wakes the followers. Called with no
@@ -225,10 +254,10 @@ impl Shared {
         let flush = group.flushes;
         let started = Instant::now();
         while group.flushes == flush && self.durable_lsn.load(Ordering::Acquire) <= target {
-            if started.elapsed() >= FOLLOW_SPIN {
+            if group.contended() || started.elapsed() >= FOLLOW_SPIN {
                 self.flush_done.wait(&mut group);
             } else {
-                MutexGuard::unlocked(&mut group, std::thread::yield_now);
+                yield_once(&mut group);
             }
         }
     }
@@ -247,7 +276,21 @@ impl Shared {
         let budget = Duration::from_nanos(group.flush_ns / 2).min(GATHER_MAX);
         let started = Instant::now();
         while !group.complete() && started.elapsed() < budget {
-            MutexGuard::unlocked(group, std::thread::yield_now);
+            if group.contended() {
+                let left = budget.saturating_sub(started.elapsed());
+                self.announced.wait_for(group, left);
+            } else {
+                yield_once(group);
+            }
+        }
+    }
+
+    /// Notes the commit record at `target` in the group, waking a leader that gathers asleep.
+    fn announce(&self, target: u64) {
+        let mut group = self.group.lock();
+        group.announce(target);
+        if group.leading {
+            self.announced.notify_all();
         }
     }
 
@@ -556,4 +599,15 @@ mod tests {
         group.learn(1, 2, Duration::ZERO);
         assert_eq!(group.flush_ns, 700_000, "each later flush moves it an eighth of the way");
     }
+
+    #[test]
+    fn a_late_yield_makes_waiters_sleep_for_a_while_then_yield_again() {
+        let mut group = Group::default();
+        assert!(!group.contended(), "a new group yields");
+        group.contended_until = Some(Instant::now() + CONTENDED_FOR);
+        assert!(group.contended(), "after a late yield, waiters sleep");
+        group.contended_until = Some(Instant::now() - Duration::from_millis(1));
+        assert!(!group.contended(), "once CONTENDED_FOR has passed, they yield again");
+    }
+
 }

@@ -134,6 +134,9 @@ struct Shared {
     group: Mutex<flush::Group>,
     /// Signalled when a leader's flush ends (its followers re-check `durable_lsn`).
     flush_done: Condvar,
+    /// Signalled when a commit is announced while a leader leads (a leader gathering on a
+    /// contended machine sleeps on it rather than yielding: see [`flush::Group`]).
+    announced: Condvar,
     /// Commits acknowledged through [`Wal::commit`] since the open.
     commits: AtomicU64,
     /// fdatasyncs of log segments since the open.
@@ -237,6 +240,7 @@ impl Wal {
             write_out_wake: Condvar::new(),
             group: Mutex::new(flush::Group::default()),
             flush_done: Condvar::new(),
+            announced: Condvar::new(),
             commits: AtomicU64::new(0),
             log_syncs: AtomicU64::new(0),
             config,
