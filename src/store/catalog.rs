@@ -439,6 +439,19 @@ pub enum EntryMeta {
 /// Reads the entry and the vector `value` names, checking that they lie inside their pages and
 /// agree with each other (damage otherwise). Their bytes stay in place: the caller holds an
 /// epoch pin, so neither is reused while it reads them.
+/// Starts bringing the entry header and the vector `value` names into the CPU's caches, so that
+/// the two reads a `get` makes next (and the caller's copy of the vector) overlap their cache
+/// misses instead of taking them one after the other. A hint: unchecked values do nothing.
+pub fn prefetch_entry(arena: &Arena, layout: &VectorLayout, value: &LeafValue) {
+    let catalog_page = PageId::new(Space::Catalog, u64::from(value.catalog_page.get()));
+    arena.prefetch(catalog_page, value.entry_offset.get() as usize, ENTRY_HEADER_BYTES);
+    let slot = value.vector_slot.get();
+    if slot < layout.slots_per_page {
+        let vector_page = PageId::new(Space::Vector, u64::from(value.vector_page.get()));
+        arena.prefetch(vector_page, layout.slot_offset(slot), layout.dimension as usize * 4);
+    }
+}
+
 pub fn read_entry(arena: &Arena, layout: &VectorLayout, value: &LeafValue) -> Result<EntryView> {
     let place = EntryPlace {
         catalog_page: u64::from(value.catalog_page.get()),
