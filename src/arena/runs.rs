@@ -61,6 +61,14 @@ impl Arena {
         count.min(RUN_PAGES_MAX).min(left_in_file)
     }
 
+    /// Whether page `id` is fresh memory (see [`Arena::format_fresh_run`]).
+    pub fn is_fresh(&self, id: PageId) -> bool {
+        let (file, _) = self.locate(id);
+        let (_, index) = self.split(id.page_no());
+        let _bits = self.fresh_runs.lock();
+        is_fresh(file, index)
+    }
+
     /// Takes the latches of the `count` pages from `first` on, exclusively: no write and no
     /// [`super::PageRead`] of any of them runs while the returned guard lives. The pages lie
     /// in one file (see [`Arena::run_len`]); the caller holds no other latch.
