@@ -24,7 +24,8 @@
 //!   beside them; but single 1 KiB commits ran at 0.91× the rate of a bare pwrite + fdatasync
 //!   in an allocated segment, 1.01× in a zero-filled one (benches/wal.rs).
 //!
-//! The choice is made when a spare is made, from the time between the last two installs: a
+//! The choice is made when a spare is made, from the time between the last two installs (before
+//! the first, from the time the first half segment took since the first append): a
 //! log that turns slow after a fast phase (a bulk import, then small commits) commits into
 //! allocated blocks until it reaches a segment whose spare was made while it was slow.
 //!
@@ -376,6 +377,16 @@ impl SegmentDir {
         self.map_segment(segment_no, path, file)
     }
 
+    /// Takes `appended_bytes` of log in `elapsed` as the log's pace until an install measures
+    /// it (see [`SegmentDir::pace_known`]).
+    pub fn estimate_pace(&self, appended_bytes: u64, elapsed: Duration) {
+        let mut pace = self.pace.lock();
+        if pace.interval.is_none() && appended_bytes > 0 {
+            let per_segment = elapsed.as_secs_f64() * self.geometry.segment_size_bytes as f64 / appended_bytes as f64;
+            pace.interval = Some(Duration::from_secs_f64(per_segment));
+        }
+    }
+
     fn note_install(&self) {
         let mut pace = self.pace.lock();
         let now = Instant::now();
@@ -484,6 +495,25 @@ mod tests {
             bytes_written_by_a_spare_ahead(&sim, &dir) < SEGMENT_BYTES,
             "a fast log must not have every segment written twice (zeros, then records)"
         );
+    }
+
+    #[test]
+    fn half_a_segment_appended_slowly_or_fast_teaches_the_pace_before_any_install() {
+        let sim = SimStorage::new(5);
+        let dir = sim_dir(&sim);
+        assert!(!dir.pace_known(), "a new log's pace is unknown");
+        dir.estimate_pace(SEGMENT_BYTES / 2, Duration::from_secs(10));
+        assert!(dir.pace_known() && !dir.log_is_fast(), "half a segment in 10 s is a slow log");
+        assert!(
+            bytes_written_by_a_spare_ahead(&sim, &dir) >= SEGMENT_BYTES,
+            "so the spare made ahead is zero-filled"
+        );
+        let sim = SimStorage::new(6);
+        let dir = sim_dir(&sim);
+        dir.estimate_pace(SEGMENT_BYTES / 2, Duration::from_micros(1));
+        assert!(dir.log_is_fast(), "half a segment in 1 us is a fast log");
+        dir.estimate_pace(SEGMENT_BYTES / 2, Duration::from_secs(10));
+        assert!(dir.log_is_fast(), "an estimate never replaces a pace already known");
     }
 
     #[test]
