@@ -724,3 +724,51 @@ fn a_new_logs_first_segment_is_zero_filled_for_small_commits() {
     );
     wal.close().unwrap();
 }
+
+#[test]
+fn no_log_byte_is_written_at_or_past_the_horizon_the_epoch_file_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(64, SyncMode::Always);
+    let wal = Wal::create(storage(), dir.path(), cfg.clone()).unwrap();
+    let read_horizon = || {
+        let bytes = std::fs::read(dir.path().join("EPOCH")).unwrap();
+        assert_eq!(bytes.len(), 560, "two slots of 48 bytes, the second at 512");
+        [0usize, 512]
+            .map(|at| u64::from_le_bytes(bytes[at + 32..at + 40].try_into().unwrap()))
+            .into_iter()
+            .max()
+            .unwrap()
+    };
+    let first = read_horizon();
+    let mut end = 0;
+    for i in 0..3_000u64 {
+        let (lsn, record_end) = wal.append_with_end(&spec(i), &[&[i as u8 | 1; 1000]]).unwrap();
+        wal.commit(lsn).unwrap();
+        end = record_end;
+        let horizon = read_horizon();
+        assert!(
+            end <= horizon,
+            "record {i} ends at {end}, past the durable horizon {horizon}"
+        );
+    }
+    let horizon = read_horizon();
+    assert!(horizon > first, "3 MB of log moved the horizon past its first, {first}");
+    assert!(
+        horizon <= end + u64::from(PAGE) + (2 << 20),
+        "the horizon stays within a page and 2 MiB of the end: {horizon} for {end}"
+    );
+    // Every byte of the segment files at or past the horizon is as the spare was made: zero.
+    let segment_bytes = u64::from(PAGE) * 64;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let Some(hex) = name.strip_suffix(".wal") else { continue };
+        let base = u64::from_str_radix(hex, 16).unwrap() * segment_bytes;
+        let bytes = std::fs::read(dir.path().join(&name)).unwrap();
+        let from = horizon.saturating_sub(base).min(segment_bytes) as usize;
+        assert!(
+            bytes[from..].iter().all(|&b| b == 0),
+            "{name} holds bytes at or past the horizon {horizon}"
+        );
+    }
+    wal.close().unwrap();
+}

@@ -19,4 +19,4 @@ pub mod wal;
 /// area). A reader refuses another major version.
 pub const FORMAT_VERSION_MAJOR: u16 = 2;
 /// Minor format version: additions a reader of the same major may ignore (FORMAT.md 18).
-pub const FORMAT_VERSION_MINOR: u16 = 2;
+pub const FORMAT_VERSION_MINOR: u16 = 3;

@@ -174,6 +174,12 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
         let _ = (offset, len);
         Ok(())
     }
+    /// Asks the OS to start reading `len` bytes at `offset` into the page cache now, without
+    /// waiting (`posix_fadvise(POSIX_FADV_WILLNEED)`): reads of several files asked for first
+    /// and made after are served together rather than one disk wait each. A hint only.
+    fn will_need(&self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
     /// Allocates the file's blocks up to `len_bytes` without writing them (`fallocate`), so a
     /// full disk is found now; the file reads as zeros there. Returns `Ok(false)` where the
     /// file system cannot, and the caller writes zeros instead.

@@ -185,6 +185,16 @@ impl StorageFile for RealFile {
         }
     }
 
+    fn will_need(&self, offset: u64, len: u64) {
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.file);
+        // SAFETY: a plain system call on a descriptor this value owns; advice reads no memory
+        // of ours and changes nothing the file holds.
+        let _ = unsafe { libc::posix_fadvise(fd, offset, len, libc::POSIX_FADV_WILLNEED) };
+    }
+
     fn map_shared(&self) -> io::Result<Mapping> {
         let len_bytes = usize::try_from(self.len()?).map_err(io::Error::other)?;
         if len_bytes == 0 {

@@ -7,7 +7,7 @@
 //!
 //! Two copies (slots), at offsets 0 and 512 (two sectors), each written and synced in turn with
 //! the same contents, so that neither a torn write nor one damaged sector can lose the epoch.
-//! A slot (format minor 1; minor 0 wrote bytes 0..16 of slot 0 only):
+//! A slot (format minor 3; minor 1 wrote bytes 0..32, minor 0 bytes 0..16 of slot 0 only):
 //!
 //! | offset | size | field |
 //! |---|---|---|
@@ -18,6 +18,17 @@
 //! | 16 | 8 | store id |
 //! | 24 | 4 | CRC32C of bytes 0..24 |
 //! | 28 | 4 | reserved, zero |
+//! | 32 | 8 | horizon: no log page at or past it was written by this epoch (minor 3) |
+//! | 40 | 4 | CRC32C of bytes 0..40 (minor 3) |
+//! | 44 | 4 | reserved, zero (minor 3) |
+//!
+//! **The horizon.** An open writes no log byte at or past the horizon that `EPOCH` durably
+//! holds for it: before a flush would, it writes a new horizon (the flush's end plus
+//! [`HORIZON_AHEAD_BYTES`]) into one slot, the slots taken in turn, and syncs it. A scan after a
+//! crash therefore ends its look-ahead at the horizon (FORMAT.md section 12) instead of reading
+//! every page to the end of the last segment file (the next segment, preallocated: 16 MiB read
+//! from the disk after a crash of a thousand commits). It is used only where both slots are
+//! valid and hold one (the highest of the two): a damaged slot may have held a later one.
 //!
 //! Reading, top to bottom (the labels reappear in [`read`]):
 //!
@@ -39,15 +50,37 @@ pub const EPOCH_FILE_NAME: &str = "EPOCH";
 const EPOCH_MAGIC: [u8; 4] = *b"VEPC";
 /// The bytes of a slot as format minor 0 wrote it (slot 0 only, in a 16-byte file).
 const SLOT_MINOR0_BYTES: usize = 16;
-const SLOT_BYTES: usize = 32;
+/// The bytes of a slot as format minor 1 wrote it.
+const SLOT_MINOR1_BYTES: usize = 32;
+const SLOT_BYTES: usize = 48;
 const SLOT_OFFSETS: [usize; 2] = [0, 512];
 /// The length of the file this version writes.
 pub const EPOCH_FILE_BYTES: usize = SLOT_OFFSETS[1] + SLOT_BYTES;
+/// The shortest file a store of format minor 1 or later has.
+const EPOCH_FILE_MIN_BYTES: usize = SLOT_OFFSETS[1] + SLOT_MINOR1_BYTES;
+/// How far past a flush's end a new horizon lies: one slot write and sync per 2 MiB of log at
+/// most, and a look-ahead after a crash of at most 2 MiB past the last flush.
+pub const HORIZON_AHEAD_BYTES: u64 = 2 << 20;
+const _: () = assert!(SLOT_OFFSETS[0] + SLOT_BYTES <= SLOT_OFFSETS[1], "slots do not overlap");
+
+/// What `EPOCH` says: the epoch possibly in use, and the horizon its writes stay below (see
+/// the module documentation), if the file proves one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InUse {
+    /// The highest epoch the log may have used.
+    pub epoch: u32,
+    /// No log page at or past it holds a record any open wrote.
+    pub horizon: Option<u64>,
+}
 
 /// What one slot holds.
 #[derive(Debug, PartialEq, Eq)]
 enum Slot {
-    Valid { epoch: u32, store_id: Option<u64> },
+    Valid {
+        epoch: u32,
+        store_id: Option<u64>,
+        horizon: Option<u64>,
+    },
     Invalid,
 }
 
@@ -72,10 +105,25 @@ fn decode_slot(bytes: &[u8]) -> Slot {
             Some(u64::from_le_bytes(ext[..8].try_into().expect("8 bytes")))
         }
     };
-    Slot::Valid { epoch, store_id }
+    let horizon = match bytes.get(SLOT_MINOR1_BYTES..SLOT_BYTES) {
+        None => None,
+        Some(ext) if ext.iter().all(|&b| b == 0) => None,
+        Some(ext) => {
+            let crc_ok = crc32c::crc32c(&bytes[..40]).to_le_bytes() == ext[8..12];
+            if !crc_ok || ext[12..16] != [0; 4] || store_id.is_none() {
+                return Slot::Invalid;
+            }
+            Some(u64::from_le_bytes(ext[..8].try_into().expect("8 bytes")))
+        }
+    };
+    Slot::Valid {
+        epoch,
+        store_id,
+        horizon,
+    }
 }
 
-fn encode_slot(epoch: u32, store_id: u64) -> [u8; SLOT_BYTES] {
+fn encode_slot(epoch: u32, store_id: u64, horizon: u64) -> [u8; SLOT_BYTES] {
     let mut bytes = [0u8; SLOT_BYTES];
     bytes[..4].copy_from_slice(&EPOCH_MAGIC);
     bytes[4..8].copy_from_slice(&epoch.to_le_bytes());
@@ -84,6 +132,9 @@ fn encode_slot(epoch: u32, store_id: u64) -> [u8; SLOT_BYTES] {
     bytes[16..24].copy_from_slice(&store_id.to_le_bytes());
     let crc = crc32c::crc32c(&bytes[..24]);
     bytes[24..28].copy_from_slice(&crc.to_le_bytes());
+    bytes[32..40].copy_from_slice(&horizon.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..40]);
+    bytes[40..44].copy_from_slice(&crc.to_le_bytes());
     bytes
 }
 
@@ -92,7 +143,7 @@ fn encode_slot(epoch: u32, store_id: u64) -> [u8; SLOT_BYTES] {
 ///
 /// With `whole`, the store's files are of format minor ≥ 1, whose epoch file is never shorter
 /// than both slots: a shorter one was truncated (`Missing`).
-pub fn read(storage: &dyn Storage, dir: &Path, store_id: u64, mode: RecoveryMode, whole: bool) -> Result<u32> {
+pub fn read(storage: &dyn Storage, dir: &Path, store_id: u64, mode: RecoveryMode, whole: bool) -> Result<InUse> {
     let path = dir.join(EPOCH_FILE_NAME);
     let missing = || Error::corrupted_file(&path, "the epoch file is missing or empty; the store is incomplete");
     let file = match storage.open_read_only(&path) {
@@ -104,7 +155,7 @@ pub fn read(storage: &dyn Storage, dir: &Path, store_id: u64, mode: RecoveryMode
         .len()
         .context(|| format!("reading the length of {}", path.display()))?;
     let len_bytes = usize::try_from(len_bytes).unwrap_or(usize::MAX).min(EPOCH_FILE_BYTES);
-    if len_bytes < SLOT_MINOR0_BYTES || (whole && len_bytes < EPOCH_FILE_BYTES) {
+    if len_bytes < SLOT_MINOR0_BYTES || (whole && len_bytes < EPOCH_FILE_MIN_BYTES) {
         return Err(missing()); // Missing
     }
     let mut bytes = vec![0u8; len_bytes];
@@ -126,24 +177,31 @@ pub fn read(storage: &dyn Storage, dir: &Path, store_id: u64, mode: RecoveryMode
             format!("the epoch file belongs to store {other:016x}, not this one ({store_id:016x})"),
         ));
     }
-    let valid: Vec<u32> = slots
+    let valid: Vec<(u32, Option<u64>)> = slots
         .iter()
         .filter_map(|s| match s {
-            Slot::Valid { epoch, .. } => Some(*epoch),
+            Slot::Valid { epoch, horizon, .. } => Some((*epoch, *horizon)),
             Slot::Invalid => None,
         })
         .collect();
-    match (valid.iter().max(), valid.len() == 2 || minor0_file) {
-        (Some(&epoch), true) => Ok(epoch),                    // Both (or a minor-0 file)
-        (Some(&epoch), false) => Ok(epoch.saturating_add(1)), // One
-        (None, _) if mode == RecoveryMode::SkipCorrupted => Ok(0),
-        (None, _) => Err(Error::corrupted_file(&path, "both copies of the epoch are damaged")),
-    }
+    // Both slots valid, each with a horizon: the higher bounds every write.
+    let horizon = match valid[..] {
+        [(_, Some(a)), (_, Some(b))] => Some(a.max(b)),
+        _ => None,
+    };
+    let highest = valid.iter().map(|&(epoch, _)| epoch).max();
+    let epoch = match (highest, valid.len() == 2 || minor0_file) {
+        (Some(epoch), true) => epoch,                    // Both (or a minor-0 file)
+        (Some(epoch), false) => epoch.saturating_add(1), // One
+        (None, _) if mode == RecoveryMode::SkipCorrupted => 0,
+        (None, _) => return Err(Error::corrupted_file(&path, "both copies of the epoch are damaged")),
+    };
+    Ok(InUse { epoch, horizon })
 }
 
-/// Writes and syncs `epoch` into both slots, one after the other (creating the file if it is
-/// missing: a new log).
-pub fn write(storage: &dyn Storage, dir: &Path, epoch: u32, store_id: u64) -> Result<()> {
+/// Writes and syncs `epoch` and `horizon` into both slots, one after the other (creating the
+/// file if it is missing: a new log).
+pub fn write(storage: &dyn Storage, dir: &Path, epoch: u32, store_id: u64, horizon: u64) -> Result<()> {
     let path = dir.join(EPOCH_FILE_NAME);
     let (file, created) = match storage.open(&path, false) {
         Ok(file) => (file, false),
@@ -155,7 +213,7 @@ pub fn write(storage: &dyn Storage, dir: &Path, epoch: u32, store_id: u64) -> Re
         ),
         Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
     };
-    let slot = encode_slot(epoch, store_id);
+    let slot = encode_slot(epoch, store_id, horizon);
     for at in SLOT_OFFSETS {
         file.write_at(&slot, at as u64)
             .context(|| format!("writing {}", path.display()))?;
@@ -169,6 +227,19 @@ pub fn write(storage: &dyn Storage, dir: &Path, epoch: u32, store_id: u64) -> Re
     Ok(())
 }
 
+/// Moves the horizon of `epoch` (already durable in both slots) to `horizon`: writes slot
+/// `slot` (0 or 1; the caller takes them in turn, so the other keeps the last horizon) and
+/// syncs it.
+pub fn write_horizon(storage: &dyn Storage, dir: &Path, slot: usize, epoch: u32, store_id: u64, horizon: u64) -> Result<()> {
+    let path = dir.join(EPOCH_FILE_NAME);
+    let file = storage
+        .open(&path, false)
+        .context(|| format!("opening {}", path.display()))?;
+    file.write_at(&encode_slot(epoch, store_id, horizon), SLOT_OFFSETS[slot] as u64)
+        .context(|| format!("writing {}", path.display()))?;
+    file.sync_data().context(|| format!("syncing {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,7 +251,7 @@ mod tests {
         let sim = SimStorage::new(3);
         let dir = Path::new("/wal");
         sim.create_dir_all(dir).unwrap();
-        write(&sim, dir, epoch, STORE).unwrap();
+        write(&sim, dir, epoch, STORE, 1 << 20).unwrap();
         (sim, dir)
     }
 
@@ -188,7 +259,7 @@ mod tests {
     fn one_damaged_slot_never_loses_the_epoch_and_counts_one_more() {
         let (sim, dir) = setup(41);
         assert_eq!(
-            read(&sim, dir, STORE, RecoveryMode::Strict, false).unwrap(),
+            read(&sim, dir, STORE, RecoveryMode::Strict, false).unwrap().epoch,
             41,
             "both copies agree"
         );
@@ -196,7 +267,7 @@ mod tests {
             let (sim, dir) = setup(41);
             sim.damage(&dir.join(EPOCH_FILE_NAME), at, &[0xFF]).unwrap();
             assert_eq!(
-                read(&sim, dir, STORE, RecoveryMode::Strict, false).unwrap(),
+                read(&sim, dir, STORE, RecoveryMode::Strict, false).unwrap().epoch,
                 42,
                 "a flipped byte at {at}: the other copy holds, and the damaged one may have held the next epoch"
             );
@@ -208,7 +279,7 @@ mod tests {
             matches!(error, Error::Corrupted { .. }),
             "both copies gone is damage: {error}"
         );
-        assert_eq!(read(&sim, dir, STORE, RecoveryMode::SkipCorrupted, false).unwrap(), 0);
+        assert_eq!(read(&sim, dir, STORE, RecoveryMode::SkipCorrupted, false).unwrap().epoch, 0);
     }
 
     #[test]
@@ -238,11 +309,45 @@ mod tests {
         let sim = SimStorage::new(3);
         let dir = Path::new("/wal");
         sim.create_dir_all(dir).unwrap();
-        let slot = encode_slot(9, STORE);
+        let slot = encode_slot(9, STORE, 0);
         sim.open(&dir.join(EPOCH_FILE_NAME), true)
             .unwrap()
             .write_at(&slot[..SLOT_MINOR0_BYTES], 0)
             .unwrap();
-        assert_eq!(read(&sim, dir, STORE, RecoveryMode::Strict, false).unwrap(), 9);
+        assert_eq!(read(&sim, dir, STORE, RecoveryMode::Strict, false).unwrap().epoch, 9);
+    }
+
+    #[test]
+    fn the_horizon_is_the_higher_of_two_valid_slots_and_none_if_either_is_damaged() {
+        let (sim, dir) = setup(5);
+        let read_in_use = |sim: &SimStorage| read(sim, dir, STORE, RecoveryMode::Strict, true).unwrap();
+        assert_eq!(read_in_use(&sim), InUse { epoch: 5, horizon: Some(1 << 20) });
+        write_horizon(&sim, dir, 0, 5, STORE, 3 << 20).unwrap();
+        assert_eq!(read_in_use(&sim).horizon, Some(3 << 20), "the slot moved last holds the higher");
+        write_horizon(&sim, dir, 1, 5, STORE, 5 << 20).unwrap();
+        assert_eq!(read_in_use(&sim).horizon, Some(5 << 20));
+        sim.damage(&dir.join(EPOCH_FILE_NAME), 512 + 33, &[0xFF]).unwrap();
+        assert_eq!(
+            read_in_use(&sim),
+            InUse { epoch: 6, horizon: None },
+            "a damaged slot may have held a later horizon: no bound, and the epoch counts one more"
+        );
+    }
+
+    #[test]
+    fn a_minor_1_file_of_32_byte_slots_has_no_horizon() {
+        let sim = SimStorage::new(3);
+        let dir = Path::new("/wal");
+        sim.create_dir_all(dir).unwrap();
+        let file = sim.open(&dir.join(EPOCH_FILE_NAME), true).unwrap();
+        let slot = encode_slot(4, STORE, 0);
+        for at in SLOT_OFFSETS {
+            file.write_at(&slot[..SLOT_MINOR1_BYTES], at as u64).unwrap();
+        }
+        assert_eq!(
+            read(&sim, dir, STORE, RecoveryMode::Strict, true).unwrap(),
+            InUse { epoch: 4, horizon: None },
+            "a 544-byte file of format minor 1 is whole, and proves no horizon"
+        );
     }
 }

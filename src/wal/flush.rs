@@ -207,6 +207,16 @@ impl Wal {
     }
 }
 
+/// The horizon a flush ending at `end` moves to: the end of its page plus
+/// [`epoch_file::HORIZON_AHEAD_BYTES`], a page boundary.
+pub(super) fn horizon_past(geometry: &Geometry, end: u64) -> u64 {
+    assert!(
+        epoch_file::HORIZON_AHEAD_BYTES.is_multiple_of(geometry.page_bytes()),
+        "horizons are page boundaries"
+    );
+    geometry.page_start(end) + geometry.page_bytes() + epoch_file::HORIZON_AHEAD_BYTES
+}
+
 /// Yields the CPU once with the group lock released; a yield that comes back late marks the
 /// machine contended (see [`YIELD_SLOW`]).
 fn yield_once(group: &mut MutexGuard<'_, Group>) {
@@ -346,7 +356,8 @@ impl Shared {
         };
         let end = start + bytes.len() as u64;
         let result = self
-            .ensure_epoch_durable(&bytes)
+            .ensure_epoch_durable(io, &bytes, end)
+            .and_then(|()| self.ensure_horizon(io, &bytes, end))
             .and_then(|()| self.write_and_sync(io, start, &bytes, sync));
         io.spare = bytes;
         io.spare.clear();
@@ -362,18 +373,48 @@ impl Shared {
         Ok(())
     }
 
-    /// Makes this open's epoch durable before the first bytes it appended are written.
-    fn ensure_epoch_durable(&self, bytes: &[u8]) -> Result<()> {
+    /// Makes this open's epoch durable, with a horizon past `end`, before the first bytes it
+    /// appended are written.
+    fn ensure_epoch_durable(&self, io: &mut IoState, bytes: &[u8], end: u64) -> Result<()> {
         if bytes.is_empty() || self.epoch_durable.load(Ordering::Acquire) {
             return Ok(());
         }
+        let horizon = horizon_past(&self.config.geometry, end);
         epoch_file::write(
             self.dir.storage().as_ref(),
             self.dir.path(),
             self.epoch,
             self.config.identity.store_id,
+            horizon,
         )?;
+        io.horizon = horizon;
+        io.horizon_slot = 0;
         self.epoch_durable.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Moves the horizon past `end` before a flush writes log bytes up to it, where the
+    /// horizon durable in `EPOCH` would not cover them: one slot written and synced, the slots
+    /// taken in turn (see epoch_file.rs). Once per [`epoch_file::HORIZON_AHEAD_BYTES`] of log.
+    fn ensure_horizon(&self, io: &mut IoState, bytes: &[u8], end: u64) -> Result<()> {
+        if bytes.is_empty() || end <= io.horizon {
+            return Ok(());
+        }
+        assert!(
+            self.epoch_durable.load(Ordering::Acquire),
+            "a horizon moves only once this open's epoch is durable"
+        );
+        let horizon = horizon_past(&self.config.geometry, end);
+        epoch_file::write_horizon(
+            self.dir.storage().as_ref(),
+            self.dir.path(),
+            io.horizon_slot,
+            self.epoch,
+            self.config.identity.store_id,
+            horizon,
+        )?;
+        io.horizon = horizon;
+        io.horizon_slot ^= 1;
         Ok(())
     }
 

@@ -102,6 +102,11 @@ const TAIL_MAX_BYTES: usize = 64 << 20;
 struct IoState {
     spare: Vec<u8>,
     unsynced: BTreeSet<u64>,
+    /// The horizon durable in `EPOCH` for this open (0 until its epoch is written): no log
+    /// byte is written at or past it (see epoch_file.rs).
+    horizon: u64,
+    /// The `EPOCH` slot the next horizon goes to.
+    horizon_slot: usize,
 }
 
 struct Shared {
@@ -190,9 +195,11 @@ impl Wal {
         // conversions at their syncs in an allocated segment (segment.rs).
         segment_dir.ensure_spares(1)?;
         let first = segment_dir.install(first_segment)?;
-        epoch_file::write(storage.as_ref(), dir, 1, config.identity.store_id)?;
         let start = config.geometry.segment_base(first_segment);
+        let horizon = flush::horizon_past(&config.geometry, start);
+        epoch_file::write(storage.as_ref(), dir, 1, config.identity.store_id, horizon)?;
         let wal = Wal::start(segment_dir, config, vec![first], start, 1, false, 0..0)?;
+        wal.shared.io.lock().horizon = horizon;
         wal.shared.epoch_durable.store(true, Ordering::Release);
         Ok(wal)
     }
@@ -229,6 +236,8 @@ impl Wal {
             io: Mutex::new(IoState {
                 spare: Vec::new(),
                 unsynced: BTreeSet::new(),
+                horizon: 0,
+                horizon_slot: 0,
             }),
             written_lsn: AtomicU64::new(end),
             durable_lsn: AtomicU64::new(end),

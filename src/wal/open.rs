@@ -143,21 +143,35 @@ impl Wal {
             Some(whole) => Some(epoch_file::read(epoch_storage.as_ref(), dir, config.identity.store_id, mode, whole)?),
             None => None,
         };
-        let scanned = match in_use.and_then(|epoch| scan_after_close(&view, start, mode, epoch)) {
+        let scanned = match in_use.and_then(|in_use| scan_after_close(&view, start, mode, in_use.epoch)) {
             Some(report) => Scanned {
                 report,
                 clean_close: true,
-                in_use,
+                in_use: in_use.map(|i| i.epoch),
             },
             None => {
+                // No open wrote a log page at or past the horizon `EPOCH` proves (see
+                // epoch_file.rs): the walk and the look-ahead stop there, where they would
+                // otherwise read every page to the end of the last segment file.
+                let limit = match in_use.and_then(|i| i.horizon) {
+                    Some(horizon) => view.limit.min(horizon.max(geometry.page_end(start))),
+                    None => view.limit,
+                };
+                let bounded = LogView {
+                    geometry,
+                    identity: view.identity,
+                    segments: view.segments,
+                    limit,
+                    crc_checked: 0..0,
+                };
                 // The whole scan reads every page from `start` to the limit (the walk, then the
                 // look-ahead): asked for at once, the reads are queued together rather than
                 // waited for one readahead window at a time at each fault.
-                will_need(&view, geometry.page_start(start), view.limit);
+                will_need(&bounded, geometry.page_start(start), bounded.limit);
                 Scanned {
-                    report: scan::scan(&view, start, mode)?,
+                    report: scan::scan(&bounded, start, mode)?,
                     clean_close: false,
-                    in_use,
+                    in_use: in_use.map(|i| i.epoch),
                 }
             }
         };
