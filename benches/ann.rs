@@ -394,9 +394,13 @@ fn in_store(
         hits.iter().map(|h| h.0.parse::<u32>().unwrap()).collect()
     };
     let (recall, qps, p50) = measure(nq, threads, truth, &search);
+    let default_ef = if info.ef_search == u32::MAX as usize {
+        "none: no list reached the target, the default search scans".to_string()
+    } else {
+        info.ef_search.to_string()
+    };
     println!(
-        "recall@10 at the default ef ({}, calibrated by create_index): {recall:.4} (target >= 0.95), {qps:.0} QPS, p50 {p50:.1?}",
-        info.ef_search
+        "recall@10 at the default ef ({default_ef}; calibrated by create_index): {recall:.4} (target >= 0.95), {qps:.0} QPS, p50 {p50:.1?}"
     );
     match (qps_at(&curve, 0.95), qps_at(theirs, 0.95)) {
         (Some(a), Some(b)) => println!(

@@ -232,7 +232,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
             s["index"]["metric"].as_str().unwrap_or(""),
             i.m,
             i.ef_construction,
-            i.ef_search,
+            if i.ef_search == u32::MAX as usize {
+                "scan: no list reached recall 0.96 on this data".to_string()
+            } else {
+                i.ef_search.to_string()
+            },
             i.live,
             i.deleted,
             human_bytes(i.size_bytes),

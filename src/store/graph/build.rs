@@ -33,6 +33,12 @@ pub const EF_SEARCH_DEFAULT: usize = 64;
 /// The recall@10 the default candidate list is chosen to reach (`ann::Hnsw::calibrate_ef`):
 /// 0.95 with a margin for the sample's error.
 const EF_RECALL_TARGET: f64 = 0.96;
+/// The `ef_search` of an index whose calibration reached [`EF_RECALL_TARGET`] with no candidate
+/// list it tried: a search that names no list scans (exact), rather than answer with a recall
+/// the index cannot reach on this data (random vectors of dimension 128 beyond some 300,000:
+/// 0.67 at ef 2,048 on a million, for hnsw_rs as for this index). A search that names its `ef`
+/// still goes through the graph. A reader sees an ordinary value (FORMAT.md 14.13).
+pub const EF_SEARCH_SCAN: usize = u32::MAX as usize;
 /// Queries the calibration draws from the indexed vectors.
 const CALIBRATION_QUERIES: usize = 100;
 /// The k of the recall it measures.
@@ -85,8 +91,11 @@ pub(super) fn create(store: &Store, options: IndexOptions) -> Result<()> {
     let vectors = ArenaVectors { inner, count: slots };
     let built = hnsw.build_over(&vectors, &members, threads)?;
     let calibration = (CALIBRATION_QUERIES, CALIBRATION_K, EF_RECALL_TARGET);
-    let (ef_search, _) = hnsw.calibrate_ef(&built.view(&vectors), &members, calibration, threads)?;
-    let params = Params { ef_search, ..params };
+    let calibrated = hnsw.calibrate_ef(&built.view(&vectors), &members, calibration, threads)?;
+    let params = Params {
+        ef_search: default_ef(calibrated),
+        ..params
+    };
     let runs = tx.index_op(|ctx| start(ctx, &params, &built))?;
     let page_size = inner.arena.page_size_bytes() as usize;
     let (node_pages, upper_pages) = tx.index_op(|ctx| {
@@ -104,6 +113,12 @@ pub(super) fn create(store: &Store, options: IndexOptions) -> Result<()> {
     }
     tx.commit()?;
     Ok(())
+}
+
+/// The default candidate list from a calibration's `(ef, recall)`: that list where it reached
+/// the target, else [`EF_SEARCH_SCAN`].
+fn default_ef((ef, recall): (usize, f64)) -> usize {
+    if recall >= EF_RECALL_TARGET { ef } else { EF_SEARCH_SCAN }
 }
 
 /// The parameters of an index made with `options`, or why they do not suit this store.
@@ -333,4 +348,21 @@ fn release_tombstones(ctx: &mut OpCtx<'_>, geometry: GraphGeometry, snap: &Snaps
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_whose_calibration_missed_the_target_scans_by_default() {
+        assert_eq!(default_ef((48, 0.973)), 48, "the list that reached the target");
+        assert_eq!(default_ef((48, EF_RECALL_TARGET)), 48);
+        assert_eq!(
+            default_ef((2048, 0.67)),
+            EF_SEARCH_SCAN,
+            "no list reached it: a default search scans rather than answer with a recall of 0.67"
+        );
+        assert!(u32::try_from(EF_SEARCH_SCAN).is_ok(), "the value fits the meta page's u32");
+    }
 }

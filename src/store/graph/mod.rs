@@ -114,7 +114,8 @@ pub struct IndexInfo {
     pub ef_construction: usize,
     /// The candidate list of a search that names none: measured at the build, the smallest
     /// that reached recall@10 = 0.96 on 100 of the store's vectors searched leave-one-out (64
-    /// for an index built over fewer than 12 vectors).
+    /// for an index built over fewer than 12 vectors); `u32::MAX` where none of the lists the
+    /// calibration tried reached it: a search that names no `ef` then scans.
     pub ef_search: usize,
     /// Vectors in it.
     pub live: u64,

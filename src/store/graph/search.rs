@@ -35,6 +35,10 @@ pub(super) fn search(inner: &Inner, query: &[f32], k: usize, options: &SearchOpt
         Some(p) if !options.exact && p.hnsw.params().metric == options.metric => p,
         _ => return exact(),
     };
+    if options.ef.is_none() && published.hnsw.params().ef_search == super::build::EF_SEARCH_SCAN {
+        // The build found no candidate list reaching the recall a default search promises.
+        return exact();
+    }
     super::super::scan::check_query(inner, query, k)?;
     let _pin = inner.epochs.pin();
     let generation = inner.graph.generation();
