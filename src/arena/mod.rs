@@ -250,13 +250,16 @@ impl Arena {
         };
         let mut found: Vec<(Space, u64)> = names.iter().filter_map(|n| parse_arena_file_name(n)).collect();
         found.sort();
-        arena.ask_for_first_pages(&found);
-        for (space, file_no) in found {
-            let expected = arena.spaces[space.index()].len() as u64;
-            if file_no != expected {
-                return Err(missing_file(dir, space, expected));
+        let mut expected = [0u64; 2];
+        for &(space, file_no) in &found {
+            if file_no != expected[space.index()] {
+                return Err(missing_file(dir, space, expected[space.index()]));
             }
-            arena.map_file(space, file_no, false)?;
+            expected[space.index()] += 1;
+        }
+        let opened = arena.open_files(&found)?;
+        for ((space, file_no), file) in found.into_iter().zip(opened) {
+            arena.map_file(space, file_no, Some(file))?;
         }
         for space in [Space::Catalog, Space::Vector] {
             let present = arena.file_count(space) as u64;
@@ -300,12 +303,14 @@ impl Arena {
         let space = id.space();
         while self.page_count(space) <= id.page_no() {
             let file_no = self.spaces[space.index()].len() as u64;
-            self.map_file(space, file_no, true)?;
+            self.map_file(space, file_no, None)?;
         }
         Ok(())
     }
 
-    fn map_file(&self, space: Space, file_no: u64, create: bool) -> Result<()> {
+    /// Maps arena file `file_no` of `space`: `opened`, an existing file [`Arena::open_files`]
+    /// opened, or (`None`) a new one the log needs.
+    fn map_file(&self, space: Space, file_no: u64, opened: Option<Arc<dyn StorageFile>>) -> Result<()> {
         let files = &self.spaces[space.index()];
         let _grow = files.grow.lock();
         if files.len() as u64 > file_no {
@@ -313,8 +318,8 @@ impl Arena {
         }
         let path = self.dir.join(arena_file_name(space, file_no));
         let size_bytes = self.pages_per_file * u64::from(self.page_size_bytes);
-        let (file, map) = if !create {
-            let file = self.open_file(&path, space, file_no, size_bytes)?;
+        let (file, map) = if let Some(opened) = opened {
+            let file = self.check_file(opened, &path, space, file_no, size_bytes)?;
             let map = file.map_private().context(|| format!("mapping {}", path.display()))?;
             (file, map)
         } else if self.read_only {
@@ -341,30 +346,43 @@ impl Arena {
         Ok(())
     }
 
-    /// Opens existing arena file `file_no` of `space` and checks what can be checked without
+    /// Opens every existing arena file of `files` and asks for its first page at once (see
+    /// [`StorageFile::will_need`]): [`Arena::check_file`] reads each to check whose it is, and
+    /// after a cold start those reads then wait for the disk together, not one file after the
+    /// other (64 files of a 1 GiB store).
+    fn open_files(&self, files: &[(Space, u64)]) -> Result<Vec<Arc<dyn StorageFile>>> {
+        let opened = files
+            .iter()
+            .map(|&(space, file_no)| {
+                let path = self.dir.join(arena_file_name(space, file_no));
+                if self.read_only {
+                    self.storage.open_read_only(&path)
+                } else {
+                    self.storage.open(&path, false)
+                }
+                .context(|| format!("opening {}", path.display()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for file in &opened {
+            file.will_need(0, page::PAGE_HEADER_BYTES as u64);
+        }
+        Ok(opened)
+    }
+
+    /// Checks existing arena file `file_no` of `space`, opened, for what can be checked without
     /// reading it all: its length, and that its first page, if ever written, is that page of
     /// this store (a file renamed or swapped in from another store is found here, at open).
     /// A writer also makes sure every block of the file is allocated, so that no page of its
     /// mapping can ever lack backing (a hole read through a mapping on a full file system is a
     /// SIGBUS); files this version creates are allocated whole already, and then nothing changes.
-    /// Asks for the first page of every file in `files` at once (see [`StorageFile::will_need`]):
-    /// `open_file` reads each to check whose it is, and after a cold start those reads then
-    /// wait for the disk together, not one file after the other (64 files of a 1 GiB store).
-    fn ask_for_first_pages(&self, files: &[(Space, u64)]) {
-        for &(space, file_no) in files {
-            if let Ok(file) = self.storage.open_read_only(&self.dir.join(arena_file_name(space, file_no))) {
-                file.will_need(0, page::PAGE_HEADER_BYTES as u64);
-            }
-        }
-    }
-
-    fn open_file(&self, path: &Path, space: Space, file_no: u64, size_bytes: u64) -> Result<Arc<dyn StorageFile>> {
-        let file = if self.read_only {
-            self.storage.open_read_only(path)
-        } else {
-            self.storage.open(path, false)
-        }
-        .context(|| format!("opening {}", path.display()))?;
+    fn check_file(
+        &self,
+        file: Arc<dyn StorageFile>,
+        path: &Path,
+        space: Space,
+        file_no: u64,
+        size_bytes: u64,
+    ) -> Result<Arc<dyn StorageFile>> {
         let len_bytes = file
             .len()
             .context(|| format!("reading the length of {}", path.display()))?;
