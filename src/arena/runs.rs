@@ -96,6 +96,16 @@ impl Arena {
     ///
     /// [`Mapping::zero_fresh`]: crate::storage::Mapping::zero_fresh
     pub fn format_fresh_run(&self, run: &RunLatch<'_>) -> bool {
+        let made = self.format_fresh_run_lazily(run);
+        if made {
+            self.populate(run.first, run.count);
+        }
+        made
+    }
+
+    /// [`Arena::format_fresh_run`] without faulting the pages in: the caller does it later,
+    /// or on another thread, with [`Arena::populate`].
+    pub fn format_fresh_run_lazily(&self, run: &RunLatch<'_>) -> bool {
         let (file, offset) = self.locate(run.first);
         let (_, index) = self.split(run.first.page_no());
         let mut runs = self.fresh_runs.lock();
@@ -114,9 +124,16 @@ impl Arena {
             return false;
         }
         self.set_fresh(file, index, run.count, true, &mut runs);
-        drop(runs);
-        super::populate_write(file.map.ptr_at(offset), len_bytes);
         true
+    }
+
+    /// Faults in the `count` pages from `first` (one file) for writing, in one call: what a
+    /// first store into each would do, without changing a byte, so it may run beside the
+    /// writer of those pages. A hint: failures are ignored.
+    pub fn populate(&self, first: PageId, count: usize) {
+        assert_eq!(self.run_len(first, count), count.min(RUN_PAGES_MAX), "a run lies in one file");
+        let (file, offset) = self.locate(first);
+        super::populate_write(file.map.ptr_at(offset), count * self.page_size_bytes as usize);
     }
 
     /// Gives back the private memory of `count` pages of the run from its page `from` on, as
