@@ -754,8 +754,8 @@ fn no_log_byte_is_written_at_or_past_the_horizon_the_epoch_file_holds() {
     let horizon = read_horizon();
     assert!(horizon > first, "3 MB of log moved the horizon past its first, {first}");
     assert!(
-        horizon <= end + u64::from(PAGE) + (2 << 20),
-        "the horizon stays within a page and 2 MiB of the end: {horizon} for {end}"
+        horizon <= end + u64::from(PAGE) + (1 << 20),
+        "the horizon stays within a page and 1 MiB of the end: {horizon} for {end}"
     );
     // Every byte of the segment files at or past the horizon is as the spare was made: zero.
     let segment_bytes = u64::from(PAGE) * 64;

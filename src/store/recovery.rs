@@ -441,6 +441,11 @@ fn prefresh(
     Ok(made)
 }
 
+/// Fewer fresh pages than this are faulted in on redo's thread: a thread costs more to start
+/// than faulting in 16 MiB of 16 KiB pages takes beside it (an open after a crash of a thousand
+/// commits makes ~70 pages fresh).
+const POPULATE_THREAD_PAGES_MIN: usize = 1024;
+
 /// Runs `redo` while another thread faults in the fresh `runs` in log order (the kernel zeroes
 /// their memory: a fifth of a recovery that formats most of the pages it redoes), so that redo
 /// finds them in memory instead of faulting at every 4 KiB. Faulting in changes no byte, so it
@@ -452,7 +457,8 @@ fn populate_beside<T>(inner: &Inner, runs: &[(PageId, usize)], redo: impl FnOnce
             inner.arena.populate(first, count);
         }
     };
-    if !inner.options.background_io || runs.is_empty() {
+    let pages: usize = runs.iter().map(|&(_, count)| count).sum();
+    if !inner.options.background_io || pages < POPULATE_THREAD_PAGES_MIN {
         populate();
         return redo();
     }
