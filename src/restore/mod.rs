@@ -443,10 +443,11 @@ pub(crate) fn stage_log(
     }
     let epoch_path = live_dir.join("EPOCH");
     if storage.exists(&epoch_path) {
+        let bytes = archive::read_file(storage.as_ref(), &epoch_path)?;
         write_scratch_file(
             storage,
             &staging.join("wal").join("EPOCH"),
-            &archive::read_file(storage.as_ref(), &epoch_path)?,
+            &crate::wal::epoch_without_horizon(&bytes),
         )?;
     }
     Ok(())

@@ -183,7 +183,7 @@ pub fn download_source(
     };
     if generation.has_epoch {
         let bytes = remote.get(&object(generation, EPOCH))?;
-        write_file(&wal_dir.join("EPOCH"), &bytes)?;
+        write_file(&wal_dir.join("EPOCH"), &crate::wal::epoch_without_horizon(&bytes))?;
     }
     let base_path = archive_dir.join(&base_name);
     fetched.bytes += remote.download_to(&object(generation, &base_name), &base_path)?;
@@ -450,6 +450,7 @@ fn stage_streamed(
     }
     if generation.has_epoch {
         let bytes = remote.get(&object(generation, EPOCH))?;
+        let bytes = crate::wal::epoch_without_horizon(&bytes);
         crate::restore::write_scratch_file(storage, &wal_dir.join("EPOCH"), &bytes)?;
     }
     report.phase_done("stage log", &mut clock);

@@ -240,6 +240,20 @@ pub fn write_horizon(storage: &dyn Storage, dir: &Path, slot: usize, epoch: u32,
     file.sync_data().context(|| format!("syncing {}", path.display()))
 }
 
+/// The bytes of an epoch file copied from elsewhere (a restore's staged log: a bucket's copy,
+/// uploaded at some earlier time, or a live store's) with every horizon erased: the copied
+/// segments may hold pages its writer wrote after that horizon, and a slot without one bounds
+/// nothing (the scan reads to the limit, as for a file of format 2.2).
+pub fn without_horizon(bytes: &[u8]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    for at in SLOT_OFFSETS {
+        if let Some(extension) = out.get_mut(at + SLOT_MINOR1_BYTES..at + SLOT_BYTES) {
+            extension.fill(0);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,6 +345,20 @@ mod tests {
             read_in_use(&sim),
             InUse { epoch: 6, horizon: None },
             "a damaged slot may have held a later horizon: no bound, and the epoch counts one more"
+        );
+    }
+
+    #[test]
+    fn a_copied_file_keeps_its_epoch_and_loses_its_horizon() {
+        let (sim, dir) = setup(8);
+        let path = dir.join(EPOCH_FILE_NAME);
+        let mut bytes = vec![0u8; EPOCH_FILE_BYTES];
+        sim.open(&path, false).unwrap().read_at(&mut bytes, 0).unwrap();
+        sim.open(&path, false).unwrap().write_at(&without_horizon(&bytes), 0).unwrap();
+        assert_eq!(
+            read(&sim, dir, STORE, RecoveryMode::Strict, true).unwrap(),
+            InUse { epoch: 8, horizon: None },
+            "both slots valid, the same epoch, no bound"
         );
     }
 

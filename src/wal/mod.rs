@@ -16,6 +16,7 @@
 //! - Readers read the segments' shared read-only mappings below `written_lsn`.
 
 mod epoch_file;
+pub(crate) use epoch_file::without_horizon as epoch_without_horizon;
 mod flush;
 mod open;
 mod reader;
