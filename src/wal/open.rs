@@ -32,7 +32,12 @@ impl Wal {
         // of a cleanly closed store then pays no fdatasync at all (3-8 ms each on a common
         // disk, which flushes its cache even for a clean file).
         if !scanned.clean_close {
-            for segment in segments.values() {
+            // The segments recovery reads (from the scan's start to the end and the torn
+            // tail's zeros): those before were durable when the checkpoint it starts from was
+            // taken, and those after hold no byte of the log (a segment installed ahead).
+            let read = geometry.segment_of(report.start_lsn.get())
+                ..=geometry.segment_of(report.end_lsn.get().max(report.zero_to));
+            for segment in segments.values().filter(|s| read.contains(&s.segment_no)) {
                 segment
                     .file
                     .sync_data()
