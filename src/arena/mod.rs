@@ -974,6 +974,14 @@ fn advise(ptr: *mut u8, len_bytes: usize, advice: libc::c_int) {
     let _ = unsafe { libc::madvise(ptr.cast(), len_bytes, advice) };
 }
 
+/// An arena of 4 KiB pages in files of 16 pages on real files in `dir` (tests of the fresh
+/// memory, which the simulator's mappings only model).
+#[cfg(test)]
+pub(crate) fn real_arena(dir: &Path) -> Arena {
+    let storage = Arc::new(crate::storage::RealStorage::new());
+    Arena::open(storage, dir, 4096, 4096 * 16, ArenaOpen::TEST).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1010,8 +1018,7 @@ mod tests {
         use crate::format::page::{PageKind, Space};
         use zerocopy::IntoBytes;
         let dir = tempfile::tempdir().unwrap();
-        let storage = Arc::new(crate::storage::RealStorage::new());
-        let arena = Arena::open(storage, dir.path(), 4096, 4096 * 16, crate::arena::ArenaOpen::TEST).unwrap();
+        let arena = real_arena(dir.path());
         let format = |page_no: u64| {
             let id = PageId::new(Space::Vector, page_no);
             arena.ensure_page(id).unwrap();

@@ -247,8 +247,7 @@ mod tests {
     #[cfg_attr(miri, ignore = "maps a real file")]
     fn a_run_made_fresh_in_one_call_joins_its_neighbours_and_goes_back_to_its_file_in_one() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = Arc::new(crate::storage::RealStorage::new());
-        let arena = Arena::open(storage, dir.path(), 4096, 4096 * 16, crate::arena::ArenaOpen::TEST).unwrap();
+        let arena = super::super::real_arena(dir.path());
         arena.ensure_page(vector(15)).unwrap();
         // Page 9 was formatted alone, through the mapping's own path: a run of one.
         let format = |id: PageId| {
