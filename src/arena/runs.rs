@@ -73,6 +73,15 @@ impl Arena {
     /// [`super::PageRead`] of any of them runs while the returned guard lives. The pages lie
     /// in one file (see [`Arena::run_len`]); the caller holds no other latch.
     pub fn latch_run(&self, first: PageId, count: usize) -> RunLatch<'_> {
+        RunLatch {
+            _stripes: self.run_stripes(first, count).iter().map(|&s| self.latches[s].write()).collect(),
+            first,
+            count,
+        }
+    }
+
+    /// The latch stripes of the `count` pages from `first` on, ascending, each once.
+    fn run_stripes(&self, first: PageId, count: usize) -> Vec<usize> {
         assert!((1..=RUN_PAGES_MAX).contains(&count), "a run of {count} pages");
         assert_eq!(self.run_len(first, count), count, "a run lies in one file");
         let mut stripes: Vec<usize> = (0..count as u64)
@@ -80,11 +89,23 @@ impl Arena {
             .collect();
         stripes.sort_unstable();
         stripes.dedup();
-        RunLatch {
-            _stripes: stripes.iter().map(|&s| self.latches[s].write()).collect(),
+        stripes
+    }
+
+    /// [`Arena::latch_run`] where every stripe is free at once, else `None` (nothing held):
+    /// for an optional change made by a caller that may hold a latch or a [`super::PageRead`]
+    /// already (a writer preparing pages ahead), which must then neither wait nor deadlock.
+    pub fn try_latch_run(&self, first: PageId, count: usize) -> Option<RunLatch<'_>> {
+        let guards = self
+            .run_stripes(first, count)
+            .iter()
+            .map(|&s| self.latches[s].try_write())
+            .collect::<Option<Vec<_>>>()?;
+        Some(RunLatch {
+            _stripes: guards,
             first,
             count,
-        }
+        })
     }
 
     /// Makes every page of the run zeros in fresh memory (see [`Mapping::zero_fresh`]) with
@@ -310,5 +331,13 @@ mod tests {
         arena.ensure_page(vector(7)).unwrap();
         let run = arena.latch_run(vector(6), 2);
         assert_eq!((run.first(), run.count(), run.page(1)), (vector(6), 2, vector(7)));
+        drop(run);
+        let reading = arena.read_page(vector(7));
+        assert!(
+            arena.try_latch_run(vector(6), 2).is_none(),
+            "a run with a page read under its latch is not taken (no wait, no deadlock)"
+        );
+        drop(reading);
+        assert!(arena.try_latch_run(vector(6), 2).is_some(), "and is once the reader is done");
     }
 }

@@ -105,8 +105,11 @@ impl Inner {
         }
         let count = self.arena.run_len(page, usize::MAX);
         let last = PageId::new(page.space(), page.page_no() + count as u64 - 1);
-        if self.arena.ensure_page(last).is_ok() {
-            self.arena.format_fresh_run(&self.arena.latch_run(page, count));
+        // Optional: skipped where a stripe of the run is held (a reader's, or the caller's own).
+        if self.arena.ensure_page(last).is_ok()
+            && let Some(run) = self.arena.try_latch_run(page, count)
+        {
+            self.arena.format_fresh_run(&run);
         }
     }
 }
