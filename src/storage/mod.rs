@@ -387,22 +387,29 @@ impl Mapping {
         unsafe { self.release_with(offset, len_bytes, true) }
     }
 
-    /// # Safety
-    /// As for [`Mapping::release`].
-    unsafe fn release_with(&self, offset: usize, len_bytes: usize, fresh: bool) -> io::Result<()> {
+    /// Asserts that `offset..offset + len_bytes` lies inside the mapping (callers compute it);
+    /// `InvalidInput` unless it is whole pages of the operating system (`what` names the call).
+    fn check_whole_pages(&self, offset: usize, len_bytes: usize, what: &str) -> io::Result<()> {
         let end = offset.checked_add(len_bytes).expect("mapping range overflows");
         assert!(
             end <= self.len_bytes,
-            "mapping release {offset}+{len_bytes} past {}",
+            "mapping {what} {offset}+{len_bytes} past {}",
             self.len_bytes
         );
         let page = os_page_bytes();
         if !offset.is_multiple_of(page) || !len_bytes.is_multiple_of(page) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("a release covers whole {page}-byte pages, not {offset}+{len_bytes}"),
+                format!("a {what} covers whole {page}-byte pages, not {offset}+{len_bytes}"),
             ));
         }
+        Ok(())
+    }
+
+    /// # Safety
+    /// As for [`Mapping::release`].
+    unsafe fn release_with(&self, offset: usize, len_bytes: usize, fresh: bool) -> io::Result<()> {
+        self.check_whole_pages(offset, len_bytes, "release")?;
         if len_bytes == 0 {
             return Ok(());
         }
@@ -430,14 +437,8 @@ impl Mapping {
     /// the call, and no slice returned by [`Mapping::bytes`] covers it.
     pub unsafe fn zero_fresh(&self, offset: usize, len_bytes: usize) -> io::Result<()> {
         assert!(self.writable, "zero_fresh in a read-only mapping");
-        let end = offset.checked_add(len_bytes).expect("mapping range overflows");
-        assert!(
-            end <= self.len_bytes,
-            "mapping zero_fresh {offset}+{len_bytes} past {}",
-            self.len_bytes
-        );
-        let page = os_page_bytes();
-        if !offset.is_multiple_of(page) || !len_bytes.is_multiple_of(page) || len_bytes == 0 {
+        self.check_whole_pages(offset, len_bytes, "zero_fresh")?;
+        if len_bytes == 0 {
             return Err(io::ErrorKind::InvalidInput.into());
         }
         // SAFETY: the range is whole pages inside the mapping (checked above); the caller

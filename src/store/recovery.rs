@@ -450,7 +450,7 @@ const POPULATE_THREAD_PAGES_MIN: usize = 1024;
 /// their memory: a fifth of a recovery that formats most of the pages it redoes), so that redo
 /// finds them in memory instead of faulting at every 4 KiB. Faulting in changes no byte, so it
 /// races with no store of redo's. Without background I/O (reproducible runs), on this thread
-/// first.
+/// first; where no thread can be started, not at all (redo's own stores fault the pages in).
 fn populate_beside<T>(inner: &Inner, runs: &[(PageId, usize)], redo: impl FnOnce() -> T) -> T {
     let populate = || {
         for &(first, count) in runs {
@@ -463,7 +463,10 @@ fn populate_beside<T>(inner: &Inner, runs: &[(PageId, usize)], redo: impl FnOnce
         return redo();
     }
     std::thread::scope(|scope| {
-        scope.spawn(populate);
+        // Where no thread can be had (a process at its limit), redo faults the pages in itself.
+        let _ = std::thread::Builder::new()
+            .name("vellum-populate".into())
+            .spawn_scoped(scope, populate);
         redo()
     })
 }
