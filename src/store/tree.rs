@@ -40,7 +40,8 @@ use crate::{Error, Result};
 const RESTARTS_MAX: usize = 10_000;
 
 /// A node page id read from the index, checked to name a catalog-space page in the arena.
-fn node_page(inner: &Inner, raw: u64, from: &str) -> Result<PageId> {
+fn node_page(inner: &Inner, raw: u64, from: &dyn std::fmt::Display) -> Result<PageId> {
+    // `from` is formatted only for the error: a descent formats nothing.
     PageId::from_raw(raw)
         .filter(|p| p.space() == Space::Catalog && p.page_no() > 0 && p.page_no() < inner.arena.page_count(Space::Catalog))
         .ok_or_else(|| Error::corrupted_file("arena", format!("{from} links to {raw:#x}, no node page")))
@@ -67,7 +68,7 @@ fn descend<T>(
         if root == 0 {
             return Ok(None);
         }
-        let mut page = node_page(inner, root, "the root")?;
+        let mut page = node_page(inner, root, &"the root")?;
         for _ in 0..=HEIGHT_MAX {
             inner.arena.verify_in_use(page)?;
             let step = {
@@ -76,7 +77,7 @@ fn descend<T>(
                     Step::Restart
                 } else {
                     match step_node(&image, key, &mut at_branch, &mut at_leaf) {
-                        Ok(NodeStep::Down(child)) => Step::Down(node_page(inner, child, &page.to_string())?),
+                        Ok(NodeStep::Down(child)) => Step::Down(node_page(inner, child, &page)?),
                         Ok(NodeStep::Done(found)) => Step::Done(found),
                         // A record applied since the descent began may have changed the path
                         // under it (an undo takes a node back to the empty page its page-init
@@ -295,7 +296,7 @@ fn path_to(inner: &Inner, list: &EditList, root: u64, key: &[u8]) -> Result<Opti
     if root == 0 {
         return Ok(None);
     }
-    let mut page = node_page(inner, root, "the root")?;
+    let mut page = node_page(inner, root, &"the root")?;
     let mut path = Vec::new();
     for _ in 0..=HEIGHT_MAX {
         let step = with_node(inner, list, page, |node| match node.kind {
@@ -313,7 +314,7 @@ fn path_to(inner: &Inner, list: &EditList, root: u64, key: &[u8]) -> Result<Opti
             WriterStep::Leaf(leaf) => return Ok(Some((path, leaf))),
             WriterStep::Down(j, child) => {
                 path.push(PathStep { page, child: j });
-                page = node_page(inner, child, &page.to_string())?;
+                page = node_page(inner, child, &page)?;
             }
         }
     }
