@@ -11,10 +11,44 @@ use super::streaming::decode_streamed;
 
 /// Writes `bytes` as `dir/name` atomically: temporary file, sync, rename, directory sync.
 pub fn write_atomically(storage: &dyn Storage, dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let published = write_atomically_unless(storage, dir, name, bytes, &|| false)?;
+    assert!(published, "nothing gives the write up");
+    Ok(())
+}
+
+/// How much of a file [`write_atomically_unless`] writes before it asks again.
+const GIVE_UP_CHUNK_BYTES: usize = 1 << 20;
+
+/// As [`write_atomically`], but gives the write up before its sync if `give_up()` says so by
+/// then (it asks before each MiB written): the temporary file is removed, nothing is published, and `Ok(false)` says so. (A
+/// close does not wait for the sync of an archive file its next session can write again.)
+pub fn write_atomically_unless(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    give_up: &dyn Fn() -> bool,
+) -> Result<bool> {
     let (new_dir, tmp, file) = create_temporary(storage, dir, name)?;
-    file.write_at(bytes, 0)
-        .context(|| format!("writing {}", tmp.display()))?;
-    publish_temporary(storage, dir, name, new_dir, file.as_ref())
+    // In chunks, asking between them: a write into the page cache waits for the disk once
+    // the kernel holds enough dirty pages.
+    let mut chunks = bytes.chunks(GIVE_UP_CHUNK_BYTES);
+    let mut at = 0;
+    loop {
+        if give_up() {
+            drop(file);
+            // A leftover that cannot be removed now is removed by the next open (`.tmp` files
+            // are never read as archive files).
+            let _ = storage.remove_file(&tmp);
+            return Ok(false);
+        }
+        let Some(chunk) = chunks.next() else { break };
+        file.write_at(chunk, at as u64)
+            .context(|| format!("writing {}", tmp.display()))?;
+        at += chunk.len();
+    }
+    publish_temporary(storage, dir, name, new_dir, file.as_ref())?;
+    Ok(true)
 }
 
 /// Creates `dir` (if missing; says so in the first value) and an empty `dir/name.tmp`.

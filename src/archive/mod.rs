@@ -23,7 +23,7 @@ pub use crate::format::archive::*;
 pub use codec::{decode, encode};
 #[cfg(feature = "testing")]
 pub use codec::{ArchiveFile, compress_blocks, shuffle4, unshuffle4};
-pub use files::{Listing, list, read_file, verify, write_atomically};
+pub use files::{Listing, list, read_file, verify, write_atomically, write_atomically_unless};
 // Read by restores from a bucket (and the project's own tests).
 #[cfg(any(feature = "object-store", feature = "testing"))]
 pub use streaming::decode_streamed_from;
@@ -42,6 +42,25 @@ mod tests {
     use zerocopy::little_endian::U32;
     use zerocopy::{FromBytes, IntoBytes};
     use zerocopy::FromZeros;
+
+    #[test]
+    fn a_write_given_up_before_its_sync_publishes_nothing_and_leaves_no_temporary() {
+        let sim = crate::storage::SimStorage::new(1);
+        let dir = Path::new("/archive");
+        let bytes = vec![7u8; 3 << 20];
+        let asked = std::cell::Cell::new(0);
+        let give_up_at_the_third_question = || {
+            asked.set(asked.get() + 1);
+            asked.get() == 3
+        };
+        let published = write_atomically_unless(&sim, dir, "f", &bytes, &give_up_at_the_third_question).unwrap();
+        assert!(!published, "given up");
+        assert_eq!(asked.get(), 3, "asked before each MiB");
+        assert_eq!(sim.list(dir).unwrap(), Vec::<String>::new(), "neither the file nor its temporary");
+        let published = write_atomically_unless(&sim, dir, "f", &bytes, &|| false).unwrap();
+        assert!(published, "not given up");
+        assert_eq!(read_file(&sim, &dir.join("f")).unwrap(), bytes, "published whole");
+    }
 
     #[test]
     fn shuffle_round_trips_any_length() {

@@ -25,6 +25,8 @@ pub struct Archiver {
     wake: Condvar,
     stopping: Mutex<bool>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Held while a segment is archived (by the thread or a drain): one at a time.
+    archiving: Mutex<()>,
     /// The first error the background archiver met (reported by the next checkpoint).
     failure: Mutex<Option<String>>,
     /// Retention runs one at a time (the archiver thread and checkpoints both apply it).
@@ -72,10 +74,16 @@ fn ensure_thread(inner: &Inner) -> Result<()> {
     Ok(())
 }
 
-/// Stops the background archiver after it has archived everything queued.
+/// Stops the background archiver once the segment it is archiving is done. Segments still
+/// queued are left where they are, in the log directory and whole: a close does not wait for
+/// the archive to catch up with a bulk load (each segment is a write and an fdatasync of 16 MiB),
+/// and the next session's first checkpoint retires them to its archiver again (a restore reads
+/// them from the live log meanwhile).
 pub(crate) fn stop(inner: &Inner) {
     let handle = {
         let mut slot = inner.archiver.thread.lock();
+        // Set under the queue's lock, which the thread holds from its check to its wait.
+        let _queue = inner.archiver.queue.lock();
         *inner.archiver.stopping.lock() = true;
         slot.take()
     };
@@ -85,49 +93,58 @@ pub(crate) fn stop(inner: &Inner) {
     }
 }
 
-/// Archives, on the caller's thread, whatever is still queued (the segments the closing
-/// checkpoint retired after the archiver thread stopped), so that a closed store keeps no
-/// retired segment in its live log.
+/// Archives, on the caller's thread, whatever is still queued: a store without background
+/// I/O archives the segments a checkpoint retires before the checkpoint returns, and an
+/// explicit checkpoint (`Store::checkpoint`) waits for the archive to catch up.
 pub(crate) fn drain(inner: &Inner) -> Result<()> {
-    loop {
-        let Some(segment) = inner.archiver.queue.lock().front().cloned() else {
-            return Ok(());
-        };
-        // A segment leaves the queue only once archived and recycled: the live log must
-        // never lose a segment while an earlier one is still in it (a reopen would find a
-        // hole), so a failure keeps it, and every one after it, queued.
-        archive_and_recycle(inner, &segment)?;
-        inner.archiver.queue.lock().pop_front();
+    while let Some(archived) = archive_front(inner, &|| false)? {
+        assert!(archived, "a drain gives nothing up");
     }
+    Ok(())
+}
+
+/// Archives and recycles the segment at the front of the queue, then takes it off: `None` if
+/// the queue is empty, `Some(false)` if `give_up` stopped it (the segment stays queued). One
+/// caller at a time (the thread and a drain may both run), so no segment is archived twice.
+fn archive_front(inner: &Inner, give_up: &dyn Fn() -> bool) -> Result<Option<bool>> {
+    let _one_at_a_time = inner.archiver.archiving.lock();
+    let Some(segment) = inner.archiver.queue.lock().front().cloned() else {
+        return Ok(None);
+    };
+    // A segment leaves the queue only once archived and recycled: the live log must never
+    // lose a segment while an earlier one is still in it (a reopen would find a hole), so a
+    // failure keeps it, and every one after it, queued.
+    let archived = archive_and_recycle(inner, &segment, give_up)?;
+    if archived {
+        let popped = inner.archiver.queue.lock().pop_front();
+        assert!(popped.is_some_and(|s| Arc::ptr_eq(&s, &segment)), "only the archiver takes segments off");
+    }
+    Ok(Some(archived))
 }
 
 fn run(weak: Weak<Inner>) {
     let mut failing = false;
     loop {
         let Some(inner) = weak.upgrade() else { return };
-        let next = {
+        {
             let mut queue = inner.archiver.queue.lock();
+            if *inner.archiver.stopping.lock() {
+                // What is left (queued, or kept after a failure) waits for the next session.
+                return;
+            }
             if queue.is_empty() || failing {
-                // What is left after a failure is drained by the close, on its thread.
-                if *inner.archiver.stopping.lock() {
-                    return;
-                }
                 inner
                     .archiver
                     .wake
                     .wait_for(&mut queue, std::time::Duration::from_millis(200));
             }
-            queue.front().cloned()
-        };
-        let Some(segment) = next else { continue };
-        match archive_and_recycle(&inner, &segment) {
-            Ok(()) => {
-                failing = false;
-                let mut queue = inner.archiver.queue.lock();
-                if queue.front().is_some_and(|s| Arc::ptr_eq(s, &segment)) {
-                    queue.pop_front();
-                }
-            }
+        }
+        // A close stops the thread: it gives the segment up rather than wait for its sync.
+        let stopping = || *inner.archiver.stopping.lock();
+        match archive_front(&inner, &stopping) {
+            Ok(None) => {}
+            Ok(Some(false)) => return,
+            Ok(Some(true)) => failing = false,
             // Retried after a pause (the disk may have room again); segments after it wait.
             Err(error) => {
                 failing = true;
@@ -135,6 +152,24 @@ fn run(weak: Weak<Inner>) {
             }
         }
     }
+}
+
+/// Hands the archiver, in the background, the segments an earlier session left waiting for it
+/// (before the last checkpoint's truncation point, still in the log directory: see [`stop`]).
+/// Called once a session first writes; an open that only reads leaves them for later.
+pub(crate) fn resume_backlog(inner: &Inner) -> Result<()> {
+    if !inner.options.archive || !inner.options.background_io || inner.read_only {
+        return Ok(());
+    }
+    let truncate_lsn = inner.control.lock().1.truncate_lsn;
+    let segments = inner.wal.detach_before(truncate_lsn)?;
+    if segments.is_empty() {
+        return Ok(());
+    }
+    inner.archiver.queue.lock().extend(segments);
+    ensure_thread(inner)?;
+    inner.archiver.wake.notify_all();
+    Ok(())
 }
 
 /// Hands the segments a checkpoint retired to the archiver, or recycles them if archiving is
@@ -161,8 +196,9 @@ pub(crate) fn retire(inner: &Inner, truncate_lsn: Lsn) -> Result<()> {
     drain(inner)
 }
 
-/// Archives one retired segment (unless a whole copy is there already), then recycles it.
-fn archive_and_recycle(inner: &Inner, segment: &Arc<Segment>) -> Result<()> {
+/// Archives one retired segment (unless a whole copy is there already), then recycles it;
+/// `Ok(false)` if `give_up()` said so before the archive file's sync (the segment stays).
+fn archive_and_recycle(inner: &Inner, segment: &Arc<Segment>, give_up: &dyn Fn() -> bool) -> Result<bool> {
     let storage = inner.options.storage.as_ref();
     let dir = inner.dir.join(ARCHIVE_DIR);
     let name = archive::wal_file_name(segment.segment_no);
@@ -182,10 +218,13 @@ fn archive_and_recycle(inner: &Inner, segment: &Arc<Segment>) -> Result<()> {
             header.first_us = U64::new(s.first_us);
             header.last_us = U64::new(s.last_us);
         }
-        archive::write_atomically(storage, &dir, &name, &archive::encode(header, contents))?;
+        if give_up() || !archive::write_atomically_unless(storage, &dir, &name, &archive::encode(header, contents), give_up)? {
+            return Ok(false);
+        }
     }
     inner.wal.recycle(segment.clone())?;
-    apply_retention(inner)
+    apply_retention(inner)?;
+    Ok(true)
 }
 
 fn header_for(inner: &Inner, kind: u8) -> ArchiveHeader {
@@ -373,5 +412,72 @@ mod tests {
         store.close().unwrap();
         let archived = std::fs::read_dir(dir.path().join(super::ARCHIVE_DIR)).unwrap().count();
         assert!(archived >= 2, "the retired segments were archived: {archived} files");
+    }
+
+    fn small_segments() -> Options {
+        Options {
+            page_size_bytes: 4096,
+            segment_size_bytes: 16 * 4096,
+            ..Options::default()
+        }
+    }
+
+    fn archived(dir: &std::path::Path, segment_no: u64) -> bool {
+        dir.join(super::ARCHIVE_DIR)
+            .join(crate::archive::wal_file_name(segment_no))
+            .exists()
+    }
+
+    /// A session whose archiver is stopped retires segments that nobody archives: what a close
+    /// leaves when the archive is behind. Returns their numbers.
+    fn leave_a_backlog(dir: &std::path::Path) -> Vec<u64> {
+        let store = Store::create(dir, 8, small_segments()).unwrap();
+        super::stop(store.inner());
+        for i in 0..300 {
+            store.insert(&format!("id-{i}"), &[i as f32; 8], &[("k", &"v".repeat(200))]).unwrap();
+        }
+        crate::store::checkpoint::run(store.inner()).unwrap();
+        let backlog: Vec<u64> = store.inner().archiver.queue.lock().iter().map(|s| s.segment_no).collect();
+        assert!(backlog.len() >= 2, "the checkpoint retired segments: {backlog:?}");
+        store.close().unwrap();
+        backlog
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "real files and threads")]
+    fn a_close_leaves_segments_waiting_for_the_archiver_in_the_log_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let backlog = leave_a_backlog(dir.path());
+        for &n in &backlog {
+            assert!(!archived(dir.path(), n), "segment {n} was not archived");
+            let file = dir.path().join("wal").join(crate::wal::segment::segment_file_name(n));
+            assert!(file.exists(), "segment {n} stays in the log directory: {}", file.display());
+        }
+        let store = Store::open(dir.path(), small_segments()).unwrap();
+        assert_eq!(store.len(), 300, "nothing is lost");
+        let in_log: Vec<u64> = store.log_info().segments;
+        assert!(backlog.iter().all(|n| in_log.contains(n)), "{backlog:?} are in the log again: {in_log:?}");
+        // An explicit checkpoint returns once the archive has caught up.
+        store.checkpoint().unwrap();
+        assert!(backlog.iter().all(|&n| archived(dir.path(), n)), "the checkpoint archived {backlog:?}");
+        store.close().unwrap();
+        let report = crate::inspect::verify_store(dir.path(), &()).unwrap();
+        assert!(report.clean(), "the store and its archive verify: {report:?}");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "real files and threads")]
+    fn the_first_write_of_a_session_hands_the_backlog_to_the_archiver_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let backlog = leave_a_backlog(dir.path());
+        let store = Store::open(dir.path(), small_segments()).unwrap();
+        assert!(store.inner().archiver.thread.lock().is_none(), "an open that reads archives nothing");
+        store.insert("one-more", &[1.0; 8], &[]).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !backlog.iter().all(|&n| archived(dir.path(), n)) {
+            assert!(std::time::Instant::now() < deadline, "the archiver thread archived {backlog:?}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        store.close().unwrap();
     }
 }

@@ -403,9 +403,15 @@ impl Store {
     }
 
     /// Runs a checkpoint now: writes dirty pages, records where recovery starts, releases log.
+    /// With archiving on, it returns once every log segment released so far (this checkpoint's,
+    /// and any a close left waiting for the archiver) is in the archive.
     pub fn checkpoint(&self) -> Result<Lsn> {
         self.inner.check_writable()?;
-        crate::store::checkpoint::run(&self.inner)
+        let lsn = crate::store::checkpoint::run(&self.inner)?;
+        if self.inner.options.archive {
+            crate::store::archiver::drain(&self.inner)?;
+        }
+        Ok(lsn)
     }
 
     /// Takes a checkpoint with a base image and holds off later checkpoints (and so the
@@ -526,7 +532,16 @@ impl Store {
             crate::store::shipping::finish(&self.inner); // Hook (shipping): what is left, bounded
             return Ok(());
         }
-        let result = checkpoint::run_closing(&self.inner).and_then(|_| crate::store::archiver::drain(&self.inner));
+        // Segments still waiting for the archiver stay in the log directory (archiver::stop),
+        // and the next session that writes archives them; a store that ships archives them
+        // now, for the bucket to get them before the close finishes the shipper.
+        let result = checkpoint::run_closing(&self.inner).and_then(|_| {
+            if crate::store::shipping::ships(&self.inner) {
+                crate::store::archiver::drain(&self.inner)
+            } else {
+                Ok(())
+            }
+        });
         // Durable, with the rest of the last log page zeroed: a clean end even in a recycled
         // segment for the next open and for independent readers.
         let finish = self.inner.wal.finish();
@@ -549,6 +564,7 @@ impl Store {
         if self.checkpointer_started.swap(true, Ordering::AcqRel) || self.inner.read_only {
             return Ok(());
         }
+        crate::store::archiver::resume_backlog(&self.inner)?;
         self.start_checkpointer()
     }
 
@@ -566,7 +582,12 @@ impl Store {
     }
 
     fn stop_checkpointer(&self) {
-        self.inner.stopping.store(true, Ordering::SeqCst);
+        {
+            // Set under the lock the checkpointer checks it under before it waits: a stop set
+            // between its check and its wait would otherwise be missed for a whole wait.
+            let _wanted = self.inner.checkpoint_wanted.0.lock();
+            self.inner.stopping.store(true, Ordering::SeqCst);
+        }
         self.inner.checkpoint_wanted.1.notify_all();
         if let Some(handle) = self.checkpointer.lock().take() {
             let _ = handle.join();

@@ -120,6 +120,20 @@ pub(crate) fn finish(inner: &Inner) {
     let _ = inner;
 }
 
+/// Whether the store ships its archive: its close then archives every retired segment
+/// before it finishes the shipper (the bucket gets the log as archive files, with no gap).
+pub(crate) fn ships(inner: &Inner) -> bool {
+    #[cfg(feature = "object-store")]
+    {
+        inner.ship.shipper.lock().is_some()
+    }
+    #[cfg(not(feature = "object-store"))]
+    {
+        let _ = inner;
+        false
+    }
+}
+
 /// Stops the shipper without waiting for uploads (a store dropped without close).
 pub(crate) fn stop(inner: &Inner) {
     #[cfg(feature = "object-store")]
