@@ -156,20 +156,28 @@ fn run(weak: Weak<Inner>) {
 
 /// Hands the archiver, in the background, the segments an earlier session left waiting for it
 /// (before the last checkpoint's truncation point, still in the log directory: see [`stop`]).
-/// Called once a session first writes; an open that only reads leaves them for later.
-pub(crate) fn resume_backlog(inner: &Inner) -> Result<()> {
+/// Called by the checkpointer thread (which a session's first write starts) after its first
+/// wait; an open that only reads leaves them for later. A failure is reported as the
+/// archiver's are, by the next checkpoint.
+pub(crate) fn resume_backlog(inner: &Inner) {
     if !inner.options.archive || !inner.options.background_io || inner.read_only {
-        return Ok(());
+        return;
     }
     let truncate_lsn = inner.control.lock().1.truncate_lsn;
-    let segments = inner.wal.detach_before(truncate_lsn)?;
-    if segments.is_empty() {
-        return Ok(());
+    let resumed = inner.wal.detach_before(truncate_lsn).and_then(|segments| {
+        if segments.is_empty() {
+            return Ok(());
+        }
+        // A checkpoint of this session that ran before took these already (it takes every
+        // segment before its truncation point): the queue stays in log order.
+        inner.archiver.queue.lock().extend(segments);
+        ensure_thread(inner)?;
+        inner.archiver.wake.notify_all();
+        Ok(())
+    });
+    if let Err(error) = resumed {
+        inner.archiver.failure.lock().get_or_insert(error.to_string());
     }
-    inner.archiver.queue.lock().extend(segments);
-    ensure_thread(inner)?;
-    inner.archiver.wake.notify_all();
-    Ok(())
 }
 
 /// Hands the segments a checkpoint retired to the archiver, or recycles them if archiving is
@@ -467,7 +475,7 @@ mod tests {
 
     #[test]
     #[cfg_attr(miri, ignore = "real files and threads")]
-    fn the_first_write_of_a_session_hands_the_backlog_to_the_archiver_thread() {
+    fn a_session_that_writes_hands_the_backlog_to_the_archiver_thread() {
         let dir = tempfile::tempdir().unwrap();
         let backlog = leave_a_backlog(dir.path());
         let store = Store::open(dir.path(), small_segments()).unwrap();

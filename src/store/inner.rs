@@ -174,6 +174,7 @@ impl Inner {
 /// Runs checkpoints when enough log has accumulated, or when memory should be given back,
 /// until the store stops.
 pub(super) fn checkpointer(weak: Weak<Inner>) {
+    let mut backlog_resumed = false;
     loop {
         let Some(inner) = weak.upgrade() else { return };
         {
@@ -186,6 +187,11 @@ pub(super) fn checkpointer(weak: Weak<Inner>) {
         }
         if inner.stopping.load(Ordering::SeqCst) {
             return;
+        }
+        if !backlog_resumed {
+            // After the first wait: a session that ends sooner would give its copy up anyway.
+            backlog_resumed = true;
+            crate::store::archiver::resume_backlog(&inner);
         }
         // A failure poisons the log or is retried at the next trigger; commits report it.
         let result = match inner.checkpoint_due() {

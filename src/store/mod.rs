@@ -564,7 +564,6 @@ impl Store {
         if self.checkpointer_started.swap(true, Ordering::AcqRel) || self.inner.read_only {
             return Ok(());
         }
-        crate::store::archiver::resume_backlog(&self.inner)?;
         self.start_checkpointer()
     }
 

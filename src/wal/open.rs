@@ -130,6 +130,14 @@ impl Wal {
         for &number in &numbers {
             segments.insert(number, segment_dir.open_segment(number)?);
         }
+        // Every header is read below: asked for at once, after a cold start the reads wait for
+        // the disk together rather than one segment after the other (segments a close left to
+        // the archiver are read here too).
+        for segment in segments.values() {
+            segment
+                .file
+                .will_need(0, crate::format::wal::SEGMENT_HEADER_BYTES as u64);
+        }
         let geometry = config.geometry;
         check_identities(&segments, dir, config)?;
         let limit = geometry.segment_base(numbers[numbers.len() - 1] + 1);
