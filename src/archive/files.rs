@@ -9,19 +9,13 @@ use crate::storage::Storage;
 
 use super::streaming::decode_streamed;
 
-/// Writes `bytes` as `dir/name` atomically: temporary file, sync, rename, directory sync.
-pub fn write_atomically(storage: &dyn Storage, dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let published = write_atomically_unless(storage, dir, name, bytes, &|| false)?;
-    assert!(published, "nothing gives the write up");
-    Ok(())
-}
-
 /// How much of a file [`write_atomically_unless`] writes before it asks again.
 const GIVE_UP_CHUNK_BYTES: usize = 1 << 20;
 
-/// As [`write_atomically`], but gives the write up before its sync if `give_up()` says so by
-/// then (it asks before each MiB written): the temporary file is removed, nothing is published, and `Ok(false)` says so. (A
-/// close does not wait for the sync of an archive file its next session can write again.)
+/// Writes `bytes` as `dir/name` atomically (temporary file, sync, rename, directory sync) and
+/// returns `Ok(true)`, unless `give_up()` says so before the sync (it is asked before each MiB
+/// written): then the temporary file is removed, nothing is published, and `Ok(false)` says
+/// so. (A close does not wait for the sync of an archive file its next session writes again.)
 pub fn write_atomically_unless(
     storage: &dyn Storage,
     dir: &Path,

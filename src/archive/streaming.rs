@@ -285,7 +285,7 @@ impl FileContents {
 /// Raw bytes each thread compresses per round of [`write_streamed`].
 const STREAM_RUN_BYTES: usize = 8 * BLOCK_RAW_MAX_BYTES;
 
-/// Writes `contents` as the archive file `dir/name` (atomically, as [`write_atomically`]),
+/// Writes `contents` as the archive file `dir/name` (atomically, as [`write_atomically_unless`](super::write_atomically_unless)),
 /// compressed by up to `threads` threads, with memory for one round of `threads` runs of
 /// 8 MiB and their compressed forms instead of the whole contents: a base image of an arena
 /// of any size. The file is byte for byte the one [`encode`] returns for the same contents

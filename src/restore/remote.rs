@@ -54,7 +54,14 @@ pub fn fetch_control(remote: &Remote, generation: &Generation, dir: &Path) -> Re
     let name = object(generation, CONTROL);
     let bytes = remote.get(&name)?;
     let storage = RealStorage::new();
-    archive::write_atomically(&storage, dir, crate::format::control::CONTROL_FILE_NAME, &bytes)?;
+    let written = archive::write_atomically_unless(
+        &storage,
+        dir,
+        crate::format::control::CONTROL_FILE_NAME,
+        &bytes,
+        &|| false,
+    )?;
+    assert!(written, "nothing gives the write up");
     ControlFile::open(&storage, dir)
         .map(|(_, control)| control)
         .map_err(|e| rename_error(e, dir, remote, generation))
