@@ -464,13 +464,40 @@ mod tests {
         let store = Store::open(dir.path(), small_segments()).unwrap();
         assert_eq!(store.len(), 300, "nothing is lost");
         let in_log: Vec<u64> = store.log_info().segments;
-        assert!(backlog.iter().all(|n| in_log.contains(n)), "{backlog:?} are in the log again: {in_log:?}");
+        assert!(backlog.iter().all(|n| !in_log.contains(n)), "{backlog:?} are left unopened: {in_log:?}");
+        assert_eq!(store.wal().backlog_segments(), backlog.len(), "the open left them for the archiver");
         // An explicit checkpoint returns once the archive has caught up.
         store.checkpoint().unwrap();
         assert!(backlog.iter().all(|&n| archived(dir.path(), n)), "the checkpoint archived {backlog:?}");
         store.close().unwrap();
         let report = crate::inspect::verify_store(dir.path(), &()).unwrap();
         assert!(report.clean(), "the store and its archive verify: {report:?}");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "real files and threads")]
+    fn a_foreign_segment_left_for_the_archiver_is_refused_when_taken_and_nothing_after_it_is_recycled() {
+        let (dir, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let backlog = leave_a_backlog(dir.path());
+        leave_a_backlog(other.path());
+        let name = crate::wal::segment::segment_file_name(backlog[0]);
+        std::fs::copy(other.path().join("wal").join(&name), dir.path().join("wal").join(&name)).unwrap();
+        let store = Store::open(dir.path(), small_segments()).unwrap();
+        assert_eq!(store.len(), 300, "the open reads no segment it left for the archiver");
+        let refused = store.checkpoint();
+        assert!(
+            matches!(&refused, Err(crate::Error::Corrupted { .. })) && refused.as_ref().unwrap_err().to_string().contains(&name),
+            "the archiver refuses the other store's segment, naming it: {refused:?}"
+        );
+        let closed = store.close();
+        assert!(
+            matches!(&closed, Err(crate::Error::Corrupted { .. })),
+            "the close's checkpoint reports it too (the log itself is whole and durable): {closed:?}"
+        );
+        let store = Store::open(dir.path(), small_segments()).unwrap();
+        assert_eq!(store.len(), 300, "no segment after it was recycled: the log opens whole");
+        assert!(backlog.iter().all(|&n| !archived(dir.path(), n)), "nothing was archived out of order");
+        store.close().unwrap();
     }
 
     #[test]

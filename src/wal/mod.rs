@@ -72,6 +72,11 @@ pub struct WalConfig {
     /// a shorter log. Off for logs of minor 0, which did not keep the rule, and for logs read
     /// without their store (inspection of bare segments).
     pub required_files: bool,
+    /// A writer's open leaves the segments wholly before this LSN (the truncation point of the
+    /// checkpoint in force) unopened: no recovery reads them, only the archiver, which a close
+    /// did not wait for. [`Wal::detach_before`] hands them out first, opened and checked.
+    /// `None` (the default) opens every segment.
+    pub archive_before: Option<Lsn>,
 }
 
 impl WalConfig {
@@ -84,6 +89,7 @@ impl WalConfig {
             write_out_bytes: 256 << 10,
             background: true,
             required_files: false,
+            archive_before: None,
         }
     }
 }
@@ -143,6 +149,9 @@ struct Shared {
     /// Signalled when a commit is announced while a leader leads (a leader gathering on a
     /// contended machine sleeps on it rather than yielding: see [`flush::Group`]).
     announced: Condvar,
+    /// Segments the open left unopened for the archiver (see `WalConfig::archive_before`),
+    /// in order; all older than every segment of `segments`.
+    backlog: Mutex<Vec<u64>>,
     /// Commits acknowledged through [`Wal::commit`] since the open.
     commits: AtomicU64,
     /// fdatasyncs of log segments since the open.
@@ -251,6 +260,7 @@ impl Wal {
             group: Mutex::new(flush::Group::default()),
             flush_done: Condvar::new(),
             announced: Condvar::new(),
+            backlog: Mutex::new(Vec::new()),
             commits: AtomicU64::new(0),
             log_syncs: AtomicU64::new(0),
             config,
@@ -425,9 +435,33 @@ impl Wal {
             "release only written log"
         );
         let keep_from = shared.config.geometry.segment_of(lsn.get());
+        let mut detached = self.open_backlog()?;
         let mut segments = shared.segments.write();
         let numbers: Vec<u64> = segments.range(..keep_from).map(|(&n, _)| n).collect();
-        Ok(numbers.iter().filter_map(|n| segments.remove(n)).collect())
+        detached.extend(numbers.iter().filter_map(|n| segments.remove(n)));
+        Ok(detached)
+    }
+
+    /// Opens and checks the segments the open left for the archiver (oldest first) and takes
+    /// them out of the backlog; on a failure they all stay in it.
+    fn open_backlog(&self) -> Result<Vec<Arc<Segment>>> {
+        let shared = &*self.shared;
+        let mut backlog = shared.backlog.lock();
+        if backlog.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut opened = BTreeMap::new();
+        for &number in backlog.iter() {
+            opened.insert(number, shared.dir.open_segment(number)?);
+        }
+        open::check_identities(&opened, shared.dir.path(), &shared.config)?;
+        backlog.clear();
+        Ok(opened.into_values().collect())
+    }
+
+    /// How many segments the open left unopened for the archiver and none has taken yet.
+    pub fn backlog_segments(&self) -> usize {
+        self.shared.backlog.lock().len()
     }
 
     /// Recycles a detached segment (renamed to a spare, reused once no reader holds it).

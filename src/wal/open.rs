@@ -19,6 +19,7 @@ impl Wal {
         let (segment_dir, segments, scanned) =
             Self::scan_dir(storage.clone(), dir, &config, scan_from, mode, false, epoch_read)?;
         let report = scanned.report;
+        let scanned_backlog = scanned.backlog;
         let in_use = scanned.in_use.expect("the epoch file was read");
         let epoch = next_epoch(dir, in_use, &report)?;
         segment_dir.adopt_leftover_spares()?;
@@ -59,6 +60,7 @@ impl Wal {
             false,
             checked,
         )?;
+        *wal.shared.backlog.lock() = scanned_backlog;
         Ok((wal, report))
     }
 
@@ -116,7 +118,12 @@ impl Wal {
         } else {
             SegmentDir::new(storage, dir, config.geometry)?
         };
-        let numbers = segment_dir.list_segments()?;
+        let listed = segment_dir.list_segments()?;
+        check_contiguous(dir, &listed)?;
+        // Segments wholly before `archive_before` are left to the archiver, unopened: no
+        // recovery reads them (the checkpoint in force needs no record before it).
+        let live_from = config.archive_before.map_or(0, |lsn| config.geometry.segment_of(lsn.get()));
+        let (backlog, numbers): (Vec<u64>, Vec<u64>) = listed.into_iter().partition(|&n| n < live_from);
         let Some(&oldest) = numbers.first() else {
             // A log always keeps the segment its end lies in: none at all is a lost log.
             let needed = scan_from.map_or(0, |lsn| config.geometry.segment_of(lsn.get()));
@@ -125,7 +132,6 @@ impl Wal {
                 "the log has no segments: this one, which holds where recovery starts, is missing",
             ));
         };
-        check_contiguous(dir, &numbers)?;
         let mut segments = BTreeMap::new();
         for &number in &numbers {
             segments.insert(number, segment_dir.open_segment(number)?);
@@ -161,6 +167,7 @@ impl Wal {
                 report,
                 clean_close: true,
                 in_use: in_use.map(|i| i.epoch),
+                backlog: Vec::new(),
             },
             None => {
                 // No open wrote a log page at or past the horizon `EPOCH` proves (see
@@ -185,6 +192,7 @@ impl Wal {
                     report: scan::scan(&bounded, start, mode)?,
                     clean_close: false,
                     in_use: in_use.map(|i| i.epoch),
+                    backlog: Vec::new(),
                 }
             }
         };
@@ -192,6 +200,7 @@ impl Wal {
         if config.required_files {
             check_successor(&view, dir, report)?;
         }
+        let scanned = Scanned { backlog, ..scanned };
         Ok((segment_dir, segments, scanned))
     }
 
@@ -204,6 +213,8 @@ struct Scanned {
     clean_close: bool,
     /// The epoch possibly in use by `EPOCH`, if it was read.
     in_use: Option<u32>,
+    /// Segments left unopened for the archiver (`WalConfig::archive_before`).
+    backlog: Vec<u64>,
 }
 
 /// How far past the scan start a clean close's last records may lie for [`scan_after_close`]
