@@ -164,6 +164,9 @@ pub struct Arena {
     new_files: std::sync::atomic::AtomicBool,
     /// Runs of adjacent fresh pages (see [`FRESH_RUNS_MAX`]); held while a fresh bit changes.
     fresh_runs: Mutex<usize>,
+    /// Temporary files an interrupted file creation left, as the open listed them (removed by
+    /// [`Arena::remove_leftovers`] without listing the directory again).
+    leftovers: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Arena {
@@ -201,6 +204,12 @@ fn parse_arena_file_name(name: &str) -> Option<(Space, u64)> {
     Some((space, u64::from_str_radix(hex, 16).ok()?))
 }
 
+/// An arena file the open found, with its first page's header if it was read already.
+struct OpenedFile {
+    file: Arc<dyn StorageFile>,
+    header: Option<[u8; page::PAGE_HEADER_BYTES]>,
+}
+
 impl Arena {
     /// Opens (or starts) the arena in `dir` with files of `file_size_bytes`.
     ///
@@ -233,6 +242,7 @@ impl Arena {
             latches: (0..LATCH_STRIPES).map(|_| RwLock::new(())).collect(),
             new_files: std::sync::atomic::AtomicBool::new(false),
             fresh_runs: Mutex::new(0),
+            leftovers: Mutex::new(Vec::new()),
         };
         let names = match arena.storage.list(dir) {
             // A missing directory is an arena of no files: damage if files were expected (the
@@ -248,6 +258,7 @@ impl Arena {
             }
             listed => listed.context(|| format!("listing {}", dir.display()))?,
         };
+        *arena.leftovers.lock() = names.iter().filter(|n| n.ends_with(".pages.tmp")).cloned().collect();
         let mut found: Vec<(Space, u64)> = names.iter().filter_map(|n| parse_arena_file_name(n)).collect();
         found.sort();
         let mut expected = [0u64; 2];
@@ -258,8 +269,8 @@ impl Arena {
             expected[space.index()] += 1;
         }
         let opened = arena.open_files(&found)?;
-        for ((space, file_no), file) in found.into_iter().zip(opened) {
-            arena.map_file(space, file_no, Some(file))?;
+        for ((space, file_no), opened) in found.into_iter().zip(opened) {
+            arena.map_file(space, file_no, Some(opened))?;
         }
         for space in [Space::Catalog, Space::Vector] {
             let present = arena.file_count(space) as u64;
@@ -310,7 +321,7 @@ impl Arena {
 
     /// Maps arena file `file_no` of `space`: `opened`, an existing file [`Arena::open_files`]
     /// opened, or (`None`) a new one the log needs.
-    fn map_file(&self, space: Space, file_no: u64, opened: Option<Arc<dyn StorageFile>>) -> Result<()> {
+    fn map_file(&self, space: Space, file_no: u64, opened: Option<OpenedFile>) -> Result<()> {
         let files = &self.spaces[space.index()];
         let _grow = files.grow.lock();
         if files.len() as u64 > file_no {
@@ -346,11 +357,11 @@ impl Arena {
         Ok(())
     }
 
-    /// Opens every existing arena file of `files` and asks for its first page at once (see
-    /// [`StorageFile::will_need`]): [`Arena::check_file`] reads each to check whose it is, and
-    /// after a cold start those reads then wait for the disk together, not one file after the
-    /// other (64 files of a 1 GiB store).
-    fn open_files(&self, files: &[(Space, u64)]) -> Result<Vec<Arc<dyn StorageFile>>> {
+    /// Opens every existing arena file of `files` with its first page's header: read at once
+    /// where the page cache holds it, else asked for (see [`StorageFile::will_need`]), so that
+    /// after a cold start the reads [`Arena::check_file`] makes wait for the disk together, not
+    /// one file after the other (64 files of a 1 GiB store), and a warm open asks nothing more.
+    fn open_files(&self, files: &[(Space, u64)]) -> Result<Vec<OpenedFile>> {
         let opened = files
             .iter()
             .map(|&(space, file_no)| {
@@ -363,10 +374,17 @@ impl Arena {
                 .context(|| format!("opening {}", path.display()))
             })
             .collect::<Result<Vec<_>>>()?;
-        for file in &opened {
-            file.will_need(0, page::PAGE_HEADER_BYTES as u64);
+        let mut with_headers = Vec::with_capacity(opened.len());
+        for file in opened {
+            let mut header = [0u8; page::PAGE_HEADER_BYTES];
+            // An error here is met again, and reported, by check_file's own read.
+            let cached = file.read_cached(&mut header, 0).unwrap_or(false);
+            if !cached {
+                file.will_need(0, page::PAGE_HEADER_BYTES as u64);
+            }
+            with_headers.push(OpenedFile { file, header: cached.then_some(header) });
         }
-        Ok(opened)
+        Ok(with_headers)
     }
 
     /// Checks existing arena file `file_no` of `space`, opened, for what can be checked without
@@ -377,12 +395,13 @@ impl Arena {
     /// SIGBUS); files this version creates are allocated whole already, and then nothing changes.
     fn check_file(
         &self,
-        file: Arc<dyn StorageFile>,
+        opened: OpenedFile,
         path: &Path,
         space: Space,
         file_no: u64,
         size_bytes: u64,
     ) -> Result<Arc<dyn StorageFile>> {
+        let OpenedFile { file, header: cached } = opened;
         let len_bytes = file
             .len()
             .context(|| format!("reading the length of {}", path.display()))?;
@@ -393,9 +412,15 @@ impl Arena {
             ));
         }
         let first = PageId::new(space, file_no * self.pages_per_file);
-        let mut header = [0u8; page::PAGE_HEADER_BYTES];
-        file.read_at(&mut header, 0)
-            .context(|| format!("reading {}", path.display()))?;
+        let header = match cached {
+            Some(header) => header,
+            None => {
+                let mut header = [0u8; page::PAGE_HEADER_BYTES];
+                file.read_at(&mut header, 0)
+                    .context(|| format!("reading {}", path.display()))?;
+                header
+            }
+        };
         if let Some(reason) = page::check_header_identity(&header, first, self.store_id) {
             return Err(Error::corrupted_file(path, reason));
         }
@@ -408,16 +433,15 @@ impl Arena {
 
     /// Removes files whose creation a crash interrupted (never renamed, so never used). Only a
     /// store opened for writing calls it: readers (`vellum verify`) change nothing.
+    /// The open listed them; nothing creates an arena file before the caller removes them.
     pub fn remove_leftovers(&self) -> Result<()> {
-        let names = self
-            .storage
-            .list(&self.dir)
-            .context(|| format!("listing {}", self.dir.display()))?;
-        for tmp in names.iter().filter(|n| n.ends_with(".pages.tmp")) {
+        let mut leftovers = self.leftovers.lock();
+        while let Some(tmp) = leftovers.last() {
             let path = self.dir.join(tmp);
             self.storage
                 .remove_file(&path)
                 .context(|| format!("removing {}", path.display()))?;
+            leftovers.pop();
         }
         Ok(())
     }

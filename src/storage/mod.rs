@@ -180,6 +180,14 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn will_need(&self, offset: u64, len: u64) {
         let _ = (offset, len);
     }
+    /// Reads `buf.len()` bytes at `offset` only if the page cache holds them already, never
+    /// waiting for the disk (`preadv2(RWF_NOWAIT)`): `Ok(true)` if `buf` is filled, `Ok(false)`
+    /// if not (not cached, or the file system cannot say). An open then asks for reads ahead
+    /// ([`StorageFile::will_need`]) only of what is not in memory already.
+    fn read_cached(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        let _ = (buf, offset);
+        Ok(false)
+    }
     /// Allocates the file's blocks up to `len_bytes` without writing them (`fallocate`), so a
     /// full disk is found now; the file reads as zeros there. Returns `Ok(false)` where the
     /// file system cannot, and the caller writes zeros instead.

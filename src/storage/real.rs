@@ -21,7 +21,46 @@ impl RealStorage {
 
 #[derive(Debug)]
 struct RealFile {
-    file: File,
+    /// Shared with private mappings of it (a release maps the file back over a range).
+    file: Arc<File>,
+    /// The length and allocated bytes as last read, so that an open's checks (length, blocks)
+    /// and its mapping stat the file once. Cleared, under its lock, after every call that may
+    /// change them: a value read before such a call completes is never kept past it.
+    stat: parking_lot::Mutex<Option<Stat>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Stat {
+    len_bytes: u64,
+    allocated_bytes: u64,
+}
+
+impl RealFile {
+    fn new(file: File) -> RealFile {
+        RealFile {
+            file: Arc::new(file),
+            stat: parking_lot::Mutex::new(None),
+        }
+    }
+
+    fn stat(&self) -> io::Result<Stat> {
+        let mut cached = self.stat.lock();
+        if let Some(stat) = *cached {
+            return Ok(stat);
+        }
+        let metadata = self.file.metadata()?;
+        let stat = Stat {
+            len_bytes: metadata.len(),
+            allocated_bytes: std::os::unix::fs::MetadataExt::blocks(&metadata).saturating_mul(512),
+        };
+        *cached = Some(stat);
+        Ok(stat)
+    }
+
+    /// After a call that may have changed the length or the blocks.
+    fn forget_stat(&self) {
+        *self.stat.lock() = None;
+    }
 }
 
 impl Storage for RealStorage {
@@ -42,9 +81,7 @@ impl Storage for RealStorage {
         if create {
             options.create_new(true);
         }
-        Ok(Arc::new(RealFile {
-            file: options.open(path)?,
-        }))
+        Ok(Arc::new(RealFile::new(options.open(path)?)))
     }
 
     fn open_read_only(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
@@ -55,7 +92,7 @@ impl Storage for RealStorage {
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => OpenOptions::new().read(true).open(path)?,
             other => other?,
         };
-        Ok(Arc::new(RealFile { file }))
+        Ok(Arc::new(RealFile::new(file)))
     }
 
     // The statvfs counts are u64 on 64-bit Linux but not on every target.
@@ -133,11 +170,13 @@ fn flock(file: File, operation: libc::c_int) -> io::Result<Box<dyn std::any::Any
 
 impl StorageFile for RealFile {
     fn len(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        Ok(self.stat()?.len_bytes)
     }
 
     fn set_len(&self, len_bytes: u64) -> io::Result<()> {
-        self.file.set_len(len_bytes)
+        let result = self.file.set_len(len_bytes);
+        self.forget_stat();
+        result
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
@@ -145,7 +184,14 @@ impl StorageFile for RealFile {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.file.write_all_at(buf, offset)
+        let result = self.file.write_all_at(buf, offset);
+        if offset.saturating_add(buf.len() as u64) > self.stat.lock().map_or(0, |s| s.len_bytes) {
+            // It may have grown the file: its length and blocks changed. (A write inside the
+            // length may fill a hole: the allocated bytes kept are then too few, which only
+            // makes `allocate` ask the kernel.)
+            self.forget_stat();
+        }
+        result
     }
 
     fn sync_data(&self) -> io::Result<()> {
@@ -158,16 +204,15 @@ impl StorageFile for RealFile {
         };
         // A file whose blocks cover its length already (every arena file and segment this
         // version made) needs no call: one stat instead of an fallocate per file at every open.
-        let metadata = self.file.metadata()?;
-        if metadata.len() >= len_bytes
-            && std::os::unix::fs::MetadataExt::blocks(&metadata).saturating_mul(512) >= len_bytes
-        {
+        let stat = self.stat()?;
+        if stat.len_bytes >= len_bytes && stat.allocated_bytes >= len_bytes {
             return Ok(true);
         }
         let fd = std::os::fd::AsRawFd::as_raw_fd(&self.file);
         // SAFETY: a plain system call on a descriptor this value owns; it reads no memory of
         // ours, and mode 0 only adds blocks that read as zeros (it never changes a byte).
         let rc = unsafe { libc::fallocate(fd, 0, 0, len) };
+        self.forget_stat();
         if rc == 0 {
             return Ok(true);
         }
@@ -203,6 +248,29 @@ impl StorageFile for RealFile {
         let _ = unsafe { libc::posix_fadvise(fd, offset, len, libc::POSIX_FADV_WILLNEED) };
     }
 
+    fn read_cached(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        let Ok(offset) = i64::try_from(offset) else {
+            return Ok(false);
+        };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.file);
+        let iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: `iov` describes `buf`, memory this call may write of exactly its length,
+        // borrowed mutably for the whole call.
+        let read = unsafe { libc::preadv2(fd, &iov, 1, offset, libc::RWF_NOWAIT) };
+        if read >= 0 {
+            return Ok(read as usize == buf.len());
+        }
+        let error = io::Error::last_os_error();
+        match error.raw_os_error() {
+            // Not cached, or no RWF_NOWAIT here (older kernels, some file systems).
+            Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) => Ok(false),
+            _ => Err(error),
+        }
+    }
+
     fn map_shared(&self) -> io::Result<Mapping> {
         let len_bytes = usize::try_from(self.len()?).map_err(io::Error::other)?;
         if len_bytes == 0 {
@@ -226,7 +294,7 @@ impl StorageFile for RealFile {
         // reach the file. The file is not truncated while mapped (the `set_len` contract).
         let mut map = unsafe { memmap2::MmapOptions::new().len(len_bytes).map_copy(&self.file)? };
         let ptr = map.as_mut_ptr();
-        let file = self.file.try_clone()?;
+        let file = self.file.clone();
         Ok(Mapping::new(
             ptr,
             len_bytes,
@@ -240,7 +308,7 @@ impl StorageFile for RealFile {
 /// anonymous memory (`zero_fresh`), and a release maps the file back over it.
 struct PrivateFileMap {
     map: memmap2::MmapMut,
-    file: File,
+    file: Arc<File>,
 }
 
 impl PrivateFileMap {
@@ -321,6 +389,28 @@ mod tests {
             io::ErrorKind::AlreadyExists,
             "an existing file is never replaced"
         );
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "allocates a real file")]
+    fn the_length_a_file_reports_follows_every_call_that_changes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = RealStorage::new().open(&dir.path().join("f"), true).unwrap();
+        assert_eq!(file.len().unwrap(), 0, "new");
+        file.write_at(&[1; 100], 0).unwrap();
+        assert_eq!(file.len().unwrap(), 100, "a write past the end grows it");
+        file.write_at(&[2; 10], 20).unwrap();
+        assert_eq!(file.len().unwrap(), 100, "a write inside it does not");
+        file.set_len(50).unwrap();
+        assert_eq!(file.len().unwrap(), 50, "set_len shrinks it");
+        if file.allocate(8192).unwrap() {
+            assert_eq!(file.len().unwrap(), 8192, "allocate grows it");
+            assert!(file.allocate(8192).unwrap(), "and then covers it");
+        }
+        file.write_at(&[3; 10], 9000).unwrap();
+        assert_eq!(file.len().unwrap(), 9010, "a write far past the end grows it");
+        let map = file.map_private().unwrap();
+        assert_eq!(map.len(), 9010, "the mapping takes the length as it is now");
     }
 
     #[test]

@@ -229,8 +229,10 @@ impl Store {
         let lock = lock_store(dir, &storage, read_only)?;
         let mut config = wal_config(&control, &options)?;
         config.required_files = control.extent.is_some();
-        if !read_only && options.archive && !control.truncate_lsn.is_none() {
-            // What a close left to the archiver stays unopened until the archiver takes it.
+        let ships = crate::store::shipping::effective(&options, &stored)?.is_some();
+        if !read_only && options.archive && !ships && !control.truncate_lsn.is_none() {
+            // What a close left to the archiver stays unopened until the archiver takes it. (A
+            // store that ships keeps it in its log: its shipper sends the live log from there.)
             config.archive_before = Some(control.truncate_lsn);
         }
         let scan_from = (!control.checkpoint_lsn.is_none()).then_some(control.checkpoint_lsn);

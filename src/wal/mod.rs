@@ -200,6 +200,7 @@ impl Wal {
         if !segment_dir.list_segments()?.is_empty() {
             return Err(Error::AlreadyExists);
         }
+        segment_dir.opened();
         // The first segment is zero-filled, not allocated: nothing waits for it yet, and a new
         // store's first commits are often small ones, which would each pay for extent
         // conversions at their syncs in an allocated segment (segment.rs).
@@ -223,6 +224,7 @@ impl Wal {
         read_only: bool,
         crc_checked: Range<u64>,
     ) -> Result<Wal> {
+        dir.opened();
         let installed_max = segments
             .iter()
             .map(|s| s.segment_no)

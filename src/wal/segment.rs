@@ -121,6 +121,10 @@ pub struct SegmentDir {
     pace: Mutex<Pace>,
     /// Open segments read-only (a reader: nothing is written).
     read_only: bool,
+    /// The names [`SegmentDir::new`] listed, read again by the open's [`SegmentDir::list_segments`]
+    /// and [`SegmentDir::adopt_leftover_spares`] instead of listing the directory three times;
+    /// dropped by [`SegmentDir::opened`], before anything changes the directory.
+    opening_names: Mutex<Option<Vec<String>>>,
 }
 
 impl std::fmt::Debug for SegmentDir {
@@ -132,7 +136,7 @@ impl std::fmt::Debug for SegmentDir {
 impl SegmentDir {
     /// The WAL directory `dir` (nothing is changed on disk).
     pub fn new(storage: Arc<dyn Storage>, dir: &Path, geometry: Geometry) -> Result<SegmentDir> {
-        storage.list(dir).context(|| format!("listing {}", dir.display()))?;
+        let names = storage.list(dir).context(|| format!("listing {}", dir.display()))?;
         Ok(SegmentDir {
             storage,
             dir: dir.to_path_buf(),
@@ -143,7 +147,22 @@ impl SegmentDir {
             prepared: parking_lot::Condvar::new(),
             pace: Mutex::new(Pace::default()),
             read_only: false,
+            opening_names: Mutex::new(Some(names)),
         })
+    }
+
+    /// The open is over: later listings read the directory.
+    pub fn opened(&self) {
+        *self.opening_names.lock() = None;
+    }
+
+    fn names(&self) -> Result<Vec<String>> {
+        if let Some(names) = &*self.opening_names.lock() {
+            return Ok(names.clone());
+        }
+        self.storage
+            .list(&self.dir)
+            .context(|| format!("listing {}", self.dir.display()))
     }
 
     /// The WAL directory `dir` for a reader: its segments are opened read-only.
@@ -155,10 +174,7 @@ impl SegmentDir {
 
     /// Reuses the spares an earlier run left (removing any whose zero-fill did not finish).
     pub fn adopt_leftover_spares(&self) -> Result<()> {
-        let names = self
-            .storage
-            .list(&self.dir)
-            .context(|| format!("listing {}", self.dir.display()))?;
+        let names = self.names()?;
         for name in names.iter().filter(|n| n.starts_with(SPARE_PREFIX)) {
             self.adopt_leftover_spare(name)?;
         }
@@ -200,10 +216,7 @@ impl SegmentDir {
 
     /// The segment numbers present, ascending.
     pub fn list_segments(&self) -> Result<Vec<u64>> {
-        let names = self
-            .storage
-            .list(&self.dir)
-            .context(|| format!("listing {}", self.dir.display()))?;
+        let names = self.names()?;
         let mut numbers: Vec<u64> = names.iter().filter_map(|n| parse_segment_file_name(n)).collect();
         numbers.sort_unstable();
         Ok(numbers)
