@@ -223,6 +223,19 @@ impl Arena {
         file_size_bytes: u64,
         how: ArenaOpen,
     ) -> Result<Arena> {
+        Self::prepare(storage, dir, page_size_bytes, file_size_bytes, how)?.finish()
+    }
+
+    /// The first half of [`Arena::open`]: lists the files, opens them and asks for the headers
+    /// [`PreparedArena::finish`] checks. A store's open reads its log in between, so that
+    /// after a cold start the disk serves both at once.
+    pub fn prepare(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        page_size_bytes: u32,
+        file_size_bytes: u64,
+        how: ArenaOpen,
+    ) -> Result<PreparedArena> {
         assert!(
             file_size_bytes.is_multiple_of(u64::from(page_size_bytes)),
             "arena files hold whole pages"
@@ -269,13 +282,32 @@ impl Arena {
             expected[space.index()] += 1;
         }
         let opened = arena.open_files(&found)?;
-        for ((space, file_no), opened) in found.into_iter().zip(opened) {
+        Ok(PreparedArena {
+            arena,
+            files: found.into_iter().zip(opened).collect(),
+            files_min: how.files_min,
+        })
+    }
+}
+
+/// An arena whose files are open and whose headers are asked for (see [`Arena::prepare`]).
+pub struct PreparedArena {
+    arena: Arena,
+    files: Vec<((Space, u64), OpenedFile)>,
+    files_min: [u32; 2],
+}
+
+impl PreparedArena {
+    /// The second half of [`Arena::open`]: checks and maps every file.
+    pub fn finish(self) -> Result<Arena> {
+        let PreparedArena { arena, files, files_min } = self;
+        for ((space, file_no), opened) in files {
             arena.map_file(space, file_no, Some(opened))?;
         }
         for space in [Space::Catalog, Space::Vector] {
             let present = arena.file_count(space) as u64;
-            if present < u64::from(how.files_min[space.index()]) {
-                return Err(missing_file(dir, space, present));
+            if present < u64::from(files_min[space.index()]) {
+                return Err(missing_file(&arena.dir, space, present));
             }
         }
         // A file found here may have been created by an open that never synced the directory
@@ -287,7 +319,9 @@ impl Arena {
         }
         Ok(arena)
     }
+}
 
+impl Arena {
     /// The store id this arena stamps into the pages it formats.
     pub fn store_id(&self) -> u64 {
         self.store_id
@@ -375,14 +409,22 @@ impl Arena {
             })
             .collect::<Result<Vec<_>>>()?;
         let mut with_headers = Vec::with_capacity(opened.len());
+        // A read that misses the page cache starts the kernel's readahead of the file (128 KiB
+        // or so), which would queue megabytes ahead of the reads the open needs next: once a
+        // header is found not cached, the others are only asked for, a page each.
+        let mut warm = true;
         for file in opened {
             let mut header = [0u8; page::PAGE_HEADER_BYTES];
             // An error here is met again, and reported, by check_file's own read.
-            let cached = file.read_cached(&mut header, 0).unwrap_or(false);
+            let cached = warm && file.read_cached(&mut header, 0).unwrap_or(false);
             if !cached {
+                warm = false;
                 file.will_need(0, page::PAGE_HEADER_BYTES as u64);
             }
-            with_headers.push(OpenedFile { file, header: cached.then_some(header) });
+            with_headers.push(OpenedFile {
+                file,
+                header: cached.then_some(header),
+            });
         }
         Ok(with_headers)
     }

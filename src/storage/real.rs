@@ -414,6 +414,28 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "real files")]
+    fn a_cached_read_gives_the_file_s_bytes_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = RealStorage::new().open(&dir.path().join("f"), true).unwrap();
+        let bytes: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
+        file.write_at(&bytes, 0).unwrap();
+        let mut buf = [0u8; 64];
+        if file.read_cached(&mut buf, 4096).unwrap() {
+            assert_eq!(
+                &buf[..],
+                &bytes[4096..4160],
+                "the bytes just written, from the page cache"
+            );
+        }
+        let mut past = [0u8; 64];
+        assert!(
+            !file.read_cached(&mut past, 8160).unwrap(),
+            "a read running past the end fills nothing whole"
+        );
+    }
+
+    #[test]
     #[cfg_attr(miri, ignore = "allocates a real file")]
     fn allocate_reserves_a_full_length_of_zeros_or_declines_without_a_change() {
         use std::os::unix::fs::MetadataExt;

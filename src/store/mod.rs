@@ -237,12 +237,9 @@ impl Store {
         }
         let scan_from = (!control.checkpoint_lsn.is_none()).then_some(control.checkpoint_lsn);
         let wal_dir = dir.join("wal");
-        let (wal, scan) = if read_only {
-            Wal::open_read_only(storage.clone(), &wal_dir, config, scan_from, options.recovery)?
-        } else {
-            Wal::open(storage.clone(), &wal_dir, config, scan_from, options.recovery)?
-        };
-        let arena = Arena::open(
+        // The arena's files are opened and their headers asked for before the log is read,
+        // and checked after: after a cold start the disk serves both at once.
+        let arena = Arena::prepare(
             storage.clone(),
             &dir.join("arena"),
             control.page_size_bytes,
@@ -253,6 +250,12 @@ impl Store {
                 files_min: control.extent.map_or([0, 0], |e| e.files),
             },
         )?;
+        let (wal, scan) = if read_only {
+            Wal::open_read_only(storage.clone(), &wal_dir, config, scan_from, options.recovery)?
+        } else {
+            Wal::open(storage.clone(), &wal_dir, config, scan_from, options.recovery)?
+        };
+        let arena = arena.finish()?;
         if !read_only {
             arena.remove_leftovers()?;
         }

@@ -58,9 +58,11 @@ const SLOT_OFFSETS: [usize; 2] = [0, 512];
 pub const EPOCH_FILE_BYTES: usize = SLOT_OFFSETS[1] + SLOT_BYTES;
 /// The shortest file a store of format minor 1 or later has.
 const EPOCH_FILE_MIN_BYTES: usize = SLOT_OFFSETS[1] + SLOT_MINOR1_BYTES;
-/// How far past a flush's end a new horizon lies: one slot write and sync per 1 MiB of log at
-/// most, and a look-ahead after a crash of at most 1 MiB past the last flush.
-pub const HORIZON_AHEAD_BYTES: u64 = 1 << 20;
+/// How far past a flush's end a new horizon lies (rounded up to whole pages): one slot write
+/// and sync per 256 KiB of log at most (one commit in 230 of 1 KiB records; a bulk commit of
+/// 1 MB moves it once, as it would any step shorter than itself), and a look-ahead after a
+/// crash of at most 256 KiB past the last flush, read cold by the open after the crash.
+pub const HORIZON_AHEAD_BYTES: u64 = 256 << 10;
 const _: () = assert!(SLOT_OFFSETS[0] + SLOT_BYTES <= SLOT_OFFSETS[1], "slots do not overlap");
 
 /// What `EPOCH` says: the epoch possibly in use, and the horizon its writes stay below (see

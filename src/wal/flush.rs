@@ -208,13 +208,10 @@ impl Wal {
 }
 
 /// The horizon a flush ending at `end` moves to: the end of its page plus
-/// [`epoch_file::HORIZON_AHEAD_BYTES`], a page boundary.
+/// [`epoch_file::HORIZON_AHEAD_BYTES`] rounded up to whole pages, a page boundary.
 pub(super) fn horizon_past(geometry: &Geometry, end: u64) -> u64 {
-    assert!(
-        epoch_file::HORIZON_AHEAD_BYTES.is_multiple_of(geometry.page_bytes()),
-        "horizons are page boundaries"
-    );
-    geometry.page_start(end) + geometry.page_bytes() + epoch_file::HORIZON_AHEAD_BYTES
+    let ahead = epoch_file::HORIZON_AHEAD_BYTES.next_multiple_of(geometry.page_bytes());
+    geometry.page_start(end) + geometry.page_bytes() + ahead
 }
 
 /// Yields the CPU once with the group lock released; a yield that comes back late marks the
@@ -575,6 +572,19 @@ mod tests {
     use super::*;
 
     const FLUSH: Duration = Duration::from_micros(200);
+
+    #[test]
+    fn a_horizon_lies_whole_pages_past_the_page_a_flush_ends_in() {
+        for page_bytes in [4096u32, 16384, 1 << 20] {
+            let geometry = Geometry::new(page_bytes, u64::from(page_bytes) * 64).unwrap();
+            let page = u64::from(page_bytes);
+            let end = 5 * page + 100;
+            let horizon = horizon_past(&geometry, end);
+            assert!(horizon.is_multiple_of(page), "{page_bytes}: a page boundary");
+            assert!(horizon >= 6 * page + epoch_file::HORIZON_AHEAD_BYTES, "{page_bytes}: the step past the flush's page");
+            assert!(horizon - 6 * page < epoch_file::HORIZON_AHEAD_BYTES + page, "{page_bytes}: rounded up by less than a page");
+        }
+    }
 
     #[test]
     fn a_lone_committer_finds_its_group_complete_and_never_gathers() {
