@@ -12,7 +12,7 @@
 //! either no file or a whole one (a leftover `.tmp` is removed at the next open).
 //!
 //! Segments are encoded and decoded in memory (a segment is mapped anyway). Base images are
-//! as large as the arena: [`write_streamed`] and [`decode_streamed`] hold a round of runs or a
+//! as large as the arena: [`write_streamed_unless`] and [`decode_streamed`] hold a round of runs or a
 //! block at a time, whatever the arena's size.
 
 mod codec;
@@ -27,7 +27,7 @@ pub use files::{Listing, list, read_file, verify, write_atomically_unless};
 // Read by restores from a bucket (and the project's own tests).
 #[cfg(any(feature = "object-store", feature = "testing"))]
 pub use streaming::decode_streamed_from;
-pub use streaming::{FileContents, decode_streamed, write_streamed};
+pub use streaming::{FileContents, decode_streamed, write_streamed_unless};
 
 #[cfg(test)]
 mod tests {
@@ -60,6 +60,27 @@ mod tests {
         let published = write_atomically_unless(&sim, dir, "f", &bytes, &|| false).unwrap();
         assert!(published, "not given up");
         assert_eq!(read_file(&sim, &dir.join("f")).unwrap(), bytes, "published whole");
+    }
+
+    #[test]
+    fn a_streamed_file_given_up_between_rounds_publishes_nothing() {
+        let file_bytes = BLOCK_RAW_MAX_BYTES * 3;
+        let (sim, paths, _) = arena_like_files(2, file_bytes);
+        let contents = FileContents::open(&sim, &paths, file_bytes as u64).unwrap();
+        let dir = Path::new("/archive");
+        let rounds = std::cell::Cell::new(0);
+        let give_up_in_the_second_round = || {
+            rounds.set(rounds.get() + 1);
+            rounds.get() == 2
+        };
+        let cut = StreamRuns {
+            threads: 1,
+            run_bytes: BLOCK_RAW_MAX_BYTES,
+        };
+        let header = ArchiveHeader::new_zeroed();
+        let written = write_streamed_in_runs(&sim, dir, "base", header, &contents, cut, &give_up_in_the_second_round);
+        assert!(!written.unwrap(), "given up");
+        assert_eq!(sim.list(dir).unwrap(), Vec::<String>::new(), "neither the file nor its temporary");
     }
 
     #[test]
@@ -139,7 +160,8 @@ mod tests {
             for (threads, runs) in [(1, 1), (2, 1), (3, 2), (4, 1)] {
                 let dir = Path::new("/archive");
                 let run_bytes = runs * BLOCK_RAW_MAX_BYTES;
-                write_streamed_in_runs(&sim, dir, "base", header, &contents, threads, run_bytes).unwrap();
+                let cut = StreamRuns { threads, run_bytes };
+                assert!(write_streamed_in_runs(&sim, dir, "base", header, &contents, cut, &|| false).unwrap());
                 let written = read_file(&sim, &dir.join("base")).unwrap();
                 assert!(
                     written == expected,

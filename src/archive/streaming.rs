@@ -282,23 +282,39 @@ impl FileContents {
     }
 }
 
-/// Raw bytes each thread compresses per round of [`write_streamed`].
+/// Raw bytes each thread compresses per round of [`write_streamed_unless`].
 const STREAM_RUN_BYTES: usize = 8 * BLOCK_RAW_MAX_BYTES;
 
-/// Writes `contents` as the archive file `dir/name` (atomically, as [`write_atomically_unless`](super::write_atomically_unless)),
-/// compressed by up to `threads` threads, with memory for one round of `threads` runs of
-/// 8 MiB and their compressed forms instead of the whole contents: a base image of an arena
-/// of any size. The file is byte for byte the one [`encode`] returns for the same contents
-/// (blocks are independent, and every run is a whole number of blocks).
-pub fn write_streamed(
+/// Writes `contents` as the archive file `dir/name` (atomically, as
+/// [`write_atomically_unless`](super::write_atomically_unless)), compressed by up to `threads`
+/// threads, with memory for one round of `threads` runs of 8 MiB and their compressed forms
+/// instead of the whole contents: a base image of an arena of any size. The file is byte for
+/// byte the one [`encode`] returns for the same contents (blocks are independent, and every
+/// run is a whole number of blocks). Returns `Ok(true)`, unless `give_up()` says so before a
+/// round of blocks (or before the sync): then the temporary file is removed, nothing is
+/// published, and `Ok(false)` says so (a close does not wait for a base image the next
+/// checkpoint takes).
+pub fn write_streamed_unless(
     storage: &dyn Storage,
     dir: &Path,
     name: &str,
     header: ArchiveHeader,
     contents: &FileContents,
     threads: usize,
-) -> Result<()> {
-    write_streamed_in_runs(storage, dir, name, header, contents, threads, STREAM_RUN_BYTES)
+    give_up: &dyn Fn() -> bool,
+) -> Result<bool> {
+    let runs = StreamRuns {
+        threads,
+        run_bytes: STREAM_RUN_BYTES,
+    };
+    write_streamed_in_runs(storage, dir, name, header, contents, runs, give_up)
+}
+
+/// How [`write_streamed_unless`] cuts its work: `threads` runs of `run_bytes` a round.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct StreamRuns {
+    pub threads: usize,
+    pub run_bytes: usize,
 }
 
 pub(super) fn write_streamed_in_runs(
@@ -307,9 +323,9 @@ pub(super) fn write_streamed_in_runs(
     name: &str,
     mut header: ArchiveHeader,
     contents: &FileContents,
-    threads: usize,
-    run_bytes: usize,
-) -> Result<()> {
+    StreamRuns { threads, run_bytes }: StreamRuns,
+    give_up: &dyn Fn() -> bool,
+) -> Result<bool> {
     assert!(
         run_bytes > 0 && run_bytes.is_multiple_of(BLOCK_RAW_MAX_BYTES),
         "runs are whole blocks"
@@ -319,7 +335,18 @@ pub(super) fn write_streamed_in_runs(
     let (mut raw_crc, mut compressed_crc) = (0u32, 0u32);
     let mut at = ARCHIVE_HEADER_BYTES as u64;
     let mut offset = 0u64;
+    let given_up = || {
+        let now = give_up();
+        if now {
+            // A leftover that cannot be removed now is removed by the next open.
+            let _ = storage.remove_file(&tmp);
+        }
+        now
+    };
     while offset < contents.len_bytes() {
+        if given_up() {
+            return Ok(false);
+        }
         // The round's blocks shared evenly: a small arena still keeps every thread busy.
         let round_blocks = (contents.len_bytes() - offset)
             .div_ceil(BLOCK_RAW_MAX_BYTES as u64)
@@ -346,10 +373,14 @@ pub(super) fn write_streamed_in_runs(
     seal(&mut header, offset, raw_crc, body_len, compressed_crc);
     file.write_at(header.as_bytes(), 0)
         .context(|| format!("writing {}", tmp.display()))?;
-    publish_temporary(storage, dir, name, new_dir, file.as_ref())
+    if given_up() {
+        return Ok(false);
+    }
+    publish_temporary(storage, dir, name, new_dir, file.as_ref())?;
+    Ok(true)
 }
 
-/// One thread's share of a round of [`write_streamed`]: its buffers are kept between rounds.
+/// One thread's share of a round of [`write_streamed_unless`]: its buffers are kept between rounds.
 #[derive(Default)]
 pub(super) struct Run {
     offset: u64,

@@ -260,8 +260,15 @@ pub(crate) struct BaseImageInfo {
 }
 
 /// After a checkpoint: writes a base image if one is due. Runs under the checkpoint lock, so
-/// the arena files on disk are exactly what the checkpoint left (no other writer).
-pub(crate) fn maybe_base_image(inner: &Inner, info: &BaseImageInfo, force: bool, threads: usize) -> Result<()> {
+/// the arena files on disk are exactly what the checkpoint left (no other writer). An image
+/// `give_up` stops is not counted: the next checkpoint that may store one does.
+pub(crate) fn maybe_base_image(
+    inner: &Inner,
+    info: &BaseImageInfo,
+    force: bool,
+    threads: usize,
+    give_up: &dyn Fn() -> bool,
+) -> Result<()> {
     if !inner.options.archive && !force {
         return Ok(());
     }
@@ -276,14 +283,16 @@ pub(crate) fn maybe_base_image(inner: &Inner, info: &BaseImageInfo, force: bool,
     if !(force || none_yet || (every > 0 && since >= every)) {
         return Ok(());
     }
-    write_base_image(inner, info, threads)?;
+    if !write_base_image(inner, info, threads, give_up)? {
+        return Ok(());
+    }
     inner
         .checkpoints_since_base
         .store(0, std::sync::atomic::Ordering::SeqCst);
     apply_retention(inner)
 }
 
-fn write_base_image(inner: &Inner, info: &BaseImageInfo, threads: usize) -> Result<()> {
+fn write_base_image(inner: &Inner, info: &BaseImageInfo, threads: usize, give_up: &dyn Fn() -> bool) -> Result<bool> {
     let storage = inner.options.storage.as_ref();
     let [catalog_files, vector_files] = info.files;
     // The files as the checkpoint left them (no other checkpoint writes them meanwhile: the
@@ -301,13 +310,14 @@ fn write_base_image(inner: &Inner, info: &BaseImageInfo, threads: usize) -> Resu
     header.catalog_files = U32::new(catalog_files as u32);
     header.vector_files = U32::new(vector_files as u32);
     let dir = inner.dir.join(ARCHIVE_DIR);
-    archive::write_streamed(
+    archive::write_streamed_unless(
         storage,
         &dir,
         &archive::base_file_name(info.begin_lsn),
         header,
         &contents,
         threads,
+        give_up,
     )
 }
 

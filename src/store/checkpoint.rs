@@ -138,7 +138,10 @@ pub(crate) fn run_locked(inner: &Inner, force_base_image: bool, caller: Caller) 
         // A base image takes long and holds the checkpoint lock: writers over the memory
         // budget meanwhile write back what lies outside it themselves.
         let _imaging = inner.memory.imaging(files);
-        crate::store::archiver::maybe_base_image(inner, &info, force_base_image, caller.compress_threads())?;
+        // A close does not wait for the background checkpointer's image (a whole arena, at
+        // 4 GiB of log 6.5 s of compression): it gives it up, and a later checkpoint takes one.
+        let closing = || caller == Caller::Background && inner.stopping.load(Ordering::SeqCst);
+        crate::store::archiver::maybe_base_image(inner, &info, force_base_image, caller.compress_threads(), &closing)?;
     }
     crate::store::archiver::retire(inner, truncate_lsn)?;
     Ok(begin_lsn)
