@@ -164,13 +164,10 @@ pub(crate) fn resume_backlog(inner: &Inner) {
         return;
     }
     let truncate_lsn = inner.control.lock().1.truncate_lsn;
-    let resumed = inner.wal.detach_before(truncate_lsn).and_then(|segments| {
-        if segments.is_empty() {
+    let resumed = queue_before(inner, truncate_lsn).and_then(|queued| {
+        if !queued {
             return Ok(());
         }
-        // A checkpoint of this session that ran before took these already (it takes every
-        // segment before its truncation point): the queue stays in log order.
-        inner.archiver.queue.lock().extend(segments);
         ensure_thread(inner)?;
         inner.archiver.wake.notify_all();
         Ok(())
@@ -178,6 +175,20 @@ pub(crate) fn resume_backlog(inner: &Inner) {
     if let Err(error) = resumed {
         inner.archiver.failure.lock().get_or_insert(error.to_string());
     }
+}
+
+/// Detaches every segment before `lsn` (those the open left for the archiver first) and queues
+/// them, behind any queued before (or kept after a failure): in log order, for they are archived
+/// and recycled in order or not at all (a segment recycled before an older one is archived
+/// would leave a hole in `wal/`). The queue's lock is held across both steps, so two callers (a
+/// checkpoint's retire and the checkpointer's resume of the backlog) never interleave.
+/// Whether it queued any.
+fn queue_before(inner: &Inner, lsn: Lsn) -> Result<bool> {
+    let mut queue = inner.archiver.queue.lock();
+    let segments = inner.wal.detach_before(lsn)?;
+    let queued = !segments.is_empty();
+    queue.extend(segments);
+    Ok(queued)
 }
 
 /// Hands the segments a checkpoint retired to the archiver, or recycles them if archiving is
@@ -193,9 +204,7 @@ pub(crate) fn retire(inner: &Inner, truncate_lsn: Lsn) -> Result<()> {
             source: std::io::Error::other(failure),
         });
     }
-    let segments = inner.wal.detach_before(truncate_lsn)?;
-    // Queued in order behind any that failed before: they are archived in order or not at all.
-    inner.archiver.queue.lock().extend(segments);
+    queue_before(inner, truncate_lsn)?;
     if inner.options.background_io {
         ensure_thread(inner)?;
         inner.archiver.wake.notify_all();
