@@ -814,6 +814,55 @@ fn wal_dump_json_lines_carry_the_documented_fields() {
 }
 
 #[test]
+fn stats_counts_the_segments_a_close_left_for_the_archiver_until_a_checkpoint_archives_them() {
+    let s = Scratch::new();
+    s.ok(&[
+        "create",
+        "s",
+        "--dim",
+        "16",
+        "--page-size",
+        "4096",
+        "--segment-size",
+        "65536",
+    ]);
+    let rows: Vec<String> = (0..2000)
+        .map(|i| {
+            format!(
+                r#"{{"id": "v{i}", "vector": [{}], "metadata": {{"note": "{}"}}}}"#,
+                vec![i.to_string(); 16].join(", "),
+                "x".repeat(200)
+            )
+        })
+        .collect();
+    s.write("v.jsonl", jsonl(&rows.iter().map(String::as_str).collect::<Vec<_>>()));
+    s.ok(&["import", "s", "v.jsonl", "--batch", "100"]);
+    let before = json(&s.ok(&["stats", "s", "--json"]).stdout);
+    let waiting = before["wal"]["awaiting_archiver"].as_u64().unwrap();
+    assert!(
+        waiting > 0,
+        "the import's close left released segments for the archiver: {before}"
+    );
+    assert_eq!(
+        before["wal"]["awaiting_archiver_bytes"].as_u64(),
+        Some(waiting * 65536),
+        "{before}"
+    );
+    let text = s.ok(&["stats", "s"]).stdout;
+    assert!(
+        text.contains("waiting for the archiver"),
+        "the text says so too: {text}"
+    );
+    s.ok(&["checkpoint", "s"]);
+    let after = json(&s.ok(&["stats", "s", "--json"]).stdout);
+    assert_eq!(
+        after["wal"]["awaiting_archiver"], 0,
+        "the checkpoint archived them: {after}"
+    );
+    assert!(after["archive"]["files"].as_u64().unwrap() > waiting, "{after}");
+}
+
+#[test]
 fn stats_json_reports_counts_sizes_lsns_and_the_recovery() {
     let s = Scratch::new();
     s.with_abc();

@@ -108,6 +108,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let segments = &log.segments;
     let segment_bytes = log.segment_bytes;
     let spares = files_matching(&dir.join("wal"), |n| n.starts_with("spare-"));
+    // Released by the last checkpoint (wholly before its truncation point) but still in `wal/`:
+    // the archiver has not copied them yet (a close does not wait for it).
+    let released_below = before.truncate_lsn.get() / before.segment_size_bytes.max(1);
+    let awaiting_archiver = segments.iter().filter(|&&n| n < released_below).count() as u64;
     let catalog = files_matching(&dir.join("arena"), |n| {
         n.starts_with("catalog-") && n.ends_with(".pages")
     });
@@ -142,6 +146,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
             "bytes": segment_bytes,
             "spares": spares.count,
             "spare_bytes": spares.bytes,
+            "awaiting_archiver": awaiting_archiver,
+            "awaiting_archiver_bytes": awaiting_archiver * before.segment_size_bytes,
             "first_lsn": log.first_lsn.get(),
             "end_lsn": log.end_lsn.get(),
             "durable_lsn": log.durable_lsn.get(),
@@ -206,6 +212,13 @@ pub fn run(args: Args) -> Result<(), Failure> {
         s["wal"]["end_lsn"],
         s["wal"]["durable_lsn"]
     );
+    if awaiting_archiver > 0 {
+        println!(
+            "              {} of them ({}) released, waiting for the archiver (the next session that writes archives them; `vellum checkpoint` does now)",
+            awaiting_archiver,
+            human_bytes(awaiting_archiver * before.segment_size_bytes)
+        );
+    }
     if before.checkpoint_lsn.is_none() {
         println!("checkpoint:   none before this open");
     } else {
