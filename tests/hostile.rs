@@ -43,10 +43,11 @@ fn build_store(dir: &Path, salt: f32) {
         }
         tx.commit().unwrap();
     }
-    // An explicit checkpoint returns once the archive holds every released segment (a close
-    // leaves those the archiver has not copied yet in the live log): the files below are
-    // then one live segment and an archive of the rest.
+    // A checkpoint, then the archive made to hold every released segment (a close leaves
+    // those the archiver has not copied yet in the live log): the files below are then one
+    // live segment and an archive of the rest.
     store.checkpoint().unwrap();
+    store.archive_now().unwrap();
     store.close().unwrap();
 }
 

@@ -379,6 +379,16 @@ impl PyStore {
         .py_err()
     }
 
+    /// Archives every log segment the checkpoints released that the archiver has not copied
+    /// yet (a close leaves them to the next session), and returns once the archive holds them.
+    fn archive_now(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| {
+            let store = self.shared.lease()?;
+            Ok::<_, Failure>(store.archive_now()?)
+        })
+        .py_err()
+    }
+
     /// Makes every commit so far durable, whatever the sync mode.
     fn sync(&self, py: Python<'_>) -> PyResult<()> {
         py.detach(|| {

@@ -202,6 +202,15 @@ def test_checkpoint_and_sync_return(store):
     store.sync()
 
 
+def test_archive_now_returns_once_done_and_the_store_goes_on(store):
+    for i in range(50):
+        store.insert(f"a{i}", [float(i), 0, 0, 1])
+    store.checkpoint()
+    assert store.archive_now() is None
+    store.insert("after", [0, 1, 0, 0])
+    assert store.get("a49") is not None and store.get("after") is not None
+
+
 def test_context_manager_closes_and_reopen_sees_everything(tmp_path):
     path = tmp_path / "s"
     with make_store(path) as s:

@@ -1,4 +1,5 @@
-//! `vellum checkpoint <DIR>`: writes every dirty page and moves the recovery start forward.
+//! `vellum checkpoint <DIR>`: writes every dirty page, moves the recovery start forward and
+//! archives the log it released (and whatever earlier closes left for the archiver).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -19,6 +20,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let lsn = store
         .checkpoint()
         .map_err(|e| Failure::from_error(format!("checkpointing {}", args.dir.display()), e))?;
+    // A short-lived process archives what it released before it closes (a close would leave
+    // it, and what earlier closes left, to the next session).
+    store
+        .archive_now()
+        .map_err(|e| Failure::from_error(format!("archiving the log of {}", args.dir.display()), e))?;
     let took = started.elapsed();
     store
         .close()

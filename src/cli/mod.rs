@@ -53,7 +53,7 @@ enum Command {
     /// Manage the approximate-search index: `create` builds it, `drop` removes it.
     #[command(subcommand)]
     Index(index::Command),
-    /// Write every dirty page and move the recovery start point forward.
+    /// Write every dirty page, move the recovery start point forward and archive the log released.
     Checkpoint(checkpoint::Args),
     /// Check every control, log record, page and archive checksum without changing anything.
     Verify(verify::Args),

@@ -411,16 +411,20 @@ impl Store {
         Transaction::begin(self)
     }
 
-    /// Runs a checkpoint now: writes dirty pages, records where recovery starts, releases log.
-    /// With archiving on, it returns once every log segment released so far (this checkpoint's,
-    /// and any a close left waiting for the archiver) is in the archive.
+    /// Runs a checkpoint now: writes dirty pages, records where recovery starts, releases log
+    /// (to the archiver, which copies it in the background: see [`Store::archive_now`]).
     pub fn checkpoint(&self) -> Result<Lsn> {
         self.inner.check_writable()?;
-        let lsn = crate::store::checkpoint::run(&self.inner)?;
-        if self.inner.options.archive {
-            crate::store::archiver::drain(&self.inner)?;
-        }
-        Ok(lsn)
+        crate::store::checkpoint::run(&self.inner)
+    }
+
+    /// Archives, on the caller's thread, every log segment the checkpoints released that the
+    /// archiver has not copied yet — those a close left in the log directory (a close does not
+    /// wait for the archive), and those the background archiver has not reached — and returns
+    /// once the archive holds them all. Nothing to do without `Options::archive`.
+    pub fn archive_now(&self) -> Result<()> {
+        self.inner.check_writable()?;
+        crate::store::archiver::catch_up(&self.inner)
     }
 
     /// Takes a checkpoint with a base image and holds off later checkpoints (and so the
