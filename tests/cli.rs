@@ -664,9 +664,10 @@ fn verify_names_a_corrupted_arena_page_and_exits_1() {
     assert_eq!(report["arena"]["damaged_pages"], 1, "{report}");
 }
 
-#[test]
-fn verify_names_a_damaged_archive_file_and_exits_1() {
-    let s = Scratch::new();
+/// Store `s` of dimension 16 with 4 KiB pages and 64 KiB segments (a few records retire
+/// segments), holding `count` records `v<i>` (a `note` of `note` when not empty) imported in
+/// batches of `batch`.
+fn small_segment_store_with(s: &Scratch, count: usize, note: &str, batch: usize) {
     s.ok(&[
         "create",
         "s",
@@ -677,16 +678,27 @@ fn verify_names_a_damaged_archive_file_and_exits_1() {
         "--segment-size",
         "65536",
     ]);
-    let rows: Vec<String> = (0..300)
+    let metadata = if note.is_empty() {
+        String::new()
+    } else {
+        format!(r#", "metadata": {{"note": "{note}"}}"#)
+    };
+    let rows: Vec<String> = (0..count)
         .map(|i| {
             format!(
-                r#"{{"id": "v{i}", "vector": [{}]}}"#,
+                r#"{{"id": "v{i}", "vector": [{}]{metadata}}}"#,
                 vec![i.to_string(); 16].join(", ")
             )
         })
         .collect();
     s.write("v.jsonl", jsonl(&rows.iter().map(String::as_str).collect::<Vec<_>>()));
-    s.ok(&["import", "s", "v.jsonl", "--batch", "50"]);
+    s.ok(&["import", "s", "v.jsonl", "--batch", &batch.to_string()]);
+}
+
+#[test]
+fn verify_names_a_damaged_archive_file_and_exits_1() {
+    let s = Scratch::new();
+    small_segment_store_with(&s, 300, "", 50);
     s.ok(&["checkpoint", "s"]);
     let clean = json(&s.ok(&["verify", "s", "--json"]).stdout);
     assert!(
@@ -816,27 +828,7 @@ fn wal_dump_json_lines_carry_the_documented_fields() {
 #[test]
 fn stats_counts_the_segments_a_close_left_for_the_archiver_until_a_checkpoint_archives_them() {
     let s = Scratch::new();
-    s.ok(&[
-        "create",
-        "s",
-        "--dim",
-        "16",
-        "--page-size",
-        "4096",
-        "--segment-size",
-        "65536",
-    ]);
-    let rows: Vec<String> = (0..2000)
-        .map(|i| {
-            format!(
-                r#"{{"id": "v{i}", "vector": [{}], "metadata": {{"note": "{}"}}}}"#,
-                vec![i.to_string(); 16].join(", "),
-                "x".repeat(200)
-            )
-        })
-        .collect();
-    s.write("v.jsonl", jsonl(&rows.iter().map(String::as_str).collect::<Vec<_>>()));
-    s.ok(&["import", "s", "v.jsonl", "--batch", "100"]);
+    small_segment_store_with(&s, 2000, &"x".repeat(200), 100);
     let before = json(&s.ok(&["stats", "s", "--json"]).stdout);
     let waiting = before["wal"]["awaiting_archiver"].as_u64().unwrap();
     assert!(
