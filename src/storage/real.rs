@@ -185,11 +185,12 @@ impl StorageFile for RealFile {
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let result = self.file.write_all_at(buf, offset);
-        if offset.saturating_add(buf.len() as u64) > self.stat.lock().map_or(0, |s| s.len_bytes) {
+        let mut stat = self.stat.lock();
+        if stat.is_some_and(|s| offset.saturating_add(buf.len() as u64) > s.len_bytes) {
             // It may have grown the file: its length and blocks changed. (A write inside the
             // length may fill a hole: the allocated bytes kept are then too few, which only
             // makes `allocate` ask the kernel.)
-            self.forget_stat();
+            *stat = None;
         }
         result
     }

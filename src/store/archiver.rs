@@ -74,11 +74,12 @@ fn ensure_thread(inner: &Inner) -> Result<()> {
     Ok(())
 }
 
-/// Stops the background archiver once the segment it is archiving is done. Segments still
-/// queued are left where they are, in the log directory and whole: a close does not wait for
-/// the archive to catch up with a bulk load (each segment is a write and an fdatasync of 16 MiB),
-/// and the next session's first checkpoint retires them to its archiver again (a restore reads
-/// them from the live log meanwhile).
+/// Stops the background archiver once the segment it is archiving is done, or gives that one
+/// up before its sync. Segments still queued are left where they are, in the log directory and
+/// whole: a close does not wait for the archive to catch up with a bulk load (each segment is a
+/// write and an fdatasync of 16 MiB); the next session that writes hands them to its archiver
+/// ([`resume_backlog`]), `Store::archive_now` archives them at once, and a restore reads them
+/// from the live log meanwhile.
 pub(crate) fn stop(inner: &Inner) {
     let handle = {
         let mut slot = inner.archiver.thread.lock();

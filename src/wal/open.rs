@@ -137,8 +137,7 @@ impl Wal {
             segments.insert(number, segment_dir.open_segment(number)?);
         }
         // Every header is read below: asked for at once, after a cold start the reads wait for
-        // the disk together rather than one segment after the other (segments a close left to
-        // the archiver are read here too).
+        // the disk together rather than one segment after the other.
         for segment in segments.values() {
             segment
                 .file
@@ -162,13 +161,8 @@ impl Wal {
             Some(whole) => Some(epoch_file::read(epoch_storage.as_ref(), dir, config.identity.store_id, mode, whole)?),
             None => None,
         };
-        let scanned = match in_use.and_then(|in_use| scan_after_close(&view, start, mode, in_use.epoch)) {
-            Some(report) => Scanned {
-                report,
-                clean_close: true,
-                in_use: in_use.map(|i| i.epoch),
-                backlog: Vec::new(),
-            },
+        let (report, clean_close) = match in_use.and_then(|in_use| scan_after_close(&view, start, mode, in_use.epoch)) {
+            Some(report) => (report, true),
             None => {
                 // No open wrote a log page at or past the horizon `EPOCH` proves (see
                 // epoch_file.rs): the walk and the look-ahead stop there, where they would
@@ -188,19 +182,18 @@ impl Wal {
                 // look-ahead): asked for at once, the reads are queued together rather than
                 // waited for one readahead window at a time at each fault.
                 will_need(&bounded, geometry.page_start(start), bounded.limit);
-                Scanned {
-                    report: scan::scan(&bounded, start, mode)?,
-                    clean_close: false,
-                    in_use: in_use.map(|i| i.epoch),
-                    backlog: Vec::new(),
-                }
+                (scan::scan(&bounded, start, mode)?, false)
             }
         };
-        let report = &scanned.report;
         if config.required_files {
-            check_successor(&view, dir, report)?;
+            check_successor(&view, dir, &report)?;
         }
-        let scanned = Scanned { backlog, ..scanned };
+        let scanned = Scanned {
+            report,
+            clean_close,
+            in_use: in_use.map(|i| i.epoch),
+            backlog,
+        };
         Ok((segment_dir, segments, scanned))
     }
 
