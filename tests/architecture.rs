@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules by layer, bottom first (ARCHITECTURE.md, "Layers").
 const LAYERS: &[&[&str]] = &[
-    &["lsn", "modes", "rng"],
+    &["hint", "lsn", "modes", "rng"],
     &["error"],
     &["storage"],
     &["format"],

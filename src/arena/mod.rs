@@ -575,7 +575,7 @@ impl Arena {
         }
         let ptr = self.page_ptr(id, offset);
         for line in (0..len_bytes).step_by(64) {
-            prefetch_line(ptr.wrapping_add(line));
+            crate::hint::prefetch_line(ptr.wrapping_add(line));
         }
     }
 
@@ -1000,17 +1000,6 @@ impl Arena {
         file_no < counts[id.space().index()] as u64
     }
 }
-
-/// Starts bringing the cache line holding `ptr` into the CPU's caches.
-#[cfg(target_arch = "x86_64")]
-fn prefetch_line(ptr: *const u8) {
-    // SAFETY: a prefetch is a hint: it reads nothing into the program, changes no memory and
-    // never faults, whatever the address (here one inside a live arena mapping).
-    unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ptr.cast()) }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn prefetch_line(_ptr: *const u8) {}
 
 /// Whether page `index` of `file` is fresh memory (read under `Arena::fresh_runs`).
 fn is_fresh(file: &ArenaFile, index: u64) -> bool {

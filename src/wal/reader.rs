@@ -153,19 +153,9 @@ fn prefetch_after(view: &LogView<'_>, end: u64) {
         return;
     };
     for line in bytes.chunks(64) {
-        prefetch_line(line.as_ptr());
+        crate::hint::prefetch_line(line.as_ptr());
     }
 }
-
-#[cfg(target_arch = "x86_64")]
-fn prefetch_line(at: *const u8) {
-    // SAFETY: a prefetch is a hint that reads nothing architecturally and cannot fault; `at`
-    // points into a live mapping all the same. SSE, which it needs, is in every x86-64 CPU.
-    unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast()) }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn prefetch_line(_at: *const u8) {}
 
 /// Where a damaged range skipped by the open scan that starts at `at` ends, if one does (zeros
 /// inside the durable log end a walk just as damage does).
