@@ -743,7 +743,19 @@ impl Arena {
         // Every run is asked for first, so that the reads of pages not in the page cache are
         // queued together and each populate below finds its pages read (a populate of a page
         // not in the cache would read its whole readahead window, megabytes, and wait for it).
+        self.will_need(pages);
+        self.populate_pages(pages);
+    }
+
+    /// Asks the OS to start reading `pages` (sorted, no repeats) into the page cache, one
+    /// `madvise(MADV_WILLNEED)` per run of adjacent pages; returns at once. A hint.
+    pub fn will_need(&self, pages: &[PageId]) {
         self.for_each_run(pages, |ptr, len_bytes| advise(ptr, len_bytes, libc::MADV_WILLNEED));
+    }
+
+    /// Faults `pages` (sorted, no repeats) in for writing, one call per run of adjacent pages,
+    /// as [`Arena::prefault`] does; best after [`Arena::will_need`] asked for them.
+    pub fn populate_pages(&self, pages: &[PageId]) {
         self.for_each_run(pages, populate_write);
     }
 

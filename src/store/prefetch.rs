@@ -5,7 +5,8 @@
 //! zeros for an unwritten extent) and then, at the first write, a copy-on-write fault with a TLB
 //! shootdown, one pair per 4 KiB: half of redo's time in a long log of inserts. Analysis reads
 //! every record redo will read, and so learns every page redo will change; it hands them to a
-//! [`Prefaulter`], which faults each batch in with one `madvise` per run of adjacent pages.
+//! [`Prefaulter`], which faults each batch in with one `madvise` per run of adjacent pages (the
+//! last batch is only asked for: recovery faults it in beside redo, once its reads are done).
 //! Nothing is decided from it: a page it did not reach (or that a hint could not fault in) is
 //! faulted by redo as before, and no byte of any page changes.
 //!
@@ -51,6 +52,18 @@ impl<'a> Prefaulter<'a> {
         self.pages.dedup();
         self.arena.prefault(&self.pages);
         self.pages.clear();
+    }
+
+    /// Asks the OS to read the pages of the last batch (gathered since the last full one) and
+    /// returns them, sorted, for the caller to fault in later ([`Arena::populate_pages`]): their
+    /// reads then run while it does other work (an open after a crash makes its fresh pages
+    /// meanwhile) instead of being waited for now.
+    pub(crate) fn finish(mut self) -> Vec<PageId> {
+        let mut pages = std::mem::take(&mut self.pages);
+        pages.sort_unstable();
+        pages.dedup();
+        self.arena.will_need(&pages);
+        pages
     }
 }
 
