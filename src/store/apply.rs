@@ -130,7 +130,19 @@ pub(crate) fn apply_edits(
     // page (a record of index inserts alternates a catalog page and a leaf: ~1,700 edits, ~730
     // runs, ~27 pages), each run numbered by its page's first appearance (a scan of the pages
     // seen while they are few, a hash map beyond: a hostile log may name 65,535 pages), then
-    // grouped by a counting sort: linear in the edits, whatever the log holds.
+    // grouped by a counting sort: linear in the edits, whatever the log holds. A record of a
+    // few edits (a single insert's) is grouped by a scan of its edits, allocating nothing.
+    const SCAN_EDITS_MAX: usize = 32;
+    if edits.len() <= SCAN_EDITS_MAX {
+        let mut changed = 0;
+        for (i, edit) in edits.iter().enumerate() {
+            if edits[..i].iter().all(|e| e.page != edit.page) {
+                let page_edits = edits[i..].iter().filter(|e| e.page == edit.page);
+                changed += usize::from(apply_page(arena, dirty, lsn, edit.page, page_edits, only_older));
+            }
+        }
+        return changed;
+    }
     let runs = page_runs(edits);
     let (pages, group_of) = number_pages(&runs, edits);
     let mut starts = vec![0usize; pages.len() + 1];
@@ -317,8 +329,8 @@ mod tests {
         for page in pages {
             arena.ensure_page(page).unwrap();
         }
-        // Three pages interleaved, later edits overwriting parts of earlier ones: 5 edits (5
-        // runs) and 40 (40 runs).
+        // Three pages interleaved, later edits overwriting parts of earlier ones: 5 edits take
+        // the scan path, 40 the runs (more than SCAN_EDITS_MAX).
         let images: Vec<[u8; 8]> = (1..=40u8).map(|i| [i; 8]).collect();
         let edits: Vec<Edit<'_>> = (0..40)
             .map(|i| Edit {
