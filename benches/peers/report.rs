@@ -73,6 +73,8 @@ const ROWS: &[Row] = &[
         "reads",
     ),
     row("read_single_ns", "point read, one read txn per read (ns/op)", "reads"),
+    row("read_p50_ns", "point read p50, each read timed (ns)", "reads"),
+    row("read_p99_ns", "point read p99, each read timed (ns)", "reads"),
 ];
 
 /// The raw baselines' rows: key, label.
@@ -210,9 +212,11 @@ pub fn workloads(sizes: &Sizes) -> String {
          then close (timed), size on disk, reopen (warm page cache), close, drop the store's pages from the \
          page cache (fsync + posix_fadvise(DONTNEED) on every file), reopen (cold). **Point reads**: every \
          record read once in key order (checked byte for byte), then {} uniform random reads timed, each pass \
-         capped at 4 s. **Crash**: a child process opens the w3 store, commits {} more records durably and \
-         exits without closing; the parent drops the page cache and times the open. The record count is \
-         verified after every reopen. **Raw baselines**, just before every engine's run in every round: {} \
+         capped at 4 s: a pass of one read transaction per 1,000 reads, one of one per read (the mean of \
+         each), and a third of one per read with each read timed on its own (p50, p99). \
+         **Crash**: a child process opens the w3 store, commits {} more records durably and exits \
+         without closing; the parent drops the page cache and times the open. The record count is verified \
+         after every reopen. **Raw baselines**, just before every engine's run in every round: {} \
          pwrites of 4 KiB + fdatasync each into a zero-filled, synced file; {} MiB written sequentially to a \
          new file in 1 MiB writes, fdatasync after each.",
         sizes.w1_records,
