@@ -725,20 +725,57 @@ fn a_new_logs_first_segment_is_zero_filled_for_small_commits() {
     wal.close().unwrap();
 }
 
+/// The larger horizon `EPOCH` holds in `dir` (the second slot is at byte 512).
+fn durable_horizon(dir: &Path) -> u64 {
+    let bytes = std::fs::read(dir.join("EPOCH")).unwrap();
+    assert_eq!(bytes.len(), 560, "two slots of 48 bytes, the second at 512");
+    [0usize, 512]
+        .map(|at| u64::from_le_bytes(bytes[at + 32..at + 40].try_into().unwrap()))
+        .into_iter()
+        .max()
+        .unwrap()
+}
+
+#[test]
+fn with_background_threads_the_horizon_moves_on_before_a_commit_reaches_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(1024, SyncMode::Always);
+    assert!(cfg.background, "the preallocator moves it");
+    let wal = Wal::create(storage(), dir.path(), cfg).unwrap();
+    let first = durable_horizon(dir.path());
+    // Commits up to three quarters of the way to the first horizon (256 KiB past the start):
+    // none of them has to move it, and the flushes past half the way ask the preallocator to.
+    let mut end = 0;
+    let mut i = 0u64;
+    while end + (1 << 16) < first {
+        let (lsn, record_end) = wal.append_with_end(&spec(i), &[&[i as u8 | 1; 1000]]).unwrap();
+        wal.commit(lsn).unwrap();
+        end = record_end;
+        i += 1;
+    }
+    let waited = std::time::Instant::now();
+    while durable_horizon(dir.path()) == first {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(10),
+            "{i} commits ending at {end}, three quarters of the way to the horizon {first}: the \
+             horizon never moved on ahead of them"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let moved = durable_horizon(dir.path());
+    assert!(
+        moved > first + (1 << 17),
+        "at least half a step (128 KiB) further on: {moved} from {first}"
+    );
+    wal.close().unwrap();
+}
+
 #[test]
 fn no_log_byte_is_written_at_or_past_the_horizon_the_epoch_file_holds() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(64, SyncMode::Always);
     let wal = Wal::create(storage(), dir.path(), cfg.clone()).unwrap();
-    let read_horizon = || {
-        let bytes = std::fs::read(dir.path().join("EPOCH")).unwrap();
-        assert_eq!(bytes.len(), 560, "two slots of 48 bytes, the second at 512");
-        [0usize, 512]
-            .map(|at| u64::from_le_bytes(bytes[at + 32..at + 40].try_into().unwrap()))
-            .into_iter()
-            .max()
-            .unwrap()
-    };
+    let read_horizon = || durable_horizon(dir.path());
     let first = read_horizon();
     let mut end = 0;
     for i in 0..3_000u64 {

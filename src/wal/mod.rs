@@ -109,11 +109,13 @@ const TAIL_MAX_BYTES: usize = 64 << 20;
 struct IoState {
     spare: Vec<u8>,
     unsynced: BTreeSet<u64>,
-    /// The horizon durable in `EPOCH` for this open (0 until its epoch is written): no log
-    /// byte is written at or past it (see epoch_file.rs).
-    horizon: u64,
+}
+
+/// Who moves the horizon next, under `Shared::horizon`: a flush that would write past it, or
+/// the preallocator thread ahead of need (see `flush::Shared::ensure_horizon`).
+struct HorizonState {
     /// The `EPOCH` slot the next horizon goes to.
-    horizon_slot: usize,
+    slot: usize,
 }
 
 struct Shared {
@@ -131,6 +133,14 @@ struct Shared {
     install_lock: Mutex<()>,
     tail: Mutex<Tail>,
     io: Mutex<IoState>,
+    /// The horizon durable in `EPOCH` for this open (0 until its epoch is written): no log
+    /// byte is written at or past it (see epoch_file.rs). Raised only under `horizon`, once
+    /// the slot holding it is synced.
+    horizon_durable: AtomicU64,
+    horizon: Mutex<HorizonState>,
+    /// Set by a flush that used half the room below the horizon: the preallocator thread moves
+    /// the horizon on before a flush has to (background threads only).
+    horizon_wanted: AtomicBool,
     written_lsn: AtomicU64,
     durable_lsn: AtomicU64,
     /// The records the open scan checked whole (see `Wal::verified_reader`).
@@ -210,7 +220,7 @@ impl Wal {
         let horizon = flush::horizon_past(&config.geometry, start);
         epoch_file::write(storage.as_ref(), dir, 1, config.identity.store_id, horizon)?;
         let wal = Wal::start(segment_dir, config, vec![first], start, 1, false, 0..0)?;
-        wal.shared.io.lock().horizon = horizon;
+        wal.shared.horizon_durable.store(horizon, Ordering::Release);
         wal.shared.epoch_durable.store(true, Ordering::Release);
         Ok(wal)
     }
@@ -248,9 +258,10 @@ impl Wal {
             io: Mutex::new(IoState {
                 spare: Vec::new(),
                 unsynced: BTreeSet::new(),
-                horizon: 0,
-                horizon_slot: 0,
             }),
+            horizon_durable: AtomicU64::new(0),
+            horizon: Mutex::new(HorizonState { slot: 0 }),
+            horizon_wanted: AtomicBool::new(false),
             written_lsn: AtomicU64::new(end),
             durable_lsn: AtomicU64::new(end),
             crc_checked,
