@@ -72,16 +72,29 @@ struct ArenaFile {
 /// its pages fresh however many there are (their memory is dirty pages, under the budget).
 const FRESH_RUNS_MAX: usize = 4096;
 
-const FILES_PER_CHUNK: usize = 1024;
-/// A chunk of [`FILES_PER_CHUNK`] file slots, allocated when its first file is added.
+/// File slots of the first chunk of a [`FileTable`]; chunk `k` holds this many times `2^k`, so
+/// a store of few files allocates few slots at its open (one chunk of 1,024 slots per space was
+/// 224 KiB written at every open: a tenth of a warm open), and a store of millions of files
+/// still finds each in one chunk.
+const FIRST_CHUNK_FILES: usize = 16;
+/// Chunks of a [`FileTable`]: room for `FIRST_CHUNK_FILES * (2^FILE_CHUNKS - 1)` files, over
+/// two million (over 32 TiB of 16 MiB files).
+const FILE_CHUNKS: usize = 17;
+/// A chunk of file slots, allocated when its first file is added.
 type FileChunk = Box<[OnceLock<ArenaFile>]>;
-const FILE_CHUNKS: usize = 1024;
+
+/// The chunk holding file `file_no`, and its slot there.
+fn chunk_of(file_no: usize) -> (usize, usize) {
+    let n = file_no / FIRST_CHUNK_FILES + 1;
+    let chunk = (usize::BITS - 1 - n.leading_zeros()) as usize;
+    (chunk, file_no - FIRST_CHUNK_FILES * ((1 << chunk) - 1))
+}
 
 /// The files of one page space: an append-only table whose entries never change once set, so
 /// a reader (every `get`) finds a file with two atomic loads, no lock and no reference count.
 /// Files are added under `grow`, one at a time, in file-number order.
 struct FileTable {
-    chunks: Box<[OnceLock<FileChunk>]>,
+    chunks: [OnceLock<FileChunk>; FILE_CHUNKS],
     len: AtomicUsize,
     grow: Mutex<()>,
 }
@@ -89,7 +102,7 @@ struct FileTable {
 impl FileTable {
     fn new() -> FileTable {
         FileTable {
-            chunks: (0..FILE_CHUNKS).map(|_| OnceLock::new()).collect(),
+            chunks: std::array::from_fn(|_| OnceLock::new()),
             len: AtomicUsize::new(0),
             grow: Mutex::new(()),
         }
@@ -100,23 +113,17 @@ impl FileTable {
     }
 
     fn get(&self, file_no: usize) -> Option<&ArenaFile> {
-        self.chunks
-            .get(file_no / FILES_PER_CHUNK)?
-            .get()?
-            .get(file_no % FILES_PER_CHUNK)?
-            .get()
+        let (chunk, slot) = chunk_of(file_no);
+        self.chunks.get(chunk)?.get()?.get(slot)?.get()
     }
 
     /// Appends `file` as file number `len()`. The caller holds `grow`.
     fn push(&self, file: ArenaFile) {
         let file_no = self.len.load(Ordering::Acquire);
-        assert!(file_no < FILES_PER_CHUNK * FILE_CHUNKS, "arena file table full");
-        let chunk = self.chunks[file_no / FILES_PER_CHUNK]
-            .get_or_init(|| (0..FILES_PER_CHUNK).map(|_| OnceLock::new()).collect());
-        assert!(
-            chunk[file_no % FILES_PER_CHUNK].set(file).is_ok(),
-            "file {file_no} added twice"
-        );
+        let (chunk, slot) = chunk_of(file_no);
+        assert!(chunk < FILE_CHUNKS, "arena file table full");
+        let slots = self.chunks[chunk].get_or_init(|| (0..FIRST_CHUNK_FILES << chunk).map(|_| OnceLock::new()).collect());
+        assert!(slots[slot].set(file).is_ok(), "file {file_no} added twice");
         self.len.store(file_no + 1, Ordering::Release);
     }
 
@@ -1052,6 +1059,22 @@ pub(crate) fn real_arena(dir: &Path) -> Arena {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_file_number_has_one_slot_and_chunks_double() {
+        let mut expected = (0usize, 0usize);
+        for file_no in 0..FIRST_CHUNK_FILES * ((1 << 6) - 1) {
+            assert_eq!(chunk_of(file_no), expected, "file {file_no}");
+            expected.1 += 1;
+            if expected.1 == FIRST_CHUNK_FILES << expected.0 {
+                expected = (expected.0 + 1, 0);
+            }
+        }
+        let last = FIRST_CHUNK_FILES * ((1 << FILE_CHUNKS) - 1) - 1;
+        assert_eq!(chunk_of(last), (FILE_CHUNKS - 1, (FIRST_CHUNK_FILES << (FILE_CHUNKS - 1)) - 1));
+        assert_eq!(chunk_of(last + 1).0, FILE_CHUNKS, "the table is full past the last chunk");
+        assert!(last + 1 > 2_000_000, "room for two million files, twice the earlier table's");
+    }
 
     #[test]
     fn reset_page_leaves_the_header_then_zeros_over_any_old_bytes() {
