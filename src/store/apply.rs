@@ -310,17 +310,15 @@ mod tests {
         assert_eq!(&store.get("v199").unwrap().expect("present")[..], &[199.0; 64]);
     }
 
+    /// An arena of 4 KiB pages in files of 16 on the simulator.
+    fn small_arena() -> Arena {
+        let storage: Arc<dyn Storage> = Arc::new(SimStorage::new(1));
+        Arena::open(storage, Path::new("/arena"), 4096, 16 * 4096, crate::arena::ArenaOpen::TEST).unwrap()
+    }
+
     #[test]
     fn edits_apply_page_by_page_in_log_order_however_many_there_are() {
-        let storage: Arc<dyn Storage> = Arc::new(SimStorage::new(1));
-        let arena = Arena::open(
-            storage,
-            Path::new("/arena"),
-            4096,
-            16 * 4096,
-            crate::arena::ArenaOpen::TEST,
-        )
-        .unwrap();
+        let arena = small_arena();
         let pages = [
             PageId::new(Space::Vector, 3),
             PageId::new(Space::Catalog, 1),
@@ -377,15 +375,7 @@ mod tests {
 
     #[test]
     fn edits_of_more_pages_than_a_scan_numbers_apply_in_log_order_too() {
-        let storage: Arc<dyn Storage> = Arc::new(SimStorage::new(1));
-        let arena = Arena::open(
-            storage,
-            Path::new("/arena"),
-            4096,
-            16 * 4096,
-            crate::arena::ArenaOpen::TEST,
-        )
-        .unwrap();
+        let arena = small_arena();
         // 40 pages (past the 32 a scan numbers), each edited in three runs spread over the
         // record, every run overwriting the same bytes: each page must end with its last.
         let pages: Vec<PageId> = (0..40).map(|n| PageId::new(Space::Vector, n)).collect();
