@@ -121,7 +121,7 @@ impl FileTable {
     fn push(&self, file: ArenaFile) {
         let file_no = self.len.load(Ordering::Acquire);
         let (chunk, slot) = chunk_of(file_no);
-        assert!(chunk < FILE_CHUNKS, "arena file table full");
+        assert!(chunk < FILE_CHUNKS, "map_file refuses a file past the table");
         let slots = self.chunks[chunk].get_or_init(|| (0..FIRST_CHUNK_FILES << chunk).map(|_| OnceLock::new()).collect());
         assert!(slots[slot].set(file).is_ok(), "file {file_no} added twice");
         self.len.store(file_no + 1, Ordering::Release);
@@ -367,6 +367,14 @@ impl Arena {
         let _grow = files.grow.lock();
         if files.len() as u64 > file_no {
             return Ok(());
+        }
+        if chunk_of(file_no as usize).0 >= FILE_CHUNKS {
+            // A limit, not damage: the store cannot grow past it (about 32 TiB of 16 MiB files).
+            return Err(Error::InvalidArgument(format!(
+                "the {} space holds at most {} arena files",
+                space.name(),
+                FIRST_CHUNK_FILES * ((1 << FILE_CHUNKS) - 1)
+            )));
         }
         let path = self.dir.join(arena_file_name(space, file_no));
         let size_bytes = self.pages_per_file * u64::from(self.page_size_bytes);
@@ -1074,6 +1082,19 @@ mod tests {
         assert_eq!(chunk_of(last), (FILE_CHUNKS - 1, (FIRST_CHUNK_FILES << (FILE_CHUNKS - 1)) - 1));
         assert_eq!(chunk_of(last + 1).0, FILE_CHUNKS, "the table is full past the last chunk");
         assert!(last + 1 > 2_000_000, "room for two million files, twice the earlier table's");
+    }
+
+    #[test]
+    fn a_file_past_the_table_is_refused_as_a_limit_and_nothing_is_made() {
+        let storage = Arc::new(crate::storage::SimStorage::new(3));
+        let arena = Arena::open(storage.clone(), Path::new("/arena"), 4096, 4096 * 16, ArenaOpen::TEST).unwrap();
+        let past = (FIRST_CHUNK_FILES * ((1 << FILE_CHUNKS) - 1)) as u64;
+        let refused = arena.map_file(Space::Vector, past, None);
+        assert!(
+            matches!(&refused, Err(Error::InvalidArgument(reason)) if reason.contains("at most")),
+            "a limit, with its reason: {refused:?}"
+        );
+        assert!(storage.list(Path::new("/arena")).unwrap().is_empty(), "no file was made");
     }
 
     #[test]
