@@ -141,7 +141,7 @@ impl Arena {
         // SAFETY: `run` holds every page's latch exclusively: no write and no `PageRead` of
         // them runs meanwhile; the caller formats each page before anything reads it (they
         // hold nothing a latch-free reader may read: redo runs before the store is open).
-        if unsafe { file.map.zero_fresh(offset, len_bytes) }.is_err() {
+        if unsafe { file.map().zero_fresh(offset, len_bytes) }.is_err() {
             return false;
         }
         self.set_fresh(file, index, run.count, true, &mut runs);
@@ -154,7 +154,7 @@ impl Arena {
     pub fn populate(&self, first: PageId, count: usize) {
         assert_eq!(self.run_len(first, count), count.min(RUN_PAGES_MAX), "a run lies in one file");
         let (file, offset) = self.locate(first);
-        super::populate_write(file.map.ptr_at(offset), count * self.page_size_bytes as usize);
+        super::populate_write(file.map().ptr_at(offset), count * self.page_size_bytes as usize);
     }
 
     /// Gives back the private memory of `count` pages of the run from its page `from` on, as
@@ -184,10 +184,10 @@ impl Arena {
             let done = if fresh {
                 // SAFETY: the caller's contract is `Mapping::release_fresh`'s for every page of
                 // the range, which `zero_fresh` made (their fresh bits say so).
-                unsafe { file.map.release_fresh(at, len_bytes) }.is_ok()
+                unsafe { file.map().release_fresh(at, len_bytes) }.is_ok()
             } else {
                 // SAFETY: the caller's contract is `Mapping::release`'s for every page of it.
-                unsafe { file.map.release(at, len_bytes) }.is_ok()
+                unsafe { file.map().release(at, len_bytes) }.is_ok()
             };
             if done {
                 self.after_release(file, index + start as u64, len, fresh);
