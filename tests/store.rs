@@ -472,3 +472,27 @@ fn reopen_after_clean_close_returns_every_vector_bit_for_bit() {
     }
     assert_eq!(read, model, "reopened state equals the model (seed {seed})");
 }
+
+#[test]
+fn a_file_that_cannot_be_mapped_at_its_first_use_is_an_error_not_a_panic() {
+    // An open checks every arena file but maps each at the first use of one of its pages: a
+    // failure then (here the simulated disk gone: every call fails) is that read's error.
+    let sim = vellum::storage::SimStorage::new(seed_from_env("VELLUM_SIM_SEED", 12));
+    let options = || Options {
+        storage: Arc::new(sim.clone()),
+        ..small_options()
+    };
+    let dir = std::path::Path::new("/store");
+    let store = Store::create(dir, 8, options()).unwrap();
+    store.insert("v", &[1.0; 8], &[]).unwrap();
+    store.close().unwrap();
+    let store = Store::open(dir, options()).unwrap();
+    sim.crash_now();
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.get("v").map(|v| v.is_some())));
+    assert!(
+        matches!(&read, Ok(Err(Error::Io { .. }))),
+        "the vector's file is mapped at this read, and the failure is its error: {:?}",
+        read.as_ref().map(|r| r.as_ref().map_err(|e| e.to_string()))
+    );
+    drop(store);
+}

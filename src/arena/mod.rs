@@ -66,15 +66,25 @@ struct ArenaFile {
 }
 
 impl ArenaFile {
-    /// The file's mapping, made now if no page of the file was used since the open. The file
-    /// was opened and checked by the open: what can fail here is the process's own resources
-    /// (address space, mapping count), as an allocation can, and it panics as one does.
+    /// The file's mapping, made now if no page of the file was used since the open (two
+    /// threads may both map it: one mapping is kept, the other unmapped). A failure is the
+    /// caller's to report: the gates every first use passes ([`Arena::verify`] for a page
+    /// read, [`Arena::ensure_page`] for a page formatted) return it as an error.
+    fn try_map(&self) -> Result<&Mapping> {
+        if let Some(map) = self.mapped.get() {
+            return Ok(map);
+        }
+        let map = self
+            .file
+            .map_private()
+            .context(|| format!("mapping {}", self.path.display()))?;
+        Ok(self.mapped.get_or_init(|| map))
+    }
+
+    /// The file's mapping, which a gate made before this use (see [`ArenaFile::try_map`]).
     fn map(&self) -> &Mapping {
-        self.mapped.get_or_init(|| {
-            self.file
-                .map_private()
-                .unwrap_or_else(|error| panic!("mapping {}: {error}", self.path.display()))
-        })
+        self.try_map()
+            .unwrap_or_else(|error| panic!("a page used before its gate mapped its file: {error}"))
     }
 }
 
@@ -92,9 +102,11 @@ const FRESH_RUNS_MAX: usize = 4096;
 /// 224 KiB written at every open: a tenth of a warm open), and a store of millions of files
 /// still finds each in one chunk.
 const FIRST_CHUNK_FILES: usize = 16;
-/// Chunks of a [`FileTable`]: room for `FIRST_CHUNK_FILES * (2^FILE_CHUNKS - 1)` files, over
-/// two million (over 32 TiB of 16 MiB files).
+/// Chunks of a [`FileTable`]: room for [`FILES_MAX`] files, over two million (about 32 TiB of
+/// 16 MiB files).
 const FILE_CHUNKS: usize = 17;
+/// The files a [`FileTable`] has room for.
+const FILES_MAX: usize = FIRST_CHUNK_FILES * ((1 << FILE_CHUNKS) - 1);
 /// A chunk of file slots, allocated when its first file is added.
 type FileChunk = Box<[OnceLock<ArenaFile>]>;
 
@@ -363,7 +375,8 @@ impl Arena {
         self.spaces[space.index()].len() as u64 * self.pages_per_file
     }
 
-    /// Makes sure page `page_no` of `space` exists, adding zero-filled files as needed.
+    /// Makes sure page `page_no` of `space` exists, adding zero-filled files as needed, and
+    /// that its file is mapped (a failure to map it is this call's error).
     /// New files become durable at the next checkpoint (their pages are redone from the WAL
     /// until then).
     pub fn ensure_page(&self, id: PageId) -> Result<()> {
@@ -372,7 +385,8 @@ impl Arena {
             let file_no = self.spaces[space.index()].len() as u64;
             self.map_file(space, file_no, None)?;
         }
-        Ok(())
+        // A page formatted in a file the open found is the first use of that file, maybe.
+        self.locate(id).0.try_map().map(|_| ())
     }
 
     /// Maps arena file `file_no` of `space`: `opened`, an existing file [`Arena::open_files`]
@@ -383,17 +397,15 @@ impl Arena {
         if files.len() as u64 > file_no {
             return Ok(());
         }
-        if chunk_of(file_no as usize).0 >= FILE_CHUNKS {
+        if file_no >= FILES_MAX as u64 {
             // A limit, not damage: the store cannot grow past it (about 32 TiB of 16 MiB files).
             return Err(Error::InvalidArgument(format!(
-                "the {} space holds at most {} arena files",
-                space.name(),
-                FIRST_CHUNK_FILES * ((1 << FILE_CHUNKS) - 1)
+                "the {} space holds at most {FILES_MAX} arena files",
+                space.name()
             )));
         }
         let path = self.dir.join(arena_file_name(space, file_no));
         let size_bytes = self.pages_per_file * u64::from(self.page_size_bytes);
-        let mapped = OnceLock::new();
         let (file, map) = if let Some(opened) = opened {
             // Mapped at the first use of one of its pages (see `ArenaFile`).
             (self.check_file(opened, &path, space, file_no, size_bytes)?, None)
@@ -410,9 +422,7 @@ impl Arena {
             let map = file.map_private().context(|| format!("mapping {}", path.display()))?;
             (file, Some(map))
         };
-        if let Some(map) = map {
-            assert!(mapped.set(map).is_ok(), "a new OnceLock is empty");
-        }
+        let mapped = map.map_or_else(OnceLock::new, OnceLock::from);
         let words = self.pages_per_file.div_ceil(64) as usize;
         files.push(ArenaFile {
             path,
@@ -591,6 +601,14 @@ impl Arena {
         (file, index as usize * self.page_size_bytes as usize)
     }
 
+    /// As [`Arena::page_ptr`] for a hint (a prefetch, a fault-in ahead): `None` where the page's
+    /// file cannot be mapped now (the read or write that follows reports it).
+    fn hint_ptr(&self, id: PageId, offset: usize) -> Option<*mut u8> {
+        assert!(offset <= self.page_size_bytes as usize);
+        let (file, page_offset) = self.locate(id);
+        Some(file.try_map().ok()?.ptr_at(page_offset + offset))
+    }
+
     /// The address of byte `offset` of page `id`; stays valid for the arena's lifetime.
     pub fn page_ptr(&self, id: PageId, offset: usize) -> *mut u8 {
         assert!(offset <= self.page_size_bytes as usize);
@@ -606,7 +624,10 @@ impl Arena {
         if id.page_no() >= self.page_count(id.space()) || offset.saturating_add(len_bytes) > page_bytes {
             return;
         }
-        let ptr = self.page_ptr(id, offset);
+        // A hint: a file that cannot be mapped now is reported by the read that follows.
+        let Some(ptr) = self.hint_ptr(id, offset) else {
+            return;
+        };
         for line in (0..len_bytes).step_by(64) {
             crate::hint::prefetch_line(ptr.wrapping_add(line));
         }
@@ -703,6 +724,9 @@ impl Arena {
         if self.is_verified(id) {
             return Ok(());
         }
+        // The first use of a page of a file the open found maps the file: a failure is this
+        // read's error.
+        file.try_map()?;
         // Under the shared latch: a writer that starts changing the page waits, so the
         // checksum is never taken over a page half written in memory.
         let image = self.read_page(id);
@@ -793,7 +817,8 @@ impl Arena {
     }
 
     /// Calls `f` with the address and length of each run of adjacent pages of one file in
-    /// `pages` (sorted, no repeats); pages beyond the arena are left out.
+    /// `pages` (sorted, no repeats); pages beyond the arena, or of a file that cannot be mapped
+    /// now, are left out (every caller gives a hint).
     fn for_each_run(&self, pages: &[PageId], mut f: impl FnMut(*mut u8, usize)) {
         let page_bytes = self.page_size_bytes as usize;
         let mut i = 0;
@@ -813,7 +838,9 @@ impl Arena {
             {
                 run += 1;
             }
-            f(self.page_ptr(first, 0), run * page_bytes);
+            if let Some(ptr) = self.hint_ptr(first, 0) {
+                f(ptr, run * page_bytes);
+            }
             i += run;
         }
     }
@@ -1096,7 +1123,7 @@ mod tests {
                 expected = (expected.0 + 1, 0);
             }
         }
-        let last = FIRST_CHUNK_FILES * ((1 << FILE_CHUNKS) - 1) - 1;
+        let last = FILES_MAX - 1;
         assert_eq!(chunk_of(last), (FILE_CHUNKS - 1, (FIRST_CHUNK_FILES << (FILE_CHUNKS - 1)) - 1));
         assert_eq!(chunk_of(last + 1).0, FILE_CHUNKS, "the table is full past the last chunk");
         assert!(last + 1 > 2_000_000, "room for two million files, twice the earlier table's");
@@ -1106,7 +1133,7 @@ mod tests {
     fn a_file_past_the_table_is_refused_as_a_limit_and_nothing_is_made() {
         let storage = Arc::new(crate::storage::SimStorage::new(3));
         let arena = Arena::open(storage.clone(), Path::new("/arena"), 4096, 4096 * 16, ArenaOpen::TEST).unwrap();
-        let past = (FIRST_CHUNK_FILES * ((1 << FILE_CHUNKS) - 1)) as u64;
+        let past = FILES_MAX as u64;
         let refused = arena.map_file(Space::Vector, past, None);
         assert!(
             matches!(&refused, Err(Error::InvalidArgument(reason)) if reason.contains("at most")),
