@@ -346,6 +346,14 @@ fn a_read_only_open_replays_a_crash_in_memory_and_leaves_the_files_alone() {
 
 #[test]
 fn a_space_quota_is_disk_full_at_the_write_that_needs_room_and_changes_nothing() {
+    // Quotas a few KiB apart: the full disk meets a transaction at different writes (a log
+    // segment's spare, an arena file, a page), a segment boundary among them.
+    for quota_kib in (560..=680).step_by(8) {
+        transaction_stopped_by_a_quota_changes_nothing_and_the_store_goes_on(quota_kib);
+    }
+}
+
+fn transaction_stopped_by_a_quota_changes_nothing_and_the_store_goes_on(quota_kib: u64) {
     use vellum::storage::SimStorage;
     let sim = SimStorage::new(11);
     let options = || Options {
@@ -357,7 +365,7 @@ fn a_space_quota_is_disk_full_at_the_write_that_needs_room_and_changes_nothing()
     };
     let dir = Path::new("/quota");
     let store = Store::create(dir, DIMENSION, options()).unwrap();
-    sim.set_capacity(Some(sim.used_bytes() + 600 * 1024));
+    sim.set_capacity(Some(sim.used_bytes() + quota_kib * 1024));
     let mut acknowledged = 0usize;
     let error = loop {
         let mut tx = store.begin().unwrap();
@@ -373,9 +381,13 @@ fn a_space_quota_is_disk_full_at_the_write_that_needs_room_and_changes_nothing()
     };
     assert!(
         matches!(error, Error::DiskFull { .. }),
-        "running out of room is DiskFull at the write that needed it: {error}"
+        "quota {quota_kib} KiB: running out of room is DiskFull at the write that needed it: {error}"
     );
-    assert_eq!(store.len(), acknowledged, "the failed transaction changed nothing");
+    assert_eq!(
+        store.len(),
+        acknowledged,
+        "quota {quota_kib} KiB: the failed transaction changed nothing"
+    );
     for i in [0, acknowledged - 1] {
         assert_eq!(
             &*store.get(&format!("id-{i}")).unwrap().unwrap(),
@@ -383,13 +395,15 @@ fn a_space_quota_is_disk_full_at_the_write_that_needs_room_and_changes_nothing()
         );
     }
     sim.set_capacity(None);
-    store.insert("after", &vector_of(1, 0.5), &[]).unwrap();
+    store
+        .insert("after", &vector_of(1, 0.5), &[])
+        .unwrap_or_else(|e| panic!("quota {quota_kib} KiB: once there is room the store writes on: {e}"));
     store.close().unwrap();
     let store = Store::open(dir, options()).unwrap();
     assert_eq!(
         store.len(),
         acknowledged + 1,
-        "every acknowledged vector is there after reopen"
+        "quota {quota_kib} KiB: every acknowledged vector is there after reopen"
     );
 }
 

@@ -260,16 +260,11 @@ fn a_commit_whose_log_sync_failed_is_erased_so_a_reopen_does_not_build_on_it() {
     }
 }
 
-#[test]
-fn a_rollback_that_cannot_be_logged_poisons_the_store_and_the_next_open_drops_it() {
-    let sim = SimStorage::new(3);
-    let store = Store::create(DIR, 8, options(&sim)).unwrap();
-    insert_five(&store);
+/// Aborts transactions of varied sizes until one's rollback records must install the next
+/// segment (they end in the last page of this one: the successor rule installs the next then),
+/// injecting `fault` just before that abort; returns what the abort returned.
+fn abort_at_a_segment_boundary(store: &Store, sim: &SimStorage, fault: FaultKind) -> vellum::Result<()> {
     let geometry = store.wal().geometry();
-    // Transactions of varied sizes, aborted, until one's rollback records must install the next
-    // segment (they end in the last page of this one: the successor rule installs the next then):
-    // then the disk is full as the rollback is logged.
-    let mut aborted = None;
     for i in 0..2000u32 {
         let mut tx = store.begin().unwrap();
         let meta = "x".repeat((i % 97) as usize);
@@ -279,17 +274,43 @@ fn a_rollback_that_cannot_be_logged_poisons_the_store_and_the_next_open_drops_it
         let page_bytes = u64::from(geometry.page_size_bytes);
         if room > page_bytes && room < page_bytes + 64 {
             sim.inject(FaultPlan {
-                kind: FaultKind::NoSpace,
+                kind: fault,
                 after_ops: 1,
                 persistent: true,
             });
-            aborted = Some(tx.abort());
-            break;
+            return tx.abort();
         }
         tx.abort().unwrap();
     }
-    let aborted = aborted.expect("some transaction ended next to a segment boundary");
-    assert!(matches!(aborted, Err(Error::DiskFull { .. })), "{aborted:?}");
+    panic!("no transaction ended next to a segment boundary");
+}
+
+#[test]
+fn a_rollback_at_a_segment_boundary_on_a_full_disk_is_logged_in_the_room_held_for_it() {
+    let sim = SimStorage::new(3);
+    let store = Store::create(DIR, 8, options(&sim)).unwrap();
+    insert_five(&store);
+    let aborted = abort_at_a_segment_boundary(&store, &sim, FaultKind::NoSpace);
+    assert!(
+        aborted.is_ok(),
+        "the update held back the log its undo needs, so a full disk cannot stop the undo: {aborted:?}"
+    );
+    sim.clear_faults();
+    store.insert("x", &vector(9), &[]).expect("the store goes on");
+    store.close().expect("close");
+    let store = Store::open(DIR, options(&sim)).unwrap();
+    assert_five_present(&store, "reopened");
+    assert_eq!(store.len(), 6, "the aborted transactions left nothing behind");
+}
+
+#[test]
+fn a_rollback_that_cannot_be_logged_poisons_the_store_and_the_next_open_drops_it() {
+    let sim = SimStorage::new(3);
+    let store = Store::create(DIR, 8, options(&sim)).unwrap();
+    insert_five(&store);
+    // The segment the rollback records need cannot be installed: its directory sync fails.
+    let aborted = abort_at_a_segment_boundary(&store, &sim, FaultKind::SyncEio);
+    assert!(matches!(aborted, Err(Error::Io { .. })), "{aborted:?}");
     sim.clear_faults();
     let next = store.insert("x", &vector(9), &[]);
     assert!(

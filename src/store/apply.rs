@@ -32,7 +32,14 @@ impl Inner {
             prev_lsn: txn.as_ref().map_or(0, |t| t.last_lsn.0),
             timestamp_us: now_us(),
         };
-        let lsn = self.wal.append(&spec, &[payload])?;
+        let lsn = match (kind, txn.is_some()) {
+            (Kind::Update, true) => self.wal.append_reserving(&spec, &[payload], undo_log_bytes(payload.len()))?,
+            (Kind::Abort | Kind::Clr | Kind::End, true) => self.wal.append_undo(&spec, &[payload])?,
+            _ => self.wal.append(&spec, &[payload])?,
+        };
+        if matches!(kind, Kind::Commit | Kind::End) {
+            self.wal.release_undo_reserve();
+        }
         if let Some(txn) = txn {
             if txn.first_lsn.is_none() {
                 txn.first_lsn = lsn;
@@ -89,6 +96,17 @@ impl Inner {
     }
 }
 
+
+/// Log bytes the undo of an update record with `payload_bytes` of payload may take, held back
+/// when it is appended (`Wal::append_reserving`): its compensation record, whose edits carry
+/// at most the bytes the update's edits carry (an image each where the update had two, none for
+/// an insert's), with its undo-next LSN, record header, alignment and the page headers it may
+/// cross; and, counted with every update, an abort and an end record.
+fn undo_log_bytes(payload_bytes: usize) -> u64 {
+    const FIXED_BYTES: u64 = 512;
+    let payload_bytes = payload_bytes as u64;
+    payload_bytes + payload_bytes / 64 + FIXED_BYTES
+}
 
 impl Inner {
     /// Where `page` is the first of its space never initialised (a store growing), makes it

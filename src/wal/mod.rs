@@ -131,6 +131,9 @@ struct Shared {
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     installed_max: AtomicU64,
     install_lock: Mutex<()>,
+    /// Log bytes held back for the records that would undo the running transaction (see
+    /// [`Wal::append_reserving`]): every other append must leave them installed past its end.
+    undo_reserved_bytes: AtomicU64,
     tail: Mutex<Tail>,
     io: Mutex<IoState>,
     /// The horizon durable in `EPOCH` for this open (0 until its epoch is written): no log
@@ -253,6 +256,7 @@ impl Wal {
             dir,
             segments: RwLock::new(segments.into_iter().map(|s| (s.segment_no, s)).collect()),
             installed_max: AtomicU64::new(installed_max),
+            undo_reserved_bytes: AtomicU64::new(0),
             install_lock: Mutex::new(()),
             tail: Mutex::new(Tail::new(end)),
             io: Mutex::new(IoState {
@@ -349,6 +353,31 @@ impl Wal {
 
     /// Appends a record and returns its LSN and end address.
     pub fn append_with_end(&self, spec: &RecordSpec, payload: &[&[u8]]) -> Result<(Lsn, u64)> {
+        self.append_room(spec, payload, Room::KeepReserve)
+    }
+
+    /// Appends a record of a transaction that may have to be undone, and holds `undo_bytes`
+    /// more log back for that undo (its compensation records): the append fails with
+    /// `DiskFull`, having written nothing, unless the installed segments hold the record, the
+    /// bytes already held back and `undo_bytes` (a segment that cannot be made means no room).
+    /// So a transaction stopped by a full disk can always log its undo: without the room, an
+    /// undo that could not be logged would stop the log until a reopen.
+    pub fn append_reserving(&self, spec: &RecordSpec, payload: &[&[u8]], undo_bytes: u64) -> Result<Lsn> {
+        self.append_room(spec, payload, Room::Reserve(undo_bytes)).map(|(lsn, _)| lsn)
+    }
+
+    /// Appends a record of an undo (or the record that ends a transaction) into the log held
+    /// back for it: it needs room only for itself.
+    pub fn append_undo(&self, spec: &RecordSpec, payload: &[&[u8]]) -> Result<Lsn> {
+        self.append_room(spec, payload, Room::UseReserve).map(|(lsn, _)| lsn)
+    }
+
+    /// Gives back the log held back for an undo: the transaction committed or ended.
+    pub fn release_undo_reserve(&self) {
+        self.shared.undo_reserved_bytes.store(0, Ordering::Release);
+    }
+
+    fn append_room(&self, spec: &RecordSpec, payload: &[&[u8]], room: Room) -> Result<(Lsn, u64)> {
         let shared = &*self.shared;
         shared.check_open()?;
         self.ensure_threads()?;
@@ -368,9 +397,18 @@ impl Wal {
             let lsn = tail.pos;
             let durable = shared.durable_lsn.load(Ordering::Acquire);
             let end = layout.put_record(&mut tail, spec, durable, payload);
-            if let Err(error) = shared.ensure_segments_through(end) {
+            let reserved = shared.undo_reserved_bytes.load(Ordering::Acquire);
+            let room_end = match room {
+                Room::KeepReserve => end + reserved,
+                Room::Reserve(undo_bytes) => end + reserved + undo_bytes,
+                Room::UseReserve => end,
+            };
+            if let Err(error) = shared.ensure_room_through(end, room_end) {
                 tail.truncate_to(rollback);
                 return Err(error);
+            }
+            if let Room::Reserve(undo_bytes) = room {
+                shared.undo_reserved_bytes.fetch_add(undo_bytes, Ordering::AcqRel);
             }
             (lsn, end, tail.buf.len())
         };
@@ -617,6 +655,19 @@ impl Shared {
         Ok(())
     }
 
+    /// Makes sure the segments up to the one holding byte `end - 1` are installed and those up
+    /// to the one holding `room_end - 1` are installed or have an unused spare each: room on
+    /// the disk, held for the log, that an install takes by a rename. Runs under the tail lock.
+    fn ensure_room_through(&self, end: u64, room_end: u64) -> Result<()> {
+        self.ensure_segments_through(end)?;
+        let needed = needed_segment(&self.config.geometry, room_end);
+        let installed = self.installed_max.load(Ordering::Acquire);
+        if needed > installed {
+            self.dir.ensure_spares_now((needed - installed) as usize)?;
+        }
+        Ok(())
+    }
+
     /// Makes sure every segment up to the one holding byte `end - 1` is installed. Runs under
     /// the tail lock; the preallocator normally has done it already.
     fn ensure_segments_through(&self, end: u64) -> Result<()> {
@@ -648,6 +699,17 @@ impl Shared {
         }
         Ok(())
     }
+}
+
+/// How much installed log an append needs past its record (see [`Wal::append_reserving`]).
+#[derive(Clone, Copy, Debug)]
+enum Room {
+    /// The bytes held back for an undo stay free.
+    KeepReserve,
+    /// Those, and this many more bytes, held back from now on.
+    Reserve(u64),
+    /// The record is part of the undo the bytes were held back for.
+    UseReserve,
 }
 
 /// The range of records an open scan checked whole: from its start to the end of the log, or
