@@ -155,12 +155,12 @@ fn spec_examples_match_the_vectors() {
     let continuation = std::fs::read(dir.join("wal-page-header-continuation.bin")).unwrap();
     assert_eq!(
         golden::hex(&continuation),
-        "56574c50020001000020000000000000a80300000100000002000000816fd923"
+        "56574c50030001000020000000000000a803000001000000020000000fad9699"
     );
     let first = std::fs::read(dir.join("wal-page-header.bin")).unwrap();
     assert_eq!(
         golden::hex(&first),
-        "56574c5002000000001000000000000000000000010000000200000084190564"
+        "56574c500300000000100000000000000000000001000000020000000adb4ade"
     );
 }
 

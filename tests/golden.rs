@@ -175,8 +175,17 @@ fn sealed(kind: PageKind, id: PageId, (a, b, c): (u32, u32, u64), lsn: u64, fill
 
 /// A node page of `kind` holding `cells` (in key order); `c` is a branch's leftmost child.
 fn node_page(kind: PageKind, id: PageId, c: u64, lsn: u64, cells: &[Vec<u8>]) -> Vec<u8> {
-    let (a, b, body) = index::layout_node(PAGE as usize, cells.iter().map(Vec::as_slice)).expect("cells fit");
-    sealed(kind, id, (a, b, c), lsn, |p| p[64..].copy_from_slice(&body))
+    let node_kind = if kind == PageKind::IndexLeaf {
+        index::NodeKind::Leaf
+    } else {
+        index::NodeKind::Branch
+    };
+    let cells: Vec<&[u8]> = cells.iter().map(Vec::as_slice).collect();
+    let layout = index::layout_node(PAGE as usize, node_kind, &cells).expect("cells fit");
+    sealed(kind, id, (layout.count, layout.data_start, c), lsn, |p| {
+        p[48..64].copy_from_slice(&layout.prefix_field);
+        p[64..].copy_from_slice(&layout.body);
+    })
 }
 
 /// A catalog entry's bytes: its header (vector slot `slot` of vector page 0), id and inline
@@ -816,12 +825,12 @@ fn regenerate_golden_vectors() {
         Err("damaged"),
     );
     let mut newer = WalPageHeader::new(4096, 0, 1, 2);
-    newer.version_major = U16::new(3);
+    newer.version_major = U16::new(4);
     newer.flags = U16::new(0x8000);
     newer.crc = U32::new(crc32c::crc32c(&newer.as_bytes()[..28]));
     w.put(
         "wal-page-header-newer-major",
-        "major version 3 with a flag bit version 2 does not define (CRC correct): foreign, not damaged",
+        "major version 4 with a flag bit version 3 does not define (CRC correct): foreign, not damaged",
         "wal-page-header",
         json!({ "address": 4096, "timeline": 1, "epoch_floor": 0 }),
         newer.as_bytes(),
@@ -832,7 +841,7 @@ fn regenerate_golden_vectors() {
     older.crc = U32::new(crc32c::crc32c(&older.as_bytes()[..28]));
     w.put(
         "wal-page-header-major-1",
-        "the page header at 4096 as format 1.x wrote it (major version 1, CRC correct): foreign to a reader of major 2",
+        "the page header at 4096 as format 1.x wrote it (major version 1, CRC correct): foreign to a reader of major 3",
         "wal-page-header",
         json!({ "address": 4096, "timeline": 1, "epoch_floor": 0 }),
         older.as_bytes(),
@@ -1145,22 +1154,22 @@ fn regenerate_golden_vectors() {
         slot.crc = U32::new(crc32c::crc32c(&slot.as_bytes()[..508]));
         slot.as_bytes().to_vec()
     };
-    let v3 = with_major(&older, 3);
-    let mut incompatible = v3.clone();
+    let v4 = with_major(&older, 4);
+    let mut incompatible = v4.clone();
     incompatible.extend_from_slice(&torn_control[512..]);
     w.put(
         "control-incompatible",
-        "slot 0 of major version 3 (CRC correct), slot 1 torn: incompatible",
+        "slot 0 of major version 4 (CRC correct), slot 1 torn: incompatible",
         "control-file",
         json!({}),
         &incompatible,
         Err("incompatible"),
     );
-    let mut beside_valid = v3;
+    let mut beside_valid = v4;
     beside_valid.extend_from_slice(&file[512..]);
     w.put(
         "control-newer-major-beside-valid",
-        "slot 0 of major version 3 (CRC correct), slot 1 a valid major-2 copy: still incompatible",
+        "slot 0 of major version 4 (CRC correct), slot 1 a valid major-3 copy: still incompatible",
         "control-file",
         json!({}),
         &beside_valid,
@@ -1169,9 +1178,20 @@ fn regenerate_golden_vectors() {
     // A store of format 1.x: both slots intact, of major 1 (minor 1, with the extent).
     let mut v1 = with_major(&older, 1);
     v1.extend_from_slice(&with_major(&newer, 1));
+    // A store of format 2.x: both slots intact, of major 2 (the node layout before key heads).
+    let mut v2 = with_major(&older, 2);
+    v2.extend_from_slice(&with_major(&newer, 2));
+    w.put(
+        "control-major-2",
+        "the control file of a store of format 2.3: both slots valid but of major version 2, which a reader of major 3 refuses (incompatible, never damaged)",
+        "control-file",
+        json!({}),
+        &v2,
+        Err("incompatible"),
+    );
     w.put(
         "control-major-1",
-        "the control file of a store of format 1.1: both slots valid but of major version 1, which a reader of major 2 refuses (incompatible, never damaged)",
+        "the control file of a store of format 1.1: both slots valid but of major version 1, which a reader of major 3 refuses (incompatible, never damaged)",
         "control-file",
         json!({}),
         &v1,
@@ -1185,7 +1205,7 @@ fn regenerate_golden_vectors() {
     file_minor0.extend_from_slice(minor0.to_slot().as_bytes());
     w.put(
         "control-minor-0",
-        "slot 1 (in force) of major 2, minor 0: no arena extent (its bytes 104..128 are zero and mean nothing)",
+        "slot 1 (in force) of major 3, minor 0: no arena extent (its bytes 104..128 are zero and mean nothing)",
         "control-file",
         json!({}),
         &file_minor0,
@@ -1359,7 +1379,7 @@ fn edit_kind_vectors(w: &mut Writer, arena: &Arena) -> IndexEdits {
     let dir_slot = [beth_at.to_le_bytes(), (beth_entry.len() as u32).to_le_bytes()].concat();
     let counts = |n: usize, d: usize| [(n as u32).to_le_bytes(), (d as u32).to_le_bytes()].concat();
     let (new_counts, old_counts) = (counts(count + 1, cell_at), counts(count, data_start));
-    let cell_offset = (cell_at as u32).to_le_bytes();
+    let cell_entry = index::directory_entry(cell_at, b"beth", node.prefix.len());
     let (count_before, count_after) = (3u64.to_le_bytes(), 4u64.to_le_bytes());
     let beth_start = beth_at.to_le_bytes();
     let write = |page, offset: usize, after, before| Edit::write(page, offset as u32, after, before);
@@ -1377,11 +1397,11 @@ fn edit_kind_vectors(w: &mut Writer, arena: &Arena) -> IndexEdits {
         write(leaf, cell_at, &cell[..], None),
         Edit {
             page: leaf,
-            offset: 64 + 4,
-            after: &cell_offset,
+            offset: 64 + 8,
+            after: &cell_entry,
             before: None,
             kind: EditKind::Insert {
-                end: (64 + 4 * count) as u32,
+                end: (64 + 8 * count) as u32,
             },
         },
         write(leaf, 24, &new_counts[..], Some(&old_counts[..])),
@@ -1390,7 +1410,7 @@ fn edit_kind_vectors(w: &mut Writer, arena: &Arena) -> IndexEdits {
     let insert = record::encode_update(Op::Insert, "beth", &insert_edits);
     w.put(
         "payload-update-index-insert",
-        "update (insert \"beth\"): the vector, its owner, the entry and its slot, the leaf cell written into the gap, its offset inserted into the leaf's directory (an insert edit, flags 2), the leaf's a and b, the meta page's count",
+        "update (insert \"beth\"): the vector, its owner, the entry and its slot, the leaf cell written into the gap, its directory entry (offset and key head) inserted into the leaf's directory (an insert edit, flags 2), the leaf's a and b, the meta page's count",
         "record-payload",
         payload_input(1),
         &insert,
@@ -1404,12 +1424,12 @@ fn edit_kind_vectors(w: &mut Writer, arena: &Arena) -> IndexEdits {
     let remove_edits = [
         Edit {
             page: leaf,
-            offset: 64 + 4,
+            offset: 64 + 8,
             after: &[],
-            before: Some(at(&arena.leaf_right, 64 + 4, 4)),
+            before: Some(at(&arena.leaf_right, 64 + 8, 8)),
             kind: EditKind::Remove {
-                end: (64 + 4 * count) as u32,
-                len: 4,
+                end: (64 + 8 * count) as u32,
+                len: 8,
             },
         },
         write(leaf, 24, &removed_counts[..], Some(&old_counts[..])),
@@ -1434,13 +1454,13 @@ fn edit_kind_vectors(w: &mut Writer, arena: &Arena) -> IndexEdits {
     for (name, description, edits, undo_next) in [
         (
             "payload-clr-index-insert",
-            "clr of payload-update-index-insert: its compensation, newest first (the insert becomes a remove at end + 4; writes without before-image have none)",
+            "clr of payload-update-index-insert: its compensation, newest first (the insert becomes a remove at end + 8; writes without before-image have none)",
             &insert_edits[..],
             4128,
         ),
         (
             "payload-clr-index-remove",
-            "clr of payload-update-index-remove: its compensation (the remove becomes an insert of the removed bytes at end - 4, flags 2)",
+            "clr of payload-update-index-remove: its compensation (the remove becomes an insert of the removed bytes at end - 8, flags 2)",
             &remove_edits[..],
             0,
         ),
@@ -1625,9 +1645,9 @@ fn arena_page_vectors(w: &mut Writer, arena: &Arena) {
     let mut flipped = arena.catalog.clone();
     flipped[4000] ^= 0x04;
     let leaf_dir = |p: &mut Vec<u8>| {
-        let (a, b) = (p[64..68].to_vec(), p[68..72].to_vec());
-        p[64..68].copy_from_slice(&b);
-        p[68..72].copy_from_slice(&a);
+        let (a, b) = (p[64..72].to_vec(), p[72..80].to_vec());
+        p[64..72].copy_from_slice(&b);
+        p[72..80].copy_from_slice(&a);
     };
     let cases: Vec<(&str, &str, PageId, Vec<u8>)> = vec![
         (
@@ -1701,6 +1721,30 @@ fn arena_page_vectors(w: &mut Writer, arena: &Arena) {
             "page-index-leaf-two-cells with its two directory entries swapped: \"gamma\" before \"beta\" (CRC correct)",
             catalog_id(5),
             damaged(&arena.leaf_right, &leaf_dir),
+        ),
+        (
+            "page-index-leaf-bad-head",
+            "page-index-leaf-two-cells whose second directory entry heads \"gamma\" with \"gamn\" (CRC correct)",
+            catalog_id(5),
+            damaged(&arena.leaf_right, &|p| p[79] = b'n'),
+        ),
+        (
+            "page-index-leaf-key-outside-prefix",
+            "page-index-leaf (one cell, \"alpha\", key prefix \"alpha\") whose key prefix reads \"alphb\" (CRC correct)",
+            catalog_id(3),
+            damaged(&arena.leaf_left, &|p| p[53] = b'b'),
+        ),
+        (
+            "page-index-leaf-prefix-length",
+            "page-index-leaf with key prefix length 16, past the 15 bytes of the field (CRC correct)",
+            catalog_id(3),
+            damaged(&arena.leaf_left, &|p| p[48] = 16),
+        ),
+        (
+            "page-index-leaf-prefix-field-tail",
+            "page-index-leaf with a non-zero byte in its key prefix field after the prefix (CRC correct)",
+            catalog_id(3),
+            damaged(&arena.leaf_left, &|p| p[63] = 1),
         ),
         (
             "page-index-leaf-with-c",

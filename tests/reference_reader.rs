@@ -958,7 +958,7 @@ fn index_damage_is_reported_by_the_reader_and_the_engine() {
     let disagree = tmp.path().join("leaf-names-another-entry");
     copy_dir(&dir, &disagree);
     let mut image = catalog_page(&disagree, leaf_no);
-    let cell = |image: &[u8], i: usize| u32::from_le_bytes(image[64 + 4 * i..68 + 4 * i].try_into().unwrap()) as usize;
+    let cell = |image: &[u8], i: usize| u32::from_le_bytes(image[64 + 8 * i..68 + 8 * i].try_into().unwrap()) as usize;
     let (first, second) = (cell(&image, 0), cell(&image, 1));
     // Value bytes 8..24 (cell bytes 10..26): catalog page, catalog slot, entry offset and length.
     let other = image[second + 10..second + 26].to_vec();

@@ -71,8 +71,8 @@ SPACE_CATALOG = 1
 SPACE_VECTOR = 2
 
 # section 18: the store's major format version (control slots, segment and page headers, arena
-# pages); stores of major 1 are refused as incompatible
-FORMAT_MAJOR = 2
+# pages); stores of majors 1 and 2 are refused as incompatible
+FORMAT_MAJOR = 3
 
 
 def is_page_id(v):
@@ -191,7 +191,7 @@ def read_control(store, rep):
         # other slot holds
         major = (f0 if s0 == "version" else f1)["version_major"]
         raise StoreError("incompatible version (a control slot of major %d; this reader reads major %d%s)" %
-                         (major, FORMAT_MAJOR, ": a store of format 1.x" if major == 1 else ""))
+                         (major, FORMAT_MAJOR, ": a store of format %d.x" % major if major < FORMAT_MAJOR else ""))
     if s0 == "valid" and s1 == "valid":
         slot = 1 if f1["sequence"] > f0["sequence"] else 0
     elif s0 == "valid":
@@ -1284,16 +1284,23 @@ def node_cells(img, P):
         raise ValueError("page kind %d is not an index node" % kind)
     leaf = kind == KIND_LEAF
     n, d, c = struct.unpack_from("<IIQ", img, 24)
-    if not 64 + 4 * n <= d <= P:
+    if not 64 + 8 * n <= d <= P:
         raise ValueError("node of %d cells: directory overlaps cell data at %d" % (n, d))
     if leaf and c != 0:
         raise ValueError("leaf with header field c = %#x" % c)
     if not leaf and not is_catalog_link(c):
         raise ValueError("branch whose leftmost child %#x is no catalog page" % c)
+    # rule 7: the key prefix field (header bytes 48..64): length p, the prefix, zeros
+    p = img[48]
+    if p > 15:
+        raise ValueError("key prefix length %d" % p)
+    prefix = bytes(img[49:49 + p])
+    if any(img[49 + p:64]):
+        raise ValueError("key prefix field: bytes after the prefix are not zero")
     v = 24 if leaf else 8
     cells, extents = [], []
     for i in range(n):
-        o = struct.unpack_from("<I", img, 64 + 4 * i)[0]
+        o = struct.unpack_from("<I", img, 64 + 8 * i)[0]
         if o < d or o + 2 + v > P:
             raise ValueError("cell %d at %d outside the cell data" % (i, o))
         k = struct.unpack_from("<H", img, o)[0]
@@ -1302,6 +1309,10 @@ def node_cells(img, P):
         key = bytes(img[o + 2 + v:o + 2 + v + k])
         if cells and cells[-1][1] >= key:
             raise ValueError("cell %d: keys out of order" % i)
+        if not key.startswith(prefix):
+            raise ValueError("cell %d: key does not begin with the node's key prefix" % i)
+        if bytes(img[64 + 8 * i + 4:64 + 8 * i + 8]) != key[p:p + 4].ljust(4, b"\0"):
+            raise ValueError("cell %d: directory head does not match the key" % i)
         if leaf:
             val = struct.unpack_from("<6I", img, o + 2)
         else:
@@ -2443,13 +2454,14 @@ def page_body(b, kind, P, dim):
         leaf, cells, leftmost = node_cells(b, P)
         n, d = struct.unpack_from("<II", b, 24)
         out = []
-        for o, key, val in cells:
+        for i, (o, key, val) in enumerate(cells):
+            head = bytes(b[64 + 8 * i + 4:64 + 8 * i + 8]).hex()
             if leaf:
                 names = ("vector_page", "vector_slot", "catalog_page", "catalog_slot", "entry_offset", "entry_len")
-                out.append(dict({"offset": o, "key": key.hex()}, **dict(zip(names, val))))
+                out.append(dict({"offset": o, "head": head, "key": key.hex()}, **dict(zip(names, val))))
             else:
-                out.append({"offset": o, "key": key.hex(), "child": hex64(val)})
-        body = {"cell_count": n, "data_start": d, "cells": out}
+                out.append({"offset": o, "head": head, "key": key.hex(), "child": hex64(val)})
+        body = {"cell_count": n, "data_start": d, "key_prefix": bytes(b[49:49 + b[48]]).hex(), "cells": out}
         if not leaf:
             body["leftmost"] = hex64(leftmost)
         return body

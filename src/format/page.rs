@@ -193,7 +193,7 @@ const _: () = {
 /// | 28 | 4 | b (by kind) |
 /// | 32 | 8 | c (by kind) |
 /// | 40 | 8 | store id of the store that formatted the page |
-/// | 48 | 16 | reserved, zero |
+/// | 48 | 16 | d: index nodes' key prefix (format/index.rs), zero in every other kind |
 ///
 /// | kind | a | b | c |
 /// |---|---|---|---|
@@ -233,8 +233,8 @@ pub struct PageHeader {
     pub c: U64,
     /// Id of the store that formatted the page (0 for format minor 0).
     pub store_id: U64,
-    /// Reserved, zero.
-    pub reserved1: [u8; 16],
+    /// Index nodes: the key prefix field (format/index.rs); zero in every other kind.
+    pub d: [u8; 16],
 }
 
 /// Size of [`PageHeader`] in bytes.
@@ -255,6 +255,11 @@ pub const PAGE_B_OFFSET: usize = 28;
 pub const PAGE_C_OFFSET: usize = 32;
 /// Offset of the store id in the header.
 pub const PAGE_STORE_ID_OFFSET: usize = 40;
+/// Offset of field `d` in the header (16 bytes to the header's end).
+pub const PAGE_D_OFFSET: usize = 48;
+/// Bytes of field `d`.
+pub const PAGE_D_BYTES: usize = 16;
+const _: () = assert!(PAGE_D_OFFSET + PAGE_D_BYTES == PAGE_HEADER_BYTES);
 /// A list link (header field `c`) naming no next page: the page is the last of its list.
 /// (Page ids name a space in their top byte, so no page id is 1.)
 pub const LIST_END: u64 = 1;
@@ -376,7 +381,7 @@ pub fn new_header(kind: PageKind, id: PageId, a: u32, b: u32) -> PageHeader {
         b: U32::new(b),
         c: U64::ZERO,
         store_id: U64::ZERO,
-        reserved1: [0; 16],
+        d: [0; 16],
     }
 }
 

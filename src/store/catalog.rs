@@ -18,7 +18,7 @@ use crate::format::index::LeafValue;
 use crate::format::meta::{self, ID_MAX_BYTES, METADATA_MAX_BYTES};
 use crate::format::page::{
     self, CATALOG_SLOT_BYTES, CATALOG_SLOTS_OFFSET, CatalogSlot, ENTRY_FLAG_OVERFLOW, ENTRY_HEADER_BYTES, EntryHeader,
-    OVERFLOW_DATA_OFFSET, PAGE_A_OFFSET, PAGE_B_OFFSET, PAGE_C_OFFSET, PAGE_HEADER_BYTES, PAGE_KIND_OFFSET, PageHeader,
+    OVERFLOW_DATA_OFFSET, PAGE_A_OFFSET, PAGE_B_OFFSET, PAGE_C_OFFSET, PAGE_D_BYTES, PAGE_D_OFFSET, PAGE_HEADER_BYTES, PAGE_KIND_OFFSET, PageHeader,
     PageId, PageKind, Space, VectorLayout,
 };
 use crate::format::record::PageInit;
@@ -356,6 +356,9 @@ impl OpCtx<'_> {
         fields[4..8].copy_from_slice(&b.to_le_bytes());
         fields[8..].copy_from_slice(&c.to_le_bytes());
         self.list.push_change(arena, page, PAGE_A_OFFSET, &fields);
+        // Bytes 48..64 are zero in every kind but an index node's (its key prefix): a page
+        // reused from a node would otherwise keep that node's.
+        self.list.push_change(arena, page, PAGE_D_OFFSET, &[0u8; PAGE_D_BYTES]);
     }
 }
 

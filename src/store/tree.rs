@@ -28,7 +28,8 @@ use super::Inner;
 use super::alloc::OpCtx;
 use super::edits::EditList;
 use crate::format::index::{
-    self, HEIGHT_MAX, LeafValue, NODE_DIR_ENTRY_BYTES, NODE_DIR_OFFSET, Node, NodeKind, layout_node,
+    self, HEIGHT_MAX, LeafValue, NODE_DIR_ENTRY_BYTES, NODE_DIR_OFFSET, NODE_PREFIX_MAX_BYTES, NODE_PREFIX_OFFSET,
+    Node, NodeKind, directory_entry, layout_node, prefix_field,
 };
 use crate::format::page::{PAGE_A_OFFSET, PAGE_B_OFFSET, PAGE_C_OFFSET, PageId, PageKind, Space};
 use crate::format::record::PageInit;
@@ -200,16 +201,27 @@ struct NodeHead {
     kind: NodeKind,
     count: usize,
     data_start: usize,
+    prefix_len: usize,
+    prefix_bytes: [u8; NODE_PREFIX_MAX_BYTES],
 }
 
 impl NodeHead {
     fn of(page: PageId, node: &Node<'_>) -> NodeHead {
+        let mut prefix_bytes = [0u8; NODE_PREFIX_MAX_BYTES];
+        prefix_bytes[..node.prefix.len()].copy_from_slice(node.prefix);
         NodeHead {
             page,
             kind: node.kind,
             count: node.count,
             data_start: node.data_start,
+            prefix_len: node.prefix.len(),
+            prefix_bytes,
         }
+    }
+
+    /// The key prefix every key of the node begins with.
+    fn prefix(&self) -> &[u8] {
+        &self.prefix_bytes[..self.prefix_len]
     }
 
     fn directory_end(&self) -> usize {
@@ -397,13 +409,19 @@ impl OpCtx<'_> {
     fn insert_cell(&mut self, path: &[PathStep], head: NodeHead, i: usize, cell: &[u8]) -> Result<()> {
         if head.gap_bytes() >= cell.len() + NODE_DIR_ENTRY_BYTES {
             let page = head.page;
+            let key = index::cell_key(head.kind, cell);
+            let prefix_len = if key.starts_with(head.prefix()) {
+                head.prefix_len
+            } else {
+                self.shorten_prefix(&head, key)?
+            };
             let offset = head.data_start - cell.len();
             self.list.push_new(page, offset, cell);
             self.list.push_insert(
                 page,
                 NODE_DIR_OFFSET + i * NODE_DIR_ENTRY_BYTES,
                 head.directory_end(),
-                &(offset as u32).to_le_bytes(),
+                &directory_entry(offset, key, prefix_len),
             );
             self.set_counts(page, head.count + 1, offset);
             return Ok(());
@@ -418,6 +436,31 @@ impl OpCtx<'_> {
         let mut node = self.read_node(head.page)?;
         node.cells.insert(i, cell.to_vec());
         self.rewrite(path, node)
+    }
+
+    /// Shortens node `head`'s key prefix to the bytes it shares with `key`, a key about to join
+    /// it that does not begin with it, and rewrites every head of its directory to match (the
+    /// node's keys lie in the node's range, and so does `key`: they share at least what the
+    /// range's bounds share, so this is rare once a node has keys across its range). Returns
+    /// the new prefix length.
+    fn shorten_prefix(&mut self, head: &NodeHead, key: &[u8]) -> Result<usize> {
+        let prefix = &head.prefix_bytes[..head.prefix_len];
+        let shared = prefix.iter().zip(key).take_while(|(a, b)| a == b).count();
+        assert!(shared < head.prefix_len, "only a key outside the prefix shortens it");
+        let directory = with_node(self.inner, self.list, head.page, |node| {
+            let mut directory = Vec::with_capacity(node.count * NODE_DIR_ENTRY_BYTES);
+            for i in 0..node.count {
+                directory.extend_from_slice(&directory_entry(node.cell_offset(i)?, node.key(i)?, shared));
+            }
+            Ok(directory)
+        })?;
+        let arena = &self.inner.arena;
+        if !directory.is_empty() {
+            self.list.push_change(arena, head.page, NODE_DIR_OFFSET, &directory);
+        }
+        self.list
+            .push_change(arena, head.page, NODE_PREFIX_OFFSET, &prefix_field(&prefix[..shared]));
+        Ok(shared)
     }
 
     /// Rewrites `node` (its cells changed, too many for its gap) into one new page or two, links
@@ -596,8 +639,10 @@ impl OpCtx<'_> {
                 data_start: page_size,
             },
         };
-        let (a, b, body) = layout_node(page_size as usize, cells.iter().map(Vec::as_slice))
-            .expect("the caller sized the node to fit a page");
+        let cell_refs: Vec<&[u8]> = cells.iter().map(Vec::as_slice).collect();
+        let layout =
+            layout_node(page_size as usize, kind, &cell_refs).expect("the caller sized the node to fit a page");
+        let (a, b) = (layout.count, layout.data_start);
         let (page, reused) = self.take_catalog_page(init)?;
         if reused {
             self.rewrite_header(page, kind.page_kind(), a, b, leftmost);
@@ -608,8 +653,14 @@ impl OpCtx<'_> {
             fields[8..].copy_from_slice(&leftmost.to_le_bytes());
             self.list.push_change(&self.inner.arena, page, PAGE_A_OFFSET, &fields);
         }
+        if layout.prefix_field[0] > 0 {
+            // A fresh page's field is zero, and a reused page's header was zeroed there.
+            self.list
+                .push_change(&self.inner.arena, page, NODE_PREFIX_OFFSET, &layout.prefix_field);
+        }
         let directory_bytes = cells.len() * NODE_DIR_ENTRY_BYTES;
         if directory_bytes > 0 {
+            let body = &layout.body;
             self.list.push_new(page, NODE_DIR_OFFSET, &body[..directory_bytes]);
             self.list.push_new(page, b as usize, &body[b as usize - NODE_DIR_OFFSET..]);
         }

@@ -593,11 +593,13 @@ fn node_json(bytes: &[u8]) -> Result<Value, String> {
     for i in 0..node.count {
         let offset = node.cell_offset(i)?;
         let key = hex(node.key(i)?);
+        let head = hex(&node.head(i).to_be_bytes());
         cells.push(match node.kind {
             NodeKind::Leaf => {
                 let v = node.value(i)?;
                 json!({
                     "offset": offset,
+                    "head": head,
                     "key": key,
                     "vector_page": v.vector_page.get(),
                     "vector_slot": v.vector_slot.get(),
@@ -612,14 +614,19 @@ fn node_json(bytes: &[u8]) -> Result<Value, String> {
                 if !link_ok(child, Space::Catalog) {
                     return Err(format!("cell {i}: child {child:#x} is no catalog page"));
                 }
-                json!({ "offset": offset, "key": key, "child": hex64(child) })
+                json!({ "offset": offset, "head": head, "key": key, "child": hex64(child) })
             }
         });
     }
     if node.kind == NodeKind::Branch && !link_ok(node.leftmost, Space::Catalog) {
         return Err(format!("leftmost child {:#x} is no catalog page", node.leftmost));
     }
-    let mut body = json!({ "cell_count": node.count, "data_start": node.data_start, "cells": cells });
+    let mut body = json!({
+        "cell_count": node.count,
+        "data_start": node.data_start,
+        "key_prefix": hex(node.prefix),
+        "cells": cells,
+    });
     if node.kind == NodeKind::Branch {
         body["leftmost"] = json!(hex64(node.leftmost));
     }

@@ -261,11 +261,12 @@ fn check_node(image: &[u8]) {
     }
     extents.sort_unstable();
     assert!(extents.windows(2).all(|w| w[0].1 <= w[1].0), "cells overlap");
-    let (a, b, body) = layout_node(PAGE_BYTES, cells.iter().copied()).expect("a checked node's cells fit a page");
+    let layout = layout_node(PAGE_BYTES, node.kind, &cells).expect("a checked node's cells fit a page");
     let mut copy = image.to_vec();
-    copy[page::PAGE_A_OFFSET..page::PAGE_A_OFFSET + 4].copy_from_slice(&a.to_le_bytes());
-    copy[page::PAGE_B_OFFSET..page::PAGE_B_OFFSET + 4].copy_from_slice(&b.to_le_bytes());
-    copy[page::PAGE_HEADER_BYTES..].copy_from_slice(&body);
+    copy[page::PAGE_A_OFFSET..page::PAGE_A_OFFSET + 4].copy_from_slice(&layout.count.to_le_bytes());
+    copy[page::PAGE_B_OFFSET..page::PAGE_B_OFFSET + 4].copy_from_slice(&layout.data_start.to_le_bytes());
+    copy[page::PAGE_D_OFFSET..page::PAGE_HEADER_BYTES].copy_from_slice(&layout.prefix_field);
+    copy[page::PAGE_HEADER_BYTES..].copy_from_slice(&layout.body);
     let again = Node::parse(&copy).expect("a node laid out afresh parses");
     assert_eq!(again.check(), Ok(()), "a node laid out afresh checks");
     assert_eq!(
