@@ -118,6 +118,8 @@ pub struct WriterState {
     pub catalog: super::catalog::CatalogCache,
     /// Where the next search for a free slot in a vector page starts, by page number.
     pub slot_hint: HashMap<u64, u32>,
+    /// The last transaction's buffers, emptied, for the next.
+    pub buffers: super::txn::TxnBuffers,
 }
 
 impl WriterState {
@@ -130,6 +132,7 @@ impl WriterState {
             quarantine: Quarantine::default(),
             catalog: Default::default(),
             slot_hint: HashMap::new(),
+            buffers: Default::default(),
         }
     }
 }
