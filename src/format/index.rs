@@ -672,17 +672,25 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_leaf_finds_its_keys_and_the_place_of_others() {
-        let keys = ["apple", "banana", "cherry", "date"];
+    /// A leaf of `keys` (in order), cell `i` valued `value(i)`, checked well-formed.
+    fn leaf_page<K: AsRef<[u8]>>(keys: &[K]) -> Vec<u8> {
         let cells: Vec<Vec<u8>> = keys
             .iter()
             .enumerate()
-            .map(|(i, k)| leaf_cell(k.as_bytes(), &value(i as u32)))
+            .map(|(i, k)| leaf_cell(k.as_ref(), &value(i as u32)))
             .collect();
         let page = node_page(NodeKind::Leaf, 0, &cells);
+        Node::parse(&page)
+            .and_then(|node| node.check())
+            .expect("a well-formed leaf");
+        page
+    }
+
+    #[test]
+    fn a_leaf_finds_its_keys_and_the_place_of_others() {
+        let keys = ["apple", "banana", "cherry", "date"];
+        let page = leaf_page(&keys);
         let node = Node::parse(&page).expect("a leaf");
-        node.check().expect("a well-formed leaf");
         assert_eq!(node.count, 4);
         for (i, k) in keys.iter().enumerate() {
             assert_eq!(node.search(k.as_bytes()), Ok(Ok(i)), "{k} is cell {i}");
@@ -700,14 +708,8 @@ mod tests {
     #[test]
     fn keys_sharing_a_prefix_are_found_by_their_heads_and_others_fall_outside() {
         let keys: Vec<String> = (0..60).map(|i| format!("stream:{:07}", 1_234_000 + i * 3)).collect();
-        let cells: Vec<Vec<u8>> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| leaf_cell(k.as_bytes(), &value(i as u32)))
-            .collect();
-        let page = node_page(NodeKind::Leaf, 0, &cells);
+        let page = leaf_page(&keys);
         let node = Node::parse(&page).expect("a leaf");
-        node.check().expect("a well-formed leaf");
         assert_eq!(
             node.prefix, b"stream:1234",
             "the first and last keys share eleven bytes"
