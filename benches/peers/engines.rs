@@ -108,6 +108,19 @@ fn to_vector(record: &[u8], vector: &mut Vec<f32>) {
     );
 }
 
+/// A stored vector as the record's bytes: its float32 words in little-endian order. On a
+/// little-endian machine those are the vector's own bytes (borrowed, as heed and redb hand out
+/// their values); elsewhere they are converted into `buf`.
+fn record_bytes<'v>(vector: &'v [f32], buf: &'v mut Vec<u8>) -> &'v [u8] {
+    if cfg!(target_endian = "little") {
+        zerocopy::IntoBytes::as_bytes(vector)
+    } else {
+        buf.clear();
+        buf.extend(vector.iter().flat_map(|x| x.to_le_bytes()));
+        buf
+    }
+}
+
 impl Vellum {
     fn open_with(dir: &Path, options: vellum::Options) -> Res<Vellum> {
         std::fs::create_dir_all(dir)?;
@@ -196,9 +209,26 @@ impl Engine for Vellum {
         let Some(vector) = self.store.get(&id)? else {
             return Ok(false);
         };
+        let mut buf = Vec::new();
+        let bytes = record_bytes(&vector, &mut buf);
         out.clear();
-        out.extend(vector.iter().flat_map(|x| x.to_le_bytes()));
+        out.extend_from_slice(bytes);
         Ok(true)
+    }
+
+    fn get_many(&self, stream: u32, seqs: &[u64], each: &mut dyn FnMut(u64, &[u8]) -> Res<()>) -> Res<()> {
+        // Vellum has no read transactions: the same `Store::get` per record, each record's
+        // bytes borrowed from the store's pages as heed's are from its map.
+        let (mut id, mut buf) = (String::new(), Vec::new());
+        for &seq in seqs {
+            vellum_id(stream, seq, &mut id);
+            let vector = self
+                .store
+                .get(&id)?
+                .ok_or_else(|| format!("vellum: {stream}:{seq} missing"))?;
+            each(seq, record_bytes(&vector, &mut buf))?;
+        }
+        Ok(())
     }
 }
 
