@@ -109,6 +109,7 @@ mod modes;
 #[cfg(feature = "object-store")]
 mod replica;
 mod restore;
+mod zeros;
 // The project's one seeded generator (SplitMix64), for the simulator, the HNSW level draws,
 // the demo, tests and benchmarks. No part of the API: nothing in it is stable.
 #[doc(hidden)]

@@ -201,7 +201,7 @@ impl Doublewrite {
             let Some(id) = PageId::from_raw(raw) else { continue };
             let usable =
                 page::check_page(&image, id).is_none() && page::check_owner(&image, id, self.store_id).is_none();
-            if image.iter().any(|&b| b != 0) && usable {
+            if !crate::zeros::all_zero(&image) && usable {
                 images.insert(id, image);
             }
         }

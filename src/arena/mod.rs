@@ -771,7 +771,7 @@ impl Arena {
 
     /// True if page `id` is all zero in memory (never written).
     pub fn is_all_zero(&self, id: PageId) -> bool {
-        self.copy_page(id).iter().all(|&b| b == 0)
+        crate::zeros::all_zero(&self.copy_page(id))
     }
 
     /// Checks that page `id`, about to be changed in place, is an initialised page naming

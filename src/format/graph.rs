@@ -467,7 +467,7 @@ pub fn decode_upper_page(image: &[u8]) -> Result<(usize, Vec<UpperSlot>), String
     }
     let mut slots = Vec::new();
     for (index, bytes) in image[PAGE_HEADER_BYTES..].chunks_exact(slot_bytes).enumerate() {
-        if bytes.iter().all(|&b| b == 0) {
+        if crate::zeros::all_zero(bytes) {
             continue;
         }
         let count = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));

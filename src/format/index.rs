@@ -136,7 +136,7 @@ impl MetaFields {
                 return Some(format!("meta page: the {name} list has one end only"));
             }
         }
-        if image[META_FIELDS_OFFSET + META_FIELDS_BYTES..].iter().any(|&b| b != 0) {
+        if !crate::zeros::all_zero(&image[META_FIELDS_OFFSET + META_FIELDS_BYTES..]) {
             return Some("meta page: bytes after the fields are not zero".into());
         }
         None

@@ -338,7 +338,7 @@ pub(super) fn check_identities(segments: &BTreeMap<u64, Arc<Segment>>, dir: &Pat
             .read_at(&mut header_bytes, 0)
             .context(|| format!("reading {}", segment.path.display()))?;
         let bytes = &header_bytes[..];
-        if bytes.iter().all(|&b| b == 0) {
+        if crate::zeros::all_zero(bytes) {
             continue;
         }
         let header = crate::format::wal::SegmentHeader::read_from_bytes(bytes).expect("exact size");

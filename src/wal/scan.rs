@@ -213,7 +213,7 @@ fn look_ahead(view: &LogView<'_>, end: u64) -> Evidence {
         let in_page = (view.geometry.page_end(end) - end) as usize;
         if view
             .bytes(end, in_page)
-            .is_some_and(|bytes| bytes.iter().any(|&b| b != 0))
+            .is_some_and(|bytes| !crate::zeros::all_zero(bytes))
         {
             evidence.garbage_to = view.geometry.page_end(end);
         }

@@ -131,7 +131,7 @@ impl<'a> LogView<'a> {
         let Some(bytes) = self.bytes(pos, SEGMENT_HEADER_BYTES) else {
             return Err(Step::End(pos));
         };
-        if bytes.iter().all(|&b| b == 0) {
+        if crate::zeros::all_zero(bytes) {
             return Err(Step::End(pos));
         }
         let header = SegmentHeader::read_from_bytes(bytes).expect("exact size");
@@ -148,7 +148,7 @@ impl<'a> LogView<'a> {
         let Some(bytes) = self.bytes(page_lsn, PAGE_HEADER_BYTES) else {
             return Err(Step::End(page_lsn));
         };
-        if bytes.iter().all(|&b| b == 0) {
+        if crate::zeros::all_zero(bytes) {
             return Err(Step::End(page_lsn));
         }
         let header = PageHeader::read_from_bytes(bytes).expect("exact size");
@@ -171,7 +171,7 @@ impl<'a> LogView<'a> {
         let Some(header_bytes) = self.bytes(start, RECORD_HEADER_BYTES) else {
             return Decoded::End(start);
         };
-        if header_bytes.iter().all(|&b| b == 0) {
+        if crate::zeros::all_zero(header_bytes) {
             return Decoded::End(start);
         }
         let header = RecordHeader::read_from_bytes(header_bytes).expect("exact size");
