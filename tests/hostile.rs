@@ -349,11 +349,20 @@ fn a_space_quota_is_disk_full_at_the_write_that_needs_room_and_changes_nothing()
     // Quotas a few KiB apart: the full disk meets a transaction at different writes (a log
     // segment's spare, an arena file, a page), a segment boundary among them.
     for quota_kib in (560..=680).step_by(8) {
-        transaction_stopped_by_a_quota_changes_nothing_and_the_store_goes_on(quota_kib);
+        transaction_stopped_by_a_quota_changes_nothing_and_the_store_goes_on(quota_kib, 25);
     }
 }
 
-fn transaction_stopped_by_a_quota_changes_nothing_and_the_store_goes_on(quota_kib: u64) {
+#[test]
+fn a_transaction_of_several_segments_stopped_by_a_quota_rolls_back_and_the_store_goes_on() {
+    // 600 rows of ~0.4 KiB: each transaction's log spans three to four 64 KiB segments, and so
+    // does the room its undo holds back.
+    for quota_kib in (1600..=2800).step_by(200) {
+        transaction_stopped_by_a_quota_changes_nothing_and_the_store_goes_on(quota_kib, 600);
+    }
+}
+
+fn transaction_stopped_by_a_quota_changes_nothing_and_the_store_goes_on(quota_kib: u64, rows: usize) {
     use vellum::storage::SimStorage;
     let sim = SimStorage::new(11);
     let options = || Options {
@@ -369,12 +378,12 @@ fn transaction_stopped_by_a_quota_changes_nothing_and_the_store_goes_on(quota_ki
     let mut acknowledged = 0usize;
     let error = loop {
         let mut tx = store.begin().unwrap();
-        let added = (0..25).try_for_each(|j| {
+        let added = (0..rows).try_for_each(|j| {
             let i = acknowledged + j;
             tx.insert(&format!("id-{i}"), &vector_of(i, 0.0), &[]).map(|_| ())
         });
         match added.and_then(|()| tx.commit().map(|_| ())) {
-            Ok(()) => acknowledged += 25,
+            Ok(()) => acknowledged += rows,
             Err(error) => break error,
         }
         assert!(acknowledged < 100_000, "the quota is reached");
@@ -387,6 +396,10 @@ fn transaction_stopped_by_a_quota_changes_nothing_and_the_store_goes_on(quota_ki
         store.len(),
         acknowledged,
         "quota {quota_kib} KiB: the failed transaction changed nothing"
+    );
+    assert!(
+        acknowledged > 0,
+        "quota {quota_kib} KiB: a transaction commits before the disk is full"
     );
     for i in [0, acknowledged - 1] {
         assert_eq!(
