@@ -193,7 +193,7 @@ const _: () = {
 /// | 28 | 4 | b (by kind) |
 /// | 32 | 8 | c (by kind) |
 /// | 40 | 8 | store id of the store that formatted the page |
-/// | 48 | 16 | d: index nodes' key prefix (format/index.rs), zero in every other kind |
+/// | 48 | 16 | d: index nodes' key prefix (format/index.rs); a free page's is left from its last use; zero in every other kind |
 ///
 /// | kind | a | b | c |
 /// |---|---|---|---|
@@ -233,7 +233,8 @@ pub struct PageHeader {
     pub c: U64,
     /// Id of the store that formatted the page (0 for format minor 0).
     pub store_id: U64,
-    /// Index nodes: the key prefix field (format/index.rs); zero in every other kind.
+    /// Index nodes: the key prefix field (format/index.rs); a free page: left from its last use;
+    /// zero in every other kind.
     pub d: [u8; 16],
 }
 
