@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 use vellum::format::control::Control;
+use vellum::format::{FORMAT_VERSION_MAJOR, FORMAT_VERSION_MINOR};
 
 use super::common::{Failure, dir_usage, human_bytes, open_store_read_only, print_json, recovery_json, rfc3339_us};
 
@@ -137,6 +138,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         "created": rfc3339_us(before.created_us),
         "created_us": before.created_us,
         "dimension": store.dimension(),
+        "format": format!("{FORMAT_VERSION_MAJOR}.{FORMAT_VERSION_MINOR}"),
         "page_size": before.page_size_bytes,
         "segment_size": before.segment_size_bytes,
         "vectors": store.len(),
@@ -199,8 +201,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
     println!("created:      {}", s["created"].as_str().unwrap_or(""));
     println!("vectors:      {} of dimension {}", s["vectors"], s["dimension"]);
     println!(
-        "geometry:     {}-byte pages, {}-byte segments",
-        before.page_size_bytes, before.segment_size_bytes
+        "geometry:     {}-byte pages, {}-byte segments; format {}",
+        before.page_size_bytes,
+        before.segment_size_bytes,
+        s["format"].as_str().unwrap_or("")
     );
     println!(
         "wal:          {} segments {:?} ({}), {} spares; LSN {}..{} (durable to {})",
