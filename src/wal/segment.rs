@@ -125,6 +125,11 @@ pub struct SegmentDir {
     /// and [`SegmentDir::adopt_leftover_spares`] instead of listing the directory three times;
     /// dropped by [`SegmentDir::opened`], before anything changes the directory.
     opening_names: Mutex<Option<Vec<String>>>,
+    /// Spares an earlier run left, found by the open and not yet checked: their lengths are
+    /// read when a spare is first needed (the first install, retire or preparation), not by an
+    /// open, which may never write (two opens, stats and closes per spare were ~5 % of a warm
+    /// open).
+    leftover_spares: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for SegmentDir {
@@ -148,6 +153,7 @@ impl SegmentDir {
             pace: Mutex::new(Pace::default()),
             read_only: false,
             opening_names: Mutex::new(Some(names)),
+            leftover_spares: Mutex::new(Vec::new()),
         })
     }
 
@@ -172,11 +178,29 @@ impl SegmentDir {
         Ok(segment_dir)
     }
 
-    /// Reuses the spares an earlier run left (removing any whose zero-fill did not finish).
+    /// Reuses the spares an earlier run left (removing any whose zero-fill did not finish,
+    /// when a spare is first needed: see `leftover_spares`). Numbers new spares past theirs.
     pub fn adopt_leftover_spares(&self) -> Result<()> {
         let names = self.names()?;
-        for name in names.iter().filter(|n| n.starts_with(SPARE_PREFIX)) {
-            self.adopt_leftover_spare(name)?;
+        let leftovers: Vec<String> = names.into_iter().filter(|n| n.starts_with(SPARE_PREFIX)).collect();
+        let mut next_seq = self.spare_seq.lock();
+        for name in &leftovers {
+            let seq = name[SPARE_PREFIX.len()..].parse::<u64>().unwrap_or(0);
+            *next_seq = (*next_seq).max(seq + 1);
+        }
+        *self.leftover_spares.lock() = leftovers;
+        Ok(())
+    }
+
+    /// Checks the leftover spares not checked yet: keeps those of full length, removes the rest.
+    fn check_leftover_spares(&self) -> Result<()> {
+        let leftovers = std::mem::take(&mut *self.leftover_spares.lock());
+        for (i, name) in leftovers.iter().enumerate() {
+            if let Err(error) = self.adopt_leftover_spare(name) {
+                // Checked again at the next need: nothing was lost.
+                self.leftover_spares.lock().extend(leftovers[i..].iter().cloned());
+                return Err(error);
+            }
         }
         Ok(())
     }
@@ -190,9 +214,6 @@ impl SegmentDir {
         let len_bytes = file
             .len()
             .context(|| format!("reading the length of {}", path.display()))?;
-        let seq = name[SPARE_PREFIX.len()..].parse::<u64>().unwrap_or(0);
-        let mut next_seq = self.spare_seq.lock();
-        *next_seq = (*next_seq).max(seq + 1);
         if len_bytes == self.geometry.segment_size_bytes {
             self.spares.lock().push(Spare { path, previous: None });
         } else {
@@ -275,6 +296,7 @@ impl SegmentDir {
     }
 
     fn ensure_spares_for(&self, count: usize, need: Need) -> Result<()> {
+        self.check_leftover_spares()?;
         if need == Need::Ahead && !self.room_for_spare_ahead() {
             // A spare made ahead of need must never take the last room on the disk (an owner
             // who freed space to let the store go on would find it gone): the segment that
@@ -419,6 +441,7 @@ impl SegmentDir {
     /// that still hold its mapping keep reading it). The directory is synced by the caller or
     /// the next `install`.
     pub fn retire(&self, segment: Arc<Segment>) -> Result<()> {
+        self.check_leftover_spares()?;
         if self.spares.lock().len() >= SPARES_KEPT_MAX {
             return self.remove(&segment);
         }
@@ -479,6 +502,33 @@ mod tests {
         dir.ensure_spares(1).unwrap();
         assert_full_length_of_zeros(sim, &dir.spares.lock()[0].path);
         sim.written_bytes() - written_before
+    }
+
+    #[test]
+    fn leftover_spares_are_checked_at_the_first_need_not_at_open() {
+        let sim = SimStorage::new(9);
+        let storage: Arc<dyn Storage> = Arc::new(sim.clone());
+        storage.create_dir_all(Path::new("/wal")).unwrap();
+        let (whole, short) = (Path::new("/wal/spare-7"), Path::new("/wal/spare-8"));
+        storage.open(whole, true).unwrap().write_at(&vec![0u8; SEGMENT_BYTES as usize], 0).unwrap();
+        storage.open(short, true).unwrap().write_at(&[0u8; 100], 0).unwrap();
+        let geometry = Geometry::new(4096, SEGMENT_BYTES).unwrap();
+        let dir = SegmentDir::new(storage.clone(), Path::new("/wal"), geometry).unwrap();
+        dir.adopt_leftover_spares().unwrap();
+        dir.opened();
+        assert!(storage.exists(short), "the open reads no spare: the short one is still there");
+        let written_before = sim.written_bytes();
+        dir.install(1).unwrap();
+        assert!(
+            sim.written_bytes() - written_before < SEGMENT_BYTES,
+            "the whole leftover spare became segment 1: no new spare was written"
+        );
+        assert!(!storage.exists(short), "the short spare was removed at the first need");
+        assert!(!storage.exists(whole), "the whole one was renamed to segment 1");
+        dir.ensure_spares(1).unwrap();
+        let name = dir.spares.lock()[0].path.file_name().unwrap().to_string_lossy().into_owned();
+        let number: u64 = name[SPARE_PREFIX.len()..].parse().unwrap();
+        assert!(number > 8, "new spares are numbered past the leftovers: {name}");
     }
 
     #[test]
