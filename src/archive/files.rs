@@ -31,7 +31,7 @@ pub fn write_atomically_unless(
     loop {
         if give_up() {
             drop(file);
-            // A leftover that cannot be removed now is removed by the next open (`.tmp` files
+            // A leftover that cannot be removed now is removed by a later session's archiver (`.tmp` files
             // are never read as archive files).
             let _ = storage.remove_file(&tmp);
             return Ok(false);

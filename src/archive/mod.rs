@@ -9,7 +9,7 @@
 //! blocks are stored as they are.
 //!
 //! A file is written to `<name>.tmp`, synced, renamed and the directory synced: a crash leaves
-//! either no file or a whole one (a leftover `.tmp` is removed at the next open).
+//! either no file or a whole one (a leftover `.tmp` is removed before the next session archives a segment).
 //!
 //! Segments are encoded and decoded in memory (a segment is mapped anyway). Base images are
 //! as large as the arena: [`write_streamed_unless`] and [`decode_streamed`] hold a round of runs or a

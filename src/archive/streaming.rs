@@ -338,7 +338,7 @@ pub(super) fn write_streamed_in_runs(
     let given_up = || {
         let now = give_up();
         if now {
-            // A leftover that cannot be removed now is removed by the next open.
+            // A leftover that cannot be removed now is removed by a later session's archiver.
             let _ = storage.remove_file(&tmp);
         }
         now

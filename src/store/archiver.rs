@@ -33,6 +33,8 @@ pub struct Archiver {
     retention: Mutex<()>,
     /// The store, for the thread the first retired segment starts (see [`start`]).
     store: std::sync::OnceLock<Weak<Inner>>,
+    /// `archive/` was tidied this session (see [`tidy`]).
+    tidied: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Archiver {
@@ -119,6 +121,12 @@ pub(crate) fn drain(inner: &Inner) -> Result<()> {
 /// the queue is empty, `Some(false)` if `give_up` stopped it (the segment stays queued). One
 /// caller at a time (the thread and a drain may both run), so no segment is archived twice.
 fn archive_front(inner: &Inner, give_up: &dyn Fn() -> bool) -> Result<Option<bool>> {
+    // Temporary files an interrupted archiving left are removed before the session archives
+    // its first segment, rather than by every open (a listing of `archive/` each; none is ever
+    // read as an archive file meanwhile).
+    if !inner.archiver.tidied.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        let _ = tidy(inner.options.storage.as_ref(), &inner.dir);
+    }
     let _one_at_a_time = inner.archiver.archiving.lock();
     let Some(segment) = inner.archiver.queue.lock().front().cloned() else {
         return Ok(None);
@@ -404,8 +412,9 @@ fn first_kept(listing: &archive::Listing, retention: Retention, segment_size_byt
 }
 
 /// Removes temporary files an interrupted archiving left. Only the directory is read: no
-/// archive file is opened (an open would otherwise read a byte of every file of the archive,
-/// from the disk when the page cache is cold, for nothing it needs).
+/// archive file is opened (this would otherwise read a byte of every file of the archive, from
+/// the disk when the page cache is cold, for nothing it needs). A leftover that cannot be
+/// removed is tried again by the next session's archiver.
 pub(crate) fn tidy(storage: &dyn crate::storage::Storage, store_dir: &Path) -> Result<()> {
     let dir = store_dir.join(ARCHIVE_DIR);
     let names = match storage.list(&dir) {
@@ -423,6 +432,29 @@ pub(crate) fn tidy(storage: &dyn crate::storage::Storage, store_dir: &Path) -> R
 #[cfg(test)]
 mod tests {
     use crate::store::{Options, Store};
+
+    #[test]
+    #[cfg_attr(miri, ignore = "real files and threads")]
+    fn a_leftover_temporary_archive_file_outlives_an_open_and_goes_with_the_first_archiving() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            page_size_bytes: 4096,
+            segment_size_bytes: 16 * 4096,
+            ..Options::default()
+        };
+        Store::create(dir.path(), 8, options.clone()).unwrap().close().unwrap();
+        let leftover = dir.path().join(super::ARCHIVE_DIR).join("wal-0000000000000009.lz4.tmp");
+        std::fs::write(&leftover, b"an interrupted copy").unwrap();
+        let store = Store::open(dir.path(), options).unwrap();
+        assert!(leftover.exists(), "an open reads no more of archive/ than it needs: it is still there");
+        for i in 0..200 {
+            store.insert(&format!("id-{i}"), &[i as f32; 8], &[("k", &"v".repeat(200))]).unwrap();
+        }
+        store.checkpoint().unwrap();
+        store.archive_now().unwrap();
+        assert!(!leftover.exists(), "the session's first archiving removed it");
+        store.close().unwrap();
+    }
 
     #[test]
     #[cfg_attr(miri, ignore = "real files and threads")]

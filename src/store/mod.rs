@@ -283,7 +283,6 @@ impl Store {
             retention,
         ));
         if !read_only {
-            crate::store::archiver::tidy(storage.as_ref(), dir)?;
             crate::store::archiver::start(&inner)?;
             crate::store::shipping::start(&inner, &stored)?; // Hook (shipping)
         }
