@@ -421,7 +421,7 @@ impl<'a> Node<'a> {
     /// page id of 0.
     pub fn check(&self) -> Result<(), String> {
         let field_end = NODE_PREFIX_OFFSET + 1 + self.prefix.len();
-        if self.image[field_end..PAGE_HEADER_BYTES].iter().any(|&b| b != 0) {
+        if !crate::zeros::all_zero(&self.image[field_end..PAGE_HEADER_BYTES]) {
             return Err("key prefix field: bytes after the prefix are not zero".into());
         }
         let mut extents = Vec::with_capacity(self.count);

@@ -121,16 +121,17 @@ pub(crate) fn drain(inner: &Inner) -> Result<()> {
 /// the queue is empty, `Some(false)` if `give_up` stopped it (the segment stays queued). One
 /// caller at a time (the thread and a drain may both run), so no segment is archived twice.
 fn archive_front(inner: &Inner, give_up: &dyn Fn() -> bool) -> Result<Option<bool>> {
-    // Temporary files an interrupted archiving left are removed before the session archives
-    // its first segment, rather than by every open (a listing of `archive/` each; none is ever
-    // read as an archive file meanwhile).
-    if !inner.archiver.tidied.swap(true, std::sync::atomic::Ordering::AcqRel) {
-        let _ = tidy(inner.options.storage.as_ref(), &inner.dir);
-    }
     let _one_at_a_time = inner.archiver.archiving.lock();
     let Some(segment) = inner.archiver.queue.lock().front().cloned() else {
         return Ok(None);
     };
+    // Temporary files an interrupted archiving left are removed before the session archives
+    // its first segment (under the archiving lock: a drain that follows finds it done), rather
+    // than by every open (a listing of `archive/` each; none is ever read as an archive file
+    // meanwhile).
+    if !inner.archiver.tidied.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        let _ = tidy(inner.options.storage.as_ref(), &inner.dir);
+    }
     // A segment leaves the queue only once archived and recycled: the live log must never
     // lose a segment while an earlier one is still in it (a reopen would find a hole), so a
     // failure keeps it, and every one after it, queued.
@@ -433,15 +434,20 @@ pub(crate) fn tidy(storage: &dyn crate::storage::Storage, store_dir: &Path) -> R
 mod tests {
     use crate::store::{Options, Store};
 
+    /// Small pages and segments: a few hundred inserts retire segments.
+    fn small_options() -> Options {
+        Options {
+            page_size_bytes: 4096,
+            segment_size_bytes: 16 * 4096,
+            ..Options::default()
+        }
+    }
+
     #[test]
     #[cfg_attr(miri, ignore = "real files and threads")]
     fn a_leftover_temporary_archive_file_outlives_an_open_and_goes_with_the_first_archiving() {
         let dir = tempfile::tempdir().unwrap();
-        let options = Options {
-            page_size_bytes: 4096,
-            segment_size_bytes: 16 * 4096,
-            ..Options::default()
-        };
+        let options = small_options();
         Store::create(dir.path(), 8, options.clone()).unwrap().close().unwrap();
         let leftover = dir.path().join(super::ARCHIVE_DIR).join("wal-0000000000000009.lz4.tmp");
         std::fs::write(&leftover, b"an interrupted copy").unwrap();
@@ -460,11 +466,7 @@ mod tests {
     #[cfg_attr(miri, ignore = "real files and threads")]
     fn the_archiver_thread_starts_with_the_first_retired_segment_not_at_open() {
         let dir = tempfile::tempdir().unwrap();
-        let options = Options {
-            page_size_bytes: 4096,
-            segment_size_bytes: 16 * 4096,
-            ..Options::default()
-        };
+        let options = small_options();
         let store = Store::create(dir.path(), 8, options.clone()).unwrap();
         store.close().unwrap();
         let store = Store::open(dir.path(), options).unwrap();

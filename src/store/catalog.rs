@@ -356,8 +356,8 @@ impl OpCtx<'_> {
         fields[4..8].copy_from_slice(&b.to_le_bytes());
         fields[8..].copy_from_slice(&c.to_le_bytes());
         self.list.push_change(arena, page, PAGE_A_OFFSET, &fields);
-        // Bytes 48..64 are zero in every kind but an index node's (its key prefix): a page
-        // reused from a node would otherwise keep that node's.
+        // Field `d` (bytes 48..64) is left from the page's last use (a node's key prefix) and
+        // zero in every kind a page is reused as but an index node, which sets its own.
         self.list.push_change(arena, page, PAGE_D_OFFSET, &[0u8; PAGE_D_BYTES]);
     }
 }

@@ -444,8 +444,8 @@ impl OpCtx<'_> {
     /// range's bounds share, so this is rare once a node has keys across its range). Returns
     /// the new prefix length.
     fn shorten_prefix(&mut self, head: &NodeHead, key: &[u8]) -> Result<usize> {
-        let prefix = &head.prefix_bytes[..head.prefix_len];
-        let shared = prefix.iter().zip(key).take_while(|(a, b)| a == b).count();
+        let prefix = head.prefix();
+        let shared = index::common_prefix(prefix, key).len();
         assert!(shared < head.prefix_len, "only a key outside the prefix shortens it");
         let directory = with_node(self.inner, self.list, head.page, |node| {
             let mut directory = Vec::with_capacity(node.count * NODE_DIR_ENTRY_BYTES);

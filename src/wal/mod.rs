@@ -132,7 +132,8 @@ struct Shared {
     installed_max: AtomicU64,
     install_lock: Mutex<()>,
     /// Log bytes held back for the records that would undo the running transaction (see
-    /// [`Wal::append_reserving`]): every other append must leave them installed past its end.
+    /// [`Wal::append_reserving`]): every other append leaves room for them past its end
+    /// (installed segments or unused spares).
     undo_reserved_bytes: AtomicU64,
     tail: Mutex<Tail>,
     io: Mutex<IoState>,
