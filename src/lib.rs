@@ -100,6 +100,7 @@ macro_rules! internal_modules {
 
 internal_modules!(ann, arena, archive, search, ship, store, wal);
 
+mod background;
 mod error;
 pub mod format;
 mod hint;

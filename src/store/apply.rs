@@ -115,22 +115,44 @@ impl Inner {
     /// one by one makes one mapping call each and four page faults (a bulk load formats a
     /// vector page every 16 inserts of 1 KiB). Invisible to every reader: the pages were never
     /// initialised, so their files hold zeros there, as the fresh memory does, and no index,
-    /// entry or free list names them; none is written back before its own page-init.
+    /// entry or free list names them; none is written back before its own page-init. With the
+    /// preparer thread (store/prepare.rs), the run after this one is then asked for, so that
+    /// the writer finds it made when it gets there.
     fn fresh_ahead(&self, page: PageId) {
         let high_water = self.initialised_pages()[page.space().index()];
-        if page.page_no() != high_water || self.arena.is_fresh(page) {
+        if page.page_no() < high_water {
             return;
         }
-        let count = self.arena.run_len(page, usize::MAX);
-        let last = PageId::new(page.space(), page.page_no() + count as u64 - 1);
-        // Optional: skipped where a stripe of the run is held (a reader's, or the caller's own).
-        if self.arena.ensure_page(last).is_ok()
-            && let Some(run) = self.arena.try_latch_run(page, count)
-        {
-            self.arena.format_fresh_run(&run);
+        let preparing = self.preparer.settle(page);
+        if page.page_no() != high_water {
+            return;
+        }
+        let next = if self.arena.is_fresh(page) {
+            match self.preparer.made_run_starting_at(page) {
+                Some(end) => end,
+                None => return,
+            }
+        } else {
+            let count = self.arena.run_len(page, usize::MAX);
+            let last = PageId::new(page.space(), page.page_no() + count as u64 - 1);
+            // Optional: skipped where a stripe of the run is held (a reader's, or the caller's own).
+            let made = self.arena.ensure_page(last).is_ok()
+                && self
+                    .arena
+                    .try_latch_run(page, count)
+                    .is_some_and(|run| self.arena.format_fresh_run(&run));
+            if !made {
+                return;
+            }
+            page.page_no() + count as u64
+        };
+        if preparing {
+            let first = PageId::new(page.space(), next);
+            self.preparer.ask(first, self.arena.run_len(first, usize::MAX) as u64);
         }
     }
 }
+
 
 /// Applies `edits` of the record at `lsn`: each page is changed if `only_older` is false or its
 /// page LSN is older than `lsn`; its page LSN becomes `lsn` and it joins the dirty page table.

@@ -68,9 +68,7 @@ fn ensure_thread(inner: &Inner) -> Result<()> {
         return Ok(());
     }
     let weak = weak.clone();
-    let handle = std::thread::Builder::new()
-        .name("vellum-archiver".into())
-        .spawn(move || run(weak))
+    let handle = crate::background::spawn("vellum-archiver", move || run(weak))
         .map_err(|e| Error::io("starting the archiver thread", e))?;
     *slot = Some(handle);
     Ok(())

@@ -89,6 +89,8 @@ pub(crate) struct Inner {
     pub checkpoints_since_base: std::sync::atomic::AtomicU32,
     /// The approximate-search index as readers see it (store/graph).
     pub graph: super::graph::GraphShared,
+    /// Makes fresh pages ahead of the writer (store/prepare.rs).
+    pub preparer: std::sync::Arc<super::prepare::Preparer>,
     _lock: Box<dyn std::any::Any + Send + Sync>,
 }
 
@@ -141,6 +143,7 @@ impl Inner {
             ship: Default::default(),
             checkpoints_since_base: Default::default(),
             graph: Default::default(),
+            preparer: Default::default(),
             options,
             _lock: lock,
         }

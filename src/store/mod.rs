@@ -27,6 +27,7 @@ mod lifecycle;
 mod mask;
 mod options;
 mod prefetch;
+pub(crate) mod prepare;
 pub(crate) mod readers;
 pub mod recovery;
 pub(crate) mod scan;
@@ -580,13 +581,14 @@ impl Store {
     }
 
     fn start_checkpointer(&self) -> Result<()> {
+        if self.inner.options.background_io {
+            prepare::start(&self.inner)?;
+        }
         if self.inner.options.checkpoint_interval_bytes == 0 || !self.inner.options.background_io {
             return Ok(());
         }
         let weak = Arc::downgrade(&self.inner);
-        let handle = std::thread::Builder::new()
-            .name("vellum-checkpoint".into())
-            .spawn(move || checkpointer(weak))
+        let handle = crate::background::spawn("vellum-checkpoint", move || checkpointer(weak))
             .map_err(|e| Error::io("starting the checkpoint thread", e))?;
         *self.checkpointer.lock() = Some(handle);
         Ok(())
@@ -600,6 +602,7 @@ impl Store {
             self.inner.stopping.store(true, Ordering::SeqCst);
         }
         self.inner.checkpoint_wanted.1.notify_all();
+        prepare::stop(&self.inner);
         if let Some(handle) = self.checkpointer.lock().take() {
             let _ = handle.join();
         }

@@ -121,9 +121,7 @@ impl Shipper {
             thread: Mutex::new(None),
         });
         let (weak, me) = (Arc::downgrade(inner), shipper.clone());
-        let handle = std::thread::Builder::new()
-            .name("vellum-shipper".into())
-            .spawn(move || run(&me, &remote, weak))
+        let handle = crate::background::spawn("vellum-shipper", move || run(&me, &remote, weak))
             .map_err(|e| Error::io("starting the shipper thread", e))?;
         *shipper.thread.lock() = Some(handle);
         Ok(shipper)

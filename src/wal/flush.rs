@@ -495,16 +495,22 @@ impl Shared {
     }
 }
 
+/// Starts a thread of the log. `background`: at the lower priority of work handed off (see
+/// src/background.rs); the threads a commit may wait on in its flush (the writer of the tail,
+/// the interval flusher) keep the committers' priority.
 pub(super) fn spawn_named(
     name: &str,
     shared: &Arc<Shared>,
+    background: bool,
     body: impl FnOnce(Weak<Shared>) + Send + 'static,
 ) -> Result<JoinHandle<()>> {
     let weak = Arc::downgrade(shared);
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || body(weak))
-        .map_err(|e| Error::io("starting a WAL thread", e))
+    let spawned = if background {
+        crate::background::spawn(name, move || body(weak))
+    } else {
+        std::thread::Builder::new().name(name.into()).spawn(move || body(weak))
+    };
+    spawned.map_err(|e| Error::io("starting a WAL thread", e))
 }
 
 /// Keeps the next segment installed and one spare ready, so appends never wait for a file.

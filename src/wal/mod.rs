@@ -301,11 +301,11 @@ impl Wal {
         }
         let shared = &self.shared;
         if shared.config.background {
-            threads.push(spawn_named("vellum-wal-prealloc", shared, preallocator)?);
-            threads.push(spawn_named("vellum-wal-writer", shared, writer_thread)?);
+            threads.push(spawn_named("vellum-wal-prealloc", shared, true, preallocator)?);
+            threads.push(spawn_named("vellum-wal-writer", shared, false, writer_thread)?);
         }
         if let SyncMode::Interval(every) = shared.config.sync {
-            threads.push(spawn_named("vellum-wal-flush", shared, move |s| flusher(s, every))?);
+            threads.push(spawn_named("vellum-wal-flush", shared, false, move |s| flusher(s, every))?);
         }
         self.threads_started.store(true, Ordering::Release);
         Ok(())
