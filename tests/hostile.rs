@@ -579,3 +579,71 @@ fn wherever_an_open_refuses_a_damaged_store_verify_fails_too() {
     }
     println!("{cases} random damages, {refused} refused by open (and failed by verify)");
 }
+
+#[test]
+#[cfg_attr(miri, ignore = "real files")]
+fn a_short_or_swapped_middle_arena_file_is_refused_at_its_first_use_and_by_verify() {
+    // The open checks the first and last file of each space; a file between them is opened and
+    // checked at the first use of one of its pages, before anything maps it: the reads that
+    // need it fail as damage (never a SIGBUS past a short file's end), the others go on.
+    let scratch = tempfile::tempdir().unwrap();
+    let (original, other) = (scratch.path().join("original"), scratch.path().join("other"));
+    build_store(&original, 0.0);
+    build_store(&other, 0.5);
+    let mut cases = 0;
+    for prefix in ["catalog-", "vector-"] {
+        let mut names: Vec<String> = std::fs::read_dir(original.join("arena"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        names.sort();
+        assert!(
+            names.len() >= 3,
+            "the store has a {prefix} file between its first and last: {names:?}"
+        );
+        let file = format!("arena/{}", names[names.len() / 2]);
+        for how in [Damage::Truncate, Damage::Swap] {
+            let case = format!("{how:?} {file}");
+            let dir = scratch.path().join(format!("middle-{cases}"));
+            copy_tree(&original, &dir);
+            assert!(damage(&dir, &other, &file, how), "{case}: damaged");
+            cases += 1;
+            let before = snapshot(&dir);
+            let store = Store::open_read_only(&dir, options())
+                .unwrap_or_else(|e| panic!("{case}: the open reads no page of the middle file: {e}"));
+            let mut refused = 0;
+            for i in 0..VECTORS {
+                match store.get(&format!("id-{i}")) {
+                    Ok(Some(vector)) => {
+                        assert_eq!(&*vector, vector_of(i, 0.0).as_slice(), "{case}: id-{i} reads right")
+                    }
+                    Err(Error::Corrupted { file: Some(f), .. }) => {
+                        assert!(f.ends_with(&file), "{case}: the damaged file is named, not {f:?}");
+                        refused += 1;
+                    }
+                    other => panic!("{case}: id-{i}: {other:?}"),
+                }
+            }
+            assert!(
+                refused > 0,
+                "{case}: the reads that need the file are refused as damage"
+            );
+            drop(store);
+            let verify = vellum(&["verify", dir.to_str().unwrap()]);
+            assert!(
+                !verify.status.success(),
+                "{case}: verify fails:\n{}",
+                String::from_utf8_lossy(&verify.stdout)
+            );
+            assert!(
+                snapshot(&dir) == before,
+                "{case}: nothing is written into the damaged store"
+            );
+            std::fs::copy(original.join(&file), dir.join(&file)).unwrap();
+            assert_every_vector_is_there(&dir, 0.0, &case);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+    assert_eq!(cases, 4, "two files, two kinds of damage");
+}

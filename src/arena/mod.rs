@@ -51,12 +51,18 @@ impl std::ops::Deref for PageRead<'_> {
     }
 }
 
-/// One arena file, mapped private: a file the open found (and checked) is mapped at the first
-/// use of one of its pages, so that an open maps none of a large store's files but the few it
-/// reads (a `mmap` was ~2 µs a file, 30 % of a warm open of 51 files).
+/// One arena file, mapped private: a file the open found is mapped at the first use of one of
+/// its pages, so that an open maps none of a large store's files but the few it reads (a
+/// `mmap` was ~2 µs a file, 30 % of a warm open of 51 files). The open opens and checks the
+/// first and the last file of each space; every other file it found is opened and checked at
+/// that first use too, before any byte of it is mapped ([`ArenaFile::try_file`]): three system
+/// calls a file were most of a warm open of a 1 GiB store's 78 files.
 struct ArenaFile {
     path: PathBuf,
-    file: Arc<dyn StorageFile>,
+    /// The open file, checked: set when the open checks it or creates it, else at first use.
+    file: OnceLock<Arc<dyn StorageFile>>,
+    /// For a file left to its first use: its space and number, and how to check it then.
+    deferred: Option<(Space, u64, Arc<FileCheck>)>,
     mapped: OnceLock<Mapping>,
     /// Bit `i` set: page `i` of the file has been verified (or written in memory) since open.
     verified: Box<[AtomicU64]>,
@@ -75,10 +81,31 @@ impl ArenaFile {
             return Ok(map);
         }
         let map = self
-            .file
+            .try_file()?
             .map_private()
             .context(|| format!("mapping {}", self.path.display()))?;
         Ok(self.mapped.get_or_init(|| map))
+    }
+
+    /// The open file, opened and checked now (as the open checks the files it opens: length,
+    /// identity, allocation) if the open left it to its first use; a short, renamed or foreign
+    /// file is `Corrupted` here, before anything maps it. Two threads may both check it: one
+    /// handle is kept.
+    fn try_file(&self) -> Result<&Arc<dyn StorageFile>> {
+        if let Some(file) = self.file.get() {
+            return Ok(file);
+        }
+        let (space, file_no, check) = self
+            .deferred
+            .as_ref()
+            .expect("a file without a handle is one the open left to its first use");
+        let file = check.check(check.open(&self.path)?, &self.path, *space, *file_no)?;
+        Ok(self.file.get_or_init(|| file))
+    }
+
+    /// The open file, where it was opened (a file with a page written to it always was).
+    fn opened(&self) -> Option<&Arc<dyn StorageFile>> {
+        self.file.get()
     }
 
     /// The file's mapping, which a gate made before this use (see [`ArenaFile::try_map`]).
@@ -201,6 +228,8 @@ pub struct Arena {
     /// Temporary files an interrupted file creation left, as the open listed them (removed by
     /// [`Arena::remove_leftovers`] without listing the directory again).
     leftovers: Mutex<Vec<String>>,
+    /// How an existing file is checked, at open or at its first use.
+    file_check: Arc<FileCheck>,
 }
 
 impl std::fmt::Debug for Arena {
@@ -238,6 +267,78 @@ fn parse_arena_file_name(name: &str) -> Option<(Space, u64)> {
     Some((space, u64::from_str_radix(hex, 16).ok()?))
 }
 
+/// What checking an existing arena file takes (see [`FileCheck::check`]): shared by the arena
+/// and the files it left to their first use.
+struct FileCheck {
+    storage: Arc<dyn Storage>,
+    store_id: u64,
+    read_only: bool,
+    pages_per_file: u64,
+    page_size_bytes: u32,
+}
+
+impl FileCheck {
+    /// Opens existing arena file `path` (unchecked), its header not read.
+    fn open(&self, path: &Path) -> Result<OpenedFile> {
+        let file = if self.read_only {
+            self.storage.open_read_only(path)
+        } else {
+            self.storage.open(path, false)
+        }
+        .context(|| format!("opening {}", path.display()))?;
+        Ok(OpenedFile { file, header: None })
+    }
+
+    /// Checks existing arena file `file_no` of `space`, opened, for what can be checked without
+    /// reading it all: its length, and that its first page, if ever written, is that page of
+    /// this store (a file renamed or swapped in from another store is found here, at open or
+    /// at the file's first use). A writer also makes sure every block of the file is
+    /// allocated, so that no page of its mapping can ever lack backing (a hole read through a
+    /// mapping on a full file system is a SIGBUS); files this version creates are allocated
+    /// whole already, and then nothing changes.
+    fn check(&self, opened: OpenedFile, path: &Path, space: Space, file_no: u64) -> Result<Arc<dyn StorageFile>> {
+        let size_bytes = self.pages_per_file * u64::from(self.page_size_bytes);
+        let OpenedFile { file, header: cached } = opened;
+        let len_bytes = file
+            .len()
+            .context(|| format!("reading the length of {}", path.display()))?;
+        if len_bytes != size_bytes {
+            return Err(Error::corrupted_file(
+                path,
+                format!("arena file is {len_bytes} bytes, expected {size_bytes}"),
+            ));
+        }
+        let first = PageId::new(space, file_no * self.pages_per_file);
+        let header = match cached {
+            Some(header) => header,
+            None => {
+                let mut header = [0u8; page::PAGE_HEADER_BYTES];
+                file.read_at(&mut header, 0)
+                    .context(|| format!("reading {}", path.display()))?;
+                header
+            }
+        };
+        if let Some(reason) = page::check_header_identity(&header, first, self.store_id) {
+            return Err(Error::corrupted_file(path, reason));
+        }
+        if !self.read_only {
+            file.allocate(size_bytes)
+                .context(|| format!("allocating {}", path.display()))?;
+        }
+        Ok(file)
+    }
+}
+
+/// How [`Arena::map_file`] comes by a file.
+enum FileSource {
+    /// An existing file the open opened, to check now.
+    Opened(OpenedFile),
+    /// An existing file the open found and left to its first use (see [`ArenaFile`]).
+    Deferred,
+    /// A new file the log needs.
+    New,
+}
+
 /// An arena file the open found, with its first page's header if it was read already.
 struct OpenedFile {
     file: Arc<dyn StorageFile>,
@@ -250,6 +351,8 @@ impl Arena {
     /// Every file below `how.files_min` must be there at full length, and the first page of
     /// every file must, if it was ever written, name itself and this store: a missing, short,
     /// renamed or foreign file is damage (`Corrupted`, naming the file), never an empty space.
+    /// A missing file is found here; the length and first page of the first and last file of
+    /// each space are checked here, those of every other file at its first use (`ArenaFile`).
     pub fn open(
         storage: Arc<dyn Storage>,
         dir: &Path,
@@ -276,7 +379,7 @@ impl Arena {
         );
         let pages_per_file = file_size_bytes / u64::from(page_size_bytes);
         let arena = Arena {
-            storage,
+            storage: Arc::clone(&storage),
             dir: dir.to_path_buf(),
             store_id: how.store_id,
             read_only: how.read_only,
@@ -290,6 +393,13 @@ impl Arena {
             new_files: std::sync::atomic::AtomicBool::new(false),
             fresh_runs: Mutex::new(0),
             leftovers: Mutex::new(Vec::new()),
+            file_check: Arc::new(FileCheck {
+                storage,
+                store_id: how.store_id,
+                read_only: how.read_only,
+                pages_per_file,
+                page_size_bytes,
+            }),
         };
         let names = match arena.storage.list(dir) {
             // A missing directory is an arena of no files: damage if files were expected (the
@@ -315,10 +425,25 @@ impl Arena {
             }
             expected[space.index()] += 1;
         }
-        let opened = arena.open_files(&found)?;
+        // The first and last file of each space are opened and checked now; the others at the
+        // first use of one of their pages (see `ArenaFile`).
+        let checked_now = |&(space, file_no): &(Space, u64)| file_no == 0 || file_no + 1 == expected[space.index()];
+        let eager: Vec<(Space, u64)> = found.iter().copied().filter(checked_now).collect();
+        let mut opened = arena.open_files(&eager)?.into_iter();
+        let files = found
+            .iter()
+            .map(|file| {
+                let source = if checked_now(file) {
+                    FileSource::Opened(opened.next().expect("one opened file per file checked now"))
+                } else {
+                    FileSource::Deferred
+                };
+                (*file, source)
+            })
+            .collect();
         Ok(PreparedArena {
             arena,
-            files: found.into_iter().zip(opened).collect(),
+            files,
             files_min: how.files_min,
         })
     }
@@ -327,7 +452,7 @@ impl Arena {
 /// An arena whose files are open and whose headers are asked for (see [`Arena::prepare`]).
 pub struct PreparedArena {
     arena: Arena,
-    files: Vec<((Space, u64), OpenedFile)>,
+    files: Vec<((Space, u64), FileSource)>,
     files_min: [u32; 2],
 }
 
@@ -335,8 +460,8 @@ impl PreparedArena {
     /// The second half of [`Arena::open`]: checks and maps every file.
     pub fn finish(self) -> Result<Arena> {
         let PreparedArena { arena, files, files_min } = self;
-        for ((space, file_no), opened) in files {
-            arena.map_file(space, file_no, Some(opened))?;
+        for ((space, file_no), source) in files {
+            arena.map_file(space, file_no, source)?;
         }
         for space in [Space::Catalog, Space::Vector] {
             let present = arena.file_count(space) as u64;
@@ -383,15 +508,14 @@ impl Arena {
         let space = id.space();
         while self.page_count(space) <= id.page_no() {
             let file_no = self.spaces[space.index()].len() as u64;
-            self.map_file(space, file_no, None)?;
+            self.map_file(space, file_no, FileSource::New)?;
         }
         // A page formatted in a file the open found is the first use of that file, maybe.
         self.locate(id).0.try_map().map(|_| ())
     }
 
-    /// Maps arena file `file_no` of `space`: `opened`, an existing file [`Arena::open_files`]
-    /// opened, or (`None`) a new one the log needs.
-    fn map_file(&self, space: Space, file_no: u64, opened: Option<OpenedFile>) -> Result<()> {
+    /// Maps arena file `file_no` of `space` from `source` (see [`FileSource`]).
+    fn map_file(&self, space: Space, file_no: u64, source: FileSource) -> Result<()> {
         let files = &self.spaces[space.index()];
         let _grow = files.grow.lock();
         if files.len() as u64 > file_no {
@@ -406,27 +530,31 @@ impl Arena {
         }
         let path = self.dir.join(arena_file_name(space, file_no));
         let size_bytes = self.pages_per_file * u64::from(self.page_size_bytes);
-        let (file, map) = if let Some(opened) = opened {
+        let (file, map) = if let FileSource::Opened(opened) = source {
             // Mapped at the first use of one of its pages (see `ArenaFile`).
-            (self.check_file(opened, &path, space, file_no, size_bytes)?, None)
+            (Some(self.file_check.check(opened, &path, space, file_no)?), None)
+        } else if let FileSource::Deferred = source {
+            (None, None)
         } else if self.read_only {
             // A file the log needs but the checkpoint in force did not: it was lost in a crash
             // before its name was durable, and redo rebuilds its pages, in memory only here.
             let file = crate::storage::memory_file(size_bytes);
             let map = file.map_private().context(|| format!("mapping {}", path.display()))?;
-            (file, Some(map))
+            (Some(file), Some(map))
         } else {
             let file = self.create_file(&path, size_bytes)?;
             // Mapped from the file (allocated whole: no hole to fault on), not anonymous memory:
             // pages written back can then give their memory back (`release_page`).
             let map = file.map_private().context(|| format!("mapping {}", path.display()))?;
-            (file, Some(map))
+            (Some(file), Some(map))
         };
+        let deferred = file.is_none().then(|| (space, file_no, Arc::clone(&self.file_check)));
         let mapped = map.map_or_else(OnceLock::new, OnceLock::from);
         let words = self.pages_per_file.div_ceil(64) as usize;
         files.push(ArenaFile {
             path,
-            file,
+            file: file.map_or_else(OnceLock::new, OnceLock::from),
+            deferred,
             mapped,
             verified: (0..words).map(|_| AtomicU64::new(0)).collect(),
             fresh: (0..words).map(|_| AtomicU64::new(0)).collect(),
@@ -437,18 +565,13 @@ impl Arena {
     /// Opens every existing arena file of `files` with its first page's header: read at once
     /// where the page cache holds it, else asked for (see [`StorageFile::will_need`]), so that
     /// after a cold start the reads [`Arena::check_file`] makes wait for the disk together, not
-    /// one file after the other (64 files of a 1 GiB store), and a warm open asks nothing more.
+    /// one file after the other, and a warm open asks nothing more.
     fn open_files(&self, files: &[(Space, u64)]) -> Result<Vec<OpenedFile>> {
         let opened = files
             .iter()
             .map(|&(space, file_no)| {
                 let path = self.dir.join(arena_file_name(space, file_no));
-                if self.read_only {
-                    self.storage.open_read_only(&path)
-                } else {
-                    self.storage.open(&path, false)
-                }
-                .context(|| format!("opening {}", path.display()))
+                self.file_check.open(&path).map(|opened| opened.file)
             })
             .collect::<Result<Vec<_>>>()?;
         let mut with_headers = Vec::with_capacity(opened.len());
@@ -470,50 +593,6 @@ impl Arena {
             });
         }
         Ok(with_headers)
-    }
-
-    /// Checks existing arena file `file_no` of `space`, opened, for what can be checked without
-    /// reading it all: its length, and that its first page, if ever written, is that page of
-    /// this store (a file renamed or swapped in from another store is found here, at open).
-    /// A writer also makes sure every block of the file is allocated, so that no page of its
-    /// mapping can ever lack backing (a hole read through a mapping on a full file system is a
-    /// SIGBUS); files this version creates are allocated whole already, and then nothing changes.
-    fn check_file(
-        &self,
-        opened: OpenedFile,
-        path: &Path,
-        space: Space,
-        file_no: u64,
-        size_bytes: u64,
-    ) -> Result<Arc<dyn StorageFile>> {
-        let OpenedFile { file, header: cached } = opened;
-        let len_bytes = file
-            .len()
-            .context(|| format!("reading the length of {}", path.display()))?;
-        if len_bytes != size_bytes {
-            return Err(Error::corrupted_file(
-                path,
-                format!("arena file is {len_bytes} bytes, expected {size_bytes}"),
-            ));
-        }
-        let first = PageId::new(space, file_no * self.pages_per_file);
-        let header = match cached {
-            Some(header) => header,
-            None => {
-                let mut header = [0u8; page::PAGE_HEADER_BYTES];
-                file.read_at(&mut header, 0)
-                    .context(|| format!("reading {}", path.display()))?;
-                header
-            }
-        };
-        if let Some(reason) = page::check_header_identity(&header, first, self.store_id) {
-            return Err(Error::corrupted_file(path, reason));
-        }
-        if !self.read_only {
-            file.allocate(size_bytes)
-                .context(|| format!("allocating {}", path.display()))?;
-        }
-        Ok(file)
     }
 
     /// Removes files whose creation a crash interrupted (never renamed, so never used). Only a
@@ -955,7 +1034,7 @@ impl Arena {
     pub fn read_page_from_file(&self, id: PageId) -> Result<Vec<u8>> {
         let (file, page_offset) = self.locate(id);
         let mut image = vec![0u8; self.page_size_bytes as usize];
-        file.file
+        file.try_file()?
             .read_at(&mut image, page_offset as u64)
             .context(|| format!("reading {id} from {}", file.path.display()))?;
         Ok(image)
@@ -970,7 +1049,8 @@ impl Arena {
             "only sealed, valid pages are written"
         );
         let (file, page_offset) = self.locate(id);
-        file.file
+        file.opened()
+            .expect("a page written back was used, so its file was opened")
             .write_at(image, page_offset as u64)
             .context(|| format!("writing {id} to {}", file.path.display()))
     }
@@ -978,8 +1058,10 @@ impl Arena {
     /// Makes every page write durable, and the arena files' names.
     pub fn sync(&self) -> Result<()> {
         for space in &self.spaces {
+            // A file never opened since the open had nothing written to it.
             for file in space.iter() {
-                file.file
+                let Some(opened) = file.opened() else { continue };
+                opened
                     .sync_data()
                     .context(|| format!("syncing {}", file.path.display()))?;
             }
@@ -1007,8 +1089,8 @@ impl Arena {
             }
         }
         for ((space, file_no), start, end) in ranges {
-            if let Some(file) = self.spaces[space].get(file_no as usize) {
-                let _ = file.file.start_writeback(start, end - start);
+            if let Some(opened) = self.spaces[space].get(file_no as usize).and_then(ArenaFile::opened) {
+                let _ = opened.start_writeback(start, end - start);
             }
         }
     }
@@ -1023,8 +1105,10 @@ impl Arena {
         files.sort_unstable();
         files.dedup();
         for (space, file_no) in files {
-            if let Some(file) = self.spaces[space].get(file_no as usize) {
-                file.file
+            if let Some(file) = self.spaces[space].get(file_no as usize)
+                && let Some(opened) = file.opened()
+            {
+                opened
                     .sync_data()
                     .context(|| format!("syncing {}", file.path.display()))?;
             }
@@ -1134,7 +1218,7 @@ mod tests {
         let storage = Arc::new(crate::storage::SimStorage::new(3));
         let arena = Arena::open(storage.clone(), Path::new("/arena"), 4096, 4096 * 16, ArenaOpen::TEST).unwrap();
         let past = FILES_MAX as u64;
-        let refused = arena.map_file(Space::Vector, past, None);
+        let refused = arena.map_file(Space::Vector, past, FileSource::New);
         assert!(
             matches!(&refused, Err(Error::InvalidArgument(reason)) if reason.contains("at most")),
             "a limit, with its reason: {refused:?}"
