@@ -138,6 +138,30 @@ fn files_to_damage(dir: &Path) -> Vec<String> {
     files
 }
 
+/// After a damage case: `verify` fails, the store's files are as `before` (nothing was written
+/// into it), and copying `file` back from `original` brings every vector back. Removes `dir`.
+fn verify_fails_nothing_is_written_and_putting_it_back_repairs(
+    dir: &Path,
+    original: &Path,
+    file: &str,
+    before: &BTreeMap<PathBuf, Vec<u8>>,
+    case: &str,
+) {
+    let verify = vellum(&["verify", dir.to_str().unwrap()]);
+    assert!(
+        !verify.status.success(),
+        "{case}: verify fails on the damaged store:\n{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    assert!(
+        snapshot(dir) == *before,
+        "{case}: nothing is written into a store whose files are damaged"
+    );
+    std::fs::copy(original.join(file), dir.join(file)).unwrap();
+    assert_every_vector_is_there(dir, 0.0, case);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 fn damage(dir: &Path, other: &Path, file: &str, how: Damage) -> bool {
     let path = dir.join(file);
     match how {
@@ -195,19 +219,7 @@ fn a_missing_short_or_swapped_file_of_any_kind_is_refused_by_open_and_verify_and
                 let read_only = Store::open_read_only(&dir, options());
                 assert!(read_only.is_err(), "{case}: a read-only open refuses it too");
             }
-            let verify = vellum(&["verify", dir.to_str().unwrap()]);
-            assert!(
-                !verify.status.success(),
-                "{case}: verify must fail where open refuses:\n{}",
-                String::from_utf8_lossy(&verify.stdout)
-            );
-            assert!(
-                snapshot(&dir) == before,
-                "{case}: nothing is written into a store whose files are damaged"
-            );
-            std::fs::copy(original.join(&file), dir.join(&file)).unwrap();
-            assert_every_vector_is_there(&dir, 0.0, &case);
-            std::fs::remove_dir_all(&dir).unwrap();
+            verify_fails_nothing_is_written_and_putting_it_back_repairs(&dir, &original, &file, &before, &case);
         }
     }
     assert!(cases >= 24, "{cases} damage cases ran");
@@ -630,19 +642,7 @@ fn a_short_or_swapped_middle_arena_file_is_refused_at_its_first_use_and_by_verif
                 "{case}: the reads that need the file are refused as damage"
             );
             drop(store);
-            let verify = vellum(&["verify", dir.to_str().unwrap()]);
-            assert!(
-                !verify.status.success(),
-                "{case}: verify fails:\n{}",
-                String::from_utf8_lossy(&verify.stdout)
-            );
-            assert!(
-                snapshot(&dir) == before,
-                "{case}: nothing is written into the damaged store"
-            );
-            std::fs::copy(original.join(&file), dir.join(&file)).unwrap();
-            assert_every_vector_is_there(&dir, 0.0, &case);
-            std::fs::remove_dir_all(&dir).unwrap();
+            verify_fails_nothing_is_written_and_putting_it_back_repairs(&dir, &original, &file, &before, &case);
         }
     }
     assert_eq!(cases, 4, "two files, two kinds of damage");
