@@ -117,7 +117,10 @@ pub struct WriterState {
     /// Free space of the catalog pages the writer placed entries in, by page number.
     pub catalog: super::catalog::CatalogCache,
     /// Where the next search for a free slot in a vector page starts, by page number.
-    pub slot_hint: HashMap<u64, u32>,
+    pub slot_hint: HashMap<u64, u32, super::state::FastHash>,
+    /// A vector page's slot owners as a free-slot search reads them (kept, not allocated per
+    /// search: every insert makes one).
+    pub owners: Vec<u8>,
     /// The last transaction's buffers, emptied, for the next.
     pub buffers: super::txn::TxnBuffers,
 }
@@ -131,7 +134,8 @@ impl WriterState {
             meta_formatted: meta.is_some(),
             quarantine: Quarantine::default(),
             catalog: Default::default(),
-            slot_hint: HashMap::new(),
+            slot_hint: HashMap::default(),
+            owners: Vec::new(),
             buffers: Default::default(),
         }
     }
@@ -378,7 +382,9 @@ impl OpCtx<'_> {
         self.inner.arena.check_in_use(page)?;
         let n = layout.slots_per_page;
         let start = self.w.slot_hint.get(&page.page_no()).copied().unwrap_or(0) % n.max(1);
-        let mut owners = vec![0u8; n as usize * crate::format::page::VECTOR_OWNER_BYTES];
+        let mut owners = std::mem::take(&mut self.w.owners);
+        owners.clear();
+        owners.resize(n as usize * crate::format::page::VECTOR_OWNER_BYTES, 0);
         self.list
             .read(&self.inner.arena, page, crate::format::page::VECTOR_OWNERS_OFFSET, &mut owners);
         let owner = |slot: u32| {
@@ -395,7 +401,8 @@ impl OpCtx<'_> {
             if owner(slot) != 0 {
                 continue;
             }
-            if chosen.is_none() && !self.w.quarantine.holds_slot(page.page_no(), slot) && !held[slot as usize] {
+            let held = held.as_ref().is_some_and(|held| held[slot as usize]);
+            if chosen.is_none() && !self.w.quarantine.holds_slot(page.page_no(), slot) && !held {
                 chosen = Some(slot);
             } else {
                 other_free = true;
@@ -404,6 +411,7 @@ impl OpCtx<'_> {
                 }
             }
         }
+        self.w.owners = owners;
         Ok(chosen.map(|slot| {
             self.w.slot_hint.insert(page.page_no(), slot + 1);
             (slot, !other_free)

@@ -298,14 +298,20 @@ pub(crate) fn on_delete(ctx: &mut OpCtx<'_>, old: &LeafValue) -> Result<()> {
 
 /// Which of the `slots` vector slots of `page` the index keeps from reuse: a node or a
 /// tombstone is there, or a tombstone a vacuum freed that readers may still reach. The
-/// allocator treats them as quarantined slots: free, not reusable yet.
-pub(crate) fn held_vector_slots(ctx: &mut OpCtx<'_>, page: PageId, slots: u32) -> Result<Vec<bool>> {
+/// allocator treats them as quarantined slots: free, not reusable yet. `None`: none is (no
+/// index and nothing quarantined: every insert of a store without one asks, and allocates
+/// nothing for the answer).
+pub(crate) fn held_vector_slots(ctx: &mut OpCtx<'_>, page: PageId, slots: u32) -> Result<Option<Vec<bool>>> {
     let inner = ctx.inner;
+    let writer = PageWriter::open(ctx)?;
+    let mut quarantine = inner.graph.quarantine.lock();
+    if writer.is_none() && quarantine.is_empty() {
+        return Ok(None);
+    }
     let spp = inner.layout.slots_per_page;
     let nodes: Vec<Option<NodeId>> = (0..slots).map(|s| pages::node_of(page.page_no(), s, spp)).collect();
     let mut held = vec![false; slots as usize];
     {
-        let mut quarantine = inner.graph.quarantine.lock();
         if !quarantine.is_empty() {
             for (hold, node) in held.iter_mut().zip(&nodes) {
                 let Some(node) = node else { continue };
@@ -319,14 +325,15 @@ pub(crate) fn held_vector_slots(ctx: &mut OpCtx<'_>, page: PageId, slots: u32) -
             }
         }
     }
-    if let Some(writer) = PageWriter::open(ctx)? {
+    drop(quarantine);
+    if let Some(writer) = writer {
         for (hold, node) in held.iter_mut().zip(&nodes) {
             if let Some(node) = node {
                 *hold = *hold || writer.holds(*node)?;
             }
         }
     }
-    Ok(held)
+    Ok(Some(held))
 }
 
 /// After a commit (the writer lock released): a vacuum if tombstones have piled up.
