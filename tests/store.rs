@@ -496,3 +496,58 @@ fn a_file_that_cannot_be_mapped_at_its_first_use_is_an_error_not_a_panic() {
     );
     drop(store);
 }
+
+#[test]
+#[cfg_attr(miri, ignore = "real files and threads")]
+fn readers_on_several_threads_meet_unopened_arena_files_together_and_all_read_right() {
+    // An open checks the first and last arena file of each space; every other file is opened,
+    // checked and mapped by the first read that needs it. Four readers start on a fresh open at
+    // once, in different orders, so that several reach the same unopened file together.
+    let dir = tempfile::tempdir().unwrap();
+    let dimension = 256;
+    let count = 5_000u64;
+    {
+        let store = Store::create(dir.path(), dimension as u32, small_options()).unwrap();
+        for chunk in (0..count).collect::<Vec<_>>().chunks(500) {
+            let ids: Vec<String> = chunk.iter().map(|i| format!("id-{i}")).collect();
+            let vectors: Vec<Vec<f32>> = chunk.iter().map(|&i| vector(i, dimension)).collect();
+            let rows: Vec<(&str, &[f32], &[(&str, &str)])> = ids
+                .iter()
+                .zip(&vectors)
+                .map(|(id, v)| (id.as_str(), v.as_slice(), &[][..]))
+                .collect();
+            store.insert_many(&rows).unwrap();
+        }
+        store.close().unwrap();
+    }
+    let vector_files = std::fs::read_dir(dir.path().join("arena"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("vector-"))
+        .count();
+    assert!(
+        vector_files >= 4,
+        "several vector files lie between the first and the last: {vector_files}"
+    );
+    for read_only in [false, true] {
+        let store = Arc::new(if read_only {
+            Store::open_read_only(dir.path(), small_options()).unwrap()
+        } else {
+            Store::open(dir.path(), small_options()).unwrap()
+        });
+        let readers: Vec<_> = (0..4u64)
+            .map(|t| {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    for k in 0..count {
+                        let i = (k * (2 * t + 1) + t * 97) % count;
+                        let got = store.get(&format!("id-{i}")).unwrap().expect("every id is there");
+                        assert_eq!(&*got, vector(i, dimension).as_slice(), "id-{i} reads back (reader {t})");
+                    }
+                })
+            })
+            .collect();
+        for reader in readers {
+            reader.join().expect("a reader panicked");
+        }
+    }
+}
