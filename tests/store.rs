@@ -511,7 +511,7 @@ fn readers_on_several_threads_meet_unopened_arena_files_together_and_all_read_ri
         for chunk in (0..count).collect::<Vec<_>>().chunks(500) {
             let ids: Vec<String> = chunk.iter().map(|i| format!("id-{i}")).collect();
             let vectors: Vec<Vec<f32>> = chunk.iter().map(|&i| vector(i, dimension)).collect();
-            let rows: Vec<(&str, &[f32], &[(&str, &str)])> = ids
+            let rows: Vec<vellum::Row<'_>> = ids
                 .iter()
                 .zip(&vectors)
                 .map(|(id, v)| (id.as_str(), v.as_slice(), &[][..]))
