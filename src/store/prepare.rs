@@ -151,14 +151,28 @@ fn run(preparer: &Preparer, weak: &Weak<Inner>) {
             state.running = Some(job);
             job
         };
+        let running = Running(preparer);
         let made = weak.upgrade().is_some_and(|inner| inner.prepare_run(job.0, job.1));
-        let mut state = preparer.state.lock();
-        state.running = None;
         if made {
+            // Noted before the run ends: a writer that waited for it finds it made and asks
+            // for the next.
+            let mut state = preparer.state.lock();
             state.made_runs += 1;
             state.made[job.0.space().index()] = Some((job.0.page_no(), job.0.page_no() + job.1));
         }
-        preparer.changed.notify_all();
+        drop(running);
+    }
+}
+
+/// Ends the thread's running run when dropped, also by a panic's unwinding (a broken invariant
+/// in `prepare_run`): a writer waiting for the run in [`Preparer::settle`] is never left
+/// waiting for a thread that is gone.
+struct Running<'a>(&'a Preparer);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().running = None;
+        self.0.changed.notify_all();
     }
 }
 
@@ -233,6 +247,36 @@ mod tests {
         preparer.settle(vector_page(64));
         assert!(started.elapsed() >= Duration::from_millis(50), "settle returned while the run was being made");
         ending.join().unwrap();
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "threads and timing")]
+    fn a_writer_waiting_for_a_run_is_released_when_the_thread_making_it_panics() {
+        let preparer = Arc::new(Preparer::default());
+        preparer.state.lock().running = Some((vector_page(64), 64));
+        let making = {
+            let preparer = Arc::clone(&preparer);
+            std::thread::spawn(move || {
+                let _running = Running(&preparer);
+                std::thread::sleep(Duration::from_millis(20));
+                panic!("a broken invariant while the run is made (this panic is the test's)");
+            })
+        };
+        let (done, settled) = std::sync::mpsc::channel();
+        let waiting = {
+            let preparer = Arc::clone(&preparer);
+            std::thread::spawn(move || {
+                preparer.settle(vector_page(70));
+                let _ = done.send(());
+            })
+        };
+        assert!(
+            settled.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "the writer waiting for the run was released when the thread died"
+        );
+        waiting.join().unwrap();
+        assert!(making.join().is_err(), "the thread making the run panicked");
+        assert!(preparer.state.lock().running.is_none(), "its run ended with it");
     }
 
     #[test]
