@@ -19,8 +19,8 @@ use std::thread::{Builder, JoinHandle};
 /// weighs a nice-10 thread at about a tenth of a nice-0 one when both want the same core.
 pub const BACKGROUND_NICE: i32 = 10;
 
-/// Spawns a thread named `name` that runs `body` at [`BACKGROUND_NICE`] (threads it spawns in
-/// turn inherit it).
+/// Spawns a thread named `name` that runs `body` at [`BACKGROUND_NICE`], or at the spawner's
+/// nice value where that is higher (threads it spawns in turn inherit it).
 pub(crate) fn spawn<T, F>(name: &str, body: F) -> io::Result<JoinHandle<T>>
 where
     F: FnOnce() -> T + Send + 'static,
@@ -32,12 +32,21 @@ where
     })
 }
 
-/// Lowers the calling thread's priority to [`BACKGROUND_NICE`]; a hint: a refusal is ignored.
+/// Lowers the calling thread's priority to [`BACKGROUND_NICE`], never raising it: a thread of a
+/// process run at a higher nice value keeps it (a new thread starts with its spawner's). A
+/// hint: a refusal is ignored.
 #[cfg(target_os = "linux")]
 fn lower_priority() {
-    // SAFETY: setpriority takes plain integers and touches no memory of ours; on Linux,
-    // PRIO_PROCESS with `who` 0 names the calling thread alone.
-    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, BACKGROUND_NICE) };
+    // SAFETY: getpriority and setpriority take plain integers and touch no memory of ours; on
+    // Linux, PRIO_PROCESS with `who` 0 names the calling thread alone. errno is cleared first:
+    // getpriority can return -1 as a value.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let current = libc::getpriority(libc::PRIO_PROCESS, 0);
+        if current < BACKGROUND_NICE {
+            let _ = libc::setpriority(libc::PRIO_PROCESS, 0, BACKGROUND_NICE);
+        }
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
