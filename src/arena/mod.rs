@@ -213,8 +213,6 @@ impl ArenaOpen {
 pub struct Arena {
     storage: Arc<dyn Storage>,
     dir: PathBuf,
-    store_id: u64,
-    read_only: bool,
     page_size_bytes: u32,
     pages_per_file: u64,
     /// `log2(pages_per_file)` where that is a power of two (see [`Arena::split`]).
@@ -228,7 +226,8 @@ pub struct Arena {
     /// Temporary files an interrupted file creation left, as the open listed them (removed by
     /// [`Arena::remove_leftovers`] without listing the directory again).
     leftovers: Mutex<Vec<String>>,
-    /// How an existing file is checked, at open or at its first use.
+    /// How an existing file is checked, at open or at its first use; also the arena's store id
+    /// and whether it is read-only.
     file_check: Arc<FileCheck>,
 }
 
@@ -381,8 +380,6 @@ impl Arena {
         let arena = Arena {
             storage: Arc::clone(&storage),
             dir: dir.to_path_buf(),
-            store_id: how.store_id,
-            read_only: how.read_only,
             page_size_bytes,
             pages_per_file,
             pages_per_file_shift: pages_per_file
@@ -483,7 +480,7 @@ impl PreparedArena {
 impl Arena {
     /// The store id this arena stamps into the pages it formats.
     pub fn store_id(&self) -> u64 {
-        self.store_id
+        self.file_check.store_id
     }
 
     pub fn page_size_bytes(&self) -> u32 {
@@ -535,7 +532,7 @@ impl Arena {
             (Some(self.file_check.check(opened, &path, space, file_no)?), None)
         } else if let FileSource::Deferred = source {
             (None, None)
-        } else if self.read_only {
+        } else if self.file_check.read_only {
             // A file the log needs but the checkpoint in force did not: it was lost in a crash
             // before its name was durable, and redo rebuilds its pages, in memory only here.
             let file = crate::storage::memory_file(size_bytes);
@@ -564,7 +561,7 @@ impl Arena {
 
     /// Opens every existing arena file of `files` with its first page's header: read at once
     /// where the page cache holds it, else asked for (see [`StorageFile::will_need`]), so that
-    /// after a cold start the reads [`Arena::check_file`] makes wait for the disk together, not
+    /// after a cold start the reads [`FileCheck::check`] makes wait for the disk together, not
     /// one file after the other, and a warm open asks nothing more.
     fn open_files(&self, files: &[(Space, u64)]) -> Result<Vec<OpenedFile>> {
         let opened = files
@@ -581,7 +578,7 @@ impl Arena {
         let mut warm = true;
         for file in opened {
             let mut header = [0u8; page::PAGE_HEADER_BYTES];
-            // An error here is met again, and reported, by check_file's own read.
+            // An error here is met again, and reported, by FileCheck::check's own read.
             let cached = warm && file.read_cached(&mut header, 0).unwrap_or(false);
             if !cached {
                 warm = false;
@@ -814,7 +811,7 @@ impl Arena {
         if self.is_verified(id) {
             return Ok(());
         }
-        let reason = page::check_page(&image, id).or_else(|| page::check_owner(&image, id, self.store_id));
+        let reason = page::check_page(&image, id).or_else(|| page::check_owner(&image, id, self.file_check.store_id));
         if let Some(reason) = reason {
             return Err(Error::corrupted_file(&file.path, reason));
         }

@@ -153,7 +153,6 @@ impl Inner {
     }
 }
 
-
 /// Applies `edits` of the record at `lsn`: each page is changed if `only_older` is false or its
 /// page LSN is older than `lsn`; its page LSN becomes `lsn` and it joins the dirty page table.
 /// Returns how many pages were changed.
