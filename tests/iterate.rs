@@ -611,3 +611,45 @@ fn readers_never_see_a_change_of_a_transaction_that_aborts() {
     );
     assert_eq!(bad_gets, 0, "gets saw aborted changes ({aborts} aborts)");
 }
+
+#[test]
+fn an_id_inserted_and_changed_by_an_open_transaction_stays_hidden_until_it_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path().join("s"), DIM as u32, small_options()).unwrap();
+    store.insert("old", &[1.0; DIM], &[]).unwrap();
+    let mut tx = store.begin().unwrap();
+    tx.insert("fresh", &[2.0; DIM], &[]).unwrap();
+    tx.upsert("fresh", &[3.0; DIM], &[("k", "v")]).unwrap();
+    tx.insert("gone", &[4.0; DIM], &[]).unwrap();
+    assert!(tx.delete("gone").unwrap());
+    tx.upsert("old", &[5.0; DIM], &[]).unwrap();
+    for id in ["fresh", "gone"] {
+        assert!(
+            store.get(id).unwrap().is_none(),
+            "{id}: inserted by the open transaction, changed again by it: hidden"
+        );
+    }
+    assert_eq!(
+        store.get("old").unwrap().unwrap().to_vec(),
+        vec![1.0; DIM],
+        "the committed version"
+    );
+    assert_eq!(
+        ids(&store, ListOptions::default()),
+        ["old"],
+        "a scan shows only committed ids"
+    );
+    let hits = store.search(&[3.0; DIM], 5, vellum::Metric::L2).unwrap();
+    assert!(
+        hits.iter().all(|(id, _)| id == "old"),
+        "a search scores only committed vectors: {hits:?}"
+    );
+    tx.commit().unwrap();
+    assert_eq!(
+        store.get("fresh").unwrap().unwrap().to_vec(),
+        vec![3.0; DIM],
+        "the last change"
+    );
+    assert!(store.get("gone").unwrap().is_none(), "deleted in the transaction");
+    assert_eq!(ids(&store, ListOptions::default()), ["fresh", "old"]);
+}

@@ -276,16 +276,20 @@ impl OpCtx<'_> {
         Ok(())
     }
 
-    /// The first `max` pages of `list`, in order.
-    pub fn list_first(&self, list: List, space: Space, max: usize) -> Result<Vec<PageId>> {
-        let mut pages = Vec::new();
+    /// The first `N` pages of `list` (fewer if it is shorter), in order.
+    pub fn list_first<const N: usize>(&self, list: List, space: Space) -> Result<FirstPages<N>> {
+        let mut first = FirstPages {
+            pages: [PageId(0); N],
+            len: 0,
+        };
         let mut next = list.ends(&self.w.meta).head.get();
-        while next != 0 && next != LIST_END && pages.len() < max {
+        while next != 0 && next != LIST_END && first.len < N {
             let page = self.linked_page(next, space, "list")?;
-            pages.push(page);
+            first.pages[first.len] = page;
+            first.len += 1;
             next = self.link(page);
         }
-        Ok(pages)
+        Ok(first)
     }
 
     /// Takes `page` off `list`; `prev` is the page before it (`None`: it is the head).
@@ -319,7 +323,7 @@ impl OpCtx<'_> {
     /// header must then be rewritten with before-images; a fresh page is formatted already).
     pub fn take_catalog_page(&mut self, init: PageInit) -> Result<(PageId, bool)> {
         self.ensure_meta()?;
-        if let Some(&head) = self.list_first(List::Free, Space::Catalog, 1)?.first()
+        if let Some(&head) = self.list_first::<1>(List::Free, Space::Catalog)?.first()
             && !self.w.quarantine.holds_page(head.page_no())
         {
             self.list_unlink(List::Free, None, head)?;
@@ -348,9 +352,9 @@ impl OpCtx<'_> {
     /// Takes a free vector slot: from the first pages of the vector list, or a fresh page.
     pub fn take_vector_slot(&mut self, layout: &VectorLayout) -> Result<(PageId, u32)> {
         self.ensure_meta()?;
-        let candidates = self.list_first(List::Vector, Space::Vector, 4)?;
+        let candidates = self.list_first::<4>(List::Vector, Space::Vector)?;
         let mut prev = None;
-        for page in candidates {
+        for &page in candidates.iter() {
             if let Some((slot, last)) = self.free_slot_in(page, layout)? {
                 if last {
                     self.list_unlink(List::Vector, prev, page)?;
@@ -428,5 +432,20 @@ impl OpCtx<'_> {
         }
         self.free(Release::VectorSlot(page.page_no(), slot));
         Ok(())
+    }
+}
+
+/// The first pages of a list ([`OpCtx::list_first`]), held in place: an insert looks at the
+/// vector list's first pages for a free slot, and a vector of them was one allocation each.
+pub struct FirstPages<const N: usize> {
+    pages: [PageId; N],
+    len: usize,
+}
+
+impl<const N: usize> std::ops::Deref for FirstPages<N> {
+    type Target = [PageId];
+
+    fn deref(&self) -> &[PageId] {
+        &self.pages[..self.len]
     }
 }

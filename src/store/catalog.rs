@@ -175,7 +175,7 @@ impl OpCtx<'_> {
             return Ok(placement);
         }
         let mut prev = None;
-        for page in self.list_first(List::Roomy, Space::Catalog, 3)? {
+        for &page in self.list_first::<3>(List::Roomy, Space::Catalog)?.iter() {
             if let Some(placement) = self.try_page(page, len)? {
                 return Ok(placement);
             }

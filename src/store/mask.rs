@@ -47,10 +47,19 @@ struct Masked {
 impl Mask {
     /// Records, before its first change in this transaction, that `id` held `before`; and
     /// that vector slot `slot` (if any) now holds an uncommitted vector.
+    ///
+    /// An id absent when the transaction began that now names a slot the transaction wrote is
+    /// not recorded: the slot is, and a reader that finds the id naming a hidden slot sees it
+    /// absent (a bulk insert of fresh ids copies none of them here). So a value `before` that
+    /// names a hidden slot is the transaction's own (the id was such an insert): the id was
+    /// absent when it began.
     pub fn record(&self, id: &[u8], before: Option<LeafValue>, slot: Option<(u32, u32)>) {
         let mut state = self.state.write();
         if !state.ids.contains_key(id) {
-            state.ids.insert(id.into(), before);
+            let before = before.filter(|value| !state.slots.contains(&slot_of(value)));
+            if before.is_some() || slot.is_none() {
+                state.ids.insert(id.into(), before);
+            }
         }
         state.slots.extend(slot);
         self.active.store(true, Ordering::Release);
@@ -98,10 +107,7 @@ impl Mask {
         if !self.active.load(Ordering::Acquire) {
             return in_index;
         }
-        match self.state.read().ids.get(id) {
-            Some(before) => *before,
-            None => in_index,
-        }
+        self.state.read().visible(id, in_index).unwrap_or(in_index)
     }
 
     /// A reader's token, taken before it looks an id up in the index.
@@ -116,9 +122,9 @@ impl Mask {
     /// but the two are not told apart: looking again is cheap and rare.)
     pub fn visible_since(&self, token: u64, id: &[u8], in_index: Option<LeafValue>) -> Option<Option<LeafValue>> {
         if self.active.load(Ordering::Acquire)
-            && let Some(before) = self.state.read().ids.get(id)
+            && let Some(visible) = self.state.read().visible(id, in_index)
         {
-            return Some(*before);
+            return Some(visible);
         }
         (self.clears.load(Ordering::Acquire) == token).then_some(in_index)
     }
@@ -166,6 +172,23 @@ impl Mask {
     }
 }
 
+impl Masked {
+    /// What a reader that found `in_index` for `id` sees, if the transaction hides it: the
+    /// recorded value, or absent for an id naming a slot the transaction wrote (an insert,
+    /// unrecorded: see [`Mask::record`]). `None`: not hidden.
+    fn visible(&self, id: &[u8], in_index: Option<LeafValue>) -> Option<Option<LeafValue>> {
+        if let Some(before) = self.ids.get(id) {
+            return Some(*before);
+        }
+        in_index.filter(|value| self.slots.contains(&slot_of(value))).map(|_| None)
+    }
+}
+
+/// The vector slot `value` names: `(page number, slot)`.
+fn slot_of(value: &LeafValue) -> (u32, u32) {
+    (value.vector_page.get(), value.vector_slot.get())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,12 +209,35 @@ mod tests {
         mask.record(b"a", Some(value(2)), Some((5, 3)));
         mask.record(b"new", None, Some((6, 0)));
         assert_eq!(mask.visible(b"a", Some(value(3))), Some(value(1)), "the value before the transaction");
-        assert_eq!(mask.visible(b"new", Some(value(9))), None, "an insert is hidden");
+        assert_eq!(mask.visible(b"new", Some(at(6, 0))), None, "an insert is hidden");
         assert!(mask.hides_slot(5, 3) && mask.hides_slot(6, 0) && !mask.hides_slot(5, 4));
         assert_eq!(mask.visible_in(b"a", false, None).len(), 1, "only ids with a value before");
         assert!(mask.visible_in(b"a", true, None).is_empty(), "after excludes the bound");
         mask.clear();
-        assert_eq!(mask.visible(b"new", Some(value(9))), Some(value(9)), "committed: visible");
+        assert_eq!(mask.visible(b"new", Some(at(6, 0))), Some(at(6, 0)), "committed: visible");
         assert!(!mask.hides_slot(6, 0));
+    }
+
+    fn at(page_no: u32, slot: u32) -> LeafValue {
+        LeafValue {
+            vector_page: U32::new(page_no),
+            vector_slot: U32::new(slot),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_id_inserted_by_the_transaction_stays_absent_through_later_changes() {
+        let mask = Mask::default();
+        mask.record(b"new", None, Some((6, 0)));
+        assert!(mask.state.read().ids.is_empty(), "a fresh insert records its slot, not its id");
+        assert_eq!(mask.visible(b"new", Some(at(6, 0))), None, "the slot hides it");
+        mask.record(b"new", Some(at(6, 0)), Some((6, 1)));
+        assert_eq!(mask.visible(b"new", Some(at(6, 1))), None, "updated in the transaction: still absent");
+        mask.record(b"new", Some(at(6, 1)), None);
+        assert_eq!(mask.visible(b"new", None), None, "deleted in the transaction: absent");
+        assert!(mask.visible_in(b"", false, None).is_empty(), "a scan merges in no value for it");
+        assert!(mask.hidden_values().is_empty(), "nor does a search");
+        assert_eq!(mask.visible(b"old", Some(at(1, 1))), Some(at(1, 1)), "an untouched id shows");
     }
 }

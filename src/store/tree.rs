@@ -20,6 +20,7 @@
 //!
 //! What a reader sees of a transaction that has not committed is masked by `store::mask`.
 
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 
 use zerocopy::IntoBytes;
@@ -194,6 +195,39 @@ struct PathStep {
     child: usize,
 }
 
+/// The writer's path from the root to a leaf, the root's step first: at most [`HEIGHT_MAX`]
+/// branches, kept in place (a descent per operation allocated a vector each).
+struct Path {
+    steps: [PathStep; HEIGHT_MAX as usize],
+    len: usize,
+}
+
+impl Path {
+    fn new() -> Path {
+        Path {
+            steps: [PathStep { page: PageId(0), child: 0 }; HEIGHT_MAX as usize],
+            len: 0,
+        }
+    }
+
+    /// Appends a step; `false` if the path already holds [`HEIGHT_MAX`] (a deeper index is
+    /// damage the caller reports).
+    fn push(&mut self, step: PathStep) -> bool {
+        let Some(slot) = self.steps.get_mut(self.len) else { return false };
+        *slot = step;
+        self.len += 1;
+        true
+    }
+}
+
+impl std::ops::Deref for Path {
+    type Target = [PathStep];
+
+    fn deref(&self) -> &[PathStep] {
+        &self.steps[..self.len]
+    }
+}
+
 /// A node's header as the writer sees it: enough to change it in place.
 #[derive(Clone, Copy, Debug)]
 struct NodeHead {
@@ -241,30 +275,55 @@ struct LeafAt {
 }
 
 /// A node as the writer copied it: its cells whole, in key order (only for a rewrite into new
-/// pages, which needs them all; the common in-place changes read the page where it lies).
+/// pages, which needs them all; the common in-place changes read the page where it lies). The
+/// cells' bytes sit in one buffer (a vector per cell made a split a hundred allocations).
 struct NodeCopy {
     page: PageId,
     kind: NodeKind,
     leftmost: u64,
-    cells: Vec<Vec<u8>>,
-    data_start: usize,
+    /// Every cell's bytes, in no order.
+    bytes: Vec<u8>,
+    /// Each cell's range of `bytes`, in key order.
+    cells: Vec<Range<usize>>,
 }
 
 impl NodeCopy {
-    fn key(&self, i: usize) -> &[u8] {
-        index::cell_key(self.kind, &self.cells[i])
+    fn cell(&self, i: usize) -> &[u8] {
+        &self.bytes[self.cells[i].clone()]
     }
 
-    fn directory_end(&self) -> usize {
-        NODE_DIR_OFFSET + self.cells.len() * NODE_DIR_ENTRY_BYTES
+    /// The cells `range` (by position), borrowed.
+    fn cell_refs(&self, range: Range<usize>) -> Vec<&[u8]> {
+        self.cells[range].iter().map(|r| &self.bytes[r.clone()]).collect()
+    }
+
+    fn key(&self, i: usize) -> &[u8] {
+        index::cell_key(self.kind, self.cell(i))
     }
 
     fn child(&self, j: usize) -> u64 {
         if j == 0 {
             return self.leftmost;
         }
-        let cell = &self.cells[j - 1];
+        let cell = self.cell(j - 1);
         u64::from_le_bytes(cell[2..10].try_into().expect("a branch cell's child"))
+    }
+
+    /// Inserts `cell` as cell `i`.
+    fn insert(&mut self, i: usize, cell: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(cell);
+        self.cells.insert(i, start..self.bytes.len());
+    }
+
+    /// Points child `j` (0: the leftmost) at `child`.
+    fn set_child(&mut self, j: usize, child: u64) {
+        if j == 0 {
+            self.leftmost = child;
+        } else {
+            let range = self.cells[j - 1].clone();
+            self.bytes[range][2..10].copy_from_slice(&child.to_le_bytes());
+        }
     }
 }
 
@@ -284,16 +343,17 @@ fn with_node<T>(
 /// Node `page` as the writer sees it, copied.
 fn read_node(inner: &Inner, list: &EditList, page: PageId) -> Result<NodeCopy> {
     with_node(inner, list, page, |node| {
-        let cells = (0..node.count)
-            .map(|i| node.cell(i).map(<[u8]>::to_vec))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(NodeCopy {
+        let mut copy = NodeCopy {
             page,
             kind: node.kind,
             leftmost: node.leftmost,
-            cells,
-            data_start: node.data_start,
-        })
+            bytes: Vec::with_capacity(inner.arena.page_size_bytes() as usize),
+            cells: Vec::with_capacity(node.count + 1),
+        };
+        for i in 0..node.count {
+            copy.insert(i, node.cell(i)?);
+        }
+        Ok(copy)
     })
 }
 
@@ -304,12 +364,12 @@ enum WriterStep {
 }
 
 /// The writer's path from `root` to the leaf for `key`: the branches and the leaf.
-fn path_to(inner: &Inner, list: &EditList, root: u64, key: &[u8]) -> Result<Option<(Vec<PathStep>, LeafAt)>> {
+fn path_to(inner: &Inner, list: &EditList, root: u64, key: &[u8]) -> Result<Option<(Path, LeafAt)>> {
     if root == 0 {
         return Ok(None);
     }
     let mut page = node_page(inner, root, &"the root")?;
-    let mut path = Vec::new();
+    let mut path = Path::new();
     for _ in 0..=HEIGHT_MAX {
         let step = with_node(inner, list, page, |node| match node.kind {
             NodeKind::Branch => node.child_for(key).map(|(j, child)| WriterStep::Down(j, child)),
@@ -325,7 +385,9 @@ fn path_to(inner: &Inner, list: &EditList, root: u64, key: &[u8]) -> Result<Opti
         match step {
             WriterStep::Leaf(leaf) => return Ok(Some((path, leaf))),
             WriterStep::Down(j, child) => {
-                path.push(PathStep { page, child: j });
+                if !path.push(PathStep { page, child: j }) {
+                    break;
+                }
                 page = node_page(inner, child, &page)?;
             }
         }
@@ -348,7 +410,7 @@ impl OpCtx<'_> {
         read_node(self.inner, self.list, page)
     }
 
-    fn path_to(&self, key: &[u8]) -> Result<Option<(Vec<PathStep>, LeafAt)>> {
+    fn path_to(&self, key: &[u8]) -> Result<Option<(Path, LeafAt)>> {
         path_to(self.inner, self.list, self.w.meta.root.get(), key)
     }
 
@@ -356,7 +418,7 @@ impl OpCtx<'_> {
     pub fn index_put(&mut self, key: &[u8], value: &LeafValue) -> Result<Option<LeafValue>> {
         let Some((path, leaf)) = self.path_to(key)? else {
             let cell = index::leaf_cell(key, value);
-            let root = self.write_node(NodeKind::Leaf, 0, &[cell])?;
+            let root = self.write_node(NodeKind::Leaf, 0, &[&cell])?;
             self.set_meta(|m| {
                 m.root = root.0.into();
                 m.height = 1.into();
@@ -397,13 +459,6 @@ impl OpCtx<'_> {
         Ok(Some(old))
     }
 
-    fn cell_offset(&self, node: &NodeCopy, i: usize) -> Result<usize> {
-        let mut raw = [0u8; 4];
-        let at = NODE_DIR_OFFSET + i * NODE_DIR_ENTRY_BYTES;
-        self.list.read(&self.inner.arena, node.page, at, &mut raw);
-        Ok(u32::from_le_bytes(raw) as usize)
-    }
-
     /// Inserts `cell` as cell `i` of node `head` (reached by `path`): in place when the gap
     /// holds it, else by rewriting the node into new pages.
     fn insert_cell(&mut self, path: &[PathStep], head: NodeHead, i: usize, cell: &[u8]) -> Result<()> {
@@ -430,11 +485,11 @@ impl OpCtx<'_> {
             // Ids arriving in order fill a leaf to the brim and start the next with one cell.
             let last = with_node(self.inner, self.list, head.page, |node| node.key(head.count - 1).map(<[u8]>::to_vec))?;
             let separator = index::separator(&last, index::cell_key(NodeKind::Leaf, cell));
-            let right = self.write_node(NodeKind::Leaf, 0, &[cell.to_vec()])?;
+            let right = self.write_node(NodeKind::Leaf, 0, &[cell])?;
             return self.link_right(path, head.page, separator, right.0);
         }
         let mut node = self.read_node(head.page)?;
-        node.cells.insert(i, cell.to_vec());
+        node.insert(i, cell);
         self.rewrite(path, node)
     }
 
@@ -467,46 +522,43 @@ impl OpCtx<'_> {
     /// it in where the old node was, and frees the old node.
     fn rewrite(&mut self, path: &[PathStep], node: NodeCopy) -> Result<()> {
         let capacity = self.inner.arena.page_size_bytes() as usize - NODE_DIR_OFFSET;
-        let total: usize = node.cells.iter().map(|c| c.len() + NODE_DIR_ENTRY_BYTES).sum();
+        let count = node.cells.len();
+        let cells = node.cell_refs(0..count);
+        let total: usize = cells.iter().map(|c| c.len() + NODE_DIR_ENTRY_BYTES).sum();
         if total <= capacity {
-            let new = self.write_node(node.kind, node.leftmost, &node.cells)?;
+            let new = self.write_node(node.kind, node.leftmost, &cells)?;
             self.switch_child(path, node.page, new)?;
             return self.free_catalog_page(node.page);
         }
-        let s = split_point(node.kind, &node.cells, capacity);
+        let s = split_point(node.kind, &cells, capacity);
         let (left, right, separator, right_leftmost) = match node.kind {
             NodeKind::Leaf => {
                 let separator = index::separator(node.key(s - 1), node.key(s));
-                (&node.cells[..s], &node.cells[s..], separator, 0)
+                (&cells[..s], &cells[s..], separator, 0)
             }
-            NodeKind::Branch => (
-                &node.cells[..s],
-                &node.cells[s + 1..],
-                node.key(s).to_vec(),
-                node.child(s + 1),
-            ),
+            NodeKind::Branch => (&cells[..s], &cells[s + 1..], node.key(s).to_vec(), node.child(s + 1)),
         };
         let left_page = self.write_node(node.kind, node.leftmost, left)?;
         let right_page = self.write_node(node.kind, right_leftmost, right)?;
         match path.split_last() {
             None => {
                 let cell = index::branch_cell(&separator, right_page.0);
-                let root = self.write_node(NodeKind::Branch, left_page.0, &[cell])?;
+                let root = self.write_node(NodeKind::Branch, left_page.0, &[&cell])?;
                 self.set_meta(|m| {
                     m.root = root.0.into();
                     m.height = (m.height.get() + 1).into();
                 });
             }
             Some((parent, above)) => {
-                let mut parent_node = self.read_node(parent.page)?;
-                set_child(&mut parent_node, parent.child, left_page.0);
                 let cell = index::branch_cell(&separator, right_page.0);
-                if parent_node.data_start - parent_node.directory_end() >= cell.len() + NODE_DIR_ENTRY_BYTES {
+                if self.node_head(parent.page)?.gap_bytes() >= cell.len() + NODE_DIR_ENTRY_BYTES {
                     self.switch_child(path, node.page, left_page)?;
                     let parent_now = self.node_head(parent.page)?;
                     self.insert_cell(above, parent_now, parent.child, &cell)?;
                 } else {
-                    parent_node.cells.insert(parent.child, cell);
+                    let mut parent_node = self.read_node(parent.page)?;
+                    parent_node.set_child(parent.child, left_page.0);
+                    parent_node.insert(parent.child, &cell);
                     self.rewrite(above, parent_node)?;
                 }
             }
@@ -519,7 +571,7 @@ impl OpCtx<'_> {
         let cell = index::branch_cell(&separator, right);
         match path.split_last() {
             None => {
-                let root = self.write_node(NodeKind::Branch, left.0, &[cell])?;
+                let root = self.write_node(NodeKind::Branch, left.0, &[&cell])?;
                 self.set_meta(|m| {
                     m.root = root.0.into();
                     m.height = (m.height.get() + 1).into();
@@ -540,13 +592,15 @@ impl OpCtx<'_> {
             self.set_meta(|m| m.root = new.0.into());
             return Ok(());
         };
-        let parent_node = self.read_node(parent.page)?;
-        assert_eq!(parent_node.child(parent.child), old.0, "the path names the child");
-        let offset = if parent.child == 0 {
-            PAGE_C_OFFSET
-        } else {
-            self.cell_offset(&parent_node, parent.child - 1)? + index::CELL_KEY_LEN_BYTES
-        };
+        // Read in place: a copy of the parent's cells was most of a split's allocations.
+        let (child, offset) = with_node(self.inner, self.list, parent.page, |node| {
+            let offset = match parent.child {
+                0 => PAGE_C_OFFSET,
+                j => node.payload_offset(j - 1)?,
+            };
+            Ok((node.child(parent.child)?, offset))
+        })?;
+        assert_eq!(child, old.0, "the path names the child");
         self.list
             .push_change(&self.inner.arena, parent.page, offset, &new.0.to_le_bytes());
         Ok(())
@@ -585,13 +639,20 @@ impl OpCtx<'_> {
             });
             return self.free_catalog_page(page);
         };
-        let parent_node = self.read_node(parent.page)?;
-        if parent_node.cells.is_empty() {
+        let (parent_node, second_child) = with_node(self.inner, self.list, parent.page, |node| {
+            let second_child = if node.count > 0 { node.child(1)? } else { 0 };
+            Ok((NodeHead::of(parent.page, node), second_child))
+        })?;
+        if parent_node.count == 0 {
             self.remove_node(above, parent.page)?;
             return self.free_catalog_page(page);
         }
-        if above.is_empty() && parent_node.cells.len() == 1 {
-            let only = if parent.child == 0 { parent_node.child(1) } else { parent_node.leftmost };
+        if above.is_empty() && parent_node.count == 1 {
+            let only = if parent.child == 0 {
+                second_child
+            } else {
+                with_node(self.inner, self.list, parent.page, |node| node.child(0))?
+            };
             self.set_meta(|m| {
                 m.root = only.into();
                 m.height = (m.height.get() - 1).into();
@@ -602,7 +663,7 @@ impl OpCtx<'_> {
         // Child 0 is the leftmost: the first cell's child takes its place and the cell goes.
         let cell = parent.child.saturating_sub(1);
         if parent.child == 0 {
-            let new_leftmost = parent_node.child(1);
+            let new_leftmost = second_child;
             self.list
                 .push_change(&self.inner.arena, parent.page, PAGE_C_OFFSET, &new_leftmost.to_le_bytes());
         }
@@ -613,7 +674,7 @@ impl OpCtx<'_> {
             parent_node.directory_end(),
             NODE_DIR_ENTRY_BYTES,
         );
-        self.set_counts(parent.page, parent_node.cells.len() - 1, parent_node.data_start);
+        self.set_counts(parent.page, parent_node.count - 1, parent_node.data_start);
         self.free_catalog_page(page)
     }
 
@@ -627,7 +688,7 @@ impl OpCtx<'_> {
     }
 
     /// Writes a node of `kind` holding `cells` into a new page; returns it.
-    fn write_node(&mut self, kind: NodeKind, leftmost: u64, cells: &[Vec<u8>]) -> Result<PageId> {
+    fn write_node(&mut self, kind: NodeKind, leftmost: u64, cells: &[&[u8]]) -> Result<PageId> {
         let page_size = self.inner.arena.page_size_bytes();
         let init = match kind {
             NodeKind::Leaf => PageInit::IndexLeaf {
@@ -639,9 +700,8 @@ impl OpCtx<'_> {
                 data_start: page_size,
             },
         };
-        let cell_refs: Vec<&[u8]> = cells.iter().map(Vec::as_slice).collect();
         let layout =
-            layout_node(page_size as usize, kind, &cell_refs).expect("the caller sized the node to fit a page");
+            layout_node(page_size as usize, kind, cells).expect("the caller sized the node to fit a page");
         let (a, b) = (layout.count, layout.data_start);
         let (page, reused) = self.take_catalog_page(init)?;
         if reused {
@@ -668,27 +728,19 @@ impl OpCtx<'_> {
     }
 }
 
-fn set_child(node: &mut NodeCopy, j: usize, child: u64) {
-    if j == 0 {
-        node.leftmost = child;
-    } else {
-        node.cells[j - 1][2..10].copy_from_slice(&child.to_le_bytes());
-    }
-}
-
 /// Where to split `cells` of a node of `kind` that overflow one page of `capacity` bytes: the
 /// split that balances the two halves' bytes best among those whose halves both fit. A leaf's
 /// halves are `[..s]` and `[s..]`; a branch's `[..s]` and `[s + 1..]` (cell `s` moves up).
-fn split_point(kind: NodeKind, cells: &[Vec<u8>], capacity: usize) -> usize {
-    let bytes: Vec<usize> = cells.iter().map(|c| c.len() + NODE_DIR_ENTRY_BYTES).collect();
-    let total: usize = bytes.iter().sum();
+fn split_point(kind: NodeKind, cells: &[&[u8]], capacity: usize) -> usize {
+    let bytes = |i: usize| cells[i].len() + NODE_DIR_ENTRY_BYTES;
+    let total: usize = (0..cells.len()).map(bytes).sum();
     let mut best = None;
     let mut left = 0;
     for s in 1..cells.len() {
-        left += bytes[s - 1];
+        left += bytes(s - 1);
         let right = match kind {
             NodeKind::Leaf => total - left,
-            NodeKind::Branch => total - left - bytes[s],
+            NodeKind::Branch => total - left - bytes(s),
         };
         if left <= capacity && right <= capacity {
             let imbalance = left.abs_diff(right);
@@ -707,15 +759,17 @@ mod tests {
     #[test]
     fn splits_balance_bytes_and_both_halves_fit() {
         let cells: Vec<Vec<u8>> = (0..10u8).map(|i| index::leaf_cell(&[b'a' + i; 100], &LeafValue::default())).collect();
-        let s = split_point(NodeKind::Leaf, &cells, 700);
+        let refs: Vec<&[u8]> = cells.iter().map(Vec::as_slice).collect();
+        let s = split_point(NodeKind::Leaf, &refs, 700);
         assert_eq!(s, 5, "ten equal cells split in the middle");
         let mut skewed = cells.clone();
         skewed[9] = index::leaf_cell(&[b'z'; 600], &LeafValue::default());
-        let s = split_point(NodeKind::Leaf, &skewed, 1000);
+        let skewed_refs: Vec<&[u8]> = skewed.iter().map(Vec::as_slice).collect();
+        let s = split_point(NodeKind::Leaf, &skewed_refs, 1000);
         let left: usize = skewed[..s].iter().map(|c| c.len() + 4).sum();
         let right: usize = skewed[s..].iter().map(|c| c.len() + 4).sum();
         assert!(left <= 1000 && right <= 1000, "both halves fit: {left} {right}");
-        let s = split_point(NodeKind::Branch, &cells, 700);
+        let s = split_point(NodeKind::Branch, &refs, 700);
         assert!((4..=5).contains(&s), "a branch moves its middle cell up");
     }
 }
