@@ -62,6 +62,16 @@ const ROWS: &[Row] = &[
         "w3",
     ),
     ratio("w3_vs_raw", "w3 ÷ raw write 1 MiB + fdatasync", "w3"),
+    row(
+        "w3_cpu_s_per_gb",
+        "w3 CPU seconds per GB loaded (every thread, during the load)",
+        "w3",
+    ),
+    row(
+        "w3_cores_busy",
+        "w3 cores busy during the load (CPU time ÷ wall time)",
+        "w3",
+    ),
     row("size_mib", "w3 store on disk after close (MiB allocated)", "reopen"),
     row("close_ms", "close after w3 (ms)", "reopen"),
     row("warm_ms", "reopen, warm page cache (ms)", "reopen"),

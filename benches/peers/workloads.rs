@@ -330,6 +330,7 @@ fn w3<E: Engine>(dir: &Path, ctx: &Ctx<'_>) -> Res<(Figures, E)> {
     let total = ctx.sizes.w3_records();
     let mut in_commits = Duration::ZERO;
     let mut seq = 0u64;
+    let (cpu_before, wall_before) = (sys::process_cpu(), Instant::now());
     while seq < total {
         let k = (ctx.sizes.w3_batch as u64).min(total - seq) as usize;
         let buf = ctx.pool.batch(0, seq, k);
@@ -339,8 +340,18 @@ fn w3<E: Engine>(dir: &Path, ctx: &Ctx<'_>) -> Res<(Figures, E)> {
         in_commits += t.elapsed();
         seq += k as u64;
     }
+    // Every thread of the process (the engine's own included) while the load ran: with the
+    // MB/s, what bounds it on this machine's cores.
+    let (cpu, wall) = (sys::process_cpu() - cpu_before, wall_before.elapsed());
     let bytes = total as f64 * RECORD_BYTES as f64;
-    Ok((vec![("w3_mb_per_s", bytes / in_commits.as_secs_f64() / 1e6)], store))
+    Ok((
+        vec![
+            ("w3_mb_per_s", bytes / in_commits.as_secs_f64() / 1e6),
+            ("w3_cpu_s_per_gb", cpu.as_secs_f64() / (bytes / 1e9)),
+            ("w3_cores_busy", cpu.as_secs_f64() / wall.as_secs_f64()),
+        ],
+        store,
+    ))
 }
 
 /// Close (timed), size on disk, reopen warm (timed), close, drop the page cache, reopen cold
