@@ -335,7 +335,10 @@ fn with_node<T>(
     page: PageId,
     read: impl FnOnce(&Node<'_>) -> std::result::Result<T, String>,
 ) -> Result<T> {
-    inner.arena.check_in_use(page)?;
+    // Checked as a reader's descent checks it (verified since the open, not all zero): a page
+    // the operation then changes is checked whole before its record is logged
+    // (`Transaction::log_update_of`), once, rather than at every read of it.
+    inner.arena.verify_in_use(page)?;
     list.with_page(&inner.arena, page, |image| Node::parse(image).and_then(|node| read(&node)))
         .map_err(|reason| inner.arena.corrupted(page, reason))
 }
