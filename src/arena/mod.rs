@@ -948,6 +948,17 @@ impl Arena {
         self.write(id, 0, image);
     }
 
+    /// Writes `header` at the start of page `id`, which the caller knows holds only zeros (a
+    /// page in fresh memory never written since it was made fresh): [`Arena::reset_page`]
+    /// without the zeros. Checked in debug builds. The caller holds the latch.
+    pub fn write_zeroed_page_header(&self, id: PageId, header: &[u8]) {
+        debug_assert!(
+            crate::zeros::all_zero(&self.copy_page(id)),
+            "{id} is said to hold only zeros"
+        );
+        self.write(id, 0, header);
+    }
+
     /// Formats page `id` in memory as `header` followed by zeros (an empty header: all zero).
     /// The caller holds the latch.
     /// Zeros come from a static block (the kernel's shared zero page backs it, so it stays in
