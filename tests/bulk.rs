@@ -163,3 +163,73 @@ fn an_aborted_bulk_transaction_leaves_nothing_and_a_reopen_agrees() {
     assert_eq!(store.len(), 1, "the abort is durable");
     assert!(store.get(&rows.ids[0]).unwrap().is_none());
 }
+
+#[test]
+fn runs_of_neighbouring_ids_in_one_record_each_land_where_a_lookup_finds_them() {
+    // A bulk record's rows in id order go to the leaf the row before went to, without a
+    // descent, until a split: runs of neighbouring ids with jumps between them (and back)
+    // make rows that fall inside, just past and far from that leaf, and splits within a run.
+    let seed = seed_from_env("VELLUM_BULK_SEED", 23);
+    println!("seed {seed} (replay with VELLUM_BULK_SEED={seed})");
+    let mut rng = Rng::new(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), 4, options()).unwrap();
+    let mut model = std::collections::BTreeMap::new();
+    for batch in 0..3 {
+        let mut ids = Vec::new();
+        for _ in 0..30 {
+            let start = rng.below(20_000);
+            let run = 1 + rng.below(150);
+            let width = if rng.chance(2) { 5 } else { 7 };
+            ids.extend((start..start + run).map(|n| format!("key-{n:0width$}")));
+        }
+        let vectors: Vec<Vec<f32>> = (0..ids.len()).map(|i| vec![batch as f32, i as f32, 1.0, 2.0]).collect();
+        let rows: Vec<Row<'_>> = ids
+            .iter()
+            .zip(&vectors)
+            .map(|(id, v)| (id.as_str(), v.as_slice(), &[][..]))
+            .collect();
+        store.upsert_many(&rows).unwrap();
+        for (id, v) in ids.iter().zip(&vectors) {
+            model.insert(id.clone(), v.clone());
+        }
+    }
+    assert_eq!(store.len(), model.len(), "every distinct id once");
+    // Each present id, in a run of its neighbours that are absent: the check before an
+    // insert_many looks them up one leaf after another.
+    for present in model.keys().step_by(97).take(20) {
+        let width = present.len() - "key-".len();
+        let n: u64 = present["key-".len()..].parse().unwrap();
+        let run: Vec<String> = (n.saturating_sub(40)..n + 40)
+            .map(|m| format!("key-{m:0width$}"))
+            .filter(|id| id == present || !model.contains_key(id))
+            .collect();
+        let v = [0.0f32; 4];
+        let rows: Vec<Row<'_>> = run.iter().map(|id| (id.as_str(), &v[..], &[][..])).collect();
+        let refused = store.insert_many(&rows);
+        assert!(
+            matches!(refused, Err(Error::AlreadyExists)),
+            "{present} is present: {refused:?}"
+        );
+    }
+    for (id, v) in &model {
+        let found = store.get(id).unwrap();
+        assert_eq!(
+            found.map(|r| r.to_vec()).as_ref(),
+            Some(v),
+            "{id}: its last row's vector"
+        );
+    }
+    let listed: Vec<String> = store
+        .ids(vellum::ListOptions::default())
+        .collect::<vellum::Result<_>>()
+        .unwrap();
+    assert_eq!(
+        listed,
+        model.keys().cloned().collect::<Vec<_>>(),
+        "the index walks in id order"
+    );
+    store.close().unwrap();
+    let report = vellum::inspect::verify_store(dir.path(), &()).unwrap();
+    assert!(report.clean(), "{:?}", report.problems);
+}

@@ -123,6 +123,11 @@ pub struct WriterState {
     pub owners: Vec<u8>,
     /// The last transaction's buffers, emptied, for the next.
     pub buffers: super::txn::TxnBuffers,
+    /// Counts the operations built ([`super::txn::Transaction::op`]): what the leaf hint
+    /// belongs to.
+    pub op_seq: u64,
+    /// The leaf the last descent of the running operation reached (see `store/tree.rs`).
+    pub leaf_hint: super::tree::LeafHint,
 }
 
 impl WriterState {
@@ -137,6 +142,8 @@ impl WriterState {
             slot_hint: HashMap::default(),
             owners: Vec::new(),
             buffers: Default::default(),
+            op_seq: 0,
+            leaf_hint: Default::default(),
         }
     }
 }

@@ -188,6 +188,77 @@ pub fn scan_leaf(inner: &Inner, from: &[u8], after: bool, max: usize) -> Result<
     }
 }
 
+/// The leaf the writer's last descent in the running operation reached, with the keys it
+/// covers: a bulk record's rows in id order land in the same leaf row after row, and skip the
+/// descent to it (the descents were a quarter of a bulk insert). It stands while the index
+/// keeps its shape: an insert into a leaf's gap or a value replaced changes no separator and
+/// no path; a node written (a split, a rewrite, a new root) or a removal drops it, and so does
+/// the next operation (`WriterState::op_seq`), whose edits start from the pages.
+pub struct LeafHint {
+    /// The operation it belongs to; 0: none.
+    op_seq: u64,
+    root: u64,
+    path: Path,
+    leaf: PageId,
+    bounds: LeafBounds,
+}
+
+impl std::fmt::Debug for LeafHint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeafHint")
+            .field("op_seq", &self.op_seq)
+            .field("leaf", &self.leaf)
+            .finish()
+    }
+}
+
+impl Default for LeafHint {
+    fn default() -> LeafHint {
+        LeafHint {
+            op_seq: 0,
+            root: 0,
+            path: Path::new(),
+            leaf: PageId(0),
+            bounds: LeafBounds::default(),
+        }
+    }
+}
+
+/// The keys a leaf covers: from `low` (inclusive) to `high` (exclusive); an unset bound is no
+/// bound (the leftmost or rightmost leaf).
+#[derive(Default)]
+struct LeafBounds {
+    low: KeyBound,
+    high: KeyBound,
+}
+
+impl LeafBounds {
+    fn covers(&self, key: &[u8]) -> bool {
+        let above_low = !self.low.set || index::compare_keys(&self.low.key, key).is_le();
+        let below_high = !self.high.set || index::compare_keys(key, &self.high.key).is_lt();
+        above_low && below_high
+    }
+}
+
+/// A bound's key, in a buffer kept between descents.
+#[derive(Default)]
+struct KeyBound {
+    set: bool,
+    key: Vec<u8>,
+}
+
+impl KeyBound {
+    fn clear(&mut self) {
+        self.set = false;
+    }
+
+    fn set(&mut self, key: &[u8]) {
+        self.key.clear();
+        self.key.extend_from_slice(key);
+        self.set = true;
+    }
+}
+
 /// One step of the writer's path to a leaf: a branch and the child taken.
 #[derive(Clone, Copy, Debug)]
 struct PathStep {
@@ -197,6 +268,7 @@ struct PathStep {
 
 /// The writer's path from the root to a leaf, the root's step first: at most [`HEIGHT_MAX`]
 /// branches, kept in place (a descent per operation allocated a vector each).
+#[derive(Clone)]
 struct Path {
     steps: [PathStep; HEIGHT_MAX as usize],
     len: usize,
@@ -366,24 +438,54 @@ enum WriterStep {
     Leaf(LeafAt),
 }
 
-/// The writer's path from `root` to the leaf for `key`: the branches and the leaf.
-fn path_to(inner: &Inner, list: &EditList, root: u64, key: &[u8]) -> Result<Option<(Path, LeafAt)>> {
+/// Where `key` is or would go in leaf `node` (page `page`).
+fn leaf_at(page: PageId, node: &Node<'_>, key: &[u8]) -> std::result::Result<LeafAt, String> {
+    let at = match node.search(key)? {
+        Ok(i) => Ok((i, node.cell_offset(i)?, node.value(i)?)),
+        Err(i) => Err(i),
+    };
+    Ok(LeafAt {
+        head: NodeHead::of(page, node),
+        at,
+    })
+}
+
+/// The writer's path from `root` to the leaf for `key`: the branches and the leaf. With
+/// `bounds`, also the keys the leaf covers (see [`LeafHint`]).
+fn path_to(
+    inner: &Inner,
+    list: &EditList,
+    root: u64,
+    key: &[u8],
+    mut bounds: Option<&mut LeafBounds>,
+) -> Result<Option<(Path, LeafAt)>> {
     if root == 0 {
         return Ok(None);
     }
     let mut page = node_page(inner, root, &"the root")?;
     let mut path = Path::new();
+    if let Some(bounds) = bounds.as_deref_mut() {
+        bounds.low.clear();
+        bounds.high.clear();
+    }
     for _ in 0..=HEIGHT_MAX {
+        let level_bounds = bounds.as_deref_mut();
         let step = with_node(inner, list, page, |node| match node.kind {
-            NodeKind::Branch => node.child_for(key).map(|(j, child)| WriterStep::Down(j, child)),
-            NodeKind::Leaf => {
-                let at = match node.search(key)? {
-                    Ok(i) => Ok((i, node.cell_offset(i)?, node.value(i)?)),
-                    Err(i) => Err(i),
-                };
-                let head = NodeHead::of(page, node);
-                Ok(WriterStep::Leaf(LeafAt { head, at }))
+            NodeKind::Branch => {
+                let (j, child) = node.child_for(key)?;
+                // Child `j` holds the keys from cell `j - 1`'s key up to cell `j`'s: each
+                // level's bounds are at least as tight as those above it.
+                if let Some(bounds) = level_bounds {
+                    if j > 0 {
+                        bounds.low.set(node.key(j - 1)?);
+                    }
+                    if j < node.count {
+                        bounds.high.set(node.key(j)?);
+                    }
+                }
+                Ok(WriterStep::Down(j, child))
             }
+            NodeKind::Leaf => leaf_at(page, node, key).map(WriterStep::Leaf),
         })?;
         match step {
             WriterStep::Leaf(leaf) => return Ok(Some((path, leaf))),
@@ -401,7 +503,29 @@ fn path_to(inner: &Inner, list: &EditList, root: u64, key: &[u8]) -> Result<Opti
 /// The value `key` maps to in the index whose root is `root`, as the writer sees it (changes of
 /// its transaction included).
 pub fn writer_lookup(inner: &Inner, root: u64, key: &[u8]) -> Result<Option<LeafValue>> {
-    let Some((_, leaf)) = path_to(inner, &EditList::default(), root, key)? else { return Ok(None) };
+    let Some((_, leaf)) = path_to(inner, &EditList::default(), root, key, None)? else { return Ok(None) };
+    Ok(leaf.at.ok().map(|(_, _, value)| value))
+}
+
+/// [`writer_lookup`] for a caller that looks up many ids while the index does not change (a
+/// bulk insert checking its ids before it writes any): an id inside the keys of the leaf the
+/// last lookup reached is looked for there, without a descent. `hint` starts as
+/// `LeafHint::default()` and must not outlive the caller's run of lookups.
+pub fn writer_lookup_hinted(inner: &Inner, root: u64, key: &[u8], hint: &mut LeafHint) -> Result<Option<LeafValue>> {
+    const LOOKUPS: u64 = 1;
+    let list = EditList::default();
+    if root != 0 && hint.op_seq == LOOKUPS && hint.root == root && hint.bounds.covers(key) {
+        let leaf = hint.leaf;
+        let found = with_node(inner, &list, leaf, |node| match node.kind {
+            NodeKind::Leaf => leaf_at(leaf, node, key).map(Some),
+            NodeKind::Branch => Ok(None),
+        })?;
+        let found = found.expect("a leaf hint names a leaf");
+        return Ok(found.at.ok().map(|(_, _, value)| value));
+    }
+    hint.op_seq = 0;
+    let Some((_, leaf)) = path_to(inner, &list, root, key, Some(&mut hint.bounds))? else { return Ok(None) };
+    (hint.op_seq, hint.root, hint.leaf) = (LOOKUPS, root, leaf.head.page);
     Ok(leaf.at.ok().map(|(_, _, value)| value))
 }
 
@@ -413,8 +537,38 @@ impl OpCtx<'_> {
         read_node(self.inner, self.list, page)
     }
 
-    fn path_to(&self, key: &[u8]) -> Result<Option<(Path, LeafAt)>> {
-        path_to(self.inner, self.list, self.w.meta.root.get(), key)
+    /// The writer's path to the leaf for `key`: the leaf the last descent of this operation
+    /// reached when `key` lies in the keys it covers and the index kept its shape since (see
+    /// [`LeafHint`]), else a descent from the root, which leaves its leaf as the hint.
+    fn path_to(&mut self, key: &[u8]) -> Result<Option<(Path, LeafAt)>> {
+        let root = self.w.meta.root.get();
+        let hint = &self.w.leaf_hint;
+        if root != 0 && hint.op_seq == self.w.op_seq && hint.root == root && hint.bounds.covers(key) {
+            let leaf = hint.leaf;
+            let at = with_node(self.inner, self.list, leaf, |node| match node.kind {
+                NodeKind::Leaf => leaf_at(leaf, node, key).map(Some),
+                NodeKind::Branch => Ok(None),
+            })?;
+            // The hinted page is a leaf while the hint stands: a branch there is a hint kept
+            // past a change of the index's shape.
+            let at = at.expect("a leaf hint names a leaf");
+            return Ok(Some((hint.path.clone(), at)));
+        }
+        let hint = &mut self.w.leaf_hint;
+        hint.op_seq = 0;
+        let found = path_to(self.inner, self.list, root, key, Some(&mut hint.bounds))?;
+        if let Some((path, leaf)) = &found {
+            hint.op_seq = self.w.op_seq;
+            hint.root = root;
+            hint.path = path.clone();
+            hint.leaf = leaf.head.page;
+        }
+        Ok(found)
+    }
+
+    /// Forgets the leaf hint: the index changes shape (a node written or removed).
+    fn drop_leaf_hint(&mut self) {
+        self.w.leaf_hint.op_seq = 0;
     }
 
     /// Maps `key` to `value`; returns the value it replaced.
@@ -448,6 +602,7 @@ impl OpCtx<'_> {
 
     /// Removes `key`; returns the value it mapped to.
     pub fn index_remove(&mut self, key: &[u8]) -> Result<Option<LeafValue>> {
+        self.drop_leaf_hint();
         let Some((path, leaf)) = self.path_to(key)? else { return Ok(None) };
         let Ok((i, _, old)) = leaf.at else { return Ok(None) };
         // A count of 0 with an id in the index is a damaged meta page, not an invariant.
@@ -692,6 +847,7 @@ impl OpCtx<'_> {
 
     /// Writes a node of `kind` holding `cells` into a new page; returns it.
     fn write_node(&mut self, kind: NodeKind, leftmost: u64, cells: &[&[u8]]) -> Result<PageId> {
+        self.drop_leaf_hint();
         let page_size = self.inner.arena.page_size_bytes();
         let init = match kind {
             NodeKind::Leaf => PageInit::IndexLeaf {

@@ -132,8 +132,12 @@ impl<'s> Transaction<'s> {
         // foldhash, seeded per set: SipHash over every id was a twentieth of a bulk insert.
         let mut seen: std::collections::HashSet<&str, super::state::FastHash> =
             std::collections::HashSet::with_capacity_and_hasher(rows.len(), Default::default());
+        // Nothing changes the index while the ids are looked up: each lookup starts from the
+        // leaf the last one reached where the id lies in its keys.
+        let (inner, root) = (self.store.inner(), self.writer.meta.root.get());
+        let mut hint = super::tree::LeafHint::default();
         for (id, _, _) in rows {
-            if !seen.insert(*id) || self.lookup(id)?.is_some() {
+            if !seen.insert(*id) || super::tree::writer_lookup_hinted(inner, root, id.as_bytes(), &mut hint)?.is_some() {
                 return Err(Error::AlreadyExists);
             }
         }
@@ -349,6 +353,7 @@ impl<'s> Transaction<'s> {
         let inner = self.store.inner();
         let meta_before = self.writer.meta;
         let mut freed = Vec::new();
+        self.writer.op_seq += 1;
         let mut ctx = OpCtx {
             inner,
             w: &mut self.writer,
