@@ -94,7 +94,7 @@ impl Inner {
         // alone is written (zeroing the rest was 16 KiB of stores a vector page, every 15 rows
         // of a bulk load, each line then written again by the vectors).
         let zeroed = page.page_no() >= self.initialised_pages()[page.space().index()] && self.arena.is_fresh(page);
-        format_page_into(&self.arena, &self.dirty, page, init, lsn, zeroed);
+        format_page(&self.arena, &self.dirty, page, init, lsn, zeroed);
         self.note_initialised(page);
         self.recent_inits.lock().insert(page, lsn);
         Ok(lsn)
@@ -298,20 +298,16 @@ fn apply_edit(arena: &Arena, edit: &Edit<'_>) {
 /// Zeros for the bytes a remove leaves (an edit spans at most a page of at most 1 MiB).
 static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
 
-/// Formats `page` as an empty page (the redo of a page-init record).
+/// Formats `page` as an empty page (the redo of a page-init record). `zeroed`: the caller knows
+/// the page holds only zeros, and its header alone is written.
 pub(crate) fn format_page(
     arena: &Arena,
     dirty: &Mutex<PageMap<Lsn>>,
     page: PageId,
     init: PageInit,
     lsn: Lsn,
+    zeroed: bool,
 ) {
-    format_page_into(arena, dirty, page, init, lsn, false);
-}
-
-/// [`format_page`]; `zeroed`: the caller knows the page holds only zeros (its header alone is
-/// written).
-fn format_page_into(arena: &Arena, dirty: &Mutex<PageMap<Lsn>>, page: PageId, init: PageInit, lsn: Lsn, zeroed: bool) {
     use zerocopy::IntoBytes;
     let (a, b) = init.fields();
     let mut header: PageHeader = crate::format::page::new_header(init.kind(), page, a, b);

@@ -540,7 +540,7 @@ fn redo(
                 }
                 inner.note_initialised(page);
                 if inner.arena.page_lsn(page) < lsn {
-                    format_page(&inner.arena, &inner.dirty, page, init, lsn);
+                    format_page(&inner.arena, &inner.dirty, page, init, lsn, false);
                     report.records_redone += 1;
                 } else {
                     report.records_skipped += 1;

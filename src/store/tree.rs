@@ -224,6 +224,42 @@ impl Default for LeafHint {
     }
 }
 
+impl LeafHint {
+    /// Where `key` is in the hinted leaf, if the hint is operation `op_seq`'s in the index of
+    /// root `root` and covers `key`; `None` otherwise.
+    fn leaf_for(&self, inner: &Inner, list: &EditList, op_seq: u64, root: u64, key: &[u8]) -> Result<Option<LeafAt>> {
+        if root == 0 || self.op_seq != op_seq || self.root != root || !self.bounds.covers(key) {
+            return Ok(None);
+        }
+        let leaf = self.leaf;
+        with_node(inner, list, leaf, |node| {
+            // The hinted page is a leaf while the hint stands: a branch there is a hint kept
+            // past a change of the index's shape.
+            assert_eq!(node.kind, NodeKind::Leaf, "a leaf hint names a leaf");
+            leaf_at(leaf, node, key)
+        })
+        .map(Some)
+    }
+
+    /// Descends from `root` to the leaf for `key` and makes that leaf operation `op_seq`'s hint.
+    fn descend(
+        &mut self,
+        inner: &Inner,
+        list: &EditList,
+        op_seq: u64,
+        root: u64,
+        key: &[u8],
+    ) -> Result<Option<(Path, LeafAt)>> {
+        self.op_seq = 0;
+        let found = path_to(inner, list, root, key, Some(&mut self.bounds))?;
+        if let Some((path, leaf)) = &found {
+            (self.op_seq, self.root, self.leaf) = (op_seq, root, leaf.head.page);
+            self.path = path.clone();
+        }
+        Ok(found)
+    }
+}
+
 /// The keys a leaf covers: from `low` (inclusive) to `high` (exclusive); an unset bound is no
 /// bound (the leftmost or rightmost leaf).
 #[derive(Default)]
@@ -514,18 +550,13 @@ pub fn writer_lookup(inner: &Inner, root: u64, key: &[u8]) -> Result<Option<Leaf
 pub fn writer_lookup_hinted(inner: &Inner, root: u64, key: &[u8], hint: &mut LeafHint) -> Result<Option<LeafValue>> {
     const LOOKUPS: u64 = 1;
     let list = EditList::default();
-    if root != 0 && hint.op_seq == LOOKUPS && hint.root == root && hint.bounds.covers(key) {
-        let leaf = hint.leaf;
-        let found = with_node(inner, &list, leaf, |node| match node.kind {
-            NodeKind::Leaf => leaf_at(leaf, node, key).map(Some),
-            NodeKind::Branch => Ok(None),
-        })?;
-        let found = found.expect("a leaf hint names a leaf");
-        return Ok(found.at.ok().map(|(_, _, value)| value));
-    }
-    hint.op_seq = 0;
-    let Some((_, leaf)) = path_to(inner, &list, root, key, Some(&mut hint.bounds))? else { return Ok(None) };
-    (hint.op_seq, hint.root, hint.leaf) = (LOOKUPS, root, leaf.head.page);
+    let leaf = match hint.leaf_for(inner, &list, LOOKUPS, root, key)? {
+        Some(leaf) => leaf,
+        None => match hint.descend(inner, &list, LOOKUPS, root, key)? {
+            Some((_, leaf)) => leaf,
+            None => return Ok(None),
+        },
+    };
     Ok(leaf.at.ok().map(|(_, _, value)| value))
 }
 
@@ -541,32 +572,16 @@ impl OpCtx<'_> {
     /// reached when `key` lies in the keys it covers and the index kept its shape since (see
     /// [`LeafHint`]), else a descent from the root, which leaves its leaf as the hint.
     fn path_to(&mut self, key: &[u8]) -> Result<Option<(Path, LeafAt)>> {
-        let root = self.w.meta.root.get();
-        let hint = &self.w.leaf_hint;
-        if root != 0 && hint.op_seq == self.w.op_seq && hint.root == root && hint.bounds.covers(key) {
-            let leaf = hint.leaf;
-            let at = with_node(self.inner, self.list, leaf, |node| match node.kind {
-                NodeKind::Leaf => leaf_at(leaf, node, key).map(Some),
-                NodeKind::Branch => Ok(None),
-            })?;
-            // The hinted page is a leaf while the hint stands: a branch there is a hint kept
-            // past a change of the index's shape.
-            let at = at.expect("a leaf hint names a leaf");
-            return Ok(Some((hint.path.clone(), at)));
-        }
+        let (root, op_seq) = (self.w.meta.root.get(), self.w.op_seq);
         let hint = &mut self.w.leaf_hint;
-        hint.op_seq = 0;
-        let found = path_to(self.inner, self.list, root, key, Some(&mut hint.bounds))?;
-        if let Some((path, leaf)) = &found {
-            hint.op_seq = self.w.op_seq;
-            hint.root = root;
-            hint.path = path.clone();
-            hint.leaf = leaf.head.page;
+        if let Some(leaf) = hint.leaf_for(self.inner, self.list, op_seq, root, key)? {
+            return Ok(Some((hint.path.clone(), leaf)));
         }
-        Ok(found)
+        hint.descend(self.inner, self.list, op_seq, root, key)
     }
 
-    /// Forgets the leaf hint: the index changes shape (a node written or removed).
+    /// Forgets the leaf hint: the index changes shape (a node written or removed; a cell
+    /// inserted into or removed from a leaf in place keeps it).
     fn drop_leaf_hint(&mut self) {
         self.w.leaf_hint.op_seq = 0;
     }
@@ -602,7 +617,6 @@ impl OpCtx<'_> {
 
     /// Removes `key`; returns the value it mapped to.
     pub fn index_remove(&mut self, key: &[u8]) -> Result<Option<LeafValue>> {
-        self.drop_leaf_hint();
         let Some((path, leaf)) = self.path_to(key)? else { return Ok(None) };
         let Ok((i, _, old)) = leaf.at else { return Ok(None) };
         // A count of 0 with an id in the index is a damaged meta page, not an invariant.
@@ -709,10 +723,11 @@ impl OpCtx<'_> {
             }
             Some((parent, above)) => {
                 let cell = index::branch_cell(&separator, right_page.0);
-                if self.node_head(parent.page)?.gap_bytes() >= cell.len() + NODE_DIR_ENTRY_BYTES {
+                let parent_head = self.node_head(parent.page)?;
+                if parent_head.gap_bytes() >= cell.len() + NODE_DIR_ENTRY_BYTES {
+                    // Relinking the child changes a pointer, not the head read above.
                     self.switch_child(path, node.page, left_page)?;
-                    let parent_now = self.node_head(parent.page)?;
-                    self.insert_cell(above, parent_now, parent.child, &cell)?;
+                    self.insert_cell(above, parent_head, parent.child, &cell)?;
                 } else {
                     let mut parent_node = self.read_node(parent.page)?;
                     parent_node.set_child(parent.child, left_page.0);
@@ -790,6 +805,7 @@ impl OpCtx<'_> {
     /// Unlinks the (empty) node `page` from its parent and frees it. A parent left with no
     /// child goes too; a root left with one child hands the root to it.
     fn remove_node(&mut self, path: &[PathStep], page: PageId) -> Result<()> {
+        self.drop_leaf_hint();
         let Some((parent, above)) = path.split_last() else {
             self.set_meta(|m| {
                 m.root = 0.into();
@@ -797,20 +813,16 @@ impl OpCtx<'_> {
             });
             return self.free_catalog_page(page);
         };
-        let (parent_node, second_child) = with_node(self.inner, self.list, parent.page, |node| {
+        let (parent_node, leftmost, second_child) = with_node(self.inner, self.list, parent.page, |node| {
             let second_child = if node.count > 0 { node.child(1)? } else { 0 };
-            Ok((NodeHead::of(parent.page, node), second_child))
+            Ok((NodeHead::of(parent.page, node), node.leftmost, second_child))
         })?;
         if parent_node.count == 0 {
             self.remove_node(above, parent.page)?;
             return self.free_catalog_page(page);
         }
         if above.is_empty() && parent_node.count == 1 {
-            let only = if parent.child == 0 {
-                second_child
-            } else {
-                with_node(self.inner, self.list, parent.page, |node| node.child(0))?
-            };
+            let only = if parent.child == 0 { second_child } else { leftmost };
             self.set_meta(|m| {
                 m.root = only.into();
                 m.height = (m.height.get() - 1).into();
