@@ -836,3 +836,22 @@ fn a_segment_the_archive_could_not_take_stays_in_the_log_until_it_can() {
         "some fault struck an archive write ({total} growths tried)"
     );
 }
+
+#[test]
+fn odd_seeds_flush_small_commits_past_the_cache_so_the_scenarios_cover_both_flush_paths() {
+    for seed in [6u64, 7] {
+        let sim = SimStorage::new(seed);
+        let store = Store::create(Path::new("/db"), DIMENSION as u32, options(&sim, SyncMode::Always)).unwrap();
+        let mut model = Model::new();
+        workload(&store, &mut Rng::new(seed), &mut model, &mut 0, SyncMode::Always, 30);
+        let info = store.log_info();
+        assert_eq!(
+            info.direct_flushes > 0,
+            seed % 2 == 1,
+            "seed {seed}: {} of {} log syncs were direct writes",
+            info.direct_flushes,
+            info.log_syncs
+        );
+        store.close().unwrap();
+    }
+}

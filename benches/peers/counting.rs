@@ -125,6 +125,18 @@ impl StorageFile for CountingFile {
         counter.fetch_add(1, Ordering::Relaxed);
         self.inner.sync_data()
     }
+    fn write_durable_direct(&self, blocks: &[u8], offset: u64) -> io::Result<bool> {
+        let wrote = self.inner.write_durable_direct(blocks, offset)?;
+        if wrote {
+            let counter = if self.log {
+                &self.counts.log_syncs
+            } else {
+                &self.counts.other_syncs
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(wrote)
+    }
     fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
         self.inner.start_writeback(offset, len)
     }

@@ -41,9 +41,12 @@ pub fn ms(d: Duration) -> f64 {
 }
 
 /// Raw baseline: `pwrite` 4 KiB at increasing offsets + `fdatasync` per op, into a file first
-/// filled with zeros and synced (so no write changes the file's metadata). Returns ops/s and the
-/// per-op latency.
-pub fn raw_pwrite_fdatasync(dir: &Path, ops: usize) -> Res<(f64, Latency)> {
+/// filled with zeros and synced (so no write changes the file's metadata). With `direct`, each
+/// op is one `pwrite` of the file opened `O_DIRECT | O_DSYNC` instead (the page cache skipped,
+/// the write durable on return), what Vellum's small flushes do. Returns ops/s and the per-op
+/// latency.
+pub fn raw_pwrite_fdatasync(dir: &Path, ops: usize, direct: bool) -> Res<(f64, Latency)> {
+    use std::os::unix::fs::OpenOptionsExt;
     const OP_BYTES: usize = 4096;
     let path = dir.join("raw-pwrite");
     let file = create_file(&path)?;
@@ -53,13 +56,28 @@ pub fn raw_pwrite_fdatasync(dir: &Path, ops: usize) -> Res<(f64, Latency)> {
         file.write_all_at(&zeros, offset as u64)?;
     }
     file.sync_all()?;
-    let payload: Vec<u8> = (0..OP_BYTES).map(|i| (i * 7 + 1) as u8).collect();
+    let file = if direct {
+        let options = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+            .open(&path);
+        options.map_err(|e| format!("opening {} O_DIRECT: {e}", path.display()))?
+    } else {
+        file
+    };
+    // Aligned for O_DIRECT: a window of a larger buffer.
+    let mut memory = vec![0u8; 2 * OP_BYTES];
+    let at = memory.as_ptr().align_offset(OP_BYTES);
+    let payload = &mut memory[at..at + OP_BYTES];
+    payload.iter_mut().enumerate().for_each(|(i, b)| *b = (i * 7 + 1) as u8);
     let mut samples_ns = Vec::with_capacity(ops);
     let start = Instant::now();
     for op in 0..ops {
         let t = Instant::now();
-        file.write_all_at(&payload, (op * OP_BYTES) as u64)?;
-        file.sync_data()?;
+        file.write_all_at(payload, (op * OP_BYTES) as u64)?;
+        if !direct {
+            file.sync_data()?;
+        }
         samples_ns.push(ns(t.elapsed()));
     }
     let seconds = start.elapsed().as_secs_f64();

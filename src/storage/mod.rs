@@ -12,7 +12,11 @@
 //! - A sector is written atomically: after a crash it holds either its old or its new bytes.
 //! - Creating, renaming or removing a file is durable only after `sync_dir` on its directory.
 //! - A file's length change (`set_len`) is durable after `sync_data` on the file.
-//! - Mapped memory is coherent with `write_at` of the same file (Linux's unified page cache).
+//! - Mapped memory is coherent with `write_at` of the same file (Linux's unified page cache),
+//!   and with `write_durable_direct` (a direct write drops the cached pages of its range, and
+//!   the next access reads them back).
+//! - A `write_durable_direct` (`O_DIRECT | O_DSYNC`) is durable when it returns, for its own
+//!   blocks only; a crash during it may keep any subset of its sectors, as for any write.
 //!
 //! # Assumptions about I/O errors (what `SimStorage` injects)
 //! - A `write_at` that fails may have written any prefix of its bytes that ends at a sector
@@ -149,6 +153,10 @@ impl StorageFile for ReadOnlyFile {
     }
 }
 
+/// The alignment of [`StorageFile::write_durable_direct`]'s memory, offset and length: the
+/// largest logical block size of common devices (512-byte devices accept it too).
+pub const DIRECT_BLOCK_BYTES: u64 = 4096;
+
 /// An open file.
 pub trait StorageFile: Send + Sync + fmt::Debug {
     /// The current (volatile) length in bytes.
@@ -166,6 +174,16 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Makes every write to this file so far durable (`fdatasync`).
     fn sync_data(&self) -> io::Result<()>;
+    /// Writes `blocks` at `offset` past the page cache and returns once they are durable
+    /// (`O_DIRECT | O_DSYNC`): one device write and one cache flush. `blocks` starts at an
+    /// address aligned to [`DIRECT_BLOCK_BYTES`], and its length and `offset` are multiples of
+    /// it. Makes only these bytes durable, not earlier `write_at`s. Returns `Ok(false)` where
+    /// this file cannot be written so (a file system without direct I/O, a device that refuses
+    /// the alignment): nothing was written, and the caller writes through the page cache.
+    fn write_durable_direct(&self, blocks: &[u8], offset: u64) -> io::Result<bool> {
+        let _ = (blocks, offset);
+        Ok(false)
+    }
     /// Asks the OS to start writing `len` bytes at `offset` to the device now, without waiting
     /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). A hint only: it makes nothing durable, and a
     /// later [`StorageFile::sync_data`] still must be called; it lets that sync find the

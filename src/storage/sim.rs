@@ -24,6 +24,11 @@
 //!   sectors whose bytes it adds or removes). `sync_data` makes the volatile bytes and length
 //!   durable and clears the set. (Only a failed `sync_data` lets a clean sector's volatile and
 //!   durable bytes differ: see the fault model.)
+//! - **Direct writes** ([`StorageFile::write_durable_direct`], where [`SimConfig::direct_io`]
+//!   allows them) are two steps: a `write_at`, then the sectors it wrote made durable (and
+//!   clean), the file's other dirty sectors left as they are. A crash between the two keeps any
+//!   subset of the written sectors, as a torn write would; a `SyncEio` fault in the second
+//!   fails it as a failed `sync_data` of the file.
 //! - **Crash.** The armed operation fails before taking effect, and the post-crash image is
 //!   computed at once (so the dying program cannot change it): every file reachable through the
 //!   durable namespace holds its durable bytes plus each dirty sector's volatile bytes with
@@ -100,6 +105,9 @@ pub struct SimConfig {
     /// The total volatile length of all live files (linked or open); an operation that would
     /// grow a file beyond it fails with `ENOSPC` and changes nothing. `None`: no limit.
     pub capacity_bytes: Option<u64>,
+    /// Files take durable direct writes ([`StorageFile::write_durable_direct`]), as a file
+    /// system with `O_DIRECT` does; without, they refuse them, as tmpfs does.
+    pub direct_io: bool,
 }
 
 impl Default for SimConfig {
@@ -108,6 +116,7 @@ impl Default for SimConfig {
             seed: 0,
             sector_size_bytes: 512,
             capacity_bytes: None,
+            direct_io: false,
         }
     }
 }
@@ -161,10 +170,12 @@ pub struct SimStorage {
 }
 
 impl SimStorage {
-    /// An empty disk with the default configuration and `seed`.
+    /// An empty disk with the default configuration and `seed`; odd seeds have direct I/O
+    /// ([`SimConfig::direct_io`]), so that seeded tests cover both kinds of file system.
     pub fn new(seed: u64) -> SimStorage {
         SimStorage::with_config(SimConfig {
             seed,
+            direct_io: seed % 2 == 1,
             ..SimConfig::default()
         })
     }
@@ -187,7 +198,8 @@ impl SimStorage {
     /// Arms a crash: the `n`-th mutating operation from now fails and crashes the disk before
     /// taking effect (`n == 0` crashes now). Mutating operations: `open` with create,
     /// `write_at`, `set_len`, `sync_data`, `sync_dir`, `rename`, `remove_file`, `remove_dir`,
-    /// `create_dir_all`; each call counts, including calls that fail. Re-arming replaces the
+    /// `create_dir_all`, and `write_durable_direct` (twice: its write, its sync); each call
+    /// counts, including calls that fail. Re-arming replaces the
     /// previous crash point; on a crashed disk it does nothing.
     pub fn crash_after_ops(&self, n: u64) {
         self.disk.lock().arm_crash(n);
@@ -408,6 +420,10 @@ impl StorageFile for SimFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.disk.lock().sync_data(self.id)
+    }
+
+    fn write_durable_direct(&self, blocks: &[u8], offset: u64) -> io::Result<bool> {
+        self.disk.lock().write_durable_direct(self.id, blocks, offset)
     }
 
     /// As `fallocate` (mode 0): the file grows to `len_bytes` of zeros, counted against the
@@ -890,6 +906,38 @@ impl Disk {
         Ok(())
     }
 
+    /// A durable direct write: the write (as `write_at`: a crash before it, a failed write's
+    /// prefix), then its sectors made durable, a second step, so that a crash between the two
+    /// keeps any subset of them (a torn write) and a failed one is a failed sync of the file.
+    fn write_durable_direct(&mut self, id: u64, blocks: &[u8], offset: u64) -> io::Result<bool> {
+        if !self.config.direct_io {
+            return Ok(false);
+        }
+        let block = super::DIRECT_BLOCK_BYTES;
+        assert!(
+            (blocks.len() as u64).is_multiple_of(block) && offset.is_multiple_of(block),
+            "a direct write is of whole aligned blocks"
+        );
+        self.write_at(id, blocks, offset)?;
+        self.begin_mutation()?;
+        if self.fault(FaultKind::SyncEio) {
+            let mut rng = self.fault_rng(FaultKind::SyncEio);
+            let keep_probability = draw_keep_probability(&mut rng);
+            let sector_size_bytes = self.config.sector_size_bytes;
+            let inode = self.live_inode_mut(id)?;
+            inode.durable = inode.crash_bytes(&mut rng, keep_probability, sector_size_bytes);
+            inode.dirty.clear();
+            return Err(os_error(libc::EIO));
+        }
+        let start = usize::try_from(offset).map_err(|_| os_error(libc::EFBIG))?;
+        let sector_size_bytes = self.config.sector_size_bytes;
+        let synced = self
+            .live_inode_mut(id)?
+            .sync_range(start, start + blocks.len(), sector_size_bytes);
+        self.synced_bytes += synced;
+        Ok(true)
+    }
+
     fn map_shared(&self, id: u64) -> io::Result<Mapping> {
         let inode = self.live_inode(id)?;
         if inode.len_bytes == 0 {
@@ -1205,6 +1253,22 @@ impl Inode {
         synced_bytes
     }
 
+    /// A durable direct write's second step: the sectors of `start..end` (inside the file)
+    /// become durable, the others stay as they are. Returns the bytes copied.
+    fn sync_range(&mut self, start: usize, end: usize, sector_size_bytes: usize) -> u64 {
+        assert!(
+            start < end && end <= self.len_bytes,
+            "a direct write lies inside the file"
+        );
+        if self.durable.len() < end {
+            self.durable.resize(end, 0);
+        }
+        self.buf.read(start, &mut self.durable[start..end]);
+        self.dirty
+            .remove_range(start / sector_size_bytes, (end - 1) / sector_size_bytes);
+        (end - start) as u64
+    }
+
     /// The bytes a crash leaves: the durable image plus each dirty sector's volatile bytes with
     /// probability `keep_probability`.
     fn crash_bytes(&self, rng: &mut SplitMix64, keep_probability: f64, sector_size_bytes: usize) -> Vec<u8> {
@@ -1410,6 +1474,15 @@ impl SectorSet {
             let next = |&bits: &u64| Some(bits & bits.wrapping_sub(1)).filter(|&rest| rest != 0);
             std::iter::successors(first, next).map(move |bits| index * 64 + bits.trailing_zeros() as usize)
         })
+    }
+
+    /// Removes `first..=last`.
+    fn remove_range(&mut self, first: usize, last: usize) {
+        for sector in first..=last {
+            if let Some(word) = self.words.get_mut(sector / 64) {
+                *word &= !(1 << (sector % 64));
+            }
+        }
     }
 
     fn clear(&mut self) {
@@ -2207,6 +2280,65 @@ mod tests {
             after_ops,
             persistent,
         }
+    }
+
+    #[test]
+    fn a_direct_write_is_durable_alone_and_a_crash_inside_it_keeps_any_subset_of_its_sectors() {
+        const BLOCK_SECTORS: usize = crate::storage::DIRECT_BLOCK_BYTES as usize / SECTOR;
+        let base = test_seed(40);
+        let (mut torn, mut whole, mut beside_lost) = (0, 0, 0);
+        for seed in base..base + 100 {
+            let config = SimConfig {
+                seed,
+                direct_io: true,
+                ..SimConfig::default()
+            };
+            let storage = SimStorage::with_config(config);
+            let file = durable_file(&storage, "data", &[0xAA; 2 * BLOCK_SECTORS * SECTOR]);
+            // Unsynced bytes beside the direct write: it does not make them durable.
+            file.write_at(&[0xCC; SECTOR], (2 * BLOCK_SECTORS as u64 - 1) * SECTOR as u64)
+                .unwrap();
+            let blocks = vec![0xBB; BLOCK_SECTORS * SECTOR];
+            let completed = seed % 2 == 0;
+            if completed {
+                assert!(file.write_durable_direct(&blocks, 0).unwrap(), "seed {seed}: taken");
+                storage.crash_now();
+            } else {
+                // The write lands; the crash comes before its sync.
+                storage.crash_after_ops(2);
+                assert!(file.write_durable_direct(&blocks, 0).is_err(), "seed {seed}: crashed");
+            }
+            let image = storage.reboot().read_file(path("/store/data")).unwrap();
+            let outcomes = sector_outcomes(&image[..BLOCK_SECTORS * SECTOR], 0xAA, 0xBB);
+            assert!(outcomes.iter().all(Option::is_some), "seed {seed}: sectors are atomic");
+            let kept = outcomes.iter().filter(|&&o| o == Some(true)).count();
+            if completed {
+                assert_eq!(kept, BLOCK_SECTORS, "seed {seed}: a completed direct write is durable");
+                // Still unsynced: a crash keeps it or not.
+                beside_lost += usize::from(image[image.len() - SECTOR..].iter().all(|&b| b == 0xAA));
+            } else if kept == BLOCK_SECTORS {
+                whole += 1;
+            } else if kept > 0 {
+                torn += 1;
+            }
+        }
+        assert!(
+            torn > 0 && whole > 0,
+            "a crash inside a direct write tears it: torn {torn}, whole {whole}"
+        );
+        assert!(
+            beside_lost > 0,
+            "the unsynced sector beside a direct write is not made durable by it"
+        );
+        let plain = SimStorage::with_config(SimConfig::default());
+        let file = durable_file(&plain, "data", &[0xAA; BLOCK_SECTORS * SECTOR]);
+        let refused = file.write_durable_direct(&[0xBB; BLOCK_SECTORS * SECTOR], 0).unwrap();
+        assert!(!refused, "a disk without direct I/O refuses direct writes");
+        assert_eq!(
+            plain.read_file(path("/store/data")).unwrap(),
+            [0xAA; BLOCK_SECTORS * SECTOR],
+            "unchanged"
+        );
     }
 
     #[test]

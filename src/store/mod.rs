@@ -103,6 +103,10 @@ pub struct LogInfo {
     /// fdatasyncs of the log since this open: with `SyncMode::Always`, `commits / log_syncs`
     /// is how many commits one flush served on average (group commit).
     pub log_syncs: u64,
+    /// Of `log_syncs`, the flushes written past the page cache, each a durable
+    /// `O_DIRECT | O_DSYNC` write that stands for a pwrite and an fdatasync (small commits on a
+    /// file system that has direct I/O).
+    pub direct_flushes: u64,
 }
 
 /// Checkpoints wait while this lives (see [`Store::hold_for_copy`]).
@@ -525,6 +529,7 @@ impl Store {
         LogInfo {
             commits: stats.commits,
             log_syncs: stats.log_syncs,
+            direct_flushes: stats.direct_flushes,
             segment_bytes: segments.len() as u64 * wal.geometry().segment_size_bytes,
             segments,
             first_lsn: wal.first_lsn(),

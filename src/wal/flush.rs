@@ -17,8 +17,12 @@ use super::*;
 pub struct CommitStats {
     /// Commits acknowledged through [`Wal::commit`] (in every sync mode).
     pub commits: u64,
-    /// fdatasyncs of log segments (group-commit flushes, syncs, the close).
+    /// fdatasyncs of log segments (group-commit flushes, syncs, the close), and the durable
+    /// writes past the page cache that stand in for a flush's pwrite and fdatasync.
     pub log_syncs: u64,
+    /// Of `log_syncs`, the flushes written past the page cache (`O_DIRECT | O_DSYNC`, see
+    /// src/wal/direct.rs).
+    pub direct_flushes: u64,
 }
 
 /// A gathering leader waits at most this long for the commits it expects, however slow the
@@ -133,6 +137,7 @@ impl Wal {
         CommitStats {
             commits: self.shared.commits.load(Ordering::Relaxed),
             log_syncs: self.shared.log_syncs.load(Ordering::Relaxed),
+            direct_flushes: self.shared.direct_flushes.load(Ordering::Relaxed),
         }
     }
 
@@ -359,6 +364,7 @@ impl Shared {
         io.spare = bytes;
         io.spare.clear();
         if let Err(error) = result {
+            io.direct.forget();
             self.poisoned.store(true, Ordering::Release);
             self.erase_unsynced(end);
             return Err(error);
@@ -458,6 +464,43 @@ impl Shared {
     }
 
     fn write_and_sync(&self, io: &mut IoState, start: u64, bytes: &[u8], sync: bool) -> Result<()> {
+        // An O_DSYNC write makes its own range durable, not bytes written through the cache
+        // before it: direct only where none wait for a sync.
+        if sync && io.unsynced.is_empty() && self.write_direct(io, start, bytes)? {
+            return Ok(());
+        }
+        self.write_through_cache(io, start, bytes, sync)?;
+        io.direct.wrote(start, bytes);
+        Ok(())
+    }
+
+    /// A small sync flush written past the page cache, durable on return (see direct.rs).
+    /// False where it cannot go so: nothing was written.
+    fn write_direct(&self, io: &mut IoState, start: u64, bytes: &[u8]) -> Result<bool> {
+        let geometry = &self.config.geometry;
+        let Some((at, blocks)) = io.direct.stage(start, bytes) else {
+            return Ok(false);
+        };
+        let segment_no = geometry.segment_of(at);
+        if geometry.segment_of(at + blocks.len() as u64 - 1) != segment_no {
+            // One flush in a segment's worth runs on into the next: through the cache.
+            return Ok(false);
+        }
+        let segment = self.segments.read().get(&segment_no).cloned();
+        let segment = segment.expect("appends install their segments first");
+        let wrote = segment
+            .file
+            .write_durable_direct(blocks, geometry.offset_in_segment(at))
+            .context(|| format!("writing and syncing {}", segment.path.display()))?;
+        if wrote {
+            self.log_syncs.fetch_add(1, Ordering::Relaxed);
+            self.direct_flushes.fetch_add(1, Ordering::Relaxed);
+            io.direct.wrote(start, bytes);
+        }
+        Ok(wrote)
+    }
+
+    fn write_through_cache(&self, io: &mut IoState, start: u64, bytes: &[u8], sync: bool) -> Result<()> {
         let geometry = &self.config.geometry;
         let segments = self.segments.read().clone();
         let mut pos = start;

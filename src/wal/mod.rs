@@ -15,6 +15,7 @@
 //!   crash simulator) the appender writes out inline, deterministically.
 //! - Readers read the segments' shared read-only mappings below `written_lsn`.
 
+mod direct;
 mod epoch_file;
 pub(crate) use epoch_file::without_horizon as epoch_without_horizon;
 mod flush;
@@ -109,6 +110,8 @@ const TAIL_MAX_BYTES: usize = 64 << 20;
 struct IoState {
     spare: Vec<u8>,
     unsynced: BTreeSet<u64>,
+    /// The log's last partial block, for flushes past the page cache (see direct.rs).
+    direct: direct::DirectTail,
 }
 
 /// Who moves the horizon next, under `Shared::horizon`: a flush that would write past it, or
@@ -170,6 +173,8 @@ struct Shared {
     commits: AtomicU64,
     /// fdatasyncs of log segments since the open.
     log_syncs: AtomicU64,
+    /// Of `log_syncs`, the flushes written past the page cache.
+    direct_flushes: AtomicU64,
 }
 
 /// The write-ahead log.
@@ -249,6 +254,7 @@ impl Wal {
             config.background || !matches!(sync, SyncMode::Interval(_)),
             "Interval flushes on a thread"
         );
+        let direct_tail = direct::DirectTail::new(end, &config.geometry);
         let shared = Arc::new(Shared {
             epoch,
             epoch_durable: AtomicBool::new(false),
@@ -263,6 +269,7 @@ impl Wal {
             io: Mutex::new(IoState {
                 spare: Vec::new(),
                 unsynced: BTreeSet::new(),
+                direct: direct_tail,
             }),
             horizon_durable: AtomicU64::new(0),
             horizon: Mutex::new(HorizonState { slot: 0 }),
@@ -281,6 +288,7 @@ impl Wal {
             backlog: Mutex::new(Vec::new()),
             commits: AtomicU64::new(0),
             log_syncs: AtomicU64::new(0),
+            direct_flushes: AtomicU64::new(0),
             config,
         });
         Ok(Wal {
