@@ -137,6 +137,9 @@ impl StorageFile for CountingFile {
         }
         Ok(wrote)
     }
+    fn write_direct(&self, blocks: &[u8], offset: u64) -> io::Result<bool> {
+        self.inner.write_direct(blocks, offset)
+    }
     fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
         self.inner.start_writeback(offset, len)
     }

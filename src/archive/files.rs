@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 use crate::Error;
 use crate::error::{IoContext, Result};
 use crate::format::archive::*;
-use crate::storage::Storage;
+use crate::storage::{AlignedBlocks, DIRECT_BLOCK_BYTES, Storage};
 
 use super::streaming::decode_streamed;
 
 /// How much of a file [`write_atomically_unless`] writes before it asks again.
 const GIVE_UP_CHUNK_BYTES: usize = 1 << 20;
+const _: () = assert!(GIVE_UP_CHUNK_BYTES.is_multiple_of(DIRECT_BLOCK_BYTES as usize));
 
 /// Writes `bytes` as `dir/name` atomically (temporary file, sync, rename, directory sync) and
 /// returns `Ok(true)`, unless `give_up()` says so before the sync (it is asked before each MiB
@@ -24,9 +25,10 @@ pub fn write_atomically_unless(
     give_up: &dyn Fn() -> bool,
 ) -> Result<bool> {
     let (new_dir, tmp, file) = create_temporary(storage, dir, name)?;
-    // In chunks, asking between them: a write into the page cache waits for the disk once
-    // the kernel holds enough dirty pages.
+    // In chunks, asking between them: a write waits for the disk once the kernel holds enough
+    // dirty pages (or, direct, for each chunk).
     let mut chunks = bytes.chunks(GIVE_UP_CHUNK_BYTES);
+    let mut writer = ChunkWriter::new(file.as_ref());
     let mut at = 0;
     loop {
         if give_up() {
@@ -37,12 +39,58 @@ pub fn write_atomically_unless(
             return Ok(false);
         }
         let Some(chunk) = chunks.next() else { break };
-        file.write_at(chunk, at as u64)
+        writer
+            .write(chunk, at as u64)
             .context(|| format!("writing {}", tmp.display()))?;
         at += chunk.len();
     }
     publish_temporary(storage, dir, name, new_dir, file.as_ref())?;
     Ok(true)
+}
+
+/// Writes an archive file's chunks past the page cache where the file system allows
+/// ([`StorageFile::write_direct`]): an archive file is written once and read only by a
+/// restore, and its pages in the cache would only push out the store's. Each chunk's whole
+/// blocks go direct through an aligned staging buffer; the bytes after the last whole block
+/// go through the cache (a block that a direct write and a cached one share is never written
+/// both ways).
+///
+/// [`StorageFile::write_direct`]: crate::storage::StorageFile::write_direct
+struct ChunkWriter<'a> {
+    file: &'a dyn crate::storage::StorageFile,
+    /// `None` once the file refused a direct write, or before the first.
+    staging: Option<AlignedBlocks>,
+    direct: bool,
+}
+
+impl<'a> ChunkWriter<'a> {
+    fn new(file: &'a dyn crate::storage::StorageFile) -> ChunkWriter<'a> {
+        ChunkWriter {
+            file,
+            staging: None,
+            direct: true,
+        }
+    }
+
+    /// Writes `chunk` at `offset`: `offset` is block-aligned where the previous chunks were
+    /// whole blocks (all but a file's last are).
+    fn write(&mut self, chunk: &[u8], offset: u64) -> std::io::Result<()> {
+        let block = DIRECT_BLOCK_BYTES as usize;
+        let whole = chunk.len() / block * block;
+        if self.direct && whole > 0 && offset.is_multiple_of(DIRECT_BLOCK_BYTES) {
+            let staging = self.staging.get_or_insert_with(|| AlignedBlocks::new(GIVE_UP_CHUNK_BYTES));
+            let blocks = &mut staging.as_mut_slice()[..whole];
+            blocks.copy_from_slice(&chunk[..whole]);
+            if self.file.write_direct(blocks, offset)? {
+                return match &chunk[whole..] {
+                    [] => Ok(()),
+                    rest => self.file.write_at(rest, offset + whole as u64),
+                };
+            }
+            self.direct = false;
+        }
+        self.file.write_at(chunk, offset)
+    }
 }
 
 /// Creates `dir` (if missing; says so in the first value) and an empty `dir/name.tmp`.

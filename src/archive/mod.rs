@@ -63,6 +63,24 @@ mod tests {
     }
 
     #[test]
+    fn a_file_written_past_the_cache_reads_back_whole_at_every_length() {
+        let block = crate::storage::DIRECT_BLOCK_BYTES as usize;
+        for direct_io in [false, true] {
+            for len in [0, 1, block - 1, block, block + 1, (1 << 20) - 3, 1 << 20, (1 << 20) + block + 5, 3 << 20] {
+                let sim = crate::storage::SimStorage::with_config(crate::storage::SimConfig {
+                    direct_io,
+                    ..Default::default()
+                });
+                let dir = Path::new("/archive");
+                let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4099) as u8).collect();
+                assert!(write_atomically_unless(&sim, dir, "f", &bytes, &|| false).unwrap(), "written");
+                let read = read_file(&sim.reboot(), &dir.join("f")).unwrap();
+                assert!(read == bytes, "direct I/O {direct_io}, {len} bytes: durable and whole");
+            }
+        }
+    }
+
+    #[test]
     fn a_streamed_file_given_up_between_rounds_publishes_nothing() {
         let file_bytes = BLOCK_RAW_MAX_BYTES * 3;
         let (sim, paths, _) = arena_like_files(2, file_bytes);

@@ -157,6 +157,41 @@ impl StorageFile for ReadOnlyFile {
 /// largest logical block size of common devices (512-byte devices accept it too).
 pub const DIRECT_BLOCK_BYTES: u64 = 4096;
 
+/// Memory aligned for direct writes: `len_bytes` (a multiple of [`DIRECT_BLOCK_BYTES`]) at an
+/// address that is a multiple of it, zeroed at first.
+pub struct AlignedBlocks {
+    memory: Vec<u8>,
+    at: usize,
+    len_bytes: usize,
+}
+
+impl AlignedBlocks {
+    /// `len_bytes` of zeros, aligned.
+    pub fn new(len_bytes: usize) -> AlignedBlocks {
+        let block = DIRECT_BLOCK_BYTES as usize;
+        assert!(len_bytes.is_multiple_of(block), "whole blocks");
+        let memory = vec![0; len_bytes + block];
+        let at = memory.as_ptr().align_offset(block);
+        AlignedBlocks { memory, at, len_bytes }
+    }
+
+    /// The aligned bytes, to fill.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.memory[self.at..self.at + self.len_bytes]
+    }
+
+    /// The aligned bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.memory[self.at..self.at + self.len_bytes]
+    }
+}
+
+impl fmt::Debug for AlignedBlocks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AlignedBlocks({} bytes)", self.len_bytes)
+    }
+}
+
 /// An open file.
 pub trait StorageFile: Send + Sync + fmt::Debug {
     /// The current (volatile) length in bytes.
@@ -181,6 +216,15 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// this file cannot be written so (a file system without direct I/O, a device that refuses
     /// the alignment): nothing was written, and the caller writes through the page cache.
     fn write_durable_direct(&self, blocks: &[u8], offset: u64) -> io::Result<bool> {
+        let _ = (blocks, offset);
+        Ok(false)
+    }
+    /// Writes `blocks` at `offset` past the page cache (`O_DIRECT`), not durable until
+    /// [`StorageFile::sync_data`], as any write: for files written once and seldom read (the
+    /// archive), whose pages would only crowd the cache. Alignment as for
+    /// [`StorageFile::write_durable_direct`]; `Ok(false)` where the file cannot be written so
+    /// (nothing was written).
+    fn write_direct(&self, blocks: &[u8], offset: u64) -> io::Result<bool> {
         let _ = (blocks, offset);
         Ok(false)
     }

@@ -27,10 +27,11 @@ struct RealFile {
     /// and its mapping stat the file once. Cleared, under its lock, after every call that may
     /// change them: a value read before such a call completes is never kept past it.
     stat: parking_lot::Mutex<Option<Stat>>,
-    /// The same file opened again with `O_DIRECT | O_DSYNC`, at the first
-    /// `write_durable_direct`; `None` inside where the file system or the device refuses
-    /// direct writes (tmpfs, some network file systems), and the caller goes through the cache.
-    direct: std::sync::OnceLock<Option<File>>,
+    /// The same file opened again for direct writes, at the first one of each kind: `[0]`
+    /// `O_DIRECT` (`write_direct`), `[1]` `O_DIRECT | O_DSYNC` (`write_durable_direct`); `None`
+    /// inside where the file system refuses direct I/O (tmpfs, some network file systems), and
+    /// the caller goes through the cache.
+    direct: [std::sync::OnceLock<Option<File>>; 2],
     /// A direct write was refused for its alignment: no more are tried.
     direct_refused: std::sync::atomic::AtomicBool,
 }
@@ -46,22 +47,61 @@ impl RealFile {
         RealFile {
             file: Arc::new(file),
             stat: parking_lot::Mutex::new(None),
-            direct: std::sync::OnceLock::new(),
+            direct: [std::sync::OnceLock::new(), std::sync::OnceLock::new()],
             direct_refused: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// This file opened anew for direct, synchronous writes, through `/proc/self/fd` (the path
-    /// it was opened by may have been renamed since). `None` where that open fails.
-    fn open_direct(&self) -> Option<File> {
+    /// This file opened anew for direct writes (`O_DIRECT`, and `O_DSYNC` if `durable`), through
+    /// `/proc/self/fd` (the path it was opened by may have been renamed since). `None` where that
+    /// open fails.
+    fn open_direct(&self, durable: bool) -> Option<File> {
         use std::os::unix::fs::OpenOptionsExt;
         let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.file);
+        let flags = if durable {
+            libc::O_DIRECT | libc::O_DSYNC
+        } else {
+            libc::O_DIRECT
+        };
         OpenOptions::new()
             .read(true)
             .write(true)
-            .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+            .custom_flags(flags)
             .open(format!("/proc/self/fd/{fd}"))
             .ok()
+    }
+
+    /// A direct write of whole aligned blocks; `Ok(false)` where it cannot be made (nothing
+    /// written).
+    fn write_direct_with(&self, blocks: &[u8], offset: u64, durable: bool) -> io::Result<bool> {
+        use std::sync::atomic::Ordering;
+        let block = super::DIRECT_BLOCK_BYTES;
+        assert!(
+            (blocks.as_ptr() as u64).is_multiple_of(block)
+                && (blocks.len() as u64).is_multiple_of(block)
+                && offset.is_multiple_of(block),
+            "a direct write is of whole aligned blocks"
+        );
+        if self.direct_refused.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let Some(direct) = self.direct[usize::from(durable)].get_or_init(|| self.open_direct(durable)) else {
+            return Ok(false);
+        };
+        let result = direct.write_all_at(blocks, offset);
+        let mut stat = self.stat.lock();
+        if stat.is_some_and(|s| offset.saturating_add(blocks.len() as u64) > s.len_bytes) {
+            *stat = None;
+        }
+        match result {
+            Ok(()) => Ok(true),
+            // Refused before anything was written: this device wants another alignment.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.direct_refused.store(true, Ordering::Relaxed);
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn stat(&self) -> io::Result<Stat> {
@@ -246,29 +286,11 @@ impl StorageFile for RealFile {
     }
 
     fn write_durable_direct(&self, blocks: &[u8], offset: u64) -> io::Result<bool> {
-        use std::sync::atomic::Ordering;
-        let block = super::DIRECT_BLOCK_BYTES;
-        assert!(
-            (blocks.as_ptr() as u64).is_multiple_of(block)
-                && (blocks.len() as u64).is_multiple_of(block)
-                && offset.is_multiple_of(block),
-            "a direct write is of whole aligned blocks"
-        );
-        if self.direct_refused.load(Ordering::Relaxed) {
-            return Ok(false);
-        }
-        let Some(direct) = self.direct.get_or_init(|| self.open_direct()) else {
-            return Ok(false);
-        };
-        match direct.write_all_at(blocks, offset) {
-            Ok(()) => Ok(true),
-            // Refused before anything was written: this device wants another alignment.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                self.direct_refused.store(true, Ordering::Relaxed);
-                Ok(false)
-            }
-            Err(e) => Err(e),
-        }
+        self.write_direct_with(blocks, offset, true)
+    }
+
+    fn write_direct(&self, blocks: &[u8], offset: u64) -> io::Result<bool> {
+        self.write_direct_with(blocks, offset, false)
     }
 
     fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {

@@ -426,6 +426,21 @@ impl StorageFile for SimFile {
         self.disk.lock().write_durable_direct(self.id, blocks, offset)
     }
 
+    /// A direct write that is not durable is, for a crash, any write: its sectors stay
+    /// unsynced until `sync_data`.
+    fn write_direct(&self, blocks: &[u8], offset: u64) -> io::Result<bool> {
+        let mut disk = self.disk.lock();
+        if !disk.config.direct_io {
+            return Ok(false);
+        }
+        let block = super::DIRECT_BLOCK_BYTES;
+        assert!(
+            (blocks.len() as u64).is_multiple_of(block) && offset.is_multiple_of(block),
+            "a direct write is of whole aligned blocks"
+        );
+        disk.write_at(self.id, blocks, offset).map(|()| true)
+    }
+
     /// As `fallocate` (mode 0): the file grows to `len_bytes` of zeros, counted against the
     /// capacity now; like any growth, the length is durable only once synced.
     fn allocate(&self, len_bytes: u64) -> io::Result<bool> {

@@ -20,7 +20,7 @@
 //! [`StorageFile::write_durable_direct`]: crate::storage::StorageFile::write_durable_direct
 
 use crate::format::wal::Geometry;
-use crate::storage::DIRECT_BLOCK_BYTES;
+use crate::storage::{AlignedBlocks, DIRECT_BLOCK_BYTES};
 
 /// A sync flush larger than this goes through the page cache: a bulk commit's bytes are read
 /// back by the archiver soon, and a cached copy spares that read.
@@ -38,8 +38,8 @@ pub(super) struct DirectTail {
     /// known. The bytes are fewer than a block: a log ending on a block boundary has an empty
     /// open block at its end.
     open_block: Option<(u64, Vec<u8>)>,
-    /// Staging memory: a block-aligned window of it holds a direct write.
-    staging: Vec<u8>,
+    /// Where a direct write is laid out (made at the first).
+    staging: Option<AlignedBlocks>,
 }
 
 impl DirectTail {
@@ -49,7 +49,7 @@ impl DirectTail {
         DirectTail {
             enabled: geometry.segment_size_bytes.is_multiple_of(DIRECT_BLOCK_BYTES),
             open_block: end.is_multiple_of(DIRECT_BLOCK_BYTES).then(|| (end, Vec::with_capacity(BLOCK))),
-            staging: Vec::new(),
+            staging: None,
         }
     }
 
@@ -69,15 +69,11 @@ impl DirectTail {
         }
         let used = prefix.len() + bytes.len();
         let len = used.next_multiple_of(BLOCK);
-        if self.staging.len() < DIRECT_MAX_BYTES + 2 * BLOCK {
-            self.staging = vec![0; DIRECT_MAX_BYTES + 2 * BLOCK];
-        }
-        let at = self.staging.as_ptr().align_offset(BLOCK);
-        let window = &mut self.staging[at..at + len];
+        let staging = self.staging.get_or_insert_with(|| AlignedBlocks::new(DIRECT_MAX_BYTES + BLOCK));
+        let window = &mut staging.as_mut_slice()[..len];
         window[..prefix.len()].copy_from_slice(prefix);
         window[prefix.len()..used].copy_from_slice(bytes);
         window[used..].fill(0);
-        assert!((window.as_ptr() as usize).is_multiple_of(BLOCK), "a direct write starts at an aligned address");
         Some((*block_start, window))
     }
 
