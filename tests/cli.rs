@@ -826,14 +826,38 @@ fn wal_dump_json_lines_carry_the_documented_fields() {
 }
 
 #[test]
-fn stats_counts_the_segments_a_close_left_for_the_archiver_until_a_checkpoint_archives_them() {
+fn stats_counts_the_segments_a_session_left_for_the_archiver_until_a_checkpoint_archives_them() {
     let s = Scratch::new();
-    small_segment_store_with(&s, 2000, &"x".repeat(200), 100);
+    small_segment_store_with(&s, 10, "", 10);
+    let after_import = json(&s.ok(&["stats", "s", "--json"]).stdout);
+    assert_eq!(
+        after_import["wal"]["awaiting_archiver"], 0,
+        "a close archives what it retires: {after_import}"
+    );
+    {
+        // A session whose archiver is stopped, ended without a close (as a crash after a
+        // checkpoint would end it): the segments its checkpoint released wait in the log.
+        let options = vellum::Options {
+            page_size_bytes: 4096,
+            segment_size_bytes: 65536,
+            ..vellum::Options::default()
+        };
+        let store = vellum::Store::open(s.path("s"), options).unwrap();
+        vellum::testing::stop_archiver(&store);
+        let note = "x".repeat(200);
+        for i in 0..2000 {
+            store
+                .insert(&format!("w{i}"), &[i as f32; 16], &[("note", note.as_str())])
+                .unwrap();
+        }
+        store.checkpoint().unwrap();
+        drop(store);
+    }
     let before = json(&s.ok(&["stats", "s", "--json"]).stdout);
     let waiting = before["wal"]["awaiting_archiver"].as_u64().unwrap();
     assert!(
         waiting > 0,
-        "the import's close left released segments for the archiver: {before}"
+        "the session left released segments for the archiver: {before}"
     );
     assert_eq!(
         before["wal"]["awaiting_archiver_bytes"].as_u64(),

@@ -43,8 +43,8 @@ fn build_store(dir: &Path, salt: f32) {
         }
         tx.commit().unwrap();
     }
-    // A checkpoint, then the archive made to hold every released segment (a close leaves
-    // those the archiver has not copied yet in the live log): the files below are then one
+    // A checkpoint, then the archive made to hold every released segment (a session that
+    // ends without a close leaves those the archiver has not copied yet in the live log): the files below are then one
     // live segment and an archive of the rest.
     store.checkpoint().unwrap();
     store.archive_now().unwrap();

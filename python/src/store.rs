@@ -380,7 +380,8 @@ impl PyStore {
     }
 
     /// Archives every log segment the checkpoints released that the archiver has not copied
-    /// yet (a close leaves them to the next session), and returns once the archive holds them.
+    /// yet (a session that ended without a close leaves them to the next), and returns once the
+    /// archive holds them.
     fn archive_now(&self, py: Python<'_>) -> PyResult<()> {
         py.detach(|| {
             let store = self.shared.lease()?;

@@ -110,7 +110,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let segment_bytes = log.segment_bytes;
     let spares = files_matching(&dir.join("wal"), |n| n.starts_with("spare-"));
     // Released by the last checkpoint (wholly before its truncation point) but still in `wal/`:
-    // the archiver has not copied them yet (a close does not wait for it).
+    // the archiver has not copied them yet (a session that ended without a close left them).
     let released_below = before.truncate_lsn.get() / before.segment_size_bytes.max(1);
     let awaiting_archiver = segments.iter().filter(|&&n| n < released_below).count() as u64;
     let catalog = files_matching(&dir.join("arena"), |n| {

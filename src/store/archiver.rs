@@ -76,10 +76,10 @@ fn ensure_thread(inner: &Inner) -> Result<()> {
 
 /// Stops the background archiver once the segment it is archiving is done, or gives that one
 /// up before its sync. Segments still queued are left where they are, in the log directory and
-/// whole: a close does not wait for the archive to catch up with a bulk load (each segment is a
-/// write and an fdatasync of 16 MiB); the next session that writes hands them to its archiver
-/// ([`resume_backlog`]), `Store::archive_now` archives them at once, and a restore reads them
-/// from the live log meanwhile.
+/// whole: a close then archives them on its own thread (`Store::close`, after its checkpoint);
+/// a session that ends without a close (a crash) leaves them, the next session that writes
+/// hands them to its archiver ([`resume_backlog`]), `Store::archive_now` archives them at once,
+/// and a restore reads them from the live log meanwhile.
 pub(crate) fn stop(inner: &Inner) {
     let handle = {
         let mut slot = inner.archiver.thread.lock();
@@ -500,9 +500,9 @@ mod tests {
             .exists()
     }
 
-    /// A session whose archiver is stopped retires segments that nobody archives: what a close
-    /// leaves when the archive is behind. Returns their numbers.
-    fn leave_a_backlog(dir: &std::path::Path) -> Vec<u64> {
+    /// A session whose archiver is stopped retires segments that nobody archives; `close` or
+    /// not at its end. Returns the store and their numbers.
+    fn retire_unarchived(dir: &std::path::Path) -> (Store, Vec<u64>) {
         let store = Store::create(dir, 8, small_segments()).unwrap();
         super::stop(store.inner());
         for i in 0..300 {
@@ -511,13 +511,40 @@ mod tests {
         crate::store::checkpoint::run(store.inner()).unwrap();
         let backlog: Vec<u64> = store.inner().archiver.queue.lock().iter().map(|s| s.segment_no).collect();
         assert!(backlog.len() >= 2, "the checkpoint retired segments: {backlog:?}");
-        store.close().unwrap();
+        (store, backlog)
+    }
+
+    /// What a session that ends without a close (a crash after a checkpoint) leaves when the
+    /// archive is behind: segments waiting for the archiver.
+    fn leave_a_backlog(dir: &std::path::Path) -> Vec<u64> {
+        let (store, backlog) = retire_unarchived(dir);
+        drop(store);
         backlog
     }
 
     #[test]
     #[cfg_attr(miri, ignore = "real files and threads")]
-    fn a_close_leaves_segments_waiting_for_the_archiver_in_the_log_whole() {
+    fn a_close_archives_the_segments_waiting_for_the_archiver_and_keeps_one_spare() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, backlog) = retire_unarchived(dir.path());
+        store.close().unwrap();
+        assert!(backlog.iter().all(|&n| archived(dir.path(), n)), "the close archived {backlog:?}");
+        let names = std::fs::read_dir(dir.path().join("wal")).unwrap();
+        let names: Vec<String> = names.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let segments = names.iter().filter(|n| n.ends_with(".wal")).count();
+        let spares = names.iter().filter(|n| n.starts_with("spare-")).count();
+        assert!(segments <= 2 && spares <= 1, "the active segment (and its successor) and one spare: {names:?}");
+        let store = Store::open(dir.path(), small_segments()).unwrap();
+        assert_eq!(store.len(), 300, "nothing is lost");
+        assert_eq!(store.wal().backlog_segments(), 0, "nothing left for the next session");
+        store.close().unwrap();
+        let report = crate::inspect::verify_store(dir.path(), &()).unwrap();
+        assert!(report.clean(), "the store and its archive verify: {report:?}");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "real files and threads")]
+    fn a_session_ended_without_a_close_leaves_segments_waiting_for_the_archiver_in_the_log_whole() {
         let dir = tempfile::tempdir().unwrap();
         let backlog = leave_a_backlog(dir.path());
         for &n in &backlog {

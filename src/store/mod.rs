@@ -236,7 +236,8 @@ impl Store {
         config.required_files = control.extent.is_some();
         let ships = crate::store::shipping::effective(&options, &stored)?.is_some();
         if !read_only && options.archive && !ships && !control.truncate_lsn.is_none() {
-            // What a close left to the archiver stays unopened until the archiver takes it. (A
+            // What a session that ended without a close left to the archiver stays unopened
+            // until the archiver takes it. (A
             // store that ships keeps it in its log: its shipper sends the live log from there.)
             config.archive_before = Some(control.truncate_lsn);
         }
@@ -423,8 +424,8 @@ impl Store {
     }
 
     /// Archives, on the caller's thread, every log segment the checkpoints released that the
-    /// archiver has not copied yet — those a close left in the log directory (a close does not
-    /// wait for the archive), and those the background archiver has not reached — and returns
+    /// archiver has not copied yet — those a session that ended without a close left in the log
+    /// directory, and those the background archiver has not reached — and returns
     /// once the archive holds them all. Nothing to do without `Options::archive`.
     pub fn archive_now(&self) -> Result<()> {
         self.inner.check_writable()?;
@@ -550,11 +551,14 @@ impl Store {
             crate::store::shipping::finish(&self.inner); // Hook (shipping): what is left, bounded
             return Ok(());
         }
-        // Segments still waiting for the archiver stay in the log directory (archiver::stop),
-        // and the next session that writes archives them; a store that ships archives them
-        // now, for the bucket to get them before the close finishes the shipper.
+        // The segments the closing checkpoint retires (everything before the active one), and
+        // any the archiver had not taken yet, are archived now, as PostgreSQL's archiver does
+        // at shutdown: a closed store holds its arena and the log's active segment and one
+        // spare, not up to a checkpoint interval of log waiting for the next session's
+        // archiver (and a store that ships needs them in the bucket before the close finishes
+        // the shipper). It costs the close ~30 ms a 16 MiB segment here.
         let result = checkpoint::run_closing(&self.inner).and_then(|_| {
-            if crate::store::shipping::ships(&self.inner) {
+            if self.inner.options.archive || crate::store::shipping::ships(&self.inner) {
                 crate::store::archiver::drain(&self.inner)
             } else {
                 Ok(())

@@ -53,6 +53,13 @@ impl<'a> Bytes<'a> {
     }
 }
 
+/// Stops `store`'s background archiver for good: the segments its later checkpoints retire
+/// wait in the log directory, and a session that then ends without a close (as a crash would
+/// end it) leaves them for the next session's archiver. For tests of that state.
+pub fn stop_archiver(store: &crate::Store) {
+    crate::store::archiver::stop(store.inner());
+}
+
 /// Writes `files` (path → bytes) into a new simulated disk, every file and directory durable.
 pub(crate) fn materialize(dirs: &[PathBuf], files: &BTreeMap<PathBuf, Vec<u8>>) -> SimStorage {
     let sim = SimStorage::new(0x5eed);

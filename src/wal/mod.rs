@@ -584,7 +584,8 @@ impl Wal {
             return Ok(());
         }
         self.sync()?;
-        self.zero_rest_of_page()
+        self.zero_rest_of_page()?;
+        self.shared.dir.trim_spares(1)
     }
 
     /// True once this open has appended a record.

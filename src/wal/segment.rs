@@ -322,6 +322,28 @@ impl SegmentDir {
         }
     }
 
+    /// Removes unused spares beyond `keep`, at a clean close: while a session runs, recycled
+    /// segments pile up to [`SPARES_KEPT_MAX`] spares, but the next session's preallocator keeps
+    /// one ([`SegmentDir::ensure_spares`]), so a closed store holds no more than that (16 MiB
+    /// of disk less per spare, and nothing made again later: recycling makes the others).
+    pub fn trim_spares(&self, keep: usize) -> Result<()> {
+        let removed: Vec<Spare> = {
+            let mut spares = self.spares.lock();
+            let mut removed = Vec::new();
+            while spares.iter().filter(|s| s.is_unused()).count() > keep {
+                let at = spares.iter().position(Spare::is_unused).expect("counted above");
+                removed.push(spares.remove(at));
+            }
+            removed
+        };
+        for spare in &removed {
+            self.storage
+                .remove_file(&spare.path)
+                .context(|| format!("removing {}", spare.path.display()))?;
+        }
+        if removed.is_empty() { Ok(()) } else { self.sync_dir() }
+    }
+
     fn make_spare(&self, need: Need) -> Result<()> {
         let path = {
             let mut seq = self.spare_seq.lock();
