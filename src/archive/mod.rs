@@ -122,7 +122,16 @@ mod tests {
 
     /// `count` files of `file_bytes` each in `/a` of a simulated storage: floats, zeros, text.
     fn arena_like_files(count: usize, file_bytes: usize) -> (crate::storage::SimStorage, Vec<PathBuf>, Vec<u8>) {
-        let sim = crate::storage::SimStorage::new(1);
+        arena_like_files_on(1, count, file_bytes)
+    }
+
+    /// As [`arena_like_files`] on a disk of `seed` (odd seeds have direct I/O).
+    fn arena_like_files_on(
+        seed: u64,
+        count: usize,
+        file_bytes: usize,
+    ) -> (crate::storage::SimStorage, Vec<PathBuf>, Vec<u8>) {
+        let sim = crate::storage::SimStorage::new(seed);
         sim.create_dir_all(Path::new("/a")).unwrap();
         let mut all = Vec::new();
         let mut paths = Vec::new();
@@ -171,8 +180,9 @@ mod tests {
         let file_bytes = BLOCK_RAW_MAX_BYTES * 3 / 2 + 5;
         let mut header = ArchiveHeader::new_zeroed();
         header.kind = KIND_BASE_IMAGE;
-        for count in [0, 1, 3] {
-            let (sim, paths, all) = arena_like_files(count, file_bytes);
+        for (seed, count) in [(1, 0), (1, 1), (1, 3), (2, 3)] {
+            // Seed 1 has direct I/O, seed 2 not: the file goes past the cache or through it.
+            let (sim, paths, all) = arena_like_files_on(seed, count, file_bytes);
             let contents = FileContents::open(&sim, &paths, file_bytes as u64).unwrap();
             let expected = encode(header, &all);
             for (threads, runs) in [(1, 1), (2, 1), (3, 2), (4, 1)] {

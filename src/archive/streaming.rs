@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::codec::{BlockSource, compress_blocks, decode_blocks, seal};
-use super::files::{create_temporary, open_to_read, publish_temporary};
+use super::files::{DirectAppender, create_temporary, open_to_read, publish_temporary};
 use crate::Error;
 use crate::error::{IoContext, Result};
 use crate::format::archive::*;
@@ -333,6 +333,12 @@ pub(super) fn write_streamed_in_runs(
     let (new_dir, tmp, file) = create_temporary(storage, dir, name)?;
     let mut runs: Vec<Mutex<Run>> = (0..threads.max(1)).map(|_| Mutex::default()).collect();
     let (mut raw_crc, mut compressed_crc) = (0u32, 0u32);
+    // The header's place held by zeros until the body is known (then written through the
+    // cache), so that the body goes out in whole blocks from offset 0.
+    let mut appender = DirectAppender::new(file.as_ref());
+    appender
+        .append(&[0; ARCHIVE_HEADER_BYTES])
+        .context(|| format!("writing {}", tmp.display()))?;
     let mut at = ARCHIVE_HEADER_BYTES as u64;
     let mut offset = 0u64;
     let given_up = || {
@@ -360,7 +366,8 @@ pub(super) fn write_streamed_in_runs(
         }
         compress_round(contents, &runs)?;
         for run in runs.iter_mut().map(Mutex::get_mut).filter(|run| run.len > 0) {
-            file.write_at(&run.out, at)
+            appender
+                .append(&run.out)
                 .context(|| format!("writing {}", tmp.display()))?;
             at += run.out.len() as u64;
             compressed_crc = crc32c::crc32c_append(compressed_crc, &run.out);
@@ -369,6 +376,7 @@ pub(super) fn write_streamed_in_runs(
         offset += round_len;
     }
     assert_eq!(offset, contents.len_bytes(), "every byte is in one run");
+    appender.finish().context(|| format!("writing {}", tmp.display()))?;
     let body_len = at - ARCHIVE_HEADER_BYTES as u64;
     seal(&mut header, offset, raw_crc, body_len, compressed_crc);
     file.write_at(header.as_bytes(), 0)
