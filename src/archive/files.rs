@@ -23,25 +23,75 @@ pub fn write_atomically_unless(
     bytes: &[u8],
     give_up: &dyn Fn() -> bool,
 ) -> Result<bool> {
+    match stage_unless(storage, dir, name, bytes, give_up)? {
+        Some(staged) => staged.publish().map(|()| true),
+        None => Ok(false),
+    }
+}
+
+/// A file written and synced under its temporary name `dir/name.tmp`, not yet in place:
+/// [`Staged::publish`] renames it to `dir/name`; dropped unpublished, it is removed (a leftover
+/// that cannot be removed then is removed by a later session's archiver: `.tmp` files are never
+/// read as archive files). Files staged side by side are published in the order they must
+/// appear.
+pub struct Staged<'a> {
+    storage: &'a dyn Storage,
+    dir: PathBuf,
+    name: String,
+    new_dir: bool,
+    published: bool,
+}
+
+impl Staged<'_> {
+    /// Renames the file into place and syncs the directory (and its parent if it was made).
+    pub fn publish(mut self) -> Result<()> {
+        rename_into_place(self.storage, &self.dir, &self.name, self.new_dir)?;
+        self.published = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = self.storage.remove_file(&self.dir.join(format!("{}.tmp", self.name)));
+        }
+    }
+}
+
+/// The first half of [`write_atomically_unless`]: `bytes` written and synced as `dir/name.tmp`;
+/// `Ok(None)` (and no file) if `give_up()` says so first.
+pub fn stage_unless<'a>(
+    storage: &'a dyn Storage,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    give_up: &dyn Fn() -> bool,
+) -> Result<Option<Staged<'a>>> {
     let (new_dir, tmp, file) = create_temporary(storage, dir, name)?;
+    let staged = Staged {
+        storage,
+        dir: dir.to_path_buf(),
+        name: name.to_string(),
+        new_dir,
+        published: false,
+    };
     // In chunks, asking between them: a write waits for the disk once the kernel holds enough
     // dirty pages (or, direct, for each chunk).
     let mut chunks = bytes.chunks(GIVE_UP_CHUNK_BYTES);
     let mut writer = DirectAppender::new(file.as_ref());
     loop {
         if give_up() {
+            drop(writer);
             drop(file);
-            // A leftover that cannot be removed now is removed by a later session's archiver (`.tmp` files
-            // are never read as archive files).
-            let _ = storage.remove_file(&tmp);
-            return Ok(false);
+            return Ok(None); // `staged` removes the temporary file
         }
         let Some(chunk) = chunks.next() else { break };
         writer.append(chunk).context(|| format!("writing {}", tmp.display()))?;
     }
     writer.finish().context(|| format!("writing {}", tmp.display()))?;
-    publish_temporary(storage, dir, name, new_dir, file.as_ref())?;
-    Ok(true)
+    file.sync_data().context(|| format!("syncing {}", tmp.display()))?;
+    Ok(Some(staged))
 }
 
 /// Writes a file front to back past the page cache where the file system allows
@@ -164,8 +214,15 @@ pub(super) fn publish_temporary(
     file: &dyn crate::storage::StorageFile,
 ) -> Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
-    let path = dir.join(name);
     file.sync_data().context(|| format!("syncing {}", tmp.display()))?;
+    rename_into_place(storage, dir, name, new_dir)
+}
+
+/// Renames the synced `dir/name.tmp` to `dir/name` and syncs the directory (and its parent if
+/// `new_dir`).
+fn rename_into_place(storage: &dyn Storage, dir: &Path, name: &str, new_dir: bool) -> Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
     storage
         .rename(&tmp, &path)
         .context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;

@@ -23,7 +23,7 @@ pub use crate::format::archive::*;
 pub use codec::{decode, encode};
 #[cfg(feature = "testing")]
 pub use codec::{ArchiveFile, compress_blocks, shuffle4, unshuffle4};
-pub use files::{Listing, list, read_file, verify, write_atomically_unless};
+pub use files::{Listing, Staged, list, read_file, stage_unless, verify, write_atomically_unless};
 // Read by restores from a bucket (and the project's own tests).
 #[cfg(any(feature = "object-store", feature = "testing"))]
 pub use streaming::decode_streamed_from;

@@ -109,9 +109,70 @@ pub(crate) fn catch_up(inner: &Inner) -> Result<()> {
 /// I/O archives the segments a checkpoint retires before the checkpoint returns, and
 /// [`catch_up`] the rest.
 pub(crate) fn drain(inner: &Inner) -> Result<()> {
-    while let Some(archived) = archive_front(inner, &|| false)? {
-        assert!(archived, "a drain gives nothing up");
+    // Threads only with background I/O: without, every storage operation stays on the caller's
+    // thread, in the order a seed reproduces (crash simulation).
+    let threads = match inner.options.background_io {
+        true => std::thread::available_parallelism().map_or(1, |n| n.get()).min(DRAIN_THREADS_MAX),
+        false => 1,
+    };
+    if threads == 1 {
+        while let Some(archived) = archive_front(inner, &|| false)? {
+            assert!(archived, "a drain gives nothing up");
+        }
+        return Ok(());
     }
+    let _one_at_a_time = inner.archiver.archiving.lock();
+    tidy_once(inner);
+    loop {
+        let batch: Vec<Arc<Segment>> = inner.archiver.queue.lock().iter().take(threads).cloned().collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // The batch's archive files are encoded and written side by side under their temporary
+        // names (a close's backlog: the compression is most of the work), then published,
+        // recycled and taken off the queue in order, so the archive only ever gains a segment
+        // after the one before it. The first failure stops there: that segment and those after
+        // it stay queued, and their temporary files go.
+        let staged: Vec<Result<Staging<'_>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = batch
+                .iter()
+                .map(|segment| scope.spawn(move || stage_file(inner, segment, &|| false)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
+        });
+        for (segment, staging) in batch.iter().zip(staged) {
+            match staging? {
+                Staging::Already => {}
+                Staging::Staged(file) => file.publish()?,
+                Staging::GivenUp => unreachable!("a drain gives nothing up"),
+            }
+            recycle_and_pop(inner, segment)?;
+        }
+    }
+}
+
+/// How many segments a drain archives at once, at most.
+const DRAIN_THREADS_MAX: usize = 4;
+
+/// Temporary files an interrupted archiving left are removed before the session archives its
+/// first segment (under the archiving lock: a drain that follows finds it done), rather than
+/// by every open (a listing of `archive/` each; none is ever read as an archive file
+/// meanwhile).
+fn tidy_once(inner: &Inner) {
+    if !inner.archiver.tidied.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        let _ = tidy(inner.options.storage.as_ref(), &inner.dir);
+    }
+}
+
+/// Recycles an archived segment at the front of the queue and takes it off.
+fn recycle_and_pop(inner: &Inner, segment: &Arc<Segment>) -> Result<()> {
+    inner.wal.recycle(segment.clone())?;
+    apply_retention(inner)?;
+    let popped = inner.archiver.queue.lock().pop_front();
+    assert!(popped.is_some_and(|s| Arc::ptr_eq(&s, segment)), "only the archiver takes segments off");
     Ok(())
 }
 
@@ -123,20 +184,13 @@ fn archive_front(inner: &Inner, give_up: &dyn Fn() -> bool) -> Result<Option<boo
     let Some(segment) = inner.archiver.queue.lock().front().cloned() else {
         return Ok(None);
     };
-    // Temporary files an interrupted archiving left are removed before the session archives
-    // its first segment (under the archiving lock: a drain that follows finds it done), rather
-    // than by every open (a listing of `archive/` each; none is ever read as an archive file
-    // meanwhile).
-    if !inner.archiver.tidied.swap(true, std::sync::atomic::Ordering::AcqRel) {
-        let _ = tidy(inner.options.storage.as_ref(), &inner.dir);
-    }
+    tidy_once(inner);
     // A segment leaves the queue only once archived and recycled: the live log must never
     // lose a segment while an earlier one is still in it (a reopen would find a hole), so a
     // failure keeps it, and every one after it, queued.
-    let archived = archive_and_recycle(inner, &segment, give_up)?;
+    let archived = archive_file(inner, &segment, give_up)?;
     if archived {
-        let popped = inner.archiver.queue.lock().pop_front();
-        assert!(popped.is_some_and(|s| Arc::ptr_eq(&s, &segment)), "only the archiver takes segments off");
+        recycle_and_pop(inner, &segment)?;
     }
     Ok(Some(archived))
 }
@@ -232,35 +286,54 @@ pub(crate) fn retire(inner: &Inner, truncate_lsn: Lsn) -> Result<()> {
     drain(inner)
 }
 
-/// Archives one retired segment (unless a whole copy is there already), then recycles it;
-/// `Ok(false)` if `give_up()` said so before the archive file's sync (the segment stays).
-fn archive_and_recycle(inner: &Inner, segment: &Arc<Segment>, give_up: &dyn Fn() -> bool) -> Result<bool> {
+/// Writes the archive file of one retired segment (unless a whole copy is there already);
+/// `Ok(false)` if `give_up()` said so before the archive file's sync.
+fn archive_file(inner: &Inner, segment: &Arc<Segment>, give_up: &dyn Fn() -> bool) -> Result<bool> {
+    match stage_file(inner, segment, give_up)? {
+        Staging::Already => Ok(true),
+        Staging::Staged(staged) => staged.publish().map(|()| true),
+        Staging::GivenUp => Ok(false),
+    }
+}
+
+/// What [`stage_file`] did.
+enum Staging<'a> {
+    /// A whole archive file of the segment is there already.
+    Already,
+    /// Written and synced under its temporary name, to publish.
+    Staged(archive::Staged<'a>),
+    /// `give_up()` said so first; nothing is left.
+    GivenUp,
+}
+
+/// The archive file of one retired segment written and synced under its temporary name, unless
+/// a whole copy is there already.
+fn stage_file<'a>(inner: &'a Inner, segment: &Arc<Segment>, give_up: &dyn Fn() -> bool) -> Result<Staging<'a>> {
     let storage = inner.options.storage.as_ref();
     let dir = inner.dir.join(ARCHIVE_DIR);
     let name = archive::wal_file_name(segment.segment_no);
     let path = dir.join(&name);
-    let already = storage.exists(&path) && archive::decode_streamed(storage, &path, |_| Ok(())).is_ok();
-    if !already {
-        let size = segment.map.len();
-        // SAFETY: a retired segment lies wholly before the checkpoint's truncation point: no
-        // writer touches it any more, and this `Arc` keeps its mapping alive.
-        let contents = unsafe { segment.map.bytes(0, size) };
-        let summary = inner.wal.segment_summary(segment);
-        let mut header = header_for(inner, KIND_WAL_SEGMENT);
-        header.segment_no = U64::new(segment.segment_no);
-        if let Some(s) = summary {
-            header.first_lsn = U64::new(s.first_lsn.0);
-            header.end_lsn = U64::new(s.end_lsn.0);
-            header.first_us = U64::new(s.first_us);
-            header.last_us = U64::new(s.last_us);
-        }
-        if give_up() || !archive::write_atomically_unless(storage, &dir, &name, &archive::encode(header, contents), give_up)? {
-            return Ok(false);
-        }
+    if storage.exists(&path) && archive::decode_streamed(storage, &path, |_| Ok(())).is_ok() {
+        return Ok(Staging::Already);
     }
-    inner.wal.recycle(segment.clone())?;
-    apply_retention(inner)?;
-    Ok(true)
+    let size = segment.map.len();
+    // SAFETY: a retired segment lies wholly before the checkpoint's truncation point: no
+    // writer touches it any more, and this `Arc` keeps its mapping alive.
+    let contents = unsafe { segment.map.bytes(0, size) };
+    let summary = inner.wal.segment_summary(segment);
+    let mut header = header_for(inner, KIND_WAL_SEGMENT);
+    header.segment_no = U64::new(segment.segment_no);
+    if let Some(s) = summary {
+        header.first_lsn = U64::new(s.first_lsn.0);
+        header.end_lsn = U64::new(s.end_lsn.0);
+        header.first_us = U64::new(s.first_us);
+        header.last_us = U64::new(s.last_us);
+    }
+    if give_up() {
+        return Ok(Staging::GivenUp);
+    }
+    let staged = archive::stage_unless(storage, &dir, &name, &archive::encode(header, contents), give_up)?;
+    Ok(staged.map_or(Staging::GivenUp, Staging::Staged))
 }
 
 fn header_for(inner: &Inner, kind: u8) -> ArchiveHeader {
@@ -540,6 +613,32 @@ mod tests {
         store.close().unwrap();
         let report = crate::inspect::verify_store(dir.path(), &()).unwrap();
         assert!(report.clean(), "the store and its archive verify: {report:?}");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "real files and threads")]
+    fn a_drain_that_fails_on_a_segment_publishes_no_archive_file_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, backlog) = retire_unarchived(dir.path());
+        // A directory where the first segment's temporary archive file goes: its write fails,
+        // while the next segment's is written beside it.
+        let archive_dir = dir.path().join(super::ARCHIVE_DIR);
+        let blocker = archive_dir.join(format!("{}.tmp", crate::archive::wal_file_name(backlog[0])));
+        std::fs::create_dir_all(&blocker).unwrap();
+        let failed = super::drain(store.inner());
+        assert!(failed.is_err(), "the first segment cannot be archived: {failed:?}");
+        assert!(backlog.iter().all(|&n| !archived(dir.path(), n)), "nothing published after it");
+        let names: Vec<String> = std::fs::read_dir(&archive_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("wal-"))
+            .collect();
+        assert_eq!(names.len(), 1, "of the log's, only the blocker: the other temporary files are gone: {names:?}");
+        assert_eq!(store.inner().archiver.queue.lock().len(), backlog.len(), "all stay queued");
+        std::fs::remove_dir(&blocker).unwrap();
+        super::drain(store.inner()).unwrap();
+        assert!(backlog.iter().all(|&n| archived(dir.path(), n)), "archived once it can be");
+        store.close().unwrap();
     }
 
     #[test]
