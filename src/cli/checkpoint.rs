@@ -1,5 +1,6 @@
 //! `vellum checkpoint <DIR>`: writes every dirty page, moves the recovery start forward and
-//! archives the log it released (and whatever earlier closes left for the archiver).
+//! archives the log it released (and whatever a session that ended without a close left for
+//! the archiver).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -20,8 +21,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let lsn = store
         .checkpoint()
         .map_err(|e| Failure::from_error(format!("checkpointing {}", args.dir.display()), e))?;
-    // A short-lived process archives what it released before it closes (a close would leave
-    // it, and what earlier closes left, to the next session).
+    // Archives what it released, and what a session that ended without a close left, before
+    // it closes (which would archive it too: this says so before `checkpoint at` is printed).
     store
         .archive_now()
         .map_err(|e| Failure::from_error(format!("archiving the log of {}", args.dir.display()), e))?;
