@@ -23,7 +23,10 @@ pub use crate::format::archive::*;
 pub use codec::{decode, encode};
 #[cfg(feature = "testing")]
 pub use codec::{ArchiveFile, compress_blocks, shuffle4, unshuffle4};
-pub use files::{Listing, Staged, list, read_file, stage_unless, verify, write_atomically_unless};
+pub use files::{Listing, Staged, list, read_file, stage_unless, verify};
+// A restore from the bucket writes the files it downloads so; the archiver stages and publishes.
+#[cfg(feature = "object-store")]
+pub use files::write_atomically_unless;
 // Read by restores from a bucket (and the project's own tests).
 #[cfg(any(feature = "object-store", feature = "testing"))]
 pub use streaming::decode_streamed_from;

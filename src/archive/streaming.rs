@@ -286,7 +286,7 @@ impl FileContents {
 const STREAM_RUN_BYTES: usize = 8 * BLOCK_RAW_MAX_BYTES;
 
 /// Writes `contents` as the archive file `dir/name` (atomically, as
-/// [`write_atomically_unless`](super::write_atomically_unless)), compressed by up to `threads`
+/// [`write_atomically_unless`](super::files::write_atomically_unless)), compressed by up to `threads`
 /// threads, with memory for one round of `threads` runs of 8 MiB and their compressed forms
 /// instead of the whole contents: a base image of an arena of any size. The file is byte for
 /// byte the one [`encode`] returns for the same contents (blocks are independent, and every
