@@ -27,8 +27,9 @@ pub struct Archiver {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Held while a segment is archived (by the thread or a drain): one at a time.
     archiving: Mutex<()>,
-    /// The first error the background archiver met (reported by the next checkpoint).
-    failure: Mutex<Option<String>>,
+    /// The first error the background archiver met (reported by the next checkpoint, of its own
+    /// kind: a full disk stays `DiskFull`, which a close survives).
+    failure: Mutex<Option<Error>>,
     /// Retention runs one at a time (the archiver thread and checkpoints both apply it).
     retention: Mutex<()>,
     /// The store, for the thread the first retired segment starts (see [`start`]).
@@ -221,7 +222,7 @@ fn run(weak: Weak<Inner>) {
             // Retried after a pause (the disk may have room again); segments after it wait.
             Err(error) => {
                 failing = true;
-                inner.archiver.failure.lock().get_or_insert(error.to_string());
+                inner.archiver.failure.lock().get_or_insert(error);
             }
         }
     }
@@ -246,7 +247,7 @@ pub(crate) fn resume_backlog(inner: &Inner) {
         Ok(())
     });
     if let Err(error) = resumed {
-        inner.archiver.failure.lock().get_or_insert(error.to_string());
+        inner.archiver.failure.lock().get_or_insert(error);
     }
 }
 
@@ -272,10 +273,7 @@ pub(crate) fn retire(inner: &Inner, truncate_lsn: Lsn) -> Result<()> {
         return Ok(());
     }
     if let Some(failure) = inner.archiver.failure.lock().take() {
-        return Err(Error::Io {
-            context: "archiving a log segment".into(),
-            source: std::io::Error::other(failure),
-        });
+        return Err(failure);
     }
     queue_before(inner, truncate_lsn)?;
     if inner.options.background_io {
@@ -613,6 +611,29 @@ mod tests {
         store.close().unwrap();
         let report = crate::inspect::verify_store(dir.path(), &()).unwrap();
         assert!(report.clean(), "the store and its archive verify: {report:?}");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "real files and threads")]
+    fn a_full_disk_the_background_archiver_met_is_reported_as_a_full_disk_which_a_close_survives() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path(), 8, small_segments()).unwrap();
+        store.insert("a", &[1.0; 8], &[]).unwrap();
+        let full = || crate::Error::DiskFull {
+            context: "writing archive/wal-0000000000000000.lz4.tmp".into(),
+        };
+        *store.inner().archiver.failure.lock() = Some(full());
+        let reported = store.checkpoint();
+        assert!(
+            matches!(reported, Err(crate::Error::DiskFull { .. })),
+            "the archiver's failure keeps its kind: {reported:?}"
+        );
+        *store.inner().archiver.failure.lock() = Some(full());
+        store.insert("b", &[2.0; 8], &[]).unwrap();
+        store.close().expect("a close survives a full disk once the log is durable");
+        let store = Store::open(dir.path(), small_segments()).unwrap();
+        assert_eq!(store.len(), 2, "both commits are there");
+        store.close().unwrap();
     }
 
     #[test]
