@@ -157,6 +157,16 @@ impl StorageFile for ReadOnlyFile {
 /// largest logical block size of common devices (512-byte devices accept it too).
 pub const DIRECT_BLOCK_BYTES: u64 = 4096;
 
+/// Panics unless `blocks` and `offset` are whole blocks for a direct write (a caller's broken
+/// invariant: the engine lays direct writes out itself). The memory's alignment is the real
+/// file's concern (the simulator's writes are copies).
+pub(crate) fn assert_direct_blocks(blocks: &[u8], offset: u64) {
+    assert!(
+        (blocks.len() as u64).is_multiple_of(DIRECT_BLOCK_BYTES) && offset.is_multiple_of(DIRECT_BLOCK_BYTES),
+        "a direct write is of whole aligned blocks"
+    );
+}
+
 /// Memory aligned for direct writes: `len_bytes` (a multiple of [`DIRECT_BLOCK_BYTES`]) at an
 /// address that is a multiple of it, zeroed at first.
 pub struct AlignedBlocks {

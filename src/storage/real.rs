@@ -75,12 +75,10 @@ impl RealFile {
     /// written).
     fn write_direct_with(&self, blocks: &[u8], offset: u64, durable: bool) -> io::Result<bool> {
         use std::sync::atomic::Ordering;
-        let block = super::DIRECT_BLOCK_BYTES;
+        super::assert_direct_blocks(blocks, offset);
         assert!(
-            (blocks.as_ptr() as u64).is_multiple_of(block)
-                && (blocks.len() as u64).is_multiple_of(block)
-                && offset.is_multiple_of(block),
-            "a direct write is of whole aligned blocks"
+            (blocks.as_ptr() as u64).is_multiple_of(super::DIRECT_BLOCK_BYTES),
+            "a direct write's memory is aligned"
         );
         if self.direct_refused.load(Ordering::Relaxed) {
             return Ok(false);

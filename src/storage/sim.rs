@@ -430,14 +430,10 @@ impl StorageFile for SimFile {
     /// unsynced until `sync_data`.
     fn write_direct(&self, blocks: &[u8], offset: u64) -> io::Result<bool> {
         let mut disk = self.disk.lock();
+        super::assert_direct_blocks(blocks, offset);
         if !disk.config.direct_io {
             return Ok(false);
         }
-        let block = super::DIRECT_BLOCK_BYTES;
-        assert!(
-            (blocks.len() as u64).is_multiple_of(block) && offset.is_multiple_of(block),
-            "a direct write is of whole aligned blocks"
-        );
         disk.write_at(self.id, blocks, offset).map(|()| true)
     }
 
@@ -908,41 +904,37 @@ impl Disk {
         let sector_size_bytes = self.config.sector_size_bytes;
         self.live_inode(id)?;
         if self.fault(FaultKind::SyncEio) {
-            // Some unsynced sectors reached the disk; the rest are lost for good (module docs).
-            let mut rng = self.fault_rng(FaultKind::SyncEio);
-            let keep_probability = draw_keep_probability(&mut rng);
-            let inode = self.live_inode_mut(id)?;
-            inode.durable = inode.crash_bytes(&mut rng, keep_probability, sector_size_bytes);
-            inode.dirty.clear();
-            return Err(os_error(libc::EIO));
+            return Err(self.fail_sync(id)?);
         }
         let synced = self.live_inode_mut(id)?.sync(sector_size_bytes);
         self.synced_bytes += synced;
         Ok(())
     }
 
+    /// A failed sync of file `id`: some unsynced sectors reached the disk, the rest are lost for
+    /// good (module docs). Returns the error the sync reports.
+    fn fail_sync(&mut self, id: u64) -> io::Result<io::Error> {
+        let mut rng = self.fault_rng(FaultKind::SyncEio);
+        let keep_probability = draw_keep_probability(&mut rng);
+        let sector_size_bytes = self.config.sector_size_bytes;
+        let inode = self.live_inode_mut(id)?;
+        inode.durable = inode.crash_bytes(&mut rng, keep_probability, sector_size_bytes);
+        inode.dirty.clear();
+        Ok(os_error(libc::EIO))
+    }
+
     /// A durable direct write: the write (as `write_at`: a crash before it, a failed write's
     /// prefix), then its sectors made durable, a second step, so that a crash between the two
     /// keeps any subset of them (a torn write) and a failed one is a failed sync of the file.
     fn write_durable_direct(&mut self, id: u64, blocks: &[u8], offset: u64) -> io::Result<bool> {
+        super::assert_direct_blocks(blocks, offset);
         if !self.config.direct_io {
             return Ok(false);
         }
-        let block = super::DIRECT_BLOCK_BYTES;
-        assert!(
-            (blocks.len() as u64).is_multiple_of(block) && offset.is_multiple_of(block),
-            "a direct write is of whole aligned blocks"
-        );
         self.write_at(id, blocks, offset)?;
         self.begin_mutation()?;
         if self.fault(FaultKind::SyncEio) {
-            let mut rng = self.fault_rng(FaultKind::SyncEio);
-            let keep_probability = draw_keep_probability(&mut rng);
-            let sector_size_bytes = self.config.sector_size_bytes;
-            let inode = self.live_inode_mut(id)?;
-            inode.durable = inode.crash_bytes(&mut rng, keep_probability, sector_size_bytes);
-            inode.dirty.clear();
-            return Err(os_error(libc::EIO));
+            return Err(self.fail_sync(id)?);
         }
         let start = usize::try_from(offset).map_err(|_| os_error(libc::EFBIG))?;
         let sector_size_bytes = self.config.sector_size_bytes;
