@@ -93,8 +93,9 @@ impl RealFile {
         }
         match result {
             Ok(()) => Ok(true),
-            // Refused before anything was written: this device wants another alignment.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            // Refused before anything was written: this device wants another alignment, or the
+            // file system opens files for direct I/O but does not write them so.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
                 self.direct_refused.store(true, Ordering::Relaxed);
                 Ok(false)
             }
