@@ -237,14 +237,16 @@ impl SimStorage {
     }
 
     /// As [`SimStorage::reboot`], but the new disk's random choices come from `seed` instead of
-    /// a seed derived from this disk's: one crashed image can be booted many times, each with
-    /// its own future crashes (the fuzz targets boot one cached store per input this way).
+    /// a seed derived from this disk's, and it has direct I/O on odd seeds as
+    /// [`SimStorage::new`]'s disks do: one crashed image can be booted many times, each with its
+    /// own future crashes (the fuzz targets boot one cached store per input this way).
     pub fn reboot_with_seed(&self, seed: u64) -> SimStorage {
         let mut disk = self.disk.lock();
         disk.crash();
         let image = disk.image.clone().expect("a crashed disk has an image");
         let config = SimConfig {
             seed,
+            direct_io: seed % 2 == 1,
             ..disk.config.clone()
         };
         drop(disk);
