@@ -551,3 +551,33 @@ fn readers_on_several_threads_meet_unopened_arena_files_together_and_all_read_ri
         }
     }
 }
+
+#[test]
+fn with_direct_io_off_every_durable_commit_is_a_pwrite_and_an_fdatasync() {
+    // Under the target directory: a real disk where the system's temporary directory may be
+    // tmpfs.
+    for direct_io in [true, false] {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let options = || Options {
+            direct_io,
+            ..Options::default()
+        };
+        let store = Store::create(dir.path(), 4, options()).unwrap();
+        for i in 0..50 {
+            store.insert(&format!("v{i}"), &[i as f32; 4], &[]).unwrap();
+        }
+        let info = store.log_info();
+        store.close().unwrap();
+        if !direct_io {
+            assert_eq!(info.direct_flushes, 0, "off: no flush went past the cache ({info:?})");
+        } else {
+            eprintln!(
+                "direct I/O on: {} of {} log syncs direct",
+                info.direct_flushes, info.log_syncs
+            );
+        }
+        let store = Store::open(dir.path(), options()).unwrap();
+        assert_eq!(store.len(), 50, "direct I/O {direct_io}: every commit is there");
+        store.close().unwrap();
+    }
+}

@@ -44,6 +44,7 @@
 //! the page cache at the next access. The caller releases only pages whose bytes the file
 //! durably holds already, so nothing changes but where the bytes live.
 
+mod buffered;
 mod real;
 mod scratch;
 #[cfg(feature = "testing")]
@@ -54,6 +55,7 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use buffered::BufferedOnly;
 pub use real::RealStorage;
 pub use scratch::ScratchUnder;
 #[cfg(feature = "testing")]

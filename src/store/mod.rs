@@ -165,6 +165,7 @@ impl Store {
     /// no room for the first log segment (nothing is left behind then).
     pub fn create(dir: impl AsRef<Path>, dimension: u32, options: Options) -> Result<Store> {
         let dir = dir.as_ref();
+        let options = options.resolve_direct_io();
         let storage = options.storage.clone();
         check_creation_options(dimension, &options)?;
         if storage.exists(&dir.join(crate::format::control::CONTROL_FILE_NAME)) {
@@ -220,6 +221,7 @@ impl Store {
     }
 
     fn open_mode(dir: &Path, options: Options, read_only: bool) -> Result<Store> {
+        let options = options.resolve_direct_io();
         let storage = options.storage.clone();
         // Hook (shipping): a replica's log is its primary's; it never opens for writing.
         let stored = settings::read(storage.as_ref(), dir)?;

@@ -43,6 +43,13 @@ pub struct Options {
     /// deterministic crash simulation needs; automatic checkpoints then run inline after the
     /// commit that crosses the interval.
     pub background_io: bool,
+    /// Write small durable log flushes and archive files past the page cache (`O_DIRECT`)
+    /// where the file system allows it (default): a commit's flush is then one durable write
+    /// instead of a `pwrite` and an `fdatasync`, and archive files do not crowd the cache. Off,
+    /// every write goes through the page cache, for a file system whose direct I/O is slow or
+    /// unreliable. (Where the file system refuses direct I/O, writes go through the cache
+    /// either way.)
+    pub direct_io: bool,
     /// Keep retired log segments, LZ4-compressed, in `archive/` (default). Off, they are
     /// recycled at once and point-in-time restore reaches back only to the live log.
     pub archive: bool,
@@ -95,11 +102,29 @@ impl Default for Options {
             memory_budget_bytes: 256 << 20,
             storage: Arc::new(RealStorage::new()),
             background_io: true,
+            direct_io: true,
             archive: true,
             base_image_every: 4,
             retention: Retention::Stored,
             archive_url: None,
             archive_timeout: None,
+        }
+    }
+}
+
+impl Options {
+    /// These options with `direct_io` applied to the storage: off, the storage's files refuse
+    /// direct writes ([`crate::storage::BufferedOnly`]).
+    pub(crate) fn resolve_direct_io(self) -> Options {
+        if self.direct_io {
+            return self;
+        }
+        Options {
+            storage: Arc::new(crate::storage::BufferedOnly::new(self.storage.clone())),
+            // Spent: the storage carries it now (so a store opened again with these options,
+            // as a restore does, is not wrapped twice).
+            direct_io: true,
+            ..self
         }
     }
 }
