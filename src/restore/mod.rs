@@ -14,7 +14,7 @@ use crate::format::control::Control;
 use crate::format::page::Space;
 use crate::format::record::Kind;
 use crate::format::wal::{Geometry, LogIdentity};
-use crate::storage::{RealStorage, ScratchUnder, Storage, StorageFile};
+use crate::storage::{Adapted, RealStorage, Storage, StorageFile};
 use crate::store::control_file::ControlFile;
 use crate::wal::segment::segment_file_name;
 use crate::wal::{ScanReport, Wal, WalConfig};
@@ -548,7 +548,7 @@ fn apply_cut(storage: &Arc<dyn Storage>, staging: &Path, staged: &Control, cut: 
 fn replay(storage: &Arc<dyn Storage>, staging: &Path, report: &mut RestoreReport) -> Result<(Lsn, ScanReport)> {
     // The staged log is scratch (deleted by `start_timeline`): recovery need not sync what it
     // read, nor the records it appends. The arena and the control file are synced as ever.
-    let scratch_log: Arc<dyn Storage> = Arc::new(ScratchUnder::new(storage.clone(), &staging.join("wal")));
+    let scratch_log: Arc<dyn Storage> = Arc::new(Adapted::scratch_under(storage.clone(), &staging.join("wal")));
     let options = staging_options(&scratch_log, false);
     let store = Store::open(staging, options)?;
     let recovery = store.recovery_report();

@@ -44,9 +44,8 @@
 //! the page cache at the next access. The caller releases only pages whose bytes the file
 //! durably holds already, so nothing changes but where the bytes live.
 
-mod buffered;
+mod adapter;
 mod real;
-mod scratch;
 #[cfg(feature = "testing")]
 mod sim;
 
@@ -55,9 +54,8 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use buffered::BufferedOnly;
+pub use adapter::Adapted;
 pub use real::RealStorage;
-pub use scratch::ScratchUnder;
 #[cfg(feature = "testing")]
 pub use sim::{FaultKind, FaultPlan, SimConfig, SimStorage};
 

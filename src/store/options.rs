@@ -114,13 +114,13 @@ impl Default for Options {
 
 impl Options {
     /// These options with `direct_io` applied to the storage: off, the storage's files refuse
-    /// direct writes ([`crate::storage::BufferedOnly`]).
+    /// direct writes ([`crate::storage::Adapted::buffered_only`]).
     pub(crate) fn resolve_direct_io(self) -> Options {
         if self.direct_io {
             return self;
         }
         Options {
-            storage: Arc::new(crate::storage::BufferedOnly::new(self.storage.clone())),
+            storage: Arc::new(crate::storage::Adapted::buffered_only(self.storage.clone())),
             // Spent: the storage carries it now (so a store opened again with these options,
             // as a restore does, is not wrapped twice).
             direct_io: true,
