@@ -1367,3 +1367,21 @@ fn create_refuses_a_segment_larger_than_the_free_space_and_leaves_nothing() {
         "nothing of a store is left behind"
     );
 }
+
+#[test]
+fn with_vellum_direct_io_0_every_command_still_writes_and_reads() {
+    let s = Scratch::new();
+    let env = [("VELLUM_DIRECT_IO", "0")];
+    let run = |args: &[&str]| vellum_in(s.dir.path(), args, &env);
+    assert_eq!(run(&["create", "s", "--dim", "2"]).code, 0, "create");
+    s.write(
+        "v.jsonl",
+        jsonl(&[r#"{"id": "a", "vector": [1, 2]}"#, r#"{"id": "b", "vector": [3, 4]}"#]),
+    );
+    let import = run(&["import", "s", "v.jsonl"]);
+    assert_eq!(import.code, 0, "import: {import:?}");
+    let get = run(&["get", "s", "b"]);
+    assert!(get.code == 0 && get.stdout.contains("[3.0,4.0]"), "get: {get:?}");
+    assert_eq!(run(&["checkpoint", "s"]).code, 0, "checkpoint");
+    assert_eq!(run(&["verify", "s"]).code, 0, "verify");
+}

@@ -295,13 +295,19 @@ pub fn lock(dir: &Path) -> Lock {
     }
 }
 
+/// The options every command starts from: the library's defaults, with direct I/O off when
+/// `VELLUM_DIRECT_IO=0` is set (`Options::direct_io`: every write through the page cache).
+pub fn base_options() -> Options {
+    Options {
+        direct_io: std::env::var("VELLUM_DIRECT_IO").map_or(true, |value| value.trim() != "0"),
+        ..Options::default()
+    }
+}
+
 /// Opens the store in `dir` (running recovery, as every open does) with `sync`.
 pub fn open_store(dir: &Path, sync: SyncMode) -> Result<Store, Failure> {
     check_not_busy(dir)?;
-    let options = Options {
-        sync,
-        ..Options::default()
-    };
+    let options = Options { sync, ..base_options() };
     let open = |store: vellum::Result<Store>| {
         store.map_err(|e| Failure::from_error(format!("cannot open the store at {}", dir.display()), e))
     };

@@ -47,7 +47,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         retention: args.retention.unwrap_or(vellum::Retention::Stored),
         archive_url: args.archive_url.clone(),
         archive_timeout: args.archive_timeout,
-        ..Options::default()
+        ..super::common::base_options()
     };
     let dir = &args.dir;
     let store = match Store::create(dir, args.dim, options) {
