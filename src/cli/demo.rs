@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vellum::rng::SplitMix64;
-use vellum::{Lsn, Metric, Options, RestoreTarget, Store};
+use vellum::{Lsn, Metric, RestoreTarget, Store};
 
 use super::common::{EXIT_STORE, Failure, human_bytes, ms, progress_bar};
 use super::input::npy_header;
@@ -143,7 +143,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     );
 
     // 2. The store.
-    Store::create(&store_dir, DIMENSION as u32, Options::default())
+    Store::create(&store_dir, DIMENSION as u32, super::common::base_options())
         .and_then(Store::close)
         .map_err(|e| Failure::from_error(format!("creating {}", store_dir.display()), e))?;
     println!(
@@ -179,7 +179,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
 
     // 4. Recovery.
     let t = Instant::now();
-    let store = Store::open(&store_dir, Options::default())
+    let store = Store::open(&store_dir, super::common::base_options())
         .map_err(|e| Failure::from_error(format!("reopening {}", store_dir.display()), e))?;
     let open_time = t.elapsed();
     let report = store.recovery_report();
@@ -473,7 +473,8 @@ fn restore_and_compare(src: &Path, dest: &Path, lsn: Lsn, count: u64, source_cou
     let t = Instant::now();
     let report = vellum::restore(src, dest, RestoreTarget::Lsn(lsn)).map_err(|e| e.to_string())?;
     let took = t.elapsed();
-    let restored = Store::open(dest, Options::default()).map_err(|e| format!("opening the restored store: {e}"))?;
+    let restored =
+        Store::open(dest, super::common::base_options()).map_err(|e| format!("opening the restored store: {e}"))?;
     let len = restored.len() as u64;
     if len != count {
         return Err(format!("the restored store holds {len} vectors, expected {count}"));
