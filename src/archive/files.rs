@@ -99,8 +99,9 @@ pub fn stage_unless<'a>(
 /// restore, and its pages in the cache would only push out the store's (copying them in was a
 /// fifth of a bulk load's CPU here). Bytes gather in an aligned staging buffer and go out a
 /// megabyte of whole blocks at a time; the last partial block goes through the cache at
-/// [`DirectAppender::finish`], as does everything where the file refuses direct writes. A
-/// block is never written both ways.
+/// [`DirectAppender::finish`], as does everything where the file refuses direct writes. No
+/// block is written both ways by the appender (a base image's header is written over its first
+/// block through the cache afterwards: the kernel reads that block back first).
 ///
 /// [`StorageFile::write_direct`]: crate::storage::StorageFile::write_direct
 pub(super) struct DirectAppender<'a> {

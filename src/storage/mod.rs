@@ -224,7 +224,8 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// address aligned to [`DIRECT_BLOCK_BYTES`], and its length and `offset` are multiples of
     /// it. Makes only these bytes durable, not earlier `write_at`s. Returns `Ok(false)` where
     /// this file cannot be written so (a file system without direct I/O, a device that refuses
-    /// the alignment): nothing was written, and the caller writes through the page cache.
+    /// the alignment): the caller writes the same bytes through the page cache (which also
+    /// covers any prefix a refused write may have left).
     fn write_durable_direct(&self, blocks: &[u8], offset: u64) -> io::Result<bool> {
         let _ = (blocks, offset);
         Ok(false)
@@ -233,7 +234,7 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// [`StorageFile::sync_data`], as any write: for files written once and seldom read (the
     /// archive), whose pages would only crowd the cache. Alignment as for
     /// [`StorageFile::write_durable_direct`]; `Ok(false)` where the file cannot be written so
-    /// (nothing was written).
+    /// (the caller writes the same bytes through the cache).
     fn write_direct(&self, blocks: &[u8], offset: u64) -> io::Result<bool> {
         let _ = (blocks, offset);
         Ok(false)

@@ -71,8 +71,7 @@ impl RealFile {
             .ok()
     }
 
-    /// A direct write of whole aligned blocks; `Ok(false)` where it cannot be made (nothing
-    /// written).
+    /// A direct write of whole aligned blocks; `Ok(false)` where it cannot be made.
     fn write_direct_with(&self, blocks: &[u8], offset: u64, durable: bool) -> io::Result<bool> {
         use std::sync::atomic::Ordering;
         super::assert_direct_blocks(blocks, offset);
@@ -87,14 +86,12 @@ impl RealFile {
             return Ok(false);
         };
         let result = direct.write_all_at(blocks, offset);
-        let mut stat = self.stat.lock();
-        if stat.is_some_and(|s| offset.saturating_add(blocks.len() as u64) > s.len_bytes) {
-            *stat = None;
-        }
+        self.wrote(offset, blocks.len());
         match result {
             Ok(()) => Ok(true),
-            // Refused before anything was written: this device wants another alignment, or the
-            // file system opens files for direct I/O but does not write them so.
+            // Refused: this device wants another alignment, or the file system opens files for
+            // direct I/O but does not write them so. (Refused at once in practice; a prefix
+            // written before it would be written again by the caller through the cache.)
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
                 self.direct_refused.store(true, Ordering::Relaxed);
                 Ok(false)
@@ -115,6 +112,16 @@ impl RealFile {
         };
         *cached = Some(stat);
         Ok(stat)
+    }
+
+    /// After a write of `len_bytes` at `offset` (done or failed): one that may have grown the
+    /// file changed its length and blocks. (A write inside the length may fill a hole: the
+    /// allocated bytes kept are then too few, which only makes `allocate` ask the kernel.)
+    fn wrote(&self, offset: u64, len_bytes: usize) {
+        let mut stat = self.stat.lock();
+        if stat.is_some_and(|s| offset.saturating_add(len_bytes as u64) > s.len_bytes) {
+            *stat = None;
+        }
     }
 
     /// After a call that may have changed the length or the blocks.
@@ -245,13 +252,7 @@ impl StorageFile for RealFile {
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let result = self.file.write_all_at(buf, offset);
-        let mut stat = self.stat.lock();
-        if stat.is_some_and(|s| offset.saturating_add(buf.len() as u64) > s.len_bytes) {
-            // It may have grown the file: its length and blocks changed. (A write inside the
-            // length may fill a hole: the allocated bytes kept are then too few, which only
-            // makes `allocate` ask the kernel.)
-            *stat = None;
-        }
+        self.wrote(offset, buf.len());
         result
     }
 

@@ -106,9 +106,10 @@ pub(crate) fn catch_up(inner: &Inner) -> Result<()> {
     drain(inner)
 }
 
-/// Archives, on the caller's thread, whatever is still queued: a store without background
-/// I/O archives the segments a checkpoint retires before the checkpoint returns, and
-/// [`catch_up`] the rest.
+/// Archives whatever is still queued before it returns (on the caller's thread, helped by up to
+/// three more with background I/O): a store without background I/O archives the segments a
+/// checkpoint retires before the checkpoint returns, [`catch_up`] the rest, and a close what
+/// its checkpoint released.
 pub(crate) fn drain(inner: &Inner) -> Result<()> {
     // Threads only with background I/O: without, every storage operation stays on the caller's
     // thread, in the order a seed reproduces (crash simulation).
@@ -116,12 +117,6 @@ pub(crate) fn drain(inner: &Inner) -> Result<()> {
         true => std::thread::available_parallelism().map_or(1, |n| n.get()).min(DRAIN_THREADS_MAX),
         false => 1,
     };
-    if threads == 1 {
-        while let Some(archived) = archive_front(inner, &|| false)? {
-            assert!(archived, "a drain gives nothing up");
-        }
-        return Ok(());
-    }
     let _one_at_a_time = inner.archiver.archiving.lock();
     tidy_once(inner);
     loop {
@@ -134,16 +129,19 @@ pub(crate) fn drain(inner: &Inner) -> Result<()> {
         // recycled and taken off the queue in order, so the archive only ever gains a segment
         // after the one before it. The first failure stops there: that segment and those after
         // it stay queued, and their temporary files go.
-        let staged: Vec<Result<Staging<'_>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = batch
-                .iter()
-                .map(|segment| scope.spawn(move || stage_file(inner, segment, &|| false)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-                .collect()
-        });
+        let staged: Vec<Result<Staging<'_>>> = match &batch[..] {
+            [segment] => vec![stage_file(inner, segment, &|| false)],
+            _ => std::thread::scope(|scope| {
+                let handles: Vec<_> = batch
+                    .iter()
+                    .map(|segment| scope.spawn(move || stage_file(inner, segment, &|| false)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                    .collect()
+            }),
+        };
         for (segment, staging) in batch.iter().zip(staged) {
             match staging? {
                 Staging::Already => {}

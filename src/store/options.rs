@@ -121,9 +121,6 @@ impl Options {
         }
         Options {
             storage: Arc::new(crate::storage::Adapted::buffered_only(self.storage.clone())),
-            // Spent: the storage carries it now (so a store opened again with these options,
-            // as a restore does, is not wrapped twice).
-            direct_io: true,
             ..self
         }
     }

@@ -404,6 +404,8 @@ impl<'s> Transaction<'s> {
         // round the same few pages row after row (a vector page, a catalog page, a leaf, the
         // meta page), and a check per change of page was a fifteenth of its building. (Looking
         // back through every earlier edit made a bulk record's check quadratic.)
+        // PageId(0) names no page (no space is numbered 0): an empty slot of the ring.
+        const _: () = assert!(crate::format::page::Space::Catalog as u64 != 0 && crate::format::page::Space::Vector as u64 != 0);
         let (mut recent, mut checked) = ([PageId(0); CHECKED_RECENT_PAGES], 0);
         for edit in edits {
             if !recent.contains(&edit.page) {

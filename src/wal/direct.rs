@@ -9,8 +9,9 @@
 //! first block that lie before the flush's start: the log's bytes already written there. This
 //! file keeps them — the *open block*, the log's last partial block — updated after every write
 //! of the log, direct or not. The bytes of the last block past the log's end are written as
-//! zeros: nothing valid lies past the end of the log, and a segment holds zeros there already
-//! (preallocated zero-filled; a failed flush's bytes are erased back to zeros).
+//! zeros: nothing valid lies past the end of the log (a new segment holds zeros there, a
+//! recycled one stale records of an older epoch, which read as the end either way), and the
+//! next flush writes that block again with the bytes that follow.
 //!
 //! Where the open block is not known (the log was just opened mid-block), the flush spans
 //! segments, is larger than `DIRECT_MAX_BYTES`, or buffered bytes of the log still wait for a
