@@ -23,6 +23,7 @@
 
 pub mod doublewrite;
 mod runs;
+pub use runs::RUN_PAGES_MAX;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -1172,7 +1173,7 @@ impl Arena {
 
 /// Whether page `index` of `file` is fresh memory (read under `Arena::fresh_runs`).
 fn is_fresh(file: &ArenaFile, index: u64) -> bool {
-    file.fresh[(index / 64) as usize].load(Ordering::Relaxed) & (1 << (index % 64)) != 0
+    file.fresh[(index / 64) as usize].load(Ordering::Acquire) & (1 << (index % 64)) != 0
 }
 
 /// `madvise(MADV_POPULATE_WRITE)` over `len_bytes` at `ptr`, which start whole pages of one live

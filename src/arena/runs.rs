@@ -61,12 +61,24 @@ impl Arena {
         count.min(RUN_PAGES_MAX).min(left_in_file)
     }
 
-    /// Whether page `id` is fresh memory (see [`Arena::format_fresh_run`]).
+    /// Whether page `id` is fresh memory (see [`Arena::format_fresh_run`]). Without the lock
+    /// of the fresh runs (the bits are atomic, and a bit changes under the page's latch only):
+    /// the writer asks for every page it initialises, and that lock is also held, across a
+    /// mapping call, by the thread that makes runs ahead, at a lower priority.
     pub fn is_fresh(&self, id: PageId) -> bool {
         let (file, _) = self.locate(id);
         let (_, index) = self.split(id.page_no());
-        let _bits = self.fresh_runs.lock();
         is_fresh(file, index)
+    }
+
+    /// The page_no past the fresh pages that follow `id` (a fresh page) in its file, up to
+    /// [`RUN_PAGES_MAX`] of them: where a run made fresh at once, or the rest of it, ends.
+    pub fn fresh_end(&self, id: PageId) -> u64 {
+        let (file, _) = self.locate(id);
+        let (_, index) = self.split(id.page_no());
+        let run = self.run_len(id, RUN_PAGES_MAX) as u64;
+        let fresh = (0..run).take_while(|&i| is_fresh(file, index + i)).count() as u64;
+        id.page_no() + fresh
     }
 
     /// Takes the latches of the `count` pages from `first` on, exclusively: no write and no
@@ -219,9 +231,9 @@ impl Arena {
             let bit = 1u64 << (i % 64);
             let word = &file.fresh[(i / 64) as usize];
             if fresh {
-                word.fetch_or(bit, Ordering::Relaxed);
+                word.fetch_or(bit, Ordering::Release);
             } else {
-                word.fetch_and(!bit, Ordering::Relaxed);
+                word.fetch_and(!bit, Ordering::Release);
             }
         }
         *runs = usize::try_from(*runs as isize + delta).expect("the count of fresh runs stays positive");

@@ -121,8 +121,8 @@ impl Inner {
     /// vector page every 16 inserts of 1 KiB). Invisible to every reader: the pages were never
     /// initialised, so their files hold zeros there, as the fresh memory does, and no index,
     /// entry or free list names them; none is written back before its own page-init. With the
-    /// preparer thread (store/prepare.rs), the run after this one is then asked for, so that
-    /// the writer finds it made when it gets there.
+    /// preparer thread (store/prepare.rs), the runs after this one are asked for, so that the
+    /// writer finds them made when it gets there.
     fn fresh_ahead(&self, page: PageId) {
         let high_water = self.initialised_pages()[page.space().index()];
         if page.page_no() < high_water {
@@ -132,11 +132,8 @@ impl Inner {
         if page.page_no() != high_water {
             return;
         }
-        let next = if self.arena.is_fresh(page) {
-            match self.preparer.made_run_starting_at(page) {
-                Some(end) => end,
-                None => return,
-            }
+        let made_by_writer = if self.arena.is_fresh(page) {
+            None // made ahead, with the pages after it
         } else {
             let count = self.arena.run_len(page, usize::MAX);
             let last = PageId::new(page.space(), page.page_no() + count as u64 - 1);
@@ -149,11 +146,17 @@ impl Inner {
             if !made {
                 return;
             }
-            page.page_no() + count as u64
+            Some(page.page_no() + count as u64)
         };
-        if preparing {
-            let first = PageId::new(page.space(), next);
-            self.preparer.ask(first, self.arena.run_len(first, usize::MAX) as u64);
+        if preparing && self.preparer.wants_more(page) {
+            let next = made_by_writer.unwrap_or_else(|| self.arena.fresh_end(page));
+            // Runs only in files the store has (the thread makes none): the writer makes a
+            // new file's first run, and asks for the rest of it then.
+            let pages = self.arena.page_count(page.space());
+            let run_len = |first: PageId| {
+                if first.page_no() < pages { self.arena.run_len(first, usize::MAX) as u64 } else { 0 }
+            };
+            self.preparer.ask_ahead(page, next, run_len);
         }
     }
 }
