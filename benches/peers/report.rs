@@ -73,6 +73,16 @@ const ROWS: &[Row] = &[
         "w3 cores busy during the load (CPU time ÷ wall time)",
         "w3",
     ),
+    row(
+        "w3_written_per_byte",
+        "w3 bytes written to storage per byte loaded, during the load (`/proc/self/io`)",
+        "w3",
+    ),
+    row(
+        "close_written_per_byte",
+        "  and by the close after it, per byte loaded",
+        "reopen",
+    ),
     row("size_mib", "w3 store on disk after close (MiB allocated)", "reopen"),
     row("close_ms", "close after w3 (ms)", "reopen"),
     row("warm_ms", "reopen, warm page cache (ms)", "reopen"),

@@ -303,6 +303,14 @@ pub fn load_average() -> String {
 }
 
 /// CPU time (user and system) every thread of this process has used so far.
+/// Bytes this process has caused to be written to storage so far (`write_bytes` of
+/// `/proc/self/io`: buffered writes when they dirty the page cache, direct writes when issued,
+/// pages dirtied through a shared mapping; every thread). `None` where the file is missing.
+pub fn process_written_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines().find_map(|line| line.strip_prefix("write_bytes:")?.trim().parse().ok())
+}
+
 pub fn process_cpu() -> Duration {
     // SAFETY: `getrusage` writes one `rusage` into the zeroed value it is given, nothing else.
     let usage = unsafe {

@@ -330,6 +330,7 @@ fn w3<E: Engine>(dir: &Path, ctx: &Ctx<'_>) -> Res<(Figures, E)> {
     let total = ctx.sizes.w3_records();
     let mut in_commits = Duration::ZERO;
     let mut seq = 0u64;
+    let written_before = sys::process_written_bytes();
     let (cpu_before, wall_before) = (sys::process_cpu(), Instant::now());
     while seq < total {
         let k = (ctx.sizes.w3_batch as u64).min(total - seq) as usize;
@@ -344,14 +345,17 @@ fn w3<E: Engine>(dir: &Path, ctx: &Ctx<'_>) -> Res<(Figures, E)> {
     // MB/s, what bounds it on this machine's cores.
     let (cpu, wall) = (sys::process_cpu() - cpu_before, wall_before.elapsed());
     let bytes = total as f64 * RECORD_BYTES as f64;
-    Ok((
-        vec![
-            ("w3_mb_per_s", bytes / in_commits.as_secs_f64() / 1e6),
-            ("w3_cpu_s_per_gb", cpu.as_secs_f64() / (bytes / 1e9)),
-            ("w3_cores_busy", cpu.as_secs_f64() / wall.as_secs_f64()),
-        ],
-        store,
-    ))
+    let mut figures = vec![
+        ("w3_mb_per_s", bytes / in_commits.as_secs_f64() / 1e6),
+        ("w3_cpu_s_per_gb", cpu.as_secs_f64() / (bytes / 1e9)),
+        ("w3_cores_busy", cpu.as_secs_f64() / wall.as_secs_f64()),
+    ];
+    // What the device had to take for it: the bound of a load on a disk that writes slower
+    // than the engine can produce bytes.
+    if let (Some(before), Some(after)) = (written_before, sys::process_written_bytes()) {
+        figures.push(("w3_written_per_byte", (after - before) as f64 / bytes));
+    }
+    Ok((figures, store))
 }
 
 /// Close (timed), size on disk, reopen warm (timed), close, drop the page cache, reopen cold
@@ -359,9 +363,11 @@ fn w3<E: Engine>(dir: &Path, ctx: &Ctx<'_>) -> Res<(Figures, E)> {
 /// its bytes on disk were after the close.
 fn reopen<E: Engine>(store: E, dir: &Path, ctx: &Ctx<'_>) -> Res<(Figures, E, String)> {
     let total = ctx.sizes.w3_records();
+    let written_before = sys::process_written_bytes();
     let t = Instant::now();
     store.close()?;
     let close = t.elapsed();
+    let close_written = written_before.zip(sys::process_written_bytes()).map(|(b, a)| a - b);
     let size_mib = sys::allocated_bytes(dir)? as f64 / MIB as f64;
     let breakdown = sys::size_breakdown(dir)?;
 
@@ -377,13 +383,16 @@ fn reopen<E: Engine>(store: E, dir: &Path, ctx: &Ctx<'_>) -> Res<(Figures, E, St
     let store = E::open(dir)?;
     let cold = t.elapsed();
     verify_count(&store, total, "after the cold reopen")?;
-    let metrics = vec![
+    let mut metrics = vec![
         ("close_ms", ms(close)),
         ("size_mib", size_mib),
         ("warm_ms", ms(warm)),
         ("cold_ms", ms(cold)),
         ("cold_resident_pct", resident * 100.0),
     ];
+    if let Some(written) = close_written {
+        metrics.push(("close_written_per_byte", written as f64 / (total as f64 * RECORD_BYTES as f64)));
+    }
     Ok((metrics, store, breakdown))
 }
 
