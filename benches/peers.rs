@@ -44,7 +44,7 @@ use workloads::{Ctx, Outcome, Pool, Sizes};
 pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// The engines, in table order.
-const ENGINES: &[&str] = &["vellum", "okaywal", "redb", "heed"];
+const ENGINES: &[&str] = &["vellum", "vellum-noarchive", "okaywal", "redb", "heed"];
 
 /// Runs `$body` with `$E` the engine type named `$name` (one of [`ENGINES`]).
 macro_rules! with_engine {
@@ -52,6 +52,10 @@ macro_rules! with_engine {
         match $name {
             "vellum" => {
                 type $E = engines::Vellum;
+                $body
+            }
+            "vellum-noarchive" => {
+                type $E = engines::VellumNoArchive;
                 $body
             }
             "okaywal" => {
@@ -316,7 +320,7 @@ fn render(
 
 fn engine_header(engine: &str) -> String {
     let version = match engine {
-        "vellum" => env!("CARGO_PKG_VERSION").to_string(),
+        "vellum" | "vellum-noarchive" => env!("CARGO_PKG_VERSION").to_string(),
         other => engines::locked_version(other),
     };
     format!("{engine} {version}")

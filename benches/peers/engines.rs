@@ -85,12 +85,18 @@ pub fn locked_version(krate: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Vellum
 
-/// Vellum with default `Options`: a 1 KiB record is a 256-dim float32 vector (the record's bytes,
-/// little-endian words, all finite: the generator clears bit 30 of every word) under the id
-/// `"stream:seq"`.
-pub struct Vellum {
+/// Vellum with default `Options` (`ARCHIVE`), or with its archive off: a 1 KiB record is a
+/// 256-dim float32 vector (the record's bytes, little-endian words, all finite: the generator
+/// clears bit 30 of every word) under the id `"stream:seq"`.
+pub struct VellumWith<const ARCHIVE: bool> {
     store: vellum::Store,
 }
+
+/// Vellum as it comes: default `Options`.
+pub type Vellum = VellumWith<true>;
+/// Vellum with `Options::archive` off: no point-in-time restore beyond the live log, as none of
+/// the peers has; what the archive costs, and Vellum beside the peers on equal terms.
+pub type VellumNoArchive = VellumWith<false>;
 
 pub const VELLUM_DIMENSION: usize = 256;
 
@@ -121,8 +127,15 @@ fn record_bytes<'v>(vector: &'v [f32], buf: &'v mut Vec<u8>) -> &'v [u8] {
     }
 }
 
-impl Vellum {
-    fn open_with(dir: &Path, options: vellum::Options) -> Res<Vellum> {
+impl<const ARCHIVE: bool> VellumWith<ARCHIVE> {
+    fn options() -> vellum::Options {
+        vellum::Options {
+            archive: ARCHIVE,
+            ..vellum::Options::default()
+        }
+    }
+
+    fn open_with(dir: &Path, options: vellum::Options) -> Res<Self> {
         std::fs::create_dir_all(dir)?;
         let store_dir = dir.join("store");
         let store = if store_dir.exists() {
@@ -130,18 +143,18 @@ impl Vellum {
         } else {
             vellum::Store::create(&store_dir, VELLUM_DIMENSION as u32, options)?
         };
-        Ok(Vellum { store })
+        Ok(VellumWith { store })
     }
 }
 
-impl Engine for Vellum {
-    const NAME: &'static str = "vellum";
+impl<const ARCHIVE: bool> Engine for VellumWith<ARCHIVE> {
+    const NAME: &'static str = if ARCHIVE { "vellum" } else { "vellum-noarchive" };
     const HAS_GET: bool = true;
 
     fn durability() -> String {
         "default `Options` (`SyncMode::Always`: a commit returns after its log bytes are fdatasynced, and \
          concurrent committers share one fdatasync; 16 KiB pages, 16 MiB segments and arena files, a background checkpoint \
-         every 256 MiB of log, archive on). `Store::insert` per record (w1, w2), one `Store::insert_many` of \
+         every 256 MiB of log, archive on; **vellum-noarchive**: the same with `Options::archive` off). `Store::insert` per record (w1, w2), one `Store::insert_many` of \
          1,000 rows per batch (w3: the bulk path, one durable commit). A record is a 256-dim f32 vector (its 1 KiB as little-endian \
          words) under the id `\"stream:seq\"`, no metadata; every insert also updates the arena, the id index \
          and a catalog page, which a log (okaywal) does not. Vellum has no read transactions (readers see \
@@ -150,17 +163,17 @@ impl Engine for Vellum {
     }
 
     fn open(dir: &Path) -> Res<Self> {
-        Vellum::open_with(dir, vellum::Options::default())
+        Self::open_with(dir, Self::options())
     }
 
     fn open_counting(dir: &Path) -> Res<Option<(Self, Arc<SyncCounts>)>> {
-        let defaults = vellum::Options::default();
+        let defaults = Self::options();
         let (storage, counts) = CountingStorage::wrap(defaults.storage.clone());
         let options = vellum::Options {
             storage: Arc::new(storage),
             ..defaults
         };
-        Ok(Some((Vellum::open_with(dir, options)?, counts)))
+        Ok(Some((Self::open_with(dir, options)?, counts)))
     }
 
     fn commit_stats(&self) -> Option<(u64, u64)> {

@@ -74,13 +74,8 @@ const ROWS: &[Row] = &[
         "w3",
     ),
     row(
-        "w3_written_per_byte",
-        "w3 bytes written to storage per byte loaded, during the load (`/proc/self/io`)",
-        "w3",
-    ),
-    row(
-        "close_written_per_byte",
-        "  and by the close after it, per byte loaded",
+        "w3_device_written_per_byte",
+        "w3 bytes the device wrote per byte loaded (load and close)",
         "reopen",
     ),
     row("size_mib", "w3 store on disk after close (MiB allocated)", "reopen"),

@@ -303,12 +303,21 @@ pub fn load_average() -> String {
 }
 
 /// CPU time (user and system) every thread of this process has used so far.
-/// Bytes this process has caused to be written to storage so far (`write_bytes` of
-/// `/proc/self/io`: buffered writes when they dirty the page cache, direct writes when issued,
-/// pages dirtied through a shared mapping; every thread). `None` where the file is missing.
-pub fn process_written_bytes() -> Option<u64> {
-    let io = std::fs::read_to_string("/proc/self/io").ok()?;
-    io.lines().find_map(|line| line.strip_prefix("write_bytes:")?.trim().parse().ok())
+/// Bytes written so far to the block device that holds `dir` (sectors written, from
+/// `/sys/dev/block/MAJOR:MINOR/stat`), after `syncfs` on it so that what the page cache holds
+/// is counted. What the device took, whoever wrote it: figures are taken with nothing else
+/// running. `None` where the counter cannot be read.
+pub fn device_written_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::io::AsRawFd;
+    let handle = fs::File::open(dir).ok()?;
+    // SAFETY: syncfs takes a descriptor this function owns for the call's duration.
+    unsafe { libc::syncfs(handle.as_raw_fd()) };
+    let dev = fs::metadata(dir).ok()?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let stat = fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/stat")).ok()?;
+    let sectors: u64 = stat.split_whitespace().nth(6)?.parse().ok()?;
+    Some(sectors * 512)
 }
 
 pub fn process_cpu() -> Duration {
