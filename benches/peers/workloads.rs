@@ -388,7 +388,10 @@ fn reopen<E: Engine>(store: E, dir: &Path, ctx: &Ctx<'_>, device_before: Option<
         ("cold_resident_pct", resident * 100.0),
     ];
     if let Some(written) = device_written {
-        metrics.push(("w3_device_written_per_byte", written as f64 / (total as f64 * RECORD_BYTES as f64)));
+        metrics.push((
+            "w3_device_written_per_byte",
+            written as f64 / (total as f64 * RECORD_BYTES as f64),
+        ));
     }
     Ok((metrics, store, breakdown))
 }
