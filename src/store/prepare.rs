@@ -16,6 +16,11 @@
 //!   this thread ([`Preparer::settle`]): a queued run holding the page is taken back (the writer
 //!   makes the page itself), a running one is waited for. So no page the writer formats is
 //!   ever made fresh under it.
+//! - The writer settles without the lock where the page lies below `low_water`, the first
+//!   page of every run queued or running: only the writer adds runs (so only it lowers
+//!   `low_water`), and the thread only takes runs off, so a page below it is in none. The lock
+//!   is taken where a run asked for may hold the page, and where `frontier` (the end of the
+//!   runs asked for) says the next run is wanted: once a run.
 //! - Everything here is optional: a run that cannot be made (a stripe latched, too many fresh
 //!   runs, a run in a file the store does not have yet) is left for the writer, which makes
 //!   it inline as before. No file is created here.
@@ -33,7 +38,6 @@ use crate::error::{Error, Result};
 use crate::arena::RUN_PAGES_MAX;
 use crate::format::page::{PageId, Space};
 
-/// The preparer's side of a store: the run asked for, the run being made, and the thread.
 /// The preparer's side of a store: the runs asked for, the run being made, and the thread.
 ///
 /// The writer consults it for every page it initialises at the high water (a vector page every
@@ -50,8 +54,9 @@ pub(crate) struct Preparer {
     /// The thread runs: started and not stopping (mirrors `State`, set under its lock).
     active: AtomicBool,
     /// Per space, the first page_no of the runs queued or running; `u64::MAX` when none (0
-    /// until the thread starts: every settle takes the lock, uncontended). Lowered only by the writer's own `ask_ahead`, so a page below
-    /// it lies in no run asked for; published under the lock after every change.
+    /// until the thread starts: every settle takes the lock, uncontended). Lowered only by the
+    /// writer's own `ask_ahead`, so a page below it lies in no run asked for; published under
+    /// the lock after every change.
     low_water: [AtomicU64; 2],
     /// Per space, the end page_no of the furthest run asked for (0: none). Written under the
     /// lock; the writer reads it to decide whether to ask for more.
