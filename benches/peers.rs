@@ -3,16 +3,17 @@
 //! store durable per commit as its defaults say, with raw-disk baselines measured in the same run.
 //!
 //! ```text
-//! cargo bench --bench peers                                   # full scale, 3 rounds (~4 min when the machine is quiet, ~1 GiB of disk)
+//! cargo bench --bench peers                                   # full scale, 3 rounds (~2-4 min, ~1 GiB of disk)
 //! cargo bench --bench peers -- --scale 0.1 --peers vellum,heed --rounds 1
 //! ```
 //!
 //! Options: `--scale F` (or `PEERS_SCALE`) multiplies every size; `--peers a,b` picks engines
-//! (vellum, okaywal, redb, heed); `--rounds N` (default 3): engines run interleaved within each
-//! round and each cell is the median [min–max] over rounds. The markdown table is printed and
-//! written to `target/peers.md` (or `PEERS_MD`). Scratch files live in a fresh directory under
-//! `std::env::temp_dir()`: point `TMPDIR` at the disk to measure. The exit status is 1 if any
-//! workload failed (the table says which; the other workloads and engines still ran).
+//! (vellum, vellum-noarchive, okaywal, redb, heed); `--rounds N` (default 3): engines run
+//! interleaved within each round and each cell is the median [min–max] over rounds. The
+//! markdown table is printed and written to `target/peers.md` (or `PEERS_MD`). Scratch files
+//! live in a fresh directory under `std::env::temp_dir()`: point `TMPDIR` at the disk to
+//! measure. The exit status is 1 if any workload failed (the table says which; the other
+//! workloads and engines still ran).
 //!
 //! `cargo test --benches` (no `--bench`) runs every workload once at the smallest sizes as a
 //! smoke test, writes no file, and fails if any workload failed.
