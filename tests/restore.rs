@@ -489,3 +489,87 @@ fn a_stored_retention_outlives_its_open_and_set_retention_replaces_it() {
         "an explicit policy applies to its open"
     );
 }
+
+#[test]
+fn after_a_session_without_the_archive_the_next_checkpoint_stores_a_base_image_so_the_archive_restores_again() {
+    let root = tempfile::tempdir().unwrap();
+    let src = root.path().join("src");
+    let vector = |i: u64| (0..32).map(|j| (i * 32 + j) as f32).collect::<Vec<f32>>();
+    let fill = |store: &Store, ids: std::ops::Range<u64>| {
+        for i in ids {
+            store.upsert(&format!("id-{}", i % 80), &vector(i), &[]).unwrap();
+        }
+    };
+    let store = Store::create(&src, 32, options()).unwrap();
+    fill(&store, 0..200);
+    store.checkpoint().unwrap();
+    store.close().unwrap();
+    // A session without the archive: the segments its checkpoints retire are recycled, never
+    // archived, so the archive's log stops short of the live log.
+    let store = Store::open(
+        &src,
+        Options {
+            archive: false,
+            ..options()
+        },
+    )
+    .unwrap();
+    fill(&store, 200..3_000);
+    store.checkpoint().unwrap();
+    store.close().unwrap();
+    // The archive on again, `base_image_every` 3: without a base image past the gap, a restore
+    // would need the segments that session recycled.
+    let store = Store::open(&src, options()).unwrap();
+    let before = base_images(&src);
+    fill(&store, 3_000..3_100);
+    store.checkpoint().unwrap();
+    assert_eq!(
+        base_images(&src),
+        before + 1,
+        "the first checkpoint with the archive back stores a base image"
+    );
+    let expected = read_state(&store, 80);
+    store.close().unwrap();
+    let (state, _) = restored_state(&src, &root.path().join("latest"), RestoreTarget::Latest);
+    assert_eq!(
+        state, expected,
+        "the archive restores the latest state once the archive is back"
+    );
+}
+
+fn base_images(src: &Path) -> usize {
+    std::fs::read_dir(src.join("archive"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("base-"))
+        .count()
+}
+
+#[test]
+fn a_store_whose_archive_reaches_its_log_stores_base_images_only_at_their_interval() {
+    let root = tempfile::tempdir().unwrap();
+    let src = root.path().join("src");
+    let store = Store::create(&src, 32, options()).unwrap();
+    assert_eq!(base_images(&src), 1, "the base image of a new store");
+    let write_and_checkpoint = |store: &Store, round: u64| {
+        for i in 0..400u64 {
+            store
+                .upsert(&format!("id-{}", i % 80), &[(round * 400 + i) as f32; 32], &[])
+                .unwrap();
+        }
+        store.checkpoint().unwrap();
+    };
+    write_and_checkpoint(&store, 0);
+    write_and_checkpoint(&store, 1);
+    assert_eq!(base_images(&src), 1, "two checkpoints at base_image_every 3: none");
+    write_and_checkpoint(&store, 2);
+    assert_eq!(base_images(&src), 2, "the third stores one");
+    store.close().unwrap();
+    let store = Store::open(&src, options()).unwrap();
+    write_and_checkpoint(&store, 3);
+    store.close().unwrap();
+    assert_eq!(
+        base_images(&src),
+        2,
+        "a reopen with the archive on throughout stores none early"
+    );
+}

@@ -374,10 +374,10 @@ pub(crate) fn maybe_base_image(
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
         + 1;
     let every = inner.options.base_image_every;
-    let none_yet = archive::list(inner.options.storage.as_ref(), &inner.dir, false)?
-        .bases
-        .is_empty();
-    if !(force || none_yet || (every > 0 && since >= every)) {
+    let listing = archive::list(inner.options.storage.as_ref(), &inner.dir, false)?;
+    let none_yet = listing.bases.is_empty();
+    let cut_off = !none_yet && !reaches_log_to_archive(inner, &listing);
+    if !(force || none_yet || cut_off || (every > 0 && since >= every)) {
         return Ok(());
     }
     if !write_base_image(inner, info, threads, give_up)? {
@@ -387,6 +387,27 @@ pub(crate) fn maybe_base_image(
         .checkpoints_since_base
         .store(0, std::sync::atomic::Ordering::SeqCst);
     apply_retention(inner)
+}
+
+/// Whether the log the archive holds, from the first segment its newest base image needs,
+/// runs on without a hole to the log still to be archived (the first segment queued for the
+/// archiver, or else the oldest in the live log). Not so after a session with the archive off:
+/// it recycled the segments its checkpoints retired, and until a base image is stored past
+/// them a restore fails for want of them.
+fn reaches_log_to_archive(inner: &Inner, listing: &archive::Listing) -> bool {
+    let Some((newest, _, _)) = listing.bases.last() else {
+        return false;
+    };
+    let geometry = inner.wal.geometry();
+    let mut archived_end = geometry.segment_of(newest.truncate_lsn.get());
+    for &(segment_no, _, _) in &listing.segments {
+        if segment_no == archived_end {
+            archived_end += 1;
+        }
+    }
+    let queued = inner.archiver.queue.lock().front().map(|segment| segment.segment_no);
+    let to_archive = queued.or_else(|| inner.wal.segment_numbers().first().copied());
+    to_archive.is_none_or(|first| first <= archived_end)
 }
 
 fn write_base_image(inner: &Inner, info: &BaseImageInfo, threads: usize, give_up: &dyn Fn() -> bool) -> Result<bool> {

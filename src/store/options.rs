@@ -51,10 +51,14 @@ pub struct Options {
     /// either way.)
     pub direct_io: bool,
     /// Keep retired log segments, LZ4-compressed, in `archive/` (default). Off, they are
-    /// recycled at once and point-in-time restore reaches back only to the live log.
+    /// recycled at once and point-in-time restore reaches back only to the live log; the
+    /// first checkpoint of a later session with the archive on stores a base image, so that
+    /// the archive restores again from there (to any point before the session without it, as
+    /// before; to none inside it).
     pub archive: bool,
-    /// Store a compressed image of the arena in `archive/` at every Nth checkpoint (the first
-    /// checkpoint, at creation, always makes one); 0 makes none after that. Default 4. Only
+    /// Store a compressed image of the arena in `archive/` at every Nth checkpoint of a session
+    /// (the first checkpoint, at creation, always makes one, as does the first after a session
+    /// with `archive` off); 0 makes none after that. Default 4. Only
     /// the interval checkpoints and explicit ones (`Store::checkpoint`) count: those that write
     /// pages back for the memory budget, and the close's, store none, so that a close stays
     /// cheap.
