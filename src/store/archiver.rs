@@ -374,9 +374,12 @@ pub(crate) fn maybe_base_image(
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
         + 1;
     let every = inner.options.base_image_every;
+    // Before the listing: the archiver may publish and take off a segment meanwhile, which
+    // the listing then holds (read after, the queue could start past a listing without it).
+    let to_archive = first_to_archive(inner);
     let listing = archive::list(inner.options.storage.as_ref(), &inner.dir, false)?;
     let none_yet = listing.bases.is_empty();
-    let cut_off = !none_yet && !reaches_log_to_archive(inner, &listing);
+    let cut_off = !none_yet && !reaches(inner, &listing, to_archive);
     if !(force || none_yet || cut_off || (every > 0 && since >= every)) {
         return Ok(());
     }
@@ -389,24 +392,27 @@ pub(crate) fn maybe_base_image(
     apply_retention(inner)
 }
 
+/// The first segment of the log still to be archived: the first queued for the archiver, or
+/// else the oldest in the live log.
+fn first_to_archive(inner: &Inner) -> Option<u64> {
+    let queued = inner.archiver.queue.lock().front().map(|segment| segment.segment_no);
+    queued.or_else(|| inner.wal.segment_numbers().first().copied())
+}
+
 /// Whether the log the archive holds, from the first segment its newest base image needs,
-/// runs on without a hole to the log still to be archived (the first segment queued for the
-/// archiver, or else the oldest in the live log). Not so after a session with the archive off:
-/// it recycled the segments its checkpoints retired, and until a base image is stored past
-/// them a restore fails for want of them.
-fn reaches_log_to_archive(inner: &Inner, listing: &archive::Listing) -> bool {
+/// runs on without a hole to `to_archive` ([`first_to_archive`]). Not so after a session with
+/// the archive off: it recycled the segments its checkpoints retired, and until a base image
+/// is stored past them a restore fails for want of them.
+fn reaches(inner: &Inner, listing: &archive::Listing, to_archive: Option<u64>) -> bool {
     let Some((newest, _, _)) = listing.bases.last() else {
         return false;
     };
-    let geometry = inner.wal.geometry();
-    let mut archived_end = geometry.segment_of(newest.truncate_lsn.get());
+    let mut archived_end = inner.wal.geometry().segment_of(newest.truncate_lsn.get());
     for &(segment_no, _, _) in &listing.segments {
         if segment_no == archived_end {
             archived_end += 1;
         }
     }
-    let queued = inner.archiver.queue.lock().front().map(|segment| segment.segment_no);
-    let to_archive = queued.or_else(|| inner.wal.segment_numbers().first().copied());
     to_archive.is_none_or(|first| first <= archived_end)
 }
 
