@@ -226,11 +226,8 @@ fn run(preparer: &Preparer, weak: &Weak<Inner>) {
             preparer.publish(&state);
             job
         };
-        let running = Running(preparer);
-        let made = weak.upgrade().is_some_and(|inner| inner.prepare_run(job.0, job.1));
-        if made {
-            preparer.state.lock().made_runs += 1;
-        }
+        let mut running = Running { preparer, made: false };
+        running.made = weak.upgrade().is_some_and(|inner| inner.prepare_run(job.0, job.1));
         drop(running);
     }
 }
@@ -238,14 +235,20 @@ fn run(preparer: &Preparer, weak: &Weak<Inner>) {
 /// Ends the thread's running run when dropped, also by a panic's unwinding (a broken invariant
 /// in `prepare_run`): a writer waiting for the run in [`Preparer::settle`] is never left
 /// waiting for a thread that is gone.
-struct Running<'a>(&'a Preparer);
+struct Running<'a> {
+    preparer: &'a Preparer,
+    /// The run was made (counted in `made_runs` as it ends).
+    made: bool,
+}
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        let mut state = self.0.state.lock();
+        let preparer = self.preparer;
+        let mut state = preparer.state.lock();
         state.running = None;
-        self.0.publish(&state);
-        self.0.changed.notify_all();
+        state.made_runs += u64::from(self.made);
+        preparer.publish(&state);
+        preparer.changed.notify_all();
     }
 }
 
@@ -403,7 +406,10 @@ mod tests {
         let making = {
             let preparer = Arc::clone(&preparer);
             std::thread::spawn(move || {
-                let _running = Running(&preparer);
+                let _running = Running {
+                    preparer: &preparer,
+                    made: false,
+                };
                 std::thread::sleep(Duration::from_millis(20));
                 panic!("a broken invariant while the run is made (this panic is the test's)");
             })
