@@ -118,6 +118,11 @@ pub struct WriterState {
     pub catalog: super::catalog::CatalogCache,
     /// Where the next search for a free slot in a vector page starts, by page number.
     pub slot_hint: HashMap<u64, u32, super::state::FastHash>,
+    /// The vector page this transaction formatted last while the vector list was empty, and
+    /// its next slot: while that page heads the list, the slot a search would find (every slot
+    /// from it on is free, none held), taken without reading the list or the page (see
+    /// [`OpCtx::take_vector_slot`]). Cleared wherever `slot_hint` is, and at each begin.
+    pub fill: Option<(PageId, u32)>,
     /// A vector page's slot owners as a free-slot search reads them (kept, not allocated per
     /// search: every insert makes one).
     pub owners: Vec<u8>,
@@ -140,6 +145,7 @@ impl WriterState {
             quarantine: Quarantine::default(),
             catalog: Default::default(),
             slot_hint: HashMap::default(),
+            fill: None,
             owners: Vec::new(),
             buffers: Default::default(),
             op_seq: 0,
@@ -358,6 +364,9 @@ impl OpCtx<'_> {
 
     /// Takes a free vector slot: from the first pages of the vector list, or a fresh page.
     pub fn take_vector_slot(&mut self, layout: &VectorLayout) -> Result<(PageId, u32)> {
+        if let Some(taken) = self.take_fill_slot(layout)? {
+            return Ok(taken);
+        }
         self.ensure_meta()?;
         let candidates = self.list_first::<4>(List::Vector, Space::Vector)?;
         let mut prev = None;
@@ -381,10 +390,53 @@ impl OpCtx<'_> {
         )?;
         self.set_meta(|m| m.vector_pages = (page_no + 1).into());
         if layout.slots_per_page > 1 {
+            let list_was_empty = self.w.meta.vector_list.head.get() == 0;
             self.list_push(List::Vector, page)?;
+            // A bulk insert fills page after page: with the page alone on the list, the next
+            // searches would find its slots in order. (With an approximate index, a slot's
+            // freedom also depends on the index: always search.)
+            if list_was_empty && self.w.meta.graph.get() == 0 {
+                self.w.fill = Some((page, 1));
+            }
         }
         self.w.slot_hint.insert(page_no, 1);
         Ok((page, 0))
+    }
+
+    /// The next slot of the page being filled (`WriterState::fill`), if it still heads the
+    /// vector list: the slot [`OpCtx::free_slot_in`] would choose, since the page was fresh
+    /// when the fill began and its slots were taken in order since (the search starts at the
+    /// hint, the slot after the last taken). Not the page's last slot.
+    fn take_fill_slot(&mut self, layout: &VectorLayout) -> Result<Option<(PageId, u32)>> {
+        let Some((page, slot)) = self.w.fill else {
+            return Ok(None);
+        };
+        // The last slot is left to the search: whether the page leaves the list depends on
+        // slots freed meanwhile (a row of this transaction replaced), which the fill does not
+        // track.
+        if self.w.meta.vector_list.head.get() != page.0 || slot + 1 >= layout.slots_per_page {
+            self.w.fill = None;
+            return Ok(None);
+        }
+        debug_assert_eq!(
+            self.free_slot_in_uncached(page, layout)?.map(|(found, _)| found),
+            Some(slot),
+            "the fill takes the slot a search finds"
+        );
+        self.w.fill = Some((page, slot + 1));
+        self.w.slot_hint.insert(page.page_no(), slot + 1);
+        Ok(Some((page, slot)))
+    }
+
+    /// [`OpCtx::free_slot_in`] without moving the page's search hint (debug checks).
+    fn free_slot_in_uncached(&mut self, page: PageId, layout: &VectorLayout) -> Result<Option<(u32, bool)>> {
+        let hint = self.w.slot_hint.get(&page.page_no()).copied();
+        let found = self.free_slot_in(page, layout);
+        match hint {
+            Some(hint) => self.w.slot_hint.insert(page.page_no(), hint),
+            None => self.w.slot_hint.remove(&page.page_no()),
+        };
+        found
     }
 
     /// A free slot of vector page `page` that no reader can hold, and whether it was the page's

@@ -67,6 +67,7 @@ impl<'s> Transaction<'s> {
         let mut writer = inner.writer.lock();
         inner.epochs.try_advance();
         reclaim(&mut writer, inner);
+        writer.fill = None;
         let txn_id = writer.next_txn_id;
         writer.next_txn_id += 1;
         inner.next_txn_id.store(writer.next_txn_id, Ordering::SeqCst);
@@ -368,6 +369,7 @@ impl<'s> Transaction<'s> {
             self.writer.meta = meta_before;
             self.writer.catalog = Default::default();
             self.writer.slot_hint.clear();
+            self.writer.fill = None;
         } else {
             self.released.append(&mut freed);
         }
@@ -562,6 +564,7 @@ fn reload_meta(inner: &super::Inner, writer: &mut WriterState) {
     }
     writer.catalog = Default::default();
     writer.slot_hint.clear();
+    writer.fill = None;
     inner.index_root.store(writer.meta.root.get(), Ordering::Release);
 }
 
