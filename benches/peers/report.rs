@@ -74,6 +74,17 @@ const ROWS: &[Row] = &[
         "w3",
     ),
     row(
+        "w3_mem_mb_per_s",
+        "w3 bulk MB/s in memory (the same load on tmpfs: no device, what the CPU allows)",
+        "w3mem",
+    ),
+    ratio("w3_disk_vs_mem", "w3 on the disk ÷ w3 in memory", "w3mem"),
+    row(
+        "w3_mem_cpu_s_per_gb",
+        "w3 in memory: CPU seconds per GB loaded (every thread)",
+        "w3mem",
+    ),
+    row(
         "w3_device_written_per_byte",
         "w3 bytes the device wrote per byte loaded (load and close)",
         "reopen",
@@ -114,6 +125,10 @@ const RAW_ROWS: &[(&str, &str)] = &[
 
 /// Adds the ratios to the raw baselines run just before the engine to its figures.
 pub fn add_ratios(metrics: &mut Metrics, raw: &Metrics) {
+    if let (Some(disk), Some(memory)) = (metrics.get("w3_mb_per_s"), metrics.get("w3_mem_mb_per_s")) {
+        let value = disk / memory;
+        metrics.insert("w3_disk_vs_mem", value);
+    }
     for (key, figure, baseline) in [
         ("w1_vs_raw", "w1_commits_per_s", "raw_pwrite_per_s"),
         ("w1_vs_raw_direct", "w1_commits_per_s", "raw_direct_per_s"),
@@ -232,7 +247,10 @@ pub fn workloads(sizes: &Sizes) -> String {
          log's fdatasyncs through a wrapping storage. \
          **w3**: {} MiB ({} records), one durable commit per {} records; MB/s over the time inside commits; \
          then close (timed), size on disk, reopen (warm page cache), close, drop the store's pages from the \
-         page cache (fsync + posix_fadvise(DONTNEED) on every file), reopen (cold). **Point reads**: every \
+         page cache (fsync + posix_fadvise(DONTNEED) on every file), reopen (cold). **w3 in memory**: the \
+         same load again in a directory of `/dev/shm` (tmpfs; `PEERS_MEMORY_DIR` names another), where \
+         writes and syncs reach no device: its rate is what the engine's CPU work allows, beside w3's on \
+         the disk. **Point reads**: every \
          record read once in key order (checked byte for byte), then {} uniform random reads timed, each pass \
          capped at 4 s: a pass of one read transaction per 1,000 reads, one of one per read (the mean of \
          each), and a third of one per read with each read timed on its own (p50, p99). \

@@ -330,3 +330,21 @@ pub fn process_cpu() -> Duration {
     let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     time(usage.ru_utime) + time(usage.ru_stime)
 }
+
+/// A fresh directory for this run in a memory file system (`/dev/shm`, or `PEERS_MEMORY_DIR`),
+/// named after `dir`'s last two components; `None` where there is none or it cannot be made.
+pub fn memory_dir(dir: &Path) -> Option<PathBuf> {
+    let base = std::env::var_os("PEERS_MEMORY_DIR").map_or_else(|| PathBuf::from("/dev/shm"), PathBuf::from);
+    if !base.is_dir() {
+        return None;
+    }
+    let tail: Vec<_> = dir.components().rev().take(2).collect();
+    let name: String = tail
+        .iter()
+        .rev()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("-");
+    let path = base.join(format!("vellum-peers-{}-{name}", std::process::id()));
+    fresh_dir(&path).ok().map(|()| path)
+}

@@ -193,6 +193,11 @@ pub fn run_engine<E: Engine>(ctx: &Ctx<'_>) -> Outcome {
         }
         Err(e) => outcome.record(name, "w3", Err(e)),
     }
+    if let Some(memory_dir) = sys::memory_dir(&ctx.dir) {
+        eprintln!("  {name}: w3 again in memory ({})", memory_dir.display());
+        outcome.record(name, "w3mem", guarded(|| w3_in_memory::<E>(&memory_dir, ctx)));
+        let _ = std::fs::remove_dir_all(&memory_dir);
+    }
     let _ = std::fs::remove_dir_all(&ctx.dir);
     outcome
 }
@@ -352,6 +357,24 @@ fn w3<E: Engine>(dir: &Path, ctx: &Ctx<'_>) -> Res<(Figures, E, Option<u64>)> {
         ("w3_cores_busy", cpu.as_secs_f64() / wall.as_secs_f64()),
     ];
     Ok((figures, store, device_before))
+}
+
+/// w3 again in a directory of a memory file system (tmpfs): the same load with no device under
+/// it, so its rate is what the engine's CPU work (and the kernel's copies) allow. Beside w3 on
+/// the disk, it says which of the two bounds a load.
+fn w3_in_memory<E: Engine>(dir: &Path, ctx: &Ctx<'_>) -> Res<Figures> {
+    let (figures, store, _) = w3::<E>(dir, ctx)?;
+    store.close()?;
+    std::fs::remove_dir_all(dir)?;
+    let renamed = |key: &str| match key {
+        "w3_mb_per_s" => Some("w3_mem_mb_per_s"),
+        "w3_cpu_s_per_gb" => Some("w3_mem_cpu_s_per_gb"),
+        _ => None,
+    };
+    Ok(figures
+        .into_iter()
+        .filter_map(|(key, value)| renamed(key).map(|key| (key, value)))
+        .collect())
 }
 
 /// Close (timed), size on disk, reopen warm (timed), close, drop the page cache, reopen cold
