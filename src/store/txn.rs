@@ -175,8 +175,11 @@ impl<'s> Transaction<'s> {
         // The device works on the commit while its changes are published (they are visible
         // before they are durable, as with any committer that waits for a group's flush).
         inner.wal.start_commit(lsn);
-        inner.count.store(self.writer.meta.count.get(), Ordering::Release);
+        // The changes first, then the count: a reader that sees the new count finds every id
+        // it counts (the other order let a reader that ran between the two count an id whose
+        // slot the mask still hid: `get` said absent).
         inner.mask.clear();
+        inner.count.store(self.writer.meta.count.get(), Ordering::Release);
         super::graph::after_commit(inner, self.writer.meta.graph.get()); // Hook (approximate index)
         let epoch = inner.epochs.now();
         let released = std::mem::take(&mut self.released);
