@@ -593,6 +593,18 @@ impl Arena {
         Ok(with_headers)
     }
 
+    /// Removes the files of each space from number `files[space]` on, best effort: files made
+    /// ahead that no page used, past the extent a closing checkpoint recorded. Their mappings
+    /// stay (nothing reads them: no page in them was initialised) until the arena is dropped.
+    /// Only a close calls it, once the page preparer is stopped.
+    pub fn remove_files_from(&self, files: [u32; 2]) {
+        for space in [Space::Catalog, Space::Vector] {
+            for file_no in u64::from(files[space.index()])..self.file_count(space) as u64 {
+                let _ = self.storage.remove_file(&self.dir.join(arena_file_name(space, file_no)));
+            }
+        }
+    }
+
     /// Removes files whose creation a crash interrupted (never renamed, so never used). Only a
     /// store opened for writing calls it: readers (`vellum verify`) change nothing.
     /// The open listed them; nothing creates an arena file before the caller removes them.

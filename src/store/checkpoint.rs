@@ -89,7 +89,7 @@ impl Caller {
 /// stores a base image whatever `Options::base_image_every` says.
 pub(crate) fn run_locked(inner: &Inner, force_base_image: bool, caller: Caller) -> Result<Lsn> {
     let _running = inner.memory.running();
-    let (begin_lsn, mut pages, extent) = begin(inner)?;
+    let (begin_lsn, mut pages, extent) = begin(inner, caller == Caller::Closing)?;
     inner.wal.flush_through(begin_lsn)?;
     let in_force = inner.control.lock().1.checkpoint_lsn;
     pages.sort_unstable();
@@ -149,8 +149,10 @@ pub(crate) fn run_locked(inner: &Inner, force_base_image: bool, caller: Caller) 
 
 /// Appends checkpoint-begin and snapshots the dirty page table and the arena's extent (the
 /// pages initialised so far are in the snapshot or on disk already, and the files holding them
-/// are made durable with the pages: both hold once the checkpoint is complete).
-fn begin(inner: &Inner) -> Result<(Lsn, Vec<PageId>, ArenaExtent)> {
+/// are made durable with the pages: both hold once the checkpoint is complete). A closing
+/// checkpoint leaves out a last file the page preparer made ahead in this session that no page
+/// used: the close removes it (`Arena::remove_files_from`).
+fn begin(inner: &Inner, closing: bool) -> Result<(Lsn, Vec<PageId>, ArenaExtent)> {
     let _active = inner.apply.lock();
     let spec = RecordSpec {
         kind: Kind::CheckpointBegin as u8,
@@ -161,9 +163,21 @@ fn begin(inner: &Inner) -> Result<(Lsn, Vec<PageId>, ArenaExtent)> {
     };
     let lsn = inner.wal.append(&spec, &[])?;
     let pages = inner.dirty.lock().keys().copied().collect();
+    let pages_initialised = inner.initialised_pages();
+    let files = [Space::Catalog, Space::Vector].map(|space| {
+        let present = inner.arena.file_count(space) as u64;
+        // The space's last file, made ahead by the page preparer in this session, that no page
+        // initialised in this session lies in (and no earlier session knew: it is new).
+        let last_unused = inner.preparer.made_ahead(space).is_some_and(|first| {
+            present > 0
+                && first == (present - 1) * inner.arena.pages_per_file()
+                && pages_initialised[space.index()] <= first
+        });
+        (present - u64::from(closing && last_unused)) as u32
+    });
     let extent = ArenaExtent {
-        pages: inner.initialised_pages(),
-        files: [Space::Catalog, Space::Vector].map(|space| inner.arena.file_count(space) as u32),
+        pages: pages_initialised,
+        files,
     };
     Ok((lsn, pages, extent))
 }

@@ -560,6 +560,13 @@ impl Store {
         // archiver (and a store that ships needs them in the bucket before the close finishes
         // the shipper). Up to four at a time: ~25 ms a 16 MiB segment here.
         let result = checkpoint::run_closing(&self.inner).and_then(|_| {
+            // A file made ahead that no page used (store/prepare.rs) is left out of the extent
+            // the closing checkpoint recorded: it goes, so a closed store holds only the files
+            // it uses. (Not synced: a crash that brings it back leaves a file of zeros past
+            // the extent, which an open accepts.)
+            if let Some(extent) = self.inner.control.lock().1.extent {
+                self.inner.arena.remove_files_from(extent.files);
+            }
             if self.inner.options.archive || crate::store::shipping::ships(&self.inner) {
                 crate::store::archiver::drain(&self.inner)
             } else {
