@@ -179,6 +179,8 @@ impl<'s> Transaction<'s> {
         // it counts (the other order let a reader that ran between the two count an id whose
         // slot the mask still hid: `get` said absent).
         inner.mask.clear();
+        #[cfg(test)]
+        tests::between_publications(inner);
         inner.count.store(self.writer.meta.count.get(), Ordering::Release);
         super::graph::after_commit(inner, self.writer.meta.graph.get()); // Hook (approximate index)
         let epoch = inner.epochs.now();
@@ -701,7 +703,51 @@ fn reclaim(writer: &mut WriterState, inner: &super::Inner) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Inner;
     use super::*;
+
+    thread_local! {
+        /// Runs on the committing thread between a commit's two publications (the changes,
+        /// then the count): what a reader could see if it ran there.
+        static BETWEEN_PUBLICATIONS: std::cell::RefCell<Option<Box<dyn Fn(&Inner)>>> = const { std::cell::RefCell::new(None) };
+    }
+
+    pub(super) fn between_publications(inner: &Inner) {
+        BETWEEN_PUBLICATIONS.with(|hook| {
+            if let Some(hook) = &*hook.borrow() {
+                hook(inner);
+            }
+        });
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "real files")]
+    fn a_reader_that_counts_a_committed_id_finds_it() {
+        // Between the commit's publications of its changes and of the new count, a reader
+        // that sees the count must find the id it counts (published the other way round, a
+        // reader there counted "x" and `get` said it was absent).
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::create(dir.path(), 4, crate::Options::default()).unwrap();
+        let ran = std::rc::Rc::new(std::cell::Cell::new(0));
+        let seen = std::rc::Rc::clone(&ran);
+        BETWEEN_PUBLICATIONS.with(|hook| {
+            *hook.borrow_mut() = Some(Box::new(move |inner: &Inner| {
+                seen.set(seen.get() + 1);
+                let counted = inner.count.load(Ordering::Acquire);
+                let token = inner.mask.token();
+                let found = crate::store::tree::lookup(inner, b"x").unwrap();
+                let visible = inner.mask.visible_since(token, b"x", found);
+                if counted == 1 {
+                    assert!(matches!(visible, Some(Some(_))), "a reader that counts x finds it: {visible:?}");
+                }
+            }))
+        });
+        store.insert("x", &[1.0, 2.0, 3.0, 4.0], &[]).unwrap();
+        BETWEEN_PUBLICATIONS.with(|hook| *hook.borrow_mut() = None);
+        assert_eq!(ran.get(), 1, "the commit ran the check between its publications");
+        assert_eq!(store.len(), 1);
+        store.close().unwrap();
+    }
 
     #[test]
     fn a_transactions_buffers_are_kept_emptied_unless_a_bulk_one_grew_them() {
