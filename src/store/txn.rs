@@ -706,10 +706,13 @@ mod tests {
     use super::super::Inner;
     use super::*;
 
+    /// A check run on the committing thread.
+    type Hook = Option<Box<dyn Fn(&Inner)>>;
+
     thread_local! {
         /// Runs on the committing thread between a commit's two publications (the changes,
         /// then the count): what a reader could see if it ran there.
-        static BETWEEN_PUBLICATIONS: std::cell::RefCell<Option<Box<dyn Fn(&Inner)>>> = const { std::cell::RefCell::new(None) };
+        static BETWEEN_PUBLICATIONS: std::cell::RefCell<Hook> = const { std::cell::RefCell::new(None) };
     }
 
     pub(super) fn between_publications(inner: &Inner) {
