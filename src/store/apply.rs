@@ -148,15 +148,15 @@ impl Inner {
             }
             Some(page.page_no() + count as u64)
         };
-        if preparing {
-            let pages = self.arena.page_count(page.space());
-            self.preparer.ask_file(page, pages, self.arena.pages_per_file());
+        if !preparing {
+            return;
         }
-        if preparing && self.preparer.wants_more(page) {
+        let pages = self.arena.page_count(page.space());
+        self.preparer.ask_file(page, pages, self.arena.pages_per_file());
+        if self.preparer.wants_more(page) {
             let next = made_by_writer.unwrap_or_else(|| self.arena.fresh_end(page));
             // Runs only in files the store has: the next file is made on its own, ahead
             // (`Preparer::ask_file`), or by the writer.
-            let pages = self.arena.page_count(page.space());
             let run_len = |first: PageId| {
                 if first.page_no() < pages { self.arena.run_len(first, usize::MAX) as u64 } else { 0 }
             };
