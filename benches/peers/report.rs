@@ -89,6 +89,11 @@ const ROWS: &[Row] = &[
         "w3 bytes the device wrote per byte loaded (load and close)",
         "reopen",
     ),
+    ratio(
+        "w3_device_vs_raw",
+        "w3 device write rate (MB/s × bytes per byte) ÷ raw sequential write: how busy the load kept the device",
+        "reopen",
+    ),
     row("size_mib", "w3 store on disk after close (MiB allocated)", "reopen"),
     row("close_ms", "close after w3 (ms)", "reopen"),
     row("warm_ms", "reopen, warm page cache (ms)", "reopen"),
@@ -128,6 +133,11 @@ pub fn add_ratios(metrics: &mut Metrics, raw: &Metrics) {
     if let (Some(disk), Some(memory)) = (metrics.get("w3_mb_per_s"), metrics.get("w3_mem_mb_per_s")) {
         let value = disk / memory;
         metrics.insert("w3_disk_vs_mem", value);
+    }
+    let device = (metrics.get("w3_mb_per_s"), metrics.get("w3_device_written_per_byte"));
+    if let ((Some(mb_per_s), Some(per_byte)), Some(sequential)) = (device, raw.get("raw_seq_mb_per_s")) {
+        let value = mb_per_s * per_byte / sequential;
+        metrics.insert("w3_device_vs_raw", value);
     }
     for (key, figure, baseline) in [
         ("w1_vs_raw", "w1_commits_per_s", "raw_pwrite_per_s"),
