@@ -28,6 +28,8 @@
 mod counting;
 #[path = "peers/engines.rs"]
 mod engines;
+#[path = "peers/raw_group.rs"]
+mod raw_group;
 #[path = "peers/report.rs"]
 mod report;
 #[path = "peers/sys.rs"]
@@ -252,6 +254,38 @@ fn raw_baselines(dir: &Path, sizes: &Sizes) -> workloads::Metrics {
         }
         // tmpfs and some other file systems have no direct I/O: the row stays empty.
         Err(e) => eprintln!("  !! raw O_DIRECT | O_DSYNC write: {e}"),
+    }
+    // w2's shape with no engine: four writers sharing durable writes (peers/raw_group.rs).
+    let per_writer = (sizes.w2_per_thread / 2).max(10);
+    for (sharing, per_s, per_flush) in [
+        (
+            raw_group::Sharing::OneInFlight,
+            "raw_group_per_s",
+            "raw_group_per_flush",
+        ),
+        (
+            raw_group::Sharing::Gathered,
+            "raw_group_gathered_per_s",
+            "raw_group_gathered_per_flush",
+        ),
+        (
+            raw_group::Sharing::TwoInFlight,
+            "raw_group2_per_s",
+            "raw_group2_per_flush",
+        ),
+        (
+            raw_group::Sharing::TwoGathered,
+            "raw_group2g_per_s",
+            "raw_group2g_per_flush",
+        ),
+    ] {
+        match raw_group::raw_group_commit(dir, per_writer, sharing) {
+            Ok(figures) => {
+                raw.insert(per_s, figures.commits_per_s);
+                raw.insert(per_flush, figures.commits_per_flush);
+            }
+            Err(e) => eprintln!("  !! raw group commit ({sharing:?}): {e}"),
+        }
     }
     match sys::raw_sequential_fdatasync(dir, sizes.raw_sequential_bytes) {
         Ok(mb_per_s) => {
