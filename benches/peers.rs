@@ -257,28 +257,8 @@ fn raw_baselines(dir: &Path, sizes: &Sizes) -> workloads::Metrics {
     }
     // w2's shape with no engine: four writers sharing durable writes (peers/raw_group.rs).
     let per_writer = (sizes.w2_per_thread / 2).max(10);
-    for (sharing, per_s, per_flush) in [
-        (
-            raw_group::Sharing::OneInFlight,
-            "raw_group_per_s",
-            "raw_group_per_flush",
-        ),
-        (
-            raw_group::Sharing::Gathered,
-            "raw_group_gathered_per_s",
-            "raw_group_gathered_per_flush",
-        ),
-        (
-            raw_group::Sharing::TwoInFlight,
-            "raw_group2_per_s",
-            "raw_group2_per_flush",
-        ),
-        (
-            raw_group::Sharing::TwoGathered,
-            "raw_group2g_per_s",
-            "raw_group2g_per_flush",
-        ),
-    ] {
+    for sharing in raw_group::Sharing::ALL {
+        let (per_s, per_flush) = sharing.keys();
         match raw_group::raw_group_commit(dir, per_writer, sharing) {
             Ok(figures) => {
                 raw.insert(per_s, figures.commits_per_s);

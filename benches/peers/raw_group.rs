@@ -46,6 +46,25 @@ pub enum Sharing {
     TwoGathered,
 }
 
+impl Sharing {
+    pub const ALL: [Sharing; 4] = [
+        Sharing::OneInFlight,
+        Sharing::Gathered,
+        Sharing::TwoInFlight,
+        Sharing::TwoGathered,
+    ];
+
+    /// The report's keys for its commits per second and its commits per durable write.
+    pub fn keys(self) -> (&'static str, &'static str) {
+        match self {
+            Sharing::OneInFlight => ("raw_group_per_s", "raw_group_per_flush"),
+            Sharing::Gathered => ("raw_group_gathered_per_s", "raw_group_gathered_per_flush"),
+            Sharing::TwoInFlight => ("raw_group2_per_s", "raw_group2_per_flush"),
+            Sharing::TwoGathered => ("raw_group2g_per_s", "raw_group2g_per_flush"),
+        }
+    }
+}
+
 /// Commits per second and commits per durable write.
 pub struct GroupFigures {
     pub commits_per_s: f64,
