@@ -75,6 +75,34 @@ fn lsn_text(lsn: &Option<Lsn>) -> String {
     }
 }
 
+impl Error {
+    /// An equal error (same variant and text) for a second caller that the same failure
+    /// stopped: the commits one failed flush carried (src/store/combine.rs).
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Io { context, source } => Error::Io {
+                context: context.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::DiskFull { context } => Error::DiskFull {
+                context: context.clone(),
+            },
+            Error::Corrupted { lsn, file, reason } => Error::Corrupted {
+                lsn: *lsn,
+                file: file.clone(),
+                reason: reason.clone(),
+            },
+            Error::InvalidArgument(text) => Error::InvalidArgument(text.clone()),
+            Error::AlreadyExists => Error::AlreadyExists,
+            Error::NotFound(text) => Error::NotFound(text.clone()),
+            Error::Incompatible(text) => Error::Incompatible(text.clone()),
+            Error::Closed(text) => Error::Closed(text.clone()),
+            Error::ReadOnly(text) => Error::ReadOnly(text.clone()),
+            Error::Locked(text) => Error::Locked(text.clone()),
+        }
+    }
+}
+
 /// Vellum's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

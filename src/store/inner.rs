@@ -64,6 +64,8 @@ pub(crate) struct Inner {
     /// The running transaction's changes, hidden from readers.
     pub mask: Mask,
     pub writer: Mutex<WriterState>,
+    /// Single-row durable writes from many threads, run by one (src/store/combine.rs).
+    pub combiner: super::combine::Combiner,
     /// Held while a record is appended and applied, so a checkpoint never sees one without the
     /// other; guards the transaction table entry.
     pub apply: Mutex<Option<ActiveTxn>>,
@@ -132,6 +134,7 @@ impl Inner {
             count: AtomicU64::new(0),
             mask: Mask::default(),
             writer: Mutex::new(WriterState::new(1, None)),
+            combiner: super::combine::Combiner::default(),
             apply: Mutex::new(None),
             dirty: Mutex::new(PageMap::default()),
             recent_inits: Mutex::new(PageMap::default()),

@@ -18,6 +18,7 @@ mod apply;
 pub(crate) mod archiver;
 pub(crate) mod catalog;
 pub(crate) mod checkpoint;
+mod combine;
 pub mod control_file;
 mod edits;
 pub(crate) mod graph;
@@ -345,7 +346,14 @@ impl Store {
     }
 
     /// Inserts a vector (autocommit). `Err(AlreadyExists)` if `id` is present.
+    ///
+    /// With `SyncMode::Always`, concurrent calls (and [`Store::upsert`]s) are combined: one
+    /// calling thread runs each queued row as its own transaction and leads the flush that
+    /// makes them all durable; each caller gets its own row's result.
     pub fn insert(&self, id: &str, vector: &[f32], metadata: &[(&str, &str)]) -> Result<Lsn> {
+        if self.combines() {
+            return self.inner().combiner.write(self, combine::RowOp::Insert, id, vector, metadata);
+        }
         let mut tx = self.begin()?;
         tx.insert(id, vector, metadata)?;
         tx.commit()
@@ -353,9 +361,18 @@ impl Store {
 
     /// Inserts or replaces a vector (autocommit).
     pub fn upsert(&self, id: &str, vector: &[f32], metadata: &[(&str, &str)]) -> Result<Lsn> {
+        if self.combines() {
+            return self.inner().combiner.write(self, combine::RowOp::Upsert, id, vector, metadata);
+        }
         let mut tx = self.begin()?;
         tx.upsert(id, vector, metadata)?;
         tx.commit()
+    }
+
+    /// Whether single-row writes go through the combiner (src/store/combine.rs): only where
+    /// each waits for its own flush, which concurrent writers then share.
+    fn combines(&self) -> bool {
+        self.inner().options.sync == crate::SyncMode::Always
     }
 
     /// Inserts every row `(id, vector, metadata)` in one transaction (the bulk path: many

@@ -59,6 +59,13 @@ pub struct Transaction<'s> {
 /// ([`Transaction::log_update_of`]).
 const CHECKED_RECENT_PAGES: usize = 8;
 
+/// After a commit is durable (per the sync mode): a checkpoint that fails here leaves its
+/// pages dirty and is retried at the next trigger.
+pub(super) fn after_durable(store: &Store) {
+    let _ = store.inner().nudge_checkpointer();
+    super::graph::maybe_vacuum(store); // Hook (approximate index)
+}
+
 impl<'s> Transaction<'s> {
     pub(super) fn begin(store: &'s Store) -> Result<Transaction<'s>> {
         store.inner().check_writable()?;
@@ -168,7 +175,21 @@ impl<'s> Transaction<'s> {
 
     /// Commits: the changes become visible to readers, and durable per the sync mode before
     /// this returns. Returns the commit record's LSN.
-    pub fn commit(mut self) -> Result<Lsn> {
+    pub fn commit(self) -> Result<Lsn> {
+        let store = self.store;
+        let lsn = self.publish()?;
+        // The writer lock is released: other writers proceed while this commit waits for its
+        // flush, and share it (group commit).
+        store.inner().wal.commit(lsn)?;
+        // The commit is durable (per the sync mode) whatever happens next.
+        after_durable(store);
+        Ok(lsn)
+    }
+
+    /// Appends the commit record and publishes the transaction's changes (visible at once),
+    /// releasing the writer lock; the commit is not yet durable: the caller makes it so
+    /// (`Wal::commit`) and then calls [`after_durable`].
+    pub(super) fn publish(mut self) -> Result<Lsn> {
         let store = self.store;
         let inner = store.inner();
         let lsn = inner.log_and_apply(Some(&mut self.active), Kind::Commit, &[], &[])?;
@@ -192,13 +213,6 @@ impl<'s> Transaction<'s> {
         *inner.apply.lock() = None;
         self.finished = true;
         drop(self);
-        // The writer lock is released: other writers proceed while this commit waits for its
-        // flush, and share it (group commit).
-        inner.wal.commit(lsn)?;
-        // The commit is durable (per the sync mode) whatever happens next: a checkpoint that
-        // fails here leaves its pages dirty and is retried at the next trigger.
-        let _ = inner.nudge_checkpointer();
-        super::graph::maybe_vacuum(store); // Hook (approximate index)
         Ok(lsn)
     }
 
