@@ -113,8 +113,11 @@ impl Combiner {
             std::thread::yield_now();
         }
         let durable = make_durable(store, &round.ran);
+        let flushed = durable.is_ok();
         round.post(durable);
-        super::txn::after_durable(store);
+        if flushed {
+            super::txn::after_durable(store);
+        }
     }
 }
 
