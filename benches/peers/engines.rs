@@ -159,7 +159,8 @@ impl<const ARCHIVE: bool> Engine for VellumWith<ARCHIVE> {
         }
         "default `Options` (`SyncMode::Always`: a commit returns after its log bytes are fdatasynced, and \
          concurrent committers share one fdatasync; 16 KiB pages, 16 MiB segments and arena files, a background checkpoint \
-         every 256 MiB of log, archive on). `Store::insert` per record (w1, w2), one `Store::insert_many` of \
+         every 256 MiB of log, archive on). `Store::insert` per record (w1, w2; concurrent inserts are run by one of \
+         their threads, each its own transaction, and made durable by one flush: src/store/combine.rs), one `Store::insert_many` of \
          1,000 rows per batch (w3: the bulk path, one durable commit). A record is a 256-dim f32 vector (its 1 KiB as little-endian \
          words) under the id `\"stream:seq\"`, no metadata; every insert also updates the arena, the id index \
          and a catalog page, which a log (okaywal) does not. Vellum has no read transactions (readers see \
