@@ -145,3 +145,39 @@ impl<T> IoContext<T> for io::Result<T> {
         self.map_err(|source| Error::io(what(), source))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_duplicate_error_has_the_variant_the_io_kind_and_the_text_of_the_original() {
+        let errors = [
+            Error::io("syncing the log", io::Error::from(io::ErrorKind::TimedOut)),
+            Error::DiskFull {
+                context: "appending".into(),
+            },
+            Error::corrupted_at(Lsn(4096), "bad CRC"),
+            Error::corrupted_file("arena/vector-0.pages", "torn page"),
+            Error::InvalidArgument("dimension".into()),
+            Error::AlreadyExists,
+            Error::NotFound("id".into()),
+            Error::Incompatible("format 9".into()),
+            Error::Closed("poisoned".into()),
+            Error::ReadOnly("opened read-only".into()),
+            Error::Locked("held".into()),
+        ];
+        for error in &errors {
+            let copy = error.duplicate();
+            assert_eq!(copy.to_string(), error.to_string(), "the same text");
+            assert_eq!(
+                std::mem::discriminant(&copy),
+                std::mem::discriminant(error),
+                "the same variant: {error}"
+            );
+            if let (Error::Io { source: a, .. }, Error::Io { source: b, .. }) = (error, &copy) {
+                assert_eq!(a.kind(), b.kind(), "an I/O error keeps its kind");
+            }
+        }
+    }
+}
