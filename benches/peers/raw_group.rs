@@ -214,6 +214,8 @@ impl Group {
         let mut state = self.state.lock().map_err(|_| "poisoned")?;
         state.in_flight -= 1;
         state.flushes += 1;
+        // Released even if the write failed (no writer waits for ever): the leader's error
+        // fails the whole baseline, so no figure comes from it.
         for writer in taken {
             state.durable[writer] = true;
         }

@@ -113,9 +113,11 @@ impl Combiner {
             std::thread::yield_now();
         }
         let durable = make_durable(store, &round.ran);
-        let flushed = durable.is_ok();
+        // As after a `Transaction::commit`: only once a commit is durable (a round of refused
+        // rows, on a read-only store say, committed nothing).
+        let committed = durable.is_ok() && round.ran.iter().any(|(_, result)| result.is_ok());
         round.post(durable);
-        if flushed {
+        if committed {
             super::txn::after_durable(store);
         }
     }
