@@ -200,13 +200,17 @@ fn run(args: &Args) -> Res<bool> {
         .tempdir_in(std::env::temp_dir())?;
     let sizes = Sizes::scaled(args.scale);
     let pool = Pool::new();
+    let log_bytes_per_commit = engines::vellum_log_bytes_per_commit(scratch.path())?;
+    eprintln!(
+        "vellum logs {log_bytes_per_commit} bytes for one w2 commit (the last raw group-commit baseline's record)"
+    );
     let mut raw_runs = Vec::new();
     let mut rounds: Vec<Vec<Outcome>> = args.engines.iter().map(|_| Vec::new()).collect();
     for round in 1..=args.rounds {
         for (engine, outcomes) in args.engines.iter().zip(&mut rounds) {
             eprintln!("-- {engine} (round {round}/{}): raw baselines first", args.rounds);
             let t = Instant::now();
-            let raw = raw_baselines(scratch.path(), &sizes);
+            let raw = raw_baselines(scratch.path(), &sizes, log_bytes_per_commit);
             let ctx = Ctx {
                 dir: scratch.path().join(engine),
                 sizes: &sizes,
@@ -237,7 +241,7 @@ fn run(args: &Args) -> Res<bool> {
 
 /// The raw baselines run just before an engine (the disk's latency drifts within minutes on a
 /// shared machine); a failure leaves its figures out (the table says FAILED).
-fn raw_baselines(dir: &Path, sizes: &Sizes) -> workloads::Metrics {
+fn raw_baselines(dir: &Path, sizes: &Sizes, log_bytes_per_commit: usize) -> workloads::Metrics {
     let mut raw = workloads::Metrics::new();
     match sys::raw_pwrite_fdatasync(dir, sizes.raw_ops, false) {
         Ok((per_s, latency)) => {
@@ -259,7 +263,11 @@ fn raw_baselines(dir: &Path, sizes: &Sizes) -> workloads::Metrics {
     let per_writer = (sizes.w2_per_thread / 2).max(10);
     for sharing in raw_group::Sharing::ALL {
         let (per_s, per_flush) = sharing.keys();
-        match raw_group::raw_group_commit(dir, per_writer, sharing) {
+        let record_bytes = match sharing {
+            raw_group::Sharing::GatheredLogBytes => log_bytes_per_commit,
+            _ => raw_group::RECORD_BYTES,
+        };
+        match raw_group::raw_group_commit(dir, per_writer, sharing, record_bytes) {
             Ok(figures) => {
                 raw.insert(per_s, figures.commits_per_s);
                 raw.insert(per_flush, figures.commits_per_flush);

@@ -147,6 +147,26 @@ impl<const ARCHIVE: bool> VellumWith<ARCHIVE> {
     }
 }
 
+/// The bytes Vellum's log takes for one w2 commit (the insert's update record and its commit
+/// record, log page headers included), measured on a store in `dir` that is removed after: the
+/// record length of the raw group-commit baseline that logs what Vellum logs.
+pub fn vellum_log_bytes_per_commit(dir: &Path) -> Res<usize> {
+    const COMMITS: u64 = 400;
+    let scratch = dir.join("log-bytes");
+    let vellum = Vellum::open(&scratch)?;
+    let record = vec![0u8; VELLUM_DIMENSION * 4];
+    let before = vellum.store.log_info();
+    for seq in 0..COMMITS {
+        // w2's ids: four writers, sequence numbers in the thousands.
+        vellum.commit_one(1 + (seq % 4) as u32, 1000 + seq, &record)?;
+    }
+    let after = vellum.store.log_info();
+    vellum.close()?;
+    std::fs::remove_dir_all(&scratch)?;
+    let bytes = after.end_lsn.get() - before.end_lsn.get();
+    Ok((bytes / (after.commits - before.commits)) as usize)
+}
+
 impl<const ARCHIVE: bool> Engine for VellumWith<ARCHIVE> {
     const NAME: &'static str = if ARCHIVE { "vellum" } else { "vellum-noarchive" };
     const HAS_GET: bool = true;

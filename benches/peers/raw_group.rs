@@ -1,7 +1,10 @@
-//! Raw baseline for w2: four writers that each commit one 1 KiB record at a time and wait for
-//! it to be durable, sharing durable writes as group commit does, with no engine around them.
-//! What any store of that shape could reach on this machine: the device, the cores and the
-//! wake-ups, and nothing else.
+//! Raw baseline for w2: four writers that each commit one record at a time and wait for it to
+//! be durable, sharing durable writes as group commit does, with no engine around them. What
+//! any store of that shape could reach on this machine: the device, the cores and the wake-ups,
+//! and nothing else. A record is the 1 KiB the workload commits or, for the last baseline, as
+//! many bytes as Vellum's log takes for one such commit (its records' headers, the id, the
+//! catalog and index edits, the commit record): the ceiling of a store that logs what Vellum
+//! logs.
 //!
 //! A writer appends its record under a lock (a count of bytes: the bytes themselves do not
 //! matter to the disk) and then either leads a flush, if its record is not yet in one and
@@ -17,7 +20,9 @@
 //!   record for that), and a writer's commit durable when its own flush returns, whatever the
 //!   other does: more generous than any log, whose durable point is a prefix;
 //! - two flushes in flight, gathered: as the third, each leader first yielding until two records
-//!   are appended (for 60 µs at most).
+//!   are appended (for 60 µs at most);
+//! - gathered, at Vellum's log bytes: as the second, each record as long as Vellum's log
+//!   takes for one w2 commit (measured before the run, [`crate::engines::vellum_log_bytes_per_commit`]).
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -28,7 +33,8 @@ use std::time::{Duration, Instant};
 use crate::Res;
 
 const BLOCK: usize = 4096;
-const RECORD_BYTES: usize = 1024;
+/// The workload's record.
+pub const RECORD_BYTES: usize = 1024;
 const WRITERS: usize = 4;
 const SPIN: Duration = Duration::from_micros(100);
 const GATHER_MAX: Duration = Duration::from_micros(60);
@@ -44,14 +50,17 @@ pub enum Sharing {
     TwoInFlight,
     /// Up to two flushes at a time, each leader waiting for two records first.
     TwoGathered,
+    /// As `Gathered`, each record as long as Vellum's log bytes for one commit.
+    GatheredLogBytes,
 }
 
 impl Sharing {
-    pub const ALL: [Sharing; 4] = [
+    pub const ALL: [Sharing; 5] = [
         Sharing::OneInFlight,
         Sharing::Gathered,
         Sharing::TwoInFlight,
         Sharing::TwoGathered,
+        Sharing::GatheredLogBytes,
     ];
 
     /// The report's keys for its commits per second and its commits per durable write.
@@ -61,6 +70,7 @@ impl Sharing {
             Sharing::Gathered => ("raw_group_gathered_per_s", "raw_group_gathered_per_flush"),
             Sharing::TwoInFlight => ("raw_group2_per_s", "raw_group2_per_flush"),
             Sharing::TwoGathered => ("raw_group2g_per_s", "raw_group2g_per_flush"),
+            Sharing::GatheredLogBytes => ("raw_group_log_per_s", "raw_group_log_per_flush"),
         }
     }
 }
@@ -88,12 +98,18 @@ struct Group {
     done: Condvar,
     file: fs::File,
     sharing: Sharing,
+    record_bytes: usize,
 }
 
-/// Runs `per_writer` commits from each of four writers into a new zero-filled file in `dir`.
-pub fn raw_group_commit(dir: &Path, per_writer: usize, sharing: Sharing) -> Res<GroupFigures> {
+/// Runs `per_writer` commits of `record_bytes` each from each of four writers into a new
+/// zero-filled file in `dir`.
+pub fn raw_group_commit(dir: &Path, per_writer: usize, sharing: Sharing, record_bytes: usize) -> Res<GroupFigures> {
+    assert!(
+        record_bytes > 0 && WRITERS * record_bytes <= 12 * BLOCK,
+        "a flush of every writer's record fits the buffer"
+    );
     let path = dir.join("raw-group");
-    let bytes = (WRITERS * per_writer * (RECORD_BYTES + BLOCK) + 2 * BLOCK).next_multiple_of(1 << 20);
+    let bytes = (WRITERS * per_writer * (record_bytes + BLOCK) + 2 * BLOCK).next_multiple_of(1 << 20);
     let zeros = vec![0u8; 1 << 20];
     {
         let file = OpenOptions::new().write(true).create_new(true).open(&path)?;
@@ -112,6 +128,7 @@ pub fn raw_group_commit(dir: &Path, per_writer: usize, sharing: Sharing) -> Res<
         done: Condvar::new(),
         file,
         sharing,
+        record_bytes,
     };
     let start = Instant::now();
     let results: Vec<Res<()>> = std::thread::scope(|scope| {
@@ -183,7 +200,7 @@ impl Group {
     ) -> Res<std::sync::MutexGuard<'a, State>> {
         state.in_flight += 1;
         let gather_to = match self.sharing {
-            Sharing::Gathered => WRITERS,
+            Sharing::Gathered | Sharing::GatheredLogBytes => WRITERS,
             Sharing::TwoGathered => 2,
             _ => 0,
         };
@@ -196,7 +213,7 @@ impl Group {
             }
         }
         let taken = std::mem::take(&mut state.waiting);
-        let record_bytes = (taken.len() * RECORD_BYTES) as u64;
+        let record_bytes = (taken.len() * self.record_bytes) as u64;
         let (offset, len) = if self.in_flight_max() == 1 {
             let first_block = state.end_bytes - state.end_bytes % BLOCK as u64;
             state.end_bytes += record_bytes;

@@ -50,6 +50,11 @@ const ROWS: &[Row] = &[
         "w2 ÷ raw group commit of 4 writers with no engine work, gathered (the best raw sharing: see the baselines)",
         "w2",
     ),
+    ratio(
+        "w2_vs_raw_group_log",
+        "w2 ÷ the same raw group commit, each record as many bytes as Vellum logs for one commit",
+        "w2",
+    ),
     row("w2_p50_us", "w2 commit p50 (µs)", "w2"),
     row("w2_p99_us", "w2 commit p99 (µs)", "w2"),
     row(
@@ -148,6 +153,11 @@ const RAW_ROWS: &[(&str, &str)] = &[
     ),
     ("raw_group2g_per_flush", "  commits per durable write"),
     (
+        "raw_group_log_per_s",
+        "gathered as the second, each record as many bytes as Vellum's log takes for one w2 commit (commits/s)",
+    ),
+    ("raw_group_log_per_flush", "  commits per durable write"),
+    (
         "raw_seq_mb_per_s",
         "sequential write 1 MiB + fdatasync per MiB, new file (MB/s)",
     ),
@@ -173,6 +183,7 @@ pub fn add_ratios(metrics: &mut Metrics, raw: &Metrics) {
             "w2_commits_per_s",
             "raw_group_gathered_per_s",
         ),
+        ("w2_vs_raw_group_log", "w2_commits_per_s", "raw_group_log_per_s"),
         ("w3_vs_raw", "w3_mb_per_s", "raw_seq_mb_per_s"),
     ] {
         if let (Some(x), Some(b)) = (metrics.get(figure), raw.get(baseline)) {
