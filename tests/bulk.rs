@@ -234,8 +234,15 @@ fn runs_of_neighbouring_ids_in_one_record_each_land_where_a_lookup_finds_them() 
     assert!(report.clean(), "{:?}", report.problems);
 }
 
+/// A dimension whose slots are padded (23 floats in a 96-byte stride): a bulk record logs the
+/// vectors of adjacent slots as one write (FORMAT.md, section 15, "batch"), so only where
+/// slots are not adjacent does the log keep one vector write a row, in row order, for
+/// [`vector_slots_logged`] to list.
+const DIM_PADDED: u32 = 23;
+
 /// The vector slots the log's update records write, in log order: (page, offset) of every
-/// edit of a vector page that writes a whole vector.
+/// edit of a vector page that writes a whole vector (one a row in a store of padded slots:
+/// [`DIM_PADDED`]).
 fn vector_slots_logged(dir: &std::path::Path, vector_bytes: usize) -> Vec<(u64, u32)> {
     use vellum::format::page::Space;
     use vellum::format::record::{Payload, decode};
@@ -269,15 +276,15 @@ fn a_bulk_insert_takes_the_slots_one_insert_at_a_time_would_take() {
         checkpoint_interval_bytes: 0,
         ..options()
     };
-    let a = Store::create(one.path(), 24, opts()).unwrap();
-    let b = Store::create(many.path(), 24, opts()).unwrap();
+    let a = Store::create(one.path(), DIM_PADDED, opts()).unwrap();
+    let b = Store::create(many.path(), DIM_PADDED, opts()).unwrap();
     let mut next = 0u64;
     let mut present: Vec<String> = Vec::new();
     for round in 0..12 {
         let n = 1 + rng.below(200) as usize;
         let ids: Vec<String> = (0..n).map(|i| format!("r{round}-{:05}", next + i as u64)).collect();
         next += n as u64;
-        let v: Vec<f32> = (0..24).map(|j| (round * 24 + j) as f32).collect();
+        let v: Vec<f32> = (0..DIM_PADDED).map(|j| (round * 24 + j) as f32).collect();
         let rows: Vec<Row<'_>> = ids.iter().map(|id| (id.as_str(), v.as_slice(), &[][..])).collect();
         for row in &rows {
             a.insert(row.0, row.1, row.2).unwrap();
@@ -302,8 +309,8 @@ fn a_bulk_insert_takes_the_slots_one_insert_at_a_time_would_take() {
     a.close().unwrap();
     b.close().unwrap();
     let (slots_one, slots_many) = (
-        vector_slots_logged(one.path(), 96),
-        vector_slots_logged(many.path(), 96),
+        vector_slots_logged(one.path(), DIM_PADDED as usize * 4),
+        vector_slots_logged(many.path(), DIM_PADDED as usize * 4),
     );
     assert!(
         slots_one.len() > 1000,
@@ -311,6 +318,16 @@ fn a_bulk_insert_takes_the_slots_one_insert_at_a_time_would_take() {
         slots_one.len()
     );
     let first_difference = slots_one.iter().zip(&slots_many).position(|(x, y)| x != y);
+    if let Some(at) = first_difference {
+        eprintln!(
+            "one  {:?}",
+            &slots_one[at.saturating_sub(8)..(at + 40).min(slots_one.len())]
+        );
+        eprintln!(
+            "many {:?}",
+            &slots_many[at.saturating_sub(8)..(at + 40).min(slots_many.len())]
+        );
+    }
     assert!(
         first_difference.is_none() && slots_one.len() == slots_many.len(),
         "each row in the slot an insert on its own takes: {} and {} rows logged, first difference at {first_difference:?}: {:?}",
@@ -329,7 +346,7 @@ fn a_bulk_insert_takes_the_slots_one_insert_at_a_time_would_take() {
 
 #[test]
 fn a_slot_freed_in_the_page_a_bulk_insert_fills_is_reused_after_the_commit() {
-    // 24-dim vectors in 4 KiB pages: 38 slots a page. One upsert_many fills page 0, replacing
+    // 23-dim vectors in 4 KiB pages: 38 slots a page. One upsert_many fills page 0, replacing
     // one of its own rows on the way (the replaced row's slot is freed, quarantined until the
     // commit): page 0 must stay on the list of pages with a free slot when its last slot is
     // taken, so the slot is found again once no reader can hold it.
@@ -339,10 +356,10 @@ fn a_slot_freed_in_the_page_a_bulk_insert_fills_is_reused_after_the_commit() {
         checkpoint_interval_bytes: 0,
         ..options()
     };
-    let store = Store::create(dir.path(), 24, opts).unwrap();
+    let store = Store::create(dir.path(), DIM_PADDED, opts).unwrap();
     let mut ids: Vec<String> = (0..38).map(|i| format!("a{i:02}")).collect();
     ids.insert(20, "a05".to_string());
-    let v = [1.0f32; 24];
+    let v = [1.0f32; DIM_PADDED as usize];
     let rows: Vec<Row<'_>> = ids.iter().map(|id| (id.as_str(), &v[..], &[][..])).collect();
     store.upsert_many(&rows).unwrap();
     for _ in 0..3 {
@@ -350,8 +367,8 @@ fn a_slot_freed_in_the_page_a_bulk_insert_fills_is_reused_after_the_commit() {
     }
     store.insert("z", &v, &[]).unwrap();
     store.close().unwrap();
-    let slots = vector_slots_logged(dir.path(), 96);
-    let layout = vellum::format::page::VectorLayout::new(4096, 24);
+    let slots = vector_slots_logged(dir.path(), DIM_PADDED as usize * 4);
+    let layout = vellum::format::page::VectorLayout::new(4096, DIM_PADDED);
     assert_eq!(layout.slots_per_page, 38, "the page the test means to fill");
     assert_eq!(slots.len(), 40, "39 rows and one insert: {slots:?}");
     assert_eq!(slots[5], (0, layout.slot_offset(5) as u32), "a05 first went to slot 5");

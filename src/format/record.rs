@@ -438,31 +438,81 @@ pub fn encode_edits(out: &mut Vec<u8>, edits: &[Edit<'_>]) {
     assert!(edits.len() <= u16::MAX as usize, "too many edits in one record");
     out.extend_from_slice(&(edits.len() as u16).to_le_bytes());
     for edit in edits {
-        out.extend_from_slice(&edit.page.0.to_le_bytes());
-        out.extend_from_slice(&edit.offset.to_le_bytes());
-        let (len, mut flags, end) = match edit.kind {
-            EditKind::Write => (edit.after.len() as u32, 0, None),
-            EditKind::Insert { end } => {
-                assert!(edit.before.is_none(), "an insert has no before-image");
-                (edit.after.len() as u32, EDIT_FLAG_INSERT, Some(end))
-            }
-            EditKind::Remove { end, len } => {
-                assert!(edit.after.is_empty(), "a remove writes nothing");
-                (len, EDIT_FLAG_REMOVE, Some(end))
-            }
-        };
+        encode_edit(out, edit);
+    }
+}
+
+fn encode_edit(out: &mut Vec<u8>, edit: &Edit<'_>) {
+    out.extend_from_slice(&edit.page.0.to_le_bytes());
+    out.extend_from_slice(&edit.offset.to_le_bytes());
+    let (len, mut flags, end) = match edit.kind {
+        EditKind::Write => (edit.after.len() as u32, 0, None),
+        EditKind::Insert { end } => {
+            assert!(edit.before.is_none(), "an insert has no before-image");
+            (edit.after.len() as u32, EDIT_FLAG_INSERT, Some(end))
+        }
+        EditKind::Remove { end, len } => {
+            assert!(edit.after.is_empty(), "a remove writes nothing");
+            (len, EDIT_FLAG_REMOVE, Some(end))
+        }
+    };
+    if let Some(before) = edit.before {
+        assert_eq!(before.len(), len as usize, "a before-image spans the edit");
+        flags |= EDIT_FLAG_BEFORE;
+    }
+    out.extend_from_slice(&len.to_le_bytes());
+    out.push(flags);
+    if let Some(end) = end {
+        out.extend_from_slice(&end.to_le_bytes());
+    }
+    out.extend_from_slice(edit.before.unwrap_or(&[]));
+    out.extend_from_slice(edit.after);
+}
+
+/// Appends writes `run` of one page, which cover adjacent bytes in offset order and all have
+/// a before-image or none, as one write edit: their before-images one after the other, then
+/// their after-images. (The run's writes must commute with the rest of the page's edits: the
+/// caller's to know.)
+fn encode_run(out: &mut Vec<u8>, run: &[Edit<'_>]) {
+    let [first, ..] = run else {
+        panic!("a run holds at least one edit");
+    };
+    let mut end = first.offset;
+    for edit in run {
+        assert!(
+            edit.kind == EditKind::Write && edit.page == first.page && edit.offset == end,
+            "a run is writes of one page covering adjacent bytes in order"
+        );
+        assert_eq!(
+            edit.before.is_some(),
+            first.before.is_some(),
+            "a run's writes agree on before-images"
+        );
+        end += edit.after.len() as u32;
+    }
+    out.extend_from_slice(&first.page.0.to_le_bytes());
+    out.extend_from_slice(&first.offset.to_le_bytes());
+    out.extend_from_slice(&(end - first.offset).to_le_bytes());
+    out.push(if first.before.is_some() { EDIT_FLAG_BEFORE } else { 0 });
+    for edit in run {
         if let Some(before) = edit.before {
-            assert_eq!(before.len(), len as usize, "a before-image spans the edit");
-            flags |= EDIT_FLAG_BEFORE;
+            assert_eq!(before.len(), edit.after.len(), "a before-image spans the edit");
+            out.extend_from_slice(before);
         }
-        out.extend_from_slice(&len.to_le_bytes());
-        out.push(flags);
-        if let Some(end) = end {
-            out.extend_from_slice(&end.to_le_bytes());
-        }
-        out.extend_from_slice(edit.before.unwrap_or(&[]));
+    }
+    for edit in run {
         out.extend_from_slice(edit.after);
     }
+}
+
+/// At most the bytes `edits` take as a record's edit list, each edit encoded alone (with its
+/// count): what bounds their compensation's (see `undo_log_bytes` in src/store/apply.rs),
+/// whether or not the record logged them in runs.
+pub fn edits_bytes_max(edits: &[Edit<'_>]) -> usize {
+    2 + edits
+        .iter()
+        .map(|e| EDIT_HEADER_BYTES + EDIT_END_BYTES + e.image_bytes())
+        .sum::<usize>()
 }
 
 /// The payload of an update record.
@@ -486,6 +536,39 @@ pub fn encode_update_into(out: &mut Vec<u8>, op: Op, id: &str, edits: &[Edit<'_>
     out.extend_from_slice(&(id.len() as u16).to_le_bytes());
     out.extend_from_slice(id.as_bytes());
     encode_edits(out, edits);
+}
+
+/// The payload of an update record whose edits `edits[run]` are each logged as one write
+/// (`runs` cover `edits` in order; see `encode_run`), written over `out`.
+pub fn encode_update_runs_into(
+    out: &mut Vec<u8>,
+    op: Op,
+    id: &str,
+    edits: &[Edit<'_>],
+    runs: &[std::ops::Range<usize>],
+) {
+    assert!(runs.len() <= u16::MAX as usize, "too many edits in one record");
+    out.clear();
+    out.reserve(
+        3 + id.len()
+            + 2
+            + runs.len() * (EDIT_HEADER_BYTES + EDIT_END_BYTES)
+            + edits.iter().map(Edit::image_bytes).sum::<usize>(),
+    );
+    out.push(op as u8);
+    out.extend_from_slice(&(id.len() as u16).to_le_bytes());
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(&(runs.len() as u16).to_le_bytes());
+    let mut next = 0;
+    for run in runs {
+        assert_eq!(run.start, next, "the runs cover the edits in order");
+        next = run.end;
+        match &edits[run.clone()] {
+            [edit] => encode_edit(out, edit),
+            run => encode_run(out, run),
+        }
+    }
+    assert_eq!(next, edits.len(), "the runs cover every edit");
 }
 
 /// The edits that undo `edits`, newest first: a write's before-image written back (a write of

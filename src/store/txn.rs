@@ -358,7 +358,8 @@ impl<'s> Transaction<'s> {
         let result = built.and_then(|masked| {
             let vectors: Vec<&[u8]> = rows.iter().map(|(_, v, _)| v.as_bytes()).collect();
             let op = if rows.len() == 1 { Op::Upsert } else { Op::Batch };
-            self.log_update_of(op, rows[0].0, &list.edits_of(&vectors), &masked)
+            let logged = (op == Op::Batch).then_some(&list);
+            self.log_update_of(op, rows[0].0, &list.edits_of(&vectors), &masked, logged)
         });
         self.edits = list;
         self.meta_bytes = meta_bytes;
@@ -406,7 +407,7 @@ impl<'s> Transaction<'s> {
         before: Option<LeafValue>,
         slot: Option<(u32, u32)>,
     ) -> Result<Lsn> {
-        self.log_update_of(op, id, edits, &[(id, before, slot)])
+        self.log_update_of(op, id, edits, &[(id, before, slot)], None)
     }
 
     /// [`Transaction::log_update`] of a record that changes several ids: `masked` holds each
@@ -417,6 +418,7 @@ impl<'s> Transaction<'s> {
         id: &str,
         edits: &[Edit<'_>],
         masked: &[Masked<'_>],
+        runs_of: Option<&EditList>,
     ) -> Result<Lsn> {
         let inner = self.store.inner();
         // A page read from disk is checked before it is changed: a damaged page must not be
@@ -435,7 +437,15 @@ impl<'s> Transaction<'s> {
                 checked += 1;
             }
         }
-        record::encode_update_into(&mut self.payload, op, id, edits);
+        // A bulk record logs its edits in runs (`EditList::log_runs`); they are applied, and
+        // kept for a rollback, as built: the same bytes either way.
+        match runs_of {
+            Some(list) => {
+                let (ordered, runs) = list.log_runs(edits);
+                record::encode_update_runs_into(&mut self.payload, op, id, &ordered, &runs);
+            }
+            None => record::encode_update_into(&mut self.payload, op, id, edits),
+        }
         for (id, before, slot) in masked {
             inner.mask.record(id.as_bytes(), *before, *slot);
         }
@@ -467,7 +477,7 @@ impl<'s> Transaction<'s> {
         let mut list = self.take_edit_list();
         let result = self.op(&mut list, build).and_then(|value| {
             if !list.is_empty() {
-                self.log_update_of(Op::Index, "", &list.edits(&[]), &[])?;
+                self.log_update_of(Op::Index, "", &list.edits(&[]), &[], None)?;
             }
             Ok(value)
         });
