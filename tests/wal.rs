@@ -919,3 +919,69 @@ fn a_direct_flush_after_bytes_written_through_the_cache_loses_no_commit_at_a_cra
     }
     assert!(direct_flushes > 100, "the flushes went direct ({direct_flushes})");
 }
+
+/// The `.wal` files in `dir` (spares are `spare-*`).
+fn segment_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".wal"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Appends 1 KiB records until the end lies at or past `offset` bytes into segment 0.
+fn fill_to(wal: &Wal, offset: u64) {
+    let payload = vec![7u8; 1024];
+    while wal.end_lsn().get() < offset {
+        let lsn = wal.append(&spec(1), &[&payload]).unwrap();
+        wal.commit(lsn).unwrap();
+    }
+}
+
+/// Waits (up to 5 s) for the preallocator to install segment 1 ahead of the end.
+fn wait_for_segment_1(dir: &Path) {
+    let start = std::time::Instant::now();
+    while !segment_file(dir, 1).exists() {
+        assert!(
+            start.elapsed().as_secs() < 5,
+            "the preallocator installs the next segment once the end is half-way"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_clean_close_gives_back_the_segment_installed_ahead_unless_the_end_is_in_the_last_page() {
+    // The preallocator installs segment n + 1 once the end is half-way through segment n. A
+    // clean close (`finish`) takes it back, so a closed store holds the same files wherever its
+    // end fell; but not when the end lies in the last page: the successor rule wants it then.
+    let segment_bytes = u64::from(PAGE) * 64;
+    for (end_at, kept) in [(segment_bytes * 3 / 4, 1), (segment_bytes - u64::from(PAGE) + 512, 2)] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(64, SyncMode::Always);
+        let wal = Wal::create(storage(), dir.path(), cfg.clone()).unwrap();
+        fill_to(&wal, end_at);
+        wait_for_segment_1(dir.path());
+        let end = wal.end_lsn();
+        wal.finish().unwrap();
+        drop(wal);
+        assert_eq!(
+            segment_files(dir.path()).len(),
+            kept,
+            "end at {end}: segments {:?}",
+            segment_files(dir.path())
+        );
+        let (reopened, report) = open(dir.path(), &cfg, RecoveryMode::Strict).unwrap();
+        assert_eq!(reopened.end_lsn(), end, "the log ends where it did: {report}");
+        // And it goes on past the segment it took back.
+        fill_to(&reopened, segment_bytes + 4 * u64::from(PAGE));
+        reopened.close().unwrap();
+        let (reopened, _) = open(dir.path(), &cfg, RecoveryMode::Strict).unwrap();
+        assert!(
+            reopened.end_lsn().get() >= segment_bytes + 4 * u64::from(PAGE),
+            "the log grew into segment 1"
+        );
+    }
+}

@@ -605,7 +605,7 @@ pub(super) fn preallocator(weak: Weak<Shared>) {
         if shared.dir.pace_known() {
             let _ = shared.dir.ensure_spares(1);
         }
-        if shared.install_through(wanted).is_ok() && shared.dir.pace_known() {
+        if shared.install_ahead(wanted).is_ok() && shared.dir.pace_known() {
             let _ = shared.dir.ensure_spares(1);
         }
     }

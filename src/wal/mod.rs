@@ -134,6 +134,9 @@ struct Shared {
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     installed_max: AtomicU64,
     install_lock: Mutex<()>,
+    /// Set by a clean close (`Wal::finish`): the preallocator installs no segment ahead any
+    /// more, and the close takes back those it had.
+    closing: AtomicBool,
     /// Log bytes held back for the records that would undo the running transaction (see
     /// [`Wal::append_reserving`]): every other append leaves room for them past its end
     /// (installed segments or unused spares).
@@ -265,6 +268,7 @@ impl Wal {
             installed_max: AtomicU64::new(installed_max),
             undo_reserved_bytes: AtomicU64::new(0),
             install_lock: Mutex::new(()),
+            closing: AtomicBool::new(false),
             tail: Mutex::new(Tail::new(end)),
             io: Mutex::new(IoState {
                 spare: Vec::new(),
@@ -585,6 +589,9 @@ impl Wal {
         }
         self.sync()?;
         self.zero_rest_of_page()?;
+        if self.shared.uninstall_ahead()? {
+            self.shared.dir.sync_dir()?;
+        }
         self.shared.dir.trim_spares(1)
     }
 
@@ -691,6 +698,46 @@ impl Shared {
     /// Installs segments up to `needed`: one rename and a directory sync each, from a spare.
     fn install_through(&self, needed: u64) -> Result<()> {
         let _installing = self.install_lock.lock();
+        self.install_locked(needed)
+    }
+
+    /// Installs segments up to `needed` ahead of need (the preallocator), unless the log is
+    /// closing.
+    fn install_ahead(&self, needed: u64) -> Result<()> {
+        let _installing = self.install_lock.lock();
+        if self.closing.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.install_locked(needed)
+    }
+
+    /// At a clean close, once the log is durable: the segments installed past the one holding
+    /// the end (the preallocator installs the next once the end is half-way through its
+    /// segment) go back to the spares, which the close then trims to one, so that a closed
+    /// store holds the same files wherever its end fell. Kept when the end is in its segment's
+    /// last page: the segment after it must exist then (FORMAT.md 6, the successor rule). Returns
+    /// whether it took any back (the directory then needs a sync).
+    fn uninstall_ahead(&self) -> Result<bool> {
+        self.closing.store(true, Ordering::Release);
+        let _installing = self.install_lock.lock();
+        let end = self.tail.lock().pos;
+        let geometry = self.config.geometry;
+        if geometry.offset_in_segment(end) >= geometry.segment_size_bytes - geometry.page_bytes() {
+            return Ok(false);
+        }
+        let holding_end = geometry.segment_of(end);
+        let mut taken = false;
+        while self.installed_max.load(Ordering::Acquire) > holding_end {
+            let last = self.installed_max.load(Ordering::Acquire);
+            let segment = self.segments.write().remove(&last).expect("an installed segment is mapped");
+            self.installed_max.store(last - 1, Ordering::Release);
+            self.dir.retire(segment)?;
+            taken = true;
+        }
+        Ok(taken)
+    }
+
+    fn install_locked(&self, needed: u64) -> Result<()> {
         while self.installed_max.load(Ordering::Acquire) < needed {
             let next = self.installed_max.load(Ordering::Acquire) + 1;
             let segment = match self.dir.install(next) {
