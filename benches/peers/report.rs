@@ -313,7 +313,8 @@ pub fn workloads(sizes: &Sizes) -> String {
          a 1 KiB record counted under a lock, a leader writing everything appended as whole blocks with one \
          O_DIRECT | O_DSYNC pwrite; waiters yield for 100 us, then sleep; benches/peers/raw_group.rs): one \
          flush in flight; the same with the leader waiting for all four records first; two flushes in flight; \
-         two, each leader waiting for two records.",
+         two, each leader waiting for two records; and the second again with each record as long as Vellum's \
+         log bytes for one w2 commit (measured on a scratch store before the run).",
         sizes.w1_records,
         sizes.w2_threads,
         sizes.w2_per_thread,
