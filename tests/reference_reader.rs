@@ -575,9 +575,23 @@ fn reference_reader_agrees_with_the_engine() {
         ..options
     };
     let store = Store::open(&crash, options).expect("open the copy");
-    let (model2, used2) = continue_workload(&store, &mut rng, dim, model.clone());
+    let (mut model2, used2) = continue_workload(&store, &mut rng, dim, model.clone());
     let mut used_all = used.clone();
     used_all.extend(used2);
+    // Bulk records, whose edits the log holds in runs (FORMAT.md 15, "batch"): one committed,
+    // which the reader redoes, and one in the transaction left open, which it undoes.
+    let bulk: Vec<(String, Vec<f32>)> = (0..2 + rng.below(60))
+        .map(|i| (format!("bulk-{i:03}"), random_vector(&mut rng, dim)))
+        .collect();
+    let rows: Vec<vellum::Row<'_>> = bulk
+        .iter()
+        .map(|(id, v)| (id.as_str(), v.as_slice(), &[("bulk", "yes")][..]))
+        .collect();
+    store.upsert_many(&rows).expect("bulk upsert");
+    for (id, v) in &bulk {
+        model2.insert(id.clone(), (v.clone(), vec![("bulk".to_string(), "yes".to_string())]));
+        used_all.insert(id.clone());
+    }
     check_api(&store, &model2, &used_all);
     let mut tx = store.begin().expect("begin");
     for i in 0..1 + rng.below(5) {
@@ -585,6 +599,14 @@ fn reference_reader_agrees_with_the_engine() {
         let v = random_vector(&mut rng, dim);
         tx.upsert(&id, &v, &[("lost", "yes")]).expect("loser upsert");
     }
+    let lost: Vec<(String, Vec<f32>)> = (0..2 + rng.below(60))
+        .map(|i| (format!("loser-bulk-{i:03}"), random_vector(&mut rng, dim)))
+        .collect();
+    let rows: Vec<vellum::Row<'_>> = lost
+        .iter()
+        .map(|(id, v)| (id.as_str(), v.as_slice(), &[][..]))
+        .collect();
+    tx.insert_many(&rows).expect("loser bulk insert");
     if let Some(id) = model2.keys().next().cloned() {
         assert!(tx.delete(&id).expect("loser delete"));
     }
