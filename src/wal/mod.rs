@@ -719,8 +719,11 @@ impl Shared {
     /// whether it took any back (the directory then needs a sync).
     fn uninstall_ahead(&self) -> Result<bool> {
         self.closing.store(true, Ordering::Release);
+        // The tail's lock first, as an append that installs takes them; held throughout, so no
+        // append moves the end meanwhile.
+        let tail = self.tail.lock();
         let _installing = self.install_lock.lock();
-        let end = self.tail.lock().pos;
+        let end = tail.pos;
         let geometry = self.config.geometry;
         if geometry.offset_in_segment(end) >= geometry.segment_size_bytes - geometry.page_bytes() {
             return Ok(false);
