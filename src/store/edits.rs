@@ -385,14 +385,13 @@ impl EditList {
         assert_eq!(edits.len(), self.specs.len(), "the edits are this list's");
         let mut ordered: Vec<Edit<'a>> = Vec::with_capacity(edits.len());
         let mut runs: Vec<Range<usize>> = Vec::with_capacity(edits.len());
-        let mut firsts: Vec<usize> = self.by_page.values().map(|indices| indices[0]).collect();
-        firsts.sort_unstable();
+        let mut pages: Vec<&Vec<usize>> = self.by_page.values().collect();
+        pages.sort_unstable_by_key(|indices| indices[0]);
         let mut keys: Vec<(u32, usize)> = Vec::new();
         let mut sorted: Vec<usize> = Vec::new();
         let mut groups: Vec<(usize, Group)> = Vec::new();
         let mut writes: Vec<Edit<'a>> = Vec::new();
-        for first in firsts {
-            let indices = &self.by_page[&self.specs[first].page];
+        for indices in pages {
             keys.clear();
             keys.extend(indices.iter().map(|&i| (edits[i].extent().start, i)));
             keys.sort_unstable();
