@@ -368,91 +368,12 @@ impl EditList {
     }
 
     /// The edits `edits` (this list's, from [`EditList::edits_of`]) as a bulk record logs
-    /// them, and the runs each logged as one write.
-    ///
-    /// Edits of one page that change disjoint bytes commute. So a page's edits are taken in
-    /// clusters of overlapping extents: a cluster of writes all of the same bytes is one write
-    /// (the first's before-image, the last's after-image), and such writes that cover adjacent
-    /// bytes and agree on having a before-image are one run, in offset order — a vector page's slots and owner
-    /// entries, a catalog page's entries and directory, a leaf's cells and directory entries
-    /// (an insert at the end of its range shifts nothing and writes free bytes: a write with
-    /// no before-image), the header counts a row rewrites. Any other cluster keeps its edits,
-    /// in order. This leaves out about five edit headers of 17 bytes a row and every rewrite
-    /// of a count after the first. A page's runs and kept clusters come in the order of
-    /// their earliest edits (so where nothing merges, rows stay in order), pages in the order
-    /// of their first edit; edits of different pages do not interact (FORMAT.md, "Edits").
+    /// them, and the runs each logged as one write: see src/store/runs.rs.
     pub fn log_runs<'a>(&self, edits: &[Edit<'a>]) -> (Vec<Edit<'a>>, Vec<Range<usize>>) {
         assert_eq!(edits.len(), self.specs.len(), "the edits are this list's");
-        let mut ordered: Vec<Edit<'a>> = Vec::with_capacity(edits.len());
-        let mut runs: Vec<Range<usize>> = Vec::with_capacity(edits.len());
-        let mut pages: Vec<&Vec<usize>> = self.by_page.values().collect();
+        let mut pages: Vec<&[usize]> = self.by_page.values().map(Vec::as_slice).collect();
         pages.sort_unstable_by_key(|indices| indices[0]);
-        let mut keys: Vec<(u32, usize)> = Vec::new();
-        let mut sorted: Vec<usize> = Vec::new();
-        let mut groups: Vec<(usize, Group)> = Vec::new();
-        let mut writes: Vec<Edit<'a>> = Vec::new();
-        for indices in pages {
-            keys.clear();
-            keys.extend(indices.iter().map(|&i| (edits[i].extent().start, i)));
-            keys.sort_unstable();
-            sorted.clear();
-            sorted.extend(keys.iter().map(|&(_, i)| i));
-            // In offset order: each cluster of overlapping edits either as one write (into
-            // `writes`, extending the last group if it is a run it adjoins) or as a group of
-            // its own, kept as it is. A group is (its earliest edit, a run of `writes`, or the
-            // range of `sorted` it keeps).
-            groups.clear();
-            writes.clear();
-            let mut at = 0;
-            while at < sorted.len() {
-                let (mut end, mut cluster_end) = (at + 1, edits[sorted[at]].extent().end);
-                while end < sorted.len() && edits[sorted[end]].extent().start < cluster_end {
-                    cluster_end = cluster_end.max(edits[sorted[end]].extent().end);
-                    end += 1;
-                }
-                let cluster = &sorted[at..end];
-                let earliest = *cluster.iter().min().expect("a cluster holds an edit");
-                match as_one_write(edits, cluster) {
-                    Some(write) => {
-                        let adjoins = matches!(groups.last(), Some((_, Group::Run(run)))
-                            if run.end == writes.len() && {
-                                let previous: &Edit<'_> = &writes[run.end - 1];
-                                previous.extent().end == write.offset && previous.before.is_some() == write.before.is_some()
-                            });
-                        match groups.last_mut() {
-                            Some((first, Group::Run(run))) if adjoins => {
-                                *first = (*first).min(earliest);
-                                run.end += 1;
-                            }
-                            _ => groups.push((earliest, Group::Run(writes.len()..writes.len() + 1))),
-                        }
-                        writes.push(write);
-                    }
-                    None => groups.push((earliest, Group::Kept(at..end))),
-                }
-                at = end;
-            }
-            // Logged in the order of each group's earliest edit: where nothing merges, a bulk
-            // record's rows stay in order.
-            groups.sort_unstable_by_key(|(earliest, _)| *earliest);
-            for (_, group) in groups.drain(..) {
-                match group {
-                    Group::Run(run) => {
-                        runs.push(ordered.len()..ordered.len() + run.len());
-                        ordered.extend_from_slice(&writes[run]);
-                    }
-                    Group::Kept(range) => {
-                        let mut in_order = sorted[range].to_vec();
-                        in_order.sort_unstable();
-                        for i in in_order {
-                            runs.push(ordered.len()..ordered.len() + 1);
-                            ordered.push(edits[i].clone());
-                        }
-                    }
-                }
-            }
-        }
-        (ordered, runs)
+        super::runs::log_runs(edits, &pages)
     }
 
     /// The edits, with `vector` as the image of the vector edit.
@@ -486,42 +407,6 @@ impl EditList {
             })
             .collect()
     }
-}
-
-/// Part of a page's edits as [`EditList::log_runs`] logs them.
-enum Group {
-    /// A run of writes (a range of the page's writes) logged as one write.
-    Run(Range<usize>),
-    /// A cluster of edits (a range of the page's edits in offset order) logged as they are.
-    Kept(Range<usize>),
-}
-
-/// The edits `cluster` of one page (in offset order, earliest first among equal offsets) as
-/// one write, if they are writes all of the same bytes: the first's before-image, the last's
-/// after-image. An insert at the end of its range (it shifts nothing) is a write of free bytes.
-fn as_one_write<'a>(edits: &[Edit<'a>], cluster: &[usize]) -> Option<Edit<'a>> {
-    let (first, last) = (&edits[cluster[0]], &edits[*cluster.iter().max()?]);
-    let extent = first.extent();
-    let writes = cluster.iter().all(|&i| {
-        let edit = &edits[i];
-        let write = match edit.kind {
-            EditKind::Write => true,
-            EditKind::Insert { end } => end == edit.offset,
-            EditKind::Remove { .. } => false,
-        };
-        write && edit.extent() == extent
-    });
-    let before = match first.kind {
-        EditKind::Write => first.before,
-        _ => None,
-    };
-    writes.then_some(Edit {
-        page: first.page,
-        offset: extent.start,
-        after: last.after,
-        before,
-        kind: EditKind::Write,
-    })
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ mod lifecycle;
 mod mask;
 mod options;
 mod prefetch;
+mod runs;
 pub(crate) mod prepare;
 pub(crate) mod readers;
 pub mod recovery;
