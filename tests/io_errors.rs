@@ -325,3 +325,53 @@ fn a_rollback_that_cannot_be_logged_poisons_the_store_and_the_next_open_drops_it
     assert_five_present(&store, "reopened");
     assert_eq!(store.len(), 5, "the aborted transaction left nothing behind");
 }
+
+/// A bulk transaction rolled back at a segment boundary on a full disk: its compensation record
+/// is many times the fixed room every update holds back, and its update record logged its edits
+/// in runs, fewer and longer than the compensation's. The update held back room for the edits
+/// as applied, so the undo is logged.
+#[test]
+fn a_bulk_rollback_at_a_segment_boundary_on_a_full_disk_is_logged_in_the_room_held_for_it() {
+    let sim = SimStorage::new(5);
+    let store = Store::create(DIR, 8, options(&sim)).unwrap();
+    let ids: Vec<String> = (0..60).map(|i| format!("b{i:02}")).collect();
+    let first = vector(1);
+    let rows: Vec<vellum::Row<'_>> = ids.iter().map(|id| (id.as_str(), first.as_slice(), &[][..])).collect();
+    store.insert_many(&rows).unwrap();
+    let geometry = store.wal().geometry();
+    let page_bytes = u64::from(geometry.page_size_bytes);
+    for i in 0..2000u32 {
+        let mut tx = store.begin().unwrap();
+        let (v, meta) = (vector(i + 2), "x".repeat((i % 97) as usize));
+        let pairs = [("m", meta.as_str())];
+        let rows: Vec<vellum::Row<'_>> = ids.iter().map(|id| (id.as_str(), v.as_slice(), &pairs[..])).collect();
+        tx.upsert_many(&rows).unwrap();
+        let end = store.wal().end_lsn().0;
+        let room = geometry.segment_size_bytes - geometry.offset_in_segment(end);
+        // Room for the abort record and a little more, not for the compensation record.
+        if room > page_bytes + 1024 && room < page_bytes + 2048 {
+            sim.inject(FaultPlan {
+                kind: FaultKind::NoSpace,
+                after_ops: 1,
+                persistent: true,
+            });
+            let aborted = tx.abort();
+            assert!(
+                aborted.is_ok(),
+                "the bulk update held back the log its undo needs: {aborted:?}"
+            );
+            sim.clear_faults();
+            store.insert("x", &vector(9), &[]).expect("the store goes on");
+            store.close().expect("close");
+            let store = Store::open(DIR, options(&sim)).unwrap();
+            for id in &ids {
+                let got = store.get(id).unwrap();
+                assert_eq!(got.as_deref(), Some(&first[..]), "{id} as committed");
+            }
+            assert_eq!(store.len(), 61, "the rolled-back upserts left nothing behind");
+            return;
+        }
+        tx.abort().unwrap();
+    }
+    panic!("no bulk transaction ended next to a segment boundary");
+}

@@ -524,18 +524,18 @@ pub fn encode_update(op: Op, id: &str, edits: &[Edit<'_>]) -> Vec<u8> {
 
 /// The payload of an update record, written over `out` (a buffer the caller reuses).
 pub fn encode_update_into(out: &mut Vec<u8>, op: Op, id: &str, edits: &[Edit<'_>]) {
+    start_update(out, op, id, edits_bytes_max(edits));
+    encode_edits(out, edits);
+}
+
+/// Starts an update record's payload over `out`: op, id length, id; room for `edits_bytes`
+/// of edit list after them.
+fn start_update(out: &mut Vec<u8>, op: Op, id: &str, edits_bytes: usize) {
     out.clear();
-    out.reserve(
-        3 + id.len()
-            + edits
-                .iter()
-                .map(|e| EDIT_HEADER_BYTES + EDIT_END_BYTES + e.image_bytes())
-                .sum::<usize>(),
-    );
+    out.reserve(3 + id.len() + edits_bytes);
     out.push(op as u8);
     out.extend_from_slice(&(id.len() as u16).to_le_bytes());
     out.extend_from_slice(id.as_bytes());
-    encode_edits(out, edits);
 }
 
 /// The payload of an update record whose edits `edits[run]` are each logged as one write
@@ -548,16 +548,7 @@ pub fn encode_update_runs_into(
     runs: &[std::ops::Range<usize>],
 ) {
     assert!(runs.len() <= u16::MAX as usize, "too many edits in one record");
-    out.clear();
-    out.reserve(
-        3 + id.len()
-            + 2
-            + runs.len() * (EDIT_HEADER_BYTES + EDIT_END_BYTES)
-            + edits.iter().map(Edit::image_bytes).sum::<usize>(),
-    );
-    out.push(op as u8);
-    out.extend_from_slice(&(id.len() as u16).to_le_bytes());
-    out.extend_from_slice(id.as_bytes());
+    start_update(out, op, id, edits_bytes_max(edits));
     out.extend_from_slice(&(runs.len() as u16).to_le_bytes());
     let mut next = 0;
     for run in runs {

@@ -34,9 +34,7 @@ impl Inner {
         };
         let lsn = match (kind, txn.is_some()) {
             (Kind::Update, true) => {
-                // A rollback compensates the edits as built, which a bulk record logged in
-                // runs (fewer edit headers than its compensation may have).
-                let undo_bytes = undo_log_bytes(payload.len().max(record::edits_bytes_max(edits)));
+                let undo_bytes = undo_log_bytes(record::edits_bytes_max(edits));
                 self.wal.append_reserving(&spec, &[payload], undo_bytes)?
             }
             (Kind::Abort | Kind::Clr | Kind::End, true) => self.wal.append_undo(&spec, &[payload])?,
@@ -108,16 +106,16 @@ impl Inner {
 
 
 /// Log bytes the undo of an update record may take, held back when it is appended
-/// (`Wal::append_reserving`), given `payload_bytes`, at least both its payload and its edits
-/// encoded one by one (`record::edits_bytes_max`: a rollback compensates the edits as built,
-/// which a bulk record logs in fewer, longer writes): its compensation record, whose edits
-/// carry at most the bytes the update's edits carry (an image each where the update had two,
-/// none for an insert's), with its undo-next LSN, record header, alignment and the page headers
-/// it may cross; and, counted with every update, an abort and an end record.
-fn undo_log_bytes(payload_bytes: usize) -> u64 {
+/// (`Wal::append_reserving`), given `edits_bytes`, its edits as applied encoded one by one
+/// (`record::edits_bytes_max`; a rollback compensates those, whether the record logged them so
+/// or, a bulk record, in fewer and longer writes): its compensation record, whose edits carry
+/// at most the bytes the update's edits carry (an image each where the update had two, none
+/// for an insert's), with its undo-next LSN, record header, alignment and the page headers it
+/// may cross; and, counted with every update, an abort and an end record.
+fn undo_log_bytes(edits_bytes: usize) -> u64 {
     const FIXED_BYTES: u64 = 512;
-    let payload_bytes = payload_bytes as u64;
-    payload_bytes + payload_bytes / 64 + FIXED_BYTES
+    let edits_bytes = edits_bytes as u64;
+    edits_bytes + edits_bytes / 64 + FIXED_BYTES
 }
 
 impl Inner {

@@ -28,10 +28,10 @@ mod lifecycle;
 mod mask;
 mod options;
 mod prefetch;
-mod runs;
 pub(crate) mod prepare;
 pub(crate) mod readers;
 pub mod recovery;
+mod runs;
 pub(crate) mod scan;
 pub mod settings;
 #[cfg(feature = "object-store")]
