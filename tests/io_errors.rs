@@ -264,15 +264,31 @@ fn a_commit_whose_log_sync_failed_is_erased_so_a_reopen_does_not_build_on_it() {
 /// segment (they end in the last page of this one: the successor rule installs the next then),
 /// injecting `fault` just before that abort; returns what the abort returned.
 fn abort_at_a_segment_boundary(store: &Store, sim: &SimStorage, fault: FaultKind) -> vellum::Result<()> {
-    let geometry = store.wal().geometry();
-    for i in 0..2000u32 {
-        let mut tx = store.begin().unwrap();
+    // Room for more than a page: the end is not in the last page before the abort.
+    abort_where_room_is(store, sim, fault, 0..64, |tx, i| {
         let meta = "x".repeat((i % 97) as usize);
         tx.upsert(&format!("t{i}"), &vector(i), &[("m", &meta)]).unwrap();
+    })
+}
+
+/// Runs transactions that `build` fills (the `i`-th), aborting each, until one leaves room
+/// `page + room_past_page` bytes (page: the log's page) to the end of its segment; injects
+/// `fault` just before that abort and returns what it returned.
+fn abort_where_room_is(
+    store: &Store,
+    sim: &SimStorage,
+    fault: FaultKind,
+    room_past_page: std::ops::Range<u64>,
+    mut build: impl FnMut(&mut vellum::Transaction<'_>, u32),
+) -> vellum::Result<()> {
+    let geometry = store.wal().geometry();
+    let page_bytes = u64::from(geometry.page_size_bytes);
+    for i in 0..2000u32 {
+        let mut tx = store.begin().unwrap();
+        build(&mut tx, i);
         let end = store.wal().end_lsn().0;
         let room = geometry.segment_size_bytes - geometry.offset_in_segment(end);
-        let page_bytes = u64::from(geometry.page_size_bytes);
-        if room > page_bytes && room < page_bytes + 64 {
+        if room > page_bytes + room_past_page.start && room < page_bytes + room_past_page.end {
             sim.inject(FaultPlan {
                 kind: fault,
                 after_ops: 1,
@@ -338,40 +354,24 @@ fn a_bulk_rollback_at_a_segment_boundary_on_a_full_disk_is_logged_in_the_room_he
     let first = vector(1);
     let rows: Vec<vellum::Row<'_>> = ids.iter().map(|id| (id.as_str(), first.as_slice(), &[][..])).collect();
     store.insert_many(&rows).unwrap();
-    let geometry = store.wal().geometry();
-    let page_bytes = u64::from(geometry.page_size_bytes);
-    for i in 0..2000u32 {
-        let mut tx = store.begin().unwrap();
+    // Room for the abort record and a little more, not for the compensation record.
+    let aborted = abort_where_room_is(&store, &sim, FaultKind::NoSpace, 1024..2048, |tx, i| {
         let (v, meta) = (vector(i + 2), "x".repeat((i % 97) as usize));
         let pairs = [("m", meta.as_str())];
         let rows: Vec<vellum::Row<'_>> = ids.iter().map(|id| (id.as_str(), v.as_slice(), &pairs[..])).collect();
         tx.upsert_many(&rows).unwrap();
-        let end = store.wal().end_lsn().0;
-        let room = geometry.segment_size_bytes - geometry.offset_in_segment(end);
-        // Room for the abort record and a little more, not for the compensation record.
-        if room > page_bytes + 1024 && room < page_bytes + 2048 {
-            sim.inject(FaultPlan {
-                kind: FaultKind::NoSpace,
-                after_ops: 1,
-                persistent: true,
-            });
-            let aborted = tx.abort();
-            assert!(
-                aborted.is_ok(),
-                "the bulk update held back the log its undo needs: {aborted:?}"
-            );
-            sim.clear_faults();
-            store.insert("x", &vector(9), &[]).expect("the store goes on");
-            store.close().expect("close");
-            let store = Store::open(DIR, options(&sim)).unwrap();
-            for id in &ids {
-                let got = store.get(id).unwrap();
-                assert_eq!(got.as_deref(), Some(&first[..]), "{id} as committed");
-            }
-            assert_eq!(store.len(), 61, "the rolled-back upserts left nothing behind");
-            return;
-        }
-        tx.abort().unwrap();
+    });
+    assert!(
+        aborted.is_ok(),
+        "the bulk update held back the log its undo needs: {aborted:?}"
+    );
+    sim.clear_faults();
+    store.insert("x", &vector(9), &[]).expect("the store goes on");
+    store.close().expect("close");
+    let store = Store::open(DIR, options(&sim)).unwrap();
+    for id in &ids {
+        let got = store.get(id).unwrap();
+        assert_eq!(got.as_deref(), Some(&first[..]), "{id} as committed");
     }
-    panic!("no bulk transaction ended next to a segment boundary");
+    assert_eq!(store.len(), 61, "the rolled-back upserts left nothing behind");
 }
