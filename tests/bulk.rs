@@ -245,16 +245,20 @@ const DIM_PADDED: u32 = 23;
 /// [`DIM_PADDED`]).
 fn vector_slots_logged(dir: &std::path::Path, vector_bytes: usize) -> Vec<(u64, u32)> {
     use vellum::format::page::Space;
-    use vellum::format::record::{Payload, decode};
+    use vellum::format::record::{EditKind, Payload, decode};
     let dump = vellum::inspect::LogDump::open(dir).unwrap();
     let page_size = dump.page_size_bytes();
     let mut reader = dump.reader();
     let mut slots = Vec::new();
     while let Some(rec) = reader.next_record().unwrap() {
         if let Ok(Payload::Update { edits, .. }) = decode(rec.header.kind, rec.payload, rec.lsn, page_size) {
-            let vectors = edits
-                .iter()
-                .filter(|e| e.page.space() == Space::Vector && e.after.len() == vector_bytes);
+            // A write of the vector, or a stored write of it (FORMAT.md 15: without a
+            // before-image, of free bytes: its bytes are in the page's file).
+            let vectors = edits.iter().filter(|e| {
+                e.page.space() == Space::Vector
+                    && matches!(e.kind, EditKind::Write | EditKind::Stored { .. })
+                    && e.extent().len() == vector_bytes
+            });
             slots.extend(vectors.map(|e| (e.page.page_no(), e.offset)));
         }
     }

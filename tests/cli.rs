@@ -885,7 +885,7 @@ fn stats_json_reports_counts_sizes_lsns_and_the_recovery() {
     let stats = json(&s.ok(&["stats", "s", "--json"]).stdout);
     assert_eq!(stats["vectors"], 3);
     assert_eq!(stats["dimension"], 4);
-    assert_eq!(stats["format"], "3.1", "the format version of FORMAT.md");
+    assert_eq!(stats["format"], "4.1", "the format version of FORMAT.md");
     assert_eq!(stats["page_size"], 4096);
     assert_eq!(stats["segment_size"], 262_144);
     assert_eq!(

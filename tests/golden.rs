@@ -474,6 +474,57 @@ fn regenerate_golden_vectors() {
         &delete,
         Ok(None),
     );
+    // A batch whose vector is a stored write (FORMAT.md 15, 16.5): 16 bytes at slot 0 of vector
+    // page 0, with no image, beside a write of its owner entry.
+    let stored_edits = [
+        Edit {
+            page: vec0,
+            offset: 128,
+            after: &[],
+            before: None,
+            kind: EditKind::Stored { len: 16 },
+        },
+        Edit {
+            page: vec0,
+            offset: 64,
+            after: &slot_after,
+            before: Some(&[0u8; 8]),
+            kind: EditKind::Write,
+        },
+    ];
+    let stored = record::encode_update(Op::Batch, "alpha", &stored_edits);
+    w.put(
+        "payload-update-stored",
+        "update (batch): a stored write of 16 bytes at 128 of vector page 0 (no images) and a write with a before-image",
+        "record-payload",
+        payload_input(1),
+        &stored,
+        Ok(None),
+    );
+    let mut stored_with_before = stored.clone();
+    // The first edit's flags (after op, id length, id, edit count, page, offset, length).
+    let flags_at = 1 + 2 + 5 + 2 + 8 + 4 + 4;
+    assert_eq!(stored_with_before[flags_at], 8, "the stored write's flags");
+    stored_with_before[flags_at] = 9;
+    w.put(
+        "payload-update-stored-before",
+        "the stored-write vector with flags 9 (a stored write with a before-image bit): invalid",
+        "record-payload",
+        payload_input(1),
+        &stored_with_before,
+        Err("invalid"),
+    );
+    let mut clr_stored = Lsn(4128).0.to_le_bytes().to_vec();
+    clr_stored.extend_from_slice(&stored[1 + 2 + 5..1 + 2 + 5 + 2 + 17]);
+    clr_stored[8] = 1; // one edit: the stored write alone
+    w.put(
+        "payload-clr-stored",
+        "clr: undo_next 4128 and a stored write: invalid (a clr holds no stored write)",
+        "record-payload",
+        payload_input(2),
+        &clr_stored,
+        Err("invalid"),
+    );
     let clr = record::encode_clr(
         Lsn(4128),
         &[Edit {
@@ -825,12 +876,12 @@ fn regenerate_golden_vectors() {
         Err("damaged"),
     );
     let mut newer = WalPageHeader::new(4096, 0, 1, 2);
-    newer.version_major = U16::new(4);
+    newer.version_major = U16::new(5);
     newer.flags = U16::new(0x8000);
     newer.crc = U32::new(crc32c::crc32c(&newer.as_bytes()[..28]));
     w.put(
         "wal-page-header-newer-major",
-        "major version 4 with a flag bit version 3 does not define (CRC correct): foreign, not damaged",
+        "major version 5 with a flag bit version 4 does not define (CRC correct): foreign, not damaged",
         "wal-page-header",
         json!({ "address": 4096, "timeline": 1, "epoch_floor": 0 }),
         newer.as_bytes(),
@@ -841,7 +892,7 @@ fn regenerate_golden_vectors() {
     older.crc = U32::new(crc32c::crc32c(&older.as_bytes()[..28]));
     w.put(
         "wal-page-header-major-1",
-        "the page header at 4096 as format 1.x wrote it (major version 1, CRC correct): foreign to a reader of major 3",
+        "the page header at 4096 as format 1.x wrote it (major version 1, CRC correct): foreign to a reader of major 4",
         "wal-page-header",
         json!({ "address": 4096, "timeline": 1, "epoch_floor": 0 }),
         older.as_bytes(),
@@ -1154,22 +1205,22 @@ fn regenerate_golden_vectors() {
         slot.crc = U32::new(crc32c::crc32c(&slot.as_bytes()[..508]));
         slot.as_bytes().to_vec()
     };
-    let v4 = with_major(&older, 4);
-    let mut incompatible = v4.clone();
+    let v5 = with_major(&older, 5);
+    let mut incompatible = v5.clone();
     incompatible.extend_from_slice(&torn_control[512..]);
     w.put(
         "control-incompatible",
-        "slot 0 of major version 4 (CRC correct), slot 1 torn: incompatible",
+        "slot 0 of major version 5 (CRC correct), slot 1 torn: incompatible",
         "control-file",
         json!({}),
         &incompatible,
         Err("incompatible"),
     );
-    let mut beside_valid = v4;
+    let mut beside_valid = v5;
     beside_valid.extend_from_slice(&file[512..]);
     w.put(
         "control-newer-major-beside-valid",
-        "slot 0 of major version 4 (CRC correct), slot 1 a valid major-3 copy: still incompatible",
+        "slot 0 of major version 5 (CRC correct), slot 1 a valid major-4 copy: still incompatible",
         "control-file",
         json!({}),
         &beside_valid,
@@ -1178,12 +1229,23 @@ fn regenerate_golden_vectors() {
     // A store of format 1.x: both slots intact, of major 1 (minor 1, with the extent).
     let mut v1 = with_major(&older, 1);
     v1.extend_from_slice(&with_major(&newer, 1));
+    // A store of format 3.x: both slots intact, of major 3 (a log without stored writes).
+    let mut v3 = with_major(&older, 3);
+    v3.extend_from_slice(&with_major(&newer, 3));
+    w.put(
+        "control-major-3",
+        "the control file of a store of format 3.1: both slots valid but of major version 3, which a reader of major 4 refuses (incompatible, never damaged)",
+        "control-file",
+        json!({}),
+        &v3,
+        Err("incompatible"),
+    );
     // A store of format 2.x: both slots intact, of major 2 (the node layout before key heads).
     let mut v2 = with_major(&older, 2);
     v2.extend_from_slice(&with_major(&newer, 2));
     w.put(
         "control-major-2",
-        "the control file of a store of format 2.3: both slots valid but of major version 2, which a reader of major 3 refuses (incompatible, never damaged)",
+        "the control file of a store of format 2.3: both slots valid but of major version 2, which a reader of major 4 refuses (incompatible, never damaged)",
         "control-file",
         json!({}),
         &v2,
@@ -1191,7 +1253,7 @@ fn regenerate_golden_vectors() {
     );
     w.put(
         "control-major-1",
-        "the control file of a store of format 1.1: both slots valid but of major version 1, which a reader of major 3 refuses (incompatible, never damaged)",
+        "the control file of a store of format 1.1: both slots valid but of major version 1, which a reader of major 4 refuses (incompatible, never damaged)",
         "control-file",
         json!({}),
         &v1,
@@ -1205,7 +1267,7 @@ fn regenerate_golden_vectors() {
     file_minor0.extend_from_slice(minor0.to_slot().as_bytes());
     w.put(
         "control-minor-0",
-        "slot 1 (in force) of major 3, minor 0: no arena extent (its bytes 104..128 are zero and mean nothing)",
+        "slot 1 (in force) of major 4, minor 0: no arena extent (its bytes 104..128 are zero and mean nothing)",
         "control-file",
         json!({}),
         &file_minor0,

@@ -569,9 +569,12 @@ fn reference_reader_agrees_with_the_engine() {
     // abandoned (leaked) as a crash would leave it.
     let crash = tmp.path().join("crash");
     copy_dir(&dir, &crash);
+    // Without the archive: the bulk records below log the vectors of the fresh pages they fill
+    // as stored writes (FORMAT.md 16.5), which the reader must take from the pages.
     let options = Options {
         sync: SyncMode::Always,
         background_io: false,
+        archive: false,
         ..options
     };
     let store = Store::open(&crash, options).expect("open the copy");
@@ -580,7 +583,7 @@ fn reference_reader_agrees_with_the_engine() {
     used_all.extend(used2);
     // Bulk records, whose edits the log holds in runs (FORMAT.md 15, "batch"): one committed,
     // which the reader redoes, and one in the transaction left open, which it undoes.
-    let bulk: Vec<(String, Vec<f32>)> = (0..2 + rng.below(60))
+    let bulk: Vec<(String, Vec<f32>)> = (0..100 + rng.below(200))
         .map(|i| (format!("bulk-{i:03}"), random_vector(&mut rng, dim)))
         .collect();
     let rows: Vec<vellum::Row<'_>> = bulk
@@ -599,7 +602,7 @@ fn reference_reader_agrees_with_the_engine() {
         let v = random_vector(&mut rng, dim);
         tx.upsert(&id, &v, &[("lost", "yes")]).expect("loser upsert");
     }
-    let lost: Vec<(String, Vec<f32>)> = (0..2 + rng.below(60))
+    let lost: Vec<(String, Vec<f32>)> = (0..100 + rng.below(200))
         .map(|i| (format!("loser-bulk-{i:03}"), random_vector(&mut rng, dim)))
         .collect();
     let rows: Vec<vellum::Row<'_>> = lost
@@ -613,6 +616,10 @@ fn reference_reader_agrees_with_the_engine() {
     store.sync().expect("sync");
     std::mem::forget(tx);
     std::mem::forget(store);
+    assert!(
+        stored_writes(&crash) >= 2,
+        "the committed and the open bulk records hold stored writes"
+    );
     let out = read_clean(&crash, "crash", true);
     let unexpected: Vec<String> = damage_kinds(&out).into_iter().filter(|k| k != "torn_tail").collect();
     assert!(unexpected.is_empty(), "damage in a crashed store: {}", out["damage"]);
@@ -622,6 +629,24 @@ fn reference_reader_agrees_with_the_engine() {
         out["recovery"]
     );
     check_vectors(&out, &model2);
+}
+
+/// The stored writes (FORMAT.md 15) in the log of the store at `dir`.
+fn stored_writes(dir: &Path) -> usize {
+    use vellum::format::record::{EditKind, Payload, decode};
+    let dump = vellum::inspect::LogDump::open(dir).expect("the log");
+    let page_size = dump.page_size_bytes();
+    let mut reader = dump.reader();
+    let mut stored = 0;
+    while let Some(rec) = reader.next_record().expect("a record") {
+        if let Ok(Payload::Update { edits, .. }) = decode(rec.header.kind, rec.payload, rec.lsn, page_size) {
+            stored += edits
+                .iter()
+                .filter(|e| matches!(e.kind, EditKind::Stored { .. }))
+                .count();
+        }
+    }
+    stored
 }
 
 /// More of the workload on a reopened store, starting from `model`.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent, read-only reader of the Vellum on-disk format, version 2 (archive files: 1, 2).
+"""Independent, read-only reader of the Vellum on-disk format, version 4.1 (archive files: 1, 2).
 
 Written from format-spec/FORMAT.md alone (standard library only).  Usage:
 
@@ -71,8 +71,8 @@ SPACE_CATALOG = 1
 SPACE_VECTOR = 2
 
 # section 18: the store's major format version (control slots, segment and page headers, arena
-# pages); stores of majors 1 and 2 are refused as incompatible
-FORMAT_MAJOR = 3
+# pages); stores of majors 1, 2 and 3 are refused as incompatible
+FORMAT_MAJOR = 4
 
 
 def is_page_id(v):
@@ -637,8 +637,9 @@ class Buf:
 
 
 class Edit:
-    """One edit of an update or clr (section 15): `kind` is "write", "insert" or "remove"; `n` is
-    its length; `end` the end of the range an insert or a remove shifts (else None)."""
+    """One edit of an update or clr (section 15): `kind` is "write", "insert", "remove" or
+    "stored" (a stored write: no images, its bytes are in the page's file); `n` is its length;
+    `end` the end of the range an insert or a remove shifts (else None)."""
     __slots__ = ("page", "offset", "n", "kind", "end", "before", "after")
 
     def __init__(self, page, offset, n, kind, end, before, after):
@@ -646,7 +647,8 @@ class Edit:
         self.end, self.before, self.after = end, before, after
 
 
-EDIT_KINDS = {0: "write", 1: "write", 2: "insert", 4: "remove", 5: "remove"}
+# section 15: the edit flags allowed, and the edit each makes (a stored write's flags are exactly 8)
+EDIT_KINDS = {0: "write", 1: "write", 2: "insert", 4: "remove", 5: "remove", 8: "stored"}
 
 
 def parse_edits(buf, P, is_clr):
@@ -665,9 +667,10 @@ def parse_edits(buf, P, is_clr):
         kind = EDIT_KINDS.get(fl)
         if kind is None:
             raise PayloadError("unknown edit flags %#x" % fl)
-        end = buf.u("I", 4) if kind != "write" else None
-        if kind == "write" and off + n > P:
-            raise PayloadError("write %d+%d beyond the page" % (off, n))
+        end = buf.u("I", 4) if kind in ("insert", "remove") else None
+        if kind in ("write", "stored") and off + n > P:
+            raise PayloadError("%s %d+%d beyond the page" % ("stored write" if kind == "stored" else "write",
+                                                             off, n))
         if kind == "insert" and not (off <= end and end + n <= P):
             raise PayloadError("insert of %d bytes at %d, range end %d: outside the page" % (n, off, end))
         if kind == "remove" and not (off + n <= end <= P):
@@ -676,15 +679,20 @@ def parse_edits(buf, P, is_clr):
             raise PayloadError("clr edit with a before-image")
         if kind == "remove" and not fl & 1 and not is_clr:
             raise PayloadError("a remove of an update without the removed bytes")
+        if kind == "stored" and is_clr:
+            raise PayloadError("a clr holds no stored write")
         before = bytes(buf.take(n)) if fl & 1 else None
-        after = bytes(buf.take(n)) if kind != "remove" else b""
+        after = bytes(buf.take(n)) if kind in ("write", "insert") else b""
         edits.append(Edit(pid, off, n, kind, end, before, after))
     return edits
 
 
 def apply_edit(pg, e):
-    """Section 15: one edit applied to the page image `pg` (a bytearray)."""
+    """Section 15: one edit applied to the page image `pg` (a bytearray).  A stored write changes
+    no byte: its bytes are not in the record (17.3 says when its page may be older than it)."""
     o, n = e.offset, e.n
+    if e.kind == "stored":
+        return
     if e.kind == "write":
         pg[o:o + n] = e.after
     elif e.kind == "insert":
@@ -694,9 +702,12 @@ def apply_edit(pg, e):
 
 
 def compensation(edits):
-    """Section 15, "Compensation": the edits that undo an update's edits, in the order to apply."""
+    """Section 15, "Compensation": the edits that undo an update's edits, in the order to apply.
+    A stored write has none (like a write without before-image: its bytes are free after it)."""
     out = []
     for e in reversed(edits):
+        if e.kind == "stored":
+            continue
         if e.kind == "write":
             if e.before is not None:
                 out.append(Edit(e.page, e.offset, e.n, "write", None, None, e.before))
@@ -938,6 +949,9 @@ class Recovery:
         self.pageinit = set()
         self.failed = False
         self.reported_payloads = set()
+        self.committed = set()          # 17.3 analysis: transactions with a commit record from A on
+        self.stored_writes_lost = 0     # 17.3 redo: pages older than a committed stored write
+        self.lost = set()               # those pages: zeros, every change of them skipped
 
     def check(self, pid, use_dw):
         if pid in self.pages:
@@ -965,10 +979,35 @@ class Recovery:
         struct.pack_into("<Q", self.pages[pid], 16, lsn)
         self.changed.add(pid)
 
+    def stored_write_older(self, r, pid, A):
+        """17.3, redo: page `pid` (checked, 16.4) is older than the update at `r`, which holds a
+        stored write of it.  The stored write's bytes are in the page's file only: if `r`'s
+        transaction committed (analysis saw its commit) or `r` lies before the analysis start,
+        the page was synced with them before that commit (or that checkpoint, 16.5) and is now
+        older: damage.  Otherwise (a loser, or a rollback whose page write failed) the caller
+        applies the record's edits of the page as usual; the stored write changes nothing, and
+        its bytes are free after the undo.  Returns whether the page is lost: recovery fails (under
+        SkipCorrupted it goes on), the page is all zeros and every change of it from `r` on is
+        skipped, as for a page 16.4 cannot repair."""
+        if r.txn_id in self.committed or r.lsn < A:
+            self.stored_writes_lost += 1
+            self.rep.dmg("stored_write_lost",
+                         "page %#x (page LSN %d) is older than a stored write of a committed transaction "
+                         "(record at %d, transaction %d): the medium lost a synced write" %
+                         (pid, self.lsn_of(pid), r.lsn, r.txn_id), page="%#018x" % pid, lsn=r.lsn)
+            if not self.lenient:
+                self.failed = True
+            self.pages[pid] = bytearray(self.P)
+            self.changed.add(pid)
+            self.lost.add(pid)
+            return True
+        return False
+
     def run(self, log, recs, A, control, E):
         rep = self.rep
         losers = {}
         finished = set()
+        committed = set()     # 17.3: transactions with a commit record from A on (an end alone is a rollback)
         dpt = {}
         next_txn = control["next_txn_id"]
         for r in recs:
@@ -995,6 +1034,8 @@ class Recovery:
             elif r.kind in (3, 5):
                 losers.pop(t, None)
                 finished.add(t)
+                if r.kind == 3:
+                    committed.add(t)
             elif r.kind == 7 and p["begin_lsn"] == A:
                 next_txn = max(next_txn, p["next_txn_id"])
                 for (tid, last, undo, _state) in p["txns"]:
@@ -1004,6 +1045,7 @@ class Recovery:
                     dpt[pid] = min(dpt.get(pid, rl), rl)
         self.next_txn = next_txn
         self.losers_found = sorted(losers)
+        self.committed = committed
         # fast path condition (17.2), for information
         self.fast_path = (control["checkpoint_lsn"] != 0 and len(recs) == 2 and recs[0].kind == 6
                           and recs[0].lsn == control["checkpoint_lsn"] and recs[1].kind == 7
@@ -1025,9 +1067,14 @@ class Recovery:
                     for e in r.parsed["edits"]:
                         if e.page not in order:
                             order.append(e.page)
+                    stored = set(e.page for e in r.parsed["edits"] if e.kind == "stored")
                     for pid in order:
+                        if pid in self.lost:
+                            continue
                         self.check(pid, True)
                         if self.lsn_of(pid) < r.lsn:
+                            if pid in stored and self.stored_write_older(r, pid, A):
+                                continue
                             pg = self.pages[pid]
                             for e in r.parsed["edits"]:
                                 if e.page == pid:
@@ -1037,6 +1084,8 @@ class Recovery:
                 elif r.kind == 8:
                     p = r.parsed
                     pid = p["page_id"]
+                    if pid in self.lost:
+                        continue
                     self.check(pid, True)
                     if self.lsn_of(pid) < r.lsn:
                         pg = bytearray(self.P)
@@ -1085,6 +1134,8 @@ class Recovery:
                     self.check(e.page, False)
                 # section 15: the compensation, applied in its order; the pages take LSN u
                 for e in compensation(r.parsed["edits"]):
+                    if e.page in self.lost:
+                        continue    # a page lost to a stored write (17.3): its changes are skipped
                     apply_edit(self.pages[e.page], e)
                     self.set_lsn(e.page, u)
                 state[t] = r.prev_lsn
@@ -2621,6 +2672,7 @@ def run(store, mode, take_lock, full_payloads, archive_mode="full"):
             "next_txn_id": rec.next_txn,
             "redo_page_applications": rec.redo_applied,
             "pages_changed": len(rec.changed),
+            "stored_writes_lost": rec.stored_writes_lost,
             "failed": rec.failed,
         }
         vectors, cinfo = read_contents(arena, rec, control, rep)

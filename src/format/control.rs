@@ -276,6 +276,14 @@ fn version_reason(major: u16) -> String {
             "format version {major} (this build reads {FORMAT_VERSION_MAJOR}): a newer Vellum wrote it; open it with that release or a later one"
         );
     }
+    if major == 3 {
+        return format!(
+            "format version 3 (this build reads {FORMAT_VERSION_MAJOR}): its log has no stored \
+             writes and this build does not change a store's format in place; with the release \
+             that wrote it, `vellum export <DIR> > records.jsonl`, then with this build \
+             `vellum create` a store and `vellum import` the file into it (bit for bit)"
+        );
+    }
     if major == 2 {
         return format!(
             "format version 2 (this build reads {FORMAT_VERSION_MAJOR}): the store's id index has \

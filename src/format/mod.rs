@@ -17,6 +17,6 @@ pub mod wal;
 
 /// Major format version of the store's structures (control file, log, arena, doublewrite
 /// area). A reader refuses another major version.
-pub const FORMAT_VERSION_MAJOR: u16 = 3;
+pub const FORMAT_VERSION_MAJOR: u16 = 4;
 /// Minor format version: additions a reader of the same major may ignore (FORMAT.md 18).
 pub const FORMAT_VERSION_MINOR: u16 = 1;

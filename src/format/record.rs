@@ -144,6 +144,14 @@ pub enum EditKind {
         /// Bytes removed.
         len: u32,
     },
+    /// A **stored write** (FORMAT.md 15): `len` bytes at `offset` whose after-image the
+    /// record does not hold, because the writer writes the page to its file, durably, before
+    /// the transaction commits. Built by the writer, `after` holds the bytes (applied to the
+    /// page in memory); decoded from a record, `after` is empty and redo changes no byte.
+    Stored {
+        /// Bytes written.
+        len: u32,
+    },
 }
 
 impl<'a> Edit<'a> {
@@ -164,18 +172,24 @@ impl<'a> Edit<'a> {
             EditKind::Write => self.offset..self.offset + self.after.len() as u32,
             EditKind::Insert { end } => self.offset..end + self.after.len() as u32,
             EditKind::Remove { end, .. } => self.offset..end,
+            EditKind::Stored { len } => self.offset..self.offset + len,
         }
     }
 
     /// Bytes the edit's images take in a record.
     fn image_bytes(&self) -> usize {
-        self.after.len() + self.before.map_or(0, <[u8]>::len)
+        match self.kind {
+            EditKind::Stored { .. } => 0,
+            _ => self.after.len() + self.before.map_or(0, <[u8]>::len),
+        }
     }
 }
 
 const EDIT_FLAG_BEFORE: u8 = 1;
 const EDIT_FLAG_INSERT: u8 = 2;
 const EDIT_FLAG_REMOVE: u8 = 4;
+/// A stored write: no images in the record (FORMAT.md 15). Its flags are exactly this.
+const EDIT_FLAG_STORED: u8 = 8;
 /// Bytes of an edit before its images: page id, offset, length, flags.
 pub const EDIT_HEADER_BYTES: usize = 8 + 4 + 4 + 1;
 /// Bytes an insert or a remove adds after the flags: the end of the shifting range.
@@ -455,6 +469,16 @@ fn encode_edit(out: &mut Vec<u8>, edit: &Edit<'_>) {
             assert!(edit.after.is_empty(), "a remove writes nothing");
             (len, EDIT_FLAG_REMOVE, Some(end))
         }
+        EditKind::Stored { len } => {
+            assert!(edit.before.is_none(), "a stored write writes free bytes");
+            assert!(
+                edit.after.is_empty() || edit.after.len() == len as usize,
+                "a stored write's bytes span it"
+            );
+            out.extend_from_slice(&len.to_le_bytes());
+            out.push(EDIT_FLAG_STORED);
+            return;
+        }
     };
     if let Some(before) = edit.before {
         assert_eq!(before.len(), len as usize, "a before-image spans the edit");
@@ -477,22 +501,33 @@ fn encode_run(out: &mut Vec<u8>, run: &[Edit<'_>]) {
     let [first, ..] = run else {
         panic!("a run holds at least one edit");
     };
+    let stored = matches!(first.kind, EditKind::Stored { .. });
     let mut end = first.offset;
     for edit in run {
         assert!(
-            edit.kind == EditKind::Write && edit.page == first.page && edit.offset == end,
-            "a run is writes of one page covering adjacent bytes in order"
+            matches!(edit.kind, EditKind::Stored { .. }) == stored
+                && (stored || edit.kind == EditKind::Write)
+                && edit.page == first.page
+                && edit.offset == end,
+            "a run is writes (or stored writes) of one page covering adjacent bytes in order"
         );
+        end = edit.extent().end;
+        if stored {
+            continue;
+        }
         assert_eq!(
             edit.before.is_some(),
             first.before.is_some(),
             "a run's writes agree on before-images"
         );
-        end += edit.after.len() as u32;
     }
     out.extend_from_slice(&first.page.0.to_le_bytes());
     out.extend_from_slice(&first.offset.to_le_bytes());
     out.extend_from_slice(&(end - first.offset).to_le_bytes());
+    if stored {
+        out.push(EDIT_FLAG_STORED);
+        return;
+    }
     out.push(if first.before.is_some() { EDIT_FLAG_BEFORE } else { 0 });
     for edit in run {
         if let Some(before) = edit.before {
@@ -573,6 +608,8 @@ pub fn compensation<'a>(edits: &[Edit<'a>]) -> Vec<Edit<'a>> {
 pub fn compensation_iter<'e, 'a>(edits: &'e [Edit<'a>]) -> impl Iterator<Item = Edit<'a>> + 'e {
     edits.iter().rev().filter_map(|e| match e.kind {
         EditKind::Write => e.before.map(|before| Edit::write(e.page, e.offset, before, None)),
+        // Free bytes, as a write without before-image: nothing references them after the undo.
+        EditKind::Stored { .. } => None,
         EditKind::Insert { end } => Some(Edit {
             page: e.page,
             offset: e.offset,
@@ -712,12 +749,14 @@ impl<'a> Cursor<'a> {
                 end: self.u32("remove end")?,
                 len,
             },
+            EDIT_FLAG_STORED if flags & EDIT_FLAG_BEFORE == 0 => EditKind::Stored { len },
             _ => return Err(self.fail(&format!("unknown edit flags {flags:#x}"))),
         };
         let fits = match kind {
             EditKind::Write => offset_wide + len_wide <= page_size,
             EditKind::Insert { end } => offset <= end && u64::from(end) + len_wide <= page_size,
             EditKind::Remove { end, .. } => offset_wide + len_wide <= u64::from(end) && u64::from(end) <= page_size,
+            EditKind::Stored { .. } => offset_wide + len_wide <= page_size,
         };
         if !fits {
             return Err(self.fail(&format!("edit {offset}+{len} ({kind:?}) runs past the page")));
@@ -728,7 +767,7 @@ impl<'a> Cursor<'a> {
             None
         };
         let after = match kind {
-            EditKind::Remove { .. } => &[][..],
+            EditKind::Remove { .. } | EditKind::Stored { .. } => &[][..],
             EditKind::Write | EditKind::Insert { .. } => self.take(len as usize, "after-image")?,
         };
         Ok(Edit {
@@ -767,6 +806,9 @@ pub fn decode(kind: u8, payload: &[u8], lsn: Lsn, page_size_bytes: u32) -> Resul
             let edits = cursor.edits(page_size_bytes)?;
             if edits.iter().any(|e| e.before.is_some()) {
                 return Err(cursor.fail("a CLR carries no before-images"));
+            }
+            if edits.iter().any(|e| matches!(e.kind, EditKind::Stored { .. })) {
+                return Err(cursor.fail("a CLR holds no stored write"));
             }
             Payload::Clr { undo_next, edits }
         }

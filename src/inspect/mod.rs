@@ -97,7 +97,11 @@ impl LogDump {
     /// Opens the log of the store in `dir` with the geometry and identity its control file
     /// holds.
     pub fn open(dir: &Path) -> Result<LogDump> {
-        let storage: Arc<dyn Storage> = Arc::new(RealStorage::new());
+        LogDump::open_with(Arc::new(RealStorage::new()), dir)
+    }
+
+    /// [`LogDump::open`] of a store on `storage` (a crash simulator's, in tests).
+    pub fn open_with(storage: Arc<dyn Storage>, dir: &Path) -> Result<LogDump> {
         let (_, control) = ControlFile::open(storage.as_ref(), dir)?;
         let geometry = Geometry::new(control.page_size_bytes, control.segment_size_bytes)
             .map_err(|reason| Error::corrupted_file(dir.join("CONTROL"), reason))?;

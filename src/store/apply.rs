@@ -294,6 +294,10 @@ fn apply_edit(arena: &Arena, edit: &Edit<'_>) {
     let offset = edit.offset as usize;
     match edit.kind {
         EditKind::Write => arena.write(edit.page, offset, edit.after),
+        // Built by the writer, its bytes go to the page (and to its file before the commit);
+        // decoded in redo, the record holds none: the page's file has them, or the
+        // transaction did not commit and they are free bytes (store/recovery.rs decides).
+        EditKind::Stored { .. } => arena.write(edit.page, offset, edit.after),
         EditKind::Insert { end } => {
             let len = edit.after.len();
             arena.move_within(edit.page, offset, offset + len, end as usize - offset);

@@ -215,6 +215,20 @@ fn flush_pages(inner: &Inner, pages: &[PageId], in_force: Lsn, written: &mut Vec
     Ok(())
 }
 
+/// Writes `pages` (sorted), which hold stored writes of a bulk record, in place and syncs
+/// them (src/store/stored.rs, step 3), as a checkpoint writes its pages: each copied under
+/// its latch, after the log through its page LSN is durable; those initialised since the
+/// checkpoint `in_force` (all of them, unless a copy raced) skip the doublewrite area. The
+/// caller holds the checkpoint lock. A failure puts them back in the dirty page table.
+pub(crate) fn write_stored(inner: &Inner, pages: &[PageId], in_force: Lsn) -> Result<()> {
+    let mut written = Vec::with_capacity(pages.len());
+    let flushed = flush_pages(inner, pages, in_force, &mut written);
+    if flushed.is_err() {
+        return_to_dirty(inner, written);
+    }
+    flushed
+}
+
 /// While a checkpoint stores a base image (holding the checkpoint lock, so no other checkpoint
 /// runs), writes back the dirty pages of the arena files the image does not read, and gives
 /// their memory back: what a writer waiting for memory does meanwhile. Returns the pages taken.

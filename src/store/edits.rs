@@ -220,6 +220,7 @@ impl EditList {
                 (EditKind::Write, None) => start..start + spec.vector_bytes,
                 (EditKind::Insert { end }, _) => start..end as usize + self.after_of(spec).len(),
                 (EditKind::Remove { end, .. }, _) => start..end as usize,
+                (EditKind::Stored { .. }, _) => unreachable!("the builder makes no stored write"),
             };
             if touched.start < wanted.end && wanted.start < touched.end {
                 return false;
@@ -356,6 +357,7 @@ impl EditList {
                 image.copy_within(offset + len..end, offset);
                 image[end - len..end].fill(0);
             }
+            EditKind::Stored { .. } => unreachable!("the builder makes no stored write"),
         }
     }
 
@@ -374,6 +376,12 @@ impl EditList {
         let mut pages: Vec<&[usize]> = self.by_page.values().map(Vec::as_slice).collect();
         pages.sort_unstable_by_key(|indices| indices[0]);
         super::runs::log_runs(edits, &pages)
+    }
+
+    /// Whether edit `index` (of [`EditList::edits_of`]) writes one of the caller's vectors.
+    pub fn is_vector(&self, index: usize) -> bool {
+        let spec = &self.specs[index];
+        spec.after.is_none() && spec.kind == EditKind::Write
     }
 
     /// The edits, with `vector` as the image of the vector edit.
@@ -490,6 +498,8 @@ mod tests {
                 image.copy_within(offset + len..end, offset);
                 image[end - len..end].fill(0);
             }
+            // Decoded, a stored write changes no byte (its bytes are in the page's file).
+            EditKind::Stored { .. } => image[offset..offset + edit.after.len()].copy_from_slice(edit.after),
         }
     }
 

@@ -38,6 +38,7 @@ pub mod settings;
 pub(crate) mod shipper;
 pub(crate) mod shipping;
 pub mod state;
+mod stored;
 pub(crate) mod tree;
 mod txn;
 

@@ -56,6 +56,13 @@ pub struct Options {
     /// the archive restores again from there (to any point before the session without it, as
     /// before; to none inside it).
     pub archive: bool,
+    /// With `archive` off: a bulk insert (`insert_many`, `upsert_many`, `vellum import`) writes
+    /// each fresh vector page it fills to its file before it returns, and logs the page's
+    /// vectors as stored writes, without their bytes (FORMAT.md 15): each byte of a bulk load
+    /// reaches the disk once instead of twice (log and page), at the cost of a sync of the
+    /// arena files per bulk record (every ~256 KiB). Default on; it changes nothing with the
+    /// archive on (whose log must hold every byte a restore replays).
+    pub stored_writes: bool,
     /// Store a compressed image of the arena in `archive/` at every Nth checkpoint of a session
     /// (the first checkpoint, at creation, always makes one, as does the first after a session
     /// with `archive` off); 0 makes none after that. Default 4. Only
@@ -108,6 +115,7 @@ impl Default for Options {
             background_io: true,
             direct_io: true,
             archive: true,
+            stored_writes: true,
             base_image_every: 4,
             retention: Retention::Stored,
             archive_url: None,

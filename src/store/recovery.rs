@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::Result;
 use crate::format::page::PageId;
-use crate::format::record::{self, Edit, Kind, Payload};
+use crate::format::record::{self, Edit, EditKind, Kind, Payload};
 use crate::store::state::PageMap;
 use crate::store::{ActiveTxn, Inner, apply_edits, format_page, prefetch};
 use crate::wal::{ScanReport, SkippedRange};
@@ -118,6 +118,12 @@ struct Analysis {
     /// How many pages of each space (by [`Space::index`]) the redo range initialises.
     init_counts: [u64; 2],
     next_txn_id: u64,
+    /// Transactions with a commit record from the analysis start on (an end alone is a
+    /// rollback): a page older than a stored write of theirs is damage.
+    committed: HashSet<u64>,
+    /// Pages with a stored write from the analysis start on: their bytes are in their files
+    /// only, so none is made fresh and rebuilt from its page-init.
+    stored: HashSet<PageId>,
     /// Pages redo changes that are not made fresh, asked of the OS at the end of analysis and
     /// not faulted in yet (see `prefetch::Prefaulter::finish`).
     prefault: Vec<PageId>,
@@ -320,6 +326,8 @@ fn analyze(
         prefreshed: HashSet::new(),
         init_counts: [0; 2],
         next_txn_id,
+        committed: HashSet::new(),
+        stored: HashSet::new(),
         prefault: Vec::new(),
     };
     let mut finished = HashSet::new();
@@ -343,6 +351,8 @@ fn analyze(
                     },
                 );
                 note_dirty(&mut analysis.dirty, &mut prefaulter, &analysis.inits, &edits, lsn);
+                let stored = edits.iter().filter(|e| matches!(e.kind, EditKind::Stored { .. }));
+                analysis.stored.extend(stored.map(|e| e.page));
             }
             Payload::Clr { undo_next, edits } => {
                 analysis.losers.insert(
@@ -377,6 +387,9 @@ fn analyze(
             Payload::Commit | Payload::End => {
                 analysis.losers.remove(&txn);
                 finished.insert(txn);
+                if matches!(payload, Payload::Commit) {
+                    analysis.committed.insert(txn);
+                }
             }
             Payload::CheckpointEnd(checkpoint) if checkpoint.begin_lsn == start => {
                 analysis.next_txn_id = analysis.next_txn_id.max(checkpoint.next_txn_id);
@@ -424,6 +437,8 @@ fn prefresh(
     }
     let arena = &inner.arena;
     let mut pages = std::mem::take(&mut analysis.first_inits);
+    // A page with a stored write holds bytes the log does not (FORMAT.md 17.1): read, not rebuilt.
+    pages.retain(|page| !analysis.stored.contains(page));
     pages.sort_unstable();
     // The reach rule of `prepare_page`: a page past it is damage, reported by redo.
     pages.retain(|page| {
@@ -527,6 +542,7 @@ fn redo(
                     edits.retain(|e| !analysis.prefreshed.contains(&e.page));
                 }
                 let edits = usable_edits(inner, edits, analysis, &repairs, report, lost)?;
+                let edits = check_stored(inner, edits, analysis, rec.header.txn_id.get(), lsn, report, lost)?;
                 if apply_edits(&inner.arena, &inner.dirty, lsn, &edits, true) > 0 {
                     report.records_redone += 1;
                 } else {
@@ -557,6 +573,61 @@ fn redo(
         }
     }
     Ok(())
+}
+
+/// The redo rule of stored writes (FORMAT.md 17.3), for the edits `edits` of the update at
+/// `lsn` of transaction `txn`, their pages prepared:
+///
+/// | page of a stored write | action |
+/// |---|---|
+/// | page LSN `>= lsn` | nothing to decide: the record is in the page (redo skips it) |
+/// | older, the transaction committed, or the record precedes the analysis start | damage: the file lost a page synced before that commit |
+/// | older, the transaction did not commit (a loser, or rolled back after its page write failed) | redo the record's other edits: the stored bytes are free after the undo |
+///
+/// Under `SkipCorrupted` a damaged page is reported, reset to empty and its changes skipped.
+/// Every page with a stored write leaves the recent inits: a later write of it goes through
+/// the doublewrite area (16.3).
+fn check_stored<'a>(
+    inner: &Inner,
+    mut edits: Vec<Edit<'a>>,
+    analysis: &Analysis,
+    txn: u64,
+    lsn: Lsn,
+    report: &mut RecoveryReport,
+    lost: &mut HashSet<PageId>,
+) -> Result<Vec<Edit<'a>>> {
+    let mut damaged = Vec::new();
+    for edit in edits.iter().filter(|e| matches!(e.kind, EditKind::Stored { .. })) {
+        inner.recent_inits.lock().remove(&edit.page);
+        let page_lsn = inner.arena.page_lsn(edit.page);
+        let committed = analysis.committed.contains(&txn) || lsn < report.analysis_start;
+        if page_lsn >= lsn || !committed || damaged.contains(&edit.page) {
+            continue;
+        }
+        let damage = Error::corrupted_file(
+            "arena",
+            format!(
+                "{} (page LSN {page_lsn}) is older than a stored write of committed transaction {txn} at {lsn}:                  the file lost a page synced before that commit",
+                edit.page
+            ),
+        );
+        if inner.options.recovery != RecoveryMode::SkipCorrupted {
+            return Err(damage);
+        }
+        damaged.push(edit.page);
+    }
+    for page in damaged {
+        let _latch = inner.arena.latch(page);
+        inner.arena.reset_page(page, &[]);
+        lost.insert(page);
+        report
+            .damage_skipped
+            .push(format!("{page} reset to empty, its changes skipped: its stored write is lost"));
+    }
+    if !lost.is_empty() {
+        edits.retain(|e| !lost.contains(&e.page));
+    }
+    Ok(edits)
 }
 
 /// Puts `pages`, which hold the record at `lsn` already, in the dirty page table (if they are

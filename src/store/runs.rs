@@ -13,8 +13,10 @@
 //!   logged as one write edit (`record::encode_update_runs_into`): a vector page's slots and
 //!   owner entries, a catalog page's entries and directory, a leaf's cells and directory, the
 //!   header counts every row rewrote;
-//! - any other cluster (partly overlapping writes, an insert that shifts, a remove) is **kept**:
-//!   its edits, in their order.
+//! - a stored write (FORMAT.md 15: its bytes are in the page's file, not the log) is one too,
+//!   and stored writes of adjacent bytes are one run, a stored write (a page's vector slots);
+//! - any other cluster (partly overlapping writes, an insert that shifts, a remove, a stored
+//!   write with other edits of its bytes) is **kept**: its edits, in their order.
 //!
 //! Runs and kept clusters are logged in the order of their earliest edit (so where nothing
 //! merges, a bulk record's rows stay in order), pages in the order of their first edit. A
@@ -94,7 +96,9 @@ impl<'a> PageRuns<'a> {
         let adjoins = matches!(self.groups.last(), Some((_, Group::Run(run)))
             if run.end == writes.len() && {
                 let previous = &writes[run.end - 1];
-                previous.extent().end == write.offset && previous.before.is_some() == write.before.is_some()
+                previous.extent().end == write.offset
+                    && previous.before.is_some() == write.before.is_some()
+                    && matches!(previous.kind, EditKind::Stored { .. }) == matches!(write.kind, EditKind::Stored { .. })
             });
         match self.groups.last_mut() {
             Some((first, Group::Run(run))) if adjoins => {
@@ -134,13 +138,18 @@ impl<'a> PageRuns<'a> {
 /// after-image. An insert at the end of its range (it shifts nothing) is a write of free bytes.
 fn as_one_write<'a>(edits: &[Edit<'a>], cluster: &[usize]) -> Option<Edit<'a>> {
     let (first, last) = (&edits[cluster[0]], &edits[*cluster.iter().max()?]);
+    if matches!(first.kind, EditKind::Stored { .. }) {
+        // A stored write alone is one (it joins adjacent stored writes in a run); with other
+        // edits of its bytes it is kept as it is.
+        return (cluster.len() == 1).then(|| first.clone());
+    }
     let extent = first.extent();
     let writes = cluster.iter().all(|&i| {
         let edit = &edits[i];
         let write = match edit.kind {
             EditKind::Write => true,
             EditKind::Insert { end } => end == edit.offset,
-            EditKind::Remove { .. } => false,
+            EditKind::Remove { .. } | EditKind::Stored { .. } => false,
         };
         write && edit.extent() == extent
     });

@@ -17,6 +17,7 @@ use zerocopy::little_endian::U32;
 use super::alloc::{OpCtx, Release, WriterState};
 use super::catalog::{EntryMeta, NewEntry, inline_fits, read_entry};
 use super::edits::EditList;
+use super::stored::StoredWrites;
 use super::{ActiveTxn, Store};
 use crate::format::index::{LeafValue, MetaFields};
 use crate::format::meta::{self, ID_MAX_BYTES, METADATA_MAX_BYTES};
@@ -53,6 +54,9 @@ pub struct Transaction<'s> {
     payload: Vec<u8>,
     meta_bytes: Vec<u8>,
     finished: bool,
+    /// Why the transaction must not commit: the pages of its stored writes were not made
+    /// durable (src/store/stored.rs). Its commit rolls it back instead.
+    doomed: Option<String>,
 }
 
 /// How many of the pages the last edits touched a record's page check remembers
@@ -93,6 +97,7 @@ impl<'s> Transaction<'s> {
             payload: buffers.payload,
             meta_bytes: buffers.meta_bytes,
             finished: false,
+            doomed: None,
         })
     }
 
@@ -190,6 +195,10 @@ impl<'s> Transaction<'s> {
     /// releasing the writer lock; the commit is not yet durable: the caller makes it so
     /// (`Wal::commit`) and then calls [`after_durable`].
     pub(super) fn publish(mut self) -> Result<Lsn> {
+        if let Some(why) = self.doomed.take() {
+            self.rollback()?;
+            return Err(Error::Closed(format!("the transaction was rolled back: {why}")));
+        }
         let store = self.store;
         let inner = store.inner();
         let lsn = inner.log_and_apply(Some(&mut self.active), Kind::Commit, &[], &[])?;
@@ -340,6 +349,9 @@ impl<'s> Transaction<'s> {
             meta::encode(metadata, &mut meta_bytes);
             meta_ends.push(meta_bytes.len());
         }
+        let inner = self.store.inner();
+        // Taken before the rows are built: the pages they format count as recent then.
+        let mut stored = (rows.len() > 1).then(|| StoredWrites::begin(inner)).flatten();
         let mut list = self.take_edit_list();
         let built = self.op(&mut list, |ctx| {
             let mut masked = Vec::with_capacity(rows.len());
@@ -359,11 +371,22 @@ impl<'s> Transaction<'s> {
             let vectors: Vec<&[u8]> = rows.iter().map(|(_, v, _)| v.as_bytes()).collect();
             let op = if rows.len() == 1 { Op::Upsert } else { Op::Batch };
             let logged = (op == Op::Batch).then_some(&list);
-            self.log_update_of(op, rows[0].0, &list.edits_of(&vectors), &masked, logged)
+            let mut edits = list.edits_of(&vectors);
+            if let Some(stored) = &mut stored {
+                stored.mark(inner, &mut edits, |index| list.is_vector(index));
+            }
+            self.log_update_of(op, rows[0].0, &edits, &masked, logged)
         });
         self.edits = list;
         self.meta_bytes = meta_bytes;
-        result
+        let lsn = result?;
+        if let Some(stored) = stored.filter(StoredWrites::any) {
+            // The pages must be durable before this transaction may commit (stored.rs).
+            stored.write(inner, lsn).inspect_err(|error| {
+                self.doomed = Some(format!("the pages of a bulk write were not written: {error}"));
+            })?;
+        }
+        Ok(lsn)
     }
 
     /// Builds one operation's edits into `list` with `build`. On failure the writer's views

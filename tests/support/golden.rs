@@ -140,6 +140,7 @@ fn edit_json(edit: &Edit<'_>) -> Value {
         EditKind::Write => ("write", None, edit.after.len()),
         EditKind::Insert { end } => ("insert", Some(end), edit.after.len()),
         EditKind::Remove { end, len } => ("remove", Some(end), len as usize),
+        EditKind::Stored { len } => ("stored", None, len as usize),
     };
     let mut json = json!({
         "edit": name,
@@ -857,6 +858,9 @@ fn owned_edits(value: &Value) -> Vec<OwnedEdit> {
                 },
                 "remove" => EditKind::Remove {
                     end: num(e, "end") as u32,
+                    len: num(e, "length") as u32,
+                },
+                "stored" => EditKind::Stored {
                     len: num(e, "length") as u32,
                 },
                 other => panic!("edit kind {other}"),
