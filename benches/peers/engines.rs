@@ -88,7 +88,7 @@ pub fn locked_version(krate: &str) -> String {
 /// Vellum with default `Options` (`ARCHIVE`), or with its archive off: a 1 KiB record is a
 /// 256-dim float32 vector (the record's bytes, little-endian words, all finite: the generator
 /// clears bit 30 of every word) under the id `"stream:seq"`.
-pub struct VellumWith<const ARCHIVE: bool> {
+pub struct VellumWith<const ARCHIVE: bool, const STORED: bool = true> {
     store: vellum::Store,
 }
 
@@ -97,6 +97,10 @@ pub type Vellum = VellumWith<true>;
 /// Vellum with `Options::archive` off: no point-in-time restore beyond the live log, as none of
 /// the peers has; what the archive costs, and Vellum beside the peers on equal terms.
 pub type VellumNoArchive = VellumWith<false>;
+/// Vellum with its archive off and `Options::stored_writes` off: a bulk load's vectors are
+/// logged and written again by checkpoints, as before stored writes (what they change, in the
+/// same run).
+pub type VellumLogged = VellumWith<false, false>;
 
 pub const VELLUM_DIMENSION: usize = 256;
 
@@ -127,10 +131,11 @@ fn record_bytes<'v>(vector: &'v [f32], buf: &'v mut Vec<u8>) -> &'v [u8] {
     }
 }
 
-impl<const ARCHIVE: bool> VellumWith<ARCHIVE> {
+impl<const ARCHIVE: bool, const STORED: bool> VellumWith<ARCHIVE, STORED> {
     fn options() -> vellum::Options {
         vellum::Options {
             archive: ARCHIVE,
+            stored_writes: STORED,
             ..vellum::Options::default()
         }
     }
@@ -167,14 +172,25 @@ pub fn vellum_log_bytes_per_commit(dir: &Path) -> Res<usize> {
     Ok((bytes / (after.commits - before.commits)) as usize)
 }
 
-impl<const ARCHIVE: bool> Engine for VellumWith<ARCHIVE> {
-    const NAME: &'static str = if ARCHIVE { "vellum" } else { "vellum-noarchive" };
+impl<const ARCHIVE: bool, const STORED: bool> Engine for VellumWith<ARCHIVE, STORED> {
+    const NAME: &'static str = match (ARCHIVE, STORED) {
+        (true, _) => "vellum",
+        (false, true) => "vellum-noarchive",
+        (false, false) => "vellum-logged",
+    };
     const HAS_GET: bool = true;
 
     fn durability() -> String {
+        if !STORED {
+            return "as **vellum-noarchive**, with `Options::stored_writes` off: a bulk load logs every vector and \
+                    checkpoints write its pages later (each byte reaches the disk twice), as before stored writes."
+                .into();
+        }
         if !ARCHIVE {
             return "as **vellum**, with `Options::archive` off: retired log segments are recycled at once, so \
-                    point-in-time restore reaches back only to the live log (none of the peers keeps an archive)."
+                    point-in-time restore reaches back only to the live log (none of the peers keeps an archive); \
+                    a bulk load (w3) then logs the vectors of the fresh pages it fills as stored writes and writes \
+                    those pages itself before its commit (FORMAT.md 16.5): each byte reaches the disk once."
                 .into();
         }
         "default `Options` (`SyncMode::Always`: a commit returns after its log bytes are fdatasynced, and \

@@ -407,6 +407,13 @@ fn analyze(
             Payload::CheckpointBegin | Payload::CheckpointEnd(_) => {}
         }
     }
+    // A page the log formats is not read ahead (redo makes it fresh), unless it has a stored
+    // write: its bytes are in its file only, read rather than rebuilt (see `prefresh`).
+    let mut stored: Vec<PageId> = analysis.stored.iter().copied().collect();
+    stored.sort_unstable();
+    for page in stored {
+        prefaulter.note(page);
+    }
     analysis.prefault = prefaulter.finish();
     Ok(analysis)
 }

@@ -6,15 +6,18 @@
 //! write**, an edit without its bytes, and write the page to its file itself before the
 //! transaction can commit (PostgreSQL's `wal_level = minimal`):
 //!
-//! 1. Under the checkpoint lock (taken without waiting: a batch that finds a checkpoint or a
-//!    copy running logs its vectors as usual), so that no checkpoint completes and the
-//!    checkpoint in force `F` stays where it is until step 4:
+//! 1. Under the checkpoint lock, held for one `insert_many` / `upsert_many` call (taken without
+//!    waiting: a call that finds a checkpoint or a copy running logs its vectors as usual), so
+//!    that no checkpoint completes and the checkpoint in force `F` stays where it is until
+//!    step 4:
 //! 2. the vector slots of pages whose page-init lies at or after `F` (and that had no stored
-//!    write since: such a page leaves the recent inits at step 4) become stored writes;
-//! 3. the record is appended and applied; the log is made durable through it (the WAL rule for
-//!    the page written next); each such page is written in place, skipping the doublewrite
-//!    area as every page initialised since `F` may (a torn write is rebuilt from zero, and the
-//!    transaction is a loser: its commit is not written yet), and the arena files are synced;
+//!    write made durable since: such a page leaves the recent inits at step 4) become stored
+//!    writes, in each record of the call;
+//! 3. the records are appended and applied; then, every [`STORED_WRITE_PAGES`] pages and at
+//!    the call's end, the log is made durable through the last (the WAL rule for the pages
+//!    written next); each such page is written in place, skipping the doublewrite area as every
+//!    page initialised since `F` may (a torn write is rebuilt from zero, and the transaction is
+//!    a loser: its commit is not written yet), and the arena files are synced once;
 //! 4. the pages leave the recent inits: every later write of them goes through the doublewrite
 //!    area, since their committed bytes are not in the log to rebuild them from.
 //!
@@ -33,8 +36,12 @@ use crate::format::page::{PageId, Space};
 use crate::format::record::{Edit, EditKind};
 use crate::store::Inner;
 
-/// The right to make stored writes in one bulk record: the checkpoint lock, held from before
-/// the record is built until its pages are durable.
+/// How many pages with stored writes a bulk call writes at once (16 MiB of 16 KiB pages): its
+/// records share one sync of the arena files, and its memory stays bounded.
+pub(crate) const STORED_WRITE_PAGES: usize = 1024;
+
+/// The right to make stored writes in the records of one bulk call: the checkpoint lock, held
+/// from before the first record is built until the last one's pages are durable.
 pub(crate) struct StoredWrites<'a> {
     _no_checkpoint: MutexGuard<'a, ()>,
     in_force: Lsn,
@@ -42,7 +49,7 @@ pub(crate) struct StoredWrites<'a> {
 }
 
 impl<'a> StoredWrites<'a> {
-    /// The right for one record, if this store may make stored writes and no checkpoint (or
+    /// The right for one bulk call, if this store may make stored writes and no checkpoint (or
     /// copy) runs now.
     pub(crate) fn begin(inner: &'a Inner) -> Option<StoredWrites<'a>> {
         if inner.options.archive || inner.read_only || !inner.options.stored_writes {
@@ -73,30 +80,38 @@ impl<'a> StoredWrites<'a> {
             edit.kind = EditKind::Stored {
                 len: u32::try_from(edit.after.len()).expect("an edit lies in a page"),
             };
-            if self.pages.last() != Some(&edit.page) {
-                self.pages.push(edit.page);
+            if let Err(at) = self.pages.binary_search(&edit.page) {
+                self.pages.insert(at, edit.page);
             }
         }
-        self.pages.sort_unstable();
-        self.pages.dedup();
     }
 
-    /// Whether [`StoredWrites::mark`] made any stored write.
+    /// Whether stored writes were made since the last [`StoredWrites::write`].
     pub(crate) fn any(&self) -> bool {
         !self.pages.is_empty()
     }
 
-    /// Step 3 and 4 for the record at `lsn` that holds the stored writes: makes the log durable
-    /// through it, writes the pages in place and syncs them. The pages leave the recent inits
-    /// whatever the outcome (a later write of them then goes through the doublewrite area).
-    pub(crate) fn write(self, inner: &Inner, lsn: Lsn) -> Result<()> {
+    /// The pages with stored writes made since the last [`StoredWrites::write`].
+    pub(crate) fn pages(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// Steps 3 and 4 for the records up to `lsn`, which hold the stored writes: makes the log
+    /// durable through it, writes the pages in place and syncs them. The pages leave the recent
+    /// inits whatever the outcome (a later write of them then goes through the doublewrite
+    /// area; and a page partly filled gets no stored write in a later record, whose pages are
+    /// written after its own).
+    pub(crate) fn write(&mut self, inner: &Inner, lsn: Lsn) -> Result<()> {
+        if self.pages.is_empty() {
+            return Ok(());
+        }
         let written = inner
             .wal
             .flush_through(lsn)
             .and_then(|()| crate::store::checkpoint::write_stored(inner, &self.pages, self.in_force));
         let mut recent = inner.recent_inits.lock();
-        for page in &self.pages {
-            recent.remove(page);
+        for page in self.pages.drain(..) {
+            recent.remove(&page);
         }
         written
     }

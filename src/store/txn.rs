@@ -17,7 +17,7 @@ use zerocopy::little_endian::U32;
 use super::alloc::{OpCtx, Release, WriterState};
 use super::catalog::{EntryMeta, NewEntry, inline_fits, read_entry};
 use super::edits::EditList;
-use super::stored::StoredWrites;
+use super::stored::{STORED_WRITE_PAGES, StoredWrites};
 use super::{ActiveTxn, Store};
 use crate::format::index::{LeafValue, MetaFields};
 use crate::format::meta::{self, ID_MAX_BYTES, METADATA_MAX_BYTES};
@@ -328,20 +328,46 @@ impl<'s> Transaction<'s> {
         let mut lsn = self.active.last_lsn;
         let mut start = 0;
         let mut ids: std::collections::HashSet<&str, super::state::FastHash> = Default::default();
+        // Taken before the rows are built (the pages they format count as recent then), for the
+        // whole call: its records' stored pages are written and synced together, every
+        // `STORED_WRITE_PAGES` pages and at its end (src/store/stored.rs).
+        let inner = self.store.inner();
+        let mut stored = (rows.len() > 1 && per_record > 1).then(|| StoredWrites::begin(inner)).flatten();
         while start < rows.len() {
             ids.clear();
             let mut end = start;
             while end < rows.len() && end - start < per_record && ids.insert(rows[end].0) {
                 end += 1;
             }
-            lsn = self.write_batch(&rows[start..end])?;
+            let written = self.write_batch(&rows[start..end], stored.as_mut());
+            lsn = match written {
+                Ok(lsn) => lsn,
+                Err(error) => return Err(self.doom_unless_written(stored.as_ref(), error)),
+            };
             start = end;
+            if let Some(stored) = &mut stored
+                && (start == rows.len() || stored.pages() >= STORED_WRITE_PAGES)
+            {
+                // The pages must be durable before this transaction may commit (stored.rs).
+                stored.write(inner, lsn).map_err(|error| self.doom_unless_written(None, error))?;
+            }
         }
         Ok(lsn)
     }
 
+    /// `error`, after which this transaction must not commit if stored writes it logged are
+    /// not durable (`pending` holds some, or `pending` is `None`: their write failed). Its
+    /// commit then rolls it back.
+    fn doom_unless_written(&mut self, pending: Option<&StoredWrites<'_>>, error: Error) -> Error {
+        if pending.is_none_or(StoredWrites::any) {
+            self.doomed = Some(format!("the pages of a bulk write were not written: {error}"));
+        }
+        error
+    }
+
     /// One update record storing every row of `rows` (distinct ids).
-    fn write_batch(&mut self, rows: &[Row<'_>]) -> Result<Lsn> {
+    /// `stored`: the right to log its vectors in fresh pages as stored writes (a batch only).
+    fn write_batch(&mut self, rows: &[Row<'_>], mut stored: Option<&mut StoredWrites<'_>>) -> Result<Lsn> {
         let mut meta_bytes = std::mem::take(&mut self.meta_bytes);
         meta_bytes.clear();
         let mut meta_ends = Vec::with_capacity(rows.len());
@@ -350,8 +376,6 @@ impl<'s> Transaction<'s> {
             meta_ends.push(meta_bytes.len());
         }
         let inner = self.store.inner();
-        // Taken before the rows are built: the pages they format count as recent then.
-        let mut stored = (rows.len() > 1).then(|| StoredWrites::begin(inner)).flatten();
         let mut list = self.take_edit_list();
         let built = self.op(&mut list, |ctx| {
             let mut masked = Vec::with_capacity(rows.len());
@@ -372,21 +396,14 @@ impl<'s> Transaction<'s> {
             let op = if rows.len() == 1 { Op::Upsert } else { Op::Batch };
             let logged = (op == Op::Batch).then_some(&list);
             let mut edits = list.edits_of(&vectors);
-            if let Some(stored) = &mut stored {
+            if let Some(stored) = stored.as_mut().filter(|_| op == Op::Batch) {
                 stored.mark(inner, &mut edits, |index| list.is_vector(index));
             }
             self.log_update_of(op, rows[0].0, &edits, &masked, logged)
         });
         self.edits = list;
         self.meta_bytes = meta_bytes;
-        let lsn = result?;
-        if let Some(stored) = stored.filter(StoredWrites::any) {
-            // The pages must be durable before this transaction may commit (stored.rs).
-            stored.write(inner, lsn).inspect_err(|error| {
-                self.doomed = Some(format!("the pages of a bulk write were not written: {error}"));
-            })?;
-        }
-        Ok(lsn)
+        result
     }
 
     /// Builds one operation's edits into `list` with `build`. On failure the writer's views
