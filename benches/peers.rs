@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Options: `--scale F` (or `PEERS_SCALE`) multiplies every size; `--peers a,b` picks engines
-//! (vellum, vellum-noarchive, vellum-logged, okaywal, redb, heed); `--rounds N` (default 3): engines run
+//! (vellum, vellum-noarchive, vellum-stored, okaywal, redb, heed); `--rounds N` (default 3): engines run
 //! interleaved within each round and each cell is the median [min–max] over rounds. The
 //! markdown table is printed and written to `target/peers.md` (or `PEERS_MD`). Scratch files
 //! live in a fresh directory under `std::env::temp_dir()`: point `TMPDIR` at the disk to
@@ -47,7 +47,7 @@ use workloads::{Ctx, Outcome, Pool, Sizes};
 pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// The engines, in table order.
-const ENGINES: &[&str] = &["vellum", "vellum-noarchive", "vellum-logged", "okaywal", "redb", "heed"];
+const ENGINES: &[&str] = &["vellum", "vellum-noarchive", "vellum-stored", "okaywal", "redb", "heed"];
 
 /// Runs `$body` with `$E` the engine type named `$name` (one of [`ENGINES`]).
 macro_rules! with_engine {
@@ -61,8 +61,8 @@ macro_rules! with_engine {
                 type $E = engines::VellumNoArchive;
                 $body
             }
-            "vellum-logged" => {
-                type $E = engines::VellumLogged;
+            "vellum-stored" => {
+                type $E = engines::VellumStored;
                 $body
             }
             "okaywal" => {
@@ -347,7 +347,7 @@ fn render(
 
 fn engine_header(engine: &str) -> String {
     let version = match engine {
-        "vellum" | "vellum-noarchive" | "vellum-logged" => env!("CARGO_PKG_VERSION").to_string(),
+        "vellum" | "vellum-noarchive" | "vellum-stored" => env!("CARGO_PKG_VERSION").to_string(),
         other => engines::locked_version(other),
     };
     format!("{engine} {version}")

@@ -451,8 +451,8 @@ fn base_images_stored_while_writers_write_pages_back_restore_every_commit_exactl
 }
 
 /// Loads `count` vectors of 4 KiB into a new store on `sim` with `memory_budget_bytes` (and no
-/// archive, so that a close writes only the store, and no stored writes, whose commits write
-/// their pages themselves), in transactions of 256 rows through the bulk path; then closes it
+/// archive, so that a close writes only the store, and no stored writes, which would write
+/// the pages in the load's calls), in transactions of 256 rows through the bulk path; then closes it
 /// and returns the bytes the close wrote.
 fn bytes_written_by_the_close_after_a_load(memory_budget_bytes: u64, count: u64) -> u64 {
     let sim = SimStorage::new(11);

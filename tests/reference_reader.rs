@@ -575,6 +575,7 @@ fn reference_reader_agrees_with_the_engine() {
         sync: SyncMode::Always,
         background_io: false,
         archive: false,
+        stored_writes: true,
         ..options
     };
     let store = Store::open(&crash, options).expect("open the copy");

@@ -116,6 +116,7 @@ fn options(sim: &SimStorage, sync: SyncMode) -> Options {
         storage: Arc::new(sim.clone()),
         background_io: false,
         archive: ARCHIVE.with(|a| a.get()),
+        stored_writes: true,
         ..Options::default()
     }
 }

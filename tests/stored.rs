@@ -4,6 +4,8 @@
 
 mod support;
 
+use support::{Rng, seed_from_env};
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -23,6 +25,7 @@ fn sim_options(sim: &SimStorage, archive: bool) -> Options {
         storage: Arc::new(sim.clone()),
         background_io: false,
         archive,
+        stored_writes: true,
         ..Options::default()
     }
 }
@@ -310,4 +313,114 @@ fn a_page_with_a_committed_stored_write_is_rewritten_through_the_doublewrite_are
         doublewrite.len()
     );
     store.close().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real crashes of bulk loads whose stored pages are written beside the writer.
+
+/// Rows of one bulk commit in the kill test: enough for several records (so the call writes
+/// their pages on a thread beside it).
+const KILL_ROWS: u64 = 2000;
+
+fn kill_options() -> Options {
+    Options {
+        page_size_bytes: 4096,
+        segment_size_bytes: 1 << 20,
+        archive: false,
+        stored_writes: true,
+        ..Options::default()
+    }
+}
+
+fn kill_ids(commit: u64) -> Vec<String> {
+    (0..KILL_ROWS).map(|i| format!("c{commit}-{i:05}")).collect()
+}
+
+/// The child of the kill test: bulk commits from `VELLUM_STORED_KILL_FROM` on until killed.
+#[test]
+fn stored_kill_child_entry() {
+    use std::io::Write;
+    let Ok(dir) = std::env::var("VELLUM_STORED_KILL_CHILD") else {
+        return;
+    };
+    let from: u64 = std::env::var("VELLUM_STORED_KILL_FROM").unwrap().parse().unwrap();
+    let store = Store::open(Path::new(&dir), kill_options()).unwrap();
+    let mut stdout = std::io::stdout().lock();
+    for commit in from.. {
+        load(&store, &kill_ids(commit), commit * KILL_ROWS).unwrap();
+        writeln!(stdout, "ack {commit}").unwrap();
+        stdout.flush().unwrap();
+    }
+}
+
+#[test]
+fn kill_9_during_bulk_loads_with_stored_writes_loses_no_acknowledged_commit() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    if std::env::var("VELLUM_STORED_KILL_CHILD").is_ok() {
+        return;
+    }
+    let seed = seed_from_env("VELLUM_STORED_KILL_SEED", 41);
+    let mut rng = Rng::new(seed);
+    let dir = tempfile::tempdir().unwrap();
+    Store::create(dir.path(), DIMENSION, kill_options())
+        .unwrap()
+        .close()
+        .unwrap();
+    let mut committed = 0u64;
+    for cycle in 0..12 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "stored_kill_child_entry", "--nocapture", "--test-threads=1"])
+            .env("VELLUM_STORED_KILL_CHILD", dir.path())
+            .env("VELLUM_STORED_KILL_FROM", (committed + 1).to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut last = None;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some((_, k)) = line.rsplit_once("ack ") {
+                    last = Some(k.trim().parse::<u64>().unwrap());
+                }
+            }
+            last
+        });
+        std::thread::sleep(std::time::Duration::from_millis(30 + rng.below(150)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let acknowledged = reader.join().unwrap().unwrap_or(committed);
+        let store = Store::open(dir.path(), kill_options()).unwrap();
+        // Every acknowledged commit whole; the one after it whole or absent; none after that.
+        for commit in 1..=acknowledged {
+            assert_loaded(
+                &store,
+                &kill_ids(commit),
+                commit * KILL_ROWS,
+                &format!("cycle {cycle} (seed {seed}): commit {commit}"),
+            );
+        }
+        let next = kill_ids(acknowledged + 1);
+        let present = next.iter().filter(|id| store.get(id).unwrap().is_some()).count();
+        assert!(
+            present == 0 || present == next.len(),
+            "cycle {cycle} (seed {seed}): commit {} is all or nothing ({present} rows)",
+            acknowledged + 1
+        );
+        committed = acknowledged + u64::from(present > 0);
+        assert_eq!(
+            store.len() as u64,
+            committed * KILL_ROWS,
+            "cycle {cycle} (seed {seed}): nothing partial"
+        );
+        store.close().unwrap();
+    }
+    let report = vellum::inspect::verify_store(dir.path(), &()).unwrap();
+    assert!(report.clean(), "{:?}", report.problems);
+    assert!(
+        committed >= 12,
+        "the children made progress between kills ({committed} commits)"
+    );
 }

@@ -88,7 +88,7 @@ pub fn locked_version(krate: &str) -> String {
 /// Vellum with default `Options` (`ARCHIVE`), or with its archive off: a 1 KiB record is a
 /// 256-dim float32 vector (the record's bytes, little-endian words, all finite: the generator
 /// clears bit 30 of every word) under the id `"stream:seq"`.
-pub struct VellumWith<const ARCHIVE: bool, const STORED: bool = true> {
+pub struct VellumWith<const ARCHIVE: bool, const STORED: bool = false> {
     store: vellum::Store,
 }
 
@@ -97,10 +97,9 @@ pub type Vellum = VellumWith<true>;
 /// Vellum with `Options::archive` off: no point-in-time restore beyond the live log, as none of
 /// the peers has; what the archive costs, and Vellum beside the peers on equal terms.
 pub type VellumNoArchive = VellumWith<false>;
-/// Vellum with its archive off and `Options::stored_writes` off: a bulk load's vectors are
-/// logged and written again by checkpoints, as before stored writes (what they change, in the
-/// same run).
-pub type VellumLogged = VellumWith<false, false>;
+/// Vellum with its archive off and `Options::stored_writes` on: a bulk load's vectors reach the
+/// disk once, in pages its calls write themselves (what they change, in the same run).
+pub type VellumStored = VellumWith<false, true>;
 
 pub const VELLUM_DIMENSION: usize = 256;
 
@@ -175,22 +174,21 @@ pub fn vellum_log_bytes_per_commit(dir: &Path) -> Res<usize> {
 impl<const ARCHIVE: bool, const STORED: bool> Engine for VellumWith<ARCHIVE, STORED> {
     const NAME: &'static str = match (ARCHIVE, STORED) {
         (true, _) => "vellum",
-        (false, true) => "vellum-noarchive",
-        (false, false) => "vellum-logged",
+        (false, false) => "vellum-noarchive",
+        (false, true) => "vellum-stored",
     };
     const HAS_GET: bool = true;
 
     fn durability() -> String {
-        if !STORED {
-            return "as **vellum-noarchive**, with `Options::stored_writes` off: a bulk load logs every vector and \
-                    checkpoints write its pages later (each byte reaches the disk twice), as before stored writes."
+        if STORED {
+            return "as **vellum-noarchive**, with `Options::stored_writes` on: a bulk load (w3) logs the vectors \
+                    of the fresh pages it fills as stored writes and writes those pages itself, synced, before \
+                    its commit (FORMAT.md 16.5): each byte reaches the disk once, not twice (log, then checkpoint)."
                 .into();
         }
         if !ARCHIVE {
             return "as **vellum**, with `Options::archive` off: retired log segments are recycled at once, so \
-                    point-in-time restore reaches back only to the live log (none of the peers keeps an archive); \
-                    a bulk load (w3) then logs the vectors of the fresh pages it fills as stored writes and writes \
-                    those pages itself before its commit (FORMAT.md 16.5): each byte reaches the disk once."
+                    point-in-time restore reaches back only to the live log (none of the peers keeps an archive)."
                 .into();
         }
         "default `Options` (`SyncMode::Always`: a commit returns after its log bytes are fdatasynced, and \

@@ -215,18 +215,56 @@ fn flush_pages(inner: &Inner, pages: &[PageId], in_force: Lsn, written: &mut Vec
     Ok(())
 }
 
-/// Writes `pages` (sorted), which hold stored writes of a bulk record, in place and syncs
-/// them (src/store/stored.rs, step 3), as a checkpoint writes its pages: each copied under
-/// its latch, after the log through its page LSN is durable; those initialised since the
-/// checkpoint `in_force` (all of them, unless a copy raced) skip the doublewrite area. The
-/// caller holds the checkpoint lock. A failure puts them back in the dirty page table.
-pub(crate) fn write_stored(inner: &Inner, pages: &[PageId], in_force: Lsn) -> Result<()> {
-    let mut written = Vec::with_capacity(pages.len());
-    let flushed = flush_pages(inner, pages, in_force, &mut written);
-    if flushed.is_err() {
-        return_to_dirty(inner, written);
+/// Pages a bulk call wrote in place for its stored writes (src/store/stored.rs, step 3) and has
+/// not synced yet: taken out of the dirty page table, with the LSN each was taken at (for a
+/// failure to put back) and the page LSN each was written with (to give its memory back).
+#[derive(Default)]
+pub(crate) struct StoredPages {
+    taken: Vec<(PageId, Lsn)>,
+    copies: Vec<(PageId, Lsn)>,
+}
+
+/// Writes `pages` (sorted), which hold stored writes, in place as a checkpoint writes its
+/// pages, without a sync: each copied under its latch after the log through its page LSN is
+/// durable; those initialised since the checkpoint `in_force` (all of them, but for a page a
+/// copy's checkpoint raced) skip the doublewrite area, and the device starts on them at once.
+/// The caller holds the checkpoint lock. A failure puts every page taken back in the dirty page
+/// table.
+pub(crate) fn write_stored(inner: &Inner, pages: &[PageId], in_force: Lsn, written: &mut StoredPages) -> Result<()> {
+    for batch in pages.chunks(crate::format::doublewrite::DOUBLEWRITE_BATCH_PAGES) {
+        match write_batch(inner, batch, in_force, &mut written.taken) {
+            Ok(Batch::Synced(copies) | Batch::Unsynced(copies)) => written.copies.extend(copies),
+            Err(error) => {
+                return_to_dirty(inner, std::mem::take(&mut written.taken));
+                return Err(error);
+            }
+        }
     }
-    flushed
+    Ok(())
+}
+
+/// Makes the pages [`write_stored`] wrote durable (one sync of each file), then gives back the
+/// memory of those not changed since. A failure puts them back in the dirty page table.
+pub(crate) fn sync_stored(inner: &Inner, written: StoredPages) -> Result<()> {
+    let StoredPages { taken, mut copies } = written;
+    let pages: Vec<PageId> = taken.iter().map(|&(page, _)| page).collect();
+    if let Err(error) = inner.arena.sync_pages(&pages) {
+        return_to_dirty(inner, taken);
+        return Err(error);
+    }
+    // A page written for two records of the call: its last copy is the one to compare.
+    copies.sort_by_key(|&(page, lsn)| (page, lsn));
+    copies.dedup_by(|later, earlier| {
+        let same = later.0 == earlier.0;
+        if same {
+            *earlier = *later;
+        }
+        same
+    });
+    let mut held = Held::new(&inner.memory);
+    held.hold(copies.len() as u64);
+    release_written(inner, &copies, &mut held);
+    Ok(())
 }
 
 /// While a checkpoint stores a base image (holding the checkpoint lock, so no other checkpoint

@@ -325,47 +325,80 @@ impl<'s> Transaction<'s> {
         // Hook (approximate index): each row's graph insert reads through the record's pending
         // edits, so with an index rows go one to a record (the insert costs far more anyway).
         let per_record = if self.writer.meta.graph.get() != 0 { 1 } else { per_record };
+        // Taken before the rows are built (the pages they format count as recent then), for the
+        // whole call (src/store/stored.rs).
+        let inner = self.store.inner();
+        let Some(mut stored) = (rows.len() > 1 && per_record > 1).then(|| StoredWrites::begin(inner)).flatten() else {
+            return self.write_records(rows, per_record, None, None);
+        };
+        // A call of several records writes each one's stored pages on a thread beside it while
+        // it builds the next (where threads may be started: not in reproducible runs).
+        let (logged, written) = if inner.options.background_io && rows.len() > per_record {
+            std::thread::scope(|scope| {
+                let (sender, received) = std::sync::mpsc::channel();
+                let in_force = stored.in_force();
+                let beside = std::thread::Builder::new()
+                    .name("vellum-stored".into())
+                    .spawn_scoped(scope, move || super::stored::write_each(inner, in_force, received));
+                let Ok(beside) = beside else {
+                    return (self.write_records(rows, per_record, Some(&mut stored), None), Ok(()));
+                };
+                let logged = self.write_records(rows, per_record, Some(&mut stored), Some(&sender));
+                drop(sender);
+                let written = beside.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (logged, written)
+            })
+        } else {
+            (self.write_records(rows, per_record, Some(&mut stored), None), Ok(()))
+        };
+        let outcome = logged.and_then(|lsn| written.map(|()| lsn));
+        if let Err(error) = &outcome
+            && stored.any()
+        {
+            // Stored writes whose pages may not be durable: this transaction must not commit.
+            self.doomed = Some(format!("the pages of a bulk write were not written: {error}"));
+        }
+        stored.finish(inner);
+        outcome
+    }
+
+    /// Logs `rows` in records of `per_record` rows (an id a record already holds starts the
+    /// next); with `stored`, writes the pages of their stored writes every
+    /// [`STORED_WRITE_PAGES`] pages and after the last record, or hands each record's to
+    /// `beside`.
+    fn write_records(
+        &mut self,
+        rows: &[Row<'_>],
+        per_record: usize,
+        mut stored: Option<&mut StoredWrites<'_>>,
+        beside: Option<&std::sync::mpsc::Sender<(Lsn, Vec<PageId>)>>,
+    ) -> Result<Lsn> {
+        let inner = self.store.inner();
         let mut lsn = self.active.last_lsn;
         let mut start = 0;
         let mut ids: std::collections::HashSet<&str, super::state::FastHash> = Default::default();
-        // Taken before the rows are built (the pages they format count as recent then), for the
-        // whole call: its records' stored pages are written and synced together, every
-        // `STORED_WRITE_PAGES` pages and at its end (src/store/stored.rs).
-        let inner = self.store.inner();
-        let mut stored = (rows.len() > 1 && per_record > 1).then(|| StoredWrites::begin(inner)).flatten();
         while start < rows.len() {
             ids.clear();
             let mut end = start;
             while end < rows.len() && end - start < per_record && ids.insert(rows[end].0) {
                 end += 1;
             }
-            let written = self.write_batch(&rows[start..end], stored.as_mut());
-            lsn = match written {
-                Ok(lsn) => lsn,
-                Err(error) => return Err(self.doom_unless_written(stored.as_ref(), error)),
-            };
+            lsn = self.write_batch(&rows[start..end], stored.as_deref_mut())?;
             start = end;
-            if let Some(stored) = &mut stored
-                && (start == rows.len() || stored.pages() >= STORED_WRITE_PAGES)
-            {
-                // The pages must be durable before this transaction may commit (stored.rs).
-                stored.write(inner, lsn).map_err(|error| self.doom_unless_written(None, error))?;
+            let Some(stored) = stored.as_deref_mut() else { continue };
+            match beside {
+                // A send fails only if the thread has stopped, which it does not before the
+                // sender hangs up (it drains the channel after a failure too).
+                Some(beside) => beside
+                    .send((lsn, stored.take_pending()))
+                    .expect("the stored-page writer waits for every record"),
+                None if start == rows.len() || stored.pending() >= STORED_WRITE_PAGES => stored.write(inner, lsn)?,
+                None => {}
             }
         }
         Ok(lsn)
     }
 
-    /// `error`, after which this transaction must not commit if stored writes it logged are
-    /// not durable (`pending` holds some, or `pending` is `None`: their write failed). Its
-    /// commit then rolls it back.
-    fn doom_unless_written(&mut self, pending: Option<&StoredWrites<'_>>, error: Error) -> Error {
-        if pending.is_none_or(StoredWrites::any) {
-            self.doomed = Some(format!("the pages of a bulk write were not written: {error}"));
-        }
-        error
-    }
-
-    /// One update record storing every row of `rows` (distinct ids).
     /// `stored`: the right to log its vectors in fresh pages as stored writes (a batch only).
     fn write_batch(&mut self, rows: &[Row<'_>], mut stored: Option<&mut StoredWrites<'_>>) -> Result<Lsn> {
         let mut meta_bytes = std::mem::take(&mut self.meta_bytes);
