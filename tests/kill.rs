@@ -9,9 +9,8 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::{Rng, seed_from_env};
@@ -92,30 +91,11 @@ fn kill_child_entry() {
 
 /// Runs one child until killed after `run_for`; returns the last acknowledged commit.
 fn run_child(dir: &Path, from: u64, run_for: Duration) -> Option<u64> {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "kill_child_entry", "--nocapture", "--test-threads=1"])
-        .env("VELLUM_KILL_CHILD", dir)
-        .env("VELLUM_KILL_FROM", from.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut last = None;
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            // libtest may print "test kill_child_entry ... " before the first ack, on one line.
-            if let Some((_, k)) = line.rsplit_once("ack ") {
-                last = Some(k.trim().parse::<u64>().unwrap());
-            }
-        }
-        last
-    });
-    std::thread::sleep(run_for);
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    reader.join().unwrap()
+    let envs = [
+        ("VELLUM_KILL_CHILD", dir.display().to_string()),
+        ("VELLUM_KILL_FROM", from.to_string()),
+    ];
+    support::run_killed_child("kill_child_entry", &envs, run_for)
 }
 
 #[test]

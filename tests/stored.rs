@@ -38,16 +38,24 @@ fn ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i:05}")).collect()
 }
 
+/// The vectors of `ids` for [`rows`]: id number `i` gets `vector(base + i)`.
+fn vectors(ids: &[String], base: u64) -> Vec<Vec<f32>> {
+    (0..ids.len() as u64).map(|i| vector(base + i)).collect()
+}
+
+/// `ids` with `vectors`, no metadata, as bulk rows.
+fn rows<'a>(ids: &'a [String], vectors: &'a [Vec<f32>]) -> Vec<Row<'a>> {
+    ids.iter()
+        .zip(vectors)
+        .map(|(id, v)| (id.as_str(), v.as_slice(), &[][..]))
+        .collect()
+}
+
 /// Inserts `ids` in one `insert_many` and commits; the vector of id number `i` is
 /// `vector(base + i)`.
 fn load(store: &Store, ids: &[String], base: u64) -> vellum::Result<()> {
-    let vectors: Vec<Vec<f32>> = (0..ids.len() as u64).map(|i| vector(base + i)).collect();
-    let rows: Vec<Row<'_>> = ids
-        .iter()
-        .zip(&vectors)
-        .map(|(id, v)| (id.as_str(), v.as_slice(), &[][..]))
-        .collect();
-    store.insert_many(&rows).map(|_| ())
+    let vectors = vectors(ids, base);
+    store.insert_many(&rows(ids, &vectors)).map(|_| ())
 }
 
 /// Every id of `ids` reads back with its vector (base as in [`load`]).
@@ -205,14 +213,9 @@ fn a_bulk_transaction_left_open_with_stored_writes_is_rolled_back() {
     let store = Store::create(Path::new(DB), DIMENSION, sim_options(&sim, false)).unwrap();
     load(&store, &ids("a", 100), 0).unwrap();
     let open = ids("b", 400);
-    let vectors: Vec<Vec<f32>> = (0..open.len() as u64).map(vector).collect();
-    let rows: Vec<Row<'_>> = open
-        .iter()
-        .zip(&vectors)
-        .map(|(id, v)| (id.as_str(), v.as_slice(), &[][..]))
-        .collect();
+    let open_vectors = vectors(&open, 0);
     let mut tx = store.begin().unwrap();
-    tx.insert_many(&rows).unwrap();
+    tx.insert_many(&rows(&open, &open_vectors)).unwrap();
     let (stored, _) = logged(Arc::new(sim.clone()), Path::new(DB));
     assert!(stored > 0, "the open transaction's pages were written as stored writes");
     std::mem::forget(tx);
@@ -243,13 +246,8 @@ fn a_bulk_write_whose_pages_fail_to_reach_the_disk_never_commits() {
         });
         let store = Store::create(Path::new(DB), DIMENSION, sim_options(&sim, false)).unwrap();
         load(&store, &ids("a", 100), 0).unwrap();
-        let rows = ids("b", 400);
-        let vectors: Vec<Vec<f32>> = (0..rows.len() as u64).map(vector).collect();
-        let batch: Vec<Row<'_>> = rows
-            .iter()
-            .zip(&vectors)
-            .map(|(id, v)| (id.as_str(), v.as_slice(), &[][..]))
-            .collect();
+        let (failing, failing_vectors) = (ids("b", 400), vectors(&ids("b", 400), 0));
+        let batch = rows(&failing, &failing_vectors);
         let mut tx = store.begin().unwrap();
         sim.inject(FaultPlan {
             kind: FaultKind::SyncEio,
@@ -355,8 +353,6 @@ fn stored_kill_child_entry() {
 
 #[test]
 fn kill_9_during_bulk_loads_with_stored_writes_loses_no_acknowledged_commit() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     if std::env::var("VELLUM_STORED_KILL_CHILD").is_ok() {
         return;
     }
@@ -369,29 +365,12 @@ fn kill_9_during_bulk_loads_with_stored_writes_loses_no_acknowledged_commit() {
         .unwrap();
     let mut committed = 0u64;
     for cycle in 0..12 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "stored_kill_child_entry", "--nocapture", "--test-threads=1"])
-            .env("VELLUM_STORED_KILL_CHILD", dir.path())
-            .env("VELLUM_STORED_KILL_FROM", (committed + 1).to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut last = None;
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some((_, k)) = line.rsplit_once("ack ") {
-                    last = Some(k.trim().parse::<u64>().unwrap());
-                }
-            }
-            last
-        });
-        std::thread::sleep(std::time::Duration::from_millis(30 + rng.below(150)));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        let acknowledged = reader.join().unwrap().unwrap_or(committed);
+        let envs = [
+            ("VELLUM_STORED_KILL_CHILD", dir.path().display().to_string()),
+            ("VELLUM_STORED_KILL_FROM", (committed + 1).to_string()),
+        ];
+        let run_for = std::time::Duration::from_millis(30 + rng.below(150));
+        let acknowledged = support::run_killed_child("stored_kill_child_entry", &envs, run_for).unwrap_or(committed);
         let store = Store::open(dir.path(), kill_options()).unwrap();
         // Every acknowledged commit whole; the one after it whole or absent; none after that.
         for commit in 1..=acknowledged {

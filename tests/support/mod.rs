@@ -51,3 +51,33 @@ pub fn reference_reader(args: &[&std::ffi::OsStr]) -> (std::process::ExitStatus,
     let json = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("reader output is not JSON ({e}):\n{stdout}"));
     (out.status, json)
 }
+
+/// Runs this test binary's test `entry` alone as a child process with `envs`, kills it with
+/// SIGKILL after `run_for`, and returns the last number it printed after `"ack "` (the last
+/// commit it acknowledged), if any. Its stderr is dropped.
+pub fn run_killed_child(entry: &str, envs: &[(&str, String)], run_for: std::time::Duration) -> Option<u64> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", entry, "--nocapture", "--test-threads=1"])
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut last = None;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            // libtest may print "test <entry> ... " before the first ack, on one line.
+            if let Some((_, k)) = line.rsplit_once("ack ") {
+                last = Some(k.trim().parse::<u64>().unwrap());
+            }
+        }
+        last
+    });
+    std::thread::sleep(run_for);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    reader.join().unwrap()
+}
