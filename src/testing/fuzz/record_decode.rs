@@ -78,13 +78,29 @@ fn assert_canonical(kind: u8, payload: &[u8], decoded: &Payload<'_>, page_size: 
     let kind = Kind::from_u8(kind).expect("decode accepted an unknown kind");
     let check_edits = |edits: &[record::Edit<'_>]| {
         for edit in edits {
-            assert!(
-                u64::from(edit.offset) + edit.after.len() as u64 <= u64::from(page_size),
-                "decoded edit runs past the page"
-            );
+            assert!(edit.extent().end <= page_size, "decoded edit runs past the page");
             assert!(PageId::from_raw(edit.page.0).is_some(), "decoded edit names no space");
-            if let Some(before) = edit.before {
-                assert_eq!(before.len(), edit.after.len(), "before/after images differ in length");
+            match edit.kind {
+                // A remove holds the bytes it removes (its before-image) and writes none; a
+                // stored write holds no image at all.
+                record::EditKind::Remove { len, .. } => {
+                    assert!(edit.after.is_empty(), "a decoded remove writes bytes");
+                    assert!(
+                        edit.before.is_none_or(|b| b.len() == len as usize),
+                        "a remove's before-image differs from its length"
+                    );
+                }
+                record::EditKind::Stored { .. } => {
+                    assert!(
+                        edit.after.is_empty() && edit.before.is_none(),
+                        "a decoded stored write holds an image"
+                    );
+                }
+                record::EditKind::Write | record::EditKind::Insert { .. } => {
+                    if let Some(before) = edit.before {
+                        assert_eq!(before.len(), edit.after.len(), "before/after images differ in length");
+                    }
+                }
             }
         }
     };
