@@ -809,7 +809,7 @@ fn wal_dump_json_lines_carry_the_documented_fields() {
     let update = records.iter().find(|r| r["kind"] == "update").expect("an update");
     assert_eq!(update["op"], "batch", "the import's bulk path");
     let edit = &update["edits"][0];
-    for field in ["space", "page", "offset", "len", "before"] {
+    for field in ["edit", "space", "page", "offset", "len", "before"] {
         assert!(edit.get(field).is_some(), "{field} in {edit}");
     }
     let end = records

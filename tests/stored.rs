@@ -403,3 +403,26 @@ fn kill_9_during_bulk_loads_with_stored_writes_loses_no_acknowledged_commit() {
         "the children made progress between kills ({committed} commits)"
     );
 }
+
+#[test]
+fn a_long_bulk_call_writes_its_pages_beside_the_writer_and_every_row_reads_back() {
+    // 20,000 rows of 256 bytes in 4 KiB pages: ~1,300 pages in one call, more than one sync's
+    // worth (`STORED_WRITE_PAGES`) on the thread beside the writer.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), DIMENSION, kill_options()).unwrap();
+    let rows = ids("long", 20_000);
+    load(&store, &rows, 7).unwrap();
+    let (stored, vector_bytes) = logged(Arc::new(vellum::storage::RealStorage::new()), dir.path());
+    assert!(stored > 0, "the call made stored writes");
+    assert!(
+        vector_bytes * 10 < rows.len() * DIMENSION as usize * 4,
+        "the vectors are not in the log"
+    );
+    assert_loaded(&store, &rows, 7, "before the close");
+    store.close().unwrap();
+    let store = Store::open(dir.path(), kill_options()).unwrap();
+    assert_loaded(&store, &rows, 7, "after a reopen");
+    store.close().unwrap();
+    let report = vellum::inspect::verify_store(dir.path(), &()).unwrap();
+    assert!(report.clean(), "{:?}", report.problems);
+}

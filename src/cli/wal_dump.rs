@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 use vellum::format::page::{PageId, Space};
-use vellum::format::record::{self, Edit, Kind, Payload};
+use vellum::format::record::{self, Edit, EditKind, Kind, Payload};
 use vellum::inspect::{LogDump, Record};
 
 use super::common::{Failure, parse_lsn, progress_bar, rfc3339_us};
@@ -169,11 +169,18 @@ fn edits_json(edits: &[Edit<'_>]) -> Vec<Value> {
     edits
         .iter()
         .map(|e| {
+            let (edit, len) = match e.kind {
+                EditKind::Write => ("write", e.after.len()),
+                EditKind::Insert { .. } => ("insert", e.after.len()),
+                EditKind::Remove { len, .. } => ("remove", len as usize),
+                EditKind::Stored { len } => ("stored", len as usize),
+            };
             json!({
+                "edit": edit,
                 "space": space_name(e.page),
                 "page": e.page.page_no(),
                 "offset": e.offset,
-                "len": e.after.len(),
+                "len": len,
                 "before": e.before.is_some(),
             })
         })

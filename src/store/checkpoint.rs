@@ -224,10 +224,18 @@ pub(crate) struct StoredPages {
     copies: Vec<(PageId, Lsn)>,
 }
 
+impl StoredPages {
+    /// How many page writes wait for the sync.
+    pub(crate) fn len(&self) -> usize {
+        self.copies.len()
+    }
+}
+
 /// Writes `pages` (sorted), which hold stored writes, in place as a checkpoint writes its
 /// pages, without a sync: each copied under its latch after the log through its page LSN is
-/// durable; those initialised since the checkpoint `in_force` (all of them, but for a page a
-/// copy's checkpoint raced) skip the doublewrite area, and the device starts on them at once.
+/// durable; those initialised since the checkpoint `in_force` (all of them: the caller has held
+/// the checkpoint lock since it chose them) skip the doublewrite area, and the device starts on
+/// them at once.
 /// The caller holds the checkpoint lock. A failure puts every page taken back in the dirty page
 /// table.
 pub(crate) fn write_stored(inner: &Inner, pages: &[PageId], in_force: Lsn, written: &mut StoredPages) -> Result<()> {

@@ -177,6 +177,11 @@ pub(crate) fn write_each(inner: &Inner, in_force: Lsn, received: std::sync::mpsc
             pages.dedup();
             outcome = write_unsynced(inner, in_force, lsn, &pages, &mut written);
         }
+        // Written pages keep their private memory until a sync lets them give it back: a long
+        // call syncs every `STORED_WRITE_PAGES`, as the writer's own writes do.
+        if outcome.is_ok() && written.len() >= STORED_WRITE_PAGES {
+            outcome = checkpoint::sync_stored(inner, std::mem::take(&mut written));
+        }
     }
     outcome.and_then(|()| checkpoint::sync_stored(inner, written))
 }
