@@ -1,24 +1,26 @@
-//! Stored writes: a bulk record whose vectors reach the disk once (FORMAT.md 15, 16.3, 17.3).
+//! Stored writes: a bulk record whose vectors reach the disk once (FORMAT.md 15, 16.3, 16.5,
+//! 17.3), with the archive off and `Options::stored_writes` on.
 //!
 //! A bulk record (op `batch`) logs every vector it writes, and a checkpoint later writes the
-//! vector page too: each byte of a bulk load reached the disk twice (plus the archive's copy).
-//! Without an archive, a batch may instead log a vector slot of a fresh page as a **stored
-//! write**, an edit without its bytes, and write the page to its file itself before the
-//! transaction can commit (PostgreSQL's `wal_level = minimal`):
+//! vector page too: each byte of a bulk load reaches the disk twice (plus the archive's copy).
+//! A bulk call may instead log a vector slot of a fresh page as a **stored write**, an edit
+//! without its bytes, and write the page to its file itself before the transaction can commit
+//! (PostgreSQL's `wal_level = minimal`):
 //!
 //! 1. Under the checkpoint lock, held for one `insert_many` / `upsert_many` call (a call that
 //!    finds a checkpoint or a copy holding it for longer than [`CHECKPOINT_WAIT`] logs its
-//!    vectors as usual), so
-//!    that no checkpoint completes and the checkpoint in force `F` stays where it is until
-//!    step 4:
-//! 2. the vector slots of pages whose page-init lies at or after `F` (and that had no stored
-//!    write made durable since: such a page leaves the recent inits at step 4) become stored
-//!    writes, in each record of the call;
-//! 3. the records are appended and applied; then, every [`STORED_WRITE_PAGES`] pages and at
-//!    the call's end, the log is made durable through the last (the WAL rule for the pages
-//!    written next); each such page is written in place, skipping the doublewrite area as every
+//!    vectors as usual), so that no checkpoint completes and the checkpoint in force `F` stays
+//!    where it is until step 4:
+//! 2. in each record of the call, the vector slots of pages whose page-init lies at or after
+//!    `F` become stored writes (a page with a stored write of an earlier call left the recent
+//!    inits at that call's step 4: its committed bytes are in no log record);
+//! 3. the records are appended and applied; the log is made durable through each record before
+//!    its pages are written in place (the WAL rule), skipping the doublewrite area as every
 //!    page initialised since `F` may (a torn write is rebuilt from zero, and the transaction is
-//!    a loser: its commit is not written yet), and the arena files are synced once;
+//!    a loser: its commit is not written yet); the arena files are synced every
+//!    [`STORED_WRITE_PAGES`] pages and at the call's end. A call of several records (with
+//!    background I/O) has a thread beside the writer write each record's pages while the writer
+//!    builds the next ([`write_each`]); otherwise the writer writes them itself;
 //! 4. the pages leave the recent inits: every later write of them goes through the doublewrite
 //!    area, since their committed bytes are not in the log to rebuild them from.
 //!
@@ -27,7 +29,10 @@
 //! a committed transaction as damage, and one of any other transaction as free bytes.
 //!
 //! Not with the archive on (a restore replays the archived log over a base image, which may
-//! be older than the page), nor while a copy is held (it holds the checkpoint lock).
+//! be older than the page), nor while a copy is held (it holds the checkpoint lock). Measured
+//! slower than logging the vectors on the reference disk (the call waits for its pages' sync,
+//! where the logged path leaves the page writes to the background checkpointer): off by
+//! default.
 
 use parking_lot::MutexGuard;
 
