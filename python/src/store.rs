@@ -65,9 +65,11 @@ fn in_range<T: TryFrom<i64>>(value: i64, name: &str) -> PyResult<T> {
     T::try_from(value).map_err(|_| InvalidArgumentError::new_err(format!("{name} out of range: {value}")))
 }
 
-fn options(sync: &str, sync_interval: f64) -> PyResult<Options> {
+fn options(sync: &str, sync_interval: f64, archive: bool, stored_writes: bool) -> PyResult<Options> {
     Ok(Options {
         sync: convert::sync_mode(sync, sync_interval)?,
+        archive,
+        stored_writes,
         ..Options::default()
     })
 }
@@ -81,9 +83,14 @@ impl PyStore {
     /// ``"interval"`` (a background flush every ``sync_interval`` seconds) or ``"never"`` (at
     /// checkpoints, :meth:`sync` and :meth:`close`). ``page_size`` (a power of two from 4096 to
     /// 1 MiB) and ``segment_size`` (bytes of each log segment and arena file) are fixed at
-    /// creation.
+    /// creation. ``archive`` keeps retired log segments for point-in-time restore (the
+    /// default); off, a bulk load (:meth:`upsert_many`) with ``stored_writes`` writes each
+    /// vector once, in pages it writes itself before its commit, instead of in the log and
+    /// again in its page (fewer bytes on the disk, slower on the reference machine: see the
+    /// README). Both apply to this open only.
     #[staticmethod]
-    #[pyo3(signature = (path, dim, *, sync="always", sync_interval=0.1, page_size=16384, segment_size=67108864))]
+    #[pyo3(signature = (path, dim, *, sync="always", sync_interval=0.1, page_size=16384, segment_size=67108864, archive=true, stored_writes=false))]
+    #[allow(clippy::too_many_arguments)] // Python keyword arguments
     fn create(
         py: Python<'_>,
         path: PathBuf,
@@ -92,12 +99,14 @@ impl PyStore {
         sync_interval: f64,
         page_size: i64,
         segment_size: i64,
+        archive: bool,
+        stored_writes: bool,
     ) -> PyResult<PyStore> {
         let dim = in_range(dim, "dim")?;
         let options = Options {
             page_size_bytes: in_range(page_size, "page_size")?,
             segment_size_bytes: in_range(segment_size, "segment_size")?,
-            ..options(sync, sync_interval)?
+            ..options(sync, sync_interval, archive, stored_writes)?
         };
         let store = py.detach(|| Store::create(&path, dim, options)).py_err()?;
         Ok(PyStore::new(store))
@@ -105,11 +114,19 @@ impl PyStore {
 
     /// Opens the store in ``path``, recovering it to its last committed state if the process
     /// that had it open crashed. Raises :class:`NotFoundError` if there is none, and
-    /// :class:`StoreLockedError` if it is open elsewhere. ``sync`` as for :meth:`create`.
+    /// :class:`StoreLockedError` if it is open elsewhere. ``sync``, ``archive`` and
+    /// ``stored_writes`` as for :meth:`create`.
     #[staticmethod]
-    #[pyo3(signature = (path, *, sync="always", sync_interval=0.1))]
-    fn open(py: Python<'_>, path: PathBuf, sync: &str, sync_interval: f64) -> PyResult<PyStore> {
-        let options = options(sync, sync_interval)?;
+    #[pyo3(signature = (path, *, sync="always", sync_interval=0.1, archive=true, stored_writes=false))]
+    fn open(
+        py: Python<'_>,
+        path: PathBuf,
+        sync: &str,
+        sync_interval: f64,
+        archive: bool,
+        stored_writes: bool,
+    ) -> PyResult<PyStore> {
+        let options = options(sync, sync_interval, archive, stored_writes)?;
         let store = py.detach(|| Store::open(&path, options)).py_err()?;
         Ok(PyStore::new(store))
     }

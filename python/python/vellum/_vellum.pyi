@@ -30,9 +30,18 @@ class Store:
         sync_interval: float = 0.1,
         page_size: int = 16384,
         segment_size: int = 67108864,
+        archive: bool = True,
+        stored_writes: bool = False,
     ) -> "Store": ...
     @staticmethod
-    def open(path: _Path, *, sync: _Sync = "always", sync_interval: float = 0.1) -> "Store": ...
+    def open(
+        path: _Path,
+        *,
+        sync: _Sync = "always",
+        sync_interval: float = 0.1,
+        archive: bool = True,
+        stored_writes: bool = False,
+    ) -> "Store": ...
     def insert(self, id: str, vector: _Vector, metadata: _Metadata = None) -> int: ...
     def upsert(self, id: str, vector: _Vector, metadata: _Metadata = None) -> int: ...
     def upsert_many(
