@@ -6,7 +6,8 @@
 //!   valid for the arena's lifetime.
 //! - Stores into a private mapping never reach the file, so the OS cannot write an arena page
 //!   back behind the WAL's back. Pages reach their files only through [`Arena::write_page`]
-//!   (pwrite), called by the checkpointer after the WAL is durable through the page LSN.
+//!   (pwrite), called by the checkpointer (or a bulk call for the pages of its stored writes,
+//!   store/stored.rs) after the WAL is durable through the page LSN.
 //! - Every file is mapped from the file itself, so a page changed in memory (a private copy,
 //!   anonymous memory) can give that memory back once its file durably holds the same bytes
 //!   ([`Arena::release_page`], under the page's exclusive latch): it then reads from the page
