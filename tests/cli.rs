@@ -307,6 +307,28 @@ fn imported_jsonl_reads_back_as_the_same_json() {
 }
 
 #[test]
+fn import_with_stored_writes_logs_the_vectors_without_their_bytes_and_reads_them_back() {
+    let s = Scratch::new();
+    s.create("s", 4);
+    let rows: Vec<String> = (0..600)
+        .map(|i| format!(r#"{{"id": "r{i}", "vector": [{i}, 1, 2, 3]}}"#))
+        .collect();
+    s.write("r.jsonl", jsonl(&rows.iter().map(String::as_str).collect::<Vec<_>>()));
+    s.ok(&["import", "s", "r.jsonl", "--batch", "300", "--stored-writes"]);
+    assert_eq!(get_vector(&s, "s", "r599"), [599.0, 1.0, 2.0, 3.0], "a row reads back");
+    let dump = s.ok(&["wal-dump", "s", "--json"]).stdout;
+    let stored = dump
+        .lines()
+        .map(json)
+        .filter(|r| r["kind"] == "update")
+        .flat_map(|r| r["edits"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["edit"] == "stored")
+        .count();
+    assert!(stored > 0, "the import logged stored writes");
+    s.ok(&["verify", "s"]);
+}
+
+#[test]
 fn get_prints_floats_that_parse_back_to_the_same_bits() {
     let s = Scratch::new();
     s.create("s", 4);

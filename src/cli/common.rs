@@ -306,8 +306,13 @@ pub fn base_options() -> Options {
 
 /// Opens the store in `dir` (running recovery, as every open does) with `sync`.
 pub fn open_store(dir: &Path, sync: SyncMode) -> Result<Store, Failure> {
+    open_store_with(dir, sync, base_options())
+}
+
+/// [`open_store`] with `options` (their sync mode replaced by `sync`).
+pub fn open_store_with(dir: &Path, sync: SyncMode, options: Options) -> Result<Store, Failure> {
     check_not_busy(dir)?;
-    let options = Options { sync, ..base_options() };
+    let options = Options { sync, ..options };
     let open = |store: vellum::Result<Store>| {
         store.map_err(|e| Failure::from_error(format!("cannot open the store at {}", dir.display()), e))
     };

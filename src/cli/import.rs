@@ -19,7 +19,8 @@ use indicatif::ProgressBar;
 use vellum::{Error, Lsn, Store, SyncMode};
 
 use super::common::{
-    EXIT_INPUT, EXIT_SIGNAL_BASE, EXIT_USAGE, Failure, SyncArgs, error_code, open_store, progress_bar, spinner,
+    EXIT_INPUT, EXIT_SIGNAL_BASE, EXIT_USAGE, Failure, SyncArgs, error_code, open_store, open_store_with, progress_bar,
+    spinner,
 };
 use super::input::{self, Format, InputRecord, Source};
 
@@ -42,6 +43,12 @@ pub struct Args {
     /// Like --ack, with the commit record's LSN after the count ("<count> <lsn>").
     #[arg(long, hide = true)]
     pub ack_lsn: bool,
+    /// Write each vector to the disk once: this run keeps no archive (point-in-time restore
+    /// cannot reach into it; the next run with the archive stores a base image) and writes the
+    /// fresh pages it fills itself before each commit, their vectors logged as stored writes
+    /// (fewer bytes on the disk; slower on the reference machine: see the README).
+    #[arg(long)]
+    pub stored_writes: bool,
     #[command(flatten)]
     pub sync: SyncArgs,
 }
@@ -128,7 +135,16 @@ pub fn run(args: Args) -> Result<(), Failure> {
     };
     let sync = args.sync.mode()?;
     catch_stop_signals()?;
-    let store = open_store(&args.dir, sync)?;
+    let store = if args.stored_writes {
+        let options = vellum::Options {
+            archive: false,
+            stored_writes: true,
+            ..super::common::base_options()
+        };
+        open_store_with(&args.dir, sync, options)?
+    } else {
+        open_store(&args.dir, sync)?
+    };
     let (mut source, total_bytes) = input::open(&args.file, format, store.dimension())?;
     let bar = match total_bytes {
         Some(total) => progress_bar(total, "importing", true),
