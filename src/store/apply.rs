@@ -293,11 +293,10 @@ fn apply_page<'e, 'a: 'e>(
 fn apply_edit(arena: &Arena, edit: &Edit<'_>) {
     let offset = edit.offset as usize;
     match edit.kind {
-        EditKind::Write => arena.write(edit.page, offset, edit.after),
-        // Built by the writer, its bytes go to the page (and to its file before the commit);
-        // decoded in redo, the record holds none: the page's file has them, or the
-        // transaction did not commit and they are free bytes (store/recovery.rs decides).
-        EditKind::Stored { .. } => arena.write(edit.page, offset, edit.after),
+        // A stored write built by the writer carries its bytes (they go to the page, and to its
+        // file before the commit); decoded in redo it carries none: the page's file has them,
+        // or the transaction did not commit and they are free bytes (store/recovery.rs decides).
+        EditKind::Write | EditKind::Stored { .. } => arena.write(edit.page, offset, edit.after),
         EditKind::Insert { end } => {
             let len = edit.after.len();
             arena.move_within(edit.page, offset, offset + len, end as usize - offset);

@@ -603,18 +603,19 @@ fn check_stored<'a>(
     report: &mut RecoveryReport,
     lost: &mut HashSet<PageId>,
 ) -> Result<Vec<Edit<'a>>> {
-    let mut damaged = Vec::new();
+    let committed = analysis.committed.contains(&txn) || lsn < report.analysis_start;
+    let mut damaged: Vec<PageId> = Vec::new();
     for edit in edits.iter().filter(|e| matches!(e.kind, EditKind::Stored { .. })) {
         inner.recent_inits.lock().remove(&edit.page);
         let page_lsn = inner.arena.page_lsn(edit.page);
-        let committed = analysis.committed.contains(&txn) || lsn < report.analysis_start;
         if page_lsn >= lsn || !committed || damaged.contains(&edit.page) {
             continue;
         }
         let damage = Error::corrupted_file(
             "arena",
             format!(
-                "{} (page LSN {page_lsn}) is older than a stored write of committed transaction {txn} at {lsn}:                  the file lost a page synced before that commit",
+                "{} (page LSN {page_lsn}) is older than a stored write of committed transaction {txn} at {lsn}: \
+                 the file lost a page synced before that commit",
                 edit.page
             ),
         );
@@ -623,7 +624,10 @@ fn check_stored<'a>(
         }
         damaged.push(edit.page);
     }
-    for page in damaged {
+    if damaged.is_empty() {
+        return Ok(edits);
+    }
+    for &page in &damaged {
         let _latch = inner.arena.latch(page);
         inner.arena.reset_page(page, &[]);
         lost.insert(page);
@@ -631,9 +635,7 @@ fn check_stored<'a>(
             .damage_skipped
             .push(format!("{page} reset to empty, its changes skipped: its stored write is lost"));
     }
-    if !lost.is_empty() {
-        edits.retain(|e| !lost.contains(&e.page));
-    }
+    edits.retain(|e| !damaged.contains(&e.page));
     Ok(edits)
 }
 
