@@ -23,6 +23,17 @@ pub const fn mix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The seed of a randomised test: `$var` if it holds a number, else `default`; printed, so
+/// that a failure replays with `var=<seed>`.
+pub fn seed_from_env(var: &str, default: u64) -> u64 {
+    let seed = std::env::var(var)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(default);
+    eprintln!("seed = {seed} (replay with {var}={seed})");
+    seed
+}
+
 /// A SplitMix64 generator (Steele, Lea and Flood, 2014): 64 bits of state, a period of 2^64.
 #[derive(Clone, Debug)]
 pub struct SplitMix64 {

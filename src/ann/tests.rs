@@ -9,14 +9,7 @@ use crate::{Error, Metric};
 
 fn seed() -> u64 {
     static SEED: OnceLock<u64> = OnceLock::new();
-    *SEED.get_or_init(|| {
-        let seed = std::env::var("VELLUM_ANN_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0xA11_5EED);
-        eprintln!("ann seed = {seed} (replay with VELLUM_ANN_SEED={seed})");
-        seed
-    })
+    *SEED.get_or_init(|| crate::rng::seed_from_env("VELLUM_ANN_SEED", 0xA11_5EED))
 }
 
 /// Uniform in [-1, 1).

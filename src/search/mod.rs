@@ -562,11 +562,7 @@ mod tests {
     /// scores are finite and in [-1, 1]. `VELLUM_SEARCH_SEED=<n>` replays a failure.
     #[test]
     fn scores_of_any_finite_magnitude_match_an_f64_reference_in_every_kernel() {
-        let seed = std::env::var("VELLUM_SEARCH_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0x5EA2_C4ED);
-        eprintln!("search seed = {seed} (replay with VELLUM_SEARCH_SEED={seed})");
+        let seed = crate::rng::seed_from_env("VELLUM_SEARCH_SEED", 0x5EA2_C4ED);
         let mut rng = Rng::new(seed);
         let rounds = if cfg!(miri) { 3 } else { 150 };
         for round in 0..rounds {

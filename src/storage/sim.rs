@@ -1543,12 +1543,7 @@ mod tests {
 
     /// The base seed of a randomised test: `VELLUM_SIM_SEED` if set, else `default`; printed.
     fn test_seed(default: u64) -> u64 {
-        let seed = std::env::var("VELLUM_SIM_SEED")
-            .ok()
-            .and_then(|text| text.parse().ok())
-            .unwrap_or(default);
-        eprintln!("sim seed = {seed} (override with VELLUM_SIM_SEED)");
-        seed
+        crate::rng::seed_from_env("VELLUM_SIM_SEED", default)
     }
 
     /// Creates `/store/name` holding `bytes`, synced and linked durably.

@@ -550,11 +550,7 @@ mod tests {
 
     #[test]
     fn a_bulk_record_logged_in_runs_redoes_and_undoes_as_its_edits() {
-        let seed = std::env::var("VELLUM_EDITS_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0xED17_5EED);
-        eprintln!("edits seed = {seed} (replay with VELLUM_EDITS_SEED={seed})");
+        let seed = crate::rng::seed_from_env("VELLUM_EDITS_SEED", 0xED17_5EED);
         let mut rng = crate::rng::SplitMix64::new(seed);
         let (arena, _) = arena_with_abcdefgh_at_100(seed);
         let pages = [1, 2, 3].map(|n| PageId::new(Space::Catalog, n));

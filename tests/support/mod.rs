@@ -7,12 +7,10 @@ pub mod golden;
 #[allow(unused_imports)]
 pub use vellum::rng::SplitMix64 as Rng;
 
-/// The seed of a randomised test: `$VAR` if set, else `default`. Printed so a failure replays.
-pub fn seed_from_env(var: &str, default: u64) -> u64 {
-    let seed = std::env::var(var).ok().and_then(|s| s.parse().ok()).unwrap_or(default);
-    eprintln!("seed = {seed} (replay with {var}={seed})");
-    seed
-}
+/// The seed of a randomised test: `$VAR` if set, else `default`, printed so a failure replays.
+/// (Not every test uses it.)
+#[allow(unused_imports)]
+pub use vellum::rng::seed_from_env;
 
 /// True if `python3` runs. Outside CI a missing interpreter skips the calling test (it says so);
 /// in CI (`CI` set) it fails it: the reference reader's tests must run there.
