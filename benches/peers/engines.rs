@@ -31,6 +31,12 @@ pub trait Engine: Sized + Send + Sync {
         let _ = dir;
         Ok(None)
     }
+    /// Opens the store with its commits made durable by nothing (no log flush, no sync), where
+    /// the store has such a mode: w2 on it is the engine's own work a commit, without the device.
+    fn open_unsynced(dir: &Path) -> Res<Option<Self>> {
+        let _ = dir;
+        Ok(None)
+    }
     /// Commits acknowledged and log fdatasyncs so far, where the store counts them itself.
     fn commit_stats(&self) -> Option<(u64, u64)> {
         None
@@ -204,6 +210,14 @@ impl<const ARCHIVE: bool, const STORED: bool> Engine for VellumWith<ARCHIVE, STO
 
     fn open(dir: &Path) -> Res<Self> {
         Self::open_with(dir, Self::options())
+    }
+
+    fn open_unsynced(dir: &Path) -> Res<Option<Self>> {
+        let options = vellum::Options {
+            sync: vellum::SyncMode::Never,
+            ..Self::options()
+        };
+        Ok(Some(Self::open_with(dir, options)?))
     }
 
     fn open_counting(dir: &Path) -> Res<Option<(Self, Arc<SyncCounts>)>> {

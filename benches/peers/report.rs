@@ -55,6 +55,16 @@ const ROWS: &[Row] = &[
         "w2 ÷ the same raw group commit, each record as many bytes as Vellum logs for one commit",
         "w2",
     ),
+    row(
+        "w2_engine_commits_per_s",
+        "w2 with no commit made durable (`SyncMode::Never`): the engine's own commits/s at w2's shape",
+        "w2engine",
+    ),
+    row(
+        "w2_ceiling_per_s",
+        "w2 ceiling: the raw group commit at Vellum's log bytes with the engine's time a commit added in series (commits/s; the four writers all wait on each flush, so no row's work can overlap it)",
+        "w2engine",
+    ),
     row("w2_p50_us", "w2 commit p50 (µs)", "w2"),
     row("w2_p99_us", "w2 commit p99 (µs)", "w2"),
     row(
@@ -73,6 +83,11 @@ const ROWS: &[Row] = &[
         "w3",
     ),
     ratio("w3_vs_raw", "w3 ÷ raw write 1 MiB + fdatasync", "w3"),
+    row(
+        "w3_device_ceiling_mb_per_s",
+        "w3 ceiling of the device: raw sequential MB/s ÷ the bytes the device wrote per byte loaded (what the load could reach with the device 100% busy)",
+        "reopen",
+    ),
     row(
         "w3_cpu_s_per_gb",
         "w3 CPU seconds per GB loaded (every thread, during the load)",
@@ -169,10 +184,20 @@ pub fn add_ratios(metrics: &mut Metrics, raw: &Metrics) {
         let value = disk / memory;
         metrics.insert("w3_disk_vs_mem", value);
     }
-    let device = (metrics.get("w3_mb_per_s"), metrics.get("w3_device_written_per_byte"));
-    if let ((Some(mb_per_s), Some(per_byte)), Some(sequential)) = (device, raw.get("raw_seq_mb_per_s")) {
+    let device = (
+        metrics.get("w3_mb_per_s").copied(),
+        metrics.get("w3_device_written_per_byte").copied(),
+    );
+    if let ((Some(mb_per_s), Some(per_byte)), Some(&sequential)) = (device, raw.get("raw_seq_mb_per_s")) {
         let value = mb_per_s * per_byte / sequential;
         metrics.insert("w3_device_vs_raw", value);
+        metrics.insert("w3_device_ceiling_mb_per_s", sequential / per_byte);
+    }
+    // Four closed-loop writers: a round's rows are made while no flush runs (every writer waits
+    // on the last one), so the engine's time a commit adds to the raw round's.
+    if let (Some(&engine), Some(&raw)) = (metrics.get("w2_engine_commits_per_s"), raw.get("raw_group_log_per_s")) {
+        let value = 1.0 / (1.0 / raw + 1.0 / engine);
+        metrics.insert("w2_ceiling_per_s", value);
     }
     for (key, figure, baseline) in [
         ("w1_vs_raw", "w1_commits_per_s", "raw_pwrite_per_s"),
@@ -295,7 +320,8 @@ pub fn workloads(sizes: &Sizes) -> String {
          **w1**: {} records, one durable commit each, one writer. **w2**: {} writer threads x {} records, one \
          durable commit each; for Vellum, commits per log fdatasync from the store's own counters \
          (`Store::log_info`) over the timed run, and a second pass, kept out of the timings, counts the \
-         log's fdatasyncs through a wrapping storage. \
+         log's fdatasyncs through a wrapping storage, and a third, on a store that makes no commit durable \
+         (Vellum's `SyncMode::Never`), measures the engine's own work a commit at w2's shape. \
          **w3**: {} MiB ({} records), one durable commit per {} records; MB/s over the time inside commits; \
          then close (timed), size on disk, reopen (warm page cache), close, drop the store's pages from the \
          page cache (fsync + posix_fadvise(DONTNEED) on every file), reopen (cold). **w3 in memory**: the \

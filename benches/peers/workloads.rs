@@ -157,6 +157,11 @@ pub fn run_engine<E: Engine>(ctx: &Ctx<'_>) -> Outcome {
     outcome.record(name, "w2", guarded(|| w2::<E>(&ctx.dir.join("w2"), ctx)));
     outcome.record(
         name,
+        "w2engine",
+        guarded(|| w2_engine::<E>(&ctx.dir.join("w2engine"), ctx)),
+    );
+    outcome.record(
+        name,
         "w2count",
         guarded(|| w2_counted::<E>(&ctx.dir.join("w2count"), ctx)),
     );
@@ -304,6 +309,27 @@ fn w2<E: Engine>(dir: &Path, ctx: &Ctx<'_>) -> Res<Figures> {
         figures.push(("w2_commits_per_sync", commits as f64 / syncs as f64));
     }
     Ok(figures)
+}
+
+/// w2 again, on a store that makes no commit durable (only engines that have such a mode): the
+/// engine's own commits/s at w2's shape, its work a commit without the device. Not a durable
+/// figure: the bound it sets on w2 is in `report::add_ratios`.
+fn w2_engine<E: Engine>(dir: &Path, ctx: &Ctx<'_>) -> Res<Figures> {
+    sys::fresh_dir(dir)?;
+    let Some(store) = E::open_unsynced(dir)? else {
+        std::fs::remove_dir_all(dir)?;
+        return Ok(Vec::new());
+    };
+    eprintln!(
+        "  {}: w2 again, no commit made durable (the engine's own work)",
+        E::NAME
+    );
+    let (wall, _) = w2_writers(&store, ctx)?;
+    let n = (ctx.sizes.w2_threads * ctx.sizes.w2_per_thread) as u64;
+    verify_count(&store, n, "after w2 with no sync")?;
+    store.close()?;
+    std::fs::remove_dir_all(dir)?;
+    Ok(vec![("w2_engine_commits_per_s", n as f64 / wall.as_secs_f64())])
 }
 
 /// w2 again, on a store whose log flushes are counted (only engines that can count them):
