@@ -22,7 +22,8 @@ use super::common::{
     EXIT_INPUT, EXIT_SIGNAL_BASE, EXIT_USAGE, Failure, SyncArgs, error_code, open_store, open_store_with, progress_bar,
     spinner,
 };
-use super::input::{self, Format, InputRecord, Source};
+use super::input::{self, Format};
+use super::read_ahead::{self, Batch, Read};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -145,7 +146,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     } else {
         open_store(&args.dir, sync)?
     };
-    let (mut source, total_bytes) = input::open(&args.file, format, store.dimension())?;
+    let (source, total_bytes) = input::open(&args.file, format, store.dimension())?;
     let bar = match total_bytes {
         Some(total) => progress_bar(total, "importing", true),
         None => spinner("importing"),
@@ -156,7 +157,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
         waiting: VecDeque::new(),
     };
     let started = Instant::now();
-    let outcome = import_batches(&args, &store, source.as_mut(), &mut acks, &bar, sync);
+    let outcome = read_ahead::spawn(source, args.batch)
+        .and_then(|batches| import_batches(&args, &store, &batches, &mut acks, &bar, sync));
     bar.finish_and_clear();
     // However the import ends (the input's end, a bad record, a signal), the store is closed,
     // which makes every commit durable whatever the sync mode: what the messages say stays,
@@ -202,23 +204,31 @@ pub fn run(args: Args) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Commits batch after batch until the input ends or a stop signal arrives (checked after each
-/// commit, before reading on); returns the number of records committed.
+/// Commits batch after batch, as the reader thread hands them over, until the input ends or a
+/// stop signal arrives (checked before each batch); returns the number of records committed.
 fn import_batches(
     args: &Args,
     store: &Store,
-    source: &mut dyn Source,
+    batches: &std::sync::mpsc::Receiver<Read>,
     acks: &mut Acks,
     bar: &ProgressBar,
     sync: SyncMode,
 ) -> Result<u64, Failure> {
     let mut committed = 0u64;
-    if stop_signal().is_some() {
-        return Ok(committed);
-    }
-    let mut next = source.next_record()?;
-    while next.is_some() {
-        let (lsn, in_batch) = import_batch(args, store, source, &mut next, committed)?;
+    while stop_signal().is_none() {
+        let batch = match batches.recv() {
+            Ok(Read::Batch(batch)) => batch,
+            Ok(Read::End) => break,
+            Ok(Read::Failed { failure, first: true }) => return Err(failure),
+            Ok(Read::Failed { failure, first: false }) => return Err(stopped(failure, committed)),
+            Err(_) => {
+                return Err(stopped(
+                    Failure::store(format!("the thread reading {} stopped (a panic)", args.file.display())),
+                    committed,
+                ));
+            }
+        };
+        let (lsn, in_batch) = import_batch(args, store, &batch, committed)?;
         committed += in_batch;
         acks.waiting.push_back((lsn, committed));
         if sync == SyncMode::Always {
@@ -227,38 +237,18 @@ fn import_batches(
         } else {
             acks.release(store.durable_lsn())?;
         }
-        bar.set_position(source.bytes_read());
-        if stop_signal().is_some() {
-            break;
-        }
-        if next.is_none() {
-            next = source.next_record().map_err(|failure| stopped(failure, committed))?;
-        }
+        bar.set_position(batch.bytes_read);
     }
     Ok(committed)
 }
 
-/// Upserts `next` and the records after it, up to `--batch`, in one transaction and commits
-/// it; returns the commit's LSN and how many records it holds. `next` is left holding the
-/// record after the batch if it was read. A bad record rolls the batch back.
-fn import_batch(
-    args: &Args,
-    store: &Store,
-    source: &mut dyn Source,
-    next: &mut Option<InputRecord>,
-    committed: u64,
-) -> Result<(Lsn, u64), Failure> {
+/// Upserts `batch` in one transaction and commits it; returns the commit's LSN and how many
+/// records it holds. A bad record rolls the batch back.
+fn import_batch(args: &Args, store: &Store, batch: &Batch, committed: u64) -> Result<(Lsn, u64), Failure> {
     let mut tx = store
         .begin()
         .map_err(|e| Failure::from_error(format!("starting a transaction in {}", args.dir.display()), e))?;
-    let mut records = Vec::new();
-    while let Some(record) = next.take() {
-        records.push(record);
-        if records.len() as u64 == args.batch {
-            break;
-        }
-        *next = source.next_record().map_err(|failure| stopped(failure, committed))?;
-    }
+    let records = &batch.records;
     let metadata: Vec<Vec<(&str, &str)>> = records
         .iter()
         .map(|r| r.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
@@ -285,7 +275,7 @@ fn import_batch(
         };
         let (location, error) = match at {
             Some(at) => (records[at].location.clone(), strip_row(&error)),
-            None => (format!("records up to {}", source.location()), error.to_string()),
+            None => (format!("records up to {}", batch.location), error.to_string()),
         };
         return Err(Failure::new(
             code,
@@ -300,7 +290,7 @@ fn import_batch(
         Failure::from_error(
             format!(
                 "committing records up to {} of {} to {} (the {committed} records committed before stay)",
-                source.location(),
+                batch.location,
                 args.file.display(),
                 args.dir.display()
             ),

@@ -48,8 +48,8 @@ pub struct InputRecord {
     pub location: String,
 }
 
-/// A reader of records.
-pub trait Source {
+/// A reader of records (on a thread of its own: see src/cli/read_ahead.rs).
+pub trait Source: Send {
     /// The next record, `None` at the end of the input.
     fn next_record(&mut self) -> Result<Option<InputRecord>, Failure>;
     /// Bytes of the file consumed so far (for progress).

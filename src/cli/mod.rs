@@ -13,6 +13,7 @@ mod import;
 mod index;
 mod input;
 mod list;
+mod read_ahead;
 #[cfg(feature = "object-store")]
 mod replica;
 mod restore;
