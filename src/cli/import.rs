@@ -157,7 +157,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         waiting: VecDeque::new(),
     };
     let started = Instant::now();
-    let outcome = read_ahead::spawn(source, args.batch)
+    let outcome = read_ahead::spawn(source, args.batch, read_ahead::parse_threads())
         .and_then(|batches| import_batches(&args, &store, &batches, &mut acks, &bar, sync));
     bar.finish_and_clear();
     // However the import ends (the input's end, a bad record, a signal), the store is closed,
@@ -209,24 +209,18 @@ pub fn run(args: Args) -> Result<(), Failure> {
 fn import_batches(
     args: &Args,
     store: &Store,
-    batches: &std::sync::mpsc::Receiver<Read>,
+    batches: &read_ahead::Batches,
     acks: &mut Acks,
     bar: &ProgressBar,
     sync: SyncMode,
 ) -> Result<u64, Failure> {
     let mut committed = 0u64;
     while stop_signal().is_none() {
-        let batch = match batches.recv() {
-            Ok(Read::Batch(batch)) => batch,
-            Ok(Read::End) => break,
-            Ok(Read::Failed { failure, first: true }) => return Err(failure),
-            Ok(Read::Failed { failure, first: false }) => return Err(stopped(failure, committed)),
-            Err(_) => {
-                return Err(stopped(
-                    Failure::store(format!("the thread reading {} stopped (a panic)", args.file.display())),
-                    committed,
-                ));
-            }
+        let batch = match batches.next() {
+            Read::Batch(batch) => batch,
+            Read::End => break,
+            Read::Failed { failure, first: true } => return Err(failure),
+            Read::Failed { failure, first: false } => return Err(stopped(failure, committed)),
         };
         let (lsn, in_batch) = import_batch(args, store, &batch, committed)?;
         committed += in_batch;

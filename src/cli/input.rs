@@ -56,6 +56,18 @@ pub trait Source: Send {
     fn bytes_read(&self) -> u64;
     /// Where the last record read came from ("line 7", "row 12").
     fn location(&self) -> String;
+    /// For a source whose records are lines parsed apart from reading them (JSONL), the parser
+    /// of its lines: then [`Source::next_line`] reads them. `None` for the others.
+    fn line_parser(&self) -> Option<LineParser> {
+        None
+    }
+    /// Appends the next line that is not blank to `buf` (which it may have grown and left so
+    /// if it failed or the input ended) and returns its number, `None` at the end of the input.
+    /// Only for a source with a [`Source::line_parser`].
+    fn next_line(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>, Failure> {
+        let _ = buf;
+        unreachable!("only a source with a line parser reads lines")
+    }
 }
 
 /// Opens `path` as `format`, for a store of `dimension`; returns the source and the file size
@@ -116,21 +128,35 @@ struct Jsonl {
     buf: Vec<u8>,
 }
 
-impl Jsonl {
-    fn fail(&self, reason: impl std::fmt::Display) -> Failure {
-        Failure::input(format!("{} line {}: {reason}", self.path.display(), self.line_no))
+/// Parses JSONL lines of one file, on any thread: what a line read by
+/// [`Source::next_line`] becomes.
+#[derive(Clone, Debug)]
+pub struct LineParser {
+    path: PathBuf,
+}
+
+impl LineParser {
+    /// The parser of the lines of the file at `path` (named in its messages).
+    #[cfg(test)]
+    pub fn for_file(path: PathBuf) -> LineParser {
+        LineParser { path }
     }
 
-    fn parse(&self) -> Result<InputRecord, Failure> {
-        let line: Line = serde_json::from_slice(&self.buf).map_err(|e| {
+    fn fail(&self, line_no: u64, reason: impl std::fmt::Display) -> Failure {
+        Failure::input(format!("{} line {line_no}: {reason}", self.path.display()))
+    }
+
+    /// The record on line `line_no`, `bytes` (not blank).
+    pub fn parse(&self, line_no: u64, bytes: &[u8]) -> Result<InputRecord, Failure> {
+        let line: Line = serde_json::from_slice(bytes).map_err(|e| {
             let text = e.to_string();
             let reason = text.rfind(" at line ").map_or(text.as_str(), |at| &text[..at]);
-            self.fail(format!("column {}: {reason}", e.column()))
+            self.fail(line_no, format!("column {}: {reason}", e.column()))
         })?;
         let id = match line.id {
             Value::String(id) => id,
             Value::Number(n) => n.to_string(),
-            other => return Err(self.fail(format!("\"id\" must be a string, not {other}"))),
+            other => return Err(self.fail(line_no, format!("\"id\" must be a string, not {other}"))),
         };
         let mut metadata = Vec::new();
         for (key, value) in line.metadata.unwrap_or_default() {
@@ -139,9 +165,10 @@ impl Jsonl {
                 Value::Number(n) => n.to_string(),
                 Value::Bool(b) => b.to_string(),
                 other => {
-                    return Err(self.fail(format!(
-                        "metadata value of {key:?} must be a string, number or boolean, not {other}"
-                    )));
+                    return Err(self.fail(
+                        line_no,
+                        format!("metadata value of {key:?} must be a string, number or boolean, not {other}"),
+                    ));
                 }
             };
             metadata.push((key, value));
@@ -150,16 +177,47 @@ impl Jsonl {
             id,
             vector: line.vector,
             metadata,
-            location: format!("line {}", self.line_no),
+            location: format!("line {line_no}"),
         })
     }
 }
 
 impl Source for Jsonl {
     fn next_record(&mut self) -> Result<Option<InputRecord>, Failure> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let record = match self.next_line(&mut buf) {
+            Ok(Some(line_no)) => LineParser {
+                path: self.path.clone(),
+            }
+            .parse(line_no, &buf)
+            .map(Some),
+            Ok(None) => Ok(None),
+            Err(failure) => Err(failure),
+        };
+        self.buf = buf;
+        record
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.bytes
+    }
+
+    fn location(&self) -> String {
+        format!("line {}", self.line_no)
+    }
+
+    fn line_parser(&self) -> Option<LineParser> {
+        Some(LineParser {
+            path: self.path.clone(),
+        })
+    }
+
+    fn next_line(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>, Failure> {
+        let start = buf.len();
         loop {
-            self.buf.clear();
-            let n = self.reader.read_until(b'\n', &mut self.buf).map_err(|e| {
+            buf.truncate(start);
+            let n = self.reader.read_until(b'\n', buf).map_err(|e| {
                 Failure::io(
                     format!("reading {} after line {}", self.path.display(), self.line_no),
                     e,
@@ -170,19 +228,10 @@ impl Source for Jsonl {
             }
             self.line_no += 1;
             self.bytes += n as u64;
-            if self.buf.iter().all(|b| b.is_ascii_whitespace()) {
-                continue;
+            if !buf[start..].iter().all(|b| b.is_ascii_whitespace()) {
+                return Ok(Some(self.line_no));
             }
-            return self.parse().map(Some);
         }
-    }
-
-    fn bytes_read(&self) -> u64 {
-        self.bytes
-    }
-
-    fn location(&self) -> String {
-        format!("line {}", self.line_no)
     }
 }
 
