@@ -435,6 +435,30 @@ fn batches_committed_before_a_bad_line_stay_in_every_sync_mode() {
 }
 
 #[test]
+fn a_byte_order_mark_and_crlf_line_ends_are_read_as_jsonl() {
+    let s = Scratch::new();
+    s.create("s", 2);
+    let bytes = b"\xEF\xBB\xBF{\"id\": \"a\", \"vector\": [1, 2]}\r\n{\"id\": \"b\", \"vector\": [3, 4]}\r\n";
+    std::fs::write(s.path("bom.jsonl"), bytes).unwrap();
+    let run = s.run(&["import", "s", "bom.jsonl"]);
+    assert!(
+        run.code == 0,
+        "a UTF-8 byte order mark before the first line is skipped: {run:?}"
+    );
+    assert_eq!(get_vector(&s, "s", "a"), [1.0, 2.0], "the first record, after the mark");
+    assert_eq!(get_vector(&s, "s", "b"), [3.0, 4.0], "and the next, after a CRLF");
+    s.write(
+        "late.jsonl",
+        "{\"id\": \"c\", \"vector\": [1, 2]}\n\u{feff}{\"id\": \"d\", \"vector\": [1, 2]}\n",
+    );
+    let run = s.run(&["import", "s", "late.jsonl"]);
+    assert!(
+        run.code == 4 && run.stderr.contains("late.jsonl line 2"),
+        "a mark anywhere else is bad input, named with its line: {run:?}"
+    );
+}
+
+#[test]
 fn unknown_fields_and_bad_ids_are_named_with_their_line() {
     let s = Scratch::new();
     s.create("s", 2);

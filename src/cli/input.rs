@@ -120,6 +120,9 @@ struct Line {
     metadata: Option<Map<String, Value>>,
 }
 
+/// The UTF-8 encoding of U+FEFF, which some editors write at the start of a text file.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 struct Jsonl {
     path: PathBuf,
     reader: BufReader<File>,
@@ -228,6 +231,11 @@ impl Source for Jsonl {
             }
             self.line_no += 1;
             self.bytes += n as u64;
+            // A byte order mark before the first line (editors on Windows write one): not
+            // JSON, and RFC 8259 lets a parser ignore it.
+            if self.line_no == 1 && buf[start..].starts_with(UTF8_BOM) {
+                buf.drain(start..start + UTF8_BOM.len());
+            }
             if !buf[start..].iter().all(|b| b.is_ascii_whitespace()) {
                 return Ok(Some(self.line_no));
             }
