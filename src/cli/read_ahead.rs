@@ -4,20 +4,22 @@
 //! Parsing costs as much as storing: a JSONL file of 256-dimension vectors parses at ~250 MB/s
 //! of text on one core (its floats are most of that), about the time the bulk path takes to
 //! store the same records. Read on the committing thread, the two add up; here they overlap,
-//! and a JSONL file's lines are parsed by [`parse_threads`] threads (a thread reads the lines of
-//! each batch, a parser turns them into records), so a machine with cores to spare parses as
-//! fast as the store takes the records. Every batch, the end of the input and the first failure
-//! to read or parse it reach the committing thread in input order ([`Batches::next`]). A batch
-//! cut short by a failure is not handed over: as when reading and committing took turns, the
-//! records read before the failure in that batch are not committed, and of two failures in a
-//! batch the one on the earlier line is reported. At most [`AHEAD_BATCHES`] batches (and one a
-//! parser) wait beside the one committing.
+//! and a JSONL file's lines are parsed by [`parse_threads`] threads: a thread reads each
+//! batch's lines and splits them into consecutive chunks, one a parser, so that a machine with
+//! cores to spare parses a batch as fast as the store takes one, whatever the batch's size.
+//! Every batch, the end of the input and the first failure to read or parse it reach the
+//! committing thread in input order ([`Batches::next`]). A batch cut short by a failure is not
+//! handed over: as when reading and committing took turns, the records read before the failure
+//! in that batch are not committed, and of two failures in a batch the one on the earlier line
+//! is reported. At most [`AHEAD_BATCHES`] batches wait, read and parsed (or being parsed),
+//! beside the one committing and the one being read.
 //!
 //! The committing side may stop early (a bad record, a failed commit, a signal): it drops its
 //! end, and the reader stops at its next hand-over, the parsers when the reader has. They are
 //! never joined, so a reader blocked on a read that does not return (a FIFO with no writer)
 //! cannot hold the process: it ends with it.
 
+use std::ops::Range;
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 
@@ -26,6 +28,8 @@ use super::input::{InputRecord, LineParser, Source};
 
 /// How many batches may wait, read (and parsed), beside the one committing.
 const AHEAD_BATCHES: usize = 1;
+/// The fewest lines worth a parser of their own.
+const CHUNK_LINES_MIN: usize = 16;
 /// The most threads that parse lines.
 const PARSE_THREADS_MAX: usize = 8;
 
@@ -51,11 +55,26 @@ pub enum Read {
     },
 }
 
-/// A read as the reader hands it over: done, or being parsed.
+/// A read as the reader hands it over: done, or a batch of lines being parsed in chunks.
 enum Pending {
     Ready(Read),
-    Parsing(Receiver<Read>),
+    Parsing(Parsing),
 }
+
+/// A batch of lines handed to the parsers, chunk by chunk.
+struct Parsing {
+    /// Each chunk's outcome, in line order.
+    chunks: Vec<Receiver<Parsed>>,
+    /// The failure that cut the batch short.
+    failure: Option<Failure>,
+    /// No line came before this batch's.
+    first_batch: bool,
+    location: String,
+    bytes_read: u64,
+}
+
+/// A chunk's records, or the failure on its earliest bad line and that line's index in the batch.
+type Parsed = Result<Vec<InputRecord>, (usize, Failure)>;
 
 /// The committing thread's end: the reads in input order.
 pub struct Batches {
@@ -65,15 +84,49 @@ pub struct Batches {
 impl Batches {
     /// The next batch, or the end of the input, or the failure that came before either.
     pub fn next(&self) -> Read {
-        let lost = || Read::Failed {
-            failure: Failure::store("a thread reading the input stopped (a panic)"),
-            first: false,
-        };
         match self.pending.recv() {
             Ok(Pending::Ready(read)) => read,
-            Ok(Pending::Parsing(parsed)) => parsed.recv().unwrap_or_else(|_| lost()),
+            Ok(Pending::Parsing(parsing)) => parsing.join(),
             Err(_) => lost(),
         }
+    }
+}
+
+/// What the committing thread gets when a thread of the reading side died (a panic).
+fn lost() -> Read {
+    Read::Failed {
+        failure: Failure::store("a thread reading the input stopped (a panic)"),
+        first: false,
+    }
+}
+
+impl Parsing {
+    /// The batch, or its earliest failure: a bad line, else the failure that cut it short.
+    fn join(self) -> Read {
+        let mut records = Vec::new();
+        for chunk in self.chunks {
+            match chunk.recv() {
+                Ok(Ok(parsed)) => records.extend(parsed),
+                Ok(Err((index, failure))) => {
+                    return Read::Failed {
+                        failure,
+                        first: self.first_batch && index == 0,
+                    };
+                }
+                Err(_) => return lost(),
+            }
+        }
+        if let Some(failure) = self.failure {
+            return Read::Failed {
+                failure,
+                first: self.first_batch && records.is_empty(),
+            };
+        }
+        Read::Batch(Batch {
+            records,
+            location: self.location,
+            bytes_read: self.bytes_read,
+        })
     }
 }
 
@@ -103,7 +156,8 @@ pub fn spawn(source: Box<dyn Source>, batch_records: u64, parsers: usize) -> Res
                     .spawn(move || parse_lines(&parser, &work))
                     .map_err(started)?;
             }
-            reader.spawn(move || read_lines(source, batch_records, &send, &work_send))
+            let parsers = parsers.max(1);
+            reader.spawn(move || read_lines(source, batch_records, parsers, &send, &work_send))
         }
     }
     .map_err(started)?;
@@ -159,34 +213,56 @@ struct Lines {
     bytes: Vec<u8>,
     /// Each line's number and where it ends in `bytes`.
     ends: Vec<(u64, usize)>,
-    /// The failure that cut the batch short.
-    failure: Option<Failure>,
-    /// No line came before this batch's.
-    first_batch: bool,
-    location: String,
-    bytes_read: u64,
 }
 
-/// Reads batch after batch of lines, hands each to a parser and its outcome, in order, to the
-/// committing thread; until the input ends, reading fails, or no one receives.
+/// A parser's share of a batch: lines `range` of `lines`.
+struct Chunk {
+    lines: Arc<Lines>,
+    range: Range<usize>,
+    done: SyncSender<Parsed>,
+}
+
+/// Reads batch after batch of lines, hands each batch's chunks to the parsers and the batch, in
+/// order, to the committing thread; until the input ends, reading fails, or no one receives.
 fn read_lines(
     mut source: Box<dyn Source>,
     batch_records: u64,
+    parsers: usize,
     send: &SyncSender<Pending>,
-    work: &Sender<(Lines, SyncSender<Read>)>,
+    work: &Sender<Chunk>,
 ) {
     let mut first_batch = true;
     loop {
-        let lines = read_lines_batch(source.as_mut(), batch_records, first_batch);
-        first_batch &= lines.ends.is_empty();
-        let ended = lines.failure.is_none() && (lines.ends.len() as u64) < batch_records;
-        if lines.ends.is_empty() && lines.failure.is_none() {
+        let (lines, failure) = read_lines_batch(source.as_mut(), batch_records);
+        let count = lines.ends.len();
+        if count == 0 && failure.is_none() {
             let _ = send.send(Pending::Ready(Read::End));
             return;
         }
-        let failed = lines.failure.is_some();
-        let (done, parsed) = std::sync::mpsc::sync_channel(1);
-        if send.send(Pending::Parsing(parsed)).is_err() || work.send((lines, done)).is_err() || failed {
+        let (ended, failed) = (failure.is_none() && (count as u64) < batch_records, failure.is_some());
+        let lines = Arc::new(lines);
+        let mut parsing = Parsing {
+            chunks: Vec::new(),
+            failure,
+            first_batch,
+            location: source.location(),
+            bytes_read: source.bytes_read(),
+        };
+        first_batch &= count == 0;
+        let mut chunks = Vec::new();
+        for range in chunk_ranges(count, parsers) {
+            let (done, parsed) = std::sync::mpsc::sync_channel(1);
+            parsing.chunks.push(parsed);
+            chunks.push(Chunk {
+                lines: lines.clone(),
+                range,
+                done,
+            });
+        }
+        if send.send(Pending::Parsing(parsing)).is_err()
+            || chunks.into_iter().any(|chunk| work.send(chunk).is_err())
+            || failed
+        {
             return;
         }
         if ended {
@@ -196,15 +272,23 @@ fn read_lines(
     }
 }
 
-/// Reads up to `batch_records` lines, or fewer up to the end of the input or a failure.
-fn read_lines_batch(source: &mut dyn Source, batch_records: u64, first_batch: bool) -> Lines {
+/// `count` lines cut into at most `parsers` consecutive ranges of nearly equal length, none
+/// shorter than [`CHUNK_LINES_MIN`] unless it is the only one.
+fn chunk_ranges(count: usize, parsers: usize) -> impl Iterator<Item = Range<usize>> {
+    let chunks = parsers.min(count / CHUNK_LINES_MIN).max(1);
+    let (size, longer) = (count / chunks, count % chunks);
+    (0..chunks).map(move |k| {
+        let start = k * size + k.min(longer);
+        start..start + size + usize::from(k < longer)
+    })
+}
+
+/// Reads up to `batch_records` lines, or fewer up to the end of the input or a failure (which
+/// it returns beside them).
+fn read_lines_batch(source: &mut dyn Source, batch_records: u64) -> (Lines, Option<Failure>) {
     let mut lines = Lines {
         bytes: Vec::new(),
         ends: Vec::with_capacity(capacity(batch_records)),
-        failure: None,
-        first_batch,
-        location: String::new(),
-        bytes_read: 0,
     };
     while (lines.ends.len() as u64) < batch_records {
         let start = lines.bytes.len();
@@ -212,53 +296,38 @@ fn read_lines_batch(source: &mut dyn Source, batch_records: u64, first_batch: bo
             Ok(Some(line_no)) => lines.ends.push((line_no, lines.bytes.len())),
             outcome => {
                 lines.bytes.truncate(start);
-                lines.failure = outcome.err();
-                break;
+                return (lines, outcome.err());
             }
         }
     }
-    lines.location = source.location();
-    lines.bytes_read = source.bytes_read();
-    lines
+    (lines, None)
 }
 
-/// A parser thread: parses the batches of lines it takes until the reader hangs up.
-fn parse_lines(parser: &LineParser, work: &Mutex<Receiver<(Lines, SyncSender<Read>)>>) {
+/// A parser thread: parses the chunks it takes until the reader hangs up.
+fn parse_lines(parser: &LineParser, work: &Mutex<Receiver<Chunk>>) {
     loop {
         let taken = work.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
-        let Ok((lines, done)) = taken else { return };
-        let _ = done.send(parse_batch(parser, lines));
+        let Ok(chunk) = taken else { return };
+        let _ = chunk.done.send(parse_chunk(parser, &chunk.lines, chunk.range));
     }
 }
 
-/// A batch's lines as records, or the failure on the earliest line, or the failure that cut
-/// the batch short.
-fn parse_batch(parser: &LineParser, lines: Lines) -> Read {
-    let mut records = Vec::with_capacity(lines.ends.len());
-    let mut start = 0;
-    for (i, &(line_no, end)) in lines.ends.iter().enumerate() {
-        match parser.parse(line_no, &lines.bytes[start..end]) {
-            Ok(record) => records.push(record),
-            Err(failure) => {
-                return Read::Failed {
-                    failure,
-                    first: lines.first_batch && i == 0,
-                };
-            }
-        }
+/// Lines `range` of a batch as records, or the failure on the earliest bad one.
+fn parse_chunk(parser: &LineParser, lines: &Lines, range: Range<usize>) -> Parsed {
+    let mut records = Vec::with_capacity(range.len());
+    let mut start = match range.start {
+        0 => 0,
+        first => lines.ends[first - 1].1,
+    };
+    for index in range {
+        let (line_no, end) = lines.ends[index];
+        let record = parser
+            .parse(line_no, &lines.bytes[start..end])
+            .map_err(|failure| (index, failure))?;
+        records.push(record);
         start = end;
     }
-    if let Some(failure) = lines.failure {
-        return Read::Failed {
-            failure,
-            first: lines.first_batch && lines.ends.is_empty(),
-        };
-    }
-    Read::Batch(Batch {
-        records,
-        location: lines.location,
-        bytes_read: lines.bytes_read,
-    })
+    Ok(records)
 }
 
 #[cfg(test)]
@@ -267,13 +336,13 @@ mod tests {
 
     /// A source of `records` records, failing at record `fail_at` (counting from 0) if given;
     /// with `lines`, read as JSONL lines (record `i` is `{"id": "i", "vector": [i]}`, and
-    /// `bad_line` is not JSON).
+    /// the records `bad_lines` are not JSON).
     struct Counted {
         records: u64,
         fail_at: Option<u64>,
         read: u64,
         lines: bool,
-        bad_line: Option<u64>,
+        bad_lines: &'static [u64],
     }
 
     fn counted(records: u64, fail_at: Option<u64>) -> Counted {
@@ -282,7 +351,7 @@ mod tests {
             fail_at,
             read: 0,
             lines: false,
-            bad_line: None,
+            bad_lines: &[],
         }
     }
 
@@ -312,7 +381,7 @@ mod tests {
             }
             let i = self.read;
             self.read += 1;
-            if self.bad_line == Some(i) {
+            if self.bad_lines.contains(&i) {
                 buf.extend_from_slice(b"{not json");
             } else {
                 buf.extend_from_slice(format!(r#"{{"id": "{i}", "vector": [{i}]}}"#).as_bytes());
@@ -371,24 +440,73 @@ mod tests {
 
     #[test]
     fn many_batches_parsed_by_many_threads_arrive_in_input_order() {
-        let reads = all(
-            Counted {
-                lines: true,
-                ..counted(10_000, None)
-            },
-            7,
-            4,
-        );
-        let ids: Vec<String> = reads
-            .iter()
-            .filter_map(|r| match r {
-                Read::Batch(b) => Some(b.records.iter().map(|r| r.id.clone())),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        let expected: Vec<String> = (0..10_000).map(|i| i.to_string()).collect();
-        assert!(ids == expected, "every record once, in input order");
+        // Batches of 7 lines are one chunk each; of 100, four chunks of 25 (four parsers).
+        for batch in [7, 100, 1000] {
+            let reads = all(
+                Counted {
+                    lines: true,
+                    ..counted(10_000, None)
+                },
+                batch,
+                4,
+            );
+            let ids: Vec<String> = reads
+                .iter()
+                .filter_map(|r| match r {
+                    Read::Batch(b) => Some(b.records.iter().map(|r| r.id.clone())),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            let expected: Vec<String> = (0..10_000).map(|i| i.to_string()).collect();
+            assert!(
+                ids == expected,
+                "every record once, in input order (batches of {batch})"
+            );
+            assert!(matches!(reads.last(), Some(Read::End)), "then the end");
+        }
+    }
+
+    #[test]
+    fn a_batch_split_among_parsers_reports_its_earliest_bad_line() {
+        // Batch 2 holds lines 101..=200, four chunks of 25 lines: bad lines in its third chunk
+        // (line 160) and its second (line 140), and a read failure after line 190.
+        let make = || Counted {
+            bad_lines: &[159, 139],
+            ..counted(1000, Some(190))
+        };
+        for reads in both_ways(make, 100) {
+            assert!(
+                matches!(&reads[0], Read::Batch(b) if b.records.len() == 100),
+                "the first batch whole"
+            );
+            assert!(
+                matches!(&reads[1], Read::Failed { failure, first: false } if failure.message.contains("line 140")),
+                "the earliest bad line, in the second chunk, before the third's and the read failure: {}",
+                match &reads[1] {
+                    Read::Failed { failure, .. } => failure.message.clone(),
+                    _ => "a batch".into(),
+                }
+            );
+            assert_eq!(reads.len(), 2, "nothing after the failure");
+        }
+    }
+
+    #[test]
+    fn chunks_cover_a_batch_in_order_and_are_never_too_short() {
+        for count in [0, 1, 15, 16, 31, 32, 33, 100, 1000, 1001] {
+            for parsers in [1, 2, 3, 4, 8] {
+                let ranges: Vec<Range<usize>> = chunk_ranges(count, parsers).collect();
+                assert_eq!(ranges.first().map(|r| r.start), Some(0), "from the first line");
+                assert!(ranges.windows(2).all(|w| w[0].end == w[1].start), "consecutive");
+                assert_eq!(ranges.last().map(|r| r.end), Some(count), "to the last");
+                assert!(ranges.len() <= parsers, "one chunk a parser at most");
+                assert!(
+                    ranges.len() == 1 || ranges.iter().all(|r| r.len() >= CHUNK_LINES_MIN),
+                    "{count} lines, {parsers} parsers: {ranges:?}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -409,7 +527,7 @@ mod tests {
     #[test]
     fn of_two_failures_in_a_batch_the_earlier_line_is_reported() {
         let make = || Counted {
-            bad_line: Some(4),
+            bad_lines: &[4],
             ..counted(10, Some(5))
         };
         for reads in both_ways(make, 3) {
@@ -430,7 +548,7 @@ mod tests {
         }
         for reads in both_ways(
             || Counted {
-                bad_line: Some(0),
+                bad_lines: &[0],
                 ..counted(10, None)
             },
             3,
