@@ -52,7 +52,8 @@ enum Group {
 /// One page's edits in groups; the buffers are reused from page to page.
 #[derive(Default)]
 struct PageRuns<'a> {
-    keys: Vec<(u32, usize)>,
+    /// Each edit's offset (high half) and index (low half): one integer compare a pair.
+    keys: Vec<u64>,
     /// The page's edits in offset order (earliest first among equal offsets).
     sorted: Vec<usize>,
     /// The clusters that are one write, in offset order.
@@ -66,10 +67,15 @@ impl<'a> PageRuns<'a> {
     /// as one write (extending the last group if that is a run the write adjoins) or kept.
     fn group(&mut self, edits: &[Edit<'a>], indices: &[usize]) {
         self.keys.clear();
-        self.keys.extend(indices.iter().map(|&i| (edits[i].extent().start, i)));
-        self.keys.sort_unstable();
+        self.keys.extend(indices.iter().map(|&i| {
+            let index = u32::try_from(i).expect("a record holds fewer than 2^32 edits");
+            (u64::from(edits[i].extent().start) << 32) | u64::from(index)
+        }));
+        if !self.keys.is_sorted() {
+            self.keys.sort_unstable();
+        }
         self.sorted.clear();
-        self.sorted.extend(self.keys.iter().map(|&(_, i)| i));
+        self.sorted.extend(self.keys.iter().map(|&key| (key & u64::from(u32::MAX)) as usize));
         self.writes.clear();
         self.groups.clear();
         let mut at = 0;
