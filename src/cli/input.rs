@@ -92,7 +92,7 @@ pub fn open(path: &Path, format: Format, dimension: usize) -> Result<(Box<dyn So
     let path = path.to_path_buf();
     let source: Box<dyn Source> = match format {
         Format::Jsonl => Box::new(Jsonl {
-            path,
+            parser: LineParser::for_file(path),
             reader,
             line_no: 0,
             bytes: 0,
@@ -124,7 +124,8 @@ struct Line {
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 struct Jsonl {
-    path: PathBuf,
+    /// Its lines' parser, which also names the file in messages.
+    parser: LineParser,
     reader: BufReader<File>,
     line_no: u64,
     bytes: u64,
@@ -140,7 +141,6 @@ pub struct LineParser {
 
 impl LineParser {
     /// The parser of the lines of the file at `path` (named in its messages).
-    #[cfg(test)]
     pub fn for_file(path: PathBuf) -> LineParser {
         LineParser { path }
     }
@@ -189,15 +189,9 @@ impl Source for Jsonl {
     fn next_record(&mut self) -> Result<Option<InputRecord>, Failure> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        let record = match self.next_line(&mut buf) {
-            Ok(Some(line_no)) => LineParser {
-                path: self.path.clone(),
-            }
-            .parse(line_no, &buf)
-            .map(Some),
-            Ok(None) => Ok(None),
-            Err(failure) => Err(failure),
-        };
+        let record = self
+            .next_line(&mut buf)
+            .and_then(|line| line.map(|line_no| self.parser.parse(line_no, &buf)).transpose());
         self.buf = buf;
         record
     }
@@ -211,9 +205,7 @@ impl Source for Jsonl {
     }
 
     fn line_parser(&self) -> Option<LineParser> {
-        Some(LineParser {
-            path: self.path.clone(),
-        })
+        Some(self.parser.clone())
     }
 
     fn next_line(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>, Failure> {
@@ -222,7 +214,7 @@ impl Source for Jsonl {
             buf.truncate(start);
             let n = self.reader.read_until(b'\n', buf).map_err(|e| {
                 Failure::io(
-                    format!("reading {} after line {}", self.path.display(), self.line_no),
+                    format!("reading {} after line {}", self.parser.path.display(), self.line_no),
                     e,
                 )
             })?;

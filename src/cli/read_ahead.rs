@@ -334,12 +334,13 @@ fn parse_chunk(parser: &LineParser, lines: &Lines, range: Range<usize>) -> Parse
 mod tests {
     use super::*;
 
-    /// A source of `records` records, failing at record `fail_at` (counting from 0) if given;
-    /// with `lines`, read as JSONL lines (record `i` is `{"id": "i", "vector": [i]}`, and
-    /// the records `bad_lines` are not JSON).
+    /// A source of `records` records, failing at record `fail_at` (counting from 0) if given,
+    /// panicking at `panic_at`; with `lines`, read as JSONL lines (record `i` is
+    /// `{"id": "i", "vector": [i]}`, and the records `bad_lines` are not JSON).
     struct Counted {
         records: u64,
         fail_at: Option<u64>,
+        panic_at: Option<u64>,
         read: u64,
         lines: bool,
         bad_lines: &'static [u64],
@@ -349,6 +350,7 @@ mod tests {
         Counted {
             records,
             fail_at,
+            panic_at: None,
             read: 0,
             lines: false,
             bad_lines: &[],
@@ -373,6 +375,7 @@ mod tests {
             self.lines.then(|| LineParser::for_file("t.jsonl".into()))
         }
         fn next_line(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>, Failure> {
+            assert!(self.panic_at != Some(self.read), "a reader's bug, as a test wants it");
             if self.fail_at == Some(self.read) {
                 return Err(Failure::new(4, format!("bad record {}", self.read)));
             }
@@ -570,6 +573,24 @@ mod tests {
     fn an_empty_input_is_the_end_at_once() {
         for reads in both_ways(|| counted(0, None), 5) {
             assert!(matches!(reads.as_slice(), [Read::End]), "no batch");
+        }
+    }
+
+    #[test]
+    fn a_reader_that_panics_is_a_failure_after_the_batches_it_handed_over() {
+        for reads in both_ways(
+            || Counted {
+                panic_at: Some(7),
+                ..counted(10, None)
+            },
+            3,
+        ) {
+            assert_eq!(sizes(&reads), [3, 3], "the whole batches read before the panic");
+            assert!(
+                matches!(reads.last(), Some(Read::Failed { failure, first: false })
+                    if failure.message.contains("stopped (a panic)")),
+                "then a failure the import reports, never a hang"
+            );
         }
     }
 
