@@ -237,49 +237,12 @@ impl Store {
             ControlFile::open_writable(storage.as_ref(), dir)?
         };
         let lock = lock_store(dir, &storage, read_only)?;
-        let mut config = wal_config(&control, &options)?;
-        config.required_files = control.extent.is_some();
-        let ships = crate::store::shipping::effective(&options, &stored)?.is_some();
-        if !read_only && options.archive && !ships && !control.truncate_lsn.is_none() {
-            // What a session that ended without a close left to the archiver stays unopened
-            // until the archiver takes it. (A
-            // store that ships keeps it in its log: its shipper sends the live log from there.)
-            config.archive_before = Some(control.truncate_lsn);
-        }
-        let scan_from = (!control.checkpoint_lsn.is_none()).then_some(control.checkpoint_lsn);
-        let wal_dir = dir.join("wal");
-        // The arena's files are opened and their headers asked for before the log is read,
-        // and checked after: after a cold start the disk serves both at once.
-        let arena = Arena::prepare(
-            storage.clone(),
-            &dir.join("arena"),
-            control.page_size_bytes,
-            control.segment_size_bytes,
-            ArenaOpen {
-                store_id: control.store_id,
-                read_only,
-                files_min: control.extent.map_or([0, 0], |e| e.files),
-            },
-        )?;
-        let (wal, scan) = if read_only {
-            Wal::open_read_only(storage.clone(), &wal_dir, config, scan_from, options.recovery)?
-        } else {
-            Wal::open(storage.clone(), &wal_dir, config, scan_from, options.recovery)?
-        };
-        let arena = arena.finish()?;
-        if !read_only {
-            arena.remove_leftovers()?;
-        }
-        let doublewrite = Doublewrite::open(
-            storage.as_ref(),
-            dir,
-            control.page_size_bytes,
-            DoublewriteOpen {
-                store_id: control.store_id,
-                required: control.extent.is_some() && !control.checkpoint_lsn.is_none(),
-                read_only,
-            },
-        )?;
+        let OpenedFiles {
+            wal,
+            scan,
+            arena,
+            doublewrite,
+        } = open_files(dir, &options, &control, &stored, read_only)?;
         let retention = settings::effective_retention(&options, &stored)?;
         let inner = Arc::new(Inner::new(
             dir,
@@ -658,3 +621,74 @@ impl Drop for Store {
     }
 }
 
+
+
+/// The log, the arena and the doublewrite area of a store being opened.
+struct OpenedFiles {
+    wal: Wal,
+    /// What the log's scan found, for recovery.
+    scan: crate::wal::ScanReport,
+    arena: Arena,
+    doublewrite: Doublewrite,
+}
+
+/// Opens the log (scanning it to its end), the arena and the doublewrite area of the store in
+/// `dir`, whose control file holds `control`.
+fn open_files(
+    dir: &Path,
+    options: &Options,
+    control: &Control,
+    stored: &settings::Settings,
+    read_only: bool,
+) -> Result<OpenedFiles> {
+    let storage = options.storage.clone();
+    let mut config = wal_config(control, options)?;
+    config.required_files = control.extent.is_some();
+    let ships = crate::store::shipping::effective(options, stored)?.is_some();
+    if !read_only && options.archive && !ships && !control.truncate_lsn.is_none() {
+        // What a session that ended without a close left to the archiver stays unopened
+        // until the archiver takes it. (A store that ships keeps it in its log: its shipper
+        // sends the live log from there.)
+        config.archive_before = Some(control.truncate_lsn);
+    }
+    let scan_from = (!control.checkpoint_lsn.is_none()).then_some(control.checkpoint_lsn);
+    let wal_dir = dir.join("wal");
+    // The arena's files are opened and their headers asked for before the log is read,
+    // and checked after: after a cold start the disk serves both at once.
+    let arena = Arena::prepare(
+        storage.clone(),
+        &dir.join("arena"),
+        control.page_size_bytes,
+        control.segment_size_bytes,
+        ArenaOpen {
+            store_id: control.store_id,
+            read_only,
+            files_min: control.extent.map_or([0, 0], |e| e.files),
+        },
+    )?;
+    let (wal, scan) = if read_only {
+        Wal::open_read_only(storage.clone(), &wal_dir, config, scan_from, options.recovery)?
+    } else {
+        Wal::open(storage.clone(), &wal_dir, config, scan_from, options.recovery)?
+    };
+    let arena = arena.finish()?;
+    if !read_only {
+        arena.remove_leftovers()?;
+    }
+    let doublewrite = Doublewrite::open(
+        storage.as_ref(),
+        dir,
+        control.page_size_bytes,
+        DoublewriteOpen {
+            store_id: control.store_id,
+            required: control.extent.is_some() && !control.checkpoint_lsn.is_none(),
+            read_only,
+        },
+    )?;
+    Ok(OpenedFiles {
+        wal,
+        scan,
+        arena,
+        doublewrite,
+    })
+}

@@ -311,6 +311,9 @@ fn decode<'a>(
     }
 }
 
+/// Analysis: reads the log from the checkpoint's begin record at `start` and rebuilds the
+/// transaction table (the losers), the dirty page table and what redo needs to know of page
+/// inits and stored writes.
 fn analyze(
     inner: &Inner,
     start: Lsn,
@@ -318,18 +321,7 @@ fn analyze(
     next_txn_id: u64,
     report: &mut RecoveryReport,
 ) -> Result<Analysis> {
-    let mut analysis = Analysis {
-        losers: BTreeMap::new(),
-        dirty: PageMap::default(),
-        inits: HashSet::new(),
-        first_inits: Vec::new(),
-        prefreshed: HashSet::new(),
-        init_counts: [0; 2],
-        next_txn_id,
-        committed: HashSet::new(),
-        stored: HashSet::new(),
-        prefault: Vec::new(),
-    };
+    let mut analysis = Analysis::new(next_txn_id);
     let mut finished = HashSet::new();
     // Every page a record from here changes, redo changes (or finds changed already): it is
     // faulted in now, a batch at a time, rather than at redo's first touch.
@@ -341,70 +333,12 @@ fn analyze(
         let Some(payload) = decode(inner, rec.header.kind, rec.payload, lsn, report)? else {
             continue;
         };
+        let prev_lsn = Lsn(rec.header.prev_lsn.get());
         match payload {
-            Payload::Update { edits, .. } => {
-                analysis.losers.insert(
-                    txn,
-                    Loser {
-                        last_lsn: lsn,
-                        undo_next: lsn,
-                    },
-                );
-                note_dirty(&mut analysis.dirty, &mut prefaulter, &analysis.inits, &edits, lsn);
-                let stored = edits.iter().filter(|e| matches!(e.kind, EditKind::Stored { .. }));
-                analysis.stored.extend(stored.map(|e| e.page));
-            }
-            Payload::Clr { undo_next, edits } => {
-                analysis.losers.insert(
-                    txn,
-                    Loser {
-                        last_lsn: lsn,
-                        undo_next,
-                    },
-                );
-                note_dirty(&mut analysis.dirty, &mut prefaulter, &analysis.inits, &edits, lsn);
-            }
-            Payload::PageInit { page, .. } => {
-                // Not faulted in ahead: redo formats the page whole, in fresh memory where it
-                // can (`Arena::reset_page`), and a copy of the file's page made now would be
-                // thrown away unread.
-                if let std::collections::hash_map::Entry::Vacant(entry) = analysis.dirty.entry(page) {
-                    entry.insert(lsn);
-                    analysis.first_inits.push(page);
-                }
-                if analysis.inits.insert(page) {
-                    analysis.init_counts[page.space().index()] += 1;
-                }
-            }
-            Payload::Abort => {
-                let prev = Lsn(rec.header.prev_lsn.get());
-                let loser = analysis.losers.entry(txn).or_insert(Loser {
-                    last_lsn: lsn,
-                    undo_next: prev,
-                });
-                loser.last_lsn = lsn;
-            }
-            Payload::Commit | Payload::End => {
-                analysis.losers.remove(&txn);
-                finished.insert(txn);
-                if matches!(payload, Payload::Commit) {
-                    analysis.committed.insert(txn);
-                }
-            }
             Payload::CheckpointEnd(checkpoint) if checkpoint.begin_lsn == start => {
-                analysis.next_txn_id = analysis.next_txn_id.max(checkpoint.next_txn_id);
-                for entry in checkpoint.txns.iter().filter(|t| !finished.contains(&t.txn_id)) {
-                    analysis.losers.entry(entry.txn_id).or_insert(Loser {
-                        last_lsn: entry.last_lsn,
-                        undo_next: entry.undo_next,
-                    });
-                }
-                for page in checkpoint.dirty {
-                    let rec_lsn = analysis.dirty.entry(page.page).or_insert(page.rec_lsn);
-                    *rec_lsn = (*rec_lsn).min(page.rec_lsn);
-                }
+                analysis.take_checkpoint(checkpoint, &finished);
             }
-            Payload::CheckpointBegin | Payload::CheckpointEnd(_) => {}
+            payload => analysis.take(payload, lsn, txn, prev_lsn, &mut finished, &mut prefaulter),
         }
     }
     // A page the log formats is not read ahead (redo makes it fresh), unless it has a stored
@@ -416,6 +350,92 @@ fn analyze(
     }
     analysis.prefault = prefaulter.finish();
     Ok(analysis)
+}
+
+impl Analysis {
+    /// The tables before the first record: empty.
+    fn new(next_txn_id: u64) -> Analysis {
+        Analysis {
+            losers: BTreeMap::new(),
+            dirty: PageMap::default(),
+            inits: HashSet::new(),
+            first_inits: Vec::new(),
+            prefreshed: HashSet::new(),
+            init_counts: [0; 2],
+            next_txn_id,
+            committed: HashSet::new(),
+            stored: HashSet::new(),
+            prefault: Vec::new(),
+        }
+    }
+
+    /// Takes the record at `lsn` of transaction `txn` (whose previous record is at
+    /// `prev_lsn`) into the tables; `finished` gathers the transactions that ended.
+    fn take(
+        &mut self,
+        payload: Payload<'_>,
+        lsn: Lsn,
+        txn: u64,
+        prev_lsn: Lsn,
+        finished: &mut HashSet<u64>,
+        prefaulter: &mut prefetch::Prefaulter<'_>,
+    ) {
+        match payload {
+            Payload::Update { edits, .. } => {
+                self.losers.insert(txn, Loser { last_lsn: lsn, undo_next: lsn });
+                note_dirty(&mut self.dirty, prefaulter, &self.inits, &edits, lsn);
+                let stored = edits.iter().filter(|e| matches!(e.kind, EditKind::Stored { .. }));
+                self.stored.extend(stored.map(|e| e.page));
+            }
+            Payload::Clr { undo_next, edits } => {
+                self.losers.insert(txn, Loser { last_lsn: lsn, undo_next });
+                note_dirty(&mut self.dirty, prefaulter, &self.inits, &edits, lsn);
+            }
+            Payload::PageInit { page, .. } => {
+                // Not faulted in ahead: redo formats the page whole, in fresh memory where it
+                // can (`Arena::reset_page`), and a copy of the file's page made now would be
+                // thrown away unread.
+                if let std::collections::hash_map::Entry::Vacant(entry) = self.dirty.entry(page) {
+                    entry.insert(lsn);
+                    self.first_inits.push(page);
+                }
+                if self.inits.insert(page) {
+                    self.init_counts[page.space().index()] += 1;
+                }
+            }
+            Payload::Abort => {
+                let loser = self.losers.entry(txn).or_insert(Loser { last_lsn: lsn, undo_next: prev_lsn });
+                loser.last_lsn = lsn;
+            }
+            Payload::Commit | Payload::End => {
+                self.losers.remove(&txn);
+                finished.insert(txn);
+                if matches!(payload, Payload::Commit) {
+                    self.committed.insert(txn);
+                }
+            }
+            // Only the end of the checkpoint analysis starts from has tables to take
+            // (`take_checkpoint`); any other is history.
+            Payload::CheckpointBegin | Payload::CheckpointEnd(_) => {}
+        }
+    }
+
+    /// Takes the tables of the checkpoint analysis starts from: its running transactions
+    /// that did not end since (`finished`) are losers unless a later record says otherwise,
+    /// and its dirty pages are dirty from the older of the two recovery LSNs.
+    fn take_checkpoint(&mut self, checkpoint: record::Checkpoint, finished: &HashSet<u64>) {
+        self.next_txn_id = self.next_txn_id.max(checkpoint.next_txn_id);
+        for entry in checkpoint.txns.iter().filter(|t| !finished.contains(&t.txn_id)) {
+            self.losers.entry(entry.txn_id).or_insert(Loser {
+                last_lsn: entry.last_lsn,
+                undo_next: entry.undo_next,
+            });
+        }
+        for page in checkpoint.dirty {
+            let rec_lsn = self.dirty.entry(page.page).or_insert(page.rec_lsn);
+            *rec_lsn = (*rec_lsn).min(page.rec_lsn);
+        }
+    }
 }
 
 /// Makes the pages of `analysis.first_inits` zeros in fresh memory before redo, one mapping
@@ -710,6 +730,22 @@ fn prepare_page(
         ),
         Err(damage) => damage,
     };
+    repair_page(inner, page, damage, analysis, repairs, report, lost)
+}
+
+/// The damaged rows of [`prepare_page`]'s table for `page`, which failed its check with
+/// `damage`: restored from the doublewrite area, started from zero, reset and skipped, or
+/// the damage returned. Returns whether the page's edits may be applied.
+fn repair_page(
+    inner: &Inner,
+    page: PageId,
+    damage: Error,
+    analysis: &Analysis,
+    repairs: &Repairs<'_>,
+    report: &mut RecoveryReport,
+    lost: &mut HashSet<PageId>,
+) -> Result<bool> {
+    let arena = &inner.arena;
     let repair = repairs.image(page)?;
     let _latch = arena.latch(page);
     if let Some(image) = repair {
@@ -765,6 +801,9 @@ fn usable_edits<'a>(
     Ok(edits)
 }
 
+/// Undo: rolls back every loser, the one with the latest record to undo first, writing a clr
+/// for each update it undoes (none in a read-only open) and an end record for each loser it
+/// finishes.
 fn undo(
     inner: &Inner,
     analysis: &Analysis,
@@ -774,9 +813,14 @@ fn undo(
 ) -> Result<()> {
     let mut losers = analysis.losers.clone();
     report.losers = losers.keys().copied().collect();
-    let repairs = Repairs::none(inner);
-    // The end of the log before undo appends its clrs: every record undo reads lies below it.
-    let log_end = inner.wal.end_lsn();
+    let mut undoer = Undoer {
+        inner,
+        analysis,
+        skips,
+        repairs: Repairs::none(inner),
+        // The end of the log before undo appends its clrs: every record undo reads lies below it.
+        log_end: inner.wal.end_lsn(),
+    };
     while let Some((&txn, &loser)) = losers.iter().max_by_key(|(_, l)| l.undo_next) {
         let mut active = ActiveTxn {
             txn_id: txn,
@@ -790,13 +834,42 @@ fn undo(
             losers.remove(&txn);
             continue;
         }
+        let next = undoer.step(txn, loser, &mut active, report, lost)?;
+        losers.insert(txn, next);
+    }
+    *inner.apply.lock() = None;
+    Ok(())
+}
+
+/// What every step of [`undo`] reads from.
+struct Undoer<'a> {
+    inner: &'a Inner,
+    analysis: &'a Analysis,
+    skips: &'a [SkippedRange],
+    repairs: Repairs<'a>,
+    /// The end of the log before the first clr.
+    log_end: Lsn,
+}
+
+impl Undoer<'_> {
+    /// Undoes the record at `loser.undo_next` of transaction `txn` (checking that the chain
+    /// leads to a record of `txn`, below the log's end); returns where the loser stands after.
+    fn step(
+        &mut self,
+        txn: u64,
+        loser: Loser,
+        active: &mut ActiveTxn,
+        report: &mut RecoveryReport,
+        lost: &mut HashSet<PageId>,
+    ) -> Result<Loser> {
+        let (inner, log_end) = (self.inner, self.log_end);
         if loser.undo_next >= log_end {
             return Err(Error::corrupted_at(
                 loser.undo_next,
                 format!("transaction {txn}'s undo chain points past the end of the log ({log_end})"),
             ));
         }
-        let mut reader = inner.wal.reader(loser.undo_next).with_skips(skips);
+        let mut reader = inner.wal.reader(loser.undo_next).with_skips(self.skips);
         let Some(rec) = reader.next_record()? else {
             return Err(Error::corrupted_at(
                 loser.undo_next,
@@ -810,31 +883,50 @@ fn undo(
             ));
         }
         let prev = Lsn(rec.header.prev_lsn.get());
-        let next = match decode(inner, rec.header.kind, rec.payload, rec.lsn, report)? {
+        let payload = decode(inner, rec.header.kind, rec.payload, rec.lsn, report)?;
+        self.compensate(txn, rec.lsn, prev, payload, active, report, lost)
+    }
+
+    /// Undoes the record at `lsn` (whose previous record of `txn` is at `prev`), decoded as
+    /// `payload` (`None`: skipped as damaged): an update is compensated, a clr sends the chain
+    /// to its undo-next, anything else to the record before.
+    #[allow(clippy::too_many_arguments)]
+    fn compensate(
+        &mut self,
+        txn: u64,
+        lsn: Lsn,
+        prev: Lsn,
+        payload: Option<Payload<'_>>,
+        active: &mut ActiveTxn,
+        report: &mut RecoveryReport,
+        lost: &mut HashSet<PageId>,
+    ) -> Result<Loser> {
+        let inner = self.inner;
+        Ok(match payload {
             Some(Payload::Update { edits, .. }) => {
-                let edits = usable_edits(inner, edits, analysis, &repairs, report, lost)?;
+                let edits = usable_edits(inner, edits, self.analysis, &self.repairs, report, lost)?;
                 let compensation = record::compensation(&edits);
-                let lsn = if inner.read_only {
+                let last_lsn = if inner.read_only {
                     // Rolled back in memory only, with no record: the pages take the undone
                     // record's LSN, and nothing of this open ever reaches a file.
-                    apply_edits(&inner.arena, &inner.dirty, rec.lsn, &compensation, false);
-                    rec.lsn
+                    apply_edits(&inner.arena, &inner.dirty, lsn, &compensation, false);
+                    lsn
                 } else {
                     let clr = record::encode_clr(prev, &compensation);
                     report.clrs_written += 1;
-                    inner.log_and_apply(Some(&mut active), Kind::Clr, &clr, &compensation)?
+                    inner.log_and_apply(Some(active), Kind::Clr, &clr, &compensation)?
                 };
                 Loser {
-                    last_lsn: lsn,
+                    last_lsn,
                     undo_next: prev,
                 }
             }
             Some(Payload::Clr { undo_next, .. }) => {
                 // Every step of an undo moves backwards (FORMAT.md §17.3, step 5): a clr whose
                 // undo-next is not below its own LSN would make the undo loop forever.
-                if undo_next >= rec.lsn {
+                if undo_next >= lsn {
                     return Err(Error::corrupted_at(
-                        rec.lsn,
+                        lsn,
                         format!("transaction {txn}'s undo chain does not move backwards (clr undo-next {undo_next})"),
                     ));
                 }
@@ -857,11 +949,8 @@ fn undo(
                 last_lsn: active.last_lsn,
                 undo_next: prev,
             },
-        };
-        losers.insert(txn, next);
+        })
     }
-    *inner.apply.lock() = None;
-    Ok(())
 }
 
 #[cfg(test)]

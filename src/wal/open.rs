@@ -118,6 +118,52 @@ impl Wal {
         } else {
             SegmentDir::new(storage, dir, config.geometry)?
         };
+        let LiveSegments {
+            backlog,
+            oldest,
+            segments,
+        } = Self::open_live_segments(&segment_dir, dir, config, scan_from)?;
+        let geometry = config.geometry;
+        check_identities(&segments, dir, config)?;
+        let newest = *segments.keys().next_back().expect("open_live_segments opens at least one");
+        let limit = geometry.segment_base(newest + 1);
+        let view = LogView {
+            geometry,
+            identity: config.identity,
+            segments: &segments,
+            limit,
+            crc_checked: 0..0,
+        };
+        let start = match scan_from {
+            Some(lsn) => check_scan_start(&view, lsn, oldest)?,
+            None => first_record_start(&view, oldest),
+        };
+        let in_use = match epoch_read {
+            Some(whole) => Some(epoch_file::read(epoch_storage.as_ref(), dir, config.identity.store_id, mode, whole)?),
+            None => None,
+        };
+        let (report, clean_close) = scan_view(&view, start, mode, in_use)?;
+        if config.required_files {
+            check_successor(&view, dir, &report)?;
+        }
+        let scanned = Scanned {
+            report,
+            clean_close,
+            in_use: in_use.map(|i| i.epoch),
+            backlog,
+        };
+        Ok((segment_dir, segments, scanned))
+    }
+
+    /// Lists the segments of `segment_dir` (checking that their numbers are contiguous) and
+    /// opens those recovery may read: returns the backlog left to the archiver, the oldest
+    /// segment opened and the segments opened by number.
+    fn open_live_segments(
+        segment_dir: &SegmentDir,
+        dir: &Path,
+        config: &WalConfig,
+        scan_from: Option<Lsn>,
+    ) -> Result<LiveSegments> {
         let listed = segment_dir.list_segments()?;
         check_contiguous(dir, &listed)?;
         // Segments wholly before `archive_before` are left to the archiver, unopened: no
@@ -136,67 +182,19 @@ impl Wal {
         for &number in &numbers {
             segments.insert(number, segment_dir.open_segment(number)?);
         }
-        // Every header is read below: asked for at once, after a cold start the reads wait for
+        // Every header is read next (`check_identities`): asked for at once, after a cold start the reads wait for
         // the disk together rather than one segment after the other.
         for segment in segments.values() {
             segment
                 .file
                 .will_need(0, crate::format::wal::SEGMENT_HEADER_BYTES as u64);
         }
-        let geometry = config.geometry;
-        check_identities(&segments, dir, config)?;
-        let limit = geometry.segment_base(numbers[numbers.len() - 1] + 1);
-        let view = LogView {
-            geometry,
-            identity: config.identity,
-            segments: &segments,
-            limit,
-            crc_checked: 0..0,
-        };
-        let start = match scan_from {
-            Some(lsn) => check_scan_start(&view, lsn, oldest)?,
-            None => first_record_start(&view, oldest),
-        };
-        let in_use = match epoch_read {
-            Some(whole) => Some(epoch_file::read(epoch_storage.as_ref(), dir, config.identity.store_id, mode, whole)?),
-            None => None,
-        };
-        let (report, clean_close) = match in_use.and_then(|in_use| scan_after_close(&view, start, mode, in_use.epoch)) {
-            Some(report) => (report, true),
-            None => {
-                // No open wrote a log page at or past the horizon `EPOCH` proves (see
-                // epoch_file.rs): the walk and the look-ahead stop there, where they would
-                // otherwise read every page to the end of the last segment file.
-                let limit = match in_use.and_then(|i| i.horizon) {
-                    Some(horizon) => view.limit.min(horizon.max(geometry.page_end(start))),
-                    None => view.limit,
-                };
-                let bounded = LogView {
-                    geometry,
-                    identity: view.identity,
-                    segments: view.segments,
-                    limit,
-                    crc_checked: 0..0,
-                };
-                // The whole scan reads every page from `start` to the limit (the walk, then the
-                // look-ahead): asked for at once, the reads are queued together rather than
-                // waited for one readahead window at a time at each fault.
-                will_need(&bounded, geometry.page_start(start), bounded.limit);
-                (scan::scan(&bounded, start, mode)?, false)
-            }
-        };
-        if config.required_files {
-            check_successor(&view, dir, &report)?;
-        }
-        let scanned = Scanned {
-            report,
-            clean_close,
-            in_use: in_use.map(|i| i.epoch),
+        Ok(LiveSegments {
             backlog,
-        };
-        Ok((segment_dir, segments, scanned))
+            oldest,
+            segments,
+        })
     }
-
 }
 
 /// What the scan at open found: the report, and whether the log's last writer closed it
@@ -213,6 +211,50 @@ struct Scanned {
 /// How far past the scan start a clean close's last records may lie for [`scan_after_close`]
 /// (its checkpoint-begin and closing checkpoint-end records take one page or two).
 const CLOSE_WINDOW_PAGES: u64 = 8;
+
+/// The segments an open reads, and those it leaves to the archiver.
+struct LiveSegments {
+    /// Segments wholly before `WalConfig::archive_before`, left unopened.
+    backlog: Vec<u64>,
+    /// The oldest segment opened.
+    oldest: u64,
+    /// The segments opened, by number: at least one.
+    segments: BTreeMap<u64, Arc<Segment>>,
+}
+
+/// Scans `view` from `start` to the end of the log; returns the report and whether the log
+/// ended at a clean close. With the epoch in use (`in_use`), a log a close left is read only
+/// near its end ([`scan_after_close`]); otherwise the scan stops at the horizon `EPOCH` proves.
+fn scan_view(
+    view: &LogView<'_>,
+    start: u64,
+    mode: RecoveryMode,
+    in_use: Option<epoch_file::InUse>,
+) -> Result<(ScanReport, bool)> {
+    if let Some(report) = in_use.and_then(|in_use| scan_after_close(view, start, mode, in_use.epoch)) {
+        return Ok((report, true));
+    }
+    let geometry = view.geometry;
+    // No open wrote a log page at or past the horizon `EPOCH` proves (see epoch_file.rs): the
+    // walk and the look-ahead stop there, where they would otherwise read every page to the
+    // end of the last segment file.
+    let limit = match in_use.and_then(|i| i.horizon) {
+        Some(horizon) => view.limit.min(horizon.max(geometry.page_end(start))),
+        None => view.limit,
+    };
+    let bounded = LogView {
+        geometry,
+        identity: view.identity,
+        segments: view.segments,
+        limit,
+        crc_checked: 0..0,
+    };
+    // The whole scan reads every page from `start` to the limit (the walk, then the
+    // look-ahead): asked for at once, the reads are queued together rather than waited for one
+    // readahead window at a time at each fault.
+    will_need(&bounded, geometry.page_start(start), bounded.limit);
+    Ok((scan::scan(&bounded, start, mode)?, false))
+}
 
 /// The scan of a log whose last open closed it cleanly, or `None` (then the whole scan runs).
 ///
