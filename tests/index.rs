@@ -302,7 +302,10 @@ fn index_errors_are_typed_and_change_nothing() {
         ef_construction: 0,
         ..l2_index()
     };
-    assert!(matches!(store.create_index(no_ef), Err(Error::InvalidArgument(_))));
+    assert!(
+        matches!(store.create_index(no_ef), Err(Error::InvalidArgument(_))),
+        "an ef_construction of 0 is refused as bad input"
+    );
     assert!(store.index_info().unwrap().is_none(), "failed creations leave no index");
     store.create_index(l2_index()).unwrap();
     assert!(
@@ -310,14 +313,14 @@ fn index_errors_are_typed_and_change_nothing() {
         "one index per store"
     );
     let query = random_vector(&mut rng);
-    assert!(matches!(
-        store.search(&query[..3], 1, Metric::L2),
-        Err(Error::InvalidArgument(_))
-    ));
-    assert!(matches!(
-        store.search(&query, 0, Metric::L2),
-        Err(Error::InvalidArgument(_))
-    ));
+    assert!(
+        matches!(store.search(&query[..3], 1, Metric::L2), Err(Error::InvalidArgument(_))),
+        "a query of the wrong dimension is refused as bad input"
+    );
+    assert!(
+        matches!(store.search(&query, 0, Metric::L2), Err(Error::InvalidArgument(_))),
+        "k = 0 is refused as bad input"
+    );
     // Another metric scans: the exact answer.
     let cosine = store.search(&query, 5, Metric::Cosine).unwrap();
     let exact = store
