@@ -92,17 +92,59 @@ struct ImportRun {
     pid: u32,
 }
 
+impl ImportRun {
+    /// The records committed when the last acknowledged batch committed (0 if none was).
+    fn acked(&self) -> u64 {
+        self.acks.last().map_or(0, |a| a.0)
+    }
+}
+
+/// The demo's settings and paths, and the summary and problems its steps add to.
+struct Demo {
+    /// The number of vectors generated and imported.
+    vectors: u64,
+    /// Records per transaction of the import.
+    batch: u64,
+    base: PathBuf,
+    store_dir: PathBuf,
+    restored_dir: PathBuf,
+    npy: PathBuf,
+    summary: Summary,
+    problems: Vec<String>,
+}
+
 pub fn run(args: Args) -> Result<(), Failure> {
     let started = Instant::now();
-    let vectors =
-        match std::env::var("VELLUM_DEMO_VECTORS") {
-            Ok(text) => text.trim().parse::<u64>().ok().filter(|&n| n >= 10).ok_or_else(|| {
-                Failure::usage(format!("VELLUM_DEMO_VECTORS={text:?} must be a number of at least 10"))
-            })?,
-            Err(_) => DEFAULT_VECTORS,
-        };
-    let batch = (vectors / 40).clamp(1, 5000);
-    let base = match args.dir {
+    let mut demo = Demo::prepare(args)?;
+    println!("Vellum demo in {}", demo.base.display());
+    demo.generate_vectors()?;
+    demo.create_store()?;
+    let import = demo.import_until_killed()?;
+    let store = demo.reopen_store()?;
+    let present = demo.check_vectors(&store, &import)?;
+    demo.search_vectors(&store, present)?;
+    demo.checkpoint_and_close(store)?;
+    demo.restore_earlier_batch(&import, present);
+    demo.verify_checksums();
+    demo.finish(started)
+}
+
+/// The number of vectors the demo uses: `VELLUM_DEMO_VECTORS` if set, else the default.
+fn vector_count() -> Result<u64, Failure> {
+    match std::env::var("VELLUM_DEMO_VECTORS") {
+        Ok(text) => text
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|&n| n >= 10)
+            .ok_or_else(|| Failure::usage(format!("VELLUM_DEMO_VECTORS={text:?} must be a number of at least 10"))),
+        Err(_) => Ok(DEFAULT_VECTORS),
+    }
+}
+
+/// The directory the demo works in: `dir` if given, else a new name in the temporary directory.
+fn base_dir(dir: Option<PathBuf>) -> PathBuf {
+    match dir {
         Some(dir) => dir,
         None => {
             let nanos = std::time::SystemTime::now()
@@ -110,157 +152,187 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 .map_or(0, |d| d.subsec_nanos());
             std::env::temp_dir().join(format!("vellum-demo-{}-{nanos:08x}", std::process::id()))
         }
-    };
-    let store_dir = base.join("store");
-    let restored_dir = base.join("restored");
-    let npy = base.join("vectors.npy");
-    for path in [&store_dir, &restored_dir] {
-        if path.exists() {
-            return Err(Failure::usage(format!(
-                "{} exists: give the demo a new or empty directory",
-                path.display()
-            )));
-        }
     }
-    std::fs::create_dir_all(&base).map_err(|e| Failure::io(format!("creating {}", base.display()), e))?;
-    let mut summary = Summary { rows: Vec::new() };
-    let mut problems: Vec<String> = Vec::new();
-    println!("Vellum demo in {}", base.display());
+}
 
-    // 1. The vectors.
-    let t = Instant::now();
-    write_vectors(&npy, vectors)?;
-    let npy_bytes = std::fs::metadata(&npy).map_or(0, |m| m.len());
-    println!(
-        " 1. generated {vectors} unit vectors of dimension {DIMENSION} from seed {SEED:#x} into {} ({}) in {:.2} s",
-        npy.display(),
-        human_bytes(npy_bytes),
-        t.elapsed().as_secs_f64()
-    );
-    summary.add(
-        format!("vectors generated (dimension {DIMENSION})"),
-        vectors.to_string(),
-    );
-
-    // 2. The store.
-    Store::create(&store_dir, DIMENSION as u32, super::common::base_options())
-        .and_then(Store::close)
-        .map_err(|e| Failure::from_error(format!("creating {}", store_dir.display()), e))?;
-    println!(
-        " 2. created {} (16 KiB pages, 16 MiB segments, sync always)",
-        store_dir.display()
-    );
-
-    // 3. The import, killed.
-    let total_batches = vectors.div_ceil(batch);
-    let kill_after = (total_batches * 2 / 5).max(1);
-    let import = run_import(&store_dir, &npy, batch, total_batches, kill_after)?;
-    let acked = import.acks.last().map_or(0, |a| a.0);
-    let rate = acked as f64 / import.elapsed.as_secs_f64().max(1e-9);
-    if import.killed {
-        println!(
-            " 3. `vellum import --ack` (pid {}) committed batches of {batch}: SIGKILL after {} of {total_batches} \
-             batches were acknowledged ({acked} vectors in {:.2} s, {rate:.0} vectors/s)",
-            import.pid,
-            import.acks.len(),
-            import.elapsed.as_secs_f64()
-        );
-    } else {
-        println!(
-            " 3. `vellum import --ack` (pid {}) finished all {total_batches} batches before the kill landed",
-            import.pid
-        );
-    }
-    summary.add(
-        "acknowledged before SIGKILL",
-        format!("{acked} vectors ({} batches of {batch})", import.acks.len()),
-    );
-    summary.add("import rate (durable commits)", format!("{rate:.0} vectors/s"));
-
-    // 4. Recovery.
-    let t = Instant::now();
-    let store = Store::open(&store_dir, super::common::base_options())
-        .map_err(|e| Failure::from_error(format!("reopening {}", store_dir.display()), e))?;
-    let open_time = t.elapsed();
-    let report = store.recovery_report();
-    println!(" 4. reopened the store in {}: recovery report", ms(open_time));
-    for line in report.to_string().lines() {
-        println!("      {line}");
-    }
-    summary.add("recovery (open) time", ms(open_time));
-    summary.add(
-        "recovery: redone / losers / CLRs",
-        format!(
-            "{} records / {} / {}",
-            report.records_redone,
-            report.losers.len(),
-            report.clrs_written
-        ),
-    );
-    summary.add(
-        "torn tail",
-        match &report.scan.torn_tail {
-            Some(torn) => format!("at LSN {} ({} bytes)", torn.lsn, torn.garbage_bytes),
-            None => "none".into(),
-        },
-    );
-
-    // 5. Every acknowledged vector, nothing partial.
-    let t = Instant::now();
-    let present = store.len() as u64;
-    let in_flight_end = (acked + batch).min(vectors);
-    let fate = if present == acked {
-        format!("the batch in flight ({acked}..{in_flight_end}) is wholly absent")
-    } else if present == in_flight_end && import.killed {
-        format!(
-            "the batch in flight ({acked}..{in_flight_end}) is wholly present: it committed, its ack was never printed"
-        )
-    } else {
-        problems.push(format!(
-            "{present} vectors after recovery: expected {acked} (acknowledged) or {in_flight_end} (with the batch in flight)"
-        ));
-        format!("PARTIAL: {present} vectors")
-    };
-    let mut mismatched = 0u64;
-    let mut missing = 0u64;
-    let check_upto = present.max(acked).min(vectors);
-    for id in 0..check_upto {
-        match store.get(&id.to_string()) {
-            Ok(Some(found)) => {
-                let expected = vector_of(id);
-                if found.len() != DIMENSION || found.iter().zip(&expected).any(|(a, b)| a.to_bits() != b.to_bits()) {
-                    mismatched += 1;
-                }
+impl Demo {
+    /// Reads the settings, refuses a directory that holds the demo's stores and creates it.
+    fn prepare(args: Args) -> Result<Demo, Failure> {
+        let vectors = vector_count()?;
+        let batch = (vectors / 40).clamp(1, 5000);
+        let base = base_dir(args.dir);
+        let store_dir = base.join("store");
+        let restored_dir = base.join("restored");
+        let npy = base.join("vectors.npy");
+        for path in [&store_dir, &restored_dir] {
+            if path.exists() {
+                return Err(Failure::usage(format!(
+                    "{} exists: give the demo a new or empty directory",
+                    path.display()
+                )));
             }
-            Ok(None) => missing += 1,
-            Err(e) => return Err(Failure::from_error(format!("reading id {id}"), e)),
         }
+        std::fs::create_dir_all(&base).map_err(|e| Failure::io(format!("creating {}", base.display()), e))?;
+        Ok(Demo {
+            vectors,
+            batch,
+            base,
+            store_dir,
+            restored_dir,
+            npy,
+            summary: Summary { rows: Vec::new() },
+            problems: Vec::new(),
+        })
     }
-    let mut extra = 0u64;
-    for id in check_upto..vectors {
-        if matches!(store.get(&id.to_string()), Ok(Some(_))) {
-            extra += 1;
-        }
-    }
-    if mismatched + missing + extra > 0 {
-        problems.push(format!(
-            "{missing} acknowledged vectors missing, {mismatched} differing, {extra} present that never committed"
-        ));
-    }
-    println!(
-        " 5. {present} vectors present: {fate}; ids 0..{check_upto} equal the generator bit for bit \
-         ({mismatched} differ, {missing} missing), ids {check_upto}..{vectors} absent ({extra} present) \
-         — checked in {:.2} s",
-        t.elapsed().as_secs_f64()
-    );
-    summary.add("present after recovery", format!("{present} ({fate})"));
-    summary.add(
-        "acknowledged vectors lost / altered",
-        format!("{missing} / {mismatched}"),
-    );
 
-    // 6. Searches.
-    if present > 0 {
+    /// Step 1: writes the demo vectors to the .npy file.
+    fn generate_vectors(&mut self) -> Result<(), Failure> {
+        let (vectors, npy) = (self.vectors, &self.npy);
+        let t = Instant::now();
+        write_vectors(npy, vectors)?;
+        let npy_bytes = std::fs::metadata(npy).map_or(0, |m| m.len());
+        println!(
+            " 1. generated {vectors} unit vectors of dimension {DIMENSION} from seed {SEED:#x} into {} ({}) in {:.2} s",
+            npy.display(),
+            human_bytes(npy_bytes),
+            t.elapsed().as_secs_f64()
+        );
+        self.summary.add(
+            format!("vectors generated (dimension {DIMENSION})"),
+            vectors.to_string(),
+        );
+        Ok(())
+    }
+
+    /// Step 2: creates the store, empty.
+    fn create_store(&self) -> Result<(), Failure> {
+        let store_dir = &self.store_dir;
+        Store::create(store_dir, DIMENSION as u32, super::common::base_options())
+            .and_then(Store::close)
+            .map_err(|e| Failure::from_error(format!("creating {}", store_dir.display()), e))?;
+        println!(
+            " 2. created {} (16 KiB pages, 16 MiB segments, sync always)",
+            store_dir.display()
+        );
+        Ok(())
+    }
+
+    /// Step 3: imports the .npy file in a child process and kills it with SIGKILL part way.
+    fn import_until_killed(&mut self) -> Result<ImportRun, Failure> {
+        let (vectors, batch) = (self.vectors, self.batch);
+        let total_batches = vectors.div_ceil(batch);
+        let kill_after = (total_batches * 2 / 5).max(1);
+        let import = run_import(&self.store_dir, &self.npy, batch, total_batches, kill_after)?;
+        let acked = import.acked();
+        let rate = acked as f64 / import.elapsed.as_secs_f64().max(1e-9);
+        if import.killed {
+            println!(
+                " 3. `vellum import --ack` (pid {}) committed batches of {batch}: SIGKILL after {} of {total_batches} \
+                 batches were acknowledged ({acked} vectors in {:.2} s, {rate:.0} vectors/s)",
+                import.pid,
+                import.acks.len(),
+                import.elapsed.as_secs_f64()
+            );
+        } else {
+            println!(
+                " 3. `vellum import --ack` (pid {}) finished all {total_batches} batches before the kill landed",
+                import.pid
+            );
+        }
+        self.summary.add(
+            "acknowledged before SIGKILL",
+            format!("{acked} vectors ({} batches of {batch})", import.acks.len()),
+        );
+        self.summary
+            .add("import rate (durable commits)", format!("{rate:.0} vectors/s"));
+        Ok(import)
+    }
+
+    /// Step 4: reopens the store, which recovers it, and prints the recovery report.
+    fn reopen_store(&mut self) -> Result<Store, Failure> {
+        let t = Instant::now();
+        let store = Store::open(&self.store_dir, super::common::base_options())
+            .map_err(|e| Failure::from_error(format!("reopening {}", self.store_dir.display()), e))?;
+        let open_time = t.elapsed();
+        let report = store.recovery_report();
+        println!(" 4. reopened the store in {}: recovery report", ms(open_time));
+        for line in report.to_string().lines() {
+            println!("      {line}");
+        }
+        self.summary.add("recovery (open) time", ms(open_time));
+        self.summary.add(
+            "recovery: redone / losers / CLRs",
+            format!(
+                "{} records / {} / {}",
+                report.records_redone,
+                report.losers.len(),
+                report.clrs_written
+            ),
+        );
+        self.summary.add(
+            "torn tail",
+            match &report.scan.torn_tail {
+                Some(torn) => format!("at LSN {} ({} bytes)", torn.lsn, torn.garbage_bytes),
+                None => "none".into(),
+            },
+        );
+        Ok(store)
+    }
+
+    /// Step 5: checks that every acknowledged vector is there bit for bit, that the batch in
+    /// flight is wholly present or wholly absent, and that nothing else is; returns the count.
+    fn check_vectors(&mut self, store: &Store, import: &ImportRun) -> Result<u64, Failure> {
+        let vectors = self.vectors;
+        let acked = import.acked();
+        let t = Instant::now();
+        let present = store.len() as u64;
+        let in_flight_end = (acked + self.batch).min(vectors);
+        let fate = self.fate_of_batch_in_flight(present, acked, in_flight_end, import.killed);
+        let check_upto = present.max(acked).min(vectors);
+        let (mismatched, missing) = count_mismatched_and_missing(store, check_upto)?;
+        let extra = count_present(store, check_upto..vectors);
+        if mismatched + missing + extra > 0 {
+            self.problems.push(format!(
+                "{missing} acknowledged vectors missing, {mismatched} differing, {extra} present that never committed"
+            ));
+        }
+        println!(
+            " 5. {present} vectors present: {fate}; ids 0..{check_upto} equal the generator bit for bit \
+             ({mismatched} differ, {missing} missing), ids {check_upto}..{vectors} absent ({extra} present) \
+             — checked in {:.2} s",
+            t.elapsed().as_secs_f64()
+        );
+        self.summary
+            .add("present after recovery", format!("{present} ({fate})"));
+        self.summary.add(
+            "acknowledged vectors lost / altered",
+            format!("{missing} / {mismatched}"),
+        );
+        Ok(present)
+    }
+
+    /// What became of the batch in flight at the kill, given the `present` count; a count that
+    /// is neither `acked` nor `in_flight_end` is a problem.
+    fn fate_of_batch_in_flight(&mut self, present: u64, acked: u64, in_flight_end: u64, killed: bool) -> String {
+        if present == acked {
+            format!("the batch in flight ({acked}..{in_flight_end}) is wholly absent")
+        } else if present == in_flight_end && killed {
+            format!(
+                "the batch in flight ({acked}..{in_flight_end}) is wholly present: it committed, its ack was never printed"
+            )
+        } else {
+            self.problems.push(format!(
+                "{present} vectors after recovery: expected {acked} (acknowledged) or {in_flight_end} (with the batch in flight)"
+            ));
+            format!("PARTIAL: {present} vectors")
+        }
+    }
+
+    /// Step 6: searches for stored vectors (each must come first) and for one not in the store.
+    fn search_vectors(&mut self, store: &Store, present: u64) -> Result<(), Failure> {
+        if present == 0 {
+            return Ok(());
+        }
         let probes = [(present / 3, Metric::Cosine), (present - 1, Metric::L2)];
         let mut times = Vec::new();
         for (id, metric) in probes {
@@ -274,7 +346,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
             let top = hits.first().cloned().unwrap_or_default();
             let ok = top.0 == id.to_string();
             if !ok {
-                problems.push(format!("the query equal to id {id} found {:?} first", top.0));
+                self.problems
+                    .push(format!("the query equal to id {id} found {:?} first", top.0));
             }
             println!(
                 " 6. search k=10 {metric:?} for the vector of id {id}: top hit {:?} (score {:.6}) in {}{}",
@@ -284,7 +357,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 if ok { "" } else { "  <-- WRONG" }
             );
         }
-        let query = vector_of(vectors + 7);
+        let query = vector_of(self.vectors + 7);
         let t = Instant::now();
         let hits = store
             .search(&query, 5, Metric::Cosine)
@@ -298,90 +371,135 @@ pub fn run(args: Args) -> Result<(), Failure> {
             ms(took)
         );
         times.sort();
-        summary.add(
+        self.summary.add(
             format!("exact search, k=10, {present} vectors"),
             format!("median {}", ms(times[times.len() / 2])),
         );
+        Ok(())
     }
 
-    // 7. Checkpoint.
-    let t = Instant::now();
-    let checkpoint = store
-        .checkpoint()
-        .map_err(|e| Failure::from_error("checkpointing", e))?;
-    println!(" 7. checkpoint at LSN {checkpoint} in {}", ms(t.elapsed()));
-    store
-        .close()
-        .map_err(|e| Failure::from_error(format!("closing {}", store_dir.display()), e))?;
+    /// Step 7: checkpoints the store, then closes it.
+    fn checkpoint_and_close(&self, store: Store) -> Result<(), Failure> {
+        let t = Instant::now();
+        let checkpoint = store
+            .checkpoint()
+            .map_err(|e| Failure::from_error("checkpointing", e))?;
+        println!(" 7. checkpoint at LSN {checkpoint} in {}", ms(t.elapsed()));
+        store
+            .close()
+            .map_err(|e| Failure::from_error(format!("closing {}", self.store_dir.display()), e))
+    }
 
-    // 8. Point-in-time restore to the commit of an earlier batch.
-    let half = import.acks.len() / 2;
-    if half == 0 {
-        println!(" 8. restore skipped: fewer than two batches were acknowledged");
-    } else {
+    /// Step 8: a point-in-time restore to the commit of an earlier batch, compared with it.
+    fn restore_earlier_batch(&mut self, import: &ImportRun, present: u64) {
+        let half = import.acks.len() / 2;
+        if half == 0 {
+            println!(" 8. restore skipped: fewer than two batches were acknowledged");
+            return;
+        }
         let (count, lsn) = import.acks[half - 1];
-        match restore_and_compare(&store_dir, &restored_dir, lsn, count, present) {
+        match restore_and_compare(&self.store_dir, &self.restored_dir, lsn, count, present) {
             Ok(line) => {
                 println!(" 8. {line}");
-                summary.add(
+                self.summary.add(
                     format!("restore to LSN {lsn} (batch {half})"),
                     format!("{count} vectors, as expected"),
                 );
             }
             Err(reason) => {
                 println!(" 8. restore to LSN {lsn} FAILED: {reason}");
-                summary.add(format!("restore to LSN {lsn} (batch {half})"), "FAILED");
-                problems.push(format!("restore: {reason}"));
+                self.summary
+                    .add(format!("restore to LSN {lsn} (batch {half})"), "FAILED");
+                self.problems.push(format!("restore: {reason}"));
             }
         }
     }
 
-    // 9. Verify.
-    let t = Instant::now();
-    match super::verify::verify_store(&store_dir, false) {
-        Ok(report) => {
-            let verdict = if report.clean() {
-                "clean".to_string()
-            } else {
-                problems.push(format!(
-                    "verify: {}",
-                    report.problems.first().map(|p| p.describe()).unwrap_or_default()
-                ));
-                format!("{} failures", report.failures())
-            };
-            println!(
-                " 9. verify: {verdict}: {} log records, {} catalog and {} vector pages checked in {:.2} s",
-                report.wal_records,
-                report.catalog_pages,
-                report.vector_pages,
-                t.elapsed().as_secs_f64()
-            );
-            summary.add("verify (every checksum)", verdict);
+    /// Step 9: verifies every checksum of the store.
+    fn verify_checksums(&mut self) {
+        let t = Instant::now();
+        match super::verify::verify_store(&self.store_dir, false) {
+            Ok(report) => {
+                let verdict = if report.clean() {
+                    "clean".to_string()
+                } else {
+                    self.problems.push(format!(
+                        "verify: {}",
+                        report.problems.first().map(|p| p.describe()).unwrap_or_default()
+                    ));
+                    format!("{} failures", report.failures())
+                };
+                println!(
+                    " 9. verify: {verdict}: {} log records, {} catalog and {} vector pages checked in {:.2} s",
+                    report.wal_records,
+                    report.catalog_pages,
+                    report.vector_pages,
+                    t.elapsed().as_secs_f64()
+                );
+                self.summary.add("verify (every checksum)", verdict);
+            }
+            Err(failure) => self.problems.push(format!("verify: {}", failure.message)),
         }
-        Err(failure) => problems.push(format!("verify: {}", failure.message)),
     }
 
-    let _ = std::fs::remove_file(&npy);
-    summary.add("wall time", format!("{:.1} s", started.elapsed().as_secs_f64()));
-    println!();
-    summary.print();
-    println!(
-        "The stores are left in {} (vectors.npy was removed): try `vellum stats {}` or `vellum wal-dump {} | tail`; \
-         remove them with `rm -r {}`.",
-        base.display(),
-        store_dir.display(),
-        store_dir.display(),
-        base.display()
-    );
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(demo_failure(format!(
-            "the demo found {} problems: {}",
-            problems.len(),
-            problems.join("; ")
-        )))
+    /// Removes the .npy file, prints the summary and where the stores are; fails if a step
+    /// found a problem.
+    fn finish(mut self, started: Instant) -> Result<(), Failure> {
+        let (base, store_dir, problems) = (&self.base, &self.store_dir, &self.problems);
+        let _ = std::fs::remove_file(&self.npy);
+        self.summary
+            .add("wall time", format!("{:.1} s", started.elapsed().as_secs_f64()));
+        println!();
+        self.summary.print();
+        println!(
+            "The stores are left in {} (vectors.npy was removed): try `vellum stats {}` or `vellum wal-dump {} | tail`; \
+             remove them with `rm -r {}`.",
+            base.display(),
+            store_dir.display(),
+            store_dir.display(),
+            base.display()
+        );
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(demo_failure(format!(
+                "the demo found {} problems: {}",
+                problems.len(),
+                problems.join("; ")
+            )))
+        }
     }
+}
+
+/// Counts the ids below `check_upto` whose vector differs from the generator's, and those
+/// missing; returns (mismatched, missing).
+fn count_mismatched_and_missing(store: &Store, check_upto: u64) -> Result<(u64, u64), Failure> {
+    let mut mismatched = 0u64;
+    let mut missing = 0u64;
+    for id in 0..check_upto {
+        match store.get(&id.to_string()) {
+            Ok(Some(found)) => {
+                let expected = vector_of(id);
+                if found.len() != DIMENSION || found.iter().zip(&expected).any(|(a, b)| a.to_bits() != b.to_bits()) {
+                    mismatched += 1;
+                }
+            }
+            Ok(None) => missing += 1,
+            Err(e) => return Err(Failure::from_error(format!("reading id {id}"), e)),
+        }
+    }
+    Ok((mismatched, missing))
+}
+
+/// Counts the ids in `ids` the store holds.
+fn count_present(store: &Store, ids: std::ops::Range<u64>) -> u64 {
+    let mut extra = 0u64;
+    for id in ids {
+        if matches!(store.get(&id.to_string()), Ok(Some(_))) {
+            extra += 1;
+        }
+    }
+    extra
 }
 
 /// Writes `count` demo vectors as a float32 .npy file.

@@ -125,27 +125,10 @@ fn catch_stop_signals() -> Result<(), Failure> {
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
-    let format = match args.format.or_else(|| Format::from_path(&args.file)) {
-        Some(format) => format,
-        None => {
-            return Err(Failure::usage(format!(
-                "cannot tell the format of {} from its extension; pass --format jsonl, fvecs or npy",
-                args.file.display()
-            )));
-        }
-    };
+    let format = input_format(&args)?;
     let sync = args.sync.mode()?;
     catch_stop_signals()?;
-    let store = if args.stored_writes {
-        let options = vellum::Options {
-            archive: false,
-            stored_writes: true,
-            ..super::common::base_options()
-        };
-        open_store_with(&args.dir, sync, options)?
-    } else {
-        open_store(&args.dir, sync)?
-    };
+    let store = open_for_import(&args, sync)?;
     let (source, total_bytes) = input::open(&args.file, format, store.dimension())?;
     let bar = match total_bytes {
         Some(total) => progress_bar(total, "importing", true),
@@ -166,21 +149,61 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let closed = store
         .close()
         .map_err(|e| Failure::from_error(format!("closing {}", args.dir.display()), e));
-    let committed = match (outcome, closed) {
-        (Ok(committed), Ok(())) => committed,
+    let committed = committed_once_closed(outcome, closed, &mut acks)?;
+    acks.release(Lsn(u64::MAX))?;
+    report_end(&args, &acks, committed, started)
+}
+
+/// The input's format: `--format`, else the one its file name's extension says.
+fn input_format(args: &Args) -> Result<Format, Failure> {
+    match args.format.or_else(|| Format::from_path(&args.file)) {
+        Some(format) => Ok(format),
+        None => Err(Failure::usage(format!(
+            "cannot tell the format of {} from its extension; pass --format jsonl, fvecs or npy",
+            args.file.display()
+        ))),
+    }
+}
+
+/// Opens the store to import into (without its archive and with stored writes under
+/// `--stored-writes`).
+fn open_for_import(args: &Args, sync: SyncMode) -> Result<Store, Failure> {
+    if args.stored_writes {
+        let options = vellum::Options {
+            archive: false,
+            stored_writes: true,
+            ..super::common::base_options()
+        };
+        open_store_with(&args.dir, sync, options)
+    } else {
+        open_store(&args.dir, sync)
+    }
+}
+
+/// The records the import committed, given how it ended (`outcome`) and how the store's close
+/// did; a failure of either is the error, after the acknowledgements due if the close succeeded.
+fn committed_once_closed(
+    outcome: Result<u64, Failure>,
+    closed: Result<(), Failure>,
+    acks: &mut Acks,
+) -> Result<u64, Failure> {
+    match (outcome, closed) {
+        (Ok(committed), Ok(())) => Ok(committed),
         (Err(failure), Ok(())) => {
             acks.release(Lsn(u64::MAX))?;
-            return Err(failure);
+            Err(failure)
         }
-        (Ok(_), Err(close)) => return Err(close),
-        (Err(failure), Err(close)) => {
-            return Err(Failure::new(
-                close.code,
-                format!("{} (after: {})", close.message, failure.message),
-            ));
-        }
-    };
-    acks.release(Lsn(u64::MAX))?;
+        (Ok(_), Err(close)) => Err(close),
+        (Err(failure), Err(close)) => Err(Failure::new(
+            close.code,
+            format!("{} (after: {})", close.message, failure.message),
+        )),
+    }
+}
+
+/// Reports how the import ended: an error naming the stop signal if one stopped it, else
+/// (without acknowledgements) a line with the records imported and the rate.
+fn report_end(args: &Args, acks: &Acks, committed: u64, started: Instant) -> Result<(), Failure> {
     if let Some(signal) = stop_signal() {
         let name = if signal == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
         return Err(Failure::new(

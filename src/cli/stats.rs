@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 use vellum::format::control::Control;
 use vellum::format::{FORMAT_VERSION_MAJOR, FORMAT_VERSION_MINOR};
+use vellum::{IndexInfo, LogInfo, RecoveryReport, Store};
 
 use super::common::{Failure, dir_usage, human_bytes, open_store_read_only, print_json, recovery_json, rfc3339_us};
 
@@ -92,6 +93,24 @@ fn checkpoint_json(control: &Control) -> Value {
     })
 }
 
+/// What stats reads of the store and its directory while the store is open.
+struct Gathered {
+    log: LogInfo,
+    spares: Files,
+    /// Log segments released by the last checkpoint but still in `wal/`.
+    awaiting_archiver: u64,
+    catalog: Files,
+    vectors: Files,
+    doublewrite_bytes: u64,
+    archive_dir: PathBuf,
+    archive_files: u64,
+    archive_bytes: u64,
+    /// Entries of the archive directory that are no archive files.
+    unknown: Vec<String>,
+    report: RecoveryReport,
+    index: Option<IndexInfo>,
+}
+
 pub fn run(args: Args) -> Result<(), Failure> {
     let dir = &args.dir;
     let before = vellum::inspect::read_control(dir)
@@ -105,14 +124,26 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let ship = super::replica::ship_json(&store);
     #[cfg(not(feature = "object-store"))]
     let ship = Value::Null;
+    let gathered = gather(dir, &before, &store)?;
+    let mut stats = stats_json(dir, &before, &store, &gathered);
+    drop(store);
+    stats["ship"] = ship;
+    if args.json {
+        print_json(&stats);
+        return Ok(());
+    }
+    print_text(dir, &before, &gathered, &stats);
+    Ok(())
+}
+
+/// Reads the log, file, archive, recovery and index figures of the open `store` in `dir`.
+fn gather(dir: &Path, before: &Control, store: &Store) -> Result<Gathered, Failure> {
     let log = store.log_info();
-    let segments = &log.segments;
-    let segment_bytes = log.segment_bytes;
     let spares = files_matching(&dir.join("wal"), |n| n.starts_with("spare-"));
     // Released by the last checkpoint (wholly before its truncation point) but still in `wal/`:
     // the archiver has not copied them yet (a session that ended without a close left them).
     let released_below = before.truncate_lsn.get() / before.segment_size_bytes.max(1);
-    let awaiting_archiver = segments.iter().filter(|&&n| n < released_below).count() as u64;
+    let awaiting_archiver = log.segments.iter().filter(|&&n| n < released_below).count() as u64;
     let catalog = files_matching(&dir.join("arena"), |n| {
         n.starts_with("catalog-") && n.ends_with(".pages")
     });
@@ -126,12 +157,32 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let unknown: Vec<String> = vellum::inspect::archive_entries(dir)
         .map(|entries| entries.unknown.iter().map(|p| p.display().to_string()).collect())
         .unwrap_or_default();
-    let page = u64::from(before.page_size_bytes);
     let report = store.recovery_report();
     let index = store
         .index_info()
         .map_err(|e| Failure::from_error(format!("reading the index of {}", dir.display()), e))?;
-    let stats = json!({
+    Ok(Gathered {
+        log,
+        spares,
+        awaiting_archiver,
+        catalog,
+        vectors,
+        doublewrite_bytes,
+        archive_dir,
+        archive_files,
+        archive_bytes,
+        unknown,
+        report,
+        index,
+    })
+}
+
+/// The stats of the open `store` in `dir` as one JSON object (README, "stats --json"), its
+/// "ship" field left for the caller.
+fn stats_json(dir: &Path, before: &Control, store: &Store, g: &Gathered) -> Value {
+    let (log, segments, spares) = (&g.log, &g.log.segments, g.spares);
+    let page = u64::from(before.page_size_bytes);
+    json!({
         "store": dir.display().to_string(),
         "store_id": format!("{:016x}", before.store_id),
         "timeline": before.timeline,
@@ -145,34 +196,34 @@ pub fn run(args: Args) -> Result<(), Failure> {
         "wal": {
             "segments": segments,
             "segment_count": segments.len(),
-            "bytes": segment_bytes,
+            "bytes": log.segment_bytes,
             "spares": spares.count,
             "spare_bytes": spares.bytes,
-            "awaiting_archiver": awaiting_archiver,
-            "awaiting_archiver_bytes": awaiting_archiver * before.segment_size_bytes,
+            "awaiting_archiver": g.awaiting_archiver,
+            "awaiting_archiver_bytes": g.awaiting_archiver * before.segment_size_bytes,
             "first_lsn": log.first_lsn.get(),
             "end_lsn": log.end_lsn.get(),
             "durable_lsn": log.durable_lsn.get(),
         },
-        "checkpoint": checkpoint_json(&before),
+        "checkpoint": checkpoint_json(before),
         "arena": {
-            "catalog_files": catalog.count,
-            "catalog_bytes": catalog.bytes,
-            "catalog_pages": catalog.bytes / page,
-            "vector_files": vectors.count,
-            "vector_bytes": vectors.bytes,
-            "vector_pages": vectors.bytes / page,
+            "catalog_files": g.catalog.count,
+            "catalog_bytes": g.catalog.bytes,
+            "catalog_pages": g.catalog.bytes / page,
+            "vector_files": g.vectors.count,
+            "vector_bytes": g.vectors.bytes,
+            "vector_pages": g.vectors.bytes / page,
         },
-        "doublewrite_bytes": doublewrite_bytes,
+        "doublewrite_bytes": g.doublewrite_bytes,
         "archive": {
-            "present": archive_dir.is_dir(),
-            "files": archive_files,
-            "bytes": archive_bytes,
-            "by_extension": archive_by_extension(&archive_dir),
-            "unknown": unknown,
+            "present": g.archive_dir.is_dir(),
+            "files": g.archive_files,
+            "bytes": g.archive_bytes,
+            "by_extension": archive_by_extension(&g.archive_dir),
+            "unknown": g.unknown,
         },
-        "recovery": recovery_json(&report),
-        "index": index.map_or(Value::Null, |i| json!({
+        "recovery": recovery_json(&g.report),
+        "index": g.index.map_or(Value::Null, |i| json!({
             "metric": format!("{:?}", i.metric).to_lowercase(),
             "m": i.m,
             "ef_construction": i.ef_construction,
@@ -183,15 +234,24 @@ pub fn run(args: Args) -> Result<(), Failure> {
             "upper_pages": i.upper_pages,
             "bytes": i.size_bytes,
         })),
-    });
-    drop(store);
-    let mut stats = stats;
-    stats["ship"] = ship;
-    if args.json {
-        print_json(&stats);
-        return Ok(());
+    })
+}
+
+/// Prints the stats as text: `s` is their JSON object (with "ship").
+fn print_text(dir: &Path, before: &Control, g: &Gathered, s: &Value) {
+    print_store_and_log(dir, before, g, s);
+    print_checkpoint(before);
+    print_files_and_index(g, s);
+    print_archive_and_shipping(g, s);
+    println!("recovery (this open):");
+    for line in g.report.to_string().lines() {
+        println!("  {line}");
     }
-    let s = &stats;
+}
+
+/// Prints the store's identity, size and geometry, and its log.
+fn print_store_and_log(dir: &Path, before: &Control, g: &Gathered, s: &Value) {
+    let (segments, spares, awaiting_archiver) = (&g.log.segments, g.spares, g.awaiting_archiver);
     println!(
         "store:        {} (id {}, timeline {})",
         dir.display(),
@@ -210,7 +270,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         "wal:          {} segments {:?} ({}), {} spares; LSN {}..{} (durable to {})",
         segments.len(),
         segments,
-        human_bytes(segment_bytes),
+        human_bytes(g.log.segment_bytes),
         spares.count,
         s["wal"]["first_lsn"],
         s["wal"]["end_lsn"],
@@ -223,6 +283,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
             human_bytes(awaiting_archiver * before.segment_size_bytes)
         );
     }
+}
+
+/// Prints the checkpoint the control file named before this open.
+fn print_checkpoint(before: &Control) {
     if before.checkpoint_lsn.is_none() {
         println!("checkpoint:   none before this open");
     } else {
@@ -235,6 +299,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
             before.truncate_lsn
         );
     }
+}
+
+/// Prints the arena's files, the doublewrite file and the index.
+fn print_files_and_index(g: &Gathered, s: &Value) {
+    let (catalog, vectors) = (g.catalog, g.vectors);
     println!(
         "arena:        {} catalog files ({}), {} vector files ({})",
         catalog.count,
@@ -242,8 +311,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
         vectors.count,
         human_bytes(vectors.bytes)
     );
-    println!("doublewrite:  {}", human_bytes(doublewrite_bytes));
-    match index {
+    println!("doublewrite:  {}", human_bytes(g.doublewrite_bytes));
+    match g.index {
         Some(i) => println!(
             "index:        HNSW, {} M {} ef_construction {} (searches: ef {}); {} vectors, {} tombstones; {} ({} node, {} upper pages)",
             s["index"]["metric"].as_str().unwrap_or(""),
@@ -262,16 +331,24 @@ pub fn run(args: Args) -> Result<(), Failure> {
         ),
         None => println!("index:        none (searches scan)"),
     }
-    if archive_dir.is_dir() {
-        println!("archive:      {archive_files} files ({})", human_bytes(archive_bytes));
-        for path in &unknown {
+}
+
+/// Prints the archive (and its entries that are no archive files) and where it ships.
+fn print_archive_and_shipping(g: &Gathered, s: &Value) {
+    if g.archive_dir.is_dir() {
+        println!(
+            "archive:      {} files ({})",
+            g.archive_files,
+            human_bytes(g.archive_bytes)
+        );
+        for path in &g.unknown {
             println!("warning:      {path} is not an archive file (ignored)");
         }
     } else {
         println!("archive:      none");
     }
-    if !stats["ship"].is_null() {
-        let ship = &stats["ship"];
+    if !s["ship"].is_null() {
+        let ship = &s["ship"];
         println!(
             "shipping:     to {} ({}): shipped to LSN {}, {} bytes ({:.1} s) behind; {} files pending{}",
             ship["url"].as_str().unwrap_or(""),
@@ -286,9 +363,4 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 .unwrap_or_default()
         );
     }
-    println!("recovery (this open):");
-    for line in report.to_string().lines() {
-        println!("  {line}");
-    }
-    Ok(())
 }

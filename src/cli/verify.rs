@@ -130,8 +130,16 @@ pub fn to_json(report: &Report) -> Value {
 pub fn print_text(report: &Report) {
     let this = report;
     println!("store: {}", this.store.display());
-    let slots: Vec<String> = this
-        .slots
+    println!("control: {}", control_slots(this).join("; "));
+    print_wal_and_arena(this);
+    print_doublewrite_and_archive(this);
+    print_findings(this);
+}
+
+/// One phrase per control file slot: valid (with its sequence), invalid or unread.
+fn control_slots(report: &Report) -> Vec<String> {
+    let this = report;
+    this.slots
         .iter()
         .enumerate()
         .map(|(i, s)| match (&s.error, s.sequence) {
@@ -142,8 +150,12 @@ pub fn print_text(report: &Report) {
             (Some(e), _) => format!("slot {i} INVALID ({e})"),
             (None, None) => format!("slot {i} unread"),
         })
-        .collect();
-    println!("control: {}", slots.join("; "));
+        .collect()
+}
+
+/// Prints what the check of the log and of the arena found (or that they were not checked).
+fn print_wal_and_arena(report: &Report) {
+    let this = report;
     if this.wal_checked {
         let end = match &this.torn_tail {
             Some((lsn, _)) => format!("torn tail at {lsn}"),
@@ -164,6 +176,11 @@ pub fn print_text(report: &Report) {
     } else {
         println!("arena: not checked");
     }
+}
+
+/// Prints what the check of the doublewrite file and of the archive found.
+fn print_doublewrite_and_archive(report: &Report) {
+    let this = report;
     if this.doublewrite_present {
         match this.doublewrite_batch_seq {
             Some(seq) => println!(
@@ -185,6 +202,11 @@ pub fn print_text(report: &Report) {
     } else {
         println!("archive: none");
     }
+}
+
+/// Prints the notes, each problem with its severity, and the verdict.
+fn print_findings(report: &Report) {
+    let this = report;
     for note in &this.notes {
         println!("note: {note}");
     }

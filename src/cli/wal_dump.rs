@@ -7,6 +7,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use indicatif::ProgressBar;
 use serde_json::{Value, json};
 use vellum::format::page::{PageId, Space};
 use vellum::format::record::{self, Edit, EditKind, Kind, Payload};
@@ -38,22 +39,36 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let dir = &args.dir;
     let dump =
         LogDump::open(dir).map_err(|e| Failure::from_error(format!("cannot read the log of {}", dir.display()), e))?;
-    let (wal, scan) = (&dump, dump.scan());
-    let page_size_bytes = dump.page_size_bytes();
-    let start = wal.first_lsn();
+    let scan = dump.scan();
+    let start = dump.first_lsn();
     let end = scan.end_lsn;
     let bar = progress_bar(end.get().saturating_sub(start.get().max(from)), "reading the log", true);
+    let undecodable = print_records(&args, &dump, from, to, &bar)?;
+    bar.finish_and_clear();
+    if let Some(torn) = &scan.torn_tail {
+        eprintln!(
+            "vellum: note: the log ends at a torn tail at LSN {} ({}); the next open erases it",
+            torn.lsn, torn.reason
+        );
+    }
+    if let Some(first) = undecodable.first() {
+        return Err(Failure::store(format!(
+            "{} records of {} have payloads that do not decode (first: {first})",
+            undecodable.len(),
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Prints the records of `dump` from LSN `from` to `to`, one a line; returns a note on each
+/// record whose payload does not decode.
+fn print_records(args: &Args, dump: &LogDump, from: u64, to: u64, bar: &ProgressBar) -> Result<Vec<String>, Failure> {
+    let page_size_bytes = dump.page_size_bytes();
+    let start = dump.first_lsn();
     let mut reader = dump.reader();
     // Lines go out in chunks, each while the progress bar (if any) is off the screen.
     let mut out = Vec::with_capacity(1 << 17);
-    let flush = |out: &mut Vec<u8>| -> Result<(), Failure> {
-        let written = bar.suspend(|| {
-            let mut stdout = std::io::stdout().lock();
-            stdout.write_all(out).and_then(|()| stdout.flush())
-        });
-        out.clear();
-        written.map_err(|e| Failure::io("writing to stdout", e))
-    };
     let mut undecodable = Vec::new();
     let mut count = 0u64;
     loop {
@@ -61,8 +76,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
             Ok(Some(rec)) => rec,
             Ok(None) => break,
             Err(e) => {
-                flush(&mut out)?;
-                return Err(Failure::from_error(format!("reading the log of {}", dir.display()), e));
+                write_chunk(&mut out, bar)?;
+                return Err(Failure::from_error(
+                    format!("reading the log of {}", args.dir.display()),
+                    e,
+                ));
             }
         };
         if rec.lsn.get() > to {
@@ -87,25 +105,21 @@ pub fn run(args: Args) -> Result<(), Failure> {
         out.extend_from_slice(line.as_bytes());
         out.push(b'\n');
         if out.len() >= 1 << 16 {
-            flush(&mut out)?;
+            write_chunk(&mut out, bar)?;
         }
     }
-    flush(&mut out)?;
-    bar.finish_and_clear();
-    if let Some(torn) = &scan.torn_tail {
-        eprintln!(
-            "vellum: note: the log ends at a torn tail at LSN {} ({}); the next open erases it",
-            torn.lsn, torn.reason
-        );
-    }
-    if let Some(first) = undecodable.first() {
-        return Err(Failure::store(format!(
-            "{} records of {} have payloads that do not decode (first: {first})",
-            undecodable.len(),
-            dir.display()
-        )));
-    }
-    Ok(())
+    write_chunk(&mut out, bar)?;
+    Ok(undecodable)
+}
+
+/// Writes the lines in `out` to stdout while `bar` is off the screen, and empties `out`.
+fn write_chunk(out: &mut Vec<u8>, bar: &ProgressBar) -> Result<(), Failure> {
+    let written = bar.suspend(|| {
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(out).and_then(|()| stdout.flush())
+    });
+    out.clear();
+    written.map_err(|e| Failure::io("writing to stdout", e))
 }
 
 fn kind_name(kind: u8) -> String {
