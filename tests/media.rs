@@ -123,6 +123,11 @@ fn reading_commands_work_on_a_read_only_bind_mount() {
         "a write on read-only media fails: {}",
         text(&insert)
     );
+    assert!(
+        text(&insert).contains("opens the store without writing"),
+        "the failure points at the commands that still work: {}",
+        text(&insert)
+    );
 }
 
 #[test]
@@ -159,6 +164,12 @@ fn reading_commands_work_for_a_user_who_may_not_write() {
         let out = as_nobody(&args);
         assert!(out.status.success(), "as nobody: vellum {args:?}: {}", text(&out));
     }
+    let delete = as_nobody(&["delete", s, "v1"]);
+    assert!(
+        !delete.status.success() && text(&delete).contains("opens the store without writing"),
+        "as nobody, a write fails and points at the commands that still work: {}",
+        text(&delete)
+    );
 }
 
 #[test]

@@ -314,7 +314,17 @@ pub fn open_store_with(dir: &Path, sync: SyncMode, options: Options) -> Result<S
     check_not_busy(dir)?;
     let options = Options { sync, ..options };
     let open = |store: vellum::Result<Store>| {
-        store.map_err(|e| Failure::from_error(format!("cannot open the store at {}", dir.display()), e))
+        store.map_err(|e| {
+            let read_only = may_not_write(&e);
+            let mut failure = Failure::from_error(format!("cannot open the store at {}", dir.display()), e);
+            if read_only {
+                failure.message.push_str(
+                    " (a command that only reads, such as get, search, list, export, stats or verify, \
+                     opens the store without writing)",
+                );
+            }
+            failure
+        })
     };
     match Store::open(dir, options) {
         // A replica (`vellum replica`) opens read-only.
@@ -323,6 +333,16 @@ pub fn open_store_with(dir: &Path, sync: SyncMode, options: Options) -> Result<S
         }
         other => open(other),
     }
+}
+
+/// Whether `error` says that this process may not write the store's files: read-only media,
+/// or a user without write permission.
+fn may_not_write(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Io { source, .. }
+            if matches!(source.kind(), std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied)
+    )
 }
 
 /// Opens the store in `dir` read-only (`Store::open_read_only`): nothing is written, a crash is
