@@ -555,8 +555,28 @@ pub struct CatalogEntry<'a> {
 /// what is wrong. The store's loader (`store::state`) decodes catalog pages with it and adds the
 /// rules that need the arena and the other pages.
 pub fn decode_catalog_page(image: &[u8]) -> Result<Vec<CatalogEntry<'_>>, String> {
-    use crate::format::meta;
+    let (slot_count, data_start) = decode_catalog_directory(image)?;
+    let mut entries = Vec::new();
+    for slot in 0..slot_count {
+        let at = CATALOG_SLOTS_OFFSET + slot as usize * CATALOG_SLOT_BYTES;
+        let Ok(entry) = CatalogSlot::read_from_bytes(&image[at..at + CATALOG_SLOT_BYTES]) else {
+            return Err(format!("slot {slot}: the directory runs past the page"));
+        };
+        let (offset, len) = (entry.offset.get(), entry.len_bytes.get());
+        if len == 0 {
+            continue;
+        }
+        entries.push(decode_catalog_entry(image, slot, offset, len, data_start)?);
+    }
+    check_catalog_entries_disjoint(&entries)?;
+    check_catalog_ids_unique(&entries)?;
+    Ok(entries)
+}
 
+/// Checks the header of the catalog page `image` and that its slot directory ends before the
+/// entry data, which ends inside the page; returns the slot count and where the entry data
+/// starts.
+fn decode_catalog_directory(image: &[u8]) -> Result<(u32, u32), String> {
     let Ok((header, _)) = PageHeader::read_from_prefix(image) else {
         return Err(format!("a page of {} bytes holds no header", image.len()));
     };
@@ -572,61 +592,81 @@ pub fn decode_catalog_page(image: &[u8]) -> Result<Vec<CatalogEntry<'_>>, String
             "slot directory ({slot_count} slots) overlaps entry data at {data_start}"
         ));
     }
-    let mut entries = Vec::new();
-    for slot in 0..slot_count {
-        let at = CATALOG_SLOTS_OFFSET + slot as usize * CATALOG_SLOT_BYTES;
-        let Ok(entry) = CatalogSlot::read_from_bytes(&image[at..at + CATALOG_SLOT_BYTES]) else {
-            return Err(format!("slot {slot}: the directory runs past the page"));
-        };
-        let (offset, len) = (entry.offset.get(), entry.len_bytes.get());
-        if len == 0 {
-            continue;
-        }
-        if offset < data_start || u64::from(offset) + u64::from(len) > page_size {
-            return Err(format!("slot {slot} points outside the entry data"));
-        }
-        let bytes = &image[offset as usize..offset as usize + len as usize];
-        let Ok((entry_header, rest)) = EntryHeader::read_from_prefix(bytes) else {
-            return Err(format!("slot {slot}: entry shorter than its header"));
-        };
-        let id_len = entry_header.id_len.get() as usize;
-        if id_len == 0 || id_len > meta::ID_MAX_BYTES || id_len > rest.len() {
-            return Err(format!("slot {slot}: id length {id_len} out of range"));
-        }
-        let id = std::str::from_utf8(&rest[..id_len]).map_err(|_| format!("slot {slot}: id is not UTF-8"))?;
-        let meta_len = entry_header.meta_len.get();
-        if meta_len as usize > meta::METADATA_MAX_BYTES {
-            return Err(format!("slot {slot}: metadata length {meta_len} out of range"));
-        }
-        if entry_header.reserved.get() != 0 {
-            return Err(format!("slot {slot}: reserved entry bytes are not zero"));
-        }
-        let inline_meta = match entry_header.flags.get() {
-            0 => {
-                let inline = &rest[id_len..];
-                if inline.len() != meta_len as usize {
-                    return Err(format!("slot {slot}: metadata length disagrees with the entry"));
-                }
-                meta::validate(inline).map_err(|r| format!("slot {slot}: {r}"))?;
-                Some(inline)
-            }
-            ENTRY_FLAG_OVERFLOW => {
-                if rest.len() != id_len {
-                    return Err(format!("slot {slot}: overflow entry has inline bytes"));
-                }
-                None
-            }
-            flags => return Err(format!("slot {slot}: unknown entry flags {flags}")),
-        };
-        entries.push(CatalogEntry {
-            slot,
-            offset,
-            len_bytes: len,
-            header: entry_header,
-            id,
-            inline_meta,
-        });
+    Ok((slot_count, data_start))
+}
+
+/// Decodes the entry of used slot `slot`, `len` bytes at `offset` of `image`: it must lie in
+/// the entry data (from `data_start` to the page end) and hold a whole header, a valid id and
+/// its metadata or none.
+fn decode_catalog_entry(
+    image: &[u8],
+    slot: u32,
+    offset: u32,
+    len: u32,
+    data_start: u32,
+) -> Result<CatalogEntry<'_>, String> {
+    use crate::format::meta;
+
+    let page_size = image.len() as u64;
+    if offset < data_start || u64::from(offset) + u64::from(len) > page_size {
+        return Err(format!("slot {slot} points outside the entry data"));
     }
+    let bytes = &image[offset as usize..offset as usize + len as usize];
+    let Ok((entry_header, rest)) = EntryHeader::read_from_prefix(bytes) else {
+        return Err(format!("slot {slot}: entry shorter than its header"));
+    };
+    let id_len = entry_header.id_len.get() as usize;
+    if id_len == 0 || id_len > meta::ID_MAX_BYTES || id_len > rest.len() {
+        return Err(format!("slot {slot}: id length {id_len} out of range"));
+    }
+    let id = std::str::from_utf8(&rest[..id_len]).map_err(|_| format!("slot {slot}: id is not UTF-8"))?;
+    let meta_len = entry_header.meta_len.get();
+    if meta_len as usize > meta::METADATA_MAX_BYTES {
+        return Err(format!("slot {slot}: metadata length {meta_len} out of range"));
+    }
+    if entry_header.reserved.get() != 0 {
+        return Err(format!("slot {slot}: reserved entry bytes are not zero"));
+    }
+    let inline_meta = decode_entry_inline_meta(&entry_header, &rest[id_len..], slot)?;
+    Ok(CatalogEntry {
+        slot,
+        offset,
+        len_bytes: len,
+        header: entry_header,
+        id,
+        inline_meta,
+    })
+}
+
+/// The inline metadata of an entry whose bytes after the id are `inline` (slot `slot`):
+/// exactly the header's `meta_len` bytes of valid encoded metadata, or none at all for an
+/// overflow entry (`None`).
+fn decode_entry_inline_meta<'a>(
+    entry_header: &EntryHeader,
+    inline: &'a [u8],
+    slot: u32,
+) -> Result<Option<&'a [u8]>, String> {
+    let meta_len = entry_header.meta_len.get();
+    match entry_header.flags.get() {
+        0 => {
+            if inline.len() != meta_len as usize {
+                return Err(format!("slot {slot}: metadata length disagrees with the entry"));
+            }
+            crate::format::meta::validate(inline).map_err(|r| format!("slot {slot}: {r}"))?;
+            Ok(Some(inline))
+        }
+        ENTRY_FLAG_OVERFLOW => {
+            if !inline.is_empty() {
+                return Err(format!("slot {slot}: overflow entry has inline bytes"));
+            }
+            Ok(None)
+        }
+        flags => Err(format!("slot {slot}: unknown entry flags {flags}")),
+    }
+}
+
+/// Checks that no two of the decoded `entries` overlap in the page.
+fn check_catalog_entries_disjoint(entries: &[CatalogEntry<'_>]) -> Result<(), String> {
     let mut extents: Vec<(u32, u32)> = entries.iter().map(|e| (e.offset, e.len_bytes)).collect();
     extents.sort_unstable();
     for pair in extents.windows(2) {
@@ -634,12 +674,17 @@ pub fn decode_catalog_page(image: &[u8]) -> Result<Vec<CatalogEntry<'_>>, String
             return Err(format!("entries overlap at offset {}", pair[1].0));
         }
     }
+    Ok(())
+}
+
+/// Checks that no id appears twice among the decoded `entries`.
+fn check_catalog_ids_unique(entries: &[CatalogEntry<'_>]) -> Result<(), String> {
     let mut ids: Vec<&str> = entries.iter().map(|e| e.id).collect();
     ids.sort_unstable();
     if let Some(pair) = ids.windows(2).find(|pair| pair[0] == pair[1]) {
         return Err(format!("id {:?} appears twice in the page", pair[0]));
     }
-    Ok(entries)
+    Ok(())
 }
 
 #[cfg(test)]

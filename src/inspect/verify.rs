@@ -381,6 +381,8 @@ fn check_control(path: &Path, report: &mut Report) -> Option<Control> {
     Some(control)
 }
 
+/// Opens the log read-only (Strict first, then as recovery would) and reads every record;
+/// records what it finds in `report`.
 fn check_wal(
     dir: &Path,
     storage: &Arc<dyn Storage>,
@@ -390,6 +392,18 @@ fn check_wal(
     bar: &dyn Progress,
 ) {
     let wal_dir = dir.join("wal");
+    let config = wal_config(geometry, control);
+    let open = |mode| Wal::open_read_only(storage.clone(), &wal_dir, config.clone(), None, mode);
+    let Some((wal, scan)) = open_wal_strict(&open, report) else {
+        return;
+    };
+    report.wal_checked = true;
+    report.wal_segments = wal.segment_numbers().len() as u64;
+    read_records(&wal, &scan, geometry, control, report, bar);
+}
+
+/// The configuration of a read-only open of the log of the store `control` describes.
+fn wal_config(geometry: Geometry, control: &Control) -> WalConfig {
     let config = WalConfig::new(
         geometry,
         LogIdentity {
@@ -398,12 +412,19 @@ fn check_wal(
         },
         SyncMode::Never,
     );
-    let config = WalConfig {
+    WalConfig {
         required_files: control.extent.is_some(),
         ..config
-    };
-    let open = |mode| Wal::open_read_only(storage.clone(), &wal_dir, config.clone(), None, mode);
-    let (wal, scan) = match open(RecoveryMode::Strict) {
+    }
+}
+
+/// Opens the log as `RecoveryMode::Strict` (a torn tail is a warning); if Strict refuses it,
+/// falls back to [`open_wal_tolerant`]. `None`: no mode opens it.
+fn open_wal_strict(
+    open: &impl Fn(RecoveryMode) -> Result<(Wal, ScanReport)>,
+    report: &mut Report,
+) -> Option<(Wal, ScanReport)> {
+    match open(RecoveryMode::Strict) {
         Ok((wal, scan)) => {
             if let Some(torn) = &scan.torn_tail {
                 report.torn_tail = Some((torn.lsn.get(), torn.reason.clone()));
@@ -419,52 +440,65 @@ fn check_wal(
                     .lsn(Some(torn.lsn)),
                 );
             }
-            (wal, scan)
+            Some((wal, scan))
         }
-        Err(strict) => match open(RecoveryMode::TolerateTornTail) {
-            // Strict refuses a tail followed by valid records that prove nothing; recovery
-            // under the default mode accepts it as torn: a warning, not damage.
-            Ok((wal, scan)) if scan.torn_tail.is_some() => {
-                let torn = scan.torn_tail.clone().expect("checked");
-                report.torn_tail = Some((torn.lsn.get(), torn.reason.clone()));
-                report.warn(
-                    Problem::new(
-                        Severity::Warning,
-                        "wal",
-                        format!(
-                            "torn tail followed by records that were never proven durable ({}); \
-                             the next open erases it, a Strict open refuses it: {strict}",
-                            torn.reason
-                        ),
-                    )
-                    .lsn(Some(torn.lsn)),
-                );
-                (wal, scan)
-            }
-            _ => {
-                report.fail(wal_problem(strict));
-                match open(RecoveryMode::SkipCorrupted) {
-                    Ok((wal, scan)) => {
-                        for skip in &scan.skipped {
-                            report.fail(
-                                Problem::new(
-                                    Severity::Failure,
-                                    "wal",
-                                    format!("damaged log up to LSN {}: {}", skip.to, skip.reason),
-                                )
-                                .lsn(Some(skip.from)),
-                            );
-                        }
-                        (wal, scan)
-                    }
-                    Err(_) => return,
-                }
-            }
-        },
-    };
-    report.wal_checked = true;
-    report.wal_segments = wal.segment_numbers().len() as u64;
-    read_records(&wal, &scan, geometry, control, report, bar);
+        Err(strict) => open_wal_tolerant(open, strict, report),
+    }
+}
+
+/// Opens the log Strict refused (with `strict`) as `RecoveryMode::TolerateTornTail`: a torn
+/// tail there is a warning; anything else is a failure, and the log is then read as
+/// [`open_wal_skipping`] opens it.
+fn open_wal_tolerant(
+    open: &impl Fn(RecoveryMode) -> Result<(Wal, ScanReport)>,
+    strict: Error,
+    report: &mut Report,
+) -> Option<(Wal, ScanReport)> {
+    match open(RecoveryMode::TolerateTornTail) {
+        // Strict refuses a tail followed by valid records that prove nothing; recovery
+        // under the default mode accepts it as torn: a warning, not damage.
+        Ok((wal, scan)) if scan.torn_tail.is_some() => {
+            let torn = scan.torn_tail.clone().expect("checked");
+            report.torn_tail = Some((torn.lsn.get(), torn.reason.clone()));
+            report.warn(
+                Problem::new(
+                    Severity::Warning,
+                    "wal",
+                    format!(
+                        "torn tail followed by records that were never proven durable ({}); \
+                         the next open erases it, a Strict open refuses it: {strict}",
+                        torn.reason
+                    ),
+                )
+                .lsn(Some(torn.lsn)),
+            );
+            Some((wal, scan))
+        }
+        _ => {
+            report.fail(wal_problem(strict));
+            open_wal_skipping(open, report)
+        }
+    }
+}
+
+/// Opens a damaged log as `RecoveryMode::SkipCorrupted`, each range it skips a failure.
+/// `None`: even that open is refused.
+fn open_wal_skipping(
+    open: &impl Fn(RecoveryMode) -> Result<(Wal, ScanReport)>,
+    report: &mut Report,
+) -> Option<(Wal, ScanReport)> {
+    let (wal, scan) = open(RecoveryMode::SkipCorrupted).ok()?;
+    for skip in &scan.skipped {
+        report.fail(
+            Problem::new(
+                Severity::Failure,
+                "wal",
+                format!("damaged log up to LSN {}: {}", skip.to, skip.reason),
+            )
+            .lsn(Some(skip.from)),
+        );
+    }
+    Some((wal, scan))
 }
 
 /// Reads and decodes every record (their checksums are checked as they are read).
@@ -543,6 +577,8 @@ fn relative(path: &Path) -> String {
         .join("/")
 }
 
+/// Opens the arena read-only and checks every page as it is in its file; records what it
+/// finds in `report`.
 fn check_arena(
     dir: &Path,
     storage: &Arc<dyn Storage>,
@@ -557,30 +593,11 @@ fn check_arena(
         return;
     }
     let page_size = geometry.page_size_bytes;
-    let how = ArenaOpen {
-        store_id: control.store_id,
-        read_only: true,
-        files_min: control.extent.map_or([0, 0], |e| e.files),
-    };
-    let arena = match Arena::open(storage.clone(), &arena_dir, page_size, geometry.segment_size_bytes, how) {
-        Ok(arena) => arena,
-        Err(e) => {
-            let problem = match e {
-                Error::Corrupted {
-                    file: Some(file),
-                    reason,
-                    ..
-                } => Problem::new(Severity::Failure, "arena", reason).file(relative(&file)),
-                other => Problem::new(Severity::Failure, "arena", other.to_string()),
-            };
-            report.fail(problem);
-            return;
-        }
+    let Some(arena) = open_arena(&arena_dir, storage, geometry, control, report) else {
+        return;
     };
     let intact_copies = check_doublewrite(dir, storage, page_size, control, report);
-    let in_use = control.extent.map_or([0, 0], |e| e.pages);
     report.arena_checked = true;
-    let pages_per_file = geometry.segment_size_bytes / geometry.page_bytes();
     let total_pages = arena.page_count(Space::Catalog) + arena.page_count(Space::Vector);
     bar.phase("verifying pages", total_pages * geometry.page_bytes());
     let mut done = 0u64;
@@ -592,41 +609,93 @@ fn check_arena(
         }
         for n in 0..count {
             let id = PageId::new(space, n);
-            let file = format!("arena/{}", arena_file_name(space, n / pages_per_file));
             done += 1;
             if done.is_multiple_of(1024) {
                 bar.position(done * geometry.page_bytes());
             }
-            let image = match arena.read_page_from_file(id) {
-                Ok(image) => image,
-                Err(e) => {
-                    report.damaged_pages += 1;
-                    report.fail(Problem {
-                        page: Some(n % pages_per_file),
-                        ..Problem::new(Severity::Failure, "arena", e.to_string()).file(file)
-                    });
-                    continue;
-                }
-            };
-            let reason = crate::format::page::check_page(&image, id)
-                .or_else(|| crate::format::page::check_owner(&image, id, control.store_id))
-                .or_else(|| {
-                    (n < in_use[space.index()] && crate::format::page::is_all_zero(&image))
-                        .then(|| format!("{id} is empty, but the store had initialised it (its contents were lost)"))
-                });
-            if let Some(reason) = reason {
-                report.damaged_pages += 1;
-                let note = if intact_copies.contains(&id) {
-                    " (DOUBLEWRITE holds an intact copy: the next open repairs it)"
-                } else {
-                    ""
-                };
-                report.fail(Problem {
-                    page: Some(n % pages_per_file),
-                    ..Problem::new(Severity::Failure, "arena", format!("{reason}{note}")).file(file)
-                });
-            }
+            check_arena_page(&arena, id, geometry, control, &intact_copies, report);
         }
+    }
+}
+
+/// Opens the arena in `arena_dir` read-only; `None` (a failure in `report`) if it is refused.
+fn open_arena(
+    arena_dir: &Path,
+    storage: &Arc<dyn Storage>,
+    geometry: Geometry,
+    control: &Control,
+    report: &mut Report,
+) -> Option<Arena> {
+    let how = ArenaOpen {
+        store_id: control.store_id,
+        read_only: true,
+        files_min: control.extent.map_or([0, 0], |e| e.files),
+    };
+    match Arena::open(
+        storage.clone(),
+        arena_dir,
+        geometry.page_size_bytes,
+        geometry.segment_size_bytes,
+        how,
+    ) {
+        Ok(arena) => Some(arena),
+        Err(e) => {
+            let problem = match e {
+                Error::Corrupted {
+                    file: Some(file),
+                    reason,
+                    ..
+                } => Problem::new(Severity::Failure, "arena", reason).file(relative(&file)),
+                other => Problem::new(Severity::Failure, "arena", other.to_string()),
+            };
+            report.fail(problem);
+            None
+        }
+    }
+}
+
+/// Reads page `id` from its file and checks it (checksum, identity, owner, and that a page
+/// the store had initialised is not empty); each finding is a damaged page in `report`.
+fn check_arena_page(
+    arena: &Arena,
+    id: PageId,
+    geometry: Geometry,
+    control: &Control,
+    intact_copies: &[PageId],
+    report: &mut Report,
+) {
+    let (space, n) = (id.space(), id.page_no());
+    let in_use = control.extent.map_or([0, 0], |e| e.pages);
+    let pages_per_file = geometry.segment_size_bytes / geometry.page_bytes();
+    let file = format!("arena/{}", arena_file_name(space, n / pages_per_file));
+    let image = match arena.read_page_from_file(id) {
+        Ok(image) => image,
+        Err(e) => {
+            report.damaged_pages += 1;
+            report.fail(Problem {
+                page: Some(n % pages_per_file),
+                ..Problem::new(Severity::Failure, "arena", e.to_string()).file(file)
+            });
+            return;
+        }
+    };
+    let reason = crate::format::page::check_page(&image, id)
+        .or_else(|| crate::format::page::check_owner(&image, id, control.store_id))
+        .or_else(|| {
+            (n < in_use[space.index()] && crate::format::page::is_all_zero(&image))
+                .then(|| format!("{id} is empty, but the store had initialised it (its contents were lost)"))
+        });
+    if let Some(reason) = reason {
+        report.damaged_pages += 1;
+        let note = if intact_copies.contains(&id) {
+            " (DOUBLEWRITE holds an intact copy: the next open repairs it)"
+        } else {
+            ""
+        };
+        report.fail(Problem {
+            page: Some(n % pages_per_file),
+            ..Problem::new(Severity::Failure, "arena", format!("{reason}{note}")).file(file)
+        });
     }
 }
 

@@ -24,12 +24,36 @@ pub(super) fn search(
 ) -> Result<Vec<(String, f32)>> {
     check_query(inner, query, k)?;
     let _pin = inner.epochs.pin();
-    let layout = inner.layout;
-    let slots_per_page = layout.slots_per_page as usize;
     let kernels = Kernels::detect();
     let prepared = Query::new(&kernels, query);
-    let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
-    let mut found: HashMap<usize, EntryPlace> = HashMap::new();
+    let score = |vector: &[f32]| score_key(&kernels, metric, &prepared, vector);
+    let mut best = Best {
+        k,
+        heap: BinaryHeap::with_capacity(k + 1),
+        found: HashMap::new(),
+    };
+    scan_vector_pages(inner, filter, &score, &mut best)?;
+    score_hidden_values(inner, filter, &score, &mut best)?;
+    resolve(inner, best.heap, &best.found, metric)
+}
+
+/// The best `k` candidates a search has scored so far, and where each one's entry lies.
+struct Best {
+    k: usize,
+    heap: BinaryHeap<Candidate>,
+    found: HashMap<usize, EntryPlace>,
+}
+
+/// Scores every committed vector of the vector pages, in place (each page's owner table copied
+/// under its latch), except the slots the running transaction wrote; keeps the best in `best`.
+fn scan_vector_pages(
+    inner: &Inner,
+    filter: Option<(&str, &str)>,
+    score: &impl Fn(&[f32]) -> f64,
+    best: &mut Best,
+) -> Result<()> {
+    let layout = inner.layout;
+    let slots_per_page = layout.slots_per_page as usize;
     let mut owners = vec![0u64; slots_per_page];
     for page_no in 0..inner.arena.page_count(Space::Vector) {
         let page = PageId::new(Space::Vector, page_no);
@@ -58,29 +82,43 @@ pub(super) fn search(
             // aligned, inside the arena mapping; no writer touches it and the pin keeps it.
             let vector = unsafe { std::slice::from_raw_parts(start, inner.dimension as usize) };
             let candidate = Candidate {
-                key: score_key(&kernels, metric, &prepared, vector),
+                key: score(vector),
                 global_slot: page_no as usize * slots_per_page + slot,
             };
-            if heap.len() < k || heap.peek().is_some_and(|worst| candidate < *worst) {
-                found.insert(candidate.global_slot, place);
-                push(&mut heap, k, candidate);
+            if best.heap.len() < best.k || best.heap.peek().is_some_and(|worst| candidate < *worst) {
+                best.found.insert(candidate.global_slot, place);
+                push(&mut best.heap, best.k, candidate);
             }
         }
     }
+    Ok(())
+}
+
+/// Scores the vectors the running transaction replaced or deleted (committed state the mask
+/// holds); keeps the best in `best`.
+fn score_hidden_values(
+    inner: &Inner,
+    filter: Option<(&str, &str)>,
+    score: &impl Fn(&[f32]) -> f64,
+    best: &mut Best,
+) -> Result<()> {
+    let layout = inner.layout;
+    let slots_per_page = layout.slots_per_page as usize;
     for value in inner.mask.hidden_values() {
         let entry = read_entry(&inner.arena, &layout, &value)?;
         if filter.is_some_and(|(k, v)| !has_pair(inner, &entry, k, v)) {
             continue;
         }
-        // SAFETY: as above: the slot of an entry the running transaction replaced or deleted,
-        // still committed state; it is freed only after the commit and this pin.
+        // SAFETY: as in `scan_vector_pages`: the slot of an entry the running transaction
+        // replaced or deleted, still committed state; it is freed only after the commit and
+        // the search's pin.
         let vector = unsafe { std::slice::from_raw_parts(entry.vector, inner.dimension as usize) };
         let global_slot = value.vector_page.get() as usize * slots_per_page + value.vector_slot.get() as usize;
         let candidate = Candidate {
-            key: score_key(&kernels, metric, &prepared, vector),
+            key: score(vector),
             global_slot,
         };
-        found.insert(
+        best.found.insert(
             global_slot,
             EntryPlace {
                 catalog_page: u64::from(value.catalog_page.get()),
@@ -89,9 +127,9 @@ pub(super) fn search(
                 vector_slot: value.vector_slot.get(),
             },
         );
-        push(&mut heap, k, candidate);
+        push(&mut best.heap, best.k, candidate);
     }
-    resolve(inner, heap, &found, metric)
+    Ok(())
 }
 
 /// Copies the owner table of vector page `page` under its latch; false if the page holds no

@@ -345,16 +345,7 @@ fn check_owners(image: &[u8], header: &PageHeader) {
 /// clean.
 fn check_in_store(image: &[u8]) -> bool {
     let base = arena_base();
-    let header = PageHeader::read_from_prefix(image).expect("a page holds a header").0;
-    let target = match base.pages.get(usize::from(header.kind)).filter(|p| !p.is_empty()) {
-        Some(pages) => pages[usize::from(header.reserved0) % pages.len()],
-        None => PageId::new(Space::Catalog, header.page_id.get() % base.catalog_pages),
-    };
-    let mut placed = image.to_vec();
-    placed[5] = 0;
-    placed[page::PAGE_ID_OFFSET..page::PAGE_ID_OFFSET + 8].copy_from_slice(&target.0.to_le_bytes());
-    placed[page::PAGE_STORE_ID_OFFSET..page::PAGE_STORE_ID_OFFSET + 8].fill(0);
-    page::seal(&mut placed);
+    let (target, placed) = place_page(base, image);
     let sim = base.disk.reboot_with_seed(7);
     let (path, offset) = page_place(target);
     sim.damage(&path, offset, &placed)
@@ -394,6 +385,32 @@ fn check_in_store(image: &[u8]) -> bool {
             "len is not the index's count"
         );
     }
+    check_writes_and_reopen(store, &sim, &ids, clean);
+    clean
+}
+
+/// The page of the base store that `image` replaces (by its kind and its reserved byte, or its
+/// page id for a kind the store has none of), and `image` made that page: its id, a zero
+/// store id and byte 5, sealed.
+fn place_page(base: &ArenaBase, image: &[u8]) -> (PageId, Vec<u8>) {
+    let header = PageHeader::read_from_prefix(image).expect("a page holds a header").0;
+    let target = match base.pages.get(usize::from(header.kind)).filter(|p| !p.is_empty()) {
+        Some(pages) => pages[usize::from(header.reserved0) % pages.len()],
+        None => PageId::new(Space::Catalog, header.page_id.get() % base.catalog_pages),
+    };
+    let mut placed = image.to_vec();
+    placed[5] = 0;
+    placed[page::PAGE_ID_OFFSET..page::PAGE_ID_OFFSET + 8].copy_from_slice(&target.0.to_le_bytes());
+    placed[page::PAGE_STORE_ID_OFFSET..page::PAGE_STORE_ID_OFFSET + 8].fill(0);
+    page::seal(&mut placed);
+    (target, placed)
+}
+
+/// Writes to the store holding the placed page (an upsert, and a delete and upsert of one of
+/// `ids`) and checkpoints; a store whose index checked `clean` must take them and stay
+/// clean. Then `get` of every id, and, if the writes and a close succeeded, the same after
+/// a reopen.
+fn check_writes_and_reopen(store: Store, sim: &SimStorage, ids: &[String], clean: bool) {
     let written = (|| -> crate::Result<()> {
         let mut tx = store.begin()?;
         tx.upsert("fresh", &vector_of(9), &[("k", "fresh")])?;
@@ -413,19 +430,18 @@ fn check_in_store(image: &[u8]) -> bool {
             panic!("a write left a clean index damaged: {e}");
         }
     }
-    probe_all(&store, &ids, None);
+    probe_all(&store, ids, None);
     if written.is_ok() && store.close().is_ok() {
-        match Store::open(STORE_DIR, store_options(&sim, RecoveryMode::Strict, SyncMode::Always)) {
+        match Store::open(STORE_DIR, store_options(sim, RecoveryMode::Strict, SyncMode::Always)) {
             Ok(store) => {
                 if clean && let Err(e) = check_index(&store) {
                     panic!("a clean index is damaged after a close and an open: {e}");
                 }
-                probe_all(&store, &ids, None);
+                probe_all(&store, ids, None);
             }
             Err(e) => panic!("a store that opened, took writes and closed cleanly does not reopen: {e}"),
         }
     }
-    clean
 }
 
 /// `get` of every id: a vector of the store's dimension, `None` or an error, never a panic.

@@ -271,61 +271,16 @@ fn mutate(files: &mut BTreeMap<PathBuf, Vec<u8>>, mutation: &Mutation, geometry:
         return;
     }
     let pick = |file: u8| paths[usize::from(file) % paths.len()].clone();
-    let at = |bytes: &[u8], offset: u32| (offset as usize).checked_rem(bytes.len());
-    let page_range = |bytes: &[u8], page: u16| {
-        let pages = bytes.len() / PAGE_BYTES;
-        (pages > 0).then(|| {
-            let start = usize::from(page) % pages * PAGE_BYTES;
-            start..start + PAGE_BYTES
-        })
-    };
     match *mutation {
-        Mutation::FlipBit { file, offset, bit } => {
+        Mutation::FlipBit { file, .. }
+        | Mutation::SetByte { file, .. }
+        | Mutation::SetU32 { file, .. }
+        | Mutation::SetU64 { file, .. }
+        | Mutation::Truncate { file, .. }
+        | Mutation::ZeroPage { file, .. }
+        | Mutation::SwapPages { file, .. } => {
             let bytes = files.get_mut(&pick(file)).expect("picked");
-            if let Some(i) = at(bytes, offset) {
-                bytes[i] ^= 1 << (bit % 8);
-            }
-        }
-        Mutation::SetByte { file, offset, value } => {
-            let bytes = files.get_mut(&pick(file)).expect("picked");
-            if let Some(i) = at(bytes, offset) {
-                bytes[i] = value;
-            }
-        }
-        Mutation::SetU32 { file, offset, value } => {
-            let bytes = files.get_mut(&pick(file)).expect("picked");
-            if let Some(i) = at(bytes, offset) {
-                let n = (bytes.len() - i).min(4);
-                bytes[i..i + n].copy_from_slice(&value.to_le_bytes()[..n]);
-            }
-        }
-        Mutation::SetU64 { file, offset, value } => {
-            let bytes = files.get_mut(&pick(file)).expect("picked");
-            if let Some(i) = at(bytes, offset) {
-                let n = (bytes.len() - i).min(8);
-                bytes[i..i + n].copy_from_slice(&value.to_le_bytes()[..n]);
-            }
-        }
-        Mutation::Truncate { file, len } => {
-            let bytes = files.get_mut(&pick(file)).expect("picked");
-            let len = len as usize % (bytes.len() + 1);
-            bytes.truncate(len);
-        }
-        Mutation::ZeroPage { file, page } => {
-            let bytes = files.get_mut(&pick(file)).expect("picked");
-            if let Some(range) = page_range(bytes, page) {
-                bytes[range].fill(0);
-            }
-        }
-        Mutation::SwapPages { file, a, b } => {
-            let bytes = files.get_mut(&pick(file)).expect("picked");
-            if let (Some(a), Some(b)) = (page_range(bytes, a), page_range(bytes, b))
-                && a != b
-            {
-                let copy = bytes[a.clone()].to_vec();
-                bytes.copy_within(b.clone(), a.start);
-                bytes[b].copy_from_slice(&copy);
-            }
+            mutate_file(bytes, mutation);
         }
         Mutation::CopyPage { from, page, to, at } => {
             let source = &files[&pick(from)];
@@ -345,6 +300,69 @@ fn mutate(files: &mut BTreeMap<PathBuf, Vec<u8>>, mutation: &Mutation, geometry:
             reseal(&path, bytes, page, geometry);
         }
     }
+}
+
+/// Applies a mutation of one file's bytes to `bytes`, the file it picked.
+fn mutate_file(bytes: &mut Vec<u8>, mutation: &Mutation) {
+    match *mutation {
+        Mutation::FlipBit { offset, bit, .. } => {
+            if let Some(i) = byte_index(bytes, offset) {
+                bytes[i] ^= 1 << (bit % 8);
+            }
+        }
+        Mutation::SetByte { offset, value, .. } => {
+            if let Some(i) = byte_index(bytes, offset) {
+                bytes[i] = value;
+            }
+        }
+        Mutation::SetU32 { offset, value, .. } => {
+            if let Some(i) = byte_index(bytes, offset) {
+                let n = (bytes.len() - i).min(4);
+                bytes[i..i + n].copy_from_slice(&value.to_le_bytes()[..n]);
+            }
+        }
+        Mutation::SetU64 { offset, value, .. } => {
+            if let Some(i) = byte_index(bytes, offset) {
+                let n = (bytes.len() - i).min(8);
+                bytes[i..i + n].copy_from_slice(&value.to_le_bytes()[..n]);
+            }
+        }
+        Mutation::Truncate { len, .. } => {
+            let len = len as usize % (bytes.len() + 1);
+            bytes.truncate(len);
+        }
+        Mutation::ZeroPage { page, .. } => {
+            if let Some(range) = page_range(bytes, page) {
+                bytes[range].fill(0);
+            }
+        }
+        Mutation::SwapPages { a, b, .. } => {
+            if let (Some(a), Some(b)) = (page_range(bytes, a), page_range(bytes, b))
+                && a != b
+            {
+                let copy = bytes[a.clone()].to_vec();
+                bytes.copy_within(b.clone(), a.start);
+                bytes[b].copy_from_slice(&copy);
+            }
+        }
+        Mutation::CopyPage { .. } | Mutation::Remove { .. } | Mutation::Reseal { .. } => {
+            unreachable!("{mutation:?} is not a mutation of one file's bytes")
+        }
+    }
+}
+
+/// The index of byte `offset` of `bytes`, modulo its length; `None` if it is empty.
+fn byte_index(bytes: &[u8], offset: u32) -> Option<usize> {
+    (offset as usize).checked_rem(bytes.len())
+}
+
+/// The bytes of page `page` (modulo the whole pages `bytes` holds); `None` if it holds none.
+fn page_range(bytes: &[u8], page: u16) -> Option<std::ops::Range<usize>> {
+    let pages = bytes.len() / PAGE_BYTES;
+    (pages > 0).then(|| {
+        let start = usize::from(page) % pages * PAGE_BYTES;
+        start..start + PAGE_BYTES
+    })
 }
 
 /// Recomputes the checksums of the structure `path` holds (see [`Mutation::Reseal`]).
