@@ -344,3 +344,47 @@ fn index_errors_are_typed_and_change_nothing() {
     store.create_index(IndexOptions { m: 8, ..l2_index() }).unwrap();
     assert_eq!(assert_index_clean(&store, "rebuilt"), 100);
 }
+
+/// Rewrites the graph meta page of the closed store in `dir` (4 KiB pages, files of 256 pages)
+/// with `change` applied to its fields, resealed: damage only the index's own checks can see.
+fn edit_graph_fields(dir: &Path, change: impl FnOnce(&mut vellum::format::graph::GraphFields)) {
+    use vellum::format::graph::{GRAPH_FIELDS_OFFSET, GraphFields};
+    use vellum::format::index::MetaFields;
+    use zerocopy::IntoBytes;
+    const PAGE_BYTES: usize = 4096;
+    let pages_per_file = options().segment_size_bytes as usize / PAGE_BYTES;
+    let file_of = |page: usize| {
+        dir.join("arena")
+            .join(format!("catalog-{:08x}.pages", page / pages_per_file))
+    };
+    let meta = std::fs::read(file_of(0)).unwrap();
+    let graph = MetaFields::read(&meta[..PAGE_BYTES]).unwrap().graph.get() as usize;
+    assert!(graph != 0, "the store has an index");
+    let path = file_of(graph);
+    let mut file = std::fs::read(&path).unwrap();
+    let at = graph % pages_per_file * PAGE_BYTES;
+    let image = &mut file[at..at + PAGE_BYTES];
+    let mut fields = GraphFields::read(image).unwrap();
+    change(&mut fields);
+    image[GRAPH_FIELDS_OFFSET..GRAPH_FIELDS_OFFSET + size_of::<GraphFields>()].copy_from_slice(fields.as_bytes());
+    vellum::format::page::seal(image);
+    std::fs::write(&path, &file).unwrap();
+}
+
+#[test]
+fn a_graph_meta_count_below_its_tombstones_is_corruption_at_vacuum_never_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(seed_from_env("VELLUM_INDEX_SEED", 23));
+    let store = filled(dir.path(), &mut rng, 60);
+    store.create_index(l2_index()).unwrap();
+    assert!(store.delete("v7").unwrap(), "v7 was stored");
+    store.close().unwrap();
+    // The tombstone of v7 stays, but the meta page counts no deleted node.
+    edit_graph_fields(dir.path(), |fields| fields.deleted = 0.into());
+    let store = Store::open(dir.path(), options()).unwrap();
+    let vacuumed = store.vacuum_index();
+    assert!(
+        matches!(vacuumed, Err(Error::Corrupted { .. })),
+        "freeing a tombstone the meta page does not count is damage, not an underflow: {vacuumed:?}"
+    );
+}

@@ -350,7 +350,7 @@ impl GraphFields {
         if self.free_runs[0].get() != 0 {
             return Some("graph meta page: free run list 0 is not empty".into());
         }
-        if self.entry.get() == 0 && self.live.get() + self.deleted.get() != 0 {
+        if self.entry.get() == 0 && (self.live.get() != 0 || self.deleted.get() != 0) {
             return Some("graph meta page: nodes but no entry point".into());
         }
         None

@@ -458,6 +458,17 @@ impl<'c, 'a, 'v> PageWriter<'c, 'a, 'v> {
         self.write(meta, GRAPH_FIELDS_OFFSET + start, &bytes);
     }
 
+    /// The meta page's count `name`, `count`, changed by `delta`: a count that would go below
+    /// zero (or past `u64::MAX`) disagrees with the node records, and is damage of the meta page.
+    fn count_changed(&self, name: &str, count: u64, delta: i64) -> Result<u64> {
+        count.checked_add_signed(delta).ok_or_else(|| {
+            self.ctx.inner.arena.corrupted(
+                self.shape.meta_page,
+                format!("graph meta page: its {name} node count {count} disagrees with the node records"),
+            )
+        })
+    }
+
     /// Node `node`'s record page and offset, and its header.
     pub fn header(&self, node: NodeId) -> Result<(PageId, usize, NodeHeader, NodeState)> {
         if node >= self.nodes() {
@@ -694,7 +705,8 @@ impl GraphStore for PageWriter<'_, '_, '_> {
             upper: upper.into(),
         };
         self.write(page, offset, header.as_bytes());
-        self.set_fields(|f| f.live = (f.live.get() + 1).into());
+        let live = self.count_changed("live", self.fields.live.get(), 1)?;
+        self.set_fields(|f| f.live = live.into());
         Ok(())
     }
 
@@ -732,10 +744,12 @@ impl DeleteStore for PageWriter<'_, '_, '_> {
                 .arena
                 .corrupted(page, format!("index node {node} is {state:?}, but its vector was live")));
         }
+        let live = self.count_changed("live", self.fields.live.get(), -1)?;
+        let deleted = self.count_changed("deleted", self.fields.deleted.get(), 1)?;
         self.write(page, offset, &[NODE_DELETED]);
         self.set_fields(|f| {
-            f.live = (f.live.get() - 1).into();
-            f.deleted = (f.deleted.get() + 1).into();
+            f.live = live.into();
+            f.deleted = deleted.into();
         });
         Ok(())
     }
@@ -751,11 +765,12 @@ impl DeleteStore for PageWriter<'_, '_, '_> {
                 .arena
                 .corrupted(page, format!("index node {node} is {state:?}, not a tombstone")));
         }
+        let deleted = self.count_changed("deleted", self.fields.deleted.get(), -1)?;
         self.write(page, offset, NodeHeader::default().as_bytes());
         if header.level > 0 {
             self.free_run(header.upper.get(), header.level)?;
         }
-        self.set_fields(|f| f.deleted = (f.deleted.get() - 1).into());
+        self.set_fields(|f| f.deleted = deleted.into());
         let inner = self.ctx.inner;
         inner.graph.quarantine(node, self.release_epoch.unwrap_or_else(|| inner.epochs.now()));
         let vector_page = PageId::new(Space::Vector, u64::from(node / inner.layout.slots_per_page));
