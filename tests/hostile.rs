@@ -647,3 +647,74 @@ fn a_short_or_swapped_middle_arena_file_is_refused_at_its_first_use_and_by_verif
     }
     assert_eq!(cases, 4, "two files, two kinds of damage");
 }
+
+/// The store in `dir` with its `wal/` (and, if `control` is set, its `CONTROL`) taken back to
+/// what they were before a later session (a few upserts and a checkpoint, then a close) changed
+/// it: a copy of a running store made file by file, or a log that lost its tail.
+fn with_files_from_before_a_later_session(dir: &Path, scratch: &Path, control: bool) {
+    let earlier = scratch.join("earlier");
+    copy_tree(&dir.join("wal"), &earlier.join("wal"));
+    std::fs::copy(dir.join("CONTROL"), earlier.join("CONTROL")).unwrap();
+    let store = Store::open(dir, options()).unwrap();
+    for i in 0..5 {
+        store.upsert(&format!("late-{i}"), &vector_of(i, 0.5), &[]).unwrap();
+    }
+    store.checkpoint().unwrap();
+    store.close().unwrap();
+    std::fs::remove_dir_all(dir.join("wal")).unwrap();
+    copy_tree(&earlier.join("wal"), &dir.join("wal"));
+    if control {
+        std::fs::copy(earlier.join("CONTROL"), dir.join("CONTROL")).unwrap();
+    }
+}
+
+/// Every open (each recovery mode but `SkipCorrupted`, writable and read-only) refuses the
+/// store in `dir` as `Corrupted` naming `why`, writes nothing, and verify fails.
+fn refused_by_every_open_and_verify(dir: &Path, why: &str, case: &str) {
+    let before = snapshot(dir);
+    for recovery in [RecoveryMode::Strict, RecoveryMode::TolerateTornTail] {
+        let options = Options { recovery, ..options() };
+        for read_only in [false, true] {
+            let opened = if read_only {
+                Store::open_read_only(dir, options.clone())
+            } else {
+                Store::open(dir, options.clone())
+            };
+            assert!(
+                matches!(&opened, Err(e @ Error::Corrupted { .. }) if e.to_string().contains(why)),
+                "{case}: an open ({recovery:?}, read-only {read_only}) refuses it naming {why:?}: {:?}",
+                opened.map(|s| s.len())
+            );
+        }
+    }
+    assert!(snapshot(dir) == before, "{case}: a refused open writes nothing");
+    let verify = vellum(&["verify", dir.to_str().unwrap()]);
+    assert!(
+        !verify.status.success() && String::from_utf8_lossy(&verify.stdout).contains(why),
+        "{case}: verify fails naming {why:?}: {}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "real files")]
+fn a_log_older_than_its_control_file_is_refused_and_nothing_is_written() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("s");
+    build_store(&dir, 0.0);
+    with_files_from_before_a_later_session(&dir, scratch.path(), false);
+    // The control file names the later checkpoint, whose begin record the log does not hold.
+    refused_by_every_open_and_verify(&dir, "checkpoint", "a log from before the control file's checkpoint");
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "real files")]
+fn a_page_newer_than_the_log_is_damage_and_nothing_is_written() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("s");
+    build_store(&dir, 0.0);
+    with_files_from_before_a_later_session(&dir, scratch.path(), true);
+    // The control file and the log agree, but the arena holds what the later session's
+    // checkpoints wrote: pages whose LSNs lie past the log's end.
+    refused_by_every_open_and_verify(&dir, "different moments", "an arena from after the log's end");
+}

@@ -1121,3 +1121,54 @@ fn a_store_of_major_1_is_refused_by_the_reader_and_the_engine() {
         "verify does not pass it"
     );
 }
+
+#[test]
+fn pages_from_after_the_end_of_the_log_are_damage_to_the_reader_and_the_engine() {
+    if !support::python_available("reference_reader") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let options = Options {
+        page_size_bytes: PAGE,
+        ..Default::default()
+    };
+    let store = Store::create(&dir, 4, options.clone()).expect("create");
+    for i in 0..50u16 {
+        let x = f32::from(i);
+        store
+            .insert(&format!("early-{i}"), &[x, 1.0, 2.0, 3.0], &[])
+            .expect("insert");
+    }
+    store.close().expect("close");
+    // The log and the control file as they are now; the arena as a later session leaves it.
+    let earlier = tmp.path().join("earlier");
+    copy_dir(&dir.join("wal"), &earlier.join("wal"));
+    std::fs::copy(dir.join("CONTROL"), earlier.join("CONTROL")).expect("copy CONTROL");
+    let store = Store::open(&dir, options.clone()).expect("open");
+    for i in 0..50u16 {
+        let x = f32::from(i);
+        store
+            .insert(&format!("late-{i}"), &[x, 4.0, 5.0, 6.0], &[])
+            .expect("insert");
+    }
+    store.close().expect("close");
+    std::fs::remove_dir_all(dir.join("wal")).expect("remove wal");
+    copy_dir(&earlier.join("wal"), &dir.join("wal"));
+    std::fs::copy(earlier.join("CONTROL"), dir.join("CONTROL")).expect("put CONTROL back");
+    let out = read_store(&dir, false);
+    assert!(
+        out.to_string().contains("at or past the end of the log"),
+        "the reader reports the pages from after the log's end: {}",
+        out["damage"]
+    );
+    for opened in [
+        Store::open(&dir, options.clone()).err(),
+        Store::open_read_only(&dir, options.clone()).err(),
+    ] {
+        assert!(
+            matches!(&opened, Some(vellum::Error::Corrupted { .. })),
+            "the engine refuses it: {opened:?}"
+        );
+    }
+}

@@ -825,6 +825,18 @@ ALLOWED_KINDS = {SPACE_CATALOG: (KIND_ZERO, KIND_CATALOG, KIND_OVERFLOW, KIND_ME
 LIST_END = 1   # a list link naming no next page (14.11)
 
 
+def later_than_log(img, E):
+    """Section 17.1: a page whose page LSN is at or past the end of the log E holds changes the
+    log does not (the page and the log come from different moments): damage.  Returns a reason,
+    or None (E None: the end is not known yet)."""
+    if E is None:
+        return None
+    plsn = struct.unpack_from("<Q", img, 16)[0]
+    if plsn >= E:
+        return "page LSN %d at or past the end of the log %d" % (plsn, E)
+    return None
+
+
 def page_valid(img, pid, store_id=None):
     """Section 14.2.  Returns None if valid, else a reason.  With `store_id`, a page whose
     store id field (minor >= 1) names another store is not valid either."""
@@ -952,15 +964,16 @@ class Recovery:
         self.committed = set()          # 17.3 analysis: transactions with a commit record from A on
         self.stored_writes_lost = 0     # 17.3 redo: pages older than a committed stored write
         self.lost = set()               # those pages: zeros, every change of them skipped
+        self.E = None                   # the end of the log (17.3 step 2), once run() knows it
 
     def check(self, pid, use_dw):
         if pid in self.pages:
             return
         img = self.arena.read_page(pid)
-        why = page_valid(img, pid, self.store_id)
+        why = page_valid(img, pid, self.store_id) or later_than_log(img, self.E)
         if why is None:
             self.pages[pid] = bytearray(img)
-        elif use_dw and pid in self.dw:
+        elif use_dw and pid in self.dw and later_than_log(self.dw[pid], self.E) is None:
             self.rep.notes.append("page %#x torn (%s): using its DOUBLEWRITE image" % (pid, why))
             self.pages[pid] = bytearray(self.dw[pid])
         elif pid in self.pageinit:
@@ -1004,6 +1017,7 @@ class Recovery:
         return False
 
     def run(self, log, recs, A, control, E):
+        self.E = E
         rep = self.rep
         losers = {}
         finished = set()
@@ -1506,7 +1520,7 @@ class Contents:
             return self.rec.pages[pid], None
         if pid not in self.cache:
             img = self.arena.read_page(pid)
-            self.cache[pid] = (img, page_valid(img, pid, self.store_id))
+            self.cache[pid] = (img, page_valid(img, pid, self.store_id) or later_than_log(img, self.rec.E))
         return self.cache[pid]
 
     def dmg(self, kind, detail, **kw):

@@ -231,6 +231,10 @@ pub struct Arena {
     /// How an existing file is checked, at open or at its first use; also the arena's store id
     /// and whether it is read-only.
     file_check: Arc<FileCheck>,
+    /// Every page in a file has a page LSN below this (0: not known yet): the end of the log
+    /// the open found, raised to the durable LSN before each write of pages (see
+    /// [`Arena::raise_lsn_bound`]).
+    lsn_bound: AtomicU64,
 }
 
 impl std::fmt::Debug for Arena {
@@ -399,6 +403,7 @@ impl Arena {
                 pages_per_file,
                 page_size_bytes,
             }),
+            lsn_bound: AtomicU64::new(0),
         };
         let names = match arena.storage.list(dir) {
             // A missing directory is an arena of no files: damage if files were expected (the
@@ -830,7 +835,9 @@ impl Arena {
         if self.is_verified(id) {
             return Ok(());
         }
-        let reason = page::check_page(&image, id).or_else(|| page::check_owner(&image, id, self.file_check.store_id));
+        let reason = page::check_page(&image, id)
+            .or_else(|| page::check_owner(&image, id, self.file_check.store_id))
+            .or_else(|| self.check_lsn_bound(&image, id));
         if let Some(reason) = reason {
             return Err(Error::corrupted_file(&file.path, reason));
         }
@@ -838,6 +845,28 @@ impl Arena {
             self.mark_verified(file, id);
         }
         Ok(())
+    }
+
+    /// Raises the LSN every page in a file lies below to `lsn`: the end of the log at open,
+    /// then the durable LSN before each write of pages (the WAL rule: a page reaches its file
+    /// only once the log is durable past its page LSN).
+    pub fn raise_lsn_bound(&self, lsn: Lsn) {
+        self.lsn_bound.fetch_max(lsn.get(), Ordering::AcqRel);
+    }
+
+    /// The damage of a page read from its file whose page LSN is not below the bound (see
+    /// [`Arena::raise_lsn_bound`]): it holds changes the log does not have, so it comes from a
+    /// later moment than the log (a copy of a store taken file by file while it ran, or a log
+    /// that lost its tail).
+    fn check_lsn_bound(&self, image: &[u8], id: PageId) -> Option<String> {
+        let bound = self.lsn_bound.load(Ordering::Acquire);
+        let page_lsn = page::page_lsn_of(image);
+        (bound != 0 && page_lsn >= bound).then(|| {
+            format!(
+                "{id} has page LSN {page_lsn}, at or past the end of the durable log ({bound}): the page \
+                 and the log come from different moments"
+            )
+        })
     }
 
     /// The damage `reason` of page `id`, naming its file.

@@ -272,6 +272,12 @@ const _: () = assert!(std::mem::offset_of!(PageHeader, b) == PAGE_B_OFFSET);
 const _: () = assert!(std::mem::offset_of!(PageHeader, c) == PAGE_C_OFFSET);
 const _: () = assert!(std::mem::offset_of!(PageHeader, store_id) == PAGE_STORE_ID_OFFSET);
 
+/// The page LSN of the page image `page` (0 for an image shorter than the header).
+pub fn page_lsn_of(page: &[u8]) -> u64 {
+    page.get(PAGE_LSN_OFFSET..PAGE_LSN_OFFSET + 8)
+        .map_or(0, |bytes| u64::from_le_bytes(bytes.try_into().expect("8 bytes")))
+}
+
 /// The owner table of a vector page starts right after the header: one [`VECTOR_OWNER_BYTES`]
 /// entry per slot, `catalog page number << 32 | entry offset` of the entry that owns the slot,
 /// 0 for a free slot (catalog page 0 is the meta page, which holds no entries).

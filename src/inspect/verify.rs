@@ -210,7 +210,7 @@ pub fn verify_store(dir: &Path, progress: &dyn Progress) -> Result<Report> {
         store: dir.to_path_buf(),
         ..Report::default()
     };
-    let _lock = match lock_shared(dir) {
+    let lock = match lock_shared(dir) {
         SharedLock::Busy => {
             report.warn(Problem::new(
                 Severity::Warning,
@@ -236,7 +236,10 @@ pub fn verify_store(dir: &Path, progress: &dyn Progress) -> Result<Report> {
     };
     let storage: Arc<dyn Storage> = Arc::new(RealStorage::new());
     check_wal(dir, &storage, geometry, &control, &mut report, bar);
-    check_arena(dir, &storage, geometry, &control, &mut report, bar);
+    // A writer may write pages past the end of the log read above while the arena is read:
+    // pages are checked against the log's end only in a store no writer has open.
+    let log_end_lsn = if lock.is_some() { report.wal_end_lsn } else { 0 };
+    check_arena(dir, &storage, geometry, &control, log_end_lsn, &mut report, bar);
     check_archive(dir, &mut report, bar);
     check_open(dir, &mut report, bar);
     Ok(report)
@@ -584,6 +587,7 @@ fn check_arena(
     storage: &Arc<dyn Storage>,
     geometry: Geometry,
     control: &Control,
+    log_end_lsn: u64,
     report: &mut Report,
     bar: &dyn Progress,
 ) {
@@ -613,7 +617,7 @@ fn check_arena(
             if done.is_multiple_of(1024) {
                 bar.position(done * geometry.page_bytes());
             }
-            check_arena_page(&arena, id, geometry, control, &intact_copies, report);
+            check_arena_page(&arena, id, geometry, control, log_end_lsn, &intact_copies, report);
         }
     }
 }
@@ -654,13 +658,15 @@ fn open_arena(
     }
 }
 
-/// Reads page `id` from its file and checks it (checksum, identity, owner, and that a page
-/// the store had initialised is not empty); each finding is a damaged page in `report`.
+/// Reads page `id` from its file and checks it (checksum, identity, owner, that a page the
+/// store had initialised is not empty, and that its page LSN lies below `log_end_lsn`, the
+/// log's end, if known); each finding is a damaged page in `report`.
 fn check_arena_page(
     arena: &Arena,
     id: PageId,
     geometry: Geometry,
     control: &Control,
+    log_end_lsn: u64,
     intact_copies: &[PageId],
     report: &mut Report,
 ) {
@@ -684,7 +690,8 @@ fn check_arena_page(
         .or_else(|| {
             (n < in_use[space.index()] && crate::format::page::is_all_zero(&image))
                 .then(|| format!("{id} is empty, but the store had initialised it (its contents were lost)"))
-        });
+        })
+        .or_else(|| beyond_the_log(&image, id, log_end_lsn));
     if let Some(reason) = reason {
         report.damaged_pages += 1;
         let note = if intact_copies.contains(&id) {
@@ -697,6 +704,19 @@ fn check_arena_page(
             ..Problem::new(Severity::Failure, "arena", format!("{reason}{note}")).file(file)
         });
     }
+}
+
+/// Why page image `image` of page `id` cannot belong with a log that ends at `wal_end_lsn`
+/// (0: not known): its page LSN is at or past that end, which the WAL rule rules out
+/// (a page reaches its file only once the log holds its page LSN).
+fn beyond_the_log(image: &[u8], id: PageId, wal_end_lsn: u64) -> Option<String> {
+    let page_lsn = crate::format::page::page_lsn_of(image);
+    (wal_end_lsn != 0 && page_lsn >= wal_end_lsn).then(|| {
+        format!(
+            "{id} has page LSN {page_lsn}, at or past the end of the log ({wal_end_lsn}): the page and the log \
+             come from different moments"
+        )
+    })
 }
 
 /// Reads the doublewrite area (informational); returns the pages it holds intact copies of.

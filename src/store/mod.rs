@@ -672,6 +672,9 @@ fn open_files(
         Wal::open(storage.clone(), &wal_dir, config, scan_from, options.recovery)?
     };
     let arena = arena.finish()?;
+    // No page in a file lies at or past the end of the log (the WAL rule): one that does is
+    // damage at its first read (`Arena::verify`).
+    arena.raise_lsn_bound(scan.end_lsn);
     if !read_only {
         arena.remove_leftovers()?;
     }

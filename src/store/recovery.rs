@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
-use crate::format::page::PageId;
+use crate::format::page::{self, PageId};
 use crate::format::record::{self, Edit, EditKind, Kind, Payload};
 use crate::store::state::PageMap;
 use crate::store::{ActiveTxn, Inner, apply_edits, format_page, prefetch};
@@ -163,7 +163,6 @@ impl<'a> Repairs<'a> {
     }
 }
 
-/// Recovers the store: the three passes, the catalog, and a checkpoint.
 /// Recovers the store; returns whether a checkpoint is due that the background checkpointer
 /// is to run as soon as the store is open (see [`ending`]).
 pub(crate) fn recover(inner: &Inner, scan: ScanReport) -> Result<bool> {
@@ -180,7 +179,15 @@ pub(crate) fn recover(inner: &Inner, scan: ScanReport) -> Result<bool> {
     } else {
         control.checkpoint_lsn
     };
-    let mut analysis = analyze(inner, report.analysis_start, &skips, control.next_txn_id, &mut report)?;
+    let checkpoint_start = (!control.checkpoint_lsn.is_none()).then_some(control.checkpoint_lsn);
+    let mut analysis = analyze(
+        inner,
+        report.analysis_start,
+        checkpoint_start,
+        &skips,
+        control.next_txn_id,
+        &mut report,
+    )?;
     report.analysis_time = started.elapsed();
 
     let started = Instant::now();
@@ -314,9 +321,13 @@ fn decode<'a>(
 /// Analysis: reads the log from the checkpoint's begin record at `start` and rebuilds the
 /// transaction table (the losers), the dirty page table and what redo needs to know of page
 /// inits and stored writes.
+///
+/// `checkpoint_start` is `Some(start)` when `start` is the control file's checkpoint: the
+/// first record there must be its checkpoint-begin record ([`check_checkpoint_begin`]).
 fn analyze(
     inner: &Inner,
     start: Lsn,
+    checkpoint_start: Option<Lsn>,
     skips: &[SkippedRange],
     next_txn_id: u64,
     report: &mut RecoveryReport,
@@ -327,7 +338,11 @@ fn analyze(
     // faulted in now, a batch at a time, rather than at redo's first touch.
     let mut prefaulter = prefetch::Prefaulter::new(&inner.arena);
     let mut reader = inner.wal.verified_reader(start).with_skips(skips);
+    let mut first = checkpoint_start;
     while let Some(rec) = reader.next_record()? {
+        if let Some(begin) = first.take() {
+            check_checkpoint_begin(inner, begin, Some((rec.lsn, rec.header.kind)), report)?;
+        }
         let (lsn, txn) = (rec.lsn, rec.header.txn_id.get());
         analysis.next_txn_id = analysis.next_txn_id.max(txn + 1);
         let Some(payload) = decode(inner, rec.header.kind, rec.payload, lsn, report)? else {
@@ -341,6 +356,9 @@ fn analyze(
             payload => analysis.take(payload, lsn, txn, prev_lsn, &mut finished, &mut prefaulter),
         }
     }
+    if let Some(begin) = first {
+        check_checkpoint_begin(inner, begin, None, report)?;
+    }
     // A page the log formats is not read ahead (redo makes it fresh), unless it has a stored
     // write: its bytes are in its file only, read rather than rebuilt (see `prefresh`).
     let mut stored: Vec<PageId> = analysis.stored.iter().copied().collect();
@@ -350,6 +368,33 @@ fn analyze(
     }
     analysis.prefault = prefaulter.finish();
     Ok(analysis)
+}
+
+/// Checks that the first record analysis reads, `first` (its LSN and kind; `None`: the log
+/// has none from there), is the checkpoint-begin record at `begin` that the control file
+/// names. It was durable before the control file named it (FORMAT.md 16.1): anything else is
+/// a log that lost records or files from different moments, whose pages may hold changes the
+/// log does not. Under `SkipCorrupted` it is reported and analysis goes on.
+fn check_checkpoint_begin(
+    inner: &Inner,
+    begin: Lsn,
+    first: Option<(Lsn, u8)>,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let found = match first {
+        Some((lsn, kind)) if lsn == begin && kind == Kind::CheckpointBegin as u8 => return Ok(()),
+        Some((lsn, kind)) => format!("the first record from there is of kind {kind} at {lsn}"),
+        None => "the log holds no record from there".to_string(),
+    };
+    let damage = Error::corrupted_at(
+        begin,
+        format!("no checkpoint-begin record where the control file's checkpoint says ({found})"),
+    );
+    if inner.options.recovery != RecoveryMode::SkipCorrupted {
+        return Err(damage);
+    }
+    report.damage_skipped.push(damage.to_string());
+    Ok(())
 }
 
 impl Analysis {
@@ -681,6 +726,7 @@ fn keep_dirty(inner: &Inner, pages: impl Iterator<Item = PageId>, lsn: Lsn) {
 /// | page state | action |
 /// |---|---|
 /// | verified already, or passes its checksum | use it |
+/// | page LSN at or past the end of the log (`Arena::verify`) | damaged (below): it comes from a later moment than the log |
 /// | all zero, changed before any page-init of it in the redo range | damage: the page was lost |
 /// | damaged, intact copy in the doublewrite area | restore the copy, in memory and on disk at once |
 /// | damaged, initialised later in the redo range | start it from zero: redo rebuilds it |
@@ -746,7 +792,10 @@ fn repair_page(
     lost: &mut HashSet<PageId>,
 ) -> Result<bool> {
     let arena = &inner.arena;
-    let repair = repairs.image(page)?;
+    // An image from a later moment than the log (see `Arena::verify`) repairs nothing.
+    let repair = repairs
+        .image(page)?
+        .filter(|image| page::page_lsn_of(image) < report.end_lsn.get());
     let _latch = arena.latch(page);
     if let Some(image) = repair {
         arena.replace_page(page, image);

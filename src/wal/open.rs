@@ -143,6 +143,9 @@ impl Wal {
             None => None,
         };
         let (report, clean_close) = scan_view(&view, start, mode, in_use)?;
+        if let Some(from) = scan_from {
+            check_scan_found_start(&report, from, mode)?;
+        }
         if config.required_files {
             check_successor(&view, dir, &report)?;
         }
@@ -458,6 +461,23 @@ pub(super) fn check_scan_start(view: &LogView<'_>, lsn: Lsn, oldest: u64) -> Res
         ));
     }
     Ok(lsn.get())
+}
+
+/// Refuses a log whose scan from `from` (the checkpoint recovery starts from) found no record
+/// there: that checkpoint-begin record was durable before the control file named it (FORMAT.md
+/// 16.1), so its absence is damage inside the durable log, not a torn tail: the log lost its
+/// tail, or its files and the control file come from different moments (a copy of a store
+/// taken file by file while it ran). Refused before the open writes anything (the torn tail's
+/// erasure would write into the log). `SkipCorrupted` goes on; recovery reports it.
+fn check_scan_found_start(report: &ScanReport, from: Lsn, mode: RecoveryMode) -> Result<()> {
+    if report.end_lsn > from || mode == RecoveryMode::SkipCorrupted {
+        return Ok(());
+    }
+    Err(Error::corrupted_at(
+        from,
+        "the log holds no record where the control file's checkpoint begins: the log lost its \
+         tail, or its files and the control file come from different moments",
+    ))
 }
 
 /// Zeroes `[end, zero_to)` (a torn tail's garbage) so no later scan can take it for records.
