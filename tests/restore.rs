@@ -573,3 +573,55 @@ fn a_store_whose_archive_reaches_its_log_stores_base_images_only_at_their_interv
         "a reopen with the archive on throughout stores none early"
     );
 }
+
+/// The time of every record of the log in `dir`, in log order.
+fn record_times(dir: &Path) -> Vec<u64> {
+    let dump = vellum::inspect::LogDump::open(dir).unwrap();
+    let mut reader = dump.reader();
+    let mut times = Vec::new();
+    while let Some(rec) = reader.next_record().unwrap() {
+        times.push(rec.header.timestamp_us.get());
+    }
+    times
+}
+
+#[test]
+fn a_wall_clock_that_steps_back_never_stamps_a_record_earlier_than_one_before_it() {
+    // A restore to a time cuts at the first commit stamped after it and trusts a base image's
+    // time to be at or after every record before its checkpoint's end (FORMAT.md 19.6): a
+    // clock that steps back (NTP, a resumed virtual machine) must not break either.
+    const HOUR_US: i64 = 3_600_000_000;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("s");
+    let store = Store::create(&dir, 32, options()).unwrap();
+    let vector = vec![1.0f32; 32];
+    for i in 0..20 {
+        store.upsert(&format!("a-{i}"), &vector, &[]).unwrap();
+    }
+    store.wal().shift_clock_for_tests(-HOUR_US);
+    for i in 0..20 {
+        store.upsert(&format!("b-{i}"), &vector, &[]).unwrap();
+    }
+    store.checkpoint().unwrap();
+    store.close().unwrap();
+    // The next session's wall clock is an hour behind too: the times go on from the log's.
+    let store = Store::open(&dir, options()).unwrap();
+    store.wal().shift_clock_for_tests(-HOUR_US);
+    for i in 0..20 {
+        store.upsert(&format!("c-{i}"), &vector, &[]).unwrap();
+    }
+    store.close().unwrap();
+    let times = record_times(&dir);
+    assert!(
+        times.len() >= 120,
+        "the log holds both sessions' records: {}",
+        times.len()
+    );
+    let backwards: Vec<_> = times.windows(2).filter(|w| w[1] < w[0]).collect();
+    assert!(backwards.is_empty(), "record times go backwards: {backwards:?}");
+    let control = vellum::inspect::read_control(&dir).unwrap();
+    assert!(
+        control.checkpoint_us >= *times.iter().max().unwrap(),
+        "the last checkpoint's time is at or after every record's"
+    );
+}

@@ -8,7 +8,7 @@ use crate::arena::Arena;
 use crate::error::Result;
 use crate::format::page::{PageHeader, PageId};
 use crate::format::record::{self, Edit, EditKind, Kind, PageInit};
-use crate::wal::{RecordSpec, now_us};
+use crate::wal::RecordSpec;
 use crate::Lsn;
 use super::{ActiveTxn, Inner};
 use super::state::PageMap;
@@ -30,7 +30,7 @@ impl Inner {
             flags: 0,
             txn_id: txn.as_ref().map_or(0, |t| t.txn_id),
             prev_lsn: txn.as_ref().map_or(0, |t| t.last_lsn.0),
-            timestamp_us: now_us(),
+            timestamp_us: self.wal.record_time_us(),
         };
         let lsn = match (kind, txn.is_some()) {
             (Kind::Update, true) => {
@@ -89,7 +89,7 @@ impl Inner {
             flags: 0,
             txn_id: 0,
             prev_lsn: 0,
-            timestamp_us: now_us(),
+            timestamp_us: self.wal.record_time_us(),
         };
         let lsn = self.wal.append(&spec, &[&payload])?;
         // A page the store grows into that is fresh memory holds zeros: nothing writes a page

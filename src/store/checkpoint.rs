@@ -26,7 +26,7 @@ use crate::format::record::{self, Checkpoint, DirtyPage, Kind, TxnEntry};
 use crate::store::Inner;
 use crate::format::control::ArenaExtent;
 use crate::format::wal::RECORD_FLAG_CLOSING;
-use crate::wal::{RecordSpec, now_us};
+use crate::wal::RecordSpec;
 
 /// Runs one checkpoint for a caller that waits for it; returns its begin LSN.
 pub(crate) fn run(inner: &Inner) -> Result<Lsn> {
@@ -116,7 +116,7 @@ pub(crate) fn run_locked(inner: &Inner, force_base_image: bool, caller: Caller) 
         next.checkpoint_end_lsn = end_lsn;
         next.redo_lsn = begin_lsn;
         next.next_txn_id = next_txn_id;
-        next.checkpoint_us = now_us();
+        next.checkpoint_us = inner.wal.record_time_us();
         next.truncate_lsn = truncate_lsn;
         next.extent = Some(extent);
         file.write_slot(&next)?;
@@ -132,7 +132,7 @@ pub(crate) fn run_locked(inner: &Inner, force_base_image: bool, caller: Caller) 
             end_lsn,
             truncate_lsn,
             next_txn_id,
-            time_us: now_us(),
+            time_us: inner.wal.record_time_us(),
             files,
         };
         // A base image takes long and holds the checkpoint lock: writers over the memory
@@ -159,7 +159,7 @@ fn begin(inner: &Inner, closing: bool) -> Result<(Lsn, Vec<PageId>, ArenaExtent)
         flags: 0,
         txn_id: 0,
         prev_lsn: 0,
-        timestamp_us: now_us(),
+        timestamp_us: inner.wal.record_time_us(),
     };
     let lsn = inner.wal.append(&spec, &[])?;
     let pages = inner.dirty.lock().keys().copied().collect();
@@ -529,7 +529,7 @@ fn end(inner: &Inner, begin_lsn: Lsn, closing: bool) -> Result<(Lsn, Lsn, u64)> 
         flags: if closing { RECORD_FLAG_CLOSING } else { 0 },
         txn_id: 0,
         prev_lsn: 0,
-        timestamp_us: now_us(),
+        timestamp_us: inner.wal.record_time_us(),
     };
     let end_lsn = inner.wal.append(&spec, &[&payload])?;
     let truncate_lsn = match *active {

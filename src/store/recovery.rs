@@ -179,6 +179,9 @@ pub(crate) fn recover(inner: &Inner, scan: ScanReport) -> Result<bool> {
     } else {
         control.checkpoint_lsn
     };
+    // The records' clock goes on from the latest time the control file holds (analysis raises
+    // it to the records' own): a wall clock that stepped back stamps nothing earlier.
+    inner.wal.raise_record_time(control.checkpoint_us);
     let checkpoint_start = (!control.checkpoint_lsn.is_none()).then_some(control.checkpoint_lsn);
     let mut analysis = analyze(
         inner,
@@ -339,10 +342,12 @@ fn analyze(
     let mut prefaulter = prefetch::Prefaulter::new(&inner.arena);
     let mut reader = inner.wal.verified_reader(start).with_skips(skips);
     let mut first = checkpoint_start;
+    let mut time_max_us = 0;
     while let Some(rec) = reader.next_record()? {
         if let Some(begin) = first.take() {
             check_checkpoint_begin(inner, begin, Some((rec.lsn, rec.header.kind)), report)?;
         }
+        time_max_us = time_max_us.max(rec.header.timestamp_us.get());
         let (lsn, txn) = (rec.lsn, rec.header.txn_id.get());
         analysis.next_txn_id = analysis.next_txn_id.max(txn + 1);
         let Some(payload) = decode(inner, rec.header.kind, rec.payload, lsn, report)? else {
@@ -359,6 +364,7 @@ fn analyze(
     if let Some(begin) = first {
         check_checkpoint_begin(inner, begin, None, report)?;
     }
+    inner.wal.raise_record_time(time_max_us);
     // A page the log formats is not read ahead (redo makes it fresh), unless it has a stored
     // write: its bytes are in its file only, read rather than rebuilt (see `prefresh`).
     let mut stored: Vec<PageId> = analysis.stored.iter().copied().collect();

@@ -15,6 +15,7 @@
 //!   crash simulator) the appender writes out inline, deterministically.
 //! - Readers read the segments' shared read-only mappings below `written_lsn`.
 
+mod clock;
 mod direct;
 mod epoch_file;
 pub(crate) use epoch_file::without_horizon as epoch_without_horizon;
@@ -35,7 +36,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
@@ -176,6 +176,8 @@ struct Shared {
     commits: AtomicU64,
     /// fdatasyncs of log segments since the open.
     log_syncs: AtomicU64,
+    /// The time records and checkpoints are stamped with (see clock.rs).
+    clock: clock::RecordClock,
     /// Of `log_syncs`, the flushes written past the page cache.
     direct_flushes: AtomicU64,
 }
@@ -201,9 +203,7 @@ impl std::fmt::Debug for Wal {
 
 /// Microseconds since the Unix epoch.
 pub fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
+    clock::wall_clock_us()
 }
 
 impl Wal {
@@ -293,6 +293,7 @@ impl Wal {
             commits: AtomicU64::new(0),
             log_syncs: AtomicU64::new(0),
             direct_flushes: AtomicU64::new(0),
+            clock: clock::RecordClock::default(),
             config,
         });
         Ok(Wal {
@@ -346,6 +347,26 @@ impl Wal {
     /// The end of the log: where the next record will be appended (after padding).
     pub fn end_lsn(&self) -> Lsn {
         Lsn(self.shared.tail.lock().pos)
+    }
+
+    /// The time to stamp a record or a checkpoint with: the wall clock, or the latest time
+    /// this log already issued or holds if that is later (records' times never go backwards:
+    /// clock.rs).
+    pub fn record_time_us(&self) -> u64 {
+        self.shared.clock.now_us()
+    }
+
+    /// Raises the record clock to `time_us`, a time the log or the control file holds (the
+    /// open, after reading them).
+    pub fn raise_record_time(&self, time_us: u64) {
+        self.shared.clock.raise(time_us);
+    }
+
+    /// Moves the wall clock this log stamps records by, by `delta_us` (the project's tests: a
+    /// clock that steps back).
+    #[cfg(feature = "testing")]
+    pub fn shift_clock_for_tests(&self, delta_us: i64) {
+        self.shared.clock.shift(delta_us);
     }
 
     /// Every log byte below this is durable.
