@@ -486,6 +486,20 @@ fn a_delete_under_a_meta_count_of_zero_is_corruption_and_changes_nothing() {
 
 #[test]
 #[cfg_attr(miri, ignore = "real files")]
+fn an_insert_over_a_meta_count_that_cannot_grow_is_corruption_and_changes_nothing() {
+    let (_scratch, pages) = damaged_copy();
+    pages.set_meta(|m| m.count = u64::MAX.into());
+    let store = Store::open(&pages.dir, options()).unwrap();
+    let inserted = store.insert("one-more", &vector_of(1, 1), &[]);
+    assert!(
+        matches!(&inserted, Err(Error::Corrupted { reason, .. }) if reason.contains("count is damaged")),
+        "the damaged count is damage, not an overflow: {inserted:?}"
+    );
+    assert!(store.get("one-more").unwrap().is_none(), "the id was not inserted");
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "real files")]
 fn a_freed_page_still_linked_in_the_tree_is_reported_naming_it() {
     let (_scratch, pages) = damaged_copy();
     let leaf = pages.nodes().into_iter().find(|n| n.kind == NodeKind::Leaf).unwrap();

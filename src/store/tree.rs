@@ -589,12 +589,13 @@ impl OpCtx<'_> {
     /// Maps `key` to `value`; returns the value it replaced.
     pub fn index_put(&mut self, key: &[u8], value: &LeafValue) -> Result<Option<LeafValue>> {
         let Some((path, leaf)) = self.path_to(key)? else {
+            let count = self.count_after_put()?;
             let cell = index::leaf_cell(key, value);
             let root = self.write_node(NodeKind::Leaf, 0, &[&cell])?;
             self.set_meta(|m| {
                 m.root = root.0.into();
                 m.height = 1.into();
-                m.count = (m.count.get() + 1).into();
+                m.count = count.into();
             });
             return Ok(None);
         };
@@ -606,13 +607,25 @@ impl OpCtx<'_> {
                 Ok(Some(old))
             }
             Err(i) => {
+                let count = self.count_after_put()?;
                 let mut buf = [0u8; LEAF_CELL_MAX_BYTES];
                 let cell = index::encode_leaf_cell_into(&mut buf, key, value);
                 self.insert_cell(&path, leaf.head, i, cell)?;
-                self.set_meta(|m| m.count = (m.count.get() + 1).into());
+                self.set_meta(|m| m.count = count.into());
                 Ok(None)
             }
         }
+    }
+
+    /// The meta page's id count after one more id; a count that cannot grow is a damaged meta
+    /// page (no store holds 2^64 ids), not an overflow.
+    fn count_after_put(&self) -> Result<u64> {
+        self.w.meta.count.get().checked_add(1).ok_or_else(|| {
+            self.inner.arena.corrupted(
+                super::alloc::meta_page(),
+                "the meta page counts 2^64 - 1 ids: its count is damaged",
+            )
+        })
     }
 
     /// Removes `key`; returns the value it mapped to.
