@@ -43,9 +43,19 @@ fn an_open_that_only_reads_starts_no_thread_and_the_first_write_starts_them() {
     );
 
     store.insert("b", &[4.0, 3.0, 2.0, 1.0], &[]).unwrap();
-    let started = vellum_threads();
+    // A spawned thread names itself once it runs: on a busy machine it may not have run yet
+    // when the insert returns, so its name is waited for (its absence for seconds is a failure).
+    let has_both = |names: &[String]| {
+        names.iter().any(|n| n.starts_with("vellum-wal")) && names.iter().any(|n| n.starts_with("vellum-checkpoi"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut started = vellum_threads();
+    while !has_both(&started) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        started = vellum_threads();
+    }
     assert!(
-        started.iter().any(|n| n.starts_with("vellum-wal")) && started.iter().any(|n| n.starts_with("vellum-checkpoi")),
+        has_both(&started),
         "the first write starts the log's threads and the checkpointer: {started:?}"
     );
     store.close().unwrap();
