@@ -837,7 +837,7 @@ impl Arena {
         }
         let reason = page::check_page(&image, id)
             .or_else(|| page::check_owner(&image, id, self.file_check.store_id))
-            .or_else(|| self.check_lsn_bound(&image, id));
+            .or_else(|| page::check_page_lsn_below(&image, id, self.lsn_bound.load(Ordering::Acquire)));
         if let Some(reason) = reason {
             return Err(Error::corrupted_file(&file.path, reason));
         }
@@ -852,21 +852,6 @@ impl Arena {
     /// only once the log is durable past its page LSN).
     pub fn raise_lsn_bound(&self, lsn: Lsn) {
         self.lsn_bound.fetch_max(lsn.get(), Ordering::AcqRel);
-    }
-
-    /// The damage of a page read from its file whose page LSN is not below the bound (see
-    /// [`Arena::raise_lsn_bound`]): it holds changes the log does not have, so it comes from a
-    /// later moment than the log (a copy of a store taken file by file while it ran, or a log
-    /// that lost its tail).
-    fn check_lsn_bound(&self, image: &[u8], id: PageId) -> Option<String> {
-        let bound = self.lsn_bound.load(Ordering::Acquire);
-        let page_lsn = page::page_lsn_of(image);
-        (bound != 0 && page_lsn >= bound).then(|| {
-            format!(
-                "{id} has page LSN {page_lsn}, at or past the end of the durable log ({bound}): the page \
-                 and the log come from different moments"
-            )
-        })
     }
 
     /// The damage `reason` of page `id`, naming its file.

@@ -440,6 +440,21 @@ pub fn check_page(page: &[u8], id: PageId) -> Option<String> {
     None
 }
 
+/// Why the page image `page` of page `id` cannot belong with a log that ends at `log_end_lsn`
+/// (0: not known), or `None`: its page LSN is at or past that end, which the WAL rule rules out
+/// (a page reaches its file only once the log is durable past its page LSN, FORMAT.md 17.1),
+/// so the page and the log come from different moments (a copy of a store taken file by file
+/// while it ran, or a log that lost its tail).
+pub fn check_page_lsn_below(page: &[u8], id: PageId, log_end_lsn: u64) -> Option<String> {
+    let page_lsn = page_lsn_of(page);
+    (log_end_lsn != 0 && page_lsn >= log_end_lsn).then(|| {
+        format!(
+            "{id} has page LSN {page_lsn}, at or past the end of the log ({log_end_lsn}): the page and the log \
+             come from different moments"
+        )
+    })
+}
+
 /// Why the page image `page` (valid by [`check_page`]) does not belong to store `store_id`, or
 /// `None`: a page formatted by another store (a file swapped in from elsewhere) names that
 /// store. Pages of format minor 0 carry no store id (0) and pass; so do never-written pages.

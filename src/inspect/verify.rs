@@ -27,7 +27,7 @@ use crate::format::page::{PageId, Space};
 use crate::format::record::{self, Kind};
 use crate::format::wal::{Geometry, LogIdentity};
 use crate::storage::{RealStorage, Storage};
-use crate::wal::{ScanReport, Wal, WalConfig};
+use crate::wal::{ScanReport, TornTail, Wal, WalConfig};
 use crate::{Error, Lsn, RecoveryMode, SyncMode};
 
 /// How bad a problem is: failures make verify exit 1, warnings do not.
@@ -430,18 +430,11 @@ fn open_wal_strict(
     match open(RecoveryMode::Strict) {
         Ok((wal, scan)) => {
             if let Some(torn) = &scan.torn_tail {
-                report.torn_tail = Some((torn.lsn.get(), torn.reason.clone()));
-                report.warn(
-                    Problem::new(
-                        Severity::Warning,
-                        "wal",
-                        format!(
-                            "torn tail ({} bytes: {}); the next open erases it",
-                            torn.garbage_bytes, torn.reason
-                        ),
-                    )
-                    .lsn(Some(torn.lsn)),
+                let warning = format!(
+                    "torn tail ({} bytes: {}); the next open erases it",
+                    torn.garbage_bytes, torn.reason
                 );
+                warn_torn_tail(report, torn, warning);
             }
             Some((wal, scan))
         }
@@ -461,20 +454,13 @@ fn open_wal_tolerant(
         // Strict refuses a tail followed by valid records that prove nothing; recovery
         // under the default mode accepts it as torn: a warning, not damage.
         Ok((wal, scan)) if scan.torn_tail.is_some() => {
-            let torn = scan.torn_tail.clone().expect("checked");
-            report.torn_tail = Some((torn.lsn.get(), torn.reason.clone()));
-            report.warn(
-                Problem::new(
-                    Severity::Warning,
-                    "wal",
-                    format!(
-                        "torn tail followed by records that were never proven durable ({}); \
-                         the next open erases it, a Strict open refuses it: {strict}",
-                        torn.reason
-                    ),
-                )
-                .lsn(Some(torn.lsn)),
+            let torn = scan.torn_tail.as_ref().expect("checked");
+            let warning = format!(
+                "torn tail followed by records that were never proven durable ({}); \
+                 the next open erases it, a Strict open refuses it: {strict}",
+                torn.reason
             );
+            warn_torn_tail(report, torn, warning);
             Some((wal, scan))
         }
         _ => {
@@ -482,6 +468,12 @@ fn open_wal_tolerant(
             open_wal_skipping(open, report)
         }
     }
+}
+
+/// Notes the torn tail `torn` in `report`, with `warning` as its warning.
+fn warn_torn_tail(report: &mut Report, torn: &TornTail, warning: String) {
+    report.torn_tail = Some((torn.lsn.get(), torn.reason.clone()));
+    report.warn(Problem::new(Severity::Warning, "wal", warning).lsn(Some(torn.lsn)));
 }
 
 /// Opens a damaged log as `RecoveryMode::SkipCorrupted`, each range it skips a failure.
@@ -691,7 +683,7 @@ fn check_arena_page(
             (n < in_use[space.index()] && crate::format::page::is_all_zero(&image))
                 .then(|| format!("{id} is empty, but the store had initialised it (its contents were lost)"))
         })
-        .or_else(|| beyond_the_log(&image, id, log_end_lsn));
+        .or_else(|| crate::format::page::check_page_lsn_below(&image, id, log_end_lsn));
     if let Some(reason) = reason {
         report.damaged_pages += 1;
         let note = if intact_copies.contains(&id) {
@@ -704,19 +696,6 @@ fn check_arena_page(
             ..Problem::new(Severity::Failure, "arena", format!("{reason}{note}")).file(file)
         });
     }
-}
-
-/// Why page image `image` of page `id` cannot belong with a log that ends at `wal_end_lsn`
-/// (0: not known): its page LSN is at or past that end, which the WAL rule rules out
-/// (a page reaches its file only once the log holds its page LSN).
-fn beyond_the_log(image: &[u8], id: PageId, wal_end_lsn: u64) -> Option<String> {
-    let page_lsn = crate::format::page::page_lsn_of(image);
-    (wal_end_lsn != 0 && page_lsn >= wal_end_lsn).then(|| {
-        format!(
-            "{id} has page LSN {page_lsn}, at or past the end of the log ({wal_end_lsn}): the page and the log \
-             come from different moments"
-        )
-    })
 }
 
 /// Reads the doublewrite area (informational); returns the pages it holds intact copies of.

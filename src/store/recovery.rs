@@ -801,7 +801,7 @@ fn repair_page(
     // An image from a later moment than the log (see `Arena::verify`) repairs nothing.
     let repair = repairs
         .image(page)?
-        .filter(|image| page::page_lsn_of(image) < report.end_lsn.get());
+        .filter(|image| page::check_page_lsn_below(image, page, report.end_lsn.get()).is_none());
     let _latch = arena.latch(page);
     if let Some(image) = repair {
         arena.replace_page(page, image);
