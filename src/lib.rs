@@ -102,6 +102,7 @@ internal_modules!(ann, arena, archive, search, ship, store, wal);
 
 mod background;
 mod error;
+mod fork;
 pub mod format;
 mod hint;
 pub mod inspect;

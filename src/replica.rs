@@ -100,6 +100,9 @@ struct Shared {
 pub struct Replica {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The process that made it: a forked child neither polls (it would write the parent's
+    /// replica directory) nor joins the thread (which it does not have). See src/fork.rs.
+    origin: crate::fork::Origin,
 }
 
 impl std::fmt::Debug for Replica {
@@ -164,6 +167,7 @@ impl Replica {
                 wake: Condvar::new(),
             }),
             thread: Mutex::new(None),
+            origin: crate::fork::Origin::here(),
         })
     }
 
@@ -179,6 +183,15 @@ impl Replica {
 
     /// Fetches what the remote holds beyond the replica now; true if the store was refreshed.
     pub fn poll(&self) -> Result<bool> {
+        if self.origin.is_forked() {
+            return Err(Error::Closed(format!(
+                "the replica at {} was started by process {}, of which this process ({}) is a \
+                 fork: only that process updates it (its store() still reads here)",
+                self.shared.dir.display(),
+                self.origin.pid(),
+                std::process::id()
+            )));
+        }
         poll_and_record(&self.shared)
     }
 
@@ -190,6 +203,11 @@ impl Replica {
 
 impl Drop for Replica {
     fn drop(&mut self) {
+        if self.origin.is_forked() {
+            // No thread here to stop (the parent's goes on): its handle is not even detached.
+            std::mem::forget(self.thread.lock().take());
+            return;
+        }
         *self.shared.stopping.lock() = true;
         self.shared.wake.notify_all();
         if let Some(handle) = self.thread.lock().take() {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules by layer, bottom first (ARCHITECTURE.md, "Layers").
 const LAYERS: &[&[&str]] = &[
-    &["background", "hint", "lsn", "modes", "rng", "zeros"],
+    &["background", "fork", "hint", "lsn", "modes", "rng", "zeros"],
     &["error"],
     &["storage"],
     &["format"],

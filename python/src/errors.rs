@@ -17,6 +17,7 @@ import_exception!(vellum._errors, DiskFullError);
 import_exception!(vellum._errors, NotFoundError);
 import_exception!(vellum._errors, IncompatibleError);
 import_exception!(vellum._errors, ClosedError);
+import_exception!(vellum._errors, ReadOnlyError);
 
 /// What went wrong in code that runs with the GIL released; turned into an exception once the
 /// thread holds the GIL again.
@@ -73,6 +74,7 @@ pub fn exception(error: Error, context: &str) -> PyErr {
         Error::NotFound(message) => NotFoundError::new_err((libc::ENOENT, format!("{context}{message}"))),
         Error::Incompatible(_) => IncompatibleError::new_err(format!("{context}{error}")),
         Error::Closed(_) => ClosedError::new_err(format!("{context}{error}")),
+        Error::ReadOnly(_) => ReadOnlyError::new_err(format!("{context}{error}")),
         // `Error` is non-exhaustive: a variant added later is still a VellumError.
         _ => VellumError::new_err(format!("{context}{error}")),
     }

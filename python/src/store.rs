@@ -116,19 +116,30 @@ impl PyStore {
     /// that had it open crashed. Raises :class:`NotFoundError` if there is none, and
     /// :class:`StoreLockedError` if it is open elsewhere. ``sync``, ``archive`` and
     /// ``stored_writes`` as for :meth:`create`.
+    ///
+    /// With ``read_only=True`` the store is opened for reading only: any number of processes
+    /// may (while none has it open for writing), each write raises :class:`ReadOnlyError`, and
+    /// nothing is written to its files (a crash's recovery is done in memory). This is how
+    /// worker processes share a store: one opened for writing is not carried across
+    /// ``fork()``, where every call raises :class:`ClosedError`.
     #[staticmethod]
-    #[pyo3(signature = (path, *, sync="always", sync_interval=0.1, archive=true, stored_writes=false))]
+    #[pyo3(signature = (path, *, read_only=false, sync="always", sync_interval=0.1, archive=true, stored_writes=false))]
     fn open(
         py: Python<'_>,
         path: PathBuf,
+        read_only: bool,
         sync: &str,
         sync_interval: f64,
         archive: bool,
         stored_writes: bool,
     ) -> PyResult<PyStore> {
         let options = options(sync, sync_interval, archive, stored_writes)?;
-        let store = py.detach(|| Store::open(&path, options)).py_err()?;
-        Ok(PyStore::new(store))
+        let opened = if read_only {
+            py.detach(|| Store::open_read_only(&path, options))
+        } else {
+            py.detach(|| Store::open(&path, options))
+        };
+        Ok(PyStore::new(opened.py_err()?))
     }
 
     /// Inserts a vector under ``id`` with optional ``dict[str, str]`` metadata, in a transaction

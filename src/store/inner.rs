@@ -41,6 +41,9 @@ pub(crate) struct Inner {
     pub dimension: u32,
     /// Opened with [`Store::open_read_only`]: nothing is ever written.
     pub read_only: bool,
+    /// The process that opened the store: in a child of its `fork()`, a store opened for
+    /// writing refuses every call (`check_process`, src/fork.rs).
+    pub origin: crate::fork::Origin,
     /// Pages initialised per space (by [`crate::format::page::Space::index`]): the checkpoint records
     /// them, and a page below the count that reads as zero is damage.
     pub initialised: [AtomicU64; 2],
@@ -119,6 +122,7 @@ impl Inner {
             dir: dir.to_path_buf(),
             dimension: control.dimension,
             read_only,
+            origin: crate::fork::Origin::here(),
             wal,
             arena,
             last_interval_lsn: AtomicU64::new(control.checkpoint_lsn.0),
@@ -152,8 +156,27 @@ impl Inner {
         }
     }
 
-    /// Refuses a change to a store opened read-only.
+    /// Refuses any call (a read too) in a child of a `fork()` of the process that opened the
+    /// store for writing: the child's copy of the log tail, pages and locks is the parent's
+    /// at the fork, and the files are the parent's (src/fork.rs). A store opened read-only
+    /// reads on there: nothing writes its files while it is open (`LOCK`).
+    pub fn check_process(&self) -> Result<()> {
+        if self.read_only || !self.origin.is_forked() {
+            return Ok(());
+        }
+        Err(Error::Closed(format!(
+            "{} was opened for writing by process {}, of which this process ({}) is a fork: \
+             a store is not carried across fork() (the child would write into the parent's log \
+             and pages); open it in this process once the other has closed it",
+            self.dir.display(),
+            self.origin.pid(),
+            std::process::id()
+        )))
+    }
+
+    /// Refuses a change to a store opened read-only, or in a forked child.
     pub fn check_writable(&self) -> Result<()> {
+        self.check_process()?;
         if self.read_only {
             return Err(Error::ReadOnly(format!("{} was opened read-only", self.dir.display())));
         }

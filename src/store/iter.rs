@@ -248,6 +248,7 @@ impl<'a> Walk<'a> {
         convert: &mut impl FnMut(&Inner, &[u8], &LeafValue) -> Result<T>,
     ) -> Result<()> {
         let Some(from) = self.from.take() else { return Ok(()) };
+        self.inner.check_process()?;
         if self.remaining == 0 || self.end.as_ref().is_some_and(|end| from >= *end) {
             return Ok(());
         }

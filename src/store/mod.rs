@@ -72,6 +72,10 @@ use inner::checkpointer;
 use lifecycle::{check_creation_options, check_room_for_segment, create_files, lock_store, random_u64, wal_config};
 
 /// An embedded vector store. `Send + Sync`: share it with `Arc`.
+///
+/// Not across `fork()`: in a child of the process that opened it for writing, every call
+/// returns [`Error::Closed`] and its close and drop write nothing (the files stay the
+/// parent's). A store opened with [`Store::open_read_only`] reads on in the child.
 pub struct Store {
     inner: Arc<Inner>,
     checkpointer: Mutex<Option<JoinHandle<()>>>,
@@ -279,6 +283,7 @@ impl Store {
     /// The vector stored under `id`, or `None`.
     pub fn get(&self, id: &str) -> Result<Option<VectorRef<'_>>> {
         let inner = &*self.inner;
+        inner.check_process()?;
         let mut tries = 0;
         loop {
             let pin = inner.epochs.pin();
@@ -317,6 +322,7 @@ impl Store {
     /// makes them all durable; each caller gets its own row's result.
     pub fn insert(&self, id: &str, vector: &[f32], metadata: &[(&str, &str)]) -> Result<Lsn> {
         if self.combines() {
+            self.inner.check_process()?; // before the combiner's lock, which a fork may hold
             return self.inner().combiner.write(self, combine::RowOp::Insert, id, vector, metadata);
         }
         let mut tx = self.begin()?;
@@ -327,6 +333,7 @@ impl Store {
     /// Inserts or replaces a vector (autocommit).
     pub fn upsert(&self, id: &str, vector: &[f32], metadata: &[(&str, &str)]) -> Result<Lsn> {
         if self.combines() {
+            self.inner.check_process()?; // before the combiner's lock, which a fork may hold
             return self.inner().combiner.write(self, combine::RowOp::Upsert, id, vector, metadata);
         }
         let mut tx = self.begin()?;
@@ -528,6 +535,10 @@ impl Store {
     /// full is given up (the next open redoes the log instead): the close still succeeds once
     /// the log is durable.
     pub fn close(self) -> Result<()> {
+        if self.inner.origin.is_forked() {
+            // A forked child's copy: its drop leaves the files to the process that opened it.
+            return Ok(());
+        }
         self.stop_checkpointer();
         if self.inner.read_only || (!self.inner.wal.appended() && self.inner.dirty.lock().is_empty()) {
             // Nothing changed since the open (every change is logged first, and recovery left
@@ -616,6 +627,14 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        if self.inner.origin.is_forked() {
+            // In a child of a fork() (src/fork.rs) the threads to stop do not exist (a join
+            // would wait for ever) and the files are the parent's: the child's copy of the
+            // store is left as it is, never dropped (its memory and descriptors go with the
+            // process).
+            std::mem::forget(Arc::clone(&self.inner));
+            return;
+        }
         self.stop_checkpointer();
         crate::store::shipping::stop(&self.inner); // Hook (shipping)
     }

@@ -156,6 +156,8 @@ impl crate::Store {
     /// timeout) and waits up to `wait` for it; `None` if the store does not ship.
     pub fn ship_now(&self, wait: std::time::Duration) -> Option<crate::store::shipper::ShipStatus> {
         let shipper = self.inner().ship.shipper.lock().clone();
+        // In a forked child the shipper thread does not exist: no round would come.
+        let wait = if self.inner().origin.is_forked() { std::time::Duration::ZERO } else { wait };
         shipper.map(|s| s.ship_now(wait))
     }
 

@@ -108,6 +108,7 @@ impl<'s> Transaction<'s> {
 
     /// Inserts a vector; `Err(AlreadyExists)` if `id` is present.
     pub fn insert(&mut self, id: &str, vector: &[f32], metadata: &[(&str, &str)]) -> Result<Lsn> {
+        self.store.inner().check_process()?;
         self.check_input(id, vector, metadata)?;
         if self.lookup(id)?.is_some() {
             return Err(Error::AlreadyExists);
@@ -117,12 +118,14 @@ impl<'s> Transaction<'s> {
 
     /// Inserts or replaces a vector.
     pub fn upsert(&mut self, id: &str, vector: &[f32], metadata: &[(&str, &str)]) -> Result<Lsn> {
+        self.store.inner().check_process()?;
         self.check_input(id, vector, metadata)?;
         self.write_entry(Op::Upsert, id, vector, metadata)
     }
 
     /// Deletes a vector; returns whether it existed.
     pub fn delete(&mut self, id: &str) -> Result<bool> {
+        self.store.inner().check_process()?;
         check_id(id)?;
         let Some(old) = self.lookup(id)? else { return Ok(false) };
         let mut list = self.take_edit_list();
@@ -141,6 +144,7 @@ impl<'s> Transaction<'s> {
     /// or appears twice, and then nothing changes. Rows are logged many to a record (the bulk
     /// path: see [`Transaction::upsert_many`]). Returns the LSN of the last record.
     pub fn insert_many(&mut self, rows: &[Row<'_>]) -> Result<Lsn> {
+        self.store.inner().check_process()?;
         self.check_rows(rows)?;
         // foldhash, seeded per set: SipHash over every id was a twentieth of a bulk insert.
         let mut seen: std::collections::HashSet<&str, super::state::FastHash> =
@@ -165,6 +169,7 @@ impl<'s> Transaction<'s> {
     /// page, one record header for the lot. An I/O error part way leaves the rows before it
     /// in the transaction (abort it to undo them; [`Store::upsert_many`] does).
     pub fn upsert_many(&mut self, rows: &[Row<'_>]) -> Result<Lsn> {
+        self.store.inner().check_process()?;
         self.check_rows(rows)?;
         self.write_many(rows)
     }
@@ -180,7 +185,8 @@ impl<'s> Transaction<'s> {
 
     /// Commits: the changes become visible to readers, and durable per the sync mode before
     /// this returns. Returns the commit record's LSN.
-    pub fn commit(self) -> Result<Lsn> {
+    pub fn commit(mut self) -> Result<Lsn> {
+        self.check_process_or_forget()?;
         let store = self.store;
         let lsn = self.publish()?;
         // The writer lock is released: other writers proceed while this commit waits for its
@@ -227,7 +233,18 @@ impl<'s> Transaction<'s> {
 
     /// Rolls back every change of this transaction.
     pub fn abort(mut self) -> Result<()> {
+        self.check_process_or_forget()?;
         self.rollback()
+    }
+
+    /// In a forked child (src/fork.rs) the transaction is the parent's to finish: refused,
+    /// and marked finished so that its drop does not roll it back into the parent's log.
+    fn check_process_or_forget(&mut self) -> Result<()> {
+        let checked = self.store.inner().check_process();
+        if checked.is_err() {
+            self.finished = true;
+        }
+        checked
     }
 
     fn rollback(&mut self) -> Result<()> {
@@ -672,7 +689,7 @@ fn reload_meta(inner: &super::Inner, writer: &mut WriterState) {
 
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
-        if !self.finished {
+        if !self.finished && self.check_process_or_forget().is_ok() {
             // Dropping is abort. An error here (the log failed) leaves the store poisoned; the
             // next open's recovery undoes this transaction from the log.
             let _ = self.rollback();

@@ -24,6 +24,7 @@ from ._errors import (
     IncompatibleError,
     InvalidArgumentError,
     NotFoundError,
+    ReadOnlyError,
     StorageError,
     StoreLockedError,
     VellumError,
@@ -45,6 +46,7 @@ __all__ = [
     "NotFoundError",
     "IncompatibleError",
     "ClosedError",
+    "ReadOnlyError",
 ]
 
 for _error in (
@@ -58,6 +60,7 @@ for _error in (
     NotFoundError,
     IncompatibleError,
     ClosedError,
+    ReadOnlyError,
 ):
     _error.__module__ = "vellum"  # tracebacks say vellum.CorruptedError, pickles find it here
 del _error

@@ -19,6 +19,7 @@ __all__ = [
     "NotFoundError",
     "IncompatibleError",
     "ClosedError",
+    "ReadOnlyError",
 ]
 
 
@@ -67,4 +68,10 @@ class IncompatibleError(VellumError):
 
 
 class ClosedError(VellumError, ValueError):
-    """The store was closed, or the transaction has already committed or aborted."""
+    """The store was closed, or the transaction has already committed or aborted; or the
+    store was opened for writing by the process this one was forked from (a store is not
+    carried across ``fork()``: open it in the child, read-only for a reader)."""
+
+
+class ReadOnlyError(VellumError):
+    """A write to a store opened with ``read_only=True``: nothing was changed."""

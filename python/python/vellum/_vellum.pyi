@@ -37,6 +37,7 @@ class Store:
     def open(
         path: _Path,
         *,
+        read_only: bool = False,
         sync: _Sync = "always",
         sync_interval: float = 0.1,
         archive: bool = True,

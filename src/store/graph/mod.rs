@@ -379,6 +379,7 @@ impl crate::Store {
     /// the store has one for `options.metric` and `exact` is false, else by an exact scan.
     /// Filtered searches return `min(k, matching)` results either way.
     pub fn search_with(&self, query: &[f32], k: usize, options: &SearchOptions<'_>) -> Result<Vec<(String, f32)>> {
+        self.inner().check_process()?;
         search::search(self.inner(), query, k, options)
     }
 
@@ -399,6 +400,7 @@ impl crate::Store {
     /// The index's parameters and size, `None` if the store has none.
     pub fn index_info(&self) -> Result<Option<IndexInfo>> {
         let inner = self.inner();
+        inner.check_process()?;
         let Some(published) = inner.graph.published() else { return Ok(None) };
         let snap = pages::read_snapshot(inner, published.shape.meta_page)?;
         let f = &snap.fields;

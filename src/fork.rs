@@ -1,0 +1,96 @@
+//! Whether the running process is the one that opened a store, or a child of its `fork()`.
+//!
+//! A child of `fork()` gets a copy of its parent's memory (a store's log tail and its next
+//! LSN, its dirty pages, its locks, held or not) and none of its threads, and it shares the
+//! parent's open files. Its copy of a store opened for writing is the parent's state at the
+//! fork: a commit from it lands in the same log at the same addresses as the parent's next
+//! ones, and its close checkpoints its stale pages over the parent's. (Measured before this
+//! check: a Python child of `os.fork()` that upserted and closed left a store that no longer
+//! opened, "record checksum mismatch"; a child that upserted and exited had its commit
+//! acknowledged and then lost.) So the store layer asks [`Origin::is_forked`] at each call of a
+//! store opened for writing and refuses it in a child, and its drop there leaves the files
+//! alone (`store/mod.rs`).
+//!
+//! How it knows: a `pthread_atfork` child handler, registered by the first [`Origin::here`],
+//! counts the forks this process descends from; an origin remembers the count it was taken
+//! at. A load of one atomic a call, where comparing process ids would be a system call (glibc
+//! does not cache `getpid`). Where the handler could not be registered, the process ids are
+//! compared instead.
+
+use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// The forks between the first process that loaded the crate and this one (the child handler
+/// adds one in each child; a parent's count never changes).
+static FORKS: AtomicU64 = AtomicU64::new(0);
+/// Whether the child handler is registered (else [`Origin::is_forked`] compares process ids).
+static REGISTERED: AtomicBool = AtomicBool::new(false);
+static REGISTER: Once = Once::new();
+
+/// Runs in the child of every `fork()`, before `fork` returns there: only async-signal-safe
+/// work is allowed, and an atomic add is.
+extern "C" fn count_fork_in_child() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+fn register() {
+    REGISTER.call_once(|| {
+        // SAFETY: pthread_atfork only records the three function pointers; the one given is a
+        // plain `extern "C" fn` of this crate that lives as long as the process and touches one
+        // static atomic (async-signal-safe, as a child handler must be).
+        let code = unsafe { libc::pthread_atfork(None, None, Some(count_fork_in_child)) };
+        REGISTERED.store(code == 0, Ordering::Release);
+    });
+}
+
+/// The process a store was opened in: which fork it was, and its id.
+#[derive(Clone, Copy, Debug)]
+pub struct Origin {
+    forks: u64,
+    pid: u32,
+}
+
+impl Origin {
+    /// The running process.
+    pub fn here() -> Origin {
+        register();
+        Origin {
+            forks: FORKS.load(Ordering::Relaxed),
+            pid: std::process::id(),
+        }
+    }
+
+    /// True in a child (or a later descendant) of a `fork()` of the process this origin was
+    /// taken in; false in that process itself.
+    pub fn is_forked(&self) -> bool {
+        if REGISTERED.load(Ordering::Relaxed) {
+            FORKS.load(Ordering::Relaxed) != self.forks
+        } else {
+            std::process::id() != self.pid
+        }
+    }
+
+    /// The id of the process this origin was taken in.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_origin_is_not_forked_in_its_own_process_or_thread() {
+        let origin = Origin::here();
+        assert!(
+            !origin.is_forked(),
+            "the process that took the origin is no fork of itself"
+        );
+        let elsewhere = std::thread::spawn(move || origin.is_forked())
+            .join()
+            .expect("the thread runs");
+        assert!(!elsewhere, "another thread of the same process is no fork either");
+        assert_eq!(origin.pid(), std::process::id());
+    }
+}
