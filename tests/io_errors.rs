@@ -200,6 +200,13 @@ fn a_segment_install_whose_directory_sync_failed_poisons_the_log_and_the_next_op
     let (sim, store, error) = store_failing_at(1, FaultKind::SyncEio, "syncing directory /db/wal", |_| {}, fill);
     assert!(matches!(error, Error::Io { .. }), "{error:?}");
     let next = store.insert("next", &vector(1), &[]);
+    // Whoever meets the stopped log learns why (the failure may have gone to another
+    // thread: a background flush, another committer).
+    let why = format!("{:?}", next.as_ref().map(|_| ()));
+    assert!(
+        why.contains("syncing directory /db/wal"),
+        "the refusal names the error that stopped the log: {why}"
+    );
     assert!(
         is_poisoned(next),
         "the segment cannot be installed again: the log stops"

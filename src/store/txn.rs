@@ -251,12 +251,12 @@ impl<'s> Transaction<'s> {
         self.finished = true;
         let inner = self.store.inner();
         let result = self.undo_all();
-        if result.is_err() {
+        if let Err(error) = &result {
             // The log holds this transaction's changes but not their undoing, and so do the
             // pages in memory: nothing more may be logged (a checkpoint would record the
             // transaction as gone and write its changes out). The next open rolls it back;
             // until then readers see the committed state through the mask.
-            inner.wal.poison();
+            inner.wal.poison(error);
             inner.mask.freeze();
         }
         *inner.apply.lock() = None;

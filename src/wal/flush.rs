@@ -186,8 +186,8 @@ impl Wal {
     /// Stops the log as an I/O error does: every later append, flush and sync fails with
     /// `Error::Closed` until the store is reopened. For an owner whose state the log can no
     /// longer describe (a transaction whose rollback could not be logged).
-    pub fn poison(&self) {
-        self.shared.poisoned.store(true, Ordering::Release);
+    pub fn poison(&self, cause: &Error) {
+        self.shared.poison(cause);
     }
 
     /// `Err(Closed)` if the log takes no more records (poisoned by an I/O error, or read-only).
@@ -365,7 +365,7 @@ impl Shared {
         io.spare.clear();
         if let Err(error) = result {
             io.direct.forget();
-            self.poisoned.store(true, Ordering::Release);
+            self.poison(&error);
             self.erase_unsynced(end);
             return Err(error);
         }

@@ -156,6 +156,8 @@ struct Shared {
     /// The records the open scan checked whole (see `Wal::verified_reader`).
     crc_checked: Range<u64>,
     poisoned: AtomicBool,
+    /// What stopped the log (the first error that poisoned it), told with every refusal after.
+    poison_cause: Mutex<Option<String>>,
     shutdown: Mutex<bool>,
     wake: Condvar,
     /// Set by an append that finds `write_out_bytes` in the tail; the writer thread clears it
@@ -282,6 +284,7 @@ impl Wal {
             durable_lsn: AtomicU64::new(end),
             crc_checked,
             poisoned: AtomicBool::new(false),
+            poison_cause: Mutex::new(None),
             shutdown: Mutex::new(false),
             wake: Condvar::new(),
             write_out_wanted: AtomicBool::new(false),
@@ -686,11 +689,16 @@ impl Shared {
             return Err(Error::InvalidArgument("the log was opened read-only".into()));
         }
         if self.poisoned.load(Ordering::Acquire) {
-            return Err(Error::Closed(
-                "the WAL stopped after an I/O error; reopen the store".into(),
-            ));
+            let cause = self.poison_cause.lock().clone().unwrap_or_else(|| "an I/O error".into());
+            return Err(Error::Closed(format!("the WAL stopped after {cause}; reopen the store")));
         }
         Ok(())
+    }
+
+    /// Stops the log for good (until the store is reopened), remembering the first `cause`.
+    fn poison(&self, cause: &Error) {
+        self.poison_cause.lock().get_or_insert_with(|| format!("an error ({cause})"));
+        self.poisoned.store(true, Ordering::Release);
     }
 
     /// Makes sure the segments up to the one holding byte `end - 1` are installed and those up
@@ -771,7 +779,7 @@ impl Shared {
                 // Anything else may have failed after the spare took the segment's name (a
                 // directory sync that failed): the install cannot be redone, so the log stops.
                 Err(error) => {
-                    self.poisoned.store(true, Ordering::Release);
+                    self.poison(&error);
                     return Err(error);
                 }
             };
