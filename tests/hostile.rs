@@ -718,3 +718,47 @@ fn a_page_newer_than_the_log_is_damage_and_nothing_is_written() {
     // checkpoints wrote: pages whose LSNs lie past the log's end.
     refused_by_every_open_and_verify(&dir, "different moments", "an arena from after the log's end");
 }
+
+#[test]
+fn a_lock_file_deleted_under_a_writer_lets_no_second_process_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let writer = Store::create(&path, DIMENSION, options()).unwrap();
+    writer.insert("a", &vector_of(1, 0.0), &[]).unwrap();
+    // A cleanup script, or a user, removes what looks like a stale lock file.
+    std::fs::remove_file(path.join("LOCK")).unwrap();
+    // (flock locks belong to open file descriptions: a second open in this process is kept
+    // out exactly as one in another process is.)
+    for read_only in [false, true] {
+        let second = if read_only {
+            Store::open_read_only(&path, options())
+        } else {
+            Store::open(&path, options())
+        };
+        assert!(
+            matches!(&second, Err(Error::Locked(_))),
+            "read_only {read_only}: the store's directory is still locked by its writer, though LOCK is gone: {:?}",
+            second.as_ref().map(|_| ())
+        );
+    }
+    let out = vellum(&["import", path.to_str().unwrap(), "/nonexistent.jsonl"]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "the command line finds the store busy: {out:?}"
+    );
+    let report = vellum::inspect::verify_store(&path, &()).unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.reason.contains("open in another process")),
+        "verify knows a writer has the store: {:?}",
+        report.problems
+    );
+    writer.insert("b", &vector_of(2, 0.0), &[]).unwrap();
+    writer.close().unwrap();
+    let reopened = Store::open(&path, options()).unwrap();
+    assert_eq!(reopened.len(), 2, "the writer's rows, and only its");
+    assert!(path.join("LOCK").is_file(), "the next open makes LOCK again");
+}

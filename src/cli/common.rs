@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
-use vellum::storage::{RealStorage, Storage};
+use vellum::inspect::StoreLock;
 use vellum::{Error, Options, RecoveryReport, Store, SyncMode};
 
 /// Success.
@@ -257,42 +257,23 @@ pub fn spinner(message: &str) -> ProgressBar {
     bar
 }
 
-/// Fails with exit code 5 if another process has the store open (holds its `LOCK`).
+/// Fails with exit code 5 if another process has the store open (holds its locks).
 pub fn check_not_busy(dir: &Path) -> Result<(), Failure> {
     match lock(dir) {
-        Lock::Busy => Err(Failure::new(
+        StoreLock::Busy => Err(Failure::new(
             EXIT_BUSY,
             format!(
                 "{} is open in another process; try again when it has closed it",
                 dir.display()
             ),
         )),
-        Lock::Held(_) | Lock::NoLockFile => Ok(()),
+        StoreLock::Held(_) | StoreLock::Unavailable => Ok(()),
     }
 }
 
-/// The store's lock, taken without creating anything.
-pub enum Lock {
-    /// Taken; released when dropped.
-    Held(#[allow(dead_code)] Box<dyn std::any::Any + Send + Sync>),
-    /// Another process holds it.
-    Busy,
-    /// No `LOCK` file (a store never opened), or it could not be taken for another reason.
-    NoLockFile,
-}
-
-/// Tries to take the store's `LOCK` (the advisory lock `Store::open` takes), only if the file
-/// exists, so nothing in the directory changes.
-pub fn lock(dir: &Path) -> Lock {
-    let path = dir.join("LOCK");
-    if !path.is_file() {
-        return Lock::NoLockFile;
-    }
-    match RealStorage::new().lock_exclusive(&path) {
-        Ok(guard) => Lock::Held(guard),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Lock::Busy,
-        Err(_) => Lock::NoLockFile,
-    }
+/// The store's locks as a writer takes them, taken without creating anything.
+pub fn lock(dir: &Path) -> StoreLock {
+    vellum::inspect::try_lock_store(dir, true)
 }
 
 /// The options every command starts from: the library's defaults, with direct I/O off when

@@ -152,25 +152,42 @@ impl LogReader {
     }
 }
 
-/// A shared lock on a store's `LOCK`, as a read-only open takes it.
-pub(crate) enum SharedLock {
+/// A store's locks (its directory's and `LOCK`'s), as a tool that must not run beside an open
+/// store tries them.
+pub enum StoreLock {
     /// Taken; released when dropped.
     Held(#[allow(dead_code)] Box<dyn std::any::Any + Send + Sync>),
-    /// A writer holds it.
+    /// A process has the store open (for writing, or for reading when asked for exclusive).
     Busy,
-    /// No `LOCK` file, or it could not be taken for another reason (read-only media).
+    /// Neither could be taken for a reason other than a holder (no `LOCK` file and a file
+    /// system that cannot lock a directory, read-only media, another user's store).
     Unavailable,
 }
 
-/// Tries to take a shared lock on the store in `dir`; changes nothing.
-pub(crate) fn lock_shared(dir: &Path) -> SharedLock {
+/// Tries to take the locks of the store in `dir` as an open does, `exclusive` as a writer's
+/// or shared as a reader's, creating nothing: its directory's, and `LOCK` if the file exists.
+/// `Busy` if a holder has either.
+pub fn try_lock_store(dir: &Path, exclusive: bool) -> StoreLock {
+    let storage = RealStorage::new();
+    let held = |e: &std::io::Error| e.kind() == std::io::ErrorKind::WouldBlock;
+    let dir_guard = match storage.lock_dir(dir, exclusive) {
+        Ok(guard) => Some(guard),
+        Err(e) if held(&e) => return StoreLock::Busy,
+        Err(_) => None,
+    };
     let path = dir.join("LOCK");
-    if !path.is_file() {
-        return SharedLock::Unavailable;
-    }
-    match RealStorage::new().lock_shared(&path) {
-        Ok(guard) => SharedLock::Held(guard),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => SharedLock::Busy,
-        Err(_) => SharedLock::Unavailable,
+    let taken = match path.is_file() {
+        true if exclusive => Some(storage.lock_exclusive(&path)),
+        true => Some(storage.lock_shared(&path)),
+        false => None,
+    };
+    let file_guard = match taken {
+        Some(Ok(guard)) => Some(guard),
+        Some(Err(e)) if held(&e) => return StoreLock::Busy,
+        Some(Err(_)) | None => None,
+    };
+    match (file_guard, dir_guard) {
+        (None, None) => StoreLock::Unavailable,
+        guards => StoreLock::Held(Box::new(guards)),
     }
 }

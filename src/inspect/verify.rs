@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use zerocopy::FromBytes;
 
-use super::{Progress, SharedLock, dir_usage, lock_shared};
+use super::{Progress, StoreLock, dir_usage, try_lock_store};
 use crate::arena::doublewrite::{Doublewrite, DoublewriteOpen};
 use crate::arena::{Arena, ArenaOpen, arena_file_name};
 use crate::error::Result;
@@ -210,8 +210,8 @@ pub fn verify_store(dir: &Path, progress: &dyn Progress) -> Result<Report> {
         store: dir.to_path_buf(),
         ..Report::default()
     };
-    let lock = match lock_shared(dir) {
-        SharedLock::Busy => {
+    let lock = match try_lock_store(dir, false) {
+        StoreLock::Busy => {
             report.warn(Problem::new(
                 Severity::Warning,
                 "store",

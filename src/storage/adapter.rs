@@ -112,6 +112,10 @@ impl Storage for Adapted {
         self.inner.lock_shared(path)
     }
 
+    fn lock_dir(&self, path: &Path, exclusive: bool) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        self.inner.lock_dir(path, exclusive)
+    }
+
     fn open_read_only(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
         // Read-only files take no writes of any kind: nothing to adapt.
         self.inner.open_read_only(path)

@@ -101,6 +101,14 @@ pub trait Storage: Send + Sync + fmt::Debug {
         let _ = path;
         Ok(Box::new(()))
     }
+    /// Takes an advisory lock on the directory `path` itself (exclusive or shared, as
+    /// [`Storage::lock_exclusive`] and [`Storage::lock_shared`]) for as long as the returned
+    /// guard lives. Unlike a lock file, the directory cannot be deleted from under its holder
+    /// while it holds the files the lock guards.
+    fn lock_dir(&self, path: &Path, exclusive: bool) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        let _ = (path, exclusive);
+        Ok(Box::new(()))
+    }
     /// Opens an existing `path` for reading only: every write, resize or allocation through
     /// the returned file fails with `EBADF` and changes nothing, and nothing about the file
     /// (not even its access time, where the system allows) is changed by opening it. Private

@@ -221,6 +221,10 @@ impl Storage for RealStorage {
             .open(path)?;
         flock(file, libc::LOCK_EX)
     }
+
+    fn lock_dir(&self, path: &Path, exclusive: bool) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        flock(File::open(path)?, if exclusive { libc::LOCK_EX } else { libc::LOCK_SH })
+    }
 }
 
 /// Takes `flock(operation | LOCK_NB)` on `file`; the lock lives as long as the open file

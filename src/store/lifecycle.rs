@@ -46,50 +46,65 @@ pub(super) fn wal_config(control: &Control, options: &Options) -> Result<WalConf
     Ok(config)
 }
 
-/// Takes the store's lock file: exclusive for a writer, so two processes never write one
-/// store; shared for a reader, so readers share a store but never beside a writer. A reader
-/// that cannot take the lock because `LOCK` is missing or may not be opened (read-only
-/// media, another user's store) reads without it: no writer can have opened the store
-/// there, or the reader could not keep one out anyway.
+/// Takes the store's locks: exclusive for a writer, so two processes never write one store;
+/// shared for a reader, so readers share a store but never beside a writer. Two locks, each
+/// enough alone: the `LOCK` file (what every release takes), and the store's directory itself,
+/// which unlike `LOCK` cannot be deleted from under a running writer (with `LOCK` alone, a
+/// second writer whose open found `LOCK` deleted made a new one and took it, and the two
+/// writers destroyed the store). A reader that cannot take a lock because `LOCK` is missing
+/// or may not be opened (read-only media, another user's store) reads without it: no writer
+/// can have opened the store there, or the reader could not keep one out anyway. The
+/// directory's lock is a second line: a file system that cannot lock a directory (NFS takes
+/// `flock` as a byte-range lock, which a directory opened for reading cannot hold
+/// exclusively) leaves the store to `LOCK`.
 pub(super) fn lock_store(dir: &Path, storage: &Arc<dyn Storage>, read_only: bool) -> Result<Box<dyn std::any::Any + Send + Sync>> {
     let path = dir.join("LOCK");
-    let try_lock = || {
+    let taken = retry_while_held(|| {
         if read_only {
             storage.lock_shared(&path)
         } else {
             storage.lock_exclusive(&path)
         }
+    });
+    let file_guard = match taken {
+        Ok(guard) => guard,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Err(locked(dir, read_only)),
+        Err(e) if read_only && matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied) => {
+            Box::new(())
+        }
+        Err(e) => return Err(Error::io(format!("locking {}", path.display()), e)),
     };
-    // A lock is held by an open file description, and a process that forks (to run a command)
-    // shares its descriptors with the child until the child's exec closes them: a store closed
-    // in one thread while another forks can stay locked for that instant. A holder that has
-    // the store open holds it far longer than the moment waited here.
+    let dir_guard = match retry_while_held(|| storage.lock_dir(dir, !read_only)) {
+        Ok(guard) => guard,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Err(locked(dir, read_only)),
+        Err(_) => Box::new(()),
+    };
+    Ok(Box::new((file_guard, dir_guard)))
+}
+
+/// Tries `take` until it does not find the lock held, for up to 100 ms. A lock is held by an
+/// open file description, and a process that forks (to run a command) shares its descriptors
+/// with the child until the child's exec closes them: a store closed in one thread while
+/// another forks can stay locked for that instant. A holder that has the store open holds it
+/// far longer than the moment waited here.
+fn retry_while_held<T>(mut take: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
     let started = std::time::Instant::now();
-    let mut taken = try_lock();
+    let mut taken = take();
     while matches!(&taken, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
         && started.elapsed() < std::time::Duration::from_millis(100)
     {
         std::thread::sleep(std::time::Duration::from_millis(2));
-        taken = try_lock();
+        taken = take();
     }
-    match taken {
-        Ok(guard) => Ok(guard),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(Error::Locked(format!(
-            "{} is open for writing{} (in this process or another)",
-            dir.display(),
-            if read_only { "" } else { " or reading" }
-        ))),
-        Err(e)
-            if read_only
-                && matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-                ) =>
-        {
-            Ok(Box::new(()))
-        }
-        Err(e) => Err(Error::io(format!("locking {}", path.display()), e)),
-    }
+    taken
+}
+
+fn locked(dir: &Path, read_only: bool) -> Error {
+    Error::Locked(format!(
+        "{} is open for writing{} (in this process or another)",
+        dir.display(),
+        if read_only { "" } else { " or reading" }
+    ))
 }
 
 /// Refuses a log segment larger than the free space of the file system (`statvfs`), before
