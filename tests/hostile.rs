@@ -762,3 +762,91 @@ fn a_lock_file_deleted_under_a_writer_lets_no_second_process_in() {
     assert_eq!(reopened.len(), 2, "the writer's rows, and only its");
     assert!(path.join("LOCK").is_file(), "the next open makes LOCK again");
 }
+
+/// Runs `vellum args` under `sh -c 'ulimit …; exec vellum …'` with the soft (and, if
+/// `hard_too`, the hard) limit on open files set to `limit`.
+fn vellum_with_open_files(limit: u32, hard_too: bool, args: &[&str]) -> std::process::Output {
+    let which = if hard_too { "-n" } else { "-Sn" };
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit {which} {limit} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_vellum"))
+        .args(args)
+        .output()
+        .expect("run vellum under sh")
+}
+
+#[test]
+fn a_store_outgrows_a_low_soft_limit_on_open_files_and_a_hard_one_is_a_typed_stop() {
+    let hard = Command::new("sh").arg("-c").arg("ulimit -Hn").output().unwrap();
+    let hard = String::from_utf8_lossy(&hard.stdout).trim().to_string();
+    if hard != "unlimited" && hard.parse::<u64>().is_ok_and(|h| h < 4096) {
+        eprintln!("skipped: the hard limit on open files here is {hard}, below what the test needs");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rows_path = dir.path().join("rows.jsonl");
+    let mut rows = String::new();
+    for i in 0..20_000 {
+        let vector: Vec<String> = vector_of(i, 0.5).iter().map(|x| x.to_string()).collect();
+        rows.push_str(&format!("{{\"id\": \"r{i}\", \"vector\": [{}]}}\n", vector.join(",")));
+    }
+    std::fs::write(&rows_path, rows).unwrap();
+    let rows_arg = rows_path.to_str().unwrap();
+    // Small files: the store holds a descriptor for each arena file and log segment in use,
+    // far more than 64 here.
+    let store = dir.path().join("store");
+    let store_arg = store.to_str().unwrap();
+    let made = vellum(&[
+        "create",
+        store_arg,
+        "--dim",
+        "64",
+        "--page-size",
+        "4096",
+        "--segment-size",
+        "64KiB",
+    ]);
+    assert!(made.status.success(), "{made:?}");
+    let out = vellum_with_open_files(64, false, &["import", store_arg, rows_arg]);
+    assert!(
+        out.status.success(),
+        "with only the soft limit low, the store raises it and grows on: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let arena_files = std::fs::read_dir(store.join("arena")).unwrap().count();
+    assert!(
+        arena_files > 64,
+        "the store outgrew the soft limit ({arena_files} arena files)"
+    );
+    // A hard limit it cannot raise: a typed stop, and everything committed before it stays.
+    let second = dir.path().join("second");
+    let second_arg = second.to_str().unwrap();
+    assert!(
+        vellum(&[
+            "create",
+            second_arg,
+            "--dim",
+            "64",
+            "--page-size",
+            "4096",
+            "--segment-size",
+            "64KiB"
+        ])
+        .status
+        .success()
+    );
+    let out = vellum_with_open_files(64, true, &["import", second_arg, rows_arg]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "a store error, not a crash: {stderr}");
+    assert!(stderr.contains("Too many open files"), "the cause is named: {stderr}");
+    let reopened = Store::open(&second, Options::default()).unwrap();
+    let kept = reopened.len();
+    assert!(
+        kept > 0 && kept < 20_000,
+        "the batches committed before the stop stay ({kept})"
+    );
+    drop(reopened);
+    let report = vellum::inspect::verify_store(&second, &()).unwrap();
+    assert!(report.clean(), "{:?}", report.problems);
+}

@@ -136,8 +136,8 @@ impl Storage for RealStorage {
     }
 
     fn copy_file(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut source = fs::File::open(from)?;
-        let mut dest = fs::OpenOptions::new().write(true).create_new(true).open(to)?;
+        let mut source = with_descriptor_room(|| fs::File::open(from))?;
+        let mut dest = with_descriptor_room(|| fs::OpenOptions::new().write(true).create_new(true).open(to))?;
         // Between two files, `io::copy` copies inside the kernel (copy_file_range on Linux).
         io::copy(&mut source, &mut dest).map(|_| ())
     }
@@ -148,15 +148,18 @@ impl Storage for RealStorage {
         if create {
             options.create_new(true);
         }
-        Ok(Arc::new(RealFile::new(options.open(path)?)))
+        Ok(Arc::new(RealFile::new(with_descriptor_room(|| options.open(path))?)))
     }
 
     fn open_read_only(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
         use std::os::unix::fs::OpenOptionsExt;
         let mut options = OpenOptions::new();
         // O_NOATIME is refused for files the caller does not own: fall back without it.
-        let file = match options.read(true).custom_flags(libc::O_NOATIME).open(path) {
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => OpenOptions::new().read(true).open(path)?,
+        options.read(true).custom_flags(libc::O_NOATIME);
+        let file = match with_descriptor_room(|| options.open(path)) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                with_descriptor_room(|| OpenOptions::new().read(true).open(path))?
+            }
             other => other?,
         };
         Ok(Arc::new(RealFile::new(file)))
@@ -180,7 +183,10 @@ impl Storage for RealStorage {
     }
 
     fn lock_shared(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
-        flock(OpenOptions::new().read(true).open(path)?, libc::LOCK_SH)
+        flock(
+            with_descriptor_room(|| OpenOptions::new().read(true).open(path))?,
+            libc::LOCK_SH,
+        )
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -205,7 +211,7 @@ impl Storage for RealStorage {
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        File::open(path)?.sync_all()
+        with_descriptor_room(|| File::open(path))?.sync_all()
     }
 
     fn exists(&self, path: &Path) -> bool {
@@ -213,18 +219,59 @@ impl Storage for RealStorage {
     }
 
     fn lock_exclusive(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let file = with_descriptor_room(|| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+        })?;
         flock(file, libc::LOCK_EX)
     }
 
     fn lock_dir(&self, path: &Path, exclusive: bool) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
-        flock(File::open(path)?, if exclusive { libc::LOCK_EX } else { libc::LOCK_SH })
+        flock(
+            with_descriptor_room(|| File::open(path))?,
+            if exclusive { libc::LOCK_EX } else { libc::LOCK_SH },
+        )
     }
+}
+
+/// Runs `open`; where it fails for want of descriptors (`EMFILE`) and the process's soft limit
+/// on open files is below its hard limit, raises the soft limit to the hard one (at most
+/// 2^20) and runs it once more. A store holds a descriptor for each arena file it has used
+/// (about 64 a GiB at the default 16 MiB segment size), and the usual soft limit of 1,024
+/// stopped a store growing, or a search reading it, at about 16 GiB, though the hard limit
+/// allowed far more (Go's runtime raises the soft limit at every program's start for the same
+/// reason). Raised only when needed: a process that never runs out keeps its limit.
+fn with_descriptor_room<T>(mut open: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    match open() {
+        Err(e) if e.raw_os_error() == Some(libc::EMFILE) && raise_open_file_limit() => open(),
+        other => other,
+    }
+}
+
+/// Raises the soft limit on open files to the hard one (at most 2^20); true if it rose.
+fn raise_open_file_limit() -> bool {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into `limit`, a local of that type.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return false;
+    }
+    let wanted = limit.rlim_max.min(1 << 20);
+    if wanted <= limit.rlim_cur {
+        return false;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: wanted,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: setrlimit reads one rlimit from `raised`, a local of that type.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 }
 }
 
 /// Takes `flock(operation | LOCK_NB)` on `file`; the lock lives as long as the open file
