@@ -22,6 +22,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::archive;
 use crate::format::control::Control;
 use crate::restore::remote::{self as fetch, Downloaded};
+use crate::restore::scratch::Scratch;
 use crate::ship::{Generation, REPLICA_OF, Remote};
 use crate::storage::{RealStorage, Storage};
 use crate::store::control_file::ControlFile;
@@ -111,6 +112,10 @@ impl std::fmt::Debug for Replica {
     }
 }
 
+fn real_storage() -> std::sync::Arc<dyn crate::storage::Storage> {
+    std::sync::Arc::new(RealStorage::new())
+}
+
 fn read_only_options() -> Options {
     Options {
         recovery: RecoveryMode::TolerateTornTail,
@@ -136,7 +141,7 @@ impl Replica {
     pub fn open(url: &str, dir: &Path, options: ReplicaOptions) -> Result<Replica> {
         let remote = Remote::new(url)?;
         if !dir.exists() {
-            build(&remote, dir, options.generation.as_deref(), false)?;
+            build(&remote, dir, dir, options.generation.as_deref(), false)?;
         }
         let stored = settings::read(&RealStorage::new(), dir)?;
         if stored.get(REPLICA_OF) != Some(remote.url()) {
@@ -339,8 +344,9 @@ fn refresh(shared: &Shared, rebased: bool) -> Result<()> {
 /// directories in one exchange and removes the old one.
 fn rebase(shared: &Shared) -> Result<bool> {
     let mut follow = shared.follow.lock();
-    let staging = fetch::scratch_beside(&shared.dir, "rebase");
-    build(&follow.remote, &staging, Some(&follow.generation), true)?;
+    let scratch = Scratch::beside(&real_storage(), &shared.dir, "rebase");
+    let staging = scratch.path().to_path_buf();
+    build(&follow.remote, &staging, &shared.dir, Some(&follow.generation), true)?;
     exchange(&staging, &shared.dir)?;
     let _ = std::fs::remove_dir_all(&staging);
     let remote = Remote::new(follow.remote.url())?;
@@ -380,14 +386,17 @@ fn exchange(a: &Path, b: &Path) -> Result<()> {
 /// Restores the latest state of the remote into the new directory `dir` as a replica: the base
 /// image's arena, the log from its checkpoint, a control file naming that checkpoint, and the
 /// settings that mark it a replica.
-fn build(remote: &Remote, dir: &Path, generation: Option<&str>, rebase: bool) -> Result<Downloaded> {
+/// Scratch directories are named after `owner`, the replica's directory (src/restore/scratch.rs):
+/// those a killed replica left are removed by the next one.
+fn build(remote: &Remote, dir: &Path, owner: &Path, generation: Option<&str>, rebase: bool) -> Result<Downloaded> {
     let generation = fetch::choose_generation(remote, generation)?;
-    let source = fetch::scratch_beside(dir, "download");
-    let staging = if rebase {
-        dir.to_path_buf()
-    } else {
-        fetch::scratch_beside(dir, "replica")
-    };
+    let storage = real_storage();
+    let download = Scratch::beside(&storage, owner, "download");
+    let source = download.path().to_path_buf();
+    let replica = (!rebase).then(|| Scratch::beside(&storage, owner, "replica"));
+    let staging = replica
+        .as_ref()
+        .map_or_else(|| dir.to_path_buf(), |s| s.path().to_path_buf());
     let result = (|| {
         for d in [&source, &staging.join("wal"), &staging.join("arena")] {
             std::fs::create_dir_all(d).map_err(|e| Error::io(format!("creating {}", d.display()), e))?;

@@ -625,3 +625,52 @@ fn a_wall_clock_that_steps_back_never_stamps_a_record_earlier_than_one_before_it
         "the last checkpoint's time is at or after every record's"
     );
 }
+
+#[test]
+fn a_killed_restores_staging_is_removed_by_the_next_restore_and_a_running_ones_is_not() {
+    use vellum::storage::{RealStorage, Storage};
+    let root = tempfile::tempdir().unwrap();
+    let src = root.path().join("src");
+    let store = Store::create(&src, 32, options()).unwrap();
+    workload(&store, &mut Rng::new(5), 20, 10);
+    store.close().unwrap();
+    // What a restore into `dest` killed by Ctrl-C or kill -9 left: its staging directory, as
+    // large as a store (and, from this release on, its lock file); and one of a restore that
+    // is still running, whose lock is held.
+    let abandoned = root.path().join(".dest.restoring-4000000-17");
+    std::fs::create_dir_all(abandoned.join("arena")).unwrap();
+    std::fs::write(
+        abandoned.join("arena").join("vector-00000000.pages"),
+        vec![7u8; 1 << 20],
+    )
+    .unwrap();
+    let abandoned_lock_only = root.path().join(".dest.download-4000001-18.lock");
+    std::fs::write(&abandoned_lock_only, b"").unwrap();
+    let running = root.path().join(".dest.restoring-4000002-19");
+    std::fs::create_dir_all(&running).unwrap();
+    let _running_lock = RealStorage::new()
+        .lock_exclusive(&root.path().join(".dest.restoring-4000002-19.lock"))
+        .unwrap();
+    let other_destination = root.path().join(".other.restoring-4000003-20");
+    std::fs::create_dir_all(&other_destination).unwrap();
+    restore(&src, root.path().join("dest"), RestoreTarget::Latest).unwrap();
+    assert!(!abandoned.exists(), "the killed restore's staging directory is gone");
+    assert!(
+        !abandoned_lock_only.exists(),
+        "a lock file left without its directory is gone"
+    );
+    assert!(running.exists(), "a running restore's staging directory is left alone");
+    assert!(
+        other_destination.exists(),
+        "another destination's staging is not this restore's to judge"
+    );
+    let leftovers: Vec<String> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".dest.") && !n.contains("4000002"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "the restore leaves nothing of its own beside dest: {leftovers:?}"
+    );
+}

@@ -2,6 +2,7 @@
 
 #[cfg(feature = "object-store")]
 pub(crate) mod remote;
+pub(crate) mod scratch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -153,14 +154,10 @@ pub(crate) fn restore_staged(
             dest.display()
         )));
     }
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "store".into());
-    let nonce = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let staging = dest.with_file_name(format!(".{name}.restoring-{}-{nonce}", std::process::id()));
+    // Held until the staging directory is renamed into place or removed: a restore that was
+    // killed leaves it, and the next restore into `dest` removes it (src/restore/scratch.rs).
+    let scratch = scratch::Scratch::beside(storage, dest, "restoring");
+    let staging = scratch.path().to_path_buf();
     let mut report = RestoreReport::default();
     let result = storage
         .create_dir_all(&staging.join("wal"))
@@ -175,7 +172,7 @@ pub(crate) fn restore_staged(
         }
         Err(error) => {
             // A restore that fails leaves nothing behind.
-            remove_tree(storage, &staging);
+            scratch::remove_tree(storage.as_ref(), &staging);
             Err(error)
         }
     }
@@ -658,19 +655,4 @@ fn move_tree(storage: &Arc<dyn Storage>, from: &Path, to: &Path) -> Result<()> {
     storage
         .remove_dir(from)
         .context(|| format!("removing {}", from.display()))
-}
-
-/// Removes a directory tree (best effort: used to clean up a failed restore).
-fn remove_tree(storage: &Arc<dyn Storage>, path: &Path) {
-    if let Ok(names) = storage.list(path) {
-        for name in names {
-            let child = path.join(name);
-            if storage.remove_file(&child).is_err() {
-                remove_tree(storage, &child);
-            }
-        }
-        let _ = storage.remove_dir(path);
-    } else {
-        let _ = storage.remove_file(path);
-    }
 }

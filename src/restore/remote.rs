@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use crate::archive::{self, ARCHIVE_DIR, ARCHIVE_HEADER_BYTES, ArchiveHeader};
 use crate::format::control::{CONTROL_FILE_BYTES, Control};
@@ -309,18 +309,6 @@ pub fn rename_error(error: Error, dir: &Path, remote: &Remote, generation: &Gene
         }
         other => other,
     }
-}
-
-/// A directory beside `dest` for scratch work, named after it.
-pub fn scratch_beside(dest: &Path, what: &str) -> PathBuf {
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "store".into());
-    let nonce = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    dest.with_file_name(format!(".{name}.{what}-{}-{nonce}", std::process::id()))
 }
 
 /// How many chunks of a base image's download wait for the decoder (chunks are the HTTP
