@@ -850,3 +850,48 @@ fn a_store_outgrows_a_low_soft_limit_on_open_files_and_a_hard_one_is_a_typed_sto
     let report = vellum::inspect::verify_store(&second, &()).unwrap();
     assert!(report.clean(), "{:?}", report.problems);
 }
+
+#[test]
+fn a_metadata_file_deleted_under_a_running_writer_is_made_again() {
+    // A cleanup of files it does not know (CONTROL, DOUBLEWRITE, wal/EPOCH look like nothing
+    // to keep) while a writer runs: the writer makes each again, so the store opens after its
+    // close, with every row. Before, each of the three left a store no open would take
+    // ("the control file is missing", "the doublewrite file is missing"; EPOCH stopped the
+    // log at its next horizon).
+    for file in ["CONTROL", "DOUBLEWRITE", "wal/EPOCH"] {
+        for writes_after in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("store");
+            let store = Store::create(&path, DIMENSION, options()).unwrap();
+            let row = |store: &Store, i: usize| {
+                store.insert(&format!("v{i}"), &vector_of(i, 0.25), &[]).unwrap();
+            };
+            (0..300).for_each(|i| row(&store, i));
+            store.checkpoint().unwrap();
+            std::fs::remove_file(path.join(file)).unwrap();
+            let rows = if writes_after {
+                // Past several log horizons (one a 256 KiB of log), and a checkpoint.
+                (300..2_000).for_each(|i| row(&store, i));
+                store.checkpoint().unwrap();
+                (2_000..2_100).for_each(|i| row(&store, i));
+                2_100
+            } else {
+                300
+            };
+            store
+                .close()
+                .unwrap_or_else(|e| panic!("{file}, writes {writes_after}: close: {e}"));
+            assert!(path.join(file).is_file(), "{file}, writes {writes_after}: made again");
+            let store = Store::open(&path, options())
+                .unwrap_or_else(|e| panic!("{file}, writes {writes_after}: the store opens: {e}"));
+            assert_eq!(store.len(), rows, "{file}, writes {writes_after}: every row");
+            assert_eq!(
+                &*store.get(&format!("v{}", rows - 1)).unwrap().unwrap(),
+                &vector_of(rows - 1, 0.25)[..]
+            );
+            drop(store);
+            let report = vellum::inspect::verify_store(&path, &()).unwrap();
+            assert!(report.clean(), "{file}, writes {writes_after}: {:?}", report.problems);
+        }
+    }
+}

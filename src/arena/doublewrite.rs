@@ -176,6 +176,39 @@ impl Doublewrite {
         Ok(())
     }
 
+    /// Makes the doublewrite file again, whole and with an empty batch, if it was deleted or
+    /// replaced while the store is open: made beside it, renamed into place, the directory
+    /// synced; this handle then writes the new file. Called before a batch is written, when
+    /// the last batch's pages are already in place and synced: nothing it held is needed.
+    /// Without it the next open would refuse the store ("the doublewrite file is missing").
+    /// True if it was made again.
+    pub fn relink_if_unlinked(&mut self, storage: &dyn Storage) -> Result<bool> {
+        let Some(file) = &self.file else { return Ok(false) };
+        let unlinked = file
+            .is_unlinked()
+            .context(|| format!("reading the status of {}", self.path.display()))?;
+        if !unlinked {
+            return Ok(false);
+        }
+        let dir = self.path.parent().expect("the doublewrite file lies in the store's directory").to_path_buf();
+        let fresh_path = self.path.with_extension("relink");
+        let _ = storage.remove_file(&fresh_path);
+        let fresh = storage
+            .open(&fresh_path, true)
+            .context(|| format!("creating {}", fresh_path.display()))?;
+        self.file = Some(fresh);
+        self.has_header = false;
+        self.whole = false;
+        self.ensure_whole()?;
+        storage
+            .rename(&fresh_path, &self.path)
+            .context(|| format!("renaming {} to {}", fresh_path.display(), self.path.display()))?;
+        storage
+            .sync_dir(&dir)
+            .context(|| format!("syncing directory {}", dir.display()))?;
+        Ok(true)
+    }
+
     /// The intact page images of the last batch, by page id. Damage here is never an error:
     /// an unusable image is simply not offered for repair.
     pub fn read_images(&self) -> Result<HashMap<PageId, Vec<u8>>> {

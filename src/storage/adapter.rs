@@ -140,6 +140,10 @@ impl StorageFile for AdaptedFile {
         self.inner.len()
     }
 
+    fn is_unlinked(&self) -> io::Result<bool> {
+        self.inner.is_unlinked()
+    }
+
     fn set_len(&self, len_bytes: u64) -> io::Result<()> {
         self.inner.set_len(len_bytes)
     }

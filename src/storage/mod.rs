@@ -218,6 +218,12 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
     }
+    /// True if the file has no name left: deleted (or renamed over) while open, so that what
+    /// is written to it reaches no file a later open finds. A file of a store that cannot tell
+    /// says false.
+    fn is_unlinked(&self) -> io::Result<bool> {
+        Ok(false)
+    }
     /// Grows (with zeros) or shrinks the file. Must not be called while a mapping of the file
     /// lives: implementations may panic.
     fn set_len(&self, len_bytes: u64) -> io::Result<()>;

@@ -291,6 +291,11 @@ impl StorageFile for RealFile {
         Ok(self.stat()?.len_bytes)
     }
 
+    fn is_unlinked(&self) -> io::Result<bool> {
+        // A fresh fstat (not the cached stat): the link count changes behind our back.
+        Ok(std::os::unix::fs::MetadataExt::nlink(&self.file.metadata()?) == 0)
+    }
+
     fn set_len(&self, len_bytes: u64) -> io::Result<()> {
         let result = self.file.set_len(len_bytes);
         self.forget_stat();

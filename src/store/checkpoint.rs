@@ -104,6 +104,7 @@ pub(crate) fn run_locked(inner: &Inner, force_base_image: bool, caller: Caller) 
     flushed?;
     // From the first control file that records the extent on, a missing or short doublewrite
     // file is damage: it must be whole before that control file is written.
+    relink_doublewrite(inner)?;
     inner.doublewrite.lock().ensure_whole()?;
     let (end_lsn, truncate_lsn, next_txn_id) = end(inner, begin_lsn, caller == Caller::Closing)?;
     inner.wal.flush_through(end_lsn)?;
@@ -119,6 +120,8 @@ pub(crate) fn run_locked(inner: &Inner, force_base_image: bool, caller: Caller) 
         next.checkpoint_us = inner.wal.record_time_us();
         next.truncate_lsn = truncate_lsn;
         next.extent = Some(extent);
+        inner.wal.relink_epoch_file()?;
+        file.relink_if_unlinked(inner.options.storage.as_ref(), data)?;
         file.write_slot(&next)?;
         *data = next;
     }
@@ -472,6 +475,7 @@ fn write_batch(inner: &Inner, batch: &[PageId], in_force: Lsn, taken: &mut Vec<(
         .cloned()
         .collect();
     if !protected.is_empty() {
+        relink_doublewrite(inner)?;
         inner.doublewrite.lock().write_batch(&protected)?;
     }
     // Each page LSN is below the durable LSN (asserted above): pages read back from their
@@ -537,6 +541,29 @@ fn end(inner: &Inner, begin_lsn: Lsn, closing: bool) -> Result<(Lsn, Lsn, u64)> 
         _ => begin_lsn,
     };
     Ok((end_lsn, truncate_lsn, next_txn_id))
+}
+
+
+/// Makes `DOUBLEWRITE` again if it was deleted while the store is open (see
+/// `Doublewrite::relink_if_unlinked`).
+fn relink_doublewrite(inner: &Inner) -> Result<()> {
+    inner
+        .doublewrite
+        .lock()
+        .relink_if_unlinked(inner.options.storage.as_ref())
+        .map(|_| ())
+}
+
+/// Makes `EPOCH`, `CONTROL` and `DOUBLEWRITE` again if one was deleted while the store is open:
+/// for a close with no checkpoint to run (one that runs does it as it writes them).
+pub(super) fn relink_files(inner: &Inner) -> Result<()> {
+    inner.wal.relink_epoch_file()?;
+    {
+        let mut control = inner.control.lock();
+        let (file, data) = &mut *control;
+        file.relink_if_unlinked(inner.options.storage.as_ref(), data)?;
+    }
+    relink_doublewrite(inner)
 }
 
 #[cfg(test)]

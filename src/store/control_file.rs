@@ -88,6 +88,41 @@ impl ControlFile {
         Ok((ControlFile { path, file }, control))
     }
 
+    /// Makes the control file again from `current` (the control data in force) if it was
+    /// deleted, or replaced by another file, while the store is open: written whole beside
+    /// it, synced, renamed into place, the directory synced; this handle then writes the new
+    /// file. Without it every later slot would go to a file no open finds, and the store would
+    /// not open again ("the control file is missing"). True if it was made again.
+    pub fn relink_if_unlinked(&mut self, storage: &dyn Storage, current: &Control) -> Result<bool> {
+        let unlinked = self
+            .file
+            .is_unlinked()
+            .context(|| format!("reading the status of {}", self.path.display()))?;
+        if !unlinked {
+            return Ok(false);
+        }
+        let dir = self.path.parent().expect("the control file lies in the store's directory");
+        let fresh_path = self.path.with_extension("relink");
+        let _ = storage.remove_file(&fresh_path);
+        let file = storage
+            .open(&fresh_path, true)
+            .context(|| format!("creating {}", fresh_path.display()))?;
+        let fresh = ControlFile { path: fresh_path.clone(), file };
+        // Both slots: the one in force, and the same data one sequence away in the other.
+        let mut other = current.clone();
+        other.sequence = if current.sequence == 0 { 1 } else { current.sequence - 1 };
+        fresh.write_slot(&other)?;
+        fresh.write_slot(current)?;
+        storage
+            .rename(&fresh_path, &self.path)
+            .context(|| format!("renaming {} to {}", fresh_path.display(), self.path.display()))?;
+        storage
+            .sync_dir(dir)
+            .context(|| format!("syncing directory {}", dir.display()))?;
+        self.file = fresh.file;
+        Ok(true)
+    }
+
     /// Writes `control` (its sequence must be one more than the current) and syncs it.
     pub fn write_slot(&self, control: &Control) -> Result<()> {
         let slot = control.to_slot();

@@ -542,8 +542,12 @@ impl Store {
         self.stop_checkpointer();
         if self.inner.read_only || (!self.inner.wal.appended() && self.inner.dirty.lock().is_empty()) {
             // Nothing changed since the open (every change is logged first, and recovery left
-            // no page to write back): there is nothing to write, and a close writes nothing.
+            // no page to write back): there is nothing to write, and a close writes nothing
+            // (unless a file of the store was deleted while it was open: it is made again).
             crate::store::shipping::finish(&self.inner); // Hook (shipping): what is left, bounded
+            if !self.inner.read_only {
+                checkpoint::relink_files(&self.inner)?;
+            }
             return Ok(());
         }
         // The segments the closing checkpoint retires (everything before the active one), and

@@ -232,11 +232,17 @@ pub fn write(storage: &dyn Storage, dir: &Path, epoch: u32, store_id: u64, horiz
 /// Moves the horizon of `epoch` (already durable in both slots) to `horizon`: writes slot
 /// `slot` (0 or 1; the caller takes them in turn, so the other keeps the last horizon) and
 /// syncs it.
+///
+/// A file deleted while the log is open (a cleanup of files it did not know) is made again
+/// with both slots at `horizon`, as an open makes it: without it the store would not open
+/// again.
 pub fn write_horizon(storage: &dyn Storage, dir: &Path, slot: usize, epoch: u32, store_id: u64, horizon: u64) -> Result<()> {
     let path = dir.join(EPOCH_FILE_NAME);
-    let file = storage
-        .open(&path, false)
-        .context(|| format!("opening {}", path.display()))?;
+    let file = match storage.open(&path, false) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return write(storage, dir, epoch, store_id, horizon),
+        Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+    };
     file.write_at(&encode_slot(epoch, store_id, horizon), SLOT_OFFSETS[slot] as u64)
         .context(|| format!("writing {}", path.display()))?;
     file.sync_data().context(|| format!("syncing {}", path.display()))

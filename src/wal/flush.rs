@@ -190,6 +190,33 @@ impl Wal {
         self.shared.poison(cause);
     }
 
+    /// Makes `EPOCH` again if it was deleted while the log is open (a cleanup of files it did
+    /// not know), as this open's first flush makes it: this open's epoch, with a horizon past
+    /// everything written (the scan after a crash reads to it). Else the next open would refuse
+    /// the store, its epoch file missing. (A horizon's move makes the file again too:
+    /// `epoch_file::write_horizon`.) For the checkpoints and the close.
+    pub fn relink_epoch_file(&self) -> Result<()> {
+        let shared = &*self.shared;
+        let storage = shared.dir.storage();
+        if shared.read_only || storage.exists(&shared.dir.path().join(epoch_file::EPOCH_FILE_NAME)) {
+            return Ok(());
+        }
+        let mut state = shared.horizon.lock();
+        let written = shared.written_lsn.load(Ordering::Acquire);
+        let horizon = horizon_past(&shared.config.geometry, written).max(shared.horizon_durable.load(Ordering::Acquire));
+        epoch_file::write(
+            storage.as_ref(),
+            shared.dir.path(),
+            shared.epoch,
+            shared.config.identity.store_id,
+            horizon,
+        )?;
+        state.slot = 0;
+        shared.horizon_durable.store(horizon, Ordering::Release);
+        shared.epoch_durable.store(true, Ordering::Release);
+        Ok(())
+    }
+
     /// `Err(Closed)` if the log takes no more records (poisoned by an I/O error, or read-only).
     pub fn check_appendable(&self) -> Result<()> {
         self.shared.check_open()
