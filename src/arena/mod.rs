@@ -1096,6 +1096,30 @@ impl Arena {
             .context(|| format!("writing {id} to {}", file.path.display()))
     }
 
+    /// Puts back every arena file deleted while the store is open (a cleanup of files it did
+    /// not know, a mistaken `rm`), from its open descriptor: the pages written to it so far
+    /// (call after they are synced). Without it the pages of such a file went with the process,
+    /// and every later open refused the store ("arena file … is missing"). Returns how many.
+    pub fn restore_unlinked_files(&self) -> Result<usize> {
+        let mut restored = 0;
+        for space in &self.spaces {
+            for file in space.iter() {
+                let Some(opened) = file.opened() else { continue };
+                if crate::storage::restore_unlinked(self.storage.as_ref(), opened.as_ref(), &file.path)
+                    .context(|| format!("putting back {}, deleted while open", file.path.display()))?
+                {
+                    restored += 1;
+                }
+            }
+        }
+        if restored > 0 {
+            self.storage
+                .sync_dir(&self.dir)
+                .context(|| format!("syncing directory {}", self.dir.display()))?;
+        }
+        Ok(restored)
+    }
+
     /// Makes every page write durable, and the arena files' names.
     pub fn sync(&self) -> Result<()> {
         for space in &self.spaces {

@@ -168,6 +168,34 @@ pub const DIRECT_BLOCK_BYTES: u64 = 4096;
 /// Panics unless `blocks` and `offset` are whole blocks for a direct write (a caller's broken
 /// invariant: the engine lays direct writes out itself). The memory's alignment is the real
 /// file's concern (the simulator's writes are copies).
+/// Puts a file deleted while open back at `path`: if `file` has no name left
+/// ([`StorageFile::is_unlinked`]), its bytes, read through the open descriptor, are written
+/// whole to a new file beside `path`, synced, and renamed to `path` (the caller syncs the
+/// directory). The descriptor stays the one written to: call again after later writes.
+/// True if the file was put back.
+pub fn restore_unlinked(storage: &dyn Storage, file: &dyn StorageFile, path: &Path) -> io::Result<bool> {
+    if !file.is_unlinked()? {
+        return Ok(false);
+    }
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".restoring");
+    let fresh_path = path.with_file_name(name);
+    let _ = storage.remove_file(&fresh_path);
+    let fresh = storage.open(&fresh_path, true)?;
+    let len_bytes = file.len()?;
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    while offset < len_bytes {
+        let n = chunk.len().min((len_bytes - offset) as usize);
+        file.read_at(&mut chunk[..n], offset)?;
+        fresh.write_at(&chunk[..n], offset)?;
+        offset += n as u64;
+    }
+    fresh.sync_data()?;
+    storage.rename(&fresh_path, path)?;
+    Ok(true)
+}
+
 pub(crate) fn assert_direct_blocks(blocks: &[u8], offset: u64) {
     assert!(
         (blocks.len() as u64).is_multiple_of(DIRECT_BLOCK_BYTES) && offset.is_multiple_of(DIRECT_BLOCK_BYTES),

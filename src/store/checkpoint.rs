@@ -104,6 +104,10 @@ pub(crate) fn run_locked(inner: &Inner, force_base_image: bool, caller: Caller) 
     flushed?;
     // From the first control file that records the extent on, a missing or short doublewrite
     // file is damage: it must be whole before that control file is written.
+    // Files deleted while open are put back (their pages are synced by now) before the
+    // control file relies on them.
+    inner.arena.restore_unlinked_files()?;
+    inner.wal.restore_unlinked_segments()?;
     relink_doublewrite(inner)?;
     inner.doublewrite.lock().ensure_whole()?;
     let (end_lsn, truncate_lsn, next_txn_id) = end(inner, begin_lsn, caller == Caller::Closing)?;
@@ -554,10 +558,13 @@ fn relink_doublewrite(inner: &Inner) -> Result<()> {
         .map(|_| ())
 }
 
-/// Makes `EPOCH`, `CONTROL` and `DOUBLEWRITE` again if one was deleted while the store is open:
+/// Makes `EPOCH`, `CONTROL` and `DOUBLEWRITE` again, and puts back arena files and log
+/// segments, if one was deleted while the store is open:
 /// for a close with no checkpoint to run (one that runs does it as it writes them).
 pub(super) fn relink_files(inner: &Inner) -> Result<()> {
     inner.wal.relink_epoch_file()?;
+    inner.arena.restore_unlinked_files()?;
+    inner.wal.restore_unlinked_segments()?;
     {
         let mut control = inner.control.lock();
         let (file, data) = &mut *control;

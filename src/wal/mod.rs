@@ -616,7 +616,33 @@ impl Wal {
         if self.shared.uninstall_ahead()? {
             self.shared.dir.sync_dir()?;
         }
+        self.restore_unlinked_segments()?;
         self.shared.dir.trim_spares(1)
+    }
+
+    /// Puts back every live segment deleted while the log is open, from its open descriptor:
+    /// what was written to it so far (a segment still being appended to is put back again by
+    /// the next call: each checkpoint and the close). Without it a deleted segment's records
+    /// went with the process, and the next open refused the store ("segment … is missing").
+    /// Returns how many.
+    pub fn restore_unlinked_segments(&self) -> Result<usize> {
+        if self.shared.read_only {
+            return Ok(0);
+        }
+        let segments: Vec<Arc<Segment>> = self.shared.segments.read().values().cloned().collect();
+        let storage = self.shared.dir.storage();
+        let mut restored = 0;
+        for segment in segments {
+            if crate::storage::restore_unlinked(storage.as_ref(), segment.file.as_ref(), &segment.path)
+                .context(|| format!("putting back {}, deleted while open", segment.path.display()))?
+            {
+                restored += 1;
+            }
+        }
+        if restored > 0 {
+            self.shared.dir.sync_dir()?;
+        }
+        Ok(restored)
     }
 
     /// True once this open has appended a record.
