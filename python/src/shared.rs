@@ -20,6 +20,10 @@ pub struct Shared {
     state: Mutex<State>,
     /// Notified whenever a lease or a transaction lets go of the store.
     idle: Condvar,
+    /// The process that opened the store. In a child of its `fork()` the leases other threads
+    /// held at the fork are never given back (those threads do not exist there): `close`
+    /// must not wait for them.
+    opened_by: u32,
 }
 
 struct State {
@@ -62,6 +66,7 @@ impl Shared {
                 open: None,
             }),
             idle: Condvar::new(),
+            opened_by: std::process::id(),
         }
     }
 
@@ -136,6 +141,11 @@ impl Shared {
         let Some(store) = state.store.take() else {
             return Ok(());
         };
+        if std::process::id() != self.opened_by {
+            // A forked child's copy (the library refuses every call on it and writes nothing
+            // at its drop): closed here without waiting for leases no thread will return.
+            return Ok(());
+        }
         while Arc::strong_count(&store) > 1 {
             self.idle.wait(&mut state);
         }

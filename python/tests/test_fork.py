@@ -104,3 +104,56 @@ def test_many_read_only_opens_share_a_store_and_refuse_writes(tmp_path):
     second.close()
     with vellum.Store.open(path) as s:
         assert len(s) == 1, "the refused write changed nothing"
+
+
+CHILD_CLOSES_DURING_A_CALL = r"""
+import os, sys, threading, time, numpy as np, vellum
+path = sys.argv[1]
+s = vellum.Store.open(path)
+rows = 200_000
+ids = [f"b{i}" for i in range(rows)]
+vectors = np.random.default_rng(1).random((rows, 4), dtype=np.float32)
+started = threading.Event()
+def long_call():
+    started.set()
+    s.upsert_many(ids, vectors)   # holds the store for the whole call, the GIL released
+t = threading.Thread(target=long_call)
+t.start()
+started.wait()
+time.sleep(0.05)
+pid = os.fork()
+if pid == 0:
+    # The other thread's call does not exist here, and never gives the store back:
+    # close must not wait for it.
+    s.close()
+    os._exit(0)
+deadline = time.monotonic() + 30
+while True:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        break
+    if time.monotonic() > deadline:
+        os.kill(pid, 9)
+        print("hung")
+        sys.exit(0)
+    time.sleep(0.01)
+t.join()
+s.close()
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_forked_childs_close_does_not_wait_for_calls_of_threads_it_does_not_have(tmp_path):
+    path = tmp_path / "store"
+    vellum.Store.create(path, dim=4).close()
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD_CLOSES_DURING_A_CALL, str(path)],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0", f"the child's close hung or failed: {done.stdout}"
+    with vellum.Store.open(path) as s:
+        assert len(s) == 200_000, "the parent's call committed whole"
