@@ -917,3 +917,39 @@ fn a_store_file_deleted_under_a_running_writer_is_made_again_or_put_back() {
         }
     }
 }
+
+#[test]
+fn what_a_writer_killed_while_putting_a_file_back_left_goes_at_the_next_writers_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    build_store(&path, 0.5);
+    let segment = std::fs::read_dir(path.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .find(|n| n.ends_with(".wal"))
+        .unwrap();
+    let leftovers = [
+        "CONTROL.tmp".to_string(),
+        "DOUBLEWRITE.tmp".to_string(),
+        "arena/vector-00000000.pages.tmp".to_string(),
+        format!("wal/{segment}.tmp"),
+    ];
+    for leftover in &leftovers {
+        std::fs::write(path.join(leftover), vec![1u8; 4096]).unwrap();
+    }
+    drop(Store::open_read_only(&path, options()).unwrap());
+    for leftover in &leftovers {
+        assert!(
+            path.join(leftover).exists(),
+            "{leftover}: a read-only open writes (and removes) nothing"
+        );
+    }
+    drop(Store::open(&path, options()).unwrap());
+    for leftover in &leftovers {
+        assert!(
+            !path.join(leftover).exists(),
+            "{leftover}: removed by the writer's open"
+        );
+    }
+    assert_every_vector_is_there(&path, 0.5, "after the sweep");
+}

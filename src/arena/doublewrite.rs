@@ -191,7 +191,7 @@ impl Doublewrite {
             return Ok(false);
         }
         let dir = self.path.parent().expect("the doublewrite file lies in the store's directory").to_path_buf();
-        let fresh_path = self.path.with_extension("relink");
+        let fresh_path = self.path.with_extension("tmp");
         let _ = storage.remove_file(&fresh_path);
         let fresh = storage
             .open(&fresh_path, true)

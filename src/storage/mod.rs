@@ -177,8 +177,10 @@ pub fn restore_unlinked(storage: &dyn Storage, file: &dyn StorageFile, path: &Pa
     if !file.is_unlinked()? {
         return Ok(false);
     }
+    // `NAME.tmp`: a crash during the copy leaves it for the next writer's open to remove
+    // (`Arena::remove_leftovers` for `*.pages.tmp`, `lifecycle::remove_relink_leftovers`).
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".restoring");
+    name.push(".tmp");
     let fresh_path = path.with_file_name(name);
     let _ = storage.remove_file(&fresh_path);
     let fresh = storage.open(&fresh_path, true)?;

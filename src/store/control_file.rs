@@ -102,7 +102,7 @@ impl ControlFile {
             return Ok(false);
         }
         let dir = self.path.parent().expect("the control file lies in the store's directory");
-        let fresh_path = self.path.with_extension("relink");
+        let fresh_path = self.path.with_extension("tmp");
         let _ = storage.remove_file(&fresh_path);
         let file = storage
             .open(&fresh_path, true)

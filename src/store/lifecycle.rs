@@ -1,7 +1,7 @@
 //! Creating a store's files, and what opening one checks first: options, geometry, the lock,
 //! free space.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 
@@ -165,3 +165,20 @@ pub(super) fn random_u64() -> u64 {
     hasher.finish()
 }
 
+/// Removes what a writer killed while it put back a file deleted under it left (see
+/// `storage::restore_unlinked`, `ControlFile::relink_if_unlinked`,
+/// `Doublewrite::relink_if_unlinked`): `CONTROL.tmp`, `DOUBLEWRITE.tmp` and `wal/*.wal.tmp`.
+/// (Arena files' `*.pages.tmp` go with `Arena::remove_leftovers`.) For a writer's open.
+pub(super) fn remove_relink_leftovers(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    let mut leftovers: Vec<PathBuf> = ["CONTROL.tmp", "DOUBLEWRITE.tmp"].iter().map(|n| dir.join(n)).collect();
+    let wal = dir.join("wal");
+    if let Ok(names) = storage.list(&wal) {
+        leftovers.extend(names.iter().filter(|n| n.ends_with(".wal.tmp")).map(|n| wal.join(n)));
+    }
+    for path in leftovers.iter().filter(|p| storage.exists(p)) {
+        storage
+            .remove_file(path)
+            .context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -700,6 +700,7 @@ fn open_files(
     arena.raise_lsn_bound(scan.end_lsn);
     if !read_only {
         arena.remove_leftovers()?;
+        lifecycle::remove_relink_leftovers(storage.as_ref(), dir)?;
     }
     let doublewrite = Doublewrite::open(
         storage.as_ref(),
