@@ -204,17 +204,7 @@ impl Wal {
         let mut state = shared.horizon.lock();
         let written = shared.written_lsn.load(Ordering::Acquire);
         let horizon = horizon_past(&shared.config.geometry, written).max(shared.horizon_durable.load(Ordering::Acquire));
-        epoch_file::write(
-            storage.as_ref(),
-            shared.dir.path(),
-            shared.epoch,
-            shared.config.identity.store_id,
-            horizon,
-        )?;
-        state.slot = 0;
-        shared.horizon_durable.store(horizon, Ordering::Release);
-        shared.epoch_durable.store(true, Ordering::Release);
-        Ok(())
+        shared.write_epoch_file(&mut state, horizon)
     }
 
     /// `Err(Closed)` if the log takes no more records (poisoned by an I/O error, or read-only).
@@ -411,7 +401,12 @@ impl Shared {
             return Ok(());
         }
         let mut state = self.horizon.lock();
-        let horizon = horizon_past(&self.config.geometry, end);
+        self.write_epoch_file(&mut state, horizon_past(&self.config.geometry, end))
+    }
+
+    /// Writes this open's epoch with `horizon` into both slots of `EPOCH` (made if missing),
+    /// under the horizon's lock (`state`): the epoch is durable from here.
+    fn write_epoch_file(&self, state: &mut HorizonState, horizon: u64) -> Result<()> {
         epoch_file::write(
             self.dir.storage().as_ref(),
             self.dir.path(),
