@@ -293,3 +293,52 @@ fn disk_fills_up_cleanly(point: &Path, fs: &str) {
         text(&verify)
     );
 }
+
+#[test]
+fn a_close_on_a_full_disk_returns_ok_only_with_a_deleted_control_file_made_again() {
+    let test = "a_close_on_a_full_disk_returns_ok_only_with_a_deleted_control_file_made_again";
+    if !is_root() {
+        return skip(test, "needs root to mount a tmpfs");
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let point = scratch.path().join("small");
+    let Some(_tmpfs) = Mount::new(&point, &["-t", "tmpfs", "-o", "size=20m", "tmpfs"]) else {
+        return skip(test, "mount -t tmpfs failed");
+    };
+    let options = vellum::Options {
+        page_size_bytes: 4096,
+        segment_size_bytes: 1 << 20,
+        ..vellum::Options::default()
+    };
+    let path = point.join("s");
+    let store = vellum::Store::create(&path, 64, options).unwrap();
+    for i in 0..2_000 {
+        store.insert(&format!("v{i}"), &[i as f32; 64], &[]).unwrap();
+    }
+    std::fs::remove_file(path.join("CONTROL")).unwrap();
+    // Fill what is left of the file system.
+    let mut filler = std::fs::File::create(point.join("filler")).unwrap();
+    for block_bytes in [1 << 16, 4096, 1] {
+        let block = vec![7u8; block_bytes];
+        while std::io::Write::write_all(&mut filler, &block).is_ok() {}
+    }
+    drop(filler);
+    let closed = store.close();
+    // The closing checkpoint, which makes CONTROL again, finds no room. The full-disk rule
+    // lets a close succeed when only its checkpoint failed (the next open redoes the log), but
+    // without CONTROL no open would take the store: a close that returns Ok must leave one
+    // (here the close frees a spare segment, and makes CONTROL in that room), and one that
+    // cannot must say so. Before, the close returned Ok with CONTROL missing.
+    std::fs::remove_file(point.join("filler")).unwrap();
+    match closed {
+        Ok(()) => {
+            let reopened = vellum::Store::open(&path, vellum::Options::default())
+                .unwrap_or_else(|e| panic!("a close that returned Ok left a store that opens: {e}"));
+            assert_eq!(reopened.len(), 2_000, "with every row");
+        }
+        Err(error) => assert!(
+            matches!(error, vellum::Error::DiskFull { .. }),
+            "a close that could not make CONTROL again says the disk was full: {error:?}"
+        ),
+    }
+}

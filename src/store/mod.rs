@@ -579,7 +579,10 @@ impl Store {
             // recovery, which redoes what it could not write. On a full disk (the closing
             // checkpoint may need room for new arena files or archived segments) the close
             // still succeeds: the store is whole, and nothing acknowledged depends on it.
-            (Err(Error::DiskFull { .. }), Ok(())) => Ok(()),
+            // Unless a file of the store deleted while it was open could not be made again
+            // (the checkpoint that makes it failed): the store would not open, and the close
+            // says so (one more try here: the disk may have room now).
+            (Err(Error::DiskFull { .. }), Ok(())) => checkpoint::relink_files(&self.inner),
             (result, finish) => result.and(finish),
         }
     }
