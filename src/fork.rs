@@ -18,7 +18,7 @@
 //! compared instead.
 
 use std::sync::Once;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 /// The forks between the first process that loaded the crate and this one (the child handler
 /// adds one in each child; a parent's count never changes).
@@ -27,10 +27,55 @@ static FORKS: AtomicU64 = AtomicU64::new(0);
 static REGISTERED: AtomicBool = AtomicBool::new(false);
 static REGISTER: Once = Once::new();
 
+/// Slots for the descriptors that hold the writers' locks of this process's stores (`-1`: a
+/// free slot). A child of `fork()` closes them at once: its copy of a store opened for writing
+/// is refused every call, yet its copies of the descriptors would hold the parent's lock for
+/// as long as the child lives, so that a parent that closed its store could not open it again
+/// (measured: a Python parent's reopen was `StoreLockedError` until its forked child exited).
+/// A lock is held by an open file description and ends when every descriptor of it is closed:
+/// closing the child's copies leaves the parent's lock as it is. More writers than slots keep
+/// their descriptors in a child, as before.
+const LOCK_SLOTS: usize = 256;
+static LOCK_FDS: [AtomicI32; LOCK_SLOTS] = [const { AtomicI32::new(-1) }; LOCK_SLOTS];
+
 /// Runs in the child of every `fork()`, before `fork` returns there: only async-signal-safe
-/// work is allowed, and an atomic add is.
+/// work is allowed, and atomics and `close` are.
 extern "C" fn count_fork_in_child() {
     FORKS.fetch_add(1, Ordering::Relaxed);
+    for slot in &LOCK_FDS {
+        let fd = slot.swap(-1, Ordering::Relaxed);
+        if fd >= 0 {
+            // SAFETY: `fd` was open in the parent when the fork copied it (it is unregistered
+            // before its owner closes it), so it is this child's own copy; the child never
+            // closes it again (a forked child leaves its stores undropped: store/mod.rs).
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// A writer's lock descriptor registered to be closed in forked children; unregistered when
+/// dropped, which must happen before the descriptor is closed.
+#[derive(Debug)]
+pub struct ClosedInChildren {
+    slot: Option<usize>,
+}
+
+/// Registers `fd`, a descriptor that holds a writer's lock (see [`LOCK_SLOTS`]).
+pub fn close_in_children(fd: i32) -> ClosedInChildren {
+    register();
+    let slot = LOCK_FDS.iter().position(|slot| {
+        slot.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    });
+    ClosedInChildren { slot }
+}
+
+impl Drop for ClosedInChildren {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot {
+            LOCK_FDS[slot].store(-1, Ordering::Release);
+        }
+    }
 }
 
 fn register() {

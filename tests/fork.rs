@@ -36,6 +36,11 @@ fn insert_rows(store: &Store, ids: std::ops::Range<usize>, prefix: &str) {
 /// process runs there). Returns the child's exit code, failing the test if it does not exit
 /// within 60 s (a child that hangs in a join of a thread it does not have).
 fn in_child(child: impl FnOnce() -> i32) -> i32 {
+    wait_for(fork_running(child))
+}
+
+/// Forks; the child runs `child` and exits with its code. Returns the child's pid.
+fn fork_running(child: impl FnOnce() -> i32) -> libc::pid_t {
     // SAFETY: fork has no memory-safety preconditions; the child only runs `child` (store calls
     // that allocate, which glibc's fork handlers make safe) and then `_exit`.
     let pid = unsafe { libc::fork() };
@@ -45,6 +50,11 @@ fn in_child(child: impl FnOnce() -> i32) -> i32 {
         // SAFETY: _exit ends the child at once; nothing of it is used after.
         unsafe { libc::_exit(code) };
     }
+    pid
+}
+
+/// The exit code of the child `pid`, failing the test if it does not exit within 60 s.
+fn wait_for(pid: libc::pid_t) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut status = 0;
@@ -198,4 +208,30 @@ fn a_transaction_carried_across_fork_is_refused_there_and_stays_the_parents() {
     drop(store);
     let report = vellum::inspect::verify_store(dir.path(), &()).unwrap();
     assert!(report.clean(), "the store verifies clean: {:?}", report.problems);
+}
+
+#[test]
+fn a_forked_child_does_not_keep_the_parents_store_locked() {
+    let _turn = turn();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), 4, Options::default()).unwrap();
+    insert_rows(&store, 0..10, "p");
+    // A child that lives on (a worker of a pool) and never touches the store.
+    let pid = fork_running(|| {
+        std::thread::sleep(Duration::from_secs(2));
+        0
+    });
+    assert!(
+        matches!(Store::open(dir.path(), Options::default()), Err(Error::Locked(_))),
+        "while the parent has the store open, it stays locked"
+    );
+    store.close().unwrap();
+    // SAFETY: waitpid with WNOHANG reads the status of our own child into a local.
+    let alive = unsafe { libc::waitpid(pid, &mut 0, libc::WNOHANG) } == 0;
+    let reopened = Store::open(dir.path(), Options::default());
+    assert!(alive, "the child still lives (the test checks the lock while it does)");
+    let reopened = reopened.unwrap_or_else(|e| panic!("the parent reopens its store while the child lives: {e}"));
+    insert_rows(&reopened, 10..20, "p");
+    reopened.close().unwrap();
+    assert_eq!(wait_for(pid), 0);
 }

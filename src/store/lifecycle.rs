@@ -79,7 +79,19 @@ pub(super) fn lock_store(dir: &Path, storage: &Arc<dyn Storage>, read_only: bool
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Err(locked(dir, read_only)),
         Err(_) => Box::new(()),
     };
-    Ok(Box::new((file_guard, dir_guard)))
+    // A writer's lock descriptors are closed in forked children (src/fork.rs), so that a
+    // child does not hold the store locked after the parent closed it. First in the tuple:
+    // unregistered before the descriptors close.
+    let in_children: Vec<crate::fork::ClosedInChildren> = if read_only {
+        Vec::new()
+    } else {
+        [&file_guard, &dir_guard]
+            .iter()
+            .filter_map(|guard| guard.downcast_ref::<std::fs::File>())
+            .map(|file| crate::fork::close_in_children(std::os::fd::AsRawFd::as_raw_fd(file)))
+            .collect()
+    };
+    Ok(Box::new((in_children, file_guard, dir_guard)))
 }
 
 /// Tries `take` until it does not find the lock held, for up to 100 ms. A lock is held by an
