@@ -12,7 +12,8 @@
 //! alone (`store/mod.rs`).
 //!
 //! How it knows: a `pthread_atfork` child handler, registered by the first [`Origin::here`],
-//! counts the forks this process descends from; an origin remembers the count it was taken
+//! counts the forks this process descends from (and closes the child's copies of the writers'
+//! lock descriptors: [`LOCK_SLOTS`]); an origin remembers the count it was taken
 //! at. A load of one atomic a call, where comparing process ids would be a system call (glibc
 //! does not cache `getpid`). Where the handler could not be registered, the process ids are
 //! compared instead.
@@ -81,8 +82,8 @@ impl Drop for ClosedInChildren {
 fn register() {
     REGISTER.call_once(|| {
         // SAFETY: pthread_atfork only records the three function pointers; the one given is a
-        // plain `extern "C" fn` of this crate that lives as long as the process and touches one
-        // static atomic (async-signal-safe, as a child handler must be).
+        // plain `extern "C" fn` of this crate that lives as long as the process and does only
+        // async-signal-safe work, as a child handler must (static atomics and `close`).
         let code = unsafe { libc::pthread_atfork(None, None, Some(count_fork_in_child)) };
         REGISTERED.store(code == 0, Ordering::Release);
     });

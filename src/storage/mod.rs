@@ -165,9 +165,6 @@ impl StorageFile for ReadOnlyFile {
 /// largest logical block size of common devices (512-byte devices accept it too).
 pub const DIRECT_BLOCK_BYTES: u64 = 4096;
 
-/// Panics unless `blocks` and `offset` are whole blocks for a direct write (a caller's broken
-/// invariant: the engine lays direct writes out itself). The memory's alignment is the real
-/// file's concern (the simulator's writes are copies).
 /// Puts a file deleted while open back at `path`: if `file` has no name left
 /// ([`StorageFile::is_unlinked`]), its bytes, read through the open descriptor, are written
 /// whole to a new file beside `path`, synced, and renamed to `path` (the caller syncs the
@@ -198,6 +195,9 @@ pub fn restore_unlinked(storage: &dyn Storage, file: &dyn StorageFile, path: &Pa
     Ok(true)
 }
 
+/// Panics unless `blocks` and `offset` are whole blocks for a direct write (a caller's broken
+/// invariant: the engine lays direct writes out itself). The memory's alignment is the real
+/// file's concern (the simulator's writes are copies).
 pub(crate) fn assert_direct_blocks(blocks: &[u8], offset: u64) {
     assert!(
         (blocks.len() as u64).is_multiple_of(DIRECT_BLOCK_BYTES) && offset.is_multiple_of(DIRECT_BLOCK_BYTES),

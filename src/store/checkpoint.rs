@@ -102,13 +102,13 @@ pub(crate) fn run_locked(inner: &Inner, force_base_image: bool, caller: Caller) 
         return_to_dirty(inner, written);
     }
     flushed?;
-    // From the first control file that records the extent on, a missing or short doublewrite
-    // file is damage: it must be whole before that control file is written.
     // Files deleted while open are put back (their pages are synced by now) before the
     // control file relies on them.
     inner.arena.restore_unlinked_files()?;
     inner.wal.restore_unlinked_segments()?;
     relink_doublewrite(inner)?;
+    // From the first control file that records the extent on, a missing or short doublewrite
+    // file is damage: it must be whole before that control file is written.
     inner.doublewrite.lock().ensure_whole()?;
     let (end_lsn, truncate_lsn, next_txn_id) = end(inner, begin_lsn, caller == Caller::Closing)?;
     inner.wal.flush_through(end_lsn)?;
@@ -547,7 +547,6 @@ fn end(inner: &Inner, begin_lsn: Lsn, closing: bool) -> Result<(Lsn, Lsn, u64)> 
     Ok((end_lsn, truncate_lsn, next_txn_id))
 }
 
-
 /// Makes `DOUBLEWRITE` again if it was deleted while the store is open (see
 /// `Doublewrite::relink_if_unlinked`).
 fn relink_doublewrite(inner: &Inner) -> Result<()> {
@@ -559,8 +558,8 @@ fn relink_doublewrite(inner: &Inner) -> Result<()> {
 }
 
 /// Makes `EPOCH`, `CONTROL` and `DOUBLEWRITE` again, and puts back arena files and log
-/// segments, if one was deleted while the store is open:
-/// for a close with no checkpoint to run (one that runs does it as it writes them).
+/// segments, where one was deleted while the store is open: for a close that runs no
+/// checkpoint, or whose checkpoint failed (a checkpoint that runs does it as it writes them).
 pub(super) fn relink_files(inner: &Inner) -> Result<()> {
     inner.wal.relink_epoch_file()?;
     inner.arena.restore_unlinked_files()?;

@@ -74,8 +74,9 @@ use lifecycle::{check_creation_options, check_room_for_segment, create_files, lo
 /// An embedded vector store. `Send + Sync`: share it with `Arc`.
 ///
 /// Not across `fork()`: in a child of the process that opened it for writing, every call
-/// returns [`Error::Closed`] and its close and drop write nothing (the files stay the
-/// parent's). A store opened with [`Store::open_read_only`] reads on in the child.
+/// that returns a `Result` (its transactions' too) returns [`Error::Closed`], and its close
+/// and drop write nothing (the files stay the parent's). A store opened with
+/// [`Store::open_read_only`] reads on in the child.
 pub struct Store {
     inner: Arc<Inner>,
     checkpointer: Mutex<Option<JoinHandle<()>>>,
