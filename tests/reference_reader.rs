@@ -583,8 +583,14 @@ fn reference_reader_agrees_with_the_engine() {
     let mut used_all = used.clone();
     used_all.extend(used2);
     // Bulk records, whose edits the log holds in runs (FORMAT.md 15, "batch"): one committed,
-    // which the reader redoes, and one in the transaction left open, which it undoes.
-    let bulk: Vec<(String, Vec<f32>)> = (0..100 + rng.below(200))
+    // which the reader redoes, and one in the transaction left open, which it undoes. Each is
+    // long enough to reach fresh pages, the only ones whose slots become stored writes: the
+    // committed one first fills every freed slot (fewer than the ids ever used) and the tail
+    // page, so it has two pages more than those; the open one starts where it ended. (A fixed
+    // 100-300 rows of dimension 4 fit in freed slots: seed 1796582445511470036.)
+    let slots_per_page_max = (PAGE as usize / (dim * 4)) as u64;
+    let bulk_rows = used_all.len() as u64 + 2 * slots_per_page_max + rng.below(200);
+    let bulk: Vec<(String, Vec<f32>)> = (0..bulk_rows)
         .map(|i| (format!("bulk-{i:03}"), random_vector(&mut rng, dim)))
         .collect();
     let rows: Vec<vellum::Row<'_>> = bulk
@@ -603,7 +609,7 @@ fn reference_reader_agrees_with_the_engine() {
         let v = random_vector(&mut rng, dim);
         tx.upsert(&id, &v, &[("lost", "yes")]).expect("loser upsert");
     }
-    let lost: Vec<(String, Vec<f32>)> = (0..100 + rng.below(200))
+    let lost: Vec<(String, Vec<f32>)> = (0..2 * slots_per_page_max + rng.below(200))
         .map(|i| (format!("loser-bulk-{i:03}"), random_vector(&mut rng, dim)))
         .collect();
     let rows: Vec<vellum::Row<'_>> = lost
