@@ -282,13 +282,20 @@ impl FileContents {
     }
 }
 
-/// Raw bytes each thread compresses per round of [`write_streamed_unless`].
+/// Raw bytes each thread compresses per round of [`write_streamed_unless`] with more than one
+/// thread: long enough that starting a round's threads costs nothing beside compressing it.
 const STREAM_RUN_BYTES: usize = 8 * BLOCK_RAW_MAX_BYTES;
+
+/// Raw bytes a round of [`write_streamed_unless`] on one thread reads and compresses: with no
+/// thread to start, a longer run gains nothing and holds more memory (a background checkpoint's
+/// base image runs on one thread beside a writer whose memory the budget bounds: runs of 8 MiB
+/// held 16 MiB of the heap, read and compressed, at once).
+const SINGLE_THREAD_RUN_BYTES: usize = 2 * BLOCK_RAW_MAX_BYTES;
 
 /// Writes `contents` as the archive file `dir/name` (atomically, as
 /// [`write_atomically_unless`](super::files::write_atomically_unless)), compressed by up to `threads`
-/// threads, with memory for one round of `threads` runs of 8 MiB and their compressed forms
-/// instead of the whole contents: a base image of an arena of any size. The file is byte for
+/// threads, with memory for one round of `threads` runs of 8 MiB (one run of 2 MiB on one
+/// thread) and their compressed forms instead of the whole contents: a base image of an arena of any size. The file is byte for
 /// byte the one [`encode`] returns for the same contents (blocks are independent, and every
 /// run is a whole number of blocks). Returns `Ok(true)`, unless `give_up()` says so before a
 /// round of blocks (or before the sync): then the temporary file is removed, nothing is
@@ -303,10 +310,11 @@ pub fn write_streamed_unless(
     threads: usize,
     give_up: &dyn Fn() -> bool,
 ) -> Result<bool> {
-    let runs = StreamRuns {
-        threads,
-        run_bytes: STREAM_RUN_BYTES,
+    let run_bytes = match threads {
+        0 | 1 => SINGLE_THREAD_RUN_BYTES,
+        _ => STREAM_RUN_BYTES,
     };
+    let runs = StreamRuns { threads, run_bytes };
     write_streamed_in_runs(storage, dir, name, header, contents, runs, give_up)
 }
 
