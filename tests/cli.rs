@@ -1166,6 +1166,35 @@ fn npy_from_a_pipe_imports_in_either_order() {
 }
 
 #[test]
+fn import_of_a_dash_reads_standard_input_as_jsonl_unless_told() {
+    let s = Scratch::new();
+    s.create("s", 4);
+    let lines = concat!(
+        r#"{"id": "a", "vector": [1, 0, 0, 0]}"#,
+        "\n",
+        r#"{"id": "b", "vector": [0, 1, 0, 0]}"#,
+        "\n"
+    );
+    let run = s.run_piped(&["import", "s", "-"], lines.as_bytes().to_vec());
+    assert!(run.code == 0, "a dash is standard input, JSONL by default: {run:?}");
+    assert!(run.stdout.contains("from standard input"), "named as such: {run:?}");
+    assert_eq!(get_vector(&s, "s", "b"), vec![0.0, 1.0, 0.0, 0.0]);
+    let rows = numbered_rows(4)
+        .into_iter()
+        .map(|r| [r, vec![0.0]].concat())
+        .collect::<Vec<_>>();
+    let run = s.run_piped(&["import", "s", "-", "--format", "fvecs"], fvecs(&rows));
+    assert!(run.code == 0, "--format applies to standard input: {run:?}");
+    assert_eq!(get_vector(&s, "s", "3"), rows[3]);
+    let bad = r#"{"id": "c", "vector": [1, 0, 0]}"#.as_bytes().to_vec();
+    let run = s.run_piped(&["import", "s", "-"], bad);
+    assert!(
+        run.code == 4 && run.stderr.contains("standard input line 1"),
+        "a bad line of standard input is named by its number: {run:?}"
+    );
+}
+
+#[test]
 fn fortran_order_npy_file_rows_are_its_rows() {
     let s = Scratch::new();
     s.create("s", 3);

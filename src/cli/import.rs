@@ -29,7 +29,7 @@ use super::read_ahead::{self, Batch, Read};
 pub struct Args {
     /// The store.
     pub dir: PathBuf,
-    /// The input file.
+    /// The input file; `-` reads standard input (give `--format`, default jsonl).
     pub file: PathBuf,
     /// The input format (default: from the extension: .jsonl/.ndjson/.json, .fvecs, .npy).
     #[arg(long, value_enum)]
@@ -156,11 +156,14 @@ pub fn run(args: Args) -> Result<(), Failure> {
 
 /// The input's format: `--format`, else the one its file name's extension says.
 fn input_format(args: &Args) -> Result<Format, Failure> {
+    if args.file.as_os_str() == input::STDIN {
+        return Ok(args.format.unwrap_or(Format::Jsonl));
+    }
     match args.format.or_else(|| Format::from_path(&args.file)) {
         Some(format) => Ok(format),
         None => Err(Failure::usage(format!(
             "cannot tell the format of {} from its extension; pass --format jsonl, fvecs or npy",
-            args.file.display()
+            input::display_name(&args.file)
         ))),
     }
 }
@@ -219,7 +222,7 @@ fn report_end(args: &Args, acks: &Acks, committed: u64, started: Instant) -> Res
         let seconds = started.elapsed().as_secs_f64();
         println!(
             "imported {committed} records from {} into {} in {seconds:.2} s ({:.0} records/s)",
-            args.file.display(),
+            input::display_name(&args.file),
             args.dir.display(),
             committed as f64 / seconds.max(1e-9)
         );
@@ -298,7 +301,7 @@ fn import_batch(args: &Args, store: &Store, batch: &Batch, committed: u64) -> Re
             code,
             format!(
                 "{} {location}: {error} (import stopped; the {committed} records committed before it stay)",
-                args.file.display(),
+                input::display_name(&args.file),
             ),
         ));
     }
@@ -308,7 +311,7 @@ fn import_batch(args: &Args, store: &Store, batch: &Batch, committed: u64) -> Re
             format!(
                 "committing records up to {} of {} to {} (the {committed} records committed before stay)",
                 batch.location,
-                args.file.display(),
+                input::display_name(&args.file),
                 args.dir.display()
             ),
             e,

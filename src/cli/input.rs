@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -70,26 +71,46 @@ pub trait Source: Send {
     }
 }
 
-/// Opens `path` as `format`, for a store of `dimension`; returns the source and the file size
-/// (`None` for a pipe, a terminal or a device: then nothing depends on it, and nothing seeks).
+/// The input path that names standard input, as for most command-line tools.
+pub const STDIN: &str = "-";
+
+/// How messages name the input at `path`.
+pub fn display_name(path: &Path) -> String {
+    match path.as_os_str() == STDIN {
+        true => "standard input".to_string(),
+        false => path.display().to_string(),
+    }
+}
+
+/// Opens `path` as `format`, for a store of `dimension` ([`STDIN`]: standard input); returns the
+/// source and the file size (`None` for a pipe, a terminal or a device: then nothing depends on
+/// it, and nothing seeks).
 pub fn open(path: &Path, format: Format, dimension: usize) -> Result<(Box<dyn Source>, Option<u64>), Failure> {
     // Its own exit code: 1 says the store (or an id) is missing, 3 that the store is damaged.
     let cannot_open = |reason: String| {
         Failure::new(
             EXIT_NO_INPUT,
-            format!("cannot open the input file {}: {reason}", path.display()),
+            format!("cannot open the input file {}: {reason}", display_name(path)),
         )
     };
-    let file = File::open(path).map_err(|e| cannot_open(e.to_string()))?;
+    let file = match path.as_os_str() == STDIN {
+        // A descriptor of its own for standard input, read as any other file.
+        true => std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(File::from)
+            .map_err(|e| cannot_open(e.to_string()))?,
+        false => File::open(path).map_err(|e| cannot_open(e.to_string()))?,
+    };
     let metadata = file
         .metadata()
-        .map_err(|e| Failure::io(format!("cannot read the size of {}", path.display()), e))?;
+        .map_err(|e| Failure::io(format!("cannot read the size of {}", display_name(path)), e))?;
     if metadata.is_dir() {
         return Err(cannot_open("it is a directory".into()));
     }
     let len = metadata.is_file().then_some(metadata.len());
     let reader = BufReader::with_capacity(1 << 20, file);
-    let path = path.to_path_buf();
+    let path = PathBuf::from(display_name(path));
     let source: Box<dyn Source> = match format {
         Format::Jsonl => Box::new(Jsonl {
             parser: LineParser::for_file(path),
