@@ -6,7 +6,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use support::{Rng, seed_from_env};
-use vellum::{Error, Metric, Options, Store};
+use vellum::{Error, IndexOptions, Metric, Options, SearchOptions, Store};
 
 fn options() -> Options {
     Options {
@@ -153,6 +153,54 @@ fn bad_queries_are_refused() {
         store.search(&[0.0; 4], 5, Metric::Cosine).unwrap().is_empty(),
         "an empty store finds nothing"
     );
+}
+
+#[test]
+fn a_k_beyond_the_store_returns_every_match_without_allocating_for_k() {
+    // A `k` of usize::MAX ("all of them") once reserved room for k results and aborted the
+    // process (a failed allocation of k × 16 bytes), through the scan and the index alike.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), 4, options()).unwrap();
+    for i in 0..50u16 {
+        let tag = if i % 2 == 0 { "even" } else { "odd" };
+        let v = [f32::from(i), 1.0, 0.5, -1.0];
+        store.upsert(&format!("v{i:02}"), &v, &[("tag", tag)]).unwrap();
+    }
+    let query = [3.0, 1.0, 0.5, -1.0];
+    let searches = |when: &str| {
+        for k in [50, 51, usize::MAX / 16, usize::MAX] {
+            let all = store.search(&query, k, Metric::L2).unwrap();
+            assert_eq!(all.len(), 50, "{when}, k = {k}: every vector");
+            assert_eq!(all[0].0, "v03", "{when}, k = {k}: best first");
+            let even = store
+                .search_filtered(&query, k, Metric::L2, Some(("tag", "even")))
+                .unwrap();
+            assert_eq!(even.len(), 25, "{when}, k = {k}: every match of the filter");
+            for exact in [false, true] {
+                let options = SearchOptions {
+                    metric: Metric::L2,
+                    exact,
+                    ..SearchOptions::default()
+                };
+                let hits = store.search_with(&query, k, &options).unwrap();
+                assert_eq!(hits.len(), 50, "{when}, k = {k}, exact {exact}: every vector");
+                let widest = SearchOptions {
+                    ef: Some(usize::MAX),
+                    ..options
+                };
+                let hits = store.search_with(&query, k, &widest).unwrap();
+                assert_eq!(hits.len(), 50, "{when}, k = {k}, exact {exact}, ef usize::MAX");
+            }
+        }
+    };
+    searches("without an index");
+    store
+        .create_index(IndexOptions {
+            metric: Metric::L2,
+            ..IndexOptions::default()
+        })
+        .unwrap();
+    searches("with an index");
 }
 
 /// The ids of `hits`, in order.

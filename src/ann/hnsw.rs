@@ -533,7 +533,9 @@ impl Hnsw {
     ) -> Result<Vec<Hit>> {
         self.check_query(store, query, k)?;
         let exact = self.space.exact_query(query);
-        let mut heap: BinaryHeap<(KeyOrd, NodeId)> = BinaryHeap::with_capacity(k + 1);
+        // Room for what the store can hold, not for `k` (any size a caller passes).
+        let capacity = k.min(store.slot_count() as usize).saturating_add(1);
+        let mut heap: BinaryHeap<(KeyOrd, NodeId)> = BinaryHeap::with_capacity(capacity);
         for node in 0..store.slot_count() {
             if store.state(node)? != NodeState::Live || filter.is_some_and(|f| !f(node)) {
                 continue;

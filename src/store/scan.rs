@@ -6,6 +6,7 @@
 //! state. A commit that lands during the scan is seen by the pages read after it.
 
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::Ordering;
 
 use super::Inner;
 use super::catalog::{EntryMeta, EntryPlace, EntryView, read_entry, read_entry_at};
@@ -29,7 +30,9 @@ pub(super) fn search(
     let score = |vector: &[f32]| score_key(&kernels, metric, &prepared, vector);
     let mut best = Best {
         k,
-        heap: BinaryHeap::with_capacity(k + 1),
+        // Room for the vectors the store holds, not for `k` (any size a caller passes: the
+        // heap grows if a running transaction's hidden values add more).
+        heap: BinaryHeap::with_capacity(k.min(inner.count.load(Ordering::Relaxed) as usize).saturating_add(1)),
         found: HashMap::new(),
     };
     scan_vector_pages(inner, filter, &score, &mut best)?;

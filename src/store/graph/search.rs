@@ -175,7 +175,7 @@ fn rank(
 fn resolve(reader: &PageReader<'_>, hnsw: &Hnsw, ranked: Vec<Ranked>, k: usize) -> Result<Vec<(String, f32)>> {
     let inner = reader.inner;
     let mut seen = HashSet::new();
-    let mut results = Vec::with_capacity(k);
+    let mut results = Vec::with_capacity(k.min(ranked.len()));
     for (key, node, value) in ranked {
         if results.len() == k {
             break;
