@@ -49,6 +49,9 @@ struct Best {
 
 /// Scores every committed vector of the vector pages, in place (each page's owner table copied
 /// under its latch), except the slots the running transaction wrote; keeps the best in `best`.
+/// Only pages below the high-water mark: those past it were never initialised (a file's
+/// length and the runs made ahead hold zeros), and checking them was most of a search's time
+/// (a store of 20,000 vectors in a 1,024-page file: 8 ms a search, whatever the dimension).
 fn scan_vector_pages(
     inner: &Inner,
     filter: Option<(&str, &str)>,
@@ -58,7 +61,8 @@ fn scan_vector_pages(
     let layout = inner.layout;
     let slots_per_page = layout.slots_per_page as usize;
     let mut owners = vec![0u64; slots_per_page];
-    for page_no in 0..inner.arena.page_count(Space::Vector) {
+    let initialised = inner.initialised_pages()[Space::Vector.index()];
+    for page_no in 0..initialised.min(inner.arena.page_count(Space::Vector)) {
         let page = PageId::new(Space::Vector, page_no);
         if !copy_owners(inner, page, &mut owners)? {
             continue;
