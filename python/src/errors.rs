@@ -34,6 +34,9 @@ pub enum Failure {
     WouldDeadlock,
     /// `close` while a transaction is open or waiting to begin.
     TransactionOpen,
+    /// A signal handler raised (Ctrl-C: `KeyboardInterrupt`) while a long call ran; the call
+    /// undid what it had done.
+    Interrupted(PyErr),
 }
 
 impl From<Error> for Failure {
@@ -55,6 +58,7 @@ impl From<Failure> for PyErr {
             Failure::TransactionOpen => InvalidArgumentError::new_err(
                 "a transaction of this store is open: commit or abort it before closing the store",
             ),
+            Failure::Interrupted(raised) => raised,
         }
     }
 }

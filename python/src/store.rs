@@ -184,7 +184,9 @@ impl PyStore {
     /// Upserts the rows of ``vectors``, an ``(n, dim)`` array, under ``ids`` (``n`` strings), in
     /// one transaction: all rows or, if one is refused, none. ``metadata`` is ``None`` or ``n``
     /// entries, each a ``dict[str, str]`` or ``None``. A C-contiguous float32 array is read in
-    /// place; anything else is converted to one first. Returns the commit LSN.
+    /// place; anything else is converted to one first. Returns the commit LSN. Python's signal
+    /// handlers run every 16 MiB of vectors: Ctrl-C stops a long call with
+    /// ``KeyboardInterrupt``, and none of its rows is written.
     #[pyo3(signature = (ids, vectors, metadata=None))]
     fn upsert_many(
         &self,
@@ -360,7 +362,8 @@ impl PyStore {
     /// once for all. Returns ``(ids, scores)``, two ``(m, k)`` arrays: ``ids`` of ``str``
     /// (dtype ``object``), ``scores`` float32; row ``i`` holds the hits of query ``i``, best
     /// first. A row with fewer than ``k`` hits (a store or filter with fewer vectors) is padded
-    /// with ``""`` ids (never a stored id) and NaN scores.
+    /// with ``""`` ids (never a stored id) and NaN scores. Python's signal handlers run every
+    /// tenth of a second: Ctrl-C stops a long call with ``KeyboardInterrupt``.
     #[pyo3(signature = (queries, k=10, metric="cosine", filter=None, *, ef=None, exact=false))]
     #[allow(clippy::too_many_arguments)]
     fn search_many<'py>(
@@ -388,9 +391,13 @@ impl PyStore {
         let rows = queries.as_slice();
         let hits = py
             .detach(|| {
+                let mut checks = batch::SignalChecks::new();
                 rows.chunks_exact(self.dim)
-                    .map(|query| store.search_with(query, k_searched, &options))
-                    .collect::<vellum::Result<Vec<_>>>()
+                    .map(|query| {
+                        checks.maybe()?;
+                        Ok(store.search_with(query, k_searched, &options)?)
+                    })
+                    .collect::<Result<Vec<_>, Failure>>()
             })
             .py_err()?;
         let width = usize::try_from(k).unwrap_or(usize::MAX);

@@ -1,0 +1,73 @@
+"""Ctrl-C stops a long call: Python's signal handlers run while ``upsert_many`` and
+``search_many`` work without the GIL, so a ``KeyboardInterrupt`` (or whatever a handler raises)
+comes within a fraction of a second, and an interrupted ``upsert_many`` writes none of its rows."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import vellum
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGINT"), reason="POSIX signals")
+
+# Rows enough for several seconds of work on any machine (about 1.5 us a row here): a SIGINT
+# sent 0.2 s into the call arrives long before it could end.
+ROWS = 1_500_000
+DIM = 16
+
+
+def send_sigint_after(seconds: float) -> threading.Timer:
+    timer = threading.Timer(seconds, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    return timer
+
+
+def test_an_interrupted_upsert_many_writes_none_of_its_rows(tmp_path: Path) -> None:
+    store = vellum.Store.create(str(tmp_path / "s"), DIM)
+    store.upsert("before", np.ones(DIM, dtype=np.float32))
+    vectors = np.random.default_rng(7).random((ROWS, DIM), dtype=np.float32)
+    ids = [f"r{i}" for i in range(ROWS)]
+    timer = send_sigint_after(0.2)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        store.upsert_many(ids, vectors)
+        # Without the checks the call ends, committed, and the interrupt comes only here.
+        time.sleep(5)
+    elapsed = time.monotonic() - started
+    timer.join()
+    assert len(store) == 1, "the interrupted batch was rolled back: only the row before it"
+    assert store.get("r0") is None and store.get(f"r{ROWS - 1}") is None
+    assert elapsed < 3.0, f"stopped within a fraction of the call's time: {elapsed:.2f} s"
+    # The store goes on: the same batch, uninterrupted, commits whole and survives a reopen.
+    store.upsert_many(ids[:1000], vectors[:1000])
+    store.close()
+    store = vellum.Store.open(str(tmp_path / "s"))
+    assert len(store) == 1001
+    store.close()
+
+
+def test_an_interrupted_search_many_stops(tmp_path: Path) -> None:
+    store = vellum.Store.create(str(tmp_path / "s"), DIM)
+    rng = np.random.default_rng(8)
+    store.upsert_many([f"r{i}" for i in range(20_000)], rng.random((20_000, DIM), dtype=np.float32))
+    # Exact searches of 20,000 vectors (about 0.5 ms each here): 50,000 of them take some 20 s,
+    # so a call that ran to its end would fail the bound below.
+    queries = rng.random((50_000, DIM), dtype=np.float32)
+    timer = send_sigint_after(0.2)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        store.search_many(queries, k=5, exact=True)
+        time.sleep(5)
+    elapsed = time.monotonic() - started
+    timer.join()
+    assert elapsed < 3.0, f"stopped within a fraction of the call's time: {elapsed:.2f} s"
+    ids, _ = store.search_many(queries[:3], k=5, exact=True)
+    assert ids.shape == (3, 5), "the store answers after the interrupt"
+    store.close()
