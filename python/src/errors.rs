@@ -87,16 +87,31 @@ pub fn exception(error: Error, context: &str) -> PyErr {
 /// `Result<T, vellum::Error>` to `PyResult<T>`.
 pub trait IntoPy<T> {
     fn py_err(self) -> PyResult<T>;
+
+    /// As [`IntoPy::py_err`], with an `AlreadyExistsError` that names what exists (`what()`:
+    /// "id 'a'", "a store at /x"), where the library's error names nothing.
+    fn py_err_existing(self, what: impl FnOnce() -> String) -> PyResult<T>;
 }
 
 impl<T> IntoPy<T> for vellum::Result<T> {
     fn py_err(self) -> PyResult<T> {
         self.map_err(|error| exception(error, ""))
     }
+
+    fn py_err_existing(self, what: impl FnOnce() -> String) -> PyResult<T> {
+        self.map_err(Failure::from).py_err_existing(what)
+    }
 }
 
 impl<T> IntoPy<T> for Result<T, Failure> {
     fn py_err(self) -> PyResult<T> {
         self.map_err(PyErr::from)
+    }
+
+    fn py_err_existing(self, what: impl FnOnce() -> String) -> PyResult<T> {
+        self.map_err(|failure| match failure {
+            Failure::Store(Error::AlreadyExists) => AlreadyExistsError::new_err(format!("{} already exists", what())),
+            other => PyErr::from(other),
+        })
     }
 }

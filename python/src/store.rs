@@ -108,7 +108,9 @@ impl PyStore {
             segment_size_bytes: in_range(segment_size, "segment_size")?,
             ..options(sync, sync_interval, archive, stored_writes)?
         };
-        let store = py.detach(|| Store::create(&path, dim, options)).py_err()?;
+        let store = py
+            .detach(|| Store::create(&path, dim, options))
+            .py_err_existing(|| format!("a store at {}", path.display()))?;
         Ok(PyStore::new(store))
     }
 
@@ -159,7 +161,7 @@ impl PyStore {
             let store = self.shared.write_lease()?;
             Ok::<_, Failure>(store.insert(id, &vector, &convert::pairs(&metadata))?.get())
         })
-        .py_err()
+        .py_err_existing(|| format!("id {id:?}"))
     }
 
     /// Inserts or replaces the vector under ``id`` (and its metadata), in a transaction of its

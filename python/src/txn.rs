@@ -130,7 +130,7 @@ impl PyTransaction {
         let vector = convert::vector(vector)?;
         let metadata = convert::metadata(metadata)?;
         py.detach(|| self.with(|tx| Ok(tx.insert(id, &vector, &convert::pairs(&metadata))?.get())))
-            .py_err()
+            .py_err_existing(|| format!("id {id:?}"))
     }
 
     /// Inserts or replaces a vector. Returns the LSN of the update record.

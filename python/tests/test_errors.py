@@ -40,14 +40,15 @@ def test_insert_of_a_present_id_raises_already_exists(store):
     store.insert("a", [1, 0, 0, 0])
     with pytest.raises(vellum.AlreadyExistsError) as caught:
         store.insert("a", [0, 1, 0, 0])
-    assert str(caught.value) == "already exists", "a sentence, not KeyError's quoted repr"
+    assert str(caught.value) == 'id "a" already exists', "a sentence naming the id, not KeyError's quoted repr"
     assert store.get("a")[0].tolist() == [1, 0, 0, 0], "nothing changed"
 
 
 def test_create_where_a_store_exists_raises_already_exists(tmp_path):
     make_store(tmp_path / "s").close()
-    with pytest.raises(vellum.AlreadyExistsError):
+    with pytest.raises(vellum.AlreadyExistsError) as caught:
         make_store(tmp_path / "s")
+    assert str(caught.value) == f"a store at {tmp_path / 's'} already exists", "names the path"
     with pytest.raises(KeyError):
         make_store(tmp_path / "s")
 
