@@ -202,6 +202,15 @@ fn bad_restores_fail_clearly_and_leave_no_destination() {
         matches!(error, Error::InvalidArgument(_)) && error.to_string().contains("oldest retained base image"),
         "{error}"
     );
+    let text = error.to_string();
+    let when = text.rsplit(", ").next().unwrap().as_bytes();
+    assert!(
+        when.len() == "2026-12-06T19:04:23.504986Z)".len()
+            && when[4] == b'-'
+            && when[10] == b'T'
+            && when.ends_with(b"Z)"),
+        "the base image's time as --time takes it (RFC 3339, UTC), not a count of microseconds: {text}"
+    );
     assert!(!dest.exists(), "a failed restore leaves no destination");
     let archive = src.join("archive");
     let base = std::fs::read_dir(&archive)

@@ -309,11 +309,39 @@ pub(crate) fn pick_base(listing: &archive::Listing, target: RestoreTarget, src: 
     };
     listing.bases.iter().rev().map(|b| b.0).find(fits).ok_or_else(|| {
         Error::InvalidArgument(format!(
-            "the target is before the oldest retained base image (checkpoint at LSN {}, time {} µs)",
+            "the target is before the oldest retained base image (checkpoint at LSN {}, {})",
             oldest.first_lsn.get(),
-            oldest.first_us.get()
+            utc_text(oldest.first_us.get())
         ))
     })
+}
+
+/// Microseconds since the Unix epoch as an RFC 3339 UTC instant with microseconds, as
+/// `--time` takes it ("2026-12-06T19:04:23.504986Z"): the proleptic Gregorian calendar from a
+/// day count (eras of 400 years, 146,097 days, counted from 0000-03-01).
+fn utc_text(us: u64) -> String {
+    const US_PER_DAY: u64 = 86_400_000_000;
+    let (days, of_day_us) = (us / US_PER_DAY, us % US_PER_DAY);
+    let from_march_0000 = days + 719_468;
+    let (era, day_of_era) = (from_march_0000 / 146_097, from_march_0000 % 146_097);
+    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = era * 400 + year_of_era + u64::from(month <= 2);
+    let seconds = of_day_us / 1_000_000;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        seconds / 3_600,
+        seconds / 60 % 60,
+        seconds % 60,
+        of_day_us % 1_000_000
+    )
 }
 
 fn micros(time: SystemTime) -> u64 {
@@ -655,4 +683,25 @@ fn move_tree(storage: &Arc<dyn Storage>, from: &Path, to: &Path) -> Result<()> {
     storage
         .remove_dir(from)
         .context(|| format!("removing {}", from.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_text;
+
+    #[test]
+    fn utc_text_is_the_calendar_instant_across_leap_days_and_centuries() {
+        // Expected values from Python's datetime.
+        for (us, text) in [
+            (0, "1970-01-01T00:00:00.000000Z"),
+            (946_684_799_500_000, "1999-12-31T23:59:59.500000Z"),
+            (951_868_799_999_999, "2000-02-29T23:59:59.999999Z"),
+            (1_796_583_863_504_986, "2026-12-06T19:04:23.504986Z"),
+            (4_107_499_200_000_000, "2100-02-28T12:00:00.000000Z"),
+            (4_107_542_400_000_000, "2100-03-01T00:00:00.000000Z"),
+            (13_574_566_923_000_004, "2400-02-29T01:02:03.000004Z"),
+        ] {
+            assert_eq!(utc_text(us), text, "{us} µs");
+        }
+    }
 }
