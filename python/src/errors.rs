@@ -89,7 +89,7 @@ pub trait IntoPy<T> {
     fn py_err(self) -> PyResult<T>;
 
     /// As [`IntoPy::py_err`], with an `AlreadyExistsError` that names what exists (`what()`:
-    /// "id 'a'", "a store at /x"), where the library's error names nothing.
+    /// `id "a"`, `a store at /x`), where the library's error names nothing.
     fn py_err_existing(self, what: impl FnOnce() -> String) -> PyResult<T>;
 }
 

@@ -295,12 +295,12 @@ const SINGLE_THREAD_RUN_BYTES: usize = 2 * BLOCK_RAW_MAX_BYTES;
 /// Writes `contents` as the archive file `dir/name` (atomically, as
 /// [`write_atomically_unless`](super::files::write_atomically_unless)), compressed by up to `threads`
 /// threads, with memory for one round of `threads` runs of 8 MiB (one run of 2 MiB on one
-/// thread) and their compressed forms instead of the whole contents: a base image of an arena of any size. The file is byte for
-/// byte the one [`encode`] returns for the same contents (blocks are independent, and every
-/// run is a whole number of blocks). Returns `Ok(true)`, unless `give_up()` says so before a
-/// round of blocks (or before the sync): then the temporary file is removed, nothing is
-/// published, and `Ok(false)` says so (a close does not wait for a base image the next
-/// checkpoint takes).
+/// thread) and their compressed forms instead of the whole contents: a base image of an arena
+/// of any size. The file is byte for byte the one [`encode`] returns for the same contents
+/// (blocks are independent, and every run is a whole number of blocks). Returns `Ok(true)`,
+/// unless `give_up()` says so before a round of blocks (or before the sync): then the
+/// temporary file is removed, nothing is published, and `Ok(false)` says so (a close does not
+/// wait for a base image the next checkpoint takes).
 pub fn write_streamed_unless(
     storage: &dyn Storage,
     dir: &Path,
