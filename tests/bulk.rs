@@ -122,6 +122,21 @@ fn a_bad_row_anywhere_is_named_and_changes_nothing() {
         matches!(store.upsert_many(&short), Err(Error::InvalidArgument(_))),
         "a wrong dimension is refused"
     );
+    // Store::check_rows refuses as the bulk path does, with the same message, before any
+    // transaction; good rows pass.
+    let checked = store.check_rows(&rows).unwrap_err();
+    assert!(
+        checked.to_string() == error.to_string(),
+        "check_rows names the row as upsert_many does: {checked} / {error}"
+    );
+    assert!(
+        matches!(store.check_rows(&short), Err(Error::InvalidArgument(_))),
+        "check_rows refuses a wrong dimension"
+    );
+    store
+        .check_rows(&rows[..2500])
+        .expect("the rows before the bad one pass");
+    assert_eq!(store.len(), 1, "checking writes nothing");
 }
 
 #[test]

@@ -71,3 +71,20 @@ def test_an_interrupted_search_many_stops(tmp_path: Path) -> None:
     ids, _ = store.search_many(queries[:3], k=5, exact=True)
     assert ids.shape == (3, 5), "the store answers after the interrupt"
     store.close()
+
+
+def test_a_bad_row_at_the_end_of_a_long_batch_is_refused_before_any_of_it_is_logged(tmp_path: Path) -> None:
+    # The batch goes to the library in parts (to run the signal handlers between them): every
+    # row is checked first, so a NaN in the last row costs no log and no rollback. The log's
+    # growth between two single upserts shows it (LSNs are log offsets).
+    store = vellum.Store.create(str(tmp_path / "s"), 64)
+    rows = 300_000  # 73 MiB of vectors: five parts of 16 MiB
+    vectors = np.random.default_rng(9).random((rows, 64), dtype=np.float32)
+    vectors[-1, 3] = np.nan
+    before = store.upsert("before", np.ones(64, dtype=np.float32))
+    with pytest.raises(vellum.InvalidArgumentError, match=rf"row {rows - 1} .*NaN"):
+        store.upsert_many([f"r{i}" for i in range(rows)], vectors)
+    after = store.upsert("after", np.ones(64, dtype=np.float32))
+    assert after - before < 1 << 20, f"the refused batch wrote {after - before} bytes of log"
+    assert len(store) == 2
+    store.close()

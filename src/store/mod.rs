@@ -376,6 +376,16 @@ impl Store {
         tx.commit()
     }
 
+    /// Checks `rows` as [`Transaction::upsert_many`] and [`Transaction::insert_many`] do before
+    /// they change anything (each id, each vector's length and components, each row's
+    /// metadata), without a transaction and without the writer lock: the first bad row is an
+    /// `InvalidArgument` naming it ("row 12 (\"id\"): component 3 is NaN …"). For a caller that
+    /// hands a batch to a transaction in parts (to stay interruptible) and wants a bad row
+    /// refused before any part is written.
+    pub fn check_rows(&self, rows: &[Row<'_>]) -> Result<()> {
+        txn::check_rows(self.dimension(), rows)
+    }
+
     /// Deletes a vector (autocommit); returns whether it existed.
     pub fn delete(&self, id: &str) -> Result<bool> {
         let mut tx = self.begin()?;

@@ -299,38 +299,11 @@ impl<'s> Transaction<'s> {
     }
 
     fn check_input(&self, id: &str, vector: &[f32], metadata: &[(&str, &str)]) -> Result<()> {
-        check_id(id)?;
-        let dimension = self.store.dimension();
-        if vector.len() != dimension {
-            return Err(Error::InvalidArgument(format!(
-                "vector has {} components, the store holds {dimension}",
-                vector.len()
-            )));
-        }
-        if !all_finite(vector)
-            && let Some(at) = vector.iter().position(|x| !x.is_finite())
-        {
-            return Err(Error::InvalidArgument(format!(
-                "component {at} is {} (NaN and infinities are refused)",
-                vector[at]
-            )));
-        }
-        match meta::encoded_len(metadata) {
-            Some(len) if len <= METADATA_MAX_BYTES => Ok(()),
-            _ => Err(Error::InvalidArgument(format!(
-                "metadata encodes to more than {METADATA_MAX_BYTES} bytes"
-            ))),
-        }
+        check_input(self.store.dimension(), id, vector, metadata)
     }
 
     fn check_rows(&self, rows: &[Row<'_>]) -> Result<()> {
-        for (at, (id, vector, metadata)) in rows.iter().enumerate() {
-            self.check_input(id, vector, metadata).map_err(|error| match error {
-                Error::InvalidArgument(why) => Error::InvalidArgument(format!("row {at} ({id:?}): {why}")),
-                other => other,
-            })?;
-        }
-        Ok(())
+        check_rows(self.store.dimension(), rows)
     }
 
     /// Logs `rows` (checked) in records of up to [`BATCH_RECORD_BYTES`]; an id a record
@@ -780,6 +753,44 @@ impl UndoLog {
             .collect();
         (undo_next, edits)
     }
+}
+
+/// Checks one row for a store of `dimension`: its id, its vector's length and components, its
+/// metadata's encoded length.
+fn check_input(dimension: usize, id: &str, vector: &[f32], metadata: &[(&str, &str)]) -> Result<()> {
+    check_id(id)?;
+    if vector.len() != dimension {
+        return Err(Error::InvalidArgument(format!(
+            "vector has {} components, the store holds {dimension}",
+            vector.len()
+        )));
+    }
+    if !all_finite(vector)
+        && let Some(at) = vector.iter().position(|x| !x.is_finite())
+    {
+        return Err(Error::InvalidArgument(format!(
+            "component {at} is {} (NaN and infinities are refused)",
+            vector[at]
+        )));
+    }
+    match meta::encoded_len(metadata) {
+        Some(len) if len <= METADATA_MAX_BYTES => Ok(()),
+        _ => Err(Error::InvalidArgument(format!(
+            "metadata encodes to more than {METADATA_MAX_BYTES} bytes"
+        ))),
+    }
+}
+
+/// Checks every row for a store of `dimension`; the first bad one is an `InvalidArgument`
+/// naming it ("row 12 (\"id\"): why").
+pub(crate) fn check_rows(dimension: usize, rows: &[Row<'_>]) -> Result<()> {
+    for (at, (id, vector, metadata)) in rows.iter().enumerate() {
+        check_input(dimension, id, vector, metadata).map_err(|error| match error {
+            Error::InvalidArgument(why) => Error::InvalidArgument(format!("row {at} ({id:?}): {why}")),
+            other => other,
+        })?;
+    }
+    Ok(())
 }
 
 /// True if no component is NaN or infinite. Branch-free within each chunk, so the compiler
