@@ -24,6 +24,14 @@ fn vector(i: usize) -> Vec<f32> {
     vec![i as f32, 1.0, -(i as f32), 0.5]
 }
 
+/// A new store in a temporary directory, holding rows `p0`, `p1`, … up to `rows`.
+fn store_of(rows: usize) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), 4, Options::default()).unwrap();
+    insert_rows(&store, 0..rows, "p");
+    (dir, store)
+}
+
 fn insert_rows(store: &Store, ids: std::ops::Range<usize>, prefix: &str) {
     for i in ids {
         store
@@ -102,9 +110,7 @@ fn child_of_a_writer(store: Store) -> i32 {
 #[test]
 fn a_forked_child_of_a_writer_is_refused_every_call_and_the_parent_loses_nothing() {
     let _turn = turn();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::create(dir.path(), 4, Options::default()).unwrap();
-    insert_rows(&store, 0..200, "p");
+    let (_dir, store) = store_of(200);
     // (In the parent the closure, and the store with it, is dropped unrun.)
     let code = in_child(move || child_of_a_writer(store));
     assert_eq!(
@@ -118,9 +124,7 @@ fn a_forked_child_of_a_writer_is_refused_every_call_and_the_parent_loses_nothing
 #[test]
 fn the_parent_writes_on_after_its_child_tried_and_the_store_reopens_whole() {
     let _turn = turn();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::create(dir.path(), 4, Options::default()).unwrap();
-    insert_rows(&store, 0..200, "p");
+    let (dir, store) = store_of(200);
     let code = in_child(|| {
         let refused = is_fork_refusal(store.upsert("child", &vector(1), &[]));
         // Its drop (end of the process's use of it) must neither hang nor write.
@@ -147,9 +151,7 @@ fn the_parent_writes_on_after_its_child_tried_and_the_store_reopens_whole() {
 #[test]
 fn a_forked_child_reads_a_store_opened_read_only() {
     let _turn = turn();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::create(dir.path(), 4, Options::default()).unwrap();
-    insert_rows(&store, 0..300, "p");
+    let (dir, store) = store_of(300);
     store.close().unwrap();
     let store = Store::open_read_only(dir.path(), Options::default()).unwrap();
     let code = in_child(|| {
@@ -169,9 +171,7 @@ fn a_forked_child_reads_a_store_opened_read_only() {
 #[test]
 fn a_transaction_carried_across_fork_is_refused_there_and_stays_the_parents() {
     let _turn = turn();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::create(dir.path(), 4, Options::default()).unwrap();
-    insert_rows(&store, 0..100, "p");
+    let (dir, store) = store_of(100);
     let mut tx = store.begin().unwrap();
     tx.insert("in-tx", &vector(1), &[]).unwrap();
     // The child gets the open transaction; its commit (or its drop's rollback) would log into
@@ -213,9 +213,7 @@ fn a_transaction_carried_across_fork_is_refused_there_and_stays_the_parents() {
 #[test]
 fn a_forked_child_does_not_keep_the_parents_store_locked() {
     let _turn = turn();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::create(dir.path(), 4, Options::default()).unwrap();
-    insert_rows(&store, 0..10, "p");
+    let (dir, store) = store_of(10);
     // A child that lives on (a worker of a pool) and never touches the store.
     let pid = fork_running(|| {
         std::thread::sleep(Duration::from_secs(2));

@@ -48,6 +48,23 @@ fn skip(test: &str, why: &str) {
     println!("{test}: SKIPPED: {why}");
 }
 
+/// A tmpfs of `size` (as `mount -o size=` takes it) mounted in a new temporary directory: the
+/// mount point, the directory and the mount, in that order so that bindings of them drop the
+/// mount first. `None` (the test skipped, saying why) where this process cannot mount one.
+fn small_tmpfs(test: &str, size: &str) -> Option<(PathBuf, tempfile::TempDir, Mount)> {
+    if !is_root() {
+        skip(test, "needs root to mount a tmpfs");
+        return None;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let point = scratch.path().join("small");
+    let Some(tmpfs) = Mount::new(&point, &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]) else {
+        skip(test, "mount -t tmpfs failed");
+        return None;
+    };
+    Some((point, scratch, tmpfs))
+}
+
 fn make_store(dir: &Path, rows: usize) {
     let store = dir.to_str().unwrap();
     let created = run(&[
@@ -175,13 +192,8 @@ fn reading_commands_work_for_a_user_who_may_not_write() {
 #[test]
 fn a_full_tmpfs_is_disk_full_and_never_a_signal() {
     let test = "a_full_tmpfs_is_disk_full_and_never_a_signal";
-    if !is_root() {
-        return skip(test, "needs root to mount a tmpfs");
-    }
-    let scratch = tempfile::tempdir().unwrap();
-    let point = scratch.path().join("small");
-    let Some(_tmpfs) = Mount::new(&point, &["-t", "tmpfs", "-o", "size=10m", "tmpfs"]) else {
-        return skip(test, "mount -t tmpfs failed");
+    let Some((point, _scratch, _tmpfs)) = small_tmpfs(test, "10m") else {
+        return;
     };
     disk_fills_up_cleanly(&point, "tmpfs");
 }
@@ -297,13 +309,8 @@ fn disk_fills_up_cleanly(point: &Path, fs: &str) {
 #[test]
 fn a_close_on_a_full_disk_returns_ok_only_with_a_deleted_control_file_made_again() {
     let test = "a_close_on_a_full_disk_returns_ok_only_with_a_deleted_control_file_made_again";
-    if !is_root() {
-        return skip(test, "needs root to mount a tmpfs");
-    }
-    let scratch = tempfile::tempdir().unwrap();
-    let point = scratch.path().join("small");
-    let Some(_tmpfs) = Mount::new(&point, &["-t", "tmpfs", "-o", "size=20m", "tmpfs"]) else {
-        return skip(test, "mount -t tmpfs failed");
+    let Some((point, _scratch, _tmpfs)) = small_tmpfs(test, "20m") else {
+        return;
     };
     let options = vellum::Options {
         page_size_bytes: 4096,

@@ -53,14 +53,21 @@ print(os.waitstatus_to_exitcode(status))
 """
 
 
-def test_a_forked_child_cannot_use_the_parents_writable_store_and_the_store_stays_whole(tmp_path):
-    path = tmp_path / "store"
+def run_on_a_new_store(script: str, path) -> str:
+    """Creates an empty store at ``path``, runs ``script`` on it in a fresh interpreter that
+    must exit 0, and returns what it printed."""
     vellum.Store.create(path, dim=4).close()
     done = subprocess.run(
-        [sys.executable, "-c", CHILD_WRITES, str(path)], capture_output=True, text=True, env=child_env(), timeout=120
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, env=child_env(), timeout=120
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "0", f"the child's four calls were not all refused as a fork's: {done.stdout}"
+    return done.stdout.strip()
+
+
+def test_a_forked_child_cannot_use_the_parents_writable_store_and_the_store_stays_whole(tmp_path):
+    path = tmp_path / "store"
+    printed = run_on_a_new_store(CHILD_WRITES, path)
+    assert printed == "0", f"the child's four calls were not all refused as a fork's: {printed}"
     with vellum.Store.open(path) as s:
         assert len(s) == 600, "every row of the parent, before and after the fork"
         assert "child" not in s
@@ -145,15 +152,7 @@ print(os.waitstatus_to_exitcode(status))
 
 def test_a_forked_childs_close_does_not_wait_for_calls_of_threads_it_does_not_have(tmp_path):
     path = tmp_path / "store"
-    vellum.Store.create(path, dim=4).close()
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD_CLOSES_DURING_A_CALL, str(path)],
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "0", f"the child's close hung or failed: {done.stdout}"
+    printed = run_on_a_new_store(CHILD_CLOSES_DURING_A_CALL, path)
+    assert printed == "0", f"the child's close hung or failed: {printed}"
     with vellum.Store.open(path) as s:
         assert len(s) == 200_000, "the parent's call committed whole"
