@@ -59,6 +59,10 @@ pub enum Error {
     /// The store is open elsewhere: a writer holds it (or readers do, and a writer asked).
     #[error("locked: {0}")]
     Locked(String),
+    /// The caller asked a long operation to stop (the watcher of
+    /// [`crate::Store::create_index_watched`] returned `Break`): nothing of it was kept.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
 }
 
 fn file_text(file: &Option<PathBuf>) -> String {
@@ -99,6 +103,7 @@ impl Error {
             Error::Closed(text) => Error::Closed(text.clone()),
             Error::ReadOnly(text) => Error::ReadOnly(text.clone()),
             Error::Locked(text) => Error::Locked(text.clone()),
+            Error::Interrupted(text) => Error::Interrupted(text.clone()),
         }
     }
 }
@@ -166,6 +171,7 @@ mod tests {
             Error::Closed("poisoned".into()),
             Error::ReadOnly("opened read-only".into()),
             Error::Locked("held".into()),
+            Error::Interrupted("the index build".into()),
         ];
         for error in &errors {
             let copy = error.duplicate();

@@ -388,3 +388,95 @@ fn a_graph_meta_count_below_its_tombstones_is_corruption_at_vacuum_never_a_panic
         "freeing a tombstone the meta page does not count is damage, not an underflow: {vacuumed:?}"
     );
 }
+
+/// `create_index_watched` reports every phase in order, each ending at its total, and a watcher
+/// that stops the build in any phase (the linking on every core, the calibration's scan, or
+/// with the graph's pages already in the transaction) leaves no index and the store as it was,
+/// after a reopen too.
+#[test]
+fn an_index_build_its_watcher_stops_in_any_phase_keeps_nothing() {
+    use std::ops::ControlFlow;
+    use vellum::{IndexBuildPhase, IndexBuildProgress};
+    let mut rng = Rng::new(seed_from_env("VELLUM_INDEX_SEED", 23));
+    let dir = tempfile::tempdir().unwrap();
+    let store = filled(dir.path(), &mut rng, 3000);
+    let mut reports: Vec<IndexBuildProgress> = Vec::new();
+    let mut record = |progress: IndexBuildProgress| {
+        assert!(progress.done <= progress.total, "{progress:?}");
+        reports.push(progress);
+        ControlFlow::Continue(())
+    };
+    store.create_index_watched(l2_index(), &mut record).unwrap();
+    let phases = [
+        IndexBuildPhase::Linking,
+        IndexBuildPhase::Calibrating,
+        IndexBuildPhase::Writing,
+    ];
+    let order = |p: &IndexBuildProgress| phases.iter().position(|q| *q == p.phase).unwrap();
+    assert!(
+        reports.windows(2).all(|w| order(&w[0]) <= order(&w[1])),
+        "phases in order: {reports:?}"
+    );
+    for phase in phases {
+        let last = reports
+            .iter()
+            .rev()
+            .find(|p| p.phase == phase)
+            .expect("every phase is reported");
+        assert_eq!(last.done, last.total, "{phase:?} ends at its total");
+    }
+    assert_eq!(
+        reports
+            .iter()
+            .find(|p| p.phase == IndexBuildPhase::Linking)
+            .unwrap()
+            .total,
+        3000
+    );
+    assert_eq!(assert_index_clean(&store, "built watched"), 3000);
+    store.drop_index().unwrap();
+    let queries: Vec<Vec<f32>> = (0..5).map(|_| random_vector(&mut rng)).collect();
+    let scanned: Vec<_> = queries
+        .iter()
+        .map(|q| store.search(q, 10, Metric::L2).unwrap())
+        .collect();
+    for (phase, at_call) in [
+        (IndexBuildPhase::Linking, 0),
+        (IndexBuildPhase::Calibrating, 0),
+        (IndexBuildPhase::Writing, 0),
+        (IndexBuildPhase::Writing, 1),
+    ] {
+        let mut calls = 0;
+        let mut stop = |progress: IndexBuildProgress| {
+            if progress.phase != phase {
+                return ControlFlow::Continue(());
+            }
+            calls += 1;
+            if calls > at_call {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        };
+        let result = store.create_index_watched(l2_index(), &mut stop);
+        assert!(
+            matches!(result, Err(Error::Interrupted(_))),
+            "a build stopped in {phase:?} at call {at_call} says so: {result:?}"
+        );
+        assert!(store.index_info().unwrap().is_none(), "{phase:?}: no index is left");
+        assert_eq!(store.len(), 3000, "{phase:?}: the vectors are as they were");
+        let again: Vec<_> = queries
+            .iter()
+            .map(|q| store.search(q, 10, Metric::L2).unwrap())
+            .collect();
+        assert_eq!(again, scanned, "{phase:?}: searches scan, with the same answers");
+    }
+    store.close().unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert!(
+        store.index_info().unwrap().is_none(),
+        "nothing of the stopped builds after a reopen"
+    );
+    store.create_index(l2_index()).unwrap();
+    assert_eq!(assert_index_clean(&store, "built after the stopped ones"), 3000);
+}

@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 
 use super::graph::{GraphStore, GraphView, NodeId, NodeState};
 use super::hnsw::{Hnsw, Scratch};
+use super::watch::{self, Phase, Watcher};
 use crate::{Error, Result};
 
 /// Vectors to build over: slots `0..count`, all of them nodes.
@@ -64,6 +65,19 @@ impl Hnsw {
     /// Builds the graph of the vectors `nodes` (distinct, each below `source_count`) with
     /// `threads` threads (at least 1); the other slots stay free.
     pub fn build_over<V: VectorSource>(&self, vectors: &V, nodes: &[NodeId], threads: usize) -> Result<Built> {
+        let built = self.build_watched(vectors, nodes, threads, &mut watch::unwatched)?;
+        Ok(built.expect("an unwatched build is never stopped"))
+    }
+
+    /// [`Hnsw::build_over`], with `watch` told on this thread how many nodes are linked (about
+    /// every [`watch::WATCH_INTERVAL`]): `Ok(None)` if it asked to stop.
+    pub fn build_watched<V: VectorSource>(
+        &self,
+        vectors: &V,
+        nodes: &[NodeId],
+        threads: usize,
+        watch: Watcher<'_>,
+    ) -> Result<Option<Built>> {
         let count = vectors.source_count();
         let m = self.params().m;
         let mut members = vec![false; count as usize];
@@ -99,32 +113,36 @@ impl Hnsw {
         let rest = nodes.get(1..).unwrap_or(&[]);
         let next = AtomicUsize::new(0);
         let failure: Mutex<Option<Error>> = Mutex::new(None);
-        std::thread::scope(|scope| {
-            for _ in 0..threads.max(1) {
-                scope.spawn(|| {
-                    let mut scratch = Scratch::new();
-                    let mut handle = &graph;
-                    loop {
-                        let first = next.fetch_add(CHUNK_NODES, Ordering::Relaxed);
-                        if first >= rest.len() || failure.lock().is_some() {
-                            return;
-                        }
-                        for &node in &rest[first..(first + CHUNK_NODES).min(rest.len())] {
-                            if let Err(e) = self.insert(&mut handle, node, &mut scratch) {
-                                *failure.lock() = Some(e);
-                                return;
-                            }
-                        }
+        let link = |phase: &Phase| {
+            let mut scratch = Scratch::new();
+            let mut handle = &graph;
+            loop {
+                let first = next.fetch_add(CHUNK_NODES, Ordering::Relaxed);
+                if first >= rest.len() || phase.stopped() {
+                    return;
+                }
+                let chunk = &rest[first..(first + CHUNK_NODES).min(rest.len())];
+                for &node in chunk {
+                    if let Err(e) = self.insert(&mut handle, node, &mut scratch) {
+                        *failure.lock() = Some(e);
+                        phase.stop();
+                        return;
                     }
-                });
+                }
+                phase.add_done(chunk.len());
             }
-        });
+        };
+        let mut watch_nodes = |done: usize, _: usize| watch(done + nodes.len().min(1), nodes.len());
+        let went_on = watch::run_watched(threads, rest.len(), link, &mut watch_nodes);
         if let Some(e) = failure.into_inner() {
             return Err(e);
         }
+        if !went_on {
+            return Ok(None);
+        }
         // Concurrent inserts leave a few more nodes without an in-link than one by one.
         self.reconnect(&mut &graph, &mut Scratch::new())?;
-        Ok(graph.finish(members))
+        Ok(Some(graph.finish(members)))
     }
 }
 

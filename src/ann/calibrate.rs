@@ -12,8 +12,11 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use parking_lot::Mutex;
+
 use super::graph::{GraphView, NodeId};
 use super::hnsw::{Admit, Hnsw, Scored, Scratch};
+use super::watch::{self, Phase, Watcher};
 use crate::Result;
 
 /// The candidate lists tried, in order: each at most 1.5 times the one before, so the list
@@ -34,18 +37,38 @@ impl Hnsw {
         &self,
         store: &S,
         nodes: &[NodeId],
-        (queries, k, target): (usize, usize, f64),
+        calibration: (usize, usize, f64),
         threads: usize,
     ) -> Result<(usize, f64)> {
+        let calibrated = self.calibrate_watched(store, nodes, calibration, threads, &mut watch::unwatched)?;
+        Ok(calibrated.expect("an unwatched calibration is never stopped"))
+    }
+
+    /// [`Hnsw::calibrate_ef`], with `watch` told on this thread how many sampled queries have
+    /// their true neighbours (about every [`watch::WATCH_INTERVAL`]), then asked again before
+    /// each candidate list is tried: `Ok(None)` if it asked to stop.
+    pub fn calibrate_watched<S: GraphView + Sync>(
+        &self,
+        store: &S,
+        nodes: &[NodeId],
+        (queries, k, target): (usize, usize, f64),
+        threads: usize,
+        watch: Watcher<'_>,
+    ) -> Result<Option<(usize, f64)>> {
         if nodes.len() <= k + 1 {
-            return Ok((self.params().ef_search, 1.0));
+            return Ok(Some((self.params().ef_search, 1.0)));
         }
         let step = (nodes.len() / queries.max(1)).max(1);
         let sample: Vec<NodeId> = nodes.iter().step_by(step).take(queries).copied().collect();
-        let truth = self.true_neighbours(store, nodes, &sample, k, threads)?;
+        let Some(truth) = self.true_neighbours(store, nodes, &sample, k, threads, watch)? else {
+            return Ok(None);
+        };
         let mut scratch = Scratch::new();
         let mut last = (self.params().ef_search, 0.0);
         for ef in EF_CANDIDATES {
+            if !watch(sample.len(), sample.len()) {
+                return Ok(None);
+            }
             let (mut found, mut wanted) = (0, 0);
             for (&query, truth) in sample.iter().zip(&truth) {
                 if store.entry_point()? == Some(query) {
@@ -62,10 +85,11 @@ impl Hnsw {
                 break;
             }
         }
-        Ok(last)
+        Ok(Some(last))
     }
 
-    /// The `k` nearest other nodes of each of `sample`, by a scan of `nodes` on `threads`.
+    /// The `k` nearest other nodes of each of `sample`, by a scan of `nodes` on `threads`,
+    /// watched by `watch` (queries done of `sample`): `Ok(None)` if it asked to stop.
     fn true_neighbours<S: GraphView + Sync>(
         &self,
         store: &S,
@@ -73,43 +97,47 @@ impl Hnsw {
         sample: &[NodeId],
         k: usize,
         threads: usize,
-    ) -> Result<Vec<Vec<NodeId>>> {
+        watch: Watcher<'_>,
+    ) -> Result<Option<Vec<Vec<NodeId>>>> {
         let next = AtomicUsize::new(0);
-        let results: Vec<Result<Vec<Neighbours>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads.max(1))
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut out = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(&query) = sample.get(i) else { return Ok(out) };
-                            let from = self.space().prepare(store.vector(query)?);
-                            let mut best: Vec<Scored> = Vec::with_capacity(k + 1);
-                            for &node in nodes.iter().filter(|&&n| n != query) {
-                                let scored = Scored {
-                                    distance: self.distance(store, &from, node)?,
-                                    node,
-                                };
-                                if best.len() < k || best.last().is_some_and(|w| scored < *w) {
-                                    let at = best.partition_point(|b| *b < scored);
-                                    best.insert(at, scored);
-                                    best.truncate(k);
-                                }
-                            }
-                            out.push((i, best.iter().map(|c| c.node).collect()));
-                        }
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("a scan thread")).collect()
-        });
+        let results: Mutex<Vec<Result<Neighbours>>> = Mutex::new(Vec::new());
+        let scan = |phase: &Phase| {
+            while !phase.stopped() {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&query) = sample.get(i) else { return };
+                let found = self.nearest_others(store, nodes, query, k).map(|best| (i, best));
+                if found.is_err() {
+                    phase.stop();
+                }
+                results.lock().push(found);
+                phase.add_done(1);
+            }
+        };
+        let went_on = watch::run_watched(threads, sample.len(), scan, watch);
         let mut truth = vec![Vec::new(); sample.len()];
-        for found in results {
-            for (i, nodes) in found? {
-                truth[i] = nodes;
+        for found in results.into_inner() {
+            let (i, nodes) = found?;
+            truth[i] = nodes;
+        }
+        Ok(went_on.then_some(truth))
+    }
+
+    /// The `k` nodes of `nodes` nearest `query`, itself left out, nearest first.
+    fn nearest_others<S: GraphView>(&self, store: &S, nodes: &[NodeId], query: NodeId, k: usize) -> Result<Vec<NodeId>> {
+        let from = self.space().prepare(store.vector(query)?);
+        let mut best: Vec<Scored> = Vec::with_capacity(k + 1);
+        for &node in nodes.iter().filter(|&&n| n != query) {
+            let scored = Scored {
+                distance: self.distance(store, &from, node)?,
+                node,
+            };
+            if best.len() < k || best.last().is_some_and(|w| scored < *w) {
+                let at = best.partition_point(|b| *b < scored);
+                best.insert(at, scored);
+                best.truncate(k);
             }
         }
-        Ok(truth)
+        Ok(best.iter().map(|c| c.node).collect())
     }
 }
 

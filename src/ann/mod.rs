@@ -26,6 +26,8 @@
 //!   vacuum: `reconnect.rs`).
 //! * [`Hnsw::calibrate_ef`]: the default candidate list of an index, measured on its own data.
 //! * [`Hnsw::check`]: the invariants `verify` checks.
+//! * [`watch`]: the long phases on every core, watched (progress, a stop) from the calling
+//!   thread.
 //!
 //! # On pages
 //!
@@ -63,6 +65,7 @@ mod hnsw;
 mod memory;
 mod reconnect;
 mod vacuum;
+pub mod watch;
 
 #[cfg(test)]
 mod tests;

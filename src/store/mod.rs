@@ -65,7 +65,7 @@ use readers::Pin;
 pub use txn::{BATCH_RECORD_BYTES, Row, Transaction};
 pub use iter::{Entries, Entry, Ids, ListOptions};
 pub use options::{Options, Retention};
-pub use graph::{IndexInfo, IndexOptions, SearchOptions};
+pub use graph::{IndexBuildPhase, IndexBuildProgress, IndexInfo, IndexOptions, SearchOptions};
 pub(crate) use apply::{apply_edits, format_page};
 pub(crate) use inner::{ActiveTxn, Inner};
 use inner::checkpointer;

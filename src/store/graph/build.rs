@@ -1,6 +1,6 @@
 //! Making and dropping the index, each one transaction.
 //!
-//! A build runs HNSW on every core in memory (`ann::Hnsw::build_over`) over the vectors in
+//! A build runs HNSW on every core in memory (`ann::Hnsw::build_watched`) over the vectors in
 //! place, then writes each node and upper page once, whole: the record carries the page's
 //! image (no before-image: the pages are fresh, formatted beyond the catalog's high-water mark,
 //! which an undo moves back), so the log holds one image per page rather than one edit per
@@ -11,13 +11,14 @@
 //! a list a given recall needs depends on the data).
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 
 use zerocopy::IntoBytes;
 
 use super::super::Inner;
 use super::super::alloc::OpCtx;
 use super::pages::{PageWriter, Snapshot, node_of, page_of, vector_of};
-use super::{IndexOptions, metric_code};
+use super::{IndexBuildPhase, IndexBuildProgress, IndexOptions, metric_code};
 use crate::ann::{Built, Hnsw, NodeId, Params, VectorSource};
 use crate::format::graph::{
     self, GRAPH_FIELDS_OFFSET, GraphFields, GraphGeometry, NODE_DELETED, NODE_HEADER_BYTES, NODE_LIVE, NodeHeader,
@@ -68,8 +69,13 @@ impl VectorSource for ArenaVectors<'_> {
     }
 }
 
-/// `Store::create_index`.
-pub(super) fn create(store: &Store, options: IndexOptions) -> Result<()> {
+/// `Store::create_index` and `Store::create_index_watched`. A build `watch` stops returns
+/// `Interrupted`; its transaction, dropped, rolls back.
+pub(super) fn create(
+    store: &Store,
+    options: IndexOptions,
+    watch: &mut dyn FnMut(IndexBuildProgress) -> ControlFlow<()>,
+) -> Result<()> {
     let inner = store.inner();
     inner.check_writable()?;
     let params = check_options(inner, &options)?;
@@ -89,9 +95,14 @@ pub(super) fn create(store: &Store, options: IndexOptions) -> Result<()> {
         1
     };
     let vectors = ArenaVectors { inner, count: slots };
-    let built = hnsw.build_over(&vectors, &members, threads)?;
+    let mut linking = |done, total| report(watch, IndexBuildPhase::Linking, done, total);
+    let built = hnsw.build_watched(&vectors, &members, threads, &mut linking)?.ok_or_else(stopped)?;
     let calibration = (CALIBRATION_QUERIES, CALIBRATION_K, EF_RECALL_TARGET);
-    let calibrated = hnsw.calibrate_ef(&built.view(&vectors), &members, calibration, threads)?;
+    let mut calibrating = |done, total| report(watch, IndexBuildPhase::Calibrating, done, total);
+    let view = built.view(&vectors);
+    let calibrated = hnsw
+        .calibrate_watched(&view, &members, calibration, threads, &mut calibrating)?
+        .ok_or_else(stopped)?;
     let params = Params {
         ef_search: default_ef(calibrated),
         ..params
@@ -103,16 +114,43 @@ pub(super) fn create(store: &Store, options: IndexOptions) -> Result<()> {
         Ok((writer.fields.node_pages.get(), writer.fields.upper_pages.get()))
     })?;
     let per_record = (IMAGE_BYTES_PER_RECORD / page_size).max(1) as u32;
-    for first in (0..node_pages).step_by(per_record as usize) {
-        let last = (first + per_record).min(node_pages);
-        tx.index_op(|ctx| write_pages(ctx, PageKind::GraphNodes, first..last, &built, &runs))?;
+    let total_pages = (node_pages + upper_pages) as usize;
+    let kinds = [(PageKind::GraphNodes, node_pages, 0), (PageKind::GraphUpper, upper_pages, node_pages)];
+    for (kind, pages, before) in kinds {
+        for first in (0..pages).step_by(per_record as usize) {
+            if !report(watch, IndexBuildPhase::Writing, (before + first) as usize, total_pages) {
+                return Err(stopped());
+            }
+            let last = (first + per_record).min(pages);
+            tx.index_op(|ctx| write_pages(ctx, kind, first..last, &built, &runs))?;
+        }
     }
-    for first in (0..upper_pages).step_by(per_record as usize) {
-        let last = (first + per_record).min(upper_pages);
-        tx.index_op(|ctx| write_pages(ctx, PageKind::GraphUpper, first..last, &built, &runs))?;
+    if !report(watch, IndexBuildPhase::Writing, total_pages, total_pages) {
+        return Err(stopped());
     }
     tx.commit()?;
     Ok(())
+}
+
+/// The error of a build its watcher stopped (its transaction is dropped: rolled back).
+fn stopped() -> Error {
+    Error::Interrupted("the index build was stopped by its watcher; nothing of it was kept".into())
+}
+
+/// Tells `watch` that `done` of `total` units of `phase` are done; `true` if it lets the build
+/// go on (the `ann` layer's watchers answer so).
+fn report(
+    watch: &mut dyn FnMut(IndexBuildProgress) -> ControlFlow<()>,
+    phase: IndexBuildPhase,
+    done: usize,
+    total: usize,
+) -> bool {
+    let progress = IndexBuildProgress {
+        phase,
+        done: done as u64,
+        total: total as u64,
+    };
+    watch(progress).is_continue()
 }
 
 /// The default candidate list from a calibration's `(ef, recall)`: that list where it reached

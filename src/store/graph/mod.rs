@@ -31,6 +31,7 @@ mod search;
 mod vacuum;
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -101,6 +102,33 @@ impl Default for SearchOptions<'_> {
             exact: false,
         }
     }
+}
+
+/// The phases of an index build, in order, as
+/// [`Store::create_index_watched`](crate::Store::create_index_watched) reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IndexBuildPhase {
+    /// Inserting every vector into the graph, in memory, on every core (most of a build).
+    /// Units: vectors.
+    Linking,
+    /// Measuring the default candidate list on the store's own vectors: an exact scan for each
+    /// sampled query, then searches. Units: sampled queries.
+    Calibrating,
+    /// Writing the graph's pages into the transaction (the log, then the pages). Units: pages.
+    Writing,
+}
+
+/// How far an index build has come: `done` of `total` units of its `phase`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IndexBuildProgress {
+    /// The phase running.
+    pub phase: IndexBuildPhase,
+    /// Units of it done.
+    pub done: u64,
+    /// Units in all (`done` reaches it when the phase ends).
+    pub total: u64,
 }
 
 /// What [`Store::index_info`](crate::Store::index_info) reports of the index.
@@ -367,7 +395,23 @@ impl crate::Store {
     /// [`Store::search`]: crate::Store::search
     /// [`Store::search_filtered`]: crate::Store::search_filtered
     pub fn create_index(&self, options: IndexOptions) -> Result<()> {
-        build::create(self, options)
+        build::create(self, options, &mut |_| ControlFlow::Continue(()))
+    }
+
+    /// [`Store::create_index`], watched: `watch` is called on this thread, about every 100 ms
+    /// while a phase runs and as each phase ends, with how far the build has come (for a
+    /// progress bar, or to run a signal handler). If it returns `ControlFlow::Break`, the build
+    /// stops within about that long (a phase's worker finishes the insert or scan it is in),
+    /// its transaction is rolled back (nothing of it stays in the store, which stays without an
+    /// index) and the call returns `Err(Interrupted)`.
+    ///
+    /// [`Store::create_index`]: crate::Store::create_index
+    pub fn create_index_watched(
+        &self,
+        options: IndexOptions,
+        watch: &mut dyn FnMut(IndexBuildProgress) -> ControlFlow<()>,
+    ) -> Result<()> {
+        build::create(self, options, watch)
     }
 
     /// Drops the index (one transaction), giving its pages back. `Err(NotFound)` if there is none.
