@@ -55,16 +55,22 @@ impl Scratch {
         vellum_in(self.dir.path(), args, &[])
     }
 
-    /// Runs with `input` on stdin, a pipe (written by a thread while the binary reads it).
-    fn run_piped(&self, args: &[&str], input: Vec<u8>) -> Run {
-        let mut child = Command::new(BIN)
+    /// Starts the binary in the scratch directory, `stdin` its standard input, its output
+    /// piped.
+    fn spawn(&self, args: &[&str], stdin: Stdio) -> std::process::Child {
+        Command::new(BIN)
             .args(args)
             .current_dir(self.dir.path())
-            .stdin(Stdio::piped())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("the vellum binary runs");
+            .expect("the vellum binary runs")
+    }
+
+    /// Runs with `input` on stdin, a pipe (written by a thread while the binary reads it).
+    fn run_piped(&self, args: &[&str], input: Vec<u8>) -> Run {
+        let mut child = self.spawn(args, Stdio::piped());
         let mut stdin = child.stdin.take().expect("a pipe");
         // The binary may stop reading early (an error): a broken pipe is no failure here.
         let writer = std::thread::spawn(move || {
@@ -1267,14 +1273,10 @@ fn interrupted_import_keeps_exactly_what_it_reports(signal: libc::c_int, name: &
     let (rows, batch) = (300_000usize, 500usize);
     let data: Vec<Vec<f32>> = (0..rows).map(|i| vec![i as f32, 1.0, 2.0, 3.0]).collect();
     s.write("big.fvecs", fvecs(&data));
-    let mut child = Command::new(BIN)
-        .args(["import", "s", "big.fvecs", "--ack", "--batch", &batch.to_string()])
-        .current_dir(s.dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the vellum binary runs");
+    let mut child = s.spawn(
+        &["import", "s", "big.fvecs", "--ack", "--batch", &batch.to_string()],
+        Stdio::null(),
+    );
     let mut acks = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
     let mut seen: Vec<usize> = Vec::new();
     while seen.len() < 2 {
@@ -1324,6 +1326,51 @@ fn sigint_stops_an_import_between_batches_and_exits_130() {
 #[test]
 fn sigterm_stops_an_import_between_batches_and_exits_143() {
     interrupted_import_keeps_exactly_what_it_reports(libc::SIGTERM, "SIGTERM", 143);
+}
+
+/// `vellum index create` on a store whose build takes seconds, sent SIGINT half a second in:
+/// it stops, exits 130 saying that nothing of the build was kept, and the store verifies,
+/// has no index and searches by a scan.
+#[test]
+fn sigint_stops_an_index_build_keeping_nothing_and_exits_130() {
+    let s = Scratch::new();
+    s.create("s", 32);
+    let mut rng = 0x1234_5678_9abc_def1u64;
+    let data: Vec<Vec<f32>> = (0..40_000)
+        .map(|_| {
+            (0..32)
+                .map(|_| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    (rng >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                })
+                .collect()
+        })
+        .collect();
+    s.write("rows.fvecs", fvecs(&data));
+    s.ok(&["import", "s", "rows.fvecs"]);
+    let child = s.spawn(&["index", "create", "s"], Stdio::null());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: `kill` of our own child, which has not been waited for, so its pid is still its own.
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(sent, 0, "send SIGINT");
+    let output = child.wait_with_output().expect("vellum exits");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(130), "SIGINT exits 130: {stderr}");
+    assert!(
+        stderr.starts_with("vellum: interrupted by SIGINT: the index build stopped after ")
+            && stderr.contains("nothing of it was kept"),
+        "{stderr:?}"
+    );
+    let stats = json(&s.ok(&["stats", "s", "--json"]).stdout);
+    assert!(stats["index"].is_null(), "no index: {stats}");
+    assert_eq!(stats["vectors"], 40_000);
+    s.ok(&["verify", "s"]);
+    let query = "[0.1, 0.2, 0.3, 0.4, 0.1, 0.2, 0.3, 0.4, 0.1, 0.2, 0.3, 0.4, 0.1, 0.2, 0.3, 0.4, \
+                 0.1, 0.2, 0.3, 0.4, 0.1, 0.2, 0.3, 0.4, 0.1, 0.2, 0.3, 0.4, 0.1, 0.2, 0.3, 0.4]";
+    let found = s.ok(&["search", "s", "--vector", query, "-k", "3"]);
+    assert_eq!(found.stdout.lines().count(), 3, "a scan answers: {found:?}");
 }
 
 #[test]

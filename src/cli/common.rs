@@ -348,6 +348,19 @@ pub fn ms(duration: Duration) -> String {
     format!("{:.3} ms", duration.as_secs_f64() * 1e3)
 }
 
+/// A duration for people, in the unit that reads best: 850.000 ms, 12.4 s, 4 min 2 s,
+/// 1 h 3 min.
+pub fn duration(duration: Duration) -> String {
+    let seconds = duration.as_secs_f64();
+    let whole = duration.as_secs();
+    match whole {
+        0 => ms(duration),
+        1..60 => format!("{seconds:.1} s"),
+        60..3600 => format!("{} min {} s", whole / 60, whole % 60),
+        _ => format!("{} h {} min", whole / 3600, whole % 3600 / 60),
+    }
+}
+
 /// A byte count for people: 1.5 MiB.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -437,6 +450,19 @@ pub fn print_json(value: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_in_the_unit_that_suits_them() {
+        let cases = [
+            (Duration::from_micros(850_250), "850.250 ms"),
+            (Duration::from_millis(12_440), "12.4 s"),
+            (Duration::from_secs(242), "4 min 2 s"),
+            (Duration::from_secs(3 * 3600 + 7 * 60 + 5), "3 h 7 min"),
+        ];
+        for (took, text) in cases {
+            assert_eq!(duration(took), text);
+        }
+    }
 
     #[test]
     fn byte_counts_take_binary_suffixes() {

@@ -12,18 +12,17 @@
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
 use indicatif::ProgressBar;
 use vellum::{Error, Lsn, Store, SyncMode};
 
 use super::common::{
-    EXIT_INPUT, EXIT_SIGNAL_BASE, EXIT_USAGE, Failure, SyncArgs, error_code, open_store, open_store_with, progress_bar,
-    spinner,
+    EXIT_INPUT, EXIT_USAGE, Failure, SyncArgs, error_code, open_store, open_store_with, progress_bar, spinner,
 };
 use super::input::{self, Format};
 use super::read_ahead::{self, Batch, Read};
+use super::signals::{catch_stop_signals, stop_signal, stopped_by};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -83,45 +82,6 @@ impl Acks {
         }
         Ok(())
     }
-}
-
-/// The signal (SIGINT or SIGTERM) that asked the import to stop; 0 if none has.
-static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_stop_signal(signal: libc::c_int) {
-    // An atomic store is async-signal-safe; the import loop reads it between batches.
-    STOP_SIGNAL.store(signal, Ordering::SeqCst);
-}
-
-/// The stop signal received so far, if any.
-fn stop_signal() -> Option<libc::c_int> {
-    match STOP_SIGNAL.load(Ordering::SeqCst) {
-        0 => None,
-        signal => Some(signal),
-    }
-}
-
-/// Makes SIGINT and SIGTERM set `STOP_SIGNAL` instead of ending the process. Each handler
-/// resets itself when it runs (`SA_RESETHAND`), so a second signal has its default effect;
-/// interrupted system calls restart (`SA_RESTART`), so no read or write sees EINTR.
-fn catch_stop_signals() -> Result<(), Failure> {
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: `action` starts zeroed, a valid `sigaction` (no flags, empty mask), and gets a
-        // handler of the signature `sa_sigaction` expects without SA_SIGINFO, which does
-        // nothing but an atomic store; no old action is asked for (null).
-        let result = unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            action.sa_flags = libc::SA_RESTART | libc::SA_RESETHAND;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(signal, &action, std::ptr::null_mut())
-        };
-        if result != 0 {
-            let error = std::io::Error::last_os_error();
-            return Err(Failure::store(format!("cannot handle signal {signal}: {error}")));
-        }
-    }
-    Ok(())
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
@@ -208,15 +168,12 @@ fn committed_once_closed(
 /// (without acknowledgements) a line with the records imported and the rate.
 fn report_end(args: &Args, acks: &Acks, committed: u64, started: Instant) -> Result<(), Failure> {
     if let Some(signal) = stop_signal() {
-        let name = if signal == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
-        return Err(Failure::new(
-            EXIT_SIGNAL_BASE + signal as u8,
-            format!(
-                "interrupted by {name}: the import stopped between batches; {committed} records are committed and \
-                 durable in {} (records are upserted: run the import again to load the rest)",
-                args.dir.display()
-            ),
-        ));
+        let what = format!(
+            "the import stopped between batches; {committed} records are committed and durable in {} (records \
+             are upserted: run the import again to load the rest)",
+            args.dir.display()
+        );
+        return Err(stopped_by(signal, &what));
     }
     if !acks.enabled {
         let seconds = started.elapsed().as_secs_f64();

@@ -18,6 +18,7 @@ mod read_ahead;
 mod replica;
 mod restore;
 mod search;
+mod signals;
 mod stats;
 mod verify;
 mod wal_dump;
