@@ -99,10 +99,35 @@ pub fn upsert_many_checked(
     })
 }
 
-/// Upserts every row of `batch` into `tx`. A row the library refuses is named, and nothing of
-/// the batch is written (every row is checked first).
-pub fn upsert_rows(tx: &mut Transaction<'_>, batch: &Batch<'_>) -> Result<(), Failure> {
-    with_rows(batch, |rows| upsert_chunk(tx, rows, 0))
+/// Upserts every row of `batch` into `tx`, a transaction of `store`, [`BYTES_PER_CHECK`] of
+/// vectors at a time with Python's signal handlers run between them. A row the library refuses
+/// is named, and nothing of the batch is written (every row is checked first); a handler that
+/// raises stops the call there, the parts already upserted staying in `tx` (a `with` block
+/// aborts it as the exception leaves).
+pub fn upsert_rows(store: &Store, tx: &mut Transaction<'_>, batch: &Batch<'_>) -> Result<(), Failure> {
+    let rows_per_check = (BYTES_PER_CHECK / (batch.dim.max(1) * 4)).max(1);
+    upsert_rows_checked(store, tx, batch, rows_per_check, &run_signal_handlers)
+}
+
+/// [`upsert_rows`], `rows_per_check` rows at a time, with `interrupted` run between them.
+pub fn upsert_rows_checked(
+    store: &Store,
+    tx: &mut Transaction<'_>,
+    batch: &Batch<'_>,
+    rows_per_check: usize,
+    interrupted: &dyn Fn() -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    assert!(rows_per_check > 0, "a check every so many rows");
+    with_rows(batch, |rows| {
+        store.check_rows(rows).map_err(|error| refusal(error, rows, 0))?;
+        for (index, chunk) in rows.chunks(rows_per_check).enumerate() {
+            if index > 0 {
+                interrupted()?;
+            }
+            upsert_chunk(tx, chunk, index * rows_per_check)?;
+        }
+        Ok(())
+    })
 }
 
 /// Runs `f` on the rows of `batch` as the library takes them.

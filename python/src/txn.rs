@@ -86,6 +86,13 @@ impl PyTransaction {
         cell.with_dependent_mut(|_, open| f(open.as_mut().expect("an open cell holds its transaction")))
     }
 
+    /// As [`PyTransaction::with`], with the store the transaction belongs to.
+    fn with_store<T>(&self, f: impl FnOnce(&Store, &mut Transaction<'_>) -> Result<T, Failure>) -> Result<T, Failure> {
+        let mut cell = self.cell.lock();
+        let cell = cell.as_mut().ok_or(Failure::Closed("the transaction has finished"))?;
+        cell.with_dependent_mut(|store, open| f(store, open.as_mut().expect("an open cell holds its transaction")))
+    }
+
     /// Commits (`Some(lsn)`) or aborts (`None`), and lets go of the store.
     fn finish(&self, commit: bool) -> Result<Option<u64>, Failure> {
         let mut guard = self.cell.lock();
@@ -149,7 +156,10 @@ impl PyTransaction {
     }
 
     /// Upserts the rows of an ``(n, dim)`` array under ``ids`` (see :meth:`Store.upsert_many`).
-    /// If a row is refused, the rows before it stay in this transaction; abort to drop them.
+    /// Every row is checked first: if one is refused, none is written. Ctrl-C
+    /// (``KeyboardInterrupt``) stops a long call between parts of 16 MiB of vectors; the parts
+    /// already written stay in this transaction (a ``with`` block aborts it as the exception
+    /// leaves).
     #[pyo3(signature = (ids, vectors, metadata=None))]
     fn upsert_many(
         &self,
@@ -167,7 +177,8 @@ impl PyTransaction {
             dim: self.dim,
             metadata: &metadata,
         };
-        py.detach(|| self.with(|tx| batch::upsert_rows(tx, &batch))).py_err()
+        py.detach(|| self.with_store(|store, tx| batch::upsert_rows(store, tx, &batch)))
+            .py_err()
     }
 
     /// Deletes a vector; returns whether it existed.

@@ -77,3 +77,32 @@ def test_index_errors_are_typed(tmp_path):
     assert store.index_info() is None
     assert store.search([1, 0, 0, 0], 1)[0][0] == "a"
     store.close()
+
+
+def test_a_build_reports_its_phases_and_a_progress_that_raises_stops_it(tmp_path):
+    store = make_store(tmp_path / "s", dim=16)
+    store.upsert_many([str(i) for i in range(3000)], unit_rows(3, 3000, 16))
+    seen = []
+    store.create_index(metric="dot", progress=lambda phase, done, total: seen.append((phase, done, total)))
+    phases = [phase for phase, _, _ in seen]
+    order = ["linking", "calibrating", "writing"]
+    assert sorted(phases, key=order.index) == phases, f"phases in order: {phases}"
+    for phase in order:
+        last = [(done, total) for p, done, total in seen if p == phase][-1]
+        assert last[0] == last[1] > 0, f"{phase} ends at its total: {last}"
+    assert ("linking", 3000, 3000) in seen
+    store.drop_index()
+
+    class Stop(Exception):
+        pass
+
+    def stop_when_writing(phase, done, total):
+        if phase == "writing":
+            raise Stop()
+
+    with pytest.raises(Stop):
+        store.create_index(metric="dot", progress=stop_when_writing)
+    assert store.index_info() is None, "nothing of the stopped build is kept"
+    store.create_index(metric="dot")
+    assert store.index_info()["live"] == 3000
+    store.close()

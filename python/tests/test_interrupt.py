@@ -1,6 +1,7 @@
-"""Ctrl-C stops a long call: Python's signal handlers run while ``upsert_many`` and
-``search_many`` work without the GIL, so a ``KeyboardInterrupt`` (or whatever a handler raises)
-comes within a fraction of a second, and an interrupted ``upsert_many`` writes none of its rows."""
+"""Ctrl-C stops a long call: Python's signal handlers run while ``upsert_many`` (of a store or of a
+transaction), ``search_many`` and ``create_index`` work without the GIL, so a
+``KeyboardInterrupt`` (or whatever a handler raises) comes within a fraction of a second, and an
+interrupted ``upsert_many`` or ``create_index`` keeps nothing."""
 
 from __future__ import annotations
 
@@ -87,4 +88,50 @@ def test_a_bad_row_at_the_end_of_a_long_batch_is_refused_before_any_of_it_is_log
     after = store.upsert("after", np.ones(64, dtype=np.float32))
     assert after - before < 1 << 20, f"the refused batch wrote {after - before} bytes of log"
     assert len(store) == 2
+    store.close()
+
+
+def test_an_interrupted_transaction_upsert_many_leaves_with_its_transaction_aborted(tmp_path: Path) -> None:
+    store = vellum.Store.create(str(tmp_path / "s"), DIM)
+    store.upsert("before", np.ones(DIM, dtype=np.float32))
+    # Twice the rows of the tests above: a transaction's call took 3.1 s for ROWS here, at the
+    # bound below, and one that ran to its end must fail it.
+    rows = 2 * ROWS
+    vectors = np.random.default_rng(9).random((rows, DIM), dtype=np.float32)
+    ids = [f"r{i}" for i in range(rows)]
+    timer = send_sigint_after(0.2)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with store.transaction() as tx:
+            tx.upsert_many(ids, vectors)
+            time.sleep(5)
+    elapsed = time.monotonic() - started
+    timer.join()
+    assert elapsed < 3.0, f"stopped within a fraction of the call's time: {elapsed:.2f} s"
+    assert len(store) == 1, "the with block aborted the transaction: only the row before it"
+    assert store.get("r0") is None
+    store.upsert("after", np.ones(DIM, dtype=np.float32))
+    assert len(store) == 2, "the writer lock was let go"
+    store.close()
+
+
+def test_an_interrupted_create_index_keeps_nothing_of_the_build(tmp_path: Path) -> None:
+    store = vellum.Store.create(str(tmp_path / "s"), 32)
+    rng = np.random.default_rng(10)
+    # Random vectors of 32 dimensions: a build of 40,000 takes several seconds on two cores.
+    store.upsert_many([f"r{i}" for i in range(40_000)], rng.random((40_000, 32), dtype=np.float32) - 0.5)
+    timer = send_sigint_after(0.3)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        store.create_index(metric="l2")
+        time.sleep(5)
+    elapsed = time.monotonic() - started
+    timer.join()
+    assert elapsed < 3.0, f"stopped within a fraction of the build's time: {elapsed:.2f} s"
+    assert store.index_info() is None, "nothing of the stopped build is kept"
+    ids, _ = store.search_many(rng.random((2, 32), dtype=np.float32) - 0.5, k=3, metric="l2")
+    assert ids.shape == (2, 3), "searches scan after the stopped build"
+    store.close()
+    store = vellum.Store.open(str(tmp_path / "s"))
+    assert store.index_info() is None and len(store) == 40_000
     store.close()

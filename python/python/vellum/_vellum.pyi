@@ -3,7 +3,7 @@
 import os
 import pathlib
 from types import TracebackType
-from typing import Any, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Tuple, Type, Union, final
+from typing import Any, Callable, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Tuple, Type, Union, final
 
 import numpy as np
 import numpy.typing as npt
@@ -65,7 +65,14 @@ class Store:
         ef: Optional[int] = None,
         exact: bool = False,
     ) -> List[Tuple[str, float]]: ...
-    def create_index(self, metric: _Metric = "cosine", m: int = 16, ef_construction: int = 128) -> None: ...
+    def create_index(
+        self,
+        metric: _Metric = "cosine",
+        m: int = 16,
+        ef_construction: int = 128,
+        *,
+        progress: Optional[Callable[[Literal["linking", "calibrating", "writing"], int, int], object]] = None,
+    ) -> None: ...
     def drop_index(self) -> None: ...
     def index_info(self) -> Optional[Dict[str, Any]]: ...
     def search_many(
