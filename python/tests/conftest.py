@@ -11,7 +11,7 @@ import pytest
 
 import vellum
 
-# Small segments: a store is made in milliseconds instead of zero-filling 64 MiB.
+# Small segments: a store is made in milliseconds instead of zero-filling the default 16 MiB.
 SEGMENT_SIZE = 1 << 20
 
 

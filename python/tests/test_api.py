@@ -302,3 +302,16 @@ def test_ids_lists_committed_ids_in_byte_order_within_prefix_after_and_limit(sto
     store.close()
     with pytest.raises(vellum.ClosedError):
         store.ids()
+
+
+def test_a_store_of_one_row_takes_tens_of_megabytes_not_hundreds(tmp_path):
+    # The defaults are the library's (16 MiB segments): log segments and arena files are
+    # preallocated, so even one row takes a few segments' worth; with 64 MiB segments, the
+    # binding's default before, it took 194 MB.
+    path = tmp_path / "s"
+    with vellum.Store.create(path, dim=4) as s:
+        s.upsert("a", [1.0, 2.0, 3.0, 4.0])
+    allocated = sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file())
+    assert allocated <= 64 << 20, f"{allocated / 1e6:.0f} MB for one row"
+    with vellum.Store.open(path) as s:
+        assert s.get("a") is not None

@@ -132,6 +132,7 @@ impl Hnsw {
                 phase.add_done(chunk.len());
             }
         };
+        // Told in nodes of the whole build: the first, inserted before the workers start, is done.
         let mut watch_nodes = |done: usize, _: usize| watch(done + nodes.len().min(1), nodes.len());
         let went_on = watch::run_watched(threads, rest.len(), link, &mut watch_nodes);
         if let Some(e) = failure.into_inner() {

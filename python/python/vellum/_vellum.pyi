@@ -29,7 +29,7 @@ class Store:
         sync: _Sync = "always",
         sync_interval: float = 0.1,
         page_size: int = 16384,
-        segment_size: int = 67108864,
+        segment_size: int = 16777216,
         archive: bool = True,
         stored_writes: bool = False,
     ) -> "Store": ...
