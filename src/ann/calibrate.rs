@@ -44,9 +44,11 @@ impl Hnsw {
         Ok(calibrated.expect("an unwatched calibration is never stopped"))
     }
 
-    /// [`Hnsw::calibrate_ef`], with `watch` told on this thread how many sampled queries have
-    /// their true neighbours (about every [`watch::WATCH_INTERVAL`]), then asked again before
-    /// each candidate list is tried: `Ok(None)` if it asked to stop.
+    /// [`Hnsw::calibrate_ef`], with `watch` told on this thread how far it has come, in steps
+    /// of one sampled query given its true neighbours (about every [`watch::WATCH_INTERVAL`]
+    /// while the scan runs) and then of one candidate list tried, out of the sample's size plus
+    /// [`EF_CANDIDATES`]'s (the last call says all are done, if fewer lists were needed):
+    /// `Ok(None)` if it asked to stop.
     pub fn calibrate_watched<S: GraphView + Sync>(
         &self,
         store: &S,
@@ -60,13 +62,15 @@ impl Hnsw {
         }
         let step = (nodes.len() / queries.max(1)).max(1);
         let sample: Vec<NodeId> = nodes.iter().step_by(step).take(queries).copied().collect();
-        let Some(truth) = self.true_neighbours(store, nodes, &sample, k, threads, watch)? else {
+        let steps = sample.len() + EF_CANDIDATES.len();
+        let mut scan_watch = |done: usize, _: usize| watch(done, steps);
+        let Some(truth) = self.true_neighbours(store, nodes, &sample, k, threads, &mut scan_watch)? else {
             return Ok(None);
         };
         let mut scratch = Scratch::new();
         let mut last = (self.params().ef_search, 0.0);
-        for ef in EF_CANDIDATES {
-            if !watch(sample.len(), sample.len()) {
+        for (tried, ef) in EF_CANDIDATES.into_iter().enumerate() {
+            if !watch(sample.len() + tried, steps) {
                 return Ok(None);
             }
             let (mut found, mut wanted) = (0, 0);
@@ -85,7 +89,7 @@ impl Hnsw {
                 break;
             }
         }
-        Ok(Some(last))
+        Ok(watch(steps, steps).then_some(last))
     }
 
     /// The `k` nearest other nodes of each of `sample`, by a scan of `nodes` on `threads`,

@@ -123,7 +123,7 @@ impl PhaseBar {
             self.finish();
             let message = match progress.phase {
                 IndexBuildPhase::Linking => "linking vectors",
-                IndexBuildPhase::Calibrating => "calibrating ef (queries)",
+                IndexBuildPhase::Calibrating => "calibrating ef",
                 _ => "writing pages",
             };
             self.shown = Some((progress.phase, progress_bar(progress.total, message, false)));

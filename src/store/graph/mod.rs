@@ -113,7 +113,8 @@ pub enum IndexBuildPhase {
     /// Units: vectors.
     Linking,
     /// Measuring the default candidate list on the store's own vectors: an exact scan for each
-    /// sampled query, then searches. Units: sampled queries.
+    /// sampled query (up to 100), then their searches with each candidate list tried (up to
+    /// 15, until one reaches the target). Units: queries scanned, then lists tried.
     Calibrating,
     /// Writing the graph's pages into the transaction (the log, then the pages). Units: pages.
     Writing,
