@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use vellum::SyncMode;
 
-use super::common::{Failure, ms, open_store};
+use super::common::{Failure, duration, open_store};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -30,6 +30,6 @@ pub fn run(args: Args) -> Result<(), Failure> {
     store
         .close()
         .map_err(|e| Failure::from_error(format!("closing {}", args.dir.display()), e))?;
-    println!("checkpoint at LSN {lsn} ({})", ms(took));
+    println!("checkpoint at LSN {lsn} ({})", duration(took));
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 use vellum::{Lsn, RestoreReport, RestoreTarget};
 
-use super::common::{Failure, check_not_busy, ms, parse_lsn, parse_time, print_json, spinner};
+use super::common::{Failure, check_not_busy, duration, parse_lsn, parse_time, print_json, spinner};
 
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["lsn", "time", "latest"])))]
@@ -100,7 +100,7 @@ pub fn print_report(done: &str, report: &RestoreReport, json: bool) {
         "{done} at LSN {} (timeline {}) in {}",
         report.target_lsn,
         report.timeline,
-        ms(report.duration)
+        duration(report.duration)
     );
     println!(
         "from the base image at LSN {}: {} log bytes, {} records redone, {} archived and {} live segments",
