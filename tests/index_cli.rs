@@ -140,7 +140,13 @@ fn index_errors_have_their_exit_codes_and_change_nothing() {
     let cwd = dir.path();
     store_with_index(cwd);
     let twice = vellum(cwd, &["index", "create", "s"]);
-    assert!(twice.code == 2 && twice.stderr.contains("already exists"), "{twice:?}");
+    assert!(
+        twice.code == 2
+            && twice
+                .stderr
+                .contains("already exists: s has an index (`vellum index drop s` drops it)"),
+        "{twice:?}"
+    );
     let wide = vellum(cwd, &["index", "create", "t", "--m", "1"]);
     assert_eq!(wide.code, 1, "no store t: {wide:?}");
     let no_ef = vellum(cwd, &["search", "s", "--vector", "[1, 0, 0, 1]", "--ef", "0"]);

@@ -76,6 +76,14 @@ fn create(args: CreateArgs) -> Result<(), Failure> {
     let took = started.elapsed();
     let info = match built {
         Err(vellum::Error::Interrupted(_)) => None,
+        Err(e @ vellum::Error::AlreadyExists) => {
+            let mut failure = Failure::from_error(context(), e);
+            let dir = args.dir.display();
+            failure
+                .message
+                .push_str(&format!(": {dir} has an index (`vellum index drop {dir}` drops it)"));
+            return Err(failure);
+        }
         Err(e) => return Err(Failure::from_error(context(), e)),
         Ok(()) => Some(
             store
@@ -97,8 +105,9 @@ fn create(args: CreateArgs) -> Result<(), Failure> {
         return Err(stopped_by(signal, &what));
     };
     println!(
-        "index built: {} vectors, metric {:?}, M {}, ef_construction {}, {} in {}",
+        "index built: {} vector{}, metric {:?}, M {}, ef_construction {}, {} in {}",
         info.live,
+        if info.live == 1 { "" } else { "s" },
         info.metric,
         info.m,
         info.ef_construction,
