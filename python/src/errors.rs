@@ -32,6 +32,9 @@ pub enum Failure {
     /// A write from the thread that holds this store's open transaction: it would wait for
     /// that transaction, which only this thread can finish.
     WouldDeadlock,
+    /// A write, a transaction or a close from inside a call that writes to this store, on its
+    /// thread (`create_index`'s `progress` callback): it would wait for that call.
+    InsideWriteCall,
     /// `close` while a transaction is open or waiting to begin.
     TransactionOpen,
     /// A signal handler raised (Ctrl-C: `KeyboardInterrupt`) while a long call ran; the call
@@ -54,6 +57,11 @@ impl From<Failure> for PyErr {
             Failure::WouldDeadlock => InvalidArgumentError::new_err(
                 "this thread holds an open transaction of this store: write through it, or commit or \
                  abort it first (a write here would wait for it forever)",
+            ),
+            Failure::InsideWriteCall => InvalidArgumentError::new_err(
+                "this thread is inside a call that writes to this store (create_index's progress \
+                 callback): a write, a transaction or a close here would wait for that call forever; \
+                 reads work",
             ),
             Failure::TransactionOpen => InvalidArgumentError::new_err(
                 "a transaction of this store is open: commit or abort it before closing the store",

@@ -32,12 +32,18 @@ struct State {
     transactions: usize,
     /// The open transaction: its id and the thread that began it.
     open: Option<(u64, ThreadId)>,
+    /// The threads inside a call that writes (one entry per write lease): a callback such a
+    /// call makes on its thread (`create_index`'s `progress`) must not write, begin a
+    /// transaction or close, which would wait for the call forever.
+    writers: Vec<ThreadId>,
 }
 
 /// The store, held for the length of one call.
 pub struct Lease<'a> {
     store: Option<Arc<Store>>,
     shared: &'a Shared,
+    /// A write lease: its thread is in [`State::writers`] until it drops.
+    writes: bool,
 }
 
 impl Deref for Lease<'_> {
@@ -51,7 +57,16 @@ impl Deref for Lease<'_> {
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         // Under the lock, so that `close` cannot check the count and then miss the wake-up.
-        let _state = self.shared.state.lock();
+        let mut state = self.shared.state.lock();
+        if self.writes {
+            let me = std::thread::current().id();
+            let at = state
+                .writers
+                .iter()
+                .position(|&t| t == me)
+                .expect("a write lease's thread is listed");
+            state.writers.swap_remove(at);
+        }
         self.store = None;
         self.shared.idle.notify_all();
     }
@@ -64,6 +79,7 @@ impl Shared {
                 store: Some(Arc::new(store)),
                 transactions: 0,
                 open: None,
+                writers: Vec::new(),
             }),
             idle: Condvar::new(),
             opened_by: std::process::id(),
@@ -77,23 +93,22 @@ impl Shared {
         Ok(Lease {
             store: Some(store),
             shared: self,
+            writes: false,
         })
     }
 
     /// The store for a call that writes (begins a transaction of its own). Refused on the
-    /// thread that holds the open transaction: the call would wait for it forever.
+    /// thread that holds the open transaction or is inside another write call: the call would
+    /// wait for it forever.
     pub fn write_lease(&self) -> Result<Lease<'_>, Failure> {
-        let state = self.state.lock();
+        let mut state = self.state.lock();
         let store = state.store.clone().ok_or(Failure::Closed("the store is closed"))?;
-        if state
-            .open
-            .is_some_and(|(_, thread)| thread == std::thread::current().id())
-        {
-            return Err(Failure::WouldDeadlock);
-        }
+        state.refuse_waiting_on_this_thread()?;
+        state.writers.push(std::thread::current().id());
         Ok(Lease {
             store: Some(store),
             shared: self,
+            writes: true,
         })
     }
 
@@ -101,12 +116,7 @@ impl Shared {
     pub fn transaction_owner(&self) -> Result<Arc<Store>, Failure> {
         let mut state = self.state.lock();
         let store = state.store.clone().ok_or(Failure::Closed("the store is closed"))?;
-        if state
-            .open
-            .is_some_and(|(_, thread)| thread == std::thread::current().id())
-        {
-            return Err(Failure::WouldDeadlock);
-        }
+        state.refuse_waiting_on_this_thread()?;
         state.transactions += 1;
         Ok(store)
     }
@@ -135,6 +145,9 @@ impl Shared {
     /// Closes the store (checkpoint, durable log); a closed store is left as it is.
     pub fn close(&self) -> Result<(), Failure> {
         let mut state = self.state.lock();
+        if state.writers.contains(&std::thread::current().id()) {
+            return Err(Failure::InsideWriteCall);
+        }
         if state.transactions > 0 {
             return Err(Failure::TransactionOpen);
         }
@@ -152,5 +165,20 @@ impl Shared {
         drop(state);
         let store = Arc::into_inner(store).expect("no lease is left once the count is 1 and the store is taken");
         Ok(store.close()?)
+    }
+}
+
+impl State {
+    /// `Err` if this thread holds the open transaction or is inside a write call: what would
+    /// wait for the writer lock would wait for itself.
+    fn refuse_waiting_on_this_thread(&self) -> Result<(), Failure> {
+        let me = std::thread::current().id();
+        if self.open.is_some_and(|(_, thread)| thread == me) {
+            return Err(Failure::WouldDeadlock);
+        }
+        if self.writers.contains(&me) {
+            return Err(Failure::InsideWriteCall);
+        }
+        Ok(())
     }
 }

@@ -309,10 +309,11 @@ impl PyStore {
     /// and recall); ``ef_construction``: the candidate list of each insert. ``progress``, if
     /// given, is called about every tenth of a second, on this thread, as
     /// ``progress(phase, done, total)`` (``phase``: ``"linking"``, ``"calibrating"``,
-    /// ``"writing"``; for a progress bar). Raises :class:`AlreadyExistsError` if the store has
-    /// one. Ctrl-C (``KeyboardInterrupt``), any signal handler that raises, or a ``progress``
-    /// that raises stops the build within about a tenth of a second with that exception:
-    /// nothing of it is kept, and the store stays without an index.
+    /// ``"writing"``; for a progress bar; it may read the store, and a write, a transaction or
+    /// a close there raises :class:`InvalidArgumentError`). Raises :class:`AlreadyExistsError`
+    /// if the store has one. Ctrl-C (``KeyboardInterrupt``), any signal handler that raises,
+    /// or a ``progress`` that raises stops the build within about a tenth of a second with
+    /// that exception: nothing of it is kept, and the store stays without an index.
     #[pyo3(signature = (metric="cosine", m=16, ef_construction=128, *, progress=None))]
     fn create_index(
         &self,

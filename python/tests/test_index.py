@@ -106,3 +106,41 @@ def test_a_build_reports_its_phases_and_a_progress_that_raises_stops_it(tmp_path
     store.create_index(metric="dot")
     assert store.index_info()["live"] == 3000
     store.close()
+
+
+def test_a_progress_callback_may_read_the_store_but_a_write_raises_instead_of_waiting_forever(tmp_path):
+    # The callback runs on the thread of the build, which holds the store's writer lock: a
+    # write, a transaction or a close there would wait for the build, which waits for the
+    # callback. (Before, `s.upsert` in the callback hung the process.)
+    store = make_store(tmp_path / "s", dim=16)
+    rows = unit_rows(4, 2000, 16)
+    store.upsert_many([str(i) for i in range(2000)], rows)
+    outcomes = {}
+
+    def callback(phase, done, total):
+        if outcomes:
+            return
+        outcomes["search"] = store.search(rows[0], 1, "dot")[0][0]
+        outcomes["len"] = len(store)
+        for name, write in [
+            ("upsert", lambda: store.upsert("x", rows[1])),
+            ("transaction", store.transaction),
+            ("close", store.close),
+            ("drop_index", store.drop_index),
+        ]:
+            with pytest.raises(vellum.InvalidArgumentError, match="inside a call that writes"):
+                write()
+            outcomes[name] = "refused"
+
+    store.create_index(metric="dot", progress=callback)
+    assert outcomes == {
+        "search": "0",
+        "len": 2000,
+        "upsert": "refused",
+        "transaction": "refused",
+        "close": "refused",
+        "drop_index": "refused",
+    }
+    assert store.index_info()["live"] == 2000 and "x" not in store
+    store.upsert("x", rows[1])
+    store.close()
