@@ -404,7 +404,9 @@ impl crate::Store {
     /// progress bar, or to run a signal handler). If it returns `ControlFlow::Break`, the build
     /// stops within about that long (a phase's worker finishes the insert or scan it is in),
     /// its transaction is rolled back (nothing of it stays in the store, which stays without an
-    /// index) and the call returns `Err(Interrupted)`.
+    /// index) and the call returns `Err(Interrupted)`. The watcher may read the store; it must
+    /// not write to it or begin a transaction: the build holds the writer lock on this thread,
+    /// and the call would wait for itself.
     ///
     /// [`Store::create_index`]: crate::Store::create_index
     pub fn create_index_watched(
