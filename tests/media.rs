@@ -349,3 +349,68 @@ fn a_close_on_a_full_disk_returns_ok_only_with_a_deleted_control_file_made_again
         ),
     }
 }
+
+/// Bytes free for an unprivileged writer on the file system holding `path` (`statvfs`).
+fn free_bytes(path: &Path) -> u64 {
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c_path` is a NUL-terminated path and `stat` points at writable memory of the
+    // size statvfs fills in.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) };
+    assert_eq!(rc, 0, "statvfs {}", path.display());
+    // SAFETY: statvfs returned 0, so it filled every field.
+    let stat = unsafe { stat.assume_init() };
+    stat.f_bavail * stat.f_frsize
+}
+
+/// An index build that cannot fit the disk is refused before it builds anything (its watcher is
+/// never called), naming what it needs and what is free, and changes nothing; once there is
+/// room the same build succeeds.
+#[test]
+fn an_index_build_that_cannot_fit_the_disk_is_refused_before_it_starts() {
+    let test = "an_index_build_that_cannot_fit_the_disk_is_refused_before_it_starts";
+    let Some((point, _scratch, _tmpfs)) = small_tmpfs(test, "24m") else {
+        return;
+    };
+    let options = vellum::Options {
+        page_size_bytes: 4096,
+        segment_size_bytes: 256 << 10,
+        ..vellum::Options::default()
+    };
+    let store = vellum::Store::create(point.join("s"), 8, options.clone()).unwrap();
+    let (ids, vectors): (Vec<String>, Vec<[f32; 8]>) = (0..20_000)
+        .map(|i| (format!("v{i}"), [i as f32, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]))
+        .unzip();
+    let rows: Vec<vellum::Row<'_>> = ids
+        .iter()
+        .zip(&vectors)
+        .map(|(id, v)| (id.as_str(), &v[..], &[][..]))
+        .collect();
+    store.insert_many(&rows).unwrap();
+    store.checkpoint().unwrap();
+    // Leave 1 MiB: the graph of 20,000 nodes takes some 2.7 MiB of pages, and their images.
+    let filler = point.join("filler");
+    let left = free_bytes(&point).saturating_sub(1 << 20);
+    std::fs::write(&filler, vec![7u8; left as usize]).unwrap();
+    let mut called = false;
+    let refused = store.create_index_watched(vellum::IndexOptions::default(), &mut |_| {
+        called = true;
+        std::ops::ControlFlow::Continue(())
+    });
+    let Err(vellum::Error::DiskFull { context }) = refused else {
+        panic!("refused as disk full: {refused:?}")
+    };
+    assert!(
+        context.contains("need at least") && context.contains("MiB are free"),
+        "says what it needs and what is free: {context}"
+    );
+    assert!(!called, "refused before the build began");
+    assert!(store.index_info().unwrap().is_none(), "no index");
+    std::fs::remove_file(&filler).unwrap();
+    store.create_index(vellum::IndexOptions::default()).unwrap();
+    assert_eq!(store.index_info().unwrap().unwrap().live, 20_000);
+    store.close().unwrap();
+    let store = vellum::Store::open(point.join("s"), options).unwrap();
+    assert_eq!(store.len(), 20_000);
+    store.close().unwrap();
+}

@@ -81,11 +81,12 @@ pub(super) fn create(
     let params = check_options(inner, &options)?;
     let hnsw = Hnsw::new(params)?;
     let mut tx = store.begin()?;
-    let (members, slots) = tx.index_op(|ctx| {
+    let (members, slots, high_water) = tx.index_op(|ctx| {
         if ctx.w.meta.graph.get() != 0 {
             return Err(Error::AlreadyExists);
         }
-        live_slots(ctx)
+        let (members, slots) = live_slots(ctx)?;
+        Ok((members, slots, ctx.w.meta.catalog_pages.get()))
     })?;
     // Without background I/O a store runs reproducibly (crash simulation): one thread builds
     // the same graph every time.
@@ -94,6 +95,7 @@ pub(super) fn create(
     } else {
         1
     };
+    room_for_the_graph(inner, &hnsw, &members, slots, high_water)?;
     let vectors = ArenaVectors { inner, count: slots };
     let mut linking = |done, total| report(watch, IndexBuildPhase::Linking, done, total);
     let built = hnsw.build_watched(&vectors, &members, threads, &mut linking)?.ok_or_else(stopped)?;
@@ -130,6 +132,42 @@ pub(super) fn create(
     }
     tx.commit()?;
     Ok(())
+}
+
+/// `Err(DiskFull)` before the build if the file system the store is on (where it says how much
+/// is free) has less room than the graph's pages will take at least: the arena files they
+/// need beyond those there now (`high_water`: the catalog's pages in use), and their images in
+/// the log (less a segment the log may have ready). An estimate from below (upper
+/// lists counted as if packed), so that it never refuses a build that would fit; without it a
+/// build that does not fit failed only when it wrote its pages, after the whole build in
+/// memory (minutes on a large store).
+fn room_for_the_graph(inner: &Inner, hnsw: &Hnsw, members: &[NodeId], slots: NodeId, high_water: u64) -> Result<()> {
+    let Ok(Some(free_bytes)) = inner.options.storage.available_bytes(&inner.dir) else {
+        return Ok(());
+    };
+    let page_size = u64::from(inner.arena.page_size_bytes());
+    let g = GraphGeometry::new(inner.arena.page_size_bytes(), hnsw.params().m).map_err(Error::InvalidArgument)?;
+    let upper_slots: u64 = members.iter().map(|&n| u64::from(hnsw.level_for(n))).sum();
+    let node_pages = u64::from(slots).div_ceil(g.nodes_per_page as u64);
+    let graph_pages = 1 + node_pages + upper_slots.div_ceil(g.slots_per_page as u64);
+    // Arena files and log segments are of one size, and a file is allocated whole.
+    let file_bytes = inner.arena.pages_per_file() * page_size;
+    let arena_growth = (high_water + graph_pages).saturating_sub(inner.arena.page_count(Space::Catalog));
+    let arena_bytes = arena_growth.div_ceil(inner.arena.pages_per_file()) * file_bytes;
+    let log_bytes = (graph_pages * page_size).saturating_sub(file_bytes);
+    let needed_bytes = arena_bytes + log_bytes;
+    if free_bytes >= needed_bytes {
+        return Ok(());
+    }
+    let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
+    Err(Error::DiskFull {
+        context: format!(
+            "checking the room for the index: its {graph_pages} pages need at least {:.1} MiB more on disk (in the \
+             arena and in the log); {:.1} MiB are free",
+            mib(needed_bytes),
+            mib(free_bytes)
+        ),
+    })
 }
 
 /// The error of a build its watcher stopped (its transaction is dropped: rolled back).

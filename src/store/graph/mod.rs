@@ -391,7 +391,9 @@ impl crate::Store {
     ///
     /// The build uses every core and is one transaction: a crash during it leaves the store
     /// without an index. `Err(AlreadyExists)` if the store has one; `Err(InvalidArgument)` for
-    /// an M the page size cannot hold (4 KiB pages hold M up to 66) or an ef_construction of 0.
+    /// an M the page size cannot hold (4 KiB pages hold M up to 66) or an ef_construction of 0;
+    /// `Err(DiskFull)` before anything is built where the file system has less room than the
+    /// graph's pages will take at least (in the arena and in the log).
     ///
     /// [`Store::search`]: crate::Store::search
     /// [`Store::search_filtered`]: crate::Store::search_filtered
