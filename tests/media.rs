@@ -65,6 +65,16 @@ fn small_tmpfs(test: &str, size: &str) -> Option<(PathBuf, tempfile::TempDir, Mo
     Some((point, scratch, tmpfs))
 }
 
+/// Options of 4 KiB pages and segments (and arena files) of `segment_size_bytes`: a store that
+/// fills a small file system in few rows.
+fn small_pages(segment_size_bytes: u64) -> vellum::Options {
+    vellum::Options {
+        page_size_bytes: 4096,
+        segment_size_bytes,
+        ..vellum::Options::default()
+    }
+}
+
 fn make_store(dir: &Path, rows: usize) {
     let store = dir.to_str().unwrap();
     let created = run(&[
@@ -312,11 +322,7 @@ fn a_close_on_a_full_disk_returns_ok_only_with_a_deleted_control_file_made_again
     let Some((point, _scratch, _tmpfs)) = small_tmpfs(test, "20m") else {
         return;
     };
-    let options = vellum::Options {
-        page_size_bytes: 4096,
-        segment_size_bytes: 1 << 20,
-        ..vellum::Options::default()
-    };
+    let options = small_pages(1 << 20);
     let path = point.join("s");
     let store = vellum::Store::create(&path, 64, options).unwrap();
     for i in 0..2_000 {
@@ -372,11 +378,7 @@ fn an_index_build_that_cannot_fit_the_disk_is_refused_before_it_starts() {
     let Some((point, _scratch, _tmpfs)) = small_tmpfs(test, "24m") else {
         return;
     };
-    let options = vellum::Options {
-        page_size_bytes: 4096,
-        segment_size_bytes: 256 << 10,
-        ..vellum::Options::default()
-    };
+    let options = small_pages(256 << 10);
     let store = vellum::Store::create(point.join("s"), 8, options.clone()).unwrap();
     let (ids, vectors): (Vec<String>, Vec<[f32; 8]>) = (0..20_000)
         .map(|i| (format!("v{i}"), [i as f32, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]))
