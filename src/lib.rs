@@ -54,7 +54,8 @@
 //!   a store is opened: [`SyncMode`] (when a commit is durable), [`RecoveryMode`] (what recovery
 //!   does with damage it finds) and the archive's settings.
 //! - [`restore`] and [`restore_with`]: a new store from a store's archive as of a
-//!   [`RestoreTarget`] (point-in-time restore).
+//!   [`RestoreTarget`] (point-in-time restore); [`restore_watched`] reports its
+//!   [`RestoreProgress`] to a watcher that may stop it.
 //! - [`Error`]: every fallible call returns [`Result`]; damage on disk is
 //!   [`Error::Corrupted`], bad input [`Error::InvalidArgument`].
 //! - [`inspect`]: read-only tools over a store's files (verification, log dump, control data).
@@ -126,7 +127,9 @@ pub mod testing;
 pub use error::{Error, Result};
 pub use lsn::Lsn;
 pub use modes::{RecoveryMode, SyncMode};
-pub use restore::{RestoreReport, RestoreTarget, restore, restore_with};
+pub use restore::{
+    RestorePhase, RestoreProgress, RestoreReport, RestoreTarget, restore, restore_watched, restore_with,
+};
 pub use search::Metric;
 pub use ship::is_url as is_archive_url;
 pub use store::recovery::RecoveryReport;

@@ -21,6 +21,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::archive;
 use crate::format::control::Control;
+use crate::restore::Watch;
 use crate::restore::remote::{self as fetch, Downloaded};
 use crate::restore::scratch::Scratch;
 use crate::ship::{Generation, REPLICA_OF, Remote};
@@ -421,9 +422,18 @@ fn stage(source: &Path, staging: &Path, remote: &Remote, generation: &Generation
     let (_, control) = ControlFile::open(storage.as_ref(), source)?;
     let listing = archive::list(storage.as_ref(), source, false)?;
     let base = crate::restore::pick_base(&listing, RestoreTarget::Latest, source)?;
-    crate::restore::stage_arena(&storage, staging, &listing, &base, &control)?;
+    crate::restore::stage_arena(&storage, &Watch::new(), staging, &listing, &base, &control)?;
     let mut report = crate::RestoreReport::default();
-    crate::restore::stage_log(&storage, source, staging, &listing, &base, &control, &mut report)?;
+    crate::restore::stage_log(
+        &storage,
+        &Watch::new(),
+        source,
+        staging,
+        &listing,
+        &base,
+        &control,
+        &mut report,
+    )?;
     let staged = Control {
         sequence: 0,
         checkpoint_lsn: Lsn(base.first_lsn.get()),

@@ -1352,12 +1352,8 @@ fn sigint_stops_an_index_build_keeping_nothing_and_exits_130() {
     s.ok(&["import", "s", "rows.fvecs"]);
     let child = s.spawn(&["index", "create", "s"], Stdio::null());
     std::thread::sleep(std::time::Duration::from_millis(500));
-    // SAFETY: `kill` of our own child, which has not been waited for, so its pid is still its own.
-    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    assert_eq!(sent, 0, "send SIGINT");
-    let output = child.wait_with_output().expect("vellum exits");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(output.status.code(), Some(130), "SIGINT exits 130: {stderr}");
+    let (code, stderr) = sigint_and_wait(child);
+    assert_eq!(code, Some(130), "SIGINT exits 130: {stderr}");
     assert!(
         stderr.starts_with("vellum: interrupted by SIGINT: the index build stopped after ")
             && stderr.contains("nothing of it was kept"),
@@ -1371,6 +1367,74 @@ fn sigint_stops_an_index_build_keeping_nothing_and_exits_130() {
                  0.1, 0.2, 0.3, 0.4, 0.1, 0.2, 0.3, 0.4, 0.1, 0.2, 0.3, 0.4, 0.1, 0.2, 0.3, 0.4]";
     let found = s.ok(&["search", "s", "--vector", query, "-k", "3"]);
     assert_eq!(found.stdout.lines().count(), 3, "a scan answers: {found:?}");
+}
+
+/// Sends SIGINT to `child` and waits for it: its exit code and stderr.
+fn sigint_and_wait(child: std::process::Child) -> (Option<i32>, String) {
+    // SAFETY: `kill` of our own child, which has not been waited for, so its pid is still its own.
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(sent, 0, "send SIGINT");
+    let output = child.wait_with_output().expect("vellum exits");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Waits until process `pid` catches SIGINT (its handler is installed: `SigCgt` in
+/// /proc/PID/status has bit 2), so that a SIGINT sent then is the command's to handle.
+fn wait_until_sigint_is_caught(pid: u32) {
+    let started = std::time::Instant::now();
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let caught = status
+            .lines()
+            .find_map(|line| line.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << (libc::SIGINT - 1)) != 0);
+        if caught {
+            return;
+        }
+        assert!(started.elapsed().as_secs() < 60, "process {pid} never caught SIGINT");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn sigint_stops_a_restore_and_a_backup_keeping_nothing_and_exits_130() {
+    let s = Scratch::new();
+    s.create("s", 256);
+    // 128 MiB of vectors: the restore (1.1 s here) and the backup (0.55 s) take several of
+    // their watcher's 100 ms ticks.
+    let data: Vec<Vec<f32>> = (0..131_072u32)
+        .map(|i| (0..256u32).map(|j| ((i * 31 + j * 7) % 1000) as f32 / 1000.0).collect())
+        .collect();
+    s.write("rows.fvecs", fvecs(&data));
+    s.ok(&["import", "s", "rows.fvecs", "--batch", "4096"]);
+    for (command, what) in [
+        (&["restore", "s", "r", "--latest"][..], "restore"),
+        (&["backup", "s", "r"][..], "backup"),
+    ] {
+        let child = s.spawn(command, Stdio::null());
+        wait_until_sigint_is_caught(child.id());
+        let (code, stderr) = sigint_and_wait(child);
+        assert_eq!(code, Some(130), "{what}: SIGINT exits 130: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("vellum: interrupted by SIGINT: the {what} stopped after "))
+                && stderr.contains("nothing of it was kept"),
+            "{what}: {stderr:?}"
+        );
+        let left: Vec<String> = std::fs::read_dir(s.path("."))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with(".r.") || name == "r")
+            .collect();
+        assert!(left.is_empty(), "{what}: nothing of r is left: {left:?}");
+    }
+    s.ok(&["verify", "s"]);
+    s.ok(&["restore", "s", "r", "--latest"]);
+    let stats = json(&s.ok(&["stats", "r", "--json"]).stdout);
+    assert_eq!(stats["vectors"], 131_072, "a restore after the stopped ones is whole");
 }
 
 #[test]

@@ -245,6 +245,36 @@ pub fn progress_bar(total: u64, message: &str, bytes: bool) -> ProgressBar {
     bar
 }
 
+/// A bar per phase of a long call (on stderr, hidden unless interactive): a new bar each time
+/// the phase changes, made by the caller's `make` (a bar, or a spinner for a phase of unknown
+/// length).
+pub struct PhaseBar<P> {
+    shown: Option<(P, ProgressBar)>,
+}
+
+impl<P: PartialEq + Copy> PhaseBar<P> {
+    pub fn new() -> PhaseBar<P> {
+        PhaseBar { shown: None }
+    }
+
+    /// Shows `done` units of `phase`, whose bar `make` makes if it is a new phase.
+    pub fn show(&mut self, phase: P, done: u64, make: impl FnOnce() -> ProgressBar) {
+        if self.shown.as_ref().is_none_or(|(shown, _)| *shown != phase) {
+            self.finish();
+            self.shown = Some((phase, make()));
+        }
+        if let Some((_, bar)) = &self.shown {
+            bar.set_position(done);
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some((_, bar)) = self.shown.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// A spinner on stderr for work of unknown length, hidden unless interactive.
 pub fn spinner(message: &str) -> ProgressBar {
     if !interactive() {

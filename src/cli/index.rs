@@ -9,10 +9,9 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use indicatif::ProgressBar;
 use vellum::{IndexBuildPhase, IndexBuildProgress, IndexOptions, SyncMode};
 
-use super::common::{Failure, duration, human_bytes, open_store, progress_bar};
+use super::common::{Failure, PhaseBar, duration, human_bytes, open_store, progress_bar};
 use super::search::MetricArg;
 use super::signals::{catch_stop_signals, stop_signal, stopped_by};
 
@@ -66,7 +65,7 @@ fn create(args: CreateArgs) -> Result<(), Failure> {
     let started = Instant::now();
     let mut bar = PhaseBar::new();
     let built = store.create_index_watched(options, &mut |progress| {
-        bar.show(progress);
+        show(&mut bar, progress);
         match stop_signal() {
             Some(_) => ControlFlow::Break(()),
             None => ControlFlow::Continue(()),
@@ -117,36 +116,16 @@ fn create(args: CreateArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A progress bar per phase of a build (on stderr, hidden unless interactive).
-struct PhaseBar {
-    shown: Option<(IndexBuildPhase, ProgressBar)>,
-}
-
-impl PhaseBar {
-    fn new() -> PhaseBar {
-        PhaseBar { shown: None }
-    }
-
-    fn show(&mut self, progress: IndexBuildProgress) {
-        if self.shown.as_ref().is_none_or(|(phase, _)| *phase != progress.phase) {
-            self.finish();
-            let message = match progress.phase {
-                IndexBuildPhase::Linking => "linking vectors",
-                IndexBuildPhase::Calibrating => "calibrating ef",
-                _ => "writing pages",
-            };
-            self.shown = Some((progress.phase, progress_bar(progress.total, message, false)));
-        }
-        if let Some((_, bar)) = &self.shown {
-            bar.set_position(progress.done);
-        }
-    }
-
-    fn finish(&mut self) {
-        if let Some((_, bar)) = self.shown.take() {
-            bar.finish_and_clear();
-        }
-    }
+/// Shows a build's progress: a bar per phase.
+fn show(bar: &mut PhaseBar<IndexBuildPhase>, progress: IndexBuildProgress) {
+    let message = match progress.phase {
+        IndexBuildPhase::Linking => "linking vectors",
+        IndexBuildPhase::Calibrating => "calibrating ef",
+        _ => "writing pages",
+    };
+    bar.show(progress.phase, progress.done, || {
+        progress_bar(progress.total, message, false)
+    });
 }
 
 fn drop_index(args: DropArgs) -> Result<(), Failure> {

@@ -1,13 +1,21 @@
 //! `vellum restore <SRC> <DEST> (--lsn N | --time T | --latest)`: point-in-time restore into a
 //! new store. `SRC` is not modified; a restore that fails leaves no `DEST`.
+//!
+//! A restore shows its phases when run interactively (a bar for the bytes staged, a spinner
+//! for the others). SIGINT or SIGTERM stops it at its next file operation: what it staged is
+//! removed, there is no `DEST`, and the exit code is 130 or 143 (`backup` does the same).
 
-use std::path::PathBuf;
-use std::time::SystemTime;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
 
 use serde_json::{Value, json};
-use vellum::{Lsn, RestoreReport, RestoreTarget};
+use vellum::{Lsn, RestorePhase, RestoreProgress, RestoreReport, RestoreTarget};
 
-use super::common::{Failure, check_not_busy, duration, parse_lsn, parse_time, print_json, spinner};
+use super::common::{
+    Failure, PhaseBar, check_not_busy, duration, parse_lsn, parse_time, print_json, progress_bar, spinner,
+};
+use super::signals::{catch_stop_signals, stop_signal, stopped_by};
 
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["lsn", "time", "latest"])))]
@@ -68,25 +76,67 @@ pub fn run(args: Args) -> Result<(), Failure> {
     if !remote {
         check_not_busy(&args.src)?;
     }
-    let bar = spinner(&format!(
-        "restoring {} into {}",
-        args.src.display(),
-        args.dest.display()
-    ));
     // Absolute paths: the parent of a bare relative name is "", which is no directory to sync.
     let absolute = |path: &PathBuf| std::path::absolute(path).unwrap_or_else(|_| path.clone());
     let src = if remote { args.src.clone() } else { absolute(&args.src) };
-    let result = vellum::restore(src, absolute(&args.dest), target);
-    bar.finish_and_clear();
-    let report = result.map_err(|e| {
-        Failure::from_error(
-            format!("cannot restore {} into {}", args.src.display(), args.dest.display()),
-            e,
-        )
+    let context = || format!("cannot restore {} into {}", args.src.display(), args.dest.display());
+    let report = watched("restore", &args.dest, context, |watcher| {
+        vellum::restore_watched(src, absolute(&args.dest), target, watcher)
     })?;
     let done = format!("restored {} into {}", args.src.display(), args.dest.display());
     print_report(&done, &report, args.json);
     Ok(())
+}
+
+/// Runs `restore` (a restore or a backup into `dest`, called `what`) watched: a bar per phase,
+/// and SIGINT or SIGTERM stop it (exit 130 or 143, nothing kept). Other failures are put in
+/// `context`.
+pub fn watched(
+    what: &str,
+    dest: &Path,
+    context: impl Fn() -> String,
+    restore: impl FnOnce(&mut dyn FnMut(RestoreProgress) -> ControlFlow<()>) -> vellum::Result<RestoreReport>,
+) -> Result<RestoreReport, Failure> {
+    catch_stop_signals()?;
+    let started = Instant::now();
+    let mut bar = PhaseBar::new();
+    let result = restore(&mut |progress| {
+        show(&mut bar, progress);
+        match stop_signal() {
+            Some(_) => ControlFlow::Break(()),
+            None => ControlFlow::Continue(()),
+        }
+    });
+    bar.finish();
+    match result {
+        Err(vellum::Error::Interrupted(_)) => {
+            let signal = stop_signal().expect("only a stop signal stops a restore");
+            let kept = format!(
+                "the {what} stopped after {}; nothing of it was kept, and {} was not made",
+                duration(started.elapsed()),
+                dest.display()
+            );
+            Err(stopped_by(signal, &kept))
+        }
+        Err(e) => Err(Failure::from_error(context(), e)),
+        Ok(report) => Ok(report),
+    }
+}
+
+/// Shows a restore's progress: a bar of bytes for a phase with a measure, else a spinner.
+fn show(bar: &mut PhaseBar<RestorePhase>, progress: RestoreProgress) {
+    let message = match progress.phase {
+        RestorePhase::Planning => "reading the archive",
+        RestorePhase::StageArena => "staging the base image",
+        RestorePhase::StageLog => "staging the log",
+        RestorePhase::FindCut => "finding the target",
+        RestorePhase::Replay => "replaying the log",
+        _ => "starting the new timeline",
+    };
+    bar.show(progress.phase, progress.done, || match progress.total {
+        0 => spinner(message),
+        total => progress_bar(total, message, true),
+    });
 }
 
 /// Prints a restore report (also a backup's): as one JSON object, or as lines that begin with

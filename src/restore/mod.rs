@@ -3,7 +3,9 @@
 #[cfg(feature = "object-store")]
 pub(crate) mod remote;
 pub(crate) mod scratch;
+mod watch;
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,6 +22,8 @@ use crate::store::control_file::ControlFile;
 use crate::wal::segment::segment_file_name;
 use crate::wal::{ScanReport, Wal, WalConfig};
 use crate::{Error, Lsn, Options, RecoveryMode, Store, SyncMode};
+pub(crate) use watch::Watch;
+pub use watch::{RestorePhase, RestoreProgress};
 
 /// Where a restore stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,11 +77,32 @@ impl RestoreReport {
 /// (which must not exist). `src` is never modified; a restore that fails leaves no `dest`.
 /// `src` may be the URL of a remote archive a store ships to (feature `object-store`).
 pub fn restore(src: impl AsRef<Path>, dest: impl AsRef<Path>, target: RestoreTarget) -> Result<RestoreReport> {
+    restore_from(src.as_ref(), dest.as_ref(), target, &Watch::new())
+}
+
+/// [`restore`], watched: `watcher` is called on this thread about every tenth of a second with
+/// the phase running and its progress, and once more as the restore ends well (the restore
+/// itself runs on a thread of its own). If it returns `Break`, the restore stops at its next
+/// file operation (a replay within 1,024 log records), removes what it staged, and returns
+/// `Err(Interrupted)`: `dest` does not exist. A `Break` after the restore's last file
+/// operation changes nothing (the call returns `Ok`). The watcher must not restore into
+/// `dest` itself.
+pub fn restore_watched(
+    src: impl AsRef<Path>,
+    dest: impl AsRef<Path>,
+    target: RestoreTarget,
+    watcher: &mut dyn FnMut(RestoreProgress) -> ControlFlow<()>,
+) -> Result<RestoreReport> {
+    let (src, dest) = (src.as_ref(), dest.as_ref());
+    watch::run_watched(dest, |watch| restore_from(src, dest, target, watch), watcher)
+}
+
+fn restore_from(src: &Path, dest: &Path, target: RestoreTarget, watch: &Watch) -> Result<RestoreReport> {
     // Hook (shipping): a URL (`s3://bucket/prefix`, `file:///…`) restores from object storage.
-    if let Some(url) = src.as_ref().to_str().filter(|s| crate::ship::is_url(s)) {
-        return restore_from_url(url, dest.as_ref(), target);
+    if let Some(url) = src.to_str().filter(|s| crate::ship::is_url(s)) {
+        return restore_from_url(url, dest, target, watch);
     }
-    restore_with(Arc::new(RealStorage::new()), src.as_ref(), dest.as_ref(), target)
+    restore_watching(Arc::new(RealStorage::new()), src, dest, target, watch)
 }
 
 impl Store {
@@ -87,24 +112,44 @@ impl Store {
     /// log segment it needs is recycled under it.
     pub fn backup(&self, dest: impl AsRef<Path>) -> Result<RestoreReport> {
         let _held = self.hold_for_copy()?;
-        restore_with(
-            self.storage().clone(),
+        let storage = self.storage().clone();
+        restore_watching(
+            storage,
             self.path(),
             dest.as_ref(),
             RestoreTarget::Latest,
+            &Watch::new(),
+        )
+    }
+
+    /// [`Store::backup`], watched as [`restore_watched`] is: `Break` stops the copy at its next
+    /// file operation, removes what it staged and returns `Err(Interrupted)` (no `dest`); the
+    /// store goes on as before. The watcher may read the store and write to it, but not
+    /// checkpoint it nor back it up (checkpoints wait for the copy).
+    pub fn backup_watched(
+        &self,
+        dest: impl AsRef<Path>,
+        watcher: &mut dyn FnMut(RestoreProgress) -> ControlFlow<()>,
+    ) -> Result<RestoreReport> {
+        let _held = self.hold_for_copy()?;
+        let (storage, src, dest) = (self.storage().clone(), self.path(), dest.as_ref());
+        watch::run_watched(
+            dest,
+            |watch| restore_watching(storage, src, dest, RestoreTarget::Latest, watch),
+            watcher,
         )
     }
 }
 
 /// Restores from a remote archive (a URL source of [`restore`]).
-fn restore_from_url(url: &str, dest: &Path, target: RestoreTarget) -> Result<RestoreReport> {
+fn restore_from_url(url: &str, dest: &Path, target: RestoreTarget, watch: &Watch) -> Result<RestoreReport> {
     #[cfg(feature = "object-store")]
     {
-        crate::restore::remote::restore_from_url(url, None, dest, target)
+        crate::restore::remote::restore_from_url(url, None, dest, target, watch)
     }
     #[cfg(not(feature = "object-store"))]
     {
-        let _ = (dest, target);
+        let _ = (dest, target, watch);
         Err(Error::Incompatible(format!(
             "restoring from {url} needs the `object-store` feature, which this build lacks"
         )))
@@ -117,6 +162,17 @@ pub fn restore_with(
     src: &Path,
     dest: &Path,
     target: RestoreTarget,
+) -> Result<RestoreReport> {
+    restore_watching(storage, src, dest, target, &Watch::new())
+}
+
+/// [`restore_with`], reporting to (and stopped by) `watch`.
+fn restore_watching(
+    storage: Arc<dyn Storage>,
+    src: &Path,
+    dest: &Path,
+    target: RestoreTarget,
+    watch: &Watch,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
     if storage.exists(dest) {
@@ -132,8 +188,8 @@ pub fn restore_with(
             src.display()
         )));
     }
-    restore_staged(&storage, dest, target, started, |staging, report| {
-        stage_local(&storage, src, staging, target, report)
+    restore_staged(&storage, dest, target, started, watch, |working, staging, report| {
+        stage_local(working, watch, src, staging, target, report)
     })
 }
 
@@ -141,12 +197,18 @@ pub fn restore_with(
 /// `stage` fills with the arena of a base image and the log after it, returning the source's
 /// control data and that base image; then the common end of every restore (cut, replay, new
 /// timeline, publish). A restore that fails leaves nothing behind.
+///
+/// Everything up to the publish goes through `watch`'s stoppable form of `storage` (which
+/// `stage` is given to use); the removal of a failed staging directory and the publish go
+/// through `storage` itself, so that a stop can neither leave a staging directory behind nor
+/// come between `dest`'s appearance and its directory's sync.
 pub(crate) fn restore_staged(
     storage: &Arc<dyn Storage>,
     dest: &Path,
     target: RestoreTarget,
     started: Instant,
-    stage: impl FnOnce(&Path, &mut RestoreReport) -> Result<(Control, ArchiveHeader)>,
+    watch: &Watch,
+    stage: impl FnOnce(&Arc<dyn Storage>, &Path, &mut RestoreReport) -> Result<(Control, ArchiveHeader)>,
 ) -> Result<RestoreReport> {
     if storage.exists(dest) {
         return Err(Error::InvalidArgument(format!(
@@ -159,12 +221,15 @@ pub(crate) fn restore_staged(
     let scratch = scratch::Scratch::beside(storage, dest, "restoring");
     let staging = scratch.path().to_path_buf();
     let mut report = RestoreReport::default();
-    let result = storage
+    let working = watch.stoppable(storage);
+    watch.enter(RestorePhase::Planning, 0);
+    let result = working
         .create_dir_all(&staging.join("wal"))
-        .and_then(|()| storage.create_dir_all(&staging.join("arena")))
+        .and_then(|()| working.create_dir_all(&staging.join("arena")))
         .context(|| format!("creating {}", staging.display()))
-        .and_then(|()| stage(&staging, &mut report))
-        .and_then(|(control, base)| finish(storage, &staging, dest, target, &control, &base, report));
+        .and_then(|()| stage(&working, &staging, &mut report))
+        .and_then(|(control, base)| finish(&working, watch, &staging, target, &control, &base, report))
+        .and_then(|report| publish(storage, &staging, dest, report));
     match result {
         Ok(mut report) => {
             report.duration = started.elapsed();
@@ -204,6 +269,7 @@ fn is_inside(path: &Path, dir: &Path) -> bool {
 /// archive at `src`.
 fn stage_local(
     storage: &Arc<dyn Storage>,
+    watch: &Watch,
     src: &Path,
     staging: &Path,
     target: RestoreTarget,
@@ -213,19 +279,19 @@ fn stage_local(
     let listing = archive::list(storage.as_ref(), src, false)?;
     let base = pick_base(&listing, target, src)?;
     let mut clock = Instant::now();
-    stage_arena(storage, staging, &listing, &base, &control)?;
+    stage_arena(storage, watch, staging, &listing, &base, &control)?;
     report.phase_done("stage arena", &mut clock);
-    stage_log(storage, src, staging, &listing, &base, &control, report)?;
+    stage_log(storage, watch, src, staging, &listing, &base, &control, report)?;
     report.phase_done("stage log", &mut clock);
     Ok((control, base))
 }
 
 /// The end of a restore whose staging directory holds a base image's arena and the log after
-/// it: the cut, the replay, the new timeline, then `dest` appears whole.
+/// it: the cut, the replay, the new timeline (then [`publish`]).
 fn finish(
     storage: &Arc<dyn Storage>,
+    watch: &Watch,
     staging: &Path,
-    dest: &Path,
     target: RestoreTarget,
     control: &Control,
     base: &ArchiveHeader,
@@ -247,6 +313,7 @@ fn finish(
         ..control.clone()
     };
     ControlFile::create(storage.as_ref(), staging, &staged)?;
+    watch.enter(RestorePhase::FindCut, 0);
     // Latest replays the whole staged log: recovery's own scan finds its end, so the log is
     // not scanned once more for a cut.
     let cut = if target == RestoreTarget::Latest {
@@ -257,6 +324,7 @@ fn finish(
         Some(cut)
     };
     report.phase_done("find cut", &mut clock);
+    watch.enter(RestorePhase::Replay, 0);
     let (end_of_history, scan) = replay(storage, staging, &mut report)?;
     report.phase_done("replay", &mut clock);
     let (end, last_included) = match cut {
@@ -265,8 +333,21 @@ fn finish(
     };
     report.target_lsn = last_included;
     report.wal_bytes = end.0.saturating_sub(base.first_lsn.get());
+    watch.enter(RestorePhase::NewTimeline, 0);
     start_timeline(storage, staging, &staged, end_of_history, &mut report)?;
     report.phase_done("new timeline", &mut clock);
+    Ok(report)
+}
+
+/// Makes the restored store appear whole at `dest`: one rename of the staging directory, and
+/// the sync of its parent.
+fn publish(
+    storage: &Arc<dyn Storage>,
+    staging: &Path,
+    dest: &Path,
+    mut report: RestoreReport,
+) -> Result<RestoreReport> {
+    let mut clock = Instant::now();
     match storage.rename(staging, dest) {
         Ok(()) => {}
         // A storage that renames files only (the crash simulator) gets the tree moved file by
@@ -351,6 +432,7 @@ fn micros(time: SystemTime) -> u64 {
 /// Writes the base image's arena files into the staging directory.
 pub(crate) fn stage_arena(
     storage: &Arc<dyn Storage>,
+    watch: &Watch,
     staging: &Path,
     listing: &archive::Listing,
     base: &ArchiveHeader,
@@ -362,7 +444,7 @@ pub(crate) fn stage_arena(
         .find(|b| b.0.first_lsn == base.first_lsn)
         .map(|b| b.1.clone())
         .expect("picked from the listing");
-    stage_arena_from(storage, staging, base, control, &path, |sink| {
+    stage_arena_from(storage, watch, staging, base, control, &path, |sink| {
         archive::decode_streamed(storage.as_ref(), &path, sink)
     })
 }
@@ -371,6 +453,7 @@ pub(crate) fn stage_arena(
 /// directory, as `decode` hands its contents over a block at a time.
 pub(crate) fn stage_arena_from(
     storage: &Arc<dyn Storage>,
+    watch: &Watch,
     staging: &Path,
     base: &ArchiveHeader,
     control: &Control,
@@ -397,6 +480,7 @@ pub(crate) fn stage_arena_from(
         files.push((path, file));
     }
     // Decoded a block at a time straight into the arena files: an arena need not fit in memory.
+    watch.enter(RestorePhase::StageArena, base.raw_len.get());
     let mut offset = 0u64;
     let decoded = decode(&mut |mut block: &[u8]| {
         while !block.is_empty() {
@@ -407,6 +491,7 @@ pub(crate) fn stage_arena_from(
             file.write_at(&block[..n], within)
                 .context(|| format!("writing {}", path.display()))?;
             (block, offset) = (&block[n..], offset + n as u64);
+            watch.add(n as u64);
         }
         Ok(())
     })?;
@@ -420,8 +505,10 @@ pub(crate) fn stage_arena_from(
 }
 
 /// Copies the log the base image needs (live copies preferred, else archived) into staging.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn stage_log(
     storage: &Arc<dyn Storage>,
+    watch: &Watch,
     src: &Path,
     staging: &Path,
     listing: &archive::Listing,
@@ -440,6 +527,7 @@ pub(crate) fn stage_log(
         .collect();
     let archived: Vec<u64> = listing.segments.iter().map(|s| s.0).collect();
     let last = live.iter().chain(&archived).copied().max().unwrap_or(first).max(first);
+    watch.enter(RestorePhase::StageLog, (last - first + 1) * segment_bytes);
     for segment_no in first..=last {
         let dest_path = staging.join("wal").join(segment_file_name(segment_no));
         if live.contains(&segment_no) {
@@ -465,6 +553,7 @@ pub(crate) fn stage_log(
                 format!("log segment {segment_no} is missing from the archive and the live log"),
             ));
         }
+        watch.add(segment_bytes);
     }
     let epoch_path = live_dir.join("EPOCH");
     if storage.exists(&epoch_path) {

@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::archive::{self, ARCHIVE_DIR, ARCHIVE_HEADER_BYTES, ArchiveHeader};
 use crate::format::control::{CONTROL_FILE_BYTES, Control};
+use crate::restore::{RestorePhase, Watch};
 use crate::ship::remote::Remote;
 use crate::ship::{CONTROL, EPOCH, Generation};
 use crate::storage::{RealStorage, Storage};
@@ -323,11 +324,12 @@ const SEGMENTS_AHEAD: usize = 2;
 /// arena as it arrives, and the log segments download a few ahead while it and they are
 /// decoded. The report's phases start with "download" (listing, control, base image headers,
 /// the chain check); "stage arena" and "stage log" include the rest of the download.
-pub fn restore_from_url(
+pub(crate) fn restore_from_url(
     url: &str,
     generation: Option<&str>,
     dest: &Path,
     target: RestoreTarget,
+    watch: &Watch,
 ) -> Result<RestoreReport> {
     if dest.exists() {
         return Err(Error::InvalidArgument(format!(
@@ -339,12 +341,13 @@ pub fn restore_from_url(
     let remote = Remote::new(url)?;
     let generation = choose_generation(&remote, generation)?;
     let storage: Arc<dyn Storage> = Arc::new(RealStorage::new());
-    crate::restore::restore_staged(&storage, dest, target, started, |staging, report| {
+    crate::restore::restore_staged(&storage, dest, target, started, watch, |working, staging, report| {
         let mut clock = started;
         let (control, base, base_name) = plan(&remote, &generation, target)?;
         report.phase_done("download", &mut clock);
         stage_streamed(
-            &storage,
+            working,
+            watch,
             &remote,
             &generation,
             staging,
@@ -384,6 +387,7 @@ fn plan(remote: &Remote, generation: &Generation, target: RestoreTarget) -> Resu
 /// segments that exist only in pieces, and the epoch.
 fn stage_streamed(
     storage: &Arc<dyn Storage>,
+    watch: &Watch,
     remote: &Remote,
     generation: &Generation,
     staging: &Path,
@@ -421,17 +425,19 @@ fn stage_streamed(
             at: 0,
             failure: None,
         };
-        let staged = crate::restore::stage_arena_from(storage, staging, base, control, &url, |sink| {
+        let staged = crate::restore::stage_arena_from(storage, watch, staging, base, control, &url, |sink| {
             archive::decode_streamed_from(&mut reader, &url, sink)
         });
         // A failed download ends the stream early: its error, not the truncation, is the news.
         staged.map_err(|e| reader.failure.take().unwrap_or(e))?;
         drop(reader);
         report.phase_done("stage arena", &mut clock);
+        watch.enter(RestorePhase::StageLog, whole.len() as u64 * segment_bytes);
         let mut received = 0;
         for ((n, name), bytes) in whole.iter().zip(segments_in.iter()) {
             stage_segment(storage, staging, &remote.object_url(name), *n, segment_bytes, &bytes?)?;
             received += 1;
+            watch.add(segment_bytes);
         }
         assert_eq!(received, whole.len(), "every segment is sent or an error is");
         report.segments_from_archive += received as u64;

@@ -9,12 +9,18 @@
 //!   [`StorageFile::write_direct`] and [`StorageFile::write_durable_direct`], so the log flushes
 //!   with `pwrite` + `fdatasync` and archive files go through the page cache, as on a file
 //!   system without direct I/O.
+//! - **Stoppable** ([`Adapted::stoppable`]): once its flag is set, every operation (a read, a
+//!   write, a sync, an open, a listing…) fails with an error saying so, and
+//!   [`Storage::interrupted`] is true, which long in-memory loops check. A restore that its
+//!   watcher stops (`restore_watched`) ends at the next file operation of its worker, and removes
+//!   its staging directory through the wrapped storage.
 //!
 //! Every other operation goes to the wrapped storage unchanged.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Mapping, Storage, StorageFile};
 
@@ -26,6 +32,8 @@ pub struct Adapted {
     scratch_dir: Option<PathBuf>,
     /// Files take direct writes where `inner`'s do.
     direct_io: bool,
+    /// Once set, every operation fails (see [`Adapted::stoppable`]).
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl Adapted {
@@ -35,6 +43,7 @@ impl Adapted {
             inner,
             scratch_dir: Some(dir.to_path_buf()),
             direct_io: true,
+            stop: None,
         }
     }
 
@@ -44,7 +53,22 @@ impl Adapted {
             inner,
             scratch_dir: None,
             direct_io: false,
+            stop: None,
         }
+    }
+
+    /// `inner`, whose every operation fails once `stop` is set (and whose files' too).
+    pub fn stoppable(inner: Arc<dyn Storage>, stop: Arc<AtomicBool>) -> Adapted {
+        Adapted {
+            inner,
+            scratch_dir: None,
+            direct_io: true,
+            stop: Some(stop),
+        }
+    }
+
+    fn check(&self) -> io::Result<()> {
+        check_stop(self.stop.as_ref())
     }
 
     fn is_scratch(&self, path: &Path) -> bool {
@@ -53,43 +77,59 @@ impl Adapted {
 
     fn adapt(&self, path: &Path, file: Arc<dyn StorageFile>) -> Arc<dyn StorageFile> {
         let scratch = self.is_scratch(path);
-        if !scratch && self.direct_io {
+        if !scratch && self.direct_io && self.stop.is_none() {
             return file;
         }
         Arc::new(AdaptedFile {
             inner: file,
             scratch,
             direct_io: self.direct_io,
+            stop: self.stop.clone(),
         })
     }
 }
 
+/// `Err` once `stop` is set.
+fn check_stop(stop: Option<&Arc<AtomicBool>>) -> io::Result<()> {
+    if stop.is_some_and(|stop| stop.load(Ordering::Relaxed)) {
+        return Err(io::Error::other("stopped by its watcher"));
+    }
+    Ok(())
+}
+
 impl Storage for Adapted {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.check()?;
         self.inner.create_dir_all(path)
     }
 
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        self.check()?;
         Ok(self.adapt(path, self.inner.open(path, create)?))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.check()?;
         self.inner.rename(from, to)
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.check()?;
         self.inner.remove_file(path)
     }
 
     fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        self.check()?;
         self.inner.remove_dir(path)
     }
 
     fn list(&self, path: &Path) -> io::Result<Vec<String>> {
+        self.check()?;
         self.inner.list(path)
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        self.check()?;
         if self.is_scratch(path) {
             return Ok(());
         }
@@ -101,62 +141,94 @@ impl Storage for Adapted {
     }
 
     fn copy_file(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.check()?;
         self.inner.copy_file(from, to)
     }
 
     fn lock_exclusive(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        self.check()?;
         self.inner.lock_exclusive(path)
     }
 
     fn lock_shared(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        self.check()?;
         self.inner.lock_shared(path)
     }
 
     fn lock_dir(&self, path: &Path, exclusive: bool) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        self.check()?;
         self.inner.lock_dir(path, exclusive)
     }
 
     fn open_read_only(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        // Read-only files take no writes of any kind: nothing to adapt.
-        self.inner.open_read_only(path)
+        self.check()?;
+        let file = self.inner.open_read_only(path)?;
+        // Read-only files take no writes of any kind: only a stop to adapt them to.
+        Ok(match &self.stop {
+            None => file,
+            Some(stop) => Arc::new(AdaptedFile {
+                inner: file,
+                scratch: false,
+                direct_io: true,
+                stop: Some(stop.clone()),
+            }),
+        })
     }
 
     fn available_bytes(&self, path: &Path) -> io::Result<Option<u64>> {
+        self.check()?;
         self.inner.available_bytes(path)
+    }
+
+    fn interrupted(&self) -> bool {
+        self.check().is_err() || self.inner.interrupted()
     }
 }
 
-/// A file of [`Adapted`]: syncs skipped if it is scratch, direct writes refused unless allowed;
-/// every other operation goes to the wrapped file.
+/// A file of [`Adapted`]: syncs skipped if it is scratch, direct writes refused unless allowed,
+/// every operation refused once stopped; every other operation goes to the wrapped file.
 #[derive(Debug)]
 struct AdaptedFile {
     inner: Arc<dyn StorageFile>,
     scratch: bool,
     direct_io: bool,
+    stop: Option<Arc<AtomicBool>>,
+}
+
+impl AdaptedFile {
+    fn check(&self) -> io::Result<()> {
+        check_stop(self.stop.as_ref())
+    }
 }
 
 impl StorageFile for AdaptedFile {
     fn len(&self) -> io::Result<u64> {
+        self.check()?;
         self.inner.len()
     }
 
     fn is_unlinked(&self) -> io::Result<bool> {
+        self.check()?;
         self.inner.is_unlinked()
     }
 
     fn set_len(&self, len_bytes: u64) -> io::Result<()> {
+        self.check()?;
         self.inner.set_len(len_bytes)
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.check()?;
         self.inner.read_at(buf, offset)
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.check()?;
         self.inner.write_at(buf, offset)
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        self.check()?;
         if self.scratch {
             return Ok(());
         }
@@ -164,6 +236,7 @@ impl StorageFile for AdaptedFile {
     }
 
     fn write_durable_direct(&self, blocks: &[u8], offset: u64) -> io::Result<bool> {
+        self.check()?;
         // A scratch file's writes need not be durable: through the cache, never synced.
         if self.scratch || !self.direct_io {
             return Ok(false);
@@ -172,6 +245,7 @@ impl StorageFile for AdaptedFile {
     }
 
     fn write_direct(&self, blocks: &[u8], offset: u64) -> io::Result<bool> {
+        self.check()?;
         if !self.direct_io {
             return Ok(false);
         }
@@ -179,6 +253,7 @@ impl StorageFile for AdaptedFile {
     }
 
     fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.check()?;
         if self.scratch {
             return Ok(());
         }
@@ -190,18 +265,22 @@ impl StorageFile for AdaptedFile {
     }
 
     fn read_cached(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        self.check()?;
         self.inner.read_cached(buf, offset)
     }
 
     fn allocate(&self, len_bytes: u64) -> io::Result<bool> {
+        self.check()?;
         self.inner.allocate(len_bytes)
     }
 
     fn map_shared(&self) -> io::Result<Mapping> {
+        self.check()?;
         self.inner.map_shared()
     }
 
     fn map_private(&self) -> io::Result<Mapping> {
+        self.check()?;
         self.inner.map_private()
     }
 }

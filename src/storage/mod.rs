@@ -122,6 +122,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
         let _ = path;
         Ok(None)
     }
+    /// True once the work using this storage has been asked to stop (a stoppable
+    /// [`Adapted`]): long loops that touch no file (a replay reading a mapped log) check it
+    /// and return `Err(Interrupted)`.
+    fn interrupted(&self) -> bool {
+        false
+    }
 }
 
 /// A file opened through [`Storage::open_read_only`] on a storage that has no read-only mode

@@ -704,4 +704,32 @@ mod tests {
             strict.map(|(_, r)| r)
         );
     }
+
+    #[test]
+    fn a_reader_over_a_stopped_storage_stops_within_its_check_interval() {
+        let sim = SimStorage::new(11);
+        cleanly_closed_log(&sim, 3000, 16);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let storage: Arc<dyn Storage> = Arc::new(crate::storage::Adapted::stoppable(Arc::new(sim.clone()), stop.clone()));
+        let (wal, _) = Wal::open(storage, Path::new("/wal"), config(SyncMode::Never), None, RecoveryMode::Strict).unwrap();
+        let mut reader = wal.reader_from_start();
+        for _ in 0..10 {
+            reader.next_record().unwrap().expect("a record");
+        }
+        // The log is mapped: reading it touches no file, so only the reader's own check stops it.
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut read = 0;
+        let stopped = loop {
+            match reader.next_record() {
+                Ok(Some(_)) => read += 1,
+                Ok(None) => break None,
+                Err(error) => break Some(error),
+            }
+        };
+        assert!(
+            matches!(stopped, Some(Error::Interrupted(_))),
+            "stopped, not read to the end: {stopped:?} after {read} records"
+        );
+        assert!(read < 1024, "within one check interval: {read} records");
+    }
 }

@@ -37,7 +37,13 @@ pub struct WalReader {
     skips: Vec<SkippedRange>,
     floor: u32,
     crc_checked: Range<u64>,
+    /// Records returned so far: every [`STOP_CHECK_RECORDS`] the storage is asked whether
+    /// the work reading was stopped (a replay reads a mapped log and touches no file).
+    records_read: u32,
 }
+
+/// How often (in records) a reader checks [`Storage::interrupted`](crate::storage::Storage::interrupted).
+const STOP_CHECK_RECORDS: u32 = 1024;
 
 impl WalReader {
     pub(super) fn new(shared: Arc<Shared>, pos: u64, limit: u64) -> WalReader {
@@ -51,6 +57,7 @@ impl WalReader {
             skips: Vec::new(),
             floor: 0,
             crc_checked: 0..0,
+            records_read: 0,
         }
     }
 
@@ -80,6 +87,10 @@ impl WalReader {
     /// be there is damaged.
     #[allow(clippy::should_implement_trait)]
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>> {
+        self.records_read = self.records_read.wrapping_add(1);
+        if self.records_read.is_multiple_of(STOP_CHECK_RECORDS) && self.shared.dir.storage().interrupted() {
+            return Err(Error::Interrupted("reading the log was stopped by its watcher".into()));
+        }
         let view = LogView {
             geometry: self.shared.config.geometry,
             identity: self.shared.config.identity,
