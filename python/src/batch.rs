@@ -50,6 +50,27 @@ pub fn run_signal_handlers() -> Result<(), Failure> {
     Python::attach(|py| py.check_signals()).map_err(Failure::Interrupted)
 }
 
+/// Runs `work` (a call of the library that takes a watcher) with a watcher that calls `tell`
+/// (which runs the signal handlers and a progress callback, on this thread): the first failure
+/// of `tell` stops the work, and is what this returns if the work was stopped by it.
+pub fn watched<P, T>(
+    mut tell: impl FnMut(P) -> Result<(), Failure>,
+    work: impl FnOnce(&mut dyn FnMut(P) -> std::ops::ControlFlow<()>) -> vellum::Result<T>,
+) -> Result<T, Failure> {
+    let mut raised = None;
+    let done = work(&mut |step| match tell(step) {
+        Ok(()) => std::ops::ControlFlow::Continue(()),
+        Err(failure) => {
+            raised = Some(failure);
+            std::ops::ControlFlow::Break(())
+        }
+    });
+    match (done, raised) {
+        (Err(vellum::Error::Interrupted(_)), Some(failure)) => Err(failure),
+        (done, _) => Ok(done?),
+    }
+}
+
 /// Runs Python's signal handlers every [`SignalChecks::INTERVAL`] at most, for a loop of many
 /// short steps without the GIL (taking it costs up to the interpreter's switch interval when
 /// another thread holds it).

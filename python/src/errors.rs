@@ -35,6 +35,8 @@ pub enum Failure {
     /// A write, a transaction or a close from inside a call that writes to this store, on its
     /// thread (`create_index`'s `progress` callback): it would wait for that call.
     InsideWriteCall,
+    /// A close, checkpoint or backup on a thread inside a backup (its `progress` callback).
+    InsideCopy,
     /// `close` while a transaction is open or waiting to begin.
     TransactionOpen,
     /// A signal handler raised (Ctrl-C: `KeyboardInterrupt`) while a long call ran; the call
@@ -62,6 +64,11 @@ impl From<Failure> for PyErr {
                 "this thread is inside a call that writes to this store (create_index's progress \
                  callback): a write, a transaction or a close here would wait for that call forever; \
                  reads work",
+            ),
+            Failure::InsideCopy => InvalidArgumentError::new_err(
+                "this thread is inside a backup of this store (its progress callback): a close, a \
+                 checkpoint or another backup here would wait for that backup forever; reads and \
+                 writes work",
             ),
             Failure::TransactionOpen => InvalidArgumentError::new_err(
                 "a transaction of this store is open: commit or abort it before closing the store",

@@ -1,13 +1,14 @@
 //! `vellum.restore` and the report it (and `Store.backup`) returns.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use vellum::{Lsn, RestoreReport, RestoreTarget};
+use vellum::{Lsn, RestorePhase, RestoreProgress, RestoreReport, RestoreTarget};
 
-use crate::errors::{IntoPy, InvalidArgumentError};
+use crate::errors::{Failure, IntoPy, InvalidArgumentError};
 
 /// A restore's report as a `dict`: the keys `vellum restore --json` prints, with `duration` in
 /// seconds.
@@ -28,13 +29,14 @@ pub fn to_dict<'py>(py: Python<'py>, report: &RestoreReport) -> PyResult<Bound<'
 /// The body of `vellum.restore` (`vellum/__init__.py` turns a `datetime` into microseconds
 /// since the Unix epoch, exactly).
 #[pyfunction]
-#[pyo3(signature = (src, dest, lsn=None, time_us=None))]
+#[pyo3(signature = (src, dest, lsn=None, time_us=None, progress=None))]
 pub fn _restore<'py>(
     py: Python<'py>,
     src: PathBuf,
     dest: PathBuf,
     lsn: Option<u64>,
     time_us: Option<i64>,
+    progress: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let target = match (lsn, time_us) {
         (Some(_), Some(_)) => {
@@ -52,6 +54,37 @@ pub fn _restore<'py>(
         }
         (None, None) => RestoreTarget::Latest,
     };
-    let done = py.detach(|| vellum::restore(&src, &dest, target)).py_err()?;
+    let done = py
+        .detach(|| {
+            watched(progress.as_ref(), |watcher| {
+                vellum::restore_watched(&src, &dest, target, watcher)
+            })
+        })
+        .py_err()?;
     to_dict(py, &done)
+}
+
+/// Runs `restore` (a restore or a backup) with a watcher that runs Python's signal handlers and
+/// calls `progress(phase, done, total)`, on this thread, about every tenth of a second: Ctrl-C
+/// (or any handler or `progress` that raises) stops it with that exception, nothing kept.
+pub fn watched(
+    progress: Option<&Py<PyAny>>,
+    restore: impl FnOnce(&mut dyn FnMut(RestoreProgress) -> ControlFlow<()>) -> vellum::Result<RestoreReport>,
+) -> Result<RestoreReport, Failure> {
+    crate::batch::watched(|step| tell(progress, step), restore)
+}
+
+/// Runs the signal handlers, then tells `progress` of `step` (as `(phase, done, total)`).
+fn tell(progress: Option<&Py<PyAny>>, step: RestoreProgress) -> Result<(), Failure> {
+    crate::batch::run_signal_handlers()?;
+    let Some(progress) = progress else { return Ok(()) };
+    let phase = match step.phase {
+        RestorePhase::Planning => "planning",
+        RestorePhase::StageArena => "stage arena",
+        RestorePhase::StageLog => "stage log",
+        RestorePhase::FindCut => "find cut",
+        RestorePhase::Replay => "replay",
+        _ => "new timeline",
+    };
+    Python::attach(|py| progress.call1(py, (phase, step.done, step.total)).map(drop)).map_err(Failure::Interrupted)
 }

@@ -36,14 +36,27 @@ struct State {
     /// call makes on its thread (`create_index`'s `progress`) must not write, begin a
     /// transaction or close, which would wait for the call forever.
     writers: Vec<ThreadId>,
+    /// The threads inside a copy of the store (`backup`, one entry per copy lease): its
+    /// `progress` callback must not close the store (which waits for the copy), nor checkpoint
+    /// it or copy it again (checkpoints wait for the copy to end).
+    copiers: Vec<ThreadId>,
+}
+
+/// What a lease's thread is inside, for the calls its callbacks must not make.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
+    Copy,
 }
 
 /// The store, held for the length of one call.
 pub struct Lease<'a> {
     store: Option<Arc<Store>>,
     shared: &'a Shared,
-    /// A write lease: its thread is in [`State::writers`] until it drops.
-    writes: bool,
+    /// A write lease's thread is in [`State::writers`] until it drops, a copy lease's in
+    /// [`State::copiers`].
+    kind: Kind,
 }
 
 impl Deref for Lease<'_> {
@@ -58,14 +71,18 @@ impl Drop for Lease<'_> {
     fn drop(&mut self) {
         // Under the lock, so that `close` cannot check the count and then miss the wake-up.
         let mut state = self.shared.state.lock();
-        if self.writes {
+        let list = match self.kind {
+            Kind::Read => None,
+            Kind::Write => Some(&mut state.writers),
+            Kind::Copy => Some(&mut state.copiers),
+        };
+        if let Some(list) = list {
             let me = std::thread::current().id();
-            let at = state
-                .writers
+            let at = list
                 .iter()
                 .position(|&t| t == me)
-                .expect("a write lease's thread is listed");
-            state.writers.swap_remove(at);
+                .expect("a write or copy lease's thread is listed");
+            list.swap_remove(at);
         }
         self.store = None;
         self.shared.idle.notify_all();
@@ -80,6 +97,7 @@ impl Shared {
                 transactions: 0,
                 open: None,
                 writers: Vec::new(),
+                copiers: Vec::new(),
             }),
             idle: Condvar::new(),
             opened_by: std::process::id(),
@@ -93,8 +111,32 @@ impl Shared {
         Ok(Lease {
             store: Some(store),
             shared: self,
-            writes: false,
+            kind: Kind::Read,
         })
+    }
+
+    /// The store for a call that checkpoints it (or copies it): refused on a thread inside a
+    /// copy, whose end it would wait for.
+    pub fn checkpoint_lease(&self) -> Result<Lease<'_>, Failure> {
+        let state = self.state.lock();
+        let store = state.store.clone().ok_or(Failure::Closed("the store is closed"))?;
+        if state.copiers.contains(&std::thread::current().id()) {
+            return Err(Failure::InsideCopy);
+        }
+        Ok(Lease {
+            store: Some(store),
+            shared: self,
+            kind: Kind::Read,
+        })
+    }
+
+    /// The store for a copy (`backup`): its thread may not close, checkpoint or copy the store
+    /// until the lease drops.
+    pub fn copy_lease(&self) -> Result<Lease<'_>, Failure> {
+        let mut lease = self.checkpoint_lease()?;
+        self.state.lock().copiers.push(std::thread::current().id());
+        lease.kind = Kind::Copy;
+        Ok(lease)
     }
 
     /// The store for a call that writes (begins a transaction of its own). Refused on the
@@ -108,7 +150,7 @@ impl Shared {
         Ok(Lease {
             store: Some(store),
             shared: self,
-            writes: true,
+            kind: Kind::Write,
         })
     }
 
@@ -147,6 +189,9 @@ impl Shared {
         let mut state = self.state.lock();
         if state.writers.contains(&std::thread::current().id()) {
             return Err(Failure::InsideWriteCall);
+        }
+        if state.copiers.contains(&std::thread::current().id()) {
+            return Err(Failure::InsideCopy);
         }
         if state.transactions > 0 {
             return Err(Failure::TransactionOpen);

@@ -1,6 +1,5 @@
 //! `vellum.Store`.
 
-use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -331,18 +330,10 @@ impl PyStore {
         py.detach(|| {
             let store = self.shared.write_lease()?;
             // The watcher runs on this thread, so Python runs its signal handlers here.
-            let mut raised = None;
-            let built = store.create_index_watched(options, &mut |step| match tell(progress.as_ref(), step) {
-                Ok(()) => ControlFlow::Continue(()),
-                Err(failure) => {
-                    raised = Some(failure);
-                    ControlFlow::Break(())
-                }
-            });
-            match (built, raised) {
-                (Err(vellum::Error::Interrupted(_)), Some(failure)) => Err(failure),
-                (built, _) => Ok::<_, Failure>(built?),
-            }
+            batch::watched(
+                |step| tell(progress.as_ref(), step),
+                |watcher| store.create_index_watched(options, watcher),
+            )
         })
         .py_err()
     }
@@ -438,7 +429,7 @@ impl PyStore {
     /// Returns its LSN.
     fn checkpoint(&self, py: Python<'_>) -> PyResult<u64> {
         py.detach(|| {
-            let store = self.shared.lease()?;
+            let store = self.shared.checkpoint_lease()?;
             Ok::<_, Failure>(store.checkpoint()?.get())
         })
         .py_err()
@@ -466,11 +457,14 @@ impl PyStore {
 
     /// Copies the store, consistent as of now, into a new store at ``dest`` (which must not
     /// exist) while writers go on. Returns what the copy did, as :func:`restore` does.
-    fn backup<'py>(&self, py: Python<'py>, dest: PathBuf) -> PyResult<Bound<'py, PyDict>> {
+    /// ``progress`` and Ctrl-C as for :func:`restore`: a stopped backup leaves no ``dest``, and
+    /// the store as it was.
+    #[pyo3(signature = (dest, *, progress=None))]
+    fn backup<'py>(&self, py: Python<'py>, dest: PathBuf, progress: Option<Py<PyAny>>) -> PyResult<Bound<'py, PyDict>> {
         let done = py
             .detach(|| {
-                let store = self.shared.lease()?;
-                Ok::<_, Failure>(store.backup(&dest)?)
+                let store = self.shared.copy_lease()?;
+                report::watched(progress.as_ref(), |watcher| store.backup_watched(&dest, watcher))
             })
             .py_err()?;
         report::to_dict(py, &done)

@@ -1,7 +1,7 @@
 """Ctrl-C stops a long call: Python's signal handlers run while ``upsert_many`` (of a store or of a
-transaction), ``search_many`` and ``create_index`` work without the GIL, so a
-``KeyboardInterrupt`` (or whatever a handler raises) comes within a fraction of a second, and an
-interrupted ``upsert_many`` or ``create_index`` keeps nothing."""
+transaction), ``search_many``, ``create_index``, ``backup`` and ``restore`` work without the GIL,
+so a ``KeyboardInterrupt`` (or whatever a handler raises) comes within a fraction of a second,
+and an interrupted ``upsert_many``, ``create_index``, ``backup`` or ``restore`` keeps nothing."""
 
 from __future__ import annotations
 
@@ -135,3 +135,92 @@ def test_an_interrupted_create_index_keeps_nothing_of_the_build(tmp_path: Path) 
     store = vellum.Store.open(str(tmp_path / "s"))
     assert store.index_info() is None and len(store) == 40_000
     store.close()
+
+
+def store_of_64_mib(path: Path) -> vellum.Store:
+    """A store whose restore or backup takes several tenths of a second (about 0.5 s here)."""
+    store = vellum.Store.create(str(path), 256)
+    rows = 65_536
+    vectors = np.random.default_rng(9).random((rows, 256), dtype=np.float32)
+    store.upsert_many([f"r{i}" for i in range(rows)], vectors)
+    return store
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
+
+
+def test_ctrl_c_stops_a_restore_and_a_backup_keeping_nothing(tmp_path: Path) -> None:
+    store = store_of_64_mib(tmp_path / "s")
+
+    def interrupt_at_first_call(phase: str, done: int, total: int) -> None:
+        # The handlers run at the watcher's next call, a tenth of a second later.
+        os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        store.backup(str(tmp_path / "b"), progress=interrupt_at_first_call)
+    assert not (tmp_path / "b").exists() and leftovers(tmp_path) == []
+    store.close()
+    with pytest.raises(KeyboardInterrupt):
+        vellum.restore(str(tmp_path / "s"), str(tmp_path / "r"), progress=interrupt_at_first_call)
+    assert not (tmp_path / "r").exists() and leftovers(tmp_path) == []
+    # Nothing was changed: the same restore, unwatched, is whole.
+    vellum.restore(str(tmp_path / "s"), str(tmp_path / "r"))
+    restored = vellum.Store.open(str(tmp_path / "r"))
+    assert len(restored) == 65_536
+    restored.close()
+
+
+def test_a_restore_reports_its_phases_and_a_progress_that_raises_stops_it(tmp_path: Path) -> None:
+    store_of_64_mib(tmp_path / "s").close()
+    calls: list[tuple[str, int, int]] = []
+    report = vellum.restore(
+        str(tmp_path / "s"), str(tmp_path / "r"), progress=lambda *step: calls.append(step)
+    )
+    order = ["planning", "stage arena", "stage log", "find cut", "replay", "new timeline"]
+    phases = [phase for phase, _, _ in calls]
+    assert phases, "called at least once, at the end"
+    assert [order.index(p) for p in phases] == sorted(order.index(p) for p in phases), phases
+    assert all(total == 0 or done <= total for _, done, total in calls), calls
+    _, done, total = calls[-1]
+    assert done == total, f"the last call ends its phase: {calls[-1]}"
+    assert report["records_redone"] > 0
+
+    class Enough(Exception):
+        pass
+
+    def stop(phase: str, done: int, total: int) -> None:
+        raise Enough(phase)
+
+    with pytest.raises(Enough):
+        vellum.restore(str(tmp_path / "s"), str(tmp_path / "r2"), progress=stop)
+    assert not (tmp_path / "r2").exists() and leftovers(tmp_path) == []
+
+
+def test_a_backups_progress_callback_may_read_and_write_but_a_close_or_checkpoint_raises(tmp_path: Path) -> None:
+    # A backup holds off checkpoints until it ends, and a close waits for it: from its callback,
+    # on its thread, either would wait forever. (Before, `store.close()` there hung the process.)
+    store = store_of_64_mib(tmp_path / "s")
+    outcomes: dict[str, object] = {}
+
+    def callback(phase: str, done: int, total: int) -> None:
+        if outcomes:
+            return
+        outcomes["len"] = len(store)
+        store.upsert("during", np.ones(256, dtype=np.float32))
+        outcomes["upsert"] = "done"
+        for name, call in [("close", store.close), ("checkpoint", store.checkpoint),
+                           ("backup", lambda: store.backup(str(tmp_path / "b2")))]:
+            with pytest.raises(vellum.InvalidArgumentError, match="inside a backup"):
+                call()
+            outcomes[name] = "refused"
+
+    store.backup(str(tmp_path / "b"), progress=callback)
+    assert outcomes == {"len": 65_536, "upsert": "done", "close": "refused", "checkpoint": "refused",
+                        "backup": "refused"}
+    assert not (tmp_path / "b2").exists()
+    store.checkpoint()  # after the backup, on the same thread
+    store.close()
+    backup = vellum.Store.open(str(tmp_path / "b"))
+    assert len(backup) in (65_536, 65_537), "a consistent copy, with or without the write made during it"
+    backup.close()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as _datetime
 import os as _os
-from typing import Any as _Any, Dict as _Dict, Optional as _Optional, Union as _Union
+from typing import Any as _Any, Callable as _Callable, Dict as _Dict, Optional as _Optional, Union as _Union
 
 from ._errors import (
     AlreadyExistsError,
@@ -73,6 +73,8 @@ def restore(
     dest: _Union[str, "_os.PathLike[str]"],
     lsn: _Optional[int] = None,
     time: _Optional[_datetime.datetime] = None,
+    *,
+    progress: _Optional[_Callable[[str, int, int], object]] = None,
 ) -> _Dict[str, _Any]:
     """Restores the store in ``src`` as it was at a point in time into a new store at ``dest``.
 
@@ -83,6 +85,13 @@ def restore(
     ``dest`` must not exist, and a failed restore leaves none. Returns the report as a dict:
     ``base_image_lsn``, ``target_lsn``, ``wal_bytes``, ``records_redone``, ``rolled_back``,
     ``segments_from_archive``, ``segments_live``, ``timeline``, ``duration`` (seconds).
+
+    ``progress``, if given, is called about every tenth of a second, on this thread, as
+    ``progress(phase, done, total)`` (``phase``: ``"planning"``, ``"stage arena"``, ``"stage
+    log"`` (``done`` and ``total`` in bytes), ``"find cut"``, ``"replay"``, ``"new timeline"``
+    (``total`` 0: no measure)), and once more at the end. Ctrl-C (``KeyboardInterrupt``), any
+    signal handler that raises, or a ``progress`` that raises stops the restore at its next file
+    operation with that exception: what it staged is removed, and there is no ``dest``.
     """
     time_us = None
     if time is not None:
@@ -91,4 +100,4 @@ def restore(
         # Exact microseconds: timedelta arithmetic is integral, a float timestamp is not.
         delta = time.astimezone(_datetime.timezone.utc) - _EPOCH
         time_us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return _restore(src, dest, lsn, time_us)
+    return _restore(src, dest, lsn, time_us, progress)
