@@ -416,3 +416,44 @@ fn an_index_build_that_cannot_fit_the_disk_is_refused_before_it_starts() {
     assert_eq!(store.len(), 20_000);
     store.close().unwrap();
 }
+
+#[test]
+fn a_restore_that_cannot_fit_the_disk_is_refused_before_it_writes() {
+    let test = "a_restore_that_cannot_fit_the_disk_is_refused_before_it_writes";
+    let Some((point, _scratch, _tmpfs)) = small_tmpfs(test, "128m") else {
+        return;
+    };
+    let source = tempfile::tempdir().unwrap();
+    let src = source.path().join("s");
+    let store = vellum::Store::create(&src, 8, vellum::Options::default()).unwrap();
+    for i in 0..1000 {
+        store.upsert(&format!("v{i}"), &[i as f32; 8], &[]).unwrap();
+    }
+    store.close().unwrap();
+    // The base image's arena is two files of 16 MiB: leave 20 MiB.
+    let filler = point.join("filler");
+    let left = free_bytes(&point).saturating_sub(20 << 20);
+    std::fs::write(&filler, vec![7u8; left as usize]).unwrap();
+    let refused = vellum::restore(&src, point.join("r"), vellum::RestoreTarget::Latest);
+    let Err(vellum::Error::DiskFull { context }) = refused else {
+        panic!("refused as disk full: {refused:?}")
+    };
+    assert!(
+        context.contains("needs at least 32.0 MiB") && context.contains("MiB are free"),
+        "refused before writing, saying what it needs and what is free: {context}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&point)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("filler")],
+        "nothing of the restore is left"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    vellum::restore(&src, point.join("r"), vellum::RestoreTarget::Latest).unwrap();
+    let restored = vellum::Store::open(point.join("r"), vellum::Options::default()).unwrap();
+    assert_eq!(restored.len(), 1000);
+    restored.close().unwrap();
+}

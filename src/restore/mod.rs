@@ -278,6 +278,12 @@ fn stage_local(
     let (_, control) = ControlFile::open(storage.as_ref(), src)?;
     let listing = archive::list(storage.as_ref(), src, false)?;
     let base = pick_base(&listing, target, src)?;
+    // Live segments are copied in the kernel, which may share their extents (a reflink): only
+    // archived ones, decoded and written, surely take room.
+    let (first, last, live) = log_to_stage(storage, src, &listing, &base, &control)?;
+    let archived = (first..=last).filter(|n| !live.contains(n)).count() as u64;
+    let log_bytes = archived * control.segment_size_bytes;
+    room_for_the_restore(storage, staging, &base, &control, target, log_bytes)?;
     let mut clock = Instant::now();
     stage_arena(storage, watch, staging, &listing, &base, &control)?;
     report.phase_done("stage arena", &mut clock);
@@ -517,16 +523,8 @@ pub(crate) fn stage_log(
     report: &mut RestoreReport,
 ) -> Result<()> {
     let segment_bytes = control.segment_size_bytes;
-    let first = base.truncate_lsn.get() / segment_bytes;
+    let (first, last, live) = log_to_stage(storage, src, listing, base, control)?;
     let live_dir = src.join("wal");
-    let live: Vec<u64> = storage
-        .list(&live_dir)
-        .context(|| format!("listing {}", live_dir.display()))?
-        .iter()
-        .filter_map(|n| segment_file_name_to_number(n))
-        .collect();
-    let archived: Vec<u64> = listing.segments.iter().map(|s| s.0).collect();
-    let last = live.iter().chain(&archived).copied().max().unwrap_or(first).max(first);
     watch.enter(RestorePhase::StageLog, (last - first + 1) * segment_bytes);
     for segment_no in first..=last {
         let dest_path = staging.join("wal").join(segment_file_name(segment_no));
@@ -565,6 +563,71 @@ pub(crate) fn stage_log(
         )?;
     }
     Ok(())
+}
+
+/// The log segments a restore from `base` stages, `first..=last`, and those of them the source's
+/// live log holds.
+fn log_to_stage(
+    storage: &Arc<dyn Storage>,
+    src: &Path,
+    listing: &archive::Listing,
+    base: &ArchiveHeader,
+    control: &Control,
+) -> Result<(u64, u64, Vec<u64>)> {
+    let first = base.truncate_lsn.get() / control.segment_size_bytes;
+    let live_dir = src.join("wal");
+    let live: Vec<u64> = storage
+        .list(&live_dir)
+        .context(|| format!("listing {}", live_dir.display()))?
+        .iter()
+        .filter_map(|n| segment_file_name_to_number(n))
+        .collect();
+    let archived = listing.segments.iter().map(|s| s.0);
+    let last = live.iter().copied().chain(archived).max().unwrap_or(first).max(first);
+    Ok((first, last, live))
+}
+
+/// Refuses a restore the file system holding `staging` has no room for, before it writes
+/// anything: it needs at least the arena it replays into and the log it decodes (`log_bytes`),
+/// both there at once and each written whole (the new timeline's first base image comes after
+/// the staged log is gone). The arena is the base image's, and for `Latest` at least the one
+/// the source's last checkpoint recorded (an arena never shrinks below the files its pages
+/// use). An estimate from below, so that no restore that fits is refused.
+pub(crate) fn room_for_the_restore(
+    storage: &Arc<dyn Storage>,
+    staging: &Path,
+    base: &ArchiveHeader,
+    control: &Control,
+    target: RestoreTarget,
+    log_bytes: u64,
+) -> Result<()> {
+    let Ok(Some(free_bytes)) = storage.available_bytes(staging) else {
+        return Ok(());
+    };
+    let checkpointed_bytes = match (&control.extent, target) {
+        (Some(extent), RestoreTarget::Latest) => {
+            let files = u64::from(extent.files[0]) + u64::from(extent.files[1]);
+            files.saturating_mul(control.segment_size_bytes)
+        }
+        _ => 0,
+    };
+    let arena_bytes = base.raw_len.get().max(checkpointed_bytes);
+    let needed_bytes = arena_bytes.saturating_add(log_bytes);
+    if free_bytes >= needed_bytes {
+        return Ok(());
+    }
+    let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
+    Err(Error::DiskFull {
+        context: format!(
+            "checking the room for the restore in {}: it needs at least {:.1} MiB (the arena, {:.1} MiB, and \
+             the log it decodes, {:.1} MiB); {:.1} MiB are free",
+            staging.parent().unwrap_or(staging).display(),
+            mib(needed_bytes),
+            mib(arena_bytes),
+            mib(log_bytes),
+            mib(free_bytes)
+        ),
+    })
 }
 
 fn segment_file_name_to_number(name: &str) -> Option<u64> {

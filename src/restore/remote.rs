@@ -345,6 +345,10 @@ pub(crate) fn restore_from_url(
         let mut clock = started;
         let (control, base, base_name) = plan(&remote, &generation, target)?;
         report.phase_done("download", &mut clock);
+        let segment_bytes = control.segment_size_bytes;
+        let (_, numbers) = generation.log_chain(base.truncate_lsn.get() / segment_bytes, segment_bytes);
+        let log_bytes = numbers.len() as u64 * segment_bytes;
+        crate::restore::room_for_the_restore(working, staging, &base, &control, target, log_bytes)?;
         stage_streamed(
             working,
             watch,
