@@ -227,14 +227,24 @@ pub fn interactive() -> bool {
 
 /// A progress bar on stderr over `total` units (bytes if `bytes`), hidden unless interactive.
 pub fn progress_bar(total: u64, message: &str, bytes: bool) -> ProgressBar {
-    if !interactive() {
-        return ProgressBar::hidden();
-    }
     let template = if bytes {
         "{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})"
     } else {
         "{msg} [{bar:40}] {pos}/{len} (eta {eta})"
     };
+    bar_of(total, message, template)
+}
+
+/// A bar of bytes for work that reports its progress a tenth of a second apart (a restore's
+/// phases): no rate, which steps that far apart make meaningless, but the time so far.
+pub fn coarse_bytes_bar(total: u64, message: &str) -> ProgressBar {
+    bar_of(total, message, "{msg} [{bar:40}] {bytes}/{total_bytes} ({elapsed})")
+}
+
+fn bar_of(total: u64, message: &str, template: &str) -> ProgressBar {
+    if !interactive() {
+        return ProgressBar::hidden();
+    }
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template(template)
@@ -261,7 +271,12 @@ impl<P: PartialEq + Copy> PhaseBar<P> {
     pub fn show(&mut self, phase: P, done: u64, make: impl FnOnce() -> ProgressBar) {
         if self.shown.as_ref().is_none_or(|(shown, _)| *shown != phase) {
             self.finish();
-            self.shown = Some((phase, make()));
+            let bar = make();
+            // The units done before the bar was made are no part of its rate (a phase first
+            // seen part way measured 99 GiB/s).
+            bar.set_position(done);
+            bar.reset_eta();
+            self.shown = Some((phase, bar));
         }
         if let Some((_, bar)) = &self.shown {
             bar.set_position(done);

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use vellum::{Lsn, RestorePhase, RestoreProgress, RestoreReport, RestoreTarget};
 
 use super::common::{
-    Failure, PhaseBar, check_not_busy, duration, parse_lsn, parse_time, print_json, progress_bar, spinner,
+    Failure, PhaseBar, check_not_busy, coarse_bytes_bar, duration, parse_lsn, parse_time, print_json, spinner,
 };
 use super::signals::{catch_stop_signals, stop_signal, stopped_by};
 
@@ -135,7 +135,7 @@ fn show(bar: &mut PhaseBar<RestorePhase>, progress: RestoreProgress) {
     };
     bar.show(progress.phase, progress.done, || match progress.total {
         0 => spinner(message),
-        total => progress_bar(total, message, true),
+        total => coarse_bytes_bar(total, message),
     });
 }
 
