@@ -953,3 +953,65 @@ fn what_a_writer_killed_while_putting_a_file_back_left_goes_at_the_next_writers_
     }
     assert_every_vector_is_there(&path, 0.5, "after the sweep");
 }
+
+/// The child of `a_commit_acknowledged_after_its_log_segment_was_deleted_survives_a_kill` (run
+/// only with `VELLUM_DELETED_SEGMENT_CHILD` set): deletes the segment its log appends to,
+/// commits 20 more rows (each durable when it returns), says so, half a second later dies as
+/// a `kill -9` would have it: no close, no checkpoint, no destructor.
+#[test]
+fn deleted_segment_child_entry() {
+    let Ok(dir) = std::env::var("VELLUM_DELETED_SEGMENT_CHILD") else {
+        return;
+    };
+    let path = Path::new(&dir).join("store");
+    let store = Store::create(&path, DIMENSION, options()).unwrap();
+    for i in 0..300 {
+        store.insert(&format!("v{i}"), &vector_of(i, 0.25), &[]).unwrap();
+    }
+    store.checkpoint().unwrap();
+    let end = store.log_info().end_lsn.get();
+    let active = format!("wal/{:016x}.wal", (end - 1) / options().segment_size_bytes);
+    std::fs::remove_file(path.join(&active)).unwrap();
+    for i in 300..320 {
+        store.insert(&format!("v{i}"), &vector_of(i, 0.25), &[]).unwrap();
+    }
+    println!("acknowledged 320 rows after deleting {active}");
+    // The writer puts a deleted segment back within 200 ms (its preallocator's wake).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::process::abort();
+}
+
+#[test]
+fn a_commit_acknowledged_after_its_log_segment_was_deleted_survives_a_kill() {
+    // A mistaken `rm` of the active segment under a running writer, commits, then a crash
+    // half a second later, before the next checkpoint (which used to be the first to put the
+    // segment back: for an idle store, the close). The writer now puts it back within 200 ms
+    // and writes it under its name from then on. Before, the commits made after the `rm` were
+    // durable only in a file without a name, and the next open refused the store ("segment 3
+    // is missing between 2 and 4").
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "deleted_segment_child_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("VELLUM_DELETED_SEGMENT_CHILD", dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("acknowledged 320 rows"),
+        "the child acknowledged its rows: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!output.status.success(), "the child died without closing");
+    let path = dir.path().join("store");
+    let store = Store::open(&path, options()).unwrap_or_else(|e| panic!("the store opens after the kill: {e}"));
+    assert_eq!(store.len(), 320, "every acknowledged row");
+    assert_eq!(&*store.get("v319").unwrap().unwrap(), &vector_of(319, 0.25)[..]);
+    drop(store);
+    let report = vellum::inspect::verify_store(&path, &()).unwrap();
+    assert!(report.clean(), "{:?}", report.problems);
+}

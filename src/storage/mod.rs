@@ -180,6 +180,13 @@ pub fn restore_unlinked(storage: &dyn Storage, file: &dyn StorageFile, path: &Pa
     if !file.is_unlinked()? {
         return Ok(false);
     }
+    put_back(storage, file, path)?;
+    Ok(true)
+}
+
+/// Writes the bytes of `file` (read through its descriptor) whole to a new file beside `path`,
+/// syncs it and renames it to `path` (the caller syncs the directory); returns the new file.
+pub(crate) fn put_back(storage: &dyn Storage, file: &dyn StorageFile, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
     // `NAME.tmp`: a crash during the copy leaves it for the next writer's open to remove
     // (`Arena::remove_leftovers` for `*.pages.tmp`, `lifecycle::remove_relink_leftovers`).
     let mut name = path.file_name().unwrap_or_default().to_os_string();
@@ -198,7 +205,7 @@ pub fn restore_unlinked(storage: &dyn Storage, file: &dyn StorageFile, path: &Pa
     }
     fresh.sync_data()?;
     storage.rename(&fresh_path, path)?;
-    Ok(true)
+    Ok(fresh)
 }
 
 /// Panics unless `blocks` and `offset` are whole blocks for a direct write (a caller's broken

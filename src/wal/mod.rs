@@ -621,28 +621,18 @@ impl Wal {
     }
 
     /// Puts back every live segment deleted while the log is open, from its open descriptor:
-    /// what was written to it so far (a segment still being appended to is put back again by
-    /// the next call: each checkpoint and the close). Without it a deleted segment's records
-    /// went with the process, and the next open refused the store ("segment … is missing").
-    /// Returns how many.
+    /// what was written to it so far; a segment still appended to is written under its name
+    /// too from then on (see [`Segment::put_back_if_deleted`]). Each checkpoint and the close
+    /// call it, and the preallocator thread does the same every 200 ms at most. Without it a
+    /// deleted segment's records went with the process, and the next open refused the store
+    /// ("segment … is missing"). Returns how many.
     pub fn restore_unlinked_segments(&self) -> Result<usize> {
         if self.shared.read_only {
             return Ok(0);
         }
-        let segments: Vec<Arc<Segment>> = self.shared.segments.read().values().cloned().collect();
-        let storage = self.shared.dir.storage();
-        let mut restored = 0;
-        for segment in segments {
-            if crate::storage::restore_unlinked(storage.as_ref(), segment.file.as_ref(), &segment.path)
-                .context(|| format!("putting back {}, deleted while open", segment.path.display()))?
-            {
-                restored += 1;
-            }
-        }
-        if restored > 0 {
-            self.shared.dir.sync_dir()?;
-        }
-        Ok(restored)
+        // Under the I/O lock: no flush writes a segment while it is copied.
+        let _io = self.shared.io.lock();
+        self.shared.put_back_deleted(self.shared.segments.read().values())
     }
 
     /// True once this open has appended a record.
@@ -664,15 +654,9 @@ impl Wal {
             .expect("the end lies in an installed segment");
         let zeros = vec![0u8; (geometry.page_end(pos) - pos) as usize];
         let offset = geometry.offset_in_segment(pos);
-        segment
-            .file
-            .write_at(&zeros, offset)
-            .context(|| format!("writing {}", segment.path.display()))?;
+        segment.write_at(&zeros, offset)?;
         shared.log_syncs.fetch_add(1, Ordering::Relaxed);
-        segment
-            .file
-            .sync_data()
-            .context(|| format!("syncing {}", segment.path.display()))
+        segment.sync_data()
     }
 
     fn stop_threads(&mut self) {

@@ -489,10 +489,7 @@ pub(super) fn erase_garbage(segments: &BTreeMap<u64, Arc<Segment>>, geometry: &G
         let offset = geometry.offset_in_segment(pos);
         let n = (zero_to - pos).min(geometry.page_end(pos) - pos);
         if let Some(segment) = segments.get(&segment_no) {
-            segment
-                .file
-                .write_at(&zeros[..n as usize], offset)
-                .context(|| format!("erasing the torn tail of {}", segment.path.display()))?;
+            segment.write_at(&zeros[..n as usize], offset)?;
         }
         pos += n;
     }

@@ -88,8 +88,75 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
 pub struct Segment {
     pub segment_no: u64,
     pub path: PathBuf,
+    /// The file opened and mapped: every write of the segment goes to it, and every read
+    /// comes from its mapping, whatever happens to its name.
     pub file: Arc<dyn StorageFile>,
     pub map: Mapping,
+    /// The file put back at `path` after `file` lost its name while open (a mistaken `rm`, a
+    /// cleanup of files it did not know): every later write and sync goes to it too, so what
+    /// a flush makes durable is durable under the segment's name. See
+    /// [`Segment::put_back_if_deleted`].
+    named: Mutex<Option<Arc<dyn StorageFile>>>,
+}
+
+impl Segment {
+    /// Writes `bytes` at `offset` (to the file put back too, if any).
+    pub fn write_at(&self, bytes: &[u8], offset: u64) -> Result<()> {
+        self.file
+            .write_at(bytes, offset)
+            .context(|| format!("writing {}", self.path.display()))?;
+        if let Some(named) = self.named.lock().as_ref() {
+            named
+                .write_at(bytes, offset)
+                .context(|| format!("writing {} (put back)", self.path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Makes what was written durable (in the file put back too, if any).
+    pub fn sync_data(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .context(|| format!("syncing {}", self.path.display()))?;
+        if let Some(named) = self.named.lock().as_ref() {
+            named
+                .sync_data()
+                .context(|| format!("syncing {} (put back)", self.path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// True once the segment was put back: writes go to two files, so none may go past the
+    /// page cache to one alone (a direct write).
+    pub fn is_put_back(&self) -> bool {
+        self.named.lock().is_some()
+    }
+
+    /// True if the file bearing the segment's name has none (a hint: an error reads as no).
+    pub fn looks_deleted(&self) -> bool {
+        let named = self.named.lock().clone();
+        named.as_ref().unwrap_or(&self.file).is_unlinked().unwrap_or(false)
+    }
+
+    /// If the file bearing the segment's name was deleted while open, puts the segment back
+    /// at its path (its bytes read through `file`, which holds every byte written: see
+    /// [`crate::storage::put_back`]) and writes to that file too from now on. The caller holds
+    /// the log's I/O lock, so no write runs during the copy, and syncs the directory. True if
+    /// it was put back.
+    pub fn put_back_if_deleted(&self, storage: &dyn Storage) -> Result<bool> {
+        let mut named = self.named.lock();
+        let current = named.as_ref().unwrap_or(&self.file);
+        let deleted = current
+            .is_unlinked()
+            .context(|| format!("checking {}", self.path.display()))?;
+        if !deleted {
+            return Ok(false);
+        }
+        let fresh = crate::storage::put_back(storage, self.file.as_ref(), &self.path)
+            .context(|| format!("putting back {}, deleted while open", self.path.display()))?;
+        *named = Some(fresh);
+        Ok(true)
+    }
 }
 
 /// A full-length file waiting to become a segment. `previous` keeps a retired segment's
@@ -279,6 +346,7 @@ impl SegmentDir {
             path,
             file,
             map,
+            named: Mutex::new(None),
         }))
     }
 
