@@ -78,6 +78,9 @@ where
                 work(&phase);
             });
         }
+        // A watcher that panics stops the workers too: the scope waits for them before the
+        // panic goes on (a build's linking phase left to run takes minutes).
+        let _stop_on_unwind = StopOnUnwind(&phase);
         let mut running = phase.running.lock();
         while *running > 0 {
             phase.finished.wait_for(&mut running, WATCH_INTERVAL);
@@ -94,6 +97,17 @@ where
         asked_to_stop = !watch(phase.done(), total);
     }
     !asked_to_stop
+}
+
+/// Stops the phase it holds if dropped while the thread unwinds.
+struct StopOnUnwind<'p>(&'p Phase);
+
+impl Drop for StopOnUnwind<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.stop();
+        }
+    }
 }
 
 /// Counts a worker out of [`Phase::running`] when it returns or unwinds.
@@ -154,5 +168,26 @@ mod tests {
         );
         assert!(went_on, "never asked to stop");
         assert_eq!(last, (1000, 1000), "the last call sees every unit done");
+    }
+
+    #[test]
+    fn a_watcher_that_panics_stops_every_worker_before_its_panic_goes_on() {
+        let started = std::time::Instant::now();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_watched(
+                2,
+                10,
+                |phase: &Phase| {
+                    // Work of 10 s unless stopped.
+                    while !phase.stopped() && started.elapsed() < Duration::from_secs(10) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                },
+                &mut |_, _| panic!("a watcher that fails"),
+            )
+        }));
+        assert!(panicked.is_err(), "the panic goes on to the caller");
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(5), "the workers stopped at once, not after their work: {took:?}");
     }
 }

@@ -139,6 +139,9 @@ pub(crate) fn run_watched(
             let _ending = sender;
             work(&watch)
         });
+        // A watcher that panics stops the work too: the scope waits for the worker before the
+        // panic goes on, and a restore left to run would make `dest` for a call that failed.
+        let _stop_on_unwind = StopOnUnwind(&watch);
         while let Err(mpsc::RecvTimeoutError::Timeout) = ended.recv_timeout(WATCH_INTERVAL) {
             if !watch.stopped() && watcher(watch.progress()).is_break() {
                 watch.stop();
@@ -166,6 +169,17 @@ pub(crate) fn run_watched(
             )))
         }
         Err(error) => Err(error),
+    }
+}
+
+/// Stops the watch it holds if dropped while the thread unwinds.
+struct StopOnUnwind<'w>(&'w Watch);
+
+impl Drop for StopOnUnwind<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.stop();
+        }
     }
 }
 
@@ -390,8 +404,16 @@ mod tests {
         assert_eq!(count(&dest), 6000, "a restore after the stopped ones is whole");
     }
 
+    /// A restore that starts two of the watcher's ticks late: the watcher is called before it
+    /// writes anything.
+    fn restore_after_two_ticks(src: &Path, dest: &Path, watch: &Watch) -> Result<RestoreReport> {
+        std::thread::sleep(WATCH_INTERVAL * 2);
+        let storage = Arc::new(RealStorage::new());
+        super::super::restore_watching(storage, src, dest, RestoreTarget::Latest, watch)
+    }
+
     #[test]
-    fn a_watcher_that_says_stop_gets_interrupted_and_one_that_goes_on_sees_every_phase_in_order() {
+    fn a_watcher_that_says_stop_or_panics_keeps_nothing_and_one_that_goes_on_sees_every_phase_in_order() {
         let root = tempfile::tempdir().unwrap();
         let src = source(root.path());
         let mut seen: Vec<RestoreProgress> = Vec::new();
@@ -428,16 +450,7 @@ mod tests {
         let mut calls = 0;
         let result = run_watched(
             &stopped_dest,
-            |watch| {
-                std::thread::sleep(WATCH_INTERVAL * 2);
-                super::super::restore_watching(
-                    Arc::new(RealStorage::new()),
-                    &src,
-                    &stopped_dest,
-                    RestoreTarget::Latest,
-                    watch,
-                )
-            },
+            |watch| restore_after_two_ticks(&src, &stopped_dest, watch),
             &mut |_| {
                 calls += 1;
                 ControlFlow::Break(())
@@ -446,5 +459,24 @@ mod tests {
         assert!(matches!(result, Err(Error::Interrupted(_))), "stopped: {result:?}");
         assert_eq!(calls, 1, "asked once: the restore stops at its first answer");
         assert!(!stopped_dest.exists(), "nothing of a stopped restore is kept");
+
+        let panicked_dest = root.path().join("panicked");
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_watched(
+                &panicked_dest,
+                |watch| restore_after_two_ticks(&src, &panicked_dest, watch),
+                &mut |_| panic!("a watcher that fails"),
+            )
+        }));
+        assert!(panicked.is_err(), "the watcher's panic goes on to the caller");
+        assert!(
+            !panicked_dest.exists(),
+            "a watcher's panic stops the restore: no destination"
+        );
+        let staged = std::fs::read_dir(root.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+            .count();
+        assert_eq!(staged, 0, "nothing staged is left");
     }
 }
