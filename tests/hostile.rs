@@ -954,64 +954,78 @@ fn what_a_writer_killed_while_putting_a_file_back_left_goes_at_the_next_writers_
     assert_every_vector_is_there(&path, 0.5, "after the sweep");
 }
 
-/// The child of `a_commit_acknowledged_after_its_log_segment_was_deleted_survives_a_kill` (run
-/// only with `VELLUM_DELETED_SEGMENT_CHILD` set): deletes the segment its log appends to,
-/// commits 20 more rows (each durable when it returns), says so, half a second later dies as
-/// a `kill -9` would have it: no close, no checkpoint, no destructor.
+/// The child of `a_file_deleted_under_a_writer_is_put_back_before_a_kill_half_a_second_later`
+/// (run only with `VELLUM_DELETED_FILE_CHILD` set to a directory): deletes the store's file
+/// `VELLUM_DELETED_FILE` names ("active segment": the one its log appends to), commits 20 more
+/// rows (each durable when it returns), says so, and half a second later dies as a `kill -9`
+/// would have it: no close, no checkpoint, no destructor.
 #[test]
-fn deleted_segment_child_entry() {
-    let Ok(dir) = std::env::var("VELLUM_DELETED_SEGMENT_CHILD") else {
+fn deleted_file_child_entry() {
+    let Ok(dir) = std::env::var("VELLUM_DELETED_FILE_CHILD") else {
         return;
     };
+    let file = std::env::var("VELLUM_DELETED_FILE").unwrap();
     let path = Path::new(&dir).join("store");
     let store = Store::create(&path, DIMENSION, options()).unwrap();
     for i in 0..300 {
         store.insert(&format!("v{i}"), &vector_of(i, 0.25), &[]).unwrap();
     }
     store.checkpoint().unwrap();
-    let end = store.log_info().end_lsn.get();
-    let active = format!("wal/{:016x}.wal", (end - 1) / options().segment_size_bytes);
-    std::fs::remove_file(path.join(&active)).unwrap();
+    let file = match file.as_str() {
+        "active segment" => {
+            let end = store.log_info().end_lsn.get();
+            format!("wal/{:016x}.wal", (end - 1) / options().segment_size_bytes)
+        }
+        other => other.to_string(),
+    };
+    std::fs::remove_file(path.join(&file)).unwrap();
     for i in 300..320 {
         store.insert(&format!("v{i}"), &vector_of(i, 0.25), &[]).unwrap();
     }
-    println!("acknowledged 320 rows after deleting {active}");
-    // The writer puts a deleted segment back within 200 ms (its preallocator's wake).
+    println!("acknowledged 320 rows after deleting {file}");
+    // The writer puts a deleted file back within 250 ms (the log's preallocator, the
+    // checkpointer).
     std::thread::sleep(std::time::Duration::from_millis(500));
     std::process::abort();
 }
 
 #[test]
-fn a_commit_acknowledged_after_its_log_segment_was_deleted_survives_a_kill() {
-    // A mistaken `rm` of the active segment under a running writer, commits, then a crash
-    // half a second later, before the next checkpoint (which used to be the first to put the
-    // segment back: for an idle store, the close). The writer now puts it back within 200 ms
-    // and writes it under its name from then on. Before, the commits made after the `rm` were
-    // durable only in a file without a name, and the next open refused the store ("segment 3
-    // is missing between 2 and 4").
-    let dir = tempfile::tempdir().unwrap();
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "deleted_segment_child_entry",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("VELLUM_DELETED_SEGMENT_CHILD", dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        stdout.contains("acknowledged 320 rows"),
-        "the child acknowledged its rows: {stdout} {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(!output.status.success(), "the child died without closing");
-    let path = dir.path().join("store");
-    let store = Store::open(&path, options()).unwrap_or_else(|e| panic!("the store opens after the kill: {e}"));
-    assert_eq!(store.len(), 320, "every acknowledged row");
-    assert_eq!(&*store.get("v319").unwrap().unwrap(), &vector_of(319, 0.25)[..]);
-    drop(store);
-    let report = vellum::inspect::verify_store(&path, &()).unwrap();
-    assert!(report.clean(), "{:?}", report.problems);
+fn a_file_deleted_under_a_writer_is_put_back_before_a_kill_half_a_second_later() {
+    // A mistaken `rm` under a running writer, commits, then a crash half a second later,
+    // before the next checkpoint (which used to be the first to put the file back: for an idle
+    // store, the close). The log's preallocator now puts a deleted segment back within 200 ms
+    // and writes it under its name from then on; the checkpointer notices a deleted arena
+    // file, CONTROL or DOUBLEWRITE within 250 ms and runs a checkpoint, which puts it back.
+    // Before, the next open refused the store ("segment 3 is missing between 2 and 4", "arena
+    // file 0 of the vector space is missing", "the control file is missing").
+    for file in [
+        "active segment",
+        "arena/vector-00000000.pages",
+        "arena/catalog-00000000.pages",
+        "CONTROL",
+        "DOUBLEWRITE",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let output = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "deleted_file_child_entry", "--nocapture", "--test-threads=1"])
+            .env("VELLUM_DELETED_FILE_CHILD", dir.path())
+            .env("VELLUM_DELETED_FILE", file)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.contains("acknowledged 320 rows"),
+            "{file}: the child acknowledged its rows: {stdout} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!output.status.success(), "{file}: the child died without closing");
+        let path = dir.path().join("store");
+        let store =
+            Store::open(&path, options()).unwrap_or_else(|e| panic!("{file}: the store opens after the kill: {e}"));
+        assert_eq!(store.len(), 320, "{file}: every acknowledged row");
+        assert_eq!(&*store.get("v319").unwrap().unwrap(), &vector_of(319, 0.25)[..]);
+        drop(store);
+        let report = vellum::inspect::verify_store(&path, &()).unwrap();
+        assert!(report.clean(), "{file}: {:?}", report.problems);
+    }
 }

@@ -1096,6 +1096,20 @@ impl Arena {
             .context(|| format!("writing {id} to {}", file.path.display()))
     }
 
+    /// The directory of the arena files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// True if an arena file in use has no file at its path (deleted while the store is
+    /// open): one `stat` a file.
+    pub fn any_file_missing(&self) -> bool {
+        self.spaces
+            .iter()
+            .flat_map(|space| space.iter())
+            .any(|file| file.opened().is_some() && !self.storage.exists(&file.path))
+    }
+
     /// Puts back every arena file deleted while the store is open (a cleanup of files it did
     /// not know, a mistaken `rm`), from its open descriptor: the pages written to it so far
     /// (call after they are synced). Without it the pages of such a file went with the process,

@@ -140,6 +140,10 @@ impl Storage for Adapted {
         self.inner.exists(path)
     }
 
+    fn modified(&self, path: &Path) -> Option<std::time::SystemTime> {
+        self.inner.modified(path)
+    }
+
     fn copy_file(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.check()?;
         self.inner.copy_file(from, to)

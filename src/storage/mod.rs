@@ -122,6 +122,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
         let _ = path;
         Ok(None)
     }
+    /// When the file or directory `path` was last modified, where that is known (a directory's
+    /// time moves as entries are made, renamed or removed in it). `None` by default.
+    fn modified(&self, path: &Path) -> Option<std::time::SystemTime> {
+        let _ = path;
+        None
+    }
     /// True once the work using this storage has been asked to stop (a stoppable
     /// [`Adapted`]): long loops that touch no file (a replay reading a mapped log) check it
     /// and return `Err(Interrupted)`.

@@ -218,6 +218,10 @@ impl Storage for RealStorage {
         path.exists()
     }
 
+    fn modified(&self, path: &Path) -> Option<std::time::SystemTime> {
+        fs::metadata(path).and_then(|m| m.modified()).ok()
+    }
+
     fn lock_exclusive(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
         let file = with_descriptor_room(|| {
             OpenOptions::new()

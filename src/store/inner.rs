@@ -204,6 +204,7 @@ impl Inner {
 /// until the store stops.
 pub(super) fn checkpointer(weak: Weak<Inner>) {
     let mut backlog_resumed = false;
+    let mut deletions = super::deletions::DeletionWatch::default();
     loop {
         let Some(inner) = weak.upgrade() else { return };
         {
@@ -223,8 +224,12 @@ pub(super) fn checkpointer(weak: Weak<Inner>) {
             crate::store::archiver::resume_backlog(&inner);
         }
         // A failure poisons the log or is retried at the next trigger; commits report it.
-        let result = match inner.checkpoint_due() {
-            Some(Due::Interval) => crate::store::checkpoint::run_in_background(&inner).map(|_| ()),
+        // A file deleted under the store is put back by a checkpoint now, not at the next one.
+        let due = inner
+            .checkpoint_due()
+            .or_else(|| deletions.files_deleted(&inner).then_some(Due::FilesDeleted));
+        let result = match due {
+            Some(Due::Interval | Due::FilesDeleted) => crate::store::checkpoint::run_in_background(&inner).map(|_| ()),
             Some(Due::Writeback) => crate::store::checkpoint::run_writeback(&inner).map(|_| ()),
             None => continue,
         };
@@ -241,6 +246,9 @@ pub(crate) enum Due {
     Interval,
     /// The pages and log held in memory passed the writeback share of the memory budget.
     Writeback,
+    /// A file the checkpoint puts back was deleted while the store is open (see
+    /// src/store/deletions.rs).
+    FilesDeleted,
 }
 
 /// The share of the memory budget past which the checkpointer writes pages back: small, so
@@ -404,7 +412,7 @@ impl Inner {
         };
         if !self.options.background_io {
             return match due {
-                Due::Interval => crate::store::checkpoint::run(self).map(|_| ()),
+                Due::Interval | Due::FilesDeleted => crate::store::checkpoint::run(self).map(|_| ()),
                 Due::Writeback => crate::store::checkpoint::run_writeback(self).map(|_| ()),
             };
         }

@@ -20,6 +20,7 @@ pub(crate) mod catalog;
 pub(crate) mod checkpoint;
 mod combine;
 pub mod control_file;
+mod deletions;
 mod edits;
 pub(crate) mod graph;
 mod inner;
