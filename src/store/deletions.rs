@@ -36,9 +36,10 @@ impl DeletionWatch {
         let now = SystemTime::now();
         let mut changed = [false; 2];
         for (index, dir) in [inner.dir.as_path(), inner.arena.dir()].into_iter().enumerate() {
+            // `None` (a storage that cannot tell, or a directory gone): no change to act on, so a
+            // store whose directory was moved does not checkpoint at every wake in vain.
             let modified = storage.modified(dir);
-            // Unknown (a storage that cannot tell): looked into every time.
-            let recent = modified.is_none_or(|m| now.duration_since(m).map_or(true, |d| d < RECENT));
+            let recent = modified.is_some_and(|m| now.duration_since(m).map_or(true, |d| d < RECENT));
             changed[index] = recent || modified != self.seen[index];
             self.seen[index] = modified;
         }
