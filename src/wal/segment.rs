@@ -105,7 +105,8 @@ impl Segment {
         self.file
             .write_at(bytes, offset)
             .context(|| format!("writing {}", self.path.display()))?;
-        if let Some(named) = self.named.lock().as_ref() {
+        let named = self.named.lock().clone();
+        if let Some(named) = named {
             named
                 .write_at(bytes, offset)
                 .context(|| format!("writing {} (put back)", self.path.display()))?;
@@ -118,7 +119,9 @@ impl Segment {
         self.file
             .sync_data()
             .context(|| format!("syncing {}", self.path.display()))?;
-        if let Some(named) = self.named.lock().as_ref() {
+        // Cloned, not held: a sync takes long, and the preallocator's look must not wait for it.
+        let named = self.named.lock().clone();
+        if let Some(named) = named {
             named
                 .sync_data()
                 .context(|| format!("syncing {} (put back)", self.path.display()))?;
