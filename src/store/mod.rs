@@ -116,6 +116,10 @@ pub struct LogInfo {
     /// `O_DIRECT | O_DSYNC` write that stands for a pwrite and an fdatasync (small commits on a
     /// file system that has direct I/O).
     pub direct_flushes: u64,
+    /// Writes and fdatasyncs of `wal/EPOCH` that moved the log's horizon since this open (not
+    /// in `log_syncs`): one per 256 KiB of log for small commits, fewer a byte for bulk loads
+    /// (the step grows with the log's pace, to 4 MiB).
+    pub horizon_moves: u64,
 }
 
 /// Checkpoints wait while this lives (see [`Store::hold_for_copy`]).
@@ -534,6 +538,7 @@ impl Store {
             commits: stats.commits,
             log_syncs: stats.log_syncs,
             direct_flushes: stats.direct_flushes,
+            horizon_moves: stats.horizon_moves,
             segment_bytes: segments.len() as u64 * wal.geometry().segment_size_bytes,
             segments,
             first_lsn: wal.first_lsn(),

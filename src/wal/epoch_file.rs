@@ -23,8 +23,9 @@
 //! | 44 | 4 | reserved, zero (minor 3) |
 //!
 //! **The horizon.** An open writes no log byte at or past the horizon that `EPOCH` durably
-//! holds for it: before a flush would, it writes a new horizon (the flush's end plus
-//! [`HORIZON_AHEAD_BYTES`]) into one slot, the slots taken in turn, and syncs it. A scan after a
+//! holds for it: before a flush would, it writes a new horizon (the flush's end plus a step of
+//! [`HORIZON_AHEAD_BYTES`] to 4 MiB, as the log's pace calls for: horizon.rs) into one slot,
+//! the slots taken in turn, and syncs it. A scan after a
 //! crash therefore ends its look-ahead at the horizon (FORMAT.md section 12) instead of reading
 //! every page to the end of the last segment file (the next segment, preallocated: 16 MiB read
 //! from the disk after a crash of a thousand commits). It is used only where both slots are
@@ -58,10 +59,10 @@ const SLOT_OFFSETS: [usize; 2] = [0, 512];
 pub const EPOCH_FILE_BYTES: usize = SLOT_OFFSETS[1] + SLOT_BYTES;
 /// The shortest file a store of format minor 1 or later has.
 const EPOCH_FILE_MIN_BYTES: usize = SLOT_OFFSETS[1] + SLOT_MINOR1_BYTES;
-/// How far past a flush's end a new horizon lies (rounded up to whole pages): one slot write
-/// and sync per 256 KiB of log at most (one commit in 230 of 1 KiB records; a bulk commit of
-/// 1 MB moves it once, as it would any step shorter than itself), and a look-ahead after a
-/// crash of at most 256 KiB past the last flush, read cold by the open after the crash.
+/// How far past a flush's end a new horizon lies at least (rounded up to whole pages; the
+/// step grows with the log's pace up to `horizon::HORIZON_AHEAD_MAX_BYTES`): one slot write and
+/// sync per 256 KiB of log at most (one commit in 230 of 1 KiB records), and a look-ahead after
+/// a crash of at most one step past the last flush, read cold by the open after the crash.
 pub const HORIZON_AHEAD_BYTES: u64 = 256 << 10;
 const _: () = assert!(SLOT_OFFSETS[0] + SLOT_BYTES <= SLOT_OFFSETS[1], "slots do not overlap");
 

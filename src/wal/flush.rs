@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use parking_lot::MutexGuard;
 
 use super::*;
+use super::horizon::horizon_past;
 
 /// How many commits a flush covers, counted since the log was opened ([`Wal::commit_stats`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -23,6 +24,9 @@ pub struct CommitStats {
     /// Of `log_syncs`, the flushes written past the page cache (`O_DIRECT | O_DSYNC`, see
     /// src/wal/direct.rs).
     pub direct_flushes: u64,
+    /// Moves of the horizon (a write and fdatasync of `EPOCH` each, not in `log_syncs`; see
+    /// src/wal/horizon.rs).
+    pub horizon_moves: u64,
 }
 
 /// A gathering leader waits at most this long for the commits it expects, however slow the
@@ -138,6 +142,7 @@ impl Wal {
             commits: self.shared.commits.load(Ordering::Relaxed),
             log_syncs: self.shared.log_syncs.load(Ordering::Relaxed),
             direct_flushes: self.shared.direct_flushes.load(Ordering::Relaxed),
+            horizon_moves: self.shared.horizon_moves.load(Ordering::Relaxed),
         }
     }
 
@@ -203,7 +208,8 @@ impl Wal {
         }
         let mut state = shared.horizon.lock();
         let written = shared.written_lsn.load(Ordering::Acquire);
-        let horizon = horizon_past(&shared.config.geometry, written).max(shared.horizon_durable.load(Ordering::Acquire));
+        let past = horizon_past(&shared.config.geometry, written, state.step_bytes);
+        let horizon = past.max(shared.horizon_durable.load(Ordering::Acquire));
         shared.write_epoch_file(&mut state, horizon)
     }
 
@@ -227,13 +233,6 @@ impl Wal {
         let mut io = shared.io.lock();
         shared.flush_locked(&mut io, false)
     }
-}
-
-/// The horizon a flush ending at `end` moves to: the end of its page plus
-/// [`epoch_file::HORIZON_AHEAD_BYTES`] rounded up to whole pages, a page boundary.
-pub(super) fn horizon_past(geometry: &Geometry, end: u64) -> u64 {
-    let ahead = epoch_file::HORIZON_AHEAD_BYTES.next_multiple_of(geometry.page_bytes());
-    geometry.page_start(end) + geometry.page_bytes() + ahead
 }
 
 /// Yields the CPU once with the group lock released; a yield that comes back late marks the
@@ -401,12 +400,13 @@ impl Shared {
             return Ok(());
         }
         let mut state = self.horizon.lock();
-        self.write_epoch_file(&mut state, horizon_past(&self.config.geometry, end))
+        let horizon = horizon_past(&self.config.geometry, end, state.step_bytes);
+        self.write_epoch_file(&mut state, horizon)
     }
 
     /// Writes this open's epoch with `horizon` into both slots of `EPOCH` (made if missing),
     /// under the horizon's lock (`state`): the epoch is durable from here.
-    fn write_epoch_file(&self, state: &mut HorizonState, horizon: u64) -> Result<()> {
+    fn write_epoch_file(&self, state: &mut super::horizon::HorizonState, horizon: u64) -> Result<()> {
         epoch_file::write(
             self.dir.storage().as_ref(),
             self.dir.path(),
@@ -421,7 +421,7 @@ impl Shared {
     }
 
     /// Moves the horizon past `end` before a flush writes log bytes up to it, where the
-    /// horizon durable in `EPOCH` would not cover them (see [`Shared::move_horizon`]). With
+    /// horizon durable in `EPOCH` would not cover them (see [`Shared::move_horizon_past`]). With
     /// background threads the preallocator has usually moved it already (see
     /// [`Shared::want_horizon_ahead`]), and a commit never waits for `EPOCH`.
     fn ensure_horizon(&self, bytes: &[u8], end: u64) -> Result<()> {
@@ -432,18 +432,22 @@ impl Shared {
             self.epoch_durable.load(Ordering::Acquire),
             "a horizon moves only once this open's epoch is durable"
         );
-        self.move_horizon(horizon_past(&self.config.geometry, end))
+        self.move_horizon_past(end)
     }
 
-    /// Makes `horizon` durable unless a horizon as far is already: one slot written and
-    /// synced, the slots taken in turn (see epoch_file.rs), under `horizon`, so a flush and the
-    /// preallocator never write a slot at once. Once per [`epoch_file::HORIZON_AHEAD_BYTES`]
-    /// of log.
-    pub(super) fn move_horizon(&self, horizon: u64) -> Result<()> {
+    /// Moves the horizon past `end` (by the step the log's pace calls for: see horizon.rs)
+    /// unless a horizon as far is durable already: one slot written and synced, the slots taken
+    /// in turn (see epoch_file.rs), under `horizon`, so a flush and the preallocator never write
+    /// a slot at once.
+    pub(super) fn move_horizon_past(&self, end: u64) -> Result<()> {
         let mut state = self.horizon.lock();
-        if horizon <= self.horizon_durable.load(Ordering::Acquire) {
+        let durable = self.horizon_durable.load(Ordering::Acquire);
+        if horizon_past(&self.config.geometry, end, state.step_bytes) <= durable {
             return Ok(());
         }
+        let step_bytes = state.step_for_move(self.log_syncs.load(Ordering::Relaxed));
+        let horizon = horizon_past(&self.config.geometry, end, step_bytes);
+        assert!(horizon > durable && horizon > end, "a move goes past the flush and the last horizon");
         epoch_file::write_horizon(
             self.dir.storage().as_ref(),
             self.dir.path(),
@@ -454,6 +458,8 @@ impl Shared {
         )?;
         state.slot ^= 1;
         self.horizon_durable.store(horizon, Ordering::Release);
+        self.horizon_step_bytes.store(step_bytes, Ordering::Release);
+        self.horizon_moves.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -462,7 +468,7 @@ impl Shared {
     /// write and sync was one commit in ~170 of 1 KiB records paying two syncs, most of a
     /// single writer's 99th percentile).
     fn want_horizon_ahead(&self, end: u64) {
-        let half_step = epoch_file::HORIZON_AHEAD_BYTES / 2;
+        let half_step = self.horizon_step_bytes.load(Ordering::Acquire) / 2;
         if self.config.background
             && end + half_step > self.horizon_durable.load(Ordering::Acquire)
             && !self.horizon_wanted.swap(true, Ordering::AcqRel)
@@ -617,7 +623,7 @@ pub(super) fn preallocator(weak: Weak<Shared>) {
             // Moved past what is written now, a horizon step ahead of the next flushes. A
             // failure here (a full disk) is met again, and reported, by the flush that needs it.
             let written = shared.written_lsn.load(Ordering::Acquire);
-            let _ = shared.move_horizon(horizon_past(&shared.config.geometry, written));
+            let _ = shared.move_horizon_past(written);
         }
         let end = shared.tail.lock().pos;
         if end == shared.opened_at {
@@ -716,19 +722,6 @@ mod tests {
     use super::*;
 
     const FLUSH: Duration = Duration::from_micros(200);
-
-    #[test]
-    fn a_horizon_lies_whole_pages_past_the_page_a_flush_ends_in() {
-        for page_bytes in [4096u32, 16384, 1 << 20] {
-            let geometry = Geometry::new(page_bytes, u64::from(page_bytes) * 64).unwrap();
-            let page = u64::from(page_bytes);
-            let end = 5 * page + 100;
-            let horizon = horizon_past(&geometry, end);
-            assert!(horizon.is_multiple_of(page), "{page_bytes}: a page boundary");
-            assert!(horizon >= 6 * page + epoch_file::HORIZON_AHEAD_BYTES, "{page_bytes}: the step past the flush's page");
-            assert!(horizon - 6 * page < epoch_file::HORIZON_AHEAD_BYTES + page, "{page_bytes}: rounded up by less than a page");
-        }
-    }
 
     #[test]
     fn a_lone_committer_finds_its_group_complete_and_never_gathers() {

@@ -20,6 +20,7 @@ mod direct;
 mod epoch_file;
 pub(crate) use epoch_file::without_horizon as epoch_without_horizon;
 mod flush;
+mod horizon;
 mod open;
 mod reader;
 mod scan;
@@ -114,13 +115,6 @@ struct IoState {
     direct: direct::DirectTail,
 }
 
-/// Who moves the horizon next, under `Shared::horizon`: a flush that would write past it, or
-/// the preallocator thread ahead of need (see `flush::Shared::ensure_horizon`).
-struct HorizonState {
-    /// The `EPOCH` slot the next horizon goes to.
-    slot: usize,
-}
-
 struct Shared {
     config: WalConfig,
     epoch: u32,
@@ -147,7 +141,11 @@ struct Shared {
     /// byte is written at or past it (see epoch_file.rs). Raised only under `horizon`, once
     /// the slot holding it is synced.
     horizon_durable: AtomicU64,
-    horizon: Mutex<HorizonState>,
+    horizon: Mutex<horizon::HorizonState>,
+    /// The step of the last move (`HorizonState::step_bytes`), read without the lock.
+    horizon_step_bytes: AtomicU64,
+    /// Moves of the horizon since the open (`CommitStats::horizon_moves`).
+    horizon_moves: AtomicU64,
     /// Set by a flush that used half the room below the horizon: the preallocator thread moves
     /// the horizon on before a flush has to (background threads only).
     horizon_wanted: AtomicBool,
@@ -231,7 +229,7 @@ impl Wal {
         segment_dir.ensure_spares(1)?;
         let first = segment_dir.install(first_segment)?;
         let start = config.geometry.segment_base(first_segment);
-        let horizon = flush::horizon_past(&config.geometry, start);
+        let horizon = horizon::horizon_past(&config.geometry, start, epoch_file::HORIZON_AHEAD_BYTES);
         epoch_file::write(storage.as_ref(), dir, 1, config.identity.store_id, horizon)?;
         let wal = Wal::start(segment_dir, config, vec![first], start, 1, false, 0..0)?;
         wal.shared.horizon_durable.store(horizon, Ordering::Release);
@@ -278,7 +276,9 @@ impl Wal {
                 direct: direct_tail,
             }),
             horizon_durable: AtomicU64::new(0),
-            horizon: Mutex::new(HorizonState { slot: 0 }),
+            horizon: Mutex::new(horizon::HorizonState::new()),
+            horizon_step_bytes: AtomicU64::new(epoch_file::HORIZON_AHEAD_BYTES),
+            horizon_moves: AtomicU64::new(0),
             horizon_wanted: AtomicBool::new(false),
             written_lsn: AtomicU64::new(end),
             durable_lsn: AtomicU64::new(end),
