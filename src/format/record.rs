@@ -456,7 +456,7 @@ pub fn encode_edits(out: &mut Vec<u8>, edits: &[Edit<'_>]) {
     }
 }
 
-fn encode_edit(out: &mut Vec<u8>, edit: &Edit<'_>) {
+fn encode_edit<'a>(out: &mut impl Sink<'a>, edit: &Edit<'a>) {
     out.extend_from_slice(&edit.page.0.to_le_bytes());
     out.extend_from_slice(&edit.offset.to_le_bytes());
     let (len, mut flags, end) = match edit.kind {
@@ -489,15 +489,15 @@ fn encode_edit(out: &mut Vec<u8>, edit: &Edit<'_>) {
     if let Some(end) = end {
         out.extend_from_slice(&end.to_le_bytes());
     }
-    out.extend_from_slice(edit.before.unwrap_or(&[]));
-    out.extend_from_slice(edit.after);
+    out.image(edit.before.unwrap_or(&[]));
+    out.image(edit.after);
 }
 
 /// Appends writes `run` of one page, which cover adjacent bytes in offset order and all have
 /// a before-image or none, as one write edit: their before-images one after the other, then
 /// their after-images. (The run's writes must commute with the rest of the page's edits: the
 /// caller's to know.)
-fn encode_run(out: &mut Vec<u8>, run: &[Edit<'_>]) {
+fn encode_run<'a>(out: &mut impl Sink<'a>, run: &[Edit<'a>]) {
     let [first, ..] = run else {
         panic!("a run holds at least one edit");
     };
@@ -532,11 +532,11 @@ fn encode_run(out: &mut Vec<u8>, run: &[Edit<'_>]) {
     for edit in run {
         if let Some(before) = edit.before {
             assert_eq!(before.len(), edit.after.len(), "a before-image spans the edit");
-            out.extend_from_slice(before);
+            out.image(before);
         }
     }
     for edit in run {
-        out.extend_from_slice(edit.after);
+        out.image(edit.after);
     }
 }
 
@@ -582,8 +582,49 @@ pub fn encode_update_runs_into(
     edits: &[Edit<'_>],
     runs: &[std::ops::Range<usize>],
 ) {
-    assert!(runs.len() <= u16::MAX as usize, "too many edits in one record");
     start_update(out, op, id, edits_bytes_max(edits));
+    encode_runs(out, edits, runs);
+}
+
+/// [`encode_update_runs_into`] with every image of at least [`GATHER_IMAGE_MIN_BYTES`] left
+/// where it is: `out` holds the other bytes, and the parts returned name the payload in order
+/// (see [`gathered`]). A bulk record's vectors then go once into the log's buffer, not first
+/// into `out` as well; the payload's bytes are the same.
+pub fn encode_update_runs_gathered<'a>(
+    out: &mut Vec<u8>,
+    op: Op,
+    id: &str,
+    edits: &[Edit<'a>],
+    runs: &[std::ops::Range<usize>],
+) -> Vec<Part<'a>> {
+    let small_bytes = edits.len() * (EDIT_HEADER_BYTES + EDIT_END_BYTES) + 64;
+    start_update(out, op, id, small_bytes);
+    let mut gather = Gather {
+        out,
+        parts: Vec::new(),
+        from: 0,
+    };
+    encode_runs(&mut gather, edits, runs);
+    let Gather { out, mut parts, from } = gather;
+    if from < out.len() {
+        parts.push(Part::Own(from..out.len()));
+    }
+    parts
+}
+
+/// The slices of a payload [`encode_update_runs_gathered`] encoded over `out` as `parts`.
+pub fn gathered<'p>(out: &'p [u8], parts: &[Part<'p>]) -> Vec<&'p [u8]> {
+    parts
+        .iter()
+        .map(|part| match part {
+            Part::Own(range) => &out[range.clone()],
+            Part::Borrowed(bytes) => *bytes,
+        })
+        .collect()
+}
+
+fn encode_runs<'a>(out: &mut impl Sink<'a>, edits: &[Edit<'a>], runs: &[std::ops::Range<usize>]) {
+    assert!(runs.len() <= u16::MAX as usize, "too many edits in one record");
     out.extend_from_slice(&(runs.len() as u16).to_le_bytes());
     let mut next = 0;
     for run in runs {
@@ -595,6 +636,68 @@ pub fn encode_update_runs_into(
         }
     }
     assert_eq!(next, edits.len(), "the runs cover every edit");
+}
+
+/// The smallest image [`encode_update_runs_gathered`] leaves borrowed: a vector of 64
+/// dimensions; shorter ones cost more as a part of their own than as a copy.
+pub const GATHER_IMAGE_MIN_BYTES: usize = 256;
+
+/// A part of a gathered payload: a range of the encoder's buffer, or an image as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part<'a> {
+    /// Bytes of the encoder's buffer.
+    Own(std::ops::Range<usize>),
+    /// An edit's image, not copied.
+    Borrowed(&'a [u8]),
+}
+
+/// Where an encoder writes a payload's bytes; an edit's images (which live as long as its
+/// edits) through [`Sink::image`].
+trait Sink<'a> {
+    fn extend_from_slice(&mut self, bytes: &[u8]);
+    fn push(&mut self, byte: u8) {
+        self.extend_from_slice(&[byte]);
+    }
+    fn image(&mut self, bytes: &'a [u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl Sink<'_> for Vec<u8> {
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        Vec::extend_from_slice(self, bytes);
+    }
+    fn push(&mut self, byte: u8) {
+        Vec::push(self, byte);
+    }
+}
+
+/// A buffer that leaves large images borrowed, each a part of its own.
+struct Gather<'o, 'a> {
+    out: &'o mut Vec<u8>,
+    parts: Vec<Part<'a>>,
+    /// Where the buffer's bytes not yet in `parts` start.
+    from: usize,
+}
+
+impl<'a> Sink<'a> for Gather<'_, 'a> {
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+    fn push(&mut self, byte: u8) {
+        self.out.push(byte);
+    }
+    fn image(&mut self, bytes: &'a [u8]) {
+        if bytes.len() < GATHER_IMAGE_MIN_BYTES {
+            self.out.extend_from_slice(bytes);
+            return;
+        }
+        if self.from < self.out.len() {
+            self.parts.push(Part::Own(self.from..self.out.len()));
+        }
+        self.parts.push(Part::Borrowed(bytes));
+        self.from = self.out.len();
+    }
 }
 
 /// The edits that undo `edits`, newest first: a write's before-image written back (a write of
@@ -875,6 +978,62 @@ fn decode_checkpoint(cursor: &mut Cursor<'_>) -> Result<Checkpoint> {
 mod tests {
     use super::*;
     use crate::format::page::Space;
+
+    #[test]
+    fn a_gathered_payload_is_the_same_bytes_as_the_copied_one() {
+        let seed = crate::rng::seed_from_env("VELLUM_RECORD_SEED", 0x6A7E);
+        println!("seed {seed} (VELLUM_RECORD_SEED replays)");
+        let mut rng = crate::rng::SplitMix64::new(seed);
+        let mut borrowed_parts = 0;
+        for round in 0..200 {
+            // Writes of images either side of the gather threshold, some with before-images,
+            // on a few pages; runs of adjacent writes (a vector page's slots) and lone edits.
+            let images: Vec<(Vec<u8>, Vec<u8>)> = (0..1 + rng.below(12))
+                .map(|_| {
+                    let len = [8, GATHER_IMAGE_MIN_BYTES - 1, GATHER_IMAGE_MIN_BYTES, 1024][rng.below(4) as usize];
+                    (rng.bytes(len), rng.bytes(len))
+                })
+                .collect();
+            let with_before = rng.chance(50);
+            let page = PageId::new(Space::Vector, 1 + rng.below(3));
+            let mut offset = 64 + rng.below(64) as u32;
+            let edits: Vec<Edit<'_>> = images
+                .iter()
+                .map(|(after, before)| {
+                    let edit = Edit::write(page, offset, after, with_before.then_some(&before[..]));
+                    offset += after.len() as u32;
+                    edit
+                })
+                .collect();
+            let mut runs = Vec::new();
+            let mut at = 0;
+            while at < edits.len() {
+                let len = 1 + rng.below((edits.len() - at) as u64) as usize;
+                runs.push(at..at + len);
+                at += len;
+            }
+            let mut copied = Vec::new();
+            encode_update_runs_into(&mut copied, Op::Batch, "id", &edits, &runs);
+            let mut buffer = vec![0xEE; rng.below(100) as usize];
+            let parts = encode_update_runs_gathered(&mut buffer, Op::Batch, "id", &edits, &runs);
+            borrowed_parts += parts.iter().filter(|p| matches!(p, Part::Borrowed(_))).count();
+            assert_eq!(
+                gathered(&buffer, &parts).concat(),
+                copied,
+                "round {round}: the same payload"
+            );
+            assert!(
+                parts
+                    .iter()
+                    .all(|p| !matches!(p, Part::Borrowed(b) if b.len() < GATHER_IMAGE_MIN_BYTES)),
+                "round {round}: only long images are left borrowed"
+            );
+        }
+        assert!(
+            borrowed_parts > 100,
+            "long images were left borrowed ({borrowed_parts})"
+        );
+    }
 
     #[test]
     fn page_init_of_an_unknown_page_kind_is_invalid() {

@@ -16,12 +16,14 @@ use super::state::PageMap;
 
 impl Inner {
     /// Appends a record for transaction `active` (or none) and applies its edits to the pages
-    /// in memory, atomically with respect to checkpoints. Returns the record's LSN.
+    /// in memory, atomically with respect to checkpoints; `payload` is its parts, in order
+    /// (a bulk record leaves its vectors where they are: `record::encode_update_runs_gathered`).
+    /// Returns the record's LSN.
     pub fn log_and_apply(
         &self,
         txn: Option<&mut ActiveTxn>,
         kind: Kind,
-        payload: &[u8],
+        payload: &[&[u8]],
         edits: &[Edit<'_>],
     ) -> Result<Lsn> {
         let mut active = self.apply.lock();
@@ -35,10 +37,10 @@ impl Inner {
         let lsn = match (kind, txn.is_some()) {
             (Kind::Update, true) => {
                 let undo_bytes = undo_log_bytes(record::edits_bytes_max(edits));
-                self.wal.append_reserving(&spec, &[payload], undo_bytes)?
+                self.wal.append_reserving(&spec, payload, undo_bytes)?
             }
-            (Kind::Abort | Kind::Clr | Kind::End, true) => self.wal.append_undo(&spec, &[payload])?,
-            _ => self.wal.append(&spec, &[payload])?,
+            (Kind::Abort | Kind::Clr | Kind::End, true) => self.wal.append_undo(&spec, payload)?,
+            _ => self.wal.append(&spec, payload)?,
         };
         if matches!(kind, Kind::Commit | Kind::End) {
             self.wal.release_undo_reserve();

@@ -85,7 +85,7 @@ impl CatPage {
 /// Catalog pages whose free space the writer knows, at most [`CATALOG_CACHE_PAGES_MAX`].
 #[derive(Debug, Default)]
 pub struct CatalogCache {
-    pages: HashMap<u64, CatPage>,
+    pages: HashMap<u64, CatPage, super::state::FastHash>,
 }
 
 /// Pages the cache keeps (about 100 bytes each): when full it forgets them all, and relearns
@@ -283,7 +283,8 @@ impl OpCtx<'_> {
             len_bytes: U32::new(placement.len_bytes),
         };
         let slot_offset = CATALOG_SLOTS_OFFSET + placement.slot as usize * CATALOG_SLOT_BYTES;
-        self.list.push_change(arena, page, slot_offset, slot.as_bytes());
+        // A new or freed slot: written earlier in this list only if freed in it.
+        self.list.push_change_unfolded(arena, page, slot_offset, slot.as_bytes());
         self.list
             .push_new_with(page, placement.offset as usize, |out| entry.encode(out));
         self.remember(page.page_no(), placement.after);

@@ -969,7 +969,7 @@ impl Undoer<'_> {
                 } else {
                     let clr = record::encode_clr(prev, &compensation);
                     report.clrs_written += 1;
-                    inner.log_and_apply(Some(active), Kind::Clr, &clr, &compensation)?
+                    inner.log_and_apply(Some(active), Kind::Clr, &[&clr], &compensation)?
                 };
                 Loser {
                     last_lsn,
