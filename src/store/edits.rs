@@ -27,9 +27,9 @@ const OVERLAY_EDITS_MAX: usize = 16;
 /// and keeps an image from then on.
 const OVERLAY_EDITS_COLD_MAX: usize = 64;
 
-/// How many of a page's latest edits [`EditList::push_change`] looks back through for a
-/// write of the same bytes to fold into.
-const FOLD_LOOKBACK_EDITS: usize = 8;
+/// How many writes of a page [`EditList::push_change`] remembers as ones a later write of the
+/// same bytes may fold into (the most recent ones).
+const FOLD_CANDIDATES_MAX: usize = 8;
 
 /// Hashes a page id (one `u64` the writer made, not input from outside) by a multiply and a
 /// rotate: an insert looks its few pages up a few dozen times, and SipHash was ~6% of an
@@ -75,6 +75,25 @@ pub(crate) struct EditList {
     /// Page buffers of cleared images, reused (an insert's leaf image is one page per
     /// operation: a fresh allocation of each was a measurable part of an insert).
     spare_images: RefCell<Vec<Vec<u8>>>,
+    /// Per page, the writes of [`EditList::push_change`] a later one of exactly the same bytes
+    /// folds into, oldest first. Every edit of the page drops those whose bytes it touches, so
+    /// a candidate's bytes were untouched since it was written: what makes a fold exact. (A
+    /// look back through the page's last 8 edits missed a catalog page's header, rewritten
+    /// once a row between a directory slot and an entry: each row logged it again.)
+    fold_candidates: HashMap<PageId, Vec<FoldCandidate>, PageIdState>,
+    /// Candidate lists of cleared pages, reused.
+    spare_candidates: Vec<Vec<FoldCandidate>>,
+}
+
+/// A write a later write of the same bytes may fold into.
+#[derive(Clone, Copy)]
+struct FoldCandidate {
+    offset: u32,
+    len_bytes: u32,
+    /// Its index in `specs`.
+    spec: usize,
+    /// Its position among its page's edits (`by_page`).
+    position: usize,
 }
 
 struct EditSpec {
@@ -109,6 +128,10 @@ impl EditList {
             list
         }));
         self.shifted.clear();
+        self.spare_candidates.extend(self.fold_candidates.drain().map(|(_, mut candidates)| {
+            candidates.clear();
+            candidates
+        }));
         let spares = self.spare_images.get_mut();
         spares.extend(self.images.get_mut().drain().map(|(_, (_, image))| image));
     }
@@ -116,6 +139,13 @@ impl EditList {
     fn push_spec(&mut self, spec: EditSpec) {
         if spec.kind != EditKind::Write {
             self.shifted.insert(spec.page);
+        }
+        if let Some(candidates) = self.fold_candidates.get_mut(&spec.page) {
+            let touched = touched_by(&spec);
+            candidates.retain(|c| {
+                let bytes = c.offset as usize..(c.offset + c.len_bytes) as usize;
+                bytes.end <= touched.start || touched.end <= bytes.start
+            });
         }
         let spare_lists = &mut self.spare_lists;
         self.by_page
@@ -177,6 +207,20 @@ impl EditList {
             return;
         }
         self.push_change_unfolded(arena, page, offset, after);
+        let spare_candidates = &mut self.spare_candidates;
+        let candidates = self
+            .fold_candidates
+            .entry(page)
+            .or_insert_with(|| spare_candidates.pop().unwrap_or_default());
+        if candidates.len() == FOLD_CANDIDATES_MAX {
+            candidates.remove(0);
+        }
+        candidates.push(FoldCandidate {
+            offset: offset as u32,
+            len_bytes: after.len() as u32,
+            spec: self.specs.len() - 1,
+            position: self.by_page[&page].len() - 1,
+        });
     }
 
     /// [`EditList::push_change`] without looking for a write to fold into: for bytes that an
@@ -239,39 +283,32 @@ impl EditList {
         });
     }
 
-    /// Folds a write of `after` at `offset` into an earlier write of exactly those bytes (see
-    /// [`EditList::push_change`]); false if there is none among the page's last few edits.
+    /// Folds a write of `after` at `offset` into an earlier write of exactly those bytes that
+    /// no edit since touched (see [`EditList::push_change`]); false if there is none.
     fn fold_change(&mut self, page: PageId, offset: usize, after: &[u8]) -> bool {
-        let Some(indices) = self.by_page.get(&page) else { return false };
-        let wanted = offset..offset + after.len();
-        for (k, &i) in indices.iter().enumerate().rev().take(FOLD_LOOKBACK_EDITS) {
-            let spec = &self.specs[i];
-            let start = spec.offset as usize;
-            let touched = match (spec.kind, &spec.after) {
-                (EditKind::Write, Some(range)) if start == offset && range.len() == after.len() => {
-                    if spec.before.is_none() {
-                        return false;
-                    }
-                    let range = range.clone();
-                    self.bytes[range].copy_from_slice(after);
-                    if let Some((applied, image)) = self.images.get_mut().get_mut(&page)
-                        && *applied > k
-                    {
-                        image[wanted].copy_from_slice(after);
-                    }
-                    return true;
-                }
-                (EditKind::Write, Some(range)) => start..start + range.len(),
-                (EditKind::Write, None) => start..start + spec.vector_bytes,
-                (EditKind::Insert { end }, _) => start..end as usize + self.after_of(spec).len(),
-                (EditKind::Remove { end, .. }, _) => start..end as usize,
-                (EditKind::Stored { .. }, _) => unreachable!("the builder makes no stored write"),
-            };
-            if touched.start < wanted.end && wanted.start < touched.end {
-                return false;
-            }
+        let Some(candidates) = self.fold_candidates.get_mut(&page) else { return false };
+        let Some(at) = candidates
+            .iter()
+            .position(|c| c.offset as usize == offset && c.len_bytes as usize == after.len())
+        else {
+            return false;
+        };
+        // The most recent last: a field rewritten every row is never the one dropped.
+        let candidate = candidates.remove(at);
+        candidates.push(candidate);
+        let spec = &self.specs[candidate.spec];
+        assert!(
+            spec.page == page && spec.kind == EditKind::Write && spec.before.is_some() && spec.offset as usize == offset,
+            "a fold candidate is a write of these bytes with its before-image"
+        );
+        let range = spec.after.clone().expect("a fold candidate holds its bytes");
+        self.bytes[range].copy_from_slice(after);
+        if let Some((applied, image)) = self.images.get_mut().get_mut(&page)
+            && *applied > candidate.position
+        {
+            image[offset..offset + after.len()].copy_from_slice(after);
         }
-        false
+        true
     }
 
     /// Inserts `after` at `offset`, shifting `[offset, end)` up (into free bytes above `end`).
@@ -463,6 +500,19 @@ impl EditList {
     }
 }
 
+/// The bytes of its page an edit changes or shifts.
+fn touched_by(spec: &EditSpec) -> Range<usize> {
+    let start = spec.offset as usize;
+    let after_len = spec.after.as_ref().map_or(0, Range::len);
+    match (spec.kind, &spec.after) {
+        (EditKind::Write, Some(_)) => start..start + after_len,
+        (EditKind::Write, None) => start..start + spec.vector_bytes,
+        (EditKind::Insert { end }, _) => start..end as usize + after_len,
+        (EditKind::Remove { end, .. }, _) => start..end as usize,
+        (EditKind::Stored { .. }, _) => unreachable!("the builder makes no stored write"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -528,6 +578,35 @@ mod tests {
         list.push_insert(page, 90, 110, b"!");
         list.push_change(&arena, page, 101, b"55");
         assert_eq!(list.edits(&[]).len(), 6, "an insert that shifts the bytes stops it too");
+    }
+
+    #[test]
+    fn a_header_rewritten_every_row_folds_into_its_first_write_however_many_edits_lie_between() {
+        // A catalog page's pattern: per row a count rewritten, a directory slot and entries
+        // (more edits than a look back through the page's last few would see past).
+        let (arena, page) = arena_with_abcdefgh_at_100(3);
+        let mut list = EditList::default();
+        for row in 0..40u8 {
+            list.push_change(&arena, page, 100, &[b'0' + row % 10, b'!']);
+            list.push_change_unfolded(&arena, page, 200 + 8 * row as usize, &[row; 8]);
+            for k in 0..8 {
+                list.push_new(page, 3000 - 20 * row as usize - 2 * k, &[row; 2]);
+            }
+        }
+        let edits = list.edits(&[]);
+        let at_100: Vec<_> = edits.iter().filter(|e| e.offset == 100).collect();
+        assert_eq!(at_100.len(), 1, "forty rewrites are one write");
+        assert_eq!((at_100[0].after, at_100[0].before), (&b"9!"[..], Some(&b"ab"[..])), "last after, first before");
+        let mut seen = [0u8; 2];
+        list.read(&arena, page, 100, &mut seen);
+        assert_eq!(&seen, b"9!", "a read sees the folded bytes");
+        // A write that touches one byte of them ends the fold: the next rewrite is a write of
+        // its own, whose before-image is exact.
+        list.push_change_unfolded(&arena, page, 101, b"?");
+        list.push_change(&arena, page, 100, b"XY");
+        let edits = list.edits(&[]);
+        let last = edits.last().unwrap();
+        assert_eq!((last.offset, last.before), (100, Some(&b"9?"[..])), "not folded past the write between");
     }
 
     /// Applies `edit` to a page image as FORMAT.md, "Edits", says.

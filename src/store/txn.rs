@@ -507,19 +507,29 @@ impl<'s> Transaction<'s> {
         let parts = match runs_of {
             Some(list) => {
                 let (ordered, runs) = list.log_runs(edits);
-                record::encode_update_runs_gathered(&mut self.payload, op, id, &ordered, &runs)
+                Some(record::encode_update_runs_gathered(&mut self.payload, op, id, &ordered, &runs))
             }
             None => {
                 record::encode_update_into(&mut self.payload, op, id, edits);
-                vec![record::Part::Own(0..self.payload.len())]
+                None
             }
         };
         for (id, before, slot) in masked {
             inner.mask.record(id.as_bytes(), *before, *slot);
         }
         let prev = self.active.last_lsn;
-        let payload = record::gathered(&self.payload, &parts);
-        let logged = inner.log_and_apply(Some(&mut self.active), Kind::Update, &payload, edits);
+        let (gathered, single);
+        let payload: &[&[u8]] = match &parts {
+            Some(parts) => {
+                gathered = record::gathered(&self.payload, parts);
+                &gathered
+            }
+            None => {
+                single = [&self.payload[..]];
+                &single
+            }
+        };
+        let logged = inner.log_and_apply(Some(&mut self.active), Kind::Update, payload, edits);
         let lsn = match logged {
             Ok(lsn) => lsn,
             Err(error) => {
