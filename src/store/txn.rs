@@ -110,9 +110,8 @@ impl<'s> Transaction<'s> {
     pub fn insert(&mut self, id: &str, vector: &[f32], metadata: &[(&str, &str)]) -> Result<Lsn> {
         self.store.inner().check_process()?;
         self.check_input(id, vector, metadata)?;
-        if self.lookup(id)?.is_some() {
-            return Err(Error::AlreadyExists);
-        }
+        // The lookup runs inside the operation (`write_entry`), before it builds anything:
+        // its descent is the one the index insert then starts from.
         self.write_entry(Op::Insert, id, vector, metadata)
     }
 
@@ -570,6 +569,9 @@ impl<'s> Transaction<'s> {
         meta::encode(metadata, &mut meta_bytes);
         let mut list = self.take_edit_list();
         let built = self.op(&mut list, |ctx| {
+            if op == Op::Insert && ctx.index_get(id.as_bytes())?.is_some() {
+                return Err(Error::AlreadyExists);
+            }
             let (before, slot) = build_entry(ctx, id, &meta_bytes)?;
             super::graph::on_put(ctx, slot, vector, before.as_ref(), &[])?; // Hook (approximate index)
             Ok((before, slot))
