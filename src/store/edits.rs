@@ -60,10 +60,10 @@ type PageIdState = std::hash::BuildHasherDefault<PageIdHasher>;
 pub(crate) struct EditList {
     bytes: Vec<u8>,
     specs: Vec<EditSpec>,
-    /// The indices in `specs` of each page's edits, in order.
-    by_page: HashMap<PageId, Vec<usize>, PageIdState>,
-    /// Index lists of cleared pages, reused.
-    spare_lists: Vec<Vec<usize>>,
+    /// Each page's edits (and the writes a later one may fold into).
+    by_page: HashMap<PageId, PageEdits, PageIdState>,
+    /// The lists of cleared pages, reused.
+    spare_pages: Vec<PageEdits>,
     /// The pages with an insert or a remove (a read of them needs the whole page replayed).
     shifted: HashSet<PageId, PageIdState>,
     /// Replayed images of shifted pages, with how many of the page's edits each holds: a
@@ -75,14 +75,19 @@ pub(crate) struct EditList {
     /// Page buffers of cleared images, reused (an insert's leaf image is one page per
     /// operation: a fresh allocation of each was a measurable part of an insert).
     spare_images: RefCell<Vec<Vec<u8>>>,
-    /// Per page, the writes of [`EditList::push_change`] a later one of exactly the same bytes
-    /// folds into, oldest first. Every edit of the page drops those whose bytes it touches, so
-    /// a candidate's bytes were untouched since it was written: what makes a fold exact. (A
-    /// look back through the page's last 8 edits missed a catalog page's header, rewritten
-    /// once a row between a directory slot and an entry: each row logged it again.)
-    fold_candidates: HashMap<PageId, Vec<FoldCandidate>, PageIdState>,
-    /// Candidate lists of cleared pages, reused.
-    spare_candidates: Vec<Vec<FoldCandidate>>,
+}
+
+/// One page's edits in the list.
+#[derive(Default)]
+struct PageEdits {
+    /// Their indices in `specs`, in order.
+    indices: Vec<usize>,
+    /// The writes of [`EditList::push_change`] a later one of exactly the same bytes folds
+    /// into, oldest first. Every edit of the page drops those whose bytes it touches, so a
+    /// candidate's bytes were untouched since it was written: what makes a fold exact. (A look
+    /// back through the page's last 8 edits missed a catalog page's header, rewritten once a
+    /// row between a directory slot and an entry: each row logged it again.)
+    candidates: Vec<FoldCandidate>,
 }
 
 /// A write a later write of the same bytes may fold into.
@@ -92,7 +97,7 @@ struct FoldCandidate {
     len_bytes: u32,
     /// Its index in `specs`.
     spec: usize,
-    /// Its position among its page's edits (`by_page`).
+    /// Its position among its page's edits (`PageEdits::indices`).
     position: usize,
 }
 
@@ -123,35 +128,45 @@ impl EditList {
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.specs.clear();
-        self.spare_lists.extend(self.by_page.drain().map(|(_, mut list)| {
-            list.clear();
-            list
+        self.spare_pages.extend(self.by_page.drain().map(|(_, mut edits)| {
+            edits.indices.clear();
+            edits.candidates.clear();
+            edits
         }));
         self.shifted.clear();
-        self.spare_candidates.extend(self.fold_candidates.drain().map(|(_, mut candidates)| {
-            candidates.clear();
-            candidates
-        }));
         let spares = self.spare_images.get_mut();
         spares.extend(self.images.get_mut().drain().map(|(_, (_, image))| image));
     }
 
-    fn push_spec(&mut self, spec: EditSpec) {
+    /// Adds `spec` to the list; `foldable`: a later [`EditList::push_change`] of exactly its
+    /// bytes may fold into it.
+    fn push_spec(&mut self, spec: EditSpec, foldable: bool) {
         if spec.kind != EditKind::Write {
             self.shifted.insert(spec.page);
         }
-        if let Some(candidates) = self.fold_candidates.get_mut(&spec.page) {
-            let touched = touched_by(&spec);
-            candidates.retain(|c| {
-                let bytes = c.offset as usize..(c.offset + c.len_bytes) as usize;
-                bytes.end <= touched.start || touched.end <= bytes.start
+        let touched = touched_by(&spec);
+        let spare_pages = &mut self.spare_pages;
+        let edits = self
+            .by_page
+            .entry(spec.page)
+            .or_insert_with(|| spare_pages.pop().unwrap_or_default());
+        edits.candidates.retain(|c| {
+            let bytes = c.offset as usize..(c.offset + c.len_bytes) as usize;
+            bytes.end <= touched.start || touched.end <= bytes.start
+        });
+        if foldable {
+            assert!(spec.kind == EditKind::Write && spec.before.is_some(), "a fold candidate is a write with its before-image");
+            if edits.candidates.len() == FOLD_CANDIDATES_MAX {
+                edits.candidates.remove(0);
+            }
+            edits.candidates.push(FoldCandidate {
+                offset: spec.offset,
+                len_bytes: touched.len() as u32,
+                spec: self.specs.len(),
+                position: edits.indices.len(),
             });
         }
-        let spare_lists = &mut self.spare_lists;
-        self.by_page
-            .entry(spec.page)
-            .or_insert_with(|| spare_lists.pop().unwrap_or_default())
-            .push(self.specs.len());
+        edits.indices.push(self.specs.len());
         self.specs.push(spec);
     }
 
@@ -178,7 +193,9 @@ impl EditList {
             before: None,
             vector_bytes: 0,
             vector: 0,
-        });
+            },
+            false,
+        );
     }
 
     /// The caller's vector number `vector` (`len_bytes` long; see [`EditList::edits_of`]),
@@ -193,7 +210,9 @@ impl EditList {
             before: None,
             vector_bytes: len_bytes,
             vector,
-        });
+            },
+            false,
+        );
     }
 
     /// A write over bytes in use; the before-image is what the page will hold just before it.
@@ -206,21 +225,7 @@ impl EditList {
         if self.fold_change(page, offset, after) {
             return;
         }
-        self.push_change_unfolded(arena, page, offset, after);
-        let spare_candidates = &mut self.spare_candidates;
-        let candidates = self
-            .fold_candidates
-            .entry(page)
-            .or_insert_with(|| spare_candidates.pop().unwrap_or_default());
-        if candidates.len() == FOLD_CANDIDATES_MAX {
-            candidates.remove(0);
-        }
-        candidates.push(FoldCandidate {
-            offset: offset as u32,
-            len_bytes: after.len() as u32,
-            spec: self.specs.len() - 1,
-            position: self.by_page[&page].len() - 1,
-        });
+        self.push_change_with(arena, page, offset, after, true);
     }
 
     /// [`EditList::push_change`] without looking for a write to fold into: for bytes that an
@@ -228,6 +233,12 @@ impl EditList {
     /// writes where one would do is as correct (an undo replays both before-images, newest
     /// first); the look back through the page's last edits was a tenth of a bulk row's time.
     pub fn push_change_unfolded(&mut self, arena: &Arena, page: PageId, offset: usize, after: &[u8]) {
+        self.push_change_with(arena, page, offset, after, false);
+    }
+
+    /// A write over bytes in use, its before-image read through the list; `foldable`: see
+    /// [`EditList::push_spec`].
+    fn push_change_with(&mut self, arena: &Arena, page: PageId, offset: usize, after: &[u8], foldable: bool) {
         let mut before = [0u8; 64];
         let mut long = Vec::new();
         let before: &mut [u8] = if after.len() <= before.len() {
@@ -249,7 +260,9 @@ impl EditList {
             before: Some(before_start..self.bytes.len()),
             vector_bytes: 0,
             vector: 0,
-        });
+            },
+            foldable,
+        );
     }
 
     /// [`EditList::push_change`] of bytes the caller knows hold zeros as the list leaves them,
@@ -280,13 +293,15 @@ impl EditList {
             before: Some(before_start..self.bytes.len()),
             vector_bytes: 0,
             vector: 0,
-        });
+            },
+            false,
+        );
     }
 
     /// Folds a write of `after` at `offset` into an earlier write of exactly those bytes that
     /// no edit since touched (see [`EditList::push_change`]); false if there is none.
     fn fold_change(&mut self, page: PageId, offset: usize, after: &[u8]) -> bool {
-        let Some(candidates) = self.fold_candidates.get_mut(&page) else { return false };
+        let Some(PageEdits { candidates, .. }) = self.by_page.get_mut(&page) else { return false };
         let Some(at) = candidates
             .iter()
             .position(|c| c.offset as usize == offset && c.len_bytes as usize == after.len())
@@ -324,7 +339,9 @@ impl EditList {
             before: None,
             vector_bytes: 0,
             vector: 0,
-        });
+            },
+            false,
+        );
     }
 
     /// Removes the `len` bytes at `offset`, shifting `[offset + len, end)` down.
@@ -345,13 +362,15 @@ impl EditList {
             before: Some(start..self.bytes.len()),
             vector_bytes: 0,
             vector: 0,
-        });
+            },
+            false,
+        );
     }
 
     /// Reads `buf.len()` bytes at `offset` of page `page` as they will be once the list's edits
     /// are applied. The caller is the single writer: nothing else changes the page meanwhile.
     pub fn read(&self, arena: &Arena, page: PageId, offset: usize, buf: &mut [u8]) {
-        let Some(indices) = self.by_page.get(&page) else {
+        let Some(PageEdits { indices, .. }) = self.by_page.get(&page) else {
             arena.read(page, offset, buf);
             return;
         };
@@ -385,7 +404,7 @@ impl EditList {
     pub fn page_image(&self, arena: &Arena, page: PageId) -> Vec<u8> {
         if !self.shifted.contains(&page) {
             let mut image = arena.copy_page(page);
-            for &i in self.by_page.get(&page).map_or(&[][..], Vec::as_slice) {
+            for &i in self.by_page.get(&page).map_or(&[][..], |edits| edits.indices.as_slice()) {
                 self.replay(&mut image, &self.specs[i]);
             }
             return image;
@@ -413,7 +432,7 @@ impl EditList {
             arena.read(page, 0, &mut image);
             (0, image)
         });
-        let indices = self.by_page.get(&page).map_or(&[][..], Vec::as_slice);
+        let indices = self.by_page.get(&page).map_or(&[][..], |edits| edits.indices.as_slice());
         for &i in &indices[*applied..] {
             self.replay(image, &self.specs[i]);
         }
@@ -456,7 +475,7 @@ impl EditList {
     /// them, and the runs each logged as one write: see src/store/runs.rs.
     pub fn log_runs<'a>(&self, edits: &[Edit<'a>]) -> (Vec<Edit<'a>>, Vec<Range<usize>>) {
         assert_eq!(edits.len(), self.specs.len(), "the edits are this list's");
-        let mut pages: Vec<&[usize]> = self.by_page.values().map(Vec::as_slice).collect();
+        let mut pages: Vec<&[usize]> = self.by_page.values().map(|edits| edits.indices.as_slice()).collect();
         pages.sort_unstable_by_key(|indices| indices[0]);
         super::runs::log_runs(edits, &pages)
     }
