@@ -185,7 +185,7 @@ impl EditList {
     pub fn push_new_with(&mut self, page: PageId, offset: usize, fill: impl FnOnce(&mut Vec<u8>)) {
         let start = self.bytes.len();
         fill(&mut self.bytes);
-        self.push_spec(EditSpec {
+        let spec = EditSpec {
             page,
             offset: offset as u32,
             kind: EditKind::Write,
@@ -193,16 +193,15 @@ impl EditList {
             before: None,
             vector_bytes: 0,
             vector: 0,
-            },
-            false,
-        );
+        };
+        self.push_spec(spec, false);
     }
 
     /// The caller's vector number `vector` (`len_bytes` long; see [`EditList::edits_of`]),
     /// into a free slot (never read back through the list: reads of other bytes of its page
     /// see through it).
     pub fn push_vector_of(&mut self, vector: usize, page: PageId, offset: usize, len_bytes: usize) {
-        self.push_spec(EditSpec {
+        let spec = EditSpec {
             page,
             offset: offset as u32,
             kind: EditKind::Write,
@@ -210,9 +209,8 @@ impl EditList {
             before: None,
             vector_bytes: len_bytes,
             vector,
-            },
-            false,
-        );
+        };
+        self.push_spec(spec, false);
     }
 
     /// A write over bytes in use; the before-image is what the page will hold just before it.
@@ -248,21 +246,7 @@ impl EditList {
             &mut long
         };
         self.read(arena, page, offset, before);
-        let after_start = self.bytes.len();
-        self.bytes.extend_from_slice(after);
-        let before_start = self.bytes.len();
-        self.bytes.extend_from_slice(before);
-        self.push_spec(EditSpec {
-            page,
-            offset: offset as u32,
-            kind: EditKind::Write,
-            after: Some(after_start..before_start),
-            before: Some(before_start..self.bytes.len()),
-            vector_bytes: 0,
-            vector: 0,
-            },
-            foldable,
-        );
+        self.push_write(page, offset, after, Some(before), foldable);
     }
 
     /// [`EditList::push_change`] of bytes the caller knows hold zeros as the list leaves them,
@@ -281,11 +265,23 @@ impl EditList {
         );
         // Not folded (see `push_change_unfolded`): a slot freed and taken again in one record
         // logs its owner entry twice.
+        self.push_write(page, offset, after, None, false);
+    }
+
+    /// Appends a write of `after` at `offset` whose before-image is `before` (`None`: as many
+    /// zeros).
+    fn push_write(&mut self, page: PageId, offset: usize, after: &[u8], before: Option<&[u8]>, foldable: bool) {
         let after_start = self.bytes.len();
         self.bytes.extend_from_slice(after);
         let before_start = self.bytes.len();
-        self.bytes.resize(before_start + after.len(), 0);
-        self.push_spec(EditSpec {
+        match before {
+            Some(before) => {
+                assert_eq!(before.len(), after.len(), "a before-image spans the write");
+                self.bytes.extend_from_slice(before);
+            }
+            None => self.bytes.resize(before_start + after.len(), 0),
+        }
+        let spec = EditSpec {
             page,
             offset: offset as u32,
             kind: EditKind::Write,
@@ -293,9 +289,8 @@ impl EditList {
             before: Some(before_start..self.bytes.len()),
             vector_bytes: 0,
             vector: 0,
-            },
-            false,
-        );
+        };
+        self.push_spec(spec, foldable);
     }
 
     /// Folds a write of `after` at `offset` into an earlier write of exactly those bytes that
@@ -331,7 +326,7 @@ impl EditList {
         assert!(offset <= end, "an insert inside its range");
         let start = self.bytes.len();
         self.bytes.extend_from_slice(after);
-        self.push_spec(EditSpec {
+        let spec = EditSpec {
             page,
             offset: offset as u32,
             kind: EditKind::Insert { end: end as u32 },
@@ -339,9 +334,8 @@ impl EditList {
             before: None,
             vector_bytes: 0,
             vector: 0,
-            },
-            false,
-        );
+        };
+        self.push_spec(spec, false);
     }
 
     /// Removes the `len` bytes at `offset`, shifting `[offset + len, end)` down.
@@ -351,7 +345,7 @@ impl EditList {
         self.read(arena, page, offset, &mut removed);
         let start = self.bytes.len();
         self.bytes.extend_from_slice(&removed);
-        self.push_spec(EditSpec {
+        let spec = EditSpec {
             page,
             offset: offset as u32,
             kind: EditKind::Remove {
@@ -362,9 +356,8 @@ impl EditList {
             before: Some(start..self.bytes.len()),
             vector_bytes: 0,
             vector: 0,
-            },
-            false,
-        );
+        };
+        self.push_spec(spec, false);
     }
 
     /// Reads `buf.len()` bytes at `offset` of page `page` as they will be once the list's edits
