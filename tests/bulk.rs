@@ -160,6 +160,42 @@ fn insert_many_refuses_present_and_repeated_ids_and_changes_nothing() {
 }
 
 #[test]
+fn insert_many_finds_a_present_id_after_ids_above_every_key_and_in_a_later_call() {
+    // A run of lookups takes ids above every key the index holds as absent without a search:
+    // an id below them, present, must still be found, in the same call and in the next, after
+    // the index has grown past the key the run remembered.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), 2, options()).unwrap();
+    let v = [0.0f32, 2.0];
+    let ids: Vec<String> = (0..3000).map(|i| format!("k{i:05}")).collect();
+    let rows: Vec<vellum::Row<'_>> = ids.iter().map(|id| (id.as_str(), &v[..], &[][..])).collect();
+    store.insert_many(&rows[..2000]).unwrap();
+    let above_then_present = [rows[2500], rows[2600], rows[10]];
+    assert!(
+        matches!(store.insert_many(&above_then_present), Err(Error::AlreadyExists)),
+        "an id below the ids above every key, present, is refused"
+    );
+    // An id between two present ones may land past the last key of a leaf that is not the
+    // rightmost: it proves nothing about the keys of the leaves to its right.
+    let last_present = rows[1999];
+    for j in 0..1999 {
+        let between = format!("k{j:05}x");
+        let batch = [(between.as_str(), &v[..], &[][..]), last_present];
+        assert!(
+            matches!(store.insert_many(&batch), Err(Error::AlreadyExists)),
+            "{between}, then the last present id: refused"
+        );
+    }
+    store.insert_many(&rows[2000..2900]).unwrap();
+    let later = [rows[2950], rows[2899]];
+    assert!(
+        matches!(store.insert_many(&later), Err(Error::AlreadyExists)),
+        "the next call finds the ids the last one added"
+    );
+    assert_eq!(store.len(), 2900, "nothing else changed");
+}
+
+#[test]
 fn an_aborted_bulk_transaction_leaves_nothing_and_a_reopen_agrees() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::create(dir.path(), 8, options()).unwrap();

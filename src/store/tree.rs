@@ -201,6 +201,10 @@ pub struct LeafHint {
     path: Path,
     leaf: PageId,
     bounds: LeafBounds,
+    /// A run of lookups ([`writer_lookup_hinted`]): a key found absent past the last key of
+    /// the rightmost leaf of the index of root `above_all_root`, so above every key it holds.
+    above_all: KeyBound,
+    above_all_root: u64,
 }
 
 impl std::fmt::Debug for LeafHint {
@@ -220,6 +224,8 @@ impl Default for LeafHint {
             path: Path::new(),
             leaf: PageId(0),
             bounds: LeafBounds::default(),
+            above_all: KeyBound::default(),
+            above_all_root: 0,
         }
     }
 }
@@ -549,6 +555,12 @@ pub fn writer_lookup(inner: &Inner, root: u64, key: &[u8]) -> Result<Option<Leaf
 /// `LeafHint::default()` and must not outlive the caller's run of lookups.
 pub fn writer_lookup_hinted(inner: &Inner, root: u64, key: &[u8], hint: &mut LeafHint) -> Result<Option<LeafValue>> {
     const LOOKUPS: u64 = 1;
+    // Ids in ascending order past every key the index holds (a load of new, increasing ids)
+    // are absent without a search: above a key found absent past the rightmost leaf's last.
+    let above_all = hint.above_all_root == root && hint.above_all.set;
+    if above_all && index::compare_keys(key, &hint.above_all.key).is_gt() {
+        return Ok(None);
+    }
     let list = EditList::default();
     let leaf = match hint.leaf_for(inner, &list, LOOKUPS, root, key)? {
         Some(leaf) => leaf,
@@ -557,6 +569,10 @@ pub fn writer_lookup_hinted(inner: &Inner, root: u64, key: &[u8], hint: &mut Lea
             None => return Ok(None),
         },
     };
+    if matches!(leaf.at, Err(at) if at == leaf.head.count) && !hint.bounds.high.set {
+        hint.above_all_root = root;
+        hint.above_all.set(key);
+    }
     Ok(leaf.at.ok().map(|(_, _, value)| value))
 }
 
