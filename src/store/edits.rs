@@ -215,8 +215,8 @@ impl EditList {
 
     /// A write over bytes in use; the before-image is what the page will hold just before it.
     ///
-    /// A write of the same bytes as a recent write of the list, with no edit between them
-    /// touching those bytes, is folded into it (its after-image replaced; its before-image,
+    /// A write of the same bytes as one of the page's last [`FOLD_CANDIDATES_MAX`] writes made
+    /// here, with no edit between them touching those bytes, is folded into it (its after-image replaced; its before-image,
     /// the bytes before both, kept): a bulk record sets the meta page's count, a node's cell
     /// count and a catalog page's header once per row, and logged them once per row.
     pub fn push_change(&mut self, arena: &Arena, page: PageId, offset: usize, after: &[u8]) {
@@ -226,10 +226,12 @@ impl EditList {
         self.push_change_with(arena, page, offset, after, true);
     }
 
-    /// [`EditList::push_change`] without looking for a write to fold into: for bytes that an
-    /// earlier edit of the list seldom wrote (a catalog page's new directory slot). Logging two
-    /// writes where one would do is as correct (an undo replays both before-images, newest
-    /// first); the look back through the page's last edits was a tenth of a bulk row's time.
+    /// [`EditList::push_change`] that neither folds into an earlier write nor becomes one a later
+    /// write folds into: for bytes the list seldom writes twice (a catalog page's new directory
+    /// slot, written again in its record only if freed in it). As a fold candidate each such
+    /// slot would push the page's header fields, rewritten every row, out of the page's few.
+    /// Logging two writes where one would do is as correct: an undo replays both
+    /// before-images, newest first.
     pub fn push_change_unfolded(&mut self, arena: &Arena, page: PageId, offset: usize, after: &[u8]) {
         self.push_change_with(arena, page, offset, after, false);
     }

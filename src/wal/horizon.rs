@@ -7,7 +7,9 @@
 //! pace, counted in log syncs rather than time (a reproducible run must make the same writes):
 //! a step used up in fewer than [`GROW_BELOW_SYNCS`] log syncs doubles the next, up to
 //! [`HORIZON_AHEAD_MAX_BYTES`]; one that lasted more than [`SHRINK_ABOVE_SYNCS`] halves it,
-//! down to the base. The cost of a longer step is the look-ahead of a scan after a crash (it
+//! down to the base. A log whose commits do not sync (`SyncMode::Never`, or `Interval`
+//! between its flushes) uses its steps up in few syncs too, and takes long steps: those moves
+//! would be the only syncs on its path. The cost of a longer step is the look-ahead of a scan after a crash (it
 //! reads to the horizon at most: 4 MiB cold, a few milliseconds) and what its repair erases.
 //!
 //! Invariant (what makes any step safe): a flush never writes a log byte at or past the
