@@ -238,10 +238,6 @@ impl StorageFile for SlowFile {
     fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
         self.file.start_writeback(offset, len)
     }
-
-    fn write_out(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.file.write_out(offset, len)
-    }
     fn allocate(&self, len_bytes: u64) -> io::Result<bool> {
         self.file.allocate(len_bytes)
     }

@@ -143,10 +143,6 @@ impl StorageFile for CountingFile {
     fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
         self.inner.start_writeback(offset, len)
     }
-
-    fn write_out(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.inner.write_out(offset, len)
-    }
     fn allocate(&self, len_bytes: u64) -> io::Result<bool> {
         self.inner.allocate(len_bytes)
     }

@@ -135,7 +135,8 @@ impl<'a> DirectAppender<'a> {
     pub(super) fn append(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
         while !bytes.is_empty() {
             if !self.direct {
-                self.write_cached(bytes)?;
+                self.file.write_at(bytes, self.start)?;
+                self.start += bytes.len() as u64;
                 return Ok(());
             }
             let staging = self.staging.get_or_insert_with(|| AlignedBlocks::new(STAGING_BYTES));
@@ -163,25 +164,14 @@ impl<'a> DirectAppender<'a> {
         if !self.file.write_direct(&staging.as_slice()[..whole], self.start)? {
             // Refused: all that is gathered goes through the cache, and so does the rest.
             self.direct = false;
-            let filled = std::mem::take(&mut self.filled);
-            let gathered = staging.as_slice()[..filled].to_vec();
-            return self.write_cached(&gathered);
+            self.file.write_at(&staging.as_slice()[..self.filled], self.start)?;
+            self.start += self.filled as u64;
+            self.filled = 0;
+            return Ok(());
         }
         staging.as_mut_slice().copy_within(whole..self.filled, 0);
         self.start += whole as u64;
         self.filled -= whole;
-        Ok(())
-    }
-
-    /// Writes `bytes` through the cache at the end of what was written, and out to the device
-    /// before the next write (as a direct write would have gone): the file never holds more
-    /// than a chunk for its sync to send at once, ahead of a commit's flush.
-    fn write_cached(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        for chunk in bytes.chunks(STAGING_BYTES) {
-            self.file.write_at(chunk, self.start)?;
-            let _ = self.file.write_out(self.start, chunk.len() as u64);
-            self.start += chunk.len() as u64;
-        }
         Ok(())
     }
 

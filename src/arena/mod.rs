@@ -1150,18 +1150,10 @@ impl Arena {
             .context(|| format!("syncing directory {}", self.dir.display()))
     }
 
-    /// Writes the pages `pages` (just written with [`Arena::write_page`]) to the device and
-    /// waits until it has taken them, one range per file; makes nothing durable (see
-    /// [`StorageFile::write_out`]): a background writer's pages go out a batch at a time, never
-    /// queued all at once ahead of a commit.
-    pub fn write_out(&self, pages: &[PageId]) {
-        for (file, start, len) in self.file_ranges(pages) {
-            let _ = file.write_out(start, len);
-        }
-    }
-
-    /// The open file of each file holding one of `pages`, with the byte range that spans them.
-    fn file_ranges(&self, pages: &[PageId]) -> Vec<(&dyn StorageFile, u64, u64)> {
+    /// Asks the OS to start writing the pages `pages` (just written with [`Arena::write_page`])
+    /// to the device, one range per file; a hint that makes nothing durable (see
+    /// [`StorageFile::start_writeback`]): a later [`Arena::sync_pages`] finds less to wait for.
+    pub fn start_writeback(&self, pages: &[PageId]) {
         let page_bytes = u64::from(self.page_size_bytes);
         let mut ranges: Vec<((usize, u64), u64, u64)> = Vec::new();
         for page in pages {
@@ -1175,13 +1167,11 @@ impl Arena {
                 None => ranges.push((file, offset, offset + page_bytes)),
             }
         }
-        ranges
-            .into_iter()
-            .filter_map(|((space, file_no), start, end)| {
-                let opened = self.spaces[space].get(file_no as usize).and_then(ArenaFile::opened)?;
-                Some((opened.as_ref(), start, end - start))
-            })
-            .collect()
+        for ((space, file_no), start, end) in ranges {
+            if let Some(opened) = self.spaces[space].get(file_no as usize).and_then(ArenaFile::opened) {
+                let _ = opened.start_writeback(start, end - start);
+            }
+        }
     }
 
     /// Makes the writes to the files holding `pages` durable, and the directory when files were

@@ -264,14 +264,6 @@ impl StorageFile for AdaptedFile {
         self.inner.start_writeback(offset, len)
     }
 
-    fn write_out(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.check()?;
-        if self.scratch {
-            return Ok(());
-        }
-        self.inner.write_out(offset, len)
-    }
-
     fn will_need(&self, offset: u64, len: u64) {
         self.inner.will_need(offset, len)
     }

@@ -310,17 +310,6 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
         let _ = (offset, len);
         Ok(())
     }
-    /// Writes `len` bytes at `offset` to the device and waits until the device has taken them
-    /// (`sync_file_range` with `WAIT_BEFORE | WRITE | WAIT_AFTER`). Makes nothing durable (no
-    /// metadata, no flush of the device's cache: [`StorageFile::sync_data`] still must be
-    /// called); it keeps a background writer's bytes from gathering in the page cache and going
-    /// to the device all at once, where a commit's flush would queue behind every one of them.
-    /// A background writer that calls it after each MiB keeps at most a MiB queued ahead of a
-    /// commit. A hint only: nothing depends on it.
-    fn write_out(&self, offset: u64, len: u64) -> io::Result<()> {
-        let _ = (offset, len);
-        Ok(())
-    }
     /// Asks the OS to start reading `len` bytes at `offset` into the page cache now, without
     /// waiting (`posix_fadvise(POSIX_FADV_WILLNEED)`): reads of several files asked for first
     /// and made after are served together rather than one disk wait each. A hint only.

@@ -71,23 +71,6 @@ impl RealFile {
             .ok()
     }
 
-    /// `sync_file_range(2)` over `len` bytes at `offset` with `flags`; a range past what the
-    /// call can express is skipped (the call is a hint to the kernel's writeback, never a sync).
-    fn sync_file_range(&self, offset: u64, len: u64, flags: libc::c_uint) -> io::Result<()> {
-        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-            return Ok(());
-        };
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.file);
-        // SAFETY: a plain system call on a descriptor this value owns; it reads no memory of
-        // ours and cannot change what the file holds.
-        let rc = unsafe { libc::sync_file_range(fd, offset, len, flags) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-
     /// A direct write of whole aligned blocks; `Ok(false)` where it cannot be made.
     fn write_direct_with(&self, blocks: &[u8], offset: u64, durable: bool) -> io::Result<bool> {
         use std::sync::atomic::Ordering;
@@ -371,12 +354,18 @@ impl StorageFile for RealFile {
     }
 
     fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.sync_file_range(offset, len, libc::SYNC_FILE_RANGE_WRITE)
-    }
-
-    fn write_out(&self, offset: u64, len: u64) -> io::Result<()> {
-        let wait = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-        self.sync_file_range(offset, len, wait)
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return Ok(());
+        };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.file);
+        // SAFETY: a plain system call on a descriptor this value owns; it reads no memory of
+        // ours and cannot change what the file holds.
+        let rc = unsafe { libc::sync_file_range(fd, offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     fn will_need(&self, offset: u64, len: u64) {

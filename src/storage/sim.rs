@@ -313,20 +313,6 @@ impl SimStorage {
         self.disk.lock().written_bytes
     }
 
-    /// The most bytes one file has held written through the cache (`write_at`) and neither
-    /// written out (`StorageFile::write_out`) nor synced, since the last
-    /// [`SimStorage::reset_unsent_max_bytes`]: how much a writer left to reach the device at
-    /// once, where a commit's flush would queue behind all of it.
-    pub fn unsent_max_bytes(&self) -> u64 {
-        self.disk.lock().unsent_max_bytes
-    }
-
-    /// Starts [`SimStorage::unsent_max_bytes`] again from the bytes each file holds unsent now.
-    pub fn reset_unsent_max_bytes(&self) {
-        let mut disk = self.disk.lock();
-        disk.unsent_max_bytes = disk.unsent.values().copied().max().unwrap_or(0);
-    }
-
     /// The bytes of private mappings released so far (`Mapping::release`, failed calls
     /// excluded): how a test knows its workload gave memory back.
     pub fn released_bytes(&self) -> u64 {
@@ -431,32 +417,11 @@ impl StorageFile for SimFile {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        let mut disk = self.disk.lock();
-        disk.write_at(self.id, buf, offset)?;
-        let unsent = disk.unsent.entry(self.id).or_insert(0);
-        *unsent += buf.len() as u64;
-        let unsent = *unsent;
-        disk.unsent_max_bytes = disk.unsent_max_bytes.max(unsent);
-        Ok(())
+        self.disk.lock().write_at(self.id, buf, offset)
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        let mut disk = self.disk.lock();
-        disk.sync_data(self.id)?;
-        disk.unsent.remove(&self.id);
-        Ok(())
-    }
-
-    /// Counts the bytes as sent (see [`SimStorage::unsent_max_bytes`]); for a crash, nothing
-    /// changes: they stay unsynced until `sync_data`.
-    fn write_out(&self, offset: u64, len: u64) -> io::Result<()> {
-        let _ = offset;
-        let mut disk = self.disk.lock();
-        disk.live_inode(self.id)?;
-        if let Some(unsent) = disk.unsent.get_mut(&self.id) {
-            *unsent = unsent.saturating_sub(len);
-        }
-        Ok(())
+        self.disk.lock().sync_data(self.id)
     }
 
     fn write_durable_direct(&self, blocks: &[u8], offset: u64) -> io::Result<bool> {
@@ -508,10 +473,6 @@ struct Disk {
     written_bytes: u64,
     released_bytes: u64,
     synced_bytes: u64,
-    /// Per open file id: bytes written through the cache since the file's last sync, less
-    /// those written out since (`write_out`).
-    unsent: BTreeMap<u64, u64>,
-    unsent_max_bytes: u64,
     faults: Faults,
 }
 
@@ -549,8 +510,6 @@ impl Disk {
             written_bytes: 0,
             released_bytes: 0,
             synced_bytes: 0,
-            unsent: BTreeMap::new(),
-            unsent_max_bytes: 0,
             faults: Faults::default(),
         }
     }

