@@ -491,45 +491,56 @@ impl Shared {
         let _ = erase_garbage(&segments, &self.config.geometry, durable, end);
     }
 
+    /// With `sync`, the flush is durable only once every segment it synced has its name: a
+    /// segment deleted while open (a mistaken `rm`) is put back before the commits waiting on
+    /// this flush return (see [`Shared::put_back_deleted`]), so that no acknowledged commit
+    /// lives only in a file that goes with the process. One `statx` of the link count a segment
+    /// synced, which costs the flush nothing measurable (storage/real.rs, `statx_narrow`).
     fn write_and_sync(&self, io: &mut IoState, start: u64, bytes: &[u8], sync: bool) -> Result<()> {
         // An O_DSYNC write makes its own range durable, not bytes written through the cache
         // before it: direct only where none wait for a sync.
-        if sync && io.unsynced.is_empty() && self.write_direct(io, start, bytes)? {
+        if sync
+            && io.unsynced.is_empty()
+            && let Some(segment) = self.write_direct(io, start, bytes)?
+        {
+            self.put_back_deleted(std::iter::once(&segment))?;
             return Ok(());
         }
-        self.write_through_cache(io, start, bytes, sync)?;
+        let synced = self.write_through_cache(io, start, bytes, sync)?;
         io.direct.wrote(start, bytes);
+        self.put_back_deleted(synced.iter())?;
         Ok(())
     }
 
-    /// A small sync flush written past the page cache, durable on return (see direct.rs).
-    /// False where it cannot go so: nothing was written.
-    fn write_direct(&self, io: &mut IoState, start: u64, bytes: &[u8]) -> Result<bool> {
+    /// A small sync flush written past the page cache, durable on return (see direct.rs): the
+    /// segment written. `None` where it cannot go so: nothing was written.
+    fn write_direct(&self, io: &mut IoState, start: u64, bytes: &[u8]) -> Result<Option<Arc<Segment>>> {
         let geometry = &self.config.geometry;
         let Some((at, blocks)) = io.direct.stage(start, bytes) else {
-            return Ok(false);
+            return Ok(None);
         };
         let segment_no = geometry.segment_of(at);
         if geometry.segment_of(at + blocks.len() as u64 - 1) != segment_no {
             // One flush in a segment's worth runs on into the next: through the cache.
-            return Ok(false);
+            return Ok(None);
         }
         let segment = self.segments.read().get(&segment_no).cloned();
         let segment = segment.expect("appends install their segments first");
         if segment.is_put_back() {
             // Written to two files (one without a name): through the cache, synced both.
-            return Ok(false);
+            return Ok(None);
         }
         let wrote = segment
             .file
             .write_durable_direct(blocks, geometry.offset_in_segment(at))
             .context(|| format!("writing and syncing {}", segment.path.display()))?;
-        if wrote {
-            self.log_syncs.fetch_add(1, Ordering::Relaxed);
-            self.direct_flushes.fetch_add(1, Ordering::Relaxed);
-            io.direct.wrote(start, bytes);
+        if !wrote {
+            return Ok(None);
         }
-        Ok(wrote)
+        self.log_syncs.fetch_add(1, Ordering::Relaxed);
+        self.direct_flushes.fetch_add(1, Ordering::Relaxed);
+        io.direct.wrote(start, bytes);
+        Ok(Some(segment))
     }
 
     /// Puts back each of `segments` whose file was deleted while open (see
@@ -549,7 +560,9 @@ impl Shared {
         Ok(put_back)
     }
 
-    fn write_through_cache(&self, io: &mut IoState, start: u64, bytes: &[u8], sync: bool) -> Result<()> {
+    /// Writes `bytes` at `start` through the page cache and, with `sync`, syncs every segment
+    /// written since the last sync: returns those segments (none without `sync`).
+    fn write_through_cache(&self, io: &mut IoState, start: u64, bytes: &[u8], sync: bool) -> Result<Vec<Arc<Segment>>> {
         let geometry = &self.config.geometry;
         let segments = self.segments.read().clone();
         let mut pos = start;
@@ -569,15 +582,17 @@ impl Shared {
             pos += n as u64;
             rest = &rest[n..];
         }
+        let mut synced = Vec::new();
         if sync {
             for segment_no in std::mem::take(&mut io.unsynced) {
                 if let Some(segment) = segments.get(&segment_no) {
                     self.log_syncs.fetch_add(1, Ordering::Relaxed);
                     segment.sync_data()?;
+                    synced.push(segment.clone());
                 }
             }
         }
-        Ok(())
+        Ok(synced)
     }
 }
 
@@ -657,12 +672,11 @@ pub(super) fn preallocator(weak: Weak<Shared>) {
     }
 }
 
-/// Puts back every live segment deleted while open (a mistaken `rm`), found by one `fstat` a
-/// segment, off the commits' path: the preallocator does it at each wake (every 200 ms at
-/// most), so that commits acknowledged after an `rm` are durable under the segment's name
-/// within that, where the next checkpoint (for an idle store, the close) was the first to put
-/// it back. Checked at each durable flush instead, the `fstat` after the sync doubled a
-/// single writer's commit time on the development machine (p50 149 to 277 us).
+/// Puts back every live segment deleted while open (a mistaken `rm`), found by one `statx` of
+/// the link count a segment: the preallocator does it at each wake (every 200 ms at most) for
+/// the segments no flush syncs any more (a durable flush checks those it syncs itself: see
+/// `Shared::write_and_sync`), where the next checkpoint (for an idle store, the close) was the
+/// first to put them back.
 fn put_back_deleted_segments(shared: &Shared) -> Result<usize> {
     let segments: Vec<Arc<Segment>> = shared.segments.read().values().cloned().collect();
     let deleted = segments.iter().any(|segment| segment.looks_deleted());
