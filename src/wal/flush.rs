@@ -503,12 +503,20 @@ impl Shared {
             && io.unsynced.is_empty()
             && let Some(segment) = self.write_direct(io, start, bytes)?
         {
-            self.put_back_deleted(std::iter::once(&segment))?;
-            return Ok(());
+            return self.put_back_synced(&[segment]);
         }
         let synced = self.write_through_cache(io, start, bytes, sync)?;
         io.direct.wrote(start, bytes);
-        self.put_back_deleted(synced.iter())?;
+        self.put_back_synced(&synced)
+    }
+
+    /// Puts back each of `synced` (segments a flush just synced) whose file was deleted while
+    /// open. A check that fails reads as "not deleted" (as the preallocator's does): a failed
+    /// `statx` must not fail a flush whose bytes are durable; a put-back that fails does.
+    fn put_back_synced(&self, synced: &[Arc<Segment>]) -> Result<()> {
+        if synced.iter().any(|segment| segment.looks_deleted()) {
+            self.put_back_deleted(synced.iter())?;
+        }
         Ok(())
     }
 
