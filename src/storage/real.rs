@@ -55,16 +55,14 @@ struct Stat {
 /// 180-189 us, a `statx` of the link count alone from 119-126 to 119-129.
 fn statx_narrow(file: Option<&File>, path: Option<&Path>, mask: libc::c_uint) -> io::Result<Option<libc::statx>> {
     use std::os::unix::ffi::OsStrExt;
-    let (fd, c_path, flags) = match (file, path) {
-        (Some(file), _) => (
-            std::os::fd::AsRawFd::as_raw_fd(file),
-            std::ffi::CString::default(),
-            libc::AT_EMPTY_PATH,
-        ),
+    // A descriptor is named by the empty path (no allocation: a durable flush asks this).
+    let owned_path;
+    let (fd, c_path, flags): (_, &std::ffi::CStr, _) = match (file, path) {
+        (Some(file), _) => (std::os::fd::AsRawFd::as_raw_fd(file), c"", libc::AT_EMPTY_PATH),
         (None, Some(path)) => {
-            let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+            owned_path = std::ffi::CString::new(path.as_os_str().as_bytes())
                 .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-            (libc::AT_FDCWD, c_path, 0)
+            (libc::AT_FDCWD, &owned_path, 0)
         }
         (None, None) => panic!("statx_narrow names a file or a path"),
     };

@@ -155,7 +155,10 @@ impl EditList {
             bytes.end <= touched.start || touched.end <= bytes.start
         });
         if foldable {
-            assert!(spec.kind == EditKind::Write && spec.before.is_some(), "a fold candidate is a write with its before-image");
+            assert!(
+                spec.kind == EditKind::Write && spec.before.is_some(),
+                "a fold candidate is a write with its before-image"
+            );
             if edits.candidates.len() == FOLD_CANDIDATES_MAX {
                 edits.candidates.remove(0);
             }
@@ -216,9 +219,10 @@ impl EditList {
     /// A write over bytes in use; the before-image is what the page will hold just before it.
     ///
     /// A write of the same bytes as one of the page's last [`FOLD_CANDIDATES_MAX`] writes made
-    /// here, with no edit between them touching those bytes, is folded into it (its after-image replaced; its before-image,
-    /// the bytes before both, kept): a bulk record sets the meta page's count, a node's cell
-    /// count and a catalog page's header once per row, and logged them once per row.
+    /// here, with no edit between them touching those bytes, is folded into it (its
+    /// after-image replaced; its before-image, the bytes before both, kept): a bulk record sets
+    /// the meta page's count, a node's cell count and a catalog page's header once per row, and
+    /// logged them once per row.
     pub fn push_change(&mut self, arena: &Arena, page: PageId, offset: usize, after: &[u8]) {
         if self.fold_change(page, offset, after) {
             return;
@@ -309,8 +313,9 @@ impl EditList {
         let candidate = candidates.remove(at);
         candidates.push(candidate);
         let spec = &self.specs[candidate.spec];
+        let same_bytes = spec.page == page && spec.offset as usize == offset;
         assert!(
-            spec.page == page && spec.kind == EditKind::Write && spec.before.is_some() && spec.offset as usize == offset,
+            same_bytes && spec.kind == EditKind::Write && spec.before.is_some(),
             "a fold candidate is a write of these bytes with its before-image"
         );
         let range = spec.after.clone().expect("a fold candidate holds its bytes");

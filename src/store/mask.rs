@@ -13,13 +13,12 @@
 //! orders the two), and one that finds no record read the index after the clear.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-
-use super::state::FastHash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
+use super::state::FastHash;
 use crate::format::index::LeafValue;
 
 /// The running transaction's changes, hidden from readers.

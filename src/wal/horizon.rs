@@ -9,8 +9,9 @@
 //! [`HORIZON_AHEAD_MAX_BYTES`]; one that lasted more than [`SHRINK_ABOVE_SYNCS`] halves it,
 //! down to the base. A log whose commits do not sync (`SyncMode::Never`, or `Interval`
 //! between its flushes) uses its steps up in few syncs too, and takes long steps: those moves
-//! would be the only syncs on its path. The cost of a longer step is the look-ahead of a scan after a crash (it
-//! reads to the horizon at most: 4 MiB cold, a few milliseconds) and what its repair erases.
+//! would be the only syncs on its path. The cost of a longer step is the look-ahead of a scan
+//! after a crash (it reads to the horizon at most: 4 MiB cold, a few milliseconds) and what
+//! its repair erases.
 //!
 //! Invariant (what makes any step safe): a flush never writes a log byte at or past the
 //! horizon durable in `EPOCH`; every move puts the horizon at least a page past the flush's
