@@ -1033,6 +1033,42 @@ fn a_segment_deleted_under_a_writer_is_back_before_the_next_commit_returns() {
 }
 
 #[test]
+fn a_segment_that_cannot_be_put_back_fails_the_commit_that_needed_it() {
+    // The active segment deleted under a writer on a disk with no room left for its copy: the
+    // commit whose flush finds it gone cannot make its bytes durable under the segment's name,
+    // so it must fail (DiskFull), not return as if durable; and the log takes no commit after
+    // it (as after a failed sync). Seeds of both kinds: writes through the cache, direct.
+    use vellum::storage::{SimStorage, Storage};
+    for seed in [12, 13] {
+        let sim = SimStorage::new(seed);
+        let options = Options {
+            storage: std::sync::Arc::new(sim.clone()),
+            background_io: false,
+            ..Options::default()
+        };
+        let dir = Path::new("/gone");
+        let store = Store::create(dir, DIMENSION, options.clone()).unwrap();
+        for i in 0..10 {
+            store.insert(&format!("v{i}"), &vector_of(i, 0.25), &[]).unwrap();
+        }
+        let end = store.log_info().end_lsn.get();
+        let segment = dir.join(format!("wal/{:016x}.wal", (end - 1) / options.segment_size_bytes));
+        sim.remove_file(&segment).unwrap();
+        sim.set_capacity(Some(sim.used_bytes()));
+        let error = store.insert("v10", &vector_of(10, 0.25), &[]).unwrap_err();
+        assert!(
+            matches!(error, Error::DiskFull { .. }),
+            "seed {seed}: the commit that could not put its segment back is DiskFull: {error}"
+        );
+        sim.set_capacity(None);
+        assert!(
+            store.insert("v11", &vector_of(11, 0.25), &[]).is_err(),
+            "seed {seed}: no later commit is acknowledged over bytes in a file with no name"
+        );
+    }
+}
+
+#[test]
 fn a_file_deleted_under_a_writer_is_put_back_before_a_kill_half_a_second_later() {
     // A mistaken `rm` under a running writer, commits, then a crash half a second later,
     // before the next checkpoint (which used to be the first to put the file back: for an idle

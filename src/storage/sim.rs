@@ -424,6 +424,14 @@ impl StorageFile for SimFile {
         self.disk.lock().sync_data(self.id)
     }
 
+    /// True once no name of the volatile namespace leads to the file (removed, or renamed
+    /// over, while open).
+    fn is_unlinked(&self) -> io::Result<bool> {
+        let disk = self.disk.lock();
+        disk.live_inode(self.id)?;
+        Ok(!disk.volatile.files.values().any(|&id| id == self.id))
+    }
+
     fn write_durable_direct(&self, blocks: &[u8], offset: u64) -> io::Result<bool> {
         self.disk.lock().write_durable_direct(self.id, blocks, offset)
     }
