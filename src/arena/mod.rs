@@ -53,6 +53,40 @@ impl std::ops::Deref for PageRead<'_> {
     }
 }
 
+/// A page checked in use and located in its file's mapping (see [`Arena::page_in_use`]).
+#[derive(Clone, Copy)]
+pub struct PageInUse<'a> {
+    map: &'a Mapping,
+    page_offset: usize,
+    page_size_bytes: usize,
+}
+
+impl PageInUse<'_> {
+    /// The address of byte `offset` of the page; stays valid for the arena's lifetime.
+    pub fn ptr(&self, offset: usize) -> *mut u8 {
+        assert!(offset <= self.page_size_bytes, "an offset inside the page");
+        self.map.ptr_at(self.page_offset + offset)
+    }
+
+    /// Copies `buf.len()` bytes at `offset` out, as [`Arena::read`] does (the caller holds the
+    /// latch or reads bytes no writer touches).
+    pub fn read(&self, offset: usize, buf: &mut [u8]) {
+        assert!(offset + buf.len() <= self.page_size_bytes, "read inside the page");
+        // SAFETY: the range lies inside the page (asserted), inside a mapping that lives as
+        // long as the arena; the caller excludes concurrent writes as for `Arena::read`.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr(offset), buf.as_mut_ptr(), buf.len()) }
+    }
+
+    /// Asks the CPU to bring `len_bytes` from `offset` into its caches (a hint: no byte read).
+    pub fn prefetch(&self, offset: usize, len_bytes: usize) {
+        assert!(offset + len_bytes <= self.page_size_bytes, "a hint inside the page");
+        let ptr = self.ptr(offset);
+        for line in (0..len_bytes).step_by(64) {
+            crate::hint::prefetch_line(ptr.wrapping_add(line));
+        }
+    }
+}
+
 /// One arena file, mapped private: a file the open found is mapped at the first use of one of
 /// its pages, so that an open maps none of a large store's files but the few it reads (a
 /// `mmap` was ~2 µs a file, 30 % of a warm open of 51 files). The open opens and checks the
@@ -140,6 +174,7 @@ const FILES_MAX: usize = FIRST_CHUNK_FILES * ((1 << FILE_CHUNKS) - 1);
 type FileChunk = Box<[OnceLock<ArenaFile>]>;
 
 /// The chunk holding file `file_no`, and its slot there.
+#[inline]
 fn chunk_of(file_no: usize) -> (usize, usize) {
     let n = file_no / FIRST_CHUNK_FILES + 1;
     let chunk = (usize::BITS - 1 - n.leading_zeros()) as usize;
@@ -168,6 +203,7 @@ impl FileTable {
         self.len.load(Ordering::Acquire)
     }
 
+    #[inline]
     fn get(&self, file_no: usize) -> Option<&ArenaFile> {
         let (chunk, slot) = chunk_of(file_no);
         self.chunks.get(chunk)?.get()?.get(slot)?.get()
@@ -681,6 +717,7 @@ impl Arena {
     /// Page `page_no`'s file number and its index in that file: a shift and a mask where a
     /// file holds a power of two of pages (every default geometry). The two 64-bit divisions
     /// this replaces were ~7% of an insert's instructions (an insert locates ~20 pages).
+    #[inline]
     fn split(&self, page_no: u64) -> (u64, u64) {
         match self.pages_per_file_shift {
             Some(shift) => (page_no >> shift, page_no & ((1u64 << shift) - 1)),
@@ -688,6 +725,7 @@ impl Arena {
         }
     }
 
+    #[inline]
     fn locate(&self, id: PageId) -> (&ArenaFile, usize) {
         let (file_no, index) = self.split(id.page_no());
         let file = self.spaces[id.space().index()]
@@ -709,23 +747,6 @@ impl Arena {
         assert!(offset <= self.page_size_bytes as usize);
         let (file, page_offset) = self.locate(id);
         file.map().ptr_at(page_offset + offset)
-    }
-
-    /// Asks the CPU to start bringing `len_bytes` of page `id` from `offset` into its caches: a
-    /// hint that reads and changes no byte and cannot fault. Nothing happens where the range is
-    /// not inside the arena (the page and offset may come from the disk, unchecked yet).
-    pub fn prefetch(&self, id: PageId, offset: usize, len_bytes: usize) {
-        let page_bytes = self.page_size_bytes as usize;
-        if id.page_no() >= self.page_count(id.space()) || offset.saturating_add(len_bytes) > page_bytes {
-            return;
-        }
-        // A hint: a file that cannot be mapped now is reported by the read that follows.
-        let Some(ptr) = self.hint_ptr(id, offset) else {
-            return;
-        };
-        for line in (0..len_bytes).step_by(64) {
-            crate::hint::prefetch_line(ptr.wrapping_add(line));
-        }
     }
 
     /// The latch that serialises writes to page `id` (and whole-page copies of it), held
@@ -859,6 +880,40 @@ impl Arena {
         let space = id.space();
         let file_no = self.split(id.page_no()).0;
         Error::corrupted_file(self.dir.join(arena_file_name(space, file_no)), format!("{id}: {}", reason.into()))
+    }
+
+    /// Page `id`, checked as [`Arena::verify_in_use`] checks it, located once for the reads
+    /// that follow (a point read uses each page it meets two or three times: its check, its
+    /// latch, its bytes; locating each use again was a fifth of a read's instructions).
+    pub fn page_in_use(&self, id: PageId) -> Result<PageInUse<'_>> {
+        let (file, page_offset) = self.locate(id);
+        let (_, index) = self.split(id.page_no());
+        let verified = file.verified[(index / 64) as usize].load(Ordering::Relaxed) & (1 << (index % 64)) != 0;
+        // A page is marked verified only after its file was mapped (its check read it through
+        // the mapping, or a write went through it): the fast path finds the mapping made.
+        let map = match (verified, file.mapped.get()) {
+            (true, Some(map)) => map,
+            _ => {
+                self.verify_in_use(id)?;
+                file.map()
+            }
+        };
+        Ok(PageInUse {
+            map,
+            page_offset,
+            page_size_bytes: self.page_size_bytes as usize,
+        })
+    }
+
+    /// Page `id` under its shared latch, as [`Arena::read_page`], once checked as
+    /// [`Arena::verify_in_use`] checks it.
+    pub fn read_page_in_use(&self, id: PageId) -> Result<PageRead<'_>> {
+        let page = self.page_in_use(id)?;
+        let latch = self.latches[Self::stripe(id)].read_recursive();
+        // SAFETY: as in `read_page`: one page inside the mapping, written only under its latch
+        // held exclusively, which cannot be taken while `latch` is held.
+        let bytes = unsafe { page.map.bytes(page.page_offset, page.page_size_bytes) };
+        Ok(PageRead { _latch: latch, bytes })
     }
 
     /// Like [`Arena::verify`], for a page the store holds data in (a vector a catalog entry

@@ -380,6 +380,10 @@ impl<'a> Node<'a> {
             return Ok(Err(if below { 0 } else { self.count }));
         }
         let wanted = key_head(key, p);
+        // A branchy search, not `partition_point`'s branch-free one: in a node the caches do
+        // not hold, each probe's load waits for the one before it unless the CPU runs ahead on
+        // a predicted branch (which fetches the next probe's line half the time). Measured at
+        // 262,144 ids: branch-free, fewer instructions and 5-10% slower point reads.
         let (mut low, mut high) = (0, self.count);
         while low < high {
             let mid = low + (high - low) / 2;
@@ -742,6 +746,51 @@ mod tests {
                 Ok(Err(at)),
                 "{outside} lies outside the node's keys"
             );
+        }
+    }
+
+    #[test]
+    fn a_search_agrees_with_a_search_of_the_sorted_keys_however_many_keys_share_a_head() {
+        // Runs of 1 to 12 keys with the same first four bytes after the prefix, keys that are
+        // a head and no more, and keys shorter than a head: every key is found, and every
+        // other key goes where the sorted keys put it.
+        let seed = crate::rng::seed_from_env("VELLUM_INDEX_SEED", 0x5EA2C4);
+        println!("VELLUM_INDEX_SEED={seed}");
+        let mut rng = crate::rng::SplitMix64::new(seed);
+        let mut keys = std::collections::BTreeSet::new();
+        while keys.len() < 60 {
+            let head = format!("{:04}", rng.below(30) * 100);
+            for _ in 0..1 + rng.below(12) {
+                let tail = match rng.below(4) {
+                    0 => String::new(),
+                    _ => format!("{}", rng.below(1000)),
+                };
+                keys.insert(format!("k{head}{tail}").into_bytes());
+            }
+            keys.insert(format!("k{}", &head[..1 + rng.below(3) as usize]).into_bytes());
+        }
+        let keys: Vec<Vec<u8>> = keys.into_iter().take(60).collect();
+        let page = leaf_page(&keys);
+        let node = Node::parse(&page).expect("a leaf");
+        let p = node.prefix.len();
+        let longest_tie = keys
+            .chunk_by(|a, b| key_head(a, p) == key_head(b, p))
+            .map(<[_]>::len)
+            .max();
+        assert!(longest_tie > Some(4), "the keys have long runs of one head");
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(
+                node.search(k),
+                Ok(Ok(i)),
+                "{:?} is cell {i}",
+                String::from_utf8_lossy(k)
+            );
+        }
+        for _ in 0..2000 {
+            let probe = format!("k{}", rng.below(100_000_000)).into_bytes();
+            let probe = &probe[..1 + rng.below(probe.len() as u64) as usize];
+            let expected = keys.binary_search_by(|k| k.as_slice().cmp(probe));
+            assert_eq!(node.search(probe), Ok(expected), "{:?}", String::from_utf8_lossy(probe));
         }
     }
 

@@ -443,19 +443,6 @@ pub enum EntryMeta {
 /// Reads the entry and the vector `value` names, checking that they lie inside their pages and
 /// agree with each other (damage otherwise). Their bytes stay in place: the caller holds an
 /// epoch pin, so neither is reused while it reads them.
-/// Starts bringing the entry header and the vector `value` names into the CPU's caches, so that
-/// the two reads a `get` makes next (and the caller's copy of the vector) overlap their cache
-/// misses instead of taking them one after the other. A hint: unchecked values do nothing.
-pub fn prefetch_entry(arena: &Arena, layout: &VectorLayout, value: &LeafValue) {
-    let catalog_page = PageId::new(Space::Catalog, u64::from(value.catalog_page.get()));
-    arena.prefetch(catalog_page, value.entry_offset.get() as usize, ENTRY_HEADER_BYTES);
-    let slot = value.vector_slot.get();
-    if slot < layout.slots_per_page {
-        let vector_page = PageId::new(Space::Vector, u64::from(value.vector_page.get()));
-        arena.prefetch(vector_page, layout.slot_offset(slot), layout.dimension as usize * 4);
-    }
-}
-
 pub fn read_entry(arena: &Arena, layout: &VectorLayout, value: &LeafValue) -> Result<EntryView> {
     let place = EntryPlace {
         catalog_page: u64::from(value.catalog_page.get()),
@@ -500,10 +487,13 @@ pub fn read_entry_at(arena: &Arena, layout: &VectorLayout, place: &EntryPlace) -
         return Err(disagree("the index names a place outside the arena"));
     }
     let vector_page = PageId::new(Space::Vector, place.vector_page);
-    arena.verify_in_use(page)?;
-    arena.verify_in_use(vector_page)?;
+    let (catalog, vector) = (arena.page_in_use(page)?, arena.page_in_use(vector_page)?);
+    // The vector's lines are on their way while the header is read: its caller (a get, a
+    // search) reads it next.
+    let slot_offset = layout.slot_offset(place.vector_slot);
+    vector.prefetch(slot_offset, layout.dimension as usize * 4);
     let mut raw = [0u8; ENTRY_HEADER_BYTES];
-    arena.read(page, offset, &mut raw);
+    catalog.read(offset, &mut raw);
     let header = EntryHeader::read_from_bytes(&raw).expect("header size");
     if header.vector_page.get() != vector_page.0 || header.vector_slot.get() != place.vector_slot {
         return Err(disagree("the entry names another vector slot than the index"));
@@ -516,7 +506,7 @@ pub fn read_entry_at(arena: &Arena, layout: &VectorLayout, place: &EntryPlace) -
     let (meta, len) = match header.flags.get() {
         0 => (
             EntryMeta::Inline {
-                ptr: arena.page_ptr(page, (offset + ENTRY_HEADER_BYTES + id_len).min(page_size)),
+                ptr: catalog.ptr((offset + ENTRY_HEADER_BYTES + id_len).min(page_size)),
                 len: meta_len,
             },
             ENTRY_HEADER_BYTES + id_len + meta_len as usize,
@@ -533,10 +523,10 @@ pub fn read_entry_at(arena: &Arena, layout: &VectorLayout, place: &EntryPlace) -
         return Err(disagree("the entry runs past its page"));
     }
     let view = EntryView {
-        id: arena.page_ptr(page, offset + ENTRY_HEADER_BYTES),
+        id: catalog.ptr(offset + ENTRY_HEADER_BYTES),
         id_len,
         meta,
-        vector: arena.page_ptr(vector_page, layout.slot_offset(place.vector_slot)) as *const f32,
+        vector: vector.ptr(slot_offset) as *const f32,
     };
     Ok((view, len))
 }

@@ -303,7 +303,6 @@ impl Store {
             let Some(value) = visible else {
                 return Ok(None);
             };
-            catalog::prefetch_entry(&inner.arena, &inner.layout, &value);
             let entry = catalog::read_entry(&inner.arena, &inner.layout, &value)?;
             match inner.vector_ref(&entry, pin) {
                 Ok(found) => return Ok(Some(found)),

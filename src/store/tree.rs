@@ -72,9 +72,8 @@ fn descend<T>(
         }
         let mut page = node_page(inner, root, &"the root")?;
         for _ in 0..=HEIGHT_MAX {
-            inner.arena.verify_in_use(page)?;
             let step = {
-                let image = inner.arena.read_page(page);
+                let image = inner.arena.read_page_in_use(page)?;
                 if image[crate::format::page::PAGE_KIND_OFFSET] == PageKind::Free as u8 {
                     Step::Restart
                 } else {
