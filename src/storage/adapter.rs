@@ -184,6 +184,10 @@ impl Storage for Adapted {
         self.inner.available_bytes(path)
     }
 
+    fn watch_removals(&self, dirs: &[(&Path, super::NameFilter)]) -> Option<Box<dyn super::RemovalWatch>> {
+        self.inner.watch_removals(dirs)
+    }
+
     fn interrupted(&self) -> bool {
         self.check().is_err() || self.inner.interrupted()
     }

@@ -48,6 +48,7 @@ mod adapter;
 mod real;
 #[cfg(feature = "testing")]
 mod sim;
+mod watch;
 
 use std::fmt;
 use std::io;
@@ -58,6 +59,7 @@ pub use adapter::Adapted;
 pub use real::RealStorage;
 #[cfg(feature = "testing")]
 pub use sim::{FaultKind, FaultPlan, SimConfig, SimStorage};
+pub use watch::{NameFilter, RemovalWatch};
 
 /// A file system: the directory operations the engine needs.
 pub trait Storage: Send + Sync + fmt::Debug {
@@ -126,6 +128,15 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// time moves as entries are made, renamed or removed in it). `None` by default.
     fn modified(&self, path: &Path) -> Option<std::time::SystemTime> {
         let _ = path;
+        None
+    }
+    /// Starts counting what is removed from each directory `dirs` names, for as long as the
+    /// returned watch lives: a file whose name its filter accepts removed or renamed away, and
+    /// the directory itself removed or moved. `None` where this storage cannot watch (the
+    /// default; on a real file system, no inotify or its watch limit reached): the caller looks
+    /// for itself. A file replaced by a rename onto its name is not counted.
+    fn watch_removals(&self, dirs: &[(&Path, NameFilter)]) -> Option<Box<dyn RemovalWatch>> {
+        let _ = dirs;
         None
     }
     /// True once the work using this storage has been asked to stop (a stoppable

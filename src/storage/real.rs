@@ -182,6 +182,10 @@ impl Storage for RealStorage {
         fs::create_dir_all(path)
     }
 
+    fn watch_removals(&self, dirs: &[(&Path, super::NameFilter)]) -> Option<Box<dyn super::RemovalWatch>> {
+        super::watch::watch(dirs)
+    }
+
     fn copy_file(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut source = with_descriptor_room(|| fs::File::open(from))?;
         let mut dest = with_descriptor_room(|| fs::OpenOptions::new().write(true).create_new(true).open(to))?;

@@ -65,6 +65,12 @@
 //!   limit does.
 //!
 //! Faults are checked after the crash point: an operation that crashes does not count.
+//!
+//! # Watches
+//! [`Storage::watch_removals`] counts, as inotify would, each `remove_file` and each `rename`
+//! away of a name in a watched directory that its filter accepts, at once (the simulator sees
+//! every call); a watched directory removed loses its watch. A rename onto a watched name
+//! counts nothing, as there.
 //! A reboot starts a new disk with no plan armed.
 //!
 //! # Mappings
@@ -92,7 +98,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{MAPPING_ALIGN_BYTES, Mapping, Storage, StorageFile};
+use super::watch::Counted;
+use super::{MAPPING_ALIGN_BYTES, Mapping, NameFilter, RemovalWatch, Storage, StorageFile};
 use crate::rng::{GOLDEN_GAMMA, SplitMix64};
 
 /// The settings of a [`SimStorage`].
@@ -383,6 +390,19 @@ impl Storage for SimStorage {
     fn exists(&self, path: &Path) -> bool {
         self.disk.lock().exists(path)
     }
+
+    fn watch_removals(&self, dirs: &[(&Path, NameFilter)]) -> Option<Box<dyn RemovalWatch>> {
+        let counted = Arc::new(Counted::default());
+        let mut disk = self.disk.lock();
+        for &(dir, names) in dirs {
+            disk.watches.push(SimWatched {
+                dir: normalize(dir),
+                names,
+                counted: Arc::downgrade(&counted),
+            });
+        }
+        Some(Box::new(SimWatch(counted)))
+    }
 }
 
 /// An open file of a [`SimStorage`]: a handle on one inode, which lives while the handle does.
@@ -482,6 +502,25 @@ struct Disk {
     released_bytes: u64,
     synced_bytes: u64,
     faults: Faults,
+    /// The live watches of removals (see the module docs).
+    watches: Vec<SimWatched>,
+}
+
+/// A directory watched for removals, and the count of the watch.
+struct SimWatched {
+    dir: PathBuf,
+    names: NameFilter,
+    counted: std::sync::Weak<Counted>,
+}
+
+/// A watch of a [`SimStorage`]: its count lives while it does.
+#[derive(Debug)]
+struct SimWatch(Arc<Counted>);
+
+impl RemovalWatch for SimWatch {
+    fn removals(&self) -> Option<u64> {
+        self.0.get()
+    }
 }
 
 /// The fault plan of a disk and the operations counted per fault class.
@@ -519,6 +558,26 @@ impl Disk {
             released_bytes: 0,
             synced_bytes: 0,
             faults: Faults::default(),
+            watches: Vec::new(),
+        }
+    }
+
+    /// Counts the removal of `path` (a file removed or renamed away, or, with `dir`, a
+    /// directory removed) for the watches it concerns.
+    fn note_removal(&mut self, path: &Path, dir: bool) {
+        self.watches.retain(|watched| watched.counted.strong_count() > 0);
+        for watched in &self.watches {
+            let Some(counted) = watched.counted.upgrade() else {
+                continue;
+            };
+            if dir && watched.dir == path {
+                counted.lose();
+            } else if !dir
+                && path.parent() == Some(watched.dir.as_path())
+                && path.file_name().and_then(|n| n.to_str()).is_some_and(watched.names)
+            {
+                counted.removed();
+            }
         }
     }
 
@@ -753,6 +812,7 @@ impl Disk {
             self.volatile.files.remove(&from);
             self.volatile.files.insert(to, id);
             self.sweep();
+            self.note_removal(&from, false);
         }
         Ok(())
     }
@@ -768,6 +828,7 @@ impl Disk {
             .remove(&path)
             .ok_or_else(|| os_error(libc::ENOENT))?;
         self.sweep();
+        self.note_removal(&path, false);
         Ok(())
     }
 
@@ -782,6 +843,7 @@ impl Disk {
             return Err(os_error(libc::ENOTEMPTY));
         }
         self.volatile.dirs.remove(&path);
+        self.note_removal(&path, true);
         Ok(())
     }
 
