@@ -1087,3 +1087,18 @@ fn a_file_deleted_under_a_writer_is_put_back_before_a_kill_half_a_second_later()
         assert_a_kill_after_deleting_loses_no_acknowledged_row(file, 500);
     }
 }
+
+#[test]
+fn a_store_file_deleted_under_a_writer_is_back_before_the_next_commit_returns() {
+    // A mistaken `rm` of an arena file, CONTROL or DOUBLEWRITE, 20 durable commits, and a kill
+    // at once: the first durable commit after the `rm` puts the file back (synced, renamed,
+    // its directory synced) before it returns.
+    for file in [
+        "arena/vector-00000000.pages",
+        "arena/catalog-00000000.pages",
+        "CONTROL",
+        "DOUBLEWRITE",
+    ] {
+        assert_a_kill_after_deleting_loses_no_acknowledged_row(file, 0);
+    }
+}

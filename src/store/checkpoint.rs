@@ -59,12 +59,15 @@ pub(crate) fn run_closing(inner: &Inner) -> Result<Lsn> {
 
 /// Who a checkpoint runs for: a base image it stores is compressed on every core when a caller
 /// waits for it, and on the checkpointer's thread alone when the writers go on beside it; a
-/// writeback or closing checkpoint stores none.
+/// writeback, put-back or closing checkpoint stores none.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Caller {
     Waiting,
     Background,
     Writeback,
+    /// Run by a durable commit to put back files deleted under the store before it returns
+    /// (src/store/deletions.rs): the committer waits, so no base image.
+    PutBack,
     Closing,
 }
 
@@ -72,7 +75,7 @@ impl Caller {
     pub(crate) fn compress_threads(self) -> usize {
         match self {
             Caller::Waiting => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
-            Caller::Background | Caller::Writeback | Caller::Closing => 1,
+            Caller::Background | Caller::Writeback | Caller::PutBack | Caller::Closing => 1,
         }
     }
 
@@ -80,7 +83,7 @@ impl Caller {
     fn stores_base_images(self) -> bool {
         match self {
             Caller::Waiting | Caller::Background => true,
-            Caller::Writeback | Caller::Closing => false,
+            Caller::Writeback | Caller::PutBack | Caller::Closing => false,
         }
     }
 }

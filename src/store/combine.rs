@@ -116,6 +116,11 @@ impl Combiner {
         // As after a `Transaction::commit`: only once a commit is durable (a round of refused
         // rows, on a read-only store say, committed nothing).
         let committed = durable.is_ok() && round.ran.iter().any(|(_, result)| result.is_ok());
+        // A file of the store deleted meanwhile is back before any of them returns.
+        let durable = match committed {
+            true => super::deletions::put_back_after_commit(store.inner()),
+            false => durable,
+        };
         round.post(durable);
         if committed {
             super::txn::after_durable(store);

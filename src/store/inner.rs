@@ -23,6 +23,7 @@ use super::alloc::WriterState;
 use super::catalog::{EntryMeta, EntryView};
 use super::mask::Mask;
 use super::state::PageMap;
+use crate::store::checkpoint::Caller;
 use crate::format::page::VectorLayout;
 
 
@@ -96,6 +97,8 @@ pub(crate) struct Inner {
     pub graph: super::graph::GraphShared,
     /// Makes fresh pages ahead of the writer (store/prepare.rs).
     pub preparer: std::sync::Arc<super::prepare::Preparer>,
+    /// Files of the store deleted under it, as its watch sees them (store/deletions.rs).
+    pub deletions: super::deletions::Deletions,
     _lock: Box<dyn std::any::Any + Send + Sync>,
 }
 
@@ -117,7 +120,12 @@ impl Inner {
     ) -> Inner {
         let initialised = control.extent.map_or([0, 0], |e| e.pages);
         let layout = VectorLayout::new(control.page_size_bytes, control.dimension);
+        let deletions = match read_only {
+            true => super::deletions::Deletions::default(),
+            false => super::deletions::Deletions::watch(options.storage.as_ref(), dir, arena.dir()),
+        };
         Inner {
+            deletions,
             retention: Mutex::new(retention),
             dir: dir.to_path_buf(),
             dimension: control.dimension,
@@ -229,7 +237,8 @@ pub(super) fn checkpointer(weak: Weak<Inner>) {
             .checkpoint_due()
             .or_else(|| deletions.files_deleted(&inner).then_some(Due::FilesDeleted));
         let result = match due {
-            Some(Due::Interval | Due::FilesDeleted) => crate::store::checkpoint::run_in_background(&inner).map(|_| ()),
+            Some(Due::Interval) => crate::store::checkpoint::run_in_background(&inner).map(|_| ()),
+            Some(Due::FilesDeleted) => super::deletions::put_back(&inner, Caller::Background),
             Some(Due::Writeback) => crate::store::checkpoint::run_writeback(&inner).map(|_| ()),
             None => continue,
         };

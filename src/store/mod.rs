@@ -485,10 +485,12 @@ impl Store {
         crate::store::archiver::apply_retention(&self.inner)
     }
 
-    /// Makes every commit so far durable (whatever the sync mode).
+    /// Makes every commit so far durable (whatever the sync mode), and puts back a file of the
+    /// store deleted under it that its watch saw (src/store/deletions.rs).
     pub fn sync(&self) -> Result<()> {
         self.inner.check_writable()?;
-        self.inner.wal.sync()
+        self.inner.wal.sync()?;
+        deletions::put_back_owed(&self.inner)
     }
 
     /// The number of vectors.

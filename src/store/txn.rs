@@ -191,9 +191,11 @@ impl<'s> Transaction<'s> {
         // The writer lock is released: other writers proceed while this commit waits for its
         // flush, and share it (group commit).
         store.inner().wal.commit(lsn)?;
-        // The commit is durable (per the sync mode) whatever happens next.
+        // The commit is durable (per the sync mode) whatever happens next; a file of the store
+        // deleted meanwhile is back before a durable commit returns (store/deletions.rs).
+        let put_back = super::deletions::put_back_after_commit(store.inner());
         after_durable(store);
-        Ok(lsn)
+        put_back.map(|()| lsn)
     }
 
     /// Appends the commit record and publishes the transaction's changes (visible at once),
