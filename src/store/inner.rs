@@ -120,12 +120,8 @@ impl Inner {
     ) -> Inner {
         let initialised = control.extent.map_or([0, 0], |e| e.pages);
         let layout = VectorLayout::new(control.page_size_bytes, control.dimension);
-        let deletions = match read_only {
-            true => super::deletions::Deletions::default(),
-            false => super::deletions::Deletions::watch(options.storage.as_ref(), dir, arena.dir()),
-        };
         Inner {
-            deletions,
+            deletions: super::deletions::Deletions::default(),
             retention: Mutex::new(retention),
             dir: dir.to_path_buf(),
             dimension: control.dimension,

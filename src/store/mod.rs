@@ -613,6 +613,8 @@ impl Store {
         if self.checkpointer_started.swap(true, Ordering::AcqRel) || self.inner.read_only {
             return Ok(());
         }
+        // The first write: from now on a durable commit puts back a file deleted under it.
+        self.inner.deletions.start(&self.inner);
         self.start_checkpointer()
     }
 
