@@ -203,6 +203,14 @@ mod tests {
         store.inner().control.lock().1.sequence
     }
 
+    /// A crash of `sim` now, and an open of the store in `dir` after it: `rows` rows.
+    fn assert_a_crash_keeps_every_row(sim: &SimStorage, dir: &Path, rows: usize, file: &str) {
+        let rebooted = sim.reboot();
+        let store = Store::open(dir, options(&rebooted))
+            .unwrap_or_else(|e| panic!("{file}: the store opens after the crash: {e}"));
+        assert_eq!(store.len(), rows, "{file}: every acknowledged row");
+    }
+
     #[test]
     fn a_file_deleted_under_a_writer_is_back_before_the_next_durable_commit_returns() {
         for (seed, file) in FILES.into_iter().enumerate() {
@@ -232,10 +240,7 @@ mod tests {
             sim.remove_file(&dir.join(file)).unwrap();
             store.insert("v53", &vector(53), &[]).unwrap();
             // A crash now: every acknowledged row is in a store that opens.
-            let rebooted = sim.reboot();
-            let store = Store::open(dir, options(&rebooted))
-                .unwrap_or_else(|e| panic!("{file}: the store opens after the crash: {e}"));
-            assert_eq!(store.len(), 54, "{file}: every acknowledged row");
+            assert_a_crash_keeps_every_row(&sim, dir, 54, file);
         }
     }
 
@@ -256,10 +261,7 @@ mod tests {
             sim.remove_file(&dir.join(file)).unwrap();
             store.insert("v20", &vector(20), &[]).unwrap();
             assert!(sim.exists(&dir.join(file)), "{file}: back when the first write returned");
-            let rebooted = sim.reboot();
-            let store = Store::open(dir, options(&rebooted))
-                .unwrap_or_else(|e| panic!("{file}: the store opens after the crash: {e}"));
-            assert_eq!(store.len(), 21, "{file}: every acknowledged row");
+            assert_a_crash_keeps_every_row(&sim, dir, 21, file);
         }
     }
 
