@@ -144,6 +144,12 @@ impl ArenaFile {
         self.file.get()
     }
 
+    /// Whether page `index` of the file has been verified (or written in memory) since open.
+    #[inline]
+    fn is_verified_at(&self, index: u64) -> bool {
+        self.verified[(index / 64) as usize].load(Ordering::Relaxed) & (1 << (index % 64)) != 0
+    }
+
     /// The file's mapping, which a gate made before this use (see [`ArenaFile::try_map`]).
     fn map(&self) -> &Mapping {
         self.try_map()
@@ -765,12 +771,17 @@ impl Arena {
     /// tables) read them so. A reader holds one page at a time (see [`Arena::latch`]); the
     /// shared hold is recursive, so a writer waiting for the stripe never blocks it.
     pub fn read_page(&self, id: PageId) -> PageRead<'_> {
-        let latch = self.latches[Self::stripe(id)].read_recursive();
         let (file, page_offset) = self.locate(id);
+        self.read_latched(id, file.map(), page_offset)
+    }
+
+    /// Page `id`, at `page_offset` of `map` (its file's mapping), under its shared latch.
+    fn read_latched<'a>(&'a self, id: PageId, map: &'a Mapping, page_offset: usize) -> PageRead<'a> {
+        let latch = self.latches[Self::stripe(id)].read_recursive();
         // SAFETY: the range is one page inside the mapping; every write to it happens under the
         // page's latch held exclusively (`Arena::write`, `Arena::move_within`), which cannot be
         // taken while `latch` is held, so the bytes do not change while the slice lives.
-        let bytes = unsafe { file.map().bytes(page_offset, self.page_size_bytes as usize) };
+        let bytes = unsafe { map.bytes(page_offset, self.page_size_bytes as usize) };
         PageRead { _latch: latch, bytes }
     }
 
@@ -888,10 +899,9 @@ impl Arena {
     pub fn page_in_use(&self, id: PageId) -> Result<PageInUse<'_>> {
         let (file, page_offset) = self.locate(id);
         let (_, index) = self.split(id.page_no());
-        let verified = file.verified[(index / 64) as usize].load(Ordering::Relaxed) & (1 << (index % 64)) != 0;
         // A page is marked verified only after its file was mapped (its check read it through
         // the mapping, or a write went through it): the fast path finds the mapping made.
-        let map = match (verified, file.mapped.get()) {
+        let map = match (file.is_verified_at(index), file.mapped.get()) {
             (true, Some(map)) => map,
             _ => {
                 self.verify_in_use(id)?;
@@ -909,11 +919,7 @@ impl Arena {
     /// [`Arena::verify_in_use`] checks it.
     pub fn read_page_in_use(&self, id: PageId) -> Result<PageRead<'_>> {
         let page = self.page_in_use(id)?;
-        let latch = self.latches[Self::stripe(id)].read_recursive();
-        // SAFETY: as in `read_page`: one page inside the mapping, written only under its latch
-        // held exclusively, which cannot be taken while `latch` is held.
-        let bytes = unsafe { page.map.bytes(page.page_offset, page.page_size_bytes) };
-        Ok(PageRead { _latch: latch, bytes })
+        Ok(self.read_latched(id, page.map, page.page_offset))
     }
 
     /// Like [`Arena::verify`], for a page the store holds data in (a vector a catalog entry
@@ -1012,8 +1018,7 @@ impl Arena {
     /// True if page `id` was verified or written since open.
     pub fn is_verified(&self, id: PageId) -> bool {
         let (file, _) = self.locate(id);
-        let (_, index) = self.split(id.page_no());
-        file.verified[(index / 64) as usize].load(Ordering::Relaxed) & (1 << (index % 64)) != 0
+        file.is_verified_at(self.split(id.page_no()).1)
     }
 
     /// A copy of page `id` as it is in memory. Callers copying a page that may be written

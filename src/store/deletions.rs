@@ -70,17 +70,19 @@ impl DeletionWatch {
             self.seen[index] = modified;
         }
         let [store_changed, arena_changed] = changed;
-        let missing = |name: &str| !storage.exists(&inner.dir.join(name));
-        let store_files = store_changed && (missing(CONTROL_FILE_NAME) || missing(DOUBLEWRITE_FILE_NAME));
-        store_files || (arena_changed && inner.arena.any_file_missing())
+        (store_changed && store_files_missing(inner)) || (arena_changed && inner.arena.any_file_missing())
     }
+}
+
+/// True if `CONTROL` or `DOUBLEWRITE` has no file at its path.
+fn store_files_missing(inner: &Inner) -> bool {
+    let missing = |name: &str| !inner.options.storage.exists(&inner.dir.join(name));
+    missing(CONTROL_FILE_NAME) || missing(DOUBLEWRITE_FILE_NAME)
 }
 
 /// True if `CONTROL`, `DOUBLEWRITE` or an arena file in use has no file at its path.
 fn files_missing(inner: &Inner) -> bool {
-    let storage = inner.options.storage.as_ref();
-    let missing = |name: &str| !storage.exists(&inner.dir.join(name));
-    missing(CONTROL_FILE_NAME) || missing(DOUBLEWRITE_FILE_NAME) || inner.arena.any_file_missing()
+    store_files_missing(inner) || inner.arena.any_file_missing()
 }
 
 /// The removals of the store's files its watch has seen, and how many a put-back has handled.
