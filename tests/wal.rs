@@ -1100,3 +1100,54 @@ fn a_clean_close_gives_back_the_segment_installed_ahead_unless_the_end_is_in_the
         );
     }
 }
+
+#[test]
+fn a_read_beside_the_writer_ends_with_the_segments_it_listed_where_any_other_open_refuses_the_missing_one() {
+    // A reader beside a running writer (`verify`) lists the segments, then the writer goes on
+    // into a segment made after the listing: a record that runs on past the last listed
+    // segment is then the writer's tail, not a missing file. Any other open keeps the
+    // successor rule and refuses it.
+    let dir = scratch_dir();
+    let cfg = WalConfig {
+        required_files: true,
+        background: false,
+        ..config(16, SyncMode::Never)
+    };
+    let segment_bytes = 16 * u64::from(PAGE);
+    let wal = Wal::create(storage(), dir.path(), cfg.clone()).unwrap();
+    let mut last = None;
+    for i in 0.. {
+        let (lsn, end) = wal.append_with_end(&spec(i), &[&[i as u8 | 1; 3000]]).unwrap();
+        wal.commit(lsn).unwrap();
+        if end > segment_bytes {
+            last = Some(lsn);
+            break;
+        }
+    }
+    wal.close().unwrap();
+    let runs_on = last.expect("a record runs past segment 0");
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "wal") && path != segment_file(dir.path(), 0) {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let refused = Wal::open_read_only(storage(), dir.path(), cfg.clone(), None, RecoveryMode::Strict);
+    assert!(
+        matches!(&refused, Err(Error::Corrupted { reason, .. }) if reason.contains("is missing")),
+        "a reader that is not beside a writer refuses the missing successor: {:?}",
+        refused.as_ref().err()
+    );
+    let beside = WalConfig {
+        beside_writer: true,
+        ..cfg
+    };
+    let (wal, scan) = Wal::open_read_only(storage(), dir.path(), beside, None, RecoveryMode::Strict)
+        .unwrap_or_else(|e| panic!("beside a writer, the listed segments end the read: {e}"));
+    assert!(
+        scan.end_lsn <= runs_on,
+        "the read ends before the record that runs on ({:?} against {runs_on:?})",
+        scan.end_lsn
+    );
+    assert!(!read_all(&wal).is_empty(), "the records of the listed segment are read");
+}

@@ -10,7 +10,12 @@
 //! checks the id index and every page it reaches in full (`inspect::index`): an open reads
 //! the index lazily, so damage with valid checksums shows only there.
 //! While it runs it holds a shared lock on the store if it can, so no writer opens the store
-//! meanwhile; if a writer has it open, that is a warning (pages may change under it).
+//! meanwhile; if a writer has it open, that is a warning (pages may change under it), and what
+//! the writer changes under the reads is not taken for damage: the control file and the log are
+//! read again while a read finds a failure (a checkpoint may retire the segment the control
+//! file named, a record may be half-written at the tail), a page that fails its check is read
+//! again (the checkpointer may be writing it), and an archive file the writer's retention
+//! deleted after it was listed is a note. Damage is found on every read, and reported.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -221,28 +226,89 @@ pub fn verify_store(dir: &Path, progress: &dyn Progress) -> Result<Report> {
         }
         held => Some(held),
     };
-    let Some(control) = check_control(&control_path, &mut report) else {
+    let live = lock.is_none();
+    let storage: Arc<dyn Storage> = Arc::new(RealStorage::new());
+    let Some((control, geometry)) = check_control_and_log(dir, &storage, live, &mut report, bar) else {
+        return Ok(report);
+    };
+    // A writer may write pages past the end of the log read above while the arena is read:
+    // pages are checked against the log's end only in a store no writer has open.
+    let log_end_lsn = if live { 0 } else { report.wal_end_lsn };
+    let arena = ArenaCheck {
+        geometry,
+        control: &control,
+        log_end_lsn,
+        live,
+    };
+    check_arena(dir, &storage, &arena, &mut report, bar);
+    check_archive(dir, live, &mut report, bar);
+    check_open(dir, &mut report, bar);
+    Ok(report)
+}
+
+/// How many times verify reads the control file and the log of a store a writer has open before
+/// it reports what it found: a finding there may be the writer moving on under the reads (a
+/// checkpoint retiring the segment the control file named, a record half-written at the tail),
+/// which the next read does not find again; damage is found every time.
+const LIVE_LOG_READS_MAX: usize = 4;
+
+/// Checks the control file, then the log against it. On a store a writer has open (`live`) the
+/// two are read again, up to [`LIVE_LOG_READS_MAX`] times, while a read finds a failure: the
+/// first read that finds none is the one reported, else the last. `None`: nothing more can be
+/// checked (no valid control data, or a geometry it cannot have).
+fn check_control_and_log(
+    dir: &Path,
+    storage: &Arc<dyn Storage>,
+    live: bool,
+    report: &mut Report,
+    bar: &dyn Progress,
+) -> Option<(Control, Geometry)> {
+    let reads_max = if live { LIVE_LOG_READS_MAX } else { 1 };
+    let before = report.clone();
+    let mut found = None;
+    for read in 1..=reads_max {
+        *report = before.clone();
+        found = check_control_and_log_once(dir, storage, live, report, bar);
+        if report.clean() {
+            break;
+        }
+        if read == reads_max && reads_max > 1 {
+            report.notes.push(format!(
+                "the control file and the log were read {reads_max} times beside the writer: \
+                 every read found the failures below"
+            ));
+        }
+    }
+    found
+}
+
+/// One read of the control file and of the log against it (see [`check_control_and_log`]).
+fn check_control_and_log_once(
+    dir: &Path,
+    storage: &Arc<dyn Storage>,
+    live: bool,
+    report: &mut Report,
+    bar: &dyn Progress,
+) -> Option<(Control, Geometry)> {
+    let Some(control) = check_control(&dir.join(CONTROL_FILE_NAME), report) else {
         report
             .notes
             .push("the log and the arena were not checked: no valid control data".into());
-        return Ok(report);
+        return None;
     };
     let geometry = match Geometry::new(control.page_size_bytes, control.segment_size_bytes) {
         Ok(geometry) => geometry,
         Err(reason) => {
             report.fail(Problem::new(Severity::Failure, "control", reason).file(CONTROL_FILE_NAME));
-            return Ok(report);
+            return None;
         }
     };
-    let storage: Arc<dyn Storage> = Arc::new(RealStorage::new());
-    check_wal(dir, &storage, geometry, &control, &mut report, bar);
-    // A writer may write pages past the end of the log read above while the arena is read:
-    // pages are checked against the log's end only in a store no writer has open.
-    let log_end_lsn = if lock.is_some() { report.wal_end_lsn } else { 0 };
-    check_arena(dir, &storage, geometry, &control, log_end_lsn, &mut report, bar);
-    check_archive(dir, &mut report, bar);
-    check_open(dir, &mut report, bar);
-    Ok(report)
+    let config = WalConfig {
+        beside_writer: live,
+        ..wal_config(geometry, &control)
+    };
+    check_wal(dir, storage, config, &control, report, bar);
+    Some((control, geometry))
 }
 
 /// Opens the store read-only, as a reader would (recovery replayed in memory, nothing
@@ -389,15 +455,15 @@ fn check_control(path: &Path, report: &mut Report) -> Option<Control> {
 fn check_wal(
     dir: &Path,
     storage: &Arc<dyn Storage>,
-    geometry: Geometry,
+    config: WalConfig,
     control: &Control,
     report: &mut Report,
     bar: &dyn Progress,
 ) {
     let wal_dir = dir.join("wal");
-    let config = wal_config(geometry, control);
+    let geometry = config.geometry;
     let open = |mode| Wal::open_read_only(storage.clone(), &wal_dir, config.clone(), None, mode);
-    let Some((wal, scan)) = open_wal_strict(&open, report) else {
+    let Some((wal, scan)) = open_wal_strict(&open, config.beside_writer, report) else {
         return;
     };
     report.wal_checked = true;
@@ -425,6 +491,7 @@ fn wal_config(geometry: Geometry, control: &Control) -> WalConfig {
 /// falls back to [`open_wal_tolerant`]. `None`: no mode opens it.
 fn open_wal_strict(
     open: &impl Fn(RecoveryMode) -> Result<(Wal, ScanReport)>,
+    live: bool,
     report: &mut Report,
 ) -> Option<(Wal, ScanReport)> {
     match open(RecoveryMode::Strict) {
@@ -434,11 +501,11 @@ fn open_wal_strict(
                     "torn tail ({} bytes: {}); the next open erases it",
                     torn.garbage_bytes, torn.reason
                 );
-                warn_torn_tail(report, torn, warning);
+                warn_torn_tail(report, torn, warning, live);
             }
             Some((wal, scan))
         }
-        Err(strict) => open_wal_tolerant(open, strict, report),
+        Err(strict) => open_wal_tolerant(open, strict, live, report),
     }
 }
 
@@ -448,6 +515,7 @@ fn open_wal_strict(
 fn open_wal_tolerant(
     open: &impl Fn(RecoveryMode) -> Result<(Wal, ScanReport)>,
     strict: Error,
+    live: bool,
     report: &mut Report,
 ) -> Option<(Wal, ScanReport)> {
     match open(RecoveryMode::TolerateTornTail) {
@@ -460,7 +528,7 @@ fn open_wal_tolerant(
                  the next open erases it, a Strict open refuses it: {strict}",
                 torn.reason
             );
-            warn_torn_tail(report, torn, warning);
+            warn_torn_tail(report, torn, warning, live);
             Some((wal, scan))
         }
         _ => {
@@ -470,9 +538,17 @@ fn open_wal_tolerant(
     }
 }
 
-/// Notes the torn tail `torn` in `report`, with `warning` as its warning.
-fn warn_torn_tail(report: &mut Report, torn: &TornTail, warning: String) {
+/// Notes the torn tail `torn` in `report`, with `warning` as its warning; beside a writer
+/// (`live`), a tail it was writing as it was read.
+fn warn_torn_tail(report: &mut Report, torn: &TornTail, warning: String, live: bool) {
     report.torn_tail = Some((torn.lsn.get(), torn.reason.clone()));
+    let warning = match live {
+        true => format!(
+            "the tail was being written as it was read ({} bytes: {}): the writer that has the store open appends there",
+            torn.garbage_bytes, torn.reason
+        ),
+        false => warning,
+    };
     report.warn(Problem::new(Severity::Warning, "wal", warning).lsn(Some(torn.lsn)));
 }
 
@@ -574,15 +650,29 @@ fn relative(path: &Path) -> String {
 
 /// Opens the arena read-only and checks every page as it is in its file; records what it
 /// finds in `report`.
+/// What the pages of the arena are checked against.
+struct ArenaCheck<'c> {
+    geometry: Geometry,
+    /// The control data in force (the extent the store had initialised).
+    control: &'c Control,
+    /// The log's end, if known: no page LSN may reach it. 0: not checked.
+    log_end_lsn: u64,
+    /// A writer has the store open: a page that fails its check is read again (the writer may
+    /// have been writing it), and fails only if it fails every read.
+    live: bool,
+}
+
+/// How many times a page of a store a writer has open is read before it is reported damaged.
+const LIVE_PAGE_READS_MAX: usize = 3;
+
 fn check_arena(
     dir: &Path,
     storage: &Arc<dyn Storage>,
-    geometry: Geometry,
-    control: &Control,
-    log_end_lsn: u64,
+    check: &ArenaCheck<'_>,
     report: &mut Report,
     bar: &dyn Progress,
 ) {
+    let (geometry, control) = (check.geometry, check.control);
     let arena_dir = dir.join("arena");
     if !arena_dir.is_dir() {
         report.fail(Problem::new(Severity::Failure, "arena", "the arena directory is missing").file("arena"));
@@ -609,7 +699,7 @@ fn check_arena(
             if done.is_multiple_of(1024) {
                 bar.position(done * geometry.page_bytes());
             }
-            check_arena_page(&arena, id, geometry, control, log_end_lsn, &intact_copies, report);
+            check_arena_page(&arena, id, check, &intact_copies, report);
         }
     }
 }
@@ -653,49 +743,51 @@ fn open_arena(
 /// Reads page `id` from its file and checks it (checksum, identity, owner, that a page the
 /// store had initialised is not empty, and that its page LSN lies below `log_end_lsn`, the
 /// log's end, if known); each finding is a damaged page in `report`.
-fn check_arena_page(
-    arena: &Arena,
-    id: PageId,
-    geometry: Geometry,
-    control: &Control,
-    log_end_lsn: u64,
-    intact_copies: &[PageId],
-    report: &mut Report,
-) {
+fn check_arena_page(arena: &Arena, id: PageId, check: &ArenaCheck<'_>, intact_copies: &[PageId], report: &mut Report) {
     let (space, n) = (id.space(), id.page_no());
-    let in_use = control.extent.map_or([0, 0], |e| e.pages);
-    let pages_per_file = geometry.segment_size_bytes / geometry.page_bytes();
+    let pages_per_file = check.geometry.segment_size_bytes / check.geometry.page_bytes();
     let file = format!("arena/{}", arena_file_name(space, n / pages_per_file));
-    let image = match arena.read_page_from_file(id) {
-        Ok(image) => image,
-        Err(e) => {
-            report.damaged_pages += 1;
-            report.fail(Problem {
-                page: Some(n % pages_per_file),
-                ..Problem::new(Severity::Failure, "arena", e.to_string()).file(file)
-            });
+    let reads_max = if check.live { LIVE_PAGE_READS_MAX } else { 1 };
+    let mut found = None;
+    for read in 1..=reads_max {
+        if read > 1 {
+            // The writer's checkpointer writes a page in microseconds: a page torn by that
+            // write under this read is whole by the next.
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        found = page_finding(arena, id, check);
+        if found.is_none() {
             return;
         }
+    }
+    let Some(reason) = found else { return };
+    report.damaged_pages += 1;
+    let note = if intact_copies.contains(&id) {
+        " (DOUBLEWRITE holds an intact copy: the next open repairs it)"
+    } else {
+        ""
     };
-    let reason = crate::format::page::check_page(&image, id)
-        .or_else(|| crate::format::page::check_owner(&image, id, control.store_id))
+    report.fail(Problem {
+        page: Some(n % pages_per_file),
+        ..Problem::new(Severity::Failure, "arena", format!("{reason}{note}")).file(file)
+    });
+}
+
+/// What is wrong with page `id` as its file holds it now, if anything.
+fn page_finding(arena: &Arena, id: PageId, check: &ArenaCheck<'_>) -> Option<String> {
+    let (space, n) = (id.space(), id.page_no());
+    let in_use = check.control.extent.map_or([0, 0], |e| e.pages);
+    let image = match arena.read_page_from_file(id) {
+        Ok(image) => image,
+        Err(e) => return Some(e.to_string()),
+    };
+    crate::format::page::check_page(&image, id)
+        .or_else(|| crate::format::page::check_owner(&image, id, check.control.store_id))
         .or_else(|| {
             (n < in_use[space.index()] && crate::format::page::is_all_zero(&image))
                 .then(|| format!("{id} is empty, but the store had initialised it (its contents were lost)"))
         })
-        .or_else(|| crate::format::page::check_page_lsn_below(&image, id, log_end_lsn));
-    if let Some(reason) = reason {
-        report.damaged_pages += 1;
-        let note = if intact_copies.contains(&id) {
-            " (DOUBLEWRITE holds an intact copy: the next open repairs it)"
-        } else {
-            ""
-        };
-        report.fail(Problem {
-            page: Some(n % pages_per_file),
-            ..Problem::new(Severity::Failure, "arena", format!("{reason}{note}")).file(file)
-        });
-    }
+        .or_else(|| crate::format::page::check_page_lsn_below(&image, id, check.log_end_lsn))
 }
 
 /// Reads the doublewrite area (informational); returns the pages it holds intact copies of.
@@ -745,7 +837,10 @@ fn read_prefix(path: &Path, len: usize) -> std::io::Result<Vec<u8>> {
 }
 
 /// Checks every archive file in full: header, compressed bytes and contents checksums.
-fn check_archive(dir: &Path, report: &mut Report, bar: &dyn Progress) {
+/// On a store a writer has open (`live`), a file listed and gone when it was read was deleted
+/// by the writer's retention meanwhile (it deletes the oldest files only; a hole in what is
+/// left is still found by [`check_archive_chain`]): counted in a note, not a failure.
+fn check_archive(dir: &Path, live: bool, report: &mut Report, bar: &dyn Progress) {
     let archive = dir.join(crate::archive::ARCHIVE_DIR);
     if !archive.is_dir() {
         return;
@@ -758,11 +853,20 @@ fn check_archive(dir: &Path, report: &mut Report, bar: &dyn Progress) {
     match crate::archive::verify(&RealStorage::new(), dir) {
         Ok(results) => {
             report.archive_checked = true;
+            let (pruned, results): (Vec<_>, Vec<_>) = results
+                .into_iter()
+                .partition(|(path, damage)| live && damage.is_some() && !path.exists());
             report.archive_checked_files = results.len() as u64;
             for (path, damage) in results {
                 if let Some(error) = damage {
                     report.fail(archive_problem(error, &path));
                 }
+            }
+            if !pruned.is_empty() {
+                report.notes.push(format!(
+                    "{} archive files were deleted by the writer's retention while verify read them",
+                    pruned.len()
+                ));
             }
         }
         Err(error) => report.fail(archive_problem(error, &archive)),
@@ -775,6 +879,14 @@ fn check_archive(dir: &Path, report: &mut Report, bar: &dyn Progress) {
 /// a log segment missing between the oldest retained base image and the live log is a failure:
 /// every restore from that image would need it.
 fn check_archive_chain(dir: &Path, report: &mut Report) {
+    // The live log's first segment is read before the archive is listed: a writer archives a
+    // segment before it leaves the log, so every segment gone from the log by then is listed.
+    let live_from = std::fs::read_dir(dir.join("wal"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| crate::wal::segment::parse_segment_file_name(&e.file_name().to_string_lossy()))
+        .min();
     let Ok(listing) = crate::archive::list(&RealStorage::new(), dir, false) else {
         return; // the failure to list was reported above
     };
@@ -793,12 +905,6 @@ fn check_archive_chain(dir: &Path, report: &mut Report) {
     };
     let segment_bytes = oldest_base.segment_size_bytes.get().max(1);
     let needed_from = oldest_base.truncate_lsn.get() / segment_bytes;
-    let live_from = std::fs::read_dir(dir.join("wal"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| crate::wal::segment::parse_segment_file_name(&e.file_name().to_string_lossy()))
-        .min();
     let Some(live_from) = live_from else { return };
     let archived: std::collections::BTreeSet<u64> = listing.segments.iter().map(|s| s.0).collect();
     if let Some(missing) = (needed_from..live_from).find(|n| !archived.contains(n)) {

@@ -79,6 +79,11 @@ pub struct WalConfig {
     /// did not wait for. [`Wal::detach_before`] hands them out first, opened and checked.
     /// `None` (the default) opens every segment.
     pub archive_before: Option<Lsn>,
+    /// The log is read while a writer appends to it (`verify` beside a running store): the
+    /// segments listed at the open end this read, and the successor rule is not checked at
+    /// their end, since the writer may have made the next segment after the listing. Off (the
+    /// default) for every open of a log no writer holds.
+    pub beside_writer: bool,
 }
 
 impl WalConfig {
@@ -92,6 +97,7 @@ impl WalConfig {
             background: true,
             required_files: false,
             archive_before: None,
+            beside_writer: false,
         }
     }
 }

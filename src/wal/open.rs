@@ -146,7 +146,7 @@ impl Wal {
         if let Some(from) = scan_from {
             check_scan_found_start(&report, from, mode)?;
         }
-        if config.required_files {
+        if config.required_files && !config.beside_writer {
             check_successor(&view, dir, &report)?;
         }
         let scanned = Scanned {
