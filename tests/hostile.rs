@@ -1202,3 +1202,55 @@ fn verify_beside_a_writer_still_reports_damage_found_on_every_read() {
     );
     drop(writer);
 }
+
+/// Runs `vellum args` under `sh -c 'ulimit …; exec vellum …'` with the soft (and, if
+/// `hard_too`, the hard) file size limit set to `blocks` 512-byte blocks.
+fn vellum_with_file_size_limit(blocks: u64, hard_too: bool, args: &[&str]) -> std::process::Output {
+    let which = if hard_too { "-f" } else { "-Sf" };
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit {which} {blocks} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_vellum"))
+        .args(args)
+        .output()
+        .expect("run vellum under sh")
+}
+
+#[test]
+fn a_file_size_limit_below_the_stores_files_is_a_typed_refusal_that_writes_nothing() {
+    // `ulimit -f 8192` (4 MiB) below the default 16 MiB segments: before, `vellum create` was
+    // killed by SIGXFSZ part-way ("File size limit exceeded", a half-made store left behind).
+    let hard = Command::new("sh").arg("-c").arg("ulimit -Hf").output().unwrap();
+    let hard = String::from_utf8_lossy(&hard.stdout).trim().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let store_arg = store.to_str().unwrap();
+    let out = vellum_with_file_size_limit(8192, true, &["create", store_arg, "--dim", "8"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "a typed error, not a signal: {out:?}");
+    assert!(stderr.contains("ulimit -f"), "the limit is named: {stderr}");
+    assert!(
+        !store.exists(),
+        "nothing was written: {:?}",
+        std::fs::read_dir(dir.path()).unwrap().count()
+    );
+    // An existing store: its writer's open is refused the same way, and nothing changes.
+    assert!(vellum(&["create", store_arg, "--dim", "8"]).status.success());
+    let rows = dir.path().join("rows.jsonl");
+    std::fs::write(&rows, "{\"id\": \"a\", \"vector\": [1,2,3,4,5,6,7,8]}\n").unwrap();
+    let before = snapshot(&store);
+    let out = vellum_with_file_size_limit(8192, true, &["import", store_arg, rows.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(snapshot(&store) == before, "a refused open writes nothing");
+    // Readers write nothing: `stats` reads on under the limit.
+    let out = vellum_with_file_size_limit(8192, true, &["stats", store_arg]);
+    assert!(out.status.success(), "{out:?}");
+    // Only the soft limit low: the store raises it to the hard one and goes on.
+    if hard == "unlimited" || hard.parse::<u64>().is_ok_and(|h| h >= 1 << 20) {
+        let out = vellum_with_file_size_limit(8192, false, &["import", store_arg, rows.to_str().unwrap()]);
+        assert!(out.status.success(), "the soft limit is raised: {out:?}");
+        assert_eq!(Store::open(&store, Options::default()).unwrap().len(), 1);
+    } else {
+        eprintln!("the soft-limit half skipped: the hard file size limit here is {hard}");
+    }
+}

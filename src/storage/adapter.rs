@@ -184,6 +184,10 @@ impl Storage for Adapted {
         self.inner.available_bytes(path)
     }
 
+    fn file_size_limit_bytes(&self) -> Option<u64> {
+        self.inner.file_size_limit_bytes()
+    }
+
     fn watch_removals(&self, dirs: &[(&Path, super::NameFilter)]) -> Option<Box<dyn super::RemovalWatch>> {
         self.inner.watch_removals(dirs)
     }

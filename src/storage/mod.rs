@@ -124,6 +124,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
         let _ = path;
         Ok(None)
     }
+    /// The largest file this process may write (`RLIMIT_FSIZE`, `ulimit -f`), or `None` where
+    /// there is no limit (the default) or it is not known. The real file system raises the
+    /// process's soft limit to its hard one first.
+    fn file_size_limit_bytes(&self) -> Option<u64> {
+        None
+    }
     /// When the file or directory `path` was last modified, where that is known (a directory's
     /// time moves as entries are made, renamed or removed in it). `None` by default.
     fn modified(&self, path: &Path) -> Option<std::time::SystemTime> {

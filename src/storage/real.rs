@@ -216,6 +216,11 @@ impl Storage for RealStorage {
         Ok(Arc::new(RealFile::new(file)))
     }
 
+    fn file_size_limit_bytes(&self) -> Option<u64> {
+        static LIMIT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+        *LIMIT.get_or_init(file_size_limit)
+    }
+
     // The statvfs counts are u64 on 64-bit Linux but not on every target.
     #[allow(clippy::useless_conversion)]
     fn available_bytes(&self, path: &Path) -> io::Result<Option<u64>> {
@@ -331,6 +336,59 @@ fn raise_open_file_limit() -> bool {
     };
     // SAFETY: setrlimit reads one rlimit from `raised`, a local of that type.
     unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 }
+}
+
+/// The largest file this process may write (`RLIMIT_FSIZE`), once per process: the soft limit
+/// is raised to the hard one first, as the open-file limit is above. `None`: no limit. Where a
+/// finite limit remains, `SIGXFSZ` is ignored unless the program set a handler for it: a write
+/// past the limit then fails with `EFBIG`, a typed error, where the signal's default action
+/// killed the process mid-write (`ulimit -f 8192` and `vellum create` left a half-made store
+/// and "File size limit exceeded"). PostgreSQL's server ignores the signal for the same
+/// reason.
+fn file_size_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into `limit`, a local of that type.
+    if unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit) } != 0 {
+        return None;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads one rlimit from `raised`, a local of that type.
+        if unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &raised) } == 0 {
+            limit.rlim_cur = limit.rlim_max;
+        }
+    }
+    if limit.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    ignore_file_size_signal();
+    Some(limit.rlim_cur)
+}
+
+/// Sets `SIGXFSZ` to be ignored if it has its default action (see [`file_size_limit`]).
+fn ignore_file_size_signal() {
+    // SAFETY: a zeroed sigaction is a valid value of the type (no handler, empty mask).
+    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: with a null new action, sigaction only writes the current one into `current`,
+    // a local of that type.
+    if unsafe { libc::sigaction(libc::SIGXFSZ, std::ptr::null(), &mut current) } != 0 {
+        return;
+    }
+    if current.sa_sigaction != libc::SIG_DFL {
+        return;
+    }
+    // SAFETY: as above; the new action (ignore) is read from a local of the type.
+    let mut ignore: libc::sigaction = unsafe { std::mem::zeroed() };
+    ignore.sa_sigaction = libc::SIG_IGN;
+    // SAFETY: sigaction reads the new action from `ignore`, a local of the type; the old one
+    // is not asked for.
+    unsafe { libc::sigaction(libc::SIGXFSZ, &ignore, std::ptr::null_mut()) };
 }
 
 /// Takes `flock(operation | LOCK_NB)` on `file`; the lock lives as long as the open file

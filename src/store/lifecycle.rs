@@ -136,6 +136,36 @@ pub(super) fn check_room_for_segment(storage: &dyn Storage, dir: &Path, segment_
     }
 }
 
+/// Refuses, before anything is written, a store whose files of fixed size (a log segment, an
+/// arena file: `segment_size_bytes` each; the doublewrite file) are larger than the process
+/// may write (`ulimit -f`): the first of them would fail part-way instead (or the process be
+/// killed, where `SIGXFSZ` keeps its default action).
+pub(super) fn check_file_size_limit(
+    storage: &dyn Storage,
+    doing: &str,
+    page_size_bytes: u32,
+    segment_size_bytes: u64,
+) -> Result<()> {
+    let Some(limit_bytes) = storage.file_size_limit_bytes() else {
+        return Ok(());
+    };
+    let doublewrite_bytes = crate::format::doublewrite::DOUBLEWRITE_FILE_PAGES * u64::from(page_size_bytes);
+    let needed_bytes = segment_size_bytes.max(doublewrite_bytes);
+    if needed_bytes <= limit_bytes {
+        return Ok(());
+    }
+    Err(Error::Io {
+        context: format!(
+            "{doing}: this process may write files of at most {limit_bytes} bytes \
+             (its file size limit, `ulimit -f`), and the store's log segments and arena files take \
+             {needed_bytes} bytes each; nothing was written. Raise the limit (`ulimit -f unlimited`), \
+             or create the store with a smaller segment size (`--segment-size`, \
+             `Options::segment_size_bytes`)"
+        ),
+        source: std::io::Error::from_raw_os_error(libc::EFBIG),
+    })
+}
+
 /// Writes a new store's files, in the order FORMAT.md gives (section 2): the log, the arena
 /// directory, the doublewrite file with its header page, and the control file last (a store
 /// exists once it is durable).

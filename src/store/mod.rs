@@ -70,7 +70,8 @@ pub use graph::{IndexBuildPhase, IndexBuildProgress, IndexInfo, IndexOptions, Se
 pub(crate) use apply::{apply_edits, format_page};
 pub(crate) use inner::{ActiveTxn, Inner};
 use inner::checkpointer;
-use lifecycle::{check_creation_options, check_room_for_segment, create_files, lock_store, random_u64, wal_config};
+use lifecycle::{
+    check_creation_options, check_file_size_limit, check_room_for_segment, create_files, lock_store, random_u64, wal_config};
 
 /// An embedded vector store. `Send + Sync`: share it with `Arc`.
 ///
@@ -190,6 +191,8 @@ impl Store {
                 dir.display()
             )));
         }
+        let creating = format!("creating a store in {}", dir.display());
+        check_file_size_limit(storage.as_ref(), &creating, options.page_size_bytes, options.segment_size_bytes)?;
         storage
             .create_dir_all(dir)
             .context(|| format!("creating {}", dir.display()))?;
@@ -244,7 +247,10 @@ impl Store {
         let (control_file, control) = if read_only {
             ControlFile::open(storage.as_ref(), dir)?
         } else {
-            ControlFile::open_writable(storage.as_ref(), dir)?
+            let (file, control) = ControlFile::open_writable(storage.as_ref(), dir)?;
+            let opening = format!("opening {} for writing", dir.display());
+            check_file_size_limit(storage.as_ref(), &opening, control.page_size_bytes, control.segment_size_bytes)?;
+            (file, control)
         };
         let lock = lock_store(dir, &storage, read_only)?;
         let OpenedFiles {
