@@ -41,6 +41,11 @@ pub trait Engine: Sized + Send + Sync {
     fn commit_stats(&self) -> Option<(u64, u64)> {
         None
     }
+    /// The bytes of log the last open recovered from (its redo's start to the log's end), where
+    /// the store keeps a log it replays at an open after a crash.
+    fn recovered_log_bytes(&self) -> Option<u64> {
+        None
+    }
     /// Commits one record; durable when this returns.
     fn commit_one(&self, stream: u32, seq: u64, record: &[u8]) -> Res<()>;
     /// Commits `records` (seqs `first_seq..`) as one atomic transaction; durable when this returns.
@@ -264,6 +269,11 @@ impl<const ARCHIVE: bool, const STORED: bool> Engine for VellumWith<ARCHIVE, STO
 
     fn count(&self) -> Res<u64> {
         Ok(self.store.len() as u64)
+    }
+
+    fn recovered_log_bytes(&self) -> Option<u64> {
+        let report = self.store.recovery_report();
+        Some(report.end_lsn.get().saturating_sub(report.analysis_start.get()))
     }
 
     fn close(self) -> Res<()> {

@@ -125,6 +125,17 @@ const ROWS: &[Row] = &[
     row("cold_ms", "reopen, cold page cache (ms)", "reopen"),
     row("crash_ms", "reopen after a crash, cold page cache (ms)", "crash"),
     row(
+        "crash_log_mib",
+        "reopen after a crash: the log it recovered from (MiB: the crash child's one commit of 1,000 records)",
+        "crash",
+    ),
+    row(
+        "crash_floor_ms",
+        "reopen after a crash: its floor, a cold read of that much log in one request (ms)",
+        "crash",
+    ),
+    ratio("crash_vs_floor", "reopen after a crash ÷ its floor", "crash"),
+    row(
         "read_batch_ns",
         "point read, one read txn per 1,000 reads (ns/op)",
         "reads",
@@ -332,7 +343,10 @@ pub fn workloads(sizes: &Sizes) -> String {
          capped at 4 s: a pass of one read transaction per 1,000 reads, one of one per read (the mean of \
          each), and a third of one per read with each read timed on its own (p50, p99). \
          **Crash**: a child process opens the w3 store, commits {} more records durably and exits \
-         without closing; the parent drops the page cache and times the open. The record count is verified \
+         without closing; the parent drops the page cache and times the open; for a store that replays a \
+         log (Vellum), the floor of that open: the log it recovered from (redo start to end), written to a \
+         scratch file, synced, dropped from the page cache and read back in one request, timed. The record \
+         count is verified \
          after every reopen. **Raw baselines**, just before every engine's run in every round: {} \
          pwrites of 4 KiB + fdatasync each into a zero-filled, synced file; {} MiB written sequentially to a \
          new file in 1 MiB writes, fdatasync after each; w2's shape with no engine (4 writers x {} commits of \

@@ -103,6 +103,37 @@ pub fn raw_sequential_fdatasync(dir: &Path, bytes: usize) -> Res<f64> {
     Ok(bytes as f64 / seconds / 1e6)
 }
 
+/// A cold read of `bytes` (ms): a file of that size is written and synced in `dir`, its pages
+/// dropped from the page cache, then timed: open, one read of it all (asked ahead with
+/// `posix_fadvise(WILLNEED)`, as a log scan asks), close. The floor of an open that must read
+/// that much of its log from the disk before it can answer.
+pub fn cold_read_ms(dir: &Path, bytes: usize) -> Res<f64> {
+    let path = dir.join("raw-cold-read");
+    let file = create_file(&path)?;
+    let content: Vec<u8> = (0..bytes).map(|i| (i * 13 + 5) as u8).collect();
+    file.write_all_at(&content, 0)?;
+    file.sync_all()?;
+    // SAFETY: the descriptor belongs to `file`, alive across the call; no pointers are passed.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    drop(file);
+    if rc != 0 {
+        return Err(format!("posix_fadvise({}): error {rc}", path.display()).into());
+    }
+    let mut read = vec![0u8; bytes];
+    let start = Instant::now();
+    let file = File::open(&path)?;
+    // SAFETY: as above.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, bytes as libc::off_t, libc::POSIX_FADV_WILLNEED) };
+    file.read_exact_at(&mut read, 0)?;
+    drop(file);
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    fs::remove_file(&path)?;
+    if read != content {
+        return Err("the cold read returned other bytes than were written".into());
+    }
+    Ok(ms)
+}
+
 fn create_file(path: &Path) -> Res<File> {
     let file = OpenOptions::new().read(true).write(true).create_new(true).open(path);
     file.map_err(|e| format!("creating {}: {e}", path.display()).into())

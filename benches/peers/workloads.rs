@@ -552,8 +552,18 @@ fn crash<E: Engine>(dir: &Path, ctx: &Ctx<'_>) -> Res<Figures> {
     let store = E::open(dir)?;
     let open = t.elapsed();
     verify_count(&store, total + n as u64, "after the crash")?;
+    let recovered_bytes = store.recovered_log_bytes();
     store.close()?;
-    Ok(vec![("crash_ms", ms(open))])
+    let mut figures = vec![("crash_ms", ms(open))];
+    // The floor of an open that replays a log: reading, from the disk, the log it recovered
+    // from (LMDB's open reads its two meta pages).
+    if let Some(bytes) = recovered_bytes.filter(|&b| b > 0) {
+        let floor_ms = sys::cold_read_ms(dir.parent().unwrap_or(dir), bytes as usize)?;
+        figures.push(("crash_log_mib", bytes as f64 / MIB as f64));
+        figures.push(("crash_floor_ms", floor_ms));
+        figures.push(("crash_vs_floor", ms(open) / floor_ms));
+    }
+    Ok(figures)
 }
 
 /// The crash child's work: opens the store, commits `records` records from `first_seq` in one
