@@ -59,15 +59,12 @@ pub(crate) fn run_closing(inner: &Inner) -> Result<Lsn> {
 
 /// Who a checkpoint runs for: a base image it stores is compressed on every core when a caller
 /// waits for it, and on the checkpointer's thread alone when the writers go on beside it; a
-/// writeback, put-back or closing checkpoint stores none.
+/// writeback or closing checkpoint stores none.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Caller {
     Waiting,
     Background,
     Writeback,
-    /// Run by a durable commit to put back files deleted under the store before it returns
-    /// (src/store/deletions.rs): the committer waits, so no base image.
-    PutBack,
     Closing,
 }
 
@@ -75,7 +72,7 @@ impl Caller {
     pub(crate) fn compress_threads(self) -> usize {
         match self {
             Caller::Waiting => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
-            Caller::Background | Caller::Writeback | Caller::PutBack | Caller::Closing => 1,
+            Caller::Background | Caller::Writeback | Caller::Closing => 1,
         }
     }
 
@@ -83,7 +80,7 @@ impl Caller {
     fn stores_base_images(self) -> bool {
         match self {
             Caller::Waiting | Caller::Background => true,
-            Caller::Writeback | Caller::PutBack | Caller::Closing => false,
+            Caller::Writeback | Caller::Closing => false,
         }
     }
 }
@@ -562,7 +559,8 @@ fn relink_doublewrite(inner: &Inner) -> Result<()> {
 
 /// Makes `EPOCH`, `CONTROL` and `DOUBLEWRITE` again, and puts back arena files and log
 /// segments, where one was deleted while the store is open: for a close that runs no
-/// checkpoint, or whose checkpoint failed (a checkpoint that runs does it as it writes them).
+/// checkpoint, or whose checkpoint failed (a checkpoint that runs does it as it writes them),
+/// and for a put-back (src/store/deletions.rs), under the checkpoint lock its caller holds.
 pub(super) fn relink_files(inner: &Inner) -> Result<()> {
     inner.wal.relink_epoch_file()?;
     inner.arena.restore_unlinked_files()?;

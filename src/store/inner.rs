@@ -23,7 +23,6 @@ use super::alloc::WriterState;
 use super::catalog::{EntryMeta, EntryView};
 use super::mask::Mask;
 use super::state::PageMap;
-use crate::store::checkpoint::Caller;
 use crate::format::page::VectorLayout;
 
 
@@ -228,13 +227,13 @@ pub(super) fn checkpointer(weak: Weak<Inner>) {
             crate::store::archiver::resume_backlog(&inner);
         }
         // A failure poisons the log or is retried at the next trigger; commits report it.
-        // A file deleted under the store is put back by a checkpoint now, not at the next one.
+        // A file deleted under the store is put back now, not at the next checkpoint.
         let due = inner
             .checkpoint_due()
             .or_else(|| deletions.files_deleted(&inner).then_some(Due::FilesDeleted));
         let result = match due {
             Some(Due::Interval) => crate::store::checkpoint::run_in_background(&inner).map(|_| ()),
-            Some(Due::FilesDeleted) => super::deletions::put_back(&inner, Caller::Background),
+            Some(Due::FilesDeleted) => super::deletions::put_back(&inner),
             Some(Due::Writeback) => crate::store::checkpoint::run_writeback(&inner).map(|_| ()),
             None => continue,
         };
