@@ -1254,3 +1254,36 @@ fn a_file_size_limit_below_the_stores_files_is_a_typed_refusal_that_writes_nothi
         eprintln!("the soft-limit half skipped: the hard file size limit here is {hard}");
     }
 }
+
+#[test]
+fn creates_racing_for_one_directory_make_one_store_and_the_others_find_it_made() {
+    // Before, two `vellum create` of one directory at once both failed about two times in
+    // three (each removing or finding the other's half-made log segment) and left remains that
+    // every later create refused.
+    let scratch = tempfile::tempdir().unwrap();
+    for round in 0..8 {
+        let store = scratch.path().join(format!("store-{round}"));
+        let children: Vec<_> = (0..3)
+            .map(|_| {
+                Command::new(env!("CARGO_BIN_EXE_vellum"))
+                    .args(["create", store.to_str().unwrap(), "--dim", "8"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let outputs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+        let made = outputs.iter().filter(|o| o.status.success()).count();
+        assert_eq!(made, 1, "round {round}: one creator makes the store: {outputs:?}");
+        for refused in outputs.iter().filter(|o| !o.status.success()) {
+            let stderr = String::from_utf8_lossy(&refused.stderr);
+            assert!(
+                stderr.contains("already exists"),
+                "round {round}: the others find it made: {stderr}"
+            );
+        }
+        let report = vellum::inspect::verify_store(&store, &()).unwrap();
+        assert!(report.clean(), "round {round}: {:?}", report.problems);
+    }
+}

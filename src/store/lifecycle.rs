@@ -111,6 +111,36 @@ fn retry_while_held<T>(mut take: impl FnMut() -> std::io::Result<T>) -> std::io:
     taken
 }
 
+/// How long a creator waits for another that is making a store in the same directory: a
+/// creation writes and syncs a log segment (tens of milliseconds), then lets go.
+const CREATION_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Locks the directory `dir` in which a store is about to be made, waiting up to
+/// [`CREATION_WAIT_MAX`] for a creator that holds it: one creator at a time, so that a second
+/// finds the store made (`AlreadyExists`) instead of colliding with the first's files. Before,
+/// two `vellum create` of one directory at once both failed, 13 times in 20 here ("renaming
+/// …/wal/spare-1 …: No such file or directory", "creating …/wal/spare-1: File exists"), and
+/// left the remains of a store that every later create refused. A storage or file system
+/// without directory locks goes on unlocked, as before.
+pub(super) fn lock_for_creation(storage: &Arc<dyn Storage>, dir: &Path) -> Result<Box<dyn std::any::Any + Send + Sync>> {
+    let started = std::time::Instant::now();
+    loop {
+        match storage.lock_dir(dir, true) {
+            Ok(guard) => return Ok(guard),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && started.elapsed() < CREATION_WAIT_MAX => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(Error::Locked(format!(
+                    "{} is held by another process (one making a store there, or one that has a store there open)",
+                    dir.display()
+                )));
+            }
+            Err(_) => return Ok(Box::new(())),
+        }
+    }
+}
+
 fn locked(dir: &Path, read_only: bool) -> Error {
     Error::Locked(format!(
         "{} is open for writing{} (in this process or another)",

@@ -71,7 +71,7 @@ pub(crate) use apply::{apply_edits, format_page};
 pub(crate) use inner::{ActiveTxn, Inner};
 use inner::checkpointer;
 use lifecycle::{
-    check_creation_options, check_file_size_limit, check_room_for_segment, create_files, lock_store, random_u64, wal_config};
+    check_creation_options, check_file_size_limit, check_room_for_segment, create_files, lock_for_creation, lock_store, random_u64, wal_config};
 
 /// An embedded vector store. `Send + Sync`: share it with `Arc`.
 ///
@@ -182,7 +182,18 @@ impl Store {
         let options = options.resolve_direct_io();
         let storage = options.storage.clone();
         check_creation_options(dimension, &options)?;
-        if storage.exists(&dir.join(crate::format::control::CONTROL_FILE_NAME)) {
+        let control_path = dir.join(crate::format::control::CONTROL_FILE_NAME);
+        if storage.exists(&control_path) {
+            return Err(Error::AlreadyExists);
+        }
+        let creating = format!("creating a store in {}", dir.display());
+        check_file_size_limit(storage.as_ref(), &creating, options.page_size_bytes, options.segment_size_bytes)?;
+        storage
+            .create_dir_all(dir)
+            .context(|| format!("creating {}", dir.display()))?;
+        // Looked at again under the lock: another creator may have made the store meanwhile.
+        let creation_lock = lock_for_creation(&storage, dir)?;
+        if storage.exists(&control_path) {
             return Err(Error::AlreadyExists);
         }
         if storage.exists(&dir.join("wal")) {
@@ -191,11 +202,6 @@ impl Store {
                 dir.display()
             )));
         }
-        let creating = format!("creating a store in {}", dir.display());
-        check_file_size_limit(storage.as_ref(), &creating, options.page_size_bytes, options.segment_size_bytes)?;
-        storage
-            .create_dir_all(dir)
-            .context(|| format!("creating {}", dir.display()))?;
         check_room_for_segment(storage.as_ref(), dir, options.segment_size_bytes)?;
         let control = Control {
             page_size_bytes: options.page_size_bytes,
@@ -214,6 +220,9 @@ impl Store {
             extent: Some(crate::format::control::ArenaExtent::default()),
         };
         create_files(storage.as_ref(), dir, &control, &options)?;
+        // The open takes the store's own locks (the directory's among them, on a descriptor of
+        // its own): a creator waiting for this one now finds the store made.
+        drop(creation_lock);
         Store::open(dir, options)
     }
 
