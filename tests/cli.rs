@@ -293,6 +293,21 @@ fn a_missing_store_is_named_and_exits_1() {
             "one line naming the directory: {run:?}"
         );
     }
+    // A path that names a file: no store there, said so (before: an I/O error, exit 3,
+    // "opening …/SETTINGS: Not a directory").
+    std::fs::write(s.path("afile"), b"not a store").unwrap();
+    for args in [
+        &["get", "afile", "a"][..],
+        &["stats", "afile"],
+        &["search", "afile", "--vector", "[1]"],
+    ] {
+        let run = s.run(args);
+        assert!(run.code == 1, "vellum {args:?} on a file exits 1: {run:?}");
+        assert!(
+            run.stderr.contains("no Vellum store") && run.stderr.contains("not a directory"),
+            "says there is no store there: {run:?}"
+        );
+    }
 }
 
 #[test]

@@ -1287,3 +1287,61 @@ fn creates_racing_for_one_directory_make_one_store_and_the_others_find_it_made()
         assert!(report.clean(), "round {round}: {:?}", report.problems);
     }
 }
+
+/// The child half of `a_store_opened_by_a_relative_path_stays_itself_when_the_working_directory_changes`
+/// (runs only with `VELLUM_CWD_CHILD` set to a directory holding `first/` and `second/`, each
+/// with a store `s`): opens `first/s` by a relative path, changes the working directory to
+/// `second/`, writes past several new files and closes. A test of its own process: it changes
+/// the working directory, which every thread of a test binary shares.
+#[test]
+fn relative_path_child_entry() {
+    let Ok(dir) = std::env::var("VELLUM_CWD_CHILD") else {
+        return;
+    };
+    std::env::set_current_dir(Path::new(&dir).join("first")).unwrap();
+    let store = Store::open("s", options()).unwrap();
+    std::env::set_current_dir(Path::new(&dir).join("second")).unwrap();
+    for i in 0..2_000 {
+        store.insert(&format!("moved-{i}"), &vector_of(i, 0.75), &[]).unwrap();
+    }
+    store.checkpoint().unwrap();
+    store.close().unwrap();
+}
+
+#[test]
+fn a_store_opened_by_a_relative_path_stays_itself_when_the_working_directory_changes() {
+    // Before, the store kept the relative path: after the `chdir` its first write failed
+    // ("creating s/arena/catalog-00000000.pages.tmp: No such file or directory"), or, with a
+    // store `s` in the new working directory, went into that other store.
+    let dir = tempfile::tempdir().unwrap();
+    for side in ["first", "second"] {
+        build_store(&dir.path().join(side).join("s"), 0.0);
+    }
+    let second_before = snapshot(&dir.path().join("second/s"));
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "relative_path_child_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("VELLUM_CWD_CHILD", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the child wrote and closed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = Store::open(dir.path().join("first/s"), options()).unwrap();
+    assert_eq!(
+        first.len(),
+        VECTORS + 2_000,
+        "every row went to the store that was opened"
+    );
+    drop(first);
+    assert!(
+        snapshot(&dir.path().join("second/s")) == second_before,
+        "the store in the new working directory was not touched"
+    );
+}

@@ -70,6 +70,7 @@ impl ControlFile {
                     dir.display()
                 )));
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Err(no_store_at_a_file(dir)),
             Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
         };
         let len_bytes = file
@@ -134,4 +135,11 @@ impl ControlFile {
             .sync_data()
             .context(|| format!("syncing {}", self.path.display()))
     }
+}
+
+/// The store's path names a file, not a directory: no store there (an open's first look inside
+/// it fails with `ENOTDIR`, which was an I/O error, exit 3, "opening …/SETTINGS: Not a
+/// directory").
+pub(crate) fn no_store_at_a_file(dir: &Path) -> Error {
+    Error::NotFound(format!("no Vellum store at {} (a file, not a directory)", dir.display()))
 }

@@ -111,6 +111,16 @@ fn retry_while_held<T>(mut take: impl FnMut() -> std::io::Result<T>) -> std::io:
     taken
 }
 
+/// `dir` made absolute (joined to the working directory as it is now; symbolic links are not
+/// resolved). A store keeps its directory's path for every file it makes or looks at later,
+/// and a relative one followed the process's working directory: after a `chdir` the next
+/// write failed ("creating s/arena/catalog-00000000.pages.tmp: No such file or directory") and
+/// so did the close, and where the new working directory held a directory of the same name
+/// (another store), the writer's new files would have gone into it.
+pub(super) fn absolute_dir(dir: &Path) -> Result<std::path::PathBuf> {
+    std::path::absolute(dir).map_err(|e| Error::io(format!("resolving the path {}", dir.display()), e))
+}
+
 /// How long a creator waits for another that is making a store in the same directory: a
 /// creation writes and syncs a log segment (tens of milliseconds), then lets go.
 const CREATION_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);

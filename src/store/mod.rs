@@ -71,7 +71,7 @@ pub(crate) use apply::{apply_edits, format_page};
 pub(crate) use inner::{ActiveTxn, Inner};
 use inner::checkpointer;
 use lifecycle::{
-    check_creation_options, check_file_size_limit, check_room_for_segment, create_files, lock_for_creation, lock_store, random_u64, wal_config};
+    absolute_dir, check_creation_options, check_file_size_limit, check_room_for_segment, create_files, lock_for_creation, lock_store, random_u64, wal_config};
 
 /// An embedded vector store. `Send + Sync`: share it with `Arc`.
 ///
@@ -178,7 +178,7 @@ impl Store {
     /// `Err(AlreadyExists)` if a store is there already; `Err(DiskFull)` if the file system has
     /// no room for the first log segment (nothing is left behind then).
     pub fn create(dir: impl AsRef<Path>, dimension: u32, options: Options) -> Result<Store> {
-        let dir = dir.as_ref();
+        let dir = &absolute_dir(dir.as_ref())?;
         let options = options.resolve_direct_io();
         let storage = options.storage.clone();
         check_creation_options(dimension, &options)?;
@@ -246,6 +246,7 @@ impl Store {
     }
 
     fn open_mode(dir: &Path, options: Options, read_only: bool) -> Result<Store> {
+        let dir = &absolute_dir(dir)?;
         let options = options.resolve_direct_io();
         let storage = options.storage.clone();
         // Hook (shipping): a replica's log is its primary's; it never opens for writing.

@@ -124,6 +124,9 @@ pub fn read(storage: &dyn Storage, dir: &Path) -> Result<Settings> {
     let file = match storage.open_read_only(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            return Err(crate::store::control_file::no_store_at_a_file(dir));
+        }
         Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
     };
     let len_bytes = file
