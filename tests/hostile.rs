@@ -1345,3 +1345,41 @@ fn a_store_opened_by_a_relative_path_stays_itself_when_the_working_directory_cha
         "the store in the new working directory was not touched"
     );
 }
+
+#[test]
+fn a_store_opened_through_a_symlink_stays_in_its_directory_when_the_link_is_swapped() {
+    // A deploy that swaps `current` from one release to the next while the old process still
+    // writes. Before, the old writer's new log segments and arena files went through the link
+    // into the new release's store: every write and the close succeeded, and neither store
+    // opened again ("the log has no segments", "segment belongs to store …").
+    let base = tempfile::tempdir().unwrap();
+    let (r1, r2, current) = (
+        base.path().join("r1"),
+        base.path().join("r2"),
+        base.path().join("current"),
+    );
+    std::fs::create_dir_all(&r1).unwrap();
+    std::os::unix::fs::symlink(&r1, &current).unwrap();
+    let store = Store::create(current.join("store"), DIMENSION, options()).unwrap();
+    assert_eq!(
+        store.path(),
+        r1.join("store").canonicalize().unwrap(),
+        "the open resolved the link"
+    );
+    build_store(&r2.join("store"), 0.5);
+    let r2_before = snapshot(&r2.join("store"));
+    std::fs::remove_file(&current).unwrap();
+    std::os::unix::fs::symlink(&r2, &current).unwrap();
+    // Past many new log segments and arena files.
+    for i in 0..3_000 {
+        store.insert(&format!("old-{i}"), &vector_of(i, 0.25), &[]).unwrap();
+    }
+    store.close().unwrap();
+    let old = Store::open(r1.join("store"), options()).unwrap();
+    assert_eq!(old.len(), 3_000, "every row is in the store that was opened");
+    drop(old);
+    assert!(
+        snapshot(&r2.join("store")) == r2_before,
+        "the new release's store was not touched"
+    );
+}

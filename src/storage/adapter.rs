@@ -188,6 +188,10 @@ impl Storage for Adapted {
         self.inner.file_size_limit_bytes()
     }
 
+    fn resolve_dir(&self, path: &Path) -> io::Result<std::path::PathBuf> {
+        self.inner.resolve_dir(path)
+    }
+
     fn watch_removals(&self, dirs: &[(&Path, super::NameFilter)]) -> Option<Box<dyn super::RemovalWatch>> {
         self.inner.watch_removals(dirs)
     }

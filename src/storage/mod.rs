@@ -124,6 +124,14 @@ pub trait Storage: Send + Sync + fmt::Debug {
         let _ = path;
         Ok(None)
     }
+    /// The path a store in the directory `path` goes on using: `path` made absolute (joined to
+    /// the working directory), and on a real file system with its symbolic links resolved
+    /// where it exists, so that a store stays in the directory it was opened in whatever later
+    /// happens to the working directory or to a link on the way. The default (a storage of
+    /// its own paths) only makes it absolute.
+    fn resolve_dir(&self, path: &Path) -> io::Result<std::path::PathBuf> {
+        std::path::absolute(path)
+    }
     /// The largest file this process may write (`RLIMIT_FSIZE`, `ulimit -f`), or `None` where
     /// there is no limit (the default) or it is not known. The real file system raises the
     /// process's soft limit to its hard one first.

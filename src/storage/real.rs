@@ -216,6 +216,17 @@ impl Storage for RealStorage {
         Ok(Arc::new(RealFile::new(file)))
     }
 
+    fn resolve_dir(&self, path: &Path) -> io::Result<std::path::PathBuf> {
+        match std::fs::canonicalize(path) {
+            Ok(resolved) => Ok(resolved),
+            // Not there (yet): what the open or create finds next says so.
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+                std::path::absolute(path)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn file_size_limit_bytes(&self) -> Option<u64> {
         static LIMIT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
         *LIMIT.get_or_init(file_size_limit)

@@ -111,14 +111,18 @@ fn retry_while_held<T>(mut take: impl FnMut() -> std::io::Result<T>) -> std::io:
     taken
 }
 
-/// `dir` made absolute (joined to the working directory as it is now; symbolic links are not
-/// resolved). A store keeps its directory's path for every file it makes or looks at later,
-/// and a relative one followed the process's working directory: after a `chdir` the next
-/// write failed ("creating s/arena/catalog-00000000.pages.tmp: No such file or directory") and
-/// so did the close, and where the new working directory held a directory of the same name
-/// (another store), the writer's new files would have gone into it.
-pub(super) fn absolute_dir(dir: &Path) -> Result<std::path::PathBuf> {
-    std::path::absolute(dir).map_err(|e| Error::io(format!("resolving the path {}", dir.display()), e))
+/// `dir` as the store goes on using it ([`Storage::resolve_dir`]: absolute, its symbolic links
+/// resolved). A store keeps its directory's path for every file it makes or looks at later.
+/// A relative one followed the process's working directory: after a `chdir` the next write
+/// failed ("creating s/arena/catalog-00000000.pages.tmp: No such file or directory") and so
+/// did the close. One through a symbolic link followed the link: a deploy that swapped
+/// `current` to a new release while the old process wrote sent the old store's new log
+/// segments into the new release's store, and neither opened again ("the log has no segments",
+/// "segment belongs to store …"), though every write and the close had succeeded.
+pub(super) fn absolute_dir(storage: &dyn Storage, dir: &Path) -> Result<std::path::PathBuf> {
+    storage
+        .resolve_dir(dir)
+        .map_err(|e| Error::io(format!("resolving the path {}", dir.display()), e))
 }
 
 /// How long a creator waits for another that is making a store in the same directory: a

@@ -178,9 +178,9 @@ impl Store {
     /// `Err(AlreadyExists)` if a store is there already; `Err(DiskFull)` if the file system has
     /// no room for the first log segment (nothing is left behind then).
     pub fn create(dir: impl AsRef<Path>, dimension: u32, options: Options) -> Result<Store> {
-        let dir = &absolute_dir(dir.as_ref())?;
         let options = options.resolve_direct_io();
         let storage = options.storage.clone();
+        let dir = &absolute_dir(storage.as_ref(), dir.as_ref())?;
         check_creation_options(dimension, &options)?;
         let control_path = dir.join(crate::format::control::CONTROL_FILE_NAME);
         if storage.exists(&control_path) {
@@ -191,6 +191,8 @@ impl Store {
         storage
             .create_dir_all(dir)
             .context(|| format!("creating {}", dir.display()))?;
+        // Now that it exists, its links are resolved too.
+        let dir = &absolute_dir(storage.as_ref(), dir)?;
         // Looked at again under the lock: another creator may have made the store meanwhile.
         let creation_lock = lock_for_creation(&storage, dir)?;
         if storage.exists(&control_path) {
@@ -246,9 +248,9 @@ impl Store {
     }
 
     fn open_mode(dir: &Path, options: Options, read_only: bool) -> Result<Store> {
-        let dir = &absolute_dir(dir)?;
         let options = options.resolve_direct_io();
         let storage = options.storage.clone();
+        let dir = &absolute_dir(storage.as_ref(), dir)?;
         // Hook (shipping): a replica's log is its primary's; it never opens for writing.
         let stored = settings::read(storage.as_ref(), dir)?;
         if !read_only {
@@ -529,7 +531,7 @@ impl Store {
         self.inner.report.lock().clone()
     }
 
-    /// The store's directory.
+    /// The store's directory, as the open resolved it (absolute, its symbolic links resolved).
     pub fn path(&self) -> &Path {
         &self.inner.dir
     }
