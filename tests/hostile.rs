@@ -763,17 +763,22 @@ fn a_lock_file_deleted_under_a_writer_lets_no_second_process_in() {
     assert!(path.join("LOCK").is_file(), "the next open makes LOCK again");
 }
 
-/// Runs `vellum args` under `sh -c 'ulimit …; exec vellum …'` with the soft (and, if
-/// `hard_too`, the hard) limit on open files set to `limit`.
-fn vellum_with_open_files(limit: u32, hard_too: bool, args: &[&str]) -> std::process::Output {
-    let which = if hard_too { "-n" } else { "-Sn" };
+/// Runs `vellum args` under `sh -c 'ulimit FLAG VALUE; exec vellum …'` (`-n`: open files,
+/// `-f`: file size in 512-byte blocks; `-S` before the letter sets the soft limit alone).
+fn vellum_under_ulimit(flag: &str, value: u64, args: &[&str]) -> std::process::Output {
     Command::new("sh")
         .arg("-c")
-        .arg(format!("ulimit {which} {limit} && exec \"$0\" \"$@\""))
+        .arg(format!("ulimit {flag} {value} && exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_vellum"))
         .args(args)
         .output()
         .expect("run vellum under sh")
+}
+
+/// Runs `vellum args` with the soft (and, if `hard_too`, the hard) limit on open files set to
+/// `limit`.
+fn vellum_with_open_files(limit: u32, hard_too: bool, args: &[&str]) -> std::process::Output {
+    vellum_under_ulimit(if hard_too { "-n" } else { "-Sn" }, u64::from(limit), args)
 }
 
 #[test]
@@ -1103,6 +1108,16 @@ fn a_store_file_deleted_under_a_writer_is_back_before_the_next_commit_returns() 
     }
 }
 
+/// Each failure `report` holds, described.
+fn verify_failures(report: &vellum::inspect::Report) -> Vec<String> {
+    report
+        .problems
+        .iter()
+        .filter(|p| p.severity == vellum::inspect::Severity::Failure)
+        .map(|p| p.describe())
+        .collect()
+}
+
 #[test]
 fn verify_beside_a_running_writer_finds_no_damage_in_a_sound_store() {
     // A writer that checkpoints and retires segments all the time, while verify runs again and
@@ -1133,13 +1148,7 @@ fn verify_beside_a_running_writer_finds_no_damage_in_a_sound_store() {
     };
     let mut failed = Vec::new();
     for attempt in 0..40 {
-        let report = vellum::inspect::verify_store(&path, &()).unwrap();
-        let failures: Vec<String> = report
-            .problems
-            .iter()
-            .filter(|p| p.severity == vellum::inspect::Severity::Failure)
-            .map(|p| p.describe())
-            .collect();
+        let failures = verify_failures(&vellum::inspect::verify_store(&path, &()).unwrap());
         if !failures.is_empty() {
             failed.push((attempt, failures));
         }
@@ -1176,12 +1185,7 @@ fn verify_beside_a_writer_still_reports_damage_found_on_every_read() {
     flip(&path.join("arena/vector-00000000.pages"), 4096 + 100);
     let writer = Store::open(&path, options()).unwrap();
     let report = vellum::inspect::verify_store(&path, &()).unwrap();
-    let failures: Vec<String> = report
-        .problems
-        .iter()
-        .filter(|p| p.severity == vellum::inspect::Severity::Failure)
-        .map(|p| p.describe())
-        .collect();
+    let failures = verify_failures(&report);
     assert!(
         failures
             .iter()
@@ -1203,17 +1207,10 @@ fn verify_beside_a_writer_still_reports_damage_found_on_every_read() {
     drop(writer);
 }
 
-/// Runs `vellum args` under `sh -c 'ulimit …; exec vellum …'` with the soft (and, if
-/// `hard_too`, the hard) file size limit set to `blocks` 512-byte blocks.
+/// Runs `vellum args` with the soft (and, if `hard_too`, the hard) file size limit set to
+/// `blocks` 512-byte blocks.
 fn vellum_with_file_size_limit(blocks: u64, hard_too: bool, args: &[&str]) -> std::process::Output {
-    let which = if hard_too { "-f" } else { "-Sf" };
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("ulimit {which} {blocks} && exec \"$0\" \"$@\""))
-        .arg(env!("CARGO_BIN_EXE_vellum"))
-        .args(args)
-        .output()
-        .expect("run vellum under sh")
+    vellum_under_ulimit(if hard_too { "-f" } else { "-Sf" }, blocks, args)
 }
 
 #[test]
