@@ -195,7 +195,7 @@ impl Store {
         let dir = &absolute_dir(storage.as_ref(), dir)?;
         // Looked at again under the lock: another creator may have made the store meanwhile.
         let creation_lock = lock_for_creation(&storage, dir)?;
-        if storage.exists(&control_path) {
+        if storage.exists(&dir.join(crate::format::control::CONTROL_FILE_NAME)) {
             return Err(Error::AlreadyExists);
         }
         if storage.exists(&dir.join("wal")) {
