@@ -1586,3 +1586,31 @@ fn with_vellum_direct_io_0_every_command_still_writes_and_reads() {
     assert_eq!(run(&["checkpoint", "s"]).code, 0, "checkpoint");
     assert_eq!(run(&["verify", "s"]).code, 0, "verify");
 }
+
+#[test]
+fn an_import_whose_store_is_deleted_under_it_says_the_store_is_gone_not_that_its_rows_stay() {
+    // Before, the message said "the N records committed before stay" with the directory gone.
+    use std::io::{BufRead, BufReader, Write};
+    let s = Scratch::new();
+    s.create("s", 2);
+    let mut child = s.spawn(&["import", "s", "-", "--batch", "1", "--ack"], Stdio::piped());
+    let mut stdin = child.stdin.take().expect("a pipe");
+    let mut acks = BufReader::new(child.stdout.take().expect("a pipe")).lines();
+    writeln!(stdin, r#"{{"id": "a", "vector": [1, 2]}}"#).unwrap();
+    assert_eq!(acks.next().unwrap().unwrap(), "1", "the first row is durable");
+    std::fs::remove_dir_all(s.path("s")).unwrap();
+    // More rows: the next commit's flush finds its segment deleted and cannot put it back.
+    for i in 0..20 {
+        if writeln!(stdin, r#"{{"id": "b{i}", "vector": [{i}, 2]}}"#).is_err() {
+            break;
+        }
+    }
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("moved or deleted") && !stderr.contains("committed before it stay"),
+        "the message says the store is gone: {stderr}"
+    );
+}

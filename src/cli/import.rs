@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::ProgressBar;
@@ -203,7 +203,7 @@ fn import_batches(
             Read::Batch(batch) => batch,
             Read::End => break,
             Read::Failed { failure, first: true } => return Err(failure),
-            Read::Failed { failure, first: false } => return Err(stopped(failure, committed)),
+            Read::Failed { failure, first: false } => return Err(stopped(failure, &args.dir, committed)),
         };
         let (lsn, in_batch) = import_batch(args, store, &batch, committed)?;
         committed += in_batch;
@@ -257,8 +257,9 @@ fn import_batch(args: &Args, store: &Store, batch: &Batch, committed: u64) -> Re
         return Err(Failure::new(
             code,
             format!(
-                "{} {location}: {error} (import stopped; the {committed} records committed before it stay)",
+                "{} {location}: {error} (import stopped; {})",
                 input::display_name(&args.file),
+                what_stays(&args.dir, committed),
             ),
         ));
     }
@@ -266,10 +267,11 @@ fn import_batch(args: &Args, store: &Store, batch: &Batch, committed: u64) -> Re
     let lsn = tx.commit().map_err(|e| {
         Failure::from_error(
             format!(
-                "committing records up to {} of {} to {} (the {committed} records committed before stay)",
+                "committing records up to {} of {} to {} ({})",
                 batch.location,
                 input::display_name(&args.file),
-                args.dir.display()
+                args.dir.display(),
+                what_stays(&args.dir, committed),
             ),
             e,
         )
@@ -290,13 +292,26 @@ fn strip_row(error: &Error) -> String {
     }
 }
 
-/// An input failure after `committed` records: the message says those stay.
-fn stopped(failure: Failure, committed: u64) -> Failure {
+/// An input failure after `committed` records: the message says what became of those.
+fn stopped(failure: Failure, dir: &Path, committed: u64) -> Failure {
     Failure::new(
         failure.code,
-        format!(
-            "{} (import stopped; the {committed} records committed before it stay)",
-            failure.message
-        ),
+        format!("{} (import stopped; {})", failure.message, what_stays(dir, committed)),
     )
+}
+
+/// What became of the `committed` records an import made durable in the store at `dir` before
+/// it stopped: they stay, unless the store's directory itself is gone (moved or deleted while
+/// the import wrote: the error is then the next file operation's). Before, the message said
+/// they stay in that case too.
+fn what_stays(dir: &Path, committed: u64) -> String {
+    if dir.join(vellum::format::control::CONTROL_FILE_NAME).is_file() {
+        format!("the {committed} records committed before it stay")
+    } else {
+        format!(
+            "the store is no longer at {}: it was moved or deleted while the import wrote, with the {committed} \
+             records committed before",
+            dir.display()
+        )
+    }
 }
