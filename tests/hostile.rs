@@ -1285,6 +1285,106 @@ fn creates_racing_for_one_directory_make_one_store_and_the_others_find_it_made()
     }
 }
 
+/// The real file system, whose syncs of a store's directory once it holds `CONTROL` take
+/// [`SlowStoreDirSyncs::DELAY`]: the create's last step (syncing the directory that now names
+/// `CONTROL`) lasts long enough for an opener to find the store made.
+#[derive(Debug)]
+struct SlowStoreDirSyncs(vellum::storage::RealStorage);
+
+impl SlowStoreDirSyncs {
+    const DELAY: std::time::Duration = std::time::Duration::from_millis(40);
+}
+
+impl vellum::storage::Storage for SlowStoreDirSyncs {
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        self.0.create_dir_all(path)
+    }
+    fn open(&self, path: &Path, create: bool) -> std::io::Result<std::sync::Arc<dyn vellum::storage::StorageFile>> {
+        self.0.open(path, create)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.0.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        self.0.remove_file(path)
+    }
+    fn remove_dir(&self, path: &Path) -> std::io::Result<()> {
+        self.0.remove_dir(path)
+    }
+    fn list(&self, path: &Path) -> std::io::Result<Vec<String>> {
+        self.0.list(path)
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        if path.join("CONTROL").exists() {
+            std::thread::sleep(Self::DELAY);
+        }
+        self.0.sync_dir(path)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        self.0.exists(path)
+    }
+    fn lock_exclusive(&self, path: &Path) -> std::io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        self.0.lock_exclusive(path)
+    }
+    fn lock_shared(&self, path: &Path) -> std::io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        self.0.lock_shared(path)
+    }
+    fn lock_dir(&self, path: &Path, exclusive: bool) -> std::io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        self.0.lock_dir(path, exclusive)
+    }
+    fn resolve_dir(&self, path: &Path) -> std::io::Result<PathBuf> {
+        self.0.resolve_dir(path)
+    }
+    fn available_bytes(&self, path: &Path) -> std::io::Result<Option<u64>> {
+        self.0.available_bytes(path)
+    }
+}
+
+#[test]
+fn an_open_racing_a_create_neither_fails_it_nor_finds_the_store_damaged() {
+    // Before, the create let go of the directory's lock once its files were made and took the
+    // store's locks again in its own open: an open by another that came in between (here, while
+    // the create syncs the directory naming `CONTROL`) held the store, and the create failed
+    // `Locked` although it had made the store; and the opener, looking while the create wrote,
+    // found the store corrupted ("control file is 512 bytes, expected 1024", "the control
+    // file is missing, but the directory holds a store's log and arena").
+    let scratch = tempfile::tempdir().unwrap();
+    let slow = Options {
+        storage: std::sync::Arc::new(SlowStoreDirSyncs(vellum::storage::RealStorage)),
+        ..options()
+    };
+    for round in 0..4 {
+        let store = scratch.path().join(format!("store-{round}"));
+        let opener = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                while started.elapsed() < std::time::Duration::from_secs(10) {
+                    match Store::open(&store, options()) {
+                        Ok(opened) => {
+                            std::thread::sleep(std::time::Duration::from_millis(150));
+                            opened.close().unwrap();
+                            return true;
+                        }
+                        Err(e) => assert!(
+                            matches!(e, Error::NotFound(_) | Error::Locked(_)),
+                            "round {round}: a store being made is not there yet, or held, never damaged: {e}"
+                        ),
+                    }
+                }
+                false
+            })
+        };
+        let created = Store::create(&store, 8, slow.clone());
+        let created = created.unwrap_or_else(|e| panic!("round {round}: the create stands: {e}"));
+        created.close().unwrap();
+        assert!(
+            opener.join().unwrap(),
+            "round {round}: the opener opens the store once it is made"
+        );
+    }
+}
+
 /// The child half of `a_store_opened_by_a_relative_path_stays_itself_when_the_working_directory_changes`
 /// (runs only with `VELLUM_CWD_CHILD` set to a directory holding `first/` and `second/`, each
 /// with a store `s`): opens `first/s` by a relative path, changes the working directory to

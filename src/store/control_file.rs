@@ -19,19 +19,18 @@ pub struct ControlFile {
 }
 
 impl ControlFile {
-    /// Creates the control file of a new store with both slots written and synced.
+    /// Creates the control file of a new store with both slots written and synced, whole at
+    /// once: written beside its name and renamed into place, so that an open racing the
+    /// creation finds no control file or a whole one, never half of one (which it would call
+    /// corrupted). The caller syncs the directory.
     pub fn create(storage: &dyn Storage, dir: &Path, control: &Control) -> Result<ControlFile> {
         let path = dir.join(CONTROL_FILE_NAME);
-        let file = storage
-            .open(&path, true)
-            .context(|| format!("creating {}", path.display()))?;
-        let control_file = ControlFile { path, file };
         let mut first = control.clone();
         first.sequence = 0;
-        control_file.write_slot(&first)?;
-        first.sequence = 1;
-        control_file.write_slot(&first)?;
-        Ok(control_file)
+        let mut second = control.clone();
+        second.sequence = 1;
+        let file = write_whole_beside(storage, &path, &first, &second)?;
+        Ok(ControlFile { path, file })
     }
 
     /// Opens the control file read-only (nothing about the store changes; [`write_slot`]
@@ -58,6 +57,14 @@ impl ControlFile {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if storage.exists(&dir.join("wal")) && storage.exists(&dir.join("arena")) {
+                    if held_by_a_writer(storage, dir) {
+                        // A store being made (the control file comes last), or a writer that
+                        // puts back a control file deleted under it: not damage.
+                        return Err(Error::Locked(format!(
+                            "{} is held by another process (one making a store there, or a writer whose {CONTROL_FILE_NAME} it puts back)",
+                            dir.display()
+                        )));
+                    }
                     // A finished store's files without the file that makes them a store: the
                     // control file was lost, not never written (it is written last at creation).
                     return Err(Error::corrupted_file(
@@ -103,24 +110,14 @@ impl ControlFile {
             return Ok(false);
         }
         let dir = self.path.parent().expect("the control file lies in the store's directory");
-        let fresh_path = self.path.with_extension("tmp");
-        let _ = storage.remove_file(&fresh_path);
-        let file = storage
-            .open(&fresh_path, true)
-            .context(|| format!("creating {}", fresh_path.display()))?;
-        let fresh = ControlFile { path: fresh_path.clone(), file };
         // Both slots: the one in force, and the same data one sequence away in the other.
         let mut other = current.clone();
         other.sequence = if current.sequence == 0 { 1 } else { current.sequence - 1 };
-        fresh.write_slot(&other)?;
-        fresh.write_slot(current)?;
-        storage
-            .rename(&fresh_path, &self.path)
-            .context(|| format!("renaming {} to {}", fresh_path.display(), self.path.display()))?;
+        let file = write_whole_beside(storage, &self.path, &other, current)?;
         storage
             .sync_dir(dir)
             .context(|| format!("syncing directory {}", dir.display()))?;
-        self.file = fresh.file;
+        self.file = file;
         Ok(true)
     }
 
@@ -135,6 +132,30 @@ impl ControlFile {
             .sync_data()
             .context(|| format!("syncing {}", self.path.display()))
     }
+}
+
+/// True if another holds the directory `dir` locked for writing (a creator or a writer), as
+/// far as the storage can tell.
+fn held_by_a_writer(storage: &dyn Storage, dir: &Path) -> bool {
+    matches!(storage.lock_dir(dir, false), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// Writes a control file of the slots `first` then `second` (each synced) at `path` + `.tmp`
+/// and renames it onto `path` (not yet durable: the caller syncs the directory); the file,
+/// open for writing.
+fn write_whole_beside(storage: &dyn Storage, path: &Path, first: &Control, second: &Control) -> Result<Arc<dyn StorageFile>> {
+    let fresh_path = path.with_extension("tmp");
+    let _ = storage.remove_file(&fresh_path);
+    let file = storage
+        .open(&fresh_path, true)
+        .context(|| format!("creating {}", fresh_path.display()))?;
+    let fresh = ControlFile { path: fresh_path.clone(), file };
+    fresh.write_slot(first)?;
+    fresh.write_slot(second)?;
+    storage
+        .rename(&fresh_path, path)
+        .context(|| format!("renaming {} to {}", fresh_path.display(), path.display()))?;
+    Ok(fresh.file)
 }
 
 /// The store's path names a file, not a directory: no store there (an open's first look inside

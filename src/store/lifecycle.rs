@@ -58,8 +58,18 @@ pub(super) fn wal_config(control: &Control, options: &Options) -> Result<WalConf
 /// `flock` as a byte-range lock, which a directory opened for reading cannot hold
 /// exclusively) leaves the store to `LOCK`.
 pub(super) fn lock_store(dir: &Path, storage: &Arc<dyn Storage>, read_only: bool) -> Result<Box<dyn std::any::Any + Send + Sync>> {
+    lock_store_waiting(dir, storage, read_only, HELD_WAIT_MAX)
+}
+
+/// [`lock_store`], waiting up to `wait` for a holder to let go.
+fn lock_store_waiting(
+    dir: &Path,
+    storage: &Arc<dyn Storage>,
+    read_only: bool,
+    wait: std::time::Duration,
+) -> Result<Box<dyn std::any::Any + Send + Sync>> {
     let path = dir.join("LOCK");
-    let taken = retry_while_held(|| {
+    let taken = retry_while_held(wait, &|| {
         if read_only {
             storage.lock_shared(&path)
         } else {
@@ -74,7 +84,7 @@ pub(super) fn lock_store(dir: &Path, storage: &Arc<dyn Storage>, read_only: bool
         }
         Err(e) => return Err(Error::io(format!("locking {}", path.display()), e)),
     };
-    let dir_guard = match retry_while_held(|| storage.lock_dir(dir, !read_only)) {
+    let dir_guard = match retry_while_held(wait, &|| storage.lock_dir(dir, !read_only)) {
         Ok(guard) => guard,
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Err(locked(dir, read_only)),
         Err(_) => Box::new(()),
@@ -94,17 +104,20 @@ pub(super) fn lock_store(dir: &Path, storage: &Arc<dyn Storage>, read_only: bool
     Ok(Box::new((in_children, file_guard, dir_guard)))
 }
 
-/// Tries `take` until it does not find the lock held, for up to 100 ms. A lock is held by an
-/// open file description, and a process that forks (to run a command) shares its descriptors
-/// with the child until the child's exec closes them: a store closed in one thread while
-/// another forks can stay locked for that instant. A holder that has the store open holds it
-/// far longer than the moment waited here.
-fn retry_while_held<T>(mut take: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+/// How long an open waits for the store's locks: a lock is held by an open file description,
+/// and a process that forks (to run a command) shares its descriptors with the child until the
+/// child's exec closes them, so a store closed in one thread while another forks can stay
+/// locked for that instant. A holder that has the store open holds it far longer.
+const HELD_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Tries `take` until it does not find the lock held, for up to `wait`.
+fn retry_while_held<T>(
+    wait: std::time::Duration,
+    take: &dyn Fn() -> std::io::Result<T>,
+) -> std::io::Result<T> {
     let started = std::time::Instant::now();
     let mut taken = take();
-    while matches!(&taken, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-        && started.elapsed() < std::time::Duration::from_millis(100)
-    {
+    while matches!(&taken, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) && started.elapsed() < wait {
         std::thread::sleep(std::time::Duration::from_millis(2));
         taken = take();
     }
@@ -126,33 +139,25 @@ pub(super) fn absolute_dir(storage: &dyn Storage, dir: &Path) -> Result<std::pat
 }
 
 /// How long a creator waits for another that is making a store in the same directory: a
-/// creation writes and syncs a log segment (tens of milliseconds), then lets go.
+/// creation writes and syncs a log segment (tens of milliseconds), then opens the store.
 const CREATION_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Locks the directory `dir` in which a store is about to be made, waiting up to
-/// [`CREATION_WAIT_MAX`] for a creator that holds it: one creator at a time, so that a second
-/// finds the store made (`AlreadyExists`) instead of colliding with the first's files. Before,
-/// two `vellum create` of one directory at once both failed, 13 times in 20 here ("renaming
+/// Takes the store's own locks (as a writer's open does: `LOCK` and the directory) on the
+/// directory `dir` in which a store is about to be made, waiting up to [`CREATION_WAIT_MAX`]
+/// for a creator that holds them; the create hands them to its open, so no other process can
+/// come between the files made and the store opened. One creator at a time: a second finds the
+/// store made (`AlreadyExists`) instead of colliding with the first's files. Before, two
+/// `vellum create` of one directory at once both failed, 13 times in 20 here ("renaming
 /// …/wal/spare-1 …: No such file or directory", "creating …/wal/spare-1: File exists"), and
-/// left the remains of a store that every later create refused. A storage or file system
-/// without directory locks goes on unlocked, as before.
+/// left the remains of a store that every later create refused.
 pub(super) fn lock_for_creation(storage: &Arc<dyn Storage>, dir: &Path) -> Result<Box<dyn std::any::Any + Send + Sync>> {
-    let started = std::time::Instant::now();
-    loop {
-        match storage.lock_dir(dir, true) {
-            Ok(guard) => return Ok(guard),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && started.elapsed() < CREATION_WAIT_MAX => {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                return Err(Error::Locked(format!(
-                    "{} is held by another process (one making a store there, or one that has a store there open)",
-                    dir.display()
-                )));
-            }
-            Err(_) => return Ok(Box::new(())),
-        }
-    }
+    lock_store_waiting(dir, storage, false, CREATION_WAIT_MAX).map_err(|e| match e {
+        Error::Locked(_) => Error::Locked(format!(
+            "{} is held by another process (one making a store there, or one that has a store there open)",
+            dir.display()
+        )),
+        other => other,
+    })
 }
 
 fn locked(dir: &Path, read_only: bool) -> Error {

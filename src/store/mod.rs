@@ -193,6 +193,8 @@ impl Store {
             .context(|| format!("creating {}", dir.display()))?;
         // Now that it exists, its links are resolved too.
         let dir = &absolute_dir(storage.as_ref(), dir)?;
+        // Before the lock, whose file a refusal would leave behind.
+        check_room_for_segment(storage.as_ref(), dir, options.segment_size_bytes)?;
         // Looked at again under the lock: another creator may have made the store meanwhile.
         let creation_lock = lock_for_creation(&storage, dir)?;
         if storage.exists(&dir.join(crate::format::control::CONTROL_FILE_NAME)) {
@@ -204,7 +206,6 @@ impl Store {
                 dir.display()
             )));
         }
-        check_room_for_segment(storage.as_ref(), dir, options.segment_size_bytes)?;
         let control = Control {
             page_size_bytes: options.page_size_bytes,
             segment_size_bytes: options.segment_size_bytes,
@@ -222,10 +223,9 @@ impl Store {
             extent: Some(crate::format::control::ArenaExtent::default()),
         };
         create_files(storage.as_ref(), dir, &control, &options)?;
-        // The open takes the store's own locks (the directory's among them, on a descriptor of
-        // its own): a creator waiting for this one now finds the store made.
-        drop(creation_lock);
-        Store::open(dir, options)
+        // The open goes on with the locks taken above: no other process comes in between, and
+        // a creator waiting for this one finds the store made.
+        Self::open_locked(dir, options, false, Some(creation_lock))
     }
 
     /// Opens the store in `dir`, recovering it to its last committed state.
@@ -248,6 +248,17 @@ impl Store {
     }
 
     fn open_mode(dir: &Path, options: Options, read_only: bool) -> Result<Store> {
+        Self::open_locked(dir, options, read_only, None)
+    }
+
+    /// Opens the store in `dir`, with the store's locks `held` already (a create's), or taking
+    /// them.
+    fn open_locked(
+        dir: &Path,
+        options: Options,
+        read_only: bool,
+        held: Option<Box<dyn std::any::Any + Send + Sync>>,
+    ) -> Result<Store> {
         let options = options.resolve_direct_io();
         let storage = options.storage.clone();
         let dir = &absolute_dir(storage.as_ref(), dir)?;
@@ -264,7 +275,10 @@ impl Store {
             check_file_size_limit(storage.as_ref(), &opening, control.page_size_bytes, control.segment_size_bytes)?;
             (file, control)
         };
-        let lock = lock_store(dir, &storage, read_only)?;
+        let lock = match held {
+            Some(lock) => lock,
+            None => lock_store(dir, &storage, read_only)?,
+        };
         let OpenedFiles {
             wal,
             scan,
