@@ -1214,6 +1214,43 @@ fn vellum_with_file_size_limit(blocks: u64, hard_too: bool, args: &[&str]) -> st
 }
 
 #[test]
+fn an_address_space_limit_lets_a_store_through_above_what_it_maps_and_is_named_below() {
+    // `ulimit -v`: before, an import of one row failed under 200 or 250 MB ("Cannot allocate
+    // memory" mapping its first arena file: glibc's malloc had reserved 64 MiB of address space
+    // for each thread's arena) and passed under 100 MB. The command line now shares one malloc
+    // arena under a limit, and a mapping that the limit refuses says so.
+    let dir = tempfile::tempdir().unwrap();
+    let rows = dir.path().join("rows.jsonl");
+    std::fs::write(&rows, "{\"id\": \"a\", \"vector\": [1, 2, 3, 4, 5, 6, 7, 8]}\n").unwrap();
+    for limit_kib in [150_000u64, 200_000, 250_000] {
+        let store = dir.path().join(format!("store-{limit_kib}"));
+        let (store_arg, rows_arg) = (store.to_str().unwrap(), rows.to_str().unwrap());
+        let created = vellum_under_ulimit("-v", limit_kib, &["create", store_arg, "--dim", "8"]);
+        assert!(created.status.success(), "{limit_kib} KiB: created: {created:?}");
+        let imported = vellum_under_ulimit("-v", limit_kib, &["import", store_arg, rows_arg]);
+        assert!(imported.status.success(), "{limit_kib} KiB: imported: {imported:?}");
+        assert_eq!(Store::open(&store, Options::default()).unwrap().len(), 1);
+    }
+    let store = dir.path().join("store-low");
+    let (store_arg, rows_arg) = (store.to_str().unwrap(), rows.to_str().unwrap());
+    Store::create(&store, 8, Options::default()).unwrap().close().unwrap();
+    let refused = vellum_under_ulimit("-v", 40_000, &["import", store_arg, rows_arg]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(
+        refused.status.code(),
+        Some(3),
+        "a typed error, not an abort: {refused:?}"
+    );
+    assert!(
+        stderr.contains("address space limit, `ulimit -v`") && stderr.contains("raise the limit"),
+        "the limit is named, with the way out: {stderr}"
+    );
+    let report = vellum::inspect::verify_store(&store, &()).unwrap();
+    assert!(report.clean(), "the store is left as it was: {:?}", report.problems);
+    assert_eq!(Store::open(&store, Options::default()).unwrap().len(), 0);
+}
+
+#[test]
 fn a_file_size_limit_below_the_stores_files_is_a_typed_refusal_that_writes_nothing() {
     // `ulimit -f 8192` (4 MiB) below the default 16 MiB segments: before, `vellum create` was
     // killed by SIGXFSZ part-way ("File size limit exceeded", a half-made store left behind).

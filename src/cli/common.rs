@@ -99,6 +99,21 @@ pub fn restore_default_sigpipe() {
     }
 }
 
+/// Under an address space limit (`ulimit -v`), glibc's malloc reserves 64 MiB of address
+/// space for the arena of each thread that allocates (the import's and the checkpointer's
+/// among them), which the store's mappings then lack: with a 200 MB limit an import of one
+/// row failed mapping its first arena file, where 100 MB (too little for a second arena) let
+/// it through. With a limit, every thread shares one arena.
+pub fn share_one_malloc_arena_under_an_address_space_limit() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if vellum::storage::address_space_limit_bytes().is_some() {
+        // SAFETY: mallopt sets a malloc tunable; called at start-up, before any thread runs.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
+    }
+}
+
 /// The `--sync` values.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SyncArg {

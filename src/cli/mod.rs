@@ -87,6 +87,7 @@ enum Command {
 /// Parses the command line and runs the subcommand; errors go to stderr as one sentence.
 pub fn main() -> ExitCode {
     common::restore_default_sigpipe();
+    common::share_one_malloc_arena_under_an_address_space_limit();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Create(args) => create::run(args),

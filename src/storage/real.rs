@@ -349,6 +349,40 @@ fn raise_open_file_limit() -> bool {
     unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 }
 }
 
+/// A mapping of `len_bytes` that failed with `e`: where that is `ENOMEM` under a finite
+/// address space limit (`RLIMIT_AS`, `ulimit -v`), the error says so and what to do, for a
+/// store maps each of its files whole and "Cannot allocate memory" alone points at RAM.
+fn mapping_error(e: io::Error, len_bytes: usize) -> io::Error {
+    if e.raw_os_error() != Some(libc::ENOMEM) {
+        return e;
+    }
+    let Some(limit_bytes) = address_space_limit_bytes() else {
+        return e;
+    };
+    let mib = |bytes: f64| bytes / f64::from(1u32 << 20);
+    io::Error::new(
+        e.kind(),
+        format!(
+            "{e}: this process may map at most {:.1} MiB (its address space limit, `ulimit -v`), and a store maps each of its files whole ({:.1} MiB this one); raise the limit",
+            mib(limit_bytes as f64),
+            mib(len_bytes as f64)
+        ),
+    )
+}
+
+/// The process's address space limit (`RLIMIT_AS`, `ulimit -v`) in bytes; `None`: no limit.
+pub fn address_space_limit_bytes() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into `limit`, a local of that type.
+    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    Some(limit.rlim_cur)
+}
+
 /// The largest file this process may write (`RLIMIT_FSIZE`), once per process: the soft limit
 /// is raised to the hard one first, as the open-file limit is above. `None`: no limit. Where a
 /// finite limit remains, `SIGXFSZ` is ignored unless the program set a handler for it: a write
@@ -539,7 +573,8 @@ impl StorageFile for RealFile {
         // contract), so the mapped range stays backed by the file; concurrent changes through
         // `write_at` are visible through the mapping and the readers' invariants (see
         // `Mapping::bytes`) keep them off bytes that are being read.
-        let map = unsafe { memmap2::MmapOptions::new().len(len_bytes).map(&self.file)? };
+        let map = unsafe { memmap2::MmapOptions::new().len(len_bytes).map(&self.file) };
+        let map = map.map_err(|e| mapping_error(e, len_bytes))?;
         let ptr = map.as_ptr().cast_mut();
         Ok(Mapping::new(ptr, len_bytes, false, Box::new(map)))
     }
@@ -551,7 +586,8 @@ impl StorageFile for RealFile {
         }
         // SAFETY: a copy-on-write mapping: stores stay in this process's private pages and never
         // reach the file. The file is not truncated while mapped (the `set_len` contract).
-        let mut map = unsafe { memmap2::MmapOptions::new().len(len_bytes).map_copy(&self.file)? };
+        let map = unsafe { memmap2::MmapOptions::new().len(len_bytes).map_copy(&self.file) };
+        let mut map = map.map_err(|e| mapping_error(e, len_bytes))?;
         let ptr = map.as_mut_ptr();
         let file = self.file.clone();
         Ok(Mapping::new(
