@@ -1517,3 +1517,50 @@ fn a_store_opened_through_a_symlink_stays_in_its_directory_when_the_link_is_swap
         "the new release's store was not touched"
     );
 }
+
+#[test]
+fn a_store_that_lost_its_control_file_is_never_taken_for_an_unfinished_creation() {
+    // A create clears the remains of a creation a crash cut short (a log with no record, an
+    // arena with no file); a store whose CONTROL was lost has records in its log (its first
+    // checkpoint's at least, even with no row), and a create must leave it for a restore.
+    for rows in [0usize, 50] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let store = Store::create(&path, DIMENSION, options()).unwrap();
+        (0..rows).for_each(|i| {
+            store.insert(&format!("v{i}"), &vector_of(i, 0.5), &[]).unwrap();
+        });
+        store.close().unwrap();
+        std::fs::remove_file(path.join("CONTROL")).unwrap();
+        let before = files_under(&path);
+        let refused = Store::create(&path, DIMENSION, options());
+        assert!(
+            matches!(&refused, Err(Error::InvalidArgument(reason)) if reason.contains("not an unfinished creation")),
+            "{rows} rows: the create refuses, saying why: {refused:?}"
+        );
+        let opened = Store::open(&path, options());
+        assert!(
+            matches!(&opened, Err(Error::Corrupted { .. })),
+            "{rows} rows: the open calls the lost control file damage: {opened:?}"
+        );
+        assert_eq!(files_under(&path), before, "{rows} rows: nothing was removed");
+    }
+}
+
+/// Every file below `dir`, relative to it, with its length.
+fn files_under(dir: &Path) -> BTreeMap<PathBuf, u64> {
+    let mut found = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(at) = pending.pop() {
+        for entry in std::fs::read_dir(&at).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else {
+                found.insert(entry.path().strip_prefix(dir).unwrap().to_path_buf(), meta.len());
+            }
+        }
+    }
+    found
+}

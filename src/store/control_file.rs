@@ -65,6 +65,12 @@ impl ControlFile {
                             dir.display()
                         )));
                     }
+                    if super::unfinished::remains(storage, dir)?.is_some() {
+                        return Err(Error::NotFound(format!(
+                            "no Vellum store at {} (only the remains of a creation that did not finish, which the next create clears)",
+                            dir.display()
+                        )));
+                    }
                     // A finished store's files without the file that makes them a store: the
                     // control file was lost, not never written (it is written last at creation).
                     return Err(Error::corrupted_file(

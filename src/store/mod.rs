@@ -42,6 +42,7 @@ pub mod state;
 mod stored;
 pub(crate) mod tree;
 mod txn;
+mod unfinished;
 
 use std::ops::Deref;
 use std::path::Path;
@@ -200,9 +201,10 @@ impl Store {
         if storage.exists(&dir.join(crate::format::control::CONTROL_FILE_NAME)) {
             return Err(Error::AlreadyExists);
         }
-        if storage.exists(&dir.join("wal")) {
+        // The remains of a creation a crash cut short hold no row: cleared, and made again.
+        if !unfinished::clear(storage.as_ref(), dir)? && storage.exists(&dir.join("wal")) {
             return Err(Error::InvalidArgument(format!(
-                "{} holds the remains of a store whose creation did not finish; remove it first",
+                "{} holds a store's log but no control file (a store whose CONTROL was lost, not an unfinished creation): remove it first, or restore the store",
                 dir.display()
             )));
         }

@@ -51,6 +51,7 @@ pub use crate::format::wal::{Geometry, LogIdentity, RECORD_HEADER_BYTES, RECORD_
 pub use crate::format::wal::RecordHeader;
 pub use reader::{Record, WalReader};
 pub use scan::{ScanReport, SkippedRange, TornTail};
+pub(crate) use epoch_file::EPOCH_FILE_NAME;
 use segment::{Segment, SegmentDir};
 use view::LogView;
 pub use writer::RecordSpec;
