@@ -26,10 +26,13 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    Builder::new().name(name.into()).spawn(move || {
-        lower_priority();
-        body()
-    })
+    Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            lower_priority();
+            body()
+        })
+        .map_err(|e| crate::storage::with_address_space_limit(e, "each thread takes room for its stack"))
 }
 
 /// Lowers the calling thread's priority to [`BACKGROUND_NICE`], never raising it: a thread of a

@@ -142,7 +142,10 @@ pub fn parse_threads() -> usize {
 pub fn spawn(source: Box<dyn Source>, batch_records: u64, parsers: usize) -> Result<Batches, Failure> {
     assert!(batch_records > 0, "a batch holds a record");
     let (send, pending) = std::sync::mpsc::sync_channel(AHEAD_BATCHES);
-    let started = |e| Failure::io("starting a thread that reads the input", e);
+    let started = |e| {
+        let e = vellum::storage::with_address_space_limit(e, "each thread takes room for its stack");
+        Failure::io("starting a thread that reads the input", e)
+    };
     let reader = std::thread::Builder::new().name("vellum-import-reader".into());
     match source.line_parser() {
         None => reader.spawn(move || read_records(source, batch_records, &send)),

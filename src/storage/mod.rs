@@ -56,7 +56,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use adapter::Adapted;
-pub use real::{RealStorage, address_space_limit_bytes};
+pub use real::{RealStorage, address_space_limit_bytes, with_address_space_limit};
 #[cfg(feature = "testing")]
 pub use sim::{FaultKind, FaultPlan, SimConfig, SimStorage};
 pub use watch::{NameFilter, RemovalWatch};

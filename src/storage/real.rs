@@ -349,23 +349,32 @@ fn raise_open_file_limit() -> bool {
     unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 }
 }
 
-/// A mapping of `len_bytes` that failed with `e`: where that is `ENOMEM` under a finite
-/// address space limit (`RLIMIT_AS`, `ulimit -v`), the error says so and what to do, for a
-/// store maps each of its files whole and "Cannot allocate memory" alone points at RAM.
+/// A mapping of `len_bytes` that failed with `e` (see [`with_address_space_limit`]).
 fn mapping_error(e: io::Error, len_bytes: usize) -> io::Error {
-    if e.raw_os_error() != Some(libc::ENOMEM) {
+    let mib = len_bytes as f64 / f64::from(1u32 << 20);
+    with_address_space_limit(
+        e,
+        &format!("a store maps each of its files whole ({mib:.1} MiB this one)"),
+    )
+}
+
+/// `e`, a failure to reserve address space (`ENOMEM` from a mapping, `EAGAIN` from the stack
+/// of a thread being started), saying what the process's address space limit (`RLIMIT_AS`,
+/// `ulimit -v`) is, what needed the room (`taking`) and what to do, where a limit is set:
+/// "Cannot allocate memory" or "Resource temporarily unavailable" alone points at RAM or at a
+/// thread limit. Any other error, or no limit, is `e` unchanged.
+pub fn with_address_space_limit(e: io::Error, taking: &str) -> io::Error {
+    if !matches!(e.raw_os_error(), Some(libc::ENOMEM | libc::EAGAIN)) {
         return e;
     }
     let Some(limit_bytes) = address_space_limit_bytes() else {
         return e;
     };
-    let mib = |bytes: f64| bytes / f64::from(1u32 << 20);
+    let limit_mib = limit_bytes as f64 / f64::from(1u32 << 20);
     io::Error::new(
         e.kind(),
         format!(
-            "{e}: this process may map at most {:.1} MiB (its address space limit, `ulimit -v`), and a store maps each of its files whole ({:.1} MiB this one); raise the limit",
-            mib(limit_bytes as f64),
-            mib(len_bytes as f64)
+            "{e}: this process may map at most {limit_mib:.1} MiB (its address space limit, `ulimit -v`), and {taking}; raise the limit"
         ),
     )
 }

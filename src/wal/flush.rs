@@ -617,7 +617,10 @@ pub(super) fn spawn_named(
     let spawned = if background {
         crate::background::spawn(name, move || body(weak))
     } else {
-        std::thread::Builder::new().name(name.into()).spawn(move || body(weak))
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || body(weak))
+            .map_err(|e| crate::storage::with_address_space_limit(e, "each thread takes room for its stack"))
     };
     spawned.map_err(|e| Error::io("starting a WAL thread", e))
 }
