@@ -1322,11 +1322,15 @@ fn creates_racing_for_one_directory_make_one_store_and_the_others_find_it_made()
     }
 }
 
-/// The real file system, whose syncs of a store's directory once it holds `CONTROL` take
-/// [`SlowStoreDirSyncs::DELAY`]: the create's last step (syncing the directory that now names
-/// `CONTROL`) lasts long enough for an opener to find the store made.
+/// The real file system, whose directory syncs take [`SlowStoreDirSyncs::DELAY`]: all of them
+/// (`every`), or those of a store's directory once it holds `CONTROL` (the create's last step,
+/// syncing the directory that now names `CONTROL`, then lasts long enough for an opener to find
+/// the store made).
 #[derive(Debug)]
-struct SlowStoreDirSyncs(vellum::storage::RealStorage);
+struct SlowStoreDirSyncs {
+    real: vellum::storage::RealStorage,
+    every: bool,
+}
 
 impl SlowStoreDirSyncs {
     const DELAY: std::time::Duration = std::time::Duration::from_millis(40);
@@ -1334,46 +1338,46 @@ impl SlowStoreDirSyncs {
 
 impl vellum::storage::Storage for SlowStoreDirSyncs {
     fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
-        self.0.create_dir_all(path)
+        self.real.create_dir_all(path)
     }
     fn open(&self, path: &Path, create: bool) -> std::io::Result<std::sync::Arc<dyn vellum::storage::StorageFile>> {
-        self.0.open(path, create)
+        self.real.open(path, create)
     }
     fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        self.0.rename(from, to)
+        self.real.rename(from, to)
     }
     fn remove_file(&self, path: &Path) -> std::io::Result<()> {
-        self.0.remove_file(path)
+        self.real.remove_file(path)
     }
     fn remove_dir(&self, path: &Path) -> std::io::Result<()> {
-        self.0.remove_dir(path)
+        self.real.remove_dir(path)
     }
     fn list(&self, path: &Path) -> std::io::Result<Vec<String>> {
-        self.0.list(path)
+        self.real.list(path)
     }
     fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
-        if path.join("CONTROL").exists() {
+        if self.every || path.join("CONTROL").exists() {
             std::thread::sleep(Self::DELAY);
         }
-        self.0.sync_dir(path)
+        self.real.sync_dir(path)
     }
     fn exists(&self, path: &Path) -> bool {
-        self.0.exists(path)
+        self.real.exists(path)
     }
     fn lock_exclusive(&self, path: &Path) -> std::io::Result<Box<dyn std::any::Any + Send + Sync>> {
-        self.0.lock_exclusive(path)
+        self.real.lock_exclusive(path)
     }
     fn lock_shared(&self, path: &Path) -> std::io::Result<Box<dyn std::any::Any + Send + Sync>> {
-        self.0.lock_shared(path)
+        self.real.lock_shared(path)
     }
     fn lock_dir(&self, path: &Path, exclusive: bool) -> std::io::Result<Box<dyn std::any::Any + Send + Sync>> {
-        self.0.lock_dir(path, exclusive)
+        self.real.lock_dir(path, exclusive)
     }
     fn resolve_dir(&self, path: &Path) -> std::io::Result<PathBuf> {
-        self.0.resolve_dir(path)
+        self.real.resolve_dir(path)
     }
     fn available_bytes(&self, path: &Path) -> std::io::Result<Option<u64>> {
-        self.0.available_bytes(path)
+        self.real.available_bytes(path)
     }
 }
 
@@ -1387,7 +1391,10 @@ fn an_open_racing_a_create_neither_fails_it_nor_finds_the_store_damaged() {
     // file is missing, but the directory holds a store's log and arena").
     let scratch = tempfile::tempdir().unwrap();
     let slow = Options {
-        storage: std::sync::Arc::new(SlowStoreDirSyncs(vellum::storage::RealStorage)),
+        storage: std::sync::Arc::new(SlowStoreDirSyncs {
+            real: vellum::storage::RealStorage,
+            every: false,
+        }),
         ..options()
     };
     for round in 0..4 {
@@ -1420,6 +1427,46 @@ fn an_open_racing_a_create_neither_fails_it_nor_finds_the_store_damaged() {
             "round {round}: the opener opens the store once it is made"
         );
     }
+}
+
+#[test]
+fn a_create_waiting_for_another_is_told_the_store_exists_while_the_other_keeps_it_open() {
+    // The first creator makes the store (slowly) and keeps it open; the second arrives while it
+    // is being made and waits for the lock, which the first then holds as long as its store is
+    // open. Before, the second was told after two seconds that the directory was held; it now
+    // finds the store made.
+    let scratch = tempfile::tempdir().unwrap();
+    let store = scratch.path().join("store");
+    let slow = Options {
+        storage: std::sync::Arc::new(SlowStoreDirSyncs {
+            real: vellum::storage::RealStorage,
+            every: true,
+        }),
+        ..options()
+    };
+    let first = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let created = Store::create(&store, 8, slow).unwrap();
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            created.close().unwrap();
+        })
+    };
+    while !store.join("wal").exists() {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(
+        !store.join("CONTROL").exists(),
+        "the second create arrives before the store is made"
+    );
+    // The first holds its store open for longer than a creator waits (two seconds): only a
+    // create that looks for CONTROL while it waits can tell.
+    let second = Store::create(&store, 8, options());
+    assert!(
+        matches!(second, Err(Error::AlreadyExists)),
+        "the second create finds the store made: {second:?}"
+    );
+    first.join().unwrap();
 }
 
 /// The child half of `a_store_opened_by_a_relative_path_stays_itself_when_the_working_directory_changes`

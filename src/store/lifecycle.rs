@@ -150,14 +150,27 @@ const CREATION_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2)
 /// `vellum create` of one directory at once both failed, 13 times in 20 here ("renaming
 /// …/wal/spare-1 …: No such file or directory", "creating …/wal/spare-1: File exists"), and
 /// left the remains of a store that every later create refused.
+///
+/// While it waits it looks for `CONTROL` between tries: a creator that made the store holds
+/// the locks for as long as it keeps the store open, and the one waiting is told the store
+/// exists once it does (`AlreadyExists`), not, two seconds later, that the directory is held.
 pub(super) fn lock_for_creation(storage: &Arc<dyn Storage>, dir: &Path) -> Result<Box<dyn std::any::Any + Send + Sync>> {
-    lock_store_waiting(dir, storage, false, CREATION_WAIT_MAX).map_err(|e| match e {
-        Error::Locked(_) => Error::Locked(format!(
-            "{} is held by another process (one making a store there, or one that has a store there open)",
-            dir.display()
-        )),
-        other => other,
-    })
+    let started = std::time::Instant::now();
+    loop {
+        match lock_store_waiting(dir, storage, false, HELD_WAIT_MAX) {
+            Err(Error::Locked(_)) if storage.exists(&dir.join(crate::format::control::CONTROL_FILE_NAME)) => {
+                return Err(Error::AlreadyExists);
+            }
+            Err(Error::Locked(_)) if started.elapsed() < CREATION_WAIT_MAX => continue,
+            Err(Error::Locked(_)) => {
+                return Err(Error::Locked(format!(
+                    "{} is held by another process (one making a store there, or one that has a store there open)",
+                    dir.display()
+                )));
+            }
+            taken => return taken,
+        }
+    }
 }
 
 fn locked(dir: &Path, read_only: bool) -> Error {
