@@ -32,7 +32,7 @@ where
             lower_priority();
             body()
         })
-        .map_err(|e| crate::storage::with_address_space_limit(e, "each thread takes room for its stack"))
+        .map_err(|e| crate::address_space::with_limit(e, crate::address_space::THREAD_STACK))
 }
 
 /// Lowers the calling thread's priority to [`BACKGROUND_NICE`], never raising it: a thread of a

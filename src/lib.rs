@@ -101,6 +101,7 @@ macro_rules! internal_modules {
 
 internal_modules!(ann, arena, archive, search, ship, store, wal);
 
+mod address_space;
 mod background;
 mod error;
 mod fork;

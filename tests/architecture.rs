@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules by layer, bottom first (ARCHITECTURE.md, "Layers").
 const LAYERS: &[&[&str]] = &[
-    &["background", "fork", "hint", "lsn", "modes", "rng", "zeros"],
+    &["address_space", "fork", "hint", "lsn", "modes", "rng", "zeros"],
+    &["background"],
     &["error"],
     &["storage"],
     &["format"],

@@ -55,8 +55,9 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use crate::address_space::{limit_bytes as address_space_limit_bytes, with_limit as with_address_space_limit};
 pub use adapter::Adapted;
-pub use real::{RealStorage, address_space_limit_bytes, with_address_space_limit};
+pub use real::RealStorage;
 #[cfg(feature = "testing")]
 pub use sim::{FaultKind, FaultPlan, SimConfig, SimStorage};
 pub use watch::{NameFilter, RemovalWatch};

@@ -349,47 +349,13 @@ fn raise_open_file_limit() -> bool {
     unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 }
 }
 
-/// A mapping of `len_bytes` that failed with `e` (see [`with_address_space_limit`]).
+/// A mapping of `len_bytes` that failed with `e` (see [`crate::address_space::with_limit`]).
 fn mapping_error(e: io::Error, len_bytes: usize) -> io::Error {
     let mib = len_bytes as f64 / f64::from(1u32 << 20);
-    with_address_space_limit(
+    crate::address_space::with_limit(
         e,
         &format!("a store maps each of its files whole ({mib:.1} MiB this one)"),
     )
-}
-
-/// `e`, a failure to reserve address space (`ENOMEM` from a mapping, `EAGAIN` from the stack
-/// of a thread being started), saying what the process's address space limit (`RLIMIT_AS`,
-/// `ulimit -v`) is, what needed the room (`taking`) and what to do, where a limit is set:
-/// "Cannot allocate memory" or "Resource temporarily unavailable" alone points at RAM or at a
-/// thread limit. Any other error, or no limit, is `e` unchanged.
-pub fn with_address_space_limit(e: io::Error, taking: &str) -> io::Error {
-    if !matches!(e.raw_os_error(), Some(libc::ENOMEM | libc::EAGAIN)) {
-        return e;
-    }
-    let Some(limit_bytes) = address_space_limit_bytes() else {
-        return e;
-    };
-    let limit_mib = limit_bytes as f64 / f64::from(1u32 << 20);
-    io::Error::new(
-        e.kind(),
-        format!(
-            "{e}: this process may map at most {limit_mib:.1} MiB (its address space limit, `ulimit -v`), and {taking}; raise the limit"
-        ),
-    )
-}
-
-/// The process's address space limit (`RLIMIT_AS`, `ulimit -v`) in bytes; `None`: no limit.
-pub fn address_space_limit_bytes() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into `limit`, a local of that type.
-    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
-        return None;
-    }
-    Some(limit.rlim_cur)
 }
 
 /// The largest file this process may write (`RLIMIT_FSIZE`), once per process: the soft limit

@@ -620,7 +620,7 @@ pub(super) fn spawn_named(
         std::thread::Builder::new()
             .name(name.into())
             .spawn(move || body(weak))
-            .map_err(|e| crate::storage::with_address_space_limit(e, "each thread takes room for its stack"))
+            .map_err(|e| crate::address_space::with_limit(e, crate::address_space::THREAD_STACK))
     };
     spawned.map_err(|e| Error::io("starting a WAL thread", e))
 }
