@@ -1594,6 +1594,48 @@ fn a_store_that_lost_its_control_file_is_never_taken_for_an_unfinished_creation(
     }
 }
 
+#[test]
+fn a_control_file_put_back_whole_but_not_renamed_is_taken_by_the_next_open() {
+    // A writer puts back a CONTROL deleted under it by writing CONTROL.tmp whole and renaming
+    // it; a crash between the two left a store every open refused ("the control file is
+    // missing"), its control data whole beside the name. A reader now reads it there; a
+    // writer finishes the rename.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let store = Store::create(&path, DIMENSION, options()).unwrap();
+    (0..50).for_each(|i| {
+        store.insert(&format!("v{i}"), &vector_of(i, 0.5), &[]).unwrap();
+    });
+    store.close().unwrap();
+    std::fs::rename(path.join("CONTROL"), path.join("CONTROL.tmp")).unwrap();
+    let before = files_under(&path);
+    let reader = Store::open_read_only(&path, options()).unwrap();
+    assert_eq!(reader.len(), 50, "a reader reads the control data where it lies");
+    drop(reader);
+    assert_eq!(files_under(&path), before, "and changes nothing");
+    let writer = Store::open(&path, options()).unwrap();
+    assert_eq!(writer.len(), 50, "a writer finishes the put-back and opens the store");
+    writer.close().unwrap();
+    assert!(
+        path.join("CONTROL").exists() && !path.join("CONTROL.tmp").exists(),
+        "renamed into place"
+    );
+    let report = vellum::inspect::verify_store(&path, &()).unwrap();
+    assert!(report.clean(), "{:?}", report.problems);
+    // One cut short while it was written is not taken.
+    std::fs::rename(path.join("CONTROL"), path.join("CONTROL.tmp")).unwrap();
+    let tmp = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path.join("CONTROL.tmp"))
+        .unwrap();
+    tmp.set_len(512).unwrap();
+    let opened = Store::open(&path, options());
+    assert!(
+        matches!(&opened, Err(Error::Corrupted { .. })),
+        "a partial put-back leaves the store refused: {opened:?}"
+    );
+}
+
 /// Every file below `dir`, relative to it, with its length.
 fn files_under(dir: &Path) -> BTreeMap<PathBuf, u64> {
     let mut found = BTreeMap::new();

@@ -71,6 +71,9 @@ impl ControlFile {
                             dir.display()
                         )));
                     }
+                    if let Some(found) = Self::open_put_back(storage, dir, writable)? {
+                        return Ok(found);
+                    }
                     // A finished store's files without the file that makes them a store: the
                     // control file was lost, not never written (it is written last at creation).
                     return Err(Error::corrupted_file(
@@ -100,6 +103,39 @@ impl ControlFile {
             .context(|| format!("reading {}", path.display()))?;
         let control = Control::newest(&path, &bytes)?;
         Ok((ControlFile { path, file }, control))
+    }
+
+    /// The control file of a put-back that a crash cut short between writing it whole and
+    /// renaming it into place ([`ControlFile::relink_if_unlinked`]): `CONTROL.tmp` of full
+    /// length with a valid slot, and no `CONTROL`. A writer finishes the put-back (the rename,
+    /// the directory's sync) and opens it; a reader reads it where it lies. `None`: there is no
+    /// such file (one cut short while it was written is not taken: the store stays refused).
+    fn open_put_back(storage: &dyn Storage, dir: &Path, writable: bool) -> Result<Option<(ControlFile, Control)>> {
+        let path = dir.join(CONTROL_FILE_NAME);
+        let fresh_path = path.with_extension("tmp");
+        let Ok(file) = storage.open_read_only(&fresh_path) else {
+            return Ok(None);
+        };
+        if file.len().ok() != Some(CONTROL_FILE_BYTES) {
+            return Ok(None);
+        }
+        let mut bytes = vec![0u8; CONTROL_FILE_BYTES as usize];
+        file.read_at(&mut bytes, 0)
+            .context(|| format!("reading {}", fresh_path.display()))?;
+        let Ok(control) = Control::newest(&fresh_path, &bytes) else {
+            return Ok(None);
+        };
+        if !writable {
+            return Ok(Some((ControlFile { path: fresh_path, file }, control)));
+        }
+        drop(file);
+        storage
+            .rename(&fresh_path, &path)
+            .context(|| format!("renaming {} to {}", fresh_path.display(), path.display()))?;
+        storage
+            .sync_dir(dir)
+            .context(|| format!("syncing directory {}", dir.display()))?;
+        Self::open_with(storage, dir, true).map(Some)
     }
 
     /// Makes the control file again from `current` (the control data in force) if it was
