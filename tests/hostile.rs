@@ -781,30 +781,36 @@ fn vellum_with_open_files(limit: u32, hard_too: bool, args: &[&str]) -> std::pro
     vellum_under_ulimit(if hard_too { "-n" } else { "-Sn" }, u64::from(limit), args)
 }
 
-#[test]
-fn a_store_outgrows_a_low_soft_limit_on_open_files_and_a_hard_one_is_a_typed_stop() {
+/// True (and a note printed) if the hard limit on open files here is below what the tests of
+/// the limit need: they raise soft limits to it.
+fn hard_open_file_limit_too_low() -> bool {
     let hard = Command::new("sh").arg("-c").arg("ulimit -Hn").output().unwrap();
     let hard = String::from_utf8_lossy(&hard.stdout).trim().to_string();
-    if hard != "unlimited" && hard.parse::<u64>().is_ok_and(|h| h < 4096) {
+    let low = hard != "unlimited" && hard.parse::<u64>().is_ok_and(|h| h < 4096);
+    if low {
         eprintln!("skipped: the hard limit on open files here is {hard}, below what the test needs");
-        return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let rows_path = dir.path().join("rows.jsonl");
+    low
+}
+
+/// 20,000 rows of 64 dimensions as a JSON-lines file in `dir`, for `vellum import`.
+fn rows_file(dir: &Path) -> PathBuf {
+    let rows_path = dir.join("rows.jsonl");
     let mut rows = String::new();
     for i in 0..20_000 {
         let vector: Vec<String> = vector_of(i, 0.5).iter().map(|x| x.to_string()).collect();
         rows.push_str(&format!("{{\"id\": \"r{i}\", \"vector\": [{}]}}\n", vector.join(",")));
     }
     std::fs::write(&rows_path, rows).unwrap();
-    let rows_arg = rows_path.to_str().unwrap();
-    // Small files: the store holds a descriptor for each arena file and log segment in use,
-    // far more than 64 here.
-    let store = dir.path().join("store");
-    let store_arg = store.to_str().unwrap();
+    rows_path
+}
+
+/// Creates an empty store of 64 dimensions at `store` in small files (4 KiB pages, 64 KiB
+/// segments and arena files): 20,000 rows take hundreds of arena files.
+fn create_in_small_files(store: &Path) {
     let made = vellum(&[
         "create",
-        store_arg,
+        store.to_str().unwrap(),
         "--dim",
         "64",
         "--page-size",
@@ -813,6 +819,21 @@ fn a_store_outgrows_a_low_soft_limit_on_open_files_and_a_hard_one_is_a_typed_sto
         "64KiB",
     ]);
     assert!(made.status.success(), "{made:?}");
+}
+
+#[test]
+fn a_store_outgrows_a_low_soft_limit_on_open_files_and_a_hard_one_is_a_typed_stop() {
+    if hard_open_file_limit_too_low() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rows_path = rows_file(dir.path());
+    let rows_arg = rows_path.to_str().unwrap();
+    // Small files: the store holds a descriptor for each arena file and log segment in use,
+    // far more than 64 here.
+    let store = dir.path().join("store");
+    let store_arg = store.to_str().unwrap();
+    create_in_small_files(&store);
     let out = vellum_with_open_files(64, false, &["import", store_arg, rows_arg]);
     assert!(
         out.status.success(),
@@ -827,24 +848,17 @@ fn a_store_outgrows_a_low_soft_limit_on_open_files_and_a_hard_one_is_a_typed_sto
     // A hard limit it cannot raise: a typed stop, and everything committed before it stays.
     let second = dir.path().join("second");
     let second_arg = second.to_str().unwrap();
-    assert!(
-        vellum(&[
-            "create",
-            second_arg,
-            "--dim",
-            "64",
-            "--page-size",
-            "4096",
-            "--segment-size",
-            "64KiB"
-        ])
-        .status
-        .success()
-    );
+    create_in_small_files(&second);
     let out = vellum_with_open_files(64, true, &["import", second_arg, rows_arg]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "a store error, not a crash: {stderr}");
     assert!(stderr.contains("Too many open files"), "the cause is named: {stderr}");
+    assert!(
+        stderr.contains("at most 64 files open")
+            && stderr.contains("`ulimit -n`")
+            && stderr.contains("raise the limit"),
+        "the limit and the way out are named: {stderr}"
+    );
     let reopened = Store::open(&second, Options::default()).unwrap();
     let kept = reopened.len();
     assert!(
@@ -854,6 +868,66 @@ fn a_store_outgrows_a_low_soft_limit_on_open_files_and_a_hard_one_is_a_typed_sto
     drop(reopened);
     let report = vellum::inspect::verify_store(&second, &()).unwrap();
     assert!(report.clean(), "{:?}", report.problems);
+}
+
+#[test]
+fn readers_of_a_store_of_more_files_than_the_process_may_open_read_it_all_and_verify_never_calls_it_damaged() {
+    if hard_open_file_limit_too_low() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rows_path = dir.path().join("rows.jsonl");
+    let store = dir.path().join("store");
+    let store_arg = store.to_str().unwrap();
+    create_in_small_files(&store);
+    let imported = vellum(&["import", store_arg, rows_file(dir.path()).to_str().unwrap()]);
+    assert!(imported.status.success(), "{imported:?}");
+    std::fs::remove_file(rows_path).unwrap();
+    let arena_files = std::fs::read_dir(store.join("arena")).unwrap().count();
+    assert!(arena_files > 100, "over a hundred arena files ({arena_files})");
+    // Before, a reader kept a descriptor for each arena file it mapped: under this hard limit
+    // the search failed ("Too many open files") and verify called the store damaged ("NOT
+    // CLEAN: 4069 failures", exit 1).
+    let query = format!("[{}]", vec!["0.5"; 64].join(","));
+    let readers: [&[&str]; 4] = [
+        &["search", store_arg, "--vector", &query, "-k", "3"],
+        &["get", store_arg, "r19999"],
+        &["export", store_arg],
+        &["verify", store_arg],
+    ];
+    for args in readers {
+        let out = vellum_with_open_files(32, true, args);
+        assert!(
+            out.status.success(),
+            "{:?} reads all {arena_files} files under a hard limit of 32: {}",
+            args[0],
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let exported = vellum_with_open_files(32, true, &["export", store_arg]);
+    let lines = String::from_utf8_lossy(&exported.stdout).lines().count();
+    assert_eq!(lines, 20_000, "every row is exported");
+    // Below what even a reader needs: verify says it could not check, never that the store is
+    // damaged (exit 1 is a failed verification).
+    let mut stopped = 0;
+    for limit in 6..=16 {
+        let out = vellum_with_open_files(limit, true, &["verify", store_arg]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(0) => {}
+            Some(3) => {
+                assert!(
+                    stderr.contains("Too many open files") && stderr.contains("`ulimit -n`"),
+                    "a shortage, named, at {limit}: {stderr}"
+                );
+                stopped += 1;
+            }
+            other => panic!("verify under a limit of {limit} open files exited {other:?}: {stderr}"),
+        }
+    }
+    assert!(stopped > 0, "some limit was too low to verify, and said so");
+    let report = vellum::inspect::verify_store(&store, &()).unwrap();
+    assert!(report.clean(), "nothing was written: {:?}", report.problems);
 }
 
 #[test]
@@ -1652,4 +1726,138 @@ fn files_under(dir: &Path) -> BTreeMap<PathBuf, u64> {
         }
     }
     found
+}
+
+/// The real file system, where opening or creating a file in the store's directory `dir`
+/// (`wal` or `arena`; `EPOCH` aside) fails with `EMFILE` ("Too many open files") while `short`
+/// is set: a process out of descriptors when its log needs its next segment, or its arena its
+/// next file.
+#[derive(Debug)]
+struct NoDescriptorsIn {
+    real: vellum::storage::RealStorage,
+    dir: &'static str,
+    short: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl vellum::storage::Storage for NoDescriptorsIn {
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        self.real.create_dir_all(path)
+    }
+    fn open(&self, path: &Path, create: bool) -> std::io::Result<std::sync::Arc<dyn vellum::storage::StorageFile>> {
+        let inside = path.parent().and_then(Path::file_name).is_some_and(|d| d == self.dir);
+        let epoch = path.file_name().is_some_and(|n| n == "EPOCH");
+        if inside && !epoch && self.short.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(libc::EMFILE));
+        }
+        self.real.open(path, create)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.real.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        self.real.remove_file(path)
+    }
+    fn remove_dir(&self, path: &Path) -> std::io::Result<()> {
+        self.real.remove_dir(path)
+    }
+    fn list(&self, path: &Path) -> std::io::Result<Vec<String>> {
+        self.real.list(path)
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        self.real.sync_dir(path)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        self.real.exists(path)
+    }
+    fn lock_exclusive(&self, path: &Path) -> std::io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        self.real.lock_exclusive(path)
+    }
+    fn lock_shared(&self, path: &Path) -> std::io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        self.real.lock_shared(path)
+    }
+    fn lock_dir(&self, path: &Path, exclusive: bool) -> std::io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        self.real.lock_dir(path, exclusive)
+    }
+    fn resolve_dir(&self, path: &Path) -> std::io::Result<PathBuf> {
+        self.real.resolve_dir(path)
+    }
+    fn available_bytes(&self, path: &Path) -> std::io::Result<Option<u64>> {
+        self.real.available_bytes(path)
+    }
+}
+
+#[test]
+fn a_log_segment_out_of_descriptors_fails_its_commit_and_the_log_goes_on_once_they_are_back() {
+    // Before, the next segment was opened after it took its name: a process out of
+    // descriptors there stopped the log ("the WAL stopped after an error …; reopen the
+    // store"), and every later commit failed although the descriptors came back.
+    a_file_out_of_descriptors_fails_its_commit_and_the_store_goes_on("wal");
+}
+
+#[test]
+fn an_arena_file_out_of_descriptors_fails_its_commit_and_the_store_goes_on_once_they_are_back() {
+    a_file_out_of_descriptors_fails_its_commit_and_the_store_goes_on("arena");
+}
+
+fn a_file_out_of_descriptors_fails_its_commit_and_the_store_goes_on(dir: &'static str) {
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join("store");
+    let short = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let storage = NoDescriptorsIn {
+        real: vellum::storage::RealStorage,
+        dir,
+        short: short.clone(),
+    };
+    // 64 KiB segments and arena files (`options`): the store needs a new one every few dozen
+    // rows.
+    let short_of_descriptors = Options {
+        storage: std::sync::Arc::new(storage),
+        ..options()
+    };
+    let store = Store::create(&path, DIMENSION, short_of_descriptors).unwrap();
+    let mut acknowledged = Vec::new();
+    for i in 0..100 {
+        store.insert(&format!("before-{i}"), &vector_of(i, 0.5), &[]).unwrap();
+        acknowledged.push(format!("before-{i}"));
+    }
+    short.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut failed = None;
+    for i in 0..2_000 {
+        match store.insert(&format!("short-{i}"), &vector_of(i, 0.25), &[]) {
+            Ok(_) => acknowledged.push(format!("short-{i}")),
+            Err(e) => {
+                failed = Some((i, e));
+                break;
+            }
+        }
+    }
+    let (i, error) = failed.expect("the store needed a file within 2,000 rows of 64 KiB files");
+    assert!(
+        error.to_string().contains("Too many open files"),
+        "the commit that needed the segment fails, naming why: {error}"
+    );
+    short.store(false, std::sync::atomic::Ordering::SeqCst);
+    for j in 0..200 {
+        store
+            .insert(&format!("after-{j}"), &vector_of(j, 0.75), &[])
+            .unwrap_or_else(|e| panic!("{dir}: row {j} after the descriptors came back: {e}"));
+        acknowledged.push(format!("after-{j}"));
+    }
+    assert!(
+        store.get(&format!("short-{i}")).unwrap().is_none(),
+        "the failed row is not there"
+    );
+    store.close().unwrap();
+    let reopened = Store::open(&path, options()).unwrap();
+    assert_eq!(
+        reopened.len(),
+        acknowledged.len(),
+        "every acknowledged row, and no other"
+    );
+    for id in &acknowledged {
+        assert!(reopened.get(id).unwrap().is_some(), "{id} was acknowledged");
+    }
+    drop(reopened);
+    let report = vellum::inspect::verify_store(&path, &()).unwrap();
+    assert!(report.clean(), "{:?}", report.problems);
 }

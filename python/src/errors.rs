@@ -86,7 +86,7 @@ pub fn exception(error: Error, context: &str) -> PyErr {
         Error::InvalidArgument(message) => InvalidArgumentError::new_err(format!("{context}{message}")),
         Error::Corrupted { .. } => CorruptedError::new_err(format!("{context}{error}")),
         Error::DiskFull { .. } => DiskFullError::new_err((libc::ENOSPC, format!("{context}{error}"))),
-        Error::Io { ref source, .. } => match source.raw_os_error() {
+        Error::Io { ref source, .. } => match vellum::storage::os_error_code(source) {
             Some(code) => StorageError::new_err((code, format!("{context}{error}"))),
             None => StorageError::new_err(format!("{context}{error}")),
         },

@@ -241,3 +241,41 @@ def test_a_full_file_system_raises_disk_full_and_keeps_every_acknowledged_batch(
     assert result["error"] == "DiskFullError" and result["os_error"], result
     assert result["errno"] == errno.ENOSPC
     assert result["acked"] > 0 and result["present"] == result["acked"] == result["len"], result
+
+
+def test_a_read_only_open_reads_more_files_than_the_process_may_open_and_a_writer_keeps_the_errno(tmp_path):
+    # 4 KiB pages in 20 KiB files: 4,000 rows of 64 dims take over 80 arena files.
+    path = tmp_path / "s"
+    with vellum.Store.create(path, dim=64, page_size=4096, segment_size=5 * 4096) as s:
+        s.upsert_many([f"r{i}" for i in range(4000)], np.ones((4000, 64), dtype=np.float32))
+    files = len(list((path / "arena").iterdir()))
+    assert files > 80, files
+    code = """
+import errno, resource, sys
+import numpy as np
+import vellum
+resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+with vellum.Store.open(sys.argv[1], read_only=True) as s:
+    found = s.search(np.ones(64, dtype=np.float32), k=3)
+    assert len(found) == 3, found
+    assert len(s) == 4000
+s = vellum.Store.open(sys.argv[1])
+try:
+    s.upsert_many([f"w{i}" for i in range(4000)], np.ones((4000, 64), dtype=np.float32))
+    s.search(np.ones(64, dtype=np.float32), k=3)
+    s.checkpoint()
+except vellum.StorageError as e:
+    assert e.errno == errno.EMFILE, e.errno
+    assert "ulimit -n" in str(e), str(e)
+    print("writer stopped")
+try:
+    s.close()
+except vellum.ClosedError:
+    pass  # a log stopped by the shortage; what it acknowledged stays
+"""
+    done = subprocess.run(python_child(code, str(path)), env=child_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "writer stopped" in done.stdout, "a writer keeps a descriptor for each arena file it uses"
+    with vellum.Store.open(path) as s:
+        assert len(s) >= 4000, "every row committed before stays"
+        assert s.get("r3999")[0].tolist() == [1.0] * 64

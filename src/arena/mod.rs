@@ -116,10 +116,16 @@ impl ArenaFile {
         if let Some(map) = self.mapped.get() {
             return Ok(map);
         }
-        let map = self
-            .try_file()?
-            .map_private()
-            .context(|| format!("mapping {}", self.path.display()))?;
+        let map = if self.file.get().is_none() && self.reads_only() {
+            // A reader keeps no descriptor of a file it maps at its first use: it never writes
+            // the file, syncs it or maps it back over a page, and the mapping keeps its pages.
+            // A search of a store of more files than the process may have open (a container's
+            // `ulimit -n` of 1,024 against the 1,000 files of a 16 GiB store) read them all.
+            self.checked_file()?.map_private_detached()
+        } else {
+            self.try_file()?.map_private()
+        };
+        let map = map.context(|| format!("mapping {}", self.path.display()))?;
         Ok(self.mapped.get_or_init(|| map))
     }
 
@@ -131,12 +137,22 @@ impl ArenaFile {
         if let Some(file) = self.file.get() {
             return Ok(file);
         }
+        let file = self.checked_file()?;
+        Ok(self.file.get_or_init(|| file))
+    }
+
+    /// The file the open left to its first use, opened and checked now, and kept by no one.
+    fn checked_file(&self) -> Result<Arc<dyn StorageFile>> {
         let (space, file_no, check) = self
             .deferred
             .as_ref()
             .expect("a file without a handle is one the open left to its first use");
-        let file = check.check(check.open(&self.path)?, &self.path, *space, *file_no)?;
-        Ok(self.file.get_or_init(|| file))
+        check.check(check.open(&self.path)?, &self.path, *space, *file_no)
+    }
+
+    /// True if the file was left to its first use by an arena opened read-only.
+    fn reads_only(&self) -> bool {
+        self.deferred.as_ref().is_some_and(|(_, _, check)| check.read_only)
     }
 
     /// The open file, where it was opened (a file with a page written to it always was).
@@ -277,6 +293,9 @@ pub struct Arena {
     /// the open found, raised to the durable LSN before each write of pages (see
     /// [`Arena::raise_lsn_bound`]).
     lsn_bound: AtomicU64,
+    /// The file [`Arena::read_page_from_file`] read last, where the arena keeps no descriptor
+    /// of it (a reader's), with its descriptor.
+    last_read: Mutex<Option<(PathBuf, Arc<dyn StorageFile>)>>,
 }
 
 impl std::fmt::Debug for Arena {
@@ -446,6 +465,7 @@ impl Arena {
                 page_size_bytes,
             }),
             lsn_bound: AtomicU64::new(0),
+            last_read: Mutex::new(None),
         };
         let names = match arena.storage.list(dir) {
             // A missing directory is an arena of no files: damage if files were expected (the
@@ -1132,13 +1152,37 @@ impl Arena {
     }
 
     /// Reads page `id` from its file (not from memory), for verification of what is on disk.
+    /// An arena opened read-only reads a file it keeps no descriptor of through the one it
+    /// opened last (verify reads the pages in order: one open a file).
     pub fn read_page_from_file(&self, id: PageId) -> Result<Vec<u8>> {
         let (file, page_offset) = self.locate(id);
         let mut image = vec![0u8; self.page_size_bytes as usize];
-        file.try_file()?
+        let handle = match file.file.get() {
+            Some(handle) => Arc::clone(handle),
+            None if file.reads_only() => self.last_read_file(file)?,
+            None => Arc::clone(file.try_file()?),
+        };
+        handle
             .read_at(&mut image, page_offset as u64)
             .context(|| format!("reading {id} from {}", file.path.display()))?;
         Ok(image)
+    }
+
+    /// The descriptor of `file` (one of a reader's, which keeps none) that
+    /// [`Arena::read_page_from_file`] keeps between its calls, opened and checked now unless it
+    /// was the last file read.
+    fn last_read_file(&self, file: &ArenaFile) -> Result<Arc<dyn StorageFile>> {
+        let mut last = self.last_read.lock();
+        if let Some((path, handle)) = last.as_ref()
+            && *path == file.path
+        {
+            return Ok(Arc::clone(handle));
+        }
+        // The one kept before is closed before the next is opened.
+        *last = None;
+        let handle = file.checked_file()?;
+        *last = Some((file.path.clone(), Arc::clone(&handle)));
+        Ok(handle)
     }
 
     /// Writes a sealed page image to its file (pwrite; made durable by [`Arena::sync`]).

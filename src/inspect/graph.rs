@@ -27,6 +27,7 @@ pub(super) fn check(store: &Store, report: &mut Report) {
                 ));
             }
         }
+        Err(error) if report.stops(&error) => {}
         Err(error) => report.fail(Problem::new(
             Severity::Failure,
             "index",

@@ -80,6 +80,10 @@ pub struct IndexCheck {
     pub damage: Vec<IndexDamage>,
     /// All findings, kept or not.
     pub damage_count: u64,
+    /// The first error that kept a page from being read for want of descriptors or memory
+    /// (see [`crate::storage::is_exhaustion`]), if any: no finding, but the check is
+    /// incomplete.
+    pub unread: Option<String>,
 }
 
 impl IndexCheck {
@@ -151,6 +155,7 @@ fn check_locked(inner: &Inner, visit: &mut dyn FnMut(&[u8])) -> IndexCheck {
     check.summary = checker.summary;
     check.damage = checker.damage;
     check.damage_count = checker.damage_count;
+    check.unread = checker.unread;
     check
 }
 
@@ -347,6 +352,8 @@ struct Checker<'a> {
     summary: IndexSummary,
     damage: Vec<IndexDamage>,
     damage_count: u64,
+    /// See [`IndexCheck::unread`].
+    unread: Option<String>,
 }
 
 impl<'a> Checker<'a> {
@@ -378,6 +385,7 @@ impl<'a> Checker<'a> {
             },
             damage: Vec::new(),
             damage_count: 0,
+            unread: None,
         }
     }
 
@@ -425,6 +433,12 @@ impl<'a> Checker<'a> {
         }
         match self.arena.verify(id) {
             Ok(()) => true,
+            Err(crate::Error::Io { context, source }) if crate::storage::is_exhaustion(&source) => {
+                // Not damage: the process could not open or map the page's file.
+                self.unreadable[id.space().index()].set(index);
+                self.unread.get_or_insert_with(|| format!("{context}: {source}"));
+                false
+            }
             Err(e) => {
                 self.unreadable[id.space().index()].set(index);
                 let reason = reason_of(e, id);

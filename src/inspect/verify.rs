@@ -168,6 +168,10 @@ pub struct Report {
     pub notes: Vec<String>,
     /// Everything found wrong, failures and warnings, in the order found.
     pub problems: Vec<Problem>,
+    /// What kept the verification from reading part of the store, if anything did: the process
+    /// ran out of descriptors or memory (see [`crate::storage::is_exhaustion`]). That says
+    /// nothing of the store, so it is no problem: [`verify_store`] returns it as its error.
+    stopped: Option<(String, std::io::ErrorKind)>,
 }
 
 impl Report {
@@ -186,6 +190,22 @@ impl Report {
         self.problems.iter().filter(|p| p.severity == Severity::Warning).count()
     }
 
+    /// True if `error` is a shortage of the process's (out of descriptors or memory), not a
+    /// finding about the store: the first is kept for [`verify_store`] to return, and the
+    /// caller reports nothing. Every place that turns an error into a problem asks first.
+    pub(crate) fn stops(&mut self, error: &Error) -> bool {
+        let Error::Io { source, .. } = error else {
+            return false;
+        };
+        if !crate::storage::is_exhaustion(source) {
+            return false;
+        }
+        if self.stopped.is_none() {
+            self.stopped = Some((error.to_string(), source.kind()));
+        }
+        true
+    }
+
     pub(crate) fn fail(&mut self, problem: Problem) {
         self.problems.push(Problem {
             severity: Severity::Failure,
@@ -201,7 +221,8 @@ impl Report {
     }
 }
 
-/// Verifies the store in `dir`. `Err` only when `dir` holds no store at all.
+/// Verifies the store in `dir`. `Err` only when `dir` holds no store at all, or when the
+/// process ran out of descriptors or memory before it read all of it (`Error::Io`).
 pub fn verify_store(dir: &Path, progress: &dyn Progress) -> Result<Report> {
     let bar = progress;
     let control_path = dir.join(CONTROL_FILE_NAME);
@@ -243,7 +264,19 @@ pub fn verify_store(dir: &Path, progress: &dyn Progress) -> Result<Report> {
     check_arena(dir, &storage, &arena, &mut report, bar);
     check_archive(dir, live, &mut report, bar);
     check_open(dir, &mut report, bar);
-    Ok(report)
+    match report.stopped.take() {
+        // Before, a search of a store with more files than `ulimit -n` allowed was refused
+        // with "Too many open files", and verify called each file it could not open damaged
+        // ("NOT CLEAN: 4069 failures").
+        Some((reason, kind)) => Err(Error::io(
+            format!(
+                "verifying {} (the verification could not read all of it)",
+                dir.display()
+            ),
+            std::io::Error::new(kind, reason),
+        )),
+        None => Ok(report),
+    }
 }
 
 /// How many times verify reads the control file and the log of a store a writer has open before
@@ -329,6 +362,7 @@ fn check_open(dir: &Path, report: &mut Report, bar: &dyn Progress) {
             "store",
             format!("not opened, a writer has it ({reason})"),
         )),
+        Err(error) if report.stops(&error) => {}
         Err(error) => {
             let problem = Problem::new(
                 Severity::Failure,
@@ -348,6 +382,11 @@ fn check_open(dir: &Path, report: &mut Report, bar: &dyn Progress) {
 fn check_open_index(store: &crate::Store, report: &mut Report, bar: &dyn Progress) {
     bar.phase("checking the index", 0);
     let check = super::index_report(store, &mut |_| {});
+    if let Some(reason) = &check.unread {
+        report
+            .stopped
+            .get_or_insert_with(|| (reason.clone(), std::io::ErrorKind::Other));
+    }
     let pages_per_file = store.inner().arena.pages_per_file();
     for damage in &check.damage {
         let page = damage.page;
@@ -389,8 +428,12 @@ fn check_control(path: &Path, report: &mut Report) -> Option<Control> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) => {
+            let error = Error::io(format!("reading {}", path.display()), e);
+            if report.stops(&error) {
+                return None;
+            }
             report.fail(
-                Problem::new(Severity::Failure, "control", format!("cannot read it: {e}")).file(CONTROL_FILE_NAME),
+                Problem::new(Severity::Failure, "control", format!("cannot read it: {error}")).file(CONTROL_FILE_NAME),
             );
             return None;
         }
@@ -531,6 +574,7 @@ fn open_wal_tolerant(
             warn_torn_tail(report, torn, warning, live);
             Some((wal, scan))
         }
+        _ if report.stops(&strict) => None,
         _ => {
             report.fail(wal_problem(strict));
             open_wal_skipping(open, report)
@@ -607,7 +651,9 @@ fn read_records(
             }
             Ok(None) => break,
             Err(e) => {
-                report.fail(wal_problem(e));
+                if !report.stops(&e) {
+                    report.fail(wal_problem(e));
+                }
                 break;
             }
         }
@@ -725,6 +771,7 @@ fn open_arena(
         how,
     ) {
         Ok(arena) => Some(arena),
+        Err(e) if report.stops(&e) => None,
         Err(e) => {
             let problem = match e {
                 Error::Corrupted {
@@ -755,7 +802,12 @@ fn check_arena_page(arena: &Arena, id: PageId, check: &ArenaCheck<'_>, intact_co
             // write under this read is whole by the next.
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        found = page_finding(arena, id, check);
+        found = match page_finding(arena, id, check) {
+            Ok(found) => found,
+            // The page could not be read for want of descriptors or memory: no finding.
+            Err(error) if report.stops(&error) => return,
+            Err(error) => Some(error.to_string()),
+        };
         if found.is_none() {
             return;
         }
@@ -773,21 +825,20 @@ fn check_arena_page(arena: &Arena, id: PageId, check: &ArenaCheck<'_>, intact_co
     });
 }
 
-/// What is wrong with page `id` as its file holds it now, if anything.
-fn page_finding(arena: &Arena, id: PageId, check: &ArenaCheck<'_>) -> Option<String> {
+/// What is wrong with page `id` as its file holds it now, if anything; `Err` if it could not
+/// be read.
+fn page_finding(arena: &Arena, id: PageId, check: &ArenaCheck<'_>) -> Result<Option<String>> {
     let (space, n) = (id.space(), id.page_no());
     let in_use = check.control.extent.map_or([0, 0], |e| e.pages);
-    let image = match arena.read_page_from_file(id) {
-        Ok(image) => image,
-        Err(e) => return Some(e.to_string()),
-    };
-    crate::format::page::check_page(&image, id)
+    let image = arena.read_page_from_file(id)?;
+    let finding = crate::format::page::check_page(&image, id)
         .or_else(|| crate::format::page::check_owner(&image, id, check.control.store_id))
         .or_else(|| {
             (n < in_use[space.index()] && crate::format::page::is_all_zero(&image))
                 .then(|| format!("{id} is empty, but the store had initialised it (its contents were lost)"))
         })
-        .or_else(|| crate::format::page::check_page_lsn_below(&image, id, check.log_end_lsn))
+        .or_else(|| crate::format::page::check_page_lsn_below(&image, id, check.log_end_lsn));
+    Ok(finding)
 }
 
 /// Reads the doublewrite area (informational); returns the pages it holds intact copies of.
@@ -823,7 +874,9 @@ fn check_doublewrite(
             images.into_keys().collect()
         }
         Err(e) => {
-            report.warn(Problem::new(Severity::Warning, "doublewrite", e.to_string()).file(DOUBLEWRITE_FILE_NAME));
+            if !report.stops(&e) {
+                report.warn(Problem::new(Severity::Warning, "doublewrite", e.to_string()).file(DOUBLEWRITE_FILE_NAME));
+            }
             Vec::new()
         }
     }
@@ -858,7 +911,9 @@ fn check_archive(dir: &Path, live: bool, report: &mut Report, bar: &dyn Progress
                 .partition(|(path, damage)| live && damage.is_some() && !path.exists());
             report.archive_checked_files = results.len() as u64;
             for (path, damage) in results {
-                if let Some(error) = damage {
+                if let Some(error) = damage
+                    && !report.stops(&error)
+                {
                     report.fail(archive_problem(error, &path));
                 }
             }
@@ -869,7 +924,11 @@ fn check_archive(dir: &Path, live: bool, report: &mut Report, bar: &dyn Progress
                 ));
             }
         }
-        Err(error) => report.fail(archive_problem(error, &archive)),
+        Err(error) => {
+            if !report.stops(&error) {
+                report.fail(archive_problem(error, &archive));
+            }
+        }
     }
     check_archive_chain(dir, report);
     bar.position(bytes);

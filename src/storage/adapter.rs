@@ -299,6 +299,11 @@ impl StorageFile for AdaptedFile {
         self.check()?;
         self.inner.map_private()
     }
+
+    fn map_private_detached(&self) -> io::Result<Mapping> {
+        self.check()?;
+        self.inner.map_private_detached()
+    }
 }
 
 #[cfg(test)]

@@ -45,6 +45,7 @@
 //! durably holds already, so nothing changes but where the bytes live.
 
 mod adapter;
+mod limits;
 mod real;
 #[cfg(feature = "testing")]
 mod sim;
@@ -57,6 +58,7 @@ use std::sync::Arc;
 
 pub use crate::address_space::{limit_bytes as address_space_limit_bytes, with_limit as with_address_space_limit};
 pub use adapter::Adapted;
+pub use limits::{is_exhaustion, os_error_code};
 pub use real::RealStorage;
 #[cfg(feature = "testing")]
 pub use sim::{FaultKind, FaultPlan, SimConfig, SimStorage};
@@ -196,6 +198,9 @@ impl StorageFile for ReadOnlyFile {
     }
     fn map_private(&self) -> io::Result<Mapping> {
         self.0.map_private()
+    }
+    fn map_private_detached(&self) -> io::Result<Mapping> {
+        self.0.map_private_detached()
     }
 }
 
@@ -363,6 +368,14 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// Maps the whole file (at its current length) private and writable: copy-on-write, stores
     /// into it never reach the file.
     fn map_private(&self) -> io::Result<Mapping>;
+    /// [`StorageFile::map_private`], keeping no descriptor of the file open for the mapping's
+    /// sake (the mapping itself keeps the file's pages): a reader that maps many files then
+    /// holds no descriptor for each. Such a mapping cannot show the file again over a range
+    /// (`Mapping::release_fresh` fails with `Unsupported`); fresh memory (`zero_fresh`) still
+    /// works.
+    fn map_private_detached(&self) -> io::Result<Mapping> {
+        self.map_private()
+    }
 }
 
 /// Every non-empty [`Mapping`] starts at an address that is a multiple of this (the smallest

@@ -6,6 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::limits::with_descriptor_room;
 use super::{Mapping, Storage, StorageFile};
 
 /// Files and mappings of the real file system (`std::fs` + memmap2).
@@ -270,7 +271,7 @@ impl Storage for RealStorage {
 
     fn list(&self, path: &Path) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
-        for entry in fs::read_dir(path)? {
+        for entry in with_descriptor_room(|| fs::read_dir(path))? {
             names.push(entry?.file_name().to_string_lossy().into_owned());
         }
         names.sort();
@@ -311,42 +312,6 @@ impl Storage for RealStorage {
             if exclusive { libc::LOCK_EX } else { libc::LOCK_SH },
         )
     }
-}
-
-/// Runs `open`; where it fails for want of descriptors (`EMFILE`) and the process's soft limit
-/// on open files is below its hard limit, raises the soft limit to the hard one (at most
-/// 2^20) and runs it once more. A store holds a descriptor for each arena file it has used
-/// (about 64 a GiB at the default 16 MiB segment size), and the usual soft limit of 1,024
-/// stopped a store growing, or a search reading it, at about 16 GiB, though the hard limit
-/// allowed far more (Go's runtime raises the soft limit at every program's start for the same
-/// reason). Raised only when needed: a process that never runs out keeps its limit.
-fn with_descriptor_room<T>(mut open: impl FnMut() -> io::Result<T>) -> io::Result<T> {
-    match open() {
-        Err(e) if e.raw_os_error() == Some(libc::EMFILE) && raise_open_file_limit() => open(),
-        other => other,
-    }
-}
-
-/// Raises the soft limit on open files to the hard one (at most 2^20); true if it rose.
-fn raise_open_file_limit() -> bool {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into `limit`, a local of that type.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return false;
-    }
-    let wanted = limit.rlim_max.min(1 << 20);
-    if wanted <= limit.rlim_cur {
-        return false;
-    }
-    let raised = libc::rlimit {
-        rlim_cur: wanted,
-        rlim_max: limit.rlim_max,
-    };
-    // SAFETY: setrlimit reads one rlimit from `raised`, a local of that type.
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 }
 }
 
 /// A mapping of `len_bytes` that failed with `e` (see [`crate::address_space::with_limit`]).
@@ -555,16 +520,29 @@ impl StorageFile for RealFile {
     }
 
     fn map_private(&self) -> io::Result<Mapping> {
+        self.map_copy(true)
+    }
+
+    fn map_private_detached(&self) -> io::Result<Mapping> {
+        self.map_copy(false)
+    }
+}
+
+impl RealFile {
+    /// A private mapping of the whole file, keeping a descriptor of it for ranges mapped back
+    /// from the file later (`keep_file`) or not.
+    fn map_copy(&self, keep_file: bool) -> io::Result<Mapping> {
         let len_bytes = usize::try_from(self.len()?).map_err(io::Error::other)?;
         if len_bytes == 0 {
             return Ok(Mapping::new(std::ptr::null_mut(), 0, true, Box::new(())));
         }
         // SAFETY: a copy-on-write mapping: stores stay in this process's private pages and never
-        // reach the file. The file is not truncated while mapped (the `set_len` contract).
+        // reach the file. The file is not truncated while mapped (the `set_len` contract). The
+        // mapping stays valid after the descriptor is closed (the kernel keeps the file).
         let map = unsafe { memmap2::MmapOptions::new().len(len_bytes).map_copy(&self.file) };
         let mut map = map.map_err(|e| mapping_error(e, len_bytes))?;
         let ptr = map.as_mut_ptr();
-        let file = self.file.clone();
+        let file = keep_file.then(|| self.file.clone());
         Ok(Mapping::new(
             ptr,
             len_bytes,
@@ -575,10 +553,11 @@ impl StorageFile for RealFile {
 }
 
 /// A private mapping of a real file, with the file it maps: a range may be replaced by fresh
-/// anonymous memory (`zero_fresh`), and a release maps the file back over it.
+/// anonymous memory (`zero_fresh`), and a release maps the file back over it (only where the
+/// mapping kept the file: `None` for [`StorageFile::map_private_detached`]).
 struct PrivateFileMap {
     map: memmap2::MmapMut,
-    file: Arc<File>,
+    file: Option<Arc<File>>,
 }
 
 impl PrivateFileMap {
@@ -595,8 +574,11 @@ impl PrivateFileMap {
         let (flags, fd, file_offset) = if anonymous {
             (libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_ANONYMOUS, -1, 0)
         } else {
+            let Some(file) = &self.file else {
+                return Err(io::ErrorKind::Unsupported.into());
+            };
             let file_offset = libc::off_t::try_from(offset).map_err(io::Error::other)?;
-            (libc::MAP_PRIVATE | libc::MAP_FIXED, self.file.as_raw_fd(), file_offset)
+            (libc::MAP_PRIVATE | libc::MAP_FIXED, file.as_raw_fd(), file_offset)
         };
         // SAFETY: the range lies inside `self.map` (the caller's contract), so MAP_FIXED
         // replaces only memory this mapping owns, and `self.map`'s munmap at drop still covers

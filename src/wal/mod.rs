@@ -234,7 +234,9 @@ impl Wal {
         // store's first commits are often small ones, which would each pay for extent
         // conversions at their syncs in an allocated segment (segment.rs).
         segment_dir.ensure_spares(1)?;
-        let first = segment_dir.install(first_segment)?;
+        let first = segment_dir
+            .install(first_segment)
+            .map_err(segment::InstallError::into_error)?;
         let start = config.geometry.segment_base(first_segment);
         let horizon = horizon::horizon_past(&config.geometry, start, epoch_file::HORIZON_AHEAD_BYTES);
         epoch_file::write(storage.as_ref(), dir, 1, config.identity.store_id, horizon)?;
@@ -791,11 +793,12 @@ impl Shared {
             let next = self.installed_max.load(Ordering::Acquire) + 1;
             let segment = match self.dir.install(next) {
                 Ok(segment) => segment,
-                // No room for a spare: nothing was renamed, a later append may try again.
-                Err(error @ Error::DiskFull { .. }) => return Err(error),
-                // Anything else may have failed after the spare took the segment's name (a
-                // directory sync that failed): the install cannot be redone, so the log stops.
-                Err(error) => {
+                // No room for a spare, no descriptor or address space to open or map it:
+                // nothing was renamed, a later append may try again.
+                Err(segment::InstallError::Before(error)) => return Err(error),
+                // After the spare took the segment's name (a directory sync that failed): the
+                // install cannot be redone, so the log stops.
+                Err(segment::InstallError::After(error)) => {
                     self.poison(&error);
                     return Err(error);
                 }

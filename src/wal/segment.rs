@@ -162,6 +162,26 @@ impl Segment {
     }
 }
 
+/// Why [`SegmentDir::install`] failed.
+#[derive(Debug)]
+pub enum InstallError {
+    /// Before the spare took the segment's name (no room for a spare, no descriptor or address
+    /// space left to open or map it): nothing changed, and the install may be tried again.
+    Before(crate::Error),
+    /// At or after the rename: whether the name is durable is not known, and the install
+    /// cannot be redone.
+    After(crate::Error),
+}
+
+impl InstallError {
+    /// The error, whichever side of the rename it came from.
+    pub fn into_error(self) -> crate::Error {
+        match self {
+            InstallError::Before(error) | InstallError::After(error) => error,
+        }
+    }
+}
+
 /// A full-length file waiting to become a segment. `previous` keeps a retired segment's
 /// mapping alive while readers may still borrow from it; it is reused only once nobody does.
 struct Spare {
@@ -487,8 +507,14 @@ impl SegmentDir {
     }
 
     /// Turns a spare into segment `segment_no` (rename + directory sync) and maps it.
-    pub fn install(&self, segment_no: u64) -> Result<Arc<Segment>> {
-        self.ensure_spares_for(1, Need::Now)?;
+    ///
+    /// Every step that may fail for want of room, descriptors or address space (making the
+    /// spare, opening and mapping it) comes before the rename, so that such a failure changes
+    /// nothing ([`InstallError::Before`]): a commit that needed the segment fails, and a later
+    /// one installs it. Before, the segment was opened after the rename, and a process out of
+    /// descriptors there stopped the log until the store was opened again.
+    pub fn install(&self, segment_no: u64) -> std::result::Result<Arc<Segment>, InstallError> {
+        self.ensure_spares_for(1, Need::Now).map_err(InstallError::Before)?;
         let spare = {
             let mut spares = self.spares.lock();
             let index = spares
@@ -499,17 +525,28 @@ impl SegmentDir {
         };
         let path = self.dir.join(segment_file_name(segment_no));
         assert!(!self.storage.exists(&path), "segment {segment_no} installed twice");
+        // Opened and mapped under the spare's name: the descriptor and the mapping follow the
+        // file through the rename.
+        let opened = self
+            .storage
+            .open(&spare.path, false)
+            .context(|| format!("opening {}", spare.path.display()))
+            .and_then(|file| self.map_segment(segment_no, path.clone(), file));
+        let segment = match opened {
+            Ok(segment) => segment,
+            Err(error) => {
+                self.spares.lock().push(spare);
+                return Err(InstallError::Before(error));
+            }
+        };
         drop(spare.previous);
         self.storage
             .rename(&spare.path, &path)
-            .context(|| format!("renaming {} to {}", spare.path.display(), path.display()))?;
-        self.sync_dir()?;
+            .context(|| format!("renaming {} to {}", spare.path.display(), path.display()))
+            .map_err(InstallError::After)?;
+        self.sync_dir().map_err(InstallError::After)?;
         self.note_install();
-        let file = self
-            .storage
-            .open(&path, false)
-            .context(|| format!("opening {}", path.display()))?;
-        self.map_segment(segment_no, path, file)
+        Ok(segment)
     }
 
     /// Takes `appended_bytes` of log in `elapsed` as the log's pace until an install measures
