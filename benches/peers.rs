@@ -9,7 +9,8 @@
 //!
 //! Options: `--scale F` (or `PEERS_SCALE`) multiplies every size; `--peers a,b` picks engines
 //! (vellum, vellum-noarchive, vellum-stored, okaywal, redb, heed); `--rounds N` (default 3): engines run
-//! interleaved within each round and each cell is the median [min–max] over rounds. The
+//! interleaved within each round, each round starting one engine later than the last, and each
+//! cell is the median [min–max] over rounds. The
 //! markdown table is printed and written to `target/peers.md` (or `PEERS_MD`). Scratch files
 //! live in a fresh directory under `std::env::temp_dir()`: point `TMPDIR` at the disk to
 //! measure. The exit status is 1 if any workload failed (the table says which; the other
@@ -211,7 +212,13 @@ fn run(args: &Args) -> Res<bool> {
     let mut raw_runs = Vec::new();
     let mut rounds: Vec<Vec<Outcome>> = args.engines.iter().map(|_| Vec::new()).collect();
     for round in 1..=args.rounds {
-        for (engine, outcomes) in args.engines.iter().zip(&mut rounds) {
+        // Each round starts one engine later: every engine runs at every place in the order,
+        // so that what the one before leaves (the device still writing back, the page cache
+        // full of its files) falls on each in turn.
+        let count = args.engines.len();
+        for place in 0..count {
+            let index = (place + round - 1) % count;
+            let (engine, outcomes) = (&args.engines[index], &mut rounds[index]);
             eprintln!("-- {engine} (round {round}/{}): raw baselines first", args.rounds);
             let t = Instant::now();
             let raw = raw_baselines(scratch.path(), &sizes, log_bytes_per_commit);
@@ -298,7 +305,7 @@ fn render(
 ) -> String {
     let columns: Vec<String> = args.engines.iter().map(|e| engine_header(e)).collect();
     let mut md = format!(
-        "### Beside its peers\n\n{}, {}. Scale {}, {} round(s), engines interleaved within each round; cells are the \
+        "### Beside its peers\n\n{}, {}. Scale {}, {} round(s), engines interleaved within each round (each round starting one engine later); cells are the \
          median{} over rounds; each ratio is to the raw baseline measured just before that engine's run. \
          Run time {:.0} s, load average at the end {}.\n\n",
         sys::today_utc(),
