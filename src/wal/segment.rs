@@ -165,10 +165,11 @@ impl Segment {
 /// Why [`SegmentDir::install`] failed.
 #[derive(Debug)]
 pub enum InstallError {
-    /// Before the spare took the segment's name (no room for a spare, no descriptor or address
-    /// space left to open or map it): nothing changed, and the install may be tried again.
+    /// Nothing changed (no room for a spare; no descriptor or address space left to open or
+    /// map it, and the rename undone): the install may be tried again.
     Before(crate::Error),
-    /// At or after the rename: whether the name is durable is not known, and the install
+    /// The spare took the segment's name and kept it (the rename, or the directory sync after
+    /// it, failed, or its undo did): whether the name is durable is not known, and the install
     /// cannot be redone.
     After(crate::Error),
 }
@@ -508,11 +509,14 @@ impl SegmentDir {
 
     /// Turns a spare into segment `segment_no` (rename + directory sync) and maps it.
     ///
-    /// Every step that may fail for want of room, descriptors or address space (making the
-    /// spare, opening and mapping it) comes before the rename, so that such a failure changes
-    /// nothing ([`InstallError::Before`]): a commit that needed the segment fails, and a later
-    /// one installs it. Before, the segment was opened after the rename, and a process out of
-    /// descriptors there stopped the log until the store was opened again.
+    /// A step that fails for want of room, descriptors or address space (making the spare,
+    /// opening and mapping it) leaves nothing changed ([`InstallError::Before`]): the segment is
+    /// opened under its own name after the rename, and where that open or the mapping fails the
+    /// rename is undone before the directory is synced. The commit that needed the segment
+    /// fails, and a later one installs it. (Before, a process out of descriptors there stopped
+    /// the log until the store was opened again. A crash between the rename and its undo leaves
+    /// a segment file past the log's end that holds no valid record, as a crash right after any
+    /// install does.)
     pub fn install(&self, segment_no: u64) -> std::result::Result<Arc<Segment>, InstallError> {
         self.ensure_spares_for(1, Need::Now).map_err(InstallError::Before)?;
         let spare = {
@@ -525,25 +529,28 @@ impl SegmentDir {
         };
         let path = self.dir.join(segment_file_name(segment_no));
         assert!(!self.storage.exists(&path), "segment {segment_no} installed twice");
-        // Opened and mapped under the spare's name: the descriptor and the mapping follow the
-        // file through the rename.
-        let opened = self
-            .storage
-            .open(&spare.path, false)
-            .context(|| format!("opening {}", spare.path.display()))
-            .and_then(|file| self.map_segment(segment_no, path.clone(), file));
-        let segment = match opened {
-            Ok(segment) => segment,
-            Err(error) => {
-                self.spares.lock().push(spare);
-                return Err(InstallError::Before(error));
-            }
-        };
-        drop(spare.previous);
         self.storage
             .rename(&spare.path, &path)
             .context(|| format!("renaming {} to {}", spare.path.display(), path.display()))
             .map_err(InstallError::After)?;
+        let opened = self
+            .storage
+            .open(&path, false)
+            .context(|| format!("opening {}", path.display()))
+            .and_then(|file| self.map_segment(segment_no, path.clone(), file));
+        let segment = match opened {
+            Ok(segment) => segment,
+            Err(error) => {
+                return match self.storage.rename(&path, &spare.path) {
+                    Ok(()) => {
+                        self.spares.lock().push(spare);
+                        Err(InstallError::Before(error))
+                    }
+                    Err(_) => Err(InstallError::After(error)),
+                };
+            }
+        };
+        drop(spare.previous);
         self.sync_dir().map_err(InstallError::After)?;
         self.note_install();
         Ok(segment)
@@ -659,6 +666,74 @@ mod tests {
         let name = dir.spares.lock()[0].path.file_name().unwrap().to_string_lossy().into_owned();
         let number: u64 = name[SPARE_PREFIX.len()..].parse().unwrap();
         assert!(number > 8, "new spares are numbered past the leftovers: {name}");
+    }
+
+    /// The simulator, where opening `fails` fails with `EMFILE` while it is set.
+    #[derive(Debug)]
+    struct OutOfDescriptors {
+        sim: SimStorage,
+        fails: PathBuf,
+        short: std::sync::atomic::AtomicBool,
+    }
+
+    impl Storage for OutOfDescriptors {
+        fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+            self.sim.create_dir_all(path)
+        }
+        fn open(&self, path: &Path, create: bool) -> std::io::Result<Arc<dyn StorageFile>> {
+            if path == self.fails && self.short.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(std::io::Error::from_raw_os_error(libc::EMFILE));
+            }
+            self.sim.open(path, create)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+            self.sim.rename(from, to)
+        }
+        fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+            self.sim.remove_file(path)
+        }
+        fn remove_dir(&self, path: &Path) -> std::io::Result<()> {
+            self.sim.remove_dir(path)
+        }
+        fn list(&self, path: &Path) -> std::io::Result<Vec<String>> {
+            self.sim.list(path)
+        }
+        fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+            self.sim.sync_dir(path)
+        }
+        fn exists(&self, path: &Path) -> bool {
+            self.sim.exists(path)
+        }
+    }
+
+    #[test]
+    fn an_install_whose_segment_cannot_be_opened_is_undone_and_the_next_one_succeeds() {
+        let sim = SimStorage::new(4);
+        let segment_path = Path::new("/wal").join(segment_file_name(1));
+        let storage = Arc::new(OutOfDescriptors {
+            sim: sim.clone(),
+            fails: segment_path.clone(),
+            short: std::sync::atomic::AtomicBool::new(true),
+        });
+        storage.create_dir_all(Path::new("/wal")).unwrap();
+        let geometry = Geometry::new(4096, SEGMENT_BYTES).unwrap();
+        let dir = SegmentDir::new(storage.clone(), Path::new("/wal"), geometry).unwrap();
+        let failed = dir.install(1);
+        assert!(
+            matches!(failed, Err(InstallError::Before(_))),
+            "out of descriptors, nothing changed: {failed:?}"
+        );
+        assert!(!sim.exists(&segment_path), "the rename was undone");
+        assert_eq!(dir.spares.lock().len(), 1, "the spare waits for the next install");
+        storage.short.store(false, std::sync::atomic::Ordering::SeqCst);
+        let written_before = sim.written_bytes();
+        let segment = dir.install(1).unwrap();
+        assert!(
+            sim.written_bytes() - written_before < SEGMENT_BYTES,
+            "the spare made for the failed install became the segment"
+        );
+        assert_eq!(segment.path, segment_path);
+        assert!(sim.exists(&segment_path));
     }
 
     #[test]
