@@ -1396,25 +1396,46 @@ fn creates_racing_for_one_directory_make_one_store_and_the_others_find_it_made()
     }
 }
 
-/// The real file system, whose directory syncs take [`SlowStoreDirSyncs::DELAY`]: all of them
-/// (`every`), or those of a store's directory once it holds `CONTROL` (the create's last step,
-/// syncing the directory that now names `CONTROL`, then lasts long enough for an opener to find
-/// the store made).
-#[derive(Debug)]
-struct SlowStoreDirSyncs {
+/// The real file system with its faults of the environment, for the tests below:
+///
+/// - `slow_dir_syncs`: directory syncs take [`Hooked::DELAY`]: all of them (`Some(true)`), or
+///   those of a store's directory once it holds `CONTROL` (`Some(false)`: the create's last
+///   step, syncing the directory that now names `CONTROL`, then lasts long enough for an opener
+///   to find the store made);
+/// - `short_of_descriptors_in`: opening or creating a file in the store's directory named there
+///   (`wal` or `arena`; `EPOCH` aside) fails with `EMFILE` ("Too many open files") while the
+///   flag is set: a process out of descriptors when its log needs its next segment, or its
+///   arena its next file.
+#[derive(Debug, Default)]
+struct Hooked {
     real: vellum::storage::RealStorage,
-    every: bool,
+    slow_dir_syncs: Option<bool>,
+    short_of_descriptors_in: Option<(&'static str, std::sync::Arc<std::sync::atomic::AtomicBool>)>,
 }
 
-impl SlowStoreDirSyncs {
+impl Hooked {
     const DELAY: std::time::Duration = std::time::Duration::from_millis(40);
+
+    fn slow_dir_syncs(every: bool) -> Hooked {
+        Hooked {
+            slow_dir_syncs: Some(every),
+            ..Hooked::default()
+        }
+    }
 }
 
-impl vellum::storage::Storage for SlowStoreDirSyncs {
+impl vellum::storage::Storage for Hooked {
     fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
         self.real.create_dir_all(path)
     }
     fn open(&self, path: &Path, create: bool) -> std::io::Result<std::sync::Arc<dyn vellum::storage::StorageFile>> {
+        if let Some((dir, short)) = &self.short_of_descriptors_in {
+            let inside = path.parent().and_then(Path::file_name).is_some_and(|d| d == *dir);
+            let epoch = path.file_name().is_some_and(|n| n == "EPOCH");
+            if inside && !epoch && short.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(std::io::Error::from_raw_os_error(libc::EMFILE));
+            }
+        }
         self.real.open(path, create)
     }
     fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
@@ -1430,7 +1451,9 @@ impl vellum::storage::Storage for SlowStoreDirSyncs {
         self.real.list(path)
     }
     fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
-        if self.every || path.join("CONTROL").exists() {
+        if let Some(every) = self.slow_dir_syncs
+            && (every || path.join("CONTROL").exists())
+        {
             std::thread::sleep(Self::DELAY);
         }
         self.real.sync_dir(path)
@@ -1465,10 +1488,7 @@ fn an_open_racing_a_create_neither_fails_it_nor_finds_the_store_damaged() {
     // file is missing, but the directory holds a store's log and arena").
     let scratch = tempfile::tempdir().unwrap();
     let slow = Options {
-        storage: std::sync::Arc::new(SlowStoreDirSyncs {
-            real: vellum::storage::RealStorage,
-            every: false,
-        }),
+        storage: std::sync::Arc::new(Hooked::slow_dir_syncs(false)),
         ..options()
     };
     for round in 0..4 {
@@ -1512,10 +1532,7 @@ fn a_create_waiting_for_another_is_told_the_store_exists_while_the_other_keeps_i
     let scratch = tempfile::tempdir().unwrap();
     let store = scratch.path().join("store");
     let slow = Options {
-        storage: std::sync::Arc::new(SlowStoreDirSyncs {
-            real: vellum::storage::RealStorage,
-            every: true,
-        }),
+        storage: std::sync::Arc::new(Hooked::slow_dir_syncs(true)),
         ..options()
     };
     let first = {
@@ -1728,64 +1745,6 @@ fn files_under(dir: &Path) -> BTreeMap<PathBuf, u64> {
     found
 }
 
-/// The real file system, where opening or creating a file in the store's directory `dir`
-/// (`wal` or `arena`; `EPOCH` aside) fails with `EMFILE` ("Too many open files") while `short`
-/// is set: a process out of descriptors when its log needs its next segment, or its arena its
-/// next file.
-#[derive(Debug)]
-struct NoDescriptorsIn {
-    real: vellum::storage::RealStorage,
-    dir: &'static str,
-    short: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl vellum::storage::Storage for NoDescriptorsIn {
-    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
-        self.real.create_dir_all(path)
-    }
-    fn open(&self, path: &Path, create: bool) -> std::io::Result<std::sync::Arc<dyn vellum::storage::StorageFile>> {
-        let inside = path.parent().and_then(Path::file_name).is_some_and(|d| d == self.dir);
-        let epoch = path.file_name().is_some_and(|n| n == "EPOCH");
-        if inside && !epoch && self.short.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(std::io::Error::from_raw_os_error(libc::EMFILE));
-        }
-        self.real.open(path, create)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        self.real.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
-        self.real.remove_file(path)
-    }
-    fn remove_dir(&self, path: &Path) -> std::io::Result<()> {
-        self.real.remove_dir(path)
-    }
-    fn list(&self, path: &Path) -> std::io::Result<Vec<String>> {
-        self.real.list(path)
-    }
-    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
-        self.real.sync_dir(path)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        self.real.exists(path)
-    }
-    fn lock_exclusive(&self, path: &Path) -> std::io::Result<Box<dyn std::any::Any + Send + Sync>> {
-        self.real.lock_exclusive(path)
-    }
-    fn lock_shared(&self, path: &Path) -> std::io::Result<Box<dyn std::any::Any + Send + Sync>> {
-        self.real.lock_shared(path)
-    }
-    fn lock_dir(&self, path: &Path, exclusive: bool) -> std::io::Result<Box<dyn std::any::Any + Send + Sync>> {
-        self.real.lock_dir(path, exclusive)
-    }
-    fn resolve_dir(&self, path: &Path) -> std::io::Result<PathBuf> {
-        self.real.resolve_dir(path)
-    }
-    fn available_bytes(&self, path: &Path) -> std::io::Result<Option<u64>> {
-        self.real.available_bytes(path)
-    }
-}
-
 #[test]
 fn a_log_segment_out_of_descriptors_fails_its_commit_and_the_log_goes_on_once_they_are_back() {
     // Before, the next segment was opened after it took its name: a process out of
@@ -1803,10 +1762,9 @@ fn a_file_out_of_descriptors_fails_its_commit_and_the_store_goes_on(dir: &'stati
     let scratch = tempfile::tempdir().unwrap();
     let path = scratch.path().join("store");
     let short = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let storage = NoDescriptorsIn {
-        real: vellum::storage::RealStorage,
-        dir,
-        short: short.clone(),
+    let storage = Hooked {
+        short_of_descriptors_in: Some((dir, short.clone())),
+        ..Hooked::default()
     };
     // 64 KiB segments and arena files (`options`): the store needs a new one every few dozen
     // rows.
