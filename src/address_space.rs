@@ -20,7 +20,8 @@ pub fn limit_bytes() -> Option<u64> {
 
 /// `e`, a failure to reserve address space (`ENOMEM` from a mapping, `EAGAIN` from the stack
 /// of a thread being started), saying what the limit is, what needed the room (`taking`) and
-/// what to do, where a limit is set. Any other error, or no limit, is `e` unchanged.
+/// what to do, where a limit is set; `e` stays its source, so its code is still found
+/// ([`crate::exhausted::os_error_code`]). Any other error, or no limit, is `e` unchanged.
 pub fn with_limit(e: io::Error, taking: &str) -> io::Error {
     if !matches!(e.raw_os_error(), Some(libc::ENOMEM | libc::EAGAIN)) {
         return e;
@@ -29,10 +30,10 @@ pub fn with_limit(e: io::Error, taking: &str) -> io::Error {
         return e;
     };
     let limit_mib = limit_bytes as f64 / f64::from(1u32 << 20);
-    io::Error::new(
-        e.kind(),
+    crate::exhausted::with_hint(
+        e,
         format!(
-            "{e}: this process may map at most {limit_mib:.1} MiB (its address space limit, `ulimit -v`), and {taking}; raise the limit"
+            "this process may map at most {limit_mib:.1} MiB (its address space limit, `ulimit -v`), and {taking}; raise the limit"
         ),
     )
 }

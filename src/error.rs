@@ -86,7 +86,7 @@ impl Error {
         match self {
             Error::Io { context, source } => Error::Io {
                 context: context.clone(),
-                source: io::Error::new(source.kind(), source.to_string()),
+                source: crate::exhausted::duplicate(source),
             },
             Error::DiskFull { context } => Error::DiskFull {
                 context: context.clone(),
@@ -105,6 +105,15 @@ impl Error {
             Error::Locked(text) => Error::Locked(text.clone()),
             Error::Interrupted(text) => Error::Interrupted(text.clone()),
         }
+    }
+}
+
+impl Error {
+    /// True if this is an I/O error that says the process or the system ran out of something
+    /// (descriptors, memory, address space): nothing reached the disk, and the call may
+    /// succeed later (see [`crate::exhausted::is_exhaustion`]).
+    pub(crate) fn is_exhaustion(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if crate::exhausted::is_exhaustion(source))
     }
 }
 

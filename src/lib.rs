@@ -104,6 +104,7 @@ internal_modules!(ann, arena, archive, search, ship, store, wal);
 mod address_space;
 mod background;
 mod error;
+mod exhausted;
 mod fork;
 pub mod format;
 mod hint;

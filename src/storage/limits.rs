@@ -7,7 +7,6 @@
 //! with `EMFILE` ("Too many open files"), which says neither what the limit is nor why a store
 //! needs so many: [`with_descriptor_room`] says both.
 
-use std::fmt;
 use std::io;
 
 /// Runs `open`; where it fails for want of descriptors (`EMFILE`) and the process's soft limit
@@ -26,7 +25,8 @@ pub(crate) fn with_descriptor_room<T>(mut open: impl FnMut() -> io::Result<T>) -
 }
 
 /// `e` with what the limit on open files is and the way out, if it is `EMFILE` or `ENFILE`;
-/// any other error unchanged. The result keeps `e` as its source (see [`is_exhaustion`]).
+/// any other error unchanged. The result keeps `e` as its source (see
+/// [`crate::exhausted::is_exhaustion`]).
 fn with_descriptor_hint(e: io::Error) -> io::Error {
     let hint = match e.raw_os_error() {
         Some(libc::EMFILE) => {
@@ -42,53 +42,7 @@ fn with_descriptor_hint(e: io::Error) -> io::Error {
         }
         _ => return e,
     };
-    io::Error::new(e.kind(), Exhausted { source: e, hint })
-}
-
-/// An error of a resource the process or the system ran out of, with the way out.
-#[derive(Debug)]
-struct Exhausted {
-    source: io::Error,
-    hint: String,
-}
-
-impl fmt::Display for Exhausted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.source, self.hint)
-    }
-}
-
-impl std::error::Error for Exhausted {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
-
-/// True if `e` says the process or the system ran out of something (descriptors, memory or
-/// address space), not that a file is wrong: the same call may succeed elsewhere or later.
-/// Checks `e`'s own code and kind, then the error it wraps (as the storage's opens and
-/// `address_space::with_limit` wrap theirs).
-pub fn is_exhaustion(e: &io::Error) -> bool {
-    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)) {
-        return true;
-    }
-    if e.kind() == io::ErrorKind::OutOfMemory {
-        return true;
-    }
-    e.get_ref()
-        .and_then(|inner| inner.downcast_ref::<Exhausted>())
-        .is_some_and(|exhausted| is_exhaustion(&exhausted.source))
-}
-
-/// The operating system's error code of `e`, or of the error it wraps where a hint was added
-/// (the storage's opens, out of descriptors): what a caller that matches codes (Python's `OSError.errno`)
-/// still finds.
-pub fn os_error_code(e: &io::Error) -> Option<i32> {
-    e.raw_os_error().or_else(|| {
-        e.get_ref()
-            .and_then(|inner| inner.downcast_ref::<Exhausted>())
-            .and_then(|exhausted| os_error_code(&exhausted.source))
-    })
+    crate::exhausted::with_hint(e, hint)
 }
 
 /// The soft and hard limits on open files, if the process can read them.
@@ -124,6 +78,7 @@ fn raise_open_file_limit() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exhausted::{is_exhaustion, os_error_code};
 
     #[test]
     fn a_descriptor_shortage_is_named_and_still_an_exhaustion() {
@@ -155,6 +110,11 @@ mod tests {
         assert!(
             is_exhaustion(&mapped),
             "an address space limit keeps the kind OutOfMemory"
+        );
+        assert_eq!(
+            os_error_code(&mapped),
+            Some(libc::ENOMEM),
+            "and the code under its hint: {mapped}"
         );
     }
 }

@@ -57,8 +57,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use crate::address_space::{limit_bytes as address_space_limit_bytes, with_limit as with_address_space_limit};
+pub use crate::exhausted::{is_exhaustion, os_error_code};
 pub use adapter::Adapted;
-pub use limits::{is_exhaustion, os_error_code};
 pub use real::RealStorage;
 #[cfg(feature = "testing")]
 pub use sim::{FaultKind, FaultPlan, SimConfig, SimStorage};
