@@ -166,11 +166,12 @@ impl Segment {
 #[derive(Debug)]
 pub enum InstallError {
     /// Nothing changed (no room for a spare; no descriptor or address space left to open or
-    /// map it, and the rename undone): the install may be tried again.
+    /// map it, or no descriptor to sync the directory with, and the rename undone): the
+    /// install may be tried again.
     Before(crate::Error),
-    /// The spare took the segment's name and kept it (the rename, or the directory sync after
-    /// it, failed, or its undo did): whether the name is durable is not known, and the install
-    /// cannot be redone.
+    /// The spare took the segment's name and kept it (the rename failed, the directory sync
+    /// after it failed with anything but a shortage, or the undo failed): whether the name is
+    /// durable is not known, and the install cannot be redone.
     After(crate::Error),
 }
 
@@ -538,22 +539,33 @@ impl SegmentDir {
             .open(&path, false)
             .context(|| format!("opening {}", path.display()))
             .and_then(|file| self.map_segment(segment_no, path.clone(), file));
-        let segment = match opened {
-            Ok(segment) => segment,
-            Err(error) => {
-                return match self.storage.rename(&path, &spare.path) {
-                    Ok(()) => {
-                        self.spares.lock().push(spare);
-                        Err(InstallError::Before(error))
-                    }
-                    Err(_) => Err(InstallError::After(error)),
-                };
-            }
+        let synced = match opened {
+            Ok(segment) => match self.sync_dir() {
+                Ok(()) => Ok(segment),
+                // No descriptor to open the directory with: nothing was asked of the disk, so
+                // the rename is undone as below. Any other failure leaves the name's
+                // durability unknown.
+                Err(error) if error.is_exhaustion() => Err(error),
+                Err(error) => return Err(InstallError::After(error)),
+            },
+            Err(error) => Err(error),
         };
-        drop(spare.previous);
-        self.sync_dir().map_err(InstallError::After)?;
-        self.note_install();
-        Ok(segment)
+        match synced {
+            Ok(segment) => {
+                drop(spare.previous);
+                self.note_install();
+                Ok(segment)
+            }
+            // Nothing was written through the new name: the spare takes its own name back and
+            // waits for the next install.
+            Err(error) => match self.storage.rename(&path, &spare.path) {
+                Ok(()) => {
+                    self.spares.lock().push(spare);
+                    Err(InstallError::Before(error))
+                }
+                Err(_) => Err(InstallError::After(error)),
+            },
+        }
     }
 
     /// Takes `appended_bytes` of log in `elapsed` as the log's pace until an install measures
@@ -616,6 +628,7 @@ impl SegmentDir {
 mod tests {
     use super::*;
     use crate::storage::SimStorage;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     /// Small, so the tests stay quick under Miri (the simulator tracks every sector).
     const SEGMENT_BYTES: u64 = 128 << 10;
@@ -668,12 +681,25 @@ mod tests {
         assert!(number > 8, "new spares are numbered past the leftovers: {name}");
     }
 
-    /// The simulator, where opening `fails` fails with `EMFILE` while it is set.
+    /// The simulator, where opening `fails` fails with `EMFILE` while `short` is set, and a
+    /// directory sync while `short_at_dir_sync` is.
     #[derive(Debug)]
     struct OutOfDescriptors {
         sim: SimStorage,
         fails: PathBuf,
-        short: std::sync::atomic::AtomicBool,
+        short: AtomicBool,
+        short_at_dir_sync: AtomicBool,
+    }
+
+    impl OutOfDescriptors {
+        fn new(sim: &SimStorage, fails: &Path) -> Arc<OutOfDescriptors> {
+            Arc::new(OutOfDescriptors {
+                sim: sim.clone(),
+                fails: fails.to_path_buf(),
+                short: AtomicBool::new(false),
+                short_at_dir_sync: AtomicBool::new(false),
+            })
+        }
     }
 
     impl Storage for OutOfDescriptors {
@@ -699,6 +725,9 @@ mod tests {
             self.sim.list(path)
         }
         fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+            if self.short_at_dir_sync.load(Ordering::SeqCst) {
+                return Err(std::io::Error::from_raw_os_error(libc::EMFILE));
+            }
             self.sim.sync_dir(path)
         }
         fn exists(&self, path: &Path) -> bool {
@@ -710,11 +739,8 @@ mod tests {
     fn an_install_whose_segment_cannot_be_opened_is_undone_and_the_next_one_succeeds() {
         let sim = SimStorage::new(4);
         let segment_path = Path::new("/wal").join(segment_file_name(1));
-        let storage = Arc::new(OutOfDescriptors {
-            sim: sim.clone(),
-            fails: segment_path.clone(),
-            short: std::sync::atomic::AtomicBool::new(true),
-        });
+        let storage = OutOfDescriptors::new(&sim, &segment_path);
+        storage.short.store(true, Ordering::SeqCst);
         storage.create_dir_all(Path::new("/wal")).unwrap();
         let geometry = Geometry::new(4096, SEGMENT_BYTES).unwrap();
         let dir = SegmentDir::new(storage.clone(), Path::new("/wal"), geometry).unwrap();
@@ -725,7 +751,7 @@ mod tests {
         );
         assert!(!sim.exists(&segment_path), "the rename was undone");
         assert_eq!(dir.spares.lock().len(), 1, "the spare waits for the next install");
-        storage.short.store(false, std::sync::atomic::Ordering::SeqCst);
+        storage.short.store(false, Ordering::SeqCst);
         let written_before = sim.written_bytes();
         let segment = dir.install(1).unwrap();
         assert!(
@@ -734,6 +760,29 @@ mod tests {
         );
         assert_eq!(segment.path, segment_path);
         assert!(sim.exists(&segment_path));
+    }
+
+    #[test]
+    fn an_install_out_of_descriptors_at_its_directory_sync_is_undone_and_the_next_one_succeeds() {
+        let sim = SimStorage::new(5);
+        let segment_path = Path::new("/wal").join(segment_file_name(1));
+        let storage = OutOfDescriptors::new(&sim, &segment_path);
+        storage.create_dir_all(Path::new("/wal")).unwrap();
+        let geometry = Geometry::new(4096, SEGMENT_BYTES).unwrap();
+        let dir = SegmentDir::new(storage.clone(), Path::new("/wal"), geometry).unwrap();
+        dir.ensure_spares(1).unwrap();
+        storage.short_at_dir_sync.store(true, Ordering::SeqCst);
+        let failed = dir.install(1);
+        assert!(
+            matches!(&failed, Err(InstallError::Before(error)) if error.is_exhaustion()),
+            "no descriptor to sync the directory: nothing asked of the disk, the install undone: {failed:?}"
+        );
+        assert!(!sim.exists(&segment_path), "the rename was undone");
+        assert_eq!(dir.spares.lock().len(), 1, "the spare waits for the next install");
+        storage.short_at_dir_sync.store(false, Ordering::SeqCst);
+        let segment = dir.install(1).unwrap();
+        assert_eq!(segment.path, segment_path);
+        assert!(sim.reboot().exists(&segment_path), "the second install's name is durable");
     }
 
     #[test]
