@@ -1146,6 +1146,29 @@ fn a_segment_that_cannot_be_put_back_fails_the_commit_that_needed_it() {
 }
 
 #[test]
+fn a_store_directory_removed_under_a_writer_fails_the_next_commit_naming_it() {
+    // `rm -rf` of the whole store while a writer runs: nothing can be put back, so the commit
+    // that finds its segment gone must fail, say the directory was removed (not just "No such
+    // file or directory"), and no later commit may be acknowledged into files with no name.
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("store");
+    let store = Store::create(&dir, DIMENSION, Options::default()).unwrap();
+    store.insert("v0", &vector_of(0, 0.25), &[]).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let error = store.insert("v1", &vector_of(1, 0.25), &[]).unwrap_err();
+    assert!(
+        error.to_string().contains("was removed while the store was open"),
+        "the commit names what happened: {error}"
+    );
+    assert!(
+        store.insert("v2", &vector_of(2, 0.25), &[]).is_err(),
+        "no later commit is acknowledged into a removed store"
+    );
+    assert!(store.close().is_err(), "the close reports the loss too");
+    assert!(!dir.exists(), "nothing is made again at the removed path");
+}
+
+#[test]
 fn a_file_deleted_under_a_writer_is_put_back_before_a_kill_half_a_second_later() {
     // A mistaken `rm` under a running writer, commits, then a crash half a second later,
     // before the next checkpoint (which used to be the first to put the file back: for an idle

@@ -230,7 +230,9 @@ pub(crate) fn put_back(storage: &dyn Storage, file: &dyn StorageFile, path: &Pat
     name.push(".tmp");
     let fresh_path = path.with_file_name(name);
     let _ = storage.remove_file(&fresh_path);
-    let fresh = storage.open(&fresh_path, true)?;
+    let fresh = storage
+        .open(&fresh_path, true)
+        .map_err(|e| with_missing_directory(storage, e, path))?;
     let len_bytes = file.len()?;
     let mut chunk = vec![0u8; 1 << 20];
     let mut offset = 0u64;
@@ -243,6 +245,22 @@ pub(crate) fn put_back(storage: &dyn Storage, file: &dyn StorageFile, path: &Pat
     fresh.sync_data()?;
     storage.rename(&fresh_path, path)?;
     Ok(fresh)
+}
+
+/// `e`, a failure to create a file beside `path`, saying so where `path`'s directory itself
+/// is gone (a store's directory removed while it is open: nothing can be put back into it).
+fn with_missing_directory(storage: &dyn Storage, e: io::Error, path: &Path) -> io::Error {
+    let Some(dir) = path.parent() else { return e };
+    if e.kind() != io::ErrorKind::NotFound || storage.exists(dir) {
+        return e;
+    }
+    io::Error::new(
+        e.kind(),
+        format!(
+            "{e}: the directory {} was removed while the store was open",
+            dir.display()
+        ),
+    )
 }
 
 /// Panics unless `blocks` and `offset` are whole blocks for a direct write (a caller's broken
