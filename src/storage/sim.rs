@@ -63,6 +63,9 @@
 //! - **[`FaultKind::NoSpace`]** (operations that grow a file: `write_at` past the end,
 //!   `set_len` up, `allocate` up): fails with `ENOSPC` and changes nothing, as the capacity
 //!   limit does.
+//! - **[`FaultKind::NoDescriptors`]** (operations that need a new descriptor: `open`, `list`,
+//!   `sync_dir`): fails with `EMFILE` and changes nothing, as a process at its limit of open
+//!   files would.
 //!
 //! Faults are checked after the crash point: an operation that crashes does not count.
 //!
@@ -140,16 +143,23 @@ pub enum FaultKind {
     ReadEio,
     /// An operation that grows a file fails with `ENOSPC` and changes nothing.
     NoSpace,
+    /// An operation that needs a new descriptor (`open`, `list`, `sync_dir`) fails with
+    /// `EMFILE` and changes nothing: a shortage of the process, not an I/O error (not in
+    /// [`FaultKind::ALL`]).
+    NoDescriptors,
 }
 
 impl FaultKind {
-    /// Every kind, for tests that draw one.
+    /// Every kind of I/O error, for tests that draw one.
     pub const ALL: [FaultKind; 4] = [
         FaultKind::WriteEio,
         FaultKind::SyncEio,
         FaultKind::ReadEio,
         FaultKind::NoSpace,
     ];
+
+    /// How many kinds there are (the I/O errors of [`FaultKind::ALL`] and the shortage).
+    const COUNT: usize = FaultKind::NoDescriptors as usize + 1;
 
     fn index(self) -> usize {
         self as usize
@@ -527,7 +537,7 @@ impl RemovalWatch for SimWatch {
 #[derive(Default)]
 struct Faults {
     armed: Option<ArmedFault>,
-    ops: [u64; FaultKind::ALL.len()],
+    ops: [u64; FaultKind::COUNT],
     injected: u64,
 }
 
@@ -774,6 +784,9 @@ impl Disk {
         } else {
             self.check_alive()?;
         }
+        if self.fault(FaultKind::NoDescriptors) {
+            return Err(os_error(libc::EMFILE));
+        }
         let path = normalize(path);
         if self.volatile.is_dir(&path) {
             return Err(os_error(if create { libc::EEXIST } else { libc::EISDIR }));
@@ -847,10 +860,13 @@ impl Disk {
         Ok(())
     }
 
-    fn list(&self, path: &Path) -> io::Result<Vec<String>> {
+    fn list(&mut self, path: &Path) -> io::Result<Vec<String>> {
         self.check_alive()?;
         let path = normalize(path);
         self.volatile.check_is_dir(&path)?;
+        if self.fault(FaultKind::NoDescriptors) {
+            return Err(os_error(libc::EMFILE));
+        }
         Ok(self.volatile.child_names(&path))
     }
 
@@ -858,6 +874,9 @@ impl Disk {
         self.begin_mutation()?;
         let path = normalize(path);
         self.volatile.check_is_dir(&path)?;
+        if self.fault(FaultKind::NoDescriptors) {
+            return Err(os_error(libc::EMFILE));
+        }
         if self.fault(FaultKind::SyncEio) {
             return Err(os_error(libc::EIO));
         }
@@ -2552,6 +2571,32 @@ mod tests {
             ["new"],
             "the retry syncs it"
         );
+    }
+
+    #[test]
+    fn a_shortage_of_descriptors_fails_open_list_and_sync_dir_and_changes_nothing() {
+        let storage = SimStorage::new(36);
+        storage.create_dir_all(path("/store")).unwrap();
+        drop(storage.open(path("/store/old"), true).unwrap());
+        let ops_before = storage.fault_class_ops(FaultKind::NoDescriptors);
+        storage.inject(plan(FaultKind::NoDescriptors, 1, true));
+        assert!(is_os_error(&storage.open(path("/store/new"), true), libc::EMFILE));
+        assert!(is_os_error(&storage.open(path("/store/old"), false), libc::EMFILE));
+        assert!(is_os_error(&storage.list(path("/store")), libc::EMFILE));
+        assert!(is_os_error(&storage.sync_dir(path("/store")), libc::EMFILE));
+        assert_eq!(
+            storage.fault_class_ops(FaultKind::NoDescriptors) - ops_before,
+            4,
+            "each call counts"
+        );
+        storage.clear_faults();
+        assert_eq!(
+            storage.list(path("/store")).unwrap(),
+            ["old"],
+            "the refused create made nothing"
+        );
+        storage.sync_dir(path("/store")).unwrap();
+        assert_eq!(storage.reboot().list(path("/store")).unwrap(), ["old"]);
     }
 
     /// A file of `pages` OS pages of 0xAA, durable, and a private mapping of it.
