@@ -166,13 +166,18 @@ fn tidy_once(inner: &Inner) {
     }
 }
 
-/// Recycles an archived segment at the front of the queue and takes it off.
+/// Recycles an archived segment at the front of the queue and takes it off. Off the queue as
+/// soon as it is renamed to a spare, whatever fails after: a segment left queued would be
+/// recycled again (a rename of a name that is gone).
 fn recycle_and_pop(inner: &Inner, segment: &Arc<Segment>) -> Result<()> {
     inner.wal.recycle(segment.clone())?;
-    apply_retention(inner)?;
     let popped = inner.archiver.queue.lock().pop_front();
     assert!(popped.is_some_and(|s| Arc::ptr_eq(&s, segment)), "only the archiver takes segments off");
-    Ok(())
+    // A failed sync leaves the rename to the next one (an install's, the close's): until
+    // then a crash may show the segment under its name again, before the truncation point,
+    // where an open leaves it to the archiver, which finds it archived.
+    inner.wal.sync_dir()?;
+    apply_retention(inner)
 }
 
 /// Archives and recycles the segment at the front of the queue, then takes it off: `None` if

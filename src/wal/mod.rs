@@ -513,8 +513,17 @@ impl Wal {
         );
         let retired = self.detach_before(lsn)?;
         let count = retired.len();
-        for segment in retired {
-            shared.dir.retire(segment)?;
+        let mut retired = retired.into_iter();
+        while let Some(segment) = retired.next() {
+            if let Err(error) = shared.dir.retire(segment.clone()) {
+                // Nothing renamed (out of descriptors to check the spares, say): this segment
+                // and those after it go back into the log, for the next release to retire.
+                let mut segments = shared.segments.write();
+                for kept in std::iter::once(segment).chain(retired) {
+                    segments.insert(kept.segment_no, kept);
+                }
+                return Err(error);
+            }
         }
         if count > 0 {
             shared.dir.sync_dir()?;
@@ -561,9 +570,14 @@ impl Wal {
         self.shared.backlog.lock().len()
     }
 
-    /// Recycles a detached segment (renamed to a spare, reused once no reader holds it).
+    /// Recycles a detached segment: renamed to a spare, reused once no reader holds it. The
+    /// rename is durable after [`Wal::sync_dir`] (or the next install's directory sync).
     pub fn recycle(&self, segment: Arc<Segment>) -> Result<()> {
-        self.shared.dir.retire(segment)?;
+        self.shared.dir.retire(segment)
+    }
+
+    /// Makes the renames and creations in the log's directory durable.
+    pub fn sync_dir(&self) -> Result<()> {
         self.shared.dir.sync_dir()
     }
 
@@ -720,17 +734,13 @@ impl Shared {
         self.poisoned.store(true, Ordering::Release);
     }
 
-    /// Makes sure the segments up to the one holding byte `end - 1` are installed and those up
-    /// to the one holding `room_end - 1` are installed or have an unused spare each: room on
-    /// the disk, held for the log, that an install takes by a rename. Runs under the tail lock.
+    /// Makes sure the segments up to the one holding byte `room_end - 1` (at least `end - 1`)
+    /// are installed. Installed, not merely a spare each: the undo the room is held for then
+    /// appends into segments already open and named, and needs nothing that can fail for
+    /// want of a resource (a descriptor to open a spare with, a directory sync after its
+    /// rename). Runs under the tail lock.
     fn ensure_room_through(&self, end: u64, room_end: u64) -> Result<()> {
-        self.ensure_segments_through(end)?;
-        let needed = needed_segment(&self.config.geometry, room_end);
-        let installed = self.installed_max.load(Ordering::Acquire);
-        if needed > installed {
-            self.dir.ensure_spares_now((needed - installed) as usize)?;
-        }
-        Ok(())
+        self.ensure_segments_through(end.max(room_end))
     }
 
     /// Makes sure every segment up to the one holding byte `end - 1` is installed. Runs under

@@ -381,13 +381,6 @@ impl SegmentDir {
         self.ensure_spares_for(count, Need::Ahead)
     }
 
-    /// Makes sure `count` unused spares exist now (room held back for an undo: see
-    /// `Wal::append_reserving`), making the missing ones at once. `DiskFull` if there is no
-    /// room for them.
-    pub fn ensure_spares_now(&self, count: usize) -> Result<()> {
-        self.ensure_spares_for(count, Need::Now)
-    }
-
     fn ensure_spares_for(&self, count: usize, need: Need) -> Result<()> {
         self.check_leftover_spares()?;
         if need == Need::Ahead && !self.room_for_spare_ahead() {
