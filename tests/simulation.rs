@@ -417,9 +417,9 @@ struct FaultRun {
     next_version: u32,
     /// A `Closed` error was seen: every later write of this store must fail.
     poisoned: bool,
-    /// The fault is a shortage of descriptors: every failure must say so, and none may stop
-    /// the store (nothing was asked of the disk).
-    shortage: bool,
+    /// The fault is a shortage (of descriptors, or of room on the disk) that changes nothing:
+    /// every failure must say so, and none may stop the store.
+    shortage: Option<FaultKind>,
 }
 
 impl FaultRun {
@@ -428,11 +428,13 @@ impl FaultRun {
         if self.sim.faults_injected() == 0 {
             return Err(format!("{what} failed with no fault injected: {error}"));
         }
-        if self.shortage {
-            return match error {
-                Error::Io { source, .. } if vellum::storage::is_exhaustion(source) => Ok(()),
-                other => Err(format!("{what}: a shortage of descriptors surfaced as {other:?}")),
-            };
+        match (self.shortage, error) {
+            (None, _) => {}
+            (Some(FaultKind::NoDescriptors), Error::Io { source, .. }) if vellum::storage::is_exhaustion(source) => {
+                return Ok(());
+            }
+            (Some(FaultKind::NoSpace), Error::DiskFull { .. }) => return Ok(()),
+            (Some(kind), other) => return Err(format!("{what}: a shortage ({kind:?}) surfaced as {other:?}")),
         }
         match error {
             Error::Io { .. } | Error::DiskFull { .. } => Ok(()),
@@ -583,7 +585,7 @@ fn fault_scenario(seed: u64) -> Result<String, String> {
         model: Model::new(),
         next_version: 0,
         poisoned: false,
-        shortage: false,
+        shortage: None,
     };
     let what = format!(
         "{kind:?} at op {at}/{total}{} then {after:?}",
@@ -615,11 +617,12 @@ fn fault_scenario(seed: u64) -> Result<String, String> {
         .map_err(|e| format!("{what} (fault struck: {hit}): {e}"))
 }
 
-/// One shortage scenario: create, run out of descriptors at a drawn operation (once, or for
-/// every later one until the shortage ends), go on; then, with descriptors back, the same
+/// One shortage scenario: create, run out of `kind` (descriptors, or room on the disk) at a
+/// drawn operation (once, or for every later one until the shortage ends), go on; then, with
+/// the shortage over, the same
 /// store must commit, checkpoint and close without a reopen, and a power cut and a recovery
 /// must hold every acknowledged commit.
-fn shortage_scenario(seed: u64) -> Result<String, String> {
+fn shortage_scenario(seed: u64, kind: FaultKind) -> Result<String, String> {
     set_memory_budget(seed);
     let mut rng = Rng::new(seed ^ 0x5407);
     let sync = if rng.chance(75) {
@@ -629,12 +632,12 @@ fn shortage_scenario(seed: u64) -> Result<String, String> {
     };
     let steps = 10 + rng.below(50) as u32;
     let persistent = rng.chance(50);
-    let total = dry_run_fault_ops(seed, sync, steps, FaultKind::NoDescriptors);
+    let total = dry_run_fault_ops(seed, sync, steps, kind);
     let at = 1 + rng.below(total.max(1));
     let sim = SimStorage::new(seed);
     let store = Store::create(Path::new("/db"), DIMENSION as u32, options(&sim, sync)).map_err(|e| e.to_string())?;
     sim.inject(FaultPlan {
-        kind: FaultKind::NoDescriptors,
+        kind,
         after_ops: at,
         persistent,
     });
@@ -644,23 +647,23 @@ fn shortage_scenario(seed: u64) -> Result<String, String> {
         model: Model::new(),
         next_version: 0,
         poisoned: false,
-        shortage: true,
+        shortage: Some(kind),
     };
     let what = format!(
-        "no descriptors at op {at}/{total}{}",
+        "{kind:?} at op {at}/{total}{}",
         if persistent { " and after" } else { "" }
     );
     run.run(&store, &mut Rng::new(seed), steps, false)
         .map_err(|e| format!("{what}: {e}"))?;
     sim.clear_faults();
     let struck = sim.faults_injected();
-    // Descriptors are back: the store goes on as if nothing had happened.
+    // The shortage is over: the store goes on as if nothing had happened.
     let mut rng = Rng::new(seed.wrapping_add(1));
     for _ in 0..10 {
         let before = run.model.latest().clone();
         let mut state = before.clone();
         single(&store, &mut rng, &mut state, &mut run.next_version)
-            .map_err(|e| format!("{what}: a write once descriptors were back: {e}"))?;
+            .map_err(|e| format!("{what}: a write once the shortage ended: {e}"))?;
         run.model.commit(state);
         if sync == SyncMode::Always {
             run.model.all_durable();
@@ -668,13 +671,13 @@ fn shortage_scenario(seed: u64) -> Result<String, String> {
     }
     store
         .checkpoint()
-        .map_err(|e| format!("{what}: a checkpoint once descriptors were back: {e}"))?;
+        .map_err(|e| format!("{what}: a checkpoint once the shortage ended: {e}"))?;
     run.model.all_durable();
     store
         .close()
-        .map_err(|e| format!("{what}: the close once descriptors were back: {e}"))?;
+        .map_err(|e| format!("{what}: the close once the shortage ended: {e}"))?;
     let reopened = run.reopen().map_err(|e| format!("{what}: {e}"))?;
-    drop(reopened.ok_or_else(|| format!("{what}: the reopen failed with descriptors back"))?);
+    drop(reopened.ok_or_else(|| format!("{what}: the reopen failed once the shortage ended"))?);
     sim.crash_now();
     note_released(&sim);
     recover_and_finish(&sim, sync, run.model, run.next_version)
@@ -766,29 +769,45 @@ fn a_shortage_of_descriptors_never_stops_the_store_nor_loses_an_acknowledged_com
     // Out of descriptors (`EMFILE`) at any open, listing or directory sync: the call that
     // needed one fails, typed as a shortage, and changes nothing, so the store may never
     // stop itself for it (a stopped log is for a disk that may have lost bytes).
-    let (first, count) = seeds_from_env("VELLUM_SIM_SHORT_SEED", "VELLUM_SIM_SHORT_SEEDS", 300);
+    run_shortage_seeds(
+        FaultKind::NoDescriptors,
+        "VELLUM_SIM_SHORT_SEED",
+        "VELLUM_SIM_SHORT_SEEDS",
+    );
+}
+
+#[test]
+fn a_full_disk_never_stops_the_store_nor_loses_an_acknowledged_commit() {
+    // Out of room (`ENOSPC`) at any write past a file's end or allocation: `DiskFull`, nothing
+    // changed, and the store takes commits again once there is room, without a reopen.
+    run_shortage_seeds(FaultKind::NoSpace, "VELLUM_SIM_FULL_SEED", "VELLUM_SIM_FULL_SEEDS");
+}
+
+/// Runs [`shortage_scenario`] of `kind` over the seeds the environment names (300 by default).
+fn run_shortage_seeds(kind: FaultKind, one: &str, count: &str) {
+    let (first, count) = seeds_from_env(one, count, 300);
     let mut failures = Vec::new();
     let mut struck = 0;
     for seed in first..first + count {
-        let outcome = std::panic::catch_unwind(|| shortage_scenario(seed))
+        let outcome = std::panic::catch_unwind(|| shortage_scenario(seed, kind))
             .unwrap_or_else(|panic| Err(format!("panicked: {}", panic_text(&*panic))));
         struck += u32::from(outcome.as_ref().is_ok_and(|o| !o.contains(": 0 refusal(s)")));
         match outcome {
             Ok(outcome) if count == 1 => eprintln!("seed {seed}: {outcome}"),
             Ok(_) => {}
             Err(why) => {
-                eprintln!("seed {seed} FAILED: {why} (replay with VELLUM_SIM_SHORT_SEED={seed})");
+                eprintln!("seed {seed} FAILED: {why} (replay with {one}={seed})");
                 failures.push(seed);
             }
         }
     }
     eprintln!(
-        "{count} shortage scenarios ({struck} passed with the shortage struck), {} failed",
+        "{count} {kind:?} scenarios ({struck} passed with the shortage struck), {} failed",
         failures.len()
     );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
     // The operation drawn counts those of a close and an open too (`dry_run_fault_ops`),
-    // which run here with descriptors back: about half the draws fall there.
+    // which run here with the shortage over: about half the draws fall there.
     assert!(
         count < 30 || u64::from(struck) * 3 > count,
         "a third of the scenarios at least must meet the shortage, or the test proves little: {struck} of {count}"
