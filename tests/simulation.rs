@@ -658,6 +658,31 @@ fn shortage_scenario(seed: u64, kind: FaultKind) -> Result<String, String> {
     );
     run.run(&store, &mut Rng::new(seed), steps, false)
         .map_err(|e| format!("{what}: {e}"))?;
+    if persistent && rng.chance(50) {
+        // A close in the shortage: it may fail (typed), and the store it leaves opens once
+        // the shortage ends, without a reboot, with every commit a successful close or a
+        // sync made durable.
+        run.close(store)
+            .map_err(|e| format!("{what}: a close in the shortage: {e}"))?;
+        let opened_short = Store::open(Path::new("/db"), options(&sim, sync));
+        if let Err(error) = &opened_short {
+            run.check_error(error, "an open in the shortage")
+                .map_err(|e| format!("{what}: {e}"))?;
+        }
+        drop(opened_short);
+        sim.clear_faults();
+        let struck = sim.faults_injected();
+        let reopened = run.reopen().map_err(|e| format!("{what}: {e}"))?;
+        let store = reopened.ok_or_else(|| format!("{what}: the reopen failed once the shortage ended"))?;
+        run.run(&store, &mut Rng::new(seed.wrapping_add(2)), 10, false)
+            .map_err(|e| format!("{what}, after the reopen: {e}"))?;
+        drop(store);
+        sim.crash_now();
+        note_released(&sim);
+        return recover_and_finish(&sim, sync, run.model, run.next_version)
+            .map(|matched| format!("{what}, closed in it: {struck} refusal(s), {matched}"))
+            .map_err(|e| format!("{what}, closed in it: {e}"));
+    }
     sim.clear_faults();
     let struck = sim.faults_injected();
     // The shortage is over: the store goes on as if nothing had happened.
