@@ -39,7 +39,8 @@ fn hinted(e: &io::Error) -> Option<&Exhausted> {
 
 /// True if `e` says the process or the system ran out of something (descriptors, memory or
 /// address space), not that a file is wrong: the same call may succeed elsewhere or later.
-/// An error [`with_hint`] made is one by construction; any other is judged by its code and kind.
+/// An error made with a hint (the storage's opens out of descriptors, the address space
+/// limit's) is one by construction; any other is judged by its code and kind.
 pub fn is_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM))
         || e.kind() == io::ErrorKind::OutOfMemory
