@@ -417,8 +417,8 @@ struct FaultRun {
     next_version: u32,
     /// A `Closed` error was seen: every later write of this store must fail.
     poisoned: bool,
-    /// The fault is a shortage (of descriptors, or of room on the disk) that changes nothing:
-    /// every failure must say so, and none may stop the store.
+    /// The fault changes nothing on the disk (a shortage of descriptors or of room, a failed
+    /// read): every failure must say so, and none may stop the store.
     shortage: Option<FaultKind>,
 }
 
@@ -434,6 +434,9 @@ impl FaultRun {
                 return Ok(());
             }
             (Some(FaultKind::NoSpace), Error::DiskFull { .. }) => return Ok(()),
+            (Some(FaultKind::ReadEio), Error::Io { source, .. }) if source.raw_os_error() == Some(libc::EIO) => {
+                return Ok(());
+            }
             (Some(kind), other) => return Err(format!("{what}: a shortage ({kind:?}) surfaced as {other:?}")),
         }
         match error {
@@ -620,8 +623,8 @@ fn fault_scenario(seed: u64) -> Result<String, String> {
         .map_err(|e| format!("{what} (fault struck: {hit}): {e}"))
 }
 
-/// One shortage scenario: create, run out of `kind` (descriptors, or room on the disk) at a
-/// drawn operation (once, or for every later one until the shortage ends), go on; then, with
+/// One shortage scenario: create, run out of `kind` (descriptors, or room on the disk; or
+/// reads fail) at a drawn operation (once, or for every later one until the shortage ends), go on; then, with
 /// the shortage over, the same
 /// store must commit, checkpoint and close without a reopen, and a power cut and a recovery
 /// must hold every acknowledged commit.
@@ -809,6 +812,13 @@ fn a_full_disk_never_stops_the_store_nor_loses_an_acknowledged_commit() {
     // Out of room (`ENOSPC`) at any write past a file's end or allocation: `DiskFull`, nothing
     // changed, and the store takes commits again once there is room, without a reopen.
     run_shortage_seeds(FaultKind::NoSpace, "VELLUM_SIM_FULL_SEED", "VELLUM_SIM_FULL_SEEDS");
+}
+
+#[test]
+fn a_failed_read_never_stops_the_store_nor_loses_an_acknowledged_commit() {
+    // `EIO` from a read (a sector the device could not read this time): the call that read
+    // fails, nothing was written, and the store goes on once reads succeed again.
+    run_shortage_seeds(FaultKind::ReadEio, "VELLUM_SIM_READ_SEED", "VELLUM_SIM_READ_SEEDS");
 }
 
 /// Runs [`shortage_scenario`] of `kind` over the seeds the environment names (300 by default).
