@@ -8,16 +8,8 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules by layer, bottom first (ARCHITECTURE.md, "Layers").
 const LAYERS: &[&[&str]] = &[
-    &[
-        "address_space",
-        "exhausted",
-        "fork",
-        "hint",
-        "lsn",
-        "modes",
-        "rng",
-        "zeros",
-    ],
+    &["exhausted"],
+    &["address_space", "fork", "hint", "lsn", "modes", "rng", "zeros"],
     &["background"],
     &["error"],
     &["storage"],
