@@ -1129,6 +1129,76 @@ fn a_store_of_major_1_is_refused_by_the_reader_and_the_engine() {
 }
 
 #[test]
+fn released_segments_that_begin_inside_a_record_longer_than_a_segment_read_clean_to_both() {
+    // 64 KiB segments and a bulk commit of records larger than one: the log the archive has
+    // taken segment 0 of, but not the next ones (an archiver stopped by a shortage), begins
+    // with segments that are continuation from end to end. Both readers find the first record
+    // start after them (FORMAT.md 11, "Where to start", 3); before, both called it damage.
+    if !support::python_available("reference_reader") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let options = Options {
+        page_size_bytes: PAGE,
+        segment_size_bytes: 64 << 10,
+        ..Default::default()
+    };
+    let store = Store::create(&dir, 64, options.clone()).expect("create");
+    let vectors: Vec<Vec<f32>> = (0..2000u16).map(|i| vec![f32::from(i) / 7.0; 64]).collect();
+    let ids: Vec<String> = (0..vectors.len()).map(|i| format!("bulk-{i}")).collect();
+    let rows: Vec<vellum::Row<'_>> = ids
+        .iter()
+        .zip(&vectors)
+        .map(|(id, v)| (id.as_str(), v.as_slice(), &[][..]))
+        .collect();
+    store.insert_many(&rows).expect("insert_many");
+    // The log's segments as the commit left them; the close archives and removes those its
+    // checkpoint released.
+    let wal = dir.join("wal");
+    let segments: Vec<(std::ffi::OsString, Vec<u8>)> = std::fs::read_dir(&wal)
+        .expect("wal/")
+        .map(|e| e.expect("entry"))
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+        .map(|e| (e.file_name(), std::fs::read(e.path()).expect("segment")))
+        .collect();
+    store.close().expect("close");
+    assert!(
+        dir.join("archive/wal-0000000000000000.lz4").exists(),
+        "the close archived segment 0"
+    );
+    // Segments 1 on put back, as a session whose archiver stopped after segment 0 leaves them.
+    let mut put_back = 0;
+    for (name, bytes) in &segments {
+        if name.to_string_lossy() != "0000000000000000.wal" && !wal.join(name).exists() {
+            std::fs::write(wal.join(name), bytes).expect("put back");
+            put_back += 1;
+        }
+    }
+    assert!(
+        put_back >= 2,
+        "several released segments wait for the archiver: {put_back}"
+    );
+    let first = std::fs::read(wal.join("0000000000000001.wal")).expect("segment 1");
+    let continuation =
+        |page: usize| u16::from_le_bytes([first[page * PAGE as usize + 6], first[page * PAGE as usize + 7]]) & 1 == 1;
+    assert!(
+        (1..16).all(continuation),
+        "segment 1 continues one record from its first data page to its last"
+    );
+    let report = vellum::inspect::verify_store(&dir, &()).expect("verify");
+    assert!(report.clean(), "the engine reads it clean: {:?}", report.problems);
+    let out = read_clean(&dir, "long-record-released", false);
+    assert!(
+        damage_kinds(&out).is_empty(),
+        "the reference reader reads it clean: {}",
+        out["damage"]
+    );
+    let reopened = Store::open(&dir, options).expect("open");
+    assert_eq!(reopened.len(), 2000, "every row is there");
+}
+
+#[test]
 fn pages_from_after_the_end_of_the_log_are_damage_to_the_reader_and_the_engine() {
     if !support::python_available("reference_reader") {
         return;

@@ -574,6 +574,47 @@ fn oldest_segment_starting_inside_a_released_record_opens_cleanly() {
 }
 
 #[test]
+fn an_oldest_segment_wholly_inside_a_released_record_opens_at_the_next_record() {
+    // A record longer than a segment, begun in segment 0: segment 1 is all continuation, and
+    // once segment 0 is released the oldest segment holds no record start at all. Found with
+    // 64 KiB segments: an archiver stopped by a shortage after archiving segment 0 left such a
+    // log, and every reader from the oldest segment called it damage ("page continues a
+    // record that never began").
+    for sync in [SyncMode::Always, SyncMode::Never] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(8, sync);
+        let wal = Wal::create(storage(), dir.path(), cfg.clone()).unwrap();
+        let segment = cfg.geometry.segment_size_bytes;
+        let mut records = Vec::new();
+        for _ in 0..3 {
+            records.push(wal.append_with_end(&spec(1), &[&[1u8; 1000]]).unwrap());
+        }
+        let big = wal
+            .append_with_end(&spec(2), &[&vec![2u8; 2 * segment as usize]])
+            .unwrap();
+        assert!(
+            cfg.geometry.segment_of(big.0.get()) == 0 && cfg.geometry.segment_of(big.1) == 2,
+            "the record runs from segment 0 through all of segment 1 into segment 2: {big:?}"
+        );
+        records.push(big);
+        for _ in 0..10 {
+            records.push(wal.append_with_end(&spec(3), &[&[3u8; 500]]).unwrap());
+        }
+        wal.sync().unwrap();
+        assert_eq!(wal.release_before(Lsn(segment)).unwrap(), 1, "segment 0 is released");
+        wal.close().unwrap();
+        let (wal, report) = open(dir.path(), &cfg, RecoveryMode::Strict).unwrap();
+        assert!(report.torn_tail.is_none(), "{sync:?}: {report}");
+        let lsns: Vec<Lsn> = read_all(&wal).iter().map(|r| r.0).collect();
+        let expected: Vec<Lsn> = records.iter().filter(|r| r.0 > big.0).map(|r| r.0).collect();
+        assert_eq!(
+            lsns, expected,
+            "{sync:?}: every record after the released one reads back"
+        );
+    }
+}
+
+#[test]
 fn a_segment_of_another_store_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(16, SyncMode::Always);

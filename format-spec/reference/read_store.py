@@ -499,22 +499,27 @@ class Log:
 
     # -- section 11: where to start without a given LSN
     def start_of_oldest(self):
-        P, S, O = self.P, self.S, self.O
-        q0 = O * S + P
-        st, h = self.page_header(q0, 0)
-        if not (st == "valid" and h.rem_len > 0):
-            return O * S, 0
-        q = q0
-        while q < min(self.L, (O + 1) * S):
-            st, h = self.page_header(q, 0)
-            if st == "valid" and h.rem_len > 0:
-                r = self.resync(q)
-                if r is not None:
-                    return r
-            else:
-                return q, 0
-            q += P
-        return (O + 1) * S + P, 0
+        P, S = self.P, self.S
+        seg = self.O
+        while True:
+            q0 = seg * S + P
+            st, h = self.page_header(q0, 0)
+            if not (st == "valid" and h.rem_len > 0):
+                return seg * S, 0
+            q = q0
+            while q < min(self.L, (seg + 1) * S):
+                st, h = self.page_header(q, 0)
+                if st == "valid" and h.rem_len > 0:
+                    r = self.resync(q)
+                    if r is not None:
+                        return r
+                else:
+                    return q, 0
+                q += P
+            # Every data page of `seg` continues the record: it runs on into the next segment.
+            if (seg + 1) * S >= self.L:
+                return (seg + 1) * S + P, 0
+            seg += 1
 
     # -- section 12: evidence after E and the verdict
     def classify(self, E, how, mode):

@@ -29,7 +29,7 @@ pub mod view;
 mod writer;
 
 use flush::{flusher, preallocator, spawn_named, writer as writer_thread};
-use open::{erase_garbage, first_record_start, needed_segment};
+use open::{erase_garbage, first_record_start, needed_segment, oldest_record_start};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -489,7 +489,7 @@ impl Wal {
         let oldest = *segments.keys().next().expect("a log has a segment");
         let limit = self.shared.written_lsn.load(Ordering::Acquire);
         let view = self.shared.view(&segments, limit);
-        Lsn(first_record_start(&view, oldest))
+        Lsn(oldest_record_start(&view, oldest))
     }
 
     /// The segment numbers in the log, oldest first.

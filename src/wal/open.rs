@@ -136,7 +136,7 @@ impl Wal {
         };
         let start = match scan_from {
             Some(lsn) => check_scan_start(&view, lsn, oldest)?,
-            None => first_record_start(&view, oldest),
+            None => oldest_record_start(&view, oldest),
         };
         let in_use = match epoch_read {
             Some(whole) => Some(epoch_file::read(epoch_storage.as_ref(), dir, config.identity.store_id, mode, whole)?),
@@ -440,6 +440,25 @@ pub(super) fn first_record_start(view: &LogView<'_>, segment_no: u64) -> u64 {
         page = geometry.next_data_page(page);
     }
     page
+}
+
+/// Where reading the log starts without a given start: the first record start of the oldest
+/// segment present. A record longer than a segment, begun in a released one, may fill every
+/// data page of the oldest and run on: the search then goes on into the next segment, and so
+/// on, until a page begins with a record (or zeros, or damage) or a continuation ends in one
+/// (FORMAT.md 11, "Where to start").
+pub(super) fn oldest_record_start(view: &LogView<'_>, oldest: u64) -> u64 {
+    let geometry = view.geometry;
+    let mut segment_no = oldest;
+    loop {
+        let start = first_record_start(view, segment_no);
+        let next_base = geometry.segment_base(segment_no + 1);
+        let continued_through = start == next_base + geometry.page_bytes();
+        if !continued_through || next_base >= view.limit {
+            return start;
+        }
+        segment_no += 1;
+    }
 }
 
 /// Checks that a caller-supplied scan start lies in a segment present.
