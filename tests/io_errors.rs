@@ -267,8 +267,8 @@ fn a_commit_whose_log_sync_failed_is_erased_so_a_reopen_does_not_build_on_it() {
     }
 }
 
-/// Aborts transactions of varied sizes until one's rollback records must install the next
-/// segment (they end in the last page of this one: the successor rule installs the next then),
+/// Aborts transactions of varied sizes until one's rollback records need the next segment
+/// (they end in the last page of this one: the successor rule needs the next installed then),
 /// injecting `fault` just before that abort; returns what the abort returned.
 fn abort_at_a_segment_boundary(store: &Store, sim: &SimStorage, fault: FaultKind) -> vellum::Result<()> {
     // Room for more than a page: the end is not in the last page before the abort.
@@ -327,18 +327,57 @@ fn a_rollback_at_a_segment_boundary_on_a_full_disk_is_logged_in_the_room_held_fo
 }
 
 #[test]
-fn a_rollback_that_cannot_be_logged_poisons_the_store_and_the_next_open_drops_it() {
+fn a_rollback_at_a_segment_boundary_whose_directory_syncs_fail_is_logged_in_the_segment_installed_for_it() {
+    // The room an update holds back for its undo is installed segments, not spares: the
+    // rollback's records need no install, so a directory sync that fails from then on cannot
+    // stop them. (Before, the rollback installed the next segment itself, its directory sync
+    // failed, and the store stopped until a reopen.)
     let sim = SimStorage::new(3);
     let store = Store::create(DIR, 8, options(&sim)).unwrap();
     insert_five(&store);
-    // The segment the rollback records need cannot be installed: its directory sync fails.
     let aborted = abort_at_a_segment_boundary(&store, &sim, FaultKind::SyncEio);
-    assert!(matches!(aborted, Err(Error::Io { .. })), "{aborted:?}");
+    assert!(
+        aborted.is_ok(),
+        "the update installed the segment its undo needs: {aborted:?}"
+    );
     sim.clear_faults();
+    store.insert("x", &vector(9), &[]).expect("the store goes on");
+    store.close().expect("close");
+    let store = Store::open(DIR, options(&sim)).unwrap();
+    assert_five_present(&store, "reopened");
+    assert_eq!(store.len(), 6, "the aborted transactions left nothing behind");
+}
+
+#[test]
+fn a_rollback_that_cannot_be_logged_poisons_the_store_and_the_next_open_drops_it() {
+    // A transaction open when the log stops (a sync failed under it): its rollback cannot log
+    // its undoing, so the pages in memory hold changes the log does not undo.
+    let sim = SimStorage::new(3);
+    let store = Store::create(DIR, 8, options(&sim)).unwrap();
+    insert_five(&store);
+    let mut tx = store.begin().unwrap();
+    tx.upsert("v0", &vector(7), &[]).unwrap();
+    tx.insert("t", &vector(8), &[]).unwrap();
+    sim.inject(FaultPlan {
+        kind: FaultKind::SyncEio,
+        after_ops: 1,
+        persistent: false,
+    });
+    assert!(
+        matches!(store.sync(), Err(Error::Io { .. })),
+        "the sync of the transaction's records fails"
+    );
+    let aborted = tx.abort();
+    assert!(is_poisoned(aborted), "the rollback cannot be logged on a stopped log");
     let next = store.insert("x", &vector(9), &[]);
     assert!(
         is_poisoned(next),
         "the log holds the transaction but not its undoing: nothing more may be logged"
+    );
+    assert_eq!(
+        store.get("v0").unwrap().as_deref(),
+        Some(&vector(0)[..]),
+        "readers see the committed state, not the transaction's"
     );
     assert!(
         store.close().is_err(),
