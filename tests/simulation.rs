@@ -557,6 +557,38 @@ fn dry_run_fault_ops(seed: u64, sync: SyncMode, steps: u32, kind: FaultKind) -> 
     sim.fault_class_ops(kind) - before
 }
 
+/// A new store on the simulator of `seed` with a fault of `kind` armed at an operation drawn
+/// from those of the fault-free run of its workload (`dry_run_fault_ops`), and the run that
+/// checks it (`shortage`: see [`FaultRun`]). Returns the simulator, the store, the run, the
+/// operation drawn and how many there were.
+fn armed(
+    seed: u64,
+    sync: SyncMode,
+    steps: u32,
+    (kind, persistent): (FaultKind, bool),
+    shortage: Option<FaultKind>,
+    rng: &mut Rng,
+) -> Result<(SimStorage, Store, FaultRun, u64, u64), String> {
+    let total = dry_run_fault_ops(seed, sync, steps, kind);
+    let at = 1 + rng.below(total.max(1));
+    let sim = SimStorage::new(seed);
+    let store = Store::create(Path::new("/db"), DIMENSION as u32, options(&sim, sync)).map_err(|e| e.to_string())?;
+    sim.inject(FaultPlan {
+        kind,
+        after_ops: at,
+        persistent,
+    });
+    let run = FaultRun {
+        sim: sim.clone(),
+        sync,
+        model: Model::new(),
+        next_version: 0,
+        poisoned: false,
+        shortage,
+    };
+    Ok((sim, store, run, at, total))
+}
+
 /// One fault scenario: create, arm a fault, run until it strikes, then go on, close, crash
 /// or reopen; finally a power cut and a recovery that must hold every acknowledged commit.
 fn fault_scenario(seed: u64) -> Result<String, String> {
@@ -576,23 +608,7 @@ fn fault_scenario(seed: u64) -> Result<String, String> {
         AfterFault::Crash,
         AfterFault::Reopen,
     ][rng.below(4) as usize];
-    let total = dry_run_fault_ops(seed, sync, steps, kind);
-    let at = 1 + rng.below(total.max(1));
-    let sim = SimStorage::new(seed);
-    let store = Store::create(Path::new("/db"), DIMENSION as u32, options(&sim, sync)).map_err(|e| e.to_string())?;
-    sim.inject(FaultPlan {
-        kind,
-        after_ops: at,
-        persistent,
-    });
-    let mut run = FaultRun {
-        sim: sim.clone(),
-        sync,
-        model: Model::new(),
-        next_version: 0,
-        poisoned: false,
-        shortage: None,
-    };
+    let (sim, store, mut run, at, total) = armed(seed, sync, steps, (kind, persistent), None, &mut rng)?;
     let what = format!(
         "{kind:?} at op {at}/{total}{} then {after:?}",
         if persistent { " (persistent)" } else { "" }
@@ -638,23 +654,7 @@ fn shortage_scenario(seed: u64, kind: FaultKind) -> Result<String, String> {
     };
     let steps = 10 + rng.below(50) as u32;
     let persistent = rng.chance(50);
-    let total = dry_run_fault_ops(seed, sync, steps, kind);
-    let at = 1 + rng.below(total.max(1));
-    let sim = SimStorage::new(seed);
-    let store = Store::create(Path::new("/db"), DIMENSION as u32, options(&sim, sync)).map_err(|e| e.to_string())?;
-    sim.inject(FaultPlan {
-        kind,
-        after_ops: at,
-        persistent,
-    });
-    let mut run = FaultRun {
-        sim: sim.clone(),
-        sync,
-        model: Model::new(),
-        next_version: 0,
-        poisoned: false,
-        shortage: Some(kind),
-    };
+    let (sim, store, mut run, at, total) = armed(seed, sync, steps, (kind, persistent), Some(kind), &mut rng)?;
     let what = format!(
         "{kind:?} at op {at}/{total}{}",
         if persistent { " and after" } else { "" }
