@@ -156,13 +156,14 @@ pub(crate) fn drain(inner: &Inner) -> Result<()> {
 /// How many segments a drain archives at once, at most.
 const DRAIN_THREADS_MAX: usize = 4;
 
-/// Temporary files an interrupted archiving left are removed before the session archives its
-/// first segment (under the archiving lock: a drain that follows finds it done), rather than
-/// by every open (a listing of `archive/` each; none is ever read as an archive file
-/// meanwhile).
+/// Temporary files of segments an interrupted archiving left are removed before the session
+/// archives its first segment (under the archiving lock: a drain that follows finds it done),
+/// rather than by every open (a listing of `archive/` each; none is ever read as an archive
+/// file meanwhile). Only the segments' (`wal-*`): a base image may be under way meanwhile, in a
+/// checkpoint, which removes the base images' leftovers itself ([`write_base_image`]).
 fn tidy_once(inner: &Inner) {
     if !inner.archiver.tidied.swap(true, std::sync::atomic::Ordering::AcqRel) {
-        let _ = tidy(inner.options.storage.as_ref(), &inner.dir);
+        let _ = tidy(inner.options.storage.as_ref(), &inner.dir, "wal-");
     }
 }
 
@@ -221,7 +222,15 @@ fn run(weak: Weak<Inner>) {
         match archive_front(&inner, &stopping) {
             Ok(None) => {}
             Ok(Some(false)) => return,
-            Ok(Some(true)) => failing = false,
+            Ok(Some(true)) => {
+                failing = false;
+                // A shortage met before is over: nothing is left to report. (Any other
+                // failure is reported even so: its archive file may be missing.)
+                let mut failure = inner.archiver.failure.lock();
+                if failure.as_ref().is_some_and(Error::is_exhaustion) {
+                    *failure = None;
+                }
+            }
             // Retried after a pause (the disk may have room again); segments after it wait.
             Err(error) => {
                 failing = true;
@@ -275,7 +284,9 @@ pub(crate) fn retire(inner: &Inner, truncate_lsn: Lsn) -> Result<()> {
         inner.wal.release_before(truncate_lsn)?;
         return Ok(());
     }
-    if let Some(failure) = inner.archiver.failure.lock().take() {
+    if let Some(failure) = inner.archiver.failure.lock().take()
+        && !(failure.is_exhaustion() && shortage_is_over(inner))
+    {
         return Err(failure);
     }
     queue_before(inner, truncate_lsn)?;
@@ -285,6 +296,15 @@ pub(crate) fn retire(inner: &Inner, truncate_lsn: Lsn) -> Result<()> {
         return Ok(());
     }
     drain(inner)
+}
+
+/// True if a shortage the archiver thread met (of descriptors, of memory) is over: `archive/`
+/// can be opened and synced now. The thread retries on its own, and stores a failure again if
+/// it fails again; a checkpoint (a close's among them) must not fail for a shortage that has
+/// passed.
+fn shortage_is_over(inner: &Inner) -> bool {
+    let dir = inner.dir.join(ARCHIVE_DIR);
+    inner.options.storage.sync_dir(&dir).is_ok()
 }
 
 /// Writes the archive file of one retired segment (unless a whole copy is there already);
@@ -439,6 +459,9 @@ fn write_base_image(inner: &Inner, info: &BaseImageInfo, threads: usize, give_up
     header.catalog_files = U32::new(catalog_files as u32);
     header.vector_files = U32::new(vector_files as u32);
     let dir = inner.dir.join(ARCHIVE_DIR);
+    // Under the checkpoint lock, no other base image is being written: any `base-*.tmp` is a
+    // leftover of an interrupted one.
+    tidy(storage, &inner.dir, "base-")?;
     archive::write_streamed_unless(
         storage,
         &dir,
@@ -511,17 +534,17 @@ fn first_kept(listing: &archive::Listing, retention: Retention, segment_size_byt
     }
 }
 
-/// Removes temporary files an interrupted archiving left. Only the directory is read: no
+/// Removes the temporary files (`{prefix}….tmp`) an interrupted archiving left. Only the directory is read: no
 /// archive file is opened (this would otherwise read a byte of every file of the archive, from
 /// the disk when the page cache is cold, for nothing it needs). A leftover that cannot be
 /// removed is tried again by the next session's archiver.
-pub(crate) fn tidy(storage: &dyn crate::storage::Storage, store_dir: &Path) -> Result<()> {
+pub(crate) fn tidy(storage: &dyn crate::storage::Storage, store_dir: &Path, prefix: &str) -> Result<()> {
     let dir = store_dir.join(ARCHIVE_DIR);
     let names = match storage.list(&dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         listed => listed.context(|| format!("listing {}", dir.display()))?,
     };
-    for name in names.iter().filter(|n| n.ends_with(".tmp")) {
+    for name in names.iter().filter(|n| n.starts_with(prefix) && n.ends_with(".tmp")) {
         // As `archive::list` tidies: a leftover that cannot be removed now is tried again at
         // the next open, and never read as an archive file meanwhile.
         let _ = storage.remove_file(&dir.join(name));
@@ -558,6 +581,33 @@ mod tests {
         store.checkpoint().unwrap();
         store.archive_now().unwrap();
         assert!(!leftover.exists(), "the session's first archiving removed it");
+        store.close().unwrap();
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "real files and threads")]
+    fn the_archivers_tidying_leaves_a_base_image_being_written_and_the_next_base_image_removes_a_leftover() {
+        // Before, the archiver's first archiving of a session removed every `*.tmp` of
+        // `archive/`, a base image a checkpoint was writing meanwhile among them: its rename
+        // then failed ("renaming …/base-….lz4.tmp …: No such file or directory"). Found by
+        // tests/hostile.rs's shortage test with the background threads running.
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            base_image_every: 1,
+            ..small_options()
+        };
+        let store = Store::create(dir.path(), 8, options).unwrap();
+        let archive = dir.path().join(super::ARCHIVE_DIR);
+        let being_written = archive.join("base-00000000000000ff.lz4.tmp");
+        let segment_leftover = archive.join("wal-0000000000000009.lz4.tmp");
+        std::fs::write(&being_written, b"a base image under way").unwrap();
+        std::fs::write(&segment_leftover, b"an interrupted copy").unwrap();
+        super::tidy_once(store.inner());
+        assert!(being_written.exists(), "a base image's file is the checkpoint's to tidy");
+        assert!(!segment_leftover.exists(), "a segment's leftover goes");
+        store.insert("a", &[1.0; 8], &[]).unwrap();
+        store.checkpoint().unwrap();
+        assert!(!being_written.exists(), "the next base image removed the leftover");
         store.close().unwrap();
     }
 
