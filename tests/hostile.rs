@@ -1426,12 +1426,27 @@ fn creates_racing_for_one_directory_make_one_store_and_the_others_find_it_made()
 /// - `short_of_descriptors_in`: opening or creating a file in the store's directory named there
 ///   (`wal` or `arena`; `EPOCH` aside) fails with `EMFILE` ("Too many open files") while the
 ///   flag is set: a process out of descriptors when its log needs its next segment, or its
-///   arena its next file.
+///   arena its next file;
+/// - `short_everywhere`: every open, listing and directory sync fails with `EMFILE` while the
+///   flag is set, wherever it is.
 #[derive(Debug, Default)]
 struct Hooked {
     real: vellum::storage::RealStorage,
     slow_dir_syncs: Option<bool>,
     short_of_descriptors_in: Option<(&'static str, std::sync::Arc<std::sync::atomic::AtomicBool>)>,
+    short_everywhere: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl Hooked {
+    /// `EMFILE` if the process is short of descriptors everywhere now.
+    fn check_everywhere(&self) -> std::io::Result<()> {
+        match &self.short_everywhere {
+            Some(short) if short.load(std::sync::atomic::Ordering::SeqCst) => {
+                Err(std::io::Error::from_raw_os_error(libc::EMFILE))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Hooked {
@@ -1450,6 +1465,7 @@ impl vellum::storage::Storage for Hooked {
         self.real.create_dir_all(path)
     }
     fn open(&self, path: &Path, create: bool) -> std::io::Result<std::sync::Arc<dyn vellum::storage::StorageFile>> {
+        self.check_everywhere()?;
         if let Some((dir, short)) = &self.short_of_descriptors_in {
             let inside = path.parent().and_then(Path::file_name).is_some_and(|d| d == *dir);
             let epoch = path.file_name().is_some_and(|n| n == "EPOCH");
@@ -1469,9 +1485,11 @@ impl vellum::storage::Storage for Hooked {
         self.real.remove_dir(path)
     }
     fn list(&self, path: &Path) -> std::io::Result<Vec<String>> {
+        self.check_everywhere()?;
         self.real.list(path)
     }
     fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        self.check_everywhere()?;
         if let Some(every) = self.slow_dir_syncs
             && (every || path.join("CONTROL").exists())
         {
@@ -1764,6 +1782,73 @@ fn files_under(dir: &Path) -> BTreeMap<PathBuf, u64> {
         }
     }
     found
+}
+
+#[test]
+fn a_writer_short_of_descriptors_at_random_moments_with_its_threads_never_stops_and_loses_nothing() {
+    // The simulation's shortage claim (tests/simulation.rs) on the real file system, with the
+    // background threads (preallocator, checkpointer, archiver) running: spans of rows during
+    // which every open, listing and directory sync fails with `EMFILE`, wherever it is. Each
+    // failure must say so; once descriptors are back the store commits, checkpoints and closes
+    // without a reopen, and every acknowledged row is there after it.
+    let seed = vellum::rng::seed_from_env("VELLUM_HOSTILE_SEED", 0x5407);
+    let mut rng = vellum::rng::SplitMix64::new(seed);
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join("store");
+    let short = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let storage = Hooked {
+        short_everywhere: Some(short.clone()),
+        ..Hooked::default()
+    };
+    let hooked = Options {
+        storage: std::sync::Arc::new(storage),
+        checkpoint_interval_bytes: 256 * 1024,
+        ..options()
+    };
+    let store = Store::create(&path, DIMENSION, hooked).unwrap();
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    for span in 0..12 {
+        let shortage = span % 2 == 1;
+        short.store(shortage, std::sync::atomic::Ordering::SeqCst);
+        for i in 0..50 + rng.below(150) as usize {
+            let id = format!("{span}-{i}");
+            let checkpoint = rng.below(8) == 0;
+            let result = if checkpoint {
+                store.checkpoint().map(|_| ())
+            } else {
+                store.insert(&id, &vector_of(i, span as f32), &[]).map(|_| ())
+            };
+            match result {
+                Ok(()) if !checkpoint => acknowledged.push(id),
+                Ok(()) => {}
+                Err(error) => {
+                    // Not even a background thread's (the archiver's reported by the next
+                    // checkpoint): a shortage that has passed is not reported.
+                    assert!(shortage, "span {span}: a failure with descriptors to spare: {error}");
+                    assert!(
+                        error.to_string().contains("Too many open files") && !matches!(error, Error::Closed(_)),
+                        "span {span}: a shortage fails the call that met it, naming it, and never stops the store: {error}"
+                    );
+                    refused += 1;
+                }
+            }
+        }
+    }
+    short.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(refused > 0, "the shortages were met ({} rows)", acknowledged.len());
+    store
+        .insert("after", &vector_of(0, 9.0), &[])
+        .expect("a commit once descriptors are back");
+    store.checkpoint().expect("a checkpoint once descriptors are back");
+    store.close().expect("the close once descriptors are back");
+    let reopened = Store::open(&path, options()).unwrap();
+    for id in &acknowledged {
+        assert!(reopened.get(id).unwrap().is_some(), "{id} was acknowledged");
+    }
+    drop(reopened);
+    let report = vellum::inspect::verify_store(&path, &()).unwrap();
+    assert!(report.clean(), "{:?}", report.problems);
 }
 
 #[test]
