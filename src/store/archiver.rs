@@ -534,10 +534,10 @@ fn first_kept(listing: &archive::Listing, retention: Retention, segment_size_byt
     }
 }
 
-/// Removes the temporary files (`{prefix}….tmp`) an interrupted archiving left. Only the directory is read: no
-/// archive file is opened (this would otherwise read a byte of every file of the archive, from
-/// the disk when the page cache is cold, for nothing it needs). A leftover that cannot be
-/// removed is tried again by the next session's archiver.
+/// Removes the temporary files (`{prefix}….tmp`) an interrupted archiving left. Only the
+/// directory is read: no archive file is opened (this would otherwise read a byte of every file
+/// of the archive, from the disk when the page cache is cold, for nothing it needs). A leftover
+/// that cannot be removed is tried again by the next session's archiver.
 pub(crate) fn tidy(storage: &dyn crate::storage::Storage, store_dir: &Path, prefix: &str) -> Result<()> {
     let dir = store_dir.join(ARCHIVE_DIR);
     let names = match storage.list(&dir) {
