@@ -449,7 +449,11 @@ impl Wal {
                 Room::Reserve(undo_bytes) => end + reserved + undo_bytes,
                 Room::UseReserve => end,
             };
-            if let Err(error) = shared.ensure_room_through(end, room_end) {
+            // The room held for an undo is installed segments, not merely a spare each: the
+            // undo then appends into segments already open and named, and needs nothing that
+            // can fail for want of a resource (a descriptor to open a spare with, a directory
+            // sync after its rename).
+            if let Err(error) = shared.ensure_segments_through(room_end) {
                 tail.truncate_to(rollback);
                 return Err(error);
             }
@@ -732,15 +736,6 @@ impl Shared {
     fn poison(&self, cause: &Error) {
         self.poison_cause.lock().get_or_insert_with(|| format!("an error ({cause})"));
         self.poisoned.store(true, Ordering::Release);
-    }
-
-    /// Makes sure the segments up to the one holding byte `room_end - 1` (at least `end - 1`)
-    /// are installed. Installed, not merely a spare each: the undo the room is held for then
-    /// appends into segments already open and named, and needs nothing that can fail for
-    /// want of a resource (a descriptor to open a spare with, a directory sync after its
-    /// rename). Runs under the tail lock.
-    fn ensure_room_through(&self, end: u64, room_end: u64) -> Result<()> {
-        self.ensure_segments_through(end.max(room_end))
     }
 
     /// Makes sure every segment up to the one holding byte `end - 1` is installed. Runs under
