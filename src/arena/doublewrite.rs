@@ -54,15 +54,28 @@ pub struct Doublewrite {
     whole: bool,
 }
 
-impl Doublewrite {
-    /// Opens the doublewrite file in `dir` (see [`DoublewriteOpen`] for what may be missing).
-    pub fn open(storage: &dyn Storage, dir: &Path, page_size_bytes: u32, how: DoublewriteOpen) -> Result<Doublewrite> {
-        let path = dir.join(DOUBLEWRITE_FILE_NAME);
-        let opened = if how.read_only {
-            storage.open_read_only(&path)
-        } else {
-            storage.open(&path, false)
-        };
+/// A doublewrite file opened, its header asked for, not yet checked ([`Doublewrite::prepare`]).
+#[derive(Debug)]
+pub struct PreparedDoublewrite {
+    path: PathBuf,
+    dir: PathBuf,
+    opened: std::io::Result<Arc<dyn StorageFile>>,
+    /// The header's bytes, if the page cache held them at the prepare.
+    header: Option<[u8; DOUBLEWRITE_HEADER_BYTES]>,
+    how: DoublewriteOpen,
+}
+
+impl PreparedDoublewrite {
+    /// The second half of [`Doublewrite::open`]: makes a missing file where one may be made,
+    /// and checks the file (see [`DoublewriteOpen`]).
+    pub fn finish(self, storage: &dyn Storage, page_size_bytes: u32) -> Result<Doublewrite> {
+        let PreparedDoublewrite {
+            path,
+            dir,
+            opened,
+            header,
+            how,
+        } = self;
         let file = match opened {
             Ok(file) => Some(file),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && how.required => {
@@ -74,7 +87,7 @@ impl Doublewrite {
                     .open(&path, true)
                     .context(|| format!("creating {}", path.display()))?;
                 storage
-                    .sync_dir(dir)
+                    .sync_dir(&dir)
                     .context(|| format!("syncing directory {}", dir.display()))?;
                 Some(file)
             }
@@ -89,14 +102,53 @@ impl Doublewrite {
             has_header: false,
             whole: false,
         };
-        doublewrite.check(how.required)?;
+        doublewrite.check(how.required, header)?;
         Ok(doublewrite)
+    }
+}
+
+impl Doublewrite {
+    /// Opens the doublewrite file in `dir` (see [`DoublewriteOpen`] for what may be missing).
+    pub fn open(storage: &dyn Storage, dir: &Path, page_size_bytes: u32, how: DoublewriteOpen) -> Result<Doublewrite> {
+        Doublewrite::prepare(storage, dir, how).finish(storage, page_size_bytes)
+    }
+
+    /// The first half of [`Doublewrite::open`]: opens the file if it is there and reads its
+    /// header where the page cache holds it, else asks for it ([`StorageFile::will_need`]), so
+    /// that after a cold start its read waits for the disk together with the log's rather than
+    /// after them. Nothing is decided, reported or made here: [`PreparedDoublewrite::finish`]
+    /// does all of that, in the order an open without this step would.
+    pub fn prepare(storage: &dyn Storage, dir: &Path, how: DoublewriteOpen) -> PreparedDoublewrite {
+        let path = dir.join(DOUBLEWRITE_FILE_NAME);
+        let opened = if how.read_only {
+            storage.open_read_only(&path)
+        } else {
+            storage.open(&path, false)
+        };
+        let mut header = None;
+        if let Ok(file) = &opened {
+            let mut bytes = [0u8; DOUBLEWRITE_HEADER_BYTES];
+            // An error here is met again, and reported, by the header's own read.
+            if file.read_cached(&mut bytes, 0).unwrap_or(false) {
+                header = Some(bytes);
+            } else {
+                file.will_need(0, DOUBLEWRITE_HEADER_BYTES as u64);
+            }
+        }
+        PreparedDoublewrite {
+            path,
+            dir: dir.to_path_buf(),
+            opened,
+            header,
+            how,
+        }
     }
 
     /// Checks what must hold of the file as a whole: a header page where one is required, no
     /// header of another store, and every image its header counts. A damaged header is no
     /// error (its images are simply not offered for repair).
-    fn check(&mut self, required: bool) -> Result<()> {
+    /// `cached` holds the header's bytes if they were read already.
+    fn check(&mut self, required: bool, cached: Option<[u8; DOUBLEWRITE_HEADER_BYTES]>) -> Result<()> {
         let Some(file) = &self.file else { return Ok(()) };
         let len_bytes = file
             .len()
@@ -114,7 +166,7 @@ impl Doublewrite {
             return Ok(());
         }
         self.has_header = true;
-        let Some(header) = self.read_header()? else {
+        let Some(header) = self.read_header(cached)? else {
             return Ok(());
         };
         let owner = header.store_id.get();
@@ -131,14 +183,21 @@ impl Doublewrite {
         Ok(())
     }
 
-    /// The header, if it is intact and of this page size.
-    fn read_header(&self) -> Result<Option<DoublewriteHeader>> {
+    /// The header, if it is intact and of this page size; read from the file unless `cached`
+    /// holds its bytes.
+    fn read_header(&self, cached: Option<[u8; DOUBLEWRITE_HEADER_BYTES]>) -> Result<Option<DoublewriteHeader>> {
         let Some(file) = self.file.as_ref().filter(|_| self.has_header) else {
             return Ok(None);
         };
-        let mut header_bytes = [0u8; DOUBLEWRITE_HEADER_BYTES];
-        file.read_at(&mut header_bytes, 0)
-            .context(|| format!("reading {}", self.path.display()))?;
+        let header_bytes = match cached {
+            Some(bytes) => bytes,
+            None => {
+                let mut bytes = [0u8; DOUBLEWRITE_HEADER_BYTES];
+                file.read_at(&mut bytes, 0)
+                    .context(|| format!("reading {}", self.path.display()))?;
+                bytes
+            }
+        };
         let header = DoublewriteHeader::read_from_bytes(&header_bytes).expect("exact size");
         let crc_ok = crc32c::crc32c(&header_bytes[..DOUBLEWRITE_HEADER_BYTES - 4]) == header.crc.get();
         let ok = header.magic == DOUBLEWRITE_MAGIC && crc_ok && header.page_size_bytes.get() == self.page_size_bytes;
@@ -213,7 +272,7 @@ impl Doublewrite {
     /// an unusable image is simply not offered for repair.
     pub fn read_images(&self) -> Result<HashMap<PageId, Vec<u8>>> {
         let mut images = HashMap::new();
-        let (Some(file), Some(header)) = (&self.file, self.read_header()?) else {
+        let (Some(file), Some(header)) = (&self.file, self.read_header(None)?) else {
             return Ok(images);
         };
         let page_size = self.page_size_bytes as usize;

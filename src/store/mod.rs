@@ -746,6 +746,16 @@ fn open_files(
             files_min: control.extent.map_or([0, 0], |e| e.files),
         },
     )?;
+    // The doublewrite file's header likewise: asked for now, checked last.
+    let doublewrite = Doublewrite::prepare(
+        storage.as_ref(),
+        dir,
+        DoublewriteOpen {
+            store_id: control.store_id,
+            required: control.extent.is_some() && !control.checkpoint_lsn.is_none(),
+            read_only,
+        },
+    );
     let (wal, scan) = if read_only {
         Wal::open_read_only(storage.clone(), &wal_dir, config, scan_from, options.recovery)?
     } else {
@@ -759,16 +769,7 @@ fn open_files(
         arena.remove_leftovers()?;
         lifecycle::remove_relink_leftovers(storage.as_ref(), dir)?;
     }
-    let doublewrite = Doublewrite::open(
-        storage.as_ref(),
-        dir,
-        control.page_size_bytes,
-        DoublewriteOpen {
-            store_id: control.store_id,
-            required: control.extent.is_some() && !control.checkpoint_lsn.is_none(),
-            read_only,
-        },
-    )?;
+    let doublewrite = doublewrite.finish(storage.as_ref(), control.page_size_bytes)?;
     Ok(OpenedFiles {
         wal,
         scan,
