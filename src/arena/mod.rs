@@ -23,7 +23,10 @@
 //! - A page read from its file is verified (checksum, own id) before first use.
 
 pub mod doublewrite;
+mod read_ahead;
 mod runs;
+
+pub use read_ahead::ReadAhead;
 pub use runs::RUN_PAGES_MAX;
 
 use std::path::{Path, PathBuf};
@@ -879,6 +882,13 @@ impl Arena {
         // The first use of a page of a file the open found maps the file: a failure is this
         // read's error.
         file.try_map()?;
+        // The mapping is read at random (`StorageFile::map_private`): the page's 4 KiB pieces
+        // not in the page cache are asked for at once, one read, rather than a wait on the
+        // disk for each as the check below meets it; a pass in order asked for them already
+        // (see read_ahead.rs).
+        if !read_ahead::in_pass(id.space()) {
+            self.will_need(std::slice::from_ref(&id));
+        }
         // Under the shared latch: a writer that starts changing the page waits, so the
         // checksum is never taken over a page half written in memory.
         let image = self.read_page(id);
@@ -998,6 +1008,28 @@ impl Arena {
     /// `madvise(MADV_WILLNEED)` per run of adjacent pages; returns at once. A hint.
     pub fn will_need(&self, pages: &[PageId]) {
         self.for_each_run(pages, |ptr, len_bytes| advise(ptr, len_bytes, libc::MADV_WILLNEED));
+    }
+
+    /// Asks the OS to start reading pages `first..first + count` of `space` (those inside the
+    /// arena) into the page cache, one `madvise(MADV_WILLNEED)` per file the range spans;
+    /// returns at once. A hint (see [`ReadAhead`]).
+    pub fn will_need_range(&self, space: Space, first: u64, count: u64) {
+        let end = first.saturating_add(count).min(self.page_count(space));
+        let mut page_no = first;
+        while page_no < end {
+            let (_, index) = self.split(page_no);
+            let run = (self.pages_per_file - index).min(end - page_no);
+            let len_bytes = run as usize * self.page_size_bytes as usize;
+            // A range whose two ends are in memory is taken as read already (a pass over a
+            // warm store): the advice would walk every page of it in the page cache, a fifth
+            // of a warm exact search's time.
+            if let Some(ptr) = self.hint_ptr(PageId::new(space, page_no), 0)
+                && !ends_resident(ptr, len_bytes)
+            {
+                advise(ptr, len_bytes, libc::MADV_WILLNEED);
+            }
+            page_no += run;
+        }
     }
 
     /// Faults `pages` (sorted, no repeats) in for writing, one call per run of adjacent pages,
@@ -1358,6 +1390,28 @@ fn populate_write(ptr: *mut u8, len_bytes: usize) {
 
 #[cfg(not(target_os = "linux"))]
 fn populate_write(_ptr: *mut u8, _len_bytes: usize) {}
+
+/// True if the first and the last 4 KiB of `len_bytes` at `ptr` (whole pages of one live
+/// mapping) are in memory (`mincore`); false where it cannot say.
+fn ends_resident(ptr: *mut u8, len_bytes: usize) -> bool {
+    const OS_PAGE_BYTES: usize = 4096;
+    assert!(
+        (ptr as usize).is_multiple_of(OS_PAGE_BYTES) && len_bytes >= OS_PAGE_BYTES,
+        "whole pages of a mapping"
+    );
+    if cfg!(miri) {
+        return false; // no page tables to ask under Miri
+    }
+    let last = len_bytes - OS_PAGE_BYTES;
+    [0, last].iter().all(|&offset| {
+        let mut resident = 0u8;
+        // SAFETY: `ptr + offset` is 4 KiB-aligned (arena pages are whole 4 KiB pages, and
+        // `offset` is a multiple of 4 KiB) and lies in one live mapping that outlives the
+        // call; mincore reads the page tables only and writes one byte to `resident`.
+        let done = unsafe { libc::mincore(ptr.add(offset).cast(), OS_PAGE_BYTES, &mut resident) };
+        done == 0 && resident & 1 == 1
+    })
+}
 
 /// `madvise(advice)` over `len_bytes` at `ptr`, whole pages of one live mapping; a hint whose
 /// failure is ignored. Only advice that changes no byte of the range may be given.

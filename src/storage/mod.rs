@@ -384,7 +384,11 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// later `write_at` to the file. The length must not change while the mapping lives.
     fn map_shared(&self) -> io::Result<Mapping>;
     /// Maps the whole file (at its current length) private and writable: copy-on-write, stores
-    /// into it never reach the file.
+    /// into it never reach the file. The mapping is read at random: a fault on a page not in
+    /// the page cache reads that page only (`MADV_RANDOM`), not the readahead window around it
+    /// (8 MiB on a common virtual disk: a cold point read of the arena read megabytes for each
+    /// page it met). A caller that reads a range whole or in order asks for it first
+    /// (`madvise(MADV_WILLNEED)` over the range, as `Arena::will_need` does).
     fn map_private(&self) -> io::Result<Mapping>;
     /// [`StorageFile::map_private`], keeping no descriptor of the file open for the mapping's
     /// sake (the mapping itself keeps the file's pages): a reader that maps many files then

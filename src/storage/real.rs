@@ -542,6 +542,7 @@ impl RealFile {
         let map = unsafe { memmap2::MmapOptions::new().len(len_bytes).map_copy(&self.file) };
         let mut map = map.map_err(|e| mapping_error(e, len_bytes))?;
         let ptr = map.as_mut_ptr();
+        advise_random(ptr, len_bytes);
         let file = keep_file.then(|| self.file.clone());
         Ok(Mapping::new(
             ptr,
@@ -597,8 +598,22 @@ impl PrivateFileMap {
             return Err(io::Error::last_os_error());
         }
         assert_eq!(mapped.cast::<u8>(), ptr, "MAP_FIXED maps at the address given");
+        if !anonymous {
+            // A mapping made anew has no advice: the file's pages are read at random again.
+            advise_random(ptr, len_bytes);
+        }
         Ok(())
     }
+}
+
+/// Advises that the pages of `len_bytes` at `ptr`, whole pages of a live private file mapping,
+/// are read at random (`MADV_RANDOM`, see [`StorageFile::map_private`]). A hint: a kernel that
+/// declines it reads ahead as before.
+fn advise_random(ptr: *mut u8, len_bytes: usize) {
+    // SAFETY: the range is whole pages of a live mapping this file's code just made (page-
+    // aligned: a mapping starts at a page and `remap` takes whole pages). The advice changes
+    // how later faults read the file, never a byte of the range.
+    let _ = unsafe { libc::madvise(ptr.cast(), len_bytes, libc::MADV_RANDOM) };
 }
 
 impl super::Backing for PrivateFileMap {
@@ -717,18 +732,34 @@ mod tests {
     /// The `Anonymous:` kilobytes of the mapping holding `ptr`, from `/proc/self/smaps`: the
     /// private copies its pages hold.
     fn anonymous_kib_at(ptr: *const u8) -> u64 {
+        smaps_field_at(ptr, "Anonymous:")
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// True if the mapping holding `ptr` reads its file at random (`MADV_RANDOM`: `rr`).
+    fn is_read_at_random(ptr: *const u8) -> bool {
+        smaps_field_at(ptr, "VmFlags:")
+            .split_whitespace()
+            .any(|flag| flag == "rr")
+    }
+
+    /// The value of `field` in `/proc/self/smaps` for the mapping holding `ptr`.
+    fn smaps_field_at(ptr: *const u8, field: &str) -> String {
         let smaps = fs::read_to_string("/proc/self/smaps").unwrap();
         let address = ptr as usize;
         let mut inside = false;
         for line in smaps.lines() {
-            let mut fields = line.split_whitespace();
-            let first = fields.next().unwrap_or("");
+            let first = line.split_whitespace().next().unwrap_or("");
             if let Some((start, end)) = first.split_once('-')
                 && let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16))
             {
                 inside = (start..end).contains(&address);
-            } else if inside && first == "Anonymous:" {
-                return fields.next().unwrap().parse().unwrap();
+            } else if inside && first == field {
+                return line[field.len()..].trim().to_string();
             }
         }
         panic!("no mapping holds {ptr:?}");
@@ -791,6 +822,10 @@ mod tests {
     #[cfg_attr(miri, ignore = "maps a real file")]
     fn a_fresh_range_reads_zeros_without_the_file_and_its_release_maps_the_file_back() {
         let (_dir, file, map, page) = private_map_of_eight_pages_of_0xaa();
+        assert!(
+            is_read_at_random(map.ptr_at(0)),
+            "a private mapping reads its file at random"
+        );
         // SAFETY: the mapping lives for the whole test, and only this thread touches it.
         unsafe { map.zero_fresh(2 * page, 4 * page) }.unwrap();
         // SAFETY: nothing writes the mapping while these slices live.
@@ -813,6 +848,10 @@ mod tests {
             "a released fresh range reads the file again (MADV_DONTNEED would leave zeros)"
         );
         assert_eq!(anonymous_kib_at(map.ptr_at(2 * page)), 0, "its fresh memory is freed");
+        assert!(
+            is_read_at_random(map.ptr_at(2 * page)),
+            "the file mapped back over the range is read at random too"
+        );
         let mut on_disk = vec![0u8; 2 * page];
         file.read_at(&mut on_disk, 0).unwrap();
         assert!(

@@ -9,6 +9,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::Ordering;
 
 use super::Inner;
+use crate::arena::ReadAhead;
 use super::catalog::{EntryMeta, EntryPlace, EntryView, read_entry, read_entry_at};
 use crate::format::meta;
 use crate::format::page::{self, PageId, PageKind, Space};
@@ -62,7 +63,10 @@ fn scan_vector_pages(
     let slots_per_page = layout.slots_per_page as usize;
     let mut owners = vec![0u64; slots_per_page];
     let initialised = inner.initialised_pages()[Space::Vector.index()];
-    for page_no in 0..initialised.min(inner.arena.page_count(Space::Vector)) {
+    let end = initialised.min(inner.arena.page_count(Space::Vector));
+    let mut ahead = ReadAhead::new(&inner.arena, Space::Vector, 0, end);
+    for page_no in 0..end {
+        ahead.at(page_no);
         let page = PageId::new(Space::Vector, page_no);
         if !copy_owners(inner, page, &mut owners)? {
             continue;

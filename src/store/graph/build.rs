@@ -19,6 +19,7 @@ use super::super::Inner;
 use super::super::alloc::OpCtx;
 use super::pages::{PageWriter, Snapshot, node_of, page_of, vector_of};
 use super::{IndexBuildPhase, IndexBuildProgress, IndexOptions, metric_code};
+use crate::arena::ReadAhead;
 use crate::ann::{Built, Hnsw, NodeId, Params, VectorSource};
 use crate::format::graph::{
     self, GRAPH_FIELDS_OFFSET, GraphFields, GraphGeometry, NODE_DELETED, NODE_HEADER_BYTES, NODE_LIVE, NodeHeader,
@@ -227,7 +228,9 @@ fn live_slots(ctx: &mut OpCtx<'_>) -> Result<(Vec<NodeId>, NodeId)> {
         .ok_or_else(|| Error::InvalidArgument(format!("the index addresses {} vector slots; this store has more", NodeId::MAX)))?;
     let mut members = Vec::new();
     let mut owners = vec![0u8; spp as usize * VECTOR_OWNER_BYTES];
+    let mut ahead = ReadAhead::new(&inner.arena, Space::Vector, 0, pages);
     for page_no in 0..pages {
+        ahead.at(page_no);
         let page = PageId::new(Space::Vector, page_no);
         inner.arena.check_in_use(page)?;
         ctx.list.read(&inner.arena, page, VECTOR_OWNERS_OFFSET, &mut owners);

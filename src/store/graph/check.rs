@@ -10,6 +10,7 @@
 use super::super::Inner;
 use super::pages::{PageReader, node_of, page_of};
 use crate::format::graph::{decode_node_page, decode_upper_page};
+use crate::arena::ReadAhead;
 use crate::ann::{CheckReport, GraphView, NodeId, NodeState};
 use crate::format::graph::GRAPH_LEVEL_MAX;
 use crate::format::page::{self, PageId, PageKind, Space, VECTOR_OWNER_BYTES, VECTOR_OWNERS_OFFSET};
@@ -113,7 +114,10 @@ fn check_nodes(reader: &PageReader<'_>, check: &mut IndexCheck) -> Result<()> {
     let spp = inner.layout.slots_per_page;
     let slots = reader.slot_count();
     let mut owners = vec![0u8; spp as usize * VECTOR_OWNER_BYTES];
-    for page_no in 0..inner.arena.page_count(Space::Vector) {
+    let pages = inner.arena.page_count(Space::Vector);
+    let mut ahead = ReadAhead::new(&inner.arena, Space::Vector, 0, pages);
+    for page_no in 0..pages {
+        ahead.at(page_no);
         let page = PageId::new(Space::Vector, page_no);
         inner.arena.verify(page)?;
         let is_vector_page = {
