@@ -143,6 +143,21 @@ const ROWS: &[Row] = &[
     row("read_single_ns", "point read, one read txn per read (ns/op)", "reads"),
     row("read_p50_ns", "point read p50, each read timed (ns)", "reads"),
     row("read_p99_ns", "point read p99, each read timed (ns)", "reads"),
+    row(
+        "cold_read_p50_us",
+        "point read from a cold page cache, p50 (µs; random reads right after the cold reopen)",
+        "reads",
+    ),
+    row(
+        "cold_read_p99_us",
+        "point read from a cold page cache, p99 (µs)",
+        "reads",
+    ),
+    row(
+        "cold_read_kib",
+        "point read from a cold page cache: KiB the device read per read",
+        "reads",
+    ),
 ];
 
 /// The raw baselines' rows: key, label.
@@ -338,7 +353,9 @@ pub fn workloads(sizes: &Sizes) -> String {
          page cache (fsync + posix_fadvise(DONTNEED) on every file), reopen (cold). **w3 in memory**: the \
          same load again in a directory of `/dev/shm` (tmpfs; `PEERS_MEMORY_DIR` names another), where \
          writes and syncs reach no device: its rate is what the engine's CPU work allows, beside w3's on \
-         the disk. **Point reads**: every \
+         the disk. **Point reads**: first, from the cold page cache the cold reopen left, {} uniform \
+         random reads each timed on its own (p50, p99), and the bytes the device read for them (its \
+         sectors-read counter), a read; then every \
          record read once in key order (checked byte for byte), then {} uniform random reads timed, each pass \
          capped at 4 s: a pass of one read transaction per 1,000 reads, one of one per read (the mean of \
          each), and a third of one per read with each read timed on its own (p50, p99). \
@@ -361,6 +378,7 @@ pub fn workloads(sizes: &Sizes) -> String {
         sizes.w3_bytes >> 20,
         sizes.w3_records(),
         sizes.w3_batch,
+        crate::workloads::COLD_READS,
         sizes.reads,
         sizes.crash_records,
         sizes.raw_ops,

@@ -351,6 +351,18 @@ pub fn device_written_bytes(dir: &Path) -> Option<u64> {
     Some(sectors * 512)
 }
 
+/// Bytes read so far from the block device that holds `dir` (sectors read, from
+/// `/sys/dev/block/MAJOR:MINOR/stat`): what the device served, whoever asked. `None` where the
+/// counter cannot be read.
+pub fn device_read_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = fs::metadata(dir).ok()?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let stat = fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/stat")).ok()?;
+    let sectors: u64 = stat.split_whitespace().nth(2)?.parse().ok()?;
+    Some(sectors * 512)
+}
+
 pub fn process_cpu() -> Duration {
     // SAFETY: `getrusage` writes one `rusage` into the zeroed value it is given, nothing else.
     let usage = unsafe {
