@@ -48,6 +48,11 @@ pub trait GraphView {
     fn neighbours(&self, node: NodeId, layer: u8, out: &mut Vec<NodeId>) -> Result<()>;
     /// The node searches start from: one of the highest level, `None` in an empty graph.
     fn entry_point(&self) -> Result<Option<NodeId>>;
+    /// A hint that the vectors and states of `nodes` are read next (the neighbours a search
+    /// is about to score): a store whose pages may be on disk asks for them all at once.
+    fn will_read(&self, nodes: &mut dyn Iterator<Item = NodeId>) {
+        let _ = nodes;
+    }
 }
 
 /// The mutations an insert makes, beside read access.

@@ -91,6 +91,12 @@ impl Visited {
         }
     }
 
+    /// True if `node` is marked.
+    #[inline]
+    fn contains(&self, node: NodeId) -> bool {
+        self.stamps.get(node as usize) == Some(&self.stamp)
+    }
+
     /// Marks `node`; true if it was not marked yet.
     #[inline]
     fn insert(&mut self, node: NodeId) -> bool {
@@ -214,6 +220,7 @@ impl Hnsw {
     ) -> Result<Scored> {
         loop {
             store.neighbours(best.node, layer, list)?;
+            store.will_read(&mut list.iter().copied());
             let mut moved = false;
             for &n in list.iter() {
                 let candidate = Scored {
@@ -287,6 +294,7 @@ impl Hnsw {
                 break;
             }
             store.neighbours(current.node, layer, list)?;
+            store.will_read(&mut list.iter().copied().filter(|&n| !visited.contains(n)));
             for &n in list.iter() {
                 if !visited.insert(n) {
                     continue;

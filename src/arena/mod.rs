@@ -1067,6 +1067,16 @@ impl Arena {
         }
     }
 
+    /// Asks the OS to start reading page `id` if it was not checked since the open: a reader
+    /// that will meet it after another page (a point read's vector page, after its catalog
+    /// page) waits for the disk once for both rather than once for each. Pages beyond the
+    /// arena are left out. A hint.
+    pub fn ask_ahead(&self, id: PageId) {
+        if id.page_no() < self.page_count(id.space()) && !self.is_verified(id) {
+            self.will_need(std::slice::from_ref(&id));
+        }
+    }
+
     /// True if page `id` was verified or written since open.
     pub fn is_verified(&self, id: PageId) -> bool {
         let (file, _) = self.locate(id);
@@ -1524,6 +1534,31 @@ mod tests {
         format(2);
         assert_eq!(*arena.fresh_runs.lock(), 2, "formatting it again joins them");
         assert_eq!(arena.copy_page(PageId::new(Space::Vector, 3))[1000..1008], [3; 8], "neighbours keep their bytes");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "maps a real file")]
+    fn hints_over_pages_beyond_the_arena_or_past_its_end_are_left_out() {
+        use crate::format::page::Space;
+        let dir = tempfile::tempdir().unwrap();
+        let arena = real_arena(dir.path());
+        let inside = PageId::new(Space::Vector, 1);
+        arena.ensure_page(inside).unwrap();
+        let count = arena.page_count(Space::Vector);
+        // A damaged index may name any page: hints about it must not fault or panic.
+        arena.ask_ahead(inside);
+        arena.ask_ahead(PageId::new(Space::Vector, count));
+        arena.ask_ahead(PageId::new(Space::Vector, u64::MAX >> 8));
+        arena.will_need_range(Space::Vector, count - 1, 1_000);
+        arena.will_need_range(Space::Catalog, u64::MAX >> 8, u64::MAX);
+        let mut pass = ReadAhead::new(&arena, Space::Vector, 0, count + 100);
+        for page_no in 0..count + 100 {
+            pass.at(page_no);
+        }
+        assert!(read_ahead::in_pass(Space::Vector), "the pass runs until it is dropped");
+        drop(pass);
+        assert!(!read_ahead::in_pass(Space::Vector), "and ends with it");
+        assert_eq!(arena.page_count(Space::Vector), count, "hints add no page");
     }
 
     #[test]

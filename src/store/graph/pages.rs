@@ -285,6 +285,26 @@ impl GraphView for PageReader<'_> {
         self.inner.dimension as usize
     }
 
+    /// Asks for each node's vector page, and its node page, where the vector page was not
+    /// checked since the open (after a cold start, one wait on the disk for a node's
+    /// neighbours rather than one for each). A warm search pays one bit test a node.
+    fn will_read(&self, nodes: &mut dyn Iterator<Item = NodeId>) {
+        let arena = &self.inner.arena;
+        let spp = self.inner.layout.slots_per_page;
+        let vector_pages = arena.page_count(Space::Vector);
+        for node in nodes.filter(|&node| node < self.slot_count) {
+            let vector_page = PageId::new(Space::Vector, u64::from(node / spp));
+            if vector_page.page_no() >= vector_pages || arena.is_verified(vector_page) {
+                continue;
+            }
+            arena.ask_ahead(vector_page);
+            let (index, _) = self.shape.geometry.node_place(node);
+            if let Some(page) = page_of(&self.snap.node_extents, index) {
+                arena.ask_ahead(page);
+            }
+        }
+    }
+
     fn slot_count(&self) -> NodeId {
         self.slot_count
     }
