@@ -648,13 +648,17 @@ impl Arena {
         // or so), which would queue megabytes ahead of the reads the open needs next: once a
         // header is found not cached, the others are only asked for, a page each.
         let mut warm = true;
-        for file in opened {
+        for (file, &(space, file_no)) in opened.into_iter().zip(files) {
             let mut header = [0u8; page::PAGE_HEADER_BYTES];
             // An error here is met again, and reported, by FileCheck::check's own read.
             let cached = warm && file.read_cached(&mut header, 0).unwrap_or(false);
             if !cached {
                 warm = false;
-                file.will_need(0, page::PAGE_HEADER_BYTES as u64);
+                // The first catalog page is the store's meta page, which the open reads whole
+                // next: asked for whole.
+                let first_page = space == Space::Catalog && file_no == 0;
+                let len_bytes = if first_page { self.page_size_bytes as usize } else { page::PAGE_HEADER_BYTES };
+                file.will_need(0, len_bytes as u64);
             }
             with_headers.push(OpenedFile {
                 file,

@@ -42,9 +42,10 @@
 //! | `None` | neither valid | damage; under `SkipCorrupted` the scan's highest epoch stands in |
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::error::{IoContext, Result};
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageFile};
 use crate::{Error, RecoveryMode};
 
 pub const EPOCH_FILE_NAME: &str = "EPOCH";
@@ -141,15 +142,33 @@ fn encode_slot(epoch: u32, store_id: u64, horizon: u64) -> [u8; SLOT_BYTES] {
     bytes
 }
 
+/// Opens `EPOCH` in `dir` for [`read`] and asks for its bytes now
+/// ([`StorageFile::will_need`]): after a cold start its read then waits for the disk with the
+/// log's segment headers rather than after them. Nothing is reported here: [`read`] does it.
+///
+/// [`StorageFile::will_need`]: crate::storage::StorageFile::will_need
+pub fn open_ahead(storage: &dyn Storage, dir: &Path) -> std::io::Result<Arc<dyn StorageFile>> {
+    let file = storage.open_read_only(&dir.join(EPOCH_FILE_NAME))?;
+    file.will_need(0, EPOCH_FILE_BYTES as u64);
+    Ok(file)
+}
+
 /// The highest epoch that the log of store `store_id` may have used, from `dir/EPOCH` (the
-/// decision table of the module documentation). Opens the file read-only: nothing changes.
+/// decision table of the module documentation), `opened` read-only by [`open_ahead`]: nothing
+/// changes.
 ///
 /// With `whole`, the store's files are of format minor ≥ 1, whose epoch file is never shorter
 /// than both slots: a shorter one was truncated (`Missing`).
-pub fn read(storage: &dyn Storage, dir: &Path, store_id: u64, mode: RecoveryMode, whole: bool) -> Result<InUse> {
+pub fn read(
+    opened: std::io::Result<Arc<dyn StorageFile>>,
+    dir: &Path,
+    store_id: u64,
+    mode: RecoveryMode,
+    whole: bool,
+) -> Result<InUse> {
     let path = dir.join(EPOCH_FILE_NAME);
     let missing = || Error::corrupted_file(&path, "the epoch file is missing or empty; the store is incomplete");
-    let file = match storage.open_read_only(&path) {
+    let file = match opened {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
         Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
@@ -282,7 +301,7 @@ mod tests {
     fn one_damaged_slot_never_loses_the_epoch_and_counts_one_more() {
         let (sim, dir) = setup(41);
         assert_eq!(
-            read(&sim, dir, STORE, RecoveryMode::Strict, false).unwrap().epoch,
+            read(open_ahead(&sim, dir), dir, STORE, RecoveryMode::Strict, false).unwrap().epoch,
             41,
             "both copies agree"
         );
@@ -290,40 +309,40 @@ mod tests {
             let (sim, dir) = setup(41);
             sim.damage(&dir.join(EPOCH_FILE_NAME), at, &[0xFF]).unwrap();
             assert_eq!(
-                read(&sim, dir, STORE, RecoveryMode::Strict, false).unwrap().epoch,
+                read(open_ahead(&sim, dir), dir, STORE, RecoveryMode::Strict, false).unwrap().epoch,
                 42,
                 "a flipped byte at {at}: the other copy holds, and the damaged one may have held the next epoch"
             );
         }
         sim.damage(&dir.join(EPOCH_FILE_NAME), 5, &[0xFF]).unwrap();
         sim.damage(&dir.join(EPOCH_FILE_NAME), 512 + 5, &[0xFF]).unwrap();
-        let error = read(&sim, dir, STORE, RecoveryMode::TolerateTornTail, false).unwrap_err();
+        let error = read(open_ahead(&sim, dir), dir, STORE, RecoveryMode::TolerateTornTail, false).unwrap_err();
         assert!(
             matches!(error, Error::Corrupted { .. }),
             "both copies gone is damage: {error}"
         );
-        assert_eq!(read(&sim, dir, STORE, RecoveryMode::SkipCorrupted, false).unwrap().epoch, 0);
+        assert_eq!(read(open_ahead(&sim, dir), dir, STORE, RecoveryMode::SkipCorrupted, false).unwrap().epoch, 0);
     }
 
     #[test]
     fn a_missing_short_or_foreign_epoch_file_is_damage() {
         let (sim, dir) = setup(7);
-        let error = read(&sim, dir, STORE + 1, RecoveryMode::SkipCorrupted, false).unwrap_err();
+        let error = read(open_ahead(&sim, dir), dir, STORE + 1, RecoveryMode::SkipCorrupted, false).unwrap_err();
         assert!(
             matches!(&error, Error::Corrupted { reason, .. } if reason.contains("belongs to store")),
             "another store's epoch file: {error}"
         );
         sim.truncate_durably(&dir.join(EPOCH_FILE_NAME), 300).unwrap();
-        let error = read(&sim, dir, STORE, RecoveryMode::SkipCorrupted, true).unwrap_err();
+        let error = read(open_ahead(&sim, dir), dir, STORE, RecoveryMode::SkipCorrupted, true).unwrap_err();
         assert!(
             matches!(error, Error::Corrupted { .. }),
             "a file of minor 1 cut short: {error}"
         );
         sim.truncate_durably(&dir.join(EPOCH_FILE_NAME), 10).unwrap();
-        let error = read(&sim, dir, STORE, RecoveryMode::SkipCorrupted, false).unwrap_err();
+        let error = read(open_ahead(&sim, dir), dir, STORE, RecoveryMode::SkipCorrupted, false).unwrap_err();
         assert!(matches!(error, Error::Corrupted { .. }), "a truncated file: {error}");
         sim.remove_file(&dir.join(EPOCH_FILE_NAME)).unwrap();
-        let error = read(&sim, dir, STORE, RecoveryMode::SkipCorrupted, false).unwrap_err();
+        let error = read(open_ahead(&sim, dir), dir, STORE, RecoveryMode::SkipCorrupted, false).unwrap_err();
         assert!(matches!(error, Error::Corrupted { .. }), "a missing file: {error}");
     }
 
@@ -337,13 +356,13 @@ mod tests {
             .unwrap()
             .write_at(&slot[..SLOT_MINOR0_BYTES], 0)
             .unwrap();
-        assert_eq!(read(&sim, dir, STORE, RecoveryMode::Strict, false).unwrap().epoch, 9);
+        assert_eq!(read(open_ahead(&sim, dir), dir, STORE, RecoveryMode::Strict, false).unwrap().epoch, 9);
     }
 
     #[test]
     fn the_horizon_is_the_higher_of_two_valid_slots_and_none_if_either_is_damaged() {
         let (sim, dir) = setup(5);
-        let read_in_use = |sim: &SimStorage| read(sim, dir, STORE, RecoveryMode::Strict, true).unwrap();
+        let read_in_use = |sim: &SimStorage| read(open_ahead(sim, dir), dir, STORE, RecoveryMode::Strict, true).unwrap();
         assert_eq!(read_in_use(&sim), InUse { epoch: 5, horizon: Some(1 << 20) });
         write_horizon(&sim, dir, 0, 5, STORE, 3 << 20).unwrap();
         assert_eq!(read_in_use(&sim).horizon, Some(3 << 20), "the slot moved last holds the higher");
@@ -365,7 +384,7 @@ mod tests {
         sim.open(&path, false).unwrap().read_at(&mut bytes, 0).unwrap();
         sim.open(&path, false).unwrap().write_at(&without_horizon(&bytes), 0).unwrap();
         assert_eq!(
-            read(&sim, dir, STORE, RecoveryMode::Strict, true).unwrap(),
+            read(open_ahead(&sim, dir), dir, STORE, RecoveryMode::Strict, true).unwrap(),
             InUse { epoch: 8, horizon: None },
             "both slots valid, the same epoch, no bound"
         );
@@ -382,7 +401,7 @@ mod tests {
             file.write_at(&slot[..SLOT_MINOR1_BYTES], at as u64).unwrap();
         }
         assert_eq!(
-            read(&sim, dir, STORE, RecoveryMode::Strict, true).unwrap(),
+            read(open_ahead(&sim, dir), dir, STORE, RecoveryMode::Strict, true).unwrap(),
             InUse { epoch: 4, horizon: None },
             "a 544-byte file of format minor 1 is whole, and proves no horizon"
         );

@@ -124,7 +124,6 @@ impl Wal {
             segments,
         } = Self::open_live_segments(&segment_dir, dir, config, scan_from)?;
         let geometry = config.geometry;
-        check_identities(&segments, dir, config)?;
         let newest = *segments.keys().next_back().expect("open_live_segments opens at least one");
         let limit = geometry.segment_base(newest + 1);
         let view = LogView {
@@ -134,13 +133,24 @@ impl Wal {
             limit,
             crc_checked: 0..0,
         };
+        // What is read after the segments' headers is asked for with them (after a cold
+        // start, one wait on the disk rather than three): `EPOCH`, and the log from the scan's
+        // start as far as a clean close's records reach.
+        let epoch_opened = epoch_read.map(|_| epoch_file::open_ahead(epoch_storage.as_ref(), dir));
+        if let Some(from) = scan_from {
+            let from = geometry.page_start(from.get());
+            will_need(&view, from, limit.min(from.saturating_add(CLOSE_WINDOW_PAGES * geometry.page_bytes())));
+        }
+        check_identities(&segments, dir, config)?;
         let start = match scan_from {
             Some(lsn) => check_scan_start(&view, lsn, oldest)?,
             None => oldest_record_start(&view, oldest),
         };
-        let in_use = match epoch_read {
-            Some(whole) => Some(epoch_file::read(epoch_storage.as_ref(), dir, config.identity.store_id, mode, whole)?),
-            None => None,
+        let in_use = match (epoch_read, epoch_opened) {
+            (Some(whole), Some(opened)) => {
+                Some(epoch_file::read(opened, dir, config.identity.store_id, mode, whole)?)
+            }
+            _ => None,
         };
         let (report, clean_close) = scan_view(&view, start, mode, in_use)?;
         if let Some(from) = scan_from {
