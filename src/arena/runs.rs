@@ -216,6 +216,7 @@ impl Arena {
     pub(super) fn after_release(&self, file: &ArenaFile, index: u64, count: usize, fresh: bool) {
         for i in index..index + count as u64 {
             file.verified[(i / 64) as usize].fetch_and(!(1u64 << (i % 64)), Ordering::Relaxed);
+            file.asked[(i / 64) as usize].fetch_and(!(1u64 << (i % 64)), Ordering::Relaxed);
         }
         if fresh {
             let mut runs = self.fresh_runs.lock();

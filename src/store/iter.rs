@@ -120,7 +120,7 @@ impl Store {
     /// ```
     pub fn ids(&self, options: ListOptions) -> Ids<'_> {
         Ids {
-            walk: Walk::new(&self.inner, &options),
+            walk: Walk::new(&self.inner, &options, false),
             ready: VecDeque::new(),
         }
     }
@@ -145,7 +145,7 @@ impl Store {
     /// ```
     pub fn entries(&self, options: ListOptions) -> Entries<'_> {
         Entries {
-            walk: Walk::new(&self.inner, &options),
+            walk: Walk::new(&self.inner, &options, true),
             ready: VecDeque::new(),
         }
     }
@@ -191,6 +191,8 @@ struct Walk<'a> {
     end: Option<Vec<u8>>,
     /// How many more items the limit allows.
     remaining: usize,
+    /// The walk reads each entry (`Store::entries`), not only the index.
+    reads_entries: bool,
 }
 
 impl std::fmt::Debug for Walk<'_> {
@@ -204,7 +206,7 @@ impl std::fmt::Debug for Walk<'_> {
 }
 
 impl<'a> Walk<'a> {
-    fn new(inner: &'a Inner, options: &ListOptions) -> Walk<'a> {
+    fn new(inner: &'a Inner, options: &ListOptions, reads_entries: bool) -> Walk<'a> {
         let prefix = options.prefix.as_bytes();
         let mut from = prefix.to_vec();
         if let Some(after) = &options.after {
@@ -218,6 +220,7 @@ impl<'a> Walk<'a> {
             from: Some(from),
             end: prefix_end(prefix),
             remaining: options.limit.unwrap_or(usize::MAX),
+            reads_entries,
         }
     }
 
@@ -299,6 +302,9 @@ impl<'a> Walk<'a> {
             // An id an undo put back after the index was read (and the mask no longer shows).
             return Ok(None);
         }
+        if self.reads_entries {
+            ask_for_entries(inner, &visible);
+        }
         let mut items = Vec::with_capacity(visible.len().min(self.remaining));
         for (key, value) in visible {
             if items.len() == self.remaining || self.end.as_ref().is_some_and(|end| key >= *end) {
@@ -308,6 +314,25 @@ impl<'a> Walk<'a> {
             items.push(convert(inner, &key, &value)?);
         }
         Ok(Some((items, next)))
+    }
+}
+
+/// Asks for the catalog and vector pages of the entries `visible` names, each once, before
+/// they are read: after a cold start, one wait on the disk for a leaf's entries rather than
+/// one for each of their pages.
+fn ask_for_entries(inner: &Inner, visible: &[(Vec<u8>, LeafValue)]) {
+    let mut asked = [u64::MAX; 2];
+    for (_, value) in visible {
+        let pages = [
+            PageId::new(Space::Catalog, u64::from(value.catalog_page.get())),
+            PageId::new(Space::Vector, u64::from(value.vector_page.get())),
+        ];
+        for (last, page) in asked.iter_mut().zip(pages) {
+            if *last != page.page_no() {
+                *last = page.page_no();
+                inner.arena.ask_ahead(page);
+            }
+        }
     }
 }
 

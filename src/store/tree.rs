@@ -143,11 +143,15 @@ pub fn lookup(inner: &Inner, key: &[u8]) -> Result<Option<LeafValue>> {
 
 /// Up to `max` entries in key order from `from` (inclusive, or exclusive when `after`), all from
 /// one leaf, and where the next leaf's keys start (`None`: this was the last leaf).
+/// How many leaves right of the one it reads a [`scan_leaf`] asks for.
+const LEAVES_AHEAD: usize = 8;
+
 /// What [`scan_leaf`] found: `(id, value)` pairs in id order, and the bound to go on from.
 pub type LeafScan = (Vec<(Vec<u8>, LeafValue)>, Option<Vec<u8>>);
 
 pub fn scan_leaf(inner: &Inner, from: &[u8], after: bool, max: usize) -> Result<LeafScan> {
     let mut upper: Option<Vec<u8>> = None;
+    let mut ahead = [0u64; LEAVES_AHEAD];
     let found = descend(
         inner,
         from,
@@ -157,6 +161,12 @@ pub fn scan_leaf(inner: &Inner, from: &[u8], after: bool, max: usize) -> Result<
                 && let Ok(key) = branch.key(j)
             {
                 upper = Some(key.to_vec());
+            }
+            // The children right of it: the next leaves of a walk, when this is their parent
+            // (the last branch of the descent).
+            for (k, slot) in ahead.iter_mut().enumerate() {
+                let c = j + 1 + k;
+                *slot = if c <= branch.count { branch.child(c).unwrap_or(0) } else { 0 };
             }
         },
         |leaf| {
@@ -171,6 +181,12 @@ pub fn scan_leaf(inner: &Inner, from: &[u8], after: bool, max: usize) -> Result<
             Ok((entries, leaf.count > start + max))
         },
     )?;
+    // After a cold start, the walk's next leaves are read while it converts this one's
+    // entries, not one wait on the disk a leaf (a hint: a page beyond the arena is left out).
+    let leaves = ahead.into_iter().filter_map(PageId::from_raw);
+    for page in leaves.filter(|page| page.space() == Space::Catalog && page.page_no() > 0) {
+        inner.arena.ask_ahead(page);
+    }
     match found {
         None => Ok((Vec::new(), None)),
         Some((entries, more_here)) => {
