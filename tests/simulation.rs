@@ -771,22 +771,7 @@ fn injected_io_errors_never_lose_an_acknowledged_commit() {
     let found_bugs: &[u64] = if count > 1 { &FAULT_SEEDS_THAT_FOUND_BUGS } else { &[] };
     let seeds: Vec<u64> = (first..first + count).chain(found_bugs.iter().copied()).collect();
     let count = seeds.len() as u64;
-    let mut failures = Vec::new();
-    let mut struck = 0;
-    for seed in seeds {
-        // A panic is a failure of its seed too; the others still run, so one run lists all.
-        let outcome = std::panic::catch_unwind(|| fault_scenario(seed))
-            .unwrap_or_else(|panic| Err(format!("panicked: {}", panic_text(&*panic))));
-        struck += u32::from(outcome.as_ref().is_ok_and(|o| !o.contains(": 0 fault(s)")));
-        match outcome {
-            Ok(outcome) if count == 1 => eprintln!("seed {seed}: {outcome}"),
-            Ok(_) => {}
-            Err(why) => {
-                eprintln!("seed {seed} FAILED: {why} (replay with VELLUM_SIM_FAULT_SEED={seed})");
-                failures.push(seed);
-            }
-        }
-    }
+    let (failures, struck) = run_seeds(&seeds, "VELLUM_SIM_FAULT_SEED", ": 0 fault(s)", fault_scenario);
     eprintln!(
         "{count} fault scenarios ({struck} passed with the fault struck), {} failed",
         failures.len()
@@ -821,24 +806,39 @@ fn a_failed_read_never_stops_the_store_nor_loses_an_acknowledged_commit() {
     run_shortage_seeds(FaultKind::ReadEio, "VELLUM_SIM_READ_SEED", "VELLUM_SIM_READ_SEEDS");
 }
 
-/// Runs [`shortage_scenario`] of `kind` over the seeds the environment names (300 by default).
-fn run_shortage_seeds(kind: FaultKind, one: &str, count: &str) {
-    let (first, count) = seeds_from_env(one, count, 300);
+/// Runs `scenario` over `seeds`: returns the seeds that failed (a panic is a failure of its
+/// seed too; the others still run, so one run lists all) and how many passed with what they
+/// inject struck (an outcome without `none_struck` in it). Each failure says how to replay it
+/// (`replay_var`); a single seed's outcome is printed.
+fn run_seeds(
+    seeds: &[u64],
+    replay_var: &str,
+    none_struck: &str,
+    scenario: impl Fn(u64) -> Result<String, String> + std::panic::RefUnwindSafe,
+) -> (Vec<u64>, u32) {
     let mut failures = Vec::new();
     let mut struck = 0;
-    for seed in first..first + count {
-        let outcome = std::panic::catch_unwind(|| shortage_scenario(seed, kind))
+    for &seed in seeds {
+        let outcome = std::panic::catch_unwind(|| scenario(seed))
             .unwrap_or_else(|panic| Err(format!("panicked: {}", panic_text(&*panic))));
-        struck += u32::from(outcome.as_ref().is_ok_and(|o| !o.contains(": 0 refusal(s)")));
+        struck += u32::from(outcome.as_ref().is_ok_and(|o| !o.contains(none_struck)));
         match outcome {
-            Ok(outcome) if count == 1 => eprintln!("seed {seed}: {outcome}"),
+            Ok(outcome) if seeds.len() == 1 => eprintln!("seed {seed}: {outcome}"),
             Ok(_) => {}
             Err(why) => {
-                eprintln!("seed {seed} FAILED: {why} (replay with {one}={seed})");
+                eprintln!("seed {seed} FAILED: {why} (replay with {replay_var}={seed})");
                 failures.push(seed);
             }
         }
     }
+    (failures, struck)
+}
+
+/// Runs [`shortage_scenario`] of `kind` over the seeds the environment names (300 by default).
+fn run_shortage_seeds(kind: FaultKind, one: &str, count: &str) {
+    let (first, count) = seeds_from_env(one, count, 300);
+    let seeds: Vec<u64> = (first..first + count).collect();
+    let (failures, struck) = run_seeds(&seeds, one, ": 0 refusal(s)", |seed| shortage_scenario(seed, kind));
     eprintln!(
         "{count} {kind:?} scenarios ({struck} passed with the shortage struck), {} failed",
         failures.len()

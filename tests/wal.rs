@@ -559,18 +559,25 @@ fn oldest_segment_starting_inside_a_released_record_opens_cleanly() {
             end, target_end,
             "the big record ends exactly at a page end in segment 1"
         );
-        let kept_from = records.iter().position(|r| r.0.get() >= segment).unwrap();
-        assert!(wal.release_before(Lsn(segment)).unwrap() == 1, "segment 0 is released");
-        wal.close().unwrap();
-        let (wal, report) = open(dir.path(), &cfg, RecoveryMode::Strict).unwrap();
-        assert!(report.torn_tail.is_none(), "{sync:?}: {report}");
-        let lsns: Vec<Lsn> = read_all(&wal).iter().map(|r| r.0).collect();
-        let expected: Vec<Lsn> = records[kept_from..].iter().map(|r| r.0).collect();
-        assert_eq!(
-            lsns, expected,
-            "{sync:?}: every record starting in the kept segment reads back"
-        );
+        let expected: Vec<Lsn> = records.iter().filter(|r| r.0.get() >= segment).map(|r| r.0).collect();
+        release_segment_0_and_reopen(wal, dir.path(), &cfg, &expected);
     }
+}
+
+/// Releases segment 0 of `wal` (synced), closes it, opens it again Strict and checks that the
+/// records read back are exactly `expected`, with no torn tail.
+fn release_segment_0_and_reopen(wal: Wal, dir: &Path, cfg: &WalConfig, expected: &[Lsn]) {
+    let segment = cfg.geometry.segment_size_bytes;
+    assert_eq!(wal.release_before(Lsn(segment)).unwrap(), 1, "segment 0 is released");
+    wal.close().unwrap();
+    let (wal, report) = open(dir, cfg, RecoveryMode::Strict).unwrap();
+    assert!(report.torn_tail.is_none(), "{:?}: {report}", cfg.sync);
+    let lsns: Vec<Lsn> = read_all(&wal).iter().map(|r| r.0).collect();
+    assert_eq!(
+        lsns, expected,
+        "{:?}: every record after segment 0's reads back",
+        cfg.sync
+    );
 }
 
 #[test]
@@ -601,16 +608,8 @@ fn an_oldest_segment_wholly_inside_a_released_record_opens_at_the_next_record() 
             records.push(wal.append_with_end(&spec(3), &[&[3u8; 500]]).unwrap());
         }
         wal.sync().unwrap();
-        assert_eq!(wal.release_before(Lsn(segment)).unwrap(), 1, "segment 0 is released");
-        wal.close().unwrap();
-        let (wal, report) = open(dir.path(), &cfg, RecoveryMode::Strict).unwrap();
-        assert!(report.torn_tail.is_none(), "{sync:?}: {report}");
-        let lsns: Vec<Lsn> = read_all(&wal).iter().map(|r| r.0).collect();
         let expected: Vec<Lsn> = records.iter().filter(|r| r.0 > big.0).map(|r| r.0).collect();
-        assert_eq!(
-            lsns, expected,
-            "{sync:?}: every record after the released one reads back"
-        );
+        release_segment_0_and_reopen(wal, dir.path(), &cfg, &expected);
     }
 }
 

@@ -58,7 +58,6 @@ pub struct Doublewrite {
 #[derive(Debug)]
 pub struct PreparedDoublewrite {
     path: PathBuf,
-    dir: PathBuf,
     opened: std::io::Result<Arc<dyn StorageFile>>,
     /// The header's bytes, if the page cache held them at the prepare.
     header: Option<[u8; DOUBLEWRITE_HEADER_BYTES]>,
@@ -71,7 +70,6 @@ impl PreparedDoublewrite {
     pub fn finish(self, storage: &dyn Storage, page_size_bytes: u32) -> Result<Doublewrite> {
         let PreparedDoublewrite {
             path,
-            dir,
             opened,
             header,
             how,
@@ -86,8 +84,9 @@ impl PreparedDoublewrite {
                 let file = storage
                     .open(&path, true)
                     .context(|| format!("creating {}", path.display()))?;
+                let dir = path.parent().expect("the doublewrite file lies in the store's directory");
                 storage
-                    .sync_dir(&dir)
+                    .sync_dir(dir)
                     .context(|| format!("syncing directory {}", dir.display()))?;
                 Some(file)
             }
@@ -137,7 +136,6 @@ impl Doublewrite {
         }
         PreparedDoublewrite {
             path,
-            dir: dir.to_path_buf(),
             opened,
             header,
             how,

@@ -121,6 +121,13 @@ impl ArenaFile {
         word.load(Ordering::Relaxed) & bit == 0 && word.fetch_or(bit, Ordering::Relaxed) & bit == 0
     }
 
+    /// Marks pages `from..from + count` asked for (a window asked for whole, or found read).
+    fn mark_asked(&self, from: u64, count: u64) {
+        for index in from..from + count {
+            self.take_ask(index);
+        }
+    }
+
     /// The file's mapping, made now if no page of the file was used since the open (two
     /// threads may both map it: one mapping is kept, the other unmapped). A failure is the
     /// caller's to report: the gates every first use passes ([`Arena::verify`] for a page
@@ -899,9 +906,8 @@ impl Arena {
         file.try_map()?;
         // The mapping is read at random (`StorageFile::map_private`): the page's 4 KiB pieces
         // not in the page cache are asked for at once, one read, rather than a wait on the
-        // disk for each as the check below meets it; a pass in order asked for them already
-        // (see read_ahead.rs).
-        if !read_ahead::in_pass(id.space()) && file.take_ask(self.split(id.page_no()).1) {
+        // disk for each as the check below meets it (unless a reader asked for it already).
+        if file.take_ask(self.split(id.page_no()).1) {
             self.will_need(std::slice::from_ref(&id));
         }
         // Under the shared latch: a writer that starts changing the page waits, so the
@@ -1026,12 +1032,13 @@ impl Arena {
     }
 
     /// Asks the OS to start reading pages `first..first + count` of `space` (those inside the
-    /// arena) into the page cache, one `madvise(MADV_WILLNEED)` per file the range spans;
-    /// returns at once. A hint (see [`ReadAhead`]).
+    /// arena) into the page cache, one `madvise(MADV_WILLNEED)` per file the range spans, and
+    /// marks them asked for; returns at once. A hint (see [`ReadAhead`]).
     pub fn will_need_range(&self, space: Space, first: u64, count: u64) {
         let end = first.saturating_add(count).min(self.page_count(space));
         let mut page_no = first;
         while page_no < end {
+            let (file, _) = self.locate(PageId::new(space, page_no));
             let (_, index) = self.split(page_no);
             let run = (self.pages_per_file - index).min(end - page_no);
             let len_bytes = run as usize * self.page_size_bytes as usize;
@@ -1043,6 +1050,7 @@ impl Arena {
             {
                 advise(ptr, len_bytes, libc::MADV_WILLNEED);
             }
+            file.mark_asked(index, run);
             page_no += run;
         }
     }
@@ -1575,10 +1583,10 @@ mod tests {
         for page_no in 0..count + 100 {
             pass.at(page_no);
         }
-        assert!(read_ahead::in_pass(Space::Vector), "the pass runs until it is dropped");
-        drop(pass);
-        assert!(!read_ahead::in_pass(Space::Vector), "and ends with it");
         assert_eq!(arena.page_count(Space::Vector), count, "hints add no page");
+        let (file, _) = arena.locate(PageId::new(Space::Vector, count - 1));
+        let index = arena.split(count - 1).1;
+        assert!(!file.take_ask(index), "a page a pass asked for is not asked for again at its check");
     }
 
     #[test]
