@@ -375,6 +375,47 @@ fn damage_before_the_durable_point_is_corruption_not_a_torn_tail() {
 }
 
 #[test]
+fn damage_deep_inside_a_record_spanning_many_pages_is_found_by_the_scan() {
+    // The open's scan checks a spanning record where it lies, piece by piece, without copying
+    // it: a byte changed in its sixth continuation page, where every page header is intact,
+    // must still fail its checksum. Later records prove it was durable: damage, not a tail.
+    let original = tempfile::tempdir().unwrap();
+    let cfg = config(64, SyncMode::Always);
+    let records = write_sizes(original.path(), &cfg, &[300, 40_000, 300, 40_000, 300]);
+    let (victim, victim_end) = (records[1].0.get(), records[1].1);
+    // The log ends where the next record would start: the last one's end, aligned to 8.
+    let log_end = records[4].1.next_multiple_of(8);
+    let sixth_continuation = (victim / u64::from(PAGE) + 6) * u64::from(PAGE);
+    assert!(
+        victim_end > sixth_continuation + u64::from(PAGE),
+        "the record spans past that page"
+    );
+    let (wal, report) = open(original.path(), &cfg, RecoveryMode::Strict).unwrap();
+    assert_eq!(
+        report.end_lsn.get(),
+        log_end,
+        "the whole log scans clean before the damage"
+    );
+    drop(wal);
+    for offset_in_page in [64, 2_000, u64::from(PAGE) - 1] {
+        let dir = scratch_dir();
+        copy_dir(original.path(), dir.path());
+        let at = sixth_continuation + offset_in_page;
+        overwrite(dir.path(), at, at + 1, |_| 0xEE);
+        let error = open(dir.path(), &cfg, RecoveryMode::TolerateTornTail).unwrap_err();
+        assert!(
+            matches!(&error, Error::Corrupted { lsn: Some(lsn), .. } if lsn.get() == victim),
+            "byte {offset_in_page} of a continuation page: the record fails its checksum: {error}"
+        );
+        let (wal, report) = open(dir.path(), &cfg, RecoveryMode::SkipCorrupted).unwrap();
+        assert_eq!(report.skipped.len(), 1, "the damaged record is skipped: {report}");
+        assert_eq!(report.skipped[0].from.get(), victim);
+        assert_eq!(report.end_lsn.get(), log_end, "the records after it are kept: {report}");
+        drop(wal);
+    }
+}
+
+#[test]
 fn strict_mode_refuses_an_ambiguous_tail_that_tolerate_accepts() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(16, SyncMode::Never);

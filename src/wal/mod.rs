@@ -595,12 +595,12 @@ impl Wal {
         let view = shared.view(&segments, limit);
         let segment_end = shared.config.geometry.segment_base(segment.segment_no + 1);
         let mut pos = first_record_start(&view, segment.segment_no);
-        let (mut floor, mut scratch, mut summary) = (0u32, Vec::new(), None::<SegmentSummary>);
+        let (mut floor, mut summary) = (0u32, None::<SegmentSummary>);
         while let view::Step::Start(at) = view.step(pos, &mut floor) {
             if at >= segment_end {
                 break;
             }
-            let view::Decoded::Record { header, end, .. } = view.decode(at, floor, &mut scratch) else {
+            let view::Decoded::Record { header, end, .. } = view.check(at, floor) else {
                 break;
             };
             let ts = header.timestamp_us.get();

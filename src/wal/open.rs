@@ -300,7 +300,7 @@ fn scan_after_close(view: &LogView<'_>, start: u64, mode: RecoveryMode, in_use: 
         return None;
     }
     let last = report.last_record_lsn?.get();
-    let Decoded::Record { header, end: last_end, .. } = near.decode(last, 0, &mut Vec::new()) else {
+    let Decoded::Record { header, end: last_end, .. } = near.check(last, 0) else {
         return None;
     };
     let closing = header.kind == crate::format::record::Kind::CheckpointEnd as u8

@@ -114,12 +114,12 @@ pub fn scan(view: &LogView<'_>, start: u64, mode: RecoveryMode) -> Result<ScanRe
         start_lsn: Lsn(start),
         ..ScanReport::default()
     };
-    let mut scratch = Vec::new();
     let mut pos = start;
     let mut floor = 0u32;
     loop {
         let (end, reason) = match view.step(pos, &mut floor) {
-            Step::Start(at) => match view.decode(at, floor, &mut scratch) {
+            // Only where records end is needed: a spanning payload is checked where it lies.
+            Step::Start(at) => match view.check(at, floor) {
                 Decoded::Record { end, header, .. } => {
                     report.records += 1;
                     report.last_record_lsn = Some(Lsn(at));
@@ -218,13 +218,12 @@ fn look_ahead(view: &LogView<'_>, end: u64) -> Evidence {
             evidence.garbage_to = view.geometry.page_end(end);
         }
     }
-    let mut scratch = Vec::new();
     let mut page = first_page_to_inspect(view, end);
     while page < view.limit {
         if let Ok(header) = view.page_header(page, 0) {
             evidence.garbage_to = view.geometry.page_end(page);
             evidence.max_epoch = evidence.max_epoch.max(header.epoch.get());
-            inspect_page(view, page, end, &mut evidence, &mut scratch);
+            inspect_page(view, page, end, &mut evidence);
             if evidence.proof.is_some() {
                 return evidence;
             }
@@ -246,13 +245,13 @@ fn first_page_to_inspect(view: &LogView<'_>, end: u64) -> u64 {
 }
 
 /// Decodes the records that start in `page` (after its continuation) for evidence.
-fn inspect_page(view: &LogView<'_>, page: u64, end: u64, evidence: &mut Evidence, scratch: &mut Vec<u8>) {
+fn inspect_page(view: &LogView<'_>, page: u64, end: u64, evidence: &mut Evidence) {
     let Some((mut pos, mut floor)) = view.resync_in_page(page) else {
         return;
     };
     evidence.resync.get_or_insert((pos, floor));
     while view.geometry.page_start(pos) == page {
-        let Decoded::Record { header, end: next, .. } = view.decode(pos, floor, scratch) else {
+        let Decoded::Record { header, end: next, .. } = view.check(pos, floor) else {
             return;
         };
         evidence.later_record.get_or_insert(pos);

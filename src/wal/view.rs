@@ -53,6 +53,9 @@ pub enum PayloadAt {
     Mapped { segment_no: u64, offset: usize, len: usize },
     /// Spanned pages: copied into the caller's scratch buffer.
     Scratch { len: usize },
+    /// Spanned pages, left where they lie: [`LogView::check`] took their checksum piece by
+    /// piece and copied nothing. Only the header and the end of such a record are read.
+    Spanning { len: usize },
 }
 
 /// Read access to the log's segments below `limit`.
@@ -161,6 +164,20 @@ impl<'a> LogView<'a> {
     /// Decodes the record starting at `start` (a `Step::Start`) of epoch at least `floor`,
     /// copying a spanning payload into `scratch`.
     pub fn decode(&self, start: u64, floor: u32, scratch: &mut Vec<u8>) -> Decoded {
+        self.decode_into(start, floor, Some(scratch))
+    }
+
+    /// Validates the record starting at `start` as [`LogView::decode`] does, every check
+    /// the same, without copying a spanning payload: its checksum is taken piece by piece from
+    /// the mappings ([`PayloadAt::Spanning`]). For walks that need only where records end (the
+    /// open's scan: a bulk load's records span many pages, and gathering them was a copy of
+    /// the whole log).
+    pub fn check(&self, start: u64, floor: u32) -> Decoded {
+        self.decode_into(start, floor, None)
+    }
+
+    /// [`LogView::decode`] with a scratch buffer, [`LogView::check`] without.
+    fn decode_into(&self, start: u64, floor: u32, mut scratch: Option<&mut Vec<u8>>) -> Decoded {
         assert!(
             self.geometry.in_payload(start) && start.is_multiple_of(8),
             "decode at a record start"
@@ -181,22 +198,40 @@ impl<'a> LogView<'a> {
         let payload_len = header.total_len.get() as usize - RECORD_HEADER_BYTES;
         let payload_start = start + RECORD_HEADER_BYTES as u64;
         let room = (self.geometry.page_end(start) - payload_start) as usize;
-        let (payload, end) = if payload_len <= room {
+        let (payload, end, crc) = if payload_len <= room {
             let at = PayloadAt::Mapped {
                 segment_no: self.geometry.segment_of(start),
                 offset: self.geometry.offset_in_segment(payload_start) as usize,
                 len: payload_len,
             };
-            (at, payload_start + payload_len as u64)
+            (at, payload_start + payload_len as u64, None)
         } else {
-            match self.gather(start, header.epoch.get(), payload_len, room, scratch) {
-                Ok(end) => (PayloadAt::Scratch { len: payload_len }, end),
+            let epoch = header.epoch.get();
+            let walked = match scratch.as_deref_mut() {
+                Some(scratch) => self
+                    .gather(start, epoch, payload_len, room, scratch)
+                    .map(|end| (PayloadAt::Scratch { len: payload_len }, end, None)),
+                None => {
+                    // The pieces are not kept: their checksum is taken on the way.
+                    let mut crc = record_crc(&header, &[]);
+                    self.for_each_piece(start, epoch, payload_len, room, |piece| {
+                        crc = crc32c::crc32c_append(crc, piece);
+                    })
+                    .map(|end| (PayloadAt::Spanning { len: payload_len }, end, Some(crc)))
+                }
+            };
+            match walked {
+                Ok(walked) => walked,
                 Err(reason) => return Decoded::Invalid(start, reason),
             }
         };
         let checked = self.crc_checked.start <= start && end <= self.crc_checked.end;
-        if !checked && record_crc(&header, &[self.payload(payload, scratch)]) != header.crc.get() {
-            return Decoded::Invalid(start, "record checksum mismatch".into());
+        if !checked {
+            let scratch = scratch.as_deref().map_or(&[][..], Vec::as_slice);
+            let crc = crc.unwrap_or_else(|| record_crc(&header, &[self.payload(payload, scratch)]));
+            if crc != header.crc.get() {
+                return Decoded::Invalid(start, "record checksum mismatch".into());
+            }
         }
         Decoded::Record { header, payload, end }
     }
@@ -238,9 +273,6 @@ impl<'a> LogView<'a> {
     }
 
     /// Copies a payload that spans pages into `scratch`; returns the record's end address.
-    /// Every continuation page must carry a valid header of the record's own epoch whose
-    /// `rem_len` is exactly the number of the record's bytes still to come, and every segment
-    /// the record continues into must carry its valid header.
     fn gather(
         &self,
         start: u64,
@@ -249,17 +281,40 @@ impl<'a> LogView<'a> {
         first_room: usize,
         scratch: &mut Vec<u8>,
     ) -> Result<u64, String> {
-        // Checked before allocating: a length field cannot make us reserve more than the log holds.
+        scratch.clear();
+        self.for_each_piece(start, epoch, payload_len, first_room, |piece| {
+            // Reserved at the first piece: after the length was checked against the log.
+            if scratch.is_empty() {
+                scratch.reserve(payload_len);
+            }
+            scratch.extend_from_slice(piece);
+        })
+    }
+
+    /// Hands a payload that spans pages to `visit` piece by piece, as it lies in the mappings
+    /// (the first page's part, then each continuation page's); returns the record's end address.
+    /// Every continuation page must carry a valid header of the record's own epoch whose
+    /// `rem_len` is exactly the number of the record's bytes still to come, and every segment
+    /// the record continues into must carry its valid header.
+    fn for_each_piece(
+        &self,
+        start: u64,
+        epoch: u32,
+        payload_len: usize,
+        first_room: usize,
+        mut visit: impl FnMut(&'a [u8]),
+    ) -> Result<u64, String> {
+        // Checked before any piece is visited (and a gather allocates): a length field cannot
+        // make a reader walk or reserve more than the log holds.
         let end = self
             .spanning_end(start, (payload_len - first_room) as u64)
             .ok_or("record torn: it runs past the end of the log")?;
-        scratch.clear();
-        scratch.reserve(payload_len);
         let capacity = (self.geometry.page_bytes() - PAGE_HEADER_BYTES as u64) as usize;
         let payload_start = start + RECORD_HEADER_BYTES as u64;
-        scratch.extend_from_slice(self.bytes(payload_start, first_room).ok_or("segment missing")?);
+        visit(self.bytes(payload_start, first_room).ok_or("segment missing")?);
+        let mut visited = first_room;
         let mut page = self.geometry.next_data_page(start);
-        while scratch.len() < payload_len {
+        while visited < payload_len {
             if self.geometry.offset_in_segment(page) == self.geometry.page_bytes() {
                 let base = self.geometry.segment_base(self.geometry.segment_of(page));
                 if let Err(step) = self.check_segment_header(base) {
@@ -268,7 +323,7 @@ impl<'a> LogView<'a> {
                     ));
                 }
             }
-            let remaining = payload_len - scratch.len();
+            let remaining = payload_len - visited;
             let header = match self.page_header(page, epoch) {
                 Ok(header) => header,
                 Err(Step::End(_)) => return Err("record torn: a continuation page is missing".into()),
@@ -278,12 +333,14 @@ impl<'a> LogView<'a> {
                 return Err("continuation page does not continue this record".into());
             }
             let chunk = remaining.min(capacity);
-            let bytes = self
-                .bytes(page + PAGE_HEADER_BYTES as u64, chunk)
-                .ok_or("segment missing")?;
-            scratch.extend_from_slice(bytes);
+            visit(
+                self.bytes(page + PAGE_HEADER_BYTES as u64, chunk)
+                    .ok_or("segment missing")?,
+            );
+            visited += chunk;
             page = self.geometry.next_data_page(page);
         }
+        assert_eq!(visited, payload_len, "the pieces make up the payload");
         Ok(end)
     }
 
@@ -302,6 +359,7 @@ impl<'a> LogView<'a> {
                 self.bytes(lsn, len).expect("decoded from this segment")
             }
             PayloadAt::Scratch { len } => &scratch[..len],
+            PayloadAt::Spanning { .. } => panic!("a checked record's spanning payload is read with `decode`"),
         }
     }
 

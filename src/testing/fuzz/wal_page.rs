@@ -104,6 +104,21 @@ fn walk_one_page_log(page: &[u8]) {
     }
 }
 
+/// Panics unless `check` (the scan's, which copies nothing) judged the record at `at` as
+/// `decode` (the readers', which gathers a spanning payload) did: the same header and end, or
+/// the same verdict against it.
+fn assert_same_verdict(decoded: &Decoded, checked: &Decoded, at: u64) {
+    let same = match (decoded, checked) {
+        (Decoded::Record { header: a, end: x, .. }, Decoded::Record { header: b, end: y, .. }) => {
+            a.as_bytes() == b.as_bytes() && x == y
+        }
+        (Decoded::End(x), Decoded::End(y)) => x == y,
+        (Decoded::Invalid(x, a), Decoded::Invalid(y, b)) => x == y && a == b,
+        _ => false,
+    };
+    assert!(same, "at {at}: decode found {decoded:?}, check found {checked:?}");
+}
+
 /// Walks the log in `view` from `start`, decoding every record it finds until the walk ends.
 /// Panics if the walk goes backwards, decodes a record outside the view, or does not end
 /// within a step count bounded by the log size.
@@ -122,7 +137,9 @@ fn walk_view(view: &LogView<'_>, start: u64, floor: u32) -> u64 {
             at >= pos && at.is_multiple_of(8) && view.geometry.in_payload(at),
             "step from {pos} gave a bad record start {at}"
         );
-        match view.decode(at, floor, &mut scratch) {
+        let decoded = view.decode(at, floor, &mut scratch);
+        assert_same_verdict(&decoded, &view.check(at, floor), at);
+        match decoded {
             Decoded::Record { header, payload, end } => {
                 assert!(end > at && end <= view.limit, "record at {at} ends at {end}");
                 assert!(header.epoch.get() >= floor, "record of an epoch below the floor");
