@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crate::error::Result;
 use crate::format::page::{self, PageId};
 use crate::format::record::{self, Edit, EditKind, Kind, Payload};
-use crate::store::state::PageMap;
+use crate::store::state::{PageMap, PageSet};
 use crate::store::{ActiveTxn, Inner, apply_edits, format_page, prefetch};
 use crate::wal::{ScanReport, SkippedRange};
 use crate::{Error, Lsn, RecoveryMode};
@@ -108,13 +108,13 @@ struct Loser {
 struct Analysis {
     losers: BTreeMap<u64, Loser>,
     dirty: PageMap<Lsn>,
-    inits: HashSet<PageId>,
+    inits: PageSet,
     /// Pages whose first record from the analysis start on is their page-init: candidates to
     /// be made fresh before redo (see [`prefresh`]).
     first_inits: Vec<PageId>,
     /// The candidates [`prefresh`] made fresh: redo formats them from their page-init record
     /// on, whatever their file held.
-    prefreshed: HashSet<PageId>,
+    prefreshed: PageSet,
     /// How many pages of each space (by [`Space::index`]) the redo range initialises.
     init_counts: [u64; 2],
     next_txn_id: u64,
@@ -123,7 +123,7 @@ struct Analysis {
     committed: HashSet<u64>,
     /// Pages with a stored write from the analysis start on: their bytes are in their files
     /// only, so none is made fresh and rebuilt from its page-init.
-    stored: HashSet<PageId>,
+    stored: PageSet,
     /// Pages redo changes that are not made fresh, asked of the OS at the end of analysis and
     /// not faulted in yet (see `prefetch::Prefaulter::finish`).
     prefault: Vec<PageId>,
@@ -196,7 +196,7 @@ pub(crate) fn recover(inner: &Inner, scan: ScanReport) -> Result<bool> {
     let started = Instant::now();
     let fresh_runs = prefresh(inner, &mut analysis, &skips, &mut report)?;
     report.redo_start = analysis.dirty.values().min().copied().unwrap_or(report.end_lsn);
-    let mut lost = HashSet::new();
+    let mut lost = PageSet::default();
     let prefault = std::mem::take(&mut analysis.prefault);
     populate_beside(inner, &prefault, &fresh_runs, || {
         redo(inner, &analysis, &skips, &mut report, &mut lost)
@@ -409,13 +409,13 @@ impl Analysis {
         Analysis {
             losers: BTreeMap::new(),
             dirty: PageMap::default(),
-            inits: HashSet::new(),
+            inits: PageSet::default(),
             first_inits: Vec::new(),
-            prefreshed: HashSet::new(),
+            prefreshed: PageSet::default(),
             init_counts: [0; 2],
             next_txn_id,
             committed: HashSet::new(),
-            stored: HashSet::new(),
+            stored: PageSet::default(),
             prefault: Vec::new(),
         }
     }
@@ -583,7 +583,7 @@ fn populate_beside<T>(inner: &Inner, prefault: &[PageId], runs: &[(PageId, usize
 fn note_dirty(
     dirty: &mut PageMap<Lsn>,
     prefaulter: &mut prefetch::Prefaulter<'_>,
-    inits: &HashSet<PageId>,
+    inits: &PageSet,
     edits: &[Edit<'_>],
     lsn: Lsn,
 ) {
@@ -604,7 +604,7 @@ fn redo(
     analysis: &Analysis,
     skips: &[SkippedRange],
     report: &mut RecoveryReport,
-    lost: &mut HashSet<PageId>,
+    lost: &mut PageSet,
 ) -> Result<()> {
     let repairs = Repairs::new(inner);
     let mut reader = inner.wal.verified_reader(report.redo_start).with_skips(skips);
@@ -672,7 +672,7 @@ fn check_stored<'a>(
     txn: u64,
     lsn: Lsn,
     report: &mut RecoveryReport,
-    lost: &mut HashSet<PageId>,
+    lost: &mut PageSet,
 ) -> Result<Vec<Edit<'a>>> {
     let committed = analysis.committed.contains(&txn) || lsn < report.analysis_start;
     let mut damaged: Vec<PageId> = Vec::new();
@@ -745,7 +745,7 @@ fn prepare_page(
     analysis: &Analysis,
     repairs: &Repairs<'_>,
     report: &mut RecoveryReport,
-    lost: &mut HashSet<PageId>,
+    lost: &mut PageSet,
 ) -> Result<bool> {
     let arena = &inner.arena;
     if !lost.is_empty() && lost.contains(&page) {
@@ -795,7 +795,7 @@ fn repair_page(
     analysis: &Analysis,
     repairs: &Repairs<'_>,
     report: &mut RecoveryReport,
-    lost: &mut HashSet<PageId>,
+    lost: &mut PageSet,
 ) -> Result<bool> {
     let arena = &inner.arena;
     // An image from a later moment than the log (see `Arena::verify`) repairs nothing.
@@ -840,7 +840,7 @@ fn usable_edits<'a>(
     analysis: &Analysis,
     repairs: &Repairs<'_>,
     report: &mut RecoveryReport,
-    lost: &mut HashSet<PageId>,
+    lost: &mut PageSet,
 ) -> Result<Vec<Edit<'a>>> {
     // Preparing a page is idempotent: after the first call it is usable for good (verified or
     // repaired) or lost for good. So every edit's page is prepared (skipping the repeats of
@@ -864,7 +864,7 @@ fn undo(
     analysis: &Analysis,
     skips: &[SkippedRange],
     report: &mut RecoveryReport,
-    lost: &mut HashSet<PageId>,
+    lost: &mut PageSet,
 ) -> Result<()> {
     let mut losers = analysis.losers.clone();
     report.losers = losers.keys().copied().collect();
@@ -915,7 +915,7 @@ impl Undoer<'_> {
         loser: Loser,
         active: &mut ActiveTxn,
         report: &mut RecoveryReport,
-        lost: &mut HashSet<PageId>,
+        lost: &mut PageSet,
     ) -> Result<Loser> {
         let (inner, log_end) = (self.inner, self.log_end);
         if loser.undo_next >= log_end {
@@ -954,7 +954,7 @@ impl Undoer<'_> {
         payload: Option<Payload<'_>>,
         active: &mut ActiveTxn,
         report: &mut RecoveryReport,
-        lost: &mut HashSet<PageId>,
+        lost: &mut PageSet,
     ) -> Result<Loser> {
         let inner = self.inner;
         Ok(match payload {

@@ -1,6 +1,6 @@
 //! Small types the store's modules share.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::format::page::PageId;
 
@@ -9,3 +9,5 @@ use crate::format::page::PageId;
 pub type FastHash = foldhash::fast::RandomState;
 /// A map keyed by arena pages (the dirty page table, recent page inits).
 pub type PageMap<V> = HashMap<PageId, V, FastHash>;
+/// A set of arena pages (recovery's: pages the log formats, pages made fresh, pages lost).
+pub type PageSet = HashSet<PageId, FastHash>;
