@@ -105,6 +105,9 @@ struct Loser {
     undo_next: Lsn,
 }
 
+/// A set of transaction ids (analysis looks one up for every commit it reads).
+type TxnSet = HashSet<u64, crate::store::state::FastHash>;
+
 struct Analysis {
     losers: BTreeMap<u64, Loser>,
     dirty: PageMap<Lsn>,
@@ -120,7 +123,7 @@ struct Analysis {
     next_txn_id: u64,
     /// Transactions with a commit record from the analysis start on (an end alone is a
     /// rollback): a page older than a stored write of theirs is damage.
-    committed: HashSet<u64>,
+    committed: TxnSet,
     /// Pages with a stored write from the analysis start on: their bytes are in their files
     /// only, so none is made fresh and rebuilt from its page-init.
     stored: PageSet,
@@ -336,7 +339,7 @@ fn analyze(
     report: &mut RecoveryReport,
 ) -> Result<Analysis> {
     let mut analysis = Analysis::new(next_txn_id);
-    let mut finished = HashSet::new();
+    let mut finished = TxnSet::default();
     // Every page a record from here changes, redo changes (or finds changed already): it is
     // faulted in now, a batch at a time, rather than at redo's first touch.
     let mut prefaulter = prefetch::Prefaulter::new(&inner.arena);
@@ -414,7 +417,7 @@ impl Analysis {
             prefreshed: PageSet::default(),
             init_counts: [0; 2],
             next_txn_id,
-            committed: HashSet::new(),
+            committed: TxnSet::default(),
             stored: PageSet::default(),
             prefault: Vec::new(),
         }
@@ -428,7 +431,7 @@ impl Analysis {
         lsn: Lsn,
         txn: u64,
         prev_lsn: Lsn,
-        finished: &mut HashSet<u64>,
+        finished: &mut TxnSet,
         prefaulter: &mut prefetch::Prefaulter<'_>,
     ) {
         match payload {
@@ -474,7 +477,7 @@ impl Analysis {
     /// Takes the tables of the checkpoint analysis starts from: its running transactions
     /// that did not end since (`finished`) are losers unless a later record says otherwise,
     /// and its dirty pages are dirty from the older of the two recovery LSNs.
-    fn take_checkpoint(&mut self, checkpoint: record::Checkpoint, finished: &HashSet<u64>) {
+    fn take_checkpoint(&mut self, checkpoint: record::Checkpoint, finished: &TxnSet) {
         self.next_txn_id = self.next_txn_id.max(checkpoint.next_txn_id);
         for entry in checkpoint.txns.iter().filter(|t| !finished.contains(&t.txn_id)) {
             self.losers.entry(entry.txn_id).or_insert(Loser {
