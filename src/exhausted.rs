@@ -3,6 +3,8 @@
 //! ("Too many open files", "Cannot allocate memory") say neither what the limit is nor what to
 //! do; [`with_hint`] adds both and keeps the original error as the source, so its code
 //! ([`os_error_code`]) and its nature ([`is_exhaustion`]) are still found under the hint.
+//! [`with_note`] adds what happened to any other error the same way (a store's directory
+//! removed under it): its code is found under the note as well, and it is no shortage.
 
 use std::fmt;
 use std::io;
@@ -11,30 +13,53 @@ use std::io;
 /// errors that say the process or the system ran out of something: [`is_exhaustion`] is true
 /// of the result whatever `e`'s code.
 pub(crate) fn with_hint(e: io::Error, hint: String) -> io::Error {
-    io::Error::new(e.kind(), Exhausted { source: e, hint })
+    io::Error::new(
+        e.kind(),
+        Noted {
+            source: e,
+            note: hint,
+            shortage: true,
+        },
+    )
 }
 
-/// An error of a resource the process or the system ran out of, with the way out.
+/// `e`, of kind unchanged, whose message is `e`'s then `note` (what happened, where the OS's
+/// words do not say it); `e` stays its source, and [`is_exhaustion`] judges it by `e`.
+pub(crate) fn with_note(e: io::Error, note: String) -> io::Error {
+    let shortage = is_exhaustion(&e);
+    io::Error::new(
+        e.kind(),
+        Noted {
+            source: e,
+            note,
+            shortage,
+        },
+    )
+}
+
+/// An error with a note after its message: the way out of a shortage, or what happened.
 #[derive(Debug)]
-struct Exhausted {
+struct Noted {
     source: io::Error,
-    hint: String,
+    note: String,
+    /// The process or the system ran out of something.
+    shortage: bool,
 }
 
-impl fmt::Display for Exhausted {
+impl fmt::Display for Noted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.source, self.hint)
+        write!(f, "{}: {}", self.source, self.note)
     }
 }
 
-impl std::error::Error for Exhausted {
+impl std::error::Error for Noted {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.source)
     }
 }
 
-fn hinted(e: &io::Error) -> Option<&Exhausted> {
-    e.get_ref().and_then(|inner| inner.downcast_ref::<Exhausted>())
+fn noted(e: &io::Error) -> Option<&Noted> {
+    e.get_ref().and_then(|inner| inner.downcast_ref::<Noted>())
 }
 
 /// True if `e` says the process or the system ran out of something (descriptors, memory or
@@ -44,21 +69,28 @@ fn hinted(e: &io::Error) -> Option<&Exhausted> {
 pub fn is_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM))
         || e.kind() == io::ErrorKind::OutOfMemory
-        || hinted(e).is_some()
+        || noted(e).is_some_and(|noted| noted.shortage)
 }
 
-/// The operating system's error code of `e`, or of the error it wraps where a hint was added:
+/// The operating system's error code of `e`, or of the error it wraps where a hint or a note
+/// was added:
 /// what a caller that matches codes (Python's `OSError.errno`) still finds.
 pub fn os_error_code(e: &io::Error) -> Option<i32> {
     e.raw_os_error()
-        .or_else(|| hinted(e).and_then(|exhausted| os_error_code(&exhausted.source)))
+        .or_else(|| noted(e).and_then(|noted| os_error_code(&noted.source)))
 }
 
 /// An equal error for a second caller the same failure stopped (`io::Error` is not `Clone`):
-/// the same kind, message and code, and the same hint where one was added.
+/// the same kind, message and code, and the same hint or note where one was added.
 pub(crate) fn duplicate(e: &io::Error) -> io::Error {
-    if let Some(exhausted) = hinted(e) {
-        return with_hint(duplicate(&exhausted.source), exhausted.hint.clone());
+    if let Some(noted) = noted(e) {
+        let source = duplicate(&noted.source);
+        let note = noted.note.clone();
+        return if noted.shortage {
+            with_hint(source, note)
+        } else {
+            with_note(source, note)
+        };
     }
     match e.raw_os_error() {
         Some(code) => io::Error::from_raw_os_error(code),
@@ -93,6 +125,22 @@ mod tests {
             (made_up.kind(), made_up.to_string()),
             (io::ErrorKind::Other, "lost".to_string())
         );
+    }
+
+    #[test]
+    fn a_noted_error_keeps_its_code_and_kind_and_is_no_shortage_unless_its_source_is() {
+        let noted = with_note(io::Error::from_raw_os_error(libc::ENOENT), "the directory went".into());
+        assert_eq!(os_error_code(&noted), Some(libc::ENOENT), "the code is still found");
+        assert_eq!(noted.kind(), io::ErrorKind::NotFound, "the kind is the source's");
+        assert!(!is_exhaustion(&noted), "a missing file is no shortage");
+        let copy = duplicate(&noted);
+        assert_eq!(copy.to_string(), noted.to_string(), "a duplicate keeps the message");
+        assert_eq!(os_error_code(&copy), Some(libc::ENOENT), "and the code");
+        let short = with_note(
+            io::Error::from_raw_os_error(libc::EMFILE),
+            "while putting a file back".into(),
+        );
+        assert!(is_exhaustion(&short), "a shortage stays one under a note");
     }
 
     #[test]

@@ -1160,6 +1160,14 @@ fn a_store_directory_removed_under_a_writer_fails_the_next_commit_naming_it() {
         error.to_string().contains("was removed while the store was open"),
         "the commit names what happened: {error}"
     );
+    let Error::Io { source, .. } = &error else {
+        panic!("a failed file operation is an I/O error: {error:?}");
+    };
+    assert_eq!(
+        vellum::storage::os_error_code(source),
+        Some(libc::ENOENT),
+        "what the OS said stays under the note: {error:?}"
+    );
     assert!(
         store.insert("v2", &vector_of(2, 0.25), &[]).is_err(),
         "no later commit is acknowledged into a removed store"

@@ -249,18 +249,14 @@ pub(crate) fn put_back(storage: &dyn Storage, file: &dyn StorageFile, path: &Pat
 
 /// `e`, a failure to create a file beside `path`, saying so where `path`'s directory itself
 /// is gone (a store's directory removed while it is open: nothing can be put back into it).
+/// `e` stays its source: its kind and its OS error code are still found under the note.
 fn with_missing_directory(storage: &dyn Storage, e: io::Error, path: &Path) -> io::Error {
     let Some(dir) = path.parent() else { return e };
     if e.kind() != io::ErrorKind::NotFound || storage.exists(dir) {
         return e;
     }
-    io::Error::new(
-        e.kind(),
-        format!(
-            "{e}: the directory {} was removed while the store was open",
-            dir.display()
-        ),
-    )
+    let note = format!("the directory {} was removed while the store was open", dir.display());
+    crate::exhausted::with_note(e, note)
 }
 
 /// Panics unless `blocks` and `offset` are whole blocks for a direct write (a caller's broken
