@@ -907,9 +907,7 @@ impl Arena {
         // The mapping is read at random (`StorageFile::map_private`): the page's 4 KiB pieces
         // not in the page cache are asked for at once, one read, rather than a wait on the
         // disk for each as the check below meets it (unless a reader asked for it already).
-        if file.take_ask(self.split(id.page_no()).1) {
-            self.will_need(std::slice::from_ref(&id));
-        }
+        self.ask_ahead(id);
         // Under the shared latch: a writer that starts changing the page waits, so the
         // checksum is never taken over a page half written in memory.
         let image = self.read_page(id);
