@@ -254,7 +254,7 @@ fn run(args: &Args) -> Res<bool> {
 /// shared machine); a failure leaves its figures out (the table says FAILED).
 fn raw_baselines(dir: &Path, sizes: &Sizes, log_bytes_per_commit: usize) -> workloads::Metrics {
     let mut raw = workloads::Metrics::new();
-    match sys::raw_pwrite_fdatasync(dir, sizes.raw_ops, false) {
+    match sys::raw_pwrite_fdatasync(dir, sizes.raw_ops, false, sys::Prepared::ZeroFilled) {
         Ok((per_s, latency)) => {
             raw.insert("raw_pwrite_per_s", per_s);
             raw.insert("raw_pwrite_p50_us", latency.p50_us);
@@ -262,7 +262,14 @@ fn raw_baselines(dir: &Path, sizes: &Sizes, log_bytes_per_commit: usize) -> work
         }
         Err(e) => eprintln!("  !! raw pwrite + fdatasync failed: {e}"),
     }
-    match sys::raw_pwrite_fdatasync(dir, sizes.raw_ops, true) {
+    // What a log whose segments were allocated, not written, would pay a small commit.
+    match sys::raw_pwrite_fdatasync(dir, sizes.raw_ops, false, sys::Prepared::Allocated) {
+        Ok((per_s, _)) => {
+            raw.insert("raw_allocated_per_s", per_s);
+        }
+        Err(e) => eprintln!("  !! raw pwrite + fdatasync into an allocated file: {e}"),
+    }
+    match sys::raw_pwrite_fdatasync(dir, sizes.raw_ops, true, sys::Prepared::ZeroFilled) {
         Ok((per_s, latency)) => {
             raw.insert("raw_direct_per_s", per_s);
             raw.insert("raw_direct_p50_us", latency.p50_us);

@@ -169,6 +169,10 @@ const RAW_ROWS: &[(&str, &str)] = &[
     ("raw_pwrite_p50_us", "  p50 (µs)"),
     ("raw_pwrite_p99_us", "  p99 (µs)"),
     (
+        "raw_allocated_per_s",
+        "the same into a file allocated with fallocate, not written (unwritten extents: each sync also commits an extent change) (ops/s)",
+    ),
+    (
         "raw_direct_per_s",
         "pwrite 4 KiB, O_DIRECT + O_DSYNC (durable on return, no fdatasync), same file (ops/s)",
     ),

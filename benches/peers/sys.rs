@@ -40,20 +40,46 @@ pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Raw baseline: `pwrite` 4 KiB at increasing offsets + `fdatasync` per op, into a file first
-/// filled with zeros and synced (so no write changes the file's metadata). With `direct`, each
-/// op is one `pwrite` of the file opened `O_DIRECT | O_DSYNC` instead (the page cache skipped,
-/// the write durable on return), what Vellum's small flushes do. Returns ops/s and the per-op
-/// latency.
-pub fn raw_pwrite_fdatasync(dir: &Path, ops: usize, direct: bool) -> Res<(f64, Latency)> {
+/// How the raw baseline's file is made before its timed writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prepared {
+    /// Filled with zeros and synced: no timed write changes the file's metadata (how Vellum's
+    /// log segments are made, and recycled).
+    ZeroFilled,
+    /// Allocated with `fallocate` (no bytes written) and synced: on ext4 and XFS the blocks are
+    /// "unwritten", and the first write to each makes `fdatasync` commit the extent's change to
+    /// the journal as well. A log segment made this way costs no device bytes (a segment kept
+    /// as the archive's copy, by rename or link, needs a new one made for each it keeps); this
+    /// row is what its small commits would pay.
+    Allocated,
+}
+
+/// Raw baseline: `pwrite` 4 KiB at increasing offsets + `fdatasync` per op, into a file made as
+/// `prepared` says. With `direct`, each op is one `pwrite` of the file opened `O_DIRECT |
+/// O_DSYNC` instead (the page cache skipped, the write durable on return), what Vellum's small
+/// flushes do. Returns ops/s and the per-op latency.
+pub fn raw_pwrite_fdatasync(dir: &Path, ops: usize, direct: bool, prepared: Prepared) -> Res<(f64, Latency)> {
     use std::os::unix::fs::OpenOptionsExt;
     const OP_BYTES: usize = 4096;
     let path = dir.join("raw-pwrite");
     let file = create_file(&path)?;
-    let zeros = vec![0u8; MIB];
     let file_bytes = (ops * OP_BYTES).div_ceil(MIB) * MIB;
-    for offset in (0..file_bytes).step_by(MIB) {
-        file.write_all_at(&zeros, offset as u64)?;
+    match prepared {
+        Prepared::ZeroFilled => {
+            let zeros = vec![0u8; MIB];
+            for offset in (0..file_bytes).step_by(MIB) {
+                file.write_all_at(&zeros, offset as u64)?;
+            }
+        }
+        Prepared::Allocated => {
+            use std::os::fd::AsRawFd;
+            let len = libc::off_t::try_from(file_bytes).map_err(|_| "file too large")?;
+            // SAFETY: fallocate takes the descriptor of a file we own and plain integers.
+            let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+            if rc != 0 {
+                return Err(format!("fallocate {}: {}", path.display(), std::io::Error::last_os_error()).into());
+            }
+        }
     }
     file.sync_all()?;
     let file = if direct {
