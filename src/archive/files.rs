@@ -224,12 +224,7 @@ pub(super) fn publish_temporary(
 fn rename_into_place(storage: &dyn Storage, dir: &Path, name: &str, new_dir: bool) -> Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     let path = dir.join(name);
-    storage
-        .rename(&tmp, &path)
-        .context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    storage
-        .sync_dir(dir)
-        .context(|| format!("syncing directory {}", dir.display()))?;
+    crate::storage::rename_durably(storage, &tmp, &path)?;
     // A directory this call created is durable only once its parent is synced.
     match dir.parent() {
         Some(parent) if new_dir => storage

@@ -247,7 +247,6 @@ impl Doublewrite {
         if !unlinked {
             return Ok(false);
         }
-        let dir = self.path.parent().expect("the doublewrite file lies in the store's directory").to_path_buf();
         let fresh_path = self.path.with_extension("tmp");
         let _ = storage.remove_file(&fresh_path);
         let fresh = storage
@@ -257,12 +256,7 @@ impl Doublewrite {
         self.has_header = false;
         self.whole = false;
         self.ensure_whole()?;
-        storage
-            .rename(&fresh_path, &self.path)
-            .context(|| format!("renaming {} to {}", fresh_path.display(), self.path.display()))?;
-        storage
-            .sync_dir(&dir)
-            .context(|| format!("syncing directory {}", dir.display()))?;
+        crate::storage::rename_durably(storage, &fresh_path, &self.path)?;
         Ok(true)
     }
 

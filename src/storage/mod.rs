@@ -208,6 +208,22 @@ impl StorageFile for ReadOnlyFile {
 /// largest logical block size of common devices (512-byte devices accept it too).
 pub const DIRECT_BLOCK_BYTES: u64 = 4096;
 
+/// Renames `from` onto `to` and syncs the directory of `to`: the name is durable on return,
+/// and a crash at any point leaves `to` as it was or whole (rename(2) replaces a name
+/// atomically; the directory's sync makes the replacement survive a power loss). Both paths
+/// in one directory. Each failure names its step (`renaming a to b`, `syncing directory d`).
+pub fn rename_durably(storage: &dyn Storage, from: &Path, to: &Path) -> crate::Result<()> {
+    use crate::error::IoContext;
+    let dir = to.parent().unwrap_or_else(|| Path::new("."));
+    debug_assert_eq!(from.parent(), to.parent(), "a rename within one directory");
+    storage
+        .rename(from, to)
+        .context(|| format!("renaming {} to {}", from.display(), to.display()))?;
+    storage
+        .sync_dir(dir)
+        .context(|| format!("syncing directory {}", dir.display()))
+}
+
 /// Puts a file deleted while open back at `path`: if `file` has no name left
 /// ([`StorageFile::is_unlinked`]), its bytes, read through the open descriptor, are written
 /// whole to a new file beside `path`, synced, and renamed to `path` (the caller syncs the

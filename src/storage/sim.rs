@@ -1841,6 +1841,35 @@ mod tests {
     }
 
     #[test]
+    fn a_durable_rename_survives_a_crash_and_a_failed_directory_sync_names_the_directory() {
+        let storage = SimStorage::new(9);
+        drop(durable_file(&storage, "final", b"old"));
+        drop(durable_file(&storage, "tmp", b"new"));
+        crate::storage::rename_durably(&storage, path("/store/tmp"), path("/store/final")).unwrap();
+        let after = storage.reboot();
+        assert_eq!(
+            after.read_file(path("/store/final")).unwrap(),
+            b"new",
+            "the new file under the name"
+        );
+        assert!(!after.exists(path("/store/tmp")), "the old name gone with it");
+
+        drop(durable_file(&after, "tmp", b"newer"));
+        after.inject(plan(FaultKind::SyncEio, 1, false));
+        let failed = crate::storage::rename_durably(&after, path("/store/tmp"), path("/store/final"));
+        let message = failed.expect_err("the directory's sync failed").to_string();
+        assert!(
+            message.contains("syncing directory /store"),
+            "the step named: {message}"
+        );
+        assert_eq!(
+            after.reboot().read_file(path("/store/final")).unwrap(),
+            b"new",
+            "not durable: a crash keeps the file the name had"
+        );
+    }
+
+    #[test]
     fn cross_directory_rename_becomes_durable_side_by_side() {
         let storage = SimStorage::new(8);
         drop(durable_file(&storage, "f", b"data"));

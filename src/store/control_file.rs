@@ -129,12 +129,7 @@ impl ControlFile {
             return Ok(Some((ControlFile { path: fresh_path, file }, control)));
         }
         drop(file);
-        storage
-            .rename(&fresh_path, &path)
-            .context(|| format!("renaming {} to {}", fresh_path.display(), path.display()))?;
-        storage
-            .sync_dir(dir)
-            .context(|| format!("syncing directory {}", dir.display()))?;
+        crate::storage::rename_durably(storage, &fresh_path, &path)?;
         Self::open_with(storage, dir, true).map(Some)
     }
 
