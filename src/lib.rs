@@ -136,8 +136,8 @@ pub use search::Metric;
 pub use ship::is_url as is_archive_url;
 pub use store::recovery::RecoveryReport;
 pub use store::{
-    BATCH_RECORD_BYTES, IndexBuildPhase, IndexBuildProgress, IndexInfo, IndexOptions, LogInfo, Options, Retention, Row,
-    SearchOptions, Store, Transaction, VectorRef,
+    BATCH_RECORD_BYTES, GET_MANY_COLD_WINDOW, GET_MANY_WINDOW, IndexBuildPhase, IndexBuildProgress, IndexInfo,
+    IndexOptions, LogInfo, Options, Retention, Row, SearchOptions, Store, Transaction, VectorRef,
 };
 pub use store::{Entries, Entry, Ids, ListOptions};
 #[cfg(feature = "object-store")]

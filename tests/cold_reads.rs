@@ -143,3 +143,51 @@ fn a_cold_point_read_reads_its_pages_not_the_window_around_them() {
     );
     store.close().expect("close");
 }
+
+#[test]
+fn a_batch_read_from_a_cold_cache_returns_what_get_returns_and_reads_only_its_pages() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir = temp.path().join("store");
+    let rows = 48_000;
+    make_store(&dir, rows);
+    evict(&dir);
+    let store = Store::open_read_only(&dir, Options::default()).expect("open");
+    // More ids than a cold window and a warm one, some absent, some twice.
+    let ids: Vec<String> = (0..300u64)
+        .map(|i| match i % 50 {
+            0 => format!("absent{i}"),
+            1 => "id5".to_string(),
+            _ => format!("id{}", (i * 7_919) % rows),
+        })
+        .collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let before = thread_read_bytes();
+    let mut found = vec![None; refs.len()];
+    store
+        .get_many(&refs, |i, vector| found[i] = vector.map(|v| v.to_vec()))
+        .expect("get_many");
+    let read_bytes = thread_read_bytes() - before;
+    for (id, vector) in refs.iter().zip(&found) {
+        let expected = id.strip_prefix("id").map(|n| {
+            let n: usize = n.parse().expect("a row number");
+            vec![(n % 1000) as f32 * 0.001; DIMENSION]
+        });
+        assert_eq!(vector, &expected, "{id}: as it was stored");
+        let got = store.get(id).expect("get").map(|v| v.to_vec());
+        assert_eq!(vector, &got, "{id}: what get returns");
+    }
+    if read_bytes == 0 {
+        eprintln!("the page cache could not be dropped here: no read to count");
+        return;
+    }
+    // The pages a batch asks for ahead are those its reads then use: no more than a get's.
+    let per_read_max_bytes = 512 << 10;
+    assert!(
+        read_bytes <= refs.len() as u64 * per_read_max_bytes,
+        "{} cold reads in a batch read {} KiB from the disk: more than {} KiB each",
+        refs.len(),
+        read_bytes >> 10,
+        per_read_max_bytes >> 10
+    );
+    store.close().expect("close");
+}

@@ -581,3 +581,136 @@ fn with_direct_io_off_every_durable_commit_is_a_pwrite_and_an_fdatasync() {
         store.close().unwrap();
     }
 }
+
+#[test]
+fn get_many_returns_what_get_returns_for_every_id_in_order() {
+    let seed = seed_from_env("VELLUM_TEST_SEED", 21);
+    println!("seed {seed} (VELLUM_TEST_SEED replays it)");
+    let mut rng = Rng::new(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let dimension = 16;
+    let options = Options {
+        sync: SyncMode::Never,
+        ..small_options()
+    };
+    let store = Store::create(dir.path(), dimension as u32, options).unwrap();
+    for n in 0..3000u64 {
+        let big = rng.chance(50);
+        let value = if big { "M".repeat(5000) } else { n.to_string() };
+        store
+            .upsert(&format!("id-{n}"), &vector(n, dimension), &[("n", &value)])
+            .unwrap();
+    }
+    for n in (0..3000u64).step_by(7) {
+        store.delete(&format!("id-{n}")).unwrap();
+    }
+    // Present, deleted, never there, repeated; more than a window's worth of each.
+    let ids: Vec<String> = (0..2000)
+        .map(|_| match rng.below(10) {
+            0 => format!("absent-{}", rng.below(100)),
+            _ => format!("id-{}", rng.below(3000)),
+        })
+        .collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    for batch in [&refs[..], &refs[..1], &refs[..0], &refs[..vellum::GET_MANY_WINDOW + 1]] {
+        let mut seen = Vec::new();
+        store
+            .get_many(batch, |i, found| {
+                let expected = store.get(batch[i]).unwrap();
+                assert_eq!(
+                    found.as_deref(),
+                    expected.as_deref(),
+                    "{}: the vector get returns (seed {seed})",
+                    batch[i]
+                );
+                let pairs = |v: &Option<vellum::VectorRef<'_>>| {
+                    v.as_ref().map(|v| {
+                        v.metadata()
+                            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                            .collect::<Vec<_>>()
+                    })
+                };
+                assert_eq!(
+                    pairs(&found),
+                    pairs(&expected),
+                    "{}: its metadata (seed {seed})",
+                    batch[i]
+                );
+                seen.push(i);
+            })
+            .unwrap();
+        assert_eq!(seen, (0..batch.len()).collect::<Vec<_>>(), "every id once, in order");
+    }
+}
+
+#[test]
+fn get_many_beside_writers_finds_each_id_whole_as_some_commit_left_it() {
+    // Each vector is its id's number and the version that wrote it, in every element: a read
+    // whose entry was freed and its slot reused after the lookup would show another id's
+    // numbers or a mix. Writers replace and delete ids while a reader reads them in batches.
+    let seed = seed_from_env("VELLUM_TEST_SEED", 22);
+    println!("seed {seed} (VELLUM_TEST_SEED replays it)");
+    let dir = tempfile::tempdir().unwrap();
+    let dimension = 8;
+    let options = Options {
+        sync: SyncMode::Never,
+        ..small_options()
+    };
+    let store = Arc::new(Store::create(dir.path(), dimension as u32, options).unwrap());
+    let ids: Vec<String> = (0..400).map(|n| format!("id-{n}")).collect();
+    let row = move |n: usize, version: u64| vec![(n as u64 * 100_000 + version) as f32; dimension];
+    for (n, id) in ids.iter().enumerate() {
+        store.insert(id, &row(n, 0), &[]).unwrap();
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (store, stop, ids) = (store.clone(), stop.clone(), ids.clone());
+        std::thread::spawn(move || {
+            let mut rng = Rng::new(seed);
+            let mut version = 1;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let n = rng.below(ids.len() as u64) as usize;
+                if rng.chance(4) {
+                    store.delete(&ids[n]).unwrap();
+                } else {
+                    store.upsert(&ids[n], &row(n, version), &[]).unwrap();
+                }
+                version += 1;
+                if version % 500 == 0 {
+                    store.checkpoint().unwrap();
+                }
+            }
+            version
+        })
+    };
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut found_count = 0;
+    for _ in 0..200 {
+        store
+            .get_many(&refs, |i, found| {
+                let Some(vector) = found else { return };
+                found_count += 1;
+                let first = vector[0];
+                assert!(
+                    vector.iter().all(|&x| x == first),
+                    "{}: one version's vector, not a mix: {:?} (seed {seed})",
+                    refs[i],
+                    &vector[..]
+                );
+                assert_eq!(
+                    (first as u64) / 100_000,
+                    i as u64,
+                    "{}: its own vector, not another id's (seed {seed})",
+                    refs[i]
+                );
+            })
+            .unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let versions = writer.join().unwrap();
+    assert!(
+        versions > 100,
+        "the writer wrote while the reader read ({versions} versions)"
+    );
+    assert!(found_count > 0, "the reader found ids");
+}

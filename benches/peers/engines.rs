@@ -209,7 +209,8 @@ impl<const ARCHIVE: bool, const STORED: bool> Engine for VellumWith<ARCHIVE, STO
          1,000 rows per batch (w3: the bulk path, one durable commit). A record is a 256-dim f32 vector (its 1 KiB as little-endian \
          words) under the id `\"stream:seq\"`, no metadata; every insert also updates the arena, the id index \
          and a catalog page, which a log (okaywal) does not. Vellum has no read transactions (readers see \
-         committed data and never wait): both point-read rows are the same `Store::get`."
+         committed data and never wait): the row of one read transaction per 1,000 reads is one `Store::get_many` of 1,000 \
+         ids (looked up a window of ids at a time, before their entries are read), the other rows a `Store::get` a read."
             .into()
     }
 
@@ -294,18 +295,25 @@ impl<const ARCHIVE: bool, const STORED: bool> Engine for VellumWith<ARCHIVE, STO
     }
 
     fn get_many(&self, stream: u32, seqs: &[u64], each: &mut dyn FnMut(u64, &[u8]) -> Res<()>) -> Res<()> {
-        // Vellum has no read transactions: the same `Store::get` per record, each record's
-        // bytes borrowed from the store's pages as heed's are from its map.
-        let (mut id, mut buf) = (String::new(), Vec::new());
-        for &seq in seqs {
-            vellum_id(stream, seq, &mut id);
-            let vector = self
-                .store
-                .get(&id)?
-                .ok_or_else(|| format!("vellum: {stream}:{seq} missing"))?;
-            each(seq, record_bytes(&vector, &mut buf))?;
+        // Vellum has no read transactions: a batch is one `Store::get_many` (its lookups made a
+        // window of ids at a time, before their entries are read), each record's bytes
+        // borrowed from the store's pages as heed's are from its map.
+        let mut ids = vec![String::new(); seqs.len()];
+        for (&seq, id) in seqs.iter().zip(&mut ids) {
+            vellum_id(stream, seq, id);
         }
-        Ok(())
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let (mut buf, mut outcome) = (Vec::new(), Ok(()));
+        self.store.get_many(&refs, |i, vector| {
+            if outcome.is_err() {
+                return;
+            }
+            outcome = match vector {
+                Some(vector) => each(seqs[i], record_bytes(&vector, &mut buf)),
+                None => Err(format!("vellum: {stream}:{} missing", seqs[i]).into()),
+            };
+        })?;
+        outcome
     }
 }
 

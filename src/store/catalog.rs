@@ -444,12 +444,7 @@ pub enum EntryMeta {
 /// agree with each other (damage otherwise). Their bytes stay in place: the caller holds an
 /// epoch pin, so neither is reused while it reads them.
 pub fn read_entry(arena: &Arena, layout: &VectorLayout, value: &LeafValue) -> Result<EntryView> {
-    let place = EntryPlace {
-        catalog_page: u64::from(value.catalog_page.get()),
-        offset: value.entry_offset.get(),
-        vector_page: u64::from(value.vector_page.get()),
-        vector_slot: value.vector_slot.get(),
-    };
+    let place = EntryPlace::of(value);
     // The index names the vector's page too: from a cold cache, its read and the catalog
     // page's run together (two waits on the disk for a point read, not three).
     arena.ask_ahead(PageId::new(Space::Vector, place.vector_page));
@@ -459,6 +454,35 @@ pub fn read_entry(arena: &Arena, layout: &VectorLayout, value: &LeafValue) -> Re
         return Err(arena.corrupted(page, format!("entry at {}: its length disagrees with the index", place.offset)));
     }
     Ok(view)
+}
+
+/// Starts bringing the entry `value` names, and its vector, to where a read of them will find
+/// them soon: into the CPU's caches if their pages were checked since the open, else from the
+/// disk (`Arena::ask_ahead`). A hint for a reader that will read them after other work (a
+/// batch of reads looks several ids up first: `Store::get_many`); a place outside the arena
+/// is left alone (the read reports it). True if a page of the two was not read since the open
+/// (the reader's cache is cold).
+pub fn prefetch_entry(arena: &Arena, layout: &VectorLayout, value: &LeafValue) -> bool {
+    let place = EntryPlace::of(value);
+    if !place.inside(arena, layout) {
+        return false;
+    }
+    let catalog = PageId::new(Space::Catalog, place.catalog_page);
+    let vector = PageId::new(Space::Vector, place.vector_page);
+    let lines = [
+        (catalog, place.offset as usize, ENTRY_HEADER_BYTES),
+        (vector, layout.slot_offset(place.vector_slot), layout.dimension as usize * 4),
+    ];
+    let mut unread = false;
+    for (page, offset, len_bytes) in lines {
+        if !arena.is_verified(page) {
+            arena.ask_ahead(page);
+            unread = true;
+        } else if let Ok(in_use) = arena.page_in_use(page) {
+            in_use.prefetch(offset, len_bytes);
+        }
+    }
+    unread
 }
 
 /// Where an entry is, and the vector slot it must name.
@@ -474,19 +498,37 @@ pub struct EntryPlace {
     pub vector_slot: u32,
 }
 
+impl EntryPlace {
+    /// The place an index value names.
+    pub fn of(value: &LeafValue) -> EntryPlace {
+        EntryPlace {
+            catalog_page: u64::from(value.catalog_page.get()),
+            offset: value.entry_offset.get(),
+            vector_page: u64::from(value.vector_page.get()),
+            vector_slot: value.vector_slot.get(),
+        }
+    }
+
+    /// True if both pages are in the arena (the catalog's first page is the meta page, no
+    /// entry's), the slot is in a vector page and the entry's header fits in its page.
+    fn inside(&self, arena: &Arena, layout: &VectorLayout) -> bool {
+        let offset = self.offset as usize;
+        self.catalog_page != 0
+            && self.catalog_page < arena.page_count(Space::Catalog)
+            && self.vector_page < arena.page_count(Space::Vector)
+            && self.vector_slot < layout.slots_per_page
+            && offset >= PAGE_HEADER_BYTES
+            && offset + ENTRY_HEADER_BYTES <= arena.page_size_bytes() as usize
+    }
+}
+
 /// Reads the entry at `place` (see [`read_entry`]); returns it and its length.
 pub fn read_entry_at(arena: &Arena, layout: &VectorLayout, place: &EntryPlace) -> Result<(EntryView, usize)> {
     let page = PageId::new(Space::Catalog, place.catalog_page);
     let offset = place.offset as usize;
     let page_size = arena.page_size_bytes() as usize;
     let disagree = |reason: &str| arena.corrupted(page, format!("entry at {offset}: {reason}"));
-    if place.catalog_page == 0
-        || place.catalog_page >= arena.page_count(Space::Catalog)
-        || place.vector_page >= arena.page_count(Space::Vector)
-        || place.vector_slot >= layout.slots_per_page
-        || offset < PAGE_HEADER_BYTES
-        || offset + ENTRY_HEADER_BYTES > page_size
-    {
+    if !place.inside(arena, layout) {
         return Err(disagree("the index names a place outside the arena"));
     }
     let vector_page = PageId::new(Space::Vector, place.vector_page);

@@ -22,6 +22,7 @@ mod combine;
 pub mod control_file;
 mod deletions;
 mod edits;
+mod get_many;
 pub(crate) mod graph;
 mod inner;
 mod iter;
@@ -59,11 +60,13 @@ use recovery::RecoveryReport;
 
 /// How many times `get` looks an id up again when a commit freed what its first lookup found.
 const GET_TRIES_MAX: u32 = 64;
+
 use crate::wal::{Wal, now_us};
 use crate::{Error, Lsn};
 use crate::format::control::Control;
 use control_file::ControlFile;
 use readers::Pin;
+pub use get_many::{GET_MANY_COLD_WINDOW, GET_MANY_WINDOW};
 pub use txn::{BATCH_RECORD_BYTES, Row, Transaction};
 pub use iter::{Entries, Entry, Ids, ListOptions};
 pub use options::{Options, Retention};

@@ -131,12 +131,7 @@ fn score_hidden_values(
         };
         best.found.insert(
             global_slot,
-            EntryPlace {
-                catalog_page: u64::from(value.catalog_page.get()),
-                offset: value.entry_offset.get(),
-                vector_page: u64::from(value.vector_page.get()),
-                vector_slot: value.vector_slot.get(),
-            },
+            EntryPlace::of(&value),
         );
         push(&mut best.heap, best.k, candidate);
     }

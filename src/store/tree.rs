@@ -141,6 +141,33 @@ pub fn lookup(inner: &Inner, key: &[u8]) -> Result<Option<LeafValue>> {
     Ok(found.flatten())
 }
 
+/// Asks the OS for the first page on `key`'s path that was not read since the open, walking
+/// down the nodes that were (a hint, for a batch of reads from a cold cache: the leaves of a
+/// window of ids are asked for together, and their lookups wait for the disk once rather than
+/// once each; see `Store::get_many`). Stops at a node it cannot read or parse: the lookup
+/// reports it.
+pub fn ask_ahead_path(inner: &Inner, key: &[u8]) {
+    let root = inner.index_root.load(Ordering::Acquire);
+    let Ok(mut page) = node_page(inner, root, &"the root") else { return };
+    for _ in 0..=HEIGHT_MAX {
+        if !inner.arena.is_verified(page) {
+            inner.arena.ask_ahead(page);
+            return;
+        }
+        let child = {
+            let Ok(image) = inner.arena.read_page_in_use(page) else { return };
+            match Node::parse(&image) {
+                Ok(node) if node.kind == NodeKind::Branch => node.child_for(key).map(|(_, child)| child),
+                _ => return,
+            }
+        };
+        match child.ok().map(|child| node_page(inner, child, &page)) {
+            Some(Ok(next)) => page = next,
+            _ => return,
+        }
+    }
+}
+
 /// Up to `max` entries in key order from `from` (inclusive, or exclusive when `after`), all from
 /// one leaf, and where the next leaf's keys start (`None`: this was the last leaf).
 /// How many leaves right of the one it reads a [`scan_leaf`] asks for.

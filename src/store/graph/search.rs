@@ -181,7 +181,7 @@ fn resolve(reader: &PageReader<'_>, hnsw: &Hnsw, ranked: Vec<Ranked>, k: usize) 
             break;
         }
         let place = match value {
-            Some(value) => place_of(&value),
+            Some(value) => EntryPlace::of(&value),
             None => match committed_place(inner, node)? {
                 Some(place) => place,
                 None => continue,
@@ -202,14 +202,6 @@ fn resolve(reader: &PageReader<'_>, hnsw: &Hnsw, ranked: Vec<Ranked>, k: usize) 
     Ok(results)
 }
 
-fn place_of(value: &LeafValue) -> EntryPlace {
-    EntryPlace {
-        catalog_page: u64::from(value.catalog_page.get()),
-        offset: value.entry_offset.get(),
-        vector_page: u64::from(value.vector_page.get()),
-        vector_slot: value.vector_slot.get(),
-    }
-}
 
 /// Where the committed entry that owns node `node`'s vector slot is; `None` if no committed
 /// entry owns it (deleted, or written by the running transaction).
@@ -282,7 +274,7 @@ impl<'a> Matcher<'a> {
 
     /// True if the entry `value` names holds the pair.
     fn value(&self, value: &LeafValue) -> Result<bool> {
-        self.place(&place_of(value))
+        self.place(&EntryPlace::of(value))
     }
 
     fn place(&self, place: &EntryPlace) -> Result<bool> {
