@@ -176,7 +176,20 @@ pub fn string<'a>(obj: &'a Bound<'_, PyAny>, what: &dyn Fn() -> String) -> PyRes
 
 /// `count` ids from a list, tuple or other iterable of `str`.
 pub fn ids(obj: &Bound<'_, PyAny>, count: usize) -> PyResult<Strings> {
-    let mut ids = Strings::with_capacity(count);
+    let ids = id_list(obj, count)?;
+    if ids.len() != count {
+        return Err(InvalidArgumentError::new_err(format!(
+            "{} ids for {count} vectors",
+            ids.len()
+        )));
+    }
+    Ok(ids)
+}
+
+/// The ids of a list, tuple or other iterable of `str`, however many (`capacity`: how many to
+/// expect).
+pub fn id_list(obj: &Bound<'_, PyAny>, capacity: usize) -> PyResult<Strings> {
+    let mut ids = Strings::with_capacity(capacity);
     let mut push = |index: usize, item: &Bound<'_, PyAny>| -> PyResult<()> {
         ids.push(string(item, &|| format!("ids[{index}]"))?);
         Ok(())
@@ -195,12 +208,6 @@ pub fn ids(obj: &Bound<'_, PyAny>, count: usize) -> PyResult<Strings> {
         for (index, item) in obj.try_iter()?.enumerate() {
             push(index, &item?)?;
         }
-    }
-    if ids.len() != count {
-        return Err(InvalidArgumentError::new_err(format!(
-            "{} ids for {count} vectors",
-            ids.len()
-        )));
     }
     Ok(ids)
 }

@@ -21,6 +21,13 @@ type SearchArrays<'py> = (Bound<'py, PyArray2<Py<PyAny>>>, Bound<'py, PyArray2<f
 /// What `get` returns: a copy of the vector and its metadata.
 type Found<'py> = (Bound<'py, PyArray1<f32>>, Bound<'py, PyDict>);
 
+/// What `get_many` returns: the vectors, a row an id, and which ids were found.
+type FoundMany<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyArray1<bool>>);
+
+/// How many ids `get_many` reads between two checks for a signal (Ctrl-C): a few
+/// milliseconds of reads.
+const GET_MANY_CHUNK: usize = 4096;
+
 /// An embedded, crash-safe vector store: float32 vectors of one dimension, each under a string
 /// id with ``str``-to-``str`` metadata, in a directory of its own.
 ///
@@ -229,6 +236,39 @@ impl PyStore {
             metadata.set_item(key, value)?;
         }
         Ok(Some((vector, metadata)))
+    }
+
+    /// The vectors of ``ids`` (a list, tuple or other iterable of ``str``) in one call: a new
+    /// float32 array of shape ``(len(ids), dim)`` whose row ``i`` is the vector of ``ids[i]``
+    /// (zeros where it is absent), and a bool array of shape ``(len(ids),)`` saying which were
+    /// found. No metadata (:meth:`get` has it). Reads as :meth:`get` does, without the GIL,
+    /// the lookups of a few ids made before their vectors are read, so their waits for memory
+    /// (or for the disk, from a cold cache) overlap: faster than a :meth:`get` per id, and one
+    /// array instead of one per id. Ctrl-C stops a long call with ``KeyboardInterrupt``.
+    fn get_many<'py>(&self, py: Python<'py>, ids: &Bound<'py, PyAny>) -> PyResult<FoundMany<'py>> {
+        let ids = convert::id_list(ids, ids.len().unwrap_or(0))?;
+        let store = self.shared.lease().py_err()?;
+        let (count, dim) = (ids.len(), self.dim);
+        let (vectors, found) = py
+            .detach(|| {
+                let refs: Vec<&str> = (0..count).map(|i| ids.get(i)).collect();
+                let (mut vectors, mut found) = (vec![0f32; count * dim], vec![false; count]);
+                let mut checks = batch::SignalChecks::new();
+                for (chunk, first) in refs.chunks(GET_MANY_CHUNK).zip((0..).step_by(GET_MANY_CHUNK)) {
+                    checks.maybe()?;
+                    store.get_many(chunk, |i, vector| {
+                        if let Some(vector) = vector {
+                            let row = first + i;
+                            vectors[row * dim..(row + 1) * dim].copy_from_slice(&vector);
+                            found[row] = true;
+                        }
+                    })?;
+                }
+                Ok::<_, Failure>((vectors, found))
+            })
+            .py_err()?;
+        let vectors = PyArray1::from_vec(py, vectors).reshape([count, dim])?;
+        Ok((vectors, PyArray1::from_vec(py, found)))
     }
 
     /// The ids in byte order of their UTF-8 (which is code point order), as a list: those that

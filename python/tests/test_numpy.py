@@ -163,6 +163,30 @@ def test_search_many_output_arrays_are_fresh_and_c_contiguous(store):
     assert ids[0, 0] == "a" and scores[0, 0] == 1.0
 
 
+def test_get_many_returns_a_row_an_id_and_which_were_found(store):
+    rows = unit_rows(3, 300, 4)
+    ids = [f"id{i}" for i in range(300)]
+    store.upsert_many(ids, rows)
+    store.delete("id7")
+    # More ids than a window of the reader, absent ones, repeats, from a generator.
+    wanted = [f"id{(i * 37) % 300}" for i in range(500)] + ["nope", "id7", "id5"]
+    vectors, found = store.get_many(iter(wanted))
+    assert vectors.shape == (len(wanted), 4) and vectors.dtype == np.float32
+    assert found.shape == (len(wanted),) and found.dtype == np.bool_
+    assert vectors.flags.c_contiguous and vectors.flags.writeable
+    for row, id in enumerate(wanted):
+        got = store.get(id)
+        assert bool(found[row]) == (got is not None), id
+        expected = got[0] if got is not None else np.zeros(4, dtype=np.float32)
+        assert vectors[row].tobytes() == expected.tobytes(), id
+    empty, none_found = store.get_many([])
+    assert empty.shape == (0, 4) and none_found.shape == (0,)
+    with pytest.raises(TypeError):
+        store.get_many("id1")
+    with pytest.raises(TypeError):
+        store.get_many(["id1", 2])
+
+
 def peak_numpy_bytes(call) -> int:
     """The peak of memory traced while `call` runs (NumPy reports its array buffers to
     tracemalloc; the extension's own Rust allocations are not traced)."""
