@@ -140,6 +140,20 @@ fn workload(store: &Store, rng: &mut Rng, model: &mut Model, next_version: &mut 
             let version = version_of(&vector).expect("a reader sees committed, whole vectors only");
             held.push((vector, version));
         }
+        if rng.chance(60) {
+            // A batch read: each id as a get sees it, some held as well.
+            let ids: Vec<String> = (0..=rng.below(12)).map(|_| id_of(rng.below(IDS.into()))).collect();
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let hold = rng.chance(2);
+            let _ = store.get_many(&refs, |_, found| {
+                if let Some(vector) = found {
+                    let version = version_of(&vector).expect("a batch reader sees committed, whole vectors only");
+                    if hold {
+                        held.push((vector, version));
+                    }
+                }
+            });
+        }
         if !held.is_empty() && rng.chance(20) {
             held.swap_remove(rng.below(held.len() as u64) as usize);
         }
