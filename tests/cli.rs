@@ -584,6 +584,29 @@ fn get_of_an_absent_id_exits_1() {
 }
 
 #[test]
+fn get_of_many_ids_prints_a_line_each_in_order_and_exits_1_naming_the_absent() {
+    let s = Scratch::new();
+    s.with_abc();
+    let run = s.ok(&["get", "s", "c", "a", "c"]);
+    let lines: Vec<Value> = run.stdout.lines().map(json).collect();
+    let ids: Vec<&str> = lines.iter().map(|line| line["id"].as_str().expect("an id")).collect();
+    assert_eq!(ids, ["c", "a", "c"], "one line an id, in the order given: {run:?}");
+    assert_eq!(
+        lines[1],
+        json(&s.ok(&["get", "s", "a"]).stdout),
+        "each line as a get of its id alone"
+    );
+    let run = s.run(&["get", "s", "a", "zz", "b", "yy"]);
+    assert!(run.code == 1, "{run:?}");
+    let printed: Vec<Value> = run.stdout.lines().map(json).collect();
+    assert_eq!(printed.len(), 2, "the ids found are printed: {run:?}");
+    assert!(
+        run.stderr.contains("\"zz\", \"yy\""),
+        "the absent ids are named: {run:?}"
+    );
+}
+
+#[test]
 fn delete_removes_a_vector_and_a_second_delete_exits_1() {
     let s = Scratch::new();
     s.with_abc();

@@ -1,4 +1,5 @@
-//! `vellum get <DIR> <ID>`: one vector as a JSON object; exit 1 if absent.
+//! `vellum get <DIR> <ID>...`: each vector as a JSON object, one a line, in the order given;
+//! exit 1 if any is absent (after the others are printed).
 
 use std::path::PathBuf;
 
@@ -10,30 +11,47 @@ use super::common::{Failure, open_store_read_only, print_json};
 pub struct Args {
     /// The store.
     pub dir: PathBuf,
-    /// The id of the vector.
-    pub id: String,
+    /// The ids of the vectors (read in one batch: `Store::get_many`).
+    #[arg(required = true, num_args = 1..)]
+    pub ids: Vec<String>,
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
     let store = open_store_read_only(&args.dir)?;
-    let found = store
-        .get(&args.id)
-        .map_err(|e| Failure::from_error(format!("reading {:?} from {}", args.id, args.dir.display()), e))?;
-    let Some(vector) = found else {
-        return Err(Failure::not_found(format!(
-            "no vector with id {:?} in {}",
-            args.id,
-            args.dir.display()
-        )));
+    let ids: Vec<&str> = args.ids.iter().map(String::as_str).collect();
+    let mut absent = Vec::new();
+    store
+        .get_many(&ids, |i, found| {
+            let Some(vector) = found else {
+                absent.push(format!("{:?}", ids[i]));
+                return;
+            };
+            let metadata: Map<String, Value> = vector
+                .metadata()
+                .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+                .collect();
+            print_json(&json!({
+                "id": ids[i],
+                "vector": &*vector,
+                "metadata": metadata,
+            }));
+        })
+        .map_err(|e| {
+            let what = match ids.as_slice() {
+                [id] => format!("{id:?}"),
+                _ => format!("{} ids", ids.len()),
+            };
+            Failure::from_error(format!("reading {what} from {}", args.dir.display()), e)
+        })?;
+    if absent.is_empty() {
+        return Ok(());
+    }
+    let (what, which) = match absent.len() {
+        1 => ("id", absent[0].clone()),
+        _ => ("ids", absent.join(", ")),
     };
-    let metadata: Map<String, Value> = vector
-        .metadata()
-        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
-        .collect();
-    print_json(&json!({
-        "id": args.id,
-        "vector": &*vector,
-        "metadata": metadata,
-    }));
-    Ok(())
+    Err(Failure::not_found(format!(
+        "no vector with {what} {which} in {}",
+        args.dir.display()
+    )))
 }
