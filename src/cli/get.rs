@@ -12,7 +12,7 @@ pub struct Args {
     /// The store.
     pub dir: PathBuf,
     /// The ids of the vectors (read in one batch: `Store::get_many`).
-    #[arg(required = true, num_args = 1..)]
+    #[arg(required = true, num_args = 1.., value_name = "ID")]
     pub ids: Vec<String>,
 }
 
