@@ -11,9 +11,11 @@ use crate::format::index::LeafValue;
 /// lookup is ~0.5 us warm), few enough that the lines fetched are still in the caches when
 /// they are read. Measured at 262,144 ids (1 KiB
 /// vectors, random ids, warm), the median ratio to a `get` per id over 20 interleaved rounds:
-/// 4 ids 0.91, 8 0.90-0.93, 16 0.90-0.91, 32 0.91: level within the noise. (Walking each id's
-/// path first to bring its leaf's first probes in as well made it slower: 1.08, the branches
-/// walked twice and the leaf's header still read one id at a time.)
+/// 4 ids 0.91, 8 0.90-0.93, 16 0.90-0.91, 32 0.91: level within the noise. Bringing each id's
+/// leaf in as well before the lookups made it slower: walking each path first and prefetching
+/// the leaf's first probes, 1.08 (the branches walked twice, the leaf's header still read one
+/// id at a time); walking the branches only, to prefetch each leaf's header and then its first
+/// probes, 1.03-1.05 against 0.91-0.92 without.
 pub const GET_MANY_WINDOW: usize = 8;
 
 /// How many ids [`Store::get_many`] looks up together while its reads meet pages not read
