@@ -714,3 +714,38 @@ fn get_many_beside_writers_finds_each_id_whole_as_some_commit_left_it() {
     );
     assert!(found_count > 0, "the reader found ids");
 }
+
+#[test]
+fn get_many_reports_a_damaged_page_as_get_does_and_reads_around_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let dimension = 16;
+    let store = Store::create(dir.path(), dimension as u32, small_options()).unwrap();
+    for n in 0..600u64 {
+        store.insert(&format!("id-{n}"), &vector(n, dimension), &[]).unwrap();
+    }
+    store.close().unwrap();
+    // A byte of the first vector page changed on disk: its checksum no longer holds.
+    let file = dir.path().join("arena").join("vector-00000000.pages");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[2000] ^= 0x40;
+    std::fs::write(&file, &bytes).unwrap();
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    let damaged = store.get("id-0").map(|found| found.is_some());
+    assert!(matches!(damaged, Err(Error::Corrupted { .. })), "get: {damaged:?}");
+    let mut handed = Vec::new();
+    let batch = store.get_many(&["id-500", "id-0", "id-501"], |i, found| {
+        handed.push((i, found.is_some()))
+    });
+    assert!(
+        matches!(batch, Err(Error::Corrupted { .. })),
+        "get_many, as get: {batch:?}"
+    );
+    assert_eq!(handed, [(0, true)], "the ids before the damaged one were handed over");
+    let mut read = 0;
+    store
+        .get_many(&["id-500", "id-501", "absent"], |_, found| {
+            read += usize::from(found.is_some())
+        })
+        .unwrap();
+    assert_eq!(read, 2, "ids on other pages read as before");
+}
