@@ -110,48 +110,55 @@ fn every_arena_mapping_is_read_at_random() {
     store.close().expect("close");
 }
 
-#[test]
-fn a_cold_point_read_reads_its_pages_not_the_window_around_them() {
+/// A store of `rows` vectors made in a temporary directory, dropped from the page cache and
+/// opened read-only: every page a read meets comes from the disk.
+fn cold_store(rows: u64) -> (tempfile::TempDir, Store) {
     let temp = tempfile::tempdir().expect("tempdir");
     let dir = temp.path().join("store");
-    // 48 MiB of vectors: three vector files, more than one readahead window of most disks.
-    let rows = 48_000;
     make_store(&dir, rows);
     evict(&dir);
     let store = Store::open_read_only(&dir, Options::default()).expect("open");
-    let gets = 20u64;
-    let before = thread_read_bytes();
-    for i in 0..gets {
-        let id = format!("id{}", (i * 7_919) % rows);
-        assert!(store.get(&id).expect("get").is_some(), "{id} is stored");
-    }
-    let read_bytes = thread_read_bytes() - before;
+    (temp, store)
+}
+
+/// Asserts that `reads` cold reads that made the device read `read_bytes` read their pages,
+/// not the readahead window around them: each meets a few pages of 16 KiB (the tree's root,
+/// branch and leaf, a catalog page, a vector page); a fault's window would read megabytes.
+fn assert_each_read_its_pages(read_bytes: u64, reads: u64, what: &str) {
     if read_bytes == 0 {
         // A file system whose pages cannot be dropped (tmpfs) reads nothing: the count proves
         // nothing there, and the flags test above still holds the claim.
         eprintln!("the page cache could not be dropped here: no read to count");
         return;
     }
-    // Each get meets a few pages of 16 KiB (the tree's root, branch and leaf, a catalog
-    // page, a vector page); a fault's readahead window would read megabytes for each.
-    let per_get_max_bytes = 512 << 10;
+    let per_read_max_bytes = 512 << 10;
     assert!(
-        read_bytes <= gets * per_get_max_bytes,
-        "{gets} cold gets read {} KiB from the disk: more than {} KiB each",
+        read_bytes <= reads * per_read_max_bytes,
+        "{reads} {what} read {} KiB from the disk: more than {} KiB each",
         read_bytes >> 10,
-        per_get_max_bytes >> 10
+        per_read_max_bytes >> 10
     );
+}
+
+#[test]
+fn a_cold_point_read_reads_its_pages_not_the_window_around_them() {
+    // 48 MiB of vectors: three vector files, more than one readahead window of most disks.
+    let rows = 48_000;
+    let (_temp, store) = cold_store(rows);
+    let gets = 20u64;
+    let before = thread_read_bytes();
+    for i in 0..gets {
+        let id = format!("id{}", (i * 7_919) % rows);
+        assert!(store.get(&id).expect("get").is_some(), "{id} is stored");
+    }
+    assert_each_read_its_pages(thread_read_bytes() - before, gets, "cold gets");
     store.close().expect("close");
 }
 
 #[test]
 fn a_batch_read_from_a_cold_cache_returns_what_get_returns_and_reads_only_its_pages() {
-    let temp = tempfile::tempdir().expect("tempdir");
-    let dir = temp.path().join("store");
     let rows = 48_000;
-    make_store(&dir, rows);
-    evict(&dir);
-    let store = Store::open_read_only(&dir, Options::default()).expect("open");
+    let (_temp, store) = cold_store(rows);
     // More ids than a cold window and a warm one, some absent, some twice.
     let ids: Vec<String> = (0..300u64)
         .map(|i| match i % 50 {
@@ -176,18 +183,7 @@ fn a_batch_read_from_a_cold_cache_returns_what_get_returns_and_reads_only_its_pa
         let got = store.get(id).expect("get").map(|v| v.to_vec());
         assert_eq!(vector, &got, "{id}: what get returns");
     }
-    if read_bytes == 0 {
-        eprintln!("the page cache could not be dropped here: no read to count");
-        return;
-    }
     // The pages a batch asks for ahead are those its reads then use: no more than a get's.
-    let per_read_max_bytes = 512 << 10;
-    assert!(
-        read_bytes <= refs.len() as u64 * per_read_max_bytes,
-        "{} cold reads in a batch read {} KiB from the disk: more than {} KiB each",
-        refs.len(),
-        read_bytes >> 10,
-        per_read_max_bytes >> 10
-    );
+    assert_each_read_its_pages(read_bytes, refs.len() as u64, "cold reads in a batch");
     store.close().expect("close");
 }
