@@ -9,9 +9,8 @@ use crate::format::index::LeafValue;
 /// How many ids [`Store::get_many`] looks up before it reads their entries, while its reads
 /// find their pages in memory: enough lookups to cover the wait for the first one's lines (a
 /// lookup is ~0.5 us warm), few enough that the lines fetched are still in the caches when
-/// they are read. Measured at 262,144 ids (1 KiB
-/// vectors, random ids, warm), the median ratio to a `get` per id over 20 interleaved rounds:
-/// 4 ids 0.91, 8 0.90-0.93, 16 0.90-0.91, 32 0.91: level within the noise. Bringing each id's
+/// they are read. Measured at 262,144 ids (1 KiB vectors, random ids, warm), the median ratio
+/// to a `get` per id over 20 interleaved rounds: 4 ids 0.91, 8 0.90-0.93, 16 0.90-0.91, 32 0.91: level within the noise. Bringing each id's
 /// leaf in as well before the lookups made it slower: walking each path first and prefetching
 /// the leaf's first probes, 1.08 (the branches walked twice, the leaf's header still read one
 /// id at a time); walking the branches only, to prefetch each leaf's header and then its first
