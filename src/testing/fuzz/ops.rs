@@ -440,7 +440,37 @@ fn read_ops_state(store: &Store) -> Result<State, String> {
     if state.len() != store.len() {
         return Err(format!("len {} but {} ids readable", store.len(), state.len()));
     }
+    let batched = read_ops_state_batched(store)?;
+    if batched != state {
+        return Err(format!("get_many read {batched:?} where get read {state:?}"));
+    }
     Ok(state)
+}
+
+/// The ids of the store as one `get_many` reads them (what `get` reads, id by id).
+fn read_ops_state_batched(store: &Store) -> Result<State, String> {
+    let ids: Vec<String> = (0..OPS_IDS).map(ops_id).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut state = State::new();
+    let mut bad = None;
+    store
+        .get_many(&refs, |i, found| {
+            let Some(vector) = found else { return };
+            let meta: Vec<_> = vector.metadata().collect();
+            match (version_of(&vector), meta.as_slice()) {
+                (Some(version), [("m", value)]) => {
+                    state.insert(ids[i].clone(), (version, value.to_string()));
+                }
+                _ => {
+                    bad = Some(format!(
+                        "{}: batched, a vector never written or metadata {meta:?}",
+                        ids[i]
+                    ))
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    bad.map_or(Ok(state), Err)
 }
 
 /// The index of `store` checks clean and holds exactly the ids of `state`, in order.
