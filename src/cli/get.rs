@@ -46,12 +46,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
     if absent.is_empty() {
         return Ok(());
     }
-    let (what, which) = match absent.len() {
-        1 => ("id", absent[0].clone()),
-        _ => ("ids", absent.join(", ")),
-    };
+    let what = if absent.len() == 1 { "id" } else { "ids" };
     Err(Failure::not_found(format!(
-        "no vector with {what} {which} in {}",
+        "no vector with {what} {} in {}",
+        absent.join(", "),
         args.dir.display()
     )))
 }

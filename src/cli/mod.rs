@@ -45,7 +45,7 @@ enum Command {
     Create(create::Args),
     /// Load vectors from a JSONL, fvecs or npy file, committing them in batches.
     Import(import::Args),
-    /// Print vectors as JSON objects {"id","vector","metadata"}, one a line in the order given; exit 1 if any is absent
+    /// Print vectors as JSON objects {"id","vector","metadata"}, one a line in the order given; exit 1 if any is absent.
     Get(get::Args),
     /// Delete one vector; exit 1 if absent.
     Delete(delete::Args),

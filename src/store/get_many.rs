@@ -48,8 +48,11 @@ impl Store {
     pub fn get_many<'s>(&'s self, ids: &[&str], mut each: impl FnMut(usize, Option<VectorRef<'s>>)) -> Result<()> {
         self.inner.check_process()?;
         let mut window: Vec<LookedUp<'s>> = Vec::with_capacity(GET_MANY_COLD_WINDOW);
-        // The first window does not know whether the cache is cold: it asks.
-        let (mut start, mut cold) = (0, true);
+        // The first window takes the cache for warm: asking for every id's path first made a
+        // warm batch of 16 ids slower than a get per id (1.07-1.08 of its time, against
+        // 0.90-0.92 without), and costs a cold batch only the first window's waits, one an id
+        // (1,000 cold reads 55-57 ms either way).
+        let (mut start, mut cold) = (0, false);
         while start < ids.len() {
             let size = if cold { GET_MANY_COLD_WINDOW } else { GET_MANY_WINDOW };
             let chunk = &ids[start..ids.len().min(start + size)];
@@ -151,7 +154,8 @@ mod tests {
             ..Options::default()
         };
         let store = Store::create(dir.path(), 4, options).unwrap();
-        let ids: Vec<String> = (0..GET_MANY_COLD_WINDOW).map(|n| format!("id-{n}")).collect();
+        // One window's worth: the store was just written, so its first window is a warm one.
+        let ids: Vec<String> = (0..GET_MANY_WINDOW).map(|n| format!("id-{n}")).collect();
         for (n, id) in ids.iter().enumerate() {
             store.insert(id, &own(n), &[]).unwrap();
         }
@@ -162,7 +166,7 @@ mod tests {
                 for id in &doomed {
                     assert!(store.delete(id).unwrap(), "{id} was there");
                 }
-                for n in 0..4 * GET_MANY_COLD_WINDOW {
+                for n in 0..32 * GET_MANY_WINDOW {
                     store.insert(&format!("new-{n}"), &own(1_000_000 + n), &[]).unwrap();
                 }
             }));

@@ -60,7 +60,6 @@ use recovery::RecoveryReport;
 
 /// How many times `get` looks an id up again when a commit freed what its first lookup found.
 const GET_TRIES_MAX: u32 = 64;
-
 use crate::wal::{Wal, now_us};
 use crate::{Error, Lsn};
 use crate::format::control::Control;

@@ -202,7 +202,6 @@ fn resolve(reader: &PageReader<'_>, hnsw: &Hnsw, ranked: Vec<Ranked>, k: usize) 
     Ok(results)
 }
 
-
 /// Where the committed entry that owns node `node`'s vector slot is; `None` if no committed
 /// entry owns it (deleted, or written by the running transaction).
 fn committed_place(inner: &Inner, node: NodeId) -> Result<Option<EntryPlace>> {
